@@ -1,0 +1,36 @@
+"""songfeat: Spotify-style audio features (danceability, energy, tempo, key, ...) from audio, offline.
+
+    >>> import songfeat
+    >>> songfeat.analyze("song.mp3")          # -> dict in Spotify's audio-features shape
+
+Heavy modules (torch) load on first use, so `import songfeat` stays cheap.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["analyze", "analyze_many", "load_audio", "load_bundle", "open_store", "SongfeatError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("analyze", "analyze_many"):
+        from . import analyze as _analyze
+
+        return getattr(_analyze, name)
+    if name == "load_audio":
+        from .audio import load_audio
+
+        return load_audio
+    if name == "load_bundle":
+        from .bundle import load_bundle
+
+        return load_bundle
+    if name == "open_store":
+        from .data.store import open_store
+
+        return open_store
+    if name == "SongfeatError":
+        from .errors import SongfeatError
+
+        return SongfeatError
+    raise AttributeError(f"module 'songfeat' has no attribute {name!r}")

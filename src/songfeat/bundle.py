@@ -1,0 +1,150 @@
+"""A trained model on disk: `model.safetensors` (weights) + `config.json` (everything else).
+
+The config records the model family and hyper-parameters, targets, the front-end spec, the
+numeric inputs and where they come from, normalisation statistics, the split, held-out metrics
+and data provenance, so a bundle alone is enough to analyze audio or to audit how it was made.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import features, models
+from .errors import SongfeatError
+from .frontend import FrontendSpec
+
+FORMAT = "songfeat-bundle/1"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+DEFAULT_DIR = Path(__file__).parent / "weights" / "default"
+
+
+@dataclass
+class Bundle:
+    """A model with its config; `predict` takes raw inputs and returns values on the features' scale."""
+
+    model: torch.nn.Module
+    config: dict
+    path: Path | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.config["targets"])
+
+    @property
+    def frontend(self) -> FrontendSpec | None:
+        spec = self.config.get("frontend")
+        return FrontendSpec.from_dict(spec) if spec else None
+
+    @property
+    def numeric_inputs(self) -> tuple[str, ...]:
+        return tuple(self.config.get("numeric_inputs") or ())
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Which inputs the model reads: a subset of ("frontend", "numeric")."""
+        return tuple(self.config.get("inputs") or getattr(self.model, "inputs", ()))
+
+    def _scaler(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if name not in self._cache:
+            s = (self.config.get("scalers") or {}).get(name)
+            self._cache[name] = None if s is None else (
+                torch.tensor(s["mean"], dtype=torch.float32), torch.tensor(s["std"], dtype=torch.float32))
+        return self._cache[name]
+
+    def normalise(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Standardise an input with the statistics saved at training time (identity if none)."""
+        s = self._scaler(name)
+        if s is None:
+            return x
+        mean, std = s
+        if name == "frontend" and mean.dim() == 1 and mean.numel() == x.shape[1]:  # per-channel stats
+            mean, std = mean[None, :, None], std[None, :, None]
+        return (x - mean) / torch.clamp(std, min=1e-8)
+
+    @torch.no_grad()
+    def predict(self, frontend: torch.Tensor | None = None, numeric: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+        """Run the model on a batch; returns [B, len(targets)], each clamped to its feature's range."""
+        kw = {}
+        if "frontend" in self.needs:
+            if frontend is None:
+                raise ValueError("this model needs a front-end tensor")
+            kw["frontend"] = self.normalise("frontend", torch.as_tensor(frontend, dtype=torch.float32))
+        if "numeric" in self.needs:
+            if numeric is None:
+                raise ValueError(f"this model needs numeric inputs {self.numeric_inputs}")
+            kw["numeric"] = self.normalise("numeric", torch.as_tensor(numeric, dtype=torch.float32))
+        self.model.eval()
+        out = self.model(**kw).float().numpy()
+        lows = np.array([features.BY_NAME[t].low for t in self.targets], dtype=np.float32)
+        highs = np.array([features.BY_NAME[t].high for t in self.targets], dtype=np.float32)
+        return np.clip(out, lows, highs)
+
+
+def save_bundle(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
+    """Write a bundle atomically: into a temporary folder beside `path`, then renamed into place."""
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    cfg = dict(config)
+    cfg.setdefault("format", FORMAT)
+    cfg.setdefault("model", getattr(model, "family", type(model).__name__))
+    cfg.setdefault("inputs", list(getattr(model, "inputs", ())))
+    features.check_targets(cfg["targets"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_model(model, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=False, default=_jsonable) + "\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to a bundle config")
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Load a bundle folder; None or "default" means the model shipped inside the package."""
+    from safetensors.torch import load_model
+
+    p = DEFAULT_DIR if path in (None, "default") else Path(path)
+    if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
+        raise SongfeatError(p, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
+    try:
+        config = json.loads((p / CONFIG).read_text())
+    except json.JSONDecodeError as e:
+        raise SongfeatError(p / CONFIG, f"invalid JSON ({e})") from None
+    if config.get("format") != FORMAT:
+        raise SongfeatError(p, f"unsupported bundle format {config.get('format')!r} (this songfeat reads {FORMAT})")
+    model = models.create(config["model"], n_outputs=len(config["targets"]), **config.get("hparams", {}))
+    try:
+        load_model(model, str(p / WEIGHTS))
+    except Exception as e:
+        raise SongfeatError(p / WEIGHTS, f"weights do not fit model {config['model']!r} ({e})") from None
+    model.eval()
+    return Bundle(model=model, config=config, path=p)

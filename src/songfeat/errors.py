@@ -1,0 +1,17 @@
+"""The one error type users see: it names the file and the reason in one line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SongfeatError(Exception):
+    """A user-facing failure about one input: `str(err)` is '<path>: <reason>'."""
+
+    def __init__(self, path: str | Path | None, reason: str):
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+class AudioError(SongfeatError):
+    """The audio could not be read or is unusable (missing, empty, corrupt, silent, too short)."""

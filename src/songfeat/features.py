@@ -1,0 +1,76 @@
+"""The feature catalogue: every feature songfeat reports, its range and how it is obtained.
+
+This is the one place that lists targets. Everything else (models, JSON output, label tables)
+asks this module instead of spelling feature names again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One Spotify audio feature: name, value range, and whether we learn or measure it."""
+
+    name: str
+    low: float
+    high: float
+    kind: str  # "learned": predicted by a model; "measured": computed by signal processing
+    integer: bool = False
+    doc: str = ""
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("danceability", 0.0, 1.0, "learned", doc="how suitable for dancing (tempo, rhythm stability, beat strength)"),
+    Feature("energy", 0.0, 1.0, "learned", doc="perceived intensity and activity"),
+    Feature("speechiness", 0.0, 1.0, "learned", doc="presence of spoken words"),
+    Feature("acousticness", 0.0, 1.0, "learned", doc="confidence the track is acoustic"),
+    Feature("instrumentalness", 0.0, 1.0, "learned", doc="likelihood the track has no vocals"),
+    Feature("valence", 0.0, 1.0, "learned", doc="musical positiveness"),
+    Feature("liveness", 0.0, 1.0, "learned", doc="presence of an audience"),
+    Feature("tempo", 0.0, 250.0, "measured", doc="beats per minute"),
+    Feature("loudness", -60.0, 0.0, "measured", doc="overall loudness in dB, Spotify's scale"),
+    Feature("key", -1, 11, "measured", integer=True, doc="pitch class of the key, -1 when none is detected"),
+    Feature("mode", 0, 1, "measured", integer=True, doc="1 major, 0 minor"),
+    Feature("time_signature", 3, 7, "measured", integer=True, doc="beats per bar (3 to 7 means 3/4 to 7/4)"),
+    Feature("duration_ms", 0, 2**31 - 1, "measured", integer=True, doc="length of the audio in milliseconds"),
+)
+
+BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+#: The seven features a model predicts, in Spotify's usual order.
+LEARNED: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "learned")
+#: The five the seed report predicted.
+SEED_TARGETS: tuple[str, ...] = ("danceability", "energy", "speechiness", "acousticness", "instrumentalness")
+#: The seed's numeric-model inputs, taken from a label table.
+SEED_NUMERIC_INPUTS: tuple[str, ...] = ("valence", "tempo", "loudness", "key", "mode", "time_signature")
+#: Numeric inputs available from the audio alone (valence is a target, not a measurement).
+MEASURED_NUMERIC_INPUTS: tuple[str, ...] = ("tempo", "loudness", "key", "mode", "time_signature")
+#: Every labelled column of Spotify's audio-features object (the twelve a label table carries).
+LABEL_COLUMNS: tuple[str, ...] = LEARNED + ("tempo", "loudness", "key", "mode", "time_signature")
+
+#: Keys of Spotify's audio-features JSON, in the order the Web API returned them.
+SPOTIFY_KEYS: tuple[str, ...] = (
+    "danceability", "energy", "key", "loudness", "mode", "speechiness", "acousticness",
+    "instrumentalness", "liveness", "valence", "tempo", "type", "id", "uri", "track_href",
+    "analysis_url", "duration_ms", "time_signature",
+)
+
+
+def check_targets(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Return `names` as a tuple after checking each is a known feature; raise ValueError naming the bad one."""
+    out = []
+    for n in names:
+        if n not in BY_NAME:
+            raise ValueError(f"unknown feature {n!r}; known: {', '.join(BY_NAME)}")
+        out.append(n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"duplicate feature in {out}")
+    return tuple(out)
+
+
+def clip_value(name: str, value: float) -> float:
+    """Clamp a value into its feature's range (and round integer features)."""
+    f = BY_NAME[name]
+    v = min(max(float(value), f.low), f.high)
+    return float(round(v)) if f.integer else v

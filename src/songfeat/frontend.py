@@ -1,0 +1,161 @@
+"""Front-ends: batched MFCC and log-mel spectrograms in torch, described by a spec saved with each model.
+
+`SEED_MFCC` is the seed report's transform exactly (torchaudio.transforms.MFCC with n_fft 4096,
+hop 8192, 256 HTK mel bands without area normalisation, 20 coefficients, dB with an 80 dB floor,
+orthonormal DCT-II) giving 20x160 for a 30-s clip at 44.1 kHz. Its hop is twice its FFT size, so it
+reads only half of the audio; `MFCC_DENSE` fixes that and `LOGMEL` is the richer input for newer
+models.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, WINDOW_SECONDS
+
+AMIN = 1e-10  # power floor before the log, as torchaudio and librosa use
+
+
+@dataclass(frozen=True)
+class FrontendSpec:
+    """Everything needed to recompute a model's input from audio; stored in every bundle."""
+
+    kind: str = "mfcc"  # "mfcc" or "logmel"
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 4096
+    hop_length: int = 8192
+    n_mels: int = 256
+    n_mfcc: int = 20
+    frames: int = 160  # output is padded with zeros or trimmed to this many frames
+    top_db: float | None = 80.0
+    window_seconds: float = WINDOW_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mfcc", "logmel"):
+            raise ValueError(f"front-end kind must be 'mfcc' or 'logmel', not {self.kind!r}")
+        if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
+            raise ValueError(f"n_mfcc must be in 1..n_mels, got {self.n_mfcc}")
+
+    @property
+    def channels(self) -> int:
+        """Rows of the output: coefficients for MFCC, mel bands for log-mel."""
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.channels, self.frames)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrontendSpec":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+SEED_MFCC = FrontendSpec()
+MFCC_DENSE = replace(SEED_MFCC, hop_length=2048, frames=646)  # hop <= n_fft: every sample is read
+LOGMEL = FrontendSpec(kind="logmel", n_fft=2048, hop_length=1024, n_mels=96, frames=1292)
+SPECS: dict[str, FrontendSpec] = {"mfcc": SEED_MFCC, "mfcc-dense": MFCC_DENSE, "logmel": LOGMEL}
+
+
+def get_spec(name: str) -> FrontendSpec:
+    """Look a named front-end up; raise ValueError listing the names when unknown."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown front-end {name!r}; choose one of {', '.join(SPECS)}") from None
+
+
+def _hz_to_mel_htk(f: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz_htk(m: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    """HTK-scale triangular mel filters without area normalisation, [n_mels, n_fft//2+1].
+
+    Equal to librosa.filters.mel(htk=True, norm=None) and torchaudio's melscale_fbanks(mel_scale="htk");
+    written out here (a dozen lines) so a cold start does not pay for importing numba.
+    """
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    mel_pts = np.linspace(_hz_to_mel_htk(np.array(0.0)), _hz_to_mel_htk(np.array(sample_rate / 2.0)), n_mels + 2)
+    hz_pts = _mel_to_hz_htk(mel_pts)
+    fdiff = np.diff(hz_pts)
+    ramps = hz_pts[:, None] - freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    fb = np.maximum(0.0, np.minimum(lower, upper))
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+@lru_cache(maxsize=8)
+def dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:
+    """Orthonormal DCT-II basis [n_mfcc, n_mels], as scipy.fft.dct(norm='ortho') applies it."""
+    n = torch.arange(n_mels, dtype=torch.float64)
+    k = torch.arange(n_mfcc, dtype=torch.float64)[:, None]
+    basis = torch.cos(math.pi / n_mels * (n + 0.5) * k) * math.sqrt(2.0 / n_mels)
+    basis[0] *= 1.0 / math.sqrt(2.0)
+    return basis.float()
+
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft, periodic=True)
+
+
+def power_spectrogram(y: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """|STFT|^2 of [B, N] audio, centred with reflect padding (torchaudio's default): [B, n_fft//2+1, T]."""
+    if y.shape[-1] <= n_fft // 2:  # reflect padding needs more samples than half a frame
+        y = torch.nn.functional.pad(y, (0, n_fft // 2 + 1 - y.shape[-1]))
+    spec = torch.stft(y, n_fft, hop_length, window=_window(n_fft), center=True, pad_mode="reflect", return_complex=True)
+    return spec.real.square() + spec.imag.square()
+
+
+def power_to_db(s: torch.Tensor, top_db: float | None) -> torch.Tensor:
+    """10*log10 of power with a floor `top_db` below each item's maximum ([B, ...] input)."""
+    db = 10.0 * torch.log10(torch.clamp(s, min=AMIN))
+    if top_db is not None:
+        peak = db.amax(dim=tuple(range(1, db.dim())), keepdim=True)
+        db = torch.maximum(db, peak - top_db)
+    return db
+
+
+def pad_or_trim(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """Zero-pad or cut the last axis to `frames`, as the seed's pad_tensor did."""
+    t = x.shape[-1]
+    if t >= frames:
+        return x[..., :frames]
+    return torch.nn.functional.pad(x, (0, frames - t))
+
+
+def compute(spec: FrontendSpec, audio: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """The front-end of a batch of equal-length mono clips [B, N] (or one clip [N]) -> [B, C, frames]."""
+    y = torch.as_tensor(audio, dtype=torch.float32)
+    if y.dim() == 1:
+        y = y[None]
+    mel = mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels) @ power_spectrogram(y, spec.n_fft, spec.hop_length)
+    db = power_to_db(mel, spec.top_db)
+    out = dct_matrix(spec.n_mfcc, spec.n_mels) @ db if spec.kind == "mfcc" else db
+    return pad_or_trim(out, spec.frames)
+
+
+def fit_window(y: np.ndarray, spec: FrontendSpec) -> np.ndarray:
+    """Make one analysis window exactly `window_seconds` long: longer is cut, shorter is tiled.
+
+    Tiling (repeating the clip) keeps a short clip's statistics instead of padding with silence
+    the model never saw in training.
+    """
+    n = int(round(spec.window_seconds * spec.sample_rate))
+    if y.size >= n:
+        return y[:n]
+    reps = int(math.ceil(n / max(y.size, 1)))
+    return np.tile(y, reps)[:n]
