@@ -1,0 +1,246 @@
+"""The seed's metrics (MSE, MAE, RMSE, R², Pearson per target and averaged), tables, plots, comparisons.
+
+Everything here works on plain arrays, so the same numbers come out whether predictions came from a
+bundle, a cross-validation fold or the lead's `evaluate-audio`. Undefined values (Pearson or R² of a
+constant column) are NaN in Python and null in JSON, never silently 0.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS: tuple[str, ...] = ("mse", "mae", "rmse", "r2", "pearson")
+DANCEABLE_THRESHOLD = 0.5  # the seed's first, binary view: danceable when danceability > 0.5
+CONSTANT_RATIO = 0.01  # predictions whose spread is < 1% of the truth's spread count as one constant
+CONSTANT_ABS = 1e-4  # ... or whose standard deviation is below this outright
+
+
+def _as_2d(a: Any) -> np.ndarray:
+    x = np.asarray(a, dtype=np.float64)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's r of two 1-D arrays; NaN when either is constant (r is undefined there)."""
+    x = np.asarray(x, dtype=np.float64) - np.mean(x)
+    y = np.asarray(y, dtype=np.float64) - np.mean(y)
+    den = math.sqrt(float(np.sum(x * x)) * float(np.sum(y * y)))
+    if den <= 1e-15 * max(len(x), 1):
+        return float("nan")
+    return float(np.clip(np.sum(x * y) / den, -1.0, 1.0))
+
+
+def target_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MSE, MAE, RMSE, R² and Pearson of one target column."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    err = p - t
+    mse = float(np.mean(err**2))
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    r2 = float("nan") if ss_tot <= 1e-15 else 1.0 - float(np.sum(err**2)) / ss_tot
+    return {"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse), "r2": r2, "pearson": pearson(t, p)}
+
+
+def regression_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
+    """Per-target and averaged metrics for [N, K] truth and predictions (K = len(names)).
+
+    Returns {"n": N, "targets": {name: {mse, mae, rmse, r2, pearson}}, "average": {...}}; the
+    average is the plain mean over targets (NaNs skipped), as the seed's "Average" column.
+    """
+    t, p = _as_2d(y_true), _as_2d(y_pred)
+    names = list(names)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true {t.shape} and y_pred {p.shape} differ in shape")
+    if t.shape[1] != len(names):
+        raise ValueError(f"{t.shape[1]} columns but {len(names)} names")
+    if t.shape[0] < 2:
+        raise ValueError("need at least 2 rows to compute metrics")
+    per = {n: target_metrics(t[:, i], p[:, i]) for i, n in enumerate(names)}
+    avg = {}
+    for m in METRICS:
+        vals = [per[n][m] for n in names if not math.isnan(per[n][m])]
+        avg[m] = float(np.mean(vals)) if vals else float("nan")
+    return {"n": int(t.shape[0]), "targets": per, "average": avg}
+
+
+def danceable_accuracy(y_true: Any, y_pred: Any, threshold: float = DANCEABLE_THRESHOLD) -> float:
+    """Share of clips whose "danceable" verdict (value > threshold) agrees between truth and prediction."""
+    t = np.asarray(y_true, dtype=np.float64).ravel() > threshold
+    p = np.asarray(y_pred, dtype=np.float64).ravel() > threshold
+    return float(np.mean(t == p))
+
+
+def constant_outputs(y_true: Any, y_pred: Any, names: Sequence[str]) -> list[str]:
+    """Targets for which the model outputs (nearly) one number whatever the input, as the seed's simple CNN did."""
+    t, p = _as_2d(y_true), _as_2d(y_pred)
+    out = []
+    for i, n in enumerate(names):
+        sp, st = float(np.std(p[:, i])), float(np.std(t[:, i]))
+        if sp < CONSTANT_ABS or (st > 0 and sp < CONSTANT_RATIO * st):
+            out.append(n)
+    return out
+
+
+def report(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
+    """Metrics plus the seed's binary danceability accuracy and the constant-output check."""
+    out = regression_metrics(y_true, y_pred, names)
+    names = list(names)
+    if "danceability" in names:
+        i = names.index("danceability")
+        out["danceable_accuracy"] = danceable_accuracy(_as_2d(y_true)[:, i], _as_2d(y_pred)[:, i])
+    out["constant_outputs"] = constant_outputs(y_true, y_pred, names)
+    return out
+
+
+# ---- output formats ---------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def to_markdown(result: dict, title: str | None = None) -> str:
+    """One result as a markdown table: a row per target plus the average, a column per metric."""
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| target | " + " | ".join(m.upper() if m != "r2" else "R²" for m in METRICS) + " |",
+              "|---|" + "---:|" * len(METRICS)]
+    for name, vals in result["targets"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(vals[m]) for m in METRICS) + " |")
+    lines.append("| **average** | " + " | ".join(_fmt(result["average"][m]) for m in METRICS) + " |")
+    extra = [f"n = {result['n']} held-out clips"]
+    if "danceable_accuracy" in result:
+        extra.append(f"danceable accuracy (> {DANCEABLE_THRESHOLD}) = {result['danceable_accuracy']:.3f}")
+    if result.get("constant_outputs"):
+        extra.append("**constant output** (model ignores its input) for: " + ", ".join(result["constant_outputs"]))
+    return "\n".join(lines + ["", "; ".join(extra)]) + "\n"
+
+
+def _nan_to_none(o: Any) -> Any:
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_nan_to_none(v) for v in o]
+    if isinstance(o, (np.floating, np.integer)):
+        return _nan_to_none(o.item())
+    return o
+
+
+def to_json(result: dict) -> str:
+    """A result as strict JSON (NaN written as null)."""
+    return json.dumps(_nan_to_none(result), indent=2, allow_nan=False)
+
+
+def scatter_png(y_true: Any, y_pred: Any, names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Prediction-vs-truth scatter, one panel per target, written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, p = _as_2d(y_true), _as_2d(y_pred)
+    k = len(names)
+    cols = min(k, 4)
+    rows = math.ceil(k / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for i, name in enumerate(names):
+        ax = axes[i // cols][i % cols]
+        ax.scatter(t[:, i], p[:, i], s=8, alpha=0.6)
+        lo = float(min(t[:, i].min(), p[:, i].min()))
+        hi = float(max(t[:, i].max(), p[:, i].max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(f"{name}  r={_fmt(pearson(t[:, i], p[:, i]), 2)}", fontsize=9)
+        ax.set_xlabel("truth", fontsize=8)
+        ax.set_ylabel("prediction", fontsize=8)
+    for j in range(k, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---- bundles ------------------------------------------------------------------------------------
+
+
+def predict_dataset(bundle: Any, data: Any, batch_size: int = 512) -> np.ndarray:
+    """Predictions of a loaded bundle over a `songfeat.train.Dataset`, in batches."""
+    outs = []
+    for s in range(0, len(data), batch_size):
+        fe = None if data.frontend is None else data.frontend[s:s + batch_size]
+        nu = None if data.numeric is None else data.numeric[s:s + batch_size]
+        outs.append(bundle.predict(frontend=fe, numeric=nu))
+    return np.concatenate(outs, axis=0)
+
+
+def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = None, split: str = "test",
+                    scatter: str | Path | None = None) -> dict:
+    """Metrics of a bundle on the held-out split it recorded (or on all of `data` when given explicitly).
+
+    With a store, the bundle's own recorded test ids are looked up in it, so the figures are on clips
+    the model never trained on. Returns `report(...)` plus "model", "bundle" and "split".
+    """
+    from .bundle import load_bundle
+    from .train import dataset_for_bundle
+
+    b = load_bundle(bundle_path)
+    if data is None:
+        if store is None:
+            raise ValueError("give a store (or a dataset) to evaluate on")
+        data = dataset_for_bundle(b.config, store)
+        ids = (b.config.get("split") or {}).get(split)
+        if ids is None:
+            raise ValueError(f"bundle {bundle_path} records no {split!r} ids; pass data= explicitly")
+        data = data.select_ids(ids)
+    pred = predict_dataset(b, data)
+    names = list(b.targets)
+    cols = [data.target_names.index(n) for n in names]
+    truth = data.targets[:, cols]
+    out = report(truth, pred, names)
+    out.update(model=b.config.get("model"), bundle=str(bundle_path), split=split)
+    if scatter:
+        scatter_png(truth, pred, names, scatter, title=f"{b.config.get('model')} ({split}, n={len(data)})")
+        out["scatter"] = str(scatter)
+    return out
+
+
+def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metrics: Sequence[str] = ("mse", "mae"),
+            pearson_table: bool = True) -> str:
+    """Results side by side as markdown, like the report's Tables 1–4: a row per model, 'MSE/MAE' per target.
+
+    Targets a model did not predict show 'X', as the seed's tables did. A second table gives Pearson.
+    """
+    labels = list(labels) if labels is not None else [str(r.get("model", i)) for i, r in enumerate(results)]
+    targets: list[str] = []
+    for r in results:
+        for t in r["targets"]:
+            if t not in targets:
+                targets.append(t)
+    head = "/".join(m.upper() for m in metrics)
+
+    def table(ms: Sequence[str], caption: str) -> list[str]:
+        lines = [f"| model | " + " | ".join(f"{t} ({caption})" for t in targets) + f" | average ({caption}) |",
+                 "|---|" + "---:|" * (len(targets) + 1)]
+        for lab, r in zip(labels, results):
+            cells = []
+            for t in targets:
+                v = r["targets"].get(t)
+                cells.append("X" if v is None else "/".join(_fmt(v[m]) for m in ms))
+            cells.append("/".join(_fmt(r["average"][m]) for m in ms))
+            lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+        return lines
+
+    out = table(metrics, head)
+    if pearson_table:
+        out += [""] + table(("pearson",), "Pearson")
+    return "\n".join(out) + "\n"
