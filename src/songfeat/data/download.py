@@ -1,0 +1,331 @@
+"""Download the 30-s previews listed in a track table, safely enough to kill and rerun at any time.
+
+Each preview is streamed to `<id><ext>.part`, its length checked against Content-Length, its audio
+checked to decode, and only then renamed to `<id><ext>` (`os.replace` is atomic), so a file with a
+final name is always complete. A rerun deletes stale `.part` files and skips previews already on
+disk and decodable. Failures (HTTP 404, truncated bodies, bytes that are not audio, ...) go to
+`download-failures.csv` in the output folder; transient ones (429, 5xx, network errors, truncation)
+are retried with backoff first, honouring Retry-After.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ..audio import audio_info, iter_audio
+from ..errors import AudioError, SongfeatError
+from .spotify_api import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+
+REPORT_NAME = "download-failures.csv"
+REPORT_COLUMNS = ("track_id", "url", "reason", "attempts")
+PART_SUFFIX = ".part"
+LOCK_NAME = ".songfeat-download.lock"
+CHUNK_BYTES = 1 << 16
+MAX_BYTES = 50 * 1024 * 1024  # a 30-s preview is ~0.5 MB; anything this big is not one
+TIMEOUT = 30.0  # seconds to connect, and between bytes while reading
+DEFAULT_EXT = ".mp3"  # Spotify's previews are MP3
+CONTENT_TYPES = {
+    "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav",
+    "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mp4": ".m4a", "audio/aac": ".aac",
+}
+EXTENSIONS = tuple(dict.fromkeys((DEFAULT_EXT, *CONTENT_TYPES.values())))
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # becomes a file name: no dots, slashes
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One preview that could not be downloaded."""
+
+    track_id: str
+    url: str
+    reason: str
+    attempts: int
+
+
+@dataclass
+class DownloadReport:
+    """What one `download` run did."""
+
+    out_dir: Path
+    report_path: Path
+    total: int = 0  # tracks with a preview URL
+    downloaded: int = 0
+    already: int = 0  # valid files found on disk and skipped
+    no_preview: int = 0  # rows without a preview URL (not failures)
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        line = (f"{self.out_dir}: {self.downloaded} downloaded, {self.already} already there, "
+                f"{len(self.failures)} failed of {self.total} previews")
+        if self.no_preview:
+            line += f"; {self.no_preview} tracks have no preview URL"
+        if self.failures:
+            line += f"; failures listed in {self.report_path}"
+        return line + f" ({self.seconds:.1f} s)"
+
+
+def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
+    """([(track_id, preview_url)], rows without a preview) from a track table, one entry per id."""
+    path = Path(tracks_csv)
+    if not path.is_file():
+        raise SongfeatError(path, "no such track table")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            id_col = "track_id" if "track_id" in cols else "id" if "id" in cols else None
+            if id_col is None or "preview_url" not in cols:
+                raise SongfeatError(path, f"needs columns track_id (or id) and preview_url; has {', '.join(cols) or 'none'}")
+            seen: dict[str, str] = {}
+            no_preview = 0
+            for row in reader:
+                tid = (row.get(id_col) or "").strip()
+                url = (row.get("preview_url") or "").strip()
+                if not tid or tid in seen:
+                    continue
+                if not url:
+                    no_preview += 1
+                    seen[tid] = ""
+                    continue
+                seen[tid] = url
+    except UnicodeDecodeError:
+        raise SongfeatError(path, "not a UTF-8 CSV file") from None
+    except csv.Error as e:
+        raise SongfeatError(path, f"malformed CSV ({e})") from None
+    return [(t, u) for t, u in seen.items() if u], no_preview
+
+
+def check_audio(path: str | Path) -> None:
+    """Raise AudioError unless `path` is audio that actually decodes (a header alone is not enough)."""
+    audio_info(path)
+    for block in iter_audio(path):
+        if block.size:
+            return
+    raise AudioError(path, "no audio frames decode")
+
+
+def existing(out_dir: Path, track_id: str) -> Path | None:
+    """The valid preview already downloaded for `track_id`, if any."""
+    for ext in EXTENSIONS:
+        p = out_dir / f"{track_id}{ext}"
+        if p.is_file():
+            try:
+                check_audio(p)
+                return p
+            except AudioError:
+                continue
+    return None
+
+
+def remove_stale_parts(out_dir: Path) -> int:
+    """Delete temporary files an interrupted run left behind; return how many."""
+    n = 0
+    for p in out_dir.glob(f"*{PART_SUFFIX}"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def _extension(content_type: str | None, url: str) -> str:
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype in CONTENT_TYPES:
+        return CONTENT_TYPES[ctype]
+    suffix = Path(url.split("?")[0]).suffix.lower()
+    return suffix if suffix in EXTENSIONS else DEFAULT_EXT
+
+
+class _Attempt(Exception):
+    """One failed attempt: why, whether another may succeed, and how long the server asked us to wait."""
+
+    def __init__(self, reason: str, retryable: bool, wait: float | None = None):
+        super().__init__(reason)
+        self.reason, self.retryable, self.wait = reason, retryable, wait
+
+
+def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, timeout: float) -> Path:
+    """One attempt: stream to a .part file, check length and audio, rename into place. Raises _Attempt."""
+    part: Path | None = None
+    try:
+        with session.get(url, stream=True, timeout=(timeout, timeout), headers={"Accept-Encoding": "identity"}) as r:
+            if r.status_code != 200:
+                wait = parse_retry_after(r.headers.get("Retry-After")) if r.status_code in (429, 503) else None
+                raise _Attempt(f"HTTP {r.status_code} {r.reason or ''}".strip(), r.status_code in RETRYABLE_STATUS, wait)
+            length = r.headers.get("Content-Length", "")
+            expected = int(length) if length.isdigit() else None
+            if expected is not None and expected > MAX_BYTES:
+                raise _Attempt(f"too large for a preview ({expected} bytes)", False)
+            final = out_dir / f"{track_id}{_extension(r.headers.get('Content-Type'), url)}"
+            part = final.with_name(final.name + PART_SUFFIX)
+            got = 0
+            with open(part, "wb") as f:
+                for chunk in r.iter_content(CHUNK_BYTES):
+                    f.write(chunk)
+                    got += len(chunk)
+                    if got > MAX_BYTES:
+                        raise _Attempt(f"too large for a preview (over {MAX_BYTES} bytes)", False)
+                f.flush()
+                os.fsync(f.fileno())
+            if expected is not None and got != expected:
+                raise _Attempt(f"truncated: got {got} of {expected} bytes", True)
+            if got == 0:
+                raise _Attempt("empty body", True)
+            try:
+                check_audio(part)
+            except AudioError as e:
+                raise _Attempt(f"not audio: {e.reason}", False) from None
+            os.replace(part, final)
+            part = None
+            for ext in EXTENSIONS:  # an undecodable older file under another extension is now obsolete
+                other = out_dir / f"{track_id}{ext}"
+                if other != final and other.exists():
+                    other.unlink(missing_ok=True)
+            return final
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+        raise _Attempt("truncated: the connection closed before the whole body arrived", True) from None
+    except requests.exceptions.Timeout:
+        raise _Attempt(f"timed out after {timeout:g} s", True) from None
+    except requests.exceptions.ConnectionError as e:
+        raise _Attempt(f"connection failed ({type(e).__name__})", True) from None
+    except requests.exceptions.RequestException as e:
+        raise _Attempt(f"bad request ({type(e).__name__}: {e})", False) from None
+    finally:
+        if part is not None:
+            part.unlink(missing_ok=True)
+
+
+def download_one(
+    session: requests.Session, track_id: str, url: str, out_dir: Path, policy: RetryPolicy, timeout: float = TIMEOUT,
+) -> tuple[str, Failure | None]:
+    """Fetch one preview with retries; ("already" | "downloaded" | "failed", failure or None)."""
+    if not SAFE_ID.match(track_id):
+        return "failed", Failure(track_id, url, "unsafe track_id for a file name", 0)
+    if not url.startswith(("http://", "https://")):
+        return "failed", Failure(track_id, url, "preview_url is not an http(s) URL", 0)
+    if existing(out_dir, track_id) is not None:
+        return "already", None
+    attempt = 0
+    while True:
+        try:
+            _fetch(session, track_id, url, out_dir, timeout)
+            return "downloaded", None
+        except _Attempt as a:
+            if not a.retryable or attempt >= policy.retries:
+                return "failed", Failure(track_id, url, a.reason, attempt + 1)
+            wait = a.wait if a.wait is not None else policy.backoff_delay(attempt)
+            if wait > policy.max_retry_after:
+                return "failed", Failure(track_id, url, f"{a.reason}; server asks to wait {wait:.0f} s", attempt + 1)
+            policy.sleep(wait)
+            attempt += 1
+
+
+def _lock(out_dir: Path) -> Any:
+    """Hold an exclusive lock on the folder (released by the OS even on SIGKILL); None where unsupported."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; concurrent runs are the user's business
+        return None
+    f = open(out_dir / LOCK_NAME, "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SongfeatError(out_dir, "another `songfeat download` is writing into this folder") from None
+    return f
+
+
+def write_report(path: Path, failures: list[Failure]) -> None:
+    """Atomically write the failures table (header only when nothing failed)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(REPORT_COLUMNS)
+        for x in sorted(failures, key=lambda x: x.track_id):
+            w.writerow((x.track_id, x.url, x.reason, x.attempts))
+    os.replace(tmp, path)
+
+
+def download(
+    tracks_csv: str | Path,
+    out_dir: str | Path,
+    *,
+    concurrency: int = 8,
+    retries: int | None = None,
+    timeout: float = TIMEOUT,
+    policy: RetryPolicy | None = None,
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> DownloadReport:
+    """Download every preview in `tracks_csv` into `out_dir` as `<track_id>.mp3` (or the served format).
+
+    `retries` overrides `policy.retries`. Already-valid files are skipped; failures are returned and
+    written to `out_dir/download-failures.csv`. Safe to interrupt (even SIGKILL) and rerun.
+    """
+    if concurrency < 1:
+        raise SongfeatError(None, f"--concurrency must be at least 1 (got {concurrency})")
+    policy = policy or RetryPolicy()
+    if retries is not None:
+        policy = replace(policy, retries=retries)
+    tracks, no_preview = read_tracks(tracks_csv)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SongfeatError(out, "exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    report = DownloadReport(out_dir=out, report_path=out / REPORT_NAME, total=len(tracks), no_preview=no_preview)
+    lock = _lock(out)
+    start = time.monotonic()
+    try:
+        stale = remove_stale_parts(out)
+        if stale and on_message is not None:
+            on_message(f"{out}: removed {stale} partial file(s) left by an interrupted run")
+        local = threading.local()
+
+        def work(tid: str, url: str) -> tuple[str, Failure | None]:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+            return download_one(local.session, tid, url, out, policy, timeout)
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        bar = Progress(TextColumn("downloading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=console, disable=not (progress and console.is_terminal))
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="songfeat-download")
+        try:
+            with bar:
+                task = bar.add_task("downloading", total=len(tracks))
+                futures = [pool.submit(work, tid, url) for tid, url in tracks]
+                for fut in as_completed(futures):
+                    status, failure = fut.result()
+                    if status == "downloaded":
+                        report.downloaded += 1
+                    elif status == "already":
+                        report.already += 1
+                    elif failure is not None:
+                        report.failures.append(failure)
+                    bar.advance(task)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        write_report(report.report_path, report.failures)
+    finally:
+        if lock is not None:
+            lock.close()
+    report.seconds = time.monotonic() - start
+    return report
