@@ -18,6 +18,112 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
 
 # ---- analyze (core) --------------------------------------------------------------------------
 
+
+def _progress_on() -> bool:
+    return sys.stderr.isatty()
+
+
+@app.command()
+def analyze(
+    paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
+    fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl or csv."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes analysing files in parallel."),
+    resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
+) -> None:
+    """Analyze audio files and print Spotify-style audio features."""
+    from .analyze import analyze_many
+    from .audio import find_audio
+    from .errors import SongfeatError
+    from .output import FORMATS, ResultWriter
+
+    if fmt not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if resume and output is None:
+        raise fail("--resume needs --output")
+    files, missing = find_audio(list(paths))
+    for m in missing:
+        typer.echo(f"songfeat: error: {m}: no such file or folder", err=True)
+    single = len(paths) == 1 and len(files) == 1 and paths[0].is_file()
+    writer = ResultWriter(fmt, output, resume=resume, single=single)
+    todo = [f for f in files if str(f) not in writer.done]
+    if not files and not missing:
+        raise fail("no audio files found in " + ", ".join(map(str, paths)))
+    failed = len(missing)
+    progress = None
+    if _progress_on() and len(todo) > 1:
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+        task = progress.add_task("analysing", total=len(todo))
+        progress.start()
+    try:
+        for out in analyze_many(todo, model=model, workers=workers):
+            if progress is not None:
+                progress.advance(task)
+            if out.error:
+                failed += 1
+                typer.echo(f"songfeat: error: {out.error}", err=True)
+                continue
+            writer.write(out.features if single else {"path": out.path, **out.features})
+        writer.close()
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    finally:
+        if progress is not None:
+            progress.stop()
+    if failed:
+        typer.echo(f"songfeat: {failed} of {len(files) + len(missing)} inputs failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("evaluate-audio")
+def evaluate_audio(
+    labels: Path = typer.Option(..., "--labels", help="CSV of Spotify labels (any supported schema), keyed by track id."),
+    audio: Path = typer.Option(..., "--audio", help="Folder of audio files named <track_id>.<ext>."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
+    cv: Optional[int] = typer.Option(None, "--cv", help="Refit the default model's audio-fitted parts in K folds (honest on its own dev clips)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
+) -> None:
+    """Accuracy against Spotify's labels on real audio: per-feature MAE/Pearson, loudness dB error, tempo/key agreement."""
+    import json
+
+    from .accuracy import evaluate_audio as run, to_markdown
+    from .errors import SongfeatError
+
+    try:
+        result = run(labels, audio, model=model, cv=cv, workers=workers, progress=_progress_on())
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    for line in result["failed"]:
+        typer.echo(f"songfeat: error: {line}", err=True)
+    if fmt == "json":
+        result.pop("predictions", None)
+        typer.echo(json.dumps(result, indent=2, default=float))
+    else:
+        typer.echo(to_markdown(result))
+
+
+@app.command("train-default")
+def train_default(
+    shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (spotify-features/, spotify-previews/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the bundle; default: the package's weights/default."),
+    seed: int = typer.Option(42, "--seed"),
+) -> None:
+    """Retrain the bundled default model from the shared data (reproduces songfeat/weights/default)."""
+    from .bundle import DEFAULT_DIR
+    from .default_model import train_default as run
+    from .errors import SongfeatError
+
+    try:
+        path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on())
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    typer.echo(f"wrote {path}")
+
+
 # ---- research pipeline: build / train / evaluate / compare ------------------------------------
 
 # ---- data collection: collect / download -------------------------------------------------------

@@ -1,0 +1,194 @@
+"""Accuracy on real audio: songfeat's output against Spotify's labels for the same clips.
+
+`evaluate_audio` reads every clip once, then scores the learned features (MAE, Pearson, ... beside
+a mean-predictor baseline) and the measured ones (loudness error in dB, tempo/key/mode/time-signature
+agreement). With `cv=K` the parts of the default model that were fitted on the dev previews (the
+stage-2 audio correction and the loudness calibration) are refitted on K-1 folds and scored on the
+held-out fold, so every figure is on clips the fitted part never saw.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import features
+from .analyze import Clip, get_bundle, predict_clip, read_clip
+from .audio import AUDIO_EXTENSIONS
+from .errors import SongfeatError
+from .evaluate import regression_metrics
+
+TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
+MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
+
+
+def _read_one(args) -> Clip | str:
+    path, spec = args
+    try:
+        return read_clip(path, spec)
+    except SongfeatError as e:
+        return str(e)
+    except Exception as e:
+        return f"{path}: analysis failed ({type(e).__name__}: {e})"
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def read_clips(paths: list[str], spec, progress: bool = True, workers: int = 1) -> list[Clip | str]:
+    """read_clip over many files (in `workers` processes); a failed file becomes its error line."""
+    jobs = [(p, spec) for p in paths]
+    if workers > 1:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+        results = pool.map(_read_one, jobs, chunksize=1)
+    else:
+        pool, results = None, map(_read_one, jobs)
+    try:
+        if progress:
+            from rich.progress import track
+
+            results = track(results, total=len(jobs), description="reading clips", transient=True)
+        return list(results)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """Labels joined to audio files by track id (= file stem); returns (rows with a 'path' column, ids without audio)."""
+    from .data.labels import read_labels
+
+    table = read_labels(labels_csv).frame
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise SongfeatError(audio_dir, "audio folder not found")
+    by_stem = {p.stem: str(p) for p in sorted(audio_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
+    table = table.assign(path=[by_stem.get(str(t)) for t in table["track_id"]])
+    missing = table.loc[table["path"].isna(), "track_id"].astype(str).tolist()
+    return table.dropna(subset=["path"]).reset_index(drop=True), missing
+
+
+def tempo_agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
+    """Share of clips whose tempo is within 4% of the reference, and within 4% up to a factor of 2."""
+    rel = np.abs(pred - ref) / ref
+    octave = np.min([np.abs(pred * f - ref) / ref for f in (0.5, 1.0, 2.0)], axis=0)
+    return {"exact": float(np.mean(rel <= TEMPO_TOLERANCE)), "up_to_octave": float(np.mean(octave <= TEMPO_TOLERANCE)),
+            "half": float(np.mean(np.abs(pred * 2 - ref) / ref <= TEMPO_TOLERANCE)),
+            "double": float(np.mean(np.abs(pred / 2 - ref) / ref <= TEMPO_TOLERANCE))}
+
+
+def measured_scores(desc: pd.DataFrame, ref: pd.DataFrame, loudness: np.ndarray | None = None) -> dict:
+    """Loudness error in dB and tempo/key/mode/time-signature agreement against Spotify's values."""
+    loud = desc["loudness"].to_numpy(float) if loudness is None else loudness
+    err = loud - ref["loudness"].to_numpy(float)
+    key_ok = desc["key"].to_numpy() == ref["key"].to_numpy()
+    mode_ok = desc["mode"].to_numpy() == ref["mode"].to_numpy()
+    return {
+        "loudness_mae_db": float(np.mean(np.abs(err))), "loudness_bias_db": float(np.mean(err)),
+        "loudness_pearson": float(np.corrcoef(loud, ref["loudness"].to_numpy(float))[0, 1]),
+        "tempo": tempo_agreement(desc["tempo"].to_numpy(float), ref["tempo"].to_numpy(float)),
+        "key_exact": float(np.mean(key_ok)), "mode": float(np.mean(mode_ok)), "key_and_mode": float(np.mean(key_ok & mode_ok)),
+        "time_signature": float(np.mean(desc["time_signature"].to_numpy() == ref["time_signature"].to_numpy())),
+    }
+
+
+def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    return np.array_split(np.random.default_rng(seed).permutation(n), k)
+
+
+def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | Path | None = None, cv: int | None = None,
+                   seed: int = 42, workers: int = 1, progress: bool = True) -> dict:
+    """Score a model (default: the shipped one) on labelled audio; see the module docstring for `cv`."""
+    from .default_model import HEAD_SPEC, fit_head, head_inputs, base_outputs
+
+    bundle = get_bundle(model)
+    rows, missing = pair_labels_audio(labels_csv, audio_dir)
+    if cv is not None:
+        if bundle.config.get("model") != "stack":
+            raise SongfeatError(bundle.path, "--cv refits the default model's audio correction; this bundle is not a 'stack' model")
+        if cv < 2 or cv > len(rows):
+            raise SongfeatError(None, f"--cv must be between 2 and the number of clips ({len(rows)}), got {cv}")
+    trained_on = set((bundle.config.get("provenance") or {}).get("stage2_ids") or [])
+    excluded = []
+    if cv is None and trained_on:
+        excluded = rows.loc[rows["track_id"].isin(trained_on), "track_id"].tolist()
+        rows = rows[~rows["track_id"].isin(trained_on)].reset_index(drop=True)
+        if len(rows) < 2:
+            raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
+                                f"{len(rows)} it never saw; use --cv K to refit its audio part per fold")
+    spec = bundle.frontend if "frontend" in bundle.needs else None
+    clips = read_clips(rows["path"].tolist(), HEAD_SPEC if cv else spec, progress=progress, workers=workers)
+    failed = [c for c in clips if isinstance(c, str)]
+    keep = [i for i, c in enumerate(clips) if not isinstance(c, str)]
+    if len(keep) < 2:
+        raise SongfeatError(audio_dir, f"fewer than 2 clips could be analysed ({len(failed)} failed)")
+    rows, clips = rows.loc[keep].reset_index(drop=True), [clips[i] for i in keep]
+    desc = pd.DataFrame([c.descriptors.to_dict() for c in clips])
+    targets = [t for t in bundle.targets if t in rows.columns and rows[t].notna().all()]
+    y = rows[targets].to_numpy(float)
+    n = len(rows)
+    result: dict = {"n_clips": n, "failed": failed, "labels_without_audio": len(missing), "excluded_trained_on": len(excluded),
+                    "model": str(bundle.path), "cv": cv, "targets": targets}
+
+    if cv is None:
+        pred = np.array([[predict_clip(bundle, c)[t] for t in targets] for c in clips])
+        loo_mean = (y.sum(0, keepdims=True) - y) / (n - 1)  # leave-one-out mean: the baseline never sees its own clip
+        result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": regression_metrics(y, loo_mean, targets)}
+        result["measured"] = measured_scores(desc, rows)
+        result["predictions"] = pd.DataFrame(pred, columns=targets).assign(track_id=rows["track_id"]).to_dict("records")
+        return result
+
+    numeric = np.array([c.descriptors.numeric(bundle.numeric_inputs) for c in clips], dtype=np.float32)
+    base = base_outputs(bundle, numeric)
+    z = head_inputs(bundle, [c.frontend for c in clips], numeric)
+    idx_t = [bundle.targets.index(t) for t in targets]
+    stack_pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
+    lufs, spot = desc["loudness_lufs"].to_numpy(float), rows["loudness"].to_numpy(float)
+    for test in _folds(n, cv, seed):
+        train = np.setdiff1d(np.arange(n), test)
+        w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train][:, idx_t])
+        stack_pred[test] = base[test][:, idx_t] + ((z[test] - zm) / zs) @ w.T + b
+        mean_pred[test] = y[train].mean(0)
+        slope, icpt = np.polyfit(lufs[train], spot[train], 1)
+        loud_cv[test] = slope * lufs[test] + icpt
+    lows = np.array([features.BY_NAME[t].low for t in targets])
+    highs = np.array([features.BY_NAME[t].high for t in targets])
+    result["learned"] = {
+        "model": regression_metrics(y, np.clip(stack_pred, lows, highs), targets),
+        "stage1_only": regression_metrics(y, base[:, idx_t], targets),
+        "mean_predictor": regression_metrics(y, mean_pred, targets),
+    }
+    result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
+    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(lufs - spot)))
+    return result
+
+
+def to_markdown(result: dict) -> str:
+    """The accuracy report as markdown: learned features (model vs baselines) then measured ones."""
+    learned = result["learned"]
+    cols = list(learned)
+    head = "| feature | " + " | ".join(f"{c} MAE | {c} r" for c in cols) + " |"
+    lines = [f"Clips: {result['n_clips']}" + (f", {result['cv']}-fold cross-validation" if result["cv"] else "")
+             + (f"; {len(result['failed'])} failed" if result["failed"] else ""), "", head,
+             "|" + "---|" * (1 + 2 * len(cols))]
+    for t in result["targets"] + ["average"]:
+        cells = []
+        for c in cols:
+            m = learned[c]["average"] if t == "average" else learned[c]["targets"][t]
+            cells += [f"{m['mae']:.3f}", f"{m['pearson']:.2f}"]
+        lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
+    m = result["measured"]
+    tp = m["tempo"]
+    lines += ["", "| measured | value |", "|---|---|",
+              f"| loudness MAE (dB) | {m['loudness_mae_db']:.2f} (bias {m['loudness_bias_db']:+.2f}, r {m['loudness_pearson']:.2f}) |",
+              f"| tempo within 4% | {tp['exact']:.0%} |", f"| tempo within 4% up to x2 or /2 | {tp['up_to_octave']:.0%} |",
+              f"| key exact | {m['key_exact']:.0%} |", f"| mode | {m['mode']:.0%} |", f"| key and mode | {m['key_and_mode']:.0%} |",
+              f"| time signature | {m['time_signature']:.0%} |"]
+    if "loudness_raw_lufs_mae_db" in m:
+        lines.append(f"| loudness MAE before calibration, raw LUFS (dB) | {m['loudness_raw_lufs_mae_db']:.2f} |")
+    return "\n".join(lines) + "\n"
