@@ -1,0 +1,434 @@
+"""Label tables: Spotify-style CSVs in their several schemas read into one normalised, validated schema.
+
+Handled (sniffed from the header, never from the file name):
+
+- the seed's ``tracks_features`` / ``all_tracks`` (track_id, track_name, track_artist, ... preview_url)
+- Kaggle "Ultimate Spotify Tracks DB" (genre, artist_name, letter keys C/C#/..., Major/Minor,
+  Excel-mangled time signatures such as "4-Apr" for 4/4, UTF-8 BOM, one id under several genres)
+- Kaggle "600k tracks" (id, name, artists as a Python-list string, id_artists, release_date)
+- ``spotify:track:<id>`` URIs and ``open.spotify.com/track/<id>`` URLs in the id column
+- the scout's combined table, the previews' labels.csv, and FMA's Echo Nest table (numeric ids,
+  a subset of the features, empty cells)
+
+Every row is normalised to `NORMALISED_COLUMNS` (numbers as float64, NaN where unknown). Rows that
+cannot be trusted are dropped and listed in `LabelTable.dropped` with a reason; Spotify's own
+"not detected" sentinels (tempo 0, time signature 0 or 1) become NaN and are listed in
+`LabelTable.nulled` rather than costing the row its other labels.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import features
+from ..errors import SongfeatError
+
+NORMALISED_COLUMNS: tuple[str, ...] = (
+    "track_id", "name", "artists", "album", "genre", *features.LABEL_COLUMNS, "duration_ms", "popularity",
+)
+#: Columns of `NORMALISED_COLUMNS` that hold numbers (float64, NaN when unknown).
+NUMERIC_COLUMNS: tuple[str, ...] = (*features.LABEL_COLUMNS, "duration_ms", "popularity")
+#: Separator used when a track has several artists or genres.
+LIST_SEP = "; "
+
+# Accepted ranges for *labels*. They are the catalogue's ranges, widened only where Spotify's own
+# data goes past its documentation: loudness above 0 dB occurs on clipped masters (up to +1.6 in
+# the shared tables) and Echo Nest tempi reach 251 BPM.
+LOUDNESS_MAX_LABEL = 3.0
+TEMPO_MAX_LABEL = 300.0
+FMA_ID_WIDTH = 6  # FMA audio files are named {track_id:06d}.mp3
+
+_SPOTIFY_ID = re.compile(r"[0-9A-Za-z]{22}")
+_SPOTIFY_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9A-Za-z]{22})(?![0-9A-Za-z])")
+_URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
+_URL = re.compile(r"^https?://open\.spotify\.com/(?:intl-[a-z-]+/)?track/([0-9A-Za-z]+)(?:[/?#].*)?$")
+_FREE_ID = re.compile(r"[^\s/\\]{1,200}")
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "track_id": ("track_id", "id", "spotify_id", "track_uri", "uri", "trackid", "spotify_track_id"),
+    "name": ("name", "track_name", "track", "title", "song_name", "song"),
+    "artists": ("artists", "artist_name", "artist", "track_artist", "artists_names", "artist_names"),
+    "album": ("album", "album_name", "track_album_name"),
+    "genre": ("genre", "playlist_genre", "genre_title", "track_genre"),
+    "duration_ms": ("duration_ms",),
+    "popularity": ("popularity", "track_popularity"),
+}
+_PITCH = {"C": 0, "B#": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4, "F": 5, "E#": 5,
+          "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11, "CB": 11}
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+
+
+@dataclass
+class LabelTable:
+    """A label file normalised: `frame` (one row per track), what was dropped and why, and where it came from."""
+
+    frame: pd.DataFrame  # column track_id first, then NORMALISED_COLUMNS, then any extra metadata
+    dropped: pd.DataFrame  # row (0-based data row in the file), track_id (as written), reason
+    source: str  # the file read
+    schema: str = "generic"  # which known schema was sniffed
+    nulled: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["row", "track_id", "column", "value", "reason"]))
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Dropped rows counted by reason kind (the text before the first ':'), for reports."""
+        if self.dropped.empty:
+            return {}
+        kinds = self.dropped["reason"].str.split(":", n=1).str[0]
+        return {str(k): int(v) for k, v in kinds.value_counts().items()}
+
+    def summary(self) -> dict:
+        """Counts for a report or manifest: rows kept, dropped (by reason), values nulled (by reason)."""
+        nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in self.nulled["reason"].value_counts().items()}
+        return {"source": self.source, "schema": self.schema, "rows": len(self.frame),
+                "dropped": int(len(self.dropped)), "dropped_by_reason": self.drop_counts(), "nulled_by_reason": nulled}
+
+
+def is_spotify_id(s: object) -> bool:
+    """True for a bare Spotify track id: exactly 22 base-62 characters."""
+    return isinstance(s, str) and _SPOTIFY_ID.fullmatch(s) is not None
+
+
+def parse_track_id(raw: object) -> str | None:
+    """A bare Spotify id from an id, a spotify:track: URI or an open.spotify.com URL; None otherwise."""
+    if not isinstance(raw, str):
+        return None
+    s = raw.strip()
+    m = _URI.match(s) or _URL.match(s)
+    if m:
+        s = m.group(1)
+    return s if is_spotify_id(s) else None
+
+
+def spotify_id_in(text: str) -> str | None:
+    """The first stand-alone 22-character base-62 token in `text` (e.g. a file stem '<id>_preview')."""
+    m = _SPOTIFY_ID_IN_TEXT.search(text)
+    return m.group(1) if m else None
+
+
+def _fma_id(raw: object) -> str | None:
+    """FMA's numeric id as its audio files name it (zero-padded to 6 digits); None if not a number."""
+    if isinstance(raw, (int, np.integer)):
+        n = int(raw)
+    elif isinstance(raw, float) and raw.is_integer():
+        n = int(raw)
+    elif isinstance(raw, str) and raw.strip().isdigit():
+        n = int(raw.strip())
+    else:
+        return None
+    return f"{n:0{FMA_ID_WIDTH}d}" if n > 0 else None
+
+
+def _free_id(raw: object) -> str | None:
+    """Any other non-empty id without whitespace or path separators (researchers' own ids)."""
+    if not isinstance(raw, str):
+        return None
+    s = raw.strip()
+    return s if _FREE_ID.fullmatch(s) else None
+
+
+def _id_parser(values: pd.Series):
+    """Pick how ids are read from what most of them look like: Spotify, FMA numbers, or free text."""
+    sample = values.dropna().astype(str).head(2000)
+    if len(sample) == 0:
+        return parse_track_id, "spotify"
+    spotify = sample.map(lambda v: parse_track_id(v) is not None).mean()
+    numeric = sample.map(lambda v: _fma_id(v) is not None).mean()
+    if spotify >= 0.5:
+        return parse_track_id, "spotify"
+    if numeric >= 0.5:
+        return _fma_id, "fma"
+    return _free_id, "free"
+
+
+def normalise_id(raw: object, kind: str = "spotify") -> str | None:
+    """Normalise one id the way `read_labels` does for ids of `kind` ('spotify', 'fma' or 'free')."""
+    return {"spotify": parse_track_id, "fma": _fma_id, "free": _free_id}[kind](raw)
+
+
+def _parse_key(v: object) -> float:
+    """Pitch class 0-11 (or -1) from a number or a letter name (C, C#, Db, F♯ ...); NaN if missing; raises if unreadable."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return np.nan
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    s = str(v).strip().replace("♯", "#").replace("♭", "b")
+    if s == "":
+        return np.nan
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    letter = s.split()[0]
+    key = letter[0].upper() + letter[1:].upper()
+    if key in _PITCH:
+        return float(_PITCH[key])
+    raise ValueError(f"unreadable key {v!r}")
+
+
+def _parse_mode(v: object) -> float:
+    """1 major / 0 minor from a number or Major/Minor/maj/min; NaN if missing; raises if unreadable."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return np.nan
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    s = str(v).strip().lower()
+    if s == "":
+        return np.nan
+    if s in ("major", "maj", "1", "1.0"):
+        return 1.0
+    if s in ("minor", "min", "0", "0.0"):
+        return 0.0
+    raise ValueError(f"unreadable mode {v!r}")
+
+
+def _parse_time_signature(v: object) -> float:
+    """Beats per bar from a number, '3/4', or Excel's date mangling of it ('4-Mar' = 3/4, 'Mar-04'); raises if unreadable."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return np.nan
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    s = str(v).strip()
+    if s == "":
+        return np.nan
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    m = re.fullmatch(r"(\d+)\s*/\s*(\d+)", s)
+    if m:
+        return float(m.group(1))
+    # Excel read "3/4" as the date 4 March and wrote it back as "4-Mar": the month is the numerator.
+    m = re.fullmatch(r"(\d+)-([A-Za-z]{3})[a-z]*", s) or re.fullmatch(r"([A-Za-z]{3})[a-z]*-(\d+)", s)
+    if m:
+        month = m.group(2) if m.group(1).isdigit() else m.group(1)
+        if month.lower() in _MONTHS:
+            return float(_MONTHS[month.lower()])
+    raise ValueError(f"unreadable time_signature {v!r}")
+
+
+def _parse_artists(v: object) -> object:
+    """Artists as one string joined by '; ' (the 600k schema writes a Python list as text)."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    s = str(v).strip()
+    if s.startswith("[") and s.endswith("]"):
+        try:
+            items = ast.literal_eval(s)
+            if isinstance(items, (list, tuple)):
+                return LIST_SEP.join(str(x).strip() for x in items if str(x).strip()) or None
+        except (ValueError, SyntaxError):
+            pass
+    return s or None
+
+
+def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
+    """The first column (case-insensitively) among `names`."""
+    lower = {c.lower().strip(): c for c in columns}
+    for n in names:
+        if n in lower:
+            return lower[n]
+    return None
+
+
+def _sniff_schema(cols: set[str]) -> str:
+    """Name the known schema a header belongs to (for provenance; parsing itself is by column)."""
+    if {"genre", "artist_name", "track_name", "track_id"} <= cols:
+        return "kaggle-ultimate"
+    if {"id", "artists", "id_artists"} <= cols:
+        return "kaggle-600k"
+    if {"track_id", "track_name", "track_artist"} <= cols:
+        return "seed"
+    if {"artist", "track", "track_id", "type"} <= cols:
+        return "kattapriyatham"
+    if {"label_source", "origin"} <= cols:
+        return "previews"
+    if "source" in cols and "track_id" in cols:
+        return "combined"
+    if "track_id" in cols and not ({"loudness", "key", "mode"} & cols):
+        return "fma-echonest"
+    return "generic"
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV as text (so ids keep leading zeros), stripping a UTF-8 BOM; SongfeatError when it cannot."""
+    if not path.exists():
+        raise SongfeatError(path, "no such file")
+    if path.is_dir():
+        raise SongfeatError(path, "is a directory, not a CSV file")
+    encoding = "utf-8-sig"
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
+    except UnicodeDecodeError:
+        encoding = "latin-1"
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
+        except Exception as e:  # pragma: no cover - latin-1 decodes any byte
+            raise SongfeatError(path, f"not a readable CSV ({e})") from None
+    except pd.errors.EmptyDataError:
+        raise SongfeatError(path, "empty file (no header row)") from None
+    except (pd.errors.ParserError, ValueError) as e:
+        raise SongfeatError(path, f"not a readable CSV ({str(e).strip().splitlines()[0]})") from None
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    df.attrs["encoding"] = encoding
+    return df
+
+
+def _short_rows(path: Path, encoding: str, width: int) -> dict[int, int]:
+    """Data rows with fewer fields than the header (a file cut off mid-row): {row: fields}."""
+    import csv
+
+    short: dict[int, int] = {}
+    with open(path, newline="", encoding=encoding, errors="replace") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        i = 0
+        for rec in reader:
+            if not rec or all(not x.strip() for x in rec):  # pandas skips blank lines too
+                continue
+            if len(rec) < width:
+                short[i] = len(rec)
+            i += 1
+    return short
+
+
+def _float_column(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Numbers from text; returns (values, mask of cells that were present but not numbers)."""
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = raw.notna() & raw.astype(str).str.strip().ne("") & num.isna()
+    return num.astype("float64"), bad
+
+
+def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable:
+    """Read a Spotify-style label CSV (any schema above) into the normalised schema, dropping bad rows with reasons."""
+    path = Path(path)
+    raw = _read_csv(path)
+    cols = list(raw.columns)
+    lower_cols = {c.lower() for c in cols}
+    schema = _sniff_schema(lower_cols)
+    id_col = id_column if id_column is not None else _find(cols, _ALIASES["track_id"])
+    if id_column is not None and id_column not in cols:
+        raise SongfeatError(path, f"no column {id_column!r} (columns: {', '.join(cols)})")
+    label_cols = {name: _find(cols, (name,)) for name in features.LABEL_COLUMNS}
+    present = [n for n, c in label_cols.items() if c is not None]
+    if id_col is None or not present:
+        what = "no track id column (track_id, id, uri ...)" if id_col is None else "no Spotify feature columns (danceability, energy, ...)"
+        raise SongfeatError(path, f"unknown label schema: {what}; columns: {', '.join(cols[:20]) or '(none)'}")
+
+    n = len(raw)
+    reasons: list[str | None] = [None] * n
+
+    def flag(mask: np.ndarray | pd.Series, reason_of) -> None:
+        for i in np.flatnonzero(np.asarray(mask)):
+            if reasons[i] is None:
+                reasons[i] = reason_of(i)
+
+    short = _short_rows(path, raw.attrs["encoding"], len(cols))
+    if short:
+        rows = np.array(sorted(short))
+        rows = rows[rows < n]
+        flag(np.isin(np.arange(n), rows), lambda i: f"truncated row: {short[i]} of {len(cols)} fields")
+
+    parse_id, id_kind = _id_parser(raw[id_col])
+    ids = raw[id_col].map(lambda v: parse_id(v) if isinstance(v, str) else None)
+    flag(ids.isna(), lambda i: f"bad track_id: {raw[id_col].iat[i]!r} is not a {'Spotify id' if id_kind == 'spotify' else 'FMA id' if id_kind == 'fma' else 'track id'}")
+
+    out = pd.DataFrame({"track_id": ids})
+    for meta in ("name", "album", "genre"):
+        c = _find(cols, _ALIASES[meta])
+        out[meta] = raw[c].str.strip() if c is not None and c != id_col else None
+    c = _find(cols, _ALIASES["artists"])
+    out["artists"] = raw[c].map(_parse_artists) if c is not None else None
+
+    parsers = {"key": _parse_key, "mode": _parse_mode, "time_signature": _parse_time_signature}
+    for name in NUMERIC_COLUMNS:
+        c = label_cols.get(name) or _find(cols, _ALIASES.get(name, (name,)))
+        if c is None:
+            out[name] = np.nan
+            continue
+        if name in parsers:
+            vals = np.full(n, np.nan)
+            for i, v in enumerate(raw[c].to_numpy(dtype=object)):
+                try:
+                    vals[i] = parsers[name](v)
+                except ValueError as e:
+                    flag(np.arange(n) == i, lambda _i, e=e: f"unreadable value: {e}")
+            out[name] = vals
+        else:
+            vals, bad = _float_column(raw[c])
+            flag(bad, lambda i, name=name, c=c: f"unreadable value: {name} {raw[c].iat[i]!r} is not a number")
+            out[name] = vals
+
+    # Spotify's "not detected" sentinels: the row keeps its other labels, the value becomes NaN.
+    nulled_rows: list[dict] = []
+
+    def null(mask: pd.Series, column: str, reason: str) -> None:
+        for i in np.flatnonzero(mask.to_numpy()):
+            if reasons[i] is None:
+                nulled_rows.append({"row": int(i), "track_id": out["track_id"].iat[i], "column": column,
+                                    "value": float(out[column].iat[i]), "reason": reason})
+        out.loc[mask, column] = np.nan
+
+    null(out["tempo"] == 0, "tempo", "tempo 0 (no tempo detected)")
+    null(out["time_signature"].isin([0.0, 1.0]), "time_signature", "time_signature 0/1 (no metre detected)")
+    null(out["duration_ms"] <= 0, "duration_ms", "duration_ms not positive")
+
+    # Ranges: the catalogue's, widened only as documented at the top of the module.
+    ranges = {f: (features.BY_NAME[f].low, features.BY_NAME[f].high) for f in features.LABEL_COLUMNS}
+    ranges["loudness"] = (features.BY_NAME["loudness"].low, LOUDNESS_MAX_LABEL)
+    ranges["tempo"] = (features.BY_NAME["tempo"].low, TEMPO_MAX_LABEL)
+    ranges["popularity"] = (0.0, 100.0)
+    for name, (lo, hi) in ranges.items():
+        v = out[name]
+        bad = v.notna() & ((v < lo) | (v > hi))
+        flag(bad, lambda i, name=name, lo=lo, hi=hi: f"out of range: {name} {out[name].iat[i]:g} outside [{lo:g}, {hi:g}]")
+    for name in ("key", "mode", "time_signature"):
+        v = out[name]
+        flag(v.notna() & (v != v.round()), lambda i, name=name: f"out of range: {name} {out[name].iat[i]:g} is not a whole number")
+    flag(out[list(present)].isna().all(axis=1), lambda i: "no labels: every feature cell is empty")
+
+    # Extra metadata worth keeping (the rest of the file's columns are left out on purpose).
+    extras = {"year": ("year",), "release_date": ("release_date",), "explicit": ("explicit",),
+              "artist_ids": ("id_artists",), "preview_url": ("preview_url",), "label_source": ("source", "label_source")}
+    for name, names in extras.items():
+        c = _find(cols, names)
+        if c is not None:
+            out[name] = raw[c]
+
+    # Duplicate ids (Kaggle lists one track under each of its genres): the first is kept, with all genres.
+    valid = pd.Series([r is None for r in reasons])
+    dup = valid & out["track_id"].duplicated(keep="first") & out["track_id"].notna()
+    if dup.any():
+        first = out.loc[valid & ~dup].reset_index().set_index("track_id")
+        if out["genre"].notna().any():
+            genres = out.loc[valid].groupby("track_id", sort=False)["genre"].agg(
+                lambda g: LIST_SEP.join(dict.fromkeys(x for x in g if isinstance(x, str))) or None)
+            out.loc[valid & ~dup, "genre"] = out.loc[valid & ~dup, "track_id"].map(genres)
+        lab = list(features.LABEL_COLUMNS)
+        for i in np.flatnonzero(dup.to_numpy()):
+            tid = out["track_id"].iat[i]
+            j = int(first.loc[tid, "index"])
+            same = np.allclose(out.loc[i, lab].to_numpy(float), out.loc[j, lab].to_numpy(float), equal_nan=True)
+            reasons[i] = f"duplicate track_id: same as row {j}" + ("" if same else " but labels differ (first kept)")
+
+    keep = np.array([r is None for r in reasons])
+    dropped = pd.DataFrame({
+        "row": np.flatnonzero(~keep).astype(int),
+        "track_id": raw[id_col].to_numpy(dtype=object)[~keep],
+        "reason": [r for r in reasons if r is not None],
+    })
+    frame = out.loc[keep].reset_index(drop=True)
+    frame = frame[[*NORMALISED_COLUMNS, *[c for c in frame.columns if c not in NORMALISED_COLUMNS]]]
+    for name in NUMERIC_COLUMNS:
+        frame[name] = frame[name].astype("float64")
+    nulled = pd.DataFrame(nulled_rows, columns=["row", "track_id", "column", "value", "reason"])
+    nulled = nulled[nulled["row"].isin(np.flatnonzero(keep))].reset_index(drop=True)
+    frame.attrs["id_kind"] = id_kind
+    return LabelTable(frame=frame, dropped=dropped, source=str(path), schema=schema, nulled=nulled)
