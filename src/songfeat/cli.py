@@ -129,6 +129,80 @@ def train_default(
 # ---- data collection: collect / download -------------------------------------------------------
 
 
+def _retry_policy(retries: int, backoff: float, max_wait: float) -> "object":
+    from .data.spotify_api import RetryPolicy
+
+    return RetryPolicy(retries=retries, backoff=backoff, max_backoff=max(60.0, backoff), max_retry_after=max_wait)
+
+
+def _note(message: str) -> None:
+    typer.echo(f"songfeat: {message}", err=True)
+
+
+@app.command("collect")
+def collect_cmd(
+    genres: str = typer.Option(..., "--genres", help="Comma-separated Spotify genres, e.g. pop,rock,hip-hop,jazz."),
+    per_genre: int = typer.Option(..., "--per-genre", min=1, help="Unique tracks to keep per genre."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write; rerun the same command to resume."),
+    client_id: Optional[str] = typer.Option(None, "--client-id", envvar="SPOTIPY_CLIENT_ID", show_envvar=True, help="Spotify app client id."),
+    client_secret: Optional[str] = typer.Option(None, "--client-secret", envvar="SPOTIPY_CLIENT_SECRET", show_envvar=True, help="Spotify app client secret."),
+    api_url: Optional[str] = typer.Option(None, "--api-url", envvar="SONGFEAT_SPOTIFY_API_URL", show_envvar=True, help="Web API root (default https://api.spotify.com/v1/)."),
+    token_url: Optional[str] = typer.Option(None, "--token-url", envvar="SONGFEAT_SPOTIFY_TOKEN_URL", show_envvar=True, help="Token endpoint (default https://accounts.spotify.com/api/token)."),
+    features: bool = typer.Option(True, "--features/--no-features", help="Ask audio-features for the label columns."),
+    require_preview: bool = typer.Option(False, "--require-preview", help="Keep only tracks that have a preview URL."),
+    retries: int = typer.Option(5, "--retries", min=0, help="Retries per request after a 429, 5xx or network error."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="First wait (s) before retrying a 5xx or network error; doubles each time."),
+    max_wait: float = typer.Option(600.0, "--max-wait", min=0.0, help="Longest Retry-After (s) to wait out; a longer one stops the run (resumable)."),
+) -> None:
+    """Collect tracks per genre from Spotify's search, with their audio features, into one CSV."""
+    from .data.collect import collect
+    from .errors import SongfeatError
+
+    try:
+        report = collect(genres, per_genre, out, client_id=client_id, client_secret=client_secret, api_url=api_url,
+                         token_url=token_url, features=features, require_preview=require_preview,
+                         policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
+    except SongfeatError as e:
+        raise fail(f"{e} (progress so far is kept in {out}; rerun to continue)" if out.exists() else str(e), 1) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; progress is kept in {out}; rerun the same command to continue", 130) from None
+    if report.message:
+        typer.echo(f"songfeat: warning: {report.message}", err=True)
+    for genre, n in report.short.items():
+        typer.echo(f"songfeat: warning: genre {genre!r}: Spotify's search ran out at {n} of {per_genre} tracks", err=True)
+    typer.echo(report.summary())
+
+
+@app.command("download")
+def download_cmd(
+    tracks: Path = typer.Option(..., "--tracks", help="Track table with track_id and preview_url columns (from `songfeat collect`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the previews (<track_id>.mp3); rerun to resume."),
+    concurrency: int = typer.Option(8, "--concurrency", "-j", min=1, max=64, help="Downloads in flight at once."),
+    retries: int = typer.Option(5, "--retries", min=0, help="Retries per file after a 429, 5xx, network error or truncated body."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds to wait for a connection or for the next bytes."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="First wait (s) before a retry; doubles each time."),
+    max_wait: float = typer.Option(600.0, "--max-wait", min=0.0, help="Longest Retry-After (s) to wait out."),
+) -> None:
+    """Download the 30-s previews of a track table: atomic, resumable, failures listed in a report."""
+    from .data.download import download
+    from .errors import SongfeatError
+
+    try:
+        report = download(tracks, out, concurrency=concurrency, timeout=timeout,
+                          policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
+    except SongfeatError as e:
+        raise fail(str(e), 1) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; files already in {out} are complete; rerun the same command to continue", 130) from None
+    for f in report.failures[:5]:
+        typer.echo(f"songfeat: error: {f.track_id}: {f.url}: {f.reason}", err=True)
+    if len(report.failures) > 5:
+        typer.echo(f"songfeat: error: ... and {len(report.failures) - 5} more", err=True)
+    typer.echo(report.summary())
+    if report.failures:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -9,6 +9,7 @@ with each 429 / 5xx / network error.
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +30,9 @@ TIMEOUT = 20.0  # seconds per HTTP request (connect and read)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 T = TypeVar("T")
+
+# spotipy logs every HTTP error it raises; `call` reports the ones that matter, in one line each.
+logging.getLogger("spotipy").addHandler(logging.NullHandler())
 
 
 class SpotifyAPIError(SongfeatError):
@@ -124,6 +128,7 @@ def make_client(
             except spotipy.SpotifyOauthError as e:
                 e.http_status = http_error.response.status_code  # type: ignore[attr-defined]
                 e.headers = http_error.response.headers  # type: ignore[attr-defined]
+                e.url = self.OAUTH_TOKEN_URL  # type: ignore[attr-defined]
                 raise
 
     # A bare session: no urllib3 Retry adapter, so every 429 / 5xx reaches `call` with its headers.
@@ -140,7 +145,7 @@ def _describe(exc: BaseException) -> tuple[str | None, int | None, str, Any]:
         url, _, msg = str(exc.msg).partition(":\n")
         return url or None, exc.http_status, " ".join(msg.split()) or "no message", exc.headers or {}
     if isinstance(exc, SpotifyOauthError):
-        return None, getattr(exc, "http_status", None), str(exc), getattr(exc, "headers", {}) or {}
+        return getattr(exc, "url", None), getattr(exc, "http_status", None), str(exc), getattr(exc, "headers", {}) or {}
     if isinstance(exc, requests.RequestException):
         url = getattr(getattr(exc, "request", None), "url", None)
         return url, None, f"{type(exc).__name__}: {exc}", {}
@@ -164,9 +169,9 @@ def call(fn: Callable[[], T], what: str, policy: RetryPolicy, on_wait: Callable[
             return result
         except (SpotifyException, SpotifyOauthError, requests.RequestException) as exc:
             url, status, msg, headers = _describe(exc)
-            where = url or what
+            where = f"{what} at {url.split('?')[0]}" if url else what
             if isinstance(exc, SpotifyOauthError):
-                where = f"token endpoint ({what})"
+                where = f"token request at {url}" if url else f"token request ({what})"
                 if status is None or status not in RETRYABLE_STATUS:
                     raise SpotifyAPIError(where, f"token request refused: {msg}; check {ENV_CLIENT_ID} / {ENV_CLIENT_SECRET}", status) from None
             elif status is not None and status not in RETRYABLE_STATUS:
