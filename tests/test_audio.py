@@ -1,0 +1,133 @@
+"""Audio loading: every format, channel layout and rate to mono float32 at 44.1 kHz; bad files fail clearly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from songfeat.audio import SAMPLE_RATE, AudioError, audio_info, find_audio, iter_windows, load_audio
+
+
+def sine(freq: float, seconds: float, sr: int, channels: int = 1, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    y = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return y if channels == 1 else np.stack([y] * channels, axis=1)
+
+
+def peak_hz(y: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    spec = np.abs(np.fft.rfft(y * np.hanning(y.size)))
+    return float(np.argmax(spec) * sr / y.size)
+
+
+@pytest.mark.parametrize("ext,fmt,subtype", [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"),
+                                              ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")])
+def test_soundfile_formats_decode_to_mono_44k(tmp_path, ext, fmt, subtype):
+    path = tmp_path / f"a.{ext}"
+    sf.write(path, sine(440, 2.0, SAMPLE_RATE, channels=2), SAMPLE_RATE, format=fmt, subtype=subtype)
+    y = load_audio(path)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(y.size / SAMPLE_RATE - 2.0) < 0.08  # mp3 adds encoder padding
+    assert abs(peak_hz(y) - 440) < 3
+
+
+def test_m4a_goes_through_pyav(tmp_path):
+    av = pytest.importorskip("av")
+    path = tmp_path / "a.m4a"
+    sr = 48000
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=sr)
+        s.layout = "stereo"
+        y = sine(1000, 2.0, sr, channels=2)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y.T), format="fltp", layout="stereo")
+        frame.sample_rate = sr
+        for pkt in s.encode(frame):
+            c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    assert audio_info(path).decoder == "pyav"
+    out = load_audio(path)
+    assert abs(out.size / SAMPLE_RATE - 2.0) < 0.1
+    assert abs(peak_hz(out) - 1000) < 5
+
+
+def test_stereo_is_averaged(tmp_path):
+    left = sine(300, 1.5, SAMPLE_RATE)
+    path = tmp_path / "lr.wav"
+    sf.write(path, np.stack([left, -left], axis=1), SAMPLE_RATE, subtype="FLOAT")
+    assert np.abs(load_audio(path)).max() < 1e-6  # opposite channels cancel: a true average
+
+
+def test_8khz_mono_and_96khz_multichannel_resample(tmp_path):
+    lo = tmp_path / "lo.wav"
+    sf.write(lo, sine(440, 3.0, 8000), 8000)
+    y = load_audio(lo)
+    assert abs(y.size - 3 * SAMPLE_RATE) < 50 and abs(peak_hz(y) - 440) < 3
+    hi = tmp_path / "hi.wav"
+    sf.write(hi, sine(5000, 2.0, 96000, channels=6), 96000, subtype="PCM_24")
+    y = load_audio(hi)
+    assert abs(y.size - 2 * SAMPLE_RATE) < 50 and abs(peak_hz(y) - 5000) < 5
+
+
+def test_windows_cover_the_file_exactly(tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, sine(220, 75.0, 22050), 22050)
+    sizes = [w.size for w in iter_windows(path, seconds=30)]
+    assert sizes[:2] == [30 * SAMPLE_RATE] * 2
+    assert abs(sum(sizes) - 75 * SAMPLE_RATE) < 50
+
+
+def test_max_seconds(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, sine(220, 5.0, SAMPLE_RATE), SAMPLE_RATE)
+    assert load_audio(path, max_seconds=1.5).size == int(1.5 * SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "nan"])
+def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, case):
+    path = tmp_path / f"{case}.wav"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path = tmp_path / "notes.mp3"
+        path.write_text("this is not audio\n" * 100)
+    elif case == "directory":
+        path.mkdir()
+    elif case == "nan":
+        y = sine(440, 1.0, SAMPLE_RATE)
+        y[100] = np.nan
+        sf.write(path, y, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "\n" not in msg
+    assert {"missing": "no such file", "empty": "empty", "text": "not a readable audio file",
+            "directory": "directory", "nan": "NaN"}[case] in msg
+
+
+def test_truncated_mp3_keeps_what_decodes(tmp_path, example_clip):
+    data = example_clip.read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: len(data) // 3])
+    y = load_audio(cut)
+    assert 5 * SAMPLE_RATE < y.size < 15 * SAMPLE_RATE
+
+
+def test_garbage_after_a_valid_header(tmp_path, example_clip):
+    junk = tmp_path / "junk.mp3"
+    rng = np.random.default_rng(0)
+    junk.write_bytes(example_clip.read_bytes()[:4096] + rng.integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    try:
+        y = load_audio(junk)
+    except AudioError as e:
+        assert str(e).startswith(str(junk))
+    else:
+        assert y.dtype == np.float32 and np.all(np.isfinite(y))
+
+
+def test_find_audio_recurses_and_reports_missing(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.wav", "a/b/y.flac", "a/readme.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found, missing = find_audio([tmp_path / "a", tmp_path / "nope.mp3"])
+    assert [p.name for p in found] == ["y.flac", "x.wav"] or sorted(p.name for p in found) == ["x.wav", "y.flac"]
+    assert missing == [tmp_path / "nope.mp3"]
