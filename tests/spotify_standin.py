@@ -58,6 +58,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     times: int = 1
+    when: dict[str, str] = field(default_factory=dict)  # only requests whose query has these values
 
 
 class SpotifyStandIn:
@@ -109,15 +110,16 @@ class SpotifyStandIn:
     def token_url(self) -> str:
         return self.base + "/api/token"
 
-    def fail(self, path: str, status: int, times: int = 1, headers: dict[str, str] | None = None, body: Any = None) -> None:
-        """Answer the next `times` requests under `path` with `status` (JSON `body` if given)."""
+    def fail(self, path: str, status: int, times: int = 1, headers: dict[str, str] | None = None, body: Any = None,
+             when: dict[str, str] | None = None) -> None:
+        """Answer the next `times` requests under `path` (and matching `when`) with `status` (JSON `body` if given)."""
         raw = b"" if body is None else json.dumps(body).encode()
-        self.faults.append(Fault(path, status, dict(headers or {}), raw, times))
+        self.faults.append(Fault(path, status, dict(headers or {}), raw, times, dict(when or {})))
 
     def start(self) -> "SpotifyStandIn":
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="spotify-standin", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="spotify-standin", daemon=True)
         self._thread.start()
         return self
 
@@ -157,10 +159,10 @@ class SpotifyStandIn:
         }
 
     # ---- answering ----------------------------------------------------------------------------
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, query: dict[str, str]) -> Fault | None:
         with self._lock:
             for f in self.faults:
-                if path.startswith(f.path) and f.times > 0:
+                if path.startswith(f.path) and f.times > 0 and all(query.get(k) == v for k, v in f.when.items()):
                     f.times -= 1
                     return f
         return None
@@ -225,7 +227,7 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
             return {k: v[-1] for k, v in parse_qs(urlparse(self.path).query).items()}
 
         def _fault(self, path: str, query: dict[str, str]) -> bool:
-            f = standin._take_fault(path)
+            f = standin._take_fault(path, query)
             if f is None:
                 return False
             self._send(f.status, f.body, headers=f.headers, query=query)
@@ -291,10 +293,13 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 step = max(1, len(body) // 5)
-                for i in range(0, len(body), step):
-                    self.wfile.write(body[i:i + step])
-                    self.wfile.flush()
-                    time.sleep(standin.slow_seconds / 5)
+                try:
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i:i + step])
+                        self.wfile.flush()
+                        time.sleep(standin.slow_seconds / 5)
+                except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-body
+                    self.close_connection = True
                 return
             self._send(200, body, "audio/mpeg", query=query)
 

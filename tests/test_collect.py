@@ -1,0 +1,235 @@
+"""`songfeat collect` against the loopback Spotify stand-in: schema, dedupe, retries, 403, resume, CLI."""
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from songfeat.cli import app
+from songfeat.data.collect import COLUMNS, FEATURES_CLOSED, META_COLUMNS, collect, genre_queries
+from songfeat.data.spotify_api import RetryPolicy, SpotifyAPIError, parse_retry_after, resolve_endpoints
+from songfeat.errors import SongfeatError
+from songfeat.features import LABEL_COLUMNS
+from spotify_standin import CLIENT_ID, CLIENT_SECRET, SpotifyStandIn
+
+ENV_VARS = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SONGFEAT_SPOTIFY_API_URL", "SONGFEAT_SPOTIFY_TOKEN_URL",
+            "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real credentials, endpoints or proxies leak in: every request stays on 127.0.0.1."""
+    for k in ENV_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def standin():
+    with SpotifyStandIn({"pop": 70, "rock": 40, "jazz": 30}, shared=5) as s:
+        yield s
+
+
+class Sleeps(list):
+    """A RetryPolicy.sleep that records the waits instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def run(s: SpotifyStandIn, out: Path, genres: str = "pop,rock,jazz", per_genre: int = 25, sleeps: Sleeps | None = None,
+        **kw):
+    policy = kw.pop("policy", None) or RetryPolicy(backoff=0.5, sleep=sleeps if sleeps is not None else Sleeps())
+    return collect(genres, per_genre, out, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, api_url=s.api_url,
+                   token_url=s.token_url, policy=policy, progress=False, **kw)
+
+
+def read(out: Path) -> list[dict[str, str]]:
+    with open(out, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_writes_normalised_schema_with_features(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    out = tmp_path / "tracks.csv"
+    report = run(standin, out, per_genre=60)
+    with open(out, newline="") as f:
+        assert tuple(next(csv.reader(f))) == META_COLUMNS + LABEL_COLUMNS == COLUMNS
+    rows = read(out)
+    ids = [r["track_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == report.tracks
+    # rock's first 5 results are pop tracks already kept: they count once, under pop
+    assert Counter(r["genre"] for r in rows) == {"pop": 60, "rock": 40, "jazz": 30}
+    assert report.short == {"rock": 40, "jazz": 30}
+    assert report.with_features == len(rows) and not report.features_closed
+    r = next(r for r in rows if r["track_id"] == "pop00007x0")
+    f = standin.features("pop00007x0")
+    assert r["artists"] == "Artist 7; Guest, Jr." and r["name"] == "Song 7, pop" and r["album"] == "Album 0"
+    assert r["popularity"] == "7" and r["duration_ms"] == "180007"
+    assert r["preview_url"] == f"{standin.base}/preview/pop00007x0.mp3"
+    for c in LABEL_COLUMNS:
+        assert float(r[c]) == pytest.approx(f[c])
+    searches = standin.requests("/v1/search")
+    assert all(int(x.query["limit"]) <= 50 and x.query["type"] == "track" for x in searches)
+    feats = standin.requests("/v1/audio-features")
+    assert [len(x.query["ids"].split(",")) for x in feats] == [100, 30]
+    assert len(standin.requests("/api/token")) == 1
+
+
+def test_429_retry_after_is_honoured(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    standin.fail("/v1/search", 429, headers={"Retry-After": "7"}, when={"offset": "0", "q": "genre:pop"})
+    sleeps = Sleeps()
+    report = run(standin, tmp_path / "t.csv", genres="pop", per_genre=60, sleeps=sleeps)
+    assert report.tracks == 60
+    assert sleeps == [7.0]  # the server's wait, not the backoff (0.5)
+    log = [(x.query["offset"], x.status) for x in standin.requests("/v1/search")]
+    assert log == [("0", 429), ("0", 200), ("50", 200)]
+
+
+def test_retry_after_longer_than_cap_stops_with_clear_error(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    standin.fail("/v1/search", 429, headers={"Retry-After": "86400"})
+    sleeps = Sleeps()
+    with pytest.raises(SpotifyAPIError, match=r"asks to wait 86400 s.*rerun later") as e:
+        run(standin, tmp_path / "t.csv", policy=RetryPolicy(max_retry_after=60, sleep=sleeps))
+    assert e.value.status == 429 and sleeps == []
+
+
+def test_5xx_retried_with_backoff(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    standin.fail("/v1/search", 500, times=2)
+    standin.fail("/v1/audio-features", 503)
+    standin.fail("/api/token", 502)
+    sleeps = Sleeps()
+    report = run(standin, tmp_path / "t.csv", genres="pop", per_genre=30, sleeps=sleeps)
+    assert report.tracks == report.with_features == 30
+    # the token is fetched inside the first search call, so its 502 and the two 500s are one call's retries
+    assert sleeps == [0.5, 1.0, 2.0, 0.5]
+    assert [x.status for x in standin.requests("/v1/search")] == [500, 500, 200]
+    assert [x.status for x in standin.requests("/v1/audio-features")] == [503, 200]
+
+
+def test_403_on_audio_features_still_writes_metadata(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    standin.features_forbidden = True
+    out = tmp_path / "t.csv"
+    report = run(standin, out, per_genre=20)
+    assert report.features_closed and report.message == FEATURES_CLOSED
+    assert "2024-11-27" in FEATURES_CLOSED and "\n" not in FEATURES_CLOSED
+    rows = read(out)
+    assert len(rows) == 60 and all(r["name"] and r["track_id"] for r in rows)
+    assert all(r[c] == "" for r in rows for c in LABEL_COLUMNS)
+    assert [x.status for x in standin.requests("/v1/audio-features")] == [403]  # asked once, not retried
+
+
+def test_tracks_without_features_are_not_asked_again(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    standin.no_features = {"pop00003x0"}
+    out = tmp_path / "t.csv"
+    assert run(standin, out, genres="pop", per_genre=10).with_features == 9
+    assert run(standin, out, genres="pop", per_genre=10).with_features == 9
+    assert len(standin.requests("/v1/audio-features")) == 1
+
+
+def test_resume_after_interruption_without_duplicates(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    standin.fail("/v1/search", 500, when={"q": "genre:rock", "offset": "0"})
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(standin, out, per_genre=60, policy=RetryPolicy(sleep=interrupt))
+    rows = read(out)
+    assert Counter(r["genre"] for r in rows) == {"pop": 60}  # saved on the way out
+    state = json.loads(out.with_name("t.csv.state.json").read_text())
+    assert state["queries"]["genre:pop"] == 60
+    before = len(standin.requests("/v1/search"))
+    report = run(standin, out, per_genre=60)
+    rows = read(out)
+    ids = [r["track_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 130 and report.added == 70
+    assert Counter(r["genre"] for r in rows) == {"pop": 60, "rock": 40, "jazz": 30}
+    again = [x.query["q"] for x in standin.requests("/v1/search")[before:]]
+    assert "genre:pop" not in again  # pop was finished: not searched again
+
+
+def test_resume_when_state_lags_the_csv(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """A hard kill between writing the CSV and the state: older offsets meet known ids, which are skipped."""
+    out = tmp_path / "t.csv"
+    run(standin, out, genres="pop,rock", per_genre=20)
+    out.with_name("t.csv.state.json").unlink()
+    report = run(standin, out, genres="pop,rock", per_genre=45)
+    rows = read(out)
+    ids = [r["track_id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    assert Counter(r["genre"] for r in rows) == {"pop": 45, "rock": 40}
+    assert report.added == 45 and report.with_features == 85
+
+
+def test_year_slices_beyond_the_search_cap(tmp_path: Path) -> None:
+    with SpotifyStandIn({"pop": 60}, years=(2019, 2020, 2021), search_cap=20) as s:
+        report = run(s, tmp_path / "t.csv", genres="pop", per_genre=50, search_cap=20, first_year=2015)
+        assert report.tracks == 50 and not report.short
+        queries = [x.query for x in s.requests("/v1/search")]
+        assert all(x.status == 200 for x in s.requests("/v1/search"))  # never past the cap
+        assert all(int(q["offset"]) + int(q["limit"]) <= 20 for q in queries)
+        assert {"genre:pop year:2021", "genre:pop year:2020"} <= {q["q"] for q in queries}
+    assert genre_queries("hip hop", 2020, 2021) == ['genre:"hip hop"', 'genre:"hip hop" year:2021', 'genre:"hip hop" year:2020']
+
+
+def test_small_genre_stops_after_the_plain_query(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    run(standin, tmp_path / "t.csv", genres="jazz", per_genre=100)
+    assert [x.query["q"] for x in standin.requests("/v1/search")] == ["genre:jazz"]  # total 30: no year slices
+
+
+def test_credentials_and_endpoints(standin: SpotifyStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SongfeatError, match="SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET"):
+        collect("pop", 5, tmp_path / "t.csv", api_url=standin.api_url, token_url=standin.token_url)
+    with pytest.raises(SpotifyAPIError, match=r"token request at .*/api/token.*invalid_client"):
+        collect("pop", 5, tmp_path / "t.csv", client_id="wrong", client_secret="x", api_url=standin.api_url,
+                token_url=standin.token_url, progress=False)
+    assert resolve_endpoints() == ("https://api.spotify.com/v1/", "https://accounts.spotify.com/api/token")
+    monkeypatch.setenv("SONGFEAT_SPOTIFY_API_URL", "http://proxy:8080/v1")
+    assert resolve_endpoints()[0] == "http://proxy:8080/v1/"
+    assert resolve_endpoints("http://flag/v1/")[0] == "http://flag/v1/"
+    assert parse_retry_after("3") == 3.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
+
+
+def test_refuses_to_overwrite_an_unrelated_csv(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    out = tmp_path / "other.csv"
+    out.write_text("a,b\n1,2\n")
+    with pytest.raises(SongfeatError, match="not a `songfeat collect` table"):
+        run(standin, out)
+    assert out.read_text() == "a,b\n1,2\n"
+
+
+def test_cli_end_to_end_with_env_endpoints(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    standin.features_forbidden = True
+    env = {"SONGFEAT_SPOTIFY_API_URL": standin.api_url, "SONGFEAT_SPOTIFY_TOKEN_URL": standin.token_url,
+           "SPOTIPY_CLIENT_ID": CLIENT_ID, "SPOTIPY_CLIENT_SECRET": CLIENT_SECRET}
+    out = tmp_path / "tracks.csv"
+    res = CliRunner().invoke(app, ["collect", "--genres", "pop, rock", "--per-genre", "50", "--out", str(out)], env=env)
+    assert res.exit_code == 0, res.output
+    assert len(read(out)) == 90
+    lines = res.stderr.strip().splitlines()
+    assert lines[0] == f"songfeat: warning: {FEATURES_CLOSED}"
+    assert lines[1] == "songfeat: warning: genre 'rock': Spotify's search ran out at 40 of 50 tracks"
+    assert res.stdout.startswith(f"{out}: 90 tracks (90 new; pop 50, rock 40)")
+
+
+def test_cli_errors_are_one_line(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["collect", "--genres", "pop", "--per-genre", "5", "--out", str(tmp_path / "t.csv"),
+                                   "--api-url", standin.api_url, "--token-url", standin.token_url])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [
+        "songfeat: error: no Spotify credentials: set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET (or pass --client-id / --client-secret)"]
+    standin.fail("/v1/search", 500, times=10)
+    res = CliRunner().invoke(app, ["collect", "--genres", "pop", "--per-genre", "5", "--out", str(tmp_path / "t.csv"),
+                                   "--api-url", standin.api_url, "--token-url", standin.token_url, "--client-id", CLIENT_ID,
+                                   "--client-secret", CLIENT_SECRET, "--retries", "1", "--backoff", "0"])
+    assert res.exit_code == 1
+    err = res.stderr.strip().splitlines()
+    assert err[-1].startswith("songfeat: error: search 'genre:pop' offset 0 at http://127.0.0.1:")
+    assert "gave up after 2 attempts: HTTP 500" in err[-1]
+    assert len(err) == 2 and "retrying in 0.0 s" in err[0]
