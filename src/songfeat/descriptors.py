@@ -1,0 +1,470 @@
+"""Measured features on Spotify's definitions and scales: duration, loudness, tempo, key/mode, time signature.
+
+How a song is measured (bounded memory, whole-song answer):
+
+* Each 30-s window (`songfeat.audio.iter_windows`) is reduced by `window_evidence` to a small
+  `WindowEvidence`: one torch STFT (n_fft 4096, hop 1024 at 44.1 kHz, ~43 frames/s) gives a
+  log-mel spectral-flux onset envelope (1 float per frame) and a low-band (< 200 Hz) flux envelope
+  (kick/bass accents), a chroma sum (12 numbers); a BS.1770 K-weighted mean-square per 100-ms
+  sub-block (10 floats/s) gives loudness. An hour of audio is ~1.2 MB of evidence.
+* `combine` concatenates the windows' envelopes and sub-blocks in order and analyses them as one
+  signal: gated integrated loudness over all 400-ms blocks (blocks straddling windows included,
+  so it equals BS.1770 on the whole file), chroma sums are added, and tempo/metre come from the
+  autocorrelation of the whole concatenated onset envelope.
+* tempo: autocorrelation of the onset envelope weighted by a log-normal prior over BPM (as
+  librosa's `tempo` does), the peak refined to a fraction of a frame from its harmonics (k * period);
+  confidence is the normalised autocorrelation at the chosen period; the half/double candidates are
+  returned as `tempo_alternatives`, the better supported first.
+* key/mode: Krumhansl-Kessler profile correlation with the song's chroma; key -1 when the chroma is
+  too flat to be tonal (noise, drums).
+* time_signature: beat-level accent periodicity, i.e. the onset autocorrelation at 2..8 beat
+  periods: 3 when bars of three beats repeat more strongly than bars of two/four, else 4; 5 and 7
+  are possible but are rarely detected (see docs/descriptors.md).
+* loudness: ITU-R BS.1770 integrated loudness (the K-weighting filter of pyloudnorm applied in the
+  frequency domain, see `_k_weighting_response`) mapped linearly to Spotify's dB scale with the
+  constants below.
+
+Nothing here imports scipy.signal or librosa at import time: they cost ~1-2 s on a cold start.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, WINDOW_SECONDS
+
+# --- loudness calibration: Spotify dB = LOUDNESS_SLOPE * LUFS + LOUDNESS_INTERCEPT, clipped to [-60, 0].
+# Fitted by least squares on the 102 dev previews; reproduce with `python scripts/calibrate_loudness.py`.
+LOUDNESS_SLOPE = 1.0
+LOUDNESS_INTERCEPT = 0.0
+LOUDNESS_FLOOR_DB = -60.0  # Spotify's scale bottoms out here; silence reports this, not -inf
+LUFS_FLOOR = -70.0  # BS.1770's absolute gate: the raw measure of audio with no block above it
+
+# --- analysis constants
+N_FFT = 4096
+HOP = 1024
+N_MELS = 128
+TOP_DB = 80.0
+LOW_BAND_HZ = 200.0  # upper edge of the kick/bass band whose flux marks downbeats
+SUBBLOCK_SECONDS = 0.1  # BS.1770 gating step (400-ms blocks, 75% overlap)
+GATE_BLOCK = 4  # sub-blocks per gating block
+ONSET_SMOOTH_FRAMES = 1.0  # Gaussian sigma (frames) applied to the onset envelope before autocorrelation
+TEMPO_MIN, TEMPO_MAX = 40.0, 240.0
+TEMPO_PRIOR_BPM = 120.0  # centre of the log-normal tempo prior (librosa's start_bpm)
+TEMPO_PRIOR_OCTAVES = 1.0  # its standard deviation in octaves (librosa's std_bpm)
+CHROMA_BINS = 1 + int(8000 * N_FFT / SAMPLE_RATE)  # chroma weights above ~8 kHz are negligible (octave weighting)
+KEY_MIN_CONTRAST = 0.05  # chroma contrast (std/mean of the mean chroma) below which there is no key
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+# Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+@dataclass
+class WindowEvidence:
+    """Per-window summary that `combine` accumulates; no raw audio is kept."""
+
+    sr: int
+    n_samples: int
+    peak: float
+    onset: np.ndarray  # float32 [frames] log-mel spectral flux, ~43/s
+    onset_low: np.ndarray  # float32 [frames] flux of the < 200 Hz band
+    chroma: np.ndarray  # float64 [12] sum over voiced frames of max-normalised chroma (C first)
+    chroma_energy: np.ndarray  # float64 [12] sum of raw chroma power
+    chroma_frames: int  # frames that contributed to `chroma`
+    kw_energy: np.ndarray  # float64 [frames] K-weighted signal energy per hop, read off the STFT
+
+    @property
+    def seconds(self) -> float:
+        return self.n_samples / self.sr
+
+
+@dataclass
+class Descriptors:
+    """The measured features of one song, on Spotify's scales, with confidences."""
+
+    duration_ms: int
+    loudness: float
+    loudness_lufs: float
+    tempo: float
+    tempo_confidence: float
+    tempo_alternatives: list[float] = field(default_factory=list)
+    key: int = -1
+    key_confidence: float = 0.0
+    mode: int = 1
+    mode_confidence: float = 0.0
+    time_signature: int = 4
+    time_signature_confidence: float = 0.0
+
+    def numeric(self, names) -> list[float]:
+        """Values by feature name, e.g. ("tempo", "loudness", "key", "mode", "time_signature")."""
+        out = []
+        for n in names:
+            if n not in ("duration_ms", "loudness", "loudness_lufs", "tempo", "key", "mode", "time_signature") and not n.endswith("_confidence"):
+                raise ValueError(f"{n!r} is not a measured descriptor")
+            out.append(float(getattr(self, n)))
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict of every field."""
+        d = asdict(self)
+        d["tempo_alternatives"] = [float(t) for t in self.tempo_alternatives]
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# filters built once per sample rate
+
+
+@lru_cache(maxsize=4)
+def chroma_filter(sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
+    """FFT-bin -> pitch-class weights [12, n_fft//2+1], C first; equal to librosa.filters.chroma's defaults.
+
+    Written out (librosa's own formula) because importing librosa.filters pulls numba (~1 s cold).
+    """
+    n_chroma = 12
+    freqs = np.linspace(0, sr, n_fft, endpoint=False)[1:]
+    frqbins = n_chroma * np.log2(freqs / (440.0 / 16))
+    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
+    binwidth = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1]))
+    d = np.subtract.outer(frqbins, np.arange(0, n_chroma, dtype="d")).T
+    half = np.round(n_chroma / 2)
+    d = np.remainder(d + half + 10 * n_chroma, n_chroma) - half
+    wts = np.exp(-0.5 * (2 * d / np.tile(binwidth, (n_chroma, 1))) ** 2)
+    wts /= np.maximum(np.sqrt((wts**2).sum(axis=0, keepdims=True)), np.finfo(float).tiny)  # L2 per bin
+    wts *= np.exp(-0.5 * (((frqbins / n_chroma - 5.0) / 2.0) ** 2))  # octave weighting around 880 Hz
+    wts = np.roll(wts, -3, axis=0)  # start at C
+    return np.ascontiguousarray(wts[:, : 1 + n_fft // 2], dtype=np.float32)
+
+
+def _biquad(kind: str, gain_db: float, q: float, fc: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """RBJ cookbook biquad (b, a) exactly as pyloudnorm.iirfilter builds its K-weighting stages."""
+    a_ = 10 ** (gain_db / 40.0)
+    w0 = 2.0 * np.pi * fc / sr
+    alpha = np.sin(w0) / (2.0 * q)
+    c = np.cos(w0)
+    if kind == "high_shelf":
+        b = [a_ * ((a_ + 1) + (a_ - 1) * c + 2 * np.sqrt(a_) * alpha), -2 * a_ * ((a_ - 1) + (a_ + 1) * c), a_ * ((a_ + 1) + (a_ - 1) * c - 2 * np.sqrt(a_) * alpha)]
+        a = [(a_ + 1) - (a_ - 1) * c + 2 * np.sqrt(a_) * alpha, 2 * ((a_ - 1) - (a_ + 1) * c), (a_ + 1) - (a_ - 1) * c - 2 * np.sqrt(a_) * alpha]
+    else:  # high_pass
+        b = [(1 + c) / 2, -(1 + c), (1 + c) / 2]
+        a = [1 + alpha, -2 * c, 1 - alpha]
+    b, a = np.array(b), np.array(a)
+    return b / a[0], a / a[0]
+
+
+@lru_cache(maxsize=8)
+def _k_weighting_response(sr: int, n: int) -> torch.Tensor:
+    """Complex response of BS.1770's K-weighting (pyloudnorm's two biquads) at the rfft bins of length n.
+
+    Filtering by multiplication in the frequency domain replaces scipy.signal.lfilter, whose import
+    costs ~1.2 s cold (pyloudnorm imports it). Applied to each STFT frame's power spectrum, so the
+    loudness costs one matrix-vector product on the spectrogram the other descriptors already need.
+    """
+    w = np.exp(-1j * 2 * np.pi * np.arange(n // 2 + 1) / n)
+    h = np.ones_like(w)
+    for kind, g, q, fc in (("high_shelf", 4.0, 1 / np.sqrt(2), 1500.0), ("high_pass", 0.0, 0.5, 38.0)):
+        b, a = _biquad(kind, g, q, fc, sr)
+        h *= (b[0] + b[1] * w + b[2] * w**2) / (a[0] + a[1] * w + a[2] * w**2)
+    return torch.from_numpy(h.astype(np.complex64))
+
+
+# ----------------------------------------------------------------------------------------------
+# per window
+
+
+@lru_cache(maxsize=4)
+def _hann(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft, periodic=True)
+
+
+def power_frames(y: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+    """|STFT|^2 [frames, n_fft//2+1] of 1-D audio, centred with reflect padding (torch.stft's framing).
+
+    Framed by hand (unfold + rfft) because torch.stft(center=True) measured ~3x slower here.
+    """
+    n = y.shape[-1]
+    if n <= n_fft // 2:  # reflect padding needs more samples than half a frame
+        y = torch.nn.functional.pad(y, (0, n_fft // 2 + 1 - n))
+    yp = torch.nn.functional.pad(y[None, None], (n_fft // 2, n_fft // 2), mode="reflect")[0, 0]
+    x = torch.fft.rfft(yp.unfold(0, n_fft, hop) * _hann(n_fft))
+    return x.real.square() + x.imag.square()
+
+
+@lru_cache(maxsize=4)
+def _kw_frame_weights(sr: int, n_fft: int, hop: int) -> torch.Tensor:
+    """Per-bin weights turning a frame's power spectrum into the K-weighted signal energy of one hop.
+
+    Parseval for an rfft (DC and Nyquist once, the rest twice), divided by the Hann window's
+    overlap-add constant sum_t w^2(n - t*hop), so that summing frames gives the samples' energy.
+    """
+    h2 = _k_weighting_response(sr, n_fft).abs().double().square()
+    c = torch.full_like(h2, 2.0)
+    c[0] = c[-1] = 1.0
+    ola = float((_hann(n_fft).double() ** 2).sum()) / hop
+    return (c * h2 / (n_fft * ola)).float()
+
+
+def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
+    """Reduce one window of mono audio (any length; 30 s in the pipeline) to its small summary."""
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    n = int(y.size)
+    if n == 0:
+        z = np.zeros(0, dtype=np.float32)
+        return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), np.zeros(12), 0, np.zeros(0))
+    yt = torch.from_numpy(np.ascontiguousarray(y))
+    from .frontend import mel_filterbank
+
+    p = power_frames(yt)  # [T, bins]: the one STFT every descriptor is read from
+    nb = N_FFT // 4 + 1  # bins up to sr/4 (11 kHz): the band librosa's onset strength sees at 22.05 kHz
+    # onset strength: mean positive log-mel flux (librosa.onset.onset_strength's recipe)
+    mel = p[:, :nb] @ mel_filterbank(sr // 2, N_FFT // 2, N_MELS).T  # same bin spacing, half the band
+    db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+    top = db.max()
+    db = torch.maximum(db, top - TOP_DB)
+    flux = torch.relu(db[1:] - db[:-1]).mean(1)
+    onset = torch.cat([flux.new_zeros(1), flux])
+    lo_bins = max(3, int(LOW_BAND_HZ * N_FFT / sr))
+    ldb = 10.0 * torch.log10(torch.clamp(p[:, 2:lo_bins], min=1e-10))
+    ldb = torch.maximum(ldb, top - TOP_DB)
+    lflux = torch.relu(ldb[1:] - ldb[:-1]).mean(1)
+    onset_low = torch.cat([lflux.new_zeros(1), lflux])
+    # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)
+    ch = p[:, :CHROMA_BINS] @ _chroma_t(sr)  # [T, 12]
+    frame_energy = p[:, :nb].sum(1)
+    voiced = frame_energy > frame_energy.max() * 1e-6
+    chv = ch[voiced]
+    chn = chv / torch.clamp(chv.max(1, keepdim=True).values, min=1e-20)
+    kw = p @ _kw_frame_weights(sr, N_FFT, HOP)
+    return WindowEvidence(
+        sr=sr,
+        n_samples=n,
+        peak=float(np.max(np.abs(y))),
+        onset=onset.numpy().astype(np.float32),
+        onset_low=onset_low.numpy().astype(np.float32),
+        chroma=chn.double().sum(0).numpy(),
+        chroma_energy=chv.double().sum(0).numpy(),
+        chroma_frames=int(voiced.sum()),
+        kw_energy=kw.double().numpy(),
+    )
+
+
+@lru_cache(maxsize=4)
+def _chroma_t(sr: int) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(chroma_filter(sr, N_FFT)[:, :CHROMA_BINS].T))
+
+
+# ----------------------------------------------------------------------------------------------
+# whole song
+
+
+def integrated_lufs(kw_energy: np.ndarray, frame_pos: np.ndarray, n_samples: int, sr: int) -> float:
+    """BS.1770-4 gated integrated loudness from per-frame K-weighted energies centred at samples `frame_pos`.
+
+    Each frame's energy is spread evenly over the hop around its centre; 400-ms blocks with 75%
+    overlap (pyloudnorm's layout) are read off the cumulative energy, then gated at -70 LUFS and at
+    10 LU below the mean of the blocks above it.
+    """
+    block = GATE_BLOCK * SUBBLOCK_SECONDS
+    seconds = n_samples / sr
+    if seconds < block or kw_energy.size == 0:
+        return LUFS_FLOOR
+    n_blocks = int(round((seconds - block) / SUBBLOCK_SECONDS)) + 1
+    edges = np.concatenate([frame_pos - HOP / 2, [frame_pos[-1] + HOP / 2]])
+    cum = np.concatenate([[0.0], np.cumsum(kw_energy)])
+    starts = np.arange(n_blocks) * SUBBLOCK_SECONDS * sr
+    e = np.interp(starts + block * sr, edges, cum) - np.interp(starts, edges, cum)
+    z = np.maximum(e, 0.0) / (block * sr)
+    with np.errstate(divide="ignore"):
+        lk = -0.691 + 10 * np.log10(z)
+    keep = lk >= -70.0
+    if not keep.any():
+        return LUFS_FLOOR
+    rel = -0.691 + 10 * np.log10(z[keep].mean()) - 10.0
+    keep &= lk > rel
+    if not keep.any():
+        return LUFS_FLOOR
+    return float(max(LUFS_FLOOR, -0.691 + 10 * np.log10(z[keep].mean())))
+
+
+def spotify_loudness(lufs: float) -> float:
+    """Map BS.1770 LUFS to Spotify's loudness dB with the calibrated line, floored at -60 dB."""
+    if not math.isfinite(lufs) or lufs <= LUFS_FLOOR:
+        return LOUDNESS_FLOOR_DB
+    return float(min(0.0, max(LOUDNESS_FLOOR_DB, LOUDNESS_SLOPE * lufs + LOUDNESS_INTERCEPT)))
+
+
+def _autocorr(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Unbiased autocorrelation of mean-removed x for lags 0..max_lag, normalised so ac[0] = 1."""
+    x = x - x.mean()
+    n = x.size
+    nfft = 1 << int(math.ceil(math.log2(2 * n)))
+    f = np.fft.rfft(x, nfft)
+    ac = np.fft.irfft(f.real**2 + f.imag**2, nfft)[: max_lag + 1]
+    ac = ac / (n - np.arange(max_lag + 1))  # unbiased: divide by the overlap
+    return ac / ac[0] if ac[0] > 0 else np.zeros_like(ac)
+
+
+def _interp(ac: np.ndarray, lag: float) -> float:
+    """Linear interpolation of `ac` at a fractional lag (0 beyond its end)."""
+    i = int(math.floor(lag))
+    if i < 0 or i + 1 >= ac.size:
+        return 0.0
+    f = lag - i
+    return float((1 - f) * ac[i] + f * ac[i + 1])
+
+
+def _smooth_onset(env: np.ndarray, fps: float) -> np.ndarray:
+    """Subtract a ~1-s moving average (swells are not beats) and blur by ~1 frame."""
+    w = max(3, int(fps))
+    x = env - np.convolve(env, np.ones(w) / w, mode="same")
+    g = np.exp(-0.5 * (np.arange(-3, 4) / ONSET_SMOOTH_FRAMES) ** 2)
+    return np.convolve(x, g / g.sum(), mode="same")  # widen one-frame peaks so fractional lags are seen
+
+
+def estimate_tempo(env: np.ndarray, fps: float) -> tuple[float, float, list[float], np.ndarray, float]:
+    """Tempo (BPM), confidence, [alternatives], the autocorrelation and the beat period (frames)."""
+    if env.size < 4 * fps or not np.any(env > 0):
+        return 0.0, 0.0, [], np.zeros(1), 0.0
+    x = _smooth_onset(env.astype(np.float64), fps)
+    max_lag = min(env.size - 2, int(fps * 60.0 / TEMPO_MIN * 8) + 2)
+    ac = _autocorr(x, max_lag)
+    lo = max(1, int(math.floor(fps * 60.0 / TEMPO_MAX)))
+    hi = min(max_lag - 1, int(math.ceil(fps * 60.0 / TEMPO_MIN)))
+    lags = np.arange(lo, hi + 1)
+    bpm = 60.0 * fps / lags
+    prior = np.exp(-0.5 * ((np.log2(bpm) - np.log2(TEMPO_PRIOR_BPM)) / TEMPO_PRIOR_OCTAVES) ** 2)
+    support = np.array([_harmonic_support(ac, float(l)) for l in lags])
+    score = np.clip(support, 0, None) * prior
+    best = int(np.argmax(score))
+    period = _refine_period(ac, float(lags[best]))
+    tempo = 60.0 * fps / period
+    conf = float(np.clip(_interp(ac, period), 0.0, 1.0))
+    # octave alternatives, better supported first
+    alts = []
+    for p in (period * 2, period / 2):
+        t = 60.0 * fps / p
+        if 30.0 <= t <= 300.0:
+            alts.append((_harmonic_support(ac, p), t))
+    alts.sort(key=lambda a: -a[0])
+    return float(tempo), conf, [round(float(t), 3) for _, t in alts], ac, period
+
+
+def _harmonic_support(ac: np.ndarray, period: float, k: int = 4) -> float:
+    """Mean autocorrelation at 1..k multiples of a candidate beat period (those inside the lag range)."""
+    vals = [_interp(ac, j * period) for j in range(1, k + 1) if j * period < ac.size - 1]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def _refine_period(ac: np.ndarray, lag: float) -> float:
+    """Sub-frame beat period: the best harmonic comb within +/-1 frame of the integer-lag winner."""
+    cands = lag + np.linspace(-1.0, 1.0, 81)
+    cands = cands[cands > 1]
+    scores = [_harmonic_support(ac, c, k=8) for c in cands]
+    return float(cands[int(np.argmax(scores))])
+
+
+def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float) -> tuple[int, float]:
+    """Beats per bar from the onset autocorrelation at multiples of the beat period (3 vs 4; 5, 7 rarely)."""
+    if period <= 0:
+        return 4, 0.0
+
+    def a(m: float) -> float:
+        return 0.5 * (_interp(ac, m * period) + _interp(ac_low, m * period))
+
+    scores = {
+        3: (a(3) + a(6)) / 2 - (a(2) + a(4)) / 2,
+        4: (a(4) + a(8)) / 2 - (a(3) + a(6)) / 2 if 8 * period < ac.size - 1 else a(4) - a(3),
+        5: a(5) - (a(2) + a(3) + a(4)) / 3,
+        7: a(7) - (a(3) + a(4) + a(5) + a(6)) / 4,
+    }
+    best = max(scores, key=lambda m: scores[m])
+    margin = scores[best]
+    if best != 4 and margin < 0.1:  # not clearly another metre: Spotify's default
+        return 4, float(np.clip(0.5 + scores[4], 0.0, 1.0))
+    return best, float(np.clip(0.5 + margin, 0.0, 1.0))
+
+
+def estimate_key(chroma: np.ndarray) -> tuple[int, float, int, float]:
+    """Key (-1..11), its confidence, mode (1 major / 0 minor) and its confidence from a chroma vector."""
+    chroma = np.asarray(chroma, dtype=np.float64)
+    if chroma.sum() <= 0:
+        return -1, 0.0, 1, 0.0
+    c = chroma / chroma.mean()
+    contrast = float(c.std())
+    corr = np.zeros((2, 12))
+    for mode, prof in ((1, KK_MAJOR), (0, KK_MINOR)):
+        for k in range(12):
+            corr[1 - mode, k] = np.corrcoef(c, np.roll(prof, k))[0, 1]
+    flat = corr.ravel()
+    order = np.argsort(flat)[::-1]
+    best = flat[order[0]]
+    mode = 1 if order[0] < 12 else 0
+    key = int(order[0] % 12)
+    other_mode_best = corr[mode].max()  # row 0 is major, row 1 minor: row `mode` is the other mode
+    key_conf = float(np.clip(best, 0, 1) * np.clip(contrast / (4 * KEY_MIN_CONTRAST), 0, 1))
+    mode_conf = float(np.clip(5.0 * (best - other_mode_best), 0, 1))
+    if contrast < KEY_MIN_CONTRAST or best < 0.3:
+        return -1, key_conf, mode, mode_conf
+    return key, key_conf, mode, mode_conf
+
+
+def combine(evidence: list[WindowEvidence]) -> Descriptors:
+    """Whole-song descriptors from the ordered per-window evidence of one song."""
+    if not evidence:
+        raise ValueError("combine needs at least one window's evidence")
+    sr = evidence[0].sr
+    if any(e.sr != sr for e in evidence):
+        raise ValueError("all windows must share one sample rate")
+    n = sum(e.n_samples for e in evidence)
+    fps = sr / HOP
+    offsets = np.cumsum([0] + [e.n_samples for e in evidence[:-1]])
+    pos = np.concatenate([o + HOP * np.arange(e.kw_energy.size) for o, e in zip(offsets, evidence)]).astype(np.float64)
+    lufs = integrated_lufs(np.concatenate([e.kw_energy for e in evidence]), pos, n, sr)
+    env = np.concatenate([e.onset for e in evidence]).astype(np.float64)
+    env_low = np.concatenate([e.onset_low for e in evidence]).astype(np.float64)
+    tempo, tconf, alts, ac, period = estimate_tempo(env, fps)
+    if period > 0:
+        ac_low = _autocorr(_smooth_onset(env_low, fps), ac.size - 1) if np.any(env_low > 0) else np.zeros_like(ac)
+        ts, ts_conf = estimate_time_signature(ac, ac_low, period)
+    else:
+        ts, ts_conf = 4, 0.0
+    key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence))
+    return Descriptors(
+        duration_ms=int(round(1000.0 * n / sr)),
+        loudness=spotify_loudness(lufs),
+        loudness_lufs=float(lufs),
+        tempo=round(float(tempo), 3),
+        tempo_confidence=round(float(tconf), 3),
+        tempo_alternatives=alts,
+        key=key,
+        key_confidence=round(kconf, 3),
+        mode=mode,
+        mode_confidence=round(mconf, 3),
+        time_signature=ts,
+        time_signature_confidence=round(ts_conf, 3),
+    )
+
+
+def measure(y: np.ndarray, sr: int = SAMPLE_RATE) -> Descriptors:
+    """Descriptors of a whole in-memory signal, cut into the pipeline's 30-s windows."""
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    size = int(round(WINDOW_SECONDS * sr))
+    windows = [y[i: i + size] for i in range(0, y.size, size)] or [y]
+    return combine([window_evidence(w, sr) for w in windows])
+
+
+def measure_file(path: str | Path) -> Descriptors:
+    """Descriptors of an audio file, streamed window by window (memory bounded by one window)."""
+    from .audio import iter_windows
+
+    ev = [window_evidence(w, SAMPLE_RATE) for w in iter_windows(path)]
+    if not ev:
+        ev = [window_evidence(np.zeros(0, dtype=np.float32), SAMPLE_RATE)]
+    return combine(ev)
