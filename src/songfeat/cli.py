@@ -126,6 +126,41 @@ def train_default(
 
 # ---- research pipeline: build / train / evaluate / compare ------------------------------------
 
+
+@app.command("build")
+def build_cmd(
+    labels: Path = typer.Option(..., "--labels", help="Label CSV in any supported Spotify-style schema (see docs/store.md)."),
+    audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
+    out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
+    frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense or logmel."),
+    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (1 = in this process)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
+    descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
+) -> None:
+    """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
+    from .data.store import build_store
+    from .errors import SongfeatError
+
+    try:
+        report = build_store(labels, audio, out, frontend=frontend, workers=workers, progress=_progress_on(),
+                             limit=limit, descriptors=descriptors)
+    except SongfeatError as e:
+        raise fail(str(e), 1) from None
+    except ValueError as e:  # e.g. an unknown --frontend
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
+    for f in report.failed[:5]:
+        typer.echo(f"songfeat: error: {f['path']}: {f['reason']}", err=True)
+    if len(report.failed) > 5:
+        typer.echo(f"songfeat: error: ... and {len(report.failed) - 5} more (see {out / 'report.csv'})", err=True)
+    typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
+               f"{len(report.failed)} failed; {report.labels_without_audio} labels without audio, "
+               f"{report.audio_without_labels} audio files without labels; {report.clips_per_second:.2f} clips/s)")
+    if report.failed:
+        raise typer.Exit(1)
+
+
 # ---- data collection: collect / download -------------------------------------------------------
 
 
@@ -156,14 +191,17 @@ def collect_cmd(
 ) -> None:
     """Collect tracks per genre from Spotify's search, with their audio features, into one CSV."""
     from .data.collect import collect
+    from .data.spotify_api import SpotifyAPIError
     from .errors import SongfeatError
 
     try:
         report = collect(genres, per_genre, out, client_id=client_id, client_secret=client_secret, api_url=api_url,
                          token_url=token_url, features=features, require_preview=require_preview,
                          policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
+    except SpotifyAPIError as e:
+        raise fail(f"{e} (progress is kept in {out}; rerun the same command to continue)" if out.exists() else str(e), 1) from None
     except SongfeatError as e:
-        raise fail(f"{e} (progress so far is kept in {out}; rerun to continue)" if out.exists() else str(e), 1) from None
+        raise fail(str(e), 1) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; progress is kept in {out}; rerun the same command to continue", 130) from None
     if report.message:

@@ -1,0 +1,617 @@
+"""The dataset store: labels joined to audio by track id, with cached front-end tensors and measured descriptors.
+
+`build_store` decodes each clip once in a process pool, computes its front-end tensor (the first
+30-s window, cut or tiled by `frontend.fit_window`) and its descriptors (over the whole file, window
+by window), and the parent writes each result straight into a preallocated memory-mapped ``.npy``
+at the clip's row, then appends a line to a journal. A rerun after a crash (even SIGKILL) skips the
+rows the journal lists, so the finished store equals an uninterrupted build. Memory stays flat: the
+parent holds at most a few in-flight results, never the whole array.
+
+Layout of a finished store (see docs/store.md)::
+
+    manifest.json        provenance, counts, front-end spec, "complete": true
+    features.npy         float32 [N, C, T], row i is ids()[i]
+    index.parquet        row, track_id, path, audio_seconds
+    labels.parquet       normalised labels (index track_id)
+    descriptors.parquet  measured features (index track_id)
+    report.csv / .json   clips that failed (track_id, path, reason) and join counts
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS, check_usable, find_audio, iter_windows, load_audio
+from ..errors import AudioError, SongfeatError
+from ..frontend import FrontendSpec, compute, fit_window, get_spec
+from . import labels as _labels
+
+FORMAT = "songfeat-store/1"
+MANIFEST = "manifest.json"
+FEATURES = "features.npy"
+INDEX = "index.parquet"
+LABELS = "labels.parquet"
+DESCRIPTORS = "descriptors.parquet"
+PLAN = "plan.parquet"
+REPORT_CSV = "report.csv"
+REPORT_JSON = "report.json"
+WORK = "work"  # holds the in-progress array and the journal until the build completes
+JOURNAL = "journal.jsonl"
+IN_FLIGHT_PER_WORKER = 4  # tasks queued per worker: enough to keep it busy, few enough to keep memory flat
+DESCRIPTOR_COLUMNS = ("duration_ms", "loudness", "loudness_lufs", "tempo", "tempo_confidence", "tempo_alternatives",
+                      "key", "key_confidence", "mode", "mode_confidence", "time_signature", "time_signature_confidence")
+EXAMPLES_IN_REPORT = 50  # unmatched ids listed by name in report.json (all are counted)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers: atomic writes
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write text to `path` via a temporary file and os.replace, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write a Parquet file atomically (temp + os.replace)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    df.to_parquet(tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+@dataclass
+class BuildReport:
+    """What a build did: clips built, clips that failed and why, and how labels and audio matched."""
+
+    out: Path
+    planned: int = 0
+    built: int = 0
+    resumed: int = 0  # rows already done by an earlier, interrupted run
+    failed: list[dict] = field(default_factory=list)  # {track_id, path, reason}
+    labels_without_audio: int = 0
+    audio_without_labels: int = 0
+    duplicate_audio: int = 0
+    label_rows: int = 0
+    label_rows_dropped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no clip failed."""
+        return not self.failed
+
+    @property
+    def clips_per_second(self) -> float:
+        """Throughput of this run over the clips it processed (resumed rows excluded)."""
+        done = self.built + len(self.failed) - self.resumed
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (the failures listed in full)."""
+        return {"out": str(self.out), "planned": self.planned, "built": self.built, "failed": len(self.failed),
+                "resumed": self.resumed, "labels_without_audio": self.labels_without_audio,
+                "audio_without_labels": self.audio_without_labels, "duplicate_audio": self.duplicate_audio,
+                "label_rows": self.label_rows, "label_rows_dropped": self.label_rows_dropped,
+                "seconds": round(self.seconds, 3), "clips_per_second": round(self.clips_per_second, 3),
+                "failures": self.failed}
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker: one clip in, one tensor + descriptors out
+
+
+def _worker_init() -> None:
+    """Pool initializer: one torch thread per worker, so `workers` processes use `workers` cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def process_clip(path: str, spec_dict: dict, with_descriptors: bool = True) -> dict:
+    """Decode one file once: front-end of its first window, descriptors of all of it; never raises for bad audio."""
+    spec = FrontendSpec.from_dict(spec_dict)
+    try:
+        same_grid = spec.sample_rate == SAMPLE_RATE and spec.window_seconds == WINDOW_SECONDS
+        first: np.ndarray | None = None
+        evidence = []
+        total, peak = 0, 0.0
+        if with_descriptors:
+            from ..descriptors import combine, window_evidence
+        for w in iter_windows(path):
+            if first is None:
+                first = w
+            total += w.size
+            if w.size:
+                peak = max(peak, float(np.abs(w).max()))
+            if with_descriptors:
+                evidence.append(window_evidence(w, SAMPLE_RATE))
+        check_usable(path, total, peak)
+        if not same_grid:  # a front-end on another rate or window length decodes its own first window
+            first = load_audio(path, sr=spec.sample_rate, max_seconds=spec.window_seconds)
+        tensor = compute(spec, fit_window(first, spec))[0].numpy().astype(np.float32, copy=False)
+        if tensor.shape != spec.shape:
+            raise AudioError(path, f"front-end gave shape {tuple(tensor.shape)}, expected {spec.shape}")
+        if not np.all(np.isfinite(tensor)):
+            raise AudioError(path, "front-end produced NaN or infinite values")
+        desc = combine(evidence).to_dict() if with_descriptors else {"duration_ms": int(round(1000.0 * total / SAMPLE_RATE))}
+        return {"ok": True, "tensor": tensor, "audio_seconds": total / SAMPLE_RATE, "descriptors": desc}
+    except AudioError as e:
+        return {"ok": False, "reason": e.reason}
+    except Exception as e:  # a decoder or numeric failure on one file must not stop the build
+        return {"ok": False, "reason": f"failed to process ({type(e).__name__}: {str(e).strip()[:200] or 'no message'})"}
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: which clips, in which order
+
+
+def _index_audio(audio_dir: Path, ids: set[str], id_kind: str) -> tuple[dict[str, Path], list[Path], int]:
+    """Map label ids to audio files under `audio_dir` by file stem; returns (id -> path, unlabelled files, duplicates)."""
+    files, _ = find_audio([audio_dir])
+    found: dict[str, Path] = {}
+    unlabelled: list[Path] = []
+    duplicates = 0
+    for p in files:
+        stem = p.stem
+        tid = stem if stem in ids else _labels.normalise_id(stem, id_kind)
+        if tid not in ids:
+            tid = _labels.spotify_id_in(stem)  # e.g. "<id>_preview.mp3"
+        if tid is None or tid not in ids:
+            unlabelled.append(p)
+        elif tid in found:
+            duplicates += 1  # a second file for one id (x.mp3 and x.wav): the first, sorted, is used
+        else:
+            found[tid] = p
+    return found, unlabelled, duplicates
+
+
+def _as_table(labels: str | Path | _labels.LabelTable | pd.DataFrame) -> _labels.LabelTable:
+    """Accept a label file, a LabelTable, or an already normalised DataFrame with a track_id column."""
+    if isinstance(labels, _labels.LabelTable):
+        return labels
+    if isinstance(labels, pd.DataFrame):
+        frame = labels.reset_index() if "track_id" not in labels.columns else labels
+        return _labels.LabelTable(frame=frame.reset_index(drop=True), dropped=pd.DataFrame(columns=["row", "track_id", "reason"]),
+                                  source="<DataFrame>")
+    return _labels.read_labels(labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# the journal
+
+
+def _read_journal(path: Path) -> dict[int, dict]:
+    """Rows already finished, by row number; a torn last line (killed mid-write) is ignored."""
+    done: dict[int, dict] = {}
+    if not path.exists():
+        return done
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # torn write: that clip is simply redone
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[int(rec["row"])] = rec
+    return done
+
+
+class _Journal:
+    """Append-only record of finished rows; each line is written with one write() after its tensor is flushed."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, rec: dict) -> None:
+        os.write(self.fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+
+    def close(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+
+def _progress(enabled: bool, total: int, completed: int):
+    """A rich progress bar on stderr, or None when disabled or stderr is not a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("building store"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=False)
+    bar.start()
+    bar.add_task("build", total=total, completed=completed)
+    return bar
+
+
+def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_dir: str | Path, out: str | Path, *,
+                frontend: str | FrontendSpec = "mfcc", workers: int = 2, progress: bool = True, limit: int | None = None,
+                descriptors: bool = True) -> BuildReport:
+    """Build (or resume building) a store at `out` from a label table and a folder of audio named by track id.
+
+    Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
+    `out` with the same inputs continues an interrupted build; different inputs raise SongfeatError.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    audio_dir = Path(audio_dir)
+    spec = get_spec(frontend) if isinstance(frontend, str) else frontend
+    frontend_name = frontend if isinstance(frontend, str) else spec.kind
+    if not audio_dir.is_dir():
+        raise SongfeatError(audio_dir, "audio folder not found" if not audio_dir.exists() else "not a folder")
+    if out.exists() and not out.is_dir():
+        raise SongfeatError(out, "exists and is not a folder")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    table = _as_table(labels)
+    frame = table.frame
+    ids = list(dict.fromkeys(frame["track_id"].astype(str)))
+    id_kind = frame.attrs.get("id_kind", "spotify")
+    found, unlabelled, duplicates = _index_audio(audio_dir, set(ids), id_kind)
+    plan_ids = sorted(found)  # build order: by track id, independent of listing order
+    if limit is not None:
+        plan_ids = plan_ids[:limit]
+    plan = pd.DataFrame({"row": np.arange(len(plan_ids), dtype=np.int64), "track_id": plan_ids,
+                         "path": [str(found[t].resolve()) for t in plan_ids]})
+    labels_without_audio = [t for t in ids if t not in found]
+
+    manifest = {
+        "format": FORMAT, "songfeat_version": __version__, "complete": False,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "labels": {**table.summary(), "source": table.source},
+        "audio_dir": str(audio_dir.resolve()), "frontend_name": frontend_name, "frontend": spec.to_dict(),
+        "descriptors": bool(descriptors), "planned": len(plan), "limit": limit,
+        "window": f"first {spec.window_seconds:g} s of each clip (longer cut, shorter tiled)",
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / WORK
+    old = _read_manifest(out)
+    if old is not None:
+        _check_same_inputs(out, old, manifest, plan)
+        manifest["created"] = old.get("created", manifest["created"])
+        if old.get("complete") and (out / INDEX).exists():
+            report = _report_from_disk(out)
+            report.seconds = time.perf_counter() - t0
+            return report
+    else:
+        if any(out.iterdir()):
+            raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
+        work.mkdir(exist_ok=True)
+        _atomic_write_parquet(plan, out / PLAN)
+        _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+
+    work.mkdir(exist_ok=True)
+    arr_path = work / FEATURES
+    done = _read_journal(work / JOURNAL)
+    final_exists = (out / FEATURES).exists()
+    arr = None
+    if not final_exists:
+        if not arr_path.exists():
+            tmp = work / f".{FEATURES}.tmp"
+            a = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(max(len(plan), 0), *spec.shape))
+            del a
+            os.replace(tmp, arr_path)
+        arr = np.lib.format.open_memmap(arr_path, mode="r+")
+        if arr.shape != (len(plan), *spec.shape):
+            raise SongfeatError(arr_path, f"in-progress array has shape {arr.shape}, expected {(len(plan), *spec.shape)}; delete {out} and rebuild")
+    resumed = len(done)
+    todo = [i for i in range(len(plan)) if i not in done] if not final_exists else []
+    paths = plan["path"].tolist()
+    tids = plan["track_id"].tolist()
+
+    journal = _Journal(work / JOURNAL)
+    bar = _progress(progress, len(plan), resumed)
+    spec_dict = spec.to_dict()
+
+    def record(i: int, res: dict) -> None:
+        """Write one finished clip: tensor into its row (flushed), then its journal line."""
+        if res["ok"]:
+            arr[i] = res["tensor"]
+            arr.flush()
+            rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"]}
+        else:
+            rec = {"row": i, "track_id": tids[i], "ok": False, "reason": res["reason"]}
+        journal.append(rec)
+        done[i] = rec
+        if bar is not None:
+            bar.advance(bar.task_ids[0])
+
+    try:
+        if todo and workers <= 1:
+            for i in todo:
+                record(i, process_clip(paths[i], spec_dict, descriptors))
+        elif todo:
+            _run_pool(todo, paths, spec_dict, descriptors, workers, record)
+    finally:
+        journal.close()
+        if bar is not None:
+            bar.stop()
+        if arr is not None:
+            arr.flush()
+            del arr
+
+    report = _finalise(out, table, plan, done, manifest, labels_without_audio, unlabelled, duplicates, spec)
+    report.resumed = resumed
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers fork from a server that has imported torch once (fast start, no inherited threads)."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["songfeat.data.store", "songfeat.descriptors"])
+    else:  # pragma: no cover - Windows
+        ctx = mp.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx)
+
+
+def _run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descriptors: bool, workers: int, record) -> None:
+    """Run clips through a process pool with a bounded number in flight; a crashed worker fails only its clip."""
+    queue = list(reversed(todo))
+    attempts: dict[int, int] = {}
+    while queue:
+        pool = _pool(workers)
+        inflight: dict[Future, int] = {}
+        broken = False
+        try:
+            while queue or inflight:
+                while queue and len(inflight) < workers * IN_FLIGHT_PER_WORKER and not broken:
+                    i = queue.pop()
+                    inflight[pool.submit(process_clip, paths[i], spec_dict, with_descriptors)] = i
+                if not inflight:
+                    break
+                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = inflight.pop(fut)
+                    try:
+                        res = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        attempts[i] = attempts.get(i, 0) + 1
+                        if attempts[i] >= 2:
+                            record(i, {"ok": False, "reason": "the decoder crashed the worker process"})
+                        else:
+                            queue.append(i)
+                        continue
+                    record(i, res)
+                if broken:
+                    for fut, i in inflight.items():  # everything still queued in the dead pool is retried
+                        queue.append(i)
+                    inflight.clear()
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if broken and queue:
+            # retry one clip per pool so a clip that crashes again is identified and failed alone
+            i = queue.pop()
+            with _pool(1) as solo:
+                try:
+                    record(i, solo.submit(process_clip, paths[i], spec_dict, with_descriptors).result())
+                except BrokenProcessPool:
+                    record(i, {"ok": False, "reason": "the decoder crashed the worker process"})
+
+
+def _read_manifest(out: Path) -> dict | None:
+    """The manifest of a store folder, or None when there is none."""
+    p = out / MANIFEST
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError) as e:
+        raise SongfeatError(p, f"unreadable store manifest ({e})") from None
+
+
+def _check_same_inputs(out: Path, old: dict, new: dict, plan: pd.DataFrame) -> None:
+    """Refuse to resume a store that was started from different inputs."""
+    if old.get("format") != FORMAT:
+        raise SongfeatError(out, f"holds {old.get('format')!r}, not a {FORMAT} store")
+    diffs = []
+    if old.get("frontend") != new["frontend"]:
+        diffs.append(f"front-end {old.get('frontend_name')} vs {new['frontend_name']}")
+    if bool(old.get("descriptors", True)) != new["descriptors"]:
+        diffs.append("descriptors on/off")
+    plan_path = out / PLAN
+    if plan_path.exists():
+        old_plan = pd.read_parquet(plan_path)
+        if old_plan["track_id"].tolist() != plan["track_id"].tolist() or old_plan["path"].tolist() != plan["path"].tolist():
+            diffs.append(f"clips ({len(old_plan)} planned before, {len(plan)} now)")
+    else:
+        diffs.append("no plan.parquet")
+    if diffs:
+        raise SongfeatError(out, f"already holds a build of different inputs ({'; '.join(diffs)}); use another --out or delete it")
+
+
+def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, done: dict[int, dict], manifest: dict,
+              labels_without_audio: list[str], unlabelled: list[Path], duplicates: int, spec: FrontendSpec) -> BuildReport:
+    """Compact the finished rows into features.npy and write index, labels, descriptors, report and manifest atomically."""
+    good = [i for i in range(len(plan)) if done.get(i, {}).get("ok")]
+    bad = [i for i in range(len(plan)) if i in done and not done[i].get("ok")]
+    missing = [i for i in range(len(plan)) if i not in done]
+    if missing:  # cannot happen unless the pool stopped early; better loud than a silent hole
+        raise SongfeatError(out, f"{len(missing)} clips were not processed; rerun the build to finish them")
+    work = out / WORK
+    final = out / FEATURES
+    if not final.exists():
+        src = work / FEATURES
+        if len(good) == len(plan):
+            os.replace(src, final)  # nothing to drop: the work array is the store
+        else:
+            a = np.lib.format.open_memmap(src, mode="r")
+            tmp = out / f".{FEATURES}.tmp"
+            b = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(good), *spec.shape))
+            step = 256  # copy in chunks so memory stays flat
+            for k in range(0, len(good), step):
+                rows = good[k:k + step]
+                b[k:k + len(rows)] = a[rows]
+            b.flush()
+            del a, b
+            os.replace(tmp, final)
+
+    ids = [plan["track_id"].iat[i] for i in good]
+    index = pd.DataFrame({"row": np.arange(len(good), dtype=np.int64), "track_id": ids,
+                          "path": [plan["path"].iat[i] for i in good],
+                          "audio_seconds": [float(done[i]["audio_seconds"]) for i in good]})
+    frame = table.frame.drop_duplicates("track_id").set_index("track_id")
+    lab = frame.reindex(ids)
+    lab.index.name = "track_id"
+    lab = lab.drop(columns=[c for c in lab.columns if lab[c].isna().all() and c not in _labels.NORMALISED_COLUMNS])
+    desc_rows = []
+    for i in good:
+        d = dict(done[i]["descriptors"])
+        desc_rows.append({c: d.get(c, np.nan) for c in DESCRIPTOR_COLUMNS})
+    desc = pd.DataFrame(desc_rows, index=pd.Index(ids, name="track_id"), columns=list(DESCRIPTOR_COLUMNS))
+    for c in DESCRIPTOR_COLUMNS:
+        if c != "tempo_alternatives":
+            desc[c] = pd.to_numeric(desc[c], errors="coerce").astype("float64")
+    desc["tempo_alternatives"] = [list(v) if isinstance(v, list) else [] for v in desc["tempo_alternatives"]]
+
+    failures = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "reason": done[i]["reason"]} for i in bad]
+    report = BuildReport(out=out, planned=len(plan), built=len(good), failed=failures,
+                         labels_without_audio=len(labels_without_audio), audio_without_labels=len(unlabelled),
+                         duplicate_audio=duplicates, label_rows=len(table.frame), label_rows_dropped=table.drop_counts())
+    rep = report.to_dict()
+    rep.pop("seconds"), rep.pop("clips_per_second")
+    rep["labels_without_audio_examples"] = labels_without_audio[:EXAMPLES_IN_REPORT]
+    rep["audio_without_labels_examples"] = [str(p) for p in unlabelled[:EXAMPLES_IN_REPORT]]
+
+    _atomic_write_parquet(index, out / INDEX)
+    _atomic_write_parquet(lab, out / LABELS)
+    _atomic_write_parquet(desc, out / DESCRIPTORS)
+    tmp_csv = out / f".{REPORT_CSV}.tmp"
+    pd.DataFrame(failures, columns=["track_id", "path", "reason"]).to_csv(tmp_csv, index=False)
+    os.replace(tmp_csv, out / REPORT_CSV)
+    _atomic_write_text(out / REPORT_JSON, json.dumps(rep, indent=2))
+    manifest = {**manifest, "complete": True, "built": len(good), "failed": len(bad),
+                "labels_without_audio": len(labels_without_audio), "audio_without_labels": len(unlabelled),
+                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "shape": [len(good), *spec.shape]}
+    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    shutil.rmtree(out / WORK, ignore_errors=True)
+    return report
+
+
+def _report_from_disk(out: Path) -> BuildReport:
+    """The report of an already complete store (a rerun with nothing left to do)."""
+    rep = json.loads((out / REPORT_JSON).read_text(encoding="utf-8"))
+    return BuildReport(out=out, planned=rep["planned"], built=rep["built"], resumed=rep["planned"], failed=rep["failures"],
+                       labels_without_audio=rep["labels_without_audio"], audio_without_labels=rep["audio_without_labels"],
+                       duplicate_audio=rep.get("duplicate_audio", 0), label_rows=rep.get("label_rows", 0),
+                       label_rows_dropped=rep.get("label_rows_dropped", {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a store
+
+
+class Store:
+    """A finished store opened read-only: ids, the memory-mapped front-end array, labels and descriptors."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        m = _read_manifest(self.path)
+        if m is None:
+            raise SongfeatError(self.path, "not a songfeat store (no manifest.json); build one with `songfeat build`")
+        if m.get("format") != FORMAT:
+            raise SongfeatError(self.path, f"unsupported store format {m.get('format')!r} (this songfeat reads {FORMAT})")
+        if not m.get("complete"):
+            raise SongfeatError(self.path, "store is incomplete (its build was interrupted); rerun `songfeat build` with the same arguments to finish it")
+        self._manifest = m
+        self.spec: FrontendSpec = FrontendSpec.from_dict(m["frontend"])
+        self._index = pd.read_parquet(self.path / INDEX)
+        self._ids: list[str] = self._index["track_id"].astype(str).tolist()
+        self._row = {t: i for i, t in enumerate(self._ids)}
+        self._array: np.ndarray | None = None
+
+    @property
+    def manifest(self) -> dict:
+        """Provenance: label file, audio dir, counts, front-end spec, songfeat version, created."""
+        return dict(self._manifest)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._row
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, {len(self)} clips, {self._manifest.get('frontend_name')} {self.spec.shape})"
+
+    def ids(self) -> list[str]:
+        """Track ids in build order; row i of array() belongs to ids()[i]."""
+        return list(self._ids)
+
+    def array(self) -> np.ndarray:
+        """The read-only memmap [N, C, T] float32 of front-end tensors, rows in ids() order."""
+        if self._array is None:
+            if len(self._ids) == 0:
+                self._array = np.zeros((0, *self.spec.shape), dtype=np.float32)
+            else:
+                self._array = np.load(self.path / FEATURES, mmap_mode="r")
+            if self._array.shape != (len(self._ids), *self.spec.shape):
+                raise SongfeatError(self.path / FEATURES, f"shape {self._array.shape} does not match the index ({len(self._ids)} clips, {self.spec.shape})")
+        return self._array
+
+    def features(self, track_id: str) -> np.ndarray:
+        """The cached front-end tensor [C, T] float32 of one clip (a copy); KeyError for an unknown id."""
+        try:
+            row = self._row[track_id]
+        except KeyError:
+            raise KeyError(f"{track_id!r} is not in the store at {self.path}") from None
+        return np.array(self.array()[row])
+
+    def rows(self, track_ids: list[str]) -> np.ndarray:
+        """Row numbers of `track_ids` in array(), e.g. to index a split."""
+        return np.array([self._row[t] for t in track_ids], dtype=np.int64)
+
+    def labels(self) -> pd.DataFrame:
+        """Normalised labels, index track_id in ids() order (NaN where the label file had none)."""
+        return pd.read_parquet(self.path / LABELS).reindex(self._ids)
+
+    def descriptors(self) -> pd.DataFrame:
+        """Measured features, index track_id in ids() order: duration_ms, loudness, tempo, key, mode, time_signature (+ confidences)."""
+        return pd.read_parquet(self.path / DESCRIPTORS).reindex(self._ids)
+
+    def index(self) -> pd.DataFrame:
+        """The Parquet index: row, track_id, path (the audio file), audio_seconds."""
+        return self._index.copy()
+
+    def report(self) -> dict:
+        """The build report: failures with reasons and how labels and audio matched."""
+        return json.loads((self.path / REPORT_JSON).read_text(encoding="utf-8"))
+
+
+def open_store(path: str | Path) -> Store:
+    """Open a finished store folder; SongfeatError naming the folder if it is missing or incomplete."""
+    p = Path(path)
+    if not p.is_dir():
+        raise SongfeatError(p, "no such store folder" if not p.exists() else "not a folder")
+    return Store(p)
