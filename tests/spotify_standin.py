@@ -80,13 +80,14 @@ class SpotifyStandIn:
                 ids.append(tid)
             self.by_genre[genre] = ids
         genres = list(self.by_genre)
-        for a, b in zip(genres, genres[1:]):
+        for a, b in zip(genres, genres[1:], strict=False):
             self.by_genre[b] = self.by_genre[a][:shared] + self.by_genre[b]
         self.features_forbidden = False
         self.no_features: set[str] = set()
         self.no_preview: set[str] = set()
         self.preview_faults: dict[str, str] = {}  # id -> "404" | "truncated" | "not_audio" | "flaky" | "slow"
         self.slow_seconds = 0.5
+        self.search_delay = 0.0  # seconds before each search answer (to kill a run part-way)
         self.faults: list[Fault] = []
         self.log: list[Logged] = []
         self.mp3 = make_mp3()
@@ -116,7 +117,7 @@ class SpotifyStandIn:
         raw = b"" if body is None else json.dumps(body).encode()
         self.faults.append(Fault(path, status, dict(headers or {}), raw, times, dict(when or {})))
 
-    def start(self) -> "SpotifyStandIn":
+    def start(self) -> SpotifyStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="spotify-standin", daemon=True)
@@ -129,7 +130,7 @@ class SpotifyStandIn:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "SpotifyStandIn":
+    def __enter__(self) -> SpotifyStandIn:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -258,6 +259,7 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
             if not (self.headers.get("Authorization") or "").startswith("Bearer tok-"):
                 return self._json(401, {"error": {"status": 401, "message": "No token provided"}}, query)
             if path == "/v1/search":
+                time.sleep(standin.search_delay)
                 return self._json(*standin.search(query), query)
             if path.rstrip("/") == "/v1/audio-features":
                 return self._json(*standin.audio_features(query), query)

@@ -233,3 +233,42 @@ def test_cli_errors_are_one_line(standin: SpotifyStandIn, tmp_path: Path) -> Non
     assert err[-1].startswith("songfeat: error: search 'genre:pop' offset 0 at http://127.0.0.1:")
     assert "gave up after 2 attempts: HTTP 500" in err[-1]
     assert len(err) == 2 and "retrying in 0.0 s" in err[0]
+
+
+def test_cli_resumes_after_sigkill(tmp_path: Path) -> None:
+    """kill -9 a `songfeat collect` subprocess mid-search, rerun it: every track once, every genre full."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with SpotifyStandIn({"pop": 400, "rock": 400}, shared=20) as s:
+        s.search_delay = 0.1
+        out = tmp_path / "tracks.csv"
+        env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+        env.update(NO_PROXY="127.0.0.1,localhost", SONGFEAT_SPOTIFY_API_URL=s.api_url, SONGFEAT_SPOTIFY_TOKEN_URL=s.token_url,
+                   SPOTIPY_CLIENT_ID=CLIENT_ID, SPOTIPY_CLIENT_SECRET=CLIENT_SECRET)
+        cmd = [sys.executable, "-m", "songfeat.cli", "collect", "--genres", "pop,rock", "--per-genre", "350", "--out", str(out)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(s.requests("/v1/search")) < 9:  # into rock's searches
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(10) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        partial = read(out)
+        assert 0 < len(partial) < 700 and not s.requests("/v1/audio-features")
+        s.search_delay = 0.0
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        rows = read(out)
+        ids = [r["track_id"] for r in rows]
+        assert len(ids) == len(set(ids)) == 700
+        assert Counter(r["genre"] for r in rows) == {"pop": 350, "rock": 350}
+        assert all(r["danceability"] != "" for r in rows)
+        assert {r["track_id"] for r in partial} <= set(ids)
+        assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind

@@ -291,7 +291,7 @@ def _search_genre(
             if limit <= 0:
                 off = -1
                 break
-            page = spotify_api.call(lambda: sp.search(q=q, type="track", limit=limit, offset=off),
+            page = spotify_api.call(lambda q=q, limit=limit, off=off: sp.search(q=q, type="track", limit=limit, offset=off),
                                     f"search {q!r} offset {off}", policy, on_message)
             tracks = page.get("tracks") if isinstance(page, dict) else None
             if not isinstance(tracks, dict) or not isinstance(tracks.get("items"), list):
