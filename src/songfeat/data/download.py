@@ -175,11 +175,15 @@ def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, ti
             part = final.with_name(final.name + PART_SUFFIX)
             got = 0
             with open(part, "wb") as f:
-                for chunk in r.iter_content(CHUNK_BYTES):
-                    f.write(chunk)
-                    got += len(chunk)
-                    if got > MAX_BYTES:
-                        raise _Attempt(f"too large for a preview (over {MAX_BYTES} bytes)", False)
+                try:
+                    for chunk in r.iter_content(CHUNK_BYTES):
+                        f.write(chunk)
+                        got += len(chunk)
+                        if got > MAX_BYTES:
+                            raise _Attempt(f"too large for a preview (over {MAX_BYTES} bytes)", False)
+                except requests.exceptions.ChunkedEncodingError:
+                    of = f" of {expected}" if expected is not None else ""
+                    raise _Attempt(f"truncated: got {got}{of} bytes before the connection closed", True) from None
                 f.flush()
                 os.fsync(f.fileno())
             if expected is not None and got != expected:
