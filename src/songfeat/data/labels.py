@@ -406,16 +406,23 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     valid = pd.Series([r is None for r in reasons])
     dup = valid & out["track_id"].duplicated(keep="first") & out["track_id"].notna()
     if dup.any():
-        first = out.loc[valid & ~dup].reset_index().set_index("track_id")
-        if out["genre"].notna().any():
-            genres = out.loc[valid].groupby("track_id", sort=False)["genre"].agg(
-                lambda g: LIST_SEP.join(dict.fromkeys(x for x in g if isinstance(x, str))) or None)
-            out.loc[valid & ~dup, "genre"] = out.loc[valid & ~dup, "track_id"].map(genres)
-        lab = list(features.LABEL_COLUMNS)
+        tids = out["track_id"].to_numpy(dtype=object)
+        valid_np = valid.to_numpy()
+        first_row: dict[str, int] = {}
+        genres: dict[str, list[str]] = {}
+        gen = out["genre"].to_numpy(dtype=object)
+        for i in np.flatnonzero(valid_np):
+            t = tids[i]
+            first_row.setdefault(t, int(i))
+            if isinstance(gen[i], str) and gen[i] not in genres.setdefault(t, []):
+                genres[t].append(gen[i])
+        if genres:
+            firsts = np.array(sorted(first_row.values()))
+            out.loc[firsts, "genre"] = [LIST_SEP.join(genres.get(tids[i], [])) or None for i in firsts]
+        lab = out[list(features.LABEL_COLUMNS)].to_numpy(dtype=float)
         for i in np.flatnonzero(dup.to_numpy()):
-            tid = out["track_id"].iat[i]
-            j = int(first.loc[tid, "index"])
-            same = np.allclose(out.loc[i, lab].to_numpy(float), out.loc[j, lab].to_numpy(float), equal_nan=True)
+            j = first_row[tids[i]]
+            same = np.allclose(lab[i], lab[j], equal_nan=True)
             reasons[i] = f"duplicate track_id: same as row {j}" + ("" if same else " but labels differ (first kept)")
 
     keep = np.array([r is None for r in reasons])

@@ -1,0 +1,201 @@
+"""Label tables: every supported schema normalised, bad rows dropped with reasons, real files' row counts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from songfeat import features
+from songfeat.data.labels import NORMALISED_COLUMNS, LabelTable, is_spotify_id, parse_track_id, read_labels
+from songfeat.errors import SongfeatError
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def reasons(t: LabelTable) -> dict[str, str]:
+    """Dropped rows as {track_id as written: reason}."""
+    return dict(zip(t.dropped["track_id"].astype(str), t.dropped["reason"]))
+
+
+def row(t: LabelTable, tid: str) -> pd.Series:
+    hits = t.frame[t.frame["track_id"] == tid]
+    assert len(hits) == 1, f"{tid} appears {len(hits)} times"
+    return hits.iloc[0]
+
+
+def check_normalised(t: LabelTable) -> None:
+    """The invariants every normalised table keeps, whatever its schema."""
+    f = t.frame
+    assert tuple(f.columns[: len(NORMALISED_COLUMNS)]) == NORMALISED_COLUMNS
+    assert f["track_id"].is_unique and f["track_id"].notna().all()
+    for c in (*features.LABEL_COLUMNS, "duration_ms", "popularity"):
+        assert f[c].dtype == np.float64, c
+    for c in features.LEARNED:
+        v = f[c].dropna()
+        assert ((v >= 0) & (v <= 1)).all(), c
+    for c in ("key", "mode", "time_signature"):
+        v = f[c].dropna()
+        assert (v == v.round()).all(), c
+    assert f["key"].dropna().between(-1, 11).all()
+    assert f["mode"].dropna().isin([0, 1]).all()
+    assert f["time_signature"].dropna().between(3, 7).all()
+    assert list(t.dropped.columns) == ["row", "track_id", "reason"]
+
+
+def test_is_spotify_id_and_parse():
+    assert is_spotify_id("0nbXyq5TXYPCO7pr3N8S4I")
+    assert not is_spotify_id("0nbXyq5TXYPCO7pr3N8S4")  # 21 chars
+    assert not is_spotify_id("0nbXyq5TXYPCO7pr3N8S4I!")
+    assert not is_spotify_id("0nbXyq5TXYPCO7pr3N8S-I")
+    assert not is_spotify_id(None) and not is_spotify_id(12)
+    assert parse_track_id("spotify:track:0nbXyq5TXYPCO7pr3N8S4I") == "0nbXyq5TXYPCO7pr3N8S4I"
+    assert parse_track_id("https://open.spotify.com/track/0nbXyq5TXYPCO7pr3N8S4I?si=x") == "0nbXyq5TXYPCO7pr3N8S4I"
+    assert parse_track_id(" 0nbXyq5TXYPCO7pr3N8S4I ") == "0nbXyq5TXYPCO7pr3N8S4I"
+    assert parse_track_id("spotify:album:0nbXyq5TXYPCO7pr3N8S4I") is None
+
+
+def test_seed_schema_drops_bad_rows_with_reasons():
+    t = read_labels(FIX / "labels_seed.csv")
+    check_normalised(t)
+    assert t.schema == "seed"
+    assert set(t.frame["track_id"]) == {"6HJiKaPc4LYPczBFGSMBFs", "378GxC9FFbFaw02SyyxHfO", "2OKuigqDZttO0FSkKVF3tB"}
+    r = reasons(t)
+    assert r["5OKuigqDZttO0FSkKVF3tB"].startswith("out of range: danceability 1.68")
+    assert r["not-a-spotify-id"].startswith("bad track_id")
+    assert r["7OKuigqDZttO0FSkKVF3tB"].startswith("no labels")
+    assert r["1OKuigqDZttO0FSkKVF3tB"].startswith("out of range: key 13")
+    assert r["3OKuigqDZttO0FSkKVF3tB"].startswith("unreadable value: tempo 'fast'")
+    assert t.drop_counts() == {"out of range": 2, "bad track_id": 1, "no labels": 1, "unreadable value": 1}
+    assert sorted(t.dropped["row"]) == [2, 3, 4, 5, 7]
+    first = row(t, "6HJiKaPc4LYPczBFGSMBFs")
+    assert first["name"] == "I Got Summer On My Mind" and first["artists"] == "Jay Dunham"
+    assert first["danceability"] == pytest.approx(0.807) and first["key"] == 9 and first["mode"] == 0
+    nan_row = row(t, "2OKuigqDZttO0FSkKVF3tB")  # empty cells stay NaN, the row keeps its other labels
+    assert np.isnan(nan_row["instrumentalness"]) and np.isnan(nan_row["valence"]) and nan_row["energy"] == 0.5
+
+
+def test_kaggle_letter_keys_major_minor_excel_time_signatures_bom_duplicates():
+    t = read_labels(FIX / "labels_kaggle.csv")
+    check_normalised(t)
+    assert t.schema == "kaggle-ultimate"
+    assert list(t.frame["track_id"]) == ["0BRjO6ga9RKCKjfDqeFgWV", "0BjC1NfoEOOusryehmNudP", "0CoSDzoNIKCRs124s9uTVy", "1CoSDzoNIKCRs124s9uTVy"]
+    a = row(t, "0BRjO6ga9RKCKjfDqeFgWV")
+    assert (a["key"], a["mode"], a["time_signature"]) == (1, 1, 4)  # C#, Major, "4-Apr" = 4/4
+    assert a["genre"] == "Movie; Pop"  # one track under two genres: kept once, with both
+    assert a["artists"] == "Henri Salvador" and a["name"] == "C'est beau"
+    b = row(t, "0BjC1NfoEOOusryehmNudP")
+    assert (b["key"], b["mode"], b["time_signature"]) == (6, 0, 3)  # F#, Minor, "4-Mar" = 3/4
+    c = row(t, "0CoSDzoNIKCRs124s9uTVy")
+    assert (c["key"], c["time_signature"]) == (10, 5)  # Bb, "4-May" = 5/4
+    assert c["instrumentalness"] == pytest.approx(8.19e-06)
+    assert np.isnan(row(t, "1CoSDzoNIKCRs124s9uTVy")["time_signature"])  # "0/4": no metre detected
+    assert list(t.nulled["column"]) == ["time_signature"]
+    r = t.dropped.set_index("row")["reason"]
+    assert r[2] == "duplicate track_id: same as row 0"
+    assert r[3] == "duplicate track_id: same as row 1 but labels differ (first kept)"
+    assert r[6] == "unreadable value: unreadable key 'H'"
+    assert r[7] == "unreadable value: unreadable mode 'Lydian'"
+    assert r[8] == "truncated row: 11 of 18 fields"
+    assert "track_id" in t.frame.columns and "\ufeffgenre" not in t.frame.columns
+
+
+def test_uris_urls_and_loudness_tolerance():
+    t = read_labels(FIX / "labels_uri.csv")
+    check_normalised(t)
+    assert t.schema == "kattapriyatham"
+    assert list(t.frame["track_id"]) == ["0nbXyq5TXYPCO7pr3N8S4I", "696DnlkuDOXcMAnKlTgXXK", "21jGcNKet2qwijlDFuPiPb"]
+    c = row(t, "21jGcNKet2qwijlDFuPiPb")
+    assert c["loudness"] == pytest.approx(1.2)  # positive loudness (clipped master) is real Spotify data
+    assert np.isnan(c["tempo"]) and np.isnan(c["time_signature"])  # tempo 0 / metre 1: not detected
+    assert set(t.nulled["column"]) == {"tempo", "time_signature"}
+    r = reasons(t)
+    assert r["spotify:track:tooShort"].startswith("bad track_id")
+    assert r["spotify:track:31jGcNKet2qwijlDFuPiPb"] == "out of range: loudness 4.5 outside [-60, 3]"
+    assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["artists"] == "Roddy Ricch"
+    assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["popularity"] == 100
+
+
+def test_600k_schema_artist_lists():
+    t = read_labels(FIX / "labels_600k.csv")
+    check_normalised(t)
+    assert t.schema == "kaggle-600k"
+    assert row(t, "021ht4sdgPcrDgSk7JTbKY")["artists"] == "Fernando Pessoa; Guns N' Roses"
+    assert row(t, "35iwgR4jXetI318WEWsa1Q")["artists"] == "Uli"
+    assert row(t, "35iwgR4jXetI318WEWsa1Q")["duration_ms"] == 126903
+    assert np.isnan(row(t, "08FmqUhxtyLTn6pAh6bk45")["tempo"])
+    assert reasons(t)["07A5yehtSnoedViJAZkNnc"].startswith("out of range: loudness -71.18")
+    assert len(t) == 3
+
+
+def test_fma_numeric_ids_are_zero_padded_and_empty_cells_kept():
+    t = read_labels(FIX / "labels_fma.csv")
+    check_normalised(t)
+    assert t.schema == "fma-echonest"
+    assert list(t.frame["track_id"]) == ["000002", "000003", "000140", "001014"]  # as FMA names its audio files
+    assert np.isnan(row(t, "000003")["speechiness"]) and np.isnan(row(t, "000140")["danceability"])
+    assert row(t, "000140")["tempo"] == pytest.approx(251.072)  # Echo Nest tempi pass 250
+    assert t.frame["loudness"].isna().all() and t.frame["key"].isna().all()  # columns the schema lacks
+    assert reasons(t)["-5"].startswith("bad track_id")
+
+
+@pytest.mark.parametrize("name,schema,n", [("labels_previews.csv", "previews", 2), ("labels_combined.csv", "combined", 3)])
+def test_other_schemas(name, schema, n):
+    t = read_labels(FIX / name)
+    check_normalised(t)
+    assert (t.schema, len(t), len(t.dropped)) == (schema, n, 0)
+    assert t.frame[list(features.LABEL_COLUMNS)].notna().all().all()
+
+
+def test_id_column_override(tmp_path):
+    p = tmp_path / "mine.csv"
+    p.write_text("clip,danceability,energy\nsong-01,0.5,0.6\nsong 02,0.5,0.6\nsong-03,0.1,0.2\n")
+    t = read_labels(p, id_column="clip")
+    assert list(t.frame["track_id"]) == ["song-01", "song-03"]  # researchers' own ids; whitespace is not allowed
+    with pytest.raises(SongfeatError, match="no column 'nope'"):
+        read_labels(p, id_column="nope")
+
+
+def test_unknown_and_unreadable_files_name_the_file(tmp_path):
+    with pytest.raises(SongfeatError, match=r"labels_unknown\.csv: unknown label schema"):
+        read_labels(FIX / "labels_unknown.csv")
+    with pytest.raises(SongfeatError, match="missing.csv: no such file"):
+        read_labels(tmp_path / "missing.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(SongfeatError, match="empty.csv: empty file"):
+        read_labels(empty)
+    binary = tmp_path / "noise.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(SongfeatError, match="noise.csv"):
+        read_labels(binary)
+
+
+# ---- the real files in ../shared (row counts observed on 2026-11-21) ---------------------------
+
+REAL = [
+    # file, schema, rows kept, dropped by reason, nulled values
+    ("spotify-features/combined_unique_by_track_id.csv", "combined", 41855, {}, 687),
+    ("spotify-features/kattapriyatham_spotify_tracks.csv", "kattapriyatham", 14369, {}, 286),
+    ("spotify-features/it21803666_SpotifyFeatures_subset.csv", "kaggle-ultimate", 19160, {"duplicate track_id": 668, "truncated row": 1}, 77),
+    ("spotify-features/boudhik_tracks_600k_subset.csv", "kaggle-600k", 10124, {}, 332),
+    ("spotify-previews/labels.csv", "previews", 102, {}, 0),
+    ("seed-naaafis/Sample_Data/all_tracks-1.csv", "seed", 709, {}, 3),
+    ("fma-echonest/echonest_8k.csv", "fma-echonest", 8000, {}, 14),
+]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("rel,schema,rows,dropped,nulled", REAL, ids=[r[1] for r in REAL])
+def test_real_files(shared_data, rel, schema, rows, dropped, nulled):
+    t = read_labels(shared_data / rel)
+    check_normalised(t)
+    assert (t.schema, len(t), t.drop_counts(), len(t.nulled)) == (schema, rows, dropped, nulled)
+
+
+@pytest.mark.shared
+def test_real_previews_have_all_twelve_labels(shared_data):
+    t = read_labels(shared_data / "spotify-previews" / "labels.csv")
+    assert t.frame[list(features.LABEL_COLUMNS)].notna().all().all()
+    assert all(is_spotify_id(i) for i in t.frame["track_id"])
