@@ -272,3 +272,19 @@ def test_cli_resumes_after_sigkill(tmp_path: Path) -> None:
         assert all(r["danceability"] != "" for r in rows)
         assert {r["track_id"] for r in partial} <= set(ids)
         assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_garbled_answers_are_retried_and_errors_stay_one_line(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    standin.fail("/v1/search", 200)  # an empty 200: not JSON
+    standin.fail("/v1/audio-features", 200)
+    sleeps = Sleeps()
+    report = run(standin, tmp_path / "t.csv", genres="jazz", per_genre=10, sleeps=sleeps)
+    assert report.tracks == report.with_features == 10 and sleeps == [0.5, 0.5]
+    page = "<html><body>" + "Bad gateway from the corporate proxy. " * 50 + "</body></html>"
+    standin.faults.clear()
+    standin.fail("/v1/search", 404, body=None)
+    standin.faults[-1].body = page.encode()
+    with pytest.raises(SpotifyAPIError) as e:
+        run(standin, tmp_path / "u.csv", genres="pop", per_genre=10)
+    assert e.value.status == 404 and "\n" not in str(e.value) and len(str(e.value)) < 320
+    assert str(e.value).endswith("...")

@@ -334,7 +334,10 @@ def _fetch_features(
         def fetch(ids: list[str] = batch) -> Any:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # spotipy flags the endpoint as deprecated
-                return sp.audio_features(ids)
+                try:
+                    return sp.audio_features(ids)
+                except TypeError:  # spotipy got no JSON and looked inside None: `call` retries a None
+                    return None
 
         try:
             found = spotify_api.call(fetch, f"audio-features ({len(batch)} ids)", policy, on_message)

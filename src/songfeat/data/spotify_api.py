@@ -28,6 +28,7 @@ ENV_CLIENT_ID = "SPOTIPY_CLIENT_ID"
 ENV_CLIENT_SECRET = "SPOTIPY_CLIENT_SECRET"
 TIMEOUT = 20.0  # seconds per HTTP request (connect and read)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MESSAGE_CHARS = 200  # a proxy's HTML error page is cut to this in error lines
 
 T = TypeVar("T")
 
@@ -137,19 +138,25 @@ def make_client(
     return sp
 
 
+def _short(msg: str) -> str:
+    """A server's message on one line, cut to MESSAGE_CHARS."""
+    one = " ".join(str(msg).split()) or "no message"
+    return one if len(one) <= MESSAGE_CHARS else one[: MESSAGE_CHARS - 3] + "..."
+
+
 def _describe(exc: BaseException) -> tuple[str | None, int | None, str, Any]:
     """(url, status, message, headers) of an exception raised by a spotipy call."""
     from spotipy.exceptions import SpotifyException, SpotifyOauthError
 
     if isinstance(exc, SpotifyException):
         url, _, msg = str(exc.msg).partition(":\n")
-        return url or None, exc.http_status, " ".join(msg.split()) or "no message", exc.headers or {}
+        return url or None, exc.http_status, _short(msg), exc.headers or {}
     if isinstance(exc, SpotifyOauthError):
-        return getattr(exc, "url", None), getattr(exc, "http_status", None), str(exc), getattr(exc, "headers", {}) or {}
+        return getattr(exc, "url", None), getattr(exc, "http_status", None), _short(str(exc)), getattr(exc, "headers", {}) or {}
     if isinstance(exc, requests.RequestException):
         url = getattr(getattr(exc, "request", None), "url", None)
-        return url, None, f"{type(exc).__name__}: {exc}", {}
-    return None, None, str(exc), {}
+        return url, None, _short(f"{type(exc).__name__}: {exc}"), {}
+    return None, None, _short(str(exc)), {}
 
 
 def call(fn: Callable[[], T], what: str, policy: RetryPolicy, on_wait: Callable[[str], None] | None = None) -> T:
