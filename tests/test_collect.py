@@ -188,6 +188,7 @@ def test_credentials_and_endpoints(standin: SpotifyStandIn, tmp_path: Path, monk
     with pytest.raises(SpotifyAPIError, match=r"token request at .*/api/token.*invalid_client"):
         collect("pop", 5, tmp_path / "t.csv", client_id="wrong", client_secret="x", api_url=standin.api_url,
                 token_url=standin.token_url, progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing found, nothing written
     assert resolve_endpoints() == ("https://api.spotify.com/v1/", "https://accounts.spotify.com/api/token")
     monkeypatch.setenv("SONGFEAT_SPOTIFY_API_URL", "http://proxy:8080/v1")
     assert resolve_endpoints()[0] == "http://proxy:8080/v1/"
@@ -209,13 +210,15 @@ def test_cli_end_to_end_with_env_endpoints(standin: SpotifyStandIn, tmp_path: Pa
     env = {"SONGFEAT_SPOTIFY_API_URL": standin.api_url, "SONGFEAT_SPOTIFY_TOKEN_URL": standin.token_url,
            "SPOTIPY_CLIENT_ID": CLIENT_ID, "SPOTIPY_CLIENT_SECRET": CLIENT_SECRET}
     out = tmp_path / "tracks.csv"
-    res = CliRunner().invoke(app, ["collect", "--genres", "pop, rock", "--per-genre", "50", "--out", str(out)], env=env)
+    res = CliRunner().invoke(app, ["collect", "--genres", "pop, rock,Rokk", "--per-genre", "50", "--out", str(out)], env=env)
     assert res.exit_code == 0, res.output
     assert len(read(out)) == 90
-    lines = res.stderr.strip().splitlines()
-    assert lines[0] == f"songfeat: warning: {FEATURES_CLOSED}"
-    assert lines[1] == "songfeat: warning: genre 'rock': Spotify's search ran out at 40 of 50 tracks"
-    assert res.stdout.startswith(f"{out}: 90 tracks (90 new; pop 50, rock 40)")
+    assert res.stderr.strip().splitlines() == [
+        f"songfeat: warning: {FEATURES_CLOSED}",
+        "songfeat: warning: genre 'rock': Spotify's search ran out at 40 of 50 tracks",
+        "songfeat: warning: genre 'rokk': Spotify's search found no tracks (is it one of Spotify's genre names?)",
+    ]
+    assert res.stdout == f"{out}: 90 tracks (90 new; pop 50, rock 40, rokk 0); audio-features closed (403)\n"
 
 
 def test_cli_errors_are_one_line(standin: SpotifyStandIn, tmp_path: Path) -> None:

@@ -207,7 +207,8 @@ def collect_cmd(
     if report.message:
         typer.echo(f"songfeat: warning: {report.message}", err=True)
     for genre, n in report.short.items():
-        typer.echo(f"songfeat: warning: genre {genre!r}: Spotify's search ran out at {n} of {per_genre} tracks", err=True)
+        why = f"ran out at {n} of {per_genre} tracks" if n else "found no tracks (is it one of Spotify's genre names?)"
+        typer.echo(f"songfeat: warning: genre {genre!r}: Spotify's search {why}", err=True)
     typer.echo(report.summary())
 
 

@@ -267,7 +267,8 @@ def collect(
             if features:
                 _fetch_features(sp, rows, state, ckpt, policy, report, bar, on_message)
     finally:
-        ckpt.save(force=True)
+        if rows or out.exists():  # a run that found nothing (bad credentials, say) leaves no empty table
+            ckpt.save(force=True)
     report.tracks = len(rows)
     report.added = len(rows) - before
     report.with_features = sum(1 for r in rows.values() if r[LABEL_COLUMNS[0]] != "")
