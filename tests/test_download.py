@@ -115,10 +115,11 @@ def test_rerun_skips_valid_files_and_replaces_broken_ones(standin: SpotifyStandI
 
 def test_rows_without_preview_and_unsafe_ids(standin: SpotifyStandIn, tmp_path: Path) -> None:
     standin.no_preview = {"pop00000x0", "pop00001x0"}
-    write_tracks(standin, tmp_path / "t.csv", extra=[("../../evil", f"{standin.base}/preview/pop00002x0.mp3")])
+    write_tracks(standin, tmp_path / "t.csv", extra=[("../../evil", f"{standin.base}/preview/pop00002x0.mp3"),
+                                                      ("spotify:track:pop00003x0", "http://127.0.0.1:9/duplicate")])
     out = tmp_path / "previews"
     report = download(tmp_path / "t.csv", out, progress=False)
-    assert report.no_preview == 2 and report.downloaded == 10
+    assert report.no_preview == 2 and report.downloaded == 10 and report.total == 11
     assert [(f.track_id, f.reason) for f in report.failures] == [("../../evil", "unsafe track_id for a file name")]
     assert not (tmp_path / "evil.mp3").exists()
 

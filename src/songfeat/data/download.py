@@ -96,6 +96,8 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
             no_preview = 0
             for row in reader:
                 tid = (row.get(id_col) or "").strip()
+                if tid.startswith("spotify:track:"):  # some tables store URIs
+                    tid = tid.rsplit(":", 1)[1]
                 url = (row.get("preview_url") or "").strip()
                 if not tid or tid in seen:
                     continue
