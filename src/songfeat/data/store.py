@@ -344,8 +344,15 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
 
     try:
         if todo and workers <= 1:
-            for i in todo:
-                record(i, process_clip(paths[i], spec_dict, descriptors))
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as in pool workers: same reduction order, so the same tensors bit for bit
+            try:
+                for i in todo:
+                    record(i, process_clip(paths[i], spec_dict, descriptors))
+            finally:
+                torch.set_num_threads(threads)
         elif todo:
             _run_pool(todo, paths, spec_dict, descriptors, workers, record)
     finally:

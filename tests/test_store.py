@@ -1,0 +1,259 @@
+"""The dataset store on generated audio: shapes, cached tensors equal the front-end, bad files reported, SIGKILL resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from songfeat import features, frontend
+from songfeat.audio import load_audio
+from songfeat.data.store import build_store, open_store
+from songfeat.errors import SongfeatError
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+LABEL_HEADER = ["track_id", *features.LABEL_COLUMNS]
+
+
+def spotify_like_id(n: int) -> str:
+    """A valid 22-character base-62 id, distinct per n."""
+    return f"T{n:05d}" + "abcdefghijKLMNOPQ"[: 22 - 6]
+
+
+def clip(n: int, seconds: float, sr: int = 44100, channels: int = 1) -> np.ndarray:
+    """A deterministic, distinct clip: a few harmonics plus clicks at a tempo that depends on n."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 110.0 * 2 ** ((n % 12) / 12)
+    y = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(2 * np.pi * 3 * f0 * t)
+    beat = 60.0 / (90 + 5 * (n % 10))
+    y += 0.4 * np.exp(-((t % beat) / 0.01)) * np.sin(2 * np.pi * 2000 * t)
+    y = (y / np.abs(y).max() * 0.8).astype(np.float32)
+    return np.stack([y, 0.5 * y], axis=1) if channels == 2 else y
+
+
+def write_labels(path: Path, ids: list[str]) -> None:
+    rows = []
+    for k, tid in enumerate(ids):
+        rows.append([tid, *[round(0.1 + 0.01 * k, 3)] * 7, 120.0 + k, -8.0, k % 12, k % 2, 4])
+    pd.DataFrame(rows, columns=LABEL_HEADER).to_csv(path, index=False)
+
+
+def make_dataset(root: Path, n_good: int, seconds: float = 3.0) -> tuple[Path, Path, list[str]]:
+    """n_good labelled wav clips (mixed rates, channels, lengths) in root/audio and their labels CSV."""
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    ids = [spotify_like_id(i) for i in range(n_good)]
+    for i, tid in enumerate(ids):
+        sr = 22050 if i % 3 == 1 else 44100  # some need resampling
+        sf.write(audio / f"{tid}.wav", clip(i, seconds, sr, channels=2 if i % 4 == 3 else 1), sr)
+    labels = root / "labels.csv"
+    write_labels(labels, ids)
+    return labels, audio, ids
+
+
+def expected_tensor(path: Path, spec: frontend.FrontendSpec) -> np.ndarray:
+    """What the store must hold for a clip: the front-end of its first window, fitted to 30 s (one torch thread, as the build)."""
+    import torch
+
+    y = load_audio(path, max_seconds=spec.window_seconds)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return frontend.compute(spec, frontend.fit_window(y, spec))[0].numpy()
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    """One store over good and bad clips, built with a process pool."""
+    root = tmp_path_factory.mktemp("store")
+    labels, audio, ids = make_dataset(root, 6)
+    sf.write(audio / f"{spotify_like_id(6)}.wav", clip(6, 33.0), 44100)  # longer than a window: cut
+    ids.append(spotify_like_id(6))
+    bad = {
+        spotify_like_id(50): ("corrupt.mp3", bytes(range(256)) * 64),
+        spotify_like_id(51): ("silent.wav", None),
+        spotify_like_id(52): ("short.wav", None),
+        spotify_like_id(53): ("empty.flac", b""),
+    }
+    for tid, (kind, data) in bad.items():
+        p = audio / f"{tid}{Path(kind).suffix}"
+        if kind == "silent.wav":
+            sf.write(p, np.zeros(44100 * 2, dtype=np.float32), 44100)
+        elif kind == "short.wav":
+            sf.write(p, clip(52, 0.4), 44100)
+        else:
+            p.write_bytes(data)
+    sf.write(audio / "not_in_labels.wav", clip(60, 2.0), 44100)  # audio without labels
+    write_labels(labels, ids + list(bad) + [spotify_like_id(70)])  # last one: labels without audio
+    out = root / "out"
+    report = build_store(labels, audio, out, workers=2, progress=False)
+    return {"root": root, "labels": labels, "audio": audio, "ids": ids, "bad": bad, "out": out, "report": report}
+
+
+def test_store_shapes_ids_and_tensors(built):
+    store = open_store(built["out"])
+    ids = sorted(built["ids"])
+    assert store.ids() == ids and len(store) == len(ids)
+    assert store.spec == frontend.SEED_MFCC
+    arr = store.array()
+    assert isinstance(arr, np.memmap) and not arr.flags.writeable
+    assert arr.shape == (len(ids), 20, 160) and arr.dtype == np.float32
+    for i, tid in enumerate(ids):
+        got = store.features(tid)
+        assert got.shape == (20, 160) and got.dtype == np.float32
+        np.testing.assert_array_equal(got, arr[i])
+        np.testing.assert_array_equal(got, expected_tensor(Path(store.index()["path"][i]), store.spec))
+    assert len({arr[i].tobytes() for i in range(len(ids))}) == len(ids)  # distinct clips, distinct rows
+    with pytest.raises(KeyError):
+        store.features("nope")
+
+
+def test_store_labels_and_descriptors(built):
+    store = open_store(built["out"])
+    lab = store.labels()
+    assert list(lab.index) == store.ids() and lab.index.name == "track_id"
+    assert set(features.LABEL_COLUMNS) <= set(lab.columns)
+    src = pd.read_csv(built["labels"]).set_index("track_id").loc[store.ids()]
+    np.testing.assert_allclose(lab["tempo"].to_numpy(), src["tempo"].to_numpy())
+    np.testing.assert_allclose(lab["danceability"].to_numpy(), src["danceability"].to_numpy())
+    desc = store.descriptors()
+    assert list(desc.index) == store.ids()
+    for c in ("duration_ms", "loudness", "tempo", "key", "mode", "time_signature", "tempo_confidence", "key_confidence"):
+        assert c in desc.columns and desc[c].notna().all(), c
+    secs = store.index().set_index("track_id")["audio_seconds"]
+    np.testing.assert_allclose(desc["duration_ms"].to_numpy(), 1000 * secs.loc[store.ids()].to_numpy(), atol=1.0)
+    assert desc.loc[spotify_like_id(6), "duration_ms"] == pytest.approx(33000, abs=1)  # whole file, not the window
+    assert desc.loc[spotify_like_id(0), "duration_ms"] == pytest.approx(3000, abs=1)
+
+
+def test_bad_audio_is_reported_not_fatal(built):
+    report, out = built["report"], built["out"]
+    assert not report.ok and report.built == len(built["ids"]) and report.planned == len(built["ids"]) + 4
+    got = pd.read_csv(out / "report.csv").set_index("track_id")["reason"].to_dict()
+    assert set(got) == set(built["bad"])
+    assert "not a readable audio file" in got[spotify_like_id(50)]
+    assert "silent" in got[spotify_like_id(51)]
+    assert "too short" in got[spotify_like_id(52)]
+    assert "empty file" in got[spotify_like_id(53)]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["labels_without_audio"] == 1 and rep["labels_without_audio_examples"] == [spotify_like_id(70)]
+    assert rep["audio_without_labels"] == 1 and rep["failed"] == 4
+    m = open_store(out).manifest
+    assert m["complete"] and m["frontend"] == frontend.SEED_MFCC.to_dict() and m["built"] == len(built["ids"])
+    assert m["labels"]["source"] == str(built["labels"]) and m["audio_dir"] == str(built["audio"].resolve())
+    assert "songfeat_version" in m and "created" in m
+    assert not (out / "work").exists()
+
+
+def test_rerun_on_complete_store_is_a_no_op(built):
+    before = (built["out"] / "features.npy").stat().st_mtime_ns
+    r = build_store(built["labels"], built["audio"], built["out"], workers=1, progress=False)
+    assert r.built == len(built["ids"]) and r.resumed == r.planned
+    assert (built["out"] / "features.npy").stat().st_mtime_ns == before
+
+
+def test_different_inputs_are_refused(built):
+    with pytest.raises(SongfeatError, match="different inputs"):
+        build_store(built["labels"], built["audio"], built["out"], frontend="logmel", workers=1, progress=False)
+    with pytest.raises(SongfeatError, match="different inputs"):
+        build_store(built["labels"], built["audio"], built["out"], limit=2, workers=1, progress=False)
+
+
+def test_cli_exit_code_and_errors(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    r = runner.invoke(app, ["build", "--labels", str(built["labels"]), "--audio", str(built["audio"]),
+                            "--out", str(out), "-j", "1", "--no-descriptors"])
+    assert r.exit_code == 1, r.output  # clips failed ...
+    assert open_store(out).ids() == sorted(built["ids"])  # ... but the store is written
+    assert "built 7 of 11 clips" in r.stdout and "songfeat: error:" in r.stderr
+    r = runner.invoke(app, ["build", "--labels", str(tmp_path / "missing.csv"), "--audio", str(built["audio"]), "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and r.stderr.strip() == f"songfeat: error: {tmp_path / 'missing.csv'}: no such file"
+
+
+def test_other_frontend_and_limit(tmp_path):
+    labels, audio, ids = make_dataset(tmp_path, 3, seconds=2.0)
+    store_dir = tmp_path / "logmel"
+    r = build_store(labels, audio, store_dir, frontend="logmel", workers=1, progress=False, limit=2, descriptors=False)
+    store = open_store(store_dir)
+    assert r.ok and store.ids() == sorted(ids)[:2] and store.array().shape == (2, 96, 1292)
+    np.testing.assert_array_equal(store.features(ids[0]), expected_tensor(audio / f"{ids[0]}.wav", frontend.LOGMEL))
+    assert store.descriptors()["duration_ms"].tolist() == [2000.0, 2000.0]
+
+
+def test_open_store_errors(tmp_path):
+    with pytest.raises(SongfeatError, match="no such store folder"):
+        open_store(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SongfeatError, match="not a songfeat store"):
+        open_store(tmp_path / "empty")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    labels, audio, _ = make_dataset(tmp_path / "d", 1)
+    with pytest.raises(SongfeatError, match="not empty"):
+        build_store(labels, audio, tmp_path / "junk", workers=1, progress=False)
+
+
+def test_resume_after_sigkill_equals_uninterrupted_build(tmp_path):
+    """Kill -9 a pooled `songfeat build` part-way, rerun it, and compare with a clean build elsewhere."""
+    n = 40
+    labels, audio, ids = make_dataset(tmp_path, n, seconds=3.0)
+    killed = tmp_path / "killed"
+    cmd = [PY, "-m", "songfeat.cli", "build", "--labels", str(labels), "--audio", str(audio), "--out", str(killed), "-j", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    journal = killed / "work" / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    lines = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists():
+                lines = journal.read_bytes().count(b"\n")
+                if lines >= 5:
+                    break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the build and its worker processes, as a crash would
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"build ended on its own before the kill: {proc.stderr.read().decode()[-500:]}"
+    assert 5 <= lines < n
+    with pytest.raises(SongfeatError, match="incomplete"):
+        open_store(killed)
+
+    resumed = build_store(labels, audio, killed, workers=2, progress=False)
+    assert resumed.ok and resumed.resumed >= 5 and resumed.built == n and resumed.resumed < n
+
+    clean = tmp_path / "clean"
+    build_store(labels, audio, clean, workers=1, progress=False)
+    a, b = open_store(killed), open_store(clean)
+    assert a.ids() == b.ids() == sorted(ids)
+    assert len(set(a.ids())) == n and len(a.index()) == n  # every clip exactly once
+    np.testing.assert_array_equal(a.array(), b.array())
+    pd.testing.assert_frame_equal(a.descriptors(), b.descriptors())
+    pd.testing.assert_frame_equal(a.labels(), b.labels())
+
+
+@pytest.mark.shared
+def test_real_previews(shared_data, tmp_path):
+    previews = shared_data / "spotify-previews"
+    r = build_store(previews / "labels.csv", previews / "audio", tmp_path / "s", workers=1, progress=False, limit=2)
+    store = open_store(tmp_path / "s")
+    assert r.ok and len(store) == 2 and r.labels_without_audio == 0
+    tid = store.ids()[0]
+    np.testing.assert_array_equal(store.features(tid), expected_tensor(previews / "audio" / f"{tid}.mp3", store.spec))
+    assert store.labels().loc[tid, list(features.LABEL_COLUMNS)].notna().all()
+    assert 29000 <= store.descriptors().loc[tid, "duration_ms"] <= 31000
