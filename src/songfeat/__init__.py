@@ -11,12 +11,12 @@ __version__ = "0.1.0"
 
 __all__ = ["analyze", "analyze_many", "load_audio", "load_bundle", "open_store", "SongfeatError", "__version__"]
 
+# Imported eagerly so the function, not the submodule of the same name, is `songfeat.analyze`
+# (as whisper does with `transcribe`); the module itself loads torch only when first used.
+from .analyze import analyze, analyze_many  # noqa: E402
+
 
 def __getattr__(name: str):
-    if name in ("analyze", "analyze_many"):
-        from . import analyze as _analyze
-
-        return getattr(_analyze, name)
     if name == "load_audio":
         from .audio import load_audio
 

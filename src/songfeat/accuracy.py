@@ -144,23 +144,29 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         return result
 
     numeric = np.array([c.descriptors.numeric(bundle.numeric_inputs) for c in clips], dtype=np.float32)
-    base = base_outputs(bundle, numeric)
-    z = head_inputs(bundle, [c.frontend for c in clips], numeric)
+    fronts = [c.frontend for c in clips]
     idx_t = [bundle.targets.index(t) for t in targets]
-    stack_pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
+    loud_col = list(bundle.numeric_inputs).index("loudness") if "loudness" in bundle.numeric_inputs else None
+    stack_pred, base_pred, mean_pred, loud_cv = (np.zeros_like(y), np.zeros_like(y), np.zeros_like(y), np.zeros(n))
     lufs, spot = desc["loudness_lufs"].to_numpy(float), rows["loudness"].to_numpy(float)
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
-        w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train][:, idx_t])
-        stack_pred[test] = base[test][:, idx_t] + ((z[test] - zm) / zs) @ w.T + b
-        mean_pred[test] = y[train].mean(0)
-        slope, icpt = np.polyfit(lufs[train], spot[train], 1)
+        slope, icpt = np.polyfit(lufs[train], spot[train], 1)  # the loudness calibration, refitted without the test fold
         loud_cv[test] = slope * lufs[test] + icpt
+        fold_numeric = numeric.copy()
+        if loud_col is not None:
+            fold_numeric[:, loud_col] = slope * lufs + icpt
+        base = base_outputs(bundle, fold_numeric)[:, idx_t]
+        z = head_inputs(bundle, fronts, fold_numeric)
+        w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train])
+        stack_pred[test] = base[test] + ((z[test] - zm) / zs) @ w.T + b
+        base_pred[test] = base[test]
+        mean_pred[test] = y[train].mean(0)
     lows = np.array([features.BY_NAME[t].low for t in targets])
     highs = np.array([features.BY_NAME[t].high for t in targets])
     result["learned"] = {
         "model": regression_metrics(y, np.clip(stack_pred, lows, highs), targets),
-        "stage1_only": regression_metrics(y, base[:, idx_t], targets),
+        "stage1_only": regression_metrics(y, base_pred, targets),
         "mean_predictor": regression_metrics(y, mean_pred, targets),
     }
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)

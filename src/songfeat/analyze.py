@@ -23,7 +23,6 @@ from .audio import SAMPLE_RATE, check_usable, iter_windows
 from .errors import AudioError, SongfeatError
 
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features
-FRONTEND_BATCH = 8  # windows per front-end/model batch: bounds memory on hour-long files
 EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence")
 SPOTIFY_ID = re.compile(r"^[0-9A-Za-z]{22}$")
 _BUNDLES: dict = {}
@@ -89,7 +88,7 @@ def read_clip(path: str | Path, spec=None) -> Clip:
     from . import descriptors
     from .frontend import compute, fit_window
 
-    evidence, pending, weights, fronts = [], [], [], []
+    evidence, weights, fronts = [], [], []
     total, peak = 0, 0.0
     for w in iter_windows(path):
         total += w.size
@@ -97,13 +96,8 @@ def read_clip(path: str | Path, spec=None) -> Clip:
         evidence.append(descriptors.window_evidence(w, SAMPLE_RATE))
         if spec is None or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights):
             continue
-        pending.append(fit_window(w, spec))
+        fronts.append(compute(spec, fit_window(w, spec)).numpy())  # one window at a time: memory stays flat
         weights.append(w.size)
-        if len(pending) >= FRONTEND_BATCH:
-            fronts.append(compute(spec, np.stack(pending)).numpy())
-            pending.clear()
-    if pending:
-        fronts.append(compute(spec, np.stack(pending)).numpy())
     check_usable(path, total, peak)
     return Clip(str(path), descriptors.combine(evidence),
                 np.concatenate(fronts) if fronts else None,

@@ -7,6 +7,7 @@ and data provenance, so a bundle alone is enough to analyze audio or to audit ho
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -103,7 +104,7 @@ def save_bundle(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         save_model(model, str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=False, default=_jsonable) + "\n")
+        (tmp / CONFIG).write_text(json.dumps(_strict(cfg), indent=2, allow_nan=False, default=_jsonable) + "\n")
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -116,6 +117,17 @@ def save_bundle(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _strict(o):
+    """NaN/inf (e.g. Pearson of a constant prediction) become null, so the config is strict JSON."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict(v) for v in o]
+    return o
 
 
 def _jsonable(o):

@@ -1,0 +1,186 @@
+"""analyze: Spotify's JSON shape and scale from audio; bad input gives one-line errors; memory stays bounded."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import songfeat
+from songfeat import features
+from songfeat.analyze import analyze, analyze_many, content_id
+from songfeat.errors import SongfeatError
+
+SR = 44100
+SPOTIFY_ID = "4uLU6hMCjMI75M1A2tKUQC"
+
+
+def write(path, y, sr=SR, subtype="PCM_16"):
+    sf.write(path, y, sr, subtype=subtype)
+    return path
+
+
+def music(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """A pulsed chord with a little noise: enough structure for every descriptor."""
+    t = np.arange(int(seconds * sr)) / sr
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0)) / 3
+    pulse = (np.mod(t, 0.5) < 0.1).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    return (0.4 * chord * (0.3 + 0.7 * pulse) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def example_result(example_clip):
+    return analyze(example_clip)
+
+
+def test_spotify_shape_and_ranges(example_result):
+    r = example_result
+    assert list(r)[: len(features.SPOTIFY_KEYS)] == list(features.SPOTIFY_KEYS)
+    assert r["type"] == "audio_features"
+    for name in features.LEARNED:
+        assert 0.0 <= r[name] <= 1.0, name
+    assert -60 <= r["loudness"] <= 0 and 0 < r["tempo"] < 250
+    assert r["key"] in range(-1, 12) and r["mode"] in (0, 1) and r["time_signature"] in range(3, 8)
+    assert abs(r["duration_ms"] - 29977) < 30
+    assert isinstance(r["tempo_alternatives"], list) and 0 <= r["tempo_confidence"] <= 1
+    json.dumps(r, allow_nan=False)  # strict JSON
+
+
+def test_example_agrees_with_its_echo_nest_tempo(example_result):
+    """FMA track 2's Echo Nest tempo is 165.9 BPM: we must give it or expose it as the half/double alternative."""
+    ref = 165.922
+    candidates = [example_result["tempo"], *example_result["tempo_alternatives"]]
+    assert any(abs(c - ref) / ref < 0.04 for c in candidates), candidates
+
+
+def test_ids_hash_or_spotify(tmp_path, example_clip, example_result):
+    assert example_result["id"] == content_id(example_clip) and len(example_result["id"]) == 22
+    assert example_result["uri"] == f"songfeat:track:{example_result['id']}" and example_result["track_href"] is None
+    named = tmp_path / f"{SPOTIFY_ID}.mp3"
+    shutil.copy(example_clip, named)
+    r = analyze(named)
+    assert r["id"] == SPOTIFY_ID and r["uri"] == f"spotify:track:{SPOTIFY_ID}"
+    assert r["track_href"].endswith(SPOTIFY_ID) and r["analysis_url"].endswith(SPOTIFY_ID)
+    assert {k: r[k] for k in features.LEARNED} == {k: example_result[k] for k in features.LEARNED}
+
+
+def test_package_level_api(example_clip, example_result):
+    assert songfeat.analyze(example_clip) == example_result
+
+
+@pytest.mark.parametrize("case,reason", [("silent", "silent"), ("short", "too short"), ("missing", "no such file"),
+                                         ("empty", "empty"), ("text", "not a readable audio file")])
+def test_bad_inputs_raise_one_line_errors(tmp_path, case, reason):
+    path = tmp_path / f"{case}.wav"
+    if case == "silent":
+        write(path, np.zeros(5 * SR, np.float32))
+    elif case == "short":
+        write(path, music(0.5))
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("hello\n" * 50)
+    with pytest.raises(SongfeatError) as err:
+        analyze(path)
+    assert str(err.value).startswith(str(path)) and reason in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("sr,channels", [(8000, 1), (96000, 6)])
+def test_odd_rates_and_channels_give_valid_results(tmp_path, sr, channels):
+    y = music(12, sr)
+    path = write(tmp_path / "odd.wav", np.stack([y] * channels, axis=1) if channels > 1 else y, sr=sr, subtype="PCM_24")
+    r = analyze(path)
+    assert abs(r["duration_ms"] - 12000) < 20 and all(0 <= r[k] <= 1 for k in features.LEARNED)
+
+
+def test_windows_combine_over_a_long_song(tmp_path):
+    path = write(tmp_path / "long.wav", music(95, 22050), sr=22050)
+    r = analyze(path)
+    assert abs(r["duration_ms"] - 95000) < 20
+    assert abs(r["tempo"] - 120) / 120 < 0.04 or any(abs(a - 120) / 120 < 0.04 for a in r["tempo_alternatives"])
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_duration(tmp_path):
+    """Peak traced memory for a 10-minute file stays near that of a 2-minute one (windows are streamed)."""
+    peaks = {}
+    for minutes in (2, 10):
+        path = tmp_path / f"{minutes}.wav"
+        with sf.SoundFile(path, "w", 8000, 1, subtype="PCM_16") as f:
+            for i in range(minutes * 2):
+                f.write(music(30, 8000, seed=i))
+        analyze(path)  # warm caches so they do not count
+        tracemalloc.start()
+        analyze(path)
+        peaks[minutes] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    whole_10min = 10 * 60 * SR * 4  # bytes of the fully decoded 10-minute file at 44.1 kHz
+    assert peaks[10] < 1.3 * peaks[2] + 8e6, peaks
+    assert peaks[10] < whole_10min / 2, peaks
+
+
+def test_batch_reports_bad_files_and_keeps_the_rest(tmp_path, example_clip):
+    good = tmp_path / "good.mp3"
+    shutil.copy(example_clip, good)
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\x00" * 1000)
+    outs = list(analyze_many([good, bad]))
+    assert outs[0].features is not None and outs[0].error is None
+    assert outs[1].features is None and outs[1].error.startswith(str(bad))
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "songfeat.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_cli_single_file_prints_one_object(example_clip, example_result):
+    p = run_cli("analyze", example_clip)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == example_result
+
+
+def test_cli_batch_formats_errors_and_exit_code(tmp_path, example_clip):
+    music_dir = tmp_path / "music" / "sub"
+    music_dir.mkdir(parents=True)
+    shutil.copy(example_clip, music_dir / "a.mp3")
+    write(music_dir / "b.wav", music(8))
+    (music_dir / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 500)
+    out = tmp_path / "features.csv"
+    p = run_cli("analyze", tmp_path / "music", "--format", "csv", "--output", out, "--workers", "2")
+    assert p.returncode == 1
+    assert "broken.mp3" in p.stderr and "Traceback" not in p.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == ["a.mp3", "b.wav"]
+    assert set(features.SPOTIFY_KEYS) <= set(rows[0])
+    assert not (tmp_path / "features.csv.partial").exists()
+    p = run_cli("analyze", music_dir / "a.mp3", music_dir / "b.wav", "--format", "jsonl")
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    assert p.returncode == 0 and [x["path"].rsplit("/", 1)[1] for x in lines] == ["a.mp3", "b.wav"]
+
+
+def test_cli_resume_skips_done_files(tmp_path):
+    for i in range(3):
+        write(tmp_path / f"s{i}.wav", music(4, seed=i))
+    out = tmp_path / "out.jsonl"
+    # an interrupted run left one finished song (and half a line) in the partial file
+    first = {"path": str(tmp_path / "s0.wav"), "id": "x", "marker": "kept"}
+    (tmp_path / "out.jsonl.partial").write_text(json.dumps(first) + "\n" + '{"path": "cut')
+    p = run_cli("analyze", tmp_path, "--format", "jsonl", "--output", out, "--resume")
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["path"].rsplit("/", 1)[1] for x in lines] == ["s0.wav", "s1.wav", "s2.wav"]
+    assert lines[0].get("marker") == "kept"  # not redone
+
+
+def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
+    p = run_cli("analyze", tmp_path / "nope.mp3")
+    assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("analyze", example_clip, "--model", tmp_path)
+    assert p.returncode != 0 and "not a model bundle" in p.stderr and "Traceback" not in p.stderr
