@@ -233,6 +233,8 @@ def test_resume_after_sigkill_equals_uninterrupted_build(tmp_path):
     assert 5 <= lines < n
     with pytest.raises(SongfeatError, match="incomplete"):
         open_store(killed)
+    with open(journal, "ab") as f:  # as if the kill had landed mid-write: a torn last line
+        f.write(b'{"row": 39, "track_id": "T000')
 
     resumed = build_store(labels, audio, killed, workers=2, progress=False)
     assert resumed.ok and resumed.resumed >= 5 and resumed.built == n and resumed.resumed < n

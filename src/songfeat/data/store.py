@@ -49,6 +49,8 @@ REPORT_CSV = "report.csv"
 REPORT_JSON = "report.json"
 WORK = "work"  # holds the in-progress array and the journal until the build completes
 JOURNAL = "journal.jsonl"
+COMMIT_EVERY = 8  # journal lines written (and the array flushed) together, at most this many clips apart ...
+COMMIT_SECONDS = 2.0  # ... or this many seconds apart
 IN_FLIGHT_PER_WORKER = 4  # tasks queued per worker: enough to keep it busy, few enough to keep memory flat
 DESCRIPTOR_COLUMNS = ("duration_ms", "loudness", "loudness_lufs", "tempo", "tempo_confidence", "tempo_alternatives",
                       "key", "key_confidence", "mode", "mode_confidence", "time_signature", "time_signature_confidence")
@@ -201,34 +203,49 @@ def _as_table(labels: str | Path | _labels.LabelTable | pd.DataFrame) -> _labels
 # the journal
 
 
-def _read_journal(path: Path) -> dict[int, dict]:
-    """Rows already finished, by row number; a torn last line (killed mid-write) is ignored."""
-    done: dict[int, dict] = {}
+def _scan_journal(path: Path):
+    """Yield the journal's records in order; a torn last line (killed mid-write) is ignored, so that clip is redone."""
     if not path.exists():
-        return done
+        return
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
-                break  # torn write: that clip is simply redone
+                break
             try:
-                rec = json.loads(line)
+                yield json.loads(line)
             except json.JSONDecodeError:
                 continue
-            done[int(rec["row"])] = rec
-    return done
 
 
 class _Journal:
-    """Append-only record of finished rows; each line is written with one write() after its tensor is flushed."""
+    """Append-only record of finished rows, committed in small groups: tensors flushed first, then their lines in one write.
 
-    def __init__(self, path: Path):
+    Committing every few clips (not every clip) keeps msync/fsync off the hot path; a crash loses
+    at most the clips of the uncommitted group and those in flight, which a rerun redoes.
+    """
+
+    def __init__(self, path: Path, arr: np.ndarray | None, every: int = COMMIT_EVERY, seconds: float = COMMIT_SECONDS):
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.arr, self.every, self.seconds = arr, every, seconds
+        self.pending: list[bytes] = []
+        self.last = time.monotonic()
 
-    def append(self, rec: dict) -> None:
-        os.write(self.fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+    def add(self, rec: dict) -> None:
+        self.pending.append((json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        if len(self.pending) >= self.every or time.monotonic() - self.last >= self.seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        if self.pending:
+            if self.arr is not None:
+                self.arr.flush()  # the rows' tensors reach the file before the lines that vouch for them
+            os.write(self.fd, b"".join(self.pending))
+            os.fsync(self.fd)
+            self.pending.clear()
+        self.last = time.monotonic()
 
     def close(self) -> None:
-        os.fsync(self.fd)
+        self.commit()
         os.close(self.fd)
 
 
@@ -296,6 +313,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         _check_same_inputs(out, old, manifest, plan)
         manifest["created"] = old.get("created", manifest["created"])
         if old.get("complete") and (out / INDEX).exists():
+            shutil.rmtree(work, ignore_errors=True)  # left behind if the last run died while tidying up
             report = _report_from_disk(out)
             report.seconds = time.perf_counter() - t0
             return report
@@ -308,7 +326,9 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
 
     work.mkdir(exist_ok=True)
     arr_path = work / FEATURES
-    done = _read_journal(work / JOURNAL)
+    state = np.full(len(plan), -1, dtype=np.int8)  # -1 to do, 0 failed, 1 built: one byte per clip
+    for rec in _scan_journal(work / JOURNAL):
+        state[int(rec["row"])] = 1 if rec.get("ok") else 0
     final_exists = (out / FEATURES).exists()
     arr = None
     if not final_exists:
@@ -320,25 +340,24 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         arr = np.lib.format.open_memmap(arr_path, mode="r+")
         if arr.shape != (len(plan), *spec.shape):
             raise SongfeatError(arr_path, f"in-progress array has shape {arr.shape}, expected {(len(plan), *spec.shape)}; delete {out} and rebuild")
-    resumed = len(done)
-    todo = [i for i in range(len(plan)) if i not in done] if not final_exists else []
+    resumed = int((state >= 0).sum())
+    todo = np.flatnonzero(state < 0).tolist() if not final_exists else []
     paths = plan["path"].tolist()
     tids = plan["track_id"].tolist()
 
-    journal = _Journal(work / JOURNAL)
+    journal = _Journal(work / JOURNAL, arr)
     bar = _progress(progress, len(plan), resumed)
     spec_dict = spec.to_dict()
 
     def record(i: int, res: dict) -> None:
-        """Write one finished clip: tensor into its row (flushed), then its journal line."""
+        """Write one finished clip: tensor into its row, then its journal line (committed in groups)."""
         if res["ok"]:
             arr[i] = res["tensor"]
-            arr.flush()
             rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"]}
         else:
             rec = {"row": i, "track_id": tids[i], "ok": False, "reason": res["reason"]}
-        journal.append(rec)
-        done[i] = rec
+        journal.add(rec)
+        state[i] = 1 if res["ok"] else 0
         if bar is not None:
             bar.advance(bar.task_ids[0])
 
@@ -363,7 +382,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
             arr.flush()
             del arr
 
-    report = _finalise(out, table, plan, done, manifest, labels_without_audio, unlabelled, duplicates, spec)
+    report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec)
     report.resumed = resumed
     report.seconds = time.perf_counter() - t0
     return report
@@ -458,14 +477,34 @@ def _check_same_inputs(out: Path, old: dict, new: dict, plan: pd.DataFrame) -> N
         raise SongfeatError(out, f"already holds a build of different inputs ({'; '.join(diffs)}); use another --out or delete it")
 
 
-def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, done: dict[int, dict], manifest: dict,
+def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest: dict,
               labels_without_audio: list[str], unlabelled: list[Path], duplicates: int, spec: FrontendSpec) -> BuildReport:
     """Compact the finished rows into features.npy and write index, labels, descriptors, report and manifest atomically."""
-    good = [i for i in range(len(plan)) if done.get(i, {}).get("ok")]
-    bad = [i for i in range(len(plan)) if i in done and not done[i].get("ok")]
-    missing = [i for i in range(len(plan)) if i not in done]
-    if missing:  # cannot happen unless the pool stopped early; better loud than a silent hole
-        raise SongfeatError(out, f"{len(missing)} clips were not processed; rerun the build to finish them")
+    n = len(plan)
+    state = np.full(n, -1, dtype=np.int8)
+    seconds = np.full(n, np.nan)
+    desc_cols = {c: np.full(n, np.nan) for c in DESCRIPTOR_COLUMNS if c != "tempo_alternatives"}
+    alternatives: dict[int, list] = {}
+    reasons: dict[int, str] = {}
+    for rec in _scan_journal(out / WORK / JOURNAL):  # streamed: a few numbers per clip, never the records
+        i = int(rec["row"])
+        state[i] = 1 if rec.get("ok") else 0
+        if rec.get("ok"):
+            reasons.pop(i, None)
+            seconds[i] = rec["audio_seconds"]
+            d = rec.get("descriptors") or {}
+            for c, col in desc_cols.items():
+                v = d.get(c)
+                col[i] = np.nan if v is None else float(v)
+            if d.get("tempo_alternatives"):
+                alternatives[i] = [float(x) for x in d["tempo_alternatives"]]
+        else:
+            reasons[i] = rec.get("reason", "unknown")
+    good = np.flatnonzero(state == 1).tolist()
+    bad = np.flatnonzero(state == 0).tolist()
+    missing = np.flatnonzero(state < 0)
+    if missing.size:  # cannot happen unless the pool stopped early; better loud than a silent hole
+        raise SongfeatError(out, f"{missing.size} clips were not processed; rerun the build to finish them")
     work = out / WORK
     final = out / FEATURES
     if not final.exists():
@@ -487,22 +526,16 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, done: di
     ids = [plan["track_id"].iat[i] for i in good]
     index = pd.DataFrame({"row": np.arange(len(good), dtype=np.int64), "track_id": ids,
                           "path": [plan["path"].iat[i] for i in good],
-                          "audio_seconds": [float(done[i]["audio_seconds"]) for i in good]})
+                          "audio_seconds": seconds[good]})
     frame = table.frame.drop_duplicates("track_id").set_index("track_id")
     lab = frame.reindex(ids)
     lab.index.name = "track_id"
     lab = lab.drop(columns=[c for c in lab.columns if lab[c].isna().all() and c not in _labels.NORMALISED_COLUMNS])
-    desc_rows = []
-    for i in good:
-        d = dict(done[i]["descriptors"])
-        desc_rows.append({c: d.get(c, np.nan) for c in DESCRIPTOR_COLUMNS})
-    desc = pd.DataFrame(desc_rows, index=pd.Index(ids, name="track_id"), columns=list(DESCRIPTOR_COLUMNS))
-    for c in DESCRIPTOR_COLUMNS:
-        if c != "tempo_alternatives":
-            desc[c] = pd.to_numeric(desc[c], errors="coerce").astype("float64")
-    desc["tempo_alternatives"] = [list(v) if isinstance(v, list) else [] for v in desc["tempo_alternatives"]]
+    desc = pd.DataFrame({c: col[good] for c, col in desc_cols.items()}, index=pd.Index(ids, name="track_id"))
+    desc["tempo_alternatives"] = [alternatives.get(i, []) for i in good]
+    desc = desc[list(DESCRIPTOR_COLUMNS)]
 
-    failures = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "reason": done[i]["reason"]} for i in bad]
+    failures = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "reason": reasons[i]} for i in bad]
     report = BuildReport(out=out, planned=len(plan), built=len(good), failed=failures,
                          labels_without_audio=len(labels_without_audio), audio_without_labels=len(unlabelled),
                          duplicate_audio=duplicates, label_rows=len(table.frame), label_rows_dropped=table.drop_counts())
