@@ -161,6 +161,80 @@ def build_cmd(
         raise typer.Exit(1)
 
 
+@app.command("train")
+def train_cmd(
+    model: str = typer.Argument(..., help="Model family: numeric-mlp, cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner."),
+    store: Path = typer.Option(..., "--store", help="Dataset store folder (made by `songfeat build`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's seed targets."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default: the seed's count for the family."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3; combiner variant d: 0.01 -> 0.001 on plateaus)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    seed: int = typer.Option(42, "--seed", help="Seeds the split, the initial weights and the batch order."),
+    split: str = typer.Option("random", "--split", help="random (70/15/15) or artist (no artist in two parts)."),
+    numeric_source: str = typer.Option("labels", "--numeric-source", help="Numeric inputs from the label table (labels, as the seed) or measured from the audio (measured)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="combiner only: the report's setting a, b, c or d."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="numeric-mlp only: relu (seed) or sigmoid (the report's variant)."),
+    patience: int = typer.Option(5, "--patience", min=0, help="Stop after this many epochs without a better validation loss (0: never)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda; default: cuda when present."),
+) -> None:
+    """Train one model family on a store and write a bundle (weights + config with held-out metrics)."""
+    from .errors import SongfeatError
+    from .train import train_bundle
+
+    hp: dict = {}
+    if variant:
+        hp["variant"] = variant
+    if activation:
+        hp["activation"] = activation
+    try:
+        path = train_bundle(model, store, out, targets=targets.split(",") if targets else None, epochs=epochs, lr=lr,
+                            batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
+                            hparams=hp or None, device=device, early_stop_patience=patience or None,
+                            progress=_progress_on())
+    except (SongfeatError, ValueError, KeyError) as e:
+        raise fail(str(e)) from None
+    typer.echo(f"wrote {path}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    bundle: Path = typer.Argument(..., help="A trained bundle folder."),
+    store: Path = typer.Option(..., "--store", help="The store it was trained from (its recorded test ids are looked up there)."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
+    split: str = typer.Option("test", "--split", help="Which recorded split to score: test (held out), val or train."),
+    scatter: Optional[Path] = typer.Option(None, "--scatter", help="Also write a prediction-vs-truth PNG here."),
+) -> None:
+    """The seed's metrics (MSE, MAE, RMSE, R², Pearson per target + average) of a bundle on its held-out split."""
+    from .errors import SongfeatError
+    from .evaluate import evaluate_bundle, to_json, to_markdown
+
+    if fmt not in ("md", "json"):
+        raise fail(f"--format must be md or json, not {fmt!r}")
+    try:
+        result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
+    except (SongfeatError, ValueError, KeyError) as e:
+        raise fail(str(e)) from None
+    typer.echo(to_json(result) if fmt == "json" else to_markdown(result, title=f"{result['model']} — {bundle} ({split})"))
+
+
+@app.command("compare")
+def compare_cmd(
+    bundles: list[Path] = typer.Argument(..., help="Bundle folders to put side by side."),
+    store: Path = typer.Option(..., "--store", help="The store they were trained from."),
+    split: str = typer.Option("test", "--split"),
+) -> None:
+    """Bundles side by side on their held-out splits, like the report's Tables 1–4 (MSE/MAE, then Pearson)."""
+    from .errors import SongfeatError
+    from .evaluate import compare, evaluate_bundle
+
+    try:
+        results = [evaluate_bundle(b, store, split=split) for b in bundles]
+    except (SongfeatError, ValueError, KeyError) as e:
+        raise fail(str(e)) from None
+    typer.echo(compare(results, labels=[f"{r['model']} ({Path(b).name})" for r, b in zip(results, bundles)]))
+
+
 # ---- data collection: collect / download -------------------------------------------------------
 
 

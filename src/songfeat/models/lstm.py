@@ -18,12 +18,19 @@ class _LSTMRegressor(nn.Module):
     default_out = "sigmoid"
 
     def __init__(self, n_outputs: int, input_size: int = 20, hidden_size: int = 64, num_layers: int = 1,
-                 out: str | None = None):
+                 out: str | None = None, forget_bias: float = 1.0):
         super().__init__()
         out = out or self.default_out
         if out not in ("linear", "sigmoid"):
             raise ValueError(f"out must be 'linear' or 'sigmoid', not {out!r}")
         self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
+        if forget_bias:  # start remembering (Jozefowicz et al. 2015); PyTorch's 0 forgets half of the state each frame
+            with torch.no_grad():
+                for name, b in self.lstm.named_parameters():
+                    if name.startswith("bias_ih"):
+                        b[hidden_size:2 * hidden_size] = forget_bias
+                    elif name.startswith("bias_hh"):
+                        b[hidden_size:2 * hidden_size] = 0.0
         self.fc = nn.Linear(hidden_size, n_outputs)
         self.out = out
         self.embedding_size = hidden_size

@@ -1,0 +1,483 @@
+"""Training: an in-memory `Dataset`, a fast deterministic `fit` loop, and `train_bundle` that writes a bundle.
+
+The core works on arrays (front-end [N, C, T], numeric [N, F], targets [N, K], ids), so the same code
+trains on a dataset store, a synthetic set or one cross-validation fold. Inputs are standardised with
+statistics of the training split only (per front-end channel, per numeric column) and those statistics
+go into the bundle, where `Bundle.predict` applies them again.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import features, models
+from .frontend import FrontendSpec
+
+#: The seed's per-family defaults: targets, loss, epochs (report / slides), batch size.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "numeric-mlp": {"targets": features.SEED_TARGETS, "loss": "mse", "epochs": 100, "batch_size": 32, "lr": 1e-3},
+    "cnn-simple": {"targets": ("danceability",), "loss": "mse", "epochs": 20, "batch_size": 32, "lr": 1e-3},
+    "cnn-valence": {"targets": ("valence",), "loss": "mse", "epochs": 20, "batch_size": 32, "lr": 1e-3},
+    "lstm-simple": {"targets": ("danceability",), "loss": "mse", "epochs": 20, "batch_size": 32, "lr": 1e-3},
+    "lstm-multitask": {"targets": features.SEED_TARGETS, "loss": "smoothl1", "epochs": 20, "batch_size": 32, "lr": 1e-3},
+    "cnn-complex": {"targets": features.SEED_TARGETS, "loss": "mse", "epochs": 6, "batch_size": 32, "lr": 1e-3},
+    "combiner": {"targets": features.SEED_TARGETS, "loss": "mse", "epochs": 6, "batch_size": 32, "lr": 1e-3},
+}
+LOSSES = {"mse": torch.nn.functional.mse_loss, "mae": torch.nn.functional.l1_loss,
+          "smoothl1": torch.nn.functional.smooth_l1_loss}
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+DEFAULT_THREADS = 2  # the project's CI and dev boxes have 2 cores
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Arrays for training or evaluation: front-end [N,C,T] and/or numeric [N,F], targets [N,K], ids."""
+
+    targets: np.ndarray
+    target_names: tuple[str, ...]
+    ids: list[str]
+    frontend: np.ndarray | None = None
+    numeric: np.ndarray | None = None
+    numeric_names: tuple[str, ...] = ()
+    numeric_source: str = "labels"
+    spec: FrontendSpec | None = None
+    groups: list[str] | None = None  # e.g. artists, for group-aware splits
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.targets = np.asarray(self.targets, dtype=np.float32)
+        if self.targets.ndim == 1:
+            self.targets = self.targets[:, None]
+        n = len(self.ids)
+        if self.targets.shape != (n, len(self.target_names)):
+            raise ValueError(f"targets {self.targets.shape} do not match {n} ids x {len(self.target_names)} names")
+        for name, a in (("frontend", self.frontend), ("numeric", self.numeric)):
+            if a is not None and len(a) != n:
+                raise ValueError(f"{name} has {len(a)} rows but there are {n} ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> "Dataset":
+        """The rows `idx`, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return replace(self, targets=self.targets[idx], ids=[self.ids[i] for i in idx],
+                       frontend=None if self.frontend is None else np.asarray(self.frontend[idx]),
+                       numeric=None if self.numeric is None else self.numeric[idx],
+                       groups=None if self.groups is None else [self.groups[i] for i in idx])
+
+    def select_ids(self, ids: Sequence[str]) -> "Dataset":
+        """The rows whose ids are `ids`, in that order; raise KeyError naming missing ids."""
+        pos = {k: i for i, k in enumerate(self.ids)}
+        missing = [k for k in ids if k not in pos]
+        if missing:
+            raise KeyError(f"{len(missing)} ids not in this dataset, e.g. {missing[:3]}")
+        return self.subset([pos[k] for k in ids])
+
+    def select_targets(self, names: Sequence[str]) -> "Dataset":
+        """Keep only the target columns `names` (in that order)."""
+        cols = [self.target_names.index(n) for n in names]
+        return replace(self, targets=self.targets[:, cols], target_names=tuple(names))
+
+
+def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Sequence[str] | None = None,
+                       numeric_source: str = "labels", frontend: bool = True) -> Dataset:
+    """Adapt a dataset store (`songfeat.data.store.open_store`) to a Dataset; rows missing a value are dropped."""
+    if isinstance(store, (str, Path)):
+        from .data.store import open_store
+
+        store = open_store(store)
+    if numeric_source not in ("labels", "measured"):
+        raise ValueError(f"numeric_source must be 'labels' or 'measured', not {numeric_source!r}")
+    ids = list(store.ids())
+    labels = store.labels().reindex(ids)
+    missing_t = [t for t in targets if t not in labels.columns]
+    if missing_t:
+        raise ValueError(f"store has no label column(s) {missing_t}")
+    keep = labels[list(targets)].notna().all(axis=1).to_numpy()
+    num = None
+    names: tuple[str, ...] = ()
+    if numeric_inputs:
+        names = tuple(numeric_inputs)
+        table = labels if numeric_source == "labels" else store.descriptors().reindex(ids)
+        absent = [c for c in names if c not in table.columns]
+        if absent:
+            raise ValueError(f"store has no {numeric_source} column(s) {absent}")
+        num = table[list(names)].to_numpy(dtype=np.float32)
+        keep &= np.isfinite(num).all(axis=1)
+    rows = np.flatnonzero(keep)
+    arr = np.asarray(store.array()[rows], dtype=np.float32) if frontend else None
+    groups = None
+    if "artists" in labels.columns:
+        groups = [str(a) for a in labels["artists"].fillna("").to_numpy()[rows]]
+    manifest = dict(getattr(store, "manifest", {}) or {})
+    return Dataset(targets=labels[list(targets)].to_numpy(dtype=np.float32)[rows], target_names=tuple(targets),
+                   ids=[ids[i] for i in rows], frontend=arr, numeric=None if num is None else num[rows],
+                   numeric_names=names, numeric_source=numeric_source, spec=getattr(store, "spec", None),
+                   groups=groups, provenance={"store": str(getattr(store, "path", "")), "manifest": manifest,
+                                              "rows": len(ids), "dropped_missing": int(len(ids) - len(rows))})
+
+
+def dataset_for_bundle(config: dict, store: Any) -> Dataset:
+    """The Dataset a bundle needs (its targets, numeric inputs and their source) from a store; checks the front-end matches."""
+    if isinstance(store, (str, Path)):
+        from .data.store import open_store
+
+        store = open_store(store)
+    needs_fe = "frontend" in (config.get("inputs") or [])
+    if needs_fe and config.get("frontend") and getattr(store, "spec", None) is not None:
+        want = FrontendSpec.from_dict(config["frontend"])
+        if store.spec != want:
+            raise ValueError(f"store front-end {store.spec} differs from the bundle's {want}")
+    return dataset_from_store(store, config["targets"], numeric_inputs=config.get("numeric_inputs") or None,
+                              numeric_source=config.get("numeric_source") or "labels", frontend=needs_fe)
+
+
+def _as_dataset(store_or_dataset: Any, targets: Sequence[str], numeric_inputs: Sequence[str] | None,
+                numeric_source: str, needs_frontend: bool) -> Dataset:
+    if isinstance(store_or_dataset, Dataset):
+        d = store_or_dataset
+        if numeric_inputs and d.numeric is None:
+            raise ValueError("this model needs numeric inputs but the dataset has none")
+        if needs_frontend and d.frontend is None:
+            raise ValueError("this model needs a front-end tensor but the dataset has none")
+        return d.select_targets(targets)
+    return dataset_from_store(store_or_dataset, targets, numeric_inputs=numeric_inputs,
+                              numeric_source=numeric_source, frontend=needs_frontend)
+
+
+# ---- splits -------------------------------------------------------------------------------------
+
+
+def make_split(ids: Sequence[str], kind: str = "random", seed: int = 42, groups: Sequence[str] | None = None,
+               fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> dict[str, list[str]]:
+    """Train/val/test id lists: "random" or "artist" (no artist on both sides), via songfeat.data.splits."""
+    ids = list(ids)
+    if kind not in ("random", "artist"):
+        raise ValueError(f"split must be 'random' or 'artist', not {kind!r}")
+    if kind == "artist" and not groups:
+        raise ValueError("split 'artist' needs artist names in the label table")
+    from .data import splits as _splits
+
+    out = _splits.random_split(ids, fractions, seed=seed) if kind == "random" else \
+        _splits.group_split(ids, groups, fractions, seed=seed)
+    return {k: list(out[k]) for k in ("train", "val", "test")}
+
+
+# ---- normalisation ------------------------------------------------------------------------------
+
+
+def fit_scalers(data: Dataset) -> dict:
+    """Per-channel front-end and per-column numeric mean/std of a (training) dataset."""
+    out: dict[str, dict] = {}
+    if data.frontend is not None:
+        fe = np.asarray(data.frontend, dtype=np.float64)
+        out["frontend"] = {"mean": fe.mean(axis=(0, 2)).tolist(), "std": np.maximum(fe.std(axis=(0, 2)), 1e-6).tolist()}
+    if data.numeric is not None:
+        nu = np.asarray(data.numeric, dtype=np.float64)
+        out["numeric"] = {"mean": nu.mean(axis=0).tolist(), "std": np.maximum(nu.std(axis=0), 1e-6).tolist()}
+    return out
+
+
+def apply_scalers(data: Dataset, scalers: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Standardised torch tensors (front-end, numeric), computed as `Bundle.normalise` does."""
+    fe = nu = None
+    if data.frontend is not None and "frontend" in scalers:
+        m = torch.tensor(scalers["frontend"]["mean"], dtype=torch.float32)[None, :, None]
+        s = torch.tensor(scalers["frontend"]["std"], dtype=torch.float32)[None, :, None]
+        fe = (torch.as_tensor(np.asarray(data.frontend), dtype=torch.float32) - m) / torch.clamp(s, min=1e-8)
+    if data.numeric is not None and "numeric" in scalers:
+        m = torch.tensor(scalers["numeric"]["mean"], dtype=torch.float32)
+        s = torch.tensor(scalers["numeric"]["std"], dtype=torch.float32)
+        nu = (torch.as_tensor(np.asarray(data.numeric), dtype=torch.float32) - m) / torch.clamp(s, min=1e-8)
+    return fe, nu
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CPU by default, CUDA when present (or whatever is asked for)."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _batches(model: torch.nn.Module, fe: torch.Tensor | None, nu: torch.Tensor | None, idx: torch.Tensor) -> dict:
+    kw = {}
+    if "frontend" in model.inputs:
+        kw["frontend"] = fe[idx]
+    if "numeric" in model.inputs:
+        kw["numeric"] = nu[idx]
+    return kw
+
+
+@torch.no_grad()
+def predict_tensors(model: torch.nn.Module, fe: torch.Tensor | None, nu: torch.Tensor | None, n: int,
+                    batch_size: int = 512) -> torch.Tensor:
+    """Model outputs over n rows of already-standardised tensors, in eval mode."""
+    model.eval()
+    dev = next(model.parameters()).device
+    outs = []
+    for s in range(0, n, batch_size):
+        idx = torch.arange(s, min(s + batch_size, n), device=dev)
+        outs.append(model(**_batches(model, fe, nu, idx)))
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss: str = "mse", epochs: int = 20,
+        lr: float = 1e-3, batch_size: int = 32, seed: int = 42, early_stop_patience: int | None = 5,
+        lr_steps: Sequence[float] | None = None, plateau_patience: int = 1, device: str | torch.device | None = None,
+        progress: bool = True, desc: str = "train") -> dict:
+    """Adam over (frontend, numeric, targets) tensors with a validation pass per epoch, early stop and best-weight restore.
+
+    Batches index the tensors with a seeded permutation per epoch (no DataLoader). `lr_steps` is a
+    plateau schedule: start at lr_steps[0] and move to the next rate whenever the training loss has not
+    improved for `plateau_patience` epochs (the combiner's 0.01 -> 0.005 -> 0.002 -> 0.001).
+    Returns the training record (epochs run, best epoch, per-epoch losses and rates, seconds, samples/s).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+    crit = LOSSES[loss]
+    dev = torch.device(device) if device is not None else pick_device()
+    model.to(dev)
+    fe, nu, y = (None if t is None else t.to(dev) for t in train)
+    n = len(y)
+    if val is not None and val[2] is not None and len(val[2]) > 0:
+        vfe, vnu, vy = (None if t is None else t.to(dev) for t in val)
+    else:
+        vfe = vnu = vy = None
+    steps = list(lr_steps) if lr_steps else [lr]
+    step_i = 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=steps[0])
+    gen = torch.Generator().manual_seed(seed)
+    best = (math.inf, 0, copy.deepcopy(model.state_dict()))
+    best_train, since_train_best, since_best = math.inf, 0, 0
+    history = []
+    t0 = time.perf_counter()
+    bar = _progress(progress, epochs, desc)
+    epoch = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(dev)
+            total = 0.0
+            for s in range(0, n, batch_size):
+                idx = perm[s:s + batch_size]
+                opt.zero_grad(set_to_none=True)
+                out = model(**_batches(model, fe, nu, idx))
+                l = crit(out, y[idx])
+                l.backward()
+                opt.step()
+                total += float(l.detach()) * len(idx)
+            train_loss = total / n
+            if vy is not None:
+                val_loss = float(crit(predict_tensors(model, vfe, vnu, len(vy)), vy))
+            else:
+                val_loss = train_loss
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "lr": opt.param_groups[0]["lr"]})
+            if val_loss < best[0]:
+                best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+                since_best = 0
+            else:
+                since_best += 1
+            if train_loss < best_train - 1e-9:
+                best_train, since_train_best = train_loss, 0
+            else:
+                since_train_best += 1
+                if since_train_best >= plateau_patience and step_i + 1 < len(steps):
+                    step_i += 1
+                    since_train_best = 0
+                    for g in opt.param_groups:
+                        g["lr"] = steps[step_i]
+            if bar is not None:
+                bar[0].update(bar[1], advance=1, description=f"{desc} train {train_loss:.4f} val {val_loss:.4f}")
+            if early_stop_patience and since_best >= early_stop_patience:
+                break
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    secs = time.perf_counter() - t0
+    model.load_state_dict(best[2])
+    model.eval()
+    return {"epochs_run": epoch, "best_epoch": best[1], "best_val_loss": best[0], "loss": loss,
+            "lr": lr if not lr_steps else list(lr_steps), "batch_size": batch_size, "history": history,
+            "seconds": round(secs, 3), "samples_per_s": round(n * epoch / max(secs, 1e-9), 1),
+            "stopped_early": epoch < epochs}
+
+
+def _progress(show: bool, total: int, desc: str):
+    if not show:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+    p.start()
+    return p, p.add_task(desc, total=total)
+
+
+# ---- bundles ------------------------------------------------------------------------------------
+
+
+def _hparams_for(model_name: str, data: Dataset, user: dict | None) -> dict:
+    hp: dict[str, Any] = {}
+    if model_name in ("cnn-simple", "cnn-valence", "cnn-complex"):
+        hp["input_shape"] = [int(data.frontend.shape[1]), int(data.frontend.shape[2])]
+    elif model_name in ("lstm-simple", "lstm-multitask"):
+        hp["input_size"] = int(data.frontend.shape[1])
+    elif model_name == "numeric-mlp":
+        hp["n_inputs"] = int(data.numeric.shape[1])
+    hp.update(user or {})
+    return hp
+
+
+def _tensors(data: Dataset, scalers: dict) -> tuple:
+    fe, nu = apply_scalers(data, scalers)
+    return fe, nu, torch.as_tensor(data.targets, dtype=torch.float32)
+
+
+def _set_determinism(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train_model(model_name: str, train: Dataset, val: Dataset | None, *, hparams: dict | None = None,
+                epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+                loss: str | None = None, seed: int = 42, early_stop_patience: int | None = 5,
+                device: str | None = None, progress: bool = True, scalers: dict | None = None) -> tuple[torch.nn.Module, dict, dict]:
+    """Build and fit one model on a training Dataset; returns (model, scalers, training record).
+
+    The combiner first trains its lstm-multitask and numeric-mlp on the same training rows (each with
+    its seed defaults), then fits its own layers with the sub-models frozen.
+    """
+    d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
+    scalers = scalers or fit_scalers(train)
+    dev = pick_device(device)
+    _set_determinism(seed)
+    if model_name not in models.names():
+        raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(models.names())}")
+    k = train.targets.shape[1]
+    record: dict[str, Any] = {}
+    hp = dict(hparams or {})
+    lr_steps = None
+    if model_name == "combiner":
+        from .models.combiner import PLATEAU_LRS
+
+        sub_rec = {}
+        subs = {}
+        for sub in ("lstm-multitask", "numeric-mlp"):
+            m, _, r = train_model(sub, train, val, hparams=hp.pop(sub, None), seed=seed,
+                                  early_stop_patience=early_stop_patience, device=device, progress=progress,
+                                  scalers=scalers, batch_size=batch_size)
+            subs[sub], sub_rec[sub] = m, r
+        variant = hp.get("variant", "d")
+        hp = {"variant": variant, **hp, "lstm": _hparams_for("lstm-multitask", train, None),
+              "mlp": _hparams_for("numeric-mlp", train, None), "lstm_outputs": k, "mlp_outputs": k}
+        _set_determinism(seed)
+        model = models.create("combiner", k, **hp)
+        model.load_pretrained(subs["lstm-multitask"], subs["numeric-mlp"])
+        if variant == "d" and lr is None:
+            lr_steps = PLATEAU_LRS
+        record["pretrained"] = sub_rec
+    else:
+        hp = _hparams_for(model_name, train, hp)
+        model = models.create(model_name, k, **hp)
+    rec = fit(model, _tensors(train, scalers), None if val is None or len(val) == 0 else _tensors(val, scalers),
+              loss=loss or d["loss"], epochs=epochs if epochs is not None else d["epochs"], lr=lr or d["lr"],
+              batch_size=batch_size or d["batch_size"], seed=seed, early_stop_patience=early_stop_patience,
+              lr_steps=lr_steps, device=dev, progress=progress, desc=model_name)
+    record.update(rec)
+    record["hparams"] = hp
+    model.to("cpu")
+    return model, scalers, record
+
+
+def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, targets: Sequence[str] | None = None,
+                 epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+                 seed: int = 42, split: str | dict = "random", numeric_source: str = "labels",
+                 numeric_inputs: Sequence[str] | None = None, hparams: dict | None = None, loss: str | None = None,
+                 device: str | None = None, early_stop_patience: int | None = 5, progress: bool = True,
+                 threads: int | None = DEFAULT_THREADS) -> Path:
+    """Train `model_name` on a store (path or object) or a Dataset, evaluate on its held-out split, write a bundle to `out`.
+
+    `split` is "random", "artist" (by the label table's artists) or an explicit {"train","val","test"}
+    dict of ids. `numeric_source` is "labels" (the seed's inputs from the label table) or "measured"
+    (descriptors computed from the audio, what a user analysing a new file has).
+    """
+    from . import __version__
+    from .bundle import Bundle, save_bundle
+    from .evaluate import _nan_to_none, predict_dataset, report
+
+    if threads:
+        torch.set_num_threads(threads)
+    models.names()
+    if model_name not in models.REGISTRY:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(models.names())}")
+    cls = models.REGISTRY[model_name]
+    d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
+    targets = features.check_targets(tuple(targets or d["targets"]))
+    if numeric_source not in ("labels", "measured"):
+        raise ValueError(f"numeric_source must be 'labels' or 'measured', not {numeric_source!r}")
+    needs_num = "numeric" in cls.inputs
+    if needs_num and numeric_inputs is None:
+        numeric_inputs = features.SEED_NUMERIC_INPUTS if numeric_source == "labels" else features.MEASURED_NUMERIC_INPUTS
+    overlap = set(numeric_inputs or ()) & set(targets)
+    if overlap:
+        raise ValueError(f"{sorted(overlap)} cannot be both a numeric input and a target")
+    data = _as_dataset(store_or_dataset, targets, numeric_inputs if needs_num else None, numeric_source,
+                       "frontend" in cls.inputs)
+    if needs_num and isinstance(store_or_dataset, Dataset):
+        if numeric_inputs and tuple(numeric_inputs) != tuple(data.numeric_names) and data.numeric_names:
+            raise ValueError(f"dataset numeric columns {data.numeric_names} differ from {tuple(numeric_inputs)}")
+        numeric_inputs = data.numeric_names or numeric_inputs
+        numeric_source = data.numeric_source
+    if not needs_num:
+        data = replace(data, numeric=None, numeric_names=())
+    if "frontend" not in cls.inputs:
+        data = replace(data, frontend=None)
+    if isinstance(split, dict):
+        parts = {k: list(split.get(k) or []) for k in ("train", "val", "test")}
+        split_rec: dict[str, Any] = {"recipe": "explicit", "seed": seed}
+    else:
+        parts = make_split(data.ids, split, seed=seed, groups=data.groups)
+        split_rec = {"recipe": split, "seed": seed, "fractions": list(SPLIT_FRACTIONS)}
+    tr, va = data.select_ids(parts["train"]), data.select_ids(parts["val"]) if parts["val"] else None
+    te = data.select_ids(parts["test"]) if parts["test"] else None
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    try:
+        model, scalers, record = train_model(model_name, tr, va, hparams=hparams, epochs=epochs, lr=lr,
+                                             batch_size=batch_size, loss=loss, seed=seed,
+                                             early_stop_patience=early_stop_patience, device=device, progress=progress)
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+    hp = record.pop("hparams")
+    spec = data.spec.to_dict() if (data.spec is not None and "frontend" in cls.inputs) else None
+    config: dict[str, Any] = {
+        "model": model_name, "hparams": hp, "targets": list(targets), "inputs": list(cls.inputs), "frontend": spec,
+        "numeric_inputs": list(numeric_inputs or []) if needs_num else [],
+        "numeric_source": numeric_source if needs_num else None, "scalers": scalers,
+        "split": {**split_rec, **parts}, "metrics": None, "training": record,
+        "provenance": {**data.provenance, "n_train": len(tr), "n_val": 0 if va is None else len(va),
+                       "n_test": 0 if te is None else len(te), "songfeat": __version__,
+                       "torch": torch.__version__, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+    }
+    if te is not None and len(te) >= 2:
+        pred = predict_dataset(Bundle(model=model, config=config), te)
+        config["metrics"] = _nan_to_none({"split": "test", **report(te.targets, pred, list(targets))})
+    return save_bundle(out, model, config)
