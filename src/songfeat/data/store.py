@@ -217,6 +217,30 @@ def _scan_journal(path: Path):
                 continue
 
 
+def _repair_torn_tail(path: Path) -> None:
+    """Cut a torn last line (a write killed part-way) so the next appended line starts on a line of its own."""
+    if not path.exists():
+        return
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        while pos > 0:  # walk back block by block to the last newline
+            step = min(65536, pos)
+            f.seek(pos - step)
+            block = f.read(step)
+            k = block.rfind(b"\n")
+            if k >= 0:
+                f.truncate(pos - step + k + 1)
+                return
+            pos -= step
+        f.truncate(0)
+
+
 class _Journal:
     """Append-only record of finished rows, committed in small groups: tensors flushed first, then their lines in one write.
 
@@ -225,6 +249,7 @@ class _Journal:
     """
 
     def __init__(self, path: Path, arr: np.ndarray | None, every: int = COMMIT_EVERY, seconds: float = COMMIT_SECONDS):
+        _repair_torn_tail(path)
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.arr, self.every, self.seconds = arr, every, seconds
         self.pending: list[bytes] = []
