@@ -63,14 +63,15 @@ def chord(root_pc: int, minor: bool, seconds: float, sr: int = SR, octave: int =
 
 
 def scale(key: int, mode: int, seconds: float, sr: int = SR, octave: int = 4, peak_dbfs: float = -6.0) -> np.ndarray:
-    """The scale of `key` (pitch class) in `mode` (1 major, 0 natural minor) up and down, tonic-heavy, filling `seconds`."""
+    """The scale of `key` (pitch class) in `mode` (1 major, 0 natural minor) up and down over a tonic+fifth drone, filling `seconds`."""
     steps = MAJOR_STEPS if mode == 1 else MINOR_STEPS
     base = 12 * (octave + 1) + key
     seq = [base + s for s in steps] + [base + 12] + [base + s for s in reversed(steps)]
     n = _n(seconds, sr)
     per = max(1, n // len(seq))
     out = np.concatenate([_note(midi_to_hz(m), per, sr, decay=2.0) for m in seq])
-    drone = _note(midi_to_hz(base - 12), out.size, sr)  # a tonic drone, as a tonal context would give
+    # a tonic + fifth drone (as a tonal context would give): a bare scale cannot tell a major key from its relative minor
+    drone = _note(midi_to_hz(base - 12), out.size, sr) + 0.7 * _note(midi_to_hz(base - 5), out.size, sr)
     out = np.pad(out + 0.5 * drone, (0, n - out.size))
     return _scale_to(out, peak_dbfs)
 
