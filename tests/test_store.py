@@ -259,3 +259,26 @@ def test_real_previews(shared_data, tmp_path):
     np.testing.assert_array_equal(store.features(tid), expected_tensor(previews / "audio" / f"{tid}.mp3", store.spec))
     assert store.labels().loc[tid, list(features.LABEL_COLUMNS)].notna().all()
     assert 29000 <= store.descriptors().loc[tid, "duration_ms"] <= 31000
+
+
+def crash_on_marker(path: str, spec_dict: dict, with_descriptors: bool = True) -> dict:
+    """A stand-in for process_clip whose worker process dies (as on a decoder segfault) on files named *crash*."""
+    if "crash" in Path(path).name:
+        os._exit(1)
+    from songfeat.data.store import process_clip
+
+    return process_clip(path, spec_dict, with_descriptors)
+
+
+def test_a_worker_crash_fails_only_its_clip(tmp_path):
+    from songfeat.data import store as st
+
+    labels, audio, ids = make_dataset(tmp_path, 6, seconds=1.5)
+    paths = [str(audio / f"{t}.wav") for t in ids]
+    paths[2] = str(tmp_path / "crash.wav")
+    results: dict[int, dict] = {}
+    st._run_pool(list(range(6)), paths, frontend.SEED_MFCC.to_dict(), False, 2, lambda i, r: results.__setitem__(i, r),
+                 fn=crash_on_marker)
+    assert sorted(results) == list(range(6))
+    assert results[2] == {"ok": False, "reason": "the decoder crashed its worker process"}
+    assert all(results[i]["ok"] for i in (0, 1, 3, 4, 5))

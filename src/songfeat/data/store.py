@@ -425,50 +425,47 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx)
 
 
-def _run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descriptors: bool, workers: int, record) -> None:
-    """Run clips through a process pool with a bounded number in flight; a crashed worker fails only its clip."""
-    queue = list(reversed(todo))
-    attempts: dict[int, int] = {}
+def _run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descriptors: bool, workers: int, record,
+              fn=None) -> None:
+    """Run clips through a process pool with a bounded number in flight; a clip that kills its worker fails alone.
+
+    When a worker dies (a decoder segfault, the OOM killer), every clip that was in flight is rerun
+    on its own in a one-worker pool: the one that kills that pool too is failed, the others succeed,
+    and the build carries on with a fresh pool.
+    """
+    fn = fn or process_clip
+    queue = list(reversed(todo))  # pop() takes the next row in build order
+    crashed = "the decoder crashed its worker process"
     while queue:
         pool = _pool(workers)
         inflight: dict[Future, int] = {}
-        broken = False
+        suspects: list[int] = []
         try:
             while queue or inflight:
-                while queue and len(inflight) < workers * IN_FLIGHT_PER_WORKER and not broken:
+                while queue and len(inflight) < workers * IN_FLIGHT_PER_WORKER:
                     i = queue.pop()
-                    inflight[pool.submit(process_clip, paths[i], spec_dict, with_descriptors)] = i
-                if not inflight:
-                    break
+                    inflight[pool.submit(fn, paths[i], spec_dict, with_descriptors)] = i
                 finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     i = inflight.pop(fut)
                     try:
                         res = fut.result()
                     except BrokenProcessPool:
-                        broken = True
-                        attempts[i] = attempts.get(i, 0) + 1
-                        if attempts[i] >= 2:
-                            record(i, {"ok": False, "reason": "the decoder crashed the worker process"})
-                        else:
-                            queue.append(i)
+                        suspects.append(i)
                         continue
                     record(i, res)
-                if broken:
-                    for fut, i in inflight.items():  # everything still queued in the dead pool is retried
-                        queue.append(i)
+                if suspects:
+                    suspects.extend(inflight.values())
                     inflight.clear()
                     break
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        if broken and queue:
-            # retry one clip per pool so a clip that crashes again is identified and failed alone
-            i = queue.pop()
+        for i in sorted(suspects):
             with _pool(1) as solo:
                 try:
-                    record(i, solo.submit(process_clip, paths[i], spec_dict, with_descriptors).result())
+                    record(i, solo.submit(fn, paths[i], spec_dict, with_descriptors).result())
                 except BrokenProcessPool:
-                    record(i, {"ok": False, "reason": "the decoder crashed the worker process"})
+                    record(i, {"ok": False, "reason": crashed})
 
 
 def _read_manifest(out: Path) -> dict | None:
