@@ -105,6 +105,11 @@ def save_bundle(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
     try:
         save_model(model, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(_strict(cfg), indent=2, allow_nan=False, default=_jsonable) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle should read like any other folder
+        for f in (WEIGHTS, CONFIG):
+            os.chmod(tmp / f, 0o666 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
