@@ -53,6 +53,25 @@ def cv_tempo_prior(data: Path, k: int = 5, seed: int = 0) -> dict:
             "exact_by_prior": {f"{c:g}/{s:g}": float(h.mean()) for (c, s), h in hits.items()}}
 
 
+def window_cost_ms(repeats: int = 7) -> dict:
+    """Median milliseconds of window_evidence on a 30-s window and of combine on one, excluding decode."""
+    import time
+
+    from songfeat import synth
+
+    y = synth.chord_progression(0, 1, 30.0) + 0.3 * synth.click_track(120.0, 30.0)
+    D.combine([D.window_evidence(y)])  # warm-up: caches filters
+    ev_t, comb_t = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ev = D.window_evidence(y)
+        t1 = time.perf_counter()
+        D.combine([ev])
+        comb_t.append(time.perf_counter() - t1)
+        ev_t.append(t1 - t0)
+    return {"window_evidence_ms": 1000 * float(np.median(ev_t)), "combine_ms": 1000 * float(np.median(comb_t))}
+
+
 def main() -> None:
     """Run the evaluation and print the figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +96,9 @@ def main() -> None:
         fit = r["loudness_fit"]
         print(f"loudness {fit['k']}-fold CV MAE         {fit['cv_mae_db']:.2f} dB   (folds: {', '.join(f'{m:.2f}' for m in fit['fold_mae_db'])})")
     print(f"time per file (decode + measure) median {1000 * r['seconds_per_file_median']:.0f} ms")
+    cost = window_cost_ms()
+    r["cost"] = cost
+    print(f"per 30-s window: window_evidence {cost['window_evidence_ms']:.0f} ms, combine {cost['combine_ms']:.0f} ms (1 thread, excl. decode)")
     if args.cv_prior:
         cv = cv_tempo_prior(args.data)
         print(f"tempo prior 5-fold CV exact     {pct(cv['cv_tempo_exact'])}   chosen per fold {cv['chosen_per_fold']}, on all {cv['chosen_on_all']}")

@@ -84,12 +84,11 @@ def chord_progression(key: int, mode: int, seconds: float = 16.0, sr: int = SR, 
         chords = [(0, True), (5, True), (7, False), (0, True)]
     per = _n(chord_seconds, sr)
     n = _n(seconds, sr)
-    parts = []
-    i = 0
-    while sum(p.size for p in parts) < n:
-        off, minor = chords[i % len(chords)]
-        parts.append(chord((key + off) % 12, minor, chord_seconds, sr, octave=4 if key + off < 12 else 3))
-        i += 1
+    if per == 0:
+        return np.zeros(n, dtype=np.float32)
+    made = {(off, minor): chord((key + off) % 12, minor, chord_seconds, sr, octave=4 if key + off < 12 else 3) for off, minor in chords}
+    reps = -(-n // per)
+    parts = [made[chords[i % len(chords)]] for i in range(reps)]
     return _scale_to(np.concatenate(parts)[:n] if parts else np.zeros(0), peak_dbfs)
 
 
