@@ -107,7 +107,7 @@ def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Se
     missing_t = [t for t in targets if t not in labels.columns]
     if missing_t:
         raise ValueError(f"store has no label column(s) {missing_t}")
-    keep = labels[list(targets)].notna().all(axis=1).to_numpy()
+    keep = labels[list(targets)].notna().all(axis=1).to_numpy().copy()
     num = None
     names: tuple[str, ...] = ()
     if numeric_inputs:
@@ -457,6 +457,8 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     else:
         parts = make_split(data.ids, split, seed=seed, groups=data.groups)
         split_rec = {"recipe": split, "seed": seed, "fractions": list(SPLIT_FRACTIONS)}
+    if len(parts["train"]) < 2:
+        raise ValueError(f"only {len(parts['train'])} training rows (of {len(data)} usable); need at least 2")
     tr, va = data.select_ids(parts["train"]), data.select_ids(parts["val"]) if parts["val"] else None
     te = data.select_ids(parts["test"]) if parts["test"] else None
     prev_det = torch.are_deterministic_algorithms_enabled()

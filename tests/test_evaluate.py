@@ -1,0 +1,85 @@
+"""Metrics against hand-computed values and scipy/sklearn; markdown, JSON, scatter PNG, compare, constant-output check."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from songfeat.evaluate import (compare, constant_outputs, danceable_accuracy, pearson, regression_metrics, report,
+                               scatter_png, to_json, to_markdown)
+
+
+def test_hand_computed_values():
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    p = np.array([0.0, 1.0, 2.0, 5.0])  # one error of 2
+    r = regression_metrics(t, p, ["energy"])["targets"]["energy"]
+    assert r["mse"] == pytest.approx(1.0)  # 4 / 4
+    assert r["mae"] == pytest.approx(0.5)
+    assert r["rmse"] == pytest.approx(1.0)
+    assert r["r2"] == pytest.approx(1 - 4 / 5.0)  # SS_tot = 2.25+0.25+0.25+2.25
+    # Pearson by hand: cov / (sd_t sd_p)
+    tc, pc = t - t.mean(), p - p.mean()
+    assert r["pearson"] == pytest.approx((tc @ pc) / math.sqrt((tc @ tc) * (pc @ pc)))
+
+
+def test_against_scipy_and_sklearn():
+    from scipy.stats import pearsonr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    rng = np.random.default_rng(1)
+    t = rng.random((40, 3))
+    p = t + rng.normal(0, 0.2, t.shape)
+    out = regression_metrics(t, p, ["danceability", "energy", "valence"])
+    for i, n in enumerate(["danceability", "energy", "valence"]):
+        m = out["targets"][n]
+        assert m["mse"] == pytest.approx(mean_squared_error(t[:, i], p[:, i]))
+        assert m["mae"] == pytest.approx(mean_absolute_error(t[:, i], p[:, i]))
+        assert m["r2"] == pytest.approx(r2_score(t[:, i], p[:, i]))
+        assert m["pearson"] == pytest.approx(pearsonr(t[:, i], p[:, i])[0])
+    assert out["average"]["mae"] == pytest.approx(np.mean(np.abs(p - t).mean(axis=0)))
+    assert out["n"] == 40
+
+
+def test_constant_prediction_has_undefined_pearson_and_is_flagged():
+    t = np.linspace(0, 1, 20)
+    p = np.full(20, 0.6)
+    r = report(t, p, ["danceability"])
+    assert math.isnan(r["targets"]["danceability"]["pearson"])
+    assert r["constant_outputs"] == ["danceability"]
+    assert "null" in to_json(r) and "NaN" not in to_json(r)
+    assert constant_outputs(t, t + 0.01 * np.sin(np.arange(20)), ["danceability"]) == []
+
+
+def test_danceable_accuracy_is_the_seed_binary_view():
+    t = np.array([0.2, 0.6, 0.7, 0.4])
+    p = np.array([0.6, 0.9, 0.4, 0.1])  # right, right, wrong... : 0.2->0.6 wrong, 0.6->0.9 right, 0.7->0.4 wrong, 0.4->0.1 right
+    assert danceable_accuracy(t, p) == pytest.approx(0.5)
+
+
+def test_shape_and_name_errors():
+    with pytest.raises(ValueError, match="shape"):
+        regression_metrics(np.zeros((4, 2)), np.zeros((4, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="names"):
+        regression_metrics(np.zeros((4, 2)), np.zeros((4, 2)), ["a"])
+
+
+def test_markdown_json_scatter_and_compare(tmp_path):
+    rng = np.random.default_rng(2)
+    t = rng.random((30, 2))
+    a = report(t, t + rng.normal(0, 0.1, t.shape), ["danceability", "energy"])
+    b = report(t[:, :1], t[:, :1] * 0 + 0.5, ["danceability"])
+    md = to_markdown(a, title="m")
+    assert "| danceability |" in md and "**average**" in md and "danceable accuracy" in md
+    assert json.loads(to_json(a))["targets"]["energy"]["mae"] == pytest.approx(a["targets"]["energy"]["mae"])
+    png = scatter_png(t, t, ["danceability", "energy"], tmp_path / "s.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = compare([a, b], labels=["good", "flat"])
+    rows = [l for l in table.splitlines() if l.startswith("| flat")]
+    assert rows and "X" in rows[0]  # energy not predicted by the second model: 'X' as in the seed's tables
+    assert "Pearson" in table
+
+
+def test_pearson_of_constant_is_nan():
+    assert math.isnan(pearson(np.ones(5), np.arange(5.0)))
