@@ -43,7 +43,7 @@ def clip(n: int, seconds: float, sr: int = 44100, channels: int = 1) -> np.ndarr
 def write_labels(path: Path, ids: list[str]) -> None:
     rows = []
     for k, tid in enumerate(ids):
-        rows.append([tid, *[round(0.1 + 0.01 * k, 3)] * 7, 120.0 + k, -8.0, k % 12, k % 2, 4])
+        rows.append([tid, *[round((0.1 + 0.01 * k) % 1.0, 3)] * 7, 120.0 + k % 100, -8.0, k % 12, k % 2, 4])
     pd.DataFrame(rows, columns=LABEL_HEADER).to_csv(path, index=False)
 
 
@@ -282,3 +282,36 @@ def test_a_worker_crash_fails_only_its_clip(tmp_path):
     assert sorted(results) == list(range(6))
     assert results[2] == {"ok": False, "reason": "the decoder crashed its worker process"}
     assert all(results[i]["ok"] for i in (0, 1, 3, 4, 5))
+
+
+MEMORY_SCRIPT = """
+import resource, sys
+from songfeat.data.store import build_store
+labels, audio, out = sys.argv[1:4]
+build_store(labels, audio, out + "-warm", frontend="logmel", workers=1, progress=False, descriptors=False, limit=8)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+build_store(labels, audio, out, frontend="logmel", workers=1, progress=False, descriptors=False)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_memory_stays_flat(tmp_path):
+    """Peak memory while building 200 log-mel clips grows far less than their 99 MB of tensors."""
+    labels, audio, ids = make_dataset(tmp_path, 200, seconds=1.0)
+    r = subprocess.run([PY, "-c", MEMORY_SCRIPT, str(labels), str(audio), str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    growth = int(r.stdout.strip().splitlines()[-1])
+    tensors = 200 * 96 * 1292 * 4
+    assert growth < tensors / 2, f"peak RSS grew {growth / 1e6:.1f} MB for {tensors / 1e6:.1f} MB of tensors"
+    assert len(open_store(tmp_path / "out")) == 200
+
+
+def test_nothing_to_join_is_an_error(tmp_path):
+    labels, audio, _ = make_dataset(tmp_path, 2, seconds=1.0)
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "song.wav", clip(1, 1.0), 44100)
+    with pytest.raises(SongfeatError, match=r"other: no audio file matches a labelled track id \(2 label rows, 1 audio files"):
+        build_store(labels, other, tmp_path / "out", workers=1, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -217,6 +217,49 @@ def _scan_journal(path: Path):
                 continue
 
 
+class _RowFile:
+    """A preallocated float32 .npy opened for row writes with pwrite: nothing is mapped, so the parent's memory stays flat.
+
+    (Writing through an np.memmap would leave every written page resident in the process.)
+    """
+
+    def __init__(self, path: Path, rows: int, shape: tuple[int, int]):
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.tmp")
+            a = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, *shape))  # sparse zeros
+            del a
+            os.replace(tmp, path)
+        self.offset, got = _npy_layout(path)
+        if got != (rows, *shape):
+            raise SongfeatError(path, f"in-progress array has shape {got}, expected {(rows, *shape)}; delete the store folder and rebuild")
+        self.row_bytes = int(np.prod(shape)) * 4
+        self.fd = os.open(path, os.O_RDWR)
+
+    def write(self, row: int, tensor: np.ndarray) -> None:
+        data = np.ascontiguousarray(tensor, dtype="<f4").tobytes()
+        os.pwrite(self.fd, data, self.offset + row * self.row_bytes)
+
+    def read(self, row: int) -> bytes:
+        return os.pread(self.fd, self.row_bytes, self.offset + row * self.row_bytes)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _npy_layout(path: Path) -> tuple[int, tuple[int, ...]]:
+    """Byte offset of the data and the shape of a little-endian float32, C-order .npy file."""
+    m = np.load(path, mmap_mode="r")  # parses the header; no data page is touched
+    try:
+        if m.dtype != np.dtype("<f4") or not m.flags.c_contiguous:
+            raise SongfeatError(path, f"unexpected array layout ({m.dtype}, C-contiguous={m.flags.c_contiguous})")
+        return int(m.offset), tuple(m.shape)
+    finally:
+        del m
+
+
 def _repair_torn_tail(path: Path) -> None:
     """Cut a torn last line (a write killed part-way) so the next appended line starts on a line of its own."""
     if not path.exists():
@@ -248,7 +291,7 @@ class _Journal:
     at most the clips of the uncommitted group and those in flight, which a rerun redoes.
     """
 
-    def __init__(self, path: Path, arr: np.ndarray | None, every: int = COMMIT_EVERY, seconds: float = COMMIT_SECONDS):
+    def __init__(self, path: Path, arr: "_RowFile | None", every: int = COMMIT_EVERY, seconds: float = COMMIT_SECONDS):
         _repair_torn_tail(path)
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.arr, self.every, self.seconds = arr, every, seconds
@@ -263,7 +306,7 @@ class _Journal:
     def commit(self) -> None:
         if self.pending:
             if self.arr is not None:
-                self.arr.flush()  # the rows' tensors reach the file before the lines that vouch for them
+                self.arr.sync()  # the rows' tensors reach the disk before the lines that vouch for them
             os.write(self.fd, b"".join(self.pending))
             os.fsync(self.fd)
             self.pending.clear()
@@ -322,6 +365,10 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     plan = pd.DataFrame({"row": np.arange(len(plan_ids), dtype=np.int64), "track_id": plan_ids,
                          "path": [str(found[t].resolve()) for t in plan_ids]})
     labels_without_audio = [t for t in ids if t not in found]
+    if not found:
+        example = f"; e.g. {unlabelled[0].name} vs label id {ids[0]}" if unlabelled and ids else ""
+        raise SongfeatError(audio_dir, f"no audio file matches a labelled track id ({len(ids)} label rows, "
+                                       f"{len(unlabelled)} audio files{example}); name files <track_id>.<ext>")
 
     manifest = {
         "format": FORMAT, "songfeat_version": __version__, "complete": False,
@@ -355,16 +402,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     for rec in _scan_journal(work / JOURNAL):
         state[int(rec["row"])] = 1 if rec.get("ok") else 0
     final_exists = (out / FEATURES).exists()
-    arr = None
-    if not final_exists:
-        if not arr_path.exists():
-            tmp = work / f".{FEATURES}.tmp"
-            a = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(max(len(plan), 0), *spec.shape))
-            del a
-            os.replace(tmp, arr_path)
-        arr = np.lib.format.open_memmap(arr_path, mode="r+")
-        if arr.shape != (len(plan), *spec.shape):
-            raise SongfeatError(arr_path, f"in-progress array has shape {arr.shape}, expected {(len(plan), *spec.shape)}; delete {out} and rebuild")
+    arr = None if final_exists else _RowFile(arr_path, len(plan), spec.shape)
     resumed = int((state >= 0).sum())
     todo = np.flatnonzero(state < 0).tolist() if not final_exists else []
     paths = plan["path"].tolist()
@@ -377,7 +415,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     def record(i: int, res: dict) -> None:
         """Write one finished clip: tensor into its row, then its journal line (committed in groups)."""
         if res["ok"]:
-            arr[i] = res["tensor"]
+            arr.write(i, res["tensor"])
             rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"]}
         else:
             rec = {"row": i, "track_id": tids[i], "ok": False, "reason": res["reason"]}
@@ -404,8 +442,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         if bar is not None:
             bar.stop()
         if arr is not None:
-            arr.flush()
-            del arr
+            arr.close()
 
     report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec)
     report.resumed = resumed
@@ -534,15 +571,16 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
         if len(good) == len(plan):
             os.replace(src, final)  # nothing to drop: the work array is the store
         else:
-            a = np.lib.format.open_memmap(src, mode="r")
             tmp = out / f".{FEATURES}.tmp"
             b = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(good), *spec.shape))
-            step = 256  # copy in chunks so memory stays flat
-            for k in range(0, len(good), step):
-                rows = good[k:k + step]
-                b[k:k + len(rows)] = a[rows]
-            b.flush()
-            del a, b
+            del b
+            a, b = _RowFile(src, len(plan), spec.shape), _RowFile(tmp, len(good), spec.shape)
+            try:
+                for k, i in enumerate(good):  # row by row, so memory stays flat
+                    os.pwrite(b.fd, a.read(i), b.offset + k * b.row_bytes)
+                b.sync()
+            finally:
+                a.close(), b.close()
             os.replace(tmp, final)
 
     ids = [plan["track_id"].iat[i] for i in good]
