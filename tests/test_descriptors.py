@@ -178,6 +178,18 @@ def test_numeric_and_dict() -> None:
         D.combine([])
 
 
+def test_bad_input_is_named() -> None:
+    with pytest.raises(ValueError, match="mono"):
+        D.measure(np.zeros((2, 44100), dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        D.window_evidence(np.full(1000, np.nan, dtype=np.float32))
+
+
+def test_other_sample_rate() -> None:
+    d = D.measure(synth.click_track(120.0, 20.0, sr=22050), sr=22050)
+    assert d.tempo == pytest.approx(120.0, rel=0.02) and d.duration_ms == 20000
+
+
 def test_measure_file_streams(example_clip) -> None:
     d = D.measure_file(example_clip)
     assert 29000 < d.duration_ms < 31000 and _finite(d)

@@ -227,7 +227,15 @@ def _kw_frame_weights(sr: int, n_fft: int, hop: int) -> torch.Tensor:
 
 def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     """Reduce one window of mono audio (any length; 30 s in the pipeline) to its small summary."""
-    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ValueError(f"y must be mono audio of shape [samples], got shape {y.shape}")
+    if sr <= 0:
+        raise ValueError(f"sr must be a positive sample rate, got {sr}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite samples")
     n = int(y.size)
     if n == 0:
         z = np.zeros(0, dtype=np.float32)
@@ -498,7 +506,11 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
 
 def measure(y: np.ndarray, sr: int = SAMPLE_RATE) -> Descriptors:
     """Descriptors of a whole in-memory signal, cut into the pipeline's 30-s windows."""
-    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ValueError(f"y must be mono audio of shape [samples], got shape {y.shape}")
     size = int(round(WINDOW_SECONDS * sr))
     windows = [y[i: i + size] for i in range(0, y.size, size)] or [y]
     return combine([window_evidence(w, sr) for w in windows])
