@@ -315,3 +315,16 @@ def test_nothing_to_join_is_an_error(tmp_path):
     with pytest.raises(SongfeatError, match=r"other: no audio file matches a labelled track id \(2 label rows, 1 audio files"):
         build_store(labels, other, tmp_path / "out", workers=1, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_two_builds_cannot_write_one_store(tmp_path):
+    import fcntl
+
+    labels, audio, _ = make_dataset(tmp_path, 2, seconds=1.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SongfeatError, match="another build is writing this store"):
+            build_store(labels, audio, out, workers=1, progress=False)
+    assert build_store(labels, audio, out, workers=1, progress=False).built == 2  # lock released: builds

@@ -49,6 +49,7 @@ REPORT_CSV = "report.csv"
 REPORT_JSON = "report.json"
 WORK = "work"  # holds the in-progress array and the journal until the build completes
 JOURNAL = "journal.jsonl"
+LOCK = ".lock"  # held (flock) by the build writing the store; the OS releases it if the build dies
 COMMIT_EVERY = 8  # journal lines written (and the array flushed) together, at most this many clips apart ...
 COMMIT_SECONDS = 2.0  # ... or this many seconds apart
 IN_FLIGHT_PER_WORKER = 4  # tasks queued per worker: enough to keep it busy, few enough to keep memory flat
@@ -321,6 +322,31 @@ class _Journal:
 # build
 
 
+class _lock:
+    """An exclusive, non-blocking flock on out/.lock, so two builds never write one store at once."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_lock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - Windows: no lock
+            pass
+        except OSError:
+            os.close(self.fd)
+            raise SongfeatError(self.path.parent, "another build is writing this store right now; wait for it or use another --out") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
 def _progress(enabled: bool, total: int, completed: int):
     """A rich progress bar on stderr, or None when disabled or stderr is not a terminal."""
     if not enabled or not sys.stderr.isatty():
@@ -378,76 +404,79 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         "descriptors": bool(descriptors), "planned": len(plan), "limit": limit,
         "window": f"first {spec.window_seconds:g} s of each clip (longer cut, shorter tiled)",
     }
+    if out.is_dir() and not (out / MANIFEST).exists() and any(p.name != LOCK for p in out.iterdir()):
+        raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
-    work = out / WORK
-    old = _read_manifest(out)
-    if old is not None:
-        _check_same_inputs(out, old, manifest, plan)
-        manifest["created"] = old.get("created", manifest["created"])
-        if old.get("complete") and (out / INDEX).exists():
-            shutil.rmtree(work, ignore_errors=True)  # left behind if the last run died while tidying up
-            report = _report_from_disk(out)
-            report.seconds = time.perf_counter() - t0
-            return report
-    else:
-        if any(out.iterdir()):
-            raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
-        work.mkdir(exist_ok=True)
-        _atomic_write_parquet(plan, out / PLAN)
-        _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-
-    work.mkdir(exist_ok=True)
-    arr_path = work / FEATURES
-    state = np.full(len(plan), -1, dtype=np.int8)  # -1 to do, 0 failed, 1 built: one byte per clip
-    for rec in _scan_journal(work / JOURNAL):
-        state[int(rec["row"])] = 1 if rec.get("ok") else 0
-    final_exists = (out / FEATURES).exists()
-    arr = None if final_exists else _RowFile(arr_path, len(plan), spec.shape)
-    resumed = int((state >= 0).sum())
-    todo = np.flatnonzero(state < 0).tolist() if not final_exists else []
-    paths = plan["path"].tolist()
-    tids = plan["track_id"].tolist()
-
-    journal = _Journal(work / JOURNAL, arr)
-    bar = _progress(progress, len(plan), resumed)
-    spec_dict = spec.to_dict()
-
-    def record(i: int, res: dict) -> None:
-        """Write one finished clip: tensor into its row, then its journal line (committed in groups)."""
-        if res["ok"]:
-            arr.write(i, res["tensor"])
-            rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"]}
+    with _lock(out):
+        work = out / WORK
+        old = _read_manifest(out)
+        if old is not None:
+            _check_same_inputs(out, old, manifest, plan)
+            manifest["created"] = old.get("created", manifest["created"])
+            if old.get("complete") and (out / INDEX).exists():
+                shutil.rmtree(work, ignore_errors=True)  # left behind if the last run died while tidying up
+                report = _report_from_disk(out)
+                report.seconds = time.perf_counter() - t0
+                return report
         else:
-            rec = {"row": i, "track_id": tids[i], "ok": False, "reason": res["reason"]}
-        journal.add(rec)
-        state[i] = 1 if res["ok"] else 0
-        if bar is not None:
-            bar.advance(bar.task_ids[0])
+            if any(p.name != LOCK for p in out.iterdir()):
+                raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
+            work.mkdir(exist_ok=True)
+            _atomic_write_parquet(plan, out / PLAN)
+            _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
 
-    try:
-        if todo and workers <= 1:
-            import torch
+        work.mkdir(exist_ok=True)
+        arr_path = work / FEATURES
+        state = np.full(len(plan), -1, dtype=np.int8)  # -1 to do, 0 failed, 1 built: one byte per clip
+        for rec in _scan_journal(work / JOURNAL):
+            state[int(rec["row"])] = 1 if rec.get("ok") else 0
+        final_exists = (out / FEATURES).exists()
+        arr = None if final_exists else _RowFile(arr_path, len(plan), spec.shape)
+        resumed = int((state >= 0).sum())
+        todo = np.flatnonzero(state < 0).tolist() if not final_exists else []
+        paths = plan["path"].tolist()
+        tids = plan["track_id"].tolist()
 
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # as in pool workers: same reduction order, so the same tensors bit for bit
-            try:
-                for i in todo:
-                    record(i, process_clip(paths[i], spec_dict, descriptors))
-            finally:
-                torch.set_num_threads(threads)
-        elif todo:
-            _run_pool(todo, paths, spec_dict, descriptors, workers, record)
-    finally:
-        journal.close()
-        if bar is not None:
-            bar.stop()
-        if arr is not None:
-            arr.close()
+        journal = _Journal(work / JOURNAL, arr)
+        bar = _progress(progress, len(plan), resumed)
+        spec_dict = spec.to_dict()
 
-    report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec)
-    report.resumed = resumed
-    report.seconds = time.perf_counter() - t0
-    return report
+        def record(i: int, res: dict) -> None:
+            """Write one finished clip: tensor into its row, then its journal line (committed in groups)."""
+            if res["ok"]:
+                arr.write(i, res["tensor"])
+                rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"]}
+            else:
+                rec = {"row": i, "track_id": tids[i], "ok": False, "reason": res["reason"]}
+            journal.add(rec)
+            state[i] = 1 if res["ok"] else 0
+            if bar is not None:
+                bar.advance(bar.task_ids[0])
+
+        try:
+            if todo and workers <= 1:
+                import torch
+
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # as in pool workers: same reduction order, so the same tensors bit for bit
+                try:
+                    for i in todo:
+                        record(i, process_clip(paths[i], spec_dict, descriptors))
+                finally:
+                    torch.set_num_threads(threads)
+            elif todo:
+                _run_pool(todo, paths, spec_dict, descriptors, workers, record)
+        finally:
+            journal.close()
+            if bar is not None:
+                bar.stop()
+            if arr is not None:
+                arr.close()
+
+        report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec)
+        report.resumed = resumed
+        report.seconds = time.perf_counter() - t0
+        return report
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
