@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,13 +23,7 @@ from .errors import AudioError, SongfeatError
 
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features
 EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence")
-SPOTIFY_ID = re.compile(r"^[0-9A-Za-z]{22}$")
 _BUNDLES: dict = {}
-
-
-def is_spotify_id(s: str) -> bool:
-    """True for a Spotify track id: 22 base-62 characters."""
-    return bool(SPOTIFY_ID.match(s))
 
 
 def content_id(path: str | Path) -> str:
@@ -45,7 +38,7 @@ def content_id(path: str | Path) -> str:
 def track_identity(path: str | Path) -> dict:
     """Spotify's identity fields for a file: the stem when it is a Spotify id, else a content hash."""
     stem = Path(path).stem
-    if is_spotify_id(stem):
+    if features.is_spotify_id(stem):
         return {"id": stem, "uri": f"spotify:track:{stem}",
                 "track_href": f"https://api.spotify.com/v1/tracks/{stem}",
                 "analysis_url": f"https://api.spotify.com/v1/audio-analysis/{stem}"}
@@ -207,5 +200,4 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-__all__ = ["analyze", "analyze_many", "Outcome", "to_spotify", "track_identity", "content_id", "is_spotify_id",
-           "AudioError"]
+__all__ = ["analyze", "analyze_many", "Outcome", "to_spotify", "track_identity", "content_id", "AudioError"]

@@ -5,7 +5,10 @@ asks this module instead of spelling feature names again.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+SPOTIFY_ID = re.compile(r"[0-9A-Za-z]{22}")  # a Spotify track id: 22 base-62 characters
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,8 @@ def clip_value(name: str, value: float) -> float:
     f = BY_NAME[name]
     v = min(max(float(value), f.low), f.high)
     return float(round(v)) if f.integer else v
+
+
+def is_spotify_id(s: object) -> bool:
+    """True for a Spotify track id (22 base-62 characters), the `id` of Spotify's JSON."""
+    return isinstance(s, str) and SPOTIFY_ID.fullmatch(s) is not None
