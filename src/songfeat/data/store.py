@@ -52,7 +52,8 @@ JOURNAL = "journal.jsonl"
 LOCK = ".lock"  # held (flock) by the build writing the store; the OS releases it if the build dies
 COMMIT_EVERY = 8  # journal lines written (and the array flushed) together, at most this many clips apart ...
 COMMIT_SECONDS = 2.0  # ... or this many seconds apart
-IN_FLIGHT_PER_WORKER = 4  # tasks queued per worker: enough to keep it busy, few enough to keep memory flat
+IN_FLIGHT_PER_WORKER = 4  # clips queued per worker: enough to keep it busy, few enough to keep memory flat
+SERIAL_MAX = 12  # this few clips are done in-process: starting a pool (~4 s to import torch) would cost more
 DESCRIPTOR_COLUMNS = ("duration_ms", "loudness", "loudness_lufs", "tempo", "tempo_confidence", "tempo_alternatives",
                       "key", "key_confidence", "mode", "mode_confidence", "time_signature", "time_signature_confidence")
 EXAMPLES_IN_REPORT = 50  # unmatched ids listed by name in report.json (all are counted)
@@ -454,7 +455,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 bar.advance(bar.task_ids[0])
 
         try:
-            if todo and workers <= 1:
+            if todo and (workers <= 1 or len(todo) <= SERIAL_MAX):
                 import torch
 
                 threads = torch.get_num_threads()
