@@ -199,3 +199,13 @@ def test_real_previews_have_all_twelve_labels(shared_data):
     t = read_labels(shared_data / "spotify-previews" / "labels.csv")
     assert t.frame[list(features.LABEL_COLUMNS)].notna().all().all()
     assert all(is_spotify_id(i) for i in t.frame["track_id"])
+
+
+def test_semicolon_and_decimal_commas():
+    """European Excel saves with ';' and decimal commas."""
+    t = read_labels(FIX / "labels_semicolon.csv")
+    check_normalised(t)
+    assert list(t.frame["track_id"]) == ["0nbXyq5TXYPCO7pr3N8S4I"]
+    assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["danceability"] == pytest.approx(0.896)
+    assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["tempo"] == pytest.approx(116.971)
+    assert reasons(t)["696DnlkuDOXcMAnKlTgXXK"].startswith("out of range: energy 1.601")

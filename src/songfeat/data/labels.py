@@ -265,11 +265,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise SongfeatError(path, "is a directory, not a CSV file")
     encoding = "utf-8-sig"
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
+        sep = _sniff_sep(path, encoding)
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
     except UnicodeDecodeError:
         encoding = "latin-1"
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
+            sep = _sniff_sep(path, encoding)
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
         except Exception as e:  # pragma: no cover - latin-1 decodes any byte
             raise SongfeatError(path, f"not a readable CSV ({e})") from None
     except pd.errors.EmptyDataError:
@@ -278,16 +280,26 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise SongfeatError(path, f"not a readable CSV ({str(e).strip().splitlines()[0]})") from None
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     df.attrs["encoding"] = encoding
+    df.attrs["sep"] = sep
     return df
 
 
-def _short_rows(path: Path, encoding: str, width: int) -> dict[int, int]:
+def _sniff_sep(path: Path, encoding: str) -> str:
+    """The delimiter of the header line: ',' unless ';' (European Excel) or a tab is more frequent."""
+    with open(path, encoding=encoding, errors="strict") as f:
+        header = f.readline()
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda k: counts[k])
+    return best if counts[best] > counts[","] else ","
+
+
+def _short_rows(path: Path, encoding: str, width: int, sep: str = ",") -> dict[int, int]:
     """Data rows with fewer fields than the header (a file cut off mid-row): {row: fields}."""
     import csv
 
     short: dict[int, int] = {}
     with open(path, newline="", encoding=encoding, errors="replace") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, delimiter=sep)
         next(reader, None)
         i = 0
         for rec in reader:
@@ -330,7 +342,11 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
             if reasons[i] is None:
                 reasons[i] = reason_of(i)
 
-    short = _short_rows(path, raw.attrs["encoding"], len(cols))
+    short = _short_rows(path, raw.attrs["encoding"], len(cols), raw.attrs["sep"])
+    if raw.attrs["sep"] != ",":  # files saved with ';' (European Excel) usually write decimal commas: 0,5
+        for c in cols:
+            if c.lower() in NUMERIC_COLUMNS:
+                raw[c] = raw[c].str.replace(",", ".", regex=False)
     if short:
         rows = np.array(sorted(short))
         rows = rows[rows < n]
