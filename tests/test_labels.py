@@ -209,3 +209,14 @@ def test_semicolon_and_decimal_commas():
     assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["danceability"] == pytest.approx(0.896)
     assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["tempo"] == pytest.approx(116.971)
     assert reasons(t)["696DnlkuDOXcMAnKlTgXXK"].startswith("out of range: energy 1.601")
+
+
+def test_kaggle_tracks_features_schema():
+    """Kaggle's 1.2M-songs tracks_features.csv: id, album, artists list, artist_ids, time_signature as 4.0."""
+    t = read_labels(FIX / "labels_tracks_features.csv")
+    check_normalised(t)
+    assert t.schema == "kaggle-1.2m" and len(t) == 2
+    r = row(t, "1wsRitfRRtWyEapl0q22o8")
+    assert (r["name"], r["album"], r["artists"]) == ("Guerrilla Radio", "The Battle Of Los Angeles", "Rage Against The Machine; Someone Else")
+    assert (r["key"], r["time_signature"], r["duration_ms"]) == (11, 4, 206200)
+    assert r["artist_ids"] == "['2d0hyoQ5ynDBnkvAbJKORj']"

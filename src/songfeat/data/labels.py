@@ -2,7 +2,8 @@
 
 Handled (sniffed from the header, never from the file name):
 
-- the seed's ``tracks_features`` / ``all_tracks`` (track_id, track_name, track_artist, ... preview_url)
+- the seed's ``all_tracks`` (track_id, track_name, track_artist, ... preview_url)
+- Kaggle "1.2M songs" ``tracks_features.csv`` (id, name, album, album_id, artists, artist_ids, ...)
 - Kaggle "Ultimate Spotify Tracks DB" (genre, artist_name, letter keys C/C#/..., Major/Minor,
   Excel-mangled time signatures such as "4-Apr" for 4/4, UTF-8 BOM, one id under several genres)
 - Kaggle "600k tracks" (id, name, artists as a Python-list string, id_artists, release_date)
@@ -244,6 +245,8 @@ def _sniff_schema(cols: set[str]) -> str:
         return "kaggle-ultimate"
     if {"id", "artists", "id_artists"} <= cols:
         return "kaggle-600k"
+    if {"id", "album_id", "artist_ids"} <= cols:
+        return "kaggle-1.2m"
     if {"track_id", "track_name", "track_artist"} <= cols:
         return "seed"
     if {"artist", "track", "track_id", "type"} <= cols:
@@ -412,7 +415,7 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
 
     # Extra metadata worth keeping (the rest of the file's columns are left out on purpose).
     extras = {"year": ("year",), "release_date": ("release_date",), "explicit": ("explicit",),
-              "artist_ids": ("id_artists",), "preview_url": ("preview_url",), "label_source": ("source", "label_source")}
+              "artist_ids": ("id_artists", "artist_ids"), "preview_url": ("preview_url",), "label_source": ("source", "label_source")}
     for name, names in extras.items():
         c = _find(cols, names)
         if c is not None:
