@@ -378,7 +378,8 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
                 try:
                     vals[i] = parsers[name](v)
                 except ValueError as e:
-                    flag(np.arange(n) == i, lambda _i, e=e: f"unreadable value: {e}")
+                    if reasons[i] is None:
+                        reasons[i] = f"unreadable value: {e}"
             out[name] = vals
         else:
             vals, bad = _float_column(raw[c])
