@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .. import features
+from ..features import is_spotify_id
 from ..errors import SongfeatError
 
 NORMALISED_COLUMNS: tuple[str, ...] = (
@@ -44,7 +45,6 @@ LOUDNESS_MAX_LABEL = 3.0
 TEMPO_MAX_LABEL = 300.0
 FMA_ID_WIDTH = 6  # FMA audio files are named {track_id:06d}.mp3
 
-_SPOTIFY_ID = re.compile(r"[0-9A-Za-z]{22}")
 _SPOTIFY_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9A-Za-z]{22})(?![0-9A-Za-z])")
 _URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
 _URL = re.compile(r"^https?://open\.spotify\.com/(?:intl-[a-z-]+/)?track/([0-9A-Za-z]+)(?:[/?#].*)?$")
@@ -90,11 +90,6 @@ class LabelTable:
         nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in self.nulled["reason"].value_counts().items()}
         return {"source": self.source, "schema": self.schema, "rows": len(self.frame),
                 "dropped": int(len(self.dropped)), "dropped_by_reason": self.drop_counts(), "nulled_by_reason": nulled}
-
-
-def is_spotify_id(s: object) -> bool:
-    """True for a bare Spotify track id: exactly 22 base-62 characters."""
-    return isinstance(s, str) and _SPOTIFY_ID.fullmatch(s) is not None
 
 
 def parse_track_id(raw: object) -> str | None:
