@@ -35,6 +35,16 @@ def test_fast_click_track_tempo_or_its_octave_alternative() -> None:
     assert any(t == pytest.approx(175.0, rel=0.02) for t in [d.tempo, *d.tempo_alternatives])
 
 
+@pytest.mark.parametrize("bpm", [95.0, 128.0])
+def test_drum_loops_tempo(bpm: float) -> None:
+    rock = D.measure(synth.drum_pattern(bpm, synth.ROCK[0], 20.0))
+    assert rock.tempo == pytest.approx(bpm, rel=0.02)
+    # 3-3-2 syncopation: the pulse must not be read at 2/3 (or 4/3) of the tempo
+    dembow = D.measure(synth.drum_pattern(bpm, synth.DEMBOW[0], 20.0))
+    assert dembow.tempo == pytest.approx(bpm, rel=0.02)
+    assert dembow.tempo_confidence > 0.3
+
+
 def test_tempo_confidence_clean_click_above_noise() -> None:
     clean = D.measure(synth.click_track(120.0, 20.0))
     noisy = D.measure(synth.noise(20.0, seed=1))

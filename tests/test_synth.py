@@ -50,8 +50,17 @@ def test_click_track_click_count() -> None:
     assert np.sum(gaps > 0.25 * SR) + 1 == 20  # 2 clicks/s for 10 s
 
 
+def test_drum_pattern_steps() -> None:
+    y = synth.drum_pattern(120, "K...K...K...K...", 4.0)  # a kick every beat: 8 in 4 s at 120 BPM
+    env = np.abs(y) > 0.2 * np.abs(y).max()
+    onsets = np.flatnonzero(env[1:] & ~env[:-1])
+    assert np.sum(np.diff(onsets) > 0.3 * SR) + 1 == 8
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         synth.click_track(0, 1.0)
     with pytest.raises(ValueError):
         synth.noise(1.0, colour="blue")
+    with pytest.raises(ValueError):
+        synth.drum_pattern(120, "KX..")

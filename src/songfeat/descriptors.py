@@ -15,7 +15,7 @@ How a song is measured (bounded memory, whole-song answer):
 * tempo: (1) the pulse level is the lag best supported at 1/2, 1, 2 and 4 times its period (a
   duple metrical grid) under librosa's broad 120-BPM prior; (2) the octave of that pulse (x1/2, x1,
   x2) with the best comb evidence x a log-normal tempo prior is the tempo, refined to 1/40 frame.
-  Confidence is the normalised autocorrelation at that period; the double and half tempi are
+  Confidence is the mean normalised autocorrelation at 1..4 periods; the double and half tempi are
   `tempo_alternatives`, the better supported first.
 * key/mode: correlation of the chroma with the 24 rotations of the Aarden-Essen key profiles; key
   -1 when the chroma is too flat or too unlike any key to be tonal (noise, drums).
@@ -384,7 +384,7 @@ def estimate_tempo(env: np.ndarray, fps: float) -> tuple[float, float, list[floa
     fam_score = [max(_comb(ac, p, 4), 1e-6) * _tempo_prior(60.0 * fps / p, TEMPO_PRIOR_BPM, TEMPO_PRIOR_OCTAVES) for p in family]
     period = family[int(np.argmax(fam_score))]
     tempo = 60.0 * fps / period
-    conf = float(np.clip(_interp(ac, period), 0.0, 1.0))
+    conf = float(np.clip(_comb(ac, period, 4), 0.0, 1.0))  # periodicity at 1..4 beats: syncopation-proof
     # octave alternatives, better supported first
     alts = []
     for p in (period * 2, period / 2):

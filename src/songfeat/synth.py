@@ -200,3 +200,35 @@ def speech_like(seconds: float, sr: int = SR, seed: int = 0, syllable_rate: floa
         out[t0 : t0 + seg] += syl
         t0 += dur + gap
     return _scale_to(out, peak_dbfs)
+
+
+ROCK = ("K.h.S.h.K.h.S.h.", "kick on 1 and 3, snare on 2 and 4, eighth-note hi-hats")
+DEMBOW = ("K..SK.S.K..SK.S.", "reggaeton's 3-3-2 'dembow': kick on every beat, snare on the tresillo off-beats")
+
+
+def drum_pattern(bpm: float, pattern: str = ROCK[0], seconds: float = 30.0, sr: int = SR, peak_dbfs: float = -6.0, seed: int = 0) -> np.ndarray:
+    """A looped drum bar on a sixteenth-note grid: 'K' kick, 'S' snare, 'h' hi-hat, '.' rest (4 steps per beat)."""
+    if bpm <= 0:
+        raise ValueError(f"bpm must be > 0, got {bpm}")
+    if not pattern or set(pattern) - set("KSh."):
+        raise ValueError(f"pattern must use only 'K', 'S', 'h', '.', got {pattern!r}")
+    n = _n(seconds, sr)
+    rng = np.random.default_rng(seed)
+    kick = _click(int(0.25 * sr), sr, 55.0, decay_s=0.07)
+    snare_len, hat_len = int(0.15 * sr), int(0.04 * sr)
+    snare = rng.standard_normal(snare_len) * np.exp(-np.arange(snare_len) / (0.04 * sr)) * 0.6 + 0.4 * _click(snare_len, sr, 190.0, 0.03)
+    hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / (0.008 * sr)) * 0.3
+    sounds = {"K": kick, "S": snare, "h": hat}
+    step = 60.0 / bpm / 4
+    y = np.zeros(n)
+    k = 0
+    while True:
+        start = int(round(k * step * sr))
+        if start >= n:
+            break
+        ev = sounds.get(pattern[k % len(pattern)])
+        if ev is not None:
+            end = min(n, start + ev.size)
+            y[start:end] += ev[: end - start]
+        k += 1
+    return _scale_to(y, peak_dbfs)
