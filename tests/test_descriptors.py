@@ -83,6 +83,11 @@ def test_noise_has_no_key(colour: str) -> None:
     assert d.key_confidence < 0.3
 
 
+@pytest.mark.parametrize("pattern", [synth.ROCK[0], synth.DEMBOW[0]])
+def test_drums_only_have_no_key(pattern: str) -> None:
+    assert D.measure(synth.drum_pattern(100.0, pattern, 20.0)).key == -1
+
+
 def test_chroma_filter_matches_librosa() -> None:
     librosa_filters = pytest.importorskip("librosa.filters")
     ref = librosa_filters.chroma(sr=SR, n_fft=D.N_FFT)

@@ -69,11 +69,11 @@ PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES = 120.0, 1.0  # librosa's broad prior, for 
 TEMPO_PRIOR_BPM = 130.0
 TEMPO_PRIOR_OCTAVES = 0.5
 CHROMA_BINS = 1 + int(8000 * N_FFT / SAMPLE_RATE)  # chroma weights above ~8 kHz are negligible (octave weighting)
-# No key (-1) when chroma contrast (std/mean) x best profile correlation is below this: white/pink
-# noise score 0.002/0.019, the least tonal dev preview 0.063 (Spotify gives every preview a key).
-# Drum loops whose kick has a pitch score ~0.07 and get a key, but with confidence ~0.2-0.26, below
-# 95% of the previews (>= 0.5).
-KEY_MIN_TONALITY = 0.04
+# No key (-1) when the chroma is too flat (contrast = std/mean) or too unlike any key (best profile
+# correlation). Dev previews: contrast >= 0.12, correlation >= 0.37 (Spotify gives each a key); white
+# and pink noise: contrast 0.007 / 0.059; synthetic drum loops (pitched kicks): correlation 0.26.
+KEY_MIN_CONTRAST = 0.1
+KEY_MIN_CORRELATION = 0.33
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Key profiles, tonic first: Aarden-Essen (Aarden 2003, note counts in the Essen folk corpus). Of seven
@@ -477,9 +477,9 @@ def estimate_key(chroma: np.ndarray) -> tuple[int, float, int, float]:
     best = float(corr[row, key])
     mode = 1 if row == 0 else 0
     tonal = contrast * max(best, 0.0)
-    key_conf = float(np.clip(best, 0, 1) * np.clip(tonal / (2.5 * KEY_MIN_TONALITY), 0, 1))
+    key_conf = float(np.clip(best, 0, 1) * np.clip(tonal / 0.1, 0, 1))
     mode_conf = float(np.clip(5.0 * (best - corr[1 - row].max()), 0, 1))  # margin over the best key of the other mode
-    if tonal < KEY_MIN_TONALITY:
+    if contrast < KEY_MIN_CONTRAST or best < KEY_MIN_CORRELATION:
         return -1, key_conf, mode, mode_conf
     return int(key), key_conf, mode, mode_conf
 
