@@ -82,16 +82,13 @@ def read_clip(path: str | Path, spec=None) -> Clip:
     from .frontend import compute, fit_window
 
     evidence, weights, fronts = [], [], []
-    total, peak = 0, 0.0
     for w in iter_windows(path):
-        total += w.size
-        peak = max(peak, float(np.abs(w).max(initial=0.0)))
         evidence.append(descriptors.window_evidence(w, SAMPLE_RATE))
         if spec is None or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights):
             continue
         fronts.append(compute(spec, fit_window(w, spec)).numpy())  # one window at a time: memory stays flat
         weights.append(w.size)
-    check_usable(path, total, peak)
+    check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
     return Clip(str(path), descriptors.combine(evidence),
                 np.concatenate(fronts) if fronts else None,
                 np.asarray(weights, dtype=np.float64) if weights else None)

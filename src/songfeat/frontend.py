@@ -108,16 +108,24 @@ def dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _window(n_fft: int) -> torch.Tensor:
+def hann_window(n_fft: int) -> torch.Tensor:
+    """The periodic Hann window every STFT here uses (torch's and librosa's default)."""
     return torch.hann_window(n_fft, periodic=True)
 
 
 def power_spectrogram(y: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
-    """|STFT|^2 of [B, N] audio, centred with reflect padding (torchaudio's default): [B, n_fft//2+1, T]."""
+    """|STFT|^2 of [B, N] (or [N]) audio, centred with reflect padding as torch.stft: [B, n_fft//2+1, T].
+
+    Framed by hand (unfold + rfft): torch.stft(center=True) measured up to ~3x slower on CPU here.
+    """
+    squeeze = y.dim() == 1
+    y = y[None] if squeeze else y
     if y.shape[-1] <= n_fft // 2:  # reflect padding needs more samples than half a frame
         y = torch.nn.functional.pad(y, (0, n_fft // 2 + 1 - y.shape[-1]))
-    spec = torch.stft(y, n_fft, hop_length, window=_window(n_fft), center=True, pad_mode="reflect", return_complex=True)
-    return spec.real.square() + spec.imag.square()
+    yp = torch.nn.functional.pad(y[:, None], (n_fft // 2, n_fft // 2), mode="reflect")[:, 0]
+    x = torch.fft.rfft(yp.unfold(-1, n_fft, hop_length) * hann_window(n_fft))
+    p = (x.real.square() + x.imag.square()).transpose(-1, -2)
+    return p[0] if squeeze else p
 
 
 def power_to_db(s: torch.Tensor, top_db: float | None) -> torch.Tensor:
