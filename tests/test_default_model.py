@@ -20,7 +20,10 @@ def test_default_bundle_is_complete():
         assert cfg.get(key), key
     held = cfg["metrics"]["stage1_heldout_on_spotify_values"]
     assert held["model"]["average"]["mae"] < held["mean_predictor"]["average"]["mae"]
-    assert (DEFAULT_DIR / "MODEL_CARD.md").is_file()
+    card = (DEFAULT_DIR / "MODEL_CARD.md").read_text()
+    cv = cfg["metrics"]["dev_previews_cv"]["learned"]
+    assert f"{cv['model']['average']['mae']:.3f}" in card  # the card is written from this config
+    assert cv["model"]["average"]["mae"] < cv["mean_predictor"]["average"]["mae"]
 
 
 def test_default_bundle_predicts_in_range():

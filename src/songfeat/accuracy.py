@@ -162,6 +162,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         stack_pred[test] = base[test] + ((z[test] - zm) / zs) @ w.T + b
         base_pred[test] = base[test]
         mean_pred[test] = y[train].mean(0)
+    catalogue = bundle.config.get("label_means") or {}
     lows = np.array([features.BY_NAME[t].low for t in targets])
     highs = np.array([features.BY_NAME[t].high for t in targets])
     result["learned"] = {
@@ -169,6 +170,8 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         "stage1_only": regression_metrics(y, base_pred, targets),
         "mean_predictor": regression_metrics(y, mean_pred, targets),
     }
+    if all(t in catalogue for t in targets):  # what you would guess knowing only Spotify's catalogue
+        result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
     result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(lufs - spot)))
     return result

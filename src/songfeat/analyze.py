@@ -47,10 +47,14 @@ def track_identity(path: str | Path) -> dict:
 
 
 def get_bundle(model: str | Path | None = None):
-    """Load (once per process) the bundle named by `model`; None means the shipped default."""
-    from .bundle import load_bundle
+    """Load (once per process, again if its config changed) the bundle named by `model`; None: the default."""
+    from .bundle import CONFIG, DEFAULT_DIR, load_bundle
 
-    key = str(model or "default")
+    folder = DEFAULT_DIR if model in (None, "default") else Path(model)
+    try:
+        key = (str(folder.resolve()), (folder / CONFIG).stat().st_mtime_ns)
+    except OSError:
+        key = (str(folder), None)  # load_bundle raises the clear error
     if key not in _BUNDLES:
         _BUNDLES[key] = load_bundle(model)
     return _BUNDLES[key]

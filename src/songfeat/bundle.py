@@ -90,8 +90,11 @@ class Bundle:
         return np.clip(out, lows, highs)
 
 
-def save_bundle(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
-    """Write a bundle atomically: into a temporary folder beside `path`, then renamed into place."""
+def save_bundle(path: str | Path, model: torch.nn.Module, config: dict, extra_files: dict[str, str] | None = None) -> Path:
+    """Write a bundle atomically: into a temporary folder beside `path`, then renamed into place.
+
+    `extra_files` (name -> text, e.g. a model card) are written into the same folder.
+    """
     from safetensors.torch import save_model
 
     path = Path(path)
@@ -105,11 +108,13 @@ def save_bundle(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
     try:
         save_model(model, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(_strict(cfg), indent=2, allow_nan=False, default=_jsonable) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle should read like any other folder
-        for f in (WEIGHTS, CONFIG):
-            os.chmod(tmp / f, 0o666 & ~umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
