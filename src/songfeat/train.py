@@ -435,6 +435,9 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     if numeric_source not in ("labels", "measured"):
         raise ValueError(f"numeric_source must be 'labels' or 'measured', not {numeric_source!r}")
     needs_num = "numeric" in cls.inputs
+    if needs_num and isinstance(store_or_dataset, Dataset) and store_or_dataset.numeric_names:
+        numeric_inputs = tuple(numeric_inputs or store_or_dataset.numeric_names)
+        numeric_source = store_or_dataset.numeric_source
     if needs_num and numeric_inputs is None:
         numeric_inputs = features.SEED_NUMERIC_INPUTS if numeric_source == "labels" else features.MEASURED_NUMERIC_INPUTS
     overlap = set(numeric_inputs or ()) & set(targets)
