@@ -78,16 +78,24 @@ class Bundle:
         if "frontend" in self.needs:
             if frontend is None:
                 raise ValueError("this model needs a front-end tensor")
-            kw["frontend"] = self.normalise("frontend", torch.as_tensor(frontend, dtype=torch.float32))
+            kw["frontend"] = self.normalise("frontend", _tensor(frontend))
         if "numeric" in self.needs:
             if numeric is None:
                 raise ValueError(f"this model needs numeric inputs {self.numeric_inputs}")
-            kw["numeric"] = self.normalise("numeric", torch.as_tensor(numeric, dtype=torch.float32))
+            kw["numeric"] = self.normalise("numeric", _tensor(numeric))
         self.model.eval()
         out = self.model(**kw).float().numpy()
         lows = np.array([features.BY_NAME[t].low for t in self.targets], dtype=np.float32)
         highs = np.array([features.BY_NAME[t].high for t in self.targets], dtype=np.float32)
         return np.clip(out, lows, highs)
+
+
+def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """float32 tensor of an input; read-only arrays (a store's memmap) are copied, as torch needs."""
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    a = np.asarray(x, dtype=np.float32)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
 def save_bundle(path: str | Path, model: torch.nn.Module, config: dict, extra_files: dict[str, str] | None = None) -> Path:
