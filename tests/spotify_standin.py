@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import threading
 import time
+import pytest
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -317,3 +319,25 @@ if __name__ == "__main__":
             time.sleep(3600)
     except KeyboardInterrupt:
         s.stop()
+
+
+# ---- keeping tests on loopback ---------------------------------------------------------------------
+
+#: Variables that could send a test's requests elsewhere: proxies, real credentials, real endpoints.
+LEAKY_ENV_VARS = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SONGFEAT_SPOTIFY_API_URL", "SONGFEAT_SPOTIFY_TOKEN_URL",
+                  "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def hermetic_environ(**extra: str) -> dict[str, str]:
+    """os.environ for a subprocess with LEAKY_ENV_VARS removed and loopback exempt from proxies, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV_VARS}
+    env.update(NO_PROXY="127.0.0.1,localhost", **extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autouse in the modules that import it: no real credentials, endpoints or proxies leak into a test."""
+    for k in LEAKY_ENV_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -14,18 +14,8 @@ from songfeat.data.collect import COLUMNS, FEATURES_CLOSED, META_COLUMNS, collec
 from songfeat.data.spotify_api import RetryPolicy, SpotifyAPIError, parse_retry_after, resolve_endpoints
 from songfeat.errors import SongfeatError
 from songfeat.features import LABEL_COLUMNS
-from spotify_standin import CLIENT_ID, CLIENT_SECRET, SpotifyStandIn
+from spotify_standin import CLIENT_ID, CLIENT_SECRET, SpotifyStandIn, hermetic_env, hermetic_environ  # noqa: F401 (autouse fixture)
 
-ENV_VARS = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SONGFEAT_SPOTIFY_API_URL", "SONGFEAT_SPOTIFY_TOKEN_URL",
-            "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-@pytest.fixture(autouse=True)
-def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No real credentials, endpoints or proxies leak in: every request stays on 127.0.0.1."""
-    for k in ENV_VARS:
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -249,9 +239,8 @@ def test_cli_resumes_after_sigkill(tmp_path: Path) -> None:
     with SpotifyStandIn({"pop": 400, "rock": 400}, shared=20) as s:
         s.search_delay = 0.1
         out = tmp_path / "tracks.csv"
-        env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-        env.update(NO_PROXY="127.0.0.1,localhost", SONGFEAT_SPOTIFY_API_URL=s.api_url, SONGFEAT_SPOTIFY_TOKEN_URL=s.token_url,
-                   SPOTIPY_CLIENT_ID=CLIENT_ID, SPOTIPY_CLIENT_SECRET=CLIENT_SECRET)
+        env = hermetic_environ(SONGFEAT_SPOTIFY_API_URL=s.api_url, SONGFEAT_SPOTIFY_TOKEN_URL=s.token_url,
+                               SPOTIPY_CLIENT_ID=CLIENT_ID, SPOTIPY_CLIENT_SECRET=CLIENT_SECRET)
         cmd = [sys.executable, "-m", "songfeat.cli", "collect", "--genres", "pop,rock", "--per-genre", "350", "--out", str(out)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -18,17 +18,8 @@ from songfeat.cli import app
 from songfeat.data.download import LOCK_NAME, REPORT_COLUMNS, REPORT_NAME, check_audio, download
 from songfeat.data.spotify_api import RetryPolicy
 from songfeat.errors import AudioError, SongfeatError
-from spotify_standin import SpotifyStandIn
+from spotify_standin import SpotifyStandIn, hermetic_env, hermetic_environ  # noqa: F401 (autouse fixture)
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-@pytest.fixture(autouse=True)
-def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every request stays on 127.0.0.1, whatever proxies the machine configures."""
-    for k in PROXY_VARS:
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -159,9 +150,7 @@ def test_resumable_after_sigkill(tmp_path: Path) -> None:
         s.preview_faults.update({t: "slow" for t in ids})
         s.slow_seconds = 0.6
         out = tmp_path / "previews"
-        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
-        for k in PROXY_VARS:
-            env.pop(k, None)
+        env = hermetic_environ()
         cmd = [sys.executable, "-m", "songfeat.cli", "download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out),
                "--concurrency", "2", "--backoff", "0"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -212,13 +212,19 @@ def _kw_frame_weights(sr: int, n_fft: int, hop: int) -> torch.Tensor:
     return (c * h2 / (n_fft * ola)).float()
 
 
-def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
-    """Reduce one window of mono audio (any length; 30 s in the pipeline) to its small summary."""
+def _as_mono(y: np.ndarray) -> np.ndarray:
+    """`y` as a 1-D float32 array; [1, N] and [N, 1] are accepted, anything else is a ValueError."""
     y = np.asarray(y, dtype=np.float32)
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)
     if y.ndim != 1:
         raise ValueError(f"y must be mono audio of shape [samples], got shape {y.shape}")
+    return y
+
+
+def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
+    """Reduce one window of mono audio (any length; 30 s in the pipeline) to its small summary."""
+    y = _as_mono(y)
     if sr <= 0:
         raise ValueError(f"sr must be a positive sample rate, got {sr}")
     if not np.all(np.isfinite(y)):
@@ -505,11 +511,7 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
 
 def measure(y: np.ndarray, sr: int = SAMPLE_RATE) -> Descriptors:
     """Descriptors of a whole in-memory signal, cut into the pipeline's 30-s windows."""
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim == 2 and 1 in y.shape:
-        y = y.reshape(-1)
-    if y.ndim != 1:
-        raise ValueError(f"y must be mono audio of shape [samples], got shape {y.shape}")
+    y = _as_mono(y)
     size = int(round(WINDOW_SECONDS * sr))
     windows = [y[i: i + size] for i in range(0, y.size, size)] or [y]
     return combine([window_evidence(w, sr) for w in windows])

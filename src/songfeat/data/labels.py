@@ -149,15 +149,22 @@ def normalise_id(raw: object, kind: str = "spotify") -> str | None:
     return {"spotify": parse_track_id, "fma": _fma_id, "free": _free_id}[kind](raw)
 
 
-def _parse_key(v: object) -> float:
-    """Pitch class 0-11 (or -1) from a number or a letter name (C, C#, Db, F♯ ...); NaN if missing; raises if unreadable."""
+def _scalar(v: object) -> float | str:
+    """A cell as a float (NaN when missing or blank) or, when it is text, the stripped text to parse."""
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return np.nan
     if isinstance(v, (int, float, np.integer, np.floating)):
         return float(v)
-    s = str(v).strip().replace("♯", "#").replace("♭", "b")
-    if s == "":
-        return np.nan
+    s = str(v).strip()
+    return np.nan if s == "" else s
+
+
+def _parse_key(v: object) -> float:
+    """Pitch class 0-11 (or -1) from a number or a letter name (C, C#, Db, F♯ ...); NaN if missing; raises if unreadable."""
+    s = _scalar(v)
+    if not isinstance(s, str):
+        return s
+    s = s.replace("♯", "#").replace("♭", "b")
     try:
         return float(s)
     except ValueError:
@@ -171,13 +178,10 @@ def _parse_key(v: object) -> float:
 
 def _parse_mode(v: object) -> float:
     """1 major / 0 minor from a number or Major/Minor/maj/min; NaN if missing; raises if unreadable."""
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return np.nan
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
-    s = str(v).strip().lower()
-    if s == "":
-        return np.nan
+    s = _scalar(v)
+    if not isinstance(s, str):
+        return s
+    s = s.lower()
     if s in ("major", "maj", "1", "1.0"):
         return 1.0
     if s in ("minor", "min", "0", "0.0"):
@@ -187,13 +191,9 @@ def _parse_mode(v: object) -> float:
 
 def _parse_time_signature(v: object) -> float:
     """Beats per bar from a number, '3/4', or Excel's date mangling of it ('4-Mar' = 3/4, 'Mar-04'); raises if unreadable."""
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return np.nan
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
-    s = str(v).strip()
-    if s == "":
-        return np.nan
+    s = _scalar(v)
+    if not isinstance(s, str):
+        return s
     try:
         return float(s)
     except ValueError:
