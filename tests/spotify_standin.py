@@ -17,13 +17,13 @@ import json
 import os
 import threading
 import time
-import pytest
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+import pytest
 
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "test-client-secret"
