@@ -93,6 +93,8 @@ def breakdown(files: list[Path]) -> dict[str, float]:
 
 
 def main() -> None:
+    from songfeat.analyze import auto_workers
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--audio", type=Path, default=None)
@@ -113,14 +115,15 @@ def main() -> None:
             os.symlink(f.resolve(), folder / f.name)
         print(f"songfeat analyze benchmark: {label}; {os.cpu_count()} CPUs")
         base = timed([PY, str(ROOT / "benchmarks" / "librosa_baseline.py"), *map(str, sorted(folder.iterdir()))], args.repeat)
+        ours = timed([*SONGFEAT, "analyze", str(folder), "--format", "jsonl"], args.repeat)
         ours1 = timed([*SONGFEAT, "analyze", str(folder), "--format", "jsonl", "--workers", "1"], args.repeat)
-        ours2 = timed([*SONGFEAT, "analyze", str(folder), "--format", "jsonl", "--workers", "2"], args.repeat)
         cold = timed([*SONGFEAT, "analyze", str(files[0])], max(3, args.repeat))
         n = len(files)
         print(f"{'run (whole process, start-up included)':48s} {'seconds':>8s} {'s/file':>7s} {'speed-up':>8s}")
         print(f"{'baseline: librosa pipeline (1 process)':48s} {base:8.2f} {base / n:7.3f} {1.0:8.2f}x")
+        auto = f"songfeat analyze (default: {auto_workers(n)} workers)"
+        print(f"{auto:48s} {ours:8.2f} {ours / n:7.3f} {base / ours:8.2f}x")
         print(f"{'songfeat analyze --workers 1':48s} {ours1:8.2f} {ours1 / n:7.3f} {base / ours1:8.2f}x")
-        print(f"{'songfeat analyze --workers 2':48s} {ours2:8.2f} {ours2 / n:7.3f} {base / ours2:8.2f}x")
         print(f"cold single-file run (median of {max(3, args.repeat)}): {cold:.2f} s")
         print("where songfeat's time goes (in-process, per file):")
         for k, v in breakdown(files).items():

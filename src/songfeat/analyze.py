@@ -193,12 +193,18 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
             yield r
 
 
-def default_workers() -> int:
-    """Worker processes to use when the user does not say: the CPUs this process may use."""
+AUTO_PARALLEL_FILES = 8  # below this many files, starting worker processes (each imports torch) costs more than it saves
+
+
+def auto_workers(n_files: int) -> int:
+    """Worker processes when the user does not say: 1 for a few files, else one per usable CPU."""
+    if n_files < AUTO_PARALLEL_FILES:
+        return 1
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, n_files))
 
 
 __all__ = ["analyze", "analyze_many", "Outcome", "to_spotify", "track_identity", "content_id", "AudioError"]

@@ -29,11 +29,12 @@ def analyze(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl or csv."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes analysing files in parallel."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
-    from .analyze import analyze_many
+    from .analyze import analyze_many, auto_workers
     from .audio import find_audio
     from .errors import SongfeatError
     from .output import FORMATS, ResultWriter
@@ -59,7 +60,7 @@ def analyze(
         task = progress.add_task("analysing", total=len(todo))
         progress.start()
     try:
-        for out in analyze_many(todo, model=model, workers=workers):
+        for out in analyze_many(todo, model=model, workers=workers or auto_workers(len(todo))):
             if progress is not None:
                 progress.advance(task)
             if out.error:
