@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
