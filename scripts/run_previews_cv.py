@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_table(),
         "## Run facts",
         "",
-        "| run | epochs run per fold (early stop) | training seconds (5 folds) | folds whose model output a constant |",
+        "| run | epochs run per fold (early stop) | training seconds (5 folds, 2 cores) | folds whose model output a constant (held-out fold) |",
         "|---|---|---:|---:|",
     ]
     for label, f in facts:
