@@ -341,3 +341,25 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for k in LEAKY_ENV_VARS:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def kill_when(cmd: list[str], env: dict[str, str], ready, timeout: float = 30.0) -> None:
+    """Run `cmd`, SIGKILL it as soon as `ready()` is true (polling), and check it died by that signal.
+
+    Fails the test if `ready()` never becomes true within `timeout` seconds (the job never got part-way).
+    """
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{cmd[3] if len(cmd) > 3 else cmd} never got part-way within {timeout:g} s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -14,7 +14,7 @@ from songfeat.data.collect import COLUMNS, FEATURES_CLOSED, META_COLUMNS, collec
 from songfeat.data.spotify_api import RetryPolicy, SpotifyAPIError, parse_retry_after, resolve_endpoints
 from songfeat.errors import SongfeatError
 from songfeat.features import LABEL_COLUMNS
-from spotify_standin import CLIENT_ID, CLIENT_SECRET, SpotifyStandIn, hermetic_env, hermetic_environ  # noqa: F401 (autouse fixture)
+from spotify_standin import CLIENT_ID, CLIENT_SECRET, SpotifyStandIn, hermetic_env, hermetic_environ, kill_when  # noqa: F401 (autouse fixture)
 
 
 
@@ -230,11 +230,8 @@ def test_cli_errors_are_one_line(standin: SpotifyStandIn, tmp_path: Path) -> Non
 
 def test_cli_resumes_after_sigkill(tmp_path: Path) -> None:
     """kill -9 a `songfeat collect` subprocess mid-search, rerun it: every track once, every genre full."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     with SpotifyStandIn({"pop": 400, "rock": 400}, shared=20) as s:
         s.search_delay = 0.1
@@ -242,16 +239,7 @@ def test_cli_resumes_after_sigkill(tmp_path: Path) -> None:
         env = hermetic_environ(SONGFEAT_SPOTIFY_API_URL=s.api_url, SONGFEAT_SPOTIFY_TOKEN_URL=s.token_url,
                                SPOTIPY_CLIENT_ID=CLIENT_ID, SPOTIPY_CLIENT_SECRET=CLIENT_SECRET)
         cmd = [sys.executable, "-m", "songfeat.cli", "collect", "--genres", "pop,rock", "--per-genre", "350", "--out", str(out)]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(s.requests("/v1/search")) < 9:  # into rock's searches
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(10) == -signal.SIGKILL
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        kill_when(cmd, env, lambda: len(s.requests("/v1/search")) >= 9)  # into rock's searches
         partial = read(out)
         assert 0 < len(partial) < 700 and not s.requests("/v1/audio-features")
         s.search_delay = 0.0

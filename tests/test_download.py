@@ -4,10 +4,8 @@ from __future__ import annotations
 import csv
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from songfeat.cli import app
 from songfeat.data.download import LOCK_NAME, REPORT_COLUMNS, REPORT_NAME, check_audio, download
 from songfeat.data.spotify_api import RetryPolicy
 from songfeat.errors import AudioError, SongfeatError
-from spotify_standin import SpotifyStandIn, hermetic_env, hermetic_environ  # noqa: F401 (autouse fixture)
+from spotify_standin import SpotifyStandIn, hermetic_env, hermetic_environ, kill_when  # noqa: F401 (autouse fixture)
 
 
 
@@ -153,21 +151,12 @@ def test_resumable_after_sigkill(tmp_path: Path) -> None:
         env = hermetic_environ()
         cmd = [sys.executable, "-m", "songfeat.cli", "download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out),
                "--concurrency", "2", "--backoff", "0"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # until some files are done and others are mid-transfer
-                names = os.listdir(out) if out.exists() else []
-                if sum(n.endswith(".mp3") for n in names) >= 2 and any(n.endswith(".part") for n in names):
-                    break
-                time.sleep(0.02)
-            else:
-                pytest.fail("the download never got part-way")
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(10) == -signal.SIGKILL
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+
+        def part_way() -> bool:  # some files done and others mid-transfer
+            names = os.listdir(out) if out.exists() else []
+            return sum(n.endswith(".mp3") for n in names) >= 2 and any(n.endswith(".part") for n in names)
+
+        kill_when(cmd, env, part_way)
         done_before = finals(out)
         assert 2 <= len(done_before) < 10
         for name in done_before:  # whatever has a final name is complete, byte for byte

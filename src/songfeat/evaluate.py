@@ -229,7 +229,7 @@ def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metric
     head = "/".join(m.upper() for m in metrics)
 
     def table(ms: Sequence[str], caption: str) -> list[str]:
-        lines = [f"| model | " + " | ".join(f"{t} ({caption})" for t in targets) + f" | average ({caption}) |",
+        lines = ["| model | " + " | ".join(f"{t} ({caption})" for t in targets) + f" | average ({caption}) |",
                  "|---|" + "---:|" * (len(targets) + 1)]
         for lab, r in zip(labels, results):
             cells = []
