@@ -102,8 +102,12 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
 
 
 def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | Path | None = None, cv: int | None = None,
-                   seed: int = 42, workers: int = 1, progress: bool = True) -> dict:
-    """Score a model (default: the shipped one) on labelled audio; see the module docstring for `cv`."""
+                   seed: int = 42, workers: int = 1, progress: bool = True, clips: list[Clip | str] | None = None) -> dict:
+    """Score a model (default: the shipped one) on labelled audio; see the module docstring for `cv`.
+
+    `clips` may pass clips already read (read_clips over the paired rows, with the front-end this
+    evaluation uses) so a caller that has them does not decode every file again.
+    """
     from .default_model import HEAD_SPEC, fit_head, head_inputs, base_outputs
 
     bundle = get_bundle(model)
@@ -122,7 +126,10 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
                                 f"{len(rows)} it never saw; use --cv K to refit its audio part per fold")
     spec = bundle.frontend if "frontend" in bundle.needs else None
-    clips = read_clips(rows["path"].tolist(), HEAD_SPEC if cv else spec, progress=progress, workers=workers)
+    if clips is None:
+        clips = read_clips(rows["path"].tolist(), HEAD_SPEC if cv else spec, progress=progress, workers=workers)
+    elif len(clips) != len(rows):
+        raise ValueError(f"{len(clips)} clips given for {len(rows)} labelled audio files")
     failed = [c for c in clips if isinstance(c, str)]
     keep = [i for i, c in enumerate(clips) if not isinstance(c, str)]
     if len(keep) < 2:

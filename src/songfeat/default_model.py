@@ -181,7 +181,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     config["provenance"]["stage2_ids"] = [previews.loc[i, "track_id"] for i in ok]
     save_bundle(out, fit.model, config)  # evaluated from disk, exactly as shipped
     cv = evaluate_audio(shared / PREVIEWS / "labels.csv", shared / PREVIEWS / "audio", model=out, cv=CV_FOLDS,
-                        seed=seed, progress=progress)
+                        seed=seed, progress=progress, clips=clips)  # the clips read above: no second decode
     config["metrics"]["dev_previews_cv"] = {"folds": CV_FOLDS, "clips": cv["n_clips"], "learned": cv["learned"],
                                             "measured": cv["measured"],
                                             "command": f"songfeat evaluate-audio --cv {CV_FOLDS} (on the dev previews)"}
