@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import features
-from .analyze import Clip, get_bundle, predict_clip, read_clip
+from .analyze import Clip, _init_worker, get_bundle, predict_clip, read_clip
 from .audio import AUDIO_EXTENSIONS
 from .errors import SongfeatError
 from .evaluate import regression_metrics
@@ -32,12 +32,6 @@ def _read_one(args) -> Clip | str:
         return str(e)
     except Exception as e:
         return f"{path}: analysis failed ({type(e).__name__}: {e})"
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def read_clips(paths: list[str], spec, progress: bool = True, workers: int = 1) -> list[Clip | str]:

@@ -168,6 +168,7 @@ def _analyze_one(args: tuple[str, str | None]) -> Outcome:
 
 
 def _init_worker() -> None:
+    """Worker-process start-up: one torch thread each, so N workers use N cores, not N x cores."""
     import torch
 
     torch.set_num_threads(1)

@@ -228,8 +228,7 @@ class _RowFile:
     def __init__(self, path: Path, rows: int, shape: tuple[int, int]):
         if not path.exists():
             tmp = path.with_name(f".{path.name}.tmp")
-            a = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, *shape))  # sparse zeros
-            del a
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, *shape)).flush()  # sparse zeros
             os.replace(tmp, path)
         self.offset, got = _npy_layout(path)
         if got != (rows, *shape):
