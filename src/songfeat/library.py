@@ -225,7 +225,7 @@ class Index:
 
         t0 = time.monotonic()
         report = ScanReport()
-        data_dir = self.path.parent.resolve()
+        skip = {(root / DATA_DIR).resolve(), (self.path.parent / UPLOADS).resolve()}  # our own files, not the library's
         files, _ = find_audio([root]) if root.is_dir() else ([], [])
         con = self.conn()
         known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model FROM tracks")}
@@ -244,8 +244,8 @@ class Index:
         for f in files:
             try:
                 resolved = f.resolve()
-                if resolved == data_dir or data_dir in resolved.parents:
-                    continue  # the database folder and stored uploads are not library files
+                if not skip.isdisjoint(resolved.parents):
+                    continue
                 path = str(resolved)
                 st = resolved.stat()
                 if path in seen:
@@ -303,14 +303,19 @@ class Index:
 # ---- work done inside the worker processes --------------------------------------------------------
 
 
-def _init_worker() -> None:
-    """Worker start-up: lower priority than the HTTP process, one torch thread, the model loaded once."""
-    from .analyze import _init_worker as one_thread, get_bundle
-
+def _nice() -> None:
+    """Workers run at a lower priority than the HTTP process, so lookups stay quick while files are analysed."""
     try:
         os.nice(5)
     except OSError:
         pass
+
+
+def _init_worker() -> None:
+    """Worker start-up: lower priority, one torch thread, the default model loaded once."""
+    from .analyze import _init_worker as one_thread, get_bundle
+
+    _nice()
     one_thread()
     get_bundle(None)
 
@@ -364,7 +369,8 @@ class Library:
     """A library folder, its index, and the worker pool that keeps the index's results complete."""
 
     def __init__(self, root: str | Path, db: str | Path | None = None, workers: int = 1, time_limit: float = TIME_LIMIT,
-                 analysis_target: str = ANALYSIS_MODULE, model: str | None = None):
+                 analysis_target: str = ANALYSIS_MODULE, model: str | None = None, job=None):
+        """`job(path) -> (features | None, reason | None)` runs in the workers (default: `features_job`, songfeat's analysis)."""
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise SongfeatError(self.root, "library folder not found")
@@ -372,6 +378,7 @@ class Library:
         self.workers = max(1, int(workers))
         self.time_limit = float(time_limit)
         self.analysis_target = analysis_target
+        self.job = job or features_job
         self.analysis_version = analysis_version(analysis_target)
         self.uploads = self.index.path.parent / UPLOADS
         self.stats = Stats()
@@ -394,7 +401,8 @@ class Library:
 
         from pebble import ProcessPool
 
-        self._pool = ProcessPool(max_workers=self.workers, max_tasks=MAX_TASKS_PER_WORKER, initializer=_init_worker,
+        init = _init_worker if self.job is features_job else _nice
+        self._pool = ProcessPool(max_workers=self.workers, max_tasks=MAX_TASKS_PER_WORKER, initializer=init,
                                  context=multiprocessing.get_context("spawn"))
         for target, args in ((self._dispatch, ()), (self._scan_loop, (rehash, rescan_interval))):
             t = threading.Thread(target=target, args=args, daemon=True, name=f"songfeat-{target.__name__.strip('_')}")
@@ -548,7 +556,7 @@ class Library:
     def _submit(self, job: tuple, size: int, mtime: int) -> None:
         key = f"{job[0]}:{job[1]}"
         if job[0] == "features":
-            fut = self._pool.schedule(features_job, args=(job[1],), timeout=self.time_limit)
+            fut = self._pool.schedule(self.job, args=(job[1],), timeout=self.time_limit)
         else:
             fut = self._pool.schedule(analysis_job, args=(self.analysis_target, job[1]), timeout=self.time_limit)
         self._inflight[key] = fut

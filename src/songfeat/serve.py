@@ -8,6 +8,7 @@ analysis logic. Every error, FastAPI's own 404/405/422 included, is `{"error": {
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import os
 import time
@@ -387,7 +388,8 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     async def healthz():
         counts = library.index.counts()
         return {"status": "ok", "tracks": sum(counts.values()), **counts, "queue": library.queue_depth(),
-                "model": library.index.model, "workers": library.workers}
+                "model": library.index.model, "workers": library.workers,
+                "last_scan": None if library.last_scan is None else dataclasses.asdict(library.last_scan)}
 
     app.include_router(api)
     return app
