@@ -107,7 +107,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             h = self.health()
-            if h["pending"] == 0 and h["tracks"] > 0:
+            if h["last_scan"] is not None and h["pending"] == 0 and h["tracks"] > 0:
                 return h
             time.sleep(0.2)
         pytest.fail(f"library not analysed within {timeout:g} s: {self.health()}")
@@ -422,6 +422,8 @@ def hostile_job(path: str):
         time.sleep(2.0)
     if "raise" in name:
         raise RuntimeError("decoder exploded")
+    if "hog" in name:
+        np.ones(16 << 30, dtype=np.uint8)  # more than a worker may have
     return {"id": name, "energy": 0.5}, None
 
 
@@ -442,18 +444,19 @@ def wait_for(pred, timeout: float = 60.0) -> None:
 
 def test_hostile_files_fail_alone(tmp_path):
     root = tmp_path / "music"
-    for name in ("a-hang", "b-crash", "c-raise", "d-ok", "e-ok", "f-ok"):
+    for name in ("a-hang", "b-crash", "c-raise", "c-hog", "d-ok", "e-ok", "f-ok"):
         make_clip(root / f"{name}.wav", seconds=1.5)
     lib = Library(root, workers=1, time_limit=3.0, job=hostile_job)
     lib.start()
     try:
-        wait_for(lambda: lib.index.counts()["pending"] == 0, timeout=90)
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=90)
         con = sqlite3.connect(lib.index.path)
         rows = {Path(p).stem: (s, e) for p, s, e in con.execute("SELECT path, state, error FROM tracks")}
         assert rows["a-hang"][0] == "failed" and "limit" in rows["a-hang"][1]
         assert rows["b-crash"][0] == "failed" and "died" in rows["b-crash"][1]
         assert rows["c-raise"][0] == "failed" and "decoder exploded" in rows["c-raise"][1]
-        assert all(rows[n][0] == "done" for n in ("d-ok", "e-ok", "f-ok"))  # the pool survived all three
+        assert rows["c-hog"][0] == "failed" and "MemoryError" in rows["c-hog"][1]  # memory is capped per worker
+        assert all(rows[n][0] == "done" for n in ("d-ok", "e-ok", "f-ok"))  # the pool survived all four
         assert (lib.stats.timed_out, lib.stats.crashed) == (1, 1)
     finally:
         lib.stop()

@@ -38,6 +38,7 @@ DB_NAME = "library.db"
 UPLOADS = "uploads"
 ID_PATTERN = re.compile(r"[0-9A-Za-z]{22}")  # Spotify ids and songfeat content ids are both 22 base-62 characters
 TIME_LIMIT = 300.0  # seconds one file may take in a worker before it is killed and the file marked failed
+WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that needs more fails alone (peak today ~0.75 GiB)
 MAX_TASKS_PER_WORKER = 500  # a worker process is replaced after this many files, so leaks cannot grow
 SCAN_BATCH = 200  # rows per transaction while scanning; the workers start on the first batch at once
 ANALYSIS_MODULE = "songfeat.analysis:audio_analysis"  # Spotify's audio-analysis object, when songfeat has it
@@ -304,10 +305,15 @@ class Index:
 
 
 def _nice() -> None:
-    """Workers run at a lower priority than the HTTP process, so lookups stay quick while files are analysed."""
+    """Workers run at a lower priority than the HTTP process (lookups stay quick) and with capped memory."""
+    import resource
+
     try:
         os.nice(5)
-    except OSError:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = WORKER_MEMORY if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (OSError, ValueError):
         pass
 
 
