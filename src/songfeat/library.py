@@ -253,21 +253,13 @@ class Index:
                     continue
                 seen.add(path)
                 old = known.get(path)
-                if old is not None and not rehash and (old[1], old[2]) == (st.st_size, st.st_mtime_ns):
-                    if self._stale(old):
-                        pending_writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
-                        report.requeued += 1
-                    else:
-                        report.unchanged += 1
-                    continue
-                sha = file_sha256(resolved)
+                same = old is not None and not rehash and (old[1], old[2]) == (st.st_size, st.st_mtime_ns)
+                sha = None if same else file_sha256(resolved)
                 if old is not None and old[3] == sha:  # touched, or rehashed: same content, same result
                     pending_writes.append(("UPDATE tracks SET size=?, mtime_ns=? WHERE path=?", (st.st_size, st.st_mtime_ns, path)))
-                    if self._stale(old):
-                        pending_writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
-                        report.requeued += 1
-                    else:
-                        report.unchanged += 1
+                    same = True
+                if same:
+                    self._keep(old, path, pending_writes, report)
                     continue
                 ident = track_identity(resolved)["id"]
                 pending_writes.append((
@@ -285,9 +277,7 @@ class Index:
             if path in seen:
                 continue
             if source == "upload" and os.path.isfile(path):
-                if self._stale(known[path]):
-                    pending_writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
-                    report.requeued += 1
+                self._keep(known[path], path, pending_writes, report)
                 continue
             pending_writes.append(("DELETE FROM tracks WHERE path=?", (path,)))
             report.removed += 1
@@ -295,10 +285,14 @@ class Index:
         report.seconds = time.monotonic() - t0
         return report
 
-    def _stale(self, row: tuple) -> bool:
-        """A finished row whose result came from another model version."""
+    def _keep(self, row: tuple, path: str, writes: list, report: ScanReport) -> None:
+        """An unchanged file: queue it again only if its result came from another model version."""
         _source, _size, _mtime, _sha, state, model = row
-        return state in ("done", "failed") and model != self.model
+        if state in ("done", "failed") and model != self.model:
+            writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
+            report.requeued += 1
+        else:
+            report.unchanged += 1
 
 
 # ---- work done inside the worker processes --------------------------------------------------------
