@@ -326,7 +326,7 @@ def serve_cmd(
     port: int = typer.Option(8080, "--port", "-p", min=0, max=65535),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback should come with --token."),
     token: Optional[str] = typer.Option(None, "--token", envvar="SONGFEAT_TOKEN", show_envvar=True,
-                                        help="Require 'Authorization: Bearer <token>' on every /v1 request."),
+                                        help="Require 'Authorization: Bearer <token>' on every request but /healthz and /docs."),
     db: Optional[Path] = typer.Option(None, "--db", help="SQLite index; default: LIBRARY/.songfeat/library.db."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Analysis processes; default: every usable CPU."),
     rescan: bool = typer.Option(False, "--rescan", help="Hash every file again at start-up, even those whose size and mtime are unchanged."),
