@@ -362,7 +362,8 @@ class Stats:
     seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
 
     def mean_seconds(self) -> float:
-        return sum(self.seconds) / len(self.seconds) if self.seconds else 2.0
+        """Recent seconds per file; before the first one, a guess that covers workers still starting (torch import)."""
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 10.0
 
 
 class Library:
