@@ -515,6 +515,11 @@ def test_in_process_app_503_wait_and_audio_analysis(tmp_path):
         wait_for(lambda: lib.index.counts()["pending"] == 0)
         r = requests.get(base + "/v1/audio-features", params={"ids": SPOTIFY_IDS[0]}).json()  # no token configured
         assert r["audio_features"][0]["energy"] == 0.5
+        make_clip(root / "new" / "arrival.wav", seed=11)  # a file added while serving
+        assert requests.post(base + "/library/rescan").status_code == 202
+        wait_for(lambda: "arrival.wav" in ids_of(root))
+        r = requests.get(base + f"/v1/audio-features/{ids_of(root)['arrival.wav']}", params={"wait": "true"}, timeout=90)
+        assert r.status_code == 200 and r.json()["id"] == "arrival.wav"
     finally:
         server.should_exit = True
         t.join(30)
