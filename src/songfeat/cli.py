@@ -23,6 +23,14 @@ def _progress_on() -> bool:
     return sys.stderr.isatty()
 
 
+def _report(out, verbose: bool) -> None:
+    """Print a batch Outcome's warnings (one line each) and, with --verbose, the raw decoder text behind them."""
+    for w in out.warnings:
+        typer.echo(f"songfeat: warning: {w}", err=True)
+    if verbose and out.log:
+        typer.echo("\n".join(f"songfeat: {line}" for line in out.log.splitlines()), err=True)
+
+
 @app.command()
 def analyze(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
@@ -32,10 +40,13 @@ def analyze(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,
+                                  help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
     from .analyze import analyze_many, auto_workers
-    from .audio import find_audio
+    from .audio import scan_inputs
     from .errors import SongfeatError
     from .output import FORMATS, ResultWriter
 
@@ -43,15 +54,17 @@ def analyze(
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if resume and output is None:
         raise fail("--resume needs --output")
-    files, missing = find_audio(list(paths))
-    for m in missing:
-        typer.echo(f"songfeat: error: {m}: no such file or folder", err=True)
+    files, refused, notes = scan_inputs(list(paths))
+    for e in refused:
+        typer.echo(f"songfeat: error: {e}", err=True)
+    for n in notes:
+        typer.echo(f"songfeat: warning: {n}", err=True)
     single = len(paths) == 1 and len(files) == 1 and paths[0].is_file()
     writer = ResultWriter(fmt, output, resume=resume, single=single)
     todo = [f for f in files if str(f) not in writer.done]
-    if not files and not missing:
+    if not files and not refused:
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
-    failed = len(missing)
+    failed, written = len(refused), 0
     progress = None
     if _progress_on() and len(todo) > 1:
         from rich.progress import Progress
@@ -60,22 +73,27 @@ def analyze(
         task = progress.add_task("analysing", total=len(todo))
         progress.start()
     try:
-        for out in analyze_many(todo, model=model, workers=workers or auto_workers(len(todo))):
+        outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None) if todo else ()
+        for out in outcomes:
             if progress is not None:
                 progress.advance(task)
+            _report(out, verbose)
             if out.error:
                 failed += 1
                 typer.echo(f"songfeat: error: {out.error}", err=True)
                 continue
-            writer.write(out.features if single else {"path": out.path, **out.features})
-        writer.close()
+            # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
+            writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
+            written += 1
+        if written or not failed or writer.previous:  # when every input failed, nothing reaches stdout
+            writer.close()
     except SongfeatError as e:
         raise fail(str(e)) from None
     finally:
         if progress is not None:
             progress.stop()
     if failed:
-        typer.echo(f"songfeat: {failed} of {len(files) + len(missing)} inputs failed", err=True)
+        typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
         raise typer.Exit(1)
 
 
