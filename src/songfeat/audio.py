@@ -109,6 +109,8 @@ def decoder_warning(path: str | Path, text: str) -> str:
     n = decoder_errors(text)
     if n:
         return f"{path}: decoder reported {n} error{'s' if n != 1 else ''} (corrupt frames skipped)"
+    if "Xing stream size off" in text:  # libmpg123: the VBR header promises more bytes than the file holds
+        return f"{path}: shorter than its mp3 header says (cut off?); analysed the audio that is there"
     lines = list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))
     more = f" (and {len(lines) - 1} more messages)" if len(lines) > 1 else ""
     return f"{path}: decoder said: {lines[0][:200]}{more}" if lines else f"{path}: decoder printed blank output"
@@ -438,8 +440,8 @@ def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], 
         kind = _special_kind(st.st_mode)
         if kind:
             errors.append(AudioError(p, f"is {kind}, not an audio file"))
-        elif str(p) not in seen_files:
-            seen_files.add(str(p))
+        elif os.path.abspath(p) not in seen_files:  # the same path named twice (a/b.mp3 and ./a/b.mp3) is one input
+            seen_files.add(os.path.abspath(p))
             files.append(p)
 
     def walk(d: Path, st: os.stat_result) -> None:
