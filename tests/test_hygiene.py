@@ -323,3 +323,38 @@ def test_single_file_csv_has_its_path_and_a_failed_file_prints_nothing(tmp_path,
         p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", str(bad), "--format", fmt],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 1 and p.stdout == "" and p.stderr.startswith(f"songfeat: error: {bad}: ")
+
+
+def test_build_reports_bad_inputs_and_keeps_stderr_clean(tmp_path, example_clip):
+    """`songfeat build` over good, corrupt and special files: failures in report.csv, decoder noise summarised."""
+    import pandas as pd
+
+    from songfeat import features
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    ids = [f"T{n:05d}abcdefghijKLMNOP" for n in range(16)]
+    for n, tid in enumerate(ids[:12]):  # more than SERIAL_MAX clips: the build runs in worker processes
+        (audio / f"{tid}.wav").write_bytes(wav_bytes(music(1.5, seed=n)))
+    b = bytearray(example_clip.read_bytes()[:160_000])
+    for i in np.random.default_rng(3).integers(2000, len(b), 300):
+        b[i] ^= 0xFF
+    (audio / f"{ids[12]}.mp3").write_bytes(bytes(b))
+    os.mkfifo(audio / f"{ids[13]}.mp3")
+    os.symlink(f"{ids[14]}.mp3", audio / f"{ids[14]}.mp3")
+    (audio / f"{ids[15]}.mp3").write_text("<html></html>")
+    rows = [[tid, *[0.5] * 7, 120.0, -8.0, 0, 1, 4] for tid in ids]
+    pd.DataFrame(rows, columns=["track_id", *features.LABEL_COLUMNS]).to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "store"
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "build", "--labels", str(tmp_path / "labels.csv"),
+                        "--audio", str(audio), "--out", str(out), "-j", "2", "--no-descriptors"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stderr
+    foreign = [ln for ln in p.stderr.splitlines() if not ln.startswith("songfeat: ")]
+    assert foreign == [], foreign[:10]
+    reasons = pd.read_csv(out / "report.csv").set_index("track_id")["reason"].to_dict()
+    assert set(reasons) == set(ids[13:])
+    assert "FIFO" in reasons[ids[13]] and "symlink loop" in reasons[ids[14]] and "not a readable" in reasons[ids[15]]
+    assert sum("decoder reported" in ln for ln in p.stderr.splitlines()) == 1, p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert [w["track_id"] for w in rep["warnings"]] == [ids[12]]

@@ -189,7 +189,7 @@ def _analyze_one(args: tuple) -> Outcome:
             out = Outcome(path, error=f"{path}: out of memory while analysing")
         except Exception as e:  # a library failure on one file must not end the batch
             out = Outcome(path, error=f"{path}: analysis failed ({type(e).__name__}: {str(e).strip()[:200]})")
-    out.warnings, out.log = cap.warnings, cap.raw(path)
+    out.warnings, out.log = ([] if out.error else cap.warnings), cap.raw(path)  # a failed file: one line, its error
     return out
 
 

@@ -155,6 +155,9 @@ def build_cmd(
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (1 = in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,
+                                  help="Seconds one clip may take in a worker process (builds of more than 12 clips); 0: no limit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
     from .data.store import build_store
@@ -162,7 +165,8 @@ def build_cmd(
 
     try:
         report = build_store(labels, audio, out, frontend=frontend, workers=workers, progress=_progress_on(),
-                             limit=limit, descriptors=descriptors)
+                             limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
+                             verbose=verbose)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except ValueError as e:  # e.g. an unknown --frontend

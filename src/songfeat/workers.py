@@ -98,11 +98,11 @@ def _worker_main(conn: Connection, fn: Callable, init: Callable | None, init_arg
         conn.send((status, index, value, _drain(capture)))
 
 
-def _context():
+def _context(preload: Sequence[str] = PRELOAD):
     """The fork server (workers fork from a process that imported the analysis code once), else spawn."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(list(PRELOAD))
+        ctx.set_forkserver_preload(list(preload))  # only counts before the server's first start
         return ctx
     return mp.get_context("spawn")  # pragma: no cover - Windows
 
@@ -156,18 +156,18 @@ def _died(w: _Worker) -> str:
 
 
 def run_jobs(fn: Callable, jobs: Sequence | Iterable, workers: int = 1, timeout: float | None = None,
-             init: Callable | None = None, init_args: tuple = ()) -> Iterator[JobResult]:
+             init: Callable | None = None, init_args: tuple = (), preload: Sequence[str] = PRELOAD) -> Iterator[JobResult]:
     """Run `fn(job)` for every job in `workers` processes; yield a JobResult per job, in completion order.
 
     `timeout` (seconds, None for none) limits each job from the moment it is handed to a worker;
     `allow()` inside a job raises its own limit. `init(*init_args)` runs once per worker before its
     first job (outside any limit); a SongfeatError there stops the whole run and is raised here.
-    `fn`, `init` and the jobs must be picklable.
+    `fn`, `init` and the jobs must be picklable; `preload` names modules the fork server imports once.
     """
     jobs = list(jobs)
     if not jobs:
         return
-    ctx = _context()
+    ctx = _context(preload)
     queue = list(range(len(jobs)))[::-1]  # pop() gives the next job in order
     pool: list[_Worker] = []
 
