@@ -53,7 +53,7 @@ class AudioInfo:
 
 _FD2_LOCK = threading.RLock()  # fd 2 is process-wide: one redirection at a time
 _SINK: contextvars.ContextVar["Captured | None"] = contextvars.ContextVar("songfeat_capture", default=None)
-_ERROR_LINE = re.compile(r"\berror\b|\bfailed\b|\billegal\b|\binvalid\b|\bbad\b", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"\berror\b|\billegal\b", re.IGNORECASE)  # libmpg123: "[...] error: ...", "Note: Illegal Audio-MPEG-Header"
 MAX_LOG_CHARS = 20_000  # raw decoder text kept per file (for --verbose); the error count covers all of it
 
 
@@ -96,7 +96,7 @@ class DecoderLog:
 
 
 def decoder_errors(text: str) -> int:
-    """How many error reports a decoder's raw output holds (its lines that name an error)."""
+    """How many error reports a decoder's raw output holds: its lines saying "error" or "illegal" (a bad frame header)."""
     return sum(1 for ln in text.splitlines() if _ERROR_LINE.search(ln))
 
 

@@ -69,7 +69,8 @@ def analyze(
     if _progress_on() and len(todo) > 1:
         from rich.progress import Progress
 
-        progress = Progress(transient=True)
+        # refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture
+        progress = Progress(transient=True, auto_refresh=False)
         task = progress.add_task("analysing", total=len(todo))
         progress.start()
     try:
@@ -77,6 +78,7 @@ def analyze(
         for out in outcomes:
             if progress is not None:
                 progress.advance(task)
+                progress.refresh()
             _report(out, verbose)
             if out.error:
                 failed += 1
@@ -89,6 +91,9 @@ def analyze(
             writer.close()
     except SongfeatError as e:
         raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        kept = f"; finished files are kept in {writer.partial}, rerun with --resume to continue" if output else ""
+        raise fail(f"interrupted{kept}", 130) from None
     finally:
         if progress is not None:
             progress.stop()
