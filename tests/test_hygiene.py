@@ -21,6 +21,7 @@ import soundfile as sf
 from songfeat.analyze import analyze_many, time_limit
 from songfeat.audio import capture_output, load_audio, scan_inputs
 from songfeat.workers import run_jobs
+from test_analyze import music  # the same pulsed chord as the analyze tests
 
 SR = 44100
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,14 +38,6 @@ if os.environ.get("SONGFEAT_TEST_SLOW_PREFIX"):  # test-only: files named so tak
         return _orig(p)
     _a._soundfile_blocks = _slow
 """
-
-
-def music(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    chord = sum(np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0)) / 3
-    pulse = (np.mod(t, 0.5) < 0.1).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    return (0.4 * chord * (0.3 + 0.7 * pulse) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def wav_bytes(y: np.ndarray, sr: int = SR, subtype: str = "PCM_16") -> bytes:
