@@ -171,6 +171,30 @@ def test_unreadable_file_and_folder_are_named(tmp_path):
         sub.chmod(0o755)
 
 
+def test_permission_errors_are_named_even_as_root(tmp_path, monkeypatch):
+    """The same two cases with the OS's refusal simulated, so this runs as root too (CI does)."""
+    import errno
+
+    import songfeat.audio as audio
+
+    f = tmp_path / "locked.wav"
+    f.write_bytes(wav_bytes(music(2)))
+    sub = tmp_path / "closed"
+    sub.mkdir()
+    real_open, real_scandir = os.open, os.scandir
+
+    def refuse(path, *a, **k):
+        if str(path) in (str(f), str(sub)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return (real_open if a else real_scandir)(path, *a, **k)
+
+    monkeypatch.setattr(audio.os, "open", refuse)
+    monkeypatch.setattr(audio.os, "scandir", refuse)
+    files, errors, _ = scan_inputs([tmp_path])
+    assert [str(x) for x in files] == [str(f)] and [str(e) for e in errors] == [f"{sub}: cannot list folder (Permission denied)"]
+    assert list(analyze_many([f]))[0].error == f"{f}: permission denied"
+
+
 def test_fuzz_corpus_every_input_accounted_for(tmp_path, example_clip):
     """`songfeat analyze <corpus> --format jsonl`: one result or one error per input, only songfeat lines on stderr."""
     d, inputs, extra = make_corpus(tmp_path, example_clip)
@@ -312,7 +336,7 @@ def test_single_file_csv_has_its_path_and_a_failed_file_prints_nothing(tmp_path,
     assert p.returncode == 0 and p.stdout.splitlines()[1].startswith(f"{example_clip},")
     bad = tmp_path / "bad.mp3"
     bad.write_text("not audio")
-    for fmt in ("json", "jsonl", "csv"):
+    for fmt in ("json", "csv"):
         p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", str(bad), "--format", fmt],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 1 and p.stdout == "" and p.stderr.startswith(f"songfeat: error: {bad}: ")

@@ -393,7 +393,8 @@ def _progress(enabled: bool, total: int, completed: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("building store"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=False)
+                   console=Console(stderr=True), transient=False,
+                   auto_refresh=False)  # refreshed by the builder: a refresh thread could write into a decoder capture
     bar.start()
     bar.add_task("build", total=total, completed=completed)
     return bar
@@ -502,6 +503,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
             state[i] = 1 if res["ok"] else 0
             if bar is not None:
                 bar.advance(bar.task_ids[0])
+                bar.refresh()
 
         try:
             if todo and len(todo) <= SERIAL_MAX:
