@@ -23,12 +23,15 @@ def _progress_on() -> bool:
     return sys.stderr.isatty()
 
 
-def _report(out, verbose: bool) -> None:
-    """Print a batch Outcome's warnings (one line each) and, with --verbose, the raw decoder text behind them."""
+def _report(out, verbose: bool, say) -> None:
+    """Print a batch Outcome's warnings (one line each), with --verbose the raw decoder text behind them, and its error."""
     for w in out.warnings:
-        typer.echo(f"songfeat: warning: {w}", err=True)
+        say(f"songfeat: warning: {w}")
     if verbose and out.log:
-        typer.echo("\n".join(f"songfeat: {line}" for line in out.log.splitlines()), err=True)
+        for line in out.log.splitlines():
+            say(f"songfeat: {line}")
+    if out.error:
+        say(f"songfeat: error: {out.error}")
 
 
 @app.command()
@@ -70,19 +73,26 @@ def analyze(
         from rich.progress import Progress
 
         # refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture
-        progress = Progress(transient=True, auto_refresh=False)
+        from rich.console import Console
+
+        progress = Progress(console=Console(stderr=True), transient=True, auto_refresh=False)
         task = progress.add_task("analysing", total=len(todo))
         progress.start()
+    def say(line: str) -> None:  # above the progress bar while it shows
+        if progress is None:
+            typer.echo(line, err=True)
+        else:
+            progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     try:
         outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None) if todo else ()
         for out in outcomes:
             if progress is not None:
                 progress.advance(task)
                 progress.refresh()
-            _report(out, verbose)
+            _report(out, verbose, say)
             if out.error:
                 failed += 1
-                typer.echo(f"songfeat: error: {out.error}", err=True)
                 continue
             # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
             writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
