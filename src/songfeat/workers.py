@@ -64,8 +64,30 @@ def _drain(f) -> str:
     return text
 
 
-def _worker_main(conn: Connection, fn: Callable, init: Callable | None, init_args: tuple) -> None:
-    """A worker's life: capture fd 1/2, run `init`, then answer jobs until told to stop."""
+def _die_with_parent(pid: int) -> None:
+    """End this worker when the batch process `pid` is gone, even in the middle of a hung decode.
+
+    Workers are children of the fork server, which itself lives as long as any worker does, so
+    neither the parent's exit nor PR_SET_PDEATHSIG would reach a worker stuck in a decoder.
+    """
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, under another user (cannot happen for our own parent)
+                pass
+
+    threading.Thread(target=watch, name="songfeat-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn: Connection, fn: Callable, init: Callable | None, init_args: tuple, parent: int) -> None:
+    """A worker's life: capture fd 1/2, run `init`, then answer jobs until told to stop (or the batch process is gone)."""
+    _die_with_parent(parent)
     capture = tempfile.TemporaryFile()
     os.dup2(capture.fileno(), 1)
     os.dup2(capture.fileno(), 2)
@@ -110,7 +132,7 @@ def _context(preload: Sequence[str] = PRELOAD):
 class _Worker:
     def __init__(self, ctx, fn, init, init_args):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, fn, init, init_args), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, fn, init, init_args, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
