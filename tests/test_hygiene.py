@@ -375,3 +375,38 @@ def test_build_reports_bad_inputs_and_keeps_stderr_clean(tmp_path, example_clip)
     assert sum("decoder reported" in ln for ln in p.stderr.splitlines()) == 1, p.stderr
     rep = json.loads((out / "report.json").read_text())
     assert [w["track_id"] for w in rep["warnings"]] == [ids[12]]
+
+
+def _pid_then_sleep(path: str) -> None:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(3600)
+
+
+def test_a_killed_batch_leaves_no_worker_behind(tmp_path):
+    """SIGKILL the batch process while its worker is stuck: the worker must end too (it watches its batch)."""
+    import signal
+
+    pid_file = tmp_path / "worker.pid"
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from test_hygiene import _pid_then_sleep; "
+              "from songfeat.workers import run_jobs; list(run_jobs(_pid_then_sleep, [sys.argv[2]]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, "the worker never started"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{worker}/stat").is_file() and Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z":
+            return  # ended, waiting to be reaped by init
+        time.sleep(0.3)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed batch")
