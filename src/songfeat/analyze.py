@@ -168,20 +168,28 @@ def time_limit(timeout: float, audio_seconds: float | None) -> float:
     return timeout * min(audio_seconds / LONG_AUDIO_SECONDS, MAX_TIMEOUT_FACTOR)
 
 
+def ask_time_for(path: str | Path, timeout: float) -> None:
+    """In a worker: a long song may take longer, so raise this job's limit to time_limit() once its length is known.
+
+    Raises AudioError for a file no decoder recognises (as decoding it would).
+    """
+    from .workers import allow
+
+    probe = DecoderLog(path)  # discarded: the decode that follows reports the same decoder output again
+    try:
+        allow(time_limit(timeout, audio_info(path, probe).seconds))
+    finally:
+        probe.close()
+
+
 def _analyze_one(args: tuple) -> Outcome:
     """One file, start to end, with decoder output and warnings kept on the Outcome (never printed)."""
     path, model = args[0], args[1]
     timeout = args[2] if len(args) > 2 else None
     with capture_output() as cap:
         try:
-            if timeout:  # a long song may take longer: ask the parent for more time once its length is known
-                from .workers import allow
-
-                probe = DecoderLog(path)  # the decode below reports the same decoder output again
-                try:
-                    allow(time_limit(timeout, audio_info(path, probe).seconds))
-                finally:
-                    probe.close()
+            if timeout:
+                ask_time_for(path, timeout)
             out = Outcome(path, analyze(path, model))
         except SongfeatError as e:
             out = Outcome(path, error=str(e))

@@ -532,8 +532,15 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
 
 
 def _call(job: tuple) -> dict:
-    """Worker side of _run_pool: one clip through `fn`."""
-    fn, path, spec_dict, with_descriptors = job
+    """Worker side of _run_pool: one clip through `fn`, its time limit first scaled to its length (a long file may take longer)."""
+    fn, path, spec_dict, with_descriptors, timeout = job
+    if timeout:
+        from ..analyze import ask_time_for
+
+        try:
+            ask_time_for(path, timeout)
+        except SongfeatError:
+            pass  # `fn` reports the unreadable file itself
     return fn(path, spec_dict, with_descriptors)
 
 
@@ -547,7 +554,7 @@ def _run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descripto
     from ..workers import run_jobs
 
     fn = fn or process_clip
-    jobs = [(fn, paths[i], spec_dict, with_descriptors) for i in todo]
+    jobs = [(fn, paths[i], spec_dict, with_descriptors, timeout) for i in todo]
     for r in run_jobs(_call, jobs, workers=max(1, workers), timeout=timeout, init=_worker_init,
                       preload=("songfeat.data.store", "songfeat.descriptors")):
         i = todo[r.index]
