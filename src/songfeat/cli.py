@@ -43,7 +43,7 @@ def analyze(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
-    timeout: float = typer.Option(120.0, "--timeout", min=0.0,
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
@@ -170,7 +170,7 @@ def build_cmd(
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (1 = in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
-    timeout: float = typer.Option(120.0, "--timeout", min=0.0,
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one clip may take in a worker process (builds of more than 12 clips); 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:

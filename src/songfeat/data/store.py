@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..analyze import DEFAULT_TIMEOUT
 from ..audio import SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, scan_inputs
 from ..errors import AudioError, SongfeatError, SongfeatWarning
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
@@ -53,7 +54,7 @@ LOCK = ".lock"  # held (flock) by the build writing the store; the OS releases i
 COMMIT_EVERY = 8  # journal lines written (and the array flushed) together, at most this many clips apart ...
 COMMIT_SECONDS = 2.0  # ... or this many seconds apart
 SERIAL_MAX = 12  # this few clips are done in-process: starting a pool (~4 s to import torch) would cost more
-CLIP_TIMEOUT = 120.0  # seconds one clip may take in a worker before it is stopped and failed
+CLIP_TIMEOUT = DEFAULT_TIMEOUT  # seconds one clip may take in a worker before it is stopped and failed (as analyze)
 DESCRIPTOR_COLUMNS = ("duration_ms", "loudness", "loudness_lufs", "tempo", "tempo_confidence", "tempo_alternatives",
                       "key", "key_confidence", "mode", "mode_confidence", "time_signature", "time_signature_confidence")
 EXAMPLES_IN_REPORT = 50  # unmatched ids listed by name in report.json (all are counted)
