@@ -112,6 +112,7 @@ def make_corpus(root: Path, example: Path) -> tuple[Path, list[Path], list[str]]
     sf.write(d / "good.ogg", music(3), SR, format="OGG", subtype="VORBIS")
     put("UPPER.MP3", mp3)
     put("spaces and ünïcode.mp3", mp3)
+    put("new\nline.mp3", b"not audio, and a newline in the name")  # its error line must stay one line
     put("x.mp3/inside.wav", wav_bytes(music(2, seed=5)))  # a folder named like audio is walked, not analysed
     (d / "readme.txt").write_text("not an input: no audio extension\n")
     # links: a loop pair, a self-loop, a broken link, a link to a file, a link back to an ancestor folder,
@@ -219,7 +220,7 @@ def test_fuzz_corpus_every_input_accounted_for(tmp_path, example_clip):
     assert foreign == [], foreign[:10]
     assert "\x1b[" not in p.stderr  # no progress bar (stderr is not a terminal)
     for path in expected:
-        n_err = sum(ln.startswith(f"songfeat: error: {path}: ") for ln in errors)
+        n_err = sum(ln.startswith(f"songfeat: error: {path}: ".replace("\n", "\\n")) for ln in errors)
         assert results.count(path) + n_err == 1, (path, results.count(path), n_err)
     assert len(results) + len(errors) == len(expected), "a result or an error for something not in the corpus"
     assert p.returncode == 1

@@ -23,6 +23,14 @@ def _progress_on() -> bool:
     return sys.stderr.isatty()
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
+
+
+def one_line(text: str) -> str:
+    """A message kept to one line: control characters (a newline in a file name, a decoder's escape codes) shown escaped."""
+    return text.translate(_CONTROL)
+
+
 def _report(out, verbose: bool, say) -> None:
     """Print a batch Outcome's warnings (one line each), with --verbose the raw decoder text behind them, and its error."""
     for w in out.warnings:
@@ -59,9 +67,9 @@ def analyze(
         raise fail("--resume needs --output")
     files, refused, notes = scan_inputs(list(paths))
     for e in refused:
-        typer.echo(f"songfeat: error: {e}", err=True)
+        typer.echo(one_line(f"songfeat: error: {e}"), err=True)
     for n in notes:
-        typer.echo(f"songfeat: warning: {n}", err=True)
+        typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
     single = len(paths) == 1 and len(files) == 1 and paths[0].is_file()
     writer = ResultWriter(fmt, output, resume=resume, single=single)
     todo = [f for f in files if str(f) not in writer.done]
@@ -80,9 +88,9 @@ def analyze(
         progress.start()
     def say(line: str) -> None:  # above the progress bar while it shows
         if progress is None:
-            typer.echo(line, err=True)
+            typer.echo(one_line(line), err=True)
         else:
-            progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            progress.console.print(one_line(line), markup=False, highlight=False, soft_wrap=True)
 
     try:
         outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None) if todo else ()
@@ -283,7 +291,7 @@ def _retry_policy(retries: int, backoff: float, max_wait: float) -> "object":
 
 
 def _note(message: str) -> None:
-    typer.echo(f"songfeat: {message}", err=True)
+    typer.echo(one_line(f"songfeat: {message}"), err=True)
 
 
 @app.command("collect")
