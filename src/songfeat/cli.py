@@ -78,14 +78,14 @@ def analyze(
     failed, written = len(refused), 0
     progress = None
     if _progress_on() and len(todo) > 1:
+        from rich.console import Console
         from rich.progress import Progress
 
-        # refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture
-        from rich.console import Console
-
+        # on stderr, refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture
         progress = Progress(console=Console(stderr=True), transient=True, auto_refresh=False)
         task = progress.add_task("analysing", total=len(todo))
         progress.start()
+
     def say(line: str) -> None:  # above the progress bar while it shows
         if progress is None:
             typer.echo(one_line(line), err=True)
@@ -175,7 +175,7 @@ def build_cmd(
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
     out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
     frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense or logmel."),
-    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (1 = in this process)."),
+    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
@@ -197,7 +197,7 @@ def build_cmd(
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
     for f in report.failed[:5]:
-        typer.echo(f"songfeat: error: {f['path']}: {f['reason']}", err=True)
+        typer.echo(one_line(f"songfeat: error: {f['path']}: {f['reason']}"), err=True)
     if len(report.failed) > 5:
         typer.echo(f"songfeat: error: ... and {len(report.failed) - 5} more (see {out / 'report.csv'})", err=True)
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
