@@ -160,15 +160,16 @@ def capture_output() -> Iterator[Captured]:
             try:
                 yield cap
             finally:
-                seen: set[str] = set()
+                other: dict[str, int] = {}  # a warning raised once per block is listed once, with its count
                 for w in caught:
                     msg = str(w.message)
                     if issubclass(w.category, SongfeatWarning):
-                        if msg not in seen:
-                            seen.add(msg)
+                        if msg not in cap.warnings:
                             cap.warnings.append(msg)
                     elif not issubclass(w.category, _QUIET_CATEGORIES):
-                        cap.other.append(f"{w.category.__name__}: {msg} ({Path(w.filename).name}:{w.lineno})")
+                        key = f"{w.category.__name__}: {msg} ({Path(w.filename).name}:{w.lineno})"
+                        other[key] = other.get(key, 0) + 1
+                cap.other += [k if n == 1 else f"{k} (x{n})" for k, n in other.items()]
                 cap.warnings += [decoder_warning(p, t) for p, t in cap.logs.items()]
     finally:
         _SINK.reset(token)
