@@ -175,8 +175,8 @@ def capture_output() -> Iterator[Captured]:
         _SINK.reset(token)
 
 
-def _finish_log(log: DecoderLog) -> None:
-    """Hand a file's decoder output to the active capture_output(), or else warn once for the file."""
+def _finish_log(log: DecoderLog, warn: bool = True) -> None:
+    """Hand a file's decoder output to the active capture_output(), or else (if `warn`) warn once for the file."""
     text = log.text()
     log.close()
     if not text.strip():
@@ -184,7 +184,7 @@ def _finish_log(log: DecoderLog) -> None:
     sink = _SINK.get()
     if sink is not None:
         sink.add_log(log.path, text)
-    else:
+    elif warn:
         warnings.warn(decoder_warning(log.path, text), SongfeatWarning, stacklevel=3)
 
 
@@ -290,17 +290,17 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
     p = _check_path(path)
     own = log is None
     log = log or DecoderLog(p)
-    try:
-        probes = (_pyav_info, _soundfile_info) if p.suffix.lower() in _PYAV_FIRST else (_soundfile_info, _pyav_info)
-        for probe in probes:
-            with log.capturing():
-                info = probe(p)
-            if info is not None and info.sample_rate > 0 and info.channels > 0:
-                return info
-        raise AudioError(p, "not a readable audio file (no decoder recognises its format)")
-    finally:
-        if own:
-            _finish_log(log)
+    probes = (_pyav_info, _soundfile_info) if p.suffix.lower() in _PYAV_FIRST else (_soundfile_info, _pyav_info)
+    for probe in probes:
+        with log.capturing():
+            info = probe(p)
+        if info is not None and info.sample_rate > 0 and info.channels > 0:
+            if own:
+                _finish_log(log)
+            return info
+    if own:
+        _finish_log(log, warn=False)  # the error says it
+    raise AudioError(p, "not a readable audio file (no decoder recognises its format)")
 
 
 def _soundfile_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
@@ -341,10 +341,14 @@ def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     native decoder prints is captured: see `capture_output`.
     """
     log = DecoderLog(path)
+    unreadable = False
     try:
         yield from _iter_audio(path, sr, log)
+    except AudioError:
+        unreadable = True
+        raise
     finally:
-        _finish_log(log)
+        _finish_log(log, warn=not unreadable)  # a file that fails says so once, with its error
 
 
 def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarray]:
