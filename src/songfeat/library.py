@@ -26,11 +26,11 @@ import sqlite3
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .audio import capture_output
 from .errors import SongfeatError
 
 DATA_DIR = ".songfeat"  # inside the library folder: the database and stored uploads (never scanned)
@@ -325,8 +325,7 @@ def features_job(path: str) -> tuple[dict | None, str | None]:
     from .analyze import analyze
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with capture_output():  # decoder noise stays out of the server's stderr (the batch rules of `analyze`)
             return analyze(path), None
     except SongfeatError as e:
         return None, e.reason
@@ -339,8 +338,7 @@ def features_job(path: str) -> tuple[dict | None, str | None]:
 def analysis_job(target: str, path: str) -> dict:
     """Spotify's audio-analysis object for one file, from the function named by `target` ('module:function')."""
     module, _, attr = target.partition(":")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with capture_output():
         return getattr(importlib.import_module(module), attr)(path)
 
 
