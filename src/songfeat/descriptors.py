@@ -75,6 +75,9 @@ CHROMA_BINS = 1 + int(8000 * N_FFT / SAMPLE_RATE)  # chroma weights above ~8 kHz
 # and pink noise: contrast 0.007 / 0.059; synthetic drum loops (pitched kicks): correlation 0.26.
 KEY_MIN_CONTRAST = 0.1
 KEY_MIN_CORRELATION = 0.33
+CHROMA_SIZE = 12
+HPCP_FMIN, HPCP_FMAX = 40.0, 5000.0  # Hz: spectral peaks that make the pitch class profile (Essentia HPCP's defaults)
+HPCP_RANGE_DB = 60.0  # peaks more than this below the frame's loudest bin are ignored
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Key profiles, tonic first: Aarden-Essen (Aarden 2003, note counts in the Essen folk corpus). Of seven
@@ -97,6 +100,11 @@ class WindowEvidence:
     chroma: np.ndarray  # float64 [12] sum over voiced frames of max-normalised peak chroma (C first)
     chroma_frames: int  # frames that contributed to `chroma`
     kw_energy: np.ndarray  # float64 [frames] K-weighted signal energy per hop, read off the STFT
+    chroma36: np.ndarray | None = None  # float64 [36] the same sum at 1/3 semitone (C first, centred bins), for tuning
+
+    def __post_init__(self) -> None:
+        if self.chroma36 is None:
+            self.chroma36 = np.zeros(3 * CHROMA_SIZE)
 
     @property
     def seconds(self) -> float:
@@ -232,7 +240,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     n = int(y.size)
     if n == 0:
         z = np.zeros(0, dtype=np.float32)
-        return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0))
+        return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0), np.zeros(3 * CHROMA_SIZE))
     yt = torch.from_numpy(np.ascontiguousarray(y))
 
     p = power_spectrogram(yt, N_FFT, HOP).T  # [T, bins]: the one STFT every descriptor is read from
@@ -252,6 +260,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)
     # from spectral peaks only (HPCP-style): a Hann main lobe spans ~4 bins (43 Hz), which below
     # ~300 Hz smears a note over its neighbouring semitones; keeping local maxima undoes most of it.
+    # It decides whether there is a key at all (its octave weighting around 880 Hz ignores pitched kicks).
     pc = p[:, :CHROMA_BINS]
     peaks = torch.zeros_like(pc)
     is_peak = (pc[:, 1:-1] > pc[:, :-2]) & (pc[:, 1:-1] >= pc[:, 2:])
@@ -261,6 +270,8 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     voiced = frame_energy > frame_energy.max() * 1e-6
     chv = ch[voiced]
     chn = chv / torch.clamp(chv.max(1, keepdim=True).values, min=1e-20)
+    # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
+    h36 = hpcp36(p[voiced], sr)
     kw = p @ _kw_frame_weights(sr, N_FFT, HOP)
     return WindowEvidence(
         sr=sr,
@@ -270,8 +281,61 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
         onset_low=onset_low.numpy().astype(np.float32),
         chroma=chn.double().sum(0).numpy(),
         chroma_frames=int(voiced.sum()),
+        chroma36=h36,
         kw_energy=kw.double().numpy(),
     )
+
+
+def hpcp36(p: torch.Tensor, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Sum over frames of the max-normalised 36-bin pitch class profile of power spectra `p` [frames, bins].
+
+    HPCP-style (Gomez 2006): each local maximum of the spectrum between HPCP_FMIN and HPCP_FMAX gets
+    its frequency and amplitude by parabolic interpolation on the dB spectrum, and adds its amplitude
+    to the 1/3-semitone bins within half a semitone with a cos^2 weight. Bins are centred on
+    equal-tempered pitches (A440) and C comes first; `fold_chroma` corrects the tuning and folds to 12.
+    """
+    if p.shape[0] == 0:
+        return np.zeros(3 * CHROMA_SIZE)
+    hi = min(p.shape[1] - 1, int(HPCP_FMAX * N_FFT / sr) + 2)
+    db = 10.0 * torch.log10(torch.clamp(p[:, : hi + 1], min=1e-12))
+    a, b, c = db[:, :-2], db[:, 1:-1], db[:, 2:]
+    is_peak = (b > a) & (b >= c) & (b > db.max(1, keepdim=True).values - HPCP_RANGE_DB)
+    t, j = torch.nonzero(is_peak, as_tuple=True)  # work on the peaks only (~5% of the bins)
+    pa, pb, pc = a[t, j], b[t, j], c[t, j]
+    den = pa - 2 * pb + pc
+    safe = den.abs() > 1e-9
+    delta = torch.where(safe, 0.5 * (pa - pc) / torch.where(safe, den, torch.ones_like(den)), torch.zeros_like(den)).clamp(-0.5, 0.5)
+    freq = (j.to(p.dtype) + 1 + delta) * (sr / N_FFT)
+    amp = torch.pow(10.0, (pb - 0.25 * (pa - pc) * delta) / 20.0)
+    ok = (freq >= HPCP_FMIN) & (freq <= HPCP_FMAX)
+    t, freq, amp = t[ok], freq[ok], amp[ok].double()
+    pos = torch.remainder(36.0 * torch.log2(freq.double() / 440.0) + 27.0, 36.0)  # A = bin 27, C = bin 0
+    out = torch.zeros(p.shape[0] * 36, dtype=torch.float64)
+    base = torch.floor(pos)
+    for off in (-1.0, 0.0, 1.0, 2.0):
+        k = base + off
+        d = (pos - k) / 3.0  # distance in semitones
+        wt = torch.where(d.abs() < 0.5, torch.cos(math.pi * d) ** 2, torch.zeros_like(d))
+        out.index_add_(0, t * 36 + torch.remainder(k, 36).long(), amp * wt)
+    out = out.view(p.shape[0], 36)
+    mx = out.max(1, keepdim=True).values
+    out = out[mx[:, 0] > 0] / mx[mx[:, 0] > 0]
+    return out.sum(0).numpy()
+
+
+def fold_chroma(chroma: np.ndarray, tuning: bool = True) -> np.ndarray:
+    """12-bin chroma (C first) from a 12- or 36-bin one; with `tuning`, 36 bins are first shifted by the detuning.
+
+    The detuning is the 1/3-semitone offset (-1, 0 or +1) holding the most energy, as Essentia's
+    `averageDetuningCorrection`: a song tuned ~30 cents off A440 then folds onto the right pitch classes.
+    """
+    c = np.asarray(chroma, dtype=np.float64)
+    if c.size == CHROMA_SIZE:
+        return c
+    if c.size != 3 * CHROMA_SIZE:
+        raise ValueError(f"chroma must have 12 or 36 bins, got {c.size}")
+    offset = (0, 1, -1)[int(np.argmax(c.reshape(CHROMA_SIZE, 3).sum(0)))] if tuning else 0  # sub-bin of the centres
+    return np.roll(c, 1 - offset).reshape(CHROMA_SIZE, 3).sum(1)  # bins centre-1, centre, centre+1 of each pitch
 
 
 @lru_cache(maxsize=4)
@@ -450,24 +514,37 @@ def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float) -
     return best, float(np.clip(0.5 + margin, 0.0, 1.0))
 
 
-def estimate_key(chroma: np.ndarray) -> tuple[int, float, int, float]:
-    """Key (-1..11), its confidence, mode (1 major / 0 minor) and its confidence from a chroma vector."""
-    chroma = np.asarray(chroma, dtype=np.float64)
-    if chroma.sum() <= 0:
-        return -1, 0.0, 1, 0.0
+def _key_correlations(chroma: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pearson correlation [2 modes (major, minor), 12 tonics] of a 12-bin chroma with the key profiles, and its contrast."""
     c = chroma / chroma.mean()
-    contrast = float(c.std())  # 0 for a flat (noise-like) chroma
     corr = np.zeros((2, 12))  # row 0 major, row 1 minor; column = tonic pitch class
     for row, prof in enumerate((MAJOR_PROFILE, MINOR_PROFILE)):
         for k in range(12):
             corr[row, k] = np.corrcoef(c, np.roll(prof, k))[0, 1]
+    return corr, float(c.std())  # contrast: 0 for a flat (noise-like) chroma
+
+
+def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None) -> tuple[int, float, int, float]:
+    """Key (-1..11), its confidence, mode (1 major / 0 minor) and its confidence from a chroma (C first).
+
+    `chroma` (12 bins: `WindowEvidence.chroma`) decides whether there is a key at all; when
+    `chroma36` (`WindowEvidence.chroma36`) is given, the tuning-corrected HPCP names the key and
+    mode. A 36-bin `chroma` alone is tuning-corrected and folded (`fold_chroma`) for both.
+    """
+    chroma = fold_chroma(np.asarray(chroma, dtype=np.float64))
+    if chroma.sum() <= 0:
+        return -1, 0.0, 1, 0.0
+    corr, contrast = _key_correlations(chroma)
+    tonal = contrast * max(float(corr.max()), 0.0)
+    no_key = contrast < KEY_MIN_CONTRAST or corr.max() < KEY_MIN_CORRELATION
+    if chroma36 is not None and np.sum(chroma36) > 0:
+        corr, _ = _key_correlations(fold_chroma(np.asarray(chroma36, dtype=np.float64)))
     row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
     best = float(corr[row, key])
     mode = 1 if row == 0 else 0
-    tonal = contrast * max(best, 0.0)
     key_conf = float(np.clip(best, 0, 1) * np.clip(tonal / 0.1, 0, 1))
     mode_conf = float(np.clip(5.0 * (best - corr[1 - row].max()), 0, 1))  # margin over the best key of the other mode
-    if contrast < KEY_MIN_CONTRAST or best < KEY_MIN_CORRELATION:
+    if no_key:
         return -1, key_conf, mode, mode_conf
     return int(key), key_conf, mode, mode_conf
 
@@ -492,7 +569,7 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
         ts, ts_conf = estimate_time_signature(ac, ac_low, period)
     else:
         ts, ts_conf = 4, 0.0
-    key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence))
+    key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence), sum(e.chroma36 for e in evidence))
     return Descriptors(
         duration_ms=int(round(1000.0 * n / sr)),
         loudness=spotify_loudness(lufs),
