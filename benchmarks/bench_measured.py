@@ -14,7 +14,7 @@ clips whose notes document a key. Peers run in this process on the same decoded 
 
 Prints tempo acc1 / acc2 (within 4%; acc2 also accepts x1/2, x2, x3, x1/3), key, mode, key+mode, the
 MIREX weighted key score (1 / 0.5 fifth / 0.3 relative / 0.2 parallel), time-signature agreement and
-loudness MAE. Loudness is mapped to Spotify's dB with a line fitted on one dev half and checked on
+loudness MAE. Loudness is mapped to Spotify's dB with an offset (slope 1) fitted on one dev half and checked on
 the other (and fitted on all dev previews for extra). Peer outputs are cached as JSON under
 `.cache/bench_measured/` (gitignored; songfeat's cache is keyed by the hash of descriptors.py), so a
 rerun only computes what changed.
@@ -121,12 +121,17 @@ def _load(path: Path) -> np.ndarray:
 
 
 def peer_songfeat(y: np.ndarray) -> dict:
-    """songfeat's own measurement of the decoded clip."""
-    from songfeat.descriptors import measure
+    """songfeat's own measurement of the decoded clip, plus its tempo under every octave-weight pair of the grid."""
+    from songfeat import descriptors as D
 
-    d = measure(y)
+    size = int(D.WINDOW_SECONDS * D.SAMPLE_RATE)
+    ev = [D.window_evidence(y[i: i + size]) for i in range(0, y.size, size)]
+    d = D.combine(ev)
+    env = np.concatenate([e.onset for e in ev]).astype(np.float64)
+    grid = {f"{c:g},{w:g}": D.estimate_tempo(env, D.SAMPLE_RATE / D.HOP, comb_weight=c, density_weight=w)[0]
+            for c, w in D.OCTAVE_WEIGHT_GRID}
     return {"tempo": d.tempo, "tempo_alternatives": d.tempo_alternatives, "key": d.key, "mode": d.mode,
-            "time_signature": d.time_signature, "loudness_lufs": d.loudness_lufs}
+            "time_signature": d.time_signature, "loudness_lufs": d.loudness_lufs, "tempo_by_octave_weights": grid}
 
 
 def peer_essentia(y: np.ndarray) -> dict:
@@ -235,12 +240,12 @@ def mirex_key_score(key: int, mode: int, ref_key: int, ref_mode: int) -> float:
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    a, b = np.polyfit(x, y, 1)
-    return float(a), float(b)
+    """songfeat's loudness map: slope 1 (a gain moves both scales equally), offset = mean(Spotify dB - LUFS)."""
+    return 1.0, float(np.mean(y - x))
 
 
 def loudness_cross(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, float]:
-    """songfeat loudness MAE per group with the LUFS->dB line fitted without that group (dev halves swap; extra uses all dev)."""
+    """songfeat loudness MAE per group with the LUFS->dB offset fitted without that group (dev halves swap; extra uses all dev)."""
     dev = [c for c in all_clips if c.set == "dev" and c.cache_key in res]
     groups = sorted({c.group for c in dev})
     out = {}
@@ -260,6 +265,32 @@ def loudness_cross(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, flo
         if extra:
             out["extra"] = float(np.mean([abs(a * res[c.cache_key]["loudness_lufs"] + b - c.loudness) for c in extra]))
     return out
+
+
+LOSO_SOURCES = ("forró", "pop/rock", "extra")
+
+
+def loso_octave_weights(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, str]:
+    """For each labelled preview source, the octave-weight pair with the best tempo acc1 on the other two sources.
+
+    Ties go to the smaller weights. Returns {source: "comb,density"}.
+    """
+    chosen = {}
+    pool = [c for c in all_clips if c.group in LOSO_SOURCES and c.cache_key in res]
+    if not pool:
+        return chosen
+    grid = list(res[pool[0].cache_key]["tempo_by_octave_weights"])
+    for g in LOSO_SOURCES:
+        train = [c for c in pool if c.group != g]
+        if not train or not any(c.group == g for c in pool):
+            continue
+
+        def acc(w: str) -> tuple[float, float]:
+            hits = sum(tempo_hits(res[c.cache_key]["tempo_by_octave_weights"][w], c.tempo)[0] for c in train)
+            return hits, -sum(abs(float(v)) for v in w.split(","))
+
+        chosen[g] = max(grid, key=acc)
+    return chosen
 
 
 def score(sel: list[Clip], est) -> dict[str, float | int | None]:
@@ -301,6 +332,7 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
         sets.append((f"dev: {g}", lambda c, g=g: c.set == "dev" and c.group == g))
     sets += [("extra", lambda c: c.set == "extra"), ("fma", lambda c: c.set == "fma"), ("behaviour", lambda c: c.set == "behaviour")]
     loud = loudness_cross(all_clips, res["songfeat"]) if "songfeat" in res else {}
+    loso = loso_octave_weights(all_clips, res["songfeat"]) if "songfeat" in res else {}
     cols = ["acc1", "acc2", "key", "mode", "key+mode", "mirex", "ts"]
     print("| set (n) | peer | tempo acc1 | tempo acc2 | key | mode | key+mode | MIREX | time sig. | loudness MAE dB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -310,7 +342,12 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
             continue
         rows = []
         if "songfeat" in res:
-            rows.append(("songfeat", score(sel, lambda c: res["songfeat"].get(c.cache_key))))
+            sf = res["songfeat"]
+            rows.append(("songfeat", score(sel, lambda c: sf.get(c.cache_key))))
+            if loso and all(c.group in loso for c in sel):
+                held = score(sel, lambda c: None if c.cache_key not in sf else
+                             {"tempo": sf[c.cache_key]["tempo_by_octave_weights"][loso[c.group]]})
+                rows.append(("songfeat, octave weights chosen without this source", held))
         if "essentia" in res:
             ess = res["essentia"]
             per = {}
@@ -332,12 +369,14 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
                 ts = "–"
             ld = f"{loud[key_name]:.2f}" if peer == "songfeat" and key_name in loud else "–"
             label = f"{name} ({s['n']})" if i == 0 else ""
-            ditto = peer.startswith("Essentia") and not peer.startswith(f"Essentia {ESSENTIA_PROFILES[0]}")
+            ditto = peer.startswith("Essentia") and any(r[0].startswith("Essentia") for r in rows[:i])
             vals = ["″" if ditto and k in ("acc1", "acc2") and k in s else _fmt(s.get(k)) for k in cols[:-1]]
             print(f"| {label} | {peer} | " + " | ".join(vals) + f" | {ts} | {ld} |")
     if loud:
         fits = {k: v for k, v in loud.items() if k.endswith(":fit")}
-        print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = {a:.3f} x LUFS + {b:.2f}" for k, (a, b) in fits.items()))
+        if loso:
+            print("octave weights (comb, density) chosen without each source: " + ", ".join(f"{g}: {w}" for g, w in loso.items()))
+        print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = LUFS + {b:.2f}" for k, (a, b) in fits.items()))
 
 
 def main() -> None:

@@ -232,3 +232,40 @@ def drum_pattern(bpm: float, pattern: str = ROCK[0], seconds: float = 30.0, sr: 
             y[start:end] += ev[: end - start]
         k += 1
     return _scale_to(y, peak_dbfs)
+
+
+def compound_pattern(bpm: float, seconds: float = 30.0, sr: int = SR, peak_dbfs: float = -6.0, seed: int = 0) -> np.ndarray:
+    """6/8: `bpm` dotted-quarter beats, each of three eighths; kick + low chord on 1, snare on 4, hi-hat on every eighth.
+
+    Spotify counts 6/8 as time_signature 3 (bars of three eighth-note pulses, twice).
+    """
+    if bpm <= 0:
+        raise ValueError(f"bpm must be > 0, got {bpm}")
+    n = _n(seconds, sr)
+    rng = np.random.default_rng(seed)
+    eighth = 60.0 / bpm / 3
+    kick = _click(int(0.2 * sr), sr, 60.0, decay_s=0.06)
+    snare_len, hat_len = int(0.12 * sr), int(0.04 * sr)
+    snare = rng.standard_normal(snare_len) * np.exp(-np.arange(snare_len) / (0.03 * sr)) * 0.5
+    hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / (0.008 * sr)) * 0.25
+    bar_len = int(6 * eighth * sr)
+    low = _note(midi_to_hz(45), bar_len // 2, sr, decay=3.0) + _note(midi_to_hz(52), bar_len // 2, sr, decay=3.0)
+    y = np.zeros(n)
+    k = 0
+    while True:
+        start = int(round(k * eighth * sr))
+        if start >= n:
+            break
+        step = k % 6
+        ev = hat.copy()
+        if step == 0:
+            ev = np.pad(ev, (0, max(0, low.size - ev.size)))
+            ev[: kick.size] += kick
+            ev[: low.size] += 0.5 * low
+        elif step == 3:
+            ev = np.pad(ev, (0, max(0, snare.size - ev.size)))
+            ev[: snare.size] += snare
+        end = min(n, start + ev.size)
+        y[start:end] += ev[: end - start]
+        k += 1
+    return _scale_to(y, peak_dbfs)
