@@ -5,8 +5,9 @@ How a song is measured (bounded memory, whole-song answer):
 * Each 30-s window (`songfeat.audio.iter_windows`) is reduced by `window_evidence` to a small
   `WindowEvidence`; no audio is kept. One STFT (torch, Hann 4096, hop 1024 at 44.1 kHz, ~43
   frames/s) gives everything: a log-mel spectral-flux onset envelope and a < 200 Hz flux envelope
-  (one float per frame each), a 12-bin chroma sum from spectral peaks, and the BS.1770 K-weighted
-  energy of each frame. That is ~21 kB per window, ~2.5 MB per hour.
+  (one float per frame each), a 12-bin chroma sum from spectral peaks, a 36-bin HPCP sum from
+  interpolated peaks, and the BS.1770 K-weighted energy of each frame. That is ~21 kB per window,
+  ~2.5 MB per hour.
 * `combine` concatenates the windows' per-frame arrays in order and analyses them as one signal,
   so the answer is the whole song's, not a vote of windows: 400-ms loudness gating blocks are read
   off the cumulative energy of all frames (blocks straddling two windows count like any other);
@@ -14,16 +15,18 @@ How a song is measured (bounded memory, whole-song answer):
   envelope.
 * tempo: (1) the pulse level is the lag best supported at 1/2, 1, 2 and 4 times its period (a
   duple metrical grid) under librosa's broad 120-BPM prior; (2) the octave of that pulse (x1/2, x1,
-  x2) with the best comb evidence x a log-normal tempo prior is the tempo, refined to 1/40 frame.
+  x2) is chosen by Spotify's catalogue tempo prior, its comb evidence and the onsets per beat (which
+  separate half from double time), refined to 1/40 frame.
   Confidence is the mean normalised autocorrelation at 1..4 periods; the double and half tempi are
   `tempo_alternatives`, the better supported first.
-* key/mode: correlation of the chroma with the 24 rotations of the Aarden-Essen key profiles; key
-  -1 when the chroma is too flat or too unlike any key to be tonal (noise, drums).
+* key/mode: correlation of the tuning-corrected 36-bin HPCP, folded to 12, with the 24 rotations of
+  the Aarden-Essen key profiles; key -1 when the 12-bin peak chroma is too flat or too unlike any key
+  to be tonal (noise, drums).
 * time_signature: beat-level accent periodicity, i.e. the onset autocorrelation at 2..8 beat
-  periods: 3 when bars of three beats repeat more strongly than bars of two/four, else 4; 5 and 7
-  are possible but rarely detected (see docs/descriptors.md).
+  periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes, and 6/8
+  as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md).
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
-  domain to the STFT frames), mapped linearly to Spotify's dB scale with the constants below.
+  domain to the STFT frames), plus the fitted offset below to land on Spotify's dB scale.
 
 Nothing here imports scipy.signal, pyloudnorm, librosa or numba: they cost ~1-2 s on a cold start.
 Figures and how to reproduce them: docs/descriptors.md.
