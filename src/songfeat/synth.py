@@ -219,19 +219,20 @@ def drum_pattern(bpm: float, pattern: str = ROCK[0], seconds: float = 30.0, sr: 
     snare = rng.standard_normal(snare_len) * np.exp(-np.arange(snare_len) / (0.04 * sr)) * 0.6 + 0.4 * _click(snare_len, sr, 190.0, 0.03)
     hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / (0.008 * sr)) * 0.3
     sounds = {"K": kick, "S": snare, "h": hat}
-    step = 60.0 / bpm / 4
+    return _scale_to(_sequence(n, sr, 60.0 / bpm / 4, lambda k: sounds.get(pattern[k % len(pattern)])), peak_dbfs)
+
+
+def _sequence(n: int, sr: int, step_s: float, event_at) -> np.ndarray:
+    """`n` samples with `event_at(k)` (an array, or None for a rest) added at every step k of `step_s` seconds."""
     y = np.zeros(n)
     k = 0
-    while True:
-        start = int(round(k * step * sr))
-        if start >= n:
-            break
-        ev = sounds.get(pattern[k % len(pattern)])
+    while (start := int(round(k * step_s * sr))) < n:
+        ev = event_at(k)
         if ev is not None:
             end = min(n, start + ev.size)
             y[start:end] += ev[: end - start]
         k += 1
-    return _scale_to(y, peak_dbfs)
+    return y
 
 
 def compound_pattern(bpm: float, seconds: float = 30.0, sr: int = SR, peak_dbfs: float = -6.0, seed: int = 0) -> np.ndarray:
@@ -250,12 +251,8 @@ def compound_pattern(bpm: float, seconds: float = 30.0, sr: int = SR, peak_dbfs:
     hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / (0.008 * sr)) * 0.25
     bar_len = int(6 * eighth * sr)
     low = _note(midi_to_hz(45), bar_len // 2, sr, decay=3.0) + _note(midi_to_hz(52), bar_len // 2, sr, decay=3.0)
-    y = np.zeros(n)
-    k = 0
-    while True:
-        start = int(round(k * eighth * sr))
-        if start >= n:
-            break
+
+    def event(k: int) -> np.ndarray:
         step = k % 6
         ev = hat.copy()
         if step == 0:
@@ -265,7 +262,6 @@ def compound_pattern(bpm: float, seconds: float = 30.0, sr: int = SR, peak_dbfs:
         elif step == 3:
             ev = np.pad(ev, (0, max(0, snare.size - ev.size)))
             ev[: snare.size] += snare
-        end = min(n, start + ev.size)
-        y[start:end] += ev[: end - start]
-        k += 1
-    return _scale_to(y, peak_dbfs)
+        return ev
+
+    return _scale_to(_sequence(n, sr, eighth, event), peak_dbfs)
