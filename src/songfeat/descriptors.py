@@ -281,7 +281,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     chv = ch[voiced]
     chn = chv / torch.clamp(chv.max(1, keepdim=True).values, min=1e-20)
     # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
-    h36 = hpcp36(p[voiced], sr)
+    h36 = hpcp36(p[:, : int(HPCP_FMAX * N_FFT / sr) + 3][voiced], sr)  # copy only the bins it reads
     kw = p @ _kw_frame_weights(sr, N_FFT, HOP)
     return WindowEvidence(
         sr=sr,
