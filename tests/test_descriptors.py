@@ -307,5 +307,5 @@ def test_agreement_with_spotify_on_previews(shared_data) -> None:
 
 
 # Measured on these first 20 previews (scripts/evaluate_descriptors.py --limit 20): tempo exact 95%,
-# up to octave 100%, key 40%, time signature 100% (all are 4/4), loudness MAE 0.57 dB.
-FLOORS = {"tempo_octave": 0.9, "tempo_exact": 0.85, "key_exact": 0.3, "time_signature": 0.9, "loudness_mae_db": 1.0}
+# up to octave 100%, key 55% (40% with the earlier chroma), time signature 100% (all are 4/4), loudness MAE 0.57 dB.
+FLOORS = {"tempo_octave": 0.9, "tempo_exact": 0.85, "key_exact": 0.45, "time_signature": 0.9, "loudness_mae_db": 1.0}
