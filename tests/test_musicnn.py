@@ -162,3 +162,17 @@ def test_loader_refuses_missing_or_unexpected_variables(tmp_path):
         load_musicnn(tmp_path / "shape.safetensors")
     with pytest.raises(SongfeatError, match="missing"):
         load_musicnn(tmp_path / "absent.safetensors")
+
+
+def test_tags_command_prints_top_tags_and_names_bad_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    res = CliRunner().invoke(app, ["tags", str(FIX / "arovane_beat.flac"), "--top", "3"])
+    assert res.exit_code == 0, res.output
+    assert "MSD: electronic" in res.output and res.output.count(",") == 4  # 3 tags per model line
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio")
+    res = CliRunner().invoke(app, ["tags", str(bad)])
+    assert res.exit_code == 1 and "bad.mp3" in res.output and "Traceback" not in res.output

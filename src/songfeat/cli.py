@@ -79,6 +79,34 @@ def analyze(
         raise typer.Exit(1)
 
 
+@app.command("tags")
+def tags_cmd(
+    paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
+    top: int = typer.Option(5, "--top", "-k", min=1, max=50, help="How many tags of each model to print."),
+) -> None:
+    """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s."""
+    from .audio import find_audio
+    from .errors import SongfeatError
+    from .tagger import describe_file, top_tags
+
+    files, missing = find_audio(list(paths))
+    for m in missing:
+        typer.echo(f"songfeat: error: {m}: no such file or folder", err=True)
+    failed = len(missing)
+    for f in files:
+        try:
+            tops = top_tags(describe_file(f), top)
+        except SongfeatError as e:
+            typer.echo(f"songfeat: error: {e}", err=True)
+            failed += 1
+            continue
+        typer.echo(f"{f}")
+        for model, pairs in tops.items():
+            typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
+    if failed or not files:
+        raise typer.Exit(1)
+
+
 @app.command("evaluate-audio")
 def evaluate_audio(
     labels: Path = typer.Option(..., "--labels", help="CSV of Spotify labels (any supported schema), keyed by track id."),

@@ -1,0 +1,122 @@
+"""Cost of the musicnn tagger per 30-s window on ONE thread: front-end, each model, and `describe` end to end.
+
+Peers, run in the same process on the same windows:
+  * front-end: musicnn's own recipe in librosa (librosa.resample soxr_hq + librosa.feature.melspectrogram);
+  * models: the same torch weights run layer by layer in musicnn's graph order (ReLU -> batch norm ->
+    max over frequency on the full map), which songfeat fuses into one min/max pass.
+
+    python benchmarks/bench_tagger.py [--windows N] [--patches P] [--threads T]
+
+Audio: N different generated 30-s windows at 44.1 kHz (chords, clicks and noise).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def windows(n: int, sr: int = 44100) -> list[np.ndarray]:
+    t = np.arange(30 * sr) / sr
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        bpm = 80 + 13 * i
+        y = 0.2 * sum(np.sin(2 * np.pi * f * (1 + 0.01 * i) * t) for f in (220.0, 277.2, 329.6))
+        y += 0.5 * (np.mod(t, 60 / bpm) < 0.02) * rng.standard_normal(t.size)
+        out.append((y / np.abs(y).max() * 0.7).astype(np.float32))
+    return out
+
+
+def timed(f, reps: int) -> float:
+    """Median seconds of `reps` calls (after one untimed warm-up)."""
+    f()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--patches", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    from songfeat import tagger
+    from songfeat.models import musicnn as mm
+
+    for m in tagger.MODELS:
+        tagger.load_model(m)
+    cold = time.perf_counter() - t0
+    ws = windows(args.windows)
+    sr = 44100
+
+    def fe_songfeat():
+        return [tagger.mel_patches(w, sr, args.patches) for w in ws]
+
+    def fe_librosa():
+        import librosa
+
+        for w in ws:
+            y16 = librosa.resample(w, orig_sr=sr, target_sr=16000, res_type="soxr_hq")
+            m = librosa.feature.melspectrogram(y=y16, sr=16000, n_fft=512, hop_length=256, n_mels=96, pad_mode="reflect")
+            np.log10(10000 * m.astype(np.float32) + 1)
+
+    patches = [torch.from_numpy(p) for p in fe_songfeat()]
+
+    def model(name: str):
+        net = tagger.load_model(name)
+
+        def run():
+            with torch.inference_mode():
+                for p in patches:
+                    net(p)
+        return run
+
+    fused = mm._relu_bn_maxpool
+
+    def unfused(name: str):
+        run = model(name)
+
+        def go():
+            mm._relu_bn_maxpool = lambda z, bn: bn(torch.nn.functional.relu(z)).amax(dim=3)
+            try:
+                run()
+            finally:
+                mm._relu_bn_maxpool = fused
+        return go
+
+    def describe():
+        for w in ws:
+            tagger.describe(w, sr, args.patches)
+
+    reps = 3
+    n = len(ws)
+    rows = [("front-end (songfeat, torch)", timed(fe_songfeat, reps) / n),
+            ("front-end (librosa, musicnn's recipe)", timed(fe_librosa, reps) / n)]
+    for name in tagger.MODELS:
+        rows.append((f"{name.upper()} model (songfeat, fused)", timed(model(name), reps) / n))
+        rows.append((f"{name.upper()} model (layer by layer)", timed(unfused(name), reps) / n))
+    total = timed(describe, reps) / n
+    rows.append(("describe(): front-end + both models", total))
+    print(f"musicnn tagger, {args.patches} patches per 30-s window, {args.threads} thread(s), {n} windows, median of {reps}")
+    print(f"cold start (import + load both models): {cold:.2f} s")
+    for label, s in rows:
+        print(f"  {label:<42} {s * 1000:8.1f} ms / window")
+    fe_ratio = rows[1][1] / rows[0][1]
+    m_ratio = (rows[3][1] + rows[5][1]) / (rows[2][1] + rows[4][1])
+    print(f"front-end: {fe_ratio:.2f}x the speed of librosa's; models: {m_ratio:.2f}x the layer-by-layer graph; "
+          f"describe: {30.0 / total:.1f}x real time")
+
+
+if __name__ == "__main__":
+    main()
