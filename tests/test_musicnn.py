@@ -135,10 +135,12 @@ def test_describe_batch_equals_describe():
             np.testing.assert_allclose(d[k], one[k], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [np.zeros(0, np.float32), np.zeros((2, 100), np.float32), np.array([np.nan] * 1000, np.float32)])
-def test_bad_windows_are_refused(bad):
+@pytest.mark.parametrize("bad,sr", [(np.zeros(0, np.float32), 16000), (np.zeros((2, 100), np.float32), 16000),
+                                    (np.array([np.nan] * 1000, np.float32), 16000), (np.ones(1000, np.float32), 0),
+                                    (np.ones(1000, np.float32), 44100.5)])
+def test_bad_windows_are_refused(bad, sr):
     with pytest.raises(ValueError):
-        tagger.describe(bad, 16000)
+        tagger.describe(bad, sr)
 
 
 def test_loader_refuses_missing_or_unexpected_variables(tmp_path):

@@ -93,6 +93,8 @@ def mel_patches(y: np.ndarray, sr: int, max_patches: int = MAX_PATCHES) -> np.nd
     A window shorter than 3 s has its spectrogram repeated up to 187 frames: musicnn was trained
     that way (its config's pad_short is 'repeat-pad'), and silence padding would read as quiet music.
     """
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ValueError(f"sample rate must be a positive integer, got {sr!r}")
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"the tagger takes one mono window (1-D), got shape {y.shape}")
