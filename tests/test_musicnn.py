@@ -143,6 +143,19 @@ def test_bad_windows_are_refused(bad, sr):
         tagger.describe(bad, sr)
 
 
+@pytest.mark.parametrize("model,file", [("msd", "MSD_musicnn"), ("mtt", "MTT_musicnn")])
+def test_tag_names_are_the_weights_own(model, file):
+    """The conversion wrote the wheel's label list into each file; our hard-coded names must be that list."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(tagger.WEIGHTS_DIR / f"{file}.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["tags"]) == list(tagger.TAGS[model]) and len(tagger.TAGS[model]) == 50
+    assert "ISC" in meta["licence"] and meta["source"].startswith("musicnn-0.1.0-py3-none-any.whl")
+
+
 def test_loader_refuses_missing_or_unexpected_variables(tmp_path):
     from safetensors.torch import load_file, save_file
 
