@@ -79,6 +79,32 @@ def analyze(
         raise typer.Exit(1)
 
 
+@app.command("analysis")
+def analysis_cmd(
+    path: Path = typer.Argument(..., help="One audio file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically) instead of stdout."),
+) -> None:
+    """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
+    from .analysis import analyse
+    from .errors import SongfeatError
+    from .output import ResultWriter
+
+    try:
+        result = analyse(path)
+        if plot is not None:
+            from .analysis_plot import save_plot
+
+            save_plot(result, plot, title=path.name)
+        writer = ResultWriter("json", output, single=True)
+        writer.write(result.result)
+        writer.close()
+    except SongfeatError as e:
+        raise fail(str(e), 1) from None
+    except OSError as e:  # an output or plot path that cannot be written
+        raise fail(f"{e.filename or output or plot}: cannot write ({e.strerror or e})", 1) from None
+
+
 @app.command("evaluate-audio")
 def evaluate_audio(
     labels: Path = typer.Option(..., "--labels", help="CSV of Spotify labels (any supported schema), keyed by track id."),
