@@ -60,11 +60,12 @@ SEG_WAIT = 0.06  # shortest segment
 SEG_MAX_DROP_DB = 3.0  # the frame after an onset may not be this much quieter than the one before it
 SEG_DELTA = 0.06  # onset must exceed its local mean by this fraction of the song's 99th-percentile onset
 # --- sections: Foote novelty with a Gaussian-tapered checkerboard kernel
+NOVELTY_TIMBRE_DB = 10.0  # timbre change (dB, root-mean-square over the 12 dims) that weighs like a unit chroma change
 BLOCK_SECONDS = 0.25  # features are averaged over blocks of this length before the novelty
 KERNEL_SECONDS = 6.0  # half-width of the checkerboard kernel (past vs future)
 MIN_SECTION_SECONDS = 6.0  # no two section boundaries closer than this (nor to either end)
-SECTION_THRESHOLD = 0.25  # a boundary's novelty must reach this fraction of the song's highest novelty
-MIN_NOVELTY = 0.02  # ... and this much in absolute terms (squared feature distance), so steady audio has one section
+SECTION_THRESHOLD = 0.3  # a boundary's novelty must reach this fraction of the song's highest novelty
+MIN_NOVELTY = 0.2  # ... and this much in absolute terms (squared feature distance), so steady audio has one section
 # --- fades
 FADE_SMOOTH_SECONDS = 1.0  # shortest smoothing of the loudness envelope (power mean) where fades are found: a bar if longer
 FADE_FINE_SECONDS = 0.1  # ... and the light smoothing where their ends are placed
@@ -336,7 +337,7 @@ def downbeat_phase(beat_frames: np.ndarray, fr: Frames, meter: int) -> tuple[int
 
 
 def tatum_division(beat_frames: np.ndarray, onset: np.ndarray) -> int:
-    """2 (eighths) unless onsets between beats sit at thirds clearly more than at halves (then 3)."""
+    """2 (eighths) unless onsets between beats sit at thirds clearly more than at halves, and are not faint (then 3)."""
     if beat_frames.size < 4:
         return 2
     a, b = beat_frames[:-1].astype(np.float64), beat_frames[1:].astype(np.float64)
@@ -345,7 +346,7 @@ def tatum_division(beat_frames: np.ndarray, onset: np.ndarray) -> int:
         return float(onset[np.clip(np.round(a + frac * (b - a)).astype(np.int64), 0, onset.size - 1)].mean())
 
     half, thirds = at(0.5), 0.5 * (at(1 / 3) + at(2 / 3))
-    return 3 if thirds > 1.3 * half and thirds > 0 else 2
+    return 3 if thirds > 1.3 * half and thirds > 0.25 * at(0.0) else 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,7 +398,7 @@ def novelty(fr: Frames) -> tuple[np.ndarray, float]:
     ch = fr.chroma[: nb * per].reshape(nb, per, 12).sum(1).astype(np.float64)
     ch /= np.linalg.norm(ch, axis=1, keepdims=True) + 1e-12
     tb = fr.timbre[: nb * per].reshape(nb, per, TIMBRE_DIMS).mean(1).astype(np.float64)
-    tb = (tb - tb.mean(0)) / (tb.std(0) + 1.0) / math.sqrt(TIMBRE_DIMS)  # +1 dB: flat dims stay small
+    tb = tb / (NOVELTY_TIMBRE_DB * math.sqrt(TIMBRE_DIMS))  # absolute units: a steady song stays steady
     x = np.concatenate([ch, tb], axis=1)
     K = max(1, int(round(KERNEL_SECONDS / (per / FPS))))
     g = np.exp(-0.5 * (np.arange(K) / (K / 2.0)) ** 2)
@@ -418,6 +419,8 @@ def novelty(fr: Frames) -> tuple[np.ndarray, float]:
 
 def section_bounds(nov: np.ndarray, block: float, duration: float) -> list[tuple[float, float]]:
     """(time, confidence) of section boundaries: the strongest novelty peaks at least MIN_SECTION_SECONDS apart."""
+    t = np.arange(nov.size) * block
+    nov = np.where((t >= MIN_SECTION_SECONDS / 2) & (duration - t >= MIN_SECTION_SECONDS / 2), nov, 0.0)  # half-empty kernels
     if nov.size < 3 or nov.max() <= 0:
         return []
     top = float(nov.max())
@@ -429,8 +432,6 @@ def section_bounds(nov: np.ndarray, block: float, duration: float) -> list[tuple
         t = p * block
         if nov[p] < SECTION_THRESHOLD * top or nov[p] < MIN_NOVELTY:
             break
-        if t < MIN_SECTION_SECONDS / 2 or duration - t < MIN_SECTION_SECONDS / 2:
-            continue
         if any(abs(t - c) < MIN_SECTION_SECONDS for c in chosen):
             continue
         chosen.append(t)
