@@ -18,7 +18,6 @@ dBFS, a 12-bin peak chroma, the 12 timbre coefficients and the waveform peak. No
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import time
@@ -63,8 +62,9 @@ SEG_DELTA = 0.06  # onset must exceed its local mean by this fraction of the son
 NOVELTY_TIMBRE_DB = 10.0  # timbre change (dB, root-mean-square over the 12 dims) that weighs like a unit chroma change
 BLOCK_SECONDS = 0.25  # features are averaged over blocks of this length before the novelty
 KERNEL_SECONDS = 6.0  # half-width of the checkerboard kernel (past vs future)
-MIN_SECTION_SECONDS = 6.0  # no two section boundaries closer than this (nor to either end)
-SECTION_THRESHOLD = 0.3  # a boundary's novelty must reach this fraction of the song's highest novelty
+MIN_SECTION_SECONDS = 8.0  # no two section boundaries closer than this (nor to either end)
+SECTION_THRESHOLD = 0.3  # a boundary's novelty must reach this fraction of the highest novelty around it ...
+SECTION_CONTEXT_SECONDS = 45.0  # ... within this many seconds either side
 MIN_NOVELTY = 0.2  # ... and this much in absolute terms (squared feature distance), so steady audio has one section
 # --- fades
 FADE_SMOOTH_SECONDS = 1.0  # shortest smoothing of the loudness envelope (power mean) where fades are found: a bar if longer
@@ -138,12 +138,10 @@ class FrameStream:
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.fine: list[np.ndarray] = []
         self.fine_rest = np.zeros(0, dtype=np.float32)
-        self.md5 = hashlib.md5()
 
     def push(self, y: np.ndarray) -> None:
         """Add the next block of mono float32 audio."""
         y = np.ascontiguousarray(y, dtype=np.float32)
-        self.md5.update(y.tobytes())
         self.n_samples += y.size
         self.buf = np.concatenate([self.buf, y])
         self._run()
@@ -188,7 +186,7 @@ class FrameStream:
         mid = frames[:, N_FFT // 2 - HOP // 2: N_FFT // 2 + HOP // 2]
         peak = mid.abs().amax(1)
         x = torch.fft.rfft(frames * hann_window(N_FFT))
-        p = x.real.square() + x.imag.square()  # [K, bins]
+        p = (x * x.conj()).real  # [K, bins] power
         bf = _band_filters()
         band_power = p[:, : bf.shape[0]] @ bf
         bands = 10.0 * torch.log10(torch.clamp(band_power, min=10 ** (BAND_FLOOR_DB / 10)))
@@ -218,15 +216,14 @@ def _peak_chroma(p: torch.Tensor) -> torch.Tensor:
     mid = band[:, 1:-1]
     floor = p.amax(1, keepdim=True) * 10 ** (-PEAK_REL_DB / 10)
     is_peak = (mid > band[:, :-2]) & (mid >= band[:, 2:]) & (mid > floor) & (mid > 1e-9)
-    lp = torch.log(torch.clamp(band, min=1e-20))
-    a, b, c = lp[:, :-2], lp[:, 1:-1], lp[:, 2:]
+    row, col = is_peak.nonzero(as_tuple=True)  # peaks are sparse: interpolate only there
+    a, b, c = (torch.log(torch.clamp(band[row, col + i], min=1e-20)) for i in range(3))
     den = a - 2 * b + c
     delta = torch.where(den.abs() > 1e-9, 0.5 * (a - c) / den, torch.zeros_like(den)).clamp(-0.5, 0.5)
-    freq = (torch.arange(b0, b1, dtype=torch.float32) + delta) * (SAMPLE_RATE / N_FFT)
-    midi = 69.0 + 12.0 * torch.log2(torch.clamp(freq, min=1.0) / 440.0)
-    pc = torch.remainder(torch.round(midi), 12).long()
-    out = torch.zeros(p.shape[0], 12)
-    return out.scatter_add_(1, pc, torch.where(is_peak, mid, torch.zeros_like(mid)))
+    freq = (col.float() + b0 + delta) * (SAMPLE_RATE / N_FFT)
+    pc = torch.remainder(torch.round(69.0 + 12.0 * torch.log2(freq / 440.0)), 12).long()
+    out = torch.zeros(p.shape[0] * 12)
+    return out.index_add_(0, row * 12 + pc, mid[row, col]).reshape(-1, 12)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,25 +415,24 @@ def novelty(fr: Frames) -> tuple[np.ndarray, float]:
 
 
 def section_bounds(nov: np.ndarray, block: float, duration: float) -> list[tuple[float, float]]:
-    """(time, confidence) of section boundaries: the strongest novelty peaks at least MIN_SECTION_SECONDS apart."""
+    """(time, confidence) of section boundaries: the strongest novelty peaks at least MIN_SECTION_SECONDS apart.
+
+    A peak must reach MIN_NOVELTY and SECTION_THRESHOLD of the highest novelty within
+    SECTION_CONTEXT_SECONDS (local, so one dramatic change does not hide the rest of a long song).
+    """
     t = np.arange(nov.size) * block
     nov = np.where((t >= MIN_SECTION_SECONDS / 2) & (duration - t >= MIN_SECTION_SECONDS / 2), nov, 0.0)  # half-empty kernels
     if nov.size < 3 or nov.max() <= 0:
         return []
-    top = float(nov.max())
+    w = int(round(SECTION_CONTEXT_SECONDS / block))
+    local = np.lib.stride_tricks.sliding_window_view(np.pad(nov, w), 2 * w + 1).max(1)
     peaks = np.flatnonzero((nov[1:-1] > nov[:-2]) & (nov[1:-1] >= nov[2:])) + 1
-    peaks = peaks[np.argsort(-nov[peaks])]
-    chosen: list[float] = []
-    out = []
-    for p in peaks:
-        t = p * block
-        if nov[p] < SECTION_THRESHOLD * top or nov[p] < MIN_NOVELTY:
-            break
-        if any(abs(t - c) < MIN_SECTION_SECONDS for c in chosen):
-            continue
-        chosen.append(t)
-        out.append((t, float(nov[p] / top)))
-    return sorted(out)
+    peaks = peaks[(nov[peaks] >= MIN_NOVELTY) & (nov[peaks] >= SECTION_THRESHOLD * local[peaks])]
+    chosen: list[int] = []
+    for p in peaks[np.argsort(-nov[peaks])]:
+        if all(abs(p - c) * block >= MIN_SECTION_SECONDS for c in chosen):
+            chosen.append(int(p))
+    return [(p * block, float(nov[p] / local[p])) for p in sorted(chosen)]
 
 
 def _smoothed_level(level_db: np.ndarray, seconds: float) -> np.ndarray:
@@ -524,6 +520,70 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
             "time_signature": track["time_signature"], "time_signature_confidence": track["time_signature_confidence"]}
 
 
+def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
+    """{start, duration, confidence} records, rounded in bulk (per-value round() is slow on long songs)."""
+    cols = (np.round(start, 5).tolist(), np.round(end - start, 5).tolist(), np.round(np.clip(conf, 0, 1), 3).tolist())
+    return [{"start": s, "duration": d, "confidence": c} for s, d, c in zip(*cols)]
+
+
+def rhythm(fr: Frames, rise: np.ndarray, track: dict, duration: float) -> tuple[list, list, list, np.ndarray]:
+    """Beats at the track's tempo, bars by its time signature, tatums between beats; and the beat times."""
+    if track["tempo"] <= 0:
+        return [], [], [], np.zeros(0)
+    period = 60.0 * FPS / track["tempo"]
+    bf = track_beats(fr.onset.astype(np.float64), period)
+    if bf.size == 0:
+        return [], [], [], np.zeros(0)
+    bt = refine_times(bf, rise)
+    ends = np.concatenate([bt[1:], [min(duration, bt[-1] + period / FPS)]])
+    smooth = np.convolve(fr.onset, np.ones(3) / 3, mode="same")
+    scale = float(np.quantile(smooth, 0.99))
+    beats = _timed(bt, ends, _norm_conf(smooth[bf], scale))
+    meter = track["time_signature"]
+    phase, accent = downbeat_phase(bf, fr, meter)
+    spread = float(accent.std()) or 1.0
+    first = np.arange(phase, bf.size, meter)
+    last = np.minimum(first + meter, bf.size) - 1
+    others = np.array([accent[i + 1: j + 1].mean() if j > i else 0.0 for i, j in zip(first, last)])
+    bars = _timed(bt[first], ends[last], 0.5 + 0.25 * (accent[first] - others) / spread)
+    div = tatum_division(bf, fr.onset)
+    step = (ends - bt) / div
+    tstart = (bt[:, None] + step[:, None] * np.arange(div)[None, :]).reshape(-1)
+    tk = np.clip(np.round(tstart * FPS).astype(np.int64), 0, fr.onset.size - 1)
+    tatums = _timed(tstart, tstart + np.repeat(step, div), _norm_conf(smooth[tk], scale))
+    return beats, bars, tatums, bt
+
+
+def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]:
+    """Segments from the start of the song to its end, one per onset (plus a leading one from 0 if needed)."""
+    seg_t, _, seg_c = segment_starts(fr, rise)
+    if seg_t.size == 0 or seg_t[0] > SEG_WAIT:
+        seg_t, seg_c = np.concatenate([[0.0], seg_t]), np.concatenate([[0.0], seg_c])
+    seg_t[0] = 0.0
+    T = fr.onset.size
+    ka = np.minimum(T - 1, np.round(seg_t * FPS).astype(np.int64))
+    keep = np.concatenate([[True], ka[1:] > ka[:-1]])  # two onsets on one frame make one segment
+    seg_t, seg_c, ka = seg_t[keep], seg_c[keep], ka[keep]
+    kb = np.concatenate([ka[1:], [T]])
+    end = np.concatenate([seg_t[1:], [duration]])
+    n = np.maximum(kb - ka, 1)[:, None]
+    chroma = np.add.reduceat(fr.chroma.astype(np.float64), ka, axis=0)
+    top = chroma.max(1, keepdims=True)
+    pitches = np.where(top > 0, chroma / np.where(top > 0, top, 1.0), 1.0)  # no pitched peaks at all: flat
+    timbre = np.add.reduceat(fr.timbre.astype(np.float64), ka, axis=0) / n
+    lv = fr.level_db
+    imax = np.array([a + int(np.argmax(lv[a:b])) for a, b in zip(ka, kb)])
+    cols = {
+        "start": np.round(seg_t, 5).tolist(), "duration": np.round(end - seg_t, 5).tolist(),
+        "confidence": np.round(seg_c, 3).tolist(), "loudness_start": np.round(lv[ka], 3).tolist(),
+        "loudness_max": np.round(lv[imax], 3).tolist(),
+        "loudness_max_time": np.round(np.clip(imax / FPS - seg_t, 0.0, end - seg_t), 5).tolist(),
+        "loudness_end": np.round(lv[np.minimum(kb, T - 1)], 3).tolist(),
+        "pitches": np.round(pitches, 3).tolist(), "timbre": np.round(timbre, 3).tolist(),
+    }
+    return [dict(zip(cols, v)) for v in zip(*cols.values())]
+
+
 def analyse(path: str | Path) -> Analysis:
     """Stream `path` once and build Spotify's AudioAnalysisObject; raises SongfeatError for unusable audio."""
     from . import features
@@ -549,7 +609,7 @@ def analyse(path: str | Path) -> Analysis:
     bar = 60.0 / d["tempo"] * d["time_signature"] if d["tempo"] > 0 else 0.0
     fin, fout = fades(fr.level_db, duration, bar)
     track = {
-        "num_samples": int(n), "duration": _r(duration), "sample_md5": stream.md5.hexdigest(),
+        "num_samples": int(n), "duration": _r(duration), "sample_md5": "",
         "offset_seconds": 0, "window_seconds": 0, "analysis_sample_rate": SAMPLE_RATE, "analysis_channels": 1,
         "end_of_fade_in": _r(fin, 3), "start_of_fade_out": _r(fout, 3),
         "loudness": round(features.clip_value("loudness", d["loudness"]), 3),
@@ -562,72 +622,14 @@ def analyse(path: str | Path) -> Analysis:
         "synchstring": "", "synch_version": 0.0, "rhythmstring": "", "rhythm_version": 0.0,
     }
     rise = onset_rise(fr.fine_db)
-
-    # beats at the track's tempo, bars by its metre, tatums between beats
-    beats: list[dict] = []
-    bars: list[dict] = []
-    tatums: list[dict] = []
-    beat_times = np.zeros(0)
-    if track["tempo"] > 0:
-        period = 60.0 * FPS / track["tempo"]
-        bf = track_beats(fr.onset.astype(np.float64), period)
-        beat_times = refine_times(bf, rise)
-        if bf.size:
-            smooth = np.convolve(fr.onset, np.ones(3) / 3, mode="same")
-            conf = _norm_conf(smooth[bf], float(np.quantile(smooth, 0.99)))
-            ends = np.concatenate([beat_times[1:], [min(duration, beat_times[-1] + period / FPS)]])
-            beats = [{"start": _r(s), "duration": _r(e - s), "confidence": _r(c, 3)} for s, e, c in zip(beat_times, ends, conf)]
-            meter = track["time_signature"]
-            phase, accent = downbeat_phase(bf, fr, meter)
-            spread = float(accent.std()) or 1.0
-            for i in range(phase, bf.size, meter):
-                j = min(i + meter, bf.size)
-                end = beat_times[j] if j < bf.size else ends[j - 1]
-                others = accent[i + 1: j]
-                c = 0.5 + 0.5 * (accent[i] - (others.mean() if others.size else 0.0)) / (2 * spread)
-                bars.append({"start": _r(beat_times[i]), "duration": _r(end - beat_times[i]), "confidence": _r(np.clip(c, 0, 1), 3)})
-            div = tatum_division(bf, fr.onset)
-            tscale = float(np.quantile(smooth, 0.99))
-            for s, e in zip(beat_times, ends):
-                step = (e - s) / div
-                for j in range(div):
-                    t = s + j * step
-                    k = min(fr.onset.size - 1, int(round(t * FPS)))
-                    tatums.append({"start": _r(t), "duration": _r(step), "confidence": _r(_norm_conf(np.array([smooth[k]]), tscale)[0], 3)})
-
-    # sections
+    beats, bars, tatums, beat_times = rhythm(fr, rise, track, duration)
     nov, block = novelty(fr)
-    bounds = section_bounds(nov, block, duration)
-    starts = [(0.0, 1.0)] + bounds
+    starts = [(0.0, 1.0)] + section_bounds(nov, block, duration)
     sections = []
     for i, (a, c) in enumerate(starts):
         b = starts[i + 1][0] if i + 1 < len(starts) else duration
         sections.append({"start": _r(a), "duration": _r(b - a), "confidence": _r(c, 3), **_section_values(a, b, fr, ev, beat_times, track)})
-
-    # segments
-    seg_t, seg_k, seg_c = segment_starts(fr, rise)
-    if seg_t.size == 0 or seg_t[0] > SEG_WAIT:
-        seg_t, seg_c = np.concatenate([[0.0], seg_t]), np.concatenate([[0.0], seg_c])
-    else:
-        seg_t[0] = 0.0
-    seg_end = np.concatenate([seg_t[1:], [duration]])
-    T = fr.onset.size
-    segments = []
-    for s, e, c in zip(seg_t, seg_end, seg_c):
-        ka = min(T - 1, int(round(s * FPS)))
-        kb = min(T, max(ka + 1, int(round(e * FPS))))
-        lv = fr.level_db[ka:kb]
-        m = int(np.argmax(lv))
-        ch = fr.chroma[ka:kb].sum(0)
-        pitches = ch / ch.max() if ch.max() > 0 else np.ones(12)
-        segments.append({
-            "start": _r(s), "duration": _r(e - s), "confidence": _r(c, 3),
-            "loudness_start": _r(lv[0], 3), "loudness_max": _r(lv[m], 3),
-            "loudness_max_time": _r(max(0.0, (ka + m) / FPS - s)),
-            "loudness_end": _r(fr.level_db[min(kb, T - 1)], 3),
-            "pitches": [_r(v, 3) for v in pitches],
-            "timbre": [_r(v, 3) for v in fr.timbre[ka:kb].mean(0)],
-        })
+    segments = segment_records(fr, rise, duration)
 
     meta = {"analyzer_version": ANALYZER_VERSION, "platform": platform.system(), "detailed_status": "OK",
             "status_code": 0, "timestamp": int(time.time()), "analysis_time": _r(time.perf_counter() - t_start),

@@ -1,0 +1,106 @@
+"""Speed and memory of `songfeat analysis` (the audio-analysis object) against `songfeat analyze` on the same files.
+
+Both run in this process, one after the other, on one core (torch and BLAS limited to one thread),
+after a warm-up run of each (imports and the default model are loaded once):
+
+* a 30-s clip (the example clip): target analysis <= 2x analyze;
+* a generated 5-minute song (drums, chords and a bass line in four parts, written as mp3): target
+  analysis < 3 s;
+* peak memory (max RSS) of a fresh process analysing the 30-s clip and the 5-minute song: streaming
+  keeps it flat.
+
+    python benchmarks/bench_analysis.py [--repeat 3] [--clip examples/fma-000002.mp3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "fma-000002.mp3"
+
+
+def five_minute_song(path: Path) -> Path:
+    """A 5-minute mp3: four 75-s parts (different keys, tempi near 120 BPM, with and without drums)."""
+    import numpy as np
+    import soundfile as sf
+
+    from songfeat import synth
+
+    parts = []
+    for i, (key, mode, bpm, drums) in enumerate([(0, 1, 120.0, True), (9, 0, 120.0, False), (5, 1, 124.0, True), (7, 1, 120.0, True)]):
+        seconds = 75.0
+        y = synth.chord_progression(key, mode, seconds, chord_seconds=60.0 / bpm * 4, peak_dbfs=-12.0).astype(np.float64)
+        if drums:
+            y += synth.drum_pattern(bpm, synth.ROCK[0], seconds, peak_dbfs=-8.0, seed=i)
+        parts.append(y)
+    y = np.concatenate(parts)
+    y = (0.9 * y / np.max(np.abs(y))).astype(np.float32)
+    sf.write(path, np.stack([y, y], 1), 44100, format="MP3")
+    return path
+
+
+def timed(fn, path: Path, repeat: int) -> float:
+    """Median wall seconds of fn(path) over `repeat` runs."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(path)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def max_rss_mb(code: str, path: Path) -> float:
+    """Peak resident memory (MB) of a fresh one-thread Python process running `code` on `path`."""
+    prog = f"import resource, sys; p = sys.argv[1]; {code}; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", prog, str(path)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--clip", type=Path, default=EXAMPLE)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    import songfeat
+    from songfeat.analysis import audio_analysis
+
+    with tempfile.TemporaryDirectory() as tmp:
+        song = five_minute_song(Path(tmp) / "five-minutes.mp3")
+        audio_analysis(args.clip)  # warm-up: imports, filters, the default model
+        songfeat.analyze(args.clip)
+        rows = []
+        for name, path in (("30-s clip", args.clip), ("5-min song", song)):
+            t_an = timed(songfeat.analyze, path, args.repeat)
+            t_aa = timed(audio_analysis, path, args.repeat)
+            rows.append((name, t_an, t_aa))
+        code = "from songfeat.analysis import audio_analysis; audio_analysis(p)"
+        rss = [(name, max_rss_mb(code, p)) for name, p in (("30-s clip", args.clip), ("5-min song", song))]
+
+    print(f"one core, median of {args.repeat} runs, same process (warm)")
+    print(f"{'file':<12} {'analyze (s)':>12} {'analysis (s)':>13} {'analysis / analyze':>19}")
+    for name, t_an, t_aa in rows:
+        print(f"{name:<12} {t_an:>12.3f} {t_aa:>13.3f} {t_aa / t_an:>18.2f}x")
+    clip_ratio = rows[0][2] / rows[0][1]
+    print(f"target: 30-s clip analysis <= 2x analyze: {clip_ratio:.2f}x -> {'met' if clip_ratio <= 2 else 'MISSED'}")
+    print(f"target: 5-min song analysis < 3 s: {rows[1][2]:.2f} s -> {'met' if rows[1][2] < 3 else 'MISSED'}")
+    for name, mb in rss:
+        print(f"peak memory, fresh process, analysis of the {name}: {mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
