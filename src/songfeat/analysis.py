@@ -2,10 +2,10 @@
 
 One streamed pass, memory flat: each 30-s window gives `descriptors.window_evidence` (so the
 track-level tempo, key, loudness and metre are `songfeat analyze`'s own) and is reduced here to a
-few compact per-frame features on a uniform 11.6-ms grid (STFT 2048 / hop 512 at 44.1 kHz, context
+few compact per-frame features on a uniform 23-ms grid (STFT 2048 / hop 1024 at 44.1 kHz, context
 carried across windows): a log-mel flux onset envelope and a < 200 Hz one, the frame level in
-dBFS, a 12-bin peak chroma, the 12 timbre coefficients and the waveform peak. No audio is kept
-(~120 bytes per frame, ~37 MB per hour). Then, on the whole song:
+dBFS, a 12-bin peak chroma, the 12 timbre coefficients and the waveform peak, plus a 2.9-ms energy
+envelope that onsets are placed on. No audio is kept (~22 MB per hour). Then, on the whole song:
 
 * beats: dynamic programming over the onset envelope at the track's beat period (Ellis 2007);
 * bars: beats grouped by the track's time signature, phased on the beat with the strongest bass
