@@ -78,6 +78,7 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     axt.set_xlim(0, dur)
     fig.tight_layout()
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -92,17 +92,21 @@ def analysis_cmd(
 
     try:
         result = analyse(path)
-        if plot is not None:
-            from .analysis_plot import save_plot
+    except SongfeatError as e:
+        raise fail(str(e), 1) from None
+    if plot is not None:
+        from .analysis_plot import save_plot
 
+        try:
             save_plot(result, plot, title=path.name)
+        except OSError as e:
+            raise fail(f"{plot}: cannot write the plot ({e.strerror or e})", 1) from None
+    try:
         writer = ResultWriter("json", output, single=True)
         writer.write(result.result)
         writer.close()
-    except SongfeatError as e:
-        raise fail(str(e), 1) from None
-    except OSError as e:  # an output or plot path that cannot be written
-        raise fail(f"{e.filename or output or plot}: cannot write ({e.strerror or e})", 1) from None
+    except OSError as e:
+        raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
 
 
 @app.command("evaluate-audio")
