@@ -30,9 +30,8 @@ def _starts(items: list[dict]) -> np.ndarray:
 # --- beats and bars -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bpm", [100.0, 128.0])
-def test_click_track_beats_within_20ms_and_bars_on_the_accent(tmp_path: Path, bpm: float) -> None:
-    seconds = 20.0
+@pytest.mark.parametrize("bpm, seconds", [(100.0, 40.0), (128.0, 20.0)])  # 40 s crosses the 30-s window seam
+def test_click_track_beats_within_20ms_and_bars_on_the_accent(tmp_path: Path, bpm: float, seconds: float) -> None:
     r = audio_analysis(_write(tmp_path, "clicks", synth.click_track(bpm, seconds, accent_every=4)))
     period = 60.0 / bpm
     clicks = np.arange(0.0, seconds - 0.05, period)
@@ -53,6 +52,23 @@ def test_click_track_beats_within_20ms_and_bars_on_the_accent(tmp_path: Path, bp
         assert np.all(np.diff(s) > 0)
         d = np.array([x["duration"] for x in items])
         assert np.allclose(s[:-1] + d[:-1], s[1:], atol=1e-4)
+
+
+def test_frame_features_have_no_seams_between_streamed_blocks() -> None:
+    from songfeat.analysis import FrameStream
+
+    y = synth.drum_pattern(120.0, synth.ROCK[0], 7.0) + 0.1 * synth.chord_progression(4, 1, 7.0)
+    whole = FrameStream()
+    whole.push(y)
+    a = whole.finish()
+    parts = FrameStream()
+    for chunk in np.split(y, [1000, 1001, 44100, 100_000, 250_001]):  # odd sizes, one of a single sample
+        parts.push(chunk)
+    b = parts.finish()
+    assert a.onset.size == b.onset.size == 1 + (y.size - 1) // 1024
+    for name in ("onset", "onset_low", "level_db", "chroma", "timbre", "peak"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-3, atol=1e-3, err_msg=name)
+    np.testing.assert_allclose(a.fine_db, b.fine_db, atol=1e-3)
 
 
 # --- sections -------------------------------------------------------------------------------------

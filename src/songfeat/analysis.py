@@ -102,7 +102,7 @@ def _band_filters() -> torch.Tensor:
 
 
 @lru_cache(maxsize=1)
-def _pitch_class_of_bin() -> tuple[int, int]:
+def _chroma_bins() -> tuple[int, int]:
     """(first, last) bin of the chroma search band."""
     return max(2, int(CHROMA_FMIN * N_FFT / SAMPLE_RATE)), int(CHROMA_FMAX * N_FFT / SAMPLE_RATE) + 1
 
@@ -211,7 +211,7 @@ class FrameStream:
 
 def _peak_chroma(p: torch.Tensor) -> torch.Tensor:
     """[K, 12] chroma: each spectral peak's power on the pitch class nearest its interpolated frequency."""
-    b0, b1 = _pitch_class_of_bin()
+    b0, b1 = _chroma_bins()
     band = p[:, b0 - 1: b1 + 1]
     mid = band[:, 1:-1]
     floor = p.amax(1, keepdim=True) * 10 ** (-PEAK_REL_DB / 10)
@@ -403,7 +403,7 @@ def novelty(fr: Frames) -> tuple[np.ndarray, float]:
     fut = np.zeros_like(x)
     wp = np.zeros(nb)
     wf = np.zeros(nb)
-    for i in range(K):  # past: blocks b-1-i; future: blocks b+i
+    for i in range(min(K, nb)):  # past: blocks b-1-i; future: blocks b+i
         past[i + 1:] += g[i] * x[: nb - i - 1]
         wp[i + 1:] += g[i]
         fut[: nb - i] += g[i] * x[i:]
