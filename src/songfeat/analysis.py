@@ -350,12 +350,12 @@ def tatum_division(beat_frames: np.ndarray, onset: np.ndarray) -> int:
 # segments, sections, fades
 
 
-def segment_starts(fr: Frames, rise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(start seconds, onset frame, confidence) of segments: onset peaks (librosa's picking rule), refined."""
+def segment_starts(fr: Frames, rise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start seconds, confidence) of segments: onset peaks (librosa's picking rule), refined."""
     o = fr.onset.astype(np.float64)
     T = o.size
     if T == 0:
-        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     scale = float(np.quantile(o, 0.99)) or float(o.max()) or 1.0
     pre_max, post_max = int(math.ceil(SEG_PRE_MAX * FPS)), int(math.ceil(SEG_POST_MAX * FPS))
     pre_avg, post_avg = int(math.ceil(SEG_PRE_AVG * FPS)), int(math.ceil(SEG_POST_AVG * FPS))
@@ -378,7 +378,7 @@ def segment_starts(fr: Frames, rise: np.ndarray) -> tuple[np.ndarray, np.ndarray
             keep.append(k)
             last = k
     ks = np.array(keep, dtype=np.int64)
-    return refine_times(ks, rise), ks, _norm_conf(o[ks], scale)
+    return refine_times(ks, rise), _norm_conf(o[ks], scale)
 
 
 def novelty(fr: Frames) -> tuple[np.ndarray, float]:
@@ -556,7 +556,7 @@ def rhythm(fr: Frames, rise: np.ndarray, track: dict, duration: float) -> tuple[
 
 def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]:
     """Segments from the start of the song to its end, one per onset (plus a leading one from 0 if needed)."""
-    seg_t, _, seg_c = segment_starts(fr, rise)
+    seg_t, seg_c = segment_starts(fr, rise)
     if seg_t.size == 0 or seg_t[0] > SEG_WAIT:
         seg_t, seg_c = np.concatenate([[0.0], seg_t]), np.concatenate([[0.0], seg_c])
     seg_t[0] = 0.0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import FPS, Analysis
+from .analysis import Analysis
 
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 SECTION_COLOURS = ("#dbe9f6", "#fde5c8", "#dcefd9", "#f2dcef", "#f6f3c8", "#d9eef0")
@@ -30,7 +30,7 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     r, fr = analysis.result, analysis.frames
     tr = r["track"]
     dur = float(tr["duration"])
-    t = np.arange(fr.peak.size) / FPS
+    t = fr.times
     fig, axes = plt.subplots(3, 1, figsize=(12, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1.3, 1.3]})
     ax, axp, axt = axes
 
