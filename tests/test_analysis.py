@@ -87,7 +87,8 @@ def test_concatenated_clips_give_section_boundaries_at_the_joins(tmp_path: Path)
     assert starts[0] == 0.0
     assert starts.size == 3, starts
     assert np.all(np.abs(starts[1:] - joins) <= 1.0), starts
-    assert r["sections"][0]["key"] == 0 and r["sections"][0]["mode"] == 1  # the C major part
+    assert (r["sections"][0]["key"], r["sections"][0]["mode"]) == (0, 1)  # the C major part
+    assert (r["sections"][2]["key"], r["sections"][2]["mode"]) == (6, 0)  # the F# minor part
     total = sum(s["duration"] for s in r["sections"])
     assert total == pytest.approx(r["track"]["duration"], abs=1e-3)
 

@@ -66,6 +66,7 @@ MIN_SECTION_SECONDS = 8.0  # no two section boundaries closer than this (nor to 
 SECTION_THRESHOLD = 0.3  # a boundary's novelty must reach this fraction of the highest novelty around it ...
 SECTION_CONTEXT_SECONDS = 45.0  # ... within this many seconds either side
 MIN_NOVELTY = 0.2  # ... and this much in absolute terms (squared feature distance), so steady audio has one section
+KEY_CHANGE_MARGIN = 0.1  # a section's key differs from the track's only if it fits its chroma this much better
 # --- fades
 FADE_SMOOTH_SECONDS = 1.0  # shortest smoothing of the loudness envelope (power mean) where fades are found: a bar if longer
 FADE_FINE_SECONDS = 0.1  # ... and the light smoothing where their ends are placed
@@ -498,6 +499,12 @@ def _r(x: float, nd: int = 5) -> float:
     return round(float(x), nd)
 
 
+def key_fit(chroma: np.ndarray, key: int, mode: int) -> float:
+    """Correlation of a chroma vector with the key profile `descriptors.estimate_key` uses for (key, mode)."""
+    prof = D.MAJOR_PROFILE if mode == 1 else D.MINOR_PROFILE
+    return float(np.corrcoef(chroma, np.roll(prof, key))[0, 1])
+
+
 def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.ndarray, track: dict) -> dict:
     """Loudness (BS.1770, Spotify's dB scale as the track's), tempo and key of the span [a, b) seconds."""
     sr = SAMPLE_RATE
@@ -515,6 +522,9 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     voiced = ch.max(1) > 0
     chroma = (ch[voiced] / ch[voiced].max(1, keepdims=True)).sum(0) if voiced.any() else np.zeros(12)
     key, kconf, mode, mconf = D.estimate_key(chroma)
+    tk, tm = track["key"], track["mode"]
+    if key >= 0 and tk >= 0 and (key, mode) != (tk, tm) and key_fit(chroma, key, mode) - key_fit(chroma, tk, tm) < KEY_CHANGE_MARGIN:
+        key, mode = tk, tm  # not clearly another key: the song's (the two chroma estimators differ slightly)
     return {"loudness": _r(loud, 3), "tempo": _r(tempo, 3), "tempo_confidence": _r(tconf, 3),
             "key": int(key), "key_confidence": _r(kconf, 3), "mode": int(mode), "mode_confidence": _r(mconf, 3),
             "time_signature": track["time_signature"], "time_signature_confidence": track["time_signature_confidence"]}
