@@ -347,6 +347,46 @@ def download_cmd(
         raise typer.Exit(1)
 
 
+# ---- serving a library -------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_cmd(
+    library: Path = typer.Option(..., "--library", "-l", help="Music folder to index and serve (searched recursively)."),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback should come with --token."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SONGFEAT_TOKEN", show_envvar=True,
+                                        help="Require 'Authorization: Bearer <token>' on every request but /healthz and /docs."),
+    db: Optional[Path] = typer.Option(None, "--db", help="SQLite index; default: LIBRARY/.songfeat/library.db."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Analysis processes; default: every usable CPU."),
+    rescan: bool = typer.Option(False, "--rescan", help="Hash every file again at start-up, even those whose size and mtime are unchanged."),
+    rescan_interval: float = typer.Option(60.0, "--rescan-interval", min=0.0, help="Seconds between scans for new, changed and removed files (0: only at start-up)."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Largest POST /v1/audio-features body (413 beyond)."),
+    time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
+) -> None:
+    """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
+    from .analyze import auto_workers
+    from .errors import SongfeatError
+
+    try:
+        from .library import Library
+        from .serve import is_loopback, run
+    except ImportError as e:
+        raise fail(f"serve needs its extra: pip install 'songfeat[serve]' ({e})") from None
+    if not library.is_dir():
+        raise fail(f"{library}: no such folder")
+    if not token and not is_loopback(host):
+        typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
+    try:
+        lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} workers, "
+               f"docs at /docs)", err=True)
+    run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
+        rescan_interval=rescan_interval, log_level="warning")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
