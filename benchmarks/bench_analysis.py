@@ -1,7 +1,7 @@
 """Speed and memory of `songfeat analysis` (the audio-analysis object) against `songfeat analyze` on the same files.
 
-Both run in this process, one after the other, on one core (torch and BLAS limited to one thread),
-after a warm-up run of each (imports and the default model are loaded once):
+Both run in this process, taking turns in each of `--repeat` rounds, on one core (torch and BLAS
+limited to one thread), after a warm-up run of each (imports and the default model are loaded once):
 
 * a 30-s clip (the example clip): target analysis <= 2x analyze;
 * a generated 5-minute song (drums, chords and a bass line in four parts, written as mp3): target
@@ -49,15 +49,20 @@ def five_minute_song(path: Path) -> Path:
     return path
 
 
-def timed(fn, path: Path, repeat: int) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of fn(path) over `repeat` runs; CPU time is what one core spends, whatever the load."""
-    wall, cpu = [], []
+def clock(fn, path: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one fn(path); CPU time is what one core spends, whatever the load."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn(path)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def paired(fns: list, path: Path, repeat: int) -> list[tuple[float, float]]:
+    """Median (wall, CPU) of each function, the functions taking turns in every round so they share the machine's load."""
+    runs: list[list[tuple[float, float]]] = [[] for _ in fns]
     for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn(path)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+        for i, fn in enumerate(fns):
+            runs[i].append(clock(fn, path))
+    return [(statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for r in runs]
 
 
 def max_rss_mb(code: str, path: Path) -> float:
@@ -86,13 +91,12 @@ def main() -> None:
         songfeat.analyze(args.clip)
         rows = []
         for name, path in (("30-s clip", args.clip), ("5-min song", song)):
-            t_an = timed(songfeat.analyze, path, args.repeat)
-            t_aa = timed(audio_analysis, path, args.repeat)
+            t_an, t_aa = paired([songfeat.analyze, audio_analysis], path, args.repeat)
             rows.append((name, t_an, t_aa))
         code = "from songfeat.analysis import audio_analysis; audio_analysis(p)"
         rss = [(name, max_rss_mb(code, p)) for name, p in (("30-s clip", args.clip), ("5-min song", song))]
 
-    print(f"one core (1 torch thread), median of {args.repeat} runs, same process (warm); load average {os.getloadavg()[0]:.1f}")
+    print(f"one core (1 torch thread), median of {args.repeat} paired runs, same process (warm); load average {os.getloadavg()[0]:.1f}")
     print(f"{'file':<12} {'analyze wall/CPU (s)':>22} {'analysis wall/CPU (s)':>23} {'ratio wall/CPU':>16}")
     for name, (w_an, c_an), (w_aa, c_aa) in rows:
         print(f"{name:<12} {w_an:>10.3f} / {c_an:<9.3f} {w_aa:>10.3f} / {c_aa:<10.3f} {w_aa / w_an:>6.2f}x / {c_aa / c_an:.2f}x")
