@@ -43,7 +43,7 @@ N_BANDS = 40
 BAND_FMAX = SAMPLE_RATE // 4  # 11025 Hz: mp3 encoders often cut above 16 kHz, so the top is left out
 BAND_FLOOR_DB = -80.0  # band levels below this (re a full-scale sine) are clipped: digital silence
 TIMBRE_DIMS = 12
-TIMBRE_OFFSET_DB = 80.0  # timbre[0] = mean band level + this, so silence is 0 and loud music ~50-60
+TIMBRE_OFFSET_DB = 80.0  # timbre[0] = total band power (dB) + this: silence 0, loud music ~60-70
 # --- chroma from spectral peaks, each placed by parabolic interpolation on the nearest pitch class
 CHROMA_FMIN, CHROMA_FMAX = 55.0, 5000.0
 PEAK_REL_DB = 40.0  # peaks more than this below the frame's strongest are side lobes or noise
@@ -88,14 +88,14 @@ def timbre_basis() -> np.ndarray:
     n = np.arange(N_BANDS)
     k = np.arange(TIMBRE_DIMS)[:, None]
     basis = np.cos(np.pi / N_BANDS * (n + 0.5) * k) * math.sqrt(2.0 / N_BANDS)
-    basis[0] = 1.0 / N_BANDS  # the plain mean (dB), not sqrt(N) times it
+    basis[0] = 1.0 / N_BANDS  # the plain mean (dB); replaced in use, see above
     basis[1] *= -1.0
     return basis.astype(np.float32)
 
 
 @lru_cache(maxsize=1)
 def _band_filters() -> torch.Tensor:
-    """[bins, N_BANDS] HTK mel filters up to BAND_FMAX on the N_FFT grid, scaled so a full-scale sine reads 0 dB."""
+    """[bins, N_BANDS] HTK mel filters up to BAND_FMAX on the N_FFT grid, scaled so a full-scale sine reads ~0 dB."""
     nb = int(BAND_FMAX * N_FFT / SAMPLE_RATE) + 1
     fb = mel_filterbank(2 * BAND_FMAX, 2 * (nb - 1), N_BANDS)  # same bin spacing, 0..BAND_FMAX
     ref = float(hann_window(N_FFT).sum()) ** 2 / 4.0  # power of a unit sine's peak bin
