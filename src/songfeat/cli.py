@@ -150,6 +150,36 @@ def tags_cmd(
         raise typer.Exit(1)
 
 
+@app.command("analysis")
+def analysis_cmd(
+    path: Path = typer.Argument(..., help="One audio file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically) instead of stdout."),
+) -> None:
+    """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
+    from .analysis import analyse
+    from .errors import SongfeatError
+    from .output import ResultWriter
+
+    try:
+        result = analyse(path)
+    except SongfeatError as e:
+        raise fail(str(e), 1) from None
+    if plot is not None:
+        from .analysis_plot import save_plot
+
+        try:
+            save_plot(result, plot, title=path.name)
+        except OSError as e:
+            raise fail(f"{plot}: cannot write the plot ({e.strerror or e})", 1) from None
+    try:
+        writer = ResultWriter("json", output, single=True)
+        writer.write(result.result)
+        writer.close()
+    except OSError as e:
+        raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
+
+
 @app.command("evaluate-audio")
 def evaluate_audio(
     labels: Path = typer.Option(..., "--labels", help="CSV of Spotify labels (any supported schema), keyed by track id."),
