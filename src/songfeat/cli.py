@@ -158,13 +158,17 @@ def analysis_cmd(
 ) -> None:
     """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
     from .analysis import analyse
+    from .audio import capture_output
     from .errors import SongfeatError
     from .output import ResultWriter
 
-    try:
-        result = analyse(path)
-    except SongfeatError as e:
-        raise fail(str(e), 1) from None
+    with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
+        try:
+            result = analyse(path)
+        except SongfeatError as e:
+            raise fail(str(e), 1) from None
+    for w in captured.warnings:
+        typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
     if plot is not None:
         from .analysis_plot import save_plot
 
