@@ -125,6 +125,56 @@ def train_default(
     typer.echo(f"wrote {path}")
 
 
+# ---- validation of the learned features: held-out sources, behaviour clips ----------------------
+
+
+@app.command("evaluate-sources")
+def evaluate_sources_cmd(
+    shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle whose stage 1 is used; default: the bundled model."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
+) -> None:
+    """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
+    import json
+
+    from .errors import SongfeatError
+    from .records import DEFAULT_CACHE
+    from .sources import evaluate_sources, to_markdown
+
+    try:
+        result = evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on())
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    for line in result["failed"]:
+        typer.echo(f"songfeat: note: {line}", err=True)
+    if fmt == "json":
+        typer.echo(json.dumps(result, indent=2, default=float))
+    else:
+        typer.echo(to_markdown(result))
+
+
+@app.command("check-behaviour")
+def check_behaviour_cmd(
+    shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (behaviour/)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
+    half: str = typer.Option("check", "--half", help="check (claims), fit, or all."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+) -> None:
+    """Analyze the behaviour clips and count which of their rules (from Spotify's definitions) hold."""
+    from .behaviour import evaluate_behaviour, to_markdown
+    from .errors import SongfeatError
+
+    if half not in ("check", "fit", "all"):
+        raise fail(f"--half must be check, fit or all, not {half!r}")
+    try:
+        table = evaluate_behaviour(shared, model=model, workers=workers)
+    except (SongfeatError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    typer.echo(to_markdown(table, None if half == "all" else half))
+
+
 # ---- research pipeline: build / train / evaluate / compare ------------------------------------
 
 

@@ -1,0 +1,158 @@
+"""Fitting the listening heads: evidence rows, interval targets, and a deterministic torch fit.
+
+Targets are intervals [lo, hi] per clip and feature, so one loss covers both kinds of knowledge:
+a Spotify (or Echo Nest) label is the point interval [y, y]; a behaviour rule from Spotify's
+definitions on a *fitting-half* clip is a bound with a margin (speechiness > 0.66 becomes
+[0.66 + MARGIN, 1]); an unknown feature is [0, 1] and costs nothing. The loss is the squared
+distance of the prediction to its interval, each clip weighing the same whatever its window count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import features
+
+TARGETS = features.LEARNED
+MARGIN = 0.1  # a bound rule asks for this much room inside the bound
+TAG_EPS = 1e-4
+# (block, part name, transform): what the heads read from each window's evidence
+DEFAULT_PARTS: tuple[tuple[str, str, str], ...] = (
+    ("tagger", "msd_tags", "logit"), ("tagger", "mtt_tags", "logit"), ("vad", "all", "identity"),
+    ("dynamics", "all", "identity"))
+NO_TAGGER_PARTS = DEFAULT_PARTS[2:]
+
+
+def layout(parts=DEFAULT_PARTS) -> list[dict]:
+    """Resolve parts to slices of their block: [{block, name, start, stop, transform}]."""
+    out = []
+    for block, name, tf in parts:
+        if block == "tagger" and name != "all":
+            from .tagger import layout as tagger_layout
+
+            s = tagger_layout()[name]
+            out.append({"block": block, "name": name, "start": s.start, "stop": s.stop, "transform": tf})
+        else:
+            out.append({"block": block, "name": name, "start": 0, "stop": None, "transform": tf})
+    return out
+
+
+def assemble(blocks: dict[str, np.ndarray], lay: list[dict]) -> np.ndarray:
+    """Per-window evidence blocks {name: [W, D]} -> the heads' input rows [W, sum of parts]."""
+    cols = []
+    for p in lay:
+        x = np.asarray(blocks[p["block"]], dtype=np.float64)[:, p["start"]:p["stop"]]
+        if p["transform"] == "logit":
+            x = np.clip(x, TAG_EPS, 1 - TAG_EPS)
+            x = np.log(x / (1 - x))
+        cols.append(x)
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+def rule_interval(rule, margin: float = MARGIN) -> tuple[float, float]:
+    """A behaviour rule as an interval on its feature: '>' v -> [v + margin, 1], '<' v -> [0, v - margin]."""
+    if rule.op == ">":
+        return min(1.0, rule.value + margin), 1.0
+    return 0.0, max(0.0, rule.value - margin)
+
+
+def intervals_from_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels [N, T] (NaN = unknown) -> (lo, hi)."""
+    lo = np.where(np.isnan(y), 0.0, y)
+    hi = np.where(np.isnan(y), 1.0, y)
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def intervals_from_rules(rules_per_clip) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour rules per clip -> (lo, hi) [N, T]; features without a rule stay [0, 1]."""
+    lo = np.zeros((len(rules_per_clip), len(TARGETS)), np.float32)
+    hi = np.ones_like(lo)
+    for i, rules in enumerate(rules_per_clip):
+        for r in rules:
+            if r.feature in TARGETS:
+                j = TARGETS.index(r.feature)
+                a, b = rule_interval(r)
+                lo[i, j], hi[i, j] = max(lo[i, j], a), min(hi[i, j], b)
+    return lo, hi
+
+
+@dataclass
+class FitConfig:
+    """Hyper-parameters of the heads' fit (recorded in the bundle's config)."""
+
+    hidden: int = 16
+    members: int = 5
+    steps: int = 600
+    lr: float = 0.01
+    weight_decay: float = 0.02  # L2 on every weight, times the mean loss scale
+    hidden_decay: float = 0.2  # extra L2 on the hidden path: the skip (logit-linear) part does most work
+    seed: int = 42
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray, cfg: FitConfig) -> None:
+    """Fit every ensemble member of `model` on standardised rows z [R, D] with interval targets and row weights.
+
+    Single-threaded and seeded, so a rerun gives bit-identical weights.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+        lot, hit = torch.from_numpy(lo), torch.from_numpy(hi)
+        wt = torch.from_numpy((w / w.sum()).astype(np.float32))[:, None]
+        known = ((hit - lot) < 1.0).float()
+        # each feature's loss is normalised by how much of the data constrains it, so a rare bound is not drowned
+        col = (wt * known).sum(0).clamp(min=1e-6)
+        for k, m in enumerate(model.members):
+            g = torch.Generator().manual_seed(cfg.seed + k)
+            with torch.no_grad():
+                for lin in (m.skip, m.hidden, m.out):
+                    lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * (0.3 / lin.weight.shape[1] ** 0.5))
+                    if lin.bias is not None:
+                        lin.bias.zero_()
+                # start from each feature's mean label: the logit of the constrained rows' centre
+                centre = (((lot + hit) / 2) * wt * known).sum(0) / col
+                m.skip.bias.copy_(torch.logit(centre.clamp(0.02, 0.98)))
+            opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
+            for _ in range(cfg.steps):
+                p = torch.sigmoid(m(zt))
+                gap = torch.relu(lot - p) + torch.relu(p - hit)
+                loss = ((gap ** 2) * wt).sum(0).div(col).mean()
+                reg = cfg.weight_decay * (m.skip.weight.pow(2).mean() + m.hidden.weight.pow(2).mean() + m.out.weight.pow(2).mean())
+                reg = reg + cfg.hidden_decay * (m.hidden.weight.pow(2).mean() + m.out.weight.pow(2).mean())
+                opt.zero_grad()
+                (loss + reg).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: np.ndarray,
+              cfg: FitConfig) -> None:
+    """Standardise [evidence, stage-1 outputs] on these rows, store the scaler in `model`, fit the members."""
+    with torch.no_grad():
+        base = model.base(numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32))).numpy()
+    z = np.concatenate([evidence, base], axis=1).astype(np.float64)
+    mean = (z * weights[:, None]).sum(0) / weights.sum()
+    std = np.sqrt((((z - mean) ** 2) * weights[:, None]).sum(0) / weights.sum()) + 1e-6
+    with torch.no_grad():
+        model.z_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        model.z_std.copy_(torch.from_numpy(std.astype(np.float32)))
+        zs = torch.clamp((torch.from_numpy(z.astype(np.float32)) - model.z_mean) / model.z_std, -4.0, 4.0).numpy()
+    fit_members(model, zs, lo, hi, weights, cfg)
+
+
+def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.ndarray:
+    """The model's outputs for rows of evidence and standardised numeric inputs."""
+    with torch.no_grad():
+        return model(evidence=torch.from_numpy(np.ascontiguousarray(evidence, dtype=np.float32)),
+                     numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32))).numpy()
+
+
+__all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
+           "intervals_from_rules", "rule_interval", "DEFAULT_PARTS", "NO_TAGGER_PARTS", "TARGETS"]

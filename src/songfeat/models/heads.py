@@ -1,0 +1,58 @@
+"""The default model since the listening heads: stage 1 (numeric MLP) plus nonlinear heads on what was heard.
+
+`base` is the previous default's stage 1 (tempo, loudness, key, mode, metre -> the seven features,
+trained on Spotify's catalogue values). The heads read one window's evidence vector (tagger tags
+and embeddings, VAD statistics, dynamics; see `songfeat.evidence`) beside stage 1's outputs,
+standardise it and clamp it to +-`Z_CLAMP` (so audio unlike anything seen in fitting cannot push a
+logit without bound), and an ensemble of small two-layer nets with a linear skip gives each
+feature's logit; the sigmoid keeps every output inside (0, 1). Members are averaged in logit space.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import register
+from .numeric_mlp import NumericMLP
+
+Z_CLAMP = 4.0
+
+
+class HeadNet(nn.Module):
+    """One ensemble member: logit = skip(z) + out(gelu(hidden(z)))."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int):
+        super().__init__()
+        self.skip = nn.Linear(n_in, n_out)
+        self.hidden = nn.Linear(n_in, hidden)
+        self.out = nn.Linear(hidden, n_out, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.skip(z) + self.out(nn.functional.gelu(self.hidden(z)))
+
+
+@register("heads")
+class Heads(nn.Module):
+    """sigmoid(mean over members of HeadNet(clamp(standardised [evidence, base(numeric)])))."""
+
+    inputs = ("evidence", "numeric")
+
+    def __init__(self, n_outputs: int, n_inputs: int = 5, hidden: tuple[int, ...] = (64, 32), n_evidence: int = 1,
+                 head_hidden: int = 16, members: int = 5):
+        super().__init__()
+        self.base = NumericMLP(n_outputs, n_inputs=n_inputs, hidden=tuple(hidden), out="sigmoid")
+        n_z = n_evidence + n_outputs
+        self.members = nn.ModuleList(HeadNet(n_z, n_outputs, head_hidden) for _ in range(members))
+        self.register_buffer("z_mean", torch.zeros(n_z))
+        self.register_buffer("z_std", torch.ones(n_z))
+
+    def head_inputs(self, evidence: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        """The standardised, clamped vector the heads read: [evidence, stage-1 outputs]."""
+        z = torch.cat([evidence, self.base(numeric=numeric)], dim=-1)
+        return torch.clamp((z - self.z_mean) / self.z_std, -Z_CLAMP, Z_CLAMP)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(z) for m in self.members]).mean(0)
+
+    def forward(self, evidence: torch.Tensor | None = None, numeric: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.logits(self.head_inputs(evidence, numeric)))
