@@ -112,6 +112,8 @@ def train_default(
     shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (spotify-features/, spotify-previews/)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the bundle; default: the package's weights/default."),
     seed: int = typer.Option(42, "--seed"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes reading clips (the fit itself is single-threaded)."),
 ) -> None:
     """Retrain the bundled default model from the shared data (reproduces songfeat/weights/default)."""
     from .bundle import DEFAULT_DIR
@@ -119,7 +121,7 @@ def train_default(
     from .errors import SongfeatError
 
     try:
-        path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on())
+        path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on(), cache=cache, workers=workers)
     except SongfeatError as e:
         raise fail(str(e)) from None
     typer.echo(f"wrote {path}")

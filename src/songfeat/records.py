@@ -39,11 +39,27 @@ class Record:
 def _key(path: str | Path, with_tagger: bool) -> str:
     from .analyze import content_id
 
-    return f"{content_id(path)}-v{RECORD_VERSION}-{'t' if with_tagger else 'n'}"
+    from .evidence import TAGGER_PATCHES
+
+    return f"{content_id(path)}-v{RECORD_VERSION}-{f't{TAGGER_PATCHES}' if with_tagger else 'n'}"
 
 
 def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
-    """Stream a file once: descriptors, per-window evidence blocks, first-window MFCC summary."""
+    """Stream a file once: descriptors, per-window evidence blocks, first-window MFCC summary.
+
+    Runs torch on one thread, so a record is the same bytes in a worker process or the main one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _compute(path, with_tagger)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compute(path: str | Path, with_tagger: bool) -> Record:
     from . import descriptors
     from .analyze import MIN_TAIL_SECONDS
     from .audio import SAMPLE_RATE, check_usable, iter_windows

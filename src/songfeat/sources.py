@@ -81,7 +81,7 @@ def new_heads(bundle, n_evidence: int, cfg: FitConfig):
 
     hp = bundle.config.get("hparams", {})
     m = Heads(len(TARGETS), n_inputs=hp.get("n_inputs", len(NUMERIC)), hidden=tuple(hp.get("hidden", (64, 32))),
-              n_evidence=n_evidence, head_hidden=cfg.hidden, members=cfg.members)
+              n_evidence=n_evidence, head_hidden=cfg.hidden, members=cfg.members, residual=cfg.residual_mask())
     m.base.load_state_dict(bundle.model.base.state_dict())
     m.eval()
     return m

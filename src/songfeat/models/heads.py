@@ -5,7 +5,10 @@ trained on Spotify's catalogue values). The heads read one window's evidence vec
 and embeddings, VAD statistics, dynamics; see `songfeat.evidence`) beside stage 1's outputs,
 standardise it and clamp it to +-`Z_CLAMP` (so audio unlike anything seen in fitting cannot push a
 logit without bound), and an ensemble of small two-layer nets with a linear skip gives each
-feature's logit; the sigmoid keeps every output inside (0, 1). Members are averaged in logit space.
+feature's logit (for `residual` features, a correction added to stage 1's logit, so strong regularisation falls
+back on the catalogue-trained stage 1; speechiness and instrumentalness, which stage 1 barely knows,
+are predicted outright); the sigmoid keeps every output inside (0, 1). Members are averaged in
+logit space.
 """
 from __future__ import annotations
 
@@ -38,21 +41,28 @@ class Heads(nn.Module):
     inputs = ("evidence", "numeric")
 
     def __init__(self, n_outputs: int, n_inputs: int = 5, hidden: tuple[int, ...] = (64, 32), n_evidence: int = 1,
-                 head_hidden: int = 16, members: int = 5):
+                 head_hidden: int = 16, members: int = 5, residual: bool | list[bool] = False):
         super().__init__()
+        mask = [bool(residual)] * n_outputs if isinstance(residual, bool) else [bool(r) for r in residual]
+        self.register_buffer("residual_mask", torch.tensor(mask, dtype=torch.float32))
         self.base = NumericMLP(n_outputs, n_inputs=n_inputs, hidden=tuple(hidden), out="sigmoid")
         n_z = n_evidence + n_outputs
         self.members = nn.ModuleList(HeadNet(n_z, n_outputs, head_hidden) for _ in range(members))
         self.register_buffer("z_mean", torch.zeros(n_z))
         self.register_buffer("z_std", torch.ones(n_z))
 
-    def head_inputs(self, evidence: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+    def head_inputs(self, evidence: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         """The standardised, clamped vector the heads read: [evidence, stage-1 outputs]."""
-        z = torch.cat([evidence, self.base(numeric=numeric)], dim=-1)
+        z = torch.cat([evidence, base_out], dim=-1)
         return torch.clamp((z - self.z_mean) / self.z_std, -Z_CLAMP, Z_CLAMP)
+
+    def offset(self, base_out: torch.Tensor) -> torch.Tensor:
+        """The logit the heads correct: stage 1's for residual features, none for the others."""
+        return torch.logit(base_out.clamp(0.01, 0.99)) * self.residual_mask
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(z) for m in self.members]).mean(0)
 
     def forward(self, evidence: torch.Tensor | None = None, numeric: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.logits(self.head_inputs(evidence, numeric)))
+        base_out = self.base(numeric=numeric)
+        return torch.sigmoid(self.offset(base_out) + self.logits(self.head_inputs(evidence, base_out)))
