@@ -8,14 +8,13 @@ held-out fold, so every figure is on clips the fitted part never saw.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import features
-from .analyze import Clip, _init_worker, get_bundle, predict_clip, read_clip
+from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .audio import AUDIO_EXTENSIONS
 from .errors import SongfeatError
 from .evaluate import regression_metrics
@@ -37,21 +36,9 @@ def _read_one(args) -> Clip | str:
 def read_clips(paths: list[str], spec, progress: bool = True, workers: int = 1,
                evidence_layout: list[dict] | None = None) -> list[Clip | str]:
     """read_clip over many files (in `workers` processes); a failed file becomes its error line."""
-    jobs = [(p, spec, evidence_layout) for p in paths]
-    if workers > 1:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
-        results = pool.map(_read_one, jobs, chunksize=1)
-    else:
-        pool, results = None, map(_read_one, jobs)
-    try:
-        if progress:
-            from rich.progress import track
+    from .records import map_files
 
-            results = track(results, total=len(jobs), description="reading clips", transient=True)
-        return list(results)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    return map_files(_read_one, [(p, spec, evidence_layout) for p in paths], workers, progress)
 
 
 def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:

@@ -101,7 +101,8 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
             from .heads import assemble
 
             tagger = any(p["block"] == "tagger" for p in evidence_layout)
-            rows.append(assemble(window_inputs(w, SAMPLE_RATE, ev, with_tagger=tagger), evidence_layout))
+            blocks = window_inputs(w, SAMPLE_RATE, ev, with_tagger=tagger)
+            rows.append(assemble({k: v[None] for k, v in blocks.items()}, evidence_layout))
         weights.append(w.size)
     check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
     return Clip(str(path), descriptors.combine(evidence),

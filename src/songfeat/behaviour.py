@@ -103,7 +103,7 @@ def to_markdown(table: pd.DataFrame, half: str | None = "check") -> str:
     lines += [f"| {c} | {v['hold']} / {v['rules']} |" for c, v in s["categories"].items()]
     lines += ["", "| clip | half | rule | value | holds |", "|---|---|---|---|---|"]
     for _, r in t.iterrows():
-        val = "error: " + str(r["error"]).split(": ", 1)[-1][:60] if r["error"] else ("–" if r["value"] is None else f"{r['value']:.3f}")
+        val = "error: " + str(r["error"]).split(": ", 1)[-1][:60] if isinstance(r["error"], str) else ("–" if r["value"] is None else f"{r['value']:.3f}")
         lines.append(f"| {Path(r['file']).name} | {r['half']} | {r['rule']} | {val} | {'yes' if r['holds'] else '**no**'} |")
     return "\n".join(lines) + "\n"
 

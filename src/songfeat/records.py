@@ -140,11 +140,15 @@ def _one(args) -> Record | str:
 def get_records(paths: list[str], cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True,
                 workers: int = 1, progress: bool = True) -> list[Record | str]:
     """get_record over many files, in `workers` processes, with a progress bar."""
+    return map_files(_one, [(str(p), cache, with_tagger) for p in paths], workers, progress)
+
+
+def map_files(fn, jobs: list, workers: int = 1, progress: bool = True) -> list:
+    """fn over per-file jobs, in `workers` processes (one torch thread each), in order, with a progress bar."""
     from .analyze import _init_worker
 
-    jobs = [(str(p), cache, with_tagger) for p in paths]
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 and len(jobs) > 1 else None
-    results = pool.map(_one, jobs, chunksize=1) if pool else map(_one, jobs)
+    results = pool.map(fn, jobs, chunksize=1) if pool else map(fn, jobs)
     try:
         if progress:
             from rich.progress import track
