@@ -66,7 +66,7 @@ def breakdown(files: list[Path]) -> dict[str, float]:
     import torch
 
     from songfeat import descriptors, evidence, tagger, vad
-    from songfeat.analyze import Clip, get_bundle, predict_clip, to_spotify
+    from songfeat.analyze import MIN_TAIL_SECONDS, Clip, get_bundle, predict_clip, to_spotify
     from songfeat.audio import SAMPLE_RATE, iter_windows
     from songfeat.heads import assemble
     t_import = time.perf_counter() - t0
@@ -84,7 +84,9 @@ def breakdown(files: list[Path]) -> dict[str, float]:
         desc = descriptors.combine(ev)
         acc["descriptors"] += time.perf_counter() - t
         rows = []
-        for w, e in zip(windows, ev):
+        for i, (w, e) in enumerate(zip(windows, ev)):
+            if i and w.size < MIN_TAIL_SECONDS * SAMPLE_RATE:  # analyze leaves short tails out of the learned features
+                continue
             n_windows += 1
             t = time.perf_counter()
             y16 = evidence.resample16(w, SAMPLE_RATE)
