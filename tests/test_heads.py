@@ -53,3 +53,24 @@ def test_far_outside_inputs_are_clamped_not_pinned():
     far = predict_rows(m, ev[:5] * 1000, num[:5])
     edge = predict_rows(m, np.sign(ev[:5]) * 1e6, num[:5])
     assert np.allclose(far, edge)  # beyond +-4 sd every input is the same input: no unbounded extrapolation
+
+
+@pytest.mark.slow
+def test_train_heads_on_own_labels_makes_an_analyzable_bundle(tmp_path):
+    import soundfile as sf
+
+    from songfeat import synth
+    from songfeat.analyze import analyze
+    from songfeat.heads import train_heads
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = ["track_id,energy"]
+    for i, db in enumerate((-30, -26, -22, -18, -14, -10)):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(100 + 10 * i, seconds=6.0, peak_dbfs=db, seed=i), 44100)
+        rows.append(f"c{i},{0.2 + 0.12 * i:.2f}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = train_heads(tmp_path / "labels.csv", audio, tmp_path / "bundle", cache=tmp_path / "cache", progress=False,
+                      cfg=FitConfig(members=1, steps=100))
+    r = analyze(audio / "c5.wav", model=out)
+    assert 0 < r["energy"] < 1 and r["speechiness"] is not None

@@ -157,6 +157,26 @@ def evaluate_sources_cmd(
         typer.echo(to_markdown(result))
 
 
+@app.command("train-heads")
+def train_heads_cmd(
+    labels: Path = typer.Option(..., "--labels", help="CSV of labels keyed by track id (any of the seven learned features)."),
+    audio: Path = typer.Option(..., "--audio", help="Folder of audio files named <track_id>.<ext>."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (use it with analyze --model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle whose stage 1 the heads sit on; default: the bundled model."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+) -> None:
+    """Fit the listening heads (tagger + VAD + dynamics) on your own labelled audio."""
+    from .errors import SongfeatError
+    from .heads import train_heads
+
+    try:
+        path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers, progress=_progress_on())
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    typer.echo(f"wrote {path}")
+
+
 @app.command("check-behaviour")
 def check_behaviour_cmd(
     shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (behaviour/)."),

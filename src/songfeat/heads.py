@@ -169,3 +169,46 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
 
 __all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
            "intervals_from_rules", "rule_interval", "DEFAULT_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
+
+
+def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
+                cfg: FitConfig | None = None):
+    """Fit heads on your own labelled audio (any subset of the seven features; missing cells are unknown)
+    on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads."""
+    import copy
+    from pathlib import Path
+
+    from .accuracy import pair_labels_audio
+    from .analyze import get_bundle
+    from .bundle import save_bundle
+    from .errors import SongfeatError
+    from .records import DEFAULT_CACHE, get_records
+    from .sources import fit_on
+
+    cfg = cfg or FitConfig()
+    base = get_bundle(base_model)
+    rows, _ = pair_labels_audio(labels_csv, audio_dir)
+    targets = [t for t in TARGETS if t in rows.columns]
+    if not targets or len(rows) < 5:
+        raise SongfeatError(labels_csv, f"need at least 5 labelled clips with audio and one of {', '.join(TARGETS)}")
+    recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
+    ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
+    y = np.full((len(ok), len(TARGETS)), np.nan)
+    for t in targets:
+        y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
+    lo, hi = intervals_from_labels(y)
+    lay = layout(DEFAULT_PARTS)
+    names = tuple(base.numeric_inputs)
+    sc = base.config["scalers"]["numeric"]
+    num = np.array([[float(recs[i].descriptors[k]) for k in names] for i in ok], dtype=np.float32)
+    num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
+    model = fit_on(base, [recs[i] for i in ok], lo, hi, lay, num_std, cfg)
+    config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_source",
+                                                                           "scalers", "label_means", "format")})
+    config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
+                   "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)),
+                               "head_hidden": cfg.hidden, "members": cfg.members, "residual": cfg.residual_mask()},
+                   "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
+                   "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
+                                  "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
+    return save_bundle(Path(out), model, config)
