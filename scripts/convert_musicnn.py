@@ -40,8 +40,8 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def graph_variables(pkg_root: Path, model: str) -> list[str]:
-    """Names of the global variables musicnn's graph for `model` creates (what saver.restore must fill)."""
+def graph_variables(pkg_root: Path, model: str) -> tuple[list[str], list[str]]:
+    """Names of the global variables musicnn's graph for `model` creates (what saver.restore must fill), and its tags."""
     import tensorflow as tf
 
     tf.compat.v1.disable_eager_execution()
@@ -54,7 +54,7 @@ def graph_variables(pkg_root: Path, model: str) -> list[str]:
         x = tf.compat.v1.placeholder(tf.float32, [None, 187, configuration.N_MELS])
         is_training = tf.compat.v1.placeholder(tf.bool)
         models.define_model(x, is_training, model, len(labels))
-        return [v.op.name for v in tf.compat.v1.global_variables()]
+        return [v.op.name for v in tf.compat.v1.global_variables()], list(labels)
 
 
 def convert(wheel: Path, out: Path) -> dict:
@@ -69,7 +69,7 @@ def convert(wheel: Path, out: Path) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         for model in MODELS:
             ckpt_dir = root / "musicnn" / model
-            names = graph_variables(root, model)
+            names, tags = graph_variables(root, model)
             reader = tf.compat.v1.train.NewCheckpointReader(str(ckpt_dir) + "/")  # its `checkpoint` file names the author's paths
             in_ckpt = reader.get_variable_to_shape_map()
             missing = [n for n in names if n not in in_ckpt]
@@ -80,7 +80,8 @@ def convert(wheel: Path, out: Path) -> dict:
             files = {p.name: sha256(p) for p in sorted(ckpt_dir.iterdir()) if p.name.startswith(".")}
             meta = {"source": f"{wheel.name}:musicnn/{model}/", "wheel_sha256": provenance["wheel_sha256"],
                     "checkpoint_sha256": json.dumps(files), "licence": "ISC (Music Technology Group, UPF 2019)",
-                    "authors": "Jordi Pons, Xavier Serra", "layout": "TensorFlow (conv HWIO, dense [in, out])"}
+                    "authors": "Jordi Pons, Xavier Serra", "layout": "TensorFlow (conv HWIO, dense [in, out])",
+                    "tags": json.dumps(tags)}  # the output order, from the wheel's configuration.py
             dest = out / f"{model}.safetensors"
             save_file(tensors, str(dest), metadata=meta)
             provenance["models"][model] = {"variables": len(tensors), "parameters": int(sum(t.size for t in tensors.values())),

@@ -135,10 +135,25 @@ def test_describe_batch_equals_describe():
             np.testing.assert_allclose(d[k], one[k], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [np.zeros(0, np.float32), np.zeros((2, 100), np.float32), np.array([np.nan] * 1000, np.float32)])
-def test_bad_windows_are_refused(bad):
+@pytest.mark.parametrize("bad,sr", [(np.zeros(0, np.float32), 16000), (np.zeros((2, 100), np.float32), 16000),
+                                    (np.array([np.nan] * 1000, np.float32), 16000), (np.ones(1000, np.float32), 0),
+                                    (np.ones(1000, np.float32), 44100.5)])
+def test_bad_windows_are_refused(bad, sr):
     with pytest.raises(ValueError):
-        tagger.describe(bad, 16000)
+        tagger.describe(bad, sr)
+
+
+@pytest.mark.parametrize("model,file", [("msd", "MSD_musicnn"), ("mtt", "MTT_musicnn")])
+def test_tag_names_are_the_weights_own(model, file):
+    """The conversion wrote the wheel's label list into each file; our hard-coded names must be that list."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(tagger.WEIGHTS_DIR / f"{file}.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["tags"]) == list(tagger.TAGS[model]) and len(tagger.TAGS[model]) == 50
+    assert "ISC" in meta["licence"] and meta["source"].startswith("musicnn-0.1.0-py3-none-any.whl")
 
 
 def test_loader_refuses_missing_or_unexpected_variables(tmp_path):
@@ -162,3 +177,17 @@ def test_loader_refuses_missing_or_unexpected_variables(tmp_path):
         load_musicnn(tmp_path / "shape.safetensors")
     with pytest.raises(SongfeatError, match="missing"):
         load_musicnn(tmp_path / "absent.safetensors")
+
+
+def test_tags_command_prints_top_tags_and_names_bad_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    res = CliRunner().invoke(app, ["tags", str(FIX / "arovane_beat.flac"), "--top", "3"])
+    assert res.exit_code == 0, res.output
+    assert "MSD: electronic" in res.output and res.output.count(",") == 4  # 3 tags per model line
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio")
+    res = CliRunner().invoke(app, ["tags", str(bad)])
+    assert res.exit_code == 1 and "bad.mp3" in res.output and "Traceback" not in res.output

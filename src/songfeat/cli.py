@@ -23,6 +23,25 @@ def _progress_on() -> bool:
     return sys.stderr.isatty()
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
+
+
+def one_line(text: str) -> str:
+    """A message kept to one line: control characters (a newline in a file name, a decoder's escape codes) shown escaped."""
+    return text.translate(_CONTROL)
+
+
+def _report(out, verbose: bool, say) -> None:
+    """Print a batch Outcome's warnings (one line each), with --verbose the raw decoder text behind them, and its error."""
+    for w in out.warnings:
+        say(f"songfeat: warning: {w}")
+    if verbose and out.log:
+        for line in out.log.splitlines():
+            say(f"songfeat: {line}")
+    if out.error:
+        say(f"songfeat: error: {out.error}")
+
+
 @app.command()
 def analyze(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
@@ -32,10 +51,13 @@ def analyze(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
+                                  help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
     from .analyze import analyze_many, auto_workers
-    from .audio import find_audio
+    from .audio import scan_inputs
     from .errors import SongfeatError
     from .output import FORMATS, ResultWriter
 
@@ -43,39 +65,88 @@ def analyze(
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if resume and output is None:
         raise fail("--resume needs --output")
-    files, missing = find_audio(list(paths))
-    for m in missing:
-        typer.echo(f"songfeat: error: {m}: no such file or folder", err=True)
+    files, refused, notes = scan_inputs(list(paths))
+    for e in refused:
+        typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+    for n in notes:
+        typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
     single = len(paths) == 1 and len(files) == 1 and paths[0].is_file()
     writer = ResultWriter(fmt, output, resume=resume, single=single)
     todo = [f for f in files if str(f) not in writer.done]
-    if not files and not missing:
+    if not files and not refused:
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
-    failed = len(missing)
+    failed, written = len(refused), 0
     progress = None
     if _progress_on() and len(todo) > 1:
+        from rich.console import Console
         from rich.progress import Progress
 
-        progress = Progress(transient=True)
+        # on stderr, refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture
+        progress = Progress(console=Console(stderr=True), transient=True, auto_refresh=False)
         task = progress.add_task("analysing", total=len(todo))
         progress.start()
+
+    def say(line: str) -> None:  # above the progress bar while it shows
+        if progress is None:
+            typer.echo(one_line(line), err=True)
+        else:
+            progress.console.print(one_line(line), markup=False, highlight=False, soft_wrap=True)
+
     try:
-        for out in analyze_many(todo, model=model, workers=workers or auto_workers(len(todo))):
+        outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None) if todo else ()
+        for out in outcomes:
             if progress is not None:
                 progress.advance(task)
+                progress.refresh()
+            _report(out, verbose, say)
             if out.error:
                 failed += 1
-                typer.echo(f"songfeat: error: {out.error}", err=True)
                 continue
-            writer.write(out.features if single else {"path": out.path, **out.features})
-        writer.close()
+            # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
+            writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
+            written += 1
+        if written or not failed or writer.previous:  # when every input failed, nothing reaches stdout
+            writer.close()
     except SongfeatError as e:
         raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        kept = f"; finished files are kept in {writer.partial}, rerun with --resume to continue" if output else ""
+        raise fail(f"interrupted{kept}", 130) from None
     finally:
         if progress is not None:
             progress.stop()
     if failed:
-        typer.echo(f"songfeat: {failed} of {len(files) + len(missing)} inputs failed", err=True)
+        typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("tags")
+def tags_cmd(
+    paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
+    top: int = typer.Option(5, "--top", "-k", min=1, max=50, help="How many tags of each model to print."),
+) -> None:
+    """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s."""
+    from .audio import scan_inputs
+    from .errors import SongfeatError
+    from .tagger import describe_file, top_tags
+
+    files, refused, notes = scan_inputs(list(paths))
+    for e in refused:
+        typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+    for n in notes:
+        typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
+    failed = len(refused)
+    for f in files:
+        try:
+            tops = top_tags(describe_file(f), top)
+        except SongfeatError as e:
+            typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+            failed += 1
+            continue
+        typer.echo(one_line(str(f)))
+        for model, pairs in tops.items():
+            typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
+    if failed or not files:
         raise typer.Exit(1)
 
 
@@ -205,10 +276,13 @@ def build_cmd(
     labels: Path = typer.Option(..., "--labels", help="Label CSV in any supported Spotify-style schema (see docs/store.md)."),
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
     out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
-    frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense or logmel."),
-    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (1 = in this process)."),
+    frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense, logmel or musicnn (tagger tags + embeddings, see docs/musicnn.md)."),
+    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
+                                  help="Seconds one clip may take in a worker process (builds of more than 12 clips); 0: no limit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
     from .data.store import build_store
@@ -216,7 +290,8 @@ def build_cmd(
 
     try:
         report = build_store(labels, audio, out, frontend=frontend, workers=workers, progress=_progress_on(),
-                             limit=limit, descriptors=descriptors)
+                             limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
+                             verbose=verbose)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except ValueError as e:  # e.g. an unknown --frontend
@@ -224,7 +299,7 @@ def build_cmd(
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
     for f in report.failed[:5]:
-        typer.echo(f"songfeat: error: {f['path']}: {f['reason']}", err=True)
+        typer.echo(one_line(f"songfeat: error: {f['path']}: {f['reason']}"), err=True)
     if len(report.failed) > 5:
         typer.echo(f"songfeat: error: ... and {len(report.failed) - 5} more (see {out / 'report.csv'})", err=True)
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
@@ -236,7 +311,7 @@ def build_cmd(
 
 @app.command("train")
 def train_cmd(
-    model: str = typer.Argument(..., help="Model family: numeric-mlp, cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner."),
+    model: str = typer.Argument(..., help="Model family: numeric-mlp, cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner, mlp-head (over a --frontend musicnn store)."),
     store: Path = typer.Option(..., "--store", help="Dataset store folder (made by `songfeat build`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's seed targets."),
@@ -318,7 +393,7 @@ def _retry_policy(retries: int, backoff: float, max_wait: float) -> "object":
 
 
 def _note(message: str) -> None:
-    typer.echo(f"songfeat: {message}", err=True)
+    typer.echo(one_line(f"songfeat: {message}"), err=True)
 
 
 @app.command("collect")
@@ -387,6 +462,46 @@ def download_cmd(
     typer.echo(report.summary())
     if report.failures:
         raise typer.Exit(1)
+
+
+# ---- serving a library -------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_cmd(
+    library: Path = typer.Option(..., "--library", "-l", help="Music folder to index and serve (searched recursively)."),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback should come with --token."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SONGFEAT_TOKEN", show_envvar=True,
+                                        help="Require 'Authorization: Bearer <token>' on every request but /healthz and /docs."),
+    db: Optional[Path] = typer.Option(None, "--db", help="SQLite index; default: LIBRARY/.songfeat/library.db."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Analysis processes; default: every usable CPU."),
+    rescan: bool = typer.Option(False, "--rescan", help="Hash every file again at start-up, even those whose size and mtime are unchanged."),
+    rescan_interval: float = typer.Option(60.0, "--rescan-interval", min=0.0, help="Seconds between scans for new, changed and removed files (0: only at start-up)."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Largest POST /v1/audio-features body (413 beyond)."),
+    time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
+) -> None:
+    """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
+    from .analyze import auto_workers
+    from .errors import SongfeatError
+
+    try:
+        from .library import Library
+        from .serve import is_loopback, run
+    except ImportError as e:
+        raise fail(f"serve needs its extra: pip install 'songfeat[serve]' ({e})") from None
+    if not library.is_dir():
+        raise fail(f"{library}: no such folder")
+    if not token and not is_loopback(host):
+        typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
+    try:
+        lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} workers, "
+               f"docs at /docs)", err=True)
+    run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
+        rescan_interval=rescan_interval, log_level="warning")
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 The recipe is musicnn 0.1.0's `extractor.batch_data` (librosa.feature.melspectrogram with its defaults:
 power 2, centred frames, periodic Hann), with two deliberate differences:
-  * the log compression is done in float32. musicnn casts the mel to float16 first; under numpy 2
-    `10000·x` then stays float16 and overflows to inf for x > 6.55, and every loud clip gets the same tags;
+  * the log compression is done in float32. musicnn casts the mel to float16 first; `10000·x` then
+    stays float16 and overflows to inf for x > 6.55 (about 1% of a pop clip's bins), which spreads
+    through the network;
   * frames are reflect-padded at the edges, as librosa < 0.10 (which musicnn was trained with) did;
     librosa >= 0.10 pads with zeros. Only the first and last frame of a window differ.
 Self-contained (numpy, torch, soxr), so `frontend.compute` can reach it through `tagger` without a cycle.
@@ -92,6 +93,8 @@ def mel_patches(y: np.ndarray, sr: int, max_patches: int = MAX_PATCHES) -> np.nd
     A window shorter than 3 s has its spectrogram repeated up to 187 frames: musicnn was trained
     that way (its config's pad_short is 'repeat-pad'), and silence padding would read as quiet music.
     """
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ValueError(f"sample rate must be a positive integer, got {sr!r}")
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"the tagger takes one mono window (1-D), got shape {y.shape}")

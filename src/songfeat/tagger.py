@@ -107,3 +107,13 @@ def top_tags(d: dict[str, np.ndarray], k: int = 5) -> dict[str, list[tuple[str, 
     """The k most probable tags of each model, e.g. for a quick look at what the tagger heard."""
     return {m: [(TAGS[m][i], float(d[f"{m}_tags"][i])) for i in np.argsort(-d[f"{m}_tags"])[:k]] for m in MODELS}
 
+
+
+def describe_file(path: str | Path, max_patches: int = MAX_PATCHES) -> dict[str, np.ndarray]:
+    """`describe` of a file's first 30-s window (decoded at 44.1 kHz); SongfeatError for unreadable or silent audio."""
+    from .audio import SAMPLE_RATE as AUDIO_SR
+    from .audio import WINDOW_SECONDS, check_usable, load_audio
+
+    y = load_audio(path, sr=AUDIO_SR, max_seconds=WINDOW_SECONDS)
+    check_usable(path, y.size, float(np.abs(y).max()) if y.size else 0.0)
+    return describe(y, AUDIO_SR, max_patches)
