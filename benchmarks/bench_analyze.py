@@ -2,7 +2,8 @@
 
 Both run as whole processes, start-up included, on the same files, one after the other in this
 process's timing loop (baseline: benchmarks/librosa_baseline.py). Then a cold single-file run, and
-where songfeat's time goes (imports, decode, descriptors, front-end, model) measured in-process.
+where songfeat's time goes (imports, decode, descriptors, 16-kHz resampling, VAD, tagger, dynamics,
+heads) measured in-process.
 
     python benchmarks/bench_analyze.py [--files N] [--audio DIR] [--repeat R]
 
@@ -59,20 +60,21 @@ def timed(cmd: list[str], repeat: int) -> float:
 
 
 def breakdown(files: list[Path]) -> dict[str, float]:
-    """Seconds per file spent in each stage, measured in-process after imports."""
+    """Seconds per file spent in each stage, measured in-process after imports (one thread, as a worker runs)."""
     t0 = time.perf_counter()
     import numpy as np
-    import torch  # noqa: F401
+    import torch
 
-    from songfeat import descriptors
-    from songfeat.analyze import get_bundle, predict_clip, to_spotify
-    from songfeat.analyze import Clip
-    from songfeat.audio import iter_windows
-    from songfeat.frontend import compute, fit_window
+    from songfeat import descriptors, evidence, tagger, vad
+    from songfeat.analyze import MIN_TAIL_SECONDS, Clip, get_bundle, predict_clip, to_spotify
+    from songfeat.audio import SAMPLE_RATE, iter_windows
+    from songfeat.heads import assemble
     t_import = time.perf_counter() - t0
+    torch.set_num_threads(1)
     bundle = get_bundle()
-    spec = bundle.frontend
-    acc = {"decode": 0.0, "descriptors": 0.0, "frontend": 0.0, "model": 0.0}
+    lay = bundle.evidence_layout
+    acc = dict.fromkeys(("decode", "descriptors", "resample 16 kHz", "VAD", "tagger", "dynamics", "heads"), 0.0)
+    n_windows = 0
     for f in files:
         t = time.perf_counter()
         windows = list(iter_windows(f))
@@ -81,13 +83,29 @@ def breakdown(files: list[Path]) -> dict[str, float]:
         ev = [descriptors.window_evidence(w) for w in windows]
         desc = descriptors.combine(ev)
         acc["descriptors"] += time.perf_counter() - t
+        rows = []
+        for i, (w, e) in enumerate(zip(windows, ev)):
+            if i and w.size < MIN_TAIL_SECONDS * SAMPLE_RATE:  # analyze leaves short tails out of the learned features
+                continue
+            n_windows += 1
+            t = time.perf_counter()
+            y16 = evidence.resample16(w, SAMPLE_RATE)
+            acc["resample 16 kHz"] += time.perf_counter() - t
+            t = time.perf_counter()
+            v = np.array([vad.describe(y16, evidence.RATE16)[k] for k in vad.STATS], dtype=np.float32)
+            acc["VAD"] += time.perf_counter() - t
+            t = time.perf_counter()
+            tg = tagger.vector(tagger.describe(y16, sr=evidence.RATE16, max_patches=evidence.TAGGER_PATCHES))
+            acc["tagger"] += time.perf_counter() - t
+            t = time.perf_counter()
+            dyn = evidence.dynamics(e, y16)
+            acc["dynamics"] += time.perf_counter() - t
+            rows.append(assemble({"tagger": tg[None], "vad": v[None], "dynamics": dyn[None]}, lay))
         t = time.perf_counter()
-        fr = np.concatenate([compute(spec, fit_window(w, spec)).numpy() for w in windows[:1]])
-        acc["frontend"] += time.perf_counter() - t
-        t = time.perf_counter()
-        to_spotify(f, predict_clip(bundle, Clip(str(f), desc, fr, np.ones(len(fr)))), desc)
-        acc["model"] += time.perf_counter() - t
+        to_spotify(f, predict_clip(bundle, Clip(str(f), desc, None, np.ones(len(rows)), np.concatenate(rows))), desc)
+        acc["heads"] += time.perf_counter() - t
     out = {k: v / len(files) for k, v in acc.items()}
+    out["windows per file"] = n_windows / len(files)
     out["import (once)"] = t_import
     return out
 
@@ -127,7 +145,7 @@ def main() -> None:
         print(f"cold single-file run (median of {max(3, args.repeat)}): {cold:.2f} s")
         print("where songfeat's time goes (in-process, per file):")
         for k, v in breakdown(files).items():
-            print(f"  {k:16s} {v * 1000:8.1f} ms")
+            print(f"  {k:16s} {v:8.2f}" if k == "windows per file" else f"  {k:16s} {v * 1000:8.1f} ms")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

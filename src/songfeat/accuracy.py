@@ -8,14 +8,13 @@ held-out fold, so every figure is on clips the fitted part never saw.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import features
-from .analyze import Clip, _init_worker, get_bundle, predict_clip, read_clip
+from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .audio import AUDIO_EXTENSIONS
 from .errors import SongfeatError
 from .evaluate import regression_metrics
@@ -25,32 +24,21 @@ MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
 
 
 def _read_one(args) -> Clip | str:
-    path, spec = args
+    path, spec, layout = args
     try:
-        return read_clip(path, spec)
+        return read_clip(path, spec, layout)
     except SongfeatError as e:
         return str(e)
     except Exception as e:
         return f"{path}: analysis failed ({type(e).__name__}: {e})"
 
 
-def read_clips(paths: list[str], spec, progress: bool = True, workers: int = 1) -> list[Clip | str]:
+def read_clips(paths: list[str], spec, progress: bool = True, workers: int = 1,
+               evidence_layout: list[dict] | None = None) -> list[Clip | str]:
     """read_clip over many files (in `workers` processes); a failed file becomes its error line."""
-    jobs = [(p, spec) for p in paths]
-    if workers > 1:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
-        results = pool.map(_read_one, jobs, chunksize=1)
-    else:
-        pool, results = None, map(_read_one, jobs)
-    try:
-        if progress:
-            from rich.progress import track
+    from .records import map_files
 
-            results = track(results, total=len(jobs), description="reading clips", transient=True)
-        return list(results)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    return map_files(_read_one, [(p, spec, evidence_layout) for p in paths], workers, progress)
 
 
 def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
@@ -106,12 +94,14 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
 
     bundle = get_bundle(model)
     rows, missing = pair_labels_audio(labels_csv, audio_dir)
+    heads = bundle.config.get("model") == "heads"
     if cv is not None:
-        if bundle.config.get("model") != "stack":
-            raise SongfeatError(bundle.path, "--cv refits the default model's audio correction; this bundle is not a 'stack' model")
+        if bundle.config.get("model") not in ("stack", "heads"):
+            raise SongfeatError(bundle.path, "--cv refits the default model's fitted parts; this bundle is not a 'stack' or 'heads' model")
         if cv < 2 or cv > len(rows):
             raise SongfeatError(None, f"--cv must be between 2 and the number of clips ({len(rows)}), got {cv}")
-    trained_on = set((bundle.config.get("provenance") or {}).get("stage2_ids") or [])
+    prov = bundle.config.get("provenance") or {}
+    trained_on = set(prov.get("stage2_ids") or []) | {i for ids in (prov.get("heads_clips") or {}).values() for i in ids}
     excluded = []
     if cv is None and trained_on:
         excluded = rows.loc[rows["track_id"].isin(trained_on), "track_id"].tolist()
@@ -120,8 +110,10 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
                                 f"{len(rows)} it never saw; use --cv K to refit its audio part per fold")
     spec = bundle.frontend if "frontend" in bundle.needs else None
+    layout = bundle.evidence_layout if heads else None
     if clips is None:
-        clips = read_clips(rows["path"].tolist(), HEAD_SPEC if cv else spec, progress=progress, workers=workers)
+        clips = read_clips(rows["path"].tolist(), HEAD_SPEC if cv and not heads else spec, progress=progress, workers=workers,
+                           evidence_layout=layout)
     elif len(clips) != len(rows):
         raise ValueError(f"{len(clips)} clips given for {len(rows)} labelled audio files")
     failed = [c for c in clips if isinstance(c, str)]
@@ -144,6 +136,8 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         result["predictions"] = pd.DataFrame(pred, columns=targets).assign(track_id=rows["track_id"]).to_dict("records")
         return result
 
+    if heads:
+        return _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result)
     numeric = np.array([c.descriptors.numeric(bundle.numeric_inputs) for c in clips], dtype=np.float32)
     fronts = [c.frontend for c in clips]
     idx_t = [bundle.targets.index(t) for t in targets]
@@ -172,6 +166,57 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         "mean_predictor": regression_metrics(y, mean_pred, targets),
     }
     if all(t in catalogue for t in targets):  # what you would guess knowing only Spotify's catalogue
+        result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
+    result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
+    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(lufs - spot)))
+    return result
+
+
+def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
+    """K-fold refit of a heads model's heads (and the loudness calibration) on these clips alone.
+
+    Each fold's heads see only the other folds of this set (no other source, no behaviour bounds), so the
+    figure is a within-set one; `songfeat evaluate-sources` gives the shift-revealing one.
+    """
+    import torch
+
+    from .heads import FitConfig, fit_heads, intervals_from_labels, predict_rows
+    from .sources import new_heads
+
+    fitd = dict(bundle.config.get("split", {}).get("heads", {}).get("fit") or {})
+    if "residual" in fitd:
+        fitd["residual"] = tuple(fitd["residual"])
+    cfg = FitConfig(**fitd)
+    n = len(clips)
+    idx_t = [bundle.targets.index(t) for t in targets]
+    lufs, spot = desc["loudness_lufs"].to_numpy(float), rows["loudness"].to_numpy(float)
+    li = list(bundle.numeric_inputs).index("loudness")
+    numeric = np.array([c.descriptors.numeric(bundle.numeric_inputs) for c in clips], dtype=np.float32)
+    full = np.full((n, len(bundle.targets)), np.nan)
+    full[:, idx_t] = y
+    pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
+    for test in _folds(n, cv, seed):
+        train = np.setdiff1d(np.arange(n), test)
+        slope, icpt = np.polyfit(lufs[train], spot[train], 1)
+        loud_cv[test] = slope * lufs[test] + icpt
+        num = numeric.copy()
+        num[:, li] = np.clip(slope * lufs + icpt, -60.0, 0.0)
+        num_std = bundle.normalise("numeric", torch.from_numpy(num)).numpy()
+        rows_ev = [np.asarray(c.evidence) for c in clips]
+        ev = np.concatenate([rows_ev[i] for i in train])
+        nrep = np.concatenate([np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0) for i in train])
+        w = np.concatenate([clips[i].weights / clips[i].weights.sum() for i in train])
+        lo, hi = intervals_from_labels(np.concatenate([np.repeat(full[i:i + 1], len(rows_ev[i]), axis=0) for i in train]))
+        model = new_heads(bundle, ev.shape[1], cfg)
+        fit_heads(model, ev, nrep, lo, hi, w, cfg)
+        model.eval()
+        for i in test:
+            p = predict_rows(model, rows_ev[i], np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0))
+            pred[i] = np.average(p, axis=0, weights=clips[i].weights)[idx_t]
+        mean_pred[test] = y[train].mean(0)
+    catalogue = bundle.config.get("label_means") or {}
+    result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": regression_metrics(y, mean_pred, targets)}
+    if all(t in catalogue for t in targets):
         result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
     result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(lufs - spot)))

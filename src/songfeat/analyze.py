@@ -74,27 +74,40 @@ class Clip:
     descriptors: object  # songfeat.descriptors.Descriptors
     frontend: np.ndarray | None  # [W, C, T] one row per window used for learned features
     weights: np.ndarray | None  # [W] samples per window, for the duration-weighted mean
+    evidence: np.ndarray | None = None  # [W, D] the heads' inputs per window (tagger, VAD, dynamics)
 
 
-def read_clip(path: str | Path, spec=None) -> Clip:
-    """Stream a file once: descriptors over the whole song, and `spec`'s front-end per window.
+def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = None) -> Clip:
+    """Stream a file once: descriptors over the whole song, and `spec`'s front-end (or, given
+    `evidence_layout`, the heads' evidence vector) per window.
 
     Raises SongfeatError (with the file and reason) for unreadable, empty, too short or silent audio.
     """
     from . import descriptors
-    from .frontend import compute, fit_window
 
-    evidence, weights, fronts = [], [], []
+    evidence, weights, fronts, rows = [], [], [], []
     for w in iter_windows(path):
-        evidence.append(descriptors.window_evidence(w, SAMPLE_RATE))
-        if spec is None or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights):
+        ev = descriptors.window_evidence(w, SAMPLE_RATE)
+        evidence.append(ev)
+        if (spec is None and evidence_layout is None) or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights):
             continue
-        fronts.append(compute(spec, fit_window(w, spec)).numpy())  # one window at a time: memory stays flat
+        if spec is not None:
+            from .frontend import compute, fit_window
+
+            fronts.append(compute(spec, fit_window(w, spec)).numpy())  # one window at a time: memory stays flat
+        if evidence_layout is not None:
+            from .evidence import window_inputs
+            from .heads import assemble
+
+            tagger = any(p["block"] == "tagger" for p in evidence_layout)
+            blocks = window_inputs(w, SAMPLE_RATE, ev, with_tagger=tagger)
+            rows.append(assemble({k: v[None] for k, v in blocks.items()}, evidence_layout))
         weights.append(w.size)
     check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
     return Clip(str(path), descriptors.combine(evidence),
                 np.concatenate(fronts) if fronts else None,
-                np.asarray(weights, dtype=np.float64) if weights else None)
+                np.asarray(weights, dtype=np.float64) if weights else None,
+                np.concatenate(rows) if rows else None)
 
 
 def predict_clip(bundle, clip: Clip) -> dict[str, float]:
@@ -102,7 +115,10 @@ def predict_clip(bundle, clip: Clip) -> dict[str, float]:
     numeric = None
     if "numeric" in bundle.needs:
         numeric = np.asarray([clip.descriptors.numeric(bundle.numeric_inputs)], dtype=np.float32)
-    if "frontend" in bundle.needs:
+    if "evidence" in bundle.needs:
+        num = None if numeric is None else np.repeat(numeric, len(clip.evidence), axis=0)
+        learned = np.average(bundle.predict(numeric=num, evidence=clip.evidence), axis=0, weights=clip.weights)
+    elif "frontend" in bundle.needs:
         num = None if numeric is None else np.repeat(numeric, len(clip.frontend), axis=0)
         learned = np.average(bundle.predict(clip.frontend, num), axis=0, weights=clip.weights)
     else:
@@ -117,7 +133,8 @@ def analyze(path: str | Path, model: str | Path | None = None) -> dict:
     """
     bundle = get_bundle(model)
     _check_bundle_for_audio(bundle)
-    clip = read_clip(path, bundle.frontend if "frontend" in bundle.needs else None)
+    clip = read_clip(path, bundle.frontend if "frontend" in bundle.needs else None,
+                     bundle.evidence_layout if "evidence" in bundle.needs else None)
     return to_spotify(path, predict_clip(bundle, clip), clip.descriptors)
 
 

@@ -50,8 +50,13 @@ class Bundle:
         return tuple(self.config.get("numeric_inputs") or ())
 
     @property
+    def evidence_layout(self) -> list[dict] | None:
+        """For models that read evidence: which blocks and parts, in order (see `songfeat.heads.layout`)."""
+        return self.config.get("evidence_layout")
+
+    @property
     def needs(self) -> tuple[str, ...]:
-        """Which inputs the model reads: a subset of ("frontend", "numeric")."""
+        """Which inputs the model reads: a subset of ("frontend", "numeric", "evidence")."""
         return tuple(self.config.get("inputs") or getattr(self.model, "inputs", ()))
 
     def _scaler(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -72,9 +77,17 @@ class Bundle:
         return (x - mean) / torch.clamp(std, min=1e-8)
 
     @torch.no_grad()
-    def predict(self, frontend: torch.Tensor | None = None, numeric: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
-        """Run the model on a batch; returns [B, len(targets)], each clamped to its feature's range."""
+    def predict(self, frontend: torch.Tensor | None = None, numeric: np.ndarray | torch.Tensor | None = None,
+                evidence: np.ndarray | None = None) -> np.ndarray:
+        """Run the model on a batch; returns [B, len(targets)], each clamped to its feature's range.
+
+        `evidence` is the heads' per-window input vector (`songfeat.heads.assemble`), for models that read it.
+        """
         kw = {}
+        if "evidence" in self.needs:
+            if evidence is None:
+                raise ValueError("this model needs evidence vectors (tagger, VAD, dynamics)")
+            kw["evidence"] = _tensor(evidence)
         if "frontend" in self.needs:
             if frontend is None:
                 raise ValueError("this model needs a front-end tensor")

@@ -217,6 +217,8 @@ def train_default(
     shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (spotify-features/, spotify-previews/)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the bundle; default: the package's weights/default."),
     seed: int = typer.Option(42, "--seed"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes reading clips (the fit itself is single-threaded)."),
 ) -> None:
     """Retrain the bundled default model from the shared data (reproduces songfeat/weights/default)."""
     from .bundle import DEFAULT_DIR
@@ -224,10 +226,80 @@ def train_default(
     from .errors import SongfeatError
 
     try:
-        path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on())
+        path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on(), cache=cache, workers=workers)
     except SongfeatError as e:
         raise fail(str(e)) from None
     typer.echo(f"wrote {path}")
+
+
+# ---- validation of the learned features: held-out sources, behaviour clips ----------------------
+
+
+@app.command("evaluate-sources")
+def evaluate_sources_cmd(
+    shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle whose stage 1 is used; default: the bundled model."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
+) -> None:
+    """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
+    import json
+
+    from .errors import SongfeatError
+    from .records import DEFAULT_CACHE
+    from .sources import evaluate_sources, to_markdown
+
+    try:
+        result = evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on())
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    for line in result["failed"]:
+        typer.echo(f"songfeat: note: {line}", err=True)
+    if fmt == "json":
+        typer.echo(json.dumps(result, indent=2, default=float))
+    else:
+        typer.echo(to_markdown(result))
+
+
+@app.command("train-heads")
+def train_heads_cmd(
+    labels: Path = typer.Option(..., "--labels", help="CSV of labels keyed by track id (any of the seven learned features)."),
+    audio: Path = typer.Option(..., "--audio", help="Folder of audio files named <track_id>.<ext>."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (use it with analyze --model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle whose stage 1 the heads sit on; default: the bundled model."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+) -> None:
+    """Fit the listening heads (tagger + VAD + dynamics) on your own labelled audio."""
+    from .errors import SongfeatError
+    from .heads import train_heads
+
+    try:
+        path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers, progress=_progress_on())
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    typer.echo(f"wrote {path}")
+
+
+@app.command("check-behaviour")
+def check_behaviour_cmd(
+    shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (behaviour/)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
+    half: str = typer.Option("check", "--half", help="check (claims), fit, or all."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+) -> None:
+    """Analyze the behaviour clips and count which of their rules (from Spotify's definitions) hold."""
+    from .behaviour import evaluate_behaviour, to_markdown
+    from .errors import SongfeatError
+
+    if half not in ("check", "fit", "all"):
+        raise fail(f"--half must be check, fit or all, not {half!r}")
+    try:
+        table = evaluate_behaviour(shared, model=model, workers=workers)
+    except (SongfeatError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    typer.echo(to_markdown(table, None if half == "all" else half))
 
 
 # ---- research pipeline: build / train / evaluate / compare ------------------------------------

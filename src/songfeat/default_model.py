@@ -139,53 +139,105 @@ def read_previews(shared: Path) -> pd.DataFrame:
     return rows
 
 
-def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int = 42, progress: bool = True) -> Path:
-    """Rerun the whole recipe from the shared data and write the bundle to `out`."""
-    from .accuracy import evaluate_audio, read_clips
+def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int = 42, progress: bool = True,
+                  cache: str | Path | None = None, workers: int = 1) -> Path:
+    """Rerun the whole recipe from the shared data and write the bundle to `out`.
+
+    Stage 1 as before; then the listening heads on every labelled source (dev previews, older
+    previews, FMA with Echo Nest labels minus their instrumentalness) and the behaviour clips'
+    fitting half (rule bounds); then the leave-one-source-out table and the behaviour check
+    (checking half) go into the config and the model card.
+    """
+    from . import behaviour
     from .data.labels import read_labels
+    from .heads import DEFAULT_PARTS, FitConfig, intervals_from_labels, intervals_from_rules, layout
+    from .records import DEFAULT_CACHE, get_records
+    from .sources import NOT_FITTED, clip_predictions, evaluate_sources, fit_on, labelled_clips
 
     shared = Path(shared)
-
+    cache = DEFAULT_CACHE if cache is None else cache
     table = read_labels(shared / TABLE).frame
     previews = read_previews(shared)
     fit = train_base(table, set(previews["track_id"]), seed=seed, progress=progress)
+    cfg = FitConfig(seed=seed)
+    lay = layout(DEFAULT_PARTS)
+    clips = labelled_clips(shared)
+    man = behaviour.read_manifest(shared)
+    fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
+    recs = get_records(list(clips["path"]) + list(fit_beh["path"]), cache, True, workers, progress)
+    n_lab = len(clips)
+    ok_lab = [i for i in range(n_lab) if not isinstance(recs[i], str)]
+    ok_beh = [j for j in range(len(fit_beh)) if not isinstance(recs[n_lab + j], str)]
+    clips = clips.loc[ok_lab].reset_index(drop=True)
+    lab_recs, beh_recs = [recs[i] for i in ok_lab], [recs[n_lab + j] for j in ok_beh]
+    y = clips[list(TARGETS)].to_numpy(float)
+    for src, cols in NOT_FITTED.items():
+        for c in cols:
+            y[clips["source"].to_numpy() == src, TARGETS.index(c)] = np.nan
+    lo, hi = intervals_from_labels(y)
+    blo, bhi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]))
+    all_recs = lab_recs + beh_recs
+    numeric = np.array([[float(r.descriptors[k]) for k in INPUTS] for r in all_recs], dtype=np.float32)
+    num_std = (numeric - fit.mean) / np.maximum(fit.std, 1e-8)
+
     config = {
-        "model": "stack",
-        "hparams": {"n_inputs": len(INPUTS), "hidden": [64, 32], "n_channels": HEAD_SPEC.channels},
+        "model": "heads",
+        "hparams": {"n_inputs": len(INPUTS), "hidden": [64, 32], "n_evidence": 0,
+                    "head_hidden": cfg.hidden, "members": cfg.members, "residual": cfg.residual_mask()},
         "targets": list(TARGETS),
-        "inputs": ["frontend", "numeric"],
-        "frontend": HEAD_SPEC.to_dict(),
+        "inputs": ["evidence", "numeric"],
+        "evidence_layout": lay,
         "numeric_inputs": list(INPUTS),
         "numeric_source": "measured",
         "scalers": {"numeric": {"mean": fit.mean.tolist(), "std": fit.std.tolist()}},
         "split": {"stage1": {"recipe": "random 70/15/15", "seed": seed, "rows": fit.n_rows},
-                  "stage2": {"recipe": "all dev previews; ridge alpha by leave-one-out CV"}},
+                  "heads": {"fit": cfg.to_dict(), "labelled_clips": clips.groupby("source").size().to_dict(),
+                            "not_fitted": {k: list(v) for k, v in NOT_FITTED.items()},
+                            "behaviour_fit": list(fit_beh.loc[ok_beh, "file"]),
+                            "behaviour_check": list(man.loc[man["half"] == "check", "file"]),
+                            "behaviour_rule_margin": 0.1}},
         "metrics": {"stage1_heldout_on_spotify_values": fit.metrics},
         "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
         "provenance": {
             "stage1_table": str(TABLE), "stage1_rows_excluded": "track ids of the dev previews",
-            "stage2_clips": str(PREVIEWS),
+            "heads_clips": {s: list(clips.loc[clips["source"] == s, "track_id"]) for s in clips["source"].unique()},
             "songfeat_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "songfeat train-default --shared ../shared/data",
         },
     }
-    bundle = Bundle(fit.model, config)
-    clips = read_clips(list(previews["path"]), HEAD_SPEC, progress=progress)
-    ok = [i for i, c in enumerate(clips) if not isinstance(c, str)]
-    numeric = np.array([clips[i].descriptors.numeric(INPUTS) for i in ok], dtype=np.float32)
-    y = previews.loc[ok, list(TARGETS)].to_numpy(np.float32)
-    z = head_inputs(bundle, [clips[i].frontend for i in ok], numeric)
-    w, b, zm, zs, alphas = fit_head(z, y - base_outputs(bundle, numeric))
-    install_head(fit.model, w, b, zm, zs)
-    config["split"]["stage2"]["alphas"] = dict(zip(TARGETS, alphas))
-    config["provenance"]["stage2_ids"] = [previews.loc[i, "track_id"] for i in ok]
-    save_bundle(out, fit.model, config)  # evaluated from disk, exactly as shipped
-    cv = evaluate_audio(shared / PREVIEWS / "labels.csv", shared / PREVIEWS / "audio", model=out, cv=CV_FOLDS,
-                        seed=seed, progress=progress, clips=clips)  # the clips read above: no second decode
-    config["metrics"]["dev_previews_cv"] = {"folds": CV_FOLDS, "clips": cv["n_clips"], "learned": cv["learned"],
-                                            "measured": cv["measured"],
-                                            "command": f"songfeat evaluate-audio --cv {CV_FOLDS} (on the dev previews)"}
-    return save_bundle(out, fit.model, config, extra_files={"MODEL_CARD.md": model_card(config)})
+    from .models.heads import Heads
+
+    model = Heads(len(TARGETS), n_inputs=len(INPUTS), hidden=(64, 32), n_evidence=sum(
+        _width(all_recs[0].blocks, p) for p in lay), head_hidden=cfg.hidden, members=cfg.members,
+        residual=cfg.residual_mask())
+    model.base.load_state_dict(fit.model.base.state_dict())
+    config["hparams"]["n_evidence"] = int(model.z_mean.numel() - len(TARGETS))
+    save_bundle(out, model, config)  # stage 1 in place: the held-out tables below read it from disk
+    loso = evaluate_sources(shared, model=out, cache=cache, workers=workers, progress=progress, cfg=cfg)
+    trained = fit_on(Bundle(model, config), all_recs, np.concatenate([lo, blo]), np.concatenate([hi, bhi]), lay, num_std, cfg)
+    config["metrics"]["leave_one_source_out"] = {s: {k: e[k] for k in ("n", "learned", "average_without") if k in e}
+                                                 for s, e in loso["sources"].items()}
+    check = man[man["half"] == "check"].reset_index(drop=True)
+    crecs = get_records(list(check["path"]), cache, True, workers, progress)
+    outs = {}
+    for p, r in zip(check["path"], crecs):
+        if isinstance(r, str):
+            outs[p] = r
+            continue
+        n = np.array([[float(r.descriptors[k]) for k in INPUTS]], dtype=np.float32)
+        pred = clip_predictions(trained, [r], lay, (n - fit.mean) / np.maximum(fit.std, 1e-8))[0]
+        outs[p] = dict(zip(TARGETS, pred.tolist()))
+    table_b = behaviour.check(check, outs)
+    config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
+                                                 "rules": table_b.drop(columns=["error"]).to_dict("records")}
+    return save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)})
+
+
+def _width(blocks: dict, part: dict) -> int:
+    """Columns a layout part takes from its block."""
+    n = blocks[part["block"]].shape[1]
+    stop = n if part["stop"] is None else part["stop"]
+    return stop - part["start"]
 
 
 def _table(metrics: dict, columns: dict[str, str], targets) -> list[str]:
@@ -202,64 +254,108 @@ def _table(metrics: dict, columns: dict[str, str], targets) -> list[str]:
     return lines
 
 
+def _loso_tables(loso: dict, targets) -> list[str]:
+    """The leave-one-source-out summary and per-source tables for the card."""
+    from .sources import COLUMNS, to_markdown
+
+    return to_markdown({"sources": loso, "targets": list(targets)}).splitlines()
+
+
 def model_card(config: dict) -> str:
     """The default model's card, written from its own config so the figures always match the weights."""
     m = config["metrics"]
-    s1, cv = m["stage1_heldout_on_spotify_values"], m["dev_previews_cv"]
-    meas, tp = cv["measured"], cv["measured"]["tempo"]
+    s1 = m["stage1_heldout_on_spotify_values"]
     rows = config["split"]["stage1"]["rows"]
-    cols = {"model": "songfeat", "mean_predictor": "fold mean", "catalogue_mean": "catalogue mean", "stage1_only": "stage 1 alone"}
-    cols = {k: v for k, v in cols.items() if k in cv["learned"]}
+    h = config["split"]["heads"]
+    fitc = h["fit"]
+    beh = m["behaviour_check_half"]["summary"]
+    parts = ", ".join(f"{p['block']}:{p['name']}" + (" (log-odds)" if p["transform"] == "logit" else "") for p in config["evidence_layout"])
+    failed_rules = [r for r in m["behaviour_check_half"]["rules"] if not r["holds"]]
     lines = [
         "# songfeat default model",
         "",
         "Predicts Spotify's seven learned audio features (danceability, energy, speechiness, acousticness,",
-        "instrumentalness, valence, liveness; each 0–1) from audio. It is a `stack` bundle: safetensors weights",
-        "and `config.json` (front-end spec, scalers, targets, split, metrics, provenance) in this folder.",
+        "instrumentalness, valence, liveness; each 0–1) from audio. It is a `heads` bundle: safetensors weights",
+        "and `config.json` (evidence layout, scalers, targets, split, metrics, provenance) in this folder.",
         "",
         "## How it works",
-        f"- **Stage 1** (numeric MLP {config['hparams']['n_inputs']} → 64 → 32 → 7, sigmoid) maps the measured tempo, loudness,",
-        "  key, mode and time signature to the learned features. Trained on Spotify's own values for those inputs",
-        f"  in `{config['provenance']['stage1_table']}` (41,855 tracks; {rows['train']:,} train / {rows['val']:,} validation /",
-        f"  {rows['test']:,} held-out rows after dropping rows with missing values and the dev previews' track ids).",
-        "- **Stage 2** adds a ridge-regression correction from timbre statistics (mean and spread of each of 20 MFCCs",
-        "  over a 30-s window, every sample read) and stage 1's outputs, fitted on the 102 dev previews",
-        "  (`spotify-previews`) with each feature's regularisation chosen by leave-one-out cross-validation.",
-        "- At analysis time the inputs come from songfeat's own measurements (`songfeat.descriptors`), and each",
-        "  30-s window is predicted and the windows averaged, weighted by duration.",
+        "Each 30-s window of a song is heard by two pretrained listeners and measured; small heads map that to",
+        "the seven features, and the windows are averaged, weighted by duration.",
+        "- **musicnn** (Pons & Serra, ISC licence; `MSD_musicnn` and `MTT_musicnn` ported to torch, see",
+        "  `weights/musicnn/NOTICE.md`): 50 Million-Song-Dataset and 50 MagnaTagATune tag probabilities,",
+        "  averaged over 5 evenly spread 3-s patches of the window.",
+        "- **Silero VAD** (MIT, `weights/silero_vad/`): speech-frame fraction, mean and 90th-percentile speech",
+        "  probability, longest speech run, speech on/off switches per second.",
+        "- **Dynamics** from songfeat's own measurements: loudness level, spread and range, quiet share, onset",
+        "  strength and regularity, tonal clarity, spectral centroid, flatness, high-band share, zero crossings.",
+        f"- **Stage 1** (numeric MLP {config['hparams']['n_inputs']} → 64 → 32 → 7, sigmoid) maps the measured tempo,",
+        "  loudness, key, mode and time signature to the seven features; trained on Spotify's own values in",
+        f"  `{config['provenance']['stage1_table']}` (41,855 tracks; {rows['train']:,} train / {rows['val']:,} validation /",
+        f"  {rows['test']:,} held-out rows, the dev previews' ids removed). Its outputs are inputs of the heads.",
+        f"- **Heads**: inputs ({parts}; stage-1 outputs) standardised and clamped to ±4 standard deviations, then",
+        f"  an ensemble of {fitc['members']} two-layer nets ({fitc['hidden']} GELU units plus a linear skip) gives each feature's",
+        "  logit; the sigmoid keeps outputs inside (0, 1). Fitted with Adam on interval targets (below),",
+        f"  {fitc['steps']} full-batch steps, L2 {fitc['weight_decay']} (+{fitc['hidden_decay']} on the nonlinear path), seed {fitc['seed']},",
+        "  one thread: `songfeat train-default` reproduces the weights bit for bit.",
         "",
-        "## Held-out figures",
-        f"Stage 1 on {s1['model']['n']:,} held-out rows of the table, inputs being Spotify's own values",
-        "(what the MLP can learn from tempo/loudness/key/mode/metre alone):",
+        "## What shaped each feature",
+        "- **Spotify labels** (point targets) on real 30-s previews: "
+        + ", ".join(f"{k} {v}" for k, v in h["labelled_clips"].items() if k != "fma")
+        + " clips (`spotify-previews` split by its `origin` column into forro and poprock; `spotify-previews-extra` = older).",
+        f"- **Echo Nest labels** on {h['labelled_clips'].get('fma', 0)} FMA clips (`fma-echonest/clips_labels.csv`), all features",
+        "  except instrumentalness: Echo Nest's instrumentalness runs far above Spotify's (71% of FMA tracks above 0.5",
+        "  against 13% in Spotify's table), so it is treated as a different annotator and never fitted.",
+        f"- **Spotify's definitions as bounds** on the fitting half of `behaviour/` ({len(h['behaviour_fit'])} clips): each rule",
+        f"  `feature>v` becomes the target interval [v+{h['behaviour_rule_margin']}, 1], `feature<v` becomes [0, v-{h['behaviour_rule_margin']}]; a prediction",
+        "  inside its interval costs nothing. This is where speechiness learns spoken word (> 0.66) and",
+        "  instrumentalness learns instrumental music (> 0.5), which no labelled preview shows (none above 0.33",
+        "  speechiness, 2 of 138 above 0.5 instrumentalness). Energy, acousticness and danceability bounds of those",
+        "  clips shape those features too. Fitting-half clips: " + ", ".join(f"`{Path(f).name}`" for f in h["behaviour_fit"]) + ".",
+        "- Not used: genre-conditional priors from the Echo Nest and Spotify genre tables (planned; not built).",
+        "",
+        "## Behaviour split",
+        "`songfeat.behaviour.split`: inside each category, files ordered by the SHA-256 of their name alternate",
+        "check, fit, check, … Checking half (never used in fitting): " + ", ".join(f"`{Path(f).name}`" for f in h["behaviour_check"]) + ".",
+        "",
+        f"On the checking half **{beh['hold']} of {beh['rules']} rules hold ({beh['share']:.0%})** "
+        f"(`songfeat check-behaviour`; the previous default: 35 of 60). Per category: "
+        + "; ".join(f"{c} {v['hold']}/{v['rules']}" for c, v in beh["categories"].items()) + ".",
+        "Rules that fail: " + ("; ".join(f"`{Path(r['file']).name}` {r['rule']} (got {'error' if r['value'] is None else format(r['value'], '.2f')})"
+                                         for r in failed_rules) or "none") + ".",
+        "",
+        "## Held-out figures: leave one source out",
+        "For each source, the heads and the loudness calibration are refitted without it (the behaviour fitting",
+        "half stays in; stage 1 never saw any of these clips). *previous default* is the model this one",
+        "replaced (stage 1 + a ridge correction from MFCC statistics), its ridge and loudness calibration refitted",
+        "the same way. *fold mean* predicts the training sources' label mean; *catalogue mean* the 41,855-track",
+        "table's mean. FMA's instrumentalness is Echo Nest's (see above): its averages are also shown without it.",
+        "",
+        *_loso_tables(m["leave_one_source_out"], config["targets"]),
+        "",
+        f"Stage 1 alone on {s1['model']['n']:,} held-out rows of the table, inputs being Spotify's own values:",
         "",
         *_table(s1, {"model": "stage 1", "mean_predictor": "mean predictor"}, config["targets"]),
         "",
-        f"The whole model on the {cv['clips']} dev previews, {cv['folds']}-fold cross-validated: stage 2 and the loudness",
-        "calibration are refitted without the held-out fold, so every figure is on clips they never saw",
-        "(stage 1 never saw any of them). *Fold mean* predicts the training folds' average: a strong baseline",
-        "on a set this skewed (its r is negative by construction: leaving a clip out moves the mean away from it).",
-        "*Catalogue mean* predicts the table's average.",
-        "",
-        *_table(cv["learned"], cols, config["targets"]),
-        "",
-        f"Measured features on the same clips: loudness MAE {meas['loudness_mae_db']:.2f} dB (calibration cross-validated),",
-        f"tempo within 4% {tp['exact']:.0%} (within 4% up to half/double {tp['up_to_octave']:.0%}), key {meas['key_exact']:.0%},",
-        f"mode {meas['mode']:.0%}, key and mode {meas['key_and_mode']:.0%}, time signature {meas['time_signature']:.0%}.",
-        "",
         "## Limits (read before trusting a number)",
-        "- The dev previews are 102 clips, skewed: 54 are Brazilian forró/piseiro (high energy and valence), speechiness",
-        "  never exceeds 0.16. Figures on them are not figures on all music; a bigger labelled audio set would change them.",
-        "- Stage 1 learns only what tempo, loudness, key, mode and metre say about the other features; its mapping is",
-        "  catalogue-wide and transfers poorly to a skewed set on its own (see *stage 1 alone*). Liveness and",
-        "  speechiness are barely predictable from these inputs.",
+        "- 149 labelled clips in four sources, two of them skewed (forró: high energy and valence); bounds from",
+        "  23 behaviour clips. Figures on them are not figures on all music.",
+        "- Speech versus singing: an unaccompanied voice is the hardest case (a cappella reads as speech to the VAD).",
         "- Spotify's labels are themselves the output of Spotify's (and Echo Nest's) models, computed on full tracks;",
         "  songfeat sees what you give it, often a 30-s clip.",
-        "- Data: Spotify-derived values re-shared for research; treat the model as research/non-commercial.",
+        "",
+        "## Licences and terms",
+        "- musicnn weights: ISC licence (Jordi Pons, Xavier Serra); Silero VAD: MIT (Silero Team).",
+        "- Labels: Spotify-derived values (and Echo Nest's, CC BY 4.0 via FMA) re-shared for research. **Spotify's",
+        "  Developer Terms forbid using Spotify content to train machine-learning models**; this model was fitted on",
+        "  Spotify-derived labels and previews, so treat it as research/non-commercial and check the terms before",
+        "  any other use. The previews themselves are not redistributed.",
+        "- Behaviour clips: public-domain / CC / GPL / MIT-style clips, listed with credits in `behaviour/manifest.csv`.",
         "",
         "## Reproduce",
         "```",
         config["provenance"]["command"] + "           # retrain this bundle (writes this card)",
-        f"songfeat evaluate-audio --labels ../shared/data/spotify-previews/labels.csv --audio ../shared/data/spotify-previews/audio --cv {cv['folds']}",
+        "songfeat evaluate-sources --shared ../shared/data   # the leave-one-source-out tables",
+        "songfeat check-behaviour --shared ../shared/data    # the behaviour checking half",
         "```",
         f"Created {config['provenance']['created']} by songfeat {config['provenance']['songfeat_version']}.",
     ]

@@ -1,0 +1,92 @@
+"""What the heads read about one 30-s window: the tagger's outputs, spoken-word statistics, dynamics.
+
+One window of mono 44.1-kHz audio (and its `descriptors.WindowEvidence`, already computed for the
+measured features) becomes three named float32 vectors:
+- `tagger`: musicnn's patch-averaged tags and embeddings (`songfeat.tagger.vector`, 3512 values);
+- `vad`: Silero VAD's speech statistics (`songfeat.vad.STATS`);
+- `dynamics`: level and movement read off the evidence the descriptors computed anyway (no extra
+  STFT): loudness spread, dynamic range, quiet share, onset strength and steadiness, tonal clarity,
+  plus a few spectral-shape statistics from one cheap 16-kHz FFT pass.
+The 16-kHz signal is resampled once and shared by the tagger and the VAD.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import vad
+
+RATE16 = 16000
+TAGGER_PATCHES = 5  # 3-s patches per 30-s window the tagger reads (at most 10): half the cost of 10 on CPU
+DYNAMICS = ("level_db_mean", "level_db_std", "dynamic_range_db", "quiet_share", "onset_mean", "onset_std",
+            "onset_low_mean", "onset_regularity", "chroma_clarity", "centroid_hz", "flatness", "high_share",
+            "zero_crossing")
+BLOCKS = ("tagger", "vad", "dynamics")
+
+
+def resample16(y: np.ndarray, sr: int) -> np.ndarray:
+    """Mono audio -> float32 at 16 kHz (soxr HQ), the rate both the tagger and the VAD read."""
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    if sr == RATE16:
+        return y
+    import soxr
+
+    return soxr.resample(y, sr, RATE16, quality="HQ").astype(np.float32, copy=False)
+
+
+def dynamics(ev, y16: np.ndarray) -> np.ndarray:
+    """The `DYNAMICS` statistics of one window from its WindowEvidence and its 16-kHz samples."""
+    out = dict.fromkeys(DYNAMICS, 0.0)
+    kw = np.asarray(ev.kw_energy, dtype=np.float64)
+    if kw.size:
+        k = 17  # ~0.4 s of 23-ms hops: BS.1770's momentary block
+        blocks = np.convolve(kw, np.ones(k) / k, mode="valid") if kw.size >= k else kw
+        db = 10 * np.log10(np.maximum(blocks, 1e-12))
+        top = db.max()
+        db = np.maximum(db, top - 60.0)
+        out["level_db_mean"] = float(db.mean())
+        out["level_db_std"] = float(db.std())
+        out["dynamic_range_db"] = float(np.percentile(db, 95) - np.percentile(db, 10))
+        out["quiet_share"] = float(np.mean(db < top - 20.0))
+    on = np.asarray(ev.onset, dtype=np.float64)
+    if on.size > 2:
+        out["onset_mean"] = float(on.mean())
+        out["onset_std"] = float(on.std())
+        out["onset_low_mean"] = float(np.mean(ev.onset_low))
+        c = on - on.mean()
+        ac = np.correlate(c, c, mode="full")[c.size - 1:]
+        if ac[0] > 0:
+            lo, hi = int(0.25 * ev.sr / 1024), min(ac.size, int(2.0 * ev.sr / 1024))  # beats of 30..240 BPM
+            out["onset_regularity"] = float(ac[lo:hi].max() / ac[0]) if hi > lo else 0.0
+    if ev.chroma_frames:
+        ch = ev.chroma / max(ev.chroma_frames, 1)
+        out["chroma_clarity"] = float(ch.max() / max(ch.mean(), 1e-9))
+    if y16.size >= 1024:
+        n = (y16.size // 1024) * 1024
+        frames = y16[:n].reshape(-1, 1024) * np.hanning(1024).astype(np.float32)
+        p = np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12
+        e = p.sum(1)
+        keep = e > e.max() * 1e-5
+        if keep.any():
+            p = p[keep]
+            f = np.fft.rfftfreq(1024, 1 / RATE16)
+            out["centroid_hz"] = float(np.mean((p * f).sum(1) / p.sum(1)))
+            out["flatness"] = float(np.mean(np.exp(np.log(p).mean(1)) / p.mean(1)))
+            out["high_share"] = float(np.mean(p[:, f >= 4000].sum(1) / p.sum(1)))
+        s = np.signbit(y16[:n])
+        out["zero_crossing"] = float(np.mean(s[1:] != s[:-1]))
+    return np.array([out[k] for k in DYNAMICS], dtype=np.float32)
+
+
+def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True) -> dict[str, np.ndarray]:
+    """The three named vectors for one mono window (see the module docstring)."""
+    y16 = resample16(y, sr)
+    out = {"vad": np.array([vad.describe(y16, RATE16)[k] for k in vad.STATS], dtype=np.float32),
+           "dynamics": dynamics(ev, y16)}
+    if with_tagger:
+        from . import tagger
+
+        out["tagger"] = tagger.vector(tagger.describe(y16, sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
+    return out
+
+
+__all__ = ["window_inputs", "dynamics", "resample16", "DYNAMICS", "BLOCKS"]

@@ -1,0 +1,214 @@
+"""Fitting the listening heads: evidence rows, interval targets, and a deterministic torch fit.
+
+Targets are intervals [lo, hi] per clip and feature, so one loss covers both kinds of knowledge:
+a Spotify (or Echo Nest) label is the point interval [y, y]; a behaviour rule from Spotify's
+definitions on a *fitting-half* clip is a bound with a margin (speechiness > 0.66 becomes
+[0.66 + MARGIN, 1]); an unknown feature is [0, 1] and costs nothing. The loss is the squared
+distance of the prediction to its interval, each clip weighing the same whatever its window count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import features
+
+TARGETS = features.LEARNED
+MARGIN = 0.1  # a bound rule asks for this much room inside the bound
+TAG_EPS = 1e-4
+# (block, part name, transform): what the heads read from each window's evidence
+DEFAULT_PARTS: tuple[tuple[str, str, str], ...] = (
+    ("tagger", "msd_tags", "logit"), ("tagger", "mtt_tags", "logit"), ("vad", "all", "identity"),
+    ("dynamics", "all", "identity"))
+NO_TAGGER_PARTS = DEFAULT_PARTS[2:]
+
+
+def layout(parts=DEFAULT_PARTS) -> list[dict]:
+    """Resolve parts to slices of their block: [{block, name, start, stop, transform}]."""
+    out = []
+    for block, name, tf in parts:
+        if block == "tagger" and name != "all":
+            from .tagger import layout as tagger_layout
+
+            s = tagger_layout()[name]
+            out.append({"block": block, "name": name, "start": s.start, "stop": s.stop, "transform": tf})
+        else:
+            out.append({"block": block, "name": name, "start": 0, "stop": None, "transform": tf})
+    return out
+
+
+def assemble(blocks: dict[str, np.ndarray], lay: list[dict]) -> np.ndarray:
+    """Per-window evidence blocks {name: [W, D]} -> the heads' input rows [W, sum of parts]."""
+    cols = []
+    for p in lay:
+        x = np.asarray(blocks[p["block"]], dtype=np.float64)[:, p["start"]:p["stop"]]
+        if p["transform"] == "logit":
+            x = np.clip(x, TAG_EPS, 1 - TAG_EPS)
+            x = np.log(x / (1 - x))
+        cols.append(x)
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+def rule_interval(rule, margin: float = MARGIN) -> tuple[float, float]:
+    """A behaviour rule as an interval on its feature: '>' v -> [v + margin, 1], '<' v -> [0, v - margin]."""
+    if rule.op == ">":
+        return min(1.0, rule.value + margin), 1.0
+    return 0.0, max(0.0, rule.value - margin)
+
+
+def intervals_from_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels [N, T] (NaN = unknown) -> (lo, hi)."""
+    lo = np.where(np.isnan(y), 0.0, y)
+    hi = np.where(np.isnan(y), 1.0, y)
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def intervals_from_rules(rules_per_clip) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour rules per clip -> (lo, hi) [N, T]; features without a rule stay [0, 1]."""
+    lo = np.zeros((len(rules_per_clip), len(TARGETS)), np.float32)
+    hi = np.ones_like(lo)
+    for i, rules in enumerate(rules_per_clip):
+        for r in rules:
+            if r.feature in TARGETS:
+                j = TARGETS.index(r.feature)
+                a, b = rule_interval(r)
+                lo[i, j], hi[i, j] = max(lo[i, j], a), min(hi[i, j], b)
+    return lo, hi
+
+
+@dataclass
+class FitConfig:
+    """Hyper-parameters of the heads' fit (recorded in the bundle's config)."""
+
+    hidden: int = 16
+    members: int = 5
+    steps: int = 400
+    lr: float = 0.01
+    weight_decay: float = 0.5  # L2 on every weight (mean square): chosen on the leave-one-source-out table
+    hidden_decay: float = 2.0  # extra L2 on the hidden path: the skip (logit-linear) part does most work
+    bound_weight: float = 4.0  # a clip known by rule bounds weighs this many labelled clips (they are few)
+    residual: tuple[str, ...] = ("danceability", "energy", "acousticness", "valence", "liveness")  # heads correct stage 1's logit
+
+    def residual_mask(self) -> list[bool]:
+        return [t in self.residual for t in TARGETS]
+    seed: int = 42
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray, cfg: FitConfig,
+                offset: np.ndarray | None = None) -> None:
+    """Fit every ensemble member of `model` on standardised rows z [R, D] with interval targets and row weights.
+
+    Single-threaded and seeded, so a rerun gives bit-identical weights.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+        off = torch.zeros(len(z), lo.shape[1]) if offset is None else torch.from_numpy(np.ascontiguousarray(offset, dtype=np.float32))
+        lot, hit = torch.from_numpy(lo), torch.from_numpy(hi)
+        span = hit - lot
+        bound = ((span > 0) & (span < 1)).any(1).numpy()
+        w = np.where(bound, w * cfg.bound_weight, w)
+        wt = torch.from_numpy((w / w.sum()).astype(np.float32))[:, None]
+        known = (span < 1.0).float()
+        # each feature's loss is normalised by how much of the data constrains it, so a rare bound is not drowned
+        col = (wt * known).sum(0).clamp(min=1e-6)
+        for k, m in enumerate(model.members):
+            g = torch.Generator().manual_seed(cfg.seed + k)
+            with torch.no_grad():
+                for lin in (m.skip, m.hidden, m.out):
+                    lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * (0.3 / lin.weight.shape[1] ** 0.5))
+                    if lin.bias is not None:
+                        lin.bias.zero_()
+                # start from each feature's mean label: the logit of the constrained rows' centre
+                centre = (((lot + hit) / 2) * wt * known).sum(0) / col
+                start = torch.logit(centre.clamp(0.02, 0.98))
+                m.skip.bias.copy_(start if offset is None else start - (off * wt).sum(0) / wt.sum(0))
+            opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
+            for _ in range(cfg.steps):
+                p = torch.sigmoid(off + m(zt))
+                gap = torch.relu(lot - p) + torch.relu(p - hit)
+                loss = ((gap ** 2) * wt).sum(0).div(col).mean()
+                reg = cfg.weight_decay * (m.skip.weight.pow(2).mean() + m.hidden.weight.pow(2).mean() + m.out.weight.pow(2).mean())
+                reg = reg + cfg.hidden_decay * (m.hidden.weight.pow(2).mean() + m.out.weight.pow(2).mean())
+                opt.zero_grad()
+                (loss + reg).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: np.ndarray,
+              cfg: FitConfig) -> None:
+    """Standardise [evidence, stage-1 outputs] on these rows, store the scaler in `model`, fit the members."""
+    with torch.no_grad():
+        base_t = model.base(numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32)))
+        offset = model.offset(base_t).numpy()
+        base = base_t.numpy()
+    z = np.concatenate([evidence, base], axis=1).astype(np.float64)
+    mean = (z * weights[:, None]).sum(0) / weights.sum()
+    std = np.sqrt((((z - mean) ** 2) * weights[:, None]).sum(0) / weights.sum()) + 1e-6
+    with torch.no_grad():
+        model.z_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        model.z_std.copy_(torch.from_numpy(std.astype(np.float32)))
+        zs = torch.clamp((torch.from_numpy(z.astype(np.float32)) - model.z_mean) / model.z_std, -4.0, 4.0).numpy()
+    fit_members(model, zs, lo, hi, weights, cfg, offset)
+
+
+def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.ndarray:
+    """The model's outputs for rows of evidence and standardised numeric inputs."""
+    with torch.no_grad():
+        return model(evidence=torch.from_numpy(np.ascontiguousarray(evidence, dtype=np.float32)),
+                     numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32))).numpy()
+
+
+__all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
+           "intervals_from_rules", "rule_interval", "DEFAULT_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
+
+
+def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
+                cfg: FitConfig | None = None):
+    """Fit heads on your own labelled audio (any subset of the seven features; missing cells are unknown)
+    on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads."""
+    import copy
+    from pathlib import Path
+
+    from .accuracy import pair_labels_audio
+    from .analyze import get_bundle
+    from .bundle import save_bundle
+    from .errors import SongfeatError
+    from .records import DEFAULT_CACHE, get_records
+    from .sources import fit_on
+
+    cfg = cfg or FitConfig()
+    base = get_bundle(base_model)
+    rows, _ = pair_labels_audio(labels_csv, audio_dir)
+    targets = [t for t in TARGETS if t in rows.columns]
+    if not targets or len(rows) < 5:
+        raise SongfeatError(labels_csv, f"need at least 5 labelled clips with audio and one of {', '.join(TARGETS)}")
+    recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
+    ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
+    y = np.full((len(ok), len(TARGETS)), np.nan)
+    for t in targets:
+        y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
+    lo, hi = intervals_from_labels(y)
+    lay = layout(DEFAULT_PARTS)
+    names = tuple(base.numeric_inputs)
+    sc = base.config["scalers"]["numeric"]
+    num = np.array([[float(recs[i].descriptors[k]) for k in names] for i in ok], dtype=np.float32)
+    num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
+    model = fit_on(base, [recs[i] for i in ok], lo, hi, lay, num_std, cfg)
+    config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_source",
+                                                                           "scalers", "label_means", "format")})
+    config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
+                   "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)),
+                               "head_hidden": cfg.hidden, "members": cfg.members, "residual": cfg.residual_mask()},
+                   "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
+                   "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
+                                  "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
+    return save_bundle(Path(out), model, config)

@@ -1,0 +1,68 @@
+"""The default model since the listening heads: stage 1 (numeric MLP) plus nonlinear heads on what was heard.
+
+`base` is the previous default's stage 1 (tempo, loudness, key, mode, metre -> the seven features,
+trained on Spotify's catalogue values). The heads read one window's evidence vector (tagger tags
+and embeddings, VAD statistics, dynamics; see `songfeat.evidence`) beside stage 1's outputs,
+standardise it and clamp it to +-`Z_CLAMP` (so audio unlike anything seen in fitting cannot push a
+logit without bound), and an ensemble of small two-layer nets with a linear skip gives each
+feature's logit (for `residual` features, a correction added to stage 1's logit, so strong regularisation falls
+back on the catalogue-trained stage 1; speechiness and instrumentalness, which stage 1 barely knows,
+are predicted outright); the sigmoid keeps every output inside (0, 1). Members are averaged in
+logit space.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import register
+from .numeric_mlp import NumericMLP
+
+Z_CLAMP = 4.0
+
+
+class HeadNet(nn.Module):
+    """One ensemble member: logit = skip(z) + out(gelu(hidden(z)))."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int):
+        super().__init__()
+        self.skip = nn.Linear(n_in, n_out)
+        self.hidden = nn.Linear(n_in, hidden)
+        self.out = nn.Linear(hidden, n_out, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.skip(z) + self.out(nn.functional.gelu(self.hidden(z)))
+
+
+@register("heads")
+class Heads(nn.Module):
+    """sigmoid(mean over members of HeadNet(clamp(standardised [evidence, base(numeric)])))."""
+
+    inputs = ("evidence", "numeric")
+
+    def __init__(self, n_outputs: int, n_inputs: int = 5, hidden: tuple[int, ...] = (64, 32), n_evidence: int = 1,
+                 head_hidden: int = 16, members: int = 5, residual: bool | list[bool] = False):
+        super().__init__()
+        mask = [bool(residual)] * n_outputs if isinstance(residual, bool) else [bool(r) for r in residual]
+        self.register_buffer("residual_mask", torch.tensor(mask, dtype=torch.float32))
+        self.base = NumericMLP(n_outputs, n_inputs=n_inputs, hidden=tuple(hidden), out="sigmoid")
+        n_z = n_evidence + n_outputs
+        self.members = nn.ModuleList(HeadNet(n_z, n_outputs, head_hidden) for _ in range(members))
+        self.register_buffer("z_mean", torch.zeros(n_z))
+        self.register_buffer("z_std", torch.ones(n_z))
+
+    def head_inputs(self, evidence: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        """The standardised, clamped vector the heads read: [evidence, stage-1 outputs]."""
+        z = torch.cat([evidence, base_out], dim=-1)
+        return torch.clamp((z - self.z_mean) / self.z_std, -Z_CLAMP, Z_CLAMP)
+
+    def offset(self, base_out: torch.Tensor) -> torch.Tensor:
+        """The logit the heads correct: stage 1's for residual features, none for the others."""
+        return torch.logit(base_out.clamp(0.01, 0.99)) * self.residual_mask
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(z) for m in self.members]).mean(0)
+
+    def forward(self, evidence: torch.Tensor | None = None, numeric: torch.Tensor | None = None) -> torch.Tensor:
+        base_out = self.base(numeric=numeric)
+        return torch.sigmoid(self.offset(base_out) + self.logits(self.head_inputs(evidence, base_out)))

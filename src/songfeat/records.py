@@ -1,0 +1,163 @@
+"""Per-clip inputs of the heads, read once and cached on disk so validation and training reruns are fast.
+
+A record holds, for one audio file: the whole-song descriptors, each used window's evidence blocks
+(`songfeat.evidence`) with its duration weight, and the seed-style MFCC summary of the first window
+(the input of the previous default model's ridge correction, kept as a baseline). Records are keyed
+by the file's content hash and `RECORD_VERSION`, written atomically as .npz, and rebuilt when either
+changes. A file that cannot be analysed becomes its error line (also cached, so it fails fast).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RECORD_VERSION = 1  # bump when any evidence or descriptor changes
+DEFAULT_CACHE = Path(os.environ.get("SONGFEAT_CACHE", Path.home() / ".cache" / "songfeat" / "records"))
+
+
+@dataclass
+class Record:
+    """One clip's cached inputs: descriptors dict, blocks name -> [W, D], window weights [W], MFCC summary."""
+
+    path: str
+    descriptors: dict
+    blocks: dict
+    weights: np.ndarray
+    mfcc_summary: np.ndarray
+
+    def mean(self, name: str) -> np.ndarray:
+        """Duration-weighted mean of one evidence block over the windows."""
+        return np.average(self.blocks[name], axis=0, weights=self.weights)
+
+
+def _key(path: str | Path, with_tagger: bool) -> str:
+    from .analyze import content_id
+
+    from .evidence import TAGGER_PATCHES
+
+    return f"{content_id(path)}-v{RECORD_VERSION}-{f't{TAGGER_PATCHES}' if with_tagger else 'n'}"
+
+
+def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
+    """Stream a file once: descriptors, per-window evidence blocks, first-window MFCC summary.
+
+    Runs torch on one thread, so a record is the same bytes in a worker process or the main one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _compute(path, with_tagger)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compute(path: str | Path, with_tagger: bool) -> Record:
+    from . import descriptors
+    from .analyze import MIN_TAIL_SECONDS
+    from .audio import SAMPLE_RATE, check_usable, iter_windows
+    from .default_model import HEAD_SPEC
+    from .evidence import window_inputs
+    from .frontend import compute, fit_window
+
+    evs, weights, blocks, mfcc = [], [], [], None
+    for w in iter_windows(path):
+        ev = descriptors.window_evidence(w, SAMPLE_RATE)
+        evs.append(ev)
+        if w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights:
+            continue
+        blocks.append(window_inputs(w, SAMPLE_RATE, ev, with_tagger=with_tagger))
+        weights.append(w.size)
+        if mfcc is None:
+            f = compute(HEAD_SPEC, fit_window(w, HEAD_SPEC))[0]
+            mfcc = np.concatenate([f.mean(-1).numpy(), f.std(-1).numpy()]).astype(np.float32)
+    check_usable(path, sum(e.n_samples for e in evs), max((e.peak for e in evs), default=0.0))
+    desc = descriptors.combine(evs).to_dict()
+    stacked = {k: np.stack([b[k] for b in blocks]) for k in blocks[0]}
+    return Record(str(path), desc, stacked, np.asarray(weights, dtype=np.float64), mfcc)
+
+
+def _save(rec: Record, file: Path) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".rec.", suffix=".npz", dir=file.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, descriptors=json.dumps(rec.descriptors), weights=rec.weights, mfcc=rec.mfcc_summary,
+                 **{f"block_{k}": v for k, v in rec.blocks.items()})
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(file: Path, path: str) -> Record | str:
+    with np.load(file) as z:
+        if "error" in z:
+            return str(z["error"])
+        return Record(path, json.loads(str(z["descriptors"])), {k[6:]: z[k] for k in z.files if k.startswith("block_")},
+                      z["weights"], z["mfcc"])
+
+
+def get_record(path: str | Path, cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True) -> Record | str:
+    """The cached record of a file (computed and stored on a miss); an unreadable file gives its error line."""
+    from .errors import SongfeatError
+
+    file = None
+    if cache is not None:
+        file = Path(cache) / f"{_key(path, with_tagger)}.npz"
+        if file.is_file():
+            return _load(file, str(path))
+    try:
+        rec = compute_record(path, with_tagger)
+    except SongfeatError as e:
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".rec.", suffix=".npz", dir=file.parent)
+            os.close(fd)
+            np.savez(tmp, error=str(e))
+            os.replace(tmp, file)
+        return str(e)
+    if file is not None:
+        _save(rec, file)
+    return rec
+
+
+def _one(args) -> Record | str:
+    path, cache, with_tagger = args
+    try:
+        return get_record(path, cache, with_tagger)
+    except Exception as e:  # a library failure on one file must not end the batch
+        return f"{path}: analysis failed ({type(e).__name__}: {e})"
+
+
+def get_records(paths: list[str], cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True,
+                workers: int = 1, progress: bool = True) -> list[Record | str]:
+    """get_record over many files, in `workers` processes, with a progress bar."""
+    return map_files(_one, [(str(p), cache, with_tagger) for p in paths], workers, progress)
+
+
+def map_files(fn, jobs: list, workers: int = 1, progress: bool = True) -> list:
+    """fn over per-file jobs, in `workers` processes (one torch thread each), in order, with a progress bar."""
+    from .analyze import _init_worker
+
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 and len(jobs) > 1 else None
+    results = pool.map(fn, jobs, chunksize=1) if pool else map(fn, jobs)
+    try:
+        if progress:
+            from rich.progress import track
+
+            results = track(results, total=len(jobs), description="reading clips", transient=True)
+        return list(results)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+__all__ = ["Record", "get_record", "get_records", "compute_record", "DEFAULT_CACHE", "RECORD_VERSION"]

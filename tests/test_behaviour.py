@@ -1,0 +1,51 @@
+"""Behaviour clips: rule parsing, the fixed stratified split, and the checker's counting."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from songfeat import behaviour
+
+
+def test_rules_are_every_bound_in_the_text():
+    rules = behaviour.parse_rules("instrumentalness>0.5; acousticness>0.5; energy<0.4; speechiness<0.33; key C# minor")
+    assert [str(r) for r in rules] == ["instrumentalness>0.5", "acousticness>0.5", "energy<0.4", "speechiness<0.33"]
+    assert [str(r) for r in behaviour.parse_rules("very short (0.56 s) single drum hit; instrumentalness>0.5")] == ["instrumentalness>0.5"]
+    assert behaviour.parse_rules("near-silent (about -88 dBFS); energy~0") == []
+    r = behaviour.parse_rules("speechiness>0.66")[0]
+    assert r.holds(0.7) and not r.holds(0.66) and not r.holds(None)
+
+
+def _manifest():
+    return pd.DataFrame({"file": [f"clips/{c}_{i}.wav" for c in "abc" for i in range(5)],
+                         "category": [c for c in "abc" for _ in range(5)],
+                         "expectation": ["speechiness>0.66; instrumentalness<0.5"] * 15})
+
+
+def test_split_is_stratified_deterministic_and_order_free():
+    m = _manifest()
+    halves = behaviour.split(m)
+    assert halves == behaviour.split(m.iloc[::-1].reset_index(drop=True))[::-1]
+    per = pd.Series(halves).groupby(m["category"]).value_counts().unstack()
+    assert (per["check"] == 3).all() and (per["fit"] == 2).all()
+
+
+def test_checker_counts_rules_and_errors():
+    m = _manifest().assign(path=lambda d: d["file"], rules=lambda d: [behaviour.parse_rules(e) for e in d["expectation"]])
+    m["half"] = behaviour.split(m)
+    outs = {p: {"speechiness": 0.9, "instrumentalness": 0.1} for p in m["path"]}
+    outs[m["path"][0]] = {"speechiness": 0.5, "instrumentalness": 0.1}
+    outs[m["path"][1]] = "clips/a_1.wav: too short (0.50 s; need at least 1 s)"
+    t = behaviour.check(m, outs)
+    s = behaviour.summary(t, None)
+    assert s["rules"] == 30 and s["hold"] == 27
+    assert "**no**" in behaviour.to_markdown(t, None)
+
+
+@pytest.mark.shared
+def test_manifest_has_the_seed_count_of_rules(shared_data):
+    m = behaviour.read_manifest(shared_data)
+    assert sum(len(r) for r in m["rules"]) == 118
+    assert set(m["half"]) == {"fit", "check"}
+    for cat, g in m.groupby("category"):
+        assert (g["half"] == "check").sum() - (g["half"] == "fit").sum() in (0, 1), cat

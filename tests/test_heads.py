@@ -1,0 +1,76 @@
+"""The heads' fit: interval targets, determinism, and sane outputs far outside the fitted range."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from songfeat import behaviour
+from songfeat.heads import FitConfig, fit_heads, intervals_from_labels, intervals_from_rules, predict_rows
+from songfeat.models.heads import Heads
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    n = 120
+    ev = rng.standard_normal((n, 6)).astype(np.float32)
+    num = rng.standard_normal((n, 5)).astype(np.float32)
+    y = np.full((n, 7), np.nan)
+    y[:100, 1] = 1 / (1 + np.exp(-(1.5 * ev[:100, 0])))  # energy follows evidence column 0
+    y[:100, 2] = 0.05  # songs: low speechiness
+    lo, hi = intervals_from_labels(y)
+    # 20 "speech" rows with a strong column 3, known only by the bound speechiness > 0.66
+    ev[100:, 3] += 4.0
+    blo, bhi = intervals_from_rules([behaviour.parse_rules("speechiness>0.66")] * 20)
+    lo[100:], hi[100:] = blo, bhi
+    return ev, num, lo, hi, np.ones(n)
+
+
+def _fit(seed=42):
+    torch.manual_seed(0)
+    ev, num, lo, hi, w = _data()
+    m = Heads(7, n_inputs=5, n_evidence=6, head_hidden=8, members=2)
+    fit_heads(m, ev, num, lo, hi, w, FitConfig(hidden=8, members=2, steps=300, weight_decay=0.002, hidden_decay=0.02, seed=seed))
+    return m, ev, num
+
+
+def test_fit_meets_labels_and_bounds():
+    m, ev, num = _fit()
+    p = predict_rows(m, ev, num)
+    assert np.corrcoef(p[:100, 1], 1 / (1 + np.exp(-1.5 * ev[:100, 0])))[0, 1] > 0.9
+    assert np.median(p[:100, 2]) < 0.15 and np.mean(p[100:, 2] > 0.66) > 0.9
+
+
+def test_fit_is_bit_identical_on_rerun():
+    a, _, _ = _fit()
+    b, _, _ = _fit()
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_far_outside_inputs_are_clamped_not_pinned():
+    m, ev, num = _fit()
+    far = predict_rows(m, ev[:5] * 1000, num[:5])
+    edge = predict_rows(m, np.sign(ev[:5]) * 1e6, num[:5])
+    assert np.allclose(far, edge)  # beyond +-4 sd every input is the same input: no unbounded extrapolation
+
+
+@pytest.mark.slow
+def test_train_heads_on_own_labels_makes_an_analyzable_bundle(tmp_path):
+    import soundfile as sf
+
+    from songfeat import synth
+    from songfeat.analyze import analyze
+    from songfeat.heads import train_heads
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = ["track_id,energy"]
+    for i, db in enumerate((-30, -26, -22, -18, -14, -10)):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(100 + 10 * i, seconds=6.0, peak_dbfs=db, seed=i), 44100)
+        rows.append(f"c{i},{0.2 + 0.12 * i:.2f}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = train_heads(tmp_path / "labels.csv", audio, tmp_path / "bundle", cache=tmp_path / "cache", progress=False,
+                      cfg=FitConfig(members=1, steps=100))
+    r = analyze(audio / "c5.wav", model=out)
+    assert 0 < r["energy"] < 1 and r["speechiness"] is not None
