@@ -8,6 +8,8 @@ changes. A file that cannot be analysed becomes its error line (also cached, so 
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -17,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-RECORD_VERSION = 1  # bump when any evidence or descriptor changes
+RECORD_VERSION = 1  # bump for a change in the record's layout; code changes are caught by code_version()
+# The modules whose code decides a record's numbers: any edit to them makes new records.
+_RECORD_CODE = ("audio.py", "descriptors.py", "evidence.py", "vad.py", "tagger.py", "musicnn_frontend.py",
+                "models/musicnn.py", "frontend.py", "records.py")
 DEFAULT_CACHE = Path(os.environ.get("SONGFEAT_CACHE", Path.home() / ".cache" / "songfeat" / "records"))
 
 
@@ -36,12 +41,21 @@ class Record:
         return np.average(self.blocks[name], axis=0, weights=self.weights)
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A short hash of the code that computes records, so a cache never serves numbers from older code."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _RECORD_CODE:
+        h.update(name.encode() + b"\0" + (here / name).read_bytes())
+    return h.hexdigest()[:10]
+
+
 def _key(path: str | Path, with_tagger: bool) -> str:
     from .analyze import content_id
-
     from .evidence import TAGGER_PATCHES
 
-    return f"{content_id(path)}-v{RECORD_VERSION}-{f't{TAGGER_PATCHES}' if with_tagger else 'n'}"
+    return f"{content_id(path)}-v{RECORD_VERSION}-{code_version()}-{f't{TAGGER_PATCHES}' if with_tagger else 'n'}"
 
 
 def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
