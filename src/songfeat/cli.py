@@ -27,13 +27,21 @@ def _progress_on() -> bool:
 def analyze(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
-    fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl or csv."),
+    fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
+    engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="ray: tracks per actor call."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="ray: tracks per committed part; default 1000 per cluster CPU."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
+    if engine == "ray":
+        return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size)
+    if engine != "local":
+        raise fail(f"--engine must be local or ray, not {engine!r}")
     from .analyze import analyze_many, auto_workers
     from .audio import find_audio
     from .errors import SongfeatError
@@ -43,6 +51,8 @@ def analyze(
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if resume and output is None:
         raise fail("--resume needs --output")
+    if fmt == "parquet" and output is None:
+        raise fail("--format parquet needs --output")
     files, missing = find_audio(list(paths))
     for m in missing:
         typer.echo(f"songfeat: error: {m}: no such file or folder", err=True)
@@ -66,6 +76,10 @@ def analyze(
             if out.error:
                 failed += 1
                 typer.echo(f"songfeat: error: {out.error}", err=True)
+                if fmt == "parquet":  # Parquet keeps one row per track, failures included (as the Ray engine does)
+                    from .output import error_record
+
+                    writer.write(error_record(out.path, out.error))
                 continue
             writer.write(out.features if single else {"path": out.path, **out.features})
         writer.close()
@@ -76,6 +90,37 @@ def analyze(
             progress.stop()
     if failed:
         typer.echo(f"songfeat: {failed} of {len(files) + len(missing)} inputs failed", err=True)
+        raise typer.Exit(1)
+
+
+def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Optional[Path], workers: Optional[int],
+                 address: Optional[str], batch_size: int, chunk_size: Optional[int]) -> None:
+    """`analyze --engine ray`: a resumable Parquet folder written by a Ray cluster (see songfeat.distributed)."""
+    from .errors import SongfeatError
+
+    if fmt != "parquet" or output is None:
+        raise fail("--engine ray writes --format parquet into an --output folder")
+    try:
+        from . import distributed
+
+        distributed.init(address)
+
+        def note(p: dict) -> None:
+            typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {p['rows']} tracks ({p['errors']} errors)", err=True)
+
+        report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
+                                                concurrency=workers, chunk_size=chunk_size, on_part=note)
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
+    for e in report.errors[:5]:
+        typer.echo(f"songfeat: error: {e['error']}", err=True)
+    if len(report.errors) > 5:
+        typer.echo(f"songfeat: error: ... and {len(report.errors) - 5} more (rows with error set in {output})", err=True)
+    typer.echo(f"wrote {report.written} tracks to {output} ({report.skipped} of {report.planned} already there; "
+               f"{len(report.errors)} errors; {report.tracks_per_second:.2f} tracks/s)", err=True)
+    if report.errors:
         raise typer.Exit(1)
 
 
@@ -137,14 +182,24 @@ def build_cmd(
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (1 = in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
+    engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (clips computed on a Ray cluster, written here)."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
     from .data.store import build_store
     from .errors import SongfeatError
 
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine must be local or ray, not {engine!r}")
     try:
+        runner = None
+        if engine == "ray":
+            from . import distributed
+
+            distributed.init(address)
+            runner = distributed.clip_runner()
         report = build_store(labels, audio, out, frontend=frontend, workers=workers, progress=_progress_on(),
-                             limit=limit, descriptors=descriptors)
+                             limit=limit, descriptors=descriptors, runner=runner)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except ValueError as e:  # e.g. an unknown --frontend

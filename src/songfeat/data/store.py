@@ -363,11 +363,12 @@ def _progress(enabled: bool, total: int, completed: int):
 
 def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_dir: str | Path, out: str | Path, *,
                 frontend: str | FrontendSpec = "mfcc", workers: int = 2, progress: bool = True, limit: int | None = None,
-                descriptors: bool = True) -> BuildReport:
+                descriptors: bool = True, runner=None) -> BuildReport:
     """Build (or resume building) a store at `out` from a label table and a folder of audio named by track id.
 
     Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
     `out` with the same inputs continues an interrupted build; different inputs raise SongfeatError.
+    `runner` replaces the process pool (same signature as `_run_pool`, e.g. `distributed.clip_runner()`).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -454,7 +455,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 bar.advance(bar.task_ids[0])
 
         try:
-            if todo and (workers <= 1 or len(todo) <= SERIAL_MAX):
+            if todo and runner is None and (workers <= 1 or len(todo) <= SERIAL_MAX):
                 import torch
 
                 threads = torch.get_num_threads()
@@ -465,7 +466,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 finally:
                     torch.set_num_threads(threads)
             elif todo:
-                _run_pool(todo, paths, spec_dict, descriptors, workers, record)
+                (runner or _run_pool)(todo, paths, spec_dict, descriptors, workers, record)
         finally:
             journal.close()
             if bar is not None:
