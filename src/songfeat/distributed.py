@@ -122,6 +122,10 @@ def _spill(folder: Path, name: str | None, data: bytes | None) -> str:
     return str(p)
 
 
+def _cpus(ray) -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def _pool(ray, concurrency: int | tuple[int, int]):
     """An actor pool: a fixed size, or (min, max) for an autoscaling one."""
     if isinstance(concurrency, tuple):
@@ -136,7 +140,7 @@ def analyze_dataset(ds, path_column: str = "path", model: str | Path | None = No
     `path_column` names files every worker can read; with `bytes_column` the audio comes from that
     column instead (e.g. `ray.data.read_binary_files(..., include_paths=True)`), and `path_column`,
     when present, names it. Bad files become rows with `error` set. `concurrency`: actors (one CPU
-    each), default one per cluster CPU.
+    each), a number or (min, max); default (1, cluster CPUs).
     """
     ray = _ray()
     cols = ds.schema().names
@@ -145,8 +149,8 @@ def analyze_dataset(ds, path_column: str = "path", model: str | Path | None = No
                                   "pass path_column= or bytes_column=")
     if bytes_column is not None and bytes_column not in cols:
         raise SongfeatError(None, f"the dataset has no {bytes_column!r} column (columns: {', '.join(cols)})")
-    if concurrency is None:
-        concurrency = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if concurrency is None:  # autoscaling, so upstream read tasks still get a CPU (a fixed full pool starves them)
+        concurrency = (1, _cpus(ray))
     return ds.map_batches(_Analyzer, fn_constructor_args=(_model_arg(model), path_column, bytes_column),
                           batch_size=batch_size, batch_format="pyarrow", compute=_pool(ray, concurrency), num_cpus=1)
 
@@ -308,6 +312,12 @@ def _chunks(df: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     return [df.iloc[i:i + size] for i in range(0, len(df), size)]
 
 
+def _blocks(df: pd.DataFrame, batch_size: int, actors: int | tuple[int, int]) -> list[pd.DataFrame]:
+    """One block per batch (smaller when there are few rows), so every actor gets work at once."""
+    n = actors[1] if isinstance(actors, tuple) else actors
+    return _chunks(df, max(1, min(batch_size, -(-len(df) // max(1, n)))))
+
+
 def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = None, *, path_column: str = "path",
                        bytes_column: str | None = None, batch_size: int = BATCH_SIZE, concurrency: int | None = None,
                        chunk_size: int | None = None, on_part: Callable[[dict], None] | None = None) -> JobReport:
@@ -348,9 +358,10 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             todo = todo[~todo["path"].isin(done_paths) & ~stems.isin(done_ids)]
             report.skipped = report.planned - len(todo)
             if chunk_size is None:
-                chunk_size = ROWS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
-            # one block per batch, so every actor gets work at once
-            datasets = [(len(c), ray.data.from_pandas(_chunks(c, batch_size))) for c in _chunks(todo, chunk_size)]
+                chunk_size = ROWS_PER_CPU * _cpus(ray)
+            if concurrency is None:  # the listed paths are already in the object store: no read task needs a CPU
+                concurrency = _cpus(ray)
+            datasets = [(len(c), ray.data.from_pandas(_blocks(c, batch_size, concurrency))) for c in _chunks(todo, chunk_size)]
             col = "path"
         else:  # a Ray Dataset: filtered lazily, run as one chunk
             ds, col = inputs, path_column
@@ -365,7 +376,8 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             staging = out / STAGING / name
             result = analyze_dataset(ds, col, model_arg, bytes_column=bytes_column, batch_size=batch_size,
                                      concurrency=concurrency)
-            result.write_parquet(str(staging), min_rows_per_file=FILE_ROWS)
+            # writing a few KB per track needs no CPU of its own: the actors keep every core
+            result.write_parquet(str(staging), min_rows_per_file=FILE_ROWS, ray_remote_args={"num_cpus": 0})
             files = sorted(staging.glob("*.parquet")) if staging.exists() else []
             rows, errors = _count(files)
             if rows:
@@ -445,8 +457,8 @@ def clip_runner(concurrency: int | None = None, batch_size: int = BATCH_SIZE):
         ray = _ray()
         shape = FrontendSpec.from_dict(spec_dict).shape
         rows = pd.DataFrame({"row": todo, "path": [paths[i] for i in todo]})
-        ds = ray.data.from_pandas(_chunks(rows, batch_size))
-        n = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n = concurrency or _cpus(ray)
+        ds = ray.data.from_pandas(_blocks(rows, batch_size, n))
         ds = ds.map_batches(_ClipWorker, fn_constructor_args=(spec_dict, with_descriptors), batch_size=batch_size,
                             batch_format="numpy", compute=_pool(ray, n), num_cpus=1)
         for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
