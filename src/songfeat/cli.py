@@ -56,7 +56,7 @@ def analyze(
     files, missing = find_audio(list(paths))
     for m in missing:
         typer.echo(f"songfeat: error: {m}: no such file or folder", err=True)
-    single = len(paths) == 1 and len(files) == 1 and paths[0].is_file()
+    single = len(paths) == 1 and len(files) == 1 and paths[0].is_file() and fmt != "parquet"  # Parquet rows always carry path
     writer = ResultWriter(fmt, output, resume=resume, single=single)
     todo = [f for f in files if str(f) not in writer.done]
     if not files and not missing:
