@@ -1,0 +1,98 @@
+"""Ray's overhead: the same files through the local process pool and through `songfeat.distributed` on a local Ray cluster.
+
+Both run in this process on the same N files with as many workers as CPUs: the local engine is
+`analyze_many(workers=CPUS)` (worker start-up included), the Ray engine is `analyze_to_parquet`
+(actor start-up, model load per actor, Parquet write and manifest included; the cluster itself is
+started once beforehand, as it is on a real cluster). The runs are interleaved and repeated, and
+the best of each is compared: on a machine shared with other jobs the least disturbed run is the
+fairest estimate of each engine's own cost.
+
+    python benchmarks/bench_distributed.py [--files 100] [--audio DIR] [--batch-sizes 1,4,16] [--repeat 2]
+
+Default audio: the dev previews (30-s mp3) in ../shared/data/spotify-previews/audio when present,
+else generated 30-s clips.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PREVIEWS = ROOT.parent / "shared" / "data" / "spotify-previews" / "audio"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def local_run(files: list[Path], cpus: int) -> tuple[float, int]:
+    """Wall seconds of the local pool over `files`, and how many failed."""
+    from songfeat.analyze import analyze_many
+
+    t0 = time.perf_counter()
+    failed = sum(1 for o in analyze_many(files, workers=cpus) if o.error)
+    return time.perf_counter() - t0, failed
+
+
+def ray_run(files: list[Path], out: Path, batch_size: int, cpus: int) -> tuple[float, int]:
+    """Wall seconds of the Ray job over `files` into `out`, and how many error rows it wrote."""
+    from songfeat import distributed
+
+    t0 = time.perf_counter()
+    report = distributed.analyze_to_parquet([str(f) for f in files], out, batch_size=batch_size, concurrency=cpus)
+    return time.perf_counter() - t0, len(report.errors)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--audio", type=Path, default=None)
+    ap.add_argument("--batch-sizes", default="1,4,16")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds of every run, interleaved; the best of each is reported")
+    args = ap.parse_args()
+    import ray
+
+    from bench_analyze import generated_clips
+    from songfeat import distributed
+
+    cpus = len(os.sched_getaffinity(0))
+    tmp = Path(tempfile.mkdtemp(prefix="songfeat-bench-ray-"))
+    try:
+        src = args.audio or (PREVIEWS if PREVIEWS.is_dir() else None)
+        if src is not None:
+            files = sorted(src.glob("*.mp3"))[: args.files]
+            label = f"{len(files)} clips from {src}"
+        else:
+            files = generated_clips(tmp, args.files)
+            label = f"{len(files)} generated 30-s mp3 clips"
+        print(f"songfeat distributed benchmark: {label}; {cpus} CPUs; load average before: {os.getloadavg()[0]:.1f}")
+        t0 = time.perf_counter()
+        distributed.init(num_cpus=cpus)
+        print(f"ray.init (local cluster start, not counted below): {time.perf_counter() - t0:.1f} s")
+        sizes = [int(x) for x in args.batch_sizes.split(",")]
+        times: dict[str, list[float]] = {"local pool": []} | {f"ray, batch size {b}": [] for b in sizes}
+        failed: dict[str, int] = {}
+        for r in range(args.repeat):  # interleaved, so a burst of load from other jobs hits every engine alike
+            sec, failed["local pool"] = local_run(files, cpus)
+            times["local pool"].append(sec)
+            for b in sizes:
+                sec, failed[f"ray, batch size {b}"] = ray_run(files, tmp / f"out-{r}-b{b}", b, cpus)
+                times[f"ray, batch size {b}"].append(sec)
+        n = len(files)
+        base = min(times["local pool"])
+        print(f"{'run (best of ' + str(args.repeat) + ')':24s} {'seconds':>8s} {'all runs':>16s} {'tracks/s':>9s} "
+              f"{'tracks/s/core':>14s} {'vs local':>9s} {'failed':>7s}")
+        for name, ts in times.items():
+            sec = min(ts)
+            runs = "/".join(f"{t:.1f}" for t in ts)
+            print(f"{name:24s} {sec:8.2f} {runs:>16s} {n / sec:9.2f} {n / sec / cpus:14.3f} {sec / base:8.2f}x {failed[name]:7d}")
+        print(f"ratio = best Ray time / best local time (1.25x = 25% overhead); load average after: {os.getloadavg()[0]:.1f}")
+        ray.shutdown()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
