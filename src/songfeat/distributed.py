@@ -87,8 +87,6 @@ class _Analyzer:
         get_bundle(model)  # once per actor, and a bad model fails here, loudly, before any track
 
     def __call__(self, batch):
-        import pyarrow as pa
-
         from .analyze import analyze_many
         from .output import PARQUET_COLUMNS, outcome_record, records_table
 
@@ -111,7 +109,7 @@ class _Analyzer:
             if col in (self.path_column, self.bytes_column):
                 continue
             table = table.append_column(f"input_{col}" if col in PARQUET_COLUMNS else col, batch.column(col))
-        return table if isinstance(table, pa.Table) else pa.table(table)
+        return table
 
 
 def _spill(folder: Path, name: str | None, data: bytes | None) -> str:
@@ -346,7 +344,8 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
         if manifest.get("model") != (model_arg or "default"):
             raise SongfeatError(out, f"holds features from model {manifest.get('model')}, not {model_arg or 'default'}; "
                                      "use another --output")
-        _recover(out, manifest)
+        manifest["complete"] = False  # until this run ends
+        _recover(out, manifest)  # (writes the manifest)
         done_paths, done_ids = _done_keys(out, manifest)
         report = JobReport(out)
         run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -361,17 +360,18 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
                 chunk_size = ROWS_PER_CPU * _cpus(ray)
             if concurrency is None:  # the listed paths are already in the object store: no read task needs a CPU
                 concurrency = _cpus(ray)
-            datasets = [(len(c), ray.data.from_pandas(_blocks(c, batch_size, concurrency))) for c in _chunks(todo, chunk_size)]
-            col = "path"
+            chunks = _chunks(todo, chunk_size)
+            datasets = (ray.data.from_pandas(_blocks(c, batch_size, concurrency)) for c in chunks)  # one at a time
+            n_chunks, col = len(chunks), "path"
         else:  # a Ray Dataset: filtered lazily, run as one chunk
             ds, col = inputs, path_column
             if col in ds.schema().names and (done_paths or done_ids):
                 ds = ds.map_batches(_drop_done, batch_format="pyarrow",
                                     fn_kwargs={"done_paths": pa.array(sorted(done_paths), pa.string()),
                                                "done_ids": pa.array(sorted(done_ids), pa.string()), "path_column": col})
-            datasets = [(None, ds)]
+            datasets, n_chunks = iter([ds]), 1
 
-        for k, (n, ds) in enumerate(datasets):
+        for k, ds in enumerate(datasets):
             name = f"part-{run}-{k:05d}"
             staging = out / STAGING / name
             result = analyze_dataset(ds, col, model_arg, bytes_column=bytes_column, batch_size=batch_size,
@@ -389,7 +389,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             report.written += rows
             report.errors.extend(errors)
             if on_part is not None:
-                on_part({"part": name, "rows": rows, "errors": len(errors), "chunk": k + 1, "chunks": len(datasets)})
+                on_part({"part": name, "rows": rows, "errors": len(errors), "chunk": k + 1, "chunks": n_chunks})
         if report.planned == 0:
             report.planned = report.written + report.skipped
         manifest.update(complete=True, finished=_now(), rows=sum(p["rows"] for p in manifest["parts"]))
