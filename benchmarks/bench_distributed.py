@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PREVIEWS = ROOT.parent / "shared" / "data" / "spotify-previews" / "audio"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
@@ -54,19 +53,13 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    from bench_analyze import generated_clips
+    from bench_analyze import bench_files
     from songfeat import distributed
 
     cpus = len(os.sched_getaffinity(0))
     tmp = Path(tempfile.mkdtemp(prefix="songfeat-bench-ray-"))
     try:
-        src = args.audio or (PREVIEWS if PREVIEWS.is_dir() else None)
-        if src is not None:
-            files = sorted(src.glob("*.mp3"))[: args.files]
-            label = f"{len(files)} clips from {src}"
-        else:
-            files = generated_clips(tmp, args.files)
-            label = f"{len(files)} generated 30-s mp3 clips"
+        files, label = bench_files(args.audio, args.files, tmp)
         print(f"songfeat distributed benchmark: {label}; {cpus} CPUs; load average before: {os.getloadavg()[0]:.1f}")
         t0 = time.perf_counter()
         distributed.init(num_cpus=cpus)

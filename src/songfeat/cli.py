@@ -93,6 +93,14 @@ def analyze(
         raise typer.Exit(1)
 
 
+def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
+    """The first few failures on stderr, one line each, then how many more and where they are listed."""
+    for line in lines[:shown]:
+        typer.echo(f"songfeat: error: {line}", err=True)
+    if len(lines) > shown:
+        typer.echo(f"songfeat: error: ... and {len(lines) - shown} more ({more})", err=True)
+
+
 def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Optional[Path], workers: Optional[int],
                  address: Optional[str], batch_size: int, chunk_size: Optional[int]) -> None:
     """`analyze --engine ray`: a resumable Parquet folder written by a Ray cluster (see songfeat.distributed)."""
@@ -114,10 +122,7 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
-    for e in report.errors[:5]:
-        typer.echo(f"songfeat: error: {e['error']}", err=True)
-    if len(report.errors) > 5:
-        typer.echo(f"songfeat: error: ... and {len(report.errors) - 5} more (rows with error set in {output})", err=True)
+    _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")
     typer.echo(f"wrote {report.written} tracks to {output} ({report.skipped} of {report.planned} already there; "
                f"{len(report.errors)} errors; {report.tracks_per_second:.2f} tracks/s)", err=True)
     if report.errors:
@@ -206,10 +211,7 @@ def build_cmd(
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
-    for f in report.failed[:5]:
-        typer.echo(f"songfeat: error: {f['path']}: {f['reason']}", err=True)
-    if len(report.failed) > 5:
-        typer.echo(f"songfeat: error: ... and {len(report.failed) - 5} more (see {out / 'report.csv'})", err=True)
+    _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
                f"{len(report.failed)} failed; {report.labels_without_audio} labels without audio, "
                f"{report.audio_without_labels} audio files without labels; {report.clips_per_second:.2f} clips/s)")
