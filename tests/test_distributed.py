@@ -133,3 +133,12 @@ def test_build_on_ray_equals_the_local_build(cluster, tmp_path):
     a, b = open_store(tmp_path / "local"), open_store(tmp_path / "ray")
     assert a.ids() == b.ids() and np.array_equal(a.array(), b.array())  # the same tensors, bit for bit
     assert a.descriptors().equals(b.descriptors())
+
+
+def test_another_model_is_refused_on_rerun(folder, tmp_path):
+    out = tmp_path / "features"
+    out.mkdir()
+    (out / distributed.MANIFEST).write_text(json.dumps({"format": distributed.FORMAT, "model": "default",
+                                                        "model_sha256": "0" * 64, "complete": True, "parts": []}))
+    with pytest.raises(distributed.SongfeatError, match="another model"):
+        distributed.analyze_to_parquet([folder], out)

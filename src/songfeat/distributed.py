@@ -17,6 +17,7 @@ moment, driver or worker, finishes with every track exactly once.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
@@ -60,7 +61,25 @@ def init(address: str | None = None, **kwargs) -> None:
         kwargs.setdefault("log_to_driver", False)
         if address is not None:
             kwargs.pop("include_dashboard")  # only meaningful when starting a cluster
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SongfeatError(None, f"could not start or join a Ray cluster (address {address or 'local'}): "
+                                      f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+
+
+def model_fingerprint(model: str | None) -> str:
+    """SHA-256 over a bundle folder's files (names and bytes): a rerun into the same output must use the same model."""
+    from .bundle import DEFAULT_DIR
+
+    folder = DEFAULT_DIR if model is None else Path(model)
+    if not folder.is_dir():
+        raise SongfeatError(folder, "no such model folder")
+    h = hashlib.sha256()
+    for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _model_arg(model: str | Path | None) -> str | None:
@@ -337,13 +356,15 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     out.mkdir(parents=True, exist_ok=True)
     model_arg = _model_arg(model)
     with _Lock(out):
+        fingerprint = model_fingerprint(model_arg)
         manifest = read_manifest(out) or {"format": FORMAT, "songfeat_version": __version__, "model": model_arg or "default",
-                                          "created": _now(), "complete": False, "parts": []}
+                                          "model_sha256": fingerprint, "created": _now(), "complete": False, "parts": []}
         if manifest.get("format") != FORMAT:
             raise SongfeatError(out, f"holds {manifest.get('format')!r}, not {FORMAT} output")
-        if manifest.get("model") != (model_arg or "default"):
-            raise SongfeatError(out, f"holds features from model {manifest.get('model')}, not {model_arg or 'default'}; "
-                                     "use another --output")
+        if manifest.get("model_sha256") != fingerprint:
+            raise SongfeatError(out, f"holds features from another model ({manifest.get('model')}, sha256 "
+                                     f"{str(manifest.get('model_sha256'))[:12]}), not {model_arg or 'default'} "
+                                     f"({fingerprint[:12]}); use another --output")
         manifest["complete"] = False  # until this run ends
         _recover(out, manifest)  # (writes the manifest)
         done_paths, done_ids = _done_keys(out, manifest)
