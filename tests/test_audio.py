@@ -108,7 +108,8 @@ def test_truncated_mp3_keeps_what_decodes(tmp_path, example_clip):
     data = example_clip.read_bytes()
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(data[: len(data) // 3])
-    y = load_audio(cut)
+    with pytest.warns(UserWarning, match="shorter than its mp3 header says"):  # one warning, not libmpg123's own lines
+        y = load_audio(cut)
     assert 5 * SAMPLE_RATE < y.size < 15 * SAMPLE_RATE
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import features
-from .audio import SAMPLE_RATE, check_usable, iter_windows
+from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_usable, iter_windows
 from .errors import AudioError, SongfeatError
 
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features
@@ -148,23 +147,58 @@ def to_spotify(path: str | Path, learned: dict, desc) -> dict:
 
 @dataclass
 class Outcome:
-    """One file's result in a batch: the features, or the error that stopped it."""
+    """One file's result in a batch: the features, or the error that stopped it, plus what decoding reported."""
 
     path: str
     features: dict | None = None
-    error: str | None = None
+    error: str | None = None  # '<file>: <reason>'
+    warnings: list[str] = field(default_factory=list)  # one-line '<file>: <what>' (e.g. decoder errors skipped)
+    log: str = ""  # raw decoder and library output behind the warnings, for a verbose mode
 
 
-def _analyze_one(args: tuple[str, str | None]) -> Outcome:
-    path, model = args
+DEFAULT_TIMEOUT = 120.0  # seconds a file may take (per 10 minutes of audio, for longer files; see time_limit)
+LONG_AUDIO_SECONDS = 600.0  # the unit of audio the time limit scales with
+MAX_TIMEOUT_FACTOR = 18  # the limit stops growing at 3 h of audio: a header claiming more is not trusted further
+
+
+def time_limit(timeout: float, audio_seconds: float | None) -> float:
+    """Seconds one file may take: `timeout`, scaled up for audio longer than 10 minutes (by its header), capped at 18x."""
+    if not audio_seconds or audio_seconds <= LONG_AUDIO_SECONDS:
+        return timeout
+    return timeout * min(audio_seconds / LONG_AUDIO_SECONDS, MAX_TIMEOUT_FACTOR)
+
+
+def ask_time_for(path: str | Path, timeout: float) -> None:
+    """In a worker: a long song may take longer, so raise this job's limit to time_limit() once its length is known.
+
+    Raises AudioError for a file no decoder recognises (as decoding it would).
+    """
+    from .workers import allow
+
+    probe = DecoderLog(path)  # discarded: the decode that follows reports the same decoder output again
     try:
-        return Outcome(path, analyze(path, model))
-    except SongfeatError as e:
-        return Outcome(path, error=str(e))
-    except MemoryError:
-        return Outcome(path, error=f"{path}: out of memory while analysing")
-    except Exception as e:  # a library failure on one file must not end the batch
-        return Outcome(path, error=f"{path}: analysis failed ({type(e).__name__}: {e})")
+        allow(time_limit(timeout, audio_info(path, probe).seconds))
+    finally:
+        probe.close()
+
+
+def _analyze_one(args: tuple) -> Outcome:
+    """One file, start to end, with decoder output and warnings kept on the Outcome (never printed)."""
+    path, model = args[0], args[1]
+    timeout = args[2] if len(args) > 2 else None
+    with capture_output() as cap:
+        try:
+            if timeout:
+                ask_time_for(path, timeout)
+            out = Outcome(path, analyze(path, model))
+        except SongfeatError as e:
+            out = Outcome(path, error=str(e))
+        except MemoryError:
+            out = Outcome(path, error=f"{path}: out of memory while analysing")
+        except Exception as e:  # a library failure on one file must not end the batch
+            out = Outcome(path, error=f"{path}: analysis failed ({type(e).__name__}: {str(e).strip()[:200]})")
+    out.warnings, out.log = ([] if out.error else cap.warnings), cap.raw(path)  # a failed file: one line, its error
+    return out
 
 
 def _init_worker() -> None:
@@ -174,24 +208,56 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _start_analysis_worker(model: str | None) -> None:
+    """An analysis worker's start-up: one torch thread, and the bundle loaded (a bad one stops the batch once)."""
+    _init_worker()
+    _check_bundle_for_audio(get_bundle(model))
+
+
 def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, workers: int = 1,
-                 on_done: Callable[[Outcome], None] | None = None) -> Iterator[Outcome]:
-    """Analyze many files, yielding an Outcome per file in input order; bad files become errors, not exceptions."""
-    jobs = [(str(p), None if model is None else str(model)) for p in paths]
-    if model is not None or not jobs:
-        get_bundle(model)  # fail early, once, on a bad --model
-    if workers <= 1 or len(jobs) <= 1:
-        results: Iterable[Outcome] = map(_analyze_one, jobs)
-        for r in results:
+                 on_done: Callable[[Outcome], None] | None = None, timeout: float | None = None) -> Iterator[Outcome]:
+    """Analyze many files, yielding an Outcome per file in input order; bad files become errors, not exceptions.
+
+    Nothing is printed: decoder complaints and warnings come back on each Outcome. With `timeout`
+    (seconds per file, see `time_limit`) or `workers` > 1, files run in worker processes and a
+    file that overruns has its worker killed and becomes an error; with neither, in this process.
+    A bad `model` raises SongfeatError before any file is done.
+    """
+    model = None if model is None else str(model)
+    jobs = [(str(p), model, timeout) for p in paths]
+    if not jobs or (workers <= 1 and not timeout):
+        bundle = get_bundle(model)  # fail early, once, on a bad model
+        _check_bundle_for_audio(bundle)
+        for job in jobs:
+            r = _analyze_one(job)
             if on_done:
                 on_done(r)
             yield r
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        for r in pool.map(_analyze_one, jobs, chunksize=1):
+    from .workers import run_jobs
+
+    held: dict[int, Outcome] = {}
+    nxt = 0
+    for res in run_jobs(_analyze_one, jobs, workers=workers, timeout=timeout,
+                        init=_start_analysis_worker, init_args=(model,)):
+        path = jobs[res.index][0]
+        if res.ok:
+            out = res.value
+            out.log = "\n".join(x for x in (out.log, _foreign(path, res.log)) if x)
+        else:
+            out = Outcome(path, error=f"{path}: {res.value}", log=_foreign(path, res.log))
+        held[res.index] = out
+        while nxt in held:
+            r = held.pop(nxt)
+            nxt += 1
             if on_done:
                 on_done(r)
             yield r
+
+
+def _foreign(path: str, text: str) -> str:
+    """Output a worker printed outside the decoder capture (library chatter), one '<file>: output: ...' line each."""
+    return "\n".join(f"{path}: output: {ln}" for ln in text.splitlines() if ln.strip())
 
 
 AUTO_PARALLEL_FILES = 8  # below this many files, starting worker processes (each imports torch) costs more than it saves

@@ -4,18 +4,30 @@ Decoding goes through soundfile (wav, flac, ogg, mp3 and every other libsndfile 
 back to PyAV (m4a, aac, mp4, opus, wma, ...). Channels are averaged to mono and the signal is
 resampled with soxr. Long files are streamed block by block, so memory stays bounded by one window
 however long the song.
+
+Native decoders (libmpg123 inside libsndfile, above all) print their complaints straight to file
+descriptor 2. Every decoder call here runs with fd 2 pointed at a temporary file, so that text is
+kept per file (`capture_output`) and summarised in one warning instead of reaching the terminal.
 """
 from __future__ import annotations
 
+import contextvars
 import math
+import os
+import re
+import stat
+import sys
+import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError
+from .errors import AudioError, SongfeatWarning
 
 SAMPLE_RATE = 44100  # every front-end and descriptor works at this rate (Spotify previews' own)
 WINDOW_SECONDS = 30.0  # learned features are predicted on windows of this length (a preview's length)
@@ -37,14 +49,206 @@ class AudioInfo:
     decoder: str  # "soundfile" or "pyav"
 
 
+# ---- native decoder output -------------------------------------------------------------------
+
+_FD2_LOCK = threading.RLock()  # fd 2 is process-wide: one redirection at a time
+_SINK: contextvars.ContextVar["Captured | None"] = contextvars.ContextVar("songfeat_capture", default=None)
+_ERROR_LINE = re.compile(r"\berror\b|\billegal\b", re.IGNORECASE)  # libmpg123: "[...] error: ...", "Note: Illegal Audio-MPEG-Header"
+MAX_LOG_CHARS = 20_000  # raw decoder text kept per file (for --verbose); the error count covers all of it
+
+
+class DecoderLog:
+    """What native decoders printed on fd 2 while one file was decoded (collected call by call)."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self._file = None
+
+    @contextmanager
+    def capturing(self) -> Iterator[None]:
+        """Run the body with fd 2 pointed at this log's temporary file (Python's own stderr is flushed first)."""
+        with _FD2_LOCK:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile()
+            try:
+                sys.stderr.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+            saved = os.dup(2)
+            os.dup2(self._file.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+    def text(self) -> str:
+        """Everything captured so far, decoded leniently (may be long: see MAX_LOG_CHARS)."""
+        if self._file is None:
+            return ""
+        self._file.seek(0)
+        return self._file.read().decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def decoder_errors(text: str) -> int:
+    """How many error reports a decoder's raw output holds: its lines saying "error" or "illegal" (a bad frame header)."""
+    return sum(1 for ln in text.splitlines() if _ERROR_LINE.search(ln))
+
+
+def decoder_warning(path: str | Path, text: str) -> str:
+    """The one-line summary of a file's decoder output.
+
+    '<file>: decoder reported N errors (corrupt frames skipped)' when it reported errors, else its
+    first message (e.g. libmpg123's note that a truncated file is shorter than its header says).
+    """
+    n = decoder_errors(text)
+    if n:
+        return f"{path}: decoder reported {n} error{'s' if n != 1 else ''} (corrupt frames skipped)"
+    if "Xing stream size off" in text:  # libmpg123: the VBR header promises more bytes than the file holds
+        return f"{path}: shorter than its mp3 header says (cut off?); analysed the audio that is there"
+    lines = list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))
+    more = f" (and {len(lines) - 1} more messages)" if len(lines) > 1 else ""
+    return f"{path}: decoder said: {lines[0][:200]}{more}" if lines else f"{path}: decoder printed blank output"
+
+
+@dataclass
+class Captured:
+    """Decoder output and Python warnings raised while running some code, kept per file instead of printed."""
+
+    warnings: list[str] = field(default_factory=list)  # one-line messages, each '<file>: <what>'
+    logs: dict[str, str] = field(default_factory=dict)  # file -> raw native decoder text
+    other: list[str] = field(default_factory=list)  # third-party Python warnings (for --verbose)
+
+    def add_log(self, path: str, text: str) -> None:
+        self.logs[path] = self.logs.get(path, "") + text
+
+    def raw(self, path: str | None = None) -> str:
+        """The raw text behind the warnings, one '<file>: decoder: <line>' per line, for --verbose.
+
+        `path` names the file the third-party Python warnings belong to, when there is one.
+        """
+        out = []
+        for p, t in self.logs.items():
+            lines = [ln for ln in t[:MAX_LOG_CHARS].splitlines() if ln.strip()]
+            out += [f"{p}: decoder: {ln}" for ln in lines]
+            if len(t) > MAX_LOG_CHARS:
+                out.append(f"{p}: decoder: [... {len(t) - MAX_LOG_CHARS} more characters not shown]")
+        return "\n".join(out + [f"{path}: {w}" if path else w for w in self.other])
+
+
+_QUIET_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+@contextmanager
+def capture_output() -> Iterator[Captured]:
+    """Keep decoder output and warnings raised in the body in the yielded Captured instead of printing them.
+
+    For batch code (CLI, workers, services): run one file's work inside it, then report
+    `captured.warnings` as lines and `captured.raw()` behind a verbose switch. Python warnings are
+    recorded with `warnings.catch_warnings`, which is process-wide: use from one thread at a time.
+    """
+    cap = Captured()
+    token = _SINK.set(cap)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield cap
+            finally:
+                other: dict[str, int] = {}  # a warning raised once per block is listed once, with its count
+                for w in caught:
+                    msg = str(w.message)
+                    if issubclass(w.category, SongfeatWarning):
+                        if msg not in cap.warnings:
+                            cap.warnings.append(msg)
+                    elif not issubclass(w.category, _QUIET_CATEGORIES):
+                        key = f"{w.category.__name__}: {msg} ({Path(w.filename).name}:{w.lineno})"
+                        other[key] = other.get(key, 0) + 1
+                cap.other += [k if n == 1 else f"{k} (x{n})" for k, n in other.items()]
+                cap.warnings += [decoder_warning(p, t) for p, t in cap.logs.items()]
+    finally:
+        _SINK.reset(token)
+
+
+def _finish_log(log: DecoderLog, warn: bool = True) -> None:
+    """Hand a file's decoder output to the active capture_output(), or else (if `warn`) warn once for the file."""
+    text = log.text()
+    log.close()
+    if not text.strip():
+        return
+    sink = _SINK.get()
+    if sink is not None:
+        sink.add_log(log.path, text)
+    elif warn:
+        warnings.warn(decoder_warning(log.path, text), SongfeatWarning, stacklevel=3)
+
+
+def _captured(gen: Iterator, log: DecoderLog) -> Iterator:
+    """Iterate a decoder generator with every step (open, each block read, close) under `log.capturing()`."""
+    try:
+        while True:
+            with log.capturing():
+                try:
+                    item = next(gen)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        with log.capturing():
+            gen.close()
+
+
+# ---- probing and decoding ----------------------------------------------------------------------
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a non-regular, non-directory file is ('a FIFO (named pipe)', ...), or None for a regular file or folder."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _stat_error(p: Path, e: OSError) -> AudioError:
+    """A one-line AudioError for a failed stat/open: loop, broken link, permission, missing."""
+    import errno
+
+    if e.errno == errno.ELOOP:
+        return AudioError(p, "symlink loop (the link points back at itself)")
+    if e.errno == errno.ENOENT and p.is_symlink():
+        return AudioError(p, f"broken symlink (points to {os.readlink(p)}, which does not exist)")
+    if e.errno == errno.ENOENT:
+        return AudioError(p, "no such file")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return AudioError(p, "permission denied")
+    return AudioError(p, f"cannot read ({e.strerror or type(e).__name__})")
+
+
 def _check_path(path: str | Path) -> Path:
+    """Refuse what must not reach a decoder: missing, unreadable, empty, folders and special files (never opened)."""
     p = Path(path)
-    if not p.exists():
-        raise AudioError(p, "no such file")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise _stat_error(p, e) from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioError(p, "is a directory, not an audio file")
-    if p.stat().st_size == 0:
+    kind = _special_kind(st.st_mode)
+    if kind:
+        raise AudioError(p, f"is {kind}, not an audio file")
+    if st.st_size == 0:
         raise AudioError(p, "empty file (0 bytes)")
+    try:
+        os.close(os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as e:
+        raise _stat_error(p, e) from None
     return p
 
 
@@ -78,14 +282,24 @@ def _pyav_info(p: Path) -> AudioInfo | None:
         return None
 
 
-def audio_info(path: str | Path) -> AudioInfo:
-    """Probe a file's rate, channels and length; raise AudioError if no decoder recognises it."""
+def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
+    """Probe a file's rate, channels and length; raise AudioError if no decoder recognises it.
+
+    Decoder output during the probe goes to `log` (or, without one, to a capture of its own).
+    """
     p = _check_path(path)
+    own = log is None
+    log = log or DecoderLog(p)
     probes = (_pyav_info, _soundfile_info) if p.suffix.lower() in _PYAV_FIRST else (_soundfile_info, _pyav_info)
     for probe in probes:
-        info = probe(p)
+        with log.capturing():
+            info = probe(p)
         if info is not None and info.sample_rate > 0 and info.channels > 0:
+            if own:
+                _finish_log(log)
             return info
+    if own:
+        _finish_log(log, warn=False)  # the error says it
     raise AudioError(p, "not a readable audio file (no decoder recognises its format)")
 
 
@@ -123,11 +337,24 @@ def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Stream a file as mono float32 blocks at `sr`; a decode error mid-file keeps what came before.
 
     Raises AudioError for files no decoder reads. A file that breaks off part-way (a truncated
-    mp3, say) yields the audio decoded up to the break and warns, as audio players do.
+    mp3, say) yields the audio decoded up to the break and warns, as audio players do. What the
+    native decoder prints is captured: see `capture_output`.
     """
-    info = audio_info(path)
+    log = DecoderLog(path)
+    unreadable = False
+    try:
+        yield from _iter_audio(path, sr, log)
+    except AudioError:
+        unreadable = True
+        raise
+    finally:
+        _finish_log(log, warn=not unreadable)  # a file that fails says so once, with its error
+
+
+def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarray]:
+    info = audio_info(path, log)
     p = Path(info.path)
-    blocks = _pyav_blocks(p) if info.decoder == "pyav" else _soundfile_blocks(p)
+    blocks = _captured(_pyav_blocks(p) if info.decoder == "pyav" else _soundfile_blocks(p), log)
     resampler = None
     got = 0
     try:
@@ -148,7 +375,8 @@ def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     except Exception as e:  # the decoder broke part-way
         if got == 0:
             raise AudioError(p, f"cannot decode audio ({type(e).__name__}: {str(e).strip() or 'corrupt data'})") from None
-        warnings.warn(f"{p}: decoding stopped after {got / sr:.1f} s ({type(e).__name__}); using the audio read so far", stacklevel=2)
+        warnings.warn(f"{p}: decoding stopped after {got / sr:.1f} s ({type(e).__name__}); using the audio read so far",
+                      SongfeatWarning, stacklevel=3)
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
@@ -196,16 +424,75 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
         raise AudioError(path, f"audio is silent (peak below {SILENCE_DBFS:g} dBFS)")
 
 
-def find_audio(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
-    """Expand files and folders (recursively) into audio files, sorted; return (audio, missing)."""
-    found: list[Path] = []
-    missing: list[Path] = []
+def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], list[str]]:
+    """Expand files and folders into the audio files to analyse, accounting for every input.
+
+    Returns (files, errors, notes). A path named on the command line is taken whatever its
+    extension; inside folders, only names with an audio extension are inputs (readme.txt is not).
+    Every input ends as a file or as one AudioError: missing, broken or looping symlinks,
+    unreadable files or folders, FIFOs, sockets and devices (checked with stat only, never opened,
+    so a FIFO cannot block the walk). Symlinks to folders are followed once: a folder already
+    walked (a link back to an ancestor, or a second way into the same folder) is not walked again,
+    and gets a note instead. Files come sorted within each input; repeats are dropped.
+    """
+    files: list[Path] = []
+    errors: list[AudioError] = []
+    notes: list[str] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+
+    def take(p: Path, st: os.stat_result) -> None:
+        kind = _special_kind(st.st_mode)
+        if kind:
+            errors.append(AudioError(p, f"is {kind}, not an audio file"))
+        elif os.path.abspath(p) not in seen_files:  # the same path named twice (a/b.mp3 and ./a/b.mp3) is one input
+            seen_files.add(os.path.abspath(p))
+            files.append(p)
+
+    def walk(d: Path, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            notes.append(f"{d}: links to a folder already walked ({d.resolve()}); not walked again")
+            return
+        seen_dirs.add(key)
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            errors.append(AudioError(d, f"cannot list folder ({e.strerror or type(e).__name__})"))
+            return
+        for entry in entries:
+            q = Path(entry.path)
+            try:
+                est = entry.stat(follow_symlinks=True)
+            except OSError as e:
+                if q.suffix.lower() in AUDIO_EXTENSIONS:
+                    errors.append(_stat_error(q, e))
+                continue  # a broken link without an audio name is not an input
+            if stat.S_ISDIR(est.st_mode):
+                walk(q, est)
+            elif q.suffix.lower() in AUDIO_EXTENSIONS:
+                take(q, est)
+
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS))
-        elif p.exists():
-            found.append(p)
+        try:
+            st = p.stat()
+        except OSError as e:
+            err = _stat_error(p, e)
+            errors.append(AudioError(p, "no such file or folder") if err.reason == "no such file" else err)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            walk(p, st)
         else:
-            missing.append(p)
-    return found, missing
+            take(p, st)
+    return files, errors, notes
+
+
+def find_audio(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Expand files and folders (recursively) into audio files; return (audio, inputs that could not be taken).
+
+    Kept for callers that only need the paths; `scan_inputs` also says why each input was refused.
+    """
+    files, errors, _ = scan_inputs(paths)
+    return files, [Path(e.path) for e in errors]

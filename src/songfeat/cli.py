@@ -23,6 +23,25 @@ def _progress_on() -> bool:
     return sys.stderr.isatty()
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
+
+
+def one_line(text: str) -> str:
+    """A message kept to one line: control characters (a newline in a file name, a decoder's escape codes) shown escaped."""
+    return text.translate(_CONTROL)
+
+
+def _report(out, verbose: bool, say) -> None:
+    """Print a batch Outcome's warnings (one line each), with --verbose the raw decoder text behind them, and its error."""
+    for w in out.warnings:
+        say(f"songfeat: warning: {w}")
+    if verbose and out.log:
+        for line in out.log.splitlines():
+            say(f"songfeat: {line}")
+    if out.error:
+        say(f"songfeat: error: {out.error}")
+
+
 @app.command()
 def analyze(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
@@ -32,6 +51,9 @@ def analyze(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
+                                  help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="ray: tracks per actor call."),
@@ -43,9 +65,9 @@ def analyze(
     if engine != "local":
         raise fail(f"--engine must be local or ray, not {engine!r}")
     from .analyze import analyze_many, auto_workers
-    from .audio import find_audio
+    from .audio import scan_inputs
     from .errors import SongfeatError
-    from .output import FORMATS, ResultWriter
+    from .output import FORMATS, ResultWriter, error_record
 
     if fmt not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -53,50 +75,73 @@ def analyze(
         raise fail("--resume needs --output")
     if fmt == "parquet" and output is None:
         raise fail("--format parquet needs --output")
-    files, missing = find_audio(list(paths))
-    for m in missing:
-        typer.echo(f"songfeat: error: {m}: no such file or folder", err=True)
-    single = len(paths) == 1 and len(files) == 1 and paths[0].is_file() and fmt != "parquet"  # Parquet rows always carry path
+    files, refused, notes = scan_inputs(list(paths))
+    for e in refused:
+        typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+    for n in notes:
+        typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
+    single = len(paths) == 1 and len(files) == 1 and paths[0].is_file()
     writer = ResultWriter(fmt, output, resume=resume, single=single)
     todo = [f for f in files if str(f) not in writer.done]
-    if not files and not missing:
+    if not files and not refused:
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
-    failed = len(missing)
+    failed, written = len(refused), 0
+    if fmt == "parquet":  # a refused input is a track too: one error row each
+        for e in refused:
+            if str(e.path) not in writer.done:
+                writer.write(error_record(e.path, str(e)))
+                written += 1
     progress = None
     if _progress_on() and len(todo) > 1:
+        from rich.console import Console
         from rich.progress import Progress
 
-        progress = Progress(transient=True)
+        # on stderr, refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture
+        progress = Progress(console=Console(stderr=True), transient=True, auto_refresh=False)
         task = progress.add_task("analysing", total=len(todo))
         progress.start()
+
+    def say(line: str) -> None:  # above the progress bar while it shows
+        if progress is None:
+            typer.echo(one_line(line), err=True)
+        else:
+            progress.console.print(one_line(line), markup=False, highlight=False, soft_wrap=True)
+
     try:
-        for out in analyze_many(todo, model=model, workers=workers or auto_workers(len(todo))):
+        outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None) if todo else ()
+        for out in outcomes:
             if progress is not None:
                 progress.advance(task)
+                progress.refresh()
+            _report(out, verbose, say)
             if out.error:
                 failed += 1
-                typer.echo(f"songfeat: error: {out.error}", err=True)
                 if fmt == "parquet":  # Parquet keeps one row per track, failures included (as the Ray engine does)
-                    from .output import error_record
-
                     writer.write(error_record(out.path, out.error))
+                    written += 1
                 continue
-            writer.write(out.features if single else {"path": out.path, **out.features})
-        writer.close()
+            # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
+            writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
+            written += 1
+        if written or not failed or writer.previous:  # when every input failed, nothing reaches stdout
+            writer.close()
     except SongfeatError as e:
         raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        kept = f"; finished files are kept in {writer.partial}, rerun with --resume to continue" if output else ""
+        raise fail(f"interrupted{kept}", 130) from None
     finally:
         if progress is not None:
             progress.stop()
     if failed:
-        typer.echo(f"songfeat: {failed} of {len(files) + len(missing)} inputs failed", err=True)
+        typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
         raise typer.Exit(1)
 
 
 def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
     """The first few failures on stderr, one line each, then how many more and where they are listed."""
     for line in lines[:shown]:
-        typer.echo(f"songfeat: error: {line}", err=True)
+        typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     if len(lines) > shown:
         typer.echo(f"songfeat: error: ... and {len(lines) - shown} more ({more})", err=True)
 
@@ -122,10 +167,12 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
+    for line in report.refused:
+        typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")
     typer.echo(f"wrote {report.written} tracks to {output} ({report.skipped} of {report.planned} already there; "
                f"{len(report.errors)} errors; {report.tracks_per_second:.2f} tracks/s)", err=True)
-    if report.errors:
+    if report.errors or report.refused:
         raise typer.Exit(1)
 
 
@@ -184,11 +231,14 @@ def build_cmd(
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
     out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
     frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense or logmel."),
-    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (1 = in this process)."),
+    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (clips computed on a Ray cluster, written here)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
+                                  help="Seconds one clip may take in a worker process (builds of more than 12 clips); 0: no limit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
     from .data.store import build_store
@@ -204,7 +254,8 @@ def build_cmd(
             distributed.init(address)
             runner = distributed.clip_runner()
         report = build_store(labels, audio, out, frontend=frontend, workers=workers, progress=_progress_on(),
-                             limit=limit, descriptors=descriptors, runner=runner)
+                             limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
+                             verbose=verbose, runner=runner)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except ValueError as e:  # e.g. an unknown --frontend
@@ -303,7 +354,7 @@ def _retry_policy(retries: int, backoff: float, max_wait: float) -> "object":
 
 
 def _note(message: str) -> None:
-    typer.echo(f"songfeat: {message}", err=True)
+    typer.echo(one_line(f"songfeat: {message}"), err=True)
 
 
 @app.command("collect")
@@ -372,6 +423,46 @@ def download_cmd(
     typer.echo(report.summary())
     if report.failures:
         raise typer.Exit(1)
+
+
+# ---- serving a library -------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_cmd(
+    library: Path = typer.Option(..., "--library", "-l", help="Music folder to index and serve (searched recursively)."),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback should come with --token."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SONGFEAT_TOKEN", show_envvar=True,
+                                        help="Require 'Authorization: Bearer <token>' on every request but /healthz and /docs."),
+    db: Optional[Path] = typer.Option(None, "--db", help="SQLite index; default: LIBRARY/.songfeat/library.db."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Analysis processes; default: every usable CPU."),
+    rescan: bool = typer.Option(False, "--rescan", help="Hash every file again at start-up, even those whose size and mtime are unchanged."),
+    rescan_interval: float = typer.Option(60.0, "--rescan-interval", min=0.0, help="Seconds between scans for new, changed and removed files (0: only at start-up)."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Largest POST /v1/audio-features body (413 beyond)."),
+    time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
+) -> None:
+    """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
+    from .analyze import auto_workers
+    from .errors import SongfeatError
+
+    try:
+        from .library import Library
+        from .serve import is_loopback, run
+    except ImportError as e:
+        raise fail(f"serve needs its extra: pip install 'songfeat[serve]' ({e})") from None
+    if not library.is_dir():
+        raise fail(f"{library}: no such folder")
+    if not token and not is_loopback(host):
+        typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
+    try:
+        lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} workers, "
+               f"docs at /docs)", err=True)
+    run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
+        rescan_interval=rescan_interval, log_level="warning")
 
 
 def main() -> None:

@@ -176,11 +176,12 @@ def analyze_dataset(ds, path_column: str = "path", model: str | Path | None = No
 # listing inputs
 
 
-def list_inputs(inputs: list[str | Path], path_column: str = "path") -> pd.DataFrame:
-    """Rows to analyze from files, folders (searched recursively) and CSV/Parquet tables of paths; absolute paths, each once."""
-    from .audio import find_audio
+def list_inputs(inputs: list[str | Path], path_column: str = "path") -> tuple[pd.DataFrame, list[str]]:
+    """Rows to analyze from files, folders (searched recursively) and CSV/Parquet tables of paths (absolute, each once),
+    and the inputs refused while walking (missing, special files, ...: one '<path>: <reason>' line each)."""
+    from .audio import scan_inputs
 
-    frames = []
+    frames, refused = [], []
     for raw in inputs:
         p = Path(raw)
         suffix = p.suffix.lower()
@@ -196,13 +197,12 @@ def list_inputs(inputs: list[str | Path], path_column: str = "path") -> pd.DataF
             t["path"] = [str((base / str(q)).resolve()) if not os.path.isabs(str(q)) else str(q) for q in t["path"]]
             frames.append(t)
         else:
-            files, missing = find_audio([p])
-            if missing:
-                raise SongfeatError(p, "no such file or folder")
+            files, errors, _ = scan_inputs([p])
+            refused.extend(str(e) for e in errors)
             frames.append(pd.DataFrame({"path": [str(f.resolve()) for f in files]}))
     if not frames:
-        return pd.DataFrame({"path": pd.Series([], dtype=str)})
-    return pd.concat(frames, ignore_index=True).drop_duplicates("path", ignore_index=True)
+        return pd.DataFrame({"path": pd.Series([], dtype=str)}), refused
+    return pd.concat(frames, ignore_index=True).drop_duplicates("path", ignore_index=True), refused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +218,7 @@ class JobReport:
     skipped: int = 0
     written: int = 0
     errors: list[dict] = field(default_factory=list)  # {path, error} written by this run
+    refused: list[str] = field(default_factory=list)  # inputs that are not files to analyze (missing, special files)
     seconds: float = 0.0
 
     @property
@@ -372,7 +373,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
         run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
         if isinstance(inputs, (str, Path)) or isinstance(inputs, (list, tuple)):
-            todo = list_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), path_column)
+            todo, report.refused = list_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), path_column)
             report.planned = len(todo)
             stems = todo["path"].map(lambda p: Path(p).stem)
             todo = todo[~todo["path"].isin(done_paths) & ~stems.isin(done_ids)]

@@ -15,3 +15,7 @@ class SongfeatError(Exception):
 
 class AudioError(SongfeatError):
     """The audio could not be read or is unusable (missing, empty, corrupt, silent, too short)."""
+
+
+class SongfeatWarning(UserWarning):
+    """A user-facing warning about one input ('<path>: <what>'); batch front-ends print it as `songfeat: warning:`."""

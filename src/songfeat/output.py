@@ -50,10 +50,11 @@ def error_record(path: str | Path, error: str) -> dict:
 
     rec: dict = dict.fromkeys(PARQUET_COLUMNS)
     rec.update(path=str(path), type="audio_features", error=error)
-    try:
-        rec.update(track_identity(path))
-    except OSError:  # missing or unreadable: no content hash to name it by
-        pass
+    if os.path.isfile(path):  # a regular file only: reading a FIFO or a device could block
+        try:
+            rec.update(track_identity(path))
+        except OSError:  # unreadable: no content hash to name it by
+            pass
     return rec
 
 

@@ -24,8 +24,8 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..audio import SAMPLE_RATE, WINDOW_SECONDS, check_usable, find_audio, iter_windows, load_audio
-from ..errors import AudioError, SongfeatError
+from ..analyze import DEFAULT_TIMEOUT
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, scan_inputs
+from ..errors import AudioError, SongfeatError, SongfeatWarning
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
 from . import labels as _labels
 
@@ -52,8 +53,8 @@ JOURNAL = "journal.jsonl"
 LOCK = ".lock"  # held (flock) by the build writing the store; the OS releases it if the build dies
 COMMIT_EVERY = 8  # journal lines written (and the array flushed) together, at most this many clips apart ...
 COMMIT_SECONDS = 2.0  # ... or this many seconds apart
-IN_FLIGHT_PER_WORKER = 4  # clips queued per worker: enough to keep it busy, few enough to keep memory flat
 SERIAL_MAX = 12  # this few clips are done in-process: starting a pool (~4 s to import torch) would cost more
+CLIP_TIMEOUT = DEFAULT_TIMEOUT  # seconds one clip may take in a worker before it is stopped and failed (as analyze)
 DESCRIPTOR_COLUMNS = ("duration_ms", "loudness", "loudness_lufs", "tempo", "tempo_confidence", "tempo_alternatives",
                       "key", "key_confidence", "mode", "mode_confidence", "time_signature", "time_signature_confidence")
 EXAMPLES_IN_REPORT = 50  # unmatched ids listed by name in report.json (all are counted)
@@ -133,7 +134,21 @@ def _worker_init() -> None:
 
 
 def process_clip(path: str, spec_dict: dict, with_descriptors: bool = True) -> dict:
-    """Decode one file once: front-end of its first window, descriptors of all of it; never raises for bad audio."""
+    """Decode one file once: front-end of its first window, descriptors of all of it; never raises for bad audio.
+
+    What the decoder printed comes back in the result ("warnings": one line each, "log": raw text), never on stderr.
+    """
+    with capture_output() as cap:
+        res = _process_clip(path, spec_dict, with_descriptors)
+    if cap.warnings and res["ok"]:  # a failed clip: one line, its reason
+        res["warnings"] = cap.warnings
+    log = cap.raw(path)
+    if log:
+        res["log"] = log
+    return res
+
+
+def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
     spec = FrontendSpec.from_dict(spec_dict)
     try:
         same_grid = spec.sample_rate == SAMPLE_RATE and spec.window_seconds == WINDOW_SECONDS
@@ -170,9 +185,25 @@ def process_clip(path: str, spec_dict: dict, with_descriptors: bool = True) -> d
 # planning: which clips, in which order
 
 
-def _index_audio(audio_dir: Path, ids: set[str], id_kind: str) -> tuple[dict[str, Path], list[Path], int]:
-    """Map label ids to audio files under `audio_dir` by file stem; returns (id -> path, unlabelled files, duplicates)."""
-    files, _ = find_audio([audio_dir])
+def _index_audio(audio_dir: Path, ids: set[str], id_kind: str, on_message: Callable[[str], None] | None = None
+                 ) -> tuple[dict[str, Path], list[Path], int]:
+    """Map label ids to audio files under `audio_dir` by file stem; returns (id -> path, unlabelled files, duplicates).
+
+    Inputs the walk refuses (broken or looping links, FIFOs, ...) are matched like files: a labelled
+    one fails with its reason in report.csv. A folder that cannot be listed is reported through `on_message`.
+    """
+    files, refused, notes = scan_inputs([audio_dir])
+    for e in refused:
+        if not e.reason.startswith("cannot list folder"):
+            files.append(Path(e.path))
+        elif on_message:
+            on_message(f"error: {e}")
+        else:
+            warnings.warn(str(e), SongfeatWarning, stacklevel=3)
+    for n in notes:
+        if on_message:
+            on_message(f"warning: {n}")
+    files.sort(key=str)
     found: dict[str, Path] = {}
     unlabelled: list[Path] = []
     duplicates = 0
@@ -188,6 +219,14 @@ def _index_audio(audio_dir: Path, ids: set[str], id_kind: str) -> tuple[dict[str
         else:
             found[tid] = p
     return found, unlabelled, duplicates
+
+
+def _absolute(p: Path) -> str:
+    """The path with links resolved, or just made absolute when it cannot be (a symlink loop)."""
+    try:
+        return str(p.resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(p)
 
 
 def _as_table(labels: str | Path | _labels.LabelTable | pd.DataFrame) -> _labels.LabelTable:
@@ -355,7 +394,8 @@ def _progress(enabled: bool, total: int, completed: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("building store"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=False)
+                   console=Console(stderr=True), transient=False,
+                   auto_refresh=False)  # refreshed by the builder: a refresh thread could write into a decoder capture
     bar.start()
     bar.add_task("build", total=total, completed=completed)
     return bar
@@ -363,12 +403,17 @@ def _progress(enabled: bool, total: int, completed: int):
 
 def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_dir: str | Path, out: str | Path, *,
                 frontend: str | FrontendSpec = "mfcc", workers: int = 2, progress: bool = True, limit: int | None = None,
-                descriptors: bool = True, runner=None) -> BuildReport:
+                descriptors: bool = True, timeout: float | None = CLIP_TIMEOUT,
+                on_message: Callable[[str], None] | None = None, verbose: bool = False, runner=None) -> BuildReport:
     """Build (or resume building) a store at `out` from a label table and a folder of audio named by track id.
 
     Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
     `out` with the same inputs continues an interrupted build; different inputs raise SongfeatError.
-    `runner` replaces the process pool (same signature as `_run_pool`, e.g. `distributed.clip_runner()`).
+    More than SERIAL_MAX clips run in worker processes, where a clip taking over `timeout` seconds is
+    stopped and failed. Nothing is printed: decoder warnings ('warning: <file>: ...'), and with
+    `verbose` the decoders' raw lines, go to `on_message` as they happen.
+    `runner` replaces the worker processes (called like `_run_pool` without `timeout`, e.g.
+    `distributed.clip_runner()`); it has no per-clip time limit.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -385,12 +430,12 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     frame = table.frame
     ids = list(dict.fromkeys(frame["track_id"].astype(str)))
     id_kind = frame.attrs.get("id_kind", "spotify")
-    found, unlabelled, duplicates = _index_audio(audio_dir, set(ids), id_kind)
+    found, unlabelled, duplicates = _index_audio(audio_dir, set(ids), id_kind, on_message)
     plan_ids = sorted(found)  # build order: by track id, independent of listing order
     if limit is not None:
         plan_ids = plan_ids[:limit]
     plan = pd.DataFrame({"row": np.arange(len(plan_ids), dtype=np.int64), "track_id": plan_ids,
-                         "path": [str(found[t].resolve()) for t in plan_ids]})
+                         "path": [_absolute(found[t]) for t in plan_ids]})
     labels_without_audio = [t for t in ids if t not in found]
     if not found:
         example = f"; e.g. {unlabelled[0].name} vs label id {ids[0]}" if unlabelled and ids else ""
@@ -449,13 +494,22 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"]}
             else:
                 rec = {"row": i, "track_id": tids[i], "ok": False, "reason": res["reason"]}
+            if res.get("warnings"):
+                rec["warnings"] = res["warnings"]
+            if on_message:
+                for w in res.get("warnings", ()):
+                    on_message(f"warning: {w}")
+                if verbose and res.get("log"):
+                    for line in res["log"].splitlines():
+                        on_message(line)
             journal.add(rec)
             state[i] = 1 if res["ok"] else 0
             if bar is not None:
                 bar.advance(bar.task_ids[0])
+                bar.refresh()
 
         try:
-            if todo and runner is None and (workers <= 1 or len(todo) <= SERIAL_MAX):
+            if todo and runner is None and len(todo) <= SERIAL_MAX:
                 import torch
 
                 threads = torch.get_num_threads()
@@ -466,7 +520,10 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 finally:
                     torch.set_num_threads(threads)
             elif todo:
-                (runner or _run_pool)(todo, paths, spec_dict, descriptors, workers, record)
+                if runner is not None:
+                    runner(todo, paths, spec_dict, descriptors, workers, record)
+                else:
+                    _run_pool(todo, paths, spec_dict, descriptors, workers, record, timeout=timeout)
         finally:
             journal.close()
             if bar is not None:
@@ -480,59 +537,44 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         return report
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers fork from a server that has imported torch once (fast start, no inherited threads)."""
-    import multiprocessing as mp
+def _call(job: tuple) -> dict:
+    """Worker side of _run_pool: one clip through `fn`, its time limit first scaled to its length (a long file may take longer)."""
+    fn, path, spec_dict, with_descriptors, timeout = job
+    if timeout:
+        from ..analyze import ask_time_for
 
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["songfeat.data.store", "songfeat.descriptors"])
-    else:  # pragma: no cover - Windows
-        ctx = mp.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx)
+        try:
+            ask_time_for(path, timeout)
+        except SongfeatError:
+            pass  # `fn` reports the unreadable file itself
+    return fn(path, spec_dict, with_descriptors)
 
 
 def _run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descriptors: bool, workers: int, record,
-              fn=None) -> None:
-    """Run clips through a process pool with a bounded number in flight; a clip that kills its worker fails alone.
+              fn=None, timeout: float | None = CLIP_TIMEOUT) -> None:
+    """Run clips in worker processes (songfeat.workers), one at a time each; a clip that kills or stalls its worker fails alone.
 
-    When a worker dies (a decoder segfault, the OOM killer), every clip that was in flight is rerun
-    on its own in a one-worker pool: the one that kills that pool too is failed, the others succeed,
-    and the build carries on with a fresh pool.
+    A worker that dies (a decoder segfault, the OOM killer) or overruns `timeout` is replaced and
+    only its clip is failed; the build carries on.
     """
+    from ..workers import run_jobs
+
     fn = fn or process_clip
-    queue = list(reversed(todo))  # pop() takes the next row in build order
-    crashed = "the decoder crashed its worker process"
-    while queue:
-        pool = _pool(workers)
-        inflight: dict[Future, int] = {}
-        suspects: list[int] = []
-        try:
-            while queue or inflight:
-                while queue and len(inflight) < workers * IN_FLIGHT_PER_WORKER:
-                    i = queue.pop()
-                    inflight[pool.submit(fn, paths[i], spec_dict, with_descriptors)] = i
-                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    i = inflight.pop(fut)
-                    try:
-                        res = fut.result()
-                    except BrokenProcessPool:
-                        suspects.append(i)
-                        continue
-                    record(i, res)
-                if suspects:
-                    suspects.extend(inflight.values())
-                    inflight.clear()
-                    break
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for i in sorted(suspects):
-            with _pool(1) as solo:
-                try:
-                    record(i, solo.submit(fn, paths[i], spec_dict, with_descriptors).result())
-                except BrokenProcessPool:
-                    record(i, {"ok": False, "reason": crashed})
+    jobs = [(fn, paths[i], spec_dict, with_descriptors, timeout) for i in todo]
+    for r in run_jobs(_call, jobs, workers=max(1, workers), timeout=timeout, init=_worker_init,
+                      preload=("songfeat.data.store", "songfeat.descriptors")):
+        i = todo[r.index]
+        if r.ok:
+            res = r.value
+        elif r.status == "crashed":
+            res = {"ok": False, "reason": "the decoder crashed its worker process"}
+        elif r.status == "timeout":
+            res = {"ok": False, "reason": r.value}
+        else:
+            res = {"ok": False, "reason": f"failed to process ({r.value[:200]})"}
+        if r.log.strip():
+            res["log"] = "\n".join(x for x in (res.get("log"), *(f"{paths[i]}: output: {ln}" for ln in r.log.splitlines() if ln.strip())) if x)
+        record(i, res)
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -575,9 +617,12 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     desc_cols = {c: np.full(n, np.nan) for c in DESCRIPTOR_COLUMNS if c != "tempo_alternatives"}
     alternatives: dict[int, list] = {}
     reasons: dict[int, str] = {}
+    warned: dict[int, list[str]] = {}
     for rec in _scan_journal(out / WORK / JOURNAL):  # streamed: a few numbers per clip, never the records
         i = int(rec["row"])
         state[i] = 1 if rec.get("ok") else 0
+        if rec.get("warnings"):
+            warned[i] = rec["warnings"]
         if rec.get("ok"):
             reasons.pop(i, None)
             seconds[i] = rec["audio_seconds"]
@@ -633,6 +678,8 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     rep.pop("seconds"), rep.pop("clips_per_second")
     rep["labels_without_audio_examples"] = labels_without_audio[:EXAMPLES_IN_REPORT]
     rep["audio_without_labels_examples"] = [str(p) for p in unlabelled[:EXAMPLES_IN_REPORT]]
+    rep["warnings"] = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "warnings": w}
+                       for i, w in sorted(warned.items())]  # e.g. decoder errors skipped in a clip that was built
 
     _atomic_write_parquet(index, out / INDEX)
     _atomic_write_parquet(lab, out / LABELS)

@@ -1,0 +1,642 @@
+"""A music library served by `songfeat serve`: an SQLite index of its files and their analysis results.
+
+`Index` is the SQLite file (WAL mode; default `<library>/.songfeat/library.db`): one row per audio
+file, keyed by path, with its id (exactly as `songfeat analyze` assigns it), size, mtime, SHA-256,
+the model version its features came from, and an analysis count. A scan brings it in line with the
+folder: new files are added, files whose size or mtime changed are hashed again and re-analysed when
+their content changed, removed files are dropped, and rows analysed by another model are queued
+again (their old features are served until the new ones are in).
+
+`Library` adds the background analysis: a bounded pool of worker processes (pebble) with a time limit
+per file, so a hostile file can fail its own analysis but never crash or hang the server. The queue
+is the database itself (rows in state `pending`), so a killed server resumes where it stopped and
+finishes every file exactly once.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import capture_output
+from .errors import SongfeatError
+
+DATA_DIR = ".songfeat"  # inside the library folder: the database and stored uploads (never scanned)
+DB_NAME = "library.db"
+UPLOADS = "uploads"
+ID_PATTERN = re.compile(r"[0-9A-Za-z]{22}")  # Spotify ids and songfeat content ids are both 22 base-62 characters
+TIME_LIMIT = 300.0  # seconds one file may take in a worker before it is killed and the file marked failed
+WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that needs more fails alone (peak today ~0.75 GiB)
+MAX_TASKS_PER_WORKER = 500  # a worker process is replaced after this many files, so leaks cannot grow
+SCAN_BATCH = 200  # rows per transaction while scanning; the workers start on the first batch at once
+ANALYSIS_MODULE = "songfeat.analysis:audio_analysis"  # Spotify's audio-analysis object, when songfeat has it
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tracks (
+    path TEXT PRIMARY KEY,
+    source TEXT NOT NULL DEFAULT 'library',  -- 'library' (found by a scan) or 'upload' (POSTed)
+    id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL,                     -- 'pending', 'done' or 'failed'
+    model TEXT,                              -- model version that produced `features` / `error`
+    features TEXT,                           -- Spotify's audio-features object, JSON
+    error TEXT,                              -- why the analysis failed (no server paths)
+    analyses INTEGER NOT NULL DEFAULT 0,     -- analyses of this content recorded so far
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tracks_id ON tracks(id);
+CREATE INDEX IF NOT EXISTS tracks_state ON tracks(state);
+CREATE TABLE IF NOT EXISTS audio_analyses (
+    sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    analysis TEXT NOT NULL,
+    PRIMARY KEY (sha256, version)
+);
+"""
+
+
+def model_version(model: str | Path | None = None) -> str:
+    """A short fingerprint of a model bundle (its config.json and weights), stored with every result."""
+    from .bundle import CONFIG, DEFAULT_DIR, WEIGHTS
+
+    folder = DEFAULT_DIR if model in (None, "default") else Path(model)
+    h = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        try:
+            with open(folder / name, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        except OSError as e:
+            raise SongfeatError(folder / name, f"cannot read the model bundle ({e.strerror or e})") from None
+    return h.hexdigest()[:16]
+
+
+def analysis_version(target: str = ANALYSIS_MODULE) -> str | None:
+    """A fingerprint of the audio-analysis code (its source file), or None when songfeat has none yet."""
+    module, _, attr = target.partition(":")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        return None
+    with open(spec.origin, "rb") as f:
+        return f"{attr}-" + hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def is_valid_id(s: str) -> bool:
+    """True for a well-formed track id (22 base-62 characters); anything else is refused before any lookup."""
+    return isinstance(s, str) and ID_PATTERN.fullmatch(s) is not None
+
+
+def default_db(root: str | Path) -> Path:
+    """Where a library's database lives unless --db says otherwise."""
+    return Path(root) / DATA_DIR / DB_NAME
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass
+class Entry:
+    """What the index knows about one id: its state, and its features (JSON text) or failure reason."""
+
+    id: str
+    state: str  # 'done', 'pending' or 'failed'
+    features: str | None
+    error: str | None
+    path: str
+
+
+@dataclass
+class ScanReport:
+    """What one scan changed."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    requeued: int = 0  # rows whose model version is stale
+    unchanged: int = 0
+    seconds: float = 0.0
+
+
+class Index:
+    """The SQLite file: one connection per thread, WAL so readers never wait for the writer."""
+
+    def __init__(self, db: str | Path, model: str):
+        self.path = Path(db)
+        self.model = model
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        con = self.conn()
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(SCHEMA)
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit off; `with conn:` commits)."""
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=30.0)
+            con.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across a killed process
+            con.execute("PRAGMA busy_timeout=30000")
+            self._local.con = con
+        return con
+
+    # ---- reading ------------------------------------------------------------------------------
+    def lookup(self, ids: Iterable[str]) -> dict[str, Entry]:
+        """Entries for the given ids (unknown ids are absent); a done row wins over others with the same id."""
+        wanted = list(dict.fromkeys(ids))
+        rank = {"done": 0, "pending": 1, "failed": 2}
+        out: dict[str, Entry] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            rows = self.conn().execute(
+                f"SELECT id, state, features, error, path FROM tracks WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            for r in rows:
+                e = Entry(*r)
+                if e.state == "pending" and e.features is not None:  # stale model: serve the old result meanwhile
+                    e.state = "done"
+                old = out.get(e.id)
+                if old is None or rank[e.state] < rank[old.state]:
+                    out[e.id] = e
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Rows per state, e.g. {'done': 10, 'pending': 2, 'failed': 1}."""
+        out = {"done": 0, "pending": 0, "failed": 0}
+        out.update(dict(self.conn().execute("SELECT state, count(*) FROM tracks GROUP BY state").fetchall()))
+        return out
+
+    def pending(self, limit: int, skip: set[str]) -> list[tuple[str, int, int]]:
+        """Up to `limit` (path, size, mtime_ns) of rows waiting for analysis, oldest first, not in `skip`."""
+        rows = self.conn().execute("SELECT path, size, mtime_ns FROM tracks WHERE state='pending' ORDER BY rowid LIMIT ?",
+                                   (limit + len(skip),)).fetchall()
+        return [r for r in rows if r[0] not in skip][:limit]
+
+    def row(self, path: str) -> tuple | None:
+        return self.conn().execute("SELECT id, size, mtime_ns, sha256, state FROM tracks WHERE path=?", (path,)).fetchone()
+
+    def cached_analysis(self, sha256: str, version: str) -> str | None:
+        r = self.conn().execute("SELECT analysis FROM audio_analyses WHERE sha256=? AND version=?", (sha256, version)).fetchone()
+        return r[0] if r else None
+
+    # ---- writing ------------------------------------------------------------------------------
+    def record(self, path: str, size: int, mtime_ns: int, features: dict | None, error: str | None) -> bool:
+        """Store one analysis result; False (nothing written) if the file changed or left the index meanwhile."""
+        con = self.conn()
+        with con:
+            cur = con.execute(
+                "UPDATE tracks SET state=?, model=?, features=?, error=?, analyses=analyses+1, updated=? "
+                "WHERE path=? AND size=? AND mtime_ns=? AND state='pending'",
+                ("done" if features is not None else "failed", self.model,
+                 None if features is None else json.dumps(features), error, time.time(), path, size, mtime_ns))
+        return cur.rowcount == 1
+
+    def store_analysis(self, sha256: str, version: str, analysis: dict) -> None:
+        con = self.conn()
+        with con:
+            con.execute("INSERT OR REPLACE INTO audio_analyses VALUES (?, ?, ?)", (sha256, version, json.dumps(analysis)))
+
+    def add_upload(self, path: str, ident: str, sha256: str) -> None:
+        """Index a stored upload (pending analysis) unless it is already there."""
+        st = os.stat(path)
+        con = self.conn()
+        with con:
+            con.execute("INSERT OR IGNORE INTO tracks (path, source, id, size, mtime_ns, sha256, state, updated) "
+                        "VALUES (?, 'upload', ?, ?, ?, ?, 'pending', ?)", (path, ident, st.st_size, st.st_mtime_ns, sha256, time.time()))
+
+    def scan(self, root: Path, rehash: bool = False, on_batch=None) -> ScanReport:
+        """Bring the index in line with `root` (recursively) and the stored uploads; see the module docstring."""
+        from .analyze import track_identity
+        from .audio import find_audio
+
+        t0 = time.monotonic()
+        report = ScanReport()
+        skip = {(root / DATA_DIR).resolve(), (self.path.parent / UPLOADS).resolve()}  # our own files, not the library's
+        files, _ = find_audio([root]) if root.is_dir() else ([], [])
+        con = self.conn()
+        known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model FROM tracks")}
+        seen: set[str] = set()
+        pending_writes: list[tuple] = []
+
+        def flush() -> None:
+            if pending_writes:
+                with con:
+                    for sql, args in pending_writes:
+                        con.execute(sql, args)
+                pending_writes.clear()
+                if on_batch:
+                    on_batch()
+
+        for f in files:
+            try:
+                resolved = f.resolve()
+                if not skip.isdisjoint(resolved.parents):
+                    continue
+                path = str(resolved)
+                st = resolved.stat()
+                if path in seen:
+                    continue
+                seen.add(path)
+                old = known.get(path)
+                same = old is not None and not rehash and (old[1], old[2]) == (st.st_size, st.st_mtime_ns)
+                sha = None if same else file_sha256(resolved)
+                if old is not None and old[3] == sha:  # touched, or rehashed: same content, same result
+                    pending_writes.append(("UPDATE tracks SET size=?, mtime_ns=? WHERE path=?", (st.st_size, st.st_mtime_ns, path)))
+                    same = True
+                if same:
+                    self._keep(old, path, pending_writes, report)
+                    continue
+                ident = track_identity(resolved)["id"]
+                pending_writes.append((
+                    "INSERT OR REPLACE INTO tracks (path, source, id, size, mtime_ns, sha256, state, analyses, updated) "
+                    "VALUES (?, 'library', ?, ?, ?, ?, 'pending', 0, ?)", (path, ident, st.st_size, st.st_mtime_ns, sha, time.time())))
+                if old is None:
+                    report.added += 1
+                else:
+                    report.changed += 1
+            except OSError:
+                continue  # vanished or unreadable while scanning: the next scan sees it again
+            if len(pending_writes) >= SCAN_BATCH:
+                flush()
+        for path, (source, *_rest) in known.items():
+            if path in seen:
+                continue
+            if source == "upload" and os.path.isfile(path):
+                self._keep(known[path], path, pending_writes, report)
+                continue
+            pending_writes.append(("DELETE FROM tracks WHERE path=?", (path,)))
+            report.removed += 1
+        flush()
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def _keep(self, row: tuple, path: str, writes: list, report: ScanReport) -> None:
+        """An unchanged file: queue it again only if its result came from another model version."""
+        _source, _size, _mtime, _sha, state, model = row
+        if state in ("done", "failed") and model != self.model:
+            writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
+            report.requeued += 1
+        else:
+            report.unchanged += 1
+
+
+# ---- work done inside the worker processes --------------------------------------------------------
+
+
+def _nice() -> None:
+    """Workers run at a lower priority than the HTTP process (lookups stay quick) and with capped memory."""
+    import resource
+
+    try:
+        os.nice(5)
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = WORKER_MEMORY if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (OSError, ValueError):
+        pass
+
+
+def _init_worker() -> None:
+    """Worker start-up: lower priority, one torch thread, the default model loaded once."""
+    from .analyze import _init_worker as one_thread, get_bundle
+
+    _nice()
+    one_thread()
+    get_bundle(None)
+
+
+def features_job(path: str) -> tuple[dict | None, str | None]:
+    """Analyze one file: (features, None) or (None, reason). Never raises for a bad file."""
+    from .analyze import analyze
+
+    try:
+        with capture_output():  # decoder noise stays out of the server's stderr (the batch rules of `analyze`)
+            return analyze(path), None
+    except SongfeatError as e:
+        return None, e.reason
+    except MemoryError:
+        return None, "out of memory while analysing"
+    except Exception as e:  # a library failing on one file must not fail the pool
+        return None, f"analysis failed ({type(e).__name__}: {e})"
+
+
+def analysis_job(target: str, path: str) -> dict:
+    """Spotify's audio-analysis object for one file, from the function named by `target` ('module:function')."""
+    module, _, attr = target.partition(":")
+    with capture_output():
+        return getattr(importlib.import_module(module), attr)(path)
+
+
+# ---- the library: index + background analysis ----------------------------------------------------
+
+
+class AnalysisFailed(Exception):
+    """An on-demand analysis failed; str() is the reason, without server paths."""
+
+
+@dataclass
+class Stats:
+    """Counters the HTTP layer exports as metrics."""
+
+    done: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    crashed: int = 0
+    seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+    def mean_seconds(self) -> float:
+        """Recent seconds per file; before the first one, a guess that covers workers still starting (torch import)."""
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 10.0
+
+
+class Library:
+    """A library folder, its index, and the worker pool that keeps the index's results complete."""
+
+    def __init__(self, root: str | Path, db: str | Path | None = None, workers: int = 1, time_limit: float = TIME_LIMIT,
+                 analysis_target: str = ANALYSIS_MODULE, model: str | None = None, job=None):
+        """`job(path) -> (features | None, reason | None)` runs in the workers (default: `features_job`, songfeat's analysis)."""
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise SongfeatError(self.root, "library folder not found")
+        self.index = Index(db or default_db(self.root), model or model_version())
+        self.workers = max(1, int(workers))
+        self.time_limit = float(time_limit)
+        self.analysis_target = analysis_target
+        self.job = job or features_job
+        self.analysis_version = analysis_version(analysis_target)
+        self.uploads = self.index.path.parent / UPLOADS
+        self.stats = Stats()
+        self.last_scan: ScanReport | None = None
+        self._pool = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._urgent: collections.deque = collections.deque()  # ("features", path) / ("analysis", path, sha)
+        self._inflight: dict[str, object] = {}  # job key -> pebble future
+        self._waiters: dict[str, concurrent.futures.Future] = {}
+        self._results: collections.deque = collections.deque()
+        self._scan_lock = threading.Lock()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def start(self, rehash: bool = False, rescan_interval: float = 0.0) -> None:
+        """Start the worker pool, the dispatcher and a first scan (in the background: serving starts at once)."""
+        import multiprocessing
+
+        from pebble import ProcessPool
+
+        init = _init_worker if self.job is features_job else _nice
+        self._pool = ProcessPool(max_workers=self.workers, max_tasks=MAX_TASKS_PER_WORKER, initializer=init,
+                                 context=multiprocessing.get_context("spawn"))
+        for target, args in ((self._dispatch, ()), (self._scan_loop, (rehash, rescan_interval))):
+            t = threading.Thread(target=target, args=args, daemon=True, name=f"songfeat-{target.__name__.strip('_')}")
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop the pool (in-flight files stay pending in the index and are redone by the next start)."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join(timeout=10)
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def scan(self, rehash: bool = False) -> ScanReport:
+        """Scan now (one scan at a time) and wake the workers."""
+        with self._scan_lock:
+            report = self.index.scan(self.root, rehash=rehash, on_batch=self.kick)
+        self.last_scan = report
+        self.kick()
+        return report
+
+    def _scan_loop(self, rehash: bool, interval: float) -> None:
+        self.scan(rehash)
+        while interval > 0 and not self._stopping:
+            with self._lock:
+                self._wake.wait_for(lambda: self._stopping, timeout=interval)
+            if not self._stopping:
+                self.scan()
+
+    def kick(self) -> None:
+        """Wake the dispatcher: there may be new pending rows in the index."""
+        with self._lock:
+            self._idle = False
+            self._wake.notify_all()
+
+    # ---- asking for work ------------------------------------------------------------------------
+    def queue_depth(self) -> int:
+        """Files waiting for analysis (not yet finished), plus queued on-demand audio analyses."""
+        return self.index.counts()["pending"] + sum(1 for j in self._urgent if j[0] == "analysis")
+
+    def prioritise(self, paths: Iterable[str]) -> concurrent.futures.Future:
+        """Move these pending files to the front of the queue; the future resolves when all are analysed."""
+        futs = [self._request(("features", p)) for p in paths]
+        return _all_of(futs)
+
+    def _request(self, job: tuple) -> concurrent.futures.Future:
+        key = f"{job[0]}:{job[1]}"
+        with self._lock:
+            fut = self._waiters.get(key)
+            if fut is None:
+                fut = self._waiters[key] = concurrent.futures.Future()
+                self._urgent.appendleft(job)
+                self._wake.notify_all()
+            return fut
+
+    def retry_after(self, n: int = 1) -> int:
+        """Seconds a client should wait before asking again for `n` files just moved to the queue's front."""
+        rounds = -(-max(1, n) // self.workers)
+        return max(1, min(60, int(rounds * self.stats.mean_seconds() + 1)))
+
+    def upload(self, tmp: str | Path, suffix: str = "") -> tuple[str, concurrent.futures.Future | None]:
+        """Take an uploaded file (moved into the library's uploads folder) and queue it; (id, future or None if done)."""
+        from .analyze import track_identity
+
+        sha = file_sha256(tmp)
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        dest = self.uploads / f"{sha[:22]}.upload{suffix or '.bin'}"  # never a Spotify-id stem: the id is the content hash
+        if dest.exists():
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, dest)
+        ident = track_identity(dest)["id"]
+        self.index.add_upload(str(dest), ident, sha)
+        state = self.index.conn().execute("SELECT state FROM tracks WHERE path=?", (str(dest),)).fetchone()
+        if state is not None and state[0] == "done":
+            return ident, None
+        return ident, self._request(("features", str(dest)))
+
+    def forget_upload(self, ident: str) -> None:
+        """Drop a failed upload's stored file and row (a bad upload leaves nothing behind)."""
+        con = self.index.conn()
+        rows = con.execute("SELECT path FROM tracks WHERE id=? AND source='upload' AND state='failed'", (ident,)).fetchall()
+        with con:
+            for (path,) in rows:
+                con.execute("DELETE FROM tracks WHERE path=?", (path,))
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def audio_analysis(self, ident: str) -> tuple[str | None, concurrent.futures.Future | None]:
+        """(cached analysis JSON, None), or (None, future of the analysis being computed); KeyError if unknown."""
+        if self.analysis_version is None:
+            raise NotImplementedError("audio analysis is not available in this songfeat version")
+        row = self.index.conn().execute("SELECT path, sha256 FROM tracks WHERE id=? ORDER BY state='done' DESC LIMIT 1",
+                                        (ident,)).fetchone()
+        if row is None:
+            raise KeyError(ident)
+        path, sha = row
+        cached = self.index.cached_analysis(sha, self.analysis_version)
+        if cached is not None:
+            return cached, None
+        return None, self._request(("analysis", path, sha))
+
+    # ---- the dispatcher thread --------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        cap = self.workers * 2  # a little ahead of the workers so none idles between files
+        while True:
+            with self._lock:
+                self._wake.wait_for(lambda: self._stopping or self._results or len(self._inflight) < cap and
+                                    (self._urgent or not self._idle), timeout=1.0)
+                if self._stopping:
+                    break
+                results = list(self._results)
+                self._results.clear()
+            for r in results:
+                self._finish(*r)
+            self._fill(cap)
+        for fut in list(self._waiters.values()):
+            fut.cancel()
+
+    _idle = False  # True after the queue was found empty; a kick or a result makes it look again
+
+    def _fill(self, cap: int) -> None:
+        while len(self._inflight) < cap:
+            with self._lock:
+                job = self._urgent.popleft() if self._urgent else None
+            if job is None:
+                rows = self.index.pending(cap - len(self._inflight), {k[9:] for k in self._inflight if k.startswith("features:")})
+                if not rows:
+                    self._idle = True
+                    return
+                for path, size, mtime in rows:
+                    self._submit(("features", path), size, mtime)
+                continue
+            if job[0] == "features":
+                row = self.index.row(job[1])
+                if row is None or row[4] != "pending":  # gone, or finished meanwhile: answer the waiter
+                    self._resolve(f"features:{job[1]}", None if row is None or row[4] == "done" else AnalysisFailed("analysis failed"))
+                    continue
+                if f"features:{job[1]}" not in self._inflight:
+                    self._submit(job, row[1], row[2])
+            else:
+                if f"analysis:{job[1]}" not in self._inflight:
+                    self._submit(job, 0, 0)
+
+    def _submit(self, job: tuple, size: int, mtime: int) -> None:
+        key = f"{job[0]}:{job[1]}"
+        if job[0] == "features":
+            fut = self._pool.schedule(self.job, args=(job[1],), timeout=self.time_limit)
+        else:
+            fut = self._pool.schedule(analysis_job, args=(self.analysis_target, job[1]), timeout=self.time_limit)
+        self._inflight[key] = fut
+        t0 = time.monotonic()
+
+        def done(f, job=job, size=size, mtime=mtime, t0=t0) -> None:
+            with self._lock:
+                self._results.append((job, size, mtime, f, time.monotonic() - t0))
+                self._idle = False
+                self._wake.notify_all()
+
+        fut.add_done_callback(done)
+
+    def _finish(self, job: tuple, size: int, mtime: int, fut, seconds: float) -> None:
+        from pebble import ProcessExpired
+
+        key = f"{job[0]}:{job[1]}"
+        self._inflight.pop(key, None)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, concurrent.futures.TimeoutError):
+            self.stats.timed_out += 1
+            reason = f"analysis took longer than the {self.time_limit:g}-s limit and was stopped"
+        elif isinstance(exc, ProcessExpired):
+            self.stats.crashed += 1
+            reason = f"the analysing process died (exit code {exc.exitcode})"
+        elif exc is not None:
+            reason = f"analysis failed ({type(exc).__name__}: {exc})"
+        else:
+            reason = None
+        if job[0] == "analysis":
+            if reason is None:
+                self.index.store_analysis(job[2], self.analysis_version, fut.result())
+            self._resolve(key, None if reason is None else AnalysisFailed(reason))
+            return
+        features, error = (None, reason) if reason is not None else fut.result()
+        if features is not None:
+            self.stats.done += 1
+            self.stats.seconds.append(seconds)
+        else:
+            self.stats.failed += 1
+        self.index.record(job[1], size, mtime, features, error)
+        self._resolve(key, None if features is not None else AnalysisFailed(error or "analysis failed"))
+
+    def _resolve(self, key: str, exc: BaseException | None) -> None:
+        with self._lock:
+            fut = self._waiters.pop(key, None)
+        if fut is not None and not fut.done():
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+
+
+def _all_of(futs: list[concurrent.futures.Future]) -> concurrent.futures.Future:
+    """A future that resolves (to None) when every one of `futs` has finished, however each ended."""
+    out: concurrent.futures.Future = concurrent.futures.Future()
+    if not futs:
+        out.set_result(None)
+        return out
+    left = [len(futs)]
+    lock = threading.Lock()
+
+    def one_done(_f) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last and not out.done():
+            out.set_result(None)
+
+    for f in futs:
+        f.add_done_callback(one_done)
+    return out
+
+
+def stage_upload(directory: str | Path) -> tuple[int, str]:
+    """A new temporary file for an upload in `directory` (same filesystem as the uploads folder): (fd, path)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix="incoming-", suffix=".part", dir=directory)
+
+
+__all__ = ["Library", "Index", "Entry", "ScanReport", "AnalysisFailed", "model_version", "is_valid_id", "default_db",
+           "analysis_version", "stage_upload"]

@@ -1,0 +1,413 @@
+"""`songfeat serve`: Spotify's audio-features endpoints over your own music library (FastAPI + uvicorn).
+
+A thin HTTP skin over `songfeat.library.Library`: it checks the token and the ids, reads results from
+the index, turns the library's states into Spotify's statuses (503 + Retry-After while a file waits
+for analysis), streams uploads to disk under a size cap, and exports Prometheus metrics. It holds no
+analysis logic. Every error, FastAPI's own 404/405/422 included, is `{"error": {"status", "message"}}`.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import os
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Optional
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .audio import AUDIO_EXTENSIONS
+from .library import AnalysisFailed, Library, is_valid_id, stage_upload
+
+MAX_IDS = 100  # Spotify's limit per batch request
+WAIT_SECONDS = 60.0  # longest a `?wait=true` request is held before it gets its 503
+UPLOAD_MB = 50
+MULTIPART_SLACK = 1 << 20  # bytes of multipart framing and form fields allowed beyond the file cap
+UPLOADS_PER_WORKER = 4  # uploads in flight beyond workers x this get 429: bounded disk and queue under load
+CHUNK = 1 << 16
+CONTENT_TYPES = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav",
+                 "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
+                 "audio/mp4": ".m4a", "audio/x-m4a": ".m4a", "audio/aac": ".aac", "audio/aiff": ".aiff",
+                 "audio/x-aiff": ".aiff", "audio/webm": ".webm"}
+UPLOAD_DOC = {"requestBody": {"required": True, "description": "An audio file: the raw bytes, or a multipart form with one file.",
+                              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                                          "multipart/form-data": {"schema": {"type": "object", "properties": {
+                                              "file": {"type": "string", "format": "binary"}}}}}}}
+
+
+class ApiError(Exception):
+    """An HTTP error in Spotify's shape."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
+
+
+def json_text(text: str, status: int = 200) -> Response:
+    """A response from JSON already serialised (results are stored as JSON text: no parse, no dump)."""
+    return Response(text, status_code=status, media_type="application/json")
+
+
+def _check_id(ident: str) -> None:
+    if not is_valid_id(ident):
+        shown = ident if len(ident) <= 40 and ident.isprintable() else repr(ident[:40]) + ("..." if len(ident) > 40 else "")
+        raise ApiError(400, f"invalid id {shown}: an id is 22 characters from 0-9, a-z, A-Z")
+
+
+# ---- metrics ---------------------------------------------------------------------------------------
+
+
+class Metrics:
+    """Prometheus metrics: requests and latencies per route, queue depth, analyses done and failed."""
+
+    def __init__(self, library: Library):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("songfeat_http_requests", "HTTP requests answered", ("method", "route", "status"),
+                                registry=self.registry)
+        self.latency = Histogram("songfeat_http_request_duration_seconds", "Time to answer an HTTP request", ("route",),
+                                 registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+        class LibraryCollector:
+            def collect(self):
+                s, counts = library.stats, library.index.counts()
+                g = GaugeMetricFamily("songfeat_analysis_queue_depth", "Files and audio analyses waiting for a worker")
+                g.add_metric([], library.queue_depth())
+                yield g
+                t = GaugeMetricFamily("songfeat_library_tracks", "Tracks in the index by state", labels=["state"])
+                for state, n in counts.items():
+                    t.add_metric([state], n)
+                yield t
+                c = CounterMetricFamily("songfeat_analyses", "Analyses finished by this server", labels=["outcome"])
+                c.add_metric(["done"], s.done)
+                c.add_metric(["failed"], s.failed)
+                yield c
+                k = CounterMetricFamily("songfeat_analyses_stopped", "Analyses whose worker was killed", labels=["reason"])
+                k.add_metric(["time_limit"], s.timed_out)
+                k.add_metric(["crashed"], s.crashed)
+                yield k
+
+        self.registry.register(LibraryCollector())
+
+    def text(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every request under its route template (unmatched paths share one label)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+# ---- uploads ----------------------------------------------------------------------------------------
+
+
+async def receive_upload(request: Request, limit: int, directory: Path) -> tuple[str, str, str]:
+    """Stream the request body (raw or multipart) to a temporary file, enforcing `limit` bytes while reading.
+
+    Returns (temporary path, file suffix, name to show in messages). Raises ApiError 413 / 400.
+    """
+    ctype = request.headers.get("content-type", "")
+    declared = request.headers.get("content-length")
+    multipart = ctype.lower().startswith("multipart/form-data")
+    too_big = ApiError(413, f"upload larger than the {limit / 1e6:g} MB limit")
+    if declared and declared.isdigit() and int(declared) > limit + (MULTIPART_SLACK if multipart else 0):
+        raise too_big
+    fd, tmp = stage_upload(directory)
+    name = request.query_params.get("filename") or "upload"
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if multipart:
+                name, written = await _receive_multipart(request, ctype, out, limit, too_big)
+            else:
+                async for chunk in request.stream():
+                    written += len(chunk)
+                    if written > limit:
+                        raise too_big
+                    out.write(chunk)
+        if written == 0:
+            raise ApiError(400, "empty upload: send the audio file as the request body or as a multipart file")
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    suffix = Path(name).suffix.lower()
+    if suffix not in AUDIO_EXTENSIONS:
+        suffix = CONTENT_TYPES.get(ctype.split(";")[0].strip().lower(), "")
+    return tmp, suffix, Path(name).name[:100]
+
+
+async def _receive_multipart(request: Request, ctype: str, out, limit: int, too_big: ApiError) -> tuple[str, int]:
+    """Write the first file part of a multipart body to `out`; return (its filename, bytes written)."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, params = parse_options_header(ctype)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "multipart body without a boundary")
+    state = {"field": b"", "value": b"", "headers": {}, "target": False, "taken": False, "name": None, "written": 0}
+
+    def on_header_field(data, start, end):
+        state["field"] += data[start:end]
+
+    def on_header_value(data, start, end):
+        state["value"] += data[start:end]
+
+    def on_header_end():
+        state["headers"][state["field"].lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished():
+        _, disp = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        is_file = b"filename" in disp or disp.get(b"name") in (b"file", b"audio")
+        state["target"] = is_file and not state["taken"]
+        if state["target"]:
+            state["taken"] = True
+            state["name"] = disp.get(b"filename", b"upload").decode("utf-8", "replace")
+
+    def on_part_data(data, start, end):
+        if state["target"]:
+            state["written"] += end - start
+            if state["written"] > limit:
+                raise too_big
+            out.write(data[start:end])
+
+    def on_part_begin():
+        state["headers"] = {}
+
+    parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
+                                        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+                                        "on_part_data": on_part_data, "on_part_begin": on_part_begin})
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit + MULTIPART_SLACK:
+                raise too_big
+            parser.write(chunk)
+        parser.finalize()
+    except ApiError:
+        raise
+    except Exception as e:  # python-multipart's parse errors
+        raise ApiError(400, f"malformed multipart body ({e})") from None
+    if not state["taken"]:
+        raise ApiError(400, "multipart body has no file part (send the audio as a field named 'file')")
+    return state["name"], state["written"]
+
+
+# ---- the app ------------------------------------------------------------------------------------------
+
+
+def create_app(library: Library, token: str | None = None, max_upload_mb: float = UPLOAD_MB, wait_seconds: float = WAIT_SECONDS,
+               rehash: bool = False, rescan_interval: float = 0.0, start: bool = True) -> FastAPI:
+    """The FastAPI app over `library`; with `start`, its lifespan starts and stops the library's workers."""
+    limit = int(max_upload_mb * 1_000_000)
+    upload_slots = library.workers * UPLOADS_PER_WORKER
+    busy = {"uploads": 0}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start:
+            library.start(rehash=rehash, rescan_interval=rescan_interval)
+        try:
+            yield
+        finally:
+            if start:
+                await asyncio.to_thread(library.stop)
+
+    app = FastAPI(title="songfeat", version="1", lifespan=lifespan,
+                  description="Spotify's audio-features API over your own music library, analysed offline by songfeat.")
+    metrics = Metrics(library)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_req, exc: ApiError):
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_req, exc: StarletteHTTPException):
+        message = {404: "Service not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_req, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return error_response(400, f"invalid {where}: {first.get('msg', 'bad request')}")
+
+    @app.exception_handler(Exception)
+    async def server_error(_req, exc: Exception):
+        return error_response(500, f"internal error ({type(exc).__name__})")
+
+    def require_token(request: Request) -> None:
+        if token is None:
+            return
+        auth = request.headers.get("authorization", "")
+        if not auth:
+            raise ApiError(401, "No token provided", {"WWW-Authenticate": "Bearer"})
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "Invalid access token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    api = APIRouter(dependencies=[Depends(require_token)])
+
+    async def ready(ids: list[str], wait: bool) -> dict:
+        """Entries for `ids`; pending ones are moved up the queue and waited for (wait) or answered 503."""
+        entries = library.index.lookup(ids)
+        pending = [e.path for e in entries.values() if e.state == "pending"]
+        if pending:
+            fut = library.prioritise(pending)
+            if wait:
+                await asyncio.wait([asyncio.wrap_future(fut)], timeout=wait_seconds)
+                entries = library.index.lookup(ids)
+                pending = [e.path for e in entries.values() if e.state == "pending"]
+        if pending:
+            after = library.retry_after(len(pending))
+            raise ApiError(503, f"{len(pending)} of these tracks are not analysed yet; retry after {after} s "
+                                "(or add wait=true)", {"Retry-After": str(after)})
+        return entries
+
+    @api.get("/v1/audio-features", summary="Audio features of up to 100 tracks")
+    async def several(ids: Optional[str] = Query(None, description="Comma-separated track ids (at most 100)"),
+                      wait: bool = Query(False, description="Hold the request until pending tracks are analysed")):
+        """Spotify's batch lookup: `{"audio_features": [...]}` in request order, null for unknown ids."""
+        wanted = [i.strip() for i in (ids or "").split(",")] if ids else []
+        if not wanted:
+            raise ApiError(400, "invalid request: the ids parameter is required")
+        if len(wanted) > MAX_IDS:
+            raise ApiError(400, f"Too many ids requested ({len(wanted)}; at most {MAX_IDS})")
+        for i in wanted:
+            _check_id(i)
+        entries = await ready(wanted, wait)
+        parts = [entries[i].features if i in entries and entries[i].state == "done" else "null" for i in wanted]
+        return json_text('{"audio_features": [' + ", ".join(parts) + "]}")
+
+    api.add_api_route("/v1/audio-features/", several, methods=["GET"], include_in_schema=False)  # spotipy's spelling
+
+    @api.get("/v1/audio-features/{id}", summary="Audio features of one track")
+    async def one(id: str, wait: bool = Query(False, description="Hold the request until the track is analysed")):
+        """Spotify's single lookup: one audio-features object, 404 for an unknown id."""
+        _check_id(id)
+        entry = (await ready([id], wait)).get(id)
+        if entry is None:
+            raise ApiError(404, f"no track with id {id} in this library")
+        if entry.state == "failed":
+            raise ApiError(404, f"track {id} could not be analysed: {entry.error}")
+        return json_text(entry.features)
+
+    @api.post("/v1/audio-features", summary="Analyse an uploaded audio file", openapi_extra=UPLOAD_DOC)
+    async def upload(request: Request):
+        """Analyse the posted file (raw body or multipart), store it under its content-hash id, return its features."""
+        if busy["uploads"] >= upload_slots:
+            raise ApiError(429, "too many uploads in progress; retry shortly", {"Retry-After": "2"})
+        busy["uploads"] += 1
+        try:
+            tmp, suffix, name = await receive_upload(request, limit, library.uploads)
+            ident, fut = await asyncio.to_thread(library.upload, tmp, suffix)
+            if fut is not None:
+                done, _ = await asyncio.wait([asyncio.wrap_future(fut)], timeout=library.time_limit + 30)
+                if not done:
+                    raise ApiError(503, f"{name} is still being analysed; ask GET /v1/audio-features/{ident} later",
+                                   {"Retry-After": str(library.retry_after())})
+                exc = next(iter(done)).exception()
+                if isinstance(exc, AnalysisFailed):
+                    await asyncio.to_thread(library.forget_upload, ident)
+                    raise ApiError(400, f"{name}: {exc}")
+            entry = library.index.lookup([ident]).get(ident)
+            if entry is None or entry.state != "done":
+                raise ApiError(500, f"{name}: analysed, but its result is missing from the index")
+            return json_text(entry.features)
+        finally:
+            busy["uploads"] -= 1
+
+    @api.get("/v1/audio-analysis/{id}", summary="Audio analysis of one track (Spotify's AudioAnalysisObject)")
+    async def audio_analysis(id: str):
+        """Beats, bars, sections and segments, computed on first request and cached; 501 if songfeat cannot yet."""
+        _check_id(id)
+        try:
+            cached, fut = library.audio_analysis(id)
+        except NotImplementedError as e:
+            raise ApiError(501, str(e)) from None
+        except KeyError:
+            raise ApiError(404, f"no track with id {id} in this library") from None
+        if cached is None:
+            done, _ = await asyncio.wait([asyncio.wrap_future(fut)], timeout=wait_seconds)
+            if not done:
+                raise ApiError(503, "the audio analysis is being computed; retry shortly", {"Retry-After": "5"})
+            exc = next(iter(done)).exception()
+            if exc is not None:
+                raise ApiError(404, f"track {id} could not be analysed: {exc}")
+            cached, _ = library.audio_analysis(id)
+        return json_text(cached)
+
+    @api.post("/library/rescan", summary="Scan the library folder now", status_code=202)
+    async def rescan():
+        """Pick up new, changed and removed files without a restart (the scan runs in the background)."""
+        asyncio.get_running_loop().run_in_executor(None, library.scan)
+        return {"status": "scanning", "library": str(library.root)}
+
+    @api.get("/metrics", summary="Prometheus metrics")
+    async def prometheus():
+        body, ctype = metrics.text()
+        return Response(body, media_type=ctype)
+
+    @app.get("/healthz", summary="Liveness and index counts (no token needed)")
+    async def healthz():
+        counts = library.index.counts()
+        return {"status": "ok", "tracks": sum(counts.values()), **counts, "queue": library.queue_depth(),
+                "model": library.index.model, "workers": library.workers,
+                "last_scan": None if library.last_scan is None else dataclasses.asdict(library.last_scan)}
+
+    app.include_router(api)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, max_upload_mb: float = UPLOAD_MB,
+        rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info") -> None:
+    """Serve `library` with uvicorn until interrupted (the library's workers stop with it)."""
+    import uvicorn
+
+    app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)

@@ -1,0 +1,525 @@
+"""`songfeat serve` end to end: the real spotipy client against a server on a loopback port.
+
+Most tests share one server (a `songfeat serve` subprocess over a small generated library). The
+restart and kill -9 tests start their own. Library-level tests (hostile files, model changes) run
+the worker pool without HTTP.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+
+pytest.importorskip("fastapi")
+pytest.importorskip("pebble")
+
+from songfeat.library import Index, Library, analysis_version, default_db  # noqa: E402
+from spotify_standin import hermetic_env, hermetic_environ, kill_when  # noqa: E402,F401  (hermetic_env: autouse)
+
+pytestmark = pytest.mark.filterwarnings("ignore:You're using:DeprecationWarning")  # spotipy's note on audio_features
+TOKEN = "test-token-1234"
+SPOTIFY_IDS = ["4uLU6hMCjMI75M1A2tKUQC", "0eGsygTp906u18L0Oimnem", "7ouMYWpwJ422jRcDASZB7P"]
+PLAIN = ["intro", "live/encore", "demo take 2"]
+SR = 22050
+
+
+def make_clip(path: Path, seconds: float = 5.0, seed: int = 0, fmt: str | None = None) -> Path:
+    """A generated clip: a pulsed tone over noise, different for every seed."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    pulse = (np.sin(2 * np.pi * (1.5 + seed % 3) * t) > 0).astype(np.float32)
+    y = 0.3 * np.sin(2 * np.pi * (180 + 60 * seed) * t) * (0.4 + 0.6 * pulse) + 0.03 * rng.standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), y.astype(np.float32), SR, format=fmt)
+    return path
+
+
+def make_library(root: Path, n_extra: int = 0, seconds: float = 5.0) -> dict[str, Path]:
+    """Spotify-id-named and plain-named clips (wav and flac, nested folders); returns {relative name: path}."""
+    files = {}
+    for i, name in enumerate(SPOTIFY_IDS + PLAIN + [f"extra/{k:03d}" for k in range(n_extra)]):
+        ext = ".flac" if i % 2 else ".wav"
+        files[name] = make_clip(root / (name + ext), seconds=seconds, seed=i)
+    return files
+
+
+def mp3_bytes(seconds: float = 5.0, seed: int = 7) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    y = 0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 2 * t) > 0) + 0.02 * rng.standard_normal(t.size)
+    sf.write(buf, y.astype(np.float32), SR, format="MP3")
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `songfeat serve` subprocess on a free loopback port."""
+
+    def __init__(self, library: Path, *args: str, token: str | None = TOKEN, log: Path | None = None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.cmd = [sys.executable, "-m", "songfeat.cli", "serve", "--library", str(library), "--port", str(self.port),
+                    "--workers", "1", *args]
+        self.env = hermetic_environ(**({"SONGFEAT_TOKEN": token} if token else {}))
+        self.log = log or library.parent / f"serve-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90.0) -> "Server":
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"songfeat serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if requests.get(self.base + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"songfeat serve did not answer within {timeout:g} s")
+
+    def health(self) -> dict:
+        return requests.get(self.base + "/healthz", timeout=10).json()
+
+    def wait_analysed(self, timeout: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            h = self.health()
+            if h["last_scan"] is not None and h["pending"] == 0 and h["tracks"] > 0:
+                return h
+            time.sleep(0.2)
+        pytest.fail(f"library not analysed within {timeout:g} s: {self.health()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def spotify(base: str, token: str | None = TOKEN):
+    """The real spotipy client, pointed at our server (retries off, so statuses reach the test)."""
+    import spotipy
+
+    sp = spotipy.Spotify(auth=token, requests_timeout=30, retries=0, status_retries=0)
+    sp.prefix = base + "/v1/"
+    return sp
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def raw_get(base: str, target: str, token: str | None = TOKEN) -> tuple[int, dict]:
+    """GET a request target byte for byte (no client-side normalisation of '..' or escapes)."""
+    host, port = base.removeprefix("http://").split(":")
+    con = http.client.HTTPConnection(host, int(port), timeout=10)
+    con.putrequest("GET", target, skip_accept_encoding=True)
+    if token:
+        con.putheader("Authorization", f"Bearer {token}")
+    con.endheaders()
+    r = con.getresponse()
+    body = r.read()
+    con.close()
+    return r.status, json.loads(body) if body else {}
+
+
+def content_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:22]
+
+
+# ---- one shared server ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve") / "music"
+    files = make_library(root)
+    srv = Server(root, "--max-upload-mb", "1").start()
+    try:
+        srv.wait_analysed()
+        yield srv, root, files
+    finally:
+        srv.stop()
+
+
+def ids_of(root: Path) -> dict[str, str]:
+    """{file name: id} as the index holds them."""
+    con = sqlite3.connect(default_db(root))
+    try:
+        return {Path(p).name: i for p, i in con.execute("SELECT path, id FROM tracks WHERE source='library'")}
+    finally:
+        con.close()
+
+
+def test_spotipy_batch_and_single_lookups(served):
+    srv, root, files = served
+    sp = spotify(srv.base)
+    ids = ids_of(root)
+    intro = ids[files["intro"].name]
+    assert len(ids) == 6
+    for name in ids:  # Spotify-id stems keep their id; other files get a content hash, as `songfeat analyze` does
+        stem = Path(name).stem
+        assert (ids[name] == stem) == (stem in SPOTIFY_IDS)
+    wanted = [SPOTIFY_IDS[0], "AAAAAAAAAAAAAAAAAAAAAA", intro, SPOTIFY_IDS[0], SPOTIFY_IDS[2]]
+    got = sp.audio_features(wanted)
+    assert len(got) == 5 and got[1] is None  # unknown id: null in its place
+    assert [g["id"] if g else None for g in got] == [wanted[0], None, wanted[2], wanted[3], wanted[4]]
+    assert got[0] == got[3]  # duplicates repeated
+    assert got[0]["uri"] == f"spotify:track:{SPOTIFY_IDS[0]}" and got[2]["uri"] == f"songfeat:track:{intro}"
+    for f in filter(None, got):
+        assert f["type"] == "audio_features" and 0 <= f["energy"] <= 1 and f["tempo"] >= 0 and 0 <= f["key"] <= 11
+    assert sp.audio_features(SPOTIFY_IDS[1])[0]["id"] == SPOTIFY_IDS[1]  # spotipy's single-string form
+    one = sp._get(f"audio-features/{SPOTIFY_IDS[2]}")  # GET /v1/audio-features/{id}
+    assert one == got[4]
+    every = sp.audio_features(list(ids.values()))
+    assert all(every) and len({f["danceability"] for f in every} | {f["energy"] for f in every}) > 2  # real, varied results
+
+
+def test_lookup_errors(served):
+    import spotipy
+
+    srv, _, _ = served
+    sp = spotify(srv.base)
+    with pytest.raises(spotipy.SpotifyException) as e:
+        sp.audio_features(SPOTIFY_IDS * 34)  # 102 ids
+    assert e.value.http_status == 400
+    r = requests.get(srv.base + "/v1/audio-features", params={"ids": "tooshort," + SPOTIFY_IDS[0]}, headers=auth())
+    assert r.status_code == 400 and r.json()["error"]["status"] == 400 and "invalid id" in r.json()["error"]["message"]
+    r = requests.get(srv.base + "/v1/audio-features/AAAAAAAAAAAAAAAAAAAAAA", headers=auth())
+    assert r.status_code == 404 and r.json() == {"error": {"status": 404, "message": r.json()["error"]["message"]}}
+    assert requests.get(srv.base + "/v1/audio-features", headers=auth()).status_code == 400  # no ids
+    r = requests.get(srv.base + "/v1/no-such-endpoint", headers=auth())
+    assert r.status_code == 404 and r.json()["error"]["status"] == 404
+    r = requests.delete(srv.base + "/v1/audio-features", headers=auth())
+    assert r.status_code == 405 and r.json()["error"]["status"] == 405
+    r = requests.get(srv.base + "/v1/audio-features", params={"ids": SPOTIFY_IDS[0], "wait": "maybe"}, headers=auth())
+    assert r.status_code == 400 and r.json()["error"]["status"] == 400  # FastAPI's 422, in Spotify's shape
+
+
+def test_token_required(served):
+    import spotipy
+
+    srv, _, _ = served
+    for token in (None, "wrong-token"):
+        with pytest.raises(spotipy.SpotifyException) as e:
+            spotify(srv.base, token=token).audio_features([SPOTIFY_IDS[0]])
+        assert e.value.http_status == 401
+    r = requests.get(srv.base + f"/v1/audio-features/{SPOTIFY_IDS[0]}")
+    assert r.status_code == 401 and r.json()["error"] == {"status": 401, "message": "No token provided"}
+    assert requests.get(srv.base + "/metrics").status_code == 401
+    assert requests.get(srv.base + "/healthz").status_code == 200  # liveness needs no token
+
+
+def test_traversal_nul_and_huge_ids_refused(served):
+    srv, _, _ = served
+    for target in ("/v1/audio-features/..", "/v1/audio-features/..%2F..%2F..%2Fetc%2Fpasswd", "/v1/audio-features/%2e%2e%2fintro",
+                   "/v1/audio-features/abc%00def", "/v1/audio-features/" + "A" * 5000,
+                   "/v1/audio-features?ids=..%2F..%2Fetc%2Fpasswd", "/v1/audio-features?ids=%00",
+                   "/v1/audio-features?ids=" + "A" * 5000, "/v1/audio-analysis/..%2Fintro",
+                   "/v1/audio-features/" + "..%2F" * 10 + "music%2Fintro.wav"):
+        status, body = raw_get(srv.base, target)
+        assert status in (400, 404), target
+        assert body["error"]["status"] == status, target
+    assert requests.get(srv.base + "/healthz").status_code == 200
+
+
+def test_concurrent_spotipy_requests(served):
+    srv, root, _ = served
+    ids = list(ids_of(root).values())
+    expected = spotify(srv.base).audio_features(ids)
+    local = threading.local()
+
+    def one(i: int):
+        if not hasattr(local, "sp"):
+            local.sp = spotify(srv.base)
+        t0 = time.perf_counter()
+        got = local.sp.audio_features(ids[i % 6:] + ids[: i % 6])
+        return got == expected[i % 6:] + expected[: i % 6], time.perf_counter() - t0
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(200)))
+    assert all(ok for ok, _ in results), f"{sum(not ok for ok, _ in results)} of 200 requests failed"
+    lat = sorted(s for _, s in results)
+    print(f"\n200 requests at concurrency 20: p50 {lat[100] * 1000:.1f} ms, p99 {lat[197] * 1000:.1f} ms, errors 0")
+
+
+def test_uploads(served):
+    srv, _, _ = served
+    mp3 = mp3_bytes()
+    r = requests.post(srv.base + "/v1/audio-features", data=mp3, headers={**auth(), "Content-Type": "audio/mpeg"})
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == content_id(mp3) and r.json()["uri"] == f"songfeat:track:{content_id(mp3)}"
+    r2 = requests.post(srv.base + "/v1/audio-features", files={"file": ("song.mp3", mp3, "audio/mpeg")}, headers=auth())
+    assert r2.status_code == 200 and r2.json() == r.json()  # multipart, same content: same id and result
+    assert spotify(srv.base).audio_features([content_id(mp3)])[0] == r.json()  # stored under its content hash
+    bad = {"truncated.mp3": (mp3[:300], "audio/mpeg"), "notes.txt": (b"not audio at all\n" * 200, "text/plain")}
+    for name, (data, ctype) in bad.items():
+        r = requests.post(srv.base + "/v1/audio-features", files={"file": (name, data, ctype)}, headers=auth())
+        assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
+        assert r.json()["error"]["status"] == r.status_code and name in r.json()["error"]["message"]
+        assert "/" not in r.json()["error"]["message"]  # no server paths in messages
+        assert spotify(srv.base).audio_features([SPOTIFY_IDS[0]])[0]["id"] == SPOTIFY_IDS[0]  # still serving
+    r = requests.post(srv.base + "/v1/audio-features", data=b"", headers=auth())
+    assert r.status_code == 400
+
+
+def test_upload_size_cap(served):
+    srv, _, _ = served
+    big = b"\0" * 1_500_000  # the shared server runs with --max-upload-mb 1
+    r = requests.post(srv.base + "/v1/audio-features", data=big, headers=auth())
+    assert r.status_code == 413 and r.json()["error"]["status"] == 413
+
+    def chunks():  # no Content-Length: the cap is enforced while reading
+        for _ in range(40):
+            yield b"\0" * 65536
+
+    r = requests.post(srv.base + "/v1/audio-features", data=chunks(), headers=auth())
+    assert r.status_code == 413
+    r = requests.post(srv.base + "/v1/audio-features", files={"file": ("big.wav", big)}, headers=auth())
+    assert r.status_code == 413
+    assert requests.get(srv.base + "/healthz").json()["status"] == "ok"
+    uploads = [p for p in (Path(srv.cmd[srv.cmd.index("--library") + 1]) / ".songfeat" / "uploads").iterdir()]
+    assert not [p for p in uploads if p.name.startswith("incoming-")]  # no temporary files left behind
+
+
+def test_audio_analysis_endpoint(served):
+    srv, _, _ = served
+    r = requests.get(srv.base + f"/v1/audio-analysis/{SPOTIFY_IDS[0]}", headers=auth())
+    if analysis_version() is None:  # songfeat.analysis not in this build yet
+        assert r.status_code == 501 and r.json()["error"]["status"] == 501
+    else:
+        assert r.status_code == 200, r.text
+        assert {"track", "bars", "beats", "sections", "segments", "tatums"} <= set(r.json())
+    assert requests.get(srv.base + "/v1/audio-analysis/bad", headers=auth()).status_code == 400
+
+
+def test_metrics_and_docs(served):
+    srv, _, _ = served
+    text = requests.get(srv.base + "/metrics", headers=auth()).text
+    for name in ("songfeat_http_requests_total", "songfeat_http_request_duration_seconds_bucket",
+                 "songfeat_analysis_queue_depth", 'songfeat_analyses_total{outcome="done"}', 'songfeat_analyses_total{outcome="failed"}'):
+        assert name in text, name
+    done = [line for line in text.splitlines() if line.startswith('songfeat_analyses_total{outcome="done"}')]
+    assert float(done[0].split()[-1]) >= 6
+    assert requests.get(srv.base + "/docs").status_code == 200
+    paths = requests.get(srv.base + "/openapi.json").json()["paths"]
+    assert "/v1/audio-features" in paths and "/v1/audio-features/{id}" in paths
+
+
+# ---- restarts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_restart_keeps_results_and_follows_the_folder(tmp_path):
+    root = tmp_path / "music"
+    files = make_library(root)
+    srv = Server(root).start()
+    try:
+        srv.wait_analysed()
+        ids = list(ids_of(root).values())
+        before = spotify(srv.base).audio_features(ids)
+    finally:
+        srv.stop()
+    gone = files["intro"]
+    gone_id = ids_of(root)[gone.name]
+    gone.unlink()  # removed: disappears from answers
+    changed = files[SPOTIFY_IDS[1]]
+    make_clip(changed, seed=42, fmt="FLAC")  # same name, new content: re-analysed
+    srv = Server(root).start()
+    try:
+        same = [i for i in ids if i not in (gone_id, SPOTIFY_IDS[1])]
+        after = spotify(srv.base).audio_features(same)  # answered at once, from the index
+        assert after == [b for b, i in zip(before, ids) if i in same]
+        wait_for(lambda: srv.health()["last_scan"] is not None)
+        assert srv.health()["last_scan"]["removed"] == 1 and srv.health()["last_scan"]["changed"] == 1
+        srv.wait_analysed()
+        assert spotify(srv.base).audio_features([gone_id]) == [None]
+        new = spotify(srv.base).audio_features([SPOTIFY_IDS[1]])[0]
+        old = before[ids.index(SPOTIFY_IDS[1])]
+        assert new != old
+    finally:
+        srv.stop()
+    con = sqlite3.connect(default_db(root))
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    counts = dict(con.execute("SELECT path, analyses FROM tracks").fetchall())
+    assert len(counts) == 5 and set(counts.values()) == {1}  # nothing analysed twice across the restart
+
+
+@pytest.mark.slow
+def test_kill_9_during_analysis_then_restart(tmp_path):
+    root = tmp_path / "music"
+    make_library(root, n_extra=10, seconds=8.0)  # 16 files
+    db = default_db(root)
+
+    def part_way() -> bool:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+            try:
+                c = dict(con.execute("SELECT state, count(*) FROM tracks GROUP BY state").fetchall())
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return False
+        return c.get("done", 0) >= 2 and c.get("pending", 0) >= 4
+
+    first = Server(root)
+    kill_when(first.cmd, first.env, part_way, timeout=120)
+    con = sqlite3.connect(db)
+    done_before = con.execute("SELECT count(*) FROM tracks WHERE state='done'").fetchone()[0]
+    con.close()
+    assert 2 <= done_before < 16
+    time.sleep(1.0)  # the killed server's orphaned workers notice their pipe closed and exit
+    srv = Server(root).start()
+    try:
+        h = srv.wait_analysed()
+        assert h["done"] == 16 and h["failed"] == 0
+        assert all(spotify(srv.base).audio_features(list(ids_of(root).values())))
+    finally:
+        srv.stop()
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT analyses FROM tracks").fetchall()
+    assert len(rows) == 16 and all(n == 1 for (n,) in rows), rows  # every file analysed exactly once
+    print(f"\nkill -9 after {done_before} of 16 files; after restart 16 of 16 analysed, each exactly once")
+
+
+# ---- the library without HTTP ---------------------------------------------------------------------
+
+
+def hostile_job(path: str):
+    """A stand-in analysis: hangs or kills its own process for some files, answers for the rest."""
+    name = Path(path).name
+    if "hang" in name:
+        time.sleep(3600)
+    if "crash" in name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if "slow" in name:
+        time.sleep(2.0)
+    if "raise" in name:
+        raise RuntimeError("decoder exploded")
+    if "hog" in name:
+        np.ones(16 << 30, dtype=np.uint8)  # more than a worker may have
+    return {"id": name, "energy": 0.5}, None
+
+
+def fake_analysis(path: str) -> dict:
+    """A stand-in for songfeat.analysis.audio_analysis, to test the endpoint's caching path now."""
+    info = sf.info(path)
+    return {"meta": {"analyzer_version": "test"}, "track": {"duration": info.duration}, "bars": [], "beats": [],
+            "sections": [], "segments": [], "tatums": []}
+
+
+def wait_for(pred, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.05)
+
+
+def test_hostile_files_fail_alone(tmp_path):
+    root = tmp_path / "music"
+    for name in ("a-hang", "b-crash", "c-raise", "c-hog", "d-ok", "e-ok", "f-ok"):
+        make_clip(root / f"{name}.wav", seconds=1.5)
+    lib = Library(root, workers=1, time_limit=3.0, job=hostile_job)
+    lib.start()
+    try:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=90)
+        con = sqlite3.connect(lib.index.path)
+        rows = {Path(p).stem: (s, e) for p, s, e in con.execute("SELECT path, state, error FROM tracks")}
+        assert rows["a-hang"][0] == "failed" and "limit" in rows["a-hang"][1]
+        assert rows["b-crash"][0] == "failed" and "died" in rows["b-crash"][1]
+        assert rows["c-raise"][0] == "failed" and "decoder exploded" in rows["c-raise"][1]
+        assert rows["c-hog"][0] == "failed" and "MemoryError" in rows["c-hog"][1]  # memory is capped per worker
+        assert all(rows[n][0] == "done" for n in ("d-ok", "e-ok", "f-ok"))  # the pool survived all four
+        assert (lib.stats.timed_out, lib.stats.crashed) == (1, 1)
+    finally:
+        lib.stop()
+
+
+def test_model_change_and_file_changes_requeue(tmp_path):
+    root = tmp_path / "music"
+    files = make_library(root)
+    db = tmp_path / "index.db"
+    idx = Index(db, model="model-a")
+    assert idx.scan(root).added == 6
+    con = idx.conn()
+    with con:
+        con.execute("UPDATE tracks SET state='done', model='model-a', features='{\"energy\": 0.5}'")
+    assert idx.scan(root).unchanged == 6
+    os.utime(files["intro"], ns=(time.time_ns(), time.time_ns() + 5_000_000_000))  # touched, same content: kept
+    make_clip(files["demo take 2"], seed=99)  # new content
+    files["live/encore"].unlink()
+    r = idx.scan(root)
+    assert (r.changed, r.removed, r.unchanged) == (1, 1, 4)
+    idx_b = Index(db, model="model-b")  # a new default model
+    assert idx_b.scan(root).requeued == 4
+    stale = idx_b.lookup([SPOTIFY_IDS[0]])[SPOTIFY_IDS[0]]
+    assert stale.state == "done" and stale.features  # the old result is served until the new one is in
+
+
+def test_in_process_app_503_wait_and_audio_analysis(tmp_path):
+    import uvicorn
+
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_library(root)
+    make_clip(root / "slow.wav", seed=5)
+    lib = Library(root, workers=1, job=hostile_job, analysis_target="test_serve:fake_analysis")
+    app = create_app(lib, token=None)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: server.started, timeout=30)
+        wait_for(lambda: lib.index.counts()["pending"] == 7)  # the first scan is in
+        slow = ids_of(root)["slow.wav"]
+        r = requests.get(base + f"/v1/audio-features/{slow}")
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["status"] == 503
+        r = requests.get(base + "/v1/audio-features", params={"ids": slow, "wait": "true"}, timeout=90)
+        assert r.status_code == 200 and r.json()["audio_features"][0]["id"] == "slow.wav"  # hostile_job's answer
+        r = requests.get(base + f"/v1/audio-analysis/{SPOTIFY_IDS[0]}", timeout=60)
+        assert r.status_code == 200 and abs(r.json()["track"]["duration"] - 5.0) < 0.01
+        again = requests.get(base + f"/v1/audio-analysis/{SPOTIFY_IDS[0]}", timeout=60)
+        assert again.json() == r.json()
+        assert lib.index.conn().execute("SELECT count(*) FROM audio_analyses").fetchone()[0] == 1
+        assert requests.get(base + "/v1/audio-analysis/AAAAAAAAAAAAAAAAAAAAAA").status_code == 404
+        wait_for(lambda: lib.index.counts()["pending"] == 0)
+        r = requests.get(base + "/v1/audio-features", params={"ids": SPOTIFY_IDS[0]}).json()  # no token configured
+        assert r["audio_features"][0]["energy"] == 0.5
+        make_clip(root / "new" / "arrival.wav", seed=11)  # a file added while serving
+        assert requests.post(base + "/library/rescan").status_code == 202
+        wait_for(lambda: "arrival.wav" in ids_of(root))
+        r = requests.get(base + f"/v1/audio-features/{ids_of(root)['arrival.wav']}", params={"wait": "true"}, timeout=90)
+        assert r.status_code == 200 and r.json()["id"] == "arrival.wav"
+    finally:
+        server.should_exit = True
+        t.join(30)
