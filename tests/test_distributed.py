@@ -142,3 +142,10 @@ def test_another_model_is_refused_on_rerun(folder, tmp_path):
                                                         "model_sha256": "0" * 64, "complete": True, "parts": []}))
     with pytest.raises(distributed.SongfeatError, match="another model"):
         distributed.analyze_to_parquet([folder], out)
+
+
+def test_a_folder_that_is_not_a_model_fails_before_any_work(folder, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("not a bundle\n")
+    with pytest.raises(distributed.SongfeatError):
+        distributed.analyze_to_parquet([folder], tmp_path / "out", model=tmp_path / "m")

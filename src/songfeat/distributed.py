@@ -358,6 +358,9 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     model_arg = _model_arg(model)
     with _Lock(out):
         fingerprint = model_fingerprint(model_arg)
+        from .analyze import get_bundle
+
+        get_bundle(model_arg)  # a folder that is not a bundle fails here, in one line, not in every actor
         manifest = read_manifest(out) or {"format": FORMAT, "songfeat_version": __version__, "model": model_arg or "default",
                                           "model_sha256": fingerprint, "created": _now(), "complete": False, "parts": []}
         if manifest.get("format") != FORMAT:
