@@ -56,7 +56,7 @@ def analyze(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="ray: tracks per actor call."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="ray: tracks per actor call (fewer when a part has few tracks per actor)."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="ray: tracks per committed part; default 1000 per cluster CPU."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
