@@ -36,9 +36,16 @@ def main() -> None:
         print(f"fold {i}: MAE {m:.3f} dB")
     print(f"{fit['k']}-fold CV MAE, linear: {fit['cv_mae_db']:.3f} dB   (offset only, slope 1: {fit['cv_mae_db_offset_only']:.3f} dB)")
     print(f"no calibration (Spotify dB = LUFS): MAE {np.mean(np.abs(lufs - spot)):.3f} dB")
-    print("constants (fitted on all previews):")
-    print(f"LOUDNESS_SLOPE = {fit['slope']:.4f}")
-    print(f"LOUDNESS_INTERCEPT = {fit['intercept']:.4f}")
+    origins = np.array([r["origin"] for r, _, _ in meas])
+    for o in sorted(set(origins)):
+        tr, te = origins != o, origins == o
+        a, b = np.polyfit(lufs[tr], spot[tr], 1)
+        off = float(np.mean(spot[tr] - lufs[tr]))
+        print(f"fitted without {o}: MAE on it {np.mean(np.abs(lufs[te] + off - spot[te])):.3f} dB with slope 1 "
+              f"(offset {off:.3f}), {np.mean(np.abs(a * lufs[te] + b - spot[te])):.3f} dB with a fitted line")
+    print("constants (fitted on all previews; the slope is 1 by physics: a gain of g dB moves both scales by g dB):")
+    print("LOUDNESS_SLOPE = 1.0")
+    print(f"LOUDNESS_INTERCEPT = {fit['offset']:.4f}   (a fitted line would be {fit['slope']:.4f} x LUFS + {fit['intercept']:.4f})")
 
 
 if __name__ == "__main__":

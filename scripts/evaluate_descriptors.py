@@ -1,10 +1,10 @@
 """Agreement of songfeat's measured descriptors with Spotify's own values on the dev previews.
 
-    python scripts/evaluate_descriptors.py [--data ../shared/data/spotify-previews] [--limit N] [--json out.json] [--cv-prior]
+    python scripts/evaluate_descriptors.py [--data ../shared/data/spotify-previews] [--limit N] [--json out.json] [--loso]
 
 Prints tempo agreement (exact within 4%, and up to a factor 2), key / key+mode / mode agreement,
 time-signature agreement (next to the always-4 baseline), loudness error in dB and time per file.
---cv-prior also cross-validates the tempo prior's centre and width (5-fold) on the previews.
+--loso also chooses the tempo octave weights without each labelled source in turn and scores them on it.
 """
 from __future__ import annotations
 
@@ -18,39 +18,38 @@ import torch
 from songfeat import descriptors as D
 
 ROOT = Path(__file__).resolve().parents[1]
-PRIOR_GRID = [(c, s) for c in (100.0, 110.0, 115.0, 120.0, 130.0, 140.0, 150.0) for s in (0.375, 0.5, 0.75, 1.0)]
 
 
-def cv_tempo_prior(data: Path, k: int = 5, seed: int = 0) -> dict:
-    """Pick the tempo prior (centre, octaves) on k-1 folds, score exact agreement on the held-out fold."""
+def loso_octave_weights(sources: list[Path]) -> dict:
+    """Leave-one-source-out choice of the tempo octave weights (comb, onsets per beat) over D.OCTAVE_WEIGHT_GRID.
+
+    A source is one value of the labels' `origin` column (the dev previews hold two, the extra previews one).
+    For each source the pair with the most exact (4%) tempo hits on the others is chosen (ties: smaller
+    weights) and scored on it.
+    """
     import csv
 
     from songfeat.audio import iter_windows
 
-    with open(data / "labels.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if (data / "audio" / f"{r['track_id']}.mp3").is_file()]
     fps = D.SAMPLE_RATE / D.HOP
-    envs = [np.concatenate([D.window_evidence(w).onset for w in iter_windows(data / "audio" / f"{r['track_id']}.mp3")]).astype(np.float64) for r in rows]
-    ref = np.array([float(r["tempo"]) for r in rows])
-    saved = D.TEMPO_PRIOR_BPM, D.TEMPO_PRIOR_OCTAVES
-    hits = {}
-    try:
-        for c, s in PRIOR_GRID:
-            D.TEMPO_PRIOR_BPM, D.TEMPO_PRIOR_OCTAVES = c, s
-            hits[(c, s)] = np.array([D.tempo_agreement(D.estimate_tempo(e, fps)[0], t)[0] for e, t in zip(envs, ref)])
-    finally:
-        D.TEMPO_PRIOR_BPM, D.TEMPO_PRIOR_OCTAVES = saved
-    order = np.random.default_rng(seed).permutation(len(rows))
-    folds = np.array_split(order, k)
-    held, chosen = [], []
-    for f in folds:
-        train = np.setdiff1d(order, f)
-        best = max(PRIOR_GRID, key=lambda g: (hits[g][train].mean(), -abs(np.log2(g[0] / 115.0))))  # ties: nearer the catalogue
-        chosen.append(best)
-        held.append(float(hits[best][f].mean()))
-    full = max(PRIOR_GRID, key=lambda g: (hits[g].mean(), -abs(np.log2(g[0] / 115.0))))
-    return {"cv_tempo_exact": float(np.mean(held)), "fold_exact": held, "chosen_per_fold": chosen, "chosen_on_all": full,
-            "exact_by_prior": {f"{c:g}/{s:g}": float(h.mean()) for (c, s), h in hits.items()}}
+    rows = []
+    for data in sources:
+        with open(data / "labels.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                path = data / "audio" / f"{r['track_id']}.mp3"
+                if path.is_file():
+                    env = np.concatenate([D.window_evidence(w).onset for w in iter_windows(path)]).astype(np.float64)
+                    rows.append((r["origin"], float(r["tempo"]), env))
+    hits = {w: np.array([D.tempo_agreement(D.estimate_tempo(e, fps, comb_weight=w[0], density_weight=w[1])[0], t)[0]
+                         for _, t, e in rows]) for w in D.OCTAVE_WEIGHT_GRID}
+    origin = np.array([o for o, _, _ in rows])
+    out = {}
+    for o in sorted(set(origin)):
+        train = origin != o
+        best = max(D.OCTAVE_WEIGHT_GRID, key=lambda w: (hits[w][train].sum(), -abs(w[0]) - abs(w[1])))
+        out[o] = {"chosen": best, "n": int((~train).sum()), "held_out_exact": float(hits[best][~train].mean()),
+                  "shipped_exact": float(hits[(D.OCTAVE_COMB_WEIGHT, D.OCTAVE_DENSITY_WEIGHT)][~train].mean())}
+    return out
 
 
 def window_cost_ms(repeats: int = 7) -> dict:
@@ -78,7 +77,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "spotify-previews")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write every per-track result here")
-    ap.add_argument("--cv-prior", action="store_true", help="cross-validate the tempo prior (decodes the previews again)")
+    ap.add_argument("--loso", action="store_true", help="choose the tempo octave weights without each source in turn "
+                    "(the dev previews' two origins and ../spotify-previews-extra; decodes them again)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     r = D.evaluate_descriptors(args.data / "labels.csv", args.data / "audio", limit=args.limit)
@@ -99,12 +99,13 @@ def main() -> None:
     cost = window_cost_ms()
     r["cost"] = cost
     print(f"per 30-s window: window_evidence {cost['window_evidence_ms']:.0f} ms, combine {cost['combine_ms']:.0f} ms (1 thread, excl. decode)")
-    if args.cv_prior:
-        cv = cv_tempo_prior(args.data)
-        print(f"tempo prior 5-fold CV exact     {pct(cv['cv_tempo_exact'])}   chosen per fold {cv['chosen_per_fold']}, on all {cv['chosen_on_all']}")
-        for g, v in cv["exact_by_prior"].items():
-            print(f"    prior {g:>9}: exact {pct(v)}")
-        r["tempo_prior_cv"] = cv
+    if args.loso:
+        sources = [args.data] + [p for p in [args.data.parent / "spotify-previews-extra"] if (p / "labels.csv").is_file()]
+        cv = loso_octave_weights(sources)
+        for o, v in cv.items():
+            print(f"tempo octave weights chosen without {o}: {v['chosen']}; exact on it {pct(v['held_out_exact'])} "
+                  f"(n={v['n']}; shipped weights {pct(v['shipped_exact'])})")
+        r["tempo_octave_loso"] = cv
     if args.json:
         args.json.write_text(json.dumps(r, indent=1, default=float))
 

@@ -53,6 +53,30 @@ def test_tempo_confidence_clean_click_above_noise() -> None:
     assert clean.tempo_confidence > noisy.tempo_confidence + 0.4
 
 
+def test_half_time_rock_reads_its_hi_hat_tempo() -> None:
+    # kick on 1, snare on 3 (half-time feel) under eighth-note hi-hats at 140 BPM: 140, with 70 as an alternative
+    d = D.measure(synth.drum_pattern(140.0, "K.h.h.h.S.h.h.h.", 30.0))
+    assert d.tempo == pytest.approx(140.0, rel=0.02)
+    assert any(a == pytest.approx(70.0, rel=0.02) for a in d.tempo_alternatives)
+
+
+def test_90_bpm_loop_in_f_major() -> None:
+    # the case a jazz loop documented as 90 BPM in F once failed: drums at 90 BPM under an F major progression
+    y = synth.drum_pattern(90.0, "K...S...K.K.S...", 30.0) + 0.5 * synth.chord_progression(5, 1, 30.0, chord_seconds=60 / 90 * 2)
+    d = D.measure(y)
+    assert d.tempo == pytest.approx(90.0, rel=0.02)
+    assert (d.key, d.mode) == (5, 1)
+
+
+def test_octave_weights_can_be_overridden() -> None:
+    env = D.window_evidence(synth.drum_pattern(120.0, synth.ROCK[0], 20.0)).onset
+    fps = D.SAMPLE_RATE / D.HOP
+    assert D.estimate_tempo(env, fps)[0] == D.estimate_tempo(env, fps, comb_weight=D.OCTAVE_COMB_WEIGHT,
+                                                             density_weight=D.OCTAVE_DENSITY_WEIGHT)[0]
+    # a prior pinned far below moves the answer to the slower octave
+    assert D.estimate_tempo(env, fps, prior=(50.0, 0.1))[0] == pytest.approx(60.0, rel=0.02)
+
+
 def test_tempo_agreement_rule() -> None:
     assert D.tempo_agreement(122.0, 120.0) == (True, True)
     assert D.tempo_agreement(60.5, 120.0) == (False, True)
@@ -68,6 +92,39 @@ def test_chord_progression_key_and_mode(key: int, mode: int) -> None:
     d = D.measure(synth.chord_progression(key, mode, 12.0))
     assert (d.key, d.mode) == (key, mode), f"expected {synth.PITCH_NAMES[key]} {'major' if mode else 'minor'}"
     assert d.key_confidence > 0.3
+
+
+def _progression(chords: list[tuple[int, bool]], seconds: float = 16.0) -> np.ndarray:
+    one = np.concatenate([synth.chord(r, minor, 1.0) for r, minor in chords])
+    return np.tile(one, int(np.ceil(seconds / len(chords))))[: int(seconds * SR)]
+
+
+def test_relative_minor_is_not_its_major() -> None:
+    # A natural minor (i-iv-i-v, no raised leading tone: the same notes as C major) against C major (I-vi-IV-V)
+    a_minor = D.measure(_progression([(9, True), (2, True), (9, True), (4, True)]))
+    c_major = D.measure(_progression([(0, False), (9, True), (5, False), (7, False)]))
+    assert (a_minor.key, a_minor.mode) == (9, 0)
+    assert (c_major.key, c_major.mode) == (0, 1)
+
+
+@pytest.mark.parametrize("cents", [-45.0, 45.0])
+def test_detuned_recording_keeps_its_key(cents: float) -> None:
+    # a recording tuned 45 cents off A440 (nearly a quarter tone) (resampled chord progression): the 36-bin chroma's tuning correction keeps D major
+    y = synth.chord_progression(2, 1, 12.0)
+    ratio = 2 ** (cents / 1200)
+    t = np.arange(int(y.size / ratio)) * ratio
+    detuned = np.interp(t, np.arange(y.size), y).astype(np.float32)
+    d = D.measure(detuned)
+    assert (d.key, d.mode) == (2, 1)
+
+
+def test_fold_chroma_tuning() -> None:
+    c36 = np.zeros(36)
+    c36[[0 + 1, 12 + 1, 21 + 1]] = 1.0  # C, E, G each a third of a semitone sharp
+    assert np.argmax(D.fold_chroma(c36)) in (0, 4, 7)
+    np.testing.assert_allclose(D.fold_chroma(c36)[[0, 4, 7]], 1.0)
+    with pytest.raises(ValueError, match="12 or 36"):
+        D.fold_chroma(np.ones(24))
 
 
 @pytest.mark.parametrize("key,mode", [(4, 1), (1, 0)])
@@ -144,6 +201,22 @@ def test_loudness_floor_and_ceiling() -> None:
 def test_waltz_is_three_four() -> None:
     d = D.measure(synth.waltz(150.0, 30.0))
     assert d.time_signature == 3
+
+
+@pytest.mark.parametrize("bpm", [60.0, 72.0, 90.0])
+def test_six_eight_is_three(bpm: float) -> None:
+    # Spotify counts 6/8 as 3: bars of three eighth-note pulses
+    assert D.measure(synth.compound_pattern(bpm, 30.0)).time_signature == 3
+
+
+@pytest.mark.parametrize("bpm", [100.0, 190.0])
+def test_waltz_other_tempi_is_three(bpm: float) -> None:
+    assert D.measure(synth.waltz(bpm, 30.0)).time_signature == 3
+
+
+@pytest.mark.parametrize("pattern", [synth.ROCK[0], synth.DEMBOW[0], "K.hSh.KhK.hSh.Kh"])
+def test_syncopated_four_four_is_four(pattern: str) -> None:
+    assert D.measure(synth.drum_pattern(110.0, pattern, 30.0)).time_signature == 4
 
 
 def test_four_four_pattern_is_four() -> None:
@@ -234,5 +307,5 @@ def test_agreement_with_spotify_on_previews(shared_data) -> None:
 
 
 # Measured on these first 20 previews (scripts/evaluate_descriptors.py --limit 20): tempo exact 95%,
-# up to octave 100%, key 40%, time signature 100% (all are 4/4), loudness MAE 0.57 dB.
-FLOORS = {"tempo_octave": 0.9, "tempo_exact": 0.85, "key_exact": 0.3, "time_signature": 0.9, "loudness_mae_db": 1.0}
+# up to octave 100%, key 55% (40% with the earlier chroma), time signature 100% (all are 4/4), loudness MAE 0.57 dB.
+FLOORS = {"tempo_octave": 0.9, "tempo_exact": 0.85, "key_exact": 0.45, "time_signature": 0.9, "loudness_mae_db": 1.0}

@@ -11,7 +11,7 @@ SR = 44100
 
 def test_lengths_and_dtype() -> None:
     for y in (synth.tone(440, 1.5), synth.chord(0, False, 1.5), synth.click_track(120, 1.5), synth.noise(1.5),
-              synth.speech_like(1.5), synth.waltz(150, 1.5), synth.chord_progression(2, 0, 1.5), synth.scale(4, 1, 1.5)):
+              synth.speech_like(1.5), synth.waltz(150, 1.5), synth.compound_pattern(70, 1.5), synth.chord_progression(2, 0, 1.5), synth.scale(4, 1, 1.5)):
         assert y.dtype == np.float32 and y.size == int(1.5 * SR)
         assert np.all(np.isfinite(y))
 
@@ -57,6 +57,15 @@ def test_drum_pattern_steps() -> None:
     assert np.sum(np.diff(onsets) > 0.3 * SR) + 1 == 8
 
 
+def test_compound_pattern_has_a_kick_every_six_eighths() -> None:
+    y = synth.compound_pattern(60.0, 8.0)  # dotted quarter at 60 BPM: a 6/8 bar every 2 s, 4 bars in 8 s
+    low = np.abs(np.convolve(y, np.ones(400) / 400, mode="same"))  # crude low-pass: the kick and the low chord
+    starts = [i * 2 * SR for i in range(4)]
+    bar_energy = [low[s: s + SR // 10].mean() for s in starts]
+    mid_energy = [low[s + SR // 2: s + SR // 2 + SR // 10].mean() for s in starts]  # the third eighth (a hi-hat)
+    assert min(bar_energy) > 2 * max(mid_energy)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         synth.click_track(0, 1.0)
@@ -64,3 +73,5 @@ def test_bad_arguments() -> None:
         synth.noise(1.0, colour="blue")
     with pytest.raises(ValueError):
         synth.drum_pattern(120, "KX..")
+    with pytest.raises(ValueError):
+        synth.compound_pattern(-1.0, 1.0)

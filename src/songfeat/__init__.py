@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["analyze", "analyze_many", "load_audio", "load_bundle", "open_store", "SongfeatError", "__version__"]
+__all__ = ["analyze", "analyze_many", "audio_analysis", "load_audio", "load_bundle", "open_store", "SongfeatError", "__version__"]
 
 # Imported eagerly so the function, not the submodule of the same name, is `songfeat.analyze`
 # (as whisper does with `transcribe`); the module itself loads torch only when first used.
@@ -21,6 +21,10 @@ def __getattr__(name: str):
         from .audio import load_audio
 
         return load_audio
+    if name == "audio_analysis":
+        from .analysis import audio_analysis
+
+        return audio_analysis
     if name == "load_bundle":
         from .bundle import load_bundle
 

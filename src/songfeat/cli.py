@@ -176,6 +176,72 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         raise typer.Exit(1)
 
 
+
+
+@app.command("tags")
+def tags_cmd(
+    paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
+    top: int = typer.Option(5, "--top", "-k", min=1, max=50, help="How many tags of each model to print."),
+) -> None:
+    """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s."""
+    from .audio import scan_inputs
+    from .errors import SongfeatError
+    from .tagger import describe_file, top_tags
+
+    files, refused, notes = scan_inputs(list(paths))
+    for e in refused:
+        typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+    for n in notes:
+        typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
+    failed = len(refused)
+    for f in files:
+        try:
+            tops = top_tags(describe_file(f), top)
+        except SongfeatError as e:
+            typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+            failed += 1
+            continue
+        typer.echo(one_line(str(f)))
+        for model, pairs in tops.items():
+            typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
+    if failed or not files:
+        raise typer.Exit(1)
+
+
+@app.command("analysis")
+def analysis_cmd(
+    path: Path = typer.Argument(..., help="One audio file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically) instead of stdout."),
+) -> None:
+    """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
+    from .analysis import analyse
+    from .audio import capture_output
+    from .errors import SongfeatError
+    from .output import ResultWriter
+
+    with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
+        try:
+            result = analyse(path)
+        except SongfeatError as e:
+            raise fail(str(e), 1) from None
+    for w in captured.warnings:
+        typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
+    if plot is not None:
+        from .analysis_plot import save_plot
+
+        try:
+            save_plot(result, plot, title=path.name)
+        except OSError as e:
+            raise fail(f"{plot}: cannot write the plot ({e.strerror or e})", 1) from None
+    try:
+        writer = ResultWriter("json", output, single=True)
+        writer.write(result.result)
+        writer.close()
+    except OSError as e:
+        raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
+
+
 @app.command("evaluate-audio")
 def evaluate_audio(
     labels: Path = typer.Option(..., "--labels", help="CSV of Spotify labels (any supported schema), keyed by track id."),
@@ -230,7 +296,7 @@ def build_cmd(
     labels: Path = typer.Option(..., "--labels", help="Label CSV in any supported Spotify-style schema (see docs/store.md)."),
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
     out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
-    frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense or logmel."),
+    frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense, logmel or musicnn (tagger tags + embeddings, see docs/musicnn.md)."),
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
@@ -272,7 +338,7 @@ def build_cmd(
 
 @app.command("train")
 def train_cmd(
-    model: str = typer.Argument(..., help="Model family: numeric-mlp, cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner."),
+    model: str = typer.Argument(..., help="Model family: numeric-mlp, cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner, mlp-head (over a --frontend musicnn store)."),
     store: Path = typer.Option(..., "--store", help="Dataset store folder (made by `songfeat build`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's seed targets."),

@@ -5,8 +5,9 @@ How a song is measured (bounded memory, whole-song answer):
 * Each 30-s window (`songfeat.audio.iter_windows`) is reduced by `window_evidence` to a small
   `WindowEvidence`; no audio is kept. One STFT (torch, Hann 4096, hop 1024 at 44.1 kHz, ~43
   frames/s) gives everything: a log-mel spectral-flux onset envelope and a < 200 Hz flux envelope
-  (one float per frame each), a 12-bin chroma sum from spectral peaks, and the BS.1770 K-weighted
-  energy of each frame. That is ~21 kB per window, ~2.5 MB per hour.
+  (one float per frame each), a 12-bin chroma sum from spectral peaks, a 36-bin HPCP sum from
+  interpolated peaks, and the BS.1770 K-weighted energy of each frame. That is ~21 kB per window,
+  ~2.5 MB per hour.
 * `combine` concatenates the windows' per-frame arrays in order and analyses them as one signal,
   so the answer is the whole song's, not a vote of windows: 400-ms loudness gating blocks are read
   off the cumulative energy of all frames (blocks straddling two windows count like any other);
@@ -14,16 +15,18 @@ How a song is measured (bounded memory, whole-song answer):
   envelope.
 * tempo: (1) the pulse level is the lag best supported at 1/2, 1, 2 and 4 times its period (a
   duple metrical grid) under librosa's broad 120-BPM prior; (2) the octave of that pulse (x1/2, x1,
-  x2) with the best comb evidence x a log-normal tempo prior is the tempo, refined to 1/40 frame.
+  x2) is chosen by Spotify's catalogue tempo prior, its comb evidence and the onsets per beat (which
+  separate half from double time), refined to 1/40 frame.
   Confidence is the mean normalised autocorrelation at 1..4 periods; the double and half tempi are
   `tempo_alternatives`, the better supported first.
-* key/mode: correlation of the chroma with the 24 rotations of the Aarden-Essen key profiles; key
-  -1 when the chroma is too flat or too unlike any key to be tonal (noise, drums).
+* key/mode: correlation of the tuning-corrected 36-bin HPCP, folded to 12, with the 24 rotations of
+  the Aarden-Essen key profiles; key -1 when the 12-bin peak chroma is too flat or too unlike any key
+  to be tonal (noise, drums).
 * time_signature: beat-level accent periodicity, i.e. the onset autocorrelation at 2..8 beat
-  periods: 3 when bars of three beats repeat more strongly than bars of two/four, else 4; 5 and 7
-  are possible but rarely detected (see docs/descriptors.md).
+  periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes, and 6/8
+  as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md).
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
-  domain to the STFT frames), mapped linearly to Spotify's dB scale with the constants below.
+  domain to the STFT frames), plus the fitted offset below to land on Spotify's dB scale.
 
 Nothing here imports scipy.signal, pyloudnorm, librosa or numba: they cost ~1-2 s on a cold start.
 Figures and how to reproduce them: docs/descriptors.md.
@@ -42,11 +45,13 @@ from .audio import SAMPLE_RATE, WINDOW_SECONDS
 from .frontend import hann_window, mel_filterbank, power_spectrogram
 
 # --- loudness calibration: Spotify dB = LOUDNESS_SLOPE * LUFS + LOUDNESS_INTERCEPT, clipped to [-60, 0].
-# Least squares on the 102 dev previews (r = 0.93; 5-fold CV mean absolute error 0.84 dB, vs 7.1 dB
-# uncalibrated); reproduce with `python scripts/calibrate_loudness.py`. The slope is ~1, so Spotify's
-# scale behaves like LUFS + 7 dB on these (mono-downmixed, 30-s) previews.
-LOUDNESS_SLOPE = 1.0035
-LOUDNESS_INTERCEPT = 7.1640
+# The slope is 1 by physics (a gain of g dB moves both scales by g dB); a fitted line's slope depends on
+# the source (0.87 on forró, 0.93 on pop/rock) and generalises worse across sources (1.05 / 1.27 dB vs
+# 0.90 / 1.04 dB when fitted on one half of the dev previews and checked on the other). The offset is the
+# mean of Spotify dB - LUFS over the 102 dev previews (5-fold CV MAE 0.84 dB; 7.1 dB uncalibrated);
+# reproduce with `python scripts/calibrate_loudness.py`.
+LOUDNESS_SLOPE = 1.0
+LOUDNESS_INTERCEPT = 7.1187
 LOUDNESS_FLOOR_DB = -60.0  # Spotify's scale bottoms out here; silence reports this, not -inf
 LUFS_FLOOR = -70.0  # BS.1770's absolute gate: the raw measure of audio with no block above it
 
@@ -61,20 +66,28 @@ GATE_BLOCK = 4  # sub-blocks per gating block
 ONSET_SMOOTH_FRAMES = 1.0  # Gaussian sigma (frames) applied to the onset envelope before autocorrelation
 TEMPO_MIN, TEMPO_MAX = 40.0, 240.0
 PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES = 120.0, 1.0  # librosa's broad prior, for finding the pulse level
-# Which octave of the pulse is "the tempo" (log-normal prior over BPM). Spotify's tempo over 41,768
-# catalogue tracks (../shared/data/spotify-features/combined_unique_by_track_id.csv) is log-normal
-# around 115 BPM (std 0.37 octave), but with that prior half the dev previews come out at half
-# Spotify's tempo; 130 BPM / 0.5 octave is the value 5-fold cross-validation picks on the previews
-# (scripts/evaluate_descriptors.py --cv-prior; 0.375 and 0.5 octave tie; held-out exact agreement 84%)
-# and leans, as users ask, away from half-time.
-TEMPO_PRIOR_BPM = 130.0
-TEMPO_PRIOR_OCTAVES = 0.5
+# Which octave of the pulse is "the tempo": log prior + OCTAVE_COMB_WEIGHT x log(comb evidence at 1..4
+# beats) + OCTAVE_DENSITY_WEIGHT x (onsets per beat). The prior is Spotify's catalogue, not the dev set:
+# log2(tempo) over the 41,855 tracks of ../shared/data/spotify-features/combined_unique_by_track_id.csv
+# has mean log2(114.8) and std 0.375 octave (median 117.5 BPM). Onsets per beat separates half from double
+# time: busy music at a slow candidate has many onsets per beat. The two weights are the ones picked on
+# all three labelled preview sources (forró, pop/rock, extra) from a 5 x 7 grid; picked without each
+# source in turn they score 0.89 / 0.81 / 0.81 exact on the held-out source (scripts/evaluate_descriptors.py
+# --loso; benchmarks/bench_measured.py prints the same).
+TEMPO_PRIOR_BPM = 115.0
+TEMPO_PRIOR_OCTAVES = 0.375
+OCTAVE_COMB_WEIGHT = 2.0
+OCTAVE_DENSITY_WEIGHT = -0.75
+OCTAVE_WEIGHT_GRID = tuple((c, d) for c in (0.0, 0.5, 1.0, 2.0, 4.0) for d in (0.0, -0.25, -0.5, -0.75, -1.0, -1.5, -2.0))
 CHROMA_BINS = 1 + int(8000 * N_FFT / SAMPLE_RATE)  # chroma weights above ~8 kHz are negligible (octave weighting)
 # No key (-1) when the chroma is too flat (contrast = std/mean) or too unlike any key (best profile
 # correlation). Dev previews: contrast >= 0.12, correlation >= 0.37 (Spotify gives each a key); white
 # and pink noise: contrast 0.007 / 0.059; synthetic drum loops (pitched kicks): correlation 0.26.
 KEY_MIN_CONTRAST = 0.1
 KEY_MIN_CORRELATION = 0.33
+CHROMA_SIZE = 12
+HPCP_FMIN, HPCP_FMAX = 40.0, 5000.0  # Hz: spectral peaks that make the pitch class profile (Essentia HPCP's defaults)
+HPCP_RANGE_DB = 60.0  # peaks more than this below the frame's loudest bin are ignored
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Key profiles, tonic first: Aarden-Essen (Aarden 2003, note counts in the Essen folk corpus). Of seven
@@ -97,6 +110,11 @@ class WindowEvidence:
     chroma: np.ndarray  # float64 [12] sum over voiced frames of max-normalised peak chroma (C first)
     chroma_frames: int  # frames that contributed to `chroma`
     kw_energy: np.ndarray  # float64 [frames] K-weighted signal energy per hop, read off the STFT
+    chroma36: np.ndarray | None = None  # float64 [36] the same sum at 1/3 semitone (C first, centred bins), for tuning
+
+    def __post_init__(self) -> None:
+        if self.chroma36 is None:
+            self.chroma36 = np.zeros(3 * CHROMA_SIZE)
 
     @property
     def seconds(self) -> float:
@@ -232,7 +250,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     n = int(y.size)
     if n == 0:
         z = np.zeros(0, dtype=np.float32)
-        return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0))
+        return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0), np.zeros(3 * CHROMA_SIZE))
     yt = torch.from_numpy(np.ascontiguousarray(y))
 
     p = power_spectrogram(yt, N_FFT, HOP).T  # [T, bins]: the one STFT every descriptor is read from
@@ -252,6 +270,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)
     # from spectral peaks only (HPCP-style): a Hann main lobe spans ~4 bins (43 Hz), which below
     # ~300 Hz smears a note over its neighbouring semitones; keeping local maxima undoes most of it.
+    # It decides whether there is a key at all (its octave weighting around 880 Hz ignores pitched kicks).
     pc = p[:, :CHROMA_BINS]
     peaks = torch.zeros_like(pc)
     is_peak = (pc[:, 1:-1] > pc[:, :-2]) & (pc[:, 1:-1] >= pc[:, 2:])
@@ -261,6 +280,8 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     voiced = frame_energy > frame_energy.max() * 1e-6
     chv = ch[voiced]
     chn = chv / torch.clamp(chv.max(1, keepdim=True).values, min=1e-20)
+    # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
+    h36 = hpcp36(p[:, : int(HPCP_FMAX * N_FFT / sr) + 3][voiced], sr)  # copy only the bins it reads
     kw = p @ _kw_frame_weights(sr, N_FFT, HOP)
     return WindowEvidence(
         sr=sr,
@@ -270,8 +291,61 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
         onset_low=onset_low.numpy().astype(np.float32),
         chroma=chn.double().sum(0).numpy(),
         chroma_frames=int(voiced.sum()),
+        chroma36=h36,
         kw_energy=kw.double().numpy(),
     )
+
+
+def hpcp36(p: torch.Tensor, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Sum over frames of the max-normalised 36-bin pitch class profile of power spectra `p` [frames, bins].
+
+    HPCP-style (Gomez 2006): each local maximum of the spectrum between HPCP_FMIN and HPCP_FMAX gets
+    its frequency and amplitude by parabolic interpolation on the dB spectrum, and adds its amplitude
+    to the 1/3-semitone bins within half a semitone with a cos^2 weight. Bins are centred on
+    equal-tempered pitches (A440) and C comes first; `fold_chroma` corrects the tuning and folds to 12.
+    """
+    if p.shape[0] == 0:
+        return np.zeros(3 * CHROMA_SIZE)
+    hi = min(p.shape[1] - 1, int(HPCP_FMAX * N_FFT / sr) + 2)
+    db = 10.0 * torch.log10(torch.clamp(p[:, : hi + 1], min=1e-12))
+    a, b, c = db[:, :-2], db[:, 1:-1], db[:, 2:]
+    is_peak = (b > a) & (b >= c) & (b > db.max(1, keepdim=True).values - HPCP_RANGE_DB)
+    t, j = torch.nonzero(is_peak, as_tuple=True)  # work on the peaks only (~5% of the bins)
+    pa, pb, pc = a[t, j], b[t, j], c[t, j]
+    den = pa - 2 * pb + pc
+    safe = den.abs() > 1e-9
+    delta = torch.where(safe, 0.5 * (pa - pc) / torch.where(safe, den, torch.ones_like(den)), torch.zeros_like(den)).clamp(-0.5, 0.5)
+    freq = (j.to(p.dtype) + 1 + delta) * (sr / N_FFT)
+    amp = torch.pow(10.0, (pb - 0.25 * (pa - pc) * delta) / 20.0)
+    ok = (freq >= HPCP_FMIN) & (freq <= HPCP_FMAX)
+    t, freq, amp = t[ok], freq[ok], amp[ok].double()
+    pos = torch.remainder(36.0 * torch.log2(freq.double() / 440.0) + 27.0, 36.0)  # A = bin 27, C = bin 0
+    out = torch.zeros(p.shape[0] * 36, dtype=torch.float64)
+    base = torch.floor(pos)
+    for off in (-1.0, 0.0, 1.0, 2.0):
+        k = base + off
+        d = (pos - k) / 3.0  # distance in semitones
+        wt = torch.where(d.abs() < 0.5, torch.cos(math.pi * d) ** 2, torch.zeros_like(d))
+        out.index_add_(0, t * 36 + torch.remainder(k, 36).long(), amp * wt)
+    out = out.view(p.shape[0], 36)
+    mx = out.max(1, keepdim=True).values
+    out = out[mx[:, 0] > 0] / mx[mx[:, 0] > 0]
+    return out.sum(0).numpy()
+
+
+def fold_chroma(chroma: np.ndarray, tuning: bool = True) -> np.ndarray:
+    """12-bin chroma (C first) from a 12- or 36-bin one; with `tuning`, 36 bins are first shifted by the detuning.
+
+    The detuning is the 1/3-semitone offset (-1, 0 or +1) holding the most energy, as Essentia's
+    `averageDetuningCorrection`: a song tuned ~30 cents off A440 then folds onto the right pitch classes.
+    """
+    c = np.asarray(chroma, dtype=np.float64)
+    if c.size == CHROMA_SIZE:
+        return c
+    if c.size != 3 * CHROMA_SIZE:
+        raise ValueError(f"chroma must have 12 or 36 bins, got {c.size}")
+    offset = (0, 1, -1)[int(np.argmax(c.reshape(CHROMA_SIZE, 3).sum(0)))] if tuning else 0  # sub-bin of the centres
+    return np.roll(c, 1 - offset).reshape(CHROMA_SIZE, 3).sum(1)  # bins centre-1, centre, centre+1 of each pitch
 
 
 @lru_cache(maxsize=4)
@@ -354,8 +428,24 @@ def _smooth_onset(env: np.ndarray, fps: float) -> np.ndarray:
     return np.convolve(x, g / g.sum(), mode="same")  # widen one-frame peaks so fractional lags are seen
 
 
-def estimate_tempo(env: np.ndarray, fps: float) -> tuple[float, float, list[float], np.ndarray, float]:
-    """Tempo (BPM), confidence, [alternatives], the autocorrelation and the beat period (frames)."""
+def onset_density(x: np.ndarray, fps: float) -> float:
+    """Onsets per second: local maxima above zero of the smoothed, detrended onset envelope `x`."""
+    if x.size < 3:
+        return 0.0
+    pk = (x[1:-1] > x[:-2]) & (x[1:-1] >= x[2:]) & (x[1:-1] > 0)
+    return float(pk.sum()) * fps / x.size
+
+
+def estimate_tempo(env: np.ndarray, fps: float, comb_weight: float | None = None, density_weight: float | None = None,
+                   prior: tuple[float, float] | None = None) -> tuple[float, float, list[float], np.ndarray, float]:
+    """Tempo (BPM), confidence, [alternatives], the autocorrelation and the beat period (frames).
+
+    The keyword arguments override the octave decision's constants (OCTAVE_*_WEIGHT, TEMPO_PRIOR_*),
+    for cross-validating them.
+    """
+    cw = OCTAVE_COMB_WEIGHT if comb_weight is None else comb_weight
+    dw = OCTAVE_DENSITY_WEIGHT if density_weight is None else density_weight
+    centre, octaves = (TEMPO_PRIOR_BPM, TEMPO_PRIOR_OCTAVES) if prior is None else prior
     if env.size < 4 * fps or not np.any(env > 0):
         return 0.0, 0.0, [], np.zeros(1), 0.0
     x = _smooth_onset(env.astype(np.float64), fps)
@@ -368,10 +458,12 @@ def estimate_tempo(env: np.ndarray, fps: float) -> tuple[float, float, list[floa
     support = _harmonic_support(ac, lags.astype(np.float64))
     score = np.clip(support, 0, None) * _tempo_prior(60.0 * fps / lags, PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES)
     pulse = _refine_period(ac, float(lags[int(np.argmax(score))]))
-    # 2) which octave of that pulse is the beat: its comb evidence x the tempo prior
+    # 2) which octave of that pulse is the beat: catalogue prior, comb evidence, onsets per beat
     family = [pulse * f for f in (0.5, 1.0, 2.0) if TEMPO_MIN <= 60.0 * fps / (pulse * f) <= TEMPO_MAX]
     family = [_refine_period(ac, p, width=max(1.0, 0.03 * p)) for p in family] or [pulse]
-    fam_score = [max(_comb(ac, p, 4), 1e-6) * _tempo_prior(60.0 * fps / p, TEMPO_PRIOR_BPM, TEMPO_PRIOR_OCTAVES) for p in family]
+    dens = onset_density(x, fps)
+    fam_score = [np.log(_tempo_prior(60.0 * fps / p, centre, octaves)) + cw * np.log(max(_comb(ac, p, 4), 1e-3))
+                 + dw * dens * p / fps for p in family]
     period = family[int(np.argmax(fam_score))]
     tempo = 60.0 * fps / period
     conf = float(np.clip(_comb(ac, period, 4), 0.0, 1.0))  # periodicity at 1..4 beats: syncopation-proof
@@ -450,24 +542,37 @@ def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float) -
     return best, float(np.clip(0.5 + margin, 0.0, 1.0))
 
 
-def estimate_key(chroma: np.ndarray) -> tuple[int, float, int, float]:
-    """Key (-1..11), its confidence, mode (1 major / 0 minor) and its confidence from a chroma vector."""
-    chroma = np.asarray(chroma, dtype=np.float64)
-    if chroma.sum() <= 0:
-        return -1, 0.0, 1, 0.0
+def _key_correlations(chroma: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pearson correlation [2 modes (major, minor), 12 tonics] of a 12-bin chroma with the key profiles, and its contrast."""
     c = chroma / chroma.mean()
-    contrast = float(c.std())  # 0 for a flat (noise-like) chroma
     corr = np.zeros((2, 12))  # row 0 major, row 1 minor; column = tonic pitch class
     for row, prof in enumerate((MAJOR_PROFILE, MINOR_PROFILE)):
         for k in range(12):
             corr[row, k] = np.corrcoef(c, np.roll(prof, k))[0, 1]
+    return corr, float(c.std())  # contrast: 0 for a flat (noise-like) chroma
+
+
+def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None) -> tuple[int, float, int, float]:
+    """Key (-1..11), its confidence, mode (1 major / 0 minor) and its confidence from a chroma (C first).
+
+    `chroma` (12 bins: `WindowEvidence.chroma`) decides whether there is a key at all; when
+    `chroma36` (`WindowEvidence.chroma36`) is given, the tuning-corrected HPCP names the key and
+    mode. A 36-bin `chroma` alone is tuning-corrected and folded (`fold_chroma`) for both.
+    """
+    chroma = fold_chroma(np.asarray(chroma, dtype=np.float64))
+    if chroma.sum() <= 0:
+        return -1, 0.0, 1, 0.0
+    corr, contrast = _key_correlations(chroma)
+    tonal = contrast * max(float(corr.max()), 0.0)
+    no_key = contrast < KEY_MIN_CONTRAST or corr.max() < KEY_MIN_CORRELATION
+    if chroma36 is not None and np.sum(chroma36) > 0:
+        corr, _ = _key_correlations(fold_chroma(np.asarray(chroma36, dtype=np.float64)))
     row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
     best = float(corr[row, key])
     mode = 1 if row == 0 else 0
-    tonal = contrast * max(best, 0.0)
     key_conf = float(np.clip(best, 0, 1) * np.clip(tonal / 0.1, 0, 1))
     mode_conf = float(np.clip(5.0 * (best - corr[1 - row].max()), 0, 1))  # margin over the best key of the other mode
-    if contrast < KEY_MIN_CONTRAST or best < KEY_MIN_CORRELATION:
+    if no_key:
         return -1, key_conf, mode, mode_conf
     return int(key), key_conf, mode, mode_conf
 
@@ -492,7 +597,7 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
         ts, ts_conf = estimate_time_signature(ac, ac_low, period)
     else:
         ts, ts_conf = 4, 0.0
-    key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence))
+    key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence), sum(e.chroma36 for e in evidence))
     return Descriptors(
         duration_ms=int(round(1000.0 * n / sr)),
         loudness=spotify_loudness(lufs),
@@ -564,6 +669,7 @@ def fit_loudness(lufs: np.ndarray, spotify_db: np.ndarray, k: int = 5, seed: int
         "cv_mae_db_offset_only": float(np.mean(fold_mae_offset)),
         "slope": float(slope),
         "intercept": float(intercept),
+        "offset": float(np.mean(y - x)),  # the intercept when the slope is fixed at 1
         "pearson_r": float(np.corrcoef(x, y)[0, 1]),
     }
 

@@ -4,7 +4,8 @@
 hop 8192, 256 HTK mel bands without area normalisation, 20 coefficients, dB with an 80 dB floor,
 orthonormal DCT-II) giving 20x160 for a 30-s clip at 44.1 kHz. Its hop is twice its FFT size, so it
 reads only half of the audio; `MFCC_DENSE` fixes that and `LOGMEL` is the richer input for newer
-models.
+models. `MUSICNN` is not a spectrogram but the pretrained musicnn tagger's output for the window
+(`songfeat.tagger`: 100 tag probabilities and embeddings, one 3512-vector stored as [3512, 1]).
 """
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ import torch
 from .audio import SAMPLE_RATE, WINDOW_SECONDS
 
 AMIN = 1e-10  # power floor before the log, as torchaudio and librosa use
+MUSICNN_CHANNELS = 3512  # len(songfeat.tagger.vector(...)); a test keeps the two equal
+KINDS = ("mfcc", "logmel", "musicnn")
 
 
 @dataclass(frozen=True)
 class FrontendSpec:
     """Everything needed to recompute a model's input from audio; stored in every bundle."""
 
-    kind: str = "mfcc"  # "mfcc" or "logmel"
+    kind: str = "mfcc"  # "mfcc", "logmel" or "musicnn" (tagger outputs; its own fixed recipe, see tagger.py)
     sample_rate: int = SAMPLE_RATE
     n_fft: int = 4096
     hop_length: int = 8192
@@ -35,14 +38,16 @@ class FrontendSpec:
     window_seconds: float = WINDOW_SECONDS
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mfcc", "logmel"):
-            raise ValueError(f"front-end kind must be 'mfcc' or 'logmel', not {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"front-end kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
             raise ValueError(f"n_mfcc must be in 1..n_mels, got {self.n_mfcc}")
 
     @property
     def channels(self) -> int:
-        """Rows of the output: coefficients for MFCC, mel bands for log-mel."""
+        """Rows of the output: coefficients for MFCC, mel bands for log-mel, tagger outputs for musicnn."""
+        if self.kind == "musicnn":
+            return MUSICNN_CHANNELS
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
 
     @property
@@ -60,7 +65,9 @@ class FrontendSpec:
 SEED_MFCC = FrontendSpec()
 MFCC_DENSE = replace(SEED_MFCC, hop_length=2048, frames=646)  # hop <= n_fft: every sample is read
 LOGMEL = FrontendSpec(kind="logmel", n_fft=2048, hop_length=1024, n_mels=96, frames=1292)
-SPECS: dict[str, FrontendSpec] = {"mfcc": SEED_MFCC, "mfcc-dense": MFCC_DENSE, "logmel": LOGMEL}
+# musicnn's STFT/mel numbers for the record; the 44.1-kHz window is resampled inside the tagger.
+MUSICNN = FrontendSpec(kind="musicnn", n_fft=512, hop_length=256, n_mels=96, frames=1, top_db=None)
+SPECS: dict[str, FrontendSpec] = {"mfcc": SEED_MFCC, "mfcc-dense": MFCC_DENSE, "logmel": LOGMEL, "musicnn": MUSICNN}
 
 
 def get_spec(name: str) -> FrontendSpec:
@@ -150,10 +157,20 @@ def compute(spec: FrontendSpec, audio: torch.Tensor | np.ndarray) -> torch.Tenso
     y = torch.as_tensor(audio, dtype=torch.float32)
     if y.dim() == 1:
         y = y[None]
+    if spec.kind == "musicnn":
+        return _musicnn_vectors(spec, y)
     mel = mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels) @ power_spectrogram(y, spec.n_fft, spec.hop_length)
     db = power_to_db(mel, spec.top_db)
     out = dct_matrix(spec.n_mfcc, spec.n_mels) @ db if spec.kind == "mfcc" else db
     return pad_or_trim(out, spec.frames)
+
+
+def _musicnn_vectors(spec: FrontendSpec, y: torch.Tensor) -> torch.Tensor:
+    """The tagger's 3512-vector of each clip in [B, N] -> [B, 3512, 1] (imported lazily: it loads weights)."""
+    from . import tagger
+
+    vecs = [tagger.vector(d) for d in tagger.describe_batch(list(y.numpy()), spec.sample_rate)]
+    return torch.from_numpy(np.stack(vecs))[:, :, None]
 
 
 def fit_window(y: np.ndarray, spec: FrontendSpec) -> np.ndarray:

@@ -219,16 +219,49 @@ def drum_pattern(bpm: float, pattern: str = ROCK[0], seconds: float = 30.0, sr: 
     snare = rng.standard_normal(snare_len) * np.exp(-np.arange(snare_len) / (0.04 * sr)) * 0.6 + 0.4 * _click(snare_len, sr, 190.0, 0.03)
     hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / (0.008 * sr)) * 0.3
     sounds = {"K": kick, "S": snare, "h": hat}
-    step = 60.0 / bpm / 4
+    return _scale_to(_sequence(n, sr, 60.0 / bpm / 4, lambda k: sounds.get(pattern[k % len(pattern)])), peak_dbfs)
+
+
+def _sequence(n: int, sr: int, step_s: float, event_at) -> np.ndarray:
+    """`n` samples with `event_at(k)` (an array, or None for a rest) added at every step k of `step_s` seconds."""
     y = np.zeros(n)
     k = 0
-    while True:
-        start = int(round(k * step * sr))
-        if start >= n:
-            break
-        ev = sounds.get(pattern[k % len(pattern)])
+    while (start := int(round(k * step_s * sr))) < n:
+        ev = event_at(k)
         if ev is not None:
             end = min(n, start + ev.size)
             y[start:end] += ev[: end - start]
         k += 1
-    return _scale_to(y, peak_dbfs)
+    return y
+
+
+def compound_pattern(bpm: float, seconds: float = 30.0, sr: int = SR, peak_dbfs: float = -6.0, seed: int = 0) -> np.ndarray:
+    """6/8: `bpm` dotted-quarter beats, each of three eighths; kick + low chord on 1, snare on 4, hi-hat on every eighth.
+
+    Spotify counts 6/8 as time_signature 3 (bars of three eighth-note pulses, twice).
+    """
+    if bpm <= 0:
+        raise ValueError(f"bpm must be > 0, got {bpm}")
+    n = _n(seconds, sr)
+    rng = np.random.default_rng(seed)
+    eighth = 60.0 / bpm / 3
+    kick = _click(int(0.2 * sr), sr, 60.0, decay_s=0.06)
+    snare_len, hat_len = int(0.12 * sr), int(0.04 * sr)
+    snare = rng.standard_normal(snare_len) * np.exp(-np.arange(snare_len) / (0.03 * sr)) * 0.5
+    hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / (0.008 * sr)) * 0.25
+    bar_len = int(6 * eighth * sr)
+    low = _note(midi_to_hz(45), bar_len // 2, sr, decay=3.0) + _note(midi_to_hz(52), bar_len // 2, sr, decay=3.0)
+
+    def event(k: int) -> np.ndarray:
+        step = k % 6
+        ev = hat.copy()
+        if step == 0:
+            ev = np.pad(ev, (0, max(0, low.size - ev.size)))
+            ev[: kick.size] += kick
+            ev[: low.size] += 0.5 * low
+        elif step == 3:
+            ev = np.pad(ev, (0, max(0, snare.size - ev.size)))
+            ev[: snare.size] += snare
+        return ev
+
+    return _scale_to(_sequence(n, sr, eighth, event), peak_dbfs)

@@ -31,6 +31,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "lstm-multitask": {"targets": features.SEED_TARGETS, "loss": "smoothl1", "epochs": 20, "batch_size": 32, "lr": 1e-3},
     "cnn-complex": {"targets": features.SEED_TARGETS, "loss": "mse", "epochs": 6, "batch_size": 32, "lr": 1e-3},
     "combiner": {"targets": features.SEED_TARGETS, "loss": "mse", "epochs": 6, "batch_size": 32, "lr": 1e-3},
+    # not a seed family: a head over cached embeddings (`--frontend musicnn` stores), all seven learned features
+    "mlp-head": {"targets": features.LEARNED, "loss": "mse", "epochs": 100, "batch_size": 32, "lr": 1e-3},
 }
 LOSSES = {"mse": torch.nn.functional.mse_loss, "mae": torch.nn.functional.l1_loss,
           "smoothl1": torch.nn.functional.smooth_l1_loss}
@@ -341,6 +343,9 @@ def _hparams_for(model_name: str, data: Dataset, user: dict | None) -> dict:
         hp["input_size"] = int(data.frontend.shape[1])
     elif model_name == "numeric-mlp":
         hp["n_inputs"] = int(data.numeric.shape[1])
+    elif model_name == "mlp-head":
+        hp["n_inputs"] = int(data.frontend.shape[1] * data.frontend.shape[2])
+        hp["out"] = "sigmoid" if set(data.target_names) <= set(features.LEARNED) else "linear"
     hp.update(user or {})
     return hp
 

@@ -12,7 +12,7 @@ import importlib
 import torch
 
 REGISTRY: dict[str, type[torch.nn.Module]] = {}
-_MODULES = ("numeric_mlp", "cnn", "lstm", "combiner", "stack")  # imported on first lookup
+_MODULES = ("numeric_mlp", "cnn", "lstm", "combiner", "stack", "mlp_head")  # imported on first lookup
 
 
 def register(name: str):

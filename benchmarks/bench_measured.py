@@ -1,0 +1,417 @@
+"""Measured features side by side: songfeat vs Essentia vs librosa against Spotify / Echo Nest / documented values.
+
+    python benchmarks/bench_measured.py [--shared ../shared/data] [--only songfeat,essentia,librosa] [--limit N]
+
+Sets: the 102 dev previews (and their two origins, forró and pop/rock), the 36 previews of
+`spotify-previews-extra` (a third source), the 11 FMA clips with Echo Nest tempo, and the behaviour
+clips whose notes document a key. Peers run in this process on the same decoded audio
+(songfeat.audio.load_audio, mono 44.1 kHz):
+
+* songfeat: `songfeat.descriptors.measure`;
+* Essentia (AGPL, benchmark-only extra `bench`): `RhythmExtractor2013(method="multifeature")` and
+  `KeyExtractor` with the edma, bgate, temperley and krumhansl profiles;
+* librosa: `beat.beat_track` and a Krumhansl-Kessler key on the mean `chroma_cqt` (22.05 kHz).
+
+Prints tempo acc1 / acc2 (within 4%; acc2 also accepts x1/2, x2, x3, x1/3), key, mode, key+mode, the
+MIREX weighted key score (1 / 0.5 fifth / 0.3 relative / 0.2 parallel), time-signature agreement and
+loudness MAE. Loudness is mapped to Spotify's dB with an offset (slope 1) fitted on one dev half and checked on
+the other (and fitted on all dev previews for extra). Peer outputs are cached as JSON under
+`.cache/bench_measured/` (gitignored; songfeat's cache is keyed by the hash of descriptors.py), so a
+rerun only computes what changed.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "bench_measured"
+PITCH = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+FLAT = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
+ESSENTIA_PROFILES = ("edma", "bgate", "temperley", "krumhansl")
+ORIGIN_NAMES = {"lucasmouragomes/audio_analysis": "forró", "QMIND-Team/QMIND-Music": "pop/rock"}
+
+
+@dataclass
+class Clip:
+    """One audio file with whatever reference values its source documents (None = not documented)."""
+
+    set: str
+    group: str
+    path: Path
+    tempo: float | None = None
+    key: int | None = None
+    mode: int | None = None
+    time_signature: int | None = None
+    loudness: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.set}/{self.path.stem}"
+
+
+def _pitch_class(name: str) -> int:
+    name = name.strip()
+    return PITCH.index(FLAT.get(name, name))
+
+
+def _previews(folder: Path, set_name: str, group_of) -> list[Clip]:
+    out = []
+    with open(folder / "labels.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            p = folder / "audio" / f"{r['track_id']}.mp3"
+            if p.is_file():
+                out.append(Clip(set_name, group_of(r), p, float(r["tempo"]), int(r["key"]), int(r["mode"]),
+                                int(r["time_signature"]), float(r["loudness"])))
+    return out
+
+
+def _behaviour(folder: Path) -> list[Clip]:
+    """Behaviour clips whose manifest documents a key ("key C# minor", "key F# major")."""
+    import re
+
+    out = []
+    with open(folder / "manifest.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            m = re.search(r"key ([A-G][#b]?) (major|minor)", r["expectation"])
+            if m and (folder / r["file"]).is_file():
+                out.append(Clip("behaviour", "behaviour", folder / r["file"], key=_pitch_class(m.group(1)),
+                                mode=1 if m.group(2) == "major" else 0))
+    return out
+
+
+def clips(shared: Path) -> list[Clip]:
+    """Every clip of every set that is present under `shared`."""
+    out: list[Clip] = []
+    dev = shared / "spotify-previews"
+    if dev.is_dir():
+        out += _previews(dev, "dev", lambda r: ORIGIN_NAMES.get(r["origin"], r["origin"]))
+    extra = shared / "spotify-previews-extra"
+    if extra.is_dir():
+        out += _previews(extra, "extra", lambda r: "extra")
+    fma = shared / "fma-echonest"
+    if (fma / "clips_labels.csv").is_file():
+        with open(fma / "clips_labels.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                if (fma / r["file"]).is_file():
+                    out.append(Clip("fma", "fma", fma / r["file"], tempo=float(r["tempo"])))
+    if (shared / "behaviour" / "manifest.csv").is_file():
+        out += _behaviour(shared / "behaviour")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# peers
+
+
+def _load(path: Path) -> np.ndarray:
+    from songfeat.audio import load_audio
+
+    return load_audio(path)
+
+
+def peer_songfeat(y: np.ndarray) -> dict:
+    """songfeat's own measurement of the decoded clip, plus its tempo under every octave-weight pair of the grid."""
+    from songfeat import descriptors as D
+
+    size = int(D.WINDOW_SECONDS * D.SAMPLE_RATE)
+    ev = [D.window_evidence(y[i: i + size]) for i in range(0, y.size, size)]
+    d = D.combine(ev)
+    env = np.concatenate([e.onset for e in ev]).astype(np.float64)
+    grid = {f"{c:g},{w:g}": D.estimate_tempo(env, D.SAMPLE_RATE / D.HOP, comb_weight=c, density_weight=w)[0]
+            for c, w in D.OCTAVE_WEIGHT_GRID}
+    return {"tempo": d.tempo, "tempo_alternatives": d.tempo_alternatives, "key": d.key, "mode": d.mode,
+            "time_signature": d.time_signature, "loudness_lufs": d.loudness_lufs, "tempo_by_octave_weights": grid}
+
+
+def peer_essentia(y: np.ndarray) -> dict:
+    """Essentia's multifeature beat tracker and its key extractor under four profiles."""
+    import essentia.standard as es
+
+    bpm = es.RhythmExtractor2013(method="multifeature")(y)[0]
+    out = {"tempo": float(bpm)}
+    for prof in ESSENTIA_PROFILES:
+        key, scale, strength = es.KeyExtractor(profileType=prof)(y)
+        out[f"key_{prof}"] = _pitch_class(key)
+        out[f"mode_{prof}"] = 1 if scale == "major" else 0
+    return out
+
+
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def peer_librosa(y: np.ndarray) -> dict:
+    """librosa's default beat tracker and a Krumhansl-Kessler key on the mean CQT chroma, at 22.05 kHz."""
+    import librosa
+
+    y22 = librosa.resample(y, orig_sr=44100, target_sr=22050, res_type="soxr_hq")
+    tempo, _ = librosa.beat.beat_track(y=y22, sr=22050)
+    chroma = librosa.feature.chroma_cqt(y=y22, sr=22050).mean(axis=1)
+    corr = [[np.corrcoef(chroma, np.roll(p, k))[0, 1] for k in range(12)] for p in (KK_MINOR, KK_MAJOR)]
+    mode, key = np.unravel_index(int(np.nanargmax(corr)), (2, 12))
+    return {"tempo": float(np.atleast_1d(tempo)[0]), "key": int(key), "mode": int(mode)}
+
+
+def _songfeat_version() -> str:
+    src = (ROOT / "src" / "songfeat" / "descriptors.py").read_bytes()
+    return hashlib.sha256(src).hexdigest()[:12]
+
+
+PEERS = {"songfeat": peer_songfeat, "essentia": peer_essentia, "librosa": peer_librosa}
+
+
+def run_peers(all_clips: list[Clip], peers: list[str]) -> dict[str, dict[str, dict]]:
+    """{peer: {clip key: output}}, computed where the cache lacks it (atomic JSON writes), with a progress bar."""
+    from rich.progress import Progress
+
+    versions = {"songfeat": _songfeat_version(), "essentia": "rx2013-key4", "librosa": "bt-kkcqt"}
+    results: dict[str, dict[str, dict]] = {p: {} for p in peers}
+    todo = []
+    for c in all_clips:
+        for p in peers:
+            f = CACHE / f"{p}-{versions[p]}" / f"{c.cache_key}.json"
+            if f.is_file():
+                results[p][c.cache_key] = json.loads(f.read_text())
+            else:
+                todo.append((c, p, f))
+    timings: dict[str, list[float]] = {p: [] for p in peers}
+    by_clip: dict[str, list] = {}
+    for c, p, f in todo:
+        by_clip.setdefault(c.cache_key, [c, []])[1].append((p, f))
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("measuring", total=len(todo))
+        for c, jobs in by_clip.values():
+            y = _load(c.path)
+            for p, f in jobs:
+                t0 = time.perf_counter()
+                out = PEERS[p](y)
+                timings[p].append(time.perf_counter() - t0)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_suffix(".tmp")
+                tmp.write_text(json.dumps(out))
+                os.replace(tmp, f)
+                results[p][c.cache_key] = out
+                bar.advance(task)
+    for p, ts in timings.items():
+        if ts:
+            print(f"computed {len(ts)} {p} results, median {1000 * np.median(ts):.0f} ms per clip")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics
+
+
+def tempo_hits(est: float, ref: float, tol: float = 0.04) -> tuple[bool, bool]:
+    """(acc1, acc2): within `tol` of the reference; acc2 also at 1/2, 2, 1/3 or 3 times it."""
+    if not est or not ref or est <= 0 or ref <= 0:
+        return False, False
+    a1 = abs(est / ref - 1) <= tol
+    a2 = a1 or any(abs(est * f / ref - 1) <= tol for f in (0.5, 2.0, 1 / 3, 3.0))
+    return a1, a2
+
+
+def mirex_key_score(key: int, mode: int, ref_key: int, ref_mode: int) -> float:
+    """MIREX weighted key score: 1 same, 0.5 a fifth away (same mode), 0.3 relative, 0.2 parallel, else 0."""
+    if key < 0 or ref_key < 0:
+        return float(key == ref_key)
+    if key == ref_key and mode == ref_mode:
+        return 1.0
+    if mode == ref_mode and (key - ref_key) % 12 in (5, 7):
+        return 0.5
+    if mode != ref_mode:
+        rel = (ref_key + 9) % 12 if ref_mode == 1 else (ref_key + 3) % 12  # relative minor / major of the reference
+        if key == rel:
+            return 0.3
+        if key == ref_key:
+            return 0.2
+    return 0.0
+
+
+def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """songfeat's loudness map: slope 1 (a gain moves both scales equally), offset = mean(Spotify dB - LUFS)."""
+    return 1.0, float(np.mean(y - x))
+
+
+def loudness_cross(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, float]:
+    """songfeat loudness MAE per group with the LUFS->dB offset fitted without that group (dev halves swap; extra uses all dev)."""
+    dev = [c for c in all_clips if c.set == "dev" and c.cache_key in res]
+    groups = sorted({c.group for c in dev})
+    out = {}
+    for g in groups:
+        train = [c for c in dev if c.group != g]
+        test = [c for c in dev if c.group == g]
+        if len(train) < 2:
+            continue
+        a, b = _fit_line(np.array([res[c.cache_key]["loudness_lufs"] for c in train]), np.array([c.loudness for c in train]))
+        out[g] = float(np.mean([abs(a * res[c.cache_key]["loudness_lufs"] + b - c.loudness) for c in test]))
+        out[f"{g}:fit"] = (a, b)
+    if dev:
+        if all(g in out for g in groups):
+            out["dev"] = float(sum(out[g] * sum(c.group == g for c in dev) for g in groups) / len(dev))
+        a, b = _fit_line(np.array([res[c.cache_key]["loudness_lufs"] for c in dev]), np.array([c.loudness for c in dev]))
+        extra = [c for c in all_clips if c.set == "extra" and c.cache_key in res]
+        if extra:
+            out["extra"] = float(np.mean([abs(a * res[c.cache_key]["loudness_lufs"] + b - c.loudness) for c in extra]))
+    return out
+
+
+LOSO_SOURCES = ("forró", "pop/rock", "extra")
+
+
+def loso_octave_weights(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, str]:
+    """For each labelled preview source, the octave-weight pair with the best tempo acc1 on the other two sources.
+
+    Ties go to the smaller weights. Returns {source: "comb,density"}.
+    """
+    chosen = {}
+    pool = [c for c in all_clips if c.group in LOSO_SOURCES and c.cache_key in res]
+    if not pool:
+        return chosen
+    grid = list(res[pool[0].cache_key]["tempo_by_octave_weights"])
+    for g in LOSO_SOURCES:
+        train = [c for c in pool if c.group != g]
+        if not train or not any(c.group == g for c in pool):
+            continue
+
+        def acc(w: str) -> tuple[float, float]:
+            hits = sum(tempo_hits(res[c.cache_key]["tempo_by_octave_weights"][w], c.tempo)[0] for c in train)
+            return hits, -sum(abs(float(v)) for v in w.split(","))
+
+        chosen[g] = max(grid, key=acc)
+    return chosen
+
+
+def score(sel: list[Clip], est) -> dict[str, float | int | None]:
+    """Agreement of `est(clip) -> dict(tempo, key, mode, time_signature)` with the clips' references."""
+    out: dict[str, float | int | None] = {"n": len(sel)}
+    t = [(est(c), c) for c in sel if c.tempo is not None]
+    t = [(e, c) for e, c in t if e is not None and "tempo" in e]
+    if t:
+        hits = [tempo_hits(e["tempo"], c.tempo) for e, c in t]
+        out["acc1"] = float(np.mean([h[0] for h in hits]))
+        out["acc2"] = float(np.mean([h[1] for h in hits]))
+        out["n_tempo"] = len(t)
+    k = [(est(c), c) for c in sel if c.key is not None]
+    k = [(e, c) for e, c in k if e is not None and "key" in e]
+    if k:
+        out["key"] = float(np.mean([e["key"] == c.key for e, c in k]))
+        out["mode"] = float(np.mean([e["mode"] == c.mode for e, c in k]))
+        out["key+mode"] = float(np.mean([e["key"] == c.key and e["mode"] == c.mode for e, c in k]))
+        out["mirex"] = float(np.mean([mirex_key_score(e["key"], e["mode"], c.key, c.mode) for e, c in k]))
+        out["n_key"] = len(k)
+    s = [(est(c), c) for c in sel if c.time_signature is not None]
+    s = [(e, c) for e, c in s if e is not None and "time_signature" in e]
+    if s:
+        out["ts"] = float(np.mean([e["time_signature"] == c.time_signature for e, c in s]))
+        out["ts_always4"] = float(np.mean([c.time_signature == 4 for _, c in s]))
+    return out
+
+
+def _fmt(v, pct=True) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}"
+
+
+def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
+    """Print one markdown table: every set and group, every peer (Essentia per profile and its best)."""
+    sets = [("dev", lambda c: c.set == "dev")]
+    for g in sorted({c.group for c in all_clips if c.set == "dev"}):
+        sets.append((f"dev: {g}", lambda c, g=g: c.set == "dev" and c.group == g))
+    sets += [("extra", lambda c: c.set == "extra"), ("fma", lambda c: c.set == "fma"), ("behaviour", lambda c: c.set == "behaviour")]
+    loud = loudness_cross(all_clips, res["songfeat"]) if "songfeat" in res else {}
+    loso = loso_octave_weights(all_clips, res["songfeat"]) if "songfeat" in res else {}
+    cols = ["acc1", "acc2", "key", "mode", "key+mode", "mirex", "ts"]
+    print("| set (n) | peer | tempo acc1 | tempo acc2 | key | mode | key+mode | MIREX | time sig. | loudness MAE dB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, pred in sets:
+        sel = [c for c in all_clips if pred(c)]
+        if not sel:
+            continue
+        rows = []
+        if "songfeat" in res:
+            sf = res["songfeat"]
+            rows.append(("songfeat", score(sel, lambda c: sf.get(c.cache_key))))
+            if loso and all(c.group in loso for c in sel):
+                held = score(sel, lambda c: None if c.cache_key not in sf else
+                             {"tempo": sf[c.cache_key]["tempo_by_octave_weights"][loso[c.group]]})
+                rows.append(("songfeat, octave weights chosen without this source", held))
+        if "essentia" in res:
+            ess = res["essentia"]
+            per = {}
+            for prof in ESSENTIA_PROFILES:
+                per[prof] = score(sel, lambda c, p=prof: None if c.cache_key not in ess else
+                                  {"tempo": ess[c.cache_key]["tempo"], "key": ess[c.cache_key][f"key_{p}"], "mode": ess[c.cache_key][f"mode_{p}"]})
+            if any("key+mode" in s for s in per.values()):
+                best = max(ESSENTIA_PROFILES, key=lambda p: per[p].get("key+mode", 0))
+                for prof in ESSENTIA_PROFILES:
+                    rows.append((f"Essentia {prof}{' (best key+mode)' if prof == best else ''}", per[prof]))
+            else:
+                rows.append(("Essentia", per[ESSENTIA_PROFILES[0]]))
+        if "librosa" in res:
+            rows.append(("librosa", score(sel, lambda c: res["librosa"].get(c.cache_key))))
+        key_name = name.split(": ")[-1] if name.startswith("dev: ") else name
+        for i, (peer, s) in enumerate(rows):
+            ts = _fmt(s.get("ts")) + (f" (always-4 {s['ts_always4']:.2f})" if "ts" in s and peer == "songfeat" else "")
+            if s.get("ts") is None:
+                ts = "–"
+            ld = f"{loud[key_name]:.2f}" if peer == "songfeat" and key_name in loud else "–"
+            label = f"{name} ({s['n']})" if i == 0 else ""
+            ditto = peer.startswith("Essentia") and any(r[0].startswith("Essentia") for r in rows[:i])
+            vals = ["″" if ditto and k in ("acc1", "acc2") and k in s else _fmt(s.get(k)) for k in cols[:-1]]
+            print(f"| {label} | {peer} | " + " | ".join(vals) + f" | {ts} | {ld} |")
+    if loud:
+        fits = {k: v for k, v in loud.items() if k.endswith(":fit")}
+        if loso:
+            print("octave weights (comb, density) chosen without each source: " + ", ".join(f"{g}: {w}" for g, w in loso.items()))
+        print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = LUFS + {b:.2f}" for k, (a, b) in fits.items()))
+
+
+def main() -> None:
+    """Measure every clip with every peer (cached) and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--only", default="songfeat,essentia,librosa", help="comma-separated peers")
+    ap.add_argument("--limit", type=int, default=None, help="first N clips of each set (a quick look)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    peers = [p.strip() for p in args.only.split(",") if p.strip()]
+    bad = [p for p in peers if p not in PEERS]
+    if bad:
+        raise SystemExit(f"bench_measured: unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)}")
+    if "essentia" in peers:
+        try:
+            import essentia  # noqa: F401
+        except ImportError:
+            raise SystemExit("bench_measured: essentia is not installed: pip install -c constraints.txt -e '.[bench]'")
+    all_clips = clips(args.shared)
+    if not all_clips:
+        raise SystemExit(f"bench_measured: no clips found under {args.shared}")
+    if args.limit:
+        seen: dict[str, int] = {}
+        kept = []
+        for c in all_clips:
+            seen[c.set] = seen.get(c.set, 0) + 1
+            if seen[c.set] <= args.limit:
+                kept.append(c)
+        all_clips = kept
+    res = run_peers(all_clips, peers)
+    report(all_clips, res)
+
+
+if __name__ == "__main__":
+    main()

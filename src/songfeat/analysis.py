@@ -1,0 +1,654 @@
+"""Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for any audio file, offline.
+
+One streamed pass, memory flat: each 30-s window gives `descriptors.window_evidence` (so the
+track-level tempo, key, loudness and metre are `songfeat analyze`'s own) and is reduced here to a
+few compact per-frame features on a uniform 23-ms grid (STFT 2048 / hop 1024 at 44.1 kHz, context
+carried across windows): a log-mel flux onset envelope and a < 200 Hz one, the frame level in
+dBFS, a 12-bin peak chroma, the 12 timbre coefficients and the waveform peak, plus a 2.9-ms energy
+envelope that onsets are placed on. No audio is kept (~22 MB per hour). Then, on the whole song:
+
+* beats: dynamic programming over the onset envelope at the track's beat period (Ellis 2007);
+* bars: beats grouped by the track's time signature, phased on the beat with the strongest bass
+  onsets and chord changes; tatums: each beat split in two (or three when triplets dominate);
+* sections: Foote novelty on beat-independent blocks of chroma + timbre with a Gaussian
+  checkerboard kernel, each with its own loudness (BS.1770 as the track's), tempo and key;
+* segments: peaks of the onset envelope, with loudness envelopes in dBFS, chroma pitches
+  (max = 1) and timbre on a fixed DCT basis of the log-mel spectrum (docs/analysis.md);
+* fades: where the smoothed loudness envelope stops rising from the start (and from the end).
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import descriptors as D
+from .audio import SAMPLE_RATE, audio_info, check_usable, iter_windows
+from .frontend import hann_window, mel_filterbank
+
+# --- frame grid (all times below are on it): frame k is centred at sample k * HOP
+N_FFT = 2048
+HOP = 1024
+FPS = SAMPLE_RATE / HOP  # ~43.1 frames per second
+FINE = 128  # samples per block of the fine energy envelope (2.9 ms) that onset times are refined on
+REFINE_MIN_RISE_DB = 3.0  # an onset moves to the fine envelope's steepest rise only if it rises this much
+# --- timbre: log-mel bands up to 11 kHz, projected on a fixed DCT-II basis (see timbre_basis)
+N_BANDS = 40
+BAND_FMAX = SAMPLE_RATE // 4  # 11025 Hz: mp3 encoders often cut above 16 kHz, so the top is left out
+BAND_FLOOR_DB = -80.0  # band levels below this (re a full-scale sine) are clipped: digital silence
+TIMBRE_DIMS = 12
+TIMBRE_OFFSET_DB = 80.0  # timbre[0] = total band power (dB) + this: silence 0, loud music ~60-70
+# --- chroma from spectral peaks, each placed by parabolic interpolation on the nearest pitch class
+CHROMA_FMIN, CHROMA_FMAX = 55.0, 5000.0
+PEAK_REL_DB = 40.0  # peaks more than this below the frame's strongest are side lobes or noise
+ONSET_RANGE_DB = 50.0  # band levels further below the frame's loudest band do not count towards onsets
+LOW_BAND_HZ = 200.0  # the kick/bass band whose onsets mark downbeats
+LOUDNESS_FLOOR_DB = -60.0  # Spotify's floor for every loudness value
+# --- beats (Ellis 2007, as librosa.beat.beat_track)
+BEAT_TIGHTNESS = 100.0  # how strongly inter-beat intervals are held to the period
+# --- segments: onset peak picking (librosa.onset.onset_detect's rule, in seconds)
+SEG_PRE_MAX, SEG_POST_MAX = 0.03, 0.03
+SEG_PRE_AVG, SEG_POST_AVG = 0.10, 0.10
+SEG_WAIT = 0.06  # shortest segment
+SEG_MAX_DROP_DB = 3.0  # the frame after an onset may not be this much quieter than the one before it
+SEG_DELTA = 0.06  # onset must exceed its local mean by this fraction of the song's 99th-percentile onset
+# --- sections: Foote novelty with a Gaussian-tapered checkerboard kernel
+NOVELTY_TIMBRE_DB = 10.0  # timbre change (dB, root-mean-square over the 12 dims) that weighs like a unit chroma change
+BLOCK_SECONDS = 0.25  # features are averaged over blocks of this length before the novelty
+KERNEL_SECONDS = 6.0  # half-width of the checkerboard kernel (past vs future)
+MIN_SECTION_SECONDS = 8.0  # no two section boundaries closer than this (nor to either end)
+SECTION_THRESHOLD = 0.3  # a boundary's novelty must reach this fraction of the highest novelty around it ...
+SECTION_CONTEXT_SECONDS = 45.0  # ... within this many seconds either side
+MIN_NOVELTY = 0.2  # ... and this much in absolute terms (squared feature distance), so steady audio has one section
+KEY_CHANGE_MARGIN = 0.1  # a section's key differs from the track's only if it fits its chroma this much better
+# --- fades
+FADE_SMOOTH_SECONDS = 1.0  # shortest smoothing of the loudness envelope (power mean) where fades are found: a bar if longer
+FADE_FINE_SECONDS = 0.1  # ... and the light smoothing where their ends are placed
+FADE_LOOKAHEAD_SECONDS = 2.0  # a fade ends when the envelope stops gaining >= FADE_RISE_DB within this
+FADE_RISE_DB = 1.0
+SILENCE_REL_DB = 50.0  # frames this far below the song's loudest are silence for the fade search
+ANALYZER_VERSION = "songfeat-analysis-1"
+
+
+@lru_cache(maxsize=1)
+def timbre_basis() -> np.ndarray:
+    """The fixed timbre basis [12, N_BANDS]: the orthonormal DCT-II of the band levels, with two sign/scale choices.
+
+    Row 1 is negated so that positive means bright (more treble than bass), as Spotify's second
+    dimension. Row 0 is replaced in use by the total band power in dB + `TIMBRE_OFFSET_DB` (the
+    loudness-like first dimension; the mean of floored band levels would not scale with gain).
+    Derived from its formula, so nothing is fitted or shipped and it can never drift.
+    """
+    n = np.arange(N_BANDS)
+    k = np.arange(TIMBRE_DIMS)[:, None]
+    basis = np.cos(np.pi / N_BANDS * (n + 0.5) * k) * math.sqrt(2.0 / N_BANDS)
+    basis[0] = 1.0 / N_BANDS  # the plain mean (dB); replaced in use, see above
+    basis[1] *= -1.0
+    return basis.astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _band_filters() -> torch.Tensor:
+    """[bins, N_BANDS] HTK mel filters up to BAND_FMAX on the N_FFT grid, scaled so a full-scale sine reads ~0 dB."""
+    nb = int(BAND_FMAX * N_FFT / SAMPLE_RATE) + 1
+    fb = mel_filterbank(2 * BAND_FMAX, 2 * (nb - 1), N_BANDS)  # same bin spacing, 0..BAND_FMAX
+    ref = float(hann_window(N_FFT).sum()) ** 2 / 4.0  # power of a unit sine's peak bin
+    return (fb.T / ref).contiguous()
+
+
+@lru_cache(maxsize=1)
+def _chroma_bins() -> tuple[int, int]:
+    """(first, last) bin of the chroma search band."""
+    return max(2, int(CHROMA_FMIN * N_FFT / SAMPLE_RATE)), int(CHROMA_FMAX * N_FFT / SAMPLE_RATE) + 1
+
+
+@dataclass
+class Frames:
+    """Compact per-frame features of a whole song on the HOP grid (no audio)."""
+
+    onset: np.ndarray  # [T] mean positive log-mel flux (dB)
+    onset_low: np.ndarray  # [T] positive flux below LOW_BAND_HZ (dB)
+    level_db: np.ndarray  # [T] frame level, dBFS (0 = full-scale sine), floored at -60
+    chroma: np.ndarray  # [T, 12] spectral-peak power per pitch class, C first
+    timbre: np.ndarray  # [T, 12] timbre coefficients of the frame's log-mel spectrum
+    peak: np.ndarray  # [T] waveform peak |y| over the frame's hop
+    fine_db: np.ndarray  # [n_samples // FINE] energy of each FINE-sample block, dB
+    n_samples: int
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.arange(self.onset.size) * (HOP / SAMPLE_RATE)
+
+
+class FrameStream:
+    """Turns consecutive blocks of audio into `Frames`, carrying STFT context across block edges."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros(N_FFT // 2, dtype=np.float32)  # zero padding before the first sample
+        self.buf_start = -(N_FFT // 2)  # song sample index of buf[0]
+        self.next_frame = 0
+        self.n_samples = 0
+        self.prev_bands = torch.full((1, N_BANDS), BAND_FLOOR_DB)  # before the song: silence
+        self.prev_low: torch.Tensor | None = None
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.fine: list[np.ndarray] = []
+        self.fine_rest = np.zeros(0, dtype=np.float32)
+
+    def push(self, y: np.ndarray) -> None:
+        """Add the next block of mono float32 audio."""
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        self.n_samples += y.size
+        self.buf = np.concatenate([self.buf, y])
+        self._run()
+        f = np.concatenate([self.fine_rest, y])
+        m = f.size // FINE * FINE
+        blocks = f[:m].reshape(-1, FINE)
+        self.fine.append((10.0 * np.log10(np.einsum("ij,ij->i", blocks, blocks) / FINE + 1e-10)).astype(np.float32))
+        self.fine_rest = f[m:].copy()
+
+    def finish(self) -> Frames:
+        """Pad the end with zeros, compute the last frames and return the whole song's features."""
+        last = (self.n_samples - 1) // HOP if self.n_samples else -1  # the last frame centred inside the audio
+        need = last * HOP + N_FFT // 2 - (self.buf_start + self.buf.size)
+        if need > 0:
+            self.buf = np.concatenate([self.buf, np.zeros(need, dtype=np.float32)])
+        self._run(limit=last)
+        if not self.parts:
+            z = np.zeros(0, dtype=np.float32)
+            return Frames(z, z, z, np.zeros((0, 12), np.float32), np.zeros((0, 12), np.float32), z, z, self.n_samples)
+        cols = [np.concatenate(c) for c in zip(*self.parts)]
+        return Frames(*cols, fine_db=np.concatenate(self.fine), n_samples=self.n_samples)
+
+    def _run(self, limit: int | None = None) -> None:
+        end = self.buf_start + self.buf.size
+        k_last = (end - N_FFT // 2) // HOP  # frames whose whole span is in the buffer
+        if limit is not None:
+            k_last = min(k_last, limit)
+        count = k_last - self.next_frame + 1
+        if count <= 0:
+            return
+        i0 = self.next_frame * HOP - N_FFT // 2 - self.buf_start
+        seg = torch.from_numpy(self.buf[i0: i0 + (count - 1) * HOP + N_FFT])
+        frames = seg.unfold(0, N_FFT, HOP)
+        self.parts.append(self._features(frames))
+        self.next_frame += count
+        drop = self.next_frame * HOP - N_FFT // 2 - self.buf_start
+        self.buf = self.buf[drop:].copy()
+        self.buf_start += drop
+
+    def _features(self, frames: torch.Tensor) -> tuple[np.ndarray, ...]:
+        """Per-frame features of [K, N_FFT] frames."""
+        mid = frames[:, N_FFT // 2 - HOP // 2: N_FFT // 2 + HOP // 2]
+        peak = mid.abs().amax(1)
+        x = torch.fft.rfft(frames * hann_window(N_FFT))
+        p = (x * x.conj()).real  # [K, bins] power
+        bf = _band_filters()
+        band_power = p[:, : bf.shape[0]] @ bf
+        bands = 10.0 * torch.log10(torch.clamp(band_power, min=10 ** (BAND_FLOOR_DB / 10)))
+        nlow = max(3, int(LOW_BAND_HZ * N_FFT / SAMPLE_RATE))
+        low = 10.0 * torch.log10(torch.clamp(p[:, 1:nlow], min=1e-6))
+        prev_low = torch.full_like(low[:1], -60.0) if self.prev_low is None else self.prev_low
+        # flux on levels floored ONSET_RANGE_DB below each frame's loudest band: the splatter of a note's
+        # release (quiet, broadband) is not an onset
+        fb = torch.maximum(bands, bands.amax(1, keepdim=True) - ONSET_RANGE_DB)
+        onset = torch.relu(fb - torch.cat([self.prev_bands, fb[:-1]])).mean(1)
+        onset_low = torch.relu(low - torch.cat([prev_low, low[:-1]])).mean(1)
+        self.prev_bands, self.prev_low = fb[-1:], low[-1:]
+        timbre = bands @ torch.from_numpy(timbre_basis()).T
+        timbre[:, 0] = torch.clamp(10.0 * torch.log10(torch.clamp(band_power.sum(1), min=1e-12)), min=BAND_FLOOR_DB) + TIMBRE_OFFSET_DB
+        # frame level: Parseval over the rfft bins, divided by the window's energy -> mean square of the audio
+        wsum2 = float(hann_window(N_FFT).square().sum())
+        ms = (2.0 * p.sum(1) - p[:, 0] - p[:, -1]) / (N_FFT * wsum2)
+        level = torch.clamp(10.0 * torch.log10(torch.clamp(2.0 * ms, min=1e-12)), min=LOUDNESS_FLOOR_DB)
+        return (onset.numpy(), onset_low.numpy(), level.numpy(), _peak_chroma(p).numpy(),
+                timbre.numpy(), peak.numpy())
+
+
+def _peak_chroma(p: torch.Tensor) -> torch.Tensor:
+    """[K, 12] chroma: each spectral peak's power on the pitch class nearest its interpolated frequency."""
+    b0, b1 = _chroma_bins()
+    band = p[:, b0 - 1: b1 + 1]
+    mid = band[:, 1:-1]
+    floor = p.amax(1, keepdim=True) * 10 ** (-PEAK_REL_DB / 10)
+    is_peak = (mid > band[:, :-2]) & (mid >= band[:, 2:]) & (mid > floor) & (mid > 1e-9)
+    row, col = is_peak.nonzero(as_tuple=True)  # peaks are sparse: interpolate only there
+    a, b, c = (torch.log(torch.clamp(band[row, col + i], min=1e-20)) for i in range(3))
+    den = a - 2 * b + c
+    delta = torch.where(den.abs() > 1e-9, 0.5 * (a - c) / den, torch.zeros_like(den)).clamp(-0.5, 0.5)
+    freq = (col.float() + b0 + delta) * (SAMPLE_RATE / N_FFT)
+    pc = torch.remainder(torch.round(69.0 + 12.0 * torch.log2(freq / 440.0)), 12).long()
+    out = torch.zeros(p.shape[0] * 12)
+    return out.index_add_(0, row * 12 + pc, mid[row, col]).reshape(-1, 12)
+
+
+# ----------------------------------------------------------------------------------------------
+# beats, bars, tatums
+
+
+def track_beats(onset: np.ndarray, period: float, tightness: float = BEAT_TIGHTNESS) -> np.ndarray:
+    """Frame indices of beats: dynamic programming over the onset envelope at `period` frames (Ellis 2007).
+
+    Each frame's score is its (smoothed) onset strength plus the best predecessor's score, penalised
+    by tightness * log(interval / period)^2; the best path is read back from the last strong beat.
+    """
+    if period <= 1 or onset.size < 2 * period or not np.any(onset > 0):
+        return np.zeros(0, dtype=np.int64)
+    env = onset / (onset.std() + 1e-12)
+    w = np.arange(-int(period), int(period) + 1)
+    win = np.exp(-0.5 * (w * 32.0 / period) ** 2)
+    local = np.convolve(env, win, mode="same")
+    lo, hi = max(1, int(round(period / 2))), int(round(2 * period))
+    lags = np.arange(lo, hi + 1)
+    penalty = -tightness * np.log(lags / period) ** 2
+    n = local.size
+    score = local.copy()
+    back = np.full(n, -1, dtype=np.int64)
+    above = np.flatnonzero(local >= 0.01 * local.max())
+    start = max(lo, int(above[0]) if above.size else n)
+    # frames less than `lo` apart never depend on each other: fill the recursion `lo` frames at a time
+    for t0 in range(start, n, lo):
+        t = np.arange(t0, min(t0 + lo, n))
+        prev = t[:, None] - lags[None, :]
+        s = np.where(prev >= 0, score[np.maximum(prev, 0)] + penalty, -np.inf)
+        j = np.argmax(s, axis=1)
+        score[t] = local[t] + s[np.arange(t.size), j]
+        back[t] = prev[np.arange(t.size), j]
+    # end on the last local maximum of the cumulative score that is not weak
+    peaks = np.flatnonzero((score[1:-1] > score[:-2]) & (score[1:-1] >= score[2:])) + 1
+    if peaks.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    good = peaks[score[peaks] >= 0.5 * np.median(score[peaks])]
+    t = int(good[-1] if good.size else peaks[-1])
+    beats = [t]
+    while back[t] >= 0:
+        t = int(back[t])
+        beats.append(t)
+    beats = np.array(beats[::-1], dtype=np.int64)
+    # trim weak beats at either end (silence, fade tails): below half the RMS local score at beats
+    strong = local[beats] >= 0.5 * math.sqrt(float(np.mean(local[beats] ** 2)))
+    if strong.any():
+        a, b = np.flatnonzero(strong)[[0, -1]]
+        beats = beats[a: b + 1]
+    return beats
+
+
+def onset_rise(fine_db: np.ndarray) -> np.ndarray:
+    """Per fine block: its level minus the loudest of the 8 blocks before it (dB): where attacks start."""
+    pad = np.concatenate([np.full(8, -100.0, dtype=np.float32), fine_db])
+    before = np.lib.stride_tricks.sliding_window_view(pad, 8)[: fine_db.size].max(1)
+    return fine_db - before
+
+
+def refine_times(frames_idx: np.ndarray, rise: np.ndarray) -> np.ndarray:
+    """Seconds of onsets found at frames `frames_idx`, moved to the steepest energy rise within the frame's span.
+
+    A frame's flux fires when an attack enters its 46-ms window, so the frame time alone is off by up
+    to +/-23 ms; the 2.9-ms energy envelope pins the attack down when it rises by REFINE_MIN_RISE_DB.
+    """
+    t = frames_idx * (HOP / SAMPLE_RATE)
+    if rise.size == 0 or frames_idx.size == 0:
+        return t
+    span = HOP // FINE
+    centre = frames_idx * (HOP // FINE)
+    offs = np.arange(-span, span + 1)
+    j = np.clip(centre[:, None] + offs[None, :], 0, rise.size - 1)
+    r = rise[j]
+    best = np.argmax(r, axis=1)
+    ok = r[np.arange(best.size), best] >= REFINE_MIN_RISE_DB
+    return np.where(ok, j[np.arange(best.size), best] * (FINE / SAMPLE_RATE), t)
+
+
+def _norm_conf(x: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(x / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(x)
+
+
+def downbeat_phase(beat_frames: np.ndarray, fr: Frames, meter: int) -> tuple[int, np.ndarray]:
+    """Which beat of each `meter` group is the downbeat, and each beat's accent (z-score).
+
+    Accent = bass-band onset at the beat + chroma change across it: kicks, bass notes and chord
+    changes gather on the first beat of the bar.
+    """
+    n = beat_frames.size
+    if n == 0 or meter <= 1:
+        return 0, np.zeros(n)
+    T = fr.onset_low.size
+    lo = np.array([fr.onset_low[max(0, k - 1): min(T, k + 2)].max() for k in beat_frames])
+    cs = np.concatenate([np.zeros((1, 12)), np.cumsum(fr.chroma, axis=0, dtype=np.float64)])
+    edges = np.concatenate([beat_frames, [T]])
+    starts = np.concatenate([[0], beat_frames])
+    seg = cs[edges] - cs[starts]  # chroma of the span before each beat boundary, then the last span
+    seg /= np.linalg.norm(seg, axis=1, keepdims=True) + 1e-12
+    change = 1.0 - np.einsum("ij,ij->i", seg[:-1], seg[1:])
+
+    def z(v: np.ndarray) -> np.ndarray:
+        return (v - v.mean()) / (v.std() + 1e-9)
+
+    accent = z(lo) + 0.5 * z(change)
+    scores = [accent[p::meter].mean() if accent[p::meter].size else -np.inf for p in range(meter)]
+    return int(np.argmax(scores)), accent
+
+
+def tatum_division(beat_frames: np.ndarray, onset: np.ndarray) -> int:
+    """2 (eighths) unless onsets between beats sit at thirds clearly more than at halves, and are not faint (then 3)."""
+    if beat_frames.size < 4:
+        return 2
+    a, b = beat_frames[:-1].astype(np.float64), beat_frames[1:].astype(np.float64)
+
+    def at(frac: float) -> float:
+        return float(onset[np.clip(np.round(a + frac * (b - a)).astype(np.int64), 0, onset.size - 1)].mean())
+
+    half, thirds = at(0.5), 0.5 * (at(1 / 3) + at(2 / 3))
+    return 3 if thirds > 1.3 * half and thirds > 0.25 * at(0.0) else 2
+
+
+# ----------------------------------------------------------------------------------------------
+# segments, sections, fades
+
+
+def segment_starts(fr: Frames, rise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start seconds, confidence) of segments: onset peaks (librosa's picking rule), refined."""
+    o = fr.onset.astype(np.float64)
+    T = o.size
+    if T == 0:
+        return np.zeros(0), np.zeros(0)
+    scale = float(np.quantile(o, 0.99)) or float(o.max()) or 1.0
+    pre_max, post_max = int(math.ceil(SEG_PRE_MAX * FPS)), int(math.ceil(SEG_POST_MAX * FPS))
+    pre_avg, post_avg = int(math.ceil(SEG_PRE_AVG * FPS)), int(math.ceil(SEG_POST_AVG * FPS))
+    padded = np.pad(o, (pre_max, post_max), constant_values=-np.inf)
+    is_max = o >= np.lib.stride_tricks.sliding_window_view(padded, pre_max + post_max + 1).max(1)
+    cs = np.concatenate([[0.0], np.cumsum(o)])
+    i = np.arange(T)
+    a, b = np.maximum(0, i - pre_avg), np.minimum(T, i + post_avg + 1)
+    mean = (cs[b] - cs[a]) / (b - a)
+    lv = fr.level_db.astype(np.float64)
+    before = np.concatenate([[LOUDNESS_FLOOR_DB], lv[:-1]])
+    after = np.concatenate([lv[1:], [LOUDNESS_FLOOR_DB]])
+    # an onset adds sound: the level rises at it, or holds just after it; a note's release does neither
+    adds = (lv >= before + 1.0) | (after >= before - SEG_MAX_DROP_DB)
+    cand = np.flatnonzero(is_max & (o >= mean + SEG_DELTA * scale) & (o > 0) & adds)
+    wait = max(1, int(round(SEG_WAIT * FPS)))
+    keep, last = [], -wait
+    for k in cand:
+        if k - last >= wait:
+            keep.append(k)
+            last = k
+    ks = np.array(keep, dtype=np.int64)
+    return refine_times(ks, rise), _norm_conf(o[ks], scale)
+
+
+def novelty(fr: Frames) -> tuple[np.ndarray, float]:
+    """Foote novelty on blocks of chroma + timbre, and the block length (s).
+
+    With a separable (Gaussian-tapered) checkerboard kernel, correlating the self-similarity matrix
+    along its diagonal equals the squared distance between the weighted mean features before and
+    after each instant, so the matrix is never built: memory and time are linear in the song.
+    """
+    per = max(1, int(round(BLOCK_SECONDS * FPS)))
+    nb = fr.onset.size // per
+    if nb < 4:
+        return np.zeros(max(nb, 0)), per / FPS
+    ch = fr.chroma[: nb * per].reshape(nb, per, 12).sum(1).astype(np.float64)
+    ch /= np.linalg.norm(ch, axis=1, keepdims=True) + 1e-12
+    tb = fr.timbre[: nb * per].reshape(nb, per, TIMBRE_DIMS).mean(1).astype(np.float64)
+    tb = tb / (NOVELTY_TIMBRE_DB * math.sqrt(TIMBRE_DIMS))  # absolute units: a steady song stays steady
+    x = np.concatenate([ch, tb], axis=1)
+    K = max(1, int(round(KERNEL_SECONDS / (per / FPS))))
+    g = np.exp(-0.5 * (np.arange(K) / (K / 2.0)) ** 2)
+    past = np.zeros_like(x)
+    fut = np.zeros_like(x)
+    wp = np.zeros(nb)
+    wf = np.zeros(nb)
+    for i in range(min(K, nb)):  # past: blocks b-1-i; future: blocks b+i
+        past[i + 1:] += g[i] * x[: nb - i - 1]
+        wp[i + 1:] += g[i]
+        fut[: nb - i] += g[i] * x[i:]
+        wf[: nb - i] += g[i]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = past / np.maximum(wp, 1e-12)[:, None] - fut / np.maximum(wf, 1e-12)[:, None]
+    nov = np.where((wp > 0) & (wf > 0), (d ** 2).sum(1), 0.0)
+    return nov, per / FPS
+
+
+def section_bounds(nov: np.ndarray, block: float, duration: float) -> list[tuple[float, float]]:
+    """(time, confidence) of section boundaries: the strongest novelty peaks at least MIN_SECTION_SECONDS apart.
+
+    A peak must reach MIN_NOVELTY and SECTION_THRESHOLD of the highest novelty within
+    SECTION_CONTEXT_SECONDS (local, so one dramatic change does not hide the rest of a long song).
+    """
+    t = np.arange(nov.size) * block
+    nov = np.where((t >= MIN_SECTION_SECONDS / 2) & (duration - t >= MIN_SECTION_SECONDS / 2), nov, 0.0)  # half-empty kernels
+    if nov.size < 3 or nov.max() <= 0:
+        return []
+    w = int(round(SECTION_CONTEXT_SECONDS / block))
+    local = np.lib.stride_tricks.sliding_window_view(np.pad(nov, w), 2 * w + 1).max(1)
+    peaks = np.flatnonzero((nov[1:-1] > nov[:-2]) & (nov[1:-1] >= nov[2:])) + 1
+    peaks = peaks[(nov[peaks] >= MIN_NOVELTY) & (nov[peaks] >= SECTION_THRESHOLD * local[peaks])]
+    chosen: list[int] = []
+    for p in peaks[np.argsort(-nov[peaks])]:
+        if all(abs(p - c) * block >= MIN_SECTION_SECONDS for c in chosen):
+            chosen.append(int(p))
+    return [(p * block, float(nov[p] / local[p])) for p in sorted(chosen)]
+
+
+def _smoothed_level(level_db: np.ndarray, seconds: float) -> np.ndarray:
+    """Centred power mean of the frame levels over `seconds` (edges averaged over the frames present), dB."""
+    w = max(1, int(round(seconds * FPS)))
+    pw = 10 ** (level_db.astype(np.float64) / 10)
+    k = np.ones(w)
+    return 10 * np.log10(np.convolve(pw, k, mode="same") / np.convolve(np.ones_like(pw), k, mode="same") + 1e-12)
+
+
+def _fade_end(coarse: np.ndarray, fine: np.ndarray, silent: float, width: int) -> int:
+    """Frame where a fade-in ends (0 for none): where the running maximum stops rising.
+
+    On the envelope smoothed over a bar (`coarse`), the fade ends at the first frame after the first
+    sound whose running maximum gains less than FADE_RISE_DB over the look-ahead; the bar-long
+    smoothing keeps a bar's accent pattern from reading as a fade. That frame is then made precise on
+    the lightly smoothed envelope (`fine`): the first frame within FADE_RISE_DB of its loudest up to
+    half a bar later. A rise shorter than the smoothing (a bar) is not a fade: the first sound is returned.
+    """
+    sound = np.flatnonzero(coarse > silent)
+    if sound.size == 0:
+        return 0
+    s0 = int(sound[0])
+    run = np.maximum.accumulate(coarse[s0:])
+    L = max(1, int(round(FADE_LOOKAHEAD_SECONDS * FPS)))
+    ahead = run[np.minimum(np.arange(run.size) + L, run.size - 1)]
+    done = np.flatnonzero(ahead - run < FADE_RISE_DB)
+    c = s0 + int(done[0] if done.size else run.size - 1)
+    span = fine[: min(fine.size, c + width // 2 + 1)]
+    end = int(np.flatnonzero(span >= span.max() - FADE_RISE_DB)[0])
+    first = int(np.flatnonzero(fine > silent)[0]) if np.any(fine > silent) else s0
+    return end if end - first >= width else first  # shorter than a bar: accents, not a fade
+
+
+def fades(level_db: np.ndarray, duration: float, bar_seconds: float = 0.0) -> tuple[float, float]:
+    """(end_of_fade_in, start_of_fade_out) in seconds from the frame loudness envelope."""
+    if level_db.size == 0:
+        return 0.0, duration
+    width = max(FADE_SMOOTH_SECONDS, bar_seconds)
+    coarse = _smoothed_level(level_db, width)
+    fine = _smoothed_level(level_db, FADE_FINE_SECONDS)
+    silent = max(float(coarse.max()) - SILENCE_REL_DB, LOUDNESS_FLOOR_DB + 0.5)
+    w = int(round(width * FPS))
+    fin = _fade_end(coarse, fine, silent, w) / FPS
+    fout = (level_db.size - 1 - _fade_end(coarse[::-1], fine[::-1], silent, w)) / FPS
+    fin = min(max(0.0, fin), duration)
+    return fin, max(fin, min(duration, fout))
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole object
+
+
+@dataclass
+class Analysis:
+    """The audio-analysis dict and the per-frame features it was read from (for plotting)."""
+
+    result: dict
+    frames: Frames = field(repr=False)
+
+
+def _r(x: float, nd: int = 5) -> float:
+    return round(float(x), nd)
+
+
+def key_fit(chroma: np.ndarray, key: int, mode: int) -> float:
+    """Correlation of a chroma vector with the key profile `descriptors.estimate_key` uses for (key, mode)."""
+    prof = D.MAJOR_PROFILE if mode == 1 else D.MINOR_PROFILE
+    return float(np.corrcoef(chroma, np.roll(prof, key))[0, 1])
+
+
+def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.ndarray, track: dict) -> dict:
+    """Loudness (BS.1770, Spotify's dB scale as the track's), tempo and key of the span [a, b) seconds."""
+    sr = SAMPLE_RATE
+    sel = (ev["pos"] >= a * sr) & (ev["pos"] < b * sr)
+    loud = D.spotify_loudness(D.integrated_lufs(ev["kw"][sel], ev["pos"][sel] - a * sr, int((b - a) * sr), sr)) if sel.any() else LOUDNESS_FLOOR_DB
+    ka, kb = int(round(a * FPS)), max(int(round(a * FPS)) + 1, int(round(b * FPS)))
+    inside = beat_times[(beat_times >= a) & (beat_times < b)]
+    beat_tempo = 60.0 / float(np.median(np.diff(inside))) if inside.size >= 3 else track["tempo"]
+    tempo, tconf, alts, _, _ = D.estimate_tempo(fr.onset[ka:kb].astype(np.float64), FPS)
+    if tempo > 0 and beat_tempo > 0:  # the octave of this section's own estimate nearest its beats
+        tempo = min([tempo, tempo / 2, tempo * 2, *alts], key=lambda t: abs(math.log2(t / beat_tempo)))
+    else:
+        tempo, tconf = beat_tempo, 0.0
+    ch = fr.chroma[ka:kb].astype(np.float64)
+    voiced = ch.max(1) > 0
+    chroma = (ch[voiced] / ch[voiced].max(1, keepdims=True)).sum(0) if voiced.any() else np.zeros(12)
+    key, kconf, mode, mconf = D.estimate_key(chroma)
+    tk, tm = track["key"], track["mode"]
+    if key >= 0 and tk >= 0 and (key, mode) != (tk, tm) and key_fit(chroma, key, mode) - key_fit(chroma, tk, tm) < KEY_CHANGE_MARGIN:
+        key, mode = tk, tm  # not clearly another key: the song's (the two chroma estimators differ slightly)
+    return {"loudness": _r(loud, 3), "tempo": _r(tempo, 3), "tempo_confidence": _r(tconf, 3),
+            "key": int(key), "key_confidence": _r(kconf, 3), "mode": int(mode), "mode_confidence": _r(mconf, 3),
+            "time_signature": track["time_signature"], "time_signature_confidence": track["time_signature_confidence"]}
+
+
+def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
+    """{start, duration, confidence} records, rounded in bulk (per-value round() is slow on long songs)."""
+    cols = (np.round(start, 5).tolist(), np.round(end - start, 5).tolist(), np.round(np.clip(conf, 0, 1), 3).tolist())
+    return [{"start": s, "duration": d, "confidence": c} for s, d, c in zip(*cols)]
+
+
+def rhythm(fr: Frames, rise: np.ndarray, track: dict, duration: float) -> tuple[list, list, list, np.ndarray]:
+    """Beats at the track's tempo, bars by its time signature, tatums between beats; and the beat times."""
+    if track["tempo"] <= 0:
+        return [], [], [], np.zeros(0)
+    period = 60.0 * FPS / track["tempo"]
+    bf = track_beats(fr.onset.astype(np.float64), period)
+    if bf.size == 0:
+        return [], [], [], np.zeros(0)
+    bt = refine_times(bf, rise)
+    ends = np.concatenate([bt[1:], [min(duration, bt[-1] + period / FPS)]])
+    smooth = np.convolve(fr.onset, np.ones(3) / 3, mode="same")
+    scale = float(np.quantile(smooth, 0.99))
+    beats = _timed(bt, ends, _norm_conf(smooth[bf], scale))
+    meter = track["time_signature"]
+    phase, accent = downbeat_phase(bf, fr, meter)
+    spread = float(accent.std()) or 1.0
+    first = np.arange(phase, bf.size, meter)
+    last = np.minimum(first + meter, bf.size) - 1
+    others = np.array([accent[i + 1: j + 1].mean() if j > i else 0.0 for i, j in zip(first, last)])
+    bars = _timed(bt[first], ends[last], 0.5 + 0.25 * (accent[first] - others) / spread)
+    div = tatum_division(bf, fr.onset)
+    step = (ends - bt) / div
+    tstart = (bt[:, None] + step[:, None] * np.arange(div)[None, :]).reshape(-1)
+    tk = np.clip(np.round(tstart * FPS).astype(np.int64), 0, fr.onset.size - 1)
+    tatums = _timed(tstart, tstart + np.repeat(step, div), _norm_conf(smooth[tk], scale))
+    return beats, bars, tatums, bt
+
+
+def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]:
+    """Segments from the start of the song to its end, one per onset (plus a leading one from 0 if needed)."""
+    seg_t, seg_c = segment_starts(fr, rise)
+    if seg_t.size == 0 or seg_t[0] > SEG_WAIT:
+        seg_t, seg_c = np.concatenate([[0.0], seg_t]), np.concatenate([[0.0], seg_c])
+    seg_t[0] = 0.0
+    T = fr.onset.size
+    ka = np.minimum(T - 1, np.round(seg_t * FPS).astype(np.int64))
+    keep = np.concatenate([[True], ka[1:] > ka[:-1]])  # two onsets on one frame make one segment
+    seg_t, seg_c, ka = seg_t[keep], seg_c[keep], ka[keep]
+    kb = np.concatenate([ka[1:], [T]])
+    end = np.concatenate([seg_t[1:], [duration]])
+    n = np.maximum(kb - ka, 1)[:, None]
+    chroma = np.add.reduceat(fr.chroma.astype(np.float64), ka, axis=0)
+    top = chroma.max(1, keepdims=True)
+    pitches = np.where(top > 0, chroma / np.where(top > 0, top, 1.0), 1.0)  # no pitched peaks at all: flat
+    timbre = np.add.reduceat(fr.timbre.astype(np.float64), ka, axis=0) / n
+    lv = fr.level_db
+    imax = np.array([a + int(np.argmax(lv[a:b])) for a, b in zip(ka, kb)])
+    cols = {
+        "start": np.round(seg_t, 5).tolist(), "duration": np.round(end - seg_t, 5).tolist(),
+        "confidence": np.round(seg_c, 3).tolist(), "loudness_start": np.round(lv[ka], 3).tolist(),
+        "loudness_max": np.round(lv[imax], 3).tolist(),
+        "loudness_max_time": np.round(np.clip(imax / FPS - seg_t, 0.0, end - seg_t), 5).tolist(),
+        "loudness_end": np.round(lv[np.minimum(kb, T - 1)], 3).tolist(),
+        "pitches": np.round(pitches, 3).tolist(), "timbre": np.round(timbre, 3).tolist(),
+    }
+    return [dict(zip(cols, v)) for v in zip(*cols.values())]
+
+
+def analyse(path: str | Path) -> Analysis:
+    """Stream `path` once and build Spotify's AudioAnalysisObject; raises SongfeatError for unusable audio."""
+    from . import features
+
+    t_start = time.perf_counter()
+    info = audio_info(path)
+    evidence: list[D.WindowEvidence] = []
+    stream = FrameStream()
+    for w in iter_windows(path):
+        evidence.append(D.window_evidence(w, SAMPLE_RATE))
+        stream.push(w)
+    check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
+    desc = D.combine(evidence)
+    fr = stream.finish()
+    n = fr.n_samples
+    duration = n / SAMPLE_RATE
+    offsets = np.cumsum([0] + [e.n_samples for e in evidence[:-1]])
+    ev = {"kw": np.concatenate([e.kw_energy for e in evidence]),
+          "pos": np.concatenate([o + D.HOP * np.arange(e.kw_energy.size) for o, e in zip(offsets, evidence)]).astype(np.float64)}
+    del evidence
+
+    d = desc.to_dict()
+    bar = 60.0 / d["tempo"] * d["time_signature"] if d["tempo"] > 0 else 0.0
+    fin, fout = fades(fr.level_db, duration, bar)
+    track = {
+        "num_samples": int(n), "duration": _r(duration), "sample_md5": "",
+        "offset_seconds": 0, "window_seconds": 0, "analysis_sample_rate": SAMPLE_RATE, "analysis_channels": 1,
+        "end_of_fade_in": _r(fin, 3), "start_of_fade_out": _r(fout, 3),
+        "loudness": round(features.clip_value("loudness", d["loudness"]), 3),
+        "tempo": round(features.clip_value("tempo", d["tempo"]), 3), "tempo_confidence": _r(d["tempo_confidence"], 3),
+        "time_signature": int(features.clip_value("time_signature", d["time_signature"])),
+        "time_signature_confidence": _r(d["time_signature_confidence"], 3),
+        "key": int(features.clip_value("key", d["key"])), "key_confidence": _r(d["key_confidence"], 3),
+        "mode": int(features.clip_value("mode", d["mode"])), "mode_confidence": _r(d["mode_confidence"], 3),
+        "codestring": "", "code_version": 0.0, "echoprintstring": "", "echoprint_version": 0.0,
+        "synchstring": "", "synch_version": 0.0, "rhythmstring": "", "rhythm_version": 0.0,
+    }
+    rise = onset_rise(fr.fine_db)
+    beats, bars, tatums, beat_times = rhythm(fr, rise, track, duration)
+    nov, block = novelty(fr)
+    starts = [(0.0, 1.0)] + section_bounds(nov, block, duration)
+    sections = []
+    for i, (a, c) in enumerate(starts):
+        b = starts[i + 1][0] if i + 1 < len(starts) else duration
+        sections.append({"start": _r(a), "duration": _r(b - a), "confidence": _r(c, 3), **_section_values(a, b, fr, ev, beat_times, track)})
+    segments = segment_records(fr, rise, duration)
+
+    meta = {"analyzer_version": ANALYZER_VERSION, "platform": platform.system(), "detailed_status": "OK",
+            "status_code": 0, "timestamp": int(time.time()), "analysis_time": _r(time.perf_counter() - t_start),
+            "input_process": f"{info.decoder} {info.channels}ch {info.sample_rate} Hz -> mono {SAMPLE_RATE} Hz"}
+    result = {"meta": meta, "track": track, "bars": bars, "beats": beats, "tatums": tatums,
+              "sections": sections, "segments": segments}
+    return Analysis(result, fr)
+
+
+def audio_analysis(path: str | Path) -> dict:
+    """Spotify's AudioAnalysisObject for an audio file: meta, track, bars, beats, tatums, sections, segments."""
+    return analyse(path).result

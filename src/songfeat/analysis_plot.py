@@ -1,0 +1,86 @@
+"""A picture of an audio analysis: waveform and loudness, beat/bar ticks, section bands, segment pitch/timbre strips.
+
+matplotlib (Agg) is imported only here, so the analysis itself never pays for it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .analysis import Analysis
+
+PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+SECTION_COLOURS = ("#dbe9f6", "#fde5c8", "#dcefd9", "#f2dcef", "#f6f3c8", "#d9eef0")
+
+
+def _edges(items: list[dict], duration: float) -> np.ndarray:
+    starts = np.array([x["start"] for x in items], dtype=np.float64)
+    return np.concatenate([starts, [duration]])
+
+
+def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) -> Path:
+    """Draw `analysis` into a PNG at `path` (written atomically) and return the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r, fr = analysis.result, analysis.frames
+    tr = r["track"]
+    dur = float(tr["duration"])
+    t = fr.times
+    fig, axes = plt.subplots(3, 1, figsize=(12, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1.3, 1.3]})
+    ax, axp, axt = axes
+
+    # sections as coloured bands, waveform envelope, loudness, beats and bars
+    for i, s in enumerate(r["sections"]):
+        for a in axes:
+            a.axvspan(s["start"], s["start"] + s["duration"], color=SECTION_COLOURS[i % len(SECTION_COLOURS)], zorder=0, lw=0)
+        key = "no key" if s["key"] < 0 else f"{PITCH_NAMES[s['key']]} {'maj' if s['mode'] == 1 else 'min'}"
+        ax.text(s["start"] + 0.15, 0.98, f"section {i + 1}: {key}, {s['tempo']:.0f} BPM, {s['loudness']:.1f} dB", fontsize=7,
+                va="top", ha="left", transform=ax.get_xaxis_transform(), zorder=5,
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1})
+    ax.fill_between(t, -fr.peak, fr.peak, color="#8c8c8c", lw=0, zorder=2)
+    ax.set_ylim(-1.05, 1.25)
+    ax.set_ylabel("waveform")
+    for b in r["beats"]:
+        ax.axvline(b["start"], ymin=0.0, ymax=0.06, color="#d62728", lw=0.6, zorder=3)
+    for b in r["bars"]:
+        ax.axvline(b["start"], ymin=0.0, ymax=0.14, color="#1f3b99", lw=1.4, zorder=3)
+    lax = ax.twinx()
+    lax.plot(t, fr.level_db, color="#e06000", lw=0.7, zorder=4)
+    lax.set_ylim(-62, 2)
+    lax.set_ylabel("loudness (dBFS)", color="#e06000")
+    for x in (tr["end_of_fade_in"], tr["start_of_fade_out"]):
+        ax.axvline(x, color="#2ca02c", ls="--", lw=1, zorder=3)
+    ax.set_title(title or "audio analysis", fontsize=10, loc="left")
+    ax.text(1.0, 1.02, f"{tr['tempo']:.1f} BPM · {tr['time_signature']}/4 · "
+            f"{'no key' if tr['key'] < 0 else PITCH_NAMES[tr['key']] + (' major' if tr['mode'] == 1 else ' minor')} · "
+            f"{tr['loudness']:.1f} dB · {len(r['bars'])} bars, {len(r['beats'])} beats, {len(r['segments'])} segments",
+            fontsize=8, ha="right", transform=ax.transAxes)
+
+    # segment strips: pitches as they are (0..1), timbre with each dimension scaled to its spread
+    segs = r["segments"]
+    if segs:
+        edges = _edges(segs, dur)
+        pitches = np.array([s["pitches"] for s in segs]).T
+        axp.pcolormesh(edges, np.arange(13), pitches, cmap="magma", vmin=0, vmax=1, shading="flat")
+        timbre = np.array([s["timbre"] for s in segs]).T
+        z = (timbre - timbre.mean(1, keepdims=True)) / (timbre.std(1, keepdims=True) + 1e-9)
+        axt.pcolormesh(edges, np.arange(13), z, cmap="coolwarm", vmin=-2.5, vmax=2.5, shading="flat")
+    axp.set_yticks(np.arange(12) + 0.5, PITCH_NAMES, fontsize=6)
+    axp.set_ylabel("pitches")
+    axt.set_yticks(np.arange(12) + 0.5, [str(i + 1) for i in range(12)], fontsize=6)
+    axt.set_ylabel("timbre")
+    axt.set_xlabel("seconds (red ticks: beats, blue: bars, green dashes: fade-in end / fade-out start)")
+    axt.set_xlim(0, dur)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,258 @@
+"""Audio analysis (Spotify's audio-analysis shape) on generated signals with known answers, and its schema."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from songfeat import synth
+from songfeat.analysis import audio_analysis
+
+SR = 44100
+
+
+def _write(tmp_path: Path, name: str, y: np.ndarray) -> Path:
+    p = tmp_path / f"{name}.wav"
+    sf.write(p, y, SR, subtype="FLOAT")
+    return p
+
+
+def _starts(items: list[dict]) -> np.ndarray:
+    return np.array([x["start"] for x in items])
+
+
+# --- beats and bars -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bpm, seconds", [(100.0, 40.0), (128.0, 20.0)])  # 40 s crosses the 30-s window seam
+def test_click_track_beats_within_20ms_and_bars_on_the_accent(tmp_path: Path, bpm: float, seconds: float) -> None:
+    r = audio_analysis(_write(tmp_path, "clicks", synth.click_track(bpm, seconds, accent_every=4)))
+    period = 60.0 / bpm
+    clicks = np.arange(0.0, seconds - 0.05, period)
+    beats = _starts(r["beats"])
+    err = np.abs(beats[:, None] - clicks[None, :]).min(0)
+    assert np.all(err[1:-1] <= 0.020), err.max()  # every click but possibly the first/last has its beat
+    assert abs(beats.size - clicks.size) <= 1
+    assert r["track"]["time_signature"] == 4
+    bars = _starts(r["bars"])
+    accents = clicks[::4]
+    assert bars.size >= accents.size - 1
+    assert np.all(np.abs(bars[:, None] - accents[None, :]).min(1) <= 0.020)
+    # tatums subdivide each beat (two per beat here), and every duration is the gap to the next start
+    tat = _starts(r["tatums"])
+    assert tat.size == 2 * beats.size
+    for items in (r["beats"], r["tatums"], r["bars"]):
+        s = _starts(items)
+        assert np.all(np.diff(s) > 0)
+        d = np.array([x["duration"] for x in items])
+        assert np.allclose(s[:-1] + d[:-1], s[1:], atol=1e-4)
+
+
+def test_frame_features_have_no_seams_between_streamed_blocks() -> None:
+    from songfeat.analysis import FrameStream
+
+    y = synth.drum_pattern(120.0, synth.ROCK[0], 7.0) + 0.1 * synth.chord_progression(4, 1, 7.0)
+    whole = FrameStream()
+    whole.push(y)
+    a = whole.finish()
+    parts = FrameStream()
+    for chunk in np.split(y, [1000, 1001, 44100, 100_000, 250_001]):  # odd sizes, one of a single sample
+        parts.push(chunk)
+    b = parts.finish()
+    assert a.onset.size == b.onset.size == 1 + (y.size - 1) // 1024
+    for name in ("onset", "onset_low", "level_db", "chroma", "timbre", "peak"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-3, atol=1e-3, err_msg=name)
+    np.testing.assert_allclose(a.fine_db, b.fine_db, atol=1e-3)
+
+
+# --- sections -------------------------------------------------------------------------------------
+
+
+def test_concatenated_clips_give_section_boundaries_at_the_joins(tmp_path: Path) -> None:
+    parts = [
+        synth.chord_progression(0, 1, 12.0),  # sustained chords in C major
+        synth.drum_pattern(110.0, synth.ROCK[0], 12.0),  # drums only
+        synth.scale(6, 0, 12.0),  # an F# minor scale over a drone
+    ]
+    y = np.concatenate(parts)
+    r = audio_analysis(_write(tmp_path, "joined", y))
+    joins = np.array([12.0, 24.0])
+    starts = _starts(r["sections"])
+    assert starts[0] == 0.0
+    assert starts.size == 3, starts
+    assert np.all(np.abs(starts[1:] - joins) <= 1.0), starts
+    assert (r["sections"][0]["key"], r["sections"][0]["mode"]) == (0, 1)  # the C major part
+    assert (r["sections"][2]["key"], r["sections"][2]["mode"]) == (6, 0)  # the F# minor part
+    total = sum(s["duration"] for s in r["sections"])
+    assert total == pytest.approx(r["track"]["duration"], abs=1e-3)
+
+
+def test_steady_audio_is_one_section(tmp_path: Path) -> None:
+    r = audio_analysis(_write(tmp_path, "steady", synth.drum_pattern(120.0, synth.ROCK[0], 30.0)))
+    assert len(r["sections"]) == 1
+
+
+# --- segments -------------------------------------------------------------------------------------
+
+
+def _note(midi: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    f = 440.0 * 2 ** ((midi - 69) / 12)
+    y = sum(np.sin(2 * np.pi * k * f * t) / k for k in range(1, 6)) * np.exp(-3 * t)
+    ramp = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.005)
+    return 0.3 * y * ramp
+
+
+def test_isolated_notes_give_one_segment_each_with_their_pitch_class(tmp_path: Path) -> None:
+    midis = [60, 64, 67, 62, 69, 71, 53, 78]  # C E G D A B F F#
+    note_s, gap_s, lead = 0.4, 0.35, 0.5
+    y = np.zeros(int((lead + len(midis) * (note_s + gap_s) + 0.5) * SR))
+    onsets = []
+    for i, m in enumerate(midis):
+        t0 = lead + i * (note_s + gap_s)
+        n = _note(m, note_s)
+        y[int(t0 * SR): int(t0 * SR) + n.size] += n
+        onsets.append(t0)
+    r = audio_analysis(_write(tmp_path, "notes", y.astype(np.float32)))
+    segs = r["segments"]
+    starts = _starts(segs)
+    for m, t0 in zip(midis, onsets):
+        near = np.flatnonzero(np.abs(starts - t0) <= 0.03)
+        assert near.size == 1, (t0, starts)
+        inside = np.flatnonzero((starts > t0 + 0.03) & (starts < t0 + note_s))
+        assert inside.size == 0, (t0, starts[inside])
+        pitches = segs[int(near[0])]["pitches"]
+        assert pitches[m % 12] == 1.0, (m % 12, pitches)
+    assert len(segs) == len(midis) + 1  # plus the leading silence from 0.0
+
+
+# --- fades ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["chords", "drums"])
+def test_fades_found_within_half_a_second(tmp_path: Path, kind: str) -> None:
+    seconds, fade_in, fade_out = 24.0, 3.0, 4.0
+    y = (synth.chord_progression(9, 0, seconds) if kind == "chords" else synth.drum_pattern(120.0, synth.ROCK[0], seconds)).astype(np.float64)
+    t = np.arange(y.size) / SR
+    gain = np.clip(t / fade_in, 0, 1) * np.clip((seconds - t) / fade_out, 0, 1)
+    r = audio_analysis(_write(tmp_path, "fades", (y * gain).astype(np.float32)))
+    assert r["track"]["end_of_fade_in"] == pytest.approx(fade_in, abs=0.5)
+    assert r["track"]["start_of_fade_out"] == pytest.approx(seconds - fade_out, abs=0.5)
+    plain = audio_analysis(_write(tmp_path, "plain", y.astype(np.float32)))
+    assert plain["track"]["end_of_fade_in"] <= 0.5
+    assert plain["track"]["start_of_fade_out"] >= seconds - 0.5
+
+
+# --- schema and agreement with analyze ------------------------------------------------------------
+
+TIMED = {"start": float, "duration": float, "confidence": float}
+SECTION = {**TIMED, "loudness": float, "tempo": float, "tempo_confidence": float, "key": int, "key_confidence": float,
+           "mode": int, "mode_confidence": float, "time_signature": int, "time_signature_confidence": float}
+SEGMENT = {**TIMED, "loudness_start": float, "loudness_max": float, "loudness_max_time": float, "loudness_end": float,
+           "pitches": list, "timbre": list}
+TRACK = {"num_samples": int, "duration": float, "sample_md5": str, "offset_seconds": int, "window_seconds": int,
+         "analysis_sample_rate": int, "analysis_channels": int, "end_of_fade_in": float, "start_of_fade_out": float,
+         "loudness": float, "tempo": float, "tempo_confidence": float, "time_signature": int,
+         "time_signature_confidence": float, "key": int, "key_confidence": float, "mode": int, "mode_confidence": float,
+         "codestring": str, "code_version": float, "echoprintstring": str, "echoprint_version": float,
+         "synchstring": str, "synch_version": float, "rhythmstring": str, "rhythm_version": float}
+META = {"analyzer_version": str, "platform": str, "detailed_status": str, "status_code": int, "timestamp": int,
+        "analysis_time": float, "input_process": str}
+
+
+def _check(obj: dict, schema: dict, where: str) -> None:
+    assert set(obj) == set(schema), (where, set(obj) ^ set(schema))
+    for k, t in schema.items():
+        v = obj[k]
+        assert isinstance(v, t) and not isinstance(v, bool), (where, k, v)
+        if t is float:
+            assert math.isfinite(v), (where, k, v)
+
+
+@pytest.fixture(scope="module")
+def example_result(example_clip: Path) -> dict:
+    return audio_analysis(example_clip)
+
+
+def test_schema_every_field_type_and_range(example_result: dict) -> None:
+    r = json.loads(json.dumps(example_result))  # plain JSON, round-trips
+    assert list(r) == ["meta", "track", "bars", "beats", "tatums", "sections", "segments"]
+    _check(r["meta"], META, "meta")
+    _check(r["track"], TRACK, "track")
+    tr = r["track"]
+    dur = tr["duration"]
+    assert tr["num_samples"] == round(dur * tr["analysis_sample_rate"])
+    assert 0 <= tr["end_of_fade_in"] <= tr["start_of_fade_out"] <= dur
+    assert -60 <= tr["loudness"] <= 0 and 0 <= tr["tempo"] <= 300 and -1 <= tr["key"] <= 11 and tr["mode"] in (0, 1)
+    assert 3 <= tr["time_signature"] <= 7
+    assert tr["sample_md5"] == "" and tr["codestring"] == ""  # as Spotify: always empty
+    for name, schema in (("bars", TIMED), ("beats", TIMED), ("tatums", TIMED), ("sections", SECTION), ("segments", SEGMENT)):
+        items = r[name]
+        assert items, name
+        for x in items:
+            _check(x, schema, name)
+            assert 0 <= x["start"] < dur and x["duration"] > 0 and x["start"] + x["duration"] <= dur + 1e-3
+            assert 0 <= x["confidence"] <= 1
+        assert np.all(np.diff(_starts(items)) > 0), name
+    assert len(r["tatums"]) >= len(r["beats"]) > len(r["bars"]) > 0
+    for s in r["sections"]:
+        assert -60 <= s["loudness"] <= 0 and -1 <= s["key"] <= 11 and s["mode"] in (0, 1)
+        assert all(0 <= s[k] <= 1 for k in ("tempo_confidence", "key_confidence", "mode_confidence", "time_signature_confidence"))
+    assert r["sections"][0]["start"] == 0.0 and r["segments"][0]["start"] == 0.0
+    assert sum(s["duration"] for s in r["segments"]) == pytest.approx(dur, abs=1e-3)  # segments tile the track
+    for s in r["segments"]:
+        assert len(s["pitches"]) == 12 and len(s["timbre"]) == 12
+        assert all(0 <= p <= 1 for p in s["pitches"]) and max(s["pitches"]) == 1.0
+        assert -60 <= s["loudness_start"] <= 0 and -60 <= s["loudness_max"] <= 0 and -60 <= s["loudness_end"] <= 0
+        assert s["loudness_max"] >= s["loudness_start"]
+        assert 0 <= s["loudness_max_time"] <= s["duration"] + 1e-3
+        assert 0 <= s["timbre"][0] <= 100  # loudness-like: mean band level above -80 dB
+
+
+def test_track_level_values_agree_with_analyze(example_clip: Path, example_result: dict) -> None:
+    import songfeat
+
+    f = songfeat.analyze(example_clip)
+    tr = example_result["track"]
+    for k in ("tempo", "tempo_confidence", "key", "key_confidence", "mode", "mode_confidence", "loudness",
+              "time_signature", "time_signature_confidence"):
+        assert tr[k] == f[k], k
+    assert round(tr["duration"] * 1000) == f["duration_ms"]
+
+
+def test_louder_audio_has_higher_first_timbre_dimension(tmp_path: Path) -> None:
+    y = synth.chord_progression(2, 1, 8.0)
+    loud = audio_analysis(_write(tmp_path, "loud", y))
+    soft = audio_analysis(_write(tmp_path, "soft", (y * 0.1).astype(np.float32)))
+    t_loud = np.mean([s["timbre"][0] for s in loud["segments"]])
+    t_soft = np.mean([s["timbre"][0] for s in soft["segments"]])
+    assert t_loud - t_soft == pytest.approx(20.0, abs=2.0)  # 20 dB quieter reads 20 lower
+    assert np.mean([s["loudness_max"] for s in loud["segments"]]) > np.mean([s["loudness_max"] for s in soft["segments"]]) + 15
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def test_cli_writes_json_and_plot(tmp_path: Path, example_clip: Path) -> None:
+    out, png = tmp_path / "a.json", tmp_path / "a.png"
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analysis", str(example_clip), "--output", str(out), "--plot", str(png)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    assert set(r) == {"meta", "track", "bars", "beats", "tatums", "sections", "segments"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bad_file_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"  # (an .mp3 of junk also makes libmpg123 print resync notes on stderr)
+    bad.write_bytes(b"not audio at all" * 100)
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analysis", str(bad)], capture_output=True, text=True)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in p.stderr

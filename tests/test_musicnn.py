@@ -1,0 +1,193 @@
+"""musicnn in torch against the original TF graph, and songfeat's front-end against musicnn's (librosa) recipe.
+
+The references in tests/fixtures/musicnn/reference.npz were recorded once from the wheel's own TF graph
+by scripts/record_musicnn_reference.py (variables restored by name, none left uninitialised). No
+TensorFlow is needed here.
+
+Tolerances (also in docs/musicnn.md):
+  * model, same input patches: tag probabilities within 1e-5 absolute; penultimate within 1e-4
+    absolute (values within ±7); pooled within 1e-3 absolute + 1e-5 relative (values up to ~130, summed
+    through three residual layers). Measured worst cases: 1.5e-6 (tags), 1.2e-5 (penultimate),
+    3.1e-4 (pooled, on a value near 100; 1.3e-4 on one near 2.7).
+  * front-end, same decoded samples: log-mel (values 0..~5) within 1e-4 absolute everywhere and 2e-6
+    on average. Measured worst: 2.3e-5 max, 5.7e-7 mean.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from songfeat import tagger
+from songfeat.errors import SongfeatError
+from songfeat.musicnn_frontend import log_compress, slaney_mel_filterbank
+from songfeat.models.musicnn import load_musicnn, tf_variable_map
+
+FIX = Path(__file__).parent / "fixtures" / "musicnn"
+REF = np.load(FIX / "reference.npz")
+CLIPS = sorted({k.rsplit("_msd_tags", 1)[0] for k in REF.files if k.endswith("_msd_tags")})
+AUDIO = sorted({k.rsplit("_mel", 1)[0] for k in REF.files if k.endswith("_mel")})
+TAGS_ATOL = 1e-5
+PEN_ATOL = 1e-4
+POOL_ATOL, POOL_RTOL = 1e-3, 1e-5
+MEL_MAX_ATOL, MEL_MEAN_ATOL = 1e-4, 2e-6
+
+
+def ref_patches(clip: str) -> np.ndarray:
+    """The patches TF saw: stored as such for the mp3, else cut from the reference log-mel."""
+    if f"{clip}_patches" in REF.files:
+        return REF[f"{clip}_patches"]
+    mel = REF[f"{clip}_mel"]
+    return np.stack([mel[s:s + 187] for s in REF[f"{clip}_starts"]])
+
+
+@pytest.fixture(scope="module")
+def torch_out() -> dict[str, dict[str, np.ndarray]]:
+    return {c: tagger.run_patches(ref_patches(c)) for c in CLIPS}
+
+
+def test_fixture_covers_the_clips():
+    assert set(CLIPS) == {"fma_000002", "generated", "arovane_beat", "css10_es"}
+    assert set(AUDIO) == {"generated", "arovane_beat", "css10_es"}
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+@pytest.mark.parametrize("model", tagger.MODELS)
+def test_torch_matches_tf_graph(torch_out, clip, model):
+    out = torch_out[clip]
+    np.testing.assert_allclose(out[f"{model}_tags"], REF[f"{clip}_{model}_tags"], rtol=0, atol=TAGS_ATOL)
+    np.testing.assert_allclose(out[f"{model}_penultimate"], REF[f"{clip}_{model}_penultimate"], rtol=0, atol=PEN_ATOL)
+    pooled = np.concatenate([REF[f"{clip}_{model}_mean_pool"], REF[f"{clip}_{model}_max_pool"]], axis=1)
+    np.testing.assert_allclose(out[f"{model}_pooled"], pooled, rtol=POOL_RTOL, atol=POOL_ATOL)
+
+
+def test_reference_clips_get_different_tags():
+    """The float16 trap gave every clip the same tags; the references themselves must not."""
+    means = np.stack([REF[f"{c}_msd_tags"].mean(0) for c in CLIPS])
+    assert np.abs(means[:, None] - means[None]).max(axis=2)[np.triu_indices(len(CLIPS), 1)].min() > 0.05
+
+
+@pytest.mark.parametrize("clip", AUDIO)
+def test_frontend_matches_musicnn_recipe(clip):
+    sf = pytest.importorskip("soundfile")
+    y, sr = sf.read(str(FIX / f"{clip}.flac"), dtype="float32")
+    mel = tagger.log_mel(tagger.resample(y, sr))
+    ref = REF[f"{clip}_mel"]
+    assert mel.shape == ref.shape
+    err = np.abs(mel - ref)
+    assert err.max() < MEL_MAX_ATOL and err.mean() < MEL_MEAN_ATOL, (err.max(), err.mean())
+
+
+def test_slaney_filterbank_is_librosas_default():
+    import librosa
+
+    ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=96)
+    np.testing.assert_allclose(slaney_mel_filterbank(16000, 512, 96).numpy(), ref, rtol=1e-5, atol=1e-8)
+
+
+def test_log_compress_stays_float32():
+    """10000·x overflows float16 beyond x = 6.55; musicnn mel powers reach the thousands."""
+    x = torch.tensor([0.0, 1e-6, 7.0, 5000.0])
+    np.testing.assert_allclose(log_compress(x).numpy(), np.log10(1e4 * x.double().numpy() + 1), rtol=1e-6)
+    assert torch.isfinite(log_compress(x.half())).all()
+
+
+def test_describe_shapes_and_patch_budget():
+    sr = 44100
+    y = np.random.default_rng(0).standard_normal(30 * sr).astype(np.float32) * 0.1
+    patches = tagger.mel_patches(y, sr)
+    assert patches.shape == (10, 187, 96)
+    d = tagger.describe(y, sr)
+    assert {k: v.shape for k, v in d.items()} == {k: (n,) for k, n in tagger.OUTPUTS}
+    assert all(v.dtype == np.float32 and np.all(np.isfinite(v)) for v in d.values())
+    assert tagger.vector(d).shape == (tagger.VECTOR_SIZE,)
+    np.testing.assert_array_equal(tagger.vector(d)[tagger.layout()["mtt_tags"]], d["mtt_tags"])
+    assert tagger.mel_patches(y, sr, max_patches=3).shape[0] == 3
+
+
+def test_patches_spread_over_the_window():
+    starts = tagger.patch_starts(3000, 10)
+    assert len(starts) == 10 and starts[0] == 0 and starts[-1] == 3000 - 187
+    assert np.all(np.diff(starts) >= 187)  # no overlap when there is room
+    assert tagger.patch_starts(200, 10).tolist() == [0]
+
+
+def test_short_clip_is_tiled_not_padded():
+    sr = 16000
+    y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)).astype(np.float32)  # 1 s
+    p = tagger.mel_patches(y, sr)
+    assert p.shape == (1, 187, 96)
+    spec = tagger.log_mel(y)
+    np.testing.assert_array_equal(p[0, spec.shape[0]:2 * spec.shape[0]], spec)  # repeated, no silent frames
+    assert tagger.describe(y, sr)["msd_tags"].shape == (50,)
+
+
+def test_describe_batch_equals_describe():
+    sr = 22050
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (4 * sr, 7 * sr))
+    both = tagger.describe_batch([a, b], sr)
+    for w, d in zip((a, b), both):
+        one = tagger.describe(w, sr)
+        for k in d:
+            np.testing.assert_allclose(d[k], one[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad,sr", [(np.zeros(0, np.float32), 16000), (np.zeros((2, 100), np.float32), 16000),
+                                    (np.array([np.nan] * 1000, np.float32), 16000), (np.ones(1000, np.float32), 0),
+                                    (np.ones(1000, np.float32), 44100.5)])
+def test_bad_windows_are_refused(bad, sr):
+    with pytest.raises(ValueError):
+        tagger.describe(bad, sr)
+
+
+@pytest.mark.parametrize("model,file", [("msd", "MSD_musicnn"), ("mtt", "MTT_musicnn")])
+def test_tag_names_are_the_weights_own(model, file):
+    """The conversion wrote the wheel's label list into each file; our hard-coded names must be that list."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(tagger.WEIGHTS_DIR / f"{file}.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["tags"]) == list(tagger.TAGS[model]) and len(tagger.TAGS[model]) == 50
+    assert "ISC" in meta["licence"] and meta["source"].startswith("musicnn-0.1.0-py3-none-any.whl")
+
+
+def test_loader_refuses_missing_or_unexpected_variables(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src = tagger.WEIGHTS_DIR / "MSD_musicnn.safetensors"
+    tensors = load_file(str(src))
+    assert set(tensors) == set(tf_variable_map().values())
+    missing = dict(tensors)
+    missing.pop("conv2d_3/kernel")
+    save_file(missing, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(SongfeatError, match="missing.*conv2d_3/kernel"):
+        load_musicnn(tmp_path / "missing.safetensors")
+    extra = {**tensors, "conv2d_8/kernel": torch.zeros(3)}
+    save_file(extra, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(SongfeatError, match="unexpected.*conv2d_8/kernel"):
+        load_musicnn(tmp_path / "extra.safetensors")
+    bad = {**tensors, "dense/bias": torch.zeros(7)}
+    save_file(bad, str(tmp_path / "shape.safetensors"))
+    with pytest.raises(SongfeatError, match="dense/bias"):
+        load_musicnn(tmp_path / "shape.safetensors")
+    with pytest.raises(SongfeatError, match="missing"):
+        load_musicnn(tmp_path / "absent.safetensors")
+
+
+def test_tags_command_prints_top_tags_and_names_bad_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    res = CliRunner().invoke(app, ["tags", str(FIX / "arovane_beat.flac"), "--top", "3"])
+    assert res.exit_code == 0, res.output
+    assert "MSD: electronic" in res.output and res.output.count(",") == 4  # 3 tags per model line
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio")
+    res = CliRunner().invoke(app, ["tags", str(bad)])
+    assert res.exit_code == 1 and "bad.mp3" in res.output and "Traceback" not in res.output
