@@ -176,8 +176,6 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         raise typer.Exit(1)
 
 
-
-
 @app.command("tags")
 def tags_cmd(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
