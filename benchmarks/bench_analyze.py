@@ -47,6 +47,16 @@ def generated_clips(folder: Path, n: int) -> list[Path]:
     return out
 
 
+def bench_files(audio: Path | None, n: int, tmp: Path) -> tuple[list[Path], str]:
+    """The first n mp3s of `audio` (default: the dev previews when present), else n generated clips in tmp; and a label."""
+    src = audio or (PREVIEWS if PREVIEWS.is_dir() else None)
+    if src is not None:
+        files = sorted(src.glob("*.mp3"))[:n]
+        return files, f"{len(files)} clips from {src}"
+    files = generated_clips(tmp, n)
+    return files, f"{len(files)} generated 30-s mp3 clips"
+
+
 def timed(cmd: list[str], repeat: int) -> float:
     """Median wall time of a whole process over `repeat` runs; fails loudly if the process fails."""
     times = []
@@ -120,13 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="songfeat-bench-"))
     try:
-        src = args.audio or (PREVIEWS if PREVIEWS.is_dir() else None)
-        if src is not None:
-            files = sorted(src.glob("*.mp3"))[: args.files]
-            label = f"{len(files)} clips from {src}"
-        else:
-            files = generated_clips(tmp, args.files)
-            label = f"{len(files)} generated 30-s mp3 clips"
+        files, label = bench_files(args.audio, args.files, tmp)
         folder = tmp / "clips"
         folder.mkdir()
         for f in files:

@@ -46,7 +46,7 @@ def _report(out, verbose: bool, say) -> None:
 def analyze(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
-    fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl or csv."),
+    fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
@@ -54,17 +54,27 @@ def analyze(
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
+    engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="ray: tracks per actor call (fewer when a part has few tracks per actor)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="ray: tracks per committed part; default 1000 per cluster CPU."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
+    if engine == "ray":
+        return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size)
+    if engine != "local":
+        raise fail(f"--engine must be local or ray, not {engine!r}")
     from .analyze import analyze_many, auto_workers
     from .audio import scan_inputs
     from .errors import SongfeatError
-    from .output import FORMATS, ResultWriter
+    from .output import FORMATS, ResultWriter, error_record
 
     if fmt not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if resume and output is None:
         raise fail("--resume needs --output")
+    if fmt == "parquet" and output is None:
+        raise fail("--format parquet needs --output")
     files, refused, notes = scan_inputs(list(paths))
     for e in refused:
         typer.echo(one_line(f"songfeat: error: {e}"), err=True)
@@ -76,6 +86,11 @@ def analyze(
     if not files and not refused:
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
     failed, written = len(refused), 0
+    if fmt == "parquet":  # a refused input is a track too: one error row each
+        for e in refused:
+            if str(e.path) not in writer.done:
+                writer.write(error_record(e.path, str(e)))
+                written += 1
     progress = None
     if _progress_on() and len(todo) > 1:
         from rich.console import Console
@@ -101,6 +116,9 @@ def analyze(
             _report(out, verbose, say)
             if out.error:
                 failed += 1
+                if fmt == "parquet":  # Parquet keeps one row per track, failures included (as the Ray engine does)
+                    writer.write(error_record(out.path, out.error))
+                    written += 1
                 continue
             # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
             writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
@@ -117,6 +135,44 @@ def analyze(
             progress.stop()
     if failed:
         typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
+        raise typer.Exit(1)
+
+
+def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
+    """The first few failures on stderr, one line each, then how many more and where they are listed."""
+    for line in lines[:shown]:
+        typer.echo(one_line(f"songfeat: error: {line}"), err=True)
+    if len(lines) > shown:
+        typer.echo(f"songfeat: error: ... and {len(lines) - shown} more ({more})", err=True)
+
+
+def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Optional[Path], workers: Optional[int],
+                 address: Optional[str], batch_size: int, chunk_size: Optional[int]) -> None:
+    """`analyze --engine ray`: a resumable Parquet folder written by a Ray cluster (see songfeat.distributed)."""
+    from .errors import SongfeatError
+
+    if fmt != "parquet" or output is None:
+        raise fail("--engine ray writes --format parquet into an --output folder")
+    try:
+        from . import distributed
+
+        distributed.init(address)
+
+        def note(p: dict) -> None:
+            typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {p['rows']} tracks ({p['errors']} errors)", err=True)
+
+        report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
+                                                concurrency=workers, chunk_size=chunk_size, on_part=note)
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
+    for line in report.refused:
+        typer.echo(one_line(f"songfeat: error: {line}"), err=True)
+    _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")
+    typer.echo(f"wrote {report.written} tracks to {output} ({report.skipped} of {report.planned} already there; "
+               f"{len(report.errors)} errors; {report.tracks_per_second:.2f} tracks/s)", err=True)
+    if report.errors or report.refused:
         raise typer.Exit(1)
 
 
@@ -314,6 +370,8 @@ def build_cmd(
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
+    engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (clips computed on a Ray cluster, written here)."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one clip may take in a worker process (builds of more than 12 clips); 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
@@ -322,20 +380,25 @@ def build_cmd(
     from .data.store import build_store
     from .errors import SongfeatError
 
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine must be local or ray, not {engine!r}")
     try:
+        runner = None
+        if engine == "ray":
+            from . import distributed
+
+            distributed.init(address)
+            runner = distributed.clip_runner()
         report = build_store(labels, audio, out, frontend=frontend, workers=workers, progress=_progress_on(),
                              limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
-                             verbose=verbose)
+                             verbose=verbose, runner=runner)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except ValueError as e:  # e.g. an unknown --frontend
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
-    for f in report.failed[:5]:
-        typer.echo(one_line(f"songfeat: error: {f['path']}: {f['reason']}"), err=True)
-    if len(report.failed) > 5:
-        typer.echo(f"songfeat: error: ... and {len(report.failed) - 5} more (see {out / 'report.csv'})", err=True)
+    _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
                f"{len(report.failed)} failed; {report.labels_without_audio} labels without audio, "
                f"{report.audio_without_labels} audio files without labels; {report.clips_per_second:.2f} clips/s)")

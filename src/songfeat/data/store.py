@@ -404,7 +404,7 @@ def _progress(enabled: bool, total: int, completed: int):
 def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_dir: str | Path, out: str | Path, *,
                 frontend: str | FrontendSpec = "mfcc", workers: int = 2, progress: bool = True, limit: int | None = None,
                 descriptors: bool = True, timeout: float | None = CLIP_TIMEOUT,
-                on_message: Callable[[str], None] | None = None, verbose: bool = False) -> BuildReport:
+                on_message: Callable[[str], None] | None = None, verbose: bool = False, runner=None) -> BuildReport:
     """Build (or resume building) a store at `out` from a label table and a folder of audio named by track id.
 
     Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
@@ -412,6 +412,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     More than SERIAL_MAX clips run in worker processes, where a clip taking over `timeout` seconds is
     stopped and failed. Nothing is printed: decoder warnings ('warning: <file>: ...'), and with
     `verbose` the decoders' raw lines, go to `on_message` as they happen.
+    `runner` replaces the worker processes (called like `_run_pool` without `timeout`, e.g.
+    `distributed.clip_runner()`); it has no per-clip time limit.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -507,7 +509,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 bar.refresh()
 
         try:
-            if todo and len(todo) <= SERIAL_MAX:
+            if todo and runner is None and len(todo) <= SERIAL_MAX:
                 import torch
 
                 threads = torch.get_num_threads()
@@ -518,7 +520,10 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 finally:
                     torch.set_num_threads(threads)
             elif todo:
-                _run_pool(todo, paths, spec_dict, descriptors, workers, record, timeout=timeout)
+                if runner is not None:
+                    runner(todo, paths, spec_dict, descriptors, workers, record)
+                else:
+                    _run_pool(todo, paths, spec_dict, descriptors, workers, record, timeout=timeout)
         finally:
             journal.close()
             if bar is not None:

@@ -1,0 +1,151 @@
+"""The Ray engine end to end on a local cluster: error rows, equality with the local engine, resuming after SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from songfeat import synth
+from songfeat.analyze import analyze_many
+from songfeat.cli import app
+from songfeat.output import outcome_record, parquet_schema, records_table
+from spotify_standin import kill_when
+
+ray = pytest.importorskip("ray")
+distributed = pytest.importorskip("songfeat.distributed")
+
+pytestmark = pytest.mark.slow
+GOOD = 5
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 2-CPU local Ray cluster for this module (start-up is paid once); yields its address."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Five different 3-s wavs, a text file named .mp3 and an empty file."""
+    d = tmp_path_factory.mktemp("catalogue")
+    for i in range(GOOD):
+        y = synth.drum_pattern(90 + 15 * i, seconds=3.0, seed=i) + 0.5 * synth.chord_progression(i, i % 2, seconds=3.0)
+        sf.write(d / f"clip{i}.wav", y.astype(np.float32), synth.SR)
+    (d / "notes.mp3").write_text("not audio at all\n")
+    (d / "empty.wav").write_bytes(b"")
+    return d
+
+
+def _by_path(table):
+    return table.sort_by("path")
+
+
+def test_ray_rows_equal_the_local_engine_and_bad_files_are_error_rows(cluster, folder, tmp_path):
+    local = tmp_path / "local.parquet"
+    res = CliRunner().invoke(app, ["analyze", str(folder), "--format", "parquet", "--output", str(local), "--workers", "2"])
+    assert res.exit_code == 1, res.output  # two bad files
+    out = tmp_path / "features"
+    report = distributed.analyze_to_parquet([folder], out, chunk_size=4)  # two parts
+    assert (report.planned, report.written, report.skipped, len(report.errors)) == (GOOD + 2, GOOD + 2, 0, 2)
+
+    rows = _by_path(distributed.read_output(out))
+    assert rows.schema.equals(parquet_schema())
+    assert rows.equals(_by_path(pq.read_table(local)))  # bit-identical, error rows included
+    by_name = {Path(r["path"]).name: r for r in rows.to_pylist()}
+    assert "empty file" in by_name["empty.wav"]["error"]
+    assert "not a readable audio file" in by_name["notes.mp3"]["error"]
+    for name in ("empty.wav", "notes.mp3"):
+        assert all(by_name[name][k] is None for k in ("energy", "tempo", "key", "duration_ms"))
+    good = [r for n, r in by_name.items() if n.startswith("clip")]
+    assert len(good) == GOOD and all(r["error"] is None and 2900 <= r["duration_ms"] <= 3100 for r in good)
+    assert len({r["id"] for r in good}) == GOOD
+
+    manifest = json.loads((out / distributed.MANIFEST).read_text())
+    assert manifest["complete"] and len(manifest["parts"]) == 2 and manifest["rows"] == GOOD + 2
+    again = distributed.analyze_to_parquet([folder], out)  # idempotent: nothing is redone
+    assert (again.written, again.skipped) == (0, GOOD + 2)
+    assert _by_path(distributed.read_output(out)).equals(rows)
+
+
+def test_a_ray_dataset_of_bytes_keeps_extra_columns(cluster, folder):
+    ds = ray.data.read_binary_files(str(folder), include_paths=True).map(lambda r: {**r, "label": Path(r["path"]).stem})
+    rows = _by_path(pa.concat_tables(ray.get(distributed.analyze_dataset(ds, bytes_column="bytes").to_arrow_refs())))
+    assert rows.column_names == list(parquet_schema().names) + ["label"] and rows.num_rows == GOOD + 2
+    assert [Path(p).stem for p in rows.column("path").to_pylist()] == rows.column("label").to_pylist()
+    errors = {Path(p).name: e for p, e in zip(rows.column("path").to_pylist(), rows.column("error").to_pylist()) if e}
+    assert set(errors) == {"empty.wav", "notes.mp3"}
+    assert all(str(folder) in e for e in errors.values())  # named after the source, not a temporary file
+    good = sorted(str(f) for f in folder.glob("clip*.wav"))
+    local = records_table([outcome_record(o.path, o.features, o.error) for o in analyze_many(good)])
+    from_bytes = rows.drop_columns(["label"]).filter(pc.is_null(rows.column("error")))
+    assert from_bytes.drop_columns(["path"]).equals(_by_path(local).drop_columns(["path"]))  # ids by content: the same
+
+
+def test_driver_killed_partway_then_rerun_writes_every_track_exactly_once(cluster, folder, tmp_path):
+    out = tmp_path / "features"
+    cmd = [sys.executable, "-m", "songfeat.cli", "analyze", str(folder), "--engine", "ray", "--address", cluster,
+           "--format", "parquet", "--output", str(out), "--chunk-size", "3", "--workers", "2"]
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+
+    def one_part_committed() -> bool:
+        m = distributed.read_manifest(out) if (out / distributed.MANIFEST).exists() else None
+        return bool(m and m["parts"])
+
+    kill_when(cmd, env, one_part_committed, timeout=300)
+    m = distributed.read_manifest(out)
+    assert not m["complete"] and 1 <= len(m["parts"]) < 3  # killed part-way: 7 tracks are 3 parts
+    first = {r for r in distributed.read_output(out, columns=["path"]).column("path").to_pylist()}
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1, p.stderr[-3000:]  # the two bad files
+    assert f"{len(first)} of {GOOD + 2} already there" in p.stderr
+    paths = distributed.read_output(out, columns=["path"]).column("path").to_pylist()
+    assert sorted(paths) == sorted(str(f.resolve()) for f in folder.iterdir())  # every track, each exactly once
+    assert distributed.read_manifest(out)["complete"]
+    assert not (out / distributed.STAGING).exists()
+
+
+def test_build_on_ray_equals_the_local_build(cluster, tmp_path):
+    from songfeat.data.store import build_store, open_store
+    from test_store import make_dataset, spotify_like_id, write_labels
+
+    labels, audio, ids = make_dataset(tmp_path / "in", 4)
+    bad = spotify_like_id(99)
+    (audio / f"{bad}.mp3").write_text("not audio\n")
+    write_labels(labels, ids + [bad])
+    local = build_store(labels, audio, tmp_path / "local", workers=1, progress=False)
+    on_ray = build_store(labels, audio, tmp_path / "ray", progress=False, runner=distributed.clip_runner())
+    assert (on_ray.built, len(on_ray.failed)) == (local.built, len(local.failed)) == (4, 1)
+    assert on_ray.failed == local.failed
+    a, b = open_store(tmp_path / "local"), open_store(tmp_path / "ray")
+    assert a.ids() == b.ids() and np.array_equal(a.array(), b.array())  # the same tensors, bit for bit
+    assert a.descriptors().equals(b.descriptors())
+
+
+def test_another_model_is_refused_on_rerun(folder, tmp_path):
+    out = tmp_path / "features"
+    out.mkdir()
+    (out / distributed.MANIFEST).write_text(json.dumps({"format": distributed.FORMAT, "model": "default",
+                                                        "model_sha256": "0" * 64, "complete": True, "parts": []}))
+    with pytest.raises(distributed.SongfeatError, match="another model"):
+        distributed.analyze_to_parquet([folder], out)
+
+
+def test_a_folder_that_is_not_a_model_fails_before_any_work(folder, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("not a bundle\n")
+    with pytest.raises(distributed.SongfeatError):
+        distributed.analyze_to_parquet([folder], tmp_path / "out", model=tmp_path / "m")
