@@ -311,11 +311,9 @@ def test_upload_size_cap(served):
 def test_audio_analysis_endpoint(served):
     srv, _, _ = served
     r = requests.get(srv.base + f"/v1/audio-analysis/{SPOTIFY_IDS[0]}", headers=auth())
-    if analysis_version() is None:  # songfeat.analysis not in this build yet
-        assert r.status_code == 501 and r.json()["error"]["status"] == 501
-    else:
-        assert r.status_code == 200, r.text
-        assert {"track", "bars", "beats", "sections", "segments", "tatums"} <= set(r.json())
+    assert analysis_version() is not None  # songfeat.analysis ships, so the endpoint must answer
+    assert r.status_code == 200, r.text
+    assert {"track", "bars", "beats", "sections", "segments", "tatums"} <= set(r.json())
     assert requests.get(srv.base + "/v1/audio-analysis/bad", headers=auth()).status_code == 400
 
 
