@@ -501,8 +501,7 @@ def _r(x: float, nd: int = 5) -> float:
 
 def key_fit(chroma: np.ndarray, key: int, mode: int) -> float:
     """Correlation of a chroma vector with the key profile `descriptors.estimate_key` uses for (key, mode)."""
-    prof = D.MAJOR_PROFILE if mode == 1 else D.MINOR_PROFILE
-    return float(np.corrcoef(chroma, np.roll(prof, key))[0, 1])
+    return float(D.key_correlations(np.asarray(chroma, dtype=np.float64))[0][0 if mode == 1 else 1, key])
 
 
 def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.ndarray, track: dict) -> dict:

@@ -542,7 +542,7 @@ def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float) -
     return best, float(np.clip(0.5 + margin, 0.0, 1.0))
 
 
-def _key_correlations(chroma: np.ndarray) -> tuple[np.ndarray, float]:
+def key_correlations(chroma: np.ndarray) -> tuple[np.ndarray, float]:
     """Pearson correlation [2 modes (major, minor), 12 tonics] of a 12-bin chroma with the key profiles, and its contrast."""
     c = chroma / chroma.mean()
     corr = np.zeros((2, 12))  # row 0 major, row 1 minor; column = tonic pitch class
@@ -562,11 +562,11 @@ def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None) -> tupl
     chroma = fold_chroma(np.asarray(chroma, dtype=np.float64))
     if chroma.sum() <= 0:
         return -1, 0.0, 1, 0.0
-    corr, contrast = _key_correlations(chroma)
+    corr, contrast = key_correlations(chroma)
     tonal = contrast * max(float(corr.max()), 0.0)
     no_key = contrast < KEY_MIN_CONTRAST or corr.max() < KEY_MIN_CORRELATION
     if chroma36 is not None and np.sum(chroma36) > 0:
-        corr, _ = _key_correlations(fold_chroma(np.asarray(chroma36, dtype=np.float64)))
+        corr, _ = key_correlations(fold_chroma(np.asarray(chroma36, dtype=np.float64)))
     row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
     best = float(corr[row, key])
     mode = 1 if row == 0 else 0
