@@ -298,6 +298,7 @@ def evaluate_sources_cmd(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1),
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
+    nested: bool = typer.Option(True, "--nested/--fixed-decay", help="Choose the heads' weight decay per feature by leave-one-source-out over the other sources (nested), or use the default FitConfig's."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
     import json
@@ -307,7 +308,8 @@ def evaluate_sources_cmd(
     from .sources import evaluate_sources, to_markdown
 
     try:
-        result = evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on())
+        result = evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on(),
+                                  select=nested)
     except SongfeatError as e:
         raise fail(str(e)) from None
     for line in result["failed"]:

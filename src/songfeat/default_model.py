@@ -150,9 +150,12 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     """
     from . import behaviour
     from .data.labels import read_labels
-    from .heads import DEFAULT_PARTS, FitConfig, intervals_from_labels, intervals_from_rules, layout
+    from dataclasses import replace
+
+    from .heads import DEFAULT_PARTS, FitConfig, assemble, intervals_from_labels, intervals_from_rules, layout
     from .records import DEFAULT_CACHE, get_records
-    from .sources import NOT_FITTED, clip_predictions, evaluate_sources, fit_on, labelled_clips
+    from .sources import (NOT_FITTED, _Data, clip_predictions, default_genre_table, evaluate_sources, fit_on,
+                          labelled_clips, select_decay)
 
     shared = Path(shared)
     cache = DEFAULT_CACHE if cache is None else cache
@@ -160,7 +163,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     previews = read_previews(shared)
     fit = train_base(table, set(previews["track_id"]), seed=seed, progress=progress)
     cfg = FitConfig(seed=seed)
-    lay = layout(DEFAULT_PARTS)
+    genre_table = default_genre_table(shared)
+    lay = layout(DEFAULT_PARTS, genre_table)
     clips = labelled_clips(shared)
     man = behaviour.read_manifest(shared)
     fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
@@ -207,13 +211,18 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     }
     from .models.heads import Heads
 
-    model = Heads(len(TARGETS), n_inputs=len(INPUTS), hidden=(64, 32), n_evidence=sum(
-        _width(all_recs[0].blocks, p) for p in lay), head_hidden=cfg.hidden, members=cfg.members,
-        residual=cfg.residual_mask())
+    model = Heads(len(TARGETS), n_inputs=len(INPUTS), hidden=(64, 32), n_evidence=assemble(all_recs[0].blocks, lay).shape[1],
+                  head_hidden=cfg.hidden, members=cfg.members, residual=cfg.residual_mask())
     model.base.load_state_dict(fit.model.base.state_dict())
     config["hparams"]["n_evidence"] = int(model.z_mean.numel() - len(TARGETS))
     save_bundle(out, model, config)  # stage 1 in place: the held-out tables below read it from disk
-    loso = evaluate_sources(shared, model=out, cache=cache, workers=workers, progress=progress, cfg=cfg)
+    loso = evaluate_sources(shared, model=out, cache=cache, workers=workers, progress=progress, cfg=cfg, select=True)
+    # the shipped weight decay: the same per-feature selection, by leave-one-source-out over all four sources
+    data = _Data(shared, Bundle(model, config), cache, True, workers, progress)
+    decay, selection = select_decay(data, np.ones(len(data.clips), bool), lay, cfg)
+    cfg = replace(cfg, weight_decay=decay)
+    config["split"]["heads"]["fit"] = cfg.to_dict()
+    config["split"]["heads"]["selection"] = selection
     trained = fit_on(Bundle(model, config), all_recs, np.concatenate([lo, blo]), np.concatenate([hi, bhi]), lay, num_std, cfg)
     config["metrics"]["leave_one_source_out"] = {s: {k: e[k] for k in ("n", "learned", "average_without") if k in e}
                                                  for s, e in loso["sources"].items()}
@@ -231,13 +240,6 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
                                                  "rules": table_b.drop(columns=["error"]).to_dict("records")}
     return save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)})
-
-
-def _width(blocks: dict, part: dict) -> int:
-    """Columns a layout part takes from its block."""
-    n = blocks[part["block"]].shape[1]
-    stop = n if part["stop"] is None else part["stop"]
-    return stop - part["start"]
 
 
 def _table(metrics: dict, columns: dict[str, str], targets) -> list[str]:
@@ -271,6 +273,10 @@ def model_card(config: dict) -> str:
     beh = m["behaviour_check_half"]["summary"]
     parts = ", ".join(f"{p['block']}:{p['name']}" + (" (log-odds)" if p["transform"] == "logit" else "") for p in config["evidence_layout"])
     failed_rules = [r for r in m["behaviour_check_half"]["rules"] if not r["holds"]]
+    from . import genre_prior
+
+    gt = next(p["table"] for p in config["evidence_layout"] if p["transform"] == "genre_prior")
+    sel = h["selection"]
     lines = [
         "# songfeat default model",
         "",
@@ -295,8 +301,22 @@ def model_card(config: dict) -> str:
         f"- **Heads**: inputs ({parts}; stage-1 outputs) standardised and clamped to ±4 standard deviations, then",
         f"  an ensemble of {fitc['members']} two-layer nets ({fitc['hidden']} GELU units plus a linear skip) gives each feature's",
         "  logit; the sigmoid keeps outputs inside (0, 1). Fitted with Adam on interval targets (below),",
-        f"  {fitc['steps']} full-batch steps, L2 {fitc['weight_decay']} (+{fitc['hidden_decay']} on the nonlinear path), seed {fitc['seed']},",
-        "  one thread: `songfeat train-default` reproduces the weights bit for bit.",
+        f"  {fitc['steps']} full-batch steps, per-feature L2 (below; +{fitc['hidden_decay']} on the nonlinear path), seed {fitc['seed']},",
+        "  one thread: `songfeat train-default` reproduces the weights bit for bit. Residual features (" + ", ".join(fitc["residual"]) + ")",
+        "  are corrections to stage 1's logit, and the weight from a feature's own stage-1 output may not go negative",
+        "  (the heads can add to stage 1's trend, never undo it)." if fitc.get("monotone") else
+        "  are corrections to stage 1's logit.",
+        "",
+        "## How the weight decay was chosen (no held-out peeking)",
+        "Each feature's L2 on its skip and output weights is chosen from " + ", ".join(f"{g:g}" for g in sel["grid"])
+        + " by leave-one-source-out over the labelled sources: the decay with the lowest MAE averaged over the folds wins,",
+        "feature by feature. The shipped model's choice uses all four sources: "
+        + ", ".join(f"{t} {d:g}" for t, d in zip(config["targets"], sel["chosen"])) + ".",
+        "In the held-out table below the selection is **nested**: for each held-out source the decay is chosen by the",
+        "same procedure over the *other* sources only, so the scored source never influenced its own model. Fixed",
+        f"by earlier development, not selected here (they were looked at against the leave-one-source-out table then):",
+        f"hidden units {fitc['hidden']}, members {fitc['members']}, steps {fitc['steps']}, learning rate {fitc['lr']}, nonlinear-path decay",
+        f"{fitc['hidden_decay']}, bound weight {fitc['bound_weight']}, rule margin {h['behaviour_rule_margin']}, the residual set and the input parts.",
         "",
         "## What shaped each feature",
         "- **Spotify labels** (point targets) on real 30-s previews: "
@@ -311,7 +331,17 @@ def model_card(config: dict) -> str:
         "  instrumentalness learns instrumental music (> 0.5), which no labelled preview shows (none above 0.33",
         "  speechiness, 2 of 138 above 0.5 instrumentalness). Energy, acousticness and danceability bounds of those",
         "  clips shape those features too. Fitting-half clips: " + ", ".join(f"`{Path(f).name}`" for f in h["behaviour_fit"]) + ".",
-        "- Not used: genre-conditional priors from the Echo Nest and Spotify genre tables (planned; not built).",
+        "- **Genre-conditional priors** (`songfeat.genre_prior`), an input of the heads for every feature: per window,",
+        "  each table genre gets the probability of its most probable mapped musicnn tag, and the prior is the",
+        f"  weighted mean of the genres' feature means, shrunk toward the table's overall mean (weight {gt['pseudo_weight']}), as",
+        "  log-odds. Two annotators, never pooled: Spotify's (`spotify-features/it21803666_SpotifyFeatures_subset.csv`)",
+        "  and Echo Nest's (`fma-echonest/echonest_full.csv` + `fma_echonest_genres.csv`), whose scale differs",
+        "  (instrumentalness overall " + f"{gt['annotators']['echonest']['overall'][config['targets'].index('instrumentalness')]:.2f} against Spotify's "
+        + f"{gt['annotators']['spotify']['overall'][config['targets'].index('instrumentalness')]:.2f}" + "); each is its own",
+        "  input, so the fit learns how much each counts on Spotify's scale. No labelled clip is in either table's",
+        "  means (their ids are removed). The tables' genres (tag map in `songfeat.genre_prior.GENRE_TAGS`):",
+        "",
+        *genre_prior.describe(gt),
         "",
         "## Behaviour split",
         "`songfeat.behaviour.split`: inside each category, files ordered by the SHA-256 of their name alternate",

@@ -19,17 +19,27 @@ TARGETS = features.LEARNED
 MARGIN = 0.1  # a bound rule asks for this much room inside the bound
 TAG_EPS = 1e-4
 # (block, part name, transform): what the heads read from each window's evidence
+# genre_prior: E[feature | genre] from the genre tables, weighted by the window's tags (`songfeat.genre_prior`)
 DEFAULT_PARTS: tuple[tuple[str, str, str], ...] = (
-    ("tagger", "msd_tags", "logit"), ("tagger", "mtt_tags", "logit"), ("vad", "all", "identity"),
-    ("dynamics", "all", "identity"))
-NO_TAGGER_PARTS = DEFAULT_PARTS[2:]
+    ("tagger", "msd_tags", "logit"), ("tagger", "mtt_tags", "logit"), ("tagger", "genre_prior", "genre_prior"),
+    ("vad", "all", "identity"), ("dynamics", "all", "identity"))
+NO_GENRE_PARTS = tuple(p for p in DEFAULT_PARTS if p[2] != "genre_prior")
+NO_TAGGER_PARTS = tuple(p for p in DEFAULT_PARTS if p[0] != "tagger")
 
 
-def layout(parts=DEFAULT_PARTS) -> list[dict]:
-    """Resolve parts to slices of their block: [{block, name, start, stop, transform}]."""
+def layout(parts=DEFAULT_PARTS, genre_table: dict | None = None) -> list[dict]:
+    """Resolve parts to slices of their block: [{block, name, start, stop, transform}].
+
+    A genre_prior part reads the tag probabilities (the tagger block's first 100 columns) and carries
+    `genre_table` (`songfeat.genre_prior.build_table`), so a bundle's config holds all it needs.
+    """
     out = []
     for block, name, tf in parts:
-        if block == "tagger" and name != "all":
+        if tf == "genre_prior":
+            if genre_table is None:
+                raise ValueError("a genre_prior part needs the genre table (songfeat.genre_prior.build_table)")
+            out.append({"block": block, "name": name, "start": 0, "stop": 100, "transform": tf, "table": genre_table})
+        elif block == "tagger" and name != "all":
             from .tagger import layout as tagger_layout
 
             s = tagger_layout()[name]
@@ -47,6 +57,10 @@ def assemble(blocks: dict[str, np.ndarray], lay: list[dict]) -> np.ndarray:
         if p["transform"] == "logit":
             x = np.clip(x, TAG_EPS, 1 - TAG_EPS)
             x = np.log(x / (1 - x))
+        elif p["transform"] == "genre_prior":
+            from .genre_prior import apply
+
+            x = apply(x, p["table"])
         cols.append(x)
     return np.concatenate(cols, axis=1).astype(np.float32)
 
@@ -86,14 +100,26 @@ class FitConfig:
     members: int = 5
     steps: int = 400
     lr: float = 0.01
-    weight_decay: float = 0.5  # L2 on every weight (mean square): chosen on the leave-one-source-out table
+    # L2 (mean square) on each feature's skip and output weights: one value, or one per feature in TARGETS
+    # order; train-default chooses it per feature by leave-one-source-out over the labelled sources (see
+    # `songfeat.sources.select_decay`), never by looking at the source being scored
+    weight_decay: float | tuple[float, ...] = 0.5
     hidden_decay: float = 2.0  # extra L2 on the hidden path: the skip (logit-linear) part does most work
     bound_weight: float = 4.0  # a clip known by rule bounds weighs this many labelled clips (they are few)
     residual: tuple[str, ...] = ("danceability", "energy", "acousticness", "valence", "liveness")  # heads correct stage 1's logit
 
+    # residual features may not weaken stage 1: the skip weight from a feature's own stage-1 output to its
+    # correction stays >= 0, so the heads cannot undo what stage 1 learned from 28,859 catalogue tracks
+    monotone: bool = True
+    seed: int = 42
+
     def residual_mask(self) -> list[bool]:
         return [t in self.residual for t in TARGETS]
-    seed: int = 42
+
+    def decays(self) -> np.ndarray:
+        """The weight decay of each feature, in TARGETS order."""
+        d = np.broadcast_to(np.asarray(self.weight_decay, dtype=np.float64), (len(TARGETS),))
+        return d.copy()
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -118,6 +144,11 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
         known = (span < 1.0).float()
         # each feature's loss is normalised by how much of the data constrains it, so a rare bound is not drowned
         col = (wt * known).sum(0).clamp(min=1e-6)
+        lam = torch.from_numpy(cfg.decays().astype(np.float32))
+        n_t = lo.shape[1]
+        res = [j for j, r in enumerate(cfg.residual_mask()) if r] if cfg.monotone and offset is not None else []
+        # (output j, input column of stage 1's output j): stage 1's outputs are the last n_t columns of z
+        own = (torch.tensor(res), torch.tensor([z.shape[1] - n_t + j for j in res])) if res else None
         for k, m in enumerate(model.members):
             g = torch.Generator().manual_seed(cfg.seed + k)
             with torch.no_grad():
@@ -134,11 +165,16 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
                 p = torch.sigmoid(off + m(zt))
                 gap = torch.relu(lot - p) + torch.relu(p - hit)
                 loss = ((gap ** 2) * wt).sum(0).div(col).mean()
-                reg = cfg.weight_decay * (m.skip.weight.pow(2).mean() + m.hidden.weight.pow(2).mean() + m.out.weight.pow(2).mean())
-                reg = reg + cfg.hidden_decay * (m.hidden.weight.pow(2).mean() + m.out.weight.pow(2).mean())
+                # per feature: lam_f on its skip row, lam_f + hidden_decay on its output row; the shared hidden
+                # layer gets mean(lam) + hidden_decay (with one lam for all this is the plain mean-square L2)
+                reg = ((lam * m.skip.weight.pow(2).mean(1)).mean() + ((lam + cfg.hidden_decay) * m.out.weight.pow(2).mean(1)).mean()
+                       + (lam.mean() + cfg.hidden_decay) * m.hidden.weight.pow(2).mean())
                 opt.zero_grad()
                 (loss + reg).backward()
                 opt.step()
+                if own is not None:
+                    with torch.no_grad():
+                        m.skip.weight[own] = m.skip.weight[own].clamp(min=0.0)
     finally:
         torch.set_num_threads(threads)
 
@@ -156,7 +192,10 @@ def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarr
     with torch.no_grad():
         model.z_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
         model.z_std.copy_(torch.from_numpy(std.astype(np.float32)))
-        zs = torch.clamp((torch.from_numpy(z.astype(np.float32)) - model.z_mean) / model.z_std, -4.0, 4.0).numpy()
+        from .models import heads as heads_module
+
+        c = heads_module.Z_CLAMP  # the same clamp the model's forward applies
+        zs = torch.clamp((torch.from_numpy(z.astype(np.float32)) - model.z_mean) / model.z_std, -c, c).numpy()
     fit_members(model, zs, lo, hi, weights, cfg, offset)
 
 
@@ -168,7 +207,7 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
 
 
 __all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
-           "intervals_from_rules", "rule_interval", "DEFAULT_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
+           "intervals_from_rules", "rule_interval", "DEFAULT_PARTS", "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
 
 
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
@@ -188,7 +227,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     cfg = cfg or FitConfig()
     base = get_bundle(base_model)
     rows, _ = pair_labels_audio(labels_csv, audio_dir)
-    targets = [t for t in TARGETS if t in rows.columns]
+    # the label reader gives every feature a column; only those with values were labelled
+    targets = [t for t in TARGETS if t in rows.columns and rows[t].notna().any()]
     if not targets or len(rows) < 5:
         raise SongfeatError(labels_csv, f"need at least 5 labelled clips with audio and one of {', '.join(TARGETS)}")
     recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
@@ -197,7 +237,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     for t in targets:
         y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
     lo, hi = intervals_from_labels(y)
-    lay = layout(DEFAULT_PARTS)
+    # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior
+    lay = base.config.get("evidence_layout") or layout(NO_GENRE_PARTS)
     names = tuple(base.numeric_inputs)
     sc = base.config["scalers"]["numeric"]
     num = np.array([[float(recs[i].descriptors[k]) for k in names] for i in ok], dtype=np.float32)

@@ -105,60 +105,125 @@ def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig):
     return model
 
 
+DECAY_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)  # weight decays tried per feature by the inner leave-one-source-out
+
+
+class _Data:
+    """Everything the folds share: labelled and behaviour-fit records, targets, sources, loudness."""
+
+    def __init__(self, shared, bundle, cache, with_tagger, workers, progress):
+        clips = labelled_clips(shared)
+        man = behaviour.read_manifest(shared)
+        fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
+        recs = get_records(list(clips["path"]) + list(fit_beh["path"]), cache, with_tagger, workers, progress)
+        self.failed = [r for r in recs if isinstance(r, str)]
+        n_lab = len(clips)
+        ok_lab = [i for i in range(n_lab) if not isinstance(recs[i], str)]
+        ok_beh = [j for j in range(len(fit_beh)) if not isinstance(recs[n_lab + j], str)]
+        self.clips = clips.loc[ok_lab].reset_index(drop=True)
+        self.lab_recs = [recs[i] for i in ok_lab]
+        self.beh_recs = [recs[n_lab + j] for j in ok_beh]
+        self.beh_files = list(fit_beh.loc[ok_beh, "file"])
+        self.beh_lo, self.beh_hi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]))
+        self.y = self.clips[list(TARGETS)].to_numpy(float)
+        self.y_fit = self.y.copy()
+        self.source = self.clips["source"].to_numpy()
+        for src, cols in NOT_FITTED.items():
+            for c in cols:
+                self.y_fit[self.source == src, TARGETS.index(c)] = np.nan
+        self.lufs = np.array([r.descriptors["loudness_lufs"] for r in self.lab_recs])
+        self.spot_loud = self.clips["loudness"].to_numpy(float)
+        self.bundle = bundle
+
+    def calibrated(self, train: np.ndarray):
+        """Loudness calibration on the training clips -> (slope, intercept, labelled numeric_std, behaviour numeric_std)."""
+        cal = train & np.isfinite(self.spot_loud)
+        slope, icpt = np.polyfit(self.lufs[cal], self.spot_loud[cal], 1)
+        num_std = self.bundle.normalise("numeric", torch.from_numpy(_numeric(self.lab_recs, slope, icpt))).numpy()
+        beh_std = self.bundle.normalise("numeric", torch.from_numpy(_numeric(self.beh_recs, slope, icpt))).numpy()
+        return slope, icpt, num_std, beh_std
+
+    def fit(self, train: np.ndarray, lay, cfg: FitConfig):
+        """Heads fitted on the training clips' labels plus the behaviour fitting half's bounds -> (model, num_std)."""
+        _, _, num_std, beh_std = self.calibrated(train)
+        lo, hi = intervals_from_labels(self.y_fit[train])
+        tr_recs = [r for r, t in zip(self.lab_recs, train) if t] + self.beh_recs
+        model = fit_on(self.bundle, tr_recs, np.concatenate([lo, self.beh_lo]), np.concatenate([hi, self.beh_hi]), lay,
+                       np.concatenate([num_std[train], beh_std]), cfg)
+        return model, num_std
+
+    def predict(self, train: np.ndarray, test: np.ndarray, lay, cfg: FitConfig) -> np.ndarray:
+        model, num_std = self.fit(train, lay, cfg)
+        return clip_predictions(model, [r for r, t in zip(self.lab_recs, test) if t], lay, num_std[test])
+
+
+def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_GRID) -> tuple[tuple[float, ...], dict]:
+    """Per feature, the weight decay with the lowest MAE averaged over leave-one-source-out folds *inside* `pool`.
+
+    Only clips in `pool` are fitted or scored (the behaviour fitting half is in every fit), so a source
+    outside the pool never influences the choice. Returns (decay per feature, {decay: per-feature inner MAE}).
+    """
+    from dataclasses import replace
+
+    inner = [s for s in SOURCES if (pool & (data.source == s)).any()]
+    table = {}
+    for g in grid:
+        maes = []
+        for s in inner:
+            test = pool & (data.source == s)
+            p = data.predict(pool & ~test, test, lay, replace(cfg, weight_decay=float(g)))
+            maes.append(np.nanmean(np.abs(p - data.y_fit[test]), axis=0))  # NOT_FITTED cells are NaN: not scored
+        table[float(g)] = np.nanmean(np.stack(maes), axis=0).tolist()
+    scores = np.array([table[float(g)] for g in grid])  # [G, T]
+    chosen = tuple(float(grid[i]) for i in np.nanargmin(scores, axis=0))
+    return chosen, {"grid": [float(g) for g in grid], "inner_sources": inner, "inner_mae": table, "chosen": list(chosen)}
+
+
+def default_genre_table(shared: str | Path) -> dict:
+    """The genre-prior table built without any labelled clip (so no scored clip informs it)."""
+    from .genre_prior import build_table
+
+    return build_table(shared, exclude_ids=set(labelled_clips(shared)["track_id"].astype(str)))
+
+
 def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache: str | Path | None = DEFAULT_CACHE,
                      with_tagger: bool = True, workers: int = 1, progress: bool = True, cfg: FitConfig | None = None,
-                     parts=None) -> dict:
-    """Leave-one-source-out table (see the module docstring); `model` supplies stage 1 (default: the shipped one)."""
+                     parts=None, select: bool = True, grid=DECAY_GRID) -> dict:
+    """Leave-one-source-out table (see the module docstring); `model` supplies stage 1 (default: the shipped one).
+
+    With `select` (nested selection), each held-out source's heads use the per-feature weight decay chosen
+    by `select_decay` over the *other* sources only; without it, `cfg.weight_decay` as given.
+    """
+    from dataclasses import replace
+
     from .analyze import get_bundle
     from .default_model import fit_head
 
     cfg = cfg or FitConfig()
     parts = parts or (DEFAULT_PARTS if with_tagger else NO_TAGGER_PARTS)
-    lay = layout(parts)
+    lay = layout(parts, default_genre_table(shared) if any(p[2] == "genre_prior" for p in parts) else None)
     bundle = get_bundle(model)
-    clips = labelled_clips(shared)
-    man = behaviour.read_manifest(shared)
-    fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
-    recs = get_records(list(clips["path"]) + list(fit_beh["path"]), cache, with_tagger, workers, progress)
-    failed = [r for r in recs if isinstance(r, str)]
-    n_lab = len(clips)
-    ok_lab = [i for i in range(n_lab) if not isinstance(recs[i], str)]
-    ok_beh = [j for j in range(len(fit_beh)) if not isinstance(recs[n_lab + j], str)]
-    clips = clips.loc[ok_lab].reset_index(drop=True)
-    lab_recs = [recs[i] for i in ok_lab]
-    beh_recs = [recs[n_lab + j] for j in ok_beh]
-    beh_lo, beh_hi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]))
-
-    y = clips[list(TARGETS)].to_numpy(float)
-    y_fit = y.copy()
-    for src, cols in NOT_FITTED.items():
-        for c in cols:
-            y_fit[clips["source"].to_numpy() == src, TARGETS.index(c)] = np.nan
-    lufs = np.array([r.descriptors["loudness_lufs"] for r in lab_recs])
-    beh_lufs = np.array([r.descriptors["loudness_lufs"] for r in beh_recs])
-    spot_loud = clips["loudness"].to_numpy(float)
+    data = _Data(shared, bundle, cache, with_tagger, workers, progress)
+    clips, y, y_fit = data.clips, data.y, data.y_fit
     catalogue = np.array([bundle.config["label_means"][t] for t in TARGETS])
     base_model = bundle.model
-    result = {"sources": {}, "targets": list(TARGETS), "failed": failed, "fit": cfg.to_dict(),
-              "parts": [list(p) for p in parts], "behaviour_fit_clips": len(beh_recs)}
+    result = {"sources": {}, "targets": list(TARGETS), "failed": data.failed, "fit": cfg.to_dict(),
+              "parts": [list(p) for p in parts], "behaviour_fit_clips": len(data.beh_recs),
+              "selection": "nested: per-feature weight decay chosen by leave-one-source-out over the other sources"
+              if select else "fixed: the given FitConfig"}
     for held in SOURCES:
-        test = clips["source"].to_numpy() == held
+        test = data.source == held
         train = ~test
-        cal = train & np.isfinite(spot_loud)
-        slope, icpt = np.polyfit(lufs[cal], spot_loud[cal], 1)
-        num = _numeric(lab_recs, slope, icpt)
-        num_std = bundle.normalise("numeric", torch.from_numpy(num)).numpy()
-        beh_std = bundle.normalise("numeric", torch.from_numpy(_numeric(beh_recs, slope, icpt))).numpy()
-        # the heads: training sources' labels + behaviour fitting-half bounds
-        lo, hi = intervals_from_labels(y_fit[train])
-        tr_recs = [r for r, t in zip(lab_recs, train) if t] + beh_recs
-        heads = fit_on(bundle, tr_recs, np.concatenate([lo, beh_lo]), np.concatenate([hi, beh_hi]), lay,
-                       np.concatenate([num_std[train], beh_std]), cfg)
-        p_heads = clip_predictions(heads, [r for r, t in zip(lab_recs, test) if t], lay, num_std[test])
+        fold_cfg, sel = cfg, None
+        if select:
+            decay, sel = select_decay(data, train, lay, cfg, grid)
+            fold_cfg = replace(cfg, weight_decay=decay)
+        slope, icpt, num_std, _ = data.calibrated(train)
+        p_heads = data.predict(train, test, lay, fold_cfg)
         # the previous default: stage 1 + ridge on the MFCC summary, refitted on the training sources
         with torch.no_grad():
             base = base_model.base(numeric=torch.from_numpy(num_std)).numpy()
-        z = np.concatenate([np.stack([r.mfcc_summary for r in lab_recs]), base], axis=1)
+        z = np.concatenate([np.stack([r.mfcc_summary for r in data.lab_recs]), base], axis=1)
         tr_known = train & ~np.isnan(y_fit).any(1)
         w, b, zm, zs, _ = fit_head(z[tr_known], y[tr_known] - base[tr_known])
         p_old = np.clip(base[test] + ((z[test] - zm) / zs) @ w.T + b, 0, 1)
@@ -168,6 +233,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
                  "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
         entry = {"n": int(test.sum()), "learned": {k: regression_metrics(yt, v, TARGETS) for k, v in preds.items()},
                  "calibration": {"slope": float(slope), "intercept": float(icpt)},
+                 "decay": list(fold_cfg.decays()), "selection": sel,
                  "predictions": {k: v.tolist() for k, v in preds.items()}, "labels": yt.tolist(),
                  "track_ids": clips.loc[test, "track_id"].tolist()}
         if held in NOT_FITTED:
@@ -205,9 +271,15 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| average without {', '.join(aw['dropped'])} | "
                          + " | ".join(f"{aw[k]['mae']:.3f} | " for k in COLUMNS) + " |")
             avg = [f"{a} ({aw[k]['mae']:.3f} w/o {', '.join(aw['dropped'])})" for a, k in zip(avg, COLUMNS)]
+        if e.get("decay") is not None:
+            lines.append("")
+            lines.append("Heads' weight decay per feature" + (" (chosen by leave-one-source-out over the other sources only)"
+                                                            if e.get("selection") else "") + ": "
+                         + ", ".join(f"{t} {d:g}" for t, d in zip(result["targets"], e["decay"])) + ".")
         lines.append("")
         summary.append(f"| {src} | {e['n']} | " + " | ".join(avg) + " |")
     return "\n".join(["Average MAE over the seven learned features, per held-out source:", "", *summary, "", *lines])
 
 
-__all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads"]
+__all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
+           "select_decay", "default_genre_table", "DECAY_GRID"]
