@@ -155,7 +155,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     from .heads import DEFAULT_PARTS, FitConfig, assemble, intervals_from_labels, intervals_from_rules, layout
     from .records import DEFAULT_CACHE, get_records
     from .sources import (NOT_FITTED, _Data, clip_predictions, default_genre_table, evaluate_sources, fit_on,
-                          labelled_clips, select_decay)
+                          labelled_clips, rule_bounds, select_decay)
 
     shared = Path(shared)
     cache = DEFAULT_CACHE if cache is None else cache
@@ -179,7 +179,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         for c in cols:
             y[clips["source"].to_numpy() == src, TARGETS.index(c)] = np.nan
     lo, hi = intervals_from_labels(y)
-    blo, bhi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]))
+    bounds = rule_bounds(shared, [r for rs in fit_beh["rules"] for r in rs])
+    blo, bhi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]), bounds)
     all_recs = lab_recs + beh_recs
     numeric = np.array([[float(r.descriptors[k]) for k in INPUTS] for r in all_recs], dtype=np.float32)
     num_std = (numeric - fit.mean) / np.maximum(fit.std, 1e-8)
@@ -199,7 +200,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
                             "not_fitted": {k: list(v) for k, v in NOT_FITTED.items()},
                             "behaviour_fit": list(fit_beh.loc[ok_beh, "file"]),
                             "behaviour_check": list(man.loc[man["half"] == "check", "file"]),
-                            "behaviour_rule_margin": 0.1}},
+                            "behaviour_rule_margin": 0.1, "behaviour_rule_intervals": bounds}},
         "metrics": {"stage1_heldout_on_spotify_values": fit.metrics},
         "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
         "provenance": {
@@ -325,9 +326,12 @@ def model_card(config: dict) -> str:
         f"- **Echo Nest labels** on {h['labelled_clips'].get('fma', 0)} FMA clips (`fma-echonest/clips_labels.csv`), all features",
         "  except instrumentalness: Echo Nest's instrumentalness runs far above Spotify's (71% of FMA tracks above 0.5",
         "  against 13% in Spotify's table), so it is treated as a different annotator and never fitted.",
-        f"- **Spotify's definitions as bounds** on the fitting half of `behaviour/` ({len(h['behaviour_fit'])} clips): each rule",
-        f"  `feature>v` becomes the target interval [v+{h['behaviour_rule_margin']}, 1], `feature<v` becomes [0, v-{h['behaviour_rule_margin']}]; a prediction",
-        "  inside its interval costs nothing. This is where speechiness learns spoken word (> 0.66) and",
+        f"- **Spotify's definitions as bounds** on the fitting half of `behaviour/` ({len(h['behaviour_fit'])} clips): a rule says",
+        "  which side of a threshold a clip is on; Spotify's catalogue (the 41,855-track table, labelled clips removed)",
+        "  says where on that side its values lie, so each rule becomes the target interval from the 10th to the 90th",
+        "  percentile of the catalogue tracks meeting it (" + "; ".join(f"`{k}` → [{a:.3f}, {b:.3f}]" for k, (a, b) in sorted(h.get("behaviour_rule_intervals", {}).items())) + ");",
+        f"  a rule without enough catalogue tracks takes [v+{h['behaviour_rule_margin']}, 1] or [0, v-{h['behaviour_rule_margin']}]. A prediction inside its interval",
+        "  costs nothing. This is where speechiness learns spoken word (> 0.66) and",
         "  instrumentalness learns instrumental music (> 0.5), which no labelled preview shows (none above 0.33",
         "  speechiness, 2 of 138 above 0.5 instrumentalness). Energy, acousticness and danceability bounds of those",
         "  clips shape those features too. Fitting-half clips: " + ", ".join(f"`{Path(f).name}`" for f in h["behaviour_fit"]) + ".",

@@ -79,15 +79,39 @@ def intervals_from_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
-def intervals_from_rules(rules_per_clip) -> tuple[np.ndarray, np.ndarray]:
-    """Behaviour rules per clip -> (lo, hi) [N, T]; features without a rule stay [0, 1]."""
+CATALOGUE_QUANTILES = (0.1, 0.9)
+
+
+def catalogue_intervals(catalogue, rules, q: tuple[float, float] = CATALOGUE_QUANTILES) -> dict[str, tuple[float, float]]:
+    """Where Spotify's own values sit on a rule's side: str(rule) -> the [q10, q90] of the catalogue tracks meeting it.
+
+    The rule says which side of a threshold a clip is on ("speechiness>0.66"); Spotify's catalogue says where on
+    that side real values lie (its spoken-word tracks read 0.92-0.96, not 0.67). `catalogue` is a frame with the
+    seven features (the 41,855-track table).
+    """
+    out = {}
+    for r in rules:
+        if r.feature not in TARGETS or str(r) in out:
+            continue
+        x = catalogue[r.feature].dropna().to_numpy(float)
+        x = x[x > r.value] if r.op == ">" else x[x < r.value]
+        if len(x) >= 50:
+            out[str(r)] = (float(np.quantile(x, q[0])), float(np.quantile(x, q[1])))
+    return out
+
+
+def intervals_from_rules(rules_per_clip, bounds: dict[str, tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour rules per clip -> (lo, hi) [N, T]; features without a rule stay [0, 1].
+
+    A rule found in `bounds` (`catalogue_intervals`) takes that interval, any other the margin interval.
+    """
     lo = np.zeros((len(rules_per_clip), len(TARGETS)), np.float32)
     hi = np.ones_like(lo)
     for i, rules in enumerate(rules_per_clip):
         for r in rules:
             if r.feature in TARGETS:
                 j = TARGETS.index(r.feature)
-                a, b = rule_interval(r)
+                a, b = (bounds or {}).get(str(r)) or rule_interval(r)
                 lo[i, j], hi[i, j] = max(lo[i, j], a), min(hi[i, j], b)
     return lo, hi
 
@@ -146,7 +170,7 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
         col = (wt * known).sum(0).clamp(min=1e-6)
         lam = torch.from_numpy(cfg.decays().astype(np.float32))
         n_t = lo.shape[1]
-        res = [j for j, r in enumerate(cfg.residual_mask()) if r] if cfg.monotone and offset is not None else []
+        res = [j for j, r in enumerate(model.residual_mask.tolist()) if r] if cfg.monotone and offset is not None else []
         # (output j, input column of stage 1's output j): stage 1's outputs are the last n_t columns of z
         own = (torch.tensor(res), torch.tensor([z.shape[1] - n_t + j for j in res])) if res else None
         for k, m in enumerate(model.members):
@@ -207,7 +231,7 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
 
 
 __all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
-           "intervals_from_rules", "rule_interval", "DEFAULT_PARTS", "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
+           "intervals_from_rules", "rule_interval", "catalogue_intervals", "DEFAULT_PARTS", "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
 
 
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,

@@ -111,7 +111,7 @@ DECAY_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)  # weight decays tried per feature by th
 class _Data:
     """Everything the folds share: labelled and behaviour-fit records, targets, sources, loudness."""
 
-    def __init__(self, shared, bundle, cache, with_tagger, workers, progress):
+    def __init__(self, shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds: bool = True):
         clips = labelled_clips(shared)
         man = behaviour.read_manifest(shared)
         fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
@@ -124,7 +124,8 @@ class _Data:
         self.lab_recs = [recs[i] for i in ok_lab]
         self.beh_recs = [recs[n_lab + j] for j in ok_beh]
         self.beh_files = list(fit_beh.loc[ok_beh, "file"])
-        self.beh_lo, self.beh_hi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]))
+        self.bounds = rule_bounds(shared, [r for rs in fit_beh["rules"] for r in rs]) if catalogue_bounds else {}
+        self.beh_lo, self.beh_hi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]), self.bounds)
         self.y = self.clips[list(TARGETS)].to_numpy(float)
         self.y_fit = self.y.copy()
         self.source = self.clips["source"].to_numpy()
@@ -172,11 +173,24 @@ def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_
         for s in inner:
             test = pool & (data.source == s)
             p = data.predict(pool & ~test, test, lay, replace(cfg, weight_decay=float(g)))
-            maes.append(np.nanmean(np.abs(p - data.y_fit[test]), axis=0))  # NOT_FITTED cells are NaN: not scored
-        table[float(g)] = np.nanmean(np.stack(maes), axis=0).tolist()
+            err = np.abs(p - data.y_fit[test])  # NOT_FITTED cells are NaN: not scored
+            maes.append(np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in err.T]))
+        m = np.stack(maes)
+        table[float(g)] = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in m.T]
     scores = np.array([table[float(g)] for g in grid])  # [G, T]
     chosen = tuple(float(grid[i]) for i in np.nanargmin(scores, axis=0))
     return chosen, {"grid": [float(g) for g in grid], "inner_sources": inner, "inner_mae": table, "chosen": list(chosen)}
+
+
+def rule_bounds(shared: str | Path, rules) -> dict[str, tuple[float, float]]:
+    """The behaviour rules' target intervals from Spotify's catalogue (`heads.catalogue_intervals`), labelled clips removed."""
+    from .data.labels import read_labels
+    from .default_model import TABLE
+    from .heads import catalogue_intervals
+
+    cat = read_labels(Path(shared) / TABLE).frame
+    cat = cat[~cat["track_id"].astype(str).isin(set(labelled_clips(shared)["track_id"].astype(str)))]
+    return catalogue_intervals(cat, rules)
 
 
 def default_genre_table(shared: str | Path) -> dict:
@@ -188,7 +202,7 @@ def default_genre_table(shared: str | Path) -> dict:
 
 def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache: str | Path | None = DEFAULT_CACHE,
                      with_tagger: bool = True, workers: int = 1, progress: bool = True, cfg: FitConfig | None = None,
-                     parts=None, select: bool = True, grid=DECAY_GRID) -> dict:
+                     parts=None, select: bool = True, grid=DECAY_GRID, catalogue_bounds: bool = True) -> dict:
     """Leave-one-source-out table (see the module docstring); `model` supplies stage 1 (default: the shipped one).
 
     With `select` (nested selection), each held-out source's heads use the per-feature weight decay chosen
@@ -203,11 +217,11 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     parts = parts or (DEFAULT_PARTS if with_tagger else NO_TAGGER_PARTS)
     lay = layout(parts, default_genre_table(shared) if any(p[2] == "genre_prior" for p in parts) else None)
     bundle = get_bundle(model)
-    data = _Data(shared, bundle, cache, with_tagger, workers, progress)
+    data = _Data(shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds)
     clips, y, y_fit = data.clips, data.y, data.y_fit
     catalogue = np.array([bundle.config["label_means"][t] for t in TARGETS])
     base_model = bundle.model
-    result = {"sources": {}, "targets": list(TARGETS), "failed": data.failed, "fit": cfg.to_dict(),
+    result = {"sources": {}, "targets": list(TARGETS), "failed": data.failed, "fit": cfg.to_dict(), "rule_intervals": data.bounds,
               "parts": [list(p) for p in parts], "behaviour_fit_clips": len(data.beh_recs),
               "selection": "nested: per-feature weight decay chosen by leave-one-source-out over the other sources"
               if select else "fixed: the given FitConfig"}
