@@ -378,6 +378,8 @@ def model_card(config: dict) -> str:
         "- 149 labelled clips in four sources, two of them skewed (forró: high energy and valence); bounds from",
         "  23 behaviour clips. Figures on them are not figures on all music.",
         "- Speech versus singing: an unaccompanied voice is the hardest case (a cappella reads as speech to the VAD).",
+        "- Genre priors rest on a hand-written tag-to-genre map and on two tables' genres; music outside them (forró has",
+        "  no genre of its own in either table) gets a prior near the tables' overall means, not a genre's.",
         "- Spotify's labels are themselves the output of Spotify's (and Echo Nest's) models, computed on full tracks;",
         "  songfeat sees what you give it, often a 30-s clip.",
         "",
