@@ -79,6 +79,7 @@ def build_table(shared: str | Path, exclude_ids: set[str] = frozenset()) -> dict
         means = g[cols].mean()
         out["annotators"][name] = {
             "genres": genres, "tags": [list(GENRE_TAGS[name][k]) for k in genres],
+            "columns": [[_tag_index(t) for t in GENRE_TAGS[name][k]] for k in genres],  # so apply needs no tagger
             "means": [[round(float(v), 5) for v in means.loc[k]] for k in genres],
             "tracks": [int(g.size().get(k, 0)) for k in genres],
             "overall": [round(float(v), 5) for v in overall[cols].mean()]}
@@ -86,6 +87,7 @@ def build_table(shared: str | Path, exclude_ids: set[str] = frozenset()) -> dict
 
 
 def _tag_index(tag: str) -> int:
+    """'msd:<tag>' or 'mtt:<tag>' -> its column among the tagger block's 100 tag probabilities (MSD then MTT)."""
     from .tagger import MSD_TAGS, MTT_TAGS
 
     model, name = tag.split(":", 1)
@@ -97,7 +99,8 @@ def apply(tags: np.ndarray, table: dict) -> np.ndarray:
     tags = np.asarray(tags, dtype=np.float64)
     out = []
     for ann in table["annotators"].values():
-        w = np.stack([tags[:, [_tag_index(t) for t in ts]].max(1) for ts in ann["tags"]], axis=1)  # [W, G]
+        cols = ann.get("columns") or [[_tag_index(t) for t in ts] for ts in ann["tags"]]
+        w = np.stack([tags[:, c].max(1) for c in cols], axis=1)  # [W, G]
         means, overall = np.asarray(ann["means"]), np.asarray(ann["overall"])
         prior = (w @ means + table["pseudo_weight"] * overall) / (w.sum(1, keepdims=True) + table["pseudo_weight"])
         p = np.clip(prior, PRIOR_EPS, 1 - PRIOR_EPS)
