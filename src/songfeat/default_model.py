@@ -225,7 +225,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     config["split"]["heads"]["fit"] = cfg.to_dict()
     config["split"]["heads"]["selection"] = selection
     trained = fit_on(Bundle(model, config), all_recs, np.concatenate([lo, blo]), np.concatenate([hi, bhi]), lay, num_std, cfg)
-    config["metrics"]["leave_one_source_out"] = {s: {k: e[k] for k in ("n", "learned", "average_without") if k in e}
+    config["metrics"]["leave_one_source_out"] = {s: {k: e[k] for k in ("n", "learned", "average_without", "decay", "selection") if k in e}
                                                  for s, e in loso["sources"].items()}
     check = man[man["half"] == "check"].reset_index(drop=True)
     crecs = get_records(list(check["path"]), cache, True, workers, progress)
