@@ -219,15 +219,16 @@ def _analyze_one(args: tuple) -> Outcome:
 
 
 def _init_worker() -> None:
-    """Worker-process start-up: one torch thread each, so N workers use N cores, not N x cores."""
-    import torch
+    """Worker-process start-up: one inference thread each (onnxruntime, and torch if loaded), so N workers use N cores."""
+    from .runtime import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(1)
 
 
-def _start_analysis_worker(model: str | None) -> None:
-    """An analysis worker's start-up: one torch thread, and the bundle loaded (a bad one stops the batch once)."""
-    _init_worker()
+def _start_analysis_worker(model: str | None, alone: bool = False) -> None:
+    """An analysis worker's start-up: one inference thread (unless `alone`), and the bundle loaded (a bad one stops the batch once)."""
+    if not alone:
+        _init_worker()
     _check_bundle_for_audio(get_bundle(model))
 
 
@@ -238,7 +239,8 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
     Nothing is printed: decoder complaints and warnings come back on each Outcome. With `timeout`
     (seconds per file, see `time_limit`) or `workers` > 1, files run in worker processes and a
     file that overruns has its worker killed and becomes an error; with neither, in this process.
-    A bad `model` raises SongfeatError before any file is done.
+    A lone file with a timeout runs in a fork of this process (no new interpreter, same guarantees)
+    with every CPU's inference threads. A bad `model` raises SongfeatError before any file is done.
     """
     model = None if model is None else str(model)
     jobs = [(str(p), model, timeout) for p in paths]
@@ -253,10 +255,13 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
         return
     from .workers import run_jobs
 
+    alone = len(jobs) == 1
+    if alone:  # loaded here, so the fork inherits it (and a bad model fails before it)
+        _check_bundle_for_audio(get_bundle(model))
     held: dict[int, Outcome] = {}
     nxt = 0
-    for res in run_jobs(_analyze_one, jobs, workers=workers, timeout=timeout,
-                        init=_start_analysis_worker, init_args=(model,)):
+    for res in run_jobs(_analyze_one, jobs, workers=workers, timeout=timeout, init=_start_analysis_worker,
+                        init_args=(model, alone), fork=alone):
         path = jobs[res.index][0]
         if res.ok:
             out = res.value
@@ -277,7 +282,7 @@ def _foreign(path: str, text: str) -> str:
     return "\n".join(f"{path}: output: {ln}" for ln in text.splitlines() if ln.strip())
 
 
-AUTO_PARALLEL_FILES = 8  # below this many files, starting worker processes (each imports torch) costs more than it saves
+AUTO_PARALLEL_FILES = 8  # below this many files, starting worker processes costs more than it saves
 
 
 def auto_workers(n_files: int) -> int:

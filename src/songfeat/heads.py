@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from . import features
+from . import features  # torch is imported inside the fitting functions: analyze calls assemble/layout without it
 
 TARGETS = features.LEARNED
 MARGIN = 0.1  # a bound rule asks for this much room inside the bound
@@ -105,6 +104,8 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
 
     Single-threaded and seeded, so a rerun gives bit-identical weights.
     """
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -146,6 +147,8 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
 def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: np.ndarray,
               cfg: FitConfig) -> None:
     """Standardise [evidence, stage-1 outputs] on these rows, store the scaler in `model`, fit the members."""
+    import torch
+
     with torch.no_grad():
         base_t = model.base(numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32)))
         offset = model.offset(base_t).numpy()
@@ -162,6 +165,8 @@ def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarr
 
 def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.ndarray:
     """The model's outputs for rows of evidence and standardised numeric inputs."""
+    import torch
+
     with torch.no_grad():
         return model(evidence=torch.from_numpy(np.ascontiguousarray(evidence, dtype=np.float32)),
                      numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32))).numpy()
