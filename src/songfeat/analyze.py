@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+# numpy is imported inside the functions that use it: `songfeat --help` and `import songfeat` stay fast
 from . import features
 from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_usable, iter_windows
 from .errors import AudioError, SongfeatError
@@ -83,13 +82,24 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
 
     Raises SongfeatError (with the file and reason) for unreadable, empty, too short or silent audio.
     """
+    import numpy as np
+
     from . import descriptors
 
     evidence, weights, fronts, rows = [], [], [], []
+    tag = evidence_layout is not None and any(p["block"] == "tagger" for p in evidence_layout)
+    pool = _side_thread() if tag else None
     for w in iter_windows(path):
+        pending = y16 = None
+        used = not ((spec is None and evidence_layout is None) or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights))
+        if pool is not None and used:  # the tagger (onnxruntime, no GIL) runs beside the measurements below
+            from .evidence import resample16, tagger_block
+
+            y16 = resample16(w, SAMPLE_RATE)
+            pending = pool.submit(tagger_block, y16)
         ev = descriptors.window_evidence(w, SAMPLE_RATE)
         evidence.append(ev)
-        if (spec is None and evidence_layout is None) or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights):
+        if not used:
             continue
         if spec is not None:
             from .frontend import compute, fit_window
@@ -99,8 +109,9 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
             from .evidence import window_inputs
             from .heads import assemble
 
-            tagger = any(p["block"] == "tagger" for p in evidence_layout)
-            blocks = window_inputs(w, SAMPLE_RATE, ev, with_tagger=tagger)
+            blocks = window_inputs(w, SAMPLE_RATE, ev, with_tagger=tag and pending is None, y16=y16)
+            if pending is not None:
+                blocks["tagger"] = pending.result()
             rows.append(assemble({k: v[None] for k, v in blocks.items()}, evidence_layout))
         weights.append(w.size)
     check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
@@ -110,8 +121,29 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
                 np.concatenate(rows) if rows else None)
 
 
+_SIDE: list = []
+
+
+def _side_thread():
+    """One helper thread for the tagger, when this process may use more than one core (not in batch workers); else None.
+
+    A pure speed-up: the same computations, the tagger's beside the descriptors' and the VAD's.
+    """
+    from .runtime import threads
+
+    if threads() < 2:
+        return None
+    if not _SIDE:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _SIDE.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="songfeat-tagger"))
+    return _SIDE[0]
+
+
 def predict_clip(bundle, clip: Clip) -> dict[str, float]:
     """The bundle's learned features for one clip: per window, then the duration-weighted mean."""
+    import numpy as np
+
     numeric = None
     if "numeric" in bundle.needs:
         numeric = np.asarray([clip.descriptors.numeric(bundle.numeric_inputs)], dtype=np.float32)
