@@ -45,14 +45,19 @@ def track_identity(path: str | Path) -> dict:
 
 
 def get_bundle(model: str | Path | None = None):
-    """Load (once per process, again if its config changed) the bundle named by `model`; None: the default."""
-    from .bundle import CONFIG, DEFAULT_DIR, load_bundle
+    """Load (once per process and backend, again if its files changed) the bundle named by `model`; None: the default."""
+    from .bundle import CONFIG, DEFAULT_DIR, ONNX, WEIGHTS, load_bundle
+    from .runtime import backend
 
     folder = DEFAULT_DIR if model in (None, "default") else Path(model)
-    try:
-        key = (str(folder.resolve()), (folder / CONFIG).stat().st_mtime_ns)
-    except OSError:
-        key = (str(folder), None)  # load_bundle raises the clear error
+
+    def stamp(name: str):
+        try:
+            return (folder / name).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    key = (str(folder.resolve()), stamp(CONFIG), stamp(WEIGHTS), stamp(ONNX), backend())
     if key not in _BUNDLES:
         _BUNDLES[key] = load_bundle(model)
     return _BUNDLES[key]

@@ -646,7 +646,11 @@ def require(command: str, module: str) -> None:
     """Fail in one line, before any work, when `module` (of extra EXTRA_OF[module]) is not installed."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         raise fail(needs_extra(command, EXTRA_OF.get(module, module)))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ def _export(module, args: tuple, input_names: list[str], output_names: list[str]
     import torch
 
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding notes
         torch.onnx.export(module, args, buf, input_names=input_names, output_names=output_names, opset_version=OPSET,
                           dynamic_axes={n: {0: "batch"} for n in input_names + output_names}, dynamo=False,
                           do_constant_folding=True)

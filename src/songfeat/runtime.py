@@ -43,16 +43,26 @@ def set_threads(n: int) -> None:
     """Threads for sessions created from now on (and torch's, when it is loaded): batch workers use 1."""
     global _threads
     _threads = max(1, int(n))
-    session.cache_clear()
+    _session.cache_clear()
     import sys
 
     if "torch" in sys.modules:  # never import torch just to configure it
         sys.modules["torch"].set_num_threads(_threads)
 
 
-@lru_cache(maxsize=None)
 def session(path: str | Path):
-    """An onnxruntime session for one model file, created once per process (and thread setting)."""
+    """An onnxruntime session for one model file, created once per process (per file version and thread setting)."""
+    st = os.stat(path)
+    return _session(str(path), st.st_mtime_ns, st.st_size)
+
+
+def open_sessions() -> int:
+    """How many sessions this process holds (their native thread pools would not survive a fork)."""
+    return _session.cache_info().currsize
+
+
+@lru_cache(maxsize=None)
+def _session(path: str, mtime_ns: int, size: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -60,7 +70,7 @@ def session(path: str | Path):
     opts.intra_op_num_threads = threads()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 __all__ = ["backend", "session", "set_threads", "threads", "BACKENDS"]

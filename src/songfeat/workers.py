@@ -141,7 +141,7 @@ def _fork_is_safe() -> bool:
 
     if threading.active_count() != 1:
         return False
-    if "songfeat.runtime" in sys.modules and sys.modules["songfeat.runtime"].session.cache_info().currsize:
+    if "songfeat.runtime" in sys.modules and sys.modules["songfeat.runtime"].open_sessions():
         return False
     vad = sys.modules.get("songfeat.vad")
     return not (vad is not None and vad._session.cache_info().currsize)
