@@ -94,6 +94,8 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
     evidence, weights, fronts, rows = [], [], [], []
     tag = evidence_layout is not None and any(p["block"] == "tagger" for p in evidence_layout)
     pool = _side_thread() if tag else None
+    if pool is not None:
+        pool.submit(_open_sessions)  # onnxruntime's import and the sessions load while the first window decodes
     for w in iter_windows(path):
         pending = y16 = None
         used = not ((spec is None and evidence_layout is None) or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights))
@@ -143,6 +145,16 @@ def _side_thread():
 
         _SIDE.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="songfeat-tagger"))
     return _SIDE[0]
+
+
+def _open_sessions() -> None:
+    """Create the tagger's and the VAD's onnxruntime sessions (each is created once per process anyway)."""
+    from . import runtime, tagger, vad
+
+    if runtime.backend() == "onnx":
+        for name in tagger.MODELS:
+            tagger.onnx_session(name)
+    vad._session()
 
 
 def predict_clip(bundle, clip: Clip) -> dict[str, float]:

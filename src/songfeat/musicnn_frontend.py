@@ -24,6 +24,7 @@ HOP = 256
 N_MELS = 96
 PATCH_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, hop_length=256) + 1, what musicnn was trained on
 MAX_PATCHES = 10
+_CHUNK = 256  # frames per FFT block in `log_mel` (8 s of audio)
 
 _F_SP = 200.0 / 3  # Slaney: Hz per mel below 1 kHz
 _MIN_LOG_HZ = 1000.0
@@ -91,9 +92,12 @@ def log_mel(y16: np.ndarray) -> np.ndarray:
     y = np.pad(y, N_FFT // 2, mode="reflect")  # centred frames
     n = 1 + (y.size - N_FFT) // HOP
     frames = np.lib.stride_tricks.as_strided(y, (n, N_FFT), (HOP * y.strides[0], y.strides[0]), writeable=False)
-    spec = np.fft.rfft(frames.astype(np.float64) * _hann(), axis=1)  # float64: at least as exact as torch's float32
-    power = spec.real ** 2 + spec.imag ** 2  # [frames, 257]
-    return np.ascontiguousarray(log_compress(power @ slaney_mel_filterbank().T.astype(np.float64)))
+    fb = slaney_mel_filterbank().T.astype(np.float64)
+    out = np.empty((n, N_MELS), dtype=np.float32)
+    for i in range(0, n, _CHUNK):  # in chunks: a few MB at a time, however long the audio
+        spec = np.fft.rfft(frames[i:i + _CHUNK].astype(np.float64) * _hann(), axis=1)  # float64: at least as exact as torch's float32
+        out[i:i + _CHUNK] = log_compress((spec.real ** 2 + spec.imag ** 2) @ fb)  # [frames, 257] power -> mel
+    return out
 
 
 def log_mel_torch(y16: np.ndarray) -> np.ndarray:
