@@ -208,3 +208,25 @@ def test_a_lone_forked_job_keeps_the_time_limit_and_crash_isolation():
     assert res.status == "crashed" and "SIGKILL" in res.value
     (res,) = run_jobs(_sleep, [0.01], workers=1, timeout=5, fork=True)
     assert res.ok and res.value == 0.01
+
+
+def _features_in_child(path: str) -> dict:
+    return A.analyze(path)
+
+
+def test_a_forked_child_makes_its_own_side_thread_and_sessions():
+    """Threads do not survive fork(): a 'fork' child of a process that has analysed (so holds the tagger's
+    side thread and onnxruntime sessions) must make its own instead of waiting on the parent's forever."""
+    import multiprocessing as mp
+
+    from songfeat import runtime
+
+    runtime.set_threads(2)
+    try:
+        here = A.analyze(EXAMPLE)
+        assert A._SIDE and runtime.open_sessions() >= 2
+        with mp.get_context("fork").Pool(1) as pool:
+            there = pool.apply_async(_features_in_child, (str(EXAMPLE),)).get(timeout=120)
+    finally:
+        runtime._threads = None
+    assert there == here

@@ -129,6 +129,8 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
 
 
 _SIDE: list = []
+if hasattr(os, "register_at_fork"):  # a forked child has no copy of the thread: it makes its own
+    os.register_at_fork(after_in_child=_SIDE.clear)
 
 
 def _side_thread():

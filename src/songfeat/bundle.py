@@ -117,16 +117,16 @@ class Bundle:
 
     def session(self):
         """The onnxruntime session of model.onnx (created on first use); refuses an export of other weights."""
-        if "session" not in self._cache:
-            from . import runtime
+        from . import runtime
 
-            sess = runtime.session(self.path / ONNX)
+        sess = runtime.session(self.path / ONNX)  # cached there (per process, fork-aware), not here
+        if self._cache.get("verified") is not sess:
             recorded = sess.get_modelmeta().custom_metadata_map.get(ONNX_SHA_KEY)
             if recorded != weights_sha256(self.path):
                 raise SongfeatError(self.path / ONNX, f"was exported from other weights than {WEIGHTS}; "
                                     f"export it again: songfeat export-onnx {self.path}")
-            self._cache["session"] = sess
-        return self._cache["session"]
+            self._cache["verified"] = sess
+        return sess
 
     def predict(self, frontend=None, numeric=None, evidence: np.ndarray | None = None) -> np.ndarray:
         """Run the model on a batch; returns [B, len(targets)], each clamped to its feature's range.

@@ -9,7 +9,6 @@ Thread spinning is off, so an idle session does not burn a core beside other wor
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 BACKENDS = ("onnx", "torch")
@@ -42,27 +41,32 @@ def threads() -> int:
 def set_threads(n: int) -> None:
     """Threads for sessions created from now on (and torch's, when it is loaded): batch workers use 1."""
     global _threads
-    _threads = max(1, int(n))
-    _session.cache_clear()
+    _threads = max(1, int(n))  # sessions are keyed by their thread count: new ones are made on next use
     import sys
 
     if "torch" in sys.modules:  # never import torch just to configure it
         sys.modules["torch"].set_num_threads(_threads)
 
 
+_SESSIONS: dict[tuple, object] = {}
+_ORPHANS: list = []  # sessions inherited through fork(): their thread pools did not survive it, so they are never used or freed
+
+
 def session(path: str | Path):
     """An onnxruntime session for one model file, created once per process (per file version and thread setting)."""
     st = os.stat(path)
-    return _session(str(path), st.st_mtime_ns, st.st_size)
+    key = (str(path), st.st_mtime_ns, st.st_size, threads())
+    if key not in _SESSIONS:
+        _SESSIONS[key] = _new_session(str(path))
+    return _SESSIONS[key]
 
 
 def open_sessions() -> int:
     """How many sessions this process holds (their native thread pools would not survive a fork)."""
-    return _session.cache_info().currsize
+    return len(_SESSIONS)
 
 
-@lru_cache(maxsize=None)
-def _session(path: str, mtime_ns: int, size: int):
+def _new_session(path: str):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -71,6 +75,16 @@ def _session(path: str, mtime_ns: int, size: int):
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a multiprocessing 'fork' worker) opens its own sessions: the parent's thread pools are not here."""
+    _ORPHANS.extend(_SESSIONS.values())
+    _SESSIONS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 __all__ = ["backend", "session", "set_threads", "threads", "BACKENDS"]

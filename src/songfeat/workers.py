@@ -137,9 +137,13 @@ def _context(preload: Sequence[str] = PRELOAD, fork: bool = False):
 
 
 def _fork_is_safe() -> bool:
+    """No Python thread, no onnxruntime session, no torch: nothing whose threads hold locks the fork would copy.
+
+    (torch's OpenMP pool is native and invisible to `threading`; numpy's OpenBLAS handles fork itself.)
+    """
     import threading
 
-    if threading.active_count() != 1:
+    if threading.active_count() != 1 or "torch" in sys.modules:
         return False
     if "songfeat.runtime" in sys.modules and sys.modules["songfeat.runtime"].open_sessions():
         return False
