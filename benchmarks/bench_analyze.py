@@ -64,7 +64,9 @@ BACKENDS = {"lean": "onnx", "torch": "torch"}
 
 
 def timed(cmd: list[str], repeat: int, backend: str = "onnx") -> float:
-    """Median wall time of a whole process over `repeat` runs; fails loudly if the process fails."""
+    """Median wall time of a whole process over `repeat` runs; fails loudly if the process fails.
+
+    SONGFEAT_BACKEND is set for the run: onnx (the lean path) or torch."""
     times = []
     env = {**os.environ, "SONGFEAT_BACKEND": backend}
     for _ in range(repeat):
@@ -158,20 +160,34 @@ def main() -> None:
         for f in files:
             os.symlink(f.resolve(), folder / f.name)
         print(f"songfeat analyze benchmark: {label}; {os.cpu_count()} CPUs")
-        base = timed([PY, str(ROOT / "benchmarks" / "librosa_baseline.py"), *map(str, sorted(folder.iterdir()))], args.repeat)
         n = len(files)
-        rows, cold = [], {}
+        runs = {"baseline: librosa pipeline (1 process)": ([PY, str(ROOT / "benchmarks" / "librosa_baseline.py"),
+                                                             *map(str, sorted(folder.iterdir()))], "onnx")}
         for name, backend in BACKENDS.items():
-            rows.append((f"songfeat analyze, {name} (default: {auto_workers(n)} workers)",
-                         timed([*SONGFEAT, "analyze", str(folder), "--format", "jsonl"], args.repeat, backend)))
-            rows.append((f"songfeat analyze, {name}, --workers 1",
-                         timed([*SONGFEAT, "analyze", str(folder), "--format", "jsonl", "--workers", "1"], args.repeat, backend)))
-            cold[name] = timed([*SONGFEAT, "analyze", str(files[0])], max(3, args.repeat), backend)
+            runs[f"songfeat analyze, {name} (default: {auto_workers(n)} workers)"] = (
+                [*SONGFEAT, "analyze", str(folder), "--format", "jsonl"], backend)
+            runs[f"songfeat analyze, {name}, --workers 1"] = (
+                [*SONGFEAT, "analyze", str(folder), "--format", "jsonl", "--workers", "1"], backend)
+        reps = max(3, args.repeat)
+        colds = {name: ([*SONGFEAT, "analyze", str(files[0])], backend) for name, backend in BACKENDS.items()}
+        # round robin: every configuration once per round, so a change in the machine's load hits all alike
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        cold_times: dict[str, list[float]] = {k: [] for k in colds}
+        for r in range(reps):
+            if r < args.repeat:
+                for k, (cmd, backend) in runs.items():
+                    times[k].append(timed(cmd, 1, backend))
+            for k, (cmd, backend) in colds.items():
+                cold_times[k].append(timed(cmd, 1, backend))
+        secs = {k: statistics.median(v) for k, v in times.items()}
+        cold = {k: statistics.median(v) for k, v in cold_times.items()}
+        base = secs.pop("baseline: librosa pipeline (1 process)")
+        rows = list(secs.items())
         print(f"{'run (whole process, start-up included)':52s} {'seconds':>8s} {'s/file':>7s} {'vs librosa':>10s}")
-        print(f"{'baseline: librosa pipeline (1 process)':52s} {base:8.2f} {base / n:7.3f} {1.0:9.2f}x")
+        print(f"{'baseline: librosa pipeline (1 process)':52s} {base:8.2f} {base / n:7.3f} {1.0:9.2f}x"
+              f"   (medians of {args.repeat} round-robin rounds)")
         for label_, secs in rows:
             print(f"{label_:52s} {secs:8.2f} {secs / n:7.3f} {base / secs:9.2f}x")
-        reps = max(3, args.repeat)
         print(f"cold single-file run (median of {reps}): lean {cold['lean']:.2f} s, torch {cold['torch']:.2f} s")
         parts = {name: _breakdown_in_child(files, backend) for name, backend in BACKENDS.items()}
         print("where songfeat's time goes (in-process, one thread, per file):")
