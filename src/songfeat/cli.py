@@ -215,6 +215,8 @@ def analysis_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically) instead of stdout."),
 ) -> None:
     """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
+    if plot is not None:
+        require("analysis --plot", "matplotlib")
     from .analysis import analyse
     from .audio import capture_output
     from .errors import SongfeatError
@@ -631,7 +633,7 @@ def serve_cmd(
 # The extra that brings each optional top-level module (pyproject.toml); a command that reaches a
 # missing one says which extra to install, in one line.
 EXTRA_OF = {"torch": "train", "safetensors": "train", "onnx": "train", "pandas": "train", "sklearn": "train",
-            "matplotlib": "train", "librosa": "train", "scipy": "train", "pyloudnorm": "train", "pyarrow": "parquet",
+            "matplotlib": "plot", "librosa": "train", "scipy": "train", "pyloudnorm": "train", "pyarrow": "parquet",
             "spotipy": "collect", "requests": "collect", "fastapi": "serve", "starlette": "serve", "uvicorn": "serve",
             "multipart": "serve", "python_multipart": "serve", "prometheus_client": "serve", "pebble": "serve",
             "ray": "ray", "essentia": "bench"}
