@@ -216,4 +216,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                    "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
                    "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
                                   "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
-    return save_bundle(Path(out), model, config)
+    path = save_bundle(Path(out), model, config)
+    from .onnx_export import export_bundle
+
+    export_bundle(path, model)  # model.onnx: the bundle then analyzes on a lean install too
+    return path
