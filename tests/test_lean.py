@@ -136,6 +136,7 @@ def test_lean_batch_in_worker_processes(tmp_path):
     (["collect", "--genres", "pop", "--per-genre", "1", "--out", "OUT/t.csv"], "collect", "collect"),
     (["serve", "--library", "OUT"], "serve", "serve"),
     (["analysis", str(EXAMPLE), "--plot", "OUT/a.png"], "analysis --plot", "plot"),
+    (["analyze", str(EXAMPLE), "--engine", "ray", "--format", "parquet", "-o", "OUT/r"], "analyze --engine ray", "ray"),
 ])
 def test_a_missing_extra_is_named_in_one_line(tmp_path, args, command, extra):
     res = _lean([a.replace("OUT", str(tmp_path)) for a in args])

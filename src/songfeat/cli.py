@@ -155,6 +155,7 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
 
     if fmt != "parquet" or output is None:
         raise fail("--engine ray writes --format parquet into an --output folder")
+    require("analyze --engine ray", "ray")
     try:
         from . import distributed
 
@@ -411,6 +412,8 @@ def build_cmd(
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
+    if engine == "ray":
+        require("build --engine ray", "ray")
     try:
         runner = None
         if engine == "ray":
