@@ -233,7 +233,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     path = save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)})
     from .onnx_export import export_bundle
 
-    export_bundle(path, trained)  # model.onnx, what analysis runs (onnxruntime, no torch)
+    export_bundle(path)  # model.onnx from the weights just written: what analysis runs (onnxruntime, no torch)
     return path
 
 

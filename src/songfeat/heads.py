@@ -219,5 +219,5 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     path = save_bundle(Path(out), model, config)
     from .onnx_export import export_bundle
 
-    export_bundle(path, model)  # model.onnx: the bundle then analyzes on a lean install too
+    export_bundle(path)  # model.onnx from the weights just written: the bundle analyzes on a lean install too
     return path
