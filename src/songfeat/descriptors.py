@@ -256,13 +256,14 @@ def _mel_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return np.ascontiguousarray(fb.T, dtype=np.float32)
 
 
-STFT_BLOCK_FRAMES = 256  # frames transformed at once: bounds the complex scratch to ~8 MB
+STFT_BLOCK_FRAMES = 128  # frames transformed at once: bounds the scratch memory to a few MB
 
 
-def power_spectrogram(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """|STFT|^2 [frames, n_fft//2+1] (float32) of mono float32 audio, centred with reflect padding as torch.stft.
+def _power_blocks(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP):
+    """|STFT|^2 of mono float32 audio in blocks of frames [<= STFT_BLOCK_FRAMES, n_fft//2+1] (float32), in order.
 
-    Strided frames (no copy) times a periodic Hann window, numpy.fft.rfft in float32 blocks.
+    Centred with reflect padding as torch.stft; strided frames (no copy) times a periodic Hann window,
+    numpy.fft.rfft. Blocks keep the memory of a 30-s window's analysis to a few MB.
     """
     y = np.asarray(y, dtype=np.float32)
     if y.size <= n_fft // 2:  # reflect padding needs more samples than half a frame
@@ -270,11 +271,14 @@ def power_spectrogram(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.n
     yp = np.pad(y, (n_fft // 2, n_fft // 2), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(yp, n_fft)[::hop]
     win = _hann_window(n_fft)
-    out = np.empty((frames.shape[0], n_fft // 2 + 1), dtype=np.float32)
     for i in range(0, frames.shape[0], STFT_BLOCK_FRAMES):
         x = np.fft.rfft(frames[i: i + STFT_BLOCK_FRAMES] * win, axis=1)
-        out[i: i + STFT_BLOCK_FRAMES] = x.real**2 + x.imag**2
-    return out
+        yield x.real**2 + x.imag**2
+
+
+def power_spectrogram(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """|STFT|^2 [frames, n_fft//2+1] (float32) of mono float32 audio, centred with reflect padding as torch.stft."""
+    return np.concatenate(list(_power_blocks(y, n_fft, hop)))
 
 
 def _as_mono(y: np.ndarray) -> np.ndarray:
@@ -298,36 +302,43 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     if n == 0:
         z = np.zeros(0, dtype=np.float32)
         return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0), np.zeros(3 * CHROMA_SIZE))
-    p = power_spectrogram(y, N_FFT, HOP)  # [T, bins]: the one STFT every descriptor is read from
+    # The one STFT every descriptor is read from, reduced block by block to per-frame values (the
+    # spectrogram itself is never held whole): mel and < 200 Hz band powers for the onset envelopes,
+    # peak chroma, un-normalised HPCP, frame energy and K-weighted energy.
     nb = N_FFT // 4 + 1  # bins up to sr/4 (11 kHz): the band librosa's onset strength sees at 22.05 kHz
+    lo_bins = max(3, int(LOW_BAND_HZ * N_FFT / sr))
+    hpcp_bins = int(HPCP_FMAX * N_FFT / sr) + 3
+    mel_fb, chroma_t, kw_w = _mel_filterbank_t(sr // 2, N_FFT // 2, N_MELS), _chroma_t(sr), _kw_frame_weights(sr, N_FFT, HOP)
+    mel, low, ch, h36, energy, kw = [], [], [], [], [], []
+    for p in _power_blocks(y, N_FFT, HOP):
+        mel.append(p[:, :nb] @ mel_fb)  # same bin spacing, half the band
+        low.append(p[:, 2:lo_bins].copy())
+        # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)
+        # from spectral peaks only (HPCP-style): a Hann main lobe spans ~4 bins (43 Hz), which below
+        # ~300 Hz smears a note over its neighbouring semitones; keeping local maxima undoes most of it.
+        # It decides whether there is a key at all (its octave weighting around 880 Hz ignores pitched kicks).
+        pc = p[:, :CHROMA_BINS]
+        peaks = np.zeros_like(pc)
+        peaks[:, 1:-1] = pc[:, 1:-1] * ((pc[:, 1:-1] > pc[:, :-2]) & (pc[:, 1:-1] >= pc[:, 2:]))
+        ch.append(peaks @ chroma_t)  # [B, 12]
+        # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
+        h36.append(_hpcp_frames(p[:, :hpcp_bins], sr))
+        energy.append(p[:, :nb].sum(1))
+        kw.append(p @ kw_w)
+    mel, low, ch, h36, frame_energy, kw = (np.concatenate(a) for a in (mel, low, ch, h36, energy, kw))
     # onset strength: mean positive log-mel flux (librosa.onset.onset_strength's recipe)
-    mel = p[:, :nb] @ _mel_filterbank_t(sr // 2, N_FFT // 2, N_MELS)  # same bin spacing, half the band
     db = 10.0 * np.log10(np.maximum(mel, np.float32(1e-10)))
     top = db.max()
     db = np.maximum(db, top - np.float32(TOP_DB))
     flux = np.maximum(db[1:] - db[:-1], np.float32(0.0)).mean(1)
     onset = np.concatenate([np.zeros(1, np.float32), flux])
-    lo_bins = max(3, int(LOW_BAND_HZ * N_FFT / sr))
-    ldb = 10.0 * np.log10(np.maximum(p[:, 2:lo_bins], np.float32(1e-10)))
+    ldb = 10.0 * np.log10(np.maximum(low, np.float32(1e-10)))
     ldb = np.maximum(ldb, top - np.float32(TOP_DB))
     lflux = np.maximum(ldb[1:] - ldb[:-1], np.float32(0.0)).mean(1)
     onset_low = np.concatenate([np.zeros(1, np.float32), lflux])
-    # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)
-    # from spectral peaks only (HPCP-style): a Hann main lobe spans ~4 bins (43 Hz), which below
-    # ~300 Hz smears a note over its neighbouring semitones; keeping local maxima undoes most of it.
-    # It decides whether there is a key at all (its octave weighting around 880 Hz ignores pitched kicks).
-    pc = p[:, :CHROMA_BINS]
-    peaks = np.zeros_like(pc)
-    is_peak = (pc[:, 1:-1] > pc[:, :-2]) & (pc[:, 1:-1] >= pc[:, 2:])
-    peaks[:, 1:-1] = pc[:, 1:-1] * is_peak
-    ch = peaks @ _chroma_t(sr)  # [T, 12]
-    frame_energy = p[:, :nb].sum(1)
     voiced = frame_energy > frame_energy.max() * np.float32(1e-6)
     chv = ch[voiced]
     chn = chv / np.maximum(chv.max(1, keepdims=True), np.float32(1e-20))
-    # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
-    h36 = hpcp36(p[:, : int(HPCP_FMAX * N_FFT / sr) + 3][voiced], sr)  # copy only the bins it reads
-    kw = p @ _kw_frame_weights(sr, N_FFT, HOP)
     return WindowEvidence(
         sr=sr,
         n_samples=n,
@@ -336,7 +347,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
         onset_low=onset_low.astype(np.float32),
         chroma=chn.astype(np.float64).sum(0),
         chroma_frames=int(voiced.sum()),
-        chroma36=h36,
+        chroma36=_sum_normalised(h36[voiced]),
         kw_energy=kw.astype(np.float64),
     )
 
@@ -349,9 +360,23 @@ def hpcp36(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     to the 1/3-semitone bins within half a semitone with a cos^2 weight. Bins are centred on
     equal-tempered pitches (A440) and C comes first; `fold_chroma` corrects the tuning and folds to 12.
     """
+    return _sum_normalised(_hpcp_frames(p, sr))
+
+
+def _sum_normalised(frames: np.ndarray) -> np.ndarray:
+    """Sum of the rows of `frames` [frames, 36] each divided by its maximum (all-zero rows skipped)."""
+    if frames.shape[0] == 0:
+        return np.zeros(3 * CHROMA_SIZE)
+    mx = frames.max(1, keepdims=True)
+    keep = mx[:, 0] > 0
+    return (frames[keep] / mx[keep]).sum(0)
+
+
+def _hpcp_frames(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Per-frame, not yet normalised 36-bin HPCP [frames, 36] (float64) of power spectra `p` (see `hpcp36`)."""
     p = np.asarray(p, dtype=np.float32)
     if p.shape[0] == 0:
-        return np.zeros(3 * CHROMA_SIZE)
+        return np.zeros((0, 3 * CHROMA_SIZE))
     hi = min(p.shape[1] - 1, int(HPCP_FMAX * N_FFT / sr) + 2)
     db = 10.0 * np.log10(np.maximum(p[:, : hi + 1], np.float32(1e-12)))
     a, b, c = db[:, :-2], db[:, 1:-1], db[:, 2:]
@@ -373,10 +398,7 @@ def hpcp36(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         d = (pos - k) / 3.0  # distance in semitones
         wt = np.where(np.abs(d) < 0.5, np.cos(math.pi * d) ** 2, 0.0)
         out += np.bincount(t * 36 + np.remainder(k, 36).astype(np.int64), weights=amp * wt, minlength=out.size)
-    out = out.reshape(p.shape[0], 36)
-    mx = out.max(1, keepdims=True)
-    keep = mx[:, 0] > 0
-    return (out[keep] / mx[keep]).sum(0)
+    return out.reshape(p.shape[0], 36)
 
 
 def fold_chroma(chroma: np.ndarray, tuning: bool = True) -> np.ndarray:
