@@ -1,9 +1,12 @@
-"""Speed of `songfeat analyze` on a folder of 30-s clips, against the hand-written librosa pipeline.
+"""Speed of `songfeat analyze` on a folder of 30-s clips: the lean path, the torch path, the librosa pipeline.
 
-Both run as whole processes, start-up included, on the same files, one after the other in this
-process's timing loop (baseline: benchmarks/librosa_baseline.py). Then a cold single-file run, and
-where songfeat's time goes (imports, decode, descriptors, 16-kHz resampling, VAD, tagger, dynamics,
-heads) measured in-process.
+All run as whole processes, start-up included, on the same files, one after the other in this
+process's timing loop: songfeat on its lean runtime (numpy front-ends, models in onnxruntime, the
+default), on the torch path (SONGFEAT_BACKEND=torch: torch front-end and models, what analysis ran
+before the lean runtime), and the hand-written librosa pipeline (benchmarks/librosa_baseline.py).
+Then cold single-file runs of both paths, and where songfeat's time goes (imports, decode,
+descriptors, 16-kHz resampling, VAD, tagger, dynamics, heads) measured in-process on one thread.
+Needs the `bench` extra (torch and librosa for the two comparisons).
 
     python benchmarks/bench_analyze.py [--files N] [--audio DIR] [--repeat R]
 
@@ -57,30 +60,38 @@ def bench_files(audio: Path | None, n: int, tmp: Path) -> tuple[list[Path], str]
     return files, f"{len(files)} generated 30-s mp3 clips"
 
 
-def timed(cmd: list[str], repeat: int) -> float:
-    """Median wall time of a whole process over `repeat` runs; fails loudly if the process fails."""
+BACKENDS = {"lean": "onnx", "torch": "torch"}
+
+
+def timed(cmd: list[str], repeat: int, backend: str = "onnx") -> float:
+    """Median wall time of a whole process over `repeat` runs; fails loudly if the process fails.
+
+    SONGFEAT_BACKEND is set for the run: onnx (the lean path) or torch."""
     times = []
+    env = {**os.environ, "SONGFEAT_BACKEND": backend}
     for _ in range(repeat):
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - t0)
         if p.returncode != 0:
             raise SystemExit(f"benchmark command failed ({p.returncode}): {' '.join(cmd[:4])} ...\n{p.stderr[-2000:]}")
     return statistics.median(times)
 
 
-def breakdown(files: list[Path]) -> dict[str, float]:
+def breakdown(files: list[Path], backend: str) -> dict[str, float]:
     """Seconds per file spent in each stage, measured in-process after imports (one thread, as a worker runs)."""
+    os.environ["SONGFEAT_BACKEND"] = backend
     t0 = time.perf_counter()
     import numpy as np
-    import torch
 
-    from songfeat import descriptors, evidence, tagger, vad
+    if backend == "torch":
+        import torch  # noqa: F401  (its import is part of the torch path's cost)
+    from songfeat import descriptors, evidence, runtime, tagger, vad
     from songfeat.analyze import MIN_TAIL_SECONDS, Clip, get_bundle, predict_clip, to_spotify
     from songfeat.audio import SAMPLE_RATE, iter_windows
     from songfeat.heads import assemble
     t_import = time.perf_counter() - t0
-    torch.set_num_threads(1)
+    runtime.set_threads(1)
     bundle = get_bundle()
     lay = bundle.evidence_layout
     acc = dict.fromkeys(("decode", "descriptors", "resample 16 kHz", "VAD", "tagger", "dynamics", "heads"), 0.0)
@@ -102,10 +113,11 @@ def breakdown(files: list[Path]) -> dict[str, float]:
             y16 = evidence.resample16(w, SAMPLE_RATE)
             acc["resample 16 kHz"] += time.perf_counter() - t
             t = time.perf_counter()
-            v = np.array([vad.describe(y16, evidence.RATE16)[k] for k in vad.STATS], dtype=np.float32)
+            speech = vad.describe(y16, evidence.RATE16)
+            v = np.array([speech[k] for k in vad.STATS], dtype=np.float32)
             acc["VAD"] += time.perf_counter() - t
             t = time.perf_counter()
-            tg = tagger.vector(tagger.describe(y16, sr=evidence.RATE16, max_patches=evidence.TAGGER_PATCHES))
+            tg = tagger.vector(tagger.describe(y16, sr=evidence.RATE16, max_patches=evidence.TAGGER_PATCHES, backend=backend))
             acc["tagger"] += time.perf_counter() - t
             t = time.perf_counter()
             dyn = evidence.dynamics(e, y16)
@@ -118,6 +130,18 @@ def breakdown(files: list[Path]) -> dict[str, float]:
     out["windows per file"] = n_windows / len(files)
     out["import (once)"] = t_import
     return out
+
+
+def _breakdown_in_child(files: list[Path], backend: str) -> dict[str, float]:
+    """`breakdown` in a fresh interpreter, so each path pays its own imports."""
+    import json
+
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench_analyze as b; "
+            f"print(json.dumps(b.breakdown([__import__('pathlib').Path(p) for p in {list(map(str, files))!r}], {backend!r})))")
+    p = subprocess.run([PY, "-c", code], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"breakdown ({backend}) failed:\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -136,20 +160,44 @@ def main() -> None:
         for f in files:
             os.symlink(f.resolve(), folder / f.name)
         print(f"songfeat analyze benchmark: {label}; {os.cpu_count()} CPUs")
-        base = timed([PY, str(ROOT / "benchmarks" / "librosa_baseline.py"), *map(str, sorted(folder.iterdir()))], args.repeat)
-        ours = timed([*SONGFEAT, "analyze", str(folder), "--format", "jsonl"], args.repeat)
-        ours1 = timed([*SONGFEAT, "analyze", str(folder), "--format", "jsonl", "--workers", "1"], args.repeat)
-        cold = timed([*SONGFEAT, "analyze", str(files[0])], max(3, args.repeat))
         n = len(files)
-        print(f"{'run (whole process, start-up included)':48s} {'seconds':>8s} {'s/file':>7s} {'speed-up':>8s}")
-        print(f"{'baseline: librosa pipeline (1 process)':48s} {base:8.2f} {base / n:7.3f} {1.0:8.2f}x")
-        auto = f"songfeat analyze (default: {auto_workers(n)} workers)"
-        print(f"{auto:48s} {ours:8.2f} {ours / n:7.3f} {base / ours:8.2f}x")
-        print(f"{'songfeat analyze --workers 1':48s} {ours1:8.2f} {ours1 / n:7.3f} {base / ours1:8.2f}x")
-        print(f"cold single-file run (median of {max(3, args.repeat)}): {cold:.2f} s")
-        print("where songfeat's time goes (in-process, per file):")
-        for k, v in breakdown(files).items():
-            print(f"  {k:16s} {v:8.2f}" if k == "windows per file" else f"  {k:16s} {v * 1000:8.1f} ms")
+        runs = {"baseline: librosa pipeline (1 process)": ([PY, str(ROOT / "benchmarks" / "librosa_baseline.py"),
+                                                             *map(str, sorted(folder.iterdir()))], "onnx")}
+        for name, backend in BACKENDS.items():
+            runs[f"songfeat analyze, {name} (default: {auto_workers(n)} workers)"] = (
+                [*SONGFEAT, "analyze", str(folder), "--format", "jsonl"], backend)
+            runs[f"songfeat analyze, {name}, --workers 1"] = (
+                [*SONGFEAT, "analyze", str(folder), "--format", "jsonl", "--workers", "1"], backend)
+        reps = max(3, args.repeat)
+        colds = {name: ([*SONGFEAT, "analyze", str(files[0])], backend) for name, backend in BACKENDS.items()}
+        # round robin: every configuration once per round, so a change in the machine's load hits all alike
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        cold_times: dict[str, list[float]] = {k: [] for k in colds}
+        for r in range(reps):
+            if r < args.repeat:
+                for k, (cmd, backend) in runs.items():
+                    times[k].append(timed(cmd, 1, backend))
+            for k, (cmd, backend) in colds.items():
+                cold_times[k].append(timed(cmd, 1, backend))
+        secs = {k: statistics.median(v) for k, v in times.items()}
+        cold = {k: statistics.median(v) for k, v in cold_times.items()}
+        base = secs.pop("baseline: librosa pipeline (1 process)")
+        rows = list(secs.items())
+        print(f"{'run (whole process, start-up included)':52s} {'seconds':>8s} {'s/file':>7s} {'vs librosa':>10s}")
+        print(f"{'baseline: librosa pipeline (1 process)':52s} {base:8.2f} {base / n:7.3f} {1.0:9.2f}x"
+              f"   (medians of {args.repeat} round-robin rounds)")
+        for label_, secs in rows:
+            print(f"{label_:52s} {secs:8.2f} {secs / n:7.3f} {base / secs:9.2f}x")
+        print(f"cold single-file run (median of {reps}): lean {cold['lean']:.2f} s, torch {cold['torch']:.2f} s")
+        parts = {name: _breakdown_in_child(files, backend) for name, backend in BACKENDS.items()}
+        print("where songfeat's time goes (in-process, one thread, per file):")
+        print(f"  {'stage':16s} {'lean':>9s} {'torch':>9s}")
+        for k in parts["lean"]:
+            a, b = parts["lean"][k], parts["torch"][k]
+            if k == "windows per file":
+                print(f"  {k:16s} {a:9.2f} {b:9.2f}")
+            else:
+                print(f"  {k:16s} {a * 1000:6.1f} ms {b * 1000:6.1f} ms")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -386,9 +386,12 @@ def main() -> None:
     ap.add_argument("--only", default="songfeat,essentia,librosa", help="comma-separated peers")
     ap.add_argument("--limit", type=int, default=None, help="first N clips of each set (a quick look)")
     args = ap.parse_args()
-    import torch
+    try:  # optional: no peer needs torch any more; where installed, keep it to one thread as before
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
     peers = [p.strip() for p in args.only.split(",") if p.strip()]
     bad = [p for p in peers if p not in PEERS]
     if bad:

@@ -151,6 +151,42 @@ def test_chroma_filter_matches_librosa() -> None:
     np.testing.assert_allclose(D.chroma_filter(SR, D.N_FFT), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [1500, 2049, 44100 * 3 + 17])
+def test_power_spectrogram_matches_librosa_stft(n: int) -> None:
+    # numpy STFT (strided frames, float32 rfft) against librosa's own: same centring, reflect padding, Hann
+    librosa = pytest.importorskip("librosa")
+    y = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.3
+    ours = D.power_spectrogram(y, D.N_FFT, D.HOP)
+    if n <= D.N_FFT // 2:
+        y = np.pad(y, (0, D.N_FFT // 2 + 1 - n))  # ours zero-pads too-short input before reflecting
+    ref = np.abs(librosa.stft(y, n_fft=D.N_FFT, hop_length=D.HOP, window="hann", center=True, pad_mode="reflect")).T ** 2
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * ref.max())
+
+
+def test_window_evidence_matches_the_torch_frontend_stft() -> None:
+    # the descriptors once read torch's STFT (songfeat.frontend); the numpy one must give the same evidence
+    torch = pytest.importorskip("torch")
+    from songfeat.frontend import power_spectrogram as torch_power
+
+    y = synth.drum_pattern(100.0, synth.ROCK[0], 8.0) + 0.3 * synth.chord_progression(9, 0, 8.0)[: int(8.0 * SR)]
+    ref = torch_power(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), D.N_FFT, D.HOP).T.numpy()
+    np.testing.assert_allclose(D.power_spectrogram(y), ref, rtol=0, atol=1e-5 * ref.max())
+
+
+def test_window_evidence_memory_is_blockwise() -> None:
+    # the spectrogram is reduced block by block, never held whole (45 MB traced when it was)
+    import tracemalloc
+
+    y = synth.drum_pattern(100.0, synth.ROCK[0], 30.0)
+    D.window_evidence(y)  # filters built once, not counted
+    tracemalloc.start()
+    D.window_evidence(y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 30e6, peak
+
+
 # --- loudness ------------------------------------------------------------------------------------
 
 
@@ -284,9 +320,9 @@ def test_measure_file_streams(example_clip) -> None:
     assert -60 <= d.loudness <= 0 and 40 <= d.tempo <= 240
 
 
-def test_hot_path_avoids_numba_and_scipy_signal() -> None:
+def test_hot_path_avoids_torch_numba_and_scipy_signal() -> None:
     code = ("import sys, numpy as np; from songfeat.descriptors import measure; measure(np.zeros(44100, np.float32));"
-            "print(sorted(m for m in ('numba', 'librosa', 'scipy.signal', 'pyloudnorm') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numba', 'librosa', 'scipy.signal', 'pyloudnorm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

@@ -2,7 +2,8 @@
 
 The references in tests/fixtures/musicnn/reference.npz were recorded once from the wheel's own TF graph
 by scripts/record_musicnn_reference.py (variables restored by name, none left uninitialised). No
-TensorFlow is needed here.
+TensorFlow is needed here. Both backends are held to the same tolerances: the torch port and its ONNX
+export run in onnxruntime (what analysis uses), and both front-ends (numpy, torch).
 
 Tolerances (also in docs/musicnn.md):
   * model, same input patches: tag probabilities within 1e-5 absolute; penultimate within 1e-4
@@ -22,7 +23,7 @@ import torch
 
 from songfeat import tagger
 from songfeat.errors import SongfeatError
-from songfeat.musicnn_frontend import log_compress, slaney_mel_filterbank
+from songfeat.musicnn_frontend import log_compress, log_mel_torch, slaney_mel_filterbank
 from songfeat.models.musicnn import load_musicnn, tf_variable_map
 
 FIX = Path(__file__).parent / "fixtures" / "musicnn"
@@ -43,9 +44,9 @@ def ref_patches(clip: str) -> np.ndarray:
     return np.stack([mel[s:s + 187] for s in REF[f"{clip}_starts"]])
 
 
-@pytest.fixture(scope="module")
-def torch_out() -> dict[str, dict[str, np.ndarray]]:
-    return {c: tagger.run_patches(ref_patches(c)) for c in CLIPS}
+@pytest.fixture(scope="module", params=["onnx", "torch"])
+def torch_out(request) -> dict[str, dict[str, np.ndarray]]:
+    return {c: tagger.run_patches(ref_patches(c), backend=request.param) for c in CLIPS}
 
 
 def test_fixture_covers_the_clips():
@@ -69,11 +70,12 @@ def test_reference_clips_get_different_tags():
     assert np.abs(means[:, None] - means[None]).max(axis=2)[np.triu_indices(len(CLIPS), 1)].min() > 0.05
 
 
+@pytest.mark.parametrize("log_mel", [tagger.log_mel, log_mel_torch], ids=["numpy", "torch"])
 @pytest.mark.parametrize("clip", AUDIO)
-def test_frontend_matches_musicnn_recipe(clip):
+def test_frontend_matches_musicnn_recipe(clip, log_mel):
     sf = pytest.importorskip("soundfile")
     y, sr = sf.read(str(FIX / f"{clip}.flac"), dtype="float32")
-    mel = tagger.log_mel(tagger.resample(y, sr))
+    mel = log_mel(tagger.resample(y, sr))
     ref = REF[f"{clip}_mel"]
     assert mel.shape == ref.shape
     err = np.abs(mel - ref)
@@ -84,14 +86,64 @@ def test_slaney_filterbank_is_librosas_default():
     import librosa
 
     ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=96)
-    np.testing.assert_allclose(slaney_mel_filterbank(16000, 512, 96).numpy(), ref, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(slaney_mel_filterbank(16000, 512, 96), ref, rtol=1e-5, atol=1e-8)
 
 
 def test_log_compress_stays_float32():
     """10000·x overflows float16 beyond x = 6.55; musicnn mel powers reach the thousands."""
-    x = torch.tensor([0.0, 1e-6, 7.0, 5000.0])
-    np.testing.assert_allclose(log_compress(x).numpy(), np.log10(1e4 * x.double().numpy() + 1), rtol=1e-6)
-    assert torch.isfinite(log_compress(x.half())).all()
+    x = np.array([0.0, 1e-6, 7.0, 5000.0], dtype=np.float32)
+    np.testing.assert_allclose(log_compress(x), np.log10(1e4 * x.astype(np.float64) + 1), rtol=1e-6)
+    assert log_compress(x.astype(np.float16)).dtype == np.float32 and np.isfinite(log_compress(x.astype(np.float16))).all()
+
+
+def test_numpy_frontend_equals_torch_frontend():
+    """The lean path's log-mel against the torch path's on noise, a tone and a clip shorter than a frame."""
+    rng = np.random.default_rng(3)
+    for y in (rng.standard_normal(16000 * 7).astype(np.float32) * 0.2,
+              (0.5 * np.sin(2 * np.pi * 220 * np.arange(40000) / 16000)).astype(np.float32),
+              rng.standard_normal(200).astype(np.float32)):
+        a, b = tagger.log_mel(y), log_mel_torch(y)
+        assert a.shape == b.shape and a.dtype == np.float32
+        assert np.abs(a - b).max() < 1e-4
+
+
+def test_shared_constants_match_the_torch_port():
+    from songfeat.models import musicnn
+
+    assert (tagger.BACKEND_UNITS, tagger.POOLED_CHANNELS) == (musicnn.BACKEND_UNITS, musicnn.POOLED_CHANNELS)
+
+
+def test_onnx_files_are_the_recorded_export():
+    """The shipped .onnx files are what provenance.json says; an export of the torch port reproduces them byte for byte."""
+    import hashlib
+    import json
+
+    prov = json.loads((tagger.WEIGHTS_DIR / "provenance.json").read_text())["onnx"]
+    for name, file in tagger.ONNX_FILES.items():
+        stem = file.removesuffix(".onnx")
+        assert hashlib.sha256((tagger.WEIGHTS_DIR / file).read_bytes()).hexdigest() == prov[stem]["sha256"]
+
+
+@pytest.mark.slow
+def test_musicnn_export_is_reproducible(tmp_path):
+    pytest.importorskip("onnx")
+    import hashlib
+
+    from songfeat.onnx_export import export_musicnn
+
+    report = export_musicnn(tmp_path)
+    for name, file in tagger.ONNX_FILES.items():
+        assert report[name]["sha256"] == hashlib.sha256((tagger.WEIGHTS_DIR / file).read_bytes()).hexdigest()
+
+
+def test_onnx_and_torch_describe_agree():
+    """Whole describe() on real audio: numpy front-end + onnxruntime against torch front-end + torch port."""
+    sf = pytest.importorskip("soundfile")
+    for clip in AUDIO:
+        y, sr = sf.read(str(FIX / f"{clip}.flac"), dtype="float32")
+        a, b = tagger.describe(y, sr, 5, backend="onnx"), tagger.describe(y, sr, 5, backend="torch")
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-4 if k.endswith("pooled") else 1e-5, err_msg=f"{clip} {k}")
 
 
 def test_describe_shapes_and_patch_budget():

@@ -26,11 +26,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import descriptors as D
 from .audio import SAMPLE_RATE, audio_info, check_usable, iter_windows
-from .frontend import hann_window, mel_filterbank
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
 N_FFT = 2048
@@ -94,12 +92,12 @@ def timbre_basis() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _band_filters() -> torch.Tensor:
+def _band_filters() -> np.ndarray:
     """[bins, N_BANDS] HTK mel filters up to BAND_FMAX on the N_FFT grid, scaled so a full-scale sine reads ~0 dB."""
     nb = int(BAND_FMAX * N_FFT / SAMPLE_RATE) + 1
-    fb = mel_filterbank(2 * BAND_FMAX, 2 * (nb - 1), N_BANDS)  # same bin spacing, 0..BAND_FMAX
-    ref = float(hann_window(N_FFT).sum()) ** 2 / 4.0  # power of a unit sine's peak bin
-    return (fb.T / ref).contiguous()
+    fb = D._mel_filterbank_t(2 * BAND_FMAX, 2 * (nb - 1), N_BANDS)  # same bin spacing, 0..BAND_FMAX
+    ref = float(D._hann_window(N_FFT).sum()) ** 2 / 4.0  # power of a unit sine's peak bin
+    return np.ascontiguousarray(fb / np.float32(ref), dtype=np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -134,8 +132,8 @@ class FrameStream:
         self.buf_start = -(N_FFT // 2)  # song sample index of buf[0]
         self.next_frame = 0
         self.n_samples = 0
-        self.prev_bands = torch.full((1, N_BANDS), BAND_FLOOR_DB)  # before the song: silence
-        self.prev_low: torch.Tensor | None = None
+        self.prev_bands = np.full((1, N_BANDS), BAND_FLOOR_DB, dtype=np.float32)  # before the song: silence
+        self.prev_low: np.ndarray | None = None
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.fine: list[np.ndarray] = []
         self.fine_rest = np.zeros(0, dtype=np.float32)
@@ -174,57 +172,63 @@ class FrameStream:
         if count <= 0:
             return
         i0 = self.next_frame * HOP - N_FFT // 2 - self.buf_start
-        seg = torch.from_numpy(self.buf[i0: i0 + (count - 1) * HOP + N_FFT])
-        frames = seg.unfold(0, N_FFT, HOP)
+        seg = np.ascontiguousarray(self.buf[i0: i0 + (count - 1) * HOP + N_FFT])
+        frames = np.lib.stride_tricks.sliding_window_view(seg, N_FFT)[::HOP]
         self.parts.append(self._features(frames))
         self.next_frame += count
         drop = self.next_frame * HOP - N_FFT // 2 - self.buf_start
         self.buf = self.buf[drop:].copy()
         self.buf_start += drop
 
-    def _features(self, frames: torch.Tensor) -> tuple[np.ndarray, ...]:
-        """Per-frame features of [K, N_FFT] frames."""
+    def _features(self, frames: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-frame features of [K, N_FFT] float32 frames (numpy, float32 throughout)."""
+        f32 = np.float32
         mid = frames[:, N_FFT // 2 - HOP // 2: N_FFT // 2 + HOP // 2]
-        peak = mid.abs().amax(1)
-        x = torch.fft.rfft(frames * hann_window(N_FFT))
-        p = (x * x.conj()).real  # [K, bins] power
+        peak = np.abs(mid).max(1)
+        hann = D._hann_window(N_FFT)
+        x = np.fft.rfft(frames * hann, axis=1)
+        p = (x.real * x.real + x.imag * x.imag).astype(f32)  # [K, bins] power
         bf = _band_filters()
         band_power = p[:, : bf.shape[0]] @ bf
-        bands = 10.0 * torch.log10(torch.clamp(band_power, min=10 ** (BAND_FLOOR_DB / 10)))
+        bands = f32(10.0) * np.log10(np.maximum(band_power, f32(10 ** (BAND_FLOOR_DB / 10))))
         nlow = max(3, int(LOW_BAND_HZ * N_FFT / SAMPLE_RATE))
-        low = 10.0 * torch.log10(torch.clamp(p[:, 1:nlow], min=1e-6))
-        prev_low = torch.full_like(low[:1], -60.0) if self.prev_low is None else self.prev_low
+        low = f32(10.0) * np.log10(np.maximum(p[:, 1:nlow], f32(1e-6)))
+        prev_low = np.full_like(low[:1], -60.0) if self.prev_low is None else self.prev_low
         # flux on levels floored ONSET_RANGE_DB below each frame's loudest band: the splatter of a note's
         # release (quiet, broadband) is not an onset
-        fb = torch.maximum(bands, bands.amax(1, keepdim=True) - ONSET_RANGE_DB)
-        onset = torch.relu(fb - torch.cat([self.prev_bands, fb[:-1]])).mean(1)
-        onset_low = torch.relu(low - torch.cat([prev_low, low[:-1]])).mean(1)
+        fb = np.maximum(bands, bands.max(1, keepdims=True) - f32(ONSET_RANGE_DB))
+        onset = np.maximum(fb - np.concatenate([self.prev_bands, fb[:-1]]), f32(0)).mean(1, dtype=f32)
+        onset_low = np.maximum(low - np.concatenate([prev_low, low[:-1]]), f32(0)).mean(1, dtype=f32)
         self.prev_bands, self.prev_low = fb[-1:], low[-1:]
-        timbre = bands @ torch.from_numpy(timbre_basis()).T
-        timbre[:, 0] = torch.clamp(10.0 * torch.log10(torch.clamp(band_power.sum(1), min=1e-12)), min=BAND_FLOOR_DB) + TIMBRE_OFFSET_DB
+        timbre = bands @ timbre_basis().T
+        timbre[:, 0] = np.maximum(f32(10.0) * np.log10(np.maximum(band_power.sum(1), f32(1e-12))), f32(BAND_FLOOR_DB)) + f32(TIMBRE_OFFSET_DB)
         # frame level: Parseval over the rfft bins, divided by the window's energy -> mean square of the audio
-        wsum2 = float(hann_window(N_FFT).square().sum())
-        ms = (2.0 * p.sum(1) - p[:, 0] - p[:, -1]) / (N_FFT * wsum2)
-        level = torch.clamp(10.0 * torch.log10(torch.clamp(2.0 * ms, min=1e-12)), min=LOUDNESS_FLOOR_DB)
-        return (onset.numpy(), onset_low.numpy(), level.numpy(), _peak_chroma(p).numpy(),
-                timbre.numpy(), peak.numpy())
+        wsum2 = float(np.square(hann).sum())
+        ms = (f32(2.0) * p.sum(1) - p[:, 0] - p[:, -1]) / f32(N_FFT * wsum2)
+        level = np.maximum(f32(10.0) * np.log10(np.maximum(f32(2.0) * ms, f32(1e-12))), f32(LOUDNESS_FLOOR_DB))
+        return (onset.astype(f32), onset_low.astype(f32), level.astype(f32), _peak_chroma(p),
+                timbre.astype(f32), peak.astype(f32))
 
 
-def _peak_chroma(p: torch.Tensor) -> torch.Tensor:
+def _peak_chroma(p: np.ndarray) -> np.ndarray:
     """[K, 12] chroma: each spectral peak's power on the pitch class nearest its interpolated frequency."""
+    f32 = np.float32
     b0, b1 = _chroma_bins()
     band = p[:, b0 - 1: b1 + 1]
     mid = band[:, 1:-1]
-    floor = p.amax(1, keepdim=True) * 10 ** (-PEAK_REL_DB / 10)
+    floor = p.max(1, keepdims=True) * f32(10 ** (-PEAK_REL_DB / 10))
     is_peak = (mid > band[:, :-2]) & (mid >= band[:, 2:]) & (mid > floor) & (mid > 1e-9)
-    row, col = is_peak.nonzero(as_tuple=True)  # peaks are sparse: interpolate only there
-    a, b, c = (torch.log(torch.clamp(band[row, col + i], min=1e-20)) for i in range(3))
-    den = a - 2 * b + c
-    delta = torch.where(den.abs() > 1e-9, 0.5 * (a - c) / den, torch.zeros_like(den)).clamp(-0.5, 0.5)
-    freq = (col.float() + b0 + delta) * (SAMPLE_RATE / N_FFT)
-    pc = torch.remainder(torch.round(69.0 + 12.0 * torch.log2(freq / 440.0)), 12).long()
-    out = torch.zeros(p.shape[0] * 12)
-    return out.index_add_(0, row * 12 + pc, mid[row, col]).reshape(-1, 12)
+    row, col = np.nonzero(is_peak)  # peaks are sparse: interpolate only there
+    a, b, c = (np.log(np.maximum(band[row, col + i], f32(1e-20))) for i in range(3))
+    den = a - f32(2) * b + c
+    ok = np.abs(den) > 1e-9
+    delta = np.zeros_like(den)
+    np.divide(f32(0.5) * (a - c), den, out=delta, where=ok)
+    delta = np.clip(delta, -0.5, 0.5)
+    freq = (col.astype(f32) + f32(b0) + delta) * f32(SAMPLE_RATE / N_FFT)
+    pc = np.remainder(np.round(f32(69.0) + f32(12.0) * np.log2(freq / f32(440.0))), 12).astype(np.int64)
+    out = np.bincount(row * 12 + pc, weights=mid[row, col], minlength=p.shape[0] * 12)
+    return out.astype(f32).reshape(-1, 12)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,8 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+# numpy is imported inside the functions that use it: `songfeat --help` and `import songfeat` stay fast
 from .errors import AudioError, SongfeatWarning
 
 SAMPLE_RATE = 44100  # every front-end and descriptor works at this rate (Spotify previews' own)
@@ -305,6 +304,7 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
 
 def _soundfile_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block, source rate) from soundfile."""
+    import numpy as np
     import soundfile as sf
 
     with sf.SoundFile(str(p)) as f:
@@ -320,6 +320,7 @@ def _soundfile_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
 
 def _pyav_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block, source rate) from PyAV, downmixed by its resampler."""
+    import numpy as np
     import av
 
     with av.open(str(p)) as c:
@@ -352,6 +353,8 @@ def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
 
 
 def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarray]:
+    import numpy as np
+
     info = audio_info(path, log)
     p = Path(info.path)
     blocks = _captured(_pyav_blocks(p) if info.decoder == "pyav" else _soundfile_blocks(p), log)
@@ -385,6 +388,8 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
 
 def iter_windows(path: str | Path, seconds: float = WINDOW_SECONDS, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Stream a file as consecutive windows of `seconds` (the last one shorter), mono float32 at `sr`."""
+    import numpy as np
+
     size = int(round(seconds * sr))
     buf: list[np.ndarray] = []
     have = 0
@@ -402,6 +407,8 @@ def iter_windows(path: str | Path, seconds: float = WINDOW_SECONDS, sr: int = SA
 
 def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
     """Decode a whole file (or its first `max_seconds`) to a mono float32 array at `sr`."""
+    import numpy as np
+
     limit = None if max_seconds is None else int(math.ceil(max_seconds * sr))
     parts, have = [], 0
     for block in iter_audio(path, sr):

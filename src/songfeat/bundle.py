@@ -6,44 +6,69 @@ and data provenance, so a bundle alone is enough to analyze audio or to audit ho
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from . import features, models
+from . import features
 from .errors import SongfeatError
-from .frontend import FrontendSpec
 
 FORMAT = "songfeat-bundle/1"
 WEIGHTS = "model.safetensors"
+ONNX = "model.onnx"  # the same model exported for onnxruntime (songfeat.onnx_export), used when present
+ONNX_SHA_KEY = "songfeat_weights_sha256"  # ONNX metadata: the model.safetensors it was exported from
 CONFIG = "config.json"
 DEFAULT_DIR = Path(__file__).parent / "weights" / "default"
 
 
-@dataclass
-class Bundle:
-    """A model with its config; `predict` takes raw inputs and returns values on the features' scale."""
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of a bundle's model.safetensors: what its model.onnx must have been exported from."""
+    return hashlib.sha256((Path(path) / WEIGHTS).read_bytes()).hexdigest()
 
-    model: torch.nn.Module
-    config: dict
-    path: Path | None = None
-    _cache: dict = field(default_factory=dict, repr=False)
+
+class Bundle:
+    """A model with its config; `predict` takes raw inputs and returns values on the features' scale.
+
+    Predictions run in onnxruntime when the folder holds a model.onnx exported from its weights (and
+    SONGFEAT_BACKEND is not torch), else in torch. `model`, the torch module, is loaded on first use.
+    """
+
+    def __init__(self, model=None, config: dict | None = None, path: Path | None = None, use_onnx: bool = False):
+        self._model = model
+        self.config = config if config is not None else {}
+        self.path = path
+        self.use_onnx = use_onnx
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        return f"Bundle(path={str(self.path)!r}, model={self.config.get('model')!r}, onnx={self.use_onnx})"
+
+    @property
+    def model(self):
+        """The torch module (needs torch): given at construction, else loaded from the bundle's weights."""
+        if self._model is None:
+            self._model = _load_torch_model(self.path, self.config)
+        return self._model
 
     @property
     def targets(self) -> tuple[str, ...]:
         return tuple(self.config["targets"])
 
     @property
-    def frontend(self) -> FrontendSpec | None:
+    def frontend(self):
+        """The front-end spec (songfeat.frontend.FrontendSpec) of models that read one, else None."""
         spec = self.config.get("frontend")
-        return FrontendSpec.from_dict(spec) if spec else None
+        if not spec:
+            return None
+        from .frontend import FrontendSpec
+
+        return FrontendSpec.from_dict(spec)
 
     @property
     def numeric_inputs(self) -> tuple[str, ...]:
@@ -59,26 +84,51 @@ class Bundle:
         """Which inputs the model reads: a subset of ("frontend", "numeric", "evidence")."""
         return tuple(self.config.get("inputs") or getattr(self.model, "inputs", ()))
 
-    def _scaler(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if name not in self._cache:
+    def _scaler_np(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        key = ("np", name)
+        if key not in self._cache:
             s = (self.config.get("scalers") or {}).get(name)
-            self._cache[name] = None if s is None else (
-                torch.tensor(s["mean"], dtype=torch.float32), torch.tensor(s["std"], dtype=torch.float32))
-        return self._cache[name]
+            self._cache[key] = None if s is None else (
+                np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
+        return self._cache[key]
 
-    def normalise(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Standardise an input with the statistics saved at training time (identity if none)."""
-        s = self._scaler(name)
+    def normalise_np(self, name: str, x: np.ndarray) -> np.ndarray:
+        """`normalise` in numpy (float32): the statistics saved at training time, identity if none."""
+        x = np.asarray(x, dtype=np.float32)
+        s = self._scaler_np(name)
         if s is None:
             return x
         mean, std = s
+        if name == "frontend" and mean.ndim == 1 and mean.size == x.shape[1]:  # per-channel stats
+            mean, std = mean[None, :, None], std[None, :, None]
+        return ((x - mean) / np.maximum(std, np.float32(1e-8))).astype(np.float32, copy=False)
+
+    def normalise(self, name: str, x):
+        """Standardise an input (a torch tensor) with the statistics saved at training time (identity if none)."""
+        import torch
+
+        s = self._scaler_np(name)
+        if s is None:
+            return x
+        mean, std = (torch.from_numpy(a) for a in s)
         if name == "frontend" and mean.dim() == 1 and mean.numel() == x.shape[1]:  # per-channel stats
             mean, std = mean[None, :, None], std[None, :, None]
         return (x - mean) / torch.clamp(std, min=1e-8)
 
-    @torch.no_grad()
-    def predict(self, frontend: torch.Tensor | None = None, numeric: np.ndarray | torch.Tensor | None = None,
-                evidence: np.ndarray | None = None) -> np.ndarray:
+    def session(self):
+        """The onnxruntime session of model.onnx (created on first use); refuses an export of other weights."""
+        from . import runtime
+
+        sess = runtime.session(self.path / ONNX)  # cached there (per process, fork-aware), not here
+        if self._cache.get("verified") is not sess:
+            recorded = sess.get_modelmeta().custom_metadata_map.get(ONNX_SHA_KEY)
+            if recorded != weights_sha256(self.path):
+                raise SongfeatError(self.path / ONNX, f"was exported from other weights than {WEIGHTS}; "
+                                    f"export it again: songfeat export-onnx {self.path}")
+            self._cache["verified"] = sess
+        return sess
+
+    def predict(self, frontend=None, numeric=None, evidence: np.ndarray | None = None) -> np.ndarray:
         """Run the model on a batch; returns [B, len(targets)], each clamped to its feature's range.
 
         `evidence` is the heads' per-window input vector (`songfeat.heads.assemble`), for models that read it.
@@ -87,31 +137,37 @@ class Bundle:
         if "evidence" in self.needs:
             if evidence is None:
                 raise ValueError("this model needs evidence vectors (tagger, VAD, dynamics)")
-            kw["evidence"] = _tensor(evidence)
+            kw["evidence"] = _array(evidence)
         if "frontend" in self.needs:
             if frontend is None:
                 raise ValueError("this model needs a front-end tensor")
-            kw["frontend"] = self.normalise("frontend", _tensor(frontend))
+            kw["frontend"] = self.normalise_np("frontend", _array(frontend))
         if "numeric" in self.needs:
             if numeric is None:
                 raise ValueError(f"this model needs numeric inputs {self.numeric_inputs}")
-            kw["numeric"] = self.normalise("numeric", _tensor(numeric))
-        self.model.eval()
-        out = self.model(**kw).float().numpy()
+            kw["numeric"] = self.normalise_np("numeric", _array(numeric))
+        if self.use_onnx:
+            out = np.asarray(self.session().run(None, kw)[0], dtype=np.float32)
+        else:
+            import torch
+
+            self.model.eval()
+            with torch.no_grad():
+                out = self.model(**{k: torch.from_numpy(v) for k, v in kw.items()}).float().numpy()
         lows = np.array([features.BY_NAME[t].low for t in self.targets], dtype=np.float32)
         highs = np.array([features.BY_NAME[t].high for t in self.targets], dtype=np.float32)
         return np.clip(out, lows, highs)
 
 
-def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """float32 tensor of an input; read-only arrays (a store's memmap) are copied, as torch needs."""
-    if isinstance(x, torch.Tensor):
-        return x.float()
+def _array(x) -> np.ndarray:
+    """A contiguous, writeable float32 array of an input (numpy, a store's read-only memmap, or a torch tensor)."""
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
     a = np.asarray(x, dtype=np.float32)
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
+    return np.array(a) if not (a.flags.writeable and a.flags.c_contiguous) else a
 
 
-def save_bundle(path: str | Path, model: torch.nn.Module, config: dict, extra_files: dict[str, str] | None = None) -> Path:
+def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, str] | None = None) -> Path:
     """Write a bundle atomically: into a temporary folder beside `path`, then renamed into place.
 
     `extra_files` (name -> text, e.g. a model card) are written into the same folder.
@@ -172,8 +228,12 @@ def _jsonable(o):
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Load a bundle folder; None or "default" means the model shipped inside the package."""
-    from safetensors.torch import load_model
+    """Load a bundle folder; None or "default" means the model shipped inside the package.
+
+    With a model.onnx beside the weights (and SONGFEAT_BACKEND not torch) it runs in onnxruntime and
+    torch is never imported; otherwise the torch module is built now, so bad weights fail here.
+    """
+    from . import runtime
 
     p = DEFAULT_DIR if path in (None, "default") else Path(path)
     if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
@@ -184,10 +244,21 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         raise SongfeatError(p / CONFIG, f"invalid JSON ({e})") from None
     if config.get("format") != FORMAT:
         raise SongfeatError(p, f"unsupported bundle format {config.get('format')!r} (this songfeat reads {FORMAT})")
+    if runtime.backend() == "onnx" and (p / ONNX).is_file() and config.get("inputs"):
+        return Bundle(config=config, path=p, use_onnx=True)
+    return Bundle(model=_load_torch_model(p, config), config=config, path=p)
+
+
+def _load_torch_model(p: Path, config: dict):
+    """Build a bundle's torch module from its config and load its weights (needs the `train` extra)."""
+    from safetensors.torch import load_model
+
+    from . import models
+
     model = models.create(config["model"], n_outputs=len(config["targets"]), **config.get("hparams", {}))
     try:
         load_model(model, str(p / WEIGHTS))
     except Exception as e:
         raise SongfeatError(p / WEIGHTS, f"weights do not fit model {config['model']!r} ({e})") from None
     model.eval()
-    return Bundle(model=model, config=config, path=p)
+    return model

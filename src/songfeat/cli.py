@@ -75,6 +75,8 @@ def analyze(
         raise fail("--resume needs --output")
     if fmt == "parquet" and output is None:
         raise fail("--format parquet needs --output")
+    if fmt == "parquet":
+        require("analyze --format parquet", "pyarrow")
     files, refused, notes = scan_inputs(list(paths))
     for e in refused:
         typer.echo(one_line(f"songfeat: error: {e}"), err=True)
@@ -153,6 +155,7 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
 
     if fmt != "parquet" or output is None:
         raise fail("--engine ray writes --format parquet into an --output folder")
+    require("analyze --engine ray", "ray")
     try:
         from . import distributed
 
@@ -213,6 +216,8 @@ def analysis_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically) instead of stdout."),
 ) -> None:
     """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
+    if plot is not None:
+        require("analysis --plot", "matplotlib")
     from .analysis import analyse
     from .audio import capture_output
     from .errors import SongfeatError
@@ -286,6 +291,31 @@ def train_default(
     except SongfeatError as e:
         raise fail(str(e)) from None
     typer.echo(f"wrote {path}")
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle folder to export; default: the bundled model."),
+    musicnn: bool = typer.Option(False, "--musicnn", help="Export the shipped musicnn taggers instead (weights/musicnn/*.onnx)."),
+) -> None:
+    """Write a bundle's model.onnx (or the musicnn taggers' .onnx) from its torch weights, checked against torch."""
+    require("export-onnx", "torch")
+    require("export-onnx", "onnx")
+    from .bundle import DEFAULT_DIR
+    from .errors import SongfeatError
+    from .onnx_export import export_bundle, export_musicnn
+
+    try:
+        if musicnn:
+            for name, r in export_musicnn().items():
+                typer.echo(f"wrote {r['file']} ({name}; sha256 {r['sha256'][:16]}...; max difference from torch "
+                           f"{r['max_rel_diff_vs_torch']:.1e} relative)")
+        else:
+            r = export_bundle(bundle or DEFAULT_DIR)
+            typer.echo(f"wrote {r['file']} (sha256 {r['sha256'][:16]}...; max difference from torch "
+                       f"{r['max_rel_diff_vs_torch']:.1e} relative)")
+    except (SongfeatError, ValueError) as e:
+        raise fail(str(e)) from None
 
 
 # ---- validation of the learned features: held-out sources, behaviour clips ----------------------
@@ -384,6 +414,8 @@ def build_cmd(
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
+    if engine == "ray":
+        require("build --engine ray", "ray")
     try:
         runner = None
         if engine == "ray":
@@ -584,11 +616,11 @@ def serve_cmd(
     from .analyze import auto_workers
     from .errors import SongfeatError
 
-    try:
-        from .library import Library
-        from .serve import is_loopback, run
-    except ImportError as e:
-        raise fail(f"serve needs its extra: pip install 'songfeat[serve]' ({e})") from None
+    for module in ("fastapi", "uvicorn", "pebble"):
+        require("serve", module)
+    from .library import Library
+    from .serve import is_loopback, run
+
     if not library.is_dir():
         raise fail(f"{library}: no such folder")
     if not token and not is_loopback(host):
@@ -603,9 +635,47 @@ def serve_cmd(
         rescan_interval=rescan_interval, log_level="warning")
 
 
+# The extra that brings each optional top-level module (pyproject.toml); a command that reaches a
+# missing one says which extra to install, in one line.
+EXTRA_OF = {"torch": "train", "safetensors": "train", "onnx": "train", "pandas": "train", "sklearn": "train",
+            "matplotlib": "plot", "librosa": "train", "scipy": "train", "pyloudnorm": "train", "pyarrow": "parquet",
+            "spotipy": "collect", "requests": "collect", "fastapi": "serve", "starlette": "serve", "uvicorn": "serve",
+            "multipart": "serve", "python_multipart": "serve", "prometheus_client": "serve", "pebble": "serve",
+            "ray": "ray", "essentia": "bench"}
+
+
+def needs_extra(command: str, extra: str) -> str:
+    """The one-line message for a command run without the extra it needs."""
+    return f"{command} needs the '{extra}' extra: pip install 'songfeat[{extra}]'"
+
+
+def require(command: str, module: str) -> None:
+    """Fail in one line, before any work, when `module` (of extra EXTRA_OF[module]) is not installed."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise fail(needs_extra(command, EXTRA_OF.get(module, module)))
+
+
+def _command_name(argv: list[str]) -> str:
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    return next((a for a in argv if a in names), "this command")
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: the app, with a missing optional dependency reported as its extra."""
+    try:
+        app()
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        typer.echo(f"songfeat: error: {needs_extra(_command_name(sys.argv[1:]), EXTRA_OF[top])}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -240,7 +240,11 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     table_b = behaviour.check(check, outs)
     config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
                                                  "rules": table_b.drop(columns=["error"]).to_dict("records")}
-    return save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)})
+    path = save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)})
+    from .onnx_export import export_bundle
+
+    export_bundle(path)  # model.onnx from the weights just written: what analysis runs (onnxruntime, no torch)
+    return path
 
 
 def _table(metrics: dict, columns: dict[str, str], targets) -> list[str]:
@@ -283,7 +287,9 @@ def model_card(config: dict) -> str:
         "",
         "Predicts Spotify's seven learned audio features (danceability, energy, speechiness, acousticness,",
         "instrumentalness, valence, liveness; each 0–1) from audio. It is a `heads` bundle: safetensors weights",
-        "and `config.json` (evidence layout, scalers, targets, split, metrics, provenance) in this folder.",
+        "and `config.json` (evidence layout, scalers, targets, split, metrics, provenance) in this folder;",
+        "`model.onnx` is the same model exported by `songfeat.onnx_export` (run by `train-default`, checked",
+        "against torch, the SHA-256 of `model.safetensors` in its metadata), which analysis runs in onnxruntime.",
         "",
         "## How it works",
         "Each 30-s window of a song is heard by two pretrained listeners and measured; small heads map that to",

@@ -3,7 +3,7 @@
 How a song is measured (bounded memory, whole-song answer):
 
 * Each 30-s window (`songfeat.audio.iter_windows`) is reduced by `window_evidence` to a small
-  `WindowEvidence`; no audio is kept. One STFT (torch, Hann 4096, hop 1024 at 44.1 kHz, ~43
+  `WindowEvidence`; no audio is kept. One STFT (numpy, Hann 4096, hop 1024 at 44.1 kHz, ~43
   frames/s) gives everything: a log-mel spectral-flux onset envelope and a < 200 Hz flux envelope
   (one float per frame each), a 12-bin chroma sum from spectral peaks, a 36-bin HPCP sum from
   interpolated peaks, and the BS.1770 K-weighted energy of each frame. That is ~21 kB per window,
@@ -28,7 +28,8 @@ How a song is measured (bounded memory, whole-song answer):
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
   domain to the STFT frames), plus the fitted offset below to land on Spotify's dB scale.
 
-Nothing here imports scipy.signal, pyloudnorm, librosa or numba: they cost ~1-2 s on a cold start.
+Nothing here imports torch, scipy.signal, pyloudnorm, librosa or numba (they cost ~1-2 s on a cold start):
+numpy only, so measuring needs no deep-learning stack.
 Figures and how to reproduce them: docs/descriptors.md.
 """
 from __future__ import annotations
@@ -39,10 +40,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .audio import SAMPLE_RATE, WINDOW_SECONDS
-from .frontend import hann_window, mel_filterbank, power_spectrogram
 
 # --- loudness calibration: Spotify dB = LOUDNESS_SLOPE * LUFS + LOUDNESS_INTERCEPT, clipped to [-60, 0].
 # The slope is 1 by physics (a gain of g dB moves both scales by g dB); a fitted line's slope depends on
@@ -197,7 +196,7 @@ def _biquad(kind: str, gain_db: float, q: float, fc: float, sr: int) -> tuple[np
 
 
 @lru_cache(maxsize=8)
-def _k_weighting_response(sr: int, n: int) -> torch.Tensor:
+def _k_weighting_response(sr: int, n: int) -> np.ndarray:
     """Complex response of BS.1770's K-weighting (pyloudnorm's two biquads) at the rfft bins of length n.
 
     Filtering by multiplication in the frequency domain replaces scipy.signal.lfilter, whose import
@@ -209,7 +208,7 @@ def _k_weighting_response(sr: int, n: int) -> torch.Tensor:
     for kind, g, q, fc in (("high_shelf", 4.0, 1 / np.sqrt(2), 1500.0), ("high_pass", 0.0, 0.5, 38.0)):
         b, a = _biquad(kind, g, q, fc, sr)
         h *= (b[0] + b[1] * w + b[2] * w**2) / (a[0] + a[1] * w + a[2] * w**2)
-    return torch.from_numpy(h.astype(np.complex64))
+    return h.astype(np.complex64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,17 +216,69 @@ def _k_weighting_response(sr: int, n: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=4)
-def _kw_frame_weights(sr: int, n_fft: int, hop: int) -> torch.Tensor:
+def _kw_frame_weights(sr: int, n_fft: int, hop: int) -> np.ndarray:
     """Per-bin weights turning a frame's power spectrum into the K-weighted signal energy of one hop.
 
     Parseval for an rfft (DC and Nyquist once, the rest twice), divided by the Hann window's
     overlap-add constant sum_t w^2(n - t*hop), so that summing frames gives the samples' energy.
     """
-    h2 = _k_weighting_response(sr, n_fft).abs().double().square()
-    c = torch.full_like(h2, 2.0)
+    h2 = np.abs(_k_weighting_response(sr, n_fft)).astype(np.float64) ** 2
+    c = np.full_like(h2, 2.0)
     c[0] = c[-1] = 1.0
-    ola = float((hann_window(n_fft).double() ** 2).sum()) / hop
-    return (c * h2 / (n_fft * ola)).float()
+    ola = float((_hann_window(n_fft).astype(np.float64) ** 2).sum()) / hop
+    return (c * h2 / (n_fft * ola)).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window, float32 (torch.hann_window(periodic=True) and librosa's default)."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _mel_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """HTK mel filters without area normalisation, transposed to [n_fft//2+1, n_mels], float32.
+
+    The same formula as `songfeat.frontend.mel_filterbank` (librosa htk=True, norm=None), repeated
+    here because frontend imports torch.
+    """
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    mel_pts = np.linspace(hz_to_mel(np.array(0.0)), hz_to_mel(np.array(sample_rate / 2.0)), n_mels + 2)
+    hz_pts = 700.0 * (10.0 ** (mel_pts / 2595.0) - 1.0)
+    fdiff = np.diff(hz_pts)
+    ramps = hz_pts[:, None] - freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    fb = np.maximum(0.0, np.minimum(lower, upper))
+    return np.ascontiguousarray(fb.T, dtype=np.float32)
+
+
+STFT_BLOCK_FRAMES = 128  # frames transformed at once: bounds the scratch memory to a few MB
+
+
+def _power_blocks(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP):
+    """|STFT|^2 of mono float32 audio in blocks of frames [<= STFT_BLOCK_FRAMES, n_fft//2+1] (float32), in order.
+
+    Centred with reflect padding as torch.stft; strided frames (no copy) times a periodic Hann window,
+    numpy.fft.rfft. Blocks keep the memory of a 30-s window's analysis to a few MB.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.size <= n_fft // 2:  # reflect padding needs more samples than half a frame
+        y = np.pad(y, (0, n_fft // 2 + 1 - y.size))
+    yp = np.pad(y, (n_fft // 2, n_fft // 2), mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(yp, n_fft)[::hop]
+    win = _hann_window(n_fft)
+    for i in range(0, frames.shape[0], STFT_BLOCK_FRAMES):
+        x = np.fft.rfft(frames[i: i + STFT_BLOCK_FRAMES] * win, axis=1)
+        yield x.real**2 + x.imag**2
+
+
+def power_spectrogram(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """|STFT|^2 [frames, n_fft//2+1] (float32) of mono float32 audio, centred with reflect padding as torch.stft."""
+    return np.concatenate(list(_power_blocks(y, n_fft, hop)))
 
 
 def _as_mono(y: np.ndarray) -> np.ndarray:
@@ -251,52 +302,57 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     if n == 0:
         z = np.zeros(0, dtype=np.float32)
         return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0), np.zeros(3 * CHROMA_SIZE))
-    yt = torch.from_numpy(np.ascontiguousarray(y))
-
-    p = power_spectrogram(yt, N_FFT, HOP).T  # [T, bins]: the one STFT every descriptor is read from
+    # The one STFT every descriptor is read from, reduced block by block to per-frame values (the
+    # spectrogram itself is never held whole): mel and < 200 Hz band powers for the onset envelopes,
+    # peak chroma, un-normalised HPCP, frame energy and K-weighted energy.
     nb = N_FFT // 4 + 1  # bins up to sr/4 (11 kHz): the band librosa's onset strength sees at 22.05 kHz
-    # onset strength: mean positive log-mel flux (librosa.onset.onset_strength's recipe)
-    mel = p[:, :nb] @ mel_filterbank(sr // 2, N_FFT // 2, N_MELS).T  # same bin spacing, half the band
-    db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
-    top = db.max()
-    db = torch.maximum(db, top - TOP_DB)
-    flux = torch.relu(db[1:] - db[:-1]).mean(1)
-    onset = torch.cat([flux.new_zeros(1), flux])
     lo_bins = max(3, int(LOW_BAND_HZ * N_FFT / sr))
-    ldb = 10.0 * torch.log10(torch.clamp(p[:, 2:lo_bins], min=1e-10))
-    ldb = torch.maximum(ldb, top - TOP_DB)
-    lflux = torch.relu(ldb[1:] - ldb[:-1]).mean(1)
-    onset_low = torch.cat([lflux.new_zeros(1), lflux])
-    # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)
-    # from spectral peaks only (HPCP-style): a Hann main lobe spans ~4 bins (43 Hz), which below
-    # ~300 Hz smears a note over its neighbouring semitones; keeping local maxima undoes most of it.
-    # It decides whether there is a key at all (its octave weighting around 880 Hz ignores pitched kicks).
-    pc = p[:, :CHROMA_BINS]
-    peaks = torch.zeros_like(pc)
-    is_peak = (pc[:, 1:-1] > pc[:, :-2]) & (pc[:, 1:-1] >= pc[:, 2:])
-    peaks[:, 1:-1] = pc[:, 1:-1] * is_peak
-    ch = peaks @ _chroma_t(sr)  # [T, 12]
-    frame_energy = p[:, :nb].sum(1)
-    voiced = frame_energy > frame_energy.max() * 1e-6
+    hpcp_bins = int(HPCP_FMAX * N_FFT / sr) + 3
+    mel_fb, chroma_t, kw_w = _mel_filterbank_t(sr // 2, N_FFT // 2, N_MELS), _chroma_t(sr), _kw_frame_weights(sr, N_FFT, HOP)
+    mel, low, ch, h36, energy, kw = [], [], [], [], [], []
+    for p in _power_blocks(y, N_FFT, HOP):
+        mel.append(p[:, :nb] @ mel_fb)  # same bin spacing, half the band
+        low.append(p[:, 2:lo_bins].copy())
+        # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)
+        # from spectral peaks only (HPCP-style): a Hann main lobe spans ~4 bins (43 Hz), which below
+        # ~300 Hz smears a note over its neighbouring semitones; keeping local maxima undoes most of it.
+        # It decides whether there is a key at all (its octave weighting around 880 Hz ignores pitched kicks).
+        pc = p[:, :CHROMA_BINS]
+        peaks = np.zeros_like(pc)
+        peaks[:, 1:-1] = pc[:, 1:-1] * ((pc[:, 1:-1] > pc[:, :-2]) & (pc[:, 1:-1] >= pc[:, 2:]))
+        ch.append(peaks @ chroma_t)  # [B, 12]
+        # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
+        h36.append(_hpcp_frames(p[:, :hpcp_bins], sr))
+        energy.append(p[:, :nb].sum(1))
+        kw.append(p @ kw_w)
+    mel, low, ch, h36, frame_energy, kw = (np.concatenate(a) for a in (mel, low, ch, h36, energy, kw))
+    # onset strength: mean positive log-mel flux (librosa.onset.onset_strength's recipe)
+    db = 10.0 * np.log10(np.maximum(mel, np.float32(1e-10)))
+    top = db.max()
+    db = np.maximum(db, top - np.float32(TOP_DB))
+    flux = np.maximum(db[1:] - db[:-1], np.float32(0.0)).mean(1)
+    onset = np.concatenate([np.zeros(1, np.float32), flux])
+    ldb = 10.0 * np.log10(np.maximum(low, np.float32(1e-10)))
+    ldb = np.maximum(ldb, top - np.float32(TOP_DB))
+    lflux = np.maximum(ldb[1:] - ldb[:-1], np.float32(0.0)).mean(1)
+    onset_low = np.concatenate([np.zeros(1, np.float32), lflux])
+    voiced = frame_energy > frame_energy.max() * np.float32(1e-6)
     chv = ch[voiced]
-    chn = chv / torch.clamp(chv.max(1, keepdim=True).values, min=1e-20)
-    # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
-    h36 = hpcp36(p[:, : int(HPCP_FMAX * N_FFT / sr) + 3][voiced], sr)  # copy only the bins it reads
-    kw = p @ _kw_frame_weights(sr, N_FFT, HOP)
+    chn = chv / np.maximum(chv.max(1, keepdims=True), np.float32(1e-20))
     return WindowEvidence(
         sr=sr,
         n_samples=n,
         peak=float(np.max(np.abs(y))),
-        onset=onset.numpy().astype(np.float32),
-        onset_low=onset_low.numpy().astype(np.float32),
-        chroma=chn.double().sum(0).numpy(),
+        onset=onset.astype(np.float32),
+        onset_low=onset_low.astype(np.float32),
+        chroma=chn.astype(np.float64).sum(0),
         chroma_frames=int(voiced.sum()),
-        chroma36=h36,
-        kw_energy=kw.double().numpy(),
+        chroma36=_sum_normalised(h36[voiced]),
+        kw_energy=kw.astype(np.float64),
     )
 
 
-def hpcp36(p: torch.Tensor, sr: int = SAMPLE_RATE) -> np.ndarray:
+def hpcp36(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Sum over frames of the max-normalised 36-bin pitch class profile of power spectra `p` [frames, bins].
 
     HPCP-style (Gomez 2006): each local maximum of the spectrum between HPCP_FMIN and HPCP_FMAX gets
@@ -304,33 +360,45 @@ def hpcp36(p: torch.Tensor, sr: int = SAMPLE_RATE) -> np.ndarray:
     to the 1/3-semitone bins within half a semitone with a cos^2 weight. Bins are centred on
     equal-tempered pitches (A440) and C comes first; `fold_chroma` corrects the tuning and folds to 12.
     """
-    if p.shape[0] == 0:
+    return _sum_normalised(_hpcp_frames(p, sr))
+
+
+def _sum_normalised(frames: np.ndarray) -> np.ndarray:
+    """Sum of the rows of `frames` [frames, 36] each divided by its maximum (all-zero rows skipped)."""
+    if frames.shape[0] == 0:
         return np.zeros(3 * CHROMA_SIZE)
+    mx = frames.max(1, keepdims=True)
+    keep = mx[:, 0] > 0
+    return (frames[keep] / mx[keep]).sum(0)
+
+
+def _hpcp_frames(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Per-frame, not yet normalised 36-bin HPCP [frames, 36] (float64) of power spectra `p` (see `hpcp36`)."""
+    p = np.asarray(p, dtype=np.float32)
+    if p.shape[0] == 0:
+        return np.zeros((0, 3 * CHROMA_SIZE))
     hi = min(p.shape[1] - 1, int(HPCP_FMAX * N_FFT / sr) + 2)
-    db = 10.0 * torch.log10(torch.clamp(p[:, : hi + 1], min=1e-12))
+    db = 10.0 * np.log10(np.maximum(p[:, : hi + 1], np.float32(1e-12)))
     a, b, c = db[:, :-2], db[:, 1:-1], db[:, 2:]
-    is_peak = (b > a) & (b >= c) & (b > db.max(1, keepdim=True).values - HPCP_RANGE_DB)
-    t, j = torch.nonzero(is_peak, as_tuple=True)  # work on the peaks only (~5% of the bins)
+    is_peak = (b > a) & (b >= c) & (b > db.max(1, keepdims=True) - np.float32(HPCP_RANGE_DB))
+    t, j = np.nonzero(is_peak)  # work on the peaks only (~5% of the bins)
     pa, pb, pc = a[t, j], b[t, j], c[t, j]
     den = pa - 2 * pb + pc
-    safe = den.abs() > 1e-9
-    delta = torch.where(safe, 0.5 * (pa - pc) / torch.where(safe, den, torch.ones_like(den)), torch.zeros_like(den)).clamp(-0.5, 0.5)
-    freq = (j.to(p.dtype) + 1 + delta) * (sr / N_FFT)
-    amp = torch.pow(10.0, (pb - 0.25 * (pa - pc) * delta) / 20.0)
+    safe = np.abs(den) > 1e-9
+    delta = np.clip(np.where(safe, np.float32(0.5) * (pa - pc) / np.where(safe, den, np.float32(1.0)), np.float32(0.0)), -0.5, 0.5)
+    freq = (j.astype(np.float32) + 1 + delta) * np.float32(sr / N_FFT)
+    amp = np.power(np.float32(10.0), (pb - np.float32(0.25) * (pa - pc) * delta) / np.float32(20.0))
     ok = (freq >= HPCP_FMIN) & (freq <= HPCP_FMAX)
-    t, freq, amp = t[ok], freq[ok], amp[ok].double()
-    pos = torch.remainder(36.0 * torch.log2(freq.double() / 440.0) + 27.0, 36.0)  # A = bin 27, C = bin 0
-    out = torch.zeros(p.shape[0] * 36, dtype=torch.float64)
-    base = torch.floor(pos)
+    t, freq, amp = t[ok], freq[ok], amp[ok].astype(np.float64)
+    pos = np.remainder(36.0 * np.log2(freq.astype(np.float64) / 440.0) + 27.0, 36.0)  # A = bin 27, C = bin 0
+    out = np.zeros(p.shape[0] * 36, dtype=np.float64)
+    base = np.floor(pos)
     for off in (-1.0, 0.0, 1.0, 2.0):
         k = base + off
         d = (pos - k) / 3.0  # distance in semitones
-        wt = torch.where(d.abs() < 0.5, torch.cos(math.pi * d) ** 2, torch.zeros_like(d))
-        out.index_add_(0, t * 36 + torch.remainder(k, 36).long(), amp * wt)
-    out = out.view(p.shape[0], 36)
-    mx = out.max(1, keepdim=True).values
-    out = out[mx[:, 0] > 0] / mx[mx[:, 0] > 0]
-    return out.sum(0).numpy()
+        wt = np.where(np.abs(d) < 0.5, np.cos(math.pi * d) ** 2, 0.0)
+        out += np.bincount(t * 36 + np.remainder(k, 36).astype(np.int64), weights=amp * wt, minlength=out.size)
+    return out.reshape(p.shape[0], 36)
 
 
 def fold_chroma(chroma: np.ndarray, tuning: bool = True) -> np.ndarray:
@@ -349,7 +417,7 @@ def fold_chroma(chroma: np.ndarray, tuning: bool = True) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _chroma_t(sr: int) -> torch.Tensor:
+def _chroma_t(sr: int) -> np.ndarray:
     """librosa's chroma filter [bins, 12] with each pitch class's total weight equalised.
 
     librosa's rows sum to 0.87 (C) .. 1.13 (A#) of their mean, so white noise would read as
@@ -357,7 +425,7 @@ def _chroma_t(sr: int) -> torch.Tensor:
     """
     cf = chroma_filter(sr, N_FFT)[:, :CHROMA_BINS].astype(np.float64)
     cf /= cf.sum(1, keepdims=True) / cf.sum(1).mean()
-    return torch.from_numpy(np.ascontiguousarray(cf.T, dtype=np.float32))
+    return np.ascontiguousarray(cf.T, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -97,11 +97,10 @@ class _Analyzer:
     """A Ray actor: loads the model once, then analyzes batches of rows (paths on disk, or audio bytes)."""
 
     def __init__(self, model: str | None, path_column: str, bytes_column: str | None):
-        import torch
-
         from .analyze import get_bundle
+        from .runtime import set_threads
 
-        torch.set_num_threads(1)  # as the local pool's workers: one core each, same reduction order
+        set_threads(1)  # as the local pool's workers: one core each (onnxruntime, and torch if loaded)
         self.model, self.path_column, self.bytes_column = model, path_column, bytes_column
         get_bundle(model)  # once per actor, and a bad model fails here, loudly, before any track
 

@@ -77,16 +77,21 @@ def dynamics(ev, y16: np.ndarray) -> np.ndarray:
     return np.array([out[k] for k in DYNAMICS], dtype=np.float32)
 
 
-def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True) -> dict[str, np.ndarray]:
-    """The three named vectors for one mono window (see the module docstring)."""
-    y16 = resample16(y, sr)
-    out = {"vad": np.array([vad.describe(y16, RATE16)[k] for k in vad.STATS], dtype=np.float32),
-           "dynamics": dynamics(ev, y16)}
-    if with_tagger:
-        from . import tagger
+def tagger_block(y16: np.ndarray) -> np.ndarray:
+    """The `tagger` vector of one window from its 16-kHz samples (musicnn over `TAGGER_PATCHES` patches)."""
+    from . import tagger
 
-        out["tagger"] = tagger.vector(tagger.describe(y16, sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
+    return tagger.vector(tagger.describe(y16, sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
+
+
+def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The three named vectors for one mono window (see the module docstring); `y16`: its 16-kHz samples, if at hand."""
+    y16 = resample16(y, sr) if y16 is None else y16
+    speech = vad.describe(y16, RATE16)  # once: the comprehension used to rerun the VAD for each statistic
+    out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32), "dynamics": dynamics(ev, y16)}
+    if with_tagger:
+        out["tagger"] = tagger_block(y16)
     return out
 
 
-__all__ = ["window_inputs", "dynamics", "resample16", "DYNAMICS", "BLOCKS"]
+__all__ = ["window_inputs", "tagger_block", "dynamics", "resample16", "DYNAMICS", "BLOCKS"]

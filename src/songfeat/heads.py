@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from . import features
+from . import features  # torch is imported inside the fitting functions: analyze calls assemble/layout without it
 
 TARGETS = features.LEARNED
 MARGIN = 0.1  # a bound rule asks for this much room inside the bound
@@ -155,6 +154,8 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
 
     Single-threaded and seeded, so a rerun gives bit-identical weights.
     """
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -206,6 +207,8 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
 def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: np.ndarray,
               cfg: FitConfig) -> None:
     """Standardise [evidence, stage-1 outputs] on these rows, store the scaler in `model`, fit the members."""
+    import torch
+
     with torch.no_grad():
         base_t = model.base(numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32)))
         offset = model.offset(base_t).numpy()
@@ -225,6 +228,8 @@ def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarr
 
 def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.ndarray:
     """The model's outputs for rows of evidence and standardised numeric inputs."""
+    import torch
+
     with torch.no_grad():
         return model(evidence=torch.from_numpy(np.ascontiguousarray(evidence, dtype=np.float32)),
                      numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32))).numpy()
@@ -276,4 +281,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                    "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
                    "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
                                   "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
-    return save_bundle(Path(out), model, config)
+    path = save_bundle(Path(out), model, config)
+    from .onnx_export import export_bundle
+
+    export_bundle(path)  # model.onnx from the weights just written: the bundle analyzes on a lean install too
+    return path

@@ -7,7 +7,9 @@ power 2, centred frames, periodic Hann), with two deliberate differences:
     through the network;
   * frames are reflect-padded at the edges, as librosa < 0.10 (which musicnn was trained with) did;
     librosa >= 0.10 pads with zeros. Only the first and last frame of a window differ.
-Self-contained (numpy, torch, soxr), so `frontend.compute` can reach it through `tagger` without a cycle.
+Computed in numpy (the lean runtime has no torch); `log_mel_torch` is the same recipe in torch, kept for
+the torch path and the equivalence tests. Self-contained (numpy, soxr), so `frontend.compute` can reach
+it through `tagger` without a cycle.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 SAMPLE_RATE = 16000  # musicnn's configuration.SR
 N_FFT = 512
@@ -23,6 +24,7 @@ HOP = 256
 N_MELS = 96
 PATCH_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, hop_length=256) + 1, what musicnn was trained on
 MAX_PATCHES = 10
+_CHUNK = 256  # frames per FFT block in `log_mel` (8 s of audio)
 
 _F_SP = 200.0 / 3  # Slaney: Hz per mel below 1 kHz
 _MIN_LOG_HZ = 1000.0
@@ -39,23 +41,25 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def slaney_mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> torch.Tensor:
-    """Slaney-scale, area-normalised triangular filters [n_mels, n_fft//2+1]: librosa.filters.mel's default.
+def slaney_mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-scale, area-normalised triangular filters [n_mels, n_fft//2+1] float32: librosa.filters.mel's default.
 
-    Written out (a dozen lines, checked against librosa in the tests) so the tagger's cold start does
-    not import numba.
+    Written out (a dozen lines, checked against librosa in the tests) rather than shipped as a matrix
+    file: it is exact to float32 rounding, costs ~0.1 ms, and neither librosa nor numba is needed at run time.
     """
     freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
     hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2))
     ramps = hz[:, None] - freqs[None, :]
     fdiff = np.diff(hz)[:, None]
     tri = np.maximum(0.0, np.minimum(-ramps[:-2] / fdiff[:-1], ramps[2:] / fdiff[1:]))
-    return torch.from_numpy((tri * (2.0 / (hz[2:] - hz[:-2]))[:, None]).astype(np.float32))
+    fb = (tri * (2.0 / (hz[2:] - hz[:-2]))[:, None]).astype(np.float32)
+    fb.flags.writeable = False  # shared by the cache
+    return fb
 
 
-def log_compress(mel_power: torch.Tensor) -> torch.Tensor:
+def log_compress(mel_power: np.ndarray) -> np.ndarray:
     """musicnn's log10(10000·x + 1), always in float32 (see the module note on float16)."""
-    return torch.log10(10000.0 * mel_power.float() + 1.0)
+    return np.log10(np.float32(10000.0) * np.asarray(mel_power, dtype=np.float32) + np.float32(1.0))
 
 
 def resample(y: np.ndarray, sr: int) -> np.ndarray:
@@ -68,15 +72,44 @@ def resample(y: np.ndarray, sr: int) -> np.ndarray:
     return soxr.resample(y, sr, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
 
 
+def _padded(y16: np.ndarray) -> np.ndarray:
+    """float32 audio long enough for reflect padding (more than half a frame): zeros appended if not."""
+    y = np.ascontiguousarray(y16, dtype=np.float32).reshape(-1)
+    if y.size <= N_FFT // 2:
+        y = np.pad(y, (0, N_FFT // 2 + 1 - y.size))
+    return y
+
+
+@lru_cache(maxsize=1)
+def _hann() -> np.ndarray:
+    n = np.arange(N_FFT)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / N_FFT)).astype(np.float32)  # periodic, as torch/librosa
+
+
 def log_mel(y16: np.ndarray) -> np.ndarray:
-    """16-kHz mono audio -> musicnn's input [frames, 96] float32, frames = 1 + len // 256."""
-    y = torch.as_tensor(np.ascontiguousarray(y16, dtype=np.float32))
-    if y.numel() <= N_FFT // 2:  # reflect padding needs more samples than half a frame
-        y = torch.nn.functional.pad(y, (0, N_FFT // 2 + 1 - y.numel()))
+    """16-kHz mono audio -> musicnn's input [frames, 96] float32, frames = 1 + len // 256 (numpy)."""
+    y = _padded(y16)
+    y = np.pad(y, N_FFT // 2, mode="reflect")  # centred frames
+    n = 1 + (y.size - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(y, (n, N_FFT), (HOP * y.strides[0], y.strides[0]), writeable=False)
+    fb = slaney_mel_filterbank().T.astype(np.float64)
+    out = np.empty((n, N_MELS), dtype=np.float32)
+    for i in range(0, n, _CHUNK):  # in chunks: a few MB at a time, however long the audio
+        spec = np.fft.rfft(frames[i:i + _CHUNK].astype(np.float64) * _hann(), axis=1)  # float64: at least as exact as torch's float32
+        out[i:i + _CHUNK] = log_compress((spec.real ** 2 + spec.imag ** 2) @ fb)  # [frames, 257] power -> mel
+    return out
+
+
+def log_mel_torch(y16: np.ndarray) -> np.ndarray:
+    """`log_mel` in torch (torch.stft): the torch path's front-end, kept to check the numpy one against."""
+    import torch
+
+    y = torch.from_numpy(_padded(y16).copy())
     window = torch.hann_window(N_FFT, periodic=True)
     x = torch.stft(y, N_FFT, HOP, window=window, center=True, pad_mode="reflect", return_complex=True)
     power = x.real.square() + x.imag.square()  # [257, frames]
-    return log_compress(slaney_mel_filterbank() @ power).T.contiguous().numpy()
+    mel = torch.from_numpy(np.array(slaney_mel_filterbank())) @ power
+    return torch.log10(10000.0 * mel + 1.0).T.contiguous().numpy()
 
 
 def patch_starts(n_frames: int, max_patches: int = MAX_PATCHES) -> np.ndarray:
@@ -87,11 +120,12 @@ def patch_starts(n_frames: int, max_patches: int = MAX_PATCHES) -> np.ndarray:
     return np.round(np.linspace(0, max(n_frames - PATCH_FRAMES, 0), n)).astype(np.int64)
 
 
-def mel_patches(y: np.ndarray, sr: int, max_patches: int = MAX_PATCHES) -> np.ndarray:
+def mel_patches(y: np.ndarray, sr: int, max_patches: int = MAX_PATCHES, backend: str = "onnx") -> np.ndarray:
     """One mono window -> [P, 187, 96] float32 log-mel patches, P <= max_patches.
 
     A window shorter than 3 s has its spectrogram repeated up to 187 frames: musicnn was trained
     that way (its config's pad_short is 'repeat-pad'), and silence padding would read as quiet music.
+    `backend` "torch" computes the spectrogram with `log_mel_torch` (the torch path), else with numpy.
     """
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise ValueError(f"sample rate must be a positive integer, got {sr!r}")
@@ -102,7 +136,7 @@ def mel_patches(y: np.ndarray, sr: int, max_patches: int = MAX_PATCHES) -> np.nd
         raise ValueError("the tagger got an empty window")
     if not np.all(np.isfinite(y)):
         raise ValueError("the tagger got audio with NaN or infinite samples")
-    spec = log_mel(resample(y, sr))
+    spec = (log_mel_torch if backend == "torch" else log_mel)(resample(y, sr))
     if spec.shape[0] < PATCH_FRAMES:
         spec = np.tile(spec, (-(-PATCH_FRAMES // spec.shape[0]), 1))[:PATCH_FRAMES]
     return np.stack([spec[s:s + PATCH_FRAMES] for s in patch_starts(spec.shape[0], max_patches)])

@@ -61,11 +61,15 @@ def _key(path: str | Path, with_tagger: bool) -> str:
 def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
     """Stream a file once: descriptors, per-window evidence blocks, first-window MFCC summary.
 
-    Runs torch on one thread, so a record is the same bytes in a worker process or the main one.
+    Runs torch and onnxruntime on one thread, so a record is the same bytes in a worker process or the main one.
     """
     import torch
 
+    from .runtime import set_threads, threads as ort_threads
+
     threads = torch.get_num_threads()
+    if ort_threads() != 1:
+        set_threads(1)  # onnxruntime's stays at 1 for the rest of the process: records come in batches
     torch.set_num_threads(1)
     try:
         return _compute(path, with_tagger)

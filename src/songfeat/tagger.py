@@ -1,8 +1,10 @@
 """The musicnn tagger: 50 MSD and 50 MagnaTagATune tag probabilities and embeddings for a mono window.
 
 Audio flows: `musicnn_frontend` (16 kHz, 96 Slaney mel bands, log10(10000·x + 1) in float32, at most
-`max_patches` 3-s patches spread evenly over the window) -> both torch models (`models.musicnn`), one
-batch each -> averages over the patches. See docs/musicnn.md for the architecture, provenance and the two traps.
+`max_patches` 3-s patches spread evenly over the window) -> both models, one batch each -> averages
+over the patches. The models run as ONNX files (exported from the torch port `models.musicnn` by
+`songfeat.onnx_export`) in onnxruntime; SONGFEAT_BACKEND=torch runs the torch port itself (and the
+torch front-end), the reference the ONNX path is tested against. See docs/musicnn.md for the architecture, provenance and the two traps.
 
 Outputs of `describe` (all float32, patch-averaged):
     msd_tags, mtt_tags            [50]   sigmoid tag probabilities, names in MSD_TAGS / MTT_TAGS
@@ -16,9 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .models.musicnn import BACKEND_UNITS, POOLED_CHANNELS, Musicnn, load_musicnn
+from . import runtime
 from .musicnn_frontend import MAX_PATCHES, N_MELS, PATCH_FRAMES, SAMPLE_RATE, log_mel, mel_patches, patch_starts, resample
 
 __all__ = ["MSD_TAGS", "MTT_TAGS", "OUTPUTS", "SAMPLE_RATE", "describe", "describe_batch", "layout", "log_mel",
@@ -26,6 +27,10 @@ __all__ = ["MSD_TAGS", "MTT_TAGS", "OUTPUTS", "SAMPLE_RATE", "describe", "descri
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "musicnn"
 MODELS = ("msd", "mtt")
 _FILES = {"msd": "MSD_musicnn.safetensors", "mtt": "MTT_musicnn.safetensors"}
+ONNX_FILES = {"msd": "MSD_musicnn.onnx", "mtt": "MTT_musicnn.onnx"}
+BACKEND_UNITS = 200  # models.musicnn.BACKEND_UNITS (not imported: that module needs torch); a test keeps them equal
+POOLED_CHANNELS = 753  # models.musicnn.POOLED_CHANNELS
+ONNX_OUTPUTS = ("tags", "penultimate", "pooled")  # the exported graphs' outputs, pooled = [mean_pool, max_pool]
 
 # From musicnn 0.1.0's configuration.py, in output order.
 MSD_TAGS: tuple[str, ...] = (
@@ -60,19 +65,45 @@ def layout() -> dict[str, slice]:
 
 
 @lru_cache(maxsize=None)
-def load_model(name: str) -> Musicnn:
-    """One of the shipped models ('msd' or 'mtt'), loaded once per process."""
+def load_model(name: str):
+    """One of the shipped torch models ('msd' or 'mtt'), loaded once per process (needs torch)."""
+    from .models.musicnn import load_musicnn
+
     if name not in _FILES:
         raise ValueError(f"unknown musicnn model {name!r}; choose one of {', '.join(_FILES)}")
     return load_musicnn(WEIGHTS_DIR / _FILES[name], num_classes=len(TAGS[name]))
 
 
-def run_patches(patches: np.ndarray) -> dict[str, np.ndarray]:
-    """Both models on [P, 187, 96] patches -> per-patch arrays: {msd,mtt}_{tags,penultimate,pooled} [P, D]."""
-    x = torch.as_tensor(np.ascontiguousarray(patches, dtype=np.float32))
-    if x.dim() != 3 or tuple(x.shape[1:]) != (PATCH_FRAMES, N_MELS):
+def onnx_session(name: str):
+    """One of the shipped models as an onnxruntime session (created once per process)."""
+    if name not in ONNX_FILES:
+        raise ValueError(f"unknown musicnn model {name!r}; choose one of {', '.join(ONNX_FILES)}")
+    path = WEIGHTS_DIR / ONNX_FILES[name]
+    if not path.is_file():
+        from .errors import SongfeatError
+
+        raise SongfeatError(path, "musicnn ONNX file is missing (the package was installed without its weights)")
+    return runtime.session(path)
+
+
+def run_patches(patches: np.ndarray, backend: str | None = None) -> dict[str, np.ndarray]:
+    """Both models on [P, 187, 96] patches -> per-patch arrays: {msd,mtt}_{tags,penultimate,pooled} [P, D].
+
+    `backend` "onnx" (default: `runtime.backend()`) or "torch".
+    """
+    x = np.ascontiguousarray(patches, dtype=np.float32)
+    if x.ndim != 3 or tuple(x.shape[1:]) != (PATCH_FRAMES, N_MELS):
         raise ValueError(f"patches must be [P, {PATCH_FRAMES}, {N_MELS}], got {tuple(x.shape)}")
     out: dict[str, np.ndarray] = {}
+    if (backend or runtime.backend()) == "onnx":
+        for name in MODELS:
+            res = onnx_session(name).run(list(ONNX_OUTPUTS), {"patches": x})
+            for key, v in zip(ONNX_OUTPUTS, res):
+                out[f"{name}_{key}"] = v
+        return out
+    import torch
+
+    x = torch.from_numpy(x)
     with torch.inference_mode():
         for name in MODELS:
             r = load_model(name)(x)
@@ -82,20 +113,22 @@ def run_patches(patches: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def describe_batch(windows: list[np.ndarray], sr: int = 44100, max_patches: int = MAX_PATCHES) -> list[dict[str, np.ndarray]]:
+def describe_batch(windows: list[np.ndarray], sr: int = 44100, max_patches: int = MAX_PATCHES,
+                   backend: str | None = None) -> list[dict[str, np.ndarray]]:
     """`describe` for several windows, with all their patches in one forward per model."""
-    patches = [mel_patches(w, sr, max_patches) for w in windows]
+    backend = backend or runtime.backend()
+    patches = [mel_patches(w, sr, max_patches, backend=backend) for w in windows]
     if not patches:
         return []
-    per_patch = run_patches(np.concatenate(patches))
+    per_patch = run_patches(np.concatenate(patches), backend=backend)
     bounds = np.cumsum([0] + [len(p) for p in patches])
     return [{k: v[a:b].mean(axis=0).astype(np.float32) for k, v in per_patch.items()}
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def describe(y: np.ndarray, sr: int = 44100, max_patches: int = MAX_PATCHES) -> dict[str, np.ndarray]:
+def describe(y: np.ndarray, sr: int = 44100, max_patches: int = MAX_PATCHES, backend: str | None = None) -> dict[str, np.ndarray]:
     """Tags and embeddings of one mono window (up to ~30 s), averaged over at most `max_patches` 3-s patches."""
-    return describe_batch([y], sr, max_patches)[0]
+    return describe_batch([y], sr, max_patches, backend)[0]
 
 
 def vector(d: dict[str, np.ndarray]) -> np.ndarray:

@@ -120,13 +120,35 @@ def _worker_main(conn: Connection, fn: Callable, init: Callable | None, init_arg
         conn.send((status, index, value, _drain(capture)))
 
 
-def _context(preload: Sequence[str] = PRELOAD):
-    """The fork server (workers fork from a process that imported the analysis code once), else spawn."""
+def _context(preload: Sequence[str] = PRELOAD, fork: bool = False):
+    """The fork server (workers fork from a process that imported the analysis code once), else spawn.
+
+    `fork`: fork this process itself (no new interpreter, no imports: a few ms), for a lone job when
+    it is safe, i.e. this process runs no other thread and has no onnxruntime session (whose native
+    thread pool would not survive the fork).
+    """
+    if fork and "fork" in mp.get_all_start_methods() and _fork_is_safe():
+        return mp.get_context("fork")
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(list(preload))  # only counts before the server's first start
         return ctx
     return mp.get_context("spawn")  # pragma: no cover - Windows
+
+
+def _fork_is_safe() -> bool:
+    """No Python thread, no onnxruntime session, no torch: nothing whose threads hold locks the fork would copy.
+
+    (torch's OpenMP pool is native and invisible to `threading`; numpy's OpenBLAS handles fork itself.)
+    """
+    import threading
+
+    if threading.active_count() != 1 or "torch" in sys.modules:
+        return False
+    if "songfeat.runtime" in sys.modules and sys.modules["songfeat.runtime"].open_sessions():
+        return False
+    vad = sys.modules.get("songfeat.vad")
+    return not (vad is not None and vad._session.cache_info().currsize)
 
 
 class _Worker:
@@ -178,18 +200,20 @@ def _died(w: _Worker) -> str:
 
 
 def run_jobs(fn: Callable, jobs: Sequence | Iterable, workers: int = 1, timeout: float | None = None,
-             init: Callable | None = None, init_args: tuple = (), preload: Sequence[str] = PRELOAD) -> Iterator[JobResult]:
+             init: Callable | None = None, init_args: tuple = (), preload: Sequence[str] = PRELOAD,
+             fork: bool = False) -> Iterator[JobResult]:
     """Run `fn(job)` for every job in `workers` processes; yield a JobResult per job, in completion order.
 
     `timeout` (seconds, None for none) limits each job from the moment it is handed to a worker;
     `allow()` inside a job raises its own limit. `init(*init_args)` runs once per worker before its
     first job (outside any limit); a SongfeatError there stops the whole run and is raised here.
     `fn`, `init` and the jobs must be picklable; `preload` names modules the fork server imports once.
+    `fork` (one worker): fork this process instead of starting the fork server, when that is safe.
     """
     jobs = list(jobs)
     if not jobs:
         return
-    ctx = _context(preload)
+    ctx = _context(preload, fork=fork and workers <= 1)
     queue = list(range(len(jobs)))[::-1]  # pop() gives the next job in order
     pool: list[_Worker] = []
 

@@ -1,0 +1,331 @@
+"""Variants of the measured key, loudness and tempo tried against the issue-8 targets, with held-out figures.
+
+    python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss]
+
+Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
+documented key and the FMA clips with Echo Nest tempo once, then prints:
+
+* key: key+mode / mode per source for HPCP variants (harmonic/percussive separation with `--hpss`,
+  ~8 min more; per-frame tonal-confidence weighting; an added bass HPCP; 5-s segment normalisation;
+  a bass or chroma tonic cue deciding between fifth-related keys; a learned 24-weight profile whose
+  shrinkage is picked by leave-one-source-out inside the training sources). Weights are shown as a
+  grid so the reader can see that no setting chosen on one half helps the other;
+* loudness: the LUFS -> Spotify dB map for several recipes, fitted on one dev half and checked on
+  the other, plus the recipe each half would choose by its own 5-fold CV and by a nested
+  cross-source check against the extra previews (neither uses the half it is scored on);
+* tempo: for each FMA clip whose tempo misses Echo Nest's up to octaves/thirds, the onset
+  autocorrelation at Echo Nest's beat period and at ours.
+
+Nothing here changes songfeat; docs/descriptors.md ("Tried and not adopted") quotes its output.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from songfeat import descriptors as D
+from songfeat.audio import load_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_measured", ROOT / "benchmarks" / "bench_measured.py")
+B = importlib.util.module_from_spec(_spec)
+sys.modules["bench_measured"] = B
+_spec.loader.exec_module(B)
+
+SR = D.SAMPLE_RATE
+SPEC_BINS = 600  # up to ~6.5 kHz: all the HPCP reads
+GROUPS = ("forró", "pop/rock", "extra", "behaviour")
+
+
+def hpcp_frames(p: np.ndarray, fmin: float = D.HPCP_FMIN, fmax: float = D.HPCP_FMAX) -> np.ndarray:
+    """Per-frame (not yet normalised) 36-bin HPCP of power spectra [frames, bins]: descriptors.hpcp36 before its sum."""
+    p = np.asarray(p, np.float32)
+    hi = min(p.shape[1] - 1, int(fmax * D.N_FFT / SR) + 2)
+    db = 10 * np.log10(np.maximum(p[:, : hi + 1], np.float32(1e-12)))
+    a, b, c = db[:, :-2], db[:, 1:-1], db[:, 2:]
+    t, j = np.nonzero((b > a) & (b >= c) & (b > db.max(1, keepdims=True) - D.HPCP_RANGE_DB))
+    pa, pb, pc = a[t, j], b[t, j], c[t, j]
+    den = pa - 2 * pb + pc
+    safe = np.abs(den) > 1e-9
+    delta = np.clip(np.where(safe, 0.5 * (pa - pc) / np.where(safe, den, 1), 0), -0.5, 0.5)
+    freq = (j + 1 + delta) * (SR / D.N_FFT)
+    amp = 10 ** ((pb - 0.25 * (pa - pc) * delta) / 20)
+    ok = (freq >= fmin) & (freq <= fmax)
+    t, freq, amp = t[ok], freq[ok], amp[ok].astype(float)
+    pos = np.remainder(36 * np.log2(freq / 440) + 27, 36)
+    base = np.floor(pos)
+    out = np.zeros(p.shape[0] * 36)
+    for off in (-1.0, 0.0, 1.0, 2.0):
+        k = base + off
+        d = (pos - k) / 3
+        out += np.bincount(t * 36 + np.remainder(k, 36).astype(int), weights=amp * np.where(np.abs(d) < 0.5, np.cos(math.pi * d) ** 2, 0), minlength=out.size)
+    return out.reshape(-1, 36)
+
+
+def agg(frames: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """Sum of max-normalised frames (optionally weighted), as descriptors.hpcp36."""
+    mx = frames.max(1, keepdims=True)
+    keep = mx[:, 0] > 0
+    f = frames[keep] / mx[keep]
+    if weight is not None:
+        f = f * weight[keep][:, None]
+    return f.sum(0)
+
+
+def load(shared: Path) -> list[dict]:
+    """Every clip with its evidence and its low-band power spectrogram (voiced frames)."""
+    out = []
+    size = int(D.WINDOW_SECONDS * SR)
+    for c in B.clips(shared):
+        y = load_audio(c.path)
+        ev = [D.window_evidence(y[i: i + size]) for i in range(0, max(1, y.size), size)]
+        full = [D.power_spectrogram(y[i: i + size]) for i in range(0, max(1, y.size), size)]
+        p = np.concatenate([f[:, :SPEC_BINS] for f in full])
+        e = np.concatenate([f[:, : D.N_FFT // 4 + 1].sum(1) for f in full])
+        out.append({"c": c, "ev": ev, "p": p[e > e.max() * 1e-6], "peak": float(np.abs(y).max())})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# key
+
+
+def key_table(rows: list[dict], hpss: bool) -> None:
+    """key+mode / mode per source for each HPCP variant."""
+    keyed = [r for r in rows if r["c"].key is not None]
+    for r in keyed:
+        r["F"] = hpcp_frames(r["p"])
+        r["Fb"] = hpcp_frames(r["p"], 40.0, 250.0)
+        r["chroma"] = sum(e.chroma for e in r["ev"])
+
+    def show(name: str, fn) -> None:
+        res: dict[str, list] = {}
+        for r in keyed:
+            k, _, m, _ = D.estimate_key(r["chroma"], fn(r))
+            res.setdefault(r["c"].group, []).append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
+        print(f"| {name} | " + " | ".join(f"{np.mean([a for a, _ in res[g]]):.2f} / {np.mean([b for _, b in res[g]]):.2f}" for g in GROUPS if g in res) + " |")
+
+    print("| key variant | " + " | ".join(f"{g} key+mode / mode" for g in GROUPS) + " |")
+    print("|---|" + "---|" * len(GROUPS))
+    show("shipped HPCP (Aarden)", lambda r: agg(r["F"]))
+    if hpss:
+        from scipy.ndimage import median_filter
+
+        for L in (9, 17, 31):
+            def soft(r, L=L):
+                h, q = median_filter(r["p"], size=(L, 1)), median_filter(r["p"], size=(1, L))
+                return agg(hpcp_frames(r["p"] * (h**2 / (h**2 + q**2 + 1e-30))))
+            show(f"HPSS soft mask, median {L}", soft)
+    prof = np.stack([np.roll(D.MAJOR_PROFILE, k) for k in range(12)] + [np.roll(D.MINOR_PROFILE, k) for k in range(12)])
+    prof = prof - prof.mean(1, keepdims=True)
+    prof /= np.linalg.norm(prof, axis=1, keepdims=True)
+
+    def tonal(r) -> np.ndarray:
+        off = (0, 1, -1)[int(np.argmax(r["F"].sum(0).reshape(12, 3).sum(0)))]
+        f12 = np.roll(r["F"], 1 - off, axis=1).reshape(-1, 12, 3).sum(-1)
+        z = f12 - f12.mean(1, keepdims=True)
+        return np.clip(((z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)) @ prof.T).max(1), 0, None)
+
+    for pw in (1.0, 2.0, 4.0):
+        show(f"frames weighted by tonal confidence^{pw:g}", lambda r, pw=pw: agg(r["F"], tonal(r) ** pw))
+    for w in (0.25, 0.5, 1.0):
+        show(f"plus bass (40-250 Hz) HPCP x{w:g}", lambda r, w=w: agg(r["F"]) / agg(r["F"]).sum() + w * agg(r["Fb"]) / max(agg(r["Fb"]).sum(), 1e-12))
+
+    def segments(r, seg: int = 215) -> np.ndarray:
+        out = np.zeros(36)
+        for i in range(0, r["F"].shape[0], seg):
+            a = agg(r["F"][i: i + seg])
+            out += a / a.sum() if a.sum() > 0 else 0
+        return out
+
+    show("5-s segments normalised before summing", segments)
+    fifth_cue(keyed)
+    learned_profile(keyed)
+
+
+def fifth_cue(keyed: list[dict]) -> None:
+    """Fifth-related confusions: re-decide between the best key and its fifths by a tonic-vs-dominant cue."""
+    print("\nfifth disambiguation (score = correlation + w x (cue[tonic] - cue[dominant]) over best key, +5, +7):")
+    for r in keyed:
+        a = D.fold_chroma(agg(r["F"]))
+        b = D.fold_chroma(agg(r["Fb"]))
+        r["cues"] = {"bass HPCP": b / max(b.max(), 1e-12), "HPCP": a / max(a.max(), 1e-12)}
+        r["corr"] = D.key_correlations(a)[0]
+    for cue in ("bass HPCP", "HPCP"):
+        for w in (0.02, 0.05, 0.1, 0.2, 0.4):
+            res: dict[str, list] = {}
+            for r in keyed:
+                row, key = np.unravel_index(int(np.argmax(r["corr"])), r["corr"].shape)
+                cands = [(row, (key + d) % 12) for d in (0, 5, 7)]
+                cv = r["cues"][cue]
+                rw, k = cands[int(np.argmax([r["corr"][a, b] + w * (cv[b] - cv[(b + 7) % 12]) for a, b in cands]))]
+                m = 1 if rw == 0 else 0
+                res.setdefault(r["c"].group, []).append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
+            print(f"  {cue} w={w:g}: " + "  ".join(f"{g} {np.mean([a for a, _ in v]):.2f}/{np.mean([b for _, b in v]):.2f}" for g, v in sorted(res.items())))
+
+
+def learned_profile(keyed: list[dict]) -> None:
+    """A 24-weight key profile (softmax over the 24 rotations) shrunk towards Aarden, trained without the test half."""
+    def z(p: np.ndarray) -> np.ndarray:
+        p = p - p.mean()
+        return p / np.linalg.norm(p)
+
+    w0 = np.concatenate([z(D.MAJOR_PROFILE), z(D.MINOR_PROFILE)]) * 10
+
+    def cands(r) -> np.ndarray:
+        a = D.fold_chroma(agg(r["F"]))
+        a = a / a.sum()
+        out = np.zeros((24, 24))
+        for k in range(12):
+            v = np.roll(a, -k) - a.mean()
+            out[k, :12] = v
+            out[12 + k, 12:] = v
+        return out
+
+    data = {g: ([cands(r) for r in keyed if r["c"].group == g], [(0 if r["c"].mode == 1 else 12) + r["c"].key for r in keyed if r["c"].group == g])
+            for g in ("forró", "pop/rock", "extra")}
+
+    def train(xs, ys, lam: float) -> np.ndarray:
+        w = w0.copy()
+        for _ in range(300):
+            g = np.zeros_like(w)
+            for x, y in zip(xs, ys):
+                s = x @ w
+                p = np.exp(s - s.max())
+                p /= p.sum()
+                g += x.T @ p - x[y]
+            w -= 10 * (g / len(xs) + lam * (w - w0))
+        return w
+
+    def acc(xs, ys, w) -> tuple[float, float]:
+        pr = [int(np.argmax(x @ w)) for x in xs]
+        return float(np.mean([a == b for a, b in zip(pr, ys)])), float(np.mean([(a < 12) == (b < 12) for a, b in zip(pr, ys)]))
+
+    print("\nlearned 24-weight profile (shrinkage picked by leave-one-source-out inside the training sources):")
+    for test in ("forró", "pop/rock"):
+        train_groups = [g for g in data if g != test]
+        best = None
+        for lam in (0.001, 0.01, 0.1, 1.0):
+            inner = [acc(*data[h], train(*data[[g for g in train_groups if g != h][0]], lam))[0] for h in train_groups]
+            if best is None or np.mean(inner) > best[0]:
+                best = (float(np.mean(inner)), lam)
+        w = train(sum((data[g][0] for g in train_groups), []), sum((data[g][1] for g in train_groups), []), best[1])
+        km, m = acc(*data[test], w)
+        print(f"  held-out {test}: shrinkage {best[1]:g}, key+mode {km:.2f}, mode {m:.2f}")
+
+
+# ----------------------------------------------------------------------------------------------
+# loudness
+
+
+def loudness_features(r: dict) -> dict[str, float]:
+    """Candidate level measures of one clip: gated LUFS, ungated K-weighted mean, block statistics, peak."""
+    ev = r["ev"]
+    n = sum(e.n_samples for e in ev)
+    kw = np.concatenate([e.kw_energy for e in ev])
+    offsets = np.cumsum([0] + [e.n_samples for e in ev[:-1]])
+    pos = np.concatenate([o + D.HOP * np.arange(e.kw_energy.size) for o, e in zip(offsets, ev)]).astype(float)
+    lufs = D.integrated_lufs(kw, pos, n, SR)
+    nb = int(round((n / SR - 0.4) / 0.1)) + 1
+    edges = np.concatenate([pos - D.HOP / 2, [pos[-1] + D.HOP / 2]])
+    cum = np.concatenate([[0], np.cumsum(kw)])
+    st = np.arange(nb) * 0.1 * SR
+    blocks = -0.691 + 10 * np.log10(np.maximum(np.interp(st + 0.4 * SR, edges, cum) - np.interp(st, edges, cum), 1e-20) / (0.4 * SR))
+    g = blocks[blocks > -70]
+    return {"lufs": lufs, "ungated": -0.691 + 10 * np.log10(kw.sum() / n), "block log-mean": float(g.mean()),
+            "block median": float(np.median(g)), "block p90": float(np.percentile(g, 90)),
+            "peak dBFS": 20 * np.log10(r["peak"] + 1e-9), "range p95-p10": float(np.percentile(g, 95) - np.percentile(g, 10))}
+
+
+RECIPES = [(b, ()) for b in ("lufs", "ungated", "block log-mean", "block median", "block p90")] + \
+    [(b, (e,)) for b in ("lufs", "ungated", "block log-mean") for e in ("peak dBFS", "range p95-p10")]
+
+
+def _fit(feats: list[dict], y: np.ndarray, recipe) -> np.ndarray:
+    base, extra = recipe
+    x = np.stack([np.ones(len(feats))] + [[f[e] for f in feats] for e in extra], 1)
+    return np.linalg.lstsq(x, y - np.array([f[base] for f in feats]), rcond=None)[0]
+
+
+def _pred(feats: list[dict], recipe, coef: np.ndarray) -> np.ndarray:
+    base, extra = recipe
+    x = np.stack([np.ones(len(feats))] + [[f[e] for f in feats] for e in extra], 1)
+    return np.array([f[base] for f in feats]) + x @ coef
+
+
+def _err(train: list[dict], test: list[dict], recipe) -> float:
+    coef = _fit([r["lf"] for r in train], np.array([r["c"].loudness for r in train]), recipe)
+    return float(np.mean(np.abs(_pred([r["lf"] for r in test], recipe, coef) - np.array([r["c"].loudness for r in test]))))
+
+
+def _cv(rows: list[dict], recipe, k: int = 5) -> float:
+    idx = np.random.default_rng(0).permutation(len(rows))
+    errs = []
+    for f in np.array_split(idx, k):
+        errs.append(_err([rows[i] for i in np.setdiff1d(idx, f)], [rows[i] for i in f], recipe) * len(f))
+    return float(sum(errs) / len(rows))
+
+
+def loudness_table(rows: list[dict]) -> None:
+    """Cross-half MAE of each recipe, and the recipe each half would choose without the other."""
+    src = {g: [r for r in rows if r["c"].group == g and r["c"].loudness is not None] for g in ("forró", "pop/rock", "extra")}
+    for r in rows:
+        r["lf"] = loudness_features(r)
+
+    def name(rec) -> str:
+        return rec[0] + "".join(f" + a x {e}" for e in rec[1]) + " + offset"
+
+    print("\n| loudness recipe (Spotify dB = ...) | fit pop/rock, check forró | fit forró, check pop/rock | fit dev, check extra |")
+    print("|---|---|---|---|")
+    for rec in RECIPES:
+        print(f"| {name(rec)} | {_err(src['pop/rock'], src['forró'], rec):.2f} | {_err(src['forró'], src['pop/rock'], rec):.2f} | "
+              f"{_err(src['forró'] + src['pop/rock'], src['extra'], rec):.2f} |")
+    for test, train in (("forró", "pop/rock"), ("pop/rock", "forró")):
+        own = min(RECIPES, key=lambda rec: _cv(src[train], rec))
+        nested = min(RECIPES, key=lambda rec: (_err(src[train], src["extra"], rec) + _err(src["extra"], src[train], rec)) / 2)
+        print(f"checked on {test}: chosen by 5-fold CV on {train}: {name(own)} -> {_err(src[train], src[test], own):.2f} dB; "
+              f"chosen between {train} and extra: {name(nested)} -> {_err(src[train], src[test], nested):.2f} dB")
+
+
+# ----------------------------------------------------------------------------------------------
+# tempo
+
+
+def tempo_misses(rows: list[dict]) -> None:
+    """FMA clips missed up to octaves/thirds: onset autocorrelation at Echo Nest's period and at ours."""
+    fps = SR / D.HOP
+    print("\nFMA tempo misses (onset autocorrelation at 0.5, 1, 1.5, 2, 3 and 4 periods):")
+    for r in rows:
+        c = r["c"]
+        if c.set != "fma":
+            continue
+        env = np.concatenate([e.onset for e in r["ev"]]).astype(float)
+        t, conf, _, ac, per = D.estimate_tempo(env, fps)
+        if B.tempo_hits(t, c.tempo)[1]:
+            continue
+        ref = 60 * fps / c.tempo
+        print(f"  {c.path.name}: Echo Nest {c.tempo:.1f}, songfeat {t:.1f} (confidence {conf:.2f}, ratio {c.tempo / t:.3f})")
+        for label, p in (("Echo Nest", ref), ("songfeat", per)):
+            print(f"    {label:9s} period {p:5.1f} frames: " + " ".join(f"{D._interp(ac, m * p):+.2f}" for m in (0.5, 1, 1.5, 2, 3, 4)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--hpss", action="store_true", help="also try harmonic/percussive separation (~8 min more)")
+    args = ap.parse_args()
+    rows = load(args.shared)
+    if not rows:
+        raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
+    key_table(rows, args.hpss)
+    loudness_table(rows)
+    tempo_misses(rows)
+
+
+if __name__ == "__main__":
+    main()

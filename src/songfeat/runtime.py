@@ -1,0 +1,90 @@
+"""Where the shipped models run: onnxruntime sessions (the default, and all a lean install has) or torch.
+
+`backend()` is "onnx" unless SONGFEAT_BACKEND=torch asks for the torch modules the ONNX files were
+exported from (the research pipeline's reference path; needs the `train` extra). Sessions are created
+on first use and cached per file, with `threads()` intra-op threads: every usable CPU up to 4 for a
+process analysing alone, 1 in batch workers (`set_threads(1)`: N workers use N cores, not N x cores).
+Thread spinning is off, so an idle session does not burn a core beside other work.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BACKENDS = ("onnx", "torch")
+MAX_THREADS = 4  # beyond this the small musicnn graphs stop scaling
+_threads: int | None = None
+
+
+def backend() -> str:
+    """The inference backend: SONGFEAT_BACKEND (onnx or torch), default onnx."""
+    b = os.environ.get("SONGFEAT_BACKEND", "onnx").strip().lower() or "onnx"
+    if b not in BACKENDS:
+        from .errors import SongfeatError
+
+        raise SongfeatError(None, f"SONGFEAT_BACKEND must be onnx or torch, not {b!r}")
+    return b
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads() -> int:
+    """Intra-op threads of new sessions: set_threads()'s value, else min(usable CPUs, MAX_THREADS)."""
+    return _threads if _threads is not None else max(1, min(usable_cpus(), MAX_THREADS))
+
+
+def set_threads(n: int) -> None:
+    """Threads for sessions created from now on (and torch's, when it is loaded): batch workers use 1."""
+    global _threads
+    _threads = max(1, int(n))  # sessions are keyed by their thread count: new ones are made on next use
+    import sys
+
+    if "torch" in sys.modules:  # never import torch just to configure it
+        sys.modules["torch"].set_num_threads(_threads)
+
+
+_SESSIONS: dict[tuple, object] = {}
+_ORPHANS: list = []  # sessions inherited through fork(): their thread pools did not survive it, so they are never used or freed
+
+
+def session(path: str | Path):
+    """An onnxruntime session for one model file, created once per process (per file version and thread setting)."""
+    st = os.stat(path)
+    key = (str(path), st.st_mtime_ns, st.st_size, threads())
+    if key not in _SESSIONS:
+        _SESSIONS[key] = _new_session(str(path))
+    return _SESSIONS[key]
+
+
+def open_sessions() -> int:
+    """How many sessions this process holds (their native thread pools would not survive a fork)."""
+    return len(_SESSIONS)
+
+
+def _new_session(path: str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a multiprocessing 'fork' worker) opens its own sessions: the parent's thread pools are not here."""
+    _ORPHANS.extend(_SESSIONS.values())
+    _SESSIONS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+__all__ = ["backend", "session", "set_threads", "threads", "BACKENDS"]

@@ -1,0 +1,234 @@
+"""The lean runtime: analysis without torch and the research stack, equal to the torch path within tolerance.
+
+Tolerance (also in the README, "Install"): the seven learned features within 1e-4 of the torch path
+(unrounded here, and the printed 4-decimal values may then differ by at most one last digit), tempo,
+key, mode, time signature and loudness identical (both paths measure them with the same numpy code).
+A lean install is simulated in subprocesses by an import hook that makes the research modules missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from songfeat import analyze as analyze_mod  # noqa: F401  (the module, through sys.modules below)
+from songfeat.bundle import DEFAULT_DIR, ONNX, WEIGHTS
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "fma-000002.mp3"
+FIX = ROOT / "tests" / "fixtures"
+A = sys.modules["songfeat.analyze"]
+FEATURE_TOL = 1e-4
+RESEARCH = ("torch", "pandas", "librosa", "scipy", "matplotlib", "sklearn", "pyarrow", "safetensors", "onnx",
+            "numba", "spotipy", "requests", "fastapi", "ray")
+EXACT = ("tempo", "key", "mode", "time_signature", "loudness", "duration_ms")
+
+
+def _lean(args: list[str], blocked=RESEARCH, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`songfeat ARGS` in a fresh interpreter where the `blocked` top-level modules cannot be imported."""
+    code = textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCKED = {tuple(blocked)!r}
+        class Missing(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        sys.meta_path.insert(0, Missing())
+        sys.argv = ["songfeat"] + {args!r}
+        from songfeat.cli import main
+        main()
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def _torch_features(path: Path, model=None, monkeypatch=None) -> tuple[dict, object]:
+    """Unrounded learned features and descriptors of a file on the torch path."""
+    monkeypatch.setenv("SONGFEAT_BACKEND", "torch")
+    try:
+        bundle = A.get_bundle(model)
+        assert not bundle.use_onnx
+        clip = A.read_clip(path, evidence_layout=bundle.evidence_layout)
+        return A.predict_clip(bundle, clip), clip
+    finally:
+        monkeypatch.delenv("SONGFEAT_BACKEND")
+
+
+def _onnx_features(path: Path, model=None) -> tuple[dict, object]:
+    bundle = A.get_bundle(model)
+    assert bundle.use_onnx
+    clip = A.read_clip(path, evidence_layout=bundle.evidence_layout)
+    return A.predict_clip(bundle, clip), clip
+
+
+def _generated(tmp_path: Path) -> Path:
+    """A generated clip (chords over a click track, 40 s: two windows, the second a short tail)."""
+    import soundfile as sf
+
+    from songfeat import synth
+
+    sr = 44100
+    music = synth.chord_progression(7, 1, seconds=40.0, sr=sr)
+    clicks = synth.click_track(124, 40.0, sr=sr)
+    n = min(music.size, clicks.size)
+    path = tmp_path / "generated.flac"
+    sf.write(str(path), (0.6 * music[:n] + 0.4 * clicks[:n]).astype(np.float32), sr)
+    return path
+
+
+@pytest.mark.parametrize("name", ["example", "generated", "musicnn/arovane_beat.flac", "musicnn/css10_es.flac",
+                                  "espeak_reading_16k.flac"])
+def test_onnx_path_equals_torch_path(name, tmp_path, monkeypatch):
+    path = {"example": EXAMPLE, "generated": None}.get(name) or (FIX / name)
+    if name == "generated":
+        path = _generated(tmp_path)
+    lean, lclip = _onnx_features(path)
+    ref, rclip = _torch_features(path, monkeypatch=monkeypatch)
+    assert lean.keys() == ref.keys()
+    worst = max(abs(lean[k] - ref[k]) for k in lean)
+    assert worst <= FEATURE_TOL, (name, worst)
+    a, b = lclip.descriptors.to_dict(), rclip.descriptors.to_dict()
+    for k in EXACT:
+        assert a[k] == b[k], k
+    # the heads' inputs themselves: tag log-odds, VAD and dynamics
+    np.testing.assert_allclose(lclip.evidence, rclip.evidence, rtol=1e-4, atol=2e-3)
+
+
+def test_lean_cli_prints_what_the_full_install_prints(monkeypatch):
+    """`songfeat analyze` with torch, pandas, librosa, scipy, ... unimportable prints the full install's object."""
+    res = _lean(["analyze", str(EXAMPLE)])
+    assert res.returncode == 0, res.stderr
+    lean = json.loads(res.stdout)
+    monkeypatch.setenv("SONGFEAT_BACKEND", "torch")
+    full = A.analyze(EXAMPLE)
+    assert lean.keys() == full.keys()
+    for k, v in full.items():
+        if isinstance(v, float) and k not in EXACT:
+            assert abs(lean[k] - v) <= FEATURE_TOL + 1e-9, k
+        else:
+            assert lean[k] == v, k
+
+
+def test_lean_batch_in_worker_processes(tmp_path):
+    """Two files with --workers 2 (forkserver workers, one thread each), lean: both analysed, JSON Lines."""
+    a, b = tmp_path / "a.mp3", tmp_path / "b.mp3"
+    shutil.copy(EXAMPLE, a)
+    shutil.copy(EXAMPLE, b)
+    res = _lean(["analyze", str(a), str(b), "--workers", "2", "--format", "jsonl"])
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [str(a), str(b)] and rows[0]["energy"] == rows[1]["energy"]
+
+
+@pytest.mark.parametrize("args,command,extra", [
+    (["analyze", str(EXAMPLE), "--format", "parquet", "-o", "OUT/x.parquet"], "analyze --format parquet", "parquet"),
+    (["train-default", "--shared", "OUT"], "train-default", "train"),
+    (["export-onnx"], "export-onnx", "train"),
+    (["evaluate-sources", "--shared", "OUT"], "evaluate-sources", "train"),
+    (["collect", "--genres", "pop", "--per-genre", "1", "--out", "OUT/t.csv"], "collect", "collect"),
+    (["serve", "--library", "OUT"], "serve", "serve"),
+    (["analysis", str(EXAMPLE), "--plot", "OUT/a.png"], "analysis --plot", "plot"),
+    (["analyze", str(EXAMPLE), "--engine", "ray", "--format", "parquet", "-o", "OUT/r"], "analyze --engine ray", "ray"),
+])
+def test_a_missing_extra_is_named_in_one_line(tmp_path, args, command, extra):
+    res = _lean([a.replace("OUT", str(tmp_path)) for a in args])
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == f"songfeat: error: {command} needs the '{extra}' extra: pip install 'songfeat[{extra}]'\n"
+
+
+def test_import_and_help_load_no_numpy():
+    code = "import sys, songfeat.cli; print(sorted(m for m in ('numpy', 'onnxruntime', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_default_onnx_is_the_export_of_its_weights(tmp_path):
+    """The committed model.onnx records the SHA-256 of model.safetensors and is what export_bundle writes now."""
+    pytest.importorskip("onnx")
+    import hashlib
+
+    from songfeat.onnx_export import export_bundle
+
+    bundle = tmp_path / "default"
+    shutil.copytree(DEFAULT_DIR, bundle)
+    report = export_bundle(bundle)
+    assert report["sha256"] == hashlib.sha256((DEFAULT_DIR / ONNX).read_bytes()).hexdigest()
+    assert report["max_rel_diff_vs_torch"] < 1e-5
+
+
+def test_stale_onnx_is_refused_and_a_bundle_without_one_runs_in_torch(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file, save_file
+
+    from songfeat.errors import SongfeatError
+    from songfeat.onnx_export import export_bundle
+
+    bundle = tmp_path / "changed"
+    shutil.copytree(DEFAULT_DIR, bundle)
+    tensors = load_file(str(bundle / WEIGHTS))
+    key = next(k for k in sorted(tensors) if k.endswith("skip.bias"))
+    tensors[key] = tensors[key] + 0.5
+    save_file(tensors, str(bundle / WEIGHTS))
+    with pytest.raises(SongfeatError, match="export-onnx"):
+        A.analyze(EXAMPLE, model=bundle)
+    (bundle / ONNX).unlink()
+    changed_torch = A.analyze(EXAMPLE, model=bundle)  # no model.onnx: the torch module
+    assert not A.get_bundle(bundle).use_onnx
+    export_bundle(bundle)  # get_bundle sees the new file and loads the bundle again
+    changed_onnx = A.analyze(EXAMPLE, model=bundle)
+    assert A.get_bundle(bundle).use_onnx
+    default = A.analyze(EXAMPLE)
+    assert any(abs(changed_onnx[k] - default[k]) > 1e-3 for k in ("danceability", "energy", "valence"))
+    for k in ("danceability", "energy", "speechiness", "acousticness", "instrumentalness", "valence", "liveness"):
+        assert abs(changed_onnx[k] - changed_torch[k]) <= FEATURE_TOL + 1e-9
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _crash(_: object) -> None:
+    os.kill(os.getpid(), 9)
+
+
+def test_a_lone_forked_job_keeps_the_time_limit_and_crash_isolation():
+    from songfeat.workers import run_jobs
+
+    t = time.monotonic()
+    (res,) = run_jobs(_sleep, [30.0], workers=1, timeout=0.5, fork=True)
+    assert res.status == "timeout" and time.monotonic() - t < 10
+    (res,) = run_jobs(_crash, [None], workers=1, timeout=5, fork=True)
+    assert res.status == "crashed" and "SIGKILL" in res.value
+    (res,) = run_jobs(_sleep, [0.01], workers=1, timeout=5, fork=True)
+    assert res.ok and res.value == 0.01
+
+
+def _features_in_child(path: str) -> dict:
+    return A.analyze(path)
+
+
+def test_a_forked_child_makes_its_own_side_thread_and_sessions():
+    """Threads do not survive fork(): a 'fork' child of a process that has analysed (so holds the tagger's
+    side thread and onnxruntime sessions) must make its own instead of waiting on the parent's forever."""
+    import multiprocessing as mp
+
+    from songfeat import runtime
+
+    runtime.set_threads(2)
+    try:
+        here = A.analyze(EXAMPLE)
+        assert A._SIDE and runtime.open_sessions() >= 2
+        with mp.get_context("fork").Pool(1) as pool:
+            there = pool.apply_async(_features_in_child, (str(EXAMPLE),)).get(timeout=120)
+    finally:
+        runtime._threads = None
+    assert there == here
