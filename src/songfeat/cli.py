@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Spotify-style audio features from audio, offline.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Spotify-style audio features from audio, offline.")
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
