@@ -235,12 +235,11 @@ def _hann_window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
-@lru_cache(maxsize=4)
-def _mel_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """HTK mel filters without area normalisation, transposed to [n_fft//2+1, n_mels], float32.
+def mel_filterbank_htk(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """HTK-scale triangular mel filters without area normalisation, [n_mels, n_fft//2+1] (float64).
 
-    The same formula as `songfeat.frontend.mel_filterbank` (librosa htk=True, norm=None), repeated
-    here because frontend imports torch.
+    Equal to librosa.filters.mel(htk=True, norm=None); written out (a dozen lines) so neither a cold
+    start nor a lean install pays for librosa. `songfeat.frontend` wraps it for the research MFCCs.
     """
     def hz_to_mel(f: np.ndarray) -> np.ndarray:
         return 2595.0 * np.log10(1.0 + f / 700.0)
@@ -252,8 +251,13 @@ def _mel_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     ramps = hz_pts[:, None] - freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
-    fb = np.maximum(0.0, np.minimum(lower, upper))
-    return np.ascontiguousarray(fb.T, dtype=np.float32)
+    return np.maximum(0.0, np.minimum(lower, upper))
+
+
+@lru_cache(maxsize=4)
+def _mel_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """`mel_filterbank_htk` transposed to [n_fft//2+1, n_mels], float32 (the layout the spectrogram blocks multiply)."""
+    return np.ascontiguousarray(mel_filterbank_htk(sample_rate, n_fft, n_mels).T, dtype=np.float32)
 
 
 STFT_BLOCK_FRAMES = 128  # frames transformed at once: bounds the scratch memory to a few MB

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, WINDOW_SECONDS
+from .descriptors import mel_filterbank_htk
 
 AMIN = 1e-10  # power floor before the log, as torchaudio and librosa use
 MUSICNN_CHANNELS = 3512  # len(songfeat.tagger.vector(...)); a test keeps the two equal
@@ -78,30 +79,14 @@ def get_spec(name: str) -> FrontendSpec:
         raise ValueError(f"unknown front-end {name!r}; choose one of {', '.join(SPECS)}") from None
 
 
-def _hz_to_mel_htk(f: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + f / 700.0)
-
-
-def _mel_to_hz_htk(m: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
-
 @lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    """HTK-scale triangular mel filters without area normalisation, [n_mels, n_fft//2+1].
+    """HTK-scale triangular mel filters without area normalisation, [n_mels, n_fft//2+1] (float32).
 
-    Equal to librosa.filters.mel(htk=True, norm=None) and torchaudio's melscale_fbanks(mel_scale="htk");
-    written out here (a dozen lines) so a cold start does not pay for importing numba.
+    Equal to librosa.filters.mel(htk=True, norm=None); the numpy formula lives in
+    `descriptors.mel_filterbank_htk`, shared with the measurements.
     """
-    freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    mel_pts = np.linspace(_hz_to_mel_htk(np.array(0.0)), _hz_to_mel_htk(np.array(sample_rate / 2.0)), n_mels + 2)
-    hz_pts = _mel_to_hz_htk(mel_pts)
-    fdiff = np.diff(hz_pts)
-    ramps = hz_pts[:, None] - freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    fb = np.maximum(0.0, np.minimum(lower, upper))
-    return torch.from_numpy(fb.astype(np.float32))
+    return torch.from_numpy(mel_filterbank_htk(sample_rate, n_fft, n_mels).astype(np.float32))
 
 
 @lru_cache(maxsize=8)
