@@ -178,8 +178,6 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     Each fold's heads see only the other folds of this set (no other source, no behaviour bounds), so the
     figure is a within-set one; `songfeat evaluate-sources` gives the shift-revealing one.
     """
-    import torch
-
     from .heads import FitConfig, fit_heads, intervals_from_labels, predict_rows
     from .sources import new_heads
 
@@ -201,7 +199,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
         loud_cv[test] = slope * lufs[test] + icpt
         num = numeric.copy()
         num[:, li] = np.clip(slope * lufs + icpt, -60.0, 0.0)
-        num_std = bundle.normalise("numeric", torch.from_numpy(num)).numpy()
+        num_std = bundle.normalise("numeric", num)
         rows_ev = [np.asarray(c.evidence) for c in clips]
         ev = np.concatenate([rows_ev[i] for i in train])
         nrep = np.concatenate([np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0) for i in train])

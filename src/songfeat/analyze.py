@@ -13,8 +13,12 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # numpy is imported inside the functions that use it: `songfeat --help` and `import songfeat` stay fast
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
+
 from . import features
 from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_usable, iter_windows
 from .errors import AudioError, SongfeatError

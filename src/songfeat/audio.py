@@ -24,8 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # numpy is imported inside the functions that use it: `songfeat --help` and `import songfeat` stay fast
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
+
 from .errors import AudioError, SongfeatWarning
 
 SAMPLE_RATE = 44100  # every front-end and descriptor works at this rate (Spotify previews' own)

@@ -84,36 +84,24 @@ class Bundle:
         """Which inputs the model reads: a subset of ("frontend", "numeric", "evidence")."""
         return tuple(self.config.get("inputs") or getattr(self.model, "inputs", ()))
 
-    def _scaler_np(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
-        key = ("np", name)
+    def _scaler(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        key = ("scaler", name)
         if key not in self._cache:
             s = (self.config.get("scalers") or {}).get(name)
             self._cache[key] = None if s is None else (
                 np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
         return self._cache[key]
 
-    def normalise_np(self, name: str, x: np.ndarray) -> np.ndarray:
-        """`normalise` in numpy (float32): the statistics saved at training time, identity if none."""
+    def normalise(self, name: str, x: np.ndarray) -> np.ndarray:
+        """Standardise an input (float32 numpy) with the statistics saved at training time (identity if none)."""
         x = np.asarray(x, dtype=np.float32)
-        s = self._scaler_np(name)
+        s = self._scaler(name)
         if s is None:
             return x
         mean, std = s
         if name == "frontend" and mean.ndim == 1 and mean.size == x.shape[1]:  # per-channel stats
             mean, std = mean[None, :, None], std[None, :, None]
         return ((x - mean) / np.maximum(std, np.float32(1e-8))).astype(np.float32, copy=False)
-
-    def normalise(self, name: str, x):
-        """Standardise an input (a torch tensor) with the statistics saved at training time (identity if none)."""
-        import torch
-
-        s = self._scaler_np(name)
-        if s is None:
-            return x
-        mean, std = (torch.from_numpy(a) for a in s)
-        if name == "frontend" and mean.dim() == 1 and mean.numel() == x.shape[1]:  # per-channel stats
-            mean, std = mean[None, :, None], std[None, :, None]
-        return (x - mean) / torch.clamp(std, min=1e-8)
 
     def session(self):
         """The onnxruntime session of model.onnx (created on first use); refuses an export of other weights."""
@@ -141,11 +129,11 @@ class Bundle:
         if "frontend" in self.needs:
             if frontend is None:
                 raise ValueError("this model needs a front-end tensor")
-            kw["frontend"] = self.normalise_np("frontend", _array(frontend))
+            kw["frontend"] = self.normalise("frontend", _array(frontend))
         if "numeric" in self.needs:
             if numeric is None:
                 raise ValueError(f"this model needs numeric inputs {self.numeric_inputs}")
-            kw["numeric"] = self.normalise_np("numeric", _array(numeric))
+            kw["numeric"] = self.normalise("numeric", _array(numeric))
         if self.use_onnx:
             out = np.asarray(self.session().run(None, kw)[0], dtype=np.float32)
         else:

@@ -102,7 +102,7 @@ def _progress(it, label: str, on: bool):
 def base_outputs(bundle: Bundle, numeric: np.ndarray) -> np.ndarray:
     """Stage 1's predictions for raw numeric inputs [N, F] -> [N, T], standardised as the bundle says."""
     with torch.no_grad():
-        x = bundle.normalise("numeric", torch.as_tensor(numeric, dtype=torch.float32))
+        x = torch.from_numpy(bundle.normalise("numeric", numeric))
         return bundle.model.base(numeric=x).numpy()
 
 
@@ -263,7 +263,7 @@ def _table(metrics: dict, columns: dict[str, str], targets) -> list[str]:
 
 def _loso_tables(loso: dict, targets) -> list[str]:
     """The leave-one-source-out summary and per-source tables for the card."""
-    from .sources import COLUMNS, to_markdown
+    from .sources import to_markdown
 
     return to_markdown({"sources": loso, "targets": list(targets)}).splitlines()
 
@@ -321,7 +321,7 @@ def model_card(config: dict) -> str:
         + ", ".join(f"{t} {d:g}" for t, d in zip(config["targets"], sel["chosen"])) + ".",
         "In the held-out table below the selection is **nested**: for each held-out source the decay is chosen by the",
         "same procedure over the *other* sources only, so the scored source never influenced its own model. Fixed",
-        f"by earlier development, not selected here (they were looked at against the leave-one-source-out table then):",
+        "by earlier development, not selected here (they were looked at against the leave-one-source-out table then):",
         f"hidden units {fitc['hidden']}, members {fitc['members']}, steps {fitc['steps']}, learning rate {fitc['lr']}, nonlinear-path decay",
         f"{fitc['hidden_decay']}, bound weight {fitc['bound_weight']}, the residual set and the input parts. The genre prior, the",
         "  monotone stage-1 constraint and the catalogue intervals for behaviour rules were added on principle (the issue",

@@ -116,7 +116,7 @@ def describe(table: dict) -> list[str]:
                   "|---|---|" + "---|" * len(table["targets"])]
         for g, n, m in zip(ann["genres"], ann["tracks"], ann["means"]):
             lines.append(f"| {g} | {n:,} | " + " | ".join(f"{v:.2f}" for v in m) + " |")
-        lines += [f"| *overall* | | " + " | ".join(f"{v:.2f}" for v in ann["overall"]) + " |", ""]
+        lines += ["| *overall* | | " + " | ".join(f"{v:.2f}" for v in ann["overall"]) + " |", ""]
     return lines
 
 

@@ -52,12 +52,17 @@ _SESSIONS: dict[tuple, object] = {}
 _ORPHANS: list = []  # sessions inherited through fork(): their thread pools did not survive it, so they are never used or freed
 
 
-def session(path: str | Path):
-    """An onnxruntime session for one model file, created once per process (per file version and thread setting)."""
+def session(path: str | Path, n_threads: int | None = None):
+    """An onnxruntime session for one model file, created once per process (per file version and thread count).
+
+    `n_threads`: intra-op threads for a model that wants a fixed number (the VAD's sequential LSTM: 1);
+    default `threads()`.
+    """
     st = os.stat(path)
-    key = (str(path), st.st_mtime_ns, st.st_size, threads())
+    n = threads() if n_threads is None else max(1, int(n_threads))
+    key = (str(path), st.st_mtime_ns, st.st_size, n)
     if key not in _SESSIONS:
-        _SESSIONS[key] = _new_session(str(path))
+        _SESSIONS[key] = _new_session(str(path), n)
     return _SESSIONS[key]
 
 
@@ -66,12 +71,12 @@ def open_sessions() -> int:
     return len(_SESSIONS)
 
 
-def _new_session(path: str):
+def _new_session(path: str, n_threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.inter_op_num_threads = 1
-    opts.intra_op_num_threads = threads()
+    opts.intra_op_num_threads = n_threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])

@@ -140,8 +140,8 @@ class _Data:
         """Loudness calibration on the training clips -> (slope, intercept, labelled numeric_std, behaviour numeric_std)."""
         cal = train & np.isfinite(self.spot_loud)
         slope, icpt = np.polyfit(self.lufs[cal], self.spot_loud[cal], 1)
-        num_std = self.bundle.normalise("numeric", torch.from_numpy(_numeric(self.lab_recs, slope, icpt))).numpy()
-        beh_std = self.bundle.normalise("numeric", torch.from_numpy(_numeric(self.beh_recs, slope, icpt))).numpy()
+        num_std = self.bundle.normalise("numeric", _numeric(self.lab_recs, slope, icpt))
+        beh_std = self.bundle.normalise("numeric", _numeric(self.beh_recs, slope, icpt))
         return slope, icpt, num_std, beh_std
 
     def fit(self, train: np.ndarray, lay, cfg: FitConfig):

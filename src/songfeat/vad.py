@@ -7,10 +7,11 @@ well. The shipped ONNX file (MIT, see weights/silero_vad/) runs at 16 kHz on 512
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from . import runtime
 
 VAD_RATE = 16000
 FRAME = 512  # samples per frame at 16 kHz: the model's documented chunk size
@@ -21,18 +22,10 @@ MODEL_FILE = Path(__file__).parent / "weights" / "silero_vad" / "silero_vad_16k_
 STATS = ("speech_fraction", "speech_prob_mean", "speech_prob_p90", "longest_speech_s", "speech_switches_per_s")
 
 
-@lru_cache(maxsize=1)
 def _session():
-    """The ONNX session, created once per process, one thread (a sequential LSTM over 32-ms frames: more threads
-    do not help it; songfeat parallelises over files), no spinning."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.inter_op_num_threads = 1
-    opts.intra_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(MODEL_FILE), sess_options=opts, providers=["CPUExecutionProvider"])
+    """The ONNX session (runtime's per-process cache), one thread: a sequential LSTM over 32-ms frames, which
+    more threads do not help; songfeat parallelises over files."""
+    return runtime.session(MODEL_FILE, n_threads=1)
 
 
 def _blocks(y16: np.ndarray):

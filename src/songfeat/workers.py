@@ -145,10 +145,7 @@ def _fork_is_safe() -> bool:
 
     if threading.active_count() != 1 or "torch" in sys.modules:
         return False
-    if "songfeat.runtime" in sys.modules and sys.modules["songfeat.runtime"].open_sessions():
-        return False
-    vad = sys.modules.get("songfeat.vad")
-    return not (vad is not None and vad._session.cache_info().currsize)
+    return not ("songfeat.runtime" in sys.modules and sys.modules["songfeat.runtime"].open_sessions())
 
 
 class _Worker:
