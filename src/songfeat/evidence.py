@@ -1,26 +1,32 @@
 """What the heads read about one 30-s window: the tagger's outputs, spoken-word statistics, dynamics.
 
 One window of mono 44.1-kHz audio (and its `descriptors.WindowEvidence`, already computed for the
-measured features) becomes three named float32 vectors:
+measured features) becomes four named float32 vectors:
 - `tagger`: musicnn's patch-averaged tags and embeddings (`songfeat.tagger.vector`, 3512 values);
 - `vad`: Silero VAD's speech statistics (`songfeat.vad.STATS`);
+- `pitch`: how the voice's pitch moves, which tells speech from singing (`songfeat.pitch.STATS`);
+- `spoken`: the VAD's speech with sung notes and beats taken out (`SPOKEN`, `spoken`);
 - `dynamics`: level and movement read off the evidence the descriptors computed anyway (no extra
   STFT): loudness spread, dynamic range, quiet share, onset strength and steadiness, tonal clarity,
   plus a few spectral-shape statistics from one cheap 16-kHz FFT pass.
-The 16-kHz signal is resampled once and shared by the tagger and the VAD.
+The 16-kHz signal is resampled once and shared by the tagger, the VAD and the pitch track.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import vad
+from . import pitch, vad
 
 RATE16 = 16000
 TAGGER_PATCHES = 5  # 3-s patches per 30-s window the tagger reads (at most 10): half the cost of 10 on CPU
 DYNAMICS = ("level_db_mean", "level_db_std", "dynamic_range_db", "quiet_share", "onset_mean", "onset_std",
             "onset_low_mean", "onset_regularity", "chroma_clarity", "centroid_hz", "flatness", "high_share",
             "zero_crossing")
-BLOCKS = ("tagger", "vad", "dynamics")
+# Spotify: speechiness "detects the presence of spoken words"; above 0.66 a track is probably entirely spoken,
+# 0.33-0.66 may hold "both music and speech", below is music. The VAD hears sung voice too, so its speech is
+# counted outside held notes (`spoken_*`), and "bare" speech also outside a steady beat (x (1 - onset_regularity)).
+SPOKEN = ("spoken_fraction", "spoken_prob_mean", "bare_speech_fraction", "bare_speech_prob_mean")
+BLOCKS = ("tagger", "vad", "pitch", "spoken", "dynamics")
 
 
 def resample16(y: np.ndarray, sr: int) -> np.ndarray:
@@ -77,6 +83,17 @@ def dynamics(ev, y16: np.ndarray) -> np.ndarray:
     return np.array([out[k] for k in DYNAMICS], dtype=np.float32)
 
 
+def spoken(probs: np.ndarray, outside: np.ndarray, beat: float) -> np.ndarray:
+    """The `SPOKEN` statistics from the VAD's per-frame probabilities, each frame's share outside held notes
+    (`pitch.outside_notes`) and the window's beat strength (`onset_regularity`, 0-1)."""
+    if probs.size == 0:
+        return np.zeros(len(SPOKEN), dtype=np.float32)
+    free = np.clip(1.0 - float(beat), 0.0, 1.0)
+    frac = float(np.mean((probs > vad.THRESHOLD) * outside))
+    mean = float(np.mean(probs * outside))
+    return np.array([frac, mean, frac * free, mean * free], dtype=np.float32)
+
+
 def tagger_block(y16: np.ndarray) -> np.ndarray:
     """The `tagger` vector of one window from its 16-kHz samples (musicnn over `TAGGER_PATCHES` patches)."""
     from . import tagger
@@ -85,13 +102,21 @@ def tagger_block(y16: np.ndarray) -> np.ndarray:
 
 
 def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The three named vectors for one mono window (see the module docstring); `y16`: its 16-kHz samples, if at hand."""
+    """The named vectors for one mono window (see the module docstring); `y16`: its 16-kHz samples, if at hand."""
     y16 = resample16(y, sr) if y16 is None else y16
-    speech = vad.describe(y16, RATE16)  # once: the comprehension used to rerun the VAD for each statistic
-    out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32), "dynamics": dynamics(ev, y16)}
+    probs = vad.speech_probs(y16, RATE16)  # once: the VAD statistics and the spoken block both read it
+    speech = vad.summarise(probs)
+    f0, voiced = pitch.f0_track(y16, RATE16)
+    steady = pitch.steady_frames(f0, voiced)
+    voice = pitch.summarise(f0, voiced, RATE16, steady)
+    dyn = dynamics(ev, y16)
+    outside = pitch.outside_notes(probs, steady, vad.FRAME)
+    out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32),
+           "pitch": np.array([voice[k] for k in pitch.STATS], dtype=np.float32),
+           "spoken": spoken(probs, outside, dyn[DYNAMICS.index("onset_regularity")]), "dynamics": dyn}
     if with_tagger:
         out["tagger"] = tagger_block(y16)
     return out
 
 
-__all__ = ["window_inputs", "tagger_block", "dynamics", "resample16", "DYNAMICS", "BLOCKS"]
+__all__ = ["window_inputs", "tagger_block", "dynamics", "spoken", "resample16", "DYNAMICS", "SPOKEN", "BLOCKS"]

@@ -21,7 +21,7 @@ import numpy as np
 
 RECORD_VERSION = 1  # bump for a change in the record's layout; code changes are caught by code_version()
 # The modules whose code decides a record's numbers: any edit to them makes new records.
-_RECORD_CODE = ("audio.py", "descriptors.py", "evidence.py", "vad.py", "tagger.py", "musicnn_frontend.py",
+_RECORD_CODE = ("audio.py", "descriptors.py", "evidence.py", "vad.py", "pitch.py", "tagger.py", "musicnn_frontend.py",
                 "models/musicnn.py", "frontend.py", "records.py")
 DEFAULT_CACHE = Path(os.environ.get("SONGFEAT_CACHE", Path.home() / ".cache" / "songfeat" / "records"))
 
