@@ -74,3 +74,22 @@ def test_train_heads_on_own_labels_makes_an_analyzable_bundle(tmp_path):
                       cfg=FitConfig(members=1, steps=100))
     r = analyze(audio / "c5.wav", model=out)
     assert 0 < r["energy"] < 1 and r["speechiness"] is not None
+
+
+def test_private_and_restricted_parts_are_read_only_where_allowed():
+    ev, num, lo, hi, w = _data()
+    ev[:100, 5] = ev[:100, 0]  # a copy of energy's cue in a column that only speechiness may read
+    cols = ["a:all"] * 5 + ["p:all"]
+    cfg = FitConfig(hidden=8, members=2, steps=100, weight_decay=0.002, hidden_decay=0.02,
+                    private_parts=(("p:all", ("speechiness",)),), feature_parts=(("valence", ("a:all",)),))
+    torch.manual_seed(0)
+    m = Heads(7, n_inputs=5, n_evidence=6, head_hidden=8, members=2)
+    fit_heads(m, ev, num, lo, hi, w, cfg, columns=cols)
+    for member in m.members:
+        skip = member.skip.weight.detach().numpy()
+        assert np.all(skip[[0, 1, 3, 4, 5, 6], 5] == 0) and np.any(skip[2, 5] != 0)  # only speechiness reads 'p'
+        assert np.all(member.hidden.weight.detach().numpy()[:, 5] == 0)  # the shared path never does
+        assert np.all(member.out.weight.detach().numpy()[5] == 0)  # valence is restricted: linear only
+        assert np.any(skip[1, :5] != 0)  # energy still learns from its own columns
+    with pytest.raises(ValueError, match="part names"):
+        fit_heads(m, ev, num, lo, hi, w, FitConfig(feature_parts=(("valence", ("a:all",)),)))

@@ -16,6 +16,7 @@ import pandas as pd
 from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .audio import AUDIO_EXTENSIONS
+from .descriptors import loudness_map
 from .errors import SongfeatError
 from .evaluate import regression_metrics
 
@@ -146,7 +147,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     lufs, spot = desc["loudness_lufs"].to_numpy(float), rows["loudness"].to_numpy(float)
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
-        slope, icpt = np.polyfit(lufs[train], spot[train], 1)  # the loudness calibration, refitted without the test fold
+        slope, icpt = loudness_map(lufs[train], spot[train])  # the shipped loudness map, refitted without the test fold
         loud_cv[test] = slope * lufs[test] + icpt
         fold_numeric = numeric.copy()
         if loud_col is not None:
@@ -178,7 +179,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     Each fold's heads see only the other folds of this set (no other source, no behaviour bounds), so the
     figure is a within-set one; `songfeat evaluate-sources` gives the shift-revealing one.
     """
-    from .heads import FitConfig, fit_heads, intervals_from_labels, predict_rows
+    from .heads import FitConfig, fit_heads, intervals_from_labels, part_columns, predict_rows
     from .sources import new_heads
 
     fitd = dict(bundle.config.get("split", {}).get("heads", {}).get("fit") or {})
@@ -195,7 +196,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
-        slope, icpt = np.polyfit(lufs[train], spot[train], 1)
+        slope, icpt = loudness_map(lufs[train], spot[train])
         loud_cv[test] = slope * lufs[test] + icpt
         num = numeric.copy()
         num[:, li] = np.clip(slope * lufs + icpt, -60.0, 0.0)
@@ -206,7 +207,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
         w = np.concatenate([clips[i].weights / clips[i].weights.sum() for i in train])
         lo, hi = intervals_from_labels(np.concatenate([np.repeat(full[i:i + 1], len(rows_ev[i]), axis=0) for i in train]))
         model = new_heads(bundle, ev.shape[1], cfg)
-        fit_heads(model, ev, nrep, lo, hi, w, cfg)
+        fit_heads(model, ev, nrep, lo, hi, w, cfg, part_columns(bundle.config["evidence_layout"]))
         model.eval()
         for i in test:
             p = predict_rows(model, rows_ev[i], np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0))

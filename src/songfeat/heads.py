@@ -21,7 +21,7 @@ TAG_EPS = 1e-4
 # genre_prior: E[feature | genre] from the genre tables, weighted by the window's tags (`songfeat.genre_prior`)
 DEFAULT_PARTS: tuple[tuple[str, str, str], ...] = (
     ("tagger", "msd_tags", "logit"), ("tagger", "mtt_tags", "logit"), ("tagger", "genre_prior", "genre_prior"),
-    ("vad", "all", "identity"), ("dynamics", "all", "identity"))
+    ("vad", "all", "identity"), ("pitch", "all", "identity"), ("spoken", "all", "identity"), ("dynamics", "all", "identity"))
 NO_GENRE_PARTS = tuple(p for p in DEFAULT_PARTS if p[2] != "genre_prior")
 NO_TAGGER_PARTS = tuple(p for p in DEFAULT_PARTS if p[0] != "tagger")
 
@@ -134,6 +134,13 @@ class FitConfig:
     # residual features may not weaken stage 1: the skip weight from a feature's own stage-1 output to its
     # correction stays >= 0, so the heads cannot undo what stage 1 learned from 28,859 catalogue tracks
     monotone: bool = True
+    # Spotify's definitions say what some features are about: (feature, parts) pairs restrict a feature to those
+    # evidence parts ("block:name") plus stage 1's outputs, on its linear path only (its nonlinear path is off)
+    feature_parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (part, features): evidence only those features read, on their linear path; the shared nonlinear path never does.
+    # The spoken block is speechiness's own (the VAD's speech outside sung notes and beats, built for Spotify's
+    # definition of it); the other features read the raw VAD and pitch statistics.
+    private_parts: tuple[tuple[str, tuple[str, ...]], ...] = (("spoken:all", ("speechiness",)),)
     seed: int = 42
 
     def residual_mask(self) -> list[bool]:
@@ -147,10 +154,50 @@ class FitConfig:
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
+    def input_mask(self, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Which evidence columns (named by part, `part_columns`) each path may read, or None when all read all:
+        (skip [T, D] per feature, hidden [D] for the shared nonlinear path, restricted [T] = nonlinear path off)."""
+        if not self.feature_parts and not self.private_parts:
+            return None
+        cols = np.array(columns)
+        skip = np.ones((len(TARGETS), len(cols)), dtype=bool)
+        hidden = np.ones(len(cols), dtype=bool)
+        restricted = np.zeros(len(TARGETS), dtype=bool)
+        for part, feats in self.private_parts:
+            own = cols == part
+            hidden &= ~own
+            for j, t in enumerate(TARGETS):
+                if t not in feats:
+                    skip[j] &= ~own
+        for feature, parts in self.feature_parts:
+            j = TARGETS.index(feature)
+            skip[j] &= np.isin(cols, parts)
+            restricted[j] = True
+        return skip, hidden, restricted
+
+
+def part_columns(lay: list[dict]) -> list[str]:
+    """The part ("block:name") of each column `assemble` makes from a layout."""
+    from . import evidence, pitch, tagger, vad
+
+    width = {"vad": len(vad.STATS), "pitch": len(pitch.STATS), "spoken": len(evidence.SPOKEN),
+             "dynamics": len(evidence.DYNAMICS), "tagger": tagger.VECTOR_SIZE}
+    out = []
+    for p in lay:
+        if p["transform"] == "genre_prior":
+            n = len(TARGETS) * len(p["table"]["annotators"])
+        else:
+            n = (p["stop"] if p["stop"] is not None else width[p["block"]]) - p["start"]
+        out += [f"{p['block']}:{p['name']}"] * n
+    return out
+
 
 def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray, cfg: FitConfig,
-                offset: np.ndarray | None = None) -> None:
+                offset: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
     """Fit every ensemble member of `model` on standardised rows z [R, D] with interval targets and row weights.
+
+    `mask` (`FitConfig.input_mask`) zeroes the skip weights a feature may not read, the hidden layer's weights
+    on private columns and a restricted feature's nonlinear output row, at the start and after every step.
 
     Single-threaded and seeded, so a rerun gives bit-identical weights.
     """
@@ -174,6 +221,12 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
         res = [j for j, r in enumerate(model.residual_mask.tolist()) if r] if cfg.monotone and offset is not None else []
         # (output j, input column of stage 1's output j): stage 1's outputs are the last n_t columns of z
         own = (torch.tensor(res), torch.tensor([z.shape[1] - n_t + j for j in res])) if res else None
+        keep = keep_hidden = keep_out = None
+        if mask is not None:  # stage 1's n_t columns stay open to every path
+            skip_m, hidden_m, restricted = mask
+            keep = torch.from_numpy(np.concatenate([skip_m, np.ones((n_t, n_t), dtype=bool)], axis=1).astype(np.float32))
+            keep_hidden = torch.from_numpy(np.concatenate([hidden_m, np.ones(n_t, dtype=bool)]).astype(np.float32))[None, :]
+            keep_out = torch.from_numpy((~restricted).astype(np.float32))[:, None]
         for k, m in enumerate(model.members):
             g = torch.Generator().manual_seed(cfg.seed + k)
             with torch.no_grad():
@@ -185,6 +238,10 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
                 centre = (((lot + hit) / 2) * wt * known).sum(0) / col
                 start = torch.logit(centre.clamp(0.02, 0.98))
                 m.skip.bias.copy_(start if offset is None else start - (off * wt).sum(0) / wt.sum(0))
+                if keep is not None:
+                    m.skip.weight.mul_(keep)
+                    m.hidden.weight.mul_(keep_hidden)
+                    m.out.weight.mul_(keep_out)
             opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
             for _ in range(cfg.steps):
                 p = torch.sigmoid(off + m(zt))
@@ -200,13 +257,21 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
                 if own is not None:
                     with torch.no_grad():
                         m.skip.weight[own] = m.skip.weight[own].clamp(min=0.0)
+                if keep is not None:
+                    with torch.no_grad():
+                        m.skip.weight.mul_(keep)
+                        m.hidden.weight.mul_(keep_hidden)
+                        m.out.weight.mul_(keep_out)
     finally:
         torch.set_num_threads(threads)
 
 
 def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: np.ndarray,
-              cfg: FitConfig) -> None:
-    """Standardise [evidence, stage-1 outputs] on these rows, store the scaler in `model`, fit the members."""
+              cfg: FitConfig, columns: list[str] | None = None) -> None:
+    """Standardise [evidence, stage-1 outputs] on these rows, store the scaler in `model`, fit the members.
+
+    `columns` names each evidence column's part (`part_columns`), needed when `cfg.feature_parts` restricts features.
+    """
     import torch
 
     with torch.no_grad():
@@ -223,7 +288,10 @@ def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarr
 
         c = heads_module.Z_CLAMP  # the same clamp the model's forward applies
         zs = torch.clamp((torch.from_numpy(z.astype(np.float32)) - model.z_mean) / model.z_std, -c, c).numpy()
-    fit_members(model, zs, lo, hi, weights, cfg, offset)
+    if cfg.feature_parts and columns is None:
+        raise ValueError("feature_parts needs the evidence columns' part names (heads.part_columns)")
+    mask = cfg.input_mask(columns) if columns is not None else None  # unnamed columns hold no private part
+    fit_members(model, zs, lo, hi, weights, cfg, offset, mask)
 
 
 def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.ndarray:

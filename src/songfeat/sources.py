@@ -99,8 +99,10 @@ def clip_predictions(model, records, lay, numeric_std) -> np.ndarray:
 def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig):
     """A heads model fitted on clips with interval targets (clip weights equal, windows share them)."""
     ev, num, idx, w = _windows(records, lay, numeric_std)
+    from .heads import part_columns
+
     model = new_heads(bundle, ev.shape[1], cfg)
-    fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg)
+    fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg, part_columns(lay))
     model.eval()
     return model
 
@@ -137,9 +139,15 @@ class _Data:
         self.bundle = bundle
 
     def calibrated(self, train: np.ndarray):
-        """Loudness calibration on the training clips -> (slope, intercept, labelled numeric_std, behaviour numeric_std)."""
+        """Loudness calibration on the training clips -> (slope, intercept, labelled numeric_std, behaviour numeric_std).
+
+        The shipped map's form (`descriptors.loudness_map`: slope 1 by physics, the mean offset), refitted; a
+        fitted line's slope is source-dependent and would score a map analysis never uses.
+        """
+        from .descriptors import loudness_map
+
         cal = train & np.isfinite(self.spot_loud)
-        slope, icpt = np.polyfit(self.lufs[cal], self.spot_loud[cal], 1)
+        slope, icpt = loudness_map(self.lufs[cal], self.spot_loud[cal])
         num_std = self.bundle.normalise("numeric", _numeric(self.lab_recs, slope, icpt))
         beh_std = self.bundle.normalise("numeric", _numeric(self.beh_recs, slope, icpt))
         return slope, icpt, num_std, beh_std
