@@ -82,7 +82,7 @@ class Clip:
     descriptors: object  # songfeat.descriptors.Descriptors
     frontend: np.ndarray | None  # [W, C, T] one row per window used for learned features
     weights: np.ndarray | None  # [W] samples per window, for the duration-weighted mean
-    evidence: np.ndarray | None = None  # [W, D] the heads' inputs per window (tagger, VAD, dynamics)
+    evidence: np.ndarray | None = None  # [W, D] the heads' inputs per window (tagger, VAD, pitch, spoken, dynamics)
 
 
 def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = None) -> Clip:

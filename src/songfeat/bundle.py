@@ -124,7 +124,7 @@ class Bundle:
         kw = {}
         if "evidence" in self.needs:
             if evidence is None:
-                raise ValueError("this model needs evidence vectors (tagger, VAD, dynamics)")
+                raise ValueError("this model needs evidence vectors (tagger, VAD, pitch, spoken, dynamics)")
             kw["evidence"] = _array(evidence)
         if "frontend" in self.needs:
             if frontend is None:
