@@ -87,7 +87,7 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
 
     if backend == "torch":
         import torch  # noqa: F401  (its import is part of the torch path's cost)
-    from songfeat import descriptors, evidence, pitch, runtime, tagger, vad
+    from songfeat import descriptors, evidence, runtime, tagger, vad
     from songfeat.analyze import MIN_TAIL_SECONDS, Clip, get_bundle, predict_clip, to_spotify
     from songfeat.audio import SAMPLE_RATE, iter_windows
     from songfeat.heads import assemble
@@ -119,19 +119,14 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
             v = np.array([speech[k] for k in vad.STATS], dtype=np.float32)
             acc["VAD"] += time.perf_counter() - t
             t = time.perf_counter()
-            f0, voiced = pitch.f0_track(y16, evidence.RATE16)
-            steady = pitch.steady_frames(f0, voiced)
-            voice = pitch.summarise(f0, voiced, evidence.RATE16, steady)
-            pv = np.array([voice[k] for k in pitch.STATS], dtype=np.float32)
-            outside = pitch.outside_notes(probs, steady, vad.FRAME)
-            acc["pitch"] += time.perf_counter() - t
-            t = time.perf_counter()
             tg = tagger.vector(tagger.describe(y16, sr=evidence.RATE16, max_patches=evidence.TAGGER_PATCHES, backend=backend))
             acc["tagger"] += time.perf_counter() - t
             t = time.perf_counter()
             dyn = evidence.dynamics(e, y16)
             acc["dynamics"] += time.perf_counter() - t
-            sp = evidence.spoken(probs, outside, dyn[evidence.DYNAMICS.index("onset_regularity")])
+            t = time.perf_counter()
+            pv, sp = evidence.voice(y16, probs, dyn[evidence.DYNAMICS.index("onset_regularity")])
+            acc["pitch"] += time.perf_counter() - t
             rows.append(assemble({"tagger": tg[None], "vad": v[None], "pitch": pv[None], "spoken": sp[None],
                                   "dynamics": dyn[None]}, lay))
         t = time.perf_counter()

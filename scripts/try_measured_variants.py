@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import sys
 from pathlib import Path
 
@@ -41,40 +40,7 @@ SR = D.SAMPLE_RATE
 SPEC_BINS = 600  # up to ~6.5 kHz: all the HPCP reads
 GROUPS = ("forró", "pop/rock", "extra", "behaviour")
 
-
-def hpcp_frames(p: np.ndarray, fmin: float = D.HPCP_FMIN, fmax: float = D.HPCP_FMAX) -> np.ndarray:
-    """Per-frame (not yet normalised) 36-bin HPCP of power spectra [frames, bins]: descriptors.hpcp36 before its sum."""
-    p = np.asarray(p, np.float32)
-    hi = min(p.shape[1] - 1, int(fmax * D.N_FFT / SR) + 2)
-    db = 10 * np.log10(np.maximum(p[:, : hi + 1], np.float32(1e-12)))
-    a, b, c = db[:, :-2], db[:, 1:-1], db[:, 2:]
-    t, j = np.nonzero((b > a) & (b >= c) & (b > db.max(1, keepdims=True) - D.HPCP_RANGE_DB))
-    pa, pb, pc = a[t, j], b[t, j], c[t, j]
-    den = pa - 2 * pb + pc
-    safe = np.abs(den) > 1e-9
-    delta = np.clip(np.where(safe, 0.5 * (pa - pc) / np.where(safe, den, 1), 0), -0.5, 0.5)
-    freq = (j + 1 + delta) * (SR / D.N_FFT)
-    amp = 10 ** ((pb - 0.25 * (pa - pc) * delta) / 20)
-    ok = (freq >= fmin) & (freq <= fmax)
-    t, freq, amp = t[ok], freq[ok], amp[ok].astype(float)
-    pos = np.remainder(36 * np.log2(freq / 440) + 27, 36)
-    base = np.floor(pos)
-    out = np.zeros(p.shape[0] * 36)
-    for off in (-1.0, 0.0, 1.0, 2.0):
-        k = base + off
-        d = (pos - k) / 3
-        out += np.bincount(t * 36 + np.remainder(k, 36).astype(int), weights=amp * np.where(np.abs(d) < 0.5, np.cos(math.pi * d) ** 2, 0), minlength=out.size)
-    return out.reshape(-1, 36)
-
-
-def agg(frames: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-    """Sum of max-normalised frames (optionally weighted), as descriptors.hpcp36."""
-    mx = frames.max(1, keepdims=True)
-    keep = mx[:, 0] > 0
-    f = frames[keep] / mx[keep]
-    if weight is not None:
-        f = f * weight[keep][:, None]
-    return f.sum(0)
+agg = D.sum_normalised  # frames -> the summed, max-normalised profile analysis uses
 
 
 def load(shared: Path) -> list[dict]:
@@ -99,8 +65,8 @@ def key_table(rows: list[dict], hpss: bool) -> None:
     """key+mode / mode per source for each HPCP variant."""
     keyed = [r for r in rows if r["c"].key is not None]
     for r in keyed:
-        r["F"] = hpcp_frames(r["p"])
-        r["Fb"] = hpcp_frames(r["p"], 40.0, 250.0)
+        r["F"] = D.hpcp_frames(r["p"])
+        r["Fb"] = D.hpcp_frames(r["p"], fmin=40.0, fmax=250.0)
         r["chroma"] = sum(e.chroma for e in r["ev"])
 
     def show(name: str, fn) -> None:
@@ -119,7 +85,7 @@ def key_table(rows: list[dict], hpss: bool) -> None:
         for L in (9, 17, 31):
             def soft(r, L=L):
                 h, q = median_filter(r["p"], size=(L, 1)), median_filter(r["p"], size=(1, L))
-                return agg(hpcp_frames(r["p"] * (h**2 / (h**2 + q**2 + 1e-30))))
+                return agg(D.hpcp_frames(r["p"] * (h**2 / (h**2 + q**2 + 1e-30))))
             show(f"HPSS soft mask, median {L}", soft)
     prof = np.stack([np.roll(D.MAJOR_PROFILE, k) for k in range(12)] + [np.roll(D.MINOR_PROFILE, k) for k in range(12)])
     prof = prof - prof.mean(1, keepdims=True)

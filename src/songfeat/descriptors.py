@@ -326,7 +326,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
         peaks[:, 1:-1] = pc[:, 1:-1] * ((pc[:, 1:-1] > pc[:, :-2]) & (pc[:, 1:-1] >= pc[:, 2:]))
         ch.append(peaks @ chroma_t)  # [B, 12]
         # chroma36: a 1/3-semitone harmonic pitch class profile from interpolated peaks; it names the key
-        h36.append(_hpcp_frames(p[:, :hpcp_bins], sr))
+        h36.append(hpcp_frames(p[:, :hpcp_bins], sr))
         energy.append(p[:, :nb].sum(1))
         kw.append(p @ kw_w)
     mel, low, ch, h36, frame_energy, kw = (np.concatenate(a) for a in (mel, low, ch, h36, energy, kw))
@@ -351,7 +351,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
         onset_low=onset_low.astype(np.float32),
         chroma=chn.astype(np.float64).sum(0),
         chroma_frames=int(voiced.sum()),
-        chroma36=_sum_normalised(h36[voiced]),
+        chroma36=sum_normalised(h36[voiced]),
         kw_energy=kw.astype(np.float64),
     )
 
@@ -364,24 +364,29 @@ def hpcp36(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     to the 1/3-semitone bins within half a semitone with a cos^2 weight. Bins are centred on
     equal-tempered pitches (A440) and C comes first; `fold_chroma` corrects the tuning and folds to 12.
     """
-    return _sum_normalised(_hpcp_frames(p, sr))
+    return sum_normalised(hpcp_frames(p, sr))
 
 
-def _sum_normalised(frames: np.ndarray) -> np.ndarray:
-    """Sum of the rows of `frames` [frames, 36] each divided by its maximum (all-zero rows skipped)."""
+def sum_normalised(frames: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """Sum of the rows of `frames` [frames, 36] each divided by its maximum (all-zero rows skipped), each row
+    times its `weight` when given (research variants weight frames; analysis does not)."""
     if frames.shape[0] == 0:
         return np.zeros(3 * CHROMA_SIZE)
     mx = frames.max(1, keepdims=True)
     keep = mx[:, 0] > 0
-    return (frames[keep] / mx[keep]).sum(0)
+    f = frames[keep] / mx[keep]
+    if weight is not None:
+        f = f * np.asarray(weight)[keep][:, None]
+    return f.sum(0)
 
 
-def _hpcp_frames(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Per-frame, not yet normalised 36-bin HPCP [frames, 36] (float64) of power spectra `p` (see `hpcp36`)."""
+def hpcp_frames(p: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = HPCP_FMIN, fmax: float = HPCP_FMAX) -> np.ndarray:
+    """Per-frame, not yet normalised 36-bin HPCP [frames, 36] (float64) of power spectra `p` (see `hpcp36`),
+    from peaks between `fmin` and `fmax` Hz (analysis uses the defaults; a bass profile reads 40-250 Hz)."""
     p = np.asarray(p, dtype=np.float32)
     if p.shape[0] == 0:
         return np.zeros((0, 3 * CHROMA_SIZE))
-    hi = min(p.shape[1] - 1, int(HPCP_FMAX * N_FFT / sr) + 2)
+    hi = min(p.shape[1] - 1, int(fmax * N_FFT / sr) + 2)
     db = 10.0 * np.log10(np.maximum(p[:, : hi + 1], np.float32(1e-12)))
     a, b, c = db[:, :-2], db[:, 1:-1], db[:, 2:]
     is_peak = (b > a) & (b >= c) & (b > db.max(1, keepdims=True) - np.float32(HPCP_RANGE_DB))
@@ -392,7 +397,7 @@ def _hpcp_frames(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     delta = np.clip(np.where(safe, np.float32(0.5) * (pa - pc) / np.where(safe, den, np.float32(1.0)), np.float32(0.0)), -0.5, 0.5)
     freq = (j.astype(np.float32) + 1 + delta) * np.float32(sr / N_FFT)
     amp = np.power(np.float32(10.0), (pb - np.float32(0.25) * (pa - pc) * delta) / np.float32(20.0))
-    ok = (freq >= HPCP_FMIN) & (freq <= HPCP_FMAX)
+    ok = (freq >= fmin) & (freq <= fmax)
     t, freq, amp = t[ok], freq[ok], amp[ok].astype(np.float64)
     pos = np.remainder(36.0 * np.log2(freq.astype(np.float64) / 440.0) + 27.0, 36.0)  # A = bin 27, C = bin 0
     out = np.zeros(p.shape[0] * 36, dtype=np.float64)

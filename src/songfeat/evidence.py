@@ -94,6 +94,25 @@ def spoken(probs: np.ndarray, outside: np.ndarray, beat: float) -> np.ndarray:
     return np.array([frac, mean, frac * free, mean * free], dtype=np.float32)
 
 
+def voice(y16: np.ndarray, probs: np.ndarray, beat: float) -> tuple[np.ndarray, np.ndarray]:
+    """The `pitch` and `spoken` vectors of one 16-kHz window, given the VAD's per-frame probabilities and the
+    window's beat strength (`onset_regularity`)."""
+    f0, voiced = pitch.f0_track(y16, RATE16)
+    steady = pitch.steady_frames(f0, voiced)
+    stats = pitch.summarise(f0, voiced, RATE16, steady)
+    return (np.array([stats[k] for k in pitch.STATS], dtype=np.float32),
+            spoken(probs, pitch.outside_notes(probs, steady, vad.FRAME), beat))
+
+
+def block_width(block: str) -> int:
+    """How many values a named evidence block holds per window."""
+    if block == "tagger":
+        from .tagger import VECTOR_SIZE
+
+        return VECTOR_SIZE
+    return {"vad": len(vad.STATS), "pitch": len(pitch.STATS), "spoken": len(SPOKEN), "dynamics": len(DYNAMICS)}[block]
+
+
 def tagger_block(y16: np.ndarray) -> np.ndarray:
     """The `tagger` vector of one window from its 16-kHz samples (musicnn over `TAGGER_PATCHES` patches)."""
     from . import tagger
@@ -106,17 +125,14 @@ def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.
     y16 = resample16(y, sr) if y16 is None else y16
     probs = vad.speech_probs(y16, RATE16)  # once: the VAD statistics and the spoken block both read it
     speech = vad.summarise(probs)
-    f0, voiced = pitch.f0_track(y16, RATE16)
-    steady = pitch.steady_frames(f0, voiced)
-    voice = pitch.summarise(f0, voiced, RATE16, steady)
     dyn = dynamics(ev, y16)
-    outside = pitch.outside_notes(probs, steady, vad.FRAME)
-    out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32),
-           "pitch": np.array([voice[k] for k in pitch.STATS], dtype=np.float32),
-           "spoken": spoken(probs, outside, dyn[DYNAMICS.index("onset_regularity")]), "dynamics": dyn}
+    pitch_v, spoken_v = voice(y16, probs, dyn[DYNAMICS.index("onset_regularity")])
+    out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32), "pitch": pitch_v, "spoken": spoken_v,
+           "dynamics": dyn}
     if with_tagger:
         out["tagger"] = tagger_block(y16)
     return out
 
 
-__all__ = ["window_inputs", "tagger_block", "dynamics", "spoken", "resample16", "DYNAMICS", "SPOKEN", "BLOCKS"]
+__all__ = ["window_inputs", "tagger_block", "dynamics", "voice", "spoken", "block_width", "resample16", "DYNAMICS", "SPOKEN",
+           "BLOCKS"]

@@ -178,22 +178,20 @@ class FitConfig:
 
 def part_columns(lay: list[dict]) -> list[str]:
     """The part ("block:name") of each column `assemble` makes from a layout."""
-    from . import evidence, pitch, tagger, vad
+    from .evidence import block_width
 
-    width = {"vad": len(vad.STATS), "pitch": len(pitch.STATS), "spoken": len(evidence.SPOKEN),
-             "dynamics": len(evidence.DYNAMICS), "tagger": tagger.VECTOR_SIZE}
     out = []
     for p in lay:
         if p["transform"] == "genre_prior":
             n = len(TARGETS) * len(p["table"]["annotators"])
         else:
-            n = (p["stop"] if p["stop"] is not None else width[p["block"]]) - p["start"]
+            n = (p["stop"] if p["stop"] is not None else block_width(p["block"])) - p["start"]
         out += [f"{p['block']}:{p['name']}"] * n
     return out
 
 
 def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray, cfg: FitConfig,
-                offset: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+                offset: np.ndarray | None = None, mask: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
     """Fit every ensemble member of `model` on standardised rows z [R, D] with interval targets and row weights.
 
     `mask` (`FitConfig.input_mask`) zeroes the skip weights a feature may not read, the hidden layer's weights
@@ -221,12 +219,12 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
         res = [j for j, r in enumerate(model.residual_mask.tolist()) if r] if cfg.monotone and offset is not None else []
         # (output j, input column of stage 1's output j): stage 1's outputs are the last n_t columns of z
         own = (torch.tensor(res), torch.tensor([z.shape[1] - n_t + j for j in res])) if res else None
-        keep = keep_hidden = keep_out = None
-        if mask is not None:  # stage 1's n_t columns stay open to every path
+        keep = None
+        if mask is not None:  # (skip, hidden, out) multipliers; stage 1's n_t columns stay open to every path
             skip_m, hidden_m, restricted = mask
-            keep = torch.from_numpy(np.concatenate([skip_m, np.ones((n_t, n_t), dtype=bool)], axis=1).astype(np.float32))
-            keep_hidden = torch.from_numpy(np.concatenate([hidden_m, np.ones(n_t, dtype=bool)]).astype(np.float32))[None, :]
-            keep_out = torch.from_numpy((~restricted).astype(np.float32))[:, None]
+            keep = (torch.from_numpy(np.concatenate([skip_m, np.ones((n_t, n_t), dtype=bool)], axis=1).astype(np.float32)),
+                    torch.from_numpy(np.concatenate([hidden_m, np.ones(n_t, dtype=bool)]).astype(np.float32))[None, :],
+                    torch.from_numpy((~restricted).astype(np.float32))[:, None])
         for k, m in enumerate(model.members):
             g = torch.Generator().manual_seed(cfg.seed + k)
             with torch.no_grad():
@@ -238,10 +236,7 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
                 centre = (((lot + hit) / 2) * wt * known).sum(0) / col
                 start = torch.logit(centre.clamp(0.02, 0.98))
                 m.skip.bias.copy_(start if offset is None else start - (off * wt).sum(0) / wt.sum(0))
-                if keep is not None:
-                    m.skip.weight.mul_(keep)
-                    m.hidden.weight.mul_(keep_hidden)
-                    m.out.weight.mul_(keep_out)
+                _zero_masked(m, keep)
             opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
             for _ in range(cfg.steps):
                 p = torch.sigmoid(off + m(zt))
@@ -257,13 +252,20 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
                 if own is not None:
                     with torch.no_grad():
                         m.skip.weight[own] = m.skip.weight[own].clamp(min=0.0)
-                if keep is not None:
-                    with torch.no_grad():
-                        m.skip.weight.mul_(keep)
-                        m.hidden.weight.mul_(keep_hidden)
-                        m.out.weight.mul_(keep_out)
+                _zero_masked(m, keep)
     finally:
         torch.set_num_threads(threads)
+
+
+def _zero_masked(member, keep) -> None:
+    """Zero the weights a mask forbids (`keep`: skip, hidden and output multipliers, or None for no mask)."""
+    if keep is None:
+        return
+    import torch
+
+    with torch.no_grad():
+        for lin, k in zip((member.skip, member.hidden, member.out), keep):
+            lin.weight.mul_(k)
 
 
 def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: np.ndarray,

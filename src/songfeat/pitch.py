@@ -44,8 +44,9 @@ def f0_track(y: np.ndarray, sr: int = 16000) -> tuple[np.ndarray, np.ndarray]:
         sq = x ** 2
         e = sq.sum(1)
         r = np.fft.irfft(np.abs(np.fft.rfft(x, nfft)) ** 2, nfft)[:, 1:tmax + 1]
-        tail = np.cumsum(sq[:, ::-1], axis=1)[:, ::-1][:, lags]  # energy of x[tau:]
-        head = e[:, None] - np.cumsum(sq[:, ::-1], axis=1)[:, lags - 1]  # energy of x[:FRAME - tau]
+        back = np.cumsum(sq[:, ::-1], axis=1)  # back[:, j] = energy of the last j + 1 samples
+        tail = back[:, ::-1][:, lags]  # energy of x[tau:]
+        head = e[:, None] - back[:, lags - 1]  # energy of x[:FRAME - tau]
         d = np.maximum(head + tail - 2 * r, 0.0)
         cmnd = d * lags / np.maximum(np.cumsum(d, axis=1), 1e-12)
         seg = cmnd[:, tmin - 1:]
@@ -69,12 +70,17 @@ def f0_track(y: np.ndarray, sr: int = 16000) -> tuple[np.ndarray, np.ndarray]:
     return f0, voiced
 
 
+def semitones(f0: np.ndarray) -> np.ndarray:
+    """Hz -> semitones relative to A4 (440 Hz)."""
+    return 12 * np.log2(np.maximum(f0, 1e-6) / 440.0)
+
+
 def steady_frames(f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
     """Per frame: inside a voiced 150-ms stretch whose smoothed pitch stays within a semitone (a held note)."""
     steady = np.zeros(f0.size, dtype=bool)
     if f0.size < STEADY_FRAMES or not voiced.any():
         return steady
-    st = 12 * np.log2(np.maximum(f0, 1e-6) / 440.0)
+    st = semitones(f0)
     view = np.lib.stride_tricks.sliding_window_view
     smooth = np.median(view(np.pad(st, 2, mode="edge"), 5), axis=1)
     win = view(smooth, STEADY_FRAMES)
@@ -100,7 +106,7 @@ def summarise(f0: np.ndarray, voiced: np.ndarray, sr: int = 16000, steady: np.nd
     out = dict.fromkeys(STATS, 0.0)
     if not voiced.any():
         return out
-    st = 12 * np.log2(np.maximum(f0, 1e-6) / 440.0)
+    st = semitones(f0)
     step = np.abs(np.diff(st))
     joined = voiced[1:] & voiced[:-1] & (step < STEADY_SEMITONES)  # frame i+1 continues frame i's run
     starts = np.flatnonzero(voiced & ~np.concatenate([[False], joined]))

@@ -24,7 +24,7 @@ import torch
 from . import behaviour, features
 from .evaluate import regression_metrics
 from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, TARGETS, FitConfig, assemble, fit_heads, intervals_from_labels,
-                    intervals_from_rules, layout, predict_rows)
+                    intervals_from_rules, layout, part_columns, predict_rows)
 from .records import DEFAULT_CACHE, get_records
 
 SOURCES = ("forro", "poprock", "older", "fma")
@@ -99,8 +99,6 @@ def clip_predictions(model, records, lay, numeric_std) -> np.ndarray:
 def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig):
     """A heads model fitted on clips with interval targets (clip weights equal, windows share them)."""
     ev, num, idx, w = _windows(records, lay, numeric_std)
-    from .heads import part_columns
-
     model = new_heads(bundle, ev.shape[1], cfg)
     fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg, part_columns(lay))
     model.eval()
