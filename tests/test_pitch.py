@@ -62,14 +62,15 @@ def test_spoken_speech_discounts_held_notes_and_beats():
     probs = vad.speech_probs(y, sr)
     f0, voiced = pitch.f0_track(y, sr)
     outside = pitch.outside_notes(probs, pitch.steady_frames(f0, voiced), vad.FRAME)
-    speech = dict(zip(evidence.SPOKEN, evidence.spoken(probs, outside, beat=0.1)))
+    speech = dict(zip(evidence.SPOKEN, evidence.spoken(probs, outside, 0.1, vad.frame_levels_db(y))))
     assert speech["spoken_fraction"] > 0.5 * vad.summarise(probs)["speech_fraction"] > 0.3
     assert speech["bare_speech_fraction"] == pytest.approx(0.9 * speech["spoken_fraction"])
     # a sung melody the VAD takes for speech (as Silero does with an unaccompanied singer) is mostly discounted
     sung = sung_melody()
     heard = np.full(sung.size // vad.FRAME, 0.9, dtype=np.float32)
     f0, voiced = pitch.f0_track(sung)
-    s = dict(zip(evidence.SPOKEN, evidence.spoken(heard, pitch.outside_notes(heard, pitch.steady_frames(f0, voiced), vad.FRAME), 0.0)))
+    s = dict(zip(evidence.SPOKEN, evidence.spoken(heard, pitch.outside_notes(heard, pitch.steady_frames(f0, voiced), vad.FRAME), 0.0,
+                                                   vad.frame_levels_db(sung))))
     assert s["spoken_prob_mean"] < 0.2 and s["spoken_fraction"] < 0.2
 
 
@@ -78,3 +79,23 @@ def test_outside_notes_without_steady_frames_is_whole():
     assert np.array_equal(pitch.outside_notes(probs, np.zeros(200, dtype=bool), 512), np.ones(4))
     assert np.array_equal(pitch.outside_notes(probs, np.ones(200, dtype=bool), 512), np.zeros(4))
     assert pitch.outside_notes(np.zeros(0), np.ones(10, dtype=bool), 512).size == 0
+
+
+def test_unaccompanied_speech_needs_quiet_pauses():
+    """A reading's pauses fall to silence (full credit); under a chord bed a few dB below it they do not (none)."""
+    from songfeat import evidence, vad
+
+    y, sr = sf.read(FIXTURE, dtype="float32")
+    probs = vad.speech_probs(y, sr)
+    outside = np.ones(probs.size)
+    alone = dict(zip(evidence.SPOKEN, evidence.spoken(probs, outside, 0.0, vad.frame_levels_db(y))))
+    assert evidence.floor_depth_db(probs, vad.frame_levels_db(y)) > evidence.UNACCOMPANIED_DB[1]
+    assert alone["spoken_fraction"] > 0.3
+    assert alone["unaccompanied_speech_fraction"] == pytest.approx(alone["spoken_fraction"])
+    bed = synth.chord_progression(0, 1, seconds=y.size / sr + 1, sr=sr)[: y.size]
+    bed *= 0.5 * np.sqrt(np.mean(y ** 2) / np.mean(bed ** 2))  # 6 dB under the voice's mean power
+    mixed = y + bed
+    assert evidence.floor_depth_db(probs, vad.frame_levels_db(mixed)) < evidence.UNACCOMPANIED_DB[0]
+    band = dict(zip(evidence.SPOKEN, evidence.spoken(probs, outside, 0.0, vad.frame_levels_db(mixed))))
+    assert band["spoken_fraction"] == alone["spoken_fraction"] and band["unaccompanied_speech_fraction"] == 0.0
+    assert evidence.floor_depth_db(np.zeros(probs.size), vad.frame_levels_db(y)) == 0.0  # no speech: no depth

@@ -5,7 +5,7 @@ measured features) becomes four named float32 vectors:
 - `tagger`: musicnn's patch-averaged tags and embeddings (`songfeat.tagger.vector`, 3512 values);
 - `vad`: Silero VAD's speech statistics (`songfeat.vad.STATS`);
 - `pitch`: how the voice's pitch moves, which tells speech from singing (`songfeat.pitch.STATS`);
-- `spoken`: the VAD's speech with sung notes and beats taken out (`SPOKEN`, `spoken`);
+- `spoken`: the VAD's speech with sung notes, beats and accompanied voice taken out (`SPOKEN`, `spoken`);
 - `dynamics`: level and movement read off the evidence the descriptors computed anyway (no extra
   STFT): loudness spread, dynamic range, quiet share, onset strength and steadiness, tonal clarity,
   plus a few spectral-shape statistics from one cheap 16-kHz FFT pass.
@@ -25,7 +25,11 @@ DYNAMICS = ("level_db_mean", "level_db_std", "dynamic_range_db", "quiet_share", 
 # Spotify: speechiness "detects the presence of spoken words"; above 0.66 a track is probably entirely spoken,
 # 0.33-0.66 may hold "both music and speech", below is music. The VAD hears sung voice too, so its speech is
 # counted outside held notes (`spoken_*`), and "bare" speech also outside a steady beat (x (1 - onset_regularity)).
-SPOKEN = ("spoken_fraction", "spoken_prob_mean", "bare_speech_fraction", "bare_speech_prob_mean")
+# "Unaccompanied" speech is spoken speech whose pauses fall to a quiet floor: a reading's gaps between words
+# drop 20 dB or more below its voice, while a band fills a singer's gaps to within ~10 dB (UNACCOMPANIED_DB).
+SPOKEN = ("spoken_fraction", "spoken_prob_mean", "bare_speech_fraction", "bare_speech_prob_mean",
+          "unaccompanied_speech_fraction", "unaccompanied_speech_prob_mean")
+UNACCOMPANIED_DB = (10.0, 20.0)  # voice above the window's floor (10th-percentile frame): no credit / full credit
 BLOCKS = ("tagger", "vad", "pitch", "spoken", "dynamics")
 
 
@@ -83,15 +87,28 @@ def dynamics(ev, y16: np.ndarray) -> np.ndarray:
     return np.array([out[k] for k in DYNAMICS], dtype=np.float32)
 
 
-def spoken(probs: np.ndarray, outside: np.ndarray, beat: float) -> np.ndarray:
+def floor_depth_db(probs: np.ndarray, levels_db: np.ndarray) -> float:
+    """How far the speech frames' median level sits above the window's quiet floor (its 10th-percentile frame), in dB;
+    0 with fewer than 3 speech frames."""
+    n = min(probs.size, levels_db.size)
+    on = probs[:n] > vad.THRESHOLD
+    if on.sum() < 3:
+        return 0.0
+    return float(np.median(levels_db[:n][on]) - np.percentile(levels_db[:n], 10))
+
+
+def spoken(probs: np.ndarray, outside: np.ndarray, beat: float, levels_db: np.ndarray) -> np.ndarray:
     """The `SPOKEN` statistics from the VAD's per-frame probabilities, each frame's share outside held notes
-    (`pitch.outside_notes`) and the window's beat strength (`onset_regularity`, 0-1)."""
+    (`pitch.outside_notes`), the window's beat strength (`onset_regularity`, 0-1) and each VAD frame's level in dB
+    (`vad.frame_levels_db`)."""
     if probs.size == 0:
         return np.zeros(len(SPOKEN), dtype=np.float32)
     free = np.clip(1.0 - float(beat), 0.0, 1.0)
+    lo, hi = UNACCOMPANIED_DB
+    alone = float(np.clip((floor_depth_db(probs, levels_db) - lo) / (hi - lo), 0.0, 1.0))
     frac = float(np.mean((probs > vad.THRESHOLD) * outside))
     mean = float(np.mean(probs * outside))
-    return np.array([frac, mean, frac * free, mean * free], dtype=np.float32)
+    return np.array([frac, mean, frac * free, mean * free, frac * alone, mean * alone], dtype=np.float32)
 
 
 def voice(y16: np.ndarray, probs: np.ndarray, beat: float) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +118,7 @@ def voice(y16: np.ndarray, probs: np.ndarray, beat: float) -> tuple[np.ndarray, 
     steady = pitch.steady_frames(f0, voiced)
     stats = pitch.summarise(f0, voiced, RATE16, steady)
     return (np.array([stats[k] for k in pitch.STATS], dtype=np.float32),
-            spoken(probs, pitch.outside_notes(probs, steady, vad.FRAME), beat))
+            spoken(probs, pitch.outside_notes(probs, steady, vad.FRAME), beat, vad.frame_levels_db(y16)))
 
 
 def block_width(block: str) -> int:
@@ -134,5 +151,5 @@ def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.
     return out
 
 
-__all__ = ["window_inputs", "tagger_block", "dynamics", "voice", "spoken", "block_width", "resample16", "DYNAMICS", "SPOKEN",
+__all__ = ["window_inputs", "tagger_block", "dynamics", "voice", "spoken", "floor_depth_db", "block_width", "resample16", "DYNAMICS", "SPOKEN",
            "BLOCKS"]

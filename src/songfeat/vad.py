@@ -60,6 +60,18 @@ def speech_probs(y: np.ndarray, sr: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def frame_levels_db(y16: np.ndarray) -> np.ndarray:
+    """Per frame as `speech_probs` cuts a 16-kHz signal: its mean power in dB (the last, short frame over its own samples)."""
+    y = np.asarray(y16, dtype=np.float64).reshape(-1)
+    if y.size == 0:
+        return np.zeros(0)
+    n_full = y.size // FRAME
+    power = list((y[: n_full * FRAME].reshape(n_full, FRAME) ** 2).mean(1))
+    if y.size > n_full * FRAME:
+        power.append(float(np.mean(y[n_full * FRAME:] ** 2)))
+    return 10 * np.log10(np.asarray(power) + 1e-12)
+
+
 def summarise(probs: np.ndarray) -> dict[str, float]:
     """Window statistics: speech-frame fraction (p > 0.5), mean and 90th-percentile probability,
     longest speech run in seconds, and speech on/off switches per second (speech is choppy, song is not)."""
