@@ -95,3 +95,22 @@ def test_plain_evaluation_refuses_clips_the_model_was_fitted_on(shared_data):
     prev = shared_data / "spotify-previews"
     with pytest.raises(SongfeatError, match="--cv"):
         evaluate_audio(prev / "labels.csv", prev / "audio", progress=False)
+
+
+def test_shipped_heads_read_only_what_their_config_allows():
+    """Energy reads its definition's parts only, linearly; the spoken block is speechiness's alone (config.json says so)."""
+    from songfeat.heads import TARGETS, FitConfig, part_columns
+
+    b = load_bundle()
+    fitc = b.config["split"]["heads"]["fit"]
+    cfg = FitConfig(**{k: v for k, v in fitc.items() if k in FitConfig.__dataclass_fields__})
+    assert dict(cfg.feature_parts).get("energy"), "the shipped model restricts energy"
+    skip_ok, hidden_ok, restricted = cfg.input_mask(part_columns(b.evidence_layout))
+    n_ev = skip_ok.shape[1]
+    members = b.model.members
+    for m in members:
+        skip = m.skip.weight.detach().numpy()[:, :n_ev]
+        assert np.all(skip[~skip_ok] == 0)
+        assert np.any(skip[TARGETS.index("energy")][skip_ok[TARGETS.index("energy")]] != 0)
+        assert np.all(m.hidden.weight.detach().numpy()[:, :n_ev][:, ~hidden_ok] == 0)
+        assert np.all(m.out.weight.detach().numpy()[restricted] == 0)

@@ -90,7 +90,7 @@ def test_per_feature_decay_matches_the_scalar_and_shrinks_only_its_feature():
         ev, num, lo, hi, w = _data()
         torch.manual_seed(0)  # the same stage 1 for both fits
         m = Heads(len(TARGETS), n_inputs=num.shape[1], n_evidence=ev.shape[1], head_hidden=4, members=1)
-        fit_heads(m, ev, num, lo, hi, w, FitConfig(members=1, steps=60, weight_decay=decay, monotone=False))
+        fit_heads(m, ev, num, lo, hi, w, FitConfig(members=1, steps=60, weight_decay=decay, monotone=False, feature_parts=()))
         return m.members[0].skip.weight.detach().numpy()
 
     same = fit(0.5)
@@ -107,7 +107,7 @@ def test_monotone_keeps_stage1_weight_of_residual_features_non_negative():
     from songfeat.models.heads import Heads
 
     ev, num, lo, hi, w = _data()
-    cfg = FitConfig(members=2, steps=60)
+    cfg = FitConfig(members=2, steps=60, feature_parts=())  # synthetic columns: no named parts
     m = Heads(len(TARGETS), n_inputs=num.shape[1], n_evidence=ev.shape[1], head_hidden=4, members=2,
               residual=cfg.residual_mask())
     fit_heads(m, ev, num, lo, hi, w, cfg)

@@ -30,7 +30,8 @@ def _fit(seed=42):
     torch.manual_seed(0)
     ev, num, lo, hi, w = _data()
     m = Heads(7, n_inputs=5, n_evidence=6, head_hidden=8, members=2)
-    fit_heads(m, ev, num, lo, hi, w, FitConfig(hidden=8, members=2, steps=300, weight_decay=0.002, hidden_decay=0.02, seed=seed))
+    fit_heads(m, ev, num, lo, hi, w, FitConfig(hidden=8, members=2, steps=300, weight_decay=0.002, hidden_decay=0.02, seed=seed,
+                                                  feature_parts=()))  # synthetic columns: no named parts
     return m, ev, num
 
 

@@ -318,6 +318,9 @@ def model_card(config: dict) -> str:
         "  are corrections to stage 1's logit, and the weight from a feature's own stage-1 output may not go negative",
         "  (the heads can add to stage 1's trend, never undo it)." if fitc.get("monotone") else
         "  are corrections to stage 1's logit.",
+        *[f"- **{f.capitalize()}** reads only " + ", ".join(ps) + " and stage 1's outputs, on the linear path (Spotify defines"
+          " energy by dynamic range, loudness, timbre, onset rate and entropy, all measured; genre words reach it only"
+          " through the genre prior)." for f, ps in fitc.get("feature_parts", [])],
         "",
         "## How the weight decay was chosen (no held-out peeking)",
         "Each feature's L2 on its skip and output weights is chosen from " + ", ".join(f"{g:g}" for g in sel["grid"])
@@ -335,7 +338,11 @@ def model_card(config: dict) -> str:
         "  those three as choices made with the held-out table in view. The same holds for the pitch and spoken inputs",
         "  and for making the spoken block speechiness's own: they were built from the definitions and from looking at",
         "  the fitting and checking clips' VAD readings (the a cappella check clip among them), then four variants were",
-        "  compared on the held-out table and the checking half before this one was kept.",
+        "  compared on the held-out table and the checking half before this one was kept. The spoken block's floor",
+        "  input (unaccompanied speech) was built from the levels of the fitting half's readings and of the labelled",
+        "  previews, forró among them; energy's restriction to measured inputs and the genre prior was the second of",
+        "  two energy variants run on the held-out table and the checking half (the first, the dynamics block alone,",
+        "  was dropped: older and FMA energy worse). Both were kept after seeing those figures.",
         "",
         "## What shaped each feature",
         "- **Spotify labels** (point targets) on real 30-s previews: "

@@ -135,8 +135,13 @@ class FitConfig:
     # correction stays >= 0, so the heads cannot undo what stage 1 learned from 28,859 catalogue tracks
     monotone: bool = True
     # Spotify's definitions say what some features are about: (feature, parts) pairs restrict a feature to those
-    # evidence parts ("block:name") plus stage 1's outputs, on its linear path only (its nonlinear path is off)
-    feature_parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # evidence parts ("block:name") plus stage 1's outputs, on its linear path only (its nonlinear path is off).
+    # Energy is "intensity and activity" from "dynamic range, perceived loudness, timbre, onset rate, and general
+    # entropy": things measured, so it reads the measurements and genre knowledge only through the genre prior;
+    # with the 100 raw tag logits and ~150 labelled clips it learned tag words as energy (forró's "country"-like
+    # tags read as calm: held-out forró energy MAE 0.087, 0.056 without them)
+    feature_parts: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("energy", ("tagger:genre_prior", "vad:all", "pitch:all", "dynamics:all")),)
     # (part, features): evidence only those features read, on their linear path; the shared nonlinear path never does.
     # The spoken block is speechiness's own (the VAD's speech outside sung notes and beats, built for Spotify's
     # definition of it); the other features read the raw VAD and pitch statistics.
