@@ -312,7 +312,10 @@ def model_card(config: dict) -> str:
         f"  {rows['test']:,} held-out rows, the dev previews' ids removed). Its outputs are inputs of the heads.",
         f"- **Heads**: inputs ({parts}; stage-1 outputs) standardised and clamped to ±4 standard deviations, then",
         f"  an ensemble of {fitc['members']} two-layer nets ({fitc['hidden']} GELU units plus a linear skip) gives each feature's",
-        "  logit; the sigmoid keeps outputs inside (0, 1). Fitted with Adam on interval targets (below),",
+        "  logit; the sigmoid keeps outputs inside (0, 1). Fitted with Adam on interval targets (below), the loss",
+        f"  being each row's {fitc.get('loss', 'squared')} distance to its interval"
+        + (" (the conditional median, which MAE scores; Spotify's speechiness, instrumentalness and liveness have long"
+           " upper tails a squared loss chases)," if fitc.get("loss") == "absolute" else ","),
         f"  {fitc['steps']} full-batch steps, per-feature L2 (below; +{fitc['hidden_decay']} on the nonlinear path), seed {fitc['seed']},",
         "  one thread: `songfeat train-default` reproduces the weights bit for bit. Residual features (" + ", ".join(fitc["residual"]) + ")",
         "  are corrections to stage 1's logit, and the weight from a feature's own stage-1 output may not go negative",
@@ -342,7 +345,8 @@ def model_card(config: dict) -> str:
         "  input (unaccompanied speech) was built from the levels of the fitting half's readings and of the labelled",
         "  previews, forró among them; energy's restriction to measured inputs and the genre prior was the second of",
         "  two energy variants run on the held-out table and the checking half (the first, the dynamics block alone,",
-        "  was dropped: older and FMA energy worse). Both were kept after seeing those figures.",
+        "  was dropped: older and FMA energy worse). Both were kept after seeing those figures. So was the absolute loss",
+        "  (one run against the squared loss, which the heads had used until then).",
         "",
         "## What shaped each feature",
         "- **Spotify labels** (point targets) on real 30-s previews: "
