@@ -130,15 +130,23 @@ class _FakeData:
         self.seen.append(set(self.source[train]) | set(self.source[test]))
         d = cfg.decays()
         err = np.abs(np.log10(d) - np.where(np.arange(len(TARGETS)) == 0, 1.0, -1.0))  # feature 0 best at 10, others at 0.1
+        squared = np.array([x == "squared" for x in cfg.losses()])
+        err = err + np.where(np.arange(len(TARGETS)) == 2, ~squared, squared) * 0.5  # feature 2 best squared, others absolute
         return np.tile(err, (test.sum(), 1))
 
 
 def test_select_decay_chooses_per_feature_inside_the_pool_only():
+    from songfeat.heads import LOSSES
     from songfeat.sources import select_decay
 
     data = _FakeData()
     pool = data.source != "forro"
-    chosen, info = select_decay(data, pool, None, FitConfig(), grid=(0.1, 1.0, 10.0))
-    assert chosen[0] == 10.0 and all(c == 0.1 for c in chosen[1:])
+    chosen, info = select_decay(data, pool, None, FitConfig(), grid=(0.1, 1.0, 10.0), losses=LOSSES)
+    decay = chosen.decays()
+    assert decay[0] == 10.0 and all(c == 0.1 for c in decay[1:])
+    assert chosen.losses() == ["squared" if j == 2 else "absolute" for j in range(len(TARGETS))]
+    assert info["chosen_loss"] == chosen.losses() and info["chosen"] == list(decay)
+    fixed, _ = select_decay(data, pool, None, FitConfig(loss="squared"), grid=(0.1, 1.0, 10.0))  # without losses: kept
+    assert fixed.loss == "squared" and list(fixed.decays()) == list(decay)
     assert info["inner_sources"] == ["poprock", "older"]
     assert all("forro" not in s for s in data.seen)  # the held-out source never entered a fit or a score

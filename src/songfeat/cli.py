@@ -330,17 +330,19 @@ def evaluate_sources_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1),
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
     nested: bool = typer.Option(True, "--nested/--fixed-decay", help="Choose the heads' weight decay per feature by leave-one-source-out over the other sources (nested), or use the default FitConfig's."),
+    choose_loss: bool = typer.Option(False, "--choose-loss", help="With --nested, also choose each feature's loss (absolute or squared) that way; default: absolute for all."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
     import json
 
     from .errors import SongfeatError
+    from .heads import LOSSES
     from .records import DEFAULT_CACHE
     from .sources import evaluate_sources, to_markdown
 
     try:
         result = evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on(),
-                                  select=nested)
+                                  select=nested, losses=LOSSES if choose_loss else None)
     except SongfeatError as e:
         raise fail(str(e)) from None
     for line in result["failed"]:

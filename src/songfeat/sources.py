@@ -164,28 +164,37 @@ class _Data:
         return clip_predictions(model, [r for r, t in zip(self.lab_recs, test) if t], lay, num_std[test])
 
 
-def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_GRID) -> tuple[tuple[float, ...], dict]:
-    """Per feature, the weight decay with the lowest MAE averaged over leave-one-source-out folds *inside* `pool`.
+def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_GRID,
+                 losses: tuple[str, ...] | None = None) -> tuple[FitConfig, dict]:
+    """Per feature, the weight decay (and, given `losses`, e.g. `heads.LOSSES`, the loss) with the lowest MAE averaged
+    over leave-one-source-out folds *inside* `pool`: `cfg` with those chosen, and {"loss decay": per-feature inner MAE}.
 
     Only clips in `pool` are fitted or scored (the behaviour fitting half is in every fit), so a source
-    outside the pool never influences the choice. Returns (decay per feature, {decay: per-feature inner MAE}).
+    outside the pool never influences the choice. Without `losses`, `cfg.loss` stays as given.
     """
     from dataclasses import replace
 
     inner = [s for s in SOURCES if (pool & (data.source == s)).any()]
+    fixed = losses is None
+    losses = (cfg.loss,) if fixed else tuple(losses)
+    combos = [(loss, float(g)) for loss in losses for g in grid]
     table = {}
-    for g in grid:
+    for loss, g in combos:
         maes = []
         for s in inner:
             test = pool & (data.source == s)
-            p = data.predict(pool & ~test, test, lay, replace(cfg, weight_decay=float(g)))
+            p = data.predict(pool & ~test, test, lay, replace(cfg, weight_decay=g, loss=loss))
             err = np.abs(p - data.y_fit[test])  # NOT_FITTED cells are NaN: not scored
             maes.append(np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in err.T]))
         m = np.stack(maes)
-        table[float(g)] = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in m.T]
-    scores = np.array([table[float(g)] for g in grid])  # [G, T]
-    chosen = tuple(float(grid[i]) for i in np.nanargmin(scores, axis=0))
-    return chosen, {"grid": [float(g) for g in grid], "inner_sources": inner, "inner_mae": table, "chosen": list(chosen)}
+        table[f"{loss} {g:g}"] = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in m.T]
+    scores = np.array([table[f"{loss} {g:g}"] for loss, g in combos])  # [C, T]
+    best = [combos[i] for i in np.nanargmin(scores, axis=0)]
+    chosen = replace(cfg, weight_decay=tuple(g for _, g in best))
+    if not fixed:
+        chosen = replace(chosen, loss=tuple(loss for loss, _ in best))
+    return chosen, {"grid": [float(g) for g in grid], "losses": None if fixed else list(losses), "inner_sources": inner,
+                    "inner_mae": table, "chosen": [g for _, g in best], "chosen_loss": chosen.losses()}
 
 
 def rule_bounds(shared: str | Path, rules) -> dict[str, tuple[float, float]]:
@@ -208,14 +217,14 @@ def default_genre_table(shared: str | Path) -> dict:
 
 def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache: str | Path | None = DEFAULT_CACHE,
                      with_tagger: bool = True, workers: int = 1, progress: bool = True, cfg: FitConfig | None = None,
-                     parts=None, select: bool = True, grid=DECAY_GRID, catalogue_bounds: bool = True) -> dict:
+                     parts=None, select: bool = True, grid=DECAY_GRID, catalogue_bounds: bool = True,
+                     losses: tuple[str, ...] | None = None) -> dict:
     """Leave-one-source-out table (see the module docstring); `model` supplies stage 1 (default: the shipped one).
 
-    With `select` (nested selection), each held-out source's heads use the per-feature weight decay chosen
-    by `select_decay` over the *other* sources only; without it, `cfg.weight_decay` as given.
+    With `select` (nested selection), each held-out source's heads use the per-feature loss and weight decay chosen
+    by `select_decay` over the *other* sources only (and the loss too, given `losses`); without it, `cfg.weight_decay`
+    and `cfg.loss` as given.
     """
-    from dataclasses import replace
-
     from .analyze import get_bundle
     from .default_model import fit_head
 
@@ -229,15 +238,14 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     base_model = bundle.model
     result = {"sources": {}, "targets": list(TARGETS), "failed": data.failed, "fit": cfg.to_dict(), "rule_intervals": data.bounds,
               "parts": [list(p) for p in parts], "behaviour_fit_clips": len(data.beh_recs),
-              "selection": "nested: per-feature weight decay chosen by leave-one-source-out over the other sources"
+              "selection": "nested: per-feature weight decay" + (" and loss" if losses else "") + " chosen by leave-one-source-out over the other sources"
               if select else "fixed: the given FitConfig"}
     for held in SOURCES:
         test = data.source == held
         train = ~test
         fold_cfg, sel = cfg, None
         if select:
-            decay, sel = select_decay(data, train, lay, cfg, grid)
-            fold_cfg = replace(cfg, weight_decay=decay)
+            fold_cfg, sel = select_decay(data, train, lay, cfg, grid, losses)
         slope, icpt, num_std, _ = data.calibrated(train)
         p_heads = data.predict(train, test, lay, fold_cfg)
         # the previous default: stage 1 + ridge on the MFCC summary, refitted on the training sources
@@ -253,7 +261,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
                  "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
         entry = {"n": int(test.sum()), "learned": {k: regression_metrics(yt, v, TARGETS) for k, v in preds.items()},
                  "calibration": {"slope": float(slope), "intercept": float(icpt)},
-                 "decay": list(fold_cfg.decays()), "selection": sel,
+                 "decay": list(fold_cfg.decays()), "loss": fold_cfg.losses(), "selection": sel,
                  "predictions": {k: v.tolist() for k, v in preds.items()}, "labels": yt.tolist(),
                  "track_ids": clips.loc[test, "track_id"].tolist()}
         if held in NOT_FITTED:
@@ -293,9 +301,11 @@ def to_markdown(result: dict) -> str:
             avg = [f"{a} ({aw[k]['mae']:.3f} w/o {', '.join(aw['dropped'])})" for a, k in zip(avg, COLUMNS)]
         if e.get("decay") is not None:
             lines.append("")
-            lines.append("Heads' weight decay per feature" + (" (chosen by leave-one-source-out over the other sources only)"
-                                                            if e.get("selection") else "") + ": "
-                         + ", ".join(f"{t} {d:g}" for t, d in zip(result["targets"], e["decay"])) + ".")
+            losses = e.get("loss") or [None] * len(e["decay"])
+            lines.append("Heads' loss and weight decay per feature" + (" (chosen by leave-one-source-out over the other sources only)"
+                                                                     if e.get("selection") else "") + ": "
+                         + ", ".join(f"{t} {(loss + ' ') if loss else ''}{d:g}"
+                                     for t, loss, d in zip(result["targets"], losses, e["decay"])) + ".")
         lines.append("")
         summary.append(f"| {src} | {e['n']} | " + " | ".join(avg) + " |")
     return "\n".join(["Average MAE over the seven learned features, per held-out source:", "", *summary, "", *lines])
