@@ -266,6 +266,11 @@ def _loso_tables(loso: dict, targets) -> list[str]:
     return to_markdown({"sources": loso, "targets": list(targets)}).splitlines()
 
 
+# why the card says a restricted feature (`FitConfig.feature_parts`) reads only its parts
+RESTRICTED_WHY = {"energy": " (Spotify defines energy by dynamic range, loudness, timbre, onset rate and entropy, all"
+                            " measured; genre words reach it only through the genre prior)"}
+
+
 def model_card(config: dict) -> str:
     """The default model's card, written from its own config so the figures always match the weights."""
     m = config["metrics"]
@@ -321,9 +326,8 @@ def model_card(config: dict) -> str:
         "  are corrections to stage 1's logit, and the weight from a feature's own stage-1 output may not go negative",
         "  (the heads can add to stage 1's trend, never undo it)." if fitc.get("monotone") else
         "  are corrections to stage 1's logit.",
-        *[f"- **{f.capitalize()}** reads only " + ", ".join(ps) + " and stage 1's outputs, on the linear path (Spotify defines"
-          " energy by dynamic range, loudness, timbre, onset rate and entropy, all measured; genre words reach it only"
-          " through the genre prior)." for f, ps in fitc.get("feature_parts", [])],
+        *[f"- **{f.capitalize()}** reads only " + ", ".join(ps) + " and stage 1's outputs, on the linear path"
+          + RESTRICTED_WHY.get(f, "") + "." for f, ps in fitc.get("feature_parts", [])],
         "",
         "## How the weight decay was chosen (no held-out peeking)",
         "Each feature's L2 on its skip and output weights is chosen from " + ", ".join(f"{g:g}" for g in sel["grid"])

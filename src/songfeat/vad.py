@@ -66,10 +66,11 @@ def frame_levels_db(y16: np.ndarray) -> np.ndarray:
     if y.size == 0:
         return np.zeros(0)
     n_full = y.size // FRAME
-    power = list((y[: n_full * FRAME].reshape(n_full, FRAME) ** 2).mean(1))
-    if y.size > n_full * FRAME:
-        power.append(float(np.mean(y[n_full * FRAME:] ** 2)))
-    return 10 * np.log10(np.asarray(power) + 1e-12)
+    power = (y[: n_full * FRAME].reshape(n_full, FRAME) ** 2).mean(1)
+    tail = y[n_full * FRAME:]
+    if tail.size:
+        power = np.append(power, np.mean(tail ** 2))
+    return 10 * np.log10(power + 1e-12)
 
 
 def summarise(probs: np.ndarray) -> dict[str, float]:
