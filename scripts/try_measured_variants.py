@@ -10,9 +10,10 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   a bass or chroma tonic cue deciding between fifth-related keys; a learned 24-weight profile whose
   shrinkage is picked by leave-one-source-out inside the training sources). Weights are shown as a
   grid so the reader can see that no setting chosen on one half helps the other;
-* loudness: the LUFS -> Spotify dB map for several recipes, fitted on one dev half and checked on
-  the other, plus the recipe each half would choose by its own 5-fold CV and by a nested
-  cross-source check against the extra previews (neither uses the half it is scored on);
+* loudness: the LUFS -> Spotify dB map for several recipes (one on the stereo signal, as BS.1770
+  sums channels), fitted on one dev half and checked on the other, plus the recipe each half would
+  choose by its own 5-fold CV and by a nested cross-source check against the extra previews (neither
+  uses the half it is scored on);
 * tempo: for each FMA clip whose tempo misses Echo Nest's up to octaves/thirds, the onset
   autocorrelation at Echo Nest's beat period and at ours.
 
@@ -53,8 +54,23 @@ def load(shared: Path) -> list[dict]:
         full = [D.power_spectrogram(y[i: i + size]) for i in range(0, max(1, y.size), size)]
         p = np.concatenate([f[:, :SPEC_BINS] for f in full])
         e = np.concatenate([f[:, : D.N_FFT // 4 + 1].sum(1) for f in full])
-        out.append({"c": c, "ev": ev, "p": p[e > e.max() * 1e-6], "peak": float(np.abs(y).max())})
+        out.append({"c": c, "ev": ev, "p": p[e > e.max() * 1e-6], "peak": float(np.abs(y).max()),
+                    "stereo lufs": stereo_lufs(c.path) if c.loudness is not None else float("nan")})
     return out
+
+
+def stereo_lufs(path: Path) -> float:
+    """BS.1770 integrated loudness as the standard defines it for stereo (each channel's power summed; pyloudnorm),
+    where songfeat measures the mono downmix: wide stereo reads up to 3 dB louder this way than its downmix."""
+    import av
+    import pyloudnorm
+
+    with av.open(str(path)) as f:
+        resampler = av.AudioResampler(format="fltp", rate=SR)
+        frames = [o.to_ndarray() for pk in f.decode(f.streams.audio[0]) for o in resampler.resample(pk)]
+        frames += [o.to_ndarray() for o in resampler.resample(None)]
+    x = np.concatenate(frames, axis=1).T.astype(np.float64)
+    return float(pyloudnorm.Meter(SR).integrated_loudness(x if x.shape[1] > 1 else x[:, 0]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,10 +221,11 @@ def loudness_features(r: dict) -> dict[str, float]:
     g = blocks[blocks > -70]
     return {"lufs": lufs, "ungated": -0.691 + 10 * np.log10(kw.sum() / n), "block log-mean": float(g.mean()),
             "block median": float(np.median(g)), "block p90": float(np.percentile(g, 90)),
-            "peak dBFS": 20 * np.log10(r["peak"] + 1e-9), "range p95-p10": float(np.percentile(g, 95) - np.percentile(g, 10))}
+            "peak dBFS": 20 * np.log10(r["peak"] + 1e-9), "range p95-p10": float(np.percentile(g, 95) - np.percentile(g, 10)),
+            "stereo lufs": r["stereo lufs"]}
 
 
-RECIPES = [(b, ()) for b in ("lufs", "ungated", "block log-mean", "block median", "block p90")] + \
+RECIPES = [(b, ()) for b in ("lufs", "ungated", "block log-mean", "block median", "block p90", "stereo lufs")] + \
     [(b, (e,)) for b in ("lufs", "ungated", "block log-mean") for e in ("peak dBFS", "range p95-p10")]
 
 
