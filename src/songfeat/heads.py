@@ -101,6 +101,31 @@ def catalogue_intervals(catalogue, rules, q: tuple[float, float] = CATALOGUE_QUA
     return out
 
 
+REGION_MIN_TRACKS = 50  # a region of the catalogue this small says too little about where its tracks lie
+
+
+def catalogue_region(catalogue, rules, q: tuple[float, float] = CATALOGUE_QUANTILES) -> dict[str, tuple[float, float]]:
+    """Where Spotify's catalogue tracks meeting *all* of a clip's rules lie on every learned feature: feature -> [q10, q90].
+
+    A piano piece's rules (instrumentalness > 0.5, acousticness > 0.5, energy < 0.4) pick 3,589 catalogue tracks, whose
+    danceability runs 0.19-0.76 and liveness 0.09-0.30; nothing else in fitting says so, and without it the heads
+    extrapolated such music to danceability and liveness near 0, below any Spotify value. Empty when fewer than
+    `REGION_MIN_TRACKS` tracks meet the rules, or when no rule is on a learned feature.
+    """
+    rules = [r for r in rules if r.feature in TARGETS]
+    if not rules:
+        return {}
+    ok = np.ones(len(catalogue), dtype=bool)
+    for r in rules:
+        x = catalogue[r.feature].to_numpy(float)
+        ok &= (x > r.value) if r.op == ">" else (x < r.value)
+    if ok.sum() < REGION_MIN_TRACKS:
+        return {}
+    sub = catalogue.loc[ok, list(TARGETS)]
+    return {t: (float(sub[t].quantile(q[0])), float(sub[t].quantile(q[1])))
+            for t in TARGETS if sub[t].notna().sum() >= REGION_MIN_TRACKS}
+
+
 def intervals_from_rules(rules_per_clip, bounds: dict[str, tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Behaviour rules per clip -> (lo, hi) [N, T]; features without a rule stay [0, 1].
 
@@ -328,7 +353,7 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
 
 
 __all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
-           "intervals_from_rules", "rule_interval", "catalogue_intervals", "DEFAULT_PARTS", "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
+           "intervals_from_rules", "rule_interval", "catalogue_intervals", "catalogue_region", "DEFAULT_PARTS", "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
 
 
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,

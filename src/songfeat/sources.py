@@ -124,8 +124,8 @@ class _Data:
         self.lab_recs = [recs[i] for i in ok_lab]
         self.beh_recs = [recs[n_lab + j] for j in ok_beh]
         self.beh_files = list(fit_beh.loc[ok_beh, "file"])
-        self.bounds = rule_bounds(shared, [r for rs in fit_beh["rules"] for r in rs]) if catalogue_bounds else {}
-        self.beh_lo, self.beh_hi = intervals_from_rules(list(fit_beh.loc[ok_beh, "rules"]), self.bounds)
+        self.beh_lo, self.beh_hi, intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh], catalogue_bounds)
+        self.bounds, self.regions = intervals["rules"], intervals["regions"]
         self.y = self.clips[list(TARGETS)].to_numpy(float)
         self.y_fit = self.y.copy()
         self.source = self.clips["source"].to_numpy()
@@ -197,15 +197,40 @@ def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_
                     "inner_mae": table, "chosen": [g for _, g in best], "chosen_loss": chosen.losses()}
 
 
-def rule_bounds(shared: str | Path, rules) -> dict[str, tuple[float, float]]:
-    """The behaviour rules' target intervals from Spotify's catalogue (`heads.catalogue_intervals`), labelled clips removed."""
+def catalogue_frame(shared: str | Path) -> pd.DataFrame:
+    """Spotify's 41,855-track table without the labelled clips (so no scored clip informs a bound)."""
     from .data.labels import read_labels
     from .default_model import TABLE
-    from .heads import catalogue_intervals
 
     cat = read_labels(Path(shared) / TABLE).frame
-    cat = cat[~cat["track_id"].astype(str).isin(set(labelled_clips(shared)["track_id"].astype(str)))]
-    return catalogue_intervals(cat, rules)
+    return cat[~cat["track_id"].astype(str).isin(set(labelled_clips(shared)["track_id"].astype(str)))]
+
+
+def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bounds: bool = True):
+    """Targets for the behaviour fitting half -> (lo, hi [N, T], {"rules": per-rule intervals, "regions": file -> intervals}).
+
+    Each rule takes the catalogue's interval on its side (`heads.catalogue_intervals`); a music or speech clip's
+    every learned feature then takes where the catalogue's tracks meeting all its rules lie (`heads.catalogue_region`),
+    so features no rule names stay among Spotify's values for such music. `catalogue_bounds=False`: margin intervals only.
+    """
+    from .heads import catalogue_intervals, catalogue_region
+
+    rules = list(fit_beh["rules"])
+    if not catalogue_bounds:
+        lo, hi = intervals_from_rules(rules, {})
+        return lo, hi, {"rules": {}, "regions": {}}
+    cat = catalogue_frame(shared)
+    bounds = catalogue_intervals(cat, [r for rs in rules for r in rs])
+    lo, hi = intervals_from_rules(rules, bounds)
+    regions = {}
+    for i, (f, c, rs) in enumerate(zip(fit_beh["file"], fit_beh["category"], rules)):
+        region = {} if c in behaviour.NO_REGION_CATEGORIES else catalogue_region(cat, rs)
+        for t, (a, b) in region.items():
+            j = TARGETS.index(t)
+            lo[i, j], hi[i, j] = a, b
+        if region:
+            regions[f] = {t: [round(a, 4), round(b, 4)] for t, (a, b) in region.items()}
+    return lo, hi, {"rules": bounds, "regions": regions}
 
 
 def default_genre_table(shared: str | Path) -> dict:
@@ -237,6 +262,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     catalogue = np.array([bundle.config["label_means"][t] for t in TARGETS])
     base_model = bundle.model
     result = {"sources": {}, "targets": list(TARGETS), "failed": data.failed, "fit": cfg.to_dict(), "rule_intervals": data.bounds,
+              "region_intervals": data.regions,
               "parts": [list(p) for p in parts], "behaviour_fit_clips": len(data.beh_recs),
               "selection": "nested: per-feature weight decay" + (" and loss" if losses else "") + " chosen by leave-one-source-out over the other sources"
               if select else "fixed: the given FitConfig"}
