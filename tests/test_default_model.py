@@ -27,6 +27,11 @@ def test_default_bundle_is_complete():
         assert f"{e['learned']['heads']['average']['mae']:.3f}" in card, src
     beh = cfg["metrics"]["behaviour_check_half"]["summary"]
     assert f"{beh['hold']} of {beh['rules']} rules hold" in card
+    reg = cfg["metrics"]["behaviour_check_regions"]
+    assert f"**{reg['inside']} of {reg['predictions']}** predictions" in card
+    assert sum(a for a, _ in reg["by_feature"].values()) == reg["inside"]
+    regions = cfg["split"]["heads"]["behaviour_region_intervals"]  # only fitting-half clips give regions
+    assert regions and set(regions) <= set(cfg["split"]["heads"]["behaviour_fit"])
     split = cfg["split"]["heads"]
     assert not set(split["behaviour_fit"]) & set(split["behaviour_check"])  # fitting clips never check
     assert "ISC" in card and "MIT" in card and "forbid" in card
