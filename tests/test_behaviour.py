@@ -70,3 +70,31 @@ def test_region_table_counts_predictions_inside_the_catalogue_range_of_such_musi
     md = behaviour.region_markdown(t)
     assert f"**{len(TARGETS) - 1} of {len(TARGETS)}**" in md and "| piano.mp3 | danceability | 0.010 |" in md
     assert behaviour.region_table(m, outs, cat, half="fit").empty
+
+
+def test_check_behaviour_prints_rules_and_catalogue_ranges_or_skips_them_without_the_table(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from songfeat import sources
+    from songfeat.cli import app
+    from songfeat.errors import SongfeatError
+    from songfeat.heads import TARGETS
+
+    m = pd.DataFrame({"file": ["clips/piano.mp3"], "path": ["/p"], "category": ["instrumental_classical_acoustic"],
+                      "half": ["check"], "rules": [behaviour.parse_rules("instrumentalness>0.5")]})
+    outs = {"/p": {t: 0.5 for t in TARGETS} | {"instrumentalness": 0.9}}
+    monkeypatch.setattr(behaviour, "analyze_clips", lambda shared, model=None, workers=1: (m, outs))
+    cat = pd.DataFrame({t: [i / 999 for i in range(1000)] for t in TARGETS})
+    monkeypatch.setattr(sources, "catalogue_frame", lambda shared: cat)
+    r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "**1 of 1** rules hold" in r.output and f"of {len(TARGETS)}** predictions inside" in r.output
+
+    def missing(shared):
+        raise SongfeatError(tmp_path / "table.csv", "no such file")
+
+    monkeypatch.setattr(sources, "catalogue_frame", missing)
+    r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path)])
+    assert r.exit_code == 0 and "**1 of 1** rules hold" in r.output and "catalogue ranges skipped" in r.output
+    r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path), "--no-regions"])
+    assert r.exit_code == 0 and "catalogue" not in r.output
