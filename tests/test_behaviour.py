@@ -98,3 +98,10 @@ def test_check_behaviour_prints_rules_and_catalogue_ranges_or_skips_them_without
     assert r.exit_code == 0 and "**1 of 1** rules hold" in r.output and "catalogue ranges skipped" in r.output
     r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path), "--no-regions"])
     assert r.exit_code == 0 and "catalogue" not in r.output
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path):
+    from songfeat.errors import SongfeatError
+
+    with pytest.raises(SongfeatError, match=r"behaviour/manifest\.csv: no such file"):
+        behaviour.read_manifest(tmp_path)

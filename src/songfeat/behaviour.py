@@ -50,6 +50,10 @@ def parse_rules(expectation: str) -> list[Rule]:
 def read_manifest(shared: str | Path) -> pd.DataFrame:
     """The manifest with absolute `path`, parsed `rules` and the `half` ('fit' or 'check') of each clip."""
     root = Path(shared) / "behaviour"
+    if not (Path(shared) / MANIFEST).is_file():
+        from .errors import SongfeatError
+
+        raise SongfeatError(Path(shared) / MANIFEST, "no such file (--shared names the shared data folder, with behaviour/ in it)")
     m = pd.read_csv(Path(shared) / MANIFEST)
     m["path"] = [str(root / f) for f in m["file"]]
     m["rules"] = [parse_rules(e) for e in m["expectation"]]
