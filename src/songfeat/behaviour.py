@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import features
+from .errors import SongfeatError
 
 MANIFEST = Path("behaviour") / "manifest.csv"
 # robustness clips (silence, noise, field recordings, single hits) resemble no release in Spotify's catalogue: only
@@ -51,8 +52,6 @@ def read_manifest(shared: str | Path) -> pd.DataFrame:
     """The manifest with absolute `path`, parsed `rules` and the `half` ('fit' or 'check') of each clip."""
     root = Path(shared) / "behaviour"
     if not (Path(shared) / MANIFEST).is_file():
-        from .errors import SongfeatError
-
         raise SongfeatError(Path(shared) / MANIFEST, "no such file (--shared names the shared data folder, with behaviour/ in it)")
     m = pd.read_csv(Path(shared) / MANIFEST)
     m["path"] = [str(root / f) for f in m["file"]]

@@ -151,10 +151,10 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     from . import behaviour
     from .data.labels import read_labels
 
-    from .heads import DEFAULT_PARTS, FitConfig, assemble, intervals_from_labels, layout
+    from .heads import DEFAULT_PARTS, MARGIN, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, get_records
-    from .sources import (NOT_FITTED, _Data, behaviour_intervals, catalogue_frame, clip_predictions, default_genre_table,
-                          evaluate_sources, fit_on, labelled_clips, select_decay)
+    from .sources import (NOT_FITTED, _Data, catalogue_frame, clip_predictions, default_genre_table, evaluate_sources,
+                          fit_on, select_decay)
 
     shared = Path(shared)
     cache = DEFAULT_CACHE if cache is None else cache
@@ -164,23 +164,12 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     cfg = FitConfig(seed=seed)
     genre_table = default_genre_table(shared)
     lay = layout(DEFAULT_PARTS, genre_table)
-    clips = labelled_clips(shared)
     man = behaviour.read_manifest(shared)
-    fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
-    recs = get_records(list(clips["path"]) + list(fit_beh["path"]), cache, True, workers, progress)
-    n_lab = len(clips)
-    ok_lab = [i for i in range(n_lab) if not isinstance(recs[i], str)]
-    ok_beh = [j for j in range(len(fit_beh)) if not isinstance(recs[n_lab + j], str)]
-    clips = clips.loc[ok_lab].reset_index(drop=True)
-    lab_recs, beh_recs = [recs[i] for i in ok_lab], [recs[n_lab + j] for j in ok_beh]
-    y = clips[list(TARGETS)].to_numpy(float)
-    for src, cols in NOT_FITTED.items():
-        for c in cols:
-            y[clips["source"].to_numpy() == src, TARGETS.index(c)] = np.nan
-    lo, hi = intervals_from_labels(y)
-    blo, bhi, beh_intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh])
-    bounds = beh_intervals["rules"]
-    all_recs = lab_recs + beh_recs
+    # the records and targets the held-out folds use too; its bundle (stage 1 and the scalers) is set once built below
+    data = _Data(shared, None, cache, True, workers, progress)
+    clips = data.clips
+    lo, hi = intervals_from_labels(data.y_fit)
+    all_recs = data.lab_recs + data.beh_recs
     numeric = np.array([[float(r.descriptors[k]) for k in INPUTS] for r in all_recs], dtype=np.float32)
     num_std = (numeric - fit.mean) / np.maximum(fit.std, 1e-8)
 
@@ -197,10 +186,10 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         "split": {"stage1": {"recipe": "random 70/15/15", "seed": seed, "rows": fit.n_rows},
                   "heads": {"fit": cfg.to_dict(), "labelled_clips": clips.groupby("source").size().to_dict(),
                             "not_fitted": {k: list(v) for k, v in NOT_FITTED.items()},
-                            "behaviour_fit": list(fit_beh.loc[ok_beh, "file"]),
+                            "behaviour_fit": data.beh_files,
                             "behaviour_check": list(man.loc[man["half"] == "check", "file"]),
-                            "behaviour_rule_margin": 0.1, "behaviour_rule_intervals": bounds,
-                            "behaviour_region_intervals": beh_intervals["regions"]}},
+                            "behaviour_rule_margin": MARGIN, "behaviour_rule_intervals": data.bounds,
+                            "behaviour_region_intervals": data.regions}},
         "metrics": {"stage1_heldout_on_spotify_values": fit.metrics},
         "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
         "provenance": {
@@ -219,11 +208,12 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     save_bundle(out, model, config)  # stage 1 in place: the held-out tables below read it from disk
     loso = evaluate_sources(shared, model=out, cache=cache, workers=workers, progress=progress, cfg=cfg, select=True)
     # the shipped loss and weight decay: the same per-feature selection, by leave-one-source-out over all four sources
-    data = _Data(shared, Bundle(model, config), cache, True, workers, progress)
+    data.bundle = Bundle(model, config)
     cfg, selection = select_decay(data, np.ones(len(data.clips), bool), lay, cfg)
     config["split"]["heads"]["fit"] = cfg.to_dict()
     config["split"]["heads"]["selection"] = selection
-    trained = fit_on(Bundle(model, config), all_recs, np.concatenate([lo, blo]), np.concatenate([hi, bhi]), lay, num_std, cfg)
+    trained = fit_on(data.bundle, all_recs, np.concatenate([lo, data.beh_lo]), np.concatenate([hi, data.beh_hi]), lay,
+                     num_std, cfg)
     config["metrics"]["leave_one_source_out"] = {s: {k: e[k] for k in ("n", "learned", "average_without", "decay", "loss", "selection") if k in e}
                                                  for s, e in loso["sources"].items()}
     check = man[man["half"] == "check"].reset_index(drop=True)

@@ -23,8 +23,8 @@ import torch
 
 from . import behaviour, features
 from .evaluate import regression_metrics
-from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, TARGETS, FitConfig, assemble, fit_heads, intervals_from_labels,
-                    intervals_from_rules, layout, part_columns, predict_rows)
+from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, TARGETS, FitConfig, assemble, catalogue_intervals, catalogue_region,
+                    fit_heads, intervals_from_labels, intervals_from_rules, layout, part_columns, predict_rows)
 from .records import DEFAULT_CACHE, get_records
 
 SOURCES = ("forro", "poprock", "older", "fma")
@@ -112,6 +112,7 @@ class _Data:
     """Everything the folds share: labelled and behaviour-fit records, targets, sources, loudness."""
 
     def __init__(self, shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds: bool = True):
+        # `bundle` supplies stage 1 and the numeric scaler (`calibrated`, `fit`); it may be set later
         clips = labelled_clips(shared)
         man = behaviour.read_manifest(shared)
         fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
@@ -213,8 +214,6 @@ def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bou
     every learned feature then takes where the catalogue's tracks meeting all its rules lie (`heads.catalogue_region`),
     so features no rule names stay among Spotify's values for such music. `catalogue_bounds=False`: margin intervals only.
     """
-    from .heads import catalogue_intervals, catalogue_region
-
     rules = list(fit_beh["rules"])
     if not catalogue_bounds:
         lo, hi = intervals_from_rules(rules, {})
