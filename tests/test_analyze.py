@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -134,6 +135,32 @@ def test_batch_reports_bad_files_and_keeps_the_rest(tmp_path, example_clip):
     outs = list(analyze_many([good, bad]))
     assert outs[0].features is not None and outs[0].error is None
     assert outs[1].features is None and outs[1].error.startswith(str(bad))
+
+
+WORKER_MODULES = """
+from songfeat.analyze import analysis_preload, get_bundle
+from songfeat.workers import run_jobs
+probe = "[m in __import__('sys').modules for m in ('torch', 'songfeat.tagger', 'onnxruntime')]"
+print(list(run_jobs(eval, [probe], workers=2, preload=analysis_preload(get_bundle(None))))[0].value)
+"""
+
+
+def test_analysis_workers_of_the_default_model_do_not_import_torch():
+    # The fork server preloaded songfeat.frontend (torch) for every batch: ~1.6 s per run with the train
+    # extra installed, for a model that never touches torch. A fresh process, so a fresh fork server.
+    p = subprocess.run([sys.executable, "-c", WORKER_MODULES], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "SONGFEAT_BACKEND": "onnx"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[False, True, True]", p.stdout
+
+
+def test_analysis_preload_adds_torch_only_when_asked(monkeypatch):
+    from songfeat.analyze import analysis_preload, get_bundle
+
+    bundle = get_bundle(None)
+    assert "songfeat.frontend" not in analysis_preload(bundle)
+    monkeypatch.setenv("SONGFEAT_BACKEND", "torch")
+    assert "songfeat.frontend" in analysis_preload(bundle)
 
 
 def run_cli(*args, cwd=None):

@@ -231,6 +231,11 @@ class Outcome:
 DEFAULT_TIMEOUT = 120.0  # seconds a file may take (per 10 minutes of audio, for longer files; see time_limit)
 LONG_AUDIO_SECONDS = 600.0  # the unit of audio the time limit scales with
 MAX_TIMEOUT_FACTOR = 18  # the limit stops growing at 3 h of audio: a header claiming more is not trusted further
+# What the fork server imports once for analysis workers: the listening model's path (numpy, onnxruntime, soxr),
+# not torch. songfeat.frontend (torch) joins only when a bundle or SONGFEAT_BACKEND needs it: preloading it
+# always cost every batch ~1.6 s of `import torch` wherever the train extra is installed.
+ANALYSIS_PRELOAD = ("songfeat.analyze", "songfeat.descriptors", "songfeat.evidence", "songfeat.tagger", "songfeat.vad",
+                    "songfeat.pitch", "songfeat.heads", "onnxruntime", "soxr")
 
 
 def time_limit(timeout: float, audio_seconds: float | None) -> float:
@@ -287,6 +292,14 @@ def _start_analysis_worker(model: str | None, alone: bool = False) -> None:
     _check_bundle_for_audio(get_bundle(model))
 
 
+def analysis_preload(bundle) -> tuple[str, ...]:
+    """The modules analysis workers need imported before they fork: torch's only for a torch backend or front-end."""
+    from .runtime import backend
+
+    torch_needed = backend() == "torch" or "frontend" in bundle.needs
+    return ANALYSIS_PRELOAD + (("songfeat.frontend",) if torch_needed else ())
+
+
 def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, workers: int = 1,
                  on_done: Callable[[Outcome], None] | None = None, timeout: float | None = None) -> Iterator[Outcome]:
     """Analyze many files, yielding an Outcome per file in input order; bad files become errors, not exceptions.
@@ -311,12 +324,12 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
     from .workers import run_jobs
 
     alone = len(jobs) == 1
-    if alone:  # loaded here, so the fork inherits it (and a bad model fails before it)
-        _check_bundle_for_audio(get_bundle(model))
+    bundle = get_bundle(model)  # a bad model fails here, once; a lone job's fork inherits it
+    _check_bundle_for_audio(bundle)
     held: dict[int, Outcome] = {}
     nxt = 0
     for res in run_jobs(_analyze_one, jobs, workers=workers, timeout=timeout, init=_start_analysis_worker,
-                        init_args=(model, alone), fork=alone):
+                        init_args=(model, alone), fork=alone, preload=analysis_preload(bundle)):
         path = jobs[res.index][0]
         if res.ok:
             out = res.value

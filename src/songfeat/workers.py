@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 
 from .errors import SongfeatError
 
-PRELOAD = ("songfeat.analyze", "songfeat.frontend", "songfeat.descriptors")  # imported once by the fork server
+PRELOAD: tuple[str, ...] = ()  # modules the fork server imports once; callers name their own (analyze.analysis_preload)
 START_SECONDS = 300.0  # a worker that is not ready this long after starting is taken as broken
 _JOB: dict = {}  # in a worker: the connection and job number, for allow()
 
