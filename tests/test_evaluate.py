@@ -19,6 +19,8 @@ def test_hand_computed_values():
     assert r["mae"] == pytest.approx(0.5)
     assert r["rmse"] == pytest.approx(1.0)
     assert r["r2"] == pytest.approx(1 - 4 / 5.0)  # SS_tot = 2.25+0.25+0.25+2.25
+    assert r["bias"] == pytest.approx(0.5)  # predictions sit 2/4 above the truth on average
+    assert regression_metrics(t, t - 0.25, ["energy"])["targets"]["energy"]["bias"] == pytest.approx(-0.25)
     # Pearson by hand: cov / (sd_t sd_p)
     tc, pc = t - t.mean(), p - p.mean()
     assert r["pearson"] == pytest.approx((tc @ pc) / math.sqrt((tc @ tc) * (pc @ pc)))

@@ -55,3 +55,22 @@ def test_behaviour_intervals_give_music_clips_their_catalogue_region_and_robustn
     assert list(info["regions"]) == ["clips/piano.mp3"]
     lo_m, hi_m, info_m = sources.behaviour_intervals("unused", fit, catalogue_bounds=False)
     assert info_m == {"rules": {}, "regions": {}} and lo_m[0, i] == pytest.approx(0.6) and hi_m[0, d] == 1.0
+
+
+def test_bias_table_shows_each_sources_shift_beside_the_previous_default():
+    from songfeat.evaluate import regression_metrics
+    from songfeat.sources import bias_table, to_markdown
+
+    t = np.array([[0.2, 0.5], [0.4, 0.7], [0.6, 0.9]])
+    names = ["energy", "valence"]
+    learned = {"heads": regression_metrics(t, t + [0.1, -0.2], names), "previous_default": regression_metrics(t, t, names),
+               "fold_mean": regression_metrics(t, t, names), "catalogue_mean": regression_metrics(t, t, names)}
+    result = {"targets": names, "sources": {"forro": {"n": 3, "learned": learned}}}
+    lines = bias_table(result)
+    assert lines[2] == "| held-out source | energy | valence |"
+    assert lines[4] == "| forro | +0.100 (+0.000) | -0.200 (+0.000) |"
+    assert "| forro | +0.100" in to_markdown(result)
+    for m in learned.values():  # a result recorded before the bias was: no table, no error
+        for v in m["targets"].values():
+            v.pop("bias")
+    assert bias_table(result) == []

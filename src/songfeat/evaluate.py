@@ -36,21 +36,24 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def target_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """MSE, MAE, RMSE, R² and Pearson of one target column."""
+    """MSE, MAE, RMSE, R² and Pearson of one target column, and its bias (mean prediction minus truth: the shift a
+    new source shows, which MAE and r hide)."""
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
     err = p - t
     mse = float(np.mean(err**2))
     ss_tot = float(np.sum((t - t.mean()) ** 2))
     r2 = float("nan") if ss_tot <= 1e-15 else 1.0 - float(np.sum(err**2)) / ss_tot
-    return {"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse), "r2": r2, "pearson": pearson(t, p)}
+    return {"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse), "r2": r2, "pearson": pearson(t, p),
+            "bias": float(np.mean(err))}
 
 
 def regression_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
     """Per-target and averaged metrics for [N, K] truth and predictions (K = len(names)).
 
-    Returns {"n": N, "targets": {name: {mse, mae, rmse, r2, pearson}}, "average": {...}}; the
-    average is the plain mean over targets (NaNs skipped), as the seed's "Average" column.
+    Returns {"n": N, "targets": {name: {mse, mae, rmse, r2, pearson, bias}}, "average": {...}}; the
+    average is the plain mean over targets (NaNs skipped) of the `METRICS`, as the seed's "Average" column
+    (not of the bias, whose signs would cancel).
     """
     t, p = _as_2d(y_true), _as_2d(y_pred)
     names = list(names)

@@ -333,8 +333,24 @@ def to_markdown(result: dict) -> str:
                                      for t, loss, d in zip(result["targets"], losses, e["decay"])) + ".")
         lines.append("")
         summary.append(f"| {src} | {e['n']} | " + " | ".join(avg) + " |")
-    return "\n".join(["Average MAE over the seven learned features, per held-out source:", "", *summary, "", *lines])
+    return "\n".join(["Average MAE over the seven learned features, per held-out source:", "", *summary, "",
+                      *bias_table(result), *lines])
 
 
-__all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
+def bias_table(result: dict) -> list[str]:
+    """Markdown lines: the heads' bias (mean prediction minus label) per held-out source and feature, the previous
+    default's in brackets; empty for results from before the bias was recorded."""
+    srcs = result["sources"]
+    if not srcs or any("bias" not in e["learned"]["heads"]["targets"][t] for e in srcs.values() for t in result["targets"]):
+        return []
+    out = ["Bias (mean prediction minus Spotify's value; the previous default's in brackets), per held-out source:", "",
+           "| held-out source | " + " | ".join(result["targets"]) + " |", "|---|" + "---|" * len(result["targets"])]
+    for src, e in srcs.items():
+        cells = [f"{e['learned']['heads']['targets'][t]['bias']:+.3f} ({e['learned']['previous_default']['targets'][t]['bias']:+.3f})"
+                 for t in result["targets"]]
+        out.append(f"| {src} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+__all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "bias_table", "SOURCES", "fit_on", "clip_predictions", "new_heads",
            "select_decay", "default_genre_table", "DECAY_GRID"]
