@@ -61,6 +61,20 @@ def test_example_agrees_with_its_echo_nest_tempo(example_result):
     assert any(abs(c - ref) / ref < 0.04 for c in candidates), candidates
 
 
+def test_readme_example_figures_are_the_bundled_models(example_result):
+    """The README quotes the example clip's features; they must be what the shipped model gives today."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    para = readme[readme.index("For the example clip (FMA track 2"):][:700]
+    quoted = dict(re.findall(r"(energy|danceability|acousticness|instrumentalness|liveness|speechiness|valence) (\d\.\d\d) \(", para))
+    assert len(quoted) == 7, para
+    for name, v in quoted.items():
+        assert abs(example_result[name] - float(v)) <= 0.005 + 1e-9, (name, v, example_result[name])
+    assert f"{example_result['tempo']:.1f} BPM" in para
+
+
 def test_ids_hash_or_spotify(tmp_path, example_clip, example_result):
     assert example_result["id"] == content_id(example_clip) and len(example_result["id"]) == 22
     assert example_result["uri"] == f"songfeat:track:{example_result['id']}" and example_result["track_href"] is None
