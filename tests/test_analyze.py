@@ -54,6 +54,25 @@ def test_spotify_shape_and_ranges(example_result):
     json.dumps(r, allow_nan=False)  # strict JSON
 
 
+def test_key_names_and_camelot_codes():
+    # The Camelot wheel as DJ software prints it: relative keys share a number, one step is a fifth.
+    assert features.camelot(0, 1) == "8B" and features.camelot(9, 0) == "8A"  # C major, A minor
+    assert features.camelot(7, 1) == "9B" and features.camelot(5, 1) == "7B"  # G (a fifth up), F (a fifth down)
+    assert features.camelot(0, 0) == "5A" and features.camelot(6, 1) == "2B" and features.camelot(8, 0) == "1A"
+    codes = {features.camelot(k, m) for k in range(12) for m in (0, 1)}
+    assert len(codes) == 24
+    for k in range(12):  # a major key and its relative minor (three semitones down) share a number
+        assert features.camelot(k, 1)[:-1] == features.camelot((k - 3) % 12, 0)[:-1]
+    assert features.key_name(1, 0) == "C# minor" and features.key_name(11, 1) == "B major"
+    assert features.key_name(-1, 1) is None and features.camelot(-1, 0) is None
+
+
+def test_output_names_its_key(example_result):
+    r = example_result
+    assert r["key_name"] == features.key_name(r["key"], r["mode"])
+    assert r["camelot"] == features.camelot(r["key"], r["mode"])
+
+
 def test_example_agrees_with_its_echo_nest_tempo(example_result):
     """FMA track 2's Echo Nest tempo is 165.9 BPM: we must give it or expose it as the half/double alternative."""
     ref = 165.922

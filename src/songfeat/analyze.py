@@ -24,7 +24,9 @@ from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_us
 from .errors import AudioError, SongfeatError
 
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features
-EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence")
+EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence",
+              "key_name", "camelot")
+NAMED_KEYS = {"key_name": features.key_name, "camelot": features.camelot}  # extras spelled out for DJs, from key and mode
 _BUNDLES: dict = {}
 
 
@@ -212,6 +214,9 @@ def to_spotify(path: str | Path, learned: dict, desc) -> dict:
         else:  # a learned feature this model does not predict
             out[key] = None
     for key in EXTRA_KEYS:
+        if key in NAMED_KEYS:
+            out[key] = NAMED_KEYS[key](out["key"], out["mode"])
+            continue
         v = d.get(key)
         out[key] = [round(float(x), 3) for x in v] if isinstance(v, (list, tuple)) else (None if v is None else round(float(v), 3))
     return out

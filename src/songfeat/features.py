@@ -60,6 +60,25 @@ SPOTIFY_KEYS: tuple[str, ...] = (
 )
 
 
+PITCH_NAMES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")  # Spotify's key 0..11
+
+
+def key_name(key: int, mode: int) -> str | None:
+    """Spotify's (key, mode) as a name, e.g. (1, 0) -> "C# minor"; None when there is no key (-1)."""
+    if not 0 <= int(key) <= 11:
+        return None
+    return f"{PITCH_NAMES[int(key)]} {'major' if int(mode) == 1 else 'minor'}"
+
+
+def camelot(key: int, mode: int) -> str | None:
+    """The Camelot wheel code DJs mix by, e.g. C major "8B", A minor "8A" (relative keys share a number,
+    a step round the wheel is a fifth); None when there is no key (-1)."""
+    if not 0 <= int(key) <= 11:
+        return None
+    major = int(key) if int(mode) == 1 else (int(key) + 3) % 12  # a minor key sits on its relative major's number
+    return f"{(7 * major + 7) % 12 + 1}{'B' if int(mode) == 1 else 'A'}"
+
+
 def check_targets(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Return `names` as a tuple after checking each is a known feature; raise ValueError naming the bad one."""
     out = []

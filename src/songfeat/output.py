@@ -25,7 +25,7 @@ FORMATS = ("json", "jsonl", "csv", "parquet")
 CSV_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS
 PARQUET_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + ("error",)
 _INT_KEYS = ("key", "mode", "time_signature", "duration_ms")
-_STR_KEYS = ("type", "id", "uri", "track_href", "analysis_url")
+_STR_KEYS = ("type", "id", "uri", "track_href", "analysis_url", "key_name", "camelot")
 
 
 def parquet_schema():
