@@ -131,7 +131,7 @@ def peer_songfeat(y: np.ndarray) -> dict:
     grid = {f"{c:g},{w:g}": D.estimate_tempo(env, D.SAMPLE_RATE / D.HOP, comb_weight=c, density_weight=w)[0]
             for c, w in D.OCTAVE_WEIGHT_GRID}
     return {"tempo": d.tempo, "tempo_alternatives": d.tempo_alternatives, "key": d.key, "mode": d.mode,
-            "time_signature": d.time_signature, "loudness_lufs": d.loudness_lufs, "tempo_by_octave_weights": grid}
+            "time_signature": d.time_signature, "loudness_level": d.loudness_level, "tempo_by_octave_weights": grid}
 
 
 def peer_essentia(y: np.ndarray) -> dict:
@@ -240,12 +240,12 @@ def mirex_key_score(key: int, mode: int, ref_key: int, ref_mode: int) -> float:
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """songfeat's loudness map: slope 1 (a gain moves both scales equally), offset = mean(Spotify dB - LUFS)."""
+    """songfeat's loudness map: slope 1 (a gain moves both scales equally), offset = mean(Spotify dB - level)."""
     return 1.0, float(np.mean(y - x))
 
 
 def loudness_cross(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, float]:
-    """songfeat loudness MAE per group with the LUFS->dB offset fitted without that group (dev halves swap; extra uses all dev)."""
+    """songfeat loudness MAE per group with the level->dB offset fitted without that group (dev halves swap; extra uses all dev)."""
     dev = [c for c in all_clips if c.set == "dev" and c.cache_key in res]
     groups = sorted({c.group for c in dev})
     out = {}
@@ -254,16 +254,16 @@ def loudness_cross(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, flo
         test = [c for c in dev if c.group == g]
         if len(train) < 2:
             continue
-        a, b = _fit_line(np.array([res[c.cache_key]["loudness_lufs"] for c in train]), np.array([c.loudness for c in train]))
-        out[g] = float(np.mean([abs(a * res[c.cache_key]["loudness_lufs"] + b - c.loudness) for c in test]))
+        a, b = _fit_line(np.array([res[c.cache_key]["loudness_level"] for c in train]), np.array([c.loudness for c in train]))
+        out[g] = float(np.mean([abs(a * res[c.cache_key]["loudness_level"] + b - c.loudness) for c in test]))
         out[f"{g}:fit"] = (a, b)
     if dev:
         if all(g in out for g in groups):
             out["dev"] = float(sum(out[g] * sum(c.group == g for c in dev) for g in groups) / len(dev))
-        a, b = _fit_line(np.array([res[c.cache_key]["loudness_lufs"] for c in dev]), np.array([c.loudness for c in dev]))
+        a, b = _fit_line(np.array([res[c.cache_key]["loudness_level"] for c in dev]), np.array([c.loudness for c in dev]))
         extra = [c for c in all_clips if c.set == "extra" and c.cache_key in res]
         if extra:
-            out["extra"] = float(np.mean([abs(a * res[c.cache_key]["loudness_lufs"] + b - c.loudness) for c in extra]))
+            out["extra"] = float(np.mean([abs(a * res[c.cache_key]["loudness_level"] + b - c.loudness) for c in extra]))
     return out
 
 
@@ -376,7 +376,7 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
         fits = {k: v for k, v in loud.items() if k.endswith(":fit")}
         if loso:
             print("octave weights (comb, density) chosen without each source: " + ", ".join(f"{g}: {w}" for g, w in loso.items()))
-        print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = LUFS + {b:.2f}" for k, (a, b) in fits.items()))
+        print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = level + {b:.2f}" for k, (a, b) in fits.items()))
 
 
 def main() -> None:

@@ -119,3 +119,21 @@ def test_shipped_heads_read_only_what_their_config_allows():
         assert np.any(skip[TARGETS.index("energy")][skip_ok[TARGETS.index("energy")]] != 0)
         assert np.all(m.hidden.weight.detach().numpy()[:, :n_ev][:, ~hidden_ok] == 0)
         assert np.all(m.out.weight.detach().numpy()[restricted] == 0)
+
+
+def test_default_model_reads_loudness_on_the_scale_it_was_fitted_with():
+    # The reported loudness is Echo Nest's segment level + 4.71; the listening model's stage 1 and heads were fitted
+    # with BS.1770 LUFS + 7.12, and its config keeps that input (a research bundle without the map reads `loudness`).
+    from songfeat import descriptors as D
+
+    b = load_bundle(DEFAULT_DIR)
+    d = D.Descriptors(duration_ms=30000, loudness=-5.0, loudness_lufs=-14.0, tempo=120.0, tempo_confidence=0.5,
+                      loudness_level=-9.7, loudness_bs1770=-6.88)
+    row = b.numeric_row(d)
+    assert row[list(b.numeric_inputs).index("loudness")] == pytest.approx(-6.88)
+    plain = load_bundle(DEFAULT_DIR)
+    plain.config.pop("numeric_descriptors")
+    assert plain.numeric_row(d)[list(b.numeric_inputs).index("loudness")] == pytest.approx(-5.0)
+    m = D.measure(np.sin(2 * np.pi * 440 * np.arange(5 * 44100) / 44100).astype(np.float32) * 0.3)
+    assert m.loudness_bs1770 == pytest.approx(m.loudness_lufs + D.BS1770_OFFSET, abs=1e-6)
+    assert m.loudness == pytest.approx(m.loudness_level + D.LOUDNESS_INTERCEPT, abs=1e-6)

@@ -212,6 +212,21 @@ def test_gain_change_shifts_loudness_by_calibrated_slope() -> None:
     loud, quiet = D.measure(y), D.measure(y * 0.1)
     assert loud.loudness_lufs - quiet.loudness_lufs == pytest.approx(20.0, abs=0.05)
     assert loud.loudness - quiet.loudness == pytest.approx(20.0 * D.LOUDNESS_SLOPE, abs=0.1)
+    assert loud.loudness_level - quiet.loudness_level == pytest.approx(20.0, abs=0.05)
+    assert loud.loudness == pytest.approx(loud.loudness_level + D.LOUDNESS_INTERCEPT, abs=1e-6)
+
+
+def test_segment_level_reads_the_peaks_of_sound_events() -> None:
+    # Echo Nest's loudness averages each segment's loudest moment. A steady tone has no peaks above its mean:
+    # level and LUFS agree. The same tone in 50-ms bursts, four a second, keeps its peaks while its average
+    # drops by 7 dB (a fifth of the time on): LUFS follows the average, the level stays near the bursts' own.
+    steady = synth.tone(997.0, 10.0, dbfs=-20.0)
+    d = D.measure(steady)
+    assert d.loudness_level == pytest.approx(d.loudness_lufs, abs=0.3)
+    t = np.arange(steady.size) / SR
+    bursts = D.measure(steady * (np.mod(t, 0.25) < 0.05))
+    assert d.loudness_lufs - bursts.loudness_lufs > 5.0
+    assert d.loudness_level - bursts.loudness_level < 2.0
 
 
 def test_silence_and_tiny_input_are_finite() -> None:
@@ -219,7 +234,7 @@ def test_silence_and_tiny_input_are_finite() -> None:
               1e-7 * synth.noise(2.0)):
         d = D.measure(y)
         assert _finite(d)
-        assert d.loudness == D.LOUDNESS_FLOOR_DB
+        assert d.loudness == D.LOUDNESS_FLOOR_DB and d.loudness_level == D.LUFS_FLOOR
         assert d.key == -1 or d.key_confidence < 0.3
         assert 3 <= d.time_signature <= 7
 

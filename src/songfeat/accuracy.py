@@ -24,6 +24,12 @@ TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to cou
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
 
 
+
+def _loudness_raw(bundle) -> str:
+    """The measure a bundle's loudness input is mapped from: LUFS for a model that reads `loudness_bs1770`, else the
+    segment level `loudness` is made of."""
+    return "loudness_lufs" if bundle.numeric_descriptor("loudness") == "loudness_bs1770" else "loudness_level"
+
 def _read_one(args) -> Clip | str:
     path, spec, layout = args
     try:
@@ -139,19 +145,21 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
 
     if heads:
         return _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result)
-    numeric = np.array([c.descriptors.numeric(bundle.numeric_inputs) for c in clips], dtype=np.float32)
+    numeric = np.array([bundle.numeric_row(c.descriptors) for c in clips], dtype=np.float32)
     fronts = [c.frontend for c in clips]
     idx_t = [bundle.targets.index(t) for t in targets]
     loud_col = list(bundle.numeric_inputs).index("loudness") if "loudness" in bundle.numeric_inputs else None
     stack_pred, base_pred, mean_pred, loud_cv = (np.zeros_like(y), np.zeros_like(y), np.zeros_like(y), np.zeros(n))
-    lufs, spot = desc["loudness_lufs"].to_numpy(float), rows["loudness"].to_numpy(float)
+    level, spot = desc["loudness_level"].to_numpy(float), rows["loudness"].to_numpy(float)
+    x_in = desc[_loudness_raw(bundle)].to_numpy(float)  # what the model's own loudness input is mapped from
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
-        slope, icpt = loudness_map(lufs[train], spot[train])  # the shipped loudness map, refitted without the test fold
-        loud_cv[test] = slope * lufs[test] + icpt
+        slope, icpt = loudness_map(level[train], spot[train])  # the shipped loudness map, refitted without the test fold
+        loud_cv[test] = slope * level[test] + icpt
         fold_numeric = numeric.copy()
         if loud_col is not None:
-            fold_numeric[:, loud_col] = slope * lufs + icpt
+            s_in, i_in = loudness_map(x_in[train], spot[train])
+            fold_numeric[:, loud_col] = s_in * x_in + i_in
         base = base_outputs(bundle, fold_numeric)[:, idx_t]
         z = head_inputs(bundle, fronts, fold_numeric)
         w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train])
@@ -169,7 +177,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     if all(t in catalogue for t in targets):  # what you would guess knowing only Spotify's catalogue
         result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
-    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(lufs - spot)))
+    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(desc["loudness_lufs"].to_numpy(float) - spot)))
     return result
 
 
@@ -188,18 +196,20 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     cfg = FitConfig(**fitd)
     n = len(clips)
     idx_t = [bundle.targets.index(t) for t in targets]
-    lufs, spot = desc["loudness_lufs"].to_numpy(float), rows["loudness"].to_numpy(float)
+    level, spot = desc["loudness_level"].to_numpy(float), rows["loudness"].to_numpy(float)
+    x_in = desc[_loudness_raw(bundle)].to_numpy(float)  # what the model's own loudness input is mapped from
     li = list(bundle.numeric_inputs).index("loudness")
-    numeric = np.array([c.descriptors.numeric(bundle.numeric_inputs) for c in clips], dtype=np.float32)
+    numeric = np.array([bundle.numeric_row(c.descriptors) for c in clips], dtype=np.float32)
     full = np.full((n, len(bundle.targets)), np.nan)
     full[:, idx_t] = y
     pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
-        slope, icpt = loudness_map(lufs[train], spot[train])
-        loud_cv[test] = slope * lufs[test] + icpt
+        slope, icpt = loudness_map(level[train], spot[train])
+        loud_cv[test] = slope * level[test] + icpt
         num = numeric.copy()
-        num[:, li] = np.clip(slope * lufs + icpt, -60.0, 0.0)
+        s_in, i_in = loudness_map(x_in[train], spot[train])
+        num[:, li] = np.clip(s_in * x_in + i_in, -60.0, 0.0)
         num_std = bundle.normalise("numeric", num)
         rows_ev = [np.asarray(c.evidence) for c in clips]
         ev = np.concatenate([rows_ev[i] for i in train])
@@ -218,7 +228,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     if all(t in catalogue for t in targets):
         result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
-    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(lufs - spot)))
+    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(desc["loudness_lufs"].to_numpy(float) - spot)))
     return result
 
 

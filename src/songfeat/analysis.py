@@ -509,10 +509,11 @@ def key_fit(chroma: np.ndarray, key: int, mode: int) -> float:
 
 
 def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.ndarray, track: dict) -> dict:
-    """Loudness (BS.1770, Spotify's dB scale as the track's), tempo and key of the span [a, b) seconds."""
+    """Loudness (measured and mapped as the track's, Spotify's dB scale), tempo and key of the span [a, b) seconds."""
     sr = SAMPLE_RATE
     sel = (ev["pos"] >= a * sr) & (ev["pos"] < b * sr)
-    loud = D.spotify_loudness(D.integrated_lufs(ev["kw"][sel], ev["pos"][sel] - a * sr, int((b - a) * sr), sr)) if sel.any() else LOUDNESS_FLOOR_DB
+    loud = (D.spotify_loudness(D.loudness_levels(ev["kw"][sel], ev["pos"][sel] - a * sr, int((b - a) * sr), sr)[1])
+            if sel.any() else LOUDNESS_FLOOR_DB)
     ka, kb = int(round(a * FPS)), max(int(round(a * FPS)) + 1, int(round(b * FPS)))
     inside = beat_times[(beat_times >= a) & (beat_times < b)]
     beat_tempo = 60.0 / float(np.median(np.diff(inside))) if inside.size >= 3 else track["tempo"]

@@ -171,7 +171,7 @@ def predict_clip(bundle, clip: Clip) -> dict[str, float]:
 
     numeric = None
     if "numeric" in bundle.needs:
-        numeric = np.asarray([clip.descriptors.numeric(bundle.numeric_inputs)], dtype=np.float32)
+        numeric = np.asarray([bundle.numeric_row(clip.descriptors)], dtype=np.float32)
     if "evidence" in bundle.needs:
         num = None if numeric is None else np.repeat(numeric, len(clip.evidence), axis=0)
         learned = np.average(bundle.predict(numeric=num, evidence=clip.evidence), axis=0, weights=clip.weights)

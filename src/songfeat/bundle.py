@@ -74,6 +74,15 @@ class Bundle:
     def numeric_inputs(self) -> tuple[str, ...]:
         return tuple(self.config.get("numeric_inputs") or ())
 
+    def numeric_descriptor(self, name: str) -> str:
+        """The `Descriptors` field that feeds numeric input `name`: the config's `numeric_descriptors` map, else `name`
+        (the default listening model reads loudness as `loudness_bs1770`, the scale it was fitted with)."""
+        return (self.config.get("numeric_descriptors") or {}).get(name, name)
+
+    def numeric_row(self, desc) -> list[float]:
+        """This model's numeric inputs, in order, from a song's `descriptors.Descriptors`."""
+        return desc.numeric([self.numeric_descriptor(n) for n in self.numeric_inputs])
+
     @property
     def evidence_layout(self) -> list[dict] | None:
         """For models that read evidence: which blocks and parts, in order (see `songfeat.heads.layout`)."""

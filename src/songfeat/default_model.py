@@ -139,6 +139,16 @@ def read_previews(shared: Path) -> pd.DataFrame:
     return rows
 
 
+# The descriptor each stage-1 input is read from: loudness on the scale stage 1 and the heads were fitted with,
+# BS.1770 LUFS + 7.1187 (`loudness_bs1770`), not the reported segment-level loudness (see docs/descriptors.md).
+NUMERIC_DESCRIPTORS = {"loudness": "loudness_bs1770"}
+
+
+def _numeric_inputs(desc: dict) -> list[float]:
+    """A record's stage-1 inputs (INPUTS order) as the shipped bundle reads them at analysis time."""
+    return [float(desc[NUMERIC_DESCRIPTORS.get(k, k)]) for k in INPUTS]
+
+
 def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int = 42, progress: bool = True,
                   cache: str | Path | None = None, workers: int = 1) -> Path:
     """Rerun the whole recipe from the shared data and write the bundle to `out`.
@@ -170,7 +180,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     clips = data.clips
     lo, hi = intervals_from_labels(data.y_fit)
     all_recs = data.lab_recs + data.beh_recs
-    numeric = np.array([[float(r.descriptors[k]) for k in INPUTS] for r in all_recs], dtype=np.float32)
+    numeric = np.array([_numeric_inputs(r.descriptors) for r in all_recs], dtype=np.float32)
     num_std = (numeric - fit.mean) / np.maximum(fit.std, 1e-8)
 
     config = {
@@ -181,6 +191,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         "inputs": ["evidence", "numeric"],
         "evidence_layout": lay,
         "numeric_inputs": list(INPUTS),
+        "numeric_descriptors": dict(NUMERIC_DESCRIPTORS),
         "numeric_source": "measured",
         "scalers": {"numeric": {"mean": fit.mean.tolist(), "std": fit.std.tolist()}},
         "split": {"stage1": {"recipe": "random 70/15/15", "seed": seed, "rows": fit.n_rows},
@@ -223,7 +234,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         if isinstance(r, str):
             outs[p] = r
             continue
-        n = np.array([[float(r.descriptors[k]) for k in INPUTS]], dtype=np.float32)
+        n = np.array([_numeric_inputs(r.descriptors)], dtype=np.float32)
         pred = clip_predictions(trained, [r], lay, (n - fit.mean) / np.maximum(fit.std, 1e-8))[0]
         outs[p] = dict(zip(TARGETS, pred.tolist()))
     table_b = behaviour.check(check, outs)
@@ -326,6 +337,9 @@ def model_card(config: dict) -> str:
         "  loudness, key, mode and time signature to the seven features; trained on Spotify's own values in",
         f"  `{config['provenance']['stage1_table']}` (41,855 tracks; {rows['train']:,} train / {rows['val']:,} validation /",
         f"  {rows['test']:,} held-out rows, the dev previews' ids removed). Its outputs are inputs of the heads.",
+        "  It reads loudness as BS.1770 LUFS + 7.1187 (`loudness_bs1770`, `numeric_descriptors` in config.json), the",
+        "  scale it and the heads were fitted with; the loudness songfeat reports is Echo Nest's segment level + 4.714,",
+        "  which travels better across sources but, fed to this model, cost held-out forró 0.005 (docs/descriptors.md).",
         f"- **Heads**: inputs ({parts}; stage-1 outputs) standardised and clamped to ±4 standard deviations, then",
         f"  an ensemble of {fitc['members']} two-layer nets ({fitc['hidden']} GELU units plus a linear skip) gives each feature's",
         "  logit; the sigmoid keeps outputs inside (0, 1). Fitted with Adam on interval targets (below), the loss",

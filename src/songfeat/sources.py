@@ -54,7 +54,8 @@ def labelled_clips(shared: str | Path) -> pd.DataFrame:
 
 
 def _numeric(records, slope: float, icpt: float) -> np.ndarray:
-    """Stage-1 inputs per clip with loudness from a given LUFS calibration."""
+    """Stage-1 inputs per clip with loudness from a given calibration of its BS.1770 LUFS (the scale the heads' stage 1
+    reads, `loudness_bs1770`; the default bundle's `numeric_descriptors` says so)."""
     rows = []
     for r in records:
         d = dict(r.descriptors)
