@@ -521,3 +521,17 @@ def test_in_process_app_503_wait_and_audio_analysis(tmp_path):
     finally:
         server.should_exit = True
         t.join(30)
+
+
+def test_result_version_follows_the_measuring_code(tmp_path, monkeypatch):
+    # Results are kept per model version; a new measuring recipe (not only a new model) must requeue them.
+    from songfeat import library
+
+    here = tmp_path / "pkg"
+    here.mkdir()
+    monkeypatch.setattr(library, "__file__", str(here / "library.py"))
+    (here / "descriptors.py").write_text("LOUDNESS = 'lufs'\n")
+    a = library.model_version()
+    assert library.model_version() == a
+    (here / "descriptors.py").write_text("LOUDNESS = 'segment level'\n")
+    assert library.model_version() != a

@@ -69,11 +69,14 @@ CREATE TABLE IF NOT EXISTS audio_analyses (
 
 
 def model_version(model: str | Path | None = None) -> str:
-    """A short fingerprint of a model bundle (its config.json and weights), stored with every result."""
+    """A short fingerprint of what makes a result: the model bundle (its config.json and weights) and the code that
+    measures tempo, key, loudness... (descriptors.py), stored with every result. A new measuring recipe (the loudness
+    moved to Echo Nest's segment level) requeues old results as a new model does."""
     from .bundle import CONFIG, DEFAULT_DIR, WEIGHTS
 
     folder = DEFAULT_DIR if model in (None, "default") else Path(model)
     h = hashlib.sha256()
+    h.update((Path(__file__).parent / "descriptors.py").read_bytes())
     for name in (CONFIG, WEIGHTS):
         try:
             with open(folder / name, "rb") as f:
