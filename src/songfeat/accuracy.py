@@ -24,11 +24,11 @@ TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to cou
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
 
 
-
 def _loudness_raw(bundle) -> str:
     """The measure a bundle's loudness input is mapped from: LUFS for a model that reads `loudness_bs1770`, else the
     segment level `loudness` is made of."""
     return "loudness_lufs" if bundle.numeric_descriptor("loudness") == "loudness_bs1770" else "loudness_level"
+
 
 def _read_one(args) -> Clip | str:
     path, spec, layout = args

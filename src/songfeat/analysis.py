@@ -11,7 +11,7 @@ envelope that onsets are placed on. No audio is kept (~22 MB per hour). Then, on
 * bars: beats grouped by the track's time signature, phased on the beat with the strongest bass
   onsets and chord changes; tatums: each beat split in two (or three when triplets dominate);
 * sections: Foote novelty on beat-independent blocks of chroma + timbre with a Gaussian
-  checkerboard kernel, each with its own loudness (BS.1770 as the track's), tempo and key;
+  checkerboard kernel, each with its own loudness (measured and mapped as the track's), tempo and key;
 * segments: peaks of the onset envelope, with loudness envelopes in dBFS, chroma pitches
   (max = 1) and timbre on a fixed DCT basis of the log-mel spectrum (docs/analysis.md);
 * fades: where the smoothed loudness envelope stops rising from the start (and from the end).

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import Analysis
-
-PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+from .features import PITCH_NAMES, key_name
 SECTION_COLOURS = ("#dbe9f6", "#fde5c8", "#dcefd9", "#f2dcef", "#f6f3c8", "#d9eef0")
 
 
@@ -57,7 +56,7 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
         ax.axvline(x, color="#2ca02c", ls="--", lw=1, zorder=3)
     ax.set_title(title or "audio analysis", fontsize=10, loc="left")
     ax.text(1.0, 1.02, f"{tr['tempo']:.1f} BPM · {tr['time_signature']}/4 · "
-            f"{'no key' if tr['key'] < 0 else PITCH_NAMES[tr['key']] + (' major' if tr['mode'] == 1 else ' minor')} · "
+            f"{key_name(tr['key'], tr['mode']) or 'no key'} · "
             f"{tr['loudness']:.1f} dB · {len(r['bars'])} bars, {len(r['beats'])} beats, {len(r['segments'])} segments",
             fontsize=8, ha="right", transform=ax.transAxes)
 

@@ -94,7 +94,6 @@ KEY_MIN_CORRELATION = 0.33
 CHROMA_SIZE = 12
 HPCP_FMIN, HPCP_FMAX = 40.0, 5000.0  # Hz: spectral peaks that make the pitch class profile (Essentia HPCP's defaults)
 HPCP_RANGE_DB = 60.0  # peaks more than this below the frame's loudest bin are ignored
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Key profiles, tonic first: Aarden-Essen (Aarden 2003, note counts in the Essen folk corpus). Of seven
 # published profile pairs tried on the dev previews' chroma (Krumhansl-Kessler, Temperley,
@@ -763,7 +762,7 @@ def loudness_map(level: np.ndarray, spotify_db: np.ndarray) -> tuple[float, floa
 
 
 def fit_loudness(lufs: np.ndarray, spotify_db: np.ndarray, k: int = 5, seed: int = 0) -> dict:
-    """Least-squares line Spotify dB ~ LUFS, with k-fold cross-validated mean absolute error (dB)."""
+    """Least-squares line Spotify dB ~ x (a level: the segment level or LUFS), with k-fold cross-validated mean absolute error (dB)."""
     x = np.asarray(lufs, dtype=np.float64)
     y = np.asarray(spotify_db, dtype=np.float64)
     if x.size < 2 * k:
