@@ -239,13 +239,10 @@ def mirex_key_score(key: int, mode: int, ref_key: int, ref_mode: int) -> float:
     return 0.0
 
 
-def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """songfeat's loudness map: slope 1 (a gain moves both scales equally), offset = mean(Spotify dB - level)."""
-    return 1.0, float(np.mean(y - x))
-
-
 def loudness_cross(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, float]:
     """songfeat loudness MAE per group with the level->dB offset fitted without that group (dev halves swap; extra uses all dev)."""
+    from songfeat.descriptors import loudness_map
+
     dev = [c for c in all_clips if c.set == "dev" and c.cache_key in res]
     groups = sorted({c.group for c in dev})
     out = {}
@@ -254,13 +251,13 @@ def loudness_cross(all_clips: list[Clip], res: dict[str, dict]) -> dict[str, flo
         test = [c for c in dev if c.group == g]
         if len(train) < 2:
             continue
-        a, b = _fit_line(np.array([res[c.cache_key]["loudness_level"] for c in train]), np.array([c.loudness for c in train]))
+        a, b = loudness_map(np.array([res[c.cache_key]["loudness_level"] for c in train]), np.array([c.loudness for c in train]))
         out[g] = float(np.mean([abs(a * res[c.cache_key]["loudness_level"] + b - c.loudness) for c in test]))
         out[f"{g}:fit"] = (a, b)
     if dev:
         if all(g in out for g in groups):
             out["dev"] = float(sum(out[g] * sum(c.group == g for c in dev) for g in groups) / len(dev))
-        a, b = _fit_line(np.array([res[c.cache_key]["loudness_level"] for c in dev]), np.array([c.loudness for c in dev]))
+        a, b = loudness_map(np.array([res[c.cache_key]["loudness_level"] for c in dev]), np.array([c.loudness for c in dev]))
         extra = [c for c in all_clips if c.set == "extra" and c.cache_key in res]
         if extra:
             out["extra"] = float(np.mean([abs(a * res[c.cache_key]["loudness_level"] + b - c.loudness) for c in extra]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from songfeat.descriptors import fit_loudness, measure_previews
+from songfeat.descriptors import fit_loudness, loudness_map, measure_previews
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURES = (("level", "loudness_level"), ("LUFS", "loudness_lufs"))
@@ -41,17 +41,17 @@ def main() -> None:
         print(f"  {fit['k']}-fold CV MAE: offset only (slope 1) {fit['cv_mae_db_offset_only']:.3f} dB, fitted line {fit['cv_mae_db']:.3f} dB")
         for o in sorted(set(origins)):
             tr, te = origins != o, origins == o
-            off = float(np.mean(spot[tr] - x[tr]))
+            _, off = loudness_map(x[tr], spot[tr])
             print(f"  fitted without {o}: MAE on it {np.mean(np.abs(x[te] + off - spot[te])):.3f} dB (offset {off:.3f})")
         if extra:
             xx = np.array([getattr(d, field) for _, d, _ in extra])
             print(f"  fitted on all dev previews, checked on the {len(extra)} extra previews: "
                   f"MAE {np.mean(np.abs(xx + fit['offset'] - spot_x)):.3f} dB")
         print(f"  offset (fitted on all dev previews): {fit['offset']:.4f}")
-    level = np.array([d.loudness_level for _, d, _ in meas])
+    _, offset = loudness_map(np.array([d.loudness_level for _, d, _ in meas]), spot)
     print("\nconstants for songfeat/descriptors.py (the slope is 1 by physics: a gain of g dB moves both scales by g dB):")
     print("LOUDNESS_SLOPE = 1.0")
-    print(f"LOUDNESS_INTERCEPT = {float(np.mean(spot - level)):.4f}")
+    print(f"LOUDNESS_INTERCEPT = {offset:.4f}")
 
 
 if __name__ == "__main__":

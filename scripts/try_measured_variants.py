@@ -219,13 +219,8 @@ def loudness_features(r: dict) -> dict[str, float]:
     st = np.arange(nb) * 0.1 * SR
     blocks = -0.691 + 10 * np.log10(np.maximum(np.interp(st + 0.4 * SR, edges, cum) - np.interp(st, edges, cum), 1e-20) / (0.4 * SR))
     g = blocks[blocks > -70]
-    # Echo Nest's way, Spotify's predecessor: a track's loudness averages its segments' loudness_max (the peak of a
-    # short-time loudness inside each ~0.25-s sound event). Fixed 0.25-s segments of 23-ms K-weighted frames here.
-    fr = -0.691 + 10 * np.log10(np.maximum(kw / D.HOP, 1e-20))
-    seg = max(1, int(round(0.25 * SR / D.HOP)))
-    mx = fr[: fr.size // seg * seg].reshape(-1, seg).max(1) if fr.size >= seg else fr[:1]
-    mx = mx[mx > max(-70.0, mx.max() - 40.0)]  # silence and near-silent segments, as LUFS's gates drop them
-    return {"segment-max mean": float(mx.mean()),"lufs": lufs, "ungated": -0.691 + 10 * np.log10(kw.sum() / n), "block log-mean": float(g.mean()),
+    # Echo Nest's way (Spotify's predecessor), as songfeat now ships it: the mean of 0.25-s segments' peak level
+    return {"segment-max mean": D.segment_level(kw, SR), "lufs": lufs, "ungated": -0.691 + 10 * np.log10(kw.sum() / n), "block log-mean": float(g.mean()),
             "block median": float(np.median(g)), "block p90": float(np.percentile(g, 90)),
             "peak dBFS": 20 * np.log10(r["peak"] + 1e-9), "range p95-p10": float(np.percentile(g, 95) - np.percentile(g, 10)),
             "stereo lufs": r["stereo lufs"]}

@@ -16,18 +16,12 @@ import pandas as pd
 from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .audio import AUDIO_EXTENSIONS
-from .descriptors import loudness_map
+from .descriptors import LOUDNESS_MEASURES, loudness_map
 from .errors import SongfeatError
 from .evaluate import regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
-
-
-def _loudness_raw(bundle) -> str:
-    """The measure a bundle's loudness input is mapped from: LUFS for a model that reads `loudness_bs1770`, else the
-    segment level `loudness` is made of."""
-    return "loudness_lufs" if bundle.numeric_descriptor("loudness") == "loudness_bs1770" else "loudness_level"
 
 
 def _read_one(args) -> Clip | str:
@@ -151,7 +145,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     loud_col = list(bundle.numeric_inputs).index("loudness") if "loudness" in bundle.numeric_inputs else None
     stack_pred, base_pred, mean_pred, loud_cv = (np.zeros_like(y), np.zeros_like(y), np.zeros_like(y), np.zeros(n))
     level, spot = desc["loudness_level"].to_numpy(float), rows["loudness"].to_numpy(float)
-    x_in = desc[_loudness_raw(bundle)].to_numpy(float)  # what the model's own loudness input is mapped from
+    x_in = desc[LOUDNESS_MEASURES[bundle.numeric_descriptor("loudness")]].to_numpy(float)  # the model's own loudness input's level
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
         slope, icpt = loudness_map(level[train], spot[train])  # the shipped loudness map, refitted without the test fold
@@ -197,7 +191,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     n = len(clips)
     idx_t = [bundle.targets.index(t) for t in targets]
     level, spot = desc["loudness_level"].to_numpy(float), rows["loudness"].to_numpy(float)
-    x_in = desc[_loudness_raw(bundle)].to_numpy(float)  # what the model's own loudness input is mapped from
+    x_in = desc[LOUDNESS_MEASURES[bundle.numeric_descriptor("loudness")]].to_numpy(float)  # the model's own loudness input's level
     li = list(bundle.numeric_inputs).index("loudness")
     numeric = np.array([bundle.numeric_row(c.descriptors) for c in clips], dtype=np.float32)
     full = np.full((n, len(bundle.targets)), np.nan)

@@ -149,16 +149,22 @@ def region_table(manifest: pd.DataFrame, outputs: dict, catalogue: pd.DataFrame,
     return pd.DataFrame(rows, columns=["file", "category", "feature", "value", "q10", "q90", "inside"])
 
 
+def region_summary(table: pd.DataFrame) -> dict:
+    """`region_table`'s counts: {"inside", "predictions", "by_feature": feature -> [inside, predictions]}."""
+    return {"inside": int(table["inside"].sum()), "predictions": len(table),
+            "by_feature": {t: [int(g["inside"].sum()), len(g)] for t, g in table.groupby("feature", sort=False)}}
+
+
 def region_markdown(table: pd.DataFrame) -> str:
     """How many predictions lie where the catalogue puts such music, per feature, and the ones outside."""
     if table.empty:
         return "No music or speech clip with a catalogue region.\n"
-    by = table.groupby("feature", sort=False)["inside"].agg(["sum", "count"])
+    s = region_summary(table)
     lines = [f"Where Spotify's catalogue puts such music (10th-90th percentile of its tracks meeting each clip's rules): "
-             f"**{int(table['inside'].sum())} of {len(table)}** predictions inside; a model drawing from Spotify's own "
+             f"**{s['inside']} of {s['predictions']}** predictions inside; a model drawing from Spotify's own "
              "distribution would land inside about 80% of the time.", "",
              "| feature | inside |", "|---|---|"]
-    lines += [f"| {t} | {int(v['sum'])} / {int(v['count'])} |" for t, v in by.iterrows()]
+    lines += [f"| {t} | {a} / {b} |" for t, (a, b) in s["by_feature"].items()]
     lines += ["", "| clip | feature | value | catalogue 10th-90th |", "|---|---|---|---|"]
     for _, r in table[~table["inside"]].iterrows():
         lines.append(f"| {Path(r['file']).name} | {r['feature']} | {r['value']:.3f} | {r['q10']:.2f}-{r['q90']:.2f} |")
@@ -166,4 +172,4 @@ def region_markdown(table: pd.DataFrame) -> str:
 
 
 __all__ = ["Rule", "parse_rules", "read_manifest", "split", "check", "summary", "to_markdown", "evaluate_behaviour",
-           "analyze_clips", "region_table", "region_markdown", "NO_REGION_CATEGORIES"]
+           "analyze_clips", "region_table", "region_summary", "region_markdown", "NO_REGION_CATEGORIES"]

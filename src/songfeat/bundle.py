@@ -80,8 +80,8 @@ class Bundle:
         return (self.config.get("numeric_descriptors") or {}).get(name, name)
 
     def numeric_row(self, desc) -> list[float]:
-        """This model's numeric inputs, in order, from a song's `descriptors.Descriptors`."""
-        return desc.numeric([self.numeric_descriptor(n) for n in self.numeric_inputs])
+        """This model's numeric inputs, in order, from a song's `descriptors.Descriptors` (or its `to_dict()`)."""
+        return numeric_values(desc, self.numeric_inputs, self.config.get("numeric_descriptors"))
 
     @property
     def evidence_layout(self) -> list[dict] | None:
@@ -222,6 +222,13 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot write {type(o).__name__} to a bundle config")
+
+
+def numeric_values(desc, names, descriptors: dict[str, str] | None = None) -> list[float]:
+    """Numeric inputs `names` from a `Descriptors` or its dict, each read from the field `descriptors` maps it to
+    (a bundle's `numeric_descriptors`), else from the field of its own name."""
+    fields = [(descriptors or {}).get(n, n) for n in names]
+    return desc.numeric(fields) if hasattr(desc, "numeric") else [float(desc[f]) for f in fields]
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from . import __version__, features
-from .bundle import DEFAULT_DIR, Bundle, save_bundle
+from .bundle import DEFAULT_DIR, Bundle, numeric_values, save_bundle
 from .frontend import MFCC_DENSE
 from .models.stack import Stack
 
@@ -146,7 +146,7 @@ NUMERIC_DESCRIPTORS = {"loudness": "loudness_bs1770"}
 
 def _numeric_inputs(desc: dict) -> list[float]:
     """A record's stage-1 inputs (INPUTS order) as the shipped bundle reads them at analysis time."""
-    return [float(desc[NUMERIC_DESCRIPTORS.get(k, k)]) for k in INPUTS]
+    return numeric_values(desc, INPUTS, NUMERIC_DESCRIPTORS)
 
 
 def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int = 42, progress: bool = True,
@@ -240,10 +240,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     table_b = behaviour.check(check, outs)
     config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
                                                  "rules": table_b.drop(columns=["error"]).to_dict("records")}
-    regions = behaviour.region_table(check, outs, catalogue_frame(shared))
-    config["metrics"]["behaviour_check_regions"] = {
-        "inside": int(regions["inside"].sum()), "predictions": len(regions),
-        "by_feature": {t: [int(g["inside"].sum()), len(g)] for t, g in regions.groupby("feature", sort=False)}}
+    config["metrics"]["behaviour_check_regions"] = behaviour.region_summary(
+        behaviour.region_table(check, outs, catalogue_frame(shared)))
     path = save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)})
     from .onnx_export import export_bundle
 

@@ -385,9 +385,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     lo, hi = intervals_from_labels(y)
     # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior
     lay = base.config.get("evidence_layout") or layout(NO_GENRE_PARTS)
-    names = tuple(base.numeric_inputs)
     sc = base.config["scalers"]["numeric"]
-    num = np.array([[float(recs[i].descriptors[base.numeric_descriptor(k)]) for k in names] for i in ok], dtype=np.float32)
+    num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
     num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
     model = fit_on(base, [recs[i] for i in ok], lo, hi, lay, num_std, cfg)
     config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_descriptors", "numeric_source",
