@@ -187,6 +187,24 @@ def test_analysis_workers_of_the_default_model_do_not_import_torch():
     assert p.stdout.strip() == "[False, True, True]", p.stdout
 
 
+BLAS_IN_WORKERS = """
+from songfeat.analyze import _start_analysis_worker, analysis_preload, get_bundle
+from songfeat.workers import run_jobs
+probe = "sorted({p['num_threads'] for p in __import__('threadpoolctl').threadpool_info() if p['user_api'] == 'blas'})"
+print(list(run_jobs(eval, [probe], workers=2, init=_start_analysis_worker, init_args=(None,),
+                    preload=analysis_preload(get_bundle(None))))[0].value)
+"""
+
+
+def test_analysis_workers_use_one_blas_thread():
+    # Each worker's OpenBLAS ran a pool as wide as the machine: two workers on two cores spun against each
+    # other and took 1.0 s a clip instead of 0.6. set_threads(1) caps it, as it does onnxruntime's.
+    p = subprocess.run([sys.executable, "-c", BLAS_IN_WORKERS], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OPENBLAS_NUM_THREADS": "", "OMP_NUM_THREADS": ""})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[1]", p.stdout
+
+
 def test_analysis_preload_adds_torch_only_when_asked(monkeypatch):
     from songfeat.analyze import analysis_preload, get_bundle
 

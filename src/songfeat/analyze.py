@@ -236,11 +236,11 @@ class Outcome:
 DEFAULT_TIMEOUT = 120.0  # seconds a file may take (per 10 minutes of audio, for longer files; see time_limit)
 LONG_AUDIO_SECONDS = 600.0  # the unit of audio the time limit scales with
 MAX_TIMEOUT_FACTOR = 18  # the limit stops growing at 3 h of audio: a header claiming more is not trusted further
-# What the fork server imports once for analysis workers: the listening model's path (numpy, onnxruntime, soxr),
+# What the fork server imports once for analysis workers: the listening model's path (numpy, onnxruntime, soxr, soundfile),
 # not torch. songfeat.frontend (torch) joins only when a bundle or SONGFEAT_BACKEND needs it: preloading it
 # always cost every batch ~1.6 s of `import torch` wherever the train extra is installed.
 ANALYSIS_PRELOAD = ("songfeat.analyze", "songfeat.descriptors", "songfeat.evidence", "songfeat.tagger", "songfeat.vad",
-                    "songfeat.pitch", "songfeat.heads", "onnxruntime", "soxr")
+                    "songfeat.pitch", "songfeat.heads", "songfeat.genre_prior", "onnxruntime", "soxr", "soundfile")
 
 
 def time_limit(timeout: float, audio_seconds: float | None) -> float:

@@ -4,7 +4,10 @@
 exported from (the research pipeline's reference path; needs the `train` extra). Sessions are created
 on first use and cached per file, with `threads()` intra-op threads: every usable CPU up to 4 for a
 process analysing alone, 1 in batch workers (`set_threads(1)`: N workers use N cores, not N x cores).
-Thread spinning is off, so an idle session does not burn a core beside other work.
+Thread spinning is off, so an idle session does not burn a core beside other work. `set_threads` also
+caps numpy's BLAS pool (threadpoolctl): OpenBLAS threads spin after each product, and two workers
+each running two of them on two cores took 1.0 s a clip instead of 0.6 (the CLI already sets
+OPENBLAS_NUM_THREADS=1 before numpy loads; this covers the Python API, Ray workers and builds).
 """
 from __future__ import annotations
 
@@ -39,11 +42,15 @@ def threads() -> int:
 
 
 def set_threads(n: int) -> None:
-    """Threads for sessions created from now on (and torch's, when it is loaded): batch workers use 1."""
+    """Threads for sessions created from now on, numpy's BLAS and torch's (when loaded): batch workers use 1."""
     global _threads
     _threads = max(1, int(n))  # sessions are keyed by their thread count: new ones are made on next use
     import sys
 
+    import numpy  # noqa: F401  (loads the BLAS library threadpoolctl limits)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=_threads, user_api="blas")  # for the rest of the process, as the sessions' count
     if "torch" in sys.modules:  # never import torch just to configure it
         sys.modules["torch"].set_num_threads(_threads)
 
