@@ -383,6 +383,12 @@ def model_card(config: dict) -> str:
         "  music) and were kept after one run on the held-out table and the checking half (forró 0.090, pop/rock 0.083,",
         "  older 0.084, FMA 0.228; 56 of 60 rules), the third of three runs that session: a voice summary for",
         "  instrumentalness and the catalogue's 25th-75th percentiles as rule intervals were dropped.",
+        "  The bundle was then refitted by the same recipe from records computed with one BLAS thread (they had been",
+        "  computed with a BLAS pool as wide as the machine, which moved onset and chroma values in their last bits,",
+        "  so the records, and the bundle, depended on the core count): forro 0.0904 -> 0.0915, pop/rock 0.0829 -> 0.0834,",
+        "  older 0.0840 -> 0.0843, FMA 0.2281 -> 0.2279, 56 of 60 rules either way, 91 -> 90 of 133 in the catalogue",
+        "  ranges (forro with the same decays: the fit itself moved; elsewhere a decay choice flipped on a near-tie).",
+        "  Differences of this size are numerical noise.",
         "",
         "## What shaped each feature",
         "- **Spotify labels** (point targets) on real 30-s previews: "

@@ -61,7 +61,9 @@ def _key(path: str | Path, with_tagger: bool) -> str:
 def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
     """Stream a file once: descriptors, per-window evidence blocks, first-window MFCC summary.
 
-    Runs torch and onnxruntime on one thread, so a record is the same bytes in a worker process or the main one.
+    Runs torch, onnxruntime and numpy's BLAS on one thread, so a record is the same bytes in a worker process or
+    the main one, on a machine of any core count (a BLAS pool as wide as the machine moved onset and chroma
+    values in their last bits, enough to flip a nested weight-decay choice).
     """
     import torch
 
