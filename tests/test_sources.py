@@ -74,3 +74,23 @@ def test_bias_table_shows_each_sources_shift_beside_the_previous_default():
         for v in m["targets"].values():
             v.pop("bias")
     assert bias_table(result) == []
+
+
+def test_seed_spread_reports_each_seeds_figure_and_the_range():
+    from songfeat.sources import seed_spread, spread_markdown
+
+    def run(seed, forro, fma, fma_without):
+        return {"fit": {"seed": seed}, "sources": {
+            "forro": {"learned": {"heads": {"average": {"mae": forro}}}},
+            "fma": {"learned": {"heads": {"average": {"mae": fma}}}, "average_without": {"heads": {"mae": fma_without}}}}}
+
+    spread = seed_spread([run(42, 0.090, 0.23, 0.17), run(43, 0.093, 0.22, 0.16), run(44, 0.091, 0.24, 0.18)])
+    assert spread["seeds"] == [42, 43, 44]
+    f = spread["sources"]["forro"]
+    assert f["mae"] == [0.090, 0.093, 0.091] and f["min"] == 0.090 and f["max"] == 0.093
+    assert f["mean"] == pytest.approx(0.09133, abs=1e-5) and "without" not in f
+    assert spread["sources"]["fma"]["without"] == [0.17, 0.16, 0.18]
+    md = spread_markdown(spread)
+    assert "| held-out source | seed 42 | seed 43 | seed 44 | mean | max - min |" in md
+    assert "| forro | 0.0900 | 0.0930 | 0.0910 | 0.0913 | 0.0030 |" in md
+    assert "| fma without its masked features | 0.1700 | 0.1600 | 0.1800 | 0.1700 | 0.0200 |" in md

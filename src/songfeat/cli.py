@@ -331,26 +331,33 @@ def evaluate_sources_cmd(
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
     nested: bool = typer.Option(True, "--nested/--fixed-decay", help="Choose the heads' weight decay per feature by leave-one-source-out over the other sources (nested), or use the default FitConfig's."),
     choose_loss: bool = typer.Option(False, "--choose-loss", help="With --nested, also choose each feature's loss (absolute or squared) that way; default: absolute for all."),
+    seeds: int = typer.Option(1, "--seeds", min=1, max=20, help="Also rerun with this many fit seeds (42, 43, ...) and print how much the heads' figures move with the seed alone."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
     import json
+    from dataclasses import replace
 
     from .errors import SongfeatError
-    from .heads import LOSSES
+    from .heads import LOSSES, FitConfig
     from .records import DEFAULT_CACHE
-    from .sources import evaluate_sources, to_markdown
+    from .sources import evaluate_sources, seed_spread, spread_markdown, to_markdown
 
+    runs = []
     try:
-        result = evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on(),
-                                  select=nested, losses=LOSSES if choose_loss else None)
+        for k in range(seeds):
+            runs.append(evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on(),
+                                         cfg=replace(FitConfig(), seed=FitConfig().seed + k), select=nested,
+                                         losses=LOSSES if choose_loss else None))
     except SongfeatError as e:
         raise fail(str(e)) from None
+    result = runs[0]
     for line in result["failed"]:
         typer.echo(f"songfeat: note: {line}", err=True)
+    spread = seed_spread(runs) if seeds > 1 else None
     if fmt == "json":
-        typer.echo(json.dumps(result, indent=2, default=float))
+        typer.echo(json.dumps({**result, **({"seed_spread": spread} if spread else {})}, indent=2, default=float))
     else:
-        typer.echo(to_markdown(result))
+        typer.echo(to_markdown(result) + ("\n" + spread_markdown(spread) if spread else ""))
 
 
 @app.command("train-heads")

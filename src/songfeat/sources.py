@@ -338,6 +338,35 @@ def to_markdown(result: dict) -> str:
                       *bias_table(result), *lines])
 
 
+def seed_spread(results: list[dict]) -> dict:
+    """How much the heads' held-out average MAE moves with nothing but the fit's random start: per source, the
+    figure of each run (runs differing only in `FitConfig.seed`), their mean, min and max (and without the
+    masked features where a source has them). A difference between two models smaller than this spread is noise."""
+    out = {"seeds": [r["fit"]["seed"] for r in results], "sources": {}}
+    for src in results[0]["sources"]:
+        runs = [r["sources"][src]["learned"]["heads"]["average"]["mae"] for r in results]
+        e = {"mae": runs, "mean": float(np.mean(runs)), "min": float(np.min(runs)), "max": float(np.max(runs))}
+        if "average_without" in results[0]["sources"][src]:
+            e["without"] = [r["sources"][src]["average_without"]["heads"]["mae"] for r in results]
+        out["sources"][src] = e
+    return out
+
+
+def spread_markdown(spread: dict) -> str:
+    """`seed_spread` as a table: one column per seed, then mean and range."""
+    seeds = spread["seeds"]
+    lines = [f"Heads' held-out average MAE by the fit's seed ({len(seeds)} runs; everything else equal):", "",
+             "| held-out source | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | max - min |",
+             "|---|" + "---|" * (len(seeds) + 2)]
+    for src, e in spread["sources"].items():
+        lines.append(f"| {src} | " + " | ".join(f"{v:.4f}" for v in e["mae"]) + f" | {e['mean']:.4f} | {e['max'] - e['min']:.4f} |")
+        if "without" in e:
+            w = e["without"]
+            lines.append(f"| {src} without its masked features | " + " | ".join(f"{v:.4f}" for v in w)
+                         + f" | {np.mean(w):.4f} | {max(w) - min(w):.4f} |")
+    return "\n".join(lines + [""])
+
+
 def bias_table(result: dict) -> list[str]:
     """Markdown lines: the heads' bias (mean prediction minus label) per held-out source and feature, the previous
     default's in brackets; empty for results from before the bias was recorded."""
@@ -353,5 +382,5 @@ def bias_table(result: dict) -> list[str]:
     return out + [""]
 
 
-__all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "bias_table", "SOURCES", "fit_on", "clip_predictions", "new_heads",
+__all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "bias_table", "seed_spread", "spread_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
            "select_decay", "default_genre_table", "DECAY_GRID"]
