@@ -144,8 +144,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     idx_t = [bundle.targets.index(t) for t in targets]
     loud_col = list(bundle.numeric_inputs).index("loudness") if "loudness" in bundle.numeric_inputs else None
     stack_pred, base_pred, mean_pred, loud_cv = (np.zeros_like(y), np.zeros_like(y), np.zeros_like(y), np.zeros(n))
-    level, spot = desc["loudness_level"].to_numpy(float), rows["loudness"].to_numpy(float)
-    x_in = desc[LOUDNESS_MEASURES[bundle.numeric_descriptor("loudness")]].to_numpy(float)  # the model's own loudness input's level
+    level, x_in, spot = _loudness_levels(bundle, desc, rows)
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
         slope, icpt = loudness_map(level[train], spot[train])  # the shipped loudness map, refitted without the test fold
@@ -175,6 +174,13 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     return result
 
 
+def _loudness_levels(bundle, desc: pd.DataFrame, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per clip: the level reported loudness is mapped from, the level the model's loudness input is mapped from
+    (`LOUDNESS_MEASURES`, by the bundle's `numeric_descriptors`), and Spotify's loudness; each map is refitted per fold."""
+    x_in = desc[LOUDNESS_MEASURES[bundle.numeric_descriptor("loudness")]].to_numpy(float)
+    return desc["loudness_level"].to_numpy(float), x_in, rows["loudness"].to_numpy(float)
+
+
 def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     """K-fold refit of a heads model's heads (and the loudness calibration) on these clips alone.
 
@@ -190,13 +196,13 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     cfg = FitConfig(**fitd)
     n = len(clips)
     idx_t = [bundle.targets.index(t) for t in targets]
-    level, spot = desc["loudness_level"].to_numpy(float), rows["loudness"].to_numpy(float)
-    x_in = desc[LOUDNESS_MEASURES[bundle.numeric_descriptor("loudness")]].to_numpy(float)  # the model's own loudness input's level
+    level, x_in, spot = _loudness_levels(bundle, desc, rows)
     li = list(bundle.numeric_inputs).index("loudness")
     numeric = np.array([bundle.numeric_row(c.descriptors) for c in clips], dtype=np.float32)
     full = np.full((n, len(bundle.targets)), np.nan)
     full[:, idx_t] = y
     pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
+    rows_ev = [np.asarray(c.evidence) for c in clips]  # the same in every fold
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
         slope, icpt = loudness_map(level[train], spot[train])
@@ -205,7 +211,6 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
         s_in, i_in = loudness_map(x_in[train], spot[train])
         num[:, li] = np.clip(s_in * x_in + i_in, -60.0, 0.0)
         num_std = bundle.normalise("numeric", num)
-        rows_ev = [np.asarray(c.evidence) for c in clips]
         ev = np.concatenate([rows_ev[i] for i in train])
         nrep = np.concatenate([np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0) for i in train])
         w = np.concatenate([clips[i].weights / clips[i].weights.sum() for i in train])

@@ -342,11 +342,11 @@ def evaluate_sources_cmd(
     from .records import DEFAULT_CACHE
     from .sources import evaluate_sources, seed_spread, spread_markdown, to_markdown
 
-    runs = []
+    runs, base = [], FitConfig()
     try:
         for k in range(seeds):
             runs.append(evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on(),
-                                         cfg=replace(FitConfig(), seed=FitConfig().seed + k), select=nested,
+                                         cfg=replace(base, seed=base.seed + k), select=nested,
                                          losses=LOSSES if choose_loss else None))
     except SongfeatError as e:
         raise fail(str(e)) from None

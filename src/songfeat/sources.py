@@ -358,12 +358,13 @@ def spread_markdown(spread: dict) -> str:
     lines = [f"Heads' held-out average MAE by the fit's seed ({len(seeds)} runs; everything else equal):", "",
              "| held-out source | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | max - min |",
              "|---|" + "---|" * (len(seeds) + 2)]
+    def row(label: str, values: list[float]) -> str:
+        return f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {np.mean(values):.4f} | {max(values) - min(values):.4f} |"
+
     for src, e in spread["sources"].items():
-        lines.append(f"| {src} | " + " | ".join(f"{v:.4f}" for v in e["mae"]) + f" | {e['mean']:.4f} | {e['max'] - e['min']:.4f} |")
+        lines.append(row(src, e["mae"]))
         if "without" in e:
-            w = e["without"]
-            lines.append(f"| {src} without its masked features | " + " | ".join(f"{v:.4f}" for v in w)
-                         + f" | {np.mean(w):.4f} | {max(w) - min(w):.4f} |")
+            lines.append(row(f"{src} without its masked features", e["without"]))
     return "\n".join(lines + [""])
 
 
