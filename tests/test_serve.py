@@ -527,11 +527,19 @@ def test_result_version_follows_the_measuring_code(tmp_path, monkeypatch):
     # Results are kept per model version; a new measuring recipe (not only a new model) must requeue them.
     from songfeat import library
 
+    from songfeat.provenance import MEASURING_CODE
+
     here = tmp_path / "pkg"
     here.mkdir()
     monkeypatch.setattr(library, "__file__", str(here / "library.py"))
+    for name in MEASURING_CODE:
+        (here / name).write_text("# v1\n")
     (here / "descriptors.py").write_text("LOUDNESS = 'lufs'\n")
     a = library.model_version()
     assert library.model_version() == a
     (here / "descriptors.py").write_text("LOUDNESS = 'segment level'\n")
-    assert library.model_version() != a
+    b = library.model_version()
+    assert b != a
+    # the heads' evidence (VAD, pitch, tagger) makes the learned features: a change there requeues too
+    (here / "pitch.py").write_text("# v2\n")
+    assert library.model_version() != b

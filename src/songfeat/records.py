@@ -9,7 +9,6 @@ changes. A file that cannot be analysed becomes its error line (also cached, so 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import tempfile
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .provenance import MEASURING_CODE, source_digest
+
 RECORD_VERSION = 1  # bump for a change in the record's layout; code changes are caught by code_version()
 # The modules whose code decides a record's numbers: any edit to them makes new records.
-_RECORD_CODE = ("audio.py", "descriptors.py", "evidence.py", "vad.py", "pitch.py", "tagger.py", "musicnn_frontend.py",
-                "models/musicnn.py", "frontend.py", "records.py")
+_RECORD_CODE = MEASURING_CODE + ("models/musicnn.py", "frontend.py", "records.py")
 DEFAULT_CACHE = Path(os.environ.get("SONGFEAT_CACHE", Path.home() / ".cache" / "songfeat" / "records"))
 
 
@@ -44,11 +44,7 @@ class Record:
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """A short hash of the code that computes records, so a cache never serves numbers from older code."""
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in _RECORD_CODE:
-        h.update(name.encode() + b"\0" + (here / name).read_bytes())
-    return h.hexdigest()[:10]
+    return source_digest(_RECORD_CODE).hexdigest()[:10]
 
 
 def _key(path: str | Path, with_tagger: bool) -> str:
