@@ -8,7 +8,8 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
 * key: key+mode / mode per source for HPCP variants (harmonic/percussive separation with `--hpss`,
   ~8 min more; per-frame tonal-confidence weighting; an added bass HPCP; 5-s segment normalisation;
   a bass or chroma tonic cue deciding between fifth-related keys; a learned 24-weight profile whose
-  shrinkage is picked by leave-one-source-out inside the training sources). Weights are shown as a
+  shrinkage is picked by leave-one-source-out inside the training sources; Essentia's key profiles on
+  songfeat's HPCP, with the bench extra). Weights are shown as a
   grid so the reader can see that no setting chosen on one half helps the other;
 * loudness: the LUFS -> Spotify dB map for several recipes (one on the stereo signal, as BS.1770
   sums channels), fitted on one dev half and checked on the other, plus the recipe each half would
@@ -128,6 +129,7 @@ def key_table(rows: list[dict], hpss: bool) -> None:
     show("5-s segments normalised before summing", segments)
     fifth_cue(keyed)
     learned_profile(keyed)
+    essentia_profiles(keyed)
 
 
 def fifth_cue(keyed: list[dict]) -> None:
@@ -199,6 +201,33 @@ def learned_profile(keyed: list[dict]) -> None:
         w = train(sum((data[g][0] for g in train_groups), []), sum((data[g][1] for g in train_groups), []), best[1])
         km, m = acc(*data[test], w)
         print(f"  held-out {test}: shrinkage {best[1]:g}, key+mode {km:.2f}, mode {m:.2f}")
+
+
+ESSENTIA_PROFILES = ("diatonic", "krumhansl", "temperley", "tonictriad", "temperley2005", "thpcp", "shaath", "gomez",
+                     "noland", "edmm", "edma", "bgate", "braw")
+PITCH_CLASS = {n: i for i, names in enumerate(("C", "C# Db", "D", "D# Eb", "E", "F", "F# Gb", "G", "G# Ab", "A", "A# Bb", "B"))
+               for n in names.split()}  # C = 0, either spelling
+
+
+def essentia_profiles(keyed: list[dict]) -> None:
+    """Essentia's key profiles (its `Key`, 12 bins, no polyphony or chord options) on songfeat's own tuning-corrected
+    HPCP: whether a profile, not Essentia's HPCP, is what puts bgate ahead on forró. Needs the bench extra."""
+    try:
+        import essentia.standard as es
+    except ImportError:
+        print("\nEssentia profiles: skipped (pip install -e '.[bench]')")
+        return
+    print("\nEssentia's profiles on songfeat's HPCP (key+mode / mode, counts):")
+    for prof in ESSENTIA_PROFILES:
+        key = es.Key(profileType=prof, pcpSize=12, usePolyphony=False, useThreeChords=False)
+        res: dict[str, list] = {}
+        for r in keyed:
+            h = D.fold_chroma(agg(r["F"]))
+            name, scale, _, _ = key(np.roll(h / max(h.max(), 1e-12), -9).astype(np.float32))  # C-first -> A-first
+            k = PITCH_CLASS.get(name, -1)
+            m = 1 if scale == "major" else 0
+            res.setdefault(r["c"].group, []).append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
+        print(f"  {prof:14s} " + "  ".join(f"{g} {sum(a for a, _ in v)}/{sum(b for _, b in v)} of {len(v)}" for g, v in res.items()))
 
 
 # ----------------------------------------------------------------------------------------------
