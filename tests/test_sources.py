@@ -94,3 +94,26 @@ def test_seed_spread_reports_each_seeds_figure_and_the_range():
     assert "| held-out source | seed 42 | seed 43 | seed 44 | mean | max - min |" in md
     assert "| forro | 0.0900 | 0.0930 | 0.0910 | 0.0913 | 0.0030 |" in md
     assert "| fma without its masked features | 0.1700 | 0.1600 | 0.1800 | 0.1700 | 0.0200 |" in md
+
+
+def test_plot_draws_the_held_out_table_and_bias_atomically(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from songfeat.evaluate import regression_metrics
+    from songfeat.sources_plot import save_plot
+
+    t = np.array([[0.2, 0.5], [0.4, 0.7], [0.6, 0.9]])
+    names = ["energy", "valence"]
+
+    def result(shift):
+        learned = {"heads": regression_metrics(t, t + shift, names), "previous_default": regression_metrics(t, t + 0.05, names),
+                   "fold_mean": regression_metrics(t, t * 0 + 0.5, names), "catalogue_mean": regression_metrics(t, t * 0 + 0.4, names)}
+        return {"targets": names, "sources": {"forro": {"n": 3, "learned": learned}, "fma": {"n": 3, "learned": learned}}}
+
+    a, b = save_plot(result([0.1, -0.2]), tmp_path / "a.png"), save_plot(result([-0.1, 0.2]), tmp_path / "b.png")
+    assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(a).shape[:2] == (506, 1430)
+    assert a.read_bytes() != b.read_bytes()  # the bias panel follows the numbers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no partial file left behind
+    with pytest.raises(ValueError, match="no held-out source"):
+        save_plot({"targets": names, "sources": {}}, tmp_path / "c.png")

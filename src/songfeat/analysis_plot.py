@@ -4,7 +4,6 @@ matplotlib (Agg) is imported only here, so the analysis itself never pays for it
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,9 @@ def _edges(items: list[dict], duration: float) -> np.ndarray:
 
 def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) -> Path:
     """Draw `analysis` into a PNG at `path` (written atomically) and return the path."""
-    import matplotlib
+    from .plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     r, fr = analysis.result, analysis.frames
     tr = r["track"]
     dur = float(tr["duration"])
@@ -76,10 +73,6 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     axt.set_xlabel("seconds (red ticks: beats, blue: bars, green dashes: fade-in end / fade-out start)")
     axt.set_xlim(0, dur)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    from .plotting import save_png
+
+    return save_png(fig, path)

@@ -332,6 +332,7 @@ def evaluate_sources_cmd(
     nested: bool = typer.Option(True, "--nested/--fixed-decay", help="Choose the heads' weight decay per feature by leave-one-source-out over the other sources (nested), or use the default FitConfig's."),
     choose_loss: bool = typer.Option(False, "--choose-loss", help="With --nested, also choose each feature's loss (absolute or squared) that way; default: absolute for all."),
     seeds: int = typer.Option(1, "--seeds", min=1, max=20, help="Also rerun with this many fit seeds (42, 43, ...) and print how much the heads' figures move with the seed alone."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: average MAE per held-out source and model, and the heads' bias per feature."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
     import json
@@ -342,6 +343,8 @@ def evaluate_sources_cmd(
     from .records import DEFAULT_CACHE
     from .sources import evaluate_sources, seed_spread, spread_markdown, to_markdown
 
+    if plot is not None:
+        require("evaluate-sources --plot", "matplotlib")
     runs, base = [], FitConfig()
     try:
         for k in range(seeds):
@@ -358,6 +361,10 @@ def evaluate_sources_cmd(
         typer.echo(json.dumps({**result, **({"seed_spread": spread} if spread else {})}, indent=2, default=float))
     else:
         typer.echo(to_markdown(result) + ("\n" + spread_markdown(spread) if spread else ""))
+    if plot is not None:
+        from .sources_plot import save_plot
+
+        typer.echo(f"wrote {save_plot(result, plot)}", err=True)
 
 
 @app.command("train-heads")
