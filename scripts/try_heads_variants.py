@@ -65,6 +65,11 @@ def _score(data, lay, cfg, decays, before=None) -> dict[str, np.ndarray]:
     return out
 
 
+def _inner_best(selection: dict) -> np.ndarray:
+    """Per feature: the lowest inner leave-one-source-out MAE over the decay grid (`select_decay`'s report)."""
+    return np.array(list(selection["inner_mae"].values())).min(0)
+
+
 def _nested(data, lay, cfg, parts) -> dict[str, np.ndarray]:
     """Per held-out source: each feature reads `parts` or not, as the inner leave-one-source-out prefers."""
     out = {}
@@ -73,10 +78,7 @@ def _nested(data, lay, cfg, parts) -> dict[str, np.ndarray]:
         pool = ~test
         off, sel_off = sources.select_decay(data, pool, lay, _private(cfg, parts, ()))
         on, sel_on = sources.select_decay(data, pool, lay, _private(cfg, parts, TARGETS))
-        def inner_best(sel: dict) -> np.ndarray:  # per feature: the lowest inner MAE over the decay grid
-            return np.array(list(sel["inner_mae"].values())).min(0)
-
-        use = inner_best(sel_on) < inner_best(sel_off)
+        use = _inner_best(sel_on) < _inner_best(sel_off)
         feats = [t for t, u in zip(TARGETS, use) if u and t != "energy"]
         decays = tuple(float(a if u else b) for a, b, u in zip(on.decays(), off.decays(), use))
         p = data.predict(pool, test, lay, replace(_private(cfg, parts, feats), weight_decay=decays))

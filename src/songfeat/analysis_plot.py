@@ -1,6 +1,7 @@
 """A picture of an audio analysis: waveform and loudness, beat/bar ticks, section bands, segment pitch/timbre strips.
 
-matplotlib (Agg) is imported only here, so the analysis itself never pays for it.
+matplotlib (Agg, set up by `songfeat.plotting`) is imported only when a picture is drawn, so the analysis itself
+never pays for it.
 """
 from __future__ import annotations
 
