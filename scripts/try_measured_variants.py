@@ -210,16 +210,18 @@ PITCH_CLASS = {n: i for i, names in enumerate(("C", "C# Db", "D", "D# Eb", "E", 
 
 
 def essentia_profiles(keyed: list[dict]) -> None:
-    """Essentia's key profiles (its `Key`, 12 bins, no polyphony or chord options) on songfeat's own tuning-corrected
-    HPCP: whether a profile, not Essentia's HPCP, is what puts bgate ahead on forró. Needs the bench extra."""
+    """Essentia's key profiles (its `Key`, 12 bins; plain, then with its polyphony and three-chord options) on songfeat's
+    own tuning-corrected HPCP: whether a profile, not Essentia's HPCP, is what puts bgate ahead on forró. Needs the
+    bench extra."""
     try:
         import essentia.standard as es
     except ImportError:
         print("\nEssentia profiles: skipped (pip install -e '.[bench]')")
         return
-    print("\nEssentia's profiles on songfeat's HPCP (key+mode / mode, counts):")
-    for prof in ESSENTIA_PROFILES:
-        key = es.Key(profileType=prof, pcpSize=12, usePolyphony=False, useThreeChords=False)
+    print("\nEssentia's profiles on songfeat's HPCP (key+mode / mode, counts; '+poly': polyphony and three chords,"
+          " 4 harmonics, slope 0.6):")
+    for prof, poly in [(p, False) for p in ESSENTIA_PROFILES] + [(p, True) for p in ESSENTIA_PROFILES]:
+        key = es.Key(profileType=prof, pcpSize=12, usePolyphony=poly, useThreeChords=poly, numHarmonics=4, slope=0.6)
         res: dict[str, list] = {}
         for r in keyed:
             h = D.fold_chroma(agg(r["F"]))
@@ -227,7 +229,7 @@ def essentia_profiles(keyed: list[dict]) -> None:
             k = PITCH_CLASS.get(name, -1)
             m = 1 if scale == "major" else 0
             res.setdefault(r["c"].group, []).append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
-        print(f"  {prof:14s} " + "  ".join(f"{g} {sum(a for a, _ in v)}/{sum(b for _, b in v)} of {len(v)}" for g, v in res.items()))
+        print(f"  {prof + (' +poly' if poly else ''):20s} " + "  ".join(f"{g} {sum(a for a, _ in v)}/{sum(b for _, b in v)} of {len(v)}" for g, v in res.items()))
 
 
 # ----------------------------------------------------------------------------------------------
