@@ -9,7 +9,7 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   ~8 min more; per-frame tonal-confidence weighting; an added bass HPCP; 5-s segment normalisation;
   a bass or chroma tonic cue deciding between fifth-related keys; a learned 24-weight profile whose
   shrinkage is picked by leave-one-source-out inside the training sources; Essentia's key profiles on
-  songfeat's HPCP, with the bench extra). Weights are shown as a
+  songfeat's HPCP and Essentia's HPCP under songfeat's key decision, with the bench extra). Weights are shown as a
   grid so the reader can see that no setting chosen on one half helps the other;
 * loudness: the LUFS -> Spotify dB map for several recipes (one on the stereo signal, as BS.1770
   sums channels), fitted on one dev half and checked on the other, plus the recipe each half would
@@ -130,6 +130,7 @@ def key_table(rows: list[dict], hpss: bool) -> None:
     fifth_cue(keyed)
     learned_profile(keyed)
     essentia_profiles(keyed)
+    essentia_hpcp(keyed)
 
 
 def fifth_cue(keyed: list[dict]) -> None:
@@ -230,6 +231,44 @@ def essentia_profiles(keyed: list[dict]) -> None:
             m = 1 if scale == "major" else 0
             res.setdefault(r["c"].group, []).append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
         print(f"  {prof + (' +poly' if poly else ''):20s} " + "  ".join(f"{g} {sum(a for a, _ in v)}/{sum(b for _, b in v)} of {len(v)}" for g, v in res.items()))
+
+
+def essentia_hpcp(keyed: list[dict]) -> None:
+    """Essentia's own HPCP (its SpectralPeaks and HPCP on 4096-sample frames, 25-3500 Hz, with or without its spectral
+    whitening and harmonics) fed to songfeat's key decision (Aarden profile, `estimate_key`): whether the HPCP is what
+    puts Essentia's bgate ahead on forró. Needs the bench extra."""
+    try:
+        import essentia.standard as es
+    except ImportError:
+        print("\nEssentia's HPCP: skipped (pip install -e '.[bench]')")
+        return
+    sr = 44100
+    window, spectrum = es.Windowing(type="blackmanharris62"), es.Spectrum()
+    peaks = es.SpectralPeaks(orderBy="magnitude", magnitudeThreshold=1e-4, minFrequency=25, maxFrequency=3500, maxPeaks=60,
+                             sampleRate=sr)
+    whitening = es.SpectralWhitening(maxFrequency=3500, sampleRate=sr)
+    variants = {f"{'whitened' if w else 'plain'}, {h} harmonics": (w, es.HPCP(
+        size=36, referenceFrequency=440, harmonics=h, bandPreset=True, minFrequency=25, maxFrequency=3500, weightType="cosine",
+        nonLinear=False, windowSize=1.0, sampleRate=sr, normalized="unitMax")) for w in (False, True) for h in (0, 4)}
+    res: dict[str, dict[str, list]] = {k: {} for k in variants}
+    for r in keyed:
+        y = load_audio(r["c"].path, sr=sr).astype(np.float32)
+        sums = {k: np.zeros(36) for k in variants}
+        for frame in es.FrameGenerator(y, frameSize=4096, hopSize=4096, startFromZero=True):
+            spec = spectrum(window(frame))
+            f, m = peaks(spec)
+            if len(f) == 0:
+                continue
+            mw = whitening(spec, f, m)
+            for k, (white, hpcp) in variants.items():
+                sums[k] += np.asarray(hpcp(f, mw if white else m))
+        for k in variants:
+            c36 = np.roll(sums[k], 27)  # Essentia's bin 0 is A; songfeat's is C (A is 9 semitones = 27 bins up)
+            key, _, mode, _ = D.estimate_key(c36, c36)
+            res[k].setdefault(r["c"].group, []).append((key == r["c"].key and mode == r["c"].mode, mode == r["c"].mode))
+    print("\nEssentia's HPCP, songfeat's key decision (key+mode / mode, counts):")
+    for k, v in res.items():
+        print(f"  {k:22s} " + "  ".join(f"{g} {sum(a for a, _ in x)}/{sum(b for _, b in x)} of {len(x)}" for g, x in v.items()))
 
 
 # ----------------------------------------------------------------------------------------------
