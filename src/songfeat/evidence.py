@@ -8,14 +8,16 @@ measured features) becomes four named float32 vectors:
 - `spoken`: the VAD's speech with sung notes, beats and accompanied voice taken out (`SPOKEN`, `spoken`);
 - `dynamics`: level and movement read off the evidence the descriptors computed anyway (no extra
   STFT): loudness spread, dynamic range, quiet share, onset strength and steadiness, tonal clarity,
-  plus a few spectral-shape statistics from one cheap 16-kHz FFT pass.
+  plus a few spectral-shape statistics from one cheap 16-kHz FFT pass;
+- `mfcc`: the previous default's 40-value MFCC summary (`songfeat.mfcc`), read by the heads' second
+  member, a ridge on it and stage 1 (`models.heads.Heads`), not by the nets.
 The 16-kHz signal is resampled once and shared by the tagger, the VAD and the pitch track.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import pitch, vad
+from . import mfcc, pitch, vad
 
 RATE16 = 16000
 TAGGER_PATCHES = 5  # 3-s patches per 30-s window the tagger reads (at most 10): half the cost of 10 on CPU
@@ -30,7 +32,7 @@ DYNAMICS = ("level_db_mean", "level_db_std", "dynamic_range_db", "quiet_share", 
 SPOKEN = ("spoken_fraction", "spoken_prob_mean", "bare_speech_fraction", "bare_speech_prob_mean",
           "unaccompanied_speech_fraction", "unaccompanied_speech_prob_mean")
 UNACCOMPANIED_DB = (10.0, 20.0)  # voice above the window's floor (10th-percentile frame): no credit / full credit
-BLOCKS = ("tagger", "vad", "pitch", "spoken", "dynamics")
+BLOCKS = ("tagger", "vad", "pitch", "spoken", "dynamics", "mfcc")
 
 
 def resample16(y: np.ndarray, sr: int) -> np.ndarray:
@@ -127,7 +129,8 @@ def block_width(block: str) -> int:
         from .tagger import VECTOR_SIZE
 
         return VECTOR_SIZE
-    return {"vad": len(vad.STATS), "pitch": len(pitch.STATS), "spoken": len(SPOKEN), "dynamics": len(DYNAMICS)}[block]
+    return {"vad": len(vad.STATS), "pitch": len(pitch.STATS), "spoken": len(SPOKEN), "dynamics": len(DYNAMICS),
+            "mfcc": mfcc.WIDTH}[block]
 
 
 def tagger_block(y16: np.ndarray) -> np.ndarray:
@@ -145,7 +148,7 @@ def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.
     dyn = dynamics(ev, y16)
     pitch_v, spoken_v = voice(y16, probs, dyn[DYNAMICS.index("onset_regularity")])
     out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32), "pitch": pitch_v, "spoken": spoken_v,
-           "dynamics": dyn}
+           "dynamics": dyn, "mfcc": mfcc.summary(y, sr)}
     if with_tagger:
         out["tagger"] = tagger_block(y16)
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 # everything between the audio file and the bundle's inputs: decoding, the measured descriptors and the heads' evidence
 MEASURING_CODE = ("audio.py", "descriptors.py", "evidence.py", "vad.py", "pitch.py", "tagger.py", "musicnn_frontend.py",
-                  "genre_prior.py")
+                  "genre_prior.py", "mfcc.py")
 
 
 def source_digest(names: tuple[str, ...], folder: str | Path = Path(__file__).parent) -> "hashlib._Hash":

@@ -22,7 +22,7 @@ from .provenance import MEASURING_CODE, source_digest
 
 RECORD_VERSION = 1  # bump for a change in the record's layout; code changes are caught by code_version()
 # The modules whose code decides a record's numbers: any edit to them makes new records.
-_RECORD_CODE = MEASURING_CODE + ("models/musicnn.py", "frontend.py", "records.py")
+_RECORD_CODE = MEASURING_CODE + ("models/musicnn.py", "records.py")
 DEFAULT_CACHE = Path(os.environ.get("SONGFEAT_CACHE", Path.home() / ".cache" / "songfeat" / "records"))
 
 
@@ -79,9 +79,7 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
     from . import descriptors
     from .analyze import MIN_TAIL_SECONDS
     from .audio import SAMPLE_RATE, check_usable, iter_windows
-    from .default_model import HEAD_SPEC
     from .evidence import window_inputs
-    from .frontend import compute, fit_window
 
     evs, weights, blocks, mfcc = [], [], [], None
     for w in iter_windows(path):
@@ -91,9 +89,8 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
             continue
         blocks.append(window_inputs(w, SAMPLE_RATE, ev, with_tagger=with_tagger))
         weights.append(w.size)
-        if mfcc is None:
-            f = compute(HEAD_SPEC, fit_window(w, HEAD_SPEC))[0]
-            mfcc = np.concatenate([f.mean(-1).numpy(), f.std(-1).numpy()]).astype(np.float32)
+        if mfcc is None:  # the previous default read the first window's summary
+            mfcc = blocks[-1]["mfcc"]
     check_usable(path, sum(e.n_samples for e in evs), max((e.peak for e in evs), default=0.0))
     desc = descriptors.combine(evs).to_dict()
     stacked = {k: np.stack([b[k] for b in blocks]) for k in blocks[0]}
