@@ -6,7 +6,7 @@ default), on the torch path (SONGFEAT_BACKEND=torch: torch front-end and models,
 before the lean runtime), and the hand-written librosa pipeline (benchmarks/librosa_baseline.py).
 Every peer first runs once untimed (librosa's numba JIT compiles once per install and caches on
 disk). Then cold single-file runs of both paths, and where songfeat's time goes (imports, decode,
-descriptors, 16-kHz resampling, VAD, tagger, dynamics, heads) measured in-process on one thread.
+descriptors, 16-kHz resampling, VAD, tagger, dynamics, MFCC summary, heads) measured in-process on one thread.
 Needs the `bench` extra (torch and librosa for the two comparisons).
 
     python benchmarks/bench_analyze.py [--files N] [--audio DIR] [--repeat R]
@@ -87,7 +87,7 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
 
     if backend == "torch":
         import torch  # noqa: F401  (its import is part of the torch path's cost)
-    from songfeat import descriptors, evidence, runtime, tagger, vad
+    from songfeat import descriptors, evidence, mfcc, runtime, tagger, vad
     from songfeat.analyze import MIN_TAIL_SECONDS, Clip, get_bundle, predict_clip, to_spotify
     from songfeat.audio import SAMPLE_RATE, iter_windows
     from songfeat.heads import assemble
@@ -95,7 +95,8 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
     runtime.set_threads(1)
     bundle = get_bundle()
     lay = bundle.evidence_layout
-    acc = dict.fromkeys(("decode", "descriptors", "resample 16 kHz", "VAD", "pitch", "tagger", "dynamics", "heads"), 0.0)
+    acc = dict.fromkeys(("decode", "descriptors", "resample 16 kHz", "VAD", "pitch", "tagger", "dynamics", "MFCC summary", "heads"),
+                        0.0)
     n_windows = 0
     for f in files:
         t = time.perf_counter()
@@ -127,8 +128,11 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
             t = time.perf_counter()
             pv, sp = evidence.voice(y16, probs, dyn[evidence.DYNAMICS.index("onset_regularity")])
             acc["pitch"] += time.perf_counter() - t
+            t = time.perf_counter()
+            mf = mfcc.summary(w, SAMPLE_RATE)  # the ridge member's input
+            acc["MFCC summary"] += time.perf_counter() - t
             rows.append(assemble({"tagger": tg[None], "vad": v[None], "pitch": pv[None], "spoken": sp[None],
-                                  "dynamics": dyn[None]}, lay))
+                                  "dynamics": dyn[None], "mfcc": mf[None]}, lay))
         t = time.perf_counter()
         to_spotify(f, predict_clip(bundle, Clip(str(f), desc, None, np.ones(len(rows)), np.concatenate(rows))), desc)
         acc["heads"] += time.perf_counter() - t

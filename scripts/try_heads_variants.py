@@ -1,6 +1,6 @@
 """Heads variants tried against issue 7's held-out table (leave one source out), with the figures they gave.
 
-    python scripts/try_heads_variants.py [--shared ../shared/data] [--cache DIR] [--nested] [--behaviour]
+    python scripts/try_heads_variants.py [--shared ../shared/data] [--cache DIR] [--nested] [--behaviour] [--blends]
 
 Each variant adds evidence the shipped heads do not read, then refits the heads without each held-out source:
 
@@ -16,7 +16,10 @@ the shipped one only by the variant. `--nested` instead lets each feature choose
 leave-one-source-out that chooses its weight decay, whether to read the embeddings / the MFCC summary: the choice
 for a held-out source never sees that source. `--behaviour` also fits on every source and checks the behaviour
 clips' checking half (the shipped recipe, and the embeddings for instrumentalness or acousticness alone).
-Nothing here changes songfeat; the README quotes its output.
+`--blends` scores second members blended with the heads alone, each feature's weight chosen by the nested inner
+leave-one-source-out (`sources.pick_blend`, here without the behaviour-rule constraint the shipped selection adds):
+the previous default's ridge (what ships), heads without the tagger reading the MFCC summary, heads without the
+tagger. Nothing here changes songfeat; the README and docs/accuracy-notes.md quote its output.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +35,7 @@ import numpy as np
 
 from songfeat import evidence, sources
 from songfeat.analyze import get_bundle
-from songfeat.heads import DEFAULT_PARTS, TARGETS, FitConfig, layout
+from songfeat.heads import DEFAULT_PARTS, NO_TAGGER_PARTS, TARGETS, FitConfig, layout
 from songfeat.records import DEFAULT_CACHE
 from songfeat.tagger import layout as tagger_layout
 
@@ -117,12 +121,49 @@ def _print(name: str, res: dict[str, np.ndarray], seconds: float) -> None:
     sys.stdout.flush()
 
 
+def _blends(data, heads_lay, cfg: FitConfig, decays: dict) -> None:
+    """Each second member blended with the heads alone (shipped recipe, the fold's decays), weights nested per feature."""
+    alone = replace(cfg, feature_parts=(("energy", ("vad:all", "pitch:all", "dynamics:all")),))  # no genre prior here
+    members = {"ridge on the MFCC summary (ships)": None,
+               "heads without tagger, with MFCC summary": (layout(NO_TAGGER_PARTS + (("mfcc", "all", "identity"),)), alone),
+               "heads without tagger": (layout(NO_TAGGER_PARTS), alone)}
+    grid = sources.BLEND_GRID
+    for name, member in members.items():
+        t, res, picks = time.time(), {}, {}
+        for held in sources.SOURCES:
+            pool = data.source != held
+            c = replace(cfg, weight_decay=decays[held])
+
+            def second(train, test):
+                if member is None:
+                    return data.predict_ridge(train, test)
+                return data.predict(train, test, member[0], replace(member[1], weight_decay=decays[held]))
+
+            maes = []
+            for s in sources.SOURCES:
+                it = pool & (data.source == s)
+                if not it.any():
+                    continue
+                h, o = data.predict(pool & ~it, it, heads_lay, c), second(pool & ~it, it)
+                with warnings.catch_warnings():  # FMA's instrumentalness is never scored: an all-NaN column
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    maes.append(np.stack([np.nanmean(np.abs((1 - a) * h + a * o - data.y_fit[it]), axis=0) for a in grid]))
+            mae = np.nanmean(np.stack(maes), axis=0)
+            w = sources.pick_blend(mae, np.zeros_like(mae), grid)
+            test = ~pool
+            h, o = data.predict(pool, test, heads_lay, c), second(pool, test)
+            res[held], picks[held] = np.nanmean(np.abs((1 - w) * h + w * o - data.y[test]), axis=0), w
+        _print(f"blend: {name}", res, time.time() - t)
+        print("    weights " + "; ".join(f"{s} " + " ".join(f"{a:g}" for a in w) for s, w in picks.items()), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--nested", action="store_true", help="each feature chooses the added evidence by inner LOSO (~8 min)")
     ap.add_argument("--behaviour", action="store_true", help="also fit on everything and check the behaviour checking half")
+    ap.add_argument("--blends", action="store_true", help="only the blends of second members with the heads (~5 min)")
     args = ap.parse_args()
     config = json.loads((ROOT / "src" / "songfeat" / "weights" / "default" / "config.json").read_text())
     decays = {s: tuple(config["metrics"]["leave_one_source_out"][s]["decay"]) for s in sources.SOURCES}
@@ -157,6 +198,9 @@ def main() -> None:
             ("mfcc, acousticness only", with_mfcc, _private(cfg, ("mfcc:all",), ("acousticness",)), None),
             ("members 10", base, replace(cfg, members=10), None),
             ("members 20", base, replace(cfg, members=20), None)]
+    if args.blends:
+        _blends(data, base, cfg, decays)
+        return
     print("held-out MAE, each fold at the shipped model's weight decays for it")
     for name, lay, c, before in runs:
         t = time.time()

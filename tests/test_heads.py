@@ -136,3 +136,30 @@ def test_catalogue_region_gives_every_feature_where_tracks_meeting_all_rules_lie
     assert region["energy"][1] < 0.3 and region["instrumentalness"][0] > 0.5  # the rules' own sides
     assert catalogue_region(cat, behaviour.parse_rules("energy<0.01; danceability>0.99")) == {}  # too few tracks
     assert catalogue_region(cat, []) == {}
+
+
+def test_ridge_member_blends_each_feature_by_its_weight():
+    from types import SimpleNamespace
+
+    from songfeat.sources import ridge_predictions
+
+    m, ev, num = _fit()
+    rng = np.random.default_rng(1)
+    extra = rng.standard_normal((len(ev), 3)).astype(np.float32)
+    r = Heads(7, n_inputs=5, n_evidence=6, head_hidden=8, members=2, ridge_inputs=3)
+    missing, unexpected = r.load_state_dict(m.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("ridge_", "blend")) for k in missing)
+    coef = (rng.standard_normal((7, 10)) * 0.05, rng.standard_normal(7) * 0.05, rng.standard_normal(10), 1 + rng.random(10))
+    full = np.concatenate([ev, extra], axis=1)
+    r.set_ridge(*coef, np.zeros(7))
+    r.eval()
+    alone = predict_rows(m, ev, num)
+    assert np.array_equal(predict_rows(r, full, num), alone)  # weight 0: the heads exactly
+    blend = np.array([0, 0.25, 0.5, 1.0, 0, 0, 0.75])
+    r.set_ridge(*coef, blend)
+    with torch.no_grad():
+        stage1 = m.base(numeric=torch.from_numpy(num)).numpy()
+    recs = [SimpleNamespace(blocks={"mfcc": extra[i:i + 1]}, weights=np.ones(1)) for i in range(len(ev))]
+    ridge = ridge_predictions(coef, recs, stage1)  # the numpy form the held-out selection scores
+    assert np.allclose(predict_rows(r, full, num), (1 - blend) * alone + blend * ridge, atol=1e-5)
+    assert not np.allclose(ridge[:, 3], alone[:, 3], atol=1e-3)  # the test can tell the two members apart

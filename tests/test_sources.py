@@ -118,3 +118,15 @@ def test_plot_draws_the_held_out_table_and_bias_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no partial file left behind
     with pytest.raises(ValueError, match="no held-out source"):
         save_plot({"targets": names, "sources": {}}, tmp_path / "c.png")
+
+
+def test_blend_weight_is_the_best_one_that_breaks_no_more_rules_than_the_heads():
+    from songfeat.sources import pick_blend
+
+    grid = (0.0, 0.25, 0.5)
+    mae = np.array([[0.10, 0.10, 0.10], [0.08, 0.09, 0.10], [0.07, 0.12, 0.10]])  # rows: weights; columns: features
+    misses = np.array([[1, 0, 0], [1, 0, 0], [2, 0, 0]])
+    # feature 0: 0.5 is best on MAE but breaks a rule the heads keep -> 0.25; feature 1: 0.25; feature 2: a tie -> 0
+    assert pick_blend(mae, misses, grid).tolist() == [0.25, 0.25, 0.0]
+    with pytest.raises(ValueError, match="start at 0"):
+        pick_blend(mae, misses, (0.25, 0.5, 0.75))

@@ -202,7 +202,13 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     full = np.full((n, len(bundle.targets)), np.nan)
     full[:, idx_t] = y
     pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
-    rows_ev = [np.asarray(c.evidence) for c in clips]  # the same in every fold
+    # the same in every fold; only the nets' columns: the default's ridge member (on the trailing MFCC-summary columns)
+    # is not refitted here, so the figure is the heads alone (`songfeat evaluate-sources` scores the blend)
+    n_ev = int(bundle.config.get("hparams", {}).get("n_evidence") or np.asarray(clips[0].evidence).shape[1])  # nets' own
+    rows_ev = [np.asarray(c.evidence)[:, :n_ev] for c in clips]
+    heads_layout = [p for p in bundle.config["evidence_layout"] if p["block"] != "mfcc"]
+    if bundle.config.get("hparams", {}).get("ridge_inputs"):
+        result["note"] = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
         slope, icpt = loudness_map(level[train], spot[train])
@@ -216,7 +222,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
         w = np.concatenate([clips[i].weights / clips[i].weights.sum() for i in train])
         lo, hi = intervals_from_labels(np.concatenate([np.repeat(full[i:i + 1], len(rows_ev[i]), axis=0) for i in train]))
         model = new_heads(bundle, ev.shape[1], cfg)
-        fit_heads(model, ev, nrep, lo, hi, w, cfg, part_columns(bundle.config["evidence_layout"]))
+        fit_heads(model, ev, nrep, lo, hi, w, cfg, part_columns(heads_layout))
         model.eval()
         for i in test:
             p = predict_rows(model, rows_ev[i], np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0))
@@ -237,7 +243,8 @@ def to_markdown(result: dict) -> str:
     cols = list(learned)
     head = "| feature | " + " | ".join(f"{c} MAE | {c} r" for c in cols) + " |"
     lines = [f"Clips: {result['n_clips']}" + (f", {result['cv']}-fold cross-validation" if result["cv"] else "")
-             + (f"; {len(result['failed'])} failed" if result["failed"] else ""), "", head,
+             + (f"; {len(result['failed'])} failed" if result["failed"] else "")
+             + (f" ({result['note']})" if result.get("note") else ""), "", head,
              "|" + "---|" * (1 + 2 * len(cols))]
     for t in result["targets"] + ["average"]:
         cells = []

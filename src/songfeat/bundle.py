@@ -89,6 +89,13 @@ class Bundle:
         return self.config.get("evidence_layout")
 
     @property
+    def evidence_width(self) -> int | None:
+        """Columns of the evidence vector the model reads: the heads' own (`n_evidence`), then the ridge member's
+        (`ridge_inputs`); None for models that read no evidence."""
+        hp = self.config.get("hparams") or {}
+        return None if hp.get("n_evidence") is None else int(hp["n_evidence"]) + int(hp.get("ridge_inputs", 0))
+
+    @property
     def needs(self) -> tuple[str, ...]:
         """Which inputs the model reads: a subset of ("frontend", "numeric", "evidence")."""
         return tuple(self.config.get("inputs") or getattr(self.model, "inputs", ()))

@@ -383,8 +383,9 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     for t in targets:
         y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
     lo, hi = intervals_from_labels(y)
-    # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior
-    lay = base.config.get("evidence_layout") or layout(NO_GENRE_PARTS)
+    # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior;
+    # your heads stand alone: the default's second member (a ridge on the MFCC summary, fitted on its labels) is left out
+    lay = [p for p in base.config.get("evidence_layout") or layout(NO_GENRE_PARTS) if p["block"] != "mfcc"]
     sc = base.config["scalers"]["numeric"]
     num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
     num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
@@ -392,7 +393,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_descriptors", "numeric_source",
                                                                            "scalers", "label_means", "format")})
     config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
-                   "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)),
+                   "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)), "ridge_inputs": 0,
                                "head_hidden": cfg.hidden, "members": cfg.members, "residual": cfg.residual_mask()},
                    "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
                    "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),

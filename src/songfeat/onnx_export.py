@@ -105,14 +105,12 @@ def export_musicnn(out_dir: str | Path | None = None) -> dict[str, dict]:
 
 def _input_width(bundle, name: str) -> tuple[int, ...]:
     """The per-row shape of one model input, read from the bundle's config."""
-    cfg = bundle.config
     if name == "numeric":
         return (len(bundle.numeric_inputs),)
     if name == "evidence":
-        n = cfg.get("hparams", {}).get("n_evidence")
-        if n is None:
+        if bundle.evidence_width is None:
             raise ValueError("the bundle's config has no hparams.n_evidence: cannot size its evidence input")
-        return (int(n),)
+        return (bundle.evidence_width,)
     if name == "frontend":
         return tuple(bundle.frontend.shape)
     raise ValueError(f"cannot export a model input named {name!r}")

@@ -12,6 +12,8 @@ For each held-out source, the heads and the loudness calibration are fitted on t
 plus the fitting half of the behaviour clips (rule bounds); baselines: the fold mean (training
 sources' label mean), the catalogue mean (the 41,855-track table) and the previous default (its
 stage-2 ridge and loudness calibration refitted without the held-out source, as `evaluate-audio --cv` does).
+The shipped model blends the heads with that ridge, per feature (`select_blend`); "heads alone" is the
+nets without it.
 """
 from __future__ import annotations
 
@@ -126,6 +128,7 @@ class _Data:
         self.lab_recs = [recs[i] for i in ok_lab]
         self.beh_recs = [recs[n_lab + j] for j in ok_beh]
         self.beh_files = list(fit_beh.loc[ok_beh, "file"])
+        self.beh_rules = list(fit_beh.loc[ok_beh, "rules"])
         self.beh_lo, self.beh_hi, intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh], catalogue_bounds)
         self.bounds, self.regions = intervals["rules"], intervals["regions"]
         self.y = self.clips[list(TARGETS)].to_numpy(float)
@@ -164,6 +167,90 @@ class _Data:
     def predict(self, train: np.ndarray, test: np.ndarray, lay, cfg: FitConfig) -> np.ndarray:
         model, num_std = self.fit(train, lay, cfg)
         return clip_predictions(model, [r for r, t in zip(self.lab_recs, test) if t], lay, num_std[test])
+
+    def stage1(self, num_std: np.ndarray) -> np.ndarray:
+        """Stage 1's outputs for standardised numeric inputs [N, F] -> [N, T]."""
+        with torch.no_grad():
+            return self.bundle.model.base(numeric=torch.from_numpy(np.asarray(num_std, dtype=np.float32))).numpy()
+
+    def fit_ridge(self, train: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The previous default's stage 2 on the training clips with every label known: ridge on [MFCC summary,
+        stage 1] to the residual from stage 1 -> (W, b, mean, std) as `Heads.set_ridge` takes them."""
+        from .default_model import fit_head
+
+        _, _, num_std, _ = self.calibrated(train)
+        known = train & ~np.isnan(self.y_fit).any(1)
+        z = np.concatenate([np.stack([r.mean("mfcc") for r in self.lab_recs]), self.stage1(num_std)], axis=1)
+        return fit_head(z[known], self.y[known] - z[known, -len(TARGETS):])[:4]
+
+    def predict_ridge(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """The ridge member fitted on `train`, per clip of `test` (its loudness calibration from `train` too)."""
+        _, _, num_std, _ = self.calibrated(train)
+        return ridge_predictions(self.fit_ridge(train), [r for r, t in zip(self.lab_recs, test) if t],
+                                 self.stage1(num_std[test]))
+
+    def behaviour_predictions(self, train: np.ndarray, lay, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Heads and ridge member, both fitted on `train`, on the behaviour fitting half's clips."""
+        model, _ = self.fit(train, lay, cfg)
+        _, _, _, beh_std = self.calibrated(train)
+        return (clip_predictions(model, self.beh_recs, lay, beh_std),
+                ridge_predictions(self.fit_ridge(train), self.beh_recs, self.stage1(beh_std)))
+
+    def rule_misses(self, pred: np.ndarray) -> np.ndarray:
+        """Per feature, how many of the behaviour fitting half's rules the per-clip predictions [N, T] break."""
+        out = np.zeros(len(TARGETS), dtype=int)
+        for rules, row in zip(self.beh_rules, pred):
+            for rule in rules:
+                if rule.feature in TARGETS and not rule.holds(float(row[TARGETS.index(rule.feature)])):
+                    out[TARGETS.index(rule.feature)] += 1
+        return out
+
+
+def ridge_predictions(coef, records, stage1: np.ndarray) -> np.ndarray:
+    """The ridge member per clip: per window clamp(stage 1 + ridge([MFCC summary, stage 1]), 0, 1), then the
+    duration-weighted mean over the windows (what `Heads.ridge` and `analyze` compute)."""
+    w, b, mean, std = coef
+    out = np.zeros((len(records), len(TARGETS)))
+    for i, r in enumerate(records):
+        x = np.asarray(r.blocks["mfcc"], dtype=np.float64)
+        base = np.repeat(stage1[i:i + 1], len(x), axis=0)
+        p = np.clip(base + ((np.concatenate([x, base], axis=1) - mean) / std) @ np.asarray(w, np.float64).T + b, 0, 1)
+        out[i] = np.average(p, axis=0, weights=r.weights)
+    return out
+
+
+BLEND_GRID = (0.0, 0.25, 0.5, 0.75)  # how much the ridge member may count, per feature
+
+
+def pick_blend(mae: np.ndarray, misses: np.ndarray, grid=BLEND_GRID) -> np.ndarray:
+    """Per feature (columns), the grid weight (rows; the first must be 0, the heads alone) with the lowest `mae` among
+    those whose rule `misses` are no more than the heads alone's; ties go to the smaller weight."""
+    if grid[0] != 0:
+        raise ValueError("the blend grid must start at 0 (the heads alone)")
+    allowed = np.asarray(misses) <= np.asarray(misses)[0]
+    return np.asarray(grid, dtype=np.float64)[np.argmin(np.where(allowed, np.nan_to_num(mae, nan=np.inf), np.inf), axis=0)]
+
+
+def select_blend(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=BLEND_GRID) -> tuple[np.ndarray, dict]:
+    """Per feature, how much the ridge member counts beside the heads: the weight in `grid` with the lowest MAE averaged
+    over leave-one-source-out folds *inside* `pool`, among the weights whose blend, fitted on `pool`, breaks no more of
+    the behaviour fitting half's rules for that feature than the heads alone (the ridge never saw those clips: it was
+    fitted on songs, so it may not undo what the rules taught the heads). Returns (weights [T], the evidence)."""
+    inner = [s for s in SOURCES if (pool & (data.source == s)).any()]
+    maes = []
+    for s in inner:
+        test = pool & (data.source == s)
+        h, r = data.predict(pool & ~test, test, lay, cfg), data.predict_ridge(pool & ~test, test)
+        err = [np.abs((1 - a) * h + a * r - data.y_fit[test]) for a in grid]  # NOT_FITTED cells are NaN: not scored
+        maes.append(np.array([[np.nanmean(c) if np.isfinite(c).any() else np.nan for c in e.T] for e in err]))
+    mae = np.nanmean(np.stack(maes), axis=0)  # [A, T]
+    hb, rb = data.behaviour_predictions(pool, lay, cfg)
+    misses = np.stack([data.rule_misses((1 - a) * hb + a * rb) for a in grid])  # [A, T]
+    chosen = pick_blend(mae, misses, grid)
+    return chosen, {"grid": [float(a) for a in grid], "inner_sources": inner,
+                    "inner_mae": {f"{a:g}": [float(v) for v in row] for a, row in zip(grid, mae)},
+                    "rule_misses": {f"{a:g}": [int(v) for v in row] for a, row in zip(grid, misses)},
+                    "chosen": [float(a) for a in chosen]}
 
 
 def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_GRID,
@@ -243,15 +330,15 @@ def default_genre_table(shared: str | Path) -> dict:
 def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache: str | Path | None = DEFAULT_CACHE,
                      with_tagger: bool = True, workers: int = 1, progress: bool = True, cfg: FitConfig | None = None,
                      parts=None, select: bool = True, grid=DECAY_GRID, catalogue_bounds: bool = True,
-                     losses: tuple[str, ...] | None = None) -> dict:
+                     losses: tuple[str, ...] | None = None, blend: bool = True) -> dict:
     """Leave-one-source-out table (see the module docstring); `model` supplies stage 1 (default: the shipped one).
 
     With `select` (nested selection), each held-out source's heads use the per-feature loss and weight decay chosen
     by `select_decay` over the *other* sources only (and the loss too, given `losses`); without it, `cfg.weight_decay`
-    and `cfg.loss` as given.
+    and `cfg.loss` as given. With `blend`, "heads" is the shipped blend of the heads and the ridge member, its weights
+    chosen by `select_blend` over the other sources only; "heads alone" is the nets without it.
     """
     from .analyze import get_bundle
-    from .default_model import fit_head
 
     cfg = cfg or FitConfig()
     parts = parts or (DEFAULT_PARTS if with_tagger else NO_TAGGER_PARTS)
@@ -260,7 +347,6 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     data = _Data(shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds)
     clips, y, y_fit = data.clips, data.y, data.y_fit
     catalogue = np.array([bundle.config["label_means"][t] for t in TARGETS])
-    base_model = bundle.model
     result = {"sources": {}, "targets": list(TARGETS), "failed": data.failed, "fit": cfg.to_dict(), "rule_intervals": data.bounds,
               "region_intervals": data.regions,
               "parts": [list(p) for p in parts], "behaviour_fit_clips": len(data.beh_recs),
@@ -273,21 +359,18 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
         if select:
             fold_cfg, sel = select_decay(data, train, lay, cfg, grid, losses)
         slope, icpt, num_std, _ = data.calibrated(train)
-        p_heads = data.predict(train, test, lay, fold_cfg)
+        p_alone = data.predict(train, test, lay, fold_cfg)
         # the previous default: stage 1 + ridge on the MFCC summary, refitted on the training sources
-        with torch.no_grad():
-            base = base_model.base(numeric=torch.from_numpy(num_std)).numpy()
-        z = np.concatenate([np.stack([r.mfcc_summary for r in data.lab_recs]), base], axis=1)
-        tr_known = train & ~np.isnan(y_fit).any(1)
-        w, b, zm, zs, _ = fit_head(z[tr_known], y[tr_known] - base[tr_known])
-        p_old = np.clip(base[test] + ((z[test] - zm) / zs) @ w.T + b, 0, 1)
+        p_old = data.predict_ridge(train, test)
+        weights, bsel = (select_blend(data, train, lay, fold_cfg) if blend else (np.zeros(len(TARGETS)), None))
         fold_mean = np.nanmean(y_fit[train], axis=0)
         yt = y[test]
-        preds = {"heads": p_heads, "previous_default": p_old, "fold_mean": np.tile(fold_mean, (test.sum(), 1)),
-                 "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
+        preds = {"heads": (1 - weights) * p_alone + weights * p_old, "heads_alone": p_alone, "previous_default": p_old,
+                 "fold_mean": np.tile(fold_mean, (test.sum(), 1)), "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
         entry = {"n": int(test.sum()), "learned": {k: regression_metrics(yt, v, TARGETS) for k, v in preds.items()},
                  "calibration": {"slope": float(slope), "intercept": float(icpt)},
                  "decay": list(fold_cfg.decays()), "loss": fold_cfg.losses(), "selection": sel,
+                 "blend": [float(a) for a in weights], "blend_selection": bsel,
                  "predictions": {k: v.tolist() for k, v in preds.items()}, "labels": yt.tolist(),
                  "track_ids": clips.loc[test, "track_id"].tolist()}
         if held in NOT_FITTED:
@@ -299,32 +382,39 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     return result
 
 
-COLUMNS = {"heads": "heads (new)", "previous_default": "previous default", "fold_mean": "fold mean",
-           "catalogue_mean": "catalogue mean"}
+COLUMNS = {"heads": "shipped (heads + ridge)", "heads_alone": "heads alone", "previous_default": "previous default",
+           "fold_mean": "fold mean", "catalogue_mean": "catalogue mean"}
+
+
+def columns(result: dict) -> dict[str, str]:
+    """The models a result holds, in `COLUMNS` order (results recorded before the blend have no "heads alone")."""
+    held = [set(e["learned"]) for e in result["sources"].values()]
+    return {k: v for k, v in COLUMNS.items() if all(k in h for h in held)}
 
 
 def to_markdown(result: dict) -> str:
     """One table per held-out source (MAE and r per feature and model), then a summary of the averages."""
     lines = []
-    summary = ["| held-out source | clips | " + " | ".join(f"{v} MAE" for v in COLUMNS.values()) + " |",
-               "|---|---|" + "---|" * len(COLUMNS)]
+    cols = columns(result)
+    summary = ["| held-out source | clips | " + " | ".join(f"{v} MAE" for v in cols.values()) + " |",
+               "|---|---|" + "---|" * len(cols)]
     for src, e in result["sources"].items():
         lines += [f"### held out: {src} ({e['n']} clips)", "",
-                  "| feature | " + " | ".join(f"{v} MAE | r" for v in COLUMNS.values()) + " |",
-                  "|---|" + "---|---|" * len(COLUMNS)]
+                  "| feature | " + " | ".join(f"{v} MAE | r" for v in cols.values()) + " |",
+                  "|---|" + "---|---|" * len(cols)]
         for t in list(result["targets"]) + ["average"]:
             cells = []
-            for k in COLUMNS:
+            for k in cols:
                 m = e["learned"][k]["average"] if t == "average" else e["learned"][k]["targets"][t]
                 r = m.get("pearson")
                 cells += [f"{m['mae']:.3f}", "–" if r is None or r != r else f"{r:.2f}"]
             lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
-        avg = [f"{e['learned'][k]['average']['mae']:.3f}" for k in COLUMNS]
+        avg = [f"{e['learned'][k]['average']['mae']:.4f}" for k in cols]
         if "average_without" in e:
             aw = e["average_without"]
             lines.append(f"| average without {', '.join(aw['dropped'])} | "
-                         + " | ".join(f"{aw[k]['mae']:.3f} | " for k in COLUMNS) + " |")
-            avg = [f"{a} ({aw[k]['mae']:.3f} w/o {', '.join(aw['dropped'])})" for a, k in zip(avg, COLUMNS)]
+                         + " | ".join(f"{aw[k]['mae']:.3f} | " for k in cols) + " |")
+            avg = [f"{a} ({aw[k]['mae']:.4f} w/o {', '.join(aw['dropped'])})" for a, k in zip(avg, cols)]
         if e.get("decay") is not None:
             lines.append("")
             losses = e.get("loss") or [None] * len(e["decay"])
@@ -332,6 +422,11 @@ def to_markdown(result: dict) -> str:
                                                                      if e.get("selection") else "") + ": "
                          + ", ".join(f"{t} {(loss + ' ') if loss else ''}{d:g}"
                                      for t, loss, d in zip(result["targets"], losses, e["decay"])) + ".")
+        if e.get("blend_selection"):
+            lines.append("")
+            lines.append("How much the ridge member counts per feature (chosen by leave-one-source-out over the other sources "
+                         "only, never breaking more behaviour fitting-half rules than the heads alone): "
+                         + ", ".join(f"{t} {a:g}" for t, a in zip(result["targets"], e["blend"])) + ".")
         lines.append("")
         summary.append(f"| {src} | {e['n']} | " + " | ".join(avg) + " |")
     return "\n".join(["Average MAE over the seven learned features, per held-out source:", "", *summary, "",
@@ -384,4 +479,4 @@ def bias_table(result: dict) -> list[str]:
 
 
 __all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "bias_table", "seed_spread", "spread_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
-           "select_decay", "default_genre_table", "DECAY_GRID"]
+           "select_decay", "select_blend", "columns", "pick_blend", "ridge_predictions", "default_genre_table", "DECAY_GRID", "BLEND_GRID"]

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources import COLUMNS
+from .sources import columns
 
-BAR_COLOURS = {"heads": "#2b6cb0", "previous_default": "#dd8452", "fold_mean": "#9aa5b1", "catalogue_mean": "#cbd2d9"}
+BAR_COLOURS = {"heads": "#2b6cb0", "heads_alone": "#8fb3e0", "previous_default": "#dd8452", "fold_mean": "#9aa5b1", "catalogue_mean": "#cbd2d9"}
 SOURCE_NAMES = {"forro": "forró", "poprock": "pop/rock", "older": "older", "fma": "FMA (Echo Nest)"}
 
 
 def save_plot(result: dict, path: str | Path, title: str | None = None) -> Path:
     """Draw `result` into a PNG at `path` (written atomically): left, average MAE per held-out source and model
-    (lower is better); right, the heads' bias per source and feature (mean prediction minus label)."""
+    (lower is better); right, the shipped model's bias per source and feature (mean prediction minus label)."""
     from .plotting import pyplot, save_png
 
     plt = pyplot()
@@ -25,12 +25,13 @@ def save_plot(result: dict, path: str | Path, title: str | None = None) -> Path:
     fig, (ax, axb) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.05, 1.35]})
 
     x = np.arange(len(srcs))
-    width = 0.8 / len(COLUMNS)
-    for i, (key, label) in enumerate(COLUMNS.items()):
+    cols = columns(result)
+    width = 0.8 / len(cols)
+    for i, (key, label) in enumerate(cols.items()):
         maes = [result["sources"][s]["learned"][key]["average"]["mae"] for s in srcs]
-        bars = ax.bar(x + (i - (len(COLUMNS) - 1) / 2) * width, maes, width, label=label, color=BAR_COLOURS.get(key))
+        bars = ax.bar(x + (i - (len(cols) - 1) / 2) * width, maes, width, label=label, color=BAR_COLOURS.get(key))
         if key == "heads":
-            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+            ax.bar_label(bars, fmt="%.4f", fontsize=7, padding=2)
     ax.set_xticks(x, [f"{SOURCE_NAMES.get(s, s)}\n{result['sources'][s]['n']} clips" for s in srcs])
     ax.set_ylabel("average MAE, seven learned features")
     ax.set_title("held out: each source in turn (lower is better)", fontsize=10)
@@ -45,7 +46,7 @@ def save_plot(result: dict, path: str | Path, title: str | None = None) -> Path:
             axb.text(c, r, f"{v:+.2f}", ha="center", va="center", fontsize=8, color="white" if abs(v) > 0.6 * lim else "black")
     axb.set_xticks(range(len(targets)), targets, rotation=30, ha="right", fontsize=8)
     axb.set_yticks(range(len(srcs)), [SOURCE_NAMES.get(s, s) for s in srcs], fontsize=8)
-    axb.set_title("heads' bias: mean prediction minus label (red: too high)", fontsize=10)
+    axb.set_title("shipped model's bias: mean prediction minus label (red: too high)", fontsize=10)
     fig.colorbar(im, ax=axb, fraction=0.04, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=11)

@@ -9,6 +9,12 @@ feature's logit (for `residual` features, a correction added to stage 1's logit,
 back on the catalogue-trained stage 1; speechiness and instrumentalness, which stage 1 barely knows,
 are predicted outright); the sigmoid keeps every output inside (0, 1). Members are averaged in
 logit space.
+
+With `ridge_inputs` > 0 the last that many evidence columns (the MFCC summary, `songfeat.mfcc`) feed a
+second member, the previous default's stage 2: a ridge on [those columns, stage 1's outputs] added to
+stage 1 and clamped to [0, 1]. Each feature's output is then (1 - blend) x heads + blend x ridge, with
+`blend` chosen per feature by leave-one-source-out (`songfeat.blend`). Two models that read different
+things err differently; their average carries less of one training set's skew into new music.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ class Heads(nn.Module):
     inputs = ("evidence", "numeric")
 
     def __init__(self, n_outputs: int, n_inputs: int = 5, hidden: tuple[int, ...] = (64, 32), n_evidence: int = 1,
-                 head_hidden: int = 16, members: int = 5, residual: bool | list[bool] = False):
+                 head_hidden: int = 16, members: int = 5, residual: bool | list[bool] = False, ridge_inputs: int = 0):
         super().__init__()
         mask = [bool(residual)] * n_outputs if isinstance(residual, bool) else [bool(r) for r in residual]
         self.register_buffer("residual_mask", torch.tensor(mask, dtype=torch.float32))
@@ -50,6 +56,14 @@ class Heads(nn.Module):
         self.members = nn.ModuleList(HeadNet(n_z, n_outputs, head_hidden) for _ in range(members))
         self.register_buffer("z_mean", torch.zeros(n_z))
         self.register_buffer("z_std", torch.ones(n_z))
+        self.n_evidence, self.ridge_inputs = int(n_evidence), int(ridge_inputs)
+        if self.ridge_inputs:  # the second member (zero weight until `set_ridge`); older bundles have none
+            n_r = self.ridge_inputs + n_outputs
+            self.register_buffer("ridge_weight", torch.zeros(n_outputs, n_r))
+            self.register_buffer("ridge_bias", torch.zeros(n_outputs))
+            self.register_buffer("ridge_mean", torch.zeros(n_r))
+            self.register_buffer("ridge_std", torch.ones(n_r))
+            self.register_buffer("blend", torch.zeros(n_outputs))
 
     def head_inputs(self, evidence: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         """The standardised, clamped vector the heads read: [evidence, stage-1 outputs]."""
@@ -63,6 +77,22 @@ class Heads(nn.Module):
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(z) for m in self.members]).mean(0)
 
+    def set_ridge(self, weight, bias, mean, std, blend) -> None:
+        """Install the second member (`songfeat.default_model.fit_head`'s W, b, mean, std) and each feature's blend."""
+        with torch.no_grad():
+            for name, v in (("ridge_weight", weight), ("ridge_bias", bias), ("ridge_mean", mean), ("ridge_std", std),
+                            ("blend", blend)):
+                getattr(self, name).copy_(torch.as_tensor(v, dtype=torch.float32))
+
+    def ridge(self, extra: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        """The second member: clamp(stage 1 + ridge([MFCC summary, stage 1]), 0, 1)."""
+        z = (torch.cat([extra, base_out], dim=-1) - self.ridge_mean) / self.ridge_std
+        return torch.clamp(base_out + z @ self.ridge_weight.T + self.ridge_bias, 0.0, 1.0)
+
     def forward(self, evidence: torch.Tensor | None = None, numeric: torch.Tensor | None = None) -> torch.Tensor:
         base_out = self.base(numeric=numeric)
-        return torch.sigmoid(self.offset(base_out) + self.logits(self.head_inputs(evidence, base_out)))
+        ev = evidence[..., : self.n_evidence] if self.ridge_inputs else evidence
+        out = torch.sigmoid(self.offset(base_out) + self.logits(self.head_inputs(ev, base_out)))
+        if not self.ridge_inputs:
+            return out
+        return (1.0 - self.blend) * out + self.blend * self.ridge(evidence[..., self.n_evidence:], base_out)
