@@ -40,7 +40,7 @@ def test_default_bundle_is_complete():
 def test_default_bundle_predicts_in_range():
     b = load_bundle()
     rng = np.random.default_rng(0)
-    width = b.config["hparams"]["n_evidence"]
+    width = b.evidence_width  # the heads' columns and the ridge member's
     evidence = rng.standard_normal((4, width)).astype(np.float32) * 3
     numeric = np.array([[120, -8, 5, 1, 4], [80, -20, 0, 0, 3], [170, -4, 11, 1, 4], [60, -30, 2, 0, 4]], np.float32)
     out = b.predict(numeric=numeric, evidence=evidence)
@@ -110,7 +110,8 @@ def test_shipped_heads_read_only_what_their_config_allows():
     fitc = b.config["split"]["heads"]["fit"]
     cfg = FitConfig(**{k: v for k, v in fitc.items() if k in FitConfig.__dataclass_fields__})
     assert dict(cfg.feature_parts).get("energy"), "the shipped model restricts energy"
-    skip_ok, hidden_ok, restricted = cfg.input_mask(part_columns(b.evidence_layout))
+    nets = [p for p in b.evidence_layout if p["block"] != "mfcc"]  # the mfcc columns feed the ridge member only
+    skip_ok, hidden_ok, restricted = cfg.input_mask(part_columns(nets))
     n_ev = skip_ok.shape[1]
     members = b.model.members
     for m in members:
@@ -119,6 +120,32 @@ def test_shipped_heads_read_only_what_their_config_allows():
         assert np.any(skip[TARGETS.index("energy")][skip_ok[TARGETS.index("energy")]] != 0)
         assert np.all(m.hidden.weight.detach().numpy()[:, :n_ev][:, ~hidden_ok] == 0)
         assert np.all(m.out.weight.detach().numpy()[restricted] == 0)
+
+
+def test_shipped_blend_is_the_recorded_choice_and_beats_the_previous_default_held_out():
+    """The ridge member's weights are what the recorded selection picks, installed as recorded, reading only the MFCC
+    summary; and the held-out table the config records has the blend ahead of the previous default on every source."""
+    from songfeat import mfcc
+    from songfeat.sources import pick_blend
+
+    b = load_bundle()
+    cfg = b.config
+    sel = cfg["split"]["heads"]["blend"]
+    grid = sel["grid"]
+    mae = np.array([sel["inner_mae"][f"{a:g}"] for a in grid])
+    misses = np.array([sel["rule_misses"][f"{a:g}"] for a in grid])
+    assert pick_blend(mae, misses, grid).tolist() == sel["chosen"]
+    assert cfg["hparams"]["ridge_inputs"] == mfcc.WIDTH
+    assert [p["block"] for p in cfg["evidence_layout"]][-1] == "mfcc"
+    pytest.importorskip("torch")
+    from songfeat.bundle import _load_torch_model
+
+    model = _load_torch_model(DEFAULT_DIR, cfg)
+    assert model.blend.numpy().tolist() == sel["chosen"]
+    for src, e in cfg["metrics"]["leave_one_source_out"].items():
+        learned = e["learned"]
+        assert learned["heads"]["average"]["mae"] < learned["previous_default"]["average"]["mae"], src
+        assert learned["heads"]["average"]["mae"] < learned["fold_mean"]["average"]["mae"], src
 
 
 def test_default_model_reads_loudness_on_the_scale_it_was_fitted_with():
