@@ -542,4 +542,14 @@ def test_result_version_follows_the_measuring_code(tmp_path, monkeypatch):
     assert b != a
     # the heads' evidence (VAD, pitch, tagger) makes the learned features: a change there requeues too
     (here / "pitch.py").write_text("# v2\n")
-    assert library.model_version() != b
+    c = library.model_version()
+    assert c != b
+    # so do the pretrained listeners' weights: a new tagger file requeues, a notice beside it does not
+    (here / "weights" / "musicnn").mkdir(parents=True)
+    (here / "weights" / "musicnn" / "NOTICE.md").write_text("ISC\n")
+    assert library.model_version() == c
+    (here / "weights" / "musicnn" / "MSD_musicnn.onnx").write_bytes(b"v1")
+    d = library.model_version()
+    assert d != c
+    (here / "weights" / "musicnn" / "MSD_musicnn.onnx").write_bytes(b"v2")
+    assert library.model_version() != d

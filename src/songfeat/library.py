@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .audio import capture_output
 from .errors import SongfeatError
-from .provenance import MEASURING_CODE, source_digest
+from .provenance import MEASURING_CODE, source_digest, weights_digest
 
 DATA_DIR = ".songfeat"  # inside the library folder: the database and stored uploads (never scanned)
 DB_NAME = "library.db"
@@ -71,13 +71,13 @@ CREATE TABLE IF NOT EXISTS audio_analyses (
 
 def model_version(model: str | Path | None = None) -> str:
     """A short fingerprint of what makes a result: the model bundle (its config.json and weights) and the code that
-    decodes and measures (tempo, key, loudness, the heads' evidence: `provenance.MEASURING_CODE`), stored with every
-    result. A new measuring recipe (the loudness moved to Echo Nest's segment level) requeues old results as a new
+    decodes and measures (tempo, key, loudness, the heads' evidence: `provenance.MEASURING_CODE`) and the tagger's and
+    VAD's weight files (`provenance.LISTENING_WEIGHTS`), stored with every result. A new measuring recipe (the loudness moved to Echo Nest's segment level) requeues old results as a new
     model does."""
     from .bundle import CONFIG, DEFAULT_DIR, WEIGHTS
 
     folder = DEFAULT_DIR if model in (None, "default") else Path(model)
-    h = source_digest(MEASURING_CODE, Path(__file__).parent)
+    h = weights_digest(source_digest(MEASURING_CODE, Path(__file__).parent), root=Path(__file__).parent)
     for name in (CONFIG, WEIGHTS):
         try:
             with open(folder / name, "rb") as f:

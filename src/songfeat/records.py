@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .provenance import MEASURING_CODE, source_digest
+from .provenance import MEASURING_CODE, source_digest, weights_digest
 
 RECORD_VERSION = 1  # bump for a change in the record's layout; code changes are caught by code_version()
 # The modules whose code decides a record's numbers: any edit to them makes new records.
@@ -43,8 +43,8 @@ class Record:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """A short hash of the code that computes records, so a cache never serves numbers from older code."""
-    return source_digest(_RECORD_CODE).hexdigest()[:10]
+    """A short hash of the code and listening-model weights that compute records: a cache never serves older numbers."""
+    return weights_digest(source_digest(_RECORD_CODE)).hexdigest()[:10]
 
 
 def _key(path: str | Path, with_tagger: bool) -> str:
