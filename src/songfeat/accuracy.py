@@ -152,7 +152,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         fold_numeric = numeric.copy()
         if loud_col is not None:
             s_in, i_in = loudness_map(x_in[train], spot[train])
-            fold_numeric[:, loud_col] = s_in * x_in + i_in
+            fold_numeric[:, loud_col] = np.clip(s_in * x_in + i_in, -60.0, 0.0)  # the range analysis gives, as the heads path does
         base = base_outputs(bundle, fold_numeric)[:, idx_t]
         z = head_inputs(bundle, fronts, fold_numeric)
         w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train])
