@@ -155,8 +155,9 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
 
     Stage 1 as before; then the listening heads on every labelled source (dev previews, older
     previews, FMA with Echo Nest labels minus their instrumentalness) and the behaviour clips'
-    fitting half (rule bounds); then the leave-one-source-out table and the behaviour check
-    (checking half) go into the config and the model card.
+    fitting half (rule bounds); then the previous default's ridge on the MFCC summary as a second
+    member, blended per feature (`sources.select_blend`); then the leave-one-source-out table and the
+    behaviour check (checking half) go into the config and the model card.
     """
     from . import behaviour
     from .data.labels import read_labels
