@@ -78,7 +78,7 @@ def stereo_lufs(path: Path) -> float:
 # key
 
 
-def key_table(rows: list[dict], hpss: bool) -> None:
+def key_table(rows: list[dict], hpss: bool, shared: Path) -> None:
     """key+mode / mode per source for each HPCP variant."""
     keyed = [r for r in rows if r["c"].key is not None]
     for r in keyed:
@@ -128,9 +128,41 @@ def key_table(rows: list[dict], hpss: bool) -> None:
 
     show("5-s segments normalised before summing", segments)
     fifth_cue(keyed)
+    decision_variants(keyed, shared)
     learned_profile(keyed)
     essentia_profiles(keyed)
     essentia_hpcp(keyed)
+
+
+def decision_variants(keyed: list[dict], shared: Path) -> None:
+    """Two changes to the key decision itself, each on a grid so a weight can be read as chosen on the other sources:
+    a prior from Spotify's catalogue (log P(key, mode) over the 41,855-track table, or log P(mode) alone, added to the
+    profile correlations with weight w), and the 12-bin peak chroma's correlations added to the HPCP's (weight w)."""
+    import pandas as pd
+
+    cat = pd.read_csv(shared / "spotify-features" / "combined_unique_by_track_id.csv", usecols=["key", "mode"])
+    cat = cat[cat["key"] >= 0]
+    p = np.ones((2, 12))  # row 0 major, as key_correlations
+    np.add.at(p, (1 - cat["mode"].to_numpy(int), cat["key"].to_numpy(int)), 1)
+    p /= p.sum()
+    priors = {"catalogue key+mode prior": np.log(p), "catalogue mode prior": np.log(p.sum(1, keepdims=True)) * np.ones((1, 12))}
+    corr = [(r, D.key_correlations(D.fold_chroma(np.asarray(r["chroma"], dtype=np.float64)))[0],
+             D.key_correlations(D.fold_chroma(np.asarray(agg(r["F"]), dtype=np.float64)))[0]) for r in keyed]
+
+    def counts(score) -> str:
+        res: dict[str, list] = {}
+        for r, c12, c36 in corr:
+            row, key = np.unravel_index(int(np.argmax(score(c12, c36))), c36.shape)
+            mode = 1 if row == 0 else 0
+            res.setdefault(r["c"].group, []).append((key == r["c"].key and mode == r["c"].mode, mode == r["c"].mode))
+        return "  ".join(f"{g} {sum(a for a, _ in v)}/{sum(b for _, b in v)}" for g, v in res.items())
+
+    print(f"\nKey decision variants (key+mode / mode right, counts; catalogue major share {p[0].sum():.2f}):")
+    for name, lp in priors.items():
+        for w in (0.0, 0.01, 0.02, 0.05, 0.08):
+            print(f"  {name}, w {w:g}: " + counts(lambda c12, c36, lp=lp, w=w: c36 + w * lp))
+    for w in (0.0, 0.25, 0.5, 1.0, 2.0):
+        print(f"  HPCP + w x 12-bin chroma correlations, w {w:g}: " + counts(lambda c12, c36, w=w: c36 + w * c12))
 
 
 def fifth_cue(keyed: list[dict]) -> None:
@@ -376,7 +408,7 @@ def main() -> None:
     rows = load(args.shared)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
-    key_table(rows, args.hpss)
+    key_table(rows, args.hpss, args.shared)
     loudness_table(rows)
     tempo_misses(rows)
 
