@@ -163,3 +163,7 @@ def test_ridge_member_blends_each_feature_by_its_weight():
     ridge = ridge_predictions(coef, recs, stage1)  # the numpy form the held-out selection scores
     assert np.allclose(predict_rows(r, full, num), (1 - blend) * alone + blend * ridge, atol=1e-5)
     assert not np.allclose(ridge[:, 3], alone[:, 3], atol=1e-3)  # the test can tell the two members apart
+    # audio unlike any fitted (silence, noise: 10-20 sd out) meets the ridge's clamp as it meets the heads'
+    far = np.concatenate([ev[:5], extra[:5] * 1000], axis=1)
+    edge = np.concatenate([ev[:5], np.sign(extra[:5]) * 1e6], axis=1)
+    assert np.allclose(predict_rows(r, far, num[:5]), predict_rows(r, edge, num[:5]))

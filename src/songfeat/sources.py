@@ -27,6 +27,7 @@ from . import behaviour, features
 from .evaluate import regression_metrics
 from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, TARGETS, FitConfig, assemble, catalogue_intervals, catalogue_region,
                     fit_heads, intervals_from_labels, intervals_from_rules, layout, part_columns, predict_rows)
+from .models.heads import Z_CLAMP
 from .records import DEFAULT_CACHE, get_records
 
 SOURCES = ("forro", "poprock", "older", "fma")
@@ -183,11 +184,12 @@ class _Data:
         z = np.concatenate([np.stack([r.mean("mfcc") for r in self.lab_recs]), self.stage1(num_std)], axis=1)
         return fit_head(z[known], self.y[known] - z[known, -len(TARGETS):])[:4]
 
-    def predict_ridge(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        """The ridge member fitted on `train`, per clip of `test` (its loudness calibration from `train` too)."""
+    def predict_ridge(self, train: np.ndarray, test: np.ndarray, clamp: bool = True) -> np.ndarray:
+        """The ridge member fitted on `train`, per clip of `test` (its loudness calibration from `train` too); with
+        `clamp=False`, the previous default as it shipped (inputs not clamped)."""
         _, _, num_std, _ = self.calibrated(train)
         return ridge_predictions(self.fit_ridge(train), [r for r, t in zip(self.lab_recs, test) if t],
-                                 self.stage1(num_std[test]))
+                                 self.stage1(num_std[test]), clamp)
 
     def behaviour_predictions(self, train: np.ndarray, lay, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Heads and ridge member, both fitted on `train`, on the behaviour fitting half's clips."""
@@ -206,15 +208,18 @@ class _Data:
         return out
 
 
-def ridge_predictions(coef, records, stage1: np.ndarray) -> np.ndarray:
-    """The ridge member per clip: per window clamp(stage 1 + ridge([MFCC summary, stage 1]), 0, 1), then the
-    duration-weighted mean over the windows (what `Heads.ridge` and `analyze` compute)."""
+def ridge_predictions(coef, records, stage1: np.ndarray, clamp: bool = True) -> np.ndarray:
+    """The ridge member per clip: per window clamp(stage 1 + ridge([MFCC summary, stage 1]), 0, 1), its standardised
+    inputs clamped to +-Z_CLAMP unless `clamp` is False, then the duration-weighted mean over the windows (what
+    `Heads.ridge` and `analyze` compute)."""
     w, b, mean, std = coef
     out = np.zeros((len(records), len(TARGETS)))
     for i, r in enumerate(records):
         x = np.asarray(r.blocks["mfcc"], dtype=np.float64)
         base = np.repeat(stage1[i:i + 1], len(x), axis=0)
-        p = np.clip(base + ((np.concatenate([x, base], axis=1) - mean) / std) @ np.asarray(w, np.float64).T + b, 0, 1)
+        z = (np.concatenate([x, base], axis=1) - mean) / std
+        z = np.clip(z, -Z_CLAMP, Z_CLAMP) if clamp else z
+        p = np.clip(base + z @ np.asarray(w, np.float64).T + b, 0, 1)
         out[i] = np.average(p, axis=0, weights=r.weights)
     return out
 
@@ -361,11 +366,12 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
         slope, icpt, num_std, _ = data.calibrated(train)
         p_alone = data.predict(train, test, lay, fold_cfg)
         # the previous default: stage 1 + ridge on the MFCC summary, refitted on the training sources
-        p_old = data.predict_ridge(train, test)
+        p_old = data.predict_ridge(train, test, clamp=False)  # as it shipped: its inputs were never clamped
         weights, bsel = (select_blend(data, train, lay, fold_cfg) if blend else (np.zeros(len(TARGETS)), None))
         fold_mean = np.nanmean(y_fit[train], axis=0)
         yt = y[test]
-        preds = {"heads": (1 - weights) * p_alone + weights * p_old, "heads_alone": p_alone, "previous_default": p_old,
+        blended = (1 - weights) * p_alone + weights * data.predict_ridge(train, test) if blend else p_alone
+        preds = {"heads": blended, "heads_alone": p_alone, "previous_default": p_old,
                  "fold_mean": np.tile(fold_mean, (test.sum(), 1)), "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
         entry = {"n": int(test.sum()), "learned": {k: regression_metrics(yt, v, TARGETS) for k, v in preds.items()},
                  "calibration": {"slope": float(slope), "intercept": float(icpt)},

@@ -85,8 +85,9 @@ class Heads(nn.Module):
                 getattr(self, name).copy_(torch.as_tensor(v, dtype=torch.float32))
 
     def ridge(self, extra: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
-        """The second member: clamp(stage 1 + ridge([MFCC summary, stage 1]), 0, 1)."""
-        z = (torch.cat([extra, base_out], dim=-1) - self.ridge_mean) / self.ridge_std
+        """The second member: clamp(stage 1 + ridge([MFCC summary, stage 1]), 0, 1), its standardised inputs clamped to
+        +-`Z_CLAMP` as the heads' are (silence or noise lie 10-20 standard deviations out; a line would follow them)."""
+        z = torch.clamp((torch.cat([extra, base_out], dim=-1) - self.ridge_mean) / self.ridge_std, -Z_CLAMP, Z_CLAMP)
         return torch.clamp(base_out + z @ self.ridge_weight.T + self.ridge_bias, 0.0, 1.0)
 
     def forward(self, evidence: torch.Tensor | None = None, numeric: torch.Tensor | None = None) -> torch.Tensor:
