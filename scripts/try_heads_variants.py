@@ -174,7 +174,6 @@ def main() -> None:
     cfg = FitConfig()
     base = layout(DEFAULT_PARTS, genre)
     with_emb = layout(DEFAULT_PARTS + EMB_PARTS, genre)
-    _add_block(data, "mfcc", lambda r: np.tile(r.mfcc_summary, (len(r.weights), 1)))
     with_mfcc = layout(DEFAULT_PARTS + (("mfcc", "all", "identity"),), genre)
     sl = [tagger_layout()["msd_penultimate"], tagger_layout()["mtt_penultimate"]]
     pen = {id(r): np.concatenate([r.blocks["tagger"][:, s] for s in sl], 1) for r in data.lab_recs + data.beh_recs}

@@ -104,14 +104,13 @@ def test_plain_evaluation_refuses_clips_the_model_was_fitted_on(shared_data):
 
 def test_shipped_heads_read_only_what_their_config_allows():
     """Energy reads its definition's parts only, linearly; the spoken block is speechiness's alone (config.json says so)."""
-    from songfeat.heads import TARGETS, FitConfig, part_columns
+    from songfeat.heads import TARGETS, FitConfig, nets_layout, part_columns
 
     b = load_bundle()
     fitc = b.config["split"]["heads"]["fit"]
     cfg = FitConfig(**{k: v for k, v in fitc.items() if k in FitConfig.__dataclass_fields__})
     assert dict(cfg.feature_parts).get("energy"), "the shipped model restricts energy"
-    nets = [p for p in b.evidence_layout if p["block"] != "mfcc"]  # the mfcc columns feed the ridge member only
-    skip_ok, hidden_ok, restricted = cfg.input_mask(part_columns(nets))
+    skip_ok, hidden_ok, restricted = cfg.input_mask(part_columns(nets_layout(b.evidence_layout)))  # ridge's columns aside
     n_ev = skip_ok.shape[1]
     members = b.model.members
     for m in members:

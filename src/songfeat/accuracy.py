@@ -187,7 +187,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     Each fold's heads see only the other folds of this set (no other source, no behaviour bounds), so the
     figure is a within-set one; `songfeat evaluate-sources` gives the shift-revealing one.
     """
-    from .heads import FitConfig, fit_heads, intervals_from_labels, part_columns, predict_rows
+    from .heads import FitConfig, fit_heads, intervals_from_labels, nets_layout, part_columns, predict_rows
     from .sources import new_heads
 
     fitd = dict(bundle.config.get("split", {}).get("heads", {}).get("fit") or {})
@@ -206,7 +206,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     # is not refitted here, so the figure is the heads alone (`songfeat evaluate-sources` scores the blend)
     n_ev = int(bundle.config.get("hparams", {}).get("n_evidence") or np.asarray(clips[0].evidence).shape[1])  # nets' own
     rows_ev = [np.asarray(c.evidence)[:, :n_ev] for c in clips]
-    heads_layout = [p for p in bundle.config["evidence_layout"] if p["block"] != "mfcc"]
+    heads_layout = nets_layout(bundle.config["evidence_layout"])
     if bundle.config.get("hparams", {}).get("ridge_inputs"):
         result["note"] = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
     for test in _folds(n, cv, seed):

@@ -162,7 +162,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     from . import behaviour
     from .data.labels import read_labels
 
-    from .heads import DEFAULT_PARTS, MARGIN, FitConfig, assemble, intervals_from_labels, layout
+    from .heads import DEFAULT_PARTS, MARGIN, RIDGE_PARTS, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, get_records
     from .sources import (NOT_FITTED, _Data, catalogue_frame, clip_predictions, default_genre_table, evaluate_sources,
                           fit_on, select_blend, select_decay)
@@ -259,9 +259,6 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     return path
 
 
-RIDGE_PARTS = (("mfcc", "all", "identity"),)  # the evidence the ridge member reads, after the heads' own
-
-
 def with_ridge(heads, config: dict, coef, blend: np.ndarray):
     """`heads` (a fitted `models.heads.Heads`) with the ridge member (`fit_head`'s W, b, mean, std) and per-feature blend
     installed: a new module built from `config`'s hparams (which name `ridge_inputs`), the nets' weights copied."""
@@ -354,8 +351,9 @@ def model_card(config: dict) -> str:
     h = config["split"]["heads"]
     fitc = h["fit"]
     beh = m["behaviour_check_half"]["summary"]
-    parts = ", ".join(f"{p['block']}:{p['name']}" + (" (log-odds)" if p["transform"] == "logit" else "") for p in config["evidence_layout"]
-                      if p["block"] != "mfcc")  # the MFCC summary feeds the ridge member only
+    from .heads import nets_layout
+
+    parts = ", ".join(f"{p['block']}:{p['name']}" + (" (log-odds)" if p["transform"] == "logit" else "") for p in nets_layout(config["evidence_layout"]))
     failed_rules = [r for r in m["behaviour_check_half"]["rules"] if not r["holds"]]
     from . import genre_prior
 

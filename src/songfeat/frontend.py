@@ -9,7 +9,6 @@ models. `MUSICNN` is not a spectrogram but the pretrained musicnn tagger's outpu
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
@@ -18,6 +17,7 @@ import torch
 
 from .audio import SAMPLE_RATE, WINDOW_SECONDS
 from .descriptors import mel_filterbank_htk
+from .mfcc import dct_basis, fit_length
 
 AMIN = 1e-10  # power floor before the log, as torchaudio and librosa use
 MUSICNN_CHANNELS = 3512  # len(songfeat.tagger.vector(...)); a test keeps the two equal
@@ -91,12 +91,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
 
 @lru_cache(maxsize=8)
 def dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:
-    """Orthonormal DCT-II basis [n_mfcc, n_mels], as scipy.fft.dct(norm='ortho') applies it."""
-    n = torch.arange(n_mels, dtype=torch.float64)
-    k = torch.arange(n_mfcc, dtype=torch.float64)[:, None]
-    basis = torch.cos(math.pi / n_mels * (n + 0.5) * k) * math.sqrt(2.0 / n_mels)
-    basis[0] *= 1.0 / math.sqrt(2.0)
-    return basis.float()
+    """Orthonormal DCT-II basis [n_mfcc, n_mels], as scipy.fft.dct(norm='ortho') applies it (`mfcc.dct_basis`)."""
+    return torch.from_numpy(dct_basis(n_mfcc, n_mels).astype(np.float32))
 
 
 @lru_cache(maxsize=8)
@@ -164,8 +160,4 @@ def fit_window(y: np.ndarray, spec: FrontendSpec) -> np.ndarray:
     Tiling (repeating the clip) keeps a short clip's statistics instead of padding with silence
     the model never saw in training.
     """
-    n = int(round(spec.window_seconds * spec.sample_rate))
-    if y.size >= n:
-        return y[:n]
-    reps = int(math.ceil(n / max(y.size, 1)))
-    return np.tile(y, reps)[:n]
+    return fit_length(y, int(round(spec.window_seconds * spec.sample_rate)))

@@ -26,6 +26,13 @@ DEFAULT_PARTS: tuple[tuple[str, str, str], ...] = (
     ("vad", "all", "identity"), ("pitch", "all", "identity"), ("spoken", "all", "identity"), ("dynamics", "all", "identity"))
 NO_GENRE_PARTS = tuple(p for p in DEFAULT_PARTS if p[2] != "genre_prior")
 NO_TAGGER_PARTS = tuple(p for p in DEFAULT_PARTS if p[0] != "tagger")
+RIDGE_PARTS = (("mfcc", "all", "identity"),)  # the ridge member's evidence, after the nets' own (`models.heads.Heads`)
+
+
+def nets_layout(lay: list[dict]) -> list[dict]:
+    """The parts of a bundle's evidence layout that the nets read: all but the ridge member's trailing columns."""
+    ridge = {block for block, _, _ in RIDGE_PARTS}
+    return [p for p in lay if p["block"] not in ridge]
 
 
 def layout(parts=DEFAULT_PARTS, genre_table: dict | None = None) -> list[dict]:
@@ -353,7 +360,8 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
 
 
 __all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
-           "intervals_from_rules", "rule_interval", "catalogue_intervals", "catalogue_region", "DEFAULT_PARTS", "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "TARGETS"]
+           "intervals_from_rules", "rule_interval", "catalogue_intervals", "catalogue_region", "nets_layout", "DEFAULT_PARTS",
+           "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "RIDGE_PARTS", "TARGETS"]
 
 
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
@@ -385,7 +393,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     lo, hi = intervals_from_labels(y)
     # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior;
     # your heads stand alone: the default's second member (a ridge on the MFCC summary, fitted on its labels) is left out
-    lay = [p for p in base.config.get("evidence_layout") or layout(NO_GENRE_PARTS) if p["block"] != "mfcc"]
+    lay = nets_layout(base.config.get("evidence_layout") or layout(NO_GENRE_PARTS))
     sc = base.config["scalers"]["numeric"]
     num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
     num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)

@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS audio_analyses (
 def model_version(model: str | Path | None = None) -> str:
     """A short fingerprint of what makes a result: the model bundle (its config.json and weights) and the code that
     decodes and measures (tempo, key, loudness, the heads' evidence: `provenance.MEASURING_CODE`) and the tagger's and
-    VAD's weight files (`provenance.LISTENING_WEIGHTS`), stored with every result. A new measuring recipe (the loudness moved to Echo Nest's segment level) requeues old results as a new
+    VAD's weight files (`provenance.LISTENING_WEIGHTS`), stored with every result. A new measuring recipe (the
+    loudness moved to Echo Nest's segment level) requeues old results as a new
     model does."""
     from .bundle import CONFIG, DEFAULT_DIR, WEIGHTS
 

@@ -28,13 +28,17 @@ DEFAULT_CACHE = Path(os.environ.get("SONGFEAT_CACHE", Path.home() / ".cache" / "
 
 @dataclass
 class Record:
-    """One clip's cached inputs: descriptors dict, blocks name -> [W, D], window weights [W], MFCC summary."""
+    """One clip's cached inputs: descriptors dict, blocks name -> [W, D], window weights [W]."""
 
     path: str
     descriptors: dict
     blocks: dict
     weights: np.ndarray
-    mfcc_summary: np.ndarray
+
+    @property
+    def mfcc_summary(self) -> np.ndarray:
+        """The first window's MFCC summary, which the previous default read."""
+        return self.blocks["mfcc"][0]
 
     def mean(self, name: str) -> np.ndarray:
         """Duration-weighted mean of one evidence block over the windows."""
@@ -81,7 +85,7 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
     from .audio import SAMPLE_RATE, check_usable, iter_windows
     from .evidence import window_inputs
 
-    evs, weights, blocks, mfcc = [], [], [], None
+    evs, weights, blocks = [], [], []
     for w in iter_windows(path):
         ev = descriptors.window_evidence(w, SAMPLE_RATE)
         evs.append(ev)
@@ -89,12 +93,10 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
             continue
         blocks.append(window_inputs(w, SAMPLE_RATE, ev, with_tagger=with_tagger))
         weights.append(w.size)
-        if mfcc is None:  # the previous default read the first window's summary
-            mfcc = blocks[-1]["mfcc"]
     check_usable(path, sum(e.n_samples for e in evs), max((e.peak for e in evs), default=0.0))
     desc = descriptors.combine(evs).to_dict()
     stacked = {k: np.stack([b[k] for b in blocks]) for k in blocks[0]}
-    return Record(str(path), desc, stacked, np.asarray(weights, dtype=np.float64), mfcc)
+    return Record(str(path), desc, stacked, np.asarray(weights, dtype=np.float64))
 
 
 def _save(rec: Record, file: Path) -> None:
@@ -102,7 +104,7 @@ def _save(rec: Record, file: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".rec.", suffix=".npz", dir=file.parent)
     os.close(fd)
     try:
-        np.savez(tmp, descriptors=json.dumps(rec.descriptors), weights=rec.weights, mfcc=rec.mfcc_summary,
+        np.savez(tmp, descriptors=json.dumps(rec.descriptors), weights=rec.weights,
                  **{f"block_{k}": v for k, v in rec.blocks.items()})
         os.replace(tmp, file)
     except BaseException:
@@ -115,7 +117,7 @@ def _load(file: Path, path: str) -> Record | str:
         if "error" in z:
             return str(z["error"])
         return Record(path, json.loads(str(z["descriptors"])), {k[6:]: z[k] for k in z.files if k.startswith("block_")},
-                      z["weights"], z["mfcc"])
+                      z["weights"])
 
 
 def get_record(path: str | Path, cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True) -> Record | str:

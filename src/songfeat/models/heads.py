@@ -13,7 +13,7 @@ logit space.
 With `ridge_inputs` > 0 the last that many evidence columns (the MFCC summary, `songfeat.mfcc`) feed a
 second member, the previous default's stage 2: a ridge on [those columns, stage 1's outputs] added to
 stage 1 and clamped to [0, 1]. Each feature's output is then (1 - blend) x heads + blend x ridge, with
-`blend` chosen per feature by leave-one-source-out (`songfeat.blend`). Two models that read different
+`blend` chosen per feature by leave-one-source-out (`songfeat.sources.select_blend`). Two models that read different
 things err differently; their average carries less of one training set's skew into new music.
 """
 from __future__ import annotations
