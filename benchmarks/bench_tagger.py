@@ -3,7 +3,7 @@
 Peers, run in the same process on the same windows:
   * front-end: musicnn's own recipe in librosa (librosa.resample soxr_hq + librosa.feature.melspectrogram);
   * models: the same torch weights run layer by layer in musicnn's graph order (ReLU -> batch norm ->
-    max over frequency on the full map), which songfeat fuses into one min/max pass.
+    max over frequency on the full map), which songfeat fuses into one convolution and one max-pool.
 
     python benchmarks/bench_tagger.py [--windows N] [--patches P] [--threads T] [--audio DIR [--drift M]]
 
@@ -97,17 +97,17 @@ def main() -> None:
                     net(p)
         return run
 
-    fused = mm._relu_bn_maxpool
+    fused = mm.conv_relu_bn_max
 
     def unfused(name: str):
         run = model(name)
 
         def go():
-            mm._relu_bn_maxpool = lambda z, bn: bn(torch.nn.functional.relu(z)).amax(dim=3)
+            mm.conv_relu_bn_max = lambda h, conv, bn: bn(torch.nn.functional.relu(conv(h))).amax(dim=3)
             try:
                 run()
             finally:
-                mm._relu_bn_maxpool = fused
+                mm.conv_relu_bn_max = fused
         return go
 
     def describe():

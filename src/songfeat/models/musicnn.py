@@ -38,20 +38,31 @@ def _tf_same(k: int) -> tuple[int, int]:
     return (k - 1) // 2, k - 1 - (k - 1) // 2
 
 
-def _relu_bn_maxpool(z: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
-    """max over frequency of bn(relu(z)) for [B, C, T, F] -> [B, C, T], without touching the big tensor twice.
+CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512: pooling stays in its blocked layout only for whole blocks
+
+
+def conv_relu_bn_max(h: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """max over frequency of bn(relu(conv(h))) for [B, 1, T, F] -> [B, C, T], as one convolution and one max-pool.
 
     In eval mode bn is a per-channel affine a·x + b and relu is monotone, so the max over F is
-    a·relu(max z) + b where a >= 0 and a·relu(min z) + b where a < 0 (musicnn has channels of both
-    signs). Equal to the layer-by-layer graph up to float rounding; about 2x faster on CPU.
+    a·relu(max z) + b where a >= 0 and a·relu(min z) + b where a < 0 (musicnn has channels of both signs).
+    The min is taken as -max(-z) by negating those channels' weights and bias (exact: negation only flips
+    signs), so one max-pool serves every channel; zero filters pad the channels to whole NCHWc blocks, so
+    onnxruntime pools in its convolution's layout instead of first re-laying the full [B, C, T, F] map
+    (about 20% of the tagger's time). Equal to the layer-by-layer graph up to float rounding.
     """
     if bn.training:
-        return bn(F.relu(z)).amax(dim=3)
+        return bn(F.relu(conv(h))).amax(dim=3)
     a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     b = bn.bias - bn.running_mean * a
-    lo, hi = torch.aminmax(z, dim=3)
-    pick = torch.where((a >= 0)[None, :, None], hi, lo)
-    return F.relu(pick) * a[None, :, None] + b[None, :, None]
+    sign = torch.where(a >= 0, 1.0, -1.0)
+    c = conv.out_channels
+    pad = (-c) % CHANNEL_BLOCK if torch.onnx.is_in_onnx_export() else 0  # torch itself gains nothing from them
+    weight = torch.cat([conv.weight * sign[:, None, None, None], conv.weight.new_zeros((pad, *conv.weight.shape[1:]))])
+    bias = torch.cat([conv.bias * sign, conv.bias.new_zeros(pad)])
+    width = N_MELS - conv.kernel_size[1] + 1  # a constant, so the ONNX export gets a fixed pooling kernel
+    top = F.max_pool2d(F.conv2d(h, weight, bias), kernel_size=(1, width))[:, :c, :, 0] * sign[None, :, None]
+    return F.relu(top) * a[None, :, None] + b[None, :, None]
 
 
 class Musicnn(nn.Module):
@@ -79,10 +90,9 @@ class Musicnn(nn.Module):
         h = self.bn_input(x[:, None])  # [B, 1, T, F]
         feats = []
         for conv, bn in zip(self.timbral, self.timbral_bn):
-            z = F.pad(h, (0, 0, 3, 3))  # time only, as musicnn pads for a cheap 'same'
-            feats.append(_relu_bn_maxpool(conv(z), bn))
+            feats.append(conv_relu_bn_max(F.pad(h, (0, 0, 3, 3)), conv, bn))  # time only, as musicnn pads for a cheap 'same'
         for conv, bn, k in zip(self.temporal, self.temporal_bn, TEMPORAL_KERNELS):
-            feats.append(_relu_bn_maxpool(conv(F.pad(h, (0, 0, *_tf_same(k)))), bn))
+            feats.append(conv_relu_bn_max(F.pad(h, (0, 0, *_tf_same(k))), conv, bn))
         front = torch.cat(feats, dim=1)  # [B, 561, T]
         c1 = self.midend_bn[0](F.relu(self.midend[0](front)))
         c2 = self.midend_bn[1](F.relu(self.midend[1](c1))) + c1
