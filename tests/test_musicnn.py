@@ -166,6 +166,21 @@ def test_patches_spread_over_the_window():
     assert tagger.patch_starts(200, 10).tolist() == [0]
 
 
+@pytest.mark.parametrize("seconds,patches", [(30.0, 5), (29.74, 10), (4.0, 5), (3.01, 3)])
+def test_patches_read_only_their_frames_and_get_the_same_values(seconds, patches):
+    # mel_patches transforms only the frames its patches cover (half of a 30-s window at 5 patches); each
+    # patch must equal the same rows of the whole window's spectrogram, bit for bit.
+    sr = 44100
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(3)
+    y = (0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * t)) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    spec = tagger.log_mel(tagger.resample(y, sr))
+    starts = tagger.patch_starts(spec.shape[0], patches)
+    want = np.stack([spec[s:s + 187] for s in starts])
+    got = tagger.mel_patches(y, sr, patches)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
 def test_short_clip_is_tiled_not_padded():
     sr = 16000
     y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)).astype(np.float32)  # 1 s
