@@ -212,6 +212,30 @@ def test_a_lone_forked_job_keeps_the_time_limit_and_crash_isolation():
     assert res.ok and res.value == 0.01
 
 
+FORK_PROBE = """
+import os, threading
+from songfeat.workers import run_jobs
+def parents(**kw):
+    return sorted({r.value for r in run_jobs(eval, ["__import__('os').getppid()"] * 4, workers=2, **kw)})
+print(parents(fork=True) == [os.getpid()], parents() != [os.getpid()])
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)
+t.start()
+print(os.getpid() not in parents(fork=True))
+stop.set()
+t.join()
+"""
+
+
+def test_batch_workers_fork_this_process_when_it_is_safe():
+    # A fork of the batch process starts in a few ms; the fork server costs a new interpreter and its imports
+    # (~0.3 s a batch). With a thread running here a fork could copy a held lock: then the fork server.
+    # A fresh process: this one may hold torch or onnxruntime sessions from other tests, where fork is not safe.
+    p = subprocess.run([sys.executable, "-c", FORK_PROBE], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["True", "True", "True"], p.stdout
+
+
 def _features_in_child(path: str) -> dict:
     return A.analyze(path)
 

@@ -329,12 +329,12 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
     from .workers import run_jobs
 
     alone = len(jobs) == 1
-    bundle = get_bundle(model)  # a bad model fails here, once; a lone job's fork inherits it
+    bundle = get_bundle(model)  # a bad model fails here, once; forked workers inherit it
     _check_bundle_for_audio(bundle)
     held: dict[int, Outcome] = {}
     nxt = 0
     for res in run_jobs(_analyze_one, jobs, workers=workers, timeout=timeout, init=_start_analysis_worker,
-                        init_args=(model, alone), fork=alone, preload=analysis_preload(bundle)):
+                        init_args=(model, alone), fork=True, preload=analysis_preload(bundle)):
         path = jobs[res.index][0]
         if res.ok:
             out = res.value
