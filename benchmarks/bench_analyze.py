@@ -103,11 +103,12 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
         windows = list(iter_windows(f))
         acc["decode"] += time.perf_counter() - t
         t = time.perf_counter()
-        ev = [descriptors.window_evidence(w) for w in windows]
+        shared = [mfcc.SharedFrames(w.size, SAMPLE_RATE) for w in windows]  # the MFCC frames the descriptors' STFT holds
+        ev = [descriptors.window_evidence(w, SAMPLE_RATE, on_power=s) for w, s in zip(windows, shared)]
         desc = descriptors.combine(ev)
         acc["descriptors"] += time.perf_counter() - t
         rows = []
-        for i, (w, e) in enumerate(zip(windows, ev)):
+        for i, (w, e, sh) in enumerate(zip(windows, ev, shared)):
             if i and w.size < MIN_TAIL_SECONDS * SAMPLE_RATE:  # analyze leaves short tails out of the learned features
                 continue
             n_windows += 1
@@ -129,7 +130,7 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
             pv, sp = evidence.voice(y16, probs, dyn[evidence.DYNAMICS.index("onset_regularity")])
             acc["pitch"] += time.perf_counter() - t
             t = time.perf_counter()
-            mf = mfcc.summary(w, SAMPLE_RATE)  # the ridge member's input
+            mf = mfcc.summary(w, SAMPLE_RATE, sh)  # the ridge member's input
             acc["MFCC summary"] += time.perf_counter() - t
             rows.append(assemble({"tagger": tg[None], "vad": v[None], "pitch": pv[None], "spoken": sp[None],
                                   "dynamics": dyn[None], "mfcc": mf[None]}, lay))

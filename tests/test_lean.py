@@ -118,7 +118,7 @@ def test_lean_cli_prints_what_the_full_install_prints(monkeypatch):
 
 
 def test_lean_batch_in_worker_processes(tmp_path):
-    """Two files with --workers 2 (forkserver workers, one thread each), lean: both analysed, JSON Lines."""
+    """Two files with --workers 2 (forked workers, one thread each), lean: both analysed, JSON Lines."""
     a, b = tmp_path / "a.mp3", tmp_path / "b.mp3"
     shutil.copy(EXAMPLE, a)
     shutil.copy(EXAMPLE, b)

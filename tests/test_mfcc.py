@@ -36,3 +36,18 @@ def test_summary_separates_timbres_and_refuses_bad_input():
         mfcc.summary(tone, 22050)
     with pytest.raises(ValueError, match="at least one sample"):
         mfcc.summary(np.zeros(0, np.float32))
+
+
+@pytest.mark.parametrize("seconds", [30.0, 29.74, 7.3, 0.05])  # a full window, a preview's, tiled, shorter than a frame
+def test_frames_shared_with_the_descriptors_give_the_same_summary(seconds, example_clip):
+    # The descriptors' STFT holds every second MFCC frame; the summary takes those instead of transforming
+    # them again, and must come out bit for bit as if it had not.
+    from songfeat import descriptors
+    from songfeat.audio import load_audio
+
+    y = np.tile(load_audio(example_clip), 2)[: int(seconds * 44100)]
+    shared = mfcc.SharedFrames(y.size)
+    descriptors.window_evidence(y, 44100, on_power=shared)
+    assert shared.frames == (min(y.size // mfcc.HOP, mfcc.FRAMES) if y.size > mfcc.N_FFT else 0)
+    assert np.array_equal(mfcc.summary(y, shared=shared), mfcc.summary(y))
+    assert np.array_equal(mfcc.summary(y, shared=mfcc.SharedFrames(y.size)), mfcc.summary(y))  # blocks never came: computed

@@ -110,7 +110,12 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
 
             y16 = resample16(w, SAMPLE_RATE)
             pending = pool.submit(tagger_block, y16)
-        ev = descriptors.window_evidence(w, SAMPLE_RATE)
+        shared = None
+        if used and evidence_layout is not None:
+            from .mfcc import SharedFrames
+
+            shared = SharedFrames(w.size, SAMPLE_RATE)  # the MFCC frames the descriptors' STFT computes anyway
+        ev = descriptors.window_evidence(w, SAMPLE_RATE, on_power=shared)
         evidence.append(ev)
         if not used:
             continue
@@ -122,7 +127,7 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
             from .evidence import window_inputs
             from .heads import assemble
 
-            blocks = window_inputs(w, SAMPLE_RATE, ev, with_tagger=tag and pending is None, y16=y16)
+            blocks = window_inputs(w, SAMPLE_RATE, ev, with_tagger=tag and pending is None, y16=y16, shared=shared)
             if pending is not None:
                 blocks["tagger"] = pending.result()
             rows.append(assemble({k: v[None] for k, v in blocks.items()}, evidence_layout))

@@ -35,6 +35,7 @@ Figures and how to reproduce them: docs/descriptors.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -272,26 +273,30 @@ def _mel_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 STFT_BLOCK_FRAMES = 128  # frames transformed at once: bounds the scratch memory to a few MB
 
 
-def _power_blocks(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP):
-    """|STFT|^2 of mono float32 audio in blocks of frames [<= STFT_BLOCK_FRAMES, n_fft//2+1] (float32), in order.
+def _power_blocks(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP, first: int = 0):
+    """|STFT|^2 of mono float32 audio in blocks of frames [<= STFT_BLOCK_FRAMES, n_fft//2+1] (float32), in order,
+    from frame `first` on.
 
     Centred with reflect padding as torch.stft; strided frames (no copy) times a periodic Hann window,
-    numpy.fft.rfft. Blocks keep the memory of a 30-s window's analysis to a few MB.
+    numpy.fft.rfft, each frame on its own (a row is the same in whichever block it falls). Blocks keep the
+    memory of a 30-s window's analysis to a few MB.
     """
     y = np.asarray(y, dtype=np.float32)
     if y.size <= n_fft // 2:  # reflect padding needs more samples than half a frame
         y = np.pad(y, (0, n_fft // 2 + 1 - y.size))
     yp = np.pad(y, (n_fft // 2, n_fft // 2), mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(yp, n_fft)[::hop]
+    frames = np.lib.stride_tricks.sliding_window_view(yp, n_fft)[::hop][first:]
     win = _hann_window(n_fft)
     for i in range(0, frames.shape[0], STFT_BLOCK_FRAMES):
         x = np.fft.rfft(frames[i: i + STFT_BLOCK_FRAMES] * win, axis=1)
         yield x.real**2 + x.imag**2
 
 
-def power_spectrogram(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """|STFT|^2 [frames, n_fft//2+1] (float32) of mono float32 audio, centred with reflect padding as torch.stft."""
-    return np.concatenate(list(_power_blocks(y, n_fft, hop)))
+def power_spectrogram(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP, first: int = 0) -> np.ndarray:
+    """|STFT|^2 [frames, n_fft//2+1] (float32) of mono float32 audio, centred with reflect padding as torch.stft
+    (from frame `first` on)."""
+    blocks = list(_power_blocks(y, n_fft, hop, first))
+    return np.concatenate(blocks) if blocks else np.zeros((0, n_fft // 2 + 1), dtype=np.float32)
 
 
 def _as_mono(y: np.ndarray) -> np.ndarray:
@@ -304,8 +309,12 @@ def _as_mono(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
-    """Reduce one window of mono audio (any length; 30 s in the pipeline) to its small summary."""
+def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[int, np.ndarray], None] | None = None) -> WindowEvidence:
+    """Reduce one window of mono audio (any length; 30 s in the pipeline) to its small summary.
+
+    `on_power(first_frame, block)` also receives each |STFT|^2 block (N_FFT, HOP) as it is computed, so another
+    reader of the same spectrogram (the MFCC summary, `mfcc.SharedFrames`) need not compute it again.
+    """
     y = _as_mono(y)
     if sr <= 0:
         raise ValueError(f"sr must be a positive sample rate, got {sr}")
@@ -323,7 +332,11 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE) -> WindowEvidence:
     hpcp_bins = int(HPCP_FMAX * N_FFT / sr) + 3
     mel_fb, chroma_t, kw_w = _mel_filterbank_t(sr // 2, N_FFT // 2, N_MELS), _chroma_t(sr), _kw_frame_weights(sr, N_FFT, HOP)
     mel, low, ch, h36, energy, kw = [], [], [], [], [], []
+    first = 0
     for p in _power_blocks(y, N_FFT, HOP):
+        if on_power is not None:
+            on_power(first, p)
+        first += p.shape[0]
         mel.append(p[:, :nb] @ mel_fb)  # same bin spacing, half the band
         low.append(p[:, 2:lo_bins].copy())
         # chroma: pitch-class energies, each frame normalised to its max (librosa.feature.chroma_stft)

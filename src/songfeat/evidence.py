@@ -140,15 +140,17 @@ def tagger_block(y16: np.ndarray) -> np.ndarray:
     return tagger.vector(tagger.describe(y16, sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
 
 
-def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The named vectors for one mono window (see the module docstring); `y16`: its 16-kHz samples, if at hand."""
+def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.ndarray | None = None,
+                  shared: mfcc.SharedFrames | None = None) -> dict[str, np.ndarray]:
+    """The named vectors for one mono window (see the module docstring); `y16`: its 16-kHz samples, if at hand;
+    `shared`: the STFT frames the window's `descriptors.window_evidence` passed on (`mfcc.SharedFrames`)."""
     y16 = resample16(y, sr) if y16 is None else y16
     probs = vad.speech_probs(y16, RATE16)  # once: the VAD statistics and the spoken block both read it
     speech = vad.summarise(probs)
     dyn = dynamics(ev, y16)
     pitch_v, spoken_v = voice(y16, probs, dyn[DYNAMICS.index("onset_regularity")])
     out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32), "pitch": pitch_v, "spoken": spoken_v,
-           "dynamics": dyn, "mfcc": mfcc.summary(y, sr)}
+           "dynamics": dyn, "mfcc": mfcc.summary(y, sr, shared)}
     if with_tagger:
         out["tagger"] = tagger_block(y16)
     return out

@@ -5,6 +5,9 @@ The recipe of `frontend.MFCC_DENSE` (the previous default's input): the window c
 an 80-dB floor below the window's peak, an orthonormal DCT-II to 20 coefficients, 646 frames; then per
 coefficient the mean and the (unbiased) standard deviation over the frames. Numpy only, so the lean
 runtime (no torch) computes it; a test keeps it equal to the torch front-end it was written from.
+The descriptors' STFT (same 4096-point frames, half the hop) already holds every second frame of it:
+`SharedFrames` takes those from `descriptors.window_evidence`, and only the last frame or so, which the
+tiling to 30 s changes, is transformed again.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import descriptors
 from .descriptors import mel_filterbank_htk, power_spectrogram
 
 SAMPLE_RATE = 44100
@@ -45,19 +49,54 @@ def fit_length(y: np.ndarray, n: int) -> np.ndarray:
     return np.tile(y, -(-n // y.size))[:n]
 
 
-def summary(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """One mono 44.1-kHz window -> float32 [40]: each MFCC's mean over the frames, then its standard deviation."""
+class SharedFrames:
+    """The MFCC frames' |STFT|^2 rows that `descriptors.window_evidence`'s STFT computes anyway (~5 MB for 30 s).
+
+    Pass an instance as `window_evidence(..., on_power=...)`, then to `summary(..., shared=...)`. Its frames are
+    every second one of the descriptors' (same 4096-point periodic Hann frames, hop 1024 against 2048), taken while
+    they lie wholly inside the window, where the cut or tiled 30-s signal `summary` reads equals the window.
+    """
+
+    def __init__(self, n_samples: int, sr: int = SAMPLE_RATE):
+        same_stft = sr == SAMPLE_RATE and descriptors.N_FFT == N_FFT and HOP == 2 * descriptors.HOP
+        n = min(int(n_samples), int(round(WINDOW_SECONDS * sr)))
+        self.frames = min(FRAMES, n // HOP) if same_stft and n > N_FFT else 0  # frame k spans samples [HOP(k-1), HOP(k+1))
+        self._rows: list[np.ndarray] = []
+        self._seen = 0
+
+    def __call__(self, first: int, block: np.ndarray) -> None:
+        """One block of the descriptors' |STFT|^2 rows, starting at their frame `first`."""
+        j = np.arange(first, first + block.shape[0])
+        keep = (j % 2 == 0) & (j // 2 < self.frames)
+        if keep.any():
+            self._rows.append(block[keep])
+            self._seen += int(keep.sum())
+
+    def power(self) -> np.ndarray:
+        """[frames, 2049] |STFT|^2 of the shared frames (all of them, or none if the blocks did not arrive)."""
+        if self._seen != self.frames or not self._rows:
+            return np.zeros((0, N_FFT // 2 + 1), dtype=np.float32)
+        return np.concatenate(self._rows)
+
+
+def summary(y: np.ndarray, sr: int = SAMPLE_RATE, shared: SharedFrames | None = None) -> np.ndarray:
+    """One mono 44.1-kHz window -> float32 [40]: each MFCC's mean over the frames, then its standard deviation.
+
+    `shared`: the frames the window's descriptor STFT already computed (`SharedFrames`); the result is the same.
+    """
     if sr != SAMPLE_RATE:
         raise ValueError(f"the MFCC summary is defined at {SAMPLE_RATE} Hz, got {sr}")
     y = np.asarray(y, dtype=np.float32).reshape(-1)
     if y.size == 0:
         raise ValueError("the MFCC summary needs at least one sample")
     mel_t, dct_t = _mel_dct()
-    p = power_spectrogram(fit_length(y, int(round(WINDOW_SECONDS * sr))), N_FFT, HOP)  # [frames, bins]
+    head = shared.power() if shared is not None else np.zeros((0, N_FFT // 2 + 1), dtype=np.float32)
+    rest = power_spectrogram(fit_length(y, int(round(WINDOW_SECONDS * sr))), N_FFT, HOP, first=head.shape[0])
+    p = np.concatenate([head, rest]) if head.shape[0] else rest  # [frames, bins]: one product, as without sharing
     db = 10.0 * np.log10(np.maximum(p @ mel_t, AMIN))
     db = np.maximum(db, db.max() - TOP_DB)
     c = (db @ dct_t)[:FRAMES]  # [646, 20]: a 30-s window has exactly the recipe's frame count
     return np.concatenate([c.mean(0), c.std(0, ddof=1)]).astype(np.float32)
 
 
-__all__ = ["summary", "fit_length", "dct_basis", "WIDTH"]
+__all__ = ["summary", "SharedFrames", "fit_length", "dct_basis", "WIDTH"]

@@ -84,14 +84,17 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
     from .analyze import MIN_TAIL_SECONDS
     from .audio import SAMPLE_RATE, check_usable, iter_windows
     from .evidence import window_inputs
+    from .mfcc import SharedFrames
 
     evs, weights, blocks = [], [], []
     for w in iter_windows(path):
-        ev = descriptors.window_evidence(w, SAMPLE_RATE)
+        used = not (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights)
+        shared = SharedFrames(w.size, SAMPLE_RATE) if used else None  # the MFCC frames the descriptors' STFT holds
+        ev = descriptors.window_evidence(w, SAMPLE_RATE, on_power=shared)
         evs.append(ev)
-        if w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights:
+        if not used:
             continue
-        blocks.append(window_inputs(w, SAMPLE_RATE, ev, with_tagger=with_tagger))
+        blocks.append(window_inputs(w, SAMPLE_RATE, ev, with_tagger=with_tagger, shared=shared))
         weights.append(w.size)
     check_usable(path, sum(e.n_samples for e in evs), max((e.peak for e in evs), default=0.0))
     desc = descriptors.combine(evs).to_dict()
