@@ -38,6 +38,16 @@ def test_non_speech_is_low(signal):
     assert s["speech_fraction"] < 0.1 and s["speech_prob_mean"] < 0.15
 
 
+def test_shipped_file_gives_the_wheels_outputs_bit_for_bit():
+    # weights/silero_vad holds the wheel's model with its STFT convolution written as a matrix product
+    # (scripts/derive_silero_vad.py); these probabilities were recorded once from the wheel's own file.
+    ref = np.load(Path(__file__).parent / "fixtures" / "vad_reference.npz")
+    y, sr = sf.read(FIXTURE, dtype="float32")
+    music = synth.chord_progression(0, 1, seconds=20.0) + synth.drum_pattern(120.0, seconds=20.0)
+    assert np.array_equal(vad.speech_probs(y, sr), ref["reading"])
+    assert np.array_equal(vad.speech_probs(music, 44100), ref["music"])
+
+
 def test_summary_keys_and_empty_input():
     assert set(vad.describe(np.zeros(0, np.float32), 44100)) == set(vad.STATS)
     probs = np.array([0.9] * 40 + [0.1] * 10 + [0.9] * 5, dtype=np.float32)

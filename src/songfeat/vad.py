@@ -18,7 +18,8 @@ FRAME = 512  # samples per frame at 16 kHz: the model's documented chunk size
 CONTEXT = 64  # samples of the previous frame the model sees before each frame
 BLOCK_FRAMES = 512  # frames per ONNX call (about 16 s)
 THRESHOLD = 0.5  # Silero's default speech threshold
-MODEL_FILE = Path(__file__).parent / "weights" / "silero_vad" / "silero_vad_16k_sequence.onnx"
+# the wheel's sequence model with its STFT convolution written as a matrix product, same outputs (PROVENANCE.md)
+MODEL_FILE = Path(__file__).parent / "weights" / "silero_vad" / "silero_vad_16k_frames.onnx"
 STATS = ("speech_fraction", "speech_prob_mean", "speech_prob_p90", "longest_speech_s", "speech_switches_per_s")
 
 
