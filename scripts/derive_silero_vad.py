@@ -53,7 +53,7 @@ def derive(model_bytes: bytes) -> bytes:
     if list(conv.input) != ["/stft/Unsqueeze_output_0", BASIS] or w.shape != (258, 1, 256) \
             or attrs.get("strides") != [128] or attrs.get("pads", [0, 0]) != [0, 0]:
         raise SystemExit(f"unexpected STFT convolution: inputs {list(conv.input)}, basis {w.shape}, {attrs}")
-    hop, taps = 128, 256
+    hop = 128  # 256 taps = two hops: each frame is a pair of neighbouring blocks
     const = {"sf_0": [0], "sf_1": [1], "sf_5": [5], "sf_6": [6], "sf_used": [6 * hop], "sf_blocks_shape": [0, 6, hop]}
     g.initializer.extend(numpy_helper.from_array(np.asarray(v, dtype=np.int64), k) for k, v in const.items())
     g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, 0, :].T), "stft.frame_basis"))  # [256, 258]
