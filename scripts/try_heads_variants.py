@@ -136,7 +136,7 @@ def _blends(data, heads_lay, cfg: FitConfig, decays: dict) -> None:
 
             def second(train, test):
                 if member is None:
-                    return data.predict_ridge(train, test)
+                    return data.predict_ridge(train, test)[0]
                 return data.predict(train, test, member[0], replace(member[1], weight_decay=decays[held]))
 
             maes = []

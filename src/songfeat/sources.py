@@ -174,29 +174,33 @@ class _Data:
         with torch.no_grad():
             return self.bundle.model.base(numeric=torch.from_numpy(np.asarray(num_std, dtype=np.float32))).numpy()
 
-    def fit_ridge(self, train: np.ndarray) -> tuple[np.ndarray, ...]:
+    def fit_ridge(self, train: np.ndarray, num_std: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """The previous default's stage 2 on the training clips with every label known: ridge on [MFCC summary,
-        stage 1] to the residual from stage 1 -> (W, b, mean, std) as `Heads.set_ridge` takes them."""
+        stage 1] to the residual from stage 1 -> (W, b, mean, std) as `Heads.set_ridge` takes them. `num_std`: the
+        labelled clips' numeric inputs under `train`'s calibration, if already at hand."""
         from .default_model import fit_head
 
-        _, _, num_std, _ = self.calibrated(train)
+        if num_std is None:
+            _, _, num_std, _ = self.calibrated(train)
         known = train & ~np.isnan(self.y_fit).any(1)
         z = np.concatenate([np.stack([r.mean("mfcc") for r in self.lab_recs]), self.stage1(num_std)], axis=1)
         return fit_head(z[known], self.y[known] - z[known, -len(TARGETS):])[:4]
 
-    def predict_ridge(self, train: np.ndarray, test: np.ndarray, clamp: bool = True) -> np.ndarray:
-        """The ridge member fitted on `train`, per clip of `test` (its loudness calibration from `train` too); with
-        `clamp=False`, the previous default as it shipped (inputs not clamped)."""
+    def predict_ridge(self, train: np.ndarray, test: np.ndarray, clamps: tuple[bool, ...] = (True,)) -> list[np.ndarray]:
+        """The ridge member fitted once on `train`, per clip of `test` (its loudness calibration from `train` too), for
+        each of `clamps`: True clamps its standardised inputs as the shipped member does, False is the previous default
+        as it shipped (inputs not clamped)."""
         _, _, num_std, _ = self.calibrated(train)
-        return ridge_predictions(self.fit_ridge(train), [r for r, t in zip(self.lab_recs, test) if t],
-                                 self.stage1(num_std[test]), clamp)
+        coef = self.fit_ridge(train, num_std)
+        recs, base = [r for r, t in zip(self.lab_recs, test) if t], self.stage1(num_std[test])
+        return [ridge_predictions(coef, recs, base, c) for c in clamps]
 
     def behaviour_predictions(self, train: np.ndarray, lay, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Heads and ridge member, both fitted on `train`, on the behaviour fitting half's clips."""
         model, _ = self.fit(train, lay, cfg)
-        _, _, _, beh_std = self.calibrated(train)
+        _, _, num_std, beh_std = self.calibrated(train)
         return (clip_predictions(model, self.beh_recs, lay, beh_std),
-                ridge_predictions(self.fit_ridge(train), self.beh_recs, self.stage1(beh_std)))
+                ridge_predictions(self.fit_ridge(train, num_std), self.beh_recs, self.stage1(beh_std)))
 
     def rule_misses(self, pred: np.ndarray) -> np.ndarray:
         """Per feature, how many of the behaviour fitting half's rules the per-clip predictions [N, T] break."""
@@ -245,7 +249,7 @@ def select_blend(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=BLEND_
     maes = []
     for s in inner:
         test = pool & (data.source == s)
-        h, r = data.predict(pool & ~test, test, lay, cfg), data.predict_ridge(pool & ~test, test)
+        h, (r,) = data.predict(pool & ~test, test, lay, cfg), data.predict_ridge(pool & ~test, test)
         err = [np.abs((1 - a) * h + a * r - data.y_fit[test]) for a in grid]  # NOT_FITTED cells are NaN: not scored
         maes.append(np.array([[np.nanmean(c) if np.isfinite(c).any() else np.nan for c in e.T] for e in err]))
     mae = np.nanmean(np.stack(maes), axis=0)  # [A, T]
@@ -366,11 +370,11 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
         slope, icpt, num_std, _ = data.calibrated(train)
         p_alone = data.predict(train, test, lay, fold_cfg)
         # the previous default: stage 1 + ridge on the MFCC summary, refitted on the training sources
-        p_old = data.predict_ridge(train, test, clamp=False)  # as it shipped: its inputs were never clamped
+        p_ridge, p_old = data.predict_ridge(train, test, clamps=(True, False))  # the previous default as it shipped: unclamped
         weights, bsel = (select_blend(data, train, lay, fold_cfg) if blend else (np.zeros(len(TARGETS)), None))
         fold_mean = np.nanmean(y_fit[train], axis=0)
         yt = y[test]
-        blended = (1 - weights) * p_alone + weights * data.predict_ridge(train, test) if blend else p_alone
+        blended = (1 - weights) * p_alone + weights * p_ridge
         preds = {"heads": blended, "heads_alone": p_alone, "previous_default": p_old,
                  "fold_mean": np.tile(fold_mean, (test.sum(), 1)), "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
         entry = {"n": int(test.sum()), "learned": {k: regression_metrics(yt, v, TARGETS) for k, v in preds.items()},

@@ -42,8 +42,11 @@ def _blocks(y16: np.ndarray):
         yield full[i:i + BLOCK_FRAMES]
 
 
-def speech_probs(y: np.ndarray, sr: int) -> np.ndarray:
-    """Per-frame (32 ms) speech probability of a mono signal at any rate (resampled to 16 kHz with soxr)."""
+def speech_probs(y: np.ndarray, sr: int, session=None) -> np.ndarray:
+    """Per-frame (32 ms) speech probability of a mono signal at any rate (resampled to 16 kHz with soxr).
+
+    `session`: an onnxruntime session of another Silero file to run instead of the shipped one (the derivation
+    script compares the wheel's file with the shipped one this way)."""
     y = np.asarray(y, dtype=np.float32).reshape(-1)
     if sr != VAD_RATE:
         import soxr
@@ -51,7 +54,7 @@ def speech_probs(y: np.ndarray, sr: int) -> np.ndarray:
         y = soxr.resample(y, sr, VAD_RATE, quality="HQ").astype(np.float32, copy=False)
     if y.size == 0:
         return np.zeros(0, dtype=np.float32)
-    sess = _session()
+    sess = _session() if session is None else session
     h = np.zeros((1, 1, 128), dtype=np.float32)
     c = np.zeros((1, 1, 128), dtype=np.float32)
     out = []
