@@ -71,8 +71,27 @@ def derive(model_bytes: bytes) -> bytes:
     if any("/stft/Unsqueeze_output_0" in n.input for n in g.node):
         raise SystemExit("the STFT's Unsqueeze output has another reader; not rewriting")
     g.node.remove(next(n for n in g.node if n.output and n.output[0] == "/stft/Unsqueeze_output_0"))
+    _drop_unread_constants(g)
     onnx.checker.check_model(m)
     return m.SerializeToString()
+
+
+def _drop_unread_constants(g) -> None:
+    """Remove the constants (initializers and Constant nodes) that nothing reads any more, such as the removed
+    Unsqueeze's axes: onnxruntime otherwise warns about each one whenever a session is created."""
+    read = {o.name for o in g.output}
+
+    def walk(graph) -> None:
+        for n in graph.node:
+            read.update(n.input)
+            for a in n.attribute:
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(sub)
+    walk(g)
+    for n in [n for n in g.node if n.op_type == "Constant" and not set(n.output) & read]:
+        g.node.remove(n)
+    for t in [t for t in g.initializer if t.name not in read]:
+        g.initializer.remove(t)
 
 
 def test_signals() -> list[np.ndarray]:
