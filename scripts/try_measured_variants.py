@@ -1,6 +1,6 @@
 """Variants of the measured key, loudness and tempo tried against the issue-8 targets, with held-out figures.
 
-    python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss]
+    python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -11,6 +11,10 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   shrinkage is picked by leave-one-source-out inside the training sources; Essentia's key profiles on
   songfeat's HPCP and Essentia's HPCP under songfeat's key decision, with the bench extra). Weights are shown as a
   grid so the reader can see that no setting chosen on one half helps the other;
+* HPCP settings (`hpcp_settings`; alone with `--only-hpcp-settings`, a few minutes): a numpy HPCP whose window, hop,
+  peak picking, interpolation, band, contribution, weighting and band preset are each songfeat's or Essentia's /
+  Gomez (2006)'s, switched one at a time and cumulatively, under songfeat's key decision, with the variant each source
+  would get when picked on the other two; Essentia (bench extra) only checks it and is shown as a peer;
 * loudness: the LUFS -> Spotify dB map for several recipes (one on the stereo signal, as BS.1770
   sums channels), fitted on one dev half and checked on the other, plus the recipe each half would
   choose by its own 5-fold CV and by a nested cross-source check against the extra previews (neither
@@ -45,18 +49,21 @@ GROUPS = ("forró", "pop/rock", "extra", "behaviour")
 agg = D.sum_normalised  # frames -> the summed, max-normalised profile analysis uses
 
 
-def load(shared: Path) -> list[dict]:
-    """Every clip with its evidence and its low-band power spectrogram (voiced frames)."""
+def load(shared: Path, keyed_only: bool = False) -> list[dict]:
+    """Every clip with its evidence and its low-band power spectrogram (voiced frames); with `keyed_only`, only the clips
+    with a reference key, and without the stereo loudness (the key tables need neither)."""
     out = []
     size = int(D.WINDOW_SECONDS * SR)
     for c in B.clips(shared):
+        if keyed_only and c.key is None:
+            continue
         y = load_audio(c.path)
         ev = [D.window_evidence(y[i: i + size]) for i in range(0, max(1, y.size), size)]
         full = [D.power_spectrogram(y[i: i + size]) for i in range(0, max(1, y.size), size)]
         p = np.concatenate([f[:, :SPEC_BINS] for f in full])
         e = np.concatenate([f[:, : D.N_FFT // 4 + 1].sum(1) for f in full])
         out.append({"c": c, "ev": ev, "p": p[e > e.max() * 1e-6], "peak": float(np.abs(y).max()),
-                    "stereo lufs": stereo_lufs(c.path) if c.loudness is not None else float("nan")})
+                    "stereo lufs": stereo_lufs(c.path) if c.loudness is not None and not keyed_only else float("nan")})
     return out
 
 
@@ -78,13 +85,17 @@ def stereo_lufs(path: Path) -> float:
 # key
 
 
-def key_table(rows: list[dict], hpss: bool, shared: Path) -> None:
-    """key+mode / mode per source for each HPCP variant."""
+def key_table(rows: list[dict], hpss: bool, shared: Path, only_hpcp_settings: bool = False) -> None:
+    """key+mode / mode per source for each HPCP variant (with `only_hpcp_settings`, only `hpcp_settings`)."""
     keyed = [r for r in rows if r["c"].key is not None]
+    for r in keyed:
+        r["chroma"] = sum(e.chroma for e in r["ev"])
+    if only_hpcp_settings:
+        hpcp_settings(keyed)
+        return
     for r in keyed:
         r["F"] = D.hpcp_frames(r["p"])
         r["Fb"] = D.hpcp_frames(r["p"], fmin=40.0, fmax=250.0)
-        r["chroma"] = sum(e.chroma for e in r["ev"])
 
     def show(name: str, fn) -> None:
         res: dict[str, list] = {}
@@ -132,6 +143,7 @@ def key_table(rows: list[dict], hpss: bool, shared: Path) -> None:
     learned_profile(keyed)
     essentia_profiles(keyed)
     essentia_hpcp(keyed)
+    hpcp_settings(keyed)
 
 
 def decision_variants(keyed: list[dict], shared: Path) -> None:
@@ -304,6 +316,343 @@ def essentia_hpcp(keyed: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# HPCP settings, songfeat's against Essentia's / Gomez (2006)'s, one at a time (numpy; Essentia only as a peer and a check)
+
+HPCP_SETTINGS = ("window", "hop", "peaks", "interp", "band", "contrib", "weight", "preset")
+SONGFEAT_HPCP = {"window": "hann", "hop": D.HOP, "peaks": "range", "interp": "db", "band": (D.HPCP_FMIN, D.HPCP_FMAX),
+                 "contrib": "mag", "weight": "cos2", "preset": False}
+ESSENTIA_HPCP = {"window": "bh62", "hop": D.N_FFT, "peaks": "top60", "interp": "lin", "band": (25.0, 3500.0),
+                 "contrib": "mag2", "weight": "cos", "preset": True}
+HPCP_LABELS = {
+    "window": {"hann": "Hann window", "bh62": "Blackman-Harris 62 dB window (3-term)", "bh92": "Blackman-Harris 92 dB window (4-term)"},
+    "hop": {D.HOP: "hop 1024 (centred frames)", D.N_FFT: "hop 4096 (frames from sample 0)"},
+    "peaks": {"range": "local maxima within 60 dB of the frame max", "top60": "60 strongest peaks above 1e-4"},
+    "interp": {"db": "interpolation on dB", "lin": "interpolation on linear magnitude"},
+    "band": {(D.HPCP_FMIN, D.HPCP_FMAX): "40-5000 Hz", (25.0, 3500.0): "25-3500 Hz"},
+    "contrib": {"mag": "magnitude", "mag2": "magnitude squared"},
+    "weight": {"cos2": "cos^2 weight", "cos": "cos weight"},
+    "preset": {False: "one band", True: "band preset (below / from 500 Hz, each band unitMax)"},
+}
+PEAK_THRESHOLD = 1e-4  # Essentia SpectralPeaks' magnitudeThreshold (KeyExtractor's spectralPeaksThreshold)
+MAX_PEAKS = 60
+BAND_SPLIT_HZ = 500.0  # Essentia HPCP's bandSplitFrequency
+HPCP_SPEC_BINS = int(D.HPCP_FMAX * D.N_FFT / SR) + 4  # magnitude bins kept: every peak read up to 5 kHz and its neighbour
+
+
+def hpcp_window(name: str) -> np.ndarray:
+    """Analysis window (float32) scaled to sum 2, as Essentia's Windowing(normalized=True): a sinusoid of amplitude A then
+    reads ~A at its spectral peak, so Essentia's 1e-4 peak threshold means the same here. Hann is songfeat's periodic one;
+    the Blackman-Harris windows are Essentia's symmetric ones (blackmanharris62: 3 terms; blackmanharris92: 4 terms)."""
+    n = np.arange(D.N_FFT, dtype=np.float64)
+    if name == "hann":
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * n / D.N_FFT)
+    else:
+        a = {"bh62": (0.44959, 0.49364, 0.05677), "bh92": (0.35875, 0.48829, 0.14128, 0.01168)}[name]
+        w = sum((-1) ** k * ak * np.cos(2 * np.pi * k * n / (D.N_FFT - 1)) for k, ak in enumerate(a))
+    return (w * 2.0 / w.sum()).astype(np.float32)
+
+
+def hpcp_spectra(y: np.ndarray, window: str, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude spectra [frames, HPCP_SPEC_BINS] (float32) and frame energy up to 11 kHz. Hop 1024 frames as songfeat does
+    (centred, reflect-padded, each 30-s window on its own); hop 4096 as Essentia's FrameGenerator(startFromZero=True)
+    (frames from sample 0, the last one zero-padded)."""
+    w = hpcp_window(window)
+    if hop == D.HOP:
+        size = int(D.WINDOW_SECONDS * SR)
+        frames = []
+        for i in range(0, max(1, y.size), size):
+            c = y[i: i + size]
+            if c.size <= D.N_FFT // 2:
+                c = np.pad(c, (0, D.N_FFT // 2 + 1 - c.size))
+            frames.append(np.lib.stride_tricks.sliding_window_view(np.pad(c, (D.N_FFT // 2, D.N_FFT // 2), mode="reflect"), D.N_FFT)[::hop])
+    else:
+        n = max(1, -(-y.size // hop))
+        frames = [np.lib.stride_tricks.sliding_window_view(np.pad(y, (0, n * hop + D.N_FFT - y.size)), D.N_FFT)[::hop][:n]]
+    mags, energy = [], []
+    for f in frames:
+        for i in range(0, f.shape[0], 256):
+            x = np.fft.rfft(f[i: i + 256] * w, axis=1)
+            p = x.real**2 + x.imag**2
+            mags.append(np.sqrt(p[:, :HPCP_SPEC_BINS]))
+            energy.append(p[:, : D.N_FFT // 4 + 1].sum(1))
+    return np.concatenate(mags), np.concatenate(energy)
+
+
+def hpcp_peaks(mag: np.ndarray, s: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectral peaks (frame index, frequency Hz, linear amplitude) of magnitude spectra under settings `s`.
+
+    peaks "range": songfeat's (`D.hpcp_frames`): every local maximum (above its left neighbour, not below its right) within
+    HPCP_RANGE_DB of the frame's loudest bin up to fmax. "top60": Essentia's SpectralPeaks (PeakDetection): local maxima
+    strictly above both neighbours whose bin magnitude exceeds 1e-4 (the first bin of the range counts when above the next),
+    the 60 largest by interpolated magnitude. interp "db": parabola through the three bins in dB, amplitude back to linear;
+    "lin": the parabola through the linear magnitudes (Essentia's SpectralPeaks works on the magnitude spectrum)."""
+    fmin, fmax = s["band"]
+    hi = min(mag.shape[1] - 1, int(fmax * D.N_FFT / SR) + 2)
+    m = mag[:, : hi + 1]
+    a, b, c = m[:, :-2], m[:, 1:-1], m[:, 2:]
+    if s["peaks"] == "range":
+        db = 20.0 * np.log10(np.maximum(m, np.float32(1e-6)))  # = songfeat's 10 log10(max(power, 1e-12))
+        cand = (b > a) & (b >= c) & (db[:, 1:-1] > db.max(1, keepdims=True) - np.float32(D.HPCP_RANGE_DB))
+    else:
+        cand = (b > a) & (b > c) & (b > PEAK_THRESHOLD)
+        i0 = int(np.ceil(fmin * D.N_FFT / SR))  # PeakDetection starts here; this bin is a peak if above the next one
+        cand[:, : max(0, i0 - 1)] = False
+        edge = (m[:, i0] > m[:, i0 + 1]) & (m[:, i0] > PEAK_THRESHOLD)
+        cand[:, i0 - 1] = edge
+    t, j = np.nonzero(cand)
+    pa, pb, pc = (v[t, j].astype(np.float64) for v in (a, b, c))
+    if s["interp"] == "db":
+        pa, pb, pc = (20.0 * np.log10(np.maximum(v, 1e-6)) for v in (pa, pb, pc))
+    den = pa - 2 * pb + pc
+    safe = np.abs(den) > 1e-12
+    delta = np.clip(np.where(safe, 0.5 * (pa - pc) / np.where(safe, den, 1.0), 0.0), -0.5, 0.5)
+    amp = pb - 0.25 * (pa - pc) * delta
+    if s["peaks"] == "top60":  # the boundary bin is taken as it is, not interpolated
+        at_edge = j == i0 - 1
+        delta[at_edge], amp[at_edge] = 0.0, pb[at_edge]
+    if s["interp"] == "db":
+        amp = 10.0 ** (amp / 20.0)
+    freq = (j + 1 + delta) * SR / D.N_FFT
+    ok = (freq >= fmin) & (freq <= fmax)
+    t, freq, amp = t[ok], freq[ok], amp[ok]
+    if s["peaks"] == "top60":
+        keep = np.ones(t.size, dtype=bool)
+        order = np.lexsort((-amp, t))  # by frame, then loudest first
+        rank = np.arange(t.size) - np.searchsorted(t[order], t[order], side="left")
+        keep[order[rank >= MAX_PEAKS]] = False
+        t, freq, amp = t[keep], freq[keep], amp[keep]
+    return t, freq, amp
+
+
+def hpcp_from_peaks(t: np.ndarray, freq: np.ndarray, amp: np.ndarray, n_frames: int, s: dict) -> np.ndarray:
+    """Per-frame 36-bin HPCP [frames, 36] (C first, bins centred on A440 pitches) from peaks, under settings `s`:
+    contrib "mag" adds the amplitude, "mag2" its square (Essentia); weight "cos2" = cos^2(pi d), "cos" = cos(pi d), d the
+    distance in semitones, |d| < 0.5; with the band preset, peaks below 500 Hz and from 500 Hz up make two profiles, each
+    divided by its own maximum, then added (Essentia's bandPreset with unitMax, as measured in `hpcp_essentia_checks`)."""
+    x = amp if s["contrib"] == "mag" else amp**2
+    pos = np.remainder(36.0 * np.log2(freq / 440.0) + 27.0, 36.0)
+    base = np.floor(pos)
+    bands = [freq < BAND_SPLIT_HZ, freq >= BAND_SPLIT_HZ] if s["preset"] else [np.ones(freq.size, dtype=bool)]
+    out = np.zeros((n_frames, 36))
+    for sel in bands:
+        h = np.zeros(n_frames * 36)
+        for off in (-1.0, 0.0, 1.0, 2.0):
+            k = base[sel] + off
+            d = (pos[sel] - k) / 3.0
+            cw = np.cos(np.pi * d)
+            wt = np.where(np.abs(d) < 0.5, cw**2 if s["weight"] == "cos2" else cw, 0.0)
+            h += np.bincount(t[sel] * 36 + np.remainder(k, 36).astype(np.int64), weights=x[sel] * wt, minlength=h.size)
+        h = h.reshape(n_frames, 36)
+        if s["preset"]:
+            mx = h.max(1, keepdims=True)
+            h = np.where(mx > 0, h / np.where(mx > 0, mx, 1.0), 0.0)
+        out += h
+    return out
+
+
+def hpcp_variants() -> list[tuple[str, str, dict]]:
+    """(kind, name, settings) of every variant: songfeat's recipe; each setting switched alone to Essentia's (and the
+    4-term Blackman-Harris window); the settings switched cumulatively towards Essentia's; Essentia's recipe with each
+    setting switched back to songfeat's."""
+    def lab(k: str, s: dict) -> str:
+        return HPCP_LABELS[k][s[k]]
+
+    out = [("songfeat", "songfeat's recipe (shipped)", dict(SONGFEAT_HPCP))]
+    for k in HPCP_SETTINGS:
+        out.append(("single", f"songfeat + {lab(k, ESSENTIA_HPCP)}", {**SONGFEAT_HPCP, k: ESSENTIA_HPCP[k]}))
+        if k == "window":
+            out.append(("single", f"songfeat + {HPCP_LABELS['window']['bh92']}", {**SONGFEAT_HPCP, "window": "bh92"}))
+    s = dict(SONGFEAT_HPCP)
+    for i, k in enumerate(HPCP_SETTINGS):
+        s = {**s, k: ESSENTIA_HPCP[k]}
+        if i > 0:  # the first step is the single window switch above
+            out.append(("cumulative", f"cumulative {i + 1}: Essentia's {', '.join(HPCP_SETTINGS[: i + 1])}"
+                        + (" (= all Essentia's settings)" if i == len(HPCP_SETTINGS) - 1 else ""), dict(s)))
+    for k in HPCP_SETTINGS:
+        out.append(("essentia-but-one", f"Essentia's settings but {lab(k, SONGFEAT_HPCP)}", {**ESSENTIA_HPCP, k: SONGFEAT_HPCP[k]}))
+    return out
+
+
+def hpcp_essentia_checks(keyed: list[dict]) -> dict | None:
+    """Check the numpy pieces against Essentia (benchmark dependency only) and return its own HPCP pieces for the peer
+    row, or None without Essentia. Prints: the window, SpectralPeaks' peak lists on real frames, and HPCP's semantics
+    on synthetic peak lists (contribution, weighting, band preset)."""
+    try:
+        import essentia.standard as es
+    except ImportError:
+        print("\nEssentia checks: skipped (pip install -e '.[bench]')")
+        return None
+    ess = ESSENTIA_HPCP
+    window, spectrum = es.Windowing(type="blackmanharris62", size=D.N_FFT), es.Spectrum(size=D.N_FFT)
+    peaks = es.SpectralPeaks(orderBy="magnitude", magnitudeThreshold=PEAK_THRESHOLD, minFrequency=ess["band"][0],
+                             maxFrequency=ess["band"][1], maxPeaks=MAX_PEAKS, sampleRate=SR)
+    hpcp = es.HPCP(size=36, referenceFrequency=440, harmonics=0, bandPreset=True, bandSplitFrequency=BAND_SPLIT_HZ,
+                   minFrequency=ess["band"][0], maxFrequency=ess["band"][1], weightType="cosine", nonLinear=False,
+                   windowSize=1.0, sampleRate=SR, normalized="unitMax")
+    print("\nChecks against Essentia (it is only a peer and a check here):")
+    w = np.asarray(es.Windowing(type="blackmanharris62", size=D.N_FFT, zeroPhase=False)(np.ones(D.N_FFT, np.float32)))
+    print(f"  window: numpy blackmanharris62 (symmetric, scaled to sum 2) vs Essentia's Windowing(normalized=True): "
+          f"max |diff| {np.abs(w - hpcp_window('bh62')).max():.1e}")
+    # synthetic peak lists: Essentia's HPCP against the numpy one, each setting of contribution / weight / band preset
+    rng = np.random.default_rng(0)
+    worst: dict[tuple, float] = {}
+    for weight, preset in [(wt, p) for wt in ("cos", "cos2") for p in (False, True)]:
+        ref = es.HPCP(size=36, referenceFrequency=440, harmonics=0, bandPreset=preset, bandSplitFrequency=BAND_SPLIT_HZ,
+                      minFrequency=25, maxFrequency=3500, weightType="cosine" if weight == "cos" else "squaredCosine",
+                      nonLinear=False, windowSize=1.0, sampleRate=SR, normalized="unitMax")
+        s = {**ess, "weight": weight, "preset": preset}
+        err = 0.0
+        for _ in range(200):
+            n = int(rng.integers(1, 80))
+            f = np.exp(rng.uniform(np.log(25), np.log(3500), n)).astype(np.float32)
+            m = rng.uniform(1e-4, 1, n).astype(np.float32)
+            mine = hpcp_from_peaks(np.zeros(n, np.int64), f.astype(np.float64), m.astype(np.float64), 1, s)[0]
+            mine = np.roll(mine / max(mine.max(), 1e-30), -27)  # C-first -> A-first, unitMax as Essentia
+            err = max(err, float(np.abs(np.asarray(ref(f, m)) - mine).max()))
+        worst[(weight, preset)] = err
+    print("  HPCP, unitMax, on 200 random synthetic peak lists each (1-79 peaks, 25-3500 Hz): max |numpy (magnitude squared) -"
+          " Essentia| " + ", ".join(f"{wt} weight / {'band preset' if p else 'one band'} {e:.1e}" for (wt, p), e in worst.items()))
+    one = es.HPCP(size=36, harmonics=0, bandPreset=False, minFrequency=25, maxFrequency=3500, weightType="cosine",
+                  windowSize=1.0, sampleRate=SR, normalized="none")
+    h1, h2 = np.asarray(one(np.float32([440 * 2 ** (0.2 / 12)]), np.float32([1.0]))), np.asarray(one(np.float32([440 * 2 ** (0.2 / 12)]), np.float32([2.0])))
+    print(f"  one peak 0.2 semitone above A4, amplitude 1: bins A, A+1/3, A+2/3 get {h1[0]:.4f} {h1[1]:.4f} {h1[2]:.4f} "
+          f"(cos(pi d) for d = 0.2, 0.133, 0.467 semitone: {np.cos(np.pi * 0.2):.4f} {np.cos(np.pi * 0.4 / 3):.4f} {np.cos(np.pi * 1.4 / 3):.4f}); "
+          f"amplitude 2 gives {h2[1] / h1[1]:.2f}x (magnitude squared)")
+    bp = es.HPCP(size=36, harmonics=0, bandPreset=True, bandSplitFrequency=500, minFrequency=25, maxFrequency=3500,
+                 weightType="cosine", windowSize=1.0, sampleRate=SR, normalized="unitMax")
+    hb = np.asarray(bp(np.float32([300, 1000]), np.float32([1.0, 0.1])))
+    hn = np.asarray(es.HPCP(size=36, harmonics=0, bandPreset=True, bandSplitFrequency=500, minFrequency=25, maxFrequency=3500,
+                            weightType="cosine", windowSize=1.0, sampleRate=SR, normalized="none")(np.float32([300, 1000]), np.float32([1.0, 0.1])))
+    print(f"  band preset: peaks at 300 Hz (amplitude 1) and 1000 Hz (0.1) read max {hb[6:9].max():.3f} and {hb[15:18].max():.3f} "
+          f"with unitMax (each band scaled to max 1 before adding; without the preset 0.010 and 1.000), "
+          f"and {hn[6:9].max():.4f} / {hn[15:18].max():.4f} with normalized='none' (the preset then does nothing)")
+    # SpectralPeaks against hpcp_peaks on real frames
+    nmatch = nboth = 0
+    fdiff = mdiff = 0.0
+    for r in keyed[::20]:
+        y = load_audio(r["c"].path, sr=SR)
+        for i in (10, 60, 110, 200):
+            if (i + 1) * D.N_FFT > y.size:
+                continue
+            fr = y[i * D.N_FFT: (i + 1) * D.N_FFT].astype(np.float32)
+            ef, em = (np.asarray(v, dtype=np.float64) for v in peaks(spectrum(window(fr))))
+            mag = np.abs(np.fft.rfft(fr * hpcp_window("bh62")))[None, :HPCP_SPEC_BINS].astype(np.float32)
+            _, nf, nm = hpcp_peaks(mag, ess)
+            nboth += 1
+            if nf.size == ef.size:
+                a, b = np.sort(nf), np.sort(ef)
+                if a.size == 0:
+                    nmatch += 1
+                elif np.all(np.abs(a - b) < 1.0):
+                    nmatch += 1
+                    fdiff = max(fdiff, float(np.abs(a - b).max()))
+                    mdiff = max(mdiff, float(np.max(np.abs(nm[np.argsort(nf)] - em[np.argsort(ef)]) / em[np.argsort(ef)])))
+    print(f"  SpectralPeaks (blackmanharris62 frame, Spectrum, 60 strongest > 1e-4, 25-3500 Hz) vs the numpy peaks on {nboth} "
+          f"real frames ({len(keyed[::20])} clips): same peak list in {nmatch}; worst frequency difference {fdiff:.2e} Hz, worst "
+          f"relative magnitude difference {mdiff:.1e}")
+    return {"window": window, "spectrum": spectrum, "peaks": peaks, "hpcp": hpcp}
+
+
+def hpcp_settings(keyed: list[dict]) -> None:
+    """Which of Essentia's HPCP settings (window, hop, peak picking, interpolation, band, contribution, weighting, band
+    preset) moves songfeat's key, switched one at a time from songfeat's recipe, cumulatively towards Essentia's, and
+    back one at a time from Essentia's; each summed HPCP goes to songfeat's key decision (`D.estimate_key(chroma12, hpcp36)`).
+    Then the held-out picks: for each of forró, pop/rock and extra, the variant best on the other two (key+mode)."""
+    import time
+
+    t0 = time.perf_counter()
+    variants = hpcp_variants()
+    ess = hpcp_essentia_checks(keyed)
+    sums = {name: [] for _, name, _ in variants}
+    peer, corr_frames, corr_sums, base_dev = [], [], [], []
+    for r in keyed:
+        y = load_audio(r["c"].path, sr=SR)
+        spectra: dict[tuple, tuple] = {}
+        peak_cache: dict[tuple, tuple] = {}
+        for _, name, s in variants:
+            sk = (s["window"], s["hop"])
+            if sk not in spectra:
+                spectra[sk] = hpcp_spectra(y, *sk)
+            mag, energy = spectra[sk]
+            pk = sk + (s["peaks"], s["interp"], s["band"])
+            if pk not in peak_cache:
+                peak_cache[pk] = hpcp_peaks(mag, s)
+            frames = hpcp_from_peaks(*peak_cache[pk], mag.shape[0], s)
+            voiced = energy > energy.max() * 1e-6  # as load(): frames of (near) digital silence are left out
+            sums[name].append(agg(frames[voiced]))
+            if s == SONGFEAT_HPCP:  # the recipe must be songfeat's own HPCP (the script's rows: D.hpcp_frames on r["p"])
+                ref = agg(D.hpcp_frames(r["p"]))
+                base_dev.append(float(np.abs(sums[name][-1] - ref).max() / ref.max()))
+            if s == ESSENTIA_HPCP:
+                mine, mine_sum = frames, sums[name][-1]
+        if ess is not None:  # Essentia's own HPCP on the same frames: the peer row, and the per-frame check of `mine`
+            n = mine.shape[0]
+            fr = np.pad(y, (0, n * D.N_FFT - y.size)).reshape(n, D.N_FFT).astype(np.float32)
+            theirs = np.zeros((n, 36))
+            for i in range(n):
+                f, m = ess["peaks"](ess["spectrum"](ess["window"](fr[i])))
+                if len(f):
+                    theirs[i] = np.roll(np.asarray(ess["hpcp"](f, m)), 27)  # A-first -> C-first
+            both = (theirs.max(1) > 0) & (mine.max(1) > 0)
+            corr_frames += [float(np.corrcoef(a, b)[0, 1]) for a, b in zip(mine[both], theirs[both])]
+            peer.append(theirs.sum(0))
+            corr_sums.append(float(np.corrcoef(mine_sum, theirs.sum(0))[0, 1]))
+    if ess is not None:
+        cf = np.array(corr_frames)
+        print(f"  all-Essentia settings, numpy vs Essentia's HPCP on the same frames ({cf.size} frames of {len(keyed)} clips): "
+              f"per-frame correlation median {np.median(cf):.7f}, mean {cf.mean():.7f}, 1st percentile {np.percentile(cf, 1):.7f}, "
+              f"min {cf.min():.7f} (1 - min = {1 - cf.min():.1e}), {np.mean(cf > 0.99):.1%} of frames > 0.99; summed over each clip: min {min(corr_sums):.7f}, "
+              f"median {np.median(corr_sums):.7f}")
+
+    print(f"  songfeat's recipe here vs the shipped D.hpcp_frames: worst relative difference of a clip's summed HPCP {max(base_dev):.1e}")
+    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
+
+    def score(c36s) -> dict[str, tuple[int, int, int]]:
+        res: dict[str, list] = {g: [] for g in groups}
+        for r, c36 in zip(keyed, c36s):
+            k, _, m, _ = D.estimate_key(r["chroma"], c36)
+            res[r["c"].group].append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
+        return {g: (sum(a for a, _ in v), sum(b for _, b in v), len(v)) for g, v in res.items()}
+
+    table = [(kind, name, s, score(sums[name])) for kind, name, s in variants]
+    print(f"\nHPCP settings, songfeat's key decision (key+mode / mode right, counts; {time.perf_counter() - t0:.0f} s):")
+    print("| HPCP variant | settings differing from songfeat's | " + " | ".join(f"{g} ({table[0][3][g][2]})" for g in groups) + " |")
+    print("|---|---|" + "---|" * len(groups))
+    for kind, name, s, sc in table:
+        diff = sum(s[k] != SONGFEAT_HPCP[k] for k in HPCP_SETTINGS)
+        print(f"| {name} | {diff} | " + " | ".join(f"{sc[g][0]}/{sc[g][1]}" for g in groups) + " |")
+    if peer:
+        sc = score(peer)
+        print("| (peer) Essentia's own HPCP, same frames, no silence gate | – | " + " | ".join(f"{sc[g][0]}/{sc[g][1]}" for g in groups) + " |")
+
+    base = table[0][3]
+    print("\nSingle settings moving key+mode or mode by >= 2 songs on a source (against songfeat's recipe):")
+    for kind, name, s, sc in table:
+        if kind == "single":
+            moves = [f"{g} key+mode {sc[g][0] - base[g][0]:+d}, mode {sc[g][1] - base[g][1]:+d}" for g in groups
+                     if abs(sc[g][0] - base[g][0]) >= 2 or abs(sc[g][1] - base[g][1]) >= 2]
+            print(f"  {name}: " + ("; ".join(moves) if moves else "none"))
+
+    bgate = {"forró": 32, "pop/rock": 20, "extra": 18}  # benchmarks/bench_measured.py, KeyExtractor(profileType="bgate")
+    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
+    for pool_name, pool in (("every variant above", table), ("single and cumulative switches only",
+                                                              [t for t in table if t[0] in ("songfeat", "single", "cumulative")])):
+        print(f"\nHeld out (picked on the other two sources by key+mode; ties: fewer settings differing from songfeat's, then"
+              f" mode on the other two, then table order); pool: {pool_name}:")
+        for g in held:
+            others = [h for h in held if h != g]
+
+            def rank(i_t):
+                i, (kind, name, s, sc) = i_t
+                return (-sum(sc[h][0] for h in others), sum(s[k] != SONGFEAT_HPCP[k] for k in HPCP_SETTINGS),
+                        -sum(sc[h][1] for h in others), i)
+
+            _, (kind, name, s, sc) = min(enumerate(pool), key=rank)
+            print(f"  {g}: pick '{name}' ({sum(sc[h][0] for h in others)} key+mode on {' + '.join(others)}) -> {g} "
+                  f"{sc[g][0]}/{sc[g][1]} of {sc[g][2]}; songfeat's recipe {base[g][0]}/{base[g][1]}; Essentia bgate KeyExtractor {bgate[g]}")
+
+
+# ----------------------------------------------------------------------------------------------
 # loudness
 
 
@@ -404,11 +753,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--hpss", action="store_true", help="also try harmonic/percussive separation (~8 min more)")
+    ap.add_argument("--only-hpcp-settings", action="store_true",
+                    help="only the HPCP-settings table (songfeat's vs Essentia's settings, one at a time and cumulatively)")
     args = ap.parse_args()
-    rows = load(args.shared)
+    rows = load(args.shared, keyed_only=args.only_hpcp_settings)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
-    key_table(rows, args.hpss, args.shared)
+    key_table(rows, args.hpss, args.shared, args.only_hpcp_settings)
+    if args.only_hpcp_settings:
+        return
     loudness_table(rows)
     tempo_misses(rows)
 
