@@ -88,8 +88,8 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
     if backend == "torch":
         import torch  # noqa: F401  (its import is part of the torch path's cost)
     from songfeat import descriptors, evidence, mfcc, runtime, tagger, vad
-    from songfeat.analyze import MIN_TAIL_SECONDS, Clip, get_bundle, predict_clip, to_spotify
-    from songfeat.audio import SAMPLE_RATE, iter_windows
+    from songfeat.analyze import Clip, get_bundle, predict_clip, to_spotify
+    from songfeat.audio import SAMPLE_RATE, iter_windows, learned_window
     from songfeat.heads import assemble
     t_import = time.perf_counter() - t0
     runtime.set_threads(1)
@@ -109,7 +109,7 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
         acc["descriptors"] += time.perf_counter() - t
         rows = []
         for i, (w, e, sh) in enumerate(zip(windows, ev, shared)):
-            if i and w.size < MIN_TAIL_SECONDS * SAMPLE_RATE:  # analyze leaves short tails out of the learned features
+            if not learned_window(w.size, SAMPLE_RATE, i > 0):  # analyze leaves short tails out of the learned features
                 continue
             n_windows += 1
             t = time.perf_counter()

@@ -132,3 +132,19 @@ def test_find_audio_recurses_and_reports_missing(tmp_path):
     found, missing = find_audio([tmp_path / "a", tmp_path / "nope.mp3"])
     assert [p.name for p in found] == ["y.flac", "x.wav"] or sorted(p.name for p in found) == ["x.wav", "y.flac"]
     assert missing == [tmp_path / "nope.mp3"]
+
+
+@pytest.mark.parametrize("seconds, used", [(25.0, [True]), (38.0, [True, False]), (40.0, [True, True]), (72.0, [True, True, True]),
+                                           (62.0, [True, True, False])])
+def test_learned_windows_leave_out_only_a_short_tail(seconds, used):
+    """A trailing window under MIN_TAIL_SECONDS is left out of the learned features when a full window exists; a short
+    clip's only window is always used. Analysis and the training records both ask `learned_window`."""
+    from songfeat.audio import MIN_TAIL_SECONDS, WINDOW_SECONDS, learned_window
+
+    n = int(seconds * SAMPLE_RATE)
+    sizes = [min(int(WINDOW_SECONDS * SAMPLE_RATE), n - i) for i in range(0, n, int(WINDOW_SECONDS * SAMPLE_RATE))]
+    got, before = [], False
+    for size in sizes:
+        got.append(learned_window(size, SAMPLE_RATE, before))
+        before = before or got[-1]
+    assert got == used, (seconds, MIN_TAIL_SECONDS, sizes)

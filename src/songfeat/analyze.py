@@ -4,7 +4,7 @@ One pass over each file: it is streamed in 30-s windows; every window adds to th
 descriptors' evidence (tempo, key, loudness, ... are decided once over the whole song) and, when the
 model reads audio, is turned into a front-end tensor. Learned features are predicted per window
 and combined as the duration-weighted mean over windows; a trailing window shorter than
-`MIN_TAIL_SECONDS` is left out of that mean when a full window exists (it would be mostly tiling).
+`audio.MIN_TAIL_SECONDS` is left out of that mean when a full window exists (it would be mostly tiling).
 """
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ if TYPE_CHECKING:  # annotations only
     import numpy as np
 
 from . import features
-from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_usable, iter_windows
+from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_usable, iter_windows, learned_window
 from .errors import AudioError, SongfeatError
 
-MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features
 EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence",
               "key_name", "camelot")
 NAMED_KEYS = {"key_name": features.key_name, "camelot": features.camelot}  # extras spelled out for DJs, from key and mode
@@ -104,7 +103,7 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
         pool.submit(_open_sessions)  # onnxruntime's import and the sessions load while the first window decodes
     for w in iter_windows(path):
         pending = y16 = None
-        used = not ((spec is None and evidence_layout is None) or (w.size < MIN_TAIL_SECONDS * SAMPLE_RATE and weights))
+        used = (spec is not None or evidence_layout is not None) and learned_window(w.size, SAMPLE_RATE, bool(weights))
         if pool is not None and used:  # the tagger (onnxruntime, no GIL) runs beside the measurements below
             from .evidence import resample16, tagger_block
 

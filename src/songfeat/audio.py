@@ -35,6 +35,7 @@ from .errors import AudioError, SongfeatWarning
 SAMPLE_RATE = 44100  # every front-end and descriptor works at this rate (Spotify previews' own)
 WINDOW_SECONDS = 30.0  # learned features are predicted on windows of this length (a preview's length)
 MIN_SECONDS = 1.0  # shorter audio carries too little rhythm or timbre to describe
+MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features when a full one exists
 SILENCE_DBFS = -90.0  # audio whose peak stays below this is treated as silent
 BLOCK_FRAMES = 1 << 16  # decoder block size (frames) while streaming
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff", ".wma", ".webm")
@@ -407,6 +408,13 @@ def iter_windows(path: str | Path, seconds: float = WINDOW_SECONDS, sr: int = SA
             buf, have = ([rest] if rest.size else []), rest.size
     if have:
         yield np.concatenate(buf)
+
+
+def learned_window(n_samples: int, sr: int = SAMPLE_RATE, after_used: bool = False) -> bool:
+    """Whether a window feeds the learned features: every window but a trailing one under `MIN_TAIL_SECONDS` that
+    follows a used window (tiled to 30 s, such a tail would be mostly repetition). Analysis, the training records and
+    the benchmark all decide it here."""
+    return not (after_used and n_samples < MIN_TAIL_SECONDS * sr)
 
 
 def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
