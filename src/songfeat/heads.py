@@ -245,7 +245,8 @@ def part_columns(lay: list[dict]) -> list[str]:
 
 def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray, cfg: FitConfig,
                 offset: np.ndarray | None = None, mask: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
-    """Fit every ensemble member of `model` on standardised rows z [R, D] with interval targets and row weights.
+    """Fit every ensemble member of `model` on standardised rows z [R, D] with interval targets and weights `w`,
+    one per row [R] or one per row and feature [R, T] (each feature's loss is normalised by its own weights).
 
     `mask` (`FitConfig.input_mask`) zeroes the skip weights a feature may not read, the hidden layer's weights
     on private columns and a restricted feature's nonlinear output row, at the start and after every step.
@@ -262,8 +263,10 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
         lot, hit = torch.from_numpy(lo), torch.from_numpy(hi)
         span = hit - lot
         bound = ((span > 0) & (span < 1)).any(1).numpy()
-        w = np.where(bound, w * cfg.bound_weight, w)
-        wt = torch.from_numpy((w / w.sum()).astype(np.float32))[:, None]
+        w = np.asarray(w, dtype=np.float64)
+        w = w[:, None] if w.ndim == 1 else w  # one weight per row, or one per row and feature
+        w = np.where(bound[:, None], w * cfg.bound_weight, w)
+        wt = torch.from_numpy((w / w.sum(0)).astype(np.float32))  # [R, 1] or [R, T]
         known = (span < 1.0).float()
         # each feature's loss is normalised by how much of the data constrains it, so a rare bound is not drowned
         col = (wt * known).sum(0).clamp(min=1e-6)
@@ -323,10 +326,11 @@ def _zero_masked(member, keep) -> None:
 
 
 def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: np.ndarray,
-              cfg: FitConfig, columns: list[str] | None = None) -> None:
+              cfg: FitConfig, columns: list[str] | None = None, feature_weights: np.ndarray | None = None) -> None:
     """Standardise [evidence, stage-1 outputs] on these rows, store the scaler in `model`, fit the members.
 
     `columns` names each evidence column's part (`part_columns`), needed when `cfg.feature_parts` restricts features.
+    `feature_weights` [R, T] multiplies each row's weight per feature in the loss (not in the scaler).
     """
     import torch
 
@@ -347,7 +351,7 @@ def fit_heads(model, evidence: np.ndarray, numeric_std: np.ndarray, lo: np.ndarr
     if cfg.feature_parts and columns is None:
         raise ValueError("feature_parts needs the evidence columns' part names (heads.part_columns)")
     mask = cfg.input_mask(columns) if columns is not None else None  # unnamed columns hold no private part
-    fit_members(model, zs, lo, hi, weights, cfg, offset, mask)
+    fit_members(model, zs, lo, hi, weights if feature_weights is None else weights[:, None] * feature_weights, cfg, offset, mask)
 
 
 def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.ndarray:
