@@ -117,6 +117,36 @@ def test_absolute_loss_fits_the_median_squared_the_mean():
     assert abs(preds["squared"] - 0.18) < 0.03
 
 
+def test_feature_weights_move_only_their_feature():
+    """Per-feature loss weights (`fit_heads(feature_weights=...)`): all ones is the unweighted fit to the bit; weighting
+    the rows labelled 0.9 ten times on one feature pulls that feature's median prediction up, and leaves the others'
+    fit where it was."""
+    rng = np.random.default_rng(1)
+    n = 200
+    ev = rng.standard_normal((n, 3)).astype(np.float32)
+    num = rng.standard_normal((n, 5)).astype(np.float32)
+    y = np.full((n, 7), np.nan)
+    y[:, 6] = y[:, 3] = np.where(np.arange(n) % 10 == 0, 0.9, 0.1)
+    lo, hi = intervals_from_labels(y)
+    cfg = FitConfig(hidden=4, members=1, steps=300, weight_decay=1.0, feature_parts=())
+
+    def fit(fw):
+        torch.manual_seed(0)
+        m = Heads(7, n_inputs=5, n_evidence=3, head_hidden=4, members=1)
+        fit_heads(m, ev, num, lo, hi, np.ones(n), cfg, feature_weights=fw)
+        return m, np.median(predict_rows(m, ev, num), axis=0)
+
+    plain, p0 = fit(None)
+    ones, p1 = fit(np.ones((n, 7)))
+    for (ka, va), (kb, vb) in zip(plain.state_dict().items(), ones.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    fw = np.ones((n, 7))
+    fw[np.arange(n) % 10 == 0, 6] = 10.0  # the 0.9 rows weigh as much as the 0.1 rows on liveness only
+    _, p2 = fit(fw)
+    assert p0[6] < 0.2 and p2[6] > 0.3  # liveness leaves the median 0.1
+    assert abs(p2[3] - p0[3]) < 0.05  # acousticness, same labels, unweighted: still at its median
+
+
 def test_catalogue_region_gives_every_feature_where_tracks_meeting_all_rules_lie():
     """A clip's rules pick catalogue tracks; each learned feature's target is their 10th-90th percentile, rules or not."""
     import pandas as pd
