@@ -1,6 +1,7 @@
 """Heads variants tried against issue 7's held-out table (leave one source out), with the figures they gave.
 
     python scripts/try_heads_variants.py [--shared ../shared/data] [--cache DIR] [--nested] [--behaviour] [--blends]
+    python scripts/try_heads_variants.py --restrict valence[,danceability]
 
 Each variant adds evidence the shipped heads do not read, then refits the heads without each held-out source:
 
@@ -19,7 +20,9 @@ clips' checking half (the shipped recipe, and the embeddings for instrumentalnes
 `--blends` scores second members blended with the heads alone, each feature's weight chosen by the nested inner
 leave-one-source-out (`sources.pick_blend`, here without the behaviour-rule constraint the shipped selection adds):
 the previous default's ridge (what ships), heads without the tagger reading the MFCC summary, heads without the
-tagger. Nothing here changes songfeat; the README and docs/accuracy-notes.md quote its output.
+tagger. `--restrict FEATURES` instead scores the shipped, nested table with those features reading only what energy
+reads (measured inputs and the genre prior). Nothing here changes songfeat; the README and docs/accuracy-notes.md
+quote its output.
 """
 from __future__ import annotations
 
@@ -157,6 +160,22 @@ def _blends(data, heads_lay, cfg: FitConfig, decays: dict) -> None:
         print("    weights " + "; ".join(f"{s} " + " ".join(f"{a:g}" for a in w) for s, w in picks.items()), flush=True)
 
 
+def _restricted(shared: Path, cache: Path, feats: tuple[str, ...]) -> None:
+    """The shipped recipe's nested leave-one-source-out table with `feats` reading only what energy reads (measured
+    inputs and the genre prior, linear path), beside the shipped recipe's own figures from its config."""
+    cfg = FitConfig()
+    energy_parts = dict(cfg.feature_parts)["energy"]
+    cfg = replace(cfg, feature_parts=cfg.feature_parts + tuple((f, energy_parts) for f in feats if f != "energy"))
+    res = sources.evaluate_sources(shared, cache=cache, progress=False, cfg=cfg)
+    shipped = json.loads((ROOT / "src" / "songfeat" / "weights" / "default" / "config.json").read_text())
+    shipped = shipped["metrics"]["leave_one_source_out"]
+    print(f"{', '.join(feats)} restricted like energy; average MAE, shipped blend / heads alone (the shipped recipe's):")
+    for s, e in res["sources"].items():
+        a, b = (e["learned"][k]["average"]["mae"] for k in ("heads", "heads_alone"))
+        print(f"  {s:8s} {a:.4f} / {b:.4f}   ({shipped[s]['learned']['heads']['average']['mae']:.4f} / "
+              f"{shipped[s]['learned']['heads_alone']['average']['mae']:.4f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
@@ -164,7 +183,13 @@ def main() -> None:
     ap.add_argument("--nested", action="store_true", help="each feature chooses the added evidence by inner LOSO (~8 min)")
     ap.add_argument("--behaviour", action="store_true", help="also fit on everything and check the behaviour checking half")
     ap.add_argument("--blends", action="store_true", help="only the blends of second members with the heads (~5 min)")
+    ap.add_argument("--restrict", default=None, metavar="FEATURES",
+                    help="only: the shipped, nested table with these features (comma-separated) restricted like energy "
+                         "to measured inputs and the genre prior (~2.5 min)")
     args = ap.parse_args()
+    if args.restrict:
+        _restricted(args.shared, args.cache, tuple(args.restrict.split(",")))
+        return
     config = json.loads((ROOT / "src" / "songfeat" / "weights" / "default" / "config.json").read_text())
     decays = {s: tuple(config["metrics"]["leave_one_source_out"][s]["decay"]) for s in sources.SOURCES}
     genre = sources.default_genre_table(args.shared)
