@@ -120,6 +120,28 @@ def test_plot_draws_the_held_out_table_and_bias_atomically(tmp_path):
         save_plot({"targets": names, "sources": {}}, tmp_path / "c.png")
 
 
+def test_scatter_draws_every_held_out_prediction_atomically(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from songfeat.sources_plot import save_scatter
+
+    names = ["danceability", "energy", "speechiness", "acousticness", "instrumentalness", "valence", "liveness"]
+    y = np.linspace(0.1, 0.9, 5)[:, None].repeat(7, 1)
+
+    def result(pull):  # predictions pulled towards 0.5 by `pull`
+        p = (1 - pull) * y + pull * 0.5
+        return {"targets": names, "sources": {s: {"n": 5, "labels": y.tolist(), "predictions": {"heads": p.tolist()}}
+                                              for s in ("forro", "fma")}}
+
+    a, b = save_scatter(result(0.0), tmp_path / "a.png"), save_scatter(result(0.6), tmp_path / "b.png")
+    assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(a).ndim == 3
+    assert a.read_bytes() != b.read_bytes()  # the points (and the slopes in the titles) follow the numbers
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["a.png", "b.png"]
+    with pytest.raises(ValueError, match="no per-clip predictions"):
+        save_scatter({"targets": names, "sources": {"forro": {"n": 5}}}, tmp_path / "c.png")
+
+
 def test_blend_weight_is_the_best_one_that_breaks_no_more_rules_than_the_heads():
     from songfeat.sources import pick_blend
 

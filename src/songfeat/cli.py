@@ -333,6 +333,7 @@ def evaluate_sources_cmd(
     choose_loss: bool = typer.Option(False, "--choose-loss", help="With --nested, also choose each feature's loss (absolute or squared) that way; default: absolute for all."),
     seeds: int = typer.Option(1, "--seeds", min=1, max=20, help="Also rerun with this many fit seeds (42, 43, ...) and print how much the heads' figures move with the seed alone."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: average MAE per held-out source and model, and the heads' bias per feature."),
+    scatter: Optional[Path] = typer.Option(None, "--scatter", help="Also draw a PNG: every held-out prediction against its label, per feature."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
     import json
@@ -343,8 +344,8 @@ def evaluate_sources_cmd(
     from .records import DEFAULT_CACHE
     from .sources import evaluate_sources, seed_spread, spread_markdown, to_markdown
 
-    if plot is not None:
-        require("evaluate-sources --plot", "matplotlib")
+    if plot is not None or scatter is not None:
+        require("evaluate-sources --plot/--scatter", "matplotlib")
     runs, base = [], FitConfig()
     try:
         for k in range(seeds):
@@ -365,6 +366,10 @@ def evaluate_sources_cmd(
         from .sources_plot import save_plot
 
         typer.echo(f"wrote {save_plot(result, plot)}", err=True)
+    if scatter is not None:
+        from .sources_plot import save_scatter
+
+        typer.echo(f"wrote {save_scatter(result, scatter)}", err=True)
 
 
 @app.command("train-heads")

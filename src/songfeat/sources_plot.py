@@ -1,5 +1,6 @@
-"""A picture of the leave-one-source-out table (`songfeat.sources.evaluate_sources`): how far off each model is on
-each held-out source, and which way the heads lean per feature, where the markdown tables take a while to read."""
+"""Pictures of the leave-one-source-out table (`songfeat.sources.evaluate_sources`): how far off each model is on
+each held-out source and which way the heads lean per feature (`save_plot`), and every held-out prediction against
+its label (`save_scatter`), where the markdown tables take a while to read."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 
 from .sources import columns
 
+SOURCE_COLOURS = {"forro": "#2b6cb0", "poprock": "#dd8452", "older": "#55a868", "fma": "#8172b2"}
 BAR_COLOURS = {"heads": "#2b6cb0", "heads_alone": "#8fb3e0", "previous_default": "#dd8452", "fold_mean": "#9aa5b1", "catalogue_mean": "#cbd2d9"}
 SOURCE_NAMES = {"forro": "forró", "poprock": "pop/rock", "older": "older", "fma": "FMA (Echo Nest)"}
 
@@ -54,4 +56,53 @@ def save_plot(result: dict, path: str | Path, title: str | None = None) -> Path:
     return save_png(fig, path)
 
 
-__all__ = ["save_plot"]
+def save_scatter(result: dict, path: str | Path, model: str = "heads") -> Path:
+    """Draw every held-out clip's prediction by `model` against its label, one panel per learned feature, coloured by
+    source, with the identity line and the least-squares slope of prediction on label (1 = no shrinkage towards the
+    training centre). Needs a result with per-clip `predictions` and `labels` (as `evaluate_sources` returns)."""
+    from .plotting import pyplot, save_png
+
+    plt = pyplot()
+    srcs = [s for s in result["sources"] if "predictions" in result["sources"][s]]
+    if not srcs:
+        raise ValueError("the result holds no per-clip predictions")
+    targets = list(result["targets"])
+    cols = 4
+    rows = -(-len(targets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), squeeze=False)
+    for j, t in enumerate(targets):
+        ax = axes[j // cols][j % cols]
+        ys, ps = [], []
+        for s in srcs:
+            y = np.asarray(result["sources"][s]["labels"], dtype=float)[:, j]
+            p = np.asarray(result["sources"][s]["predictions"][model], dtype=float)[:, j]
+            ok = np.isfinite(y) & np.isfinite(p)
+            ax.scatter(y[ok], p[ok], s=9, alpha=0.75, color=SOURCE_COLOURS.get(s), label=SOURCE_NAMES.get(s, s), linewidths=0)
+            if s != "fma":  # Echo Nest's labels are another annotator's: the slope is Spotify's previews only
+                ys.append(y[ok])
+                ps.append(p[ok])
+        ax.plot([0, 1], [0, 1], color="#9aa5b1", lw=0.8)
+        y, p = (np.concatenate(ys), np.concatenate(ps)) if ys else (np.zeros(0), np.zeros(0))
+        note = f"slope {np.polyfit(y, p, 1)[0]:.2f}" if y.size > 2 and np.ptp(y) > 0 else ""
+        ax.set_title(f"{t}  {note}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+        if j % cols == 0:
+            ax.set_ylabel("held-out prediction", fontsize=8)
+        if j // cols == rows - 1:
+            ax.set_xlabel("label (Spotify; FMA: Echo Nest)", fontsize=8)
+    for k in range(len(targets), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    spare = axes[-1][-1] if len(targets) < rows * cols else None
+    (spare or fig).legend(handles, labels, loc="center", fontsize=9, frameon=False, markerscale=2)
+    fig.suptitle("each clip predicted with its source held out (slope: previews only; 1 = no pull towards the centre)",
+                 fontsize=10)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+__all__ = ["save_plot", "save_scatter"]
