@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from songfeat import sources
-from songfeat.heads import TARGETS, fit_heads, part_columns
+from songfeat.heads import TARGETS
 from songfeat.records import DEFAULT_CACHE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +51,8 @@ def ratio_weights(y: np.ndarray, target: np.ndarray, source: np.ndarray, clip: f
 def weighted_fit_on(catalogue: dict, feats: tuple[str, ...], clip: float):
     """`sources.fit_on` with label-shift weights: each point-labelled clip's loss, per feature in `feats`, times the
     catalogue/training-fold share ratio of its label's fifth (normalised to mean 1); bound rows keep weight 1."""
+    plain = sources.fit_on
+
     def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg):
         fw = np.ones(lo.shape, dtype=np.float64)
         for t in feats:
@@ -59,11 +61,7 @@ def weighted_fit_on(catalogue: dict, feats: tuple[str, ...], clip: float):
             y = lo[point, j].astype(np.float64)
             w = ratio_weights(y, catalogue[t], shares(y), clip)
             fw[point, j] = w / w.mean()
-        ev, num, idx, w = sources._windows(records, lay, numeric_std)
-        model = sources.new_heads(bundle, ev.shape[1], cfg)
-        fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg, part_columns(lay), feature_weights=fw[idx])
-        model.eval()
-        return model
+        return plain(bundle, records, lo, hi, lay, numeric_std, cfg, feature_weights=fw)
     return fit_on
 
 
@@ -74,11 +72,10 @@ def report(name: str, res: dict, catalogue: dict, pooled: np.ndarray, clip: floa
     for s in previews:
         e = res["sources"][s]
         y = np.array(e["labels"])
+        w = np.stack([ratio_weights(y[:, j], catalogue[t], pooled[j], clip) for j, t in enumerate(TARGETS)], 1)
         cells = []
         for m in ("heads", "heads_alone", "previous_default", "fold_mean"):
-            p = np.array(e["predictions"][m])
-            err = np.abs(p - y)
-            w = np.stack([ratio_weights(y[:, j], catalogue[t], pooled[j], clip) for j, t in enumerate(TARGETS)], 1)
+            err = np.abs(np.array(e["predictions"][m]) - y)
             cells.append(f"{m} {err.mean(0).mean():.4f} | {((w * err).sum(0) / w.sum(0)).mean():.4f}")
         print(f"  {s:8s} " + "   ".join(cells))
     y = np.concatenate([np.array(res["sources"][s]["labels"]) for s in previews])

@@ -50,8 +50,9 @@ agg = D.sum_normalised  # frames -> the summed, max-normalised profile analysis 
 
 
 def load(shared: Path, keyed_only: bool = False) -> list[dict]:
-    """Every clip with its evidence and its low-band power spectrogram (voiced frames); with `keyed_only`, only the clips
-    with a reference key, and without the stereo loudness (the key tables need neither)."""
+    """Every clip with its evidence and its low-band power spectrogram (voiced frames), and, for clips with a reference
+    key, the decoded audio (the key tables read it again with other settings); with `keyed_only`, only those clips, and
+    without the stereo loudness (the key tables need neither)."""
     out = []
     size = int(D.WINDOW_SECONDS * SR)
     for c in B.clips(shared):
@@ -63,6 +64,7 @@ def load(shared: Path, keyed_only: bool = False) -> list[dict]:
         p = np.concatenate([f[:, :SPEC_BINS] for f in full])
         e = np.concatenate([f[:, : D.N_FFT // 4 + 1].sum(1) for f in full])
         out.append({"c": c, "ev": ev, "p": p[e > e.max() * 1e-6], "peak": float(np.abs(y).max()),
+                    "y": y if c.key is not None else None,
                     "stereo lufs": stereo_lufs(c.path) if c.loudness is not None and not keyed_only else float("nan")})
     return out
 
@@ -296,7 +298,7 @@ def essentia_hpcp(keyed: list[dict]) -> None:
         nonLinear=False, windowSize=1.0, sampleRate=sr, normalized="unitMax")) for w in (False, True) for h in (0, 4)}
     res: dict[str, dict[str, list]] = {k: {} for k in variants}
     for r in keyed:
-        y = load_audio(r["c"].path, sr=sr).astype(np.float32)
+        y = r["y"]
         sums = {k: np.zeros(36) for k in variants}
         for frame in es.FrameGenerator(y, frameSize=4096, hopSize=4096, startFromZero=True):
             spec = spectrum(window(frame))
@@ -530,7 +532,7 @@ def hpcp_essentia_checks(keyed: list[dict]) -> dict | None:
     nmatch = nboth = 0
     fdiff = mdiff = 0.0
     for r in keyed[::20]:
-        y = load_audio(r["c"].path, sr=SR)
+        y = r["y"]
         for i in (10, 60, 110, 200):
             if (i + 1) * D.N_FFT > y.size:
                 continue
@@ -566,7 +568,7 @@ def hpcp_settings(keyed: list[dict]) -> None:
     sums = {name: [] for _, name, _ in variants}
     peer, corr_frames, corr_sums, base_dev = [], [], [], []
     for r in keyed:
-        y = load_audio(r["c"].path, sr=SR)
+        y = r["y"]
         spectra: dict[tuple, tuple] = {}
         peak_cache: dict[tuple, tuple] = {}
         for _, name, s in variants:

@@ -100,11 +100,13 @@ def clip_predictions(model, records, lay, numeric_std) -> np.ndarray:
     return out
 
 
-def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig):
-    """A heads model fitted on clips with interval targets (clip weights equal, windows share them)."""
+def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig, feature_weights: np.ndarray | None = None):
+    """A heads model fitted on clips with interval targets (clip weights equal, windows share them); `feature_weights`
+    [clips, T], if given, multiplies each clip's loss per feature (`heads.fit_heads`)."""
     ev, num, idx, w = _windows(records, lay, numeric_std)
     model = new_heads(bundle, ev.shape[1], cfg)
-    fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg, part_columns(lay))
+    fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg, part_columns(lay),
+              feature_weights=None if feature_weights is None else feature_weights[idx])
     model.eval()
     return model
 
