@@ -1,6 +1,6 @@
 """Variants of the measured key, loudness and tempo tried against the issue-8 targets, with held-out figures.
 
-    python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings]
+    python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings] [--only-tempo-families]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -20,7 +20,8 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   choose by its own 5-fold CV and by a nested cross-source check against the extra previews (neither
   uses the half it is scored on);
 * tempo: for each FMA clip whose tempo misses Echo Nest's up to octaves/thirds, the onset
-  autocorrelation at Echo Nest's beat period and at ours.
+  autocorrelation at Echo Nest's beat period and at ours; and acc1 / acc2 per source when the octave decision
+  also weighs dotted beat periods (`descriptors.TEMPO_FAMILY` with 2/3 and 3/2).
 
 Nothing here changes songfeat; docs/descriptors.md ("Tried and not adopted") quotes its output.
 """
@@ -751,21 +752,43 @@ def tempo_misses(rows: list[dict]) -> None:
             print(f"    {label:9s} period {p:5.1f} frames: " + " ".join(f"{D._interp(ac, m * p):+.2f}" for m in (0.5, 1, 1.5, 2, 3, 4)))
 
 
+def tempo_families(rows: list[dict]) -> None:
+    """Tempo acc1 / acc2 per source when the octave decision also weighs dotted (3/2, 2/3) beat periods."""
+    fps = SR / D.HOP
+    print("\nTempo families (multiples of the strongest pulse the octave decision weighs; acc1 / acc2 per source):")
+    for fam in (D.TEMPO_FAMILY, (0.5, 2 / 3, 1.0, 2.0), (0.5, 1.0, 1.5, 2.0), (0.5, 2 / 3, 1.0, 1.5, 2.0)):
+        hits: dict[str, list] = {}
+        for r in rows:
+            c = r["c"]
+            if c.tempo is None:
+                continue
+            env = np.concatenate([e.onset for e in r["ev"]]).astype(float)
+            hits.setdefault(c.group if c.set == "dev" else c.set, []).append(B.tempo_hits(D.estimate_tempo(env, fps, family=fam)[0], c.tempo))
+        name = ", ".join(f"{f:.3g}" for f in fam) + (" (shipped)" if fam == D.TEMPO_FAMILY else "")
+        print(f"  {name}: " + "; ".join(f"{s} {np.mean([h[0] for h in v]):.2f} / {np.mean([h[1] for h in v]):.2f}"
+                                          for s, v in sorted(hits.items())))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--hpss", action="store_true", help="also try harmonic/percussive separation (~8 min more)")
     ap.add_argument("--only-hpcp-settings", action="store_true",
                     help="only the HPCP-settings table (songfeat's vs Essentia's settings, one at a time and cumulatively)")
+    ap.add_argument("--only-tempo-families", action="store_true", help="only the tempo-families table (about a minute)")
     args = ap.parse_args()
     rows = load(args.shared, keyed_only=args.only_hpcp_settings)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
+    if args.only_tempo_families:
+        tempo_families(rows)
+        return
     key_table(rows, args.hpss, args.shared, args.only_hpcp_settings)
     if args.only_hpcp_settings:
         return
     loudness_table(rows)
     tempo_misses(rows)
+    tempo_families(rows)
 
 
 if __name__ == "__main__":
