@@ -23,6 +23,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from songfeat import runtime  # noqa: E402
+
 
 def sgemm_gflops(n: int = 1024, reps: int = 20) -> float:
     """Best-of-`reps` float32 n x n matrix product rate, in GFLOP/s."""
@@ -50,10 +52,7 @@ def profile(model: Path, runs: int) -> tuple[dict, float]:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
+        opts = runtime.session_options(1)  # what songfeat.tagger's sessions run with in a batch worker
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "tagger")
         sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])

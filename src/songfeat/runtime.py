@@ -78,7 +78,9 @@ def open_sessions() -> int:
     return len(_SESSIONS)
 
 
-def _new_session(path: str, n_threads: int):
+def session_options(n_threads: int):
+    """The onnxruntime options every songfeat session runs with: `n_threads` intra-op threads, one inter-op, no
+    spinning (idle threads would steal the other worker's core), warnings off. Benchmarks build on them."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -86,7 +88,13 @@ def _new_session(path: str, n_threads: int):
     opts.intra_op_num_threads = n_threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return opts
+
+
+def _new_session(path: str, n_threads: int):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(path, sess_options=session_options(n_threads), providers=["CPUExecutionProvider"])
 
 
 def _after_fork_in_child() -> None:
@@ -99,4 +107,4 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-__all__ = ["backend", "session", "set_threads", "threads", "BACKENDS"]
+__all__ = ["backend", "session", "session_options", "set_threads", "threads", "BACKENDS"]
