@@ -364,10 +364,7 @@ def hpcp_spectra(y: np.ndarray, window: str, hop: int) -> tuple[np.ndarray, np.n
         size = int(D.WINDOW_SECONDS * SR)
         frames = []
         for i in range(0, max(1, y.size), size):
-            c = y[i: i + size]
-            if c.size <= D.N_FFT // 2:
-                c = np.pad(c, (0, D.N_FFT // 2 + 1 - c.size))
-            frames.append(np.lib.stride_tricks.sliding_window_view(np.pad(c, (D.N_FFT // 2, D.N_FFT // 2), mode="reflect"), D.N_FFT)[::hop])
+            frames.append(D.centred_frames(y[i: i + size], D.N_FFT, hop))
     else:
         n = max(1, -(-y.size // hop))
         frames = [np.lib.stride_tricks.sliding_window_view(np.pad(y, (0, n * hop + D.N_FFT - y.size)), D.N_FFT)[::hop][:n]]

@@ -360,3 +360,14 @@ def test_agreement_with_spotify_on_previews(shared_data) -> None:
 # Measured on these first 20 previews (scripts/evaluate_descriptors.py --limit 20): tempo exact 95%,
 # up to octave 100%, key 55% (40% with the earlier chroma), time signature 100% (all are 4/4), loudness MAE 0.57 dB.
 FLOORS = {"tempo_octave": 0.9, "tempo_exact": 0.85, "key_exact": 0.45, "time_signature": 0.9, "loudness_mae_db": 1.0}
+
+
+def test_centred_frames_reflect_around_each_hop():
+    """Frame k is centred on sample k * hop, with the signal reflected at both ends (as torch.stft's centre=True)."""
+    y = np.arange(10, dtype=np.float32)
+    f = D.centred_frames(y, n_fft=4, hop=2)
+    assert f.shape == (6, 4)
+    np.testing.assert_array_equal(f[0], [2, 1, 0, 1])  # reflected start, centre at sample 0
+    np.testing.assert_array_equal(f[-1], [8, 9, 8, 7])  # centre at sample 10: past the end, reflected
+    short = D.centred_frames(np.ones(1, dtype=np.float32), n_fft=8, hop=4)  # shorter than half a frame: zero-padded
+    assert short.shape[1] == 8 and np.isfinite(short).all()

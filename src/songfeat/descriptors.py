@@ -277,6 +277,16 @@ def _mel_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 STFT_BLOCK_FRAMES = 128  # frames transformed at once: bounds the scratch memory to a few MB
 
 
+def centred_frames(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """[frames, n_fft] strided view (no copy) of mono float32 audio, centred as torch.stft: reflect padding of half a
+    frame at each end (audio shorter than half a frame is zero-padded first, which reflection needs)."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.size <= n_fft // 2:
+        y = np.pad(y, (0, n_fft // 2 + 1 - y.size))
+    yp = np.pad(y, (n_fft // 2, n_fft // 2), mode="reflect")
+    return np.lib.stride_tricks.sliding_window_view(yp, n_fft)[::hop]
+
+
 def _power_blocks(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP, first: int = 0):
     """|STFT|^2 of mono float32 audio in blocks of frames [<= STFT_BLOCK_FRAMES, n_fft//2+1] (float32), in order,
     from frame `first` on.
@@ -285,11 +295,7 @@ def _power_blocks(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP, first: int 
     numpy.fft.rfft, each frame on its own (a row is the same in whichever block it falls). Blocks keep the
     memory of a 30-s window's analysis to a few MB.
     """
-    y = np.asarray(y, dtype=np.float32)
-    if y.size <= n_fft // 2:  # reflect padding needs more samples than half a frame
-        y = np.pad(y, (0, n_fft // 2 + 1 - y.size))
-    yp = np.pad(y, (n_fft // 2, n_fft // 2), mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(yp, n_fft)[::hop][first:]
+    frames = centred_frames(y, n_fft, hop)[first:]
     win = _hann_window(n_fft)
     for i in range(0, frames.shape[0], STFT_BLOCK_FRAMES):
         x = np.fft.rfft(frames[i: i + STFT_BLOCK_FRAMES] * win, axis=1)
