@@ -1,6 +1,6 @@
 """Does correcting the heads' fit for the previews' label skew help on music distributed like Spotify's catalogue?
 
-    python scripts/try_label_shift.py [--shared ../shared/data] [--cache DIR] [--features valence,energy,...] [--clip 5]
+    python scripts/try_label_shift.py [--shared ../shared/data] [--cache DIR] [--features valence,energy,...] [--clip 5] [--stretch]
 
 The labelled previews are louder and happier than Spotify's catalogue (mean energy 0.75 against 0.54, valence 0.73
 against 0.50), so heads fitted on them regress towards an energetic, happy centre: on held-out previews the lowest
@@ -13,6 +13,10 @@ third of valence reads +0.15 high and the highest third -0.18 low. This script
 2. refits the heads with the same ratio (computed on each training fold's own labels) as per-feature loss weights
    (label-shift importance weighting; `heads.fit_heads(feature_weights=...)`) and scores them the same two ways;
 3. prints, for both, the bias in the lowest and highest third of each feature's labels.
+
+With `--stretch`, step 2 is replaced by a post-hoc check: the shipped held-out predictions of `--features` pulled
+away from their fold's centre by x1.25, x1.5 and x2 (undoing part of the regression towards the previews' centre),
+the factor for each source chosen by plain MAE on the other two preview sources.
 
 Nothing here changes songfeat; docs/accuracy-notes.md quotes its output.
 """
@@ -87,12 +91,56 @@ def report(name: str, res: dict, catalogue: dict, pooled: np.ndarray, clip: floa
         print(f"    {t:16s} {np.mean(p[a, j] - y[a, j]):+.3f} | {np.mean(p[b, j] - y[b, j]):+.3f}")
 
 
+STRETCHES = (1.0, 1.25, 1.5, 2.0)
+
+
+def stretched(res: dict, feature: str, k: float, held: str) -> np.ndarray:
+    """A held-out source's predictions of `feature` pulled away from its fold's centre by `k`: c + k (p - c), clipped to
+    0..1, where c is the mean label of the other preview sources (the centre the fold's heads regress towards)."""
+    j = TARGETS.index(feature)
+    others = [s for s in res["sources"] if s not in (held, "fma")]
+    c = np.nanmean(np.concatenate([np.array(res["sources"][o]["labels"])[:, j] for o in others]))
+    p = np.array(res["sources"][held]["predictions"]["heads"])[:, j]
+    return np.clip(c + k * (p - c), 0.0, 1.0)
+
+
+def stretch_report(res: dict, catalogue: dict, pooled: list, clip: float, features: tuple[str, ...]) -> None:
+    """Per feature: MAE (plain | catalogue-weighted) of each preview source under each stretch, and the stretch each
+    source gets when it is chosen by plain MAE on the other two preview sources only; and the low/high-third bias."""
+    previews = [s for s in res["sources"] if s != "fma"]
+    for t in features:
+        j = TARGETS.index(t)
+        print(f"\n{t}: held-out MAE plain | catalogue-weighted, predictions stretched away from the fold's centre")
+        mae, wmae = {}, {}
+        for k in STRETCHES:
+            cells = []
+            for s in previews:
+                y = np.array(res["sources"][s]["labels"])[:, j]
+                err = np.abs(stretched(res, t, k, s) - y)
+                w = ratio_weights(y, catalogue[t], pooled[j], clip)
+                mae[s, k], wmae[s, k] = float(err.mean()), float((w * err).sum() / w.sum())
+                cells.append(f"{s} {mae[s, k]:.3f} | {wmae[s, k]:.3f}")
+            print(f"  x{k:<4g} " + "   ".join(cells))
+        picks = {s: min(STRETCHES, key=lambda k: sum(mae[o, k] for o in previews if o != s)) for s in previews}
+        print("  chosen on the other two sources: " + "   ".join(
+            f"{s} x{picks[s]:g} -> {mae[s, picks[s]]:.3f} | {wmae[s, picks[s]]:.3f} (x1: {mae[s, 1.0]:.3f} | {wmae[s, 1.0]:.3f})"
+            for s in previews))
+        y = np.concatenate([np.array(res["sources"][s]["labels"])[:, j] for s in previews])
+        lo, hi = np.quantile(y, [1 / 3, 2 / 3])
+        for name, ks in (("x1", {s: 1.0 for s in previews}), ("chosen", picks)):
+            q = np.concatenate([stretched(res, t, ks[s], s) for s in previews])
+            print(f"  bias in the lowest | highest third of labels, {name}: {np.mean((q - y)[y <= lo]):+.3f} | "
+                  f"{np.mean((q - y)[y > hi]):+.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--features", default=",".join(SHIFTED), help="features whose loss is reweighted")
     ap.add_argument("--clip", type=float, default=5.0, help="largest weight (and 1/clip the smallest)")
+    ap.add_argument("--stretch", action="store_true",
+                    help="instead of refitting, stretch the shipped held-out predictions of --features away from the centre")
     args = ap.parse_args()
     table = pd.read_csv(args.shared / "spotify-features" / "combined_unique_by_track_id.csv")
     catalogue = {t: shares(table[t].to_numpy(float)) for t in TARGETS}
@@ -103,6 +151,9 @@ def main() -> None:
         print(f"{t}: labelled previews mean {np.nanmean(previews[t]):.2f}, catalogue mean {table[t].mean():.2f}")
     shipped = sources.evaluate_sources(args.shared, cache=args.cache, progress=False)
     report("shipped recipe", shipped, catalogue, pooled, args.clip)
+    if args.stretch:
+        stretch_report(shipped, catalogue, pooled, args.clip, tuple(args.features.split(",")))
+        return
     fit_on = sources.fit_on
     sources.fit_on = weighted_fit_on(catalogue, tuple(args.features.split(",")), args.clip)
     try:
