@@ -760,7 +760,7 @@ def tempo_families(rows: list[dict]) -> None:
             if c.tempo is None:
                 continue
             env = np.concatenate([e.onset for e in r["ev"]]).astype(float)
-            hits.setdefault(c.group if c.set == "dev" else c.set, []).append(B.tempo_hits(D.estimate_tempo(env, fps, family=fam)[0], c.tempo))
+            hits.setdefault(c.group if c.set == "dev" else c.set, []).append(B.tempo_hits(D.estimate_tempo(env, fps, multiples=fam)[0], c.tempo))
         name = ", ".join(f"{f:.3g}" for f in fam) + (" (shipped)" if fam == D.TEMPO_FAMILY else "")
         print(f"  {name}: " + "; ".join(f"{s} {np.mean([h[0] for h in v]):.2f} / {np.mean([h[1] for h in v]):.2f}"
                                           for s, v in sorted(hits.items())))

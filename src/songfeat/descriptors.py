@@ -86,9 +86,9 @@ TEMPO_PRIOR_BPM = 115.0
 TEMPO_PRIOR_OCTAVES = 0.375
 OCTAVE_COMB_WEIGHT = 2.0
 OCTAVE_DENSITY_WEIGHT = -0.75
-# Beat periods the octave decision weighs, as multiples of the strongest pulse. Adding 2/3 and 3/2 (a dotted
-# beat; two FMA clips read at 2/3 of Echo Nest's tempo) moved no FMA clip and cost forró 10 songs (3-3-2 rhythms):
-# scripts/try_measured_variants.py, "tempo families".
+# Beat periods the octave decision weighs, as multiples of the strongest pulse. Two FMA clips read at 2/3 of Echo
+# Nest's tempo, but adding 2/3 moved no FMA clip, and adding 3/2 (a dotted beat) cost forró 10 songs (its 3-3-2
+# rhythms): scripts/try_measured_variants.py --only-tempo-families.
 TEMPO_FAMILY = (0.5, 1.0, 2.0)
 OCTAVE_WEIGHT_GRID = tuple((c, d) for c in (0.0, 0.5, 1.0, 2.0, 4.0) for d in (0.0, -0.25, -0.5, -0.75, -1.0, -1.5, -2.0))
 CHROMA_BINS = 1 + int(8000 * N_FFT / SAMPLE_RATE)  # chroma weights above ~8 kHz are negligible (octave weighting)
@@ -569,11 +569,11 @@ def onset_density(x: np.ndarray, fps: float) -> float:
 
 def estimate_tempo(env: np.ndarray, fps: float, comb_weight: float | None = None, density_weight: float | None = None,
                    prior: tuple[float, float] | None = None,
-                   family: tuple[float, ...] = TEMPO_FAMILY) -> tuple[float, float, list[float], np.ndarray, float]:
+                   multiples: tuple[float, ...] = TEMPO_FAMILY) -> tuple[float, float, list[float], np.ndarray, float]:
     """Tempo (BPM), confidence, [alternatives], the autocorrelation and the beat period (frames).
 
     The keyword arguments override the octave decision's constants (OCTAVE_*_WEIGHT, TEMPO_PRIOR_*,
-    TEMPO_FAMILY), for cross-validating them.
+    TEMPO_FAMILY as `multiples`), for cross-validating them.
     """
     cw = OCTAVE_COMB_WEIGHT if comb_weight is None else comb_weight
     dw = OCTAVE_DENSITY_WEIGHT if density_weight is None else density_weight
@@ -591,7 +591,7 @@ def estimate_tempo(env: np.ndarray, fps: float, comb_weight: float | None = None
     score = np.clip(support, 0, None) * _tempo_prior(60.0 * fps / lags, PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES)
     pulse = _refine_period(ac, float(lags[int(np.argmax(score))]))
     # 2) which octave of that pulse is the beat: catalogue prior, comb evidence, onsets per beat
-    family = [pulse * f for f in family if TEMPO_MIN <= 60.0 * fps / (pulse * f) <= TEMPO_MAX]
+    family = [pulse * f for f in multiples if TEMPO_MIN <= 60.0 * fps / (pulse * f) <= TEMPO_MAX]
     family = [_refine_period(ac, p, width=max(1.0, 0.03 * p)) for p in family] or [pulse]
     dens = onset_density(x, fps)
     fam_score = [np.log(_tempo_prior(60.0 * fps / p, centre, octaves)) + cw * np.log(max(_comb(ac, p, 4), 1e-3))
