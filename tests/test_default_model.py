@@ -163,3 +163,35 @@ def test_default_model_reads_loudness_on_the_scale_it_was_fitted_with():
     m = D.measure(np.sin(2 * np.pi * 440 * np.arange(5 * 44100) / 44100).astype(np.float32) * 0.3)
     assert m.loudness_bs1770 == pytest.approx(m.loudness_lufs + D.BS1770_OFFSET, abs=1e-6)
     assert m.loudness == pytest.approx(m.loudness_level + D.LOUDNESS_INTERCEPT, abs=1e-6)
+
+
+def test_outputs_stay_in_the_catalogues_range():
+    """The default bundle keeps each learned feature inside Spotify's catalogue range (its config's label_range), and a
+    bundle without one only inside the feature's own range."""
+    from songfeat.bundle import Bundle
+
+    bundle = load_bundle()
+    rng = bundle.config["label_range"]
+    lows, highs = bundle.output_range()
+    for i, t in enumerate(bundle.targets):
+        lo, hi = rng[t]
+        assert 0.0 <= lo < hi <= 1.0
+        assert lows[i] == np.float32(lo) and highs[i] == np.float32(hi)
+    assert rng["speechiness"][0] > 0.02 and rng["danceability"][0] > 0.05  # Spotify's floors, not 0
+
+    class Fixed:  # a stand-in model whose outputs run past both ends of every range
+        def eval(self):
+            return self
+
+        def __call__(self, numeric):
+            import torch
+
+            return torch.tensor([[-0.5] * 7, [0.001] * 7, [1.5] * 7])
+
+    cfg = {"targets": list(bundle.targets), "inputs": ["numeric"], "numeric_inputs": ["tempo"],
+           "label_range": {"speechiness": [0.03, 0.9]}}
+    out = Bundle(Fixed(), cfg).predict(numeric=np.zeros((3, 1), dtype=np.float32))
+    s = list(bundle.targets).index("speechiness")
+    assert out[:, s].tolist() == pytest.approx([0.03, 0.03, 0.9])
+    d = list(bundle.targets).index("danceability")  # no label_range for it: only its own 0..1
+    assert out[:, d].tolist() == pytest.approx([0.0, 0.001, 1.0])

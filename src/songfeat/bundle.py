@@ -133,7 +133,7 @@ class Bundle:
         return sess
 
     def predict(self, frontend=None, numeric=None, evidence: np.ndarray | None = None) -> np.ndarray:
-        """Run the model on a batch; returns [B, len(targets)], each clamped to its feature's range.
+        """Run the model on a batch; returns [B, len(targets)], each clamped to `output_range`.
 
         `evidence` is the heads' per-window input vector (`songfeat.heads.assemble`), for models that read it.
         """
@@ -158,9 +158,18 @@ class Bundle:
             self.model.eval()
             with torch.no_grad():
                 out = self.model(**{k: torch.from_numpy(v) for k, v in kw.items()}).float().numpy()
+        return np.clip(out, *self.output_range())
+
+    def output_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per target, the lowest and highest value `predict` returns (float32): the feature's own range, narrowed to
+        the config's `label_range` where it has one (the default bundle: Spotify's catalogue, `default_model.RANGE_QUANTILE`)."""
         lows = np.array([features.BY_NAME[t].low for t in self.targets], dtype=np.float32)
         highs = np.array([features.BY_NAME[t].high for t in self.targets], dtype=np.float32)
-        return np.clip(out, lows, highs)
+        given = self.config.get("label_range") or {}
+        for i, t in enumerate(self.targets):
+            if t in given:
+                lows[i], highs[i] = max(lows[i], given[t][0]), min(highs[i], given[t][1])
+        return lows, highs
 
 
 def _array(x) -> np.ndarray:

@@ -27,7 +27,12 @@ TARGETS = features.LEARNED
 INPUTS = features.MEASURED_NUMERIC_INPUTS
 HEAD_SPEC = MFCC_DENSE  # the seed's MFCC without its skipped half: every sample is read
 CV_FOLDS = 5  # folds of the honest accuracy figure stored in the bundle
-ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 25))  # ridge strengths tried by cross-validation
+ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 25))
+# The default bundle's outputs stay where Spotify's catalogue puts 99% of its tracks (`Bundle.output_range`): below its
+# 0.5th percentile Spotify almost never reports a value (speechiness under 0.024, danceability under 0.10), but heads
+# extrapolating to music unlike their labels can (a piano sonata read danceability 0.017). Knowledge from the table,
+# not fitted to any labelled clip; on the held-out previews it only ever moved speechiness, towards the labels.
+RANGE_QUANTILE = 0.005  # ridge strengths tried by cross-validation
 
 
 @dataclass
@@ -40,6 +45,7 @@ class BaseFit:
     metrics: dict
     n_rows: dict
     label_means: np.ndarray  # the training rows' mean of each target: the "catalogue mean" baseline
+    label_range: np.ndarray  # [2, T]: the training rows' RANGE_QUANTILE and 1 - RANGE_QUANTILE quantiles per target
 
 
 def _metrics(y: np.ndarray, p: np.ndarray, names) -> dict:
@@ -88,7 +94,8 @@ def train_base(table: pd.DataFrame, exclude_ids: set[str], seed: int = 42, epoch
         p_te = model.base(numeric=xs[te]).numpy()
     mean_pred = np.repeat(y[tr].mean(0, keepdims=True), len(te), axis=0)
     metrics = {"model": _metrics(y[te], p_te, TARGETS), "mean_predictor": _metrics(y[te], mean_pred, TARGETS)}
-    return BaseFit(model, mean, std, metrics, {"train": len(tr), "val": len(va), "test": len(te)}, y[tr].mean(0))
+    return BaseFit(model, mean, std, metrics, {"train": len(tr), "val": len(va), "test": len(te)}, y[tr].mean(0),
+                   np.quantile(y[tr], [RANGE_QUANTILE, 1.0 - RANGE_QUANTILE], axis=0))
 
 
 def _progress(it, label: str, on: bool):
@@ -204,6 +211,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
                             "behaviour_region_intervals": data.regions}},
         "metrics": {"stage1_heldout_on_spotify_values": fit.metrics},
         "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
+        "label_range": {t: [float(a), float(b)] for t, a, b in zip(TARGETS, *fit.label_range)},
         "provenance": {
             "stage1_table": str(TABLE), "stage1_rows_excluded": "track ids of the dev previews",
             "heads_clips": {s: list(clips.loc[clips["source"] == s, "track_id"]) for s in clips["source"].unique()},
@@ -239,13 +247,14 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
                                                  for s, e in loso["sources"].items()}
     check = man[man["half"] == "check"].reset_index(drop=True)
     crecs = get_records(list(check["path"]), cache, True, workers, progress)
+    bounds = Bundle(trained, config).output_range()  # the checking half is scored as `analyze` would return it
     outs = {}
     for p, r in zip(check["path"], crecs):
         if isinstance(r, str):
             outs[p] = r
             continue
         n = np.array([_numeric_inputs(r.descriptors)], dtype=np.float32)
-        pred = clip_predictions(trained, [r], lay, (n - fit.mean) / np.maximum(fit.std, 1e-8))[0]
+        pred = clip_predictions(trained, [r], lay, (n - fit.mean) / np.maximum(fit.std, 1e-8), bounds)[0]
         outs[p] = dict(zip(TARGETS, pred.tolist()))
     table_b = behaviour.check(check, outs)
     config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
@@ -466,6 +475,10 @@ def model_card(config: dict) -> str:
         "  liveness no rule names; before this the heads extrapolated such music to danceability and liveness near 0,",
         "  below any Spotify value. Per clip (danceability, energy, speechiness, acousticness, instrumentalness, valence,",
         "  liveness): " + _regions_text(h.get("behaviour_region_intervals", {})) + ".",
+        "- **Spotify's catalogue range**: every output is kept between the 0.5th and 99.5th percentile of the catalogue's",
+        "  values (the stage-1 training rows), as `Bundle.output_range` does for `analyze`: "
+        + ", ".join(f"{t} {a:.3f}–{b:.3f}" for t, (a, b) in (config.get("label_range") or {}).items()) + ".",
+        "  Below that Spotify almost never reports a value, but heads extrapolating to music unlike their labels can.",
         "- **Genre-conditional priors** (`songfeat.genre_prior`), an input of the heads for every feature: per window,",
         "  each table genre gets the probability of its most probable mapped musicnn tag, and the prior is the",
         f"  weighted mean of the genres' feature means, shrunk toward the table's overall mean (weight {gt['pseudo_weight']}), as",

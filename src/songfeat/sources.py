@@ -91,10 +91,13 @@ def new_heads(bundle, n_evidence: int, cfg: FitConfig):
     return m
 
 
-def clip_predictions(model, records, lay, numeric_std) -> np.ndarray:
-    """Per clip: the duration-weighted mean of the model's per-window predictions (as `analyze` does)."""
+def clip_predictions(model, records, lay, numeric_std, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Per clip: the duration-weighted mean of the model's per-window predictions (as `analyze` does); `bounds`, a
+    bundle's `output_range`, clamps each window's first, as `Bundle.predict` does."""
     ev, num, idx, w = _windows(records, lay, numeric_std)
     p = predict_rows(model, ev, num)
+    if bounds is not None:
+        p = np.clip(p, *bounds)
     out = np.zeros((len(records), p.shape[1]))
     np.add.at(out, idx, p * w[:, None])
     return out
@@ -376,7 +379,9 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
         weights, bsel = (select_blend(data, train, lay, fold_cfg) if blend else (np.zeros(len(TARGETS)), None))
         fold_mean = np.nanmean(y_fit[train], axis=0)
         yt = y[test]
-        blended = (1 - weights) * p_alone + weights * p_ridge
+        lows, highs = bundle.output_range()  # as analyze returns them (the catalogue's range: no labelled clip in it)
+        blended = np.clip((1 - weights) * p_alone + weights * p_ridge, lows, highs)
+        p_alone = np.clip(p_alone, lows, highs)
         preds = {"heads": blended, "heads_alone": p_alone, "previous_default": p_old,
                  "fold_mean": np.tile(fold_mean, (test.sum(), 1)), "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
         entry = {"n": int(test.sum()), "learned": {k: regression_metrics(yt, v, TARGETS) for k, v in preds.items()},
