@@ -731,6 +731,11 @@ def loudness_table(rows: list[dict]) -> None:
 # tempo
 
 
+def onset_envelope(r: dict) -> np.ndarray:
+    """A clip's whole-song onset envelope (its windows' in order), as `descriptors.combine` hands it to the tempo."""
+    return np.concatenate([e.onset for e in r["ev"]]).astype(float)
+
+
 def tempo_misses(rows: list[dict]) -> None:
     """FMA clips missed up to octaves/thirds: onset autocorrelation at Echo Nest's period and at ours."""
     fps = SR / D.HOP
@@ -739,7 +744,7 @@ def tempo_misses(rows: list[dict]) -> None:
         c = r["c"]
         if c.set != "fma":
             continue
-        env = np.concatenate([e.onset for e in r["ev"]]).astype(float)
+        env = onset_envelope(r)
         t, conf, _, ac, per = D.estimate_tempo(env, fps)
         if B.tempo_hits(t, c.tempo)[1]:
             continue
@@ -759,7 +764,7 @@ def tempo_families(rows: list[dict]) -> None:
             c = r["c"]
             if c.tempo is None:
                 continue
-            env = np.concatenate([e.onset for e in r["ev"]]).astype(float)
+            env = onset_envelope(r)
             hits.setdefault(c.group if c.set == "dev" else c.set, []).append(B.tempo_hits(D.estimate_tempo(env, fps, multiples=fam)[0], c.tempo))
         name = ", ".join(f"{f:.3g}" for f in fam) + (" (shipped)" if fam == D.TEMPO_FAMILY else "")
         print(f"  {name}: " + "; ".join(f"{s} {np.mean([h[0] for h in v]):.2f} / {np.mean([h[1] for h in v]):.2f}"

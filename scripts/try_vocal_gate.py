@@ -46,6 +46,12 @@ def fit_gate(v: np.ndarray, instrumental: np.ndarray) -> tuple[float, float]:
     return float(lr.intercept_[0]), float(lr.coef_[0, 0])
 
 
+def probability(gate: tuple[float, float], v: np.ndarray | float) -> np.ndarray:
+    """P(instrumental) of vocal evidence `v` under a fitted gate (a, b)."""
+    a, b = gate
+    return 1 / (1 + np.exp(-(a + b * np.log(np.asarray(v, dtype=float) + 1e-3))))
+
+
 def gated(h: np.ndarray, p: np.ndarray, q: float, how: str) -> np.ndarray:
     """The gate applied to instrumentalness predictions h, never lowering them."""
     g = (1 - p) * h + p * q if how == "mixture" else np.where(p > 0.5, q, h)
@@ -79,10 +85,9 @@ def main() -> None:
           f"behaviour fitting clips, plus the training sources' previews; typical instrumental value {args.typical}")
     print("held-out source | shipped instr. MAE / avg of 7 | mixture | switch | clips with P > 0.5 (label, shipped)")
     for held, e in res["sources"].items():
-        a, b = gate_without(held)
+        gate = gate_without(held)
         y, h = np.array(e["labels"]), np.array(e["predictions"]["heads"])
-        v = np.array([v_of[by_id[t]] for t in e["track_ids"]])
-        p = 1 / (1 + np.exp(-(a + b * np.log(v + 1e-3))))
+        p = probability(gate, [v_of[by_id[t]] for t in e["track_ids"]])
         cells = []
         for how in ("shipped", "mixture", "switch"):
             g = h.copy()
@@ -91,9 +96,9 @@ def main() -> None:
             mae = np.nanmean(np.abs(g - y), axis=0)
             cells.append(f"{mae[INSTR]:.4f} / {mae.mean():.4f}")
         moved = [(round(float(y[i, INSTR]), 2), round(float(h[i, INSTR]), 2)) for i in np.flatnonzero(p > 0.5)]
-        print(f"{held} ({len(y)}) | " + " | ".join(cells) + f" | {moved}  (gate a={a:.2f}, b={b:.2f})")
+        print(f"{held} ({len(y)}) | " + " | ".join(cells) + f" | {moved}  (gate a={gate[0]:.2f}, b={gate[1]:.2f})")
 
-    a, b = gate_without(None)
+    gate = gate_without(None)
     _, outputs = behaviour.analyze_clips(args.shared)
     check = man[man["half"] == "check"]
     for how in ("shipped", "mixture", "switch"):
@@ -104,8 +109,7 @@ def main() -> None:
                 continue
             x = out["instrumentalness"]
             if how != "shipped":
-                pr = 1 / (1 + np.exp(-(a + b * np.log(v_of[p] + 1e-3))))
-                x = float(gated(np.array([x]), np.array([pr]), args.typical, how)[0])
+                x = float(gated(np.array([x]), probability(gate, [v_of[p]]), args.typical, how)[0])
             for r in rules:
                 if r.feature == "instrumentalness":
                     total += 1

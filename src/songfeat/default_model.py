@@ -27,12 +27,12 @@ TARGETS = features.LEARNED
 INPUTS = features.MEASURED_NUMERIC_INPUTS
 HEAD_SPEC = MFCC_DENSE  # the seed's MFCC without its skipped half: every sample is read
 CV_FOLDS = 5  # folds of the honest accuracy figure stored in the bundle
-ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 25))
+ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 25))  # ridge strengths tried by cross-validation
 # The default bundle's outputs stay where Spotify's catalogue puts 99% of its tracks (`Bundle.output_range`): below its
 # 0.5th percentile Spotify almost never reports a value (speechiness under 0.024, danceability under 0.10), but heads
 # extrapolating to music unlike their labels can (a piano sonata read danceability 0.017). Knowledge from the table,
 # not fitted to any labelled clip; on the held-out previews it only ever moved speechiness, towards the labels.
-RANGE_QUANTILE = 0.005  # ridge strengths tried by cross-validation
+RANGE_QUANTILE = 0.005
 
 
 @dataclass

@@ -361,6 +361,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     data = _Data(shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds)
     clips, y, y_fit = data.clips, data.y, data.y_fit
     catalogue = np.array([bundle.config["label_means"][t] for t in TARGETS])
+    bounds = bundle.output_range()  # held-out predictions as analyze returns them (the catalogue's range: no labelled clip)
     result = {"sources": {}, "targets": list(TARGETS), "failed": data.failed, "fit": cfg.to_dict(), "rule_intervals": data.bounds,
               "region_intervals": data.regions,
               "parts": [list(p) for p in parts], "behaviour_fit_clips": len(data.beh_recs),
@@ -379,9 +380,8 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
         weights, bsel = (select_blend(data, train, lay, fold_cfg) if blend else (np.zeros(len(TARGETS)), None))
         fold_mean = np.nanmean(y_fit[train], axis=0)
         yt = y[test]
-        lows, highs = bundle.output_range()  # as analyze returns them (the catalogue's range: no labelled clip in it)
-        blended = np.clip((1 - weights) * p_alone + weights * p_ridge, lows, highs)
-        p_alone = np.clip(p_alone, lows, highs)
+        blended = np.clip((1 - weights) * p_alone + weights * p_ridge, *bounds)
+        p_alone = np.clip(p_alone, *bounds)
         preds = {"heads": blended, "heads_alone": p_alone, "previous_default": p_old,
                  "fold_mean": np.tile(fold_mean, (test.sum(), 1)), "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
         entry = {"n": int(test.sum()), "learned": {k: regression_metrics(yt, v, TARGETS) for k, v in preds.items()},
