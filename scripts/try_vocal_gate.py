@@ -1,6 +1,6 @@
 """A vocal gate for instrumentalness from musicnn's MagnaTagATune vocal tags, scored held out (issue 7; not adopted).
 
-    python scripts/try_vocal_gate.py [--shared ../shared/data] [--cache DIR] [--typical 0.85]
+    python scripts/try_vocal_gate.py [--shared ../shared/data] [--cache DIR] [--typical 0.85] [--catalogue-prior]
 
 Spotify's instrumentalness "predicts whether a track contains no vocals". The MTT tagger was trained on listeners'
 vocal tags (vocal, vocals, singing, voice, male/female vocal and voice, man, woman, male, female, choir, choral,
@@ -15,6 +15,10 @@ raising the shipped prediction h:
 Each held-out source is scored with the gate fitted without it, beside the shipped model's held-out predictions
 (`sources.evaluate_sources`, the same nested selection); the behaviour checking half with the gate fitted on every
 source. `v` is the duration-weighted mean of the clip's per-window tags, so the gate acts per clip here.
+
+With `--catalogue-prior`, the gate's intercept is moved from its fitting rows' instrumental share to the share of
+tracks above 0.5 in Spotify's 41,855-track table (Bayes' rule for a shifted class prior: the logistic's slope is a
+likelihood ratio, its intercept carries the prior), since the fitting rows hold fewer instrumentals than the catalogue.
 """
 from __future__ import annotations
 
@@ -46,6 +50,21 @@ def fit_gate(v: np.ndarray, instrumental: np.ndarray) -> tuple[float, float]:
     return float(lr.intercept_[0]), float(lr.coef_[0, 0])
 
 
+def logit(q: float) -> float:
+    return float(np.log(q / (1 - q)))
+
+
+def catalogue_share(shared: Path) -> float:
+    """The share of Spotify's 41,855-track table above 0.5 instrumentalness (Spotify: "values above 0.5 are intended to
+    represent instrumental tracks")."""
+    import pandas as pd
+
+    from songfeat.default_model import TABLE
+
+    y = pd.read_csv(shared / TABLE, usecols=["instrumentalness"])["instrumentalness"].to_numpy(float)
+    return float(np.mean(y[np.isfinite(y)] > 0.5))
+
+
 def probability(gate: tuple[float, float], v: np.ndarray | float) -> np.ndarray:
     """P(instrumental) of vocal evidence `v` under a fitted gate (a, b)."""
     a, b = gate
@@ -63,7 +82,10 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--typical", type=float, default=0.85)
+    ap.add_argument("--catalogue-prior", action="store_true",
+                    help="move the gate's intercept to the catalogue's instrumental share (see the docstring)")
     args = ap.parse_args()
+    target_share = catalogue_share(args.shared) if args.catalogue_prior else None
 
     res = sources.evaluate_sources(args.shared, cache=args.cache)
     clips = sources.labelled_clips(args.shared)
@@ -79,8 +101,14 @@ def main() -> None:
     def gate_without(held: str | None) -> tuple[float, float]:
         rows = [(v_of[p], y > 0.5) for p, (s, y) in lab.items() if s != held and s != "fma" and p in v_of and np.isfinite(y)]
         rows += fit_beh
-        return fit_gate(np.array([a for a, _ in rows]), np.array([b for _, b in rows]))
+        labels = np.array([b for _, b in rows])
+        a, b = fit_gate(np.array([a for a, _ in rows]), labels)
+        if target_share is not None:
+            a += logit(target_share) - logit(float(labels.mean()))
+        return a, b
 
+    if target_share is not None:
+        print(f"gate intercept moved to the catalogue's instrumental share, {target_share:.3f}")
     print(f"gate inputs: {sum(b for _, b in fit_beh)} instrumental and {sum(not b for _, b in fit_beh)} sung/spoken "
           f"behaviour fitting clips, plus the training sources' previews; typical instrumental value {args.typical}")
     print("held-out source | shipped instr. MAE / avg of 7 | mixture | switch | clips with P > 0.5 (label, shipped)")
