@@ -152,3 +152,15 @@ def test_blend_weight_is_the_best_one_that_breaks_no_more_rules_than_the_heads()
     assert pick_blend(mae, misses, grid).tolist() == [0.25, 0.25, 0.0]
     with pytest.raises(ValueError, match="start at 0"):
         pick_blend(mae, misses, (0.25, 0.5, 0.75))
+
+
+def test_stretch_moves_predictions_away_from_the_centre_and_leaves_factor_one_untouched():
+    from songfeat.sources import stretch_outputs
+
+    p = np.array([[0.2, 0.3, 0.123456789], [0.9, 0.6, 0.7]], dtype=np.float32)
+    centre = np.array([0.7, 0.5, 0.3])
+    out = stretch_outputs(p, centre, np.array([1.5, 2.0, 1.0]))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], [0.7 + 1.5 * (0.2 - 0.7), 0.7 + 1.5 * (0.9 - 0.7)], rtol=1e-6)
+    np.testing.assert_allclose(out[:, 1], [0.1, 0.7], rtol=1e-6)
+    assert np.array_equal(out[:, 2], p[:, 2])  # factor 1: bit for bit the input, not c + (p - c)

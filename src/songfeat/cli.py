@@ -331,6 +331,7 @@ def evaluate_sources_cmd(
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
     nested: bool = typer.Option(True, "--nested/--fixed-decay", help="Choose the heads' weight decay per feature by leave-one-source-out over the other sources (nested), or use the default FitConfig's."),
     choose_loss: bool = typer.Option(False, "--choose-loss", help="With --nested, also choose each feature's loss (absolute or squared) that way; default: absolute for all."),
+    stretch: bool = typer.Option(False, "--stretch", help="Also stretch the shipped blend away from the training labels' centre by per-feature factors chosen by the inner leave-one-source-out (a variant tried, not shipped)."),
     seeds: int = typer.Option(1, "--seeds", min=1, max=20, help="Also rerun with this many fit seeds (42, 43, ...) and print how much the heads' figures move with the seed alone."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: average MAE per held-out source and model, and the heads' bias per feature."),
     scatter: Optional[Path] = typer.Option(None, "--scatter", help="Also draw a PNG: every held-out prediction against its label, per feature."),
@@ -351,7 +352,7 @@ def evaluate_sources_cmd(
         for k in range(seeds):
             runs.append(evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on(),
                                          cfg=replace(base, seed=base.seed + k), select=nested,
-                                         losses=LOSSES if choose_loss else None))
+                                         losses=LOSSES if choose_loss else None, stretch=stretch))
     except SongfeatError as e:
         raise fail(str(e)) from None
     result = runs[0]

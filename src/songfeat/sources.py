@@ -17,6 +17,7 @@ nets without it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -241,30 +242,104 @@ def pick_blend(mae: np.ndarray, misses: np.ndarray, grid=BLEND_GRID) -> np.ndarr
     those whose rule `misses` are no more than the heads alone's; ties go to the smaller weight."""
     if grid[0] != 0:
         raise ValueError("the blend grid must start at 0 (the heads alone)")
+    return _pick(mae, misses, grid)
+
+
+def _pick(mae: np.ndarray, misses: np.ndarray, grid) -> np.ndarray:
+    """Per feature (columns), the grid value (rows; the first is the neutral one) with the lowest `mae` among those whose
+    rule `misses` are no more than the first's; ties go to the earlier value."""
     allowed = np.asarray(misses) <= np.asarray(misses)[0]
     return np.asarray(grid, dtype=np.float64)[np.argmin(np.where(allowed, np.nan_to_num(mae, nan=np.inf), np.inf), axis=0)]
 
 
-def select_blend(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=BLEND_GRID) -> tuple[np.ndarray, dict]:
+@dataclass
+class Inner:
+    """The leave-one-source-out folds *inside* a pool, predicted once for every post-fit choice made on them."""
+    sources: list[str]
+    tests: list[np.ndarray]  # per inner source: its clips (a mask over the labelled clips)
+    heads: list[np.ndarray]  # the heads fitted without that source, on its clips [n, T]
+    ridge: list[np.ndarray]  # the ridge member, likewise
+    centres: list[np.ndarray]  # the mean label [T] of the clips each inner fit learned from
+    behaviour: tuple[np.ndarray, np.ndarray]  # heads and ridge fitted on the whole pool, on the behaviour fitting half
+
+
+def inner_folds(data: _Data, pool: np.ndarray, lay, cfg: FitConfig) -> Inner:
+    """Fit the heads and the ridge once per source inside `pool` without it, and once on `pool` (behaviour clips)."""
+    sources = [s for s in SOURCES if (pool & (data.source == s)).any()]
+    tests = [pool & (data.source == s) for s in sources]
+    heads, ridge = [], []
+    for test in tests:
+        heads.append(data.predict(pool & ~test, test, lay, cfg))
+        ridge.append(data.predict_ridge(pool & ~test, test)[0])
+    centres = [np.nanmean(data.y_fit[pool & ~test], axis=0) for test in tests]
+    return Inner(sources, tests, heads, ridge, centres, data.behaviour_predictions(pool, lay, cfg))
+
+
+def _inner_mae(data: _Data, inner: Inner, predict) -> np.ndarray:
+    """Per feature, the MAE of `predict(fold index)` [n, T] averaged over the inner folds (NaN labels not scored)."""
+    maes = []
+    for i, test in enumerate(inner.tests):
+        err = np.abs(predict(i) - data.y_fit[test])  # NOT_FITTED cells are NaN: not scored
+        maes.append(np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in err.T]))
+    return np.nanmean(np.stack(maes), axis=0)
+
+
+def select_blend(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=BLEND_GRID,
+                 inner: Inner | None = None) -> tuple[np.ndarray, dict]:
     """Per feature, how much the ridge member counts beside the heads: the weight in `grid` with the lowest MAE averaged
     over leave-one-source-out folds *inside* `pool`, among the weights whose blend, fitted on `pool`, breaks no more of
     the behaviour fitting half's rules for that feature than the heads alone (the ridge never saw those clips: it was
-    fitted on songs, so it may not undo what the rules taught the heads). Returns (weights [T], the evidence)."""
-    inner = [s for s in SOURCES if (pool & (data.source == s)).any()]
-    maes = []
-    for s in inner:
-        test = pool & (data.source == s)
-        h, (r,) = data.predict(pool & ~test, test, lay, cfg), data.predict_ridge(pool & ~test, test)
-        err = [np.abs((1 - a) * h + a * r - data.y_fit[test]) for a in grid]  # NOT_FITTED cells are NaN: not scored
-        maes.append(np.array([[np.nanmean(c) if np.isfinite(c).any() else np.nan for c in e.T] for e in err]))
-    mae = np.nanmean(np.stack(maes), axis=0)  # [A, T]
-    hb, rb = data.behaviour_predictions(pool, lay, cfg)
+    fitted on songs, so it may not undo what the rules taught the heads). Returns (weights [T], the evidence).
+    `inner`: the pool's `inner_folds`, if already fitted."""
+    inner = inner or inner_folds(data, pool, lay, cfg)
+    mae = np.stack([_inner_mae(data, inner, lambda i, a=a: (1 - a) * inner.heads[i] + a * inner.ridge[i])
+                    for a in grid])  # [A, T]
+    hb, rb = inner.behaviour
     misses = np.stack([data.rule_misses((1 - a) * hb + a * rb) for a in grid])  # [A, T]
     chosen = pick_blend(mae, misses, grid)
-    return chosen, {"grid": [float(a) for a in grid], "inner_sources": inner,
+    return chosen, {"grid": [float(a) for a in grid], "inner_sources": inner.sources,
                     "inner_mae": {f"{a:g}": [float(v) for v in row] for a, row in zip(grid, mae)},
                     "rule_misses": {f"{a:g}": [int(v) for v in row] for a, row in zip(grid, misses)},
                     "chosen": [float(a) for a in chosen]}
+
+
+STRETCH_GRID = (1.0, 1.25, 1.5, 2.0)  # factors tried per feature: centre + k (prediction - centre); 1 = unchanged
+
+
+def stretch_outputs(p: np.ndarray, centre: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Predictions [.., T] pulled away from `centre` by `factor` per target: centre + factor (p - centre), exactly p
+    where the factor is 1 (`select_stretch`; tried, not shipped)."""
+    p = np.asarray(p)
+    factor, centre = np.asarray(factor, dtype=p.dtype), np.asarray(centre, dtype=p.dtype)
+    return np.where(factor != 1, centre + factor * (p - centre), p)
+
+
+def select_stretch(data: _Data, pool: np.ndarray, blend: np.ndarray, inner: Inner,
+                   grid=STRETCH_GRID) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per feature, how far the blended predictions are pulled away from the centre their fit regresses towards (the
+    mean label of its training clips; `stretch_outputs`): the factor in `grid` with the lowest MAE over the
+    inner folds of `pool` (each fold stretched about its own training centre, clamped to the output range), among the
+    factors that break no more of the behaviour fitting half's rules than none. Absolute loss fits medians, and on
+    labels skewed happy and loud the heads' held-out predictions keep only part of a label's distance from the centre
+    (valence about a third), so calm, sad music reads happier than Spotify rates it. Tried and not shipped: nested, it
+    picks different factors per held-out source and costs pop/rock and forró (docs/accuracy-notes.md).
+    Returns (factors [T], the pool's centre [T], the evidence)."""
+    if grid[0] != 1:
+        raise ValueError("the stretch grid must start at 1 (unchanged)")
+    bounds = data.bundle.output_range()
+    mix = [(1 - blend) * h + blend * r for h, r in zip(inner.heads, inner.ridge)]
+    mae = np.stack([_inner_mae(data, inner, lambda i, k=k: np.clip(stretch_outputs(mix[i], inner.centres[i], np.full(len(TARGETS), k)), *bounds))
+                    for k in grid])  # [K, T]
+    centre = np.nanmean(data.y_fit[pool], axis=0)
+    hb, rb = inner.behaviour
+    beh = (1 - blend) * hb + blend * rb
+    misses = np.stack([data.rule_misses(np.clip(stretch_outputs(beh, centre, np.full(len(TARGETS), k)), *bounds))
+                       for k in grid])  # [K, T]
+    chosen = _pick(mae, misses, grid)
+    return chosen, centre, {"grid": [float(k) for k in grid], "inner_sources": inner.sources,
+                            "inner_mae": {f"{k:g}": [float(v) for v in row] for k, row in zip(grid, mae)},
+                            "rule_misses": {f"{k:g}": [int(v) for v in row] for k, row in zip(grid, misses)},
+                            "centre": [float(c) for c in centre], "chosen": [float(k) for k in chosen]}
 
 
 def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_GRID,
@@ -344,13 +419,15 @@ def default_genre_table(shared: str | Path) -> dict:
 def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache: str | Path | None = DEFAULT_CACHE,
                      with_tagger: bool = True, workers: int = 1, progress: bool = True, cfg: FitConfig | None = None,
                      parts=None, select: bool = True, grid=DECAY_GRID, catalogue_bounds: bool = True,
-                     losses: tuple[str, ...] | None = None, blend: bool = True) -> dict:
+                     losses: tuple[str, ...] | None = None, blend: bool = True, stretch: bool = False) -> dict:
     """Leave-one-source-out table (see the module docstring); `model` supplies stage 1 (default: the shipped one).
 
     With `select` (nested selection), each held-out source's heads use the per-feature loss and weight decay chosen
     by `select_decay` over the *other* sources only (and the loss too, given `losses`); without it, `cfg.weight_decay`
     and `cfg.loss` as given. With `blend`, "heads" is the shipped blend of the heads and the ridge member, its weights
-    chosen by `select_blend` over the other sources only; "heads alone" is the nets without it.
+    chosen by `select_blend` over the other sources only; "heads alone" is the nets without it. With `stretch` (and
+    `blend`; a variant tried, not shipped), the blend is then stretched away from the training labels' centre by
+    `select_stretch`'s factors, chosen over the other sources only.
     """
     from .analyze import get_bundle
 
@@ -377,10 +454,15 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
         p_alone = data.predict(train, test, lay, fold_cfg)
         # the previous default: stage 1 + ridge on the MFCC summary, refitted on the training sources
         p_ridge, p_old = data.predict_ridge(train, test, clamps=(True, False))  # the previous default as it shipped: unclamped
-        weights, bsel = (select_blend(data, train, lay, fold_cfg) if blend else (np.zeros(len(TARGETS)), None))
+        weights, bsel, factors, ssel = np.zeros(len(TARGETS)), None, np.ones(len(TARGETS)), None
         fold_mean = np.nanmean(y_fit[train], axis=0)
+        if blend:
+            inner = inner_folds(data, train, lay, fold_cfg)
+            weights, bsel = select_blend(data, train, lay, fold_cfg, inner=inner)
+            if stretch:
+                factors, _, ssel = select_stretch(data, train, weights, inner)
         yt = y[test]
-        blended = np.clip((1 - weights) * p_alone + weights * p_ridge, *bounds)
+        blended = np.clip(stretch_outputs((1 - weights) * p_alone + weights * p_ridge, fold_mean, factors), *bounds)
         p_alone = np.clip(p_alone, *bounds)
         preds = {"heads": blended, "heads_alone": p_alone, "previous_default": p_old,
                  "fold_mean": np.tile(fold_mean, (test.sum(), 1)), "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
@@ -388,6 +470,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
                  "calibration": {"slope": float(slope), "intercept": float(icpt)},
                  "decay": list(fold_cfg.decays()), "loss": fold_cfg.losses(), "selection": sel,
                  "blend": [float(a) for a in weights], "blend_selection": bsel,
+                 "stretch": [float(k) for k in factors], "stretch_selection": ssel,
                  "predictions": {k: v.tolist() for k, v in preds.items()}, "labels": yt.tolist(),
                  "track_ids": clips.loc[test, "track_id"].tolist()}
         if held in NOT_FITTED:
@@ -444,6 +527,10 @@ def to_markdown(result: dict) -> str:
             lines.append("How much the ridge member counts per feature (chosen by leave-one-source-out over the other sources "
                          "only, never breaking more behaviour fitting-half rules than the heads alone): "
                          + ", ".join(f"{t} {a:g}" for t, a in zip(result["targets"], e["blend"])) + ".")
+        if e.get("stretch_selection"):
+            lines.append("")
+            lines.append("Stretch of the blend away from the training labels' centre per feature (`--stretch`; chosen the same "
+                         "way): " + ", ".join(f"{t} x{k:g}" for t, k in zip(result["targets"], e["stretch"])) + ".")
         lines.append("")
         summary.append(f"| {src} | {e['n']} | " + " | ".join(avg) + " |")
     return "\n".join(["Average MAE over the seven learned features, per held-out source:", "", *summary, "",
@@ -496,4 +583,4 @@ def bias_table(result: dict) -> list[str]:
 
 
 __all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "bias_table", "seed_spread", "spread_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
-           "select_decay", "select_blend", "columns", "pick_blend", "ridge_predictions", "default_genre_table", "DECAY_GRID", "BLEND_GRID"]
+           "select_decay", "select_blend", "select_stretch", "inner_folds", "columns", "pick_blend", "ridge_predictions", "default_genre_table", "DECAY_GRID", "BLEND_GRID", "STRETCH_GRID"]
