@@ -328,13 +328,14 @@ def select_stretch(data: _Data, pool: np.ndarray, blend: np.ndarray, inner: Inne
         raise ValueError("the stretch grid must start at 1 (unchanged)")
     bounds = data.bundle.output_range()
     mix = [(1 - blend) * h + blend * r for h, r in zip(inner.heads, inner.ridge)]
-    mae = np.stack([_inner_mae(data, inner, lambda i, k=k: np.clip(stretch_outputs(mix[i], inner.centres[i], np.full(len(TARGETS), k)), *bounds))
-                    for k in grid])  # [K, T]
+
+    def stretched(p: np.ndarray, c: np.ndarray, k: float) -> np.ndarray:
+        return np.clip(stretch_outputs(p, c, np.full(len(TARGETS), k)), *bounds)
+
+    mae = np.stack([_inner_mae(data, inner, lambda i, k=k: stretched(mix[i], inner.centres[i], k)) for k in grid])  # [K, T]
     centre = np.nanmean(data.y_fit[pool], axis=0)
     hb, rb = inner.behaviour
-    beh = (1 - blend) * hb + blend * rb
-    misses = np.stack([data.rule_misses(np.clip(stretch_outputs(beh, centre, np.full(len(TARGETS), k)), *bounds))
-                       for k in grid])  # [K, T]
+    misses = np.stack([data.rule_misses(stretched((1 - blend) * hb + blend * rb, centre, k)) for k in grid])  # [K, T]
     chosen = _pick(mae, misses, grid)
     return chosen, centre, {"grid": [float(k) for k in grid], "inner_sources": inner.sources,
                             "inner_mae": {f"{k:g}": [float(v) for v in row] for k, row in zip(grid, mae)},
