@@ -664,7 +664,8 @@ def serve_cmd(
         lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
     except SongfeatError as e:
         raise fail(str(e)) from None
-    typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} workers, "
+    typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} "
+               f"worker{'s' if lib.workers != 1 else ''}, "
                f"docs at /docs)", err=True)
     run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
         rescan_interval=rescan_interval, log_level="warning")
