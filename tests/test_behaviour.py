@@ -105,3 +105,29 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
 
     with pytest.raises(SongfeatError, match=r"behaviour/manifest\.csv: no such file"):
         behaviour.read_manifest(tmp_path)
+
+
+def test_behaviour_picture_draws_each_rule_kind_and_follows_the_values(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from songfeat.behaviour_plot import save_plot
+
+    manifest = pd.DataFrame({"file": ["clips/a.ogg", "clips/b.ogg", "clips/c.ogg"], "category": ["x", "x", "y"],
+                             "half": ["check", "check", "fit"],
+                             "rules": [behaviour.parse_rules("speechiness>0.66; instrumentalness<0.5"),
+                                       behaviour.parse_rules("instrumentalness>0.5; tempo>100"),
+                                       behaviour.parse_rules("energy<0.4")]})
+    manifest["path"] = manifest["file"]
+
+    def table(instr_b):
+        outs = {"clips/a.ogg": {"speechiness": 0.9, "instrumentalness": 0.01},
+                "clips/b.ogg": {"instrumentalness": instr_b, "tempo": 120.0}, "clips/c.ogg": {"energy": 0.2}}
+        return behaviour.check(manifest, outs)
+
+    a, b = save_plot(table(0.8), tmp_path / "a.png"), save_plot(table(0.1), tmp_path / "b.png")  # b: a miss
+    assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(a).ndim == 3
+    assert a.read_bytes() != b.read_bytes()
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["a.png", "b.png"]  # no partial file left behind
+    with pytest.raises(ValueError, match="no bound rule"):
+        save_plot(table(0.8), tmp_path / "c.png", half="nonexistent")

@@ -401,6 +401,7 @@ def check_behaviour_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1),
     regions: bool = typer.Option(True, "--regions/--no-regions",
                                  help="Also count predictions inside the catalogue's range for music meeting each clip's rules."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: every rule's predicted value against its threshold."),
 ) -> None:
     """Analyze the behaviour clips and count which of their rules (from Spotify's definitions) hold."""
     from .behaviour import analyze_clips, check, region_markdown, region_table, to_markdown
@@ -408,12 +409,19 @@ def check_behaviour_cmd(
 
     if half not in ("check", "fit", "all"):
         raise fail(f"--half must be check, fit or all, not {half!r}")
+    if plot is not None:
+        require("check-behaviour --plot", "matplotlib")
     try:
         manifest, outputs = analyze_clips(shared, model=model, workers=workers)
     except (SongfeatError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     sel = None if half == "all" else half
-    typer.echo(to_markdown(check(manifest, outputs), sel))
+    table = check(manifest, outputs)
+    typer.echo(to_markdown(table, sel))
+    if plot is not None:
+        from .behaviour_plot import save_plot
+
+        typer.echo(f"wrote {save_plot(table, plot, sel)}", err=True)
     if regions:
         from .sources import catalogue_frame
 
