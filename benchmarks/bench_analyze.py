@@ -9,7 +9,9 @@ disk). Then cold single-file runs of both paths, and where songfeat's time goes 
 descriptors, 16-kHz resampling, VAD, tagger, dynamics, MFCC summary, heads) measured in-process on one thread.
 Needs the `bench` extra (torch and librosa for the two comparisons).
 
-    python benchmarks/bench_analyze.py [--files N] [--audio DIR] [--repeat R]
+    python benchmarks/bench_analyze.py [--files N] [--audio DIR] [--repeat R] [--plot PNG]
+
+With `--plot`, also draws the whole-process times against librosa's and the lean path's per-stage cost into a PNG.
 
 Default audio: the dev previews in ../shared/data/spotify-previews/audio when present, else
 generated 30-s clips written as mp3 into a temporary folder.
@@ -56,7 +58,7 @@ def bench_files(audio: Path | None, n: int, tmp: Path) -> tuple[list[Path], str]
     src = audio or (PREVIEWS if PREVIEWS.is_dir() else None)
     if src is not None:
         files = sorted(src.glob("*.mp3"))[:n]
-        return files, f"{len(files)} clips from {src}"
+        return files, f"{len(files)} clips from {'/'.join(src.resolve().parts[-3:])}"
     files = generated_clips(tmp, n)
     return files, f"{len(files)} generated 30-s mp3 clips"
 
@@ -155,6 +157,37 @@ def _breakdown_in_child(files: list[Path], backend: str) -> dict[str, float]:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def save_plot(path: Path, base: float, secs: dict[str, float], parts: dict[str, float], label: str) -> Path:
+    """Left: each configuration's whole-process seconds with its ratio to the librosa pipeline's; right: where the lean
+    path's time goes per file (ms, in-process, one thread)."""
+    from songfeat.plotting import pyplot, save_png
+
+    plt = pyplot()
+    fig, (ax, axs) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1.3, 1]})
+    names = ["librosa pipeline (1 process)", *secs]
+    vals = [base, *secs.values()]
+    bars = ax.barh(names, vals, color=["#9aa5b1"] + ["#2b6cb0" if "lean" in n else "#8fb3e0" for n in secs])
+    ax.bar_label(bars, [f"{v:.2f} s ({base / v:.2f}x)" for v in vals], fontsize=8, padding=3)
+    ax.axvline(base / 2, color="#52606d", lw=1, ls="--", label="half the librosa pipeline's time (2x)")
+    ax.legend(fontsize=7, loc="upper right", frameon=False)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(vals) * 1.3)
+    ax.set_xlabel("seconds, whole process (lower is better; in brackets: speed vs librosa)")
+    ax.set_title(label, fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
+    stages = {k: v * 1000 for k, v in parts.items() if k not in ("windows per file", "import (once)")}
+    order = sorted(stages, key=stages.get, reverse=True)
+    b2 = axs.barh(order, [stages[k] for k in order], color="#2b6cb0")
+    axs.bar_label(b2, [f"{stages[k]:.0f}" for k in order], fontsize=8, padding=3)
+    axs.invert_yaxis()
+    axs.set_xlim(0, max(stages.values()) * 1.2)
+    axs.set_xlabel("ms per file, lean path, one thread")
+    axs.set_title(f"where the time goes ({sum(stages.values()):.0f} ms a file)", fontsize=9)
+    axs.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 def main() -> None:
     from songfeat.analyze import auto_workers
 
@@ -162,6 +195,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--audio", type=Path, default=None)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--plot", type=Path, default=None, help="also draw the results into this PNG")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="songfeat-bench-"))
     try:
@@ -215,6 +249,8 @@ def main() -> None:
                 print(f"  {k:16s} {a:9.2f} {b:9.2f}")
             else:
                 print(f"  {k:16s} {a * 1000:6.1f} ms {b * 1000:6.1f} ms")
+        if args.plot is not None:
+            print(f"wrote {save_plot(args.plot, base, dict(rows), parts['lean'], f'songfeat analyze, {label}')}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
