@@ -132,10 +132,10 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
             pv, sp = evidence.voice(y16, probs, dyn[evidence.DYNAMICS.index("onset_regularity")])
             acc["pitch"] += time.perf_counter() - t
             t = time.perf_counter()
-            mf = mfcc.summary(w, SAMPLE_RATE, sh)  # the ridge member's input
+            mf, mb = mfcc.summaries(w, SAMPLE_RATE, sh, band=True)  # the ridge member reads the band-limited one
             acc["MFCC summary"] += time.perf_counter() - t
             rows.append(assemble({"tagger": tg[None], "vad": v[None], "pitch": pv[None], "spoken": sp[None],
-                                  "dynamics": dyn[None], "mfcc": mf[None]}, lay))
+                                  "dynamics": dyn[None], "mfcc": mf[None], "mfcc_band": mb[None]}, lay))
         t = time.perf_counter()
         to_spotify(f, predict_clip(bundle, Clip(str(f), desc, None, np.ones(len(rows)), np.concatenate(rows))), desc)
         acc["heads"] += time.perf_counter() - t

@@ -122,8 +122,8 @@ def test_shipped_heads_read_only_what_their_config_allows():
 
 
 def test_shipped_blend_is_the_recorded_choice_and_beats_the_previous_default_held_out():
-    """The ridge member's weights are what the recorded selection picks, installed as recorded, reading only the MFCC
-    summary; and the held-out table the config records has the blend ahead of the previous default on every source."""
+    """The ridge member's weights are what the recorded selection picks, installed as recorded, reading only the
+    band-limited MFCC summary; and the held-out table the config records has the blend ahead of the previous default on every source."""
     from songfeat import mfcc
     from songfeat.sources import pick_blend
 
@@ -135,7 +135,7 @@ def test_shipped_blend_is_the_recorded_choice_and_beats_the_previous_default_hel
     misses = np.array([sel["rule_misses"][f"{a:g}"] for a in grid])
     assert pick_blend(mae, misses, grid).tolist() == sel["chosen"]
     assert cfg["hparams"]["ridge_inputs"] == mfcc.WIDTH
-    assert [p["block"] for p in cfg["evidence_layout"]][-1] == "mfcc"
+    assert [p["block"] for p in cfg["evidence_layout"]][-1] == "mfcc_band"  # the summary below 8 kHz
     pytest.importorskip("torch")
     from songfeat.bundle import _load_torch_model
 

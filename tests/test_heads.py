@@ -189,7 +189,7 @@ def test_ridge_member_blends_each_feature_by_its_weight():
     r.set_ridge(*coef, blend)
     with torch.no_grad():
         stage1 = m.base(numeric=torch.from_numpy(num)).numpy()
-    recs = [SimpleNamespace(blocks={"mfcc": extra[i:i + 1]}, weights=np.ones(1)) for i in range(len(ev))]
+    recs = [SimpleNamespace(blocks={"mfcc_band": extra[i:i + 1]}, weights=np.ones(1)) for i in range(len(ev))]
     ridge = ridge_predictions(coef, recs, stage1)  # the numpy form the held-out selection scores
     assert np.allclose(predict_rows(r, full, num), (1 - blend) * alone + blend * ridge, atol=1e-5)
     assert not np.allclose(ridge[:, 3], alone[:, 3], atol=1e-3)  # the test can tell the two members apart

@@ -51,3 +51,22 @@ def test_frames_shared_with_the_descriptors_give_the_same_summary(seconds, examp
     assert shared.frames == (min(y.size // mfcc.HOP, mfcc.FRAMES) if y.size > mfcc.N_FFT else 0)
     assert np.array_equal(mfcc.summary(y, shared=shared), mfcc.summary(y))
     assert np.array_equal(mfcc.summary(y, shared=mfcc.SharedFrames(y.size)), mfcc.summary(y))  # blocks never came: computed
+
+
+def test_band_limited_summary_ignores_an_encoders_low_pass(example_clip):
+    """The ridge member's summary reads the mel bands below 8 kHz: a copy of the example clip band-limited to 11 kHz
+    (what a 22.05-kHz file or a low-bitrate mp3 keeps) reads as the original, while the seed's full-band summary,
+    whose top bands then sit at the 80-dB floor, moves by several of its own coefficients' spreads."""
+    import soxr
+
+    from songfeat.audio import load_audio
+
+    y = load_audio(example_clip)
+    low = soxr.resample(soxr.resample(y, 44100, 22050), 22050, 44100)[: y.size].astype(np.float32)
+    (full, band), (full_low, band_low) = mfcc.summaries(y, band=True), mfcc.summaries(low, band=True)
+    assert band.shape == full.shape == (mfcc.WIDTH,) and band.dtype == np.float32
+    assert np.array_equal(full, mfcc.summary(y))  # the seed's recipe is unchanged by the band-limited one beside it
+    assert 0 < mfcc.band_mels() < mfcc.N_MELS
+    spread = np.abs(full[mfcc.N_MFCC:]).mean()  # a typical coefficient's spread over the frames, in dB units
+    assert np.abs(full_low - full)[: mfcc.N_MFCC].max() > 0.5 * spread  # full band: the means move
+    assert np.abs(band_low - band).max() < 0.01 * spread  # band-limited: the same to a hundredth of that

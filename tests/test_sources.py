@@ -9,7 +9,7 @@ from songfeat.records import get_record
 
 def test_record_cache_roundtrip_and_errors(tmp_path, example_clip):
     a = get_record(example_clip, cache=tmp_path, with_tagger=False)
-    assert set(a.blocks) == {"vad", "pitch", "spoken", "dynamics", "mfcc"} and a.mfcc_summary.shape == (40,)
+    assert set(a.blocks) == {"vad", "pitch", "spoken", "dynamics", "mfcc", "mfcc_band"} and a.mfcc_summary.shape == (40,)
     assert np.array_equal(a.mfcc_summary, a.blocks["mfcc"][0])  # the previous default read the first window
     assert len(list(tmp_path.glob("*.npz"))) == 1
     b = get_record(example_clip, cache=tmp_path, with_tagger=False)  # from the cache

@@ -333,8 +333,11 @@ def _ridge_lines(config: dict) -> list[str]:
     t = config["targets"]
     return [
         "- **Ridge member** (the previous default's stage 2): per window, stage 1's outputs plus a ridge correction from the",
-        "  40-value MFCC summary (`songfeat.mfcc`: mean and spread of 20 MFCCs) and stage 1's outputs (standardised and",
-        "  clamped to ±4 standard deviations, as the heads' inputs are), the result clamped to [0, 1];",
+        "  40-value MFCC summary (`songfeat.mfcc`: mean and spread of 20 MFCCs over the mel bands below 8 kHz,",
+        "  `mfcc.summaries(band=True)`) and stage 1's outputs (standardised and clamped to ±4 standard deviations, as the",
+        "  heads' inputs are), the result clamped to [0, 1]. The bands stop at 8 kHz, where the heads' other inputs stop",
+        "  (16-kHz audio): the previous default's bands ran to 22 kHz, and an encoder's low-pass alone (a 16-kHz low-pass",
+        "  on full-band recordings) then moved acousticness by 0.11 on average;",
         "  fitted (cross-validated ridge strength) on the labelled clips with every label known. It never saw the",
         "  behaviour clips. Each feature's output is (1 − w) × heads + w × ridge, w per feature: "
         + ", ".join(f"{x} {a:g}" for x, a in zip(t, b["chosen"])) + ".",

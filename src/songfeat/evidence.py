@@ -9,8 +9,10 @@ measured features) becomes four named float32 vectors:
 - `dynamics`: level and movement read off the evidence the descriptors computed anyway (no extra
   STFT): loudness spread, dynamic range, quiet share, onset strength and steadiness, tonal clarity,
   plus a few spectral-shape statistics from one cheap 16-kHz FFT pass;
-- `mfcc`: the previous default's 40-value MFCC summary (`songfeat.mfcc`), read by the heads' second
-  member, a ridge on it and stage 1 (`models.heads.Heads`), not by the nets.
+- `mfcc`: the previous default's 40-value MFCC summary (`songfeat.mfcc`; the baseline it is scored as);
+- `mfcc_band`: the same recipe on the mel bands below 8 kHz (`mfcc.summaries`), read by the heads' second
+  member, a ridge on it and stage 1 (`models.heads.Heads`), not by the nets: the full-band summary moves
+  with an encoder's low-pass, which no preview shows.
 The 16-kHz signal is resampled once and shared by the tagger, the VAD and the pitch track.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ DYNAMICS = ("level_db_mean", "level_db_std", "dynamic_range_db", "quiet_share", 
 SPOKEN = ("spoken_fraction", "spoken_prob_mean", "bare_speech_fraction", "bare_speech_prob_mean",
           "unaccompanied_speech_fraction", "unaccompanied_speech_prob_mean")
 UNACCOMPANIED_DB = (10.0, 20.0)  # voice above the window's floor (10th-percentile frame): no credit / full credit
-BLOCKS = ("tagger", "vad", "pitch", "spoken", "dynamics", "mfcc")
+BLOCKS = ("tagger", "vad", "pitch", "spoken", "dynamics", "mfcc", "mfcc_band")
 
 
 def resample16(y: np.ndarray, sr: int) -> np.ndarray:
@@ -130,7 +132,7 @@ def block_width(block: str) -> int:
 
         return VECTOR_SIZE
     return {"vad": len(vad.STATS), "pitch": len(pitch.STATS), "spoken": len(SPOKEN), "dynamics": len(DYNAMICS),
-            "mfcc": mfcc.WIDTH}[block]
+            "mfcc": mfcc.WIDTH, "mfcc_band": mfcc.WIDTH}[block]
 
 
 def tagger_block(y16: np.ndarray) -> np.ndarray:
@@ -149,8 +151,9 @@ def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.
     speech = vad.summarise(probs)
     dyn = dynamics(ev, y16)
     pitch_v, spoken_v = voice(y16, probs, dyn[DYNAMICS.index("onset_regularity")])
+    full, band = mfcc.summaries(y, sr, shared, band=True)
     out = {"vad": np.array([speech[k] for k in vad.STATS], dtype=np.float32), "pitch": pitch_v, "spoken": spoken_v,
-           "dynamics": dyn, "mfcc": mfcc.summary(y, sr, shared)}
+           "dynamics": dyn, "mfcc": full, "mfcc_band": band}
     if with_tagger:
         out["tagger"] = tagger_block(y16)
     return out

@@ -26,7 +26,7 @@ DEFAULT_PARTS: tuple[tuple[str, str, str], ...] = (
     ("vad", "all", "identity"), ("pitch", "all", "identity"), ("spoken", "all", "identity"), ("dynamics", "all", "identity"))
 NO_GENRE_PARTS = tuple(p for p in DEFAULT_PARTS if p[2] != "genre_prior")
 NO_TAGGER_PARTS = tuple(p for p in DEFAULT_PARTS if p[0] != "tagger")
-RIDGE_PARTS = (("mfcc", "all", "identity"),)  # the ridge member's evidence, after the nets' own (`models.heads.Heads`)
+RIDGE_PARTS = (("mfcc_band", "all", "identity"),)  # the ridge member's evidence, after the nets' own (`models.heads.Heads`)
 
 
 def nets_layout(lay: list[dict]) -> list[dict]:

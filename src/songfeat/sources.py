@@ -26,8 +26,9 @@ import torch
 
 from . import behaviour, features
 from .evaluate import regression_metrics
-from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, TARGETS, FitConfig, assemble, catalogue_intervals, catalogue_region,
-                    fit_heads, intervals_from_labels, intervals_from_rules, layout, part_columns, predict_rows)
+from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, RIDGE_PARTS, TARGETS, FitConfig, assemble, catalogue_intervals,
+                    catalogue_region, fit_heads, intervals_from_labels, intervals_from_rules, layout, part_columns,
+                    predict_rows)
 from .models.heads import Z_CLAMP
 from .records import DEFAULT_CACHE, get_records
 
@@ -35,6 +36,7 @@ SOURCES = ("forro", "poprock", "older", "fma")
 ORIGINS = {"forro": "lucasmouragomes/audio_analysis", "poprock": "QMIND-Team/QMIND-Music"}
 NUMERIC = features.MEASURED_NUMERIC_INPUTS
 NOT_FITTED = {"fma": ("instrumentalness",)}  # second annotator: scored, never fitted
+RIDGE_BLOCK = RIDGE_PARTS[0][0]  # the ridge member's MFCC summary (band-limited); the previous default read "mfcc"
 
 
 def labelled_clips(shared: str | Path) -> pd.DataFrame:
@@ -180,8 +182,8 @@ class _Data:
         with torch.no_grad():
             return self.bundle.model.base(numeric=torch.from_numpy(np.asarray(num_std, dtype=np.float32))).numpy()
 
-    def fit_ridge(self, train: np.ndarray, num_std: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        """The previous default's stage 2 on the training clips with every label known: ridge on [MFCC summary,
+    def fit_ridge(self, train: np.ndarray, num_std: np.ndarray | None = None, block: str = RIDGE_BLOCK) -> tuple[np.ndarray, ...]:
+        """The previous default's stage 2 on the training clips with every label known: ridge on [MFCC summary `block`,
         stage 1] to the residual from stage 1 -> (W, b, mean, std) as `Heads.set_ridge` takes them. `num_std`: the
         labelled clips' numeric inputs under `train`'s calibration, if already at hand."""
         from .default_model import fit_head
@@ -189,17 +191,19 @@ class _Data:
         if num_std is None:
             _, _, num_std, _ = self.calibrated(train)
         known = train & ~np.isnan(self.y_fit).any(1)
-        z = np.concatenate([np.stack([r.mean("mfcc") for r in self.lab_recs]), self.stage1(num_std)], axis=1)
+        z = np.concatenate([np.stack([r.mean(block) for r in self.lab_recs]), self.stage1(num_std)], axis=1)
         return fit_head(z[known], self.y[known] - z[known, -len(TARGETS):])[:4]
 
-    def predict_ridge(self, train: np.ndarray, test: np.ndarray, clamps: tuple[bool, ...] = (True,)) -> list[np.ndarray]:
-        """The ridge member fitted once on `train`, per clip of `test` (its loudness calibration from `train` too), for
-        each of `clamps`: True clamps its standardised inputs as the shipped member does, False is the previous default
-        as it shipped (inputs not clamped)."""
+    def predict_ridge(self, train: np.ndarray, test: np.ndarray, previous: bool = False) -> list[np.ndarray]:
+        """The ridge member fitted on `train` (its loudness calibration from `train` too), per clip of `test`: [the
+        shipped member (band-limited MFCC summary, inputs clamped)], and with `previous` also the previous default as
+        it shipped (the seed's full-band summary, inputs not clamped)."""
         _, _, num_std, _ = self.calibrated(train)
-        coef = self.fit_ridge(train, num_std)
         recs, base = [r for r, t in zip(self.lab_recs, test) if t], self.stage1(num_std[test])
-        return [ridge_predictions(coef, recs, base, c) for c in clamps]
+        out = [ridge_predictions(self.fit_ridge(train, num_std), recs, base)]
+        if previous:
+            out.append(ridge_predictions(self.fit_ridge(train, num_std, "mfcc"), recs, base, clamp=False, block="mfcc"))
+        return out
 
     def behaviour_predictions(self, train: np.ndarray, lay, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Heads and ridge member, both fitted on `train`, on the behaviour fitting half's clips."""
@@ -218,14 +222,14 @@ class _Data:
         return out
 
 
-def ridge_predictions(coef, records, stage1: np.ndarray, clamp: bool = True) -> np.ndarray:
-    """The ridge member per clip: per window clamp(stage 1 + ridge([MFCC summary, stage 1]), 0, 1), its standardised
-    inputs clamped to +-Z_CLAMP unless `clamp` is False, then the duration-weighted mean over the windows (what
-    `Heads.ridge` and `analyze` compute)."""
+def ridge_predictions(coef, records, stage1: np.ndarray, clamp: bool = True, block: str = RIDGE_BLOCK) -> np.ndarray:
+    """The ridge member per clip: per window clamp(stage 1 + ridge([MFCC summary `block`, stage 1]), 0, 1), its
+    standardised inputs clamped to +-Z_CLAMP unless `clamp` is False, then the duration-weighted mean over the windows
+    (what `Heads.ridge` and `analyze` compute)."""
     w, b, mean, std = coef
     out = np.zeros((len(records), len(TARGETS)))
     for i, r in enumerate(records):
-        x = np.asarray(r.blocks["mfcc"], dtype=np.float64)
+        x = np.asarray(r.blocks[block], dtype=np.float64)
         base = np.repeat(stage1[i:i + 1], len(x), axis=0)
         z = (np.concatenate([x, base], axis=1) - mean) / std
         z = np.clip(z, -Z_CLAMP, Z_CLAMP) if clamp else z
@@ -454,7 +458,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
         slope, icpt, num_std, _ = data.calibrated(train)
         p_alone = data.predict(train, test, lay, fold_cfg)
         # the previous default: stage 1 + ridge on the MFCC summary, refitted on the training sources
-        p_ridge, p_old = data.predict_ridge(train, test, clamps=(True, False))  # the previous default as it shipped: unclamped
+        p_ridge, p_old = data.predict_ridge(train, test, previous=True)  # the previous default as it shipped
         weights, bsel, factors, ssel = np.zeros(len(TARGETS)), None, np.ones(len(TARGETS)), None
         fold_mean = np.nanmean(y_fit[train], axis=0)
         if blend:
