@@ -29,10 +29,15 @@ NO_TAGGER_PARTS = tuple(p for p in DEFAULT_PARTS if p[0] != "tagger")
 RIDGE_PARTS = (("mfcc_band", "all", "identity"),)  # the ridge member's evidence, after the nets' own (`models.heads.Heads`)
 
 
+RIDGE_BLOCKS = ("mfcc_band", "mfcc")  # the ridge member's summary; bundles made before 2026-12-04 evening read "mfcc"
+
+
 def nets_layout(lay: list[dict]) -> list[dict]:
     """The parts of a bundle's evidence layout that the nets read: all but the ridge member's trailing columns."""
-    ridge = {block for block, _, _ in RIDGE_PARTS}
-    return [p for p in lay if p["block"] not in ridge]
+    out = list(lay)
+    while out and out[-1]["block"] in RIDGE_BLOCKS:
+        out.pop()
+    return out
 
 
 def layout(parts=DEFAULT_PARTS, genre_table: dict | None = None) -> list[dict]:
