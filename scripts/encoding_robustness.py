@@ -1,0 +1,99 @@
+"""How much a file's encoding alone moves the learned features: the same recordings re-encoded, analysed by a bundle.
+
+    python scripts/encoding_robustness.py [--shared ../shared/data] [--model BUNDLE] [--previews 10]
+
+Two sets, written into a temporary folder (nothing is kept):
+* every 10th dev preview (`--previews` of them), re-encoded: a very low-bitrate mp3 (libsndfile's MPEG layer III at
+  compression level 0.9), a 22.05-kHz wav, mono, -6 dB, and a 16-bit wav copy of the decoded preview;
+* the behaviour clips with content above 16.5 kHz (full-band FLAC, WAV, OGG), each against itself low-passed at 16 kHz
+  (a 16th-order Butterworth, forwards and backwards: what a 128-kbit/s mp3 or a preview keeps), both as float wavs.
+Prints, per copy and learned feature, the mean and the largest absolute change against the original, and the mean
+signed change of acousticness for the low-pass. `--model` compares another bundle (e.g. one from before the ridge member
+read the band-limited MFCC summary: `git show <rev>:src/songfeat/weights/default/<file>` into a folder).
+The -6 dB copy is expected to move energy and loudness (Spotify's energy follows loudness); the rest should not move.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LEARNED = ("danceability", "energy", "speechiness", "acousticness", "instrumentalness", "valence", "liveness")
+
+
+def analyze(paths: list[Path], model: str | None) -> dict[str, dict]:
+    """songfeat analyze on `paths` (one process, every CPU) -> {file name: features}; failed files are left out."""
+    cmd = [sys.executable, "-m", "songfeat.cli", "analyze", *map(str, paths), "-f", "json"] + (["-m", model] if model else [])
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    out = json.loads(p.stdout or "[]")
+    return {Path(d["path"]).name: d for d in (out if isinstance(out, list) else [out]) if "danceability" in d}
+
+
+def report(name: str, pairs: list[tuple[Path, Path]], res: dict[str, dict], signed: str | None = None) -> None:
+    rows = [(res[a.name], res[b.name]) for a, b in pairs if a.name in res and b.name in res]
+    d = np.array([[b[k] - a[k] for k in LEARNED] for a, b in rows])
+    cells = "  ".join(f"{k[:6]} {np.abs(d[:, i]).mean():.3f}/{np.abs(d[:, i]).max():.3f}" for i, k in enumerate(LEARNED))
+    extra = f"  (signed mean {signed} {d[:, LEARNED.index(signed)].mean():+.3f})" if signed else ""
+    print(f"{name:34s} n={len(rows):2d}  {cells}{extra}")
+
+
+def main() -> None:
+    import soundfile as sf
+    import soxr
+    from scipy.signal import butter, sosfiltfilt
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--model", default=None, help="a bundle folder; default: the bundled model")
+    ap.add_argument("--previews", type=int, default=10)
+    args = ap.parse_args()
+    previews = sorted((args.shared / "spotify-previews" / "audio").glob("*.mp3"))[::10][: args.previews]
+    clips = sorted((args.shared / "behaviour" / "clips").glob("*"))
+    if not previews or not clips:
+        raise SystemExit(f"{args.shared}: no dev previews or behaviour clips there (--shared names the shared data folder)")
+    with tempfile.TemporaryDirectory(prefix="songfeat-encodings-") as tmp:
+        out = Path(tmp)
+        copies: dict[str, list[tuple[Path, Path]]] = {}
+        for f in previews:
+            y, sr = sf.read(f, dtype="float32", always_2d=True)
+            made = {"very low-bitrate mp3": (f"{f.stem}_low.mp3", y, sr, {"format": "MP3", "subtype": "MPEG_LAYER_III",
+                                                                         "compression_level": 0.9}),
+                    "22.05-kHz wav": (f"{f.stem}_22k.wav", soxr.resample(y, sr, 22050), 22050, {"subtype": "FLOAT"}),
+                    "mono wav": (f"{f.stem}_mono.wav", y.mean(1), sr, {"subtype": "FLOAT"}),
+                    "-6 dB wav": (f"{f.stem}_m6.wav", y * 10 ** (-6 / 20), sr, {"subtype": "FLOAT"}),
+                    "16-bit wav copy": (f"{f.stem}_16.wav", y, sr, {"subtype": "PCM_16"})}
+            for name, (fn, data, rate, kw) in made.items():
+                sf.write(out / fn, data, rate, **kw)
+                copies.setdefault(name, []).append((f, out / fn))
+        band = []
+        for f in clips:
+            try:
+                y, sr = sf.read(f, dtype="float32", always_2d=True)
+            except Exception:  # formats libsndfile does not read (opus, m4a): not needed here
+                continue
+            if sr < 44100 or len(y) < 5 * sr:
+                continue
+            seg = y[: 10 * sr].mean(1)
+            spec = np.abs(np.fft.rfft(seg)) ** 2
+            if spec[np.fft.rfftfreq(seg.size, 1 / sr) > 16500].sum() / spec.sum() < 1e-5:
+                continue  # already band-limited: nothing to compare
+            a, b = out / f"{f.stem}_full.wav", out / f"{f.stem}_lp16k.wav"
+            sf.write(a, y, sr, subtype="FLOAT")
+            sf.write(b, sosfiltfilt(butter(16, 16000, fs=sr, output="sos"), y, axis=0).astype(np.float32), sr, subtype="FLOAT")
+            band.append((a, b))
+        everything = {p for pairs in copies.values() for pair in pairs for p in pair} | {p for pair in band for p in pair}
+        res = analyze(sorted(everything), args.model)
+    print(f"model: {args.model or 'the bundled default'}; mean / largest absolute change of each learned feature")
+    for name, pairs in copies.items():
+        report(f"{len(pairs)} previews: {name}", pairs, res)
+    report("full-band clips low-passed at 16 kHz", band, res, signed="acousticness")
+
+
+if __name__ == "__main__":
+    main()
