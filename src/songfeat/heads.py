@@ -27,8 +27,6 @@ DEFAULT_PARTS: tuple[tuple[str, str, str], ...] = (
 NO_GENRE_PARTS = tuple(p for p in DEFAULT_PARTS if p[2] != "genre_prior")
 NO_TAGGER_PARTS = tuple(p for p in DEFAULT_PARTS if p[0] != "tagger")
 RIDGE_PARTS = (("mfcc_band", "all", "identity"),)  # the ridge member's evidence, after the nets' own (`models.heads.Heads`)
-
-
 RIDGE_BLOCKS = ("mfcc_band", "mfcc")  # the ridge member's summary; bundles made before 2026-12-04 evening read "mfcc"
 
 
