@@ -117,6 +117,7 @@ def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig, feature_we
     return model
 
 
+FIT_MEMO = 8  # heads fits `_Data.fit` keeps (~2 MB each)
 DECAY_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)  # weight decays tried per feature by the inner leave-one-source-out
 
 
@@ -149,6 +150,7 @@ class _Data:
         self.lufs = np.array([r.descriptors["loudness_lufs"] for r in self.lab_recs])
         self.spot_loud = self.clips["loudness"].to_numpy(float)
         self.bundle = bundle
+        self._fits: dict = {}  # `fit`'s results: a pool's heads are read by several choices (held out, inner, behaviour)
 
     def calibrated(self, train: np.ndarray):
         """Loudness calibration on the training clips -> (slope, intercept, labelled numeric_std, behaviour numeric_std).
@@ -165,7 +167,18 @@ class _Data:
         return slope, icpt, num_std, beh_std
 
     def fit(self, train: np.ndarray, lay, cfg: FitConfig):
-        """Heads fitted on the training clips' labels plus the behaviour fitting half's bounds -> (model, num_std)."""
+        """Heads fitted on the training clips' labels plus the behaviour fitting half's bounds -> (model, num_std).
+
+        Fitted once per (clips, layout, config, bundle): the fit is deterministic (seeded per member), and the held-out
+        predictions and the blend's behaviour check of one fold read the same heads."""
+        key = (train.tobytes(), id(lay), repr(cfg), id(self.bundle))
+        if key not in self._fits:
+            self._fits[key] = (*self._fit(train, lay, cfg), lay, self.bundle)  # the objects keep their ids unique
+            while len(self._fits) > FIT_MEMO:
+                del self._fits[next(iter(self._fits))]  # the oldest: a fold's reuses come within a few fits
+        return self._fits[key][:2]
+
+    def _fit(self, train: np.ndarray, lay, cfg: FitConfig):
         _, _, num_std, beh_std = self.calibrated(train)
         lo, hi = intervals_from_labels(self.y_fit[train])
         tr_recs = [r for r, t in zip(self.lab_recs, train) if t] + self.beh_recs
@@ -279,12 +292,17 @@ def inner_folds(data: _Data, pool: np.ndarray, lay, cfg: FitConfig) -> Inner:
     return Inner(sources, tests, heads, ridge, centres, data.behaviour_predictions(pool, lay, cfg))
 
 
+def _column_mae(err: np.ndarray) -> np.ndarray:
+    """Per feature (column), the mean of the finite absolute errors [n, T]; NaN where a feature has none."""
+    return np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in err.T])
+
+
 def _inner_mae(data: _Data, inner: Inner, predict) -> np.ndarray:
     """Per feature, the MAE of `predict(fold index)` [n, T] averaged over the inner folds (NaN labels not scored)."""
     maes = []
     for i, test in enumerate(inner.tests):
         err = np.abs(predict(i) - data.y_fit[test])  # NOT_FITTED cells are NaN: not scored
-        maes.append(np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in err.T]))
+        maes.append(_column_mae(err))
     return np.nanmean(np.stack(maes), axis=0)
 
 
@@ -368,7 +386,7 @@ def select_decay(data: _Data, pool: np.ndarray, lay, cfg: FitConfig, grid=DECAY_
             test = pool & (data.source == s)
             p = data.predict(pool & ~test, test, lay, replace(cfg, weight_decay=g, loss=loss))
             err = np.abs(p - data.y_fit[test])  # NOT_FITTED cells are NaN: not scored
-            maes.append(np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in err.T]))
+            maes.append(_column_mae(err))
         m = np.stack(maes)
         table[f"{loss} {g:g}"] = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in m.T]
     scores = np.array([table[f"{loss} {g:g}"] for loss, g in combos])  # [C, T]
