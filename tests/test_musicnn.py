@@ -126,14 +126,35 @@ def test_onnx_files_are_the_recorded_export():
 
 @pytest.mark.slow
 def test_musicnn_export_is_reproducible(tmp_path):
-    pytest.importorskip("onnx")
+    """A fresh export of the torch port is the shipped file: the same graph, and the same constants up to float32
+    rounding. Byte for byte it holds on the CPU family that exported it (an Intel machine); on an AMD EPYC torch's
+    vectorised sqrt and division rounded the folded batch-norm scale weight / sqrt(var + eps) one or two units in the
+    last place differently for a few channels (up to 1.9e-6), which the sha256 calls a different file."""
+    onnx = pytest.importorskip("onnx")
     import hashlib
+
+    from onnx import numpy_helper
 
     from songfeat.onnx_export import export_musicnn
 
     report = export_musicnn(tmp_path)
     for name, file in tagger.ONNX_FILES.items():
-        assert report[name]["sha256"] == hashlib.sha256((tagger.WEIGHTS_DIR / file).read_bytes()).hexdigest()
+        if report[name]["sha256"] == hashlib.sha256((tagger.WEIGHTS_DIR / file).read_bytes()).hexdigest():
+            continue
+        fresh, shipped = onnx.load(str(tmp_path / file)), onnx.load(str(tagger.WEIGHTS_DIR / file))
+        assert [(n.op_type, list(n.input), list(n.output)) for n in fresh.graph.node] == \
+            [(n.op_type, list(n.input), list(n.output)) for n in shipped.graph.node], file
+        got = {i.name: numpy_helper.to_array(i) for i in fresh.graph.initializer}
+        want = {i.name: numpy_helper.to_array(i) for i in shipped.graph.initializer}
+        assert got.keys() == want.keys(), file
+        for k, w in want.items():
+            g = got[k]
+            assert g.shape == w.shape and g.dtype == w.dtype, (file, k)
+            if w.dtype == np.float32:  # at most 4 float32 steps apart (same sign, so the integer views are monotone)
+                assert np.array_equal(np.signbit(g), np.signbit(w)), (file, k)
+                assert np.all(np.abs(g.view(np.int32).astype(np.int64) - w.view(np.int32).astype(np.int64)) <= 4), (file, k)
+            else:
+                np.testing.assert_array_equal(g, w, err_msg=f"{file} {k}")
 
 
 def test_onnx_and_torch_describe_agree():
