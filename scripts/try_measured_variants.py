@@ -1,6 +1,7 @@
 """Variants of the measured key, loudness and tempo tried against the issue-8 targets, with held-out figures.
 
     python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings] [--only-tempo-families]
+                                            [--only-profile-average]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -15,6 +16,9 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   peak picking, interpolation, band, contribution, weighting and band preset are each songfeat's or Essentia's /
   Gomez (2006)'s, switched one at a time and cumulatively, under songfeat's key decision, with the variant each source
   would get when picked on the other two; Essentia (bench extra) only checks it and is shown as a peer;
+* the average of songfeat's HPCP and Gomez's (`profile_average`; alone with `--only-profile-average`, ~30 s), with
+  the weight each source would get when picked on the other two: the plain average is what the key reads since
+  2026-12-04;
 * loudness: the LUFS -> Spotify dB map for several recipes (one on the stereo signal, as BS.1770
   sums channels), fitted on one dev half and checked on the other, plus the recipe each half would
   choose by its own 5-fold CV and by a nested cross-source check against the extra previews (neither
@@ -23,7 +27,7 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   autocorrelation at Echo Nest's beat period and at ours; and acc1 / acc2 per source when the octave decision
   also weighs dotted beat periods (`descriptors.TEMPO_FAMILY` with 2/3 and 3/2).
 
-Nothing here changes songfeat; docs/descriptors.md ("Tried and not adopted") quotes its output.
+Nothing here changes songfeat; docs/descriptors.md ("Key and mode", "Tried and not adopted") quotes its output.
 """
 from __future__ import annotations
 
@@ -88,13 +92,18 @@ def stereo_lufs(path: Path) -> float:
 # key
 
 
-def key_table(rows: list[dict], hpss: bool, shared: Path, only_hpcp_settings: bool = False) -> None:
-    """key+mode / mode per source for each HPCP variant (with `only_hpcp_settings`, only `hpcp_settings`)."""
+def key_table(rows: list[dict], hpss: bool, shared: Path, only_hpcp_settings: bool = False,
+              only_profile_average: bool = False) -> None:
+    """key+mode / mode per source for each HPCP variant (with `only_hpcp_settings` or `only_profile_average`, only
+    that table)."""
     keyed = [r for r in rows if r["c"].key is not None]
     for r in keyed:
         r["chroma"] = sum(e.chroma for e in r["ev"])
     if only_hpcp_settings:
         hpcp_settings(keyed)
+        return
+    if only_profile_average:
+        profile_average(keyed)
         return
     for r in keyed:
         r["F"] = D.hpcp_frames(r["p"])
@@ -147,6 +156,45 @@ def key_table(rows: list[dict], hpss: bool, shared: Path, only_hpcp_settings: bo
     essentia_profiles(keyed)
     essentia_hpcp(keyed)
     hpcp_settings(keyed)
+    profile_average(keyed)
+
+
+AVERAGE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def profile_average(keyed: list[dict]) -> None:
+    """songfeat's HPCP (as before 2026-12-04, `estimate_key` without Gomez's) averaged with Gomez's (`songfeat.hpcp`, the
+    numpy recipe that matches Essentia's HPCP) with weight w on Gomez's, each profile scaled to sum 1, under songfeat's key
+    decision; then the w each source would get when picked on the other two. Shipped since 2026-12-04: w = 0.5 (the
+    plain average: no weight fitted)."""
+    from songfeat import hpcp
+
+    size = int(D.WINDOW_SECONDS * SR)
+    for r in keyed:
+        r["sf"] = sum(e.chroma36 for e in r["ev"])
+        r["gomez"] = sum(D.sum_normalised(hpcp.frames(r["y"][i: i + size], SR)) for i in range(0, max(1, r["y"].size), size))
+    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
+    table = {}
+    for w in AVERAGE_WEIGHTS:
+        res: dict[str, list] = {g: [] for g in groups}
+        for r in keyed:
+            prof = (1 - w) * r["sf"] / r["sf"].sum() + w * r["gomez"] / max(r["gomez"].sum(), 1e-300)
+            k, _, m, _ = D.estimate_key(r["chroma"], prof)
+            res[r["c"].group].append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
+        table[w] = {g: (sum(a for a, _ in v), sum(b for _, b in v), len(v)) for g, v in res.items()}
+    print("\nsongfeat's HPCP averaged with Gomez's (weight w on Gomez's; key+mode / mode right, counts):")
+    print("| w | " + " | ".join(f"{g} ({table[0.0][g][2]})" for g in groups) + " |")
+    print("|---|" + "---|" * len(groups))
+    for w, sc in table.items():
+        print(f"| {w:g}{' (shipped)' if w == 0.5 else ''} | " + " | ".join(f"{sc[g][0]}/{sc[g][1]}" for g in groups) + " |")
+    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
+    print("Held out (w picked on the other two sources by key+mode, then mode; ties towards 0.5):")
+    for g in held:
+        others = [h for h in held if h != g]
+        best = min(AVERAGE_WEIGHTS, key=lambda w: (-sum(table[w][h][0] for h in others), -sum(table[w][h][1] for h in others),
+                                                   abs(w - 0.5)))
+        print(f"  {g}: w {best:g} ({sum(table[best][h][0] for h in others)} on {' + '.join(others)}) -> {g} "
+              f"{table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
 
 
 def decision_variants(keyed: list[dict], shared: Path) -> None:
@@ -778,15 +826,17 @@ def main() -> None:
     ap.add_argument("--only-hpcp-settings", action="store_true",
                     help="only the HPCP-settings table (songfeat's vs Essentia's settings, one at a time and cumulatively)")
     ap.add_argument("--only-tempo-families", action="store_true", help="only the tempo-families table (about a minute)")
+    ap.add_argument("--only-profile-average", action="store_true",
+                    help="only the table of songfeat's HPCP averaged with Gomez's (what the key reads since 2026-12-04)")
     args = ap.parse_args()
-    rows = load(args.shared, keyed_only=args.only_hpcp_settings)
+    rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     if args.only_tempo_families:
         tempo_families(rows)
         return
-    key_table(rows, args.hpss, args.shared, args.only_hpcp_settings)
-    if args.only_hpcp_settings:
+    key_table(rows, args.hpss, args.shared, args.only_hpcp_settings, args.only_profile_average)
+    if args.only_hpcp_settings or args.only_profile_average:
         return
     loudness_table(rows)
     tempo_misses(rows)

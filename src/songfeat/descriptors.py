@@ -6,8 +6,9 @@ How a song is measured (bounded memory, whole-song answer):
   `WindowEvidence`; no audio is kept. One STFT (numpy, Hann 4096, hop 1024 at 44.1 kHz, ~43
   frames/s) gives everything: a log-mel spectral-flux onset envelope and a < 200 Hz flux envelope
   (one float per frame each), a 12-bin chroma sum from spectral peaks, a 36-bin HPCP sum from
-  interpolated peaks, and the BS.1770 K-weighted energy of each frame. That is ~21 kB per window,
-  ~2.5 MB per hour.
+  interpolated peaks, and the BS.1770 K-weighted energy of each frame; a second 36-bin HPCP sum
+  (Gomez's recipe, `songfeat.hpcp`) comes from its own non-overlapping frames. That is ~21 kB per
+  window, ~2.5 MB per hour.
 * `combine` concatenates the windows' per-frame arrays in order and analyses them as one signal,
   so the answer is the whole song's, not a vote of windows: 400-ms loudness gating blocks are read
   off the cumulative energy of all frames (blocks straddling two windows count like any other);
@@ -19,8 +20,8 @@ How a song is measured (bounded memory, whole-song answer):
   separate half from double time), refined to 1/40 frame.
   Confidence is the mean normalised autocorrelation at 1..4 periods; the double and half tempi are
   `tempo_alternatives`, the better supported first.
-* key/mode: correlation of the tuning-corrected 36-bin HPCP, folded to 12, with the 24 rotations of
-  the Aarden-Essen key profiles; key -1 when the 12-bin peak chroma is too flat or too unlike any key
+* key/mode: correlation of the tuning-corrected average of the two 36-bin HPCPs, folded to 12, with
+  the 24 rotations of the Aarden-Essen key profiles; key -1 when the 12-bin peak chroma is too flat or too unlike any key
   to be tonal (noise, drums).
 * time_signature: beat-level accent periodicity, i.e. the onset autocorrelation at 2..8 beat
   periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes, and 6/8
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import hpcp
 from .audio import SAMPLE_RATE, WINDOW_SECONDS
 
 # --- loudness: Spotify dB = LOUDNESS_SLOPE * level + LOUDNESS_INTERCEPT, clipped to [-60, 0], where the level is
@@ -122,10 +124,13 @@ class WindowEvidence:
     chroma_frames: int  # frames that contributed to `chroma`
     kw_energy: np.ndarray  # float64 [frames] K-weighted signal energy per hop, read off the STFT
     chroma36: np.ndarray | None = None  # float64 [36] the same sum at 1/3 semitone (C first, centred bins), for tuning
+    hpcp_gomez: np.ndarray | None = None  # float64 [36] the same sum of Gomez's (2006) HPCP (`songfeat.hpcp`)
 
     def __post_init__(self) -> None:
         if self.chroma36 is None:
             self.chroma36 = np.zeros(3 * CHROMA_SIZE)
+        if self.hpcp_gomez is None:
+            self.hpcp_gomez = np.zeros(3 * CHROMA_SIZE)
 
     @property
     def seconds(self) -> float:
@@ -333,7 +338,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
     n = int(y.size)
     if n == 0:
         z = np.zeros(0, dtype=np.float32)
-        return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0), np.zeros(3 * CHROMA_SIZE))
+        return WindowEvidence(sr, 0, 0.0, z, z.copy(), np.zeros(12), 0, np.zeros(0))
     # The one STFT every descriptor is read from, reduced block by block to per-frame values (the
     # spectrogram itself is never held whole): mel and < 200 Hz band powers for the onset envelopes,
     # peak chroma, un-normalised HPCP, frame energy and K-weighted energy.
@@ -384,6 +389,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
         chroma=chn.astype(np.float64).sum(0),
         chroma_frames=int(voiced.sum()),
         chroma36=sum_normalised(h36[voiced]),
+        hpcp_gomez=sum_normalised(hpcp.frames(y, sr)),
         kw_energy=kw.astype(np.float64),
     )
 
@@ -684,12 +690,24 @@ def key_correlations(chroma: np.ndarray) -> tuple[np.ndarray, float]:
     return corr, float(c.std())  # contrast: 0 for a flat (noise-like) chroma
 
 
-def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None) -> tuple[int, float, int, float]:
+def key_profile(chroma36: np.ndarray, gomez: np.ndarray | None = None) -> np.ndarray:
+    """The 36-bin profile that names the key: songfeat's HPCP sum, or with Gomez's (`WindowEvidence.hpcp_gomez`) the
+    average of the two, each scaled to sum 1 (equal weights: no weight was fitted)."""
+    c = np.asarray(chroma36, dtype=np.float64)
+    if gomez is None or np.sum(gomez) <= 0:
+        return c
+    g = np.asarray(gomez, dtype=np.float64)
+    return 0.5 * c / max(c.sum(), 1e-300) + 0.5 * g / g.sum()
+
+
+def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None,
+                 gomez: np.ndarray | None = None) -> tuple[int, float, int, float]:
     """Key (-1..11), its confidence, mode (1 major / 0 minor) and its confidence from a chroma (C first).
 
     `chroma` (12 bins: `WindowEvidence.chroma`) decides whether there is a key at all; when
     `chroma36` (`WindowEvidence.chroma36`) is given, the tuning-corrected HPCP names the key and
-    mode. A 36-bin `chroma` alone is tuning-corrected and folded (`fold_chroma`) for both.
+    mode, averaged with Gomez's HPCP when `gomez` is given (`key_profile`). A 36-bin `chroma` alone is
+    tuning-corrected and folded (`fold_chroma`) for both.
     """
     chroma = fold_chroma(np.asarray(chroma, dtype=np.float64))
     if chroma.sum() <= 0:
@@ -698,7 +716,7 @@ def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None) -> tupl
     tonal = contrast * max(float(corr.max()), 0.0)
     no_key = contrast < KEY_MIN_CONTRAST or corr.max() < KEY_MIN_CORRELATION
     if chroma36 is not None and np.sum(chroma36) > 0:
-        corr, _ = key_correlations(fold_chroma(np.asarray(chroma36, dtype=np.float64)))
+        corr, _ = key_correlations(fold_chroma(key_profile(chroma36, gomez)))
     row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
     best = float(corr[row, key])
     mode = 1 if row == 0 else 0
@@ -729,7 +747,8 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
         ts, ts_conf = estimate_time_signature(ac, ac_low, period)
     else:
         ts, ts_conf = 4, 0.0
-    key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence), sum(e.chroma36 for e in evidence))
+    key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence), sum(e.chroma36 for e in evidence),
+                                           sum(e.hpcp_gomez for e in evidence))
     return Descriptors(
         duration_ms=int(round(1000.0 * n / sr)),
         loudness=spotify_loudness(level),

@@ -8,7 +8,7 @@ from pathlib import Path
 # everything between the audio file and the bundle's inputs: decoding, the measured descriptors and the heads' evidence
 # the pretrained listeners' weight files (ONNX and safetensors) the heads' evidence is computed with
 LISTENING_WEIGHTS = ("weights/musicnn", "weights/silero_vad")
-MEASURING_CODE = ("audio.py", "descriptors.py", "evidence.py", "vad.py", "pitch.py", "tagger.py", "musicnn_frontend.py",
+MEASURING_CODE = ("audio.py", "descriptors.py", "hpcp.py", "evidence.py", "vad.py", "pitch.py", "tagger.py", "musicnn_frontend.py",
                   "genre_prior.py", "mfcc.py")
 
 
