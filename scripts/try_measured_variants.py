@@ -195,6 +195,63 @@ def profile_average(keyed: list[dict]) -> None:
                                                    abs(w - 0.5)))
         print(f"  {g}: w {best:g} ({sum(table[best][h][0] for h in others)} on {' + '.join(others)}) -> {g} "
               f"{table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
+    learned_classifier(keyed, held)
+
+
+CLASSIFIER_SHRINKAGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def learned_classifier(keyed: list[dict], held: list[str]) -> None:
+    """A small learned key classifier on the two profiles (the issue's last key candidate): each of the 24 candidate keys
+    is scored by w_mode . [songfeat's and Gomez's 12-bin profiles rotated to the candidate tonic, each centred] + b_mode,
+    a softmax over the 24 (so it is transposition-equivariant: no augmentation needed), 48 weights started at and shrunk
+    towards the Aarden profiles (x50, the scale of a correlation), the shrinkage picked by leave-one-source-out inside the
+    training sources, trained on the other two sources and scored on the third."""
+    from scipy.optimize import minimize
+
+    def prof(c: np.ndarray) -> np.ndarray:
+        p = D.fold_chroma(np.asarray(c, dtype=np.float64))
+        return p / p.sum()
+
+    rows = [r for r in keyed if r["c"].group in held]
+    x = np.array([[np.concatenate([np.roll(prof(r["sf"]), -t) - 1 / 12, np.roll(prof(r["gomez"]), -t) - 1 / 12])
+                   for t in range(12)] for r in rows])  # [N, 12 tonics, 24]
+    y = np.array([(0 if r["c"].mode == 1 else 12) + r["c"].key for r in rows])
+    group = np.array([r["c"].group for r in rows])
+    ref = [D.MAJOR_PROFILE / D.MAJOR_PROFILE.sum(), D.MINOR_PROFILE / D.MINOR_PROFILE.sum()]
+    w0 = np.concatenate([np.tile(p - p.mean(), 2) * 50 for p in ref] + [np.zeros(2)])
+
+    def scores(w: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return np.concatenate([x[idx] @ w[:24] + w[48], x[idx] @ w[24:48] + w[49]], axis=1)  # [n, 24]: majors, minors
+
+    def fit(idx: np.ndarray, lam: float) -> np.ndarray:
+        def loss(w):
+            s = scores(w, idx)
+            s = s - s.max(1, keepdims=True)
+            p = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+            onehot = np.eye(24)[y[idx]]
+            g = (p - onehot) / len(idx)  # d(mean cross-entropy) / d scores
+            grad = np.concatenate([np.einsum("nk,nkd->d", g[:, :12], x[idx]), np.einsum("nk,nkd->d", g[:, 12:], x[idx]),
+                                   [g[:, :12].sum(), g[:, 12:].sum()]])
+            pen = w - w0
+            pen[48:] = 0.0
+            return -np.mean(np.log(p[np.arange(len(idx)), y[idx]] + 1e-300)) + lam * (pen ** 2).sum(), grad + 2 * lam * pen
+        return minimize(loss, w0, jac=True, method="L-BFGS-B").x
+
+    def count(w: np.ndarray, idx: np.ndarray) -> tuple[int, int]:
+        pred = scores(w, idx).argmax(1)
+        return int((pred == y[idx]).sum()), int(((pred >= 12) == (y[idx] >= 12)).sum())
+
+    print("\nLearned key classifier on the two profiles (held out; key+mode / mode right):")
+    for g in held:
+        others = [h for h in held if h != g]
+        inner = {lam: sum(count(fit(np.flatnonzero(np.isin(group, [o for o in others if o != ih])), lam),
+                                np.flatnonzero(group == ih))[0] for ih in others) for lam in CLASSIFIER_SHRINKAGE}
+        lam = max(CLASSIFIER_SHRINKAGE, key=lambda v: (inner[v], v))
+        test = np.flatnonzero(group == g)
+        every = {v: count(fit(np.flatnonzero(np.isin(group, others)), v), test) for v in CLASSIFIER_SHRINKAGE}
+        print(f"  {g}: shrinkage {lam:g} (inner {inner[lam]} on {' + '.join(others)}) -> {g} {every[lam][0]}/{every[lam][1]} of "
+              f"{len(test)}; every shrinkage: " + ", ".join(f"{v:g} {a}/{b}" for v, (a, b) in every.items()))
 
 
 def decision_variants(keyed: list[dict], shared: Path) -> None:

@@ -6,6 +6,8 @@ non-overlapping 4096-sample frames under a Blackman-Harris 62 dB window, each fr
 1e-4 (parabola on the linear magnitude), 25-3500 Hz, magnitude squared with a cos weight, and the band preset
 (peaks below and from 500 Hz make two profiles, each scaled to its own maximum, then added). The two profiles err on
 different songs, and their average names Spotify's key more often than either (docs/descriptors.md, "Key and mode").
+As in Essentia, a band holding nothing but the window's sidelobes (a lone pure tone below 500 Hz) is scaled up like
+any other; music always has both bands.
 
 Written from the published method; `scripts/try_measured_variants.py --only-hpcp-settings` checks the same numpy
 pieces against Essentia's own (a benchmark-only peer, never imported here).
