@@ -280,6 +280,38 @@ def test_accented_clicks_metre() -> None:
     assert D.measure(synth.click_track(120.0, 30.0, accent_every=4)).time_signature == 4
 
 
+def _chords_over_even_clicks(beats_per_chord: int, bpm: float = 120.0, seconds: float = 30.0) -> np.ndarray:
+    """Unaccented clicks on every beat under chords that change every `beats_per_chord` beats (I-vi-IV-V in C): the
+    bar is heard only in the harmony."""
+    beat = 60.0 / bpm
+    chords = [(0, False), (9, True), (5, False), (7, False)]
+    n_chords = int(np.ceil(seconds / (beat * beats_per_chord)))
+    harmony = np.concatenate([synth.chord(*chords[i % 4], beat * beats_per_chord, peak_dbfs=-12.0) for i in range(n_chords)])
+    clicks = synth.click_track(bpm, seconds)
+    n = min(harmony.size, clicks.size)
+    return (harmony[:n] + clicks[:n]).astype(np.float32)
+
+
+@pytest.mark.parametrize("beats,want", [(3, 3), (4, 4)])
+def test_bars_heard_in_the_chord_changes(beats: int, want: int) -> None:
+    # the onsets alone say nothing of the bar (every click alike): chords changing every third beat make it 3/4
+    y = _chords_over_even_clicks(beats)
+    assert D.measure(y).time_signature == want
+    ev = D.window_evidence(y)
+    assert ev.chroma_track.shape == (ev.onset.size, 12) and ev.chroma_track.dtype == np.float16
+
+
+def test_chord_changes_peak_once_a_bar() -> None:
+    period = 20  # frames per beat
+    track = np.zeros((600, 12))
+    for i in range(0, 600, 3 * period):  # a new pitch class every 3 beats
+        track[i: i + 3 * period, (i // (3 * period)) * 5 % 12] = 1.0
+    changes = D.chord_changes(track, period)
+    peaks = np.flatnonzero(changes > 0.99) + period  # frame index of each full change
+    assert set(peaks % (3 * period)) == {0}
+    assert D.chord_changes(track[:30], period).size == 0  # too short for a beat either side
+
+
 # --- windows, duration, API ----------------------------------------------------------------------
 
 

@@ -7,8 +7,8 @@ How a song is measured (bounded memory, whole-song answer):
   frames/s) gives everything: a log-mel spectral-flux onset envelope and a < 200 Hz flux envelope
   (one float per frame each), a 12-bin chroma sum from spectral peaks, a 36-bin HPCP sum from
   interpolated peaks, and the BS.1770 K-weighted energy of each frame; a second 36-bin HPCP sum
-  (Gomez's recipe, `songfeat.hpcp`) comes from its own non-overlapping frames. That is ~21 kB per
-  window, ~2.5 MB per hour.
+  (Gomez's recipe, `songfeat.hpcp`) comes from its own non-overlapping frames, and each frame's
+  peak chroma is kept (float16) for the chord changes. That is ~52 kB per window, ~6 MB per hour.
 * `combine` concatenates the windows' per-frame arrays in order and analyses them as one signal,
   so the answer is the whole song's, not a vote of windows: 400-ms loudness gating blocks are read
   off the cumulative energy of all frames (blocks straddling two windows count like any other);
@@ -23,9 +23,9 @@ How a song is measured (bounded memory, whole-song answer):
 * key/mode: correlation of the tuning-corrected average of the two 36-bin HPCPs, folded to 12, with
   the 24 rotations of the Aarden-Essen key profiles; key -1 when the 12-bin peak chroma is too flat or too unlike any key
   to be tonal (noise, drums).
-* time_signature: beat-level accent periodicity, i.e. the onset autocorrelation at 2..8 beat
-  periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes, and 6/8
-  as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md).
+* time_signature: beat-level accent periodicity, i.e. the onset and chord-change autocorrelations at
+  2..8 beat periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes,
+  and 6/8 as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md).
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
   domain to the STFT frames), plus the fitted offset below to land on Spotify's dB scale.
 
@@ -125,12 +125,15 @@ class WindowEvidence:
     kw_energy: np.ndarray  # float64 [frames] K-weighted signal energy per hop, read off the STFT
     chroma36: np.ndarray | None = None  # float64 [36] the same sum at 1/3 semitone (C first, centred bins), for tuning
     hpcp_gomez: np.ndarray | None = None  # float64 [36] the same sum of Gomez's (2006) HPCP (`songfeat.hpcp`)
+    chroma_track: np.ndarray | None = None  # float16 [frames, 12] each frame's max-normalised peak chroma (chord changes)
 
     def __post_init__(self) -> None:
         if self.chroma36 is None:
             self.chroma36 = np.zeros(3 * CHROMA_SIZE)
         if self.hpcp_gomez is None:
             self.hpcp_gomez = np.zeros(3 * CHROMA_SIZE)
+        if self.chroma_track is None:
+            self.chroma_track = np.zeros((self.onset.size, CHROMA_SIZE), dtype=np.float16)
 
     @property
     def seconds(self) -> float:
@@ -378,8 +381,8 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
     lflux = np.maximum(ldb[1:] - ldb[:-1], np.float32(0.0)).mean(1)
     onset_low = np.concatenate([np.zeros(1, np.float32), lflux])
     voiced = frame_energy > frame_energy.max() * np.float32(1e-6)
-    chv = ch[voiced]
-    chn = chv / np.maximum(chv.max(1, keepdims=True), np.float32(1e-20))
+    chn_all = np.where(voiced[:, None], ch / np.maximum(ch.max(1, keepdims=True), np.float32(1e-20)), np.float32(0.0))
+    chn = chn_all[voiced]
     return WindowEvidence(
         sr=sr,
         n_samples=n,
@@ -390,6 +393,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
         chroma_frames=int(voiced.sum()),
         chroma36=sum_normalised(h36[voiced]),
         hpcp_gomez=sum_normalised(hpcp.frames(y, sr)),
+        chroma_track=chn_all.astype(np.float16),
         kw_energy=kw.astype(np.float64),
     )
 
@@ -659,17 +663,35 @@ def _refine_period(ac: np.ndarray, lag: float, width: float = 1.0) -> float:
     return float(cands[int(np.argmax(_mean_at(ac, cands, COMB_8)))])
 
 
-def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float) -> tuple[int, float]:
-    """Beats per bar from the onset autocorrelation at multiples of the beat period (3 vs 4; 5, 7 rarely)."""
+def chord_changes(track: np.ndarray, period: float) -> np.ndarray:
+    """Harmonic change at each frame: the cosine distance between the chroma summed over the beat before it and over the
+    beat after it (`track` [frames, 12], `period` in frames). Chords tend to change on downbeats, so this peaks once a bar."""
+    b = max(2, int(round(period)))
+    x = np.asarray(track, dtype=np.float64)
+    if period <= 0 or x.shape[0] < 2 * b + 8:
+        return np.zeros(0)
+    cs = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    t = np.arange(b, x.shape[0] - b + 1)  # cs[t] sums frames before t
+    before, after = cs[t] - cs[t - b], cs[t + b] - cs[t]
+    norm = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1)
+    return np.where(norm > 0, 1.0 - (before * after).sum(1) / np.where(norm > 0, norm, 1.0), 0.0)
+
+
+def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float,
+                            ac_chord: np.ndarray | None = None) -> tuple[int, float]:
+    """Beats per bar from accent periodicity at multiples of the beat period (3 vs 4; 5, 7 rarely): the onset
+    autocorrelation (full band and < 200 Hz) and, when given, the autocorrelation of the chord changes
+    (`chord_changes`), averaged with equal weights."""
     if period <= 0:
         return 4, 0.0
+    acs = [ac, ac_low] + ([ac_chord] if ac_chord is not None and ac_chord.size > 8 * period + 2 else [])
 
     def a(m: float) -> float:
-        return 0.5 * (_interp(ac, m * period) + _interp(ac_low, m * period))
+        return float(np.mean([_interp(x, m * period) for x in acs]))
 
     scores = {
         3: (a(3) + a(6)) / 2 - (a(2) + a(4)) / 2,
-        4: (a(4) + a(8)) / 2 - (a(3) + a(6)) / 2 if 8 * period < ac.size - 1 else a(4) - a(3),
+        4: (a(4) + a(8)) / 2 - (a(3) + a(6)) / 2 if 8 * period < min(x.size for x in acs) - 1 else a(4) - a(3),
         5: a(5) - (a(2) + a(3) + a(4)) / 3,
         7: a(7) - (a(3) + a(4) + a(5) + a(6)) / 4,
     }
@@ -744,7 +766,10 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
     tempo, tconf, alts, ac, period = estimate_tempo(env, fps)
     if period > 0:
         ac_low = _autocorr(_smooth_onset(env_low, fps), ac.size - 1) if np.any(env_low > 0) else np.zeros_like(ac)
-        ts, ts_conf = estimate_time_signature(ac, ac_low, period)
+        changes = chord_changes(np.concatenate([e.chroma_track for e in evidence]), period)
+        ac_chord = (_autocorr(changes, min(ac.size - 1, changes.size - 1))
+                    if changes.size > 8 * period + 2 and np.ptp(changes) > 0 else None)
+        ts, ts_conf = estimate_time_signature(ac, ac_low, period, ac_chord)
     else:
         ts, ts_conf = 4, 0.0
     key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence), sum(e.chroma36 for e in evidence),
