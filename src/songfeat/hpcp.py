@@ -37,8 +37,9 @@ def _window(n: int) -> np.ndarray:
 
 
 def frames(y: np.ndarray, sr: int) -> np.ndarray:
-    """Per-frame, not yet normalised 36-bin HPCP [frames, 36] (float64) of mono float32 audio `y`, frames from sample 0
-    (the last one zero-padded), frames of (near) digital silence dropped."""
+    """Per-frame 36-bin HPCP [frames, 36] (float64; each band scaled to its own maximum, so a frame peaks at 1 or 2) of
+    mono float32 audio `y`, frames from sample 0 (the last one zero-padded), frames of (near) digital silence dropped;
+    `descriptors.sum_normalised` sums them as the song's profile."""
     y = np.asarray(y, dtype=np.float32)
     if y.size == 0:
         return np.zeros((0, BINS))
