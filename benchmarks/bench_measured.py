@@ -16,14 +16,13 @@ Prints tempo acc1 / acc2 (within 4%; acc2 also accepts x1/2, x2, x3, x1/3), key,
 MIREX weighted key score (1 / 0.5 fifth / 0.3 relative / 0.2 parallel), time-signature agreement and
 loudness MAE. Loudness is mapped to Spotify's dB with an offset (slope 1) fitted on one dev half and checked on
 the other (and fitted on all dev previews for extra). Peer outputs are cached as JSON under
-`.cache/bench_measured/` (gitignored; songfeat's cache is keyed by the hash of descriptors.py and hpcp.py), so a
+`.cache/bench_measured/` (gitignored; songfeat's cache is keyed by the hash of its measuring code, `provenance.MEASURING_CODE`), so a
 rerun only computes what changed.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import sys
@@ -164,10 +163,9 @@ def peer_librosa(y: np.ndarray) -> dict:
 
 
 def _songfeat_version() -> str:
-    h = hashlib.sha256()
-    for name in ("descriptors.py", "hpcp.py"):  # the measuring code (the key reads both pitch class profiles)
-        h.update((ROOT / "src" / "songfeat" / name).read_bytes())
-    return h.hexdigest()[:12]
+    from songfeat.provenance import MEASURING_CODE, source_digest
+
+    return source_digest(MEASURING_CODE).hexdigest()[:12]  # the fingerprint songfeat's own record cache keys on
 
 
 PEERS = {"songfeat": peer_songfeat, "essentia": peer_essentia, "librosa": peer_librosa}

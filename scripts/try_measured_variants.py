@@ -669,7 +669,9 @@ def hpcp_settings(keyed: list[dict]) -> None:
     variants = hpcp_variants()
     ess = hpcp_essentia_checks(keyed)
     sums = {name: [] for _, name, _ in variants}
-    peer, corr_frames, corr_sums, base_dev = [], [], [], []
+    from songfeat import hpcp
+
+    peer, corr_frames, corr_sums, base_dev, gomez_dev = [], [], [], [], []
     for r in keyed:
         y = r["y"]
         spectra: dict[tuple, tuple] = {}
@@ -690,6 +692,9 @@ def hpcp_settings(keyed: list[dict]) -> None:
                 base_dev.append(float(np.abs(sums[name][-1] - ref).max() / ref.max()))
             if s == ESSENTIA_HPCP:
                 mine, mine_sum = frames, sums[name][-1]
+                # the shipped `songfeat.hpcp` is this variant (its own whole-file framing here): they must not drift apart
+                shipped = agg(hpcp.frames(y, SR))
+                gomez_dev.append(float(np.abs(mine_sum - shipped).max() / shipped.max()))
         if ess is not None:  # Essentia's own HPCP on the same frames: the peer row, and the per-frame check of `mine`
             n = mine.shape[0]
             fr = np.pad(y, (0, n * D.N_FFT - y.size)).reshape(n, D.N_FFT).astype(np.float32)
@@ -710,6 +715,8 @@ def hpcp_settings(keyed: list[dict]) -> None:
               f"median {np.median(corr_sums):.7f}")
 
     print(f"  songfeat's recipe here vs the shipped D.hpcp_frames: worst relative difference of a clip's summed HPCP {max(base_dev):.1e}")
+    print(f"  all-Essentia settings here vs the shipped songfeat.hpcp (the key's second profile): worst relative difference "
+          f"{max(gomez_dev):.1e}")
     groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
 
     def score(c36s) -> dict[str, tuple[int, int, int]]:

@@ -767,8 +767,7 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
     if period > 0:
         ac_low = _autocorr(_smooth_onset(env_low, fps), ac.size - 1) if np.any(env_low > 0) else np.zeros_like(ac)
         changes = chord_changes(np.concatenate([e.chroma_track for e in evidence]), period)
-        ac_chord = (_autocorr(changes, min(ac.size - 1, changes.size - 1))
-                    if changes.size > 8 * period + 2 and np.ptp(changes) > 0 else None)
+        ac_chord = _autocorr(changes, min(ac.size - 1, changes.size - 1)) if changes.size and np.ptp(changes) > 0 else None
         ts, ts_conf = estimate_time_signature(ac, ac_low, period, ac_chord)
     else:
         ts, ts_conf = 4, 0.0
