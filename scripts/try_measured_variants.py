@@ -1,7 +1,8 @@
 """Variants of the measured key, loudness and tempo tried against the issue-8 targets, with held-out figures.
 
     python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings] [--only-tempo-families]
-                                            [--only-profile-average]
+                                            [--only-profile-average] [--only-basic-pitch NMP_ONNX]
+                                            [--only-compound-meter]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -25,7 +26,11 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   uses the half it is scored on);
 * tempo: for each FMA clip whose tempo misses Echo Nest's up to octaves/thirds, the onset
   autocorrelation at Echo Nest's beat period and at ours; and acc1 / acc2 per source when the octave decision
-  also weighs dotted beat periods (`descriptors.TEMPO_FAMILY` with 2/3 and 3/2).
+  also weighs dotted beat periods (`descriptors.TEMPO_FAMILY` with 2/3 and 3/2);
+* alone, with `--only-basic-pitch NMP_ONNX`: the key from Basic Pitch's note posteriors (Spotify's transcriber; its
+  ONNX file from the `basic-pitch` wheel), alone and averaged with the shipped profile (~1.5 min);
+* alone, with `--only-compound-meter`: a ternary sub-beat cue beside each clip's reference / songfeat tempo ratio, to
+  see whether it tells Echo Nest's 3:2 tempos (about a minute).
 
 Nothing here changes songfeat; docs/descriptors.md ("Key and mode", "Tried and not adopted") quotes its output.
 """
@@ -883,6 +888,122 @@ def tempo_families(rows: list[dict]) -> None:
                                           for s, v in sorted(hits.items())))
 
 
+BASIC_PITCH_NOTE = "StatefulPartitionedCall:1"  # the note posteriorgram [windows, 172, 88] (TF's outputs sorted: contour, note, onset)
+BASIC_PITCH_SAMPLES = 43844  # one input window: 2 s at 22.05 kHz minus a hop (basic_pitch.constants.AUDIO_N_SAMPLES)
+
+
+def basic_pitch_notes(y: np.ndarray, session) -> np.ndarray:
+    """Basic Pitch's note posteriorgram [frames, 88 piano keys] of a 44.1-kHz clip's first 30 s (non-overlapping windows)."""
+    import soxr
+
+    y22 = soxr.resample(y[: int(D.WINDOW_SECONDS * SR)], SR, 22050).astype(np.float32)
+    n = max(1, int(np.ceil(y22.size / BASIC_PITCH_SAMPLES)))
+    buf = np.zeros(n * BASIC_PITCH_SAMPLES, np.float32)
+    buf[: y22.size] = y22
+    (note,) = session.run([BASIC_PITCH_NOTE], {session.get_inputs()[0].name: buf.reshape(n, BASIC_PITCH_SAMPLES, 1)})
+    return note.reshape(-1, 88)
+
+
+def fold_keys(v: np.ndarray) -> np.ndarray:
+    """88 piano keys (A0 first) -> 12 pitch classes (C first)."""
+    return np.bincount((21 + np.arange(88)) % 12, weights=v, minlength=12)
+
+
+def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
+    """Key from Basic Pitch's note posteriors (Spotify's polyphonic transcriber, Apache-2.0; its ONNX file is inside the
+    `basic-pitch` wheel: `pip download --no-deps basic-pitch`, unzip, basic_pitch/saved_models/icassp_2022/nmp.onnx),
+    folded to 12 pitch classes under songfeat's key decision, alone and averaged with the shipped profile (weight w on
+    the notes; w picked for each source on the other two). Costs ~0.27 s per 30 s on 2 threads, about half of a whole
+    `analyze`."""
+    import onnxruntime as ort
+
+    from songfeat import hpcp
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    size = int(D.WINDOW_SECONDS * SR)
+    for r in keyed:
+        gomez = sum(D.sum_normalised(hpcp.frames(r["y"][i: i + size], SR)) for i in range(0, max(1, r["y"].size), size))
+        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), gomez))
+        r["bp"] = basic_pitch_notes(r["y"], session)
+
+    def decide(p12: np.ndarray) -> tuple[int, int]:
+        corr, _ = D.key_correlations(p12)
+        row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
+        return int(key), 1 if row == 0 else 0
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / max(float(v.sum()), 1e-12)
+
+    def no_bass(n: np.ndarray) -> np.ndarray:
+        m = n.copy()
+        m[:, :27] = 0  # below C3
+        return m
+
+    notes = {"sum": lambda n: n.sum(0), "squared": lambda n: (n ** 2).sum(0), "above 0.3": lambda n: (n * (n > 0.3)).sum(0),
+             "from C3 up": lambda n: no_bass(n).sum(0)}
+    variants = {"shipped (two HPCPs)": lambda r: r["shipped12"]}
+    for name, f in notes.items():
+        variants[f"notes, {name}"] = lambda r, f=f: fold_keys(f(r["bp"]))
+    weights = (0.25, 0.5, 0.75)
+    for name in ("sum", "from C3 up"):
+        for w in weights:
+            variants[f"shipped + notes ({name}), w {w:g}"] = (
+                lambda r, w=w, f=notes[name]: (1 - w) * unit(r["shipped12"]) + w * unit(fold_keys(f(r["bp"]))))
+    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
+    table = {}
+    for name, f in variants.items():
+        res = {g: [0, 0, 0] for g in groups}
+        for r in keyed:
+            k, m = decide(f(r))
+            cell = res[r["c"].group]
+            cell[0] += k == r["c"].key and m == r["c"].mode
+            cell[1] += m == r["c"].mode
+            cell[2] += 1
+        table[name] = res
+    print("\nBasic Pitch's note posteriors as the key profile (key+mode / mode right, counts):")
+    print("| profile | " + " | ".join(f"{g} ({table[next(iter(table))][g][2]})" for g in groups) + " |")
+    print("|---|" + "---|" * len(groups))
+    for name, res in table.items():
+        print(f"| {name} | " + " | ".join(f"{res[g][0]}/{res[g][1]}" for g in groups) + " |")
+    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
+    for base in ("sum", "from C3 up"):
+        names = ["shipped (two HPCPs)"] + [f"shipped + notes ({base}), w {w:g}" for w in weights]
+        print(f"Held out, w on the notes ({base}) picked on the other two sources (ties towards the shipped profile):")
+        for g in held:
+            others = [h for h in held if h != g]
+            best = min(names, key=lambda n: (-sum(table[n][h][0] for h in others), -sum(table[n][h][1] for h in others),
+                                             names.index(n)))
+            print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
+
+
+def compound_meter(rows: list[dict]) -> None:
+    """Does a ternary sub-beat tell Echo Nest's 3:2 tempos? For every clip with a reference tempo: the onset
+    autocorrelation at 1/3 and 2/3 of songfeat's beat against that at 1/4, 1/2 and 3/4 (a 6/8 or shuffle feel reads
+    positive), beside the reference / songfeat tempo ratio; the ten most ternary clips and every 3:2 miss."""
+    fps = SR / D.HOP
+    out = []
+    for r in rows:
+        c = r["c"]
+        if c.tempo is None:
+            continue
+        env = onset_envelope(r)
+        t, _, _, ac, per = D.estimate_tempo(env, fps)
+        if t <= 0:
+            continue
+        ac = D._autocorr(D._smooth_onset(env, fps), ac.size - 1)
+        at = {m: D._interp(ac, m * per) for m in (0.25, 1 / 3, 0.5, 2 / 3, 0.75)}
+        cue = (at[1 / 3] + at[2 / 3]) / 2 - (at[0.25] + at[0.5] + at[0.75]) / 3
+        out.append((cue, c.group if c.set == "dev" else c.set, c.path.stem, c.tempo, t))
+    out.sort(reverse=True)
+    print("\nTernary sub-beat cue (autocorrelation at 1/3 and 2/3 of our beat minus at 1/4, 1/2, 3/4) and the tempo ratio:")
+    print("| clip | source | cue | reference | songfeat | ratio |")
+    print("|---|---|---|---|---|---|")
+    for i, (cue, src, stem, ref, t) in enumerate(out):
+        ratio = ref / t
+        if i < 10 or abs(ratio - 1.5) < 0.06 or abs(ratio - 2 / 3) < 0.03:
+            print(f"| {stem[:14]} | {src} | {cue:+.2f} | {ref:.1f} | {t:.1f} | {ratio:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
@@ -892,12 +1013,24 @@ def main() -> None:
     ap.add_argument("--only-tempo-families", action="store_true", help="only the tempo-families table (about a minute)")
     ap.add_argument("--only-profile-average", action="store_true",
                     help="only the table of songfeat's HPCP averaged with Gomez's (what the key reads since 2026-12-04)")
+    ap.add_argument("--only-basic-pitch", type=Path, metavar="NMP_ONNX",
+                    help="only the key from Basic Pitch's note posteriors, given the wheel's nmp.onnx (~1.5 min)")
+    ap.add_argument("--only-compound-meter", action="store_true",
+                    help="only the ternary sub-beat cue against Echo Nest's and Spotify's 3:2 tempos (about a minute)")
     args = ap.parse_args()
-    rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average)
+    if args.only_basic_pitch is not None and not args.only_basic_pitch.is_file():
+        raise SystemExit(f"try_measured_variants: {args.only_basic_pitch}: no such file (Basic Pitch's nmp.onnx)")
+    rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch))
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     if args.only_tempo_families:
         tempo_families(rows)
+        return
+    if args.only_basic_pitch:
+        basic_pitch_key(rows, args.only_basic_pitch)
+        return
+    if args.only_compound_meter:
+        compound_meter(rows)
         return
     key_table(rows, args.hpss, args.shared, args.only_hpcp_settings, args.only_profile_average)
     if args.only_hpcp_settings or args.only_profile_average:
