@@ -82,7 +82,7 @@ def test_max_seconds(tmp_path):
     assert load_audio(path, max_seconds=1.5).size == int(1.5 * SAMPLE_RATE)
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "nan"])
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "nan", "huge"])
 def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, case):
     path = tmp_path / f"{case}.wav"
     if case == "empty":
@@ -96,12 +96,20 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, case):
         y = sine(440, 1.0, SAMPLE_RATE)
         y[100] = np.nan
         sf.write(path, y, SAMPLE_RATE, subtype="FLOAT")
+    elif case == "huge":  # finite, but far past float audio's ±1: once analysed to NaN features without a word
+        sf.write(path, sine(440, 1.0, SAMPLE_RATE) * 1e20, SAMPLE_RATE, subtype="FLOAT")
     with pytest.raises(AudioError) as err:
         load_audio(path)
     msg = str(err.value)
     assert msg.startswith(str(path)) and "\n" not in msg
     assert {"missing": "no such file", "empty": "empty", "text": "not a readable audio file",
-            "directory": "directory", "nan": "NaN"}[case] in msg
+            "directory": "directory", "nan": "NaN", "huge": "dBFS"}[case] in msg
+
+
+def test_float_overshoot_is_still_audio(tmp_path):
+    path = tmp_path / "hot.wav"  # a float master peaking at +6 dBFS is a recording, not an error
+    sf.write(path, sine(440, 1.0, SAMPLE_RATE) * 4.0, SAMPLE_RATE, subtype="FLOAT")  # sine() peaks at 0.5
+    assert np.abs(load_audio(path)).max() > 1.5
 
 
 def test_truncated_mp3_keeps_what_decodes(tmp_path, example_clip):

@@ -37,6 +37,7 @@ WINDOW_SECONDS = 30.0  # learned features are predicted on windows of this lengt
 MIN_SECONDS = 1.0  # shorter audio carries too little rhythm or timbre to describe
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features when a full one exists
 SILENCE_DBFS = -90.0  # audio whose peak stays below this is treated as silent
+MAX_PEAK = 100.0  # +40 dBFS: float files may overshoot ±1 a little, never by this much (1e19 once gave NaN features)
 BLOCK_FRAMES = 1 << 16  # decoder block size (frames) while streaming
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff", ".wma", ".webm")
 _PYAV_FIRST = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".opus")
@@ -367,8 +368,12 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
     got = 0
     try:
         for block, src_sr in blocks:
-            if not np.all(np.isfinite(block)):
+            peak = float(np.max(np.abs(block))) if block.size else 0.0
+            if not math.isfinite(peak):
                 raise AudioError(p, "audio contains NaN or infinite samples")
+            if peak > MAX_PEAK:
+                raise AudioError(p, f"sample values reach {peak:.3g} ({20 * math.log10(peak):+.0f} dBFS), but float audio "
+                                    "lives within ±1: integer samples stored as float, or not audio")
             if src_sr != sr:
                 if resampler is None:
                     import soxr
