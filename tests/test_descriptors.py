@@ -53,6 +53,19 @@ def test_tempo_confidence_clean_click_above_noise() -> None:
     assert clean.tempo_confidence > noisy.tempo_confidence + 0.4
 
 
+@pytest.mark.parametrize("seconds", [5.0, 6.0, 9.0])
+def test_short_noise_has_no_confident_tempo(seconds: float) -> None:
+    # lags near a short envelope's end rest on a few products: 5 s of noise once read 49 BPM with confidence 1.0
+    for seed in range(3):
+        assert D.measure(synth.noise(seconds, seed=seed)).tempo_confidence < 0.3
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0])
+def test_short_click_track_keeps_its_tempo(bpm: float) -> None:
+    d = D.measure(synth.click_track(bpm, 6.0))
+    assert d.tempo == pytest.approx(bpm, rel=0.02) and d.tempo_confidence > 0.7
+
+
 def test_half_time_rock_reads_its_hi_hat_tempo() -> None:
     # kick on 1, snare on 3 (half-time feel) under eighth-note hi-hats at 140 BPM: 140, with 70 as an alternative
     d = D.measure(synth.drum_pattern(140.0, "K.h.h.h.S.h.h.h.", 30.0))
@@ -278,6 +291,16 @@ def test_four_four_pattern_is_four() -> None:
 def test_accented_clicks_metre() -> None:
     assert D.measure(synth.click_track(120.0, 30.0, accent_every=3)).time_signature == 3
     assert D.measure(synth.click_track(120.0, 30.0, accent_every=4)).time_signature == 4
+
+
+def test_metre_is_not_read_past_the_autocorrelation() -> None:
+    # bars of seven beats reach past this autocorrelation (7 x 30 > 199 lags): reading zeros there once gave 7/4
+    period = 30.0
+    at = {0: 1.0, 1: 0.0, 2: 0.2, 3: -0.3, 4: -0.3, 5: -0.3, 6: -0.3}
+    lags = np.arange(200, dtype=float)
+    ac = np.interp(lags, [m * period for m in at], list(at.values()))
+    assert D.estimate_time_signature(ac, ac, period)[0] == 4
+    assert D.estimate_time_signature(ac[:100], ac[:100], period) == (4, 0.0)  # not one bar of four: no metre at all
 
 
 def _chords_over_even_clicks(beats_per_chord: int, bpm: float = 120.0, seconds: float = 30.0) -> np.ndarray:

@@ -591,7 +591,9 @@ def estimate_tempo(env: np.ndarray, fps: float, comb_weight: float | None = None
     if env.size < 4 * fps or not np.any(env > 0):
         return 0.0, 0.0, [], np.zeros(1), 0.0
     x = _smooth_onset(env.astype(np.float64), fps)
-    max_lag = min(env.size - 2, int(fps * 60.0 / TEMPO_MIN * 8) + 2)
+    # lags up to half the envelope: beyond it the unbiased autocorrelation rests on a few products and swings to +-1
+    # (5 s of white noise read 49 BPM with confidence 1.0); 30-s windows never reach it (8 beats at 40 BPM = 12 s)
+    max_lag = min(env.size // 2, int(fps * 60.0 / TEMPO_MIN * 8) + 2)
     ac = _autocorr(x, max_lag)
     lo = max(1, int(math.floor(fps * 60.0 / TEMPO_MAX)))
     hi = min(max_lag - 1, int(math.ceil(fps * 60.0 / TEMPO_MIN)))
@@ -686,15 +688,22 @@ def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float,
         return 4, 0.0
     acs = [ac, ac_low] + ([ac_chord] if ac_chord is not None and ac_chord.size > 8 * period + 2 else [])
 
+    reach = min(x.size for x in acs) - 1  # the longest lag every autocorrelation covers
+
     def a(m: float) -> float:
         return float(np.mean([_interp(x, m * period) for x in acs]))
 
+    if 4 * period >= reach:  # not even one bar of four to compare: too short to tell
+        return 4, 0.0
     scores = {
         3: (a(3) + a(6)) / 2 - (a(2) + a(4)) / 2,
-        4: (a(4) + a(8)) / 2 - (a(3) + a(6)) / 2 if 8 * period < min(x.size for x in acs) - 1 else a(4) - a(3),
+        4: (a(4) + a(8)) / 2 - (a(3) + a(6)) / 2 if 8 * period < reach else a(4) - a(3),
         5: a(5) - (a(2) + a(3) + a(4)) / 3,
         7: a(7) - (a(3) + a(4) + a(5) + a(6)) / 4,
     }
+    # a metre whose bars reach past the autocorrelation would be scored against zeros (a short clip read 7/4)
+    longest = {3: 6, 4: 4, 5: 5, 7: 7}
+    scores = {m: v for m, v in scores.items() if longest[m] * period < reach}
     best = max(scores, key=lambda m: scores[m])
     margin = scores[best]
     if best != 4 and margin < 0.1:  # not clearly another metre: Spotify's default
