@@ -167,6 +167,16 @@ def key_table(rows: list[dict], hpss: bool, shared: Path, only_hpcp_settings: bo
 AVERAGE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def counts_table(title: str, column: str, rows: dict[str, dict], groups: list[str]) -> None:
+    """Print a markdown table of key+mode / mode counts: `rows` maps a row's name to {group: (key+mode, mode, clips)}."""
+    print("\n" + title)
+    first = next(iter(rows.values()))
+    print(f"| {column} | " + " | ".join(f"{g} ({first[g][2]})" for g in groups) + " |")
+    print("|---|" + "---|" * len(groups))
+    for name, sc in rows.items():
+        print(f"| {name} | " + " | ".join(f"{sc[g][0]}/{sc[g][1]}" for g in groups) + " |")
+
+
 def profile_average(keyed: list[dict]) -> None:
     """songfeat's HPCP (as before 2026-12-04, `estimate_key` without Gomez's) averaged with Gomez's (`songfeat.hpcp`, the
     numpy recipe that matches Essentia's HPCP) with weight w on Gomez's, each profile scaled to sum 1, under songfeat's key
@@ -187,11 +197,8 @@ def profile_average(keyed: list[dict]) -> None:
             k, _, m, _ = D.estimate_key(r["chroma"], prof)
             res[r["c"].group].append((k == r["c"].key and m == r["c"].mode, m == r["c"].mode))
         table[w] = {g: (sum(a for a, _ in v), sum(b for _, b in v), len(v)) for g, v in res.items()}
-    print("\nsongfeat's HPCP averaged with Gomez's (weight w on Gomez's; key+mode / mode right, counts):")
-    print("| w | " + " | ".join(f"{g} ({table[0.0][g][2]})" for g in groups) + " |")
-    print("|---|" + "---|" * len(groups))
-    for w, sc in table.items():
-        print(f"| {w:g}{' (shipped)' if w == 0.5 else ''} | " + " | ".join(f"{sc[g][0]}/{sc[g][1]}" for g in groups) + " |")
+    counts_table("songfeat's HPCP averaged with Gomez's (weight w on Gomez's; key+mode / mode right, counts):", "w",
+                 {f"{w:g}{' (shipped)' if w == 0.5 else ''}": sc for w, sc in table.items()}, groups)
     held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
     print("Held out (w picked on the other two sources by key+mode, then mode; ties towards 0.5):")
     for g in held:
@@ -960,11 +967,7 @@ def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
             cell[1] += m == r["c"].mode
             cell[2] += 1
         table[name] = res
-    print("\nBasic Pitch's note posteriors as the key profile (key+mode / mode right, counts):")
-    print("| profile | " + " | ".join(f"{g} ({table[next(iter(table))][g][2]})" for g in groups) + " |")
-    print("|---|" + "---|" * len(groups))
-    for name, res in table.items():
-        print(f"| {name} | " + " | ".join(f"{res[g][0]}/{res[g][1]}" for g in groups) + " |")
+    counts_table("Basic Pitch's note posteriors as the key profile (key+mode / mode right, counts):", "profile", table, groups)
     held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
     for base in ("sum", "from C3 up"):
         names = ["shipped (two HPCPs)"] + [f"shipped + notes ({base}), w {w:g}" for w in weights]
