@@ -185,6 +185,16 @@ def test_batch_reports_bad_files_and_keeps_the_rest(tmp_path, example_clip):
     assert outs[1].features is None and outs[1].error.startswith(str(bad))
 
 
+@pytest.mark.parametrize("samples,reason", [(1, "too short"), (22050, "too short"), (88200, "silent")])
+def test_tiny_or_silent_files_are_refused_before_any_model(tmp_path, samples, reason):
+    # a 1-sample file reached the tagger and failed there ("the tagger got an empty window"), not as too short
+    path = tmp_path / "tiny.wav"
+    sf.write(path, np.full(samples, 0.5 if reason == "too short" else 0.0, np.float32), 44100)
+    with pytest.raises(SongfeatError) as err:
+        analyze(path)
+    assert str(err.value).startswith(str(path)) and reason in str(err.value)
+
+
 WORKER_MODULES = """
 from songfeat.analyze import analysis_preload, get_bundle
 from songfeat.workers import run_jobs

@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # annotations only
     import numpy as np
 
 from . import features
-from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_usable, iter_windows, learned_window
+from .audio import (SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_first_window, check_usable, iter_windows,
+                    learned_window)
 from .errors import AudioError, SongfeatError
 
 EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence",
@@ -102,6 +103,8 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
     if pool is not None:
         pool.submit(_open_sessions)  # onnxruntime's import and the sessions load while the first window decodes
     for w in iter_windows(path):
+        if not evidence:
+            check_first_window(path, w)
         pending = y16 = None
         used = (spec is not None or evidence_layout is not None) and learned_window(w.size, SAMPLE_RATE, bool(weights))
         if pool is not None and used:  # the tagger (onnxruntime, no GIL) runs beside the measurements below

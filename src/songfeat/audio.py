@@ -448,6 +448,15 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
         raise AudioError(path, f"audio is silent (peak below {SILENCE_DBFS:g} dBFS)")
 
 
+def check_first_window(path: str | Path, w: np.ndarray, seconds: float = WINDOW_SECONDS, sr: int = SAMPLE_RATE) -> None:
+    """`check_usable` on a file's first window from `iter_windows` when it is shorter than a full one, i.e. the whole
+    file: too short or silent audio is refused before any model runs on it (a 1-sample file reached the tagger)."""
+    import numpy as np
+
+    if w.size < int(round(seconds * sr)):
+        check_usable(path, w.size, float(np.abs(w).max()) if w.size else 0.0, sr)
+
+
 def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], list[str]]:
     """Expand files and folders into the audio files to analyse, accounting for every input.
 

@@ -81,12 +81,14 @@ def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
 
 def _compute(path: str | Path, with_tagger: bool) -> Record:
     from . import descriptors
-    from .audio import SAMPLE_RATE, check_usable, iter_windows, learned_window
+    from .audio import SAMPLE_RATE, check_first_window, check_usable, iter_windows, learned_window
     from .evidence import window_inputs
     from .mfcc import SharedFrames
 
     evs, weights, blocks = [], [], []
     for w in iter_windows(path):
+        if not evs:
+            check_first_window(path, w)
         used = learned_window(w.size, SAMPLE_RATE, bool(weights))
         shared = SharedFrames(w.size, SAMPLE_RATE) if used else None  # the MFCC frames the descriptors' STFT holds
         ev = descriptors.window_evidence(w, SAMPLE_RATE, on_power=shared)
