@@ -102,6 +102,26 @@ def test_plain_evaluation_refuses_clips_the_model_was_fitted_on(shared_data):
         evaluate_audio(prev / "labels.csv", prev / "audio", progress=False)
 
 
+def test_evaluation_names_the_label_rows_it_cannot_score(tmp_path, example_clip):
+    # bad rows and missing labels were dropped without a word: the report left out a whole feature in silence
+    from songfeat.accuracy import evaluate_audio, to_markdown
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for tid in ("A" * 22, "B" * 22, "C" * 22):
+        (audio / f"{tid}.mp3").write_bytes(example_clip.read_bytes())
+    head = "track_id,danceability,energy,speechiness,acousticness,instrumentalness,valence,liveness,tempo,loudness,key,mode,time_signature"
+    rows = [f"{'A' * 22},0.6,0.7,0.1,0.3,0.0,0.5,0.1,120,-7,1,1,4", f"{'B' * 22},,0.7,0.2,0.3,0.0,0.7,0.1,120,-7,1,1,4",
+            f"{'C' * 22},0.5,0.7,abc,0.3,0.0,0.7,0.1,120,-7,1,1,4", "../../etc/passwd,0.5,0.5,0.1,0.3,0,0.5,0.1,120,-7,1,1,4"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join([head, *rows]) + "\n")
+    r = evaluate_audio(labels, audio, progress=False)
+    assert r["n_clips"] == 2 and "danceability" not in r["targets"] and r["targets_left_out"] == {"danceability": 1}
+    assert [line.split(": ")[1] for line in r["labels_dropped"]] == ["line 4 (" + "C" * 22 + ")", "line 5 (../../etc/passwd)"]
+    assert "speechiness 'abc'" in r["labels_dropped"][0]
+    assert "2 label rows dropped" in to_markdown(r) and "danceability (1 missing)" in to_markdown(r)
+
+
 def test_shipped_heads_read_only_what_their_config_allows():
     """Energy reads its definition's parts only, linearly; the spoken block is speechiness's alone (config.json says so)."""
     from songfeat.heads import TARGETS, FitConfig, nets_layout, part_columns

@@ -18,7 +18,7 @@ from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .audio import AUDIO_EXTENSIONS
 from .descriptors import LOUDNESS_MEASURES, loudness_map
 from .errors import SongfeatError
-from .evaluate import regression_metrics
+from .evaluate import pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
@@ -46,7 +46,16 @@ def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd
     """Labels joined to audio files by track id (= file stem); returns (rows with a 'path' column, ids without audio)."""
     from .data.labels import read_labels
 
-    table = read_labels(labels_csv).frame
+    return pair_table(read_labels(labels_csv).frame, audio_dir)
+
+
+def dropped_lines(labels) -> list[str]:
+    """One line per label row `read_labels` dropped (a `LabelTable`), with its line in the file and the reason."""
+    return [f"{labels.source}: line {int(r.row) + 2} ({r.track_id}): {r.reason}" for r in labels.dropped.itertuples()]
+
+
+def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """`pair_labels_audio` for a label frame already read."""
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
         raise SongfeatError(audio_dir, "audio folder not found")
@@ -73,7 +82,7 @@ def measured_scores(desc: pd.DataFrame, ref: pd.DataFrame, loudness: np.ndarray 
     mode_ok = desc["mode"].to_numpy() == ref["mode"].to_numpy()
     return {
         "loudness_mae_db": float(np.mean(np.abs(err))), "loudness_bias_db": float(np.mean(err)),
-        "loudness_pearson": float(np.corrcoef(loud, ref["loudness"].to_numpy(float))[0, 1]),
+        "loudness_pearson": pearson(loud, ref["loudness"].to_numpy(float)),  # NaN, not a numpy warning, when constant
         "tempo": tempo_agreement(desc["tempo"].to_numpy(float), ref["tempo"].to_numpy(float)),
         "key_exact": float(np.mean(key_ok)), "mode": float(np.mean(mode_ok)), "key_and_mode": float(np.mean(key_ok & mode_ok)),
         "time_signature": float(np.mean(desc["time_signature"].to_numpy() == ref["time_signature"].to_numpy())),
@@ -93,8 +102,13 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     """
     from .default_model import HEAD_SPEC, fit_head, head_inputs, base_outputs
 
+    from .data.labels import read_labels
+
     bundle = get_bundle(model)
-    rows, missing = pair_labels_audio(labels_csv, audio_dir)
+    labels = read_labels(labels_csv)
+    dropped = dropped_lines(labels)  # rows that cannot be scored are reported, never lost in silence
+    rows, missing = pair_table(labels.frame, audio_dir)
+    unusable = f"; {len(dropped)} label rows were unusable ({dropped[0]})" if dropped else ""
     heads = bundle.config.get("model") == "heads"
     if cv is not None:
         if bundle.config.get("model") not in ("stack", "heads"):
@@ -109,7 +123,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         rows = rows[~rows["track_id"].isin(trained_on)].reset_index(drop=True)
         if len(rows) < 2:
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
-                                f"{len(rows)} it never saw; use --cv K to refit its audio part per fold")
+                                f"{len(rows)} it never saw; use --cv K to refit its audio part per fold{unusable}")
     spec = bundle.frontend if "frontend" in bundle.needs else None
     layout = bundle.evidence_layout if heads else None
     if clips is None:
@@ -120,14 +134,16 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     failed = [c for c in clips if isinstance(c, str)]
     keep = [i for i, c in enumerate(clips) if not isinstance(c, str)]
     if len(keep) < 2:
-        raise SongfeatError(audio_dir, f"fewer than 2 clips could be analysed ({len(failed)} failed)")
+        raise SongfeatError(audio_dir, f"fewer than 2 clips could be analysed ({len(failed)} failed{unusable})")
     rows, clips = rows.loc[keep].reset_index(drop=True), [clips[i] for i in keep]
     desc = pd.DataFrame([c.descriptors.to_dict() for c in clips])
     targets = [t for t in bundle.targets if t in rows.columns and rows[t].notna().all()]
+    left_out = {t: int(rows[t].isna().sum()) for t in bundle.targets if t in rows.columns and t not in targets}
     y = rows[targets].to_numpy(float)
     n = len(rows)
     result: dict = {"n_clips": n, "failed": failed, "labels_without_audio": len(missing), "excluded_trained_on": len(excluded),
-                    "model": str(bundle.path), "cv": cv, "targets": targets}
+                    "model": str(bundle.path), "cv": cv, "targets": targets, "labels_dropped": dropped,
+                    "targets_left_out": left_out}
 
     if cv is None:
         pred = np.array([[predict_clip(bundle, c)[t] for t in targets] for c in clips])
@@ -244,7 +260,11 @@ def to_markdown(result: dict) -> str:
     head = "| feature | " + " | ".join(f"{c} MAE | {c} r" for c in cols) + " |"
     lines = [f"Clips: {result['n_clips']}" + (f", {result['cv']}-fold cross-validation" if result["cv"] else "")
              + (f"; {len(result['failed'])} failed" if result["failed"] else "")
-             + (f" ({result['note']})" if result.get("note") else ""), "", head,
+             + (f" ({result['note']})" if result.get("note") else "")
+             + (f"; {len(result['labels_dropped'])} label rows dropped" if result.get("labels_dropped") else "")
+             + ("; not scored (some clips lack the label): " + ", ".join(f"{t} ({k} missing)" for t, k in
+                                                                         result["targets_left_out"].items())
+                if result.get("targets_left_out") else ""), "", head,
              "|" + "---|" * (1 + 2 * len(cols))]
     for t in result["targets"] + ["average"]:
         cells = []

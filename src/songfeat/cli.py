@@ -267,6 +267,10 @@ def evaluate_audio(
         raise fail(str(e)) from None
     for line in result["failed"]:
         typer.echo(f"songfeat: error: {line}", err=True)
+    for line in result["labels_dropped"]:
+        typer.echo(one_line(f"songfeat: warning: label row dropped: {line}"), err=True)
+    for t, k in result["targets_left_out"].items():
+        typer.echo(f"songfeat: warning: {t} is not scored: {k} of the clips have no {t} label", err=True)
     if fmt == "json":
         result.pop("predictions", None)
         typer.echo(json.dumps(result, indent=2, default=float))
