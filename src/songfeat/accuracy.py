@@ -9,6 +9,7 @@ held-out fold, so every figure is on clips the fitted part never saw.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ from .audio import AUDIO_EXTENSIONS
 from .descriptors import LOUDNESS_MEASURES, loudness_map
 from .errors import SongfeatError
 from .evaluate import pearson, regression_metrics
+
+if TYPE_CHECKING:  # annotations only
+    from .data.labels import LabelTable
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
@@ -49,7 +53,7 @@ def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd
     return pair_table(read_labels(labels_csv).frame, audio_dir)
 
 
-def dropped_lines(labels) -> list[str]:
+def dropped_lines(labels: LabelTable) -> list[str]:
     """One line per label row `read_labels` dropped (a `LabelTable`), with its line in the file and the reason."""
     return [f"{labels.source}: line {int(r.row) + 2} ({r.track_id}): {r.reason}" for r in labels.dropped.itertuples()]
 
@@ -100,9 +104,8 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     `clips` may pass clips already read (read_clips over the paired rows, with the front-end this
     evaluation uses) so a caller that has them does not decode every file again.
     """
-    from .default_model import HEAD_SPEC, fit_head, head_inputs, base_outputs
-
     from .data.labels import read_labels
+    from .default_model import HEAD_SPEC, fit_head, head_inputs, base_outputs
 
     bundle = get_bundle(model)
     labels = read_labels(labels_csv)

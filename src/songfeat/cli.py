@@ -270,7 +270,7 @@ def evaluate_audio(
     for line in result["labels_dropped"]:
         typer.echo(one_line(f"songfeat: warning: label row dropped: {line}"), err=True)
     for t, k in result["targets_left_out"].items():
-        typer.echo(f"songfeat: warning: {t} is not scored: {k} of the clips have no {t} label", err=True)
+        typer.echo(f"songfeat: warning: {t} is not scored: {k} of the {result['n_clips']} clips lack a {t} label", err=True)
     if fmt == "json":
         result.pop("predictions", None)
         typer.echo(json.dumps(result, indent=2, default=float))
