@@ -182,12 +182,9 @@ def profile_average(keyed: list[dict]) -> None:
     numpy recipe that matches Essentia's HPCP) with weight w on Gomez's, each profile scaled to sum 1, under songfeat's key
     decision; then the w each source would get when picked on the other two. Shipped since 2026-12-04: w = 0.5 (the
     plain average: no weight fitted)."""
-    from songfeat import hpcp
-
-    size = int(D.WINDOW_SECONDS * SR)
     for r in keyed:
         r["sf"] = sum(e.chroma36 for e in r["ev"])
-        r["gomez"] = sum(D.sum_normalised(hpcp.frames(r["y"][i: i + size], SR)) for i in range(0, max(1, r["y"].size), size))
+        r["gomez"] = sum(e.hpcp_gomez for e in r["ev"])  # window_evidence's own Gomez HPCP sum (`songfeat.hpcp`)
     groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
     table = {}
     for w in AVERAGE_WEIGHTS:
@@ -924,13 +921,9 @@ def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
     `analyze`."""
     import onnxruntime as ort
 
-    from songfeat import hpcp
-
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    size = int(D.WINDOW_SECONDS * SR)
     for r in keyed:
-        gomez = sum(D.sum_normalised(hpcp.frames(r["y"][i: i + size], SR)) for i in range(0, max(1, r["y"].size), size))
-        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), gomez))
+        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
         r["bp"] = basic_pitch_notes(r["y"], session)
 
     def decide(p12: np.ndarray) -> tuple[int, int]:
