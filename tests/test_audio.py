@@ -1,11 +1,14 @@
 """Audio loading: every format, channel layout and rate to mono float32 at 44.1 kHz; bad files fail clearly."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from songfeat.audio import SAMPLE_RATE, AudioError, audio_info, find_audio, iter_windows, load_audio
+from songfeat.audio import (SAMPLE_RATE, AudioError, audio_info, check_first_window, find_audio, iter_windows, load_audio,
+                            sound_peak)
 
 
 def sine(freq: float, seconds: float, sr: int, channels: int = 1, amp: float = 0.5) -> np.ndarray:
@@ -119,6 +122,27 @@ def test_truncated_mp3_keeps_what_decodes(tmp_path, example_clip):
     with pytest.warns(UserWarning, match="shorter than its mp3 header says"):  # one warning, not libmpg123's own lines
         y = load_audio(cut)
     assert 5 * SAMPLE_RATE < y.size < 15 * SAMPLE_RATE
+
+
+def test_cut_off_wav_says_so(tmp_path):
+    whole, cut = tmp_path / "whole.wav", tmp_path / "cut.wav"
+    sf.write(whole, sine(440, 10.0, SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # the header still promises 10 s; libsndfile reads the 5 s quietly
+    with pytest.warns(UserWarning, match=r"cut\.wav: holds 5\.0 s of audio but its header says 10\.0 s"):
+        y = load_audio(cut)
+    assert y.size == pytest.approx(5 * SAMPLE_RATE, abs=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole file: no warning
+        load_audio(whole)
+
+
+def test_a_constant_offset_alone_is_silence(tmp_path):
+    path = tmp_path / "dc.wav"  # a DC level is not sound: it once read 'F major, -34 dB' from window leakage
+    sf.write(path, np.full(3 * SAMPLE_RATE, 0.3, dtype=np.float32), SAMPLE_RATE, subtype="PCM_16")
+    with pytest.raises(AudioError, match="silent"):
+        check_first_window(path, load_audio(path))
+    assert sound_peak(np.full(10, 0.3, dtype=np.float32) + sine(440, 10 / SAMPLE_RATE, SAMPLE_RATE)) > 0
 
 
 def test_garbage_after_a_valid_header(tmp_path, example_clip):

@@ -52,6 +52,7 @@ class AudioInfo:
     channels: int
     seconds: float | None  # None when the container does not say
     decoder: str  # "soundfile" or "pyav"
+    promised_seconds: float | None = None  # what a cut-off WAV's header promised, when it is more than the file holds
 
 
 # ---- native decoder output -------------------------------------------------------------------
@@ -265,7 +266,21 @@ def _soundfile_info(p: Path) -> AudioInfo | None:
     except Exception:
         return None
     seconds = info.frames / info.samplerate if info.frames > 0 else None
-    return AudioInfo(str(p), int(info.samplerate), int(info.channels), seconds, "soundfile")
+    return AudioInfo(str(p), int(info.samplerate), int(info.channels), seconds, "soundfile",
+                     _promised_seconds(seconds, getattr(info, "extra_info", "")))
+
+
+_DATA_CUT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)  # libsndfile's WAV log
+
+
+def _promised_seconds(seconds: float | None, log: str) -> float | None:
+    """The length a WAV header promised when libsndfile's log says its data chunk is longer than the file holds
+    ('data : 882000 (should be 440978)'): libsndfile then quietly reads what is there, so this is the only sign of a
+    file cut off mid-copy. None otherwise."""
+    m = _DATA_CUT.search(log or "")
+    if seconds is None or not m or int(m.group(2)) <= 0 or int(m.group(1)) <= int(m.group(2)):
+        return None
+    return seconds * int(m.group(1)) / int(m.group(2))
 
 
 def _pyav_info(p: Path) -> AudioInfo | None:
@@ -365,9 +380,10 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
     p = Path(info.path)
     blocks = _captured(_pyav_blocks(p) if info.decoder == "pyav" else _soundfile_blocks(p), log)
     resampler = None
-    got = 0
+    got = src_frames = 0
     try:
         for block, src_sr in blocks:
+            src_frames += block.size
             peak = float(np.max(np.abs(block))) if block.size else 0.0
             if not math.isfinite(peak):
                 raise AudioError(p, "audio contains NaN or infinite samples")
@@ -390,6 +406,11 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
             raise AudioError(p, f"cannot decode audio ({type(e).__name__}: {str(e).strip() or 'corrupt data'})") from None
         warnings.warn(f"{p}: decoding stopped after {got / sr:.1f} s ({type(e).__name__}); using the audio read so far",
                       SongfeatWarning, stacklevel=3)
+    else:
+        promised = info.promised_seconds
+        if promised is not None and promised - src_frames / info.sample_rate > max(1.0, 0.02 * promised):
+            warnings.warn(f"{p}: holds {src_frames / info.sample_rate:.1f} s of audio but its header says {promised:.1f} s "
+                          "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
@@ -437,24 +458,30 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | Non
     return y[:limit] if limit is not None else y
 
 
+def sound_peak(y: np.ndarray) -> float:
+    """The largest excursion of `y` from its mean: a constant (DC) offset is not sound, so a file holding only one
+    reads 0 and is refused as silent instead of analysed into a key and a loudness out of window leakage."""
+    import numpy as np
+
+    return float(np.max(np.abs(y - np.float32(y.mean(dtype=np.float64))))) if y.size else 0.0
+
+
 def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SAMPLE_RATE) -> None:
-    """Raise AudioError if decoded audio is too short or silent to describe."""
+    """Raise AudioError if decoded audio is too short or silent to describe; `peak`: the largest `sound_peak`."""
     seconds = total_samples / sr
     if total_samples == 0:
         raise AudioError(path, "no audio frames decoded")
     if seconds < MIN_SECONDS:
         raise AudioError(path, f"too short ({seconds:.2f} s; need at least {MIN_SECONDS:g} s)")
     if peak <= 10 ** (SILENCE_DBFS / 20):
-        raise AudioError(path, f"audio is silent (peak below {SILENCE_DBFS:g} dBFS)")
+        raise AudioError(path, f"audio is silent (peak below {SILENCE_DBFS:g} dBFS, not counting a constant offset)")
 
 
 def check_first_window(path: str | Path, w: np.ndarray, seconds: float = WINDOW_SECONDS, sr: int = SAMPLE_RATE) -> None:
     """`check_usable` on a file's first window from `iter_windows` when it is shorter than a full one, i.e. the whole
     file: too short or silent audio is refused before any model runs on it (a 1-sample file reached the tagger)."""
-    import numpy as np
-
     if w.size < int(round(seconds * sr)):
-        check_usable(path, w.size, float(np.abs(w).max()) if w.size else 0.0, sr)
+        check_usable(path, w.size, sound_peak(w), sr)
 
 
 def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], list[str]]:

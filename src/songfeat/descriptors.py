@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import hpcp
-from .audio import SAMPLE_RATE, WINDOW_SECONDS
+from .audio import SAMPLE_RATE, WINDOW_SECONDS, sound_peak
 
 # --- loudness: Spotify dB = LOUDNESS_SLOPE * level + LOUDNESS_INTERCEPT, clipped to [-60, 0], where the level is
 # Echo Nest's recipe (Spotify's loudness comes from the Echo Nest analyser): a track's loudness averages its
@@ -117,7 +117,7 @@ class WindowEvidence:
 
     sr: int
     n_samples: int
-    peak: float
+    peak: float  # `audio.sound_peak`: the largest excursion from the window's mean (silence check)
     onset: np.ndarray  # float32 [frames] log-mel spectral flux, ~43/s
     onset_low: np.ndarray  # float32 [frames] flux of the < 200 Hz band
     chroma: np.ndarray  # float64 [12] sum over voiced frames of max-normalised peak chroma (C first)
@@ -386,7 +386,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
     return WindowEvidence(
         sr=sr,
         n_samples=n,
-        peak=float(np.max(np.abs(y))),
+        peak=sound_peak(y),
         onset=onset.astype(np.float32),
         onset_low=onset_low.astype(np.float32),
         chroma=chn.astype(np.float64).sum(0),

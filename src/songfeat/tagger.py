@@ -148,8 +148,8 @@ def top_tags(d: dict[str, np.ndarray], k: int = 5) -> dict[str, list[tuple[str, 
 def describe_file(path: str | Path, max_patches: int = MAX_PATCHES) -> dict[str, np.ndarray]:
     """`describe` of a file's first 30-s window (decoded at 44.1 kHz); SongfeatError for unreadable or silent audio."""
     from .audio import SAMPLE_RATE as AUDIO_SR
-    from .audio import WINDOW_SECONDS, check_usable, load_audio
+    from .audio import WINDOW_SECONDS, check_usable, load_audio, sound_peak
 
     y = load_audio(path, sr=AUDIO_SR, max_seconds=WINDOW_SECONDS)
-    check_usable(path, y.size, float(np.abs(y).max()) if y.size else 0.0)
+    check_usable(path, y.size, sound_peak(y))
     return describe(y, AUDIO_SR, max_patches)
