@@ -85,7 +85,7 @@ def test_max_seconds(tmp_path):
     assert load_audio(path, max_seconds=1.5).size == int(1.5 * SAMPLE_RATE)
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "nan", "huge"])
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "nan", "huge", "rate"])
 def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, case):
     path = tmp_path / f"{case}.wav"
     if case == "empty":
@@ -101,12 +101,17 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, case):
         sf.write(path, y, SAMPLE_RATE, subtype="FLOAT")
     elif case == "huge":  # finite, but far past float audio's ±1: once analysed to NaN features without a word
         sf.write(path, sine(440, 1.0, SAMPLE_RATE) * 1e20, SAMPLE_RATE, subtype="FLOAT")
+    elif case == "rate":  # a damaged header saying 1 Hz: soxr failed with 'std::bad_alloc'
+        sf.write(path, sine(440, 1.0, SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+        data = bytearray(path.read_bytes())
+        data[24:32] = (1).to_bytes(4, "little") + (2).to_bytes(4, "little")  # fmt chunk: rate, bytes per second
+        path.write_bytes(bytes(data))
     with pytest.raises(AudioError) as err:
         load_audio(path)
     msg = str(err.value)
     assert msg.startswith(str(path)) and "\n" not in msg
     assert {"missing": "no such file", "empty": "empty", "text": "not a readable audio file",
-            "directory": "directory", "nan": "NaN", "huge": "dBFS"}[case] in msg
+            "directory": "directory", "nan": "NaN", "huge": "dBFS", "rate": "sample rate 1 Hz"}[case] in msg
 
 
 def test_float_overshoot_is_still_audio(tmp_path):

@@ -38,6 +38,7 @@ MIN_SECONDS = 1.0  # shorter audio carries too little rhythm or timbre to descri
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features when a full one exists
 SILENCE_DBFS = -90.0  # audio whose peak stays below this is treated as silent
 MAX_PEAK = 100.0  # +40 dBFS: float files may overshoot ±1 a little, never by this much (1e19 once gave NaN features)
+MIN_RATE, MAX_RATE = 2000, 768000  # Hz: telephone speech to DXD; a header outside this is damaged (1 Hz crashed soxr)
 BLOCK_FRAMES = 1 << 16  # decoder block size (frames) while streaming
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff", ".wma", ".webm")
 _PYAV_FIRST = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".opus")
@@ -317,6 +318,9 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
         if info is not None and info.sample_rate > 0 and info.channels > 0:
             if own:
                 _finish_log(log)
+            if not MIN_RATE <= info.sample_rate <= MAX_RATE:
+                raise AudioError(p, f"sample rate {info.sample_rate} Hz is not an audio rate (songfeat reads "
+                                    f"{MIN_RATE}-{MAX_RATE} Hz; a damaged header?)")
             return info
     if own:
         _finish_log(log, warn=False)  # the error says it
