@@ -93,12 +93,22 @@ def test_kaggle_letter_keys_major_minor_excel_time_signatures_bom_duplicates():
     assert np.isnan(row(t, "1CoSDzoNIKCRs124s9uTVy")["time_signature"])  # "0/4": no metre detected
     assert list(t.nulled["column"]) == ["time_signature"]
     r = t.dropped.set_index("row")["reason"]
-    assert r[2] == "duplicate track_id: same as row 0"
-    assert r[3] == "duplicate track_id: same as row 1 but labels differ (first kept)"
+    assert r[2] == "duplicate track_id: same as line 2"  # file lines: the header is line 1
+    assert r[3] == "duplicate track_id: same as line 3 but labels differ (first kept)"
     assert r[6] == "unreadable value: unreadable key 'H'"
     assert r[7] == "unreadable value: unreadable mode 'Lydian'"
     assert r[8] == "truncated row: 11 of 18 fields"
     assert "track_id" in t.frame.columns and "\ufeffgenre" not in t.frame.columns
+
+
+def test_a_repeat_of_a_dropped_row_is_kept(tmp_path):
+    path = tmp_path / "labels.csv"  # the first row for b has a bad value; the second was once dropped as its duplicate
+    path.write_text("track_id,danceability,energy\na,0.5,0.5\nb,5,0.2\nb,0.4,0.2\nb,0.3,0.2\n")
+    t = read_labels(path)
+    assert list(t.frame["track_id"]) == ["a", "b"] and row(t, "b")["danceability"] == 0.4
+    r = t.dropped.set_index("row")["reason"]
+    assert r[1].startswith("out of range: danceability 5")
+    assert r[3] == "duplicate track_id: same as line 4 but labels differ (first kept)"
 
 
 def test_uris_urls_and_loudness_tolerance():

@@ -70,7 +70,7 @@ class LabelTable:
     """A label file normalised: `frame` (one row per track), what was dropped and why, and where it came from."""
 
     frame: pd.DataFrame  # column track_id first, then NORMALISED_COLUMNS, then any extra metadata
-    dropped: pd.DataFrame  # row (0-based data row in the file), track_id (as written), reason
+    dropped: pd.DataFrame  # row (0-based data row in the file: line row + 2), track_id (as written), reason
     source: str  # the file read
     schema: str = "generic"  # which known schema was sniffed
     nulled: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["row", "track_id", "column", "value", "reason"]))
@@ -417,9 +417,10 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
         if c is not None:
             out[name] = raw[c]
 
-    # Duplicate ids (Kaggle lists one track under each of its genres): the first is kept, with all genres.
+    # Duplicate ids (Kaggle lists one track under each of its genres): the first *usable* row is kept, with all genres
+    # (a usable row repeating one dropped for a bad value is no duplicate: it was once dropped as one of itself).
     valid = pd.Series([r is None for r in reasons])
-    dup = valid & out["track_id"].duplicated(keep="first") & out["track_id"].notna()
+    dup = valid & out["track_id"].where(valid).duplicated(keep="first") & out["track_id"].notna()
     if dup.any():
         tids = out["track_id"].to_numpy(dtype=object)
         valid_np = valid.to_numpy()
@@ -438,7 +439,7 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
         for i in np.flatnonzero(dup.to_numpy()):
             j = first_row[tids[i]]
             same = np.allclose(lab[i], lab[j], equal_nan=True)
-            reasons[i] = f"duplicate track_id: same as row {j}" + ("" if same else " but labels differ (first kept)")
+            reasons[i] = f"duplicate track_id: same as line {j + 2}" + ("" if same else " but labels differ (first kept)")
 
     keep = np.array([r is None for r in reasons])
     dropped = pd.DataFrame({
