@@ -60,3 +60,19 @@ def test_train_heads_cli_learns_an_ordering(tmp_path):
     energy = {o["path"]: o["energy"] for o in out}
     quiet, loud = (np.mean([v for k, v in energy.items() if k.endswith(f"c{i}.wav")]) for i in (0, 7))
     assert loud > quiet + 0.2, energy
+
+
+def test_train_heads_names_what_it_leaves_out(tmp_path):
+    """Bad label rows, ids without audio and the count behind 'too few' are each said, before any model runs."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(4):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(100, seconds=2.0, seed=i), 44100)
+    (tmp_path / "labels.csv").write_text("track_id,energy\nc0,0.2\nc1,7\nc2,0.4\nc3,0.5\nc9,0.3\n")
+    r = run.invoke(app, ["train-heads", "--labels", str(tmp_path / "labels.csv"), "--audio", str(audio),
+                         "--out", str(tmp_path / "heads"), "--cache", str(tmp_path / "cache")])
+    assert r.exit_code == 2
+    assert "label row dropped: " in r.output and "line 3 (c1): out of range: energy 7" in r.output
+    assert "1 labelled ids have no audio file" in r.output and "(e.g. c9)" in r.output
+    assert "3 usable labelled clips (1 label rows unusable, 1 without audio); need at least 5" in r.output
+    assert not (tmp_path / "cache").exists()  # refused before any clip was analysed

@@ -387,13 +387,24 @@ def train_heads_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1),
 ) -> None:
     """Fit the listening heads (tagger + VAD + dynamics) on your own labelled audio."""
-    from .errors import SongfeatError
+    import warnings
+
+    from .errors import SongfeatError, SongfeatWarning
     from .heads import train_heads
 
-    try:
-        path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers, progress=_progress_on())
-    except SongfeatError as e:
-        raise fail(str(e)) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SongfeatWarning)
+        try:
+            path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers, progress=_progress_on())
+        except SongfeatError as e:
+            error = str(e)
+        else:
+            error = None
+    for w in caught:  # what was left out, before the outcome
+        if issubclass(w.category, SongfeatWarning):
+            typer.echo(one_line(f"songfeat: warning: {w.message}"), err=True)
+    if error is not None:
+        raise fail(error)
     typer.echo(f"wrote {path}")
 
 

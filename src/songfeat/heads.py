@@ -376,24 +376,41 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     """Fit heads on your own labelled audio (any subset of the seven features; missing cells are unknown)
     on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads."""
     import copy
+    import warnings
     from pathlib import Path
 
-    from .accuracy import pair_labels_audio
+    from .accuracy import dropped_lines, pair_table
     from .analyze import get_bundle
     from .bundle import save_bundle
-    from .errors import SongfeatError
+    from .data.labels import read_labels
+    from .errors import SongfeatError, SongfeatWarning
     from .records import DEFAULT_CACHE, get_records
     from .sources import fit_on
 
+    def need(n: int, why: str) -> None:
+        if n < 5:
+            raise SongfeatError(labels_csv, f"{n} usable labelled clips{why}; need at least 5 with audio and one of "
+                                            f"{', '.join(TARGETS)}")
+
     cfg = cfg or FitConfig()
     base = get_bundle(base_model)
-    rows, _ = pair_labels_audio(labels_csv, audio_dir)
+    labels = read_labels(labels_csv)
+    rows, missing = pair_table(labels.frame, audio_dir)
+    # nothing is left out in silence: unusable label rows, ids without audio and clips that fail are each named
+    for line in dropped_lines(labels):
+        warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
+    if missing:
+        warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} (e.g. {missing[0]})",
+                      SongfeatWarning, stacklevel=2)
     # the label reader gives every feature a column; only those with values were labelled
     targets = [t for t in TARGETS if t in rows.columns and rows[t].notna().any()]
-    if not targets or len(rows) < 5:
-        raise SongfeatError(labels_csv, f"need at least 5 labelled clips with audio and one of {', '.join(TARGETS)}")
+    need(len(rows) if targets else 0, f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio)")
     recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
     ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
+    for r in recs:
+        if isinstance(r, str):
+            warnings.warn(f"left out: {r}", SongfeatWarning, stacklevel=2)
+    need(len(ok), f" ({len(recs) - len(ok)} of {len(recs)} clips failed to analyse)")
     y = np.full((len(ok), len(TARGETS)), np.nan)
     for t in targets:
         y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
