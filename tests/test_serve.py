@@ -553,3 +553,7 @@ def test_result_version_follows_the_measuring_code(tmp_path, monkeypatch):
     assert d != c
     (here / "weights" / "musicnn" / "MSD_musicnn.onnx").write_bytes(b"v2")
     assert library.model_version() != d
+    # a cached audio-analysis object holds the track's tempo, key and metre: a new metre rule must not be served stale
+    a = library.analysis_version()
+    (here / "descriptors.py").write_text("METRE_MIN_BEAT_CONFIDENCE = 0.1\n")
+    assert library.analysis_version() not in (a, None)

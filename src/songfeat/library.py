@@ -89,7 +89,8 @@ def model_version(model: str | Path | None = None) -> str:
 
 
 def analysis_version(target: str = ANALYSIS_MODULE) -> str | None:
-    """A fingerprint of the audio-analysis code (its source file), or None when songfeat has none yet."""
+    """A fingerprint of the audio-analysis code (its source file and the measuring code it reads tempo, key and metre
+    from: a cached analysis must not outlive a new metre rule), or None when songfeat has none yet."""
     module, _, attr = target.partition(":")
     try:
         spec = importlib.util.find_spec(module)
@@ -97,8 +98,10 @@ def analysis_version(target: str = ANALYSIS_MODULE) -> str | None:
         return None
     if spec is None or not spec.origin or not os.path.isfile(spec.origin):
         return None
+    h = source_digest(MEASURING_CODE, Path(__file__).parent)
     with open(spec.origin, "rb") as f:
-        return f"{attr}-" + hashlib.file_digest(f, "sha256").hexdigest()[:16]
+        h.update(hashlib.file_digest(f, "sha256").digest())
+    return f"{attr}-" + h.hexdigest()[:16]
 
 
 def is_valid_id(s: str) -> bool:
