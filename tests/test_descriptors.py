@@ -426,3 +426,13 @@ def test_centred_frames_reflect_around_each_hop():
     np.testing.assert_array_equal(f[-1], [8, 9, 8, 7])  # centre at sample 10: past the end, reflected
     short = D.centred_frames(np.ones(1, dtype=np.float32), n_fft=8, hop=4)  # shorter than half a frame: zero-padded
     assert short.shape[1] == 8 and np.isfinite(short).all()
+
+
+def test_no_beat_no_metre():
+    """Noise has no beat to count bars in: Spotify's default 4 with confidence 0 (a crowd recording read 7/4 at 1.0)."""
+    rng = np.random.default_rng(3)
+    d = D.measure((0.1 * rng.standard_normal(30 * SR)).astype(np.float32))
+    assert d.tempo_confidence < D.METRE_MIN_BEAT_CONFIDENCE
+    assert (d.time_signature, d.time_signature_confidence) == (4, 0.0)
+    beat = D.measure(synth.click_track(120.0, 30.0, accent_every=3))
+    assert beat.tempo_confidence >= D.METRE_MIN_BEAT_CONFIDENCE and beat.time_signature == 3

@@ -25,7 +25,8 @@ How a song is measured (bounded memory, whole-song answer):
   to be tonal (noise, drums).
 * time_signature: beat-level accent periodicity, i.e. the onset and chord-change autocorrelations at
   2..8 beat periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes,
-  and 6/8 as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md).
+  and 6/8 as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md). With no
+  beat to count (tempo confidence under METRE_MIN_BEAT_CONFIDENCE: noise, field recordings) it is 4, confidence 0.
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
   domain to the STFT frames), plus the fitted offset below to land on Spotify's dB scale.
 
@@ -76,6 +77,10 @@ GATE_BLOCK = 4  # sub-blocks per gating block
 ONSET_SMOOTH_FRAMES = 1.0  # Gaussian sigma (frames) applied to the onset envelope before autocorrelation
 TEMPO_MIN, TEMPO_MAX = 40.0, 240.0
 PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES = 120.0, 1.0  # librosa's broad prior, for finding the pulse level
+# A metre is counted in beats: below this tempo confidence there is no beat to count, and the bar is Spotify's default 4
+# with confidence 0. Noise, hiss, birdsong, street and crowd recordings read 0.01-0.08 here; the least periodic music
+# (an orchestral game theme) 0.12, every preview 0.16 or more. A crowd once read 7/4 at confidence 1.0.
+METRE_MIN_BEAT_CONFIDENCE = 0.1
 # Which octave of the pulse is "the tempo": log prior + OCTAVE_COMB_WEIGHT x log(comb evidence at 1..4
 # beats) + OCTAVE_DENSITY_WEIGHT x (onsets per beat). The prior is Spotify's catalogue, not the dev set:
 # log2(tempo) over the 41,855 tracks of ../shared/data/spotify-features/combined_unique_by_track_id.csv
@@ -775,7 +780,7 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
     env = np.concatenate([e.onset for e in evidence]).astype(np.float64)
     env_low = np.concatenate([e.onset_low for e in evidence]).astype(np.float64)
     tempo, tconf, alts, ac, period = estimate_tempo(env, fps)
-    if period > 0:
+    if period > 0 and tconf >= METRE_MIN_BEAT_CONFIDENCE:
         ac_low = _autocorr(_smooth_onset(env_low, fps), ac.size - 1) if np.any(env_low > 0) else np.zeros_like(ac)
         changes = chord_changes(np.concatenate([e.chroma_track for e in evidence]), period)
         ac_chord = _autocorr(changes, ac.size - 1) if changes.size and np.ptp(changes) > 0 else None
