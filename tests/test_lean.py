@@ -191,6 +191,18 @@ def test_stale_onnx_is_refused_and_a_bundle_without_one_runs_in_torch(tmp_path, 
         assert abs(changed_onnx[k] - changed_torch[k]) <= FEATURE_TOL + 1e-9
 
 
+def test_a_damaged_onnx_file_is_named(tmp_path):
+    from songfeat.bundle import load_bundle
+    from songfeat.errors import SongfeatError
+
+    bundle = tmp_path / "damaged"
+    shutil.copytree(DEFAULT_DIR, bundle)
+    (bundle / ONNX).write_bytes((DEFAULT_DIR / ONNX).read_bytes()[:5000])  # a copy cut off part-way
+    with pytest.raises(SongfeatError) as err:  # once reported against the audio file, as an onnxruntime error
+        load_bundle(bundle).session()
+    assert str(err.value).startswith(str(bundle / ONNX)) and "cannot load this ONNX model" in str(err.value)
+
+
 def _sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds

@@ -92,9 +92,18 @@ def session_options(n_threads: int):
 
 
 def _new_session(path: str, n_threads: int):
+    """A session for `path`; a file onnxruntime cannot load (damaged, cut off, not ONNX) is a SongfeatError naming it,
+    not an onnxruntime error reported against the audio file being analysed."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(path, sess_options=session_options(n_threads), providers=["CPUExecutionProvider"])
+    from .errors import SongfeatError
+
+    try:
+        return ort.InferenceSession(path, sess_options=session_options(n_threads), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise SongfeatError(path, f"cannot load this ONNX model ({why}); a damaged file? reinstall songfeat, "
+                                  "or write a bundle's again with songfeat export-onnx") from None
 
 
 def _after_fork_in_child() -> None:
