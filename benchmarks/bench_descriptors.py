@@ -1,0 +1,138 @@
+"""Cost of the measured features (tempo, key, mode, metre, loudness) per 30-s clip on ONE thread, against peers.
+
+`bench_analyze.py` times whole `songfeat analyze` runs, most of whose time is the listening model; this one times
+only what songfeat and its peers both compute from the audio, in this process, on the same decoded clips:
+
+* songfeat: `songfeat.descriptors.measure` (tempo, confidence and alternatives, key, mode, time signature, loudness);
+* Essentia (AGPL, the benchmark-only `bench` extra), the peers of `bench_measured.py`: `RhythmExtractor2013`
+  (multifeature, its default and the one the accuracy table scores; and degara, its fast method) with `KeyExtractor`
+  (bgate) and `LoudnessEBUR128`;
+* librosa: `beat.beat_track` and a Krumhansl key on the mean `chroma_cqt` (22.05 kHz), with pyloudnorm's BS.1770.
+
+Round robin: every clip goes through every peer in turn, `--repeat` times after one untimed warm-up round, so a slow
+minute of the machine falls on all of them. Prints each peer's median seconds per clip and its time as a multiple of
+songfeat's (above 1: songfeat is faster).
+
+    python benchmarks/bench_descriptors.py [--files N] [--repeat R] [--audio DIR]
+
+Audio: the first N mp3s of the dev previews (../shared/data/spotify-previews/audio) or of --audio, their first 30 s;
+without either, N generated 30-s clips (chords, clicks, noise).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread for every peer (set before numpy loads BLAS)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PREVIEWS = ROOT.parent / "shared" / "data" / "spotify-previews" / "audio"
+SR = 44100
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def clips(audio: Path | None, n: int) -> tuple[list[np.ndarray], str]:
+    """n mono 44.1-kHz clips of at most 30 s, decoded once by songfeat (every peer gets the same samples)."""
+    from songfeat.audio import load_audio
+
+    src = audio or (PREVIEWS if PREVIEWS.is_dir() else None)
+    if src is not None:
+        files = sorted(src.glob("*.mp3"))[:n]
+        if files:
+            return [load_audio(f, max_seconds=30.0) for f in files], f"{len(files)} clips from {src}"
+    t = np.arange(30 * SR) / SR
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        bpm = 80 + 13 * i
+        y = 0.2 * sum(np.sin(2 * np.pi * f * (1 + 0.01 * i) * t) for f in (220.0, 277.2, 329.6))
+        y += 0.5 * (np.mod(t, 60 / bpm) < 0.02) * rng.standard_normal(t.size)
+        out.append((y / np.abs(y).max() * 0.7).astype(np.float32))
+    return out, f"{n} generated 30-s clips"
+
+
+def peer_songfeat(y: np.ndarray) -> None:
+    from songfeat import descriptors
+
+    descriptors.measure(y, SR)
+
+
+def _essentia(method: str):
+    def run(y: np.ndarray) -> None:
+        import essentia.standard as es
+
+        es.RhythmExtractor2013(method=method)(y)
+        es.KeyExtractor(profileType="bgate")(y)
+        es.LoudnessEBUR128(sampleRate=SR)(es.StereoMuxer()(y, y))
+    return run
+
+
+def peer_librosa(y: np.ndarray) -> None:
+    import librosa
+    import pyloudnorm
+
+    y22 = librosa.resample(y, orig_sr=SR, target_sr=22050, res_type="soxr_hq")
+    librosa.beat.beat_track(y=y22, sr=22050)
+    chroma = librosa.feature.chroma_cqt(y=y22, sr=22050).mean(axis=1)
+    [[np.corrcoef(chroma, np.roll(p, k))[0, 1] for k in range(12)] for p in (KK_MINOR, KK_MAJOR)]
+    pyloudnorm.Meter(SR).integrated_loudness(y.astype(np.float64))
+
+
+def peers(only: list[str] | None) -> dict:
+    """The peers that can run here (Essentia and librosa are optional: a missing one is said, not fatal)."""
+    out = {"songfeat": peer_songfeat}
+    try:
+        import essentia  # noqa: F401
+
+        out["Essentia (multifeature)"] = _essentia("multifeature")
+        out["Essentia (degara)"] = _essentia("degara")
+    except ImportError:
+        print("Essentia is not installed (pip install -c constraints.txt -e '.[bench]'): left out", file=sys.stderr)
+    try:
+        import librosa  # noqa: F401
+        import pyloudnorm  # noqa: F401
+
+        out["librosa"] = peer_librosa
+    except ImportError:
+        print("librosa or pyloudnorm is not installed (the 'train' extra): left out", file=sys.stderr)
+    return {k: v for k, v in out.items() if only is None or k == "songfeat" or k.split()[0].lower() in only}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--audio", type=Path, default=None)
+    ap.add_argument("--only", default=None, help="comma-separated: essentia, librosa (songfeat always runs)")
+    a = ap.parse_args(argv)
+    if a.files < 1 or a.repeat < 1:
+        ap.error("--files and --repeat must be at least 1")
+    ys, label = clips(a.audio, a.files)
+    run = peers(a.only.lower().split(",") if a.only else None)
+    print(f"{label}; {a.repeat} timed round(s) after one warm-up, round robin, one thread", flush=True)
+    secs: dict[str, list[float]] = {k: [] for k in run}
+    for rnd in range(a.repeat + 1):
+        for y in ys:
+            for name, f in run.items():
+                t0 = time.perf_counter()
+                f(y)
+                if rnd:  # round 0 warms every peer up (imports, numba, Essentia's factories)
+                    secs[name].append(time.perf_counter() - t0)
+    base = statistics.median(secs["songfeat"])
+    print("| peer | median s per clip | total s | × songfeat's time |")
+    print("|---|---|---|---|")
+    for name, s in secs.items():
+        print(f"| {name} | {statistics.median(s):.3f} | {sum(s):.2f} | {statistics.median(s) / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
