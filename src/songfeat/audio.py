@@ -467,7 +467,10 @@ def sound_peak(y: np.ndarray) -> float:
     reads 0 and is refused as silent instead of analysed into a key and a loudness out of window leakage."""
     import numpy as np
 
-    return float(np.max(np.abs(y - np.float32(y.mean(dtype=np.float64))))) if y.size else 0.0
+    if not y.size:
+        return 0.0
+    m = y.dtype.type(y.mean(dtype=np.float64))
+    return float(max(y.max() - m, m - y.min()))  # = max |y - m| (rounding is monotonic), without a 30-s temporary
 
 
 def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SAMPLE_RATE) -> None:
