@@ -186,6 +186,24 @@ def test_cli_exit_code_and_errors(built, tmp_path):
     assert r.exit_code != 0 and r.stderr.strip() == f"songfeat: error: {tmp_path / 'missing.csv'}: no such file"
 
 
+def test_dropped_label_rows_are_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    labels, audio, ids = make_dataset(tmp_path, 2, seconds=2.0)
+    table = pd.read_csv(labels)
+    bad = table.iloc[[0]].assign(track_id=spotify_like_id(40), danceability=5.0)  # a typo: out of Spotify's range
+    pd.concat([table, bad]).to_csv(labels, index=False)
+    r = CliRunner().invoke(app, ["build", "--labels", str(labels), "--audio", str(audio), "--out", str(tmp_path / "s"),
+                                 "-j", "1", "--no-descriptors"])
+    assert r.exit_code == 0, r.output
+    line = f"{labels}: line 4 ({spotify_like_id(40)}): out of range: danceability 5 outside [0, 1]"
+    assert f"songfeat: warning: label row dropped: {line}" in r.stderr  # once counted in report.json only
+    assert "1 label rows dropped" in r.stdout
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["label_rows_dropped_lines"] == [line]
+
+
 def test_other_frontend_and_limit(tmp_path):
     labels, audio, ids = make_dataset(tmp_path, 3, seconds=2.0)
     store_dir = tmp_path / "logmel"

@@ -9,7 +9,6 @@ held-out fold, so every figure is on clips the fitted part never saw.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,9 +19,6 @@ from .audio import AUDIO_EXTENSIONS
 from .descriptors import LOUDNESS_MEASURES, loudness_map
 from .errors import SongfeatError
 from .evaluate import pearson, regression_metrics
-
-if TYPE_CHECKING:  # annotations only
-    from .data.labels import LabelTable
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
@@ -51,11 +47,6 @@ def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd
     from .data.labels import read_labels
 
     return pair_table(read_labels(labels_csv).frame, audio_dir)
-
-
-def dropped_lines(labels: LabelTable) -> list[str]:
-    """One line per label row `read_labels` dropped (a `LabelTable`), with its line in the file and the reason."""
-    return [f"{labels.source}: line {int(r.row) + 2} ({r.track_id}): {r.reason}" for r in labels.dropped.itertuples()]
 
 
 def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
@@ -109,7 +100,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
 
     bundle = get_bundle(model)
     labels = read_labels(labels_csv)
-    dropped = dropped_lines(labels)  # rows that cannot be scored are reported, never lost in silence
+    dropped = labels.dropped_lines()  # rows that cannot be scored are reported, never lost in silence
     rows, missing = pair_table(labels.frame, audio_dir)
     unusable = f"; {len(dropped)} label rows were unusable ({dropped[0]})" if dropped else ""
     heads = bundle.config.get("model") == "heads"

@@ -490,10 +490,16 @@ def build_cmd(
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
+    dropped = report.label_rows_dropped_lines
+    for line in dropped[:5]:  # a label row that cannot be used is said, as evaluate-audio and train-heads say it
+        typer.echo(one_line(f"songfeat: warning: label row dropped: {line}"), err=True)
+    if len(dropped) > 5:
+        typer.echo(f"songfeat: warning: ... and {len(dropped) - 5} more label rows dropped (see {out / 'report.json'})", err=True)
     _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
-               f"{len(report.failed)} failed; {report.labels_without_audio} labels without audio, "
-               f"{report.audio_without_labels} audio files without labels; {report.clips_per_second:.2f} clips/s)")
+               f"{len(report.failed)} failed; {len(dropped)} label rows dropped, {report.labels_without_audio} labels "
+               f"without audio, {report.audio_without_labels} audio files without labels; "
+               f"{report.clips_per_second:.2f} clips/s)")
     if report.failed:
         raise typer.Exit(1)
 

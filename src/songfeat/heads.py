@@ -379,7 +379,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     import warnings
     from pathlib import Path
 
-    from .accuracy import dropped_lines, pair_table
+    from .accuracy import pair_table
     from .analyze import get_bundle
     from .bundle import save_bundle
     from .data.labels import read_labels
@@ -397,7 +397,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     labels = read_labels(labels_csv)
     rows, missing = pair_table(labels.frame, audio_dir)
     # nothing is left out in silence: unusable label rows, ids without audio and clips that fail are each named
-    for line in dropped_lines(labels):
+    for line in labels.dropped_lines():
         warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
     if missing:
         warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} (e.g. {missing[0]})",

@@ -85,6 +85,10 @@ class LabelTable:
         kinds = self.dropped["reason"].str.split(":", n=1).str[0]
         return {str(k): int(v) for k, v in kinds.value_counts().items()}
 
+    def dropped_lines(self) -> list[str]:
+        """One line per dropped row, '<file>: line N (<id>): <reason>', for warnings (N counts the header as line 1)."""
+        return [f"{self.source}: line {int(r.row) + 2} ({r.track_id}): {r.reason}" for r in self.dropped.itertuples()]
+
     def summary(self) -> dict:
         """Counts for a report or manifest: rows kept, dropped (by reason), values nulled (by reason)."""
         nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in self.nulled["reason"].value_counts().items()}

@@ -99,6 +99,7 @@ class BuildReport:
     duplicate_audio: int = 0
     label_rows: int = 0
     label_rows_dropped: dict[str, int] = field(default_factory=dict)
+    label_rows_dropped_lines: list[str] = field(default_factory=list)  # LabelTable.dropped_lines: which rows, and why
     seconds: float = 0.0
 
     @property
@@ -118,7 +119,7 @@ class BuildReport:
                 "resumed": self.resumed, "labels_without_audio": self.labels_without_audio,
                 "audio_without_labels": self.audio_without_labels, "duplicate_audio": self.duplicate_audio,
                 "label_rows": self.label_rows, "label_rows_dropped": self.label_rows_dropped,
-                "seconds": round(self.seconds, 3), "clips_per_second": round(self.clips_per_second, 3),
+                "label_rows_dropped_lines": self.label_rows_dropped_lines, "seconds": round(self.seconds, 3), "clips_per_second": round(self.clips_per_second, 3),
                 "failures": self.failed}
 
 
@@ -673,7 +674,8 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     failures = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "reason": reasons[i]} for i in bad]
     report = BuildReport(out=out, planned=len(plan), built=len(good), failed=failures,
                          labels_without_audio=len(labels_without_audio), audio_without_labels=len(unlabelled),
-                         duplicate_audio=duplicates, label_rows=len(table.frame), label_rows_dropped=table.drop_counts())
+                         duplicate_audio=duplicates, label_rows=len(table.frame), label_rows_dropped=table.drop_counts(),
+                         label_rows_dropped_lines=table.dropped_lines())
     rep = report.to_dict()
     rep.pop("seconds"), rep.pop("clips_per_second")
     rep["labels_without_audio_examples"] = labels_without_audio[:EXAMPLES_IN_REPORT]
@@ -702,7 +704,8 @@ def _report_from_disk(out: Path) -> BuildReport:
     return BuildReport(out=out, planned=rep["planned"], built=rep["built"], resumed=rep["planned"], failed=rep["failures"],
                        labels_without_audio=rep["labels_without_audio"], audio_without_labels=rep["audio_without_labels"],
                        duplicate_audio=rep.get("duplicate_audio", 0), label_rows=rep.get("label_rows", 0),
-                       label_rows_dropped=rep.get("label_rows_dropped", {}))
+                       label_rows_dropped=rep.get("label_rows_dropped", {}),
+                       label_rows_dropped_lines=rep.get("label_rows_dropped_lines", []))
 
 
 # ---------------------------------------------------------------------------------------------
