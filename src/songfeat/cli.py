@@ -149,6 +149,15 @@ def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
         typer.echo(f"songfeat: error: ... and {len(lines) - shown} more ({more})", err=True)
 
 
+def _echo_dropped(lines: list[str], more: str, shown: int = 5) -> None:
+    """The first few unusable label rows as warnings, then how many more and where they are all listed (a table with
+    thousands of repeated ids must not flood the terminal)."""
+    for line in lines[:shown]:
+        typer.echo(one_line(f"songfeat: warning: label row dropped: {line}"), err=True)
+    if len(lines) > shown:
+        typer.echo(f"songfeat: warning: ... and {len(lines) - shown} more label rows dropped ({more})", err=True)
+
+
 def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Optional[Path], workers: Optional[int],
                  address: Optional[str], batch_size: int, chunk_size: Optional[int]) -> None:
     """`analyze --engine ray`: a resumable Parquet folder written by a Ray cluster (see songfeat.distributed)."""
@@ -267,8 +276,7 @@ def evaluate_audio(
         raise fail(str(e)) from None
     for line in result["failed"]:
         typer.echo(f"songfeat: error: {line}", err=True)
-    for line in result["labels_dropped"]:
-        typer.echo(one_line(f"songfeat: warning: label row dropped: {line}"), err=True)
+    _echo_dropped(result["labels_dropped"], "all are listed in --format json's labels_dropped")
     for t, k in result["targets_left_out"].items():
         typer.echo(f"songfeat: warning: {t} is not scored: {k} of the {result['n_clips']} clips lack a {t} label", err=True)
     if fmt == "json":
@@ -400,9 +408,11 @@ def train_heads_cmd(
             error = str(e)
         else:
             error = None
-    for w in caught:  # what was left out, before the outcome
-        if issubclass(w.category, SongfeatWarning):
-            typer.echo(one_line(f"songfeat: warning: {w.message}"), err=True)
+    said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]  # what was left out, first
+    prefix = "label row dropped: "
+    _echo_dropped([m[len(prefix):] for m in said if m.startswith(prefix)], f"check {labels}")
+    for message in (m for m in said if not m.startswith(prefix)):
+        typer.echo(one_line(f"songfeat: warning: {message}"), err=True)
     if error is not None:
         raise fail(error)
     typer.echo(f"wrote {path}")
@@ -491,10 +501,7 @@ def build_cmd(
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
     dropped = report.label_rows_dropped_lines
-    for line in dropped[:5]:  # a label row that cannot be used is said, as evaluate-audio and train-heads say it
-        typer.echo(one_line(f"songfeat: warning: label row dropped: {line}"), err=True)
-    if len(dropped) > 5:
-        typer.echo(f"songfeat: warning: ... and {len(dropped) - 5} more label rows dropped (see {out / 'report.json'})", err=True)
+    _echo_dropped(dropped, f"see {out / 'report.json'}")  # as evaluate-audio and train-heads say them
     _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
                f"{len(report.failed)} failed; {len(dropped)} label rows dropped, {report.labels_without_audio} labels "
