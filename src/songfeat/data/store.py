@@ -119,8 +119,8 @@ class BuildReport:
                 "resumed": self.resumed, "labels_without_audio": self.labels_without_audio,
                 "audio_without_labels": self.audio_without_labels, "duplicate_audio": self.duplicate_audio,
                 "label_rows": self.label_rows, "label_rows_dropped": self.label_rows_dropped,
-                "label_rows_dropped_lines": self.label_rows_dropped_lines, "seconds": round(self.seconds, 3), "clips_per_second": round(self.clips_per_second, 3),
-                "failures": self.failed}
+                "label_rows_dropped_lines": self.label_rows_dropped_lines, "seconds": round(self.seconds, 3),
+                "clips_per_second": round(self.clips_per_second, 3), "failures": self.failed}
 
 
 # ---------------------------------------------------------------------------------------------
