@@ -16,7 +16,7 @@ songfeat's (above 1: songfeat is faster).
     python benchmarks/bench_descriptors.py [--files N] [--repeat R] [--audio DIR]
 
 Audio: the first N mp3s of the dev previews (../shared/data/spotify-previews/audio) or of --audio, their first 30 s;
-without either, N generated 30-s clips (chords, clicks, noise).
+without either, N generated 30-s clips (`songfeat.synth` chord progressions over drum patterns).
 """
 from __future__ import annotations
 
@@ -47,17 +47,16 @@ def clips(audio: Path | None, n: int) -> tuple[list[np.ndarray], str]:
     src = audio or (PREVIEWS if PREVIEWS.is_dir() else None)
     if src is not None:
         files = sorted(src.glob("*.mp3"))[:n]
-        if files:
-            return [load_audio(f, max_seconds=30.0) for f in files], f"{len(files)} clips from {src}"
-    t = np.arange(30 * SR) / SR
+        if not files:
+            sys.exit(f"bench_descriptors: no mp3 files in {src}")
+        return [load_audio(f, max_seconds=30.0) for f in files], f"{len(files)} clips from {src}"
+    from songfeat import synth
+
     out = []
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        bpm = 80 + 13 * i
-        y = 0.2 * sum(np.sin(2 * np.pi * f * (1 + 0.01 * i) * t) for f in (220.0, 277.2, 329.6))
-        y += 0.5 * (np.mod(t, 60 / bpm) < 0.02) * rng.standard_normal(t.size)
+    for i in range(n):  # songfeat's own test material: a chord progression over a rock beat, keys and tempi varied
+        y = synth.chord_progression(i % 12, i % 2, 30.0, SR) + synth.drum_pattern(80.0 + 13 * i, seconds=30.0, seed=i)
         out.append((y / np.abs(y).max() * 0.7).astype(np.float32))
-    return out, f"{n} generated 30-s clips"
+    return out, f"{n} generated 30-s clips (songfeat.synth)"
 
 
 def peer_songfeat(y: np.ndarray) -> None:
