@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import descriptors as D
-from .audio import SAMPLE_RATE, audio_info, check_usable, iter_windows
+from .audio import SAMPLE_RATE, audio_info, check_windows, iter_windows
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
 N_FFT = 2048
@@ -609,7 +609,7 @@ def analyse(path: str | Path) -> Analysis:
     for w in iter_windows(path):
         evidence.append(D.window_evidence(w, SAMPLE_RATE))
         stream.push(w)
-    check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
+    check_windows(path, evidence)
     desc = D.combine(evidence)
     fr = stream.finish()
     n = fr.n_samples

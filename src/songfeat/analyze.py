@@ -20,8 +20,7 @@ if TYPE_CHECKING:  # annotations only
     import numpy as np
 
 from . import features
-from .audio import (SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_first_window, check_usable, iter_windows,
-                    learned_window)
+from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_windows, iter_windows, learned_window
 from .errors import AudioError, SongfeatError
 
 EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence",
@@ -103,8 +102,6 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
     if pool is not None:
         pool.submit(_open_sessions)  # onnxruntime's import and the sessions load while the first window decodes
     for w in iter_windows(path):
-        if not evidence:
-            check_first_window(path, w)
         pending = y16 = None
         used = (spec is not None or evidence_layout is not None) and learned_window(w.size, SAMPLE_RATE, bool(weights))
         if pool is not None and used:  # the tagger (onnxruntime, no GIL) runs beside the measurements below
@@ -134,7 +131,7 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
                 blocks["tagger"] = pending.result()
             rows.append(assemble({k: v[None] for k, v in blocks.items()}, evidence_layout))
         weights.append(w.size)
-    check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
+    check_windows(path, evidence)
     return Clip(str(path), descriptors.combine(evidence),
                 np.concatenate(fronts) if fronts else None,
                 np.asarray(weights, dtype=np.float64) if weights else None,

@@ -422,22 +422,31 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
 
 
 def iter_windows(path: str | Path, seconds: float = WINDOW_SECONDS, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
-    """Stream a file as consecutive windows of `seconds` (the last one shorter), mono float32 at `sr`."""
+    """Stream a file as consecutive windows of `seconds` (the last one shorter), mono float32 at `sr`.
+
+    A file that is one short window only is checked before it is yielded (`check_first_window`): too short or silent
+    audio is refused before any model runs on it. Longer files are checked by their callers, on every window's
+    evidence (`check_windows`)."""
     import numpy as np
 
     size = int(round(seconds * sr))
     buf: list[np.ndarray] = []
     have = 0
+    whole = True  # no full window yielded yet
     for block in iter_audio(path, sr):
         buf.append(block)
         have += block.size
         while have >= size:
             joined = np.concatenate(buf)
             yield joined[:size]
+            whole = False
             rest = joined[size:]
             buf, have = ([rest] if rest.size else []), rest.size
     if have:
-        yield np.concatenate(buf)
+        w = np.concatenate(buf)
+        if whole:
+            check_first_window(path, w, seconds, sr)
+        yield w
 
 
 def learned_window(n_samples: int, sr: int = SAMPLE_RATE, after_used: bool = False) -> bool:
@@ -482,6 +491,11 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
         raise AudioError(path, f"too short ({seconds:.2f} s; need at least {MIN_SECONDS:g} s)")
     if peak <= 10 ** (SILENCE_DBFS / 20):
         raise AudioError(path, f"audio is silent (peak below {SILENCE_DBFS:g} dBFS, not counting a constant offset)")
+
+
+def check_windows(path: str | Path, evidence) -> None:
+    """`check_usable` over a whole file's per-window evidence (anything with `n_samples` and `peak`, a `sound_peak`)."""
+    check_usable(path, sum(e.n_samples for e in evidence), max((e.peak for e in evidence), default=0.0))
 
 
 def check_first_window(path: str | Path, w: np.ndarray, seconds: float = WINDOW_SECONDS, sr: int = SAMPLE_RATE) -> None:

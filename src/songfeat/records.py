@@ -81,14 +81,12 @@ def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
 
 def _compute(path: str | Path, with_tagger: bool) -> Record:
     from . import descriptors
-    from .audio import SAMPLE_RATE, check_first_window, check_usable, iter_windows, learned_window
+    from .audio import SAMPLE_RATE, check_windows, iter_windows, learned_window
     from .evidence import window_inputs
     from .mfcc import SharedFrames
 
     evs, weights, blocks = [], [], []
     for w in iter_windows(path):
-        if not evs:
-            check_first_window(path, w)
         used = learned_window(w.size, SAMPLE_RATE, bool(weights))
         shared = SharedFrames(w.size, SAMPLE_RATE) if used else None  # the MFCC frames the descriptors' STFT holds
         ev = descriptors.window_evidence(w, SAMPLE_RATE, on_power=shared)
@@ -97,7 +95,7 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
             continue
         blocks.append(window_inputs(w, SAMPLE_RATE, ev, with_tagger=with_tagger, shared=shared))
         weights.append(w.size)
-    check_usable(path, sum(e.n_samples for e in evs), max((e.peak for e in evs), default=0.0))
+    check_windows(path, evs)
     desc = descriptors.combine(evs).to_dict()
     stacked = {k: np.stack([b[k] for b in blocks]) for k in blocks[0]}
     return Record(str(path), desc, stacked, np.asarray(weights, dtype=np.float64))

@@ -34,7 +34,8 @@ import pandas as pd
 
 from .. import __version__
 from ..analyze import DEFAULT_TIMEOUT
-from ..audio import SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, scan_inputs
+from ..audio import (SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, scan_inputs,
+                     sound_peak)
 from ..errors import AudioError, SongfeatError, SongfeatWarning
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
 from . import labels as _labels
@@ -162,8 +163,7 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
             if first is None:
                 first = w
             total += w.size
-            if w.size:
-                peak = max(peak, float(np.abs(w).max()))
+            peak = max(peak, sound_peak(w))  # as analyze: a constant offset is not sound
             if with_descriptors:
                 evidence.append(window_evidence(w, SAMPLE_RATE))
         check_usable(path, total, peak)
