@@ -1,6 +1,6 @@
 """Where the ONNX musicnn tagger's time goes, node by node, on one thread, and how near a core's peak it runs.
 
-    python benchmarks/profile_tagger.py [--model msd|mtt] [--runs 30]
+    python benchmarks/profile_tagger.py [--model msd|mtt] [--runs 30] [--int8]
 
 Runs one 3-s patch through the shipped ONNX model `--runs` times with onnxruntime's profiler on, as
 `songfeat.tagger.run_patches` does (one patch per call), and prints the mean time per node kind with the
@@ -8,6 +8,11 @@ convolutions' arithmetic rate (2 x multiply-adds / time, shapes from the profile
 and on the same thread: numpy's float32 matrix product (OpenBLAS sgemm, 1 thread) on square matrices, the rate a
 well-tuned kernel reaches on this core. A convolution at that rate can only get cheaper by doing less arithmetic
 (fewer patches, a smaller model, lower precision), not by a better kernel.
+
+`--int8` tries the lower precision: onnxruntime's static quantizer (needs the `onnx` package, in the train extra) turns
+the convolutions into 8-bit ones (QDQ and QOperator forms, per-channel int8 weights, uint8 activations calibrated on
+patches of generated music from `songfeat.synth`), and the float and 8-bit models are timed on the same patches, one at
+a time on one thread, with the largest and mean tag differences.
 """
 from __future__ import annotations
 
@@ -78,15 +83,77 @@ def profile(model: Path, runs: int) -> tuple[dict, float]:
     return {k: (float(np.mean(d[-runs:])), macs.get(k, 0)) for k, d in durations.items()}, wall
 
 
+def synth_patches(n_clips: int, seed: int) -> np.ndarray:
+    """Log-mel patches [P, 187, 96] of `n_clips` generated 30-s clips: chord progressions over drum patterns."""
+    from songfeat import synth
+    from songfeat.musicnn_frontend import mel_patches
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_clips):
+        bpm = float(rng.uniform(70, 170))
+        y = synth.chord_progression(int(rng.integers(12)), int(rng.integers(2)), 30.0, chord_seconds=60.0 / bpm * 4)
+        y = y + synth.drum_pattern(bpm, seconds=30.0, seed=int(rng.integers(1 << 30)))[: y.size]
+        out.append(mel_patches(y.astype(np.float32), synth.SR, 5))
+    return np.concatenate(out)
+
+
+def int8_trial(model: Path) -> None:
+    """Time the float model against 8-bit quantized copies (QDQ and QOperator) on generated patches; print tag drift."""
+    import onnxruntime as ort
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                              quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as e:  # onnxruntime's quantizer imports the onnx package
+        raise SystemExit(f"profile_tagger: --int8 needs the onnx package (pip install -e '.[train]'): {e}")
+
+    calib, test = synth_patches(6, seed=0), synth_patches(6, seed=1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self) -> dict | None:
+            self.i += 1
+            return {"patches": calib[self.i - 1: self.i]} if self.i <= len(calib) else None
+
+    def run(sess: ort.InferenceSession) -> tuple[np.ndarray, float]:
+        tags = [sess.run(["tags"], {"patches": test[i: i + 1]})[0] for i in range(len(test))]  # warm-up pass
+        t = time.perf_counter()
+        for i in range(len(test)):
+            sess.run(["tags"], {"patches": test[i: i + 1]})
+        return np.concatenate(tags), (time.perf_counter() - t) / len(test) * 1000
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(model), str(pre))
+        ref, ms = run(ort.InferenceSession(str(model), runtime.session_options(1), providers=["CPUExecutionProvider"]))
+        print(f"{model.name}, {len(test)} generated patches one at a time, 1 thread: float32 {ms:.1f} ms a patch")
+        for fmt in (QuantFormat.QDQ, QuantFormat.QOperator):
+            out = Path(tmp) / f"{fmt.name}.onnx"
+            quantize_static(str(pre), str(out), Reader(), quant_format=fmt, op_types_to_quantize=["Conv"],
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+            tags, ms8 = run(ort.InferenceSession(str(out), runtime.session_options(1),
+                                                 providers=["CPUExecutionProvider"]))
+            d = np.abs(tags - ref)
+            print(f"  int8 {fmt.name}: {ms8:.1f} ms a patch ({ms / ms8:.2f}x float32's speed); tag difference "
+                  f"max {d.max():.3f}, mean {d.mean():.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("msd", "mtt"), default="msd")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--int8", action="store_true", help="time 8-bit quantized copies of the model instead")
     args = ap.parse_args()
     from songfeat import tagger
 
     path = tagger.WEIGHTS_DIR / tagger.ONNX_FILES[args.model]
+    if args.int8:
+        int8_trial(path)
+        return
     nodes, wall = profile(path, args.runs)
     peak = sgemm_gflops()
     total = sum(us for us, _ in nodes.values()) / 1000
