@@ -230,3 +230,76 @@ def test_kaggle_tracks_features_schema():
     assert (r["name"], r["album"], r["artists"]) == ("Guerrilla Radio", "The Battle Of Los Angeles", "Rage Against The Machine; Someone Else")
     assert (r["key"], r["time_signature"], r["duration_ms"]) == (11, 4, 206200)
     assert r["artist_ids"] == "['2d0hyoQ5ynDBnkvAbJKORj']"
+
+
+SEED_HEADER = "track_id,name,danceability,energy,tempo,key,mode,time_signature"
+IDS = ["0nbXyq5TXYPCO7pr3N8S4I", "696DnlkuDOXcMAnKlTgXXK", "1wsRitfRRtWyEapl0q22o8"]
+
+
+def test_a_header_only_file_is_an_empty_table(tmp_path):
+    """No data rows used to raise a TypeError from numpy (`~` of an empty float array)."""
+    p = tmp_path / "header.csv"
+    p.write_text(SEED_HEADER + "\n")
+    t = read_labels(p)
+    assert len(t) == 0 and t.dropped.empty and list(t.frame.columns[:1]) == ["track_id"]
+
+
+def test_a_delimiter_ending_every_row_does_not_shift_the_columns(tmp_path):
+    """Some exporters end each data line with ','; pandas then made the ids the index and shifted every value left."""
+    p = tmp_path / "trailing.csv"
+    p.write_text(SEED_HEADER + "\n" + "".join(f"{i},Song,0.5,0.6,120,5,1,4,\n" for i in IDS))
+    t = read_labels(p)
+    assert list(t.frame["track_id"]) == IDS and t.dropped.empty
+    assert row(t, IDS[0])[["danceability", "energy", "tempo", "key"]].tolist() == [0.5, 0.6, 120.0, 5.0]
+
+
+def test_an_unquoted_delimiter_in_a_name_drops_only_its_row(tmp_path):
+    """'Earth, Wind & Fire' unquoted shifts its row's values: that row is dropped by name, the file is still read."""
+    p = tmp_path / "comma.csv"
+    p.write_text(SEED_HEADER + "\n" + f"{IDS[0]},Song,0.5,0.6,120,5,1,4\n" + f"{IDS[1]},September, Earth,0.5,0.6,120,5,1,4\n"
+                 + f"{IDS[2]},Song,0.5,0.6,120,5,1,4\n")
+    t = read_labels(p)
+    assert list(t.frame["track_id"]) == [IDS[0], IDS[2]]
+    assert t.dropped_lines() == [f"{p}: line 3 ({IDS[1]}): extra fields: 9 of 8 fields"]
+    first = tmp_path / "first.csv"  # the same when it is the first data row (pandas then truncated it silently)
+    first.write_text(SEED_HEADER + "\n" + f"{IDS[1]},September, Earth,0.5,0.6,120,5,1,4\n" + f"{IDS[2]},Song,0.5,0.6,120,5,1,4\n")
+    assert reasons(read_labels(first)) == {IDS[1]: "extra fields: 9 of 8 fields"}
+
+
+@pytest.mark.parametrize("head,message", [
+    (b"PK\x03\x04" + bytes(60), "zip archive .*save it as CSV"),
+    (__import__("gzip").compress(b"track_id,energy\n", mtime=0), "gzip-compressed"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(300), "binary file"),
+], ids=["xlsx", "gzip", "png"])
+def test_a_workbook_archive_or_binary_file_says_what_it_is(tmp_path, head, message):
+    """An .xlsx renamed .csv used to be 'unknown label schema ... columns: PK' with NUL bytes printed to the terminal."""
+    p = tmp_path / "labels.csv"
+    p.write_bytes(head)
+    with pytest.raises(SongfeatError, match=f"labels.csv: is .*{message}") as e:
+        read_labels(p)
+    assert "\x00" not in str(e.value)
+
+
+def test_excel_unicode_text_utf16_is_read(tmp_path):
+    """Excel's 'Unicode Text' export: UTF-16 with a BOM, tab-separated."""
+    p = tmp_path / "unicode.txt"
+    p.write_text(SEED_HEADER.replace(",", "\t") + "\n" + f"{IDS[0]}\tCafé\t0.5\t0.6\t120\t5\t1\t4\n", encoding="utf-16")
+    t = read_labels(p)
+    assert list(t.frame["track_id"]) == [IDS[0]] and row(t, IDS[0])["name"] == "Café"
+
+
+def test_a_label_column_named_twice_is_refused(tmp_path):
+    """Two 'energy' columns (a careless merge): pandas renamed the second 'energy.1' and the first was used silently."""
+    p = tmp_path / "dup.csv"
+    p.write_text("track_id,energy,danceability,Energy\n" + f"{IDS[0]},0.1,0.5,0.9\n")
+    with pytest.raises(SongfeatError, match=r"dup.csv: column 'energy' appears 2 times in the header \(columns 2, 4\)"):
+        read_labels(p)
+
+
+def test_free_ids_cannot_be_dot_dirs_or_hold_control_characters(tmp_path):
+    """'..' and 'a\\x01b' were accepted as researchers' own ids."""
+    p = tmp_path / "free.csv"
+    p.write_text("track_id,energy\nmine-1,0.5\n..,0.5\n.,0.5\na\x01b,0.5\nmine-2,0.5\n")
+    t = read_labels(p)
+    assert list(t.frame["track_id"]) == ["mine-1", "mine-2"]
+    assert set(t.dropped["track_id"]) == {"..", ".", "a\x01b"}

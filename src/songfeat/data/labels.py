@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,7 @@ FMA_ID_WIDTH = 6  # FMA audio files are named {track_id:06d}.mp3
 _SPOTIFY_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9A-Za-z]{22})(?![0-9A-Za-z])")
 _URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
 _URL = re.compile(r"^https?://open\.spotify\.com/(?:intl-[a-z-]+/)?track/([0-9A-Za-z]+)(?:[/?#].*)?$")
-_FREE_ID = re.compile(r"[^\s/\\]{1,200}")
+_FREE_ID = re.compile(r"[^\s/\\\x00-\x1f\x7f]{1,200}")
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "track_id": ("track_id", "id", "spotify_id", "track_uri", "uri", "trackid", "spotify_track_id"),
@@ -131,7 +132,7 @@ def _free_id(raw: object) -> str | None:
     if not isinstance(raw, str):
         return None
     s = raw.strip()
-    return s if _FREE_ID.fullmatch(s) else None
+    return s if _FREE_ID.fullmatch(s) and s not in (".", "..") else None
 
 
 def _id_parser(values: pd.Series):
@@ -259,21 +260,54 @@ def _sniff_schema(cols: set[str]) -> str:
     return "generic"
 
 
+_BINARY_KINDS = (  # (magic bytes, what the file is, what to do): a label file saved or fetched in the wrong format
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?)", "save it as CSV"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook", "save it as CSV"),
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first"),
+    (b"PAR1", "a Parquet file", "export it as CSV"),
+    (b"%PDF", "a PDF document", "export the table as CSV"),
+)
+
+
+def _check_text(path: Path) -> str:
+    """The file's text encoding ('utf-16' for Excel's "Unicode Text", else 'utf-8-sig'); SongfeatError for a binary file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError as e:
+        raise SongfeatError(path, f"cannot read ({e.strerror or e})") from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    for magic, what, todo in _BINARY_KINDS:
+        if head.startswith(magic):
+            raise SongfeatError(path, f"is {what}, not a CSV text file; {todo}")
+    controls = sum(head.count(bytes([c])) for c in (*range(9), *range(14, 32)))
+    if b"\x00" in head.split(b"\n", 1)[0] or controls > 0.05 * len(head):  # a stray NUL in a row is that row's problem
+        raise SongfeatError(path, "is a binary file, not a CSV text file")
+    return "utf-8-sig"
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
-    """Read a CSV as text (so ids keep leading zeros), stripping a UTF-8 BOM; SongfeatError when it cannot."""
+    """Read a CSV as text (so ids keep leading zeros), stripping a UTF-8 BOM; SongfeatError when it cannot.
+
+    index_col=False: a row ending in a delimiter (some exporters end every line with ',') must not shift every
+    value one column left by making the ids the index.
+    """
     if not path.exists():
         raise SongfeatError(path, "no such file")
     if path.is_dir():
         raise SongfeatError(path, "is a directory, not a CSV file")
-    encoding = "utf-8-sig"
+    encoding = _check_text(path)
     try:
         sep = _sniff_sep(path, encoding)
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
+        df = _parse_csv(path, sep, encoding)
     except UnicodeDecodeError:
+        if encoding == "utf-16":
+            raise SongfeatError(path, "not a readable UTF-16 text file") from None
         encoding = "latin-1"
         try:
             sep = _sniff_sep(path, encoding)
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, encoding=encoding, skipinitialspace=True)
+            df = _parse_csv(path, sep, encoding)
         except Exception as e:  # pragma: no cover - latin-1 decodes any byte
             raise SongfeatError(path, f"not a readable CSV ({e})") from None
     except pd.errors.EmptyDataError:
@@ -281,9 +315,52 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError) as e:
         raise SongfeatError(path, f"not a readable CSV ({str(e).strip().splitlines()[0]})") from None
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    _check_duplicate_columns(path, encoding, sep)
     df.attrs["encoding"] = encoding
     df.attrs["sep"] = sep
     return df
+
+
+def _parse_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
+    """pandas' read of the file; a row with more fields than the header (an unquoted delimiter in a name) is read
+    into spare columns, dropped afterwards, instead of failing the whole file: read_labels drops that row alone."""
+    import csv
+
+    opts = dict(sep=sep, encoding=encoding, dtype=str, keep_default_na=True, skipinitialspace=True, index_col=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)  # extra fields in the first row: flagged in read_labels
+        try:
+            return pd.read_csv(path, **opts)
+        except pd.errors.ParserError as e:
+            if "Expected" not in str(e):
+                raise
+        with open(path, newline="", encoding=encoding, errors="replace") as f:
+            rows = csv.reader(f, delimiter=sep)
+            header = next(rows, [])
+            widest = max((len(r) for r in rows), default=0)
+        if widest <= len(header):
+            raise pd.errors.ParserError("rows do not split into the header's fields")
+        names = [*header, *(f"\0extra{k}" for k in range(widest - len(header)))]
+        df = pd.read_csv(path, header=None, skiprows=1, names=names, **opts)
+        return df[df.columns[:len(header)]]
+
+
+def _check_duplicate_columns(path: Path, encoding: str, sep: str) -> None:
+    """Refuse a header naming a column read here twice (e.g. two 'energy' after a merge): which one is right is unknowable."""
+    import csv
+
+    known = {n for names in _ALIASES.values() for n in names} | set(NUMERIC_COLUMNS)
+    with open(path, newline="", encoding=encoding, errors="replace") as f:
+        header = next(csv.reader(f, delimiter=sep), [])
+    where: dict[str, list[int]] = {}
+    for k, c in enumerate(header, start=1):
+        name = c.strip().lstrip("\ufeff").lower()
+        if name in known:
+            where.setdefault(name, []).append(k)
+    for name, cols in where.items():
+        if len(cols) > 1:
+            raise SongfeatError(path, f"column {name!r} appears {len(cols)} times in the header (columns "
+                                      f"{', '.join(map(str, cols))}); keep one")
 
 
 def _sniff_sep(path: Path, encoding: str) -> str:
@@ -296,7 +373,8 @@ def _sniff_sep(path: Path, encoding: str) -> str:
 
 
 def _short_rows(path: Path, encoding: str, width: int, sep: str = ",") -> dict[int, int]:
-    """Data rows with fewer fields than the header (a file cut off mid-row): {row: fields}."""
+    """Data rows with fewer fields than the header (a file cut off mid-row), or with values beyond it (an unquoted
+    delimiter inside a value shifts the rest): {row: fields}. Empty trailing fields (a line ending in ',') are fine."""
     import csv
 
     short: dict[int, int] = {}
@@ -307,7 +385,7 @@ def _short_rows(path: Path, encoding: str, width: int, sep: str = ",") -> dict[i
         for rec in reader:
             if not rec or all(not x.strip() for x in rec):  # pandas skips blank lines too
                 continue
-            if len(rec) < width:
+            if len(rec) < width or any(x.strip() for x in rec[width:]):
                 short[i] = len(rec)
             i += 1
     return short
@@ -352,7 +430,8 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     if short:
         rows = np.array(sorted(short))
         rows = rows[rows < n]
-        flag(np.isin(np.arange(n), rows), lambda i: f"truncated row: {short[i]} of {len(cols)} fields")
+        flag(np.isin(np.arange(n), rows), lambda i: f"{'truncated row' if short[i] < len(cols) else 'extra fields'}: "
+                                                     f"{short[i]} of {len(cols)} fields")
 
     parse_id, id_kind = _id_parser(raw[id_col])
     ids = raw[id_col].map(lambda v: parse_id(v) if isinstance(v, str) else None)
@@ -445,7 +524,7 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
             same = np.allclose(lab[i], lab[j], equal_nan=True)
             reasons[i] = f"duplicate track_id: same as line {j + 2}" + ("" if same else " but labels differ (first kept)")
 
-    keep = np.array([r is None for r in reasons])
+    keep = np.array([r is None for r in reasons], dtype=bool)  # bool even for a header-only file (no rows)
     dropped = pd.DataFrame({
         "row": np.flatnonzero(~keep).astype(int),
         "track_id": raw[id_col].to_numpy(dtype=object)[~keep],
