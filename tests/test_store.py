@@ -346,3 +346,63 @@ def test_two_builds_cannot_write_one_store(tmp_path):
         with pytest.raises(SongfeatError, match="another build is writing this store"):
             build_store(labels, audio, out, workers=1, progress=False)
     assert build_store(labels, audio, out, workers=1, progress=False).built == 2  # lock released: builds
+
+
+def test_rerun_with_edited_labels_is_refused(tmp_path):
+    """A finished store rerun after fixing a label used to report success and keep the stale label."""
+    labels, audio, ids = make_dataset(tmp_path, 2, seconds=2.0)
+    out = tmp_path / "s"
+    build_store(labels, audio, out, workers=1, progress=False, descriptors=False)
+    assert build_store(labels, audio, out, workers=1, progress=False, descriptors=False).resumed == 2  # same: a no-op
+    table = pd.read_csv(labels)
+    table.loc[0, "danceability"] = 0.9
+    table.to_csv(labels, index=False)
+    with pytest.raises(SongfeatError, match="different inputs.*label values"):
+        build_store(labels, audio, out, workers=1, progress=False, descriptors=False)
+    assert open_store(out).labels()["danceability"].tolist() == [0.1, 0.11]  # the store is left as it was
+
+
+def test_labels_with_no_usable_row_name_the_file_and_why(tmp_path):
+    """Every row dropped (or none at all) used to surface as 'no audio file matches ... (0 label rows ...)'."""
+    _, audio, ids = make_dataset(tmp_path, 1, seconds=2.0)
+    header = tmp_path / "header.csv"
+    header.write_text(",".join(LABEL_HEADER) + "\n")
+    with pytest.raises(SongfeatError, match=r"header.csv: no label rows"):
+        build_store(header, audio, tmp_path / "a", workers=1, progress=False)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join(LABEL_HEADER) + "\n" + ",".join([ids[0], *["5"] * 7, "120", "-8", "1", "1", "4"]) + "\n")
+    with pytest.raises(SongfeatError, match=rf"bad.csv: every label row was dropped \(1: line 2 \({ids[0]}\): out of range: "
+                                            r"danceability 5"):
+        build_store(bad, audio, tmp_path / "b", workers=1, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_damaged_store_files_are_named(tmp_path):
+    """A truncated or missing table, array or manifest: SongfeatError naming it, not a pyarrow/numpy/AttributeError."""
+    import shutil
+
+    labels, audio, _ = make_dataset(tmp_path, 2, seconds=2.0)
+    good = tmp_path / "good"
+    build_store(labels, audio, good, workers=1, progress=False, descriptors=False)
+
+    def damaged(name: str, data: bytes | None) -> Path:
+        s = tmp_path / name.replace(".", "_")
+        shutil.copytree(good, s)
+        if data is None:
+            (s / name).unlink()
+        else:
+            (s / name).write_bytes(data)
+        return s
+
+    s = damaged("manifest.json", b"[]")
+    with pytest.raises(SongfeatError, match="manifest.json: unreadable store manifest"):
+        open_store(s)
+    s = damaged("index.parquet", (good / "index.parquet").read_bytes()[:40])
+    with pytest.raises(SongfeatError, match="index.parquet: damaged store table"):
+        open_store(s)
+    s = damaged("features.npy", (good / "features.npy").read_bytes()[:60])
+    with pytest.raises(SongfeatError, match="features.npy: damaged array"):
+        open_store(s).array()
+    s = damaged("labels.parquet", None)
+    with pytest.raises(SongfeatError, match="labels.parquet: missing from the store"):
+        open_store(s).labels()

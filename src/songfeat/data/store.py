@@ -230,6 +230,25 @@ def _absolute(p: Path) -> str:
         return os.path.abspath(p)
 
 
+def _no_rows_reason(table: _labels.LabelTable) -> str:
+    """Why a label table left nothing to build: no data rows, or every row dropped (the first few reasons named)."""
+    if table.dropped.empty:
+        return "no label rows (the file holds a header and nothing else)"
+    lines = table.dropped_lines()
+    shown = "; ".join(line.removeprefix(f"{table.source}: ") for line in lines[:3])
+    return f"every label row was dropped ({len(lines)}: {shown}{' ...' if len(lines) > 3 else ''})"
+
+
+def _labels_digest(table: _labels.LabelTable, plan_ids: list[str]) -> str:
+    """SHA-256 of the normalised labels of the planned clips: a rerun with edited labels must not keep stale ones."""
+    import hashlib
+
+    frame = table.frame.drop_duplicates("track_id").set_index("track_id")
+    cols = [c for c in _labels.NORMALISED_COLUMNS if c in frame.columns and c != "track_id"]
+    lab = frame.reindex(plan_ids)[cols]
+    return hashlib.sha256(lab.to_csv(float_format="%.17g").encode("utf-8")).hexdigest()
+
+
 def _as_table(labels: str | Path | _labels.LabelTable | pd.DataFrame) -> _labels.LabelTable:
     """Accept a label file, a LabelTable, or an already normalised DataFrame with a track_id column."""
     if isinstance(labels, _labels.LabelTable):
@@ -429,6 +448,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         raise ValueError(f"limit must be >= 0, got {limit}")
     table = _as_table(labels)
     frame = table.frame
+    if len(frame) == 0:
+        raise SongfeatError(table.source, _no_rows_reason(table))
     ids = list(dict.fromkeys(frame["track_id"].astype(str)))
     id_kind = frame.attrs.get("id_kind", "spotify")
     found, unlabelled, duplicates = _index_audio(audio_dir, set(ids), id_kind, on_message)
@@ -449,6 +470,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         "labels": {**table.summary(), "source": table.source},
         "audio_dir": str(audio_dir.resolve()), "frontend_name": frontend_name, "frontend": spec.to_dict(),
         "descriptors": bool(descriptors), "planned": len(plan), "limit": limit,
+        "labels_digest": _labels_digest(table, plan_ids),
         "window": f"first {spec.window_seconds:g} s of each clip (longer cut, shorter tiled)",
     }
     if out.is_dir() and not (out / MANIFEST).exists() and any(p.name != LOCK for p in out.iterdir()):
@@ -584,9 +606,23 @@ def _read_manifest(out: Path) -> dict | None:
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError) as e:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise SongfeatError(p, f"unreadable store manifest ({e})") from None
+    if not isinstance(m, dict):
+        raise SongfeatError(p, f"unreadable store manifest (a JSON {type(m).__name__}, not an object)")
+    return m
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """One of a store's Parquet tables; SongfeatError naming it when it is missing or damaged."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise SongfeatError(path, "missing from the store; rebuild the store") from None
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise SongfeatError(path, f"damaged store table ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
+                                  "rebuild the store") from None
 
 
 def _check_same_inputs(out: Path, old: dict, new: dict, plan: pd.DataFrame) -> None:
@@ -596,11 +632,13 @@ def _check_same_inputs(out: Path, old: dict, new: dict, plan: pd.DataFrame) -> N
     diffs = []
     if old.get("frontend") != new["frontend"]:
         diffs.append(f"front-end {old.get('frontend_name')} vs {new['frontend_name']}")
+    if old.get("labels_digest") not in (None, new["labels_digest"]):  # stores from before the digest: not checked
+        diffs.append("label values (the label file was edited or replaced)")
     if bool(old.get("descriptors", True)) != new["descriptors"]:
         diffs.append("descriptors on/off")
     plan_path = out / PLAN
     if plan_path.exists():
-        old_plan = pd.read_parquet(plan_path)
+        old_plan = _read_parquet(plan_path)
         if old_plan["track_id"].tolist() != plan["track_id"].tolist() or old_plan["path"].tolist() != plan["path"].tolist():
             diffs.append(f"clips ({len(old_plan)} planned before, {len(plan)} now)")
     else:
@@ -726,7 +764,7 @@ class Store:
             raise SongfeatError(self.path, "store is incomplete (its build was interrupted); rerun `songfeat build` with the same arguments to finish it")
         self._manifest = m
         self.spec: FrontendSpec = FrontendSpec.from_dict(m["frontend"])
-        self._index = pd.read_parquet(self.path / INDEX)
+        self._index = _read_parquet(self.path / INDEX)
         self._ids: list[str] = self._index["track_id"].astype(str).tolist()
         self._row = {t: i for i, t in enumerate(self._ids)}
         self._array: np.ndarray | None = None
@@ -755,7 +793,12 @@ class Store:
             if len(self._ids) == 0:
                 self._array = np.zeros((0, *self.spec.shape), dtype=np.float32)
             else:
-                self._array = np.load(self.path / FEATURES, mmap_mode="r")
+                try:
+                    self._array = np.load(self.path / FEATURES, mmap_mode="r")
+                except FileNotFoundError:
+                    raise SongfeatError(self.path / FEATURES, "missing from the store; rebuild the store") from None
+                except (OSError, ValueError, EOFError) as e:  # a cut-off header or data shorter than the header says
+                    raise SongfeatError(self.path / FEATURES, f"damaged array ({e}); rebuild the store") from None
             if self._array.shape != (len(self._ids), *self.spec.shape):
                 raise SongfeatError(self.path / FEATURES, f"shape {self._array.shape} does not match the index ({len(self._ids)} clips, {self.spec.shape})")
         return self._array
@@ -774,11 +817,11 @@ class Store:
 
     def labels(self) -> pd.DataFrame:
         """Normalised labels, index track_id in ids() order (NaN where the label file had none)."""
-        return pd.read_parquet(self.path / LABELS).reindex(self._ids)
+        return _read_parquet(self.path / LABELS).reindex(self._ids)
 
     def descriptors(self) -> pd.DataFrame:
         """Measured features, index track_id in ids() order: duration_ms, loudness, tempo, key, mode, time_signature (+ confidences)."""
-        return pd.read_parquet(self.path / DESCRIPTORS).reindex(self._ids)
+        return _read_parquet(self.path / DESCRIPTORS).reindex(self._ids)
 
     def index(self) -> pd.DataFrame:
         """The Parquet index: row, track_id, path (the audio file), audio_seconds."""
