@@ -85,3 +85,13 @@ def test_markdown_json_scatter_and_compare(tmp_path):
 
 def test_pearson_of_constant_is_nan():
     assert math.isnan(pearson(np.ones(5), np.arange(5.0)))
+
+
+def test_compare_notes_results_scored_on_different_clips():
+    """Side-by-side figures on different held-out clips (another store, split or seed) are not like for like."""
+    t = np.array([[0.1], [0.5], [0.9]])
+    a = {**report(t, t + 0.1, ["energy"]), "model": "a", "clips": "aaaa"}
+    b = {**report(t, t - 0.1, ["energy"]), "model": "b", "clips": "bbbb"}
+    assert "**note**: scored on different sets of clips (a: n=3, b: n=3)" in compare([a, b])
+    assert "**note**" not in compare([a, {**b, "clips": "aaaa"}])
+    assert "**note**" not in compare([report(t, t, ["energy"]), report(t, t, ["energy"])])  # results without a record

@@ -85,3 +85,12 @@ def test_kfold_rejects_too_few():
         kfold(IDS[:3], k=5)
     with pytest.raises(ValueError):
         kfold(IDS, k=1)
+
+
+@pytest.mark.parametrize("fractions", [(float("nan"), 0.5, 0.5), (float("inf"), 0.0, 0.0), (0.7, float("nan"), 0.3)])
+def test_non_finite_fractions_are_refused(fractions):
+    """NaN fails every comparison, so (nan, 0.5, 0.5) used to pass the check and give a quietly empty train part."""
+    with pytest.raises(ValueError, match="non-negative and sum to 1"):
+        random_split(IDS, fractions)
+    with pytest.raises(ValueError, match="non-negative and sum to 1"):
+        group_split(IDS, [i[0] for i in IDS], fractions)

@@ -191,3 +191,115 @@ def test_store_bundle_predicts_through_bundle_predict(tiny_store, tmp_path):
     assert b.frontend == st.spec
     y = b.predict(frontend=st.array()[:3])
     assert y.shape == (3, 1) and ((y >= 0) & (y <= 1)).all()
+
+
+def test_out_never_deletes_what_is_not_a_bundle(tmp_path):
+    """`train --out` over a folder of other files, or over a file, used to replace it (deleting what it held)."""
+    from songfeat.errors import SongfeatError
+
+    data = tiny_dataset(12)
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "chapter1.txt").write_text("years of work")
+    with pytest.raises(SongfeatError, match="holds no model bundle"):
+        train_bundle("numeric-mlp", data, folder, epochs=1, progress=False)
+    assert (folder / "chapter1.txt").read_text() == "years of work"
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    with pytest.raises(SongfeatError, match="not a model bundle"):
+        train_bundle("numeric-mlp", data, file, epochs=1, progress=False)
+    assert file.read_text() == "keep me"
+    out = train_bundle("numeric-mlp", data, tmp_path / "b", epochs=1, progress=False)
+    assert train_bundle("numeric-mlp", data, out, epochs=1, seed=1, progress=False) == out  # a bundle is replaced
+    (tmp_path / "empty").mkdir()
+    train_bundle("numeric-mlp", data, tmp_path / "empty", epochs=1, progress=False)  # so is an empty folder
+
+
+BROKEN_CONFIGS = {
+    "null": (lambda c: None, "not a bundle config object"),
+    "list": (lambda c: [1, 2], "not a bundle config object"),
+    "no targets": (lambda c: {k: v for k, v in c.items() if k != "targets"}, "'targets' must be"),
+    "unknown target": (lambda c: {**c, "targets": ["groove"]}, "unknown feature 'groove'"),
+    "bad hparams": (lambda c: {**c, "hparams": {**c["hparams"], "n_inputs": "six"}}, "cannot build model"),
+    "short scaler": (lambda c: {**c, "scalers": {**c["scalers"], "numeric": {"mean": [0.0], "std": [1.0]}}},
+                     "scaler 'numeric'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_CONFIGS))
+def test_a_broken_bundle_config_names_the_file(case, tmp_path):
+    """An edited or mangled config.json fails with SongfeatError naming it, not an AttributeError from inside torch."""
+    from songfeat.errors import SongfeatError
+
+    out = train_bundle("numeric-mlp", tiny_dataset(12), tmp_path / "b", epochs=1, progress=False)
+    edit, message = BROKEN_CONFIGS[case]
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(edit(cfg)))
+    with pytest.raises(SongfeatError, match=message) as err:
+        load_bundle(out)
+    assert str(err.value).startswith(str(out))
+
+
+def test_too_few_usable_rows_names_the_store_and_the_empty_columns(tiny_store, tmp_path):
+    """Used to be 'only 0 training rows (of 0 usable)': no store named, no hint that a column is empty throughout."""
+    from songfeat.errors import SongfeatError
+
+    with pytest.raises(SongfeatError, match="only 0 training rows .*16 clips.*tempo in 16") as e:
+        train_bundle("numeric-mlp", tiny_store, tmp_path / "m", numeric_source="measured", epochs=1, progress=False)
+    assert str(e.value).startswith(f"{tiny_store}: ")  # built --no-descriptors: nothing measured
+
+
+def test_evaluate_names_a_store_or_split_that_cannot_be_scored(tiny_store, tmp_path):
+    """Recorded ids missing from the store were a bare KeyError; an empty or 1-clip split, numpy's concatenate error."""
+    from songfeat.errors import SongfeatError
+
+    out = train_bundle("numeric-mlp", tiny_store, tmp_path / "m", epochs=1, progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["split"]["test"] = ["0" * 21 + "x", *cfg["split"]["test"]]  # a clip from some other store
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SongfeatError, match=f"^{tiny_store}: 1 of the bundle's .* not in it\\); is it the store"):
+        evaluate_bundle(out, tiny_store)
+    for ids, n in (([], 0), (cfg["split"]["test"][1:2], 1)):
+        cfg["split"]["test"] = ids
+        (out / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(SongfeatError, match=f"^{out}: its 'test' split holds {n} clips; metrics need at least 2"):
+            evaluate_bundle(out, tiny_store)
+    with pytest.raises(SongfeatError, match="records no 'holdout' split .*train, val, test"):
+        evaluate_bundle(out, tiny_store, split="holdout")
+
+
+def test_compare_flags_results_on_different_clips(tiny_store, tmp_path):
+    """Bundles trained with other splits (or on other stores) were tabled side by side as if scored alike."""
+    from songfeat.evaluate import compare
+
+    a = train_bundle("numeric-mlp", tiny_store, tmp_path / "a", epochs=1, progress=False)
+    b = train_bundle("numeric-mlp", tiny_store, tmp_path / "b", epochs=1, seed=7, progress=False)
+    ra, rb = evaluate_bundle(a, tiny_store), evaluate_bundle(b, tiny_store)
+    assert ra["clips"] != rb["clips"] and "**note**: scored on different sets of clips" in compare([ra, rb])
+    assert "**note**" not in compare([ra, evaluate_bundle(a, tiny_store)])
+
+
+def test_cli_targets_naming_nothing_is_refused(tiny_store, tmp_path):
+    """`--targets ""` (an empty shell variable) used to train the family's default targets without a word."""
+    from songfeat.cli import app
+
+    r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "--out", str(tmp_path / "m"),
+                                 "--epochs", "1", "--targets", ""])
+    assert r.exit_code == 2 and "--targets names no feature" in r.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_research_errors_are_one_line_and_name_the_file(tiny_store, tmp_path, monkeypatch):
+    """An OSError (a full disk) is an error line naming the file, not a traceback; control characters are escaped."""
+    from songfeat import train
+    from songfeat.cli import app
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "m" / "model.safetensors"))
+
+    monkeypatch.setattr(train, "train_bundle", disk_full)
+    r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == f"songfeat: error: {tmp_path / 'm' / 'model.safetensors'}: No space left on device"
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no\nsuch"), "--store", str(tiny_store)])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "no\\nsuch" in r.output

@@ -193,6 +193,7 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
     cfg.setdefault("model", getattr(model, "family", type(model).__name__))
     cfg.setdefault("inputs", list(getattr(model, "inputs", ())))
     features.check_targets(cfg["targets"])
+    _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -207,16 +208,36 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
             os.chmod(f, 0o666 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _remove(path: Path) -> None:
+    """Delete a leftover `.<name>.old` whatever it is (a folder, or a file an older songfeat moved aside)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to write over anything but a bundle or an empty folder: replacing `path` deletes what it held."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise SongfeatError(path, "exists and is not a model bundle folder; choose a new output folder")
+    names = [q.name for q in path.iterdir()]
+    if names and not ((path / CONFIG).is_file() and (path / WEIGHTS).is_file()):
+        raise SongfeatError(path, f"folder is not empty and holds no model bundle ({len(names)} entries, e.g. "
+                                  f"{sorted(names)[0]!r}); writing a bundle there would delete them: choose a new output folder")
 
 
 def _strict(o):
@@ -259,14 +280,44 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
         raise SongfeatError(p, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
     try:
-        config = json.loads((p / CONFIG).read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads((p / CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SongfeatError(p / CONFIG, f"invalid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise SongfeatError(p / CONFIG, f"holds a JSON {type(config).__name__}, not a bundle config object")
     if config.get("format") != FORMAT:
         raise SongfeatError(p, f"unsupported bundle format {config.get('format')!r} (this songfeat reads {FORMAT})")
+    _check_config(p / CONFIG, config)
     if runtime.backend() == "onnx" and (p / ONNX).is_file() and config.get("inputs"):
         return Bundle(config=config, path=p, use_onnx=True)
     return Bundle(model=_load_torch_model(p, config), config=config, path=p)
+
+
+def _check_config(file: Path, config: dict) -> None:
+    """The keys every bundle needs, with the right types, and scalers as wide as the inputs: an edited or truncated
+    config fails here by name instead of deep inside torch (or, worse, with scalers silently broadcast)."""
+    if not isinstance(config.get("model"), str):
+        raise SongfeatError(file, "no 'model' name")
+    targets = config.get("targets")
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise SongfeatError(file, "'targets' must be a non-empty list of feature names")
+    try:
+        features.check_targets(tuple(targets))
+    except ValueError as e:
+        raise SongfeatError(file, str(e)) from None
+    for key in ("hparams", "scalers", "split"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise SongfeatError(file, f"{key!r} must be an object, not {type(config[key]).__name__}")
+    numeric = config.get("numeric_inputs") or []
+    scalers = config.get("scalers") or {}
+    for name, s in scalers.items():
+        try:
+            mean, std = np.asarray(s["mean"], dtype=np.float64), np.asarray(s["std"], dtype=np.float64)
+        except (TypeError, KeyError, ValueError):
+            raise SongfeatError(file, f"scaler {name!r} needs numeric 'mean' and 'std' lists") from None
+        if mean.shape != std.shape or (name == "numeric" and numeric and mean.shape != (len(numeric),)):
+            raise SongfeatError(file, f"scaler {name!r} has mean {mean.shape} and std {std.shape}, "
+                                      f"not one value per input" + (f" ({len(numeric)})" if name == "numeric" else ""))
 
 
 def _load_torch_model(p: Path, config: dict):
@@ -275,7 +326,11 @@ def _load_torch_model(p: Path, config: dict):
 
     from . import models
 
-    model = models.create(config["model"], n_outputs=len(config["targets"]), **config.get("hparams", {}))
+    try:
+        model = models.create(config["model"], n_outputs=len(config["targets"]), **(config.get("hparams") or {}))
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise SongfeatError(p / CONFIG, f"cannot build model {config['model']!r} from this config ({type(e).__name__}: "
+                                        f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})") from None
     try:
         load_model(model, str(p / WEIGHTS))
     except Exception as e:

@@ -12,9 +12,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print one error line on stderr and return the Exit to raise."""
-    typer.echo(f"songfeat: error: {message}", err=True)
+    """Print one error line on stderr (control characters escaped) and return the Exit to raise."""
+    typer.echo(one_line(f"songfeat: error: {message}"), err=True)
     return typer.Exit(code)
+
+
+def _os_error(e: OSError) -> str:
+    """'<file>: <reason>' for an OSError (a full disk, a permission, a vanished file), as SongfeatError reads."""
+    return f"{e.filename}: {e.strerror or e}" if e.filename else str(e)
+
+
+def _target_list(targets: Optional[str]) -> Optional[list[str]]:
+    """--targets as a list (None: the family's default); a value naming no feature is an error, not the default."""
+    if targets is None:
+        return None
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    if not names:
+        raise fail(f"--targets names no feature ({targets!r}); give e.g. --targets energy,valence, or leave it out")
+    return names
 
 
 # ---- analyze (core) --------------------------------------------------------------------------
@@ -538,12 +553,14 @@ def train_cmd(
     if activation:
         hp["activation"] = activation
     try:
-        path = train_bundle(model, store, out, targets=targets.split(",") if targets else None, epochs=epochs, lr=lr,
+        path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
                             hparams=hp or None, device=device, early_stop_patience=patience or None,
                             progress=_progress_on())
     except (SongfeatError, ValueError, KeyError) as e:
         raise fail(str(e)) from None
+    except OSError as e:
+        raise fail(_os_error(e)) from None
     typer.echo(f"wrote {path}")
 
 
@@ -565,6 +582,8 @@ def evaluate_cmd(
         result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
     except (SongfeatError, ValueError, KeyError) as e:
         raise fail(str(e)) from None
+    except OSError as e:
+        raise fail(_os_error(e)) from None
     typer.echo(to_json(result) if fmt == "json" else to_markdown(result, title=f"{result['model']} — {bundle} ({split})"))
 
 
@@ -582,6 +601,8 @@ def compare_cmd(
         results = [evaluate_bundle(b, store, split=split) for b in bundles]
     except (SongfeatError, ValueError, KeyError) as e:
         raise fail(str(e)) from None
+    except OSError as e:
+        raise fail(_os_error(e)) from None
     typer.echo(compare(results, labels=[f"{r['model']} ({Path(b).name})" for r, b in zip(results, bundles)]))
 
 

@@ -194,27 +194,59 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
     the model never trained on. Returns `report(...)` plus "model", "bundle" and "split".
     """
     from .bundle import load_bundle
+    from .errors import SongfeatError
     from .train import dataset_for_bundle
 
     b = load_bundle(bundle_path)
     if data is None:
         if store is None:
             raise ValueError("give a store (or a dataset) to evaluate on")
-        data = dataset_for_bundle(b.config, store)
         ids = (b.config.get("split") or {}).get(split)
-        if ids is None:
-            raise ValueError(f"bundle {bundle_path} records no {split!r} ids; pass data= explicitly")
+        if not isinstance(ids, list):
+            parts = [k for k in ("train", "val", "test") if isinstance((b.config.get("split") or {}).get(k), list)]
+            raise SongfeatError(bundle_path, f"records no {split!r} split (it has: {', '.join(parts) or 'none'})")
+        if isinstance(store, (str, Path)):
+            from .data.store import open_store
+
+            store = open_store(store)
+        data = dataset_for_bundle(b.config, store)
+        _check_ids_in(data, ids, bundle_path, store, split)
         data = data.select_ids(ids)
+    if len(data) < 2:
+        raise SongfeatError(bundle_path, f"its {split!r} split holds {len(data)} clips; metrics need at least 2")
     pred = predict_dataset(b, data)
     names = list(b.targets)
     cols = [data.target_names.index(n) for n in names]
     truth = data.targets[:, cols]
     out = report(truth, pred, names)
-    out.update(model=b.config.get("model"), bundle=str(bundle_path), split=split)
+    out.update(model=b.config.get("model"), bundle=str(bundle_path), split=split, clips=_clips_digest(data.ids))
     if scatter:
         scatter_png(truth, pred, names, scatter, title=f"{b.config.get('model')} ({split}, n={len(data)})")
         out["scatter"] = str(scatter)
     return out
+
+
+def _check_ids_in(data: Any, ids: list, bundle_path: Any, store: Any, split: str) -> None:
+    """All of the bundle's recorded split ids must be scored: a store that lacks some is not the one it was trained on,
+    or lacks their labels; either way the figures would be on other clips than the recorded split."""
+    from .errors import SongfeatError
+
+    have = set(data.ids)
+    missing = [i for i in ids if i not in have]
+    if not missing:
+        return
+    absent = [i for i in missing if i not in store] if hasattr(store, "__contains__") else missing
+    example = absent[0] if absent else missing[0]
+    why = (f"{len(missing)} of the bundle's {len(ids)} {split!r} clips are not usable in this store (e.g. {example!r}: "
+           + ("not in it" if absent else "a label or input it needs is empty") + "); is it the store the bundle was trained on?")
+    raise SongfeatError(getattr(store, "path", store), why)
+
+
+def _clips_digest(ids: Sequence[str]) -> str:
+    """A short fingerprint of which clips a result was computed on (order-free), so compare can tell unlike sets apart."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode("utf-8")).hexdigest()[:16]
 
 
 def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metrics: Sequence[str] = ("mse", "mae"),
@@ -246,4 +278,8 @@ def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metric
     out = table(metrics, head)
     if pearson_table:
         out += [""] + table(("pearson",), "Pearson")
+    sets = {r.get("clips") for r in results}
+    if len(sets) > 1 and None not in sets:  # e.g. bundles trained on different stores, splits or seeds
+        groups = ", ".join(f"{lab}: n={r.get('n')}" for lab, r in zip(labels, results))
+        out += ["", f"**note**: scored on different sets of clips ({groups}): the differences mix model and data"]
     return "\n".join(out) + "\n"

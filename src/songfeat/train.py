@@ -120,6 +120,9 @@ def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Se
         num = table[list(names)].to_numpy(dtype=np.float32)
         keep &= np.isfinite(num).all(axis=1)
     rows = np.flatnonzero(keep)
+    missing = {c: int(labels[c].isna().sum()) for c in targets}
+    if num is not None:
+        missing.update({c: int((~np.isfinite(num[:, k])).sum()) for k, c in enumerate(names)})
     arr = np.asarray(store.array()[rows], dtype=np.float32) if frontend else None
     groups = None
     if "artists" in labels.columns:
@@ -129,7 +132,8 @@ def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Se
                    ids=[ids[i] for i in rows], frontend=arr, numeric=None if num is None else num[rows],
                    numeric_names=names, numeric_source=numeric_source, spec=getattr(store, "spec", None),
                    groups=groups, provenance={"store": str(getattr(store, "path", "")), "manifest": manifest,
-                                              "rows": len(ids), "dropped_missing": int(len(ids) - len(rows))})
+                                              "rows": len(ids), "dropped_missing": int(len(ids) - len(rows)),
+                                              "missing_by_column": {c: n for c, n in missing.items() if n}})
 
 
 def dataset_for_bundle(config: dict, store: Any) -> Dataset:
@@ -412,6 +416,23 @@ def train_model(model_name: str, train: Dataset, val: Dataset | None, *, hparams
     return model, scalers, record
 
 
+def _too_few(source: Any, data: Dataset, n_train: int) -> Exception:
+    """The error for a training split under 2 rows: names the store and, when rows lacked values, which columns."""
+    from .errors import SongfeatError
+
+    prov = data.provenance
+    why = f"only {n_train} training rows (of {len(data)} usable"
+    if "rows" in prov:
+        why += f" of {prov['rows']} clips in the store"
+    why += "); need at least 2"
+    gaps = prov.get("missing_by_column") or {}
+    if gaps:
+        why += "; clips lacking a value: " + ", ".join(f"{c} in {n}" for c, n in sorted(gaps.items(), key=lambda x: -x[1]))
+    if isinstance(source, Dataset):
+        return ValueError(why)
+    return SongfeatError(prov.get("store") or getattr(source, "path", None) or str(source), why)
+
+
 def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, targets: Sequence[str] | None = None,
                  epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
                  seed: int = 42, split: str | dict = "random", numeric_source: str = "labels",
@@ -465,7 +486,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
         parts = make_split(data.ids, split, seed=seed, groups=data.groups)
         split_rec = {"recipe": split, "seed": seed, "fractions": list(SPLIT_FRACTIONS)}
     if len(parts["train"]) < 2:
-        raise ValueError(f"only {len(parts['train'])} training rows (of {len(data)} usable); need at least 2")
+        raise _too_few(store_or_dataset, data, len(parts["train"]))
     tr, va = data.select_ids(parts["train"]), data.select_ids(parts["val"]) if parts["val"] else None
     te = data.select_ids(parts["test"]) if parts["test"] else None
     prev_det = torch.are_deterministic_algorithms_enabled()

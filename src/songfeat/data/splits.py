@@ -18,7 +18,7 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3:
         raise ValueError(f"fractions must be (train, val, test), got {tuple(fractions)}")
     f = tuple(float(x) for x in fractions)
-    if any(x < 0 for x in f) or abs(sum(f) - 1.0) > 1e-6:
+    if not all(np.isfinite(f)) or any(x < 0 for x in f) or abs(sum(f) - 1.0) > 1e-6:  # NaN fails no comparison
         raise ValueError(f"fractions must be non-negative and sum to 1, got {f}")
     return f  # type: ignore[return-value]
 
