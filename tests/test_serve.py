@@ -6,6 +6,7 @@ the worker pool without HTTP.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -422,7 +423,18 @@ def hostile_job(path: str):
         raise RuntimeError("decoder exploded")
     if "hog" in name:
         np.ones(16 << 30, dtype=np.uint8)  # more than a worker may have
+    if "unpicklable" in name:
+        from songfeat.errors import SongfeatError
+
+        raise SongfeatError(path, "cannot be sent back")  # its two-argument __init__ fails to unpickle in the server
     return {"id": name, "energy": 0.5}, None
+
+
+def unreadable_analysis(path: str) -> dict:
+    """A stand-in for songfeat.analysis.audio_analysis on a file no decoder reads: it raises as the real one does."""
+    from songfeat.errors import AudioError
+
+    raise AudioError(path, "not a readable audio file (no decoder recognises its format)")
 
 
 def fake_analysis(path: str) -> dict:
@@ -438,6 +450,23 @@ def wait_for(pred, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not reached in time")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serving(app, http: str = "auto"):
+    """`app` on a free loopback port, in this process (uvicorn in a thread); yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: server.started, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(30)
 
 
 def test_hostile_files_fail_alone(tmp_path):
@@ -557,3 +586,157 @@ def test_result_version_follows_the_measuring_code(tmp_path, monkeypatch):
     a = library.analysis_version()
     (here / "descriptors.py").write_text("METRE_MIN_BEAT_CONFIDENCE = 0.1\n")
     assert library.analysis_version() not in (a, None)
+
+
+# ---- a hostile client ------------------------------------------------------------------------------
+
+
+def test_failed_audio_analysis_keeps_the_pool_and_hides_paths(tmp_path):
+    # The real audio_analysis raises AudioError for a file no decoder reads; unpickled in the server it broke
+    # pebble's pool, and the dispatcher died with it: nothing was analysed again and `wait=true` hung for its 60 s.
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.5)
+    lib = Library(root, workers=1, job=hostile_job, analysis_target="test_serve:unreadable_analysis")
+    with serving(create_app(lib, wait_seconds=10)) as base:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=30)
+        r = requests.get(f"{base}/v1/audio-analysis/{ids_of(root)['intro.wav']}", timeout=30)
+        assert r.status_code == 404 and r.json()["error"]["status"] == 404
+        assert "not a readable audio file" in r.json()["error"]["message"] and str(tmp_path) not in r.text
+        make_clip(root / "later.wav", seconds=1.5, seed=3)
+        lib.scan()
+        r = requests.get(f"{base}/v1/audio-features/{ids_of(root)['later.wav']}", params={"wait": "true"}, timeout=30)
+        assert r.status_code == 200 and r.json()["id"] == "later.wav"  # the pool still analyses
+
+
+def test_unpicklable_failure_fails_only_its_file(tmp_path):
+    # A job whose exception the server cannot unpickle broke pebble's whole pool: the files in flight beside it were
+    # marked failed and the dispatcher died, so nothing was analysed again. Now only that file fails.
+    root = tmp_path / "music"
+    for name in ("a-ok", "b-unpicklable", "c-ok", "d-ok"):
+        make_clip(root / f"{name}.wav", seconds=1.0)
+    lib = Library(root, workers=1, job=hostile_job, model="test")
+    lib.start()
+    try:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=30)
+        rows = {Path(p).stem: (s, n) for p, s, n in lib.index.conn().execute("SELECT path, state, analyses FROM tracks")}
+        assert rows.pop("b-unpicklable")[0] == "failed"
+        assert set(rows.values()) == {("done", 1)}, rows
+        error = lib.index.conn().execute("SELECT error FROM tracks WHERE path LIKE '%b-unpicklable.wav'").fetchone()[0]
+        assert error == "cannot be sent back"
+    finally:
+        lib.stop()
+
+
+def test_rescan_requests_coalesce_and_show_no_path(tmp_path):
+    # Each POST /library/rescan queued a whole scan on the server's thread pool: 60 of them on a 3,000-file library
+    # held an upload for 9 s behind 60 scans. Now requests made while a scan waits join it.
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    scans, real = [], lib.index.scan
+
+    def slow_scan(*args, **kwargs):
+        scans.append(time.monotonic())
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    lib.index.scan = slow_scan
+    with serving(create_app(lib, start=False)) as base, requests.Session() as s:
+        answers = [s.post(base + "/library/rescan") for _ in range(30)]
+        assert {r.status_code for r in answers} == {202}
+        assert str(tmp_path) not in answers[0].text  # no server path in the answer
+        time.sleep(1.0)
+        assert 1 <= len(scans) <= 2, len(scans)
+        make_clip(root / "later.wav", seconds=1.0, seed=2)  # a request after the scans still gets a scan of its own
+        assert s.post(base + "/library/rescan").status_code == 202
+        wait_for(lambda: "later.wav" in ids_of(root), timeout=10)
+
+
+def test_corrupt_index_is_a_clear_error_and_kept(tmp_path):
+    from songfeat.errors import SongfeatError
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    db = default_db(root)
+    db.parent.mkdir(parents=True)
+    junk = b"SQLite format 3\0" + bytes(range(256)) * 8
+    db.write_bytes(junk)
+    with pytest.raises(SongfeatError) as e:
+        Library(root, workers=1, model="test")
+    assert str(db) in str(e.value) and "not a database" in str(e.value)
+    assert db.read_bytes() == junk  # nothing overwritten
+
+
+def test_made_up_methods_do_not_grow_the_metrics(tmp_path):
+    # h11 (uvicorn without httptools) passes any token as the method; each one used to become a new label series.
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, start=False), http="h11") as base:
+        for k in range(50):
+            con = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+            con.request(f"BREW{k}", "/healthz")
+            r = con.getresponse()
+            assert r.status == 405 and json.loads(r.read())["error"]["status"] == 405
+            con.close()
+        text = requests.get(base + "/metrics").text
+        assert "BREW" not in text and 'method="other"' in text
+
+
+def test_empty_id_is_named(tmp_path):
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, start=False)) as base:
+        for ids in (f"{SPOTIFY_IDS[0]},,{SPOTIFY_IDS[1]}", f"{SPOTIFY_IDS[0]},"):
+            r = requests.get(base + "/v1/audio-features", params={"ids": ids})
+            assert r.status_code == 400 and "invalid id ''" in r.json()["error"]["message"], r.text
+
+
+def test_overlong_multipart_boundary_is_a_400(tmp_path):
+    # python-multipart refuses a boundary over 256 bytes in its constructor, which ran outside the 400 handling: a 500.
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, start=False)) as base:
+        r = requests.post(base + "/v1/audio-features", data=b"--" + b"b" * 300 + b"\r\n",
+                          headers={"Content-Type": "multipart/form-data; boundary=" + "b" * 300})
+        assert r.status_code == 400 and r.json()["error"]["status"] == 400 and "multipart" in r.json()["error"]["message"]
+    assert not [p for p in lib.uploads.iterdir() if p.name.startswith("incoming-")]  # no temporary file left
+
+
+def test_a_file_replaced_before_a_scan_gets_no_stale_result(tmp_path):
+    # A result was written whenever the *index row* still had the queued size and mtime, so a file replaced while it
+    # was analysed (before any scan saw it) kept the old content's result, until a scan that --rescan-interval 0 never
+    # runs; and an audio-analysis object of the new content was cached for good under the old content's hash.
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "slow.wav", seconds=1.0)
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, job=hostile_job, model="test", analysis_target="test_serve:fake_analysis")
+    with serving(create_app(lib, wait_seconds=20)) as base:
+        wait_for(lambda: "features:" + str(root / "slow.wav") in lib._inflight, timeout=30)
+        make_clip(root / "slow.wav", seconds=2.0, seed=4)  # replaced while its (2-s) analysis runs
+        st = os.stat(root / "slow.wav")
+        wait_for(lambda: lib.index.row(str(root / "slow.wav"))[4] == "done", timeout=30)
+        assert lib.index.row(str(root / "slow.wav"))[1:3] == (st.st_size, st.st_mtime_ns)  # the result is the new file's
+
+        make_clip(root / "intro.wav", seconds=2.5, seed=5)  # replaced after the scan: the index still holds the old hash
+        ident = ids_of(root)["intro.wav"]
+        r = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert r.status_code == 404 and "changed" in r.json()["error"]["message"], r.text
+        wait_for(lambda: lib.index.row(str(root / "intro.wav"))[1] == os.stat(root / "intro.wav").st_size, timeout=30)
+        r = requests.get(f"{base}/v1/audio-analysis/{ids_of(root)['intro.wav']}", timeout=30)  # a new content, a new id
+        assert r.status_code == 200 and abs(r.json()["track"]["duration"] - 2.5) < 0.01, r.text
+        assert requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30).status_code == 404

@@ -20,7 +20,9 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
+import pickle
 import re
 import sqlite3
 import tempfile
@@ -148,11 +150,14 @@ class Index:
     def __init__(self, db: str | Path, model: str):
         self.path = Path(db)
         self.model = model
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        con = self.conn()
-        con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = self.conn()
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as e:  # a corrupt or foreign file: say so, and leave it as it is
+            raise SongfeatError(self.path, f"cannot open the index ({e}); move it aside to build a new one") from None
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit off; `with conn:` commits)."""
@@ -306,6 +311,17 @@ class Index:
 # ---- work done inside the worker processes --------------------------------------------------------
 
 
+class AnalysisFailed(Exception):
+    """An on-demand analysis failed; str() is the reason, without server paths."""
+
+
+class FileChanged(AnalysisFailed):
+    """The file was replaced after the index last saw it: its result belongs to no indexed content (rescan)."""
+
+
+CHANGED = "the file changed while it was queued or analysed; it is rescanned and analysed again"
+
+
 def _nice() -> None:
     """Workers run at a lower priority than the HTTP process (lookups stay quick) and with capped memory."""
     import resource
@@ -340,21 +356,61 @@ def features_job(path: str) -> tuple[dict | None, str | None]:
     except MemoryError:
         return None, "out of memory while analysing"
     except Exception as e:  # a library failing on one file must not fail the pool
-        return None, f"analysis failed ({type(e).__name__}: {e})"
+        return None, f"analysis failed ({type(e).__name__}: {_without_path(str(e), path)})"
 
 
-def analysis_job(target: str, path: str) -> dict:
-    """Spotify's audio-analysis object for one file, from the function named by `target` ('module:function')."""
+def guarded_job(job, path: str) -> tuple[dict | None, str | None]:
+    """`job(path)` answering only what the server can unpickle: an exception or result it cannot read back (a
+    SongfeatError's two-argument __init__) would break pebble's whole pool and abort every file in flight."""
+    try:
+        out = job(path)
+        pickle.loads(pickle.dumps(out))
+        return out
+    except SongfeatError as e:
+        return None, e.reason
+    except Exception as e:
+        return None, f"analysis failed ({type(e).__name__}: {_without_path(str(e), path)})"
+
+
+def _without_path(text: str, path: str) -> str:
+    """`text` with the server path of `path` cut down to its file name (reasons are sent to HTTP clients)."""
+    return text.replace(str(Path(path).parent) + os.sep, "").replace(str(path), Path(path).name)
+
+
+def analysis_job(target: str, path: str, sha256: str | None = None) -> dict:
+    """Spotify's audio-analysis object for one file, from the function named by `target` ('module:function').
+
+    Raises only AnalysisFailed with a reason free of server paths: an exception the server cannot unpickle (a
+    SongfeatError, whose __init__ takes two arguments) would break pebble's whole pool and stop every analysis.
+    With `sha256` (the content the index knows), FileChanged if the file no longer holds it: the result is cached
+    under that hash for good, so it must not describe a replacement no scan has seen yet.
+    """
     module, _, attr = target.partition(":")
-    with capture_output():
-        return getattr(importlib.import_module(module), attr)(path)
+    try:
+        if sha256 is not None and file_sha256(path) != sha256:
+            raise FileChanged(CHANGED)
+        with capture_output():
+            return getattr(importlib.import_module(module), attr)(path)
+    except AnalysisFailed:
+        raise
+    except SongfeatError as e:
+        raise AnalysisFailed(e.reason) from None
+    except MemoryError:
+        raise AnalysisFailed("out of memory while analysing") from None
+    except Exception as e:
+        raise AnalysisFailed(f"analysis failed ({type(e).__name__}: {_without_path(str(e), path)})") from None
+
+
+def _same_file(path: str, size: int, mtime_ns: int) -> bool:
+    """The file still has the size and mtime a job was queued with (a vanished file counts as changed)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (size, mtime_ns)
 
 
 # ---- the library: index + background analysis ----------------------------------------------------
-
-
-class AnalysisFailed(Exception):
-    """An on-demand analysis failed; str() is the reason, without server paths."""
 
 
 @dataclass
@@ -395,26 +451,32 @@ class Library:
         self._wake = threading.Condition(self._lock)
         self._urgent: collections.deque = collections.deque()  # ("features", path) / ("analysis", path, sha)
         self._inflight: dict[str, object] = {}  # job key -> pebble future
+        self._broken: set[str] = set()  # job keys aborted once by a broken pool (a second time, they fail)
         self._waiters: dict[str, concurrent.futures.Future] = {}
         self._results: collections.deque = collections.deque()
         self._scan_lock = threading.Lock()
+        self._scan_requested = False  # a requested scan waits for the running one (more requests join it)
         self._stopping = False
         self._threads: list[threading.Thread] = []
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, rehash: bool = False, rescan_interval: float = 0.0) -> None:
         """Start the worker pool, the dispatcher and a first scan (in the background: serving starts at once)."""
+        self._pool = self._new_pool()
+        for target, args in ((self._dispatch, ()), (self._scan_loop, (rehash, rescan_interval))):
+            t = threading.Thread(target=target, args=args, daemon=True, name=f"songfeat-{target.__name__.strip('_')}")
+            t.start()
+            self._threads.append(t)
+
+    def _new_pool(self):
+        """A pebble pool of `workers` spawned, capped processes (replaced whole if pebble marks it broken)."""
         import multiprocessing
 
         from pebble import ProcessPool
 
         init = _init_worker if self.job is features_job else _nice
-        self._pool = ProcessPool(max_workers=self.workers, max_tasks=MAX_TASKS_PER_WORKER, initializer=init,
-                                 context=multiprocessing.get_context("spawn"))
-        for target, args in ((self._dispatch, ()), (self._scan_loop, (rehash, rescan_interval))):
-            t = threading.Thread(target=target, args=args, daemon=True, name=f"songfeat-{target.__name__.strip('_')}")
-            t.start()
-            self._threads.append(t)
+        return ProcessPool(max_workers=self.workers, max_tasks=MAX_TASKS_PER_WORKER, initializer=init,
+                           context=multiprocessing.get_context("spawn"))
 
     def stop(self) -> None:
         """Stop the pool (in-flight files stay pending in the index and are redone by the next start)."""
@@ -430,10 +492,21 @@ class Library:
     def scan(self, rehash: bool = False) -> ScanReport:
         """Scan now (one scan at a time) and wake the workers."""
         with self._scan_lock:
+            self._scan_requested = False  # requests from now on need a scan after this one
             report = self.index.scan(self.root, rehash=rehash, on_batch=self.kick)
         self.last_scan = report
         self.kick()
         return report
+
+    def request_scan(self) -> bool:
+        """Scan in a background thread unless a requested scan is already waiting: a flood of rescan requests costs
+        at most one scan after the running one, and no thread of the HTTP server's pool. False if joined."""
+        with self._lock:
+            if self._scan_requested:
+                return False
+            self._scan_requested = True
+        threading.Thread(target=self.scan, daemon=True, name="songfeat-rescan").start()
+        return True
 
     def _scan_loop(self, rehash: bool, interval: float) -> None:
         self.scan(rehash)
@@ -529,9 +602,14 @@ class Library:
                     break
                 results = list(self._results)
                 self._results.clear()
-            for r in results:
-                self._finish(*r)
-            self._fill(cap)
+            try:
+                for r in results:
+                    self._finish(*r)
+                self._fill(cap)
+            except Exception:  # the dispatcher must outlive any one failure, or every later request waits for ever
+                logging.getLogger(__name__).exception("songfeat: analysis dispatcher")
+                self._replace_broken_pool()
+                time.sleep(0.5)
         for fut in list(self._waiters.values()):
             fut.cancel()
 
@@ -560,12 +638,23 @@ class Library:
                 if f"analysis:{job[1]}" not in self._inflight:
                     self._submit(job, 0, 0)
 
+    def _replace_broken_pool(self) -> None:
+        """Start a new pool if pebble marked this one broken (e.g. a worker sent something unpicklable)."""
+        if self._pool is None or self._pool.active:
+            return
+        with self._lock:
+            if self._stopping:
+                return
+            old, self._pool = self._pool, self._new_pool()
+        old.stop()
+
     def _submit(self, job: tuple, size: int, mtime: int) -> None:
         key = f"{job[0]}:{job[1]}"
+        self._replace_broken_pool()
         if job[0] == "features":
-            fut = self._pool.schedule(self.job, args=(job[1],), timeout=self.time_limit)
+            fut = self._pool.schedule(guarded_job, args=(self.job, job[1]), timeout=self.time_limit)
         else:
-            fut = self._pool.schedule(analysis_job, args=(self.analysis_target, job[1]), timeout=self.time_limit)
+            fut = self._pool.schedule(analysis_job, args=(self.analysis_target, job[1], job[2]), timeout=self.time_limit)
         self._inflight[key] = fut
         t0 = time.monotonic()
 
@@ -578,6 +667,8 @@ class Library:
         fut.add_done_callback(done)
 
     def _finish(self, job: tuple, size: int, mtime: int, fut, seconds: float) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
         from pebble import ProcessExpired
 
         key = f"{job[0]}:{job[1]}"
@@ -585,7 +676,16 @@ class Library:
         if fut.cancelled():
             return
         exc = fut.exception()
-        if isinstance(exc, concurrent.futures.TimeoutError):
+        if isinstance(exc, BrokenProcessPool) and key not in self._broken:  # aborted with every job in flight: redo once
+            self._broken.add(key)
+            if job[0] == "analysis":
+                with self._lock:
+                    self._urgent.append(job)
+            return  # a features row is still pending: the dispatcher takes it again
+        self._broken.discard(key)
+        if isinstance(exc, AnalysisFailed):
+            reason = str(exc)
+        elif isinstance(exc, concurrent.futures.TimeoutError):
             self.stats.timed_out += 1
             reason = f"analysis took longer than the {self.time_limit:g}-s limit and was stopped"
         elif isinstance(exc, ProcessExpired):
@@ -598,7 +698,13 @@ class Library:
         if job[0] == "analysis":
             if reason is None:
                 self.index.store_analysis(job[2], self.analysis_version, fut.result())
+            elif isinstance(exc, FileChanged):
+                self.request_scan()
             self._resolve(key, None if reason is None else AnalysisFailed(reason))
+            return
+        if not _same_file(job[1], size, mtime):  # replaced since it was queued, and no scan has seen it yet
+            self.request_scan()
+            self._resolve(key, FileChanged(CHANGED))
             return
         features, error = (None, reason) if reason is not None else fut.result()
         if features is not None:

@@ -30,6 +30,7 @@ UPLOAD_MB = 50
 MULTIPART_SLACK = 1 << 20  # bytes of multipart framing and form fields allowed beyond the file cap
 UPLOADS_PER_WORKER = 4  # uploads in flight beyond workers x this get 429: bounded disk and queue under load
 CHUNK = 1 << 16
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # others share one metrics label
 CONTENT_TYPES = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav",
                  "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
                  "audio/mp4": ".m4a", "audio/x-m4a": ".m4a", "audio/aac": ".aac", "audio/aiff": ".aiff",
@@ -58,8 +59,9 @@ def json_text(text: str, status: int = 200) -> Response:
 
 
 def _check_id(ident: str) -> None:
+    """Refuse a malformed id with a 400 that shows it (quoted when empty or unprintable, cut at 40 characters)."""
     if not is_valid_id(ident):
-        shown = ident if len(ident) <= 40 and ident.isprintable() else repr(ident[:40]) + ("..." if len(ident) > 40 else "")
+        shown = ident if 0 < len(ident) <= 40 and ident.isprintable() else repr(ident[:40]) + ("..." if len(ident) > 40 else "")
         raise ApiError(400, f"invalid id {shown}: an id is 22 characters from 0-9, a-z, A-Z")
 
 
@@ -128,7 +130,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"  # h11 lets any token through: bounded labels
+            self.metrics.requests.labels(method, route, str(status[0])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 
@@ -208,11 +211,11 @@ async def _receive_multipart(request: Request, ctype: str, out, limit: int, too_
     def on_part_begin():
         state["headers"] = {}
 
-    parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
-                                        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-                                        "on_part_data": on_part_data, "on_part_begin": on_part_begin})
     total = 0
-    try:
+    try:  # the parser's constructor raises too (a boundary over 256 bytes): a 400, not a 500
+        parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
+                                            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+                                            "on_part_data": on_part_data, "on_part_begin": on_part_begin})
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit + MULTIPART_SLACK:
@@ -376,8 +379,8 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     @api.post("/library/rescan", summary="Scan the library folder now", status_code=202)
     async def rescan():
         """Pick up new, changed and removed files without a restart (the scan runs in the background)."""
-        asyncio.get_running_loop().run_in_executor(None, library.scan)
-        return {"status": "scanning", "library": str(library.root)}
+        library.request_scan()
+        return {"status": "scanning"}
 
     @api.get("/metrics", summary="Prometheus metrics")
     async def prometheus():
