@@ -740,3 +740,19 @@ def test_a_file_replaced_before_a_scan_gets_no_stale_result(tmp_path):
         r = requests.get(f"{base}/v1/audio-analysis/{ids_of(root)['intro.wav']}", timeout=30)  # a new content, a new id
         assert r.status_code == 200 and abs(r.json()["track"]["duration"] - 2.5) < 0.01, r.text
         assert requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30).status_code == 404
+
+
+def test_a_token_no_header_can_carry_is_refused(tmp_path):
+    # A non-ASCII --token was accepted, and then no request could ever match it (headers are read as latin-1): 401 for all.
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+    from songfeat.serve import check_token, create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    r = CliRunner().invoke(app, ["serve", "--library", str(root), "--token", "clé-secrète"])
+    assert r.exit_code == 2 and "--token" in r.output and "ASCII" in r.output
+    with pytest.raises(ValueError, match="ASCII"):
+        create_app(Library(root, workers=1, model="test"), token=" padded", start=False)
+    check_token("s3cret-token_ok")  # a usual token passes

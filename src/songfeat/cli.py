@@ -711,10 +711,14 @@ def serve_cmd(
     for module in ("fastapi", "uvicorn", "pebble"):
         require("serve", module)
     from .library import Library
-    from .serve import is_loopback, run
+    from .serve import check_token, is_loopback, run
 
     if not library.is_dir():
         raise fail(f"{library}: no such folder")
+    try:
+        check_token(token or None)
+    except ValueError as e:
+        raise fail(f"--token: {e}") from None
     if not token and not is_loopback(host):
         typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
     try:

@@ -234,9 +234,18 @@ async def _receive_multipart(request: Request, ctype: str, out, limit: int, too_
 # ---- the app ------------------------------------------------------------------------------------------
 
 
+def check_token(token: str | None) -> None:
+    """ValueError unless the token is printable ASCII: a header carries bytes read as latin-1, so a token with other
+    characters could never be matched, and every request would get 401."""
+    if token is not None and not (token.isascii() and token.isprintable() and token.strip() == token and token):
+        raise ValueError("the token must be printable ASCII without surrounding spaces (an HTTP header carries no other "
+                         "characters, so no request could ever match it)")
+
+
 def create_app(library: Library, token: str | None = None, max_upload_mb: float = UPLOAD_MB, wait_seconds: float = WAIT_SECONDS,
                rehash: bool = False, rescan_interval: float = 0.0, start: bool = True) -> FastAPI:
     """The FastAPI app over `library`; with `start`, its lifespan starts and stops the library's workers."""
+    check_token(token)
     limit = int(max_upload_mb * 1_000_000)
     upload_slots = library.workers * UPLOADS_PER_WORKER
     busy = {"uploads": 0}
