@@ -87,8 +87,10 @@ class SpotifyStandIn:
         self.features_forbidden = False
         self.no_features: set[str] = set()
         self.no_preview: set[str] = set()
-        self.preview_faults: dict[str, str] = {}  # id -> "404" | "truncated" | "not_audio" | "flaky" | "slow"
+        self.preview_faults: dict[str, str] = {}  # id -> "404" | "truncated" | "not_audio" | "flaky" | "slow" | "drip"
         self.slow_seconds = 0.5
+        self.drip_seconds = 0.02  # "drip": one byte this often (each well within a read timeout) ...
+        self.drip_for = 5.0  # ... for this long, then the connection closes
         self.search_delay = 0.0  # seconds before each search answer (to kill a run part-way)
         self.faults: list[Fault] = []
         self.log: list[Logged] = []
@@ -304,6 +306,24 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
                         time.sleep(standin.slow_seconds / 5)
                 except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-body
                     self.close_connection = True
+                return
+            if kind == "drip":
+                self._record(200, query)
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                end = time.monotonic() + standin.drip_for
+                try:
+                    for i in range(len(body)):
+                        if time.monotonic() > end:
+                            break
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(standin.drip_seconds)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
                 return
             self._send(200, body, "audio/mpeg", query=query)
 

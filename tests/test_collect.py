@@ -16,6 +16,8 @@ from songfeat.errors import SongfeatError
 from songfeat.features import LABEL_COLUMNS
 from spotify_standin import CLIENT_ID, CLIENT_SECRET, SpotifyStandIn, hermetic_env, hermetic_environ, kill_when  # noqa: F401 (autouse fixture)
 
+AUTOUSE = (hermetic_env,)  # imported for pytest to find (no real credentials, endpoints or proxies leak in); named so pyflakes sees it used
+
 
 
 @pytest.fixture
@@ -268,3 +270,109 @@ def test_garbled_answers_are_retried_and_errors_stay_one_line(standin: SpotifySt
         run(standin, tmp_path / "u.csv", genres="pop", per_genre=10)
     assert e.value.status == 404 and "\n" not in str(e.value) and len(str(e.value)) < 320
     assert str(e.value).endswith("...")
+
+
+def raw_fail(s: SpotifyStandIn, path: str, status: int, body: bytes, times: int = 1, **kw) -> None:
+    """Queue a fault whose body is these exact bytes (not JSON-encoded)."""
+    s.fail(path, status, times=times, **kw)
+    s.faults[-1].body = body
+
+
+def test_error_bodies_spotipy_cannot_read_are_retried_or_reported(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """A gateway's `{"error": "text"}` or a JSON list made spotipy raise AttributeError from its error handling."""
+    raw_fail(standin, "/v1/search", 502, b'{"error": "upstream timed out"}')
+    raw_fail(standin, "/v1/audio-features", 500, b'["oops"]')
+    report = run(standin, tmp_path / "t.csv", genres="jazz", per_genre=10)
+    assert report.tracks == report.with_features == 10
+    raw_fail(standin, "/v1/search", 400, b'{"error": "bad query"}')
+    with pytest.raises(SpotifyAPIError, match=r"search 'genre:pop' offset 0 at .*/v1/search: HTTP 400: bad query$"):
+        run(standin, tmp_path / "u.csv", genres="pop", per_genre=10)
+    raw_fail(standin, "/api/token", 400, b'["no"]')
+    with pytest.raises(SpotifyAPIError, match=r"token request at .*/api/token: token request refused"):
+        run(standin, tmp_path / "v.csv", genres="pop", per_genre=10)
+
+
+def test_token_answer_without_token_or_expiry(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """A 200 from the token endpoint without access_token / expires_in raised KeyError inside spotipy."""
+    raw_fail(standin, "/api/token", 200, b"{}")
+    raw_fail(standin, "/api/token", 200, b'{"access_token": "tok-7", "expires_in": "3600"}')  # a string expiry is fine
+    assert run(standin, tmp_path / "t.csv", genres="jazz", per_genre=5).tracks == 5
+    assert [x.status for x in standin.requests("/api/token")] == [200, 200]
+    raw_fail(standin, "/api/token", 200, b'{"token": "x"}', times=10)
+    with pytest.raises(SpotifyAPIError, match=r"/api/token: gave up after 6 attempts: .*without an access_token"):
+        run(standin, tmp_path / "u.csv", genres="jazz", per_genre=5)
+
+
+def test_a_token_expired_mid_run_is_renewed(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """Spotify answers 401 'The access token expired' to a token revoked early: fetch a new one, don't stop the crawl."""
+    standin.fail("/v1/search", 401, body={"error": {"status": 401, "message": "The access token expired"}},
+                 when={"q": "genre:pop", "offset": "50"})
+    sleeps = Sleeps()
+    report = run(standin, tmp_path / "t.csv", genres="pop", per_genre=70, sleeps=sleeps)
+    assert report.tracks == 70 and sleeps == []
+    assert len(standin.requests("/api/token")) == 2
+    assert [(x.query["offset"], x.status) for x in standin.requests("/v1/search")] == [("0", 200), ("50", 401), ("50", 200)]
+
+
+def test_malformed_search_items_are_skipped_or_left_empty(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    items = ['"just a string"', "7", "null", '{"id": 5}', '{"name": "no id"}',
+             '{"id": "odd1", "name": {"x": 1}, "artists": ["Bare", {"name": "Real"}, null], "album": "flat",'
+             ' "popularity": "high", "duration_ms": NaN, "preview_url": 9}']
+    raw_fail(standin, "/v1/search", 200, ('{"tracks": {"items": [' + ", ".join(items) + '], "total": 6}}').encode())
+    out = tmp_path / "t.csv"
+    report = run(standin, out, genres="pop", per_genre=5, features=False)
+    assert report.tracks == 1
+    (row,) = read(out)
+    assert row["track_id"] == "odd1" and row["artists"] == "Real"
+    assert row["name"] == row["album"] == row["popularity"] == row["duration_ms"] == row["preview_url"] == ""
+
+
+def test_nan_and_text_features_stay_empty(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """NaN or text in audio-features was written as 'nan' / 'high' and counted as labelled; an unhashable id crashed."""
+    raw_fail(standin, "/v1/audio-features", 200,
+             b'{"audio_features": [{"id": "pop00000x0", "danceability": NaN, "energy": "high", "key": [1], "tempo": Infinity,'
+             b' "mode": true, "valence": 0.25}, {"id": ["pop00001x0"]}, [1], "x"]}')
+    out = tmp_path / "t.csv"
+    report = run(standin, out, genres="pop", per_genre=3)
+    rows = {r["track_id"]: r for r in read(out)}
+    r0 = rows["pop00000x0"]
+    assert [r0[c] for c in ("danceability", "energy", "key", "tempo", "mode")] == [""] * 5 and r0["valence"] == "0.25"
+    assert report.with_features == 0 and all(r["danceability"] == "" for r in rows.values())
+    state = json.loads(out.with_name("t.csv.state.json").read_text())
+    assert sorted(state["features_tried"]) == sorted(rows)  # nothing usable: not asked again next run
+
+
+def test_disk_full_while_saving_is_one_error_and_keeps_the_table(standin: SpotifyStandIn, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import songfeat.data.collect as collect_module
+
+    out = tmp_path / "t.csv"
+    run(standin, out, genres="pop", per_genre=10)
+    before = out.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(collect_module.os, "fsync", full)
+    res = CliRunner().invoke(app, ["collect", "--genres", "pop", "--per-genre", "20", "--out", str(out), "--api-url", standin.api_url,
+                                   "--token-url", standin.token_url, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET])
+    monkeypatch.undo()
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [f"songfeat: error: {out}: cannot write (No space left on device); the last saved progress is kept"]
+    assert out.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_damaged_state_and_a_table_resaved_with_a_bom(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    run(standin, out, genres="pop", per_genre=10)
+    state_path = out.with_name("t.csv.state.json")
+    good = state_path.read_text()
+    state_path.write_text(json.dumps({"version": 1, "queries": ["genre:pop"], "genre_done": {}, "features_tried": []}))
+    with pytest.raises(SongfeatError, match=r"t.csv.state.json: damaged resume state"):
+        run(standin, out, genres="pop", per_genre=20)
+    state_path.write_text(good)
+    out.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())  # what a spreadsheet's "save as CSV UTF-8" does
+    report = run(standin, out, genres="pop", per_genre=20)
+    assert report.tracks == 20 and report.added == 10

@@ -18,6 +18,8 @@ from songfeat.data.spotify_api import RetryPolicy
 from songfeat.errors import AudioError, SongfeatError
 from spotify_standin import SpotifyStandIn, hermetic_env, hermetic_environ, kill_when  # noqa: F401 (autouse fixture)
 
+AUTOUSE = (hermetic_env,)  # imported for pytest to find (no real credentials, endpoints or proxies leak in); named so pyflakes sees it used
+
 
 
 @pytest.fixture
@@ -194,3 +196,105 @@ def test_cli_exit_codes_and_summary(standin: SpotifyStandIn, tmp_path: Path) -> 
     assert res.stdout.startswith(f"{out}: 1 downloaded, 11 already there, 0 failed of 12 previews (")
     res = CliRunner().invoke(app, ["download", "--tracks", str(tmp_path / "nope.csv"), "--out", str(out)])
     assert res.exit_code == 1 and res.stderr == f"songfeat: error: {tmp_path / 'nope.csv'}: no such track table\n"
+
+
+def test_a_slow_drip_is_bounded_by_the_timeout(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """A server sending a byte at a time, each within the read timeout, held an attempt for as long as it liked."""
+    import time
+
+    ids = write_tracks(standin, tmp_path / "t.csv")
+    standin.preview_faults[ids[0]] = "drip"
+    standin.drip_for = 6.0
+    out = tmp_path / "previews"
+    start = time.monotonic()
+    report = download(tmp_path / "t.csv", out, timeout=0.1, policy=RetryPolicy(retries=0, sleep=Sleeps()), progress=False)
+    assert time.monotonic() - start < 4  # 10 x the 0.1-s timeout, not the 6 s the drip would last
+    assert [(f.track_id, f.reason) for f in report.failures] == [(ids[0], "too slow: the transfer did not finish in time")]
+    assert report.downloaded == 11 and leftovers(out) == [] and f"{ids[0]}.mp3" not in finals(out)
+
+
+def test_a_full_disk_stops_with_one_error_line(standin: SpotifyStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+    import errno
+
+    import songfeat.data.download as download_module
+
+    write_tracks(standin, tmp_path / "t.csv")
+    out = tmp_path / "previews"
+
+    def full_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        if "w" in mode and str(path).endswith(".part"):
+            def write(_data: bytes) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            f.write = write
+        return f
+
+    monkeypatch.setattr(download_module, "open", full_open, raising=False)
+    res = CliRunner().invoke(app, ["download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out), "-j", "1"])
+    monkeypatch.undo()
+    assert res.exit_code == 1
+    assert re.fullmatch(rf"songfeat: error: {re.escape(str(out))}/pop\d+x0\.mp3\.part: cannot write \(No space left on device\)\n",
+                        res.stderr)
+    assert finals(out) == [] and leftovers(out) == []
+    assert download(tmp_path / "t.csv", out, progress=False).downloaded == 12  # space again: the rerun completes
+
+
+def test_output_folder_under_a_file_and_a_table_with_a_bom(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    ids = write_tracks(standin, tmp_path / "t.csv")
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(SongfeatError, match=r"notes.txt/previews: cannot create the folder \(Not a directory\)"):
+        download(tmp_path / "t.csv", tmp_path / "notes.txt" / "previews", progress=False)
+    bom = tmp_path / "bom.csv"  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+    bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "t.csv").read_bytes())
+    report = download(bom, tmp_path / "previews", progress=False)
+    assert report.downloaded == 12 and finals(tmp_path / "previews") == sorted(f"{t}.mp3" for t in ids)
+
+
+def test_ctrl_c_does_not_wait_out_retries(tmp_path: Path) -> None:
+    """Ctrl-C while workers wait out a 30-s Retry-After: the run ends now, not after every retry."""
+    import signal
+    import time
+
+    with SpotifyStandIn({"pop": 4}) as s:
+        ids = write_tracks(s, tmp_path / "t.csv")
+        for t in ids:
+            s.fail(f"/preview/{t}.mp3", 429, headers={"Retry-After": "30"}, times=5)
+        out = tmp_path / "previews"
+        cmd = [sys.executable, "-m", "songfeat.cli", "download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out), "-j", "2"]
+        proc = subprocess.Popen(cmd, env=hermetic_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while len(s.requests("/preview/")) < 2:
+                assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                pytest.fail("still running 5 s after Ctrl-C: it waits out the Retry-After of every download in flight")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130
+        assert err.strip().splitlines() == [f"songfeat: error: interrupted; files already in {out} are complete; rerun the same command to continue"]
+        assert len(s.requests("/preview/")) == 2 and leftovers(out) == []
+
+
+def test_a_stray_os_error_is_one_error_line(standin: SpotifyStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The download command caught only SongfeatError: an OSError from the folder (here: clearing stale .part files)
+    # was a traceback.
+    import errno
+
+    import songfeat.data.download as download_module
+
+    write_tracks(standin, tmp_path / "t.csv")
+    out = tmp_path / "previews"
+
+    def denied(folder):
+        raise OSError(errno.EACCES, "Permission denied", str(Path(folder) / "x.mp3.part"))
+
+    monkeypatch.setattr(download_module, "remove_stale_parts", denied)
+    res = CliRunner().invoke(app, ["download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out), "-j", "1"])
+    assert res.exit_code == 1, res.output
+    assert res.stderr == f"songfeat: error: {out / 'x.mp3.part'}: Permission denied\n"

@@ -647,13 +647,15 @@ def collect_cmd(
         raise fail(f"{e} (progress is kept in {out}; rerun the same command to continue)" if out.exists() else str(e), 1) from None
     except SongfeatError as e:
         raise fail(str(e), 1) from None
+    except OSError as e:
+        raise fail(_os_error(e), 1) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; progress is kept in {out}; rerun the same command to continue", 130) from None
     if report.message:
-        typer.echo(f"songfeat: warning: {report.message}", err=True)
+        typer.echo(one_line(f"songfeat: warning: {report.message}"), err=True)
     for genre, n in report.short.items():
         why = f"ran out at {n} of {per_genre} tracks" if n else "found no tracks (is it one of Spotify's genre names?)"
-        typer.echo(f"songfeat: warning: genre {genre!r}: Spotify's search {why}", err=True)
+        typer.echo(one_line(f"songfeat: warning: genre {genre!r}: Spotify's search {why}"), err=True)
     typer.echo(report.summary())
 
 
@@ -676,10 +678,12 @@ def download_cmd(
                           policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
+    except OSError as e:
+        raise fail(_os_error(e), 1) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; files already in {out} are complete; rerun the same command to continue", 130) from None
     for f in report.failures[:5]:
-        typer.echo(f"songfeat: error: {f.track_id}: {f.url}: {f.reason}", err=True)
+        typer.echo(one_line(f"songfeat: error: {f.track_id}: {f.url}: {f.reason}"), err=True)
     if len(report.failures) > 5:
         typer.echo(f"songfeat: error: ... and {len(report.failures) - 5} more", err=True)
     typer.echo(report.summary())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import math
 import os
 import time
 import warnings
@@ -80,9 +81,10 @@ def _atomic_write(path: Path, write: Callable[[Any], None], newline: str | None 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only folder: the last saved file stays as it was
+        raise SongfeatError(path, f"cannot write ({e.strerror or e}); the last saved progress is kept") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def write_table(path: Path, rows: Iterable[dict[str, str]]) -> None:
@@ -100,7 +102,7 @@ def read_table(path: Path) -> dict[str, dict[str, str]]:
     """Rows of an earlier (possibly interrupted) run, by track id, first occurrence kept."""
     rows: dict[str, dict[str, str]] = {}
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a table re-saved by a spreadsheet starts with a BOM
             reader = csv.DictReader(f)
             header = tuple(reader.fieldnames or ())
             if header != COLUMNS:
@@ -111,6 +113,10 @@ def read_table(path: Path) -> dict[str, dict[str, str]]:
                     rows[tid] = {c: (row.get(c) or "") for c in COLUMNS}
     except UnicodeDecodeError:
         raise SongfeatError(path, "exists but is not a UTF-8 CSV table; choose another --out") from None
+    except csv.Error as e:
+        raise SongfeatError(path, f"exists but is not a readable CSV table ({e}); choose another --out") from None
+    except OSError as e:
+        raise SongfeatError(path, f"cannot read ({e.strerror or e})") from None
     return rows
 
 
@@ -134,29 +140,55 @@ def parse_genres(genres: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _text(value: Any) -> str:
+    """A string field of an API answer, or "" when it is missing or not a string (a proxy's garbage)."""
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from an API answer, or None (missing, NaN, infinite, a string, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _whole(value: Any) -> str:
+    """An integer field (popularity, duration_ms) as text, "" unless it is a finite number."""
+    v = _number(value)
+    return "" if v is None else str(int(v))
+
+
+def track_id_of(item: Any) -> str | None:
+    """The id of a search result, or None when the item is not a track object with a string id."""
+    tid = item.get("id") if isinstance(item, dict) else None
+    return tid.strip() or None if isinstance(tid, str) else None
+
+
 def track_row(item: dict[str, Any], genre: str) -> dict[str, str]:
-    """One search result (a Spotify track object) as a row of the normalised schema, labels empty."""
-    artists = ARTIST_SEPARATOR.join(a.get("name") or "" for a in item.get("artists") or [] if a)
+    """One search result (a Spotify track object) as a row of the normalised schema, labels empty; malformed fields stay empty."""
+    artists = ARTIST_SEPARATOR.join(_text(a.get("name")) for a in item.get("artists") or [] if isinstance(a, dict))
+    album = item.get("album")
     row = {c: "" for c in COLUMNS}
     row.update(
-        track_id=str(item["id"]),
-        name=item.get("name") or "",
+        track_id=str(track_id_of(item)),
+        name=_text(item.get("name")),
         artists=artists,
-        album=(item.get("album") or {}).get("name") or "",
-        popularity="" if item.get("popularity") is None else str(int(item["popularity"])),
-        duration_ms="" if item.get("duration_ms") is None else str(int(item["duration_ms"])),
-        preview_url=item.get("preview_url") or "",
+        album=_text(album.get("name")) if isinstance(album, dict) else "",
+        popularity=_whole(item.get("popularity")),
+        duration_ms=_whole(item.get("duration_ms")),
+        preview_url=_text(item.get("preview_url")),
         genre=genre,
     )
     return row
 
 
 def _fill_labels(row: dict[str, str], features: dict[str, Any]) -> None:
+    """Copy the labels from a feature object; a value that is not a finite number (NaN, text) stays empty."""
     for c in LABEL_COLUMNS:
-        v = features.get(c)
+        v = _number(features.get(c))
         row[c] = "" if v is None else str(v)
-    if not row["duration_ms"] and features.get("duration_ms") is not None:
-        row["duration_ms"] = str(int(features["duration_ms"]))
+    if not row["duration_ms"]:
+        row["duration_ms"] = _whole(features.get("duration_ms"))
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterator[list[str]]:
@@ -194,6 +226,11 @@ def _load_state(path: Path) -> dict[str, Any]:
         raise SongfeatError(path, "resume state from another songfeat version; delete it to start the searches over")
     for k, v in fresh.items():
         state.setdefault(k, v)
+    queries, done, tried = state["queries"], state["genre_done"], state["features_tried"]
+    if not (isinstance(queries, dict) and all(isinstance(o, int) and not isinstance(o, bool) for o in queries.values())
+            and isinstance(done, dict) and isinstance(tried, list) and all(isinstance(t, str) for t in tried)):
+        raise SongfeatError(path, "damaged resume state (queries, genre_done or features_tried has the wrong form); "
+                                  "delete it to start the searches over")
     return state
 
 
@@ -301,11 +338,12 @@ def _search_genre(
             used = 0
             for item in items:
                 used += 1
-                if not item or not item.get("id") or item["id"] in rows:
+                tid = track_id_of(item)
+                if tid is None or tid in rows:
                     continue
-                if require_preview and not item.get("preview_url"):
+                if require_preview and not _text(item.get("preview_url")):
                     continue
-                rows[str(item["id"])] = track_row(item, genre)
+                rows[tid] = track_row(item, genre)
                 counts[genre] += 1
                 advance()
                 if counts[genre] >= per_genre:
@@ -350,11 +388,11 @@ def _fetch_features(
             raise
         if not isinstance(found, list):
             raise SpotifyAPIError("audio-features", "answer is not a list of feature objects")
-        by_id = {f["id"]: f for f in found if isinstance(f, dict) and f.get("id")}
+        by_id = {f["id"]: f for f in found if isinstance(f, dict) and isinstance(f.get("id"), str)}
         for tid in batch:
             if tid in by_id:
                 _fill_labels(rows[tid], by_id[tid])
-            else:
-                state["features_tried"].append(tid)  # Spotify has no features for it: don't ask again
+            if rows[tid][LABEL_COLUMNS[0]] == "":
+                state["features_tried"].append(tid)  # Spotify has no (usable) features for it: don't ask again
         bar.advance(task, len(batch))
         ckpt.save()

@@ -14,13 +14,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from ..audio import audio_info, iter_audio
 from ..errors import AudioError, SongfeatError
@@ -33,6 +34,7 @@ LOCK_NAME = ".songfeat-download.lock"
 CHUNK_BYTES = 1 << 16
 MAX_BYTES = 50 * 1024 * 1024  # a 30-s preview is ~0.5 MB; anything this big is not one
 TIMEOUT = 30.0  # seconds to connect, and between bytes while reading
+TRANSFER_FACTOR = 10  # one attempt may take at most this many timeouts in all (a slow drip is abandoned, then retried)
 DEFAULT_EXT = ".mp3"  # Spotify's previews are MP3
 CONTENT_TYPES = {
     "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav",
@@ -86,7 +88,7 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
     if not path.is_file():
         raise SongfeatError(path, "no such track table")
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: spreadsheets save CSVs with a BOM
             reader = csv.DictReader(f)
             cols = reader.fieldnames or []
             id_col = "track_id" if "track_id" in cols else "id" if "id" in cols else None
@@ -110,6 +112,8 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
         raise SongfeatError(path, "not a UTF-8 CSV file") from None
     except csv.Error as e:
         raise SongfeatError(path, f"malformed CSV ({e})") from None
+    except OSError as e:
+        raise SongfeatError(path, f"cannot read ({e.strerror or e})") from None
     return [(t, u) for t, u in seen.items() if u], no_preview
 
 
@@ -161,9 +165,41 @@ class _Attempt(Exception):
         self.reason, self.retryable, self.wait = reason, retryable, wait
 
 
-def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, timeout: float) -> Path:
-    """One attempt: stream to a .part file, check length and audio, rename into place. Raises _Attempt."""
+def _body(r: requests.Response, deadline: float, stop: threading.Event | None) -> Iterator[bytes]:
+    """The response body as it arrives; _Attempt once `deadline` (monotonic) passes or `stop` is set.
+
+    read1 returns whatever one socket read brings, so a server dripping a byte at a time (each
+    within the read timeout) cannot hold an attempt past the deadline, as iter_content's full-chunk reads could.
+    """
+    while True:
+        if stop is not None and stop.is_set():
+            raise _Attempt("cancelled", False)
+        if time.monotonic() > deadline:
+            raise _Attempt("too slow: the transfer did not finish in time", True)
+        try:
+            chunk = r.raw.read1(CHUNK_BYTES, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError as e:  # urllib3's errors as requests' (as iter_content maps them)
+            raise requests.exceptions.ReadTimeout(e) from None
+        except urllib3.exceptions.ProtocolError as e:
+            raise requests.exceptions.ChunkedEncodingError(e) from None
+        except urllib3.exceptions.DecodeError as e:
+            raise requests.exceptions.ContentDecodingError(e) from None
+        except urllib3.exceptions.HTTPError as e:  # SSLError and the like
+            raise requests.exceptions.ConnectionError(e) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, timeout: float,
+           stop: threading.Event | None = None) -> Path:
+    """One attempt: stream to a .part file, check length and audio, rename into place. Raises _Attempt.
+
+    A local write failure (a full disk, a read-only folder) raises SongfeatError: it is no fault of
+    this preview and would fail every other one too.
+    """
     part: Path | None = None
+    deadline = time.monotonic() + TRANSFER_FACTOR * timeout
     try:
         with session.get(url, stream=True, timeout=(timeout, timeout), headers={"Accept-Encoding": "identity"}) as r:
             if r.status_code != 200:
@@ -178,7 +214,7 @@ def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, ti
             got = 0
             with open(part, "wb") as f:
                 try:
-                    for chunk in r.iter_content(CHUNK_BYTES):
+                    for chunk in _body(r, deadline, stop):
                         f.write(chunk)
                         got += len(chunk)
                         if got > MAX_BYTES:
@@ -211,6 +247,8 @@ def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, ti
         raise _Attempt(f"connection failed ({type(e).__name__})", True) from None
     except requests.exceptions.RequestException as e:
         raise _Attempt(f"bad request ({type(e).__name__}: {e})", False) from None
+    except OSError as e:  # after the network errors (RequestException is an OSError too): our own disk
+        raise SongfeatError(e.filename or part or out_dir, f"cannot write ({e.strerror or e})") from None
     finally:
         if part is not None:
             part.unlink(missing_ok=True)
@@ -218,8 +256,14 @@ def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, ti
 
 def download_one(
     session: requests.Session, track_id: str, url: str, out_dir: Path, policy: RetryPolicy, timeout: float = TIMEOUT,
+    stop: threading.Event | None = None,
 ) -> tuple[str, Failure | None]:
-    """Fetch one preview with retries; ("already" | "downloaded" | "failed", failure or None)."""
+    """Fetch one preview with retries; ("already" | "downloaded" | "failed" | "cancelled", failure or None).
+
+    Once `stop` is set (Ctrl-C, a full disk) it gives up at the next chunk or after its current wait.
+    """
+    if stop is not None and stop.is_set():
+        return "cancelled", None
     if not SAFE_ID.match(track_id):
         return "failed", Failure(track_id, url, "unsafe track_id for a file name", 0)
     if not url.startswith(("http://", "https://")):
@@ -229,15 +273,19 @@ def download_one(
     attempt = 0
     while True:
         try:
-            _fetch(session, track_id, url, out_dir, timeout)
+            _fetch(session, track_id, url, out_dir, timeout, stop)
             return "downloaded", None
         except _Attempt as a:
+            if stop is not None and stop.is_set():
+                return "cancelled", None
             if not a.retryable or attempt >= policy.retries:
                 return "failed", Failure(track_id, url, a.reason, attempt + 1)
             wait = a.wait if a.wait is not None else policy.backoff_delay(attempt)
             if wait > policy.max_retry_after:
                 return "failed", Failure(track_id, url, f"{a.reason}; server asks to wait {wait:.0f} s", attempt + 1)
             policy.sleep(wait)
+            if stop is not None and stop.is_set():
+                return "cancelled", None
             attempt += 1
 
 
@@ -247,7 +295,10 @@ def _lock(out_dir: Path) -> Any:
         import fcntl
     except ImportError:  # Windows: no advisory locks; concurrent runs are the user's business
         return None
-    f = open(out_dir / LOCK_NAME, "a")
+    try:
+        f = open(out_dir / LOCK_NAME, "a")
+    except OSError as e:
+        raise SongfeatError(out_dir, f"cannot write into the folder ({e.strerror or e})") from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -257,14 +308,21 @@ def _lock(out_dir: Path) -> Any:
 
 
 def write_report(path: Path, failures: list[Failure]) -> None:
-    """Atomically write the failures table (header only when nothing failed)."""
+    """Atomically write the failures table (header only when nothing failed); a write error is a SongfeatError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(REPORT_COLUMNS)
-        for x in sorted(failures, key=lambda x: x.track_id):
-            w.writerow((x.track_id, x.url, x.reason, x.attempts))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(REPORT_COLUMNS)
+            for x in sorted(failures, key=lambda x: x.track_id):
+                w.writerow((x.track_id, x.url, x.reason, x.attempts))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise SongfeatError(path, f"cannot write ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def download(
@@ -292,10 +350,16 @@ def download(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SongfeatError(out, "exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent that is a file, no permission
+        raise SongfeatError(out, f"cannot create the folder ({e.strerror or e})") from None
     report = DownloadReport(out_dir=out, report_path=out / REPORT_NAME, total=len(tracks), no_preview=no_preview)
     lock = _lock(out)
     start = time.monotonic()
+    stop = threading.Event()  # set on the way out (Ctrl-C, a full disk): workers stop instead of finishing their retries
+    if policy.sleep is time.sleep:
+        policy = replace(policy, sleep=stop.wait)  # a Retry-After wait that Ctrl-C cuts short
     try:
         stale = remove_stale_parts(out)
         if stale and on_message is not None:
@@ -305,7 +369,7 @@ def download(
         def work(tid: str, url: str) -> tuple[str, Failure | None]:
             if not hasattr(local, "session"):
                 local.session = requests.Session()
-            return download_one(local.session, tid, url, out, policy, timeout)
+            return download_one(local.session, tid, url, out, policy, timeout, stop)
 
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -327,6 +391,9 @@ def download(
                     elif failure is not None:
                         report.failures.append(failure)
                     bar.advance(task)
+        except BaseException:
+            stop.set()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         write_report(report.report_path, report.failures)

@@ -9,7 +9,9 @@ with each 429 / 5xx / network error.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -102,6 +104,76 @@ def resolve_credentials(client_id: str | None = None, client_secret: str | None 
     return str(cid), str(secret)
 
 
+def _error_text(response: requests.Response) -> str:
+    """An error answer's text, for a message: the JSON's own words when it has any, else the raw body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text
+    if isinstance(body, dict):
+        words = [body.get(k) for k in ("error", "error_description", "message")]
+        text = "; ".join(w for w in words if isinstance(w, str) and w)
+        if text:
+            return text
+    return response.text
+
+
+def _readable_api_error(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """Response hook: give a Web API error spotipy can read (it calls .get on the JSON and its "error").
+
+    A proxy or gateway answering `{"error": "text"}`, a list or a string made spotipy raise
+    AttributeError from inside its error handling; such bodies become `{"error": {"message": text}}`.
+    """
+    if response.status_code < 400:
+        return response
+    try:
+        body = response.json()
+    except ValueError:
+        return response  # spotipy reads a non-JSON body as text
+    if isinstance(body, dict) and isinstance(body.get("error", {}), dict):
+        return response
+    response._content = json.dumps({"error": {"message": _error_text(response)}}).encode()
+    response.encoding = "utf-8"
+    return response
+
+
+def _readable_token_error(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """Response hook: a token-endpoint error whose JSON is not an object becomes `{"error": text}` (spotipy calls .get on it)."""
+    if response.status_code < 400:
+        return response
+    try:
+        body = response.json()
+    except ValueError:
+        return response
+    if not isinstance(body, dict):
+        response._content = json.dumps({"error": _error_text(response)}).encode()
+        response.encoding = "utf-8"
+    return response
+
+
+def _session(hook: Callable[..., requests.Response]) -> requests.Session:
+    """A bare requests session (no retry adapter) with one response hook."""
+    s = requests.Session()
+    s.hooks["response"].append(hook)
+    return s
+
+
+def _valid_token(info: Any, url: str) -> dict[str, Any]:
+    """The token endpoint's 200 answer, checked: spotipy raised KeyError / TypeError on one without a token or expiry."""
+    expires = info.get("expires_in") if isinstance(info, dict) else None
+    if isinstance(expires, str):
+        try:
+            expires = float(expires)
+        except ValueError:
+            expires = None
+    ok_expiry = isinstance(expires, (int, float)) and not isinstance(expires, bool) and math.isfinite(expires)
+    if not (isinstance(info, dict) and isinstance(info.get("access_token"), str) and info["access_token"] and ok_expiry):
+        raise requests.exceptions.InvalidJSONError(
+            "the token endpoint answered 200 without an access_token and a numeric expires_in",
+            request=requests.Request("POST", url))
+    return {**info, "expires_in": int(expires)}  # type: ignore[arg-type]
+
+
 def make_client(
     client_id: str,
     client_secret: str,
@@ -119,9 +191,16 @@ def make_client(
 
         def __init__(self) -> None:
             # A memory cache: spotipy's default writes a `.cache` file into the working directory.
-            super().__init__(client_id, client_secret, requests_session=requests.Session(),
+            super().__init__(client_id, client_secret, requests_session=_session(_readable_token_error),
                              requests_timeout=timeout, cache_handler=MemoryCacheHandler())
             self.OAUTH_TOKEN_URL = token_url  # spotipy reads the URL from this attribute
+
+        def _request_access_token(self) -> dict[str, Any]:
+            return _valid_token(super()._request_access_token(), self.OAUTH_TOKEN_URL)
+
+        def forget_token(self) -> None:
+            """Drop the cached token so the next request fetches a new one."""
+            self.cache_handler.save_token_to_cache(None)
 
         def _handle_oauth_error(self, http_error: requests.HTTPError) -> None:
             try:
@@ -132,8 +211,22 @@ def make_client(
                 e.url = self.OAUTH_TOKEN_URL  # type: ignore[attr-defined]
                 raise
 
+    class _Client(spotipy.Spotify):
+        """spotipy.Spotify that, on a 401 (a token expired or revoked before its stated expiry), fetches a new token and asks once more."""
+
+        def _internal_call(self, method: str, url: str, payload: Any, params: Any) -> Any:
+            from spotipy.exceptions import SpotifyException
+
+            try:
+                return super()._internal_call(method, url, payload, params)
+            except SpotifyException as e:
+                if e.http_status != 401 or not isinstance(self.auth_manager, _Credentials):
+                    raise
+                self.auth_manager.forget_token()
+                return super()._internal_call(method, url, payload, params)
+
     # A bare session: no urllib3 Retry adapter, so every 429 / 5xx reaches `call` with its headers.
-    sp = spotipy.Spotify(auth_manager=_Credentials(), requests_session=requests.Session(), requests_timeout=timeout)
+    sp = _Client(auth_manager=_Credentials(), requests_session=_session(_readable_api_error), requests_timeout=timeout)
     sp.prefix = api_url  # spotipy 2.x keeps the API root in this attribute
     return sp
 
