@@ -88,6 +88,7 @@ class SpotifyStandIn:
         self.no_features: set[str] = set()
         self.no_preview: set[str] = set()
         self.preview_faults: dict[str, str] = {}  # id -> "404" | "truncated" | "not_audio" | "flaky" | "slow" | "drip"
+        #                                             | "cut_unsized" / "cut_unsized_once" (half a body, no Content-Length)
         self.slow_seconds = 0.5
         self.drip_seconds = 0.02  # "drip": one byte this often (each well within a read timeout) ...
         self.drip_for = 5.0  # ... for this long, then the connection closes
@@ -287,6 +288,16 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
                 self.send_response(200)
                 self.send_header("Content-Type", "audio/mpeg")
                 self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if kind == "cut_unsized" or (kind == "cut_unsized_once" and n == 1):  # no length to check it against
+                self._record(200, query)
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()

@@ -298,3 +298,19 @@ def test_a_stray_os_error_is_one_error_line(standin: SpotifyStandIn, tmp_path: P
     res = CliRunner().invoke(app, ["download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out), "-j", "1"])
     assert res.exit_code == 1, res.output
     assert res.stderr == f"songfeat: error: {out / 'x.mp3.part'}: Permission denied\n"
+
+
+def test_a_body_cut_short_without_a_length_is_not_kept(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    # With no Content-Length to compare, half an mp3 passed the audio check (it decodes as far as it goes) and was kept
+    # as a finished preview. Its VBR header promises more bytes than arrived: that is a truncated transfer, retried.
+    ids = write_tracks(standin, tmp_path / "t.csv")
+    standin.preview_faults.update({ids[0]: "cut_unsized", ids[1]: "cut_unsized_once"})
+    out = tmp_path / "previews"
+    report = download(tmp_path / "t.csv", out, policy=RetryPolicy(retries=1, backoff=0.0, sleep=Sleeps()), progress=False)
+    assert report.downloaded == 11 and [f.track_id for f in report.failures] == [ids[0]]
+    assert report.failures[0].reason.startswith("truncated: cut off") and report.failures[0].attempts == 2
+    assert (out / f"{ids[1]}.mp3").read_bytes() == standin.mp3  # the second attempt brought the whole file
+    assert not (out / f"{ids[0]}.mp3").exists() and leftovers(out) == []
+    (out / f"{ids[2]}.mp3").write_bytes(standin.mp3[: len(standin.mp3) // 2])  # a cut-off file from an earlier run
+    with pytest.raises(AudioError, match="cut off"):
+        check_audio(out / f"{ids[2]}.mp3")

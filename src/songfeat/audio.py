@@ -107,6 +107,12 @@ def decoder_errors(text: str) -> int:
     return sum(1 for ln in text.splitlines() if _ERROR_LINE.search(ln))
 
 
+def is_cut_off(text: str) -> bool:
+    """Whether a file's decoder output says it holds less than its header promises (libmpg123: the VBR header's byte
+    count is larger than the file), i.e. a copy or download cut off part-way."""
+    return "Xing stream size off" in text
+
+
 def decoder_warning(path: str | Path, text: str) -> str:
     """The one-line summary of a file's decoder output.
 
@@ -116,7 +122,7 @@ def decoder_warning(path: str | Path, text: str) -> str:
     n = decoder_errors(text)
     if n:
         return f"{path}: decoder reported {n} error{'s' if n != 1 else ''} (corrupt frames skipped)"
-    if "Xing stream size off" in text:  # libmpg123: the VBR header promises more bytes than the file holds
+    if is_cut_off(text):
         return f"{path}: shorter than its mp3 header says (cut off?); analysed the audio that is there"
     lines = list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))
     more = f" (and {len(lines) - 1} more messages)" if len(lines) > 1 else ""

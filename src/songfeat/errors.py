@@ -17,5 +17,9 @@ class AudioError(SongfeatError):
     """The audio could not be read or is unusable (missing, empty, corrupt, silent, too short)."""
 
 
+class CutOffAudioError(AudioError):
+    """The file holds less audio than its header promises: a copy or a download that broke off (worth fetching again)."""
+
+
 class SongfeatWarning(UserWarning):
     """A user-facing warning about one input ('<path>: <what>'); batch front-ends print it as `songfeat: warning:`."""

@@ -23,8 +23,8 @@ from typing import Any
 import requests
 import urllib3
 
-from ..audio import audio_info, iter_audio
-from ..errors import AudioError, SongfeatError
+from ..audio import DecoderLog, audio_info, is_cut_off, iter_audio
+from ..errors import AudioError, CutOffAudioError, SongfeatError
 from .spotify_api import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 REPORT_NAME = "download-failures.csv"
@@ -118,8 +118,17 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
 
 
 def check_audio(path: str | Path) -> None:
-    """Raise AudioError unless `path` is audio that actually decodes (a header alone is not enough)."""
-    audio_info(path)
+    """Raise AudioError unless `path` is audio that actually decodes (a header alone is not enough), and
+    CutOffAudioError when it holds less than its header promises: a body cut short with no Content-Length to
+    tell (or a short one) decodes as far as it goes, so only the header's promise shows it."""
+    log = DecoderLog(path)
+    try:
+        audio_info(path, log)
+        cut = is_cut_off(log.text())
+    finally:
+        log.close()
+    if cut:
+        raise CutOffAudioError(path, "cut off: it holds less than its mp3 header promises")
     for block in iter_audio(path):
         if block.size:
             return
@@ -230,6 +239,8 @@ def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, ti
                 raise _Attempt("empty body", True)
             try:
                 check_audio(part)
+            except CutOffAudioError as e:
+                raise _Attempt(f"truncated: {e.reason}", True) from None
             except AudioError as e:
                 raise _Attempt(f"not audio: {e.reason}", False) from None
             os.replace(part, final)
