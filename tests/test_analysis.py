@@ -256,3 +256,29 @@ def test_cli_bad_file_is_one_line_error(tmp_path: Path) -> None:
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in p.stderr
+
+
+def test_output_or_plot_named_as_the_input_keeps_the_audio(tmp_path: Path) -> None:
+    # `analysis song.wav -o song.wav` (or --plot song.wav) replaced the song with the JSON (or the picture)
+    from songfeat.analysis import analyse
+    from songfeat.analysis_plot import save_plot
+
+    song = _write(tmp_path, "song", synth.click_track(120.0, 3.0))
+    before = song.read_bytes()
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analysis", str(song), "-o", str(song)],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{song}: " in lines[0] and "audio file" in lines[0], p.stderr
+    with pytest.raises(OSError) as err:  # what `analysis --plot` reports as '<file>: cannot write the plot (...)'
+        save_plot(analyse(song), song)
+    assert "audio file" in str(err.value) and not (tmp_path / "song.wav.partial").exists()
+    assert song.read_bytes() == before
+
+
+def test_segment_loudness_is_rounded_in_the_json(tmp_path: Path) -> None:
+    # the float32 levels, rounded to 3 places, printed as -24.861000061035156: 500 such numbers in a 30-s clip's JSON
+    r = audio_analysis(_write(tmp_path, "drums", synth.drum_pattern(120.0, synth.ROCK[0], 4.0)))
+    for s in r["segments"]:
+        for k in ("loudness_start", "loudness_max", "loudness_end"):
+            assert len(repr(s[k]).split(".")[1]) <= 3, (k, s[k])

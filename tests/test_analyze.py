@@ -287,3 +287,199 @@ def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("analyze", example_clip, "--model", tmp_path)
     assert p.returncode != 0 and "not a model bundle" in p.stderr and "Traceback" not in p.stderr
+
+
+# --- the output file: resumable, atomic, never replacing what it cannot read -------------------
+
+
+def _record(path: str, **extra) -> dict:
+    return {"path": path, "id": "x" * 22, "energy": 0.5, "tempo_alternatives": [60.0, 240.0], **extra}
+
+
+JSONL_TEXT = json.dumps(_record("/a.mp3")) + "\n" + json.dumps(_record("/b.mp3")) + "\n"
+CSV_TEXT = "path,id,energy\n/a.mp3,xxxxxxxxxxxxxxxxxxxxxx,0.5\n/b.mp3,xxxxxxxxxxxxxxxxxxxxxx,0.6\n"
+
+
+@pytest.mark.parametrize("fmt,name,text", [
+    ("csv", "out.jsonl", JSONL_TEXT),  # --format differs from the earlier run's
+    ("jsonl", "out.csv", CSV_TEXT),
+    ("json", "out.csv", CSV_TEXT),
+    ("csv", "other.csv", "name,score\nfoo,1\nbar,2\n"),  # another tool's table
+    ("csv", "more.csv", CSV_TEXT.replace("energy", "energy,note").replace("0.5", "0.5,mine").replace("0.6", "0.6,too")),
+    ("jsonl", "mid.jsonl", JSONL_TEXT.replace("\n", "\ngarbage\n", 1)),  # damaged in the middle, not cut at the end
+    ("jsonl", "list.jsonl", "[1, 2]\n"),
+    ("json", "lone.json", json.dumps({"id": "x", "energy": 0.5})),  # a lone file's object: no path to resume by
+])
+def test_resume_refuses_an_output_it_cannot_read_and_leaves_it_alone(tmp_path, fmt, name, text):
+    # --resume read these as "nothing done" (or dropped every line after a bad one) and the batch then renamed its new
+    # output over them: an earlier run's results, or another tool's file, were lost. A non-dict line was a traceback.
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / name
+    out.write_text(text)
+    with pytest.raises(SongfeatError) as err:
+        w = ResultWriter(fmt, out, resume=True)
+        w.write(_record("/c.mp3"))
+        w.close()
+    assert str(err.value).startswith(f"{out}: ") and "--resume" in str(err.value) and "\n" not in str(err.value)
+    assert out.read_text() == text and not (tmp_path / f"{name}.partial").exists()
+
+
+def test_cli_resume_in_another_format_keeps_the_earlier_output(tmp_path):
+    write(tmp_path / "s0.wav", music(2))
+    out = tmp_path / "f.jsonl"
+    out.write_text(JSONL_TEXT)
+    p = run_cli("analyze", tmp_path / "s0.wav", "--format", "csv", "--output", out, "--resume")
+    assert p.returncode != 0 and f"{out}: --resume cannot continue from it" in p.stderr.replace("\n", " ")
+    assert out.read_text() == JSONL_TEXT
+
+
+def test_a_csv_row_cut_by_a_kill_is_redone_not_kept(tmp_path):
+    # a row cut after its id counted as done: the song was skipped and its row kept half empty
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / "f.csv"
+    w = ResultWriter("csv", out)
+    for name in ("/a.mp3", "/b.mp3"):
+        w.write({**_record(name), "uri": "songfeat:track:" + "x" * 22, "duration_ms": 1000})
+    w._fh.close()  # killed: no close(), so the rows are only in the partial
+    partial = tmp_path / "f.csv.partial"
+    text = partial.read_text()
+    partial.write_text(text[: text.rindex("songfeat:track:") + 5])  # cut inside the second row's uri
+    w = ResultWriter("csv", out, resume=True)
+    assert w.done == {"/a.mp3"}
+    w.write(_record("/b.mp3"))
+    w.close()
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert [r["path"] for r in rows] == ["/a.mp3", "/b.mp3"] and rows[0]["duration_ms"] == "1000"
+
+
+def test_an_interrupted_json_batch_keeps_its_finished_songs_and_resumes(tmp_path):
+    # JSON was held in memory until the end: Ctrl-C lost every finished song (though the message said they were
+    # kept in f.json.partial), and --resume never read a JSON output, so a rerun replaced it with the new files only.
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / "f.json"
+    w = ResultWriter("json", out)
+    w.write(_record("/a.mp3"))
+    w.write(_record("/b.mp3"))
+    del w  # killed mid-batch
+    w = ResultWriter("json", out, resume=True)
+    assert w.done == {"/a.mp3", "/b.mp3"}
+    w.write(_record("/c.mp3"))
+    w.close()
+    assert [r["path"] for r in json.loads(out.read_text())] == ["/a.mp3", "/b.mp3", "/c.mp3"]
+    assert not (tmp_path / "f.json.partial").exists()
+    w = ResultWriter("json", out, resume=True)  # a finished JSON output resumes too
+    assert w.done == {"/a.mp3", "/b.mp3", "/c.mp3"}
+    w.write(_record("/d.mp3"))
+    w.close()
+    assert [r["path"] for r in json.loads(out.read_text())] == ["/a.mp3", "/b.mp3", "/c.mp3", "/d.mp3"]
+
+
+def test_a_lone_files_json_output_is_its_object(tmp_path):
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / "one.json"
+    w = ResultWriter("json", out, single=True)
+    w.write({"id": "x", "energy": 0.5})
+    w.close()
+    assert json.loads(out.read_text()) == {"id": "x", "energy": 0.5}
+
+
+def test_an_output_that_is_a_folder_a_device_or_audio_is_refused_before_any_work(tmp_path):
+    # a folder failed only at the final rename, after the whole batch, with a traceback; an input named as the
+    # output (analyze a.wav -o a.wav) was replaced by the results; a device would have been renamed over
+    from songfeat.output import ResultWriter
+
+    song = write(tmp_path / "song.wav", music(1))
+    before = song.read_bytes()
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for fmt, target, reason in [("jsonl", folder, "is a folder"), ("json", song, "is an audio file"),
+                                ("csv", "/dev/null", "not a regular file")]:
+        with pytest.raises(SongfeatError) as err:
+            ResultWriter(fmt, target)
+        assert str(err.value).startswith(f"{target}: ") and reason in str(err.value)
+    assert song.read_bytes() == before and set(tmp_path.iterdir()) == {folder, song}
+
+
+def test_an_output_in_a_place_that_cannot_hold_it_is_one_error(tmp_path):
+    # `--output notes.txt/f.jsonl` raised NotADirectoryError from deep in the writer (a traceback)
+    from songfeat.output import ResultWriter
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SongfeatError) as err:
+        w = ResultWriter("jsonl", tmp_path / "notes.txt" / "f.jsonl")
+        w.write(_record("/a.mp3"))
+    assert "notes.txt" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_file_names_that_are_not_utf8_are_written_and_resumed(tmp_path, fmt):
+    # a Latin-1 name (os.fsdecode gives it surrogate escapes) crashed the CSV writer with UnicodeEncodeError,
+    # at that song and again at every --resume: the batch could never finish
+    from songfeat.output import ResultWriter
+
+    name = os.fsdecode(b"/music/caf\xe9.mp3")
+    out = tmp_path / f"f.{fmt}"
+    w = ResultWriter(fmt, out)
+    w.write(_record(name))
+    w.close()
+    out.read_text(encoding="utf-8")  # valid UTF-8 text
+    assert name in ResultWriter(fmt, out, resume=True).done
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    # json.dumps wrote NaN / Infinity: not JSON, refused by strict readers (and by jq, JavaScript, Go)
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / "f.jsonl"
+    w = ResultWriter("jsonl", out)
+    w.write(_record("/a.mp3", energy=float("nan"), tempo_alternatives=[float("inf"), 60.0]))
+    w.close()
+
+    def refuse(token):
+        raise ValueError(token)
+
+    rec = json.loads(out.read_text(), parse_constant=refuse)
+    assert rec["energy"] is None and rec["tempo_alternatives"] == [None, 60.0]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_a_full_disk_behind_stdout_is_one_error(monkeypatch, fmt):
+    # `songfeat analyze music/ > /mnt/full/f.jsonl` ended in a traceback from deep inside the writer
+    import errno
+    import io
+
+    from songfeat.output import ResultWriter
+
+    class Full(io.StringIO):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    with pytest.raises(SongfeatError) as err:
+        w = ResultWriter(fmt)
+        w.write(_record("/a.mp3"))
+        w.close()
+    assert str(err.value) == "stdout: cannot write (No space left on device)"
+
+
+def test_cli_refuses_a_bad_output_in_one_line_before_any_work(tmp_path):
+    # The writer's refusals (an input named as the output, an output --resume cannot read) reached the terminal as a
+    # traceback ending in OutputError, because `analyze` built its writer outside its error handling.
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    song = write(tmp_path / "song.wav", music(1))
+    before = song.read_bytes()
+    r = CliRunner().invoke(app, ["analyze", str(song), "-o", str(song)])
+    assert r.exit_code == 2, r.output
+    assert r.output.count("\n") == 1 and r.output.startswith(f"songfeat: error: {song}: ") and "audio file" in r.output
+    theirs = tmp_path / "scores.csv"
+    theirs.write_text("name,score\nsong,3\n")
+    r = CliRunner().invoke(app, ["analyze", str(song), "-f", "csv", "-o", str(theirs), "--resume"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--resume cannot continue" in r.output, r.output
+    assert song.read_bytes() == before and theirs.read_text() == "name,score\nsong,3\n"

@@ -41,3 +41,42 @@ def test_an_interrupted_parquet_batch_resumes_from_its_partial(example_clip, tmp
     t = pq.read_table(out)
     assert t.column("path").to_pylist() == ["/earlier/song.mp3", str(example_clip)]
     assert t.to_pylist()[0]["tempo_alternatives"] == [60.0] and t.to_pylist()[0]["energy"] == 0.5
+
+
+def test_resume_refuses_a_parquet_output_it_cannot_read_and_leaves_it_alone(tmp_path):
+    # an unreadable Parquet, or another tool's table, read as "nothing done": the batch's own file then replaced it
+    import os
+
+    import pyarrow as pa
+    import pytest
+
+    from songfeat.errors import SongfeatError
+
+    foreign = tmp_path / "theirs.parquet"
+    pq.write_table(pa.table({"track": ["a", "b"], "rating": [5, 3]}), foreign)
+    damaged = tmp_path / "cut.parquet"
+    damaged.write_bytes(foreign.read_bytes()[:-40])
+    typed = tmp_path / "typed.parquet"  # a partial whose values cannot become the schema's columns
+    typed.with_name("typed.parquet.partial").write_text(json.dumps({"path": "/a.mp3", "energy": "high"}) + "\n")
+    for out in (foreign, damaged, typed):
+        before = out.read_bytes() if out.exists() else None
+        with pytest.raises(SongfeatError) as err:
+            ResultWriter("parquet", out, resume=True)
+        assert "--resume cannot continue" in str(err.value) and "\n" not in str(err.value)
+        assert (out.read_bytes() if out.exists() else None) == before
+    assert sorted(os.listdir(tmp_path)) == ["cut.parquet", "theirs.parquet", "typed.parquet.partial"]
+
+
+def test_parquet_rows_of_names_that_are_not_utf8_are_written_and_resumed(tmp_path):
+    # pyarrow refused the name's surrogate escapes at the end of the batch (ArrowInvalid, a traceback): nothing written
+    import os
+
+    name = os.fsdecode(b"/music/caf\xe9.mp3")
+    out = tmp_path / "f.parquet"
+    w = ResultWriter("parquet", out)
+    w.write({"path": name, "id": "x", "energy": 0.5, "error": None})
+    w.write({"path": "/b.mp3", "id": "y", "error": f"{name}: not a readable audio file"})
+    w.close()
+    rows = pq.read_table(out).to_pylist()
+    assert rows[0]["path"] == "/music/caf\\xe9.mp3" and rows[1]["error"].startswith("/music/caf\\xe9.mp3: ")
+    assert name in ResultWriter("parquet", out, resume=True).done

@@ -585,7 +585,7 @@ def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]
     top = chroma.max(1, keepdims=True)
     pitches = np.where(top > 0, chroma / np.where(top > 0, top, 1.0), 1.0)  # no pitched peaks at all: flat
     timbre = np.add.reduceat(fr.timbre.astype(np.float64), ka, axis=0) / n
-    lv = fr.level_db
+    lv = fr.level_db.astype(np.float64)  # float32 values rounded to 3 places print as -24.861000061035156
     imax = np.array([a + int(np.argmax(lv[a:b])) for a, b in zip(ka, kb)])
     cols = {
         "start": np.round(seg_t, 5).tolist(), "duration": np.round(end - seg_t, 5).tolist(),

@@ -20,9 +20,14 @@ def _edges(items: list[dict], duration: float) -> np.ndarray:
 
 
 def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) -> Path:
-    """Draw `analysis` into a PNG at `path` (written atomically) and return the path."""
+    """Draw `analysis` into a PNG at `path` (written atomically) and return the path.
+
+    Raises OutputError (an OSError) before drawing when `path` is a folder, a device or an audio file (the input, say).
+    """
+    from .output import check_output
     from .plotting import pyplot
 
+    check_output(Path(path), "the picture")
     plt = pyplot()
     r, fr = analysis.result, analysis.frames
     tr = r["track"]

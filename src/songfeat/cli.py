@@ -99,16 +99,19 @@ def analyze(
     for n in notes:
         typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
     single = len(paths) == 1 and len(files) == 1 and paths[0].is_file()
-    writer = ResultWriter(fmt, output, resume=resume, single=single)
-    todo = [f for f in files if str(f) not in writer.done]
     if not files and not refused:
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
     failed, written = len(refused), 0
-    if fmt == "parquet":  # a refused input is a track too: one error row each
-        for e in refused:
-            if str(e.path) not in writer.done:
-                writer.write(error_record(e.path, str(e)))
-                written += 1
+    try:  # an --output that is a folder, an input, or (with --resume) not songfeat's: refused before any work
+        writer = ResultWriter(fmt, output, resume=resume, single=single)
+        if fmt == "parquet":  # a refused input is a track too: one error row each
+            for e in refused:
+                if str(e.path) not in writer.done:
+                    writer.write(error_record(e.path, str(e)))
+                    written += 1
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    todo = [f for f in files if str(f) not in writer.done]
     progress = None
     if _progress_on() and len(todo) > 1:
         from rich.console import Console
@@ -248,6 +251,14 @@ def analysis_cmd(
     from .errors import SongfeatError
     from .output import ResultWriter
 
+    try:  # a bad -o or --plot is refused before the analysis, not after it
+        writer = ResultWriter("json", output, single=True)
+        if plot is not None:
+            from .output import check_output
+
+            check_output(plot, "the picture")
+    except OSError as e:
+        raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})", 1) from None
     with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
         try:
             result = analyse(path)
@@ -263,7 +274,6 @@ def analysis_cmd(
         except OSError as e:
             raise fail(f"{plot}: cannot write the plot ({e.strerror or e})", 1) from None
     try:
-        writer = ResultWriter("json", output, single=True)
         writer.write(result.result)
         writer.close()
     except OSError as e:

@@ -3,8 +3,10 @@
 A batch written to a file goes to `<file>.partial` line by line (flushed as each song finishes)
 and is renamed onto `<file>` when the batch ends, so a reader never sees half a file. With
 `resume=True`, songs already in `<file>.partial` (or in `<file>` itself) are skipped and the rest
-appended: an interrupted hour-long batch loses at most the song in flight. Parquet cannot be
-appended to, so its `.partial` is JSON Lines, converted into one Parquet file at the end.
+appended: an interrupted hour-long batch loses at most the song in flight. JSON and Parquet cannot
+be appended to, so their `.partial` is JSON Lines, converted into the one document at the end.
+An output --resume cannot read as songfeat's own (another format, another tool's columns, a damaged
+file) is refused rather than replaced, and so is an --output that is a folder, a device or an audio file.
 
 Parquet rows (both engines, local and Ray) share one schema, `parquet_schema()`: `path`, every
 Spotify key, the extras, and `error` (set, with every feature null, for a file that failed).
@@ -14,11 +16,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import stat
 from pathlib import Path
 from typing import IO
 
 from .analyze import EXTRA_KEYS
+from .audio import AUDIO_EXTENSIONS
+from .errors import SongfeatError
 from .features import SPOTIFY_KEYS
 
 FORMATS = ("json", "jsonl", "csv", "parquet")
@@ -26,6 +32,37 @@ CSV_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS
 PARQUET_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + ("error",)
 _INT_KEYS = ("key", "mode", "time_signature", "duration_ms")
 _STR_KEYS = ("type", "id", "uri", "track_href", "analysis_url", "key_name", "camelot")
+
+
+class OutputError(SongfeatError, OSError):
+    """An output that cannot be written or resumed from: a SongfeatError naming the file, and an OSError for
+    callers that catch failed writes (`songfeat analysis` prints '<file>: cannot write (<reason>)')."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(path, reason)
+        self.strerror = reason
+
+
+def _text(value):
+    """`value` as text CSV and Parquet can hold: a file name that is not UTF-8 gets its stray bytes as \\xNN."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:  # os.fsdecode's surrogate escapes: the name's own bytes
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class _Paths(set):
+    """Paths already written; a name that is not UTF-8 also matches the text CSV and Parquet stored it as."""
+
+    def __contains__(self, path) -> bool:
+        return set.__contains__(self, path) or (isinstance(path, str) and set.__contains__(self, _text(path)))
 
 
 def parquet_schema():
@@ -70,71 +107,218 @@ def records_table(records: list[dict]):
     import pyarrow as pa
 
     schema = parquet_schema()
-    return pa.Table.from_pylist([{k: r.get(k) for k in PARQUET_COLUMNS} for r in records], schema=schema)
+    return pa.Table.from_pylist([{k: _text(r.get(k)) for k in PARQUET_COLUMNS} for r in records], schema=schema)
+
+
+def _finite(obj):
+    """`obj` with every NaN or infinite float made None (null): JSON has no NaN, and strict readers refuse one."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _dumps(obj, **kw) -> str:
+    """Strict JSON text of `obj` (a non-finite number becomes null rather than the invalid token NaN)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:
+        return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
+def _foreign(path: Path, why: str) -> OutputError:
+    """The error for an existing output --resume cannot read as songfeat's: it is kept, never replaced."""
+    return OutputError(path, f"--resume cannot continue from it: {why}; move it away, or run without --resume to replace it")
+
+
+def _read_text(path: Path) -> str:
+    """A whole output file as text, line endings untouched (a name may hold a carriage return)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise _foreign(path, "it is not UTF-8 text") from None
+    except OSError as e:
+        raise OutputError(path, f"cannot read it ({e.strerror or e})") from None
+
+
+def _record(path: Path, rec, where: str) -> dict:
+    """One earlier result, checked: an object naming its file in "path" (else the file is not a songfeat batch output)."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("path"), str) or not rec["path"]:
+        raise _foreign(path, f"{where} is not a result with a \"path\"")
+    return rec
+
+
+def _jsonl_records(path: Path, text: str, need_path: bool = True) -> list[dict]:
+    """Records of JSON Lines text; a last line without its newline that is not JSON was cut by a kill and is dropped.
+
+    `need_path=False` reads this run's own partial, where a lone file's object has no "path".
+    """
+    check = _record if need_path else (lambda _path, rec, _where: rec)
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the text ends with a newline
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            raise _foreign(path, f"line {i} is not JSON") from None
+        out.append(check(path, rec, f"line {i}"))
+    if tail.strip():
+        try:
+            out.append(check(path, json.loads(tail), f"line {len(lines) + 1}"))
+        except json.JSONDecodeError:  # the song in flight when the batch was killed: it is redone
+            pass
+    return out
+
+
+def _json_records(path: Path, text: str) -> list[dict]:
+    """Records of a finished JSON output: a list of results (a lone file's object carries no path to resume by)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _foreign(path, f"it is not JSON ({e.msg} at line {e.lineno})") from None
+    if isinstance(doc, dict) and "path" not in doc:
+        raise _foreign(path, "it holds one track's object without its \"path\" (a lone file's output)")
+    docs = doc if isinstance(doc, list) else [doc]
+    return [_record(path, rec, f"item {i}") for i, rec in enumerate(docs, 1)]
+
+
+def _csv_records(path: Path, text: str) -> list[dict]:
+    """Rows of a CSV output with songfeat's columns; a last row without its newline was cut by a kill and is dropped."""
+    if "\n" not in text:  # nothing, or a header cut short
+        return []
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = reader.fieldnames or []
+    other = [f for f in fields if f not in CSV_COLUMNS]
+    if "path" not in fields or other:
+        why = "no \"path\" column" if "path" not in fields else f"columns songfeat does not write: {', '.join(other[:3])}"
+        raise _foreign(path, f"it is not CSV with songfeat's columns ({why})")
+    rows = list(reader)
+    if rows and not text.endswith("\n"):
+        rows.pop()
+    for i, r in enumerate(rows, 2):
+        if None in r or None in r.values():
+            raise _foreign(path, f"row {i} does not have the header's {len(fields)} fields")
+        if not r["path"]:
+            raise _foreign(path, f"row {i} has no path")
+    return rows
 
 
 def _parquet_records(path: Path) -> list[dict]:
-    """Rows of a finished Parquet output, for resuming; [] if none or unreadable."""
-    if not path.is_file():
-        return []
+    """Rows of a finished Parquet output with songfeat's columns, for resuming."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
-    except Exception:  # not a Parquet file we wrote: start afresh rather than fail
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow says why in its own exception types
+        raise _foreign(path, f"it is not a readable Parquet file ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})") from None
+    other = [c for c in table.column_names if c not in PARQUET_COLUMNS]
+    if "path" not in table.column_names or other:
+        raise _foreign(path, "it has no \"path\" column" if "path" not in table.column_names
+                       else f"it has columns songfeat does not write ({', '.join(other[:3])})")
+    return [_record(path, r, f"row {i}") for i, r in enumerate(table.to_pylist(), 1)]
+
+
+def done_paths(path: Path, fmt: str) -> list[dict]:
+    """Records already written to `path` in `fmt`, for resuming; [] if it is missing or empty.
+
+    Raises OutputError for a file that is not songfeat's output in that format (it must not be replaced).
+    """
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return []
+    if not path.is_file():
+        raise OutputError(path, "is not a regular file")
+    if fmt == "parquet":
+        return _parquet_records(path)
+    text = _read_text(path)
+    if not text.strip():
+        return []
+    read = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records}[fmt]
+    return read(path, text)
 
 
 def _csv_row(record: dict) -> dict:
-    row = {k: record.get(k) for k in CSV_COLUMNS}
+    row = {k: _text(record.get(k)) for k in CSV_COLUMNS}
     alts = row.get("tempo_alternatives")
     if isinstance(alts, list):
         row["tempo_alternatives"] = ";".join(f"{a:g}" for a in alts)
     return row
 
 
-def done_paths(path: Path, fmt: str) -> list[dict]:
-    """Records already written to `path` (JSON Lines or CSV), for resuming; [] if none or unreadable."""
-    if not path.is_file() or fmt == "json":
-        return []
-    text = path.read_text()
-    if fmt == "jsonl":
-        out = []
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: drop it, the song is redone
-                break
-        return out
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [r for r in rows if r.get("id")]
+def check_output(output: Path, what: str = "the results") -> None:
+    """Refuse an output the final rename would wreck or cannot make: a folder, a device or pipe, an existing audio file
+    (an input given again as the output), or a place with no writable folder. Raises OutputError."""
+    try:
+        st = output.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OutputError(output, f"cannot write it ({e.strerror or e})") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(output, "is a folder, not a file to write")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(output, f"is not a regular file (a device or a pipe); {what} are written aside and renamed onto it")
+    if st is not None and output.suffix.lower() in AUDIO_EXTENSIONS:
+        raise OutputError(output, f"is an audio file, which {what} would replace: name another file")
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(output, f"cannot write it ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(output, f"cannot write it (no permission to write in {folder})")
 
 
 class ResultWriter:
-    """Streams records to stdout or atomically to a file in one of FORMATS."""
+    """Streams records to stdout or atomically to a file in one of FORMATS.
+
+    Raises OutputError for an unusable --output (see `check_output`) and, with `resume`, for one it cannot read.
+    """
 
     def __init__(self, fmt: str, output: str | Path | None = None, resume: bool = False, single: bool = False):
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         self.fmt, self.single = fmt, single
         self.output = Path(output) if output else None
+        if self.output is not None and self.output.is_symlink():  # write through the link: the rename must not replace it
+            self.output = Path(os.path.realpath(self.output))
         self.partial = self.output.with_name(self.output.name + ".partial") if self.output else None
         if fmt == "parquet" and self.output is None:
             raise ValueError("--format parquet needs --output (Parquet is not written to a terminal)")
+        if self.output is not None:
+            check_output(self.output)
         self.previous: list[dict] = []
         if self.output and resume:
-            if fmt == "parquet":
-                self.previous = done_paths(self.partial, "jsonl") or _parquet_records(self.output)
-            else:
-                self.previous = done_paths(self.partial, fmt) or done_paths(self.output, fmt)
-        self._records: list[dict] = list(self.previous) if fmt == "json" else []
+            self.previous = done_paths(self.partial, self._line_format) or done_paths(self.output, fmt)
+            if fmt == "parquet" and self.previous:
+                self._check_parquet(self.previous)
+        self._records: list[dict] = []  # JSON to stdout only: printed whole at close
         self._fh: IO[str] | None = None
         self._csv: csv.DictWriter | None = None
 
     @property
+    def _line_format(self) -> str:
+        """What the `.partial` holds: CSV for CSV, else JSON Lines (JSON and Parquet are converted at close)."""
+        return "csv" if self.fmt == "csv" else "jsonl"
+
+    def _check_parquet(self, records: list[dict]) -> None:
+        """Refuse earlier records whose values do not fit the Parquet schema now, not after the whole batch."""
+        try:
+            records_table(records)
+        except Exception as e:  # pyarrow's ArrowInvalid / ArrowTypeError
+            src = self.partial if self.partial.is_file() and self.partial.stat().st_size else self.output
+            raise _foreign(src, f"its values do not fit songfeat's Parquet columns ({str(e).strip()[:120]})") from None
+
+    @property
     def done(self) -> set[str]:
         """Paths already written by an earlier, interrupted run."""
-        return {str(r.get("path")) for r in self.previous}
+        return _Paths(str(r.get("path")) for r in self.previous)
 
     def _open(self) -> IO[str]:
         if self._fh is None:
@@ -143,55 +327,93 @@ class ResultWriter:
 
                 self._fh = sys.stdout
             else:
-                self.output.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.partial, "w", newline="")
+                try:
+                    self.output.parent.mkdir(parents=True, exist_ok=True)
+                    self._fh = open(self.partial, "w", newline="", encoding="utf-8")
+                except OSError as e:
+                    raise OutputError(self.partial, f"cannot write it ({e.strerror or e})") from None
             if self.fmt == "csv":
                 self._csv = csv.DictWriter(self._fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-                self._csv.writeheader()
-            for r in self.previous if self.fmt != "json" else ():
+                self._emit(None)
+            for r in self.previous:
                 self._emit(r)
         return self._fh
 
-    def _emit(self, record: dict) -> None:
-        if self.fmt in ("jsonl", "parquet"):  # parquet: JSON Lines in .partial until close
-            if self.fmt == "parquet":
-                record = {k: record.get(k) for k in PARQUET_COLUMNS}
-            self._fh.write(json.dumps(record) + "\n")
-        else:
-            self._csv.writerow(_csv_row(record))
-        self._fh.flush()
+    def _emit(self, record: dict | None) -> None:
+        """One record (None: the CSV header) on its own line, flushed, so a kill loses at most the song in flight."""
+        try:
+            if self.fmt == "csv":
+                self._csv.writeheader() if record is None else self._csv.writerow(_csv_row(record))
+            else:  # jsonl; json and parquet to a file: JSON Lines in .partial until close
+                if self.fmt == "parquet":
+                    record = {k: record.get(k) for k in PARQUET_COLUMNS}
+                self._fh.write(_dumps(record) + "\n")
+            self._fh.flush()
+        except OSError as e:
+            if self.output is None:
+                self._stdout_failed(e)
+            raise OutputError(self.partial, f"cannot write it ({e.strerror or e}); the songs finished so far are kept in it, "
+                              "rerun with --resume to continue") from None
+
+    @staticmethod
+    def _stdout_failed(e: OSError) -> None:
+        """A failed write to stdout (a full disk behind `> file`) as one error; a closed pipe (`| head`) stays as it is."""
+        if isinstance(e, BrokenPipeError):
+            raise e
+        raise OutputError("stdout", f"cannot write ({e.strerror or e})") from None
 
     def write(self, record: dict) -> None:
-        """Add one song's record (JSON keeps them until close; the other formats write at once)."""
-        if self.fmt == "json":
+        """Add one song's record (JSON to stdout keeps them until close; everything else is written at once)."""
+        if self.fmt == "json" and self.output is None:
             self._records.append(record)
             return
         self._open()
         self._emit(record)
 
     def close(self) -> None:
-        """Finish the output: print/write JSON, then move the partial file onto its final name."""
-        if self.fmt == "json":
+        """Finish the output: print JSON, or move the partial file (converted for JSON and Parquet) onto its final name."""
+        if self.fmt == "json" and self.output is None:
             doc = self._records[0] if self.single and len(self._records) == 1 else self._records
             fh = self._open()
-            fh.write(json.dumps(doc, indent=2) + "\n")
-        elif self._fh is None:
-            self._open()
+            try:
+                fh.write(_dumps(doc, indent=2) + "\n")
+                fh.flush()
+            except OSError as e:
+                self._stdout_failed(e)
+            self._fh = None
+            return
+        self._open()
         if self.output is not None and self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            if self.fmt == "parquet":
-                self._partial_to_parquet()
-            else:
-                os.replace(self.partial, self.output)
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                if self.fmt in ("json", "parquet"):
+                    self._convert_partial()
+                else:
+                    os.replace(self.partial, self.output)
+            except OSError as e:
+                if isinstance(e, OutputError):
+                    raise
+                raise OutputError(self.output, f"cannot write it ({e.strerror or e}); the results are kept in {self.partial}") from None
         self._fh = None
 
-    def _partial_to_parquet(self) -> None:
-        """Convert the JSON Lines partial into the Parquet output (via a temporary file), then drop the partial."""
-        import pyarrow.parquet as pq
-
+    def _convert_partial(self) -> None:
+        """Write the JSON Lines partial as the JSON or Parquet output (via a temporary file), then drop the partial."""
+        records = _jsonl_records(self.partial, _read_text(self.partial), need_path=False)
         tmp = self.output.with_name(f".{self.output.name}.tmp{os.getpid()}")
-        pq.write_table(records_table(done_paths(self.partial, "jsonl")), tmp)
-        os.replace(tmp, self.output)
+        try:
+            if self.fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                pq.write_table(records_table(records), tmp)
+            else:
+                doc = records[0] if self.single and len(records) == 1 else records
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(_dumps(doc, indent=2) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self.output)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.partial.unlink()

@@ -271,7 +271,7 @@ def run_jobs(fn: Callable, jobs: Sequence | Iterable, workers: int = 1, timeout:
                     pool.remove(w)
                     w.kill()
                     done += 1
-                    yield JobResult(w.index, "timeout", f"timed out after {now - w.job_start:.0f} s (limit {w.deadline - w.job_start:.0f} s); "
+                    yield JobResult(w.index, "timeout", f"timed out after {now - w.job_start:.3g} s (limit {w.deadline - w.job_start:.3g} s); "
                                     "its worker process was stopped", w.log, now - w.job_start)
                     if queue:
                         spawn()
