@@ -282,3 +282,16 @@ def test_segment_loudness_is_rounded_in_the_json(tmp_path: Path) -> None:
     for s in r["segments"]:
         for k in ("loudness_start", "loudness_max", "loudness_end"):
             assert len(repr(s[k]).split(".")[1]) <= 3, (k, s[k])
+
+
+def test_beats_do_not_depend_on_the_level(tmp_path: Path) -> None:
+    # The weak-end trim compared each beat with half the RMS of the beats' onset strength: the one huge onset of sound
+    # starting from digital silence lifted that RMS, so at full level a steady 6-s chord loop kept beats only to 3 s
+    # (to 5 s at a quarter of the level). Beats must cover the loop whatever its level.
+    y = synth.chord_progression(0, 1, 6.0, chord_seconds=0.5)  # a chord on every beat at 120 BPM
+    starts = []
+    for gain in (1.0, 0.25):
+        r = audio_analysis(_write(tmp_path, f"loop{gain}", (y * gain).astype(np.float32)))
+        starts.append([round(b["start"], 2) for b in r["beats"]])
+    assert len(starts[0]) == len(starts[1]) and np.allclose(starts[0], starts[1], atol=0.05)
+    assert starts[0][0] < 0.1 and starts[0][-1] > 5.0 and len(starts[0]) >= 11
