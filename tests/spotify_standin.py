@@ -270,6 +270,15 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
                 return self._json(*standin.audio_features(query), query)
             self._json(404, {"error": {"status": 404, "message": "Service not found"}}, query)
 
+        def _audio_head(self, query: dict[str, str], length: int | None) -> None:
+            """A 200 audio/mpeg status line and headers (no Content-Length when `length` is None: closed when done)."""
+            self._record(200, query)
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Content-Length" if length is not None else "Connection",
+                             str(length) if length is not None else "close")
+            self.end_headers()
+
         def _preview(self, path: str, query: dict[str, str]) -> None:
             tid = path.rsplit("/", 1)[-1].removesuffix(".mp3")
             if tid not in standin.tracks:
@@ -284,31 +293,19 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
             if kind == "flaky" and n == 1:
                 return self._send(500, b"oops", "text/plain", query=query)
             if kind == "truncated" or (kind == "truncated_once" and n == 1):
-                self._record(200, query)
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/mpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
+                self._audio_head(query, len(body))
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 return
             if kind == "cut_unsized" or (kind == "cut_unsized_once" and n == 1):  # no length to check it against
-                self._record(200, query)
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/mpeg")
-                self.send_header("Connection", "close")
-                self.end_headers()
+                self._audio_head(query, None)
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 return
             if kind == "slow":
-                self._record(200, query)
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/mpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
+                self._audio_head(query, len(body))
                 step = max(1, len(body) // 5)
                 try:
                     for i in range(0, len(body), step):
@@ -319,11 +316,7 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                 return
             if kind == "drip":
-                self._record(200, query)
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/mpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
+                self._audio_head(query, len(body))
                 end = time.monotonic() + standin.drip_for
                 try:
                     for i in range(len(body)):
