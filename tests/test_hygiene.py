@@ -410,3 +410,18 @@ def test_a_killed_batch_leaves_no_worker_behind(tmp_path):
         time.sleep(0.3)
     os.kill(worker, signal.SIGKILL)
     pytest.fail("the worker outlived its killed batch")
+
+
+def test_tags_keeps_stderr_to_songfeat_lines(tmp_path):
+    """`songfeat tags` on a cut-off WAV printed Python's own two-line SongfeatWarning (with a source line of audio.py)."""
+    import soundfile as sf
+
+    y = 0.3 * np.sin(2 * np.pi * 220 * np.arange(44100 * 4) / 44100)
+    full = tmp_path / "full.wav"
+    sf.write(full, y.astype(np.float32), 44100, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 2 * 44100 * 2])  # the header still promises 4 s; 2 s are there
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "tags", str(cut)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.splitlines() and all(ln.startswith("songfeat: warning: ") for ln in p.stderr.splitlines()), p.stderr
+    assert "cut off" in p.stderr and p.stdout.startswith(str(cut))

@@ -213,7 +213,7 @@ def tags_cmd(
     top: int = typer.Option(5, "--top", "-k", min=1, max=50, help="How many tags of each model to print."),
 ) -> None:
     """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s."""
-    from .audio import scan_inputs
+    from .audio import capture_output, scan_inputs
     from .errors import SongfeatError
     from .tagger import describe_file, top_tags
 
@@ -224,10 +224,15 @@ def tags_cmd(
         typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
     failed = len(refused)
     for f in files:
-        try:
-            tops = top_tags(describe_file(f), top)
-        except SongfeatError as e:
-            typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+        with capture_output() as captured:  # a cut-off file's decoder note is one warning line, as in `analyze`
+            try:
+                tops = top_tags(describe_file(f), top)
+            except SongfeatError as e:
+                tops = e
+        for w in captured.warnings:
+            typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
+        if isinstance(tops, SongfeatError):
+            typer.echo(one_line(f"songfeat: error: {tops}"), err=True)
             failed += 1
             continue
         typer.echo(one_line(str(f)))
