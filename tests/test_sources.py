@@ -164,3 +164,77 @@ def test_stretch_moves_predictions_away_from_the_centre_and_leaves_factor_one_un
     np.testing.assert_allclose(out[:, 0], [0.7 + 1.5 * (0.2 - 0.7), 0.7 + 1.5 * (0.9 - 0.7)], rtol=1e-6)
     np.testing.assert_allclose(out[:, 1], [0.1, 0.7], rtol=1e-6)
     assert np.array_equal(out[:, 2], p[:, 2])  # factor 1: bit for bit the input, not c + (p - c)
+
+
+def _silent(path):
+    import soundfile as sf
+
+    sf.write(path, np.zeros(44100 * 2, np.float32), 44100)
+    return path
+
+
+def test_a_cached_failure_names_each_file_with_those_bytes(tmp_path):
+    """Two files with the same bytes share one cache entry; each failure still names its own file, fresh or cached."""
+    from songfeat.records import get_records
+
+    a, b = _silent(tmp_path / "a.wav"), _silent(tmp_path / "b.wav")
+    for _ in range(2):  # computed, then from the cache
+        ea, eb = get_records([a, b], tmp_path / "cache", with_tagger=False, progress=False)
+        assert ea.startswith(f"{a}: audio is silent") and eb.startswith(f"{b}: audio is silent"), (ea, eb)
+
+
+def test_an_unreadable_cache_entry_is_computed_again(tmp_path):
+    """A cut-off or empty entry (a crash, a full disk, another tool) is a miss: recomputed and rewritten, never a clip
+    left out for good as 'analysis failed (BadZipFile ...)'."""
+    from songfeat.records import get_records
+
+    a = _silent(tmp_path / "a.wav")
+    first = get_records([a], tmp_path / "cache", with_tagger=False, progress=False)[0]
+    (entry,) = (tmp_path / "cache").glob("*.npz")
+    for broken in (entry.read_bytes()[:50], b""):
+        entry.write_bytes(broken)
+        assert get_records([a], tmp_path / "cache", with_tagger=False, progress=False)[0] == first
+        with np.load(entry) as z:  # rewritten whole
+            assert "reason" in z
+
+
+def test_a_cache_that_cannot_be_a_folder_is_refused_before_any_analysis(tmp_path):
+    from songfeat.errors import SongfeatError
+    from songfeat.records import get_records
+
+    (tmp_path / "f").write_text("x")
+    for cache in (tmp_path / "f", tmp_path / "f" / "records"):
+        with pytest.raises(SongfeatError, match="cannot be the record cache: .*f is not a folder"):
+            get_records([_silent(tmp_path / "a.wav")], cache, with_tagger=False, progress=False)
+
+
+def _partial_shared(root, leave_out):
+    """A shared-data folder holding every input evaluate-sources reads (tiny but readable) except `leave_out`."""
+    files = ("spotify-previews/labels.csv", "spotify-previews-extra/labels.csv", "fma-echonest/clips_labels.csv",
+             "spotify-features/combined_unique_by_track_id.csv", "spotify-features/it21803666_SpotifyFeatures_subset.csv",
+             "fma-echonest/echonest_full.csv", "fma-echonest/fma_echonest_genres.csv", "behaviour/manifest.csv")
+    for rel, folder in [(f, False) for f in files] + [("spotify-previews/audio", True), ("spotify-previews-extra/audio", True)]:
+        p = root / rel
+        if rel == leave_out:
+            continue
+        if folder:
+            p.mkdir(parents=True, exist_ok=True)
+        else:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("track_id,energy,origin,file\nx,0.5,a,x.wav\n")
+    return root
+
+
+def test_a_partial_or_empty_shared_folder_is_refused_before_any_work(tmp_path):
+    """A missing input is named in one line up front (a missing FMA table was a FileNotFoundError traceback; others
+    were found only after every clip's analysis)."""
+    from songfeat.errors import SongfeatError
+    from songfeat.sources import evaluate_sources
+
+    shared = _partial_shared(tmp_path / "shared", "fma-echonest/clips_labels.csv")
+    with pytest.raises(SongfeatError, match=r"fma-echonest/clips_labels\.csv: no such file; --shared names"):
+        evaluate_sources(shared, cache=tmp_path / "cache", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SongfeatError, match=r"empty: holds none of the shared data"):
+        evaluate_sources(tmp_path / "empty", cache=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()

@@ -9,8 +9,11 @@ check, ... (so the checking half gets the odd one). The split is a pure function
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,13 +51,69 @@ def parse_rules(expectation: str) -> list[Rule]:
     return [Rule(f, op, float(v)) for f, op, v in RULE.findall(str(expectation or ""))]
 
 
+# a word right before a comparison: a rule, or a mistyped one ("speechines>0.66", "energy>=0.5", "energy>high")
+RULE_LIKE = re.compile(r"\b([A-Za-z_]\w*)\s*([<>=!]+)\s*([^\s;,()]*)")
+
+
+def check_rules(expectation: str) -> str | None:
+    """Why an expectation holds a comparison that is not a rule (an unknown feature, another operator, no number, a
+    learned feature's bound outside 0-1, which no value can meet), or None: such text was silently ignored, and the
+    clip's rule never checked."""
+    known = features.LEARNED + ("tempo", "loudness")
+    for m in RULE_LIKE.finditer(str(expectation or "")):
+        if not set("<>") & set(m.group(2)) and m.group(1) not in known:
+            continue  # prose such as "content = sea waves"
+        text = m.group(0).strip().rstrip(".:")  # a rule may end a sentence
+        rule = parse_rules(text)
+        if len(rule) != 1 or RULE.fullmatch(text) is None:
+            return f"{text!r} is not a rule: write <feature><'<' or '>'><number>, the feature one of {', '.join(known)}"
+        r = rule[0]
+        if r.feature in features.LEARNED and not 0.0 <= r.value <= 1.0:
+            return f"{text!r}: {r.feature} lies in 0-1, so no value can meet this bound"
+    return None
+
+
 def read_manifest(shared: str | Path) -> pd.DataFrame:
-    """The manifest with absolute `path`, parsed `rules` and the `half` ('fit' or 'check') of each clip."""
+    """The manifest with absolute `path`, parsed `rules` and the `half` ('fit' or 'check') of each clip.
+
+    A manifest that cannot be what it says is refused in one line naming the file and its line: unreadable text, no
+    file, category or expectation column, an empty cell, a file listed twice, missing or outside behaviour/, or a
+    comparison that is not a rule (silently dropped, it would turn a clip into a robustness clip that passes).
+    """
     root = Path(shared) / "behaviour"
-    if not (Path(shared) / MANIFEST).is_file():
-        raise SongfeatError(Path(shared) / MANIFEST, "no such file (--shared names the shared data folder, with behaviour/ in it)")
-    m = pd.read_csv(Path(shared) / MANIFEST)
-    m["path"] = [str(root / f) for f in m["file"]]
+    file = Path(shared) / MANIFEST
+    if not file.is_file():
+        raise SongfeatError(file, "no such file (--shared names the shared data folder, with behaviour/ in it)")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+        rows = list(csv.reader(io.StringIO(text)))
+        with warnings.catch_warnings():  # the empty cells past the header that pandas warns of are checked below
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            m = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, UnicodeDecodeError, ValueError) as e:
+        raise SongfeatError(file, f"not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for i, row in enumerate(rows[1:], start=2):  # pandas would drop the extra cells: a comma in an unquoted expectation
+        if any(c.strip() for c in row[len(rows[0]):]):
+            raise SongfeatError(file, f"line {i}: {len(row)} cells under {len(rows[0])} columns (quote an expectation that "
+                                      "holds a comma)")
+    absent = [c for c in ("file", "category", "expectation") if c not in m.columns]
+    if absent:
+        raise SongfeatError(file, f"no {', '.join(absent)} column (columns: {', '.join(map(str, m.columns))})")
+    if m.empty:
+        raise SongfeatError(file, "lists no clips")
+    seen: dict[str, int] = {}
+    for i, r in enumerate(m.to_dict("records")):
+        line, f = i + 2, str(r["file"]).strip()  # line 1 is the header
+        rel = Path(f)
+        why = ("no file named" if not f else "no category" if not str(r["category"]).strip()
+               else f"{f}: a path outside behaviour/" if rel.is_absolute() or ".." in rel.parts
+               else f"{f}: listed twice (line {seen[f]} too)" if f in seen
+               else f"{f}: no such file" if not (root / rel).is_file()
+               else check_rules(r["expectation"]))
+        if why:
+            raise SongfeatError(file, f"line {line}: {why}")
+        seen[f] = line
+    m["path"] = [str(root / f.strip()) for f in m["file"]]
     m["rules"] = [parse_rules(e) for e in m["expectation"]]
     m["half"] = split(m)
     return m
@@ -109,7 +168,7 @@ def to_markdown(table: pd.DataFrame, half: str | None = "check") -> str:
     lines += [f"| {c} | {v['hold']} / {v['rules']} |" for c, v in s["categories"].items()]
     lines += ["", "| clip | half | rule | value | holds |", "|---|---|---|---|---|"]
     for _, r in t.iterrows():
-        val = "error: " + str(r["error"]).split(": ", 1)[-1][:60] if isinstance(r["error"], str) else ("–" if r["value"] is None else f"{r['value']:.3f}")
+        val = "error: " + str(r["error"]).split(": ", 1)[-1][:60] if isinstance(r["error"], str) else ("–" if r["value"] is None or pd.isna(r["value"]) else f"{r['value']:.3f}")
         lines.append(f"| {Path(r['file']).name} | {r['half']} | {r['rule']} | {val} | {'yes' if r['holds'] else '**no**'} |")
     return "\n".join(lines) + "\n"
 
@@ -171,5 +230,5 @@ def region_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Rule", "parse_rules", "read_manifest", "split", "check", "summary", "to_markdown", "evaluate_behaviour",
+__all__ = ["Rule", "parse_rules", "check_rules", "read_manifest", "split", "check", "summary", "to_markdown", "evaluate_behaviour",
            "analyze_clips", "region_table", "region_summary", "region_markdown", "NO_REGION_CATEGORIES"]

@@ -101,25 +101,53 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
     return Record(str(path), desc, stacked, np.asarray(weights, dtype=np.float64))
 
 
-def _save(rec: Record, file: Path) -> None:
+def _write_npz(file: Path, **arrays) -> None:
+    """Write arrays to `file` atomically: a temporary file beside it, renamed into place (an interrupted run leaves none)."""
     file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".rec.", suffix=".npz", dir=file.parent)
     os.close(fd)
     try:
-        np.savez(tmp, descriptors=json.dumps(rec.descriptors), weights=rec.weights,
-                 **{f"block_{k}": v for k, v in rec.blocks.items()})
+        np.savez(tmp, **arrays)
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _load(file: Path, path: str) -> Record | str:
-    with np.load(file) as z:
-        if "error" in z:
-            return str(z["error"])
-        return Record(path, json.loads(str(z["descriptors"])), {k[6:]: z[k] for k in z.files if k.startswith("block_")},
-                      z["weights"])
+def _save(rec: Record, file: Path) -> None:
+    _write_npz(file, descriptors=json.dumps(rec.descriptors), weights=rec.weights,
+               **{f"block_{k}": v for k, v in rec.blocks.items()})
+
+
+def _save_error(err, file: Path) -> None:
+    """Cache a failure as its reason alone: files with the same bytes share the entry, and each is named by its own path."""
+    _write_npz(file, reason=err.reason, named=err.path is not None)
+
+
+def _load(file: Path, path: str) -> Record | str | None:
+    """The cached record or error line of `path`, or None when the entry cannot be read (cut off, corrupt, not ours):
+    it is then computed again, not left out for good."""
+    try:
+        with np.load(file) as z:
+            if "reason" in z:
+                return f"{path}: {z['reason']}" if bool(z["named"]) else str(z["reason"])
+            return Record(path, json.loads(str(z["descriptors"])), {k[6:]: z[k] for k in z.files if k.startswith("block_")},
+                          z["weights"])
+    except Exception:  # zipfile, pickle, json and key errors alike: any unreadable entry is a miss
+        return None
+
+
+def check_cache(cache: str | Path | None) -> None:
+    """Refuse a cache that cannot be a folder before any clip is analysed (each record would be computed, then lost)."""
+    from .errors import SongfeatError
+
+    if cache is None:
+        return
+    p = Path(cache)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise SongfeatError(cache, f"cannot be the record cache: {p} is not a folder")
 
 
 def get_record(path: str | Path, cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True) -> Record | str:
@@ -130,16 +158,14 @@ def get_record(path: str | Path, cache: str | Path | None = DEFAULT_CACHE, with_
     if cache is not None:
         file = Path(cache) / f"{_key(path, with_tagger)}.npz"
         if file.is_file():
-            return _load(file, str(path))
+            cached = _load(file, str(path))
+            if cached is not None:
+                return cached
     try:
         rec = compute_record(path, with_tagger)
     except SongfeatError as e:
         if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".rec.", suffix=".npz", dir=file.parent)
-            os.close(fd)
-            np.savez(tmp, error=str(e))
-            os.replace(tmp, file)
+            _save_error(e, file)
         return str(e)
     if file is not None:
         _save(rec, file)
@@ -157,6 +183,7 @@ def _one(args) -> Record | str:
 def get_records(paths: list[str], cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True,
                 workers: int = 1, progress: bool = True) -> list[Record | str]:
     """get_record over many files, in `workers` processes, with a progress bar."""
+    check_cache(cache)
     return map_files(_one, [(str(p), cache, with_tagger) for p in paths], workers, progress)
 
 
@@ -177,4 +204,4 @@ def map_files(fn, jobs: list, workers: int = 1, progress: bool = True) -> list:
             pool.shutdown()
 
 
-__all__ = ["Record", "get_record", "get_records", "compute_record", "DEFAULT_CACHE", "RECORD_VERSION"]
+__all__ = ["Record", "get_record", "get_records", "compute_record", "check_cache", "DEFAULT_CACHE", "RECORD_VERSION"]

@@ -39,6 +39,33 @@ NOT_FITTED = {"fma": ("instrumentalness",)}  # second annotator: scored, never f
 RIDGE_BLOCK = RIDGE_PARTS[0][0]  # the ridge member's MFCC summary (band-limited); the previous default read "mfcc"
 
 
+def shared_inputs() -> tuple[tuple[Path, bool], ...]:
+    """What evaluate-sources and train-default read from the shared data folder: (path inside it, is a folder)."""
+    from .default_model import TABLE
+    from .genre_prior import ECHONEST, ECHONEST_GENRES, SPOTIFY_GENRES
+
+    files = (Path("spotify-previews") / "labels.csv", Path("spotify-previews-extra") / "labels.csv",
+             Path("fma-echonest") / "clips_labels.csv", TABLE, SPOTIFY_GENRES, ECHONEST, ECHONEST_GENRES, behaviour.MANIFEST)
+    return tuple((f, False) for f in files) + ((Path("spotify-previews") / "audio", True), (Path("spotify-previews-extra") / "audio", True))
+
+
+def check_shared(shared: str | Path) -> None:
+    """Refuse a --shared folder that lacks any file these commands read, before any work: some are read only after
+    stage 1's fit or every clip's analysis, minutes in (and a missing FMA table ended in a traceback)."""
+    from .errors import SongfeatError
+
+    hint = "--shared names the shared data folder (spotify-features/, spotify-previews/, behaviour/, ...)"
+    if not Path(shared).is_dir():
+        raise SongfeatError(shared, f"no such folder; {hint}")
+    missing = [Path(shared) / p for p, folder in shared_inputs() if not ((Path(shared) / p).is_dir() if folder else (Path(shared) / p).is_file())]
+    if len(missing) == len(shared_inputs()):
+        raise SongfeatError(shared, f"holds none of the shared data (e.g. {missing[0].relative_to(shared)}); {hint}")
+    if missing:
+        more = f" (and {len(missing) - 1} more: {', '.join(str(m) for m in missing[1:4])}{', ...' if len(missing) > 4 else ''})" \
+            if len(missing) > 1 else ""
+        raise SongfeatError(missing[0], f"no such {'folder' if missing[0].suffix == '' else 'file'}{more}; {hint}")
+
+
 def labelled_clips(shared: str | Path) -> pd.DataFrame:
     """Every labelled clip with audio: source, track_id, path, the seven targets and Spotify loudness (NaN for FMA)."""
     from .accuracy import pair_labels_audio
@@ -454,6 +481,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     """
     from .analyze import get_bundle
 
+    check_shared(shared)
     cfg = cfg or FitConfig()
     parts = parts or (DEFAULT_PARTS if with_tagger else NO_TAGGER_PARTS)
     lay = layout(parts, default_genre_table(shared) if any(p[2] == "genre_prior" for p in parts) else None)
@@ -605,5 +633,5 @@ def bias_table(result: dict) -> list[str]:
     return out + [""]
 
 
-__all__ = ["evaluate_sources", "labelled_clips", "to_markdown", "bias_table", "seed_spread", "spread_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
+__all__ = ["evaluate_sources", "check_shared", "labelled_clips", "to_markdown", "bias_table", "seed_spread", "spread_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
            "select_decay", "select_blend", "select_stretch", "inner_folds", "columns", "pick_blend", "ridge_predictions", "default_genre_table", "DECAY_GRID", "BLEND_GRID", "STRETCH_GRID"]
