@@ -131,3 +131,83 @@ def test_behaviour_picture_draws_each_rule_kind_and_follows_the_values(tmp_path)
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a.png", "b.png"]  # no partial file left behind
     with pytest.raises(ValueError, match="no bound rule"):
         save_plot(table(0.8), tmp_path / "c.png", half="nonexistent")
+
+
+@pytest.mark.parametrize("manifest, says", [
+    ("", "not a readable CSV"),
+    ("file,category,expectation\n", "lists no clips"),
+    ("name,category,expectation\nclips/a.wav,music,energy>0.5\n", "no file column"),
+    ("file,expectation\nclips/a.wav,energy>0.5\n", "no category column"),
+    ("file,category,expectation\n,music,energy>0.5\n", "line 2: no file named"),
+    ("file,category,expectation\nclips/a.wav,,energy>0.5\n", "line 2: no category"),
+    ("file,category,expectation\nclips/a.wav,music,energy>0.5\nclips/a.wav,music,energy<0.5\n",
+     "line 3: clips/a.wav: listed twice (line 2 too)"),
+    ("file,category,expectation\n../outside.wav,music,energy>0.5\n", "line 2: ../outside.wav: a path outside behaviour/"),
+    ("file,category,expectation\nclips/a.wav,music,energy>0.5\n/etc/hostname,music,energy<0.5\n",
+     "line 3: /etc/hostname: a path outside behaviour/"),
+    ("file,category,expectation\nclips/a.wav,music,energy>0.5\nclips/gone.wav,other_robustness,\n",
+     "line 3: clips/gone.wav: no such file"),
+    ("file,category,expectation\nclips/a.wav,music,speechines>0.66\n", "line 2: 'speechines>0.66' is not a rule"),
+    ("file,category,expectation\nclips/a.wav,music,energy>=0.5\n", "line 2: 'energy>=0.5' is not a rule"),
+    ("file,category,expectation\nclips/a.wav,music,energy>high\n", "line 2: 'energy>high' is not a rule"),
+    ("file,category,expectation\nclips/a.wav,music,energy>50\n", "line 2: 'energy>50': energy lies in 0-1"),
+    ("file,category,expectation\nclips/a.wav,music,speechiness<0.33, energy>0.5\n",
+     "line 2: 4 cells under 3 columns (quote an expectation that holds a comma)"),
+    ("file,category,expectation\nclips/a.wav,music,energy>0.5,\nclips/b.wav,music\n", None),  # empty cells are not mistakes
+])
+def test_manifest_mistakes_are_refused_naming_the_line(tmp_path, manifest, says):
+    """A manifest that cannot say what it means is one error naming it and its line, before any clip is analysed:
+    no pandas traceback, no path read from outside behaviour/, no mistyped rule silently dropped (which made the clip a
+    robustness clip), and no missing file counted as 'analyzes or fails clearly'."""
+    from songfeat.errors import SongfeatError
+
+    (tmp_path / "outside.wav").write_bytes(b"x")
+    (tmp_path / "behaviour" / "clips").mkdir(parents=True)
+    (tmp_path / "behaviour" / "clips" / "a.wav").write_bytes(b"x")
+    (tmp_path / "behaviour" / "clips" / "b.wav").write_bytes(b"x")
+    (tmp_path / "behaviour" / "manifest.csv").write_text(manifest)
+    if says is None:
+        assert [[str(r) for r in rs] for rs in behaviour.read_manifest(tmp_path)["rules"]] == [["energy>0.5"], []]
+        return
+    with pytest.raises(SongfeatError) as e:
+        behaviour.read_manifest(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'behaviour' / 'manifest.csv'}: ") and says in str(e.value), str(e.value)
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path), "--no-regions"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and says in r.output, r.output
+
+
+def test_prose_in_expectations_is_not_mistaken_for_a_rule():
+    """The shared manifest's own wording still reads: only comparisons after a word are checked."""
+    for text in ("6-channel (5.1) WAV robustness test; content = sea waves field recording, no music",
+                 "very short (<1 s) 8 kHz single spoken word", "near-silent (about -88 dBFS); energy~0; loudness very low",
+                 "instrumentalness>0.5; acousticness>0.5; speechiness<0.33; energy>0.5 (presto); key G minor",
+                 "tempo>120; loudness<-20; energy<0.4."):
+        assert behaviour.check_rules(text) is None, text
+
+
+def test_a_robustness_row_shows_no_value_beside_rules_with_values():
+    m = pd.DataFrame({"file": ["a.wav", "b.wav"], "category": ["x", "x"], "path": ["a", "b"], "half": ["check"] * 2,
+                      "rules": [behaviour.parse_rules("energy>0.5"), []]})
+    md = behaviour.to_markdown(behaviour.check(m, {"a": {"energy": 0.7}, "b": {"energy": 0.1}}))
+    assert "| b.wav | check | analyzes or fails clearly | – | yes |" in md and "nan" not in md
+
+
+def test_a_plot_that_cannot_be_written_is_refused_before_the_clips_are_analysed(monkeypatch, tmp_path):
+    # `check-behaviour --plot <a folder>` (or a path under a file) analysed every clip, then raised IsADirectoryError /
+    # FileExistsError from matplotlib: a traceback after minutes of work.
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    calls = []
+    monkeypatch.setattr(behaviour, "analyze_clips", lambda *a, **k: calls.append(1) or (None, {}))
+    (tmp_path / "notes.txt").write_text("x")
+    for target in (tmp_path, tmp_path / "notes.txt" / "p.png"):
+        r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path), "--plot", str(target)])
+        assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+        assert r.output.startswith(f"songfeat: error: {target}: cannot write the picture")
+    assert calls == []

@@ -76,3 +76,57 @@ def test_train_heads_names_what_it_leaves_out(tmp_path):
     assert "1 labelled ids have no audio file" in r.output and "(e.g. c9)" in r.output
     assert "3 usable labelled clips (1 label rows unusable, 1 without audio); need at least 5" in r.output
     assert not (tmp_path / "cache").exists()  # refused before any clip was analysed
+
+
+def _two_clips(tmp_path, labels: str):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(6):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(100, seconds=2.0, seed=i), 44100)
+    (tmp_path / "labels.csv").write_text(labels)
+    return ["train-heads", "--labels", str(tmp_path / "labels.csv"), "--audio", str(audio), "--cache", str(tmp_path / "cache")]
+
+
+LABELS6 = "track_id,energy\n" + "".join(f"c{i},0.{i + 1}\n" for i in range(6))
+
+
+def test_train_heads_refuses_an_out_it_cannot_write_before_analysing(tmp_path):
+    """A non-bundle folder (whose files a bundle would replace) or a path under a file is one error line, before any
+    clip is analysed, not after the whole fit (or a FileExistsError traceback)."""
+    args = _two_clips(tmp_path, LABELS6)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    (tmp_path / "a_file").write_text("x")
+    for out, says in ((tmp_path / "notes", "holds no model bundle"), (tmp_path / "a_file" / "b", "a_file is not a folder")):
+        r = run.invoke(app, args + ["--out", str(out)])
+        assert r.exit_code == 2 and f"songfeat: error: {out}: " in r.output and says in r.output, r.output
+        assert not (tmp_path / "cache").exists()  # refused before any clip was analysed
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_train_heads_refuses_a_base_model_the_heads_cannot_sit_on(tmp_path):
+    """A --model of another family (here a numeric MLP fed by labels) is named in one line before any analysis, not a
+    KeyError after it."""
+    from songfeat import models
+    from songfeat.bundle import save_bundle
+
+    targets = ["danceability", "energy", "speechiness", "acousticness", "instrumentalness"]
+    inputs = ["valence", "tempo", "loudness", "key", "mode", "time_signature"]
+    save_bundle(tmp_path / "mlp", models.create("numeric-mlp", n_outputs=5, n_inputs=6),
+                {"model": "numeric-mlp", "hparams": {"n_inputs": 6}, "targets": targets, "inputs": ["numeric"],
+                 "numeric_inputs": inputs, "numeric_source": "labels",
+                 "scalers": {"numeric": {"mean": [0.0] * 6, "std": [1.0] * 6}}})
+    r = run.invoke(app, _two_clips(tmp_path, LABELS6) + ["--out", str(tmp_path / "heads"), "--model", str(tmp_path / "mlp")])
+    assert r.exit_code == 2 and f"songfeat: error: {tmp_path / 'mlp'}: a 'numeric-mlp' bundle cannot be" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "cache").exists()
+
+
+def test_train_heads_counts_only_clips_with_a_learned_label(tmp_path):
+    """Rows labelled only on tempo teach the heads nothing: one energy label among six rows is too few, said before any
+    clip is analysed (it used to fit the heads on that one clip)."""
+    labels = "track_id,tempo,energy\nc0,100,0.5\n" + "".join(f"c{i},100,\n" for i in range(1, 6))
+    r = run.invoke(app, _two_clips(tmp_path, labels) + ["--out", str(tmp_path / "heads")])
+    assert r.exit_code == 2, r.output
+    assert "5 clips label none of the learned features, left out (e.g. c1)" in r.output
+    assert "1 usable labelled clips (0 label rows unusable, 0 without audio, 5 without a learned label)" in r.output
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "heads").exists()

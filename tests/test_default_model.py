@@ -215,3 +215,33 @@ def test_outputs_stay_in_the_catalogues_range():
     assert out[:, s].tolist() == pytest.approx([0.03, 0.03, 0.9])
     d = list(bundle.targets).index("danceability")  # no label_range for it: only its own 0..1
     assert out[:, d].tolist() == pytest.approx([0.0, 0.001, 1.0])
+
+
+def test_train_default_refuses_a_partial_shared_folder_or_an_out_it_cannot_replace_before_stage_1(tmp_path):
+    """Found up front in one line, not after stage 1's fit (a missing behaviour manifest) or after every clip's
+    analysis (an --out folder holding other files)."""
+    from test_sources import _partial_shared
+
+    from songfeat.default_model import train_default
+
+    shared = _partial_shared(tmp_path / "shared", "behaviour/manifest.csv")
+    with pytest.raises(SongfeatError, match=r"behaviour/manifest\.csv: no such file; --shared names"):
+        train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")
+    (shared / "behaviour").mkdir()
+    (shared / "behaviour" / "manifest.csv").write_text("file,category,expectation\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(SongfeatError, match=r"notes: folder is not empty and holds no model bundle"):
+        train_default(shared, tmp_path / "notes", progress=False, cache=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_train_default_refuses_a_stage_1_table_too_small_to_fit(tmp_path):
+    """A tiny or truncated catalogue table is named in one line, not a TypeError from inside stage 1's fit."""
+    from test_sources import _partial_shared
+
+    from songfeat.default_model import train_default
+
+    shared = _partial_shared(tmp_path / "shared", "")
+    with pytest.raises(SongfeatError, match=r"combined_unique_by_track_id\.csv: 0 rows hold every stage-1 input"):
+        train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")

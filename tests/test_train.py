@@ -303,3 +303,27 @@ def test_cli_research_errors_are_one_line_and_name_the_file(tiny_store, tmp_path
     assert r.output.strip() == f"songfeat: error: {tmp_path / 'm' / 'model.safetensors'}: No space left on device"
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no\nsuch"), "--store", str(tiny_store)])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "no\\nsuch" in r.output
+
+
+def test_a_bundle_is_finished_before_it_replaces_the_old_one(tmp_path):
+    """train-default and train-heads wrote the new weights into place, then exported model.onnx beside them: a stop in
+    between left new weights beside the old model.onnx. `finish` now runs on the complete new bundle before the swap."""
+    from songfeat.bundle import CONFIG, WEIGHTS, save_bundle
+    from songfeat.models import create
+
+    data = tiny_dataset(12)
+    out = train_bundle("numeric-mlp", data, tmp_path / "b", epochs=1, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    config = json.loads((out / CONFIG).read_text())
+    model = create("numeric-mlp", n_outputs=len(config["targets"]), **config.get("hparams", {}))
+
+    def stopped(folder):
+        assert (folder / WEIGHTS).is_file() and folder != out  # the complete new bundle, not yet in place
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_bundle(out, model, config, finish=stopped)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old bundle, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # and no temporary folder left beside it
+    save_bundle(out, model, config, finish=lambda folder: (folder / "extra.txt").write_text("made before the swap"))
+    assert (out / "extra.txt").read_text() == "made before the swap"

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -180,10 +181,13 @@ def _array(x) -> np.ndarray:
     return np.array(a) if not (a.flags.writeable and a.flags.c_contiguous) else a
 
 
-def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, str] | None = None) -> Path:
+def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, str] | None = None,
+                finish: Callable[[Path], object] | None = None) -> Path:
     """Write a bundle atomically: into a temporary folder beside `path`, then renamed into place.
 
-    `extra_files` (name -> text, e.g. a model card) are written into the same folder.
+    `extra_files` (name -> text, e.g. a model card) are written into the same folder. `finish(folder)` runs on the
+    complete temporary bundle before the rename (e.g. `onnx_export.export_bundle`), so `path` never holds new weights
+    beside an old model.onnx, whatever interrupts the run.
     """
     from safetensors.torch import save_model
 
@@ -193,7 +197,7 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
     cfg.setdefault("model", getattr(model, "family", type(model).__name__))
     cfg.setdefault("inputs", list(getattr(model, "inputs", ())))
     features.check_targets(cfg["targets"])
-    _check_replaceable(path)
+    check_bundle_out(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -201,6 +205,8 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
         (tmp / CONFIG).write_text(json.dumps(_strict(cfg), indent=2, allow_nan=False, default=_jsonable) + "\n")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        if finish is not None:
+            finish(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle should read like any other folder
@@ -228,16 +234,22 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _check_replaceable(path: Path) -> None:
-    """Refuse to write over anything but a bundle or an empty folder: replacing `path` deletes what it held."""
-    if not path.exists() and not path.is_symlink():
+def check_bundle_out(path: Path) -> None:
+    """Refuse to write over anything but a bundle or an empty folder (replacing `path` deletes what it held), and a path
+    that cannot be created (under a file): callers with minutes of work ahead check this first."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise SongfeatError(path, "exists and is not a model bundle folder; choose a new output folder")
+        names = [q.name for q in path.iterdir()]
+        if names and not ((path / CONFIG).is_file() and (path / WEIGHTS).is_file()):
+            raise SongfeatError(path, f"folder is not empty and holds no model bundle ({len(names)} entries, e.g. "
+                                      f"{sorted(names)[0]!r}); writing a bundle there would delete them: choose a new output folder")
         return
-    if not path.is_dir() or path.is_symlink():
-        raise SongfeatError(path, "exists and is not a model bundle folder; choose a new output folder")
-    names = [q.name for q in path.iterdir()]
-    if names and not ((path / CONFIG).is_file() and (path / WEIGHTS).is_file()):
-        raise SongfeatError(path, f"folder is not empty and holds no model bundle ({len(names)} entries, e.g. "
-                                  f"{sorted(names)[0]!r}); writing a bundle there would delete them: choose a new output folder")
+    p = path.parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise SongfeatError(path, f"cannot be created: {p} is not a folder")
 
 
 def _strict(o):

@@ -22,6 +22,26 @@ def _os_error(e: OSError) -> str:
     return f"{e.filename}: {e.strerror or e}" if e.filename else str(e)
 
 
+def _check_pictures(*paths: Optional[Path]) -> None:
+    """Refuse a --plot/--scatter that is a folder, a device, an audio file or under a file before the work, not after."""
+    from .output import check_output
+
+    for p in paths:
+        if p is not None:
+            try:
+                check_output(p, "the picture")
+            except OSError as e:
+                raise fail(f"{p}: cannot write the picture ({e.strerror or e})", 1) from None
+
+
+def _save_picture(save, *args) -> None:
+    """Run a plot writer and say where it wrote; a write that fails (a full disk) is one error line."""
+    try:
+        typer.echo(f"wrote {save(*args)}", err=True)
+    except OSError as e:
+        raise fail(f"{args[1]}: cannot write the picture ({e.strerror or e})", 1) from None
+
+
 def _target_list(targets: Optional[str]) -> Optional[list[str]]:
     """--targets as a list (None: the family's default); a value naming no feature is an error, not the default."""
     if targets is None:
@@ -389,6 +409,7 @@ def evaluate_sources_cmd(
 
     if plot is not None or scatter is not None:
         require("evaluate-sources --plot/--scatter", "matplotlib")
+    _check_pictures(plot, scatter)
     runs, base = [], FitConfig()
     try:
         for k in range(seeds):
@@ -408,11 +429,11 @@ def evaluate_sources_cmd(
     if plot is not None:
         from .sources_plot import save_plot
 
-        typer.echo(f"wrote {save_plot(result, plot)}", err=True)
+        _save_picture(save_plot, result, plot)
     if scatter is not None:
         from .sources_plot import save_scatter
 
-        typer.echo(f"wrote {save_scatter(result, scatter)}", err=True)
+        _save_picture(save_scatter, result, scatter)
 
 
 @app.command("train-heads")
@@ -436,6 +457,8 @@ def train_heads_cmd(
             path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers, progress=_progress_on())
         except SongfeatError as e:
             error = str(e)
+        except OSError as e:  # a safety net: train_heads names the failures it knows of itself
+            error = _os_error(e)
         else:
             error = None
     said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]  # what was left out, first
@@ -466,6 +489,7 @@ def check_behaviour_cmd(
         raise fail(f"--half must be check, fit or all, not {half!r}")
     if plot is not None:
         require("check-behaviour --plot", "matplotlib")
+    _check_pictures(plot)
     try:
         manifest, outputs = analyze_clips(shared, model=model, workers=workers)
     except (SongfeatError, FileNotFoundError) as e:
@@ -476,7 +500,7 @@ def check_behaviour_cmd(
     if plot is not None:
         from .behaviour_plot import save_plot
 
-        typer.echo(f"wrote {save_plot(table, plot, sel)}", err=True)
+        _save_picture(save_plot, table, plot, sel)
     if regions:
         from .sources import catalogue_frame
 
@@ -593,6 +617,7 @@ def evaluate_cmd(
 
     if fmt not in ("md", "json"):
         raise fail(f"--format must be md or json, not {fmt!r}")
+    _check_pictures(scatter)
     try:
         result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
     except (SongfeatError, ValueError, KeyError) as e:

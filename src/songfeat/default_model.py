@@ -9,6 +9,7 @@ bundle's config.
 from __future__ import annotations
 
 import datetime as _dt
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 
 from . import __version__, features, mfcc
-from .bundle import DEFAULT_DIR, Bundle, numeric_values, save_bundle
+from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, save_bundle
 from .frontend import MFCC_DENSE
 from .models.stack import Stack
 
@@ -156,6 +157,20 @@ def _numeric_inputs(desc: dict) -> list[float]:
     return numeric_values(desc, INPUTS, NUMERIC_DESCRIPTORS)
 
 
+MIN_TABLE_ROWS = 1000  # stage 1's 70/15/15 split needs rows enough that its validation and test parts mean something
+
+
+def check_table(table: pd.DataFrame, file: Path) -> None:
+    """Refuse a stage-1 table too small to split and fit, in one line naming it (its fit ended in a TypeError)."""
+    from .errors import SongfeatError
+
+    n = len(table.dropna(subset=[c for c in (*INPUTS, *TARGETS) if c in table.columns]))
+    absent = [c for c in (*INPUTS, *TARGETS) if c not in table.columns]
+    if absent or n < MIN_TABLE_ROWS:
+        raise SongfeatError(file, f"{0 if absent else n} rows hold every stage-1 input and learned feature"
+                                  + (f" (no {', '.join(absent)} column)" if absent else "") + f"; stage 1 needs at least {MIN_TABLE_ROWS}")
+
+
 def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int = 42, progress: bool = True,
                   cache: str | Path | None = None, workers: int = 1) -> Path:
     """Rerun the whole recipe from the shared data and write the bundle to `out`.
@@ -171,12 +186,15 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
 
     from .heads import DEFAULT_PARTS, MARGIN, RIDGE_PARTS, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, get_records
-    from .sources import (NOT_FITTED, _Data, catalogue_frame, clip_predictions, default_genre_table, evaluate_sources,
-                          fit_on, select_blend, select_decay)
+    from .sources import (NOT_FITTED, _Data, catalogue_frame, check_shared, clip_predictions, default_genre_table,
+                          evaluate_sources, fit_on, select_blend, select_decay)
 
     shared = Path(shared)
+    check_shared(shared)  # every input there, and an --out a bundle may replace, before stage 1's fit, not minutes into it
+    check_bundle_out(Path(out))
     cache = DEFAULT_CACHE if cache is None else cache
     table = read_labels(shared / TABLE).frame
+    check_table(table, shared / TABLE)
     previews = read_previews(shared)
     fit = train_base(table, set(previews["track_id"]), seed=seed, progress=progress)
     cfg = FitConfig(seed=seed)
@@ -225,8 +243,12 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
                   head_hidden=cfg.hidden, members=cfg.members, residual=cfg.residual_mask())
     model.base.load_state_dict(fit.model.base.state_dict())
     config["hparams"]["n_evidence"] = int(model.z_mean.numel() - len(TARGETS))
-    save_bundle(out, model, config)  # stage 1 in place: the held-out tables below read it from disk
-    loso = evaluate_sources(shared, model=out, cache=cache, workers=workers, progress=progress, cfg=cfg, select=True)
+    # stage 1 alone, for the held-out tables below (they read it from disk): in a folder of its own, so that `out` (by
+    # default the shipped bundle) holds the old model until the new one is complete, whatever stops the run
+    with tempfile.TemporaryDirectory(prefix="songfeat-stage1-") as stage1:
+        save_bundle(Path(stage1) / "bundle", model, config)
+        loso = evaluate_sources(shared, model=Path(stage1) / "bundle", cache=cache, workers=workers, progress=progress,
+                                cfg=cfg, select=True)
     # the shipped loss and weight decay: the same per-feature selection, by leave-one-source-out over all four sources
     data.bundle = Bundle(model, config)
     cfg, selection = select_decay(data, np.ones(len(data.clips), bool), lay, cfg)
@@ -261,11 +283,10 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
                                                  "rules": table_b.drop(columns=["error"]).to_dict("records")}
     config["metrics"]["behaviour_check_regions"] = behaviour.region_summary(
         behaviour.region_table(check, outs, catalogue_frame(shared)))
-    path = save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)})
     from .onnx_export import export_bundle
 
-    export_bundle(path)  # model.onnx from the weights just written: what analysis runs (onnxruntime, no torch)
-    return path
+    # model.onnx (what analysis runs: onnxruntime, no torch) is written beside the new weights before they replace `out`
+    return save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)}, finish=export_bundle)
 
 
 def with_ridge(heads, config: dict, coef, blend: np.ndarray):

@@ -10,6 +10,7 @@ weighing the same whatever its window count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -371,17 +372,39 @@ __all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "inte
            "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "RIDGE_PARTS", "TARGETS"]
 
 
+def _check_base(base) -> None:
+    """Refuse a --model whose stage 1 the heads cannot sit on (another family's bundle, other targets, inputs read from
+    labels) before any clip is analysed, in one line instead of a KeyError after the whole analysis."""
+    from .errors import SongfeatError
+    from .sources import new_heads
+
+    cfg = base.config
+    if list(cfg.get("targets") or []) != list(TARGETS):
+        why = f"it predicts {', '.join(map(str, cfg.get('targets') or [])) or 'nothing'}, not the seven learned features"
+    elif cfg.get("numeric_source") == "labels" or "numeric" not in (cfg.get("scalers") or {}):
+        why = "its stage 1 does not read measured features (tempo, loudness, key, ...)"
+    else:
+        try:
+            new_heads(base, 1, FitConfig(members=1))
+            return
+        except Exception as e:  # no `base` module, or one of another shape
+            why = f"it has no stage 1 the heads can sit on ({type(e).__name__})"
+    raise SongfeatError(base.path, f"a {cfg.get('model')!r} bundle cannot be the heads' --model: {why}; "
+                                   "use the default model or a bundle made by train-heads or train-default")
+
+
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
                 cfg: FitConfig | None = None):
     """Fit heads on your own labelled audio (any subset of the seven features; missing cells are unknown)
     on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads."""
     import copy
     import warnings
-    from pathlib import Path
+
+    import pandas as pd
 
     from .accuracy import pair_table
     from .analyze import get_bundle
-    from .bundle import save_bundle
+    from .bundle import check_bundle_out, save_bundle
     from .data.labels import read_labels
     from .errors import SongfeatError, SongfeatWarning
     from .records import DEFAULT_CACHE, get_records
@@ -393,7 +416,9 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                                             f"{', '.join(TARGETS)}")
 
     cfg = cfg or FitConfig()
+    check_bundle_out(Path(out))  # before any clip is analysed: save_bundle would find out only after the fit
     base = get_bundle(base_model)
+    _check_base(base)
     labels = read_labels(labels_csv)
     rows, missing = pair_table(labels.frame, audio_dir)
     # nothing is left out in silence: unusable label rows, ids without audio and clips that fail are each named
@@ -404,7 +429,15 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                       SongfeatWarning, stacklevel=2)
     # the label reader gives every feature a column; only those with values were labelled
     targets = [t for t in TARGETS if t in rows.columns and rows[t].notna().any()]
-    need(len(rows) if targets else 0, f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio)")
+    # a clip labelled only on other columns (tempo, key, ...) teaches the heads nothing: it is not counted or analysed
+    learned = rows[targets].notna().any(axis=1) if targets else pd.Series(False, index=rows.index)
+    unlearned = rows.loc[~learned, "track_id"].astype(str).tolist()
+    if unlearned and targets:
+        warnings.warn(f"{labels_csv}: {len(unlearned)} clips label none of the learned features, left out (e.g. {unlearned[0]})",
+                      SongfeatWarning, stacklevel=2)
+    rows = rows[learned].reset_index(drop=True)
+    need(len(rows), f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio"
+                    + (f", {len(unlearned)} without a learned label" if unlearned else "") + ")")
     recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
     ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
     for r in recs:
@@ -430,8 +463,10 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                    "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
                    "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
                                   "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
-    path = save_bundle(Path(out), model, config)
     from .onnx_export import export_bundle
 
-    export_bundle(path)  # model.onnx from the weights just written: the bundle analyzes on a lean install too
+    try:  # with model.onnx, written beside the weights before they go into place: the bundle analyzes on a lean install too
+        path = save_bundle(Path(out), model, config, finish=export_bundle)
+    except OSError as e:  # a full disk or a permission: one line, not a traceback
+        raise SongfeatError(e.filename or out, f"cannot write the bundle ({e.strerror or e})") from None
     return path
