@@ -130,3 +130,23 @@ def test_train_heads_counts_only_clips_with_a_learned_label(tmp_path):
     assert "5 clips label none of the learned features, left out (e.g. c1)" in r.output
     assert "1 usable labelled clips (0 label rows unusable, 0 without audio, 5 without a learned label)" in r.output
     assert not (tmp_path / "cache").exists() and not (tmp_path / "heads").exists()
+
+
+def test_numeric_ids_pair_with_unpadded_file_names_and_folders_are_not_audio(tmp_path):
+    # Ids 1, 2, 3 are read as FMA-style ids (000001 ...), so files named 1.wav ... paired with nothing (every clip
+    # "without audio", though `build` pairs them); and a folder named like audio was taken as a clip.
+    import soundfile as sf
+
+    from songfeat.accuracy import pair_labels_audio
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in (1, 2, 3):
+        sf.write(audio / f"{i}.wav", np.zeros(100, np.float32), 44100)
+    sf.write(audio / "000004.wav", np.zeros(100, np.float32), 44100)
+    (audio / "5.wav").mkdir()
+    (tmp_path / "labels.csv").write_text("track_id,energy\n1,0.5\n2,0.4\n3,0.3\n4,0.2\n5,0.1\n")
+    rows, missing = pair_labels_audio(tmp_path / "labels.csv", audio)
+    assert dict(zip(rows["track_id"], [p.rsplit("/", 1)[-1] for p in rows["path"]])) == {
+        "000001": "1.wav", "000002": "2.wav", "000003": "3.wav", "000004": "000004.wav"}
+    assert missing == ["000005"]

@@ -54,7 +54,17 @@ def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
         raise SongfeatError(audio_dir, "audio folder not found")
-    by_stem = {p.stem: str(p) for p in sorted(audio_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
+    from .data.labels import normalise_id
+
+    files = [p for p in sorted(audio_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
+    by_stem = {p.stem: str(p) for p in files}
+    # a stem read the way the labels' ids were ("1.mp3" for FMA-style id 000001, as `build` pairs them), where no file
+    # is named exactly after the id
+    kind = table.attrs.get("id_kind", "spotify")
+    for p in files:
+        tid = normalise_id(p.stem, kind)
+        if tid is not None and tid not in by_stem:
+            by_stem[tid] = str(p)
     table = table.assign(path=[by_stem.get(str(t)) for t in table["track_id"]])
     missing = table.loc[table["path"].isna(), "track_id"].astype(str).tolist()
     return table.dropna(subset=["path"]).reset_index(drop=True), missing
