@@ -425,3 +425,17 @@ def test_tags_keeps_stderr_to_songfeat_lines(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stderr.splitlines() and all(ln.startswith("songfeat: warning: ") for ln in p.stderr.splitlines()), p.stderr
     assert "cut off" in p.stderr and p.stdout.startswith(str(cut))
+
+
+def test_songfeat_errors_survive_a_trip_between_processes():
+    """A SongfeatError raised in a worker could not be unpickled in the parent (its __init__ takes two arguments), which
+    broke the server's whole process pool; every error type must cross a process boundary whole."""
+    import pickle
+
+    from songfeat.errors import AudioError, CutOffAudioError, SongfeatError
+    from songfeat.output import OutputError
+
+    for kind in (SongfeatError, AudioError, CutOffAudioError, OutputError):
+        e = pickle.loads(pickle.dumps(kind("/music/a.wav", "audio is silent")))
+        assert type(e) is kind and (e.path, e.reason, str(e)) == ("/music/a.wav", "audio is silent", "/music/a.wav: audio is silent")
+    assert str(pickle.loads(pickle.dumps(SongfeatError(None, "no file")))) == "no file"

@@ -12,6 +12,11 @@ class SongfeatError(Exception):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
+    def __reduce__(self):
+        """Pickle as (path, reason): the default would call __init__ with the one formatted message and fail in the
+        process that unpickles it (a worker's error then broke a whole process pool)."""
+        return (type(self), (self.path, self.reason))
+
 
 class AudioError(SongfeatError):
     """The audio could not be read or is unusable (missing, empty, corrupt, silent, too short)."""
