@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import features
-from .errors import SongfeatError
+from .errors import SongfeatError, existing_ancestor
 
 FORMAT = "songfeat-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -245,9 +245,7 @@ def check_bundle_out(path: Path) -> None:
             raise SongfeatError(path, f"folder is not empty and holds no model bundle ({len(names)} entries, e.g. "
                                       f"{sorted(names)[0]!r}); writing a bundle there would delete them: choose a new output folder")
         return
-    p = path.parent
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    p = existing_ancestor(path.parent)
     if not p.is_dir():
         raise SongfeatError(path, f"cannot be created: {p} is not a folder")
 

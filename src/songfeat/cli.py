@@ -276,12 +276,9 @@ def analysis_cmd(
     from .errors import SongfeatError
     from .output import ResultWriter
 
-    try:  # a bad -o or --plot is refused before the analysis, not after it
+    _check_pictures(plot)  # a bad --plot or -o is refused before the analysis, not after it
+    try:
         writer = ResultWriter("json", output, single=True)
-        if plot is not None:
-            from .output import check_output
-
-            check_output(plot, "the picture")
     except OSError as e:
         raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})", 1) from None
     with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`

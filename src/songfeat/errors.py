@@ -26,5 +26,14 @@ class CutOffAudioError(AudioError):
     """The file holds less audio than its header promises: a copy or a download that broke off (worth fetching again)."""
 
 
+def existing_ancestor(path: str | Path) -> Path:
+    """`path` itself or its nearest ancestor that exists: where a folder for `path` would be made (a file there means
+    it cannot be; its permissions say whether it may)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
 class SongfeatWarning(UserWarning):
     """A user-facing warning about one input ('<path>: <what>'); batch front-ends print it as `songfeat: warning:`."""

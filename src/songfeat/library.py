@@ -22,7 +22,6 @@ import importlib.util
 import json
 import logging
 import os
-import pickle
 import re
 import sqlite3
 import tempfile
@@ -360,12 +359,10 @@ def features_job(path: str) -> tuple[dict | None, str | None]:
 
 
 def guarded_job(job, path: str) -> tuple[dict | None, str | None]:
-    """`job(path)` answering only what the server can unpickle: an exception or result it cannot read back (a
-    SongfeatError's two-argument __init__) would break pebble's whole pool and abort every file in flight."""
+    """`job(path)` with its failure as a reason free of server paths: a job's own exception type may not unpickle in
+    the server, and one that does not breaks pebble's whole pool and aborts every file in flight."""
     try:
-        out = job(path)
-        pickle.loads(pickle.dumps(out))
-        return out
+        return job(path)
     except SongfeatError as e:
         return None, e.reason
     except Exception as e:

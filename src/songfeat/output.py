@@ -24,7 +24,7 @@ from typing import IO
 
 from .analyze import EXTRA_KEYS
 from .audio import AUDIO_EXTENSIONS
-from .errors import SongfeatError
+from .errors import SongfeatError, existing_ancestor
 from .features import SPOTIFY_KEYS
 
 FORMATS = ("json", "jsonl", "csv", "parquet")
@@ -266,9 +266,7 @@ def check_output(output: Path, what: str = "the results") -> None:
         raise OutputError(output, f"is not a regular file (a device or a pipe); {what} are written aside and renamed onto it")
     if st is not None and output.suffix.lower() in AUDIO_EXTENSIONS:
         raise OutputError(output, f"is an audio file, which {what} would replace: name another file")
-    folder = output.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = existing_ancestor(output.parent)
     if not folder.is_dir():
         raise OutputError(output, f"cannot write it ({folder} is not a folder)")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -139,13 +139,11 @@ def _load(file: Path, path: str) -> Record | str | None:
 
 def check_cache(cache: str | Path | None) -> None:
     """Refuse a cache that cannot be a folder before any clip is analysed (each record would be computed, then lost)."""
-    from .errors import SongfeatError
+    from .errors import SongfeatError, existing_ancestor
 
     if cache is None:
         return
-    p = Path(cache)
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    p = existing_ancestor(cache)
     if not p.is_dir():
         raise SongfeatError(cache, f"cannot be the record cache: {p} is not a folder")
 
