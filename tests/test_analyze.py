@@ -282,6 +282,58 @@ def test_cli_resume_skips_done_files(tmp_path):
     assert lines[0].get("marker") == "kept"  # not redone
 
 
+def test_cli_rows_name_their_model_and_resume_refuses_another_models_rows(tmp_path):
+    # --resume took the rows of an interrupted run with another --model as done and appended this model's rows:
+    # the output mixed two models' numbers and nothing said which row came from which
+    from songfeat.bundle import model_id
+
+    for i in range(2):
+        write(tmp_path / f"s{i}.wav", music(4, seed=i))
+    out = tmp_path / "out.jsonl"
+    p = run_cli("analyze", tmp_path, "--format", "jsonl", "--output", out)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["model"] for r in rows] == [model_id(None)] * 2 and len(model_id(None)) == 12
+    partial = tmp_path / "o2.jsonl.partial"
+    earlier = json.dumps({"path": str(tmp_path / "s0.wav"), "id": "x", "model": "0123456789ab"}) + "\n"
+    partial.write_text(earlier)
+    p = run_cli("analyze", tmp_path, "--format", "jsonl", "--output", tmp_path / "o2.jsonl", "--resume")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert f"{partial}: --resume cannot continue from it: 1 of its 1 results were written by another model" in p.stderr
+    assert "0123456789ab" in p.stderr and model_id(None) in p.stderr and partial.read_text() == earlier
+
+
+def test_resume_takes_rows_of_its_own_model_and_rows_without_one(tmp_path):
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / "f.jsonl"
+    (tmp_path / "f.jsonl.partial").write_text(json.dumps(_record("/a.mp3", model="aaaaaaaaaaaa")) + "\n"
+                                              + json.dumps(_record("/b.mp3")) + "\n")
+    w = ResultWriter("jsonl", out, resume=True, model="aaaaaaaaaaaa")
+    assert w.done == {"/a.mp3", "/b.mp3"}
+    w.write(_record("/c.mp3"))
+    w.close()
+    assert [json.loads(x).get("model") for x in out.read_text().splitlines()] == ["aaaaaaaaaaaa", None, "aaaaaaaaaaaa"]
+
+
+def test_resume_knows_a_done_file_named_another_way(tmp_path, monkeypatch):
+    # a batch started as `songfeat analyze music/ ...` and resumed as `songfeat analyze /abs/music/ ...` (or through a
+    # symlinked folder) analysed every file again and wrote each twice
+    import os
+
+    from songfeat.output import ResultWriter
+
+    (tmp_path / "music").mkdir()
+    song = tmp_path / "music" / "a.wav"
+    song.write_bytes(b"")
+    os.symlink(tmp_path / "music", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.csv.partial").write_text("path,energy\nmusic/a.wav,0.5\n")
+    done = ResultWriter("csv", tmp_path / "f.csv", resume=True).done
+    assert str(song) in done and str(tmp_path / "link" / "a.wav") in done and "music/a.wav" in done
+    assert str(tmp_path / "music" / "b.wav") not in done and "\0" not in done
+
+
 def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     p = run_cli("analyze", tmp_path / "nope.mp3")
     assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr

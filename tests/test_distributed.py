@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from songfeat import synth
 from songfeat.analyze import analyze_many
+from songfeat.bundle import model_id
 from songfeat.cli import app
 from songfeat.output import outcome_record, parquet_schema, records_table
 from spotify_standin import kill_when
@@ -90,7 +91,7 @@ def test_a_ray_dataset_of_bytes_keeps_extra_columns(cluster, folder):
     assert set(errors) == {"empty.wav", "notes.mp3"}
     assert all(str(folder) in e for e in errors.values())  # named after the source, not a temporary file
     good = sorted(str(f) for f in folder.glob("clip*.wav"))
-    local = records_table([outcome_record(o.path, o.features, o.error) for o in analyze_many(good)])
+    local = records_table([{**outcome_record(o.path, o.features, o.error), "model": model_id(None)} for o in analyze_many(good)])
     from_bytes = rows.drop_columns(["label"]).filter(pc.is_null(rows.column("error")))
     assert from_bytes.drop_columns(["path"]).equals(_by_path(local).drop_columns(["path"]))  # ids by content: the same
 

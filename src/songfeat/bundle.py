@@ -278,6 +278,27 @@ def numeric_values(desc, names, descriptors: dict[str, str] | None = None) -> li
     return desc.numeric(fields) if hasattr(desc, "numeric") else [float(desc[f]) for f in fields]
 
 
+def fingerprint(path: str | Path | None = None) -> str:
+    """SHA-256 over a bundle folder's files (names and bytes; None or "default": the bundled model), so a result can
+    say which model wrote it and a resumed run can refuse to mix two models. Raises SongfeatError for a non-bundle."""
+    folder = DEFAULT_DIR if path in (None, "default") else Path(path)
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise SongfeatError(folder, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
+    h = hashlib.sha256()
+    try:
+        for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+            h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+            h.update(f.read_bytes())
+    except OSError as e:
+        raise SongfeatError(folder, f"cannot read the model ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+def model_id(path: str | Path | None = None) -> str:
+    """The short name of a model in result rows ("model"): the first 12 hex digits of its `fingerprint`."""
+    return fingerprint(path)[:12]
+
+
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Load a bundle folder; None or "default" means the model shipped inside the package.
 

@@ -102,6 +102,7 @@ def analyze(
         raise fail(f"--engine must be local or ray, not {engine!r}")
     from .analyze import analyze_many, auto_workers
     from .audio import scan_inputs
+    from .bundle import model_id
     from .errors import SongfeatError
     from .output import FORMATS, ResultWriter, error_record
 
@@ -122,8 +123,8 @@ def analyze(
     if not files and not refused:
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
     failed, written = len(refused), 0
-    try:  # an --output that is a folder, an input, or (with --resume) not songfeat's: refused before any work
-        writer = ResultWriter(fmt, output, resume=resume, single=single)
+    try:  # an --output that is a folder, an input, or (with --resume) not songfeat's or another model's: refused first
+        writer = ResultWriter(fmt, output, resume=resume, single=single, model=model_id(model))
         if fmt == "parquet":  # a refused input is a track too: one error row each
             for e in refused:
                 if str(e.path) not in writer.done:

@@ -17,7 +17,6 @@ moment, driver or worker, finishes with every track exactly once.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__
+from .bundle import fingerprint as bundle_fingerprint, model_id
 from .errors import SongfeatError
 
 MANIFEST = "_songfeat.json"
@@ -68,20 +68,6 @@ def init(address: str | None = None, **kwargs) -> None:
                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
 
 
-def model_fingerprint(model: str | None) -> str:
-    """SHA-256 over a bundle folder's files (names and bytes): a rerun into the same output must use the same model."""
-    from .bundle import DEFAULT_DIR
-
-    folder = DEFAULT_DIR if model is None else Path(model)
-    if not folder.is_dir():
-        raise SongfeatError(folder, "no such model folder")
-    h = hashlib.sha256()
-    for f in sorted(q for q in folder.rglob("*") if q.is_file()):
-        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def _model_arg(model: str | Path | None) -> str | None:
     """The model as workers must see it: None for the bundled one, else an absolute folder path."""
     if model in (None, "default"):
@@ -103,6 +89,7 @@ class _Analyzer:
         set_threads(1)  # as the local pool's workers: one core each (onnxruntime, and torch if loaded)
         self.model, self.path_column, self.bytes_column = model, path_column, bytes_column
         get_bundle(model)  # once per actor, and a bad model fails here, loudly, before any track
+        self.model_id = model_id(model)  # every row says which model wrote it
 
     def __call__(self, batch):
         from .analyze import analyze_many
@@ -118,6 +105,7 @@ class _Analyzer:
             records = []
             for name, file, out in zip(names, files, analyze_many(files, model=self.model, workers=1)):
                 rec = outcome_record(file, out.features, out.error)  # identity from the file actually read
+                rec["model"] = self.model_id
                 if file != name:  # bytes: name the row after its source, not the temporary file
                     rec["path"] = name
                     rec["error"] = None if rec["error"] is None else rec["error"].replace(file, str(name))
@@ -356,7 +344,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     out.mkdir(parents=True, exist_ok=True)
     model_arg = _model_arg(model)
     with _Lock(out):
-        fingerprint = model_fingerprint(model_arg)
+        fingerprint = bundle_fingerprint(model_arg)
         from .analyze import get_bundle
 
         get_bundle(model_arg)  # a folder that is not a bundle fails here, in one line, not in every actor

@@ -6,7 +6,8 @@ and is renamed onto `<file>` when the batch ends, so a reader never sees half a 
 appended: an interrupted hour-long batch loses at most the song in flight. JSON and Parquet cannot
 be appended to, so their `.partial` is JSON Lines, converted into the one document at the end.
 An output --resume cannot read as songfeat's own (another format, another tool's columns, a damaged
-file) is refused rather than replaced, and so is an --output that is a folder, a device or an audio file.
+file) or whose rows name another model (`model`, see `bundle.model_id`) is refused rather than replaced, and so is
+an --output that is a folder, a device or an audio file. A file already written is known by its real path too.
 
 Parquet rows (both engines, local and Ray) share one schema, `parquet_schema()`: `path`, every
 Spotify key, the extras, and `error` (set, with every feature null, for a file that failed).
@@ -28,8 +29,9 @@ from .errors import SongfeatError, existing_ancestor
 from .features import SPOTIFY_KEYS
 
 FORMATS = ("json", "jsonl", "csv", "parquet")
-CSV_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS
-PARQUET_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + ("error",)
+MODEL_KEY = "model"  # in batch rows: `bundle.model_id` of the model that wrote the row (--resume refuses another)
+CSV_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY,)
+PARQUET_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY, "error")
 _INT_KEYS = ("key", "mode", "time_signature", "duration_ms")
 _STR_KEYS = ("type", "id", "uri", "track_href", "analysis_url", "key_name", "camelot")
 
@@ -59,10 +61,20 @@ def _text(value):
 
 
 class _Paths(set):
-    """Paths already written; a name that is not UTF-8 also matches the text CSV and Parquet stored it as."""
+    """Paths already written; a name that is not UTF-8 also matches the text CSV and Parquet stored it as, and a file
+    named another way (relative against absolute, through a symlink) matches by its real path."""
+
+    def __init__(self, paths=()):
+        super().__init__(paths)
+        self._real = {os.path.realpath(p) for p in self}
 
     def __contains__(self, path) -> bool:
-        return set.__contains__(self, path) or (isinstance(path, str) and set.__contains__(self, _text(path)))
+        if set.__contains__(self, path) or (isinstance(path, str) and set.__contains__(self, _text(path))):
+            return True
+        try:
+            return os.path.realpath(path) in self._real
+        except (TypeError, ValueError, OSError):  # not a path, or one with a NUL
+            return False
 
 
 def parquet_schema():
@@ -70,7 +82,7 @@ def parquet_schema():
     import pyarrow as pa
 
     def kind(name: str):
-        if name in ("path", "error") or name in _STR_KEYS:
+        if name in ("path", "error", MODEL_KEY) or name in _STR_KEYS:
             return pa.string()
         if name in _INT_KEYS:
             return pa.int64()
@@ -279,7 +291,9 @@ class ResultWriter:
     Raises OutputError for an unusable --output (see `check_output`) and, with `resume`, for one it cannot read.
     """
 
-    def __init__(self, fmt: str, output: str | Path | None = None, resume: bool = False, single: bool = False):
+    def __init__(self, fmt: str, output: str | Path | None = None, resume: bool = False, single: bool = False,
+                 model: str | None = None):
+        """`model`: the `bundle.model_id` written into every batch row, and the only one --resume continues from."""
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         self.fmt, self.single = fmt, single
@@ -291,11 +305,14 @@ class ResultWriter:
             raise ValueError("--format parquet needs --output (Parquet is not written to a terminal)")
         if self.output is not None:
             check_output(self.output)
+        self.model = model
         self.previous: list[dict] = []
         if self.output and resume:
             self.previous = done_paths(self.partial, self._line_format) or done_paths(self.output, fmt)
             if fmt == "parquet" and self.previous:
                 self._check_parquet(self.previous)
+            self._check_model(self.previous)
+        self.done: set[str] = _Paths(str(r.get("path")) for r in self.previous)  # written by an earlier, interrupted run
         self._records: list[dict] = []  # JSON to stdout only: printed whole at close
         self._fh: IO[str] | None = None
         self._csv: csv.DictWriter | None = None
@@ -313,10 +330,16 @@ class ResultWriter:
             src = self.partial if self.partial.is_file() and self.partial.stat().st_size else self.output
             raise _foreign(src, f"its values do not fit songfeat's Parquet columns ({str(e).strip()[:120]})") from None
 
-    @property
-    def done(self) -> set[str]:
-        """Paths already written by an earlier, interrupted run."""
-        return _Paths(str(r.get("path")) for r in self.previous)
+    def _check_model(self, records: list[dict]) -> None:
+        """Refuse to continue results another model wrote: the output would mix two models' numbers unmarked.
+        Rows without a model (written before rows named theirs) are taken as they are."""
+        others = sorted({str(r[MODEL_KEY]) for r in records if r.get(MODEL_KEY)} - {self.model})
+        if self.model is None or not others:
+            return
+        src = self.partial if self.partial.is_file() and self.partial.stat().st_size else self.output
+        n = sum(1 for r in records if r.get(MODEL_KEY) and str(r[MODEL_KEY]) != self.model)
+        raise _foreign(src, f"{n} of its {len(records)} results were written by another model ({', '.join(others[:2])}) "
+                            f"than this run's ({self.model}); rerun with the --model that wrote them")
 
     def _open(self) -> IO[str]:
         if self._fh is None:
@@ -361,7 +384,10 @@ class ResultWriter:
         raise OutputError("stdout", f"cannot write ({e.strerror or e})") from None
 
     def write(self, record: dict) -> None:
-        """Add one song's record (JSON to stdout keeps them until close; everything else is written at once)."""
+        """Add one song's record (JSON to stdout keeps them until close; everything else is written at once).
+        A batch row (one with a "path") gets this writer's model; a lone file's Spotify object stays as it is."""
+        if self.model is not None and "path" in record:
+            record = {**record, MODEL_KEY: self.model}
         if self.fmt == "json" and self.output is None:
             self._records.append(record)
             return
