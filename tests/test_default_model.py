@@ -122,6 +122,21 @@ def test_evaluation_names_the_label_rows_it_cannot_score(tmp_path, example_clip)
     assert "2 label rows dropped" in to_markdown(r) and "danceability (1 missing)" in to_markdown(r)
 
 
+def test_evaluation_of_one_clip_says_one_clip_is_too_few(tmp_path, example_clip):
+    # one labelled clip the model never saw was refused with "this model was fitted on 0 of these clips", blaming the
+    # model for what was a count too small to score
+    from songfeat.accuracy import evaluate_audio
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / f"{'A' * 22}.mp3").write_bytes(example_clip.read_bytes())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,energy,valence\n" + f"{'A' * 22},0.7,0.5\n")
+    with pytest.raises(SongfeatError) as err:
+        evaluate_audio(labels, audio, progress=False)
+    assert str(err.value) == f"{labels}: 1 labelled clip with audio in {audio}; scoring needs at least 2"
+
+
 def test_shipped_heads_read_only_what_their_config_allows():
     """Energy reads its definition's parts only, linearly; the spoken block is speechiness's alone (config.json says so)."""
     from songfeat.heads import TARGETS, FitConfig, nets_layout, part_columns

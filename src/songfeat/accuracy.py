@@ -125,9 +125,12 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     if cv is None and trained_on:
         excluded = rows.loc[rows["track_id"].isin(trained_on), "track_id"].tolist()
         rows = rows[~rows["track_id"].isin(trained_on)].reset_index(drop=True)
-        if len(rows) < 2:
+        if len(rows) < 2 and excluded:
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
                                 f"{len(rows)} it never saw; use --cv K to refit its audio part per fold{unusable}")
+    if len(rows) < 2:  # one clip has no correlation and no spread to score
+        raise SongfeatError(labels_csv, f"{len(rows)} labelled clip{'s' * (len(rows) != 1)} with audio in {audio_dir}; "
+                                        f"scoring needs at least 2{unusable}")
     spec = bundle.frontend if "frontend" in bundle.needs else None
     layout = bundle.evidence_layout if heads else None
     if clips is None:
