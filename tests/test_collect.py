@@ -81,6 +81,14 @@ def test_429_retry_after_is_honoured(standin: SpotifyStandIn, tmp_path: Path) ->
     assert log == [("0", 429), ("0", 200), ("50", 200)]
 
 
+def test_retry_after_zero_waits_the_own_backoff(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    # "Retry-After: 0" on every 429 made the collector retry at once, in a tight loop against a throttling server
+    standin.fail("/v1/search", 429, headers={"Retry-After": "0"}, times=3, when={"offset": "0", "q": "genre:pop"})
+    sleeps = Sleeps()
+    assert run(standin, tmp_path / "t.csv", genres="pop", per_genre=30, sleeps=sleeps).tracks == 30
+    assert sleeps == [0.5, 1.0, 2.0]
+
+
 def test_retry_after_longer_than_cap_stops_with_clear_error(standin: SpotifyStandIn, tmp_path: Path) -> None:
     standin.fail("/v1/search", 429, headers={"Retry-After": "86400"})
     sleeps = Sleeps()

@@ -89,6 +89,16 @@ def test_downloads_checks_and_reports_failures(standin: SpotifyStandIn, tmp_path
     assert report.summary().startswith(f"{out}: 9 downloaded, 0 already there, 3 failed of 12 previews")
 
 
+def test_retry_after_zero_waits_the_own_backoff(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    # a preview host answering 429 with "Retry-After: 0" was asked again at once, every retry, by every worker
+    ids = write_tracks(standin, tmp_path / "t.csv")
+    standin.fail(f"/preview/{ids[0]}.mp3", 429, headers={"Retry-After": "0"}, times=2)
+    sleeps = Sleeps()
+    report = download(tmp_path / "t.csv", tmp_path / "p", concurrency=1, policy=RetryPolicy(retries=2, backoff=0.25, sleep=sleeps),
+                      progress=False)
+    assert report.downloaded == 12 and sleeps == [0.25, 0.5]
+
+
 def test_rerun_skips_valid_files_and_replaces_broken_ones(standin: SpotifyStandIn, tmp_path: Path) -> None:
     ids = write_tracks(standin, tmp_path / "t.csv")
     out = tmp_path / "previews"

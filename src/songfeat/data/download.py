@@ -291,7 +291,7 @@ def download_one(
                 return "cancelled", None
             if not a.retryable or attempt >= policy.retries:
                 return "failed", Failure(track_id, url, a.reason, attempt + 1)
-            wait = a.wait if a.wait is not None else policy.backoff_delay(attempt)
+            wait = policy.wait(a.wait, attempt)
             if wait > policy.max_retry_after:
                 return "failed", Failure(track_id, url, f"{a.reason}; server asks to wait {wait:.0f} s", attempt + 1)
             policy.sleep(wait)

@@ -65,6 +65,11 @@ class RetryPolicy:
         """Seconds to wait before retry number `attempt` (0-based) of a 5xx / network failure."""
         return min(self.max_backoff, self.backoff * (2 ** attempt))
 
+    def wait(self, retry_after: float | None, attempt: int) -> float:
+        """Seconds to wait before retry `attempt`: the server's Retry-After, but never less than the own backoff, so a
+        server answering "Retry-After: 0" to every request is not hammered in a tight loop."""
+        return self.backoff_delay(attempt) if retry_after is None else max(retry_after, self.backoff_delay(attempt))
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent/garbled."""
@@ -283,8 +288,7 @@ def call(fn: Callable[[], T], what: str, policy: RetryPolicy, on_wait: Callable[
                 wait = parse_retry_after(headers.get("Retry-After"))
                 if wait is not None and wait > policy.max_retry_after:
                     raise SpotifyAPIError(where, f"rate limited: the server asks to wait {wait:.0f} s, more than the {policy.max_retry_after:.0f} s allowed; progress is saved, rerun later", status) from None
-            if wait is None:
-                wait = policy.backoff_delay(attempt)
+            wait = policy.wait(wait, attempt)
             if on_wait is not None:
                 on_wait(f"{where}: {'HTTP ' + str(status) if status else msg}; retrying in {wait:.1f} s")
             policy.sleep(wait)
