@@ -756,3 +756,150 @@ def test_a_token_no_header_can_carry_is_refused(tmp_path):
     with pytest.raises(ValueError, match="ASCII"):
         create_app(Library(root, workers=1, model="test"), token=" padded", start=False)
     check_token("s3cret-token_ok")  # a usual token passes
+
+
+# ---- failures are remembered ------------------------------------------------------------------------
+
+
+def counted(kind: str, path: str) -> None:
+    """Log one analysis (its kind and file name) to $SONGFEAT_TEST_CALLS: workers are processes, so a file counts."""
+    with open(os.environ["SONGFEAT_TEST_CALLS"], "a") as f:
+        f.write(f"{kind} {Path(path).name.split('.upload')[0]}\n")
+
+
+def picky_job(path: str):
+    """A counted stand-in analysis that fails, as the real one does, on a file no decoder reads."""
+    counted("features", path)
+    try:
+        sf.info(path)
+    except Exception:
+        return None, "not a readable audio file (no decoder recognises its format)"
+    return {"id": Path(path).name, "energy": 0.5}, None
+
+
+def picky_analysis(path: str) -> dict:
+    """A counted stand-in for songfeat.analysis.audio_analysis: fails on a file no decoder reads."""
+    counted("analysis", path)
+    try:
+        return fake_analysis(path)
+    except Exception:
+        return unreadable_analysis(path)
+
+
+def calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_a_failed_analysis_is_not_redone_per_request(tmp_path, monkeypatch):
+    # A file whose audio analysis failed was analysed again on every request (seconds of work each, for any client that
+    # repeats the GET). Now the failure is kept beside the results, keyed the same way (content hash, code version):
+    # the same answer without another analysis, across a restart, until the file's content changes.
+    from songfeat.serve import create_app
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SONGFEAT_TEST_CALLS", str(log))
+    root = tmp_path / "music"
+    bad = root / f"{SPOTIFY_IDS[0]}.wav"  # a Spotify-id name: the id stays when the content is replaced
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"RIFF not really a wave file" * 100)
+    ident = SPOTIFY_IDS[0]
+
+    def library() -> Library:
+        return Library(root, workers=1, job=picky_job, model="test", analysis_target="test_serve:picky_analysis")
+
+    lib = library()
+    with serving(create_app(lib, wait_seconds=30)) as base:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=30)
+        first = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert first.status_code == 404 and "not a readable audio file" in first.json()["error"]["message"], first.text
+        for _ in range(3):
+            again = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+            assert (again.status_code, again.json()) == (first.status_code, first.json())
+        features = [requests.get(f"{base}/v1/audio-features/{ident}", timeout=30) for _ in range(3)]
+        assert {(r.status_code, r.text) for r in features} == {(features[0].status_code, features[0].text)}
+        assert features[0].status_code == 404 and "could not be analysed" in features[0].json()["error"]["message"]
+        batch = requests.get(f"{base}/v1/audio-features", params={"ids": f"{ident},{ident}"}, timeout=30)
+        assert batch.json() == {"audio_features": [None, None]}
+        assert sorted(calls(log)) == [f"analysis {bad.name}", f"features {bad.name}"]  # one of each, not one per request
+
+    lib = library()  # a restart: the failure was kept in the index
+    with serving(create_app(lib, wait_seconds=30)) as base:
+        wait_for(lambda: lib.last_scan is not None, timeout=30)
+        r = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert (r.status_code, r.json()) == (first.status_code, first.json())
+        assert len(calls(log)) == 2
+        make_clip(bad, seconds=1.5)  # replaced with good audio: a rescan sees new content, and it is analysed again
+        assert requests.post(f"{base}/library/rescan").status_code == 202
+        wait_for(lambda: lib.index.counts() == {"done": 1, "pending": 0, "failed": 0}, timeout=30)
+        r = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert r.status_code == 200 and abs(r.json()["track"]["duration"] - 1.5) < 0.01, r.text
+        assert requests.get(f"{base}/v1/audio-features/{ident}", timeout=30).status_code == 200
+        assert calls(log)[2:] == [f"features {bad.name}", f"analysis {bad.name}"]
+        assert lib.index.conn().execute("SELECT count(*) FROM failed_analyses").fetchone()[0] == 0  # the scan dropped it
+
+
+def test_a_failed_upload_is_not_redone_per_request(tmp_path, monkeypatch):
+    # A failed upload's row was deleted with its file, so posting the same bad bytes again ran the whole analysis again.
+    # Now the row (not the file) stays: the same bytes get the same 400 at once, across a scan and a restart.
+    from songfeat.serve import create_app
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SONGFEAT_TEST_CALLS", str(log))
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    junk = b"not audio at all\n" * 200
+
+    def library() -> Library:
+        return Library(root, workers=1, job=picky_job, model="test", analysis_target="test_serve:picky_analysis")
+
+    def post(base: str, data: bytes) -> requests.Response:
+        return requests.post(f"{base}/v1/audio-features", files={"file": ("bad.wav", data, "audio/wav")}, timeout=60)
+
+    lib = library()
+    with serving(create_app(lib)) as base:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=30)
+        first = post(base, junk)
+        assert first.status_code == 400 and "bad.wav" in first.json()["error"]["message"], first.text
+        for _ in range(3):
+            again = post(base, junk)
+            assert (again.status_code, again.json()) == (first.status_code, first.json())
+        assert calls(log).count(f"features {content_id(junk)}") == 1
+        assert [p.name for p in lib.uploads.iterdir()] == []  # no audio kept, nor temporary files
+        lib.scan()
+        assert (post(base, junk).status_code, lib.index.counts()["failed"]) == (400, 1)  # a scan keeps the reason
+    lib = library()
+    with serving(create_app(lib)) as base:
+        wait_for(lambda: lib.last_scan is not None, timeout=30)
+        r = post(base, junk)
+        assert (r.status_code, r.json()) == (first.status_code, first.json())
+        assert calls(log).count(f"features {content_id(junk)}") == 1
+        good = mp3_bytes(seconds=1.0)
+        r = requests.post(f"{base}/v1/audio-features", files={"file": ("good.mp3", good, "audio/mpeg")}, timeout=60)
+        assert r.status_code == 200 and calls(log).count(f"features {content_id(good)}") == 1  # other bytes: analysed
+
+
+OLD_SCHEMA = """
+CREATE TABLE tracks (path TEXT PRIMARY KEY, source TEXT NOT NULL DEFAULT 'library', id TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, state TEXT NOT NULL, model TEXT, features TEXT, error TEXT,
+    analyses INTEGER NOT NULL DEFAULT 0, updated REAL NOT NULL);
+CREATE INDEX tracks_id ON tracks(id);
+CREATE INDEX tracks_state ON tracks(state);
+CREATE TABLE audio_analyses (sha256 TEXT NOT NULL, version TEXT NOT NULL, analysis TEXT NOT NULL, PRIMARY KEY (sha256, version));
+"""
+
+
+def test_an_index_from_before_failed_analyses_still_opens(tmp_path):
+    # The table of failed audio analyses came later: an index written without it must open, keep its rows, and gain it.
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.executescript(OLD_SCHEMA)
+    with con:
+        con.execute("INSERT INTO tracks VALUES ('/m/a.wav', 'library', ?, 1, 1, 'abc', 'done', 'test', '{\"energy\": 0.5}', "
+                    "NULL, 1, 0)", (SPOTIFY_IDS[0],))
+        con.execute("INSERT INTO audio_analyses VALUES ('abc', 'v1', '{}')")
+    con.close()
+    idx = Index(db, model="test")
+    assert idx.lookup([SPOTIFY_IDS[0]])[SPOTIFY_IDS[0]].features == '{"energy": 0.5}'
+    assert idx.cached_analysis("abc", "v1") == "{}" and idx.failed_analysis("abc", "v1") is None
+    idx.store_analysis_failure("abc", "v2", "not a readable audio file")
+    assert Index(db, model="test").failed_analysis("abc", "v2") == "not a readable audio file"

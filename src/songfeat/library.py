@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS audio_analyses (
     analysis TEXT NOT NULL,
     PRIMARY KEY (sha256, version)
 );
+CREATE TABLE IF NOT EXISTS failed_analyses (  -- added later: an older index gets it when opened (IF NOT EXISTS)
+    sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    error TEXT NOT NULL,                     -- why this content's audio analysis failed (no server paths)
+    PRIMARY KEY (sha256, version)
+);
 """
 
 
@@ -206,6 +212,11 @@ class Index:
         r = self.conn().execute("SELECT analysis FROM audio_analyses WHERE sha256=? AND version=?", (sha256, version)).fetchone()
         return r[0] if r else None
 
+    def failed_analysis(self, sha256: str, version: str) -> str | None:
+        """Why the audio analysis of this content failed, if it did: a bad file is not analysed again per request."""
+        r = self.conn().execute("SELECT error FROM failed_analyses WHERE sha256=? AND version=?", (sha256, version)).fetchone()
+        return r[0] if r else None
+
     # ---- writing ------------------------------------------------------------------------------
     def record(self, path: str, size: int, mtime_ns: int, features: dict | None, error: str | None) -> bool:
         """Store one analysis result; False (nothing written) if the file changed or left the index meanwhile."""
@@ -222,6 +233,12 @@ class Index:
         con = self.conn()
         with con:
             con.execute("INSERT OR REPLACE INTO audio_analyses VALUES (?, ?, ?)", (sha256, version, json.dumps(analysis)))
+
+    def store_analysis_failure(self, sha256: str, version: str, error: str) -> None:
+        """Remember why this content's audio analysis failed, keyed as results are (content hash, code version)."""
+        con = self.conn()
+        with con:
+            con.execute("INSERT OR REPLACE INTO failed_analyses VALUES (?, ?, ?)", (sha256, version, error))
 
     def add_upload(self, path: str, ident: str, sha256: str) -> None:
         """Index a stored upload (pending analysis) unless it is already there."""
@@ -285,14 +302,18 @@ class Index:
                 continue  # vanished or unreadable while scanning: the next scan sees it again
             if len(pending_writes) >= SCAN_BATCH:
                 flush()
-        for path, (source, *_rest) in known.items():
+        for path, (source, _size, _mtime, _sha, state, model) in known.items():
             if path in seen:
                 continue
             if source == "upload" and os.path.isfile(path):
                 self._keep(known[path], path, pending_writes, report)
                 continue
+            if source == "upload" and state == "failed" and model == self.model:  # its file is deleted, its reason kept
+                report.unchanged += 1
+                continue
             pending_writes.append(("DELETE FROM tracks WHERE path=?", (path,)))
             report.removed += 1
+        pending_writes.append(("DELETE FROM failed_analyses WHERE sha256 NOT IN (SELECT sha256 FROM tracks)", ()))
         flush()
         report.seconds = time.monotonic() - t0
         return report
@@ -551,6 +572,10 @@ class Library:
         sha = file_sha256(tmp)
         self.uploads.mkdir(parents=True, exist_ok=True)
         dest = self.uploads / f"{sha[:22]}.upload{suffix or '.bin'}"  # never a Spotify-id stem: the id is the content hash
+        failed = self._failed_upload(str(dest))
+        if failed is not None:  # these bytes failed before: the same answer, without another analysis
+            os.unlink(tmp)
+            return failed
         if dest.exists():
             os.unlink(tmp)
         else:
@@ -562,30 +587,45 @@ class Library:
             return ident, None
         return ident, self._request(("features", str(dest)))
 
-    def forget_upload(self, ident: str) -> None:
-        """Drop a failed upload's stored file and row (a bad upload leaves nothing behind)."""
+    def _failed_upload(self, path: str) -> tuple[str, concurrent.futures.Future] | None:
+        """(id, failed future) if this stored-upload path failed under the current model; another model's failure is
+        dropped so the upload is analysed again."""
         con = self.index.conn()
-        rows = con.execute("SELECT path FROM tracks WHERE id=? AND source='upload' AND state='failed'", (ident,)).fetchall()
-        with con:
-            for (path,) in rows:
-                con.execute("DELETE FROM tracks WHERE path=?", (path,))
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+        row = con.execute("SELECT id, model, error FROM tracks WHERE path=? AND state='failed'", (path,)).fetchone()
+        if row is None:
+            return None
+        if row[1] != self.index.model:
+            with con:
+                con.execute("DELETE FROM tracks WHERE path=? AND state='failed'", (path,))
+            return None
+        return row[0], _failed(row[2] or "analysis failed")
+
+    def forget_upload(self, ident: str) -> None:
+        """Delete a failed upload's stored file (a bad upload leaves no audio behind); its row keeps the reason, so the
+        same bytes posted again get the same 400 without another analysis."""
+        rows = self.index.conn().execute("SELECT path FROM tracks WHERE id=? AND source='upload' AND state='failed'",
+                                         (ident,)).fetchall()
+        for (path,) in rows:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def audio_analysis(self, ident: str) -> tuple[str | None, concurrent.futures.Future | None]:
         """(cached analysis JSON, None), or (None, future of the analysis being computed); KeyError if unknown."""
         if self.analysis_version is None:
             raise NotImplementedError("audio analysis is not available in this songfeat version")
-        row = self.index.conn().execute("SELECT path, sha256 FROM tracks WHERE id=? ORDER BY state='done' DESC LIMIT 1",
-                                        (ident,)).fetchone()
+        row = self.index.conn().execute("SELECT path, sha256 FROM tracks WHERE id=? AND NOT (source='upload' AND state='failed') "
+                                        "ORDER BY state='done' DESC LIMIT 1", (ident,)).fetchone()  # a failed upload has no file
         if row is None:
             raise KeyError(ident)
         path, sha = row
         cached = self.index.cached_analysis(sha, self.analysis_version)
         if cached is not None:
             return cached, None
+        error = self.index.failed_analysis(sha, self.analysis_version)
+        if error is not None:  # failed before: the same answer, without another analysis
+            return None, _failed(error)
         return None, self._request(("analysis", path, sha))
 
     # ---- the dispatcher thread --------------------------------------------------------------------
@@ -697,6 +737,8 @@ class Library:
                 self.index.store_analysis(job[2], self.analysis_version, fut.result())
             elif isinstance(exc, FileChanged):
                 self.request_scan()
+            else:
+                self.index.store_analysis_failure(job[2], self.analysis_version, reason)
             self._resolve(key, None if reason is None else AnalysisFailed(reason))
             return
         if not _same_file(job[1], size, mtime):  # replaced since it was queued, and no scan has seen it yet
@@ -720,6 +762,13 @@ class Library:
                 fut.set_result(None)
             else:
                 fut.set_exception(exc)
+
+
+def _failed(reason: str) -> concurrent.futures.Future:
+    """A future already failed with AnalysisFailed(reason): a remembered failure answers as a fresh one does."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+    fut.set_exception(AnalysisFailed(reason))
+    return fut
 
 
 def _all_of(futs: list[concurrent.futures.Future]) -> concurrent.futures.Future:
