@@ -150,6 +150,20 @@ def test_a_constant_offset_alone_is_silence(tmp_path):
     assert sound_peak(np.full(10, 0.3, dtype=np.float32) + sine(440, 10 / SAMPLE_RATE, SAMPLE_RATE)) > 0
 
 
+@pytest.mark.parametrize("rate", [8000, 22050, 48000])
+def test_a_constant_offset_at_another_rate_is_silence_too(tmp_path, rate):
+    # resampled to 44.1 kHz, a DC-only file rings at both ends (the resampler starts from zeros), which passed for
+    # sound: it was analysed into a key and a loudness; a click at the very start of real silence is no sound either
+    path = tmp_path / "dc.wav"
+    sf.write(path, np.full(3 * rate, 0.3, dtype=np.float32), rate, subtype="FLOAT")
+    with pytest.raises(AudioError, match="silent"):
+        check_first_window(path, load_audio(path))
+    tone = np.zeros(3 * rate, dtype=np.float32)
+    tone[rate: rate + rate // 10] = 0.1 * np.sin(2 * np.pi * 440 * np.arange(rate // 10) / rate)  # 0.1 s of sound
+    sf.write(path, tone, rate, subtype="FLOAT")
+    check_first_window(path, load_audio(path))  # a short sound inside the file still counts
+
+
 def test_garbage_after_a_valid_header(tmp_path, example_clip):
     junk = tmp_path / "junk.mp3"
     rng = np.random.default_rng(0)
