@@ -453,12 +453,12 @@ def wait_for(pred, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def serving(app, http: str = "auto"):
+def serving(app, http="auto", **options):
     """`app` on a free loopback port, in this process (uvicorn in a thread); yields its base URL."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http, **options))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     try:
@@ -687,6 +687,50 @@ def test_made_up_methods_do_not_grow_the_metrics(tmp_path):
             con.close()
         text = requests.get(base + "/metrics").text
         assert "BREW" not in text and 'method="other"' in text
+
+
+def _send_head(base: str, header_bytes: int) -> bytes:
+    """A raw GET /healthz whose one extra header holds `header_bytes` bytes; what the server answered."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20)
+    try:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * header_bytes + b"\r\nConnection: close\r\n\r\n"
+        try:
+            for i in range(0, len(head), 1 << 16):
+                sock.sendall(head[i:i + (1 << 16)])
+        except (BrokenPipeError, ConnectionResetError):  # refused and closed before the head was all sent
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(1 << 16):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("impl", ["httptools", "h11"])
+def test_a_huge_request_head_gets_431_not_the_servers_memory(tmp_path, impl):
+    # httptools buffered a header whole, however large (a 200-MB header was read into memory); h11 had its own
+    # limit but answered a bare 400
+    from songfeat.http_protocol import MAX_HEAD_BYTES, uvicorn_options
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    options = uvicorn_options() if impl == "httptools" else {**uvicorn_options(), "http": "h11"}
+    assert impl == "h11" or options["http"] != "h11"
+    with serving(create_app(lib, start=False), **options) as base:
+        answer = _send_head(base, 8 << 20)
+        assert answer.split(b"\r\n", 1)[0] in (b"HTTP/1.1 431 Request Header Fields Too Large", b"HTTP/1.1 400 Bad Request")
+        if impl == "httptools":
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 431
+        assert _send_head(base, MAX_HEAD_BYTES // 2).startswith(b"HTTP/1.1 200")  # a large but fair head is served
+        assert requests.get(base + "/healthz", timeout=10).status_code == 200  # and the server goes on
 
 
 def test_empty_id_is_named(tmp_path):

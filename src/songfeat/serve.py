@@ -421,5 +421,7 @@ def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str 
     """Serve `library` with uvicorn until interrupted (the library's workers stop with it)."""
     import uvicorn
 
+    from .http_protocol import uvicorn_options
+
     app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, **uvicorn_options())
