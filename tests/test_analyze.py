@@ -328,7 +328,7 @@ def test_resume_knows_a_done_file_named_another_way(tmp_path, monkeypatch):
     song.write_bytes(b"")
     os.symlink(tmp_path / "music", tmp_path / "link")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "f.csv.partial").write_text("path,energy\nmusic/a.wav,0.5\n")
+    (tmp_path / "f.csv.partial").write_text("path,energy\nmusic/a.wav,0.5\nodd\x00name.wav,0.4\n")  # a NUL: no real path
     done = ResultWriter("csv", tmp_path / "f.csv", resume=True).done
     assert str(song) in done and str(tmp_path / "link" / "a.wav") in done and "music/a.wav" in done
     assert str(tmp_path / "music" / "b.wav") not in done and "\0" not in done

@@ -288,7 +288,9 @@ def fingerprint(path: str | Path | None = None) -> str:
     try:
         for f in sorted(q for q in folder.rglob("*") if q.is_file()):
             h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-            h.update(f.read_bytes())
+            with open(f, "rb") as fh:  # in blocks: a user's bundle may hold large weights
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
     except OSError as e:
         raise SongfeatError(folder, f"cannot read the model ({e.strerror or e})") from None
     return h.hexdigest()

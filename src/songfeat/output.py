@@ -66,15 +66,21 @@ class _Paths(set):
 
     def __init__(self, paths=()):
         super().__init__(paths)
-        self._real = {os.path.realpath(p) for p in self}
+        self._real = {r for r in map(_realpath, self) if r is not None}
 
     def __contains__(self, path) -> bool:
         if set.__contains__(self, path) or (isinstance(path, str) and set.__contains__(self, _text(path))):
             return True
-        try:
-            return os.path.realpath(path) in self._real
-        except (TypeError, ValueError, OSError):  # not a path, or one with a NUL
-            return False
+        real = _realpath(path)
+        return real is not None and real in self._real
+
+
+def _realpath(path) -> str | None:
+    """`os.path.realpath(path)`, or None for what cannot name a file (a NUL inside, not a path at all)."""
+    try:
+        return os.path.realpath(path)
+    except (TypeError, ValueError, OSError):
+        return None
 
 
 def parquet_schema():
