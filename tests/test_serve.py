@@ -701,13 +701,7 @@ def _send_head(base: str, header_bytes: int) -> bytes:
                 sock.sendall(head[i:i + (1 << 16)])
         except (BrokenPipeError, ConnectionResetError):  # refused and closed before the head was all sent
             pass
-        answer = b""
-        try:
-            while chunk := sock.recv(1 << 16):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-        return answer
+        return _read_all(sock)
     finally:
         sock.close()
 
@@ -731,6 +725,45 @@ def test_a_huge_request_head_gets_431_not_the_servers_memory(tmp_path, impl):
             assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 431
         assert _send_head(base, MAX_HEAD_BYTES // 2).startswith(b"HTTP/1.1 200")  # a large but fair head is served
         assert requests.get(base + "/healthz", timeout=10).status_code == 200  # and the server goes on
+
+
+def _read_all(sock) -> bytes:
+    answer = b""
+    try:
+        while chunk := sock.recv(1 << 16):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
+
+
+def test_a_request_head_that_never_finishes_gets_408(tmp_path, monkeypatch):
+    # uvicorn waited for a head without limit: idle connections and headers sent a byte at a time ("slowloris") stayed
+    # open until the server ran out of file descriptors
+    import socket
+
+    from songfeat import http_protocol
+    from songfeat.serve import create_app
+
+    monkeypatch.setattr(http_protocol, "HEAD_SECONDS", 1.0)
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, start=False), **http_protocol.uvicorn_options()) as base:
+        port = int(base.rsplit(":", 1)[1])
+        for sent in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"):  # nothing at all; a head without its end
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+                sock.sendall(sent)
+                t0 = time.monotonic()
+                answer = _read_all(sock)
+                assert answer.startswith(b"HTTP/1.1 408 Request Timeout") and time.monotonic() - t0 < 10
+                assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 408
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:  # keep-alive: a pause between requests
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(1 << 16).startswith(b"HTTP/1.1 200")
+            time.sleep(1.5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _read_all(sock).startswith(b"HTTP/1.1 200")
 
 
 def test_empty_id_is_named(tmp_path):

@@ -1,9 +1,12 @@
-"""uvicorn's HTTP/1.1 protocol with a cap on the size of a request's head (request line and headers).
+"""uvicorn's HTTP/1.1 protocol with a cap on the size of a request's head (request line and headers) and on the time
+it may take to arrive.
 
 httptools, the parser uvicorn prefers, buffers a header whole however large it grows: one client sending a 200-MB
-header made the server hold all of it. `protocol()` returns the httptools protocol with a byte count on the head:
-past `MAX_HEAD_BYTES` the client gets 431 in Spotify's error shape and the connection is closed. Where httptools
-is not installed it returns "h11", whose own limit `uvicorn_options` sets to the same size.
+header made the server hold all of it. And uvicorn waits for a head without limit: connections that send nothing, or
+a header a byte a minute ("slowloris"), stay open until the server runs out of file descriptors. `protocol()` returns
+the httptools protocol with both bounded: past `MAX_HEAD_BYTES` the client gets 431, and a head (or a new connection's
+first byte) not complete within `HEAD_SECONDS` gets 408, each in Spotify's error shape, and the connection is closed.
+Where httptools is not installed it returns "h11", whose own size limit `uvicorn_options` sets to the same size.
 """
 from __future__ import annotations
 
@@ -11,13 +14,14 @@ import json
 from typing import Any
 
 MAX_HEAD_BYTES = 64 << 10  # nginx's default allows 4 buffers of 8 KB per header; a cookie-laden browser sends ~4 KB
+HEAD_SECONDS = 60.0  # nginx's client_header_timeout: a request's head, or a new connection's first one, must arrive in it
 
 
-def _too_large() -> bytes:
-    """The whole 431 answer, with a body in Spotify's error shape."""
-    body = json.dumps({"error": {"status": 431, "message": f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB"}}).encode()
-    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+def _answer(status: int, reason: str, message: str) -> bytes:
+    """A whole error answer that closes the connection, with a body in Spotify's error shape."""
+    body = json.dumps({"error": {"status": status, "message": message}}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n".encode()
+            + b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
 def protocol() -> Any:
@@ -28,28 +32,59 @@ def protocol() -> Any:
         return "h11"
 
     class BoundedHead(HttpToolsProtocol):
-        """Counts the bytes received while a request's head is incomplete; too many get 431 and a closed connection."""
+        """Counts the bytes and the time a request's head takes: too many bytes get 431, too long 408, and the
+        connection is closed."""
 
         _heading = True  # between requests and inside a head: bytes received count towards the cap
         _head_bytes = 0
+        _head_timer = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_head_timer()  # a connection that never sends a byte is closed too
+
+        def connection_lost(self, exc) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             heading = self._heading
+            if heading and self._head_timer is None:  # the first bytes of a head: its clock starts
+                self._start_head_timer()
             super().data_received(data)
             if not (heading and self._heading) or self.transport.is_closing():
                 return
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
-                self.transport.write(_too_large())
-                self.transport.close()
+                self._refuse(431, "Request Header Fields Too Large", f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
 
         def on_headers_complete(self) -> None:
             self._heading, self._head_bytes = False, 0
+            self._stop_head_timer()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
-            self._heading = True
+            self._heading = True  # the next head's clock starts with its first byte (idle keep-alive has uvicorn's timeout)
             super().on_message_complete()
+
+        def _start_head_timer(self) -> None:
+            self._stop_head_timer()
+            self._head_timer = self.loop.call_later(HEAD_SECONDS, self._head_timed_out)
+
+        def _stop_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self._heading and not self.transport.is_closing():
+                self._refuse(408, "Request Timeout", f"the request's headers did not arrive within {HEAD_SECONDS:g} s")
+
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            self._stop_head_timer()
+            self.transport.write(_answer(status, reason, message))
+            self.transport.close()
 
     return BoundedHead
 
