@@ -334,6 +334,31 @@ def test_resume_knows_a_done_file_named_another_way(tmp_path, monkeypatch):
     assert str(tmp_path / "music" / "b.wav") not in done and "\0" not in done
 
 
+def test_cli_caps_workers_at_the_usable_cpus(tmp_path, monkeypatch):
+    # --workers 64 on a 2-CPU machine started 64 processes, each holding the model (up to ~0.75 GB): memory for nothing
+    from typer.testing import CliRunner
+
+    from songfeat import runtime
+    from songfeat.cli import app
+
+    module = sys.modules["songfeat.analyze"]  # the package exports a function of the same name
+
+    asked = []
+
+    def fake_many(files, model=None, workers=1, timeout=None):
+        asked.append(workers)
+        return iter(())
+
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(module, "analyze_many", fake_many)
+    for i in range(3):
+        write(tmp_path / f"s{i}.wav", music(1.5, seed=i))
+    r = CliRunner().invoke(app, ["analyze", str(tmp_path), "-f", "jsonl", "--workers", "64"])
+    assert asked == [2] and "songfeat: warning: --workers 64 is more than the 2 usable CPUs here; using 2" in r.output
+    r = CliRunner().invoke(app, ["analyze", str(tmp_path), "-f", "jsonl", "--workers", "2"])
+    assert asked == [2, 2] and "warning" not in r.output
+
+
 def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     p = run_cli("analyze", tmp_path / "nope.mp3")
     assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr

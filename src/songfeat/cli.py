@@ -52,6 +52,21 @@ def _target_list(targets: Optional[str]) -> Optional[list[str]]:
     return names
 
 
+def _local_workers(n: Optional[int]) -> Optional[int]:
+    """--workers for a process pool on this machine: at most one per usable CPU. Each worker holds the model and its
+    buffers (up to ~0.75 GB), so more workers than CPUs cost memory and gain no speed; a larger number is capped with one
+    warning line (the Ray engine's --workers counts a cluster's actors and is not capped)."""
+    if n is None:
+        return None
+    from .runtime import usable_cpus
+
+    cpus = usable_cpus()
+    if n <= cpus:
+        return n
+    typer.echo(f"songfeat: warning: --workers {n} is more than the {cpus} usable CPUs here; using {cpus}", err=True)
+    return cpus
+
+
 # ---- analyze (core) --------------------------------------------------------------------------
 
 
@@ -100,6 +115,7 @@ def analyze(
         return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size)
     if engine != "local":
         raise fail(f"--engine must be local or ray, not {engine!r}")
+    workers = _local_workers(workers)
     from .analyze import analyze_many, auto_workers
     from .audio import scan_inputs
     from .bundle import model_id
@@ -313,6 +329,7 @@ def evaluate_audio(
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
 ) -> None:
     """Accuracy against Spotify's labels on real audio: per-feature MAE/Pearson, loudness dB error, tempo/key agreement."""
+    workers = _local_workers(workers)
     import json
 
     from .accuracy import evaluate_audio as run, to_markdown
@@ -343,6 +360,7 @@ def train_default(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes reading clips (the fit itself is single-threaded)."),
 ) -> None:
     """Retrain the bundled default model from the shared data (reproduces songfeat/weights/default)."""
+    workers = _local_workers(workers)
     from .bundle import DEFAULT_DIR
     from .default_model import train_default as run
     from .errors import SongfeatError
@@ -397,6 +415,7 @@ def evaluate_sources_cmd(
     scatter: Optional[Path] = typer.Option(None, "--scatter", help="Also draw a PNG: every held-out prediction against its label, per feature."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
+    workers = _local_workers(workers)
     import json
     from dataclasses import replace
 
@@ -444,6 +463,7 @@ def train_heads_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1),
 ) -> None:
     """Fit the listening heads (tagger + VAD + dynamics) on your own labelled audio."""
+    workers = _local_workers(workers)
     import warnings
 
     from .errors import SongfeatError, SongfeatWarning
@@ -480,6 +500,7 @@ def check_behaviour_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: every rule's predicted value against its threshold."),
 ) -> None:
     """Analyze the behaviour clips and count which of their rules (from Spotify's definitions) hold."""
+    workers = _local_workers(workers)
     from .behaviour import analyze_clips, check, region_markdown, region_table, to_markdown
     from .errors import SongfeatError
 
@@ -534,6 +555,8 @@ def build_cmd(
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
+    if engine == "local":
+        workers = _local_workers(workers)
     if engine == "ray":
         require("build --engine ray", "ray")
     try:
@@ -747,6 +770,7 @@ def serve_cmd(
     time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
 ) -> None:
     """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
+    workers = _local_workers(workers)
     from .analyze import auto_workers
     from .errors import SongfeatError
 
