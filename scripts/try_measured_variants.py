@@ -1012,6 +1012,59 @@ def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
             print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
 
 
+def chord_cadence(keyed: list[dict]) -> None:
+    """Does a chord-level tonic cue settle the fifth and relative confusions? Per beat (songfeat's tempo period, from the
+    clip's start), the best of 24 major/minor triad templates on the mean per-frame chroma; then, among the shipped
+    decision's top 2 keys, the one maximising correlation + a x (share of beats on its tonic triad) + b x (share of
+    chord changes that fall a fifth onto that triad, V -> I). (a, b) is picked for each source on the other two."""
+    fps = SR / D.HOP
+    names: list[tuple[int, int]] = [(m, root) for root in range(12) for m in (1, 0)]
+    tm = np.zeros((24, 12))
+    for i, (m, root) in enumerate(names):
+        tm[i, [root, (root + (4 if m else 3)) % 12, (root + 7) % 12]] = 1
+    tm -= tm.mean(1, keepdims=True)
+    tm /= np.linalg.norm(tm, axis=1, keepdims=True)
+    for r in keyed:
+        corr, _ = D.key_correlations(D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]),
+                                                                   sum(e.hpcp_gomez for e in r["ev"]))))
+        track = np.concatenate([e.chroma_track for e in r["ev"]]).astype(np.float64)
+        period = D.estimate_tempo(np.concatenate([e.onset for e in r["ev"]]).astype(np.float64), fps)[4]
+        b = max(2, int(round(period))) if period > 0 else int(fps // 2)
+        n = track.shape[0] // b
+        beats = track[: n * b].reshape(n, b, 12).mean(1)
+        beats = beats - beats.mean(1, keepdims=True)
+        keep = np.linalg.norm(beats, axis=1) > 1e-9
+        chords = [names[i] for i in (beats[keep] @ tm.T).argmax(1)]
+        top = sorted(((corr[row, k], 1 - row, k) for row in (0, 1) for k in range(12)), reverse=True)[:2]
+        cues = []
+        for c, mode, k in top:
+            share = float(np.mean([ch == (mode, k) for ch in chords])) if chords else 0.0
+            falls = sum(1 for a, z in zip(chords, chords[1:]) if z == (mode, k) and a != z and a[1] == (k + 7) % 12)
+            cues.append((c, share, falls / max(1, len(chords)), k, mode))
+        r["cadence cues"] = cues
+    grid = [(a, bb) for a in (0, 0.05, 0.1, 0.2, 0.3, 0.5) for bb in (0, 0.1, 0.3, 0.5, 1.0)]
+    groups = [g for g in ("forró", "pop/rock", "extra") if any(r["c"].group == g for r in keyed)]
+    table = {}
+    for a, bb in grid:
+        res = {g: [0, 0, 0] for g in groups}
+        for r in keyed:
+            if r["c"].group not in res:
+                continue
+            _, _, _, k, m = max(r["cadence cues"], key=lambda t: t[0] + a * t[1] + bb * t[2])
+            cell = res[r["c"].group]
+            cell[0] += k == r["c"].key and m == r["c"].mode
+            cell[1] += m == r["c"].mode
+            cell[2] += 1
+        table[f"a {a:g}, b {bb:g}"] = res
+    counts_table("Chord-level tonic cue on the top 2 keys (key+mode / mode right, counts; a 0, b 0 is shipped):", "weights",
+                 table, groups)
+    print("Held out, (a, b) picked on the other two sources (ties towards the smaller weights):")
+    for g in groups:
+        others = [h for h in groups if h != g]
+        best = max(table, key=lambda n: (sum(table[n][h][0] for h in others), -list(table).index(n)))
+        print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
+
+
 def compound_meter(rows: list[dict]) -> None:
     """Does a ternary sub-beat tell Echo Nest's 3:2 tempos? For every clip with a reference tempo: the onset
     autocorrelation at 1/3 and 2/3 of songfeat's beat against that at 1/4, 1/2 and 3/4 (a 6/8 or shuffle feel reads
@@ -1053,12 +1106,15 @@ def main() -> None:
                     help="only the key from Basic Pitch's note posteriors, given the wheel's nmp.onnx (~1.5 min)")
     ap.add_argument("--only-compound-meter", action="store_true",
                     help="only the ternary sub-beat cue against Echo Nest's and Spotify's 3:2 tempos (about a minute)")
+    ap.add_argument("--only-chord-cadence", action="store_true",
+                    help="only the chord-level tonic cue (tonic-triad share, V -> I) on the top two keys (about a minute)")
     ap.add_argument("--only-loudness-prior", action="store_true",
                     help="only the tempo octave prior centred by the measured loudness (about a minute)")
     args = ap.parse_args()
     if args.only_basic_pitch is not None and not args.only_basic_pitch.is_file():
         raise SystemExit(f"try_measured_variants: {args.only_basic_pitch}: no such file (Basic Pitch's nmp.onnx)")
-    rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch))
+    rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch)
+                or args.only_chord_cadence)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     if args.only_tempo_families:
@@ -1069,6 +1125,9 @@ def main() -> None:
         return
     if args.only_compound_meter:
         compound_meter(rows)
+        return
+    if args.only_chord_cadence:
+        chord_cadence(rows)
         return
     if args.only_loudness_prior:
         loudness_prior(rows, args.shared)
