@@ -359,6 +359,14 @@ def test_cli_caps_workers_at_the_usable_cpus(tmp_path, monkeypatch):
     assert asked == [2, 2] and "warning" not in r.output
 
 
+def test_cli_version_names_the_bundled_model():
+    # there was no --version: nothing told a user which songfeat (and which model id, the outputs' "model") they had
+    from songfeat.bundle import model_id
+
+    p = run_cli("--version")
+    assert p.returncode == 0 and p.stdout == f"songfeat {songfeat.__version__} (bundled model {model_id(None)})\n", p.stderr
+
+
 def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     p = run_cli("analyze", tmp_path / "nope.mp3")
     assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr

@@ -11,6 +11,23 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Spotify-style audio features from audio, offline.")
 
 
+def _print_version(value: bool) -> None:
+    """--version: songfeat's version and the bundled model's id (the `model` column of batch outputs)."""
+    if not value:
+        return
+    from . import __version__
+    from .bundle import model_id
+
+    typer.echo(f"songfeat {__version__} (bundled model {model_id(None)})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print songfeat's version and the bundled model's id, and exit.")) -> None:
+    """Spotify-style audio features from audio, offline."""
+
+
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print one error line on stderr (control characters escaped) and return the Exit to raise."""
     typer.echo(one_line(f"songfeat: error: {message}"), err=True)
