@@ -354,7 +354,7 @@ def test_disk_full_while_saving_is_one_error_and_keeps_the_table(standin: Spotif
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import songfeat.data.collect as collect_module
+    import songfeat.atomic as atomic_module
 
     out = tmp_path / "t.csv"
     run(standin, out, genres="pop", per_genre=10)
@@ -363,7 +363,7 @@ def test_disk_full_while_saving_is_one_error_and_keeps_the_table(standin: Spotif
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(collect_module.os, "fsync", full)
+    monkeypatch.setattr(atomic_module.os, "fsync", full)
     res = CliRunner().invoke(app, ["collect", "--genres", "pop", "--per-genre", "20", "--out", str(out), "--api-url", standin.api_url,
                                    "--token-url", standin.token_url, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET])
     monkeypatch.undo()

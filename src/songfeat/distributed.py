@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__
+from . import __version__, atomic
 from .bundle import fingerprint as bundle_fingerprint, model_id
 from .errors import SongfeatError
 
@@ -235,12 +235,8 @@ class _Lock:
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    tmp = folder / f".{MANIFEST}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic.replacing(folder / MANIFEST, encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / MANIFEST)
 
 
 def read_manifest(folder: str | Path) -> dict | None:

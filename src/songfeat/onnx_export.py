@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from . import atomic
 
 OPSET = 17
 CHECK_TOL = 1e-4  # exported graph vs torch module: max |onnx - torch| / (1 + |torch|) on the check inputs
@@ -57,12 +58,6 @@ def _check(data: bytes, module, inputs: dict[str, np.ndarray], output_names: lis
     return worst
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def export_musicnn(out_dir: str | Path | None = None) -> dict[str, dict]:
     """Export both shipped musicnn taggers to ONNX (input `patches` [B, 187, 96]; outputs tags [B, 50],
     penultimate [B, 200], pooled [B, 1506] = mean then max pool), checked on random and fixture-scale inputs.
@@ -98,7 +93,8 @@ def export_musicnn(out_dir: str | Path | None = None) -> dict[str, dict]:
         worst = max(_check(data, module, {"patches": (rng.random((n, N_FRAMES, N_MELS)) * 5).astype(np.float32)},
                            list(tagger.ONNX_OUTPUTS), f"musicnn {name}") for n in (1, 7))
         path = out_dir / tagger.ONNX_FILES[name]
-        _write(path, data)
+        with atomic.replacing(path, "wb") as f:
+            f.write(data)
         report[name] = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "max_rel_diff_vs_torch": worst}
     return report
 
@@ -150,7 +146,8 @@ def export_bundle(path: str | Path, model=None) -> dict:
     rng = np.random.default_rng(0)
     worst = max(_check(data, wrapped, {k: (rng.standard_normal((b, *shapes[k])) * scale).astype(np.float32) for k in names},
                        ["output"], str(path)) for b in (1, 5) for scale in (1.0, 5.0))
-    _write(path / ONNX, data)
+    with atomic.replacing(path / ONNX, "wb") as f:
+        f.write(data)
     return {"file": str(path / ONNX), "sha256": hashlib.sha256(data).hexdigest(), "max_rel_diff_vs_torch": worst,
             "inputs": {n: list(s) for n, s in shapes.items()}}
 

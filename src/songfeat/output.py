@@ -23,6 +23,7 @@ import stat
 from pathlib import Path
 from typing import IO
 
+from . import atomic
 from .analyze import EXTRA_KEYS
 from .audio import AUDIO_EXTENSIONS
 from .errors import SongfeatError, existing_ancestor
@@ -431,19 +432,14 @@ class ResultWriter:
     def _convert_partial(self) -> None:
         """Write the JSON Lines partial as the JSON or Parquet output (via a temporary file), then drop the partial."""
         records = _jsonl_records(self.partial, _read_text(self.partial), need_path=False)
-        tmp = self.output.with_name(f".{self.output.name}.tmp{os.getpid()}")
-        try:
-            if self.fmt == "parquet":
-                import pyarrow.parquet as pq
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
 
-                pq.write_table(records_table(records), tmp)
-            else:
-                doc = records[0] if self.single and len(records) == 1 else records
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(_dumps(doc, indent=2) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self.output)
-        finally:
-            tmp.unlink(missing_ok=True)
+            table = records_table(records)
+            with atomic.temp_beside(self.output) as tmp:
+                pq.write_table(table, tmp)
+        else:
+            doc = records[0] if self.single and len(records) == 1 else records
+            with atomic.replacing(self.output, encoding="utf-8") as f:
+                f.write(_dumps(doc, indent=2) + "\n")
         self.partial.unlink()

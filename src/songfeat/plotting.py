@@ -4,8 +4,9 @@ matplotlib is imported only here and by the picture modules, so analysis itself 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from . import atomic
 
 
 def pyplot():
@@ -22,10 +23,9 @@ def save_png(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write `fig` to `path` as PNG atomically (a partial file never takes the name), close it, return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    pyplot().close(fig)
-    os.replace(tmp, out)
+    with atomic.temp_beside(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        pyplot().close(fig)
     return out
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .provenance import MEASURING_CODE, source_digest, weights_digest
 
 RECORD_VERSION = 1  # bump for a change in the record's layout; code changes are caught by code_version()
@@ -104,14 +104,8 @@ def _compute(path: str | Path, with_tagger: bool) -> Record:
 def _write_npz(file: Path, **arrays) -> None:
     """Write arrays to `file` atomically: a temporary file beside it, renamed into place (an interrupted run leaves none)."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".rec.", suffix=".npz", dir=file.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.replacing(file, "wb") as f:  # a file object: savez would add ".npz" to a temporary's name
+        np.savez(f, **arrays)
 
 
 def _save(rec: Record, file: Path) -> None:

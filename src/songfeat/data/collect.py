@@ -20,7 +20,6 @@ import csv
 import datetime as _dt
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from ..errors import SongfeatError
 from ..features import LABEL_COLUMNS
 from . import spotify_api
@@ -73,18 +73,12 @@ class CollectReport:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], newline: str | None = None) -> None:
-    """Write a file through a temporary name in the same folder, fsync it, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write a file atomically (`atomic.replacing`); a failed write is one SongfeatError line, the last save kept."""
     try:
-        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+        with atomic.replacing(path, "w", encoding="utf-8", newline=newline) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:  # a full disk, a read-only folder: the last saved file stays as it was
         raise SongfeatError(path, f"cannot write ({e.strerror or e}); the last saved progress is kept") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_table(path: Path, rows: Iterable[dict[str, str]]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import requests
 import urllib3
 
+from .. import atomic
 from ..audio import DecoderLog, audio_info, is_cut_off, iter_audio
 from ..errors import AudioError, CutOffAudioError, SongfeatError
 from .spotify_api import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
@@ -320,20 +321,14 @@ def _lock(out_dir: Path) -> Any:
 
 def write_report(path: Path, failures: list[Failure]) -> None:
     """Atomically write the failures table (header only when nothing failed); a write error is a SongfeatError."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+        with atomic.replacing(path, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(REPORT_COLUMNS)
             for x in sorted(failures, key=lambda x: x.track_id):
                 w.writerow((x.track_id, x.url, x.reason, x.attempts))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
         raise SongfeatError(path, f"cannot write ({e.strerror or e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def download(

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from .. import __version__, atomic
 from ..analyze import DEFAULT_TIMEOUT
 from ..audio import (SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, scan_inputs,
                      sound_peak)
@@ -59,27 +59,6 @@ CLIP_TIMEOUT = DEFAULT_TIMEOUT  # seconds one clip may take in a worker before i
 DESCRIPTOR_COLUMNS = ("duration_ms", "loudness", "loudness_lufs", "tempo", "tempo_confidence", "tempo_alternatives",
                       "key", "key_confidence", "mode", "mode_confidence", "time_signature", "time_signature_confidence")
 EXAMPLES_IN_REPORT = 50  # unmatched ids listed by name in report.json (all are counted)
-
-
-# ---------------------------------------------------------------------------------------------
-# small helpers: atomic writes
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write text to `path` via a temporary file and os.replace, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write a Parquet file atomically (temp + os.replace)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_parquet(tmp)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,8 +470,10 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
             if any(p.name != LOCK for p in out.iterdir()):
                 raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
             work.mkdir(exist_ok=True)
-            _atomic_write_parquet(plan, out / PLAN)
-            _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+            with atomic.temp_beside(out / PLAN) as tmp:
+                plan.to_parquet(tmp)
+            with atomic.replacing(out / MANIFEST, encoding="utf-8") as f:
+                json.dump(manifest, f, indent=2)
 
         work.mkdir(exist_ok=True)
         arr_path = work / FEATURES
@@ -721,17 +702,18 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     rep["warnings"] = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "warnings": w}
                        for i, w in sorted(warned.items())]  # e.g. decoder errors skipped in a clip that was built
 
-    _atomic_write_parquet(index, out / INDEX)
-    _atomic_write_parquet(lab, out / LABELS)
-    _atomic_write_parquet(desc, out / DESCRIPTORS)
-    tmp_csv = out / f".{REPORT_CSV}.tmp"
-    pd.DataFrame(failures, columns=["track_id", "path", "reason"]).to_csv(tmp_csv, index=False)
-    os.replace(tmp_csv, out / REPORT_CSV)
-    _atomic_write_text(out / REPORT_JSON, json.dumps(rep, indent=2))
+    for df, name in ((index, INDEX), (lab, LABELS), (desc, DESCRIPTORS)):
+        with atomic.temp_beside(out / name) as tmp:
+            df.to_parquet(tmp)
+    with atomic.temp_beside(out / REPORT_CSV) as tmp:
+        pd.DataFrame(failures, columns=["track_id", "path", "reason"]).to_csv(tmp, index=False)
+    with atomic.replacing(out / REPORT_JSON, encoding="utf-8") as f:
+        json.dump(rep, f, indent=2)
     manifest = {**manifest, "complete": True, "built": len(good), "failed": len(bad),
                 "labels_without_audio": len(labels_without_audio), "audio_without_labels": len(unlabelled),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "shape": [len(good), *spec.shape]}
-    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    with atomic.replacing(out / MANIFEST, encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
     shutil.rmtree(out / WORK, ignore_errors=True)
     return report
 

@@ -1,0 +1,61 @@
+"""Atomic file writes: a temporary file beside the target, fsynced, then renamed onto it, so readers never see half a file.
+
+A write that fails (or is interrupted) leaves the old file as it was and removes its temporary. The temporary is
+hidden and named `.<name>.<pid>.<random>.tmp`, in the target's folder so that `os.replace` is a rename on one file
+system. Errors are not reworded here: each caller says what a failed write means for its own files.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def _temporary(path: Path) -> Path:
+    """A fresh hidden name beside `path` (unique per process and per call, so concurrent writers never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Yield a file open (`open(tmp, mode, **open_kwargs)`) on a temporary beside `path`; flush, fsync and rename it
+    onto `path` on a normal exit, or close and remove it and re-raise on an exception."""
+    path = Path(path)
+    tmp = _temporary(path)
+    f = open(tmp, mode, **open_kwargs)
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a close that fails too must not hide the first error
+            f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def temp_beside(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for writers that take a path (Parquet, savefig); fsync it and rename it
+    onto `path` on a normal exit, or remove it (if it was made) and re-raise on an exception."""
+    path = Path(path)
+    tmp = _temporary(path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDWR)  # read-write: Windows refuses to fsync a read-only descriptor
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["replacing", "temp_beside"]

@@ -1,0 +1,127 @@
+"""The atomic writers: the old file stays whole until the new one is complete, and no temporary is ever left behind."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from songfeat import atomic
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_replacing_writes_the_new_content_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "t.csv"
+    target.write_text("old\n")
+    with atomic.replacing(target, "w", encoding="utf-8", newline="") as f:
+        f.write("a,b\r\n1,é\r\n")
+        assert target.read_text() == "old\n"  # readers see the old file until the rename
+        tmp = Path(f.name)
+        assert tmp.parent == tmp_path and tmp.name.startswith(".t.csv.") and tmp.name.endswith(".tmp")
+    assert target.read_bytes() == "a,b\r\n1,é\r\n".encode() and names(tmp_path) == ["t.csv"]
+
+
+def test_replacing_keeps_the_old_file_when_the_writer_raises_midway(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.write_text('{"old": true}')
+    with pytest.raises(ValueError, match="half way"):
+        with atomic.replacing(target) as f:
+            f.write('{"new": ' + "1" * 100_000)  # more than a buffer: some of it is already on disk
+            raise ValueError("half way")
+    assert target.read_text() == '{"old": true}' and names(tmp_path) == ["state.json"]
+
+
+def test_replacing_cleans_up_on_an_interrupt_and_when_there_was_no_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "new.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.replacing(target, "wb") as f:
+            f.write(b"\0" * 10)
+            raise KeyboardInterrupt
+    assert names(tmp_path) == []
+
+
+def test_replacing_keeps_the_old_file_when_fsync_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "t.csv"
+    target.write_text("old\n")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        with atomic.replacing(target) as f:
+            f.write("new\n")
+    assert err.value.errno == errno.ENOSPC  # the caller's own error, not reworded
+    assert target.read_text() == "old\n" and names(tmp_path) == ["t.csv"]
+
+
+def test_replacing_an_unwritable_folder_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        with atomic.replacing(tmp_path / "missing" / "f.txt") as f:
+            f.write("x")
+
+
+def test_the_final_file_has_an_ordinary_files_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic.replacing(tmp_path / "a.npz", "wb") as f:
+        np.savez(f, x=np.arange(3))
+    with atomic.temp_beside(tmp_path / "b.txt") as tmp:
+        tmp.write_text("b")
+    for name in ("a.npz", "b.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    with np.load(tmp_path / "a.npz") as z:
+        assert z["x"].tolist() == [0, 1, 2]
+
+
+def test_temp_beside_renames_what_the_writer_wrote(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    target = tmp_path / "index.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(target)
+    with atomic.temp_beside(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".index.parquet.") and not tmp.exists()
+        pd.DataFrame({"a": [1, 2, 3]}).to_parquet(tmp)
+        assert pd.read_parquet(target)["a"].tolist() == [1]
+    assert pd.read_parquet(target)["a"].tolist() == [1, 2, 3] and names(tmp_path) == ["index.parquet"]
+
+
+def test_temp_beside_keeps_the_old_file_when_the_writer_raises_midway(tmp_path: Path) -> None:
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old picture")
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        with atomic.temp_beside(target) as tmp:
+            tmp.write_bytes(b"half a pict")
+            raise RuntimeError("drawing failed")
+    assert target.read_bytes() == b"old picture" and names(tmp_path) == ["plot.png"]
+
+
+def test_temp_beside_passes_on_an_error_raised_before_anything_was_written(tmp_path: Path) -> None:
+    target = tmp_path / "t.json"
+    with pytest.raises(ValueError, match="bad value"):
+        with atomic.temp_beside(target):
+            raise ValueError("bad value")
+    assert names(tmp_path) == []
+
+
+def test_temp_beside_with_nothing_written_is_an_oserror_and_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "t.json"
+    target.write_text("old")
+    with pytest.raises(FileNotFoundError):
+        with atomic.temp_beside(target):
+            pass
+    assert target.read_text() == "old" and names(tmp_path) == ["t.json"]
+
+
+def test_two_writers_of_one_file_use_two_temporaries(tmp_path: Path) -> None:
+    target = tmp_path / "m.json"
+    with atomic.replacing(target) as a, atomic.replacing(target) as b:
+        assert a.name != b.name
+        a.write("first")
+        b.write("second")
+    assert target.read_text() == "first" and names(tmp_path) == ["m.json"]  # the last to finish wins, whole
