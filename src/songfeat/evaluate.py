@@ -141,11 +141,10 @@ def to_json(result: dict) -> str:
 
 
 def scatter_png(y_true: Any, y_pred: Any, names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Prediction-vs-truth scatter, one panel per target, written as a PNG."""
-    import matplotlib
+    """Prediction-vs-truth scatter, one panel per target, written as a PNG (atomically, as every picture is)."""
+    from .plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t, p = _as_2d(y_true), _as_2d(y_pred)
     k = len(names)
@@ -166,11 +165,7 @@ def scatter_png(y_true: Any, y_pred: Any, names: Sequence[str], path: str | Path
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=100)
 
 
 # ---- bundles ------------------------------------------------------------------------------------
