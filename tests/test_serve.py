@@ -766,6 +766,33 @@ def test_a_request_head_that_never_finishes_gets_408(tmp_path, monkeypatch):
             assert _read_all(sock).startswith(b"HTTP/1.1 200")
 
 
+def test_a_stalled_upload_gets_408_and_frees_its_slot(tmp_path, monkeypatch):
+    # an upload whose client stopped sending waited for ever, holding one of the few upload slots (4 per worker): five
+    # such clients made every later upload a 429
+    import socket
+
+    from songfeat import serve
+    from songfeat.serve import create_app
+
+    monkeypatch.setattr(serve, "BODY_IDLE_SECONDS", 0.5)
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, start=False)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        for multipart in (False, True, False, True, False):  # more than the 4 slots
+            ctype = "multipart/form-data; boundary=xyz" if multipart else "audio/wav"
+            head = (f"POST /v1/audio-features HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: 100000\r\n\r\n").encode()
+            body = b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\nRIFF" if multipart else b"RIFF...."
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+                sock.sendall(head + body)  # and then nothing more
+                answer = _read_all(sock)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"] == "upload stalled: no data for 0.5 s"
+        assert not [p for p in lib.uploads.glob("*") if p.name.startswith("incoming-")]  # no temporary left behind
+
+
 def test_empty_id_is_named(tmp_path):
     from songfeat.serve import create_app
 

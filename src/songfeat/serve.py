@@ -30,6 +30,7 @@ UPLOAD_MB = 50
 MULTIPART_SLACK = 1 << 20  # bytes of multipart framing and form fields allowed beyond the file cap
 UPLOADS_PER_WORKER = 4  # uploads in flight beyond workers x this get 429: bounded disk and queue under load
 CHUNK = 1 << 16
+BODY_IDLE_SECONDS = 60.0  # an upload that sends nothing for this long gets 408 (nginx's client_body_timeout)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # others share one metrics label
 CONTENT_TYPES = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav",
                  "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
@@ -138,10 +139,24 @@ class MetricsMiddleware:
 # ---- uploads ----------------------------------------------------------------------------------------
 
 
+async def _body(request: Request):
+    """The request body's chunks, each waited for at most BODY_IDLE_SECONDS: a client that stops sending mid-upload
+    would otherwise hold an upload slot (and its connection) for ever."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), BODY_IDLE_SECONDS)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"upload stalled: no data for {BODY_IDLE_SECONDS:g} s", {"Connection": "close"}) from None
+        yield chunk
+
+
 async def receive_upload(request: Request, limit: int, directory: Path) -> tuple[str, str, str]:
     """Stream the request body (raw or multipart) to a temporary file, enforcing `limit` bytes while reading.
 
-    Returns (temporary path, file suffix, name to show in messages). Raises ApiError 413 / 400.
+    Returns (temporary path, file suffix, name to show in messages). Raises ApiError 413 / 400, or 408 for a stalled body.
     """
     ctype = request.headers.get("content-type", "")
     declared = request.headers.get("content-length")
@@ -157,7 +172,7 @@ async def receive_upload(request: Request, limit: int, directory: Path) -> tuple
             if multipart:
                 name, written = await _receive_multipart(request, ctype, out, limit, too_big)
             else:
-                async for chunk in request.stream():
+                async for chunk in _body(request):
                     written += len(chunk)
                     if written > limit:
                         raise too_big
@@ -216,7 +231,7 @@ async def _receive_multipart(request: Request, ctype: str, out, limit: int, too_
         parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
                                             "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
                                             "on_part_data": on_part_data, "on_part_begin": on_part_begin})
-        async for chunk in request.stream():
+        async for chunk in _body(request):
             total += len(chunk)
             if total > limit + MULTIPART_SLACK:
                 raise too_big
