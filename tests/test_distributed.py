@@ -150,3 +150,47 @@ def test_a_folder_that_is_not_a_model_fails_before_any_work(folder, tmp_path):
     (tmp_path / "m" / "notes.txt").write_text("not a bundle\n")
     with pytest.raises(distributed.SongfeatError):
         distributed.analyze_to_parquet([folder], tmp_path / "out", model=tmp_path / "m")
+
+
+def test_a_table_with_empty_or_nul_path_cells_refuses_those_rows_and_keeps_the_rest(folder, tmp_path):
+    table = tmp_path / "tracks.csv"
+    table.write_bytes(f"path,label\n{folder}/clip0.wav,a\n,b\nNaN,c\nclip\x001.wav,d\n{folder}/clip1.wav,e\n".encode())
+    rows, refused = distributed.list_inputs([table])
+    assert list(rows["path"]) == [str(folder / "clip0.wav"), str(folder / "clip1.wav")]  # not <folder>/nan
+    assert list(rows["label"]) == ["a", "e"]
+    assert refused == [f"{table}: row 2: no path (an empty cell)", f"{table}: row 3: no path (an empty cell)",
+                       f"{table}: row 4: path holds a NUL byte"]
+
+
+def test_a_parquet_path_column_that_is_not_text_is_one_clear_error(tmp_path):
+    table = tmp_path / "tracks.parquet"
+    pq.write_table(pa.table({"path": [b"a.wav", b"b.wav"]}), table)
+    with pytest.raises(distributed.SongfeatError, match=r"tracks.parquet: the path column holds bytes values"):
+        distributed.list_inputs([table])
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_not_a_traceback(folder, tmp_path):
+    d = tmp_path / "odd"
+    d.mkdir()
+    os.link(folder / "clip0.wav", os.path.join(os.fsencode(d), b"caf\xe9.wav"))
+    os.link(folder / "clip1.wav", d / "plain.wav")
+    rows, refused = distributed.list_inputs([d])
+    assert list(rows["path"]) == [str(d / "plain.wav")]
+    assert len(refused) == 1 and "caf\\xe9.wav: file name is not UTF-8" in refused[0]
+    pa.Table.from_pandas(rows)  # the rest still travels as Arrow text
+
+
+def test_an_output_that_cannot_be_made_or_a_foreign_manifest_is_one_clear_error(folder, tmp_path):
+    with pytest.raises(distributed.SongfeatError, match="cannot create the output folder"):
+        distributed.analyze_to_parquet([folder], folder / "clip0.wav" / "features")  # a parent that is a file
+    out = tmp_path / "features"
+    out.mkdir()
+    (out / distributed.MANIFEST).write_text("[1, 2]")
+    with pytest.raises(distributed.SongfeatError, match="unreadable manifest"):
+        distributed.analyze_to_parquet([folder], out)
+
+
+@pytest.mark.parametrize("name", ["..", "x" * 300 + ".wav", "a\x00b.wav"])
+def test_a_bytes_row_whose_name_cannot_be_a_file_name_is_still_spilled(tmp_path, name):
+    spilled = Path(distributed._spill(tmp_path / "0", name, b"RIFF"))
+    assert spilled.parent == tmp_path / "0" and spilled.read_bytes() == b"RIFF"

@@ -32,6 +32,7 @@ import pandas as pd
 from . import __version__, atomic
 from .bundle import fingerprint as bundle_fingerprint, model_id
 from .errors import SongfeatError
+from .output import utf8_text
 
 MANIFEST = "_songfeat.json"
 STAGING = "_staging"
@@ -121,9 +122,22 @@ class _Analyzer:
 def _spill(folder: Path, name: str | None, data: bytes | None) -> str:
     """Write one row's audio bytes to a temporary file named like the original (so ids by file name still work)."""
     folder.mkdir()
-    p = folder / (Path(str(name)).name if name else "track")
+    p = folder / _spill_name(name)
     p.write_bytes(data or b"")
     return str(p)
+
+
+def _spill_name(name: str | None) -> str:
+    """A file name for a row's bytes: the source's own when it is a usable one, else 'track' (with its extension).
+
+    A name like '..', one longer than the file system allows or one with a NUL byte would make the write fail and
+    take the whole batch, and the job, down with it; the row keeps its `path` either way.
+    """
+    base = Path(str(name)).name if name else ""
+    if base in ("", ".", "..") or "\x00" in base or len(base.encode("utf-8", "surrogateescape")) > 255:
+        suffix = Path(base.replace("\x00", "")).suffix
+        return "track" + (suffix if 0 < len(suffix) <= 16 else "")
+    return base
 
 
 def _cpus(ray) -> int:
@@ -173,23 +187,63 @@ def list_inputs(inputs: list[str | Path], path_column: str = "path") -> tuple[pd
         p = Path(raw)
         suffix = p.suffix.lower()
         if p.is_file() and suffix in (".csv", ".parquet"):
-            try:
-                t = pd.read_parquet(p) if suffix == ".parquet" else pd.read_csv(p)
+            try:  # paths stay text: a column of names like 1 or 007 is not read as numbers
+                t = pd.read_parquet(p) if suffix == ".parquet" else pd.read_csv(p, dtype={path_column: str})
             except Exception as e:
                 raise SongfeatError(p, f"unreadable table of paths ({type(e).__name__}: {e})") from None
             if path_column not in t.columns:
                 raise SongfeatError(p, f"no {path_column!r} column (columns: {', '.join(map(str, t.columns))})")
-            base = p.resolve().parent  # relative paths in a table are relative to the table
-            t = t.rename(columns={path_column: "path"})
-            t["path"] = [str((base / str(q)).resolve()) if not os.path.isabs(str(q)) else str(q) for q in t["path"]]
+            keep, bad = _table_paths(p, t[path_column].tolist())
+            refused.extend(bad)
+            t = t.iloc[[i for i, q in enumerate(keep) if q is not None]].rename(columns={path_column: "path"})
+            t["path"] = [q for q in keep if q is not None]
             frames.append(t)
         else:
             files, errors, _ = scan_inputs([p])
             refused.extend(str(e) for e in errors)
-            frames.append(pd.DataFrame({"path": [str(f.resolve()) for f in files]}))
+            names = [str(f.resolve()) for f in files]
+            refused.extend(f"{utf8_text(q)}: file name is not UTF-8, which the Ray engine cannot pass on; rename it, "
+                           "or use --engine local" for q in names if not _utf8(q))
+            frames.append(pd.DataFrame({"path": [q for q in names if _utf8(q)]}, dtype=object))
     if not frames:
         return pd.DataFrame({"path": pd.Series([], dtype=str)}), refused
     return pd.concat(frames, ignore_index=True).drop_duplicates("path", ignore_index=True), refused
+
+
+def _utf8(text: str) -> bool:
+    """Whether a path can travel as Arrow text (a file name with stray non-UTF-8 bytes cannot)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _table_paths(table: Path, values: list) -> tuple[list[str | None], list[str]]:
+    """A table's path cells as absolute paths (relative ones are relative to the table), None for a refused cell,
+    and one '<table>: row <n>: <reason>' line per refused cell.
+
+    An empty cell must not turn into '<folder>/nan' or the table's own folder: it is refused by row and the other
+    rows still run. A cell that is not text (a Parquet column of numbers or bytes) refuses the whole table.
+    """
+    base = table.resolve().parent
+    paths: list[str | None] = []
+    refused: list[str] = []
+    for i, q in enumerate(values, start=1):
+        reason = None
+        if q is None or (isinstance(q, float) and q != q) or q is pd.NA or q == "":
+            reason = "no path (an empty cell)"
+        elif not isinstance(q, str):  # the whole column is of the wrong type: one line, not one per row
+            raise SongfeatError(table, f"the path column holds {type(q).__name__} values, not text paths "
+                                       f"(row {i}: {utf8_text(repr(q))[:80]})")
+        elif "\x00" in q:
+            reason = "path holds a NUL byte"
+        if reason:
+            refused.append(f"{table}: row {i}: {reason}")
+            paths.append(None)
+        else:
+            paths.append(q if os.path.isabs(q) else str((base / q).resolve()))
+    return paths, refused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +276,10 @@ class _Lock:
     def __enter__(self) -> "_Lock":
         import fcntl
 
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only output folder
+            raise SongfeatError(self.path, f"cannot write the lock file ({e.strerror or type(e).__name__})") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -245,9 +302,13 @@ def read_manifest(folder: str | Path) -> dict | None:
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SongfeatError(p, f"unreadable manifest ({e})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("parts", []), list):  # a list, or parts that are not a list
+        raise SongfeatError(p, "unreadable manifest (not a songfeat manifest: a JSON object with a list of parts)")
+    m.setdefault("parts", [])
+    return m
 
 
 def _part_files(folder: Path, part: str) -> list[Path]:
@@ -337,7 +398,10 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
         raise SongfeatError(out, "exists and is not a folder; --output for Parquet with the Ray engine is a folder")
     if out.is_dir() and read_manifest(out) is None and any(p.name != LOCK for p in out.iterdir()):
         raise SongfeatError(out, "folder is not empty and holds no songfeat output; choose an empty or new --output")
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # a parent that is a file, or one that cannot be written: one line, not a traceback
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SongfeatError(out, f"cannot create the output folder ({e.strerror or type(e).__name__})") from None
     model_arg = _model_arg(model)
     with _Lock(out):
         fingerprint = bundle_fingerprint(model_arg)

@@ -46,7 +46,7 @@ class OutputError(SongfeatError, OSError):
         self.strerror = reason
 
 
-def _text(value):
+def utf8_text(value):
     """`value` as text CSV and Parquet can hold: a file name that is not UTF-8 gets its stray bytes as \\xNN."""
     if not isinstance(value, str):
         return value
@@ -70,7 +70,7 @@ class _Paths(set):
         self._real = {r for r in map(_realpath, self) if r is not None}
 
     def __contains__(self, path) -> bool:
-        if set.__contains__(self, path) or (isinstance(path, str) and set.__contains__(self, _text(path))):
+        if set.__contains__(self, path) or (isinstance(path, str) and set.__contains__(self, utf8_text(path))):
             return True
         real = _realpath(path)
         return real is not None and real in self._real
@@ -126,7 +126,7 @@ def records_table(records: list[dict]):
     import pyarrow as pa
 
     schema = parquet_schema()
-    return pa.Table.from_pylist([{k: _text(r.get(k)) for k in PARQUET_COLUMNS} for r in records], schema=schema)
+    return pa.Table.from_pylist([{k: utf8_text(r.get(k)) for k in PARQUET_COLUMNS} for r in records], schema=schema)
 
 
 def _finite(obj):
@@ -263,7 +263,7 @@ def done_paths(path: Path, fmt: str) -> list[dict]:
 
 
 def _csv_row(record: dict) -> dict:
-    row = {k: _text(record.get(k)) for k in CSV_COLUMNS}
+    row = {k: utf8_text(record.get(k)) for k in CSV_COLUMNS}
     alts = row.get("tempo_alternatives")
     if isinstance(alts, list):
         row["tempo_alternatives"] = ";".join(f"{a:g}" for a in alts)
