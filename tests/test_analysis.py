@@ -295,3 +295,36 @@ def test_beats_do_not_depend_on_the_level(tmp_path: Path) -> None:
         starts.append([round(b["start"], 2) for b in r["beats"]])
     assert len(starts[0]) == len(starts[1]) and np.allclose(starts[0], starts[1], atol=0.05)
     assert starts[0][0] < 0.1 and starts[0][-1] > 5.0 and len(starts[0]) >= 11
+
+
+def _analysis_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "songfeat.cli", "analysis", *args], capture_output=True, text=True)
+
+
+def test_output_or_plot_that_is_the_input_under_a_non_audio_name_keeps_it(tmp_path: Path) -> None:
+    # only audio extensions were refused: `analysis song.dat -o song.dat` replaced the song with its JSON, exit 0
+    song = tmp_path / "song.dat"
+    sf.write(song, synth.click_track(120.0, 2.0), SR, format="WAV", subtype="FLOAT")
+    before = song.read_bytes()
+    for opt in ("-o", "--plot"):
+        p = _analysis_cli(str(song), opt, str(song))
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "is an input audio file" in lines[0], p.stderr
+        assert song.read_bytes() == before and sorted(tmp_path.iterdir()) == [song]
+
+
+def test_output_that_names_no_file_is_one_line_error(tmp_path: Path) -> None:
+    # `-o .`, `-o /` and `-o ''` (a folder without a file name) raised a ValueError traceback from ResultWriter
+    song = _write(tmp_path, "song", synth.click_track(120.0, 2.0))
+    for out in (".", "/", ""):
+        p = _analysis_cli(str(song), "-o", out)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "is a folder" in lines[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_output_and_plot_on_one_file_is_refused(tmp_path: Path) -> None:
+    # `-o x --plot x` drew the picture, then replaced it with the JSON and exited 0
+    song = _write(tmp_path, "song", synth.click_track(120.0, 2.0))
+    out = tmp_path / "x.out"
+    p = _analysis_cli(str(song), "-o", str(out), "--plot", str(out))
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and not out.exists(), p.stderr

@@ -367,6 +367,21 @@ def test_cli_version_names_the_bundled_model():
     assert p.returncode == 0 and p.stdout == f"songfeat {songfeat.__version__} (bundled model {model_id(None)})\n", p.stderr
 
 
+def test_cli_output_that_is_an_input_under_any_name_is_refused(tmp_path):
+    # only audio extensions were refused: `analyze song.dat -o song.dat` (or a hard link to the input) replaced the song
+    # with its features; `-o .` was a ValueError traceback
+    song = tmp_path / "song.dat"
+    sf.write(song, music(2, seed=1), SR, format="WAV", subtype="PCM_16")
+    os.link(song, tmp_path / "link.csv")
+    before = song.read_bytes()
+    for out in ("song.dat", "link.csv"):
+        p = run_cli("analyze", song, "-f", "csv", "-o", tmp_path / out)
+        assert p.returncode == 2 and "is an input audio file" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert song.read_bytes() == before
+    p = run_cli("analyze", song, "-o", ".", cwd=tmp_path)
+    assert p.returncode == 2 and "is a folder" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     p = run_cli("analyze", tmp_path / "nope.mp3")
     assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr

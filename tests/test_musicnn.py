@@ -279,3 +279,18 @@ def test_tags_command_prints_top_tags_and_names_bad_files(tmp_path):
     bad.write_bytes(b"not audio")
     res = CliRunner().invoke(app, ["tags", str(bad)])
     assert res.exit_code == 1 and "bad.mp3" in res.output and "Traceback" not in res.output
+
+
+def test_tags_of_folders_without_audio_is_one_line_error(tmp_path):
+    # a folder with no audio file in it exited 1 with nothing printed at all
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("hi")
+    res = CliRunner().invoke(app, ["tags", str(tmp_path / "empty"), str(tmp_path / "docs")])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1 and "no audio files found" in lines[0], res.output
+    assert str(tmp_path / "empty") in lines[0]

@@ -39,14 +39,15 @@ def _os_error(e: OSError) -> str:
     return f"{e.filename}: {e.strerror or e}" if e.filename else str(e)
 
 
-def _check_pictures(*paths: Optional[Path]) -> None:
-    """Refuse a --plot/--scatter that is a folder, a device, an audio file or under a file before the work, not after."""
+def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
+    """Refuse a --plot/--scatter that is a folder, a device, an audio file (one of `inputs` under any name) or under a
+    file before the work, not after."""
     from .output import check_output
 
     for p in paths:
         if p is not None:
             try:
-                check_output(p, "the picture")
+                check_output(p, "the picture", inputs=inputs)
             except OSError as e:
                 raise fail(f"{p}: cannot write the picture ({e.strerror or e})", 1) from None
 
@@ -157,7 +158,7 @@ def analyze(
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
     failed, written = len(refused), 0
     try:  # an --output that is a folder, an input, or (with --resume) not songfeat's or another model's: refused first
-        writer = ResultWriter(fmt, output, resume=resume, single=single, model=model_id(model))
+        writer = ResultWriter(fmt, output, resume=resume, single=single, model=model_id(model), inputs=files)
         if fmt == "parquet":  # a refused input is a track too: one error row each
             for e in refused:
                 if str(e.path) not in writer.done:
@@ -276,6 +277,8 @@ def tags_cmd(
         typer.echo(one_line(f"songfeat: error: {e}"), err=True)
     for n in notes:
         typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
+    if not files and not refused:  # folders with no audio in them: say so, not a bare exit 1
+        raise fail(", ".join(map(str, paths)) + ": no audio files found (folders are searched for audio file names)", 1)
     failed = len(refused)
     for f in files:
         with capture_output() as captured:  # a cut-off file's decoder note is one warning line, as in `analyze`
@@ -310,9 +313,11 @@ def analysis_cmd(
     from .errors import SongfeatError
     from .output import ResultWriter
 
-    _check_pictures(plot)  # a bad --plot or -o is refused before the analysis, not after it
+    _check_pictures(plot, inputs=(path,))  # a bad --plot or -o is refused before the analysis, not after it
+    if plot is not None and output is not None and os.path.abspath(plot) == os.path.abspath(output):
+        raise fail(f"{output}: cannot write (named as both -o and --plot: the JSON would replace the picture)", 1)
     try:
-        writer = ResultWriter("json", output, single=True)
+        writer = ResultWriter("json", output, single=True, inputs=(path,))
     except OSError as e:
         raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})", 1) from None
     with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
@@ -401,6 +406,8 @@ def export_onnx_cmd(
     from .errors import SongfeatError
     from .onnx_export import export_bundle, export_musicnn
 
+    if musicnn and bundle is not None:  # it was ignored: the shipped taggers were rewritten, not the bundle named
+        raise fail(f"{bundle}: --musicnn exports the shipped musicnn taggers, not a bundle; give one or the other")
     try:
         if musicnn:
             for name, r in export_musicnn().items():
@@ -412,6 +419,8 @@ def export_onnx_cmd(
                        f"{r['max_rel_diff_vs_torch']:.1e} relative)")
     except (SongfeatError, ValueError) as e:
         raise fail(str(e)) from None
+    except OSError as e:  # a write that fails (a full disk)
+        raise fail(_os_error(e), 1) from None
 
 
 # ---- validation of the learned features: held-out sources, behaviour clips ----------------------

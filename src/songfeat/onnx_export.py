@@ -22,6 +22,13 @@ OPSET = 17
 CHECK_TOL = 1e-4  # exported graph vs torch module: max |onnx - torch| / (1 + |torch|) on the check inputs
 
 
+def _check_target(path: Path) -> None:
+    """Refuse a target .onnx that is a folder or a device (OutputError) before the export, not at the final rename."""
+    from .output import check_output
+
+    check_output(path, "the ONNX model")
+
+
 def _export(module, args: tuple, input_names: list[str], output_names: list[str], metadata: dict[str, str]) -> bytes:
     """The module as ONNX bytes (TorchScript exporter, batch axis dynamic), with `metadata` in the model's props."""
     import onnx
@@ -79,6 +86,8 @@ def export_musicnn(out_dir: str | Path | None = None) -> dict[str, dict]:
             return r["tags"], r["penultimate"], torch.cat([r["mean_pool"], r["max_pool"]], dim=1)
 
     out_dir = Path(out_dir) if out_dir else tagger.WEIGHTS_DIR
+    for name in tagger.MODELS:
+        _check_target(out_dir / tagger.ONNX_FILES[name])
     rng = np.random.default_rng(0)
     report = {}
     for name in tagger.MODELS:
@@ -124,6 +133,7 @@ def export_bundle(path: str | Path, model=None) -> dict:
 
     path = Path(path)
     loaded = load_bundle(path)
+    _check_target(path / ONNX)
     config = loaded.config
     module = (model if model is not None else Bundle(config=config, path=path).model).eval()
     names = list(config.get("inputs") or getattr(module, "inputs", ()))

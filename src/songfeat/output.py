@@ -20,6 +20,7 @@ import json
 import math
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
@@ -270,26 +271,39 @@ def _csv_row(record: dict) -> dict:
     return row
 
 
-def check_output(output: Path, what: str = "the results") -> None:
-    """Refuse an output the final rename would wreck or cannot make: a folder, a device or pipe, an existing audio file
-    (an input given again as the output), or a place with no writable folder. Raises OutputError."""
+def check_output(output: Path, what: str = "the results", inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse an output the final rename would wreck or cannot make: a folder (or a path naming none, like '.'), a
+    device or pipe, an existing audio file or one of `inputs` under any name (a link, song.dat), or a place with no
+    writable folder. Raises OutputError."""
+    output = Path(output)
     try:
         st = output.stat()
     except FileNotFoundError:
         st = None
     except OSError as e:
         raise OutputError(output, f"cannot write it ({e.strerror or e})") from None
-    if st is not None and stat.S_ISDIR(st.st_mode):
+    if (st is not None and stat.S_ISDIR(st.st_mode)) or not output.name:
         raise OutputError(output, "is a folder, not a file to write")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise OutputError(output, f"is not a regular file (a device or a pipe); {what} are written aside and renamed onto it")
     if st is not None and output.suffix.lower() in AUDIO_EXTENSIONS:
         raise OutputError(output, f"is an audio file, which {what} would replace: name another file")
+    if st is not None and any(_same_file(st, p) for p in inputs):
+        raise OutputError(output, f"is an input audio file, which {what} would replace: name another file")
     folder = existing_ancestor(output.parent)
     if not folder.is_dir():
         raise OutputError(output, f"cannot write it ({folder} is not a folder)")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(output, f"cannot write it (no permission to write in {folder})")
+
+
+def _same_file(st: os.stat_result, path: str | Path) -> bool:
+    """Whether `path` is the file `st` describes (by device and inode: a link or a second name is the same file)."""
+    try:
+        other = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 class ResultWriter:
@@ -299,19 +313,20 @@ class ResultWriter:
     """
 
     def __init__(self, fmt: str, output: str | Path | None = None, resume: bool = False, single: bool = False,
-                 model: str | None = None):
-        """`model`: the `bundle.model_id` written into every batch row, and the only one --resume continues from."""
+                 model: str | None = None, inputs: Iterable[str | Path] = ()):
+        """`model`: the `bundle.model_id` written into every batch row, and the only one --resume continues from;
+        `inputs`: the audio files being analysed, none of which the output may be."""
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         self.fmt, self.single = fmt, single
-        self.output = Path(output) if output else None
+        self.output = Path(output) if output is not None and str(output) != "" else None
+        if self.output is not None:
+            check_output(self.output, inputs=inputs)  # before naming its .partial: '.' has no name to add to
         if self.output is not None and self.output.is_symlink():  # write through the link: the rename must not replace it
             self.output = Path(os.path.realpath(self.output))
         self.partial = self.output.with_name(self.output.name + ".partial") if self.output else None
         if fmt == "parquet" and self.output is None:
             raise ValueError("--format parquet needs --output (Parquet is not written to a terminal)")
-        if self.output is not None:
-            check_output(self.output)
         self.model = model
         self.previous: list[dict] = []
         if self.output and resume:
