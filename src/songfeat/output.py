@@ -10,7 +10,7 @@ file) or whose rows name another model (`model`, see `bundle.model_id`) is refus
 an --output that is a folder, a device or an audio file. A file already written is known by its real path too.
 
 Parquet rows (both engines, local and Ray) share one schema, `parquet_schema()`: `path`, every
-Spotify key, the extras, and `error` (set, with every feature null, for a file that failed).
+Spotify key, the extras, `model`, and `error` (set, with every feature null, for a file that failed).
 """
 from __future__ import annotations
 
