@@ -136,6 +136,27 @@ def test_build_on_ray_equals_the_local_build(cluster, tmp_path):
     assert a.descriptors().equals(b.descriptors())
 
 
+def test_build_on_ray_takes_workers_as_its_actor_count(tmp_path, monkeypatch):
+    # `build --engine ray --workers N` ignored N: the runner always started an actor per cluster CPU
+    from songfeat.data import store
+    from songfeat.errors import SongfeatError
+
+    asked = []
+    monkeypatch.setattr(distributed, "init", lambda address=None: None)
+    monkeypatch.setattr(distributed, "clip_runner", lambda concurrency=None: asked.append(concurrency) or "runner")
+
+    def fake_build(*args, runner=None, workers=None, **kw):
+        assert runner == "runner" and workers >= 1
+        raise SongfeatError(None, "stopped here")
+
+    monkeypatch.setattr(store, "build_store", fake_build)
+    base = ["build", "--labels", str(tmp_path / "l.csv"), "--audio", str(tmp_path), "--out", str(tmp_path / "s"), "--engine", "ray"]
+    for extra, want in ((["--workers", "3"], 3), ([], None)):
+        res = CliRunner().invoke(app, base + extra)
+        assert res.exit_code == 1 and "stopped here" in res.output, res.output
+        assert asked[-1] == want
+
+
 def test_another_model_is_refused_on_rerun(folder, tmp_path):
     out = tmp_path / "features"
     out.mkdir()

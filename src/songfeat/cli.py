@@ -566,13 +566,15 @@ def build_cmd(
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
     out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
     frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense, logmel or musicnn (tagger tags + embeddings, see docs/musicnn.md)."),
-    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process); default 2, "
+                                               "or with --engine ray the cluster's CPUs (actors)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (clips computed on a Ray cluster, written here)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
-                                  help="Seconds one clip may take in a worker process (builds of more than 12 clips); 0: no limit."),
+                                  help="Seconds one clip may take in a worker process (builds of more than 12 clips; the local engine only); 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
@@ -582,7 +584,7 @@ def build_cmd(
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
     if engine == "local":
-        workers = _local_workers(workers)
+        workers = _local_workers(workers) or 2
     if engine == "ray":
         require("build --engine ray", "ray")
     try:
@@ -591,8 +593,8 @@ def build_cmd(
             from . import distributed
 
             distributed.init(address)
-            runner = distributed.clip_runner()
-        report = build_store(labels, audio, out, frontend=frontend, workers=workers, progress=_progress_on(),
+            runner = distributed.clip_runner(concurrency=workers)  # --workers was ignored: every cluster CPU ran
+        report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
                              limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
                              verbose=verbose, runner=runner)
     except SongfeatError as e:
