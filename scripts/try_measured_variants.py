@@ -1117,21 +1117,15 @@ def main() -> None:
                 or args.only_chord_cadence)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
-    if args.only_tempo_families:
-        tempo_families(rows)
-        return
-    if args.only_basic_pitch:
-        basic_pitch_key(rows, args.only_basic_pitch)
-        return
-    if args.only_compound_meter:
-        compound_meter(rows)
-        return
-    if args.only_chord_cadence:
-        chord_cadence(rows)
-        return
-    if args.only_loudness_prior:
-        loudness_prior(rows, args.shared)
-        return
+    single = {"only_tempo_families": lambda: tempo_families(rows),  # the options that print one table
+              "only_basic_pitch": lambda: basic_pitch_key(rows, args.only_basic_pitch),
+              "only_compound_meter": lambda: compound_meter(rows),
+              "only_chord_cadence": lambda: chord_cadence(rows),
+              "only_loudness_prior": lambda: loudness_prior(rows, args.shared)}
+    for option, table in single.items():
+        if getattr(args, option):
+            table()
+            return
     key_table(rows, args.hpss, args.shared, args.only_hpcp_settings, args.only_profile_average)
     if args.only_hpcp_settings or args.only_profile_average:
         return

@@ -201,22 +201,13 @@ def list_inputs(inputs: list[str | Path], path_column: str = "path") -> tuple[pd
         else:
             files, errors, _ = scan_inputs([p])
             refused.extend(str(e) for e in errors)
-            names = [str(f.resolve()) for f in files]
+            names = [str(f.resolve()) for f in files]  # a name utf8_text has to escape cannot travel as Arrow text
             refused.extend(f"{utf8_text(q)}: file name is not UTF-8, which the Ray engine cannot pass on; rename it, "
-                           "or use --engine local" for q in names if not _utf8(q))
-            frames.append(pd.DataFrame({"path": [q for q in names if _utf8(q)]}, dtype=object))
+                           "or use --engine local" for q in names if utf8_text(q) != q)
+            frames.append(pd.DataFrame({"path": [q for q in names if utf8_text(q) == q]}, dtype=object))
     if not frames:
         return pd.DataFrame({"path": pd.Series([], dtype=str)}), refused
     return pd.concat(frames, ignore_index=True).drop_duplicates("path", ignore_index=True), refused
-
-
-def _utf8(text: str) -> bool:
-    """Whether a path can travel as Arrow text (a file name with stray non-UTF-8 bytes cannot)."""
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def _table_paths(table: Path, values: list) -> tuple[list[str | None], list[str]]:

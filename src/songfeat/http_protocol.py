@@ -11,16 +11,17 @@ Where httptools is not installed it returns "h11", whose own size limit `uvicorn
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 MAX_HEAD_BYTES = 64 << 10  # nginx's default allows 4 buffers of 8 KB per header; a cookie-laden browser sends ~4 KB
 HEAD_SECONDS = 60.0  # nginx's client_header_timeout: a request's head, or a new connection's first one, must arrive in it
 
 
-def _answer(status: int, reason: str, message: str) -> bytes:
+def _answer(status: int, message: str) -> bytes:
     """A whole error answer that closes the connection, with a body in Spotify's error shape."""
     body = json.dumps({"error": {"status": status, "message": message}}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n".encode()
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n".encode()
             + b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
@@ -56,7 +57,7 @@ def protocol() -> Any:
                 return
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse(431, "Request Header Fields Too Large", f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
+                self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
 
         def on_headers_complete(self) -> None:
             self._heading, self._head_bytes = False, 0
@@ -79,11 +80,11 @@ def protocol() -> Any:
         def _head_timed_out(self) -> None:
             self._head_timer = None
             if self._heading and not self.transport.is_closing():
-                self._refuse(408, "Request Timeout", f"the request's headers did not arrive within {HEAD_SECONDS:g} s")
+                self._refuse(408, f"the request's headers did not arrive within {HEAD_SECONDS:g} s")
 
-        def _refuse(self, status: int, reason: str, message: str) -> None:
+        def _refuse(self, status: int, message: str) -> None:
             self._stop_head_timer()
-            self.transport.write(_answer(status, reason, message))
+            self.transport.write(_answer(status, message))
             self.transport.close()
 
     return BoundedHead
