@@ -982,6 +982,73 @@ def test_a_failed_upload_is_not_redone_per_request(tmp_path, monkeypatch):
         assert r.status_code == 200 and calls(log).count(f"features {content_id(good)}") == 1  # other bytes: analysed
 
 
+def hang_once(kind: str, path: str) -> None:
+    """Hang (until the time limit kills the worker) if $SONGFEAT_TEST_HANG_ONCE exists, taking it: one slow moment."""
+    counted(kind, path)
+    try:
+        os.unlink(os.environ["SONGFEAT_TEST_HANG_ONCE"])
+    except FileNotFoundError:
+        return
+    time.sleep(3600)
+
+
+def flaky_job(path: str):
+    """A counted stand-in analysis that times out once (while the marker file exists), then answers."""
+    hang_once("features", path)
+    return {"id": Path(path).name, "energy": 0.5}, None
+
+
+def flaky_analysis(path: str) -> dict:
+    """A counted stand-in audio analysis that times out once, then answers."""
+    hang_once("analysis", path)
+    return fake_analysis(path)
+
+
+def test_a_time_out_is_not_the_files_fault(tmp_path, monkeypatch):
+    # A file whose analysis ran out of time (a busy server) or lost its worker was kept as failed, like a corrupt file,
+    # until its content changed; a timed-out upload got a 400 and lost its audio. Now such a failure is answered as
+    # the server's: features and analyses are tried again after the next scan, and an upload gets a 503 and is kept,
+    # so posting it again retries it. A failure on the file's content is still kept until it changes (tests above).
+    from songfeat.serve import create_app
+
+    log, marker = tmp_path / "calls.log", tmp_path / "hang-once"
+    monkeypatch.setenv("SONGFEAT_TEST_CALLS", str(log))
+    monkeypatch.setenv("SONGFEAT_TEST_HANG_ONCE", str(marker))
+    root = tmp_path / "music"
+    make_clip(root / f"{SPOTIFY_IDS[0]}.wav", seconds=1.0)
+    ident = SPOTIFY_IDS[0]
+    marker.touch()
+    lib = Library(root, workers=1, time_limit=2.0, job=flaky_job, model="test", analysis_target="test_serve:flaky_analysis")
+    with serving(create_app(lib, wait_seconds=30)) as base:
+        wait_for(lambda: lib.index.counts().get("failed") == 1, timeout=60)
+        r = requests.get(f"{base}/v1/audio-features/{ident}", timeout=30)
+        assert r.status_code == 404 and "limit" in r.text and "next library scan" in r.text, r.text
+        assert requests.post(f"{base}/library/rescan").status_code == 202
+        wait_for(lambda: lib.index.counts() == {"done": 1, "pending": 0, "failed": 0}, timeout=60)
+        assert requests.get(f"{base}/v1/audio-features/{ident}", timeout=30).status_code == 200
+        assert calls(log) == [f"features {ident}.wav"] * 2
+
+        marker.touch()
+        first = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert first.status_code == 404 and "next library scan" in first.text, first.text
+        again = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert (again.status_code, again.json()) == (first.status_code, first.json())  # not run again per request
+        assert lib.index.conn().execute("SELECT count(*) FROM failed_analyses").fetchone()[0] == 0  # nor kept for good
+        lib.scan()
+        r = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert r.status_code == 200 and abs(r.json()["track"]["duration"] - 1.0) < 0.01, r.text
+        assert calls(log)[2:] == [f"analysis {ident}.wav"] * 2
+
+        marker.touch()
+        data = mp3_bytes(seconds=1.0)
+        up = requests.post(f"{base}/v1/audio-features", files={"file": ("song.mp3", data, "audio/mpeg")}, timeout=60)
+        assert up.status_code == 503 and "Retry-After" in up.headers and "post it again" in up.text, up.text
+        assert len(list(lib.uploads.iterdir())) == 1  # the audio is kept for the retry
+        up = requests.post(f"{base}/v1/audio-features", files={"file": ("song.mp3", data, "audio/mpeg")}, timeout=60)
+        assert up.status_code == 200, up.text
+        assert calls(log).count(f"features {content_id(data)}") == 2
+
+
 OLD_SCHEMA = """
 CREATE TABLE tracks (path TEXT PRIMARY KEY, source TEXT NOT NULL DEFAULT 'library', id TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, state TEXT NOT NULL, model TEXT, features TEXT, error TEXT,

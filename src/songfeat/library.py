@@ -5,7 +5,9 @@ file, keyed by path, with its id (exactly as `songfeat analyze` assigns it), siz
 the model version its features came from, and an analysis count. A scan brings it in line with the
 folder: new files are added, files whose size or mtime changed are hashed again and re-analysed when
 their content changed, removed files are dropped, and rows analysed by another model are queued
-again (their old features are served until the new ones are in).
+again (their old features are served until the new ones are in). A file that failed because of the server,
+not its content (it ran out of time, or its worker process died), is queued again by the next scan (at start, on
+`POST /library/rescan`, or the periodic one); a file that failed on its content keeps its reason until it changes.
 
 `Library` adds the background analysis: a bounded pool of worker processes (pebble) with a time limit
 per file, so a hostile file can fail its own analysis but never crash or hang the server. The queue
@@ -258,7 +260,8 @@ class Index:
         skip = {(root / DATA_DIR).resolve(), (self.path.parent / UPLOADS).resolve()}  # our own files, not the library's
         files, _ = find_audio([root]) if root.is_dir() else ([], [])
         con = self.conn()
-        known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model FROM tracks")}
+        known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model, error "
+                                                  "FROM tracks")}
         seen: set[str] = set()
         pending_writes: list[tuple] = []
 
@@ -302,7 +305,7 @@ class Index:
                 continue  # vanished or unreadable while scanning: the next scan sees it again
             if len(pending_writes) >= SCAN_BATCH:
                 flush()
-        for path, (source, _size, _mtime, _sha, state, model) in known.items():
+        for path, (source, _size, _mtime, _sha, state, model, _error) in known.items():
             if path in seen:
                 continue
             if source == "upload" and os.path.isfile(path):
@@ -319,9 +322,10 @@ class Index:
         return report
 
     def _keep(self, row: tuple, path: str, writes: list, report: ScanReport) -> None:
-        """An unchanged file: queue it again only if its result came from another model version."""
-        _source, _size, _mtime, _sha, state, model = row
-        if state in ("done", "failed") and model != self.model:
+        """An unchanged file: queue it again only if its result came from another model version, or it failed for the
+        server's sake (a time-out or a dead worker), not its own."""
+        _source, _size, _mtime, _sha, state, model, error = row
+        if (state in ("done", "failed") and model != self.model) or (state == "failed" and is_transient(error)):
             writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
             report.requeued += 1
         else:
@@ -340,6 +344,19 @@ class FileChanged(AnalysisFailed):
 
 
 CHANGED = "the file changed while it was queued or analysed; it is rescanned and analysed again"
+TIMED_OUT = "analysis took longer than the {limit:g}-s limit and was stopped"
+DIED = "the analysing process died (exit code {code})"
+# the beginnings of the reasons above: a failure that says more about the server (busy, short of memory) than the file
+TRANSIENT = (TIMED_OUT.split("{")[0], DIED.split("{")[0])
+
+
+def is_transient(reason: str | None) -> bool:
+    """A stored failure reason that the next scan should try again (a time-out or a dead worker)."""
+    return reason is not None and reason.startswith(TRANSIENT)
+
+
+class TransientFailure(AnalysisFailed):
+    """The analysis ran out of time or lost its process: try again later, the file may well be fine."""
 
 
 def _nice() -> None:
@@ -470,6 +487,7 @@ class Library:
         self._urgent: collections.deque = collections.deque()  # ("features", path) / ("analysis", path, sha)
         self._inflight: dict[str, object] = {}  # job key -> pebble future
         self._broken: set[str] = set()  # job keys aborted once by a broken pool (a second time, they fail)
+        self._transient_analyses: dict[str, str] = {}  # sha256 -> why its audio analysis timed out or died, until a scan
         self._waiters: dict[str, concurrent.futures.Future] = {}
         self._results: collections.deque = collections.deque()
         self._scan_lock = threading.Lock()
@@ -511,6 +529,8 @@ class Library:
         """Scan now (one scan at a time) and wake the workers."""
         with self._scan_lock:
             self._scan_requested = False  # requests from now on need a scan after this one
+            with self._lock:
+                self._transient_analyses.clear()  # a scan retries what failed for the server's sake, analyses too
             report = self.index.scan(self.root, rehash=rehash, on_batch=self.kick)
         self.last_scan = report
         self.kick()
@@ -594,6 +614,10 @@ class Library:
         row = con.execute("SELECT id, model, error FROM tracks WHERE path=? AND state='failed'", (path,)).fetchone()
         if row is None:
             return None
+        if is_transient(row[2]) and os.path.isfile(path):  # posted again after a time-out: its kept file is analysed again
+            with con:
+                con.execute("UPDATE tracks SET state='pending' WHERE path=? AND state='failed'", (path,))
+            return None
         if row[1] != self.index.model:
             with con:
                 con.execute("DELETE FROM tracks WHERE path=? AND state='failed'", (path,))
@@ -602,10 +626,12 @@ class Library:
 
     def forget_upload(self, ident: str) -> None:
         """Delete a failed upload's stored file (a bad upload leaves no audio behind); its row keeps the reason, so the
-        same bytes posted again get the same 400 without another analysis."""
-        rows = self.index.conn().execute("SELECT path FROM tracks WHERE id=? AND source='upload' AND state='failed'",
+        same bytes posted again get the same 400 without another analysis. A time-out or dead worker keeps the file."""
+        rows = self.index.conn().execute("SELECT path, error FROM tracks WHERE id=? AND source='upload' AND state='failed'",
                                          (ident,)).fetchall()
-        for (path,) in rows:
+        for path, error in rows:
+            if is_transient(error):  # kept, so that the next scan or the same upload posted again can retry it
+                continue
             try:
                 os.unlink(path)
             except OSError:
@@ -625,6 +651,10 @@ class Library:
             return cached, None
         error = self.index.failed_analysis(sha, self.analysis_version)
         if error is not None:  # failed before: the same answer, without another analysis
+            return None, _failed(error)
+        with self._lock:
+            error = self._transient_analyses.get(sha)
+        if error is not None:  # timed out or died since the last scan: not run again per request either
             return None, _failed(error)
         return None, self._request(("analysis", path, sha))
 
@@ -724,10 +754,10 @@ class Library:
             reason = str(exc)
         elif isinstance(exc, concurrent.futures.TimeoutError):
             self.stats.timed_out += 1
-            reason = f"analysis took longer than the {self.time_limit:g}-s limit and was stopped"
+            reason = TIMED_OUT.format(limit=self.time_limit)
         elif isinstance(exc, ProcessExpired):
             self.stats.crashed += 1
-            reason = f"the analysing process died (exit code {exc.exitcode})"
+            reason = DIED.format(code=exc.exitcode)
         elif exc is not None:
             reason = f"analysis failed ({type(exc).__name__}: {exc})"
         else:
@@ -737,9 +767,12 @@ class Library:
                 self.index.store_analysis(job[2], self.analysis_version, fut.result())
             elif isinstance(exc, FileChanged):
                 self.request_scan()
+            elif is_transient(reason):  # not kept in the index: asked for again after the next scan, it runs again
+                with self._lock:
+                    self._transient_analyses[job[2]] = reason
             else:
                 self.index.store_analysis_failure(job[2], self.analysis_version, reason)
-            self._resolve(key, None if reason is None else AnalysisFailed(reason))
+            self._resolve(key, None if reason is None else _failure(reason))
             return
         if not _same_file(job[1], size, mtime):  # replaced since it was queued, and no scan has seen it yet
             self.request_scan()
@@ -752,7 +785,7 @@ class Library:
         else:
             self.stats.failed += 1
         self.index.record(job[1], size, mtime, features, error)
-        self._resolve(key, None if features is not None else AnalysisFailed(error or "analysis failed"))
+        self._resolve(key, None if features is not None else _failure(error or "analysis failed"))
 
     def _resolve(self, key: str, exc: BaseException | None) -> None:
         with self._lock:
@@ -764,10 +797,15 @@ class Library:
                 fut.set_exception(exc)
 
 
+def _failure(reason: str) -> AnalysisFailed:
+    """The exception a failed analysis resolves with: TransientFailure for a time-out or a dead worker."""
+    return (TransientFailure if is_transient(reason) else AnalysisFailed)(reason)
+
+
 def _failed(reason: str) -> concurrent.futures.Future:
     """A future already failed with AnalysisFailed(reason): a remembered failure answers as a fresh one does."""
     fut: concurrent.futures.Future = concurrent.futures.Future()
-    fut.set_exception(AnalysisFailed(reason))
+    fut.set_exception(_failure(reason))
     return fut
 
 

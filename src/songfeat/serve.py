@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .audio import AUDIO_EXTENSIONS
-from .library import AnalysisFailed, Library, is_valid_id, stage_upload
+from .library import AnalysisFailed, Library, TransientFailure, is_transient, is_valid_id, stage_upload
 
 MAX_IDS = 100  # Spotify's limit per batch request
 WAIT_SECONDS = 60.0  # longest a `?wait=true` request is held before it gets its 503
@@ -57,6 +57,11 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def json_text(text: str, status: int = 200) -> Response:
     """A response from JSON already serialised (results are stored as JSON text: no parse, no dump)."""
     return Response(text, status_code=status, media_type="application/json")
+
+
+def _retried(reason: str | None) -> str:
+    """What a client reads after a time-out or a dead worker: the file is not blamed, a rescan tries it again."""
+    return "; it is analysed again after the next library scan (POST /library/rescan)" if is_transient(reason) else ""
 
 
 def _check_id(ident: str) -> None:
@@ -352,7 +357,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         if entry is None:
             raise ApiError(404, f"no track with id {id} in this library")
         if entry.state == "failed":
-            raise ApiError(404, f"track {id} could not be analysed: {entry.error}")
+            raise ApiError(404, f"track {id} could not be analysed: {entry.error}{_retried(entry.error)}")
         return json_text(entry.features)
 
     @api.post("/v1/audio-features", summary="Analyse an uploaded audio file", openapi_extra=UPLOAD_DOC)
@@ -370,6 +375,8 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
                     raise ApiError(503, f"{name} is still being analysed; ask GET /v1/audio-features/{ident} later",
                                    {"Retry-After": str(library.retry_after())})
                 exc = next(iter(done)).exception()
+                if isinstance(exc, TransientFailure):  # the server's trouble, not the file's: posting it again retries
+                    raise ApiError(503, f"{name}: {exc}; post it again later", {"Retry-After": str(library.retry_after())})
                 if isinstance(exc, AnalysisFailed):
                     await asyncio.to_thread(library.forget_upload, ident)
                     raise ApiError(400, f"{name}: {exc}")
@@ -396,7 +403,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
                 raise ApiError(503, "the audio analysis is being computed; retry shortly", {"Retry-After": "5"})
             exc = next(iter(done)).exception()
             if exc is not None:
-                raise ApiError(404, f"track {id} could not be analysed: {exc}")
+                raise ApiError(404, f"track {id} could not be analysed: {exc}{_retried(str(exc))}")
             cached, _ = library.audio_analysis(id)
         return json_text(cached)
 
