@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from songfeat import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench_measured"
@@ -198,9 +199,8 @@ def run_peers(all_clips: list[Clip], peers: list[str]) -> dict[str, dict[str, di
                 out = PEERS[p](y)
                 timings[p].append(time.perf_counter() - t0)
                 f.parent.mkdir(parents=True, exist_ok=True)
-                tmp = f.with_suffix(".tmp")
-                tmp.write_text(json.dumps(out))
-                os.replace(tmp, f)
+                with atomic.replacing(f) as fh:
+                    fh.write(json.dumps(out))
                 results[p][c.cache_key] = out
                 bar.advance(task)
     for p, ts in timings.items():

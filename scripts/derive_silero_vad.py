@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from songfeat import atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "songfeat" / "weights" / "silero_vad" / "silero_vad_16k_frames.onnx"
 WHEEL_MEMBER = "silero_vad/data/silero_vad_16k_sequence.onnx"
@@ -130,9 +132,8 @@ def main() -> None:
     for i, y in enumerate(test_signals()):
         if not np.array_equal(run(orig, y), run(derived, y)):
             sys.exit(f"signal {i}: the derived model's outputs differ from the original's; nothing written")
-    tmp = OUT.with_name(f".{OUT.name}.tmp")
-    tmp.write_bytes(derived)
-    tmp.replace(OUT)
+    with atomic.replacing(OUT, "wb") as f:
+        f.write(derived)
     print(f"original {WHEEL_MEMBER}: sha256 {hashlib.sha256(orig).hexdigest()}")
     print(f"wrote {OUT.relative_to(ROOT)}: sha256 {hashlib.sha256(derived).hexdigest()} (outputs bit-identical on "
           f"{len(test_signals())} test signals)")
