@@ -39,9 +39,11 @@ def _tf_same(k: int) -> tuple[int, int]:
 
 
 CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512: pooling stays in its blocked layout only for whole blocks
+LOG_MEL_MAX = 8.0  # log10(10000·mel + 1) of audio within ±1 stays below 7.7 (a full-scale 512-point frame in one band)
+CONSTANT_TOL = 1e-6  # a front-end channel whose output can move less than this on such input is exported as a constant
 
 
-def conv_relu_bn_max(h: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+def conv_relu_bn_max(h: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, h_max: float | None = None) -> torch.Tensor:
     """max over frequency of bn(relu(conv(h))) for [B, 1, T, F] -> [B, C, T], as one convolution and one max-pool.
 
     In eval mode bn is a per-channel affine a·x + b and relu is monotone, so the max over F is
@@ -50,17 +52,44 @@ def conv_relu_bn_max(h: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> to
     signs), so one max-pool serves every channel; zero filters pad the channels to whole NCHWc blocks, so
     onnxruntime pools in its convolution's layout instead of first re-laying the full [B, C, T, F] map
     (about 20% of the tagger's time). Equal to the layer-by-layer graph up to float rounding.
+
+    In an ONNX export, given `h_max` (a bound on |h|), a channel whose filter is all but zero is left out of the
+    convolution: for any |h| <= h_max its output stays within `CONSTANT_TOL` of a·relu(bias) + b (|a|·|w|₁·h_max
+    bounds the difference), so the graph holds that constant. Training left most of musicnn's timbral filters dead
+    (the MSD model's: 181 and 190 of 204), and they were most of the tagger's arithmetic.
     """
     if bn.training:
         return bn(F.relu(conv(h))).amax(dim=3)
     a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     b = bn.bias - bn.running_mean * a
+    c, kf = conv.out_channels, conv.kernel_size[1]
+    if not torch.onnx.is_in_onnx_export():
+        return _max_over_frequency(h, conv.weight, conv.bias, a, b, c, kf, pad=False)
+    if h_max is None:
+        return _max_over_frequency(h, conv.weight, conv.bias, a, b, c, kf)
+    # from here on plain values, not traced from the parameters: the exported graph gets them as constants
+    w, bias, a, b = (t.detach().clone() for t in (conv.weight, conv.bias, a, b))
+    moves = (a.abs() * w.abs().flatten(1).sum(1) * h_max).tolist()  # the most each channel's output can move
+    live = [i for i, m in enumerate(moves) if m >= CONSTANT_TOL]
+    if len(live) == len(moves):
+        return _max_over_frequency(h, w, bias, a, b, c, kf)
+    dead = [i for i, m in enumerate(moves) if m < CONSTANT_TOL]
+    top = _max_over_frequency(h, w[live], bias[live], a[live], b[live], len(live), kf)
+    rest = (F.relu(bias[dead]) * a[dead] + b[dead])[None, :, None].expand(top.shape[0], -1, top.shape[2])
+    where = torch.argsort(torch.tensor(live + dead))  # output channel c is entry where[c] of [live, dead]
+    return torch.cat([top, rest], dim=1).index_select(1, where)
+
+
+def _max_over_frequency(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                        c: int, kf: int, pad: bool = True) -> torch.Tensor:
+    """conv_relu_bn_max's arithmetic for `c` filters `weight` [c, 1, kt, kf] with bias and the bn affine (a, b);
+    `pad`: zero filters up to whole CHANNEL_BLOCKs (for onnxruntime; torch itself gains nothing from them). `c` and
+    `kf` come as plain ints so that a traced export keeps them constant."""
     sign = torch.where(a >= 0, 1.0, -1.0)
-    c = conv.out_channels
-    pad = (-c) % CHANNEL_BLOCK if torch.onnx.is_in_onnx_export() else 0  # torch itself gains nothing from them
-    weight = torch.cat([conv.weight * sign[:, None, None, None], conv.weight.new_zeros((pad, *conv.weight.shape[1:]))])
-    bias = torch.cat([conv.bias * sign, conv.bias.new_zeros(pad)])
-    width = N_MELS - conv.kernel_size[1] + 1  # a constant, so the ONNX export gets a fixed pooling kernel
+    extra = (-c) % CHANNEL_BLOCK if pad else 0
+    weight = torch.cat([weight * sign[:, None, None, None], weight.new_zeros((extra, *weight.shape[1:]))])
+    bias = torch.cat([bias * sign, bias.new_zeros(extra)])
+    width = N_MELS - kf + 1  # a constant, so the ONNX export gets a fixed pooling kernel
     top = F.max_pool2d(F.conv2d(h, weight, bias), kernel_size=(1, width))[:, :c, :, 0] * sign[None, :, None]
     return F.relu(top) * a[None, :, None] + b[None, :, None]
 
@@ -85,14 +114,22 @@ class Musicnn(nn.Module):
         self.bn_dense = _bn(BACKEND_UNITS, 1)
         self.out = nn.Linear(BACKEND_UNITS, num_classes)
 
+    def input_bound(self) -> float:
+        """The largest |bn_input(x)| for log-mel x in [0, LOG_MEL_MAX] (an affine map: one of the two ends)."""
+        bn = self.bn_input
+        a = float(bn.weight[0] / torch.sqrt(bn.running_var[0] + bn.eps))
+        b = float(bn.bias[0] - bn.running_mean[0] * a)
+        return max(abs(b), abs(a * LOG_MEL_MAX + b))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """[B, 187, 96] log-mel patches -> tags [B, 50] (sigmoid), logits, penultimate [B, 200], mean_pool/max_pool [B, 753]."""
         h = self.bn_input(x[:, None])  # [B, 1, T, F]
+        h_max = self.input_bound()
         feats = []
-        for conv, bn in zip(self.timbral, self.timbral_bn):
-            feats.append(conv_relu_bn_max(F.pad(h, (0, 0, 3, 3)), conv, bn))  # time only, as musicnn pads for a cheap 'same'
+        for conv, bn in zip(self.timbral, self.timbral_bn):  # time padding only, as musicnn pads for a cheap 'same'
+            feats.append(conv_relu_bn_max(F.pad(h, (0, 0, 3, 3)), conv, bn, h_max))
         for conv, bn, k in zip(self.temporal, self.temporal_bn, TEMPORAL_KERNELS):
-            feats.append(conv_relu_bn_max(F.pad(h, (0, 0, *_tf_same(k))), conv, bn))
+            feats.append(conv_relu_bn_max(F.pad(h, (0, 0, *_tf_same(k))), conv, bn, h_max))
         front = torch.cat(feats, dim=1)  # [B, 561, T]
         c1 = self.midend_bn[0](F.relu(self.midend[0](front)))
         c2 = self.midend_bn[1](F.relu(self.midend[1](c1))) + c1
