@@ -167,6 +167,30 @@ def test_onnx_and_torch_describe_agree():
             np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-4 if k.endswith("pooled") else 1e-5, err_msg=f"{clip} {k}")
 
 
+def test_dead_filters_are_constants_at_the_input_range_ends():
+    """The shipped graphs convolve only the live filters (the rest are constants, see conv_relu_bn_max): they must
+    agree with the torch port, which keeps every filter, at the ends of the log-mel range the bound assumes (silence,
+    and the loudest value audio within ±1 reaches) as much as in between, and leave out what docs/musicnn.md says."""
+    import onnx
+
+    from songfeat.models.musicnn import LOG_MEL_MAX, N_FRAMES, N_MELS
+
+    rng = np.random.default_rng(3)
+    patches = np.stack([np.zeros((N_FRAMES, N_MELS)), np.full((N_FRAMES, N_MELS), 7.7),
+                        rng.random((N_FRAMES, N_MELS)) * LOG_MEL_MAX,
+                        (rng.random((N_FRAMES, N_MELS)) < 0.5) * LOG_MEL_MAX]).astype(np.float32)
+    a, b = tagger.run_patches(patches, backend="onnx"), tagger.run_patches(patches, backend="torch")
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-4 if k.endswith("pooled") else 1e-5, err_msg=k)
+    live = {}
+    for name in tagger.MODELS:
+        graph = onnx.shape_inference.infer_shapes(onnx.load(str(tagger.WEIGHTS_DIR / tagger.ONNX_FILES[name]))).graph
+        shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in graph.value_info}
+        weights = [shapes.get(n.input[1], ()) for n in graph.node if n.op_type == "Conv"]
+        live[name] = sorted(w[0] for w in weights if len(w) == 4 and w[2] == 7)  # the timbral banks: 7 x 38, 7 x 67
+    assert live == {"msd": [16, 32], "mtt": [80, 128]}, live  # 14 and 23, 80 and 115 live filters, padded to blocks of 16
+
+
 def test_describe_shapes_and_patch_budget():
     sr = 44100
     y = np.random.default_rng(0).standard_normal(30 * sr).astype(np.float32) * 0.1

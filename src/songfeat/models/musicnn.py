@@ -117,8 +117,9 @@ class Musicnn(nn.Module):
     def input_bound(self) -> float:
         """The largest |bn_input(x)| for log-mel x in [0, LOG_MEL_MAX] (an affine map: one of the two ends)."""
         bn = self.bn_input
-        a = float(bn.weight[0] / torch.sqrt(bn.running_var[0] + bn.eps))
-        b = float(bn.bias[0] - bn.running_mean[0] * a)
+        with torch.no_grad():
+            a = float(bn.weight[0] / torch.sqrt(bn.running_var[0] + bn.eps))
+            b = float(bn.bias[0] - bn.running_mean[0] * a)
         return max(abs(b), abs(a * LOG_MEL_MAX + b))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
