@@ -1049,6 +1049,24 @@ def test_a_time_out_is_not_the_files_fault(tmp_path, monkeypatch):
         assert calls(log).count(f"features {content_id(data)}") == 2
 
 
+def test_a_time_out_is_retried_a_few_times_not_forever(tmp_path):
+    # A file that hangs or kills its worker every time would cost a worker its whole time limit on every periodic scan;
+    # after TRANSIENT_TRIES analyses it stays failed until its content changes, like a corrupt file.
+    from songfeat.library import TIMED_OUT, TRANSIENT_TRIES
+
+    root = tmp_path / "music"
+    make_clip(root / "slow.wav", seconds=1.0)
+    idx = Index(tmp_path / "index.db", model="m")
+    idx.scan(root)
+    con = idx.conn()
+    for tries in range(1, TRANSIENT_TRIES + 2):
+        with con:
+            con.execute("UPDATE tracks SET state='failed', model='m', error=?, analyses=?", (TIMED_OUT.format(limit=300), tries))
+        assert idx.scan(root).requeued == (1 if tries < TRANSIENT_TRIES else 0), tries
+    make_clip(root / "slow.wav", seconds=1.0, seed=4)  # new content: analysed again, its count starts afresh
+    assert idx.scan(root).changed == 1 and idx.counts()["pending"] == 1
+
+
 OLD_SCHEMA = """
 CREATE TABLE tracks (path TEXT PRIMARY KEY, source TEXT NOT NULL DEFAULT 'library', id TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, state TEXT NOT NULL, model TEXT, features TEXT, error TEXT,

@@ -7,7 +7,8 @@ folder: new files are added, files whose size or mtime changed are hashed again 
 their content changed, removed files are dropped, and rows analysed by another model are queued
 again (their old features are served until the new ones are in). A file that failed because of the server,
 not its content (it ran out of time, or its worker process died), is queued again by the next scan (at start, on
-`POST /library/rescan`, or the periodic one); a file that failed on its content keeps its reason until it changes.
+`POST /library/rescan`, or the periodic one), up to `TRANSIENT_TRIES` analyses in all; a file that failed on its
+content keeps its reason until it changes.
 
 `Library` adds the background analysis: a bounded pool of worker processes (pebble) with a time limit
 per file, so a hostile file can fail its own analysis but never crash or hang the server. The queue
@@ -44,6 +45,7 @@ ID_PATTERN = re.compile(r"[0-9A-Za-z]{22}")  # Spotify ids and songfeat content 
 TIME_LIMIT = 300.0  # seconds one file may take in a worker before it is killed and the file marked failed
 WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that needs more fails alone (peak today ~0.75 GiB)
 MAX_TASKS_PER_WORKER = 500  # a worker process is replaced after this many files, so leaks cannot grow
+TRANSIENT_TRIES = 3  # analyses a file gets when each times out or kills its worker; then it stays failed until it changes
 SCAN_BATCH = 200  # rows per transaction while scanning; the workers start on the first batch at once
 ANALYSIS_MODULE = "songfeat.analysis:audio_analysis"  # Spotify's audio-analysis object, when songfeat has it
 SCHEMA = """
@@ -260,8 +262,8 @@ class Index:
         skip = {(root / DATA_DIR).resolve(), (self.path.parent / UPLOADS).resolve()}  # our own files, not the library's
         files, _ = find_audio([root]) if root.is_dir() else ([], [])
         con = self.conn()
-        known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model, error "
-                                                  "FROM tracks")}
+        known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model, error, "
+                                                  "analyses FROM tracks")}
         seen: set[str] = set()
         pending_writes: list[tuple] = []
 
@@ -305,7 +307,7 @@ class Index:
                 continue  # vanished or unreadable while scanning: the next scan sees it again
             if len(pending_writes) >= SCAN_BATCH:
                 flush()
-        for path, (source, _size, _mtime, _sha, state, model, _error) in known.items():
+        for path, (source, _size, _mtime, _sha, state, model, _error, _tries) in known.items():
             if path in seen:
                 continue
             if source == "upload" and os.path.isfile(path):
@@ -323,9 +325,10 @@ class Index:
 
     def _keep(self, row: tuple, path: str, writes: list, report: ScanReport) -> None:
         """An unchanged file: queue it again only if its result came from another model version, or it failed for the
-        server's sake (a time-out or a dead worker), not its own."""
-        _source, _size, _mtime, _sha, state, model, error = row
-        if (state in ("done", "failed") and model != self.model) or (state == "failed" and is_transient(error)):
+        server's sake (a time-out or a dead worker), not its own, fewer than TRANSIENT_TRIES times."""
+        _source, _size, _mtime, _sha, state, model, error, tries = row
+        if (state in ("done", "failed") and model != self.model) or (
+                state == "failed" and is_transient(error) and tries < TRANSIENT_TRIES):
             writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
             report.requeued += 1
         else:
