@@ -88,6 +88,7 @@ def export_musicnn(out_dir: str | Path | None = None) -> dict[str, dict]:
     out_dir = Path(out_dir) if out_dir else tagger.WEIGHTS_DIR
     for name in tagger.MODELS:
         _check_target(out_dir / tagger.ONNX_FILES[name])
+    out_dir.mkdir(parents=True, exist_ok=True)  # a new folder is made, as check_output allows one
     rng = np.random.default_rng(0)
     report = {}
     for name in tagger.MODELS:
