@@ -7,7 +7,8 @@ Runs one 3-s patch through the shipped ONNX model `--runs` times with onnxruntim
 convolutions' arithmetic rate (2 x multiply-adds / time, shapes from the profile). The peer, in the same process
 and on the same thread: numpy's float32 matrix product (OpenBLAS sgemm, 1 thread) on square matrices, the rate a
 well-tuned kernel reaches on this core. A convolution at that rate can only get cheaper by doing less arithmetic
-(fewer patches, a smaller model, lower precision), not by a better kernel.
+(fewer patches, fewer filters, lower precision), not by a better kernel; the shipped graphs already leave out the
+filters training left dead (docs/musicnn.md).
 
 `--int8` tries the lower precision: onnxruntime's static quantizer (needs the `onnx` package, in the train extra) turns
 the convolutions into 8-bit ones (QDQ and QOperator forms, per-channel int8 weights, uint8 activations calibrated on
