@@ -1065,6 +1065,47 @@ def test_a_time_out_is_retried_a_few_times_not_forever(tmp_path):
         assert idx.scan(root).requeued == (1 if tries < TRANSIENT_TRIES else 0), tries
     make_clip(root / "slow.wav", seconds=1.0, seed=4)  # new content: analysed again, its count starts afresh
     assert idx.scan(root).changed == 1 and idx.counts()["pending"] == 1
+    with con:
+        con.execute("UPDATE tracks SET state='failed', model='m', error=?, analyses=?", (TIMED_OUT.format(limit=300), 9))
+    assert Index(tmp_path / "index.db", model="m2").scan(root).requeued == 1  # a new model: its own tries
+    assert con.execute("SELECT state, analyses FROM tracks").fetchall() == [("pending", 0)]
+
+
+def test_a_timed_out_upload_is_retried_then_refused(tmp_path, monkeypatch):
+    # Posting an upload again after its time-out retries it, even when its stored file has gone (an index from before
+    # the file was kept, or a hand-cleaned folder: it got a 503 forever); after TRANSIENT_TRIES time-outs the same bytes
+    # get a 400 at once and leave no file, as a corrupt upload does.
+    from songfeat.library import TRANSIENT_TRIES
+    from songfeat.serve import create_app
+
+    log, marker = tmp_path / "calls.log", tmp_path / "hang-once"
+    monkeypatch.setenv("SONGFEAT_TEST_CALLS", str(log))
+    monkeypatch.setenv("SONGFEAT_TEST_HANG_ONCE", str(marker))
+    root = tmp_path / "music"
+    root.mkdir()
+    lib = Library(root, workers=1, time_limit=2.0, job=flaky_job, model="test", analysis_target="test_serve:flaky_analysis")
+
+    def post(base: str, data: bytes) -> requests.Response:
+        return requests.post(f"{base}/v1/audio-features", files={"file": ("song.mp3", data, "audio/mpeg")}, timeout=60)
+
+    with serving(create_app(lib)) as base:
+        wait_for(lambda: lib.last_scan is not None, timeout=30)
+        good, bad = mp3_bytes(seconds=1.0), mp3_bytes(seconds=1.0, seed=8)
+        marker.touch()
+        assert post(base, good).status_code == 503
+        for f in lib.uploads.iterdir():
+            f.unlink()  # the stored file is gone
+        r = post(base, good)
+        assert r.status_code == 200, r.text  # put back and analysed
+        for k in range(TRANSIENT_TRIES):
+            marker.touch()
+            r = post(base, bad)
+            assert r.status_code == (503 if k < TRANSIENT_TRIES - 1 else 400), (k, r.text)
+        assert "not tried again" in r.json()["error"]["message"], r.text
+        again = post(base, bad)
+        assert (again.status_code, again.json()) == (400, r.json())
+        assert calls(log).count(f"features {content_id(bad)}") == TRANSIENT_TRIES  # not run a fourth time
+        assert sorted(f.name.split(".")[0] for f in lib.uploads.iterdir()) == [content_id(good)[:22]]
 
 
 OLD_SCHEMA = """

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS tracks (
     model TEXT,                              -- model version that produced `features` / `error`
     features TEXT,                           -- Spotify's audio-features object, JSON
     error TEXT,                              -- why the analysis failed (no server paths)
-    analyses INTEGER NOT NULL DEFAULT 0,     -- analyses of this content recorded so far
+    analyses INTEGER NOT NULL DEFAULT 0,     -- analyses of this content recorded so far (by the row's model)
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tracks_id ON tracks(id);
@@ -139,6 +139,7 @@ class Entry:
     features: str | None
     error: str | None
     path: str
+    analyses: int = 0  # analyses recorded for this content (by the current model, once it has one)
 
 
 @dataclass
@@ -187,7 +188,8 @@ class Index:
         for i in range(0, len(wanted), 500):
             chunk = wanted[i:i + 500]
             rows = self.conn().execute(
-                f"SELECT id, state, features, error, path FROM tracks WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                f"SELECT id, state, features, error, path, analyses FROM tracks WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk)
             for r in rows:
                 e = Entry(*r)
                 if e.state == "pending" and e.features is not None:  # stale model: serve the old result meanwhile
@@ -245,12 +247,15 @@ class Index:
             con.execute("INSERT OR REPLACE INTO failed_analyses VALUES (?, ?, ?)", (sha256, version, error))
 
     def add_upload(self, path: str, ident: str, sha256: str) -> None:
-        """Index a stored upload (pending analysis) unless it is already there."""
+        """Index a stored upload (pending analysis) unless it is already there; a pending row takes the stored file's
+        size and mtime (a retried upload whose file was put back)."""
         st = os.stat(path)
         con = self.conn()
         with con:
-            con.execute("INSERT OR IGNORE INTO tracks (path, source, id, size, mtime_ns, sha256, state, updated) "
-                        "VALUES (?, 'upload', ?, ?, ?, ?, 'pending', ?)", (path, ident, st.st_size, st.st_mtime_ns, sha256, time.time()))
+            con.execute("INSERT INTO tracks (path, source, id, size, mtime_ns, sha256, state, updated) "
+                        "VALUES (?, 'upload', ?, ?, ?, ?, 'pending', ?) ON CONFLICT(path) DO UPDATE SET "
+                        "size=excluded.size, mtime_ns=excluded.mtime_ns WHERE tracks.state='pending'",
+                        (path, ident, st.st_size, st.st_mtime_ns, sha256, time.time()))
 
     def scan(self, root: Path, rehash: bool = False, on_batch=None) -> ScanReport:
         """Bring the index in line with `root` (recursively) and the stored uploads; see the module docstring."""
@@ -327,8 +332,10 @@ class Index:
         """An unchanged file: queue it again only if its result came from another model version, or it failed for the
         server's sake (a time-out or a dead worker), not its own, fewer than TRANSIENT_TRIES times."""
         _source, _size, _mtime, _sha, state, model, error, tries = row
-        if (state in ("done", "failed") and model != self.model) or (
-                state == "failed" and is_transient(error) and tries < TRANSIENT_TRIES):
+        if state in ("done", "failed") and model != self.model:  # a new model: its own count of tries
+            writes.append(("UPDATE tracks SET state='pending', analyses=0 WHERE path=?", (path,)))
+            report.requeued += 1
+        elif state == "failed" and retryable(error, tries):
             writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
             report.requeued += 1
         else:
@@ -354,8 +361,16 @@ TRANSIENT = (TIMED_OUT.split("{")[0], DIED.split("{")[0])
 
 
 def is_transient(reason: str | None) -> bool:
-    """A stored failure reason that the next scan should try again (a time-out or a dead worker)."""
+    """A failure reason that blames the server, not the file (a time-out or a dead worker)."""
     return reason is not None and reason.startswith(TRANSIENT)
+
+
+def retryable(reason: str | None, tries: int) -> bool:
+    """A stored failure the next scan (or the upload posted again) tries again: transient, fewer than TRANSIENT_TRIES."""
+    return is_transient(reason) and tries < TRANSIENT_TRIES
+
+
+GIVEN_UP = "; it failed so {tries} times and is not tried again until its content changes"
 
 
 class TransientFailure(AnalysisFailed):
@@ -614,26 +629,28 @@ class Library:
         """(id, failed future) if this stored-upload path failed under the current model; another model's failure is
         dropped so the upload is analysed again."""
         con = self.index.conn()
-        row = con.execute("SELECT id, model, error FROM tracks WHERE path=? AND state='failed'", (path,)).fetchone()
+        row = con.execute("SELECT id, model, error, analyses FROM tracks WHERE path=? AND state='failed'", (path,)).fetchone()
         if row is None:
             return None
-        if is_transient(row[2]) and os.path.isfile(path):  # posted again after a time-out: its kept file is analysed again
-            with con:
+        if row[1] == self.index.model and retryable(row[2], row[3]):  # posted again after a time-out: analysed again
+            with con:  # (`upload` puts the file back if it is gone, and add_upload takes its size and mtime)
                 con.execute("UPDATE tracks SET state='pending' WHERE path=? AND state='failed'", (path,))
             return None
         if row[1] != self.index.model:
             with con:
                 con.execute("DELETE FROM tracks WHERE path=? AND state='failed'", (path,))
             return None
+        if is_transient(row[2]):  # timed out every time: now a failure of this content, as a corrupt file's is
+            return row[0], _failed(row[2] + GIVEN_UP.format(tries=row[3]), transient=False)
         return row[0], _failed(row[2] or "analysis failed")
 
     def forget_upload(self, ident: str) -> None:
         """Delete a failed upload's stored file (a bad upload leaves no audio behind); its row keeps the reason, so the
         same bytes posted again get the same 400 without another analysis. A time-out or dead worker keeps the file."""
-        rows = self.index.conn().execute("SELECT path, error FROM tracks WHERE id=? AND source='upload' AND state='failed'",
-                                         (ident,)).fetchall()
-        for path, error in rows:
-            if is_transient(error):  # kept, so that the next scan or the same upload posted again can retry it
+        rows = self.index.conn().execute("SELECT path, error, analyses FROM tracks WHERE id=? AND source='upload' "
+                                         "AND state='failed'", (ident,)).fetchall()
+        for path, error, tries in rows:
+            if retryable(error, tries):  # kept, so that the next scan or the same upload posted again can retry it
                 continue
             try:
                 os.unlink(path)
@@ -788,7 +805,15 @@ class Library:
         else:
             self.stats.failed += 1
         self.index.record(job[1], size, mtime, features, error)
-        self._resolve(key, None if features is not None else _failure(error or "analysis failed"))
+        if features is not None:
+            self._resolve(key, None)
+            return
+        row = self.index.conn().execute("SELECT analyses FROM tracks WHERE path=?", (job[1],)).fetchone()
+        tries = row[0] if row else TRANSIENT_TRIES
+        if is_transient(error) and not retryable(error, tries):
+            self._resolve(key, _failure(error + GIVEN_UP.format(tries=tries), transient=False))
+        else:
+            self._resolve(key, _failure(error or "analysis failed"))
 
     def _resolve(self, key: str, exc: BaseException | None) -> None:
         with self._lock:
@@ -800,15 +825,16 @@ class Library:
                 fut.set_exception(exc)
 
 
-def _failure(reason: str) -> AnalysisFailed:
-    """The exception a failed analysis resolves with: TransientFailure for a time-out or a dead worker."""
-    return (TransientFailure if is_transient(reason) else AnalysisFailed)(reason)
+def _failure(reason: str, transient: bool | None = None) -> AnalysisFailed:
+    """The exception a failed analysis resolves with: TransientFailure for a time-out or a dead worker (unless
+    `transient` says otherwise)."""
+    return (TransientFailure if (is_transient(reason) if transient is None else transient) else AnalysisFailed)(reason)
 
 
-def _failed(reason: str) -> concurrent.futures.Future:
+def _failed(reason: str, transient: bool | None = None) -> concurrent.futures.Future:
     """A future already failed with AnalysisFailed(reason): a remembered failure answers as a fresh one does."""
     fut: concurrent.futures.Future = concurrent.futures.Future()
-    fut.set_exception(_failure(reason))
+    fut.set_exception(_failure(reason, transient))
     return fut
 
 
