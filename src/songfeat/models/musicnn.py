@@ -39,7 +39,9 @@ def _tf_same(k: int) -> tuple[int, int]:
 
 
 CHANNEL_BLOCK = 16  # onnxruntime's NCHWc block on AVX-512: pooling stays in its blocked layout only for whole blocks
-LOG_MEL_MAX = 8.0  # log10(10000·mel + 1) of audio within ±1 stays below 7.7 (a full-scale 512-point frame in one band)
+# log10(10000·mel + 1) of audio within ±1 stays below 7.7 (a full-scale 512-point frame in one band); louder float audio
+# (songfeat.audio accepts peaks up to 100) reaches ~11.4, where the bound below grows in proportion (to ~1.5e-6)
+LOG_MEL_MAX = 8.0
 CONSTANT_TOL = 1e-6  # a front-end channel whose output can move less than this on such input is exported as a constant
 
 
@@ -70,10 +72,10 @@ def conv_relu_bn_max(h: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, h_max
     # from here on plain values, not traced from the parameters: the exported graph gets them as constants
     w, bias, a, b = (t.detach().clone() for t in (conv.weight, conv.bias, a, b))
     moves = (a.abs() * w.abs().flatten(1).sum(1) * h_max).tolist()  # the most each channel's output can move
-    live = [i for i, m in enumerate(moves) if m >= CONSTANT_TOL]
+    live = [i for i, m in enumerate(moves) if m >= CONSTANT_TOL] or [0]  # (one convolved channel even if all are dead)
     if len(live) == len(moves):
         return _max_over_frequency(h, w, bias, a, b, c, kf)
-    dead = [i for i, m in enumerate(moves) if m < CONSTANT_TOL]
+    dead = [i for i in range(len(moves)) if i not in live]
     top = _max_over_frequency(h, w[live], bias[live], a[live], b[live], len(live), kf)
     rest = (F.relu(bias[dead]) * a[dead] + b[dead])[None, :, None].expand(top.shape[0], -1, top.shape[2])
     where = torch.argsort(torch.tensor(live + dead))  # output channel c is entry where[c] of [live, dead]
