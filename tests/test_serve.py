@@ -1044,6 +1044,8 @@ def test_a_time_out_is_not_the_files_fault(tmp_path, monkeypatch):
         up = requests.post(f"{base}/v1/audio-features", files={"file": ("song.mp3", data, "audio/mpeg")}, timeout=60)
         assert up.status_code == 503 and "Retry-After" in up.headers and "post it again" in up.text, up.text
         assert len(list(lib.uploads.iterdir())) == 1  # the audio is kept for the retry
+        kept = requests.get(f"{base}/v1/audio-analysis/{content_id(data)}", timeout=30)
+        assert kept.status_code == 200, kept.text  # its audio is there, so its audio analysis can be had
         up = requests.post(f"{base}/v1/audio-features", files={"file": ("song.mp3", data, "audio/mpeg")}, timeout=60)
         assert up.status_code == 200, up.text
         assert calls(log).count(f"features {content_id(data)}") == 2

@@ -661,11 +661,13 @@ class Library:
         """(cached analysis JSON, None), or (None, future of the analysis being computed); KeyError if unknown."""
         if self.analysis_version is None:
             raise NotImplementedError("audio analysis is not available in this songfeat version")
-        row = self.index.conn().execute("SELECT path, sha256 FROM tracks WHERE id=? AND NOT (source='upload' AND state='failed') "
-                                        "ORDER BY state='done' DESC LIMIT 1", (ident,)).fetchone()  # a failed upload has no file
-        if row is None:
+        rows = self.index.conn().execute("SELECT path, sha256, source, state FROM tracks WHERE id=? ORDER BY state='done' DESC",
+                                         (ident,)).fetchall()
+        # a failed upload has no file, unless it timed out (kept for a retry)
+        rows = [r for r in rows if not (r[2] == "upload" and r[3] == "failed" and not os.path.isfile(r[0]))]
+        if not rows:
             raise KeyError(ident)
-        path, sha = row
+        path, sha = rows[0][:2]
         cached = self.index.cached_analysis(sha, self.analysis_version)
         if cached is not None:
             return cached, None
