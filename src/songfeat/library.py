@@ -370,7 +370,16 @@ def retryable(reason: str | None, tries: int) -> bool:
     return is_transient(reason) and tries < TRANSIENT_TRIES
 
 
+RETRIED = "; it is analysed again after the next library scan (POST /library/rescan)"
 GIVEN_UP = "; it failed so {tries} times and is not tried again until its content changes"
+
+
+def failure_note(reason: str | None, tries: int = 0) -> str:
+    """What a stored failure's reason gains for clients: a time-out or a dead worker is retried by the next scan, or
+    has used up its TRANSIENT_TRIES; any other failure gains nothing."""
+    if not is_transient(reason):
+        return ""
+    return RETRIED if retryable(reason, tries) else GIVEN_UP.format(tries=tries)
 
 
 class TransientFailure(AnalysisFailed):
@@ -632,17 +641,15 @@ class Library:
         row = con.execute("SELECT id, model, error, analyses FROM tracks WHERE path=? AND state='failed'", (path,)).fetchone()
         if row is None:
             return None
-        if row[1] == self.index.model and retryable(row[2], row[3]):  # posted again after a time-out: analysed again
-            with con:  # (`upload` puts the file back if it is gone, and add_upload takes its size and mtime)
-                con.execute("UPDATE tracks SET state='pending' WHERE path=? AND state='failed'", (path,))
-            return None
         if row[1] != self.index.model:
             with con:
                 con.execute("DELETE FROM tracks WHERE path=? AND state='failed'", (path,))
             return None
-        if is_transient(row[2]):  # timed out every time: now a failure of this content, as a corrupt file's is
-            return row[0], _failed(row[2] + GIVEN_UP.format(tries=row[3]), transient=False)
-        return row[0], _failed(row[2] or "analysis failed")
+        if retryable(row[2], row[3]):  # posted again after a time-out: analysed again
+            with con:  # (`upload` puts the file back if it is gone, and add_upload takes its size and mtime)
+                con.execute("UPDATE tracks SET state='pending' WHERE path=? AND state='failed'", (path,))
+            return None
+        return row[0], _failed(_stored_failure(row[2] or "analysis failed", row[3]))
 
     def forget_upload(self, ident: str) -> None:
         """Delete a failed upload's stored file (a bad upload leaves no audio behind); its row keeps the reason, so the
@@ -673,11 +680,11 @@ class Library:
             return cached, None
         error = self.index.failed_analysis(sha, self.analysis_version)
         if error is not None:  # failed before: the same answer, without another analysis
-            return None, _failed(error)
+            return None, _failed(_failure(error))
         with self._lock:
             error = self._transient_analyses.get(sha)
         if error is not None:  # timed out or died since the last scan: not run again per request either
-            return None, _failed(error)
+            return None, _failed(_failure(error))
         return None, self._request(("analysis", path, sha))
 
     # ---- the dispatcher thread --------------------------------------------------------------------
@@ -811,11 +818,7 @@ class Library:
             self._resolve(key, None)
             return
         row = self.index.conn().execute("SELECT analyses FROM tracks WHERE path=?", (job[1],)).fetchone()
-        tries = row[0] if row else TRANSIENT_TRIES
-        if is_transient(error) and not retryable(error, tries):
-            self._resolve(key, _failure(error + GIVEN_UP.format(tries=tries), transient=False))
-        else:
-            self._resolve(key, _failure(error or "analysis failed"))
+        self._resolve(key, _stored_failure(error or "analysis failed", row[0] if row else TRANSIENT_TRIES))
 
     def _resolve(self, key: str, exc: BaseException | None) -> None:
         with self._lock:
@@ -827,16 +830,23 @@ class Library:
                 fut.set_exception(exc)
 
 
-def _failure(reason: str, transient: bool | None = None) -> AnalysisFailed:
-    """The exception a failed analysis resolves with: TransientFailure for a time-out or a dead worker (unless
-    `transient` says otherwise)."""
-    return (TransientFailure if (is_transient(reason) if transient is None else transient) else AnalysisFailed)(reason)
+def _failure(reason: str) -> AnalysisFailed:
+    """The exception a failed analysis resolves with: TransientFailure for a time-out or a dead worker."""
+    return (TransientFailure if is_transient(reason) else AnalysisFailed)(reason)
 
 
-def _failed(reason: str, transient: bool | None = None) -> concurrent.futures.Future:
-    """A future already failed with AnalysisFailed(reason): a remembered failure answers as a fresh one does."""
+def _stored_failure(reason: str, tries: int) -> AnalysisFailed:
+    """A recorded failure after `tries` analyses: as `_failure`, except that a time-out which used up its tries is a
+    plain failure of the content (a 400 for an upload), saying so."""
+    if is_transient(reason) and not retryable(reason, tries):
+        return AnalysisFailed(reason + failure_note(reason, tries))
+    return _failure(reason)
+
+
+def _failed(exc: AnalysisFailed) -> concurrent.futures.Future:
+    """A future already failed with `exc`: a remembered failure answers as a fresh one does."""
     fut: concurrent.futures.Future = concurrent.futures.Future()
-    fut.set_exception(_failure(reason, transient))
+    fut.set_exception(exc)
     return fut
 
 

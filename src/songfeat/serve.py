@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .audio import AUDIO_EXTENSIONS
-from .library import GIVEN_UP, AnalysisFailed, Library, TransientFailure, is_transient, is_valid_id, retryable, stage_upload
+from .library import AnalysisFailed, Library, TransientFailure, failure_note, is_valid_id, stage_upload
 
 MAX_IDS = 100  # Spotify's limit per batch request
 WAIT_SECONDS = 60.0  # longest a `?wait=true` request is held before it gets its 503
@@ -57,16 +57,6 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def json_text(text: str, status: int = 200) -> Response:
     """A response from JSON already serialised (results are stored as JSON text: no parse, no dump)."""
     return Response(text, status_code=status, media_type="application/json")
-
-
-def _retried(reason: str | None, tries: int = 0) -> str:
-    """What a client reads after a time-out or a dead worker: the file is not blamed, a rescan tries it again (until
-    it has failed so `library.TRANSIENT_TRIES` times)."""
-    if not is_transient(reason):
-        return ""
-    if retryable(reason, tries):
-        return "; it is analysed again after the next library scan (POST /library/rescan)"
-    return GIVEN_UP.format(tries=tries)
 
 
 def _check_id(ident: str) -> None:
@@ -362,7 +352,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         if entry is None:
             raise ApiError(404, f"no track with id {id} in this library")
         if entry.state == "failed":
-            raise ApiError(404, f"track {id} could not be analysed: {entry.error}{_retried(entry.error, entry.analyses)}")
+            raise ApiError(404, f"track {id} could not be analysed: {entry.error}{failure_note(entry.error, entry.analyses)}")
         return json_text(entry.features)
 
     @api.post("/v1/audio-features", summary="Analyse an uploaded audio file", openapi_extra=UPLOAD_DOC)
@@ -408,7 +398,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
                 raise ApiError(503, "the audio analysis is being computed; retry shortly", {"Retry-After": "5"})
             exc = next(iter(done)).exception()
             if exc is not None:
-                raise ApiError(404, f"track {id} could not be analysed: {exc}{_retried(str(exc))}")
+                raise ApiError(404, f"track {id} could not be analysed: {exc}{failure_note(str(exc))}")
             cached, _ = library.audio_analysis(id)
         return json_text(cached)
 
