@@ -2,7 +2,7 @@
 
     python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings] [--only-tempo-families]
                                             [--only-profile-average] [--only-basic-pitch NMP_ONNX]
-                                            [--only-compound-meter] [--only-loudness-prior]
+                                            [--only-compound-meter] [--only-loudness-prior] [--only-nnls]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -29,6 +29,8 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   also weighs dotted beat periods (`descriptors.TEMPO_FAMILY` with 2/3 and 3/2);
 * alone, with `--only-basic-pitch NMP_ONNX`: the key from Basic Pitch's note posteriors (Spotify's transcriber; its
   ONNX file from the `basic-pitch` wheel), alone and averaged with the shipped profile (~1.5 min);
+* alone, with `--only-nnls`: the key from NNLS chroma (Mauch & Dixon 2010's approximate transcription), alone and
+  averaged with the shipped profile (~2 min);
 * alone, with `--only-compound-meter`: a ternary sub-beat cue beside each clip's reference / songfeat tempo ratio, to
   see whether it tells Echo Nest's 3:2 tempos (about a minute);
 * alone, with `--only-loudness-prior`: the octave decision's catalogue prior made conditional on the measured loudness
@@ -1012,6 +1014,81 @@ def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
             print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
 
 
+NNLS_SPECTRAL_SHAPE = 0.7  # harmonic h has amplitude 0.7^(h-1) in each note template (Chordino's default)
+NNLS_FRAME_STEP = 4  # every 4th STFT frame (~93 ms apart): a prototype's cost, not a shipped one
+
+
+def nnls_chroma(r: dict, whiten: float, lowest_note: int) -> np.ndarray:
+    """12-bin chroma from an approximate transcription (Mauch & Dixon 2010, NNLS chroma): each frame's magnitude spectrum
+    on a 1/3-semitone axis (shifted by the song's tuning), whitened by a running octave mean and std^whiten, explained as
+    a non-negative sum of harmonic note templates (20 partials), the note activations folded to pitch classes."""
+    from scipy.optimize import nnls
+
+    off = (0, 1, -1)[int(np.argmax(sum(e.chroma36 for e in r["ev"]).reshape(12, 3).sum(0)))]
+    axis = np.arange(21 * 3, 113 * 3 + 1) / 3.0 + off / 3.0  # MIDI, A0 up to ~6.2 kHz
+    pos = 440.0 * 2 ** ((axis - 69) / 12) * D.N_FFT / SR
+    i0 = np.floor(pos).astype(int)
+    ok = i0 + 1 < r["p"].shape[1]
+    interp = np.zeros((axis.size, r["p"].shape[1]))
+    interp[np.flatnonzero(ok), i0[ok]] = 1 - (pos - i0)[ok]
+    interp[np.flatnonzero(ok), i0[ok] + 1] = (pos - i0)[ok]
+    spec = np.sqrt(np.maximum(r["p"][::NNLS_FRAME_STEP].astype(np.float64), 0)) @ interp.T
+    kernel = np.ones(37) / 37  # one octave of 1/3-semitone bins
+    def run_mean(x):
+        return np.apply_along_axis(lambda v: np.convolve(np.pad(v, 18, mode="edge"), kernel, "valid"), 1, x)
+    mu = run_mean(spec)
+    sd = np.sqrt(np.maximum(run_mean((spec - mu) ** 2), 1e-30))
+    spec = np.maximum((spec - mu) / sd ** whiten, 0)
+    notes = np.arange(lowest_note, 97) + off / 3.0
+    templates = np.zeros((axis.size, notes.size))
+    for j, n in enumerate(notes):
+        for h in range(1, 21):
+            templates[:, j] += NNLS_SPECTRAL_SHAPE ** (h - 1) * np.exp(-0.5 * ((axis - n - 12 * np.log2(h)) * 3) ** 2)
+    templates /= np.linalg.norm(templates, axis=0, keepdims=True)
+    act = sum(nnls(templates, f, maxiter=200)[0] for f in spec if f.sum() > 0)
+    return np.bincount(np.arange(lowest_note, 97) % 12, weights=act, minlength=12)
+
+
+def nnls_key(keyed: list[dict]) -> None:
+    """Key from NNLS chroma (`nnls_chroma`): a transcription-like chroma should not carry a note's third partial into
+    the pitch class a fifth above, which is the forró half's most common key error. Alone (notes from A1 or from C3,
+    whitening std^1 or std^0.5) and averaged with the shipped profile (weight w on it), with w and the setting picked
+    for each source on the other two, as `basic_pitch_key` does. Needs scipy (librosa's dependency)."""
+    for r in keyed:
+        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
+    variants: dict[str, list] = {"shipped (two HPCPs)": [r["shipped12"] for r in keyed]}
+    for whiten in (1.0, 0.5):
+        for lowest in (33, 48):
+            name = f"NNLS, std^{whiten:g}, notes from {'A1' if lowest == 33 else 'C3'}"
+            ch = [nnls_chroma(r, whiten, lowest) for r in keyed]
+            variants[name] = ch
+            for w in (0.25, 0.5):
+                variants[f"shipped + {name}, w {w:g}"] = [(1 - w) * a / a.sum() + w * b / max(b.sum(), 1e-12)
+                                                         for a, b in zip(variants["shipped (two HPCPs)"], ch)]
+    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
+    table = {}
+    for name, chromas in variants.items():
+        res = {g: [0, 0, 0] for g in groups}
+        for r, c in zip(keyed, chromas):
+            corr, _ = D.key_correlations(c)
+            row, k = np.unravel_index(int(np.argmax(corr)), corr.shape)
+            m = 1 if row == 0 else 0
+            cell = res[r["c"].group]
+            cell[0] += k == r["c"].key and m == r["c"].mode
+            cell[1] += m == r["c"].mode
+            cell[2] += 1
+        table[name] = res
+    counts_table("NNLS chroma as the key profile (key+mode / mode right, counts):", "profile", table, groups)
+    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
+    names = list(table)
+    print("Held out, profile and weight picked on the other two sources (ties towards the shipped profile):")
+    for g in held:
+        others = [h for h in held if h != g]
+        best = min(names, key=lambda n: (-sum(table[n][h][0] for h in others), -sum(table[n][h][1] for h in others),
+                                         names.index(n)))
+        print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
+
+
 def chord_cadence(keyed: list[dict]) -> None:
     """Does a chord-level tonic cue settle the fifth and relative confusions? Per beat (songfeat's tempo period, from the
     clip's start), the best of 24 major/minor triad templates on the mean per-frame chroma; then, among the shipped
@@ -1108,19 +1185,22 @@ def main() -> None:
                     help="only the ternary sub-beat cue against Echo Nest's and Spotify's 3:2 tempos (about a minute)")
     ap.add_argument("--only-chord-cadence", action="store_true",
                     help="only the chord-level tonic cue (tonic-triad share, V -> I) on the top two keys (about a minute)")
+    ap.add_argument("--only-nnls", action="store_true",
+                    help="only the key from NNLS chroma (an approximate transcription), alone and averaged (~2 min)")
     ap.add_argument("--only-loudness-prior", action="store_true",
                     help="only the tempo octave prior centred by the measured loudness (about a minute)")
     args = ap.parse_args()
     if args.only_basic_pitch is not None and not args.only_basic_pitch.is_file():
         raise SystemExit(f"try_measured_variants: {args.only_basic_pitch}: no such file (Basic Pitch's nmp.onnx)")
     rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch)
-                or args.only_chord_cadence)
+                or args.only_chord_cadence or args.only_nnls)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     single = {"only_tempo_families": lambda: tempo_families(rows),  # the options that print one table
               "only_basic_pitch": lambda: basic_pitch_key(rows, args.only_basic_pitch),
               "only_compound_meter": lambda: compound_meter(rows),
               "only_chord_cadence": lambda: chord_cadence(rows),
+              "only_nnls": lambda: nnls_key(rows),
               "only_loudness_prior": lambda: loudness_prior(rows, args.shared)}
     for option, table in single.items():
         if getattr(args, option):
