@@ -146,6 +146,15 @@ def test_scale_key(key: int, mode: int) -> None:
     assert (d.key, d.mode) == (key, mode)
 
 
+@pytest.mark.parametrize("freq,key", [(110.0, 9), (220.0, 9), (440.0, 9), (261.63, 0), (392.0, 7)])
+def test_a_lone_tone_is_its_own_key(freq: float, key: int) -> None:
+    # a key profile's best match for one pitch class is a key it is the fifth or third of (A440 read F major, A220 D
+    # major); a lone note or drone is its own tonal centre, and with no third its mode carries no confidence
+    d = D.measure(synth.tone(freq, 10.0))
+    assert (d.key, d.mode, d.mode_confidence) == (key, 1, 0.0)
+    assert d.key_confidence > 0.3
+
+
 @pytest.mark.parametrize("colour", ["white", "pink"])
 def test_noise_has_no_key(colour: str) -> None:
     d = D.measure(synth.noise(15.0, colour=colour))

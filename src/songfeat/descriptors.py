@@ -104,6 +104,7 @@ CHROMA_BINS = 1 + int(8000 * N_FFT / SAMPLE_RATE)  # chroma weights above ~8 kHz
 # and pink noise: contrast 0.007 / 0.059; synthetic drum loops (pitched kicks): correlation 0.26.
 KEY_MIN_CONTRAST = 0.1
 KEY_MIN_CORRELATION = 0.33
+SINGLE_NOTE_SHARE = 0.6  # one pitch class holding this much of the profile is a lone note or drone (music: at most 0.31)
 CHROMA_SIZE = 12
 HPCP_FMIN, HPCP_FMAX = 40.0, 5000.0  # Hz: spectral peaks that make the pitch class profile (Essentia HPCP's defaults)
 HPCP_RANGE_DB = 60.0  # peaks more than this below the frame's loudest bin are ignored
@@ -745,7 +746,8 @@ def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None,
     `chroma` (12 bins: `WindowEvidence.chroma`) decides whether there is a key at all; when
     `chroma36` (`WindowEvidence.chroma36`) is given, the tuning-corrected HPCP names the key and
     mode, averaged with Gomez's HPCP when `gomez` is given (`key_profile`). A 36-bin `chroma` alone is
-    tuning-corrected and folded (`fold_chroma`) for both.
+    tuning-corrected and folded (`fold_chroma`) for both. A profile with one pitch class holding
+    `SINGLE_NOTE_SHARE` of it (a lone note or drone) is in that pitch class, major, with mode confidence 0.
     """
     chroma = fold_chroma(np.asarray(chroma, dtype=np.float64))
     if chroma.sum() <= 0:
@@ -753,13 +755,20 @@ def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None,
     corr, contrast = key_correlations(chroma)
     tonal = contrast * max(float(corr.max()), 0.0)
     no_key = contrast < KEY_MIN_CONTRAST or corr.max() < KEY_MIN_CORRELATION
+    naming = chroma
     if chroma36 is not None and np.sum(chroma36) > 0:
-        corr, _ = key_correlations(fold_chroma(key_profile(chroma36, gomez)))
+        naming = fold_chroma(key_profile(chroma36, gomez))
+        corr, _ = key_correlations(naming)
     row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
     best = float(corr[row, key])
     mode = 1 if row == 0 else 0
     key_conf = float(np.clip(best, 0, 1) * np.clip(tonal / 0.1, 0, 1))
     mode_conf = float(np.clip(5.0 * (best - corr[1 - row].max()), 0, 1))  # margin over the best key of the other mode
+    top = int(np.argmax(naming))
+    if naming[top] >= SINGLE_NOTE_SHARE * naming.sum():  # one sounding note or drone: it is the tonal centre
+        # (a profile's best match for a lone pitch is a key it is the fifth or third of). It has no third to tell the
+        # mode: major, as two thirds of Spotify's catalogue, with no confidence
+        key, mode, mode_conf = top, 1, 0.0
     if no_key:
         return -1, key_conf, mode, mode_conf
     return int(key), key_conf, mode, mode_conf
