@@ -3,6 +3,7 @@
     python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings] [--only-tempo-families]
                                             [--only-profile-average] [--only-basic-pitch NMP_ONNX]
                                             [--only-compound-meter] [--only-loudness-prior] [--only-nnls]
+                                            [--only-synthetic-profiles]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -31,6 +32,8 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   ONNX file from the `basic-pitch` wheel), alone and averaged with the shipped profile (~1.5 min);
 * alone, with `--only-nnls`: the key from NNLS chroma (Mauch & Dixon 2010's approximate transcription), alone and
   averaged with the shipped profile (~2 min);
+* alone, with `--only-synthetic-profiles`: key profiles learned from generated chord progressions and melodies only
+  (nearest centroid per mode), alone and averaged with Aarden's (~3 min);
 * alone, with `--only-compound-meter`: a ternary sub-beat cue beside each clip's reference / songfeat tempo ratio, to
   see whether it tells Echo Nest's 3:2 tempos (about a minute);
 * alone, with `--only-loudness-prior`: the octave decision's catalogue prior made conditional on the measured loudness
@@ -1089,6 +1092,97 @@ def nnls_key(keyed: list[dict]) -> None:
         print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
 
 
+SYNTH_MAJOR_PROGRESSIONS = ((0, 3, 4, 0), (0, 4, 5, 3), (0, 5, 3, 4), (1, 4, 0, 0), (0, 3, 0, 4), (0, 2, 3, 4), (0, 6, 3, 0))
+SYNTH_MINOR_PROGRESSIONS = ((0, 3, 4, 0), (0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 4), (0, 2, 6, 3))
+SYNTH_MINOR_RAISED_V = (False, False, True, True, False)  # harmonic minor's major V in these
+SYNTH_VOICES = {"pluck": (3.0, 0.6), "organ": (0.0, 0.8), "piano": (1.2, 0.5)}  # envelope decay /s, partial decay
+
+
+def synthetic_piece(tonic: int, mode: int, prog: tuple, raised_v: bool, voice: str, bpm: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Two passes of a four-chord progression in `tonic`/`mode`: triads (8 partials) from C4 up, the root two octaves
+    lower, and a melody of chord tones (60%) and scale tones on each beat. In the major list, degree 6 of the last
+    progression is the mixolydian flat-seventh chord (I-bVII-IV-I), as rock and baiao use it."""
+    scale = (0, 2, 4, 5, 7, 9, 11) if mode == 1 else (0, 2, 3, 5, 7, 8, 10)
+    env_decay, partial_decay = SYNTH_VOICES[voice]
+    beat = 60.0 / bpm
+
+    def note(m: float, dur: float, env: float, partials: float) -> np.ndarray:
+        t = np.arange(int(dur * SR)) / SR
+        f = 440.0 * 2 ** ((m - 69) / 12)
+        y = sum(partials ** (h - 1) * np.sin(2 * np.pi * f * h * t + rng.uniform(0, 2 * np.pi))
+                for h in range(1, 9) if f * h < 8000)
+        return y * np.exp(-t * env) * np.minimum(1, t * 200) * np.minimum(1, (dur - t) * 50)
+
+    out = np.zeros(int(len(prog) * 8 * beat * SR) + SR)
+    pos = 0.0
+    for deg in prog * 2:
+        if mode == 1 and deg == 6 and prog == SYNTH_MAJOR_PROGRESSIONS[-1]:
+            notes = [10, 14, 17]
+        else:
+            notes = [scale[(deg + k) % 7] + 12 * ((deg + k) // 7) for k in (0, 2, 4)]
+            if raised_v and deg == 4:
+                notes[1] += 1
+        i0 = int(pos * SR)
+        for m in notes:
+            y = 0.25 * note(60 + tonic + m, 4 * beat, env_decay, partial_decay)
+            out[i0:i0 + y.size] += y
+        y = 0.35 * note(36 + tonic + notes[0] % 12, 4 * beat, 3.0, 0.6)
+        out[i0:i0 + y.size] += y
+        for k in range(4):
+            m = rng.choice(notes) if rng.random() < 0.6 else scale[rng.integers(7)]
+            y = 0.3 * note(72 + tonic + m, beat, 3.0, 0.6)
+            j = int((pos + k * beat) * SR)
+            out[j:j + y.size] += y
+        pos += 4 * beat
+    return 0.5 * out / max(1e-9, float(np.abs(out).max()))
+
+
+def synthetic_profiles(keyed: list[dict]) -> None:
+    """Key profiles learned from generated music alone (the issue's "learned key classifier trained on chroma of
+    generated audio", as a nearest-centroid one): 432 pieces (12 tonics x 3 voices x 7 major and 5 minor progressions,
+    80-140 BPM), each through `window_evidence` and the shipped profile, rotated to C and averaged per mode; then these
+    centroids, and their averages with the Aarden profiles (z-scored, weight w), name the real clips' keys. No real
+    clip shapes them, so every row is a held-out figure (~3 min)."""
+    rng = np.random.default_rng(0)
+    sums: dict[int, list] = {1: [], 0: []}
+    for tonic in range(12):
+        for voice in SYNTH_VOICES:
+            pieces = [(1, p, False) for p in SYNTH_MAJOR_PROGRESSIONS]
+            pieces += [(0, p, v) for p, v in zip(SYNTH_MINOR_PROGRESSIONS, SYNTH_MINOR_RAISED_V)]
+            for mode, prog, raised in pieces:
+                ev = D.window_evidence(synthetic_piece(tonic, mode, prog, raised, voice, rng.uniform(80, 140), rng)[: 30 * SR])
+                p12 = D.fold_chroma(D.key_profile(ev.chroma36, ev.hpcp_gomez))
+                sums[mode].append(np.roll(p12 / p12.sum(), -tonic))
+    major, minor = np.mean(sums[1], 0), np.mean(sums[0], 0)
+    print("\nCentroids from generated music (C first, scaled to their maxima):")
+    print("  major " + " ".join(f"{v:.2f}" for v in major / major.max()))
+    print("  minor " + " ".join(f"{v:.2f}" for v in minor / minor.max()))
+
+    def z(v: np.ndarray) -> np.ndarray:
+        return (v - v.mean()) / v.std()
+
+    profiles = {"Aarden (shipped)": (D.MAJOR_PROFILE, D.MINOR_PROFILE), "generated centroids": (major, minor)}
+    for w in (0.25, 0.5, 0.75):
+        profiles[f"Aarden + generated, w {w:g}"] = ((1 - w) * z(D.MAJOR_PROFILE) + w * z(major),
+                                                   (1 - w) * z(D.MINOR_PROFILE) + w * z(minor))
+    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
+    table = {}
+    for name, (pmaj, pmin) in profiles.items():
+        res = {g: [0, 0, 0] for g in groups}
+        for r in keyed:
+            c = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
+            corr = np.array([[np.corrcoef(c, np.roll(p, k))[0, 1] for k in range(12)] for p in (pmaj, pmin)])
+            row, k = np.unravel_index(int(np.argmax(corr)), corr.shape)
+            m = 1 if row == 0 else 0
+            cell = res[r["c"].group]
+            cell[0] += k == r["c"].key and m == r["c"].mode
+            cell[1] += m == r["c"].mode
+            cell[2] += 1
+        table[name] = res
+    counts_table("Key profiles from generated music (key+mode / mode right, counts):", "profile", table, groups)
+
+
 def chord_cadence(keyed: list[dict]) -> None:
     """Does a chord-level tonic cue settle the fifth and relative confusions? Per beat (songfeat's tempo period, from the
     clip's start), the best of 24 major/minor triad templates on the mean per-frame chroma; then, among the shipped
@@ -1185,6 +1279,8 @@ def main() -> None:
                     help="only the ternary sub-beat cue against Echo Nest's and Spotify's 3:2 tempos (about a minute)")
     ap.add_argument("--only-chord-cadence", action="store_true",
                     help="only the chord-level tonic cue (tonic-triad share, V -> I) on the top two keys (about a minute)")
+    ap.add_argument("--only-synthetic-profiles", action="store_true",
+                    help="only key profiles learned from generated music, scored on the real clips (~3 min)")
     ap.add_argument("--only-nnls", action="store_true",
                     help="only the key from NNLS chroma (an approximate transcription), alone and averaged (~2 min)")
     ap.add_argument("--only-loudness-prior", action="store_true",
@@ -1193,7 +1289,7 @@ def main() -> None:
     if args.only_basic_pitch is not None and not args.only_basic_pitch.is_file():
         raise SystemExit(f"try_measured_variants: {args.only_basic_pitch}: no such file (Basic Pitch's nmp.onnx)")
     rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch)
-                or args.only_chord_cadence or args.only_nnls)
+                or args.only_chord_cadence or args.only_nnls or args.only_synthetic_profiles)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     single = {"only_tempo_families": lambda: tempo_families(rows),  # the options that print one table
@@ -1201,6 +1297,7 @@ def main() -> None:
               "only_compound_meter": lambda: compound_meter(rows),
               "only_chord_cadence": lambda: chord_cadence(rows),
               "only_nnls": lambda: nnls_key(rows),
+              "only_synthetic_profiles": lambda: synthetic_profiles(rows),
               "only_loudness_prior": lambda: loudness_prior(rows, args.shared)}
     for option, table in single.items():
         if getattr(args, option):
