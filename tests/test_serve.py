@@ -766,6 +766,89 @@ def test_a_request_head_that_never_finishes_gets_408(tmp_path, monkeypatch):
             assert _read_all(sock).startswith(b"HTTP/1.1 200")
 
 
+def _bounded_server(tmp_path):
+    from songfeat.http_protocol import uvicorn_options
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    return serving(create_app(Library(root, workers=1, model="test"), start=False), **uvicorn_options())
+
+
+def _raw(base: str, data: bytes, then: bytes = b"", repeat: int = 0) -> bytes:
+    """Send `data` in one go (then `then` `repeat` times, while the server reads); everything the server answered."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20) as sock:
+        sock.sendall(data)
+        try:
+            for _ in range(repeat):
+                sock.sendall(then)
+        except (BrokenPipeError, ConnectionResetError):  # refused and closed while sending
+            pass
+        return _read_all(sock)
+
+
+def test_a_body_sent_with_its_head_does_not_count_as_head(tmp_path):
+    # a 70-130 KB upload sent in one go got 431: the whole read, body included, was counted as head bytes
+    from songfeat.http_protocol import MAX_HEAD_BYTES
+
+    with _bounded_server(tmp_path) as base:
+        for size in (MAX_HEAD_BYTES + 1000, 2 * MAX_HEAD_BYTES):
+            head = f"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+            answer = _raw(base, head + b"a" * size)
+            assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 405 Method Not Allowed", (size, answer[:120])
+        pipelined = b"".join(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n" for _ in range(30))
+        answer = _raw(base, pipelined + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.count(b"HTTP/1.1 200 OK") == 31  # 93 KB of small pipelined heads in one read: each its own
+
+
+def test_growing_chunked_trailers_get_431(tmp_path):
+    # httptools buffers a chunked body's trailer fields whole and only the head was capped: a client sending one
+    # endless trailer grew the server by 300 MB in 100 s and was never cut off
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
+    with _bounded_server(tmp_path) as base:
+        answer = _raw(base, head, then=b"t" * (1 << 16), repeat=64)  # 4 MB of trailer at most
+        assert b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
+        assert json.loads(answer.rsplit(b"\r\n\r\n", 1)[1])["error"]["status"] == 431
+        chunked = (b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                   + b"".join(b"1\r\nx\r\n" for _ in range(20000)) + b"0\r\nX-Fine: yes\r\n\r\n")
+        answer = _raw(base, chunked)  # 120 KB of tiny chunks and a small trailer: a fair request
+        assert answer.startswith(b"HTTP/1.1 405"), answer[:200]
+
+
+def test_requests_the_parser_rejects_get_spotifys_error_shape(tmp_path):
+    # uvicorn answered these with a plain-text "Invalid HTTP request received."
+    with _bounded_server(tmp_path) as base:
+        for bad in (b"FOO /v1/audio-features HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+                    "GET /v1/audio-features/\u00e9t\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode()):
+            answer = _raw(base, bad)
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request"), (bad, answer[:120])
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            assert body["error"]["status"] == 400 and body["error"]["message"], bad
+        assert requests.get(base + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_heads_clock_starts_with_its_first_byte(tmp_path, monkeypatch):
+    # the clock a silent connection starts was kept for the head that followed: a head begun after 50 quiet seconds
+    # was cut 10 s later, not HEAD_SECONDS after its first byte as documented
+    import socket
+
+    from songfeat import http_protocol
+
+    monkeypatch.setattr(http_protocol, "HEAD_SECONDS", 2.0)
+    with _bounded_server(tmp_path) as base:
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20) as sock:
+            time.sleep(1.5)
+            t0 = time.monotonic()
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # a head begun, never finished
+            answer = _read_all(sock)
+            waited = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408") and waited > 1.0, (answer[:60], waited)
+
+
 def test_a_stalled_upload_gets_408_and_frees_its_slot(tmp_path, monkeypatch):
     # an upload whose client stopped sending waited for ever, holding one of the few upload slots (4 per worker): five
     # such clients made every later upload a 429

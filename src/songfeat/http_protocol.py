@@ -6,6 +6,8 @@ header made the server hold all of it. And uvicorn waits for a head without limi
 a header a byte a minute ("slowloris"), stay open until the server runs out of file descriptors. `protocol()` returns
 the httptools protocol with both bounded: past `MAX_HEAD_BYTES` the client gets 431, and a head (or a new connection's
 first byte) not complete within `HEAD_SECONDS` gets 408, each in Spotify's error shape, and the connection is closed.
+The same cap holds for what a chunked body sends besides its data (its trailer fields, which httptools also buffers
+whole), and requests the parser rejects get their 400 in Spotify's shape too, not uvicorn's plain text.
 Where httptools is not installed it returns "h11", whose own size limit `uvicorn_options` sets to the same size.
 """
 from __future__ import annotations
@@ -34,45 +36,72 @@ def protocol() -> Any:
 
     class BoundedHead(HttpToolsProtocol):
         """Counts the bytes and the time a request's head takes: too many bytes get 431, too long 408, and the
-        connection is closed."""
+        connection is closed. Only the head's own bytes count: a read that also carries the body (a small upload
+        sent in one go) counts up to the blank line that ends the head."""
 
         _heading = True  # between requests and inside a head: bytes received count towards the cap
         _head_bytes = 0
         _head_timer = None
+        _timer_from_connect = False  # the running clock is a silent connection's, not a head's
+        _tail = b""  # the last bytes of a head so far, to find a blank line split across two reads
+        _bare = 0  # bytes of the body phase that carried no body data (chunk framing, trailer fields)
+        _body_seen = False
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._start_head_timer()  # a connection that never sends a byte is closed too
+            self._timer_from_connect = True
 
         def connection_lost(self, exc) -> None:
             self._stop_head_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            heading = self._heading
-            if heading and self._head_timer is None:  # the first bytes of a head: its clock starts
-                self._start_head_timer()
-            super().data_received(data)
-            if not (heading and self._heading) or self.transport.is_closing():
+            if self._heading:
+                if self._head_timer is None or (self._timer_from_connect and self._head_bytes == 0 and not self._tail):
+                    self._start_head_timer()  # the first bytes of a head: its clock starts
+                seen = self._tail + data
+                end = seen.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+                self._tail = seen[-3:] if end < 0 else b""
+                if self._head_bytes > MAX_HEAD_BYTES:  # refused before the parser buffers any of it
+                    self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
+                    return
+                super().data_received(data)
                 return
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
+            self._body_seen = False
+            super().data_received(data)
+            if self._heading or self.transport.is_closing():
+                return
+            self._bare = 0 if self._body_seen else self._bare + len(data)
+            if self._bare > MAX_HEAD_BYTES:  # bytes that are no body: a chunked body's trailer fields growing
+                self._refuse(431, f"request trailer fields larger than {MAX_HEAD_BYTES >> 10} KiB")
 
         def on_headers_complete(self) -> None:
-            self._heading, self._head_bytes = False, 0
+            self._heading, self._head_bytes, self._tail, self._bare = False, 0, b"", 0
             self._stop_head_timer()
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self._body_seen = True
+            super().on_body(body)
 
         def on_message_complete(self) -> None:
             self._heading = True  # the next head's clock starts with its first byte (idle keep-alive has uvicorn's timeout)
             super().on_message_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            """The parser's rejections (a malformed request line, header or length) in Spotify's error shape."""
+            self._stop_head_timer()
+            self.transport.write(_answer(400, msg))
+            self.transport.close()
 
         def _start_head_timer(self) -> None:
             self._stop_head_timer()
             self._head_timer = self.loop.call_later(HEAD_SECONDS, self._head_timed_out)
 
         def _stop_head_timer(self) -> None:
+            self._timer_from_connect = False
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
