@@ -876,6 +876,40 @@ def test_a_stalled_upload_gets_408_and_frees_its_slot(tmp_path, monkeypatch):
         assert not [p for p in lib.uploads.glob("*") if p.name.startswith("incoming-")]  # no temporary left behind
 
 
+def test_a_folder_that_cannot_be_listed_keeps_its_rows(tmp_path, monkeypatch):
+    # out of file descriptors, a scan could not list the library and took every file for gone: all rows were deleted,
+    # done tracks answered 404 and were analysed again once the scan could see them
+    import errno
+    import os
+
+    root = tmp_path / "music"
+    make_clip(root / "a.wav", seconds=1.0)
+    make_clip(root / "sub" / "b.wav", seconds=1.0, seed=1)
+    make_clip(root / "sub" / "c.wav", seconds=1.0, seed=2)
+    lib = Library(root, workers=1, model="test")
+    assert lib.scan().added == 3
+    real = os.scandir
+    blocked: set[str] = set()
+
+    def scandir(path="."):
+        if os.path.abspath(path) in blocked:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    (root / "sub" / "c.wav").unlink()  # really gone, but inside the folder nobody can list
+    blocked.add(str(root / "sub"))
+    report = lib.scan()
+    assert (report.removed, report.unchecked, report.unchanged) == (0, 2, 1)
+    assert "cannot list folder" in report.unreadable[0] and "Too many open files" in report.unreadable[0]
+    blocked.add(str(root))  # the whole library unreadable (unmounted): nothing is dropped either
+    report = lib.scan()
+    assert (report.removed, report.unchecked) == (0, 3) and sum(lib.index.counts().values()) == 3
+    blocked.clear()  # readable again: what is really gone goes, the rest is as it was
+    report = lib.scan()
+    assert (report.removed, report.added, report.unchecked) == (1, 0, 0) and sum(lib.index.counts().values()) == 2
+
+
 def test_empty_id_is_named(tmp_path):
     from songfeat.serve import create_app
 

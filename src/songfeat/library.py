@@ -47,6 +47,7 @@ WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that 
 MAX_TASKS_PER_WORKER = 500  # a worker process is replaced after this many files, so leaks cannot grow
 TRANSIENT_TRIES = 3  # analyses a file gets when each times out or kills its worker; then it stays failed until it changes
 SCAN_BATCH = 200  # rows per transaction while scanning; the workers start on the first batch at once
+UNREADABLE_SHOWN = 5  # unreadable places a scan report names (it counts them all)
 ANALYSIS_MODULE = "songfeat.analysis:audio_analysis"  # Spotify's audio-analysis object, when songfeat has it
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracks (
@@ -151,6 +152,8 @@ class ScanReport:
     removed: int = 0
     requeued: int = 0  # rows whose model version is stale
     unchanged: int = 0
+    unchecked: int = 0  # rows kept as they were because their file or folder could not be read this time
+    unreadable: list[str] = field(default_factory=list)  # what could not be listed or read, with why (a few)
     seconds: float = 0.0
 
 
@@ -260,12 +263,17 @@ class Index:
     def scan(self, root: Path, rehash: bool = False, on_batch=None) -> ScanReport:
         """Bring the index in line with `root` (recursively) and the stored uploads; see the module docstring."""
         from .analyze import track_identity
-        from .audio import find_audio
+        from .audio import scan_inputs
 
         t0 = time.monotonic()
         report = ScanReport()
         skip = {(root / DATA_DIR).resolve(), (self.path.parent / UPLOADS).resolve()}  # our own files, not the library's
-        files, _ = find_audio([root]) if root.is_dir() else ([], [])
+        files, errors, _ = scan_inputs([root])
+        # a folder that cannot be listed (out of file descriptors, unmounted, no permission) is not an empty one: the
+        # rows under it, and those of files that cannot be read now, are kept as they are until a scan can see them
+        unseen = [Path(os.path.abspath(e.path)) for e in errors]
+        unseen += [u.resolve() for u in unseen]
+        report.unreadable = [str(e) for e in errors[:UNREADABLE_SHOWN]]
         con = self.conn()
         known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model, error, "
                                                   "analyses FROM tracks")}
@@ -308,12 +316,18 @@ class Index:
                     report.added += 1
                 else:
                     report.changed += 1
-            except OSError:
-                continue  # vanished or unreadable while scanning: the next scan sees it again
+            except OSError as e:  # vanished or unreadable while scanning: its row stays until a scan can read it
+                unseen.append(Path(f).resolve())
+                if len(report.unreadable) < UNREADABLE_SHOWN:
+                    report.unreadable.append(f"{f}: {e.strerror or type(e).__name__}")
+                continue
             if len(pending_writes) >= SCAN_BATCH:
                 flush()
         for path, (source, _size, _mtime, _sha, state, model, _error, _tries) in known.items():
             if path in seen:
+                continue
+            if source == "library" and any(Path(path).is_relative_to(u) for u in unseen):
+                report.unchecked += 1
                 continue
             if source == "upload" and os.path.isfile(path):
                 self._keep(known[path], path, pending_writes, report)
@@ -326,6 +340,10 @@ class Index:
         pending_writes.append(("DELETE FROM failed_analyses WHERE sha256 NOT IN (SELECT sha256 FROM tracks)", ()))
         flush()
         report.seconds = time.monotonic() - t0
+        if report.unchecked or report.unreadable:
+            logging.getLogger(__name__).warning(
+                "songfeat: scan of %s could not read %d place(s), %d track(s) kept unchecked: %s", root,
+                len(errors), report.unchecked, "; ".join(report.unreadable))
         return report
 
     def _keep(self, row: tuple, path: str, writes: list, report: ScanReport) -> None:
