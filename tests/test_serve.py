@@ -876,6 +876,33 @@ def test_a_stalled_upload_gets_408_and_frees_its_slot(tmp_path, monkeypatch):
         assert not [p for p in lib.uploads.glob("*") if p.name.startswith("incoming-")]  # no temporary left behind
 
 
+def test_a_client_leaving_mid_upload_is_no_server_error(tmp_path, caplog):
+    # a client that hung up mid-upload was logged as "Exception in ASGI application" with a ClientDisconnect traceback
+    import logging
+    import socket
+
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's own loggers do not propagate to the root
+    with caplog.at_level(logging.WARNING), serving(create_app(lib, start=False)) as base:
+        uvicorn_log.addHandler(caplog.handler)
+        for multipart in (False, True):
+            ctype = "multipart/form-data; boundary=xyz" if multipart else "audio/wav"
+            with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20) as sock:
+                sock.sendall(f"POST /v1/audio-features HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                             f"Content-Length: 100000\r\n\r\n".encode()
+                             + (b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\n" if multipart else b"")
+                             + b"RIFF" + b"\0" * 5000)
+            wait_for(lambda: not [p for p in lib.uploads.glob("*") if p.name.startswith("incoming-")], timeout=20)
+        assert requests.get(base + "/healthz", timeout=10).status_code == 200
+        time.sleep(0.5)
+        uvicorn_log.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+
+
 def test_a_folder_that_cannot_be_listed_keeps_its_rows(tmp_path, monkeypatch):
     # out of file descriptors, a scan could not list the library and took every file for gone: all rows were deleted,
     # done tracks answered 404 and were analysed again once the scan could see them

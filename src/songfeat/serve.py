@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .audio import AUDIO_EXTENSIONS
 from .library import AnalysisFailed, Library, TransientFailure, failure_note, is_valid_id, stage_upload
@@ -150,6 +151,8 @@ async def _body(request: Request):
             return
         except asyncio.TimeoutError:
             raise ApiError(408, f"upload stalled: no data for {BODY_IDLE_SECONDS:g} s", {"Connection": "close"}) from None
+        except ClientDisconnect:  # the client went away mid-upload: no one to answer, nothing to log as a server error
+            raise ApiError(400, "the client disconnected before the upload was complete", {"Connection": "close"}) from None
         yield chunk
 
 
