@@ -903,6 +903,35 @@ def test_a_client_leaving_mid_upload_is_no_server_error(tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
 
 
+def test_a_trickling_upload_does_not_keep_a_stopped_server_alive(tmp_path, monkeypatch):
+    # uvicorn waited for every open request on shutdown: an upload sent a byte every few seconds kept the process
+    # running after SIGTERM for as long as the client liked
+    import socket
+
+    import uvicorn
+
+    from songfeat import http_protocol
+    from songfeat.serve import create_app
+
+    monkeypatch.setattr(http_protocol, "SHUTDOWN_SECONDS", 1.0)
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Library(root, workers=1, model="test"), start=False), host="127.0.0.1",
+                                           port=port, log_level="critical", **http_protocol.uvicorn_options()))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    wait_for(lambda: server.started, timeout=30)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /v1/audio-features HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+                     b"Content-Length: 1000000\r\n\r\nRIFF")
+        time.sleep(0.5)  # the upload is running, waiting for more of its body
+        t0 = time.monotonic()
+        server.should_exit = True
+        t.join(30)
+        assert not t.is_alive() and time.monotonic() - t0 < 15
+
+
 def test_a_folder_that_cannot_be_listed_keeps_its_rows(tmp_path, monkeypatch):
     # out of file descriptors, a scan could not list the library and took every file for gone: all rows were deleted,
     # done tracks answered 404 and were analysed again once the scan could see them

@@ -18,6 +18,7 @@ from typing import Any
 
 MAX_HEAD_BYTES = 64 << 10  # nginx's default allows 4 buffers of 8 KB per header; a cookie-laden browser sends ~4 KB
 HEAD_SECONDS = 60.0  # nginx's client_header_timeout: a request's head, or a new connection's first one, must arrive in it
+SHUTDOWN_SECONDS = 10.0  # on SIGTERM / Ctrl-C, requests still running (a trickling upload) are cancelled after this
 
 
 def _answer(status: int, message: str) -> bytes:
@@ -120,5 +121,8 @@ def protocol() -> Any:
 
 
 def uvicorn_options() -> dict:
-    """Keyword arguments for `uvicorn.run` / `uvicorn.Config`: the bounded protocol, and h11's limit to match it."""
-    return {"http": protocol(), "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+    """Keyword arguments for `uvicorn.run` / `uvicorn.Config`: the bounded protocol, h11's limit to match it, and a
+    bounded shutdown (uvicorn otherwise waits for every open request, so one upload sent a byte every minute kept a
+    stopped server's process alive for as long as it liked)."""
+    return {"http": protocol(), "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+            "timeout_graceful_shutdown": SHUTDOWN_SECONDS}
