@@ -932,6 +932,23 @@ def test_a_trickling_upload_does_not_keep_a_stopped_server_alive(tmp_path, monke
         assert not t.is_alive() and time.monotonic() - t0 < 15
 
 
+def test_uploads_a_killed_server_was_receiving_are_removed_at_start(tmp_path):
+    # kill -9 during an upload left its incoming-*.part (up to the upload cap) in .songfeat/uploads for good
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    lib.uploads.mkdir(parents=True, exist_ok=True)
+    stale = lib.uploads / "incoming-abc123.part"
+    stale.write_bytes(b"RIFF" + b"\0" * 1000)
+    kept = lib.uploads / "0123456789abcdefghijkl.upload.wav"
+    kept.write_bytes(b"RIFF")
+    lib.start()
+    try:
+        assert not stale.exists() and kept.exists()
+    finally:
+        lib.stop()
+
+
 def test_a_folder_that_cannot_be_listed_keeps_its_rows(tmp_path, monkeypatch):
     # out of file descriptors, a scan could not list the library and took every file for gone: all rows were deleted,
     # done tracks answered 404 and were analysed again once the scan could see them

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -542,7 +543,13 @@ class Library:
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, rehash: bool = False, rescan_interval: float = 0.0) -> None:
-        """Start the worker pool, the dispatcher and a first scan (in the background: serving starts at once)."""
+        """Start the worker pool, the dispatcher and a first scan (in the background: serving starts at once).
+
+        Uploads a killed server was receiving (`stage_upload`'s `incoming-*.part`) are removed first: one server runs
+        per library, so no upload is in progress yet, and nothing else would ever remove them."""
+        for part in self.uploads.glob("incoming-*.part") if self.uploads.is_dir() else ():
+            with contextlib.suppress(OSError):
+                part.unlink()
         self._pool = self._new_pool()
         for target, args in ((self._dispatch, ()), (self._scan_loop, (rehash, rescan_interval))):
             t = threading.Thread(target=target, args=args, daemon=True, name=f"songfeat-{target.__name__.strip('_')}")
