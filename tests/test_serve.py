@@ -1172,6 +1172,33 @@ def test_a_failed_upload_is_not_redone_per_request(tmp_path, monkeypatch):
         assert r.status_code == 200 and calls(log).count(f"features {content_id(good)}") == 1  # other bytes: analysed
 
 
+def test_the_same_bytes_under_another_name_are_the_same_upload(tmp_path, monkeypatch):
+    # the stored name carried the upload's suffix, so one file posted as .wav, .flac, raw and multipart was stored four
+    # times and analysed four times; bad bytes posted again under another name were analysed again
+    from songfeat.serve import create_app
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SONGFEAT_TEST_CALLS", str(log))
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, job=picky_job, model="test", analysis_target="test_serve:picky_analysis")
+    good, junk = mp3_bytes(seconds=1.0), b"not audio at all\n" * 200
+    with serving(create_app(lib)) as base:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=30)
+        for data in (good, junk):
+            answers = [requests.post(f"{base}/v1/audio-features", timeout=60, **kw).json() for kw in (
+                {"data": data, "headers": {"Content-Type": "audio/mpeg"}},
+                {"data": data},
+                {"data": data, "params": {"filename": "x.flac"}},
+                {"files": {"file": ("a.WAV", data, "audio/wav")}})]
+            if data is junk:  # each 400 names the upload as this post named it
+                answers = [(a["error"]["status"], a["error"]["message"].split(": ", 1)[1]) for a in answers]
+            assert all(a == answers[0] for a in answers), answers
+            assert calls(log).count(f"features {content_id(data)}") == 1
+        assert len([p for p in lib.uploads.iterdir()]) == 1  # the good one, stored once; the bad one keeps no file
+        assert lib.index.conn().execute("SELECT COUNT(*) FROM tracks WHERE source='upload'").fetchone()[0] == 2
+
+
 def hang_once(kind: str, path: str) -> None:
     """Hang (until the time limit kills the worker) if $SONGFEAT_TEST_HANG_ONCE exists, taking it: one slow moment."""
     counted(kind, path)

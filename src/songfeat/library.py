@@ -643,7 +643,11 @@ class Library:
 
         sha = file_sha256(tmp)
         self.uploads.mkdir(parents=True, exist_ok=True)
-        dest = self.uploads / f"{sha[:22]}.upload{suffix or '.bin'}"  # never a Spotify-id stem: the id is the content hash
+        same = self.index.conn().execute(  # these bytes posted before under another name or type: the same upload
+            "SELECT path FROM tracks WHERE sha256=? AND source='upload' ORDER BY state='done' DESC, path LIMIT 1",
+            (sha,)).fetchone()
+        # never a Spotify-id stem: the id is the content hash
+        dest = Path(same[0]) if same else self.uploads / f"{sha[:22]}.upload{suffix or '.bin'}"
         failed = self._failed_upload(str(dest))
         if failed is not None:  # these bytes failed before: the same answer, without another analysis
             os.unlink(tmp)
