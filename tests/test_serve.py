@@ -1050,6 +1050,11 @@ def test_a_token_no_header_can_carry_is_refused(tmp_path):
     with pytest.raises(ValueError, match="ASCII"):
         create_app(Library(root, workers=1, model="test"), token=" padded", start=False)
     check_token("s3cret-token_ok")  # a usual token passes
+    # an empty token read as none: `--token ''` or an empty SONGFEAT_TOKEN served without authentication, silently
+    r = CliRunner().invoke(app, ["serve", "--library", str(root), "--token", ""])
+    assert r.exit_code == 2 and "--token" in r.output and "empty" in r.output
+    r = CliRunner().invoke(app, ["serve", "--library", str(root)], env={"SONGFEAT_TOKEN": ""})
+    assert r.exit_code == 2 and "empty" in r.output
 
 
 # ---- failures are remembered ------------------------------------------------------------------------

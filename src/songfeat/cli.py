@@ -810,7 +810,7 @@ def serve_cmd(
     if not library.is_dir():
         raise fail(f"{library}: no such folder")
     try:
-        check_token(token or None)
+        check_token("" if token is None and os.environ.get("SONGFEAT_TOKEN") == "" else token)  # click reads "" as unset
     except ValueError as e:
         raise fail(f"--token: {e}") from None
     if not token and not is_loopback(host):

@@ -254,7 +254,10 @@ async def _receive_multipart(request: Request, ctype: str, out, limit: int, too_
 
 def check_token(token: str | None) -> None:
     """ValueError unless the token is printable ASCII: a header carries bytes read as latin-1, so a token with other
-    characters could never be matched, and every request would get 401."""
+    characters could never be matched, and every request would get 401. An empty one is refused too: it read as no
+    token, so `--token ''` (or an empty SONGFEAT_TOKEN) served without authentication and said nothing."""
+    if token == "":
+        raise ValueError("it is empty: give a token, or leave both --token and SONGFEAT_TOKEN unset to serve without one")
     if token is not None and not (token.isascii() and token.isprintable() and token.strip() == token and token):
         raise ValueError("the token must be printable ASCII without surrounding spaces (an HTTP header carries no other "
                          "characters, so no request could ever match it)")
