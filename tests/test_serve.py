@@ -949,6 +949,19 @@ def test_uploads_a_killed_server_was_receiving_are_removed_at_start(tmp_path):
         lib.stop()
 
 
+def test_head_is_answered_like_get_without_a_body(tmp_path):
+    # every route answered HEAD with 405, /healthz included
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    with serving(create_app(Library(root, workers=1, model="test"), start=False)) as base:
+        get, head = requests.get(base + "/healthz", timeout=10), requests.head(base + "/healthz", timeout=10)
+        assert (head.status_code, head.content) == (200, b"") and head.headers["content-type"] == get.headers["content-type"]
+        assert requests.head(base + "/v1/audio-features/" + "A" * 22, timeout=10).status_code == 404
+        assert requests.get(base + "/healthz", timeout=10).json()["status"] == "ok"
+
+
 def test_a_folder_that_cannot_be_listed_keeps_its_rows(tmp_path, monkeypatch):
     # out of file descriptors, a scan could not list the library and took every file for gone: all rows were deleted,
     # done tracks answered 404 and were analysed again once the scan could see them

@@ -137,6 +137,25 @@ class MetricsMiddleware:
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 
+class HeadAsGet:
+    """HEAD answered as GET without the body (HTTP's rule; FastAPI's routes answer HEAD with 405), so monitors that
+    probe with HEAD see /healthz as it is."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def no_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, no_body)
+
+
 # ---- uploads ----------------------------------------------------------------------------------------
 
 
@@ -285,6 +304,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
                   description="Spotify's audio-features API over your own music library, analysed offline by songfeat.")
     metrics = Metrics(library)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(HeadAsGet)
 
     @app.exception_handler(ApiError)
     async def api_error(_req, exc: ApiError):
