@@ -53,6 +53,20 @@ def test_m4a_goes_through_pyav(tmp_path):
     assert abs(peak_hz(out) - 1000) < 5
 
 
+def test_both_decoders_downmix_alike(tmp_path):
+    # PyAV's own mono downmix kept the channels' sum at 1/sqrt(2): stereo read through PyAV (.m4a, .opus, or any file
+    # soundfile cannot open by name) came out 3 dB louder than the same audio read by soundfile
+    pytest.importorskip("av")
+    rng = np.random.default_rng(0)
+    y = np.stack([sine(300, 2.0, SAMPLE_RATE), 0.5 * rng.standard_normal(2 * SAMPLE_RATE).astype(np.float32)], axis=1)
+    wav = tmp_path / "st.wav"
+    sf.write(wav, 0.4 * y, SAMPLE_RATE, subtype="FLOAT")
+    renamed = tmp_path / "st.m4a"  # the same bytes; the name sends it to PyAV
+    renamed.write_bytes(wav.read_bytes())
+    assert (audio_info(wav).decoder, audio_info(renamed).decoder) == ("soundfile", "pyav")
+    np.testing.assert_allclose(load_audio(renamed), load_audio(wav), atol=1e-6)
+
+
 def test_stereo_is_averaged(tmp_path):
     left = sine(300, 1.5, SAMPLE_RATE)
     path = tmp_path / "lr.wav"

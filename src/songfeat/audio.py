@@ -351,19 +351,28 @@ def _soundfile_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
 
 
 def _pyav_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (mono float32 block, source rate) from PyAV, downmixed by its resampler."""
+    """Yield (mono float32 block, source rate) from PyAV: packed float32 in the stream's own channel layout, averaged
+    over the channels as `_soundfile_blocks` does. (PyAV's own mono downmix keeps the channels' sum at 1/sqrt(2), so
+    stereo read through it came out 3 dB louder than the same audio read by soundfile: an .m4a or .opus file, or any
+    file soundfile cannot open by name, read louder and more energetic than its WAV.)"""
     import numpy as np
     import av
 
     with av.open(str(p)) as c:
         stream = c.streams.audio[0]
         sr = int(stream.rate or stream.codec_context.sample_rate)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        resampler = av.AudioResampler(format="flt", layout=stream.codec_context.layout, rate=sr)
+
+        def mono(out) -> np.ndarray:
+            ch = out.layout.nb_channels
+            block = out.to_ndarray().reshape(-1, ch).astype(np.float32, copy=False)  # packed: frames x channels
+            return (block @ np.full(ch, 1.0 / ch, dtype=np.float32)) if ch > 1 else block[:, 0]
+
         for frame in c.decode(stream):
             for out in resampler.resample(frame):
-                yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False), sr
+                yield mono(out), sr
         for out in resampler.resample(None):
-            yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False), sr
+            yield mono(out), sr
 
 
 def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
