@@ -313,6 +313,19 @@ def test_output_or_plot_that_is_the_input_under_a_non_audio_name_keeps_it(tmp_pa
         assert song.read_bytes() == before and sorted(tmp_path.iterdir()) == [song]
 
 
+def test_a_picture_never_replaces_a_file_that_is_not_one(tmp_path: Path) -> None:
+    # `evaluate b --scatter b/model.safetensors` replaced the bundle's weights with a PNG (a store's arrays or a labels
+    # CSV likewise), exit 0; every picture option shares the check
+    song = _write(tmp_path, "song", synth.click_track(120.0, 2.0))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    before = weights.read_bytes()
+    p = _analysis_cli(str(song), "--plot", str(weights))
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and "is not a PNG picture" in lines[0], p.stderr
+    assert weights.read_bytes() == before
+
+
 def test_output_that_names_no_file_is_one_line_error(tmp_path: Path) -> None:
     # `-o .`, `-o /` and `-o ''` (a folder without a file name) raised a ValueError traceback from ResultWriter
     song = _write(tmp_path, "song", synth.click_track(120.0, 2.0))

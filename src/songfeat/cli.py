@@ -39,15 +39,23 @@ def _os_error(e: OSError) -> str:
     return f"{e.filename}: {e.strerror or e}" if e.filename else str(e)
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
-    """Refuse a --plot/--scatter that is a folder, a device, an audio file (one of `inputs` under any name) or under a
-    file before the work, not after."""
+    """Refuse a --plot/--scatter that is a folder, a device, an audio file (one of `inputs` under any name), under a
+    file, or an existing file that is not a PNG (`evaluate --scatter b/model.safetensors` replaced the bundle's weights
+    with a picture), before the work, not after."""
     from .output import check_output
 
     for p in paths:
         if p is not None:
             try:
                 check_output(p, "the picture", inputs=inputs)
+                if p.is_file():
+                    with open(p, "rb") as f:
+                        if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
+                            raise fail(f"{p}: exists and is not a PNG picture; name another file for the picture", 1)
             except OSError as e:
                 raise fail(f"{p}: cannot write the picture ({e.strerror or e})", 1) from None
 
