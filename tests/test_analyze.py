@@ -282,6 +282,19 @@ def test_cli_resume_skips_done_files(tmp_path):
     assert lines[0].get("marker") == "kept"  # not redone
 
 
+def test_cli_rerun_without_resume_keeps_an_interrupted_runs_results(tmp_path):
+    # a rerun without --resume opened the .partial afresh: the songs an interrupted run had finished were lost silently
+    write(tmp_path / "s0.wav", music(4, seed=0))
+    out = tmp_path / "out.jsonl"
+    partial = tmp_path / "out.jsonl.partial"
+    earlier = json.dumps({"path": str(tmp_path / "s0.wav"), "id": "x"}) + "\n"
+    partial.write_text(earlier)
+    p = run_cli("analyze", tmp_path, "--format", "jsonl", "--output", out)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and len(lines) == 1 and "--resume" in lines[0] and str(partial) in lines[0], p.stderr
+    assert partial.read_text() == earlier and not out.exists()
+
+
 def test_cli_rows_name_their_model_and_resume_refuses_another_models_rows(tmp_path):
     # --resume took the rows of an interrupted run with another --model as done and appended this model's rows:
     # the output mixed two models' numbers and nothing said which row came from which

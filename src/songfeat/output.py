@@ -329,6 +329,10 @@ class ResultWriter:
             raise ValueError("--format parquet needs --output (Parquet is not written to a terminal)")
         self.model = model
         self.previous: list[dict] = []
+        if self.output and not resume and self.partial.is_file() and self.partial.stat().st_size:
+            # writing would start it afresh: the songs an interrupted run finished would be lost without a word
+            raise OutputError(self.partial, "holds the results of an interrupted run: add --resume to continue it, or "
+                                            "delete it to start over")
         if self.output and resume:
             self.previous = done_paths(self.partial, self._line_format) or done_paths(self.output, fmt)
             if fmt == "parquet" and self.previous:
