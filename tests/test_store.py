@@ -184,6 +184,11 @@ def test_cli_exit_code_and_errors(built, tmp_path):
     assert "built 7 of 11 clips" in r.stdout and "songfeat: error:" in r.stderr
     r = runner.invoke(app, ["build", "--labels", str(tmp_path / "missing.csv"), "--audio", str(built["audio"]), "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and r.stderr.strip() == f"songfeat: error: {tmp_path / 'missing.csv'}: no such file"
+    # an --out that cannot be a folder (under a file here; read-only places alike) printed a PermissionError traceback
+    r = runner.invoke(app, ["build", "--labels", str(built["labels"]), "--audio", str(built["audio"]),
+                            "--out", str(built["labels"] / "store")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.strip().startswith(f"songfeat: error: {built['labels'] / 'store'}: cannot create the store folder (")
 
 
 def test_dropped_label_rows_are_named(tmp_path):

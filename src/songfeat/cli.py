@@ -609,6 +609,8 @@ def build_cmd(
         raise fail(str(e), 1) from None
     except ValueError as e:  # e.g. an unknown --frontend
         raise fail(str(e)) from None
+    except OSError as e:  # a full disk or a permission while writing the store
+        raise fail(_os_error(e), 1) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
     dropped = report.label_rows_dropped_lines

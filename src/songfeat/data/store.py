@@ -454,7 +454,10 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     }
     if out.is_dir() and not (out / MANIFEST).exists() and any(p.name != LOCK for p in out.iterdir()):
         raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # read-only place, a file in the way, no such device
+        raise SongfeatError(out, f"cannot create the store folder ({e.strerror or e})") from None
     with _lock(out):
         work = out / WORK
         old = _read_manifest(out)
