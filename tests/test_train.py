@@ -327,3 +327,14 @@ def test_a_bundle_is_finished_before_it_replaces_the_old_one(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # and no temporary folder left beside it
     save_bundle(out, model, config, finish=lambda folder: (folder / "extra.txt").write_text("made before the swap"))
     assert (out / "extra.txt").read_text() == "made before the swap"
+
+
+def test_evaluate_audio_refuses_an_unknown_format_before_any_work(tmp_path):
+    # `evaluate-audio -f xml` analysed every clip and then printed markdown, exit 0
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(tmp_path / "labels.csv"), "--audio", str(tmp_path),
+                                 "-f", "xml"])
+    assert r.exit_code == 2 and r.stderr.strip() == "songfeat: error: --format must be md or json, not 'xml'"

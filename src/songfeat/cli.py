@@ -359,6 +359,8 @@ def evaluate_audio(
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
 ) -> None:
     """Accuracy against Spotify's labels on real audio: per-feature MAE/Pearson, loudness dB error, tempo/key agreement."""
+    if fmt not in ("md", "json"):  # checked before the analysis, not after it
+        raise fail(f"--format must be md or json, not {fmt!r}")
     workers = _local_workers(workers)
     import json
 
