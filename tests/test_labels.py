@@ -303,3 +303,19 @@ def test_free_ids_cannot_be_dot_dirs_or_hold_control_characters(tmp_path):
     t = read_labels(p)
     assert list(t.frame["track_id"]) == ["mine-1", "mine-2"]
     assert set(t.dropped["track_id"]) == {"..", ".", "a\x01b"}
+
+
+def test_a_pipe_or_fifo_is_refused_not_waited_on(tmp_path):
+    # `--labels fifo.csv` hung until killed; `--labels <(cat labels.csv)` said "empty file": the first of several reads
+    # had drained the pipe
+    import os
+    import threading
+
+    fifo = tmp_path / "labels.csv"
+    os.mkfifo(fifo)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(pytest.raises(SongfeatError, read_labels, fifo)), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "read_labels waited on the FIFO"
+    assert "is a pipe or device, not a regular CSV file" in str(result[0].value)

@@ -297,6 +297,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise SongfeatError(path, "no such file")
     if path.is_dir():
         raise SongfeatError(path, "is a directory, not a CSV file")
+    if not path.is_file():  # a FIFO blocked the read for ever, a pipe (<(...), /dev/stdin) was drained by the first read
+        raise SongfeatError(path, "is a pipe or device, not a regular CSV file; save the labels to a file and name that")
     encoding = _check_text(path)
     try:
         sep = _sniff_sep(path, encoding)
