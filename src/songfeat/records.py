@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,12 @@ def check_cache(cache: str | Path | None) -> None:
     p = existing_ancestor(cache)
     if not p.is_dir():
         raise SongfeatError(cache, f"cannot be the record cache: {p} is not a folder")
+    try:  # a read-only place: every clip was analysed, each record failed to save, and the labels got the blame
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache, prefix=".probe-"):
+            pass
+    except OSError as e:
+        raise SongfeatError(cache, f"cannot write the record cache ({e.strerror or e})") from None
 
 
 def get_record(path: str | Path, cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True) -> Record | str:
