@@ -338,3 +338,26 @@ def test_evaluate_audio_refuses_an_unknown_format_before_any_work(tmp_path):
     r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(tmp_path / "labels.csv"), "--audio", str(tmp_path),
                                  "-f", "xml"])
     assert r.exit_code == 2 and r.stderr.strip() == "songfeat: error: --format must be md or json, not 'xml'"
+
+
+def test_train_options_a_family_or_machine_cannot_take_are_one_line(tiny_store, tmp_path):
+    # each printed a traceback from inside torch or a constructor: --device cuda without CUDA (AssertionError), --variant
+    # on a family other than combiner (TypeError), and the composite 'heads' / 'stack' families (a shape mismatch)
+    import torch
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    base = ["train", "--store", str(tiny_store), "-o", str(tmp_path / "b"), "--epochs", "1"]
+    cases = [(["cnn-simple", "--variant", "a"], "model 'cnn-simple' takes no 'variant'"),
+             (["lstm-simple", "--activation", "sigmoid"], "model 'lstm-simple' takes no 'activation'"),
+             (["numeric-mlp", "--device", "tpu"], "device must be cpu or cuda"),
+             (["heads"], "'heads' is not trained from a store: it is fitted by `songfeat train-heads`"),
+             (["stack"], "'stack' is not trained from a store")]
+    if not torch.cuda.is_available():
+        cases.append((["numeric-mlp", "--device", "cuda"], "sees no CUDA device; use --device cpu"))
+    for args, message in cases:
+        r = CliRunner().invoke(app, [base[0], *args, *base[1:]])
+        assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
+        assert r.stderr.strip().startswith("songfeat: error: ") and message in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "b").exists()

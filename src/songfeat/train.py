@@ -215,10 +215,21 @@ def apply_scalers(data: Dataset, scalers: dict) -> tuple[torch.Tensor | None, to
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """CPU by default, CUDA when present (or whatever is asked for)."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, else the CPU; or the device asked for, refused at once (not an AssertionError from inside
+    torch mid-training) when it is not cpu or cuda, or is cuda on a machine without it."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu or cuda (cuda:N for one GPU), not {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda (cuda:N for one GPU), not {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices here")
+    return dev
 
 
 def _batches(model: torch.nn.Module, fe: torch.Tensor | None, nu: torch.Tensor | None, idx: torch.Tensor) -> dict:
@@ -257,7 +268,7 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
     crit = LOSSES[loss]
-    dev = torch.device(device) if device is not None else pick_device()
+    dev = pick_device(device)
     model.to(dev)
     fe, nu, y = (None if t is None else t.to(dev) for t in train)
     n = len(y)
@@ -451,9 +462,11 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
 
     if threads:
         torch.set_num_threads(threads)
-    models.names()
-    if model_name not in models.REGISTRY:
-        raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(models.names())}")
+    if model_name not in models.trainable():
+        fitted_by = getattr(models.REGISTRY.get(model_name), "fitted_by", None)
+        what = (f"{model_name!r} is not trained from a store: it is fitted by {fitted_by}" if fitted_by
+                else f"unknown model {model_name!r}")
+        raise ValueError(f"{what}; choose one of {', '.join(models.trainable())}")
     cls = models.REGISTRY[model_name]
     d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
     targets = features.check_targets(tuple(targets or d["targets"]))

@@ -8,6 +8,7 @@ hyper-parameters, whose class attribute `inputs` says which inputs it reads ("fr
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import torch
 
@@ -41,9 +42,22 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
+def trainable() -> list[str]:
+    """Families `songfeat train` fits from a store, sorted (the composite default models have their own recipes and
+    name them in `fitted_by`)."""
+    return [n for n in names() if not getattr(REGISTRY[n], "fitted_by", None)]
+
+
 def create(name: str, n_outputs: int, **hparams) -> torch.nn.Module:
-    """Build a model of family `name`; raise ValueError listing the families when unknown."""
+    """Build a model of family `name`; raise ValueError listing the families when unknown, or naming a hyper-parameter
+    the family does not take (the constructor's TypeError said it from deep inside)."""
     _load_all()
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](n_outputs=n_outputs, **hparams)
+    cls = REGISTRY[name]
+    own = [p for k in cls.__mro__ if "__init__" in vars(k) for p, v in inspect.signature(k.__init__).parameters.items()
+           if p not in ("self", "n_outputs") and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+    for key in hparams:
+        if key not in own:
+            raise ValueError(f"model {name!r} takes no {key!r} (its settings: {', '.join(dict.fromkeys(own)) or 'none'})")
+    return cls(n_outputs=n_outputs, **hparams)

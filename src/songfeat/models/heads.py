@@ -45,6 +45,7 @@ class Heads(nn.Module):
     """sigmoid(mean over members of HeadNet(clamp(standardised [evidence, base(numeric)])))."""
 
     inputs = ("evidence", "numeric")
+    fitted_by = "`songfeat train-heads` (or `train-default`)"  # not a family `songfeat train` fits from a store
 
     def __init__(self, n_outputs: int, n_inputs: int = 5, hidden: tuple[int, ...] = (64, 32), n_evidence: int = 1,
                  head_hidden: int = 16, members: int = 5, residual: bool | list[bool] = False, ridge_inputs: int = 0):

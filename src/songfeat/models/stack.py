@@ -25,6 +25,7 @@ class Stack(nn.Module):
     """base(numeric) + head([standardised timbre summary, base output]), clamped later to [0, 1]."""
 
     inputs = ("frontend", "numeric")
+    fitted_by = "`songfeat.default_model` (the previous default's recipe)"  # not a family `songfeat train` fits
 
     def __init__(self, n_outputs: int, n_inputs: int = 5, hidden: tuple[int, ...] = (64, 32), n_channels: int = 20):
         super().__init__()
