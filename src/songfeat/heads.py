@@ -393,6 +393,19 @@ def _check_base(base) -> None:
                                    "use the default model or a bundle made by train-heads or train-default")
 
 
+def keep_stage1(model, features: list[int]) -> None:
+    """Make these outputs stage 1's own prediction: residual on stage 1's logit, with every member's correction zero."""
+    import torch
+
+    with torch.no_grad():
+        model.residual_mask[features] = 1.0
+        for m in model.members:
+            for layer in (m.skip, m.out):
+                layer.weight[features] = 0.0
+                if layer.bias is not None:
+                    layer.bias[features] = 0.0
+
+
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
                 cfg: FitConfig | None = None):
     """Fit heads on your own labelled audio (any subset of the seven features; missing cells are unknown)
@@ -455,11 +468,18 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
     num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
     model = fit_on(base, [recs[i] for i in ok], lo, hi, lay, num_std, cfg)
+    unlabelled = [j for j, t in enumerate(TARGETS) if t not in targets]
+    if unlabelled:  # nothing constrained these heads, which fell to the floor for every song: stage 1 answers instead
+        keep_stage1(model, unlabelled)
+        warnings.warn(f"{labels_csv}: no labels for {', '.join(TARGETS[j] for j in unlabelled)}: the bundle gives stage 1's "
+                      "prediction for them (from tempo, loudness, key, mode and metre), as the base model's stage 1 does",
+                      SongfeatWarning, stacklevel=2)
     config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_descriptors", "numeric_source",
                                                                            "scalers", "label_means", "format")})
     config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
                    "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)), "ridge_inputs": 0,
-                               "head_hidden": cfg.hidden, "members": cfg.members, "residual": cfg.residual_mask()},
+                               "head_hidden": cfg.hidden, "members": cfg.members,
+                               "residual": [bool(r) for r in model.residual_mask.tolist()]},
                    "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
                    "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
                                   "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
