@@ -213,3 +213,21 @@ def test_learned_windows_leave_out_only_a_short_tail(seconds, used):
         got.append(learned_window(size, SAMPLE_RATE, before))
         before = before or got[-1]
     assert got == used, (seconds, MIN_TAIL_SECONDS, sizes)
+
+
+def test_zero_channels_and_almost_a_second_are_named_plainly(tmp_path):
+    # a header declaring 0 channels failed inside libavcodec ("avcodec_open2 ... returned 22"); 0.999 s read
+    # "too short (1.00 s; need at least 1 s)"
+    import struct
+
+    fmt = struct.pack("<HHIIHH", 1, 0, 44100, 0, 0, 16)
+    data = b"\0" * 1000
+    zero = tmp_path / "zero_ch.wav"
+    zero.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE" + b"fmt "
+                     + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    with pytest.raises(AudioError, match="header declares 0 audio channels"):
+        load_audio(zero)
+    short = tmp_path / "short.wav"
+    sf.write(short, 0.1 * sine(440, 0.9995, SAMPLE_RATE), SAMPLE_RATE)
+    with pytest.raises(AudioError, match=r"too short \(0\.999 s; need at least 1 s\)"):
+        check_first_window(short, load_audio(short))

@@ -305,7 +305,7 @@ def _pyav_info(p: Path) -> AudioInfo | None:
                 seconds = float(s.duration * s.time_base)
             elif c.duration is not None:
                 seconds = c.duration / 1_000_000
-            return AudioInfo(str(p), int(s.rate or s.codec_context.sample_rate), int(s.channels or 1), seconds, "pyav")
+            return AudioInfo(str(p), int(s.rate or s.codec_context.sample_rate), int(s.channels), seconds, "pyav")
     except Exception:
         return None
 
@@ -319,9 +319,11 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
     own = log is None
     log = log or DecoderLog(p)
     probes = (_pyav_info, _soundfile_info) if p.suffix.lower() in _PYAV_FIRST else (_soundfile_info, _pyav_info)
+    no_channels = False
     for probe in probes:
         with log.capturing():
             info = probe(p)
+        no_channels |= info is not None and info.sample_rate > 0 and info.channels <= 0
         if info is not None and info.sample_rate > 0 and info.channels > 0:
             if own:
                 _finish_log(log)
@@ -331,6 +333,8 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
             return info
     if own:
         _finish_log(log, warn=False)  # the error says it
+    if no_channels:  # a header that declares 0 channels: decoding it failed deep in libavcodec with "Invalid argument"
+        raise AudioError(p, "its header declares 0 audio channels (damaged or not audio)")
     raise AudioError(p, "not a readable audio file (no decoder recognises its format)")
 
 
@@ -508,7 +512,8 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
     if total_samples == 0:
         raise AudioError(path, "no audio frames decoded")
     if seconds < MIN_SECONDS:
-        raise AudioError(path, f"too short ({seconds:.2f} s; need at least {MIN_SECONDS:g} s)")
+        shown = math.floor(seconds * 1000) / 1000  # 0.999 s, not "1.00 s; need at least 1 s"
+        raise AudioError(path, f"too short ({shown:g} s; need at least {MIN_SECONDS:g} s)")
     if peak <= 10 ** (SILENCE_DBFS / 20):
         raise AudioError(path, f"audio is silent (peak below {SILENCE_DBFS:g} dBFS, not counting a constant offset)")
 
