@@ -361,3 +361,21 @@ def test_train_options_a_family_or_machine_cannot_take_are_one_line(tiny_store, 
         assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
         assert r.stderr.strip().startswith("songfeat: error: ") and message in r.stderr, (args, r.stderr)
     assert not (tmp_path / "b").exists()
+
+
+def test_an_output_that_cannot_be_written_is_named_before_training(tiny_store, tmp_path, monkeypatch):
+    # a read-only place failed only once the bundle was trained, naming the temporary folder ('../ro/.b.2ybm2fl7')
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    def read_only(*_a, **_k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    out = tmp_path / "ro" / "b"
+    r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(out), "--epochs", "1"])
+    assert r.exit_code == 2 and r.stderr.strip() == f"songfeat: error: {out}: cannot be written (Permission denied)", r.output

@@ -244,10 +244,15 @@ def check_bundle_out(path: Path) -> None:
         if names and not ((path / CONFIG).is_file() and (path / WEIGHTS).is_file()):
             raise SongfeatError(path, f"folder is not empty and holds no model bundle ({len(names)} entries, e.g. "
                                       f"{sorted(names)[0]!r}); writing a bundle there would delete them: choose a new output folder")
-        return
-    p = existing_ancestor(path.parent)
-    if not p.is_dir():
-        raise SongfeatError(path, f"cannot be created: {p} is not a folder")
+    else:
+        p = existing_ancestor(path.parent)
+        if not p.is_dir():
+            raise SongfeatError(path, f"cannot be created: {p} is not a folder")
+    try:  # the bundle is written beside `path` and renamed: a read-only place failed only at the end, naming a temp folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=path.parent))
+    except OSError as e:
+        raise SongfeatError(path, f"cannot be written ({e.strerror or e})") from None
 
 
 def _strict(o):

@@ -457,7 +457,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     (descriptors computed from the audio, what a user analysing a new file has).
     """
     from . import __version__
-    from .bundle import Bundle, save_bundle
+    from .bundle import Bundle, check_bundle_out, save_bundle
     from .evaluate import _nan_to_none, predict_dataset, report
 
     if threads:
@@ -468,6 +468,8 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
                 else f"unknown model {model_name!r}")
         raise ValueError(f"{what}; choose one of {', '.join(models.trainable())}")
     cls = models.REGISTRY[model_name]
+    pick_device(device)  # a device this machine lacks, and an output it cannot write, are refused before the training
+    check_bundle_out(Path(out))
     d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
     targets = features.check_targets(tuple(targets or d["targets"]))
     if numeric_source not in ("labels", "measured"):
