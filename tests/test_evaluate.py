@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,23 @@ def test_compare_notes_results_scored_on_different_clips():
     assert "**note**: scored on different sets of clips (a: n=3, b: n=3)" in compare([a, b])
     assert "**note**" not in compare([a, {**b, "clips": "aaaa"}])
     assert "**note**" not in compare([report(t, t, ["energy"]), report(t, t, ["energy"])])  # results without a record
+
+
+def test_two_audio_files_for_one_id_are_said_and_the_first_is_used(tmp_path):
+    # evaluate-audio and train-heads took the last file silently (build the first, counting it in report.json only)
+    import warnings
+
+    import pandas as pd
+
+    from songfeat.accuracy import pair_table
+    from songfeat.errors import SongfeatWarning
+
+    for name in ("x.mp3", "x.wav", "y.flac"):
+        (tmp_path / name).write_bytes(b"\0")
+    table = pd.DataFrame({"track_id": ["x", "y"], "energy": [0.5, 0.6]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows, missing = pair_table(table, tmp_path)
+    assert [Path(p).name for p in rows["path"]] == ["x.mp3", "y.flac"] and missing == []
+    said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]
+    assert len(said) == 1 and "1 audio file(s) repeat a labelled id" in said[0] and "x.mp3 used, x.wav not" in said[0]

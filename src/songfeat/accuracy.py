@@ -8,6 +8,7 @@ held-out fold, so every figure is on clips the fitted part never saw.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .audio import AUDIO_EXTENSIONS
 from .descriptors import LOUDNESS_MEASURES, loudness_map
-from .errors import SongfeatError
+from .errors import SongfeatError, SongfeatWarning
 from .evaluate import pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
@@ -57,7 +58,19 @@ def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame
     from .data.labels import normalise_id
 
     files = [p for p in sorted(audio_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
-    by_stem = {p.stem: str(p) for p in files}
+    by_stem: dict[str, str] = {}
+    repeats: list[Path] = []
+    for p in files:  # the first by name, as `build` pairs them (the last one won here, silently)
+        if p.stem in by_stem:
+            repeats.append(p)
+        else:
+            by_stem[p.stem] = str(p)
+    labelled = set(table["track_id"].astype(str))
+    repeats = [p for p in repeats if p.stem in labelled]
+    if repeats:
+        warnings.warn(f"{audio_dir}: {len(repeats)} audio file(s) repeat a labelled id and are not used; the first by "
+                      f"name is (e.g. {repeats[0].stem}: {Path(by_stem[repeats[0].stem]).name} used, {repeats[0].name} not)",
+                      SongfeatWarning, stacklevel=3)
     # a stem read the way the labels' ids were ("1.mp3" for FMA-style id 000001, as `build` pairs them), where no file
     # is named exactly after the id
     kind = table.attrs.get("id_kind", "spotify")

@@ -187,6 +187,7 @@ def _index_audio(audio_dir: Path, ids: set[str], id_kind: str, on_message: Calla
     found: dict[str, Path] = {}
     unlabelled: list[Path] = []
     duplicates = 0
+    first_repeat = None
     for p in files:
         stem = p.stem
         tid = stem if stem in ids else _labels.normalise_id(stem, id_kind)
@@ -196,8 +197,17 @@ def _index_audio(audio_dir: Path, ids: set[str], id_kind: str, on_message: Calla
             unlabelled.append(p)
         elif tid in found:
             duplicates += 1  # a second file for one id (x.mp3 and x.wav): the first, sorted, is used
+            first_repeat = first_repeat or (tid, found[tid], p)
         else:
             found[tid] = p
+    if first_repeat:  # said, not only counted in report.json: the user may have meant the other file
+        tid, used, other = first_repeat
+        message = (f"{duplicates} audio file(s) repeat a labelled id and are not used; the first by name is "
+                   f"(e.g. {tid}: {used.name} used, {other.name} not)")
+        if on_message:
+            on_message(f"warning: {message}")
+        else:
+            warnings.warn(message, SongfeatWarning, stacklevel=3)
     return found, unlabelled, duplicates
 
 
