@@ -1017,6 +1017,22 @@ def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
             print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
 
 
+def best_key(corr: np.ndarray) -> tuple[int, int]:
+    """(tonic, mode: 1 major / 0 minor) of the largest of [2 modes, 12 tonics] profile correlations."""
+    row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    return int(key), 1 if row == 0 else 0
+
+
+def tally(keyed: list[dict], groups: list[str], answers: list[tuple[int, int]]) -> dict[str, list[int]]:
+    """{group: [key+mode right, mode right, clips]} of one (key, mode) answer per clip."""
+    res = {g: [0, 0, 0] for g in groups}
+    for r, (k, m) in zip(keyed, answers):
+        cell = res[r["c"].group]
+        cell[0] += k == r["c"].key and m == r["c"].mode
+        cell[1] += m == r["c"].mode
+        cell[2] += 1
+    return res
+
 NNLS_SPECTRAL_SHAPE = 0.7  # harmonic h has amplitude 0.7^(h-1) in each note template (Chordino's default)
 NNLS_FRAME_STEP = 4  # every 4th STFT frame (~93 ms apart): a prototype's cost, not a shipped one
 
@@ -1069,18 +1085,8 @@ def nnls_key(keyed: list[dict]) -> None:
                 variants[f"shipped + {name}, w {w:g}"] = [(1 - w) * a / a.sum() + w * b / max(b.sum(), 1e-12)
                                                          for a, b in zip(variants["shipped (two HPCPs)"], ch)]
     groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
-    table = {}
-    for name, chromas in variants.items():
-        res = {g: [0, 0, 0] for g in groups}
-        for r, c in zip(keyed, chromas):
-            corr, _ = D.key_correlations(c)
-            row, k = np.unravel_index(int(np.argmax(corr)), corr.shape)
-            m = 1 if row == 0 else 0
-            cell = res[r["c"].group]
-            cell[0] += k == r["c"].key and m == r["c"].mode
-            cell[1] += m == r["c"].mode
-            cell[2] += 1
-        table[name] = res
+    table = {name: tally(keyed, groups, [best_key(D.key_correlations(c)[0]) for c in chromas])
+             for name, chromas in variants.items()}
     counts_table("NNLS chroma as the key profile (key+mode / mode right, counts):", "profile", table, groups)
     held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
     names = list(table)
@@ -1167,19 +1173,11 @@ def synthetic_profiles(keyed: list[dict]) -> None:
         profiles[f"Aarden + generated, w {w:g}"] = ((1 - w) * z(D.MAJOR_PROFILE) + w * z(major),
                                                    (1 - w) * z(D.MINOR_PROFILE) + w * z(minor))
     groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
-    table = {}
-    for name, (pmaj, pmin) in profiles.items():
-        res = {g: [0, 0, 0] for g in groups}
-        for r in keyed:
-            c = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
-            corr = np.array([[np.corrcoef(c, np.roll(p, k))[0, 1] for k in range(12)] for p in (pmaj, pmin)])
-            row, k = np.unravel_index(int(np.argmax(corr)), corr.shape)
-            m = 1 if row == 0 else 0
-            cell = res[r["c"].group]
-            cell[0] += k == r["c"].key and m == r["c"].mode
-            cell[1] += m == r["c"].mode
-            cell[2] += 1
-        table[name] = res
+    shipped = [D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
+               for r in keyed]
+    table = {name: tally(keyed, groups, [best_key(np.array([[np.corrcoef(c, np.roll(p, k))[0, 1] for k in range(12)]
+                                                            for p in (pmaj, pmin)])) for c in shipped])
+             for name, (pmaj, pmin) in profiles.items()}
     counts_table("Key profiles from generated music (key+mode / mode right, counts):", "profile", table, groups)
 
 

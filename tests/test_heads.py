@@ -71,8 +71,11 @@ def test_train_heads_on_own_labels_makes_an_analyzable_bundle(tmp_path):
         sf.write(audio / f"c{i}.wav", synth.drum_pattern(100 + 10 * i, seconds=6.0, peak_dbfs=db, seed=i), 44100)
         rows.append(f"c{i},{0.2 + 0.12 * i:.2f}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    out = train_heads(tmp_path / "labels.csv", audio, tmp_path / "bundle", cache=tmp_path / "cache", progress=False,
-                      cfg=FitConfig(members=1, steps=100))
+    from songfeat.errors import SongfeatWarning
+
+    with pytest.warns(SongfeatWarning, match="no labels for danceability, speechiness, .*stage 1's prediction"):
+        out = train_heads(tmp_path / "labels.csv", audio, tmp_path / "bundle", cache=tmp_path / "cache", progress=False,
+                          cfg=FitConfig(members=1, steps=100))
     r = analyze(audio / "c5.wav", model=out)
     assert 0 < r["energy"] < 1 and r["speechiness"] is not None
 
