@@ -284,6 +284,26 @@ def test_segment_loudness_is_rounded_in_the_json(tmp_path: Path) -> None:
             assert len(repr(s[k]).split(".")[1]) <= 3, (k, s[k])
 
 
+def test_segment_loudness_never_exceeds_0_db(tmp_path: Path) -> None:
+    # levels are dB re a full-scale sine, so a full-scale square wave read +3.0 dB in every segment (real masters up to
+    # +0.6), where Spotify's stop at 0 and the track's loudness is already clipped there
+    t = np.arange(6 * SR) / SR
+    r = audio_analysis(_write(tmp_path, "square", np.sign(np.sin(2 * np.pi * 100 * t)).astype(np.float32)))
+    values = [s[k] for s in r["segments"] for k in ("loudness_start", "loudness_max", "loudness_end")]
+    assert max(values) == 0.0 and min(values) >= -60.0
+
+
+def test_sections_of_real_recordings_keep_their_beats_tempo(shared_data) -> None:
+    # a section's own estimate was moved to the octave nearest its beats, so 3:2 and 4:3 readings stayed: this crowd
+    # recording's one section read 116.8 BPM over beats at 83.7
+    r = audio_analysis(shared_data / "behaviour" / "clips" / "live_lmms_raving_crowd.ogg")
+    beats = np.array([b["start"] for b in r["beats"]])
+    for sec in r["sections"]:
+        inside = beats[(beats >= sec["start"]) & (beats < sec["start"] + sec["duration"])]
+        if inside.size >= 3:
+            assert abs(math.log2(sec["tempo"] * float(np.median(np.diff(inside))) / 60.0)) <= math.log2(1.08), sec
+
+
 def test_beats_do_not_depend_on_the_level(tmp_path: Path) -> None:
     # The weak-end trim compared each beat with half the RMS of the beats' onset strength: the one huge onset of sound
     # starting from digital silence lifted that RMS, so at full level a steady 6-s chord loop kept beats only to 3 s
@@ -324,6 +344,9 @@ def test_a_picture_never_replaces_a_file_that_is_not_one(tmp_path: Path) -> None
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1 and "is not a PNG picture" in lines[0], p.stderr
     assert weights.read_bytes() == before
+    for name in ("p.jpg", "p"):  # PNG data under another name, silently
+        p = _analysis_cli(str(song), "--plot", str(tmp_path / name))
+        assert p.returncode == 1 and "give the file a .png name" in p.stderr and not (tmp_path / name).exists(), p.stderr
 
 
 def test_output_that_names_no_file_is_one_line_error(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ SECTION_THRESHOLD = 0.3  # a boundary's novelty must reach this fraction of the 
 SECTION_CONTEXT_SECONDS = 45.0  # ... within this many seconds either side
 MIN_NOVELTY = 0.2  # ... and this much in absolute terms (squared feature distance), so steady audio has one section
 KEY_CHANGE_MARGIN = 0.1  # a section's key differs from the track's only if it fits its chroma this much better
+SECTION_TEMPO_TOLERANCE = math.log2(1.08)  # a section tempo further than 8% from its own beats' tempo is not kept
 # --- fades
 FADE_SMOOTH_SECONDS = 1.0  # shortest smoothing of the loudness envelope (power mean) where fades are found: a bar if longer
 FADE_FINE_SECONDS = 0.1  # ... and the light smoothing where their ends are placed
@@ -522,6 +523,8 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     tempo, tconf, alts, _, _ = D.estimate_tempo(fr.onset[ka:kb].astype(np.float64), FPS)
     if tempo > 0 and beat_tempo > 0:  # the octave of this section's own estimate nearest its beats
         tempo = min([tempo, tempo / 2, tempo * 2, *alts], key=lambda t: abs(math.log2(t / beat_tempo)))
+        if abs(math.log2(tempo / beat_tempo)) > SECTION_TEMPO_TOLERANCE:  # 3:2, 4:3 of its own beats: the beats' tempo
+            tempo, tconf = beat_tempo, 0.0
     else:
         tempo, tconf = beat_tempo, 0.0
     ch = fr.chroma[ka:kb].astype(np.float64)
@@ -589,6 +592,7 @@ def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]
     timbre = np.add.reduceat(fr.timbre.astype(np.float64), ka, axis=0) / n
     lv = fr.level_db.astype(np.float64)  # float32 values rounded to 3 places print as -24.861000061035156
     imax = np.array([a + int(np.argmax(lv[a:b])) for a, b in zip(ka, kb)])
+    lv = np.minimum(lv, 0.0)  # dB re a full-scale sine: a square wave or clipped master reads up to +3, Spotify's stop at 0
     cols = {
         "start": np.round(seg_t, 5).tolist(), "duration": np.round(end - seg_t, 5).tolist(),
         "confidence": np.round(seg_c, 3).tolist(), "loudness_start": np.round(lv[ka], 3).tolist(),

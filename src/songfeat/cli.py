@@ -58,6 +58,8 @@ def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
                             raise fail(f"{p}: exists and is not a PNG picture; name another file for the picture", 1)
             except OSError as e:
                 raise fail(f"{p}: cannot write the picture ({e.strerror or e})", 1) from None
+            if p.suffix.lower() != ".png":  # PNG data under another name (p.jpg, p) opens nowhere as what it claims
+                raise fail(f"{p}: pictures are written as PNG; give the file a .png name", 1)
 
 
 def _save_picture(save, *args) -> None:
