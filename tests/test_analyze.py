@@ -347,6 +347,23 @@ def test_resume_knows_a_done_file_named_another_way(tmp_path, monkeypatch):
     assert str(tmp_path / "music" / "b.wav") not in done and "\0" not in done
 
 
+def test_resume_from_another_folder_is_refused_not_redone(tmp_path, monkeypatch):
+    # rows keep the paths as given (music/a.wav), read from the working directory: resumed from another folder, none
+    # matched, and every file was analysed and written a second time
+    from songfeat.output import OutputError, ResultWriter
+
+    (tmp_path / "music").mkdir()
+    (tmp_path / "music" / "a.wav").write_bytes(b"")
+    (tmp_path / "f.csv.partial").write_text("path,energy\nmusic/a.wav,0.5\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match=r"relative to the folder the batch was started in \(e\.g\. music/a\.wav\).*run "
+                                          r"--resume from that folder"):
+        ResultWriter("csv", tmp_path / "f.csv", resume=True)
+    monkeypatch.chdir(tmp_path)
+    assert "music/a.wav" in ResultWriter("csv", tmp_path / "f.csv", resume=True).done  # from the batch's folder: fine
+
+
 def test_cli_caps_workers_at_the_usable_cpus(tmp_path, monkeypatch):
     # --workers 64 on a 2-CPU machine started 64 processes, each holding the model (up to ~0.75 GB): memory for nothing
     from typer.testing import CliRunner

@@ -338,10 +338,21 @@ class ResultWriter:
             if fmt == "parquet" and self.previous:
                 self._check_parquet(self.previous)
             self._check_model(self.previous)
+            self._check_here(self.previous)
         self.done: set[str] = _Paths(str(r.get("path")) for r in self.previous)  # written by an earlier, interrupted run
         self._records: list[dict] = []  # JSON to stdout only: printed whole at close
         self._fh: IO[str] | None = None
         self._csv: csv.DictWriter | None = None
+
+    def _check_here(self, rows: list[dict]) -> None:
+        """Refuse a resume run from another folder than the batch's: its rows name files relative to where it started,
+        so from elsewhere none of them is found, and every file would be analysed and written again."""
+        relative = [str(r.get("path")) for r in rows if r.get("path") and not os.path.isabs(str(r.get("path")))]
+        if relative and not any(os.path.exists(p) for p in relative):
+            src = self.partial if self.partial.is_file() and self.partial.stat().st_size else self.output
+            raise OutputError(src, f"its rows name files relative to the folder the batch was started in (e.g. "
+                                   f"{relative[0]}), and none of them is found from {os.getcwd()}: run --resume from "
+                                   "that folder")
 
     @property
     def _line_format(self) -> str:
