@@ -367,6 +367,17 @@ def test_rerun_with_edited_labels_is_refused(tmp_path):
     assert open_store(out).labels()["danceability"].tolist() == [0.1, 0.11]  # the store is left as it was
 
 
+def test_rerun_with_another_limit_says_so_not_edited_labels(tmp_path):
+    # changing only --limit was refused as "label values (the label file was edited or replaced); clips (...)"
+    labels, audio, ids = make_dataset(tmp_path, 3, seconds=2.0)
+    out = tmp_path / "s"
+    build_store(labels, audio, out, workers=1, progress=False, descriptors=False, limit=2)
+    with pytest.raises(SongfeatError, match=r"different inputs \(--limit 2 before, 1 now; clips \(2 planned before, 1 "
+                                            r"now\)\)") as e:
+        build_store(labels, audio, out, workers=1, progress=False, descriptors=False, limit=1)
+    assert "label values" not in str(e.value)
+
+
 def test_labels_with_no_usable_row_name_the_file_and_why(tmp_path):
     """Every row dropped (or none at all) used to surface as 'no audio file matches ... (0 label rows ...)'."""
     _, audio, ids = make_dataset(tmp_path, 1, seconds=2.0)

@@ -626,17 +626,23 @@ def _check_same_inputs(out: Path, old: dict, new: dict, plan: pd.DataFrame) -> N
     diffs = []
     if old.get("frontend") != new["frontend"]:
         diffs.append(f"front-end {old.get('frontend_name')} vs {new['frontend_name']}")
-    if old.get("labels_digest") not in (None, new["labels_digest"]):  # stores from before the digest: not checked
-        diffs.append("label values (the label file was edited or replaced)")
     if bool(old.get("descriptors", True)) != new["descriptors"]:
         diffs.append("descriptors on/off")
+    if old.get("limit") != new.get("limit"):
+        diffs.append(f"--limit {old.get('limit')} before, {new.get('limit')} now")
     plan_path = out / PLAN
+    same_clips = False
     if plan_path.exists():
         old_plan = _read_parquet(plan_path)
-        if old_plan["track_id"].tolist() != plan["track_id"].tolist() or old_plan["path"].tolist() != plan["path"].tolist():
+        same_clips = (old_plan["track_id"].tolist() == plan["track_id"].tolist()
+                      and old_plan["path"].tolist() == plan["path"].tolist())
+        if not same_clips:
             diffs.append(f"clips ({len(old_plan)} planned before, {len(plan)} now)")
     else:
         diffs.append("no plan.parquet")
+    # the digest covers the planned clips' labels, so other clips change it too: only said of the same clips
+    if same_clips and old.get("labels_digest") not in (None, new["labels_digest"]):  # older stores: not checked
+        diffs.append("label values (the label file was edited or replaced)")
     if diffs:
         raise SongfeatError(out, f"already holds a build of different inputs ({'; '.join(diffs)}); use another --out or delete it")
 
