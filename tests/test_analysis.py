@@ -293,6 +293,14 @@ def test_segment_loudness_never_exceeds_0_db(tmp_path: Path) -> None:
     assert max(values) == 0.0 and min(values) >= -60.0
 
 
+def test_a_steady_tone_is_one_segment(tmp_path: Path) -> None:
+    # the onset threshold was relative to the song's own 99th-percentile onset: on a steady sine that is float noise
+    # (1e-5), so 57 "confident" segments came out of rounding alone
+    t = np.arange(10 * SR) / SR
+    r = audio_analysis(_write(tmp_path, "sine", (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)))
+    assert [(s["start"], s["duration"]) for s in r["segments"]] == [(0.0, 10.0)]
+
+
 def test_sections_of_real_recordings_keep_their_beats_tempo(shared_data) -> None:
     # a section's own estimate was moved to the octave nearest its beats, so 3:2 and 4:3 readings stayed: this crowd
     # recording's one section read 116.8 BPM over beats at 83.7

@@ -56,6 +56,7 @@ SEG_PRE_AVG, SEG_POST_AVG = 0.10, 0.10
 SEG_WAIT = 0.06  # shortest segment
 SEG_MAX_DROP_DB = 3.0  # the frame after an onset may not be this much quieter than the one before it
 SEG_DELTA = 0.06  # onset must exceed its local mean by this fraction of the song's 99th-percentile onset
+SEG_SCALE_FLOOR = 0.5  # that percentile's floor: real recordings read 2-25, a steady tone's float noise 1e-5
 # --- sections: Foote novelty with a Gaussian-tapered checkerboard kernel
 NOVELTY_TIMBRE_DB = 10.0  # timbre change (dB, root-mean-square over the 12 dims) that weighs like a unit chroma change
 BLOCK_SECONDS = 0.25  # features are averaged over blocks of this length before the novelty
@@ -364,7 +365,7 @@ def segment_starts(fr: Frames, rise: np.ndarray) -> tuple[np.ndarray, np.ndarray
     T = o.size
     if T == 0:
         return np.zeros(0), np.zeros(0)
-    scale = float(np.quantile(o, 0.99)) or float(o.max()) or 1.0
+    scale = max(float(np.quantile(o, 0.99)), SEG_SCALE_FLOOR)  # no onsets at all: no segments from rounding noise
     pre_max, post_max = int(math.ceil(SEG_PRE_MAX * FPS)), int(math.ceil(SEG_POST_MAX * FPS))
     pre_avg, post_avg = int(math.ceil(SEG_PRE_AVG * FPS)), int(math.ceil(SEG_POST_AVG * FPS))
     padded = np.pad(o, (pre_max, post_max), constant_values=-np.inf)
