@@ -293,6 +293,15 @@ def test_segment_loudness_never_exceeds_0_db(tmp_path: Path) -> None:
     assert max(values) == 0.0 and min(values) >= -60.0
 
 
+@pytest.mark.parametrize("bpm, lead", [(72.0, 0.5), (90.0, 0.5), (123.0, 0.25)])
+def test_the_first_click_is_a_beat(tmp_path: Path, bpm: float, lead: float) -> None:
+    # a first onset a little over half a period in could only be reached through a heavily penalised short lag from the
+    # silence before it, so the beat path skipped it: the song's first beat (and bar) was lost
+    y = np.concatenate([np.zeros(int(lead * SR), np.float32), synth.click_track(bpm, 20.0)])
+    r = audio_analysis(_write(tmp_path, "late", y))
+    assert abs(r["beats"][0]["start"] - lead) < 0.02, r["beats"][:2]
+
+
 def test_a_steady_tone_is_one_segment(tmp_path: Path) -> None:
     # the onset threshold was relative to the song's own 99th-percentile onset: on a steady sine that is float noise
     # (1e-5), so 57 "confident" segments came out of rounding alone

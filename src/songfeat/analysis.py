@@ -263,8 +263,11 @@ def track_beats(onset: np.ndarray, period: float, tightness: float = BEAT_TIGHTN
         prev = t[:, None] - lags[None, :]
         s = np.where(prev >= 0, score[np.maximum(prev, 0)] + penalty, -np.inf)
         j = np.argmax(s, axis=1)
-        score[t] = local[t] + s[np.arange(t.size), j]
-        back[t] = prev[np.arange(t.size), j]
+        best = s[np.arange(t.size), j]
+        # a beat may also start the path: a first onset just over half a period in had only silence before it, reached
+        # through a heavily penalised short lag, so the path skipped it and the song's first beat (and bar) was lost
+        score[t] = local[t] + np.maximum(best, 0.0)
+        back[t] = np.where(best > 0.0, prev[np.arange(t.size), j], -1)
     # end on the last local maximum of the cumulative score that is not weak
     peaks = np.flatnonzero((score[1:-1] > score[:-2]) & (score[1:-1] >= score[2:])) + 1
     if peaks.size == 0:
