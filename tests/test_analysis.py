@@ -381,3 +381,13 @@ def test_output_and_plot_on_one_file_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "x.out"
     p = _analysis_cli(str(song), "-o", str(out), "--plot", str(out))
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and not out.exists(), p.stderr
+
+
+def test_an_output_that_cannot_be_written_is_said_once(tmp_path: Path) -> None:
+    # `analysis -o /proc/version` read "cannot write (cannot write it (No such file or directory))"
+    song = _write(tmp_path, "song", synth.click_track(120.0, 2.0))
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "out.json.partial").mkdir()  # the writer's temporary name is taken by a folder: it cannot write
+    p = _analysis_cli(str(song), "-o", str(tmp_path / "ro" / "out.json"))
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and lines[0].count("cannot write") == 1, p.stderr

@@ -321,7 +321,7 @@ def analysis_cmd(
     from .analysis import analyse
     from .audio import capture_output
     from .errors import SongfeatError
-    from .output import ResultWriter
+    from .output import OutputError, ResultWriter
 
     _check_pictures(plot, inputs=(path,))  # a bad --plot or -o is refused before the analysis, not after it
     if plot is not None and output is not None and os.path.abspath(plot) == os.path.abspath(output):
@@ -347,6 +347,8 @@ def analysis_cmd(
     try:
         writer.write(result.result)
         writer.close()
+    except OutputError as e:  # names its own file and says "cannot write it (...)" already
+        raise fail(str(e), 1) from None
     except OSError as e:
         raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
 
