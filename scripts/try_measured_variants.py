@@ -971,11 +971,6 @@ def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
         r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
         r["bp"] = basic_pitch_notes(r["y"], session)
 
-    def decide(p12: np.ndarray) -> tuple[int, int]:
-        corr, _ = D.key_correlations(p12)
-        row, key = np.unravel_index(int(np.argmax(corr)), corr.shape)
-        return int(key), 1 if row == 0 else 0
-
     def unit(v: np.ndarray) -> np.ndarray:
         return v / max(float(v.sum()), 1e-12)
 
@@ -995,26 +990,14 @@ def basic_pitch_key(keyed: list[dict], onnx: Path) -> None:
             variants[f"shipped + notes ({name}), w {w:g}"] = (
                 lambda r, w=w, f=notes[name]: (1 - w) * unit(r["shipped12"]) + w * unit(fold_keys(f(r["bp"]))))
     groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
-    table = {}
-    for name, f in variants.items():
-        res = {g: [0, 0, 0] for g in groups}
-        for r in keyed:
-            k, m = decide(f(r))
-            cell = res[r["c"].group]
-            cell[0] += k == r["c"].key and m == r["c"].mode
-            cell[1] += m == r["c"].mode
-            cell[2] += 1
-        table[name] = res
+    table = {name: tally(keyed, groups, [best_key(D.key_correlations(f(r))[0]) for r in keyed])
+             for name, f in variants.items()}
     counts_table("Basic Pitch's note posteriors as the key profile (key+mode / mode right, counts):", "profile", table, groups)
     held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
     for base in ("sum", "from C3 up"):
         names = ["shipped (two HPCPs)"] + [f"shipped + notes ({base}), w {w:g}" for w in weights]
-        print(f"Held out, w on the notes ({base}) picked on the other two sources (ties towards the shipped profile):")
-        for g in held:
-            others = [h for h in held if h != g]
-            best = min(names, key=lambda n: (-sum(table[n][h][0] for h in others), -sum(table[n][h][1] for h in others),
-                                             names.index(n)))
-            print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
+        held_out_picks(f"Held out, w on the notes ({base}) picked on the other two sources (ties towards the shipped "
+                       "profile):", table, held, names)
 
 
 def best_key(corr: np.ndarray) -> tuple[int, int]:
@@ -1032,6 +1015,17 @@ def tally(keyed: list[dict], groups: list[str], answers: list[tuple[int, int]]) 
         cell[1] += m == r["c"].mode
         cell[2] += 1
     return res
+
+def held_out_picks(title: str, table: dict, held: list[str], names: list[str]) -> None:
+    """For each source, the row of `names` best on the other sources (key+mode, then mode, then the earlier name), and
+    what it scores on that source: the issue's held-out way of choosing."""
+    print(title)
+    for g in held:
+        others = [h for h in held if h != g]
+        best = min(names, key=lambda n: (-sum(table[n][h][0] for h in others), -sum(table[n][h][1] for h in others),
+                                         names.index(n)))
+        print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
+
 
 NNLS_SPECTRAL_SHAPE = 0.7  # harmonic h has amplitude 0.7^(h-1) in each note template (Chordino's default)
 NNLS_FRAME_STEP = 4  # every 4th STFT frame (~93 ms apart): a prototype's cost, not a shipped one
@@ -1090,12 +1084,8 @@ def nnls_key(keyed: list[dict]) -> None:
     counts_table("NNLS chroma as the key profile (key+mode / mode right, counts):", "profile", table, groups)
     held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
     names = list(table)
-    print("Held out, profile and weight picked on the other two sources (ties towards the shipped profile):")
-    for g in held:
-        others = [h for h in held if h != g]
-        best = min(names, key=lambda n: (-sum(table[n][h][0] for h in others), -sum(table[n][h][1] for h in others),
-                                         names.index(n)))
-        print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
+    held_out_picks("Held out, profile and weight picked on the other two sources (ties towards the shipped profile):",
+                   table, held, names)
 
 
 SYNTH_MAJOR_PROGRESSIONS = ((0, 3, 4, 0), (0, 4, 5, 3), (0, 5, 3, 4), (1, 4, 0, 0), (0, 3, 0, 4), (0, 2, 3, 4), (0, 6, 3, 0))

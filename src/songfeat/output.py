@@ -329,7 +329,7 @@ class ResultWriter:
             raise ValueError("--format parquet needs --output (Parquet is not written to a terminal)")
         self.model = model
         self.previous: list[dict] = []
-        if self.output and not resume and self.partial.is_file() and self.partial.stat().st_size:
+        if self.output and not resume and self._partial_has_rows:
             # writing would start it afresh: the songs an interrupted run finished would be lost without a word
             raise OutputError(self.partial, "holds the results of an interrupted run: add --resume to continue it, or "
                                             "delete it to start over")
@@ -344,12 +344,22 @@ class ResultWriter:
         self._fh: IO[str] | None = None
         self._csv: csv.DictWriter | None = None
 
+    @property
+    def _partial_has_rows(self) -> bool:
+        """The `.partial` holds what an interrupted run wrote (an empty one is nothing to lose or resume from)."""
+        return self.partial.is_file() and self.partial.stat().st_size > 0
+
+    @property
+    def _resume_source(self) -> Path:
+        """What `--resume` reads: the `.partial` when it holds rows, else the finished output."""
+        return self.partial if self._partial_has_rows else self.output
+
     def _check_here(self, rows: list[dict]) -> None:
         """Refuse a resume run from another folder than the batch's: its rows name files relative to where it started,
         so from elsewhere none of them is found, and every file would be analysed and written again."""
         relative = [str(r.get("path")) for r in rows if r.get("path") and not os.path.isabs(str(r.get("path")))]
         if relative and not any(os.path.exists(p) for p in relative):
-            src = self.partial if self.partial.is_file() and self.partial.stat().st_size else self.output
+            src = self._resume_source
             raise OutputError(src, f"its rows name files relative to the folder the batch was started in (e.g. "
                                    f"{relative[0]}), and none of them is found from {os.getcwd()}: run --resume from "
                                    "that folder")
@@ -364,7 +374,7 @@ class ResultWriter:
         try:
             records_table(records)
         except Exception as e:  # pyarrow's ArrowInvalid / ArrowTypeError
-            src = self.partial if self.partial.is_file() and self.partial.stat().st_size else self.output
+            src = self._resume_source
             raise _foreign(src, f"its values do not fit songfeat's Parquet columns ({str(e).strip()[:120]})") from None
 
     def _check_model(self, records: list[dict]) -> None:
@@ -373,7 +383,7 @@ class ResultWriter:
         others = sorted({str(r[MODEL_KEY]) for r in records if r.get(MODEL_KEY)} - {self.model})
         if self.model is None or not others:
             return
-        src = self.partial if self.partial.is_file() and self.partial.stat().st_size else self.output
+        src = self._resume_source
         n = sum(1 for r in records if r.get(MODEL_KEY) and str(r[MODEL_KEY]) != self.model)
         raise _foreign(src, f"{n} of its {len(records)} results were written by another model ({', '.join(others[:2])}) "
                             f"than this run's ({self.model}); rerun with the --model that wrote them")
