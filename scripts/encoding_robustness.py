@@ -4,7 +4,8 @@
 
 Two sets, written into a temporary folder (nothing is kept):
 * every 10th dev preview (`--previews` of them), re-encoded: a very low-bitrate mp3 (libsndfile's MPEG layer III at
-  compression level 0.9), a 22.05-kHz wav, mono, -6 dB, and a 16-bit wav copy of the decoded preview;
+  compression level 0.9), a 22.05-kHz wav, a 16-kHz wav
+  (nothing above 8 kHz, and the resampler's roll-off just below it), mono, -6 dB, and a 16-bit wav copy of the decoded preview;
 * the behaviour clips with content above 16.5 kHz (full-band FLAC, WAV, OGG), each against itself low-passed at 16 kHz
   (a 16th-order Butterworth, forwards and backwards: what a 128-kbit/s mp3 or a preview keeps), both as float wavs.
 Prints, per copy and learned feature, the mean and the largest absolute change against the original, and the mean
@@ -65,6 +66,7 @@ def main() -> None:
             made = {"very low-bitrate mp3": (f"{f.stem}_low.mp3", y, sr, {"format": "MP3", "subtype": "MPEG_LAYER_III",
                                                                          "compression_level": 0.9}),
                     "22.05-kHz wav": (f"{f.stem}_22k.wav", soxr.resample(y, sr, 22050), 22050, {"subtype": "FLOAT"}),
+                    "16-kHz wav": (f"{f.stem}_16k.wav", soxr.resample(y, sr, 16000), 16000, {"subtype": "FLOAT"}),
                     "mono wav": (f"{f.stem}_mono.wav", y.mean(1), sr, {"subtype": "FLOAT"}),
                     "-6 dB wav": (f"{f.stem}_m6.wav", y * 10 ** (-6 / 20), sr, {"subtype": "FLOAT"}),
                     "16-bit wav copy": (f"{f.stem}_16.wav", y, sr, {"subtype": "PCM_16"})}
