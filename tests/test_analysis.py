@@ -391,3 +391,61 @@ def test_an_output_that_cannot_be_written_is_said_once(tmp_path: Path) -> None:
     p = _analysis_cli(str(song), "-o", str(tmp_path / "ro" / "out.json"))
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1 and lines[0].count("cannot write") == 1, p.stderr
+
+
+# --- silence --------------------------------------------------------------------------------------
+
+GAP = (10.0, 16.0)  # 120-BPM clicks (accent every 4th) for 10 s, 6 s of digital zeros, the same clicks again
+
+
+@pytest.fixture(scope="module")
+def gap_clicks(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    clicks = synth.click_track(120.0, 10.0, accent_every=4)
+    y = np.concatenate([clicks, np.zeros(int(6.0 * SR), np.float32), clicks])
+    return audio_analysis(_write(tmp_path_factory.mktemp("gap"), "gap", y))
+
+
+def test_no_beats_in_a_silence_and_beats_on_both_sides(gap_clicks: dict) -> None:
+    # the beat path went on through the silence at the track's period: a beat (bar, tatum) every half second of nothing
+    r = gap_clicks
+    inner = (GAP[0] + 0.05, GAP[1] - 0.05)  # the last click is at 9.5 s: its beat (and tatum) may last to 10.0
+    for name in ("beats", "bars", "tatums"):
+        s = _starts(r[name])
+        assert not np.any((s > inner[0]) & (s < inner[1])), (name, s[(s > inner[0]) & (s < inner[1])])
+    beats = _starts(r["beats"])
+    assert max(b["duration"] for b in r["beats"]) <= 0.55  # no beat spans the silence either
+    for t0 in (0.0, GAP[1]):  # every click of both sides has its beat, and the bars fall on the accents
+        clicks = t0 + np.arange(0.0, 10.0, 0.5)
+        err = np.abs(beats[:, None] - clicks[None, :]).min(0)
+        assert np.all(err[1:-1] <= 0.020), (t0, err.max())
+        bars = _starts(r["bars"])
+        side = bars[(bars >= t0 - 0.05) & (bars < t0 + 10.0)]
+        assert side.size >= 4 and np.all(np.abs(side[:, None] - clicks[::4][None, :]).min(1) <= 0.020), (t0, side)
+
+
+@pytest.mark.parametrize("kind", ["clicks", "drums"])
+def test_a_silence_is_a_section_with_its_own_loudness(tmp_path: Path, kind: str) -> None:
+    # a section over the silence (and half the music before it) reported the music's loudness (-11.6 dB for clicks,
+    # -17.4 for drums): its gated measure left the silence out. The silence is now a section of its own, at the floor.
+    music = synth.click_track(120.0, 10.0) if kind == "clicks" else synth.drum_pattern(120.0, synth.ROCK[0], 10.0)
+    y = np.concatenate([music, np.zeros(int(6.0 * SR), np.float32), music])
+    r = audio_analysis(_write(tmp_path, kind, y))
+    secs = r["sections"]
+    silent = [s for s in secs if s["start"] <= 13.0 < s["start"] + s["duration"]][0]  # the one in the silence's middle
+    assert silent["loudness"] == -60.0, [(s["start"], s["duration"], s["loudness"]) for s in secs]
+    end = silent["start"] + silent["duration"]
+    assert GAP[0] - 0.5 < silent["start"] < end < GAP[1] + 0.05, silent  # no music in it
+    assert silent["duration"] >= 5.5 and len(secs) == 3
+    assert all(s["loudness"] > -30.0 for s in secs if s is not silent)  # the music sections keep theirs
+    assert sum(s["duration"] for s in secs) == pytest.approx(r["track"]["duration"], abs=1e-3)
+
+
+def test_a_silence_is_a_segment_at_the_floor(gap_clicks: dict) -> None:
+    # the segment of the last click ran on through the 6-s silence, so the silence read the click's loudness
+    segs = gap_clicks["segments"]
+    mid = [s for s in segs if s["start"] <= 13.0 < s["start"] + s["duration"]][0]  # the segment in the silence's middle
+    assert mid["loudness_start"] == mid["loudness_max"] == -60.0 and mid["confidence"] == 0.0, mid
+    assert 9.5 < mid["start"] <= 9.7, mid  # from the end of the last click (at 9.5 s) ...
+    assert mid["start"] + mid["duration"] == pytest.approx(GAP[1], abs=0.03), mid  # ... to the next click
+    assert mid["timbre"][0] < 1.0  # the timbre of silence
+    assert sum(s["duration"] for s in segs) == pytest.approx(gap_clicks["track"]["duration"], abs=1e-3)

@@ -7,12 +7,14 @@ carried across windows): a log-mel flux onset envelope and a < 200 Hz one, the f
 dBFS, a 12-bin peak chroma, the 12 timbre coefficients and the waveform peak, plus a 2.9-ms energy
 envelope that onsets are placed on. No audio is kept (~22 MB per hour). Then, on the whole song:
 
-* beats: dynamic programming over the onset envelope at the track's beat period (Ellis 2007);
+* beats: dynamic programming over the onset envelope at the track's beat period (Ellis 2007), each
+  stretch of sound between silences (frames under -59 dBFS for >= 1 s) on its own, so none falls in one;
 * bars: beats grouped by the track's time signature, phased on the beat with the strongest bass
   onsets and chord changes; tatums: each beat split in two (or three when triplets dominate);
 * sections: Foote novelty on beat-independent blocks of chroma + timbre with a Gaussian
   checkerboard kernel, each with its own loudness (measured and mapped as the track's), tempo and key;
-* segments: peaks of the onset envelope, with loudness envelopes in dBFS, chroma pitches
+  a silence of 4 s or more is a section of its own;
+* segments: peaks of the onset envelope and starts of silences, with loudness envelopes in dBFS, chroma pitches
   (max = 1) and timbre on a fixed DCT basis of the log-mel spectrum (docs/analysis.md);
 * fades: where the smoothed loudness envelope stops rising from the start (and from the end).
 """
@@ -73,6 +75,11 @@ FADE_FINE_SECONDS = 0.1  # ... and the light smoothing where their ends are plac
 FADE_LOOKAHEAD_SECONDS = 2.0  # a fade ends when the envelope stops gaining >= FADE_RISE_DB within this
 FADE_RISE_DB = 1.0
 SILENCE_REL_DB = 50.0  # frames this far below the song's loudest are silence for the fade search
+# --- silence: digital zeros, dither or a noise floor under -60 dBFS; never a quiet recording (a field recording at -57)
+SILENCE_DBFS = -59.0  # a frame below this is silent: within 1 dB of the -60 floor frame levels are clipped at
+SILENCE_SECONDS = 1.0  # a shorter quiet run is a rest inside the music; a longer one is a segment of its own
+SILENCE_BEATS = 2.0  # ... and beats skip it if it is also this many periods long: over a shorter gap the pulse goes on
+SILENT_SECTION_SECONDS = 4.0  # a silence this long is a section of its own (half MIN_SECTION_SECONDS, as at the ends)
 ANALYZER_VERSION = "songfeat-analysis-1"
 
 
@@ -234,6 +241,26 @@ def _peak_chroma(p: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# silence
+
+
+def silent_runs(level_db: np.ndarray, min_frames: float) -> np.ndarray:
+    """[n, 2] frame spans [start, end) of at least `min_frames` frames, every one below SILENCE_DBFS.
+
+    Nothing there is music: no beats are laid over them, and they get segments (and, when long, sections) of their own.
+    """
+    quiet = np.concatenate([[False], level_db < SILENCE_DBFS, [False]])
+    runs = np.flatnonzero(np.diff(quiet.astype(np.int8))).reshape(-1, 2)
+    return runs[runs[:, 1] - runs[:, 0] >= min_frames]
+
+
+def sounding_spans(level_db: np.ndarray, min_frames: float) -> list[tuple[int, int]]:
+    """Frame spans [start, end) between the `silent_runs` (the whole song when it has none)."""
+    edges = np.concatenate([[0], silent_runs(level_db, min_frames).reshape(-1), [level_db.size]])
+    return [(int(a), int(b)) for a, b in edges.reshape(-1, 2) if b > a]
+
+
+# ----------------------------------------------------------------------------------------------
 # beats, bars, tatums
 
 
@@ -319,16 +346,16 @@ def _norm_conf(x: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(x / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(x)
 
 
-def downbeat_phase(beat_frames: np.ndarray, fr: Frames, meter: int) -> tuple[int, np.ndarray]:
+def downbeat_phase(beat_frames: np.ndarray, fr: Frames, meter: int, end: int | None = None) -> tuple[int, np.ndarray]:
     """Which beat of each `meter` group is the downbeat, and each beat's accent (z-score).
 
     Accent = bass-band onset at the beat + chroma change across it: kicks, bass notes and chord
-    changes gather on the first beat of the bar.
+    changes gather on the first beat of the bar. The last beat's span runs to frame `end` (the song's end).
     """
     n = beat_frames.size
     if n == 0 or meter <= 1:
         return 0, np.zeros(n)
-    T = fr.onset_low.size
+    T = fr.onset_low.size if end is None else end
     lo = np.array([fr.onset_low[max(0, k - 1): min(T, k + 2)].max() for k in beat_frames])
     cs = np.concatenate([np.zeros((1, 12)), np.cumsum(fr.chroma, axis=0, dtype=np.float64)])
     edges = np.concatenate([beat_frames, [T]])
@@ -345,11 +372,15 @@ def downbeat_phase(beat_frames: np.ndarray, fr: Frames, meter: int) -> tuple[int
     return int(np.argmax(scores)), accent
 
 
-def tatum_division(beat_frames: np.ndarray, onset: np.ndarray) -> int:
-    """2 (eighths) unless onsets between beats sit at thirds clearly more than at halves, and are not faint (then 3)."""
-    if beat_frames.size < 4:
+def tatum_division(spans: list[np.ndarray], onset: np.ndarray) -> int:
+    """2 (eighths) unless onsets between beats sit at thirds clearly more than at halves, and are not faint (then 3).
+
+    `spans`: the beat frames of each stretch of sound; only beats of one stretch are read as neighbours.
+    """
+    if sum(max(0, s.size - 1) for s in spans) < 3:
         return 2
-    a, b = beat_frames[:-1].astype(np.float64), beat_frames[1:].astype(np.float64)
+    a = np.concatenate([s[:-1] for s in spans]).astype(np.float64)
+    b = np.concatenate([s[1:] for s in spans]).astype(np.float64)
 
     def at(frac: float) -> float:
         return float(onset[np.clip(np.round(a + frac * (b - a)).astype(np.int64), 0, onset.size - 1)].mean())
@@ -426,25 +457,40 @@ def novelty(fr: Frames) -> tuple[np.ndarray, float]:
     return nov, per / FPS
 
 
-def section_bounds(nov: np.ndarray, block: float, duration: float) -> list[tuple[float, float]]:
-    """(time, confidence) of section boundaries: the strongest novelty peaks at least MIN_SECTION_SECONDS apart.
+def section_bounds(nov: np.ndarray, block: float, duration: float,
+                   fixed: list[float] | None = None) -> list[tuple[float, float]]:
+    """(time, confidence) of section boundaries: the `fixed` ones (silence edges, confidence 1), then the strongest
+    novelty peaks at least MIN_SECTION_SECONDS from every boundary chosen before them.
 
     A peak must reach MIN_NOVELTY and SECTION_THRESHOLD of the highest novelty within
     SECTION_CONTEXT_SECONDS (local, so one dramatic change does not hide the rest of a long song).
     """
+    chosen = [(float(f), 1.0) for f in fixed or []]
     t = np.arange(nov.size) * block
     nov = np.where((t >= MIN_SECTION_SECONDS / 2) & (duration - t >= MIN_SECTION_SECONDS / 2), nov, 0.0)  # half-empty kernels
     if nov.size < 3 or nov.max() <= 0:
-        return []
+        return sorted(chosen)
     w = int(round(SECTION_CONTEXT_SECONDS / block))
     local = np.lib.stride_tricks.sliding_window_view(np.pad(nov, w), 2 * w + 1).max(1)
     peaks = np.flatnonzero((nov[1:-1] > nov[:-2]) & (nov[1:-1] >= nov[2:])) + 1
     peaks = peaks[(nov[peaks] >= MIN_NOVELTY) & (nov[peaks] >= SECTION_THRESHOLD * local[peaks])]
-    chosen: list[int] = []
     for p in peaks[np.argsort(-nov[peaks])]:
-        if all(abs(p - c) * block >= MIN_SECTION_SECONDS for c in chosen):
-            chosen.append(int(p))
-    return [(p * block, float(nov[p] / local[p])) for p in sorted(chosen)]
+        if all(abs(p * block - c) >= MIN_SECTION_SECONDS for c, _ in chosen):
+            chosen.append((p * block, float(nov[p] / local[p])))
+    return sorted(chosen)
+
+
+def silence_bounds(level_db: np.ndarray) -> list[float]:
+    """Section boundaries (s) around every silence of SILENT_SECTION_SECONDS or more, but at the song's ends.
+
+    Each sits half a loudness frame (`descriptors`' 4096-point window) inside the silence, so the silent
+    section's loudness is measured on silence alone, not on the music beside it.
+    """
+    pad = D.N_FFT / 2 / SAMPLE_RATE
+    out = []
+    for s, e in silent_runs(level_db, SILENT_SECTION_SECONDS * FPS):
+        out += ([s / FPS + pad] if s > 0 else []) + ([e / FPS - pad] if e < level_db.size else [])
+    return out
 
 
 def _smoothed_level(level_db: np.ndarray, seconds: float) -> np.ndarray:
@@ -550,36 +596,56 @@ def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
 
 
 def rhythm(fr: Frames, rise: np.ndarray, track: dict, duration: float) -> tuple[list, list, list, np.ndarray]:
-    """Beats at the track's tempo, bars by its time signature, tatums between beats; and the beat times."""
+    """Beats at the track's tempo, bars by its time signature, tatums between beats; and the beat times.
+
+    Each stretch of sound between silences (`sounding_spans`) is tracked and barred on its own: no
+    beat is laid over a silence, and the music after one may come back on any beat of the bar.
+    """
     if track["tempo"] <= 0:
         return [], [], [], np.zeros(0)
     period = 60.0 * FPS / track["tempo"]
-    bf = track_beats(fr.onset.astype(np.float64), period)
-    if bf.size == 0:
-        return [], [], [], np.zeros(0)
-    bt = refine_times(bf, rise)
-    ends = np.concatenate([bt[1:], [min(duration, bt[-1] + period / FPS)]])
+    spans = sounding_spans(fr.level_db, max(SILENCE_SECONDS * FPS, SILENCE_BEATS * period))
+    found = [(a + track_beats(fr.onset[a:b].astype(np.float64), period), b) for a, b in spans]
+    found = [(bf, b) for bf, b in found if bf.size]
+    div = tatum_division([bf for bf, _ in found], fr.onset)
     smooth = np.convolve(fr.onset, np.ones(3) / 3, mode="same")
     scale = float(np.quantile(smooth, 0.99))
-    beats = _timed(bt, ends, _norm_conf(smooth[bf], scale))
-    meter = track["time_signature"]
-    phase, accent = downbeat_phase(bf, fr, meter)
+    beats, bars, tatums, times = [], [], [], [np.zeros(0)]
+    for bf, end in found:
+        bt = refine_times(bf, rise)
+        ends = np.concatenate([bt[1:], [min(duration, bt[-1] + period / FPS)]])
+        beats += _timed(bt, ends, _norm_conf(smooth[bf], scale))
+        bars += bar_records(bf, bt, ends, fr, track["time_signature"], end)
+        tatums += tatum_records(bt, ends, div, smooth, scale)
+        times.append(bt)
+    return beats, bars, tatums, np.concatenate(times)
+
+
+def bar_records(bf: np.ndarray, bt: np.ndarray, ends: np.ndarray, fr: Frames, meter: int, end: int) -> list[dict]:
+    """Bars of `meter` beats (frames `bf`, times `bt` to `ends`) of one stretch of sound ending at frame `end`."""
+    phase, accent = downbeat_phase(bf, fr, meter, end)
     spread = float(accent.std()) or 1.0
     first = np.arange(phase, bf.size, meter)
     last = np.minimum(first + meter, bf.size) - 1
     others = np.array([accent[i + 1: j + 1].mean() if j > i else 0.0 for i, j in zip(first, last)])
-    bars = _timed(bt[first], ends[last], 0.5 + 0.25 * (accent[first] - others) / spread)
-    div = tatum_division(bf, fr.onset)
+    return _timed(bt[first], ends[last], 0.5 + 0.25 * (accent[first] - others) / spread)
+
+
+def tatum_records(bt: np.ndarray, ends: np.ndarray, div: int, smooth: np.ndarray, scale: float) -> list[dict]:
+    """Each beat (times `bt` to `ends`) split evenly in `div`; confidence from the smoothed onset at each tatum."""
     step = (ends - bt) / div
     tstart = (bt[:, None] + step[:, None] * np.arange(div)[None, :]).reshape(-1)
-    tk = np.clip(np.round(tstart * FPS).astype(np.int64), 0, fr.onset.size - 1)
-    tatums = _timed(tstart, tstart + np.repeat(step, div), _norm_conf(smooth[tk], scale))
-    return beats, bars, tatums, bt
+    tk = np.clip(np.round(tstart * FPS).astype(np.int64), 0, smooth.size - 1)
+    return _timed(tstart, tstart + np.repeat(step, div), _norm_conf(smooth[tk], scale))
 
 
 def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]:
-    """Segments from the start of the song to its end, one per onset (plus a leading one from 0 if needed)."""
+    """Segments from the start of the song to its end, one per onset and one per silence of SILENCE_SECONDS or more
+    (plus a leading one from 0 if needed): the sound before a silence does not lend the silence its loudness."""
     seg_t, seg_c = segment_starts(fr, rise)
+    quiet = silent_runs(fr.level_db, SILENCE_SECONDS * FPS)[:, 0] / FPS
+    order = np.argsort(np.concatenate([seg_t, quiet]), kind="stable")
+    seg_t, seg_c = np.concatenate([seg_t, quiet])[order], np.concatenate([seg_c, np.zeros(quiet.size)])[order]
     if seg_t.size == 0 or seg_t[0] > SEG_WAIT:
         seg_t, seg_c = np.concatenate([[0.0], seg_t]), np.concatenate([[0.0], seg_c])
     seg_t[0] = 0.0
@@ -648,7 +714,7 @@ def analyse(path: str | Path) -> Analysis:
     rise = onset_rise(fr.fine_db)
     beats, bars, tatums, beat_times = rhythm(fr, rise, track, duration)
     nov, block = novelty(fr)
-    starts = [(0.0, 1.0)] + section_bounds(nov, block, duration)
+    starts = [(0.0, 1.0)] + section_bounds(nov, block, duration, silence_bounds(fr.level_db))
     sections = []
     for i, (a, c) in enumerate(starts):
         b = starts[i + 1][0] if i + 1 < len(starts) else duration
