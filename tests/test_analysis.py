@@ -437,6 +437,7 @@ def test_a_silence_is_a_section_with_its_own_loudness(tmp_path: Path, kind: str)
     assert GAP[0] - 0.5 < silent["start"] < end < GAP[1] + 0.05, silent  # no music in it
     assert silent["duration"] >= 5.5 and len(secs) == 3
     assert all(s["loudness"] > -30.0 for s in secs if s is not silent)  # the music sections keep theirs
+    assert silent["key"] == -1 and silent["key_confidence"] == 0.0, silent  # not the key of a click's faint tail
     assert sum(s["duration"] for s in secs) == pytest.approx(r["track"]["duration"], abs=1e-3)
 
 

@@ -578,7 +578,7 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     else:
         tempo, tconf = beat_tempo, 0.0
     ch = fr.chroma[ka:kb].astype(np.float64)
-    voiced = ch.max(1) > 0
+    voiced = (ch.max(1) > 0) & (fr.level_db[ka:kb] >= SILENCE_DBFS)  # max-normalised, a silent frame's faint peaks count in full
     chroma = (ch[voiced] / ch[voiced].max(1, keepdims=True)).sum(0) if voiced.any() else np.zeros(12)
     key, kconf, mode, mconf = D.estimate_key(chroma)
     tk, tm = track["key"], track["mode"]
