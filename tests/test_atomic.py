@@ -125,3 +125,47 @@ def test_two_writers_of_one_file_use_two_temporaries(tmp_path: Path) -> None:
         a.write("first")
         b.write("second")
     assert target.read_text() == "first" and names(tmp_path) == ["m.json"]  # the last to finish wins, whole
+
+
+def test_probe_folder_makes_the_folder_and_leaves_nothing_in_it(tmp_path: Path) -> None:
+    atomic.probe_folder(tmp_path / "new" / "deeper")
+    atomic.probe_folder(tmp_path / "new", "bundle")
+    assert names(tmp_path / "new") == ["deeper"] and names(tmp_path / "new" / "deeper") == []
+
+
+def test_probe_folder_raises_the_oserror_of_a_place_that_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    for folder in (tmp_path / "f", tmp_path / "f" / "sub"):  # a file in the way
+        with pytest.raises(OSError):
+            atomic.probe_folder(folder)
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        try:
+            with pytest.raises(PermissionError):
+                atomic.probe_folder(ro)
+        finally:
+            ro.chmod(0o700)
+    assert names(tmp_path) == ["f"] + (["ro"] if os.geteuid() != 0 else [])
+
+
+def test_the_record_cache_and_bundle_checks_share_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # records.check_cache and bundle.check_bundle_out each had a probe of their own; one now, each caller's own words
+    from songfeat.bundle import check_bundle_out
+    from songfeat.errors import SongfeatError
+    from songfeat.records import check_cache
+
+    probed = []
+
+    def read_only(folder, name=None):
+        probed.append((Path(folder), name))
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(atomic, "probe_folder", read_only)
+    with pytest.raises(SongfeatError) as err:
+        check_cache(tmp_path / "cache")
+    assert str(err.value) == f"{tmp_path / 'cache'}: cannot write the record cache (Read-only file system)"
+    with pytest.raises(SongfeatError) as err:
+        check_bundle_out(tmp_path / "out" / "b")
+    assert str(err.value) == f"{tmp_path / 'out' / 'b'}: cannot be written (Read-only file system)"
+    assert probed == [(tmp_path / "cache", None), (tmp_path / "out", "b")]

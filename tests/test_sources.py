@@ -211,6 +211,7 @@ def test_a_cache_that_cannot_be_a_folder_is_refused_before_any_analysis(tmp_path
 def test_a_cache_that_cannot_be_written_is_refused_before_any_analysis(tmp_path, monkeypatch):
     # a read-only --cache let train-heads analyse every clip, fail to save each record, then blame the labels file
     import errno
+    import tempfile
 
     from songfeat import records
     from songfeat.errors import SongfeatError
@@ -218,7 +219,7 @@ def test_a_cache_that_cannot_be_written_is_refused_before_any_analysis(tmp_path,
     def read_only(*_a, **_k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(records.tempfile, "NamedTemporaryFile", read_only)
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)  # the probe's (atomic.probe_folder) entry cannot be made
     monkeypatch.setattr(records, "_compute", lambda *_a, **_k: pytest.fail("analysed before the cache was checked"))
     with pytest.raises(SongfeatError, match=r"cache: cannot write the record cache \(Permission denied\)"):
         records.get_records([_silent(tmp_path / "a.wav")], tmp_path / "cache", with_tagger=False, progress=False)

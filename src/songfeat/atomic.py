@@ -3,12 +3,15 @@
 A write that fails (or is interrupted) leaves the old file as it was and removes its temporary. The temporary is
 hidden and named `.<name>.<pid>.<random>.tmp`, in the target's folder so that `os.replace` is a rename on one file
 system. Errors are not reworded here: each caller says what a failed write means for its own files.
+
+`probe_folder` checks beforehand that a folder can take such writes, for callers with minutes of work ahead of theirs.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -58,4 +61,13 @@ def temp_beside(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-__all__ = ["replacing", "temp_beside"]
+def probe_folder(folder: str | os.PathLike[str], name: str | None = None) -> None:
+    """Make `folder` (and its parents) if missing, then create and remove a hidden entry in it (`.<name>.probe-*`):
+    raises the OSError of a place that cannot be written (read-only, not a folder, no permission), so work whose
+    results are to be written there is refused before it starts rather than failing at its end."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.rmdir(tempfile.mkdtemp(prefix=f".{name}.probe-" if name else ".probe-", dir=folder))
+
+
+__all__ = ["replacing", "temp_beside", "probe_folder"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import features
+from . import atomic, features
 from .errors import SongfeatError, existing_ancestor
 
 FORMAT = "songfeat-bundle/1"
@@ -249,8 +249,7 @@ def check_bundle_out(path: Path) -> None:
         if not p.is_dir():
             raise SongfeatError(path, f"cannot be created: {p} is not a folder")
     try:  # the bundle is written beside `path` and renamed: a read-only place failed only at the end, naming a temp folder
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=path.parent))
+        atomic.probe_folder(path.parent, path.name)
     except OSError as e:
         raise SongfeatError(path, f"cannot be written ({e.strerror or e})") from None
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,9 +141,7 @@ def check_cache(cache: str | Path | None) -> None:
     if not p.is_dir():
         raise SongfeatError(cache, f"cannot be the record cache: {p} is not a folder")
     try:  # a read-only place: every clip was analysed, each record failed to save, and the labels got the blame
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache, prefix=".probe-"):
-            pass
+        atomic.probe_folder(cache)
     except OSError as e:
         raise SongfeatError(cache, f"cannot write the record cache ({e.strerror or e})") from None
 
