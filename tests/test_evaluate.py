@@ -116,3 +116,41 @@ def test_two_audio_files_for_one_id_are_said_and_the_first_is_used(tmp_path):
     assert [Path(p).name for p in rows["path"]] == ["x.mp3", "y.flac"] and missing == []
     said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]
     assert len(said) == 1 and "1 audio file(s) repeat a labelled id" in said[0] and "x.mp3 used, x.wav not" in said[0]
+
+
+def test_evaluate_pairs_a_folder_as_build_does(tmp_path):
+    # evaluate-audio and train-heads paired labels with audio by a walk of their own beside build's, patched towards it
+    # one difference at a time: '<id>_preview.mp3' still paired with nothing there, a linked folder was not walked,
+    # and a broken link was "no audio file" rather than a clip failing with its reason; now both use one function
+    import os
+    import warnings
+
+    import pandas as pd
+
+    from songfeat.accuracy import pair_table
+    from songfeat.errors import SongfeatWarning
+
+    sid = "4uLU6hMCjMI75M1A2tKUQC"
+    audio, elsewhere = tmp_path / "audio", tmp_path / "elsewhere"
+    (audio / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name in (f"sub/{sid}_preview.mp3", "x.mp3", "x.wav", "notes.txt"):
+        (audio / name).write_bytes(b"\0")
+    (elsewhere / "y.flac").write_bytes(b"\0")
+    os.symlink(elsewhere, audio / "linked")
+    os.symlink(tmp_path / "gone.mp3", audio / "z.mp3")
+    table = pd.DataFrame({"track_id": [sid, "x", "y", "z", "w"], "energy": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows, missing = pair_table(table, audio)
+    paired = dict(zip(rows["track_id"], rows["path"]))
+    assert paired == {sid: str(audio / "sub" / f"{sid}_preview.mp3"), "x": str(audio / "x.mp3"),
+                      "y": str(audio / "linked" / "y.flac"), "z": str(audio / "z.mp3")} and missing == ["w"]
+    said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]
+    repeat = f"{audio}: 1 audio file(s) repeat a labelled id and are not used; the first by name is (e.g. x: x.mp3 used, x.wav not)"
+    assert said == [repeat]
+    from songfeat.data.labels import index_audio
+
+    lines = []  # build's pairing (`build_store` calls index_audio with its on_message): the same files, the same words
+    found, unlabelled, repeats = index_audio(audio, set(table["track_id"]), "spotify", on_message=lines.append)
+    assert {t: str(p) for t, p in found.items()} == paired and repeats == 1 and lines == [f"warning: {repeat}"]

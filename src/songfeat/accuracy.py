@@ -8,7 +8,6 @@ held-out fold, so every figure is on clips the fitted part never saw.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,8 @@ import pandas as pd
 
 from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
-from .audio import AUDIO_EXTENSIONS
 from .descriptors import LOUDNESS_MEASURES, loudness_map
-from .errors import SongfeatError, SongfeatWarning
+from .errors import SongfeatError
 from .evaluate import pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
@@ -51,34 +49,16 @@ def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd
 
 
 def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """`pair_labels_audio` for a label frame already read."""
+    """`pair_labels_audio` for a label frame already read: files are found as `build` finds them
+    (`data.labels.index_audio`), a second file for one id said in a SongfeatWarning and the first by name used."""
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
         raise SongfeatError(audio_dir, "audio folder not found")
-    from .data.labels import normalise_id
+    from .data.labels import index_audio
 
-    files = [p for p in sorted(audio_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
-    by_stem: dict[str, str] = {}
-    repeats: list[Path] = []
-    for p in files:  # the first by name, as `build` pairs them (the last one won here, silently)
-        if p.stem in by_stem:
-            repeats.append(p)
-        else:
-            by_stem[p.stem] = str(p)
-    labelled = set(table["track_id"].astype(str))
-    repeats = [p for p in repeats if p.stem in labelled]
-    if repeats:
-        warnings.warn(f"{audio_dir}: {len(repeats)} audio file(s) repeat a labelled id and are not used; the first by "
-                      f"name is (e.g. {repeats[0].stem}: {Path(by_stem[repeats[0].stem]).name} used, {repeats[0].name} not)",
-                      SongfeatWarning, stacklevel=3)
-    # a stem read the way the labels' ids were ("1.mp3" for FMA-style id 000001, as `build` pairs them), where no file
-    # is named exactly after the id
-    kind = table.attrs.get("id_kind", "spotify")
-    for p in files:
-        tid = normalise_id(p.stem, kind)
-        if tid is not None and tid not in by_stem:
-            by_stem[tid] = str(p)
-    table = table.assign(path=[by_stem.get(str(t)) for t in table["track_id"]])
+    ids = table["track_id"].astype(str)
+    found, _unlabelled, _repeats = index_audio(audio_dir, set(ids), table.attrs.get("id_kind", "spotify"))
+    table = table.assign(path=[str(found[t]) if t in found else None for t in ids])
     missing = table.loc[table["path"].isna(), "track_id"].astype(str).tolist()
     return table.dropna(subset=["path"]).reset_index(drop=True), missing
 

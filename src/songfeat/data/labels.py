@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from .. import features
+from ..audio import scan_inputs
 from ..features import is_spotify_id
-from ..errors import SongfeatError
+from ..errors import SongfeatError, SongfeatWarning
 
 NORMALISED_COLUMNS: tuple[str, ...] = (
     "track_id", "name", "artists", "album", "genre", *features.LABEL_COLUMNS, "duration_ms", "popularity",
@@ -152,6 +154,58 @@ def _id_parser(values: pd.Series):
 def normalise_id(raw: object, kind: str = "spotify") -> str | None:
     """Normalise one id the way `read_labels` does for ids of `kind` ('spotify', 'fma' or 'free')."""
     return {"spotify": parse_track_id, "fma": _fma_id, "free": _free_id}[kind](raw)
+
+
+def index_audio(audio_dir: str | Path, ids: set[str], id_kind: str = "spotify",
+                on_message: Callable[[str], None] | None = None) -> tuple[dict[str, Path], list[Path], int]:
+    """Find each label id's audio file under `audio_dir`; returns (id -> path, unlabelled files, repeats).
+
+    The one pairing `build` and `evaluate-audio` / `train-heads` (`accuracy.pair_table`) share, so a folder pairs the
+    same way in each: a file names its id by its stem, read as the labels' ids were read (`normalise_id`: '1.mp3' for
+    FMA-style id 000001) or holding a Spotify id ('<id>_preview.mp3'). Files go in name order and the first for an id
+    is used; the repeats (x.mp3 beside x.wav) are counted and said once. Inputs the walk refuses (broken or looping
+    links, FIFOs, ...) are matched like files, so a labelled one fails later with its reason. A folder that cannot
+    be listed, a repeat and the walk's notes go to `on_message` ('error: ...', 'warning: ...'); without it the first
+    two are SongfeatWarnings.
+    """
+    audio_dir = Path(audio_dir)
+    files, refused, notes = scan_inputs([audio_dir])
+    for e in refused:
+        if not e.reason.startswith("cannot list folder"):
+            files.append(Path(e.path))
+        elif on_message:
+            on_message(f"error: {e}")
+        else:
+            warnings.warn(str(e), SongfeatWarning, stacklevel=3)
+    for n in notes:
+        if on_message:
+            on_message(f"warning: {n}")
+    files.sort(key=str)
+    found: dict[str, Path] = {}
+    unlabelled: list[Path] = []
+    repeats = 0
+    first_repeat = None
+    for p in files:
+        stem = p.stem
+        tid = stem if stem in ids else normalise_id(stem, id_kind)
+        if tid not in ids:
+            tid = spotify_id_in(stem)  # e.g. "<id>_preview.mp3"
+        if tid is None or tid not in ids:
+            unlabelled.append(p)
+        elif tid in found:
+            repeats += 1  # a second file for one id (x.mp3 and x.wav): the first, sorted, is used
+            first_repeat = first_repeat or (tid, found[tid], p)
+        else:
+            found[tid] = p
+    if first_repeat:  # said, not only counted: the user may have meant the other file
+        tid, used, other = first_repeat
+        message = (f"{audio_dir}: {repeats} audio file(s) repeat a labelled id and are not used; the first by name is "
+                   f"(e.g. {tid}: {used.name} used, {other.name} not)")
+        if on_message:
+            on_message(f"warning: {message}")
+        else:
+            warnings.warn(message, SongfeatWarning, stacklevel=3)
+    return found, unlabelled, repeats
 
 
 def _scalar(v: object) -> float | str:

@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +33,8 @@ import pandas as pd
 
 from .. import __version__, atomic
 from ..analyze import DEFAULT_TIMEOUT
-from ..audio import (SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, scan_inputs,
-                     sound_peak)
-from ..errors import AudioError, SongfeatError, SongfeatWarning
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, sound_peak
+from ..errors import AudioError, SongfeatError
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
 from . import labels as _labels
 
@@ -163,52 +161,6 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # planning: which clips, in which order
-
-
-def _index_audio(audio_dir: Path, ids: set[str], id_kind: str, on_message: Callable[[str], None] | None = None
-                 ) -> tuple[dict[str, Path], list[Path], int]:
-    """Map label ids to audio files under `audio_dir` by file stem; returns (id -> path, unlabelled files, duplicates).
-
-    Inputs the walk refuses (broken or looping links, FIFOs, ...) are matched like files: a labelled
-    one fails with its reason in report.csv. A folder that cannot be listed is reported through `on_message`.
-    """
-    files, refused, notes = scan_inputs([audio_dir])
-    for e in refused:
-        if not e.reason.startswith("cannot list folder"):
-            files.append(Path(e.path))
-        elif on_message:
-            on_message(f"error: {e}")
-        else:
-            warnings.warn(str(e), SongfeatWarning, stacklevel=3)
-    for n in notes:
-        if on_message:
-            on_message(f"warning: {n}")
-    files.sort(key=str)
-    found: dict[str, Path] = {}
-    unlabelled: list[Path] = []
-    duplicates = 0
-    first_repeat = None
-    for p in files:
-        stem = p.stem
-        tid = stem if stem in ids else _labels.normalise_id(stem, id_kind)
-        if tid not in ids:
-            tid = _labels.spotify_id_in(stem)  # e.g. "<id>_preview.mp3"
-        if tid is None or tid not in ids:
-            unlabelled.append(p)
-        elif tid in found:
-            duplicates += 1  # a second file for one id (x.mp3 and x.wav): the first, sorted, is used
-            first_repeat = first_repeat or (tid, found[tid], p)
-        else:
-            found[tid] = p
-    if first_repeat:  # said, not only counted in report.json: the user may have meant the other file
-        tid, used, other = first_repeat
-        message = (f"{duplicates} audio file(s) repeat a labelled id and are not used; the first by name is "
-                   f"(e.g. {tid}: {used.name} used, {other.name} not)")
-        if on_message:
-            on_message(f"warning: {message}")
-        else:
-            warnings.warn(message, SongfeatWarning, stacklevel=3)
-    return found, unlabelled, duplicates
 
 
 def _absolute(p: Path) -> str:
@@ -441,7 +393,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         raise SongfeatError(table.source, _no_rows_reason(table))
     ids = list(dict.fromkeys(frame["track_id"].astype(str)))
     id_kind = frame.attrs.get("id_kind", "spotify")
-    found, unlabelled, duplicates = _index_audio(audio_dir, set(ids), id_kind, on_message)
+    found, unlabelled, duplicates = _labels.index_audio(audio_dir, set(ids), id_kind, on_message)
     plan_ids = sorted(found)  # build order: by track id, independent of listing order
     if limit is not None:
         plan_ids = plan_ids[:limit]
