@@ -817,6 +817,28 @@ def test_growing_chunked_trailers_get_431(tmp_path):
         assert answer.startswith(b"HTTP/1.1 405"), answer[:200]
 
 
+def test_an_overlong_request_target_gets_414_not_431(tmp_path):
+    # a URL over the head's 64 KiB was answered 431 "request headers larger than 64 KiB": the status (and the message)
+    # of a header, though no header had been sent; the request line alone is that long, so it is 414 URI Too Long
+    from songfeat.http_protocol import MAX_HEAD_BYTES
+
+    with _bounded_server(tmp_path) as base:
+        for blank, size in ((b"", MAX_HEAD_BYTES + 1000), (b"", 8 << 20), (b"\r\n", 2 * MAX_HEAD_BYTES)):
+            line = blank + b"GET /v1/audio-features/" + b"a" * size + b" HTTP/1.1\r\n"
+            answer = _raw(base, line[: 1 << 16], then=line[1 << 16:] + b"Host: x\r\nConnection: close\r\n\r\n",
+                          repeat=1)  # in two reads at least, as a long line arrives
+            assert answer.split(b"\r\n", 1)[0].startswith(b"HTTP/1.1 414 "), (size, answer[:200])
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            assert body == {"error": {"status": 414, "message": f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB"}}
+        answer = _raw(base, b"GET /v1/audio-features/" + b"a" * (MAX_HEAD_BYTES // 2) + b" HTTP/1.1\r\nHost: x\r\n"
+                      + b"X-Big: " + b"b" * (MAX_HEAD_BYTES // 2) + b"\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]  # a fair target with headers past the cap: still 431
+        answer = _raw(base, b"GET /v1/audio-features/" + b"a" * (MAX_HEAD_BYTES // 2) + b" HTTP/1.1\r\nHost: x\r\n"
+                      + b"Connection: close\r\n\r\n")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 400  # a long but fair one reaches the app
+        assert requests.get(base + "/healthz", timeout=10).status_code == 200
+
+
 def test_requests_the_parser_rejects_get_spotifys_error_shape(tmp_path):
     # uvicorn answered these with a plain-text "Invalid HTTP request received."
     with _bounded_server(tmp_path) as base:

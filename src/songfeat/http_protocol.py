@@ -4,8 +4,9 @@ it may take to arrive.
 httptools, the parser uvicorn prefers, buffers a header whole however large it grows: one client sending a 200-MB
 header made the server hold all of it. And uvicorn waits for a head without limit: connections that send nothing, or
 a header a byte a minute ("slowloris"), stay open until the server runs out of file descriptors. `protocol()` returns
-the httptools protocol with both bounded: past `MAX_HEAD_BYTES` the client gets 431, and a head (or a new connection's
-first byte) not complete within `HEAD_SECONDS` gets 408, each in Spotify's error shape, and the connection is closed.
+the httptools protocol with both bounded: past `MAX_HEAD_BYTES` the client gets 431 (414 when the request line alone,
+its target, is that long), and a head (or a new connection's first byte) not complete within `HEAD_SECONDS` gets 408,
+each in Spotify's error shape, and the connection is closed.
 The same cap holds for what a chunked body sends besides its data (its trailer fields, which httptools also buffers
 whole), and requests the parser rejects get their 400 in Spotify's shape too, not uvicorn's plain text.
 Where httptools is not installed it returns "h11", whose own size limit `uvicorn_options` sets to the same size.
@@ -36,12 +37,16 @@ def protocol() -> Any:
         return "h11"
 
     class BoundedHead(HttpToolsProtocol):
-        """Counts the bytes and the time a request's head takes: too many bytes get 431, too long 408, and the
-        connection is closed. Only the head's own bytes count: a read that also carries the body (a small upload
-        sent in one go) counts up to the blank line that ends the head."""
+        """Counts the bytes and the time a request's head takes: too many bytes get 431 (414 when the request line
+        alone has that many: its target is what is too long), too long 408, and the connection is closed. Only the
+        head's own bytes count: a read that also carries the body (a small upload sent in one go) counts up to the
+        blank line that ends the head."""
 
         _heading = True  # between requests and inside a head: bytes received count towards the cap
         _head_bytes = 0
+        _line_bytes = 0  # the request line's bytes so far (the empty lines a client may send before it aside)
+        _line_begun = False
+        _line_done = False
         _head_timer = None
         _timer_from_connect = False  # the running clock is a silent connection's, not a head's
         _tail = b""  # the last bytes of a head so far, to find a blank line split across two reads
@@ -63,10 +68,16 @@ def protocol() -> Any:
                     self._start_head_timer()  # the first bytes of a head: its clock starts
                 seen = self._tail + data
                 end = seen.find(b"\r\n\r\n")
-                self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+                counted = len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+                self._head_bytes += counted
                 self._tail = seen[-3:] if end < 0 else b""
+                if not self._line_done:
+                    self._count_line(data[:counted])
                 if self._head_bytes > MAX_HEAD_BYTES:  # refused before the parser buffers any of it
-                    self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
+                    if self._line_bytes > MAX_HEAD_BYTES:  # the request line alone, i.e. its target, is what is too long
+                        self._refuse(414, f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB")
+                    else:
+                        self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
                     return
                 super().data_received(data)
                 return
@@ -78,8 +89,18 @@ def protocol() -> Any:
             if self._bare > MAX_HEAD_BYTES:  # bytes that are no body: a chunked body's trailer fields growing
                 self._refuse(431, f"request trailer fields larger than {MAX_HEAD_BYTES >> 10} KiB")
 
+        def _count_line(self, data: bytes) -> None:
+            """Add a head's next bytes to its request line's count, up to the line's end."""
+            if not self._line_begun:  # empty lines before a request line are allowed (RFC 9112, 2.2)
+                data = data.lstrip(b"\r\n")
+                self._line_begun = bool(data)
+            end = data.find(b"\n")
+            self._line_bytes += len(data) if end < 0 else end + 1
+            self._line_done = end >= 0
+
         def on_headers_complete(self) -> None:
             self._heading, self._head_bytes, self._tail, self._bare = False, 0, b"", 0
+            self._line_bytes, self._line_begun, self._line_done = 0, False, False  # for the next request's head
             self._stop_head_timer()
             super().on_headers_complete()
 
