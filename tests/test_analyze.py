@@ -472,7 +472,8 @@ def test_a_csv_row_cut_by_a_kill_is_redone_not_kept(tmp_path):
     w = ResultWriter("csv", out)
     for name in ("/a.mp3", "/b.mp3"):
         w.write({**_record(name), "uri": "songfeat:track:" + "x" * 22, "duration_ms": 1000})
-    w._fh.close()  # killed: no close(), so the rows are only in the partial
+    w._fh.close()  # killed: no close(), so the rows are only in the partial ...
+    del w  # ... and the process, its lock with it, is gone
     partial = tmp_path / "f.csv.partial"
     text = partial.read_text()
     partial.write_text(text[: text.rindex("songfeat:track:") + 5])  # cut inside the second row's uri
@@ -613,3 +614,116 @@ def test_cli_refuses_a_bad_output_in_one_line_before_any_work(tmp_path):
     r = CliRunner().invoke(app, ["analyze", str(song), "-f", "csv", "-o", str(theirs), "--resume"])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "--resume cannot continue" in r.output, r.output
     assert song.read_bytes() == before and theirs.read_text() == "name,score\nsong,3\n"
+
+
+# --- one run per output file ------------------------------------------------------------------------------------------
+
+
+_HOLD = """
+import sys, time
+from songfeat.output import ResultWriter
+w = ResultWriter("jsonl", sys.argv[1])
+w.write({"path": "/held.mp3"})
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(out):
+    """A process writing `out` through ResultWriter (so holding its lock), stopped mid-batch; waits until it holds it."""
+    p = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "holding"
+    return p
+
+
+def test_a_second_run_on_the_same_output_is_refused_at_once(tmp_path):
+    # two `analyze -o f.jsonl` at once both appended to f.jsonl.partial, and the first to finish renamed it, rows of the
+    # other's batch half written; now the second run is refused before any work, in one line naming the file and run
+    import time
+
+    write(tmp_path / "s0.wav", music(2))
+    out = tmp_path / "f.jsonl"
+    holder = _holder(out)
+    try:
+        for extra in ((), ("--resume",)):  # a --resume would take the running batch's rows as an interrupted run's
+            t0 = time.monotonic()
+            p = run_cli("analyze", tmp_path / "s0.wav", "-f", "jsonl", "-o", out, *extra)
+            lines = p.stderr.strip().splitlines()
+            assert p.returncode == 2 and len(lines) == 1, p.stderr
+            assert lines[0] == (f"songfeat: error: {out}: is being written by another songfeat run (pid {holder.pid}); "
+                                "wait for it to end, or name another output"), p.stderr
+            assert time.monotonic() - t0 < 60
+        p = run_cli("analysis", tmp_path / "s0.wav", "-o", out)  # the same writer, the same lock
+        assert p.returncode == 1 and f"{out}: cannot write (is being written by another songfeat run" in p.stderr, p.stderr
+        assert (tmp_path / "f.jsonl.partial").read_text() == '{"path": "/held.mp3"}\n' and not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_killed_runs_lock_file_does_not_block_the_next_run(tmp_path):
+    # the OS lets go of a flock when its process dies (SIGKILL included): the lock file left behind is taken over
+    write(tmp_path / "s0.wav", music(2))
+    out = tmp_path / "f.jsonl"
+    holder = _holder(out)
+    holder.kill()
+    holder.wait()
+    assert (tmp_path / "f.jsonl.lock").read_text() == f"{holder.pid}\n"  # left behind, naming a dead run
+    p = run_cli("analyze", tmp_path / "s0.wav", "-f", "jsonl", "-o", out, "--resume")
+    assert p.returncode == 0, p.stderr
+    assert [json.loads(x)["path"] for x in out.read_text().splitlines()] == ["/held.mp3", str(tmp_path / "s0.wav")]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["f.jsonl", "s0.wav"]  # no lock file once the run is done
+
+
+def test_the_writers_lock_is_held_from_start_to_close(tmp_path):
+    # in-process: a second writer of one file is refused (flock conflicts between two descriptors, even in one process);
+    # close(), a refusal in the constructor and a dropped writer each let go
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / "f.csv"
+    lock = tmp_path / "f.csv.lock"
+    w = ResultWriter("csv", out)
+    with pytest.raises(SongfeatError, match=f"is being written by another songfeat run \\(pid {os.getpid()}\\)"):
+        ResultWriter("csv", out)
+    with pytest.raises(SongfeatError, match="is being written"):
+        ResultWriter("jsonl", tmp_path / "." / "f.csv", resume=True)  # the same file by another name
+    w.write(_record("/a.mp3"))
+    w.close()
+    assert not lock.exists()
+    (tmp_path / "f.csv.partial").write_text(CSV_TEXT)
+    with pytest.raises(SongfeatError, match="interrupted run"):  # refused after the lock was taken: it is let go
+        ResultWriter("csv", out)
+    assert not lock.exists()
+    w = ResultWriter("csv", out, resume=True)
+    assert lock.exists()
+    del w  # dropped without close() (killed, as far as the output knows)
+    ResultWriter("csv", out, resume=True).close()
+    assert not lock.exists() and [r["path"] for r in csv.DictReader(out.open())] == ["/a.mp3", "/b.mp3"]
+
+
+def test_a_forked_worker_does_not_keep_the_output_locked(tmp_path):
+    # analysis workers are forks of the run: had they kept its lock descriptor, a run killed mid-batch would have left
+    # its output locked for as long as a worker went on with a long file
+    from songfeat.output import ResultWriter
+
+    out = tmp_path / "f.jsonl"
+    w = ResultWriter("jsonl", out)
+    r, go = os.pipe()
+    ready, up = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: says it has started (its fork hooks have run), then lives until the test is done
+        os.close(go)
+        os.write(up, b"1")
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    os.close(up)
+    try:
+        assert os.read(ready, 1) == b"1"
+        w._lock.forget()  # the run dies: its own descriptor closes, the lock file stays
+        assert (tmp_path / "f.jsonl.lock").exists()
+        ResultWriter("jsonl", out).close()  # taken over, though the worker lives on
+    finally:
+        os.close(go)
+        os.close(ready)
+        os.waitpid(pid, 0)

@@ -167,7 +167,9 @@ def analyze(
     if not files and not refused:
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
     failed, written = len(refused), 0
-    try:  # an --output that is a folder, an input, or (with --resume) not songfeat's or another model's: refused first
+    writer = None
+    try:  # an --output that is a folder, an input, being written by another run, or (with --resume) not songfeat's
+        # or another model's: refused first
         writer = ResultWriter(fmt, output, resume=resume, single=single, model=model_id(model), inputs=files)
         if fmt == "parquet":  # a refused input is a track too: one error row each
             for e in refused:
@@ -175,6 +177,8 @@ def analyze(
                     writer.write(error_record(e.path, str(e)))
                     written += 1
     except SongfeatError as e:
+        if writer is not None:
+            writer.release()
         raise fail(str(e)) from None
     todo = [f for f in files if str(f) not in writer.done]
     progress = None
@@ -217,6 +221,7 @@ def analyze(
         kept = f"; finished files are kept in {writer.partial}, rerun with --resume to continue" if output else ""
         raise fail(f"interrupted{kept}", 130) from None
     finally:
+        writer.release()  # the output's lock: close() let go of it already, unless the batch stopped short
         if progress is not None:
             progress.stop()
     if failed:
@@ -330,27 +335,30 @@ def analysis_cmd(
         writer = ResultWriter("json", output, single=True, inputs=(path,))
     except OSError as e:
         raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})", 1) from None
-    with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
-        try:
-            result = analyse(path)
-        except SongfeatError as e:
-            raise fail(str(e), 1) from None
-    for w in captured.warnings:
-        typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
-    if plot is not None:
-        from .analysis_plot import save_plot
-
-        try:
-            save_plot(result, plot, title=path.name)
-        except OSError as e:
-            raise fail(f"{plot}: cannot write the plot ({e.strerror or e})", 1) from None
     try:
-        writer.write(result.result)
-        writer.close()
-    except OutputError as e:  # names its own file and says "cannot write it (...)" already
-        raise fail(str(e), 1) from None
-    except OSError as e:
-        raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
+        with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
+            try:
+                result = analyse(path)
+            except SongfeatError as e:
+                raise fail(str(e), 1) from None
+        for w in captured.warnings:
+            typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
+        if plot is not None:
+            from .analysis_plot import save_plot
+
+            try:
+                save_plot(result, plot, title=path.name)
+            except OSError as e:
+                raise fail(f"{plot}: cannot write the plot ({e.strerror or e})", 1) from None
+        try:
+            writer.write(result.result)
+            writer.close()
+        except OutputError as e:  # names its own file and says "cannot write it (...)" already
+            raise fail(str(e), 1) from None
+        except OSError as e:
+            raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
+    finally:
+        writer.release()  # the output's lock, when the analysis or the plot failed before close()
 
 
 @app.command("evaluate-audio")

@@ -8,18 +8,22 @@ be appended to, so their `.partial` is JSON Lines, converted into the one docume
 An output --resume cannot read as songfeat's own (another format, another tool's columns, a damaged
 file) or whose rows name another model (`model`, see `bundle.model_id`) is refused rather than replaced, and so is
 an --output that is a folder, a device or an audio file. A file already written is known by its real path too.
+A run writing a file holds `<file>.lock` (flock) from its start to its end, so a second run with the same --output is
+refused at once rather than interleaving its rows with the first's.
 
 Parquet rows (both engines, local and Ray) share one schema, `parquet_schema()`: `path`, every
 Spotify key, the extras, `model`, and `error` (set, with every feature null, for a file that failed).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import stat
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -34,6 +38,7 @@ FORMATS = ("json", "jsonl", "csv", "parquet")
 MODEL_KEY = "model"  # in batch rows: `bundle.model_id` of the model that wrote the row (--resume refuses another)
 CSV_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY,)
 PARQUET_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY, "error")
+LOCK_SUFFIX = ".lock"  # `<output>.lock`: held (flock) by the run writing <output>; the OS lets go when that run ends
 _INT_KEYS = ("key", "mode", "time_signature", "duration_ms")
 _STR_KEYS = ("type", "id", "uri", "track_href", "analysis_url", "key_name", "camelot")
 
@@ -306,10 +311,108 @@ def _same_file(st: os.stat_result, path: str | Path) -> bool:
     return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
+_HELD: "weakref.WeakSet[_OutputLock]" = weakref.WeakSet()  # this process's output locks, for a forked child to drop
+
+
+def _drop_in_child() -> None:
+    """In a forked child (an analysis worker): close the inherited lock descriptors without unlocking, so a lock lasts
+    as long as the run that took it, not as long as a worker it left behind."""
+    for lock in list(_HELD):
+        lock.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_child)
+
+
+class _OutputLock:
+    """An exclusive, non-blocking flock on `<output>.lock`, held while one run writes `<output>`: two runs with the same
+    --output would both append to its `.partial`, and the second's rename would drop rows the first wrote.
+
+    The OS releases a flock when its process ends, however it ends, so a lock file a killed run left behind is taken
+    over, not obeyed. The holder writes its pid into the file (for the refusal) and removes it when it lets go.
+    Raises OutputError naming `output` when another run holds it. Without flock (Windows, a file system that refuses
+    it) the output is written unguarded, as before.
+    """
+
+    def __init__(self, output: Path):
+        self.path = output.with_name(output.name + LOCK_SUFFIX)
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no flock
+            return
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _lock_holder(fd)
+                    os.close(fd)
+                    raise OutputError(output, f"is being written by another songfeat run{holder}; wait for it to end, "
+                                              "or name another output") from None
+                except OSError:  # no flock on this file system (some network mounts)
+                    os.close(fd)
+                    return
+                if _names(self.path, fd):
+                    break
+                os.close(fd)  # the run before removed it between our open and our flock: lock the file there now
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OutputError:
+            raise
+        except OSError as e:
+            raise OutputError(self.path, f"cannot write it ({e.strerror or e})") from None
+        self.fd = fd
+        _HELD.add(self)
+
+    def release(self) -> None:
+        """Remove the lock file (only while it is still this lock's own) and let go; again, or after forget(), nothing."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if _names(self.path, self.fd):
+                os.unlink(self.path)  # while still locked: a run that opened it meanwhile finds it gone, makes its own
+        os.close(self.fd)
+        self.fd = None
+        _HELD.discard(self)
+
+    def forget(self) -> None:
+        """Close this descriptor without unlocking or removing anything (a forked child's copy; the parent holds on)."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # a writer dropped without close(): the lock goes with it
+            self.release()
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether `path` is still the file open as `fd` (not removed, nor replaced by another run's)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def _lock_holder(fd: int) -> str:
+    """' (pid N)' from a held lock file, or '' when it says nothing readable (its holder has not written it yet)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
+
+
 class ResultWriter:
     """Streams records to stdout or atomically to a file in one of FORMATS.
 
-    Raises OutputError for an unusable --output (see `check_output`) and, with `resume`, for one it cannot read.
+    Raises OutputError for an unusable --output (see `check_output`), one another run is writing (see `_OutputLock`,
+    held until close() or release()) and, with `resume`, for one it cannot read.
     """
 
     def __init__(self, fmt: str, output: str | Path | None = None, resume: bool = False, single: bool = False,
@@ -329,20 +432,31 @@ class ResultWriter:
             raise ValueError("--format parquet needs --output (Parquet is not written to a terminal)")
         self.model = model
         self.previous: list[dict] = []
-        if self.output and not resume and self._partial_has_rows:
-            # writing would start it afresh: the songs an interrupted run finished would be lost without a word
-            raise OutputError(self.partial, "holds the results of an interrupted run: add --resume to continue it, or "
-                                            "delete it to start over")
-        if self.output and resume:
-            self.previous = done_paths(self.partial, self._line_format) or done_paths(self.output, fmt)
-            if fmt == "parquet" and self.previous:
-                self._check_parquet(self.previous)
-            self._check_model(self.previous)
-            self._check_here(self.previous)
+        # before the .partial is looked at: another run's rows there are not an interrupted run's
+        self._lock = _OutputLock(self.output) if self.output is not None else None
+        try:
+            if self.output and not resume and self._partial_has_rows:
+                # writing would start it afresh: the songs an interrupted run finished would be lost without a word
+                raise OutputError(self.partial, "holds the results of an interrupted run: add --resume to continue it, or "
+                                                "delete it to start over")
+            if self.output and resume:
+                self.previous = done_paths(self.partial, self._line_format) or done_paths(self.output, fmt)
+                if fmt == "parquet" and self.previous:
+                    self._check_parquet(self.previous)
+                self._check_model(self.previous)
+                self._check_here(self.previous)
+        except BaseException:
+            self.release()
+            raise
         self.done: set[str] = _Paths(str(r.get("path")) for r in self.previous)  # written by an earlier, interrupted run
         self._records: list[dict] = []  # JSON to stdout only: printed whole at close
         self._fh: IO[str] | None = None
         self._csv: csv.DictWriter | None = None
+
+    def release(self) -> None:
+        """Let go of the output's lock (close() does; a caller giving up on the batch may too). Idempotent."""
+        if self._lock is not None:
+            self._lock.release()
 
     @property
     def _partial_has_rows(self) -> bool:
@@ -453,21 +567,24 @@ class ResultWriter:
                 self._stdout_failed(e)
             self._fh = None
             return
-        self._open()
-        if self.output is not None and self._fh is not None:
-            try:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
-                if self.fmt in ("json", "parquet"):
-                    self._convert_partial()
-                else:
-                    os.replace(self.partial, self.output)
-            except OSError as e:
-                if isinstance(e, OutputError):
-                    raise
-                raise OutputError(self.output, f"cannot write it ({e.strerror or e}); the results are kept in {self.partial}") from None
-        self._fh = None
+        try:
+            self._open()
+            if self.output is not None and self._fh is not None:
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                    self._fh.close()
+                    if self.fmt in ("json", "parquet"):
+                        self._convert_partial()
+                    else:
+                        os.replace(self.partial, self.output)
+                except OSError as e:
+                    if isinstance(e, OutputError):
+                        raise
+                    raise OutputError(self.output, f"cannot write it ({e.strerror or e}); the results are kept in {self.partial}") from None
+            self._fh = None
+        finally:
+            self.release()
 
     def _convert_partial(self) -> None:
         """Write the JSON Lines partial as the JSON or Parquet output (via a temporary file), then drop the partial."""
