@@ -235,14 +235,14 @@ def test_outputs_stay_in_the_catalogues_range():
 def test_train_default_refuses_a_partial_shared_folder_or_an_out_it_cannot_replace_before_stage_1(tmp_path):
     """Found up front in one line, not after stage 1's fit (a missing behaviour manifest) or after every clip's
     analysis (an --out folder holding other files)."""
-    from test_sources import _partial_shared
+    from test_sources import _tiny_shared
 
     from songfeat.default_model import train_default
 
-    shared = _partial_shared(tmp_path / "shared", "behaviour/manifest.csv")
+    shared = _tiny_shared(tmp_path / "shared")  # labelled sources well formed: only the missing manifest is wrong
+    (shared / "behaviour" / "manifest.csv").unlink()
     with pytest.raises(SongfeatError, match=r"behaviour/manifest\.csv: no such file; --shared names"):
         train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")
-    (shared / "behaviour").mkdir()
     (shared / "behaviour" / "manifest.csv").write_text("file,category,expectation\n")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
@@ -253,10 +253,10 @@ def test_train_default_refuses_a_partial_shared_folder_or_an_out_it_cannot_repla
 
 def test_train_default_refuses_a_stage_1_table_too_small_to_fit(tmp_path):
     """A tiny or truncated catalogue table is named in one line, not a TypeError from inside stage 1's fit."""
-    from test_sources import _partial_shared
+    from test_sources import _tiny_shared
 
     from songfeat.default_model import train_default
 
-    shared = _partial_shared(tmp_path / "shared", "")
+    shared = _tiny_shared(tmp_path / "shared")
     with pytest.raises(SongfeatError, match=r"combined_unique_by_track_id\.csv: 0 rows hold every stage-1 input"):
         train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")

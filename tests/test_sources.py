@@ -255,3 +255,88 @@ def test_a_partial_or_empty_shared_folder_is_refused_before_any_work(tmp_path):
     with pytest.raises(SongfeatError, match=r"empty: holds none of the shared data"):
         evaluate_sources(tmp_path / "empty", cache=tmp_path / "cache", progress=False)
     assert not (tmp_path / "cache").exists()
+
+
+def _tiny_shared(root):
+    """A shared-data folder whose three labelled sources are tiny but well formed (two clips each, audio files present);
+    the other inputs only exist (they are read later)."""
+    import pandas as pd
+
+    from songfeat.heads import TARGETS
+    from songfeat.sources import ORIGINS
+
+    _partial_shared(root, leave_out=None)
+
+    def labels(folder, origins):
+        ids = [f"{folder[:4].replace('-', 'x')}{i:018d}" for i in range(len(origins))]
+        (root / folder / "audio").mkdir(parents=True, exist_ok=True)
+        for t in ids:
+            (root / folder / "audio" / f"{t}.mp3").write_bytes(b"")
+        pd.DataFrame({"track_id": ids, **{t: 0.5 for t in TARGETS}, "origin": origins}).to_csv(root / folder / "labels.csv", index=False)
+
+    labels("spotify-previews", [o for o in ORIGINS.values() for _ in range(2)])
+    labels("spotify-previews-extra", ["older", "older"])
+    pd.DataFrame({"track_id": ["000002", "000003"], "file": ["000002.mp3", "a/000003.mp3"], **{t: 0.5 for t in TARGETS}}) \
+        .to_csv(root / "fma-echonest" / "clips_labels.csv", index=False)
+    return root
+
+
+def _edit(file, fn):
+    import pandas as pd
+
+    fn(pd.read_csv(file, dtype={"track_id": str})).to_csv(file, index=False)
+
+
+@pytest.mark.parametrize("file, edit, message", [
+    ("spotify-previews/labels.csv", lambda d: d.drop(columns=["origin"]), r"spotify-previews/labels\.csv: no origin column"),
+    ("spotify-previews/labels.csv", lambda d: d.drop(columns=["danceability"]), r"labels\.csv: no danceability column"),
+    ("spotify-previews/labels.csv", lambda d: d.assign(origin="elsewhere"),
+     r"labels\.csv: 0 labelled clip\(s\) of origin 'lucasmouragomes/audio_analysis' with audio; the forro source needs at least 2"),
+    ("spotify-previews-extra/labels.csv", lambda d: d.assign(energy=float("nan")), r"extra/labels\.csv: no energy column \(or no value"),
+    ("fma-echonest/clips_labels.csv", lambda d: d.drop(columns=["file"]), r"clips_labels\.csv: no file column"),
+    ("fma-echonest/clips_labels.csv", lambda d: d.drop(columns=["valence"]), r"clips_labels\.csv: no valence column"),
+    ("fma-echonest/clips_labels.csv", lambda d: d.assign(file=["000002.mp3", None]), r"clips_labels\.csv: line 3: no file named"),
+])
+def test_a_label_table_without_a_column_it_needs_is_one_line_up_front(tmp_path, file, edit, message):
+    """A label table missing `origin`, FMA's `file` or a learned feature was a KeyError or TypeError traceback (for
+    train-default after stage 1's fit); a source left without clips failed only when its metrics were computed."""
+    from songfeat.errors import SongfeatError
+    from songfeat.sources import check_shared
+
+    shared = _tiny_shared(tmp_path / "shared")
+    check_shared(shared)
+    _edit(shared / file, edit)
+    with pytest.raises(SongfeatError, match=message):
+        check_shared(shared)
+
+
+def test_a_repeated_track_id_in_the_previews_labels_is_read_once(tmp_path):
+    """A labels.csv listing an id twice ended in 'ValueError: Length of values (5) does not match length of index (4)'."""
+    import pandas as pd
+
+    from songfeat.sources import labelled_clips
+
+    shared = _tiny_shared(tmp_path / "shared")
+    _edit(shared / "spotify-previews" / "labels.csv", lambda d: pd.concat([d, d.iloc[:1].assign(origin="elsewhere")]))
+    c = labelled_clips(shared)
+    assert c.groupby("source").size().to_dict() == {"forro": 2, "poprock": 2, "older": 2, "fma": 2}
+
+
+def test_train_default_and_evaluate_sources_refuse_bad_labels_and_cache_before_any_fit(tmp_path, monkeypatch):
+    """A bad label table or an unwritable --cache surfaced only after stage 1's fit (about two minutes in)."""
+    from songfeat import default_model
+    from songfeat.errors import SongfeatError
+    from songfeat.sources import evaluate_sources
+
+    monkeypatch.setattr(default_model, "check_table", lambda *a: pytest.fail("read the 41,855-track table first"))
+    monkeypatch.setattr(default_model, "train_base", lambda *a, **k: pytest.fail("fitted stage 1 first"))
+    shared = _tiny_shared(tmp_path / "shared")
+    (tmp_path / "file").write_text("x")
+    for run in (lambda: default_model.train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "file" / "cache"),
+                lambda: evaluate_sources(shared, cache=tmp_path / "file" / "cache", progress=False)):
+        with pytest.raises(SongfeatError, match=r"file/cache: cannot be the record cache: .*file is not a folder"):
+            run()
+    _edit(shared / "spotify-previews" / "labels.csv", lambda d: d.drop(columns=["origin"]))
+    with pytest.raises(SongfeatError, match=r"labels\.csv: no origin column"):
+        default_model.train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

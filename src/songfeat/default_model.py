@@ -185,7 +185,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     from .data.labels import read_labels
 
     from .heads import DEFAULT_PARTS, MARGIN, RIDGE_PARTS, FitConfig, assemble, intervals_from_labels, layout
-    from .records import DEFAULT_CACHE, get_records
+    from .records import DEFAULT_CACHE, check_cache, get_records
     from .sources import (NOT_FITTED, _Data, catalogue_frame, check_shared, clip_predictions, default_genre_table,
                           evaluate_sources, fit_on, select_blend, select_decay)
 
@@ -193,6 +193,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     check_shared(shared)  # every input there, and an --out a bundle may replace, before stage 1's fit, not minutes into it
     check_bundle_out(Path(out))
     cache = DEFAULT_CACHE if cache is None else cache
+    check_cache(cache)  # an unwritable --cache was found only when the clips were read, after stage 1's fit
     table = read_labels(shared / TABLE).frame
     check_table(table, shared / TABLE)
     previews = read_previews(shared)

@@ -30,7 +30,7 @@ from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, RIDGE_PARTS, TARGETS, FitCon
                     catalogue_region, fit_heads, intervals_from_labels, intervals_from_rules, layout, part_columns,
                     predict_rows)
 from .models.heads import Z_CLAMP
-from .records import DEFAULT_CACHE, get_records
+from .records import DEFAULT_CACHE, check_cache, get_records
 
 SOURCES = ("forro", "poprock", "older", "fma")
 ORIGINS = {"forro": "lucasmouragomes/audio_analysis", "poprock": "QMIND-Team/QMIND-Music"}
@@ -64,24 +64,67 @@ def check_shared(shared: str | Path) -> None:
         more = f" (and {len(missing) - 1} more: {', '.join(str(m) for m in missing[1:4])}{', ...' if len(missing) > 4 else ''})" \
             if len(missing) > 1 else ""
         raise SongfeatError(missing[0], f"no such {'folder' if missing[0].suffix == '' else 'file'}{more}; {hint}")
+    labelled_clips(shared)  # the label tables' columns too: a missing one was a KeyError, for train-default after stage 1
+
+
+MIN_SOURCE_CLIPS = 2  # a held-out source is scored (`regression_metrics`) on at least this many clips
+
+
+def _need(file: Path, frame: pd.DataFrame, columns) -> None:
+    """Refuse a label table lacking a column the labelled sources read (or holding no value in it), in one line naming it."""
+    from .errors import SongfeatError
+
+    absent = [c for c in columns if c not in frame.columns or (len(frame) and frame[c].isna().all())]  # none: counted below
+    if absent:
+        raise SongfeatError(file, f"no {', '.join(absent)} column (or no value in it); --shared names the shared data folder")
+
+
+def _raw_table(file: Path) -> pd.DataFrame:
+    """A label table as written (ids as text), or one SongfeatError line naming it."""
+    from .errors import SongfeatError
+
+    try:
+        return pd.read_csv(file, dtype={"track_id": str})
+    except (OSError, ValueError) as e:  # pandas' parser and decoding errors are ValueErrors
+        raise SongfeatError(file, f"not a readable CSV table ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 def labelled_clips(shared: str | Path) -> pd.DataFrame:
-    """Every labelled clip with audio: source, track_id, path, the seven targets and Spotify loudness (NaN for FMA)."""
+    """Every labelled clip with audio: source, track_id, path, the seven targets and Spotify loudness (NaN for FMA).
+
+    A table without a column read here, or a source left with fewer than MIN_SOURCE_CLIPS clips, is one SongfeatError
+    line naming the file (a KeyError or a length mismatch before, or a metrics error after every fit)."""
     from .accuracy import pair_labels_audio
+    from .errors import SongfeatError
 
     shared = Path(shared)
     parts = []
-    prev, _ = pair_labels_audio(shared / "spotify-previews" / "labels.csv", shared / "spotify-previews" / "audio")
-    prev = prev.assign(origin=pd.read_csv(shared / "spotify-previews" / "labels.csv", dtype={"track_id": str})
-                       .set_index("track_id").loc[prev["track_id"], "origin"].to_numpy())
-    for name, origin in ORIGINS.items():
-        parts.append(prev[prev["origin"] == origin].assign(source=name))
-    extra, _ = pair_labels_audio(shared / "spotify-previews-extra" / "labels.csv", shared / "spotify-previews-extra" / "audio")
+    prev_file, extra_file = shared / "spotify-previews" / "labels.csv", shared / "spotify-previews-extra" / "labels.csv"
+    fma_file = shared / "fma-echonest" / "clips_labels.csv"
+    prev, _ = pair_labels_audio(prev_file, shared / "spotify-previews" / "audio")
+    _need(prev_file, prev, TARGETS)
+    raw = _raw_table(prev_file)
+    _need(prev_file, raw, ("track_id", "origin"))
+    origin = raw.drop_duplicates("track_id").set_index("track_id")["origin"]  # the first row of an id, as read_labels keeps
+    prev = prev.assign(origin=origin.reindex(prev["track_id"]).to_numpy())
+    for name, o in ORIGINS.items():
+        parts.append(prev[prev["origin"] == o].assign(source=name))
+    extra, _ = pair_labels_audio(extra_file, shared / "spotify-previews-extra" / "audio")
+    _need(extra_file, extra, TARGETS)
     parts.append(extra.assign(source="older"))
-    fma = pd.read_csv(shared / "fma-echonest" / "clips_labels.csv", dtype={"track_id": str})
-    fma = fma.assign(path=[str(shared / "fma-echonest" / f) for f in fma["file"]], source="fma", loudness=np.nan)
+    fma = _raw_table(fma_file)
+    _need(fma_file, fma, ("track_id", "file", *TARGETS))
+    blank = [i + 2 for i, f in enumerate(fma["file"]) if not isinstance(f, str) or not f.strip()]  # line 1: the header
+    if blank:
+        raise SongfeatError(fma_file, f"line {blank[0]}: no file named")
+    fma = fma.assign(path=[str(shared / "fma-echonest" / f.strip()) for f in fma["file"]], source="fma", loudness=np.nan)
     parts.append(fma)
+    for name, part, file in zip(SOURCES, parts, (prev_file, prev_file, extra_file, fma_file)):
+        if len(part) < MIN_SOURCE_CLIPS:
+            what = f" of origin {ORIGINS[name]!r}" if name in ORIGINS else ""
+            audio = "" if name == "fma" else " with audio"
+            raise SongfeatError(file, f"{len(part)} labelled clip(s){what}{audio}; the {name} source needs at least "
+                                      f"{MIN_SOURCE_CLIPS}")
     cols = ["source", "track_id", "path", *TARGETS, "loudness"]
     return pd.concat([p[cols] for p in parts], ignore_index=True)
 
@@ -482,6 +525,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     from .analyze import get_bundle
 
     check_shared(shared)
+    check_cache(cache)  # before the genre tables and the bundle are read, not when the clips are
     cfg = cfg or FitConfig()
     parts = parts or (DEFAULT_PARTS if with_tagger else NO_TAGGER_PARTS)
     lay = layout(parts, default_genre_table(shared) if any(p[2] == "genre_prior" for p in parts) else None)
