@@ -43,6 +43,8 @@ CONTENT_TYPES = {
 }
 EXTENSIONS = tuple(dict.fromkeys((DEFAULT_EXT, *CONTENT_TYPES.values())))
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # becomes a file name: no dots, slashes
+# what pandas and spreadsheets write for an empty cell: no preview URL, not a failed download
+MISSING_URLS = frozenset({"nan", "none", "null", "na", "n/a", "<na>", "#n/a"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class DownloadReport:
 def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
     """([(track_id, preview_url)], rows without a preview) from a track table, one entry per id."""
     path = Path(tracks_csv)
+    if path.is_dir():
+        raise SongfeatError(path, "is a folder; --tracks takes a track table (CSV)")
     if not path.is_file():
         raise SongfeatError(path, "no such track table")
     try:
@@ -102,6 +106,8 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
                 if tid.startswith("spotify:track:"):  # some tables store URIs
                     tid = tid.rsplit(":", 1)[1]
                 url = (row.get("preview_url") or "").strip()
+                if url.lower() in MISSING_URLS:  # a table saved by pandas with NaN written out
+                    url = ""
                 if not tid or tid in seen:
                     continue
                 if not url:
@@ -402,6 +408,8 @@ def download(
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        order = {tid: i for i, (tid, _) in enumerate(tracks)}
+        report.failures.sort(key=lambda x: order[x.track_id])  # the table's order, not the order the downloads ended in
         write_report(report.report_path, report.failures)
     finally:
         if lock is not None:
