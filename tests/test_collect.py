@@ -384,3 +384,21 @@ def test_damaged_state_and_a_table_resaved_with_a_bom(standin: SpotifyStandIn, t
     out.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())  # what a spreadsheet's "save as CSV UTF-8" does
     report = run(standin, out, genres="pop", per_genre=20)
     assert report.tracks == 20 and report.added == 10
+
+
+def test_a_network_failure_names_its_cause(tmp_path: Path) -> None:
+    """A refused connection read 'ConnectionError: HTTPConnectionPool(host=..., port=...): Max retries exceeded with url:
+    /v1/search?q=... (Caused by NewConnectionError("HTTPConnection(hos...': the cause was cut off, and the "Max retries"
+    the docs say spotipy's retries no longer produce was all the line said."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    api = f"http://127.0.0.1:{port}/v1/"
+    with pytest.raises(SpotifyAPIError) as e:
+        collect("pop", 5, tmp_path / "t.csv", client_id=CLIENT_ID, client_secret=CLIENT_SECRET, api_url=api,
+                token_url=api + "token", policy=RetryPolicy(retries=0, sleep=Sleeps()), progress=False)
+    assert str(e.value) == (f"search 'genre:pop' offset 0 at {api}token: gave up after 1 attempt: "
+                            "ConnectionError: Failed to establish a new connection: [Errno 111] Connection refused")
+    assert not (tmp_path / "t.csv").exists()

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,6 +243,21 @@ def _short(msg: str) -> str:
     return one if len(one) <= MESSAGE_CHARS else one[: MESSAGE_CHARS - 3] + "..."
 
 
+_POOL_PREFIX = re.compile(r"^(?:<[^>]*>|HTTPS?Connection(?:Pool)?\([^)]*\)): ")
+
+
+def _network_text(exc: requests.RequestException) -> str:
+    """A network failure in its own words: the innermost urllib3 error, without urllib3's "Max retries exceeded with url"
+    wrapper (its retries are off here) and host prefix, which filled the cut-off line before the cause ("Connection refused")."""
+    inner: BaseException = exc
+    for _ in range(5):
+        nxt = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else getattr(inner, "reason", None)
+        if not isinstance(nxt, BaseException):
+            break
+        inner = nxt
+    return _POOL_PREFIX.sub("", str(inner)) or type(inner).__name__
+
+
 def _describe(exc: BaseException) -> tuple[str | None, int | None, str, Any]:
     """(url, status, message, headers) of an exception raised by a spotipy call."""
     from spotipy.exceptions import SpotifyException, SpotifyOauthError
@@ -253,7 +269,7 @@ def _describe(exc: BaseException) -> tuple[str | None, int | None, str, Any]:
         return getattr(exc, "url", None), getattr(exc, "http_status", None), _short(str(exc)), getattr(exc, "headers", {}) or {}
     if isinstance(exc, requests.RequestException):
         url = getattr(getattr(exc, "request", None), "url", None)
-        return url, None, _short(f"{type(exc).__name__}: {exc}"), {}
+        return url, None, _short(f"{type(exc).__name__}: {_network_text(exc)}"), {}
     return None, None, _short(str(exc)), {}
 
 
@@ -282,7 +298,7 @@ def call(fn: Callable[[], T], what: str, policy: RetryPolicy, on_wait: Callable[
             elif status is not None and status not in RETRYABLE_STATUS:
                 raise SpotifyAPIError(where, f"HTTP {status}: {msg}", status) from None
             if attempt >= policy.retries:
-                raise SpotifyAPIError(where, f"gave up after {attempt + 1} attempts: {'HTTP ' + str(status) + ': ' if status else ''}{msg}", status) from None
+                raise SpotifyAPIError(where, f"gave up after {attempt + 1} attempt{'s' if attempt else ''}: {'HTTP ' + str(status) + ': ' if status else ''}{msg}", status) from None
             wait = None
             if status == 429 or (status == 503 and headers.get("Retry-After")):
                 wait = parse_retry_after(headers.get("Retry-After"))
