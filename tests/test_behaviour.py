@@ -211,3 +211,29 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_clips_are_analysed(
         assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
         assert r.output.startswith(f"songfeat: error: {target}: cannot write the picture")
     assert calls == []
+
+
+def test_analyze_clips_shows_progress_while_the_clips_are_analysed(monkeypatch):
+    """check-behaviour analysed every clip (minutes) with nothing on the terminal until the table."""
+    import importlib
+
+    from songfeat.analyze import Outcome
+
+    analyze_module = importlib.import_module("songfeat.analyze")  # `songfeat.analyze` the attribute is the function
+
+    m = pd.DataFrame({"file": ["a.wav", "b.wav"], "path": ["/a.wav", "/b.wav"]})
+    monkeypatch.setattr(behaviour, "read_manifest", lambda shared: m)
+    monkeypatch.setattr(analyze_module, "analyze_many",
+                        lambda paths, model=None, workers=1: (Outcome(path=p, features={"energy": 0.5}) for p in paths))
+    seen = []
+
+    def bar(items, total, label):
+        seen.append((total, label))
+        return items
+
+    monkeypatch.setattr(behaviour, "_progress", bar)
+    _, outs = behaviour.analyze_clips("unused", progress=True)
+    assert seen == [(2, "analysing behaviour clips")] and outs == {"/a.wav": {"energy": 0.5}, "/b.wav": {"energy": 0.5}}
+    seen.clear()
+    behaviour.analyze_clips("unused", progress=False)
+    assert seen == []

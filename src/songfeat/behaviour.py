@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,12 +174,27 @@ def to_markdown(table: pd.DataFrame, half: str | None = "check") -> str:
     return "\n".join(lines) + "\n"
 
 
-def analyze_clips(shared: str | Path, model: str | Path | None = None, workers: int = 1) -> tuple[pd.DataFrame, dict]:
-    """Analyze every behaviour clip with `songfeat analyze`'s own path -> (manifest, path -> features or error line)."""
+def analyze_clips(shared: str | Path, model: str | Path | None = None, workers: int = 1,
+                  progress: bool | None = None) -> tuple[pd.DataFrame, dict]:
+    """Analyze every behaviour clip with `songfeat analyze`'s own path -> (manifest, path -> features or error line).
+
+    `progress` (default: when stderr is a terminal) shows a bar on stderr: the clips take minutes, which passed in silence.
+    """
     from .analyze import analyze_many
 
     m = read_manifest(shared)
-    return m, {o.path: (o.features if o.error is None else o.error) for o in analyze_many(m["path"], model=model, workers=workers)}
+    outcomes = analyze_many(m["path"], model=model, workers=workers)
+    if sys.stderr.isatty() if progress is None else progress:
+        outcomes = _progress(outcomes, len(m), "analysing behaviour clips")
+    return m, {o.path: (o.features if o.error is None else o.error) for o in outcomes}
+
+
+def _progress(items, total: int, label: str):
+    """`items` passed through a transient rich progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, total=total, description=label, console=Console(stderr=True), transient=True)
 
 
 def evaluate_behaviour(shared: str | Path, model: str | Path | None = None, workers: int = 1) -> pd.DataFrame:
