@@ -94,3 +94,14 @@ def test_non_finite_fractions_are_refused(fractions):
         random_split(IDS, fractions)
     with pytest.raises(ValueError, match="non-negative and sum to 1"):
         group_split(IDS, [i[0] for i in IDS], fractions)
+
+
+def test_artist_groups_link_collaborations_to_their_artists():
+    """'A; B' was a group of its own, so A's solo tracks and the A-and-B track landed in different parts."""
+    from songfeat.data.splits import artist_groups
+
+    keys = artist_groups(["Drake", "Future; Drake", "future", "Adele", None, float("nan"), "", " Adele ;"])
+    assert keys[0] == keys[1] == keys[2] and keys[3] == keys[7] and keys[0] != keys[3]
+    assert keys[4] is None and keys[5] is None and keys[6] is None
+    assert artist_groups(["future", "Future; Drake", "Drake"])[0] == keys[0]  # the key does not depend on the order
+

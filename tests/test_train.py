@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -379,3 +380,202 @@ def test_an_output_that_cannot_be_written_is_named_before_training(tiny_store, t
     out = tmp_path / "ro" / "b"
     r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(out), "--epochs", "1"])
     assert r.exit_code == 2 and r.stderr.strip() == f"songfeat: error: {out}: cannot be written (Permission denied)", r.output
+
+
+def test_artist_split_keeps_a_collaboration_with_its_artists():
+    """Artists were grouped by the whole label string, so 'a1; a2' could be tested on while a1's own tracks trained."""
+    ids = [f"t{i:02d}" for i in range(40)]
+    groups = [f"a{i % 12}" for i in range(30)] + [f"a{i % 12}; a{(i + 5) % 12}" for i in range(10)]
+    for seed in range(5):
+        s = make_split(ids, "artist", seed=seed, groups=groups)
+        names = {p: {n.strip() for i in s[p] for n in groups[ids.index(i)].split(";")} for p in s}
+        assert names["train"].isdisjoint(names["test"]) and names["train"].isdisjoint(names["val"]), seed
+        assert names["val"].isdisjoint(names["test"]), seed
+
+
+def test_artist_split_without_any_artist_is_refused(tiny_store, tmp_path):
+    """A label table with no artists made every clip its own 'artist': a random split, recorded as 'artist'."""
+    with pytest.raises(ValueError, match="split 'artist' needs artist names in the label table, and it has none"):
+        train_bundle("numeric-mlp", tiny_store, tmp_path / "m", split="artist", epochs=1, progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_sigmoid_family_learns_a_target_outside_0_1_with_a_linear_output(tmp_path):
+    """cnn-simple and lstm-multitask end in a sigmoid: `--targets tempo` trained fine and every prediction stayed
+    below 1 (MAE ~120 bpm). They now get a linear output for such targets; the combiner, always sigmoid, refuses them."""
+    data = tiny_dataset()
+    tempo = replace(data, targets=100 + 50 * data.targets[:, :1], target_names=("tempo",))
+    for name in ("cnn-simple", "lstm-multitask"):
+        b = load_bundle(train_bundle(name, tempo, tmp_path / name, targets=["tempo"], epochs=1, progress=False))
+        assert b.config["hparams"]["out"] == "linear" and b.model.out == "linear", name
+    b = load_bundle(train_bundle("lstm-multitask", data, tmp_path / "unit", epochs=1, progress=False))
+    assert b.model.out == "sigmoid"  # the seed's head for [0, 1] features, as before
+    with pytest.raises(ValueError, match=r"the dataset has no target column\(s\) \['danceability'\] \(it has: tempo\)"):
+        train_bundle("cnn-simple", tempo, tmp_path / "d", epochs=1, progress=False)  # was tuple.index's bare error
+    with pytest.raises(ValueError, match="combiner's output is a sigmoid.*tempo lies outside it"):
+        train_bundle("combiner", data, tmp_path / "c", targets=["energy", "tempo"], epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("kw, message", [({"lr": 0.0}, "learning rate must be a positive number, not 0.0"),
+                                          ({"lr": float("nan")}, "learning rate must be a positive number"),
+                                          ({"lr": -1e-3}, "learning rate must be a positive number"),
+                                          ({"epochs": 0}, "epochs must be at least 1, not 0"),
+                                          ({"batch_size": 0}, "batch size must be at least 1, not 0")])
+def test_numbers_that_cannot_train_are_refused_before_any_work(kw, message, tmp_path):
+    """`--lr 0` trained at 1e-3 without a word (`lr or 1e-3`), and epochs=0 wrote an untrained model with metrics."""
+    with pytest.raises(ValueError, match=message):
+        train_bundle("numeric-mlp", tiny_dataset(12), tmp_path / "m", progress=False, **{"epochs": 1, **kw})
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_explicit_split_whose_parts_share_clips_is_refused(tmp_path):
+    """An explicit split with a clip in train and test reported metrics partly on training rows."""
+    data = tiny_dataset(20)
+    split = {"train": data.ids[:14], "val": data.ids[14:17], "test": data.ids[12:20]}
+    with pytest.raises(ValueError, match="2 ids are in both 'train' and 'test'"):
+        train_bundle("numeric-mlp", data, tmp_path / "m", split=split, epochs=1, progress=False)
+
+
+def test_a_store_of_another_front_end_is_named_in_one_line(tiny_store):
+    """Was 'store front-end FrontendSpec(kind=..., ...) differs from the bundle's FrontendSpec(...)', naming no file."""
+    from songfeat.errors import SongfeatError
+    from songfeat.frontend import MFCC_DENSE
+    from songfeat.train import dataset_for_bundle
+
+    config = {"inputs": ["frontend"], "frontend": MFCC_DENSE.to_dict(), "targets": ["energy"]}
+    with pytest.raises(SongfeatError) as e:
+        dataset_for_bundle(config, tiny_store)
+    assert str(e.value) == (f"{tiny_store}: built with the custom mfcc (16x24) front-end, but the bundle reads "
+                            "mfcc-dense (20x646); use the store it was trained from")
+
+
+def test_cli_build_limit_zero_is_refused(tiny_store, tmp_path):
+    """`build --limit 0` wrote an empty store and exited 0 (a build matching no audio is an error, not an empty store)."""
+    from songfeat.cli import app
+
+    root = tiny_store.parent
+    r = CliRunner().invoke(app, ["build", "--labels", str(root / "labels.csv"), "--audio", str(root / "audio"),
+                                 "--out", str(tmp_path / "s"), "--limit", "0", "-j", "1", "--no-descriptors"])
+    assert r.exit_code == 2 and "--limit" in r.output, r.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_train_interrupted_says_so(tiny_store, tmp_path, monkeypatch):
+    """Ctrl-C during `train` exited 130 with nothing on stderr."""
+    from songfeat import train
+    from songfeat.cli import app
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_bundle", interrupted)
+    r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 130
+    assert r.stderr.strip() == (f"songfeat: error: interrupted; rerun the command to train again (a bundle already at "
+                                f"{tmp_path / 'm'} is left as it was)")
+
+
+def test_a_column_constant_in_training_does_not_blow_up_a_new_value(tmp_path):
+    """time_signature was 4 in every training row, so its std was floored at 1e-6: a 3/4 clip became z = -1e6 and the
+    model's outputs were pinned at 0 or 1 (musicnn stores: channels that were 0 on every training clip, the same)."""
+    from songfeat.train import apply_scalers
+
+    data = tiny_dataset(30)
+    data.numeric[:, 5] = 4.0  # time_signature: 4/4 throughout
+    sc = fit_scalers(data)
+    assert sc["numeric"]["std"][5] == 1.0 and sc["numeric"]["std"][0] != 1.0
+    waltz = data.subset([0])
+    waltz.numeric[0, 5] = 3.0
+    _, z = apply_scalers(waltz, sc)
+    assert float(z[0, 5]) == pytest.approx(-1.0)
+    b = load_bundle(train_bundle("numeric-mlp", data, tmp_path / "m", epochs=3, progress=False))
+    four, three = b.predict(numeric=data.numeric[:1]), b.predict(numeric=waltz.numeric)
+    assert np.abs(four - three).max() < 1.0  # was ~1e5 apart (the outputs are linear)
+
+
+def test_evaluate_reads_only_the_split_rows_of_the_store(tiny_store, tmp_path):
+    """evaluate (and compare) loaded every row of the store's array to score the 15% test split: ~10 GB for 20k
+    log-mel clips, where the split's rows are ~1.5 GB."""
+    from songfeat.data.store import open_store
+
+    out = train_bundle("cnn-simple", tiny_store, tmp_path / "c", epochs=1, progress=False)
+    test = json.loads((out / "config.json").read_text())["split"]["test"]
+    store = open_store(tiny_store)
+    full, read = store.array(), []
+
+    class Counting:
+        shape, dtype = full.shape, full.dtype
+
+        def __getitem__(self, rows):
+            read.append(len(np.arange(len(full))[rows]))
+            return full[rows]
+
+    store.array = lambda: Counting()
+    result = evaluate_bundle(out, store)
+    assert result["n"] == len(test) and read == [len(test)] and len(test) < len(full)
+
+
+def test_the_training_bar_is_drawn_on_stderr(capsys):
+    """The CLI shows the bar when stderr is a terminal, but it was drawn on stdout (into `train ... > log`)."""
+    from songfeat.train import fit
+
+    class Lin(torch.nn.Module):
+        inputs = ("numeric",)
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 1)
+
+        def forward(self, frontend=None, numeric=None):
+            return self.fc(numeric)
+
+    fit(Lin(), (None, torch.randn(16, 3), torch.zeros(16, 1)), None, epochs=2, progress=True, desc="bar-test")
+    out, err = capsys.readouterr()
+    assert out == "" and "bar-test" in err
+
+
+def test_cli_train_says_how_many_clips_lacked_a_label(tiny_store, tmp_path):
+    """Clips without the model's target were dropped in silence (only the bundle's provenance counted them)."""
+    from songfeat.cli import app
+    from songfeat.data.store import build_store
+
+    labels = pd.read_csv(tiny_store.parent / "labels.csv", dtype={"track_id": str})
+    labels.loc[:3, "valence"] = np.nan
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    build_store(tmp_path / "labels.csv", tiny_store.parent / "audio", tmp_path / "store", frontend=TINY, workers=1,
+                progress=False, descriptors=False)
+    r = CliRunner().invoke(app, ["train", "cnn-valence", "--store", str(tmp_path / "store"), "-o", str(tmp_path / "v"),
+                                 "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip() == ("songfeat: warning: 4 of the store's 16 clips were left out: they lack a value the model "
+                                "needs (valence in 4)")
+    r = CliRunner().invoke(app, ["train", "cnn-simple", "--store", str(tmp_path / "store"), "-o", str(tmp_path / "d"),
+                                 "--epochs", "1"])
+    assert r.exit_code == 0 and r.stderr == ""  # danceability is there for every clip
+
+
+def test_a_run_whose_loss_is_nan_from_the_start_is_refused_not_written(tmp_path):
+    """`--lr 1e6` gave NaN losses from epoch 1; the untrained initial weights were kept ('best epoch 0') and written as
+    a bundle with metrics, exit 0. A run that diverges later keeps its best finite epoch and says where it stopped."""
+    from songfeat.train import fit
+
+    with pytest.raises(ValueError, match="training diverged: the loss was not finite at epoch 1 .*try a smaller --lr"):
+        train_bundle("numeric-mlp", tiny_dataset(), tmp_path / "m", lr=1e30, epochs=3, progress=False)
+    assert not (tmp_path / "m").exists()
+
+    class Breaks(torch.nn.Module):  # fine for two epochs, then NaN
+        inputs = ("numeric",)
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 1)
+            self.calls = 0
+
+        def forward(self, frontend=None, numeric=None):
+            self.calls += 1
+            y = self.fc(numeric)
+            return y * float("nan") if self.calls > 4 else y  # one batch + one validation pass per epoch
+
+    x, y = torch.randn(16, 3), torch.zeros(16, 1)
+    rec = fit(Breaks(), (None, x, y), (None, x, y), epochs=10, batch_size=16, progress=False)
+    assert rec["diverged_at"] == 3 and rec["best_epoch"] in (1, 2) and rec["epochs_run"] == 3

@@ -89,14 +89,19 @@ class Dataset:
         return self.subset([pos[k] for k in ids])
 
     def select_targets(self, names: Sequence[str]) -> "Dataset":
-        """Keep only the target columns `names` (in that order)."""
+        """Keep only the target columns `names` (in that order); a name the dataset lacks is said, not tuple.index's error."""
+        absent = [n for n in names if n not in self.target_names]
+        if absent:
+            raise ValueError(f"the dataset has no target column(s) {absent} (it has: {', '.join(self.target_names)})")
         cols = [self.target_names.index(n) for n in names]
         return replace(self, targets=self.targets[:, cols], target_names=tuple(names))
 
 
 def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Sequence[str] | None = None,
-                       numeric_source: str = "labels", frontend: bool = True) -> Dataset:
-    """Adapt a dataset store (`songfeat.data.store.open_store`) to a Dataset; rows missing a value are dropped."""
+                       numeric_source: str = "labels", frontend: bool = True, only: Sequence[str] | None = None) -> Dataset:
+    """Adapt a dataset store (`songfeat.data.store.open_store`) to a Dataset; rows missing a value are dropped.
+
+    `only` keeps just those ids, so scoring a split reads its rows of the array, not all of them."""
     if isinstance(store, (str, Path)):
         from .data.store import open_store
 
@@ -119,6 +124,9 @@ def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Se
             raise ValueError(f"store has no {numeric_source} column(s) {absent}")
         num = table[list(names)].to_numpy(dtype=np.float32)
         keep &= np.isfinite(num).all(axis=1)
+    n_usable = int(keep.sum())
+    if only is not None:
+        keep &= np.isin(np.asarray(ids, dtype=object), list(only))
     rows = np.flatnonzero(keep)
     missing = {c: int(labels[c].isna().sum()) for c in targets}
     if num is not None:
@@ -132,11 +140,11 @@ def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Se
                    ids=[ids[i] for i in rows], frontend=arr, numeric=None if num is None else num[rows],
                    numeric_names=names, numeric_source=numeric_source, spec=getattr(store, "spec", None),
                    groups=groups, provenance={"store": str(getattr(store, "path", "")), "manifest": manifest,
-                                              "rows": len(ids), "dropped_missing": int(len(ids) - len(rows)),
+                                              "rows": len(ids), "dropped_missing": len(ids) - n_usable,
                                               "missing_by_column": {c: n for c, n in missing.items() if n}})
 
 
-def dataset_for_bundle(config: dict, store: Any) -> Dataset:
+def dataset_for_bundle(config: dict, store: Any, only: Sequence[str] | None = None) -> Dataset:
     """The Dataset a bundle needs (its targets, numeric inputs and their source) from a store; checks the front-end matches."""
     if isinstance(store, (str, Path)):
         from .data.store import open_store
@@ -144,11 +152,15 @@ def dataset_for_bundle(config: dict, store: Any) -> Dataset:
         store = open_store(store)
     needs_fe = "frontend" in (config.get("inputs") or [])
     if needs_fe and config.get("frontend") and getattr(store, "spec", None) is not None:
+        from .errors import SongfeatError
+        from .frontend import spec_name
+
         want = FrontendSpec.from_dict(config["frontend"])
-        if store.spec != want:
-            raise ValueError(f"store front-end {store.spec} differs from the bundle's {want}")
+        if store.spec != want:  # said as two dataclass reprs before, naming no file
+            raise SongfeatError(getattr(store, "path", None), f"built with the {spec_name(store.spec)} front-end, but the "
+                                f"bundle reads {spec_name(want)}; use the store it was trained from")
     return dataset_from_store(store, config["targets"], numeric_inputs=config.get("numeric_inputs") or None,
-                              numeric_source=config.get("numeric_source") or "labels", frontend=needs_fe)
+                              numeric_source=config.get("numeric_source") or "labels", frontend=needs_fe, only=only)
 
 
 def _as_dataset(store_or_dataset: Any, targets: Sequence[str], numeric_inputs: Sequence[str] | None,
@@ -169,14 +181,17 @@ def _as_dataset(store_or_dataset: Any, targets: Sequence[str], numeric_inputs: S
 
 def make_split(ids: Sequence[str], kind: str = "random", seed: int = 42, groups: Sequence[str] | None = None,
                fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> dict[str, list[str]]:
-    """Train/val/test id lists: "random" or "artist" (no artist on both sides), via songfeat.data.splits."""
+    """Train/val/test id lists: "random" or "artist" (no artist on both sides, a collaboration with its artists' own
+    tracks), via songfeat.data.splits."""
     ids = list(ids)
     if kind not in ("random", "artist"):
         raise ValueError(f"split must be 'random' or 'artist', not {kind!r}")
-    if kind == "artist" and not groups:
-        raise ValueError("split 'artist' needs artist names in the label table")
     from .data import splits as _splits
 
+    if kind == "artist":
+        groups = _splits.artist_groups(groups or [])
+        if not any(g is not None for g in groups):  # every clip its own group: a random split recorded as 'artist'
+            raise ValueError("split 'artist' needs artist names in the label table, and it has none; use --split random")
     out = _splits.random_split(ids, fractions, seed=seed) if kind == "random" else \
         _splits.group_split(ids, groups, fractions, seed=seed)
     return {k: list(out[k]) for k in ("train", "val", "test")}
@@ -185,15 +200,26 @@ def make_split(ids: Sequence[str], kind: str = "random", seed: int = 42, groups:
 # ---- normalisation ------------------------------------------------------------------------------
 
 
+CONSTANT_STD = 1e-6  # a channel or column whose training spread is below this is constant there
+
+
+def _spread(x: np.ndarray, axis: int | tuple[int, ...]) -> list[float]:
+    """Standard deviations, 1 for a constant channel (as sklearn's StandardScaler): the old floor of 1e-6 multiplied a
+    new clip's step off that constant by a million (time_signature 4 in every training row, then a 3/4 clip), which
+    pinned every output at 0 or 1."""
+    sd = x.std(axis=axis)
+    return np.where(sd < CONSTANT_STD, 1.0, sd).tolist()
+
+
 def fit_scalers(data: Dataset) -> dict:
     """Per-channel front-end and per-column numeric mean/std of a (training) dataset."""
     out: dict[str, dict] = {}
     if data.frontend is not None:
         fe = np.asarray(data.frontend, dtype=np.float64)
-        out["frontend"] = {"mean": fe.mean(axis=(0, 2)).tolist(), "std": np.maximum(fe.std(axis=(0, 2)), 1e-6).tolist()}
+        out["frontend"] = {"mean": fe.mean(axis=(0, 2)).tolist(), "std": _spread(fe, (0, 2))}
     if data.numeric is not None:
         nu = np.asarray(data.numeric, dtype=np.float64)
-        out["numeric"] = {"mean": nu.mean(axis=0).tolist(), "std": np.maximum(nu.std(axis=0), 1e-6).tolist()}
+        out["numeric"] = {"mean": nu.mean(axis=0).tolist(), "std": _spread(nu, 0)}
     return out
 
 
@@ -263,7 +289,8 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
     Batches index the tensors with a seeded permutation per epoch (no DataLoader). `lr_steps` is a
     plateau schedule: start at lr_steps[0] and move to the next rate whenever the training loss has not
     improved for `plateau_patience` epochs (the combiner's 0.01 -> 0.005 -> 0.002 -> 0.001).
-    Returns the training record (epochs run, best epoch, per-epoch losses and rates, seconds, samples/s).
+    Returns the training record (epochs run, best epoch, per-epoch losses and rates, seconds, samples/s). A loss
+    that turns NaN or infinite stops the run on the best finite epoch, or raises ValueError when there was none.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
@@ -286,7 +313,7 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
     history = []
     t0 = time.perf_counter()
     bar = _progress(progress, epochs, desc)
-    epoch = 0
+    epoch, diverged = 0, None
     try:
         for epoch in range(1, epochs + 1):
             model.train()
@@ -307,6 +334,9 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
                 val_loss = train_loss
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "lr": opt.param_groups[0]["lr"]})
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):  # NaN from here on: stop, keep the best
+                diverged = epoch
+                break
             if val_loss < best[0]:
                 best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
                 since_best = 0
@@ -329,25 +359,43 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
         if bar is not None:
             bar[0].stop()
     secs = time.perf_counter() - t0
+    if best[1] == 0 and diverged:  # the initial random weights were kept and written as a trained model, with metrics
+        raise ValueError(f"training diverged: the loss was not finite at epoch {diverged} (learning rate "
+                         f"{steps[step_i]:g}); nothing was learned, so nothing is written: try a smaller --lr")
     model.load_state_dict(best[2])
     model.eval()
     return {"epochs_run": epoch, "best_epoch": best[1], "best_val_loss": best[0], "loss": loss,
             "lr": lr if not lr_steps else list(lr_steps), "batch_size": batch_size, "history": history,
             "seconds": round(secs, 3), "samples_per_s": round(n * epoch / max(secs, 1e-9), 1),
-            "stopped_early": epoch < epochs}
+            "stopped_early": epoch < epochs, "diverged_at": diverged}
 
 
 def _progress(show: bool, total: int, desc: str):
+    """A per-epoch bar on stderr, where the CLI decides to show it (it drew on stdout: into `train ... > log`, and not
+    on the terminal where stderr was)."""
     if not show:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                 console=Console(stderr=True), transient=False)
     p.start()
     return p, p.add_task(desc, total=total)
 
 
 # ---- bundles ------------------------------------------------------------------------------------
+
+
+#: Families whose output is a sigmoid by default (the combiner's always is).
+SIGMOID_OUT = ("cnn-simple", "cnn-valence", "lstm-multitask", "mlp-head")
+
+
+def outside_unit(targets: Sequence[str]) -> list[str]:
+    """The targets whose range is not inside [0, 1] (tempo, loudness, key, ... or a name of unknown range): a sigmoid
+    output cannot reach them."""
+    known = features.BY_NAME
+    return [t for t in targets if t not in known or not (known[t].low >= 0 and known[t].high <= 1)]
 
 
 def _hparams_for(model_name: str, data: Dataset, user: dict | None) -> dict:
@@ -360,7 +408,8 @@ def _hparams_for(model_name: str, data: Dataset, user: dict | None) -> dict:
         hp["n_inputs"] = int(data.numeric.shape[1])
     elif model_name == "mlp-head":
         hp["n_inputs"] = int(data.frontend.shape[1] * data.frontend.shape[2])
-        hp["out"] = "sigmoid" if set(data.target_names) <= set(features.LEARNED) else "linear"
+    if model_name == "mlp-head" or (model_name in SIGMOID_OUT and outside_unit(data.target_names)):
+        hp["out"] = "linear" if outside_unit(data.target_names) else "sigmoid"  # a sigmoid capped tempo at 1, silently
     hp.update(user or {})
     return hp
 
@@ -418,13 +467,23 @@ def train_model(model_name: str, train: Dataset, val: Dataset | None, *, hparams
         hp = _hparams_for(model_name, train, hp)
         model = models.create(model_name, k, **hp)
     rec = fit(model, _tensors(train, scalers), None if val is None or len(val) == 0 else _tensors(val, scalers),
-              loss=loss or d["loss"], epochs=epochs if epochs is not None else d["epochs"], lr=lr or d["lr"],
-              batch_size=batch_size or d["batch_size"], seed=seed, early_stop_patience=early_stop_patience,
-              lr_steps=lr_steps, device=dev, progress=progress, desc=model_name)
+              loss=loss or d["loss"], epochs=epochs if epochs is not None else d["epochs"],
+              lr=lr if lr is not None else d["lr"], batch_size=batch_size if batch_size is not None else d["batch_size"],
+              seed=seed, early_stop_patience=early_stop_patience, lr_steps=lr_steps, device=dev, progress=progress,
+              desc=model_name)
     record.update(rec)
     record["hparams"] = hp
     model.to("cpu")
     return model, scalers, record
+
+
+def _check_disjoint(parts: dict[str, list[str]]) -> None:
+    """An explicit split whose parts share an id would score the model on clips it trained (or stopped) on."""
+    for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+        shared = sorted(set(parts[a]) & set(parts[b]))
+        if shared:
+            raise ValueError(f"split: {len(shared)} ids are in both {a!r} and {b!r} (e.g. {shared[0]!r}); "
+                             "the parts must not share clips")
 
 
 def _too_few(source: Any, data: Dataset, n_train: int) -> Exception:
@@ -442,6 +501,17 @@ def _too_few(source: Any, data: Dataset, n_train: int) -> Exception:
     if isinstance(source, Dataset):
         return ValueError(why)
     return SongfeatError(prov.get("store") or getattr(source, "path", None) or str(source), why)
+
+
+def _check_numbers(*, lr: float | None, epochs: int | None, batch_size: int | None) -> None:
+    """Refuse a learning rate, epoch count or batch size that cannot train, before any work: `--lr 0` silently trained
+    at 1e-3, and a negative or NaN rate failed inside torch's Adam once the store was read."""
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"the learning rate must be a positive number, not {lr}")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"epochs must be at least 1, not {epochs}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1, not {batch_size}")
 
 
 def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, targets: Sequence[str] | None = None,
@@ -472,6 +542,10 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     check_bundle_out(Path(out))
     d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
     targets = features.check_targets(tuple(targets or d["targets"]))
+    _check_numbers(lr=lr, epochs=epochs, batch_size=batch_size)
+    if model_name == "combiner" and outside_unit(targets):
+        raise ValueError(f"the combiner's output is a sigmoid, inside [0, 1]; {', '.join(outside_unit(targets))} "
+                         "lies outside it: choose [0, 1] targets, or another family")
     if numeric_source not in ("labels", "measured"):
         raise ValueError(f"numeric_source must be 'labels' or 'measured', not {numeric_source!r}")
     needs_num = "numeric" in cls.inputs
@@ -496,6 +570,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
         data = replace(data, frontend=None)
     if isinstance(split, dict):
         parts = {k: list(split.get(k) or []) for k in ("train", "val", "test")}
+        _check_disjoint(parts)
         split_rec: dict[str, Any] = {"recipe": "explicit", "seed": seed}
     else:
         parts = make_split(data.ids, split, seed=seed, groups=data.groups)

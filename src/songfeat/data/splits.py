@@ -64,6 +64,32 @@ def _groups_of(ids: list[str], groups: Sequence[Hashable] | Mapping[str, Hashabl
     return out
 
 
+def artist_groups(artists: Sequence[Hashable]) -> list[str | None]:
+    """One group key per entry of `artists` ("A; B" strings, as the label tables write several artists), the same for
+    entries linked by any shared artist, so "A; B" sits with A's and B's own tracks (keyed by the whole string, a
+    collaboration fell in another part than its artists' solo tracks); None where no artist is known."""
+    parent: dict[str, str] = {}
+
+    def root(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    names_of = []
+    for a in artists:
+        missing = a is None or (isinstance(a, float) and np.isnan(a))
+        names = [] if missing else [n.strip().casefold() for n in str(a).split(";") if n.strip()]
+        for n in names:
+            parent.setdefault(n, n)
+        for n in names[1:]:
+            ra, rb = root(names[0]), root(n)
+            if ra != rb:  # the smaller name is the root: the keys do not depend on the order of the entries
+                parent[max(ra, rb)] = min(ra, rb)
+        names_of.append(names)
+    return [root(names[0]) if names else None for names in names_of]
+
+
 def group_split(ids: Sequence[str], groups: Sequence[Hashable] | Mapping[str, Hashable],
                 fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 42) -> dict[str, list[str]]:
     """Split so that no group (e.g. artist) has ids in two parts; part sizes follow `fractions` as closely as groups allow.
