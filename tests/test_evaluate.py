@@ -154,3 +154,17 @@ def test_evaluate_pairs_a_folder_as_build_does(tmp_path):
     lines = []  # build's pairing (`build_store` calls index_audio with its on_message): the same files, the same words
     found, unlabelled, repeats = index_audio(audio, set(table["track_id"]), "spotify", on_message=lines.append)
     assert {t: str(p) for t, p in found.items()} == paired and repeats == 1 and lines == [f"warning: {repeat}"]
+
+
+def test_train_and_val_splits_are_not_called_held_out():
+    """`evaluate --split train` printed 'n = 8 held-out clips' for the clips the model was fitted on, and `compare
+    --split train` printed tables that looked exactly like held-out ones."""
+    t = np.array([[0.1], [0.5], [0.9]])
+    r = report(t, t + 0.1, ["energy"])
+    assert "n = 3 held-out clips" in to_markdown({**r, "split": "test"}) and "held-out clips" in to_markdown(r)
+    md = to_markdown({**r, "split": "train"})
+    assert "held-out clips" not in md and "'train' split (the model was fitted on them: not held out)" in md
+    assert "held-out clips" not in to_markdown({**r, "split": "val"})
+    table = compare([{**r, "model": "a", "split": "train"}, {**r, "model": "b", "split": "train"}])
+    assert "**note**: scored on clips of the 'train' split" in table
+    assert "**note**" not in compare([{**r, "split": "test"}, {**r, "split": "test"}])

@@ -591,7 +591,7 @@ def build_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process); default 2, "
                                                "or with --engine ray the cluster's CPUs (actors)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Build only the first N clips (by track id)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (clips computed on a Ray cluster, written here)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
@@ -673,7 +673,26 @@ def train_cmd(
         raise fail(str(e)) from None
     except OSError as e:
         raise fail(_os_error(e)) from None
+    except KeyboardInterrupt:  # was a silent exit 130: was the old bundle lost, or half replaced?
+        raise fail(f"interrupted; rerun the command to train again (a bundle already at {out} is left as it was)", 130) from None
+    _warn_left_out(path)
     typer.echo(f"wrote {path}")
+
+
+def _warn_left_out(bundle: Path) -> None:
+    """Say how many of the store's clips training left out for lacking a target or input (only the bundle's provenance
+    knew: 40 of 100 clips could go unused without a word)."""
+    import json
+
+    try:
+        prov = json.loads((Path(bundle) / "config.json").read_text()).get("provenance") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    n, gaps = prov.get("dropped_missing") or 0, prov.get("missing_by_column") or {}
+    if n:
+        why = ", ".join(f"{c} in {k}" for c, k in sorted(gaps.items(), key=lambda x: -x[1]))
+        typer.echo(f"songfeat: warning: {n} of the store's {prov.get('rows')} clips were left out: they lack a value the "
+                   f"model needs ({why})", err=True)
 
 
 @app.command("evaluate")

@@ -115,12 +115,24 @@ def to_markdown(result: dict, title: str | None = None) -> str:
     for name, vals in result["targets"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(vals[m]) for m in METRICS) + " |")
     lines.append("| **average** | " + " | ".join(_fmt(result["average"][m]) for m in METRICS) + " |")
-    extra = [f"n = {result['n']} held-out clips"]
+    extra = [f"n = {result['n']} {_clips_said(result.get('split'))}"]
     if "danceable_accuracy" in result:
         extra.append(f"danceable accuracy (> {DANCEABLE_THRESHOLD}) = {result['danceable_accuracy']:.3f}")
     if result.get("constant_outputs"):
         extra.append("**constant output** (model ignores its input) for: " + ", ".join(result["constant_outputs"]))
     return "\n".join(lines + ["", "; ".join(extra)]) + "\n"
+
+
+def _clips_said(split: str | None) -> str:
+    """What the scored clips are: held out for the test split (or a result without one); the train and val splits are
+    clips the model fitted or was stopped on, and a table that called them held out flattered it."""
+    if split in (None, "test"):
+        return "held-out clips"
+    if split == "train":
+        return "clips of the 'train' split (the model was fitted on them: not held out)"
+    if split == "val":
+        return "clips of the 'val' split (they chose the model's best epoch: not fully held out)"
+    return f"clips of the {split!r} split"
 
 
 def _nan_to_none(o: Any) -> Any:
@@ -204,7 +216,7 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
             from .data.store import open_store
 
             store = open_store(store)
-        data = dataset_for_bundle(b.config, store)
+        data = dataset_for_bundle(b.config, store, only=ids)  # the split's rows only: all of a log-mel store is GBs
         _check_ids_in(data, ids, bundle_path, store, split)
         data = data.select_ids(ids)
     if len(data) < 2:
@@ -273,6 +285,9 @@ def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metric
     out = table(metrics, head)
     if pearson_table:
         out += [""] + table(("pearson",), "Pearson")
+    splits = {r.get("split") for r in results} - {None, "test"}
+    if splits:  # `compare --split train` printed the same tables as on held-out clips, with nothing to tell them apart
+        out += ["", "**note**: " + "; ".join(f"scored on {_clips_said(s)}" for s in sorted(splits))]
     sets = {r.get("clips") for r in results}
     if len(sets) > 1 and None not in sets:  # e.g. bundles trained on different stores, splits or seeds
         groups = ", ".join(f"{lab}: n={r.get('n')}" for lab, r in zip(labels, results))

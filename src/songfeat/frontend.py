@@ -79,6 +79,12 @@ def get_spec(name: str) -> FrontendSpec:
         raise ValueError(f"unknown front-end {name!r}; choose one of {', '.join(SPECS)}") from None
 
 
+def spec_name(spec: FrontendSpec) -> str:
+    """How messages name a spec: its `--frontend` name and shape ("mfcc-dense (20x646)"), or its kind and shape."""
+    name = next((n for n, s in SPECS.items() if s == spec), f"custom {spec.kind}")
+    return f"{name} ({spec.channels}x{spec.frames})"
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     """HTK-scale triangular mel filters without area normalisation, [n_mels, n_fft//2+1] (float32).
