@@ -104,4 +104,3 @@ def test_artist_groups_link_collaborations_to_their_artists():
     assert keys[0] == keys[1] == keys[2] and keys[3] == keys[7] and keys[0] != keys[3]
     assert keys[4] is None and keys[5] is None and keys[6] is None
     assert artist_groups(["future", "Future; Drake", "Drake"])[0] == keys[0]  # the key does not depend on the order
-
