@@ -579,3 +579,16 @@ def test_a_run_whose_loss_is_nan_from_the_start_is_refused_not_written(tmp_path)
     x, y = torch.randn(16, 3), torch.zeros(16, 1)
     rec = fit(Breaks(), (None, x, y), (None, x, y), epochs=10, batch_size=16, progress=False)
     assert rec["diverged_at"] == 3 and rec["best_epoch"] in (1, 2) and rec["epochs_run"] == 3
+
+
+def test_evaluate_audio_scores_a_trained_bundle_only_on_clips_it_never_trained_on(tiny_store, tmp_path):
+    # evaluate-audio left out only a default model's fitting clips (stage2_ids, heads_clips): a `songfeat train` bundle
+    # was scored on every labelled clip, most of which it had been fitted (or early-stopped) on
+    from songfeat.accuracy import evaluate_audio
+
+    out = train_bundle("cnn-simple", tiny_store, tmp_path / "cnn", epochs=1, progress=False)
+    split = json.loads((out / "config.json").read_text())["split"]
+    root = tiny_store.parent
+    res = evaluate_audio(root / "labels.csv", root / "audio", model=out, progress=False)
+    assert res["excluded_trained_on"] == len(split["train"]) + len(split["val"])
+    assert res["n_clips"] + len(res["failed"]) == len(split["test"])

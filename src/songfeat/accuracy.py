@@ -114,6 +114,8 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
             raise SongfeatError(None, f"--cv must be between 2 and the number of clips ({len(rows)}), got {cv}")
     prov = bundle.config.get("provenance") or {}
     trained_on = set(prov.get("stage2_ids") or []) | {i for ids in (prov.get("heads_clips") or {}).values() for i in ids}
+    split = bundle.config.get("split") or {}  # a `songfeat train` bundle: it fitted on 'train' and stopped on 'val'
+    trained_on |= {str(i) for k in ("train", "val") if isinstance(split.get(k), list) for i in split[k]}
     excluded = []
     if cv is None and trained_on:
         excluded = rows.loc[rows["track_id"].isin(trained_on), "track_id"].tolist()
