@@ -340,3 +340,15 @@ def test_train_default_and_evaluate_sources_refuse_bad_labels_and_cache_before_a
     with pytest.raises(SongfeatError, match=r"labels\.csv: no origin column"):
         default_model.train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_reading_and_training_bars_are_drawn_on_stderr(capsys):
+    # callers show them when stderr is a terminal, but both were drawn on rich's default console, stdout: a blank line
+    # went into `evaluate-sources --format json > f.json` and no bar reached the terminal
+    from songfeat.default_model import _progress
+    from songfeat.records import map_files
+
+    assert map_files(abs, [-1, -2, 3], progress=True) == [1, 2, 3]
+    assert list(_progress(iter([1, 2]), "bar-test", True)) == [1, 2]
+    out, err = capsys.readouterr()
+    assert out == "" and err  # (not being a terminal, rich draws only the bars' closing newlines: on stderr now)

@@ -102,9 +102,10 @@ def train_base(table: pd.DataFrame, exclude_ids: set[str], seed: int = 42, epoch
 def _progress(it, label: str, on: bool):
     if not on:
         return it
+    from rich.console import Console
     from rich.progress import track
 
-    return track(it, description=label, console=None, transient=True)
+    return track(it, description=label, console=Console(stderr=True), transient=True)  # not into stdout
 
 
 def base_outputs(bundle: Bundle, numeric: np.ndarray) -> np.ndarray:
