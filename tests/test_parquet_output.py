@@ -36,6 +36,7 @@ def test_an_interrupted_parquet_batch_resumes_from_its_partial(example_clip, tmp
     out.with_name(out.name + ".partial").write_text(json.dumps(done) + "\n" + '{"path": "/torn/li')  # killed mid-line
     w = ResultWriter("parquet", out, resume=True)
     assert w.done == {"/earlier/song.mp3"}
+    w.release()  # the output's lock: this writer only looked, the run below writes
     res = CliRunner().invoke(app, ["analyze", str(example_clip), "--format", "parquet", "--output", str(out), "--resume"])
     assert res.exit_code == 0, res.output
     t = pq.read_table(out)
