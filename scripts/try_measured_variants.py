@@ -1224,6 +1224,37 @@ def chord_cadence(keyed: list[dict]) -> None:
         print(f"  {g}: {best} -> {g} {table[best][g][0]}/{table[best][g][1]} of {table[best][g][2]}")
 
 
+KEY_PRIOR_WEIGHTS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
+
+
+def catalogue_key_prior(keyed: list[dict], shared: Path) -> None:
+    """Do Spotify's catalogue key frequencies settle fifth and relative confusions? The shipped correlations of the 24
+    keys plus w x the centred log frequency of each (key, mode) among the 41,855 catalogue tracks (no preview's label:
+    the tempo prior's source), w picked for each source on the other two."""
+    import pandas as pd
+
+    names = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+    cat = pd.read_csv(shared / "spotify-features" / "combined_unique_by_track_id.csv", usecols=["key", "mode"]).dropna()
+    cat = cat[(cat["key"] >= 0) & (cat["key"] <= 11) & cat["mode"].isin([0, 1])]
+    counts = np.ones((2, 12))  # rows as key_correlations: 0 major, 1 minor (add-one)
+    for (k, m), n in cat.groupby(["key", "mode"]).size().items():
+        counts[0 if m == 1 else 1, int(k)] += n
+    logp = np.log(counts / counts.sum())
+    logp -= logp.mean()
+    print(f"catalogue key prior from {len(cat)} tracks: most common "
+          + ", ".join(f"{names[k]}{'' if r == 0 else 'm'}"
+                      for r, k in zip(*np.unravel_index(np.argsort(-logp, axis=None)[:5], logp.shape)))
+          + f"; log-frequency spread {logp.min():+.2f} .. {logp.max():+.2f}")
+    groups = [g for g in ("forró", "pop/rock", "extra") if any(r["c"].group == g for r in keyed)]
+    keyed = [r for r in keyed if r["c"].group in groups]
+    corrs = [D.key_correlations(D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]),
+                                                            sum(e.hpcp_gomez for e in r["ev"]))))[0] for r in keyed]
+    table = {f"w {w:g}": tally(keyed, groups, [best_key(c + w * logp) for c in corrs]) for w in KEY_PRIOR_WEIGHTS}
+    counts_table("Catalogue key prior added to the shipped correlations (key+mode / mode right, counts; w 0 is shipped):",
+                 "weight", table, groups)
+    held_out_picks("Held out, w picked on the other two sources:", table, groups, list(table))
+
+
 def compound_meter(rows: list[dict]) -> None:
     """Does a ternary sub-beat tell Echo Nest's 3:2 tempos? For every clip with a reference tempo: the onset
     autocorrelation at 1/3 and 2/3 of songfeat's beat against that at 1/4, 1/2 and 3/4 (a 6/8 or shuffle feel reads
@@ -1271,13 +1302,15 @@ def main() -> None:
                     help="only key profiles learned from generated music, scored on the real clips (~3 min)")
     ap.add_argument("--only-nnls", action="store_true",
                     help="only the key from NNLS chroma (an approximate transcription), alone and averaged (~2 min)")
+    ap.add_argument("--only-key-prior", action="store_true",
+                    help="only the catalogue's key frequencies as a prior on the shipped key decision (about a minute)")
     ap.add_argument("--only-loudness-prior", action="store_true",
                     help="only the tempo octave prior centred by the measured loudness (about a minute)")
     args = ap.parse_args()
     if args.only_basic_pitch is not None and not args.only_basic_pitch.is_file():
         raise SystemExit(f"try_measured_variants: {args.only_basic_pitch}: no such file (Basic Pitch's nmp.onnx)")
     rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch)
-                or args.only_chord_cadence or args.only_nnls or args.only_synthetic_profiles)
+                or args.only_chord_cadence or args.only_nnls or args.only_synthetic_profiles or args.only_key_prior)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     single = {"only_tempo_families": lambda: tempo_families(rows),  # the options that print one table
@@ -1286,6 +1319,7 @@ def main() -> None:
               "only_chord_cadence": lambda: chord_cadence(rows),
               "only_nnls": lambda: nnls_key(rows),
               "only_synthetic_profiles": lambda: synthetic_profiles(rows),
+              "only_key_prior": lambda: catalogue_key_prior(rows, args.shared),
               "only_loudness_prior": lambda: loudness_prior(rows, args.shared)}
     for option, table in single.items():
         if getattr(args, option):
