@@ -92,18 +92,21 @@ def test_training_lowers_the_loss_and_early_stops(tmp_path):
     assert len(hist) == cfg["training"]["epochs_run"] <= 30
 
 
+class Lin(torch.nn.Module):
+    """A one-layer model on 3 numeric inputs, for tests of `fit` itself."""
+
+    inputs = ("numeric",)
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 1)
+
+    def forward(self, frontend=None, numeric=None):
+        return self.fc(numeric)
+
+
 def test_combiner_plateau_schedule_steps_down(tmp_path):
     from songfeat.train import fit
-
-    class Lin(torch.nn.Module):
-        inputs = ("numeric",)
-
-        def __init__(self):
-            super().__init__()
-            self.fc = torch.nn.Linear(3, 1)
-
-        def forward(self, frontend=None, numeric=None):
-            return self.fc(numeric)
 
     model = Lin()
     x = torch.randn(32, 3)
@@ -518,16 +521,6 @@ def test_evaluate_reads_only_the_split_rows_of_the_store(tiny_store, tmp_path):
 def test_the_training_bar_is_drawn_on_stderr(capsys):
     """The CLI shows the bar when stderr is a terminal, but it was drawn on stdout (into `train ... > log`)."""
     from songfeat.train import fit
-
-    class Lin(torch.nn.Module):
-        inputs = ("numeric",)
-
-        def __init__(self):
-            super().__init__()
-            self.fc = torch.nn.Linear(3, 1)
-
-        def forward(self, frontend=None, numeric=None):
-            return self.fc(numeric)
 
     fit(Lin(), (None, torch.randn(16, 3), torch.zeros(16, 1)), None, epochs=2, progress=True, desc="bar-test")
     out, err = capsys.readouterr()
