@@ -215,3 +215,61 @@ def test_an_output_that_cannot_be_made_or_a_foreign_manifest_is_one_clear_error(
 def test_a_bytes_row_whose_name_cannot_be_a_file_name_is_still_spilled(tmp_path, name):
     spilled = Path(distributed._spill(tmp_path / "0", name, b"RIFF"))
     assert spilled.parent == tmp_path / "0" and spilled.read_bytes() == b"RIFF"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_address_where_nothing_listens_is_one_line_not_a_hang(folder, tmp_path):
+    # ray.init retried such an address for ever, a warning every few seconds; so did a dead RAY_ADDRESS without --address
+    port = _free_port()
+    base = [sys.executable, "-m", "songfeat.cli", "analyze", str(folder / "clip0.wav"), "--engine", "ray",
+            "--format", "parquet", "--output", str(tmp_path / "features")]
+    for extra, env in ((["--address", f"127.0.0.1:{port}"], {}), ([], {"RAY_ADDRESS": f"127.0.0.1:{port}"})):
+        try:
+            p = subprocess.run(base + extra, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still trying to join 127.0.0.1:{port} after 60 s")
+        assert p.returncode == 2, p.stderr[-2000:]
+        lines = [line for line in p.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("songfeat: error: could not join a Ray cluster at ") and \
+            f":{port} (Connection refused)" in lines[0], p.stderr[-2000:]
+        assert not (tmp_path / "features").exists()
+
+
+def test_a_symlink_keeps_its_own_name_so_its_id_comes_from_it(folder, tmp_path):
+    # the Ray engine resolved links: '<spotify id>.wav' -> clip0.wav got clip0's path and a content id, unlike locally
+    d = tmp_path / "links"
+    d.mkdir()
+    link = d / "4uLU6hMCjMI75M1A2tKUQC.wav"
+    link.symlink_to(folder / "clip0.wav")
+    table = tmp_path / "tracks.csv"
+    table.write_text("path\nlinks/4uLU6hMCjMI75M1A2tKUQC.wav\n")
+    assert list(distributed.list_inputs([d])[0]["path"]) == [str(link)]
+    assert list(distributed.list_inputs([table])[0]["path"]) == [str(link)]
+
+
+def test_few_tracks_start_no_idle_actors(cluster, folder, tmp_path, recwarn):
+    # a part with fewer batches than --workers started an actor per worker anyway: each idle one loaded the model on a
+    # CPU the busy one needed, and Ray printed a UserWarning about the unused actors on the terminal
+    link = tmp_path / "4uLU6hMCjMI75M1A2tKUQC.wav"
+    link.symlink_to(folder / "clip0.wav")
+    report = distributed.analyze_to_parquet([link], tmp_path / "features", concurrency=2)
+    assert (report.written, report.errors) == (1, [])
+    assert not [w for w in recwarn if "concurrent actors" in str(w.message)], [str(w.message) for w in recwarn]
+    (row,) = distributed.read_output(tmp_path / "features").to_pylist()
+    assert (row["path"], row["id"]) == (str(link), "4uLU6hMCjMI75M1A2tKUQC")  # as `songfeat analyze` names it
+
+
+def test_inputs_with_no_audio_are_one_clear_error_and_make_no_output(cluster, tmp_path):
+    # an empty or mistyped folder ended with 'wrote 0 tracks' and exit 0, where `songfeat analyze` says so and fails
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not audio\n")
+    with pytest.raises(distributed.SongfeatError, match="no audio files found in .*empty"):
+        distributed.analyze_to_parquet([tmp_path / "empty"], tmp_path / "features")
+    assert not (tmp_path / "features").exists()

@@ -9,6 +9,7 @@ It is a thin skin over the Python API: every actor loads the model once and runs
     _songfeat.json      the manifest: model, committed parts and their row counts, "complete"
     part-<run>-<k>/     one committed chunk, written by Ray's write_parquet
     _staging/           Ray writes a chunk here first (Parquet readers skip "_" names)
+    _lock               an flock held while a run writes the folder
 
 A chunk is written into `_staging/`, renamed into place, then added to the manifest. A rerun skips
 tracks whose path (or Spotify-id file name) is already in a committed part, so a job killed at any
@@ -20,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -62,11 +64,39 @@ def init(address: str | None = None, **kwargs) -> None:
         kwargs.setdefault("log_to_driver", False)
         if address is not None:
             kwargs.pop("include_dashboard")  # only meaningful when starting a cluster
+        target = _bootstrap_address(address)
+        why = _unreachable(target) if target else None
+        if why:  # ray.init retries an address where nothing listens for ever, warning every few seconds
+            raise SongfeatError(None, f"could not join a Ray cluster at {address or target}: nothing answers at {target} ({why})")
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SongfeatError(None, f"could not start or join a Ray cluster (address {address or 'local'}): "
                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+
+
+def _bootstrap_address(address: str | None) -> str | None:
+    """The host:port ray.init would connect to (RAY_ADDRESS or the last `ray start` when None), or None to start one."""
+    if address is not None and address.startswith("ray://"):  # Ray Client: the server's own host:port
+        return address[len("ray://"):].split("/")[0] or None
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(address)
+    except Exception:  # "auto" with nothing running, or a private API that moved: ray.init says what is wrong
+        return None if address in (None, "auto", "local") else address
+
+
+def _unreachable(target: str, timeout: float = 5.0) -> str | None:
+    """Why a TCP connection to host:port fails (refused, no such host, timed out), or None when something answers."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return None  # not host:port: left to ray.init
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    return None
 
 
 def _model_arg(model: str | Path | None) -> str | None:
@@ -179,7 +209,10 @@ def analyze_dataset(ds, path_column: str = "path", model: str | Path | None = No
 
 def list_inputs(inputs: list[str | Path], path_column: str = "path") -> tuple[pd.DataFrame, list[str]]:
     """Rows to analyze from files, folders (searched recursively) and CSV/Parquet tables of paths (absolute, each once),
-    and the inputs refused while walking (missing, special files, ...: one '<path>: <reason>' line each)."""
+    and the inputs refused while walking (missing, special files, ...: one '<path>: <reason>' line each).
+
+    Symlinks are not resolved: a row keeps the name it was given, which its id may come from (`<id>.mp3`), as locally.
+    """
     from .audio import scan_inputs
 
     frames, refused = [], []
@@ -201,7 +234,7 @@ def list_inputs(inputs: list[str | Path], path_column: str = "path") -> tuple[pd
         else:
             files, errors, _ = scan_inputs([p])
             refused.extend(str(e) for e in errors)
-            names = [str(f.resolve()) for f in files]  # a name utf8_text has to escape cannot travel as Arrow text
+            names = [os.path.abspath(f) for f in files]  # a name utf8_text has to escape cannot travel as Arrow text
             refused.extend(f"{utf8_text(q)}: file name is not UTF-8, which the Ray engine cannot pass on; rename it, "
                            "or use --engine local" for q in names if utf8_text(q) != q)
             frames.append(pd.DataFrame({"path": [q for q in names if utf8_text(q) == q]}, dtype=object))
@@ -217,7 +250,7 @@ def _table_paths(table: Path, values: list) -> tuple[list[str | None], list[str]
     An empty cell must not turn into '<folder>/nan' or the table's own folder: it is refused by row and the other
     rows still run. A cell that is not text (a Parquet column of numbers or bytes) refuses the whole table.
     """
-    base = table.resolve().parent
+    base = os.path.dirname(os.path.abspath(table))
     paths: list[str | None] = []
     refused: list[str] = []
     for i, q in enumerate(values, start=1):
@@ -233,7 +266,7 @@ def _table_paths(table: Path, values: list) -> tuple[list[str | None], list[str]
             refused.append(f"{table}: row {i}: {reason}")
             paths.append(None)
         else:
-            paths.append(q if os.path.isabs(q) else str((base / q).resolve()))
+            paths.append(os.path.abspath(os.path.join(base, q)))  # not resolved: a link keeps its own name
     return paths, refused
 
 
@@ -371,6 +404,13 @@ def _blocks(df: pd.DataFrame, batch_size: int, actors: int | tuple[int, int]) ->
     return _chunks(df, max(1, min(batch_size, -(-len(df) // max(1, n)))))
 
 
+def _listed_run(ray, rows: pd.DataFrame, batch_size: int, actors: int) -> tuple:
+    """A chunk of listed rows as a Dataset of one block per batch, and its actor count: no more actors than blocks (an
+    idle actor still loads the model, on a CPU the others could use, and Ray warns about it on the terminal)."""
+    blocks = _blocks(rows, batch_size, actors)
+    return ray.data.from_pandas(blocks), max(1, min(actors, len(blocks)))
+
+
 def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = None, *, path_column: str = "path",
                        bytes_column: str | None = None, batch_size: int = BATCH_SIZE, concurrency: int | None = None,
                        chunk_size: int | None = None, on_part: Callable[[dict], None] | None = None) -> JobReport:
@@ -384,6 +424,12 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     import pyarrow as pa
 
     t0 = time.perf_counter()
+    listed = isinstance(inputs, (str, Path, list, tuple))
+    if listed:  # listed first: a mistyped or empty folder is one line, as locally, and leaves no output folder behind
+        names = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        listing, refused = list_inputs(names, path_column)
+        if listing.empty and not refused:
+            raise SongfeatError(None, "no audio files found in " + ", ".join(map(str, names)))
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise SongfeatError(out, "exists and is not a folder; --output for Parquet with the Ray engine is a folder")
@@ -413,8 +459,8 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
         report = JobReport(out)
         run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
-        if isinstance(inputs, (str, Path)) or isinstance(inputs, (list, tuple)):
-            todo, report.refused = list_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), path_column)
+        if listed:
+            todo, report.refused = listing, refused
             report.planned = len(todo)
             stems = todo["path"].map(lambda p: Path(p).stem)
             todo = todo[~todo["path"].isin(done_paths) & ~stems.isin(done_ids)]
@@ -424,7 +470,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             if concurrency is None:  # the listed paths are already in the object store: no read task needs a CPU
                 concurrency = _cpus(ray)
             chunks = _chunks(todo, chunk_size)
-            datasets = (ray.data.from_pandas(_blocks(c, batch_size, concurrency)) for c in chunks)  # one at a time
+            runs = (_listed_run(ray, c, batch_size, concurrency) for c in chunks)  # one at a time
             n_chunks, col = len(chunks), "path"
         else:  # a Ray Dataset: filtered lazily, run as one chunk
             ds, col = inputs, path_column
@@ -432,13 +478,13 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
                 ds = ds.map_batches(_drop_done, batch_format="pyarrow",
                                     fn_kwargs={"done_paths": pa.array(sorted(done_paths), pa.string()),
                                                "done_ids": pa.array(sorted(done_ids), pa.string()), "path_column": col})
-            datasets, n_chunks = iter([ds]), 1
+            runs, n_chunks = iter([(ds, concurrency)]), 1
 
-        for k, ds in enumerate(datasets):
+        for k, (ds, actors) in enumerate(runs):
             name = f"part-{run}-{k:05d}"
             staging = out / STAGING / name
             result = analyze_dataset(ds, col, model_arg, bytes_column=bytes_column, batch_size=batch_size,
-                                     concurrency=concurrency)
+                                     concurrency=actors)
             # writing a few KB per track needs no CPU of its own: the actors keep every core
             result.write_parquet(str(staging), min_rows_per_file=FILE_ROWS, ray_remote_args={"num_cpus": 0})
             files = sorted(staging.glob("*.parquet")) if staging.exists() else []
@@ -520,8 +566,7 @@ def clip_runner(concurrency: int | None = None, batch_size: int = BATCH_SIZE):
         ray = _ray()
         shape = FrontendSpec.from_dict(spec_dict).shape
         rows = pd.DataFrame({"row": todo, "path": [paths[i] for i in todo]})
-        n = concurrency or _cpus(ray)
-        ds = ray.data.from_pandas(_blocks(rows, batch_size, n))
+        ds, n = _listed_run(ray, rows, batch_size, concurrency or _cpus(ray))
         ds = ds.map_batches(_ClipWorker, fn_constructor_args=(spec_dict, with_descriptors), batch_size=batch_size,
                             batch_format="numpy", compute=_pool(ray, n), num_cpus=1)
         for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
