@@ -273,3 +273,23 @@ def test_inputs_with_no_audio_are_one_clear_error_and_make_no_output(cluster, tm
     with pytest.raises(distributed.SongfeatError, match="no audio files found in .*empty"):
         distributed.analyze_to_parquet([tmp_path / "empty"], tmp_path / "features")
     assert not (tmp_path / "features").exists()
+
+
+def test_the_cli_summary_counts_refused_inputs_and_an_interrupted_join_wrote_nothing(cluster, folder, tmp_path,
+                                                                                      monkeypatch):
+    # a missing input printed its error line, then "wrote 1 tracks ... 0 errors", then exited 1; and Ctrl-C while Ray
+    # was still starting said "committed parts are kept in <output>" of a folder that did not exist
+    out = tmp_path / "o"
+    base = ["analyze", "--engine", "ray", "--format", "parquet", "--output", str(out)]
+    res = CliRunner().invoke(app, base + [str(folder / "clip0.wav"), str(tmp_path / "nothere.wav")])
+    assert res.exit_code == 1, res.output
+    assert "0 errors; 1 input refused;" in res.stderr and "nothere.wav" in res.stderr
+
+    def interrupted(address=None, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "init", interrupted)
+    res = CliRunner().invoke(app, base[:-1] + [str(tmp_path / "p"), str(folder)])
+    assert res.exit_code == 130
+    assert res.stderr.strip() == "songfeat: error: interrupted while joining or starting the Ray cluster; nothing was written"
+    assert not (tmp_path / "p").exists()

@@ -254,14 +254,18 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
     if fmt != "parquet" or output is None:
         raise fail("--engine ray writes --format parquet into an --output folder")
     require("analyze --engine ray", "ray")
+    from . import distributed
+
     try:
-        from . import distributed
-
         distributed.init(address)
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:  # said "committed parts are kept in <output>" of a folder not yet made
+        raise fail("interrupted while joining or starting the Ray cluster; nothing was written", 130) from None
+    def note(p: dict) -> None:
+        typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {p['rows']} tracks ({p['errors']} errors)", err=True)
 
-        def note(p: dict) -> None:
-            typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {p['rows']} tracks ({p['errors']} errors)", err=True)
-
+    try:
         report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
                                                 concurrency=workers, chunk_size=chunk_size, on_part=note)
     except SongfeatError as e:
@@ -271,8 +275,9 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
     for line in report.refused:
         typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")
+    refused = f"; {len(report.refused)} input{'s' * (len(report.refused) != 1)} refused" if report.refused else ""
     typer.echo(f"wrote {report.written} tracks to {output} ({report.skipped} of {report.planned} already there; "
-               f"{len(report.errors)} errors; {report.tracks_per_second:.2f} tracks/s)", err=True)
+               f"{len(report.errors)} errors{refused}; {report.tracks_per_second:.2f} tracks/s)", err=True)
     if report.errors or report.refused:
         raise typer.Exit(1)
 
