@@ -127,9 +127,10 @@ def test_onnx_files_are_the_recorded_export():
 @pytest.mark.slow
 def test_musicnn_export_is_reproducible(tmp_path):
     """A fresh export of the torch port is the shipped file: the same graph, and the same constants up to float32
-    rounding. Byte for byte it holds on the CPU family that exported it (an Intel machine); on an AMD EPYC torch's
-    vectorised sqrt and division rounded the folded batch-norm scale weight / sqrt(var + eps) one or two units in the
-    last place differently for a few channels (up to 1.9e-6), which the sha256 calls a different file."""
+    rounding. Byte for byte it holds on the CPU family that exported it (the shipped files: an AMD EPYC VM); across
+    families torch's vectorised sqrt and division can round the folded batch-norm scale weight / sqrt(var + eps) one or
+    two units in the last place differently for a few channels (up to 1.9e-6 between the Intel export before it and an
+    AMD EPYC), which the sha256 calls a different file."""
     onnx = pytest.importorskip("onnx")
     import hashlib
 

@@ -134,7 +134,7 @@ def analyze(
                                   help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
-    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: $RAY_ADDRESS or the last `ray start` here, else start a local one."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="ray: tracks per actor call (fewer when a part has few tracks per actor)."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="ray: tracks per committed part; default 1000 per cluster CPU."),
 ) -> None:
@@ -599,7 +599,7 @@ def build_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Build only the first N clips (by track id)."),
     descriptors: bool = typer.Option(True, "--descriptors/--no-descriptors", help="Also measure tempo, key, loudness, ... per clip."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (clips computed on a Ray cluster, written here)."),
-    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: start a local one."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: $RAY_ADDRESS or the last `ray start` here, else start a local one."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one clip may take in a worker process (builds of more than 12 clips; the local engine only); 0: no limit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),

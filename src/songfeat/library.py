@@ -419,7 +419,7 @@ def _nice() -> None:
 
 
 def _init_worker() -> None:
-    """Worker start-up: lower priority, one torch thread, the default model loaded once."""
+    """Worker start-up: lower priority, one inference thread (onnxruntime; torch too when loaded), the default model loaded once."""
     from .analyze import _init_worker as one_thread, get_bundle
 
     _nice()

@@ -184,7 +184,7 @@ def get_records(paths: list[str], cache: str | Path | None = DEFAULT_CACHE, with
 
 
 def map_files(fn, jobs: list, workers: int = 1, progress: bool = True) -> list:
-    """fn over per-file jobs, in `workers` processes (one torch thread each), in order, with a progress bar."""
+    """fn over per-file jobs, in `workers` processes (one inference thread each), in order, with a progress bar."""
     from .analyze import _init_worker
 
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 and len(jobs) > 1 else None
