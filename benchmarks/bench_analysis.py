@@ -1,7 +1,8 @@
 """Speed and memory of `songfeat analysis` (the audio-analysis object) against `songfeat analyze` on the same files.
 
-Both run in this process, taking turns in each of `--repeat` rounds, on one core (torch and BLAS
-limited to one thread), after a warm-up run of each (imports and the default model are loaded once):
+Both run in this process, taking turns in each of `--repeat` rounds, on one core (BLAS, and torch where
+installed, limited to one thread; `analyze`'s ONNX tagger uses a second), after a warm-up run of each (imports and
+the default model are loaded once). `songfeat.analyze` is the peer: the ratios are analysis / analyze.
 
 * a 30-s clip (the example clip): target analysis <= 2x analyze;
 * a generated 5-minute song (drums, chords and a bass line in four parts, written as mp3): target
@@ -10,6 +11,9 @@ limited to one thread), after a warm-up run of each (imports and the default mod
   and the numpy/Python heap that tracemalloc sees (torch's own buffers are not traced).
 
     python benchmarks/bench_analysis.py [--repeat 3] [--clip examples/fma-000002.mp3]
+
+`--repeat` defaults to 3; `--clip` (an audio file, default the example clip) replaces the 30-s clip. A clip no
+decoder reads, or one too short or silent to analyse, is one error line before anything is timed.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import benchutil  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fma-000002.mp3"
@@ -82,27 +88,31 @@ def peak_memory_mb(path: Path) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--clip", type=Path, default=EXAMPLE)
+    ap.add_argument("--repeat", type=int, default=3, help="paired rounds (default 3)")
+    ap.add_argument("--clip", type=Path, default=EXAMPLE, help="the 30-s clip (default: the example clip)")
     args = ap.parse_args()
+    benchutil.at_least_one(repeat=args.repeat)
+    try:  # optional: neither function needs torch (the lean runtime); where installed, keep it to one thread
+        import torch
 
-    import torch
-
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
     import songfeat
     from songfeat.analysis import audio_analysis
 
+    with benchutil.one_line_errors():  # the warm-up: imports, filters, the default model; a clip that cannot be
+        audio_analysis(args.clip)      # analysed stops here, in one line, before the 5-min song is made
+        songfeat.analyze(args.clip)
     with tempfile.TemporaryDirectory() as tmp:
         song = five_minute_song(Path(tmp) / "five-minutes.mp3")
-        audio_analysis(args.clip)  # warm-up: imports, filters, the default model
-        songfeat.analyze(args.clip)
         rows = []
         for name, path in (("30-s clip", args.clip), ("5-min song", song)):
             t_an, t_aa = paired([songfeat.analyze, audio_analysis], path, args.repeat)
             rows.append((name, t_an, t_aa))
         mem = [(name, *peak_memory_mb(p)) for name, p in (("30-s clip", args.clip), ("5-min song", song))]
 
-    print(f"one core (1 torch thread), median of {args.repeat} paired runs, same process (warm); load average {os.getloadavg()[0]:.1f}")
+    print(f"one core (1 BLAS / torch thread), median of {args.repeat} paired runs, same process (warm); load average {os.getloadavg()[0]:.1f}")
     print(f"{'file':<12} {'analyze wall/CPU (s)':>22} {'analysis wall/CPU (s)':>23} {'ratio wall/CPU':>16}")
     for name, (w_an, c_an), (w_aa, c_aa) in rows:
         print(f"{name:<12} {w_an:>10.3f} / {c_an:<9.3f} {w_aa:>10.3f} / {c_aa:<10.3f} {w_aa / w_an:>6.2f}x / {c_aa / c_an:.2f}x")

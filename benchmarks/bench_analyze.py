@@ -7,18 +7,22 @@ before the lean runtime), and the hand-written librosa pipeline (benchmarks/libr
 Every peer first runs once untimed (librosa's numba JIT compiles once per install and caches on
 disk). Then cold single-file runs of both paths, and where songfeat's time goes (imports, decode,
 descriptors, 16-kHz resampling, VAD, tagger, dynamics, MFCC summary, heads) measured in-process on one thread.
-Needs the `bench` extra (torch and librosa for the two comparisons).
+Needs the `bench` extra (torch and librosa for the two comparisons); without it, it stops with one line.
 
     python benchmarks/bench_analyze.py [--files N] [--audio DIR] [--repeat R] [--plot PNG]
 
-With `--plot`, also draws the whole-process times against librosa's and the lean path's per-stage cost into a PNG.
+`--files` (default 20): how many clips; `--repeat` (default 1): timed round-robin rounds of the whole runs (the
+cold single-file runs take at least 3). With `--plot`, also draws the whole-process times against librosa's and
+the lean path's per-stage cost into a PNG.
 
-Default audio: the dev previews in ../shared/data/spotify-previews/audio when present, else
-generated 30-s clips written as mp3 into a temporary folder.
+Audio: the first N mp3 files of `--audio DIR`, else of the dev previews in ../shared/data/spotify-previews/audio
+when present, else N generated 30-s clips written as mp3 into a temporary folder. A folder without mp3 files, or
+an mp3 no decoder reads, is one error line before anything is timed.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import statistics
@@ -27,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import benchutil
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIEWS = ROOT.parent / "shared" / "data" / "spotify-previews" / "audio"
@@ -54,10 +60,17 @@ def generated_clips(folder: Path, n: int) -> list[Path]:
 
 
 def bench_files(audio: Path | None, n: int, tmp: Path) -> tuple[list[Path], str]:
-    """The first n mp3s of `audio` (default: the dev previews when present), else n generated clips in tmp; and a label."""
+    """The first n mp3s of `audio` (default: the dev previews when present), else n generated clips in tmp; and a label.
+
+    A folder with no mp3 in it, or an mp3 no decoder reads, stops the benchmark with one line (the runs would time
+    nothing, or the peers' error paths)."""
     src = audio or (PREVIEWS if PREVIEWS.is_dir() else None)
     if src is not None:
-        files = sorted(src.glob("*.mp3"))[:n]
+        if not src.is_dir():
+            raise benchutil.fail(f"{src}: no such folder")
+        files = benchutil.readable(sorted(src.glob("*.mp3"))[:n])
+        if not files:
+            raise benchutil.fail(f"{src}: no mp3 files in it")
         return files, f"{len(files)} clips from {'/'.join(src.resolve().parts[-3:])}"
     files = generated_clips(tmp, n)
     return files, f"{len(files)} generated 30-s mp3 clips"
@@ -88,7 +101,7 @@ def breakdown(files: list[Path], backend: str) -> dict[str, float]:
     import numpy as np
 
     if backend == "torch":
-        import torch  # noqa: F401  (its import is part of the torch path's cost)
+        importlib.import_module("torch")  # its import is part of the torch path's cost
     from songfeat import descriptors, evidence, mfcc, runtime, tagger, vad
     from songfeat.analyze import Clip, get_bundle, predict_clip, to_spotify
     from songfeat.audio import SAMPLE_RATE, iter_windows, learned_window
@@ -192,11 +205,18 @@ def main() -> None:
     from songfeat.analyze import auto_workers
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=20)
-    ap.add_argument("--audio", type=Path, default=None)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--files", type=int, default=20, help="clips to analyse (default 20)")
+    ap.add_argument("--audio", type=Path, default=None, help="a folder of mp3 files (default: the dev previews, else generated clips)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed round-robin rounds of the whole runs (default 1)")
     ap.add_argument("--plot", type=Path, default=None, help="also draw the results into this PNG")
     args = ap.parse_args()
+    benchutil.at_least_one(files=args.files, repeat=args.repeat)
+    if args.plot is not None:  # refused now, not after minutes of runs
+        from songfeat.output import check_output
+
+        with benchutil.one_line_errors():
+            check_output(args.plot, "the picture")
+    benchutil.require("librosa", "pyloudnorm", "torch", why="bench_analyze times the librosa pipeline and the torch path beside songfeat")
     tmp = Path(tempfile.mkdtemp(prefix="songfeat-bench-"))
     try:
         files, label = bench_files(args.audio, args.files, tmp)
@@ -237,8 +257,8 @@ def main() -> None:
         print(f"{'run (whole process, start-up included)':52s} {'seconds':>8s} {'s/file':>7s} {'vs librosa':>10s}")
         print(f"{'baseline: librosa pipeline (1 process)':52s} {base:8.2f} {base / n:7.3f} {1.0:9.2f}x"
               f"   (medians of {args.repeat} round-robin rounds)")
-        for label_, secs in rows:
-            print(f"{label_:52s} {secs:8.2f} {secs / n:7.3f} {base / secs:9.2f}x")
+        for label_, s in rows:
+            print(f"{label_:52s} {s:8.2f} {s / n:7.3f} {base / s:9.2f}x")
         print(f"cold single-file run (median of {reps}): lean {cold['lean']:.2f} s, torch {cold['torch']:.2f} s")
         parts = {name: _breakdown_in_child(files, backend) for name, backend in BACKENDS.items()}
         print("where songfeat's time goes (in-process, one thread, per file):")

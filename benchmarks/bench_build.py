@@ -9,6 +9,9 @@ librosa.feature.mfcc with the seed's settings (20 coefficients, n_fft 4096, hop 
 once with front-ends only (the same work as the baseline) and once with descriptors too (tempo,
 key, loudness, metre: much more work than the baseline does). Each writes a fresh store in a temp
 folder. Machines shared with other jobs make every figure noisy: the load average is printed.
+
+`--limit N` takes the first N clips (by track id) of either set; `--workers` (default 2) and `--frontend` (default
+mfcc) are `songfeat build`'s. Needs the `bench` extra (librosa, pandas, torch); without it, it stops with one line.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import benchutil
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SONGFEAT_SHARED", ROOT.parent / "shared")) / "data" / "spotify-previews"
@@ -79,15 +84,21 @@ def main() -> None:
     ap.add_argument("--frontend", default="mfcc")
     ap.add_argument("--skip-descriptors", action="store_true", help="time only the front-end-only build")
     args = ap.parse_args()
+    benchutil.at_least_one(generated=args.generated, limit=args.limit, workers=args.workers)
+    benchutil.require("librosa", "pandas", "torch", why="the baseline is a librosa loop; build needs the train extra")
+    from songfeat.frontend import SPECS
+
+    if args.frontend not in SPECS:
+        raise benchutil.fail(f"unknown --frontend {args.frontend!r}; choose one of {', '.join(SPECS)}")
 
     tmp = Path(tempfile.mkdtemp(prefix="songfeat-bench-"))
     try:
         if args.generated is None and (SHARED / "labels.csv").is_file():
             labels, audio, what = SHARED / "labels.csv", SHARED / "audio", f"the Spotify previews in {SHARED}"
         else:
-            n = args.generated or 24
+            n = args.generated or min(24, args.limit or 24)  # no more clips than --limit will use
             labels, audio = generated_clips(tmp / "data", n)
-            what = f"{n} generated 30-s wav clips"
+            what = "generated 30-s wav clips"
         files = sorted(p for p in audio.iterdir() if p.is_file())
         if args.limit is not None:
             files = files[: args.limit]

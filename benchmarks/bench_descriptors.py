@@ -16,7 +16,9 @@ songfeat's (above 1: songfeat is faster).
     python benchmarks/bench_descriptors.py [--files N] [--repeat R] [--audio DIR]
 
 Audio: the first N mp3s of the dev previews (../shared/data/spotify-previews/audio) or of --audio, their first 30 s;
-without either, N generated 30-s clips (`songfeat.synth` chord progressions over drum patterns).
+without either, N generated 30-s clips (`songfeat.synth` chord progressions over drum patterns). `--only` keeps some
+peers (essentia, librosa; songfeat always runs). A missing peer library leaves that peer out with a note; with no
+peer left, or a folder without mp3 files, or an mp3 no decoder reads, it stops with one line.
 """
 from __future__ import annotations
 
@@ -26,12 +28,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread for every peer 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+import benchutil  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIEWS = ROOT.parent / "shared" / "data" / "spotify-previews" / "audio"
@@ -49,7 +54,8 @@ def clips(audio: Path | None, n: int) -> tuple[list[np.ndarray], str]:
         files = sorted(src.glob("*.mp3"))[:n]
         if not files:
             sys.exit(f"bench_descriptors: no mp3 files in {src}")
-        return [load_audio(f, max_seconds=30.0) for f in files], f"{len(files)} clips from {src}"
+        with benchutil.one_line_errors():  # an unreadable mp3: its path and why, not a traceback
+            return [load_audio(f, max_seconds=30.0) for f in files], f"{len(files)} clips from {src}"
     from songfeat import synth
 
     out = []
@@ -90,16 +96,14 @@ def peers(only: list[str] | None) -> dict:
     """The peers that can run here (Essentia and librosa are optional: a missing one is said, not fatal)."""
     out = {"songfeat": peer_songfeat}
     try:
-        import essentia  # noqa: F401
-
+        importlib.import_module("essentia")
         out["Essentia (multifeature)"] = _essentia("multifeature")
         out["Essentia (degara)"] = _essentia("degara")
     except ImportError:
         print("Essentia is not installed (pip install -c constraints.txt -e '.[bench]'): left out", file=sys.stderr)
     try:
-        import librosa  # noqa: F401
-        import pyloudnorm  # noqa: F401
-
+        importlib.import_module("librosa")
+        importlib.import_module("pyloudnorm")
         out["librosa"] = peer_librosa
     except ImportError:
         print("librosa or pyloudnorm is not installed (the 'train' extra): left out", file=sys.stderr)
@@ -115,8 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.files < 1 or a.repeat < 1:
         ap.error("--files and --repeat must be at least 1")
+    only = [p.strip() for p in a.only.lower().split(",") if p.strip()] if a.only else None
+    if only is not None and (not only or set(only) - {"essentia", "librosa"}):
+        ap.error(f"--only takes essentia and/or librosa, not {a.only!r}")
+    run = peers(only)
+    if len(run) < 2:  # songfeat alone: nothing to compare its time with
+        raise SystemExit("bench_descriptors: no peer to compare with (Essentia and librosa are missing or left out)")
     ys, label = clips(a.audio, a.files)
-    run = peers(a.only.lower().split(",") if a.only else None)
     print(f"{label}; {a.repeat} timed round(s) after one warm-up, round robin, one thread", flush=True)
     secs: dict[str, list[float]] = {k: [] for k in run}
     for rnd in range(a.repeat + 1):

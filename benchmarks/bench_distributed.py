@@ -6,13 +6,15 @@ Both run in this process on the same N files with as many workers as CPUs: the l
 started once beforehand, as it is on a real cluster). The runs are interleaved and repeated, and
 the best of each is compared: on a machine shared with other jobs the least disturbed run is the
 fairest estimate of each engine's own cost. The local pool's first run also starts its fork server
-(imports torch once); later runs fork warm workers from it, so it is shown apart. Every Ray job
-starts its actors afresh, so Ray's times include that start-up.
+(imports the analysis modules and the listening model's runtime once); later runs fork warm workers from it, so it is
+shown apart. Every Ray job starts its actors afresh, so Ray's times include that start-up. The ratios are against
+the best warm local run (with `--repeat 1` there is none: against the cold one, and the table says so).
 
-    python benchmarks/bench_distributed.py [--files 100] [--audio DIR] [--batch-sizes 1,4,16] [--repeat 2]
+    python benchmarks/bench_distributed.py [--files 100] [--audio DIR] [--batch-sizes 1,4,16] [--repeat 3]
 
-Default audio: the dev previews (30-s mp3) in ../shared/data/spotify-previews/audio when present,
-else generated 30-s clips.
+Audio: the first N mp3 files of `--audio DIR`, else of the dev previews (30-s mp3) in
+../shared/data/spotify-previews/audio when present, else N generated 30-s clips. Needs the `ray` extra; without it,
+or with a folder without mp3 files or an mp3 no decoder reads, it stops with one line.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import benchutil  # noqa: E402
 
 
 def local_run(files: list[Path], cpus: int) -> tuple[float, int]:
@@ -48,11 +51,19 @@ def ray_run(files: list[Path], out: Path, batch_size: int, cpus: int) -> tuple[f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=100)
-    ap.add_argument("--audio", type=Path, default=None)
-    ap.add_argument("--batch-sizes", default="1,4,16")
+    ap.add_argument("--files", type=int, default=100, help="clips to analyse (default 100)")
+    ap.add_argument("--audio", type=Path, default=None, help="a folder of mp3 files (default: the dev previews, else generated clips)")
+    ap.add_argument("--batch-sizes", default="1,4,16", help="comma-separated Ray batch sizes (default 1,4,16)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of every run, interleaved; the best of each is reported")
     args = ap.parse_args()
+    benchutil.at_least_one(files=args.files, repeat=args.repeat)
+    try:
+        sizes = [int(x) for x in args.batch_sizes.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise benchutil.fail(f"--batch-sizes takes whole numbers of at least 1, comma-separated, not {args.batch_sizes!r}")
+    benchutil.require("ray")
     import ray
 
     from bench_analyze import bench_files
@@ -66,7 +77,6 @@ def main() -> None:
         t0 = time.perf_counter()
         distributed.init(num_cpus=cpus)
         print(f"ray.init (local cluster start, not counted below): {time.perf_counter() - t0:.1f} s")
-        sizes = [int(x) for x in args.batch_sizes.split(",")]
         times: dict[str, list[float]] = {"local pool": []} | {f"ray, batch size {b}": [] for b in sizes}
         failed: dict[str, int] = {}
         for r in range(args.repeat):  # interleaved, so a burst of load from other jobs hits every engine alike
@@ -82,12 +92,13 @@ def main() -> None:
         rows = [("local pool, cold (1st run)", [local[0]])] + ([("local pool, warm (best of rest)", local[1:])] if len(local) > 1 else [])
         rows += list(times.items())
         base = min(local[1:] or local)
-        print(f"{'run':32s} {'best s':>8s} {'all runs':>16s} {'tracks/s':>9s} {'tracks/s/core':>14s} {'vs warm local':>14s}")
+        vs = "vs warm local" if len(local) > 1 else "vs cold local"  # --repeat 1: no warm run to compare with
+        print(f"{'run':32s} {'best s':>8s} {'all runs':>16s} {'tracks/s':>9s} {'tracks/s/core':>14s} {vs:>14s}")
         for name, ts in rows:
             sec = min(ts)
             runs = "/".join(f"{t:.1f}" for t in ts)
             print(f"{name:32s} {sec:8.2f} {runs:>16s} {n / sec:9.2f} {n / sec / cpus:14.3f} {sec / base:13.2f}x")
-        print(f"failed: {failed}; ratio = best time / best warm local time (1.25x = 25% overhead); "
+        print(f"failed: {failed}; ratio = best time / best {vs.split()[1]} local time (1.25x = 25% overhead); "
               f"load average after: {os.getloadavg()[0]:.1f}")
         ray.shutdown()
     finally:

@@ -17,7 +17,8 @@ MIREX weighted key score (1 / 0.5 fifth / 0.3 relative / 0.2 parallel), time-sig
 loudness MAE. Loudness is mapped to Spotify's dB with an offset (slope 1) fitted on one dev half and checked on
 the other (and fitted on all dev previews for extra). Peer outputs are cached as JSON under
 `.cache/bench_measured/` (gitignored; songfeat's cache is keyed by the hash of its measuring code, `provenance.MEASURING_CODE`), so a
-rerun only computes what changed.
+rerun only computes what changed. A peer whose library is missing (Essentia, librosa: the `bench` extra), a shared
+folder with none of these sets, or a clip no decoder reads stops it with one line.
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from songfeat import atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchutil, also when loaded from elsewhere (the tests)
+import benchutil  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench_measured"
@@ -193,7 +197,8 @@ def run_peers(all_clips: list[Clip], peers: list[str]) -> dict[str, dict[str, di
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("measuring", total=len(todo))
         for c, jobs in by_clip.values():
-            y = _load(c.path)
+            with benchutil.one_line_errors():  # a clip no decoder reads: its path and why, not a traceback
+                y = _load(c.path)
             for p, f in jobs:
                 t0 = time.perf_counter()
                 out = PEERS[p](y)
@@ -373,7 +378,8 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
         fits = {k: v for k, v in loud.items() if k.endswith(":fit")}
         if loso:
             print("octave weights (comb, density) chosen without each source: " + ", ".join(f"{g}: {w}" for g, w in loso.items()))
-        print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = level + {b:.2f}" for k, (a, b) in fits.items()))
+        if fits:  # none when the dev previews are one origin only (e.g. --limit 1): no other half to fit on
+            print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = level + {b:.2f}" for k, (a, b) in fits.items()))
 
 
 def main() -> None:
@@ -391,13 +397,14 @@ def main() -> None:
         pass
     peers = [p.strip() for p in args.only.split(",") if p.strip()]
     bad = [p for p in peers if p not in PEERS]
-    if bad:
-        raise SystemExit(f"bench_measured: unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)}")
+    if bad or not peers:
+        raise SystemExit(f"bench_measured: unknown peer(s) {', '.join(bad) or repr(args.only)}; choose from {', '.join(PEERS)}")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"bench_measured: --limit must be at least 1, got {args.limit}")
     if "essentia" in peers:
-        try:
-            import essentia  # noqa: F401
-        except ImportError:
-            raise SystemExit("bench_measured: essentia is not installed: pip install -c constraints.txt -e '.[bench]'")
+        benchutil.require("essentia")
+    if "librosa" in peers:
+        benchutil.require("librosa")
     all_clips = clips(args.shared)
     if not all_clips:
         raise SystemExit(f"bench_measured: no clips found under {args.shared}")

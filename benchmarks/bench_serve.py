@@ -10,7 +10,9 @@ clip is analysed. Then:
     (`Index.lookup` + assembling the JSON text), one after another;
   * upload throughput: a 10 MB file whose result is already cached (streaming + hashing only), and
     fresh 5-s mp3s that are analysed on arrival.
-Client and server share the machine's CPUs, so the server figures are a lower bound.
+Client and server share the machine's CPUs, so the server figures are a lower bound. The lookups' peer is
+the SQLite floor (last column: requests/s as a multiple of it). Needs the `serve` and `collect` extras (FastAPI,
+uvicorn; requests); without them it stops with one line. The temporary library is removed at the end.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,8 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import requests
 import soundfile as sf
+
+import benchutil
 
 SR = 22050
 
@@ -87,11 +91,15 @@ def pct(xs: list[float], p: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--files", type=int, default=100, help="clips in the library (ids per lookup: at most 100)")
     ap.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--uploads", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2, help="the server's analysis workers")
+    ap.add_argument("--uploads", type=int, default=8, help="fresh 5-s mp3s to upload")
     args = ap.parse_args()
+    benchutil.at_least_one(files=args.files, requests=args.requests, workers=args.workers, uploads=args.uploads)
+    benchutil.require("requests")
+    benchutil.require("fastapi", why="songfeat serve")
+    import requests
 
     from songfeat.library import Index, default_db
 
@@ -103,9 +111,10 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "NO_PROXY": "127.0.0.1"}
     env.pop("SONGFEAT_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "songfeat.cli", "serve", "--library", str(root), "--port", str(port),
-                             "--workers", str(args.workers), "--max-upload-mb", "20"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"))
+    with open(tmp / "serve.log", "wb") as log:  # the child holds its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "songfeat.cli", "serve", "--library", str(root), "--port", str(port),
+                                 "--workers", str(args.workers), "--max-upload-mb", "20"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         t0 = time.monotonic()
@@ -117,7 +126,7 @@ def main() -> None:
             except requests.ConnectionError:
                 pass
             if proc.poll() is not None:
-                sys.exit(f"server exited: {(tmp / 'serve.log').read_text()[-1000:]}")
+                sys.exit(f"bench_serve: the server exited: {(tmp / 'serve.log').read_text()[-1000:].strip()}")
             time.sleep(0.5)
         print(f"library: {args.files} clips of 2 s analysed by {args.workers} workers in {time.monotonic() - t0:.1f} s "
               f"(server start-up included); {os.cpu_count()} CPUs shared by client and server\n")
@@ -133,7 +142,7 @@ def main() -> None:
             '{"audio_features": [' + ", ".join(entries[i].features for i in ids) + "]}"
             floor.append(time.perf_counter() - s)
         floor_rps = len(floor) / sum(floor)
-        print("| cached lookups of 100 ids | p50 ms | p99 ms | req/s | errors | req/s vs SQLite floor |")
+        print(f"| cached lookups of {len(ids)} ids | p50 ms | p99 ms | req/s | errors | req/s vs SQLite floor |")
         print("|---|---|---|---|---|---|")
         print(f"| SQLite file directly (floor, in-process, sequential) | {pct(floor, 50) * 1e3:.2f} | {pct(floor, 99) * 1e3:.2f} "
               f"| {floor_rps:.0f} | 0 | 1.00 |")
@@ -178,6 +187,8 @@ def main() -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)  # the library, its index and the server's log (was left in /tmp)
 
 
 if __name__ == "__main__":

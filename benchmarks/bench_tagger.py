@@ -1,15 +1,19 @@
 """Cost of the musicnn tagger per 30-s window on ONE thread: front-end, each model, and `describe` end to end.
 
 Peers, run in the same process on the same windows:
-  * front-end: musicnn's own recipe in librosa (librosa.resample soxr_hq + librosa.feature.melspectrogram);
-  * models: the same torch weights run layer by layer in musicnn's graph order (ReLU -> batch norm ->
+  * front-end: songfeat's numpy log-mel (what analysis runs) against musicnn's own recipe in librosa
+    (librosa.resample soxr_hq + librosa.feature.melspectrogram);
+  * models: songfeat's torch port of each model (the reference the shipped ONNX files are exported from),
+    fused, against the same torch weights run layer by layer in musicnn's graph order (ReLU -> batch norm ->
     max over frequency on the full map), which songfeat fuses into one convolution and one max-pool.
+`describe` end to end runs the shipped path (numpy front-end, ONNX models in onnxruntime). Ratios are in CPU time.
 
     python benchmarks/bench_tagger.py [--windows N] [--patches P] [--threads T] [--audio DIR [--drift M]]
 
 Audio: N different generated 30-s windows at 44.1 kHz (chords, clicks and noise), or with --audio the
-first 30 s of the first N files in DIR. With --audio it also prints, over up to M files, how far the
-patch-averaged tags move when fewer patches are read (the price of a cheaper tagger).
+first 30 s of the first N audio files in DIR (searched recursively). With --audio it also prints, over up
+to M files, how far the patch-averaged tags move when fewer patches are read (the price of a cheaper tagger).
+`--threads` sets torch's, onnxruntime's and numpy's BLAS threads alike. Needs the `bench` extra (torch, librosa).
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ import statistics
 import time
 
 import numpy as np
-import torch
+
+import benchutil
 
 
 def windows(n: int, sr: int = 44100) -> list[np.ndarray]:
@@ -48,14 +53,29 @@ def timed(f, reps: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
+def layer_by_layer(h, conv, bn, h_max: float | None = None):
+    """musicnn's own graph order for one front-end branch: bn(relu(conv(h))), then the max over frequency on the
+    full map (`h_max`, the ONNX export's bound, does not apply: nothing is left out here)."""
+    import torch
+
+    return bn(torch.nn.functional.relu(conv(h))).amax(dim=3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--windows", type=int, default=3)
-    ap.add_argument("--patches", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--windows", type=int, default=3, help="30-s windows to time (default 3)")
+    ap.add_argument("--patches", type=int, default=10, help="at most this many 3-s patches per window (default 10)")
+    ap.add_argument("--threads", type=int, default=1, help="torch, onnxruntime and BLAS threads (default 1)")
     ap.add_argument("--audio", type=str, default=None, help="a folder of real audio to time (and check patch budgets) on")
     ap.add_argument("--drift", type=int, default=20, help="files (from --audio) for the fewer-patches comparison")
     args = ap.parse_args()
+    benchutil.at_least_one(windows=args.windows, patches=args.patches, threads=args.threads, drift=args.drift)
+    benchutil.require("torch", "librosa")
+    import torch
+
+    from songfeat import runtime
+
+    runtime.set_threads(args.threads)  # the ONNX sessions `describe` runs and numpy's BLAS, not only torch
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
@@ -70,7 +90,10 @@ def main() -> None:
         from songfeat.audio import find_audio, load_audio
 
         files = find_audio([args.audio])[0]
-        real = [load_audio(f, sr=sr, max_seconds=30.0) for f in files[: max(args.windows, args.drift)]]
+        if not files:
+            raise benchutil.fail(f"{args.audio}: no audio files found")
+        with benchutil.one_line_errors():
+            real = [load_audio(f, sr=sr, max_seconds=30.0) for f in files[: max(args.windows, args.drift)]]
         ws = real[: args.windows]
     else:
         ws = windows(args.windows)
@@ -103,7 +126,7 @@ def main() -> None:
         run = model(name)
 
         def go():
-            mm.conv_relu_bn_max = lambda h, conv, bn: bn(torch.nn.functional.relu(conv(h))).amax(dim=3)
+            mm.conv_relu_bn_max = layer_by_layer
             try:
                 run()
             finally:
@@ -120,12 +143,12 @@ def main() -> None:
         w, c = timed(f, reps)
         return w / n, c / n
 
-    rows = [("front-end (songfeat, torch)", per_window(fe_songfeat)),
+    rows = [("front-end (songfeat, numpy)", per_window(fe_songfeat)),
             ("front-end (librosa, musicnn's recipe)", per_window(fe_librosa))]
     for name in tagger.MODELS:
-        rows.append((f"{name.upper()} model (songfeat, fused)", per_window(model(name))))
-        rows.append((f"{name.upper()} model (layer by layer)", per_window(unfused(name))))
-    rows.append(("describe(): front-end + both models", per_window(describe)))
+        rows.append((f"{name.upper()} model (torch port, fused)", per_window(model(name))))
+        rows.append((f"{name.upper()} model (torch, layer by layer)", per_window(unfused(name))))
+    rows.append(("describe(): front-end + both models (ONNX)", per_window(describe)))
     total = rows[-1][1][1]
     per = np.mean([len(p) for p in patches])
     print(f"musicnn tagger, at most {args.patches} patches per window (mean {per:.1f}), {args.threads} thread(s), "

@@ -12,24 +12,28 @@ Both loops train the same model (LSTM 20 -> 64, linear, sigmoid; SmoothL1; Adam)
 
 Prints samples/s for each, their ratio, and the projected wall time of the issue's target run
 (20 epochs x 20,000 clips; target < 60 s on 2 CPU cores). `--epochs 20` runs the target for real.
+Needs torch (the `bench` or `train` extra); without it, it stops with one line.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
-import torch
+import benchutil
 
-from songfeat.data.synthetic import synthetic_tensors
-from songfeat.models.lstm import LSTMMultitask
-from songfeat.train import fit
+if TYPE_CHECKING:
+    import torch
 
 TARGET_EPOCHS, TARGET_N, TARGET_SECONDS = 20, 20000, 60.0
 
 
 def seed_style(x: torch.Tensor, y: torch.Tensor, batches: int, seed: int = 0) -> float:
     """Samples/s of the seed's loop: DataLoader over a TensorDataset, batch 32, shuffle, Python loop."""
+    import torch
     from torch.utils.data import DataLoader, TensorDataset
+
+    from songfeat.models.lstm import LSTMMultitask
 
     torch.manual_seed(seed)
     model = LSTMMultitask(5)
@@ -51,6 +55,11 @@ def seed_style(x: torch.Tensor, y: torch.Tensor, batches: int, seed: int = 0) ->
 
 def engineered(x: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, seed: int = 0) -> tuple[float, dict]:
     """Samples/s of songfeat.train.fit (training samples only; its validation pass is included in the time)."""
+    import torch
+
+    from songfeat.models.lstm import LSTMMultitask
+    from songfeat.train import fit
+
     torch.manual_seed(seed)
     model = LSTMMultitask(5)
     n_val = len(x) // 20
@@ -69,6 +78,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-batches", type=int, default=150)
     a = ap.parse_args()
+    benchutil.at_least_one(n=a.n, epochs=a.epochs, batch=a.batch, threads=a.threads, baseline_batches=a.baseline_batches)
+    benchutil.require("torch")
+    import torch
+
+    from songfeat.data.synthetic import synthetic_tensors
+
     torch.set_num_threads(a.threads)
     xs, ys = synthetic_tensors(a.n, (20, 160), seed=0, n_targets=5)
     x, y = torch.from_numpy(xs), torch.from_numpy(ys)

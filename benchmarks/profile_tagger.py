@@ -1,10 +1,10 @@
 """Where the ONNX musicnn tagger's time goes, node by node, on one thread, and how near a core's peak it runs.
 
-    python benchmarks/profile_tagger.py [--model msd|mtt] [--runs 30] [--int8]
+    python benchmarks/profile_tagger.py [--model msd|mtt] [--runs 30] [--top 12] [--int8]
 
 Runs one 3-s patch through the shipped ONNX model `--runs` times with onnxruntime's profiler on, as
-`songfeat.tagger.run_patches` does (one patch per call), and prints the mean time per node kind with the
-convolutions' arithmetic rate (2 x multiply-adds / time, shapes from the profile). The peer, in the same process
+`songfeat.tagger.run_patches` does (one patch per call), and prints the mean time of the `--top` slowest nodes with
+the convolutions' arithmetic rate (2 x multiply-adds / time, shapes from the profile). The peer, in the same process
 and on the same thread: numpy's float32 matrix product (OpenBLAS sgemm, 1 thread) on square matrices, the rate a
 well-tuned kernel reaches on this core. A convolution at that rate can only get cheaper by doing less arithmetic
 (fewer patches, fewer filters, lower precision), not by a better kernel; the shipped graphs already leave out the
@@ -29,6 +29,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+import benchutil  # noqa: E402
 from songfeat import runtime  # noqa: E402
 
 
@@ -145,10 +146,11 @@ def int8_trial(model: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("msd", "mtt"), default="msd")
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--runs", type=int, default=30, help="timed one-patch calls (default 30)")
+    ap.add_argument("--top", type=int, default=12, help="how many of the slowest nodes to list (default 12)")
     ap.add_argument("--int8", action="store_true", help="time 8-bit quantized copies of the model instead")
     args = ap.parse_args()
+    benchutil.at_least_one(runs=args.runs, top=args.top)
     from songfeat import tagger
 
     path = tagger.WEIGHTS_DIR / tagger.ONNX_FILES[args.model]

@@ -68,7 +68,7 @@ def _check(data: bytes, module, inputs: dict[str, np.ndarray], output_names: lis
 def export_musicnn(out_dir: str | Path | None = None) -> dict[str, dict]:
     """Export both shipped musicnn taggers to ONNX (input `patches` [B, 187, 96]; outputs tags [B, 50],
     penultimate [B, 200], pooled [B, 1506] = mean then max pool), checked on random and fixture-scale inputs.
-    Returns per model: file, sha256, worst difference from torch."""
+    Returns per model: file (its path), sha256, worst difference from torch."""
     import hashlib
 
     import torch
@@ -105,7 +105,7 @@ def export_musicnn(out_dir: str | Path | None = None) -> dict[str, dict]:
         path = out_dir / tagger.ONNX_FILES[name]
         with atomic.replacing(path, "wb") as f:
             f.write(data)
-        report[name] = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "max_rel_diff_vs_torch": worst}
+        report[name] = {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "max_rel_diff_vs_torch": worst}
     return report
 
 
@@ -130,7 +130,7 @@ def export_bundle(path: str | Path, model=None) -> dict:
     import torch
 
     from . import __version__
-    from .bundle import ONNX, ONNX_SHA_KEY, Bundle, load_bundle, weights_sha256
+    from .bundle import CONFIG, ONNX, ONNX_SHA_KEY, Bundle, load_bundle, weights_sha256
 
     path = Path(path)
     loaded = load_bundle(path)
@@ -150,7 +150,12 @@ def export_bundle(path: str | Path, model=None) -> dict:
             return self.net(**dict(zip(names, xs)))
 
     wrapped = Wrapped(module).eval()
-    shapes = {n: _input_width(loaded, n) for n in names}
+    try:
+        shapes = {n: _input_width(loaded, n) for n in names}
+    except ValueError as e:  # an edited config: say which bundle, as every other refusal of one does
+        from .errors import SongfeatError
+
+        raise SongfeatError(path / CONFIG, str(e)) from None
     meta = {ONNX_SHA_KEY: weights_sha256(path), "inputs": json.dumps(names), "targets": json.dumps(config["targets"]),
             "exported_by": f"songfeat {__version__} songfeat.onnx_export.export_bundle, torch {torch.__version__}"}
     data = _export(wrapped, tuple(torch.zeros(2, *shapes[n]) for n in names), names, ["output"], meta)
