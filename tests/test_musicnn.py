@@ -305,6 +305,8 @@ def test_tags_command_prints_top_tags_and_names_bad_files(tmp_path):
     bad.write_bytes(b"not audio")
     res = CliRunner().invoke(app, ["tags", str(bad)])
     assert res.exit_code == 1 and "bad.mp3" in res.output and "Traceback" not in res.output
+    # only the error: a 'corrupt frames skipped' warning before it contradicted it
+    assert res.stderr.strip().splitlines() == [f"songfeat: error: {bad}: not a readable audio file (no decoder recognises its format)"]
 
 
 def test_tags_of_folders_without_audio_is_one_line_error(tmp_path):

@@ -306,12 +306,12 @@ def tags_cmd(
                 tops = top_tags(describe_file(f), top)
             except SongfeatError as e:
                 tops = e
-        for w in captured.warnings:
-            typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
-        if isinstance(tops, SongfeatError):
+        if isinstance(tops, SongfeatError):  # its error says it all ('corrupt frames skipped' before it contradicted it)
             typer.echo(one_line(f"songfeat: error: {tops}"), err=True)
             failed += 1
             continue
+        for w in captured.warnings:
+            typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
         typer.echo(one_line(str(f)))
         for model, pairs in tops.items():
             typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
