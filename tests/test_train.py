@@ -585,3 +585,24 @@ def test_evaluate_audio_scores_a_trained_bundle_only_on_clips_it_never_trained_o
     res = evaluate_audio(root / "labels.csv", root / "audio", model=out, progress=False)
     assert res["excluded_trained_on"] == len(split["train"]) + len(split["val"])
     assert res["n_clips"] + len(res["failed"]) == len(split["test"])
+
+
+def test_weights_that_do_not_fit_their_config_are_one_short_line(tmp_path, monkeypatch):
+    # torch's size-mismatch list for every tensor went into the message whole: one 'line' of ~2,000 characters
+    import shutil
+
+    from songfeat.bundle import DEFAULT_DIR, load_bundle
+    from songfeat.errors import SongfeatError
+
+    copy = tmp_path / "b"
+    shutil.copytree(DEFAULT_DIR, copy)
+    (copy / "model.onnx").unlink()  # the torch module is built (and its weights loaded) at load time
+    config = json.loads((copy / "config.json").read_text())
+    del config["hparams"]["n_evidence"]
+    (copy / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("SONGFEAT_BACKEND", "torch")
+    with pytest.raises(SongfeatError) as e:
+        load_bundle(copy)
+    text = str(e.value)
+    assert "size mismatch for" in text and "more); does config.json belong with them?" in text, text
+    assert len(text) < 400 and "\n" not in text, text

@@ -371,6 +371,17 @@ def _load_torch_model(p: Path, config: dict):
     try:
         load_model(model, str(p / WEIGHTS))
     except Exception as e:
-        raise SongfeatError(p / WEIGHTS, f"weights do not fit model {config['model']!r} ({e})") from None
+        raise SongfeatError(p / WEIGHTS, f"weights do not fit model {config['model']!r} ({_first_problem(e)}); does "
+                                         f"{CONFIG} belong with them?") from None
     model.eval()
     return model
+
+
+def _first_problem(e: Exception) -> str:
+    """torch's load error in short: its first problem and how many more (it lists every tensor, ~2,000 characters)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    problems = [ln for ln in lines if ln.split(" ", 1)[0] in ("size", "Missing", "Unexpected")] or lines[:1]
+    if not problems:
+        return type(e).__name__
+    more = len(problems) - 1
+    return problems[0].rstrip(".") + (f"; and {more} more" if more else "")
