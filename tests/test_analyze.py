@@ -417,6 +417,8 @@ def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("analyze", example_clip, "--model", tmp_path)
     assert p.returncode != 0 and "not a model bundle" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("analyze", example_clip, "--model", tmp_path / "typo")  # said "not a model bundle (expected ...)"
+    assert p.returncode != 0 and p.stderr.strip() == f"songfeat: error: {tmp_path / 'typo'}: no such model bundle folder"
 
 
 # --- the output file: resumable, atomic, never replacing what it cannot read -------------------

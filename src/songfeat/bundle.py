@@ -282,12 +282,20 @@ def numeric_values(desc, names, descriptors: dict[str, str] | None = None) -> li
     return desc.numeric(fields) if hasattr(desc, "numeric") else [float(desc[f]) for f in fields]
 
 
+def bundle_folder(path: str | Path | None = None) -> Path:
+    """The folder of a bundle (None or "default": the bundled model), checked to hold one; else one SongfeatError that
+    tells a mistyped path ("no such model bundle folder") from a folder holding something else."""
+    folder = DEFAULT_DIR if path in (None, "default") else Path(path)
+    if not folder.exists():
+        raise SongfeatError(folder, "no such model bundle folder")
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise SongfeatError(folder, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
+    return folder
+
 def fingerprint(path: str | Path | None = None) -> str:
     """SHA-256 over a bundle folder's files (names and bytes; None or "default": the bundled model), so a result can
     say which model wrote it and a resumed run can refuse to mix two models. Raises SongfeatError for a non-bundle."""
-    folder = DEFAULT_DIR if path in (None, "default") else Path(path)
-    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
-        raise SongfeatError(folder, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
+    folder = bundle_folder(path)
     h = hashlib.sha256()
     try:
         for f in sorted(q for q in folder.rglob("*") if q.is_file()):
@@ -313,9 +321,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     """
     from . import runtime
 
-    p = DEFAULT_DIR if path in (None, "default") else Path(path)
-    if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
-        raise SongfeatError(p, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
+    p = bundle_folder(path)
     try:
         config = json.loads((p / CONFIG).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
