@@ -93,21 +93,24 @@ def peer_librosa(y: np.ndarray) -> None:
 
 
 def peers(only: list[str] | None) -> dict:
-    """The peers that can run here (Essentia and librosa are optional: a missing one is said, not fatal)."""
+    """The peers that can run here, of those `only` names (Essentia and librosa are optional: a missing one is said,
+    not fatal; one `only` leaves out is neither imported nor said)."""
     out = {"songfeat": peer_songfeat}
-    try:
-        importlib.import_module("essentia")
-        out["Essentia (multifeature)"] = _essentia("multifeature")
-        out["Essentia (degara)"] = _essentia("degara")
-    except ImportError:
-        print("Essentia is not installed (pip install -c constraints.txt -e '.[bench]'): left out", file=sys.stderr)
-    try:
-        importlib.import_module("librosa")
-        importlib.import_module("pyloudnorm")
-        out["librosa"] = peer_librosa
-    except ImportError:
-        print("librosa or pyloudnorm is not installed (the 'train' extra): left out", file=sys.stderr)
-    return {k: v for k, v in out.items() if only is None or k == "songfeat" or k.split()[0].lower() in only}
+    if only is None or "essentia" in only:
+        try:
+            importlib.import_module("essentia")
+            out["Essentia (multifeature)"] = _essentia("multifeature")
+            out["Essentia (degara)"] = _essentia("degara")
+        except ImportError:
+            print("Essentia is not installed (pip install -c constraints.txt -e '.[bench]'): left out", file=sys.stderr)
+    if only is None or "librosa" in only:
+        try:
+            importlib.import_module("librosa")
+            importlib.import_module("pyloudnorm")
+            out["librosa"] = peer_librosa
+        except ImportError:
+            print("librosa or pyloudnorm is not installed (the 'train' extra): left out", file=sys.stderr)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
