@@ -293,3 +293,16 @@ def test_the_cli_summary_counts_refused_inputs_and_an_interrupted_join_wrote_not
     assert res.exit_code == 130
     assert res.stderr.strip() == "songfeat: error: interrupted while joining or starting the Ray cluster; nothing was written"
     assert not (tmp_path / "p").exists()
+
+
+def test_rays_info_lines_stay_off_the_users_stderr(folder, tmp_path):
+    # a one-file run printed ~15 lines of Ray's own INFO logging (cluster start, the Dataset's plan, progress logged
+    # line by line when not on a terminal) around songfeat's two lines
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", str(folder / "clip0.wav"), "--engine", "ray",
+                        "--format", "parquet", "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "INFO " not in p.stderr, p.stderr
+    assert "songfeat: part 1/1 committed: 1 tracks (0 errors)" in p.stderr

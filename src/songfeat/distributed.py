@@ -59,6 +59,7 @@ def _ray():
 def init(address: str | None = None, **kwargs) -> None:
     """Connect to a Ray cluster (`address="auto"`: the running one) or start a local one; quiet if already connected."""
     ray = _ray()
+    _quiet(ray)
     if not ray.is_initialized():
         kwargs.setdefault("include_dashboard", False)
         kwargs.setdefault("log_to_driver", False)
@@ -73,6 +74,16 @@ def init(address: str | None = None, **kwargs) -> None:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SongfeatError(None, f"could not start or join a Ray cluster (address {address or 'local'}): "
                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+
+
+def _quiet(ray) -> None:
+    """Ray's own INFO lines (cluster start, each Dataset's plan, and its progress logged line by line wherever stdout is
+    not a terminal) off the driver's stderr: songfeat says what a run does in its own lines. Warnings still show, and
+    Ray Data's progress bars stay where stderr is a terminal."""
+    import logging
+
+    for name in ("ray", "ray._private.worker", "ray.data"):  # (Ray sets some of its modules' levels itself)
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _bootstrap_address(address: str | None) -> str | None:
