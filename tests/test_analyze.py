@@ -559,7 +559,10 @@ def test_file_names_that_are_not_utf8_are_written_and_resumed(tmp_path, fmt):
     w = ResultWriter(fmt, out)
     w.write(_record(name))
     w.close()
-    out.read_text(encoding="utf-8")  # valid UTF-8 text
+    text = out.read_text(encoding="utf-8")  # valid UTF-8 text
+    # JSON wrote the name's lone surrogate as \\udce9, which strict readers (Go, Rust's serde) refuse; now as CSV does
+    escaped = "caf\\xe9.mp3" if fmt == "csv" else "caf\\\\xe9.mp3"  # the stray byte as \\xNN (JSON escapes the backslash)
+    assert "\\udc" not in text and escaped in text, text
     assert name in ResultWriter(fmt, out, resume=True).done
 
 

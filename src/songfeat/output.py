@@ -135,23 +135,29 @@ def records_table(records: list[dict]):
     return pa.Table.from_pylist([{k: utf8_text(r.get(k)) for k in PARQUET_COLUMNS} for r in records], schema=schema)
 
 
-def _finite(obj):
-    """`obj` with every NaN or infinite float made None (null): JSON has no NaN, and strict readers refuse one."""
+def _strict(obj):
+    """`obj` with every NaN or infinite float made None (null): JSON has no NaN, and strict readers refuse one; and
+    every text as `utf8_text` gives it (a file name that is not UTF-8 carried lone surrogates, written as \\udcNN
+    escapes, which strict readers refuse too)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
+    if isinstance(obj, str):
+        return utf8_text(obj)
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: _strict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [_strict(v) for v in obj]
     return obj
 
 
 def _dumps(obj, **kw) -> str:
-    """Strict JSON text of `obj` (a non-finite number becomes null rather than the invalid token NaN)."""
+    """Strict JSON text of `obj`: a non-finite number becomes null rather than the invalid token NaN, and a file name
+    that is not UTF-8 gets its stray bytes as \\xNN (as in CSV and Parquet) rather than lone-surrogate escapes."""
     try:
-        return json.dumps(obj, allow_nan=False, **kw)
+        text = json.dumps(obj, allow_nan=False, **kw)
     except ValueError:
-        return json.dumps(_finite(obj), allow_nan=False, **kw)
+        return json.dumps(_strict(obj), allow_nan=False, **kw)
+    return json.dumps(_strict(obj), allow_nan=False, **kw) if "\\udc" in text else text
 
 
 def _foreign(path: Path, why: str) -> OutputError:
