@@ -229,7 +229,8 @@ def main() -> None:
         runs = {"baseline: librosa pipeline (1 process)": ([PY, str(ROOT / "benchmarks" / "librosa_baseline.py"),
                                                              *map(str, sorted(folder.iterdir()))], "onnx")}
         for name, backend in BACKENDS.items():
-            runs[f"songfeat analyze, {name} (default: {auto_workers(n)} workers)"] = (
+            w = auto_workers(n)
+            runs[f"songfeat analyze, {name} (default: {w} worker{'s' * (w != 1)})"] = (
                 [*SONGFEAT, "analyze", str(folder), "--format", "jsonl"], backend)
             runs[f"songfeat analyze, {name}, --workers 1"] = (
                 [*SONGFEAT, "analyze", str(folder), "--format", "jsonl", "--workers", "1"], backend)
