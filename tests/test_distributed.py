@@ -291,7 +291,7 @@ def test_the_cli_summary_counts_refused_inputs_and_an_interrupted_join_wrote_not
     monkeypatch.setattr(distributed, "init", interrupted)
     res = CliRunner().invoke(app, base[:-1] + [str(tmp_path / "p"), str(folder)])
     assert res.exit_code == 130
-    assert res.stderr.strip() == "songfeat: error: interrupted while joining or starting the Ray cluster; nothing was written"
+    assert res.stderr.strip() == "songfeat: error: interrupted before the Ray cluster was ready; nothing was written"
     assert not (tmp_path / "p").exists()
 
 
@@ -306,3 +306,19 @@ def test_rays_info_lines_stay_off_the_users_stderr(folder, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "INFO " not in p.stderr, p.stderr
     assert "songfeat: part 1/1 committed: 1 tracks (0 errors)" in p.stderr
+
+
+def test_a_bad_output_or_empty_input_is_refused_before_ray_starts(folder, tmp_path, monkeypatch):
+    # the CLI started (or joined) a cluster first, so each of these waited ~7 s for Ray before its one-line error
+    calls = []
+    monkeypatch.setattr(distributed, "init", lambda address=None, **kw: calls.append(address))
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    (tmp_path / "empty").mkdir()
+    base = ["analyze", "--engine", "ray", "--format", "parquet", "--output"]
+    for args, message in (([str(afile), str(folder)], "exists and is not a folder"),
+                          ([str(tmp_path / "o"), str(tmp_path / "empty")], "no audio files found"),
+                          ([str(tmp_path / "o"), str(folder), "--model", str(tmp_path / "empty")], "not a model bundle")):
+        res = CliRunner().invoke(app, base + args)
+        assert res.exit_code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert calls == [] and not (tmp_path / "o").exists()

@@ -256,21 +256,23 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
     require("analyze --engine ray", "ray")
     from . import distributed
 
-    try:
+    joined: list[bool] = []
+
+    def join() -> None:  # after the inputs, output and model are checked: a mistake there is said before Ray starts
         distributed.init(address)
-    except SongfeatError as e:
-        raise fail(str(e)) from None
-    except KeyboardInterrupt:  # said "committed parts are kept in <output>" of a folder not yet made
-        raise fail("interrupted while joining or starting the Ray cluster; nothing was written", 130) from None
+        joined.append(True)
+
     def note(p: dict) -> None:
         typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {p['rows']} tracks ({p['errors']} errors)", err=True)
 
     try:
         report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
-                                                concurrency=workers, chunk_size=chunk_size, on_part=note)
+                                                concurrency=workers, chunk_size=chunk_size, on_part=note, join=join)
     except SongfeatError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
+        if not joined:  # it said "committed parts are kept in <output>" of a folder not yet made
+            raise fail("interrupted before the Ray cluster was ready; nothing was written", 130) from None
         raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
     for line in report.refused:
         typer.echo(one_line(f"songfeat: error: {line}"), err=True)

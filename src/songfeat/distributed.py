@@ -424,12 +424,15 @@ def _listed_run(ray, rows: pd.DataFrame, batch_size: int, actors: int) -> tuple:
 
 def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = None, *, path_column: str = "path",
                        bytes_column: str | None = None, batch_size: int = BATCH_SIZE, concurrency: int | None = None,
-                       chunk_size: int | None = None, on_part: Callable[[dict], None] | None = None) -> JobReport:
+                       chunk_size: int | None = None, on_part: Callable[[dict], None] | None = None,
+                       join: Callable[[], None] | None = None) -> JobReport:
     """Analyze `inputs` (files, folders, CSV/Parquet tables of paths, or a Ray Dataset) into a resumable Parquet folder.
 
     Tracks already written to `output` are skipped. A listed input runs in chunks of `chunk_size`
     tracks (default ROWS_PER_CPU per cluster CPU), each committed on its own; a Ray Dataset runs as
-    one chunk. Ray must be initialised (see `init`), or Ray Data starts a local cluster.
+    one chunk. Ray must be initialised (see `init`), or Ray Data starts a local cluster; `join` (e.g.
+    `lambda: init(address)`) is called once the inputs, the output and the model have been checked, so that
+    a mistake there is said at once rather than after a cluster has started (~7 s).
     """
     ray = _ray()
     import pyarrow as pa
@@ -446,16 +449,18 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
         raise SongfeatError(out, "exists and is not a folder; --output for Parquet with the Ray engine is a folder")
     if out.is_dir() and read_manifest(out) is None and any(p.name != LOCK for p in out.iterdir()):
         raise SongfeatError(out, "folder is not empty and holds no songfeat output; choose an empty or new --output")
+    model_arg = _model_arg(model)
+    from .analyze import get_bundle
+
+    get_bundle(model_arg)  # a folder that is not a bundle fails here, in one line, not in every actor
+    if join is not None:
+        join()
     try:  # a parent that is a file, or one that cannot be written: one line, not a traceback
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SongfeatError(out, f"cannot create the output folder ({e.strerror or type(e).__name__})") from None
-    model_arg = _model_arg(model)
     with _Lock(out):
         fingerprint = bundle_fingerprint(model_arg)
-        from .analyze import get_bundle
-
-        get_bundle(model_arg)  # a folder that is not a bundle fails here, in one line, not in every actor
         manifest = read_manifest(out) or {"format": FORMAT, "songfeat_version": __version__, "model": model_arg or "default",
                                           "model_sha256": fingerprint, "created": _now(), "complete": False, "parts": []}
         if manifest.get("format") != FORMAT:
