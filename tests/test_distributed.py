@@ -143,7 +143,8 @@ def test_build_on_ray_takes_workers_as_its_actor_count(tmp_path, monkeypatch):
 
     asked = []
     monkeypatch.setattr(distributed, "init", lambda address=None: None)
-    monkeypatch.setattr(distributed, "clip_runner", lambda concurrency=None: asked.append(concurrency) or "runner")
+    monkeypatch.setattr(distributed, "clip_runner",
+                        lambda concurrency=None, join=None: asked.append(concurrency) or "runner")
 
     def fake_build(*args, runner=None, workers=None, **kw):
         assert runner == "runner" and workers >= 1
@@ -322,3 +323,13 @@ def test_a_bad_output_or_empty_input_is_refused_before_ray_starts(folder, tmp_pa
         res = CliRunner().invoke(app, base + args)
         assert res.exit_code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert calls == [] and not (tmp_path / "o").exists()
+
+
+def test_build_on_ray_checks_its_labels_before_ray_starts(folder, tmp_path, monkeypatch):
+    # build --engine ray started (or joined) a cluster before reading its labels: a missing table waited ~7 s for Ray
+    calls = []
+    monkeypatch.setattr(distributed, "init", lambda address=None, **kw: calls.append(address))
+    res = CliRunner().invoke(app, ["build", "--labels", str(tmp_path / "nope.csv"), "--audio", str(folder),
+                                   "--out", str(tmp_path / "s"), "--engine", "ray"])
+    assert res.exit_code != 0 and "nope.csv" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert calls == []

@@ -621,8 +621,8 @@ def build_cmd(
         if engine == "ray":
             from . import distributed
 
-            distributed.init(address)
-            runner = distributed.clip_runner(concurrency=workers)  # --workers was ignored: every cluster CPU ran
+            # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
+            runner = distributed.clip_runner(concurrency=workers, join=lambda: distributed.init(address))
         report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
                              limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
                              verbose=verbose, runner=runner)

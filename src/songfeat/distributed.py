@@ -571,14 +571,19 @@ class _ClipWorker:
         return {k: np.asarray(v, dtype=object) if k in ("tensor", "result") else np.asarray(v) for k, v in out.items()}
 
 
-def clip_runner(concurrency: int | None = None, batch_size: int = BATCH_SIZE):
-    """A `runner` for `build_store`: clips go through a Ray actor pool, results stream back to the driver's writer."""
+def clip_runner(concurrency: int | None = None, batch_size: int = BATCH_SIZE, join: Callable[[], None] | None = None):
+    """A `runner` for `build_store`: clips go through a Ray actor pool, results stream back to the driver's writer.
+
+    `join` (e.g. `lambda: init(address)`) runs when the first clips are handed over: after the build has read its
+    labels and paired them with audio, so a mistake there is said without waiting for a cluster to start."""
 
     def run(todo: list[int], paths: list[str], spec_dict: dict, with_descriptors: bool, workers: int, record) -> None:
         import numpy as np
 
         from .frontend import FrontendSpec
 
+        if join is not None:
+            join()
         ray = _ray()
         shape = FrontendSpec.from_dict(spec_dict).shape
         rows = pd.DataFrame({"row": todo, "path": [paths[i] for i in todo]})
