@@ -606,3 +606,13 @@ def test_weights_that_do_not_fit_their_config_are_one_short_line(tmp_path, monke
     text = str(e.value)
     assert "size mismatch for" in text and "more); does config.json belong with them?" in text, text
     assert len(text) < 400 and "\n" not in text, text
+
+
+def test_evaluating_a_bundle_without_splits_points_at_evaluate_audio(tiny_store):
+    # the shipped (or a train-heads) bundle has no store splits: 'records no test split (it has: none)' left the user
+    # without the command that does score it
+    from songfeat.errors import SongfeatError
+    from songfeat.evaluate import evaluate_bundle
+
+    with pytest.raises(SongfeatError, match=r"records no 'test' split \(it has: none\); .*songfeat evaluate-audio"):
+        evaluate_bundle(None, tiny_store)

@@ -211,7 +211,9 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
         ids = (b.config.get("split") or {}).get(split)
         if not isinstance(ids, list):
             parts = [k for k in ("train", "val", "test") if isinstance((b.config.get("split") or {}).get(k), list)]
-            raise SongfeatError(bundle_path, f"records no {split!r} split (it has: {', '.join(parts) or 'none'})")
+            hint = ("; a model fitted on labelled audio (train-heads, train-default) is scored on audio by "
+                    "`songfeat evaluate-audio`") if not parts else ""
+            raise SongfeatError(bundle_path, f"records no {split!r} split (it has: {', '.join(parts) or 'none'}){hint}")
         if isinstance(store, (str, Path)):
             from .data.store import open_store
 
