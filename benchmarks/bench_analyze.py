@@ -35,7 +35,7 @@ from pathlib import Path
 import benchutil
 
 ROOT = Path(__file__).resolve().parents[1]
-PREVIEWS = ROOT.parent / "shared" / "data" / "spotify-previews" / "audio"
+PREVIEWS = benchutil.shared_data() / "spotify-previews" / "audio"
 PY = sys.executable
 SONGFEAT = [PY, "-m", "songfeat.cli"]
 

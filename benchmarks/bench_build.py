@@ -27,7 +27,7 @@ import numpy as np
 import benchutil
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SONGFEAT_SHARED", ROOT.parent / "shared")) / "data" / "spotify-previews"
+SHARED = benchutil.shared_data() / "spotify-previews"
 SEED_MFCC = dict(n_mfcc=20, n_fft=4096, hop_length=8192, n_mels=256, htk=True)
 
 

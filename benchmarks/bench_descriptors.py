@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import benchutil  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PREVIEWS = ROOT.parent / "shared" / "data" / "spotify-previews" / "audio"
+PREVIEWS = benchutil.shared_data() / "spotify-previews" / "audio"
 SR = 44100
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])

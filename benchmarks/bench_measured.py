@@ -385,7 +385,7 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
 def main() -> None:
     """Measure every clip with every peer (cached) and print the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--shared", type=Path, default=benchutil.shared_data())
     ap.add_argument("--only", default="songfeat,essentia,librosa", help="comma-separated peers")
     ap.add_argument("--limit", type=int, default=None, help="first N clips of each set (a quick look)")
     args = ap.parse_args()

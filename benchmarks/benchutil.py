@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,12 @@ from pathlib import Path
 # the extra that brings each optional library (pyproject.toml); `bench` holds train's and Essentia
 EXTRAS = {"torch": "bench", "librosa": "bench", "pyloudnorm": "bench", "pandas": "bench", "onnx": "bench",
           "essentia": "bench", "ray": "ray", "requests": "collect", "fastapi": "serve"}
+
+
+def shared_data() -> Path:
+    """The shared data folder: $SONGFEAT_SHARED/data when set (as the tests read it), else ../shared/data beside the
+    repository."""
+    return Path(os.environ.get("SONGFEAT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
 
 
 def prog() -> str:
