@@ -333,3 +333,17 @@ def test_build_on_ray_checks_its_labels_before_ray_starts(folder, tmp_path, monk
                                    "--out", str(tmp_path / "s"), "--engine", "ray"])
     assert res.exit_code != 0 and "nope.csv" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert calls == []
+
+
+def test_the_walks_notes_are_warnings_on_ray_too(tmp_path):
+    # list_inputs dropped scan_inputs' notes: a folder link already walked was said by the local engine, not by Ray's
+    import os
+    import shutil
+
+    d = tmp_path / "music"
+    d.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "fma-000002.mp3", d / "x.mp3")
+    os.symlink(d, d / "again")
+    notes: list[str] = []
+    rows, refused = distributed.list_inputs([d], notes=notes)
+    assert len(rows) == 1 and refused == [] and len(notes) == 1 and "already walked" in notes[0], notes

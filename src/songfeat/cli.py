@@ -274,6 +274,8 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         if not joined:  # it said "committed parts are kept in <output>" of a folder not yet made
             raise fail("interrupted before the Ray cluster was ready; nothing was written", 130) from None
         raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
+    for line in report.notes:  # what the walk noted (a folder link already walked, ...), as the local engine says it
+        typer.echo(one_line(f"songfeat: warning: {line}"), err=True)
     for line in report.refused:
         typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")

@@ -218,9 +218,11 @@ def analyze_dataset(ds, path_column: str = "path", model: str | Path | None = No
 # listing inputs
 
 
-def list_inputs(inputs: list[str | Path], path_column: str = "path") -> tuple[pd.DataFrame, list[str]]:
+def list_inputs(inputs: list[str | Path], path_column: str = "path",
+                notes: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Rows to analyze from files, folders (searched recursively) and CSV/Parquet tables of paths (absolute, each once),
-    and the inputs refused while walking (missing, special files, ...: one '<path>: <reason>' line each).
+    and the inputs refused while walking (missing, special files, ...: one '<path>: <reason>' line each). The walk's
+    notes (a folder link already walked, ...: warnings, not refusals) are added to `notes` when given.
 
     Symlinks are not resolved: a row keeps the name it was given, which its id may come from (`<id>.mp3`), as locally.
     """
@@ -243,8 +245,10 @@ def list_inputs(inputs: list[str | Path], path_column: str = "path") -> tuple[pd
             t["path"] = [q for q in keep if q is not None]
             frames.append(t)
         else:
-            files, errors, _ = scan_inputs([p])
+            files, errors, said = scan_inputs([p])
             refused.extend(str(e) for e in errors)
+            if notes is not None:
+                notes.extend(said)
             names = [os.path.abspath(f) for f in files]  # a name utf8_text has to escape cannot travel as Arrow text
             refused.extend(f"{utf8_text(q)}: file name is not UTF-8, which the Ray engine cannot pass on; rename it, "
                            "or use --engine local" for q in names if utf8_text(q) != q)
@@ -295,6 +299,7 @@ class JobReport:
     written: int = 0
     errors: list[dict] = field(default_factory=list)  # {path, error} written by this run
     refused: list[str] = field(default_factory=list)  # inputs that are not files to analyze (missing, special files)
+    notes: list[str] = field(default_factory=list)  # what the walk of the inputs noted (warnings, not refusals)
     seconds: float = 0.0
 
     @property
@@ -441,7 +446,8 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     listed = isinstance(inputs, (str, Path, list, tuple))
     if listed:  # listed first: a mistyped or empty folder is one line, as locally, and leaves no output folder behind
         names = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-        listing, refused = list_inputs(names, path_column)
+        notes: list[str] = []
+        listing, refused = list_inputs(names, path_column, notes)
         if listing.empty and not refused:
             raise SongfeatError(None, "no audio files found in " + ", ".join(map(str, names)))
     out = Path(output)
@@ -476,7 +482,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
         run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
         if listed:
-            todo, report.refused = listing, refused
+            todo, report.refused, report.notes = listing, refused, notes
             report.planned = len(todo)
             stems = todo["path"].map(lambda p: Path(p).stem)
             todo = todo[~todo["path"].isin(done_paths) & ~stems.isin(done_ids)]
