@@ -450,3 +450,29 @@ def test_a_silence_is_a_segment_at_the_floor(gap_clicks: dict) -> None:
     assert mid["start"] + mid["duration"] == pytest.approx(GAP[1], abs=0.03), mid  # ... to the next click
     assert mid["timbre"][0] < 1.0  # the timbre of silence
     assert sum(s["duration"] for s in segs) == pytest.approx(gap_clicks["track"]["duration"], abs=1e-3)
+
+
+def test_a_slow_metronome_keeps_its_beats(tmp_path: Path) -> None:
+    # clicks 2 s apart are tracked at 120 BPM, so each 1.95-s gap read as a silence of 4 beat periods: every click was a
+    # stretch of sound on its own, too short to track, and the song got no beat at all. The gaps are rests of the pulse.
+    r = audio_analysis(_write(tmp_path, "clicks30", synth.click_track(30.0, 40.0, accent_every=4)))
+    beats = _starts(r["beats"])
+    clicks = np.arange(0.0, 40.0 - 0.05, 2.0)
+    assert beats.size, r["track"]["tempo"]
+    assert np.all(np.abs(beats[:, None] - clicks[None, :]).min(0)[1:-1] <= 0.020)
+    assert len(r["bars"]) and len(r["tatums"]) == 2 * beats.size
+
+
+def test_a_click_between_two_silences_has_its_loudness(tmp_path: Path) -> None:
+    # one click with 10 s of zeros either side: its section lies between two silent ones and lasts 0.19 s, under
+    # BS.1770's 0.4-s gating block, so it read -60 dB like the silences around it
+    y = np.zeros(20 * SR, np.float32)
+    click = synth.click_track(60.0, 0.1)
+    y[10 * SR: 10 * SR + click.size] = click
+    r = audio_analysis(_write(tmp_path, "one_click", y))
+    secs = r["sections"]
+    mid = [s for s in secs if s["start"] <= 10.0 < s["start"] + s["duration"]][0]
+    assert len(secs) == 3 and mid["duration"] < 0.5, secs
+    assert mid["loudness"] > -30.0, mid
+    assert secs[0]["loudness"] == secs[2]["loudness"] == -60.0
+    assert not r["beats"]  # one click is no pulse

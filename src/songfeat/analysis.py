@@ -80,6 +80,10 @@ SILENCE_DBFS = -59.0  # a frame below this is silent: within 1 dB of the -60 flo
 SILENCE_SECONDS = 1.0  # a shorter quiet run is a rest inside the music; a longer one is a segment of its own
 SILENCE_BEATS = 2.0  # ... and beats skip it if it is also this many periods long: over a shorter gap the pulse goes on
 SILENT_SECTION_SECONDS = 4.0  # a silence this long is a section of its own (half MIN_SECTION_SECONDS, as at the ends)
+TRACK_BEATS = 2.0  # `track_beats` needs a stretch of sound this many periods long: between two shorter ones a silence is
+# a rest of a sparse pulse (a 30-BPM metronome, tracked at 120 BPM, had every click alone and no beat at all)
+MIN_LOUDNESS_SECONDS = 0.5  # a section is measured on at least this much audio: BS.1770 gates in 0.4-s blocks, so
+# a shorter one (a click between two silent sections) read -60
 ANALYZER_VERSION = "songfeat-analysis-1"
 
 
@@ -258,6 +262,23 @@ def sounding_spans(level_db: np.ndarray, min_frames: float) -> list[tuple[int, i
     """Frame spans [start, end) between the `silent_runs` (the whole song when it has none)."""
     edges = np.concatenate([[0], silent_runs(level_db, min_frames).reshape(-1), [level_db.size]])
     return [(int(a), int(b)) for a, b in edges.reshape(-1, 2) if b > a]
+
+
+def beat_spans(level_db: np.ndarray, period: float) -> list[tuple[int, int]]:
+    """Frame spans [start, end) beats are tracked on, one by one: the `sounding_spans` between silences of
+    SILENCE_SECONDS and SILENCE_BEATS periods, joined across a silence with too little sound either side to track.
+
+    A stretch under TRACK_BEATS periods gets no beats of its own; when both neighbours of a silence are that short, the
+    silence is a rest between the hits of a slow pulse, and the pulse carries through it.
+    """
+    spans = sounding_spans(level_db, max(SILENCE_SECONDS * FPS, SILENCE_BEATS * period))
+    out = spans[:1]
+    for (pa, pb), (a, b) in zip(spans, spans[1:]):
+        if max(pb - pa, b - a) < TRACK_BEATS * period:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,11 +582,23 @@ def key_fit(chroma: np.ndarray, key: int, mode: int) -> float:
     return float(D.key_correlations(np.asarray(chroma, dtype=np.float64))[0][0 if mode == 1 else 1, key])
 
 
+def loudness_span(a: float, b: float, duration: float) -> tuple[float, float]:
+    """The span [a, b) seconds, widened about its middle to MIN_LOUDNESS_SECONDS (within the song) when shorter.
+
+    Sections are 4 s and more but for the sound between two silent sections, which may be one click.
+    """
+    if b - a >= MIN_LOUDNESS_SECONDS:
+        return a, b
+    a = min(max(0.0, (a + b - MIN_LOUDNESS_SECONDS) / 2), max(0.0, duration - MIN_LOUDNESS_SECONDS))
+    return a, min(duration, a + MIN_LOUDNESS_SECONDS)
+
+
 def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.ndarray, track: dict) -> dict:
     """Loudness (measured and mapped as the track's, Spotify's dB scale), tempo and key of the span [a, b) seconds."""
     sr = SAMPLE_RATE
-    sel = (ev["pos"] >= a * sr) & (ev["pos"] < b * sr)
-    loud = (D.spotify_loudness(D.loudness_levels(ev["kw"][sel], ev["pos"][sel] - a * sr, int((b - a) * sr), sr)[1])
+    la, lb = loudness_span(a, b, fr.n_samples / sr)
+    sel = (ev["pos"] >= la * sr) & (ev["pos"] < lb * sr)
+    loud = (D.spotify_loudness(D.loudness_levels(ev["kw"][sel], ev["pos"][sel] - la * sr, int((lb - la) * sr), sr)[1])
             if sel.any() else LOUDNESS_FLOOR_DB)
     ka, kb = int(round(a * FPS)), max(int(round(a * FPS)) + 1, int(round(b * FPS)))
     inside = beat_times[(beat_times >= a) & (beat_times < b)]
@@ -598,14 +631,13 @@ def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
 def rhythm(fr: Frames, rise: np.ndarray, track: dict, duration: float) -> tuple[list, list, list, np.ndarray]:
     """Beats at the track's tempo, bars by its time signature, tatums between beats; and the beat times.
 
-    Each stretch of sound between silences (`sounding_spans`) is tracked and barred on its own: no
+    Each stretch of sound between silences (`beat_spans`) is tracked and barred on its own: no
     beat is laid over a silence, and the music after one may come back on any beat of the bar.
     """
     if track["tempo"] <= 0:
         return [], [], [], np.zeros(0)
     period = 60.0 * FPS / track["tempo"]
-    spans = sounding_spans(fr.level_db, max(SILENCE_SECONDS * FPS, SILENCE_BEATS * period))
-    found = [(a + track_beats(fr.onset[a:b].astype(np.float64), period), b) for a, b in spans]
+    found = [(a + track_beats(fr.onset[a:b].astype(np.float64), period), b) for a, b in beat_spans(fr.level_db, period)]
     found = [(bf, b) for bf, b in found if bf.size]
     div = tatum_division([bf for bf, _ in found], fr.onset)
     smooth = np.convolve(fr.onset, np.ones(3) / 3, mode="same")
