@@ -227,11 +227,11 @@ def test_analyze_clips_shows_progress_while_the_clips_are_analysed(monkeypatch):
                         lambda paths, model=None, workers=1: (Outcome(path=p, features={"energy": 0.5}) for p in paths))
     seen = []
 
-    def bar(items, total, label):
+    def bar(items, label, total=None):
         seen.append((total, label))
         return items
 
-    monkeypatch.setattr(behaviour, "_progress", bar)
+    monkeypatch.setattr(importlib.import_module("songfeat.progress"), "track", bar)
     _, outs = behaviour.analyze_clips("unused", progress=True)
     assert seen == [(2, "analysing behaviour clips")] and outs == {"/a.wav": {"energy": 0.5}, "/b.wav": {"energy": 0.5}}
     seen.clear()

@@ -185,16 +185,10 @@ def analyze_clips(shared: str | Path, model: str | Path | None = None, workers: 
     m = read_manifest(shared)
     outcomes = analyze_many(m["path"], model=model, workers=workers)
     if sys.stderr.isatty() if progress is None else progress:
-        outcomes = _progress(outcomes, len(m), "analysing behaviour clips")
+        from .progress import track
+
+        outcomes = track(outcomes, "analysing behaviour clips", total=len(m))
     return m, {o.path: (o.features if o.error is None else o.error) for o in outcomes}
-
-
-def _progress(items, total: int, label: str):
-    """`items` passed through a transient rich progress bar on stderr."""
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(items, total=total, description=label, console=Console(stderr=True), transient=True)
 
 
 def evaluate_behaviour(shared: str | Path, model: str | Path | None = None, workers: int = 1) -> pd.DataFrame:

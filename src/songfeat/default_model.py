@@ -100,12 +100,12 @@ def train_base(table: pd.DataFrame, exclude_ids: set[str], seed: int = 42, epoch
 
 
 def _progress(it, label: str, on: bool):
+    """`it`, with a bar on stderr when `on`."""
     if not on:
         return it
-    from rich.console import Console
-    from rich.progress import track
+    from .progress import track
 
-    return track(it, description=label, console=Console(stderr=True), transient=True)  # not into stdout
+    return track(it, label)
 
 
 def base_outputs(bundle: Bundle, numeric: np.ndarray) -> np.ndarray:

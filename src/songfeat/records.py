@@ -191,11 +191,9 @@ def map_files(fn, jobs: list, workers: int = 1, progress: bool = True) -> list:
     results = pool.map(fn, jobs, chunksize=1) if pool else map(fn, jobs)
     try:
         if progress:
-            from rich.console import Console
-            from rich.progress import track
+            from .progress import track
 
-            results = track(results, total=len(jobs), description="reading clips", transient=True,
-                            console=Console(stderr=True))  # shown when stderr is a terminal: drawn there, not into stdout
+            results = track(results, "reading clips", total=len(jobs))
         return list(results)
     finally:
         if pool is not None:
