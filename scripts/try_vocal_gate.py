@@ -1,6 +1,10 @@
-"""A vocal gate for instrumentalness from musicnn's MagnaTagATune vocal tags, scored held out (issue 7; not adopted).
+"""A vocal gate for instrumentalness from musicnn's vocal tags, scored held out (issue 7).
 
     python scripts/try_vocal_gate.py [--shared ../shared/data] [--cache DIR] [--typical 0.85] [--catalogue-prior]
+                                     [--instrumental-tag]
+
+The one-input gate was not adopted; the two-input switch of `--instrumental-tag` ships as `songfeat.vocal_gate`
+(which sets the catalogue's median above 0.5, 0.875, rather than `--typical`).
 
 Spotify's instrumentalness "predicts whether a track contains no vocals". The MTT tagger was trained on listeners'
 vocal tags (vocal, vocals, singing, voice, male/female vocal and voice, man, woman, male, female, choir, choral,
@@ -19,6 +23,10 @@ source. `v` is the duration-weighted mean of the clip's per-window tags, so the 
 With `--catalogue-prior`, the gate's intercept is moved from its fitting rows' instrumental share to the share of
 tracks above 0.5 in Spotify's 41,855-track table (Bayes' rule for a shifted class prior: the logistic's slope is a
 likelihood ratio, its intercept carries the prior), since the fitting rows hold fewer instrumentals than the catalogue.
+
+With `--instrumental-tag` the gate has a second input, log of the MSD tagger's "instrumental" tag (last.fm listeners'
+word for music without a voice), which on the behaviour clips ranks the two instrumental checking misses above all but
+one preview song (`scripts/try_musicnn_vgg.py gate`).
 """
 from __future__ import annotations
 
@@ -29,25 +37,30 @@ import numpy as np
 
 from songfeat import behaviour, sources
 from songfeat.records import DEFAULT_CACHE, get_records
-from songfeat.tagger import MTT_TAGS, layout
+from songfeat.tagger import MSD_TAGS, MTT_TAGS, layout
 
 VOCAL_TAGS = ("vocal", "vocals", "singing", "voice", "male vocal", "female vocal", "male voice", "female voice", "woman",
               "man", "male", "female", "choir", "choral", "opera")
 INSTR = sources.TARGETS.index("instrumentalness")
 
 
-def vocal_evidence(record) -> float:
-    """The largest MTT vocal-tag probability of a clip (duration-weighted mean over its windows)."""
-    tags = record.mean("tagger")[layout()["mtt_tags"]]
-    return float(max(tags[MTT_TAGS.index(t)] for t in VOCAL_TAGS))
+def vocal_evidence(record, instrumental_tag: bool = False) -> np.ndarray:
+    """The largest MTT vocal-tag probability of a clip (duration-weighted mean over its windows), and with
+    `instrumental_tag` the MSD tagger's "instrumental" probability beside it."""
+    mean = record.mean("tagger")
+    tags = mean[layout()["mtt_tags"]]
+    v = [max(tags[MTT_TAGS.index(t)] for t in VOCAL_TAGS)]
+    if instrumental_tag:
+        v.append(mean[layout()["msd_tags"]][MSD_TAGS.index("instrumental")])
+    return np.array(v, dtype=float)
 
 
-def fit_gate(v: np.ndarray, instrumental: np.ndarray) -> tuple[float, float]:
-    """(a, b) of P(instrumental) = logistic(a + b log(v + 0.001)), maximum likelihood (sklearn's default L2, C=1)."""
+def fit_gate(v: np.ndarray, instrumental: np.ndarray) -> tuple[float, np.ndarray]:
+    """(a, b) of P(instrumental) = logistic(a + b · log(v + 0.001)), maximum likelihood (sklearn's default L2, C=1)."""
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression().fit(np.log(v + 1e-3)[:, None], instrumental.astype(int))
-    return float(lr.intercept_[0]), float(lr.coef_[0, 0])
+    lr = LogisticRegression().fit(np.log(np.atleast_2d(v.T).T + 1e-3), instrumental.astype(int))
+    return float(lr.intercept_[0]), lr.coef_[0].astype(float)
 
 
 def logit(q: float) -> float:
@@ -65,10 +78,11 @@ def catalogue_share(shared: Path) -> float:
     return float(np.mean(y[np.isfinite(y)] > 0.5))
 
 
-def probability(gate: tuple[float, float], v: np.ndarray | float) -> np.ndarray:
-    """P(instrumental) of vocal evidence `v` under a fitted gate (a, b)."""
+def probability(gate: tuple[float, np.ndarray], v) -> np.ndarray:
+    """P(instrumental) of vocal evidence `v` ([n, inputs]) under a fitted gate (a, b)."""
     a, b = gate
-    return 1 / (1 + np.exp(-(a + b * np.log(np.asarray(v, dtype=float) + 1e-3))))
+    x = np.log(np.atleast_2d(np.asarray(v, dtype=float)) + 1e-3)
+    return 1 / (1 + np.exp(-(a + x @ b)))
 
 
 def gated(h: np.ndarray, p: np.ndarray, q: float, how: str) -> np.ndarray:
@@ -84,6 +98,8 @@ def main() -> None:
     ap.add_argument("--typical", type=float, default=0.85)
     ap.add_argument("--catalogue-prior", action="store_true",
                     help="move the gate's intercept to the catalogue's instrumental share (see the docstring)")
+    ap.add_argument("--instrumental-tag", action="store_true",
+                    help="a second gate input: the MSD tagger's \"instrumental\" tag (see the docstring)")
     args = ap.parse_args()
     target_share = catalogue_share(args.shared) if args.catalogue_prior else None
 
@@ -91,7 +107,7 @@ def main() -> None:
     clips = sources.labelled_clips(args.shared)
     man = behaviour.read_manifest(args.shared)
     recs = get_records(list(clips["path"]) + list(man["path"]), args.cache, True, 1, True)
-    v_of = {p: vocal_evidence(r) for p, r in zip(list(clips["path"]) + list(man["path"]), recs) if not isinstance(r, str)}
+    v_of = {p: vocal_evidence(r, args.instrumental_tag) for p, r in zip(list(clips["path"]) + list(man["path"]), recs) if not isinstance(r, str)}
     by_id = dict(zip(clips["track_id"], clips["path"]))
     fit_beh = [(v_of[p], any(r.feature == "instrumentalness" and r.op == ">" for r in rules))
                for p, rules, h in zip(man["path"], man["rules"], man["half"])
@@ -124,7 +140,7 @@ def main() -> None:
             mae = np.nanmean(np.abs(g - y), axis=0)
             cells.append(f"{mae[INSTR]:.4f} / {mae.mean():.4f}")
         moved = [(round(float(y[i, INSTR]), 2), round(float(h[i, INSTR]), 2)) for i in np.flatnonzero(p > 0.5)]
-        print(f"{held} ({len(y)}) | " + " | ".join(cells) + f" | {moved}  (gate a={gate[0]:.2f}, b={gate[1]:.2f})")
+        print(f"{held} ({len(y)}) | " + " | ".join(cells) + f" | {moved}  (gate a={gate[0]:.2f}, b={np.round(gate[1], 2)})")
 
     gate = gate_without(None)
     _, outputs = behaviour.analyze_clips(args.shared)

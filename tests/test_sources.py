@@ -77,6 +77,20 @@ def test_bias_table_shows_each_sources_shift_beside_the_previous_default():
     assert bias_table(result) == []
 
 
+def test_held_out_report_names_the_clips_the_vocal_gate_raised():
+    from songfeat.evaluate import regression_metrics
+    from songfeat.sources import to_markdown
+
+    t = np.array([[0.0], [0.9]])
+    learned = {k: regression_metrics(t, t, ["instrumentalness"]) for k in ("heads", "previous_default", "fold_mean", "catalogue_mean")}
+    gate = {"feature": "instrumentalness", "value": 0.875, "fitting_rows": {"instrumental": 12, "sung": 100},
+            "raised": [{"track_id": "abc", "label": 0.9, "before": 0.06, "after": 0.875}]}
+    result = {"targets": ["instrumentalness"], "sources": {"fma": {"n": 2, "learned": learned, "vocal_gate": gate}}}
+    assert "raised instrumentalness to 0.875 on: abc (label 0.90, was 0.06)." in to_markdown(result)
+    gate["raised"] = []
+    assert "12 instrumental and 100 sung or spoken clips) raised instrumentalness to 0.875 on: no clip." in to_markdown(result)
+
+
 def test_seed_spread_reports_each_seeds_figure_and_the_range():
     from songfeat.sources import seed_spread, spread_markdown
 

@@ -170,8 +170,11 @@ def _open_sessions() -> None:
 
 
 def predict_clip(bundle, clip: Clip) -> dict[str, float]:
-    """The bundle's learned features for one clip: per window, then the duration-weighted mean."""
+    """The bundle's learned features for one clip: per window, then the duration-weighted mean (and a bundle's vocal
+    gate on that mean)."""
     import numpy as np
+
+    from . import vocal_gate
 
     numeric = None
     if "numeric" in bundle.needs:
@@ -179,6 +182,8 @@ def predict_clip(bundle, clip: Clip) -> dict[str, float]:
     if "evidence" in bundle.needs:
         num = None if numeric is None else np.repeat(numeric, len(clip.evidence), axis=0)
         learned = np.average(bundle.predict(numeric=num, evidence=clip.evidence), axis=0, weights=clip.weights)
+        learned = vocal_gate.apply_clip(bundle.config.get("vocal_gate"), learned, bundle.targets, clip.evidence,
+                                        clip.weights, bundle.evidence_layout)
     elif "frontend" in bundle.needs:
         num = None if numeric is None else np.repeat(numeric, len(clip.frontend), axis=0)
         learned = np.average(bundle.predict(clip.frontend, num), axis=0, weights=clip.weights)

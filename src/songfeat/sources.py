@@ -13,7 +13,8 @@ plus the fitting half of the behaviour clips (rule bounds); baselines: the fold 
 sources' label mean), the catalogue mean (the 41,855-track table) and the previous default (its
 stage-2 ridge and loudness calibration refitted without the held-out source, as `evaluate-audio --cv` does).
 The shipped model blends the heads with that ridge, per feature (`select_blend`); "heads alone" is the
-nets without it.
+nets without it. The blend's instrumentalness then passes the vocal gate (`songfeat.vocal_gate`), fitted on the training
+sources' previews and the behaviour fitting half.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import behaviour, features
+from . import behaviour, features, vocal_gate
 from .evaluate import regression_metrics
 from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, RIDGE_PARTS, TARGETS, FitConfig, assemble, catalogue_intervals,
                     catalogue_region, fit_heads, intervals_from_labels, intervals_from_rules, layout, part_columns,
@@ -220,6 +221,8 @@ class _Data:
         self.lufs = np.array([r.descriptors["loudness_lufs"] for r in self.lab_recs])
         self.spot_loud = self.clips["loudness"].to_numpy(float)
         self.bundle = bundle
+        self.gate_value = vocal_gate.typical_value(catalogue_frame(shared)[vocal_gate.FEATURE].to_numpy(float))
+        self._gate_x: tuple[np.ndarray, np.ndarray] | None = None
         self._fits: dict = {}  # `fit`'s results: a pool's heads are read by several choices (held out, inner, behaviour)
 
     def calibrated(self, train: np.ndarray):
@@ -294,6 +297,26 @@ class _Data:
         _, _, num_std, beh_std = self.calibrated(train)
         return (clip_predictions(model, self.beh_recs, lay, beh_std),
                 ridge_predictions(self.fit_ridge(train, num_std), self.beh_recs, self.stage1(beh_std)))
+
+    def gate_inputs(self, lay) -> tuple[np.ndarray, np.ndarray]:
+        """The vocal gate's inputs per labelled clip and per behaviour fitting clip, read as `analyze` reads them."""
+        if self._gate_x is None:
+            tags = [p for p in lay if p["block"] == "tagger" and p["transform"] == "logit"]
+            x = [np.array([vocal_gate.inputs(assemble(r.blocks, tags), r.weights, tags) for r in recs]).reshape(-1, 2)
+                 for recs in (self.lab_recs, self.beh_recs)]
+            self._gate_x = (x[0], x[1])
+        return self._gate_x
+
+    def fit_gate(self, train: np.ndarray, lay) -> dict:
+        """The vocal gate fitted on the training clips with a Spotify instrumentalness (label > 0.5: instrumental) and
+        the behaviour fitting half's clips with an instrumentalness rule ("> x": instrumental)."""
+        lab_x, beh_x = self.gate_inputs(lay)
+        y = self.y_fit[:, TARGETS.index(vocal_gate.FEATURE)]
+        keep = train & np.isfinite(y)
+        ruled = [(i, any(r.op == ">" for r in rules if r.feature == vocal_gate.FEATURE))
+                 for i, rules in enumerate(self.beh_rules) if any(r.feature == vocal_gate.FEATURE for r in rules)]
+        x = np.concatenate([lab_x[keep], beh_x[[i for i, _ in ruled]].reshape(-1, 2)])
+        return vocal_gate.fit(x, np.concatenate([y[keep] > 0.5, [b for _, b in ruled]]), self.gate_value)
 
     def rule_misses(self, pred: np.ndarray) -> np.ndarray:
         """Per feature, how many of the behaviour fitting half's rules the per-clip predictions [N, T] break."""
@@ -512,7 +535,8 @@ def default_genre_table(shared: str | Path) -> dict:
 def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache: str | Path | None = DEFAULT_CACHE,
                      with_tagger: bool = True, workers: int = 1, progress: bool = True, cfg: FitConfig | None = None,
                      parts=None, select: bool = True, grid=DECAY_GRID, catalogue_bounds: bool = True,
-                     losses: tuple[str, ...] | None = None, blend: bool = True, stretch: bool = False) -> dict:
+                     losses: tuple[str, ...] | None = None, blend: bool = True, stretch: bool = False,
+                     gate: bool = True) -> dict:
     """Leave-one-source-out table (see the module docstring); `model` supplies stage 1 (default: the shipped one).
 
     With `select` (nested selection), each held-out source's heads use the per-feature loss and weight decay chosen
@@ -520,7 +544,8 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     and `cfg.loss` as given. With `blend`, "heads" is the shipped blend of the heads and the ridge member, its weights
     chosen by `select_blend` over the other sources only; "heads alone" is the nets without it. With `stretch` (and
     `blend`; a variant tried, not shipped), the blend is then stretched away from the training labels' centre by
-    `select_stretch`'s factors, chosen over the other sources only.
+    `select_stretch`'s factors, chosen over the other sources only. With `gate` (and `blend`), the blend's
+    instrumentalness passes the vocal gate fitted on the training sources (`_gated`).
     """
     from .analyze import get_bundle
 
@@ -558,6 +583,9 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
                 factors, _, ssel = select_stretch(data, train, weights, inner)
         yt = y[test]
         blended = np.clip(stretch_outputs((1 - weights) * p_alone + weights * p_ridge, fold_mean, factors), *bounds)
+        gate_entry = None
+        if gate and with_tagger:
+            blended, gate_entry = _gated(data, train, test, lay, blended, bounds)
         p_alone = np.clip(p_alone, *bounds)
         preds = {"heads": blended, "heads_alone": p_alone, "previous_default": p_old,
                  "fold_mean": np.tile(fold_mean, (test.sum(), 1)), "catalogue_mean": np.tile(catalogue, (test.sum(), 1))}
@@ -565,7 +593,7 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
                  "calibration": {"slope": float(slope), "intercept": float(icpt)},
                  "decay": list(fold_cfg.decays()), "loss": fold_cfg.losses(), "selection": sel,
                  "blend": [float(a) for a in weights], "blend_selection": bsel,
-                 "stretch": [float(k) for k in factors], "stretch_selection": ssel,
+                 "stretch": [float(k) for k in factors], "stretch_selection": ssel, "vocal_gate": gate_entry,
                  "predictions": {k: v.tolist() for k, v in preds.items()}, "labels": yt.tolist(),
                  "track_ids": clips.loc[test, "track_id"].tolist()}
         if held in NOT_FITTED:
@@ -575,6 +603,21 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
                                         **{k: regression_metrics(yt[:, ix], v[:, ix], keep)["average"] for k, v in preds.items()}}
         result["sources"][held] = entry
     return result
+
+
+def _gated(data: _Data, train: np.ndarray, test: np.ndarray, lay, blended: np.ndarray, bounds) -> tuple[np.ndarray, dict]:
+    """The held-out blend with its instrumentalness through the vocal gate fitted on `train`, and what the gate did."""
+    g = data.fit_gate(train, lay)
+    col = TARGETS.index(vocal_gate.FEATURE)
+    x = data.gate_inputs(lay)[0][test]
+    out = blended.copy()
+    out[:, col] = vocal_gate.apply(g, blended[:, col], x)
+    out = np.clip(out, *bounds)
+    moved = np.flatnonzero(out[:, col] != blended[:, col])
+    ids, y = data.clips.loc[test, "track_id"].to_numpy(), data.y[test, col]
+    raised = [{"track_id": str(ids[i]), "label": float(y[i]), "before": float(blended[i, col]), "after": float(out[i, col])}
+              for i in moved]
+    return out, {**g, "raised": raised}
 
 
 COLUMNS = {"heads": "shipped (heads + ridge)", "heads_alone": "heads alone", "previous_default": "previous default",
@@ -622,6 +665,13 @@ def to_markdown(result: dict) -> str:
             lines.append("How much the ridge member counts per feature (chosen by leave-one-source-out over the other sources "
                          "only, never breaking more behaviour fitting-half rules than the heads alone): "
                          + ", ".join(f"{t} {a:g}" for t, a in zip(result["targets"], e["blend"])) + ".")
+        if e.get("vocal_gate"):
+            g = e["vocal_gate"]
+            lines.append("")
+            lines.append(f"The vocal gate (refitted on the other sources: {g['fitting_rows']['instrumental']} instrumental and "
+                         f"{g['fitting_rows']['sung']} sung or spoken clips) raised {g['feature']} to {g['value']:g} on: "
+                         + (", ".join(f"{r['track_id']} (label {r['label']:.2f}, was {r['before']:.2f})" for r in g["raised"])
+                            or "no clip") + ".")
         if e.get("stretch_selection"):
             lines.append("")
             lines.append("Stretch of the blend away from the training labels' centre per feature (`--stretch`; chosen the same "
