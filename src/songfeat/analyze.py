@@ -249,7 +249,7 @@ MAX_TIMEOUT_FACTOR = 18  # the limit stops growing at 3 h of audio: a header cla
 # not torch. songfeat.frontend (torch) joins only when a bundle or SONGFEAT_BACKEND needs it: preloading it
 # always cost every batch ~1.6 s of `import torch` wherever the train extra is installed.
 ANALYSIS_PRELOAD = ("songfeat.analyze", "songfeat.descriptors", "songfeat.evidence", "songfeat.tagger", "songfeat.vad",
-                    "songfeat.pitch", "songfeat.heads", "songfeat.genre_prior", "onnxruntime", "soxr", "soundfile")
+                    "songfeat.pitch", "songfeat.heads", "songfeat.genre_prior", "songfeat.vocal_gate", "onnxruntime", "soxr", "soundfile")
 
 
 def time_limit(timeout: float, audio_seconds: float | None) -> float:
