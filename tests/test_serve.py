@@ -971,6 +971,34 @@ def test_uploads_a_killed_server_was_receiving_are_removed_at_start(tmp_path):
         lib.stop()
 
 
+def test_a_second_server_on_the_same_library_leaves_the_first_alone(tmp_path):
+    # A second `songfeat serve` on a library already served (its port taken, or another port) started its own queue over
+    # the index and removed the first server's uploads in progress: their clients got a 500 (FileNotFoundError).
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+    from songfeat.library import SongfeatError
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    first = Library(root, workers=1, model="test")
+    first.start()
+    try:
+        first.uploads.mkdir(parents=True, exist_ok=True)
+        receiving = first.uploads / "incoming-abc123.part"  # an upload the first server is receiving
+        receiving.write_bytes(b"RIFF" + b"\0" * 1000)
+        second = Library(root, workers=1, model="test")
+        with pytest.raises(SongfeatError, match="another songfeat serve"):
+            second.start()
+        r = CliRunner().invoke(app, ["serve", "--library", str(root), "--port", str(free_port()), "--workers", "1"])
+        assert r.exit_code == 2 and "another songfeat serve is using this index" in r.output, r.output
+        assert receiving.exists() and second._pool is None
+    finally:
+        first.stop()
+    second.start()  # the first has stopped: its lock went with it
+    second.stop()
+
+
 def test_head_is_answered_like_get_without_a_body(tmp_path):
     # every route answered HEAD with 405, /healthz included
     from songfeat.serve import create_app
@@ -1030,6 +1058,26 @@ def test_empty_id_is_named(tmp_path):
             assert r.status_code == 400 and "invalid id ''" in r.json()["error"]["message"], r.text
 
 
+def test_repeated_ids_parameters_are_all_looked_up(tmp_path):
+    # `?ids=a&ids=b` answered for b alone: one entry for two ids asked, so an app zipping ids with answers misread them
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / f"{SPOTIFY_IDS[1]}.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    lib.scan()
+    con = lib.index.conn()
+    with con:
+        con.execute("UPDATE tracks SET state='done', features=?", (json.dumps({"id": SPOTIFY_IDS[1]}),))
+    with serving(create_app(lib, start=False)) as base:
+        r = requests.get(base + "/v1/audio-features", params=[("ids", SPOTIFY_IDS[0]), ("ids", f"{SPOTIFY_IDS[1]},{SPOTIFY_IDS[0]}")])
+        assert r.status_code == 200 and r.json() == {"audio_features": [None, {"id": SPOTIFY_IDS[1]}, None]}, r.text
+        r = requests.get(base + "/v1/audio-features", params=[("ids", SPOTIFY_IDS[0])] * 101)
+        assert r.status_code == 400 and "Too many ids" in r.json()["error"]["message"]
+        r = requests.get(base + "/v1/audio-features", params=[("ids", ""), ("ids", SPOTIFY_IDS[0])])
+        assert r.status_code == 400 and "invalid id ''" in r.json()["error"]["message"]
+
+
 def test_overlong_multipart_boundary_is_a_400(tmp_path):
     # python-multipart refuses a boundary over 256 bytes in its constructor, which ran outside the 400 handling: a 500.
     from songfeat.serve import create_app
@@ -1069,6 +1117,28 @@ def test_a_file_replaced_before_a_scan_gets_no_stale_result(tmp_path):
         r = requests.get(f"{base}/v1/audio-analysis/{ids_of(root)['intro.wav']}", timeout=30)  # a new content, a new id
         assert r.status_code == 200 and abs(r.json()["track"]["duration"] - 2.5) < 0.01, r.text
         assert requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30).status_code == 404
+
+
+def test_a_file_moved_before_a_scan_keeps_its_audio_analysis(tmp_path):
+    # An audio analysis asked for after its file was moved (renamed, or put in another folder) and before a scan saw
+    # it failed with FileNotFoundError, and that failure was cached under the content's hash: once the scan found the
+    # file at its new place, the same content answered 404 "could not be analysed" for good.
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, job=hostile_job, model="test", analysis_target="test_serve:fake_analysis")
+    with serving(create_app(lib, wait_seconds=20)) as base:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["done"] == 1, timeout=30)
+        ident = ids_of(root)["intro.wav"]
+        (root / "sub").mkdir()
+        os.replace(root / "intro.wav", root / "sub" / "renamed.wav")
+        r = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert r.status_code == 404 and "FileNotFoundError" not in r.text and "changed" in r.json()["error"]["message"]
+        wait_for(lambda: "renamed.wav" in ids_of(root) and "intro.wav" not in ids_of(root), timeout=30)  # the scan it asked for
+        assert lib.index.conn().execute("SELECT count(*) FROM failed_analyses").fetchone()[0] == 0
+        r = requests.get(f"{base}/v1/audio-analysis/{ident}", timeout=30)
+        assert r.status_code == 200 and abs(r.json()["track"]["duration"] - 1.0) < 0.01, r.text
 
 
 def test_a_token_no_header_can_carry_is_refused(tmp_path):

@@ -869,6 +869,7 @@ def serve_cmd(
         typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
     try:
         lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
+        lib.claim()  # before anything starts: a second server on this library stops here, leaving the first's uploads
     except SongfeatError as e:
         raise fail(str(e)) from None
     typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} "

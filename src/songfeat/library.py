@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from .audio import capture_output
 from .errors import SongfeatError
@@ -42,6 +43,7 @@ from .provenance import MEASURING_CODE, source_digest, weights_digest
 DATA_DIR = ".songfeat"  # inside the library folder: the database and stored uploads (never scanned)
 DB_NAME = "library.db"
 UPLOADS = "uploads"
+SERVE_LOCK = "serve.lock"  # beside the index: held by the one server using it (and its uploads folder)
 ID_PATTERN = re.compile(r"[0-9A-Za-z]{22}")  # Spotify ids and songfeat content ids are both 22 base-62 characters
 TIME_LIMIT = 300.0  # seconds one file may take in a worker before it is killed and the file marked failed
 WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that needs more fails alone (peak today ~0.75 GiB)
@@ -468,7 +470,7 @@ def analysis_job(target: str, path: str, sha256: str | None = None) -> dict:
     """
     module, _, attr = target.partition(":")
     try:
-        if sha256 is not None and file_sha256(path) != sha256:
+        if sha256 is not None and _hash_or_none(path) != sha256:  # replaced, or moved or removed since the last scan
             raise FileChanged(CHANGED)
         with capture_output():
             return getattr(importlib.import_module(module), attr)(path)
@@ -480,6 +482,15 @@ def analysis_job(target: str, path: str, sha256: str | None = None) -> dict:
         raise AnalysisFailed("out of memory while analysing") from None
     except Exception as e:
         raise AnalysisFailed(f"analysis failed ({type(e).__name__}: {_without_path(str(e), path)})") from None
+
+
+def _hash_or_none(path: str) -> str | None:
+    """The file's SHA-256, or None when it cannot be read (moved or removed): that says nothing about its content, so
+    it must not become a failure cached under the content's hash (a renamed file would keep it for good)."""
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
 
 
 def _same_file(path: str, size: int, mtime_ns: int) -> bool:
@@ -540,13 +551,37 @@ class Library:
         self._scan_requested = False  # a requested scan waits for the running one (more requests join it)
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._lock_file: IO[str] | None = None  # the open SERVE_LOCK while this library serves (`claim`)
 
     # ---- life cycle -----------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Take the index's serving lock (released by `stop` or the process's end), or SongfeatError if another server
+        holds it: a second `songfeat serve` on the same library (even one whose port was taken) removed the first's
+        uploads in progress (a 500 for their clients) and ran a second queue over the same index."""
+        if self._lock_file is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): unguarded, as before
+            return
+        try:
+            lock = open(self.index.path.parent / SERVE_LOCK, "a")
+        except OSError as e:
+            raise SongfeatError(self.index.path.parent / SERVE_LOCK, f"cannot open the serving lock ({e.strerror or e})") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise SongfeatError(self.index.path, "another songfeat serve is using this index; run one server per "
+                                                 "library (or give this one a --db in another folder)") from None
+        self._lock_file = lock
+
     def start(self, rehash: bool = False, rescan_interval: float = 0.0) -> None:
         """Start the worker pool, the dispatcher and a first scan (in the background: serving starts at once).
 
-        Uploads a killed server was receiving (`stage_upload`'s `incoming-*.part`) are removed first: one server runs
-        per library, so no upload is in progress yet, and nothing else would ever remove them."""
+        Uploads a killed server was receiving (`stage_upload`'s `incoming-*.part`) are removed first: the serving lock
+        (`claim`) says no other server is receiving any, and nothing else would ever remove them."""
+        self.claim()
         for part in self.uploads.glob("incoming-*.part") if self.uploads.is_dir() else ():
             with contextlib.suppress(OSError):
                 part.unlink()
@@ -576,6 +611,9 @@ class Library:
             self._pool.join(timeout=10)
         for t in self._threads:
             t.join(timeout=5)
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
 
     def scan(self, rehash: bool = False) -> ScanReport:
         """Scan now (one scan at a time) and wake the workers."""

@@ -354,10 +354,11 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         return entries
 
     @api.get("/v1/audio-features", summary="Audio features of up to 100 tracks")
-    async def several(ids: Optional[str] = Query(None, description="Comma-separated track ids (at most 100)"),
+    async def several(request: Request, ids: Optional[str] = Query(None, description="Comma-separated track ids (at most 100)"),
                       wait: bool = Query(False, description="Hold the request until pending tracks are analysed")):
         """Spotify's batch lookup: `{"audio_features": [...]}` in request order, null for unknown ids."""
-        wanted = [i.strip() for i in (ids or "").split(",")] if ids else []
+        ids = ",".join(request.query_params.getlist("ids"))  # `ids=a&ids=b` is every id, in order, not only the last
+        wanted = [i.strip() for i in ids.split(",")] if ids else []
         if not wanted:
             raise ApiError(400, "invalid request: the ids parameter is required")
         if len(wanted) > MAX_IDS:
