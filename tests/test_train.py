@@ -474,8 +474,90 @@ def test_cli_train_interrupted_says_so(tiny_store, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "train_bundle", interrupted)
     r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(tmp_path / "m")])
     assert r.exit_code == 130
-    assert r.stderr.strip() == (f"songfeat: error: interrupted; rerun the command to train again (a bundle already at "
-                                f"{tmp_path / 'm'} is left as it was)")
+    assert r.stderr.strip() == (f"songfeat: error: interrupted; rerun the same command to continue from the last finished "
+                                f"epoch (kept in {tmp_path / 'm.training'}; a bundle already at {tmp_path / 'm'} is left "
+                                "as it was)")
+
+
+def _stop_after(monkeypatch, epochs: int) -> None:
+    """Make `checkpoint.save` raise KeyboardInterrupt once it has saved `epochs` epochs (as Ctrl-C between epochs)."""
+    from songfeat import checkpoint
+
+    saved = {"n": 0}
+    real = checkpoint.save
+
+    def save(path, state):
+        real(path, state)
+        saved["n"] += 1
+        if saved["n"] == epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save)
+
+
+@pytest.mark.parametrize("family", ["numeric-mlp", "combiner"])
+def test_an_interrupted_training_resumes_to_the_same_weights(tiny_store, tmp_path, monkeypatch, family):
+    """Ctrl-C in `songfeat train` lost every finished epoch: the run started over. Each epoch's state (weights, Adam's
+    moments, batch-order and dropout generators, early-stop counters) is now kept in <out>.training/, and the same
+    command continues from it to the weights an uninterrupted run gives (the combiner: after its first member)."""
+    from safetensors.numpy import load_file
+
+    from songfeat.checkpoint import folder_for
+
+    kw = dict(epochs=4, seed=5, progress=False)
+    whole = train_bundle(family, tiny_store, tmp_path / "whole", **kw)
+    assert not folder_for(whole).exists()  # removed once the bundle is written
+    stop = 2  # saves before Ctrl-C: after epoch 2 of the family's own fit
+    if family == "combiner":  # ... after its two members' fits, each one save per epoch and one when done
+        members = json.loads((whole / "config.json").read_text())["training"]["pretrained"]
+        stop += sum(m["epochs_run"] + 1 for m in members.values())
+    _stop_after(monkeypatch, stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle(family, tiny_store, tmp_path / "cut", **kw)
+    kept = folder_for(tmp_path / "cut")
+    assert kept.is_dir() and not (tmp_path / "cut").exists()
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="resuming .* after epoch 2 of 4"):
+        cut = train_bundle(family, tiny_store, tmp_path / "cut", **kw)
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not kept.exists()
+    rec = json.loads((cut / "config.json").read_text())["training"]
+    assert [h["epoch"] for h in rec["history"]] == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tiny_store, tmp_path, monkeypatch):
+    """A checkpoint left by other settings (or a damaged one) is set aside with a note: training starts over."""
+    from safetensors.numpy import load_file
+
+    from songfeat.checkpoint import folder_for
+
+    _stop_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle("numeric-mlp", tiny_store, tmp_path / "m", epochs=4, seed=5, progress=False)
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="checkpoint of another run"):
+        other = train_bundle("numeric-mlp", tiny_store, tmp_path / "m", epochs=4, seed=6, progress=False)
+    fresh = train_bundle("numeric-mlp", tiny_store, tmp_path / "fresh", epochs=4, seed=6, progress=False)
+    a, b = load_file(str(other / "model.safetensors")), load_file(str(fresh / "model.safetensors"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    folder_for(tmp_path / "n").mkdir()
+    (folder_for(tmp_path / "n") / "numeric-mlp.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable training checkpoint"):
+        train_bundle("numeric-mlp", tiny_store, tmp_path / "n", epochs=2, seed=6, progress=False)
+
+
+def test_cli_train_says_when_it_resumes(tiny_store, tmp_path, monkeypatch):
+    from songfeat.cli import app
+
+    _stop_after(monkeypatch, 1)
+    args = ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(tmp_path / "m"), "--epochs", "3"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 130 and "continue from the last finished epoch" in r.stderr
+    monkeypatch.undo()
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert f"songfeat: note: {tmp_path / 'm.training' / 'numeric-mlp.pt'}: resuming numeric-mlp after epoch 1 of 3" in r.stderr
 
 
 def test_a_column_constant_in_training_does_not_blow_up_a_new_value(tmp_path):

@@ -664,8 +664,14 @@ def train_cmd(
     patience: int = typer.Option(5, "--patience", min=0, help="Stop after this many epochs without a better validation loss (0: never)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda; default: cuda when present."),
 ) -> None:
-    """Train one model family on a store and write a bundle (weights + config with held-out metrics)."""
-    from .errors import SongfeatError
+    """Train one model family on a store and write a bundle (weights + config with held-out metrics).
+
+    Every epoch's state is kept in OUT.training/ until the bundle is written: the same command run again after an
+    interruption continues from the last finished epoch, with the same result as an uninterrupted run."""
+    import warnings
+
+    from .checkpoint import folder_for
+    from .errors import SongfeatError, SongfeatWarning
     from .train import train_bundle
 
     hp: dict = {}
@@ -673,17 +679,29 @@ def train_cmd(
         hp["variant"] = variant
     if activation:
         hp["activation"] = activation
-    try:
-        path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
-                            batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
-                            hparams=hp or None, device=device, early_stop_patience=patience or None,
-                            progress=_progress_on())
-    except (SongfeatError, ValueError, KeyError) as e:
-        raise fail(str(e)) from None
-    except OSError as e:
-        raise fail(_os_error(e)) from None
-    except KeyboardInterrupt:  # was a silent exit 130: was the old bundle lost, or half replaced?
-        raise fail(f"interrupted; rerun the command to train again (a bundle already at {out} is left as it was)", 130) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SongfeatWarning)
+        shown = warnings.showwarning
+
+        def note(message, category, *args, **kwargs) -> None:
+            if issubclass(category, SongfeatWarning):  # a checkpoint resumed or set aside: one line, as other notes
+                typer.echo(one_line(f"songfeat: note: {message}"), err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = note
+        try:
+            path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
+                                batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
+                                hparams=hp or None, device=device, early_stop_patience=patience or None,
+                                progress=_progress_on())
+        except (SongfeatError, ValueError, KeyError) as e:
+            raise fail(str(e)) from None
+        except OSError as e:
+            raise fail(_os_error(e)) from None
+        except KeyboardInterrupt:  # was a silent exit 130: was the old bundle lost, or half replaced?
+            raise fail(f"interrupted; rerun the same command to continue from the last finished epoch (kept in "
+                       f"{folder_for(out)}; a bundle already at {out} is left as it was)", 130) from None
     _warn_left_out(path)
     typer.echo(f"wrote {path}")
 

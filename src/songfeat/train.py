@@ -283,7 +283,7 @@ def predict_tensors(model: torch.nn.Module, fe: torch.Tensor | None, nu: torch.T
 def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss: str = "mse", epochs: int = 20,
         lr: float = 1e-3, batch_size: int = 32, seed: int = 42, early_stop_patience: int | None = 5,
         lr_steps: Sequence[float] | None = None, plateau_patience: int = 1, device: str | torch.device | None = None,
-        progress: bool = True, desc: str = "train") -> dict:
+        progress: bool = True, desc: str = "train", checkpoint: str | Path | None = None) -> dict:
     """Adam over (frontend, numeric, targets) tensors with a validation pass per epoch, early stop and best-weight restore.
 
     Batches index the tensors with a seeded permutation per epoch (no DataLoader). `lr_steps` is a
@@ -291,6 +291,8 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
     improved for `plateau_patience` epochs (the combiner's 0.01 -> 0.005 -> 0.002 -> 0.001).
     Returns the training record (epochs run, best epoch, per-epoch losses and rates, seconds, samples/s). A loss
     that turns NaN or infinite stops the run on the best finite epoch, or raises ValueError when there was none.
+    With `checkpoint` (a file path), the whole state is saved there after every epoch and a run with the same
+    settings, initial weights and data resumes from it (`songfeat.checkpoint`); a finished fit leaves its result there.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
@@ -312,10 +314,37 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
     best_train, since_train_best, since_best = math.inf, 0, 0
     history = []
     t0 = time.perf_counter()
+    epoch, diverged, first, before = 0, None, 1, 0.0
+    ck_path, ck_print = None, None
+    if checkpoint is not None:
+        from . import checkpoint as ck
+
+        ck_path = Path(checkpoint)
+        ck_print = ck.fingerprint(model, [fe, nu, y, vfe, vnu, vy], {
+            "desc": desc, "model": type(model).__name__, "loss": loss, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+            "seed": seed, "early_stop_patience": early_stop_patience, "lr_steps": steps, "plateau_patience": plateau_patience})
+        state = ck.load(ck_path, ck_print, dev)
+        if state is not None and state.get("done"):  # this fit finished before the run was stopped (a combiner's member)
+            model.load_state_dict(state["model"])
+            model.eval()
+            return state["record"]
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["gen"])
+            torch.set_rng_state(state["rng"])
+            if state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            best, history, step_i = tuple(state["best"]), state["history"], state["step_i"]
+            best_train, since_train_best, since_best = state["best_train"], state["since_train_best"], state["since_best"]
+            epoch = state["epoch"]
+            first, before = epoch + 1, state["seconds"]
+            _note(f"{ck_path}: resuming {desc} after epoch {epoch} of {epochs}")
     bar = _progress(progress, epochs, desc)
-    epoch, diverged = 0, None
+    if bar is not None and first > 1:
+        bar[0].update(bar[1], completed=first - 1)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, epochs + 1):
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
             total = 0.0
@@ -353,21 +382,40 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
                         g["lr"] = steps[step_i]
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"{desc} train {train_loss:.4f} val {val_loss:.4f}")
+            if ck_path is not None:
+                ck.save(ck_path, {"fingerprint": ck_print, "epoch": epoch, "model": model.state_dict(),
+                                  "opt": opt.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                                  "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+                                  "best": list(best), "best_train": best_train, "since_train_best": since_train_best,
+                                  "since_best": since_best, "history": history, "step_i": step_i,
+                                  "seconds": before + time.perf_counter() - t0})
             if early_stop_patience and since_best >= early_stop_patience:
                 break
     finally:
         if bar is not None:
             bar[0].stop()
-    secs = time.perf_counter() - t0
+    secs = before + time.perf_counter() - t0
     if best[1] == 0 and diverged:  # the initial random weights were kept and written as a trained model, with metrics
         raise ValueError(f"training diverged: the loss was not finite at epoch {diverged} (learning rate "
                          f"{steps[step_i]:g}); nothing was learned, so nothing is written: try a smaller --lr")
     model.load_state_dict(best[2])
     model.eval()
-    return {"epochs_run": epoch, "best_epoch": best[1], "best_val_loss": best[0], "loss": loss,
-            "lr": lr if not lr_steps else list(lr_steps), "batch_size": batch_size, "history": history,
-            "seconds": round(secs, 3), "samples_per_s": round(n * epoch / max(secs, 1e-9), 1),
-            "stopped_early": epoch < epochs, "diverged_at": diverged}
+    record = {"epochs_run": epoch, "best_epoch": best[1], "best_val_loss": best[0], "loss": loss,
+              "lr": lr if not lr_steps else list(lr_steps), "batch_size": batch_size, "history": history,
+              "seconds": round(secs, 3), "samples_per_s": round(n * epoch / max(secs, 1e-9), 1),
+              "stopped_early": epoch < epochs, "diverged_at": diverged}
+    if ck_path is not None:
+        ck.save(ck_path, {"fingerprint": ck_print, "done": True, "model": model.state_dict(), "record": record})
+    return record
+
+
+def _note(message: str) -> None:
+    """A one-line note for the CLI (`songfeat: note: ...`): a SongfeatWarning, which batch front-ends print."""
+    import warnings
+
+    from .errors import SongfeatWarning
+
+    warnings.warn(SongfeatWarning(message), stacklevel=3)
 
 
 def _progress(show: bool, total: int, desc: str):
@@ -428,11 +476,13 @@ def _set_determinism(seed: int) -> None:
 def train_model(model_name: str, train: Dataset, val: Dataset | None, *, hparams: dict | None = None,
                 epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
                 loss: str | None = None, seed: int = 42, early_stop_patience: int | None = 5,
-                device: str | None = None, progress: bool = True, scalers: dict | None = None) -> tuple[torch.nn.Module, dict, dict]:
+                device: str | None = None, progress: bool = True, scalers: dict | None = None,
+                checkpoints: str | Path | None = None) -> tuple[torch.nn.Module, dict, dict]:
     """Build and fit one model on a training Dataset; returns (model, scalers, training record).
 
     The combiner first trains its lstm-multitask and numeric-mlp on the same training rows (each with
-    its seed defaults), then fits its own layers with the sub-models frozen.
+    its seed defaults), then fits its own layers with the sub-models frozen. With `checkpoints` (a folder), each
+    fit saves and resumes its state there (`<family>.pt`; `fit`'s `checkpoint`).
     """
     d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
     scalers = scalers or fit_scalers(train)
@@ -452,7 +502,7 @@ def train_model(model_name: str, train: Dataset, val: Dataset | None, *, hparams
         for sub in ("lstm-multitask", "numeric-mlp"):
             m, _, r = train_model(sub, train, val, hparams=hp.pop(sub, None), seed=seed,
                                   early_stop_patience=early_stop_patience, device=device, progress=progress,
-                                  scalers=scalers, batch_size=batch_size)
+                                  scalers=scalers, batch_size=batch_size, checkpoints=checkpoints)
             subs[sub], sub_rec[sub] = m, r
         variant = hp.get("variant", "d")
         hp = {"variant": variant, **hp, "lstm": _hparams_for("lstm-multitask", train, None),
@@ -470,7 +520,7 @@ def train_model(model_name: str, train: Dataset, val: Dataset | None, *, hparams
               loss=loss or d["loss"], epochs=epochs if epochs is not None else d["epochs"],
               lr=lr if lr is not None else d["lr"], batch_size=batch_size if batch_size is not None else d["batch_size"],
               seed=seed, early_stop_patience=early_stop_patience, lr_steps=lr_steps, device=dev, progress=progress,
-              desc=model_name)
+              desc=model_name, checkpoint=None if checkpoints is None else Path(checkpoints) / f"{model_name}.pt")
     record.update(rec)
     record["hparams"] = hp
     model.to("cpu")
@@ -519,12 +569,13 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
                  seed: int = 42, split: str | dict = "random", numeric_source: str = "labels",
                  numeric_inputs: Sequence[str] | None = None, hparams: dict | None = None, loss: str | None = None,
                  device: str | None = None, early_stop_patience: int | None = 5, progress: bool = True,
-                 threads: int | None = DEFAULT_THREADS) -> Path:
+                 threads: int | None = DEFAULT_THREADS, resume: bool = True) -> Path:
     """Train `model_name` on a store (path or object) or a Dataset, evaluate on its held-out split, write a bundle to `out`.
 
     `split` is "random", "artist" (by the label table's artists) or an explicit {"train","val","test"}
     dict of ids. `numeric_source` is "labels" (the seed's inputs from the label table) or "measured"
-    (descriptors computed from the audio, what a user analysing a new file has).
+    (descriptors computed from the audio, what a user analysing a new file has). With `resume`, every epoch's state
+    is kept in `<out>.training/` until the bundle is written, and the same command run again continues from it.
     """
     from . import __version__
     from .bundle import Bundle, check_bundle_out, save_bundle
@@ -580,10 +631,14 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     tr, va = data.select_ids(parts["train"]), data.select_ids(parts["val"]) if parts["val"] else None
     te = data.select_ids(parts["test"]) if parts["test"] else None
     prev_det = torch.are_deterministic_algorithms_enabled()
+    from .checkpoint import folder_for
+
+    checkpoints = folder_for(out) if resume else None
     try:
         model, scalers, record = train_model(model_name, tr, va, hparams=hparams, epochs=epochs, lr=lr,
                                              batch_size=batch_size, loss=loss, seed=seed,
-                                             early_stop_patience=early_stop_patience, device=device, progress=progress)
+                                             early_stop_patience=early_stop_patience, device=device, progress=progress,
+                                             checkpoints=checkpoints)
     finally:
         torch.use_deterministic_algorithms(prev_det)
     hp = record.pop("hparams")
@@ -600,4 +655,9 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     if te is not None and len(te) >= 2:
         pred = predict_dataset(Bundle(model=model, config=config), te)
         config["metrics"] = _nan_to_none({"split": "test", **report(te.targets, pred, list(targets))})
-    return save_bundle(out, model, config)
+    written = save_bundle(out, model, config)
+    if checkpoints is not None:
+        import shutil
+
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle holds the result now
+    return written
