@@ -476,3 +476,18 @@ def test_a_click_between_two_silences_has_its_loudness(tmp_path: Path) -> None:
     assert mid["loudness"] > -30.0, mid
     assert secs[0]["loudness"] == secs[2]["loudness"] == -60.0
     assert not r["beats"]  # one click is no pulse
+
+
+def test_a_truncated_mp3_is_warned_about_once(tmp_path: Path, example_clip: Path) -> None:
+    # analyse() probed the file for `meta` with its own decoder log, then decoding probed it again: two warnings
+    # (and, in the CLI, every error line of the probe counted twice)
+    import warnings
+
+    cut = tmp_path / "cut.mp3"
+    data = example_clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        audio_analysis(cut)
+    said = [str(w.message) for w in caught if "shorter than its mp3 header" in str(w.message)]
+    assert len(said) == 1, said

@@ -1,14 +1,15 @@
 """Audio loading: every format, channel layout and rate to mono float32 at 44.1 kHz; bad files fail clearly."""
 from __future__ import annotations
 
+import gc
 import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from songfeat.audio import (SAMPLE_RATE, AudioError, audio_info, check_first_window, find_audio, iter_windows, load_audio,
-                            sound_peak)
+from songfeat.audio import (SAMPLE_RATE, AudioError, audio_info, capture_output, check_first_window, find_audio, iter_windows,
+                            load_audio, sound_peak)
 
 
 def sine(freq: float, seconds: float, sr: int, channels: int = 1, amp: float = 0.5) -> np.ndarray:
@@ -231,3 +232,90 @@ def test_zero_channels_and_almost_a_second_are_named_plainly(tmp_path):
     sf.write(short, 0.1 * sine(440, 0.9995, SAMPLE_RATE), SAMPLE_RATE)
     with pytest.raises(AudioError, match=r"too short \(0\.999 s; need at least 1 s\)"):
         check_first_window(short, load_audio(short))
+
+
+def _write_m4a(path, seconds: float = 2.0, sr: int = 44100) -> None:
+    import av
+
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=sr)
+        s.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine(1000, seconds, sr, channels=2).T), format="fltp",
+                                           layout="stereo")
+        frame.sample_rate = sr
+        for pkt in s.encode(frame):
+            c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+
+
+def test_a_wrong_extension_is_no_corrupt_frame(tmp_path):
+    # an .m4a named .mp3: libmpg123 (the first probe, by the name) searched it for an MPEG header and said so; that
+    # line was counted as 'decoder reported 1 error (corrupt frames skipped)' though PyAV then read every frame
+    pytest.importorskip("av")
+    path = tmp_path / "song.mp3"
+    _write_m4a(path)
+    with capture_output() as cap:
+        assert audio_info(path).decoder == "pyav"
+        y = load_audio(path)
+    assert abs(y.size / SAMPLE_RATE - 2.0) < 0.1
+    assert cap.warnings == [] and cap.logs == {}
+
+
+def test_a_refused_or_abandoned_stream_leaves_no_file_open(tmp_path):
+    # the decoder generator was closed by the garbage collector after the file's decoder log, and its close opened a new
+    # temporary file for that log which nothing closed ('ResourceWarning: unclosed file'), per NaN file and per
+    # load_audio(max_seconds): the decoder's last words went nowhere, and a descriptor stayed open until collection
+    nan, ok = tmp_path / "nan.wav", tmp_path / "ok.wav"
+    y = sine(440, 2.0, SAMPLE_RATE)
+    y[100] = np.nan
+    sf.write(nan, y, SAMPLE_RATE, subtype="FLOAT")
+    sf.write(ok, sine(440, 3.0, SAMPLE_RATE), SAMPLE_RATE)
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            with pytest.raises(AudioError, match="NaN"):
+                load_audio(nan)
+            load_audio(ok, max_seconds=1.0)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+
+
+def _wav_with_sizes(path, riff: int, data: int, seconds: float = 3.0) -> None:
+    """A 16-bit WAV whose RIFF and data size fields are set to the given values (the samples are all there)."""
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    sf.write(buf, sine(440, seconds, SAMPLE_RATE), SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    b = bytearray(buf.getvalue())
+    b[4:8] = struct.pack("<I", riff)
+    k = b.find(b"data")
+    b[k + 4:k + 8] = struct.pack("<I", data)
+    path.write_bytes(bytes(b))
+
+
+def test_a_streamed_wav_promises_no_length(tmp_path):
+    # ffmpeg writing WAV to a pipe leaves both sizes at 0xFFFFFFFF ('not known'): that read as a header promising
+    # 48695 s, and every such file was warned about as 'cut off?'
+    path = tmp_path / "piped.wav"
+    _wav_with_sizes(path, 0xFFFFFFFF, 0xFFFFFFFF)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = load_audio(path)
+    assert y.size == pytest.approx(3 * SAMPLE_RATE, abs=2)
+
+
+def test_a_wav_whose_header_was_never_finished_is_read(tmp_path):
+    # a recorder killed before it wrote the sizes leaves them at 0: libsndfile reads no frames ('no audio frames
+    # decoded', the recording refused); PyAV reads the data to the end of the file
+    pytest.importorskip("av")
+    path = tmp_path / "unfinished.wav"
+    _wav_with_sizes(path, 0, 0)
+    y = load_audio(path)
+    assert y.size == pytest.approx(3 * SAMPLE_RATE, abs=2)
+    assert abs(peak_hz(y) - 440) < 3
+    header_only = tmp_path / "header.wav"
+    sf.write(header_only, np.zeros(0, np.float32), SAMPLE_RATE, format="WAV")
+    assert load_audio(header_only).size == 0  # nothing after the header: still nothing (refused as 'no audio frames')

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import descriptors as D
-from .audio import SAMPLE_RATE, audio_info, check_windows, iter_windows
+from .audio import SAMPLE_RATE, DecoderLog, audio_info, check_windows, iter_windows
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
 N_FFT = 2048
@@ -706,12 +706,22 @@ def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]
     return [dict(zip(cols, v)) for v in zip(*cols.values())]
 
 
+def _probe(path: str | Path):
+    """The file's AudioInfo for `meta`, its decoder output discarded: the decode that follows reports the same output
+    again (kept, a truncated mp3 was warned about twice, and a probe's error lines counted twice)."""
+    log = DecoderLog(path)
+    try:
+        return audio_info(path, log)
+    finally:
+        log.close()
+
+
 def analyse(path: str | Path) -> Analysis:
     """Stream `path` once and build Spotify's AudioAnalysisObject; raises SongfeatError for unusable audio."""
     from . import features
 
     t_start = time.perf_counter()
-    info = audio_info(path)
+    info = _probe(path)
     evidence: list[D.WindowEvidence] = []
     stream = FrameStream()
     for w in iter_windows(path):

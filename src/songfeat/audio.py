@@ -55,6 +55,7 @@ class AudioInfo:
     seconds: float | None  # None when the container does not say
     decoder: str  # "soundfile" or "pyav"
     promised_seconds: float | None = None  # what a cut-off WAV's header promised, when it is more than the file holds
+    empty_header: bool = False  # a WAV header declaring no data (a recorder stopped before writing the length)
 
 
 # ---- native decoder output -------------------------------------------------------------------
@@ -89,6 +90,16 @@ class DecoderLog:
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
+
+    def add(self, text: str) -> None:
+        """Append `text` (another log's capture) to this log, as if the decoder had printed it here."""
+        if not text:
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile()
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(text.encode("utf-8"))
+        self._file.flush()
 
     def text(self) -> str:
         """Everything captured so far, decoded leniently (may be long: see MAX_LOG_CHARS)."""
@@ -274,11 +285,14 @@ def _soundfile_info(p: Path) -> AudioInfo | None:
     except Exception:
         return None
     seconds = info.frames / info.samplerate if info.frames > 0 else None
+    log = getattr(info, "extra_info", "") or ""
     return AudioInfo(str(p), int(info.samplerate), int(info.channels), seconds, "soundfile",
-                     _promised_seconds(seconds, getattr(info, "extra_info", "")))
+                     _promised_seconds(seconds, log), empty_header=info.frames == 0 and bool(_DATA_EMPTY.search(log)))
 
 
 _DATA_CUT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)  # libsndfile's WAV log
+_DATA_EMPTY = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)  # libsndfile's log of a WAV whose data chunk says 0 bytes
+UNKNOWN_LENGTH = 0xFFFFFFFF  # a WAV size field's 'length not known' (ffmpeg and others writing to a pipe)
 
 
 def _promised_seconds(seconds: float | None, log: str) -> float | None:
@@ -287,6 +301,8 @@ def _promised_seconds(seconds: float | None, log: str) -> float | None:
     file cut off mid-copy. None otherwise."""
     m = _DATA_CUT.search(log or "")
     if seconds is None or not m or int(m.group(2)) <= 0 or int(m.group(1)) <= int(m.group(2)):
+        return None
+    if int(m.group(1)) == UNKNOWN_LENGTH:  # a streamed WAV says nothing about its length: it promised nothing
         return None
     return seconds * int(m.group(1)) / int(m.group(2))
 
@@ -310,6 +326,31 @@ def _pyav_info(p: Path) -> AudioInfo | None:
         return None
 
 
+def _probe_quietly(probe, p: Path) -> tuple[AudioInfo | None, str]:
+    """Run one probe with fd 2 captured in a log of its own; return its AudioInfo (or None) and what it printed.
+
+    Kept apart so a decoder that does not recognise the file (libmpg123 searching an .m4a named .mp3 for an MPEG
+    header) is not reported as 'corrupt frames skipped' in a file the next decoder reads whole."""
+    scratch = DecoderLog(p)
+    try:
+        with scratch.capturing():
+            info = probe(p)
+        return info, scratch.text()
+    finally:
+        scratch.close()
+
+
+def _accept(info: AudioInfo, text: str, log: DecoderLog, own: bool) -> AudioInfo:
+    """The probe result `audio_info` settles on: its decoder output kept in `log`, its rate checked."""
+    log.add(text)  # only the decoder that will read the file speaks for it
+    if own:
+        _finish_log(log)
+    if not MIN_RATE <= info.sample_rate <= MAX_RATE:
+        raise AudioError(info.path, f"sample rate {info.sample_rate} Hz is not an audio rate (songfeat reads "
+                                    f"{MIN_RATE}-{MAX_RATE} Hz; a damaged header?)")
+    return info
+
+
 def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
     """Probe a file's rate, channels and length; raise AudioError if no decoder recognises it.
 
@@ -320,17 +361,20 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
     log = log or DecoderLog(p)
     probes = (_pyav_info, _soundfile_info) if p.suffix.lower() in _PYAV_FIRST else (_soundfile_info, _pyav_info)
     no_channels = False
+    failed: list[str] = []  # what the probes that did not recognise the file printed
+    fallback: tuple[AudioInfo, str] | None = None
     for probe in probes:
-        with log.capturing():
-            info = probe(p)
+        info, text = _probe_quietly(probe, p)
         no_channels |= info is not None and info.sample_rate > 0 and info.channels <= 0
         if info is not None and info.sample_rate > 0 and info.channels > 0:
-            if own:
-                _finish_log(log)
-            if not MIN_RATE <= info.sample_rate <= MAX_RATE:
-                raise AudioError(p, f"sample rate {info.sample_rate} Hz is not an audio rate (songfeat reads "
-                                    f"{MIN_RATE}-{MAX_RATE} Hz; a damaged header?)")
-            return info
+            if info.empty_header and fallback is None:  # libsndfile reads 0 frames of it; PyAV reads on to the end
+                fallback = (info, text)
+                continue
+            return _accept(info, text, log, own)
+        failed.append(text)
+    if fallback is not None:  # a header-only WAV: no frames from either, said as such
+        return _accept(*fallback, log, own)
+    log.add("".join(failed))  # nothing reads the file: all of it, for --verbose behind the error
     if own:
         _finish_log(log, warn=False)  # the error says it
     if no_channels:  # a header that declares 0 channels: decoding it failed deep in libavcodec with "Invalid argument"
@@ -435,6 +479,8 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
         if promised is not None and promised - src_frames / info.sample_rate > max(1.0, 0.02 * promised):
             warnings.warn(f"{p}: holds {src_frames / info.sample_rate:.1f} s of audio but its header says {promised:.1f} s "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
+    finally:  # now, under `log`: left to the garbage collector, the decoder closed after the log and opened a new one
+        blocks.close()
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
@@ -580,11 +626,15 @@ def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], 
             elif q.suffix.lower() in AUDIO_EXTENSIONS:
                 take(q, est)
 
+    failed_args: set[str] = set()
     for raw in paths:
         p = Path(raw)
         try:
             st = p.stat()
         except OSError as e:
+            if os.path.abspath(p) in failed_args:  # named twice: one input, one error (as a file named twice is one)
+                continue
+            failed_args.add(os.path.abspath(p))
             err = _stat_error(p, e)
             errors.append(AudioError(p, "no such file or folder") if err.reason == "no such file" else err)
             continue
