@@ -732,3 +732,18 @@ def test_a_forked_worker_does_not_keep_the_output_locked(tmp_path):
         os.close(go)
         os.close(ready)
         os.waitpid(pid, 0)
+
+
+def test_cli_error_lines_name_a_file_as_the_outputs_do_and_once(tmp_path):
+    # a name that is not UTF-8 reached stderr as Python's lone surrogate (bad\udce9.wav) while every output writes it
+    # bad\xe9.wav; and a missing file named twice was two inputs and two error lines, where a file named twice is one
+    bad = os.fsencode(tmp_path) + b"/bad\xe9.wav"
+    open(bad, "wb").close()
+    missing = tmp_path / "missing.wav"
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", os.fsdecode(bad), str(missing),
+                        f"{tmp_path}/./missing.wav"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1
+    lines = p.stderr.splitlines()
+    assert f"songfeat: error: {tmp_path}/bad\\xe9.wav: empty file (0 bytes)" in lines, lines
+    assert "\\udc" not in p.stderr
+    assert sum("missing.wav" in ln for ln in lines) == 1 and lines[-1] == "songfeat: 2 of 2 inputs failed", lines

@@ -106,8 +106,11 @@ _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {10: "\\n", 13: "\\
 
 
 def one_line(text: str) -> str:
-    """A message kept to one line: control characters (a newline in a file name, a decoder's escape codes) shown escaped."""
-    return text.translate(_CONTROL)
+    """A message kept to one line: control characters (a newline in a file name, a decoder's escape codes) shown escaped,
+    and a file name that is not UTF-8 with its stray bytes as \\xNN, as the outputs write it (not Python's \\udcNN)."""
+    from .output import utf8_text
+
+    return utf8_text(text).translate(_CONTROL)
 
 
 def _report(out, verbose: bool, say) -> None:
