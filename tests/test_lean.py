@@ -150,6 +150,12 @@ def test_import_and_help_load_no_numpy():
     assert out.strip() == "[]"
 
 
+def test_python_dash_m_songfeat_is_the_cli():
+    # `python -m songfeat` said "No module named songfeat.__main__" (a venv whose scripts are not on PATH has only that)
+    out = subprocess.run([sys.executable, "-m", "songfeat", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("songfeat ") and "bundled model" in out.stdout, out
+
+
 def test_default_onnx_is_the_export_of_its_weights(tmp_path):
     """The committed model.onnx records the SHA-256 of model.safetensors and is what export_bundle writes now."""
     pytest.importorskip("onnx")
