@@ -306,7 +306,8 @@ def test_tags_command_prints_top_tags_and_names_bad_files(tmp_path):
     res = CliRunner().invoke(app, ["tags", str(bad)])
     assert res.exit_code == 1 and "bad.mp3" in res.output and "Traceback" not in res.output
     # only the error: a 'corrupt frames skipped' warning before it contradicted it
-    assert res.stderr.strip().splitlines() == [f"songfeat: error: {bad}: not a readable audio file (no decoder recognises its format)"]
+    assert res.stderr.strip().splitlines() == [f"songfeat: error: {bad}: not a readable audio file (no decoder recognises its format)",
+                                               "songfeat: 1 of 1 inputs failed"]
 
 
 def test_tags_of_folders_without_audio_is_one_line_error(tmp_path):
@@ -320,5 +321,20 @@ def test_tags_of_folders_without_audio_is_one_line_error(tmp_path):
     (tmp_path / "docs" / "readme.txt").write_text("hi")
     res = CliRunner().invoke(app, ["tags", str(tmp_path / "empty"), str(tmp_path / "docs")])
     lines = res.output.strip().splitlines()
-    assert res.exit_code == 1 and len(lines) == 1 and "no audio files found" in lines[0], res.output
+    assert res.exit_code == 2 and len(lines) == 1 and "no audio files found" in lines[0], res.output  # as analyze
     assert str(tmp_path / "empty") in lines[0]
+    same = CliRunner().invoke(app, ["analyze", str(tmp_path / "empty"), str(tmp_path / "docs")])
+    assert same.exit_code == 2 and same.output == res.output
+
+
+def test_tags_ends_with_the_count_of_failed_inputs(tmp_path, example_clip):
+    # `tags` printed its error lines among the listings and exited 1 with no count, unlike `analyze`
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
+    res = CliRunner().invoke(app, ["tags", str(example_clip), str(tmp_path / "bad.wav"), str(tmp_path / "gone.mp3")])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.strip().splitlines()[-1] == "songfeat: 2 of 3 inputs failed"
+    assert "MSD:" in res.stdout

@@ -304,8 +304,8 @@ def tags_cmd(
         typer.echo(one_line(f"songfeat: error: {e}"), err=True)
     for n in notes:
         typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
-    if not files and not refused:  # folders with no audio in them: say so, not a bare exit 1
-        raise fail(", ".join(map(str, paths)) + ": no audio files found (folders are searched for audio file names)", 1)
+    if not files and not refused:  # folders with no audio in them: said, and with analyze's words and status
+        raise fail("no audio files found in " + ", ".join(map(str, paths)))
     failed = len(refused)
     for f in files:
         with capture_output() as captured:  # a cut-off file's decoder note is one warning line, as in `analyze`
@@ -322,7 +322,8 @@ def tags_cmd(
         typer.echo(one_line(str(f)))
         for model, pairs in tops.items():
             typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
-    if failed or not files:
+    if failed:  # the count at the end, as `analyze` gives it: in a long listing the error lines scroll away
+        typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
         raise typer.Exit(1)
 
 
