@@ -380,7 +380,7 @@ def evaluate_audio(
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named <track_id>.<ext>."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     cv: Optional[int] = typer.Option(None, "--cv", help="Refit the default model's audio-fitted parts in K folds (honest on its own dev clips)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes analysing clips in parallel."),
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
 ) -> None:
     """Accuracy against Spotify's labels on real audio: per-feature MAE/Pearson, loudness dB error, tempo/key agreement."""
@@ -520,10 +520,10 @@ def train_heads_cmd(
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named <track_id>.<ext>."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (use it with analyze --model)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle whose stage 1 the heads sit on; default: the bundled model."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes reading clips (the fit itself is single-threaded)."),
 ) -> None:
-    """Fit the listening heads (tagger + VAD + dynamics) on your own labelled audio."""
+    """Fit the listening heads (tagger, VAD, pitch, dynamics, genre prior) on your own labelled audio."""
     workers = _local_workers(workers)
     import warnings
 
@@ -656,7 +656,7 @@ def train_cmd(
     model: str = typer.Argument(..., help="Model family: numeric-mlp, cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner, mlp-head (over a --frontend musicnn store)."),
     store: Path = typer.Option(..., "--store", help="Dataset store folder (made by `songfeat build`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
-    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's seed targets."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's (the seed's; the seven learned features for mlp-head)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default: the seed's count for the family."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3; combiner variant d: 0.01 -> 0.001 on plateaus)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
@@ -754,7 +754,7 @@ def evaluate_cmd(
 def compare_cmd(
     bundles: list[Path] = typer.Argument(..., help="Bundle folders to put side by side."),
     store: Path = typer.Option(..., "--store", help="The store they were trained from."),
-    split: str = typer.Option("test", "--split"),
+    split: str = typer.Option("test", "--split", help="Which recorded split to score: test (held out), val or train."),
 ) -> None:
     """Bundles side by side on their held-out splits, like the report's Tables 1–4 (MSE/MAE, then Pearson)."""
     from .errors import SongfeatError
