@@ -999,6 +999,43 @@ def test_a_second_server_on_the_same_library_leaves_the_first_alone(tmp_path):
     second.stop()
 
 
+def test_a_port_in_use_is_one_line_before_any_work_and_port_zero_says_its_port(tmp_path):
+    # A busy --port was uvicorn's own "ERROR: [Errno 98]" line and exit 3, after the workers had started and the folder
+    # was scanned; --port 0 announced ":0" instead of the port the system chose.
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cmd = [sys.executable, "-m", "songfeat.cli", "serve", "--library", str(root), "--port", str(port), "--workers", "1"]
+        p = subprocess.run(cmd, env=hermetic_environ(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [f"songfeat: error: cannot listen on 127.0.0.1:{port} (Address already in use)"]
+    assert not (root / ".songfeat" / "library.db").exists() or not Library(root, workers=1).index.counts()["done"]
+    log = tmp_path / "zero.log"
+    proc = subprocess.Popen(cmd[:7] + ["0", "--workers", "1"], env=hermetic_environ(), stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"))
+    try:
+        deadline = time.monotonic() + 90
+        while "serving" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        said = log.read_text()
+        chosen = int(said.split("http://127.0.0.1:")[1].split("/")[0])
+        assert chosen > 0, said
+        wait_for(lambda: _answers(f"http://127.0.0.1:{chosen}/healthz"), timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def test_head_is_answered_like_get_without_a_body(tmp_path):
     # every route answered HEAD with 405, /healthz included
     from songfeat.serve import create_app

@@ -879,7 +879,7 @@ def serve_cmd(
     for module in ("fastapi", "uvicorn", "pebble"):
         require("serve", module)
     from .library import Library
-    from .serve import check_token, is_loopback, run
+    from .serve import check_token, is_loopback, listen, run
 
     if not library.is_dir():
         raise fail(f"{library}: no such folder")
@@ -891,14 +891,20 @@ def serve_cmd(
         typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
     try:
         lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
-        lib.claim()  # before anything starts: a second server on this library stops here, leaving the first's uploads
     except SongfeatError as e:
         raise fail(str(e)) from None
+    try:
+        lib.claim()  # before anything starts: a second server on this library stops here, leaving the first's uploads
+        sock = listen(host, port)  # a port in use is one line here, before the workers start and the folder is scanned
+    except SongfeatError as e:
+        lib.stop()  # nothing started yet: this releases the lock
+        raise fail(str(e)) from None
+    port = sock.getsockname()[1]  # --port 0: the port the system chose, not 0
     typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} "
                f"worker{'s' if lib.workers != 1 else ''}, "
                f"docs at /docs)", err=True)
     run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
-        rescan_interval=rescan_interval, log_level="warning")
+        rescan_interval=rescan_interval, log_level="warning", sock=sock)
 
 
 # The extra that brings each optional top-level module (pyproject.toml); a command that reaches a

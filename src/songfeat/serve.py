@@ -460,12 +460,42 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def listen(host: str, port: int):
+    """A socket bound to (host, port), or SongfeatError saying why not (a port in use, an unknown host): taken before the
+    library starts, a busy port was uvicorn's own error line and exit 3, after the workers had started and scanned."""
+    import socket
+
+    from .errors import SongfeatError
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise SongfeatError(None, f"--host {host}: not an address this machine can listen on ({getattr(e, 'strerror', None) or e})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart need not wait for TIME_WAIT
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise SongfeatError(None, f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return sock
+
+
 def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, max_upload_mb: float = UPLOAD_MB,
-        rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info") -> None:
-    """Serve `library` with uvicorn until interrupted (the library's workers stop with it)."""
+        rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info", sock=None) -> None:
+    """Serve `library` with uvicorn until interrupted (the library's workers stop with it); on `sock` (from `listen`)
+    when given, else on (host, port)."""
     import uvicorn
 
     from .http_protocol import uvicorn_options
 
     app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, **uvicorn_options())
+    options = dict(log_level=log_level, access_log=False, server_header=False, **uvicorn_options())
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, **options)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is the way to stop a server
+        pass
