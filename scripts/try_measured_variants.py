@@ -3,7 +3,7 @@
     python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings] [--only-tempo-families]
                                             [--only-profile-average] [--only-basic-pitch NMP_ONNX]
                                             [--only-compound-meter] [--only-loudness-prior] [--only-nnls]
-                                            [--only-synthetic-profiles]
+                                            [--only-synthetic-profiles] [--only-key-prior] [--only-cqt]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -32,6 +32,8 @@ documented key and the FMA clips with Echo Nest tempo once, then prints:
   ONNX file from the `basic-pitch` wheel), alone and averaged with the shipped profile (~1.5 min);
 * alone, with `--only-nnls`: the key from NNLS chroma (Mauch & Dixon 2010's approximate transcription), alone and
   averaged with the shipped profile (~2 min);
+* alone, with `--only-cqt`: the key from librosa's tuning-corrected constant-Q chroma (`chroma_cqt`, `chroma_cens`),
+  alone and averaged with the shipped profile (~3 min);
 * alone, with `--only-synthetic-profiles`: key profiles learned from generated chord progressions and melodies only
   (nearest centroid per mode), alone and averaged with Aarden's (~3 min);
 * alone, with `--only-compound-meter`: a ternary sub-beat cue beside each clip's reference / songfeat tempo ratio, to
@@ -1088,6 +1090,36 @@ def nnls_key(keyed: list[dict]) -> None:
                    table, held, names)
 
 
+def cqt_key(keyed: list[dict]) -> None:
+    """Key from librosa's tuning-corrected constant-Q chroma (`chroma_cqt`, the issue's first key candidate) and from its
+    energy-normalised, smoothed form (`chroma_cens`), summed over the clip, alone and averaged with the shipped profile
+    (weight w on it), under songfeat's key decision (Aarden, `key_correlations`); picked per source on the other two,
+    as `nnls_key` does. Needs librosa (the `train` extra)."""
+    import librosa
+
+    for r in keyed:
+        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
+    variants: dict[str, list] = {"shipped (two HPCPs)": [r["shipped12"] for r in keyed]}
+    for kind in ("cqt", "cens"):
+        ch = []
+        for r in keyed:
+            y = librosa.resample(r["y"], orig_sr=SR, target_sr=22050)
+            c = (librosa.feature.chroma_cqt if kind == "cqt" else librosa.feature.chroma_cens)(y=y, sr=22050, tuning=None)
+            ch.append(c.sum(axis=1))
+        name = f"chroma_{kind} (tuning estimated)"
+        variants[name] = ch
+        for w in (0.25, 0.5):
+            variants[f"shipped + {name}, w {w:g}"] = [(1 - w) * a / a.sum() + w * b / max(b.sum(), 1e-12)
+                                                     for a, b in zip(variants["shipped (two HPCPs)"], ch)]
+    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
+    table = {name: tally(keyed, groups, [best_key(D.key_correlations(c)[0]) for c in chromas])
+             for name, chromas in variants.items()}
+    counts_table("Constant-Q chroma as the key profile (key+mode / mode right, counts):", "profile", table, groups)
+    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
+    held_out_picks("Held out, profile and weight picked on the other two sources (ties towards the shipped profile):",
+                   table, held, list(table))
+
+
 SYNTH_MAJOR_PROGRESSIONS = ((0, 3, 4, 0), (0, 4, 5, 3), (0, 5, 3, 4), (1, 4, 0, 0), (0, 3, 0, 4), (0, 2, 3, 4), (0, 6, 3, 0))
 SYNTH_MINOR_PROGRESSIONS = ((0, 3, 4, 0), (0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 4), (0, 2, 6, 3))
 SYNTH_MINOR_RAISED_V = (False, False, True, True, False)  # harmonic minor's major V in these
@@ -1304,13 +1336,16 @@ def main() -> None:
                     help="only the key from NNLS chroma (an approximate transcription), alone and averaged (~2 min)")
     ap.add_argument("--only-key-prior", action="store_true",
                     help="only the catalogue's key frequencies as a prior on the shipped key decision (about a minute)")
+    ap.add_argument("--only-cqt", action="store_true",
+                    help="only the key from librosa's constant-Q chroma (chroma_cqt, chroma_cens), alone and averaged (~3 min)")
     ap.add_argument("--only-loudness-prior", action="store_true",
                     help="only the tempo octave prior centred by the measured loudness (about a minute)")
     args = ap.parse_args()
     if args.only_basic_pitch is not None and not args.only_basic_pitch.is_file():
         raise SystemExit(f"try_measured_variants: {args.only_basic_pitch}: no such file (Basic Pitch's nmp.onnx)")
     rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch)
-                or args.only_chord_cadence or args.only_nnls or args.only_synthetic_profiles or args.only_key_prior)
+                or args.only_chord_cadence or args.only_nnls or args.only_synthetic_profiles or args.only_key_prior
+                or args.only_cqt)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     single = {"only_tempo_families": lambda: tempo_families(rows),  # the options that print one table
@@ -1318,6 +1353,7 @@ def main() -> None:
               "only_compound_meter": lambda: compound_meter(rows),
               "only_chord_cadence": lambda: chord_cadence(rows),
               "only_nnls": lambda: nnls_key(rows),
+              "only_cqt": lambda: cqt_key(rows),
               "only_synthetic_profiles": lambda: synthetic_profiles(rows),
               "only_key_prior": lambda: catalogue_key_prior(rows, args.shared),
               "only_loudness_prior": lambda: loudness_prior(rows, args.shared)}
