@@ -149,6 +149,16 @@ def test_fades_found_within_half_a_second(tmp_path: Path, kind: str) -> None:
     assert plain["track"]["start_of_fade_out"] >= seconds - 0.5
 
 
+@pytest.mark.parametrize("kind, seconds", [("clicks", 4.0), ("drums", 2.0), ("drums", 1.5)])
+def test_a_short_loop_has_no_fade(tmp_path: Path, kind: str, seconds: float) -> None:
+    # the level was smoothed over half a window at either end: half a bar there, so a 4-s loop of 120-BPM clicks with
+    # the first of each four accented read as fading out from 0.0 s, a 2-s drum loop from 0.02 s
+    y = synth.click_track(120.0, seconds, accent_every=4) if kind == "clicks" else synth.drum_pattern(120.0, synth.ROCK[0], seconds)
+    tr = audio_analysis(_write(tmp_path, kind, y))["track"]
+    assert tr["end_of_fade_in"] <= 0.5
+    assert tr["start_of_fade_out"] >= seconds - 0.7, tr  # the last click's tail is under a bar's level
+
+
 # --- schema and agreement with analyze ------------------------------------------------------------
 
 TIMED = {"start": float, "duration": float, "confidence": float}
@@ -202,7 +212,7 @@ def test_schema_every_field_type_and_range(example_result: dict) -> None:
         assert np.all(np.diff(_starts(items)) > 0), name
     assert len(r["tatums"]) >= len(r["beats"]) > len(r["bars"]) > 0
     for s in r["sections"]:
-        assert -60 <= s["loudness"] <= 0 and -1 <= s["key"] <= 11 and s["mode"] in (0, 1)
+        assert -60 <= s["loudness"] <= 0 and -1 <= s["key"] <= 11 and s["mode"] in ((-1,) if s["key"] < 0 else (0, 1))
         assert all(0 <= s[k] <= 1 for k in ("tempo_confidence", "key_confidence", "mode_confidence", "time_signature_confidence"))
     assert r["sections"][0]["start"] == 0.0 and r["segments"][0]["start"] == 0.0
     assert sum(s["duration"] for s in r["segments"]) == pytest.approx(dur, abs=1e-3)  # segments tile the track
@@ -213,6 +223,21 @@ def test_schema_every_field_type_and_range(example_result: dict) -> None:
         assert s["loudness_max"] >= s["loudness_start"]
         assert 0 <= s["loudness_max_time"] <= s["duration"] + 1e-3
         assert 0 <= s["timbre"][0] <= 100  # loudness-like: mean band level above -80 dB
+
+
+def test_intervals_meet_exactly_as_printed(example_result: dict) -> None:
+    # start and duration were rounded apiece: one interval in ten ended 1e-5 s after the next began, and as many
+    # 1e-5 s before it, so segments and sections did not tile the track and beats overlapped as a consumer reads them
+    r = json.loads(json.dumps(example_result))
+    dur = r["track"]["duration"]
+    for name in ("bars", "beats", "tatums", "sections", "segments"):
+        s, d = _starts(r[name]), np.array([x["duration"] for x in r[name]])
+        assert np.all(s[:-1] + d[:-1] <= s[1:] + 1e-9), name  # never overlapping
+        if name in ("sections", "segments"):  # tiling the track from 0 to its end
+            assert np.allclose(s[:-1] + d[:-1], s[1:], rtol=0, atol=1e-9), name
+            assert s[-1] + d[-1] == pytest.approx(dur, rel=0, abs=1e-9), name
+    for x in r["segments"]:
+        assert 0 <= x["loudness_max_time"] <= x["duration"]
 
 
 def test_track_level_values_agree_with_analyze(example_clip: Path, example_result: dict) -> None:
@@ -439,6 +464,16 @@ def test_a_silence_is_a_section_with_its_own_loudness(tmp_path: Path, kind: str)
     assert all(s["loudness"] > -30.0 for s in secs if s is not silent)  # the music sections keep theirs
     assert silent["key"] == -1 and silent["key_confidence"] == 0.0, silent  # not the key of a click's faint tail
     assert sum(s["duration"] for s in secs) == pytest.approx(r["track"]["duration"], abs=1e-3)
+
+
+def test_a_section_without_a_key_has_no_mode(gap_clicks: dict, tmp_path: Path) -> None:
+    # a section with key -1 said major (or minor) with a mode confidence of up to 0.63: Spotify's sections give -1,
+    # "no result". The silence of `gap_clicks` has no key; nor has white noise
+    noise = audio_analysis(_write(tmp_path, "noise", synth.noise(5.0)))
+    for sec in [s for s in gap_clicks["sections"] if s["loudness"] == -60.0] + noise["sections"]:
+        assert sec["key"] == -1 and sec["mode"] == -1 and sec["mode_confidence"] == 0.0, sec
+    for sec in gap_clicks["sections"]:
+        assert (sec["key"] == -1) == (sec["mode"] == -1), sec
 
 
 def test_a_silence_is_a_segment_at_the_floor(gap_clicks: dict) -> None:

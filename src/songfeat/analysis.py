@@ -515,11 +515,18 @@ def silence_bounds(level_db: np.ndarray) -> list[float]:
 
 
 def _smoothed_level(level_db: np.ndarray, seconds: float) -> np.ndarray:
-    """Centred power mean of the frame levels over `seconds` (edges averaged over the frames present), dB."""
+    """Centred power mean of the frame levels over `seconds`, dB; within half a window of either end, the nearest
+    full window's value (the whole song's mean when it is shorter than one).
+
+    A window cut short at an edge read half a bar, accents and all: a 4-s loop of clicks accented every four beats
+    was a "fade-out" from 0.0 s, a 2-s drum loop one from 0.02 s.
+    """
     w = max(1, int(round(seconds * FPS)))
     pw = 10 ** (level_db.astype(np.float64) / 10)
-    k = np.ones(w)
-    return 10 * np.log10(np.convolve(pw, k, mode="same") / np.convolve(np.ones_like(pw), k, mode="same") + 1e-12)
+    if w >= pw.size:
+        return np.full(pw.size, 10 * np.log10(pw.mean() + 1e-12)) if pw.size else pw
+    full = np.convolve(pw, np.ones(w) / w, mode="valid")  # full[i]: frames i .. i + w - 1, centred as mode="same"
+    return 10 * np.log10(np.pad(full, (w // 2, (w - 1) // 2), mode="edge") + 1e-12)
 
 
 def _fade_end(coarse: np.ndarray, fine: np.ndarray, silent: float, width: int) -> int:
@@ -577,6 +584,16 @@ def _r(x: float, nd: int = 5) -> float:
     return round(float(x), nd)
 
 
+def _span_cols(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, duration) rounded to 5 places, the duration taken between the rounded ends.
+
+    Rounding start and duration apiece left one interval in ten ending 1e-5 s after the next one's start (and as many
+    1e-5 s short of it): segments and sections did not tile the track, beats and bars overlapped.
+    """
+    s = np.round(np.asarray(start, dtype=np.float64), 5)
+    return s, np.round(np.round(np.asarray(end, dtype=np.float64), 5) - s, 5)
+
+
 def key_fit(chroma: np.ndarray, key: int, mode: int) -> float:
     """Correlation of a chroma vector with the key profile `descriptors.estimate_key` uses for (key, mode)."""
     return float(D.key_correlations(np.asarray(chroma, dtype=np.float64))[0][0 if mode == 1 else 1, key])
@@ -617,6 +634,8 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     tk, tm = track["key"], track["mode"]
     if key >= 0 and tk >= 0 and (key, mode) != (tk, tm) and key_fit(chroma, key, mode) - key_fit(chroma, tk, tm) < KEY_CHANGE_MARGIN:
         key, mode = tk, tm  # not clearly another key: the song's (the two chroma estimators differ slightly)
+    if key < 0:  # no key, so no mode: Spotify's -1 "no result" for a section (was "major", confidence up to 0.6)
+        mode, mconf = -1, 0.0
     return {"loudness": _r(loud, 3), "tempo": _r(tempo, 3), "tempo_confidence": _r(tconf, 3),
             "key": int(key), "key_confidence": _r(kconf, 3), "mode": int(mode), "mode_confidence": _r(mconf, 3),
             "time_signature": track["time_signature"], "time_signature_confidence": track["time_signature_confidence"]}
@@ -624,7 +643,8 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
 
 def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
     """{start, duration, confidence} records, rounded in bulk (per-value round() is slow on long songs)."""
-    cols = (np.round(start, 5).tolist(), np.round(end - start, 5).tolist(), np.round(np.clip(conf, 0, 1), 3).tolist())
+    s, d = _span_cols(start, end)
+    cols = (s.tolist(), d.tolist(), np.round(np.clip(conf, 0, 1), 3).tolist())
     return [{"start": s, "duration": d, "confidence": c} for s, d, c in zip(*cols)]
 
 
@@ -695,11 +715,12 @@ def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]
     lv = fr.level_db.astype(np.float64)  # float32 values rounded to 3 places print as -24.861000061035156
     imax = np.array([a + int(np.argmax(lv[a:b])) for a, b in zip(ka, kb)])
     lv = np.minimum(lv, 0.0)  # dB re a full-scale sine: a square wave or clipped master reads up to +3, Spotify's stop at 0
+    s, d = _span_cols(seg_t, end)
     cols = {
-        "start": np.round(seg_t, 5).tolist(), "duration": np.round(end - seg_t, 5).tolist(),
+        "start": s.tolist(), "duration": d.tolist(),
         "confidence": np.round(seg_c, 3).tolist(), "loudness_start": np.round(lv[ka], 3).tolist(),
         "loudness_max": np.round(lv[imax], 3).tolist(),
-        "loudness_max_time": np.round(np.clip(imax / FPS - seg_t, 0.0, end - seg_t), 5).tolist(),
+        "loudness_max_time": np.minimum(np.round(np.maximum(imax / FPS - seg_t, 0.0), 5), d).tolist(),
         "loudness_end": np.round(lv[np.minimum(kb, T - 1)], 3).tolist(),
         "pitches": np.round(pitches, 3).tolist(), "timbre": np.round(timbre, 3).tolist(),
     }
@@ -760,7 +781,7 @@ def analyse(path: str | Path) -> Analysis:
     sections = []
     for i, (a, c) in enumerate(starts):
         b = starts[i + 1][0] if i + 1 < len(starts) else duration
-        sections.append({"start": _r(a), "duration": _r(b - a), "confidence": _r(c, 3), **_section_values(a, b, fr, ev, beat_times, track)})
+        sections.append({"start": _r(a), "duration": _r(_r(b) - _r(a)), "confidence": _r(c, 3), **_section_values(a, b, fr, ev, beat_times, track)})
     segments = segment_records(fr, rise, duration)
 
     meta = {"analyzer_version": ANALYZER_VERSION, "platform": platform.system(), "detailed_status": "OK",
