@@ -319,3 +319,35 @@ def test_a_pipe_or_fifo_is_refused_not_waited_on(tmp_path):
     t.join(10)
     assert not t.is_alive(), "read_labels waited on the FIFO"
     assert "is a pipe or device, not a regular CSV file" in str(result[0].value)
+
+
+def test_a_misspelt_feature_column_is_named_not_ignored_in_silence(tmp_path):
+    # 'valance' and 'liveliness' were skipped without a word: the fit went on with those labels lost
+    p = tmp_path / "mine.csv"
+    p.write_text("track_id,energy,valance,liveliness,Danceability,genre,tempo_bpm\nc0,0.5,0.4,0.1,0.3,rock,120\n")
+    t = read_labels(p)
+    assert t.unread == [f"{p}: column 'valance' is not read: no feature has that name (did you mean 'valence'?)",
+                        f"{p}: column 'liveliness' is not read: no feature has that name (did you mean 'liveness'?)"]
+    assert t.frame["danceability"].tolist() == [0.3] and t.frame["valence"].isna().all()
+
+
+def test_numbered_ids_from_zero_keep_their_first_row(tmp_path):
+    # a researcher's clips 0.wav, 1.wav, ... : id 0 was dropped as "'0' is not a FMA id"
+    p = tmp_path / "mine.csv"
+    p.write_text("track_id,energy\n0,0.5\n1,0.4\n2,0.3\n")
+    t = read_labels(p)
+    assert t.dropped.empty and t.frame["track_id"].tolist() == ["000000", "000001", "000002"]
+
+
+def test_an_accented_id_pairs_with_a_file_named_in_decomposed_unicode(tmp_path):
+    # 'café' typed in the table (NFC) and café.wav named on macOS (NFD) look alike but paired with nothing
+    import unicodedata
+
+    from songfeat.accuracy import pair_labels_audio
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / (unicodedata.normalize("NFD", "café") + ".wav")).write_bytes(b"RIFF")
+    (tmp_path / "labels.csv").write_text("track_id,energy\ncafé,0.5\nother,0.4\n", encoding="utf-8")
+    rows, missing = pair_labels_audio(tmp_path / "labels.csv", audio)
+    assert rows["track_id"].tolist() == ["café"] and missing == ["other"]

@@ -435,6 +435,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     labels = read_labels(labels_csv)
     rows, missing = pair_table(labels.frame, audio_dir)
     # nothing is left out in silence: unusable label rows, ids without audio and clips that fail are each named
+    for line in labels.unread:
+        warnings.warn(line, SongfeatWarning, stacklevel=2)
     for line in labels.dropped_lines():
         warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
     if missing:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class LabelTable:
     source: str  # the file read
     schema: str = "generic"  # which known schema was sniffed
     nulled: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["row", "track_id", "column", "value", "reason"]))
+    unread: list[str] = field(default_factory=list)  # '<file>: column ... is not read (did you mean ...?)', one a column
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -126,14 +128,15 @@ def _fma_id(raw: object) -> str | None:
         n = int(raw.strip())
     else:
         return None
-    return f"{n:0{FMA_ID_WIDTH}d}" if n > 0 else None
+    return f"{n:0{FMA_ID_WIDTH}d}" if n >= 0 else None  # 0 too: a researcher's own clips are often numbered from 0
 
 
 def _free_id(raw: object) -> str | None:
-    """Any other non-empty id without whitespace or path separators (researchers' own ids)."""
+    """Any other non-empty id without whitespace or path separators (researchers' own ids), in Unicode NFC: a 'café'
+    typed in a table and a 'café.wav' named on macOS (NFD) look alike and must pair."""
     if not isinstance(raw, str):
         return None
-    s = raw.strip()
+    s = unicodedata.normalize("NFC", raw.strip())
     return s if _FREE_ID.fullmatch(s) and s not in (".", "..") else None
 
 
@@ -186,7 +189,7 @@ def index_audio(audio_dir: str | Path, ids: set[str], id_kind: str = "spotify",
     repeats = 0
     first_repeat = None
     for p in files:
-        stem = p.stem
+        stem = unicodedata.normalize("NFC", p.stem)  # as `_free_id` reads the table's ids
         tid = stem if stem in ids else normalise_id(stem, id_kind)
         if tid not in ids:
             tid = spotify_id_in(stem)  # e.g. "<id>_preview.mp3"
@@ -447,6 +450,24 @@ def _short_rows(path: Path, encoding: str, width: int, sep: str = ",") -> dict[i
     return short
 
 
+def _unread_columns(path: Path, cols: list[str], present: list[str]) -> list[str]:
+    """Columns whose name is near a feature's but is none (a misspelt 'valance', 'liveliness'), one line each: their
+    values are not read, and a user must hear so rather than lose that feature's labels in silence."""
+    import difflib
+
+    known = {n for names in _ALIASES.values() for n in names} | set(NUMERIC_COLUMNS)
+    known |= {"year", "release_date", "explicit", "id_artists", "artist_ids", "preview_url", "source", "label_source"}
+    out = []
+    for c in cols:
+        name = c.lower().strip()
+        if name in known:
+            continue
+        near = difflib.get_close_matches(name, features.LABEL_COLUMNS, n=1, cutoff=0.8)
+        if near and near[0] not in present:
+            out.append(f"{path}: column {c!r} is not read: no feature has that name (did you mean {near[0]!r}?)")
+    return out
+
+
 def _float_column(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Numbers from text; returns (values, mask of cells that were present but not numbers)."""
     num = pd.to_numeric(raw, errors="coerce")
@@ -593,4 +614,5 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     nulled = pd.DataFrame(nulled_rows, columns=["row", "track_id", "column", "value", "reason"])
     nulled = nulled[nulled["row"].isin(np.flatnonzero(keep))].reset_index(drop=True)
     frame.attrs["id_kind"] = id_kind
-    return LabelTable(frame=frame, dropped=dropped, source=str(path), schema=schema, nulled=nulled)
+    return LabelTable(frame=frame, dropped=dropped, source=str(path), schema=schema, nulled=nulled,
+                      unread=_unread_columns(path, cols, present))
