@@ -167,3 +167,11 @@ def test_numeric_ids_pair_with_unpadded_file_names_and_folders_are_not_audio(tmp
     assert dict(zip(rows["track_id"], [p.rsplit("/", 1)[-1] for p in rows["path"]])) == {
         "000001": "1.wav", "000002": "2.wav", "000003": "3.wav", "000004": "000004.wav"}
     assert missing == ["000005"]
+
+
+def test_train_heads_names_a_misspelt_feature_column(tmp_path):
+    """A 'valance' column was read as nothing and the fit went on: the user is told, by the refusal or the fit."""
+    labels = "track_id,energy,valance\n" + "".join(f"c{i},,0.{i + 1}\n" for i in range(6))
+    r = run.invoke(app, _two_clips(tmp_path, labels) + ["--out", str(tmp_path / "heads")])
+    assert r.exit_code == 2, r.output
+    assert "column 'valance' is not read: no feature has that name (did you mean 'valence'?)" in r.output

@@ -168,3 +168,67 @@ def test_train_and_val_splits_are_not_called_held_out():
     table = compare([{**r, "model": "a", "split": "train"}, {**r, "model": "b", "split": "train"}])
     assert "**note**: scored on clips of the 'train' split" in table
     assert "**note**" not in compare([{**r, "split": "test"}, {**r, "split": "test"}])
+
+
+def test_measured_scores_count_only_the_clips_labelled_with_each_measure():
+    # a table without key/mode/time_signature columns reported "key exact 0%", and one empty loudness or tempo cell made
+    # the loudness MAE nan and counted that clip's tempo as wrong
+    import pandas as pd
+
+    from songfeat.accuracy import measured_scores
+
+    desc = pd.DataFrame({"loudness": [-8.0, -6.0, -5.0], "tempo": [120.0, 100.0, 90.0], "key": [0, 2, 4],
+                         "mode": [1, 0, 1], "time_signature": [4, 4, 3]})
+    nan = float("nan")
+    ref = pd.DataFrame({"loudness": [-7.0, nan, -6.0], "tempo": [120.0, nan, 45.0], "key": [nan] * 3,
+                        "mode": [1.0, nan, 0.0], "time_signature": [nan] * 3})
+    m = measured_scores(desc, ref)
+    assert m["loudness_mae_db"] == pytest.approx(1.0) and m["loudness_bias_db"] == pytest.approx(0.0)
+    assert m["tempo"]["exact"] == 0.5 and m["tempo"]["up_to_octave"] == 1.0
+    assert m["key_exact"] is None and m["key_and_mode"] is None and m["time_signature"] is None and m["mode"] == 0.5
+    assert m["labelled"] == {"loudness": 2, "tempo": 2, "key": 0, "mode": 2, "key_and_mode": 0, "time_signature": 0}
+
+
+def test_evaluate_audio_says_what_it_leaves_out_and_scores_cv_without_a_loudness_label(tmp_path, example_clip):
+    # labelled ids without audio were left out with no word (only a count in --format json), a second file for one id
+    # came out as a two-line Python warning, and with --cv one empty loudness cell made every learned figure nan
+    import json
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from songfeat import synth
+    from songfeat.cli import app
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(4):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(90 + 10 * i, seconds=3.0, peak_dbfs=-20 + 4 * i, seed=i), 22050)
+    sf.write(audio / "c0.flac", synth.drum_pattern(90, seconds=3.0, seed=0), 22050)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,energy,valence,tempo,loudness\nc0,0.2,0.3,90,-12\nc1,0.4,0.5,100,\n"
+                      "c2,0.6,0.4,110,-8\nc3,0.8,0.6,120,-5\nghost,0.5,0.5,100,-7\n")
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
+    assert r.exit_code == 0, r.output
+    assert f"songfeat: warning: {labels}: 1 labelled ids have no audio file in {audio} (e.g. ghost)" in r.stderr
+    assert "repeat a labelled id and are not used" in r.stderr and "SongfeatWarning" not in r.stderr
+    assert "1 labelled ids without audio" in r.stdout
+    assert "| key exact | – (no clip labelled) |" in r.stdout and "(3 of 4 clips labelled)" in r.stdout
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio), "--cv", "2", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # strict: no NaN
+    assert np.isfinite(res["learned"]["model"]["average"]["mae"]), res["learned"]["model"]
+    assert res["learned"]["catalogue_mean"]["targets"]["energy"]["pearson"] is None  # a constant guess has no r
+    assert np.isfinite(res["measured"]["loudness_mae_db"]) and res["measured"]["labelled"]["loudness"] == 3
+
+
+def test_evaluate_audio_refusal_names_ids_without_audio(tmp_path):
+    # a table whose ids match no file said only "0 labelled clips with audio", not which ids it looked for
+    from songfeat.accuracy import evaluate_audio
+    from songfeat.errors import SongfeatError
+
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "labels.csv").write_text("track_id,energy\nx1,0.5\nx2,0.4\n")
+    with pytest.raises(SongfeatError, match=r"0 labelled clips with audio in .*; 2 labelled ids have no audio file there "
+                                            r"\(e\.g\. x1\)$"):
+        evaluate_audio(tmp_path / "labels.csv", tmp_path / "audio", progress=False)

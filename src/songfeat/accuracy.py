@@ -72,19 +72,57 @@ def tempo_agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
             "double": float(np.mean(np.abs(pred / 2 - ref) / ref <= TEMPO_TOLERANCE))}
 
 
+def _share(ok: np.ndarray, have: np.ndarray) -> float | None:
+    """The share of `ok` among the clips that `have` a label; None when none has one (not 0%: nothing was scored)."""
+    return float(np.mean(ok[have])) if have.any() else None
+
+
 def measured_scores(desc: pd.DataFrame, ref: pd.DataFrame, loudness: np.ndarray | None = None) -> dict:
-    """Loudness error in dB and tempo/key/mode/time-signature agreement against Spotify's values."""
-    loud = desc["loudness"].to_numpy(float) if loudness is None else loudness
-    err = loud - ref["loudness"].to_numpy(float)
+    """Loudness error in dB and tempo/key/mode/time-signature agreement against Spotify's values.
+
+    Each figure is over the clips labelled with it (`labelled` counts them): a missing label is neither a miss nor a
+    NaN that spoils the mean, and a measure no clip is labelled with is None.
+    """
+    loud = desc["loudness"].to_numpy(float) if loudness is None else np.asarray(loudness, dtype=float)
+    ref_loud, ref_tempo = ref["loudness"].to_numpy(float), ref["tempo"].to_numpy(float)
+    has_loud = np.isfinite(ref_loud) & np.isfinite(loud)
+    has_tempo = np.isfinite(ref_tempo) & (ref_tempo > 0)
+    has_key, has_mode, has_ts = (ref[c].notna().to_numpy() for c in ("key", "mode", "time_signature"))
+    err = loud[has_loud] - ref_loud[has_loud]
     key_ok = desc["key"].to_numpy() == ref["key"].to_numpy()
     mode_ok = desc["mode"].to_numpy() == ref["mode"].to_numpy()
     return {
-        "loudness_mae_db": float(np.mean(np.abs(err))), "loudness_bias_db": float(np.mean(err)),
-        "loudness_pearson": pearson(loud, ref["loudness"].to_numpy(float)),  # NaN, not a numpy warning, when constant
-        "tempo": tempo_agreement(desc["tempo"].to_numpy(float), ref["tempo"].to_numpy(float)),
-        "key_exact": float(np.mean(key_ok)), "mode": float(np.mean(mode_ok)), "key_and_mode": float(np.mean(key_ok & mode_ok)),
-        "time_signature": float(np.mean(desc["time_signature"].to_numpy() == ref["time_signature"].to_numpy())),
+        "loudness_mae_db": float(np.mean(np.abs(err))) if err.size else None,
+        "loudness_bias_db": float(np.mean(err)) if err.size else None,
+        # NaN, not a numpy warning, when constant
+        "loudness_pearson": pearson(loud[has_loud], ref_loud[has_loud]) if err.size > 1 else None,
+        "tempo": tempo_agreement(desc["tempo"].to_numpy(float)[has_tempo], ref_tempo[has_tempo]) if has_tempo.any() else None,
+        "key_exact": _share(key_ok, has_key), "mode": _share(mode_ok, has_mode),
+        "key_and_mode": _share(key_ok & mode_ok, has_key & has_mode),
+        "time_signature": _share(desc["time_signature"].to_numpy() == ref["time_signature"].to_numpy(), has_ts),
+        "labelled": {"loudness": int(has_loud.sum()), "tempo": int(has_tempo.sum()), "key": int(has_key.sum()),
+                     "mode": int(has_mode.sum()), "key_and_mode": int((has_key & has_mode).sum()),
+                     "time_signature": int(has_ts.sum())},
     }
+
+
+def _raw_lufs_mae(desc: pd.DataFrame, spot: np.ndarray) -> float | None:
+    """MAE (dB) of the raw LUFS against Spotify's loudness, over the clips labelled with it; None when none is."""
+    has = np.isfinite(spot)
+    return float(np.mean(np.abs(desc["loudness_lufs"].to_numpy(float)[has] - spot[has]))) if has.any() else None
+
+
+def _fold_loudness(level: np.ndarray, x_in: np.ndarray, spot: np.ndarray, shipped: np.ndarray, train: np.ndarray,
+                   test: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """One fold's (reported loudness of the test clips, the model's loudness input for all clips or None to keep the
+    shipped one): the maps refitted on the training clips that have a loudness label, the shipped map when none has,
+    so a missing loudness label does not turn every prediction into NaN."""
+    tr = train[np.isfinite(spot[train])]
+    if tr.size == 0:
+        return shipped[test], None
+    slope, icpt = loudness_map(level[tr], spot[tr])
+    s_in, i_in = loudness_map(x_in[tr], spot[tr])
+    return slope * level[test] + icpt, np.clip(s_in * x_in + i_in, -60.0, 0.0)  # the range analysis gives
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -124,8 +162,9 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
                                 f"{len(rows)} it never saw; use --cv K to refit its audio part per fold{unusable}")
     if len(rows) < 2:  # one clip has no correlation and no spread to score
+        nowhere = f"; {len(missing)} labelled ids have no audio file there (e.g. {missing[0]})" if missing else ""
         raise SongfeatError(labels_csv, f"{len(rows)} labelled clip{'s' * (len(rows) != 1)} with audio in {audio_dir}; "
-                                        f"scoring needs at least 2{unusable}")
+                                        f"scoring needs at least 2{unusable}{nowhere}")
     spec = bundle.frontend if "frontend" in bundle.needs else None
     layout = bundle.evidence_layout if heads else None
     if clips is None:
@@ -143,8 +182,10 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     left_out = {t: int(rows[t].isna().sum()) for t in bundle.targets if t in rows.columns and t not in targets}
     y = rows[targets].to_numpy(float)
     n = len(rows)
-    result: dict = {"n_clips": n, "failed": failed, "labels_without_audio": len(missing), "excluded_trained_on": len(excluded),
+    result: dict = {"n_clips": n, "failed": failed, "labels_without_audio": len(missing), "ids_without_audio": missing,
+                    "excluded_trained_on": len(excluded),
                     "model": str(bundle.path), "cv": cv, "targets": targets, "labels_dropped": dropped,
+                    "columns_not_read": labels.unread,
                     "targets_left_out": left_out}
 
     if cv is None:
@@ -165,12 +206,11 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     level, x_in, spot = _loudness_levels(bundle, desc, rows)
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
-        slope, icpt = loudness_map(level[train], spot[train])  # the shipped loudness map, refitted without the test fold
-        loud_cv[test] = slope * level[test] + icpt
+        # the shipped loudness map, refitted without the test fold
+        loud_cv[test], loud_in = _fold_loudness(level, x_in, spot, desc["loudness"].to_numpy(float), train, test)
         fold_numeric = numeric.copy()
-        if loud_col is not None:
-            s_in, i_in = loudness_map(x_in[train], spot[train])
-            fold_numeric[:, loud_col] = np.clip(s_in * x_in + i_in, -60.0, 0.0)  # the range analysis gives, as the heads path does
+        if loud_col is not None and loud_in is not None:
+            fold_numeric[:, loud_col] = loud_in
         base = base_outputs(bundle, fold_numeric)[:, idx_t]
         z = head_inputs(bundle, fronts, fold_numeric)
         w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train])
@@ -188,7 +228,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     if all(t in catalogue for t in targets):  # what you would guess knowing only Spotify's catalogue
         result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
-    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(desc["loudness_lufs"].to_numpy(float) - spot)))
+    result["measured"]["loudness_raw_lufs_mae_db"] = _raw_lufs_mae(desc, spot)
     return result
 
 
@@ -229,11 +269,10 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
         result["note"] = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
     for test in _folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
-        slope, icpt = loudness_map(level[train], spot[train])
-        loud_cv[test] = slope * level[test] + icpt
+        loud_cv[test], loud_in = _fold_loudness(level, x_in, spot, desc["loudness"].to_numpy(float), train, test)
         num = numeric.copy()
-        s_in, i_in = loudness_map(x_in[train], spot[train])
-        num[:, li] = np.clip(s_in * x_in + i_in, -60.0, 0.0)
+        if loud_in is not None:
+            num[:, li] = loud_in
         num_std = bundle.normalise("numeric", num)
         ev = np.concatenate([rows_ev[i] for i in train])
         nrep = np.concatenate([np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0) for i in train])
@@ -251,7 +290,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     if all(t in catalogue for t in targets):
         result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
-    result["measured"]["loudness_raw_lufs_mae_db"] = float(np.mean(np.abs(desc["loudness_lufs"].to_numpy(float) - spot)))
+    result["measured"]["loudness_raw_lufs_mae_db"] = _raw_lufs_mae(desc, spot)
     return result
 
 
@@ -264,6 +303,9 @@ def to_markdown(result: dict) -> str:
              + (f"; {len(result['failed'])} failed" if result["failed"] else "")
              + (f" ({result['note']})" if result.get("note") else "")
              + (f"; {len(result['labels_dropped'])} label rows dropped" if result.get("labels_dropped") else "")
+             + (f"; {result['labels_without_audio']} labelled ids without audio" if result.get("labels_without_audio") else "")
+             + (f"; {result['excluded_trained_on']} left out (the model was fitted on them)"
+                if result.get("excluded_trained_on") else "")
              + ("; not scored (some clips lack the label): " + ", ".join(f"{t} ({k} missing)" for t, k in
                                                                          result["targets_left_out"].items())
                 if result.get("targets_left_out") else ""), "", head,
@@ -275,12 +317,26 @@ def to_markdown(result: dict) -> str:
             cells += [f"{m['mae']:.3f}", f"{m['pearson']:.2f}"]
         lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
     m = result["measured"]
-    tp = m["tempo"]
+    tp = m["tempo"] or {}
+    n_lab = m.get("labelled") or {}
+
+    def cell(value: float | None, fmt: str, labelled: str, more: str = "") -> str:
+        """A measured figure (then `more`), a dash when no clip has the label, and the count when only some have."""
+        if value is None:
+            return "– (no clip labelled)"
+        k = n_lab.get(labelled, result["n_clips"])
+        return format(value, fmt) + more + (f" ({k} of {result['n_clips']} clips labelled)" if k < result["n_clips"] else "")
+
+    r = m["loudness_pearson"]
+    loud = cell(m["loudness_mae_db"], ".2f", "loudness",
+                "" if m["loudness_bias_db"] is None else f" (bias {m['loudness_bias_db']:+.2f}, r {'nan' if r is None else f'{r:.2f}'})")
     lines += ["", "| measured | value |", "|---|---|",
-              f"| loudness MAE (dB) | {m['loudness_mae_db']:.2f} (bias {m['loudness_bias_db']:+.2f}, r {m['loudness_pearson']:.2f}) |",
-              f"| tempo within 4% | {tp['exact']:.0%} |", f"| tempo within 4% up to x2 or /2 | {tp['up_to_octave']:.0%} |",
-              f"| key exact | {m['key_exact']:.0%} |", f"| mode | {m['mode']:.0%} |", f"| key and mode | {m['key_and_mode']:.0%} |",
-              f"| time signature | {m['time_signature']:.0%} |"]
+              f"| loudness MAE (dB) | {loud} |",
+              f"| tempo within 4% | {cell(tp.get('exact'), '.0%', 'tempo')} |",
+              f"| tempo within 4% up to x2 or /2 | {cell(tp.get('up_to_octave'), '.0%', 'tempo')} |",
+              f"| key exact | {cell(m['key_exact'], '.0%', 'key')} |", f"| mode | {cell(m['mode'], '.0%', 'mode')} |",
+              f"| key and mode | {cell(m['key_and_mode'], '.0%', 'key_and_mode')} |",
+              f"| time signature | {cell(m['time_signature'], '.0%', 'time_signature')} |"]
     if "loudness_raw_lufs_mae_db" in m:
-        lines.append(f"| loudness MAE before calibration, raw LUFS (dB) | {m['loudness_raw_lufs_mae_db']:.2f} |")
+        lines.append(f"| loudness MAE before calibration, raw LUFS (dB) | {cell(m['loudness_raw_lufs_mae_db'], '.2f', 'loudness')} |")
     return "\n".join(lines) + "\n"

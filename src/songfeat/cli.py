@@ -387,23 +387,44 @@ def evaluate_audio(
     if fmt not in ("md", "json"):  # checked before the analysis, not after it
         raise fail(f"--format must be md or json, not {fmt!r}")
     workers = _local_workers(workers)
-    import json
+    import warnings
 
     from .accuracy import evaluate_audio as run, to_markdown
-    from .errors import SongfeatError
+    from .errors import SongfeatError, SongfeatWarning
 
-    try:
-        result = run(labels, audio, model=model, cv=cv, workers=workers, progress=_progress_on())
-    except SongfeatError as e:
-        raise fail(str(e)) from None
+    with warnings.catch_warnings(record=True) as caught:  # a repeated file for one id: one line, not Python's two
+        warnings.simplefilter("always", SongfeatWarning)
+        try:
+            result = run(labels, audio, model=model, cv=cv, workers=workers, progress=_progress_on())
+        except SongfeatError as e:
+            error = str(e)
+        else:
+            error = None
+    for w in caught:
+        if issubclass(w.category, SongfeatWarning):
+            typer.echo(one_line(f"songfeat: warning: {w.message}"), err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if error is not None:
+        raise fail(error)
     for line in result["failed"]:
         typer.echo(f"songfeat: error: {line}", err=True)
+    for line in result["columns_not_read"]:
+        typer.echo(one_line(f"songfeat: warning: {line}"), err=True)
     _echo_dropped(result["labels_dropped"], "all are listed in --format json's labels_dropped")
+    if result["ids_without_audio"]:  # as train-heads says it: those labels are not scored
+        typer.echo(one_line(f"songfeat: warning: {labels}: {result['labels_without_audio']} labelled ids have no audio file "
+                            f"in {audio} (e.g. {result['ids_without_audio'][0]})"), err=True)
+    if result["excluded_trained_on"]:
+        typer.echo(f"songfeat: warning: {result['excluded_trained_on']} clips are not scored: the model was fitted on them "
+                   "(--cv K refits it per fold)", err=True)
     for t, k in result["targets_left_out"].items():
-        typer.echo(f"songfeat: warning: {t} is not scored: {k} of the {result['n_clips']} clips lack a {t} label", err=True)
+        typer.echo(f"songfeat: warning: {t} is not scored: {k} of the {result['n_clips']} clips lack a label for it", err=True)
     if fmt == "json":
+        from .evaluate import to_json
+
         result.pop("predictions", None)
-        typer.echo(json.dumps(result, indent=2, default=float))
+        typer.echo(to_json(result))  # strict JSON, as evaluate writes: an undefined r (constant labels) is null, not NaN
     else:
         typer.echo(to_markdown(result))
 
