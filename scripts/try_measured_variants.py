@@ -1064,30 +1064,33 @@ def nnls_chroma(r: dict, whiten: float, lowest_note: int) -> np.ndarray:
     return np.bincount(np.arange(lowest_note, 97) % 12, weights=act, minlength=12)
 
 
+def profile_variants(keyed: list[dict], title: str, chromas: dict[str, list[np.ndarray]]) -> None:
+    """Score each named per-clip chroma alone and averaged with the shipped profile (weight w 0.25 / 0.5 on it) under
+    songfeat's key decision, then print the table and the per-source held-out picks (`held_out_picks`)."""
+    for r in keyed:
+        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
+    variants: dict[str, list] = {"shipped (two HPCPs)": [r["shipped12"] for r in keyed]}
+    for name, ch in chromas.items():
+        variants[name] = ch
+        for w in (0.25, 0.5):
+            variants[f"shipped + {name}, w {w:g}"] = [(1 - w) * a / a.sum() + w * b / max(b.sum(), 1e-12)
+                                                     for a, b in zip(variants["shipped (two HPCPs)"], ch)]
+    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
+    table = {name: tally(keyed, groups, [best_key(D.key_correlations(c)[0]) for c in chs]) for name, chs in variants.items()}
+    counts_table(title, "profile", table, groups)
+    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
+    held_out_picks("Held out, profile and weight picked on the other two sources (ties towards the shipped profile):",
+                   table, held, list(table))
+
+
 def nnls_key(keyed: list[dict]) -> None:
     """Key from NNLS chroma (`nnls_chroma`): a transcription-like chroma should not carry a note's third partial into
     the pitch class a fifth above, which is the forró half's most common key error. Alone (notes from A1 or from C3,
     whitening std^1 or std^0.5) and averaged with the shipped profile (weight w on it), with w and the setting picked
     for each source on the other two, as `basic_pitch_key` does. Needs scipy (librosa's dependency)."""
-    for r in keyed:
-        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
-    variants: dict[str, list] = {"shipped (two HPCPs)": [r["shipped12"] for r in keyed]}
-    for whiten in (1.0, 0.5):
-        for lowest in (33, 48):
-            name = f"NNLS, std^{whiten:g}, notes from {'A1' if lowest == 33 else 'C3'}"
-            ch = [nnls_chroma(r, whiten, lowest) for r in keyed]
-            variants[name] = ch
-            for w in (0.25, 0.5):
-                variants[f"shipped + {name}, w {w:g}"] = [(1 - w) * a / a.sum() + w * b / max(b.sum(), 1e-12)
-                                                         for a, b in zip(variants["shipped (two HPCPs)"], ch)]
-    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
-    table = {name: tally(keyed, groups, [best_key(D.key_correlations(c)[0]) for c in chromas])
-             for name, chromas in variants.items()}
-    counts_table("NNLS chroma as the key profile (key+mode / mode right, counts):", "profile", table, groups)
-    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
-    names = list(table)
-    held_out_picks("Held out, profile and weight picked on the other two sources (ties towards the shipped profile):",
-                   table, held, names)
+    chromas = {f"NNLS, std^{whiten:g}, notes from {'A1' if lowest == 33 else 'C3'}": [nnls_chroma(r, whiten, lowest) for r in keyed]
+               for whiten in (1.0, 0.5) for lowest in (33, 48)}
+    profile_variants(keyed, "NNLS chroma as the key profile (key+mode / mode right, counts):", chromas)
 
 
 def cqt_key(keyed: list[dict]) -> None:
@@ -1097,27 +1100,12 @@ def cqt_key(keyed: list[dict]) -> None:
     as `nnls_key` does. Needs librosa (the `train` extra)."""
     import librosa
 
-    for r in keyed:
-        r["shipped12"] = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
-    variants: dict[str, list] = {"shipped (two HPCPs)": [r["shipped12"] for r in keyed]}
-    for kind in ("cqt", "cens"):
-        ch = []
-        for r in keyed:
-            y = librosa.resample(r["y"], orig_sr=SR, target_sr=22050)
-            c = (librosa.feature.chroma_cqt if kind == "cqt" else librosa.feature.chroma_cens)(y=y, sr=22050, tuning=None)
-            ch.append(c.sum(axis=1))
-        name = f"chroma_{kind} (tuning estimated)"
-        variants[name] = ch
-        for w in (0.25, 0.5):
-            variants[f"shipped + {name}, w {w:g}"] = [(1 - w) * a / a.sum() + w * b / max(b.sum(), 1e-12)
-                                                     for a, b in zip(variants["shipped (two HPCPs)"], ch)]
-    groups = [g for g in GROUPS if any(r["c"].group == g for r in keyed)]
-    table = {name: tally(keyed, groups, [best_key(D.key_correlations(c)[0]) for c in chromas])
-             for name, chromas in variants.items()}
-    counts_table("Constant-Q chroma as the key profile (key+mode / mode right, counts):", "profile", table, groups)
-    held = [g for g in ("forró", "pop/rock", "extra") if g in groups]
-    held_out_picks("Held out, profile and weight picked on the other two sources (ties towards the shipped profile):",
-                   table, held, list(table))
+    def chroma(r: dict, kind: str) -> np.ndarray:
+        y = librosa.resample(r["y"], orig_sr=SR, target_sr=22050)
+        return (librosa.feature.chroma_cqt if kind == "cqt" else librosa.feature.chroma_cens)(y=y, sr=22050, tuning=None).sum(axis=1)
+
+    chromas = {f"chroma_{kind} (tuning estimated)": [chroma(r, kind) for r in keyed] for kind in ("cqt", "cens")}
+    profile_variants(keyed, "Constant-Q chroma as the key profile (key+mode / mode right, counts):", chromas)
 
 
 SYNTH_MAJOR_PROGRESSIONS = ((0, 3, 4, 0), (0, 4, 5, 3), (0, 5, 3, 4), (1, 4, 0, 0), (0, 3, 0, 4), (0, 2, 3, 4), (0, 6, 3, 0))
