@@ -38,9 +38,8 @@ import numpy as np
 from songfeat import behaviour, sources
 from songfeat.records import DEFAULT_CACHE, get_records
 from songfeat.tagger import MSD_TAGS, MTT_TAGS, layout
+from songfeat.vocal_gate import VOICE_WORDS as VOCAL_TAGS  # the shipped gate's words
 
-VOCAL_TAGS = ("vocal", "vocals", "singing", "voice", "male vocal", "female vocal", "male voice", "female voice", "woman",
-              "man", "male", "female", "choir", "choral", "opera")
 INSTR = sources.TARGETS.index("instrumentalness")
 
 
