@@ -232,3 +232,24 @@ def test_evaluate_audio_refusal_names_ids_without_audio(tmp_path):
     with pytest.raises(SongfeatError, match=r"0 labelled clips with audio in .*; 2 labelled ids have no audio file there "
                                             r"\(e\.g\. x1\)$"):
         evaluate_audio(tmp_path / "labels.csv", tmp_path / "audio", progress=False)
+
+
+def test_evaluate_audio_with_a_failed_clip_reports_the_rest_and_exits_1(tmp_path):
+    # a clip that could not be analysed was an error line and then exit 0, where analyze, tags and build exit 1
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from songfeat import synth
+    from songfeat.cli import app
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(3):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(90 + 10 * i, seconds=3.0, seed=i), 22050)
+    (audio / "c3.wav").write_bytes(b"RIFF broken")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,energy\nc0,0.2\nc1,0.4\nc2,0.6\nc3,0.8\n")
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
+    assert r.exit_code == 1, r.output
+    assert "Clips: 3" in r.stdout and "c3.wav" in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "songfeat: 1 of 4 clips failed (the figures are over the others)"

@@ -408,7 +408,7 @@ def evaluate_audio(
     if error is not None:
         raise fail(error)
     for line in result["failed"]:
-        typer.echo(f"songfeat: error: {line}", err=True)
+        typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     for line in result["columns_not_read"]:
         typer.echo(one_line(f"songfeat: warning: {line}"), err=True)
     _echo_dropped(result["labels_dropped"], "all are listed in --format json's labels_dropped")
@@ -427,6 +427,10 @@ def evaluate_audio(
         typer.echo(to_json(result))  # strict JSON, as evaluate writes: an undefined r (constant labels) is null, not NaN
     else:
         typer.echo(to_markdown(result))
+    if result["failed"]:  # scored on the others, but the run was not whole: status 1, as analyze, tags and build give
+        typer.echo(f"songfeat: {len(result['failed'])} of {len(result['failed']) + result['n_clips']} clips failed "
+                   "(the figures are over the others)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("train-default")
