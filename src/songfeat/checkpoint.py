@@ -42,6 +42,11 @@ def fingerprint(model: torch.nn.Module, tensors: list[torch.Tensor | None], sett
     return h.hexdigest()
 
 
+def note(message: str) -> None:
+    """A one-line note about the checkpoints (resumed, set aside): a SongfeatWarning, which `songfeat train` prints."""
+    warnings.warn(SongfeatWarning(message), stacklevel=3)
+
+
 def load(path: Path, expected: str, device: torch.device) -> dict | None:
     """The checkpoint at `path` if it belongs to this run (same fingerprint), else None (with a note if one was there)."""
     if not path.exists():
@@ -51,12 +56,10 @@ def load(path: Path, expected: str, device: torch.device) -> dict | None:
         if not isinstance(state, dict) or "fingerprint" not in state:
             raise ValueError("not a songfeat training checkpoint")
     except Exception as e:  # a truncated or foreign file: its run cannot be continued, this one can start
-        warnings.warn(SongfeatWarning(f"{path}: unreadable training checkpoint ({type(e).__name__}); training starts over"),
-                      stacklevel=2)
+        note(f"{path}: unreadable training checkpoint ({type(e).__name__}); training starts over")
         return None
     if state["fingerprint"] != expected:
-        warnings.warn(SongfeatWarning(f"{path}: checkpoint of another run (other data or settings); training starts over"),
-                      stacklevel=2)
+        note(f"{path}: checkpoint of another run (other data or settings); training starts over")
         return None
     return state
 

@@ -1,8 +1,10 @@
 """The `songfeat` command: a thin typer skin over the Python API (parsing arguments, printing results)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -111,6 +113,28 @@ def one_line(text: str) -> str:
     from .output import utf8_text
 
     return utf8_text(text).translate(_CONTROL)
+
+
+@contextlib.contextmanager
+def _songfeat_warnings(kind: str = "warning") -> Iterator[None]:
+    """A context in which each SongfeatWarning is printed at once as one `songfeat: <kind>: ...` line on stderr (not
+    Python's two-line form with a source line); other warnings are shown as usual."""
+    import warnings
+
+    from .errors import SongfeatWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SongfeatWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs) -> None:
+            if issubclass(category, SongfeatWarning):
+                typer.echo(one_line(f"songfeat: {kind}: {message}"), err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 def _report(out, verbose: bool, say) -> None:
@@ -387,26 +411,14 @@ def evaluate_audio(
     if fmt not in ("md", "json"):  # checked before the analysis, not after it
         raise fail(f"--format must be md or json, not {fmt!r}")
     workers = _local_workers(workers)
-    import warnings
-
     from .accuracy import evaluate_audio as run, to_markdown
-    from .errors import SongfeatError, SongfeatWarning
+    from .errors import SongfeatError
 
-    with warnings.catch_warnings(record=True) as caught:  # a repeated file for one id: one line, not Python's two
-        warnings.simplefilter("always", SongfeatWarning)
+    with _songfeat_warnings():  # a repeated file for one id: one line, not Python's two
         try:
             result = run(labels, audio, model=model, cv=cv, workers=workers, progress=_progress_on())
         except SongfeatError as e:
-            error = str(e)
-        else:
-            error = None
-    for w in caught:
-        if issubclass(w.category, SongfeatWarning):
-            typer.echo(one_line(f"songfeat: warning: {w.message}"), err=True)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    if error is not None:
-        raise fail(error)
+            raise fail(str(e)) from None
     for line in result["failed"]:
         typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     for line in result["columns_not_read"]:
@@ -697,10 +709,8 @@ def train_cmd(
 
     Every epoch's state is kept in OUT.training/ until the bundle is written: the same command run again after an
     interruption continues from the last finished epoch, with the same result as an uninterrupted run."""
-    import warnings
-
     from .checkpoint import folder_for
-    from .errors import SongfeatError, SongfeatWarning
+    from .errors import SongfeatError
     from .train import train_bundle
 
     hp: dict = {}
@@ -708,17 +718,7 @@ def train_cmd(
         hp["variant"] = variant
     if activation:
         hp["activation"] = activation
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", SongfeatWarning)
-        shown = warnings.showwarning
-
-        def note(message, category, *args, **kwargs) -> None:
-            if issubclass(category, SongfeatWarning):  # a checkpoint resumed or set aside: one line, as other notes
-                typer.echo(one_line(f"songfeat: note: {message}"), err=True)
-            else:
-                shown(message, category, *args, **kwargs)
-
-        warnings.showwarning = note
+    with _songfeat_warnings("note"):  # a checkpoint resumed or set aside
         try:
             path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
                                 batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,

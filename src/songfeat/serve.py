@@ -483,18 +483,15 @@ def listen(host: str, port: int):
 
 def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, max_upload_mb: float = UPLOAD_MB,
         rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info", sock=None) -> None:
-    """Serve `library` with uvicorn until interrupted (the library's workers stop with it); on `sock` (from `listen`)
-    when given, else on (host, port)."""
+    """Serve `library` with uvicorn until interrupted (the library's workers stop with it), on `sock` (from `listen`;
+    by default bound here to (host, port))."""
     import uvicorn
 
     from .http_protocol import uvicorn_options
 
+    sock = sock or listen(host, port)
     app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval)
-    options = dict(log_level=log_level, access_log=False, server_header=False, **uvicorn_options())
-    if sock is None:
-        uvicorn.run(app, host=host, port=port, **options)
-        return
-    server = uvicorn.Server(uvicorn.Config(app, **options))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False, **uvicorn_options()))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is the way to stop a server

@@ -301,7 +301,7 @@ class _Data:
     def gate_inputs(self, lay) -> tuple[np.ndarray, np.ndarray]:
         """The vocal gate's inputs per labelled clip and per behaviour fitting clip, read as `analyze` reads them."""
         if self._gate_x is None:
-            tags = [p for p in lay if p["block"] == "tagger" and p["transform"] == "logit"]
+            tags = vocal_gate.parts(lay)  # only the columns the gate reads, not the whole row
             x = [np.array([vocal_gate.inputs(assemble(r.blocks, tags), r.weights, tags) for r in recs]).reshape(-1, 2)
                  for recs in (self.lab_recs, self.beh_recs)]
             self._gate_x = (x[0], x[1])

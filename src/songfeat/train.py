@@ -339,7 +339,7 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
             best_train, since_train_best, since_best = state["best_train"], state["since_train_best"], state["since_best"]
             epoch = state["epoch"]
             first, before = epoch + 1, state["seconds"]
-            _note(f"{ck_path}: resuming {desc} after epoch {epoch} of {epochs}")
+            ck.note(f"{ck_path}: resuming {desc} after epoch {epoch} of {epochs}")
     bar = _progress(progress, epochs, desc)
     if bar is not None and first > 1:
         bar[0].update(bar[1], completed=first - 1)
@@ -408,14 +408,6 @@ def fit(model: torch.nn.Module, train: tuple, val: tuple | None = None, *, loss:
         ck.save(ck_path, {"fingerprint": ck_print, "done": True, "model": model.state_dict(), "record": record})
     return record
 
-
-def _note(message: str) -> None:
-    """A one-line note for the CLI (`songfeat: note: ...`): a SongfeatWarning, which batch front-ends print."""
-    import warnings
-
-    from .errors import SongfeatWarning
-
-    warnings.warn(SongfeatWarning(message), stacklevel=3)
 
 
 def _progress(show: bool, total: int, desc: str):

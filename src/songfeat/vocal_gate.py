@@ -27,15 +27,22 @@ EPS = 1e-3
 FEATURE = "instrumentalness"
 
 
-def _tag_columns(lay: list[dict]) -> tuple[list[int], int]:
-    """Columns of the heads' evidence rows holding the MTT voice words' and the MSD "instrumental" tag's logits (the
-    tagger's logit parts lead the layout, `heads.DEFAULT_PARTS`)."""
-    from .tagger import MSD_TAGS, MTT_TAGS
-
-    voice, instr, col = None, None, 0
+def parts(lay: list[dict]) -> list[dict]:
+    """The leading parts of an evidence layout the gate reads: the taggers' tag log-odds (`heads.DEFAULT_PARTS`)."""
+    out = []
     for part in lay:
         if part["block"] != "tagger" or part["transform"] != "logit":
             break
+        out.append(part)
+    return out
+
+
+def _tag_columns(lay: list[dict]) -> tuple[list[int], int]:
+    """Columns of the heads' evidence rows holding the MTT voice words' and the MSD "instrumental" tag's logits."""
+    from .tagger import MSD_TAGS, MTT_TAGS
+
+    voice, instr, col = None, None, 0
+    for part in parts(lay):
         if part["name"] == "mtt_tags":
             voice = [col + MTT_TAGS.index(w) for w in VOICE_WORDS]
         elif part["name"] == "msd_tags":
