@@ -157,6 +157,27 @@ def test_windows_combine_over_a_long_song(tmp_path):
 
 
 @pytest.mark.slow
+def test_one_long_file_reports_its_progress_window_by_window(tmp_path):
+    """`songfeat analyze` on one long file showed nothing for its whole run (~40 s for an hour): its worker's fd 2 is a
+    capture file, so each window's progress now reaches the batch process over the worker's pipe, where the bar is."""
+    path = tmp_path / "ten_minutes.wav"
+    with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as f:
+        for i in range(20):  # 30 s at a time: ten minutes of tones and noise, never whole in memory
+            f.write(music(30, seed=i))
+    calls = []
+    outs = list(analyze_many([path], timeout=120, on_progress=lambda *a: calls.append(a)))  # in a worker, as the CLI
+    assert outs[0].error is None and outs[0].features["duration_ms"] == 600_000
+    assert calls == [(str(path), 30.0 * k, 600.0) for k in range(1, 21)]  # (file, seconds done, seconds in all)
+
+
+def test_progress_in_this_process_counts_every_window_the_short_last_one_too(tmp_path):
+    path = write(tmp_path / "song.wav", music(70))
+    calls = []
+    outs = list(analyze_many([path], on_progress=lambda *a: calls.append(a)))  # one worker, no time limit: here
+    assert outs[0].features and [c[0] for c in calls] == [str(path)] * 3
+    assert [c[1:] for c in calls] == [(30.0, 70.0), (60.0, 70.0), (70.0, 70.0)]
+
+@pytest.mark.slow
 def test_memory_does_not_grow_with_duration(tmp_path):
     """Peak traced memory for a 10-minute file stays near that of a 2-minute one (windows are streamed)."""
     peaks = {}
@@ -375,7 +396,7 @@ def test_cli_caps_workers_at_the_usable_cpus(tmp_path, monkeypatch):
 
     asked = []
 
-    def fake_many(files, model=None, workers=1, timeout=None):
+    def fake_many(files, model=None, workers=1, timeout=None, **kwargs):
         asked.append(workers)
         return iter(())
 
@@ -388,6 +409,68 @@ def test_cli_caps_workers_at_the_usable_cpus(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["analyze", str(tmp_path), "-f", "jsonl", "--workers", "2"])
     assert asked == [2, 2] and "warning" not in r.output
 
+
+def test_cli_draws_one_files_progress_window_by_window(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from songfeat import cli
+    from songfeat.analyze import Outcome
+
+    module = sys.modules["songfeat.analyze"]
+    asked = []
+
+    def fake_many(files, on_progress=None, **kwargs):
+        asked.append(on_progress)
+        for f in files:
+            if on_progress is not None:
+                for done in (30.0, 60.0, 61.5):  # the last a little past the header's length: still drawn
+                    on_progress(str(f), done, 61.0)
+            yield Outcome(str(f), features={"energy": 0.5})
+
+    monkeypatch.setattr(cli, "_progress_on", lambda: True)
+    monkeypatch.setattr(module, "analyze_many", fake_many)
+    for i in range(2):
+        write(tmp_path / f"s{i}.wav", music(1.5, seed=i))
+    r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path / "s0.wav")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"energy": 0.5} and callable(asked[0])
+    r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path), "-f", "jsonl"])
+    assert r.exit_code == 0 and asked[1] is None  # several files: the bar counts files
+
+@pytest.mark.parametrize("files", [1, 2])
+def test_a_bar_on_a_terminal_leaves_stdout_to_the_results(tmp_path, files):
+    """With stderr a terminal and stdout a file, the results went to the terminal through the bar's console (rich's
+    Progress redirects stdout by default) and the file stayed empty; one file now has a bar too."""
+    import pty
+    import threading
+
+    paths = [write(tmp_path / f"song{i}.wav", music(40 if files == 1 else 2, seed=i)) for i in range(files)]
+    master, slave = pty.openpty()
+    drawn: list[bytes] = []
+
+    def read() -> None:  # drained as it is drawn: a full pty would block the bar, and with it the run
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child has gone
+                return
+            if not chunk:
+                return
+            drawn.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", *map(str, paths), "-f", "jsonl"],
+                           stdout=subprocess.PIPE, stderr=slave, timeout=300)
+    finally:
+        os.close(slave)
+    reader.join(10)
+    os.close(master)
+    assert p.returncode == 0
+    assert [json.loads(line)["path"] for line in p.stdout.decode().splitlines()] == [str(x) for x in paths]
+    shown = b"".join(drawn).decode("utf-8", "replace")
+    assert ("analysing song0.wav" if files == 1 else "analysing") in shown and '"danceability"' not in shown
 
 def test_cli_version_names_the_bundled_model():
     # there was no --version: nothing told a user which songfeat (and which model id, the outputs' "model") they had

@@ -253,3 +253,24 @@ def test_evaluate_audio_with_a_failed_clip_reports_the_rest_and_exits_1(tmp_path
     assert r.exit_code == 1, r.output
     assert "Clips: 3" in r.stdout and "c3.wav" in r.stderr
     assert r.stderr.strip().splitlines()[-1] == "songfeat: 1 of 4 clips failed (the figures are over the others)"
+
+
+def test_evaluate_audio_names_the_features_it_cannot_score_in_one_line(tmp_path):
+    # a table labelling only energy and valence gave one warning line per unlabelled feature: five lines of the same news
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from songfeat import synth
+    from songfeat.cli import app
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(3):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(90 + 10 * i, seconds=3.0, seed=i), 22050)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,energy,valence\nc0,0.2,\nc1,0.4,0.5\nc2,0.6,0.4\n")
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
+    assert r.exit_code == 0, r.output
+    said = [ln for ln in r.stderr.splitlines() if "not scored" in ln]
+    assert said == ["songfeat: warning: not scored, for lack of labels: danceability, speechiness, acousticness, "
+                    "instrumentalness, liveness (no clip is labelled with them); valence (1 of the 3 clips lacks a label)"]

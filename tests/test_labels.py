@@ -351,3 +351,35 @@ def test_an_accented_id_pairs_with_a_file_named_in_decomposed_unicode(tmp_path):
     (tmp_path / "labels.csv").write_text("track_id,energy\ncafé,0.5\nother,0.4\n", encoding="utf-8")
     rows, missing = pair_labels_audio(tmp_path / "labels.csv", audio)
     assert rows["track_id"].tolist() == ["café"] and missing == ["other"]
+
+
+def test_text_ids_in_a_numbered_table_are_kept_as_the_users_own(tmp_path):
+    # ids mostly numbers (read FMA-style, 1 -> 000001): 'intro' was dropped as "bad track_id: 'intro' is not a FMA id",
+    # though a file intro.wav pairs with it as in a table of free ids; what is still dropped says plainly why
+    from songfeat.accuracy import pair_labels_audio
+
+    p = tmp_path / "mine.csv"
+    p.write_text("track_id,energy\n" + "".join(f"{i},0.5\n" for i in range(1, 7)) + "intro,0.2\n-5,0.1\n2.5,0.1\nmy clip,0.3\n,0.4\n")
+    t = read_labels(p)
+    assert t.frame.attrs["id_kind"] == "fma"
+    assert t.frame["track_id"].tolist() == [f"00000{i}" for i in range(1, 7)] + ["intro"]
+    r = reasons(t)
+    assert r["-5"] == r["2.5"].replace("'2.5'", "'-5'") == (
+        "bad track_id: '-5' is not a whole number of 0 or more; most ids in this table are numbers, read as FMA names "
+        "files (2 pairs with 000002.mp3)")
+    assert r["my clip"] == "bad track_id: 'my clip' cannot name an audio file (it holds whitespace, a slash or a control character)"
+    assert t.dropped_lines()[-1] == f"{p}: line 12 (nan): bad track_id: the id cell is empty"
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in ("1.wav", "intro.wav"):
+        (audio / name).write_bytes(b"RIFF")
+    rows, missing = pair_labels_audio(p, audio)
+    assert dict(zip(rows["track_id"], [Path(x).name for x in rows["path"]])) == {"000001": "1.wav", "intro": "intro.wav"}
+    assert missing == [f"00000{i}" for i in range(2, 7)]
+
+
+def test_a_bad_spotify_id_says_what_the_table_was_read_as(tmp_path):
+    p = tmp_path / "spotify.csv"
+    p.write_text("track_id,energy\n4uLU6hMCjMI75M1A2tKUQC,0.5\n4uLU6hMCjMI75M1A2tKUQD,0.5\nmine,0.3\n")
+    assert reasons(read_labels(p))["mine"] == ("bad track_id: 'mine' is not a Spotify id (22 letters and digits), as most "
+                                               "ids in this table are")

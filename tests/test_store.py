@@ -209,6 +209,26 @@ def test_dropped_label_rows_are_named(tmp_path):
     assert json.loads((tmp_path / "s" / "report.json").read_text())["label_rows_dropped_lines"] == [line]
 
 
+
+def test_a_misspelt_feature_column_is_named(tmp_path):
+    # LabelTable.unread ('valance' is not read) was said by evaluate-audio and train-heads, never by build
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    labels, audio, ids = make_dataset(tmp_path, 2, seconds=2.0)
+    pd.read_csv(labels).rename(columns={"valence": "valance"}).to_csv(labels, index=False)
+    r = CliRunner().invoke(app, ["build", "--labels", str(labels), "--audio", str(audio), "--out", str(tmp_path / "s"),
+                                 "-j", "1", "--no-descriptors"])
+    assert r.exit_code == 0, r.output
+    line = f"{labels}: column 'valance' is not read: no feature has that name (did you mean 'valence'?)"
+    assert r.stderr.splitlines()[0] == f"songfeat: warning: {line}"
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["columns_not_read"] == [line]
+    r = CliRunner().invoke(app, ["build", "--labels", str(labels), "--audio", str(audio), "--out", str(tmp_path / "s"),
+                                 "-j", "1", "--no-descriptors"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines()[0] == f"songfeat: warning: {line}"  # a rerun with nothing left to do says it again
+
 def test_other_frontend_and_limit(tmp_path):
     labels, audio, ids = make_dataset(tmp_path, 3, seconds=2.0)
     store_dir = tmp_path / "logmel"

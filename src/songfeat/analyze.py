@@ -8,6 +8,7 @@ and combined as the duration-weighted mean over windows; a trailing window short
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -86,9 +87,10 @@ class Clip:
     evidence: np.ndarray | None = None  # [W, D] the heads' inputs per window (tagger, VAD, pitch, spoken, dynamics)
 
 
-def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = None) -> Clip:
+def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = None,
+              on_window: Callable[[float], None] | None = None) -> Clip:
     """Stream a file once: descriptors over the whole song, and `spec`'s front-end (or, given
-    `evidence_layout`, the heads' evidence vector) per window.
+    `evidence_layout`, the heads' evidence vector) per window; `on_window(seconds read so far)` after each window.
 
     Raises SongfeatError (with the file and reason) for unreadable, empty, too short or silent audio.
     """
@@ -101,7 +103,8 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
     pool = _side_thread() if tag else None
     if pool is not None:
         pool.submit(_open_sessions)  # onnxruntime's import and the sessions load while the first window decodes
-    for w in iter_windows(path):
+    windows = iter_windows(path)
+    for w in windows if on_window is None else _reporting(windows, on_window):
         pending = y16 = None
         used = (spec is not None or evidence_layout is not None) and learned_window(w.size, SAMPLE_RATE, bool(weights))
         if pool is not None and used:  # the tagger (onnxruntime, no GIL) runs beside the measurements below
@@ -136,6 +139,16 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
                 np.concatenate(fronts) if fronts else None,
                 np.asarray(weights, dtype=np.float64) if weights else None,
                 np.concatenate(rows) if rows else None)
+
+
+def _reporting(windows: Iterator[np.ndarray], on_window: Callable[[float], None]) -> Iterator[np.ndarray]:
+    """`windows` passed through, `on_window(seconds so far)` called once the loop is done with each (between decoder
+    calls: fd 2 is the terminal's then, not a decoder capture)."""
+    done = 0
+    for w in windows:
+        yield w
+        done += w.size
+        on_window(done / SAMPLE_RATE)
 
 
 _SIDE: list = []
@@ -192,15 +205,16 @@ def predict_clip(bundle, clip: Clip) -> dict[str, float]:
     return dict(zip(bundle.targets, (float(v) for v in learned)))
 
 
-def analyze(path: str | Path, model: str | Path | None = None) -> dict:
-    """Analyze one audio file and return Spotify's audio-features object (plus confidences).
+def analyze(path: str | Path, model: str | Path | None = None, on_window: Callable[[float], None] | None = None) -> dict:
+    """Analyze one audio file and return Spotify's audio-features object (plus confidences); `on_window(seconds
+    analysed so far)` is called after each 30-s window (a progress hook for long files).
 
     Raises SongfeatError (with the file and reason) for unreadable, empty, too short or silent audio.
     """
     bundle = get_bundle(model)
     _check_bundle_for_audio(bundle)
     clip = read_clip(path, bundle.frontend if "frontend" in bundle.needs else None,
-                     bundle.evidence_layout if "evidence" in bundle.needs else None)
+                     bundle.evidence_layout if "evidence" in bundle.needs else None, on_window)
     return to_spotify(path, predict_clip(bundle, clip), clip.descriptors)
 
 
@@ -259,6 +273,18 @@ def time_limit(timeout: float, audio_seconds: float | None) -> float:
     return timeout * min(audio_seconds / LONG_AUDIO_SECONDS, MAX_TIMEOUT_FACTOR)
 
 
+def header_seconds(path: str | Path) -> float | None:
+    """The length a file's header gives (None when it does not say), probed quietly.
+
+    Raises AudioError for a file no decoder recognises (as decoding it would).
+    """
+    probe = DecoderLog(path)  # discarded: the decode that follows reports the same decoder output again
+    try:
+        return audio_info(path, probe).seconds
+    finally:
+        probe.close()
+
+
 def ask_time_for(path: str | Path, timeout: float) -> None:
     """In a worker: a long song may take longer, so raise this job's limit to time_limit() once its length is known.
 
@@ -266,22 +292,28 @@ def ask_time_for(path: str | Path, timeout: float) -> None:
     """
     from .workers import allow
 
-    probe = DecoderLog(path)  # discarded: the decode that follows reports the same decoder output again
-    try:
-        allow(time_limit(timeout, audio_info(path, probe).seconds))
-    finally:
-        probe.close()
+    allow(time_limit(timeout, header_seconds(path)))
 
 
-def _analyze_one(args: tuple) -> Outcome:
-    """One file, start to end, with decoder output and warnings kept on the Outcome (never printed)."""
+def _analyze_one(args: tuple, on_window: Callable[[float, float | None], None] | None = None) -> Outcome:
+    """One file, start to end, with decoder output and warnings kept on the Outcome (never printed).
+
+    `on_window(seconds done, seconds in all by the header or None)` after each 30-s window; in a worker, a job whose
+    fourth item is true sends them to the batch process instead (`workers.report_progress`).
+    """
     path, model = args[0], args[1]
     timeout = args[2] if len(args) > 2 else None
+    if len(args) > 3 and args[3]:
+        on_window = _report_to_batch
     with capture_output() as cap:
         try:
-            if timeout:
-                ask_time_for(path, timeout)
-            out = Outcome(path, analyze(path, model))
+            seconds = header_seconds(path) if timeout or on_window else None
+            if timeout:  # a long song may take longer: this job's limit, raised once its length is known
+                from .workers import allow
+
+                allow(time_limit(timeout, seconds))
+            tick = None if on_window is None else (lambda done: on_window(done, seconds))
+            out = Outcome(path, analyze(path, model, tick))
         except SongfeatError as e:
             out = Outcome(path, error=str(e))
         except MemoryError:
@@ -290,6 +322,13 @@ def _analyze_one(args: tuple) -> Outcome:
             out = Outcome(path, error=f"{path}: analysis failed ({type(e).__name__}: {str(e).strip()[:200]})")
     out.warnings, out.log = ([] if out.error else cap.warnings), cap.raw(path)  # a failed file: one line, its error
     return out
+
+
+def _report_to_batch(done: float, total: float | None) -> None:
+    """In a worker: how far the file is, sent to the batch process (whose stderr is the terminal's)."""
+    from .workers import report_progress
+
+    report_progress((done, total))
 
 
 def _init_worker() -> None:
@@ -315,7 +354,8 @@ def analysis_preload(bundle) -> tuple[str, ...]:
 
 
 def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, workers: int = 1,
-                 on_done: Callable[[Outcome], None] | None = None, timeout: float | None = None) -> Iterator[Outcome]:
+                 on_done: Callable[[Outcome], None] | None = None, timeout: float | None = None,
+                 on_progress: Callable[[str, float, float | None], None] | None = None) -> Iterator[Outcome]:
     """Analyze many files, yielding an Outcome per file in input order; bad files become errors, not exceptions.
 
     Nothing is printed: decoder complaints and warnings come back on each Outcome. With `timeout`
@@ -323,6 +363,8 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
     file that overruns has its worker killed and becomes an error; with neither, in this process.
     A lone file with a timeout runs in a fork of this process (no new interpreter, same guarantees)
     with every CPU's inference threads. A bad `model` raises SongfeatError before any file is done.
+    `on_progress(path, seconds done, seconds in all by the header or None)` is called in this process after each
+    30-s window of a file (a progress hook for long files; never from inside a decoder's fd-2 capture).
     """
     model = None if model is None else str(model)
     jobs = [(str(p), model, timeout) for p in paths]
@@ -330,7 +372,7 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
         bundle = get_bundle(model)  # fail early, once, on a bad model
         _check_bundle_for_audio(bundle)
         for job in jobs:
-            r = _analyze_one(job)
+            r = _analyze_one(job, None if on_progress is None else functools.partial(on_progress, job[0]))
             if on_done:
                 on_done(r)
             yield r
@@ -342,8 +384,11 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
     _check_bundle_for_audio(bundle)
     held: dict[int, Outcome] = {}
     nxt = 0
-    for res in run_jobs(_analyze_one, jobs, workers=workers, timeout=timeout, init=_start_analysis_worker,
-                        init_args=(model, alone), fork=True, preload=analysis_preload(bundle)):
+    # a worker's fd 2 is a capture file: with on_progress, its jobs send how far they are to this process instead
+    sent = [(*job, on_progress is not None) for job in jobs]
+    tell = None if on_progress is None else (lambda i, value: on_progress(jobs[i][0], *value))
+    for res in run_jobs(_analyze_one, sent, workers=workers, timeout=timeout, init=_start_analysis_worker,
+                        init_args=(model, alone), fork=True, preload=analysis_preload(bundle), on_progress=tell):
         path = jobs[res.index][0]
         if res.ok:
             out = res.value

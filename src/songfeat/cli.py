@@ -209,14 +209,24 @@ def analyze(
         raise fail(str(e)) from None
     todo = [f for f in files if str(f) not in writer.done]
     progress = None
-    if _progress_on() and len(todo) > 1:
+    if _progress_on() and todo:
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import Progress
 
-        # on stderr, refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture
-        progress = Progress(console=Console(stderr=True), transient=True, auto_refresh=False)
-        task = progress.add_task("analysing", total=len(todo))
+        # on stderr, refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture;
+        # stdout left alone: rich's default sent the results (`> out.jsonl`) to the terminal through the bar's console
+        progress = Progress(console=Console(stderr=True), transient=True, auto_refresh=False, redirect_stdout=False)
+        # files done, or for a lone file (an hour of audio: tens of seconds) its seconds analysed, window by window
+        task = progress.add_task("analysing" if len(todo) > 1 else escape(one_line(f"analysing {todo[0].name}")),
+                                 total=len(todo) if len(todo) > 1 else None)
         progress.start()
+
+    def one_file(path: str, done: float, total: Optional[float]) -> None:
+        progress.update(task, completed=done, total=max(total, done) if total else None)
+        progress.refresh()
+
+    on_window = one_file if progress is not None and len(todo) == 1 else None
 
     def say(line: str) -> None:  # above the progress bar while it shows
         if progress is None:
@@ -225,9 +235,10 @@ def analyze(
             progress.console.print(one_line(line), markup=False, highlight=False, soft_wrap=True)
 
     try:
-        outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None) if todo else ()
+        outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None,
+                                on_progress=on_window) if todo else ()
         for out in outcomes:
-            if progress is not None:
+            if progress is not None and on_window is None:
                 progress.advance(task)
                 progress.refresh()
             _report(out, verbose, say)
@@ -398,6 +409,16 @@ def analysis_cmd(
         writer.release()  # the output's lock, when the analysis or the plot failed before close()
 
 
+def _left_out_line(left_out: dict[str, int], n: int) -> str:
+    """The features evaluate-audio does not score for lack of labels, in one line: those no clip is labelled with
+    together, then each partly labelled one with how many of the `n` clips lack its label."""
+    none = [t for t, k in left_out.items() if k >= n]
+    parts = [f"{t} ({k} of the {n} clips {'lacks' if k == 1 else 'lack'} a label)" for t, k in left_out.items() if k < n]
+    if none:
+        parts.insert(0, f"{', '.join(none)} (no clip is labelled with {'them' if len(none) > 1 else 'it'})")
+    return "not scored, for lack of labels: " + "; ".join(parts)
+
+
 @app.command("evaluate-audio")
 def evaluate_audio(
     labels: Path = typer.Option(..., "--labels", help="CSV of Spotify labels (any supported schema), keyed by track id."),
@@ -430,8 +451,8 @@ def evaluate_audio(
     if result["excluded_trained_on"]:
         typer.echo(f"songfeat: warning: {result['excluded_trained_on']} clips are not scored: the model was fitted on them "
                    "(--cv K refits it per fold)", err=True)
-    for t, k in result["targets_left_out"].items():
-        typer.echo(f"songfeat: warning: {t} is not scored: {k} of the {result['n_clips']} clips lack a label for it", err=True)
+    if result["targets_left_out"]:  # one line for them all: a table labelling one feature gave six lines
+        typer.echo(f"songfeat: warning: {_left_out_line(result['targets_left_out'], result['n_clips'])}", err=True)
     if fmt == "json":
         from .evaluate import to_json
 
@@ -449,7 +470,7 @@ def evaluate_audio(
 def train_default(
     shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (spotify-features/, spotify-previews/)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the bundle; default: the package's weights/default."),
-    seed: int = typer.Option(42, "--seed"),
+    seed: int = typer.Option(42, "--seed", help="Seeds stage 1's split, initial weights and batch order, and the heads' fit."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes reading clips (the fit itself is single-threaded)."),
 ) -> None:
@@ -503,7 +524,7 @@ def evaluate_sources_cmd(
     shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle whose stage 1 is used; default: the bundled model."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes reading clips (the fits themselves are single-threaded)."),
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
     nested: bool = typer.Option(True, "--nested/--fixed-decay", help="Choose the heads' weight decay per feature by leave-one-source-out over the other sources (nested), or use the default FitConfig's."),
     choose_loss: bool = typer.Option(False, "--choose-loss", help="With --nested, also choose each feature's loss (absolute or squared) that way; default: absolute for all."),
@@ -592,7 +613,7 @@ def check_behaviour_cmd(
     shared: Path = typer.Option(Path("../shared/data"), "--shared", help="The shared data folder (behaviour/)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     half: str = typer.Option("check", "--half", help="check (claims), fit, or all."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes analysing the clips in parallel."),
     regions: bool = typer.Option(True, "--regions/--no-regions",
                                  help="Also count predictions inside the catalogue's range for music meeting each clip's rules."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: every rule's predicted value against its threshold."),
@@ -696,7 +717,7 @@ def train_cmd(
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's (the seed's; the seven learned features for mlp-head)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default: the seed's count for the family."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3; combiner variant d: 0.01 -> 0.001 on plateaus)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Examples per training step; default: the family's (32, the seed's)."),
     seed: int = typer.Option(42, "--seed", help="Seeds the split, the initial weights and the batch order."),
     split: str = typer.Option("random", "--split", help="random (70/15/15) or artist (no artist in two parts)."),
     numeric_source: str = typer.Option("labels", "--numeric-source", help="Numeric inputs from the label table (labels, as the seed) or measured from the audio (measured)."),
@@ -885,7 +906,7 @@ def download_cmd(
 @app.command("serve")
 def serve_cmd(
     library: Path = typer.Option(..., "--library", "-l", help="Music folder to index and serve (searched recursively)."),
-    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port to listen on (0: a free one, named in the start-up line)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback should come with --token."),
     token: Optional[str] = typer.Option(None, "--token", envvar="SONGFEAT_TOKEN", show_envvar=True,
                                         help="Require 'Authorization: Bearer <token>' on every request but /healthz and /docs."),

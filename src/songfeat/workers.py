@@ -7,7 +7,8 @@ file, and every reply carries what was written there during the job, so native l
 is returned with the job it belongs to (never interleaved between workers) and the parent decides
 what to print.
 
-A job may ask for more time once it knows how big its input is (`allow`), e.g. a long song.
+A job may ask for more time once it knows how big its input is (`allow`), e.g. a long song, and may say how far it has
+got (`report_progress`), which the batch process, holding the real terminal, may draw.
 """
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ def allow(seconds: float) -> None:
     conn = _JOB.get("conn")
     if conn is not None:
         conn.send(("allow", _JOB["index"], float(seconds), ""))
+
+
+def report_progress(value: object) -> None:
+    """From inside a job: hand `value` (how far the job has got) to run_jobs' `on_progress` in the batch process, whose
+    stderr is the terminal's (the worker's own fd 2 is a capture file); a no-op outside workers."""
+    conn = _JOB.get("conn")
+    if conn is not None:
+        conn.send(("progress", _JOB["index"], value, ""))
 
 
 def _drain(f) -> str:
@@ -199,7 +208,7 @@ def _died(w: _Worker) -> str:
 
 def run_jobs(fn: Callable, jobs: Sequence | Iterable, workers: int = 1, timeout: float | None = None,
              init: Callable | None = None, init_args: tuple = (), preload: Sequence[str] = PRELOAD,
-             fork: bool = False) -> Iterator[JobResult]:
+             fork: bool = False, on_progress: Callable[[int, object], None] | None = None) -> Iterator[JobResult]:
     """Run `fn(job)` for every job in `workers` processes; yield a JobResult per job, in completion order.
 
     `timeout` (seconds, None for none) limits each job from the moment it is handed to a worker;
@@ -207,7 +216,8 @@ def run_jobs(fn: Callable, jobs: Sequence | Iterable, workers: int = 1, timeout:
     first job (outside any limit); a SongfeatError there stops the whole run and is raised here.
     `fn`, `init` and the jobs must be picklable; `preload` names modules the fork server imports once.
     `fork`: fork this process instead of starting the fork server, for each worker started while that is safe
-    (see `_context`); a forked worker imports what it needs itself.
+    (see `_context`); a forked worker imports what it needs itself. `on_progress(index, value)` is called here, in this
+    process, for each `report_progress(value)` a job makes.
     """
     jobs = list(jobs)
     if not jobs:
@@ -252,6 +262,10 @@ def run_jobs(fn: Callable, jobs: Sequence | Iterable, workers: int = 1, timeout:
                     if status == "allow":
                         if w.index == index:
                             w.deadline = max(w.deadline, w.job_start + value)
+                        continue
+                    if status == "progress":
+                        if on_progress is not None and w.index == index:
+                            on_progress(index, value)
                         continue
                     if status == "ready":
                         w.ready, w.log = True, log

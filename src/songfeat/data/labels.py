@@ -53,6 +53,7 @@ _SPOTIFY_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9A-Za-z]{22})(?![0-9A-Za-
 _URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
 _URL = re.compile(r"^https?://open\.spotify\.com/(?:intl-[a-z-]+/)?track/([0-9A-Za-z]+)(?:[/?#].*)?$")
 _FREE_ID = re.compile(r"[^\s/\\\x00-\x1f\x7f]{1,200}")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")  # an id like -5 or 2.5 in a numbered table
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "track_id": ("track_id", "id", "spotify_id", "track_uri", "uri", "trackid", "spotify_track_id"),
@@ -140,8 +141,31 @@ def _free_id(raw: object) -> str | None:
     return s if _FREE_ID.fullmatch(s) and s not in (".", "..") else None
 
 
+def _numbered_id(raw: object) -> str | None:
+    """An id in a table whose ids are mostly numbers: a whole number as FMA names its files (`_fma_id`), and any other
+    text as the user's own id (`_free_id`: 'intro' among 1, 2, 3 pairs with intro.wav); a number that is not a whole
+    one of 0 or more (-5, 2.5) is None."""
+    n = _fma_id(raw)
+    if n is not None or not isinstance(raw, str) or _NUMBER.fullmatch(raw.strip()):
+        return n
+    return _free_id(raw)
+
+
+def _bad_id(raw: object, kind: str) -> str:
+    """Why `read_labels` drops a row's id, read as ids of `kind` are (`normalise_id`)."""
+    if not isinstance(raw, str) or not raw.strip():
+        return "bad track_id: the id cell is empty"
+    if kind == "spotify":
+        return f"bad track_id: {raw!r} is not a Spotify id (22 letters and digits), as most ids in this table are"
+    if kind == "fma" and _NUMBER.fullmatch(raw.strip()):
+        return (f"bad track_id: {raw!r} is not a whole number of 0 or more; most ids in this table are numbers, read "
+                f"as FMA names files (2 pairs with {2:0{FMA_ID_WIDTH}d}.mp3)")
+    return f"bad track_id: {raw!r} cannot name an audio file (it holds whitespace, a slash or a control character)"
+
+
 def _id_parser(values: pd.Series):
-    """Pick how ids are read from what most of them look like: Spotify, FMA numbers, or free text."""
+    """Pick how ids are read from what most of them look like: Spotify, FMA numbers (other text kept as the user's own
+    ids), or free text."""
     sample = values.dropna().astype(str).head(2000)
     if len(sample) == 0:
         return parse_track_id, "spotify"
@@ -150,13 +174,13 @@ def _id_parser(values: pd.Series):
     if spotify >= 0.5:
         return parse_track_id, "spotify"
     if numeric >= 0.5:
-        return _fma_id, "fma"
+        return _numbered_id, "fma"
     return _free_id, "free"
 
 
 def normalise_id(raw: object, kind: str = "spotify") -> str | None:
     """Normalise one id the way `read_labels` does for ids of `kind` ('spotify', 'fma' or 'free')."""
-    return {"spotify": parse_track_id, "fma": _fma_id, "free": _free_id}[kind](raw)
+    return {"spotify": parse_track_id, "fma": _numbered_id, "free": _free_id}[kind](raw)
 
 
 def index_audio(audio_dir: str | Path, ids: set[str], id_kind: str = "spotify",
@@ -512,7 +536,7 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
 
     parse_id, id_kind = _id_parser(raw[id_col])
     ids = raw[id_col].map(lambda v: parse_id(v) if isinstance(v, str) else None)
-    flag(ids.isna(), lambda i: f"bad track_id: {raw[id_col].iat[i]!r} is not a {'Spotify id' if id_kind == 'spotify' else 'FMA id' if id_kind == 'fma' else 'track id'}")
+    flag(ids.isna(), lambda i: _bad_id(raw[id_col].iat[i], id_kind))
 
     out = pd.DataFrame({"track_id": ids})
     for meta in ("name", "album", "genre"):

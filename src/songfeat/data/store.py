@@ -78,6 +78,7 @@ class BuildReport:
     label_rows: int = 0
     label_rows_dropped: dict[str, int] = field(default_factory=dict)
     label_rows_dropped_lines: list[str] = field(default_factory=list)  # LabelTable.dropped_lines: which rows, and why
+    columns_not_read: list[str] = field(default_factory=list)  # LabelTable.unread: a misspelt feature column, one line each
     seconds: float = 0.0
 
     @property
@@ -97,7 +98,8 @@ class BuildReport:
                 "resumed": self.resumed, "labels_without_audio": self.labels_without_audio,
                 "audio_without_labels": self.audio_without_labels, "duplicate_audio": self.duplicate_audio,
                 "label_rows": self.label_rows, "label_rows_dropped": self.label_rows_dropped,
-                "label_rows_dropped_lines": self.label_rows_dropped_lines, "seconds": round(self.seconds, 3),
+                "label_rows_dropped_lines": self.label_rows_dropped_lines, "columns_not_read": self.columns_not_read,
+                "seconds": round(self.seconds, 3),
                 "clips_per_second": round(self.clips_per_second, 3), "failures": self.failed}
 
 
@@ -371,8 +373,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
     `out` with the same inputs continues an interrupted build; different inputs raise SongfeatError.
     More than SERIAL_MAX clips run in worker processes, where a clip taking over `timeout` seconds is
-    stopped and failed. Nothing is printed: decoder warnings ('warning: <file>: ...'), and with
-    `verbose` the decoders' raw lines, go to `on_message` as they happen.
+    stopped and failed. Nothing is printed: label columns not read (`LabelTable.unread`, before the work) and decoder
+    warnings ('warning: <file>: ...'), and with `verbose` the decoders' raw lines, go to `on_message` as they happen.
     `runner` replaces the worker processes (called like `_run_pool` without `timeout`, e.g.
     `distributed.clip_runner()`); it has no per-clip time limit.
     """
@@ -388,6 +390,9 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     table = _as_table(labels)
+    if on_message:  # before the work, not after it: a misspelt 'valance' column loses every valence label
+        for line in table.unread:
+            on_message(f"warning: {line}")
     frame = table.frame
     if len(frame) == 0:
         raise SongfeatError(table.source, _no_rows_reason(table))
@@ -665,7 +670,7 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     report = BuildReport(out=out, planned=len(plan), built=len(good), failed=failures,
                          labels_without_audio=len(labels_without_audio), audio_without_labels=len(unlabelled),
                          duplicate_audio=duplicates, label_rows=len(table.frame), label_rows_dropped=table.drop_counts(),
-                         label_rows_dropped_lines=table.dropped_lines())
+                         label_rows_dropped_lines=table.dropped_lines(), columns_not_read=table.unread)
     rep = report.to_dict()
     rep.pop("seconds"), rep.pop("clips_per_second")
     rep["labels_without_audio_examples"] = labels_without_audio[:EXAMPLES_IN_REPORT]
@@ -696,7 +701,8 @@ def _report_from_disk(out: Path) -> BuildReport:
                        labels_without_audio=rep["labels_without_audio"], audio_without_labels=rep["audio_without_labels"],
                        duplicate_audio=rep.get("duplicate_audio", 0), label_rows=rep.get("label_rows", 0),
                        label_rows_dropped=rep.get("label_rows_dropped", {}),
-                       label_rows_dropped_lines=rep.get("label_rows_dropped_lines", []))
+                       label_rows_dropped_lines=rep.get("label_rows_dropped_lines", []),
+                       columns_not_read=rep.get("columns_not_read", []))
 
 
 # ---------------------------------------------------------------------------------------------
