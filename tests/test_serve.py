@@ -803,6 +803,21 @@ def test_a_body_sent_with_its_head_does_not_count_as_head(tmp_path):
         assert answer.count(b"HTTP/1.1 200 OK") == 31  # 93 KB of small pipelined heads in one read: each its own
 
 
+def test_a_pipelined_head_counts_towards_its_own_cap(tmp_path):
+    # only the first head of a read was counted: the start of a pipelined request's head that came in the same read
+    # counted towards no cap, so that head could grow past MAX_HEAD_BYTES by one read's size
+    from songfeat.http_protocol import MAX_HEAD_BYTES
+
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 3 // 4)
+    rest = b"a" * (MAX_HEAD_BYTES // 2) + b"\r\nConnection: close\r\n\r\n"  # under the cap alone; 1.25 caps in all
+    with _bounded_server(tmp_path) as base:
+        answer = _raw(base, first, then=rest, repeat=1)
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
+        fair = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES // 2)
+        answer = _raw(base, fair, then=b"p" * (MAX_HEAD_BYTES // 4) + b"\r\nConnection: close\r\n\r\n", repeat=1)
+        assert answer.count(b"HTTP/1.1 200 OK") == 2, answer[-300:]  # a pipelined head under the cap is served
+
+
 def test_growing_chunked_trailers_get_431(tmp_path):
     # httptools buffers a chunked body's trailer fields whole and only the head was capped: a client sending one
     # endless trailer grew the server by 300 MB in 100 s and was never cut off
@@ -1197,6 +1212,120 @@ def test_a_token_no_header_can_carry_is_refused(tmp_path):
     assert r.exit_code == 2 and "--token" in r.output and "empty" in r.output
     r = CliRunner().invoke(app, ["serve", "--library", str(root)], env={"SONGFEAT_TOKEN": ""})
     assert r.exit_code == 2 and "empty" in r.output
+
+
+def _request(base: str, target: str, headers: list[tuple[str, str]], method: str = "GET") -> tuple[int, dict, bytes]:
+    """A request sent as given (`headers` in order, repeats kept, Host among them if wanted): status, headers, body."""
+    host, port = base.removeprefix("http://").split(":")
+    con = http.client.HTTPConnection(host, int(port), timeout=10)
+    con.putrequest(method, target, skip_host=any(k.lower() == "host" for k, _ in headers), skip_accept_encoding=True)
+    for k, v in headers:
+        con.putheader(k, v)
+    con.endheaders()
+    r = con.getresponse()
+    answer = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    con.close()
+    return answer
+
+
+def test_cors_is_opt_in_and_a_preflight_needs_no_token(tmp_path):
+    # Browser apps written for Spotify's Web API call it from JavaScript; without CORS headers a browser hides every answer.
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    page = "http://localhost:5173"
+    lookup = f"/v1/audio-features?ids={SPOTIFY_IDS[0]}"
+    preflight = [("Origin", page), ("Access-Control-Request-Method", "GET"), ("Access-Control-Request-Headers", "authorization")]
+    with serving(create_app(Library(root, workers=1, model="test"), token=TOKEN, start=False)) as base:  # off by default
+        status, headers, _ = _request(base, lookup, preflight, method="OPTIONS")
+        assert status == 405 and not [k for k in headers if k.startswith("access-control-")]
+        status, headers, _ = _request(base, lookup, [("Origin", page), *auth().items()])
+        assert status == 200 and not [k for k in headers if k.startswith("access-control-")]
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, token=TOKEN, start=False, cors_origins=[page, "https://viz.example"])) as base:
+        status, headers, _ = _request(base, lookup, preflight, method="OPTIONS")  # no token: browsers send none here
+        assert status == 200 and headers["access-control-allow-origin"] == page
+        assert "authorization" in headers["access-control-allow-headers"].lower()
+        assert {"GET", "HEAD", "OPTIONS"} <= set(headers["access-control-allow-methods"].replace(" ", "").split(","))
+        status, headers, _ = _request(base, lookup, [*preflight, ("Access-Control-Request-Private-Network", "true")],
+                                      method="OPTIONS")  # Chrome's, from a public page to this local server
+        assert status == 200 and headers["access-control-allow-private-network"] == "true"
+        for bad in ([("Origin", "http://evil.example"), *preflight[1:]],  # an origin not named
+                    [preflight[0], ("Access-Control-Request-Method", "POST")]):  # a method not allowed
+            status, headers, body = _request(base, lookup, bad, method="OPTIONS")
+            assert status == 400 and json.loads(body)["error"]["status"] == 400, body
+            assert headers.get("access-control-allow-origin") != "http://evil.example"
+        status, headers, body = _request(base, lookup, [("Origin", page)])  # the request itself still needs the token
+        assert status == 401 and json.loads(body)["error"]["message"] == "No token provided"
+        assert headers["access-control-allow-origin"] == page  # and the page may read why
+        status, headers, body = _request(base, lookup, [("Origin", page), *auth().items()])
+        assert status == 200 and json.loads(body) == {"audio_features": [None]}
+        assert headers["access-control-allow-origin"] == page and "retry-after" in headers["access-control-expose-headers"].lower()
+        status, headers, _ = _request(base, lookup, [("Origin", "http://evil.example"), *auth().items()])
+        assert status == 200 and "access-control-allow-origin" not in headers  # answered, but no page of it may read it
+    with serving(create_app(lib, token=TOKEN, start=False, cors_origins=["*"])) as base:
+        status, headers, _ = _request(base, lookup, [("Origin", "http://any.example"), *auth().items()])
+        assert status == 200 and headers["access-control-allow-origin"] == "*"
+    with pytest.raises(ValueError, match="would never match"):
+        create_app(lib, start=False, cors_origins=[page + "/"])
+    for given, said in ((page + "/", f"browsers send it as '{page}'"), ("HTTP://LocalHost:5173", f"'{page}'"),
+                        ("https://viz.example:443", "'https://viz.example'"), ("localhost:5173", "not an origin"),
+                        ("null", "'*'")):
+        r = CliRunner().invoke(app, ["serve", "--library", str(root), "--cors-origin", "*", "--cors-origin", given])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert r.output.startswith("songfeat: error: --cors-origin: ") and said in r.output, r.output
+
+
+def test_a_trailing_slash_is_the_path_without_it_never_a_redirect(tmp_path):
+    # `/v1/audio-features/{id}/` got Starlette's 307 to a Location built from the request's Host header
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / f"{SPOTIFY_IDS[0]}.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    lib.scan()
+    con = lib.index.conn()
+    with con:
+        con.execute("UPDATE tracks SET state='done', features=?", (json.dumps({"id": SPOTIFY_IDS[0]}),))
+    evil = [("Host", "evil.example"), *auth().items()]
+    with serving(create_app(lib, token=TOKEN, start=False)) as base:
+        for path in ("/healthz", f"/v1/audio-features/{SPOTIFY_IDS[0]}", f"/v1/audio-features?ids={SPOTIFY_IDS[0]}",
+                     "/v1/audio-features/AAAAAAAAAAAAAAAAAAAAAA", "/metrics", "/v1/no-such-endpoint"):
+            slashed = path.replace("?", "/?") if "?" in path else path + "/"
+            want_status, _, want_body = _request(base, path, evil)
+            status, headers, body = _request(base, slashed, evil)
+            assert status == want_status and "location" not in headers, (slashed, status, headers)
+            if path != "/metrics":  # its own counts move between the two requests
+                assert body == want_body, slashed
+        assert _request(base, f"/v1/audio-features/{SPOTIFY_IDS[0]}/", evil)[0] == 200
+        for target in ("/healthz//", f"/v1/audio-features/{SPOTIFY_IDS[0]}%2F"):  # one literal slash only is dropped
+            status, headers, body = _request(base, target, evil)
+            assert status == 404 and "location" not in headers and json.loads(body)["error"]["status"] == 404, target
+        text = _request(base, "/metrics", auth().items())[2].decode()
+        assert 'route="/healthz",status="200"' in text  # counted under its route, not as an unmatched path
+
+
+def test_repeated_authorization_headers_are_refused(tmp_path):
+    # only the first Authorization header was read: a request carrying two was authorised by whichever came first
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lookup = f"/v1/audio-features?ids={SPOTIFY_IDS[0]}"
+    good, bad = ("Authorization", f"Bearer {TOKEN}"), ("Authorization", "Bearer wrong-token")
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, token=TOKEN, start=False)) as base:
+        assert _request(base, lookup, [good])[0] == 200
+        for headers in ([good, bad], [bad, good], [good, good]):
+            status, answer, body = _request(base, lookup, headers)
+            assert status == 400 and answer["www-authenticate"] == 'Bearer error="invalid_request"', (headers, status)
+            assert json.loads(body) == {"error": {"status": 400, "message": "invalid request: more than one Authorization header"}}
+    with serving(create_app(lib, start=False)) as base:  # no token configured: the header is not read at all
+        assert _request(base, lookup, [bad, bad])[0] == 200
 
 
 # ---- failures are remembered ------------------------------------------------------------------------

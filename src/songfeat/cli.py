@@ -916,6 +916,7 @@ def serve_cmd(
     rescan_interval: float = typer.Option(60.0, "--rescan-interval", min=0.0, help="Seconds between scans for new, changed and removed files (0: only at start-up)."),
     max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Largest POST /v1/audio-features body (413 beyond)."),
     time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
+    cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Let browser pages from this origin (scheme://host[:port], or '*' for any) call the GET routes; repeatable. Default: no CORS."),
 ) -> None:
     """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
     workers = _local_workers(workers)
@@ -925,7 +926,7 @@ def serve_cmd(
     for module in ("fastapi", "uvicorn", "pebble"):
         require("serve", module)
     from .library import Library
-    from .serve import check_token, is_loopback, listen, run
+    from .serve import check_cors_origin, check_token, is_loopback, listen, run
 
     if not library.is_dir():
         raise fail(f"{library}: no such folder")
@@ -933,8 +934,15 @@ def serve_cmd(
         check_token("" if token is None and os.environ.get("SONGFEAT_TOKEN") == "" else token)  # click reads "" as unset
     except ValueError as e:
         raise fail(f"--token: {e}") from None
+    try:
+        cors_origins = [check_cors_origin(o) for o in cors_origin or ()]
+    except ValueError as e:
+        raise fail(f"--cors-origin: {e}") from None
     if not token and not is_loopback(host):
         typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
+    if not token and "*" in cors_origins:
+        typer.echo("songfeat: warning: --cors-origin '*' without --token: any web page its users open can read the library",
+                   err=True)
     try:
         lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
     except SongfeatError as e:
@@ -950,7 +958,7 @@ def serve_cmd(
                f"worker{'s' if lib.workers != 1 else ''}, "
                f"docs at /docs)", err=True)
     run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
-        rescan_interval=rescan_interval, log_level="warning", sock=sock)
+        rescan_interval=rescan_interval, log_level="warning", sock=sock, cors_origins=cors_origins)
 
 
 # The extra that brings each optional top-level module (pyproject.toml); a command that reaches a

@@ -40,7 +40,9 @@ def protocol() -> Any:
         """Counts the bytes and the time a request's head takes: too many bytes get 431 (414 when the request line
         alone has that many: its target is what is too long), too long 408, and the connection is closed. Only the
         head's own bytes count: a read that also carries the body (a small upload sent in one go) counts up to the
-        blank line that ends the head."""
+        blank line that ends the head, and what follows it is fed to the parser on its own, so a pipelined request's
+        head in the same read counts towards its own cap (it counted towards none: a head could exceed the cap by one
+        read's size)."""
 
         _heading = True  # between requests and inside a head: bytes received count towards the cap
         _head_bytes = 0
@@ -63,7 +65,7 @@ def protocol() -> Any:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._heading:
+            while self._heading:
                 if self._head_timer is None or (self._timer_from_connect and self._head_bytes == 0 and not self._tail):
                     self._start_head_timer()  # the first bytes of a head: its clock starts
                 seen = self._tail + data
@@ -79,8 +81,10 @@ def protocol() -> Any:
                     else:
                         self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
                     return
-                super().data_received(data)
-                return
+                super().data_received(data[:counted])
+                data = data[counted:]  # after the head: its body, or the next pipelined head, counted on its own
+                if not data or self.transport.is_closing() or self.transport.get_protocol() is not self:  # closed, or a
+                    return  # websocket now: uvicorn hands it the head alone, as when the rest came in the same read
             self._body_seen = False
             super().data_received(data)
             if self._heading or self.transport.is_closing():

@@ -3,7 +3,8 @@
 A thin HTTP skin over `songfeat.library.Library`: it checks the token and the ids, reads results from
 the index, turns the library's states into Spotify's statuses (503 + Retry-After while a file waits
 for analysis), streams uploads to disk under a size cap, and exports Prometheus metrics. It holds no
-analysis logic. Every error, FastAPI's own 404/405/422 included, is `{"error": {"status", "message"}}`.
+analysis logic. Every error, FastAPI's own 404/405/422 included, is `{"error": {"status", "message"}}`. CORS is off
+unless origins are given (`cors_origins`, `--cors-origin`).
 """
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import asyncio
 import dataclasses
 import hmac
 import os
+import re
 import time
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from .audio import AUDIO_EXTENSIONS
@@ -37,6 +43,9 @@ CONTENT_TYPES = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav",
                  "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
                  "audio/mp4": ".m4a", "audio/x-m4a": ".m4a", "audio/aac": ".aac", "audio/aiff": ".aiff",
                  "audio/x-aiff": ".aiff", "audio/webm": ".webm"}
+CORS_METHODS = ("GET", "HEAD", "OPTIONS")  # Spotify's read routes; uploads and rescans stay same-origin
+DEFAULT_PORTS = {"http": 80, "https": 443}  # a browser's Origin header leaves these out
+ORIGIN_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?|[0-9a-f:.]*:[0-9a-f:.]*")  # a name or an IPv6 address, lower case
 UPLOAD_DOC = {"requestBody": {"required": True, "description": "An audio file: the raw bytes, or a multipart form with one file.",
                               "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                                           "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -154,6 +163,35 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, no_body)
+
+
+class NoTrailingSlash:
+    """A path's one trailing slash dropped before routing: `/v1/audio-features/{id}/` is answered as without it, not
+    with Starlette's 307 to a Location built from the client's Host header (the app is made with redirect_slashes off).
+    A client written for Spotify expects this: Spotify answers `audio-features/?ids=`, spotipy's own spelling, so slashes
+    its apps add are tolerated there, and a 404 here would break code that works against Spotify."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path, raw = scope["path"], scope.get("raw_path")
+            if len(path) > 1 and path.endswith("/") and (raw is None or raw.endswith(b"/")):  # not an escaped %2F
+                scope = {**scope, "path": path[:-1], **({} if raw is None else {"raw_path": raw[:-1]})}
+        await self.app(scope, receive, send)
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS middleware, with a refused preflight (origin, method or header not allowed) answered in Spotify's
+    error shape, as every other error is, rather than Starlette's plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        return error_response(response.status_code, bytes(response.body).decode(), headers)
 
 
 # ---- uploads ----------------------------------------------------------------------------------------
@@ -282,10 +320,37 @@ def check_token(token: str | None) -> None:
                          "characters, so no request could ever match it)")
 
 
+def check_cors_origin(origin: str) -> str:
+    """`origin` if a browser could send it as its Origin header (or it is `*`), else ValueError saying how browsers spell
+    it: CORS compares origins as exact strings, so `http://localhost:3000/` or `HTTP://Host` would never match, silently."""
+    if origin == "*":
+        return origin
+    if origin == "null":  # sandboxed frames and file:// pages of any site send it
+        raise ValueError("'null' is the origin of sandboxed and file:// pages of every site: give '*' if any page may call")
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        parts = port = None
+    host = parts.hostname if parts else None
+    if (not (origin.isascii() and origin.isprintable()) or " " in origin or parts is None or not parts.scheme or not host
+            or parts.username is not None or parts.password is not None or not ORIGIN_HOST.fullmatch(host)):
+        raise ValueError(f"{origin!r} is not an origin: give scheme://host[:port], e.g. http://localhost:3000, or '*'")
+    scheme = parts.scheme.lower()
+    spelled = (f"{scheme}://" + (f"[{host}]" if ":" in host else host)
+               + ("" if port in (None, DEFAULT_PORTS.get(scheme)) else f":{port}"))
+    if spelled != origin:
+        raise ValueError(f"{origin!r} would never match: browsers send it as {spelled!r} (no path, lower case, no default port)")
+    return origin
+
+
 def create_app(library: Library, token: str | None = None, max_upload_mb: float = UPLOAD_MB, wait_seconds: float = WAIT_SECONDS,
-               rehash: bool = False, rescan_interval: float = 0.0, start: bool = True) -> FastAPI:
-    """The FastAPI app over `library`; with `start`, its lifespan starts and stops the library's workers."""
+               rehash: bool = False, rescan_interval: float = 0.0, start: bool = True,
+               cors_origins: str | Iterable[str] = ()) -> FastAPI:
+    """The FastAPI app over `library`; with `start`, its lifespan starts and stops the library's workers; with
+    `cors_origins`, browser pages from those origins (`*`: any) may call its GET routes."""
     check_token(token)
+    cors_origins = [check_cors_origin(o) for o in ([cors_origins] if isinstance(cors_origins, str) else cors_origins)]
     limit = int(max_upload_mb * 1_000_000)
     upload_slots = library.workers * UPLOADS_PER_WORKER
     busy = {"uploads": 0}
@@ -300,11 +365,16 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
             if start:
                 await asyncio.to_thread(library.stop)
 
-    app = FastAPI(title="songfeat", version="1", lifespan=lifespan,
+    app = FastAPI(title="songfeat", version="1", lifespan=lifespan, redirect_slashes=False,
                   description="Spotify's audio-features API over your own music library, analysed offline by songfeat.")
     metrics = Metrics(library)
+    if cors_origins:  # innermost: preflights are answered before the routes' token check, and are counted in the metrics
+        app.add_middleware(Cors, allow_origins=cors_origins, allow_methods=CORS_METHODS, allow_headers=["Authorization"],
+                           expose_headers=["Retry-After"],  # a page must read it to honour a 503, as spotipy does
+                           allow_private_network=True)  # the operator named the origins: a public page may reach a local server
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(NoTrailingSlash)
 
     @app.exception_handler(ApiError)
     async def api_error(_req, exc: ApiError):
@@ -328,7 +398,11 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     def require_token(request: Request) -> None:
         if token is None:
             return
-        auth = request.headers.get("authorization", "")
+        auths = request.headers.getlist("authorization")
+        if len(auths) > 1:  # never the first one's word (a proxy may have added or kept one); RFC 6750 3.1: 400 invalid_request
+            raise ApiError(400, "invalid request: more than one Authorization header",
+                           {"WWW-Authenticate": 'Bearer error="invalid_request"'})
+        auth = auths[0] if auths else ""
         if not auth:
             raise ApiError(401, "No token provided", {"WWW-Authenticate": "Bearer"})
         scheme, _, given = auth.partition(" ")
@@ -368,8 +442,6 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         entries = await ready(wanted, wait)
         parts = [entries[i].features if i in entries and entries[i].state == "done" else "null" for i in wanted]
         return json_text('{"audio_features": [' + ", ".join(parts) + "]}")
-
-    api.add_api_route("/v1/audio-features/", several, methods=["GET"], include_in_schema=False)  # spotipy's spelling
 
     @api.get("/v1/audio-features/{id}", summary="Audio features of one track")
     async def one(id: str, wait: bool = Query(False, description="Hold the request until the track is analysed")):
@@ -482,15 +554,17 @@ def listen(host: str, port: int):
 
 
 def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, max_upload_mb: float = UPLOAD_MB,
-        rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info", sock=None) -> None:
+        rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info", sock=None,
+        cors_origins: Iterable[str] = ()) -> None:
     """Serve `library` with uvicorn until interrupted (the library's workers stop with it), on `sock` (from `listen`;
-    by default bound here to (host, port))."""
+    by default bound here to (host, port)); `cors_origins` as for `create_app`."""
     import uvicorn
 
     from .http_protocol import uvicorn_options
 
     sock = sock or listen(host, port)
-    app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval)
+    app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval,
+                     cors_origins=cors_origins)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False, **uvicorn_options()))
     try:
         server.run(sockets=[sock])
