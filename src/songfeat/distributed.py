@@ -84,6 +84,9 @@ def _quiet(ray) -> None:
 
     for name in ("ray", "ray._private.worker", "ray.data"):  # (Ray sets some of its modules' levels itself)
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "Token authentication is enabled for this Ray cluster", on every start: news for whoever runs the cluster (the
+    # cluster songfeat starts has it on, as Ray's default), not a problem with the user's run
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def _bootstrap_address(address: str | None) -> str | None:
