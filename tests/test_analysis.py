@@ -526,3 +526,73 @@ def test_a_truncated_mp3_is_warned_about_once(tmp_path: Path, example_clip: Path
         audio_analysis(cut)
     said = [str(w.message) for w in caught if "shorter than its mp3 header" in str(w.message)]
     assert len(said) == 1, said
+
+
+# --- no beat, one key rule, one silence pass --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["click", "dither"])
+def test_no_beat_is_tempo_0(tmp_path: Path, kind: str) -> None:
+    # one click between 10-s silences, and 20 s of noise at -85 dBFS (all silence here, yet above the -90 dBFS a file
+    # needs to be analysed): no beat was laid, but the track read the descriptors' tempo (101.3 and 93.3 BPM)
+    y = np.zeros(20 * SR, np.float32)
+    if kind == "click":
+        click = synth.click_track(60.0, 0.1)
+        y[10 * SR: 10 * SR + click.size] = click
+    else:
+        y = (10 ** (-85 / 20) * np.random.default_rng(0).standard_normal(20 * SR)).astype(np.float32)
+    r = audio_analysis(_write(tmp_path, kind, y))
+    tr = r["track"]
+    assert not r["beats"] and not r["bars"] and not r["tatums"]
+    assert (tr["tempo"], tr["tempo_confidence"], tr["time_signature"], tr["time_signature_confidence"]) == (0, 0, 4, 0), tr
+    assert all((s["tempo"], s["tempo_confidence"], s["time_signature_confidence"]) == (0, 0, 0) for s in r["sections"])
+
+
+def test_drums_under_chords_are_bars_of_four(tmp_path: Path) -> None:
+    # 4/4 drums at 110 BPM under a chord a second: the chord changes, every 4 s, outvoted the drums into 7/4 (bars of 7)
+    y = synth.drum_pattern(110.0, synth.ROCK[0], 20.0) + synth.chord_progression(0, 1, 20.0, chord_seconds=1.0)
+    r = audio_analysis(_write(tmp_path, "drums_chords", y.astype(np.float32)))
+    assert r["track"]["time_signature"] == 4 and all(s["time_signature"] == 4 for s in r["sections"])
+    bars, beats = _starts(r["bars"]), _starts(r["beats"])
+    assert np.all(np.diff(np.searchsorted(beats, bars)) == 4)
+
+
+@pytest.mark.parametrize("kind", ["drums", "joined"])
+def test_track_and_sections_agree_on_a_key(tmp_path: Path, kind: str) -> None:
+    # a drum loop had no key (-1) but its one section read D major from the kicks' pitch; C major chords, drums and an
+    # F# minor scale had keyed sections under a track key of -1 (the three together are too flat for a key)
+    if kind == "drums":
+        y = synth.drum_pattern(120.0, synth.ROCK[0], 10.0)
+    else:
+        y = np.concatenate([synth.chord_progression(0, 1, 12.0), synth.drum_pattern(110.0, synth.ROCK[0], 12.0),
+                            synth.scale(6, 0, 12.0)])
+    r = audio_analysis(_write(tmp_path, kind, y))
+    tr, secs = r["track"], r["sections"]
+    assert (tr["key"] == -1) == all(s["key"] == -1 for s in secs), (tr["key"], [s["key"] for s in secs])
+    if kind == "drums":
+        assert tr["key"] == -1 and all(s["mode"] == -1 for s in secs)
+    else:  # the key the keyed sections hold longest, C major (12 s, as F# minor: the first), weighed by its share
+        assert (tr["key"], tr["mode"]) == (0, 1) and [s["key"] for s in secs] == [0, -1, 6]
+        assert 0 < tr["key_confidence"] <= secs[0]["key_confidence"] / 2
+
+
+def test_silences_are_found_once(tmp_path: Path, gap_clicks: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    # beats, sections and segments each ran silent_runs over the whole song's frames
+    from songfeat import analysis as A
+
+    calls = []
+    real = A.silent_runs
+    monkeypatch.setattr(A, "silent_runs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    clicks = synth.click_track(120.0, 10.0, accent_every=4)
+    y = np.concatenate([clicks, np.zeros(int(6.0 * SR), np.float32), clicks])
+    r = A.audio_analysis(_write(tmp_path, "gap", y))
+    assert len(calls) == 1
+    for name in ("beats", "bars", "tatums", "sections", "segments"):  # and the object is as before
+        assert r[name] == gap_clicks[name], name
+
+
+def test_the_analyzer_version_is_the_documented_one() -> None:
+    from songfeat.analysis import ANALYZER_VERSION
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "analysis.md").read_text()
+    assert f"| `meta.analyzer_version` | `{ANALYZER_VERSION}` |" in doc

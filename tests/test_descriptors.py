@@ -292,6 +292,14 @@ def test_syncopated_four_four_is_four(pattern: str) -> None:
     assert D.measure(synth.drum_pattern(110.0, pattern, 30.0)).time_signature == 4
 
 
+@pytest.mark.parametrize("bpm, pattern", [(110.0, synth.ROCK[0]), (110.0, "KhhhShhhKhhhShhh"), (100.0, synth.ROCK[0])])
+def test_drums_under_off_beat_chord_changes_are_four(bpm: float, pattern: str) -> None:
+    # a chord a second (I-IV-V-I) over 4/4 drums at 110 BPM: the chord changes, off the beat, recur every 4 s (7.3
+    # beats) and outvoted the drums, which repeat every 2 beats, into 7/4 (at 100 BPM too)
+    y = synth.drum_pattern(bpm, pattern, 30.0) + synth.chord_progression(0, 1, 30.0, chord_seconds=1.0)
+    assert D.measure(y.astype(np.float32)).time_signature == 4
+
+
 def test_four_four_pattern_is_four() -> None:
     d = D.measure(synth.metre_pattern(120.0, 4, 30.0))
     assert d.time_signature == 4

@@ -8,11 +8,13 @@ dBFS, a 12-bin peak chroma, the 12 timbre coefficients and the waveform peak, pl
 envelope that onsets are placed on. No audio is kept (~22 MB per hour). Then, on the whole song:
 
 * beats: dynamic programming over the onset envelope at the track's beat period (Ellis 2007), each
-  stretch of sound between silences (frames under -59 dBFS for >= 1 s) on its own, so none falls in one;
+  stretch of sound between silences (frames under -59 dBFS for >= 1 s) on its own, so none falls in one; with no
+  beat at all the track's tempo is 0, as Spotify's;
 * bars: beats grouped by the track's time signature, phased on the beat with the strongest bass
   onsets and chord changes; tatums: each beat split in two (or three when triplets dominate);
 * sections: Foote novelty on beat-independent blocks of chroma + timbre with a Gaussian
-  checkerboard kernel, each with its own loudness (measured and mapped as the track's), tempo and key;
+  checkerboard kernel, each with its own loudness (measured and mapped as the track's), tempo and key (the track's
+  key is -1 exactly when no section has one: `agree_on_key`);
   a silence of 4 s or more is a section of its own;
 * segments: peaks of the onset envelope and starts of silences, with loudness envelopes in dBFS, chroma pitches
   (max = 1) and timbre on a fixed DCT basis of the log-mel spectrum (docs/analysis.md);
@@ -84,7 +86,7 @@ TRACK_BEATS = 2.0  # `track_beats` needs a stretch of sound this many periods lo
 # a rest of a sparse pulse (a 30-BPM metronome, tracked at 120 BPM, had every click alone and no beat at all)
 MIN_LOUDNESS_SECONDS = 0.5  # a section is measured on at least this much audio: BS.1770 gates in 0.4-s blocks, so
 # a shorter one (a click between two silent sections) read -60
-ANALYZER_VERSION = "songfeat-analysis-1"
+ANALYZER_VERSION = "songfeat-analysis-2"  # in every object's meta: bumped when the output changes
 
 
 @lru_cache(maxsize=1)
@@ -252,26 +254,33 @@ def silent_runs(level_db: np.ndarray, min_frames: float) -> np.ndarray:
     """[n, 2] frame spans [start, end) of at least `min_frames` frames, every one below SILENCE_DBFS.
 
     Nothing there is music: no beats are laid over them, and they get segments (and, when long, sections) of their own.
+    `analyse` finds them once (from SILENCE_SECONDS on); each reader keeps the runs as long as it needs (`longer`).
     """
     quiet = np.concatenate([[False], level_db < SILENCE_DBFS, [False]])
     runs = np.flatnonzero(np.diff(quiet.astype(np.int8))).reshape(-1, 2)
+    return longer(runs, min_frames)
+
+
+def longer(runs: np.ndarray, min_frames: float) -> np.ndarray:
+    """The [n, 2] frame spans of `runs` at least `min_frames` long."""
     return runs[runs[:, 1] - runs[:, 0] >= min_frames]
 
 
-def sounding_spans(level_db: np.ndarray, min_frames: float) -> list[tuple[int, int]]:
-    """Frame spans [start, end) between the `silent_runs` (the whole song when it has none)."""
-    edges = np.concatenate([[0], silent_runs(level_db, min_frames).reshape(-1), [level_db.size]])
+def sounding_spans(runs: np.ndarray, n_frames: int) -> list[tuple[int, int]]:
+    """Frame spans [start, end) of a song of `n_frames` frames between the silent `runs` (all of it without one)."""
+    edges = np.concatenate([[0], runs.reshape(-1), [n_frames]])
     return [(int(a), int(b)) for a, b in edges.reshape(-1, 2) if b > a]
 
 
-def beat_spans(level_db: np.ndarray, period: float) -> list[tuple[int, int]]:
-    """Frame spans [start, end) beats are tracked on, one by one: the `sounding_spans` between silences of
-    SILENCE_SECONDS and SILENCE_BEATS periods, joined across a silence with too little sound either side to track.
+def beat_spans(silences: np.ndarray, n_frames: int, period: float) -> list[tuple[int, int]]:
+    """Frame spans [start, end) beats are tracked on, one by one: the `sounding_spans` between the `silences`
+    (`silent_runs`) of SILENCE_SECONDS and SILENCE_BEATS periods, joined across a silence with too little sound either
+    side to track.
 
     A stretch under TRACK_BEATS periods gets no beats of its own; when both neighbours of a silence are that short, the
     silence is a rest between the hits of a slow pulse, and the pulse carries through it.
     """
-    spans = sounding_spans(level_db, max(SILENCE_SECONDS * FPS, SILENCE_BEATS * period))
+    spans = sounding_spans(longer(silences, max(SILENCE_SECONDS * FPS, SILENCE_BEATS * period)), n_frames)
     out = spans[:1]
     for (pa, pb), (a, b) in zip(spans, spans[1:]):
         if max(pb - pa, b - a) < TRACK_BEATS * period:
@@ -501,16 +510,17 @@ def section_bounds(nov: np.ndarray, block: float, duration: float,
     return sorted(chosen)
 
 
-def silence_bounds(level_db: np.ndarray) -> list[float]:
-    """Section boundaries (s) around every silence of SILENT_SECTION_SECONDS or more, but at the song's ends.
+def silence_bounds(silences: np.ndarray, n_frames: int) -> list[float]:
+    """Section boundaries (s) around every silence (of `silent_runs`) of SILENT_SECTION_SECONDS or more in a song of
+    `n_frames` frames, but at the song's ends.
 
     Each sits half a loudness frame (`descriptors`' 4096-point window) inside the silence, so the silent
     section's loudness is measured on silence alone, not on the music beside it.
     """
     pad = D.N_FFT / 2 / SAMPLE_RATE
     out = []
-    for s, e in silent_runs(level_db, SILENT_SECTION_SECONDS * FPS):
-        out += ([s / FPS + pad] if s > 0 else []) + ([e / FPS - pad] if e < level_db.size else [])
+    for s, e in longer(silences, SILENT_SECTION_SECONDS * FPS):
+        out += ([s / FPS + pad] if s > 0 else []) + ([e / FPS - pad] if e < n_frames else [])
     return out
 
 
@@ -631,6 +641,10 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     voiced = (ch.max(1) > 0) & (fr.level_db[ka:kb] >= SILENCE_DBFS)  # max-normalised, a silent frame's faint peaks count in full
     chroma = (ch[voiced] / ch[voiced].max(1, keepdims=True)).sum(0) if voiced.any() else np.zeros(12)
     key, kconf, mode, mconf = D.estimate_key(chroma)
+    span = (ev["pos"] >= a * sr) & (ev["pos"] < b * sr)
+    gate = D.estimate_key(ev["chroma"][span].sum(0, dtype=np.float64))  # the chroma that decides the track's key -1
+    if key >= 0 and gate[0] < 0:  # it finds no key here: none (a drum loop's pitched kicks read D major above)
+        key, kconf = -1, gate[1]
     tk, tm = track["key"], track["mode"]
     if key >= 0 and tk >= 0 and (key, mode) != (tk, tm) and key_fit(chroma, key, mode) - key_fit(chroma, tk, tm) < KEY_CHANGE_MARGIN:
         key, mode = tk, tm  # not clearly another key: the song's (the two chroma estimators differ slightly)
@@ -641,6 +655,33 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
             "time_signature": track["time_signature"], "time_signature_confidence": track["time_signature_confidence"]}
 
 
+def agree_on_key(track: dict, sections: list[dict]) -> None:
+    """Make the track's key agree with its sections' on whether the song has one: `track.key` is -1 (Spotify's "no key
+    detected") exactly when no section has a key.
+
+    A section has a key only when the chroma that decides the track's -1 (`descriptors`') finds one in it too, so a drum
+    loop has none at either level. The two can still differ: three 12-s parts in C major, drums and F# minor give no
+    key over the whole (too flat a profile) but two keyed sections; the track then takes the key and mode its keyed
+    sections hold longest (the first on a tie), its confidences the duration-weighted sum of theirs over the whole
+    song. A track key with no keyed section (only silences, or chroma too flat in every part) becomes -1; the track's
+    mode stays 0 or 1, as `songfeat analyze`'s. Changes `track` in place; neither case occurs on the 138 labelled
+    previews.
+    """
+    keyed = [s for s in sections if s["key"] >= 0]
+    if track["key"] >= 0 and not keyed:
+        track["key"] = -1
+    elif track["key"] < 0 and keyed:
+        held: dict[tuple[int, int], float] = {}
+        for s in keyed:
+            held[(s["key"], s["mode"])] = held.get((s["key"], s["mode"]), 0.0) + s["duration"]
+        key, mode = max(held, key=lambda km: held[km])  # dicts keep order: the first on a tie
+        same = [s for s in keyed if (s["key"], s["mode"]) == (key, mode)]
+        whole = max(track["duration"], 1e-9)
+        track.update(key=key, mode=mode,
+                     key_confidence=_r(sum(s["duration"] * s["key_confidence"] for s in same) / whole, 3),
+                     mode_confidence=_r(sum(s["duration"] * s["mode_confidence"] for s in same) / whole, 3))
+
+
 def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
     """{start, duration, confidence} records, rounded in bulk (per-value round() is slow on long songs)."""
     s, d = _span_cols(start, end)
@@ -648,16 +689,18 @@ def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
     return [{"start": s, "duration": d, "confidence": c} for s, d, c in zip(*cols)]
 
 
-def rhythm(fr: Frames, rise: np.ndarray, track: dict, duration: float) -> tuple[list, list, list, np.ndarray]:
+def rhythm(fr: Frames, rise: np.ndarray, track: dict, duration: float,
+           silences: np.ndarray) -> tuple[list, list, list, np.ndarray]:
     """Beats at the track's tempo, bars by its time signature, tatums between beats; and the beat times.
 
-    Each stretch of sound between silences (`beat_spans`) is tracked and barred on its own: no
+    Each stretch of sound between silences (`beat_spans` of the `silent_runs`) is tracked and barred on its own: no
     beat is laid over a silence, and the music after one may come back on any beat of the bar.
     """
     if track["tempo"] <= 0:
         return [], [], [], np.zeros(0)
     period = 60.0 * FPS / track["tempo"]
-    found = [(a + track_beats(fr.onset[a:b].astype(np.float64), period), b) for a, b in beat_spans(fr.level_db, period)]
+    spans = beat_spans(silences, fr.onset.size, period)
+    found = [(a + track_beats(fr.onset[a:b].astype(np.float64), period), b) for a, b in spans]
     found = [(bf, b) for bf, b in found if bf.size]
     div = tatum_division([bf for bf, _ in found], fr.onset)
     smooth = np.convolve(fr.onset, np.ones(3) / 3, mode="same")
@@ -691,11 +734,12 @@ def tatum_records(bt: np.ndarray, ends: np.ndarray, div: int, smooth: np.ndarray
     return _timed(tstart, tstart + np.repeat(step, div), _norm_conf(smooth[tk], scale))
 
 
-def segment_records(fr: Frames, rise: np.ndarray, duration: float) -> list[dict]:
+def segment_records(fr: Frames, rise: np.ndarray, duration: float, silences: np.ndarray) -> list[dict]:
     """Segments from the start of the song to its end, one per onset and one per silence of SILENCE_SECONDS or more
-    (plus a leading one from 0 if needed): the sound before a silence does not lend the silence its loudness."""
+    (`silences`, from `silent_runs`; plus a leading one from 0 if needed): the sound before a silence does not lend the
+    silence its loudness."""
     seg_t, seg_c = segment_starts(fr, rise)
-    quiet = silent_runs(fr.level_db, SILENCE_SECONDS * FPS)[:, 0] / FPS
+    quiet = longer(silences, SILENCE_SECONDS * FPS)[:, 0] / FPS
     order = np.argsort(np.concatenate([seg_t, quiet]), kind="stable")
     seg_t, seg_c = np.concatenate([seg_t, quiet])[order], np.concatenate([seg_c, np.zeros(quiet.size)])[order]
     if seg_t.size == 0 or seg_t[0] > SEG_WAIT:
@@ -755,6 +799,7 @@ def analyse(path: str | Path) -> Analysis:
     duration = n / SAMPLE_RATE
     offsets = np.cumsum([0] + [e.n_samples for e in evidence[:-1]])
     ev = {"kw": np.concatenate([e.kw_energy for e in evidence]),
+          "chroma": np.concatenate([e.chroma_track for e in evidence]),  # the chroma that says whether there is a key
           "pos": np.concatenate([o + D.HOP * np.arange(e.kw_energy.size) for o, e in zip(offsets, evidence)]).astype(np.float64)}
     del evidence
 
@@ -775,14 +820,18 @@ def analyse(path: str | Path) -> Analysis:
         "synchstring": "", "synch_version": 0.0, "rhythmstring": "", "rhythm_version": 0.0,
     }
     rise = onset_rise(fr.fine_db)
-    beats, bars, tatums, beat_times = rhythm(fr, rise, track, duration)
+    silences = silent_runs(fr.level_db, SILENCE_SECONDS * FPS)  # once: beats, sections and segments each read them
+    beats, bars, tatums, beat_times = rhythm(fr, rise, track, duration, silences)
+    if not beats:  # no beat at all (near-silence, one click between silences): as Spotify, tempo 0 and no bar to count
+        track.update(tempo=0.0, tempo_confidence=0.0, time_signature=4, time_signature_confidence=0.0)
     nov, block = novelty(fr)
-    starts = [(0.0, 1.0)] + section_bounds(nov, block, duration, silence_bounds(fr.level_db))
+    starts = [(0.0, 1.0)] + section_bounds(nov, block, duration, silence_bounds(silences, fr.onset.size))
     sections = []
     for i, (a, c) in enumerate(starts):
         b = starts[i + 1][0] if i + 1 < len(starts) else duration
         sections.append({"start": _r(a), "duration": _r(_r(b) - _r(a)), "confidence": _r(c, 3), **_section_values(a, b, fr, ev, beat_times, track)})
-    segments = segment_records(fr, rise, duration)
+    agree_on_key(track, sections)
+    segments = segment_records(fr, rise, duration, silences)
 
     meta = {"analyzer_version": ANALYZER_VERSION, "platform": platform.system(), "detailed_status": "OK",
             "status_code": 0, "timestamp": int(time.time()), "analysis_time": _r(time.perf_counter() - t_start),

@@ -25,7 +25,8 @@ How a song is measured (bounded memory, whole-song answer):
   to be tonal (noise, drums).
 * time_signature: beat-level accent periodicity, i.e. the onset and chord-change autocorrelations at
   2..8 beat periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes,
-  and 6/8 as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md). With no
+  and 6/8 as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md); the chord
+  changes never win against what the onsets alone clearly say (`METRE_ONSET_VETO`). With no
   beat to count (tempo confidence under METRE_MIN_BEAT_CONFIDENCE: noise, field recordings) it is 4, confidence 0.
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
   domain to the STFT frames), plus the fitted offset below to land on Spotify's dB scale.
@@ -81,6 +82,12 @@ PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES = 120.0, 1.0  # librosa's broad prior, for 
 # with confidence 0. Noise, hiss, birdsong, street and crowd recordings read 0.01-0.08 here; the least periodic music
 # (an orchestral game theme) 0.12, every preview 0.16 or more. A crowd once read 7/4 at confidence 1.0.
 METRE_MIN_BEAT_CONFIDENCE = 0.1
+# The chord changes alone cannot make a metre the onsets argue against: when the two onset cues (full band, < 200 Hz)
+# score 4 at least this much above the winner, it is 4. Drums at 110 BPM under chords changing every second (1.83
+# beats, off the beat) read 7/4: the chord changes recur every 4 s (7.3 beats), while the drums repeat every 2 beats
+# (onsets 4 over 7 by 0.17-0.38 on generated mixes). Chords changing every third beat over even clicks (3/4, heard only
+# in the harmony) have onsets 4 over 3 by 0.05; the four extra previews read as 3/4 favour 3 in the onsets by 0.25-0.58.
+METRE_ONSET_VETO = 0.1
 # Which octave of the pulse is "the tempo": log prior + OCTAVE_COMB_WEIGHT x log(comb evidence at 1..4
 # beats) + OCTAVE_DENSITY_WEIGHT x (onsets per beat). The prior is Spotify's catalogue, not the dev set:
 # log2(tempo) over the 41,855 tracks of ../shared/data/spotify-features/combined_unique_by_track_id.csv
@@ -691,18 +698,33 @@ def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float,
                             ac_chord: np.ndarray | None = None) -> tuple[int, float]:
     """Beats per bar from accent periodicity at multiples of the beat period (3 vs 4; 5, 7 rarely): the onset
     autocorrelation (full band and < 200 Hz) and, when given, the autocorrelation of the chord changes
-    (`chord_changes`), averaged with equal weights."""
+    (`chord_changes`), averaged with equal weights. A metre other than 4 that the two onset cues alone score
+    METRE_ONSET_VETO below 4 is 4: the chord changes may tell a bar the onsets leave open, not overrule them."""
     if period <= 0:
         return 4, 0.0
     acs = [ac, ac_low] + ([ac_chord] if ac_chord is not None and ac_chord.size > 8 * period + 2 else [])
 
     reach = min(x.size for x in acs) - 1  # the longest lag every autocorrelation covers
+    if 4 * period >= reach:  # not even one bar of four to compare: too short to tell
+        return 4, 0.0
+    scores = _metre_scores(acs, period, reach)
+    best = max(scores, key=lambda m: scores[m])
+    margin = scores[best]
+    if best != 4 and margin < 0.1:  # not clearly another metre: Spotify's default
+        return 4, float(np.clip(0.5 + scores[4], 0.0, 1.0))
+    if best != 4 and len(acs) > 2:  # won with the chord changes: the onsets must not clearly say 4 (METRE_ONSET_VETO)
+        onsets = _metre_scores(acs[:2], period, reach)
+        if onsets[4] - onsets[best] >= METRE_ONSET_VETO:
+            return 4, float(np.clip(0.5 + scores[4], 0.0, 1.0))
+    return best, float(np.clip(0.5 + margin, 0.0, 1.0))
 
+
+def _metre_scores(acs: list[np.ndarray], period: float, reach: int) -> dict[int, float]:
+    """Each metre's accent score from the mean of the autocorrelations `acs` at multiples of `period` (frames): how much
+    more its bar lags repeat than its rivals'. Only metres whose bars end before lag `reach` are scored."""
     def a(m: float) -> float:
         return float(np.mean([_interp(x, m * period) for x in acs]))
 
-    if 4 * period >= reach:  # not even one bar of four to compare: too short to tell
-        return 4, 0.0
     scores = {
         3: (a(3) + a(6)) / 2 - (a(2) + a(4)) / 2,
         4: (a(4) + a(8)) / 2 - (a(3) + a(6)) / 2 if 8 * period < reach else a(4) - a(3),
@@ -711,12 +733,7 @@ def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float,
     }
     # a metre whose bars reach past the autocorrelation would be scored against zeros (a short clip read 7/4)
     longest = {3: 6, 4: 4, 5: 5, 7: 7}
-    scores = {m: v for m, v in scores.items() if longest[m] * period < reach}
-    best = max(scores, key=lambda m: scores[m])
-    margin = scores[best]
-    if best != 4 and margin < 0.1:  # not clearly another metre: Spotify's default
-        return 4, float(np.clip(0.5 + scores[4], 0.0, 1.0))
-    return best, float(np.clip(0.5 + margin, 0.0, 1.0))
+    return {m: v for m, v in scores.items() if longest[m] * period < reach}
 
 
 def key_correlations(chroma: np.ndarray) -> tuple[np.ndarray, float]:
