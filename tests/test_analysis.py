@@ -274,6 +274,28 @@ def test_cli_writes_json_and_plot(tmp_path: Path, example_clip: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_analyse_reports_each_window(tmp_path: Path) -> None:
+    from songfeat.analysis import analyse
+
+    song = _write(tmp_path, "song", synth.chord_progression(0, 1, 70.0))
+    calls: list[tuple] = []
+    result = analyse(song, on_window=lambda *a: calls.append(a)).result
+    assert calls == [(30.0,), (60.0,), (70.0,)]  # seconds read, the short last window too
+    assert result["track"]["duration"] == 70.0
+
+
+def test_cli_on_a_terminal_shows_the_seconds_analysed_and_leaves_stdout_to_the_json(tmp_path: Path) -> None:
+    """`songfeat analysis` on one long file showed nothing for its whole run (~14 s for an hour of mp3): it now draws
+    its seconds analysed, window by window, as `analyze` does, and the JSON still goes to stdout alone."""
+    from terminal import run_on_a_terminal
+
+    song = _write(tmp_path, "song", synth.chord_progression(0, 1, 70.0))
+    p, shown = run_on_a_terminal("analysis", str(song))
+    assert p.returncode == 0 and json.loads(p.stdout)["track"]["duration"] == 70.0
+    assert "analysing song.wav" in shown and "43%" in shown and "86%" in shown  # 30 and 60 of the 70 s
+    assert '"segments"' not in shown
+
+
 def test_cli_bad_file_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"  # (an .mp3 of junk also makes libmpg123 print resync notes on stderr)
     bad.write_bytes(b"not audio at all" * 100)

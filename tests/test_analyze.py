@@ -441,35 +441,12 @@ def test_cli_draws_one_files_progress_window_by_window(tmp_path, monkeypatch):
 def test_a_bar_on_a_terminal_leaves_stdout_to_the_results(tmp_path, files):
     """With stderr a terminal and stdout a file, the results went to the terminal through the bar's console (rich's
     Progress redirects stdout by default) and the file stayed empty; one file now has a bar too."""
-    import pty
-    import threading
+    from terminal import run_on_a_terminal
 
     paths = [write(tmp_path / f"song{i}.wav", music(40 if files == 1 else 2, seed=i)) for i in range(files)]
-    master, slave = pty.openpty()
-    drawn: list[bytes] = []
-
-    def read() -> None:  # drained as it is drawn: a full pty would block the bar, and with it the run
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the child has gone
-                return
-            if not chunk:
-                return
-            drawn.append(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        p = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", *map(str, paths), "-f", "jsonl"],
-                           stdout=subprocess.PIPE, stderr=slave, timeout=300)
-    finally:
-        os.close(slave)
-    reader.join(10)
-    os.close(master)
+    p, shown = run_on_a_terminal("analyze", *map(str, paths), "-f", "jsonl")
     assert p.returncode == 0
     assert [json.loads(line)["path"] for line in p.stdout.decode().splitlines()] == [str(x) for x in paths]
-    shown = b"".join(drawn).decode("utf-8", "replace")
     assert ("analysing song0.wav" if files == 1 else "analysing") in shown and '"danceability"' not in shown
 
 def test_cli_version_names_the_bundled_model():

@@ -383,3 +383,26 @@ def test_a_bad_spotify_id_says_what_the_table_was_read_as(tmp_path):
     p.write_text("track_id,energy\n4uLU6hMCjMI75M1A2tKUQC,0.5\n4uLU6hMCjMI75M1A2tKUQD,0.5\nmine,0.3\n")
     assert reasons(read_labels(p))["mine"] == ("bad track_id: 'mine' is not a Spotify id (22 letters and digits), as most "
                                                "ids in this table are")
+
+
+def test_whole_numbers_written_as_floats_are_numbered_ids(tmp_path):
+    # pandas writes a column of ids with a blank as floats (2 -> 2.0): among whole numbers, 2.0 was dropped as "not a
+    # whole number", and a table written whole so was read as free text ('2.0', pairing with no 000002.mp3)
+    from songfeat.accuracy import pair_labels_audio
+
+    p = tmp_path / "mixed.csv"
+    p.write_text("track_id,energy\n1,0.5\n3,0.4\n4,0.3\n2.0,0.2\n7.00,0.2\n2.5,0.1\n-5.0,0.1\n²,0.1\n")
+    t = read_labels(p)
+    assert t.frame.attrs["id_kind"] == "fma"
+    assert t.frame["track_id"].tolist() == ["000001", "000003", "000004", "000002", "000007", "²"]  # ² is no digit: text
+    assert set(reasons(t)) == {"2.5", "-5.0"}
+    written = tmp_path / "written.csv"
+    pd.DataFrame({"track_id": [2, None, 5], "energy": [0.5, 0.4, 0.3]}).to_csv(written, index=False)
+    assert written.read_text().splitlines()[1] == "2.0,0.5"  # as pandas writes it
+    t = read_labels(written)
+    assert t.frame.attrs["id_kind"] == "fma" and t.frame["track_id"].tolist() == ["000002", "000005"]
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "2.mp3").write_bytes(b"ID3")
+    rows, missing = pair_labels_audio(written, audio)
+    assert rows["track_id"].tolist() == ["000002"] and missing == ["000005"]

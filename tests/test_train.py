@@ -600,10 +600,11 @@ def test_evaluate_reads_only_the_split_rows_of_the_store(tiny_store, tmp_path):
     assert result["n"] == len(test) and read == [len(test)] and len(test) < len(full)
 
 
-def test_the_training_bar_is_drawn_on_stderr(capsys):
+def test_the_training_bar_is_drawn_on_stderr(capsys, monkeypatch):
     """The CLI shows the bar when stderr is a terminal, but it was drawn on stdout (into `train ... > log`)."""
     from songfeat.train import fit
 
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich takes stderr for a terminal: bars are drawn only there
     fit(Lin(), (None, torch.randn(16, 3), torch.zeros(16, 1)), None, epochs=2, progress=True, desc="bar-test")
     out, err = capsys.readouterr()
     assert out == "" and "bar-test" in err

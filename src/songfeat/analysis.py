@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import descriptors as D
-from .audio import SAMPLE_RATE, DecoderLog, audio_info, check_windows, iter_windows
+from .audio import SAMPLE_RATE, DecoderLog, audio_info, check_windows, iter_windows, reporting_windows
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
 N_FFT = 2048
@@ -781,15 +782,22 @@ def _probe(path: str | Path):
         log.close()
 
 
-def analyse(path: str | Path) -> Analysis:
-    """Stream `path` once and build Spotify's AudioAnalysisObject; raises SongfeatError for unusable audio."""
+def analyse(path: str | Path, on_window: Callable[[float], None] | None = None) -> Analysis:
+    """Stream `path` once and build Spotify's AudioAnalysisObject; raises SongfeatError for unusable audio.
+
+    `on_window(seconds read so far)` after each 30-s window, as `analyze.analyze`'s (a progress hook for long files: the
+    windows are nearly all of the time, the whole-song stage after them ~4% of it).
+    """
     from . import features
 
     t_start = time.perf_counter()
     info = _probe(path)
     evidence: list[D.WindowEvidence] = []
     stream = FrameStream()
-    for w in iter_windows(path):
+    windows = iter_windows(path)
+    if on_window is not None:
+        windows = reporting_windows(windows, on_window)
+    for w in windows:
         evidence.append(D.window_evidence(w, SAMPLE_RATE))
         stream.push(w)
     check_windows(path, evidence)
@@ -841,6 +849,7 @@ def analyse(path: str | Path) -> Analysis:
     return Analysis(result, fr)
 
 
-def audio_analysis(path: str | Path) -> dict:
-    """Spotify's AudioAnalysisObject for an audio file: meta, track, bars, beats, tatums, sections, segments."""
-    return analyse(path).result
+def audio_analysis(path: str | Path, on_window: Callable[[float], None] | None = None) -> dict:
+    """Spotify's AudioAnalysisObject for an audio file: meta, track, bars, beats, tatums, sections, segments
+    (`on_window`: `analyse`'s progress hook)."""
+    return analyse(path, on_window).result

@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # annotations only
     import numpy as np
 
 from . import features
-from .audio import SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_windows, iter_windows, learned_window
+from .audio import (SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_windows, iter_windows, learned_window,
+                    reporting_windows)
 from .errors import AudioError, SongfeatError
 
 EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence",
@@ -104,7 +105,7 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
     if pool is not None:
         pool.submit(_open_sessions)  # onnxruntime's import and the sessions load while the first window decodes
     windows = iter_windows(path)
-    for w in windows if on_window is None else _reporting(windows, on_window):
+    for w in windows if on_window is None else reporting_windows(windows, on_window):
         pending = y16 = None
         used = (spec is not None or evidence_layout is not None) and learned_window(w.size, SAMPLE_RATE, bool(weights))
         if pool is not None and used:  # the tagger (onnxruntime, no GIL) runs beside the measurements below
@@ -139,16 +140,6 @@ def read_clip(path: str | Path, spec=None, evidence_layout: list[dict] | None = 
                 np.concatenate(fronts) if fronts else None,
                 np.asarray(weights, dtype=np.float64) if weights else None,
                 np.concatenate(rows) if rows else None)
-
-
-def _reporting(windows: Iterator[np.ndarray], on_window: Callable[[float], None]) -> Iterator[np.ndarray]:
-    """`windows` passed through, `on_window(seconds so far)` called once the loop is done with each (between decoder
-    calls: fd 2 is the terminal's then, not a decoder capture)."""
-    done = 0
-    for w in windows:
-        yield w
-        done += w.size
-        on_window(done / SAMPLE_RATE)
 
 
 _SIDE: list = []

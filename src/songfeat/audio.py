@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -513,6 +513,17 @@ def iter_windows(path: str | Path, seconds: float = WINDOW_SECONDS, sr: int = SA
         if whole:
             check_first_window(path, w, seconds, sr)
         yield w
+
+
+def reporting_windows(windows: Iterator[np.ndarray], on_window: Callable[[float], None],
+                      sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """`windows` (`iter_windows`') passed through, `on_window(seconds so far)` called once the loop is done with each
+    (a progress hook for long files; between decoder calls, so fd 2 is the terminal's then, not a decoder capture)."""
+    done = 0
+    for w in windows:
+        yield w
+        done += w.size
+        on_window(done / sr)
 
 
 def learned_window(n_samples: int, sr: int = SAMPLE_RATE, after_used: bool = False) -> bool:

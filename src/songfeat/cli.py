@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -102,6 +102,25 @@ def _local_workers(n: Optional[int]) -> Optional[int]:
 
 def _progress_on() -> bool:
     return sys.stderr.isatty()
+
+
+def _bar(label: str, total: Optional[int] = None):
+    """The transient bar `analyze` and `analysis` draw on stderr, started: (progress, task). Refreshed from this thread
+    only (a refresh thread could write while fd 2 points at a decoder capture); stdout is left alone (`progress.bar`)."""
+    from rich.markup import escape
+
+    from .progress import bar
+
+    progress = bar(transient=True, auto_refresh=False)
+    task = progress.add_task(escape(one_line(label)), total=total)
+    progress.start()
+    return progress, task
+
+
+def _show_seconds(progress, task, done: float, total: Optional[float]) -> None:
+    """One file's seconds analysed so far (an hour of audio takes tens of seconds), out of its header's length if known."""
+    progress.update(task, completed=done, total=max(total, done) if total else None)
+    progress.refresh()
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
@@ -209,22 +228,11 @@ def analyze(
         raise fail(str(e)) from None
     todo = [f for f in files if str(f) not in writer.done]
     progress = None
-    if _progress_on() and todo:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.progress import Progress
-
-        # on stderr, refreshed from this thread only: a refresh thread could write while fd 2 points at a decoder capture;
-        # stdout left alone: rich's default sent the results (`> out.jsonl`) to the terminal through the bar's console
-        progress = Progress(console=Console(stderr=True), transient=True, auto_refresh=False, redirect_stdout=False)
-        # files done, or for a lone file (an hour of audio: tens of seconds) its seconds analysed, window by window
-        task = progress.add_task("analysing" if len(todo) > 1 else escape(one_line(f"analysing {todo[0].name}")),
-                                 total=len(todo) if len(todo) > 1 else None)
-        progress.start()
+    if _progress_on() and todo:  # files done, or for a lone file its seconds analysed, window by window
+        progress, task = _bar("analysing", len(todo)) if len(todo) > 1 else _bar(f"analysing {todo[0].name}")
 
     def one_file(path: str, done: float, total: Optional[float]) -> None:
-        progress.update(task, completed=done, total=max(total, done) if total else None)
-        progress.refresh()
+        _show_seconds(progress, task, done, total)
 
     on_window = one_file if progress is not None and len(todo) == 1 else None
 
@@ -362,6 +370,24 @@ def tags_cmd(
         raise typer.Exit(1)
 
 
+@contextlib.contextmanager
+def _file_bar(path: Path) -> Iterator[Optional[Callable[[float], None]]]:
+    """While the body analyses one file in this process, a bar of its seconds analysed (out of its header's length)
+    when stderr is a terminal: yields the `on_window(seconds done)` hook that draws it (None: no bar), called between
+    decoder calls, when fd 2 is the terminal's."""
+    if not _progress_on():
+        yield None
+        return
+    from .analyze import header_seconds
+
+    total = header_seconds(path)
+    progress, task = _bar(f"analysing {path.name}")
+    try:
+        yield lambda done: _show_seconds(progress, task, done, total)
+    finally:
+        progress.stop()
+
+
 @app.command("analysis")
 def analysis_cmd(
     path: Path = typer.Argument(..., help="One audio file."),
@@ -386,7 +412,8 @@ def analysis_cmd(
     try:
         with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
             try:
-                result = analyse(path)
+                with _file_bar(path) as on_window:  # gone before anything else is printed
+                    result = analyse(path, on_window)
             except SongfeatError as e:
                 raise fail(str(e), 1) from None
         for w in captured.warnings:

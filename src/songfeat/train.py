@@ -415,11 +415,11 @@ def _progress(show: bool, total: int, desc: str):
     on the terminal where stderr was)."""
     if not show:
         return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                 console=Console(stderr=True), transient=False)
+    from .progress import bar
+
+    p = bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
     p.start()
     return p, p.add_task(desc, total=total)
 

@@ -273,12 +273,11 @@ def collect(
     sp = spotify_api.make_client(cid, secret, api, token)
     report = CollectReport(out=out, state=state_path)
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, disable=not (progress and console.is_terminal))
+    from ..progress import bar as new_bar
+
+    bar = new_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), show=progress)
     try:
         with bar:
             counts = {g: 0 for g in genre_list}

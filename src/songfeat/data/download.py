@@ -383,12 +383,11 @@ def download(
                 local.session = requests.Session()
             return download_one(local.session, tid, url, out, policy, timeout, stop)
 
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        console = Console(stderr=True)
-        bar = Progress(TextColumn("downloading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                       console=console, disable=not (progress and console.is_terminal))
+        from ..progress import bar as new_bar
+
+        bar = new_bar(TextColumn("downloading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), show=progress)
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="songfeat-download")
         try:
             with bar:

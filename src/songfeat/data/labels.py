@@ -54,6 +54,7 @@ _URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
 _URL = re.compile(r"^https?://open\.spotify\.com/(?:intl-[a-z-]+/)?track/([0-9A-Za-z]+)(?:[/?#].*)?$")
 _FREE_ID = re.compile(r"[^\s/\\\x00-\x1f\x7f]{1,200}")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")  # an id like -5 or 2.5 in a numbered table
+_WHOLE = re.compile(r"(\d+)(?:\.0*)?")  # 2, or 2.0 as pandas writes the ids of a column with a blank (a float column)
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "track_id": ("track_id", "id", "spotify_id", "track_uri", "uri", "trackid", "spotify_track_id"),
@@ -120,13 +121,14 @@ def spotify_id_in(text: str) -> str | None:
 
 
 def _fma_id(raw: object) -> str | None:
-    """FMA's numeric id as its audio files name it (zero-padded to 6 digits); None if not a number."""
+    """FMA's numeric id as its audio files name it (zero-padded to 6 digits), from a whole number of 0 or more, also
+    written as a float (`2.0`: pandas writes a column of ids so when one is blank); None if not one."""
     if isinstance(raw, (int, np.integer)):
         n = int(raw)
     elif isinstance(raw, float) and raw.is_integer():
         n = int(raw)
-    elif isinstance(raw, str) and raw.strip().isdigit():
-        n = int(raw.strip())
+    elif isinstance(raw, str) and (m := _WHOLE.fullmatch(raw.strip())):
+        n = int(m.group(1))
     else:
         return None
     return f"{n:0{FMA_ID_WIDTH}d}" if n >= 0 else None  # 0 too: a researcher's own clips are often numbered from 0

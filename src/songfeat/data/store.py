@@ -353,12 +353,12 @@ def _progress(enabled: bool, total: int, completed: int):
     """A rich progress bar on stderr, or None when disabled or stderr is not a terminal."""
     if not enabled or not sys.stderr.isatty():
         return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("building store"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=False,
-                   auto_refresh=False)  # refreshed by the builder: a refresh thread could write into a decoder capture
+    from ..progress import bar as new_bar
+
+    bar = new_bar(TextColumn("building store"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  transient=False, auto_refresh=False)  # refreshed by the builder: a refresh thread could write into a decoder capture
     bar.start()
     bar.add_task("build", total=total, completed=completed)
     return bar
