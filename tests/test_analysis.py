@@ -98,6 +98,45 @@ def test_steady_audio_is_one_section(tmp_path: Path) -> None:
     assert len(r["sections"]) == 1
 
 
+def _loop(bpm: float, chord_beats: float, seconds: float, key: int = 0, mode: int = 1) -> np.ndarray:
+    """Rock drums at `bpm` under I-IV-V-I chords (i-iv-V-i in minor) of `chord_beats` beats each, repeated unchanged."""
+    chords = synth.chord_progression(key, mode, seconds, chord_seconds=chord_beats * 60.0 / bpm)
+    return (synth.drum_pattern(bpm, synth.ROCK[0], seconds) + chords).astype(np.float32)
+
+
+@pytest.mark.parametrize("bpm, chord_beats, seconds", [(120.0, 2, 45.0), (110.0, 4, 60.0), (90.0, 4, 60.0)])
+def test_a_steady_loop_is_one_section(tmp_path: Path, bpm: float, chord_beats: float, seconds: float) -> None:
+    # Foote's kernel weighs most the second either side of each instant, so every chord change of the loop (4 s, 8.7 s,
+    # 10.7 s long here) was a change of section: 45 s of it had 4 sections, 60 s 6 and 7
+    r = audio_analysis(_write(tmp_path, "loop", _loop(bpm, chord_beats, seconds)))
+    assert len(r["sections"]) == 1, [s["start"] for s in r["sections"]]
+
+
+@pytest.mark.parametrize("kind", ["quiet_then_loud", "key_change_and_back"])
+def test_a_loop_that_changes_is_split_where_it_changes(tmp_path: Path, kind: str) -> None:
+    # the loop's own chord changes outweighed the change of part: the boundary fell on the chord 2 s after it, and
+    # more came inside the parts
+    if kind == "quiet_then_loud":  # sustained chords 26 dB down, then drums under chords in another key
+        quiet = 0.05 * synth.chord_progression(0, 1, 20.0, chord_seconds=2.0)
+        y = np.concatenate([quiet, _loop(120.0, 4, 20.0, key=7)])
+        joins = [20.0]
+    else:  # a verse, a chorus in A minor, the verse again
+        y = np.concatenate([_loop(120.0, 4, 20.0), _loop(120.0, 4, 20.0, key=9, mode=0), _loop(120.0, 4, 20.0)])
+        joins = [20.0, 40.0]
+    starts = _starts(audio_analysis(_write(tmp_path, kind, y))["sections"])
+    assert starts.size == len(joins) + 1 and np.all(np.abs(starts[1:] - joins) <= 1.0), starts
+
+
+def test_a_change_of_tempo_starts_a_section_with_its_own_tempo(tmp_path: Path) -> None:
+    # the same drums at 90 and then 140 BPM: the boundary rested on a timbre change of 0.26 (the floor is 0.2), and the
+    # second section read 93.5 BPM at confidence 0, the beats' tempo (the beats keep the track's period throughout)
+    y = np.concatenate([synth.drum_pattern(90.0, synth.ROCK[0], 20.0), synth.drum_pattern(140.0, synth.ROCK[0], 20.0)])
+    secs = audio_analysis(_write(tmp_path, "tempo", y))["sections"]
+    assert len(secs) == 2 and abs(secs[1]["start"] - 20.0) <= 1.0, [s["start"] for s in secs]
+    for s, bpm in zip(secs, (90.0, 140.0)):
+        assert s["tempo"] == pytest.approx(bpm, rel=0.04) and s["tempo_confidence"] > 0.5, s
+
+
 # --- segments -------------------------------------------------------------------------------------
 
 

@@ -614,7 +614,7 @@ def estimate_tempo(env: np.ndarray, fps: float, comb_weight: float | None = None
     hi = min(ac.size - 2, int(math.ceil(fps * 60.0 / TEMPO_MIN)))
     lags = np.arange(lo, hi + 1)
     # 1) the strongest pulse level: harmonic support under librosa's broad prior
-    support = _harmonic_support(ac, lags.astype(np.float64))
+    support = harmonic_support(ac, lags.astype(np.float64))
     score = np.clip(support, 0, None) * _tempo_prior(60.0 * fps / lags, PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES)
     pulse = _refine_period(ac, float(lags[int(np.argmax(score))]))
     # 2) which octave of that pulse is the beat: catalogue prior, comb evidence, onsets per beat
@@ -631,7 +631,7 @@ def estimate_tempo(env: np.ndarray, fps: float, comb_weight: float | None = None
     for p in (period * 2, period / 2):
         t = 60.0 * fps / p
         if 30.0 <= t <= 300.0:
-            alts.append((_harmonic_support(ac, p), t))
+            alts.append((harmonic_support(ac, p), t))
     alts.sort(key=lambda a: -a[0])
     return float(tempo), conf, [round(float(t), 3) for _, t in alts], ac, period
 
@@ -652,7 +652,7 @@ DUPLE_GRID = (0.5, 1.0, 2.0, 4.0)  # multiples of a beat period whose periodicit
 COMB_8 = tuple(float(j) for j in range(1, 9))
 
 
-def _harmonic_support(ac: np.ndarray, period: float | np.ndarray) -> float | np.ndarray:
+def harmonic_support(ac: np.ndarray, period: float | np.ndarray) -> float | np.ndarray:
     """Evidence for a beat period: mean autocorrelation at its half, itself, 2x and 4x (a duple metrical grid).
 
     Including the half period (the eighth-note subdivision) is what keeps 3-3-2 (dembow, tresillo)
