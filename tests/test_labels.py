@@ -406,3 +406,11 @@ def test_whole_numbers_written_as_floats_are_numbered_ids(tmp_path):
     (audio / "2.mp3").write_bytes(b"ID3")
     rows, missing = pair_labels_audio(written, audio)
     assert rows["track_id"].tolist() == ["000002"] and missing == ["000005"]
+
+
+def test_a_numbered_id_of_thousands_of_digits_is_read_not_a_traceback(tmp_path):
+    # int() refuses strings of over 4,300 digits: read_labels raised ValueError from inside the id parser
+    p = tmp_path / "long.csv"
+    p.write_text("track_id,energy\n1,0.5\n2,0.4\n" + "7" * 5000 + ",0.3\n")
+    t = read_labels(p)
+    assert t.frame["track_id"].tolist() == ["000001", "000002", "7" * 5000]

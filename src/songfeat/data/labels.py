@@ -128,7 +128,8 @@ def _fma_id(raw: object) -> str | None:
     elif isinstance(raw, float) and raw.is_integer():
         n = int(raw)
     elif isinstance(raw, str) and (m := _WHOLE.fullmatch(raw.strip())):
-        n = int(m.group(1))
+        # padded as text: int() refuses strings of over 4,300 digits (a ValueError from deep inside read_labels)
+        return (m.group(1).lstrip("0") or "0").zfill(FMA_ID_WIDTH)
     else:
         return None
     return f"{n:0{FMA_ID_WIDTH}d}" if n >= 0 else None  # 0 too: a researcher's own clips are often numbered from 0
