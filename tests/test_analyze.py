@@ -807,3 +807,19 @@ def test_cli_error_lines_name_a_file_as_the_outputs_do_and_once(tmp_path):
     assert f"songfeat: error: {tmp_path}/bad\\xe9.wav: empty file (0 bytes)" in lines, lines
     assert "\\udc" not in p.stderr
     assert sum("missing.wav" in ln for ln in lines) == 1 and lines[-1] == "songfeat: 2 of 2 inputs failed", lines
+
+
+def test_ray_only_options_are_refused_with_the_local_engine(tmp_path):
+    # --address, --batch-size and --chunk-size are read by --engine ray alone; with the local engine they were ignored
+    # without a word, so `analyze music/ --address auto` analysed locally as if the cluster had been asked for.
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    song = tmp_path / "s.wav"
+    write(song, music(1.5))
+    r = CliRunner().invoke(app, ["analyze", str(song), "--address", "auto"])
+    assert r.exit_code == 2 and "--address is for --engine ray" in r.output, r.output
+    r = CliRunner().invoke(app, ["analyze", str(song), "--batch-size", "16", "--chunk-size", "3"])
+    assert r.exit_code == 2 and "--batch-size, --chunk-size are for --engine ray" in r.output, r.output
+    assert "danceability" not in r.output  # refused before any analysis

@@ -1628,3 +1628,17 @@ def test_an_index_from_before_failed_analyses_still_opens(tmp_path):
     assert idx.cached_analysis("abc", "v1") == "{}" and idx.failed_analysis("abc", "v1") is None
     idx.store_analysis_failure("abc", "v2", "not a readable audio file")
     assert Index(db, model="test").failed_analysis("abc", "v2") == "not a readable audio file"
+
+
+def test_a_library_that_is_a_file_is_named_as_such(tmp_path):
+    # `serve --library song.wav` said "song.wav: no such folder", of a file that plainly exists.
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    song = tmp_path / "song.wav"
+    make_clip(song, seconds=1.0)
+    r = CliRunner().invoke(app, ["serve", "--library", str(song)])
+    assert r.exit_code == 2 and f"{song}: not a folder" in r.output, r.output
+    r = CliRunner().invoke(app, ["serve", "--library", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "no such folder" in r.output, r.output

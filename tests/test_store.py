@@ -191,6 +191,19 @@ def test_cli_exit_code_and_errors(built, tmp_path):
     assert r.stderr.strip().startswith(f"songfeat: error: {built['labels'] / 'store'}: cannot create the store folder (")
 
 
+def test_cli_address_needs_the_ray_engine(built, tmp_path):
+    # build --address is read by --engine ray alone; with the local engine it was ignored without a word
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    r = CliRunner().invoke(app, ["build", "--labels", str(built["labels"]), "--audio", str(built["audio"]),
+                                 "--out", str(tmp_path / "x"), "--address", "auto"])
+    assert r.exit_code == 2 and r.stderr.strip() == ("songfeat: error: --address is for --engine ray; the local engine "
+                                                     "has no use for it"), r.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_dropped_label_rows_are_named(tmp_path):
     from typer.testing import CliRunner
 

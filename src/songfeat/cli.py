@@ -36,6 +36,16 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def _ray_only(ctx: typer.Context, engine: str, options: dict[str, str]) -> None:
+    """Refuse options that only --engine ray reads when given with the local engine (`options`: parameter name ->
+    option name): they used to be ignored without a word."""
+    given = [flag for name, flag in options.items()  # by name: typer's ParameterSource is not click's
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+    if engine == "local" and given:
+        raise fail(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray; the local engine has no use "
+                   f"for {'it' if len(given) == 1 else 'them'}")
+
+
 def _os_error(e: OSError) -> str:
     """'<file>: <reason>' for an OSError (a full disk, a permission, a vanished file), as SongfeatError reads."""
     return f"{e.filename}: {e.strerror or e}" if e.filename else str(e)
@@ -169,6 +179,7 @@ def _report(out, verbose: bool, say) -> None:
 
 @app.command()
 def analyze(
+    ctx: typer.Context,
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
@@ -189,6 +200,7 @@ def analyze(
         return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size)
     if engine != "local":
         raise fail(f"--engine must be local or ray, not {engine!r}")
+    _ray_only(ctx, engine, {"address": "--address", "batch_size": "--batch-size", "chunk_size": "--chunk-size"})
     workers = _local_workers(workers)
     from .analyze import analyze_many, auto_workers
     from .audio import scan_inputs
@@ -682,6 +694,7 @@ def check_behaviour_cmd(
 
 @app.command("build")
 def build_cmd(
+    ctx: typer.Context,
     labels: Path = typer.Option(..., "--labels", help="Label CSV in any supported Spotify-style schema (see docs/store.md)."),
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
     out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
@@ -703,6 +716,7 @@ def build_cmd(
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
+    _ray_only(ctx, engine, {"address": "--address"})
     if engine == "local":
         workers = _local_workers(workers) or 2
     if engine == "ray":
@@ -956,7 +970,7 @@ def serve_cmd(
     from .serve import check_cors_origin, check_token, is_loopback, listen, run
 
     if not library.is_dir():
-        raise fail(f"{library}: no such folder")
+        raise fail(f"{library}: {'not a folder' if library.exists() else 'no such folder'}")
     try:
         check_token("" if token is None and os.environ.get("SONGFEAT_TOKEN") == "" else token)  # click reads "" as unset
     except ValueError as e:
