@@ -319,3 +319,17 @@ def test_a_wav_whose_header_was_never_finished_is_read(tmp_path):
     header_only = tmp_path / "header.wav"
     sf.write(header_only, np.zeros(0, np.float32), SAMPLE_RATE, format="WAV")
     assert load_audio(header_only).size == 0  # nothing after the header: still nothing (refused as 'no audio frames')
+
+
+def test_a_served_librarys_own_folder_is_not_walked(tmp_path):
+    # `analyze library/` took serve's stored uploads (library/.songfeat/uploads/*.mp3) for library tracks
+    from songfeat.audio import scan_inputs
+
+    (tmp_path / ".songfeat" / "uploads").mkdir(parents=True)
+    (tmp_path / ".songfeat" / "uploads" / "up.wav").write_bytes(b"RIFF")
+    (tmp_path / "song.wav").write_bytes(b"RIFF")
+    files, errors, notes = scan_inputs([tmp_path])
+    assert files == [tmp_path / "song.wav"] and not errors
+    assert notes == [f"{tmp_path / '.songfeat'}: songfeat serve's own folder (its index and uploads); not walked"]
+    files, _, _ = scan_inputs([tmp_path / ".songfeat"])  # named, it is walked
+    assert files == [tmp_path / ".songfeat" / "uploads" / "up.wav"]

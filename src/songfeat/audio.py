@@ -587,6 +587,9 @@ def check_first_window(path: str | Path, w: np.ndarray, seconds: float = WINDOW_
         check_usable(path, w.size, sound_peak(w), sr)
 
 
+DATA_DIR = ".songfeat"  # `songfeat serve`'s own folder inside a library (its index and stored uploads)
+
+
 def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], list[str]]:
     """Expand files and folders into the audio files to analyse, accounting for every input.
 
@@ -596,7 +599,8 @@ def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], 
     unreadable files or folders, FIFOs, sockets and devices (checked with stat only, never opened,
     so a FIFO cannot block the walk). Symlinks to folders are followed once: a folder already
     walked (a link back to an ancestor, or a second way into the same folder) is not walked again,
-    and gets a note instead. Files come sorted within each input; repeats are dropped.
+    and gets a note instead. A served library's own `.songfeat` folder (`DATA_DIR`: the index and stored uploads) is
+    not walked either, with a note (name it to take its files). Files come sorted within each input; repeats are dropped.
     """
     files: list[Path] = []
     errors: list[AudioError] = []
@@ -632,7 +636,9 @@ def scan_inputs(paths: list[str | Path]) -> tuple[list[Path], list[AudioError], 
                 if q.suffix.lower() in AUDIO_EXTENSIONS:
                     errors.append(_stat_error(q, e))
                 continue  # a broken link without an audio name is not an input
-            if stat.S_ISDIR(est.st_mode):
+            if stat.S_ISDIR(est.st_mode) and entry.name == DATA_DIR:
+                notes.append(f"{q}: songfeat serve's own folder (its index and uploads); not walked")
+            elif stat.S_ISDIR(est.st_mode):
                 walk(q, est)
             elif q.suffix.lower() in AUDIO_EXTENSIONS:
                 take(q, est)

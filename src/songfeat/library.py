@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .audio import capture_output
+from .audio import DATA_DIR, capture_output  # DATA_DIR: inside the library folder, the database and stored uploads
 from .errors import SongfeatError
 from .provenance import MEASURING_CODE, source_digest, weights_digest
 
-DATA_DIR = ".songfeat"  # inside the library folder: the database and stored uploads (never scanned)
 DB_NAME = "library.db"
 UPLOADS = "uploads"
 SERVE_LOCK = "serve.lock"  # beside the index: held by the one server using it (and its uploads folder)

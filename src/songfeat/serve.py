@@ -423,7 +423,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
                 pending = [e.path for e in entries.values() if e.state == "pending"]
         if pending:
             after = library.retry_after(len(pending))
-            raise ApiError(503, f"{len(pending)} of these tracks are not analysed yet; retry after {after} s "
+            raise ApiError(503, f"{len(pending)} of these tracks {'is' if len(pending) == 1 else 'are'} not analysed yet; retry after {after} s "
                                 "(or add wait=true)", {"Retry-After": str(after)})
         return entries
 
