@@ -1110,17 +1110,23 @@ def test_empty_id_is_named(tmp_path):
             assert r.status_code == 400 and "invalid id ''" in r.json()["error"]["message"], r.text
 
 
-def test_repeated_ids_parameters_are_all_looked_up(tmp_path):
-    # `?ids=a&ids=b` answered for b alone: one entry for two ids asked, so an app zipping ids with answers misread them
-    from songfeat.serve import create_app
-
+def analysed_library(tmp_path, ident: str) -> Library:
+    """A library (tmp_path/music) of one clip named `ident`, indexed and marked analysed with features {"id": ident}."""
     root = tmp_path / "music"
-    make_clip(root / f"{SPOTIFY_IDS[1]}.wav", seconds=1.0)
+    make_clip(root / f"{ident}.wav", seconds=1.0)
     lib = Library(root, workers=1, model="test")
     lib.scan()
     con = lib.index.conn()
     with con:
-        con.execute("UPDATE tracks SET state='done', features=?", (json.dumps({"id": SPOTIFY_IDS[1]}),))
+        con.execute("UPDATE tracks SET state='done', features=?", (json.dumps({"id": ident}),))
+    return lib
+
+
+def test_repeated_ids_parameters_are_all_looked_up(tmp_path):
+    # `?ids=a&ids=b` answered for b alone: one entry for two ids asked, so an app zipping ids with answers misread them
+    from songfeat.serve import create_app
+
+    lib = analysed_library(tmp_path, SPOTIFY_IDS[1])
     with serving(create_app(lib, start=False)) as base:
         r = requests.get(base + "/v1/audio-features", params=[("ids", SPOTIFY_IDS[0]), ("ids", f"{SPOTIFY_IDS[1]},{SPOTIFY_IDS[0]}")])
         assert r.status_code == 200 and r.json() == {"audio_features": [None, {"id": SPOTIFY_IDS[1]}, None]}, r.text
@@ -1284,13 +1290,7 @@ def test_a_trailing_slash_is_the_path_without_it_never_a_redirect(tmp_path):
     # `/v1/audio-features/{id}/` got Starlette's 307 to a Location built from the request's Host header
     from songfeat.serve import create_app
 
-    root = tmp_path / "music"
-    make_clip(root / f"{SPOTIFY_IDS[0]}.wav", seconds=1.0)
-    lib = Library(root, workers=1, model="test")
-    lib.scan()
-    con = lib.index.conn()
-    with con:
-        con.execute("UPDATE tracks SET state='done', features=?", (json.dumps({"id": SPOTIFY_IDS[0]}),))
+    lib = analysed_library(tmp_path, SPOTIFY_IDS[0])
     evil = [("Host", "evil.example"), *auth().items()]
     with serving(create_app(lib, token=TOKEN, start=False)) as base:
         for path in ("/healthz", f"/v1/audio-features/{SPOTIFY_IDS[0]}", f"/v1/audio-features?ids={SPOTIFY_IDS[0]}",
