@@ -375,6 +375,13 @@ def test_build_reports_bad_inputs_and_keeps_stderr_clean(tmp_path, example_clip)
     assert sum("decoder reported" in ln for ln in p.stderr.splitlines()) == 1, p.stderr
     rep = json.loads((out / "report.json").read_text())
     assert [w["track_id"] for w in rep["warnings"]] == [ids[12]]
+    # a rerun tries the three again, in worker processes as before: they fail again, the built clips' warnings stay
+    p = subprocess.run([sys.executable, "-m", "songfeat.cli", "build", "--labels", str(tmp_path / "labels.csv"),
+                        "--audio", str(audio), "--out", str(out), "-j", "2", "--no-descriptors"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "retried 3 that failed before, now built 0; 3 failed;" in p.stdout, p.stderr
+    assert pd.read_csv(out / "report.csv").set_index("track_id")["reason"].to_dict() == reasons
+    assert json.loads((out / "report.json").read_text())["warnings"] == rep["warnings"]
 
 
 def _pid_then_sleep(path: str) -> None:

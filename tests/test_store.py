@@ -156,11 +156,20 @@ def test_bad_audio_is_reported_not_fatal(built):
     assert not (out / "work").exists()
 
 
-def test_rerun_on_complete_store_is_a_no_op(built):
-    before = (built["out"] / "features.npy").stat().st_mtime_ns
-    r = build_store(built["labels"], built["audio"], built["out"], workers=1, progress=False)
-    assert r.built == len(built["ids"]) and r.resumed == r.planned
-    assert (built["out"] / "features.npy").stat().st_mtime_ns == before
+def test_rerun_retries_failed_clips_and_leaves_the_built_ones(built):
+    # the four bad files fail for good: a rerun tries them again, fails them again, and changes nothing else
+    out = built["out"]
+    kept = ("features.npy", "index.parquet", "labels.parquet", "descriptors.parquet", "manifest.json")
+    before = {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in kept}
+    csv_before = (out / "report.csv").read_text()
+    r = build_store(built["labels"], built["audio"], out, workers=1, progress=False)
+    assert r.built == len(built["ids"]) and r.resumed == len(built["ids"]) and (r.retried, r.recovered) == (4, 0)
+    assert {f["track_id"] for f in r.failed} == set(built["bad"])
+    assert {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in kept} == before
+    assert (out / "report.csv").read_text() == csv_before
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["failed"] == 4 and rep["retried"] == 4 and rep["recovered"] == 0
+    assert not (out / "work").exists() and not (out / ".work.tmp").exists()
 
 
 def test_different_inputs_are_refused(built):
@@ -182,6 +191,9 @@ def test_cli_exit_code_and_errors(built, tmp_path):
     assert r.exit_code == 1, r.output  # clips failed ...
     assert open_store(out).ids() == sorted(built["ids"])  # ... but the store is written
     assert "built 7 of 11 clips" in r.stdout and "songfeat: error:" in r.stderr
+    r = runner.invoke(app, ["build", "--labels", str(built["labels"]), "--audio", str(built["audio"]),
+                            "--out", str(out), "-j", "1", "--no-descriptors"])
+    assert r.exit_code == 1 and "(7 from an earlier run; retried 4 that failed before, now built 0; 4 failed;" in r.stdout
     r = runner.invoke(app, ["build", "--labels", str(tmp_path / "missing.csv"), "--audio", str(built["audio"]), "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and r.stderr.strip() == f"songfeat: error: {tmp_path / 'missing.csv'}: no such file"
     # an --out that cannot be a folder (under a file here; read-only places alike) printed a PermissionError traceback
@@ -455,3 +467,125 @@ def test_damaged_store_files_are_named(tmp_path):
     s = damaged("labels.parquet", None)
     with pytest.raises(SongfeatError, match="labels.parquet: missing from the store"):
         open_store(s).labels()
+
+
+def _corrupt(path: Path) -> None:
+    path.write_bytes(b"RIFF" + bytes(range(256)) * 16)  # a .wav no decoder reads
+
+
+def test_rerun_builds_clips_fixed_since_and_equals_a_clean_build(tmp_path):
+    """A clip that failed (an unreadable file, replaced since) is built by a rerun; the other clips are not recomputed."""
+    labels, audio, ids = make_dataset(tmp_path, 4, seconds=2.0)
+    fixed = {t: (audio / f"{t}.wav").read_bytes() for t in (ids[1], ids[2])}
+    for t in fixed:
+        _corrupt(audio / f"{t}.wav")
+    out = tmp_path / "s"
+    first = build_store(labels, audio, out, workers=1, progress=False)
+    assert first.built == 2 and {f["track_id"] for f in first.failed} == set(fixed)
+    rows_before = {t: open_store(out).features(t).tobytes() for t in open_store(out).ids()}
+    again = build_store(labels, audio, out, workers=1, progress=False)  # still broken: failed again, nothing changes
+    assert (again.retried, again.recovered, len(again.failed)) == (2, 0, 2)
+    for t, data in fixed.items():
+        (audio / f"{t}.wav").write_bytes(data)
+
+    r = build_store(labels, audio, out, workers=1, progress=False)
+    assert r.ok and r.built == 4 and r.resumed == 2 and (r.retried, r.recovered) == (2, 2)
+    store = open_store(out)
+    assert store.ids() == sorted(ids) and store.manifest["built"] == 4 and store.manifest["failed"] == 0
+    for t, data in rows_before.items():
+        assert store.features(t).tobytes() == data  # copied, not recomputed
+    assert pd.read_csv(out / "report.csv").empty
+    rep = json.loads((out / "report.json").read_text())
+    assert (rep["built"], rep["failed"], rep["failures"], rep["retried"], rep["recovered"]) == (4, 0, [], 2, 2)
+    assert not (out / "work").exists()
+
+    clean = tmp_path / "clean"
+    build_store(labels, audio, clean, workers=1, progress=False)
+    a, b = open_store(out), open_store(clean)
+    np.testing.assert_array_equal(a.array(), b.array())
+    pd.testing.assert_frame_equal(a.index(), b.index())
+    pd.testing.assert_frame_equal(a.descriptors(), b.descriptors())
+    pd.testing.assert_frame_equal(a.labels(), b.labels())
+
+    mtime = (out / "features.npy").stat().st_mtime_ns
+    r = build_store(labels, audio, out, workers=1, progress=False)  # nothing failed: a rerun does nothing
+    assert r.resumed == 4 and r.retried == 0 and (out / "features.npy").stat().st_mtime_ns == mtime
+
+
+def test_an_interrupted_retry_loses_nothing(tmp_path, monkeypatch):
+    """Stopped while retrying, then killed while merging: each rerun goes on, and the store ends as a clean build."""
+    from songfeat import atomic
+    from songfeat.data import store as st
+
+    labels, audio, ids = make_dataset(tmp_path, 5, seconds=2.0)
+    fixed = {t: (audio / f"{t}.wav").read_bytes() for t in ids[1:4]}
+    for t in fixed:
+        _corrupt(audio / f"{t}.wav")
+    out = tmp_path / "s"
+    build_store(labels, audio, out, workers=1, progress=False)
+    for t, data in fixed.items():
+        (audio / f"{t}.wav").write_bytes(data)
+
+    real = st.process_clip
+    seen = []
+
+    def stop_at_second(path, spec_dict, with_descriptors=True):
+        seen.append(path)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(path, spec_dict, with_descriptors)
+
+    monkeypatch.setattr(st, "process_clip", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        build_store(labels, audio, out, workers=1, progress=False)
+    monkeypatch.setattr(st, "process_clip", real)
+    store = open_store(out)  # still the finished store it was, readable while its retry waits
+    assert store.ids() == sorted([ids[0], ids[4]]) and len(store.report()["failures"]) == 3
+    assert (out / "work" / "retry.json").exists()
+
+    real_replacing = atomic.replacing
+
+    def die_before_report(path, *a, **k):
+        if Path(path).name == "report.json":
+            raise OSError(28, "No space left on device")
+        return real_replacing(path, *a, **k)
+
+    monkeypatch.setattr(atomic, "replacing", die_before_report)
+    with pytest.raises(OSError):  # features.npy is merged, the tables are half written
+        build_store(labels, audio, out, workers=1, progress=False)
+    monkeypatch.setattr(atomic, "replacing", real_replacing)
+    with pytest.raises(SongfeatError, match="incomplete"):
+        open_store(out)
+
+    r = build_store(labels, audio, out, workers=1, progress=False)
+    assert r.ok and r.resumed == 5 and (r.retried, r.recovered) == (3, 3)
+    clean = tmp_path / "clean"
+    build_store(labels, audio, clean, workers=1, progress=False)
+    a, b = open_store(out), open_store(clean)
+    assert a.ids() == sorted(ids) and a.manifest["complete"]
+    np.testing.assert_array_equal(a.array(), b.array())
+    pd.testing.assert_frame_equal(a.index(), b.index())
+    pd.testing.assert_frame_equal(a.descriptors(), b.descriptors())
+    assert not (out / "work").exists() and pd.read_csv(out / "report.csv").empty
+
+
+def test_cli_rerun_retries_clips_that_timed_out(tmp_path):
+    """A --timeout too low fails clips in the worker pool; the same command without it builds them."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    labels, audio, ids = make_dataset(tmp_path, 13, seconds=1.5)  # over SERIAL_MAX: worker processes, a time limit
+    out = tmp_path / "s"
+    args = ["build", "--labels", str(labels), "--audio", str(audio), "--out", str(out), "-j", "2", "--no-descriptors"]
+    r = CliRunner().invoke(app, [*args, "--timeout", "0.001"])
+    assert r.exit_code == 1 and "timed out" in r.stderr, r.output
+    failed = json.loads((out / "report.json").read_text())["failed"]
+    assert failed >= 1
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert f"built 13 of 13 clips into {out} ({13 - failed} from an earlier run; retried {failed} that failed before, " \
+           f"now built {failed}; 0 failed;" in r.stdout
+    store = open_store(out)
+    assert store.ids() == sorted(ids) and store.report()["failures"] == []
+    np.testing.assert_array_equal(store.features(ids[5]), expected_tensor(audio / f"{ids[5]}.wav", store.spec))

@@ -697,7 +697,7 @@ def build_cmd(
     ctx: typer.Context,
     labels: Path = typer.Option(..., "--labels", help="Label CSV in any supported Spotify-style schema (see docs/store.md)."),
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
-    out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build."),
+    out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build, or to try the clips that failed again."),
     frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense, logmel or musicnn (tagger tags + embeddings, see docs/musicnn.md)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process); default 2, "
@@ -742,7 +742,8 @@ def build_cmd(
     dropped = report.label_rows_dropped_lines
     _echo_dropped(dropped, f"see {out / 'report.json'}")  # as evaluate-audio and train-heads say them
     _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
-    typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; "
+    retried = f"retried {report.retried} that failed before, now built {report.recovered}; " if report.retried else ""
+    typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; {retried}"
                f"{len(report.failed)} failed; {len(dropped)} label rows dropped, {report.labels_without_audio} labels "
                f"without audio, {report.audio_without_labels} audio files without labels; "
                f"{report.clips_per_second:.2f} clips/s)")

@@ -4,8 +4,9 @@
 30-s window, cut or tiled by `frontend.fit_window`) and its descriptors (over the whole file, window
 by window), and the parent writes each result straight into a preallocated memory-mapped ``.npy``
 at the clip's row, then appends a line to a journal. A rerun after a crash (even SIGKILL) skips the
-rows the journal lists, so the finished store equals an uninterrupted build. Memory stays flat: the
-parent holds at most a few in-flight results, never the whole array.
+rows the journal lists, so the finished store equals an uninterrupted build. A rerun on a finished store
+tries its failed clips again (the built ones are kept as they are) and merges those built now in. Memory
+stays flat: the parent holds at most a few in-flight results, never the whole array.
 
 Layout of a finished store (see docs/store.md)::
 
@@ -49,6 +50,8 @@ REPORT_CSV = "report.csv"
 REPORT_JSON = "report.json"
 WORK = "work"  # holds the in-progress array and the journal until the build completes
 JOURNAL = "journal.jsonl"
+RETRY = "retry.json"  # in work/: this work retries the failed clips of a finished store (see _prepare_retry)
+BASE = "base.npy"  # in work/: a retried store's earlier features.npy, moved here while the new one is written
 LOCK = ".lock"  # held (flock) by the build writing the store; the OS releases it if the build dies
 COMMIT_EVERY = 8  # journal lines written (and the array flushed) together, at most this many clips apart ...
 COMMIT_SECONDS = 2.0  # ... or this many seconds apart
@@ -70,7 +73,9 @@ class BuildReport:
     out: Path
     planned: int = 0
     built: int = 0
-    resumed: int = 0  # rows already done by an earlier, interrupted run
+    resumed: int = 0  # rows already done by an earlier run (built, or failed in the run being resumed)
+    retried: int = 0  # clips that had failed in an earlier, finished build, tried again by this one
+    recovered: int = 0  # of those, the clips built now
     failed: list[dict] = field(default_factory=list)  # {track_id, path, reason}
     labels_without_audio: int = 0
     audio_without_labels: int = 0
@@ -95,7 +100,8 @@ class BuildReport:
     def to_dict(self) -> dict:
         """JSON-ready summary (the failures listed in full)."""
         return {"out": str(self.out), "planned": self.planned, "built": self.built, "failed": len(self.failed),
-                "resumed": self.resumed, "labels_without_audio": self.labels_without_audio,
+                "resumed": self.resumed, "retried": self.retried, "recovered": self.recovered,
+                "labels_without_audio": self.labels_without_audio,
                 "audio_without_labels": self.audio_without_labels, "duplicate_audio": self.duplicate_audio,
                 "label_rows": self.label_rows, "label_rows_dropped": self.label_rows_dropped,
                 "label_rows_dropped_lines": self.label_rows_dropped_lines, "columns_not_read": self.columns_not_read,
@@ -371,7 +377,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     """Build (or resume building) a store at `out` from a label table and a folder of audio named by track id.
 
     Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
-    `out` with the same inputs continues an interrupted build; different inputs raise SongfeatError.
+    `out` with the same inputs continues an interrupted build, and on a finished one tries the clips that
+    failed again (`retried`, `recovered` in the report); different inputs raise SongfeatError.
     More than SERIAL_MAX clips run in worker processes, where a clip taking over `timeout` seconds is
     stopped and failed. Nothing is printed: label columns not read (`LabelTable.unread`, before the work) and decoder
     warnings ('warning: <file>: ...'), and with `verbose` the decoders' raw lines, go to `on_message` as they happen.
@@ -428,14 +435,19 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     with _lock(out):
         work = out / WORK
         old = _read_manifest(out)
+        retrying = False  # this run tries again the clips that failed in a finished build
         if old is not None:
             _check_same_inputs(out, old, manifest, plan)
             manifest["created"] = old.get("created", manifest["created"])
-            if old.get("complete") and (out / INDEX).exists():
+            retrying = (work / RETRY).exists()  # a retry interrupted before it finished (the store may be complete)
+            if old.get("complete") and (out / INDEX).exists() and not retrying:
                 shutil.rmtree(work, ignore_errors=True)  # left behind if the last run died while tidying up
                 report = _report_from_disk(out)
-                report.seconds = time.perf_counter() - t0
-                return report
+                if not report.failed:
+                    report.seconds = time.perf_counter() - t0
+                    return report
+                _prepare_retry(out, plan, spec)  # as `analyze --resume`: what failed is tried again
+                retrying = True
         else:
             if any(p.name != LOCK for p in out.iterdir()):
                 raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
@@ -450,7 +462,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         state = np.full(len(plan), -1, dtype=np.int8)  # -1 to do, 0 failed, 1 built: one byte per clip
         for rec in _scan_journal(work / JOURNAL):
             state[int(rec["row"])] = 1 if rec.get("ok") else 0
-        final_exists = (out / FEATURES).exists()
+        final_exists = (out / FEATURES).exists() and not retrying  # a retry's features.npy is the earlier store's
         arr = None if final_exists else _RowFile(arr_path, len(plan), spec.shape)
         resumed = int((state >= 0).sum())
         todo = np.flatnonzero(state < 0).tolist() if not final_exists else []
@@ -483,7 +495,9 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 bar.refresh()
 
         try:
-            if todo and runner is None and len(todo) <= SERIAL_MAX:
+            # a retry of a pooled build goes back to worker processes, however few its clips: one that crashed or
+            # stalled its worker before would take down or hang this process
+            if todo and runner is None and len(todo) <= SERIAL_MAX and not (retrying and len(plan) > SERIAL_MAX):
                 import torch
 
                 threads = torch.get_num_threads()
@@ -505,8 +519,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
             if arr is not None:
                 arr.close()
 
-        report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec)
-        report.resumed = resumed
+        report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec,
+                           resumed=resumed, retrying=retrying)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -605,10 +619,16 @@ def _check_same_inputs(out: Path, old: dict, new: dict, plan: pd.DataFrame) -> N
 
 
 def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest: dict,
-              labels_without_audio: list[str], unlabelled: list[Path], duplicates: int, spec: FrontendSpec) -> BuildReport:
-    """Compact the finished rows into features.npy and write index, labels, descriptors, report and manifest atomically."""
+              labels_without_audio: list[str], unlabelled: list[Path], duplicates: int, spec: FrontendSpec,
+              resumed: int = 0, retrying: bool = False) -> BuildReport:
+    """Compact the finished rows into features.npy and write index, labels, descriptors, report and manifest atomically.
+
+    `retrying` (work/ made by `_prepare_retry`): the earlier store's clips are merged with the retried ones built now;
+    when none was, only report.csv/report.json are written again (the reasons may have changed), the rest is left alone.
+    """
     n = len(plan)
     state = np.full(n, -1, dtype=np.int8)
+    base_row = np.full(n, -1, dtype=np.int64)  # a retry: the clip's row in the earlier store's features.npy
     seconds = np.full(n, np.nan)
     desc_cols = {c: np.full(n, np.nan) for c in DESCRIPTOR_COLUMNS if c != "tempo_alternatives"}
     alternatives: dict[int, list] = {}
@@ -621,6 +641,7 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
             warned[i] = rec["warnings"]
         if rec.get("ok"):
             reasons.pop(i, None)
+            base_row[i] = rec.get("base", -1)
             seconds[i] = rec["audio_seconds"]
             d = rec.get("descriptors") or {}
             for c, col in desc_cols.items():
@@ -637,7 +658,12 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
         raise SongfeatError(out, f"{missing.size} clips were not processed; rerun the build to finish them")
     work = out / WORK
     final = out / FEATURES
-    if not final.exists():
+    earlier = int((base_row >= 0).sum())
+    retried, recovered = (n - earlier, len(good) - earlier) if retrying else (0, 0)
+    changed = not retrying or recovered > 0
+    if retrying and recovered:
+        _merge_retried(out, manifest, good, base_row, spec)
+    elif not retrying and not final.exists():
         src = work / FEATURES
         if len(good) == len(plan):
             os.replace(src, final)  # nothing to drop: the work array is the store
@@ -667,7 +693,8 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     desc = desc[list(DESCRIPTOR_COLUMNS)]
 
     failures = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "reason": reasons[i]} for i in bad]
-    report = BuildReport(out=out, planned=len(plan), built=len(good), failed=failures,
+    report = BuildReport(out=out, planned=len(plan), built=len(good), resumed=resumed, retried=retried,
+                         recovered=recovered, failed=failures,
                          labels_without_audio=len(labels_without_audio), audio_without_labels=len(unlabelled),
                          duplicate_audio=duplicates, label_rows=len(table.frame), label_rows_dropped=table.drop_counts(),
                          label_rows_dropped_lines=table.dropped_lines(), columns_not_read=table.unread)
@@ -678,20 +705,100 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     rep["warnings"] = [{"track_id": plan["track_id"].iat[i], "path": plan["path"].iat[i], "warnings": w}
                        for i, w in sorted(warned.items())]  # e.g. decoder errors skipped in a clip that was built
 
-    for df, name in ((index, INDEX), (lab, LABELS), (desc, DESCRIPTORS)):
+    for df, name in ((index, INDEX), (lab, LABELS), (desc, DESCRIPTORS)) if changed else ():
         with atomic.temp_beside(out / name) as tmp:
             df.to_parquet(tmp)
     with atomic.temp_beside(out / REPORT_CSV) as tmp:
         pd.DataFrame(failures, columns=["track_id", "path", "reason"]).to_csv(tmp, index=False)
     with atomic.replacing(out / REPORT_JSON, encoding="utf-8") as f:
         json.dump(rep, f, indent=2)
-    manifest = {**manifest, "complete": True, "built": len(good), "failed": len(bad),
-                "labels_without_audio": len(labels_without_audio), "audio_without_labels": len(unlabelled),
-                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "shape": [len(good), *spec.shape]}
-    with atomic.replacing(out / MANIFEST, encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-    shutil.rmtree(out / WORK, ignore_errors=True)
+    if changed:  # a retry that built nothing leaves the manifest as it was: complete, the same counts
+        manifest = {**manifest, "complete": True, "built": len(good), "failed": len(bad),
+                    "labels_without_audio": len(labels_without_audio), "audio_without_labels": len(unlabelled),
+                    "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "shape": [len(good), *spec.shape]}
+        with atomic.replacing(out / MANIFEST, encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+    (work / RETRY).unlink(missing_ok=True)  # first: a work/ left without it by a crash here is only removed by a rerun
+    shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _merge_retried(out: Path, manifest: dict, good: list[int], base_row: np.ndarray, spec: FrontendSpec) -> None:
+    """Write features.npy anew, in plan order, from the earlier store's rows and the retried clips built now.
+
+    The manifest says "complete": false first (the files that follow are replaced one by one), and the earlier array
+    is moved to work/base.npy and read from there: a crash at any point is finished by the next run, from the same
+    sources, with the same result.
+    """
+    with atomic.replacing(out / MANIFEST, encoding="utf-8") as f:
+        json.dump({**manifest, "complete": False}, f, indent=2)
+    work = out / WORK
+    base = work / BASE
+    if not base.exists():
+        os.replace(out / FEATURES, base)
+    tmp = out / f".{FEATURES}.tmp"
+    b = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(good), *spec.shape))
+    del b
+    earlier = [int(base_row[i]) for i in good if base_row[i] >= 0]
+    old = _RowFile(base, _npy_layout(base)[1][0], spec.shape) if earlier else None  # a (0, C, T) array cannot be mapped
+    new = _RowFile(work / FEATURES, len(base_row), spec.shape)
+    b = _RowFile(tmp, len(good), spec.shape)
+    try:
+        for k, i in enumerate(good):  # row by row, so memory stays flat
+            os.pwrite(b.fd, old.read(int(base_row[i])) if base_row[i] >= 0 else new.read(i), b.offset + k * b.row_bytes)
+        b.sync()
+    finally:
+        for f in (old, new, b):
+            if f is not None:
+                f.close()
+    os.replace(tmp, out / FEATURES)
+
+
+def _plain(v: object) -> object:
+    """A descriptor value read back from Parquet as JSON wants it: None for NaN, a list of floats for an array."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [float(x) for x in v]
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    return float(v)
+
+
+def _prepare_retry(out: Path, plan: pd.DataFrame, spec: FrontendSpec) -> None:
+    """Turn a finished store with failed clips into work that retries them: each built clip becomes a journal line.
+
+    A line holds what the store has for its clip (audio_seconds, descriptors, warnings) and "base", its row in
+    features.npy, so the failed clips are what is left to do and `_finalise` merges both (`_merge_retried`); a built
+    clip is never computed again. Made in out/.work.tmp and renamed onto out/work, so a crash leaves no work or all of
+    it. The store stays complete and readable, as it was, until a retried clip is built and merged in.
+    """
+    index = _read_parquet(out / INDEX)
+    tids = index["track_id"].astype(str).tolist()
+    rows = _npy_layout(out / FEATURES)[1] if tids else (0, *spec.shape)
+    if rows != (len(tids), *spec.shape):
+        raise SongfeatError(out / FEATURES, f"shape {rows} does not match the index ({len(tids)} clips, {spec.shape}); "
+                                            "delete the store folder and rebuild")
+    desc = _read_parquet(out / DESCRIPTORS).reindex(tids)
+    cols = {c: desc[c].tolist() for c in desc.columns}
+    secs = index["audio_seconds"].tolist()
+    rep = json.loads((out / REPORT_JSON).read_text(encoding="utf-8"))
+    warned = {w["track_id"]: w["warnings"] for w in rep.get("warnings", [])}
+    row_of = {t: i for i, t in enumerate(plan["track_id"].astype(str))}
+    tmp = out / f".{WORK}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    with open(tmp / JOURNAL, "wb") as f:
+        for k, tid in enumerate(tids):
+            if tid not in row_of:
+                raise SongfeatError(out / INDEX, f"lists {tid}, which plan.parquet does not; delete the store folder and rebuild")
+            rec = {"row": row_of[tid], "track_id": tid, "ok": True, "audio_seconds": float(secs[k]),
+                   "descriptors": {c: _plain(v[k]) for c, v in cols.items()}, "base": k}
+            if warned.get(tid):
+                rec["warnings"] = warned[tid]
+            f.write((json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+    (tmp / RETRY).write_text(json.dumps({"failed_before": len(plan) - len(tids)}) + "\n", encoding="utf-8")
+    os.replace(tmp, out / WORK)
 
 
 def _report_from_disk(out: Path) -> BuildReport:
