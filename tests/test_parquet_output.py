@@ -81,3 +81,22 @@ def test_parquet_rows_of_names_that_are_not_utf8_are_written_and_resumed(tmp_pat
     rows = pq.read_table(out).to_pylist()
     assert rows[0]["path"] == "/music/caf\\xe9.mp3" and rows[1]["error"].startswith("/music/caf\\xe9.mp3: ")
     assert name in ResultWriter("parquet", out, resume=True).done
+
+
+def test_resume_tries_again_the_files_that_failed(example_clip, tmp_path):
+    # an error row's path counted as done: a file fixed since (or one that timed out) was never tried again by --resume,
+    # as it is in the other formats, which write no row for a failure
+    import shutil
+
+    song = tmp_path / "song.mp3"
+    song.write_text("not audio yet\n")
+    out = tmp_path / "f.parquet"
+    res = CliRunner().invoke(app, ["analyze", str(example_clip), str(song), "--format", "parquet", "--output", str(out)])
+    assert res.exit_code == 1
+    shutil.copyfile(example_clip, song)  # fixed
+    res = CliRunner().invoke(app, ["analyze", str(example_clip), str(song), "--format", "parquet", "--output", str(out),
+                                   "--resume"])
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(out).to_pylist()
+    assert [r["path"] for r in rows] == [str(example_clip), str(song)]  # one row each: the error row is gone
+    assert rows[1]["error"] is None and rows[1]["energy"] == rows[0]["energy"]

@@ -451,6 +451,9 @@ class ResultWriter:
                     self._check_parquet(self.previous)
                 self._check_model(self.previous)
                 self._check_here(self.previous)
+                # a file that failed is tried again, as in the other formats, whose failures are no rows at all: its
+                # error row (Parquet's) is dropped, and the retry writes its row anew
+                self.previous = [r for r in self.previous if not r.get("error")]
         except BaseException:
             self.release()
             raise
