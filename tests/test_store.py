@@ -589,3 +589,26 @@ def test_cli_rerun_retries_clips_that_timed_out(tmp_path):
     store = open_store(out)
     assert store.ids() == sorted(ids) and store.report()["failures"] == []
     np.testing.assert_array_equal(store.features(ids[5]), expected_tensor(audio / f"{ids[5]}.wav", store.spec))
+
+
+def test_a_pooled_builds_resume_stays_in_worker_processes_however_few_clips_are_left(tmp_path, monkeypatch):
+    # a resume with at most SERIAL_MAX clips left ran them in the build's own process, with no time limit: the clip in
+    # flight when the build died (one that stalls its decoder, say) could then hang or take down the resume itself
+    from songfeat.data import store as st
+
+    labels, audio, ids = make_dataset(tmp_path, st.SERIAL_MAX + 1, seconds=1.0)
+    out = tmp_path / "s"
+
+    def all_but_one(todo, paths, spec_dict, descriptors, workers, record):
+        for i in todo[:-1]:
+            record(i, st.process_clip(paths[i], spec_dict, descriptors))
+        raise KeyboardInterrupt  # the build is stopped with one clip to go
+
+    with pytest.raises(KeyboardInterrupt):
+        build_store(labels, audio, out, workers=1, progress=False, runner=all_but_one)
+    pooled = []
+    real = st._run_pool
+    monkeypatch.setattr(st, "_run_pool", lambda todo, *a, **k: (pooled.append(list(todo)), real(todo, *a, **k))[1])
+    r = build_store(labels, audio, out, workers=1, progress=False)
+    assert r.ok and r.built == len(ids) and r.resumed == len(ids) - 1
+    assert len(pooled) == 1 and len(pooled[0]) == 1  # the one clip left, in a worker with its time limit

@@ -379,7 +379,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
     `out` with the same inputs continues an interrupted build, and on a finished one tries the clips that
     failed again (`retried`, `recovered` in the report); different inputs raise SongfeatError.
-    More than SERIAL_MAX clips run in worker processes, where a clip taking over `timeout` seconds is
+    A build of more than SERIAL_MAX clips runs them in worker processes (its resumes too), where a clip taking over `timeout` seconds is
     stopped and failed. Nothing is printed: label columns not read (`LabelTable.unread`, before the work) and decoder
     warnings ('warning: <file>: ...'), and with `verbose` the decoders' raw lines, go to `on_message` as they happen.
     `runner` replaces the worker processes (called like `_run_pool` without `timeout`, e.g.
@@ -495,9 +495,10 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 bar.refresh()
 
         try:
-            # a retry of a pooled build goes back to worker processes, however few its clips: one that crashed or
-            # stalled its worker before would take down or hang this process
-            if todo and runner is None and len(todo) <= SERIAL_MAX and not (retrying and len(plan) > SERIAL_MAX):
+            # a pooled build's resume or retry goes back to worker processes, however few clips are left: one that
+            # crashed or stalled its worker before (or was in flight when the build was killed) would take down or
+            # hang this process, which has no time limit
+            if todo and runner is None and len(plan) <= SERIAL_MAX:
                 import torch
 
                 threads = torch.get_num_threads()
