@@ -3,7 +3,7 @@
     python scripts/try_measured_variants.py [--shared ../shared/data] [--hpss] [--only-hpcp-settings] [--only-tempo-families]
                                             [--only-profile-average] [--only-basic-pitch NMP_ONNX]
                                             [--only-compound-meter] [--only-loudness-prior] [--only-nnls]
-                                            [--only-synthetic-profiles] [--only-key-prior] [--only-cqt]
+                                            [--only-synthetic-profiles] [--only-key-prior] [--only-cqt] [--only-modal]
 
 Decodes the labelled previews (dev halves forró and pop/rock, extra), the behaviour clips with a
 documented key and the FMA clips with Echo Nest tempo once, then prints:
@@ -1275,6 +1275,52 @@ def catalogue_key_prior(keyed: list[dict], shared: Path) -> None:
     held_out_picks("Held out, w picked on the other two sources:", table, groups, list(table))
 
 
+MODAL_PENALTIES = (None, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0, -0.01, -0.02)  # None: no modal candidates (the shipped
+# decision); a negative penalty is a bonus, to see whether any song would gain at all
+
+
+def modal_profiles() -> tuple[np.ndarray, np.ndarray]:
+    """Mixolydian and Dorian profiles from Aarden's (the shipped ones): the major profile with its flat and natural
+    seventh swapped, the minor profile with its minor and major sixth swapped (what marks each mode)."""
+    mixo, dorian = D.MAJOR_PROFILE.copy(), D.MINOR_PROFILE.copy()
+    mixo[[10, 11]] = mixo[[11, 10]]
+    dorian[[8, 9]] = dorian[[9, 8]]
+    return mixo, dorian
+
+
+def modal_keys(keyed: list[dict]) -> None:
+    """Does a mixolydian (or Dorian) reading settle fifth confusions? Northeastern Brazilian music (baiao, xote, forro)
+    is often mixolydian: a song on G with F natural has C major's notes, so a major/minor profile reads it a fifth below.
+    Spotify names such a song by its tonic and mode major. The shipped correlations of the 24 keys, plus 12 mixolydian
+    candidates (reported as the tonic, major) and 12 Dorian ones (the tonic, minor), each lowered by a penalty b (the
+    modes are rarer than major and minor); b picked for each source on the other two."""
+    mixo, dorian = modal_profiles()
+    groups = [g for g in ("forró", "pop/rock", "extra") if any(r["c"].group == g for r in keyed)]
+    keyed = [r for r in keyed if r["c"].group in groups]
+    answers: dict[str, list[tuple[int, int]]] = {}
+    rows = []
+    for r in keyed:
+        c = D.fold_chroma(D.key_profile(sum(e.chroma36 for e in r["ev"]), sum(e.hpcp_gomez for e in r["ev"])))
+        corr = D.key_correlations(c)[0]
+        z = c / c.mean()
+        modal = np.array([[np.corrcoef(z, np.roll(p, k))[0, 1] for k in range(12)] for p in (mixo, dorian)])
+        rows.append((corr, modal))
+    for b in MODAL_PENALTIES:
+        name = "shipped (major and minor only)" if b is None else f"+ mixolydian/Dorian, penalty {b:g}"
+        out = []
+        for corr, modal in rows:
+            if b is None:
+                out.append(best_key(corr))
+                continue
+            both = np.vstack([corr, modal - b])  # rows: major, minor, mixolydian (major), Dorian (minor)
+            row, key = np.unravel_index(int(np.argmax(both)), both.shape)
+            out.append((int(key), 1 if row in (0, 2) else 0))
+        answers[name] = out
+    table = {n: tally(keyed, groups, a) for n, a in answers.items()}
+    counts_table("Modal candidates beside major and minor (key+mode / mode right, counts):", "decision", table, groups)
+    held_out_picks("Held out, the penalty picked on the other two sources:", table, groups, list(table))
+
+
 def compound_meter(rows: list[dict]) -> None:
     """Does a ternary sub-beat tell Echo Nest's 3:2 tempos? For every clip with a reference tempo: the onset
     autocorrelation at 1/3 and 2/3 of songfeat's beat against that at 1/4, 1/2 and 3/4 (a 6/8 or shuffle feel reads
@@ -1326,6 +1372,8 @@ def main() -> None:
                     help="only the catalogue's key frequencies as a prior on the shipped key decision (about a minute)")
     ap.add_argument("--only-cqt", action="store_true",
                     help="only the key from librosa's constant-Q chroma (chroma_cqt, chroma_cens), alone and averaged (~3 min)")
+    ap.add_argument("--only-modal", action="store_true",
+                    help="only mixolydian and Dorian key candidates beside major and minor (about a minute)")
     ap.add_argument("--only-loudness-prior", action="store_true",
                     help="only the tempo octave prior centred by the measured loudness (about a minute)")
     args = ap.parse_args()
@@ -1333,7 +1381,7 @@ def main() -> None:
         raise SystemExit(f"try_measured_variants: {args.only_basic_pitch}: no such file (Basic Pitch's nmp.onnx)")
     rows = load(args.shared, keyed_only=args.only_hpcp_settings or args.only_profile_average or bool(args.only_basic_pitch)
                 or args.only_chord_cadence or args.only_nnls or args.only_synthetic_profiles or args.only_key_prior
-                or args.only_cqt)
+                or args.only_cqt or args.only_modal)
     if not rows:
         raise SystemExit(f"try_measured_variants: no clips found under {args.shared}")
     single = {"only_tempo_families": lambda: tempo_families(rows),  # the options that print one table
@@ -1344,6 +1392,7 @@ def main() -> None:
               "only_cqt": lambda: cqt_key(rows),
               "only_synthetic_profiles": lambda: synthetic_profiles(rows),
               "only_key_prior": lambda: catalogue_key_prior(rows, args.shared),
+              "only_modal": lambda: modal_keys(rows),
               "only_loudness_prior": lambda: loudness_prior(rows, args.shared)}
     for option, table in single.items():
         if getattr(args, option):
