@@ -25,7 +25,8 @@ How a song is measured (bounded memory, whole-song answer):
   to be tonal (noise, drums).
 * time_signature: beat-level accent periodicity, i.e. the onset and chord-change autocorrelations at
   2..8 beat periods: 3 when bars of three beats repeat more strongly than bars of two/four (waltzes,
-  and 6/8 as Spotify counts it), else 4; 5 and 7 are possible but rarely detected (see docs/descriptors.md); the chord
+  and 6/8 as Spotify counts it), else 4; 5 is possible but rarely detected, 7 never (Spotify's analyser gives no 6 or 7:
+  SPOTIFY_METRES; see docs/descriptors.md); the chord
   changes never win against what the onsets alone clearly say (`METRE_ONSET_VETO`). With no
   beat to count (tempo confidence under METRE_MIN_BEAT_CONFIDENCE: noise, field recordings) it is 4, confidence 0.
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
@@ -88,6 +89,11 @@ METRE_MIN_BEAT_CONFIDENCE = 0.1
 # (onsets 4 over 7 by 0.17-0.38 on generated mixes). Chords changing every third beat over even clicks (3/4, heard only
 # in the harmony) have onsets 4 over 3 by 0.05; the four extra previews read as 3/4 favour 3 in the onsets by 0.25-0.58.
 METRE_ONSET_VETO = 0.1
+# The metres Spotify's analyser gives for music with a beat, whatever its docs' "3 to 7": of the 66,348 rows of the
+# three catalogue tables of ../shared/data/spotify-features, 4 (85%), 3 (11%), 5 (2.7%) and 1 (1.4%, "no regular
+# metre", read as no label), never 6 or 7 (and 0 exactly where its tempo is 0). Scoring 7 only ever added wrong answers:
+# a crowd, German speech and 4/4 drums under off-beat chords all read 7/4 at one time or another.
+SPOTIFY_METRES = (3, 4, 5)
 # Which octave of the pulse is "the tempo": log prior + OCTAVE_COMB_WEIGHT x log(comb evidence at 1..4
 # beats) + OCTAVE_DENSITY_WEIGHT x (onsets per beat). The prior is Spotify's catalogue, not the dev set:
 # log2(tempo) over the 41,855 tracks of ../shared/data/spotify-features/combined_unique_by_track_id.csv
@@ -696,7 +702,7 @@ def chord_changes(track: np.ndarray, period: float) -> np.ndarray:
 
 def estimate_time_signature(ac: np.ndarray, ac_low: np.ndarray, period: float,
                             ac_chord: np.ndarray | None = None) -> tuple[int, float]:
-    """Beats per bar from accent periodicity at multiples of the beat period (3 vs 4; 5, 7 rarely): the onset
+    """Beats per bar from accent periodicity at multiples of the beat period (3 vs 4; 5 rarely; SPOTIFY_METRES): the onset
     autocorrelation (full band and < 200 Hz) and, when given, the autocorrelation of the chord changes
     (`chord_changes`), averaged with equal weights. A metre other than 4 that the two onset cues alone score
     METRE_ONSET_VETO below 4 is 4: the chord changes may tell a bar the onsets leave open, not overrule them."""
@@ -729,11 +735,10 @@ def _metre_scores(acs: list[np.ndarray], period: float, reach: int) -> dict[int,
         3: (a(3) + a(6)) / 2 - (a(2) + a(4)) / 2,
         4: (a(4) + a(8)) / 2 - (a(3) + a(6)) / 2 if 8 * period < reach else a(4) - a(3),
         5: a(5) - (a(2) + a(3) + a(4)) / 3,
-        7: a(7) - (a(3) + a(4) + a(5) + a(6)) / 4,
-    }
+    }  # no 7 (nor 6): Spotify's analyser gives neither (SPOTIFY_METRES)
     # a metre whose bars reach past the autocorrelation would be scored against zeros (a short clip read 7/4)
-    longest = {3: 6, 4: 4, 5: 5, 7: 7}
-    return {m: v for m, v in scores.items() if longest[m] * period < reach}
+    longest = {3: 6, 4: 4, 5: 5}
+    return {m: v for m, v in scores.items() if m in SPOTIFY_METRES and longest[m] * period < reach}
 
 
 def key_correlations(chroma: np.ndarray) -> tuple[np.ndarray, float]:
