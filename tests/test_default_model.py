@@ -260,3 +260,21 @@ def test_train_default_refuses_a_stage_1_table_too_small_to_fit(tmp_path):
     shared = _tiny_shared(tmp_path / "shared")
     with pytest.raises(SongfeatError, match=r"combined_unique_by_track_id\.csv: 0 rows hold every stage-1 input"):
         train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")
+
+
+def test_a_model_cards_edit_keeps_the_model_id_and_a_weight_change_does_not(tmp_path):
+    # the id was a hash over every file, the card too: a line added to MODEL_CARD.md made results written before look
+    # like another model's (`analyze --resume` refused them, serve re-analysed its library)
+    import shutil
+
+    from songfeat.bundle import bundle_folder, model_id
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_folder(None), copy)
+    assert model_id(copy) == model_id(None)
+    with open(copy / "MODEL_CARD.md", "a", encoding="utf-8") as f:
+        f.write("\nOne more line of documentation.\n")
+    assert model_id(copy) == model_id(None)
+    config = (copy / "config.json").read_text(encoding="utf-8")
+    (copy / "config.json").write_text(config.replace("{", "{ ", 1), encoding="utf-8")  # same JSON, other bytes
+    assert model_id(copy) != model_id(None)

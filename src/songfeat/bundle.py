@@ -294,11 +294,13 @@ def bundle_folder(path: str | Path | None = None) -> Path:
 
 def fingerprint(path: str | Path | None = None) -> str:
     """SHA-256 over a bundle folder's files (names and bytes; None or "default": the bundled model), so a result can
-    say which model wrote it and a resumed run can refuse to mix two models. Raises SongfeatError for a non-bundle."""
+    say which model wrote it and a resumed run can refuse to mix two models. Its documents (*.md: the model card) are
+    left out: editing a card changes nothing the model computes, so results written before stay its results.
+    Raises SongfeatError for a non-bundle."""
     folder = bundle_folder(path)
     h = hashlib.sha256()
     try:
-        for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+        for f in sorted(q for q in folder.rglob("*") if q.is_file() and q.suffix.lower() != ".md"):
             h.update(f.relative_to(folder).as_posix().encode() + b"\0")
             with open(f, "rb") as fh:  # in blocks: a user's bundle may hold large weights
                 for block in iter(lambda: fh.read(1 << 20), b""):
