@@ -276,14 +276,17 @@ def header_seconds(path: str | Path) -> float | None:
         probe.close()
 
 
-def ask_time_for(path: str | Path, timeout: float) -> None:
-    """In a worker: a long song may take longer, so raise this job's limit to time_limit() once its length is known.
+def ask_time_for(path: str | Path, timeout: float) -> float | None:
+    """In a worker: a long song may take longer, so raise this job's limit to time_limit() once its length is known;
+    returns that length (`header_seconds`).
 
     Raises AudioError for a file no decoder recognises (as decoding it would).
     """
     from .workers import allow
 
-    allow(time_limit(timeout, header_seconds(path)))
+    seconds = header_seconds(path)
+    allow(time_limit(timeout, seconds))
+    return seconds
 
 
 def _analyze_one(args: tuple, on_window: Callable[[float, float | None], None] | None = None) -> Outcome:
@@ -298,11 +301,7 @@ def _analyze_one(args: tuple, on_window: Callable[[float, float | None], None] |
         on_window = _report_to_batch
     with capture_output() as cap:
         try:
-            seconds = header_seconds(path) if timeout or on_window else None
-            if timeout:  # a long song may take longer: this job's limit, raised once its length is known
-                from .workers import allow
-
-                allow(time_limit(timeout, seconds))
+            seconds = ask_time_for(path, timeout) if timeout else header_seconds(path) if on_window else None
             tick = None if on_window is None else (lambda done: on_window(done, seconds))
             out = Outcome(path, analyze(path, model, tick))
         except SongfeatError as e:

@@ -243,10 +243,8 @@ def analyze(
     if _progress_on() and todo:  # files done, or for a lone file its seconds analysed, window by window
         progress, task = _bar("analysing", len(todo)) if len(todo) > 1 else _bar(f"analysing {todo[0].name}")
 
-    def one_file(path: str, done: float, total: Optional[float]) -> None:
-        _show_seconds(progress, task, done, total)
-
-    on_window = one_file if progress is not None and len(todo) == 1 else None
+    on_window = (lambda _path, done, total: _show_seconds(progress, task, done, total)) \
+        if progress is not None and len(todo) == 1 else None
 
     def say(line: str) -> None:  # above the progress bar while it shows
         if progress is None:

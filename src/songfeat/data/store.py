@@ -669,17 +669,11 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
         if len(good) == len(plan):
             os.replace(src, final)  # nothing to drop: the work array is the store
         else:
-            tmp = out / f".{FEATURES}.tmp"
-            b = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(good), *spec.shape))
-            del b
-            a, b = _RowFile(src, len(plan), spec.shape), _RowFile(tmp, len(good), spec.shape)
+            a = _RowFile(src, len(plan), spec.shape)
             try:
-                for k, i in enumerate(good):  # row by row, so memory stays flat
-                    os.pwrite(b.fd, a.read(i), b.offset + k * b.row_bytes)
-                b.sync()
+                _write_rows(final, spec, [(a, i) for i in good])
             finally:
-                a.close(), b.close()
-            os.replace(tmp, final)
+                a.close()
 
     ids = [plan["track_id"].iat[i] for i in good]
     index = pd.DataFrame({"row": np.arange(len(good), dtype=np.int64), "track_id": ids,
@@ -737,22 +731,31 @@ def _merge_retried(out: Path, manifest: dict, good: list[int], base_row: np.ndar
     base = work / BASE
     if not base.exists():
         os.replace(out / FEATURES, base)
-    tmp = out / f".{FEATURES}.tmp"
-    b = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(good), *spec.shape))
-    del b
-    earlier = [int(base_row[i]) for i in good if base_row[i] >= 0]
+    earlier = any(base_row[i] >= 0 for i in good)
     old = _RowFile(base, _npy_layout(base)[1][0], spec.shape) if earlier else None  # a (0, C, T) array cannot be mapped
     new = _RowFile(work / FEATURES, len(base_row), spec.shape)
-    b = _RowFile(tmp, len(good), spec.shape)
     try:
-        for k, i in enumerate(good):  # row by row, so memory stays flat
-            os.pwrite(b.fd, old.read(int(base_row[i])) if base_row[i] >= 0 else new.read(i), b.offset + k * b.row_bytes)
-        b.sync()
+        _write_rows(out / FEATURES, spec, [(old, int(base_row[i])) if base_row[i] >= 0 else (new, i) for i in good])
     finally:
-        for f in (old, new, b):
+        for f in (old, new):
             if f is not None:
                 f.close()
-    os.replace(tmp, out / FEATURES)
+
+
+def _write_rows(dest: Path, spec: FrontendSpec, rows: list[tuple["_RowFile", int]]) -> None:
+    """Write `dest` (a .npy of len(rows) front-end rows) from (source file, row) pairs in order, via a temporary file
+    beside it renamed into place; row by row, so memory stays flat."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    b = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), *spec.shape))
+    del b
+    b = _RowFile(tmp, len(rows), spec.shape)
+    try:
+        for k, (src, i) in enumerate(rows):
+            os.pwrite(b.fd, src.read(i), b.offset + k * b.row_bytes)
+        b.sync()
+    finally:
+        b.close()
+    os.replace(tmp, dest)
 
 
 def _plain(v: object) -> object:
