@@ -602,11 +602,19 @@ def test_no_beat_is_tempo_0(tmp_path: Path, kind: str) -> None:
         y[10 * SR: 10 * SR + click.size] = click
     else:
         y = (10 ** (-85 / 20) * np.random.default_rng(0).standard_normal(20 * SR)).astype(np.float32)
-    r = audio_analysis(_write(tmp_path, kind, y))
+    from songfeat.analysis import analyse
+    from songfeat.analysis_plot import save_plot
+
+    a = analyse(_write(tmp_path, kind, y))
+    r = a.result
     tr = r["track"]
     assert not r["beats"] and not r["bars"] and not r["tatums"]
-    assert (tr["tempo"], tr["tempo_confidence"], tr["time_signature"], tr["time_signature_confidence"]) == (0, 0, 4, 0), tr
-    assert all((s["tempo"], s["tempo_confidence"], s["time_signature_confidence"]) == (0, 0, 0) for s in r["sections"])
+    # no beat, no bar: time signature 0 as Spotify's (it read its default 4)
+    assert (tr["tempo"], tr["tempo_confidence"], tr["time_signature"], tr["time_signature_confidence"]) == (0, 0, 0, 0), tr
+    assert all((s["tempo"], s["tempo_confidence"], s["time_signature"], s["time_signature_confidence"]) == (0, 0, 0, 0)
+               for s in r["sections"])
+    save_plot(a, tmp_path / "no_beat.png")  # its title says "no beat", not "0.0 BPM · 0/4"
+    assert (tmp_path / "no_beat.png").stat().st_size > 0
 
 
 def test_drums_under_chords_are_bars_of_four(tmp_path: Path) -> None:

@@ -216,6 +216,28 @@ def test_tiny_or_silent_files_are_refused_before_any_model(tmp_path, samples, re
     assert str(err.value).startswith(str(path)) and reason in str(err.value)
 
 
+def test_no_beat_reports_time_signature_0_and_keeps_the_models_answer(tmp_path, monkeypatch):
+    # 3 s of a held chord: too short for a beat, so tempo 0, and Spotify's time signature 0 with it (songfeat said 4).
+    # The model still reads the 4 it was trained with: its answer is the one it gave before.
+    from songfeat import descriptors
+
+    y = music(3.0)
+    y[:] = 0.4 * np.sin(2 * np.pi * 220.0 * np.arange(y.size) / SR)
+    r = analyze(write(tmp_path / "held.wav", y))
+    assert (r["tempo"], r["time_signature"], r["time_signature_confidence"]) == (0, 0, 0)
+    combine = descriptors.combine
+
+    def as_before(evidence):
+        d = combine(evidence)
+        d.time_signature = 4
+        return d
+
+    monkeypatch.setattr(descriptors, "combine", as_before)
+    before = analyze(write(tmp_path / "held2.wav", y))
+    assert before["time_signature"] == 4
+    assert all(r[f] == before[f] for f in features.LEARNED)
+
+
 WORKER_MODULES = """
 from songfeat.analyze import analysis_preload, get_bundle
 from songfeat.workers import run_jobs

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from songfeat import descriptors as D
-from songfeat import synth
+from songfeat import features, synth
 
 SR = 44100
 
@@ -258,7 +258,23 @@ def test_silence_and_tiny_input_are_finite() -> None:
         assert _finite(d)
         assert d.loudness == D.LOUDNESS_FLOOR_DB and d.loudness_level == D.LUFS_FLOOR
         assert d.key == -1 or d.key_confidence < 0.3
-        assert d.time_signature in D.SPOTIFY_METRES
+        assert (d.tempo, d.time_signature) == (0, features.NO_METRE)  # no beat, no bar: Spotify's 0 (it read 4)
+
+
+def test_no_metre_reaches_models_as_the_4_they_always_read() -> None:
+    # Spotify reports time signature 0 where tempo is 0, and so does songfeat now; the models learnt from rows with a
+    # metre and were always fed 4 for such clips, so their inputs must not move (a 0 is far outside anything they saw)
+    from songfeat.bundle import numeric_values
+
+    d = D.measure(np.zeros(3 * SR, dtype=np.float32))
+    names = ("tempo", "time_signature", "key")
+    assert d.time_signature == features.NO_METRE
+    assert numeric_values(d, names) == numeric_values(d.to_dict(), names) == [0.0, features.NO_METRE_INPUT, -1.0]
+    table = np.array([[120.0, 3.0, 5.0], [0.0, 0.0, -1.0]], np.float32)
+    out = features.model_numeric(names, table)
+    assert out.dtype == np.float32 and out.tolist() == [[120.0, 3.0, 5.0], [0.0, 4.0, -1.0]]
+    assert table[1, 1] == 0  # the caller's array is left alone
+    assert features.clip_value("time_signature", 0) == 0 and features.clip_value("time_signature", 2) == 3
 
 
 def test_loudness_floor_and_ceiling() -> None:

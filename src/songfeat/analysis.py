@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import descriptors as D
+from . import features
 from .audio import SAMPLE_RATE, DecoderLog, audio_info, check_windows, iter_windows, reporting_windows
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
@@ -861,8 +862,6 @@ def analyse(path: str | Path, on_window: Callable[[float], None] | None = None) 
     `on_window(seconds read so far)` after each 30-s window, as `analyze.analyze`'s (a progress hook for long files: the
     windows are nearly all of the time, the whole-song stage after them ~4% of it).
     """
-    from . import features
-
     t_start = time.perf_counter()
     info = _probe(path)
     evidence: list[D.WindowEvidence] = []
@@ -904,7 +903,7 @@ def analyse(path: str | Path, on_window: Callable[[float], None] | None = None) 
     silences = silent_runs(fr.level_db, SILENCE_SECONDS * FPS)  # once: beats, sections and segments each read them
     beats, bars, tatums, beat_times = rhythm(fr, rise, track, duration, silences)
     if not beats:  # no beat at all (near-silence, one click between silences): as Spotify, tempo 0 and no bar to count
-        track.update(tempo=0.0, tempo_confidence=0.0, time_signature=4, time_signature_confidence=0.0)
+        track.update(tempo=0.0, tempo_confidence=0.0, time_signature=features.NO_METRE, time_signature_confidence=0.0)
     nov, block = novelty(fr)
     starts = [(0.0, 1.0)] + section_bounds(nov, block, duration, silence_bounds(silences, fr.onset.size))
     sections = []

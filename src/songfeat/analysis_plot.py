@@ -58,7 +58,8 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     for x in (tr["end_of_fade_in"], tr["start_of_fade_out"]):
         ax.axvline(x, color="#2ca02c", ls="--", lw=1, zorder=3)
     ax.set_title(title or "audio analysis", fontsize=10, loc="left")
-    ax.text(1.0, 1.02, f"{tr['tempo']:.1f} BPM · {tr['time_signature']}/4 · "
+    beat = f"{tr['tempo']:.1f} BPM · {tr['time_signature']}/4" if tr["tempo"] > 0 else "no beat"
+    ax.text(1.0, 1.02, f"{beat} · "
             f"{key_name(tr['key'], tr['mode']) or 'no key'} · "
             f"{tr['loudness']:.1f} dB · {len(r['bars'])} bars, {len(r['beats'])} beats, {len(r['segments'])} segments",
             fontsize=8, ha="right", transform=ax.transAxes)

@@ -279,7 +279,8 @@ def numeric_values(desc, names, descriptors: dict[str, str] | None = None) -> li
     """Numeric inputs `names` from a `Descriptors` or its dict, each read from the field `descriptors` maps it to
     (a bundle's `numeric_descriptors`), else from the field of its own name."""
     fields = [(descriptors or {}).get(n, n) for n in names]
-    return desc.numeric(fields) if hasattr(desc, "numeric") else [float(desc[f]) for f in fields]
+    values = desc.numeric(fields) if hasattr(desc, "numeric") else [float(desc[f]) for f in fields]
+    return features.model_numeric(list(names), values).tolist()
 
 
 def bundle_folder(path: str | Path | None = None) -> Path:

@@ -28,7 +28,8 @@ How a song is measured (bounded memory, whole-song answer):
   and 6/8 as Spotify counts it), else 4; 5 is possible but rarely detected, 7 never (Spotify's analyser gives no 6 or 7:
   SPOTIFY_METRES; see docs/descriptors.md); the chord
   changes never win against what the onsets alone clearly say (`METRE_ONSET_VETO`). With no
-  beat to count (tempo confidence under METRE_MIN_BEAT_CONFIDENCE: noise, field recordings) it is 4, confidence 0.
+  beat to count (tempo confidence under METRE_MIN_BEAT_CONFIDENCE: noise, field recordings) it is 4, confidence 0;
+  with no beat at all (tempo 0) it is 0, as Spotify's (`features.NO_METRE`; models read 4 for it).
 * loudness: ITU-R BS.1770-4 integrated loudness (pyloudnorm's K-weighting, applied in the frequency
   domain to the STFT frames), plus the fitted offset below to land on Spotify's dB scale.
 
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hpcp
+from . import features, hpcp
 from .audio import SAMPLE_RATE, WINDOW_SECONDS, sound_peak
 
 # --- loudness: Spotify dB = LOUDNESS_SLOPE * level + LOUDNESS_INTERCEPT, clipped to [-60, 0], where the level is
@@ -173,7 +174,7 @@ class Descriptors:
     key_confidence: float = 0.0
     mode: int = 1
     mode_confidence: float = 0.0
-    time_signature: int = 4
+    time_signature: int = 4  # 3-5; features.NO_METRE (0) when tempo is 0
     time_signature_confidence: float = 0.0
     loudness_level: float = LUFS_FLOOR  # Echo Nest's segment-peak level (dB) that `loudness` maps; see segment_level
     loudness_bs1770: float = LOUDNESS_FLOOR_DB  # Spotify's scale the earlier way, LUFS + BS1770_OFFSET: a model input
@@ -816,8 +817,8 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
         changes = chord_changes(np.concatenate([e.chroma_track for e in evidence]), period)
         ac_chord = _autocorr(changes, ac.size - 1) if changes.size and np.ptp(changes) > 0 else None
         ts, ts_conf = estimate_time_signature(ac, ac_low, period, ac_chord)
-    else:
-        ts, ts_conf = 4, 0.0
+    else:  # no beat (tempo 0) has no bar: Spotify's 0; a beat too weak to count bars has its default 4
+        ts, ts_conf = (features.NO_METRE if tempo <= 0 else 4), 0.0
     key, kconf, mode, mconf = estimate_key(sum(e.chroma for e in evidence), sum(e.chroma36 for e in evidence),
                                            sum(e.hpcp_gomez for e in evidence))
     return Descriptors(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 SPOTIFY_ID = re.compile(r"[0-9A-Za-z]{22}")  # a Spotify track id: 22 base-62 characters
 
 
@@ -21,6 +23,7 @@ class Feature:
     kind: str  # "learned": predicted by a model; "measured": computed by signal processing
     integer: bool = False
     doc: str = ""
+    absent: float | None = None  # a value outside [low, high] that means "none found" and is reported as it is
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -35,7 +38,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("loudness", -60.0, 0.0, "measured", doc="overall loudness in dB, Spotify's scale"),
     Feature("key", -1, 11, "measured", integer=True, doc="pitch class of the key, -1 when none is detected"),
     Feature("mode", 0, 1, "measured", integer=True, doc="1 major, 0 minor"),
-    Feature("time_signature", 3, 7, "measured", integer=True, doc="beats per bar (3 to 7 means 3/4 to 7/4)"),
+    Feature("time_signature", 3, 7, "measured", integer=True, absent=0,
+            doc="beats per bar (3 to 7 means 3/4 to 7/4; 0 when there is no beat, tempo 0)"),
     Feature("duration_ms", 0, 2**31 - 1, "measured", integer=True, doc="length of the audio in milliseconds"),
 )
 
@@ -91,9 +95,30 @@ def check_targets(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Spotify's time_signature where there is no beat: every one of the 105 rows with tempo 0 in the catalogue tables of
+#: ../shared/data/spotify-features has 0 (label tables read 0 and 1 as "no metre", an empty label).
+NO_METRE = 0
+#: What a model reads for NO_METRE: models learnt from label rows that all have a metre (3-5), and every clip without
+#: a beat was fed 4 before songfeat reported 0, so their inputs, and so their answers, stay as they were.
+NO_METRE_INPUT = 4.0
+
+
+def model_numeric(names: tuple[str, ...] | list[str], values: np.ndarray | list[float]) -> np.ndarray:
+    """Measured values (one row, or rows x `names`) as a model reads them: time_signature's NO_METRE becomes
+    NO_METRE_INPUT. The one place that mapping lives, for training and prediction alike."""
+    out = np.array(values, dtype=values.dtype if isinstance(values, np.ndarray) and values.dtype.kind == "f" else np.float64)
+    if "time_signature" in names:
+        col = out[..., list(names).index("time_signature")]
+        col[col == NO_METRE] = NO_METRE_INPUT
+    return out
+
+
 def clip_value(name: str, value: float) -> float:
-    """Clamp a value into its feature's range (and round integer features)."""
+    """Clamp a value into its feature's range (and round integer features); a feature's `absent` value (time
+    signature 0: no beat) is kept as it is."""
     f = BY_NAME[name]
+    if f.absent is not None and float(value) == f.absent:
+        return float(f.absent)
     v = min(max(float(value), f.low), f.high)
     return float(round(v)) if f.integer else v
 

@@ -123,6 +123,8 @@ def dataset_from_store(store: Any, targets: Sequence[str], *, numeric_inputs: Se
         if absent:
             raise ValueError(f"store has no {numeric_source} column(s) {absent}")
         num = table[list(names)].to_numpy(dtype=np.float32)
+        if numeric_source == "measured":
+            num = features.model_numeric(names, num)
         keep &= np.isfinite(num).all(axis=1)
     n_usable = int(keep.sum())
     if only is not None:
