@@ -818,6 +818,25 @@ def test_a_pipelined_head_counts_towards_its_own_cap(tmp_path):
         assert answer.count(b"HTTP/1.1 200 OK") == 2, answer[-300:]  # a pipelined head under the cap is served
 
 
+def test_a_head_pipelined_after_a_body_counts_towards_its_own_cap(tmp_path):
+    # a body was fed to the parser whole, with whatever came after it in the same read: the start of a head pipelined
+    # after a body counted towards no cap, so that head could grow past MAX_HEAD_BYTES by one read's size (256 KiB)
+    from songfeat.http_protocol import MAX_HEAD_BYTES
+
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 3 // 4)
+    rest = b"a" * (MAX_HEAD_BYTES // 2) + b"\r\nConnection: close\r\n\r\n"  # under the cap alone; 1.25 caps in all
+    fair = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES // 2)
+    bodies = (b"Content-Length: 9\r\n\r\nab\r\n\r\ncde",  # a blank line inside a body does not end it
+              b"Transfer-Encoding: chunked\r\n\r\n9\r\nab\r\n\r\ncde\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    with _bounded_server(tmp_path) as base:
+        for body in bodies:
+            post = b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + body
+            answer = _raw(base, post + big, then=rest, repeat=1)
+            assert answer.startswith(b"HTTP/1.1 405") and b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
+            answer = _raw(base, post + fair, then=b"p" * (MAX_HEAD_BYTES // 4) + b"\r\nConnection: close\r\n\r\n", repeat=1)
+            assert answer.startswith(b"HTTP/1.1 405") and answer.count(b"HTTP/1.1 200 OK") == 1, answer[-300:]  # fair: served
+
+
 def test_growing_chunked_trailers_get_431(tmp_path):
     # httptools buffers a chunked body's trailer fields whole and only the head was capped: a client sending one
     # endless trailer grew the server by 300 MB in 100 s and was never cut off
@@ -1284,6 +1303,43 @@ def test_cors_is_opt_in_and_a_preflight_needs_no_token(tmp_path):
         r = CliRunner().invoke(app, ["serve", "--library", str(root), "--cors-origin", "*", "--cors-origin", given])
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
         assert r.output.startswith("songfeat: error: --cors-origin: ") and said in r.output, r.output
+
+
+def test_a_page_from_an_allowed_origin_can_read_a_500(tmp_path, monkeypatch):
+    # an unhandled exception's 500 came from Starlette's ServerErrorMiddleware, outside the CORS middleware: a page from
+    # an allowed origin saw a bare "CORS error", never the JSON saying what went wrong
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+
+    def broken(ids):
+        raise RuntimeError("index gone")
+
+    monkeypatch.setattr(lib.index, "lookup", broken)  # every lookup fails unhandled
+    page, other = "http://localhost:5173", "http://evil.example"
+    lookup = f"/v1/audio-features?ids={SPOTIFY_IDS[0]}"
+    error = {"error": {"status": 500, "message": "internal error (RuntimeError)"}}
+    with serving(create_app(lib, token=TOKEN, start=False, cors_origins=[page])) as base:
+        for method in ("GET", "HEAD"):
+            status, headers, body = _request(base, lookup, [("Origin", page), *auth().items()], method=method)
+            assert status == 500 and headers["access-control-allow-origin"] == page, (method, headers)
+            assert "Origin" in headers["vary"] and "retry-after" in headers["access-control-expose-headers"].lower()
+            assert json.loads(body) == error if method == "GET" else body == b""
+        status, headers, body = _request(base, lookup, [("Origin", other), *auth().items()])
+        assert status == 500 and "access-control-allow-origin" not in headers and "Origin" in headers["vary"]
+        assert json.loads(body) == error
+        status, headers, _ = _request(base, "/v1/no-such-endpoint", [("Origin", page), *auth().items()])
+        assert status == 404 and headers["access-control-allow-origin"] == page  # as every other error already was
+        text = _request(base, "/metrics", list(auth().items()))[2].decode()
+        assert 'route="/v1/audio-features",status="500"' in text  # counted as before
+    with serving(create_app(lib, token=TOKEN, start=False, cors_origins=["*"])) as base:
+        status, headers, body = _request(base, lookup, [("Origin", other), *auth().items()])
+        assert status == 500 and headers["access-control-allow-origin"] == "*" and json.loads(body) == error
+    with serving(create_app(lib, token=TOKEN, start=False)) as base:  # CORS off: the same 500, no CORS header
+        status, headers, body = _request(base, lookup, [("Origin", page), *auth().items()])
+        assert status == 500 and json.loads(body) == error and not [k for k in headers if k.startswith("access-control-")]
 
 
 def test_a_trailing_slash_is_the_path_without_it_never_a_redirect(tmp_path):

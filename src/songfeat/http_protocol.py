@@ -42,7 +42,8 @@ def protocol() -> Any:
         head's own bytes count: a read that also carries the body (a small upload sent in one go) counts up to the
         blank line that ends the head, and what follows it is fed to the parser on its own, so a pipelined request's
         head in the same read counts towards its own cap (it counted towards none: a head could exceed the cap by one
-        read's size)."""
+        read's size). A body is fed likewise only up to where its request can end (its Content-Length, or a chunked
+        body's closing blank line), so a head pipelined after a body counts too (it did not: 256 KiB over the cap)."""
 
         _heading = True  # between requests and inside a head: bytes received count towards the cap
         _head_bytes = 0
@@ -51,7 +52,8 @@ def protocol() -> Any:
         _line_done = False
         _head_timer = None
         _timer_from_connect = False  # the running clock is a silent connection's, not a head's
-        _tail = b""  # the last bytes of a head so far, to find a blank line split across two reads
+        _tail = b""  # the last bytes of a head (or chunked body) so far, to find a blank line split across two reads
+        _body_left: int | None = None  # bytes of a Content-Length body still to come (None: chunked)
         _bare = 0  # bytes of the body phase that carried no body data (chunk framing, trailer fields)
         _body_seen = False
 
@@ -65,33 +67,44 @@ def protocol() -> Any:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            while self._heading:
-                if self._head_timer is None or (self._timer_from_connect and self._head_bytes == 0 and not self._tail):
-                    self._start_head_timer()  # the first bytes of a head: its clock starts
-                seen = self._tail + data
-                end = seen.find(b"\r\n\r\n")
-                counted = len(data) if end < 0 else max(0, end + 4 - len(self._tail))
-                self._head_bytes += counted
-                self._tail = seen[-3:] if end < 0 else b""
-                if not self._line_done:
-                    self._count_line(data[:counted])
-                if self._head_bytes > MAX_HEAD_BYTES:  # refused before the parser buffers any of it
-                    if self._line_bytes > MAX_HEAD_BYTES:  # the request line alone, i.e. its target, is what is too long
-                        self._refuse(414, f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB")
+            while data:
+                if self._heading:
+                    if self._head_timer is None or (self._timer_from_connect and self._head_bytes == 0 and not self._tail):
+                        self._start_head_timer()  # the first bytes of a head: its clock starts
+                    fed = self._to_blank_line(data)
+                    self._head_bytes += fed
+                    if not self._line_done:
+                        self._count_line(data[:fed])
+                    if self._head_bytes > MAX_HEAD_BYTES:  # refused before the parser buffers any of it
+                        if self._line_bytes > MAX_HEAD_BYTES:  # the request line alone, i.e. its target, is too long
+                            self._refuse(414, f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB")
+                        else:
+                            self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
+                        return
+                    super().data_received(data[:fed])
+                else:  # a body, fed up to where its request can end: a head pipelined after it is counted as one
+                    if self._body_left is None:
+                        fed = self._to_blank_line(data)  # a chunked body ends with a blank line
                     else:
-                        self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
-                    return
-                super().data_received(data[:counted])
-                data = data[counted:]  # after the head: its body, or the next pipelined head, counted on its own
-                if not data or self.transport.is_closing() or self.transport.get_protocol() is not self:  # closed, or a
-                    return  # websocket now: uvicorn hands it the head alone, as when the rest came in the same read
-            self._body_seen = False
-            super().data_received(data)
-            if self._heading or self.transport.is_closing():
-                return
-            self._bare = 0 if self._body_seen else self._bare + len(data)
-            if self._bare > MAX_HEAD_BYTES:  # bytes that are no body: a chunked body's trailer fields growing
-                self._refuse(431, f"request trailer fields larger than {MAX_HEAD_BYTES >> 10} KiB")
+                        fed = min(len(data), self._body_left) or len(data)  # (0 left, no end: an upgrade's; all, as before)
+                    self._body_seen = False
+                    super().data_received(data[:fed])
+                    if not self._heading and not self.transport.is_closing():
+                        self._bare = 0 if self._body_seen else self._bare + fed
+                        if self._bare > MAX_HEAD_BYTES:  # bytes that are no body: a chunked body's trailer fields growing
+                            self._refuse(431, f"request trailer fields larger than {MAX_HEAD_BYTES >> 10} KiB")
+                            return
+                data = data[fed:]  # the rest: a body, or the next pipelined head, counted on its own
+                if self.transport.is_closing() or self.transport.get_protocol() is not self:  # closed, or a websocket
+                    return  # now: uvicorn hands it the head alone, as when the rest came in the same read
+
+        def _to_blank_line(self, data: bytes) -> int:
+            """How many bytes of `data` come up to the next blank line (one begun in the last read included), or all."""
+            seen, before = self._tail + data, len(self._tail)
+            end = seen.find(b"\r\n\r\n")
+            upto = len(seen) if end < 0 else end + 4
+            self._tail = seen[max(0, upto - 3):upto]
+            return upto - before
 
         def _count_line(self, data: bytes) -> None:
             """Add a head's next bytes to its request line's count, up to the line's end."""
@@ -104,16 +117,22 @@ def protocol() -> Any:
 
         def on_headers_complete(self) -> None:
             self._heading, self._head_bytes, self._tail, self._bare = False, 0, b"", 0
+            fields = dict(self.headers)  # the parser refuses a Content-Length beside a Transfer-Encoding, or two
+            length = fields.get(b"content-length", b"")
+            self._body_left = int(length) if length.isdigit() and b"transfer-encoding" not in fields else None
             self._line_bytes, self._line_begun, self._line_done = 0, False, False  # for the next request's head
             self._stop_head_timer()
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:
             self._body_seen = True
+            if self._body_left is not None:
+                self._body_left -= len(body)
             super().on_body(body)
 
         def on_message_complete(self) -> None:
-            self._heading = True  # the next head's clock starts with its first byte (idle keep-alive has uvicorn's timeout)
+            # the next head's clock starts with its first byte (idle keep-alive has uvicorn's timeout)
+            self._heading, self._tail = True, b""
             super().on_message_complete()
 
         def send_400_response(self, msg: str) -> None:

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect
 
 from .audio import AUDIO_EXTENSIONS
@@ -62,6 +63,11 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
+
+
+async def server_error(_req: Request, exc: Exception) -> JSONResponse:
+    """An unhandled exception's 500, in Spotify's shape (its traceback goes to the log, not to the client)."""
+    return error_response(500, f"internal error ({type(exc).__name__})")
 
 
 def json_text(text: str, status: int = 200) -> Response:
@@ -369,6 +375,9 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
                   description="Spotify's audio-features API over your own music library, analysed offline by songfeat.")
     metrics = Metrics(library)
     if cors_origins:  # innermost: preflights are answered before the routes' token check, and are counted in the metrics
+        # Starlette's 500 is made by its ServerErrorMiddleware, outside every middleware added: one inside Cors makes it
+        # there instead, so a page may read it (it re-raises: the outer one sees the response begun, uvicorn logs it)
+        app.add_middleware(ServerErrorMiddleware, handler=server_error)
         app.add_middleware(Cors, allow_origins=cors_origins, allow_methods=CORS_METHODS, allow_headers=["Authorization"],
                            expose_headers=["Retry-After"],  # a page must read it to honour a 503, as spotipy does
                            allow_private_network=True)  # the operator named the origins: a public page may reach a local server
@@ -391,9 +400,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
         return error_response(400, f"invalid {where}: {first.get('msg', 'bad request')}")
 
-    @app.exception_handler(Exception)
-    async def server_error(_req, exc: Exception):
-        return error_response(500, f"internal error ({type(exc).__name__})")
+    app.add_exception_handler(Exception, server_error)  # a 500 from outside Cors (the outer middlewares; CORS off)
 
     def require_token(request: Request) -> None:
         if token is None:
