@@ -335,6 +335,33 @@ def test_cli_on_a_terminal_shows_the_seconds_analysed_and_leaves_stdout_to_the_j
     assert '"segments"' not in shown
 
 
+def test_cli_probes_the_header_no_more_often_than_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With its bar on, `songfeat analysis` read the file's header once for the bar's length and `analyse` read it
+    again for `meta`: the command now probes once and hands what it learned down."""
+    from typer.testing import CliRunner
+
+    from songfeat import analysis, audio, cli
+
+    song = _write(tmp_path, "song", synth.click_track(120.0, 3.0))
+    probes: list[str] = []
+    real = audio._probe_quietly
+
+    def counted(probe, p):
+        probes.append(str(p))
+        return real(probe, p)
+
+    # every header probe (`audio_info`, however it was imported; the decode's own included) runs through it
+    monkeypatch.setattr(audio, "_probe_quietly", counted)
+    analysis.analyse(song)
+    api = len(probes)
+    probes.clear()
+    monkeypatch.setattr(cli, "_progress_on", lambda: True)  # the bar that wants the header's length
+    r = CliRunner().invoke(cli.app, ["analysis", str(song), "-o", str(tmp_path / "a.json")])
+    assert r.exit_code == 0, r.output
+    assert api >= 1 and len(probes) == api, probes
+    assert json.loads((tmp_path / "a.json").read_text())["meta"]["input_process"].startswith("soundfile 1ch 44100 Hz")
+
+
 def test_cli_bad_file_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"  # (an .mp3 of junk also makes libmpg123 print resync notes on stderr)
     bad.write_bytes(b"not audio at all" * 100)
@@ -477,6 +504,27 @@ def test_an_output_that_cannot_be_written_is_said_once(tmp_path: Path) -> None:
     p = _analysis_cli(str(song), "-o", str(tmp_path / "ro" / "out.json"))
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1 and lines[0].count("cannot write") == 1, p.stderr
+
+
+def test_output_folders_are_made_and_one_that_cannot_be_is_said_as_analyze_says_it(tmp_path: Path) -> None:
+    """`analysis -o` makes missing folders, as `analyze -o` (and every command that writes) does, and its --help says
+    so; where a file stands in the way of one it printed 'cannot write (cannot write it (Not a directory))'."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    song = _write(tmp_path, "song", synth.click_track(120.0, 2.0))
+    out = tmp_path / "new" / "deeper" / "a.json"
+    p = _analysis_cli(str(song), "-o", str(out))
+    assert p.returncode == 0 and json.loads(out.read_text())["track"]["duration"] == 2.0, p.stderr
+    (tmp_path / "file").write_text("in the way")
+    blocked = tmp_path / "file" / "sub" / "a.json"
+    p = _analysis_cli(str(song), "-o", str(blocked))
+    q = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", str(song), "-o", str(blocked)],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and p.stderr == q.stderr, (p.stderr, q.stderr)
+    shown = " ".join(CliRunner().invoke(app, ["analysis", "--help"]).output.split())
+    assert "(atomically; missing folders are made)" in shown
 
 
 # --- silence --------------------------------------------------------------------------------------

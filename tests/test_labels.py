@@ -414,3 +414,34 @@ def test_a_numbered_id_of_thousands_of_digits_is_read_not_a_traceback(tmp_path):
     p.write_text("track_id,energy\n1,0.5\n2,0.4\n" + "7" * 5000 + ",0.3\n")
     t = read_labels(p)
     assert t.frame["track_id"].tolist() == ["000001", "000002", "7" * 5000]
+
+
+def test_an_id_of_thousands_of_characters_is_shortened_in_messages(tmp_path):
+    # a drop line printed such an id whole, twice (the row's id, then the reason quoting it): 10,158 characters for one
+    # row of a 5,000-digit id; the other messages naming an id (here the build's 'no audio file matches') likewise
+    from songfeat.data.store import build_store
+
+    long = "7" * 5000
+    p = tmp_path / "long.csv"
+    p.write_text(f"track_id,energy\n{long},0.5\n1,0.5\n{long},0.4\n-{long},0.3\n{'x' * 3000},0.2\n")
+    lines = read_labels(p).dropped_lines()
+    assert [line.split(": ", 2)[1].split(" (")[0] for line in lines] == [f"line {n}" for n in (4, 5, 6)]
+    for line in lines:
+        assert len(line) - len(str(p)) < 300 and " characters)" in line and long not in line, line[:400]
+    assert "duplicate track_id: same as line 2" in lines[0] and "(5001 characters)" in lines[1]
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "other.wav").write_bytes(b"RIFF")
+    with pytest.raises(SongfeatError) as e:
+        build_store(p, audio, tmp_path / "store", workers=1, progress=False, descriptors=False)
+    assert "vs label id 7777" in str(e.value) and len(str(e.value)) < 400, str(e.value)[:400]
+
+
+def test_short_id_keeps_ordinary_ids_whole():
+    from songfeat.data.labels import ID_SHOWN, short_id
+
+    long = "7" * 5000
+    assert short_id("4uLU6hMCjMI75M1A2tKUQC") == "4uLU6hMCjMI75M1A2tKUQC" and short_id("mine", quote=True) == "'mine'"
+    assert short_id("a" * ID_SHOWN) == "a" * ID_SHOWN
+    assert short_id(long) == f"{'7' * 24}...{'7' * 12} (5000 characters)"
+    assert short_id(long, quote=True) == f"'{'7' * 24}...{'7' * 12}' (5000 characters)"

@@ -452,6 +452,30 @@ def test_a_store_of_another_front_end_is_named_in_one_line(tiny_store):
                             "mfcc-dense (20x646); use the store it was trained from")
 
 
+def test_mlp_head_on_a_store_of_another_front_end_is_one_line_naming_the_build_it_needs(tiny_store, tmp_path, monkeypatch):
+    """`train mlp-head` (the head for musicnn vectors) on an MFCC store fitted an MLP to the flattened spectrogram and
+    wrote the bundle without a word; it is refused now, naming the store and the build that makes one it can read."""
+    from songfeat.cli import app
+    from songfeat.data.store import Store
+    from songfeat.errors import SongfeatError
+
+    def unread(self):
+        raise AssertionError("the store's array was read before its front-end was checked")
+
+    monkeypatch.setattr(Store, "array", unread)
+    with pytest.raises(SongfeatError) as e:
+        train_bundle("mlp-head", tiny_store, tmp_path / "head", epochs=1, progress=False)
+    assert str(e.value) == (f"{tiny_store}: built with the custom mfcc (16x24) front-end, but mlp-head needs a store "
+                            "built with --frontend musicnn; build one from the same labels and audio with `songfeat "
+                            "build --labels ... --audio ... --out NEW_STORE --frontend musicnn`")
+    r = CliRunner().invoke(app, ["train", "mlp-head", "--store", str(tiny_store), "--out", str(tmp_path / "head")])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0] == f"songfeat: error: {e.value}", r.output
+    assert not (tmp_path / "head").exists()
+    with pytest.raises(SongfeatError, match="needs a store built with --frontend musicnn"):  # a Dataset says so too
+        train_bundle("mlp-head", tiny_dataset(), tmp_path / "head", epochs=1, progress=False)
+
+
 def test_cli_build_limit_zero_is_refused(tiny_store, tmp_path):
     """`build --limit 0` wrote an empty store and exited 0 (a build matching no audio is an error, not an empty store)."""
     from songfeat.cli import app

@@ -136,7 +136,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     `clips` may pass clips already read (read_clips over the paired rows, with the front-end this
     evaluation uses) so a caller that has them does not decode every file again.
     """
-    from .data.labels import read_labels
+    from .data.labels import read_labels, short_id
     from .default_model import HEAD_SPEC, fit_head, head_inputs, base_outputs
 
     bundle = get_bundle(model)
@@ -162,7 +162,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
                                 f"{len(rows)} it never saw; use --cv K to refit its audio part per fold{unusable}")
     if len(rows) < 2:  # one clip has no correlation and no spread to score
-        nowhere = f"; {len(missing)} labelled ids have no audio file there (e.g. {missing[0]})" if missing else ""
+        nowhere = f"; {len(missing)} labelled ids have no audio file there (e.g. {short_id(missing[0])})" if missing else ""
         raise SongfeatError(labels_csv, f"{len(rows)} labelled clip{'s' * (len(rows) != 1)} with audio in {audio_dir}; "
                                         f"scoring needs at least 2{unusable}{nowhere}")
     spec = bundle.frontend if "frontend" in bundle.needs else None

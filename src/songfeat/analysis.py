@@ -35,7 +35,7 @@ import numpy as np
 
 from . import descriptors as D
 from . import features
-from .audio import SAMPLE_RATE, DecoderLog, audio_info, check_windows, iter_windows, reporting_windows
+from .audio import SAMPLE_RATE, AudioInfo, check_windows, header_info, iter_windows, reporting_windows
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
 N_FFT = 2048
@@ -846,24 +846,17 @@ def segment_records(fr: Frames, rise: np.ndarray, duration: float, silences: np.
     return [dict(zip(cols, v)) for v in zip(*cols.values())]
 
 
-def _probe(path: str | Path):
-    """The file's AudioInfo for `meta`, its decoder output discarded: the decode that follows reports the same output
-    again (kept, a truncated mp3 was warned about twice, and a probe's error lines counted twice)."""
-    log = DecoderLog(path)
-    try:
-        return audio_info(path, log)
-    finally:
-        log.close()
-
-
-def analyse(path: str | Path, on_window: Callable[[float], None] | None = None) -> Analysis:
+def analyse(path: str | Path, on_window: Callable[[float], None] | None = None, *,
+            info: AudioInfo | None = None) -> Analysis:
     """Stream `path` once and build Spotify's AudioAnalysisObject; raises SongfeatError for unusable audio.
 
     `on_window(seconds read so far)` after each 30-s window, as `analyze.analyze`'s (a progress hook for long files: the
-    windows are nearly all of the time, the whole-song stage after them ~4% of it).
+    windows are nearly all of the time, the whole-song stage after them ~4% of it). `info`: the file's
+    `audio.header_info`, when the caller has probed it already (for a bar's length), so its header is not read again;
+    without it, it is probed here.
     """
     t_start = time.perf_counter()
-    info = _probe(path)
+    info = header_info(path) if info is None else info
     evidence: list[D.WindowEvidence] = []
     stream = FrameStream()
     windows = iter_windows(path)
@@ -921,7 +914,8 @@ def analyse(path: str | Path, on_window: Callable[[float], None] | None = None) 
     return Analysis(result, fr)
 
 
-def audio_analysis(path: str | Path, on_window: Callable[[float], None] | None = None) -> dict:
+def audio_analysis(path: str | Path, on_window: Callable[[float], None] | None = None, *,
+                   info: AudioInfo | None = None) -> dict:
     """Spotify's AudioAnalysisObject for an audio file: meta, track, bars, beats, tatums, sections, segments
-    (`on_window`: `analyse`'s progress hook)."""
-    return analyse(path, on_window).result
+    (`on_window`: `analyse`'s progress hook; `info`: its header, when probed already, as `analyse` takes it)."""
+    return analyse(path, on_window, info=info).result

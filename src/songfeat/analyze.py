@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # annotations only
     import numpy as np
 
 from . import features
-from .audio import (SAMPLE_RATE, DecoderLog, audio_info, capture_output, check_windows, iter_windows, learned_window,
+from .audio import (SAMPLE_RATE, capture_output, check_windows, header_info, iter_windows, learned_window,
                     reporting_windows)
 from .errors import AudioError, SongfeatError
 
@@ -269,11 +269,7 @@ def header_seconds(path: str | Path) -> float | None:
 
     Raises AudioError for a file no decoder recognises (as decoding it would).
     """
-    probe = DecoderLog(path)  # discarded: the decode that follows reports the same decoder output again
-    try:
-        return audio_info(path, probe).seconds
-    finally:
-        probe.close()
+    return header_info(path).seconds
 
 
 def ask_time_for(path: str | Path, timeout: float) -> float | None:

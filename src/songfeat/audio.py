@@ -382,6 +382,19 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
     raise AudioError(p, "not a readable audio file (no decoder recognises its format)")
 
 
+def header_info(path: str | Path) -> AudioInfo:
+    """`audio_info` with the probe's decoder output discarded, for a caller that decodes the file next: the decode
+    reports that output again (kept, a truncated mp3 was warned about twice, and a probe's error lines counted twice).
+
+    Raises AudioError for a file no decoder recognises (as decoding it would).
+    """
+    log = DecoderLog(path)
+    try:
+        return audio_info(path, log)
+    finally:
+        log.close()
+
+
 def _soundfile_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block, source rate) from soundfile."""
     import numpy as np

@@ -183,7 +183,7 @@ def analyze(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically; missing folders are made) instead of stdout."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
@@ -381,16 +381,13 @@ def tags_cmd(
 
 
 @contextlib.contextmanager
-def _file_bar(path: Path) -> Iterator[Optional[Callable[[float], None]]]:
-    """While the body analyses one file in this process, a bar of its seconds analysed (out of its header's length)
-    when stderr is a terminal: yields the `on_window(seconds done)` hook that draws it (None: no bar), called between
-    decoder calls, when fd 2 is the terminal's."""
+def _file_bar(path: Path, total: Optional[float]) -> Iterator[Optional[Callable[[float], None]]]:
+    """While the body analyses one file in this process, a bar of its seconds analysed (out of `total`, its header's
+    length, when known) when stderr is a terminal: yields the `on_window(seconds done)` hook that draws it (None: no
+    bar), called between decoder calls, when fd 2 is the terminal's."""
     if not _progress_on():
         yield None
         return
-    from .analyze import header_seconds
-
-    total = header_seconds(path)
     progress, task = _bar(f"analysing {path.name}")
     try:
         yield lambda done: _show_seconds(progress, task, done, total)
@@ -401,14 +398,14 @@ def _file_bar(path: Path) -> Iterator[Optional[Callable[[float], None]]]:
 @app.command("analysis")
 def analysis_cmd(
     path: Path = typer.Argument(..., help="One audio file."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically) instead of stdout."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre (missing folders are made)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically; missing folders are made) instead of stdout."),
 ) -> None:
     """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
     if plot is not None:
         require("analysis --plot", "matplotlib")
     from .analysis import analyse
-    from .audio import capture_output
+    from .audio import capture_output, header_info
     from .errors import SongfeatError
     from .output import OutputError, ResultWriter
 
@@ -417,13 +414,16 @@ def analysis_cmd(
         raise fail(f"{output}: cannot write (named as both -o and --plot: the JSON would replace the picture)", 1)
     try:
         writer = ResultWriter("json", output, single=True, inputs=(path,))
+    except OutputError as e:  # names its file and says why already, as `analyze -o` prints it
+        raise fail(str(e), 1) from None
     except OSError as e:
         raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})", 1) from None
     try:
         with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
             try:
-                with _file_bar(path) as on_window:  # gone before anything else is printed
-                    result = analyse(path, on_window)
+                info = header_info(path)  # once: the bar's length, and the analysis's meta (not probed again there)
+                with _file_bar(path, info.seconds) as on_window:  # gone before anything else is printed
+                    result = analyse(path, on_window, info=info)
             except SongfeatError as e:
                 raise fail(str(e), 1) from None
         for w in captured.warnings:
@@ -470,6 +470,7 @@ def evaluate_audio(
         raise fail(f"--format must be md or json, not {fmt!r}")
     workers = _local_workers(workers)
     from .accuracy import evaluate_audio as run, to_markdown
+    from .data.labels import short_id
     from .errors import SongfeatError
 
     with _songfeat_warnings():  # a repeated file for one id: one line, not Python's two
@@ -484,7 +485,7 @@ def evaluate_audio(
     _echo_dropped(result["labels_dropped"], "all are listed in --format json's labels_dropped")
     if result["ids_without_audio"]:  # as train-heads says it: those labels are not scored
         typer.echo(one_line(f"songfeat: warning: {labels}: {result['labels_without_audio']} labelled ids have no audio file "
-                            f"in {audio} (e.g. {result['ids_without_audio'][0]})"), err=True)
+                            f"in {audio} (e.g. {short_id(result['ids_without_audio'][0])})"), err=True)
     if result["excluded_trained_on"]:
         typer.echo(f"songfeat: warning: {result['excluded_trained_on']} clips are not scored: the model was fitted on them "
                    "(--cv K refits it per fold)", err=True)
@@ -920,6 +921,7 @@ def download_cmd(
 ) -> None:
     """Download the 30-s previews of a track table: atomic, resumable, failures listed in a report."""
     from .data.download import download
+    from .data.labels import short_id
     from .errors import SongfeatError
 
     try:
@@ -932,7 +934,7 @@ def download_cmd(
     except KeyboardInterrupt:
         raise fail(f"interrupted; files already in {out} are complete; rerun the same command to continue", 130) from None
     for f in report.failures[:5]:
-        typer.echo(one_line(f"songfeat: error: {f.track_id}: {f.url}: {f.reason}"), err=True)
+        typer.echo(one_line(f"songfeat: error: {short_id(f.track_id)}: {f.url}: {f.reason}"), err=True)
     if len(report.failures) > 5:
         typer.echo(f"songfeat: error: ... and {len(report.failures) - 5} more", err=True)
     typer.echo(report.summary())

@@ -238,6 +238,7 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
 def _check_ids_in(data: Any, ids: list, bundle_path: Any, store: Any, split: str) -> None:
     """All of the bundle's recorded split ids must be scored: a store that lacks some is not the one it was trained on,
     or lacks their labels; either way the figures would be on other clips than the recorded split."""
+    from .data.labels import short_id
     from .errors import SongfeatError
 
     have = set(data.ids)
@@ -246,7 +247,8 @@ def _check_ids_in(data: Any, ids: list, bundle_path: Any, store: Any, split: str
         return
     absent = [i for i in missing if i not in store] if hasattr(store, "__contains__") else missing
     example = absent[0] if absent else missing[0]
-    why = (f"{len(missing)} of the bundle's {len(ids)} {split!r} clips are not usable in this store (e.g. {example!r}: "
+    why = (f"{len(missing)} of the bundle's {len(ids)} {split!r} clips are not usable in this store "
+           f"(e.g. {short_id(example, quote=True)}: "
            + ("not in it" if absent else "a label or input it needs is empty") + "); is it the store the bundle was trained on?")
     raise SongfeatError(getattr(store, "path", store), why)
 

@@ -418,7 +418,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     from .accuracy import pair_table
     from .analyze import get_bundle
     from .bundle import check_bundle_out, save_bundle
-    from .data.labels import read_labels
+    from .data.labels import read_labels, short_id
     from .errors import SongfeatError, SongfeatWarning
     from .records import DEFAULT_CACHE, get_records
     from .sources import fit_on
@@ -440,7 +440,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     for line in labels.dropped_lines():
         warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
     if missing:
-        warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} (e.g. {missing[0]})",
+        warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} "
+                      f"(e.g. {short_id(missing[0])})",
                       SongfeatWarning, stacklevel=2)
     # the label reader gives every feature a column; only those with values were labelled
     targets = [t for t in TARGETS if t in rows.columns and rows[t].notna().any()]
@@ -448,7 +449,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     learned = rows[targets].notna().any(axis=1) if targets else pd.Series(False, index=rows.index)
     unlearned = rows.loc[~learned, "track_id"].astype(str).tolist()
     if unlearned and targets:
-        warnings.warn(f"{labels_csv}: {len(unlearned)} clips label none of the learned features, left out (e.g. {unlearned[0]})",
+        warnings.warn(f"{labels_csv}: {len(unlearned)} clips label none of the learned features, left out "
+                      f"(e.g. {short_id(unlearned[0])})",
                       SongfeatWarning, stacklevel=2)
     rows = rows[learned].reset_index(drop=True)
     need(len(rows), f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio"

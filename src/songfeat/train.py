@@ -85,7 +85,10 @@ class Dataset:
         pos = {k: i for i, k in enumerate(self.ids)}
         missing = [k for k in ids if k not in pos]
         if missing:
-            raise KeyError(f"{len(missing)} ids not in this dataset, e.g. {missing[:3]}")
+            from .data.labels import short_id
+
+            shown = ", ".join(short_id(k, quote=True) for k in missing[:3])
+            raise KeyError(f"{len(missing)} ids not in this dataset, e.g. {shown}")
         return self.subset([pos[k] for k in ids])
 
     def select_targets(self, names: Sequence[str]) -> "Dataset":
@@ -526,7 +529,10 @@ def _check_disjoint(parts: dict[str, list[str]]) -> None:
     for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
         shared = sorted(set(parts[a]) & set(parts[b]))
         if shared:
-            raise ValueError(f"split: {len(shared)} ids are in both {a!r} and {b!r} (e.g. {shared[0]!r}); "
+            from .data.labels import short_id
+
+            raise ValueError(f"split: {len(shared)} ids are in both {a!r} and {b!r} "
+                             f"(e.g. {short_id(shared[0], quote=True)}); "
                              "the parts must not share clips")
 
 
@@ -545,6 +551,23 @@ def _too_few(source: Any, data: Dataset, n_train: int) -> Exception:
     if isinstance(source, Dataset):
         return ValueError(why)
     return SongfeatError(prov.get("store") or getattr(source, "path", None) or str(source), why)
+
+
+def _check_frontend_kind(model_name: str, cls: type, source: Any) -> None:
+    """Refuse a store (or Dataset) whose front-end the family is not made for (its `frontend_kinds`), naming the store
+    and the build that makes one: `train mlp-head` on an MFCC store fitted an MLP to the flattened spectrogram."""
+    from .errors import SongfeatError
+    from .frontend import SPECS, spec_name
+
+    kinds = getattr(cls, "frontend_kinds", None)
+    spec = getattr(source, "spec", None)
+    if not kinds or spec is None or spec.kind in kinds:
+        return
+    name = next(n for n, s in SPECS.items() if s.kind == kinds[0])
+    where = source.provenance.get("store") if isinstance(source, Dataset) else getattr(source, "path", source)
+    raise SongfeatError(where or None, f"built with the {spec_name(spec)} front-end, but {model_name} needs a store built "
+                                       f"with --frontend {name}; build one from the same labels and audio with "
+                                       f"`songfeat build --labels ... --audio ... --out NEW_STORE --frontend {name}`")
 
 
 def _check_numbers(*, lr: float | None, epochs: int | None, batch_size: int | None) -> None:
@@ -602,6 +625,11 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     overlap = set(numeric_inputs or ()) & set(targets)
     if overlap:
         raise ValueError(f"{sorted(overlap)} cannot be both a numeric input and a target")
+    if isinstance(store_or_dataset, (str, Path)):
+        from .data.store import open_store
+
+        store_or_dataset = open_store(store_or_dataset)  # opened here: its front-end is checked before its array is read
+    _check_frontend_kind(model_name, cls, store_or_dataset)
     data = _as_dataset(store_or_dataset, targets, numeric_inputs if needs_num else None, numeric_source,
                        "frontend" in cls.inputs)
     if needs_num and isinstance(store_or_dataset, Dataset):

@@ -48,6 +48,7 @@ LIST_SEP = "; "
 LOUDNESS_MAX_LABEL = 3.0
 TEMPO_MAX_LABEL = 300.0
 FMA_ID_WIDTH = 6  # FMA audio files are named {track_id:06d}.mp3
+ID_SHOWN = 64  # characters of an id a message shows whole; a longer one is shortened (`short_id`)
 
 _SPOTIFY_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9A-Za-z]{22})(?![0-9A-Za-z])")
 _URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
@@ -93,14 +94,27 @@ class LabelTable:
         return {str(k): int(v) for k, v in kinds.value_counts().items()}
 
     def dropped_lines(self) -> list[str]:
-        """One line per dropped row, '<file>: line N (<id>): <reason>', for warnings (N counts the header as line 1)."""
-        return [f"{self.source}: line {int(r.row) + 2} ({r.track_id}): {r.reason}" for r in self.dropped.itertuples()]
+        """One line per dropped row, '<file>: line N (<id>): <reason>', for warnings (N counts the header as line 1;
+        a long id shortened, `short_id`)."""
+        return [f"{self.source}: line {int(r.row) + 2} ({short_id(r.track_id)}): {r.reason}"
+                for r in self.dropped.itertuples()]
 
     def summary(self) -> dict:
         """Counts for a report or manifest: rows kept, dropped (by reason), values nulled (by reason)."""
         nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in self.nulled["reason"].value_counts().items()}
         return {"source": self.source, "schema": self.schema, "rows": len(self.frame),
                 "dropped": int(len(self.dropped)), "dropped_by_reason": self.drop_counts(), "nulled_by_reason": nulled}
+
+
+def short_id(tid: object, quote: bool = False) -> str:
+    """An id as messages echo it: whole up to ID_SHOWN characters, else its first and last characters around '...' and
+    its length, so a cell of thousands of digits is not printed whole (twice, in a drop line). `quote`: as repr() shows
+    it, the length outside the quotes."""
+    text = str(tid)
+    if len(text) <= ID_SHOWN:
+        return repr(tid) if quote else text
+    cut = f"{text[:24]}...{text[-12:]}"
+    return f"{repr(cut) if quote else cut} ({len(text)} characters)"
 
 
 def parse_track_id(raw: object) -> str | None:
@@ -159,11 +173,13 @@ def _bad_id(raw: object, kind: str) -> str:
     if not isinstance(raw, str) or not raw.strip():
         return "bad track_id: the id cell is empty"
     if kind == "spotify":
-        return f"bad track_id: {raw!r} is not a Spotify id (22 letters and digits), as most ids in this table are"
+        return (f"bad track_id: {short_id(raw, quote=True)} is not a Spotify id (22 letters and digits), as most ids in "
+                "this table are")
     if kind == "fma" and _NUMBER.fullmatch(raw.strip()):
-        return (f"bad track_id: {raw!r} is not a whole number of 0 or more; most ids in this table are numbers, read "
-                f"as FMA names files (2 pairs with {2:0{FMA_ID_WIDTH}d}.mp3)")
-    return f"bad track_id: {raw!r} cannot name an audio file (it holds whitespace, a slash or a control character)"
+        return (f"bad track_id: {short_id(raw, quote=True)} is not a whole number of 0 or more; most ids in this table "
+                f"are numbers, read as FMA names files (2 pairs with {2:0{FMA_ID_WIDTH}d}.mp3)")
+    return (f"bad track_id: {short_id(raw, quote=True)} cannot name an audio file (it holds whitespace, a slash or a "
+            "control character)")
 
 
 def _id_parser(values: pd.Series):
@@ -230,7 +246,7 @@ def index_audio(audio_dir: str | Path, ids: set[str], id_kind: str = "spotify",
     if first_repeat:  # said, not only counted: the user may have meant the other file
         tid, used, other = first_repeat
         message = (f"{audio_dir}: {repeats} audio file(s) repeat a labelled id and are not used; the first by name is "
-                   f"(e.g. {tid}: {used.name} used, {other.name} not)")
+                   f"(e.g. {short_id(tid)}: {used.name} used, {other.name} not)")
         if on_message:
             on_message(f"warning: {message}")
         else:

@@ -413,7 +413,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                          "path": [_absolute(found[t]) for t in plan_ids]})
     labels_without_audio = [t for t in ids if t not in found]
     if not found:
-        example = f"; e.g. {unlabelled[0].name} vs label id {ids[0]}" if unlabelled and ids else ""
+        example = f"; e.g. {unlabelled[0].name} vs label id {_labels.short_id(ids[0])}" if unlabelled and ids else ""
         raise SongfeatError(audio_dir, f"no audio file matches a labelled track id ({len(ids)} label rows, "
                                        f"{len(unlabelled)} audio files{example}); name files <track_id>.<ext>")
 
@@ -793,7 +793,8 @@ def _prepare_retry(out: Path, plan: pd.DataFrame, spec: FrontendSpec) -> None:
     with open(tmp / JOURNAL, "wb") as f:
         for k, tid in enumerate(tids):
             if tid not in row_of:
-                raise SongfeatError(out / INDEX, f"lists {tid}, which plan.parquet does not; delete the store folder and rebuild")
+                raise SongfeatError(out / INDEX, f"lists {_labels.short_id(tid)}, which plan.parquet does not; delete the "
+                                                 "store folder and rebuild")
             rec = {"row": row_of[tid], "track_id": tid, "ok": True, "audio_seconds": float(secs[k]),
                    "descriptors": {c: _plain(v[k]) for c, v in cols.items()}, "base": k}
             if warned.get(tid):

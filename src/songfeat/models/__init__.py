@@ -3,7 +3,8 @@
 Every model is a torch.nn.Module whose constructor takes `n_outputs` plus its own keyword
 hyper-parameters, whose class attribute `inputs` says which inputs it reads ("frontend": a
 [B, C, T] front-end tensor; "numeric": a [B, F] table of numeric features), and whose forward is
-`forward(frontend=None, numeric=None) -> [B, n_outputs]`. Models know nothing of files, the CLI or HTTP.
+`forward(frontend=None, numeric=None) -> [B, n_outputs]`. An optional class attribute `frontend_kinds` names the only
+front-end kinds `train` fits it on (mlp-head: musicnn). Models know nothing of files, the CLI or HTTP.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """`mlp-head`: a small MLP over a cached fixed-length vector, e.g. musicnn's tags + embeddings ([B, 3512, 1]).
 
-Meant for `songfeat build --frontend musicnn` stores: the pretrained tagger does the listening once,
-at build time, and only this head is trained on your labels. The trainer standardises each input
-channel with training-split statistics, so tag probabilities and embeddings of different scales mix.
+Made for `songfeat build --frontend musicnn` stores (`train` refuses a store of another front-end): the
+pretrained tagger does the listening once, at build time, and only this head is trained on your labels.
+The trainer standardises each input channel with training-split statistics, so tag probabilities and
+embeddings of different scales mix.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class MLPHead(nn.Module):
     """Flattened front-end -> hidden ReLU layers with dropout -> targets (sigmoid for [0, 1] features)."""
 
     inputs = ("frontend",)
+    frontend_kinds = ("musicnn",)  # the stores `train` fits it on: a flattened spectrogram is not what it is made for
 
     def __init__(self, n_outputs: int, n_inputs: int = 3512, hidden: tuple[int, ...] = (256,), dropout: float = 0.3,
                  out: str = "sigmoid"):
