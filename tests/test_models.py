@@ -115,6 +115,23 @@ def test_combiner_keeps_frozen_parts_in_eval_mode():
     assert m.training and not m.lstm.training and not m.mlp.training
 
 
+def test_every_front_end_family_declares_the_kinds_it_is_made_for():
+    """`train` checks a store's front-end kind against `frontend_kinds` before reading it; a family that reads a
+    front-end without declaring them would train on whatever it is given (lstm-simple on a musicnn vector did)."""
+    from songfeat.frontend import KINDS
+
+    for name in models.trainable():
+        cls = models.REGISTRY[name]
+        kinds = getattr(cls, "frontend_kinds", None)
+        if "frontend" in cls.inputs:
+            assert kinds and set(kinds) <= set(KINDS), name
+        else:
+            assert kinds is None, name  # a family that reads no front-end takes a store of any
+    for name in ("cnn-simple", "cnn-valence", "cnn-complex", "lstm-simple", "lstm-multitask", "combiner"):
+        assert models.REGISTRY[name].frontend_kinds == models.SPECTROGRAM_KINDS == ("mfcc", "logmel"), name
+    assert models.REGISTRY["mlp-head"].frontend_kinds == ("musicnn",)
+
+
 def test_unknown_family_and_variant_are_named():
     with pytest.raises(ValueError, match="unknown model"):
         models.create("resnet", 5)

@@ -476,6 +476,76 @@ def test_mlp_head_on_a_store_of_another_front_end_is_one_line_naming_the_build_i
         train_bundle("mlp-head", tiny_dataset(), tmp_path / "head", epochs=1, progress=False)
 
 
+@pytest.fixture()
+def musicnn_shaped_store(tiny_store, tmp_path):
+    """tiny_store's clips and labels as a `--frontend musicnn` build would store them: one [3512, 1] vector per clip
+    (random numbers: only the front-end recorded in the manifest and the array's shape matter here, not the tagger)."""
+    import shutil
+
+    from songfeat.frontend import MUSICNN
+
+    store = shutil.copytree(tiny_store, tmp_path / "musicnn-store")
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest.update(frontend=MUSICNN.to_dict(), frontend_name="musicnn")
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    n = len(np.load(store / "features.npy", mmap_mode="r"))
+    np.save(store / "features.npy", np.random.default_rng(0).standard_normal((n, *MUSICNN.shape)).astype(np.float32))
+    return store
+
+
+SPECTROGRAM_FAMILIES = ("cnn-simple", "cnn-valence", "cnn-complex", "lstm-simple", "lstm-multitask", "combiner")
+
+
+@pytest.mark.parametrize("name", SPECTROGRAM_FAMILIES)
+def test_a_spectrogram_family_on_a_musicnn_store_is_one_line_naming_the_build_it_needs(name, musicnn_shaped_store,
+                                                                                      tmp_path, monkeypatch):
+    """The LSTMs (and the combiner, an LSTM inside) trained silently on a musicnn store's one-frame vector, one step of
+    one vector; the CNNs failed on it with a layer-size ValueError naming no store. Each is refused before the array is
+    read, as mlp-head is on a spectrogram store: the store, its front-end and the builds the family reads."""
+    from songfeat.cli import app
+    from songfeat.data.store import Store
+    from songfeat.errors import SongfeatError
+    from songfeat.frontend import MUSICNN
+
+    def unread(self):
+        raise AssertionError("the store's array was read before its front-end was checked")
+
+    monkeypatch.setattr(Store, "array", unread)
+    with pytest.raises(SongfeatError) as e:
+        train_bundle(name, musicnn_shaped_store, tmp_path / "run", epochs=1, progress=False)
+    assert str(e.value) == (f"{musicnn_shaped_store}: built with the musicnn (3512x1) front-end, but {name} needs a "
+                            "store built with --frontend mfcc, mfcc-dense or logmel; build one from the same labels and "
+                            "audio with `songfeat build --labels ... --audio ... --out NEW_STORE --frontend mfcc`")
+    r = CliRunner().invoke(app, ["train", name, "--store", str(musicnn_shaped_store), "--out", str(tmp_path / "run")])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0] == f"songfeat: error: {e.value}", r.output
+    assert not (tmp_path / "run").exists()
+    data = tiny_dataset()
+    vectors = replace(data, frontend=np.zeros((len(data), *MUSICNN.shape), np.float32), spec=MUSICNN)
+    with pytest.raises(SongfeatError, match=f"^built with the musicnn \\(3512x1\\) front-end, but {name} needs a store "
+                                            "built with --frontend mfcc, mfcc-dense or logmel;"):  # a Dataset says so too
+        train_bundle(name, vectors, tmp_path / "run", epochs=1, progress=False)
+
+
+def test_numeric_mlp_trains_on_a_musicnn_store_without_reading_its_array(musicnn_shaped_store, tmp_path, monkeypatch):
+    """numeric-mlp reads label columns only, so a store of any front-end serves it: it is not refused, nor its array read."""
+    from songfeat.data.store import Store
+
+    monkeypatch.setattr(Store, "array", lambda self: (_ for _ in ()).throw(AssertionError("array read")))
+    out = train_bundle("numeric-mlp", musicnn_shaped_store, tmp_path / "mlp", epochs=1, progress=False)
+    assert json.loads((out / "config.json").read_text())["frontend"] is None
+
+
+@pytest.mark.parametrize("name", SPECTROGRAM_FAMILIES)
+def test_a_spectrogram_family_trains_on_a_logmel_dataset(name, tmp_path):
+    """Log-mel is a spectrogram over time as MFCCs are (docs/models.md: models take any spectrogram front-end, sized by
+    the spec): the kind check lets it through."""
+    data = tiny_dataset()
+    logmel = replace(TINY, kind="logmel", n_mels=16)
+    out = train_bundle(name, replace(data, spec=logmel), tmp_path / name, epochs=1, progress=False)
+    assert json.loads((out / "config.json").read_text())["frontend"]["kind"] == "logmel"
+
+
 def test_cli_build_limit_zero_is_refused(tiny_store, tmp_path):
     """`build --limit 0` wrote an empty store and exited 0 (a build matching no audio is an error, not an empty store)."""
     from songfeat.cli import app

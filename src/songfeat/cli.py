@@ -752,7 +752,7 @@ def build_cmd(
 
 @app.command("train")
 def train_cmd(
-    model: str = typer.Argument(..., help="Model family: numeric-mlp, cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner, mlp-head (over a --frontend musicnn store)."),
+    model: str = typer.Argument(..., help="Model family: numeric-mlp (any store), cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner (an mfcc, mfcc-dense or logmel store), mlp-head (a --frontend musicnn store)."),
     store: Path = typer.Option(..., "--store", help="Dataset store folder (made by `songfeat build`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's (the seed's; the seven learned features for mlp-head)."),

@@ -555,7 +555,9 @@ def _too_few(source: Any, data: Dataset, n_train: int) -> Exception:
 
 def _check_frontend_kind(model_name: str, cls: type, source: Any) -> None:
     """Refuse a store (or Dataset) whose front-end the family is not made for (its `frontend_kinds`), naming the store
-    and the build that makes one: `train mlp-head` on an MFCC store fitted an MLP to the flattened spectrogram."""
+    and the build that makes one, before its array is read: `train mlp-head` on an MFCC store fitted an MLP to the
+    flattened spectrogram, `lstm-*` on a musicnn store stepped once through its one-frame vector, and the CNNs failed
+    on it with a layer-size ValueError naming no store."""
     from .errors import SongfeatError
     from .frontend import SPECS, spec_name
 
@@ -563,11 +565,12 @@ def _check_frontend_kind(model_name: str, cls: type, source: Any) -> None:
     spec = getattr(source, "spec", None)
     if not kinds or spec is None or spec.kind in kinds:
         return
-    name = next(n for n, s in SPECS.items() if s.kind == kinds[0])
+    names = [n for n, s in SPECS.items() if s.kind in kinds]  # the builds that make one, the first the one suggested
+    needed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     where = source.provenance.get("store") if isinstance(source, Dataset) else getattr(source, "path", source)
     raise SongfeatError(where or None, f"built with the {spec_name(spec)} front-end, but {model_name} needs a store built "
-                                       f"with --frontend {name}; build one from the same labels and audio with "
-                                       f"`songfeat build --labels ... --audio ... --out NEW_STORE --frontend {name}`")
+                                       f"with --frontend {needed}; build one from the same labels and audio with "
+                                       f"`songfeat build --labels ... --audio ... --out NEW_STORE --frontend {names[0]}`")
 
 
 def _check_numbers(*, lr: float | None, epochs: int | None, batch_size: int | None) -> None:

@@ -4,7 +4,8 @@ Every model is a torch.nn.Module whose constructor takes `n_outputs` plus its ow
 hyper-parameters, whose class attribute `inputs` says which inputs it reads ("frontend": a
 [B, C, T] front-end tensor; "numeric": a [B, F] table of numeric features), and whose forward is
 `forward(frontend=None, numeric=None) -> [B, n_outputs]`. An optional class attribute `frontend_kinds` names the only
-front-end kinds `train` fits it on (mlp-head: musicnn). Models know nothing of files, the CLI or HTTP.
+front-end kinds `train` fits it on (the CNNs, LSTMs and combiner: `SPECTROGRAM_KINDS`; mlp-head: musicnn). Models know
+nothing of files, the CLI or HTTP.
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import inspect
 import torch
 
 REGISTRY: dict[str, type[torch.nn.Module]] = {}
+#: front-end kinds that are a spectrogram over time [C, T]: what the seed's CNNs and LSTMs convolve or step through
+#: (a musicnn store's [3512, 1] is one vector, no time axis: too small for a CNN's poolings, one step for an LSTM)
+SPECTROGRAM_KINDS: tuple[str, ...] = ("mfcc", "logmel")
 _MODULES = ("numeric_mlp", "cnn", "lstm", "combiner", "stack", "mlp_head", "heads")  # imported on first lookup
 
 

@@ -1,6 +1,7 @@
 """The seed's 2D CNNs over the MFCC image: `cnn-simple` (danceability), `cnn-valence`, `cnn-complex` (5 targets).
 
-All read a front-end tensor [B, C, T] and treat it as a one-channel image [B, 1, C, T]. Layer sizes
+All read a spectrogram front-end tensor [B, C, T] (mfcc, mfcc-dense or logmel stores; `train` refuses a musicnn
+store, whose one-frame vector is no image) and treat it as a one-channel image [B, 1, C, T]. Layer sizes
 are the seed's; `input_shape` only sizes the first linear layer of the simple CNNs (32 x C/4 x T/4,
 which is the seed's 32*5*40 for 20x160). Nothing is rounded inside the graph (the seed's
 `torch.round(x*1000)/1000` has zero gradient almost everywhere, so its loss could not go down).
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register
+from . import SPECTROGRAM_KINDS, register
 
 
 @register("cnn-simple")
@@ -19,6 +20,7 @@ class CNNSimple(nn.Module):
     """Two conv (3x3, ReLU, 2x2 max-pool) + two linear layers (ReLU, then sigmoid): the seed's simple 2D CNN."""
 
     inputs = ("frontend",)
+    frontend_kinds = SPECTROGRAM_KINDS  # an image of channels x frames; musicnn's [3512, 1] cannot be pooled twice
 
     def __init__(self, n_outputs: int = 1, input_shape: tuple[int, int] = (20, 160), channels: tuple[int, int] = (16, 32),
                  hidden: int = 64, out: str = "sigmoid"):
@@ -56,6 +58,7 @@ class CNNComplex(nn.Module):
     """
 
     inputs = ("frontend",)
+    frontend_kinds = SPECTROGRAM_KINDS  # needs >= 16 x 16 of channels x frames; musicnn's [3512, 1] has one frame
 
     def __init__(self, n_outputs: int = 5, input_shape: tuple[int, int] = (20, 160), pool: tuple[int, int] = (8, 8),
                  hidden: int = 128, dropout: tuple[float, float] = (0.25, 0.5), out: str = "linear"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import register
+from . import SPECTROGRAM_KINDS, register
 from .lstm import LSTMMultitask
 from .numeric_mlp import NumericMLP
 
@@ -37,6 +37,7 @@ class Combiner(nn.Module):
     """Concatenate the (pretrained, frozen) LSTM and numeric-MLP features through one ReLU layer each, then a linear + sigmoid."""
 
     inputs = ("frontend", "numeric")
+    frontend_kinds = SPECTROGRAM_KINDS  # its front-end half is an lstm-multitask: frames to step through
 
     def __init__(self, n_outputs: int = 5, variant: str = "d", lstm: dict | None = None, mlp: dict | None = None,
                  lstm_outputs: int | None = None, mlp_outputs: int | None = None,

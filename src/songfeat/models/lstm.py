@@ -2,19 +2,22 @@
 
 Input is a front-end tensor [B, C, T]; it is transposed to [B, T, C] inside, so C (20 MFCCs) is the
 LSTM's input size and the hidden state after the last frame feeds the linear head, as in the seed.
+Made for spectrogram stores (mfcc, mfcc-dense, logmel): `train` refuses a musicnn store, whose [3512, 1]
+vector has a single frame, so the LSTM would take one step and be a plain dense layer.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from . import register
+from . import SPECTROGRAM_KINDS, register
 
 
 class _LSTMRegressor(nn.Module):
     """LSTM(C -> hidden) over frames, then a linear layer on the last hidden state, optionally a sigmoid."""
 
     inputs = ("frontend",)
+    frontend_kinds = SPECTROGRAM_KINDS  # frames to step through; musicnn's [3512, 1] would be one step of one vector
     default_out = "sigmoid"
 
     def __init__(self, n_outputs: int, input_size: int = 20, hidden_size: int = 64, num_layers: int = 1,
