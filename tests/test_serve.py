@@ -1239,14 +1239,18 @@ def test_a_token_no_header_can_carry_is_refused(tmp_path):
     assert r.exit_code == 2 and "empty" in r.output
 
 
-def _request(base: str, target: str, headers: list[tuple[str, str]], method: str = "GET") -> tuple[int, dict, bytes]:
-    """A request sent as given (`headers` in order, repeats kept, Host among them if wanted): status, headers, body."""
+def _request(base: str, target: str, headers: list[tuple[str, str]], method: str = "GET",
+             body: bytes = b"") -> tuple[int, dict, bytes]:
+    """A request sent as given (`headers` in order, repeats kept, Host among them if wanted; a body with its
+    Content-Length): status, headers, body."""
     host, port = base.removeprefix("http://").split(":")
     con = http.client.HTTPConnection(host, int(port), timeout=10)
     con.putrequest(method, target, skip_host=any(k.lower() == "host" for k, _ in headers), skip_accept_encoding=True)
     for k, v in headers:
         con.putheader(k, v)
-    con.endheaders()
+    if body:
+        con.putheader("Content-Length", str(len(body)))
+    con.endheaders(body or None)
     r = con.getresponse()
     answer = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     con.close()
@@ -1363,6 +1367,170 @@ def test_a_trailing_slash_is_the_path_without_it_never_a_redirect(tmp_path):
             assert status == 404 and "location" not in headers and json.loads(body)["error"]["status"] == 404, target
         text = _request(base, "/metrics", auth().items())[2].decode()
         assert 'route="/healthz",status="200"' in text  # counted under its route, not as an unmatched path
+
+
+# A page on any site can make its visitor's browser POST a form (multipart/form-data or text/plain, no custom header: a
+# CORS "simple request", sent without a preflight) to http://127.0.0.1:PORT. With no token the server stored and analysed
+# the upload, or rescanned, for a page that could not even read the answer; a page of a --cors-origin origin could read it
+# too. The docs said uploads and rescans "stay same-origin": only preflights did.
+FORM_BOUNDARY = "----songfeat-test-boundary"
+FORM = [("Content-Type", f"multipart/form-data; boundary={FORM_BOUNDARY}")]
+TEXT = [("Content-Type", "text/plain")]
+EVIL, PAGE = "http://evil.example", "http://localhost:5173"
+
+
+def _form(data: bytes, name: str = "song.mp3") -> bytes:
+    """A multipart/form-data body of one file field, as a page's <form enctype="multipart/form-data"> posts it."""
+    return (f"--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            f"Content-Type: audio/mpeg\r\n\r\n").encode() + data + f"\r\n--{FORM_BOUNDARY}--\r\n".encode()
+
+
+@contextlib.contextmanager
+def _watched(tmp_path, monkeypatch, **options):
+    """An app (create_app(..., **options), no workers) over one analysed clip, whose rescans and uploads are recorded
+    instead of done; yields (base URL, rescans asked for, uploads taken, stored upload files now)."""
+    from songfeat.serve import create_app
+
+    lib = analysed_library(tmp_path, SPOTIFY_IDS[0])
+    scans, uploads = [], []
+    monkeypatch.setattr(lib, "request_scan", lambda: scans.append(1))
+
+    def upload(*args):  # the first step of storing and analysing an upload
+        uploads.append(args)
+        raise RuntimeError("the upload was taken")
+
+    monkeypatch.setattr(lib, "upload", upload)
+    with serving(create_app(lib, start=False, **options)) as base:
+        yield base, scans, uploads, lambda: sorted(p.name for p in lib.uploads.iterdir()) if lib.uploads.exists() else []
+
+
+def _refused(base: str, target: str, headers: list[tuple[str, str]], who: str) -> dict:
+    """POST `target` as a page's form would, from `headers`: assert the 403 names `who` and says what to do; its headers."""
+    body, kind = (_form(mp3_bytes(1.0)), FORM) if target == "/v1/audio-features" else (b"x=1", TEXT)
+    status, answer, raw = _request(base, target, [*headers, *kind], method="POST", body=body)
+    assert status == 403, (headers, target, status, raw)
+    error = json.loads(raw)["error"]
+    assert error["status"] == 403 and f"cross-origin request refused: {who}" in error["message"], error
+    assert f"may not POST {target}" in error["message"] and "no Origin header (curl, scripts, spotipy)" in error["message"]
+    assert error["message"].endswith("--cors-origin opens the GET routes only")
+    return answer
+
+
+CROSS_ORIGIN = {  # headers a browser sends with another origin's POST: (headers, who the message names)
+    "cross-site page": ([("Origin", EVIL), ("Sec-Fetch-Site", "cross-site")], f"a page at {EVIL}"),
+    "old browser or plain-http address": ([("Origin", EVIL)], f"a page at {EVIL}"),  # no Sec-Fetch-Site: Origin decides
+    "same site, other port": ([("Origin", "http://127.0.0.1:5173"), ("Sec-Fetch-Site", "same-site")], "a page at http://127.0.0.1:5173"),
+    "sandboxed or file:// page": ([("Origin", "null"), ("Sec-Fetch-Site", "cross-site")], "a sandboxed or file:// page"),
+    "fetch metadata alone": ([("Sec-Fetch-Site", "cross-site")], "a page of another origin (Sec-Fetch-Site: cross-site)"),
+}
+
+
+@pytest.mark.parametrize("case", list(CROSS_ORIGIN))
+def test_a_page_of_another_origin_cannot_upload(tmp_path, monkeypatch, case):
+    headers, who = CROSS_ORIGIN[case]
+    with _watched(tmp_path, monkeypatch) as (base, scans, uploads, stored):
+        answer = _refused(base, "/v1/audio-features", headers, who)
+        assert not [k for k in answer if k.startswith("access-control-")]
+        assert not uploads and stored() == []  # nothing stored or analysed
+
+
+@pytest.mark.parametrize("case", list(CROSS_ORIGIN))
+def test_a_page_of_another_origin_cannot_rescan(tmp_path, monkeypatch, case):
+    headers, who = CROSS_ORIGIN[case]
+    with _watched(tmp_path, monkeypatch) as (base, scans, uploads, stored):
+        _refused(base, "/library/rescan", headers, who)
+        assert not scans
+
+
+def test_an_allowed_cors_origin_still_cannot_post(tmp_path, monkeypatch):
+    # --cors-origin opens the GET routes (the docs: "uploads and rescans stay same-origin"); its page may read the 403
+    with _watched(tmp_path, monkeypatch, cors_origins=[PAGE]) as (base, scans, uploads, stored):
+        for headers in ([("Origin", PAGE), ("Sec-Fetch-Site", "cross-site")], [("Origin", PAGE)]):
+            for target in ("/v1/audio-features", "/library/rescan"):
+                answer = _refused(base, target, headers, f"a page at {PAGE}")
+                assert answer["access-control-allow-origin"] == PAGE  # so the page can show why
+            answer = _refused(base, "/library/rescan", [("Origin", EVIL), ("Sec-Fetch-Site", "cross-site")], f"a page at {EVIL}")
+            assert "access-control-allow-origin" not in answer  # any other page may not even read that
+        assert not scans and not uploads and stored() == []
+    with _watched(tmp_path / "any", monkeypatch, cors_origins=["*"]) as (base, scans, uploads, stored):
+        _refused(base, "/library/rescan", [("Origin", EVIL), ("Sec-Fetch-Site", "cross-site")], f"a page at {EVIL}")
+        assert not scans
+
+
+def test_the_same_origin_and_clients_without_origin_may_post(tmp_path, monkeypatch):
+    with _watched(tmp_path, monkeypatch, cors_origins=[PAGE]) as (base, scans, uploads, stored):
+        own_host = base.removeprefix("http://")
+        allowed = {"curl, spotipy, scripts (no Origin)": [],
+                   "own page (/docs)": [("Origin", base), ("Sec-Fetch-Site", "same-origin")],
+                   "own page, old browser or plain-http address": [("Origin", base)],
+                   "own page, Host in capitals": [("Host", own_host.upper()), ("Origin", base)],
+                   "typed by the user": [("Sec-Fetch-Site", "none")]}
+        for case, headers in allowed.items():
+            status, _, raw = _request(base, "/library/rescan", [*headers, *TEXT], method="POST", body=b"x=1")
+            assert status == 202 and json.loads(raw) == {"status": "scanning"}, (case, status, raw)
+            status, _, raw = _request(base, "/v1/audio-features", [*headers, *FORM], method="POST", body=_form(b""))
+            assert status == 400 and "empty upload" in json.loads(raw)["error"]["message"], (case, raw)  # past the check
+        assert len(scans) == len(allowed)
+        status, _, raw = _request(base, "/v1/audio-features", FORM, method="POST", body=_form(mp3_bytes(1.0)))
+        assert status == 500 and len(uploads) == 1  # taken (the recording stand-in then fails it)
+
+
+def test_a_cross_origin_post_is_refused_whatever_the_token(tmp_path, monkeypatch):
+    with _watched(tmp_path, monkeypatch, token=TOKEN) as (base, scans, uploads, stored):
+        for headers in ([("Origin", EVIL)], [("Origin", EVIL), *auth().items()]):  # 403 before the token's 401
+            _refused(base, "/library/rescan", headers, f"a page at {EVIL}")
+        assert not scans
+        assert _request(base, "/library/rescan", list(auth().items()), method="POST")[0] == 202
+        assert _request(base, "/library/rescan", [("Origin", base), *auth().items()], method="POST")[0] == 202
+        assert _request(base, "/library/rescan", [("Origin", base)], method="POST")[0] == 401  # the token still counts
+        assert len(scans) == 2
+        text = _request(base, "/metrics", list(auth().items()))[2].decode()
+        assert 'route="/library/rescan",status="403"' in text  # counted under its route
+
+
+def test_reading_is_open_to_any_origin_as_before(tmp_path, monkeypatch):
+    lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+    with _watched(tmp_path, monkeypatch, cors_origins=[PAGE]) as (base, scans, uploads, stored):
+        for headers in ([("Origin", EVIL), ("Sec-Fetch-Site", "cross-site")], [("Origin", PAGE), ("Sec-Fetch-Site", "same-site")],
+                        [("Origin", "null")], [("Origin", EVIL)], []):
+            for method in ("GET", "HEAD"):
+                status, answer, raw = _request(base, lookup, headers, method=method)
+                assert status == 200, (headers, method, raw)
+                assert raw == b"" if method == "HEAD" else json.loads(raw) == {"id": SPOTIFY_IDS[0]}
+                assert answer.get("access-control-allow-origin") == (PAGE if dict(headers).get("Origin") == PAGE else None)
+            assert _request(base, f"/v1/audio-features?ids={SPOTIFY_IDS[0]}", headers)[0] == 200
+            assert _request(base, "/healthz", headers)[0] == 200
+        preflight = [("Origin", PAGE), ("Access-Control-Request-Method", "GET"), ("Sec-Fetch-Site", "same-site")]
+        assert _request(base, lookup, preflight, method="OPTIONS")[0] == 200  # preflights as before
+
+
+@pytest.mark.parametrize("origin, scheme, host, same", [
+    ("http://127.0.0.1:8080", "http", "127.0.0.1:8080", True),
+    ("http://localhost:8080", "http", "LocalHost:8080", True),  # case
+    ("HTTP://LOCALHOST:8080", "http", "localhost:8080", True),
+    ("http://localhost", "http", "localhost:80", True),  # a default port, spelled or not
+    ("https://music.example", "https", "music.example:443", True),
+    ("http://[::1]:8080", "http", "[::1]:8080", True),  # IPv6 literals, however spelled
+    ("http://[::1]:8080", "http", "[0:0:0:0:0:0:0:1]:8080", True),
+    ("http://[::1]:8080", "http", "[::2]:8080", False),
+    ("http://[::1]:8080", "http", "::1:8080", False),
+    ("http://localhost:8080", "http", "localhost:8081", False),  # port
+    ("http://localhost", "http", "localhost:8080", False),
+    ("http://localhost:80", "https", "localhost:80", False),  # scheme: a plain-http page is not the https server's
+    ("https://localhost:8080", "http", "localhost:8080", False),
+    ("http://127.0.0.1:8080", "http", "localhost:8080", False),  # another name is another origin
+    ("http://localhost:8080.evil.example", "http", "localhost:8080", False),
+    ("http://user@localhost:8080", "http", "localhost:8080", False),  # not an origin
+    ("http://localhost:8080/", "http", "localhost:8080", False),
+    ("http://localhost:99999", "http", "localhost:99999", False),
+    ("null", "http", "localhost:8080", False),
+    ("", "http", "localhost:8080", False),
+    ("http://localhost:8080", "http", None, False),  # no Host (HTTP/1.0), or more than one
+])
+def test_an_origin_is_compared_with_the_requests_own(origin, scheme, host, same):
+    from songfeat.serve import is_same_origin
+
+    assert is_same_origin(origin, scheme, host) is same
 
 
 def test_repeated_authorization_headers_are_refused(tmp_path):

@@ -4,13 +4,16 @@ A thin HTTP skin over `songfeat.library.Library`: it checks the token and the id
 the index, turns the library's states into Spotify's statuses (503 + Retry-After while a file waits
 for analysis), streams uploads to disk under a size cap, and exports Prometheus metrics. It holds no
 analysis logic. Every error, FastAPI's own 404/405/422 included, is `{"error": {"status", "message"}}`. CORS is off
-unless origins are given (`cors_origins`, `--cors-origin`).
+unless origins are given (`cors_origins`, `--cors-origin`). Requests that change something (uploads, rescans) are
+refused when a browser says another origin's page sent them (`cross_origin_refusal`): such a page can send a form's POST
+without CORS's consent, and without a token the server would act on it.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import hmac
+import ipaddress
 import os
 import re
 import time
@@ -45,6 +48,8 @@ CONTENT_TYPES = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav",
                  "audio/mp4": ".m4a", "audio/x-m4a": ".m4a", "audio/aac": ".aac", "audio/aiff": ".aiff",
                  "audio/x-aiff": ".aiff", "audio/webm": ".webm"}
 CORS_METHODS = ("GET", "HEAD", "OPTIONS")  # Spotify's read routes; uploads and rescans stay same-origin
+SAFE_METHODS = frozenset(CORS_METHODS)  # change nothing: any page may send them; every other method is same-origin only
+SAME_ORIGIN_FETCH = ("same-origin", "none")  # Sec-Fetch-Site of a page's own requests, and of ones the user typed
 DEFAULT_PORTS = {"http": 80, "https": 443}  # a browser's Origin header leaves these out
 ORIGIN_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?|[0-9a-f:.]*:[0-9a-f:.]*")  # a name or an IPv6 address, lower case
 UPLOAD_DOC = {"requestBody": {"required": True, "description": "An audio file: the raw bytes, or a multipart form with one file.",
@@ -350,6 +355,76 @@ def check_cors_origin(origin: str) -> str:
     return origin
 
 
+def _host_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
+    """(host, port) of a `host[:port]` as an origin compares them: the host lower case, an IP address in its canonical
+    spelling (IPv6 without its brackets), a port left out the scheme's default; None if `netloc` is no such thing."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        port = parts.port
+    except ValueError:  # a port out of range or not a number, an unclosed IPv6 bracket
+        return None
+    host = parts.hostname
+    if not host or "@" in parts.netloc or parts.path or parts.query or parts.fragment:  # user@, a path: no host
+        return None
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass
+    return host, DEFAULT_PORTS.get(scheme) if port is None else port
+
+
+def is_same_origin(origin: str, scheme: str, host: str | None) -> bool:
+    """Whether a browser's `Origin` header names the origin of the request it came with: `scheme` (as the server sees
+    it, X-Forwarded-Proto from a trusted proxy included) and its `Host` header, compared as origins are (scheme, host
+    and port; case, a default port and an IPv6 address's spelling aside). `null` (sandboxed and file:// pages, or after
+    a redirect from another origin) is nobody's."""
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    theirs = parts.scheme.lower()
+    if host is None or theirs != scheme.lower() or parts.path or parts.query or parts.fragment:
+        return False
+    mine = _host_port(host, theirs)
+    return mine is not None and _host_port(parts.netloc, theirs) == mine
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """A header's value as a message shows it: as is when short and printable, else quoted and cut."""
+    if 0 < len(text) <= limit and text.isprintable():
+        return text
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def cross_origin_refusal(method: str, path: str, headers: Headers, scheme: str) -> str | None:
+    """Why a request is refused as another origin's (a 403's message), or None to take it.
+
+    A page may make its visitor's browser POST a form (multipart/form-data, text/plain) to any address, this server's
+    on localhost included, without a CORS preflight: the page cannot read the answer, but without a token the server
+    would act on it. So, as Go's `http.CrossOriginProtection` and Django's CSRF origin check do, a request of a method
+    other than GET/HEAD/OPTIONS is refused when the browser says another origin sent it: by `Sec-Fetch-Site` (sent by
+    every current browser to https and loopback addresses; only `same-origin` and `none` pass) or, without it, by an
+    `Origin` that is not the request's own (`is_same_origin`). A request with neither header is no browser's
+    cross-origin one (curl, spotipy, scripts) and passes, as does every GET; an origin named by `--cors-origin` gets
+    no exception: CORS opens the GET routes only."""
+    if method in SAFE_METHODS:
+        return None
+    origins, sites, hosts = headers.getlist("origin"), headers.getlist("sec-fetch-site"), headers.getlist("host")
+    host = hosts[0] if len(hosts) == 1 else None
+    foreign = [o for o in origins if not is_same_origin(o, scheme, host)]
+    other = [s for s in sites if s.strip().lower() not in SAME_ORIGIN_FETCH]
+    # Sec-Fetch-Site, the browser's own word (a proxy rewriting Host does not change it), decides; without it, Origin
+    # does: none at all (no browser's cross-origin request) or the request's own passes
+    if not (other if sites else foreign):
+        return None
+    sender = (foreign or origins or [None])[0]
+    who = (f"a page of another origin (Sec-Fetch-Site: {_shown(other[0], 20)})" if sender is None
+           else "a sandboxed or file:// page (Origin: null)" if sender == "null" else f"a page at {_shown(sender)}")
+    return (f"cross-origin request refused: {who} may not {method} {path}. Requests that change the library are taken "
+            "only from clients that send no Origin header (curl, scripts, spotipy) and from this server's own pages; "
+            "--cors-origin opens the GET routes only")
+
+
 def create_app(library: Library, token: str | None = None, max_upload_mb: float = UPLOAD_MB, wait_seconds: float = WAIT_SECONDS,
                rehash: bool = False, rescan_interval: float = 0.0, start: bool = True,
                cors_origins: str | Iterable[str] = ()) -> FastAPI:
@@ -416,7 +491,12 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise ApiError(401, "Invalid access token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
-    api = APIRouter(dependencies=[Depends(require_token)])
+    def same_origin_only(request: Request) -> None:  # before the token: the 403 says why, whatever the token
+        refusal = cross_origin_refusal(request.method, request.url.path, request.headers, request.url.scheme)
+        if refusal is not None:
+            raise ApiError(403, refusal)
+
+    api = APIRouter(dependencies=[Depends(same_origin_only), Depends(require_token)])
 
     async def ready(ids: list[str], wait: bool) -> dict:
         """Entries for `ids`; pending ones are moved up the queue and waited for (wait) or answered 503."""
@@ -531,8 +611,6 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
 
 
 def is_loopback(host: str) -> bool:
-    import ipaddress
-
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
