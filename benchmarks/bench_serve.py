@@ -52,7 +52,7 @@ def free_port() -> int:
 
 async def _get(reader, writer, target: bytes) -> tuple[int, float]:
     t0 = time.perf_counter()
-    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: bench\r\n\r\n")
+    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     await writer.drain()
     status = int((await reader.readline()).split()[1])
     length = 0

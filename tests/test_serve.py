@@ -12,6 +12,7 @@ import http.client
 import io
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -161,7 +162,7 @@ def content_id(data: bytes) -> str:
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve") / "music"
     files = make_library(root)
-    srv = Server(root, "--max-upload-mb", "1").start()
+    srv = Server(root, "--max-upload-mb", "1", "--allowed-host", "music.lan").start()
     try:
         srv.wait_analysed()
         yield srv, root, files
@@ -695,7 +696,7 @@ def _send_head(base: str, header_bytes: int) -> bytes:
 
     sock = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20)
     try:
-        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * header_bytes + b"\r\nConnection: close\r\n\r\n"
+        head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * header_bytes + b"\r\nConnection: close\r\n\r\n"
         try:
             for i in range(0, len(head), 1 << 16):
                 sock.sendall(head[i:i + (1 << 16)])
@@ -751,7 +752,7 @@ def test_a_request_head_that_never_finishes_gets_408(tmp_path, monkeypatch):
     lib = Library(root, workers=1, model="test")
     with serving(create_app(lib, start=False), **http_protocol.uvicorn_options()) as base:
         port = int(base.rsplit(":", 1)[1])
-        for sent in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"):  # nothing at all; a head without its end
+        for sent in (b"", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"):  # nothing at all; a head without its end
             with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
                 sock.sendall(sent)
                 t0 = time.monotonic()
@@ -759,10 +760,10 @@ def test_a_request_head_that_never_finishes_gets_408(tmp_path, monkeypatch):
                 assert answer.startswith(b"HTTP/1.1 408 Request Timeout") and time.monotonic() - t0 < 10
                 assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 408
         with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:  # keep-alive: a pause between requests
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert sock.recv(1 << 16).startswith(b"HTTP/1.1 200")
             time.sleep(1.5)
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert _read_all(sock).startswith(b"HTTP/1.1 200")
 
 
@@ -795,11 +796,11 @@ def test_a_body_sent_with_its_head_does_not_count_as_head(tmp_path):
 
     with _bounded_server(tmp_path) as base:
         for size in (MAX_HEAD_BYTES + 1000, 2 * MAX_HEAD_BYTES):
-            head = f"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+            head = f"POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
             answer = _raw(base, head + b"a" * size)
             assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 405 Method Not Allowed", (size, answer[:120])
-        pipelined = b"".join(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n" for _ in range(30))
-        answer = _raw(base, pipelined + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        pipelined = b"".join(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n" for _ in range(30))
+        answer = _raw(base, pipelined + b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert answer.count(b"HTTP/1.1 200 OK") == 31  # 93 KB of small pipelined heads in one read: each its own
 
 
@@ -808,12 +809,12 @@ def test_a_pipelined_head_counts_towards_its_own_cap(tmp_path):
     # counted towards no cap, so that head could grow past MAX_HEAD_BYTES by one read's size
     from songfeat.http_protocol import MAX_HEAD_BYTES
 
-    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 3 // 4)
+    first = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 3 // 4)
     rest = b"a" * (MAX_HEAD_BYTES // 2) + b"\r\nConnection: close\r\n\r\n"  # under the cap alone; 1.25 caps in all
     with _bounded_server(tmp_path) as base:
         answer = _raw(base, first, then=rest, repeat=1)
         assert answer.startswith(b"HTTP/1.1 200 OK") and b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
-        fair = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES // 2)
+        fair = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES // 2)
         answer = _raw(base, fair, then=b"p" * (MAX_HEAD_BYTES // 4) + b"\r\nConnection: close\r\n\r\n", repeat=1)
         assert answer.count(b"HTTP/1.1 200 OK") == 2, answer[-300:]  # a pipelined head under the cap is served
 
@@ -823,14 +824,14 @@ def test_a_head_pipelined_after_a_body_counts_towards_its_own_cap(tmp_path):
     # after a body counted towards no cap, so that head could grow past MAX_HEAD_BYTES by one read's size (256 KiB)
     from songfeat.http_protocol import MAX_HEAD_BYTES
 
-    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 3 // 4)
+    big = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 3 // 4)
     rest = b"a" * (MAX_HEAD_BYTES // 2) + b"\r\nConnection: close\r\n\r\n"  # under the cap alone; 1.25 caps in all
-    fair = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES // 2)
+    fair = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES // 2)
     bodies = (b"Content-Length: 9\r\n\r\nab\r\n\r\ncde",  # a blank line inside a body does not end it
               b"Transfer-Encoding: chunked\r\n\r\n9\r\nab\r\n\r\ncde\r\n0\r\nX-Trailer: 1\r\n\r\n")
     with _bounded_server(tmp_path) as base:
         for body in bodies:
-            post = b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + body
+            post = b"POST /healthz HTTP/1.1\r\nHost: localhost\r\n" + body
             answer = _raw(base, post + big, then=rest, repeat=1)
             assert answer.startswith(b"HTTP/1.1 405") and b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
             answer = _raw(base, post + fair, then=b"p" * (MAX_HEAD_BYTES // 4) + b"\r\nConnection: close\r\n\r\n", repeat=1)
@@ -840,12 +841,12 @@ def test_a_head_pipelined_after_a_body_counts_towards_its_own_cap(tmp_path):
 def test_growing_chunked_trailers_get_431(tmp_path):
     # httptools buffers a chunked body's trailer fields whole and only the head was capped: a client sending one
     # endless trailer grew the server by 300 MB in 100 s and was never cut off
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
     with _bounded_server(tmp_path) as base:
         answer = _raw(base, head, then=b"t" * (1 << 16), repeat=64)  # 4 MB of trailer at most
         assert b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
         assert json.loads(answer.rsplit(b"\r\n\r\n", 1)[1])["error"]["status"] == 431
-        chunked = (b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        chunked = (b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                    + b"".join(b"1\r\nx\r\n" for _ in range(20000)) + b"0\r\nX-Fine: yes\r\n\r\n")
         answer = _raw(base, chunked)  # 120 KB of tiny chunks and a small trailer: a fair request
         assert answer.startswith(b"HTTP/1.1 405"), answer[:200]
@@ -859,15 +860,15 @@ def test_an_overlong_request_target_gets_414_not_431(tmp_path):
     with _bounded_server(tmp_path) as base:
         for blank, size in ((b"", MAX_HEAD_BYTES + 1000), (b"", 8 << 20), (b"\r\n", 2 * MAX_HEAD_BYTES)):
             line = blank + b"GET /v1/audio-features/" + b"a" * size + b" HTTP/1.1\r\n"
-            answer = _raw(base, line[: 1 << 16], then=line[1 << 16:] + b"Host: x\r\nConnection: close\r\n\r\n",
+            answer = _raw(base, line[: 1 << 16], then=line[1 << 16:] + b"Host: localhost\r\nConnection: close\r\n\r\n",
                           repeat=1)  # in two reads at least, as a long line arrives
             assert answer.split(b"\r\n", 1)[0].startswith(b"HTTP/1.1 414 "), (size, answer[:200])
             body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
             assert body == {"error": {"status": 414, "message": f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB"}}
-        answer = _raw(base, b"GET /v1/audio-features/" + b"a" * (MAX_HEAD_BYTES // 2) + b" HTTP/1.1\r\nHost: x\r\n"
+        answer = _raw(base, b"GET /v1/audio-features/" + b"a" * (MAX_HEAD_BYTES // 2) + b" HTTP/1.1\r\nHost: localhost\r\n"
                       + b"X-Big: " + b"b" * (MAX_HEAD_BYTES // 2) + b"\r\nConnection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]  # a fair target with headers past the cap: still 431
-        answer = _raw(base, b"GET /v1/audio-features/" + b"a" * (MAX_HEAD_BYTES // 2) + b" HTTP/1.1\r\nHost: x\r\n"
+        answer = _raw(base, b"GET /v1/audio-features/" + b"a" * (MAX_HEAD_BYTES // 2) + b" HTTP/1.1\r\nHost: localhost\r\n"
                       + b"Connection: close\r\n\r\n")
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 400  # a long but fair one reaches the app
         assert requests.get(base + "/healthz", timeout=10).status_code == 200
@@ -876,10 +877,10 @@ def test_an_overlong_request_target_gets_414_not_431(tmp_path):
 def test_requests_the_parser_rejects_get_spotifys_error_shape(tmp_path):
     # uvicorn answered these with a plain-text "Invalid HTTP request received."
     with _bounded_server(tmp_path) as base:
-        for bad in (b"FOO /v1/audio-features HTTP/1.1\r\nHost: x\r\n\r\n",
-                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
-                    "GET /v1/audio-features/\u00e9t\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode()):
+        for bad in (b"FOO /v1/audio-features HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: -5\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+                    "GET /v1/audio-features/\u00e9t\u00e9 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()):
             answer = _raw(base, bad)
             assert answer.startswith(b"HTTP/1.1 400 Bad Request"), (bad, answer[:120])
             body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
@@ -899,7 +900,7 @@ def test_a_heads_clock_starts_with_its_first_byte(tmp_path, monkeypatch):
         with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20) as sock:
             time.sleep(1.5)
             t0 = time.monotonic()
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # a head begun, never finished
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")  # a head begun, never finished
             answer = _read_all(sock)
             waited = time.monotonic() - t0
         assert answer.startswith(b"HTTP/1.1 408") and waited > 1.0, (answer[:60], waited)
@@ -921,7 +922,7 @@ def test_a_stalled_upload_gets_408_and_frees_its_slot(tmp_path, monkeypatch):
         port = int(base.rsplit(":", 1)[1])
         for multipart in (False, True, False, True, False):  # more than the 4 slots
             ctype = "multipart/form-data; boundary=xyz" if multipart else "audio/wav"
-            head = (f"POST /v1/audio-features HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+            head = (f"POST /v1/audio-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: 100000\r\n\r\n").encode()
             body = b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\nRIFF" if multipart else b"RIFF...."
             with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
@@ -948,7 +949,7 @@ def test_a_client_leaving_mid_upload_is_no_server_error(tmp_path, caplog):
         for multipart in (False, True):
             ctype = "multipart/form-data; boundary=xyz" if multipart else "audio/wav"
             with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20) as sock:
-                sock.sendall(f"POST /v1/audio-features HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                sock.sendall(f"POST /v1/audio-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ctype}\r\n"
                              f"Content-Length: 100000\r\n\r\n".encode()
                              + (b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\n" if multipart else b"")
                              + b"RIFF" + b"\0" * 5000)
@@ -979,7 +980,7 @@ def test_a_trickling_upload_does_not_keep_a_stopped_server_alive(tmp_path, monke
     t.start()
     wait_for(lambda: server.started, timeout=30)
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(b"POST /v1/audio-features HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        sock.sendall(b"POST /v1/audio-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: audio/wav\r\n"
                      b"Content-Length: 1000000\r\n\r\nRIFF")
         time.sleep(0.5)  # the upload is running, waiting for more of its body
         t0 = time.monotonic()
@@ -1352,7 +1353,8 @@ def test_a_trailing_slash_is_the_path_without_it_never_a_redirect(tmp_path):
 
     lib = analysed_library(tmp_path, SPOTIFY_IDS[0])
     evil = [("Host", "evil.example"), *auth().items()]
-    with serving(create_app(lib, token=TOKEN, start=False)) as base:
+    # a name the server is reached by (a proxy's): one not allowed gets 400 before any redirect could be made
+    with serving(create_app(lib, token=TOKEN, start=False, allowed_hosts=["evil.example"])) as base:
         for path in ("/healthz", f"/v1/audio-features/{SPOTIFY_IDS[0]}", f"/v1/audio-features?ids={SPOTIFY_IDS[0]}",
                      "/v1/audio-features/AAAAAAAAAAAAAAAAAAAAAA", "/metrics", "/v1/no-such-endpoint"):
             slashed = path.replace("?", "/?") if "?" in path else path + "/"
@@ -1531,6 +1533,164 @@ def test_an_origin_is_compared_with_the_requests_own(origin, scheme, host, same)
     from songfeat.serve import is_same_origin
 
     assert is_same_origin(origin, scheme, host) is same
+
+
+# DNS rebinding: a page at http://evil.example:PORT whose owner then points evil.example at 127.0.0.1 makes its visitor's
+# browser talk to the local server as the page's own origin (Host, Origin and Sec-Fetch-Site all the page's): the
+# cross-origin check let it through, and without a token it read every GET route (the library, /healthz, /metrics) and
+# posted uploads and rescans.
+def _as_page_of(base: str, host: str) -> list[tuple[str, str]]:
+    """The headers a browser sends with the requests of a page served from `host` (`{port}`: the server's port) to its own
+    origin: what a rebinding page's requests carry, its name in Host."""
+    host = host.format(port=base.rsplit(":", 1)[1])
+    return [("Host", host), ("Origin", f"http://{host}"), ("Sec-Fetch-Site", "same-origin")]
+
+
+def _host_refused(answer: tuple[int, dict, bytes], host: str, loopback: bool = True) -> str:
+    """Assert `answer` is the 400 refusing Host `host`, in Spotify's shape, saying how to allow it; its message."""
+    status, headers, raw = answer
+    assert status == 400 and headers["content-type"] == "application/json", (host, status, raw)
+    error = json.loads(raw)["error"]
+    assert error == {"status": 400, "message": error["message"]}
+    served = "listens on a loopback address and answers" if loopback else "answers"
+    assert error["message"].startswith(f"Host {host} refused: this server {served} only requests addressed to localhost, "
+                                       "*.localhost, 127.x.x.x, [::1] or a name given with --allowed-host."), error
+    assert "(DNS rebinding)" in error["message"], error
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    assert error["message"].endswith(f"start it with --allowed-host {name.lower().strip('[]').removesuffix('.')}"), error
+    return error["message"]
+
+
+def test_a_rebinding_page_gets_nothing_from_a_loopback_server(tmp_path, monkeypatch):
+    lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+    with _watched(tmp_path, monkeypatch) as (base, scans, uploads, stored):
+        port = base.rsplit(":", 1)[1]
+        page = _as_page_of(base, "evil.example:{port}")
+        for target in (lookup, f"/v1/audio-features?ids={SPOTIFY_IDS[0]}", f"/v1/audio-analysis/{SPOTIFY_IDS[0]}",
+                       "/healthz", "/metrics", "/docs", "/openapi.json", "/v1/no-such-endpoint"):
+            _host_refused(_request(base, target, page), f"evil.example:{port}")
+        status, headers, raw = _request(base, lookup, page, method="HEAD")
+        assert status == 400 and raw == b"" and headers["content-type"] == "application/json"
+        _host_refused(_request(base, "/library/rescan", [*page, *TEXT], method="POST", body=b"x=1"), f"evil.example:{port}")
+        _host_refused(_request(base, "/v1/audio-features", [*page, *FORM], method="POST", body=_form(mp3_bytes(1.0))),
+                      f"evil.example:{port}")
+        _host_refused(_request(base, lookup, [("Host", "evil.example")]), "evil.example")  # no Origin, no port: the same
+        assert not scans and not uploads and stored() == []  # nothing acted on
+        own = _as_page_of(base, "127.0.0.1:{port}")  # the same requests from the server's own page are answered
+        assert _request(base, lookup, own)[0] == 200
+        assert _request(base, "/library/rescan", [*own, *TEXT], method="POST", body=b"x=1")[0] == 202 and len(scans) == 1
+        text = _request(base, "/metrics", [])[2].decode()
+        assert 'route="unmatched",status="400"' in text  # refusals are counted
+
+
+def test_loopback_names_and_addresses_are_answered_and_no_other(tmp_path, monkeypatch):
+    lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+    with _watched(tmp_path, monkeypatch) as (base, scans, uploads, stored):
+        port = base.rsplit(":", 1)[1]
+        for host in ("localhost", "localhost:{port}", "LocalHost:{port}", "localhost.:{port}", "music.localhost:{port}",
+                     "a.b.localhost", "127.0.0.1", "127.0.0.1:{port}", "127.3.2.1:{port}", "[::1]", "[::1]:{port}",
+                     "[0:0:0:0:0:0:0:1]:{port}"):
+            status, _, raw = _request(base, lookup, _as_page_of(base, host))
+            assert status == 200 and json.loads(raw) == {"id": SPOTIFY_IDS[0]}, (host, status, raw)
+            assert _request(base, "/library/rescan", [*_as_page_of(base, host), *TEXT], method="POST", body=b"x=1")[0] == 202
+        for host in ("evil.example", "evil.example:{port}", "Evil.Example:{port}", "localhost.evil.example:{port}",
+                     "localhostevil.example", "evil.example.:{port}", "127.0.0.1.nip.io:{port}", "10.0.0.1:{port}",
+                     "0.0.0.0:{port}", "192.168.1.5", "[::2]:{port}", "[fd00::1]"):
+            given = host.format(port=port)
+            _host_refused(_request(base, lookup, _as_page_of(base, host)), given)
+            _host_refused(_request(base, "/library/rescan", [*_as_page_of(base, host), *TEXT], method="POST", body=b"x=1"),
+                          given)
+        for headers, said in (([("Host", "localhost:99999")], "malformed Host header localhost:99999"),
+                              ([("Host", "user@localhost")], "malformed Host header user@localhost"),
+                              ([("Host", "")], "malformed Host header ''"),
+                              ([("Host", "localhost"), ("Host", "evil.example")], "more than one Host header"),
+                              ([("Host", "evil.example"), ("Host", "localhost")], "more than one Host header")):
+            status, _, raw = _request(base, lookup, headers)
+            assert status == 400 and json.loads(raw)["error"]["message"].startswith(said), (headers, raw)
+        answer = _raw(base, b"GET /healthz HTTP/1.0\r\n\r\n")  # no Host at all
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"].startswith("no Host header: send the name")
+        assert len(scans) == 12  # the loopback ones only
+
+
+def test_allowed_hosts_add_names_and_star_turns_the_check_off(tmp_path, monkeypatch):
+    lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+    allowed = ["music.lan", "*.home.arpa", "192.168.1.5", "[FD00::1]"]
+    with _watched(tmp_path, monkeypatch, allowed_hosts=allowed) as (base, scans, uploads, stored):
+        port = base.rsplit(":", 1)[1]
+        for host in ("music.lan", "music.lan:{port}", "MUSIC.LAN.:{port}", "a.home.arpa", "x.y.home.arpa:{port}",
+                     "192.168.1.5:{port}", "[fd00:0:0::1]:{port}", "localhost:{port}", "127.0.0.1:{port}", "[::1]:{port}"):
+            assert _request(base, lookup, _as_page_of(base, host))[0] == 200, host
+        assert _request(base, "/library/rescan", [*_as_page_of(base, "music.lan:{port}"), *TEXT], method="POST",
+                        body=b"x=1")[0] == 202  # the page the proxy serves may post, as the server's own
+        for host in ("home.arpa", "evil.example:{port}", "music.lan.evil.example", "evilmusic.lan", "192.168.1.6:{port}",
+                     "[fd00::2]"):
+            _host_refused(_request(base, lookup, _as_page_of(base, host)), host.format(port=port))
+    with _watched(tmp_path / "any", monkeypatch, allowed_hosts="*") as (base, scans, uploads, stored):
+        page = _as_page_of(base, "evil.example:{port}")  # as before this check: any name is answered
+        assert _request(base, lookup, page)[0] == 200
+        assert _request(base, "/library/rescan", [*page, *TEXT], method="POST", body=b"x=1")[0] == 202
+        assert scans == [1]
+    from songfeat.serve import create_app
+
+    for given, said in (("music.lan:8080", "give the host name alone, 'music.lan'"),
+                        ("http://music.lan/", "give the host name alone, 'music.lan'"),
+                        (".lan", "give '*.lan'"), ("a.*.lan", "is not a host name"), ("", "is not a host name")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            create_app(Library(tmp_path / "music", workers=1, model="test"), start=False, allowed_hosts=[given])
+
+
+def test_a_server_bound_elsewhere_checks_host_only_when_told(tmp_path, monkeypatch):
+    # on an address other than loopback the operator chose to expose the server, under names it cannot know
+    lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+    for bind in ("0.0.0.0", "::", "192.168.1.5"):
+        with _watched(tmp_path / bind.replace(":", "_"), monkeypatch, bind=bind) as (base, scans, uploads, stored):
+            for host in ("evil.example:{port}", "music.lan", "localhost:{port}", "10.0.0.1"):
+                assert _request(base, lookup, _as_page_of(base, host))[0] == 200, (bind, host)
+    with _watched(tmp_path / "named", monkeypatch, bind="0.0.0.0", allowed_hosts=["music.lan"]) as (base, *_):
+        port = base.rsplit(":", 1)[1]
+        for host in ("music.lan:{port}", "localhost:{port}", "127.0.0.1:{port}"):
+            assert _request(base, lookup, _as_page_of(base, host))[0] == 200, host
+        _host_refused(_request(base, lookup, _as_page_of(base, "evil.example:{port}")), f"evil.example:{port}",
+                      loopback=False)
+    for bind in ("::1", "localhost", "127.0.0.2"):  # other spellings of loopback are loopback
+        with _watched(tmp_path / bind.replace(":", "_"), monkeypatch, bind=bind) as (base, *_):
+            _host_refused(_request(base, lookup, [("Host", "evil.example")]), "evil.example")
+
+
+def test_a_refused_host_is_readable_by_an_allowed_page(tmp_path, monkeypatch):
+    # a page of a --cors-origin origin calling this server under a name not allowed reads why, not a bare CORS error
+    lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+    with _watched(tmp_path, monkeypatch, cors_origins=[PAGE]) as (base, scans, uploads, stored):
+        port = base.rsplit(":", 1)[1]
+        status, headers, raw = _request(base, lookup, [("Host", f"music.lan:{port}"), ("Origin", PAGE)])
+        _host_refused((status, headers, raw), f"music.lan:{port}")
+        assert headers["access-control-allow-origin"] == PAGE
+        status, headers, _ = _request(base, lookup, [("Host", f"music.lan:{port}"), ("Origin", EVIL)])
+        assert status == 400 and "access-control-allow-origin" not in headers
+
+
+def test_the_served_cli_checks_host_and_says_how(served, tmp_path):
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    srv, _, _ = served
+    port = srv.port
+    lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+    _host_refused(_request(srv.base, lookup, [*_as_page_of(srv.base, "evil.example:{port}"), *auth().items()]),
+                  f"evil.example:{port}")
+    _host_refused(_request(srv.base, "/healthz", _as_page_of(srv.base, "evil.example:{port}")), f"evil.example:{port}")
+    for host in ("music.lan:{port}", "localhost:{port}", "[::1]:{port}"):  # --allowed-host music.lan, and loopback
+        assert _request(srv.base, lookup, [*_as_page_of(srv.base, host), *auth().items()])[0] == 200, host
+    r = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    assert "--allowed-host" in r.output and "DNS-rebinding" in r.output
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    for given, said in (("music.lan:8080", "'music.lan'"), ("*lan", "not a host name")):
+        r = CliRunner().invoke(app, ["serve", "--library", str(root), "--allowed-host", "ok.lan", "--allowed-host", given])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert r.output.startswith("songfeat: error: --allowed-host: ") and said in r.output, r.output
 
 
 def test_repeated_authorization_headers_are_refused(tmp_path):

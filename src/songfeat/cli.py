@@ -959,6 +959,7 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Largest POST /v1/audio-features body (413 beyond)."),
     time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
     cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Let browser pages from this origin (scheme://host[:port], or '*' for any) call the GET routes; repeatable. Default: no CORS."),
+    allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", metavar="NAME", help="Also answer requests addressed (Host header) to this name: a reverse proxy's or a LAN name, '*.lan' for every name under lan, or an IP address; repeatable; '*': any name (no check). Default on a loopback --host: only localhost, *.localhost, 127.x.x.x and [::1] (a DNS-rebinding defence); on any other: any name, unless this is given."),
 ) -> None:
     """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
     workers = _local_workers(workers)
@@ -968,7 +969,7 @@ def serve_cmd(
     for module in ("fastapi", "uvicorn", "pebble"):
         require("serve", module)
     from .library import Library
-    from .serve import check_cors_origin, check_token, is_loopback, listen, run
+    from .serve import check_allowed_host, check_cors_origin, check_token, is_loopback, listen, run
 
     if not library.is_dir():
         raise fail(f"{library}: {'not a folder' if library.exists() else 'no such folder'}")
@@ -980,11 +981,18 @@ def serve_cmd(
         cors_origins = [check_cors_origin(o) for o in cors_origin or ()]
     except ValueError as e:
         raise fail(f"--cors-origin: {e}") from None
+    try:
+        allowed_hosts = [check_allowed_host(h) for h in allowed_host or ()]
+    except ValueError as e:
+        raise fail(f"--allowed-host: {e}") from None
     if not token and not is_loopback(host):
         typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
     if not token and "*" in cors_origins:
         typer.echo("songfeat: warning: --cors-origin '*' without --token: any web page its users open can read the library",
                    err=True)
+    if not token and "*" in allowed_hosts and is_loopback(host):
+        typer.echo("songfeat: warning: --allowed-host '*' without --token: a web page whose name is pointed at this machine "
+                   "(DNS rebinding) can read the library and upload", err=True)
     try:
         lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
     except SongfeatError as e:
@@ -1000,7 +1008,8 @@ def serve_cmd(
                f"worker{'s' if lib.workers != 1 else ''}, "
                f"docs at /docs)", err=True)
     run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
-        rescan_interval=rescan_interval, log_level="warning", sock=sock, cors_origins=cors_origins)
+        rescan_interval=rescan_interval, log_level="warning", sock=sock, cors_origins=cors_origins,
+        allowed_hosts=allowed_hosts)
 
 
 # The extra that brings each optional top-level module (pyproject.toml); a command that reaches a

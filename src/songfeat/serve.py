@@ -6,7 +6,9 @@ for analysis), streams uploads to disk under a size cap, and exports Prometheus 
 analysis logic. Every error, FastAPI's own 404/405/422 included, is `{"error": {"status", "message"}}`. CORS is off
 unless origins are given (`cors_origins`, `--cors-origin`). Requests that change something (uploads, rescans) are
 refused when a browser says another origin's page sent them (`cross_origin_refusal`): such a page can send a form's POST
-without CORS's consent, and without a token the server would act on it.
+without CORS's consent, and without a token the server would act on it. Served on a loopback address, it answers only
+requests addressed to a loopback name (`TrustedHosts`, `--allowed-host` for others): a page whose own name was pointed at
+127.0.0.1 (DNS rebinding) is same-origin to it, and would otherwise read and post as the user.
 """
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ SAFE_METHODS = frozenset(CORS_METHODS)  # change nothing: any page may send them
 SAME_ORIGIN_FETCH = ("same-origin", "none")  # Sec-Fetch-Site of a page's own requests, and of ones the user typed
 DEFAULT_PORTS = {"http": 80, "https": 443}  # a browser's Origin header leaves these out
 ORIGIN_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?|[0-9a-f:.]*:[0-9a-f:.]*")  # a name or an IPv6 address, lower case
+HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")  # an --allowed-host name, lower case, '*.' for a domain's names
+LOOPBACK_NAMES = ("localhost", "*.localhost")  # names no DNS answers for (RFC 6761): browsers take them to this machine
+LOOPBACK_SHOWN = "localhost, *.localhost, 127.x.x.x, [::1]"
 UPLOAD_DOC = {"requestBody": {"required": True, "description": "An audio file: the raw bytes, or a multipart form with one file.",
                               "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                                           "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -205,6 +210,60 @@ class Cors(CORSMiddleware):
         return error_response(response.status_code, bytes(response.body).decode(), headers)
 
 
+class TrustedHosts:
+    """A DNS-rebinding defence: requests are answered only when their Host header names a loopback host (localhost,
+    `*.localhost`, 127.0.0.0/8, ::1 however spelled) or one of `allowed` (`check_allowed_host`'s: names, `*.` and a
+    domain, IP addresses); any other Host, or none, a malformed or a repeated one, gets 400 in Spotify's shape saying how
+    to allow it. A page whose own DNS name its owner points at 127.0.0.1 talks to a local server as its own origin (Host,
+    Origin and Sec-Fetch-Site all its own), so nothing else stops it reading the library and posting as the user; its
+    Host still names it. Names match as Starlette's TrustedHostMiddleware matches them (exactly, or `*.domain` for the
+    names under it; its plain-text 400 and lack of address ranges are why it is not used as is); addresses are compared
+    as addresses (127.0.0.0/8, an IPv6 address's spellings). Ports are not compared: the socket decides those."""
+
+    def __init__(self, app, allowed: Iterable[str] = (), loopback: bool = True):
+        self.app, self.loopback, allowed = app, loopback, list(allowed)
+        self.addresses = {ipaddress.ip_address(h) for h in allowed if _address(h) is not None}
+        names = [*LOOPBACK_NAMES, *(h for h in allowed if _address(h) is None)]
+        self.names = {n for n in names if not n.startswith("*.")}
+        self.domains = tuple(n[1:] for n in names if n.startswith("*."))  # ".lan": a name ending so is under it
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refusal = self.refusal([v.decode("latin-1") for k, v in scope["headers"] if k == b"host"])
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        await error_response(400, refusal)(scope, receive, send)
+
+    def _named(self, name: str) -> bool:
+        """Whether host name `name` is allowed: one of the names, or under one of the `*.` domains."""
+        return name in self.names or name.endswith(self.domains)
+
+    def refusal(self, hosts: list[str]) -> str | None:
+        """Why a request with these Host headers is refused (a 400's message), or None to answer it."""
+        if not hosts:  # no browser sends a request without one (HTTP/1.1 requires it)
+            return ("no Host header: send the name this server is reached by, e.g. Host: localhost "
+                    "(every HTTP/1.1 client does)")
+        if len(hosts) > 1:  # a proxy may have routed on either: neither is taken at its word
+            return "more than one Host header"
+        parsed = _host_port(hosts[0], "http")
+        name = parsed[0].removesuffix(".") if parsed else ""  # `localhost.` is localhost
+        address = _address(name)
+        if address is None and not (HOST_NAME.fullmatch(name) and "*" not in name):
+            return f"malformed Host header {_shown(hosts[0])}: give host[:port]"
+        if address is not None:
+            admitted = address.is_loopback or address in self.addresses
+        else:
+            admitted = self._named(name)
+        if admitted:
+            return None
+        served = "listens on a loopback address and answers" if self.loopback else "answers"
+        return (f"Host {_shown(hosts[0])} refused: this server {served} only requests addressed to {LOOPBACK_SHOWN} or a "
+                "name given with --allowed-host. A web page whose own name was pointed at this machine (DNS rebinding) "
+                "sends its name; to reach the server under that name yourself (a reverse proxy, a LAN name), start it "
+                f"with --allowed-host {name if len(name) <= 100 else 'NAME'}")
+
+
 # ---- uploads ----------------------------------------------------------------------------------------
 
 
@@ -355,6 +414,39 @@ def check_cors_origin(origin: str) -> str:
     return origin
 
 
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_allowed_host(name: str) -> str:
+    """`name` as the Host check compares it (lower case; an IP address in its canonical spelling, without brackets) if
+    a Host header can name it: a host name (`music.lan`), `*.` and a domain (`*.lan`: every name under it, not `lan`
+    itself), an IP address, or `*` (any: no check); else ValueError saying how to write it. A port, a scheme or a path
+    is refused, not dropped: the check compares host names only, and the option should say what it does."""
+    if name == "*":
+        return name
+    host = name.lower()
+    address = _address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    if address is not None:
+        return address.compressed
+    if HOST_NAME.fullmatch(host.removesuffix(".")):
+        return host.removesuffix(".")  # `music.lan.` is the same name
+    try:
+        bare = urlsplit(host if "//" in host else f"//{host}").hostname
+    except ValueError:
+        bare = None
+    if bare and bare != host and (HOST_NAME.fullmatch(bare) or _address(bare) is not None):
+        raise ValueError(f"{name!r}: give the host name alone, {bare!r} (the check compares host names, whatever the "
+                         "scheme or port)")
+    if host.startswith(".") and HOST_NAME.fullmatch(host[1:]):
+        raise ValueError(f"{name!r}: for every name under {host[1:]} give '*{host}' (and {host[1:]!r} for that name itself)")
+    raise ValueError(f"{name!r} is not a host name: give a name (music.lan), '*.' and a domain for every name under it "
+                     "(*.lan), an IP address, or '*' for any host")
+
+
 def _host_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
     """(host, port) of a `host[:port]` as an origin compares them: the host lower case, an IP address in its canonical
     spelling (IPv6 without its brackets), a port left out the scheme's default; None if `netloc` is no such thing."""
@@ -427,11 +519,16 @@ def cross_origin_refusal(method: str, path: str, headers: Headers, scheme: str) 
 
 def create_app(library: Library, token: str | None = None, max_upload_mb: float = UPLOAD_MB, wait_seconds: float = WAIT_SECONDS,
                rehash: bool = False, rescan_interval: float = 0.0, start: bool = True,
-               cors_origins: str | Iterable[str] = ()) -> FastAPI:
+               cors_origins: str | Iterable[str] = (), allowed_hosts: str | Iterable[str] = (),
+               bind: str = "127.0.0.1") -> FastAPI:
     """The FastAPI app over `library`; with `start`, its lifespan starts and stops the library's workers; with
-    `cors_origins`, browser pages from those origins (`*`: any) may call its GET routes."""
+    `cors_origins`, browser pages from those origins (`*`: any) may call its GET routes. `bind` is the address it is
+    served on (`run` passes its socket's): on a loopback one, requests are answered only when their Host header names a
+    loopback host or one of `allowed_hosts` (`TrustedHosts`, a DNS-rebinding defence); on any other, the operator chose
+    to expose it, and Host is checked only when `allowed_hosts` are given; `*` among them turns the check off."""
     check_token(token)
     cors_origins = [check_cors_origin(o) for o in ([cors_origins] if isinstance(cors_origins, str) else cors_origins)]
+    allowed_hosts = [check_allowed_host(h) for h in ([allowed_hosts] if isinstance(allowed_hosts, str) else allowed_hosts)]
     limit = int(max_upload_mb * 1_000_000)
     upload_slots = library.workers * UPLOADS_PER_WORKER
     busy = {"uploads": 0}
@@ -449,7 +546,12 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     app = FastAPI(title="songfeat", version="1", lifespan=lifespan, redirect_slashes=False,
                   description="Spotify's audio-features API over your own music library, analysed offline by songfeat.")
     metrics = Metrics(library)
-    if cors_origins:  # innermost: preflights are answered before the routes' token check, and are counted in the metrics
+    if "*" not in allowed_hosts and (is_loopback(bind) or allowed_hosts):
+        # innermost: a refused Host is counted in the metrics, answered HEAD as GET, and carries the CORS headers, so an
+        # allowed page that calls this server under a name not allowed reads why. Preflights are answered before it:
+        # they read nothing, and a rebinding page, being same-origin, sends none
+        app.add_middleware(TrustedHosts, allowed=allowed_hosts, loopback=is_loopback(bind))
+    if cors_origins:  # inside the metrics: preflights are answered before the routes' token check, and are counted
         # Starlette's 500 is made by its ServerErrorMiddleware, outside every middleware added: one inside Cors makes it
         # there instead, so a page may read it (it re-raises: the outer one sees the response begun, uvicorn logs it)
         app.add_middleware(ServerErrorMiddleware, handler=server_error)
@@ -640,16 +742,19 @@ def listen(host: str, port: int):
 
 def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, max_upload_mb: float = UPLOAD_MB,
         rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info", sock=None,
-        cors_origins: Iterable[str] = ()) -> None:
+        cors_origins: Iterable[str] = (), allowed_hosts: Iterable[str] = ()) -> None:
     """Serve `library` with uvicorn until interrupted (the library's workers stop with it), on `sock` (from `listen`;
-    by default bound here to (host, port)); `cors_origins` as for `create_app`."""
+    by default bound here to (host, port)); `cors_origins` and `allowed_hosts` as for `create_app`, the Host check
+    decided by the address the socket is bound to (a name `--host` gave, such as this machine's, may be a loopback one)."""
     import uvicorn
 
     from .http_protocol import uvicorn_options
 
     sock = sock or listen(host, port)
+    address = sock.getsockname()
     app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval,
-                     cors_origins=cors_origins)
+                     cors_origins=cors_origins, allowed_hosts=allowed_hosts,
+                     bind=address[0] if isinstance(address, tuple) else host)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False, **uvicorn_options()))
     try:
         server.run(sockets=[sock])
