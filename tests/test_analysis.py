@@ -459,7 +459,7 @@ def test_output_or_plot_that_is_the_input_under_a_non_audio_name_keeps_it(tmp_pa
     for opt in ("-o", "--plot"):
         p = _analysis_cli(str(song), opt, str(song))
         lines = p.stderr.strip().splitlines()
-        assert p.returncode == 1 and len(lines) == 1 and "is an input audio file" in lines[0], p.stderr
+        assert p.returncode == 2 and len(lines) == 1 and "is an input audio file" in lines[0], p.stderr
         assert song.read_bytes() == before and sorted(tmp_path.iterdir()) == [song]
 
 
@@ -472,11 +472,11 @@ def test_a_picture_never_replaces_a_file_that_is_not_one(tmp_path: Path) -> None
     before = weights.read_bytes()
     p = _analysis_cli(str(song), "--plot", str(weights))
     lines = p.stderr.strip().splitlines()
-    assert p.returncode == 1 and len(lines) == 1 and "is not a PNG picture" in lines[0], p.stderr
+    assert p.returncode == 2 and len(lines) == 1 and "is not a PNG picture" in lines[0], p.stderr
     assert weights.read_bytes() == before
     for name in ("p.jpg", "p"):  # PNG data under another name, silently
         p = _analysis_cli(str(song), "--plot", str(tmp_path / name))
-        assert p.returncode == 1 and "give the file a .png name" in p.stderr and not (tmp_path / name).exists(), p.stderr
+        assert p.returncode == 2 and "give the file a .png name" in p.stderr and not (tmp_path / name).exists(), p.stderr
 
 
 def test_output_that_names_no_file_is_one_line_error(tmp_path: Path) -> None:
@@ -485,7 +485,7 @@ def test_output_that_names_no_file_is_one_line_error(tmp_path: Path) -> None:
     for out in (".", "/", ""):
         p = _analysis_cli(str(song), "-o", out)
         lines = p.stderr.strip().splitlines()
-        assert p.returncode == 1 and len(lines) == 1 and "is a folder" in lines[0] and "Traceback" not in p.stderr, p.stderr
+        assert p.returncode == 2 and len(lines) == 1 and "is a folder" in lines[0] and "Traceback" not in p.stderr, p.stderr
 
 
 def test_output_and_plot_on_one_file_is_refused(tmp_path: Path) -> None:
@@ -493,7 +493,7 @@ def test_output_and_plot_on_one_file_is_refused(tmp_path: Path) -> None:
     song = _write(tmp_path, "song", synth.click_track(120.0, 2.0))
     out = tmp_path / "x.out"
     p = _analysis_cli(str(song), "-o", str(out), "--plot", str(out))
-    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and not out.exists(), p.stderr
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and not out.exists(), p.stderr
 
 
 def test_an_output_that_cannot_be_written_is_said_once(tmp_path: Path) -> None:
@@ -522,9 +522,22 @@ def test_output_folders_are_made_and_one_that_cannot_be_is_said_as_analyze_says_
     p = _analysis_cli(str(song), "-o", str(blocked))
     q = subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", str(song), "-o", str(blocked)],
                        capture_output=True, text=True)
-    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and p.stderr == q.stderr, (p.stderr, q.stderr)
+    # one line, and one status: a refusal before the work is 2 in both (analysis said 1)
+    assert p.returncode == q.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and p.stderr == q.stderr, \
+        (p.stderr, q.stderr)
     shown = " ".join(CliRunner().invoke(app, ["analysis", "--help"]).output.split())
-    assert "(atomically; missing folders are made)" in shown
+    assert "(atomically; missing folders are made, and taken away again if nothing is written)" in shown
+
+
+def test_output_folders_are_taken_away_when_the_analysis_fails(tmp_path: Path) -> None:
+    """`analysis bad.mp3 -o out/dir/x.json` made out/dir before the analysis and left it behind, empty, when the file
+    would not analyse; nothing was written, so nothing is left now. Its status stays a failed run's, 1."""
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("not audio")
+    p = _analysis_cli(str(bad), "-o", str(tmp_path / "out" / "dir" / "x.json"), "--plot", str(tmp_path / "pic" / "p.png"))
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and "not a readable audio file" in lines[0], p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.mp3"]
 
 
 # --- silence --------------------------------------------------------------------------------------

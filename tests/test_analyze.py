@@ -494,6 +494,42 @@ def test_cli_output_that_is_an_input_under_any_name_is_refused(tmp_path):
     assert p.returncode == 2 and "is a folder" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
+def test_output_folders_made_for_a_run_that_writes_nothing_are_taken_away(tmp_path):
+    """`analyze -o out/dir/x.json` made out/dir before the work and, when every input failed, left it behind empty; the
+    folders it made go again now, in every format, while those holding a result (or anything else) stay."""
+    from songfeat.output import ResultWriter
+
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("not audio")
+    for fmt in ("json", "jsonl", "csv"):
+        p = run_cli("analyze", bad, "-f", fmt, "-o", tmp_path / "out" / "dir" / f"x.{fmt}")
+        assert p.returncode == 1 and "1 of 1 inputs failed" in p.stderr, p.stderr
+        assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.mp3"], fmt
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "theirs.txt").write_text("kept")
+    p = run_cli("analyze", bad, "-o", tmp_path / "out" / "dir" / "x.json")
+    assert p.returncode == 1 and sorted(x.name for x in (tmp_path / "out").iterdir()) == ["theirs.txt"], p.stderr
+    good = write(tmp_path / "good.wav", music(2))
+    out = tmp_path / "new" / "deeper" / "x.jsonl"
+    p = run_cli("analyze", bad, good, "-f", "jsonl", "-o", out)
+    assert p.returncode == 1 and [json.loads(x)["path"] for x in out.read_text().splitlines()] == [str(good)], p.stderr
+    w = ResultWriter("jsonl", tmp_path / "api" / "x.jsonl")  # the writer itself: released unwritten, nothing is left
+    assert (tmp_path / "api").is_dir()
+    w.release()
+    assert not (tmp_path / "api").exists()
+
+
+def test_a_write_that_fails_mid_batch_is_status_1_as_in_analysis(tmp_path):
+    """A result that cannot be written once the work is under way is a failed run (1), as `analysis` says it; `analyze`
+    said 2, its status for a refusal before any work."""
+    song = write(tmp_path / "s0.wav", music(2))
+    (tmp_path / "out.json.partial").mkdir()  # the writer's temporary name is taken by a folder: the first write fails
+    for command in ("analyze", "analysis"):
+        p = run_cli(command, song, "-o", tmp_path / "out.json")
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "cannot write it" in lines[0], (command, p.stderr)
+
+
 def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     p = run_cli("analyze", tmp_path / "nope.mp3")
     assert p.returncode != 0 and "nope.mp3" in p.stderr and "Traceback" not in p.stderr
@@ -740,8 +776,8 @@ def test_a_second_run_on_the_same_output_is_refused_at_once(tmp_path):
             assert lines[0] == (f"songfeat: error: {out}: is being written by another songfeat run (pid {holder.pid}); "
                                 "wait for it to end, or name another output"), p.stderr
             assert time.monotonic() - t0 < 60
-        p = run_cli("analysis", tmp_path / "s0.wav", "-o", out)  # the same writer, the same lock, the same line
-        assert p.returncode == 1 and p.stderr.strip() == lines[0], p.stderr
+        p = run_cli("analysis", tmp_path / "s0.wav", "-o", out)  # the same writer, the same lock, line and status
+        assert p.returncode == 2 and p.stderr.strip() == lines[0], p.stderr
         assert (tmp_path / "f.jsonl.partial").read_text() == '{"path": "/held.mp3"}\n' and not out.exists()
     finally:
         holder.kill()

@@ -169,3 +169,29 @@ def test_the_record_cache_and_bundle_checks_share_the_probe(tmp_path: Path, monk
         check_bundle_out(tmp_path / "out" / "b")
     assert str(err.value) == f"{tmp_path / 'out' / 'b'}: cannot be written (Read-only file system)"
     assert probed == [(tmp_path / "cache", None), (tmp_path / "out", "b")]
+
+
+def test_make_folders_says_which_it_made_and_remove_folders_takes_only_empty_ones_away(tmp_path: Path) -> None:
+    # `analyze -o out/dir/x.json` on files that all failed left out/dir behind, empty: the folders made for an output
+    # are known now, and taken away again (innermost first, each only while empty) when nothing was written there
+    (tmp_path / "here").mkdir()
+    made = atomic.make_folders(tmp_path / "here" / "a" / "b")
+    assert made == [tmp_path / "here" / "a", tmp_path / "here" / "a" / "b"] and (tmp_path / "here" / "a" / "b").is_dir()
+    assert atomic.make_folders(tmp_path / "here" / "a" / "b") == []  # nothing made: nothing to take away
+    atomic.remove_folders(made)
+    assert names(tmp_path / "here") == []
+    made = atomic.make_folders(tmp_path / "x" / "y")
+    (tmp_path / "x" / "kept.json").write_text("{}")  # written into since: it and its parents stay
+    atomic.remove_folders(made)
+    assert names(tmp_path) == ["here", "x"] and names(tmp_path / "x") == ["kept.json"]
+
+
+def test_make_folders_in_the_way_of_a_file_raises_and_leaves_none_of_its_own(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("in the way")
+    with pytest.raises(OSError):
+        atomic.make_folders(tmp_path / "f" / "sub")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "g").write_text("in the way")
+    with pytest.raises(FileExistsError):
+        atomic.make_folders(tmp_path / "d" / "g")
+    assert names(tmp_path) == ["d", "f"] and names(tmp_path / "d") == ["g"]

@@ -132,6 +132,19 @@ def test_every_front_end_family_declares_the_kinds_it_is_made_for():
     assert models.REGISTRY["mlp-head"].frontend_kinds == ("musicnn",)
 
 
+@pytest.mark.parametrize("name", ["cnn-simple", "cnn-valence", "cnn-complex"])
+def test_each_cnn_states_the_smallest_input_it_takes(name: str):
+    """`train` refuses a store smaller than a family's `min_input_shape` before reading it, so that attribute must be the
+    true edge: a model of exactly that shape builds and runs, one frame or channel fewer is refused by its constructor."""
+    c, t = models.REGISTRY[name].min_input_shape
+    assert (c, t) == ((16, 16) if name == "cnn-complex" else (4, 4))
+    y = models.create(name, 2, input_shape=(c, t)).eval()(frontend=torch.randn(2, c, t))
+    assert y.shape == (2, 2) and torch.isfinite(y).all()
+    for small in ((c - 1, t), (c, t - 1)):
+        with pytest.raises(ValueError, match=f"too small .*need >= {c} x {t}"):
+            models.create(name, 2, input_shape=small)
+
+
 def test_unknown_family_and_variant_are_named():
     with pytest.raises(ValueError, match="unknown model"):
         models.create("resnet", 5)

@@ -527,6 +527,60 @@ def test_a_spectrogram_family_on_a_musicnn_store_is_one_line_naming_the_build_it
         train_bundle(name, vectors, tmp_path / "run", epochs=1, progress=False)
 
 
+@pytest.mark.parametrize(("name", "n_mfcc", "least"), [("cnn-complex", 12, "16x16"), ("cnn-simple", 3, "4x4"),
+                                                     ("cnn-valence", 3, "4x4")])
+def test_a_store_too_small_for_a_cnn_is_one_line_naming_it_and_the_smallest_shape(name, n_mfcc, least, tiny_store,
+                                                                                  tmp_path, monkeypatch):
+    """A custom spec of the right kind but under the family's `min_input_shape` failed with the model's ValueError
+    ('input_shape [12, 24] is too small ...') after the whole array was read, naming no store; it is refused before the
+    read now, naming the store, its front-end shape and the smallest the family takes."""
+    import shutil
+
+    from songfeat.cli import app
+    from songfeat.data.store import Store
+    from songfeat.errors import SongfeatError
+
+    small = replace(TINY, n_mfcc=n_mfcc)
+    store = shutil.copytree(tiny_store, tmp_path / "small-store")
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest.update(frontend=small.to_dict())
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    n = len(np.load(store / "features.npy", mmap_mode="r"))
+    np.save(store / "features.npy", np.random.default_rng(0).standard_normal((n, *small.shape)).astype(np.float32))
+
+    def unread(self):
+        raise AssertionError("the store's array was read before its front-end shape was checked")
+
+    monkeypatch.setattr(Store, "array", unread)
+    with pytest.raises(SongfeatError) as e:
+        train_bundle(name, store, tmp_path / "run", epochs=1, progress=False)
+    assert str(e.value) == (f"{store}: built with the custom mfcc ({n_mfcc}x24) front-end, but {name} needs a front-end "
+                            f"of at least {least} (channels x frames); build one from the same labels and audio with "
+                            "`songfeat build --labels ... --audio ... --out NEW_STORE --frontend mfcc`")
+    r = CliRunner().invoke(app, ["train", name, "--store", str(store), "--out", str(tmp_path / "run")])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0] == f"songfeat: error: {e.value}", r.output
+    assert not (tmp_path / "run").exists()
+    data = tiny_dataset()
+    tiny = replace(data, frontend=np.zeros((len(data), *small.shape), np.float32), spec=small)
+    with pytest.raises(SongfeatError, match=f"^built with the custom mfcc \\({n_mfcc}x24\\) front-end, but {name} needs "
+                                            f"a front-end of at least {least} "):  # a Dataset says so too
+        train_bundle(name, tiny, tmp_path / "run", epochs=1, progress=False)
+    bare = replace(tiny, spec=None)  # one without a spec is named by its array's shape
+    with pytest.raises(SongfeatError, match=f"^built with a {n_mfcc}x24 front-end, but {name} needs a front-end of at "
+                                            f"least {least} "):
+        train_bundle(name, bare, tmp_path / "run", epochs=1, progress=False)
+
+
+def test_the_lstms_take_a_front_end_too_small_for_the_cnns(tmp_path):
+    """The shape check is the family's own: a 3x24 spectrogram is too small for a CNN's poolings, not for an LSTM."""
+    data = tiny_dataset()
+    small = replace(TINY, n_mfcc=3)
+    thin = replace(data, frontend=np.asarray(data.frontend)[:, :3], spec=small)
+    out = train_bundle("lstm-simple", thin, tmp_path / "lstm", epochs=1, progress=False)
+    assert json.loads((out / "config.json").read_text())["hparams"]["input_size"] == 3
+
+
 def test_numeric_mlp_trains_on_a_musicnn_store_without_reading_its_array(musicnn_shaped_store, tmp_path, monkeypatch):
     """numeric-mlp reads label columns only, so a store of any front-end serves it: it is not refused, nor its array read."""
     from songfeat.data.store import Store

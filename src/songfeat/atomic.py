@@ -5,6 +5,8 @@ hidden and named `.<name>.<pid>.<random>.tmp`, in the target's folder so that `o
 system. Errors are not reworded here: each caller says what a failed write means for its own files.
 
 `probe_folder` checks beforehand that a folder can take such writes, for callers with minutes of work ahead of theirs.
+`make_folders` makes an output's missing folders and says which it made, so that a run which then writes nothing can
+take them away again (`remove_folders`), as a failed write takes its temporary away.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import contextlib
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,4 +72,40 @@ def probe_folder(folder: str | os.PathLike[str], name: str | None = None) -> Non
     os.rmdir(tempfile.mkdtemp(prefix=f".{name}.probe-" if name else ".probe-", dir=folder))
 
 
-__all__ = ["replacing", "temp_beside", "probe_folder"]
+def make_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """Make `folder` and its missing parents (as `mkdir(parents=True, exist_ok=True)`) and return the ones this call
+    made, outermost first, for `remove_folders`: folders made for an output that is then never written are not left
+    behind."""
+    folder = Path(folder)
+    missing = []
+    p = folder
+    while not p.is_dir() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    made: list[Path] = []
+    try:
+        for p in reversed(missing):
+            try:
+                os.mkdir(p)
+            except FileExistsError:
+                if not p.is_dir():  # a file in the way: what mkdir(parents=True, exist_ok=True) raises too
+                    raise
+                continue  # another process made it meanwhile: its folder, not ours to remove
+            made.append(p)
+    except BaseException:
+        remove_folders(made)
+        raise
+    return made
+
+
+def remove_folders(made: Iterable[str | os.PathLike[str]]) -> None:
+    """Remove folders `make_folders` made, innermost first, each only while it is empty: one that has been written into
+    since (a result, a `.partial`, another run's lock) is kept, and so are its parents."""
+    for p in reversed(list(made)):
+        try:
+            os.rmdir(p)
+        except OSError:  # not empty (or gone, or not ours to remove any more): keep it and everything above it
+            return
+
+
+__all__ = ["replacing", "temp_beside", "probe_folder", "make_folders", "remove_folders"]

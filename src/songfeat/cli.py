@@ -31,7 +31,10 @@ def _root(version: bool = typer.Option(False, "--version", is_eager=True, callba
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print one error line on stderr (control characters escaped) and return the Exit to raise."""
+    """Print one error line on stderr (control characters escaped) and return the Exit to raise.
+
+    The codes (README, "Exit status"): 2 a refusal before any work (a bad option, input, output or picture path, a
+    missing extra), 1 work that ran and failed (a file that would not analyse, a write that failed), 130 interrupted."""
     typer.echo(one_line(f"songfeat: error: {message}"), err=True)
     return typer.Exit(code)
 
@@ -57,7 +60,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
     """Refuse a --plot/--scatter that is a folder, a device, an audio file (one of `inputs` under any name), under a
     file, or an existing file that is not a PNG (`evaluate --scatter b/model.safetensors` replaced the bundle's weights
-    with a picture), before the work, not after."""
+    with a picture), before the work, not after: status 2, as every refusal before the work (it was 1, a failed
+    write's)."""
     from .output import check_output
 
     for p in paths:
@@ -67,11 +71,11 @@ def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
                 if p.is_file():
                     with open(p, "rb") as f:
                         if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
-                            raise fail(f"{p}: exists and is not a PNG picture; name another file for the picture", 1)
+                            raise fail(f"{p}: exists and is not a PNG picture; name another file for the picture")
             except OSError as e:
-                raise fail(f"{p}: cannot write the picture ({e.strerror or e})", 1) from None
+                raise fail(f"{p}: cannot write the picture ({e.strerror or e})") from None
             if p.suffix.lower() != ".png":  # PNG data under another name (p.jpg, p) opens nowhere as what it claims
-                raise fail(f"{p}: pictures are written as PNG; give the file a .png name", 1)
+                raise fail(f"{p}: pictures are written as PNG; give the file a .png name")
 
 
 def _save_picture(save, *args) -> None:
@@ -183,7 +187,7 @@ def analyze(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically; missing folders are made) instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
@@ -206,7 +210,7 @@ def analyze(
     from .audio import scan_inputs
     from .bundle import model_id
     from .errors import SongfeatError
-    from .output import FORMATS, ResultWriter, error_record
+    from .output import FORMATS, OutputError, ResultWriter, error_record
 
     if fmt not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -271,6 +275,8 @@ def analyze(
             written += 1
         if written or not failed or writer.previous:  # when every input failed, nothing reaches stdout
             writer.close()
+    except OutputError as e:  # a write that failed once the work was under way (a full disk): status 1, as analysis's
+        raise fail(str(e), 1) from None
     except SongfeatError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
@@ -399,7 +405,7 @@ def _file_bar(path: Path, total: Optional[float]) -> Iterator[Optional[Callable[
 def analysis_cmd(
     path: Path = typer.Argument(..., help="One audio file."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre (missing folders are made)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically; missing folders are made) instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
 ) -> None:
     """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
     if plot is not None:
@@ -409,15 +415,16 @@ def analysis_cmd(
     from .errors import SongfeatError
     from .output import OutputError, ResultWriter
 
-    _check_pictures(plot, inputs=(path,))  # a bad --plot or -o is refused before the analysis, not after it
+    # a bad --plot or -o is refused before the analysis, not after it, with analyze -o's status 2 (it was 1)
+    _check_pictures(plot, inputs=(path,))
     if plot is not None and output is not None and os.path.abspath(plot) == os.path.abspath(output):
-        raise fail(f"{output}: cannot write (named as both -o and --plot: the JSON would replace the picture)", 1)
+        raise fail(f"{output}: cannot write (named as both -o and --plot: the JSON would replace the picture)")
     try:
         writer = ResultWriter("json", output, single=True, inputs=(path,))
     except OutputError as e:  # names its file and says why already, as `analyze -o` prints it
-        raise fail(str(e), 1) from None
+        raise fail(str(e)) from None
     except OSError as e:
-        raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})", 1) from None
+        raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})") from None
     try:
         with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
             try:

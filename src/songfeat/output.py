@@ -344,14 +344,19 @@ class _OutputLock:
     def __init__(self, output: Path):
         self.path = output.with_name(output.name + LOCK_SUFFIX)
         self.fd: int | None = None
+        self.made: list[Path] = []  # the output's folders this lock made: removed again by release() while empty
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no flock
             return
         try:
-            output.parent.mkdir(parents=True, exist_ok=True)
+            self.made = atomic.make_folders(output.parent)
             while True:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+                except FileNotFoundError:  # a run that made this folder and wrote nothing took it away meanwhile
+                    self.made += atomic.make_folders(output.parent)
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -365,28 +370,34 @@ class _OutputLock:
                 if _names(self.path, fd):
                     break
                 os.close(fd)  # the run before removed it between our open and our flock: lock the file there now
+            self.fd = fd
+            _HELD.add(self)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         except OutputError:
+            self.release()  # the folders made for an output another run holds, or that cannot be written, go again
             raise
         except OSError as e:
+            self.release()
             raise OutputError(self.path, f"cannot write it ({e.strerror or e})") from None
-        self.fd = fd
-        _HELD.add(self)
 
     def release(self) -> None:
-        """Remove the lock file (only while it is still this lock's own) and let go; again, or after forget(), nothing."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            if _names(self.path, self.fd):
-                os.unlink(self.path)  # while still locked: a run that opened it meanwhile finds it gone, makes its own
-        os.close(self.fd)
-        self.fd = None
-        _HELD.discard(self)
+        """Remove the lock file (only while it is still this lock's own) and let go, then the folders it made for the
+        output while nothing else is in them (a run that wrote nothing leaves none behind); again, or after forget(),
+        nothing."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                if _names(self.path, self.fd):
+                    os.unlink(self.path)  # while still locked: a run that opened it meanwhile finds it gone, makes its own
+            os.close(self.fd)
+            self.fd = None
+            _HELD.discard(self)
+        atomic.remove_folders(self.made)
+        self.made = []
 
     def forget(self) -> None:
         """Close this descriptor without unlocking or removing anything (a forked child's copy; the parent holds on)."""
+        self.made = []  # the parent's to remove, not a worker's
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)

@@ -567,10 +567,45 @@ def _check_frontend_kind(model_name: str, cls: type, source: Any) -> None:
         return
     names = [n for n, s in SPECS.items() if s.kind in kinds]  # the builds that make one, the first the one suggested
     needed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    raise SongfeatError(_where(source), f"built with the {spec_name(spec)} front-end, but {model_name} needs a store "
+                                        f"built with --frontend {needed}; build one from the same labels and audio with "
+                                        f"`songfeat build --labels ... --audio ... --out NEW_STORE --frontend {names[0]}`")
+
+
+def _where(source: Any) -> str | Path | None:
+    """What a front-end refusal names: the store (a Dataset's, when it came from one), or nothing."""
     where = source.provenance.get("store") if isinstance(source, Dataset) else getattr(source, "path", source)
-    raise SongfeatError(where or None, f"built with the {spec_name(spec)} front-end, but {model_name} needs a store built "
-                                       f"with --frontend {needed}; build one from the same labels and audio with "
-                                       f"`songfeat build --labels ... --audio ... --out NEW_STORE --frontend {names[0]}`")
+    return where or None
+
+
+def _check_frontend_shape(model_name: str, cls: type, source: Any) -> None:
+    """Refuse a store (or Dataset) whose front-end is smaller than the family's `min_input_shape`, naming the store, its
+    shape and the smallest the family takes, before its array is read: a custom spec under 16x16 for cnn-complex (under
+    4x4 for the simple CNNs) failed with the model's ValueError after the whole array was read, naming no store."""
+    from .errors import SongfeatError
+    from .frontend import SPECS, spec_name
+
+    least = getattr(cls, "min_input_shape", None)
+    if not least or "frontend" not in cls.inputs:
+        return
+    spec = getattr(source, "spec", None)
+    if isinstance(source, Dataset) and source.frontend is not None:
+        shape = tuple(int(n) for n in np.shape(source.frontend)[1:])  # what the model would be given
+    elif spec is not None:
+        shape = spec.shape
+    else:
+        return
+    if len(shape) != 2 or (shape[0] >= least[0] and shape[1] >= least[1]):
+        return
+    kinds = getattr(cls, "frontend_kinds", None)
+    fits = [n for n, s in SPECS.items()  # the named builds it takes, the first the one suggested
+            if (not kinds or s.kind in kinds) and s.channels >= least[0] and s.frames >= least[1]]
+    front = (f"the {spec_name(spec)} front-end" if spec is not None and spec.shape == shape
+             else f"a {shape[0]}x{shape[1]} front-end")
+    hint = (f"; build one from the same labels and audio with `songfeat build --labels ... --audio ... --out NEW_STORE "
+            f"--frontend {fits[0]}`" if fits else "")
+    raise SongfeatError(_where(source), f"built with {front}, but {model_name} needs a front-end of at least "
+                                        f"{least[0]}x{least[1]} (channels x frames){hint}")
 
 
 def _check_numbers(*, lr: float | None, epochs: int | None, batch_size: int | None) -> None:
@@ -633,6 +668,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
 
         store_or_dataset = open_store(store_or_dataset)  # opened here: its front-end is checked before its array is read
     _check_frontend_kind(model_name, cls, store_or_dataset)
+    _check_frontend_shape(model_name, cls, store_or_dataset)
     data = _as_dataset(store_or_dataset, targets, numeric_inputs if needs_num else None, numeric_source,
                        "frontend" in cls.inputs)
     if needs_num and isinstance(store_or_dataset, Dataset):

@@ -4,8 +4,9 @@ Every model is a torch.nn.Module whose constructor takes `n_outputs` plus its ow
 hyper-parameters, whose class attribute `inputs` says which inputs it reads ("frontend": a
 [B, C, T] front-end tensor; "numeric": a [B, F] table of numeric features), and whose forward is
 `forward(frontend=None, numeric=None) -> [B, n_outputs]`. An optional class attribute `frontend_kinds` names the only
-front-end kinds `train` fits it on (the CNNs, LSTMs and combiner: `SPECTROGRAM_KINDS`; mlp-head: musicnn). Models know
-nothing of files, the CLI or HTTP.
+front-end kinds `train` fits it on (the CNNs, LSTMs and combiner: `SPECTROGRAM_KINDS`; mlp-head: musicnn), and an
+optional `min_input_shape` (channels, frames) the smallest front-end it takes (the CNNs' poolings), which `train`
+checks a store against before reading it. Models know nothing of files, the CLI or HTTP.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 All read a spectrogram front-end tensor [B, C, T] (mfcc, mfcc-dense or logmel stores; `train` refuses a musicnn
 store, whose one-frame vector is no image) and treat it as a one-channel image [B, 1, C, T]. Layer sizes
 are the seed's; `input_shape` only sizes the first linear layer of the simple CNNs (32 x C/4 x T/4,
-which is the seed's 32*5*40 for 20x160). Nothing is rounded inside the graph (the seed's
+which is the seed's 32*5*40 for 20x160). Each states the smallest input it takes in `min_input_shape` (4x4, 16x16),
+which its constructor and `train` both check. Nothing is rounded inside the graph (the seed's
 `torch.round(x*1000)/1000` has zero gradient almost everywhere, so its loss could not go down).
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ class CNNSimple(nn.Module):
 
     inputs = ("frontend",)
     frontend_kinds = SPECTROGRAM_KINDS  # an image of channels x frames; musicnn's [3512, 1] cannot be pooled twice
+    #: the smallest channels x frames it takes: two 2x2 poolings leave at least one cell (`train` checks a store by it)
+    min_input_shape: tuple[int, int] = (4, 4)
 
     def __init__(self, n_outputs: int = 1, input_shape: tuple[int, int] = (20, 160), channels: tuple[int, int] = (16, 32),
                  hidden: int = 64, out: str = "sigmoid"):
@@ -28,8 +31,9 @@ class CNNSimple(nn.Module):
         if out not in ("linear", "sigmoid"):
             raise ValueError(f"out must be 'linear' or 'sigmoid', not {out!r}")
         c, t = int(input_shape[0]), int(input_shape[1])
-        if c < 4 or t < 4:
-            raise ValueError(f"input_shape {input_shape} is too small for two 2x2 poolings")
+        if c < self.min_input_shape[0] or t < self.min_input_shape[1]:
+            raise ValueError(f"input_shape {input_shape} is too small for two 2x2 poolings "
+                             f"(need >= {self.min_input_shape[0]} x {self.min_input_shape[1]})")
         self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1)
         self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
         self.fc1 = nn.Linear(channels[1] * (c // 4) * (t // 4), hidden)
@@ -58,7 +62,10 @@ class CNNComplex(nn.Module):
     """
 
     inputs = ("frontend",)
-    frontend_kinds = SPECTROGRAM_KINDS  # needs >= 16 x 16 of channels x frames; musicnn's [3512, 1] has one frame
+    frontend_kinds = SPECTROGRAM_KINDS  # an image of channels x frames; musicnn's [3512, 1] has one frame
+    #: the smallest channels x frames it takes: two valid 3x3 convs, 2x2 pool, two more and a pool leave >= 1 cell
+    #: ((n - 4) // 2 - 4 >= 2); `train` checks a store by it
+    min_input_shape: tuple[int, int] = (16, 16)
 
     def __init__(self, n_outputs: int = 5, input_shape: tuple[int, int] = (20, 160), pool: tuple[int, int] = (8, 8),
                  hidden: int = 128, dropout: tuple[float, float] = (0.25, 0.5), out: str = "linear"):
@@ -66,8 +73,9 @@ class CNNComplex(nn.Module):
         if out not in ("linear", "sigmoid"):
             raise ValueError(f"out must be 'linear' or 'sigmoid', not {out!r}")
         c, t = int(input_shape[0]), int(input_shape[1])
-        if (c - 4) // 2 - 4 < 2 or (t - 4) // 2 - 4 < 2:  # two valid 3x3 convs, pool, two more, pool
-            raise ValueError(f"input_shape {input_shape} is too small for four 3x3 convolutions (need >= 16 x 16)")
+        if c < self.min_input_shape[0] or t < self.min_input_shape[1]:
+            raise ValueError(f"input_shape {input_shape} is too small for four 3x3 convolutions "
+                             f"(need >= {self.min_input_shape[0]} x {self.min_input_shape[1]})")
         self.conv1 = nn.Conv2d(1, 32, 3, 1)
         self.conv2 = nn.Conv2d(32, 64, 3, 1)
         self.conv3 = nn.Conv2d(64, 128, 3, 1)
