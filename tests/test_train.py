@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -496,35 +497,43 @@ def musicnn_shaped_store(tiny_store, tmp_path):
 SPECTROGRAM_FAMILIES = ("cnn-simple", "cnn-valence", "cnn-complex", "lstm-simple", "lstm-multitask", "combiner")
 
 
-@pytest.mark.parametrize("name", SPECTROGRAM_FAMILIES)
-def test_a_spectrogram_family_on_a_musicnn_store_is_one_line_naming_the_build_it_needs(name, musicnn_shaped_store,
-                                                                                      tmp_path, monkeypatch):
-    """The LSTMs (and the combiner, an LSTM inside) trained silently on a musicnn store's one-frame vector, one step of
-    one vector; the CNNs failed on it with a layer-size ValueError naming no store. Each is refused before the array is
-    read, as mlp-head is on a spectrogram store: the store, its front-end and the builds the family reads."""
+def _refused_unread(name: str, store: Path, spec: FrontendSpec, out: Path, monkeypatch) -> str:
+    """Train `name` on `store`, which must be refused before its array is read, by the API and by the CLI in one line
+    (exit 2, no output folder), and on a Dataset of the store's `spec` with the same words; the refusal's message."""
     from songfeat.cli import app
     from songfeat.data.store import Store
     from songfeat.errors import SongfeatError
-    from songfeat.frontend import MUSICNN
 
     def unread(self):
         raise AssertionError("the store's array was read before its front-end was checked")
 
     monkeypatch.setattr(Store, "array", unread)
     with pytest.raises(SongfeatError) as e:
-        train_bundle(name, musicnn_shaped_store, tmp_path / "run", epochs=1, progress=False)
-    assert str(e.value) == (f"{musicnn_shaped_store}: built with the musicnn (3512x1) front-end, but {name} needs a "
-                            "store built with --frontend mfcc, mfcc-dense or logmel; build one from the same labels and "
-                            "audio with `songfeat build --labels ... --audio ... --out NEW_STORE --frontend mfcc`")
-    r = CliRunner().invoke(app, ["train", name, "--store", str(musicnn_shaped_store), "--out", str(tmp_path / "run")])
+        train_bundle(name, store, out, epochs=1, progress=False)
+    r = CliRunner().invoke(app, ["train", name, "--store", str(store), "--out", str(out)])
     lines = r.output.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and lines[0] == f"songfeat: error: {e.value}", r.output
-    assert not (tmp_path / "run").exists()
+    assert not out.exists()
     data = tiny_dataset()
-    vectors = replace(data, frontend=np.zeros((len(data), *MUSICNN.shape), np.float32), spec=MUSICNN)
-    with pytest.raises(SongfeatError, match=f"^built with the musicnn \\(3512x1\\) front-end, but {name} needs a store "
-                                            "built with --frontend mfcc, mfcc-dense or logmel;"):  # a Dataset says so too
-        train_bundle(name, vectors, tmp_path / "run", epochs=1, progress=False)
+    same = replace(data, frontend=np.zeros((len(data), *spec.shape), np.float32), spec=spec)
+    with pytest.raises(SongfeatError) as d:  # a Dataset says so too, naming no store
+        train_bundle(name, same, out, epochs=1, progress=False)
+    assert f"{store}: {d.value}" == str(e.value)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("name", SPECTROGRAM_FAMILIES)
+def test_a_spectrogram_family_on_a_musicnn_store_is_one_line_naming_the_build_it_needs(name, musicnn_shaped_store,
+                                                                                      tmp_path, monkeypatch):
+    """The LSTMs (and the combiner, an LSTM inside) trained silently on a musicnn store's one-frame vector, one step of
+    one vector; the CNNs failed on it with a layer-size ValueError naming no store. Each is refused before the array is
+    read, as mlp-head is on a spectrogram store: the store, its front-end and the builds the family reads."""
+    from songfeat.frontend import MUSICNN
+
+    assert _refused_unread(name, musicnn_shaped_store, MUSICNN, tmp_path / "run", monkeypatch) == (
+        f"{musicnn_shaped_store}: built with the musicnn (3512x1) front-end, but {name} needs a store built with "
+        "--frontend mfcc, mfcc-dense or logmel; build one from the same labels and audio with `songfeat build --labels "
+        "... --audio ... --out NEW_STORE --frontend mfcc`")
 
 
 @pytest.mark.parametrize(("name", "n_mfcc", "least"), [("cnn-complex", 12, "16x16"), ("cnn-simple", 3, "4x4"),
@@ -536,8 +545,6 @@ def test_a_store_too_small_for_a_cnn_is_one_line_naming_it_and_the_smallest_shap
     read now, naming the store, its front-end shape and the smallest the family takes."""
     import shutil
 
-    from songfeat.cli import app
-    from songfeat.data.store import Store
     from songfeat.errors import SongfeatError
 
     small = replace(TINY, n_mfcc=n_mfcc)
@@ -547,26 +554,12 @@ def test_a_store_too_small_for_a_cnn_is_one_line_naming_it_and_the_smallest_shap
     (store / "manifest.json").write_text(json.dumps(manifest))
     n = len(np.load(store / "features.npy", mmap_mode="r"))
     np.save(store / "features.npy", np.random.default_rng(0).standard_normal((n, *small.shape)).astype(np.float32))
-
-    def unread(self):
-        raise AssertionError("the store's array was read before its front-end shape was checked")
-
-    monkeypatch.setattr(Store, "array", unread)
-    with pytest.raises(SongfeatError) as e:
-        train_bundle(name, store, tmp_path / "run", epochs=1, progress=False)
-    assert str(e.value) == (f"{store}: built with the custom mfcc ({n_mfcc}x24) front-end, but {name} needs a front-end "
-                            f"of at least {least} (channels x frames); build one from the same labels and audio with "
-                            "`songfeat build --labels ... --audio ... --out NEW_STORE --frontend mfcc`")
-    r = CliRunner().invoke(app, ["train", name, "--store", str(store), "--out", str(tmp_path / "run")])
-    lines = r.output.strip().splitlines()
-    assert r.exit_code == 2 and len(lines) == 1 and lines[0] == f"songfeat: error: {e.value}", r.output
-    assert not (tmp_path / "run").exists()
+    assert _refused_unread(name, store, small, tmp_path / "run", monkeypatch) == (
+        f"{store}: built with the custom mfcc ({n_mfcc}x24) front-end, but {name} needs a front-end of at least {least} "
+        "(channels x frames); build one from the same labels and audio with `songfeat build --labels ... --audio ... "
+        "--out NEW_STORE --frontend mfcc`")
     data = tiny_dataset()
-    tiny = replace(data, frontend=np.zeros((len(data), *small.shape), np.float32), spec=small)
-    with pytest.raises(SongfeatError, match=f"^built with the custom mfcc \\({n_mfcc}x24\\) front-end, but {name} needs "
-                                            f"a front-end of at least {least} "):  # a Dataset says so too
-        train_bundle(name, tiny, tmp_path / "run", epochs=1, progress=False)
-    bare = replace(tiny, spec=None)  # one without a spec is named by its array's shape
+    bare = replace(data, frontend=np.zeros((len(data), *small.shape), np.float32), spec=None)  # one without a spec is named by its array's shape
     with pytest.raises(SongfeatError, match=f"^built with a {n_mfcc}x24 front-end, but {name} needs a front-end of at "
                                             f"least {least} "):
         train_bundle(name, bare, tmp_path / "run", epochs=1, progress=False)
