@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only when a model's inputs are built: `songfeat --help` loads no numpy
+    import numpy as np
 
 SPOTIFY_ID = re.compile(r"[0-9A-Za-z]{22}")  # a Spotify track id: 22 base-62 characters
 
@@ -106,6 +108,8 @@ NO_METRE_INPUT = 4.0
 def model_numeric(names: tuple[str, ...] | list[str], values: np.ndarray | list[float]) -> np.ndarray:
     """Measured values (one row, or rows x `names`) as a model reads them: time_signature's NO_METRE becomes
     NO_METRE_INPUT. The one place that mapping lives, for training and prediction alike."""
+    import numpy as np
+
     out = np.array(values, dtype=values.dtype if isinstance(values, np.ndarray) and values.dtype.kind == "f" else np.float64)
     if "time_signature" in names:
         col = out[..., list(names).index("time_signature")]
