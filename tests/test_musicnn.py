@@ -338,3 +338,24 @@ def test_tags_ends_with_the_count_of_failed_inputs(tmp_path, example_clip):
     assert res.exit_code == 1, res.output
     assert res.stderr.strip().splitlines()[-1] == "songfeat: 2 of 3 inputs failed"
     assert "MSD:" in res.stdout
+
+
+def test_the_heads_tagger_block_does_not_follow_the_files_gain():
+    """The heads read the tags of each window brought to one level (`evidence.TAGGER_LEVEL_DB`): the same music 6 or 12
+    dB quieter gives the same vector (it moved the MTT voice words of a string orchestra 0.03 -> 0.08 -> 0.22 before),
+    while the tagger itself still hears level; near-silence is not raised past the gain bound."""
+    from songfeat import evidence, synth
+
+    y = synth.chord_progression(0, 1, 12.0).astype(np.float32)
+    y16 = evidence.resample16(0.5 * y / np.abs(y).max(), 44100)
+    ref = evidence.tagger_block(y16)
+    for db in (-6.0, -12.0):
+        quiet = (y16 * 10 ** (db / 20)).astype(np.float32)
+        assert np.abs(evidence.tagger_block(quiet) - ref).max() < 1e-3, db
+        assert np.abs(tagger.vector(tagger.describe(quiet, sr=16000)) - tagger.vector(tagger.describe(y16, sr=16000))).max() > 0.05
+    assert evidence.tagger_level_db(y16 * 10 ** (-6 / 20)) == pytest.approx(evidence.tagger_level_db(y16) - 6, abs=1e-6)
+    hiss = (1e-6 * np.random.default_rng(0).standard_normal(16000 * 5)).astype(np.float32)  # -120 dB: at most +30 dB
+    assert evidence.TAGGER_LEVEL_DB - evidence.tagger_level_db(hiss) > evidence.TAGGER_GAIN_DB[1]
+    bounded = tagger.vector(tagger.describe(hiss * np.float32(10 ** (evidence.TAGGER_GAIN_DB[1] / 20)), sr=16000,
+                                            max_patches=evidence.TAGGER_PATCHES))
+    assert np.abs(evidence.tagger_block(hiss) - bounded).max() < 1e-4

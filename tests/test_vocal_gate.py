@@ -51,6 +51,23 @@ def test_gate_raises_instrumentals_and_never_lowers():
     assert vocal_gate.apply_clip(None, np.full(7, 0.1), [], evidence(0.02, 0.2), None, TAGS).tolist() == [0.1] * 7
 
 
+def test_gate_rises_on_a_line_near_even_odds_instead_of_jumping():
+    # a step at P = 0.5 made one clip read 0.875 as FLAC and 0.54 as AAC (P 0.52 -> 0.19) and another 0.875 -> 0.29
+    # at 6 dB less: near even odds a small change of P may move the answer a little, not most of the scale
+    lo, hi = vocal_gate.RAMP
+    g = {"intercept": 0.0, "coef": [0.0, 1.0], "value": 0.875, "feature": "instrumentalness"}
+
+    def at(p: float, v: float = 0.1) -> float:  # P(instrumental) = logistic(log(x + EPS)) = p for x = p / (1 - p) - EPS
+        return float(vocal_gate.apply(g, np.array([v]), np.array([[0.5, p / (1 - p) - vocal_gate.EPS]]))[0])
+
+    assert at(lo - 0.05) == pytest.approx(0.1) and at(hi + 0.05) == pytest.approx(0.875)
+    assert at((lo + hi) / 2) == pytest.approx((0.1 + 0.875) / 2)
+    ps = np.linspace(0.2, 0.8, 121)
+    values = np.array([at(p) for p in ps])
+    assert np.all(np.diff(values) >= 0) and np.abs(np.diff(values)).max() < 0.02  # steps of 0.005 in P: no jump
+    assert at(0.9, v=0.95) == pytest.approx(0.95) and at(0.5, v=0.95) == pytest.approx(0.95)  # never lowered
+
+
 def test_fit_needs_both_classes_and_value_comes_from_the_catalogue():
     with pytest.raises(ValueError, match="instrumental and sung"):
         vocal_gate.fit(np.full((5, 2), 0.1), np.zeros(5), value=0.9)

@@ -2,7 +2,8 @@
 
 One window of mono 44.1-kHz audio (and its `descriptors.WindowEvidence`, already computed for the
 measured features) becomes four named float32 vectors:
-- `tagger`: musicnn's patch-averaged tags and embeddings (`songfeat.tagger.vector`, 3512 values);
+- `tagger`: musicnn's patch-averaged tags and embeddings (`songfeat.tagger.vector`, 3512 values), of the window
+  brought to one level first (`TAGGER_LEVEL_DB`), so they say what is playing, not how loud the file is;
 - `vad`: Silero VAD's speech statistics (`songfeat.vad.STATS`);
 - `pitch`: how the voice's pitch moves, which tells speech from singing (`songfeat.pitch.STATS`);
 - `spoken`: the VAD's speech with sung notes, beats and accompanied voice taken out (`SPOKEN`, `spoken`);
@@ -135,11 +136,33 @@ def block_width(block: str) -> int:
             "mfcc": mfcc.WIDTH, "mfcc_band": mfcc.WIDTH}[block]
 
 
+# The tagger hears each window at one level: its input is log-compressed mel energy, so its tags move with the file's
+# gain (6 dB less raised the MTT voice words of a string orchestra from 0.03 to 0.08, and tipped three of 18 CC
+# instrumentals under the vocal gate). The level is the 90th percentile of 100-ms frame power, the target the dev
+# previews' median of it (-9.3 dB, older previews -12.2, the CC classical and speech clips about -21), and the gain is
+# bounded so near-silence is not blown up. How loud the music is still reaches the heads, through `dynamics` and the
+# measured loudness, where they can learn what level means (docs/accuracy-notes.md, "FFmpeg's encoders and the level").
+TAGGER_LEVEL_DB = -10.0
+TAGGER_GAIN_DB = (-20.0, 30.0)
+
+
+def tagger_level_db(y16: np.ndarray) -> float:
+    """A window's level for the tagger: the 90th percentile of its 100-ms frames' power, in dB of full scale (the
+    loud part of the window, which pauses and fades do not pull down)."""
+    y = np.asarray(y16, dtype=np.float64)
+    n = RATE16 // 10
+    frames = y[: y.size // n * n].reshape(-1, n) if y.size >= n else y.reshape(1, -1)
+    return float(np.percentile(10 * np.log10(np.maximum((frames ** 2).mean(1), 1e-12)), 90))
+
+
 def tagger_block(y16: np.ndarray) -> np.ndarray:
-    """The `tagger` vector of one window from its 16-kHz samples (musicnn over `TAGGER_PATCHES` patches)."""
+    """The `tagger` vector of one window from its 16-kHz samples (musicnn over `TAGGER_PATCHES` patches), the window
+    brought to `TAGGER_LEVEL_DB` first (within `TAGGER_GAIN_DB`)."""
     from . import tagger
 
-    return tagger.vector(tagger.describe(y16, sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
+    gain = float(np.clip(TAGGER_LEVEL_DB - tagger_level_db(y16), *TAGGER_GAIN_DB))
+    level = (np.asarray(y16, dtype=np.float32) * np.float32(10 ** (gain / 20))).astype(np.float32, copy=False)
+    return tagger.vector(tagger.describe(level, sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
 
 
 def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.ndarray | None = None,
@@ -159,5 +182,5 @@ def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.
     return out
 
 
-__all__ = ["window_inputs", "tagger_block", "dynamics", "voice", "spoken", "floor_depth_db", "block_width", "resample16", "DYNAMICS", "SPOKEN",
+__all__ = ["window_inputs", "tagger_block", "tagger_level_db", "TAGGER_LEVEL_DB", "dynamics", "voice", "spoken", "floor_depth_db", "block_width", "resample16", "DYNAMICS", "SPOKEN",
            "BLOCKS"]

@@ -12,7 +12,10 @@ It is fitted on the training previews (Spotify label > 0.5) and the behaviour fi
 or spoken (0) clips, never on FMA (Echo Nest's instrumentalness is another annotator's, see `songfeat.sources`). Where
 P > 0.5 the clip's instrumentalness becomes at least `value` (the median of Spotify's catalogue table over its tracks
 above 0.5, without the labelled clips: 0.875):
-the median of the mixture "instrumental with probability P", which is what absolute error rewards. It never lowers a
+the median of the mixture "instrumental with probability P", which is what absolute error rewards. Between
+P = `RAMP`[0] and `RAMP`[1] it rises along a straight line instead of jumping at 0.5: near 0.5 that median is a coin
+toss (any value between the heads' and `value` has nearly the same expected error), and a jump there made a clip's
+instrumentalness swing 0.875 -> 0.54 between its FLAC and its AAC. It never lowers a
 prediction. Inputs are read from the heads' own evidence rows, so training and `analyze` see the same numbers.
 """
 from __future__ import annotations
@@ -89,10 +92,15 @@ def probability(gate: dict, x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
 
 
+RAMP = (0.35, 0.65)  # P below: unchanged; above: at least `value`; between: a straight line (chosen a priori, symmetric)
+
+
 def apply(gate: dict, values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Instrumentalness values [N] after the gate: at least `value` where P > 0.5, never lowered."""
+    """Instrumentalness values [N] after the gate: at least `value` where P >= RAMP[1], unchanged where P <= RAMP[0],
+    on the line between in between; never lowered."""
     v = np.asarray(values, dtype=float)
-    return np.where(probability(gate, x) > 0.5, np.maximum(v, gate["value"]), v)
+    t = np.clip((probability(gate, x) - RAMP[0]) / (RAMP[1] - RAMP[0]), 0.0, 1.0)
+    return v + (np.maximum(v, gate["value"]) - v) * t
 
 
 def apply_clip(gate: dict | None, learned: np.ndarray, targets, evidence: np.ndarray, weights, lay: list[dict]) -> np.ndarray:
