@@ -383,7 +383,7 @@ def test_output_or_plot_named_as_the_input_keeps_the_audio(tmp_path: Path) -> No
     assert p.returncode != 0 and "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{song}: " in lines[0] and "audio file" in lines[0], p.stderr
-    with pytest.raises(OSError) as err:  # what `analysis --plot` reports as '<file>: cannot write the plot (...)'
+    with pytest.raises(OSError) as err:  # what `analysis --plot` reports as '<file>: <reason>', as -o does
         save_plot(analyse(song), song)
     assert "audio file" in str(err.value) and list(tmp_path.iterdir()) == [song]  # and no temporary picture beside it
     assert song.read_bytes() == before
@@ -527,6 +527,26 @@ def test_output_folders_are_made_and_one_that_cannot_be_is_said_as_analyze_says_
         (p.stderr, q.stderr)
     shown = " ".join(CliRunner().invoke(app, ["analysis", "--help"]).output.split())
     assert "(atomically; missing folders are made, and taken away again if nothing is written)" in shown
+
+
+def test_a_refused_plot_says_why_once_in_the_words_of_a_refused_output(tmp_path: Path) -> None:
+    """`analysis --plot file/x.png` read 'cannot write the picture (cannot write it (Not a directory))': the reason
+    wrapped twice. A picture is refused in -o's words now, once."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    song = _write(tmp_path, "song", synth.click_track(120.0, 1.0))
+    (tmp_path / "file").write_text("in the way")
+    (tmp_path / "folder").mkdir()
+    blocked, folder = tmp_path / "file" / "x", tmp_path / "folder"
+    for plot, output, reason in ((f"{blocked}.png", f"{blocked}.json", "cannot write it (Not a directory)"),
+                                 (folder, folder, "is a folder, not a file to write")):
+        p = CliRunner().invoke(app, ["analysis", str(song), "--plot", str(plot)])
+        o = CliRunner().invoke(app, ["analysis", str(song), "-o", str(output)])
+        assert p.exit_code == o.exit_code == 2, (p.output, o.output)
+        assert p.output == f"songfeat: error: {plot}: {reason}\n", p.output
+        assert o.output == f"songfeat: error: {output}: {reason}\n", o.output
 
 
 def test_output_folders_are_taken_away_when_the_analysis_fails(tmp_path: Path) -> None:

@@ -881,3 +881,37 @@ def test_ray_only_options_are_refused_with_the_local_engine(tmp_path):
     r = CliRunner().invoke(app, ["analyze", str(song), "--batch-size", "16", "--chunk-size", "3"])
     assert r.exit_code == 2 and "--batch-size, --chunk-size are for --engine ray" in r.output, r.output
     assert "danceability" not in r.output  # refused before any analysis
+
+
+def test_an_interrupted_batch_names_its_partial_only_when_it_holds_rows(tmp_path, monkeypatch):
+    """Ctrl-C before the first row said 'finished files are kept in f.jsonl.partial, rerun with --resume': a file that
+    did not exist. It says nothing was written then (and leaves no folder it made); after a row, where the row is."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from songfeat.analyze import Outcome
+    from songfeat.cli import app
+
+    analyze_module = importlib.import_module("songfeat.analyze")  # `songfeat.analyze` the attribute is the function
+    songs = [write(tmp_path / f"{n}.wav", music(1, seed=i)) for i, n in enumerate("ab")]
+
+    def interrupted_after(n: int):
+        def fake(files, **_):
+            for f in files[:n]:
+                yield Outcome(str(f), features={"energy": 0.5})
+            raise KeyboardInterrupt
+        return fake
+
+    out = tmp_path / "new" / "f.jsonl"
+    monkeypatch.setattr(analyze_module, "analyze_many", interrupted_after(0))
+    r = CliRunner().invoke(app, ["analyze", *map(str, songs), "-f", "jsonl", "-o", str(out)])
+    assert r.exit_code == 130 and r.output.strip().splitlines() == [
+        f"songfeat: error: interrupted before any file was finished; nothing was written to {out}"], r.output
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(analyze_module, "analyze_many", interrupted_after(1))
+    r = CliRunner().invoke(app, ["analyze", *map(str, songs), "-f", "jsonl", "-o", str(out)])
+    partial = tmp_path / "new" / "f.jsonl.partial"
+    assert r.exit_code == 130 and r.output.strip().splitlines() == [
+        f"songfeat: error: interrupted; finished files are kept in {partial}, rerun with --resume to continue"], r.output
+    assert [json.loads(line)["path"] for line in partial.read_text().splitlines()] == [str(songs[0])]

@@ -209,7 +209,8 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_clips_are_analysed(
     for target in (tmp_path, tmp_path / "notes.txt" / "p.png"):
         r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path), "--plot", str(target)])
         assert r.exit_code == 2 and r.output.count("\n") == 1, r.output  # refused before any work (it was 1)
-        assert r.output.startswith(f"songfeat: error: {target}: cannot write the picture")
+        reason = "is a folder, not a file to write" if target == tmp_path else "cannot write it (Not a directory)"
+        assert r.output == f"songfeat: error: {target}: {reason}\n", r.output  # once (it was wrapped in a second reason)
     assert calls == []
 
 

@@ -348,3 +348,55 @@ def test_the_walks_notes_are_warnings_on_ray_too(tmp_path):
     notes: list[str] = []
     rows, refused = distributed.list_inputs([d], notes=notes)
     assert len(rows) == 1 and refused == [] and len(notes) == 1 and "already walked" in notes[0], notes
+
+
+def test_a_run_that_fails_before_committing_a_part_leaves_no_folders_it_made(folder, tmp_path, monkeypatch):
+    """`analyze --engine ray -o new/o` made new/o (with its manifest and lock) before the work and left it behind when
+    the run then failed or was interrupted before a part was committed; Ctrl-C then said "committed parts are kept in"
+    it. Nothing is left now, and it says nothing was written; a committed part keeps the folder, and one already there
+    is left as it was. (No cluster: the chunks' Datasets are faked, and so is their analysis.)"""
+    runs = []
+
+    class Written:  # what analyze_dataset returns: its write_parquet makes one committed-able file of two rows
+        def write_parquet(self, path, **_):
+            os.makedirs(path)
+            rows = {"path": ["a.wav", "b.wav"], "id": ["a", "b"], "error": [None, None]}
+            pq.write_table(pa.table(rows), f"{path}/0.parquet")
+
+    def analysed(*_a, **_k):
+        runs.append(1)
+        if len(runs) in fail_at:
+            raise fail_with
+        return Written()
+
+    monkeypatch.setattr(distributed, "_listed_run", lambda ray, rows, batch_size, actors: (rows, actors))
+    monkeypatch.setattr(distributed, "analyze_dataset", analysed)
+    kw = dict(chunk_size=2, concurrency=1)
+    out = tmp_path / "new" / "o"
+    for fail_with in (KeyboardInterrupt(), RuntimeError("an actor died")):
+        fail_at, runs[:] = {1}, []
+        with pytest.raises(type(fail_with)):
+            distributed.analyze_to_parquet([folder], out, **kw)
+        assert list(tmp_path.iterdir()) == [], fail_with
+    (tmp_path / "there").mkdir()
+    fail_at, runs[:] = {1}, []
+    with pytest.raises(RuntimeError):
+        distributed.analyze_to_parquet([folder], tmp_path / "there", **kw)
+    assert (tmp_path / "there").is_dir()  # not made by this run: kept, as resumable as before
+    fail_at, runs[:] = {2}, []
+    with pytest.raises(RuntimeError):  # the second chunk fails: the first is committed, and kept with its folders
+        distributed.analyze_to_parquet([folder], out, **kw)
+    assert distributed.committed(out) and len(list(out.glob("part-*"))) == 1
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "analyze_dataset", interrupted)
+    monkeypatch.setattr(distributed, "init", lambda address=None, **kw: None)
+    base = ["analyze", "--engine", "ray", "--format", "parquet", str(folder), "--chunk-size", "2", "-j", "1", "--output"]
+    res = CliRunner().invoke(app, base + [str(tmp_path / "cli" / "o")])
+    assert res.exit_code == 130 and res.stderr.strip() == (f"songfeat: error: interrupted before any part was committed; "
+                                                           f"nothing was written to {tmp_path / 'cli' / 'o'}"), res.stderr
+    assert not (tmp_path / "cli").exists()
+    res = CliRunner().invoke(app, base + [str(out)])
+    assert res.exit_code == 130 and "committed parts are kept in" in res.stderr, res.stderr

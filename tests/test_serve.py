@@ -2026,3 +2026,41 @@ def test_a_library_that_is_a_file_is_named_as_such(tmp_path):
     assert r.exit_code == 2 and f"{song}: not a folder" in r.output, r.output
     r = CliRunner().invoke(app, ["serve", "--library", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "no such folder" in r.output, r.output
+
+
+def test_the_no_token_warnings_judge_the_address_bound_not_the_host_string(tmp_path, monkeypatch):
+    """`--host` was judged as a string: a name of this machine on 127.0.1.1 (here 127.1) was warned about as exposed,
+    and a name that resolves to an exposed address (here `localhost`, resolved to 0.0.0.0) was not. The address the
+    socket is bound to decides now, as it does the Host check."""
+    from typer.testing import CliRunner
+
+    import songfeat.serve as serve
+    from songfeat.cli import app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    bound = []
+
+    def fake_run(lib, sock=None, **_):  # no server: what the socket is bound to, then let the library go
+        bound.append(sock.getsockname()[0])
+        sock.close()
+        lib.stop()
+
+    monkeypatch.setattr(serve, "run", fake_run)
+    exposed = "without --token: anyone who can reach it can read and upload"
+    rebinding = "--allowed-host '*' without --token"
+
+    def said(host: str, *more: str) -> str:
+        r = CliRunner().invoke(app, ["serve", "--library", str(root), "--host", host, "--port", "0", "--workers", "1", *more])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    for host, address, warned in (("127.1", "127.0.0.1", False), ("localhost", "127.0.0.1", False),
+                                  ("0.0.0.0", "0.0.0.0", True)):
+        out = said(host)
+        assert bound[-1] == address and (f"serving on {host} {exposed}" in out) == warned, (host, out)
+        assert (rebinding in said(host, "--allowed-host", "*")) != warned, host  # Host unchecked on loopback: said too
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("0.0.0.0" if host == "localhost" else host, *a, **k))
+    out = said("localhost")
+    assert bound[-1] == "0.0.0.0" and f"serving on localhost {exposed}" in out, out

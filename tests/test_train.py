@@ -840,3 +840,36 @@ def test_evaluating_a_bundle_without_splits_points_at_evaluate_audio(tiny_store)
 
     with pytest.raises(SongfeatError, match=r"records no 'test' split \(it has: none\); .*songfeat evaluate-audio"):
         evaluate_bundle(None, tiny_store)
+
+
+def test_a_refused_failed_or_interrupted_train_leaves_no_folders_it_made(tiny_store, tmp_path, monkeypatch):
+    """`train --out new/dir/b` made new/dir before the training (to probe it) and left it behind, empty, when the
+    training was then refused, failed or was interrupted. The folders it made go again while empty; a checkpoint
+    kept in new/dir/b.training/ keeps them."""
+    from songfeat import train
+    from songfeat.checkpoint import folder_for
+    from songfeat.cli import app
+
+    out = tmp_path / "new" / "dir" / "b"
+    r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(out), "--lr", "0"])
+    assert r.exit_code == 2 and "learning rate" in r.output, r.output  # refused after the output was checked
+    assert list(tmp_path.iterdir()) == []
+    for error in (OSError(28, "No space left on device"), KeyboardInterrupt()):
+        def failing(*_a, error=error, **_k):
+            raise error
+
+        monkeypatch.setattr(train, "train_model", failing)
+        with pytest.raises(type(error)):
+            train_bundle("numeric-mlp", tiny_store, out, epochs=1, progress=False)
+        assert list(tmp_path.iterdir()) == [], error
+    monkeypatch.undo()
+    _stop_after(monkeypatch, 1)  # Ctrl-C after the first epoch's checkpoint: kept, and the folders holding it
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle("numeric-mlp", tiny_store, out, epochs=2, progress=False)
+    assert folder_for(out).is_dir() and not out.exists()
+    monkeypatch.undo()
+    (tmp_path / "new" / "dir").mkdir(exist_ok=True)
+    made = tmp_path / "new" / "dir" / "more" / "b"  # a folder that was there before is kept: only those made go
+    with pytest.raises(ValueError):
+        train_bundle("numeric-mlp", tiny_store, made, epochs=0, progress=False)
+    assert not (tmp_path / "new" / "dir" / "more").exists() and (tmp_path / "new" / "dir").is_dir()

@@ -6,13 +6,14 @@ and data provenance, so a bundle alone is enough to analyze audio or to audit ho
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -197,9 +198,12 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
     cfg.setdefault("model", getattr(model, "family", type(model).__name__))
     cfg.setdefault("inputs", list(getattr(model, "inputs", ())))
     features.check_targets(cfg["targets"])
-    check_bundle_out(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    made = check_bundle_out(path)  # makes path.parent; taken away again below if the bundle is not written
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except BaseException:
+        atomic.remove_folders(made)
+        raise
     try:
         save_model(model, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(_strict(cfg), indent=2, allow_nan=False, default=_jsonable) + "\n")
@@ -222,6 +226,7 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        atomic.remove_folders(made)
         raise
     return path
 
@@ -234,9 +239,11 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def check_bundle_out(path: Path) -> None:
+def check_bundle_out(path: Path) -> list[Path]:
     """Refuse to write over anything but a bundle or an empty folder (replacing `path` deletes what it held), and a path
-    that cannot be created (under a file): callers with minutes of work ahead check this first."""
+    that cannot be created (under a file): callers with minutes of work ahead check this first. Returns the folders it
+    made for the bundle (`atomic.make_folders`), for the caller to take away again if it then writes nothing
+    (`atomic.remove_folders`, as `removing_folders` does)."""
     if path.exists() or path.is_symlink():
         if not path.is_dir() or path.is_symlink():
             raise SongfeatError(path, "exists and is not a model bundle folder; choose a new output folder")
@@ -248,10 +255,25 @@ def check_bundle_out(path: Path) -> None:
         p = existing_ancestor(path.parent)
         if not p.is_dir():
             raise SongfeatError(path, f"cannot be created: {p} is not a folder")
+    made: list[Path] = []
     try:  # the bundle is written beside `path` and renamed: a read-only place failed only at the end, naming a temp folder
+        made = atomic.make_folders(path.parent)
         atomic.probe_folder(path.parent, path.name)
     except OSError as e:
+        atomic.remove_folders(made)
         raise SongfeatError(path, f"cannot be written ({e.strerror or e})") from None
+    return made
+
+
+@contextlib.contextmanager
+def removing_folders(made: list[Path]) -> Iterator[None]:
+    """Run the work that is to write a bundle into folders `check_bundle_out` made: if it fails, is refused or is
+    interrupted, those folders are taken away again while empty (a failed `train --out new/dir/b` left new/ behind)."""
+    try:
+        yield
+    except BaseException:
+        atomic.remove_folders(made)
+        raise
 
 
 def _strict(o):

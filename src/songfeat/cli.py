@@ -57,6 +57,14 @@ def _os_error(e: OSError) -> str:
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def _picture_error(path: Path, e: OSError) -> str:
+    """'<file>: <reason>' for a picture that cannot be written, in -o's words: an OutputError says it whole already
+    (it was wrapped again, 'cannot write the picture (cannot write it (Not a directory))'); any other as it would."""
+    from .output import OutputError
+
+    return str(e) if isinstance(e, OutputError) else f"{path}: cannot write it ({e.strerror or e})"
+
+
 def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
     """Refuse a --plot/--scatter that is a folder, a device, an audio file (one of `inputs` under any name), under a
     file, or an existing file that is not a PNG (`evaluate --scatter b/model.safetensors` replaced the bundle's weights
@@ -73,7 +81,7 @@ def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
                         if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
                             raise fail(f"{p}: exists and is not a PNG picture; name another file for the picture")
             except OSError as e:
-                raise fail(f"{p}: cannot write the picture ({e.strerror or e})") from None
+                raise fail(_picture_error(p, e)) from None
             if p.suffix.lower() != ".png":  # PNG data under another name (p.jpg, p) opens nowhere as what it claims
                 raise fail(f"{p}: pictures are written as PNG; give the file a .png name")
 
@@ -83,7 +91,7 @@ def _save_picture(save, *args) -> None:
     try:
         typer.echo(f"wrote {save(*args)}", err=True)
     except OSError as e:
-        raise fail(f"{args[1]}: cannot write the picture ({e.strerror or e})", 1) from None
+        raise fail(_picture_error(args[1], e), 1) from None
 
 
 def _target_list(targets: Optional[str]) -> Optional[list[str]]:
@@ -279,9 +287,13 @@ def analyze(
         raise fail(str(e), 1) from None
     except SongfeatError as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        kept = f"; finished files are kept in {writer.partial}, rerun with --resume to continue" if output else ""
-        raise fail(f"interrupted{kept}", 130) from None
+    except KeyboardInterrupt:  # the .partial is named only when it holds rows: before the first there is none to resume
+        if output is None:
+            raise fail("interrupted", 130) from None
+        if writer.partial_has_rows:
+            raise fail(f"interrupted; finished files are kept in {writer.partial}, rerun with --resume to continue",
+                       130) from None
+        raise fail(f"interrupted before any file was finished; nothing was written to {output}", 130) from None
     finally:
         writer.release()  # the output's lock: close() let go of it already, unless the batch stopped short
         if progress is not None:
@@ -335,6 +347,8 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
     except KeyboardInterrupt:
         if not joined:  # it said "committed parts are kept in <output>" of a folder not yet made
             raise fail("interrupted before the Ray cluster was ready; nothing was written", 130) from None
+        if not distributed.committed(output):  # a folder it made is gone again; one that was there is as it was
+            raise fail(f"interrupted before any part was committed; nothing was written to {output}", 130) from None
         raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
     for line in report.notes:  # what the walk noted (a folder link already walked, ...), as the local engine says it
         typer.echo(one_line(f"songfeat: warning: {line}"), err=True)
@@ -441,7 +455,7 @@ def analysis_cmd(
             try:
                 save_plot(result, plot, title=path.name)
             except OSError as e:
-                raise fail(f"{plot}: cannot write the plot ({e.strerror or e})", 1) from None
+                raise fail(_picture_error(plot, e), 1) from None
         try:
             writer.write(result.result)
             writer.close()
@@ -992,14 +1006,9 @@ def serve_cmd(
         allowed_hosts = [check_allowed_host(h) for h in allowed_host or ()]
     except ValueError as e:
         raise fail(f"--allowed-host: {e}") from None
-    if not token and not is_loopback(host):
-        typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
     if not token and "*" in cors_origins:
         typer.echo("songfeat: warning: --cors-origin '*' without --token: any web page its users open can read the library",
                    err=True)
-    if not token and "*" in allowed_hosts and is_loopback(host):
-        typer.echo("songfeat: warning: --allowed-host '*' without --token: a web page whose name is pointed at this machine "
-                   "(DNS rebinding) can read the library and upload", err=True)
     try:
         lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
     except SongfeatError as e:
@@ -1010,7 +1019,14 @@ def serve_cmd(
     except SongfeatError as e:
         lib.stop()  # nothing started yet: this releases the lock
         raise fail(str(e)) from None
-    port = sock.getsockname()[1]  # --port 0: the port the system chose, not 0
+    bound, port = sock.getsockname()[:2]  # --port 0: the port the system chose, not 0
+    # the address the socket is bound to decides, as it does the Host check: --host was judged as a string, so a name
+    # of this machine on 127.0.1.1 was warned about and a name on a LAN address could pass as loopback
+    if not token and not is_loopback(bound):
+        typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
+    if not token and "*" in allowed_hosts and is_loopback(bound):
+        typer.echo("songfeat: warning: --allowed-host '*' without --token: a web page whose name is pointed at this machine "
+                   "(DNS rebinding) can read the library and upload", err=True)
     typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} "
                f"worker{'s' if lib.workers != 1 else ''}, "
                f"docs at /docs)", err=True)

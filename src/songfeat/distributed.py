@@ -17,6 +17,7 @@ moment, driver or worker, finishes with every track exactly once.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -25,7 +26,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -334,6 +335,31 @@ class _Lock:
         os.close(self.fd)
 
 
+@contextlib.contextmanager
+def _output_folder(out: Path) -> Iterator[None]:
+    """Make `out` (and its missing parents) and hold its lock while the run writes it. A run that fails or is interrupted
+    before it commits a part takes away what it made: the manifest, lock and staging of a folder it made, then the
+    folders themselves while empty (`atomic.remove_folders`), as the local engine's -o leaves no folder it made."""
+    try:  # a parent that is a file, or one that cannot be written: one line, not a traceback
+        made = atomic.make_folders(out)
+    except OSError as e:
+        raise SongfeatError(out, f"cannot create the output folder ({e.strerror or type(e).__name__})") from None
+    try:
+        with _Lock(out):
+            try:
+                yield
+            except BaseException:
+                if made and not committed(out):  # a folder of ours alone, and nothing committed in it
+                    shutil.rmtree(out / STAGING, ignore_errors=True)
+                    for name in (MANIFEST, LOCK):  # the lock while still held: it is this run's, and goes with it
+                        with contextlib.suppress(OSError):
+                            (out / name).unlink()
+                raise
+    except BaseException:
+        atomic.remove_folders(made)  # a part renamed into place keeps them (a rerun adopts it)
+        raise
+
+
 def _write_manifest(folder: Path, manifest: dict) -> None:
     with atomic.replacing(folder / MANIFEST, encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
@@ -352,6 +378,14 @@ def read_manifest(folder: str | Path) -> dict | None:
         raise SongfeatError(p, "unreadable manifest (not a songfeat manifest: a JSON object with a list of parts)")
     m.setdefault("parts", [])
     return m
+
+
+def committed(folder: str | Path) -> bool:
+    """Whether an output folder's manifest lists a committed part (one it cannot read counts as one: it is kept)."""
+    try:
+        return bool((read_manifest(folder) or {}).get("parts"))
+    except SongfeatError:
+        return True
 
 
 def _part_files(folder: Path, part: str) -> list[Path]:
@@ -464,11 +498,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     get_bundle(model_arg)  # a folder that is not a bundle fails here, in one line, not in every actor
     if join is not None:
         join()
-    try:  # a parent that is a file, or one that cannot be written: one line, not a traceback
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SongfeatError(out, f"cannot create the output folder ({e.strerror or type(e).__name__})") from None
-    with _Lock(out):
+    with _output_folder(out):
         fingerprint = bundle_fingerprint(model_arg)
         manifest = read_manifest(out) or {"format": FORMAT, "songfeat_version": __version__, "model": model_arg or "default",
                                           "model_sha256": fingerprint, "created": _now(), "complete": False, "parts": []}

@@ -452,7 +452,7 @@ class ResultWriter:
         # before the .partial is looked at: another run's rows there are not an interrupted run's
         self._lock = _OutputLock(self.output) if self.output is not None else None
         try:
-            if self.output and not resume and self._partial_has_rows:
+            if self.output and not resume and self.partial_has_rows:
                 # writing would start it afresh: the songs an interrupted run finished would be lost without a word
                 raise OutputError(self.partial, "holds the results of an interrupted run: add --resume to continue it, or "
                                                 "delete it to start over")
@@ -479,14 +479,14 @@ class ResultWriter:
             self._lock.release()
 
     @property
-    def _partial_has_rows(self) -> bool:
+    def partial_has_rows(self) -> bool:
         """The `.partial` holds what an interrupted run wrote (an empty one is nothing to lose or resume from)."""
         return self.partial.is_file() and self.partial.stat().st_size > 0
 
     @property
     def _resume_source(self) -> Path:
         """What `--resume` reads: the `.partial` when it holds rows, else the finished output."""
-        return self.partial if self._partial_has_rows else self.output
+        return self.partial if self.partial_has_rows else self.output
 
     def _check_here(self, rows: list[dict]) -> None:
         """Refuse a resume run from another folder than the batch's: its rows name files relative to where it started,

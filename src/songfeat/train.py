@@ -633,7 +633,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     is kept in `<out>.training/` until the bundle is written, and the same command run again continues from it.
     """
     from . import __version__
-    from .bundle import Bundle, check_bundle_out, save_bundle
+    from .bundle import Bundle, check_bundle_out, removing_folders, save_bundle
     from .evaluate import _nan_to_none, predict_dataset, report
 
     if threads:
@@ -645,80 +645,85 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
         raise ValueError(f"{what}; choose one of {', '.join(models.trainable())}")
     cls = models.REGISTRY[model_name]
     pick_device(device)  # a device this machine lacks, and an output it cannot write, are refused before the training
-    check_bundle_out(Path(out))
-    d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
-    targets = features.check_targets(tuple(targets or d["targets"]))
-    _check_numbers(lr=lr, epochs=epochs, batch_size=batch_size)
-    if model_name == "combiner" and outside_unit(targets):
-        raise ValueError(f"the combiner's output is a sigmoid, inside [0, 1]; {', '.join(outside_unit(targets))} "
-                         "lies outside it: choose [0, 1] targets, or another family")
-    if numeric_source not in ("labels", "measured"):
-        raise ValueError(f"numeric_source must be 'labels' or 'measured', not {numeric_source!r}")
-    needs_num = "numeric" in cls.inputs
-    if needs_num and isinstance(store_or_dataset, Dataset) and store_or_dataset.numeric_names:
-        numeric_inputs = tuple(numeric_inputs or store_or_dataset.numeric_names)
-        numeric_source = store_or_dataset.numeric_source
-    if needs_num and numeric_inputs is None:
-        numeric_inputs = features.SEED_NUMERIC_INPUTS if numeric_source == "labels" else features.MEASURED_NUMERIC_INPUTS
-    overlap = set(numeric_inputs or ()) & set(targets)
-    if overlap:
-        raise ValueError(f"{sorted(overlap)} cannot be both a numeric input and a target")
-    if isinstance(store_or_dataset, (str, Path)):
-        from .data.store import open_store
+    # the folders made for `out` go again if the training is refused, fails or is interrupted before it keeps anything
+    # there (a checkpoint in <out>.training/ keeps them, as it keeps the run's state)
+    with removing_folders(check_bundle_out(Path(out))):
+        d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
+        targets = features.check_targets(tuple(targets or d["targets"]))
+        _check_numbers(lr=lr, epochs=epochs, batch_size=batch_size)
+        if model_name == "combiner" and outside_unit(targets):
+            raise ValueError(f"the combiner's output is a sigmoid, inside [0, 1]; {', '.join(outside_unit(targets))} "
+                             "lies outside it: choose [0, 1] targets, or another family")
+        if numeric_source not in ("labels", "measured"):
+            raise ValueError(f"numeric_source must be 'labels' or 'measured', not {numeric_source!r}")
+        needs_num = "numeric" in cls.inputs
+        if needs_num and isinstance(store_or_dataset, Dataset) and store_or_dataset.numeric_names:
+            numeric_inputs = tuple(numeric_inputs or store_or_dataset.numeric_names)
+            numeric_source = store_or_dataset.numeric_source
+        if needs_num and numeric_inputs is None:
+            numeric_inputs = (features.SEED_NUMERIC_INPUTS if numeric_source == "labels"
+                              else features.MEASURED_NUMERIC_INPUTS)
+        overlap = set(numeric_inputs or ()) & set(targets)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} cannot be both a numeric input and a target")
+        if isinstance(store_or_dataset, (str, Path)):
+            from .data.store import open_store
 
-        store_or_dataset = open_store(store_or_dataset)  # opened here: its front-end is checked before its array is read
-    _check_frontend_kind(model_name, cls, store_or_dataset)
-    _check_frontend_shape(model_name, cls, store_or_dataset)
-    data = _as_dataset(store_or_dataset, targets, numeric_inputs if needs_num else None, numeric_source,
-                       "frontend" in cls.inputs)
-    if needs_num and isinstance(store_or_dataset, Dataset):
-        if numeric_inputs and tuple(numeric_inputs) != tuple(data.numeric_names) and data.numeric_names:
-            raise ValueError(f"dataset numeric columns {data.numeric_names} differ from {tuple(numeric_inputs)}")
-        numeric_inputs = data.numeric_names or numeric_inputs
-        numeric_source = data.numeric_source
-    if not needs_num:
-        data = replace(data, numeric=None, numeric_names=())
-    if "frontend" not in cls.inputs:
-        data = replace(data, frontend=None)
-    if isinstance(split, dict):
-        parts = {k: list(split.get(k) or []) for k in ("train", "val", "test")}
-        _check_disjoint(parts)
-        split_rec: dict[str, Any] = {"recipe": "explicit", "seed": seed}
-    else:
-        parts = make_split(data.ids, split, seed=seed, groups=data.groups)
-        split_rec = {"recipe": split, "seed": seed, "fractions": list(SPLIT_FRACTIONS)}
-    if len(parts["train"]) < 2:
-        raise _too_few(store_or_dataset, data, len(parts["train"]))
-    tr, va = data.select_ids(parts["train"]), data.select_ids(parts["val"]) if parts["val"] else None
-    te = data.select_ids(parts["test"]) if parts["test"] else None
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    from .checkpoint import folder_for
+            # opened here: its front-end is checked before its array is read
+            store_or_dataset = open_store(store_or_dataset)
+        _check_frontend_kind(model_name, cls, store_or_dataset)
+        _check_frontend_shape(model_name, cls, store_or_dataset)
+        data = _as_dataset(store_or_dataset, targets, numeric_inputs if needs_num else None, numeric_source,
+                           "frontend" in cls.inputs)
+        if needs_num and isinstance(store_or_dataset, Dataset):
+            if numeric_inputs and tuple(numeric_inputs) != tuple(data.numeric_names) and data.numeric_names:
+                raise ValueError(f"dataset numeric columns {data.numeric_names} differ from {tuple(numeric_inputs)}")
+            numeric_inputs = data.numeric_names or numeric_inputs
+            numeric_source = data.numeric_source
+        if not needs_num:
+            data = replace(data, numeric=None, numeric_names=())
+        if "frontend" not in cls.inputs:
+            data = replace(data, frontend=None)
+        if isinstance(split, dict):
+            parts = {k: list(split.get(k) or []) for k in ("train", "val", "test")}
+            _check_disjoint(parts)
+            split_rec: dict[str, Any] = {"recipe": "explicit", "seed": seed}
+        else:
+            parts = make_split(data.ids, split, seed=seed, groups=data.groups)
+            split_rec = {"recipe": split, "seed": seed, "fractions": list(SPLIT_FRACTIONS)}
+        if len(parts["train"]) < 2:
+            raise _too_few(store_or_dataset, data, len(parts["train"]))
+        tr, va = data.select_ids(parts["train"]), data.select_ids(parts["val"]) if parts["val"] else None
+        te = data.select_ids(parts["test"]) if parts["test"] else None
+        prev_det = torch.are_deterministic_algorithms_enabled()
+        from .checkpoint import folder_for
 
-    checkpoints = folder_for(out) if resume else None
-    try:
-        model, scalers, record = train_model(model_name, tr, va, hparams=hparams, epochs=epochs, lr=lr,
-                                             batch_size=batch_size, loss=loss, seed=seed,
-                                             early_stop_patience=early_stop_patience, device=device, progress=progress,
-                                             checkpoints=checkpoints)
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-    hp = record.pop("hparams")
-    spec = data.spec.to_dict() if (data.spec is not None and "frontend" in cls.inputs) else None
-    config: dict[str, Any] = {
-        "model": model_name, "hparams": hp, "targets": list(targets), "inputs": list(cls.inputs), "frontend": spec,
-        "numeric_inputs": list(numeric_inputs or []) if needs_num else [],
-        "numeric_source": numeric_source if needs_num else None, "scalers": scalers,
-        "split": {**split_rec, **parts}, "metrics": None, "training": record,
-        "provenance": {**data.provenance, "n_train": len(tr), "n_val": 0 if va is None else len(va),
-                       "n_test": 0 if te is None else len(te), "songfeat": __version__,
-                       "torch": torch.__version__, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
-    }
-    if te is not None and len(te) >= 2:
-        pred = predict_dataset(Bundle(model=model, config=config), te)
-        config["metrics"] = _nan_to_none({"split": "test", **report(te.targets, pred, list(targets))})
-    written = save_bundle(out, model, config)
-    if checkpoints is not None:
-        import shutil
+        checkpoints = folder_for(out) if resume else None
+        try:
+            model, scalers, record = train_model(model_name, tr, va, hparams=hparams, epochs=epochs, lr=lr,
+                                                 batch_size=batch_size, loss=loss, seed=seed,
+                                                 early_stop_patience=early_stop_patience, device=device,
+                                                 progress=progress, checkpoints=checkpoints)
+        finally:
+            torch.use_deterministic_algorithms(prev_det)
+        hp = record.pop("hparams")
+        spec = data.spec.to_dict() if (data.spec is not None and "frontend" in cls.inputs) else None
+        config: dict[str, Any] = {
+            "model": model_name, "hparams": hp, "targets": list(targets), "inputs": list(cls.inputs), "frontend": spec,
+            "numeric_inputs": list(numeric_inputs or []) if needs_num else [],
+            "numeric_source": numeric_source if needs_num else None, "scalers": scalers,
+            "split": {**split_rec, **parts}, "metrics": None, "training": record,
+            "provenance": {**data.provenance, "n_train": len(tr), "n_val": 0 if va is None else len(va),
+                           "n_test": 0 if te is None else len(te), "songfeat": __version__,
+                           "torch": torch.__version__,
+                           "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+        }
+        if te is not None and len(te) >= 2:
+            pred = predict_dataset(Bundle(model=model, config=config), te)
+            config["metrics"] = _nan_to_none({"split": "test", **report(te.targets, pred, list(targets))})
+        written = save_bundle(out, model, config)
+        if checkpoints is not None:
+            import shutil
 
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle holds the result now
-    return written
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle holds the result now
+        return written
