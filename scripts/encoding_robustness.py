@@ -10,7 +10,8 @@ Two sets, written into a temporary folder (nothing is kept):
   (a 16th-order Butterworth, forwards and backwards: what a 128-kbit/s mp3 or a preview keeps), both as float wavs;
 * the behaviour clips that are music (classical, electronic, sung; CC) and the bundled example, their first 30 s as
   songfeat decodes them (44.1 kHz mono) written as a float wav and put through FFmpeg's own encoders (PyAV): LAME mp3
-  at 320, 128 and 96 kbit/s, AAC at 128 and Opus at 96 kbit/s, and -6 dB: the files users actually bring.
+  at 320, 128 and 96 kbit/s, AAC at 128 and Opus at 96 kbit/s, -6 dB, and with the first 0.5 or 1.5 s cut (another rip
+  of the same song starting a little later): the files users actually bring.
 Prints, per copy and learned feature, the mean and the largest absolute change against the original, and the mean
 signed change of acousticness for the low-pass; for the encoders also how many clips keep their tempo (within 4%) and
 key+mode, and which clips' instrumentalness or valence moves by more than 0.1. `--model` compares another bundle (e.g. one from before the ridge member
@@ -54,6 +55,7 @@ ENCODERS = {"mp3 320k": ("mp3", "libmp3lame", 320_000, "mp3"), "mp3 128k": ("mp3
             "mp3 96k": ("mp3", "libmp3lame", 96_000, "mp3"), "aac 128k": ("mp4", "aac", 128_000, "m4a"),
             "opus 96k": ("ogg", "libopus", 96_000, "opus")}
 MUSIC = ("classical_", "electronic_", "vocals_")  # the behaviour clips that are music (file-name prefixes)
+TRIMS = (0.5, 1.5)  # seconds cut from the start: the same music, its tagger patches and beats at other places
 
 
 def encode(y: np.ndarray, sr: int, path: Path, container: str, encoder: str, bit_rate: int) -> None:
@@ -94,6 +96,10 @@ def encoded_copies(clips: list[Path], out: Path) -> dict[str, list[tuple[Path, P
             copy = out / f"{f.stem}_30s_{name.replace(' ', '_')}.{suffix}"
             encode(y, SAMPLE_RATE, copy, container, encoder, rate)
             pairs.setdefault(name, []).append((ref, copy))
+        for lead in TRIMS:  # another rip of the same song starts a little later: the patches fall elsewhere
+            trimmed = out / f"{f.stem}_30s_from{lead:g}s.wav"
+            sf.write(trimmed, y[int(lead * SAMPLE_RATE):], SAMPLE_RATE, subtype="FLOAT")
+            pairs.setdefault(f"first {lead:g} s cut", []).append((ref, trimmed))
     return pairs
 
 
