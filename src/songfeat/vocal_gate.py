@@ -10,13 +10,12 @@ P(instrumental) on log(probability + 0.001) of two clip-level tag cues, chosen b
 
 It is fitted on the training previews (Spotify label > 0.5) and the behaviour fitting half's instrumental (1) and sung
 or spoken (0) clips, never on FMA (Echo Nest's instrumentalness is another annotator's, see `songfeat.sources`). Where
-P > 0.5 the clip's instrumentalness becomes at least `value` (the median of Spotify's catalogue table over its tracks
-above 0.5, without the labelled clips: 0.875):
-the median of the mixture "instrumental with probability P", which is what absolute error rewards. Between
-P = `RAMP`[0] and `RAMP`[1] it rises along a straight line instead of jumping at 0.5: near 0.5 that median is a coin
-toss (any value between the heads' and `value` has nearly the same expected error), and a jump there made a clip's
-instrumentalness swing 0.875 -> 0.54 between its FLAC and its AAC. It never lowers a
-prediction. Inputs are read from the heads' own evidence rows, so training and `analyze` see the same numbers.
+P >= `RAMP`[1] the clip's instrumentalness becomes at least `value` (the median of Spotify's catalogue table over its
+tracks above 0.5, without the labelled clips: 0.875), near the median of the mixture "instrumental with probability P",
+which is what absolute error rewards; that median jumps at P = 0.5, but there it is a coin toss (any value between the
+heads' and `value` has nearly the same expected error), so between `RAMP`[0] and `RAMP`[1] the value rises on a
+straight line instead: the jump made a clip's instrumentalness swing 0.875 -> 0.54 between its FLAC and its AAC. It
+never lowers a prediction. Inputs are read from the heads' own evidence rows, so training and `analyze` see the same numbers.
 """
 from __future__ import annotations
 
