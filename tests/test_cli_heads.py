@@ -175,3 +175,33 @@ def test_train_heads_names_a_misspelt_feature_column(tmp_path):
     r = run.invoke(app, _two_clips(tmp_path, labels) + ["--out", str(tmp_path / "heads")])
     assert r.exit_code == 2, r.output
     assert "column 'valance' is not read: no feature has that name (did you mean 'valence'?)" in r.output
+
+
+def test_a_refused_failed_or_interrupted_train_heads_leaves_no_folders_it_made(tmp_path, monkeypatch):
+    """`train-heads --out new/dir/b` made new/dir before the fit (to probe it) and left it behind, empty, when the fit
+    was then refused, failed or was interrupted. The folders it made go again; one that was there before is kept."""
+    from songfeat import records
+    from songfeat.heads import train_heads
+
+    work = tmp_path / "work"
+    work.mkdir()
+    args = _two_clips(tmp_path, "track_id,energy\nc0,0.1\nc1,0.2\n")  # two labelled clips: refused, 5 are needed
+    r = run.invoke(app, args + ["--out", str(work / "new" / "dir" / "b")])
+    assert r.exit_code == 2 and "2 usable labelled clips" in r.output, r.output
+    assert list(work.iterdir()) == []
+    (tmp_path / "labels.csv").write_text(LABELS6)
+    for error in (OSError(28, "No space left on device"), KeyboardInterrupt()):
+        def failing(*_a, error=error, **_k):
+            raise error
+
+        monkeypatch.setattr(records, "get_records", failing)  # the clips' analysis, the first of the long work
+        with pytest.raises(type(error)):
+            train_heads(tmp_path / "labels.csv", tmp_path / "audio", work / "new" / "dir" / "b", cache=tmp_path / "cache",
+                        progress=False)
+        assert list(work.iterdir()) == [], error
+        (work / "new").mkdir()
+        with pytest.raises(type(error)):
+            train_heads(tmp_path / "labels.csv", tmp_path / "audio", work / "new" / "dir" / "b", cache=tmp_path / "cache",
+                        progress=False)
+        assert [p.name for p in work.iterdir()] == ["new"] and list((work / "new").iterdir()) == [], error
+        (work / "new").rmdir()

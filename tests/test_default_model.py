@@ -262,6 +262,36 @@ def test_train_default_refuses_a_stage_1_table_too_small_to_fit(tmp_path):
         train_default(shared, tmp_path / "out", progress=False, cache=tmp_path / "cache")
 
 
+def test_a_refused_failed_or_interrupted_train_default_leaves_no_folders_it_made(tmp_path, monkeypatch):
+    """`train-default --out new/dir/b` made new/dir before stage 1 (to probe it) and left it behind, empty, when the
+    recipe was then refused, failed or was interrupted. The folders it made go again; one that was there is kept."""
+    from test_sources import _tiny_shared
+
+    from songfeat import default_model
+
+    shared = _tiny_shared(tmp_path / "shared")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "new" / "dir" / "b"
+    with pytest.raises(SongfeatError, match=r"0 rows hold every stage-1 input"):  # refused after --out was checked
+        default_model.train_default(shared, out, progress=False, cache=tmp_path / "cache")
+    assert list(work.iterdir()) == []
+    monkeypatch.setattr(default_model, "check_table", lambda *a: None)
+    for error in (OSError(28, "No space left on device"), KeyboardInterrupt()):
+        def failing(*_a, error=error, **_k):
+            raise error
+
+        monkeypatch.setattr(default_model, "train_base", failing)  # stage 1's fit, the first of the long work
+        with pytest.raises(type(error)):
+            default_model.train_default(shared, out, progress=False, cache=tmp_path / "cache")
+        assert list(work.iterdir()) == [], error
+        (work / "new").mkdir()
+        with pytest.raises(type(error)):
+            default_model.train_default(shared, out, progress=False, cache=tmp_path / "cache")
+        assert [p.name for p in work.iterdir()] == ["new"] and list((work / "new").iterdir()) == [], error
+        (work / "new").rmdir()
+
+
 def test_a_model_cards_edit_keeps_the_model_id_and_a_weight_change_does_not(tmp_path):
     # the id was a hash over every file, the card too: a line added to MODEL_CARD.md made results written before look
     # like another model's (`analyze --resume` refused them, serve re-analysed its library)

@@ -605,19 +605,30 @@ def test_cli_build_limit_zero_is_refused(tiny_store, tmp_path):
 
 
 def test_cli_train_interrupted_says_so(tiny_store, tmp_path, monkeypatch):
-    """Ctrl-C during `train` exited 130 with nothing on stderr."""
+    """Ctrl-C during `train` exited 130 with nothing on stderr; then it always said the state was "kept in
+    <out>.training", even before the first epoch had finished, when there was no such folder: now it names the folder
+    only when it holds a checkpoint, and otherwise says nothing was kept."""
     from songfeat import train
     from songfeat.cli import app
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "train_bundle", interrupted)
-    r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(tmp_path / "m")])
+    args = ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(tmp_path / "m"), "--epochs", "2"]
+    monkeypatch.setattr(train, "train_model", interrupted)  # Ctrl-C before the first epoch ends
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 130
-    assert r.stderr.strip() == (f"songfeat: error: interrupted; rerun the same command to continue from the last finished "
-                                f"epoch (kept in {tmp_path / 'm.training'}; a bundle already at {tmp_path / 'm'} is left "
-                                "as it was)")
+    assert r.stderr.strip() == (f"songfeat: error: interrupted before the first epoch was finished; nothing was kept (a "
+                                f"bundle already at {tmp_path / 'm'} is left as it was)")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    _stop_after(monkeypatch, 1)  # Ctrl-C once the first epoch's checkpoint is saved
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 130
+    assert r.stderr.strip() == (f"songfeat: error: interrupted; the last finished epoch is kept in "
+                                f"{tmp_path / 'm.training'}: rerun the same command to continue from it (a bundle "
+                                f"already at {tmp_path / 'm'} is left as it was)")
+    assert (tmp_path / "m.training" / "numeric-mlp.pt").is_file()
 
 
 def _stop_after(monkeypatch, epochs: int) -> None:
@@ -694,7 +705,7 @@ def test_cli_train_says_when_it_resumes(tiny_store, tmp_path, monkeypatch):
     _stop_after(monkeypatch, 1)
     args = ["train", "numeric-mlp", "--store", str(tiny_store), "-o", str(tmp_path / "m"), "--epochs", "3"]
     r = CliRunner().invoke(app, args)
-    assert r.exit_code == 130 and "continue from the last finished epoch" in r.stderr
+    assert r.exit_code == 130 and "the last finished epoch is kept in" in r.stderr
     monkeypatch.undo()
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output

@@ -27,6 +27,12 @@ def folder_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".training")
 
 
+def kept(out: str | Path) -> Path | None:
+    """`<out>.training/` when it holds a checkpoint (a finished epoch the same command continues from), else None."""
+    folder = folder_for(out)
+    return folder if any(folder.glob("[!.]*.pt")) else None
+
+
 def fingerprint(model: torch.nn.Module, tensors: list[torch.Tensor | None], settings: dict[str, Any]) -> str:
     """SHA-256 over the run's settings, the model's initial weights and the data tensors (shapes and bytes)."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())

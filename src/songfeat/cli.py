@@ -792,7 +792,7 @@ def train_cmd(
 
     Every epoch's state is kept in OUT.training/ until the bundle is written: the same command run again after an
     interruption continues from the last finished epoch, with the same result as an uninterrupted run."""
-    from .checkpoint import folder_for
+    from .checkpoint import kept
     from .errors import SongfeatError
     from .train import train_bundle
 
@@ -812,8 +812,12 @@ def train_cmd(
         except OSError as e:
             raise fail(_os_error(e)) from None
         except KeyboardInterrupt:  # was a silent exit 130: was the old bundle lost, or half replaced?
-            raise fail(f"interrupted; rerun the same command to continue from the last finished epoch (kept in "
-                       f"{folder_for(out)}; a bundle already at {out} is left as it was)", 130) from None
+            # <out>.training is named only when it holds a checkpoint: before the first epoch ends there is none
+            if (folder := kept(out)) is not None:
+                raise fail(f"interrupted; the last finished epoch is kept in {folder}: rerun the same command to "
+                           f"continue from it (a bundle already at {out} is left as it was)", 130) from None
+            raise fail(f"interrupted before the first epoch was finished; nothing was kept (a bundle already at {out} "
+                       "is left as it was)", 130) from None
     _warn_left_out(path)
     typer.echo(f"wrote {path}")
 

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from . import __version__, features, mfcc, vocal_gate
-from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, save_bundle
+from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
 from .frontend import MFCC_DENSE
 from .models.stack import Stack
 
@@ -192,106 +192,107 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
 
     shared = Path(shared)
     check_shared(shared)  # every input there, and an --out a bundle may replace, before stage 1's fit, not minutes into it
-    check_bundle_out(Path(out))
-    cache = DEFAULT_CACHE if cache is None else cache
-    check_cache(cache)  # an unwritable --cache was found only when the clips were read, after stage 1's fit
-    table = read_labels(shared / TABLE).frame
-    check_table(table, shared / TABLE)
-    previews = read_previews(shared)
-    fit = train_base(table, set(previews["track_id"]), seed=seed, progress=progress)
-    cfg = FitConfig(seed=seed)
-    genre_table = default_genre_table(shared)
-    lay = layout(DEFAULT_PARTS, genre_table)
-    man = behaviour.read_manifest(shared)
-    # the records and targets the held-out folds use too; its bundle (stage 1 and the scalers) is set once built below
-    data = _Data(shared, None, cache, True, workers, progress)
-    clips = data.clips
-    lo, hi = intervals_from_labels(data.y_fit)
-    all_recs = data.lab_recs + data.beh_recs
-    numeric = np.array([_numeric_inputs(r.descriptors) for r in all_recs], dtype=np.float32)
-    num_std = (numeric - fit.mean) / np.maximum(fit.std, 1e-8)
+    # the folders made for `out` go again if the recipe is refused, fails or is interrupted before the bundle is written
+    with removing_folders(check_bundle_out(Path(out))):
+        cache = DEFAULT_CACHE if cache is None else cache
+        check_cache(cache)  # an unwritable --cache was found only when the clips were read, after stage 1's fit
+        table = read_labels(shared / TABLE).frame
+        check_table(table, shared / TABLE)
+        previews = read_previews(shared)
+        fit = train_base(table, set(previews["track_id"]), seed=seed, progress=progress)
+        cfg = FitConfig(seed=seed)
+        genre_table = default_genre_table(shared)
+        lay = layout(DEFAULT_PARTS, genre_table)
+        man = behaviour.read_manifest(shared)
+        # the records and targets the held-out folds use too; its bundle (stage 1 and the scalers) is set once built below
+        data = _Data(shared, None, cache, True, workers, progress)
+        clips = data.clips
+        lo, hi = intervals_from_labels(data.y_fit)
+        all_recs = data.lab_recs + data.beh_recs
+        numeric = np.array([_numeric_inputs(r.descriptors) for r in all_recs], dtype=np.float32)
+        num_std = (numeric - fit.mean) / np.maximum(fit.std, 1e-8)
 
-    config = {
-        "model": "heads",
-        "hparams": {"n_inputs": len(INPUTS), "hidden": [64, 32], "n_evidence": 0,
-                    "head_hidden": cfg.hidden, "members": cfg.members, "residual": cfg.residual_mask()},
-        "targets": list(TARGETS),
-        "inputs": ["evidence", "numeric"],
-        "evidence_layout": lay,
-        "numeric_inputs": list(INPUTS),
-        "numeric_descriptors": dict(NUMERIC_DESCRIPTORS),
-        "numeric_source": "measured",
-        "scalers": {"numeric": {"mean": fit.mean.tolist(), "std": fit.std.tolist()}},
-        "split": {"stage1": {"recipe": "random 70/15/15", "seed": seed, "rows": fit.n_rows},
-                  "heads": {"fit": cfg.to_dict(), "labelled_clips": clips.groupby("source").size().to_dict(),
-                            "not_fitted": {k: list(v) for k, v in NOT_FITTED.items()},
-                            "behaviour_fit": data.beh_files,
-                            "behaviour_check": list(man.loc[man["half"] == "check", "file"]),
-                            "behaviour_rule_margin": MARGIN, "behaviour_rule_intervals": data.bounds,
-                            "behaviour_region_intervals": data.regions}},
-        "metrics": {"stage1_heldout_on_spotify_values": fit.metrics},
-        "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
-        "label_range": {t: [float(a), float(b)] for t, a, b in zip(TARGETS, *fit.label_range)},
-        "provenance": {
-            "stage1_table": str(TABLE), "stage1_rows_excluded": "track ids of the dev previews",
-            "heads_clips": {s: list(clips.loc[clips["source"] == s, "track_id"]) for s in clips["source"].unique()},
-            "songfeat_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "songfeat train-default --shared ../shared/data",
-        },
-    }
-    from .models.heads import Heads
+        config = {
+            "model": "heads",
+            "hparams": {"n_inputs": len(INPUTS), "hidden": [64, 32], "n_evidence": 0,
+                        "head_hidden": cfg.hidden, "members": cfg.members, "residual": cfg.residual_mask()},
+            "targets": list(TARGETS),
+            "inputs": ["evidence", "numeric"],
+            "evidence_layout": lay,
+            "numeric_inputs": list(INPUTS),
+            "numeric_descriptors": dict(NUMERIC_DESCRIPTORS),
+            "numeric_source": "measured",
+            "scalers": {"numeric": {"mean": fit.mean.tolist(), "std": fit.std.tolist()}},
+            "split": {"stage1": {"recipe": "random 70/15/15", "seed": seed, "rows": fit.n_rows},
+                      "heads": {"fit": cfg.to_dict(), "labelled_clips": clips.groupby("source").size().to_dict(),
+                                "not_fitted": {k: list(v) for k, v in NOT_FITTED.items()},
+                                "behaviour_fit": data.beh_files,
+                                "behaviour_check": list(man.loc[man["half"] == "check", "file"]),
+                                "behaviour_rule_margin": MARGIN, "behaviour_rule_intervals": data.bounds,
+                                "behaviour_region_intervals": data.regions}},
+            "metrics": {"stage1_heldout_on_spotify_values": fit.metrics},
+            "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
+            "label_range": {t: [float(a), float(b)] for t, a, b in zip(TARGETS, *fit.label_range)},
+            "provenance": {
+                "stage1_table": str(TABLE), "stage1_rows_excluded": "track ids of the dev previews",
+                "heads_clips": {s: list(clips.loc[clips["source"] == s, "track_id"]) for s in clips["source"].unique()},
+                "songfeat_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "command": "songfeat train-default --shared ../shared/data",
+            },
+        }
+        from .models.heads import Heads
 
-    model = Heads(len(TARGETS), n_inputs=len(INPUTS), hidden=(64, 32), n_evidence=assemble(all_recs[0].blocks, lay).shape[1],
-                  head_hidden=cfg.hidden, members=cfg.members, residual=cfg.residual_mask())
-    model.base.load_state_dict(fit.model.base.state_dict())
-    config["hparams"]["n_evidence"] = int(model.z_mean.numel() - len(TARGETS))
-    # stage 1 alone, for the held-out tables below (they read it from disk): in a folder of its own, so that `out` (by
-    # default the shipped bundle) holds the old model until the new one is complete, whatever stops the run
-    with tempfile.TemporaryDirectory(prefix="songfeat-stage1-") as stage1:
-        save_bundle(Path(stage1) / "bundle", model, config)
-        loso = evaluate_sources(shared, model=Path(stage1) / "bundle", cache=cache, workers=workers, progress=progress,
-                                cfg=cfg, select=True)
-    # the shipped loss and weight decay: the same per-feature selection, by leave-one-source-out over all four sources
-    data.bundle = Bundle(model, config)
-    cfg, selection = select_decay(data, np.ones(len(data.clips), bool), lay, cfg)
-    config["split"]["heads"]["fit"] = cfg.to_dict()
-    config["split"]["heads"]["selection"] = selection
-    heads = fit_on(data.bundle, all_recs, np.concatenate([lo, data.beh_lo]), np.concatenate([hi, data.beh_hi]), lay,
-                   num_std, cfg)
-    # the second member: the previous default's ridge on every labelled clip, blended per feature as chosen over all four
-    # sources (the same nested procedure the held-out table runs per fold)
-    everything = np.ones(len(data.clips), bool)
-    blend, blend_sel = select_blend(data, everything, lay, cfg)
-    config["hparams"]["ridge_inputs"] = mfcc.WIDTH
-    config["evidence_layout"] = lay = lay + layout(RIDGE_PARTS)
-    config["split"]["heads"]["blend"] = blend_sel
-    trained = with_ridge(heads, config, data.fit_ridge(everything), blend)
-    # the vocal gate on every clip that may shape it (the held-out tables above refit it per fold)
-    config["vocal_gate"] = gate = data.fit_gate(everything, lay)
-    config["metrics"]["leave_one_source_out"] = {s: {k: e[k] for k in ("n", "learned", "average_without", "decay", "loss", "selection",
-                                                                        "blend", "blend_selection", "vocal_gate") if k in e}
-                                                 for s, e in loso["sources"].items()}
-    check = man[man["half"] == "check"].reset_index(drop=True)
-    crecs = get_records(list(check["path"]), cache, True, workers, progress)
-    bounds = Bundle(trained, config).output_range()  # the checking half is scored as `analyze` would return it
-    outs = {}
-    for p, r in zip(check["path"], crecs):
-        if isinstance(r, str):
-            outs[p] = r
-            continue
-        n = np.array([_numeric_inputs(r.descriptors)], dtype=np.float32)
-        pred = clip_predictions(trained, [r], lay, (n - fit.mean) / np.maximum(fit.std, 1e-8), bounds)[0]
-        pred = np.clip(vocal_gate.apply_clip(gate, pred, config["targets"], assemble(r.blocks, lay), r.weights, lay), *bounds)
-        outs[p] = dict(zip(TARGETS, pred.tolist()))
-    table_b = behaviour.check(check, outs)
-    config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
-                                                 "rules": table_b.drop(columns=["error"]).to_dict("records")}
-    config["metrics"]["behaviour_check_regions"] = behaviour.region_summary(
-        behaviour.region_table(check, outs, catalogue_frame(shared)))
-    from .onnx_export import export_bundle
+        model = Heads(len(TARGETS), n_inputs=len(INPUTS), hidden=(64, 32), n_evidence=assemble(all_recs[0].blocks, lay).shape[1],
+                      head_hidden=cfg.hidden, members=cfg.members, residual=cfg.residual_mask())
+        model.base.load_state_dict(fit.model.base.state_dict())
+        config["hparams"]["n_evidence"] = int(model.z_mean.numel() - len(TARGETS))
+        # stage 1 alone, for the held-out tables below (they read it from disk): in a folder of its own, so that `out` (by
+        # default the shipped bundle) holds the old model until the new one is complete, whatever stops the run
+        with tempfile.TemporaryDirectory(prefix="songfeat-stage1-") as stage1:
+            save_bundle(Path(stage1) / "bundle", model, config)
+            loso = evaluate_sources(shared, model=Path(stage1) / "bundle", cache=cache, workers=workers, progress=progress,
+                                    cfg=cfg, select=True)
+        # the shipped loss and weight decay: the same per-feature selection, by leave-one-source-out over all four sources
+        data.bundle = Bundle(model, config)
+        cfg, selection = select_decay(data, np.ones(len(data.clips), bool), lay, cfg)
+        config["split"]["heads"]["fit"] = cfg.to_dict()
+        config["split"]["heads"]["selection"] = selection
+        heads = fit_on(data.bundle, all_recs, np.concatenate([lo, data.beh_lo]), np.concatenate([hi, data.beh_hi]), lay,
+                       num_std, cfg)
+        # the second member: the previous default's ridge on every labelled clip, blended per feature as chosen over all four
+        # sources (the same nested procedure the held-out table runs per fold)
+        everything = np.ones(len(data.clips), bool)
+        blend, blend_sel = select_blend(data, everything, lay, cfg)
+        config["hparams"]["ridge_inputs"] = mfcc.WIDTH
+        config["evidence_layout"] = lay = lay + layout(RIDGE_PARTS)
+        config["split"]["heads"]["blend"] = blend_sel
+        trained = with_ridge(heads, config, data.fit_ridge(everything), blend)
+        # the vocal gate on every clip that may shape it (the held-out tables above refit it per fold)
+        config["vocal_gate"] = gate = data.fit_gate(everything, lay)
+        config["metrics"]["leave_one_source_out"] = {s: {k: e[k] for k in ("n", "learned", "average_without", "decay", "loss", "selection",
+                                                                            "blend", "blend_selection", "vocal_gate") if k in e}
+                                                     for s, e in loso["sources"].items()}
+        check = man[man["half"] == "check"].reset_index(drop=True)
+        crecs = get_records(list(check["path"]), cache, True, workers, progress)
+        bounds = Bundle(trained, config).output_range()  # the checking half is scored as `analyze` would return it
+        outs = {}
+        for p, r in zip(check["path"], crecs):
+            if isinstance(r, str):
+                outs[p] = r
+                continue
+            n = np.array([_numeric_inputs(r.descriptors)], dtype=np.float32)
+            pred = clip_predictions(trained, [r], lay, (n - fit.mean) / np.maximum(fit.std, 1e-8), bounds)[0]
+            pred = np.clip(vocal_gate.apply_clip(gate, pred, config["targets"], assemble(r.blocks, lay), r.weights, lay), *bounds)
+            outs[p] = dict(zip(TARGETS, pred.tolist()))
+        table_b = behaviour.check(check, outs)
+        config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
+                                                     "rules": table_b.drop(columns=["error"]).to_dict("records")}
+        config["metrics"]["behaviour_check_regions"] = behaviour.region_summary(
+            behaviour.region_table(check, outs, catalogue_frame(shared)))
+        from .onnx_export import export_bundle
 
-    # model.onnx (what analysis runs: onnxruntime, no torch) is written beside the new weights before they replace `out`
-    return save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)}, finish=export_bundle)
+        # model.onnx (what analysis runs: onnxruntime, no torch) is written beside the new weights before they replace `out`
+        return save_bundle(out, trained, config, extra_files={"MODEL_CARD.md": model_card(config)}, finish=export_bundle)
 
 
 def with_ridge(heads, config: dict, coef, blend: np.ndarray):

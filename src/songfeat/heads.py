@@ -417,7 +417,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
 
     from .accuracy import pair_table
     from .analyze import get_bundle
-    from .bundle import check_bundle_out, save_bundle
+    from .bundle import check_bundle_out, removing_folders, save_bundle
     from .data.labels import read_labels, short_id
     from .errors import SongfeatError, SongfeatWarning
     from .records import DEFAULT_CACHE, get_records
@@ -429,68 +429,70 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                                             f"{', '.join(TARGETS)}")
 
     cfg = cfg or FitConfig()
-    check_bundle_out(Path(out))  # before any clip is analysed: save_bundle would find out only after the fit
-    base = get_bundle(base_model)
-    _check_base(base)
-    labels = read_labels(labels_csv)
-    rows, missing = pair_table(labels.frame, audio_dir)
-    # nothing is left out in silence: unusable label rows, ids without audio and clips that fail are each named
-    for line in labels.unread:
-        warnings.warn(line, SongfeatWarning, stacklevel=2)
-    for line in labels.dropped_lines():
-        warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
-    if missing:
-        warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} "
-                      f"(e.g. {short_id(missing[0])})",
-                      SongfeatWarning, stacklevel=2)
-    # the label reader gives every feature a column; only those with values were labelled
-    targets = [t for t in TARGETS if t in rows.columns and rows[t].notna().any()]
-    # a clip labelled only on other columns (tempo, key, ...) teaches the heads nothing: it is not counted or analysed
-    learned = rows[targets].notna().any(axis=1) if targets else pd.Series(False, index=rows.index)
-    unlearned = rows.loc[~learned, "track_id"].astype(str).tolist()
-    if unlearned and targets:
-        warnings.warn(f"{labels_csv}: {len(unlearned)} clips label none of the learned features, left out "
-                      f"(e.g. {short_id(unlearned[0])})",
-                      SongfeatWarning, stacklevel=2)
-    rows = rows[learned].reset_index(drop=True)
-    need(len(rows), f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio"
-                    + (f", {len(unlearned)} without a learned label" if unlearned else "") + ")")
-    recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
-    ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
-    for r in recs:
-        if isinstance(r, str):
-            warnings.warn(f"left out: {r}", SongfeatWarning, stacklevel=2)
-    need(len(ok), f" ({len(recs) - len(ok)} of {len(recs)} clips failed to analyse)")
-    y = np.full((len(ok), len(TARGETS)), np.nan)
-    for t in targets:
-        y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
-    lo, hi = intervals_from_labels(y)
-    # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior;
-    # your heads stand alone: the default's second member (a ridge on the MFCC summary, fitted on its labels) is left out
-    lay = nets_layout(base.config.get("evidence_layout") or layout(NO_GENRE_PARTS))
-    sc = base.config["scalers"]["numeric"]
-    num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
-    num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
-    model = fit_on(base, [recs[i] for i in ok], lo, hi, lay, num_std, cfg)
-    unlabelled = [j for j, t in enumerate(TARGETS) if t not in targets]
-    if unlabelled:  # nothing constrained these heads, which fell to the floor for every song: stage 1 answers instead
-        keep_stage1(model, unlabelled)
-        warnings.warn(f"{labels_csv}: no labels for {', '.join(TARGETS[j] for j in unlabelled)}: the bundle gives stage 1's "
-                      "prediction for them (from tempo, loudness, key, mode and metre), as the base model's stage 1 does",
-                      SongfeatWarning, stacklevel=2)
-    config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_descriptors", "numeric_source",
-                                                                           "scalers", "label_means", "format")})
-    config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
-                   "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)), "ridge_inputs": 0,
-                               "head_hidden": cfg.hidden, "members": cfg.members,
-                               "residual": [bool(r) for r in model.residual_mask.tolist()]},
-                   "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
-                   "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
-                                  "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
-    from .onnx_export import export_bundle
+    # before any clip is analysed (save_bundle would find out only after the fit); the folders it made for `out` go
+    # again if the fit is refused, fails or is interrupted
+    with removing_folders(check_bundle_out(Path(out))):
+        base = get_bundle(base_model)
+        _check_base(base)
+        labels = read_labels(labels_csv)
+        rows, missing = pair_table(labels.frame, audio_dir)
+        # nothing is left out in silence: unusable label rows, ids without audio and clips that fail are each named
+        for line in labels.unread:
+            warnings.warn(line, SongfeatWarning, stacklevel=2)
+        for line in labels.dropped_lines():
+            warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
+        if missing:
+            warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} "
+                          f"(e.g. {short_id(missing[0])})",
+                          SongfeatWarning, stacklevel=2)
+        # the label reader gives every feature a column; only those with values were labelled
+        targets = [t for t in TARGETS if t in rows.columns and rows[t].notna().any()]
+        # a clip labelled only on other columns (tempo, key, ...) teaches the heads nothing: it is not counted or analysed
+        learned = rows[targets].notna().any(axis=1) if targets else pd.Series(False, index=rows.index)
+        unlearned = rows.loc[~learned, "track_id"].astype(str).tolist()
+        if unlearned and targets:
+            warnings.warn(f"{labels_csv}: {len(unlearned)} clips label none of the learned features, left out "
+                          f"(e.g. {short_id(unlearned[0])})",
+                          SongfeatWarning, stacklevel=2)
+        rows = rows[learned].reset_index(drop=True)
+        need(len(rows), f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio"
+                        + (f", {len(unlearned)} without a learned label" if unlearned else "") + ")")
+        recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
+        ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
+        for r in recs:
+            if isinstance(r, str):
+                warnings.warn(f"left out: {r}", SongfeatWarning, stacklevel=2)
+        need(len(ok), f" ({len(recs) - len(ok)} of {len(recs)} clips failed to analyse)")
+        y = np.full((len(ok), len(TARGETS)), np.nan)
+        for t in targets:
+            y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
+        lo, hi = intervals_from_labels(y)
+        # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior;
+        # your heads stand alone: the default's second member (a ridge on the MFCC summary, fitted on its labels) is left out
+        lay = nets_layout(base.config.get("evidence_layout") or layout(NO_GENRE_PARTS))
+        sc = base.config["scalers"]["numeric"]
+        num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
+        num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
+        model = fit_on(base, [recs[i] for i in ok], lo, hi, lay, num_std, cfg)
+        unlabelled = [j for j, t in enumerate(TARGETS) if t not in targets]
+        if unlabelled:  # nothing constrained these heads, which fell to the floor for every song: stage 1 answers instead
+            keep_stage1(model, unlabelled)
+            warnings.warn(f"{labels_csv}: no labels for {', '.join(TARGETS[j] for j in unlabelled)}: the bundle gives stage 1's "
+                          "prediction for them (from tempo, loudness, key, mode and metre), as the base model's stage 1 does",
+                          SongfeatWarning, stacklevel=2)
+        config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_descriptors", "numeric_source",
+                                                                               "scalers", "label_means", "format")})
+        config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
+                       "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)), "ridge_inputs": 0,
+                                   "head_hidden": cfg.hidden, "members": cfg.members,
+                                   "residual": [bool(r) for r in model.residual_mask.tolist()]},
+                       "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
+                       "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
+                                      "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
+        from .onnx_export import export_bundle
 
-    try:  # with model.onnx, written beside the weights before they go into place: the bundle analyzes on a lean install too
-        path = save_bundle(Path(out), model, config, finish=export_bundle)
-    except OSError as e:  # a full disk or a permission: one line, not a traceback
-        raise SongfeatError(e.filename or out, f"cannot write the bundle ({e.strerror or e})") from None
-    return path
+        try:  # with model.onnx, written beside the weights before they go into place: the bundle analyzes on a lean install too
+            path = save_bundle(Path(out), model, config, finish=export_bundle)
+        except OSError as e:  # a full disk or a permission: one line, not a traceback
+            raise SongfeatError(e.filename or out, f"cannot write the bundle ({e.strerror or e})") from None
+        return path
