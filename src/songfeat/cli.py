@@ -39,6 +39,23 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+@contextlib.contextmanager
+def _interrupted(message: str | Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C in the body ends the command in one line with status 130 (README, "Exit status"), not click's "Aborted!"
+    and 1: `message` says what was kept, or is called for it when what the body got done decides."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise fail(message() if callable(message) else message, 130) from None
+
+
+def _cache_kept(cache: Optional[Path]) -> str:
+    """What an interrupted command that reads clips through the record cache keeps: the clips it has read."""
+    from .records import DEFAULT_CACHE
+
+    return f"the clips read so far are kept in the record cache {cache or DEFAULT_CACHE}, so a rerun does not read them again"
+
+
 def _ray_only(ctx: typer.Context, engine: str, options: dict[str, str]) -> None:
     """Refuse options that only --engine ray reads when given with the local engine (`options`: parameter name ->
     option name): they used to be ignored without a word."""
@@ -88,8 +105,9 @@ def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
 
 def _save_picture(save, *args) -> None:
     """Run a plot writer and say where it wrote; a write that fails (a full disk) is one error line."""
-    try:
-        typer.echo(f"wrote {save(*args)}", err=True)
+    try:  # the picture is written whole (atomically) or not at all
+        with _interrupted(f"interrupted; {args[1]} was not written (what was printed before it is whole)"):
+            typer.echo(f"wrote {save(*args)}", err=True)
     except OSError as e:
         raise fail(_picture_error(args[1], e), 1) from None
 
@@ -264,40 +282,42 @@ def analyze(
         else:
             progress.console.print(one_line(line), markup=False, highlight=False, soft_wrap=True)
 
-    try:
-        outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None,
-                                on_progress=on_window) if todo else ()
-        for out in outcomes:
-            if progress is not None and on_window is None:
-                progress.advance(task)
-                progress.refresh()
-            _report(out, verbose, say)
-            if out.error:
-                failed += 1
-                if fmt == "parquet":  # Parquet keeps one row per track, failures included (as the Ray engine does)
-                    writer.write(error_record(out.path, out.error))
-                    written += 1
-                continue
-            # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
-            writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
-            written += 1
-        if written or not failed or writer.previous:  # when every input failed, nothing reaches stdout
-            writer.close()
-    except OutputError as e:  # a write that failed once the work was under way (a full disk): status 1, as analysis's
-        raise fail(str(e), 1) from None
-    except SongfeatError as e:
-        raise fail(str(e)) from None
-    except KeyboardInterrupt:  # the .partial is named only when it holds rows: before the first there is none to resume
-        if output is None:
-            raise fail("interrupted", 130) from None
+    def interrupted() -> str:  # the .partial is named only when it holds rows: before the first there is none to resume
+        if output is None:  # said after the bar is gone; JSON to stdout is printed whole at the end, the others row by row
+            return ("interrupted; nothing was printed (JSON is printed at the end; with --output a rerun can --resume)"
+                    if fmt == "json" else "interrupted; the rows of the files finished are printed on stdout")
         if writer.partial_has_rows:
-            raise fail(f"interrupted; finished files are kept in {writer.partial}, rerun with --resume to continue",
-                       130) from None
-        raise fail(f"interrupted before any file was finished; nothing was written to {output}", 130) from None
-    finally:
-        writer.release()  # the output's lock: close() let go of it already, unless the batch stopped short
-        if progress is not None:
-            progress.stop()
+            return f"interrupted; finished files are kept in {writer.partial}, rerun with --resume to continue"
+        return f"interrupted before any file was finished; nothing was written to {output}"
+
+    with _interrupted(interrupted):
+        try:
+            outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None,
+                                    on_progress=on_window) if todo else ()
+            for out in outcomes:
+                if progress is not None and on_window is None:
+                    progress.advance(task)
+                    progress.refresh()
+                _report(out, verbose, say)
+                if out.error:
+                    failed += 1
+                    if fmt == "parquet":  # Parquet keeps one row per track, failures included (as the Ray engine does)
+                        writer.write(error_record(out.path, out.error))
+                        written += 1
+                    continue
+                # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
+                writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
+                written += 1
+            if written or not failed or writer.previous:  # when every input failed, nothing reaches stdout
+                writer.close()
+        except OutputError as e:  # a write that failed once the work was under way (a full disk): status 1, as analysis's
+            raise fail(str(e), 1) from None
+        except SongfeatError as e:
+            raise fail(str(e)) from None
+        finally:
+            writer.release()  # the output's lock: close() let go of it already, unless the batch stopped short
+            if progress is not None:
+                progress.stop()
     if failed:
         typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
         raise typer.Exit(1)
@@ -339,17 +359,19 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
     def note(p: dict) -> None:
         typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {p['rows']} tracks ({p['errors']} errors)", err=True)
 
+    def interrupted() -> str:
+        if not joined:  # it said "committed parts are kept in <output>" of a folder not yet made
+            return "interrupted before the Ray cluster was ready; nothing was written"
+        if not distributed.committed(output):  # a folder it made is gone again; one that was there is as it was
+            return f"interrupted before any part was committed; nothing was written to {output}"
+        return f"interrupted; committed parts are kept in {output}; rerun the same command to continue"
+
     try:
-        report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
-                                                concurrency=workers, chunk_size=chunk_size, on_part=note, join=join)
+        with _interrupted(interrupted):
+            report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
+                                                    concurrency=workers, chunk_size=chunk_size, on_part=note, join=join)
     except SongfeatError as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        if not joined:  # it said "committed parts are kept in <output>" of a folder not yet made
-            raise fail("interrupted before the Ray cluster was ready; nothing was written", 130) from None
-        if not distributed.committed(output):  # a folder it made is gone again; one that was there is as it was
-            raise fail(f"interrupted before any part was committed; nothing was written to {output}", 130) from None
-        raise fail(f"interrupted; committed parts are kept in {output}; rerun the same command to continue", 130) from None
     for line in report.notes:  # what the walk noted (a folder link already walked, ...), as the local engine says it
         typer.echo(one_line(f"songfeat: warning: {line}"), err=True)
     for line in report.refused:
@@ -379,22 +401,25 @@ def tags_cmd(
         typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
     if not files and not refused:  # folders with no audio in them: said, and with analyze's words and status
         raise fail("no audio files found in " + ", ".join(map(str, paths)))
-    failed = len(refused)
-    for f in files:
-        with capture_output() as captured:  # a cut-off file's decoder note is one warning line, as in `analyze`
-            try:
-                tops = top_tags(describe_file(f), top)
-            except SongfeatError as e:
-                tops = e
-        if isinstance(tops, SongfeatError):  # its error says it all ('corrupt frames skipped' before it contradicted it)
-            typer.echo(one_line(f"songfeat: error: {tops}"), err=True)
-            failed += 1
-            continue
-        for w in captured.warnings:
-            typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
-        typer.echo(one_line(str(f)))
-        for model, pairs in tops.items():
-            typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
+    failed, done = len(refused), []
+    # it writes no file: what it keeps of an interrupted run is what it printed
+    with _interrupted(lambda: f"interrupted after {len(done)} of {len(files)} files; the tags of those are printed on stdout"):
+        for f in files:
+            with capture_output() as captured:  # a cut-off file's decoder note is one warning line, as in `analyze`
+                try:
+                    tops = top_tags(describe_file(f), top)
+                except SongfeatError as e:
+                    tops = e
+            done.append(f)
+            if isinstance(tops, SongfeatError):  # its error says it all ('corrupt frames skipped' before it contradicted it)
+                typer.echo(one_line(f"songfeat: error: {tops}"), err=True)
+                failed += 1
+                continue
+            for w in captured.warnings:
+                typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
+            typer.echo(one_line(str(f)))
+            for model, pairs in tops.items():
+                typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
     if failed:  # the count at the end, as `analyze` gives it: in a long listing the error lines scroll away
         typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
         raise typer.Exit(1)
@@ -439,32 +464,40 @@ def analysis_cmd(
         raise fail(str(e)) from None
     except OSError as e:
         raise fail(f"{getattr(e, 'path', None) or output}: cannot write ({e.strerror or e})") from None
-    try:
-        with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
-            try:
-                info = header_info(path)  # once: the bar's length, and the analysis's meta (not probed again there)
-                with _file_bar(path, info.seconds) as on_window:  # gone before anything else is printed
-                    result = analyse(path, on_window, info=info)
-            except SongfeatError as e:
-                raise fail(str(e), 1) from None
-        for w in captured.warnings:
-            typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
-        if plot is not None:
-            from .analysis_plot import save_plot
+    plotted: list[Path] = []
 
-            try:
-                save_plot(result, plot, title=path.name)
-            except OSError as e:
-                raise fail(_picture_error(plot, e), 1) from None
+    def interrupted() -> str:  # the picture and the JSON are each written whole (atomically) or not at all
+        json_not = f"nothing was written to {output}" if output is not None else "the JSON was not printed"
+        return f"interrupted; {plotted[0]} was written, {json_not}" if plotted else "interrupted; nothing was written"
+
+    with _interrupted(interrupted):
         try:
-            writer.write(result.result)
-            writer.close()
-        except OutputError as e:  # names its own file and says "cannot write it (...)" already
-            raise fail(str(e), 1) from None
-        except OSError as e:
-            raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
-    finally:
-        writer.release()  # the output's lock, when the analysis or the plot failed before close()
+            with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
+                try:
+                    info = header_info(path)  # once: the bar's length, and the analysis's meta (not probed again there)
+                    with _file_bar(path, info.seconds) as on_window:  # gone before anything else is printed
+                        result = analyse(path, on_window, info=info)
+                except SongfeatError as e:
+                    raise fail(str(e), 1) from None
+            for w in captured.warnings:
+                typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
+            if plot is not None:
+                from .analysis_plot import save_plot
+
+                try:
+                    save_plot(result, plot, title=path.name)
+                    plotted.append(plot)
+                except OSError as e:
+                    raise fail(_picture_error(plot, e), 1) from None
+            try:
+                writer.write(result.result)
+                writer.close()
+            except OutputError as e:  # names its own file and says "cannot write it (...)" already
+                raise fail(str(e), 1) from None
+            except OSError as e:
+                raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
+        finally:
+            writer.release()  # the output's lock, when the analysis or the plot failed before close()
 
 
 def _left_out_line(left_out: dict[str, int], n: int) -> str:
@@ -494,8 +527,9 @@ def evaluate_audio(
     from .data.labels import short_id
     from .errors import SongfeatError
 
-    with _songfeat_warnings():  # a repeated file for one id: one line, not Python's two
-        try:
+    # its clips are read afresh each run (no record cache): an interrupted run keeps nothing
+    with _songfeat_warnings(), _interrupted("interrupted; nothing was written (a rerun reads every clip again)"):
+        try:  # a repeated file for one id: one warning line, not Python's two
             result = run(labels, audio, model=model, cv=cv, workers=workers, progress=_progress_on())
         except SongfeatError as e:
             raise fail(str(e)) from None
@@ -539,8 +573,12 @@ def train_default(
     from .default_model import train_default as run
     from .errors import SongfeatError
 
+    # the bundle is written whole at the end (save_bundle), and stage 1's fit is not checkpointed: it starts over
+    kept = (f"interrupted; nothing was written to {out or DEFAULT_DIR} (a bundle there is left as it was); "
+            f"{_cache_kept(cache)}")
     try:
-        path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on(), cache=cache, workers=workers)
+        with _interrupted(kept):
+            path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on(), cache=cache, workers=workers)
     except SongfeatError as e:
         raise fail(str(e)) from None
     typer.echo(f"wrote {path}")
@@ -560,15 +598,19 @@ def export_onnx_cmd(
 
     if musicnn and bundle is not None:  # it was ignored: the shipped taggers were rewritten, not the bundle named
         raise fail(f"{bundle}: --musicnn exports the shipped musicnn taggers, not a bundle; give one or the other")
+    # each .onnx is written whole (atomically) or not at all; the taggers' lines are printed once both are written
+    kept = ("interrupted; each tagger's .onnx is either new or left as it was: rerun to export both" if musicnn else
+            f"interrupted; {Path(bundle or DEFAULT_DIR) / 'model.onnx'} is left as it was")
     try:
-        if musicnn:
-            for name, r in export_musicnn().items():
-                typer.echo(f"wrote {r['file']} ({name}; sha256 {r['sha256'][:16]}...; max difference from torch "
+        with _interrupted(kept):
+            if musicnn:
+                for name, r in export_musicnn().items():
+                    typer.echo(f"wrote {r['file']} ({name}; sha256 {r['sha256'][:16]}...; max difference from torch "
+                               f"{r['max_rel_diff_vs_torch']:.1e} relative)")
+            else:
+                r = export_bundle(bundle or DEFAULT_DIR)
+                typer.echo(f"wrote {r['file']} (sha256 {r['sha256'][:16]}...; max difference from torch "
                            f"{r['max_rel_diff_vs_torch']:.1e} relative)")
-        else:
-            r = export_bundle(bundle or DEFAULT_DIR)
-            typer.echo(f"wrote {r['file']} (sha256 {r['sha256'][:16]}...; max difference from torch "
-                       f"{r['max_rel_diff_vs_torch']:.1e} relative)")
     except (SongfeatError, ValueError) as e:
         raise fail(str(e)) from None
     except OSError as e:  # a write that fails (a full disk)
@@ -607,10 +649,12 @@ def evaluate_sources_cmd(
     _check_pictures(plot, scatter)
     runs, base = [], FitConfig()
     try:
-        for k in range(seeds):
-            runs.append(evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers, progress=_progress_on(),
-                                         cfg=replace(base, seed=base.seed + k), select=nested,
-                                         losses=LOSSES if choose_loss else None, stretch=stretch))
+        with _interrupted(f"interrupted; nothing was written; {_cache_kept(cache)}"):
+            for k in range(seeds):
+                    runs.append(evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers,
+                                             progress=_progress_on(),
+                                             cfg=replace(base, seed=base.seed + k), select=nested,
+                                             losses=LOSSES if choose_loss else None, stretch=stretch))
     except SongfeatError as e:
         raise fail(str(e)) from None
     result = runs[0]
@@ -647,21 +691,27 @@ def train_heads_cmd(
     from .errors import SongfeatError, SongfeatWarning
     from .heads import train_heads
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SongfeatWarning)
+    caught: list = []
+    # the bundle is written whole at the end (save_bundle): an interrupted fit keeps only the clips it read
+    with _interrupted(f"interrupted; nothing was written to {out} (a bundle there is left as it was); {_cache_kept(cache)}"):
         try:
-            path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers, progress=_progress_on())
-        except SongfeatError as e:
-            error = str(e)
-        except OSError as e:  # a safety net: train_heads names the failures it knows of itself
-            error = _os_error(e)
-        else:
-            error = None
-    said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]  # what was left out, first
-    prefix = "label row dropped: "
-    _echo_dropped([m[len(prefix):] for m in said if m.startswith(prefix)], f"check {labels}")
-    for message in (m for m in said if not m.startswith(prefix)):
-        typer.echo(one_line(f"songfeat: warning: {message}"), err=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SongfeatWarning)
+                try:
+                    path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers,
+                                       progress=_progress_on())
+                except SongfeatError as e:
+                    error = str(e)
+                except OSError as e:  # a safety net: train_heads names the failures it knows of itself
+                    error = _os_error(e)
+                else:
+                    error = None
+        finally:  # what was left out, first: before the error or interruption line too
+            said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]
+            prefix = "label row dropped: "
+            _echo_dropped([m[len(prefix):] for m in said if m.startswith(prefix)], f"check {labels}")
+            for message in (m for m in said if not m.startswith(prefix)):
+                typer.echo(one_line(f"songfeat: warning: {message}"), err=True)
     if error is not None:
         raise fail(error)
     typer.echo(f"wrote {path}")
@@ -687,8 +737,9 @@ def check_behaviour_cmd(
     if plot is not None:
         require("check-behaviour --plot", "matplotlib")
     _check_pictures(plot)
-    try:
-        manifest, outputs = analyze_clips(shared, model=model, workers=workers)
+    try:  # the clips are analysed afresh each run (no record cache)
+        with _interrupted("interrupted; nothing was written (a rerun analyses every clip again)"):
+            manifest, outputs = analyze_clips(shared, model=model, workers=workers)
     except (SongfeatError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     sel = None if half == "all" else half
@@ -701,12 +752,14 @@ def check_behaviour_cmd(
     if regions:
         from .sources import catalogue_frame
 
-        try:
-            catalogue = catalogue_frame(shared)
-        except (SongfeatError, FileNotFoundError) as e:  # the rule table above stands without it
-            typer.echo(f"songfeat: catalogue ranges skipped ({e}); --no-regions leaves them out", err=True)
-            return
-        typer.echo(region_markdown(region_table(manifest, outputs, catalogue, sel)))
+        with _interrupted("interrupted; the rule table printed is whole, the catalogue ranges were not printed"):
+            try:
+                catalogue = catalogue_frame(shared)
+            except (SongfeatError, FileNotFoundError) as e:  # the rule table above stands without it
+                typer.echo(f"songfeat: catalogue ranges skipped ({e}); --no-regions leaves them out", err=True)
+                return
+            ranges = region_markdown(region_table(manifest, outputs, catalogue, sel))
+        typer.echo(ranges)
 
 
 # ---- research pipeline: build / train / evaluate / compare ------------------------------------
@@ -731,7 +784,7 @@ def build_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
-    from .data.store import build_store
+    from .data.store import MANIFEST, build_store
     from .errors import SongfeatError
 
     if engine not in ("local", "ray"):
@@ -741,24 +794,28 @@ def build_cmd(
         workers = _local_workers(workers) or 2
     if engine == "ray":
         require("build --engine ray", "ray")
-    try:
-        runner = None
-        if engine == "ray":
-            from . import distributed
+    def interrupted() -> str:  # the store's manifest is written before its first clip: without it there is none to resume
+        if (out / MANIFEST).is_file():
+            return f"interrupted; finished clips are kept in {out}; rerun the same command to continue"
+        return f"interrupted before the store was begun; nothing was written to {out}"
 
-            # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
-            runner = distributed.clip_runner(concurrency=workers, join=lambda: distributed.init(address))
-        report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
-                             limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
-                             verbose=verbose, runner=runner)
+    try:
+        with _interrupted(interrupted):
+            runner = None
+            if engine == "ray":
+                from . import distributed
+
+                # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
+                runner = distributed.clip_runner(concurrency=workers, join=lambda: distributed.init(address))
+            report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
+                                 limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
+                                 verbose=verbose, runner=runner)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except ValueError as e:  # e.g. an unknown --frontend
         raise fail(str(e)) from None
     except OSError as e:  # a full disk or a permission while writing the store
         raise fail(_os_error(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; finished clips are kept in {out}; rerun the same command to continue", 130) from None
     dropped = report.label_rows_dropped_lines
     _echo_dropped(dropped, f"see {out / 'report.json'}")  # as evaluate-audio and train-heads say them
     _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
@@ -801,7 +858,14 @@ def train_cmd(
         hp["variant"] = variant
     if activation:
         hp["activation"] = activation
-    with _songfeat_warnings("note"):  # a checkpoint resumed or set aside
+    def interrupted() -> str:  # <out>.training is named only when it holds a checkpoint: none before the first epoch ends
+        if (folder := kept(out)) is not None:
+            return (f"interrupted; the last finished epoch is kept in {folder}: rerun the same command to continue from "
+                    f"it (a bundle already at {out} is left as it was)")
+        return f"interrupted before the first epoch was finished; nothing was kept (a bundle already at {out} is left as it was)"
+
+    # a checkpoint resumed or set aside is a note; Ctrl-C was a silent exit 130: was the old bundle lost, or half replaced?
+    with _songfeat_warnings("note"), _interrupted(interrupted):
         try:
             path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
                                 batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
@@ -811,13 +875,6 @@ def train_cmd(
             raise fail(str(e)) from None
         except OSError as e:
             raise fail(_os_error(e)) from None
-        except KeyboardInterrupt:  # was a silent exit 130: was the old bundle lost, or half replaced?
-            # <out>.training is named only when it holds a checkpoint: before the first epoch ends there is none
-            if (folder := kept(out)) is not None:
-                raise fail(f"interrupted; the last finished epoch is kept in {folder}: rerun the same command to "
-                           f"continue from it (a bundle already at {out} is left as it was)", 130) from None
-            raise fail(f"interrupted before the first epoch was finished; nothing was kept (a bundle already at {out} "
-                       "is left as it was)", 130) from None
     _warn_left_out(path)
     typer.echo(f"wrote {path}")
 
@@ -853,8 +910,9 @@ def evaluate_cmd(
     if fmt not in ("md", "json"):
         raise fail(f"--format must be md or json, not {fmt!r}")
     _check_pictures(scatter)
-    try:
-        result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
+    try:  # the scatter is written whole (atomically) or not at all
+        with _interrupted("interrupted; nothing was written"):
+            result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
     except (SongfeatError, ValueError, KeyError) as e:
         raise fail(str(e)) from None
     except OSError as e:
@@ -873,7 +931,8 @@ def compare_cmd(
     from .evaluate import compare, evaluate_bundle
 
     try:
-        results = [evaluate_bundle(b, store, split=split) for b in bundles]
+        with _interrupted("interrupted; nothing was written"):
+            results = [evaluate_bundle(b, store, split=split) for b in bundles]
     except (SongfeatError, ValueError, KeyError) as e:
         raise fail(str(e)) from None
     except OSError as e:
@@ -915,17 +974,16 @@ def collect_cmd(
     from .errors import SongfeatError
 
     try:
-        report = collect(genres, per_genre, out, client_id=client_id, client_secret=client_secret, api_url=api_url,
-                         token_url=token_url, features=features, require_preview=require_preview,
-                         policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
+        with _interrupted(f"interrupted; progress is kept in {out}; rerun the same command to continue"):
+            report = collect(genres, per_genre, out, client_id=client_id, client_secret=client_secret, api_url=api_url,
+                             token_url=token_url, features=features, require_preview=require_preview,
+                             policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
     except SpotifyAPIError as e:
         raise fail(f"{e} (progress is kept in {out}; rerun the same command to continue)" if out.exists() else str(e), 1) from None
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except OSError as e:
         raise fail(_os_error(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; progress is kept in {out}; rerun the same command to continue", 130) from None
     if report.message:
         typer.echo(one_line(f"songfeat: warning: {report.message}"), err=True)
     for genre, n in report.short.items():
@@ -950,14 +1008,13 @@ def download_cmd(
     from .errors import SongfeatError
 
     try:
-        report = download(tracks, out, concurrency=concurrency, timeout=timeout,
-                          policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
+        with _interrupted(f"interrupted; files already in {out} are complete; rerun the same command to continue"):
+            report = download(tracks, out, concurrency=concurrency, timeout=timeout,
+                              policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
     except SongfeatError as e:
         raise fail(str(e), 1) from None
     except OSError as e:
         raise fail(_os_error(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; files already in {out} are complete; rerun the same command to continue", 130) from None
     for f in report.failures[:5]:
         typer.echo(one_line(f"songfeat: error: {short_id(f.track_id)}: {f.url}: {f.reason}"), err=True)
     if len(report.failures) > 5:

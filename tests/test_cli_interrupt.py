@@ -1,0 +1,163 @@
+"""Ctrl-C in every long command: one `songfeat: error:` line saying what was kept, and status 130 (README, "Exit
+status"), not click's "Aborted!" with status 1. The long work is faked to raise KeyboardInterrupt."""
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from songfeat import synth
+from songfeat.cli import app
+from songfeat.records import DEFAULT_CACHE
+
+run = CliRunner()
+
+
+def _interrupt(*_a, **_k):
+    raise KeyboardInterrupt
+
+
+def _fake(monkeypatch, target: str) -> None:
+    """Make `module.attr` (e.g. 'songfeat.heads.train_heads') raise KeyboardInterrupt when called."""
+    module, attr = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), attr, _interrupt)
+
+
+def _said(r) -> list[str]:
+    assert r.exit_code == 130, (r.exit_code, r.output)
+    assert "Aborted" not in r.output and "Traceback" not in r.output, r.output
+    return r.stderr.strip().splitlines()
+
+
+def _cache_line(cache) -> str:
+    return f"the clips read so far are kept in the record cache {cache}, so a rerun does not read them again"
+
+
+def test_train_heads_interrupted_says_nothing_was_written_and_the_clips_read_are_cached(tmp_path, monkeypatch):
+    """`train-heads` fell through to "Aborted!" and status 1, losing the warnings it had gathered: now they are printed,
+    then one line saying the bundle was not written and where the clips read so far are cached."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(6):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(100, seconds=1.0, seed=i), 22050)
+    (tmp_path / "labels.csv").write_text("track_id,energy\n" + "".join(f"c{i},0.{i + 1}\n" for i in range(7)))
+    _fake(monkeypatch, "songfeat.records.get_records")  # the clips' analysis, the first of the long work
+    out, cache = tmp_path / "b", tmp_path / "cache"
+    r = run.invoke(app, ["train-heads", "--labels", str(tmp_path / "labels.csv"), "--audio", str(audio), "--out", str(out),
+                         "--cache", str(cache)])
+    lines = _said(r)
+    assert lines[0].startswith("songfeat: warning: ") and "1 labelled ids have no audio file" in lines[0], lines
+    assert lines[1:] == [f"songfeat: error: interrupted; nothing was written to {out} (a bundle there is left as it was); "
+                         f"{_cache_line(cache)}"]
+    assert not out.exists()
+
+
+def test_train_default_interrupted_says_so(tmp_path, monkeypatch):
+    _fake(monkeypatch, "songfeat.default_model.train_default")
+    out = tmp_path / "b"
+    lines = _said(run.invoke(app, ["train-default", "--shared", str(tmp_path), "--out", str(out)]))
+    assert lines == [f"songfeat: error: interrupted; nothing was written to {out} (a bundle there is left as it was); "
+                     f"{_cache_line(DEFAULT_CACHE)}"]
+
+
+@pytest.mark.parametrize("argv, target, message", [
+    (["evaluate-audio", "--labels", "l.csv", "--audio", "a"], "songfeat.accuracy.evaluate_audio",
+     "interrupted; nothing was written (a rerun reads every clip again)"),
+    (["evaluate-sources", "--shared", "s", "--cache", "c"], "songfeat.sources.evaluate_sources",
+     f"interrupted; nothing was written; {_cache_line('c')}"),
+    (["check-behaviour", "--shared", "s"], "songfeat.behaviour.analyze_clips",
+     "interrupted; nothing was written (a rerun analyses every clip again)"),
+    (["evaluate", "bundle", "--store", "store"], "songfeat.evaluate.evaluate_bundle", "interrupted; nothing was written"),
+    (["compare", "b1", "b2", "--store", "store"], "songfeat.evaluate.evaluate_bundle", "interrupted; nothing was written"),
+    (["export-onnx", "bundle"], "songfeat.onnx_export.export_bundle", "interrupted; bundle/model.onnx is left as it was"),
+    (["export-onnx", "--musicnn"], "songfeat.onnx_export.export_musicnn",
+     "interrupted; each tagger's .onnx is either new or left as it was: rerun to export both"),
+])
+def test_long_commands_that_keep_nothing_say_so(argv, target, message, monkeypatch):
+    """Each fell through to click's "Aborted!" and status 1."""
+    _fake(monkeypatch, target)
+    assert _said(run.invoke(app, argv)) == [f"songfeat: error: {message}"]
+
+
+def test_tags_interrupted_says_how_far_it_got(example_clip, tmp_path, monkeypatch):
+    """`tags` fell through to "Aborted!"; it writes no file: what it keeps is what it printed, and it says how much."""
+    import shutil
+
+    from songfeat import tagger
+
+    for name in ("a.mp3", "b.mp3"):
+        shutil.copy(example_clip, tmp_path / name)
+
+    calls = {"n": 0}
+
+    def second_interrupted(path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return "fake"
+
+    monkeypatch.setattr(tagger, "describe_file", second_interrupted)
+    monkeypatch.setattr(tagger, "top_tags", lambda _d, k: {"msd": [("rock", 0.5)]})
+    r = run.invoke(app, ["tags", str(tmp_path)])
+    assert _said(r) == ["songfeat: error: interrupted after 1 of 2 files; the tags of those are printed on stdout"]
+    assert r.stdout.splitlines() == [str(tmp_path / "a.mp3"), "  MSD: rock 0.50"]
+
+
+def test_analysis_interrupted_says_what_was_written(example_clip, tmp_path, monkeypatch):
+    from songfeat import analysis, analysis_plot
+    from songfeat.output import ResultWriter
+
+    _fake(monkeypatch, "songfeat.analysis.analyse")
+    out = tmp_path / "new" / "a.json"
+    assert _said(run.invoke(app, ["analysis", str(example_clip), "-o", str(out)])) == [
+        "songfeat: error: interrupted; nothing was written"]
+    assert list(tmp_path.iterdir()) == []
+    # the picture is written, then Ctrl-C before the JSON is
+    monkeypatch.setattr(analysis, "analyse", lambda *a, **k: type("R", (), {"result": {}})())
+    monkeypatch.setattr(analysis_plot, "save_plot", lambda _r, path, title: path.write_bytes(b"png"))
+    monkeypatch.setattr(ResultWriter, "write", _interrupt)
+    plot = tmp_path / "a.png"
+    assert _said(run.invoke(app, ["analysis", str(example_clip), "-o", str(out), "--plot", str(plot)])) == [
+        f"songfeat: error: interrupted; {plot} was written, nothing was written to {out}"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt, message", [
+    ("json", "interrupted; nothing was printed (JSON is printed at the end; with --output a rerun can --resume)"),
+    ("jsonl", "interrupted; the rows of the files finished are printed on stdout"),
+])
+def test_analyze_to_stdout_interrupted_says_what_was_printed(example_clip, fmt, message, monkeypatch):
+    """It said only "interrupted"."""
+    _fake(monkeypatch, "songfeat.analyze.analyze_many")
+    assert _said(run.invoke(app, ["analyze", str(example_clip), "-f", fmt])) == [f"songfeat: error: {message}"]
+
+
+def test_build_interrupted_before_its_store_was_begun_says_nothing_was_written(tmp_path, monkeypatch):
+    """It said "finished clips are kept in <out>" of a folder it had not yet made."""
+    from songfeat.data.store import MANIFEST
+
+    _fake(monkeypatch, "songfeat.data.store.build_store")
+    out = tmp_path / "store"
+    argv = ["build", "--labels", "l.csv", "--audio", "a", "--out", str(out)]
+    assert _said(run.invoke(app, argv)) == [
+        f"songfeat: error: interrupted before the store was begun; nothing was written to {out}"]
+    out.mkdir()
+    (out / MANIFEST).write_text(json.dumps({}))
+    assert _said(run.invoke(app, argv)) == [
+        f"songfeat: error: interrupted; finished clips are kept in {out}; rerun the same command to continue"]
+
+
+def test_a_picture_interrupted_says_it_was_not_written(tmp_path, capsys):
+    """evaluate-sources and check-behaviour draw their pictures last: Ctrl-C there fell through to "Aborted!"."""
+    import typer
+
+    from songfeat.cli import _save_picture
+
+    with pytest.raises(typer.Exit) as e:
+        _save_picture(_interrupt, {}, tmp_path / "p.png")
+    assert e.value.exit_code == 130
+    assert capsys.readouterr().err.strip() == (f"songfeat: error: interrupted; {tmp_path / 'p.png'} was not written "
+                                               "(what was printed before it is whole)")
