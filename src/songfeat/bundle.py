@@ -198,36 +198,31 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
     cfg.setdefault("model", getattr(model, "family", type(model).__name__))
     cfg.setdefault("inputs", list(getattr(model, "inputs", ())))
     features.check_targets(cfg["targets"])
-    made = check_bundle_out(path)  # makes path.parent; taken away again below if the bundle is not written
-    try:
+    with removing_folders(check_bundle_out(path)):  # the folders made for path.parent go again if nothing is written
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    except BaseException:
-        atomic.remove_folders(made)
-        raise
-    try:
-        save_model(model, str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps(_strict(cfg), indent=2, allow_nan=False, default=_jsonable) + "\n")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        if finish is not None:
-            finish(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle should read like any other folder
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            _remove(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        atomic.remove_folders(made)
-        raise
+        try:
+            save_model(model, str(tmp / WEIGHTS))
+            (tmp / CONFIG).write_text(json.dumps(_strict(cfg), indent=2, allow_nan=False, default=_jsonable) + "\n")
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
+            if finish is not None:
+                finish(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle should read like any other folder
+            for f in tmp.iterdir():
+                os.chmod(f, 0o666 & ~umask)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                _remove(old)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                _remove(old)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return path
 
 

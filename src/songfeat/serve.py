@@ -222,7 +222,7 @@ class TrustedHosts:
 
     def __init__(self, app, allowed: Iterable[str] = (), loopback: bool = True):
         self.app, self.loopback, allowed = app, loopback, list(allowed)
-        self.addresses = {ipaddress.ip_address(h) for h in allowed if _address(h) is not None}
+        self.addresses = {a for a in map(_address, allowed) if a is not None}
         names = [*LOOPBACK_NAMES, *(h for h in allowed if _address(h) is None)]
         self.names = {n for n in names if not n.startswith("*.")}
         self.domains = tuple(n[1:] for n in names if n.startswith("*."))  # ".lan": a name ending so is under it
@@ -458,11 +458,8 @@ def _host_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
     host = parts.hostname
     if not host or "@" in parts.netloc or parts.path or parts.query or parts.fragment:  # user@, a path: no host
         return None
-    try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        pass
-    return host, DEFAULT_PORTS.get(scheme) if port is None else port
+    address = _address(host)
+    return address.compressed if address is not None else host, DEFAULT_PORTS.get(scheme) if port is None else port
 
 
 def is_same_origin(origin: str, scheme: str, host: str | None) -> bool:
@@ -713,10 +710,8 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
 
 
 def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+    address = _address(host)
+    return address.is_loopback if address is not None else host == "localhost"
 
 
 def listen(host: str, port: int):
