@@ -310,6 +310,16 @@ def test_tags_command_prints_top_tags_and_names_bad_files(tmp_path):
                                                "songfeat: 1 of 1 inputs failed"]
 
 
+def test_tags_of_a_file_are_those_of_its_louder_copy(tmp_path):
+    """`songfeat tags` (`describe_file`) hears the file at the default model's tagger level: 12 dB quieter, same tags."""
+    import soundfile as sf
+
+    y, sr = sf.read(FIX / "arovane_beat.flac", dtype="float32")
+    sf.write(tmp_path / "quiet.wav", y * 10 ** (-12 / 20), sr, subtype="FLOAT")
+    loud, quiet = (tagger.vector(tagger.describe_file(p)) for p in (FIX / "arovane_beat.flac", tmp_path / "quiet.wav"))
+    assert np.abs(loud - quiet).max() < 1e-3
+
+
 def test_tags_of_folders_without_audio_is_one_line_error(tmp_path):
     # a folder with no audio file in it exited 1 with nothing printed at all
     from typer.testing import CliRunner

@@ -10,6 +10,7 @@ from songfeat import frontend, tagger
 from songfeat.analyze import analyze
 from songfeat.data.store import build_store, open_store
 from songfeat.models import create
+from songfeat.musicnn_frontend import LEVEL_DB, levelled, resample
 from songfeat.train import Dataset, train_bundle, train_model
 
 from test_store import clip, make_dataset
@@ -39,8 +40,9 @@ def test_store_caches_the_tagger_vector(musicnn_store):
     path = store.index().set_index("track_id").loc[tid, "path"]
     from songfeat.audio import load_audio
 
-    y = frontend.fit_window(load_audio(path, max_seconds=30.0), frontend.MUSICNN)  # what the build fed the tagger
-    np.testing.assert_allclose(arr[0, :, 0], tagger.vector(tagger.describe(y)), rtol=1e-5, atol=1e-5)
+    y = frontend.fit_window(load_audio(path, max_seconds=30.0), frontend.MUSICNN)  # what the build fed the tagger,
+    heard = levelled(resample(y, 44100))  # brought to the default model's tagger level first
+    np.testing.assert_allclose(arr[0, :, 0], tagger.vector(tagger.describe(heard, sr=16000)), rtol=1e-5, atol=1e-5)
     tags = arr[:, tagger.layout()["msd_tags"], 0]
     assert np.all((tags >= 0) & (tags <= 1)) and np.ptp(tags, axis=0).max() > 0  # clips differ
 
@@ -54,6 +56,34 @@ def test_mlp_head_trains_on_the_store_and_analyzes(musicnn_store, tmp_path):
     sf.write(wav, clip(9, 4.0), 44100)
     res = analyze(wav, model=out)
     assert 0.0 <= res["energy"] <= 1.0 and 0.0 <= res["valence"] <= 1.0
+
+
+def test_the_musicnn_front_end_hears_each_window_at_the_default_models_level():
+    """A store's (and a bundle's) musicnn vector is the tagger's output for the window brought to `LEVEL_DB`, as the
+    default model's evidence is: the same clip 12 dB quieter gives the same vector; a spec saved before the field
+    existed (no `tagger_level_db`) still feeds the window as it is, so a model trained on it hears what it learnt on."""
+    assert frontend.MUSICNN.tagger_level_db == LEVEL_DB
+    y = clip(3, 4.0)
+    quiet = (y * 10 ** (-12 / 20)).astype(np.float32)
+    loud_v, quiet_v = (frontend.compute(frontend.MUSICNN, w)[0, :, 0].numpy() for w in (y, quiet))
+    assert np.abs(loud_v - quiet_v).max() < 1e-3
+    old = frontend.FrontendSpec.from_dict({k: v for k, v in frontend.MUSICNN.to_dict().items() if k != "tagger_level_db"})
+    assert old.tagger_level_db is None
+    np.testing.assert_allclose(frontend.compute(old, quiet)[0, :, 0].numpy(), tagger.vector(tagger.describe(quiet)),
+                               rtol=1e-5, atol=1e-5)
+    assert np.abs(frontend.compute(old, quiet)[0, :, 0].numpy() - quiet_v).max() > 0.01  # so the level did matter
+
+
+def test_resuming_a_store_of_other_musicnn_settings_says_which(tmp_path):
+    """A musicnn store from before the levelling has the same front-end name: the refusal names the setting that moved."""
+    from songfeat.data.store import _frontend_change
+
+    was = {k: v for k, v in frontend.MUSICNN.to_dict().items() if k != "tagger_level_db"}
+    said = _frontend_change({"frontend_name": "musicnn", "frontend": was},
+                            {"frontend_name": "musicnn", "frontend": frontend.MUSICNN.to_dict()})
+    assert said == f"musicnn front-end settings (tagger_level_db None before, {LEVEL_DB} now)"
+    assert _frontend_change({"frontend_name": "mfcc", "frontend": {}}, {"frontend_name": "musicnn", "frontend": {}}) == (
+        "front-end mfcc vs musicnn")
 
 
 def test_mlp_head_learns_a_function_of_the_vector():

@@ -389,7 +389,8 @@ def tags_cmd(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
     top: int = typer.Option(5, "--top", "-k", min=1, max=50, help="How many tags of each model to print."),
 ) -> None:
-    """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s."""
+    """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s (at the level the
+    default model's tagger hears it)."""
     from .audio import capture_output, scan_inputs
     from .errors import SongfeatError
     from .tagger import describe_file, top_tags

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import mfcc, pitch, vad
+from .musicnn_frontend import GAIN_DB, LEVEL_DB, SAMPLE_RATE as RATE16, level_db, levelled, resample
 
-RATE16 = 16000
 TAGGER_PATCHES = 5  # 3-s patches per 30-s window the tagger reads (at most 10): half the cost of 10 on CPU
 DYNAMICS = ("level_db_mean", "level_db_std", "dynamic_range_db", "quiet_share", "onset_mean", "onset_std",
             "onset_low_mean", "onset_regularity", "chroma_clarity", "centroid_hz", "flatness", "high_share",
@@ -38,14 +38,7 @@ UNACCOMPANIED_DB = (10.0, 20.0)  # voice above the window's floor (10th-percenti
 BLOCKS = ("tagger", "vad", "pitch", "spoken", "dynamics", "mfcc", "mfcc_band")
 
 
-def resample16(y: np.ndarray, sr: int) -> np.ndarray:
-    """Mono audio -> float32 at 16 kHz (soxr HQ), the rate both the tagger and the VAD read."""
-    y = np.asarray(y, dtype=np.float32).reshape(-1)
-    if sr == RATE16:
-        return y
-    import soxr
-
-    return soxr.resample(y, sr, RATE16, quality="HQ").astype(np.float32, copy=False)
+resample16 = resample  # mono audio -> float32 at 16 kHz (soxr HQ), the rate both the tagger and the VAD read
 
 
 def dynamics(ev, y16: np.ndarray) -> np.ndarray:
@@ -136,33 +129,16 @@ def block_width(block: str) -> int:
             "mfcc": mfcc.WIDTH, "mfcc_band": mfcc.WIDTH}[block]
 
 
-# The tagger hears each window at one level: its input is log-compressed mel energy, so its tags move with the file's
-# gain (6 dB less raised the MTT voice words of a string orchestra from 0.03 to 0.08, and tipped three of 18 CC
-# instrumentals under the vocal gate). The level is the 90th percentile of 100-ms frame power, the target the dev
-# previews' median of it (-9.3 dB, older previews -12.2, the CC classical and speech clips about -21), and the gain is
-# bounded so near-silence is not blown up. How loud the music is still reaches the heads, through `dynamics` and the
-# measured loudness, where they can learn what level means (docs/accuracy-notes.md, "FFmpeg's encoders and the level").
-TAGGER_LEVEL_DB = -10.0
-TAGGER_GAIN_DB = (-20.0, 30.0)
-
-
-def tagger_level_db(y16: np.ndarray) -> float:
-    """A window's level for the tagger: the 90th percentile of its 100-ms frames' power, in dB of full scale (the
-    loud part of the window, which pauses and fades do not pull down)."""
-    y = np.asarray(y16, dtype=np.float64)
-    n = RATE16 // 10
-    frames = y[: y.size // n * n].reshape(-1, n) if y.size >= n else y.reshape(1, -1)
-    return float(np.percentile(10 * np.log10(np.maximum((frames ** 2).mean(1), 1e-12)), 90))
+TAGGER_LEVEL_DB, TAGGER_GAIN_DB = LEVEL_DB, GAIN_DB  # the level every window is brought to before the tagger
+tagger_level_db = level_db
 
 
 def tagger_block(y16: np.ndarray) -> np.ndarray:
     """The `tagger` vector of one window from its 16-kHz samples (musicnn over `TAGGER_PATCHES` patches), the window
-    brought to `TAGGER_LEVEL_DB` first (within `TAGGER_GAIN_DB`)."""
+    brought to `TAGGER_LEVEL_DB` first (`musicnn_frontend.levelled`)."""
     from . import tagger
 
-    gain = float(np.clip(TAGGER_LEVEL_DB - tagger_level_db(y16), *TAGGER_GAIN_DB))
-    level = (np.asarray(y16, dtype=np.float32) * np.float32(10 ** (gain / 20))).astype(np.float32, copy=False)
-    return tagger.vector(tagger.describe(level, sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
+    return tagger.vector(tagger.describe(levelled(y16), sr=RATE16, max_patches=TAGGER_PATCHES)).astype(np.float32)
 
 
 def window_inputs(y: np.ndarray, sr: int, ev, with_tagger: bool = True, y16: np.ndarray | None = None,

@@ -5,7 +5,8 @@ hop 8192, 256 HTK mel bands without area normalisation, 20 coefficients, dB with
 orthonormal DCT-II) giving 20x160 for a 30-s clip at 44.1 kHz. Its hop is twice its FFT size, so it
 reads only half of the audio; `MFCC_DENSE` fixes that and `LOGMEL` is the richer input for newer
 models. `MUSICNN` is not a spectrogram but the pretrained musicnn tagger's output for the window
-(`songfeat.tagger`: 100 tag probabilities and embeddings, one 3512-vector stored as [3512, 1]).
+(`songfeat.tagger`: 100 tag probabilities and embeddings, one 3512-vector stored as [3512, 1]), of the window
+brought to one level first, as the default model's tagger hears it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from .audio import SAMPLE_RATE, WINDOW_SECONDS
 from .descriptors import mel_filterbank_htk
 from .mfcc import dct_basis, fit_length
+from .musicnn_frontend import LEVEL_DB, SAMPLE_RATE as RATE16, levelled, resample
 
 AMIN = 1e-10  # power floor before the log, as torchaudio and librosa use
 MUSICNN_CHANNELS = 3512  # len(songfeat.tagger.vector(...)); a test keeps the two equal
@@ -37,6 +39,9 @@ class FrontendSpec:
     frames: int = 160  # output is padded with zeros or trimmed to this many frames
     top_db: float | None = 80.0
     window_seconds: float = WINDOW_SECONDS
+    # musicnn only: the level (dB) each window is brought to before the tagger, as the default model's evidence does
+    # (`musicnn_frontend.levelled`); None, as in bundles and stores made before it, feeds the window as it is
+    tagger_level_db: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,7 +72,8 @@ SEED_MFCC = FrontendSpec()
 MFCC_DENSE = replace(SEED_MFCC, hop_length=2048, frames=646)  # hop <= n_fft: every sample is read
 LOGMEL = FrontendSpec(kind="logmel", n_fft=2048, hop_length=1024, n_mels=96, frames=1292)
 # musicnn's STFT/mel numbers for the record; the 44.1-kHz window is resampled inside the tagger.
-MUSICNN = FrontendSpec(kind="musicnn", n_fft=512, hop_length=256, n_mels=96, frames=1, top_db=None)
+MUSICNN = FrontendSpec(kind="musicnn", n_fft=512, hop_length=256, n_mels=96, frames=1, top_db=None,
+                       tagger_level_db=LEVEL_DB)
 SPECS: dict[str, FrontendSpec] = {"mfcc": SEED_MFCC, "mfcc-dense": MFCC_DENSE, "logmel": LOGMEL, "musicnn": MUSICNN}
 
 
@@ -153,10 +159,14 @@ def compute(spec: FrontendSpec, audio: torch.Tensor | np.ndarray) -> torch.Tenso
 
 
 def _musicnn_vectors(spec: FrontendSpec, y: torch.Tensor) -> torch.Tensor:
-    """The tagger's 3512-vector of each clip in [B, N] -> [B, 3512, 1] (imported lazily: it loads weights)."""
+    """The tagger's 3512-vector of each clip in [B, N] -> [B, 3512, 1] (imported lazily: it loads weights), each clip
+    brought to `spec.tagger_level_db` first when the spec names one."""
     from . import tagger
 
-    vecs = [tagger.vector(d) for d in tagger.describe_batch(list(y.numpy()), spec.sample_rate)]
+    y16 = [resample(w, spec.sample_rate) for w in y.numpy()]
+    if spec.tagger_level_db is not None:
+        y16 = [levelled(w, spec.tagger_level_db) for w in y16]
+    vecs = [tagger.vector(d) for d in tagger.describe_batch(y16, RATE16)]
     return torch.from_numpy(np.stack(vecs))[:, :, None]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runtime
-from .musicnn_frontend import MAX_PATCHES, N_MELS, PATCH_FRAMES, SAMPLE_RATE, log_mel, mel_patches, patch_starts, resample
+from .musicnn_frontend import MAX_PATCHES, N_MELS, PATCH_FRAMES, SAMPLE_RATE, levelled, log_mel, mel_patches, patch_starts, resample
 
 __all__ = ["MSD_TAGS", "MTT_TAGS", "OUTPUTS", "SAMPLE_RATE", "describe", "describe_batch", "layout", "log_mel",
            "mel_patches", "patch_starts", "resample", "run_patches", "top_tags", "vector"]
@@ -146,10 +146,11 @@ def top_tags(d: dict[str, np.ndarray], k: int = 5) -> dict[str, list[tuple[str, 
 
 
 def describe_file(path: str | Path, max_patches: int = MAX_PATCHES) -> dict[str, np.ndarray]:
-    """`describe` of a file's first 30-s window (decoded at 44.1 kHz); SongfeatError for unreadable or silent audio."""
+    """`describe` of a file's first 30-s window (decoded at 44.1 kHz), brought to the level the default model's tagger
+    hears (`musicnn_frontend.levelled`); SongfeatError for unreadable or silent audio."""
     from .audio import SAMPLE_RATE as AUDIO_SR
     from .audio import WINDOW_SECONDS, check_usable, load_audio, sound_peak
 
     y = load_audio(path, sr=AUDIO_SR, max_seconds=WINDOW_SECONDS)
     check_usable(path, y.size, sound_peak(y))
-    return describe(y, AUDIO_SR, max_patches)
+    return describe(levelled(resample(y, AUDIO_SR)), SAMPLE_RATE, max_patches)

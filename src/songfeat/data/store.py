@@ -591,13 +591,23 @@ def _read_parquet(path: Path) -> pd.DataFrame:
                                   "rebuild the store") from None
 
 
+def _frontend_change(old: dict, new: dict) -> str:
+    """How two manifests' front-ends differ, in words: their names, or the settings of one front-end (a store of the
+    same name made by an older songfeat, e.g. a musicnn store from before its windows were levelled)."""
+    if old.get("frontend_name") != new["frontend_name"]:
+        return f"front-end {old.get('frontend_name')} vs {new['frontend_name']}"
+    was, now = old.get("frontend") or {}, new["frontend"]
+    moved = [f"{k} {was.get(k)} before, {now.get(k)} now" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+    return f"{new['frontend_name']} front-end settings ({', '.join(moved)})"
+
+
 def _check_same_inputs(out: Path, old: dict, new: dict, plan: pd.DataFrame) -> None:
     """Refuse to resume a store that was started from different inputs."""
     if old.get("format") != FORMAT:
         raise SongfeatError(out, f"holds {old.get('format')!r}, not a {FORMAT} store")
     diffs = []
     if old.get("frontend") != new["frontend"]:
-        diffs.append(f"front-end {old.get('frontend_name')} vs {new['frontend_name']}")
+        diffs.append(_frontend_change(old, new))
     if bool(old.get("descriptors", True)) != new["descriptors"]:
         diffs.append("descriptors on/off")
     if old.get("limit") != new.get("limit"):
