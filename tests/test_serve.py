@@ -790,6 +790,12 @@ def _raw(base: str, data: bytes, then: bytes = b"", repeat: int = 0) -> bytes:
         return _read_all(sock)
 
 
+# a POST whose body the app reads to its end (then 400: a multipart body with no file part): after a body left unread
+# the connection is closed (CloseUnreadBody), so nothing pipelined after it is read at all
+READ_POST = b"POST /v1/audio-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+NO_FILE = b"--b\r\nX-Note: 1\r\n\r\nab\r\n\r\ncde\r\n--b--\r\n"  # blank lines inside a body do not end it
+
+
 def test_a_body_sent_with_its_head_does_not_count_as_head(tmp_path):
     # a 70-130 KB upload sent in one go got 431: the whole read, body included, was counted as head bytes
     from songfeat.http_protocol import MAX_HEAD_BYTES
@@ -827,29 +833,30 @@ def test_a_head_pipelined_after_a_body_counts_towards_its_own_cap(tmp_path):
     big = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 3 // 4)
     rest = b"a" * (MAX_HEAD_BYTES // 2) + b"\r\nConnection: close\r\n\r\n"  # under the cap alone; 1.25 caps in all
     fair = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES // 2)
-    bodies = (b"Content-Length: 9\r\n\r\nab\r\n\r\ncde",  # a blank line inside a body does not end it
-              b"Transfer-Encoding: chunked\r\n\r\n9\r\nab\r\n\r\ncde\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    bodies = (b"Content-Length: %d\r\n\r\n" % len(NO_FILE) + NO_FILE,
+              b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(NO_FILE) + NO_FILE + b"\r\n0\r\nX-Trailer: 1\r\n\r\n")
     with _bounded_server(tmp_path) as base:
         for body in bodies:
-            post = b"POST /healthz HTTP/1.1\r\nHost: localhost\r\n" + body
-            answer = _raw(base, post + big, then=rest, repeat=1)
-            assert answer.startswith(b"HTTP/1.1 405") and b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
+            post = READ_POST + body
+            answer = _raw(base, post + big, then=rest, repeat=1)  # (the 431 may come before the upload's 400, closing)
+            assert b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
             answer = _raw(base, post + fair, then=b"p" * (MAX_HEAD_BYTES // 4) + b"\r\nConnection: close\r\n\r\n", repeat=1)
-            assert answer.startswith(b"HTTP/1.1 405") and answer.count(b"HTTP/1.1 200 OK") == 1, answer[-300:]  # fair: served
+            assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 200 OK") == 1, answer[-300:]  # fair: served
 
 
 def test_growing_chunked_trailers_get_431(tmp_path):
     # httptools buffers a chunked body's trailer fields whole and only the head was capped: a client sending one
     # endless trailer grew the server by 300 MB in 100 s and was never cut off
-    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
+    head = READ_POST + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(NO_FILE) + NO_FILE + b"\r\n0\r\nX-T: "
     with _bounded_server(tmp_path) as base:
         answer = _raw(base, head, then=b"t" * (1 << 16), repeat=64)  # 4 MB of trailer at most
         assert b"HTTP/1.1 431 Request Header Fields Too Large" in answer, answer[-300:]
         assert json.loads(answer.rsplit(b"\r\n\r\n", 1)[1])["error"]["status"] == 431
-        chunked = (b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                   + b"".join(b"1\r\nx\r\n" for _ in range(20000)) + b"0\r\nX-Fine: yes\r\n\r\n")
-        answer = _raw(base, chunked)  # 120 KB of tiny chunks and a small trailer: a fair request
-        assert answer.startswith(b"HTTP/1.1 405"), answer[:200]
+        form = b"--b\r\nX-Note: 1\r\n\r\n" + b"x" * 20000 + b"\r\n--b--\r\n"
+        chunked = (READ_POST + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                   + b"".join(b"1\r\n%c\r\n" % c for c in form) + b"0\r\nX-Fine: yes\r\n\r\n")
+        answer = _raw(base, chunked)  # 120 KB of tiny chunks and a small trailer, all read: a fair request
+        assert answer.startswith(b"HTTP/1.1 400") and b"no file part" in answer, answer[:200]
 
 
 def test_an_overlong_request_target_gets_414_not_431(tmp_path):
@@ -987,6 +994,60 @@ def test_a_trickling_upload_does_not_keep_a_stopped_server_alive(tmp_path, monke
         server.should_exit = True
         t.join(30)
         assert not t.is_alive() and time.monotonic() - t0 < 15
+
+
+def _refusals() -> dict[str, tuple[bytes, int, str]]:
+    """Raw requests a server with TOKEN, a 1-MB cap and PAGE's CORS answers before reading their body: 64 KiB of a
+    50-MB upload (sent without a length: 1.3 MB of chunks, the cap passed while reading) -> (request, status, message)."""
+    some = b"RIFF" + b"\0" * ((1 << 16) - 4)
+    token = f"Authorization: Bearer {TOKEN}\r\n"
+    too_big, refused = "upload larger than the 1 MB limit", "cross-origin request refused"
+
+    def post(fields: str, path: str = "/v1/audio-features", body: bytes | None = None) -> bytes:
+        head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: audio/wav\r\n{fields}".encode()
+        return head + (b"Content-Length: 50000000\r\n\r\n" + some if body is None else body)
+
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n" + b"10000\r\n%s\r\n" % some * 20
+    return {"413 declared": (post(token), 413, too_big),
+            "413 while read": (post(token, body=chunked), 413, too_big),
+            "401 no token": (post(""), 401, "No token provided"),
+            "401 wrong token": (post("Authorization: Bearer nope\r\n"), 401, "Invalid access token"),
+            "403 another origin": (post(f"Origin: {EVIL}\r\nSec-Fetch-Site: cross-site\r\n{token}"), 403,
+                                   f"{refused}: a page at {EVIL}"),
+            "403 a CORS origin": (post(f"Origin: {PAGE}\r\n{token}"), 403, f"{refused}: a page at {PAGE}"),
+            "405 no upload route": (post(token, "/healthz"), 405, "Method not allowed")}
+
+
+@pytest.mark.parametrize("impl", ["httptools", "h11"])
+def test_a_body_refused_unread_is_not_received_the_connection_closes(tmp_path, impl):
+    # a refusal sent before its body was read (413, 401, 403, 405) came at once, but kept the connection alive without
+    # Connection: close: uvicorn then read and discarded the rest of the body however large (1 GB in 0.3 s after a 413),
+    # and a client that stopped sending it had its next request taken as that body (no answer)
+    from songfeat.http_protocol import uvicorn_options
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    app = create_app(Library(root, workers=1, model="test"), token=TOKEN, max_upload_mb=1, start=False,
+                     cors_origins=[PAGE])
+    options = uvicorn_options() if impl == "httptools" else {**uvicorn_options(), "http": "h11"}
+    with serving(app, **options) as base:
+        for case, (request, status, message) in _refusals().items():
+            with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=3) as sock:
+                try:
+                    sock.sendall(request)
+                except (BrokenPipeError, ConnectionResetError):  # refused and closed while sending
+                    pass
+                answer = _read_all(sock)  # kept open, this timed out (uvicorn closes an idle connection after 5 s)
+                with pytest.raises((BrokenPipeError, ConnectionResetError)):  # closed: no more is read (it was drained)
+                    for _ in range(64):
+                        sock.sendall(b"\0" * (1 << 20))
+            head, body = answer.split(b"\r\n\r\n", 1)
+            fields = dict(line.split(": ", 1) for line in head.decode().lower().split("\r\n")[1:])
+            assert head.startswith(f"HTTP/1.1 {status} ".encode()) and fields.get("connection") == "close", (case, head)
+            error = json.loads(body)["error"]
+            assert error["status"] == status and error["message"].startswith(message), (case, error)
+            assert fields.get("access-control-allow-origin") == (PAGE if case == "403 a CORS origin" else None), case
 
 
 def test_uploads_a_killed_server_was_receiving_are_removed_at_start(tmp_path):
@@ -1415,6 +1476,7 @@ def _refused(base: str, target: str, headers: list[tuple[str, str]], who: str) -
     assert error["status"] == 403 and f"cross-origin request refused: {who}" in error["message"], error
     assert f"may not POST {target}" in error["message"] and "no Origin header (curl, scripts, spotipy)" in error["message"]
     assert error["message"].endswith("--cors-origin opens the GET routes only")
+    assert answer["connection"] == "close"  # its body unread: the connection is not kept for it (nor the body read)
     return answer
 
 

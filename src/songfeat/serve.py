@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audio import AUDIO_EXTENSIONS
 from .library import AnalysisFailed, Library, TransientFailure, failure_note, is_valid_id, stage_upload
@@ -198,6 +199,40 @@ class NoTrailingSlash:
         await self.app(scope, receive, send)
 
 
+def _declares_body(headers: Headers) -> bool:
+    """Whether a request says a body follows its head (a Content-Length other than 0, or a Transfer-Encoding)."""
+    length = headers.get("content-length", "0").strip()
+    return "transfer-encoding" in headers or not (length.isdigit() and int(length) == 0)
+
+
+class CloseUnreadBody:
+    """`Connection: close` on an answer sent before its request's body was read to its end (a refused upload), so the
+    connection ends with it: kept alive, uvicorn read and discarded the rest of the body however large, and a client that
+    stopped sending it had its next request taken as that body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        read = not _declares_body(Headers(scope=scope))
+
+        async def reading() -> Message:
+            nonlocal read
+            message = await receive()
+            read = read or (message["type"] == "http.request" and not message.get("more_body", False))
+            return message
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not read:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, reading, closing)
+
+
 class Cors(CORSMiddleware):
     """Starlette's CORS middleware, with a refused preflight (origin, method or header not allowed) answered in Spotify's
     error shape, as every other error is, rather than Starlette's plain text."""
@@ -277,9 +312,9 @@ async def _body(request: Request):
         except StopAsyncIteration:
             return
         except asyncio.TimeoutError:
-            raise ApiError(408, f"upload stalled: no data for {BODY_IDLE_SECONDS:g} s", {"Connection": "close"}) from None
+            raise ApiError(408, f"upload stalled: no data for {BODY_IDLE_SECONDS:g} s") from None  # closes: CloseUnreadBody
         except ClientDisconnect:  # the client went away mid-upload: no one to answer, nothing to log as a server error
-            raise ApiError(400, "the client disconnected before the upload was complete", {"Connection": "close"}) from None
+            raise ApiError(400, "the client disconnected before the upload was complete") from None
         yield chunk
 
 
@@ -558,6 +593,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(HeadAsGet)
     app.add_middleware(NoTrailingSlash)
+    app.add_middleware(CloseUnreadBody)  # outermost: every answer given before its body was read, refusals included
 
     @app.exception_handler(ApiError)
     async def api_error(_req, exc: ApiError):
