@@ -195,6 +195,36 @@ def test_permission_errors_are_named_even_as_root(tmp_path, monkeypatch):
     assert list(analyze_many([f]))[0].error == f"{f}: permission denied"
 
 
+@pytest.mark.parametrize("command", ["analyze", "tags", "analysis"])
+def test_an_unreadable_file_named_on_the_command_line_is_one_line(tmp_path, monkeypatch, command):
+    """`songfeat analyze good.wav locked.wav`: click's own readability test refused the whole batch in its four-line usage
+    error with status 2; the locked file is one `songfeat: error:` line, the good one is analysed, status 1 (refusal
+    simulated, as above, so this runs as root too)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    good, locked = tmp_path / "good.wav", tmp_path / "locked.wav"
+    for f in (good, locked):
+        f.write_bytes(wav_bytes(music(2)))
+    real_open, real_access = os.open, os.access
+
+    def refuse(path, *a, **k):
+        if str(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", refuse)
+    monkeypatch.setattr(os, "access", lambda path, mode, **k: str(path) != str(locked) and real_access(path, mode, **k))
+    inputs = [locked] if command == "analysis" else [good, locked]
+    r = CliRunner().invoke(app, [command, *map(str, inputs), *(["--timeout", "0"] if command == "analyze" else [])])
+    assert r.exit_code == 1 and "Usage:" not in r.output, r.output
+    assert r.stderr.splitlines()[0] == f"songfeat: error: {locked}: permission denied", r.output
+    assert (str(good) in r.stdout) == (command != "analysis")
+
+
 def test_fuzz_corpus_every_input_accounted_for(tmp_path, example_clip):
     """`songfeat analyze <corpus> --format jsonl`: one result or one error per input, only songfeat lines on stderr."""
     d, inputs, extra = make_corpus(tmp_path, example_clip)

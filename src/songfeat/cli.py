@@ -210,10 +210,12 @@ def _report(out, verbose: bool, say) -> None:
 @app.command()
 def analyze(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
+    # readable=False on every path songfeat opens itself: click's own os.access test refused a whole batch for one
+    # unreadable file, in its four-line usage error with status 2, where songfeat names the file in one line and goes on
+    paths: list[Path] = typer.Argument(..., readable=False, help="Audio files or folders (folders are searched recursively)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", readable=False, help="Write here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
@@ -386,7 +388,7 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
 
 @app.command("tags")
 def tags_cmd(
-    paths: list[Path] = typer.Argument(..., help="Audio files or folders (folders are searched recursively)."),
+    paths: list[Path] = typer.Argument(..., readable=False, help="Audio files or folders (folders are searched recursively)."),
     top: int = typer.Option(5, "--top", "-k", min=1, max=50, help="How many tags of each model to print."),
 ) -> None:
     """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s (at the level the
@@ -443,9 +445,9 @@ def _file_bar(path: Path, total: Optional[float]) -> Iterator[Optional[Callable[
 
 @app.command("analysis")
 def analysis_cmd(
-    path: Path = typer.Argument(..., help="One audio file."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre (missing folders are made)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
+    path: Path = typer.Argument(..., readable=False, help="One audio file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", readable=False, help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre (missing folders are made)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", readable=False, help="Write the JSON here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
 ) -> None:
     """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for one file, as JSON."""
     if plot is not None:
@@ -769,9 +771,9 @@ def check_behaviour_cmd(
 @app.command("build")
 def build_cmd(
     ctx: typer.Context,
-    labels: Path = typer.Option(..., "--labels", help="Label CSV in any supported Spotify-style schema (see docs/store.md)."),
-    audio: Path = typer.Option(..., "--audio", help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
-    out: Path = typer.Option(..., "--out", "-o", help="Store folder to create; rerun the same command to resume an interrupted build, or to try the clips that failed again."),
+    labels: Path = typer.Option(..., "--labels", readable=False, help="Label CSV in any supported Spotify-style schema (see docs/store.md)."),
+    audio: Path = typer.Option(..., "--audio", readable=False, help="Folder of audio files named by track id (<track_id>.mp3, ...), searched recursively."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Store folder to create; rerun the same command to resume an interrupted build, or to try the clips that failed again."),
     frontend: str = typer.Option("mfcc", "--frontend", help="Front-end to cache: mfcc (the seed's), mfcc-dense, logmel or musicnn (tagger tags + embeddings, see docs/musicnn.md)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes decoding clips in parallel (a build of up to 12 clips runs in this process); default 2, "
@@ -832,8 +834,8 @@ def build_cmd(
 @app.command("train")
 def train_cmd(
     model: str = typer.Argument(..., help="Model family: numeric-mlp (any store), cnn-simple, cnn-valence, cnn-complex, lstm-simple, lstm-multitask, combiner (an mfcc, mfcc-dense or logmel store), mlp-head (a --frontend musicnn store)."),
-    store: Path = typer.Option(..., "--store", help="Dataset store folder (made by `songfeat build`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
+    store: Path = typer.Option(..., "--store", readable=False, help="Dataset store folder (made by `songfeat build`)."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Bundle folder to write."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated features to learn; default: the family's (the seed's; the seven learned features for mlp-head)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default: the seed's count for the family."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3; combiner variant d: 0.01 -> 0.001 on plateaus)."),
@@ -898,11 +900,11 @@ def _warn_left_out(bundle: Path) -> None:
 
 @app.command("evaluate")
 def evaluate_cmd(
-    bundle: Path = typer.Argument(..., help="A trained bundle folder."),
-    store: Path = typer.Option(..., "--store", help="The store it was trained from (its recorded test ids are looked up there)."),
+    bundle: Path = typer.Argument(..., readable=False, help="A trained bundle folder."),
+    store: Path = typer.Option(..., "--store", readable=False, help="The store it was trained from (its recorded test ids are looked up there)."),
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
     split: str = typer.Option("test", "--split", help="Which recorded split to score: test (held out), val or train."),
-    scatter: Optional[Path] = typer.Option(None, "--scatter", help="Also write a prediction-vs-truth PNG here."),
+    scatter: Optional[Path] = typer.Option(None, "--scatter", readable=False, help="Also write a prediction-vs-truth PNG here."),
 ) -> None:
     """The seed's metrics (MSE, MAE, RMSE, R², Pearson per target + average) of a bundle on its held-out split."""
     from .errors import SongfeatError
@@ -923,8 +925,8 @@ def evaluate_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    bundles: list[Path] = typer.Argument(..., help="Bundle folders to put side by side."),
-    store: Path = typer.Option(..., "--store", help="The store they were trained from."),
+    bundles: list[Path] = typer.Argument(..., readable=False, help="Bundle folders to put side by side."),
+    store: Path = typer.Option(..., "--store", readable=False, help="The store they were trained from."),
     split: str = typer.Option("test", "--split", help="Which recorded split to score: test (held out), val or train."),
 ) -> None:
     """Bundles side by side on their held-out splits, like the report's Tables 1–4 (MSE/MAE, then Pearson)."""
