@@ -539,6 +539,30 @@ def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     assert p.returncode != 0 and p.stderr.strip() == f"songfeat: error: {tmp_path / 'typo'}: no such model bundle folder"
 
 
+def test_cli_a_model_folder_it_may_not_look_into_is_one_line(tmp_path, monkeypatch):
+    """`--model` naming a folder without search permission (its config.json cannot even be stat'ed) printed a traceback
+    with status 1; it is one line and status 2, as every unusable bundle (refusal simulated, so this runs as root too)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    song, locked = write(tmp_path / "s0.wav", music(2)), tmp_path / "locked"
+    locked.mkdir()
+    real_stat = os.stat
+
+    def refuse(path, *a, **k):
+        if str(path).startswith(f"{locked}{os.sep}"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(os, "stat", refuse)
+    r = CliRunner().invoke(app, ["analyze", str(song), "--model", str(locked)])
+    assert r.exit_code == 2 and not isinstance(r.exception, PermissionError), r.exception
+    assert r.stderr.strip() == f"songfeat: error: {locked}: cannot read the model (Permission denied)"
+
+
 # --- the output file: resumable, atomic, never replacing what it cannot read -------------------
 
 

@@ -304,10 +304,13 @@ def bundle_folder(path: str | Path | None = None) -> Path:
     """The folder of a bundle (None or "default": the bundled model), checked to hold one; else one SongfeatError that
     tells a mistyped path ("no such model bundle folder") from a folder holding something else."""
     folder = DEFAULT_DIR if path in (None, "default") else Path(path)
-    if not folder.exists():
-        raise SongfeatError(folder, "no such model bundle folder")
-    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
-        raise SongfeatError(folder, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
+    try:  # a folder it may not look into (no search permission) refuses even the stat: a traceback, not an answer
+        if not folder.exists():
+            raise SongfeatError(folder, "no such model bundle folder")
+        if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+            raise SongfeatError(folder, f"not a model bundle (expected {CONFIG} and {WEIGHTS} inside)")
+    except OSError as e:
+        raise SongfeatError(folder, f"cannot read the model ({e.strerror or e})") from None
     return folder
 
 def fingerprint(path: str | Path | None = None) -> str:
