@@ -320,6 +320,27 @@ def test_tags_of_a_file_are_those_of_its_louder_copy(tmp_path):
     assert np.abs(loud - quiet).max() < 1e-3
 
 
+def test_tags_of_a_song_whose_first_30_s_are_silent_says_so(tmp_path):
+    """`tags` reads a file's first 30 s: a song starting with 35 s of silence was called silent ("audio is silent") though
+    `analyze` reads it; the error now says which part was silent. A file silent throughout still reads as before."""
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    sr = 44100
+    t = np.arange(5 * sr) / sr
+    late, quiet = tmp_path / "late.wav", tmp_path / "quiet.wav"
+    sf.write(late, np.concatenate([np.zeros(35 * sr), 0.5 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32), sr)
+    sf.write(quiet, np.zeros(5 * sr, np.float32), sr)
+    res = CliRunner().invoke(app, ["tags", str(late), str(quiet)])
+    assert res.exit_code == 1 and res.stderr.strip().splitlines() == [
+        f"songfeat: error: {late}: its first 30 s, all that tags reads, are silent (peak below -90 dBFS, not counting a "
+        "constant offset)",
+        f"songfeat: error: {quiet}: audio is silent (peak below -90 dBFS, not counting a constant offset)",
+        "songfeat: 2 of 2 inputs failed"], res.output
+
+
 def test_tags_of_folders_without_audio_is_one_line_error(tmp_path):
     # a folder with no audio file in it exited 1 with nothing printed at all
     from typer.testing import CliRunner

@@ -576,8 +576,10 @@ def sound_peak(y: np.ndarray, edge: int = PEAK_EDGE) -> float:
     return float(max(y.max() - m, m - y.min()))  # = max |y - m| (rounding is monotonic), without a 30-s temporary
 
 
-def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SAMPLE_RATE) -> None:
-    """Raise AudioError if decoded audio is too short or silent to describe; `peak`: the largest `sound_peak`."""
+def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SAMPLE_RATE,
+                 silent: str = "audio is silent") -> None:
+    """Raise AudioError if decoded audio is too short or silent to describe; `peak`: the largest `sound_peak`;
+    `silent`: what the error says of silence (a caller that decoded only the start of a file says so)."""
     seconds = total_samples / sr
     if total_samples == 0:
         raise AudioError(path, "no audio frames decoded")
@@ -585,7 +587,7 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
         shown = math.floor(seconds * 1000) / 1000  # 0.999 s, not "1.00 s; need at least 1 s"
         raise AudioError(path, f"too short ({shown:g} s; need at least {MIN_SECONDS:g} s)")
     if peak <= 10 ** (SILENCE_DBFS / 20):
-        raise AudioError(path, f"audio is silent (peak below {SILENCE_DBFS:g} dBFS, not counting a constant offset)")
+        raise AudioError(path, f"{silent} (peak below {SILENCE_DBFS:g} dBFS, not counting a constant offset)")
 
 
 def check_windows(path: str | Path, evidence) -> None:

@@ -152,5 +152,8 @@ def describe_file(path: str | Path, max_patches: int = MAX_PATCHES) -> dict[str,
     from .audio import WINDOW_SECONDS, check_usable, load_audio, sound_peak
 
     y = load_audio(path, sr=AUDIO_SR, max_seconds=WINDOW_SECONDS)
-    check_usable(path, y.size, sound_peak(y))
+    # tags reads no further than 30 s: a song whose first 30 s are silent was called silent as a whole
+    cut = y.size >= WINDOW_SECONDS * AUDIO_SR
+    check_usable(path, y.size, sound_peak(y),
+                 silent=f"its first {WINDOW_SECONDS:g} s, all that tags reads, are silent" if cut else "audio is silent")
     return describe(levelled(resample(y, AUDIO_SR)), SAMPLE_RATE, max_patches)
