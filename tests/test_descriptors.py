@@ -261,6 +261,18 @@ def test_silence_and_tiny_input_are_finite() -> None:
         assert (d.tempo, d.time_signature) == (0, features.NO_METRE)  # no beat, no bar: Spotify's 0 (it read 4)
 
 
+def test_audio_below_the_loudness_gate_throughout_has_no_beat() -> None:
+    """Near-silence (music or noise at -85 dBFS, under BS.1770's -70 LUFS gate in every block) has no beat, as
+    `analysis` lays none: it read 80-100 BPM in 4/4 off the flux of the noise floor. Quiet music above the gate keeps it."""
+    music = synth.drum_pattern(120.0, seconds=12.0, peak_dbfs=0.0).astype(np.float32)
+    for y in (music * np.float32(10 ** (-85 / 20)), synth.noise(12.0, dbfs=-85.0).astype(np.float32)):
+        d = D.measure(y)
+        assert d.loudness_level == D.LUFS_FLOOR and d.loudness == D.LOUDNESS_FLOOR_DB
+        assert (d.tempo, d.tempo_confidence, d.tempo_alternatives, d.time_signature) == (0, 0, [], features.NO_METRE)
+    quiet = D.measure(music * np.float32(10 ** (-45 / 20)))
+    assert quiet.loudness_level > D.LUFS_FLOOR and quiet.tempo > 0 and quiet.time_signature >= 3
+
+
 def test_no_metre_reaches_models_as_the_4_they_always_read() -> None:
     # Spotify reports time signature 0 where tempo is 0, and so does songfeat now; the models learnt from rows with a
     # metre and were always fed 4 for such clips, so their inputs must not move (a 0 is far outside anything they saw)

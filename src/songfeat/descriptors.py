@@ -811,7 +811,10 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
     lufs, level = loudness_levels(np.concatenate([e.kw_energy for e in evidence]), pos, n, sr)
     env = np.concatenate([e.onset for e in evidence]).astype(np.float64)
     env_low = np.concatenate([e.onset_low for e in evidence]).astype(np.float64)
-    tempo, tconf, alts, ac, period = estimate_tempo(env, fps)
+    # audio that BS.1770's absolute gate calls silence throughout (loudness at its floor) has no beat either, as
+    # `songfeat.analysis` lays none there: until 2026-12-05 a -88 dBFS "silence" track read 80.8 BPM in 4/4
+    silent = lufs <= LUFS_FLOOR
+    tempo, tconf, alts, ac, period = (0.0, 0.0, [], np.zeros(1), 0.0) if silent else estimate_tempo(env, fps)
     if period > 0 and tconf >= METRE_MIN_BEAT_CONFIDENCE:
         ac_low = _autocorr(_smooth_onset(env_low, fps), ac.size - 1) if np.any(env_low > 0) else np.zeros_like(ac)
         changes = chord_changes(np.concatenate([e.chroma_track for e in evidence]), period)
