@@ -511,6 +511,92 @@ def test_model_change_and_file_changes_requeue(tmp_path):
     assert stale.state == "done" and stale.features  # the old result is served until the new one is in
 
 
+def test_a_moved_renamed_or_copied_file_takes_its_result_without_another_analysis(tmp_path):
+    # A file moved to another folder or renamed was a new file to the scan, so it was analysed again, its id answering
+    # 503 meanwhile (a DJ's folder moved: every song in it, for hours). The same bytes and model give the same result;
+    # only the id fields follow the new name. A copy under another type is analysed: the type picks the decoder.
+    from songfeat.analyze import track_identity
+
+    root = tmp_path / "music"
+    files = make_library(root)
+    idx = Index(tmp_path / "index.db", model="m")
+    idx.scan(root)
+    con = idx.conn()
+    with con:
+        for path, in con.execute("SELECT path FROM tracks").fetchall():
+            con.execute("UPDATE tracks SET state='done', model='m', analyses=1, features=? WHERE path=?",
+                        (json.dumps({"energy": len(path), **track_identity(path)}), path))
+    energy = {name: len(str(p)) for name, p in files.items()}
+    (root / "moved").mkdir()
+    os.replace(files["intro"], root / "moved" / "intro.flac")
+    os.replace(files[SPOTIFY_IDS[0]], root / "renamed.wav")  # its id was its name: now its content hash
+    os.replace(files["demo take 2"], root / f"{SPOTIFY_IDS[2][::-1]}.flac")  # and the other way round
+    (root / "copy.wav").write_bytes(files["live/encore"].read_bytes())
+    (root / "copy.flac").write_bytes(files["live/encore"].read_bytes())  # a wav named .flac
+    report = idx.scan(root)
+    assert (report.added, report.removed) == (5, 3)
+    rows = {p: (state, n, json.loads(f) if f else None)
+            for p, state, n, f in con.execute("SELECT path, state, analyses, features FROM tracks")}
+    for name, was in (("moved/intro.flac", "intro"), ("renamed.wav", SPOTIFY_IDS[0]),
+                      (f"{SPOTIFY_IDS[2][::-1]}.flac", "demo take 2"), ("copy.wav", "live/encore")):
+        state, n, features = rows[str(root / name)]
+        assert (state, n) == ("done", 1) and features == {"energy": energy[was], **track_identity(root / name)}, name
+    assert rows[str(root / "copy.flac")][:2] == ("pending", 0)
+    assert idx.counts() == {"done": 7, "pending": 1, "failed": 0}
+
+
+def test_a_scan_reads_each_new_file_once(tmp_path, monkeypatch):
+    # A scan read every new or changed file twice: for its SHA-256, then again for track_identity's content id over the
+    # same bytes, so the first scan of a large library took twice the reading it needs (5 GB: 17 s, half of it again).
+    import importlib
+
+    analyze_module = importlib.import_module("songfeat.analyze")  # `songfeat.analyze` is also the function
+    root = tmp_path / "music"
+    files = make_library(root)
+    real, read = analyze_module.content_id, []
+    monkeypatch.setattr(analyze_module, "content_id", lambda path: read.append(path) or real(path))
+    idx = Index(tmp_path / "index.db", model="m")
+    assert idx.scan(root).added == 6 and read == []
+    ids = {Path(p).name: i for p, i in idx.conn().execute("SELECT path, id FROM tracks")}
+    assert all(ids[p.name] == content_id(p.read_bytes()) for name, p in files.items() if name in PLAIN)  # the same ids
+
+
+def test_a_scan_of_large_files_writes_what_it_has_every_second(tmp_path, monkeypatch):
+    # A scan wrote its rows 200 at a time: over large files (hi-res albums, hour-long mixes: 200 of them are tens of GB
+    # to hash) the index stayed empty and the workers idle for minutes, every id unknown, until 200 files had been read.
+    import songfeat.library
+
+    root = tmp_path / "music"
+    for k in range(4):
+        make_clip(root / f"{k}.wav", seconds=1.0, seed=k)
+    real = songfeat.library.file_sha256
+    monkeypatch.setattr(songfeat.library, "file_sha256", lambda path: time.sleep(0.6) or real(path))  # a large file
+    idx = Index(tmp_path / "index.db", model="m")
+    written: list[int] = []
+    idx.scan(root, on_batch=lambda: written.append(sum(idx.counts().values())))
+    assert written[0] < 4 and written[-1] == 4, written
+
+
+def test_audio_analyses_of_content_no_file_holds_are_dropped(tmp_path):
+    # The audio analyses of a file replaced (re-tagged, re-encoded) or removed stayed in the index for good, one object
+    # of ~100 KB per song and version; failed ones were already dropped by the scan. A moved file keeps its analysis.
+    root = tmp_path / "music"
+    files = make_library(root)
+    idx = Index(tmp_path / "index.db", model="m")
+    idx.scan(root)
+    con = idx.conn()
+    before = {sha for (sha,) in con.execute("SELECT sha256 FROM tracks")}
+    for sha in before:
+        idx.store_analysis(sha, "v1", {"beats": []})
+    make_clip(files["intro"], seed=99)  # new content
+    files["live/encore"].unlink()
+    os.replace(files["demo take 2"], root / "renamed.flac")  # moved: the same content
+    idx.scan(root)
+    now = {sha for (sha,) in con.execute("SELECT sha256 FROM tracks")}
+    kept = {sha for (sha,) in con.execute("SELECT sha256 FROM audio_analyses")}
+    assert kept == before & now and len(kept) == 4
+
+
 def test_in_process_app_503_wait_and_audio_analysis(tmp_path):
     import uvicorn
 
@@ -551,6 +637,33 @@ def test_in_process_app_503_wait_and_audio_analysis(tmp_path):
     finally:
         server.should_exit = True
         t.join(30)
+
+
+def test_an_id_asked_for_before_the_first_scan_reached_it_is_a_503(tmp_path):
+    # Serving starts before the start-up scan ends: an id whose file the scan had not reached yet answered 404 (null in a
+    # batch), which an app takes for "not in this library" and may well remember; on a large library, for minutes.
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    ident = content_id((root / "intro.wav").read_bytes())
+    lib = Library(root, workers=1, model="test", job=hostile_job)
+    real, go = lib.index.scan, threading.Event()
+
+    def slow_scan(*args, **kwargs) -> object:
+        """The index's scan, once `go` is set: a large library's first scan."""
+        go.wait(30)
+        return real(*args, **kwargs)
+
+    lib.index.scan = slow_scan
+    with serving(create_app(lib, wait_seconds=30)) as base:
+        for target in (f"audio-features/{ident}", f"audio-features?ids={ident},{SPOTIFY_IDS[0]}", f"audio-analysis/{ident}"):
+            r = requests.get(f"{base}/v1/{target}", timeout=30)
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5" and "not indexed yet" in r.text, r.text
+        threading.Timer(0.5, go.set).start()
+        r = requests.get(f"{base}/v1/audio-features", params={"ids": f"{ident},{SPOTIFY_IDS[0]}", "wait": "true"}, timeout=60)
+        assert r.status_code == 200 and r.json() == {"audio_features": [{"id": "intro.wav", "energy": 0.5}, None]}, r.text
+        assert requests.get(f"{base}/v1/audio-features/{SPOTIFY_IDS[0]}", timeout=30).status_code == 404  # scanned: unknown
 
 
 def test_result_version_follows_the_measuring_code(tmp_path, monkeypatch):
@@ -670,6 +783,57 @@ def test_corrupt_index_is_a_clear_error_and_kept(tmp_path):
         Library(root, workers=1, model="test")
     assert str(db) in str(e.value) and "not a database" in str(e.value)
     assert db.read_bytes() == junk  # nothing overwritten
+
+
+def test_an_index_that_cannot_be_written_is_refused_with_what_to_do(tmp_path, monkeypatch):
+    # An index the server could only read (a read-only file or folder) was opened: it answered from it, every scan died
+    # with a traceback ("attempt to write a readonly database") and no result could be stored. And a read-only library
+    # folder, where the index cannot be made, was told to "move it aside": --db elsewhere is what it needs.
+    import errno
+
+    from songfeat.errors import SongfeatError
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    Library(root, workers=1, model="test").scan()
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda path, **kw: real(f"file:{path}?mode=ro", uri=True, **kw))  # no write access
+    with pytest.raises(SongfeatError) as e:
+        Library(root, workers=1, model="test")
+    assert str(default_db(root)) in str(e.value) and "readonly" in str(e.value) and "--db" in str(e.value)
+    monkeypatch.undo()
+
+    def read_only(self, *args, **kwargs) -> None:
+        """Path.mkdir in a folder this user cannot write."""
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(SongfeatError) as e:
+        Library(root, db=tmp_path / "elsewhere" / "library.db", workers=1, model="test")
+    assert "Permission denied" in str(e.value) and "--db" in str(e.value) and "move it aside" not in str(e.value)
+
+
+def test_a_failed_scan_does_not_end_the_periodic_scans(tmp_path, caplog):
+    # A scan that raised (an index it could not write, a full disk, a lock held past the busy timeout) ended the scan
+    # thread with a traceback: there was no periodic scan for the rest of the server's life, and last_scan stayed null.
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test", job=hostile_job)
+    real, failures = lib.index.scan, [sqlite3.OperationalError("database is locked")]
+
+    def failing_once(*args, **kwargs) -> object:
+        """The index's scan, raising the first time as a locked index does."""
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    lib.index.scan = failing_once
+    lib.start(rescan_interval=0.2)
+    try:
+        wait_for(lambda: lib.last_scan is not None, timeout=30)  # the next scan ran
+    finally:
+        lib.stop()
+    assert "scan of" in caplog.text and "database is locked" in caplog.text and "Traceback" not in caplog.text
 
 
 def test_made_up_methods_do_not_grow_the_metrics(tmp_path):
@@ -1177,6 +1341,33 @@ def test_a_folder_that_cannot_be_listed_keeps_its_rows(tmp_path, monkeypatch):
     blocked.clear()  # readable again: what is really gone goes, the rest is as it was
     report = lib.scan()
     assert (report.removed, report.added, report.unchecked) == (1, 0, 0) and sum(lib.index.counts().values()) == 2
+
+
+def test_what_a_scan_cannot_read_is_warned_about_once_and_counted(tmp_path, monkeypatch, caplog):
+    # A dangling symlink (a FIFO, a folder without permission) was warned about by every scan, a line a minute for good
+    # with the default --rescan-interval; and "could not read N place(s)" left out files that could not be hashed.
+    import songfeat.library
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    make_clip(root / "locked.wav", seconds=1.0, seed=1)
+    (root / "gone.mp3").symlink_to(tmp_path / "nowhere.mp3")
+    real = songfeat.library.file_sha256
+
+    def file_sha256(path) -> str:
+        """The real hash, but locked.wav cannot be read."""
+        if Path(path).name == "locked.wav":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(songfeat.library, "file_sha256", file_sha256)
+    idx = Index(tmp_path / "index.db", model="m")
+    for _ in range(3):
+        assert len(idx.scan(root).unreadable) == 2
+    assert caplog.text.count("could not read") == 1 and "could not read 2 place(s)" in caplog.text
+    (root / "gone.mp3").unlink()  # something changed: said again
+    idx.scan(root)
+    assert caplog.text.count("could not read") == 2 and "could not read 1 place(s)" in caplog.text
 
 
 def test_empty_id_is_named(tmp_path):
@@ -2010,6 +2201,41 @@ def test_a_time_out_is_retried_a_few_times_not_forever(tmp_path):
         con.execute("UPDATE tracks SET state='failed', model='m', error=?, analyses=?", (TIMED_OUT.format(limit=300), 9))
     assert Index(tmp_path / "index.db", model="m2").scan(root).requeued == 1  # a new model: its own tries
     assert con.execute("SELECT state, analyses FROM tracks").fetchall() == [("pending", 0)]
+
+
+def test_a_time_out_given_up_is_tried_again_under_a_longer_limit(tmp_path):
+    # A file that ran out of a short --time-limit three times stayed failed when the server was restarted with a longer
+    # one (and with --rescan): the 404 named the short limit, yet only new content or a new model could bring it back.
+    # The same bytes posted again were refused with the stored 400.
+    from songfeat.library import TIMED_OUT, TRANSIENT_TRIES, failure_note
+
+    root = tmp_path / "music"
+    make_clip(root / "slow.wav", seconds=1.0)
+    data = (root / "slow.wav").read_bytes()
+    db, given_up = tmp_path / "index.db", TIMED_OUT.format(limit=2)
+    Index(db, model="m").scan(root)
+
+    def library(time_limit: float) -> Library:
+        """The library served with `time_limit`, its file and an upload of the same bytes given up under 2 s."""
+        lib = Library(root, db=db, workers=1, model="m", time_limit=time_limit)
+        with lib.index.conn() as con:
+            con.execute("INSERT OR REPLACE INTO tracks (path, source, id, size, mtime_ns, sha256, state, updated) "
+                        "VALUES (?, 'upload', ?, 0, 0, ?, 'failed', 0)",
+                        (str(lib.uploads / f"{content_id(data)}.upload.wav"), content_id(data), hashlib.sha256(data).hexdigest()))
+            con.execute("UPDATE tracks SET state='failed', model='m', error=?, analyses=?", (given_up, TRANSIENT_TRIES))
+        return lib
+
+    def refused_at_once(lib: Library) -> bool:
+        """Whether the same bytes posted again get their stored failure (a done future), not a new analysis."""
+        (tmp_path / "incoming.wav").write_bytes(data)
+        return lib.upload(tmp_path / "incoming.wav", ".wav")[1].done()
+
+    lib = library(2)
+    assert lib.scan().requeued == 0 and refused_at_once(lib)  # the same limit: given up, as before
+    assert "--time-limit" in failure_note(given_up, TRANSIENT_TRIES)  # the 404 and 400 say what brings it back
+    lib = library(600)
+    assert lib.scan().requeued == 1 and not refused_at_once(lib)  # queued, not the stored failure
+    assert lib.index.conn().execute("SELECT state, analyses FROM tracks").fetchall() == [("pending", 0)] * 2  # tries afresh
 
 
 def test_a_timed_out_upload_is_retried_then_refused(tmp_path, monkeypatch):

@@ -40,14 +40,15 @@ def content_id(path: str | Path) -> str:
     return h.hexdigest()[:22]
 
 
-def track_identity(path: str | Path) -> dict:
-    """Spotify's identity fields for a file: the stem when it is a Spotify id, else a content hash."""
+def track_identity(path: str | Path, sha256: str | None = None) -> dict:
+    """Spotify's identity fields for a file: the stem when it is a Spotify id, else a content hash (the first 22 hex
+    digits of `sha256`, the file's SHA-256, when the caller has it: the file is not read a second time)."""
     stem = Path(path).stem
     if features.is_spotify_id(stem):
         return {"id": stem, "uri": f"spotify:track:{stem}",
                 "track_href": f"https://api.spotify.com/v1/tracks/{stem}",
                 "analysis_url": f"https://api.spotify.com/v1/audio-analysis/{stem}"}
-    cid = content_id(path)
+    cid = sha256[:22] if sha256 else content_id(path)
     return {"id": cid, "uri": f"songfeat:track:{cid}", "track_href": None, "analysis_url": None}
 
 

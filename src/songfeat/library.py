@@ -3,12 +3,13 @@
 `Index` is the SQLite file (WAL mode; default `<library>/.songfeat/library.db`): one row per audio
 file, keyed by path, with its id (exactly as `songfeat analyze` assigns it), size, mtime, SHA-256,
 the model version its features came from, and an analysis count. A scan brings it in line with the
-folder: new files are added, files whose size or mtime changed are hashed again and re-analysed when
-their content changed, removed files are dropped, and rows analysed by another model are queued
+folder: new files are added (a file moved, renamed or copied takes the result its content already has),
+files whose size or mtime changed are hashed again and re-analysed when their content changed, removed files are
+dropped, and rows analysed by another model are queued
 again (their old features are served until the new ones are in). A file that failed because of the server,
 not its content (it ran out of time, or its worker process died), is queued again by the next scan (at start, on
-`POST /library/rescan`, or the periodic one), up to `TRANSIENT_TRIES` analyses in all; a file that failed on its
-content keeps its reason until it changes.
+`POST /library/rescan`, or the periodic one), up to `TRANSIENT_TRIES` analyses in all (a longer time limit starts the
+count again); a file that failed on its content keeps its reason until it changes.
 
 `Library` adds the background analysis: a bounded pool of worker processes (pebble) with a time limit
 per file, so a hostile file can fail its own analysis but never crash or hang the server. The queue
@@ -49,6 +50,8 @@ WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that 
 MAX_TASKS_PER_WORKER = 500  # a worker process is replaced after this many files, so leaks cannot grow
 TRANSIENT_TRIES = 3  # analyses a file gets when each times out or kills its worker; then it stays failed until it changes
 SCAN_BATCH = 200  # rows per transaction while scanning; the workers start on the first batch at once
+SCAN_FLUSH_SECONDS = 1.0  # and a smaller batch is written after this long: large files take long to hash
+WRITABLE = "give --db a path in a folder this user can write (a read-only library folder needs one)"  # an index's advice
 UNREADABLE_SHOWN = 5  # unreadable places a scan report names (it counts them all)
 ANALYSIS_MODULE = "songfeat.analysis:audio_analysis"  # Spotify's audio-analysis object, when songfeat has it
 SCHEMA = """
@@ -166,12 +169,20 @@ class Index:
         self.path = Path(db)
         self.model = model
         self._local = threading.local()
+        self._warned: tuple | None = None  # what the last scan's warning said: the same is not logged again every scan
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = self.conn()
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as e:  # a corrupt or foreign file: say so, and leave it as it is
+            with con:  # a write that changes nothing: an index this process cannot write is refused here, not by every scan
+                con.execute("DELETE FROM tracks WHERE 0")
+        except OSError as e:  # its folder cannot be made (a read-only library folder)
+            raise SongfeatError(self.path, f"cannot create the index ({e.strerror or e}); {WRITABLE}") from None
+        except sqlite3.Error as e:
+            if any(words in str(e) for words in ("readonly", "unable to open")):  # sqlite's words for no write access
+                raise SongfeatError(self.path, f"cannot write the index ({e}); {WRITABLE}") from None
+            # a corrupt or foreign file: say so, and leave it as it is
             raise SongfeatError(self.path, f"cannot open the index ({e}); move it aside to build a new one") from None
 
     def conn(self) -> sqlite3.Connection:
@@ -262,8 +273,9 @@ class Index:
                         "size=excluded.size, mtime_ns=excluded.mtime_ns WHERE tracks.state='pending'",
                         (path, ident, st.st_size, st.st_mtime_ns, sha256, time.time()))
 
-    def scan(self, root: Path, rehash: bool = False, on_batch=None) -> ScanReport:
-        """Bring the index in line with `root` (recursively) and the stored uploads; see the module docstring."""
+    def scan(self, root: Path, rehash: bool = False, on_batch=None, time_limit: float | None = None) -> ScanReport:
+        """Bring the index in line with `root` (recursively) and the stored uploads; see the module docstring. With
+        `time_limit` (the server's), files that ran out of a shorter one are tried again."""
         from .analyze import track_identity
         from .audio import scan_inputs
 
@@ -276,13 +288,20 @@ class Index:
         unseen = [Path(os.path.abspath(e.path)) for e in errors]
         unseen += [u.resolve() for u in unseen]
         report.unreadable = [str(e) for e in errors[:UNREADABLE_SHOWN]]
+        places = len(errors)  # and the files that cannot be read, below
         con = self.conn()
         known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model, error, "
                                                   "analyses FROM tracks")}
+        # this model's results by content and file type, for a file moved, renamed or copied: its twin's result is its own
+        twins = {(sha, Path(p).suffix.lower()): p for p, (_src, _size, _mtime, sha, state, model, error, _tries) in known.items()
+                 if model == self.model and (state == "done" or (state == "failed" and not is_transient(error)))}
         seen: set[str] = set()
         pending_writes: list[tuple] = []
+        flushed = time.monotonic()
 
         def flush() -> None:
+            nonlocal flushed
+            flushed = time.monotonic()
             if pending_writes:
                 with con:
                     for sql, args in pending_writes:
@@ -308,22 +327,31 @@ class Index:
                     pending_writes.append(("UPDATE tracks SET size=?, mtime_ns=? WHERE path=?", (st.st_size, st.st_mtime_ns, path)))
                     same = True
                 if same:
-                    self._keep(old, path, pending_writes, report)
+                    self._keep(old, path, pending_writes, report, time_limit)
                     continue
-                ident = track_identity(resolved)["id"]
+                identity = track_identity(resolved, sha)  # the hash just taken: the file is read once
+                twin = twins.get((sha, resolved.suffix.lower()))
+                result = twin and con.execute("SELECT state, features, error, analyses FROM tracks WHERE path=? AND sha256=? "
+                                              "AND model=? AND state IN ('done', 'failed')", (twin, sha, self.model)).fetchone()
+                state, features, error, tries = result or ("pending", None, None, 0)
+                model = self.model if result else None
+                if features is not None:  # the twin's numbers under this file's own id (its name's, if a Spotify id)
+                    features = json.dumps({**json.loads(features), **identity})
                 pending_writes.append((
-                    "INSERT OR REPLACE INTO tracks (path, source, id, size, mtime_ns, sha256, state, analyses, updated) "
-                    "VALUES (?, 'library', ?, ?, ?, ?, 'pending', 0, ?)", (path, ident, st.st_size, st.st_mtime_ns, sha, time.time())))
+                    "INSERT OR REPLACE INTO tracks (path, source, id, size, mtime_ns, sha256, state, model, features, error, "
+                    "analyses, updated) VALUES (?, 'library', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (path, identity["id"], st.st_size, st.st_mtime_ns, sha, state, model, features, error, tries, time.time())))
                 if old is None:
                     report.added += 1
                 else:
                     report.changed += 1
             except OSError as e:  # vanished or unreadable while scanning: its row stays until a scan can read it
                 unseen.append(Path(f).resolve())
+                places += 1
                 if len(report.unreadable) < UNREADABLE_SHOWN:
                     report.unreadable.append(f"{f}: {e.strerror or type(e).__name__}")
                 continue
-            if len(pending_writes) >= SCAN_BATCH:
+            if len(pending_writes) >= SCAN_BATCH or time.monotonic() - flushed > SCAN_FLUSH_SECONDS:
                 flush()
         for path, (source, _size, _mtime, _sha, state, model, _error, _tries) in known.items():
             if path in seen:
@@ -332,28 +360,32 @@ class Index:
                 report.unchecked += 1
                 continue
             if source == "upload" and os.path.isfile(path):
-                self._keep(known[path], path, pending_writes, report)
+                self._keep(known[path], path, pending_writes, report, time_limit)
                 continue
             if source == "upload" and state == "failed" and model == self.model:  # its file is deleted, its reason kept
                 report.unchanged += 1
                 continue
             pending_writes.append(("DELETE FROM tracks WHERE path=?", (path,)))
             report.removed += 1
-        pending_writes.append(("DELETE FROM failed_analyses WHERE sha256 NOT IN (SELECT sha256 FROM tracks)", ()))
+        for table in ("audio_analyses", "failed_analyses"):  # results of content no file holds now (each analysis ~100 KB)
+            pending_writes.append((f"DELETE FROM {table} WHERE sha256 NOT IN (SELECT sha256 FROM tracks)", ()))
         flush()
         report.seconds = time.monotonic() - t0
-        if report.unchecked or report.unreadable:
+        warning = (places, report.unchecked, report.unreadable) if report.unchecked or report.unreadable else None
+        if warning is not None and warning != self._warned:  # once, not every --rescan-interval while nothing changes
             logging.getLogger(__name__).warning(
-                "songfeat: scan of %s could not read %d place(s), %d track(s) kept unchecked: %s", root,
-                len(errors), report.unchecked, "; ".join(report.unreadable))
+                "songfeat: scan of %s could not read %d place(s), %d track(s) kept unchecked: %s", root, *warning[:2],
+                "; ".join(report.unreadable))
+        self._warned = warning
         return report
 
-    def _keep(self, row: tuple, path: str, writes: list, report: ScanReport) -> None:
+    def _keep(self, row: tuple, path: str, writes: list, report: ScanReport, time_limit: float | None = None) -> None:
         """An unchanged file: queue it again only if its result came from another model version, or it failed for the
-        server's sake (a time-out or a dead worker), not its own, fewer than TRANSIENT_TRIES times."""
+        server's sake (a time-out or a dead worker), not its own, fewer than TRANSIENT_TRIES times, or it ran out of a
+        shorter time limit than `time_limit`."""
         _source, _size, _mtime, _sha, state, model, error, tries = row
-        if state in ("done", "failed") and model != self.model:  # a new model: its own count of tries
-            writes.append(("UPDATE tracks SET state='pending', analyses=0 WHERE path=?", (path,)))
+        if (state in ("done", "failed") and model != self.model) or (state == "failed" and longer_limit(error, time_limit)):
+            writes.append(("UPDATE tracks SET state='pending', analyses=0 WHERE path=?", (path,)))  # its own count of tries
             report.requeued += 1
         elif state == "failed" and retryable(error, tries):
             writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
@@ -378,6 +410,7 @@ TIMED_OUT = "analysis took longer than the {limit:g}-s limit and was stopped"
 DIED = "the analysing process died (exit code {code})"
 # the beginnings of the reasons above: a failure that says more about the server (busy, short of memory) than the file
 TRANSIENT = (TIMED_OUT.split("{")[0], DIED.split("{")[0])
+TIMED_OUT_LIMIT = re.compile(re.escape(TRANSIENT[0]) + r"([0-9.e+]+)-s limit")  # the limit a time-out ran out of
 
 
 def is_transient(reason: str | None) -> bool:
@@ -392,6 +425,14 @@ def retryable(reason: str | None, tries: int) -> bool:
 
 RETRIED = "; it is analysed again after the next library scan (POST /library/rescan)"
 GIVEN_UP = "; it failed so {tries} times and is not tried again until its content changes"
+LONGER = " or the server runs with a longer --time-limit"  # what else retries a time-out given up
+
+
+def longer_limit(reason: str | None, time_limit: float | None) -> bool:
+    """Whether `reason` is a time-out under a shorter limit than `time_limit`: such a file is tried again, with a new
+    count of tries (given up after TRANSIENT_TRIES, it stayed failed even when the server ran with a longer limit)."""
+    found = TIMED_OUT_LIMIT.match(reason or "")
+    return found is not None and time_limit is not None and float(found.group(1)) < time_limit
 
 
 def failure_note(reason: str | None, tries: int = 0) -> str:
@@ -399,7 +440,9 @@ def failure_note(reason: str | None, tries: int = 0) -> str:
     has used up its TRANSIENT_TRIES; any other failure gains nothing."""
     if not is_transient(reason):
         return ""
-    return RETRIED if retryable(reason, tries) else GIVEN_UP.format(tries=tries)
+    if retryable(reason, tries):
+        return RETRIED
+    return GIVEN_UP.format(tries=tries) + (LONGER if TIMED_OUT_LIMIT.match(reason) else "")
 
 
 class TransientFailure(AnalysisFailed):
@@ -549,6 +592,7 @@ class Library:
         self._scan_lock = threading.Lock()
         self._scan_requested = False  # a requested scan waits for the running one (more requests join it)
         self._stopping = False
+        self.indexing = False  # True while the start-up scan runs: an id the index lacks may be a file not reached yet
         self._threads: list[threading.Thread] = []
         self._lock_file: IO[str] | None = None  # the open SERVE_LOCK while this library serves (`claim`)
 
@@ -585,6 +629,7 @@ class Library:
             with contextlib.suppress(OSError):
                 part.unlink()
         self._pool = self._new_pool()
+        self.indexing = True
         for target, args in ((self._dispatch, ()), (self._scan_loop, (rehash, rescan_interval))):
             t = threading.Thread(target=target, args=args, daemon=True, name=f"songfeat-{target.__name__.strip('_')}")
             t.start()
@@ -620,7 +665,7 @@ class Library:
             self._scan_requested = False  # requests from now on need a scan after this one
             with self._lock:
                 self._transient_analyses.clear()  # a scan retries what failed for the server's sake, analyses too
-            report = self.index.scan(self.root, rehash=rehash, on_batch=self.kick)
+            report = self.index.scan(self.root, rehash=rehash, on_batch=self.kick, time_limit=self.time_limit)
         self.last_scan = report
         self.kick()
         return report
@@ -632,16 +677,28 @@ class Library:
             if self._scan_requested:
                 return False
             self._scan_requested = True
-        threading.Thread(target=self.scan, daemon=True, name="songfeat-rescan").start()
+        threading.Thread(target=self._background_scan, daemon=True, name="songfeat-rescan").start()
         return True
 
+    def _background_scan(self, rehash: bool = False) -> None:
+        """`scan` for the background threads: a scan that fails (an index it cannot write, a full disk, a lock held too
+        long) is one logged line, and the next scan tries again; raised, it ended the periodic scans for good."""
+        try:
+            self.scan(rehash)
+        except Exception as e:
+            logging.getLogger(__name__).error("songfeat: scan of %s failed (%s: %s); the next scan tries again", self.root,
+                                              type(e).__name__, e, exc_info=not isinstance(e, (sqlite3.Error, OSError)))
+
     def _scan_loop(self, rehash: bool, interval: float) -> None:
-        self.scan(rehash)
+        try:
+            self._background_scan(rehash)
+        finally:
+            self.indexing = False
         while interval > 0 and not self._stopping:
             with self._lock:
                 self._wake.wait_for(lambda: self._stopping, timeout=interval)
             if not self._stopping:
-                self.scan()
+                self._background_scan()
 
     def kick(self) -> None:
         """Wake the dispatcher: there may be new pending rows in the index."""
@@ -693,7 +750,7 @@ class Library:
             os.unlink(tmp)
         else:
             os.replace(tmp, dest)
-        ident = track_identity(dest)["id"]
+        ident = track_identity(dest, sha)["id"]
         self.index.add_upload(str(dest), ident, sha)
         state = self.index.conn().execute("SELECT state FROM tracks WHERE path=?", (str(dest),)).fetchone()
         if state is not None and state[0] == "done":
@@ -711,9 +768,11 @@ class Library:
             with con:
                 con.execute("DELETE FROM tracks WHERE path=? AND state='failed'", (path,))
             return None
-        if retryable(row[2], row[3]):  # posted again after a time-out: analysed again
+        fresh = longer_limit(row[2], self.time_limit)  # given up under a shorter --time-limit: a new count of tries
+        if fresh or retryable(row[2], row[3]):  # posted again after a time-out: analysed again
             with con:  # (`upload` puts the file back if it is gone, and add_upload takes its size and mtime)
-                con.execute("UPDATE tracks SET state='pending' WHERE path=? AND state='failed'", (path,))
+                con.execute("UPDATE tracks SET state='pending', analyses=? WHERE path=? AND state='failed'",
+                            (0 if fresh else row[3], path))
             return None
         return row[0], _failed(_stored_failure(row[2] or "analysis failed", row[3]))
 

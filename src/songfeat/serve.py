@@ -40,6 +40,9 @@ from .library import AnalysisFailed, Library, TransientFailure, failure_note, is
 
 MAX_IDS = 100  # Spotify's limit per batch request
 WAIT_SECONDS = 60.0  # longest a `?wait=true` request is held before it gets its 503
+INDEXING = "the library's first scan since the server started is still running"  # why an unknown id is a 503 meanwhile
+INDEXING_RETRY = 5  # Retry-After (s) for an id the index lacks while that scan runs
+INDEXING_POLL = 0.25  # seconds between looks at the index for such an id, with ?wait=true
 UPLOAD_MB = 50
 MULTIPART_SLACK = 1 << 20  # bytes of multipart framing and form fields allowed beyond the file cap
 UPLOADS_PER_WORKER = 4  # uploads in flight beyond workers x this get 429: bounded disk and queue under load
@@ -634,19 +637,26 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     api = APIRouter(dependencies=[Depends(same_origin_only), Depends(require_token)])
 
     async def ready(ids: list[str], wait: bool) -> dict:
-        """Entries for `ids`; pending ones are moved up the queue and waited for (wait) or answered 503."""
+        """Entries for `ids`; pending ones are moved up the queue and waited for (wait) or answered 503, and so are ids
+        the index lacks while the start-up scan runs: their files may not have been reached yet, so not null or 404."""
+        deadline = time.monotonic() + wait_seconds
         entries = library.index.lookup(ids)
+        while wait and library.indexing and not entries.keys() >= set(ids) and time.monotonic() < deadline:
+            await asyncio.sleep(INDEXING_POLL)
+            entries = library.index.lookup(ids)
         pending = [e.path for e in entries.values() if e.state == "pending"]
         if pending:
             fut = library.prioritise(pending)
             if wait:
-                await asyncio.wait([asyncio.wrap_future(fut)], timeout=wait_seconds)
+                await asyncio.wait([asyncio.wrap_future(fut)], timeout=max(0.0, deadline - time.monotonic()))
                 entries = library.index.lookup(ids)
                 pending = [e.path for e in entries.values() if e.state == "pending"]
-        if pending:
-            after = library.retry_after(len(pending))
-            raise ApiError(503, f"{len(pending)} of these tracks {'is' if len(pending) == 1 else 'are'} not analysed yet; retry after {after} s "
-                                "(or add wait=true)", {"Retry-After": str(after)})
+        unseen = len(set(ids) - entries.keys()) if library.indexing else 0
+        if pending or unseen:
+            after = max(library.retry_after(len(pending)) if pending else 0, INDEXING_RETRY if unseen else 0)
+            why = [f"{n} of these tracks {'is' if n == 1 else 'are'} {what}" for n, what in
+                   ((len(pending), "not analysed yet"), (unseen, f"not indexed yet ({INDEXING})")) if n]
+            raise ApiError(503, f"{'; '.join(why)}; retry after {after} s (or add wait=true)", {"Retry-After": str(after)})
         return entries
 
     @api.get("/v1/audio-features", summary="Audio features of up to 100 tracks")
@@ -712,6 +722,9 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         except NotImplementedError as e:
             raise ApiError(501, str(e)) from None
         except KeyError:
+            if library.indexing:
+                raise ApiError(503, f"track {id} is not indexed yet ({INDEXING}); retry after {INDEXING_RETRY} s",
+                               {"Retry-After": str(INDEXING_RETRY)}) from None
             raise ApiError(404, f"no track with id {id} in this library") from None
         if cached is None:
             done, _ = await asyncio.wait([asyncio.wrap_future(fut)], timeout=wait_seconds)
