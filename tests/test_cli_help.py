@@ -42,3 +42,35 @@ def test_train_heads_help_names_the_cache_variable_and_what_workers_do():
     out = _help("train-heads")
     assert "$SONGFEAT_CACHE" in out
     assert "Processes reading clips" in out
+
+
+@pytest.mark.parametrize("args, said", [
+    (["analyze", "-j", "0", "x.mp3"], "--workers/-j: 0 is not in the range x>=1"),
+    (["analyze", "--workers", "abc", "x.mp3"], "--workers/-j: 'abc' is not a valid int"),
+    (["analyze", "--bogus", "x.mp3"], "no such option: --bogus"),
+    (["analyze", "x.mp3", "-o"], "option '-o' requires an argument"),
+    (["analyze"], "missing argument 'paths'"),
+    (["analysis", "a.mp3", "b.mp3"], "got unexpected extra argument"),
+    (["tags", "-k", "0", "x.mp3"], "--top/-k: 0 is not in the range 1<=x<=50"),
+    (["build"], "missing option --labels"),
+    (["serve", "--port", "x"], "--port/-p: 'x' is not a valid int"),
+    (["analyse", "x.mp3"], "no such command 'analyse'. Did you mean 'analyze'"),
+    (["--bogus"], "no such option: --bogus"),
+])
+def test_click_usage_errors_are_one_songfeat_line(args, said):
+    # click printed four lines: "Usage: songfeat analyze [OPTIONS] ...", "Try 'songfeat analyze --help' for help.", a
+    # blank line and "Error: Invalid value for '--workers' / '-j': 0 is not in the range x>=1."; README promises one
+    r = run.invoke(app, args, prog_name="songfeat")
+    command = " ".join(["songfeat", *(a for a in args[:1] if a in COMMANDS)])
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"songfeat: error: {said}"), r.stderr
+    assert r.stderr.endswith(f" (see {command} --help)\n"), r.stderr
+
+
+def test_help_version_and_a_bare_songfeat_are_left_as_they_were():
+    r = run.invoke(app, [], prog_name="songfeat")  # click's help, and 2 (no command given)
+    assert r.exit_code == 2 and r.output.startswith("Usage: songfeat [OPTIONS] COMMAND") and "analyze" in r.output
+    r = run.invoke(app, ["analyze", "--help"], prog_name="songfeat")
+    assert r.exit_code == 0 and r.output.startswith("Usage: songfeat analyze [OPTIONS]"), r.output
+    r = run.invoke(app, ["--version"], prog_name="songfeat")
+    assert r.exit_code == 0 and r.output.startswith("songfeat ") and r.output.count("\n") == 1, r.output

@@ -9,8 +9,24 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Spotify-style audio features from audio, offline.")
+
+class _Songfeat(TyperGroup):
+    """The app's command group: click's own usage errors, in parsing and resolving any command, end as songfeat's one
+    error line with status 2 (README, "Exit status"), not click's four (usage, hint, blank line, error)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        with _usage_in_one_line(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> object:
+        with _usage_in_one_line(ctx):
+            return super().invoke(ctx)
+
+
+app = typer.Typer(cls=_Songfeat, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Spotify-style audio features from audio, offline.")
 
 
 def _print_version(value: bool) -> None:
@@ -37,6 +53,40 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     missing extra), 1 work that ran and failed (a file that would not analyse, a write that failed), 130 interrupted."""
     typer.echo(one_line(f"songfeat: error: {message}"), err=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _usage_in_one_line(ctx: typer.Context) -> Iterator[None]:
+    """A click error raised in the body (a bad option value, an unknown option or command, a missing argument) printed
+    as `songfeat: error: <what> (see <command> --help)`, with click's status: one line, whatever the command. Left to
+    click: a bare `songfeat` (its help) and shell completion's parsing (it prints nothing)."""
+    from importlib import import_module
+
+    errors = import_module(typer.BadParameter.__module__)  # the click typer runs on: its own copy, or click itself
+    try:
+        yield
+    except errors.ClickException as e:
+        if ctx.resilient_parsing or isinstance(e, getattr(errors, "NoArgsIsHelpError", ())):
+            raise
+        if not isinstance(e, errors.UsageError):
+            raise fail(_click_message(e), e.exit_code) from None
+        # a parser error (`-j` given no value) comes without its context: it is the command being resolved
+        command = e.ctx.command_path if e.ctx else " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+        raise fail(f"{_click_message(e)} (see {command} --help)", e.exit_code) from None
+
+
+def _click_message(e: Exception) -> str:
+    """A click error's message in songfeat's words: an option as --workers/-j (click's "Invalid value for '--workers' /
+    '-j': ..."), a required choice's list on the line, no capital to start or full stop to end."""
+    message = e.format_message().replace("\n\t", " ")  # "Choose from:\n\ta,\n\tb"
+    param = getattr(e, "param", None)
+    if param is not None and getattr(e, "param_hint", None) is None:
+        quoted = param.get_error_hint(e.ctx)
+        name = "/".join(param.opts) if param.param_type_name == "option" else quoted
+        message = message.replace(f"Invalid value for {quoted}", name).replace(quoted, name)
+    if message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    return message.removesuffix(".")
 
 
 @contextlib.contextmanager
