@@ -539,6 +539,30 @@ def test_cli_missing_input_and_bad_model(tmp_path, example_clip):
     assert p.returncode != 0 and p.stderr.strip() == f"songfeat: error: {tmp_path / 'typo'}: no such model bundle folder"
 
 
+def test_cli_an_output_whose_lock_file_cannot_be_made_is_named_as_given(tmp_path, monkeypatch):
+    """`analyze x.wav -o /proc/x.json` read "/proc/x.json.lock: cannot write it (No such file or directory)": the lock
+    beside the output is songfeat's own, so the output the user named is the one said (refusal simulated, as root)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    song, out = write(tmp_path / "s0.wav", music(2)), tmp_path / "x.json"
+    real_open = os.open
+
+    def refuse(path, *a, **k):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", refuse)
+    r = CliRunner().invoke(app, ["analyze", str(song), "-o", str(out)])
+    assert r.exit_code == 2, r.output
+    assert r.stderr == f"songfeat: error: {out}: cannot write it (Read-only file system)\n", r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s0.wav"]
+
+
 def test_cli_a_model_folder_it_may_not_look_into_is_one_line(tmp_path, monkeypatch):
     """`--model` naming a folder without search permission (its config.json cannot even be stat'ed) printed a traceback
     with status 1; it is one line and status 2, as every unusable bundle (refusal simulated, so this runs as root too)."""

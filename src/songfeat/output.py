@@ -377,9 +377,9 @@ class _OutputLock:
         except OutputError:
             self.release()  # the folders made for an output another run holds, or that cannot be written, go again
             raise
-        except OSError as e:
+        except OSError as e:  # the output is named, not the lock file beside it, which is songfeat's own
             self.release()
-            raise OutputError(self.path, f"cannot write it ({e.strerror or e})") from None
+            raise OutputError(output, f"cannot write it ({e.strerror or e})") from None
 
     def release(self) -> None:
         """Remove the lock file (only while it is still this lock's own) and let go, then the folders it made for the
