@@ -253,6 +253,15 @@ def test_a_delimiter_ending_every_row_does_not_shift_the_columns(tmp_path):
     assert row(t, IDS[0])[["danceability", "energy", "tempo", "key"]].tolist() == [0.5, 0.6, 120.0, 5.0]
 
 
+def test_a_row_without_an_id_is_said_to_have_none_not_nan(tmp_path):
+    """`build` warned "line 3 (nan): bad track_id: the id cell is empty" for an empty id cell (pandas' NaN), and
+    "(  )" for a quoted blank one: such a line names no id, its reason says the cell is empty."""
+    p = tmp_path / "blank.csv"
+    p.write_text(SEED_HEADER + "\n" + f"{IDS[0]},Song,0.5,0.6,120,5,1,4\n" + ",Song,0.5,0.6,120,5,1,4\n"
+                 + '"  ",Song,0.5,0.6,120,5,1,4\n')
+    assert read_labels(p).dropped_lines() == [f"{p}: line {n}: bad track_id: the id cell is empty" for n in (3, 4)]
+
+
 def test_an_unquoted_delimiter_in_a_name_drops_only_its_row(tmp_path):
     """'Earth, Wind & Fire' unquoted shifts its row's values: that row is dropped by name, the file is still read."""
     p = tmp_path / "comma.csv"
@@ -368,7 +377,7 @@ def test_text_ids_in_a_numbered_table_are_kept_as_the_users_own(tmp_path):
         "bad track_id: '-5' is not a whole number of 0 or more; most ids in this table are numbers, read as FMA names "
         "files (2 pairs with 000002.mp3)")
     assert r["my clip"] == "bad track_id: 'my clip' cannot name an audio file (it holds whitespace, a slash or a control character)"
-    assert t.dropped_lines()[-1] == f"{p}: line 12 (nan): bad track_id: the id cell is empty"
+    assert t.dropped_lines()[-1] == f"{p}: line 12: bad track_id: the id cell is empty"  # it read "line 12 (nan)"
     audio = tmp_path / "audio"
     audio.mkdir()
     for name in ("1.wav", "intro.wav"):

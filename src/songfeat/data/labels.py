@@ -95,8 +95,9 @@ class LabelTable:
 
     def dropped_lines(self) -> list[str]:
         """One line per dropped row, '<file>: line N (<id>): <reason>', for warnings (N counts the header as line 1;
-        a long id shortened, `short_id`)."""
-        return [f"{self.source}: line {int(r.row) + 2} ({short_id(r.track_id)}): {r.reason}"
+        a long id shortened, `short_id`). An empty or blank id cell names no id, '<file>: line N: <reason>', the reason
+        saying so (it read '(nan)', pandas' empty cell)."""
+        return [f"{self.source}: line {int(r.row) + 2}{_id_shown(r.track_id)}: {r.reason}"
                 for r in self.dropped.itertuples()]
 
     def summary(self) -> dict:
@@ -115,6 +116,12 @@ def short_id(tid: object, quote: bool = False) -> str:
         return repr(tid) if quote else text
     cut = f"{text[:24]}...{text[-12:]}"
     return f"{repr(cut) if quote else cut} ({len(text)} characters)"
+
+
+def _id_shown(raw: object) -> str:
+    """' (<id>)' for a drop line, `short_id`; '' for an empty or blank id cell (NaN, as pandas reads it, or spaces)."""
+    missing = raw is None or (isinstance(raw, float) and np.isnan(raw)) or not str(raw).strip()
+    return "" if missing else f" ({short_id(raw)})"
 
 
 def parse_track_id(raw: object) -> str | None:
