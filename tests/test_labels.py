@@ -262,6 +262,18 @@ def test_a_row_without_an_id_is_said_to_have_none_not_nan(tmp_path):
     assert read_labels(p).dropped_lines() == [f"{p}: line {n}: bad track_id: the id cell is empty" for n in (3, 4)]
 
 
+def test_ids_that_pandas_calls_missing_are_kept_and_labels_so_written_are_missing(tmp_path):
+    """A table of free ids may hold 'NA', 'None' or 'null' (initials, a track named so): pandas read them as missing and
+    the rows were dropped as "the id cell is empty". They are ids; in a label column the same words still mean missing."""
+    p = tmp_path / "free.csv"
+    p.write_text("track_id,energy,valence\nNA,0.5,null\nNone,NA,0.2\nnull,0.7,n/a\nintro,#N/A,0.4\n,0.1,0.1\n")
+    t = read_labels(p)
+    assert t.frame["track_id"].tolist() == ["NA", "None", "null", "intro"]
+    assert t.frame["energy"].tolist()[::2] == [0.5, 0.7] and np.isnan(t.frame["energy"].tolist()[1::2]).all()
+    assert np.isnan(t.frame["valence"].iat[0]) and np.isnan(t.frame["valence"].iat[2])
+    assert t.dropped_lines() == [f"{p}: line 6: bad track_id: the id cell is empty"]
+
+
 def test_an_unquoted_delimiter_in_a_name_drops_only_its_row(tmp_path):
     """'Earth, Wind & Fire' unquoted shifts its row's values: that row is dropped by name, the file is still read."""
     p = tmp_path / "comma.csv"

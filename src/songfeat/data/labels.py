@@ -435,7 +435,9 @@ def _parse_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
     into spare columns, dropped afterwards, instead of failing the whole file: read_labels drops that row alone."""
     import csv
 
-    opts = dict(sep=sep, encoding=encoding, dtype=str, keep_default_na=True, skipinitialspace=True, index_col=False)
+    # every cell as written but blanks: "NA" or "None" may be a user's own id; read_labels masks NA_WORDS elsewhere
+    opts = dict(sep=sep, encoding=encoding, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True,
+                index_col=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.ParserWarning)  # extra fields in the first row: flagged in read_labels
         try:
@@ -525,6 +527,12 @@ def _float_column(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     return num.astype("float64"), bad
 
 
+# pandas' default words for a missing value ("NA", "null", "None", "n/a", "#N/A", "nan", ...): missing in a label column,
+# but read as written in the id column, where they were real ids of a user's own table dropped as "the id cell is empty"
+NA_WORDS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+                      "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
 def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable:
     """Read a Spotify-style label CSV (any schema above) into the normalised schema, dropping bad rows with reasons."""
     path = Path(path)
@@ -540,6 +548,7 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     if id_col is None or not present:
         what = "no track id column (track_id, id, uri ...)" if id_col is None else "no Spotify feature columns (danceability, energy, ...)"
         raise SongfeatError(path, f"unknown label schema: {what}; columns: {', '.join(cols[:20]) or '(none)'}")
+    raw = raw.apply(lambda col: col if col.name == id_col else col.mask(col.isin(NA_WORDS)))
 
     n = len(raw)
     reasons: list[str | None] = [None] * n
