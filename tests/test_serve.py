@@ -203,6 +203,12 @@ def test_spotipy_batch_and_single_lookups(served):
     assert all(every) and len({f["danceability"] for f in every} | {f["energy"] for f in every}) > 2  # real, varied results
 
 
+def test_the_server_says_its_scan_and_its_analysis_on_stderr(served):
+    # `songfeat serve` printed its start-up line and nothing more: not what the scan found, nor how far the analysis was.
+    srv, _, _ = served
+    wait_for(lambda: "songfeat: analysed 6 of 6 (0 failed)" in srv.log.read_text(), timeout=30)
+    assert re.search(r"songfeat: scanned .*: 6 added, 0 changed, 0 removed, 0 requeued, 0 unreadable", srv.log.read_text())
+
 def test_lookup_errors(served):
     import spotipy
 
@@ -597,6 +603,64 @@ def test_audio_analyses_of_content_no_file_holds_are_dropped(tmp_path):
     assert kept == before & now and len(kept) == 4
 
 
+def test_audio_analyses_of_an_older_analysis_code_are_dropped(tmp_path):
+    # Cached audio analyses (and failures) are keyed by content and analysis-code version, but only content no file
+    # holds was pruned: after an update of the analysis code every old object (~100 KB a song) stayed for good.
+    root = tmp_path / "music"
+    make_library(root)
+    lib = Library(root, workers=1, model="m", job=hostile_job, analysis_target="test_serve:fake_analysis")
+    lib.scan()
+    con = lib.index.conn()
+    shas = [sha for (sha,) in con.execute("SELECT sha256 FROM tracks ORDER BY path")]
+    for sha in shas[:3]:
+        lib.index.store_analysis(sha, "audio_analysis-0123456789abcdef", {"beats": []})  # an older code's
+        lib.index.store_analysis(sha, lib.analysis_version, {"beats": []})
+    lib.index.store_analysis_failure(shas[3], "audio_analysis-0123456789abcdef", "not a readable audio file")
+    lib.index.store_analysis_failure(shas[4], lib.analysis_version, "not a readable audio file")
+    lib.scan()
+    for table in ("audio_analyses", "failed_analyses"):
+        versions = {v for (v,) in con.execute(f"SELECT version FROM {table}")}
+        assert versions == {lib.analysis_version}, table
+    assert con.execute("SELECT count(*) FROM audio_analyses").fetchone()[0] == 3  # this code's are kept
+    assert lib.index.failed_analysis(shas[4], lib.analysis_version) == "not a readable audio file"
+
+
+def test_two_files_named_by_one_spotify_id_serve_the_first_by_path_and_are_warned_about(tmp_path, caplog):
+    # Two files named <id>.ext in two folders, with different content, got the same id: lookups answered whichever row
+    # SQLite returned first (the older one, or the one analysed first), and nothing said so.
+    import logging
+
+    root = tmp_path / "music"
+    ident = SPOTIFY_IDS[0]
+    second = make_clip(root / "b" / f"{ident}.flac", seconds=1.0, seed=2, fmt="FLAC")
+    lib = Library(root, workers=1, model="m", job=hostile_job, analysis_target="test_serve:fake_analysis")
+    assert lib.scan().duplicate_ids == 0  # b/ is indexed first: its row is the older one
+    first = make_clip(root / "a" / f"{ident}.wav", seconds=1.0, seed=1)
+    copy = make_clip(root / "c" / f"{ident}.wav", seconds=1.0, seed=1)  # a copy of a/'s file: the same content, no clash
+    with caplog.at_level(logging.WARNING, logger="songfeat"):
+        report = lib.scan()
+        assert lib.scan().duplicate_ids == 1  # counted by every scan, warned about once while nothing changes
+    assert report.duplicate_ids == 1 and len(report.duplicates) == 1
+    assert str(first) in report.duplicates[0] and str(second) in report.duplicates[0] and str(copy) not in report.duplicates[0]
+    warned = [r.getMessage() for r in caplog.records if ident in r.getMessage()]
+    assert len(warned) == 1 and str(first) in warned[0] and str(second) in warned[0], warned
+    con = lib.index.conn()
+    with con:  # b/'s file analysed, a/'s not yet: still a/'s (a 503 until it is), not b/'s result meanwhile
+        con.execute("UPDATE tracks SET state='done', model='m', features='{\"energy\": 0.2}' WHERE path=?", (str(second),))
+    entry = lib.index.lookup([ident])[ident]
+    assert (entry.path, entry.state) in ((str(first), "pending"), (str(copy), "pending"))
+    with con:
+        con.execute("UPDATE tracks SET state='done', model='m', features='{\"energy\": 0.9}' WHERE path=?", (str(first),))
+    assert lib.index.lookup([ident])[ident].features == '{"energy": 0.9}'
+    sha_b = lib.index.row(str(second))[3]
+    lib.index.store_analysis(sha_b, lib.analysis_version, {"beats": ["b"]})
+    cached, fut = lib.audio_analysis(ident)  # the audio analysis follows the same file: a/'s, not b/'s cached one
+    assert cached is None and fut is not None and lib._urgent[0][1] == str(first)
+    second.unlink()
+    with caplog.at_level(logging.WARNING, logger="songfeat"):
+        assert lib.scan().duplicate_ids == 0 and lib.last_scan.duplicates == []
+
+
 def test_in_process_app_503_wait_and_audio_analysis(tmp_path):
     import uvicorn
 
@@ -834,6 +898,100 @@ def test_a_failed_scan_does_not_end_the_periodic_scans(tmp_path, caplog):
     finally:
         lib.stop()
     assert "scan of" in caplog.text and "database is locked" in caplog.text and "Traceback" not in caplog.text
+
+
+def decoding_job(path: str) -> tuple[dict | None, str | None]:
+    """A stand-in analysis that decodes the file as songfeat does (a corrupt one fails in the decoder's own words) and
+    takes a while, so the queue is seen part way."""
+    from songfeat.audio import load_audio
+
+    load_audio(path, max_seconds=1.0)
+    time.sleep(0.4)
+    return {"id": Path(path).name, "energy": 0.5}, None
+
+
+def test_the_console_says_each_scan_the_queues_progress_and_each_failure(tmp_path, caplog, monkeypatch):
+    # stderr showed only the start-up line: no scan summary, no analysis progress and no failed file, all of which were
+    # only in /healthz and /metrics.
+    import logging
+
+    import songfeat.library
+
+    monkeypatch.setattr(songfeat.library, "PROGRESS_SECONDS", 0.3, raising=False)
+    root = tmp_path / "music"
+    for i in range(4):
+        make_clip(root / f"song{i}.wav", seconds=1.0, seed=i)
+    bad = root / "broken.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(200))  # a corrupt file
+    lib = Library(root, workers=1, model="m", job=decoding_job)
+    caplog.set_level(logging.INFO, logger="songfeat")
+
+    def said(pattern: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if re.search(pattern, r.getMessage())]
+
+    lib.start()
+    try:
+        wait_for(lambda: said(r"analysed 5 of 5 \(1 failed\)"), timeout=120)
+        assert said(r"scanned .*: 5 added, 0 changed, 0 removed, 0 requeued, 0 unreadable")
+        reason = lib.index.conn().execute("SELECT error FROM tracks WHERE path=?", (str(bad),)).fetchone()[0]
+        failed = said("broken.wav")
+        assert len(failed) == 1 and str(bad) in failed[0] and reason in failed[0], failed  # in the error's own words
+        assert [r.levelno for r in caplog.records if "broken.wav" in r.getMessage()] == [logging.WARNING]
+        on_the_way = said(r"analysed [0-4] of 5 \([01] failed\)")
+        assert on_the_way and any(re.search(r", ~\d+ s left$", line) for line in on_the_way), on_the_way
+        lines = len(caplog.records)
+        time.sleep(1.5)  # idle: five progress periods and nothing to say
+        lib.scan()  # a scan that changed nothing: no summary either
+        assert len(caplog.records) == lines, [r.getMessage() for r in caplog.records[lines:]]
+        make_clip(root / "late.wav", seconds=1.0, seed=9)
+        lib.scan()
+        wait_for(lambda: said(r"analysed 1 of 1 \(0 failed\)"), timeout=60)
+        assert said(r"scanned .*: 1 added, 0 changed, 0 removed, 0 requeued, 0 unreadable")
+    finally:
+        lib.stop()
+
+
+def test_serve_writes_its_log_lines_to_stderr_unless_quiet(tmp_path, monkeypatch):
+    # The library logged through Python's last-resort handler, which prints warnings only: the scan summaries and the
+    # progress lines, at INFO, never showed. `serve.run` sends songfeat's lines to stderr; --quiet keeps to warnings.
+    import logging
+
+    from typer.testing import CliRunner
+
+    import songfeat.serve as serve
+    from songfeat.cli import app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    quiet = []
+
+    def fake_run(lib, sock=None, **options):  # no server: what run was asked for, then let the library go
+        quiet.append(options.get("quiet"))
+        sock.close()
+        lib.stop()
+
+    monkeypatch.setattr(serve, "run", fake_run)
+    for args, expected in (((), False), (("--quiet",), True)):
+        r = CliRunner().invoke(app, ["serve", "--library", str(root), "--port", "0", "--workers", "1", *args])
+        assert r.exit_code == 0 and quiet[-1] is expected, r.output
+    log, root_log = logging.getLogger("songfeat"), logging.getLogger()
+    saved = root_log.handlers[:], log.handlers[:], log.level
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    root_log.handlers.clear()  # no logging set up, as in `songfeat serve` (pytest's handlers are put back below)
+    try:
+        for quiet_, shown in ((False, True), (True, False)):
+            serve.console_log(quiet=quiet_)
+            logging.getLogger("songfeat.library").info("songfeat: scanned x")
+            logging.getLogger("songfeat.library").warning("songfeat: could not analyse y")
+            assert ("songfeat: scanned x\n" in stream.getvalue()) == shown, stream.getvalue()
+            assert stream.getvalue().endswith("songfeat: could not analyse y\n"), stream.getvalue()
+            stream.truncate(0)
+            stream.seek(0)
+        assert len(log.handlers) == 1  # set up once, however often asked
+    finally:
+        root_log.handlers[:], log.handlers[:] = saved[:2]
+        log.setLevel(saved[2])
 
 
 def test_made_up_methods_do_not_grow_the_metrics(tmp_path):

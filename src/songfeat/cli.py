@@ -1095,6 +1095,7 @@ def serve_cmd(
     time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
     cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Let browser pages from this origin (scheme://host[:port], or '*' for any) call the GET routes; repeatable. Default: no CORS."),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", metavar="NAME", help="Also answer requests addressed (Host header) to this name: a reverse proxy's or a LAN name, '*.lan' for every name under lan, or an IP address; repeatable; '*': any name (no check). Default on a loopback --host: only localhost, *.localhost, 127.x.x.x and [::1] (a DNS-rebinding defence); on any other: any name, unless this is given."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors: no scan summaries or analysis progress (failed files are still named)."),
 ) -> None:
     """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
     workers = _local_workers(workers)
@@ -1146,7 +1147,7 @@ def serve_cmd(
                f"docs at /docs)", err=True)
     run(lib, host=host, port=port, token=token or None, max_upload_mb=max_upload_mb, rehash=rescan,
         rescan_interval=rescan_interval, log_level="warning", sock=sock, cors_origins=cors_origins,
-        allowed_hosts=allowed_hosts)
+        allowed_hosts=allowed_hosts, quiet=quiet)
 
 
 # The extra that brings each optional top-level module (pyproject.toml); a command that reaches a

@@ -9,12 +9,15 @@ dropped, and rows analysed by another model are queued
 again (their old features are served until the new ones are in). A file that failed because of the server,
 not its content (it ran out of time, or its worker process died), is queued again by the next scan (at start, on
 `POST /library/rescan`, or the periodic one), up to `TRANSIENT_TRIES` analyses in all (a longer time limit starts the
-count again); a file that failed on its content keeps its reason until it changes.
+count again); a file that failed on its content keeps its reason until it changes. Two files of different content
+named by the same Spotify id serve the first by path (each scan counts such ids, and warns when they change); cached
+audio analyses of content no file holds, or of another version of the analysis code, are dropped.
 
 `Library` adds the background analysis: a bounded pool of worker processes (pebble) with a time limit
 per file, so a hostile file can fail its own analysis but never crash or hang the server. The queue
 is the database itself (rows in state `pending`), so a killed server resumes where it stopped and
-finishes every file exactly once.
+finishes every file exactly once. What it does is logged (`songfeat.library`, each line 'songfeat: ...'): a scan
+that changed something, the queue's progress every PROGRESS_SECONDS while it is analysed, and each file that fails.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -40,6 +43,8 @@ from typing import IO
 from .audio import DATA_DIR, capture_output  # DATA_DIR: inside the library folder, the database and stored uploads
 from .errors import SongfeatError
 from .provenance import MEASURING_CODE, source_digest, weights_digest
+
+LOG = logging.getLogger(__name__)
 
 DB_NAME = "library.db"
 UPLOADS = "uploads"
@@ -52,7 +57,8 @@ TRANSIENT_TRIES = 3  # analyses a file gets when each times out or kills its wor
 SCAN_BATCH = 200  # rows per transaction while scanning; the workers start on the first batch at once
 SCAN_FLUSH_SECONDS = 1.0  # and a smaller batch is written after this long: large files take long to hash
 WRITABLE = "give --db a path in a folder this user can write (a read-only library folder needs one)"  # an index's advice
-UNREADABLE_SHOWN = 5  # unreadable places a scan report names (it counts them all)
+SHOWN = 5  # unreadable places, and ids shared by files of different content, a scan report names (it counts them all)
+PROGRESS_SECONDS = 10.0  # at most one progress line this often while the queue is analysed (and one when it empties)
 ANALYSIS_MODULE = "songfeat.analysis:audio_analysis"  # Spotify's audio-analysis object, when songfeat has it
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracks (
@@ -131,6 +137,16 @@ def default_db(root: str | Path) -> Path:
     return Path(root) / DATA_DIR / DB_NAME
 
 
+def served(rows: Iterable[tuple]) -> Iterator[tuple]:
+    """Of index rows (id, sha256, ...) in path order, those whose file holds the content of its id's first file by
+    path: two files of different content named by one Spotify id serve the first, whatever their states or which was
+    indexed first; copies of that content all serve it."""
+    first: dict[str, str] = {}
+    for row in rows:
+        if first.setdefault(row[0], row[1]) == row[1]:
+            yield row
+
+
 def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -159,7 +175,20 @@ class ScanReport:
     unchanged: int = 0
     unchecked: int = 0  # rows kept as they were because their file or folder could not be read this time
     unreadable: list[str] = field(default_factory=list)  # what could not be listed or read, with why (a few)
+    unreadable_count: int = 0  # places that could not be listed or read (all of them)
+    duplicate_ids: int = 0  # ids that files of different content share (named by the same Spotify id)
+    duplicates: list[str] = field(default_factory=list)  # a few of them, each with the file served and those not
     seconds: float = 0.0
+
+    def changed_anything(self) -> bool:
+        """Whether this scan added, changed, removed or requeued a track: a scan that did not is not said on the console."""
+        return bool(self.added or self.changed or self.removed or self.requeued)
+
+    def summary(self, root: Path, counts: dict[str, int]) -> str:
+        """The console's line for this scan, with the index's `counts` after it."""
+        return (f"songfeat: scanned {root} in {self.seconds:.1f} s: {self.added} added, {self.changed} changed, "
+                f"{self.removed} removed, {self.requeued} requeued, {self.unreadable_count} unreadable; "
+                f"{sum(counts.values())} tracks, {counts['pending']} to analyse")
 
 
 class Index:
@@ -169,7 +198,7 @@ class Index:
         self.path = Path(db)
         self.model = model
         self._local = threading.local()
-        self._warned: tuple | None = None  # what the last scan's warning said: the same is not logged again every scan
+        self._warned: dict[str, object] = {}  # what the last scan warned about, by kind: not logged again every scan
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = self.conn()
@@ -197,17 +226,18 @@ class Index:
 
     # ---- reading ------------------------------------------------------------------------------
     def lookup(self, ids: Iterable[str]) -> dict[str, Entry]:
-        """Entries for the given ids (unknown ids are absent); a done row wins over others with the same id."""
+        """Entries for the given ids (unknown ids are absent): of the files an id names, those `served`; of these (copies
+        of one content), a done row wins."""
         wanted = list(dict.fromkeys(ids))
         rank = {"done": 0, "pending": 1, "failed": 2}
         out: dict[str, Entry] = {}
         for i in range(0, len(wanted), 500):
             chunk = wanted[i:i + 500]
             rows = self.conn().execute(
-                f"SELECT id, state, features, error, path, analyses FROM tracks WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk)
-            for r in rows:
-                e = Entry(*r)
+                f"SELECT id, sha256, state, features, error, path, analyses FROM tracks WHERE id IN "
+                f"({','.join('?' * len(chunk))}) ORDER BY path", chunk)
+            for r in served(rows):
+                e = Entry(r[0], *r[2:])
                 if e.state == "pending" and e.features is not None:  # stale model: serve the old result meanwhile
                     e.state = "done"
                 old = out.get(e.id)
@@ -273,9 +303,11 @@ class Index:
                         "size=excluded.size, mtime_ns=excluded.mtime_ns WHERE tracks.state='pending'",
                         (path, ident, st.st_size, st.st_mtime_ns, sha256, time.time()))
 
-    def scan(self, root: Path, rehash: bool = False, on_batch=None, time_limit: float | None = None) -> ScanReport:
+    def scan(self, root: Path, rehash: bool = False, on_batch=None, time_limit: float | None = None,
+             analysis: str | None = None) -> ScanReport:
         """Bring the index in line with `root` (recursively) and the stored uploads; see the module docstring. With
-        `time_limit` (the server's), files that ran out of a shorter one are tried again."""
+        `time_limit` (the server's), files that ran out of a shorter one are tried again; with `analysis` (the audio-analysis
+        code's version, `analysis_version`), cached audio analyses and failures of any other version are dropped."""
         from .analyze import track_identity
         from .audio import scan_inputs
 
@@ -287,7 +319,7 @@ class Index:
         # rows under it, and those of files that cannot be read now, are kept as they are until a scan can see them
         unseen = [Path(os.path.abspath(e.path)) for e in errors]
         unseen += [u.resolve() for u in unseen]
-        report.unreadable = [str(e) for e in errors[:UNREADABLE_SHOWN]]
+        report.unreadable = [str(e) for e in errors[:SHOWN]]
         places = len(errors)  # and the files that cannot be read, below
         con = self.conn()
         known = {r[0]: r[1:] for r in con.execute("SELECT path, source, size, mtime_ns, sha256, state, model, error, "
@@ -348,7 +380,7 @@ class Index:
             except OSError as e:  # vanished or unreadable while scanning: its row stays until a scan can read it
                 unseen.append(Path(f).resolve())
                 places += 1
-                if len(report.unreadable) < UNREADABLE_SHOWN:
+                if len(report.unreadable) < SHOWN:
                     report.unreadable.append(f"{f}: {e.strerror or type(e).__name__}")
                 continue
             if len(pending_writes) >= SCAN_BATCH or time.monotonic() - flushed > SCAN_FLUSH_SECONDS:
@@ -367,17 +399,41 @@ class Index:
                 continue
             pending_writes.append(("DELETE FROM tracks WHERE path=?", (path,)))
             report.removed += 1
-        for table in ("audio_analyses", "failed_analyses"):  # results of content no file holds now (each analysis ~100 KB)
-            pending_writes.append((f"DELETE FROM {table} WHERE sha256 NOT IN (SELECT sha256 FROM tracks)", ()))
+        # results of content no file holds now, or of older analysis code (each analysis ~100 KB); `version != NULL` is
+        # never true: without `analysis`, none is dropped for its version
+        for table in ("audio_analyses", "failed_analyses"):
+            pending_writes.append((f"DELETE FROM {table} WHERE sha256 NOT IN (SELECT sha256 FROM tracks) OR version != ?",
+                                   (analysis,)))
         flush()
+        report.unreadable_count = places
+        report.duplicate_ids, report.duplicates = self.duplicates()
         report.seconds = time.monotonic() - t0
-        warning = (places, report.unchecked, report.unreadable) if report.unchecked or report.unreadable else None
-        if warning is not None and warning != self._warned:  # once, not every --rescan-interval while nothing changes
-            logging.getLogger(__name__).warning(
-                "songfeat: scan of %s could not read %d place(s), %d track(s) kept unchecked: %s", root, *warning[:2],
-                "; ".join(report.unreadable))
-        self._warned = warning
+        self._warn_once("unreadable", (places, report.unchecked, report.unreadable) if places or report.unchecked else None,
+                        "songfeat: scan of %s could not read %d place(s), %d track(s) kept unchecked: %s", root, places,
+                        report.unchecked, "; ".join(report.unreadable))
+        self._warn_once("duplicates", report.duplicates, "songfeat: %d id(s) name files of different content; each is "
+                        "served from its first file by path (rename the others): %s", report.duplicate_ids,
+                        "; ".join(report.duplicates))
         return report
+
+    def _warn_once(self, kind: str, what: object, message: str, *args: object) -> None:
+        """Log a scan's warning of this kind when `what` it is about is not what the last scan's said: once, not every
+        --rescan-interval while nothing changes (a dangling symlink cost a line a minute)."""
+        if what and what != self._warned.get(kind):
+            LOG.warning(message, *args)
+        self._warned[kind] = what
+
+    def duplicates(self) -> tuple[int, list[str]]:
+        """Ids that files of different content share (two files named by one Spotify id), and a few of them, each
+        with the file served (the first by path, `served`) and the files of other content that are not."""
+        rows = self.conn().execute("SELECT id, sha256, path FROM tracks WHERE id IN (SELECT id FROM tracks GROUP BY id "
+                                   "HAVING count(DISTINCT sha256) > 1) ORDER BY id, path").fetchall()
+        kept = {r[2] for r in served(rows)}
+        paths: dict[str, list[str]] = {}
+        for ident, _sha, path in rows:
+            paths.setdefault(ident, []).append(path)
+        return len(paths), [f"{ident}: {files[0]} is served, not {', '.join(p for p in files if p not in kept)}"
+                            for ident, files in list(paths.items())[:SHOWN]]
 
     def _keep(self, row: tuple, path: str, writes: list, report: ScanReport, time_limit: float | None = None) -> None:
         """An unchanged file: queue it again only if its result came from another model version, or it failed for the
@@ -562,6 +618,32 @@ class Stats:
         return sum(self.seconds) / len(self.seconds) if self.seconds else 10.0
 
 
+def rough_span(seconds: float) -> str:
+    """A duration for the console, as a person would round it: '40 s', '12 min', '3 h 5 min'."""
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+@dataclass
+class QueueRun:
+    """One stretch of the queue's analysis, from its first file to the queue's emptying: what the console says of it."""
+
+    started: float  # time.monotonic() of its first file
+    said: float  # and of its last progress line (its start, before the first)
+    finished: int = 0  # files whose result or failure was recorded
+    failed: int = 0
+
+    def line(self, left: int, now: float) -> str:
+        """'analysed N of M (K failed), ~T left' (the time from this stretch's pace), or its last line when none is left."""
+        took = now - self.started
+        head = f"songfeat: analysed {self.finished} of {self.finished + left} ({self.failed} failed)"
+        if not left:
+            return f"{head} in {rough_span(took)}; the queue is empty"
+        return f"{head}, ~{rough_span(took / self.finished * left)} left" if self.finished else head
+
+
 class Library:
     """A library folder, its index, and the worker pool that keeps the index's results complete."""
 
@@ -580,6 +662,7 @@ class Library:
         self.uploads = self.index.path.parent / UPLOADS
         self.stats = Stats()
         self.last_scan: ScanReport | None = None
+        self._run: QueueRun | None = None  # the queue's analysis under way, for the console (the dispatcher's own)
         self._pool = None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -665,7 +748,10 @@ class Library:
             self._scan_requested = False  # requests from now on need a scan after this one
             with self._lock:
                 self._transient_analyses.clear()  # a scan retries what failed for the server's sake, analyses too
-            report = self.index.scan(self.root, rehash=rehash, on_batch=self.kick, time_limit=self.time_limit)
+            report = self.index.scan(self.root, rehash=rehash, on_batch=self.kick, time_limit=self.time_limit,
+                                     analysis=self.analysis_version)
+        if report.changed_anything() or self.last_scan is None:  # the first is said however little it found
+            LOG.info(report.summary(self.root, self.index.counts()))
         self.last_scan = report
         self.kick()
         return report
@@ -686,8 +772,8 @@ class Library:
         try:
             self.scan(rehash)
         except Exception as e:
-            logging.getLogger(__name__).error("songfeat: scan of %s failed (%s: %s); the next scan tries again", self.root,
-                                              type(e).__name__, e, exc_info=not isinstance(e, (sqlite3.Error, OSError)))
+            LOG.error("songfeat: scan of %s failed (%s: %s); the next scan tries again", self.root, type(e).__name__, e,
+                      exc_info=not isinstance(e, (sqlite3.Error, OSError)))
 
     def _scan_loop(self, rehash: bool, interval: float) -> None:
         try:
@@ -793,13 +879,14 @@ class Library:
         """(cached analysis JSON, None), or (None, future of the analysis being computed); KeyError if unknown."""
         if self.analysis_version is None:
             raise NotImplementedError("audio analysis is not available in this songfeat version")
-        rows = self.index.conn().execute("SELECT path, sha256, source, state FROM tracks WHERE id=? ORDER BY state='done' DESC",
-                                         (ident,)).fetchall()
-        # a failed upload has no file, unless it timed out (kept for a retry)
-        rows = [r for r in rows if not (r[2] == "upload" and r[3] == "failed" and not os.path.isfile(r[0]))]
+        rows = self.index.conn().execute("SELECT id, sha256, path, source, state FROM tracks WHERE id=? ORDER BY path",
+                                         (ident,))
+        # the file `lookup` serves, a done one first; a failed upload has no file, unless it timed out (kept for a retry)
+        rows = sorted((r for r in served(rows) if not (r[3] == "upload" and r[4] == "failed" and not os.path.isfile(r[2]))),
+                      key=lambda r: r[4] != "done")
         if not rows:
             raise KeyError(ident)
-        path, sha = rows[0][:2]
+        sha, path = rows[0][1:3]
         cached = self.index.cached_analysis(sha, self.analysis_version)
         if cached is not None:
             return cached, None
@@ -827,8 +914,9 @@ class Library:
                 for r in results:
                     self._finish(*r)
                 self._fill(cap)
+                self._say_progress(bool(results))
             except Exception:  # the dispatcher must outlive any one failure, or every later request waits for ever
-                logging.getLogger(__name__).exception("songfeat: analysis dispatcher")
+                LOG.exception("songfeat: analysis dispatcher")
                 self._replace_broken_pool()
                 time.sleep(0.5)
         for fut in list(self._waiters.values()):
@@ -859,6 +947,22 @@ class Library:
                 if f"analysis:{job[1]}" not in self._inflight:
                     self._submit(job, 0, 0)
 
+    def _say_progress(self, finished: bool) -> None:
+        """Log the queue's progress every PROGRESS_SECONDS while it is analysed, and once when it empties (looked at after
+        files `finished`); nothing while it is idle."""
+        run, now = self._run, time.monotonic()
+        due = run is not None and now - run.said >= PROGRESS_SECONDS
+        if run is None or not (due or finished):
+            return
+        left = self.index.counts()["pending"]  # in flight included: a row stays pending until its result is in
+        if left and not due:
+            return
+        if left or run.finished:  # a stretch whose files all left the index before their results says nothing
+            LOG.info(run.line(left, now))
+        run.said = now
+        if not left:
+            self._run = None
+
     def _replace_broken_pool(self) -> None:
         """Start a new pool if pebble marked this one broken (e.g. a worker sent something unpicklable)."""
         if self._pool is None or self._pool.active:
@@ -874,6 +978,8 @@ class Library:
         self._replace_broken_pool()
         if job[0] == "features":
             fut = self._pool.schedule(guarded_job, args=(self.job, job[1]), timeout=self.time_limit)
+            if self._run is None:
+                self._run = QueueRun(time.monotonic(), time.monotonic())
         else:
             fut = self._pool.schedule(analysis_job, args=(self.analysis_target, job[1], job[2]), timeout=self.time_limit)
         self._inflight[key] = fut
@@ -926,6 +1032,8 @@ class Library:
                     self._transient_analyses[job[2]] = reason
             else:
                 self.index.store_analysis_failure(job[2], self.analysis_version, reason)
+            if reason is not None and not isinstance(exc, FileChanged):
+                LOG.warning("songfeat: could not make the audio analysis of %s: %s", job[1], reason)
             self._resolve(key, None if reason is None else _failure(reason))
             return
         if not _same_file(job[1], size, mtime):  # replaced since it was queued, and no scan has seen it yet
@@ -938,12 +1046,18 @@ class Library:
             self.stats.seconds.append(seconds)
         else:
             self.stats.failed += 1
-        self.index.record(job[1], size, mtime, features, error)
+        recorded = self.index.record(job[1], size, mtime, features, error)
+        if recorded and self._run is not None:
+            self._run.finished += 1
+            self._run.failed += features is None
         if features is not None:
             self._resolve(key, None)
             return
         row = self.index.conn().execute("SELECT analyses FROM tracks WHERE path=?", (job[1],)).fetchone()
-        self._resolve(key, _stored_failure(error or "analysis failed", row[0] if row else TRANSIENT_TRIES))
+        why, tries = error or "analysis failed", row[0] if row else TRANSIENT_TRIES
+        if recorded:  # in the words of its id's 404, a time-out's retry included
+            LOG.warning("songfeat: could not analyse %s: %s%s", job[1], why, failure_note(why, tries))
+        self._resolve(key, _stored_failure(why, tries))
 
     def _resolve(self, key: str, exc: BaseException | None) -> None:
         with self._lock:

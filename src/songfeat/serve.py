@@ -16,8 +16,10 @@ import asyncio
 import dataclasses
 import hmac
 import ipaddress
+import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
@@ -784,16 +786,30 @@ def listen(host: str, port: int):
     return sock
 
 
+def console_log(quiet: bool = False) -> None:
+    """Print songfeat's log lines (the library's scan summaries, the queue's progress, failed files) on stderr as they
+    are written ('songfeat: ...'); `quiet`: warnings and errors only. Without a handler, Python's last-resort one printed
+    the warnings alone; an application that set up logging itself keeps its own handlers (only the level is set)."""
+    log = logging.getLogger("songfeat")
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)  # the format is the message's own, as the last-resort handler's
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+
+
 def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, max_upload_mb: float = UPLOAD_MB,
         rehash: bool = False, rescan_interval: float = 0.0, log_level: str = "info", sock=None,
-        cors_origins: Iterable[str] = (), allowed_hosts: Iterable[str] = ()) -> None:
+        cors_origins: Iterable[str] = (), allowed_hosts: Iterable[str] = (), quiet: bool = False) -> None:
     """Serve `library` with uvicorn until interrupted (the library's workers stop with it), on `sock` (from `listen`;
     by default bound here to (host, port)); `cors_origins` and `allowed_hosts` as for `create_app`, the Host check
-    decided by the address the socket is bound to (a name `--host` gave, such as this machine's, may be a loopback one)."""
+    decided by the address the socket is bound to (a name `--host` gave, such as this machine's, may be a loopback one).
+    `log_level` is uvicorn's; songfeat's own lines go to stderr (`console_log`), warnings only when `quiet`."""
     import uvicorn
 
     from .http_protocol import uvicorn_options
 
+    console_log(quiet)
     sock = sock or listen(host, port)
     address = sock.getsockname()
     app = create_app(library, token=token, max_upload_mb=max_upload_mb, rehash=rehash, rescan_interval=rescan_interval,
