@@ -517,17 +517,22 @@ def test_model_change_and_file_changes_requeue(tmp_path):
     assert stale.state == "done" and stale.features  # the old result is served until the new one is in
 
 
+def scanned_library(tmp_path: Path) -> tuple[Path, dict[str, Path], Index, sqlite3.Connection]:
+    """`make_library` under tmp_path/music, scanned once into an index of model "m": (root, files, index, connection)."""
+    root = tmp_path / "music"
+    files = make_library(root)
+    idx = Index(tmp_path / "index.db", model="m")
+    idx.scan(root)
+    return root, files, idx, idx.conn()
+
+
 def test_a_moved_renamed_or_copied_file_takes_its_result_without_another_analysis(tmp_path):
     # A file moved to another folder or renamed was a new file to the scan, so it was analysed again, its id answering
     # 503 meanwhile (a DJ's folder moved: every song in it, for hours). The same bytes and model give the same result;
     # only the id fields follow the new name. A copy under another type is analysed: the type picks the decoder.
     from songfeat.analyze import track_identity
 
-    root = tmp_path / "music"
-    files = make_library(root)
-    idx = Index(tmp_path / "index.db", model="m")
-    idx.scan(root)
-    con = idx.conn()
+    root, files, idx, con = scanned_library(tmp_path)
     with con:
         for path, in con.execute("SELECT path FROM tracks").fetchall():
             con.execute("UPDATE tracks SET state='done', model='m', analyses=1, features=? WHERE path=?",
@@ -586,11 +591,7 @@ def test_a_scan_of_large_files_writes_what_it_has_every_second(tmp_path, monkeyp
 def test_audio_analyses_of_content_no_file_holds_are_dropped(tmp_path):
     # The audio analyses of a file replaced (re-tagged, re-encoded) or removed stayed in the index for good, one object
     # of ~100 KB per song and version; failed ones were already dropped by the scan. A moved file keeps its analysis.
-    root = tmp_path / "music"
-    files = make_library(root)
-    idx = Index(tmp_path / "index.db", model="m")
-    idx.scan(root)
-    con = idx.conn()
+    root, files, idx, con = scanned_library(tmp_path)
     before = {sha for (sha,) in con.execute("SELECT sha256 FROM tracks")}
     for sha in before:
         idx.store_analysis(sha, "v1", {"beats": []})
