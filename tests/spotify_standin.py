@@ -89,9 +89,11 @@ class SpotifyStandIn:
         self.no_preview: set[str] = set()
         self.preview_faults: dict[str, str] = {}  # id -> "404" | "truncated" | "not_audio" | "flaky" | "slow" | "drip"
         #                                             | "cut_unsized" / "cut_unsized_once" (half a body, no Content-Length)
+        #                                             | "stall" (no answer at all for stall_seconds; logged as status 0)
         self.slow_seconds = 0.5
         self.drip_seconds = 0.02  # "drip": one byte this often (each well within a read timeout) ...
         self.drip_for = 5.0  # ... for this long, then the connection closes
+        self.stall_seconds = 30.0
         self.search_delay = 0.0  # seconds before each search answer (to kill a run part-way)
         self.faults: list[Fault] = []
         self.log: list[Logged] = []
@@ -314,6 +316,13 @@ def _handler(standin: SpotifyStandIn) -> type[BaseHTTPRequestHandler]:
                         time.sleep(standin.slow_seconds / 5)
                 except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-body
                     self.close_connection = True
+                return
+            if kind == "stall":  # a server that took the request and says nothing: the client waits on its timeout
+                self._record(0, query)
+                end = time.monotonic() + standin.stall_seconds
+                while time.monotonic() < end and standin._server is not None:
+                    time.sleep(0.05)
+                self.close_connection = True
                 return
             if kind == "drip":
                 self._audio_head(query, len(body))

@@ -166,6 +166,25 @@ def test_resume_when_state_lags_the_csv(standin: SpotifyStandIn, tmp_path: Path)
     assert report.added == 45 and report.with_features == 85
 
 
+def test_a_second_run_into_the_same_table_is_refused(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """Two runs into one table (a genre added while the first ran) each saved its own rows over the other's, both
+    exiting 0: the table ended with one run's genre. The second is refused while the first holds the table."""
+    out = tmp_path / "t.csv"
+    standin.fail("/v1/search", 500, when={"q": "genre:pop", "offset": "0"})
+    refusals: list[str] = []
+
+    def second_run(seconds: float) -> None:  # while the first waits out its retry
+        with pytest.raises(SongfeatError) as e:
+            run(standin, out, genres="rock")
+        refusals.append(str(e.value))
+
+    run(standin, out, genres="pop", policy=RetryPolicy(sleep=second_run))
+    assert len(refusals) == 1 and "is being written by another songfeat run" in refusals[0], refusals
+    run(standin, out, genres="rock")  # the first has let go
+    assert Counter(r["genre"] for r in read(out)) == {"pop": 25, "rock": 25}
+    assert not out.with_name("t.csv.lock").exists()
+
+
 def test_year_slices_beyond_the_search_cap(tmp_path: Path) -> None:
     with SpotifyStandIn({"pop": 60}, years=(2019, 2020, 2021), search_cap=20) as s:
         report = run(s, tmp_path / "t.csv", genres="pop", per_genre=50, search_cap=20, first_year=2015)
@@ -320,6 +339,18 @@ def test_a_token_expired_mid_run_is_renewed(standin: SpotifyStandIn, tmp_path: P
     assert report.tracks == 70 and sleeps == []
     assert len(standin.requests("/api/token")) == 2
     assert [(x.query["offset"], x.status) for x in standin.requests("/v1/search")] == [("0", 200), ("50", 401), ("50", 200)]
+
+
+def test_a_second_401_stops_the_run_naming_the_status(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """A 401 with an empty body, again after a new token, stopped the run with 'HTTP 401: None' (spotipy's word for no
+    message); it is named as HTTP names it, as is a 5xx with an empty body."""
+    standin.fail("/v1/search", 401, times=2)
+    with pytest.raises(SpotifyAPIError, match=r"offset 0 at http://127\.0\.0\.1:\d+/v1/search: HTTP 401: Unauthorized$"):
+        run(standin, tmp_path / "t.csv", genres="pop")
+    assert len(standin.requests("/api/token")) == 2
+    standin.fail("/v1/search", 502, times=6)
+    with pytest.raises(SpotifyAPIError, match=r"gave up after 6 attempts: HTTP 502: Bad Gateway$"):
+        run(standin, tmp_path / "t.csv", genres="pop")
 
 
 def test_malformed_search_items_are_skipped_or_left_empty(standin: SpotifyStandIn, tmp_path: Path) -> None:

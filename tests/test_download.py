@@ -125,6 +125,20 @@ def test_rows_without_preview_and_unsafe_ids(standin: SpotifyStandIn, tmp_path: 
     assert not (tmp_path / "evil.mp3").exists()
 
 
+def test_rows_without_an_id_or_repeating_one_are_counted_and_a_scheme_is_case_insensitive(standin: SpotifyStandIn,
+                                                                                          tmp_path: Path) -> None:
+    """A 'nan' id (a pandas table's NaN written out) was fetched as nan.mp3, rows with a blank or repeated id vanished
+    from the summary without a word, and an HTTP:// URL was 'not an http(s) URL'."""
+    url = f"{standin.base}/preview/pop00002x0.mp3"
+    ids = write_tracks(standin, tmp_path / "t.csv", extra=[("", url), ("nan", url), ("NaN", url), ("pop00000x0", url),
+                                                            ("upper", "HTTP" + url[4:])])
+    out = tmp_path / "previews"
+    report = download(tmp_path / "t.csv", out, progress=False)
+    assert (report.no_id, report.repeated, report.total, report.downloaded, report.failures) == (3, 1, 13, 13, [])
+    assert finals(out) == sorted(f"{t}.mp3" for t in [*ids, "upper"])
+    assert "; 3 rows have no track id; 1 rows repeat a track id listed before" in report.summary()
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(SongfeatError, match="no such track table"):
         download(tmp_path / "missing.csv", tmp_path / "out")
@@ -263,34 +277,48 @@ def test_output_folder_under_a_file_and_a_table_with_a_bom(standin: SpotifyStand
     assert report.downloaded == 12 and finals(tmp_path / "previews") == sorted(f"{t}.mp3" for t in ids)
 
 
-def test_ctrl_c_does_not_wait_out_retries(tmp_path: Path) -> None:
-    """Ctrl-C while workers wait out a 30-s Retry-After: the run ends now, not after every retry."""
+def ctrl_c_once_two_are_asked_for(s: SpotifyStandIn, tmp_path: Path, waiting_on: str) -> None:
+    """Run `songfeat download -j 2` on every stand-in track, Ctrl-C it once two previews were asked for, and check that
+    it ended within 5 s (not after `waiting_on`) in its one line, with status 130 and no partial file."""
     import signal
     import time
 
-    with SpotifyStandIn({"pop": 4}) as s:
-        ids = write_tracks(s, tmp_path / "t.csv")
-        for t in ids:
-            s.fail(f"/preview/{t}.mp3", 429, headers={"Retry-After": "30"}, times=5)
-        out = tmp_path / "previews"
-        cmd = [sys.executable, "-m", "songfeat.cli", "download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out), "-j", "2"]
-        proc = subprocess.Popen(cmd, env=hermetic_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    write_tracks(s, tmp_path / "t.csv")
+    out = tmp_path / "previews"
+    cmd = [sys.executable, "-m", "songfeat.cli", "download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out), "-j", "2"]
+    proc = subprocess.Popen(cmd, env=hermetic_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while len(s.requests("/preview/")) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
         try:
-            deadline = time.monotonic() + 20
-            while len(s.requests("/preview/")) < 2:
-                assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGINT)
-            try:
-                _, err = proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                pytest.fail("still running 5 s after Ctrl-C: it waits out the Retry-After of every download in flight")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 130
-        assert err.strip().splitlines() == [f"songfeat: error: interrupted; files already in {out} are complete; rerun the same command to continue"]
-        assert len(s.requests("/preview/")) == 2 and leftovers(out) == []
+            _, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 5 s after Ctrl-C: it waits out {waiting_on}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [f"songfeat: error: interrupted; files already in {out} are complete; rerun the same command to continue"]
+    assert len(s.requests("/preview/")) == 2 and leftovers(out) == []
+
+
+def test_ctrl_c_does_not_wait_out_retries(tmp_path: Path) -> None:
+    """Ctrl-C while workers wait out a 30-s Retry-After: the run ends now, not after every retry."""
+    with SpotifyStandIn({"pop": 4}) as s:
+        for t in s.tracks:
+            s.fail(f"/preview/{t}.mp3", 429, headers={"Retry-After": "30"}, times=5)
+        ctrl_c_once_two_are_asked_for(s, tmp_path, "the Retry-After of every download in flight")
+
+
+def test_ctrl_c_does_not_wait_on_a_stalled_server(tmp_path: Path) -> None:
+    """Ctrl-C while workers wait for a server that never answers: the pool waited for them, each until its 30-s
+    --timeout, and pressing Ctrl-C again did not help; their sockets are cut now."""
+    with SpotifyStandIn({"pop": 4}) as s:
+        s.preview_faults = dict.fromkeys(s.tracks, "stall")
+        ctrl_c_once_two_are_asked_for(s, tmp_path, "the --timeout of every download in flight")
 
 
 def test_a_stray_os_error_is_one_error_line(standin: SpotifyStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -317,7 +317,7 @@ def _same_file(st: os.stat_result, path: str | Path) -> bool:
     return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
-_HELD: "weakref.WeakSet[_OutputLock]" = weakref.WeakSet()  # this process's output locks, for a forked child to drop
+_HELD: "weakref.WeakSet[OutputLock]" = weakref.WeakSet()  # this process's output locks, for a forked child to drop
 
 
 def _drop_in_child() -> None:
@@ -331,7 +331,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_in_child)
 
 
-class _OutputLock:
+class OutputLock:
     """An exclusive, non-blocking flock on `<output>.lock`, held while one run writes `<output>`: two runs with the same
     --output would both append to its `.partial`, and the second's rename would drop rows the first wrote.
 
@@ -428,7 +428,7 @@ def _lock_holder(fd: int) -> str:
 class ResultWriter:
     """Streams records to stdout or atomically to a file in one of FORMATS.
 
-    Raises OutputError for an unusable --output (see `check_output`), one another run is writing (see `_OutputLock`,
+    Raises OutputError for an unusable --output (see `check_output`), one another run is writing (see `OutputLock`,
     held until close() or release()) and, with `resume`, for one it cannot read.
     """
 
@@ -450,7 +450,7 @@ class ResultWriter:
         self.model = model
         self.previous: list[dict] = []
         # before the .partial is looked at: another run's rows there are not an interrupted run's
-        self._lock = _OutputLock(self.output) if self.output is not None else None
+        self._lock = OutputLock(self.output) if self.output is not None else None
         try:
             if self.output and not resume and self.partial_has_rows:
                 # writing would start it afresh: the songs an interrupted run finished would be lost without a word

@@ -30,6 +30,7 @@ from typing import Any
 from .. import atomic
 from ..errors import SongfeatError
 from ..features import LABEL_COLUMNS
+from ..output import OutputLock
 from . import spotify_api
 from .spotify_api import RetryPolicy, SpotifyAPIError
 
@@ -266,43 +267,49 @@ def collect(
     api, token = spotify_api.resolve_endpoints(api_url, token_url)
     cid, secret = spotify_api.resolve_credentials(client_id, client_secret)
 
-    rows = read_table(out) if out.exists() else {}
-    state = _load_state(state_path)
-    before = len(rows)
-    ckpt = _Checkpoint(out, state_path, rows, state)
-    sp = spotify_api.make_client(cid, secret, api, token)
-    report = CollectReport(out=out, state=state_path)
-
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
-    from ..progress import bar as new_bar
-
-    bar = new_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), show=progress)
+    # held for the whole run, as analyze -o holds its output: a second run into the same table (another genre, say)
+    # read it before the first saved, then each overwrote the other's rows at every save
+    lock = OutputLock(out)
     try:
-        with bar:
-            counts = {g: 0 for g in genre_list}
-            for r in rows.values():
-                if r["genre"] in counts:
-                    counts[r["genre"]] += 1
-            task = bar.add_task("searching", total=per_genre * len(genre_list),
-                                completed=sum(min(n, per_genre) for n in counts.values()))
-            for genre in genre_list:
-                bar.update(task, description=f"searching {genre}")
-                got = _search_genre(sp, genre, per_genre, counts, rows, state, ckpt, policy, require_preview,
-                                    search_cap, first_year, on_message, lambda: bar.advance(task))
-                if got < per_genre:
-                    report.short[genre] = got
-                ckpt.save()
-            report.per_genre = {g: counts[g] for g in genre_list}
-            if features:
-                _fetch_features(sp, rows, state, ckpt, policy, report, bar, on_message)
+        rows = read_table(out) if out.exists() else {}
+        state = _load_state(state_path)
+        before = len(rows)
+        ckpt = _Checkpoint(out, state_path, rows, state)
+        sp = spotify_api.make_client(cid, secret, api, token)
+        report = CollectReport(out=out, state=state_path)
+
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+        from ..progress import bar as new_bar
+
+        bar = new_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), show=progress)
+        try:
+            with bar:
+                counts = {g: 0 for g in genre_list}
+                for r in rows.values():
+                    if r["genre"] in counts:
+                        counts[r["genre"]] += 1
+                task = bar.add_task("searching", total=per_genre * len(genre_list),
+                                    completed=sum(min(n, per_genre) for n in counts.values()))
+                for genre in genre_list:
+                    bar.update(task, description=f"searching {genre}")
+                    got = _search_genre(sp, genre, per_genre, counts, rows, state, ckpt, policy, require_preview,
+                                        search_cap, first_year, on_message, lambda: bar.advance(task))
+                    if got < per_genre:
+                        report.short[genre] = got
+                    ckpt.save()
+                report.per_genre = {g: counts[g] for g in genre_list}
+                if features:
+                    _fetch_features(sp, rows, state, ckpt, policy, report, bar, on_message)
+        finally:
+            if rows or out.exists():  # a run that found nothing (bad credentials, say) leaves no empty table
+                ckpt.save(force=True)
+        report.tracks = len(rows)
+        report.added = len(rows) - before
+        report.with_features = sum(1 for r in rows.values() if r[LABEL_COLUMNS[0]] != "")
+        return report
     finally:
-        if rows or out.exists():  # a run that found nothing (bad credentials, say) leaves no empty table
-            ckpt.save(force=True)
-    report.tracks = len(rows)
-    report.added = len(rows) - before
-    report.with_features = sum(1 for r in rows.values() if r[LABEL_COLUMNS[0]] != "")
-    return report
+        lock.release()
 
 
 def _search_genre(

@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import os
 import re
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -43,8 +45,8 @@ CONTENT_TYPES = {
 }
 EXTENSIONS = tuple(dict.fromkeys((DEFAULT_EXT, *CONTENT_TYPES.values())))
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # becomes a file name: no dots, slashes
-# what pandas and spreadsheets write for an empty cell: no preview URL, not a failed download
-MISSING_URLS = frozenset({"nan", "none", "null", "na", "n/a", "<na>", "#n/a"})
+# what pandas and spreadsheets write for an empty cell: no preview URL (not a failed download), or no track id
+MISSING_CELLS = frozenset({"nan", "none", "null", "na", "n/a", "<na>", "#n/a"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class DownloadReport:
     downloaded: int = 0
     already: int = 0  # valid files found on disk and skipped
     no_preview: int = 0  # rows without a preview URL (not failures)
+    no_id: int = 0  # rows without a track id: nothing to name a file after
+    repeated: int = 0  # rows repeating a track id listed before (the first row's URL is the one fetched)
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -80,13 +84,18 @@ class DownloadReport:
                 f"{len(self.failures)} failed of {self.total} previews")
         if self.no_preview:
             line += f"; {self.no_preview} tracks have no preview URL"
+        if self.no_id:
+            line += f"; {self.no_id} rows have no track id"
+        if self.repeated:
+            line += f"; {self.repeated} rows repeat a track id listed before"
         if self.failures:
             line += f"; failures listed in {self.report_path}"
         return line + f" ({self.seconds:.1f} s)"
 
 
-def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
-    """([(track_id, preview_url)], rows without a preview) from a track table, one entry per id."""
+def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int, int, int]:
+    """([(track_id, preview_url)], rows without a preview, rows without an id, rows repeating an id) from a track table,
+    one entry per id (its first row's): every row is counted somewhere, so none goes missing without a word."""
     path = Path(tracks_csv)
     if path.is_dir():
         raise SongfeatError(path, "is a folder; --tracks takes a track table (CSV)")
@@ -100,15 +109,21 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
             if id_col is None or "preview_url" not in cols:
                 raise SongfeatError(path, f"needs columns track_id (or id) and preview_url; has {', '.join(cols) or 'none'}")
             seen: dict[str, str] = {}
-            no_preview = 0
+            no_preview = no_id = repeated = 0
             for row in reader:
                 tid = (row.get(id_col) or "").strip()
                 if tid.startswith("spotify:track:"):  # some tables store URIs
                     tid = tid.rsplit(":", 1)[1]
+                if tid.lower() in MISSING_CELLS:  # a NaN id written out was fetched as nan.mp3
+                    tid = ""
                 url = (row.get("preview_url") or "").strip()
-                if url.lower() in MISSING_URLS:  # a table saved by pandas with NaN written out
+                if url.lower() in MISSING_CELLS:  # a table saved by pandas with NaN written out
                     url = ""
-                if not tid or tid in seen:
+                if not tid:
+                    no_id += 1
+                    continue
+                if tid in seen:
+                    repeated += 1
                     continue
                 if not url:
                     no_preview += 1
@@ -121,7 +136,7 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int]:
         raise SongfeatError(path, f"malformed CSV ({e})") from None
     except OSError as e:
         raise SongfeatError(path, f"cannot read ({e.strerror or e})") from None
-    return [(t, u) for t, u in seen.items() if u], no_preview
+    return [(t, u) for t, u in seen.items() if u], no_preview, no_id, repeated
 
 
 def check_audio(path: str | Path) -> None:
@@ -284,7 +299,7 @@ def download_one(
         return "cancelled", None
     if not SAFE_ID.match(track_id):
         return "failed", Failure(track_id, url, "unsafe track_id for a file name", 0)
-    if not url.startswith(("http://", "https://")):
+    if not url.lower().startswith(("http://", "https://")):  # a scheme is case-insensitive: HTTP://... is one too
         return "failed", Failure(track_id, url, "preview_url is not an http(s) URL", 0)
     if existing(out_dir, track_id) is not None:
         return "already", None
@@ -305,6 +320,56 @@ def download_one(
             if stop is not None and stop.is_set():
                 return "cancelled", None
             attempt += 1
+
+
+class _InFlight:
+    """The sockets of the downloads in flight, so that Ctrl-C can cut them (`cut`): a worker waiting on a stalled server
+    held the run for up to --timeout after Ctrl-C, however often it was pressed, as the pool waits for its workers."""
+
+    def __init__(self) -> None:
+        self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self.lock = threading.Lock()
+        self.cutting = False
+        live = self
+
+        def tracked(base: type) -> type:
+            class Connection(base):  # type: ignore[misc, valid-type]
+                def connect(self) -> None:
+                    super().connect()
+                    with live.lock:
+                        live.sockets.add(self.sock)
+                        if live.cutting:  # connected just as the run stopped
+                            _shut(self.sock)
+
+            return Connection
+
+        self.pools = {"http": type("HTTPPool", (urllib3.HTTPConnectionPool,),
+                                   {"ConnectionCls": tracked(urllib3.HTTPConnectionPool.ConnectionCls)}),
+                      "https": type("HTTPSPool", (urllib3.HTTPSConnectionPool,),
+                                    {"ConnectionCls": tracked(urllib3.HTTPSConnectionPool.ConnectionCls)})}
+
+    def session(self) -> requests.Session:
+        """A requests session whose connections (but a proxy's) are registered here."""
+        s = requests.Session()
+        for adapter in s.adapters.values():
+            adapter.poolmanager.pool_classes_by_scheme = self.pools
+        return s
+
+    def cut(self) -> None:
+        """Shut every registered socket down: a read waiting on it returns at once (and the worker, seeing the run stop,
+        gives up), and so does one that connects from now on."""
+        with self.lock:
+            self.cutting = True
+            for sock in list(self.sockets):
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut a socket down both ways, so that a read blocked on it returns (one closed already is left alone)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already
+        pass
 
 
 def _lock(out_dir: Path) -> Any:
@@ -358,7 +423,7 @@ def download(
     policy = policy or RetryPolicy()
     if retries is not None:
         policy = replace(policy, retries=retries)
-    tracks, no_preview = read_tracks(tracks_csv)
+    tracks, no_preview, no_id, repeated = read_tracks(tracks_csv)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SongfeatError(out, "exists and is not a folder")
@@ -366,7 +431,8 @@ def download(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a parent that is a file, no permission
         raise SongfeatError(out, f"cannot create the folder ({e.strerror or e})") from None
-    report = DownloadReport(out_dir=out, report_path=out / REPORT_NAME, total=len(tracks), no_preview=no_preview)
+    report = DownloadReport(out_dir=out, report_path=out / REPORT_NAME, total=len(tracks), no_preview=no_preview,
+                            no_id=no_id, repeated=repeated)
     lock = _lock(out)
     start = time.monotonic()
     stop = threading.Event()  # set on the way out (Ctrl-C, a full disk): workers stop instead of finishing their retries
@@ -377,10 +443,11 @@ def download(
         if stale and on_message is not None:
             on_message(f"{out}: removed {stale} partial file(s) left by an interrupted run")
         local = threading.local()
+        in_flight = _InFlight()
 
         def work(tid: str, url: str) -> tuple[str, Failure | None]:
             if not hasattr(local, "session"):
-                local.session = requests.Session()
+                local.session = in_flight.session()
             return download_one(local.session, tid, url, out, policy, timeout, stop)
 
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -404,6 +471,7 @@ def download(
                     bar.advance(task)
         except BaseException:
             stop.set()
+            in_flight.cut()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -9,6 +9,7 @@ with each 429 / 5xx / network error.
 from __future__ import annotations
 
 import email.utils
+import http
 import json
 import logging
 import math
@@ -258,12 +259,22 @@ def _network_text(exc: requests.RequestException) -> str:
     return _POOL_PREFIX.sub("", str(inner)) or type(inner).__name__
 
 
+def _phrase(status: int | None) -> str:
+    """HTTP's name for a status ("Unauthorized" for 401), or "" for one it does not name."""
+    try:
+        return http.HTTPStatus(status).phrase  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+
+
 def _describe(exc: BaseException) -> tuple[str | None, int | None, str, Any]:
     """(url, status, message, headers) of an exception raised by a spotipy call."""
     from spotipy.exceptions import SpotifyException, SpotifyOauthError
 
     if isinstance(exc, SpotifyException):
         url, _, msg = str(exc.msg).partition(":\n")
+        if msg.strip() == "None":  # spotipy's words for an answer without a message (an empty body): "HTTP 401: None"
+            msg = _phrase(exc.http_status)
         return url or None, exc.http_status, _short(msg), exc.headers or {}
     if isinstance(exc, SpotifyOauthError):
         return getattr(exc, "url", None), getattr(exc, "http_status", None), _short(str(exc)), getattr(exc, "headers", {}) or {}
