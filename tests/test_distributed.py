@@ -312,17 +312,25 @@ def test_rays_info_lines_stay_off_the_users_stderr(folder, tmp_path):
 
 def test_a_bad_output_or_empty_input_is_refused_before_ray_starts(folder, tmp_path, monkeypatch):
     # the CLI started (or joined) a cluster first, so each of these waited ~7 s for Ray before its one-line error
+    import fcntl
+
     calls = []
     monkeypatch.setattr(distributed, "init", lambda address=None, **kw: calls.append(address))
     afile = tmp_path / "afile"
     afile.write_text("not a folder\n")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "held").mkdir()  # an output another run is writing (and one under a file, below) waited for Ray too
+    held = os.open(tmp_path / "held" / distributed.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)
     base = ["analyze", "--engine", "ray", "--format", "parquet", "--output"]
     for args, message in (([str(afile), str(folder)], "exists and is not a folder"),
                           ([str(tmp_path / "o"), str(tmp_path / "empty")], "no audio files found"),
-                          ([str(tmp_path / "o"), str(folder), "--model", str(tmp_path / "empty")], "not a model bundle")):
+                          ([str(tmp_path / "o"), str(folder), "--model", str(tmp_path / "empty")], "not a model bundle"),
+                          ([str(afile / "o"), str(folder)], "cannot create the output folder"),
+                          ([str(tmp_path / "held"), str(folder)], "another run is writing this output")):
         res = CliRunner().invoke(app, base + args)
         assert res.exit_code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    os.close(held)
     assert calls == [] and not (tmp_path / "o").exists()
 
 
@@ -350,6 +358,22 @@ def test_the_walks_notes_are_warnings_on_ray_too(tmp_path):
     assert len(rows) == 1 and refused == [] and len(notes) == 1 and "already walked" in notes[0], notes
 
 
+class Written:
+    """What analyze_dataset returns, faked: its write_parquet makes one committed-able file of two rows."""
+
+    def write_parquet(self, path, **_):
+        os.makedirs(path)
+        rows = {"path": ["a.wav", "b.wav"], "id": ["a", "b"], "error": [None, None]}
+        pq.write_table(pa.table(rows), f"{path}/0.parquet")
+
+
+def fake_chunks(monkeypatch, analysed) -> None:
+    """Run analyze_to_parquet's chunks without a cluster: each chunk's Dataset is its rows, and `analysed` stands in for
+    analyze_dataset (returning a `Written`, say)."""
+    monkeypatch.setattr(distributed, "_listed_run", lambda ray, rows, batch_size, actors: (rows, actors))
+    monkeypatch.setattr(distributed, "analyze_dataset", analysed)
+
+
 def test_a_run_that_fails_before_committing_a_part_leaves_no_folders_it_made(folder, tmp_path, monkeypatch):
     """`analyze --engine ray -o new/o` made new/o (with its manifest and lock) before the work and left it behind when
     the run then failed or was interrupted before a part was committed; Ctrl-C then said "committed parts are kept in"
@@ -357,20 +381,13 @@ def test_a_run_that_fails_before_committing_a_part_leaves_no_folders_it_made(fol
     is left as it was. (No cluster: the chunks' Datasets are faked, and so is their analysis.)"""
     runs = []
 
-    class Written:  # what analyze_dataset returns: its write_parquet makes one committed-able file of two rows
-        def write_parquet(self, path, **_):
-            os.makedirs(path)
-            rows = {"path": ["a.wav", "b.wav"], "id": ["a", "b"], "error": [None, None]}
-            pq.write_table(pa.table(rows), f"{path}/0.parquet")
-
     def analysed(*_a, **_k):
         runs.append(1)
         if len(runs) in fail_at:
             raise fail_with
         return Written()
 
-    monkeypatch.setattr(distributed, "_listed_run", lambda ray, rows, batch_size, actors: (rows, actors))
-    monkeypatch.setattr(distributed, "analyze_dataset", analysed)
+    fake_chunks(monkeypatch, analysed)
     kw = dict(chunk_size=2, concurrency=1)
     out = tmp_path / "new" / "o"
     for fail_with in (KeyboardInterrupt(), RuntimeError("an actor died")):
@@ -400,3 +417,32 @@ def test_a_run_that_fails_before_committing_a_part_leaves_no_folders_it_made(fol
     assert not (tmp_path / "cli").exists()
     res = CliRunner().invoke(app, base + [str(out)])
     assert res.exit_code == 130 and "committed parts are kept in" in res.stderr, res.stderr
+
+
+def test_a_full_disk_mid_run_is_one_line_and_status_1(folder, tmp_path, monkeypatch):
+    """A full disk under Ray's Parquet writer (its task's RayTaskError(OSError) reaches the driver) ended `analyze
+    --engine ray` in a ~370-line traceback; it is one line with status 1 (a write that failed once the work was under
+    way), saying what was kept. (No cluster: the chunks are faked, the second one's write fails.)"""
+    import errno
+
+    enospc = OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+    full = ray.exceptions.RayTaskError("Write", "(the worker's traceback)", enospc).as_instanceof_cause()
+
+    class Full(Written):
+        def write_parquet(self, path, **_):
+            raise full
+
+    chunks = []
+    fake_chunks(monkeypatch, lambda *_a, **_k: chunks.append(1) or (Full() if len(chunks) == fail_at else Written()))
+    monkeypatch.setattr(distributed, "init", lambda address=None, **kw: None)
+    out = tmp_path / "o"
+    cmd = ["analyze", "--engine", "ray", "--format", "parquet", str(folder), "--chunk-size", "2", "-j", "1", "-o", str(out)]
+    for fail_at, kept in ((1, "nothing was written"), (2, "committed parts are kept; rerun the same command to continue")):
+        chunks.clear()
+        res = CliRunner().invoke(app, cmd)
+        assert res.exit_code == 1, res.output
+        *parts, last = res.stderr.strip().splitlines()
+        assert last == f"songfeat: error: {out}: cannot write (No space left on device); {kept}", res.stderr
+        assert len(parts) == fail_at - 1 and all(p.startswith("songfeat: part ") for p in parts), res.stderr
+        assert out.exists() == (fail_at == 2)
+    assert len(distributed.read_manifest(out)["parts"]) == 1

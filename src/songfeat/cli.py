@@ -396,6 +396,7 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
                  address: Optional[str], batch_size: int, chunk_size: Optional[int]) -> None:
     """`analyze --engine ray`: a resumable Parquet folder written by a Ray cluster (see songfeat.distributed)."""
     from .errors import SongfeatError
+    from .output import OutputError
 
     if fmt != "parquet" or output is None:
         raise fail("--engine ray writes --format parquet into an --output folder")
@@ -422,6 +423,10 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         with _interrupted(interrupted):
             report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
                                                     concurrency=workers, chunk_size=chunk_size, on_part=note, join=join)
+    except OutputError as e:  # a write that failed once the work was under way (a full disk): status 1, as locally
+        kept = ("committed parts are kept; rerun the same command to continue" if distributed.committed(output)
+                else "nothing was written")
+        raise fail(f"{e}; {kept}", 1) from None
     except SongfeatError as e:
         raise fail(str(e)) from None
     for line in report.notes:  # what the walk noted (a folder link already walked, ...), as the local engine says it

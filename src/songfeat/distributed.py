@@ -35,7 +35,7 @@ import pandas as pd
 from . import __version__, atomic
 from .bundle import fingerprint as bundle_fingerprint, model_id
 from .errors import SongfeatError
-from .output import utf8_text
+from .output import OutputError, utf8_text
 
 MANIFEST = "_songfeat.json"
 STAGING = "_staging"
@@ -473,8 +473,8 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     Tracks already written to `output` are skipped. A listed input runs in chunks of `chunk_size`
     tracks (default ROWS_PER_CPU per cluster CPU), each committed on its own; a Ray Dataset runs as
     one chunk. Ray must be initialised (see `init`), or Ray Data starts a local cluster; `join` (e.g.
-    `lambda: init(address)`) is called once the inputs, the output and the model have been checked, so that
-    a mistake there is said at once rather than after a cluster has started (~7 s).
+    `lambda: init(address)`) is called once the inputs, the output (made, locked, its manifest read) and the model
+    have been checked, so that a mistake there is said at once rather than after a cluster has started (~7 s).
     """
     ray = _ray()
     import pyarrow as pa
@@ -496,9 +496,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     from .analyze import get_bundle
 
     get_bundle(model_arg)  # a folder that is not a bundle fails here, in one line, not in every actor
-    if join is not None:
-        join()
-    with _output_folder(out):
+    with _output_folder(out):  # an output that cannot be made or written, or that another run holds: said before Ray
         fingerprint = bundle_fingerprint(model_arg)
         manifest = read_manifest(out) or {"format": FORMAT, "songfeat_version": __version__, "model": model_arg or "default",
                                           "model_sha256": fingerprint, "created": _now(), "complete": False, "parts": []}
@@ -508,6 +506,8 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             raise SongfeatError(out, f"holds features from another model ({manifest.get('model')}, sha256 "
                                      f"{str(manifest.get('model_sha256'))[:12]}), not {model_arg or 'default'} "
                                      f"({fingerprint[:12]}); use another --output")
+        if join is not None:
+            join()
         manifest["complete"] = False  # until this run ends
         _recover(out, manifest)  # (writes the manifest)
         done_paths, done_ids = _done_keys(out, manifest)
@@ -540,14 +540,16 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             staging = out / STAGING / name
             result = analyze_dataset(ds, col, model_arg, bytes_column=bytes_column, batch_size=batch_size,
                                      concurrency=actors)
-            # writing a few KB per track needs no CPU of its own: the actors keep every core
-            result.write_parquet(str(staging), min_rows_per_file=FILE_ROWS, ray_remote_args={"num_cpus": 0})
+            with _writing(out):  # (the Dataset is lazy: this runs the chunk's analysis too)
+                # writing a few KB per track needs no CPU of its own: the actors keep every core
+                result.write_parquet(str(staging), min_rows_per_file=FILE_ROWS, ray_remote_args={"num_cpus": 0})
             files = sorted(staging.glob("*.parquet")) if staging.exists() else []
             rows, errors = _count(files)
             if rows:
-                os.replace(staging, out / name)
-                manifest["parts"].append({"name": name, "rows": rows})
-                _write_manifest(out, manifest)
+                with _writing(out):
+                    os.replace(staging, out / name)
+                    manifest["parts"].append({"name": name, "rows": rows})
+                    _write_manifest(out, manifest)
             else:
                 shutil.rmtree(staging, ignore_errors=True)
             report.written += rows
@@ -557,10 +559,24 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
         if report.planned == 0:
             report.planned = report.written + report.skipped
         manifest.update(complete=True, finished=_now(), rows=sum(p["rows"] for p in manifest["parts"]))
-        _write_manifest(out, manifest)
+        with _writing(out):
+            _write_manifest(out, manifest)
         shutil.rmtree(out / STAGING, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A write into the output that fails once the work is under way (a full disk, in Ray's Parquet writer or the
+    manifest) as one OutputError, not Ray's task traceback: what was committed before is kept for a rerun."""
+    try:
+        yield
+    except OSError as e:
+        cause = getattr(e, "cause", None) or e  # a RayTaskError(OSError) carries the worker's own error
+        errno = getattr(cause, "errno", None)
+        reason = os.strerror(errno) if errno else (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise OutputError(out, f"cannot write ({reason})") from None
 
 
 def _count(files: list[Path]) -> tuple[int, list[dict]]:
