@@ -274,3 +274,49 @@ def test_evaluate_audio_names_the_features_it_cannot_score_in_one_line(tmp_path)
     said = [ln for ln in r.stderr.splitlines() if "not scored" in ln]
     assert said == ["songfeat: warning: not scored, for lack of labels: danceability, speechiness, acousticness, "
                     "instrumentalness, liveness (no clip is labelled with them); valence (1 of the 3 clips lacks a label)"]
+
+
+def test_a_missing_label_is_masked_for_its_feature_only():
+    # one NaN label made every figure of its feature NaN (shown as '–', or 'nan' in evaluate-sources' table), and the
+    # average was then over the other features without a word; the clip's other features were scored as usual
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    t = np.array([[0.1, np.nan], [0.4, 0.2], [0.9, 0.8], [0.5, 0.3]])
+    p = np.array([[0.2, 0.5], [0.3, 0.3], [0.7, 0.6], [0.6, 0.3]])
+    r = regression_metrics(t, p, ["energy", "valence"])
+    v = r["targets"]["valence"]
+    assert v["n"] == 3 and r["targets"]["energy"]["n"] == 4 and r["n"] == 4
+    assert v["mae"] == pytest.approx(mean_absolute_error(t[1:, 1], p[1:, 1]))
+    assert v["r2"] == pytest.approx(r2_score(t[1:, 1], p[1:, 1]))
+    assert r["average"]["mae"] == pytest.approx((r["targets"]["energy"]["mae"] + v["mae"]) / 2)
+    assert "valence scored on 3 of the 4 clips (the others lack its label)" in to_markdown(r)
+    assert danceable_accuracy([0.7, np.nan, 0.2], [0.6, 0.9, 0.9]) == pytest.approx(0.5)  # not a miss: not scored
+    none = regression_metrics(np.array([[np.nan], [np.nan]]), np.zeros((2, 1)), ["energy"])["targets"]["energy"]
+    assert none["n"] == 0 and all(math.isnan(none[m]) for m in ("mse", "mae", "rmse", "r2", "pearson", "bias"))
+
+
+def test_compare_says_when_the_averages_are_over_different_targets():
+    # cnn-simple's 'average' (danceability alone) sat beside lstm-multitask's (five targets) as if like for like
+    t = np.array([[0.1, 0.2], [0.5, 0.6], [0.9, 0.3]])
+    both, one = report(t, t + 0.1, ["danceability", "energy"]), report(t[:, :1], t[:, :1], ["danceability"])
+    note = "**note**: each average is over that model's own targets (X: not predicted), so averages of models"
+    assert note in compare([both, one]) and note not in compare([both, both])
+
+
+def test_evaluate_audio_shows_an_undefined_figure_as_a_dash():
+    # evaluate-audio's table printed 'nan' where evaluate's prints '–' (a constant guess has no Pearson r)
+    import pandas as pd
+
+    from songfeat.accuracy import measured_scores
+    from songfeat.accuracy import to_markdown as audio_markdown
+
+    t = np.array([[0.1], [0.5], [0.9]])
+    desc = pd.DataFrame({"loudness": [-8.0] * 3, "tempo": [120.0] * 3, "key": [0] * 3, "mode": [1] * 3,
+                         "time_signature": [4] * 3})
+    ref = desc.assign(loudness=[-7.0, -6.0, -5.0])
+    result = {"n_clips": 3, "cv": 2, "failed": [], "targets": ["energy"], "measured": measured_scores(desc, ref),
+              "learned": {"model": regression_metrics(t, t + 0.1, ["energy"]),
+                          "catalogue_mean": regression_metrics(t, np.full_like(t, 0.5), ["energy"])}}
+    md = audio_markdown(result)
+    assert "nan" not in md
+    assert "| energy | 0.100 | 1.00 | 0.267 | – |" in md and "r –)" in md

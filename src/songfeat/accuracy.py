@@ -17,7 +17,7 @@ from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .descriptors import LOUDNESS_MEASURES, loudness_map
 from .errors import SongfeatError
-from .evaluate import pearson, regression_metrics
+from .evaluate import _fmt, pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
@@ -314,7 +314,7 @@ def to_markdown(result: dict) -> str:
         cells = []
         for c in cols:
             m = learned[c]["average"] if t == "average" else learned[c]["targets"][t]
-            cells += [f"{m['mae']:.3f}", f"{m['pearson']:.2f}"]
+            cells += [_fmt(m["mae"]), _fmt(m["pearson"], 2)]  # "–" where undefined (a constant guess has no r)
         lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
     m = result["measured"]
     tp = m["tempo"] or {}
@@ -329,7 +329,7 @@ def to_markdown(result: dict) -> str:
 
     r = m["loudness_pearson"]
     loud = cell(m["loudness_mae_db"], ".2f", "loudness",
-                "" if m["loudness_bias_db"] is None else f" (bias {m['loudness_bias_db']:+.2f}, r {'nan' if r is None else f'{r:.2f}'})")
+                "" if m["loudness_bias_db"] is None else f" (bias {m['loudness_bias_db']:+.2f}, r {_fmt(r, 2)})")
     lines += ["", "| measured | value |", "|---|---|",
               f"| loudness MAE (dB) | {loud} |",
               f"| tempo within 4% | {cell(tp.get('exact'), '.0%', 'tempo')} |",

@@ -36,24 +36,28 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def target_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """MSE, MAE, RMSE, R² and Pearson of one target column, and its bias (mean prediction minus truth: the shift a
-    new source shows, which MAE and r hide)."""
+    """MSE, MAE, RMSE, R² and Pearson of one target column, its bias (mean prediction minus truth: the shift a new
+    source shows, which MAE and r hide) and `n`, the rows scored: those whose label is known, so a missing (NaN) label
+    leaves out that row of this target only, where it made every figure of the target NaN."""
     t = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
+    known = ~np.isnan(t)
+    t, p = t[known], np.asarray(y_pred, dtype=np.float64)[known]
+    if not t.size:  # no row labelled: every figure undefined, not numpy's warning about an empty mean
+        return {**dict.fromkeys((*METRICS, "bias"), float("nan")), "n": 0}
     err = p - t
     mse = float(np.mean(err**2))
     ss_tot = float(np.sum((t - t.mean()) ** 2))
     r2 = float("nan") if ss_tot <= 1e-15 else 1.0 - float(np.sum(err**2)) / ss_tot
     return {"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse), "r2": r2, "pearson": pearson(t, p),
-            "bias": float(np.mean(err))}
+            "bias": float(np.mean(err)), "n": int(t.size)}
 
 
 def regression_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
     """Per-target and averaged metrics for [N, K] truth and predictions (K = len(names)).
 
-    Returns {"n": N, "targets": {name: {mse, mae, rmse, r2, pearson, bias}}, "average": {...}}; the
-    average is the plain mean over targets (NaNs skipped) of the `METRICS`, as the seed's "Average" column
-    (not of the bias, whose signs would cancel).
+    Returns {"n": N, "targets": {name: {mse, mae, rmse, r2, pearson, bias, n}}, "average": {...}}; a target's `n` is
+    the rows with its label (`target_metrics`). The average is the plain mean over targets (NaNs skipped) of the
+    `METRICS`, as the seed's "Average" column (not of the bias, whose signs would cancel).
     """
     t, p = _as_2d(y_true), _as_2d(y_pred)
     names = list(names)
@@ -72,10 +76,11 @@ def regression_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
 
 
 def danceable_accuracy(y_true: Any, y_pred: Any, threshold: float = DANCEABLE_THRESHOLD) -> float:
-    """Share of clips whose "danceable" verdict (value > threshold) agrees between truth and prediction."""
-    t = np.asarray(y_true, dtype=np.float64).ravel() > threshold
-    p = np.asarray(y_pred, dtype=np.float64).ravel() > threshold
-    return float(np.mean(t == p))
+    """Share of clips whose "danceable" verdict (value > threshold) agrees between truth and prediction, over the clips
+    with a label (a NaN label was counted as "not danceable"); NaN when none has one."""
+    t, p = np.asarray(y_true, dtype=np.float64).ravel(), np.asarray(y_pred, dtype=np.float64).ravel()
+    known = ~np.isnan(t)
+    return float(np.mean((t[known] > threshold) == (p[known] > threshold))) if known.any() else float("nan")
 
 
 def constant_outputs(y_true: Any, y_pred: Any, names: Sequence[str]) -> list[str]:
@@ -116,6 +121,8 @@ def to_markdown(result: dict, title: str | None = None) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(vals[m]) for m in METRICS) + " |")
     lines.append("| **average** | " + " | ".join(_fmt(result["average"][m]) for m in METRICS) + " |")
     extra = [f"n = {result['n']} {_clips_said(result.get('split'))}"]
+    extra += [f"{name} scored on {vals['n']} of the {result['n']} clips (the others lack its label)"
+              for name, vals in result["targets"].items() if vals.get("n", result["n"]) < result["n"]]
     if "danceable_accuracy" in result:
         extra.append(f"danceable accuracy (> {DANCEABLE_THRESHOLD}) = {result['danceable_accuracy']:.3f}")
     if result.get("constant_outputs"):
@@ -292,6 +299,9 @@ def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metric
     splits = {r.get("split") for r in results} - {None, "test"}
     if splits:  # `compare --split train` printed the same tables as on held-out clips, with nothing to tell them apart
         out += ["", "**note**: " + "; ".join(f"scored on {_clips_said(s)}" for s in sorted(splits))]
+    if len({frozenset(r["targets"]) for r in results}) > 1:  # cnn-simple's danceability beside a five-target average
+        out += ["", "**note**: each average is over that model's own targets (X: not predicted), so averages of models "
+                    "with different targets are not like for like"]
     sets = {r.get("clips") for r in results}
     if len(sets) > 1 and None not in sets:  # e.g. bundles trained on different stores, splits or seeds
         groups = ", ".join(f"{lab}: n={r.get('n')}" for lab, r in zip(labels, results))
