@@ -367,3 +367,18 @@ def test_the_reading_and_training_bars_are_drawn_on_stderr(capsys, monkeypatch):
     assert list(_progress(iter([1, 2]), "bar-test", True)) == [1, 2]
     out, err = capsys.readouterr()
     assert out == "" and "bar-test" in err
+
+
+def test_the_same_recording_under_another_id_is_held_out_with_the_clip(monkeypatch):
+    """A catalogue row whose learned features and loudness all equal a labelled clip's is that recording under another
+    Spotify id (two older hits were in the 41,855-track table so): no fit that scores the clip may read it either."""
+    import pandas as pd
+
+    from songfeat import sources
+
+    cols = [*sources.TARGETS, "loudness"]
+    clip = dict(zip(cols, (0.5, 0.6, 0.04, 0.1, 0.0, 0.7, 0.12, -5.5)))
+    monkeypatch.setattr(sources, "labelled_clips", lambda shared: pd.DataFrame([{"track_id": "clip", **clip}]))
+    catalogue = pd.DataFrame([{"track_id": "twin", **clip}, {"track_id": "other", **{**clip, "energy": 0.61}},
+                              {"track_id": "clip", **clip}, {"track_id": "rounded", **{**clip, "valence": 0.70001}}])
+    assert sources.held_out_ids("unused", catalogue) == {"clip", "twin", "rounded"}
