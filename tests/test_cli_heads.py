@@ -205,3 +205,66 @@ def test_a_refused_failed_or_interrupted_train_heads_leaves_no_folders_it_made(t
                         progress=False)
         assert [p.name for p in work.iterdir()] == ["new"] and list((work / "new").iterdir()) == [], error
         (work / "new").rmdir()
+
+
+@pytest.fixture
+def quick_fit(monkeypatch):
+    """train-heads' fits with one member and few steps: the tests below are about what is scored and said, not how well."""
+    import functools
+
+    from songfeat import heads
+
+    monkeypatch.setattr(heads, "FitConfig", functools.partial(heads.FitConfig, members=1, steps=60))
+
+
+def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_fit):
+    """train-heads said only 'wrote <bundle>', though on a few clips the heads learn any labels by heart (these are
+    labels of nothing): now it prints each labelled feature's K-fold MAE and r beside the labels' mean, the figures
+    `evaluate-audio --cv` gives for the same folds, and keeps them in the bundle's config; --cv 0 skips it, saying so."""
+    args = _two_clips(tmp_path, "track_id,energy,valence\n" + "".join(f"c{i},0.{i + 1},{'' if i == 2 else 0.3}\n"
+                                                                      for i in range(6)))
+    r = _ok(args + ["--out", tmp_path / "heads"])
+    held = json.loads((tmp_path / "heads" / "config.json").read_text())["split"]["heads"]["held_out"]
+    energy = held["model"]["targets"]["energy"]
+    assert held["folds"] == 5 and energy["n"] == 6 and held["model"]["targets"]["valence"]["n"] == 5  # a blank: 5
+    assert held["model"]["targets"]["valence"]["pearson"] is None  # a constant label has no r: null, not NaN
+    assert r.stdout.startswith("Held out: 5-fold cross-validation over the 6 clips")
+    mean = held["mean_predictor"]["targets"]["energy"]["mae"]
+    assert f"| energy | {energy['mae']:.3f} | {energy['pearson']:.2f} | {mean:.3f} | 6 |" in r.stdout, r.stdout
+    ev = json.loads(_ok(["evaluate-audio", "--labels", tmp_path / "labels.csv", "--audio", tmp_path / "audio",
+                         "--model", tmp_path / "heads", "--cv", "5", "-f", "json"]).stdout)
+    assert ev["learned"]["model"]["targets"]["energy"]["mae"] == pytest.approx(energy["mae"], abs=1e-6)
+    assert ev["learned"]["mean_predictor"]["targets"]["energy"]["mae"] == pytest.approx(mean, abs=1e-6)
+    r = _ok(args + ["--out", tmp_path / "quick", "--cv", "0"])
+    assert r.stdout.splitlines()[0] == "not scored held out (--cv 0); --cv 5 scores the fit on clips it did not see"
+    assert "held_out" not in json.loads((tmp_path / "quick" / "config.json").read_text())["split"]["heads"]
+    for k, says in (("1", "at least 2 folds, got 1"), ("7", "at most the number of clips (6), got 7")):
+        r = run.invoke(app, args + ["--out", str(tmp_path / "refused"), "--cv", k])
+        assert r.exit_code == 2 and r.stderr.strip().endswith(says), r.output
+        assert not (tmp_path / "refused").exists()
+
+
+def test_train_heads_exits_1_for_clips_that_fail_and_a_bundle_it_cannot_write(tmp_path, quick_fit, monkeypatch):
+    """A clip that would not analyse was a warning and the run said 0, and a bundle that could not be written (or too
+    few clips left to fit once the others failed) said 2, the status of a refusal before any work: the README gives 1
+    when the work ran and some of it failed, the count at the end, as build and evaluate-audio do."""
+    from songfeat import bundle
+
+    args = _two_clips(tmp_path, LABELS6)
+    (tmp_path / "audio" / "c5.wav").write_bytes(b"RIFF broken")
+    r = run.invoke(app, args + ["--out", str(tmp_path / "heads")])
+    assert r.exit_code == 1 and (tmp_path / "heads" / "config.json").is_file(), r.output
+    assert f"songfeat: error: {tmp_path / 'audio' / 'c5.wav'}: " in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "songfeat: 1 of 6 clips failed (the heads were fitted on the others)"
+
+    def disk_full(*_a, **_k):
+        raise OSError(28, "No space left on device", str(tmp_path / "full"))
+
+    monkeypatch.setattr(bundle, "save_bundle", disk_full)
+    r = run.invoke(app, args + ["--out", str(tmp_path / "full")])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1] == (
+        f"songfeat: error: {tmp_path / 'full'}: cannot write the bundle (No space left on device)"), r.output
+    (tmp_path / "audio" / "c4.wav").write_bytes(b"RIFF broken")
+    r = run.invoke(app, args + ["--out", str(tmp_path / "few")])
+    assert r.exit_code == 1 and "4 usable labelled clips (2 of 6 clips failed to analyse)" in r.stderr, r.output
+    assert r.stderr.count("songfeat: error: ") == 3 and not (tmp_path / "few").exists()

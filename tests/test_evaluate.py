@@ -320,3 +320,24 @@ def test_evaluate_audio_shows_an_undefined_figure_as_a_dash():
     md = audio_markdown(result)
     assert "nan" not in md
     assert "| energy | 0.100 | 1.00 | 0.267 | – |" in md and "r –)" in md
+
+
+def test_evaluate_audio_when_too_few_clips_analyse_names_each_failure_and_exits_1(tmp_path):
+    # every clip failing said only 'fewer than 2 clips could be analysed (3 failed)', not why, with 2, the status of a
+    # refusal before any work: each clip's reason is an error line, then that one, and the status is 1
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(3):
+        (audio / f"c{i}.wav").write_bytes(b"RIFF broken")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,energy\nc0,0.2\nc1,0.4\nc2,0.6\n")
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert [ln.split(": ")[:2] for ln in lines[:3]] == [["songfeat", "error"]] * 3
+    assert [str(audio / f"c{i}.wav") in lines[i] for i in range(3)] == [True] * 3
+    assert lines[3:] == [f"songfeat: error: {audio}: fewer than 2 clips could be analysed (3 failed)"]

@@ -469,10 +469,12 @@ def test_songfeat_errors_survive_a_trip_between_processes():
     broke the server's whole process pool; every error type must cross a process boundary whole."""
     import pickle
 
-    from songfeat.errors import AudioError, CutOffAudioError, SongfeatError
+    from songfeat.errors import AudioError, CutOffAudioError, SongfeatError, WorkFailed
     from songfeat.output import OutputError
 
-    for kind in (SongfeatError, AudioError, CutOffAudioError, OutputError):
+    for kind in (SongfeatError, AudioError, CutOffAudioError, OutputError, WorkFailed):
         e = pickle.loads(pickle.dumps(kind("/music/a.wav", "audio is silent")))
         assert type(e) is kind and (e.path, e.reason, str(e)) == ("/music/a.wav", "audio is silent", "/music/a.wav: audio is silent")
     assert str(pickle.loads(pickle.dumps(SongfeatError(None, "no file")))) == "no file"
+    failed = ["/music/a.wav: audio is silent"]
+    assert pickle.loads(pickle.dumps(WorkFailed("/music", "too few", failed))).failed == failed

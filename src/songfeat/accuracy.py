@@ -16,7 +16,7 @@ import pandas as pd
 from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .descriptors import LOUDNESS_MEASURES, loudness_map
-from .errors import SongfeatError
+from .errors import SongfeatError, WorkFailed
 from .evaluate import _fmt, pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
@@ -174,8 +174,8 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         raise ValueError(f"{len(clips)} clips given for {len(rows)} labelled audio files")
     failed = [c for c in clips if isinstance(c, str)]
     keep = [i for i, c in enumerate(clips) if not isinstance(c, str)]
-    if len(keep) < 2:
-        raise SongfeatError(audio_dir, f"fewer than 2 clips could be analysed ({len(failed)} failed{unusable})")
+    if len(keep) < 2:  # the clips were read: a failure of the work (status 1), each clip's reason with it
+        raise WorkFailed(audio_dir, f"fewer than 2 clips could be analysed ({len(failed)} failed{unusable})", failed)
     rows, clips = rows.loc[keep].reset_index(drop=True), [clips[i] for i in keep]
     desc = pd.DataFrame([c.descriptors.to_dict() for c in clips])
     targets = [t for t in bundle.targets if t in rows.columns and rows[t].notna().all()]

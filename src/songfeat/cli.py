@@ -583,12 +583,16 @@ def evaluate_audio(
     workers = _local_workers(workers)
     from .accuracy import evaluate_audio as run, to_markdown
     from .data.labels import short_id
-    from .errors import SongfeatError
+    from .errors import SongfeatError, WorkFailed
 
     # its clips are read afresh each run (no record cache): an interrupted run keeps nothing
     with _songfeat_warnings(), _interrupted("interrupted; nothing was written (a rerun reads every clip again)"):
         try:  # a repeated file for one id: one warning line, not Python's two
             result = run(labels, audio, model=model, cv=cv, workers=workers, progress=_progress_on())
+        except WorkFailed as e:  # too few clips would analyse: each one's reason, then why nothing was scored
+            for line in e.failed:
+                typer.echo(one_line(f"songfeat: error: {line}"), err=True)
+            raise fail(str(e), 1) from None
         except SongfeatError as e:
             raise fail(str(e)) from None
     for line in result["failed"]:
@@ -741,23 +745,29 @@ def train_heads_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle whose stage 1 the heads sit on; default: the bundled model."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Per-clip input cache; default: ~/.cache/songfeat/records ($SONGFEAT_CACHE)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes reading clips (the fit itself is single-threaded)."),
+    cv: int = typer.Option(5, "--cv", min=0, help="Score the fit held out: K-fold cross-validation over your clips (K more "
+                                                  "fits, printed and kept in the bundle's config); 0: skip it."),
 ) -> None:
     """Fit the listening heads (tagger, VAD, pitch, dynamics, genre prior) on your own labelled audio."""
     workers = _local_workers(workers)
     import warnings
 
-    from .errors import SongfeatError, SongfeatWarning
+    from .errors import SongfeatError, SongfeatWarning, WorkFailed
     from .heads import train_heads
 
     caught: list = []
+    failed: list[str] = []
     # the bundle is written whole at the end (save_bundle): an interrupted fit keeps only the clips it read
     with _interrupted(f"interrupted; nothing was written to {out} (a bundle there is left as it was); {_cache_kept(cache)}"):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SongfeatWarning)
+                code = 2  # a refusal before the clips are read; 1 once the work ran (README, "Exit status")
                 try:
                     path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers,
-                                       progress=_progress_on())
+                                       progress=_progress_on(), cv=cv)
+                except WorkFailed as e:  # too few clips analysed to fit, or a bundle it could not write
+                    error, code = str(e), 1
                 except SongfeatError as e:
                     error = str(e)
                 except OSError as e:  # a safety net: train_heads names the failures it knows of itself
@@ -766,13 +776,46 @@ def train_heads_cmd(
                     error = None
         finally:  # what was left out, first: before the error or interruption line too
             said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]
-            prefix = "label row dropped: "
-            _echo_dropped([m[len(prefix):] for m in said if m.startswith(prefix)], f"check {labels}")
-            for message in (m for m in said if not m.startswith(prefix)):
+            dropped, clip = "label row dropped: ", "left out: "
+            _echo_dropped([m[len(dropped):] for m in said if m.startswith(dropped)], f"check {labels}")
+            failed = [m[len(clip):] for m in said if m.startswith(clip)]
+            for line in failed:  # a clip that would not analyse is an error line, as in analyze, build and evaluate-audio
+                typer.echo(one_line(f"songfeat: error: {line}"), err=True)
+            for message in (m for m in said if not m.startswith((dropped, clip))):
                 typer.echo(one_line(f"songfeat: warning: {message}"), err=True)
     if error is not None:
-        raise fail(error)
+        raise fail(error, code)
+    import json
+
+    from .bundle import CONFIG
+
+    heads = json.loads((path / CONFIG).read_text())["split"]["heads"]
+    _echo_held_out(heads, cv)
     typer.echo(f"wrote {path}")
+    if failed:  # fitted on the others, but the run was not whole: status 1, as build and evaluate-audio give
+        typer.echo(f"songfeat: {len(failed)} of {len(failed) + heads['clips']} clips failed (the heads were fitted on the "
+                   "others)", err=True)
+        raise typer.Exit(1)
+
+
+def _echo_held_out(heads: dict, cv: int) -> None:
+    """How well train-heads' fit does on clips it did not see, from the bundle's `split.heads` (its `held_out`): per
+    labelled feature the cross-validated MAE and r beside predicting the training folds' mean label. Without --cv the
+    figures on the training clips would flatter it, so none are printed; the line says how to get the held-out ones."""
+    from .evaluate import _fmt
+
+    h = heads.get("held_out")
+    if h is None:
+        typer.echo(f"not scored held out (--cv {cv}); --cv 5 scores the fit on clips it did not see")
+        return
+    n = heads["clips"]
+    lines = [f"Held out: {h['folds']}-fold cross-validation over the {n} clips (each clip predicted by heads fitted "
+             "without it; the bundle's heads are fitted on all of them)", "",
+             "| feature | MAE | r | labels' mean MAE | clips |", "|---|---|---|---|---|"]
+    for t, m in h["model"]["targets"].items():
+        lines.append(f"| {t} | {_fmt(m['mae'])} | {_fmt(m['pearson'], 2)} | "
+                     f"{_fmt(h['mean_predictor']['targets'][t]['mae'])} | {m['n']} |")
+    typer.echo("\n".join(lines) + "\n")
 
 
 @app.command("check-behaviour")

@@ -18,6 +18,19 @@ class SongfeatError(Exception):
         return (type(self), (self.path, self.reason))
 
 
+class WorkFailed(SongfeatError):
+    """The work ran and failed (README, "Exit status": 1), where a plain SongfeatError from a command is a refusal
+    before any work (2): clips that would not analyse left too few to fit or score, a result that could not be written.
+    `failed` holds the error line of each input that could not be used, for the command to print."""
+
+    def __init__(self, path: str | Path | None, reason: str, failed: list[str] | tuple[str, ...] = ()):
+        super().__init__(path, reason)
+        self.failed = list(failed)
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.failed))
+
+
 class AudioError(SongfeatError):
     """The audio could not be read or is unusable (missing, empty, corrupt, silent, too short)."""
 

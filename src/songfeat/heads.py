@@ -406,28 +406,52 @@ def keep_stage1(model, features: list[int]) -> None:
                     layer.bias[features] = 0.0
 
 
+CV_FOLDS = 5  # train-heads scores its recipe on clips it did not fit, in this many folds of the user's clips (--cv)
+
+
+def _fit_labelled(base, recs, y: np.ndarray, lay: list[dict], numeric_std: np.ndarray, cfg: FitConfig):
+    """Heads fitted on clips labelled `y` [N, T] (NaN: unknown) over the base's stage 1; a feature none of these clips is
+    labelled with gives stage 1's prediction (its unconstrained heads fell to the floor for every song)."""
+    from .sources import fit_on
+
+    lo, hi = intervals_from_labels(y)
+    model = fit_on(base, recs, lo, hi, lay, numeric_std, cfg)
+    unlabelled = [j for j in range(len(TARGETS)) if np.isnan(y[:, j]).all()]
+    if unlabelled:
+        keep_stage1(model, unlabelled)
+    return model
+
+
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
-                cfg: FitConfig | None = None):
+                cfg: FitConfig | None = None, cv: int = CV_FOLDS):
     """Fit heads on your own labelled audio (any subset of the seven features; missing cells are unknown)
-    on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads."""
+    on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads.
+
+    With `cv` K (0: none) the same fit is first made K times, each without one fold of the clips, and scored on that
+    fold: the bundle's config then holds how well the recipe does on clips it never saw (`split.heads.held_out`), beside
+    predicting the training folds' mean label. The bundle's own heads are fitted on every clip, as without it.
+    """
     import copy
     import warnings
 
     import pandas as pd
 
-    from .accuracy import pair_table
+    from .accuracy import _folds, pair_table
     from .analyze import get_bundle
     from .bundle import check_bundle_out, removing_folders, save_bundle
     from .data.labels import read_labels, short_id
-    from .errors import SongfeatError, SongfeatWarning
+    from .errors import SongfeatError, SongfeatWarning, WorkFailed
+    from .evaluate import regression_metrics
     from .records import DEFAULT_CACHE, get_records
-    from .sources import fit_on
+    from .sources import clip_predictions
 
-    def need(n: int, why: str) -> None:
+    def need(n: int, why: str, error: type[SongfeatError] = SongfeatError) -> None:
         if n < 5:
-            raise SongfeatError(labels_csv, f"{n} usable labelled clips{why}; need at least 5 with audio and one of "
-                                            f"{', '.join(TARGETS)}")
+            raise error(labels_csv, f"{n} usable labelled clips{why}; need at least 5 with audio and one of "
+                                    f"{', '.join(TARGETS)}")
 
+    if cv == 1 or cv < 0:
+        raise SongfeatError(None, f"--cv must be 0 (no held-out score) or at least 2 folds, got {cv}")
     cfg = cfg or FitConfig()
     # before any clip is analysed (save_bundle would find out only after the fit); the folders it made for `out` go
     # again if the fit is refused, fails or is interrupted
@@ -457,42 +481,65 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         rows = rows[learned].reset_index(drop=True)
         need(len(rows), f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio"
                         + (f", {len(unlearned)} without a learned label" if unlearned else "") + ")")
+        if cv > len(rows):
+            raise SongfeatError(None, f"--cv must be at most the number of clips ({len(rows)}), got {cv}")
         recs = get_records(list(rows["path"]), DEFAULT_CACHE if cache is None else cache, True, workers, progress)
         ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
-        for r in recs:
-            if isinstance(r, str):
-                warnings.warn(f"left out: {r}", SongfeatWarning, stacklevel=2)
-        need(len(ok), f" ({len(recs) - len(ok)} of {len(recs)} clips failed to analyse)")
+        failed = [r for r in recs if isinstance(r, str)]
+        for r in failed:  # each clip that would not analyse: the command prints it as an error and ends with status 1
+            warnings.warn(f"left out: {r}", SongfeatWarning, stacklevel=2)
+        need(len(ok), f" ({len(failed)} of {len(recs)} clips failed to analyse)", WorkFailed)
         y = np.full((len(ok), len(TARGETS)), np.nan)
         for t in targets:
             y[:, TARGETS.index(t)] = rows.loc[ok, t].to_numpy(float)
-        lo, hi = intervals_from_labels(y)
+        targets = [t for t in targets if not np.isnan(y[:, TARGETS.index(t)]).all()]  # not only on clips that failed
         # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior;
         # your heads stand alone: the default's second member (a ridge on the MFCC summary, fitted on its labels) is left out
         lay = nets_layout(base.config.get("evidence_layout") or layout(NO_GENRE_PARTS))
         sc = base.config["scalers"]["numeric"]
         num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
         num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
-        model = fit_on(base, [recs[i] for i in ok], lo, hi, lay, num_std, cfg)
-        unlabelled = [j for j, t in enumerate(TARGETS) if t not in targets]
+        own = [recs[i] for i in ok]
+        folds = _folds(len(own), min(cv, len(own)), cfg.seed) if cv else []
+        pred, mean_pred = np.full_like(y, np.nan), np.full_like(y, np.nan)
+        jobs = [None, *folds]  # None: the bundle's own fit on every clip; then each fold's, scored on the clips it left out
+        if progress:
+            from .progress import track
+
+            jobs = track(jobs, "fitting the heads", total=1 + len(folds))
+        for test in jobs:
+            if test is None:
+                model = _fit_labelled(base, own, y, lay, num_std, cfg)
+                continue
+            train = np.setdiff1d(np.arange(len(own)), test)
+            fold = _fit_labelled(base, [own[i] for i in train], y[train], lay, num_std[train], cfg)
+            pred[test] = clip_predictions(fold, [own[i] for i in test], lay, num_std[test])
+            known = ~np.isnan(y[train])  # the baseline: each feature's mean label over the fold's training clips
+            mean_pred[test] = np.divide(np.where(known, y[train], 0.0).sum(0), known.sum(0),
+                                        out=np.full(len(TARGETS), np.nan), where=known.any(0))
+        unlabelled = [t for t in TARGETS if t not in targets]
         if unlabelled:  # nothing constrained these heads, which fell to the floor for every song: stage 1 answers instead
-            keep_stage1(model, unlabelled)
-            warnings.warn(f"{labels_csv}: no labels for {', '.join(TARGETS[j] for j in unlabelled)}: the bundle gives stage 1's "
+            warnings.warn(f"{labels_csv}: no labels for {', '.join(unlabelled)}: the bundle gives stage 1's "
                           "prediction for them (from tempo, loudness, key, mode and metre), as the base model's stage 1 does",
                           SongfeatWarning, stacklevel=2)
+        idx = [TARGETS.index(t) for t in targets]
+        # (save_bundle writes an undefined figure, the r of a constant label, as null)
+        held_out = {"folds": len(folds), "seed": cfg.seed, "model": regression_metrics(y[:, idx], pred[:, idx], targets),
+                    "mean_predictor": regression_metrics(y[:, idx], mean_pred[:, idx], targets)} if folds else None
         config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_descriptors", "numeric_source",
                                                                                "scalers", "label_means", "format")})
         config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
                        "hparams": {**base.config.get("hparams", {}), "n_evidence": int(model.z_mean.numel() - len(TARGETS)), "ridge_inputs": 0,
                                    "head_hidden": cfg.hidden, "members": cfg.members,
                                    "residual": [bool(r) for r in model.residual_mask.tolist()]},
-                       "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets}},
+                       "split": {"heads": {"fit": cfg.to_dict(), "clips": len(ok), "targets_labelled": targets,
+                                           **({"held_out": held_out} if held_out else {})}},
                        "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
                                       "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
         from .onnx_export import export_bundle
 
         try:  # with model.onnx, written beside the weights before they go into place: the bundle analyzes on a lean install too
             path = save_bundle(Path(out), model, config, finish=export_bundle)
-        except OSError as e:  # a full disk or a permission: one line, not a traceback
-            raise SongfeatError(e.filename or out, f"cannot write the bundle ({e.strerror or e})") from None
+        except OSError as e:  # a full disk or a permission: one line, not a traceback; the fit was done, so status 1
+            raise WorkFailed(e.filename or out, f"cannot write the bundle ({e.strerror or e})") from None
         return path
