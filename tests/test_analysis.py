@@ -313,6 +313,30 @@ def test_cli_writes_json_and_plot(tmp_path: Path, example_clip: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_picture_fits_each_section_label_in_its_band(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every section was labelled in full, so a long song's labels ran into one another (15 sections of a 10-minute
+    # song were one overprinted line) and a short section's label covered the next one's
+    from songfeat import plotting
+    from songfeat.analysis import analyse
+    from songfeat.analysis_plot import save_plot
+
+    a = analyse(_write(tmp_path, "drums", synth.drum_pattern(120.0, synth.ROCK[0], 20.0)))
+    one = a.result["sections"][0]
+    a.result["sections"] = [{**one, "start": s, "duration": d} for s, d in ((0.0, 9.0), (9.0, 2.0), (11.0, 0.1), (11.1, 8.9))]
+    figures = []
+    monkeypatch.setattr(plotting, "save_png", lambda fig, path: figures.append(fig) or Path(path))
+    save_plot(a, tmp_path / "a.png")
+    ax = figures[0].axes[0]
+    renderer = figures[0].canvas.get_renderer()
+    labels = [t for t in ax.texts if "·" not in t.get_text()]  # not the song's line above the plot
+    assert len(labels) == 4
+    for t, sec in zip(labels, a.result["sections"]):
+        end = ax.transData.transform((sec["start"] + sec["duration"], 0.0))[0]
+        assert not t.get_visible() or t.get_window_extent(renderer).x1 < end, (t.get_text(), sec)
+    assert labels[0].get_text().startswith("section 1") and labels[1].get_visible() and not labels[2].get_visible()
+    plotting.pyplot().close(figures[0])
+
+
 def test_analyse_reports_each_window(tmp_path: Path) -> None:
     from songfeat.analysis import analyse
 
@@ -413,6 +437,27 @@ def test_the_first_click_is_a_beat(tmp_path: Path, bpm: float, lead: float) -> N
     y = np.concatenate([np.zeros(int(lead * SR), np.float32), synth.click_track(bpm, 20.0)])
     r = audio_analysis(_write(tmp_path, "late", y))
     assert abs(r["beats"][0]["start"] - lead) < 0.02, r["beats"][:2]
+
+
+def test_a_song_cut_mid_music_does_not_start_on_an_onset(tmp_path: Path) -> None:
+    # the frame before the song was taken as silence, so a file cut mid-music (every preview) opened on an onset: a beat
+    # at 0.0 and the opening segment, both of confidence 1.0, with the beat path bent to reach that beat
+    y = synth.click_track(120.0, 20.5) + 0.3 * synth.chord_progression(0, 1, 20.5, chord_seconds=2.0)
+    r = audio_analysis(_write(tmp_path, "cut", y[int(0.2 * SR):].astype(np.float32)))  # clicks at 0.3, 0.8, ... s
+    assert r["segments"][0]["confidence"] == 0.0
+    beats = _starts(r["beats"])
+    assert abs(beats[0] - 0.3) < 0.02 and np.all(np.abs(np.diff(beats[:4]) - 0.5) < 0.03), beats[:4]
+
+
+@pytest.mark.parametrize("kind", ["compound", "rock"])
+def test_the_last_beats_keep_the_period(tmp_path: Path, kind: str) -> None:
+    # the beat path was read back from the last strong peak of its score, which may lie off the beat near the end:
+    # the last beats bent to reach it (intervals of 1.2 and 1.3 periods on the 6/8 pattern, 0.82-0.84 on the rock loop)
+    y = (synth.compound_pattern(100.0, 30.0) if kind == "compound"
+         else synth.drum_pattern(120.0, seconds=60.0) + 0.5 * synth.chord_progression(0, 1, 60.0))
+    r = audio_analysis(_write(tmp_path, kind, y.astype(np.float32)))
+    iv = np.diff(_starts(r["beats"]))
+    assert np.all(np.abs(iv[-3:] / np.median(iv) - 1) <= 0.1), iv[-3:] / np.median(iv)
 
 
 def test_a_steady_tone_is_one_segment(tmp_path: Path) -> None:

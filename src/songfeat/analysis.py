@@ -1,6 +1,6 @@
 """Spotify's audio-analysis object (beats, bars, tatums, sections, segments) for any audio file, offline.
 
-One streamed pass, memory flat: each 30-s window gives `descriptors.window_evidence` (so the
+One streamed pass in little memory: each 30-s window gives `descriptors.window_evidence` (so the
 track-level tempo, key, loudness and metre are `songfeat analyze`'s own) and is reduced here to a
 few compact per-frame features on a uniform 23-ms grid (STFT 2048 / hop 1024 at 44.1 kHz, context
 carried across windows): a log-mel flux onset envelope and a < 200 Hz one, the frame level in
@@ -52,6 +52,7 @@ TIMBRE_OFFSET_DB = 80.0  # timbre[0] = total band power (dB) + this: silence 0, 
 # --- chroma from spectral peaks, each placed by parabolic interpolation on the nearest pitch class
 CHROMA_FMIN, CHROMA_FMAX = 55.0, 5000.0
 PEAK_REL_DB = 40.0  # peaks more than this below the frame's strongest are side lobes or noise
+HALF_FRAME_DB = 10.0 * math.log10(2.0)  # the first frame's window is half zero padding: steady sound reads 3 dB lower
 ONSET_RANGE_DB = 50.0  # band levels further below the frame's loudest band do not count towards onsets
 LOW_BAND_HZ = 200.0  # the kick/bass band whose onsets mark downbeats
 LOUDNESS_FLOOR_DB = -60.0  # Spotify's floor for every loudness value
@@ -96,7 +97,7 @@ TRACK_BEATS = 2.0  # `track_beats` needs a stretch of sound this many periods lo
 # a rest of a sparse pulse (a 30-BPM metronome, tracked at 120 BPM, had every click alone and no beat at all)
 MIN_LOUDNESS_SECONDS = 0.5  # a section is measured on at least this much audio: BS.1770 gates in 0.4-s blocks, so
 # a shorter one (a click between two silent sections) read -60
-ANALYZER_VERSION = "songfeat-analysis-2"  # in every object's meta: bumped when the output changes
+ANALYZER_VERSION = "songfeat-analysis-3"  # in every object's meta: bumped when the output changes
 
 
 @lru_cache(maxsize=1)
@@ -157,7 +158,7 @@ class FrameStream:
         self.buf_start = -(N_FFT // 2)  # song sample index of buf[0]
         self.next_frame = 0
         self.n_samples = 0
-        self.prev_bands = np.full((1, N_BANDS), BAND_FLOOR_DB, dtype=np.float32)  # before the song: silence
+        self.prev_bands: np.ndarray | None = None  # the last frame's onset bands; none before the song (`_features`)
         self.prev_low: np.ndarray | None = None
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.fine: list[np.ndarray] = []
@@ -218,12 +219,22 @@ class FrameStream:
         bands = f32(10.0) * np.log10(np.maximum(band_power, f32(10 ** (BAND_FLOOR_DB / 10))))
         nlow = max(3, int(LOW_BAND_HZ * N_FFT / SAMPLE_RATE))
         low = f32(10.0) * np.log10(np.maximum(p[:, 1:nlow], f32(1e-6)))
-        prev_low = np.full_like(low[:1], -60.0) if self.prev_low is None else self.prev_low
         # flux on levels floored ONSET_RANGE_DB below each frame's loudest band: the splatter of a note's
         # release (quiet, broadband) is not an onset
         fb = np.maximum(bands, bands.max(1, keepdims=True) - f32(ONSET_RANGE_DB))
-        onset = np.maximum(fb - np.concatenate([self.prev_bands, fb[:-1]]), f32(0)).mean(1, dtype=f32)
-        onset_low = np.maximum(low - np.concatenate([prev_low, low[:-1]]), f32(0)).mean(1, dtype=f32)
+        # the song's first frame is compared with itself, not with silence, and the second with the first as if its
+        # window were whole: a file cut mid-music (a preview) does not start on an onset. Against silence 101 of the
+        # 102 previews had a beat and a segment at 0.0 with confidence 1.0, and the beat path bent to reach that beat
+        # (the first interval 1.1-1.3 periods); a hit in a file's first 15 ms now goes unmarked
+        first = self.prev_bands is None
+        before = np.concatenate([fb[:1] if first else self.prev_bands, fb[:-1]])
+        before_low = np.concatenate([low[:1] if first else self.prev_low, low[:-1]])
+        second = 1 - self.next_frame  # the song's second frame, in this block or not
+        if 0 <= second < fb.shape[0]:
+            before[second] += f32(HALF_FRAME_DB)
+            before_low[second] += f32(HALF_FRAME_DB)
+        onset = np.maximum(fb - before, f32(0)).mean(1, dtype=f32)
+        onset_low = np.maximum(low - before_low, f32(0)).mean(1, dtype=f32)
         self.prev_bands, self.prev_low = fb[-1:], low[-1:]
         timbre = bands @ timbre_basis().T
         timbre[:, 0] = np.maximum(f32(10.0) * np.log10(np.maximum(band_power.sum(1), f32(1e-12))), f32(BAND_FLOOR_DB)) + f32(TIMBRE_OFFSET_DB)
@@ -335,12 +346,16 @@ def track_beats(onset: np.ndarray, period: float, tightness: float = BEAT_TIGHTN
         # through a heavily penalised short lag, so the path skipped it and the song's first beat (and bar) was lost
         score[t] = local[t] + np.maximum(best, 0.0)
         back[t] = np.where(best > 0.0, prev[np.arange(t.size), j], -1)
-    # end on the last local maximum of the cumulative score that is not weak
+    # end on the best local maximum of the cumulative score within the last period of those that are not weak: the
+    # last of them may lie off the beat (an off-beat onset just before the end), and reading back from it bent the
+    # last beats to reach it (by 10% of a period or more at the end of 18 of the 102 previews)
     peaks = np.flatnonzero((score[1:-1] > score[:-2]) & (score[1:-1] >= score[2:])) + 1
     if peaks.size == 0:
         return np.zeros(0, dtype=np.int64)
     good = peaks[score[peaks] >= 0.5 * np.median(score[peaks])]
-    t = int(good[-1] if good.size else peaks[-1])
+    good = good if good.size else peaks[-1:]
+    last = good[good > good[-1] - period]
+    t = int(last[np.argmax(score[last])])
     beats = [t]
     while back[t] >= 0:
         t = int(back[t])

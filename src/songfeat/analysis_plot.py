@@ -6,17 +6,39 @@ never pays for it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .analysis import Analysis
 from .features import PITCH_NAMES, key_name
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+
 SECTION_COLOURS = ("#dbe9f6", "#fde5c8", "#dcefd9", "#f2dcef", "#f6f3c8", "#d9eef0")
+LABEL_INSET_PT = 2.0  # a section's label starts this far inside its band, and ends at least as far before its end
 
 
 def _edges(items: list[dict], duration: float) -> np.ndarray:
     starts = np.array([x["start"] for x in items], dtype=np.float64)
     return np.concatenate([starts, [duration]])
+
+
+def _fit_labels(fig: Figure, ax: Axes, labels: list[tuple[Annotation, tuple[str, ...], float]]) -> None:
+    """Shorten each section's label (text, shorter forms, band end in s) to the first form that ends inside its band,
+    and hide it where none does: the labels of a 10-minute song's 15 sections overprinted one another."""
+    renderer = fig.canvas.get_renderer()
+    pad = LABEL_INSET_PT * fig.dpi / 72.0
+    for text, shorter, end in labels:
+        limit = ax.transData.transform((end, 0.0))[0] - pad
+        for form in shorter:
+            if text.get_window_extent(renderer).x1 <= limit:
+                break
+            text.set_text(form)
+        text.set_visible(bool(text.get_window_extent(renderer).x1 <= limit))
 
 
 def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) -> Path:
@@ -25,7 +47,7 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     Raises OutputError (an OSError) before drawing when `path` is a folder, a device or an audio file (the input, say).
     """
     from .output import check_output
-    from .plotting import pyplot
+    from .plotting import PNG_DPI, pyplot
 
     check_output(Path(path), "the picture")
     plt = pyplot()
@@ -33,17 +55,22 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     tr = r["track"]
     dur = float(tr["duration"])
     t = fr.times
-    fig, axes = plt.subplots(3, 1, figsize=(12, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1.3, 1.3]})
+    fig, axes = plt.subplots(3, 1, figsize=(12, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1.3, 1.3]},
+                             dpi=PNG_DPI)  # as saved, so the labels are fitted to their bands as they will show
     ax, axp, axt = axes
 
     # sections as coloured bands, waveform envelope, loudness, beats and bars
+    labels = []
     for i, s in enumerate(r["sections"]):
+        end = s["start"] + s["duration"]
         for a in axes:
-            a.axvspan(s["start"], s["start"] + s["duration"], color=SECTION_COLOURS[i % len(SECTION_COLOURS)], zorder=0, lw=0)
+            a.axvspan(s["start"], end, color=SECTION_COLOURS[i % len(SECTION_COLOURS)], zorder=0, lw=0)
         key = "no key" if s["key"] < 0 else f"{PITCH_NAMES[s['key']]} {'maj' if s['mode'] == 1 else 'min'}"
-        ax.text(s["start"] + 0.15, 0.98, f"section {i + 1}: {key}, {s['tempo']:.0f} BPM, {s['loudness']:.1f} dB", fontsize=7,
-                va="top", ha="left", transform=ax.get_xaxis_transform(), zorder=5,
-                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1})
+        tempo = f"{s['tempo']:.0f} BPM" if s["tempo"] > 0 else "no beat"
+        text = ax.annotate(f"section {i + 1}: {key}, {tempo}, {s['loudness']:.1f} dB", (s["start"], 0.98),
+                           xycoords=ax.get_xaxis_transform(), xytext=(LABEL_INSET_PT, 0), textcoords="offset points",
+                           fontsize=7, va="top", ha="left", zorder=5, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1})
+        labels.append((text, (f"{i + 1}: {key}, {tempo}", str(i + 1)), end))
     ax.fill_between(t, -fr.peak, fr.peak, color="#8c8c8c", lw=0, zorder=2)
     ax.set_ylim(-1.05, 1.25)
     ax.set_ylabel("waveform")
@@ -80,6 +107,7 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     axt.set_xlabel("seconds (red ticks: beats, blue: bars, green dashes: fade-in end / fade-out start)")
     axt.set_xlim(0, dur)
     fig.tight_layout()
+    _fit_labels(fig, ax, labels)
     from .plotting import save_png
 
     return save_png(fig, path)

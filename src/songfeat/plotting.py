@@ -19,7 +19,10 @@ def pyplot():
     return plt
 
 
-def save_png(fig, path: str | Path, dpi: int = 110) -> Path:
+PNG_DPI = 110  # the pictures' resolution; a figure drawn at it measures its text as the PNG shows it
+
+
+def save_png(fig, path: str | Path, dpi: int = PNG_DPI) -> Path:
     """Write `fig` to `path` as PNG atomically (a partial file never takes the name), close it, return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -29,4 +32,4 @@ def save_png(fig, path: str | Path, dpi: int = 110) -> Path:
     return out
 
 
-__all__ = ["pyplot", "save_png"]
+__all__ = ["PNG_DPI", "pyplot", "save_png"]
