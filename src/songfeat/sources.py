@@ -499,12 +499,12 @@ def held_out_ids(shared: str | Path, catalogue: pd.DataFrame) -> set[str]:
     clips = labelled_clips(shared)
     cols = [*TARGETS, "loudness"]
 
-    def recordings(frame: pd.DataFrame) -> list[tuple]:
-        return [tuple(np.round(row, 4)) for row in frame[cols].to_numpy(dtype=float)]
+    def recordings(frame: pd.DataFrame) -> pd.MultiIndex:
+        return pd.MultiIndex.from_frame(frame[cols].astype(float).round(4))
 
-    scored = set(recordings(clips))
-    twins = {str(t) for t, rec in zip(catalogue["track_id"], recordings(catalogue)) if rec in scored}
-    return set(clips["track_id"].astype(str)) | twins
+    scored = recordings(clips.dropna(subset=cols))  # a clip without a value (FMA's loudness) is no recording's twin
+    twins = catalogue.loc[recordings(catalogue).isin(scored), "track_id"]
+    return set(clips["track_id"].astype(str)) | set(twins.astype(str))
 
 
 def catalogue_frame(shared: str | Path) -> pd.DataFrame:
