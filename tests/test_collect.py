@@ -243,7 +243,7 @@ def test_cli_end_to_end_with_env_endpoints(standin: SpotifyStandIn, tmp_path: Pa
 def test_cli_errors_are_one_line(standin: SpotifyStandIn, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["collect", "--genres", "pop", "--per-genre", "5", "--out", str(tmp_path / "t.csv"),
                                    "--api-url", standin.api_url, "--token-url", standin.token_url])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # refused before any request
     assert res.stderr.strip().splitlines() == [
         "songfeat: error: no Spotify credentials: set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET (or pass --client-id / --client-secret)"]
     standin.fail("/v1/search", 500, times=10)
@@ -433,3 +433,30 @@ def test_a_network_failure_names_its_cause(tmp_path: Path) -> None:
     assert str(e.value) == (f"search 'genre:pop' offset 0 at {api}token: gave up after 1 attempt: "
                             "ConnectionError: Failed to establish a new connection: [Errno 111] Connection refused")
     assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--genres", "", "--per-genre", "5"], "no genres given (e.g. --genres pop,rock,jazz)"),
+    (["--genres", " , ", "--per-genre", "5"], "no genres given (e.g. --genres pop,rock,jazz)"),
+    (["--genres", "pop", "--per-genre", "0"], "--per-genre: 0 is not in the range x>=1 (see songfeat collect --help)"),
+    (["--genres", "pop", "--per-genre", "5", "--api-url", "ftp://x/v1/"],
+     "ftp://x/v1/: the Spotify API URL must start with http:// or https://"),
+    (["--genres", "pop", "--per-genre", "5", "--client-secret", ""],
+     "no Spotify credentials: set SPOTIPY_CLIENT_SECRET (or pass --client-id / --client-secret)"),
+    (["--genres", "pop", "--per-genre", "5", "--out", "{tmp}"], "{tmp}: is a directory; --out takes a CSV file name"),
+    (["--genres", "pop", "--per-genre", "5", "--out", "{tmp}/no/t.csv"], "{tmp}/no: output folder does not exist"),
+    (["--genres", "pop", "--per-genre", "5", "--out", "{tmp}/other.csv"],
+     "{tmp}/other.csv: exists but is not a `songfeat collect` table (its columns differ); choose another --out"),
+], ids=["empty-genres", "blank-genres", "per-genre-0", "api-url", "credentials", "out-folder", "out-nowhere", "out-other"])
+def test_a_refusal_before_any_request_exits_2_and_a_failed_run_1(standin: SpotifyStandIn, tmp_path: Path, args: list[str],
+                                                                 message: str) -> None:
+    """An empty --genres exited 1 where --per-genre 0 exited 2, as did missing credentials and an --out it cannot use:
+    each is refused before any request, in one line (README, "Exit status": 2). A run that fails at Spotify is 1."""
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    base = ["collect", "--out", str(tmp_path / "t.csv"), "--api-url", standin.api_url, "--token-url", standin.token_url,
+            "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
+    res = CliRunner().invoke(app, base + [a.format(tmp=tmp_path) for a in args], prog_name="songfeat")
+    assert (res.exit_code, res.stderr) == (2, f"songfeat: error: {message.format(tmp=tmp_path)}\n")
+    assert res.stdout == "" and standin.requests() == [] and sorted(p.name for p in tmp_path.iterdir()) == ["other.csv"]
+    res = CliRunner().invoke(app, base[:-1] + ["wrong", "--genres", "pop", "--per-genre", "5"])  # the token is refused
+    assert res.exit_code == 1 and res.stderr.startswith("songfeat: error: token request at ") and "invalid_client" in res.stderr

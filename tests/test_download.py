@@ -219,7 +219,7 @@ def test_cli_exit_codes_and_summary(standin: SpotifyStandIn, tmp_path: Path) -> 
     assert res.exit_code == 0 and res.stderr == ""
     assert res.stdout.startswith(f"{out}: 1 downloaded, 11 already there, 0 failed of 12 previews (")
     res = CliRunner().invoke(app, ["download", "--tracks", str(tmp_path / "nope.csv"), "--out", str(out)])
-    assert res.exit_code == 1 and res.stderr == f"songfeat: error: {tmp_path / 'nope.csv'}: no such track table\n"
+    assert res.exit_code == 2 and res.stderr == f"songfeat: error: {tmp_path / 'nope.csv'}: no such track table\n"
 
 
 def test_a_slow_drip_is_bounded_by_the_timeout(standin: SpotifyStandIn, tmp_path: Path) -> None:
@@ -372,3 +372,71 @@ def test_nan_preview_urls_count_as_missing_and_failures_keep_the_tables_order(st
     (tmp_path / "folder.csv").mkdir()
     with pytest.raises(SongfeatError, match=r"folder\.csv: is a folder; --tracks takes a track table"):
         download(tmp_path / "folder.csv", tmp_path / "out")
+
+
+def test_an_id_cell_is_missing_by_the_rule_label_tables_read_it_by(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """download counted ids 'NA', 'None' and 'null' as missing (a list of its own), where a label table keeps them as a
+    user's ids: their labels then had no audio. One rule now (`cells.missing_id`): only a blank cell or a NaN written out
+    ('nan', '<NA>') names no track, in both; a preview URL cell of any of pandas' missing words ('None', 'N/A') is none."""
+    from songfeat.data.labels import read_labels
+
+    url = f"{standin.base}/preview/pop00002x0.mp3"
+    cells = ["NA", "None", "null", "nan", "<NA>", " ", "intro"]
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["track_id", "preview_url", "energy"])
+        w.writerows([tid, url, "0.5"] for tid in cells)
+        w.writerows([tid, missing, "0.5"] for tid, missing in (("nourl0", "N/A"), ("nourl1", "none"), ("nourl2", "#N/A")))
+    report = download(tmp_path / "t.csv", tmp_path / "out", progress=False)
+    assert (report.downloaded, report.no_id, report.no_preview, report.failures) == (4, 3, 3, [])
+    assert finals(tmp_path / "out") == ["NA.mp3", "None.mp3", "intro.mp3", "null.mp3"]
+    labels = read_labels(tmp_path / "t.csv")
+    assert set(labels.frame["track_id"]) == {"NA", "None", "null", "intro", "nourl0", "nourl1", "nourl2"}
+    assert labels.dropped_lines()[:2] == [f"{tmp_path / 't.csv'}: line 5 (nan): bad track_id: the id cell holds 'nan', "
+                                          "a missing value written out",
+                                          f"{tmp_path / 't.csv'}: line 6 (<NA>): bad track_id: the id cell holds '<NA>', "
+                                          "a missing value written out"]
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "no-id-column", "out-a-file", "out-under-a-file", "locked"])
+def test_a_refusal_before_any_download_exits_2(standin: SpotifyStandIn, tmp_path: Path, case: str) -> None:
+    """A missing track table, one without an id column or an --out it cannot use exited 1, the status of a run whose
+    downloads failed: each is refused before any download, in one line (README, "Exit status": 2)."""
+    import fcntl
+
+    write_tracks(standin, tmp_path / "t.csv")
+    (tmp_path / "noid.csv").write_text("name,preview_url\nx,http://127.0.0.1:9/x.mp3\n")
+    (tmp_path / "locked").mkdir()
+    held = open(tmp_path / "locked" / LOCK_NAME, "a")
+    fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+    tracks, out, message = {
+        "missing": ("nope.csv", "out", "nope.csv: no such track table"),
+        "folder": ("locked", "out", "locked: is a folder; --tracks takes a track table (CSV)"),
+        "no-id-column": ("noid.csv", "out", "noid.csv: needs columns track_id (or id) and preview_url; has name, preview_url"),
+        "out-a-file": ("t.csv", "noid.csv", "noid.csv: exists and is not a folder"),
+        "out-under-a-file": ("t.csv", "noid.csv/sub", "noid.csv/sub: cannot create the folder (Not a directory)"),
+        "locked": ("t.csv", "locked", "locked: another `songfeat download` is writing into this folder"),
+    }[case]
+    res = CliRunner().invoke(app, ["download", "--tracks", str(tmp_path / tracks), "--out", str(tmp_path / out)])
+    held.close()
+    assert (res.exit_code, res.stderr, res.stdout) == (2, f"songfeat: error: {tmp_path}/{message}\n", "")
+    assert standin.requests() == []
+
+
+def test_download_runs_on_the_collect_extra_alone(standin: SpotifyStandIn, tmp_path: Path) -> None:
+    """`songfeat download` imported the label reader (pandas) to shorten ids in its messages: with the 'collect' extra
+    it exists for, it said "download needs the 'train' extra" and exited 2."""
+    ids = write_tracks(standin, tmp_path / "t.csv")
+    code = ("import importlib.abc, sys\n"
+            "class Missing(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ('pandas', 'torch', 'scipy', 'sklearn', 'librosa', 'pyarrow', 'matplotlib'):\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Missing())\n"
+            "from songfeat.cli import main\n"
+            "main()\n")
+    standin.preview_faults[ids[0]] = "404"
+    res = subprocess.run([sys.executable, "-c", code, "download", "--tracks", str(tmp_path / "t.csv"), "--out",
+                          str(tmp_path / "out")], env=hermetic_environ(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and res.stderr.startswith(f"songfeat: error: {ids[0]}: "), res.stderr
+    assert "11 downloaded" in res.stdout and len(finals(tmp_path / "out")) == 11

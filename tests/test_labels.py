@@ -459,10 +459,22 @@ def test_an_id_of_thousands_of_characters_is_shortened_in_messages(tmp_path):
 
 
 def test_short_id_keeps_ordinary_ids_whole():
-    from songfeat.data.labels import ID_SHOWN, short_id
+    from songfeat.data.cells import ID_SHOWN, short_id
 
     long = "7" * 5000
     assert short_id("4uLU6hMCjMI75M1A2tKUQC") == "4uLU6hMCjMI75M1A2tKUQC" and short_id("mine", quote=True) == "'mine'"
     assert short_id("a" * ID_SHOWN) == "a" * ID_SHOWN
     assert short_id(long) == f"{'7' * 24}...{'7' * 12} (5000 characters)"
     assert short_id(long, quote=True) == f"'{'7' * 24}...{'7' * 12}' (5000 characters)"
+
+
+def test_a_nan_written_out_is_no_id_and_does_not_sway_how_the_ids_read(tmp_path):
+    """A NaN id written out ('nan', as `df.astype(str)` saves it) was kept as the id 'nan', and where most ids were so it
+    turned a table of FMA numbers into free text ('2.0' no longer paired with 000002.mp3). It names no track, as in
+    `download` (`cells.missing_id`); 'NA' stays an id."""
+    p = tmp_path / "fma.csv"
+    p.write_text("track_id,energy\n2.0,0.5\n5.0,0.6\nnan,0.7\nnan,0.8\nNaN,0.9\n")
+    t = read_labels(p)
+    assert t.frame["track_id"].tolist() == ["000002", "000005"]
+    assert t.dropped_lines() == [f"{p}: line {n} ({w}): bad track_id: the id cell holds {w!r}, a missing value written out"
+                                 for n, w in ((4, "nan"), (5, "nan"), (6, "NaN"))]

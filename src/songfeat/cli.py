@@ -1072,7 +1072,7 @@ def collect_cmd(
     """Collect tracks per genre from Spotify's search, with their audio features, into one CSV."""
     from .data.collect import collect
     from .data.spotify_api import SpotifyAPIError
-    from .errors import SongfeatError
+    from .errors import SongfeatError, WorkFailed
 
     try:
         with _interrupted(f"interrupted; progress is kept in {out}; rerun the same command to continue"):
@@ -1081,8 +1081,10 @@ def collect_cmd(
                              policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
     except SpotifyAPIError as e:
         raise fail(f"{e} (progress is kept in {out}; rerun the same command to continue)" if out.exists() else str(e), 1) from None
-    except SongfeatError as e:
+    except WorkFailed as e:  # a save that failed once the searches ran
         raise fail(str(e), 1) from None
+    except SongfeatError as e:  # refused before any request: no genres, credentials, an --out it cannot use
+        raise fail(str(e)) from None
     except OSError as e:
         raise fail(_os_error(e), 1) from None
     if report.message:
@@ -1105,15 +1107,17 @@ def download_cmd(
 ) -> None:
     """Download the 30-s previews of a track table: atomic, resumable, failures listed in a report."""
     from .data.download import download
-    from .data.labels import short_id
-    from .errors import SongfeatError
+    from .data.cells import short_id  # not labels: it needs pandas, and download runs on the 'collect' extra
+    from .errors import SongfeatError, WorkFailed
 
     try:
         with _interrupted(f"interrupted; files already in {out} are complete; rerun the same command to continue"):
             report = download(tracks, out, concurrency=concurrency, timeout=timeout,
                               policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
-    except SongfeatError as e:
+    except WorkFailed as e:  # a write that failed once the downloads ran (a full disk)
         raise fail(str(e), 1) from None
+    except SongfeatError as e:  # refused before any download: a table or --out folder it cannot use
+        raise fail(str(e)) from None
     except OSError as e:
         raise fail(_os_error(e), 1) from None
     for f in report.failures[:5]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from ..errors import SongfeatError
+from ..errors import SongfeatError, WorkFailed
 from ..features import LABEL_COLUMNS
 from ..output import OutputLock
 from . import spotify_api
@@ -74,12 +74,12 @@ class CollectReport:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], newline: str | None = None) -> None:
-    """Write a file atomically (`atomic.replacing`); a failed write is one SongfeatError line, the last save kept."""
+    """Write a file atomically (`atomic.replacing`); a failed write is one WorkFailed line, the last save kept."""
     try:
         with atomic.replacing(path, "w", encoding="utf-8", newline=newline) as f:
             write(f)
     except OSError as e:  # a full disk, a read-only folder: the last saved file stays as it was
-        raise SongfeatError(path, f"cannot write ({e.strerror or e}); the last saved progress is kept") from None
+        raise WorkFailed(path, f"cannot write ({e.strerror or e}); the last saved progress is kept") from None
 
 
 def write_table(path: Path, rows: Iterable[dict[str, str]]) -> None:
@@ -251,8 +251,8 @@ def collect(
     Credentials and endpoints fall back to $SPOTIPY_CLIENT_ID / $SPOTIPY_CLIENT_SECRET and
     $SONGFEAT_SPOTIFY_API_URL / $SONGFEAT_SPOTIFY_TOKEN_URL. Rerunning with the same `out` resumes.
     `require_preview` keeps only tracks with a preview URL; `features=False` skips audio-features.
-    `on_message` receives retry notices (one line each). Raises SongfeatError (SpotifyAPIError for
-    API failures) after saving progress.
+    `on_message` receives retry notices (one line each). Raises SongfeatError for a refusal before any request (bad
+    arguments, credentials, an --out it cannot use), WorkFailed (SpotifyAPIError for API failures) after saving progress.
     """
     genre_list = parse_genres(genres)
     if per_genre < 1:

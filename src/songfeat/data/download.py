@@ -27,7 +27,8 @@ import urllib3
 
 from .. import atomic
 from ..audio import DecoderLog, audio_info, is_cut_off, iter_audio
-from ..errors import AudioError, CutOffAudioError, SongfeatError
+from ..errors import AudioError, CutOffAudioError, SongfeatError, WorkFailed
+from .cells import missing_id, missing_value
 from .spotify_api import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 REPORT_NAME = "download-failures.csv"
@@ -45,8 +46,6 @@ CONTENT_TYPES = {
 }
 EXTENSIONS = tuple(dict.fromkeys((DEFAULT_EXT, *CONTENT_TYPES.values())))
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # becomes a file name: no dots, slashes
-# what pandas and spreadsheets write for an empty cell: no preview URL (not a failed download), or no track id
-MISSING_CELLS = frozenset({"nan", "none", "null", "na", "n/a", "<na>", "#n/a"})
 
 
 @dataclass(frozen=True)
@@ -114,10 +113,10 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int, int
                 tid = (row.get(id_col) or "").strip()
                 if tid.startswith("spotify:track:"):  # some tables store URIs
                     tid = tid.rsplit(":", 1)[1]
-                if tid.lower() in MISSING_CELLS:  # a NaN id written out was fetched as nan.mp3
+                if missing_id(tid):  # a NaN id written out was fetched as nan.mp3; "NA" or "None" is an id, as in labels
                     tid = ""
                 url = (row.get("preview_url") or "").strip()
-                if url.lower() in MISSING_CELLS:  # a table saved by pandas with NaN written out
+                if missing_value(url):  # a table saved by pandas with NaN (or None, NULL) written out
                     url = ""
                 if not tid:
                     no_id += 1
@@ -226,7 +225,7 @@ def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, ti
            stop: threading.Event | None = None) -> Path:
     """One attempt: stream to a .part file, check length and audio, rename into place. Raises _Attempt.
 
-    A local write failure (a full disk, a read-only folder) raises SongfeatError: it is no fault of
+    A local write failure (a full disk, a read-only folder) raises WorkFailed: it is no fault of
     this preview and would fail every other one too.
     """
     part: Path | None = None
@@ -281,7 +280,7 @@ def _fetch(session: requests.Session, track_id: str, url: str, out_dir: Path, ti
     except requests.exceptions.RequestException as e:
         raise _Attempt(f"bad request ({type(e).__name__}: {e})", False) from None
     except OSError as e:  # after the network errors (RequestException is an OSError too): our own disk
-        raise SongfeatError(e.filename or part or out_dir, f"cannot write ({e.strerror or e})") from None
+        raise WorkFailed(e.filename or part or out_dir, f"cannot write ({e.strerror or e})") from None
     finally:
         if part is not None:
             part.unlink(missing_ok=True)
@@ -391,7 +390,7 @@ def _lock(out_dir: Path) -> Any:
 
 
 def write_report(path: Path, failures: list[Failure]) -> None:
-    """Atomically write the failures table (header only when nothing failed); a write error is a SongfeatError."""
+    """Atomically write the failures table (header only when nothing failed); a write error is a WorkFailed."""
     try:
         with atomic.replacing(path, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
@@ -399,7 +398,7 @@ def write_report(path: Path, failures: list[Failure]) -> None:
             for x in sorted(failures, key=lambda x: x.track_id):
                 w.writerow((x.track_id, x.url, x.reason, x.attempts))
     except OSError as e:
-        raise SongfeatError(path, f"cannot write ({e.strerror or e})") from None
+        raise WorkFailed(path, f"cannot write ({e.strerror or e})") from None
 
 
 def download(
@@ -416,7 +415,8 @@ def download(
     """Download every preview in `tracks_csv` into `out_dir` as `<track_id>.mp3` (or the served format).
 
     `retries` overrides `policy.retries`. Already-valid files are skipped; failures are returned and
-    written to `out_dir/download-failures.csv`. Safe to interrupt (even SIGKILL) and rerun.
+    written to `out_dir/download-failures.csv`. Safe to interrupt (even SIGKILL) and rerun. A table or folder it cannot
+    use is a SongfeatError before any download; a write that fails once they run (a full disk) is a WorkFailed.
     """
     if concurrency < 1:
         raise SongfeatError(None, f"--concurrency must be at least 1 (got {concurrency})")

@@ -33,6 +33,7 @@ from .. import features
 from ..audio import scan_inputs
 from ..features import is_spotify_id
 from ..errors import SongfeatError, SongfeatWarning
+from .cells import NA_WORDS, missing_id, short_id
 
 NORMALISED_COLUMNS: tuple[str, ...] = (
     "track_id", "name", "artists", "album", "genre", *features.LABEL_COLUMNS, "duration_ms", "popularity",
@@ -48,7 +49,6 @@ LIST_SEP = "; "
 LOUDNESS_MAX_LABEL = 3.0
 TEMPO_MAX_LABEL = 300.0
 FMA_ID_WIDTH = 6  # FMA audio files are named {track_id:06d}.mp3
-ID_SHOWN = 64  # characters of an id a message shows whole; a longer one is shortened (`short_id`)
 
 _SPOTIFY_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9A-Za-z]{22})(?![0-9A-Za-z])")
 _URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
@@ -105,17 +105,6 @@ class LabelTable:
         nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in self.nulled["reason"].value_counts().items()}
         return {"source": self.source, "schema": self.schema, "rows": len(self.frame),
                 "dropped": int(len(self.dropped)), "dropped_by_reason": self.drop_counts(), "nulled_by_reason": nulled}
-
-
-def short_id(tid: object, quote: bool = False) -> str:
-    """An id as messages echo it: whole up to ID_SHOWN characters, else its first and last characters around '...' and
-    its length, so a cell of thousands of digits is not printed whole (twice, in a drop line). `quote`: as repr() shows
-    it, the length outside the quotes."""
-    text = str(tid)
-    if len(text) <= ID_SHOWN:
-        return repr(tid) if quote else text
-    cut = f"{text[:24]}...{text[-12:]}"
-    return f"{repr(cut) if quote else cut} ({len(text)} characters)"
 
 
 def _id_shown(raw: object) -> str:
@@ -179,6 +168,8 @@ def _bad_id(raw: object, kind: str) -> str:
     """Why `read_labels` drops a row's id, read as ids of `kind` are (`normalise_id`)."""
     if not isinstance(raw, str) or not raw.strip():
         return "bad track_id: the id cell is empty"
+    if missing_id(raw):
+        return f"bad track_id: the id cell holds {raw.strip()!r}, a missing value written out"
     if kind == "spotify":
         return (f"bad track_id: {short_id(raw, quote=True)} is not a Spotify id (22 letters and digits), as most ids in "
                 "this table are")
@@ -192,7 +183,8 @@ def _bad_id(raw: object, kind: str) -> str:
 def _id_parser(values: pd.Series):
     """Pick how ids are read from what most of them look like: Spotify, FMA numbers (other text kept as the user's own
     ids), or free text."""
-    sample = values.dropna().astype(str).head(2000)
+    sample = values.dropna().astype(str)
+    sample = sample[~sample.map(missing_id)].head(2000)
     if len(sample) == 0:
         return parse_track_id, "spotify"
     spotify = sample.map(lambda v: parse_track_id(v) is not None).mean()
@@ -436,6 +428,7 @@ def _parse_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
     import csv
 
     # every cell as written but blanks: "NA" or "None" may be a user's own id; read_labels masks NA_WORDS elsewhere
+    # (and in the id column only NAN_WORDS, `missing_id`)
     opts = dict(sep=sep, encoding=encoding, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True,
                 index_col=False)
     with warnings.catch_warnings():
@@ -527,12 +520,6 @@ def _float_column(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     return num.astype("float64"), bad
 
 
-# pandas' default words for a missing value ("NA", "null", "None", "n/a", "#N/A", "nan", ...): missing in a label column,
-# but read as written in the id column, where they were real ids of a user's own table dropped as "the id cell is empty"
-NA_WORDS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
-                      "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
-
-
 def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable:
     """Read a Spotify-style label CSV (any schema above) into the normalised schema, dropping bad rows with reasons."""
     path = Path(path)
@@ -570,7 +557,7 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
                                                      f"{short[i]} of {len(cols)} fields")
 
     parse_id, id_kind = _id_parser(raw[id_col])
-    ids = raw[id_col].map(lambda v: parse_id(v) if isinstance(v, str) else None)
+    ids = raw[id_col].map(lambda v: parse_id(v) if isinstance(v, str) and not missing_id(v) else None)
     flag(ids.isna(), lambda i: _bad_id(raw[id_col].iat[i], id_kind))
 
     out = pd.DataFrame({"track_id": ids})

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from ..errors import SongfeatError
+from ..errors import SongfeatError, WorkFailed
 
 DEFAULT_API_URL = "https://api.spotify.com/v1/"
 DEFAULT_TOKEN_URL = "https://accounts.spotify.com/api/token"
@@ -40,12 +40,16 @@ T = TypeVar("T")
 logging.getLogger("spotipy").addHandler(logging.NullHandler())
 
 
-class SpotifyAPIError(SongfeatError):
-    """The API (or the token endpoint) failed in a way retrying will not fix; str() names the URL."""
+class SpotifyAPIError(WorkFailed):
+    """The API (or the token endpoint) failed in a way retrying will not fix; str() names the URL. A failure of the
+    work (exit status 1), where a bad endpoint or missing credentials are refusals before it (a SongfeatError, 2)."""
 
     def __init__(self, url: str | None, reason: str, status: int | None = None):
         self.status = status
         super().__init__(url, reason)
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.status))
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def resolve_endpoints(api_url: str | None = None, token_url: str | None = None) 
     token = token_url or os.environ.get(ENV_TOKEN_URL) or DEFAULT_TOKEN_URL
     for name, url in (("API URL", api), ("token URL", token)):
         if not url.startswith(("http://", "https://")):
-            raise SpotifyAPIError(url, f"the Spotify {name} must start with http:// or https://")
+            raise SongfeatError(url, f"the Spotify {name} must start with http:// or https://")
     if not api.endswith("/"):
         api += "/"  # spotipy joins prefix + "search"
     return api, token
@@ -107,7 +111,7 @@ def resolve_credentials(client_id: str | None = None, client_secret: str | None 
     secret = client_secret or os.environ.get(ENV_CLIENT_SECRET)
     missing = [n for n, v in ((ENV_CLIENT_ID, cid), (ENV_CLIENT_SECRET, secret)) if not v]
     if missing:
-        raise SpotifyAPIError(None, f"no Spotify credentials: set {' and '.join(missing)} (or pass --client-id / --client-secret)")
+        raise SongfeatError(None, f"no Spotify credentials: set {' and '.join(missing)} (or pass --client-id / --client-secret)")
     return str(cid), str(secret)
 
 
