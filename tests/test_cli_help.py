@@ -44,6 +44,16 @@ def test_train_heads_help_names_the_cache_variable_and_what_workers_do():
     assert "Processes reading clips" in out
 
 
+def test_help_states_what_the_docs_do():
+    # the docs say --timeout does not hold on Ray (docs/scaling.md), --engine ray's actors default to the cluster's CPUs,
+    # --cv needs K >= 2 and leaves out fitted clips without it, and combiner variant d is the default (docs/models.md):
+    # --help said none of these
+    analyze = _help("analyze")
+    assert "The local engine only: Ray has no per-file limit yet" in analyze
+    assert "--engine ray: actors, default one per cluster CPU" in analyze
+    assert "K >= 2" in _help("evaluate-audio") and "(default: d, its best)" in _help("train")
+
+
 @pytest.mark.parametrize("args, said", [
     (["analyze", "-j", "0", "x.mp3"], "--workers/-j: 0 is not in the range x>=1"),
     (["analyze", "--workers", "abc", "x.mp3"], "--workers/-j: 'abc' is not a valid int"),

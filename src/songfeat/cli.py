@@ -267,10 +267,12 @@ def analyze(
     fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", readable=False, help="Write here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
-                                          help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU."),
+                                          help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU "
+                                               "(--engine ray: actors, default one per cluster CPU)."),
     resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
-                                  help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit."),
+                                  help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit. The local "
+                                       "engine only: Ray has no per-file limit yet (docs/scaling.md)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: $RAY_ADDRESS or the last `ray start` here, else start a local one."),
@@ -573,7 +575,9 @@ def evaluate_audio(
     labels: Path = typer.Option(..., "--labels", help="CSV of Spotify labels (any supported schema), keyed by track id."),
     audio: Path = typer.Option(..., "--audio", help="Folder of audio files named <track_id>.<ext>."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
-    cv: Optional[int] = typer.Option(None, "--cv", help="Refit the default model's audio-fitted parts in K folds (honest on its own dev clips)."),
+    cv: Optional[int] = typer.Option(None, "--cv", help="Refit the audio-fitted parts of the default model (or of a train-heads "
+                                    "bundle) in K folds, K >= 2, scoring every clip held out; default: no refit, and clips "
+                                    "the model was fitted on are left out."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes analysing clips in parallel."),
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
 ) -> None:
@@ -941,8 +945,8 @@ def train_cmd(
     seed: int = typer.Option(42, "--seed", help="Seeds the split, the initial weights and the batch order."),
     split: str = typer.Option("random", "--split", help="random (70/15/15) or artist (no artist in two parts)."),
     numeric_source: str = typer.Option("labels", "--numeric-source", help="Numeric inputs from the label table (labels, as the seed) or measured from the audio (measured)."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="combiner only: the report's setting a, b, c or d."),
-    activation: Optional[str] = typer.Option(None, "--activation", help="numeric-mlp only: relu (seed) or sigmoid (the report's variant)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="combiner only: the report's setting a, b, c or d (default: d, its best)."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="numeric-mlp only: relu (the seed's, default) or sigmoid (the report's variant)."),
     patience: int = typer.Option(5, "--patience", min=0, help="Stop after this many epochs without a better validation loss (0: never)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda; default: cuda when present."),
 ) -> None:
