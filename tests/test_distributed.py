@@ -154,7 +154,7 @@ def test_build_on_ray_takes_workers_as_its_actor_count(tmp_path, monkeypatch):
     base = ["build", "--labels", str(tmp_path / "l.csv"), "--audio", str(tmp_path), "--out", str(tmp_path / "s"), "--engine", "ray"]
     for extra, want in ((["--workers", "3"], 3), ([], None)):
         res = CliRunner().invoke(app, base + extra)
-        assert res.exit_code == 1 and "stopped here" in res.output, res.output
+        assert res.exit_code == 2 and "stopped here" in res.output, res.output  # a SongfeatError: refused before any clip
         assert asked[-1] == want
 
 

@@ -398,7 +398,34 @@ def test_an_id_cell_is_missing_by_the_rule_label_tables_read_it_by(standin: Spot
                                           "a missing value written out"]
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "no-id-column", "out-a-file", "out-under-a-file", "locked"])
+def test_a_spotify_id_in_any_form_labels_take_names_the_file_they_pair_with(standin: SpotifyStandIn,
+                                                                             tmp_path: Path) -> None:
+    """download turned spotify:track: URIs into ids but not open.spotify.com URLs (https://...track/<id>?si=...), which
+    read_labels takes: such a row failed as 'unsafe track_id' and its labels had no audio. One parser now
+    (`cells.unwrap_track_id`): the same table gives the same ids in both, and each preview is saved as <22-char id>.mp3."""
+    from songfeat.data.download import read_tracks
+    from songfeat.data.labels import index_audio, read_labels
+
+    ids = [f"0nbXyq5TXYPCO7pr3N8S4{n}" for n in range(6)]
+    forms = [ids[0], f"spotify:track:{ids[1]}", f"https://open.spotify.com/track/{ids[2]}?si=1a2b3c4d5e",
+             f"https://open.spotify.com/intl-de/track/{ids[3]}", f"http://open.spotify.com/track/{ids[4]}/",
+             f" https://open.spotify.com/track/{ids[5]}#top ", f"https://open.spotify.com/track/{ids[0]}?si=again"]
+    previews = [standin.track_object(t)["preview_url"] for t in standin.tracks]
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["track_id", "preview_url", "energy"])
+        w.writerows([cell, url, "0.5"] for cell, url in zip(forms, previews))
+    labels = read_labels(tmp_path / "t.csv").frame["track_id"].tolist()
+    assert labels == ids and [t for t, _ in read_tracks(tmp_path / "t.csv")[0]] == ids
+    report = download(tmp_path / "t.csv", tmp_path / "out", progress=False)
+    assert (report.downloaded, report.repeated, report.failures) == (6, 1, [])
+    assert finals(tmp_path / "out") == [f"{t}.mp3" for t in ids]
+    found, unlabelled, _ = index_audio(tmp_path / "out", set(labels))
+    assert sorted(found) == ids and unlabelled == []
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "no-id-column", "no-rows", "out-a-file", "out-under-a-file",
+                                  "locked"])
 def test_a_refusal_before_any_download_exits_2(standin: SpotifyStandIn, tmp_path: Path, case: str) -> None:
     """A missing track table, one without an id column or an --out it cannot use exited 1, the status of a run whose
     downloads failed: each is refused before any download, in one line (README, "Exit status": 2)."""
@@ -406,6 +433,7 @@ def test_a_refusal_before_any_download_exits_2(standin: SpotifyStandIn, tmp_path
 
     write_tracks(standin, tmp_path / "t.csv")
     (tmp_path / "noid.csv").write_text("name,preview_url\nx,http://127.0.0.1:9/x.mp3\n")
+    (tmp_path / "header.csv").write_text("track_id,preview_url\n\n")  # said '0 of 0 previews' and exited 0
     (tmp_path / "locked").mkdir()
     held = open(tmp_path / "locked" / LOCK_NAME, "a")
     fcntl.flock(held.fileno(), fcntl.LOCK_EX)
@@ -413,6 +441,8 @@ def test_a_refusal_before_any_download_exits_2(standin: SpotifyStandIn, tmp_path
         "missing": ("nope.csv", "out", "nope.csv: no such track table"),
         "folder": ("locked", "out", "locked: is a folder; --tracks takes a track table (CSV)"),
         "no-id-column": ("noid.csv", "out", "noid.csv: needs columns track_id (or id) and preview_url; has name, preview_url"),
+        "no-rows": ("header.csv", "out", "header.csv: no track rows (the file holds a header and nothing else); nothing "
+                                         "to download"),
         "out-a-file": ("t.csv", "noid.csv", "noid.csv: exists and is not a folder"),
         "out-under-a-file": ("t.csv", "noid.csv/sub", "noid.csv/sub: cannot create the folder (Not a directory)"),
         "locked": ("t.csv", "locked", "locked: another `songfeat download` is writing into this folder"),
@@ -420,7 +450,7 @@ def test_a_refusal_before_any_download_exits_2(standin: SpotifyStandIn, tmp_path
     res = CliRunner().invoke(app, ["download", "--tracks", str(tmp_path / tracks), "--out", str(tmp_path / out)])
     held.close()
     assert (res.exit_code, res.stderr, res.stdout) == (2, f"songfeat: error: {tmp_path}/{message}\n", "")
-    assert standin.requests() == []
+    assert standin.requests() == [] and (out != "out" or not (tmp_path / "out").exists())
 
 
 def test_download_runs_on_the_collect_extra_alone(standin: SpotifyStandIn, tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from songfeat import features
-from songfeat.data.labels import NORMALISED_COLUMNS, LabelTable, is_spotify_id, parse_track_id, read_labels
+from songfeat.data.labels import NORMALISED_COLUMNS, LabelTable, parse_track_id, read_labels
+from songfeat.features import is_spotify_id
 from songfeat.errors import SongfeatError
 
 FIX = Path(__file__).parent / "fixtures"

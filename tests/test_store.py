@@ -195,12 +195,90 @@ def test_cli_exit_code_and_errors(built, tmp_path):
                             "--out", str(out), "-j", "1", "--no-descriptors"])
     assert r.exit_code == 1 and "(7 from an earlier run; retried 4 that failed before, now built 0; 4 failed;" in r.stdout
     r = runner.invoke(app, ["build", "--labels", str(tmp_path / "missing.csv"), "--audio", str(built["audio"]), "--out", str(tmp_path / "x")])
-    assert r.exit_code != 0 and r.stderr.strip() == f"songfeat: error: {tmp_path / 'missing.csv'}: no such file"
+    assert r.exit_code == 2 and r.stderr.strip() == f"songfeat: error: {tmp_path / 'missing.csv'}: no such file"
     # an --out that cannot be a folder (under a file here; read-only places alike) printed a PermissionError traceback
     r = runner.invoke(app, ["build", "--labels", str(built["labels"]), "--audio", str(built["audio"]),
                             "--out", str(built["labels"] / "store")])
-    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.exit_code == 2 and "Traceback" not in r.output
     assert r.stderr.strip().startswith(f"songfeat: error: {built['labels'] / 'store'}: cannot create the store folder (")
+    r = runner.invoke(app, ["build", "--labels", str(built["labels"]), "--audio", str(built["audio"]),
+                            "--out", str(out), "--limit", "2"])  # a store of other inputs: refused, left as it is
+    assert r.exit_code == 2 and "already holds a build of different inputs" in r.stderr and r.stdout == "", r.output
+
+
+@pytest.mark.parametrize("case", ["no-labels", "header-only", "no-audio", "nothing-pairs", "out-a-file",
+                                  "out-under-a-file", "out-read-only", "out-not-a-store"])
+def test_build_refuses_inputs_it_cannot_use_with_status_2(tmp_path, monkeypatch, case):
+    """build exited 1 for inputs it refused before any clip, the status of a build whose clips failed: each is one line
+    and status 2 now (README, "Exit status"), as analyze, collect and download give; nothing is built."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+    from songfeat.data.store import LOCK
+
+    ids = [spotify_like_id(i) for i in range(2)]
+    (tmp_path / "audio").mkdir()
+    for tid in ids:
+        (tmp_path / "audio" / f"{tid}.wav").write_bytes(b"never read: refused before any clip")
+    write_labels(tmp_path / "labels.csv", ids)
+    (tmp_path / "header.csv").write_text(",".join(LABEL_HEADER) + "\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "song.wav").write_bytes(b"x")
+    (tmp_path / "afile").write_text("x")
+    for name in ("ro", "mine"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("someone's work")
+    real_open = os.open
+
+    def read_only(path, *a, **k):  # a folder the build may not write into (root may write anywhere, so faked)
+        if str(path) == str(tmp_path / "ro" / LOCK):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", read_only)
+    labels, audio, out, message = {
+        "no-labels": ("nope.csv", "audio", "s", "nope.csv: no such file"),
+        "header-only": ("header.csv", "audio", "s", "header.csv: no label rows (the file holds a header and nothing else)"),
+        "no-audio": ("labels.csv", "noaudio", "s", "noaudio: audio folder not found"),
+        "nothing-pairs": ("labels.csv", "elsewhere", "s", "elsewhere: no audio file matches a labelled track id (2 label "
+                                                          f"rows, 1 audio files; e.g. song.wav vs label id {ids[0]}); name "
+                                                          "files <track_id>.<ext>"),
+        "out-a-file": ("labels.csv", "audio", "afile", "afile: exists and is not a folder"),
+        "out-under-a-file": ("labels.csv", "audio", "afile/s", "afile/s: cannot create the store folder (Not a directory)"),
+        "out-read-only": ("labels.csv", "audio", "ro", "ro: cannot write into the store folder (Permission denied)"),
+        "out-not-a-store": ("labels.csv", "audio", "mine", "mine: folder is not empty and holds no songfeat store; choose an "
+                                                           "empty or new --out"),
+    }[case]
+    r = CliRunner().invoke(app, ["build", "--labels", str(tmp_path / labels), "--audio", str(tmp_path / audio),
+                                 "--out", str(tmp_path / out), "-j", "1"])
+    assert (r.exit_code, r.stderr, r.stdout) == (2, f"songfeat: error: {tmp_path}/{message}\n", ""), r.output
+    assert not (tmp_path / "s").exists() and [p.name for p in (tmp_path / "ro").iterdir()] == []
+
+
+def test_a_store_that_cannot_be_finished_once_its_clips_ran_is_work_failed(tmp_path, monkeypatch):
+    """The other side of the rule: a store left unfinished after its clips ran (a pool that stopped early) is a
+    WorkFailed, status 1, not a refusal (2)."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+    from songfeat.data import store
+    from songfeat.errors import WorkFailed
+
+    ids = [spotify_like_id(i) for i in range(2)]
+    (tmp_path / "audio").mkdir()
+    for tid in ids:
+        (tmp_path / "audio" / f"{tid}.wav").write_bytes(b"never read: the pool does nothing")
+    write_labels(tmp_path / "labels.csv", ids)
+    monkeypatch.setattr(store, "SERIAL_MAX", 0)
+    monkeypatch.setattr(store, "_run_pool", lambda *a, **k: None)
+    with pytest.raises(WorkFailed, match="2 clips were not processed"):
+        build_store(tmp_path / "labels.csv", tmp_path / "audio", tmp_path / "a", workers=1, progress=False)
+    r = CliRunner().invoke(app, ["build", "--labels", str(tmp_path / "labels.csv"), "--audio", str(tmp_path / "audio"),
+                                 "--out", str(tmp_path / "b"), "-j", "1"])
+    assert (r.exit_code, r.stderr) == (1, f"songfeat: error: {tmp_path / 'b'}: 2 clips were not processed; rerun the "
+                                          "build to finish them\n"), r.output
 
 
 def test_cli_address_needs_the_ray_engine(built, tmp_path):

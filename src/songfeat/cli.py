@@ -890,7 +890,7 @@ def build_cmd(
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
     from .data.store import MANIFEST, build_store
-    from .errors import SongfeatError
+    from .errors import SongfeatError, WorkFailed
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
@@ -915,8 +915,10 @@ def build_cmd(
             report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
                                  limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
                                  verbose=verbose, runner=runner)
-    except SongfeatError as e:
+    except WorkFailed as e:  # the clips ran and the store could not be finished
         raise fail(str(e), 1) from None
+    except SongfeatError as e:  # refused before any clip: labels, audio folder or --out it cannot use, no clip pairs
+        raise fail(str(e)) from None
     except ValueError as e:  # e.g. an unknown --frontend
         raise fail(str(e)) from None
     except OSError as e:  # a full disk or a permission while writing the store

@@ -1,8 +1,16 @@
-"""What a table's cells mean when they hold no value, and how an id is echoed: the rules `labels` and `download` share.
+"""What a table's cells mean when they hold no value, how a Spotify id is read from a cell, and how an id is echoed:
+the rules `labels` and `download` share.
 
 No pandas here: `songfeat download` runs on the 'collect' extra alone.
 """
 from __future__ import annotations
+
+import re
+
+from ..features import is_spotify_id
+
+_URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
+_URL = re.compile(r"^https?://open\.spotify\.com/(?:intl-[a-z-]+/)?track/([0-9A-Za-z]+)(?:[/?#].*)?$")
 
 ID_SHOWN = 64  # characters of an id a message shows whole; a longer one is shortened (`short_id`)
 
@@ -30,6 +38,22 @@ def missing_value(cell: str) -> bool:
 
 
 _NA_LOWER = frozenset({"", *(w.lower() for w in NA_WORDS)})
+
+
+def unwrap_track_id(cell: str) -> str:
+    """The id a `spotify:track:<id>` URI or an `open.spotify.com/track/<id>?si=...` URL names, else the cell stripped:
+    the one reading of an id cell `download` (which names the file `<id>.mp3`) and `parse_track_id` (labels) share."""
+    s = cell.strip()
+    m = _URI.match(s) or _URL.match(s)
+    return m.group(1) if m else s
+
+
+def parse_track_id(raw: object) -> str | None:
+    """A bare Spotify id from an id, a spotify:track: URI or an open.spotify.com URL; None otherwise."""
+    if not isinstance(raw, str):
+        return None
+    s = unwrap_track_id(raw)
+    return s if is_spotify_id(s) else None
 
 
 def short_id(tid: object, quote: bool = False) -> str:

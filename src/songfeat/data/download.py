@@ -28,7 +28,7 @@ import urllib3
 from .. import atomic
 from ..audio import DecoderLog, audio_info, is_cut_off, iter_audio
 from ..errors import AudioError, CutOffAudioError, SongfeatError, WorkFailed
-from .cells import missing_id, missing_value
+from .cells import missing_id, missing_value, unwrap_track_id
 from .spotify_api import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 REPORT_NAME = "download-failures.csv"
@@ -94,7 +94,8 @@ class DownloadReport:
 
 def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int, int, int]:
     """([(track_id, preview_url)], rows without a preview, rows without an id, rows repeating an id) from a track table,
-    one entry per id (its first row's): every row is counted somewhere, so none goes missing without a word."""
+    one entry per id (its first row's): every row is counted somewhere, so none goes missing without a word. A table
+    with no rows is a SongfeatError (a refusal, status 2)."""
     path = Path(tracks_csv)
     if path.is_dir():
         raise SongfeatError(path, "is a folder; --tracks takes a track table (CSV)")
@@ -108,11 +109,11 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int, int
             if id_col is None or "preview_url" not in cols:
                 raise SongfeatError(path, f"needs columns track_id (or id) and preview_url; has {', '.join(cols) or 'none'}")
             seen: dict[str, str] = {}
-            no_preview = no_id = repeated = 0
+            no_preview = no_id = repeated = rows = 0
             for row in reader:
-                tid = (row.get(id_col) or "").strip()
-                if tid.startswith("spotify:track:"):  # some tables store URIs
-                    tid = tid.rsplit(":", 1)[1]
+                rows += 1
+                # a spotify:track: URI or an open.spotify.com URL names its id, as in a label table: <id>.mp3 pairs
+                tid = unwrap_track_id(row.get(id_col) or "")
                 if missing_id(tid):  # a NaN id written out was fetched as nan.mp3; "NA" or "None" is an id, as in labels
                     tid = ""
                 url = (row.get("preview_url") or "").strip()
@@ -135,6 +136,8 @@ def read_tracks(tracks_csv: str | Path) -> tuple[list[tuple[str, str]], int, int
         raise SongfeatError(path, f"malformed CSV ({e})") from None
     except OSError as e:
         raise SongfeatError(path, f"cannot read ({e.strerror or e})") from None
+    if not rows:  # it ended with '0 of 0 previews' and status 0, as if every preview were there
+        raise SongfeatError(path, "no track rows (the file holds a header and nothing else); nothing to download")
     return [(t, u) for t, u in seen.items() if u], no_preview, no_id, repeated
 
 

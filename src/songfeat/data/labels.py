@@ -31,9 +31,8 @@ import pandas as pd
 
 from .. import features
 from ..audio import scan_inputs
-from ..features import is_spotify_id
 from ..errors import SongfeatError, SongfeatWarning
-from .cells import NA_WORDS, missing_id, short_id
+from .cells import NA_WORDS, missing_id, parse_track_id, short_id
 
 NORMALISED_COLUMNS: tuple[str, ...] = (
     "track_id", "name", "artists", "album", "genre", *features.LABEL_COLUMNS, "duration_ms", "popularity",
@@ -51,8 +50,6 @@ TEMPO_MAX_LABEL = 300.0
 FMA_ID_WIDTH = 6  # FMA audio files are named {track_id:06d}.mp3
 
 _SPOTIFY_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9A-Za-z]{22})(?![0-9A-Za-z])")
-_URI = re.compile(r"^spotify:track:([0-9A-Za-z]+)$")
-_URL = re.compile(r"^https?://open\.spotify\.com/(?:intl-[a-z-]+/)?track/([0-9A-Za-z]+)(?:[/?#].*)?$")
 _FREE_ID = re.compile(r"[^\s/\\\x00-\x1f\x7f]{1,200}")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")  # an id like -5 or 2.5 in a numbered table
 _WHOLE = re.compile(r"(\d+)(?:\.0*)?")  # 2, or 2.0 as pandas writes the ids of a column with a blank (a float column)
@@ -111,17 +108,6 @@ def _id_shown(raw: object) -> str:
     """' (<id>)' for a drop line, `short_id`; '' for an empty or blank id cell (NaN, as pandas reads it, or spaces)."""
     missing = raw is None or (isinstance(raw, float) and np.isnan(raw)) or not str(raw).strip()
     return "" if missing else f" ({short_id(raw)})"
-
-
-def parse_track_id(raw: object) -> str | None:
-    """A bare Spotify id from an id, a spotify:track: URI or an open.spotify.com URL; None otherwise."""
-    if not isinstance(raw, str):
-        return None
-    s = raw.strip()
-    m = _URI.match(s) or _URL.match(s)
-    if m:
-        s = m.group(1)
-    return s if is_spotify_id(s) else None
 
 
 def spotify_id_in(text: str) -> str | None:

@@ -35,7 +35,7 @@ import pandas as pd
 from .. import __version__, atomic
 from ..analyze import DEFAULT_TIMEOUT
 from ..audio import SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, sound_peak
-from ..errors import AudioError, SongfeatError
+from ..errors import AudioError, SongfeatError, WorkFailed
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
 from . import labels as _labels
 
@@ -338,7 +338,10 @@ class _lock:
         self.fd: int | None = None
 
     def __enter__(self) -> "_lock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only --out: refused before any work, as one it cannot create
+            raise SongfeatError(self.path.parent, f"cannot write into the store folder ({e.strerror or e})") from None
         try:
             import fcntl
 
@@ -378,7 +381,9 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
 
     Bad audio is listed in report.csv/report.json and never stops the build. Rerunning on the same
     `out` with the same inputs continues an interrupted build, and on a finished one tries the clips that
-    failed again (`retried`, `recovered` in the report); different inputs raise SongfeatError.
+    failed again (`retried`, `recovered` in the report). Inputs it cannot use (labels, audio folder, an `out` of
+    different inputs or not writable, no clip pairing with a label) raise SongfeatError before any clip is computed; a
+    store that cannot be finished once they were raises WorkFailed (README, "Exit status": 2 and 1).
     A build of more than SERIAL_MAX clips runs them in worker processes (its resumes too), where a clip taking over `timeout` seconds is
     stopped and failed. Nothing is printed: label columns not read (`LabelTable.unread`, before the work) and decoder
     warnings ('warning: <file>: ...'), and with `verbose` the decoders' raw lines, go to `on_message` as they happen.
@@ -520,8 +525,11 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
             if arr is not None:
                 arr.close()
 
-        report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec,
-                           resumed=resumed, retrying=retrying)
+        try:
+            report = _finalise(out, table, plan, manifest, labels_without_audio, unlabelled, duplicates, spec,
+                               resumed=resumed, retrying=retrying)
+        except SongfeatError as e:  # the clips ran: a store that cannot be finished now is work that failed, not a refusal
+            raise WorkFailed(e.path, e.reason) from None
         report.seconds = time.perf_counter() - t0
         return report
 
