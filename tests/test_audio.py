@@ -333,3 +333,69 @@ def test_a_served_librarys_own_folder_is_not_walked(tmp_path):
     assert notes == [f"{tmp_path / '.songfeat'}: songfeat serve's own folder (its index and uploads); not walked"]
     files, _, _ = scan_inputs([tmp_path / ".songfeat"])  # named, it is walked
     assert files == [tmp_path / ".songfeat" / "uploads" / "up.wav"]
+
+
+def _write_ogg_or_webm(path, seconds: float = 12.0) -> None:
+    """A stereo tone in an Ogg (Vorbis or Opus, by the suffix) or, through PyAV, a WebM (Opus) file."""
+    rate = 48000
+    y = sine(440, seconds, rate, channels=2)
+    if path.suffix == ".webm":
+        av = pytest.importorskip("av")
+        with av.open(str(path), "w", format="webm") as c:
+            s = c.add_stream("libopus", rate=rate, layout="stereo")
+            for i in range(0, len(y), 960):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[i:i + 960].T), format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = rate, i
+                for pkt in s.encode(frame):
+                    c.mux(pkt)
+            for pkt in s.encode(None):
+                c.mux(pkt)
+        return
+    subtype = "OPUS" if path.suffix == ".opus" else "VORBIS"
+    with sf.SoundFile(path, "w", rate, 2, format="OGG", subtype=subtype) as f:
+        for i in range(0, len(y), 4096):  # libsndfile's Vorbis encoder crashed on one large write
+            f.write(y[i:i + 4096])
+
+
+@pytest.mark.parametrize("ext,says", [("ogg", "its Ogg stream has no end page"), ("opus", "its Ogg stream has no end page"),
+                                      ("webm", r"its header says 12\.0 s")])
+def test_cut_off_ogg_opus_and_webm_say_so(tmp_path, ext, says):
+    # Ogg states no length up front (decoders take the last page's), so a cut-off .ogg/.opus decoded quietly to its
+    # break; a WebM's Duration was read but never compared with what decoded
+    whole, cut = tmp_path / f"whole.{ext}", tmp_path / f"cut.{ext}"
+    _write_ogg_or_webm(whole)
+    data = whole.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole file: no warning
+        n = load_audio(whole).size
+    assert n == pytest.approx(12 * SAMPLE_RATE, abs=SAMPLE_RATE // 10)
+    for keep in (len(data) // 2, data.rfind(b"OggS") if ext != "webm" else len(data) * 2 // 3):  # mid-page, page edge
+        cut.write_bytes(data[:keep])
+        with pytest.warns(UserWarning, match=rf"cut\.{ext}: holds \d+\.\d s of audio but {says} \(cut off\?\); analysed "
+                                             "the audio that is there"):
+            y = load_audio(cut)
+        assert 3 * SAMPLE_RATE < y.size < n
+
+
+@pytest.mark.parametrize("ext", ["wav", "m4a"])
+def test_channels_that_cancel_are_named_in_the_silence_error(tmp_path, ext):
+    # one channel the other inverted: the mono mix songfeat analyses is silent, and the error said only 'audio is
+    # silent' of a file that plays loud
+    path = tmp_path / f"antiphase.{ext}"
+    y = sine(440, 3.0, SAMPLE_RATE)
+    if ext == "wav":
+        sf.write(path, np.stack([y, -y], axis=1), SAMPLE_RATE, subtype="PCM_16")
+    else:
+        av = pytest.importorskip("av")
+        with av.open(str(path), "w", format="ipod") as c:
+            s = c.add_stream("alac", rate=SAMPLE_RATE, layout="stereo")  # lossless: the channels still cancel exactly
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.stack([y, -y])), format="fltp", layout="stereo")
+            frame.sample_rate = SAMPLE_RATE
+            for pkt in [*s.encode(frame), *s.encode(None)]:
+                c.mux(pkt)
+    with pytest.raises(AudioError, match=rf"antiphase\.{ext}: audio is silent once its channels are averaged to mono, "
+                                         r"which songfeat analyses: they cancel out \(one is the other with its polarity"):
+        check_first_window(path, load_audio(path))
+    sf.write(path.with_suffix(".wav"), np.zeros((3 * SAMPLE_RATE, 2), dtype=np.float32), SAMPLE_RATE)
+    with pytest.raises(AudioError, match=r"audio is silent \(peak below -90 dBFS"):  # silence in both: as before
+        check_first_window(path.with_suffix(".wav"), load_audio(path.with_suffix(".wav")))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -690,3 +691,25 @@ def test_a_pooled_builds_resume_stays_in_worker_processes_however_few_clips_are_
     r = build_store(labels, audio, out, workers=1, progress=False)
     assert r.ok and r.built == len(ids) and r.resumed == len(ids) - 1
     assert len(pooled) == 1 and len(pooled[0]) == 1  # the one clip left, in a worker with its time limit
+
+
+def test_a_clip_silent_through_its_first_window_is_warned_about(tmp_path):
+    # the store keeps the front-end of a clip's first 30 s: one opening with 32 s of silence was kept as silence, quietly
+    from songfeat.data.store import process_clip
+
+    spec = frontend.get_spec("mfcc").to_dict()
+    song = clip(3, 12.0)
+    cases = {"late.wav": (32.0, "is silent \\(a long silent intro\\?\\); its row describes silence"),
+             "half.wav": (20.0, "is silent up to 20 s .*describes mostly silence"),
+             "prompt.wav": (2.0, None)}
+    for name, (silence, warning) in cases.items():
+        path = tmp_path / name
+        sf.write(path, np.concatenate([np.zeros(int(silence * 44100), np.float32), song]), 44100)
+        res = process_clip(str(path), spec, with_descriptors=False)
+        assert res["ok"], res
+        if warning is None:
+            assert not res.get("warnings"), res.get("warnings")
+        else:
+            assert len(res["warnings"]) == 1, res.get("warnings")
+            assert re.match(f"{re.escape(str(path))}: its first 30 s, the window whose front-end the store keeps, "
+                            f"{warning}", res["warnings"][0]), res["warnings"][0]

@@ -54,7 +54,8 @@ class AudioInfo:
     channels: int
     seconds: float | None  # None when the container does not say
     decoder: str  # "soundfile" or "pyav"
-    promised_seconds: float | None = None  # what a cut-off WAV's header promised, when it is more than the file holds
+    promised_seconds: float | None = None  # a length the header states exactly, checked against what decodes: a cut-off
+    # WAV's (set only when it is more than the file holds), a Matroska/WebM or MP4/M4A container's
     empty_header: bool = False  # a WAV header declaring no data (a recorder stopped before writing the length)
 
 
@@ -321,9 +322,73 @@ def _pyav_info(p: Path) -> AudioInfo | None:
                 seconds = float(s.duration * s.time_base)
             elif c.duration is not None:
                 seconds = c.duration / 1_000_000
-            return AudioInfo(str(p), int(s.rate or s.codec_context.sample_rate), int(s.channels), seconds, "pyav")
+            return AudioInfo(str(p), int(s.rate or s.codec_context.sample_rate), int(s.channels), seconds, "pyav",
+                             seconds if _exact_length(c, s) else None)
     except Exception:
         return None
+
+
+def _exact_length(c, s) -> bool:
+    """Whether a PyAV container states its audio's length exactly, so that decoding less means a file cut off part-way:
+    an MP4/M4A track's own duration, or a Matroska/WebM file's Duration when audio is all it holds (a video's may be
+    longer). Ogg's and ADTS/MP3's are read off the last page or estimated from the bitrate: they promise nothing."""
+    name = c.format.name or ""
+    if name.startswith("mov,"):
+        return s.duration is not None
+    return name.startswith("matroska") and len(c.streams) == 1 and c.duration is not None
+
+
+OGG_EOS = 0x04  # an Ogg page header's flag: the last page of its stream
+_OGG_TAIL = 1 << 17  # bytes read from an Ogg file's end: more than two of its largest pages (65,307 bytes)
+
+
+def _ogg_table() -> list[int]:
+    """The byte table of Ogg's CRC-32 (polynomial 0x04C11DB7, not reflected)."""
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else r << 1
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_TABLE = _ogg_table()
+
+
+def _ogg_crc(data: bytes) -> int:
+    """Ogg's page checksum (CRC-32, polynomial 0x04C11DB7, not reflected, no final xor; its own field zeroed)."""
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_TABLE[((crc >> 24) ^ b) & 0xFF]
+    return crc
+
+
+def ogg_cut_off(path: str | Path) -> bool:
+    """Whether an Ogg file (Vorbis, Opus, ...) breaks off part-way: its last whole page (checksum intact) is not an
+    end-of-stream page. Ogg states no length up front (decoders read it off the last page there is), so a download cut
+    off mid-file decodes quietly to its break; the missing end page is the only sign. False for other files, and when
+    no whole page is found near the end (nothing to tell from)."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"OggS":
+            return False
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - _OGG_TAIL))
+        tail = f.read()
+    at = len(tail)
+    while (at := tail.rfind(b"OggS", 0, at)) >= 0:
+        head = tail[at:at + 27]
+        if len(head) < 27 or head[4] != 0:
+            continue
+        lacing = tail[at + 27:at + 27 + head[26]]
+        end = at + 27 + head[26] + sum(lacing)
+        if len(lacing) < head[26] or end > len(tail):  # the page the file breaks off in (or "OggS" inside packet data)
+            continue
+        page = bytearray(tail[at:end])
+        page[22:26] = bytes(4)
+        if _ogg_crc(page) == int.from_bytes(head[22:26], "little"):
+            return not head[5] & OGG_EOS
+    return False
 
 
 def _probe_quietly(probe, p: Path) -> tuple[AudioInfo | None, str]:
@@ -395,8 +460,8 @@ def header_info(path: str | Path) -> AudioInfo:
         log.close()
 
 
-def _soundfile_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (mono float32 block, source rate) from soundfile."""
+def _soundfile_blocks(p: Path, mono: bool = True) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (mono float32 block, source rate) from soundfile; `mono=False`: frames x channels blocks, as stored."""
     import numpy as np
     import soundfile as sf
 
@@ -407,15 +472,19 @@ def _soundfile_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
             if block.shape[0] == 0:
                 return
             ch = block.shape[1]
+            if not mono:
+                yield block, sr
+                continue
             # matrix-vector product: much faster than ndarray.mean over a short axis
             yield (block @ np.full(ch, 1.0 / ch, dtype=np.float32)) if ch > 1 else block[:, 0], sr
 
 
-def _pyav_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (mono float32 block, source rate) from PyAV: packed float32 in the stream's own channel layout, averaged
-    over the channels as `_soundfile_blocks` does. (PyAV's own mono downmix keeps the channels' sum at 1/sqrt(2), so
-    stereo read through it came out 3 dB louder than the same audio read by soundfile: an .m4a or .opus file, or any
-    file soundfile cannot open by name, read louder and more energetic than its WAV.)"""
+def _pyav_blocks(p: Path, mono: bool = True) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (mono float32 block, source rate) from PyAV (`mono=False`: frames x channels): packed float32 in the
+    stream's own channel layout, averaged over the channels as `_soundfile_blocks` does. (PyAV's own mono downmix keeps
+    the channels' sum at 1/sqrt(2), so stereo read through it came out 3 dB louder than the same audio read by
+    soundfile: an .m4a or .opus file, or any file soundfile cannot open by name, read louder and more energetic than
+    its WAV.)"""
     import numpy as np
     import av
 
@@ -424,16 +493,18 @@ def _pyav_blocks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
         sr = int(stream.rate or stream.codec_context.sample_rate)
         resampler = av.AudioResampler(format="flt", layout=stream.codec_context.layout, rate=sr)
 
-        def mono(out) -> np.ndarray:
+        def mix(out) -> np.ndarray:
             ch = out.layout.nb_channels
             block = out.to_ndarray().reshape(-1, ch).astype(np.float32, copy=False)  # packed: frames x channels
+            if not mono:
+                return block
             return (block @ np.full(ch, 1.0 / ch, dtype=np.float32)) if ch > 1 else block[:, 0]
 
         for frame in c.decode(stream):
             for out in resampler.resample(frame):
-                yield mono(out), sr
+                yield mix(out), sr
         for out in resampler.resample(None):
-            yield mono(out), sr
+            yield mix(out), sr
 
 
 def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
@@ -488,9 +559,12 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
         warnings.warn(f"{p}: decoding stopped after {got / sr:.1f} s ({type(e).__name__}); using the audio read so far",
                       SongfeatWarning, stacklevel=3)
     else:
-        promised = info.promised_seconds
-        if promised is not None and promised - src_frames / info.sample_rate > max(1.0, 0.02 * promised):
-            warnings.warn(f"{p}: holds {src_frames / info.sample_rate:.1f} s of audio but its header says {promised:.1f} s "
+        promised, held = info.promised_seconds, src_frames / info.sample_rate
+        if promised is not None and promised - held > max(1.0, 0.02 * promised):
+            warnings.warn(f"{p}: holds {held:.1f} s of audio but its header says {promised:.1f} s "
+                          "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
+        elif ogg_cut_off(p):
+            warnings.warn(f"{p}: holds {held:.1f} s of audio but its Ogg stream has no end page "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
     finally:  # now, under `log`: left to the garbage collector, the decoder closed after the log and opened a new one
         blocks.close()
@@ -587,7 +661,36 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
         shown = math.floor(seconds * 1000) / 1000  # 0.999 s, not "1.00 s; need at least 1 s"
         raise AudioError(path, f"too short ({shown:g} s; need at least {MIN_SECONDS:g} s)")
     if peak <= 10 ** (SILENCE_DBFS / 20):
+        if channels_cancel(path):
+            raise AudioError(path, f"{silent} once its channels are averaged to mono, which songfeat analyses: they "
+                                   "cancel out (one is the other with its polarity inverted?)")
         raise AudioError(path, f"{silent} (peak below {SILENCE_DBFS:g} dBFS, not counting a constant offset)")
+
+
+def channels_cancel(path: str | Path) -> bool:
+    """Whether a file whose mono mix is silent holds sound in its channels (a copy of one channel polarity-inverted
+    into the other): its silence error then says why, as the file plays loud. Decodes it again: error path only."""
+    import numpy as np
+
+    log = DecoderLog(path)
+    try:
+        info = audio_info(path, log)
+        if info.channels < 2:
+            return False
+        p = Path(info.path)
+        blocks = _captured(_pyav_blocks(p, mono=False) if info.decoder == "pyav" else _soundfile_blocks(p, mono=False), log)
+        try:
+            quiet = 10 ** (SILENCE_DBFS / 20)
+            for block, _ in blocks:  # loud channels where their mix is silent (a click in both is no cancelling)
+                if block.size and float(np.ptp(block, axis=0).max()) / 2 > quiet >= float(np.ptp(block.mean(axis=1))) / 2:
+                    return True
+        finally:
+            blocks.close()
+    except Exception:  # an unreadable file says so elsewhere; this only words the silence error
+        return False
+    finally:
+        log.close()  # the decode that found the silence reported what the decoder said
+    return False
 
 
 def check_windows(path: str | Path, evidence) -> None:

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ import pandas as pd
 
 from .. import __version__, atomic
 from ..analyze import DEFAULT_TIMEOUT
-from ..audio import SAMPLE_RATE, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio, sound_peak
-from ..errors import AudioError, SongfeatError, WorkFailed
+from ..audio import (SAMPLE_RATE, SILENCE_DBFS, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio,
+                     sound_peak)
+from ..errors import AudioError, SongfeatError, SongfeatWarning, WorkFailed
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
 from . import labels as _labels
 
@@ -152,6 +154,7 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
             if with_descriptors:
                 evidence.append(window_evidence(w, SAMPLE_RATE))
         check_usable(path, total, peak)
+        _warn_late_start(path, first, spec.window_seconds)
         if not same_grid:  # a front-end on another rate or window length decodes its own first window
             first = load_audio(path, sr=spec.sample_rate, max_seconds=spec.window_seconds)
         tensor = compute(spec, fit_window(first, spec))[0].numpy().astype(np.float32, copy=False)
@@ -165,6 +168,27 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
         return {"ok": False, "reason": e.reason}
     except Exception as e:  # a decoder or numeric failure on one file must not stop the build
         return {"ok": False, "reason": f"failed to process ({type(e).__name__}: {str(e).strip()[:200] or 'no message'})"}
+
+
+def sound_start(y: np.ndarray, sr: int = SAMPLE_RATE) -> float | None:
+    """Seconds into `y` where its first second holding sound (a `sound_peak` above `SILENCE_DBFS`) begins; None if
+    it holds none: how long a clip's silent intro lasts, in whole seconds."""
+    for start in range(0, y.size, sr):
+        if sound_peak(y[start:start + sr], edge=0) > 10 ** (SILENCE_DBFS / 20):
+            return start / sr
+    return None
+
+
+def _warn_late_start(path: str, first: np.ndarray, window_seconds: float) -> None:
+    """Warn when the window the store keeps for a clip's front-end (its first) is silent for half of it or more: the
+    cached tensor then describes silence, not the song (a long silent intro). The clip is kept as it is: `analyze`
+    too reads every window from the start, silent ones included."""
+    start = sound_start(first[:int(round(window_seconds * SAMPLE_RATE))])
+    if start is None or start >= window_seconds / 2:
+        silent, what = ("is silent", "silence") if start is None else (f"is silent up to {start:.0f} s", "mostly silence")
+        warnings.warn(f"{path}: its first {window_seconds:g} s, the window whose front-end the store keeps, {silent} (a "
+                      f"long silent intro?); its row describes {what}, not the song",
+                      SongfeatWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------------------------------------
