@@ -273,7 +273,7 @@ def analyze(
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit. The local "
                                        "engine only: Ray has no per-file limit yet (docs/scaling.md)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning (--engine ray: Ray's own log lines too)."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: $RAY_ADDRESS or the last `ray start` here, else start a local one."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="ray: tracks per actor call (fewer when a part has few tracks per actor)."),
@@ -281,7 +281,7 @@ def analyze(
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
     if engine == "ray":
-        return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size)
+        return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size, verbose)
     if engine != "local":
         raise fail(f"--engine must be local or ray, not {engine!r}")
     _ray_only(ctx, engine, {"address": "--address", "batch_size": "--batch-size", "chunk_size": "--chunk-size"})
@@ -395,8 +395,9 @@ def _echo_dropped(lines: list[str], more: str, shown: int = 5) -> None:
 
 
 def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Optional[Path], workers: Optional[int],
-                 address: Optional[str], batch_size: int, chunk_size: Optional[int]) -> None:
-    """`analyze --engine ray`: a resumable Parquet folder written by a Ray cluster (see songfeat.distributed)."""
+                 address: Optional[str], batch_size: int, chunk_size: Optional[int], verbose: bool = False) -> None:
+    """`analyze --engine ray`: a resumable Parquet folder written by a Ray cluster (see songfeat.distributed); Ray's own
+    log lines only with --verbose."""
     from .errors import SongfeatError
     from .output import OutputError
 
@@ -408,7 +409,7 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
     joined: list[bool] = []
 
     def join() -> None:  # after the inputs, output and model are checked: a mistake there is said before Ray starts
-        distributed.init(address)
+        distributed.init(address, verbose=verbose)
         joined.append(True)
 
     def note(p: dict) -> None:
@@ -436,6 +437,9 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
     for line in report.refused:
         typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")
+    if report.planned and report.skipped == report.planned and not report.refused:  # Ray was not started
+        typer.echo(f"nothing left to do: all {report.planned} tracks are already in {output}", err=True)
+        return
     refused = f"; {len(report.refused)} input{'s' * (len(report.refused) != 1)} refused" if report.refused else ""
     typer.echo(f"wrote {report.written} tracks to {output} ({report.skipped} of {report.planned} already there; "
                f"{len(report.errors)} errors{refused}; {report.tracks_per_second:.2f} tracks/s)", err=True)
@@ -886,7 +890,7 @@ def build_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: $RAY_ADDRESS or the last `ray start` here, else start a local one."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one clip may take in a worker process (builds of more than 12 clips; the local engine only); 0: no limit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning (--engine ray: Ray's own log lines too)."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
     from .data.store import MANIFEST, build_store
@@ -911,7 +915,7 @@ def build_cmd(
                 from . import distributed
 
                 # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
-                runner = distributed.clip_runner(concurrency=workers, join=lambda: distributed.init(address))
+                runner = distributed.clip_runner(concurrency=workers, join=lambda: distributed.init(address, verbose=verbose))
             report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
                                  limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
                                  verbose=verbose, runner=runner)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -57,13 +59,19 @@ def _ray():
     return ray
 
 
-def init(address: str | None = None, **kwargs) -> None:
-    """Connect to a Ray cluster (`address="auto"`: the running one) or start a local one; quiet if already connected."""
+def init(address: str | None = None, *, verbose: bool = False, **kwargs) -> None:
+    """Connect to a Ray cluster (`address="auto"`: the running one) or start a local one; quiet if already connected.
+
+    Ray's own log lines stay off the terminal (they are in the cluster's log files) unless `verbose`: songfeat says
+    what a run does, and what fails, in its own lines."""
     ray = _ray()
-    _quiet(ray)
+    if not verbose:
+        _quiet(ray)
     if not ray.is_initialized():
         kwargs.setdefault("include_dashboard", False)
-        kwargs.setdefault("log_to_driver", False)
+        kwargs.setdefault("log_to_driver", verbose)  # the actors' own output (songfeat reports their rows' errors)
+        if not verbose:
+            kwargs.setdefault("logging_level", logging.WARNING)  # ray.init sets the "ray" logger's level itself
         if address is not None:
             kwargs.pop("include_dashboard")  # only meaningful when starting a cluster
         target = _bootstrap_address(address)
@@ -71,20 +79,50 @@ def init(address: str | None = None, **kwargs) -> None:
         if why:  # ray.init retries an address where nothing listens for ever, warning every few seconds
             raise SongfeatError(None, f"could not join a Ray cluster at {address or target}: nothing answers at {target} ({why})")
         try:
-            ray.init(address=address, **kwargs)
+            with contextlib.nullcontext() if verbose else _quiet_backend():
+                ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SongfeatError(None, f"could not start or join a Ray cluster (address {address or 'local'}): "
                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    if not verbose:
+        _quiet(ray)
+
+
+@contextlib.contextmanager
+def _quiet_backend() -> Iterator[None]:
+    """Ray's C++ side quiet around ray.init: RAY_BACKEND_LOG_LEVEL=fatal for the processes it starts (a local cluster's,
+    and this driver's core worker, whose error lines go to the terminal: core_worker.cc's note on every actor pool of
+    Ray Data's), and file descriptor 2 to /dev/null meanwhile, for the line the driver's core worker prints to say so.
+    A level the user set is left alone (and then so is the terminal); the environment is as it was afterwards."""
+    key = "RAY_BACKEND_LOG_LEVEL"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "fatal"
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        os.environ.pop(key, None)
 
 
 def _quiet(ray) -> None:
-    """Ray's own INFO lines (cluster start, each Dataset's plan, and its progress logged line by line wherever stdout is
-    not a terminal) off the driver's stderr: songfeat says what a run does in its own lines. Warnings still show, and
-    Ray Data's progress bars stay where stderr is a terminal."""
-    import logging
-
-    for name in ("ray", "ray._private.worker", "ray.data"):  # (Ray sets some of its modules' levels itself)
+    """Ray's own log lines off the driver's stderr: its INFO lines (cluster start, each Dataset's plan, and its
+    progress logged line by line wherever stdout is not a terminal), and Ray Data's ERROR lines with the whole
+    traceback of a failed task (~180 lines for a full disk) above the one line songfeat says it in. Ray Data still
+    logs everything to its file in the cluster's session folder, and its progress bars stay where stderr is a
+    terminal."""
+    for name in ("ray", "ray._private.worker"):  # (Ray sets some of its modules' levels itself)
         logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in logging.getLogger("ray.data").handlers:  # its console handler; its file handler keeps it all
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL + 1)
     # "Token authentication is enabled for this Ray cluster", on every start: news for whoever runs the cluster (the
     # cluster songfeat starts has it on, as Ray's default), not a problem with the user's run
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
@@ -474,11 +512,15 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
     tracks (default ROWS_PER_CPU per cluster CPU), each committed on its own; a Ray Dataset runs as
     one chunk. Ray must be initialised (see `init`), or Ray Data starts a local cluster; `join` (e.g.
     `lambda: init(address)`) is called once the inputs, the output (made, locked, its manifest read) and the model
-    have been checked, so that a mistake there is said at once rather than after a cluster has started (~7 s).
+    have been checked, so that a mistake there is said at once rather than after a cluster has started (~7 s); it is
+    not called at all when every listed track is already written (the output is then only marked complete).
     """
-    ray = _ray()
+    import importlib.util
+
     import pyarrow as pa
 
+    if importlib.util.find_spec("ray") is None:  # said before any work; importing ray.data (~2.5 s) waits until needed
+        raise SongfeatError(None, INSTALL_HINT)
     t0 = time.perf_counter()
     listed = isinstance(inputs, (str, Path, list, tuple))
     if listed:  # listed first: a mistyped or empty folder is one line, as locally, and leaves no output folder behind
@@ -506,8 +548,6 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             raise SongfeatError(out, f"holds features from another model ({manifest.get('model')}, sha256 "
                                      f"{str(manifest.get('model_sha256'))[:12]}), not {model_arg or 'default'} "
                                      f"({fingerprint[:12]}); use another --output")
-        if join is not None:
-            join()
         manifest["complete"] = False  # until this run ends
         _recover(out, manifest)  # (writes the manifest)
         done_paths, done_ids = _done_keys(out, manifest)
@@ -520,6 +560,14 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             stems = todo["path"].map(lambda p: Path(p).stem)
             todo = todo[~todo["path"].isin(done_paths) & ~stems.isin(done_ids)]
             report.skipped = report.planned - len(todo)
+            if todo.empty:  # every track already written (a rerun of a finished job): no cluster to start (~7 s)
+                _finish(out, manifest)
+                report.seconds = time.perf_counter() - t0
+                return report
+        if join is not None:
+            join()
+        ray = _ray()
+        if listed:
             if chunk_size is None:
                 chunk_size = ROWS_PER_CPU * _cpus(ray)
             if concurrency is None:  # the listed paths are already in the object store: no read task needs a CPU
@@ -558,12 +606,17 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
                 on_part({"part": name, "rows": rows, "errors": len(errors), "chunk": k + 1, "chunks": n_chunks})
         if report.planned == 0:
             report.planned = report.written + report.skipped
-        manifest.update(complete=True, finished=_now(), rows=sum(p["rows"] for p in manifest["parts"]))
-        with _writing(out):
-            _write_manifest(out, manifest)
-        shutil.rmtree(out / STAGING, ignore_errors=True)
+        _finish(out, manifest)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _finish(out: Path, manifest: dict) -> None:
+    """Mark the output complete (with its row count) at the end of a run, and drop its staging folder."""
+    manifest.update(complete=True, finished=_now(), rows=sum(p["rows"] for p in manifest["parts"]))
+    with _writing(out):
+        _write_manifest(out, manifest)
+    shutil.rmtree(out / STAGING, ignore_errors=True)
 
 
 @contextlib.contextmanager
