@@ -217,10 +217,23 @@ def quick_fit(monkeypatch):
     monkeypatch.setattr(heads, "FitConfig", functools.partial(heads.FitConfig, members=1, steps=60))
 
 
-def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_fit):
+def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_fit, monkeypatch):
     """train-heads said only 'wrote <bundle>', though on a few clips the heads learn any labels by heart (these are
     labels of nothing): now it prints each labelled feature's K-fold MAE and r beside the labels' mean, the figures
-    `evaluate-audio --cv` gives for the same folds, and keeps them in the bundle's config; --cv 0 skips it, saying so."""
+    `evaluate-audio --cv` gives for the same folds, and keeps them in the bundle's config; --cv 0 skips it, saying so.
+    Both commands' folds are one function (`heads.held_out_predictions`; they were two loops alike)."""
+    from songfeat import heads
+
+    callers = []
+    shared = heads.held_out_predictions
+
+    def spy(*a, **k):
+        import inspect
+
+        callers.append(inspect.stack()[1].function)
+        return shared(*a, **k)
+
+    monkeypatch.setattr(heads, "held_out_predictions", spy)
     args = _two_clips(tmp_path, "track_id,energy,valence\n" + "".join(f"c{i},0.{i + 1},{'' if i == 2 else 0.3}\n"
                                                                       for i in range(6)))
     r = _ok(args + ["--out", tmp_path / "heads"])
@@ -233,8 +246,9 @@ def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_
     assert f"| energy | {energy['mae']:.3f} | {energy['pearson']:.2f} | {mean:.3f} | 6 |" in r.stdout, r.stdout
     ev = json.loads(_ok(["evaluate-audio", "--labels", tmp_path / "labels.csv", "--audio", tmp_path / "audio",
                          "--model", tmp_path / "heads", "--cv", "5", "-f", "json"]).stdout)
-    assert ev["learned"]["model"]["targets"]["energy"]["mae"] == pytest.approx(energy["mae"], abs=1e-6)
-    assert ev["learned"]["mean_predictor"]["targets"]["energy"]["mae"] == pytest.approx(mean, abs=1e-6)
+    assert ev["learned"]["model"]["targets"]["energy"]["mae"] == energy["mae"]  # the same folds, the same function
+    assert ev["learned"]["mean_predictor"]["targets"]["energy"]["mae"] == mean
+    assert callers == ["train_heads", "_heads_cv"]
     r = _ok(args + ["--out", tmp_path / "quick", "--cv", "0"])
     assert r.stdout.splitlines()[0] == "not scored held out (--cv 0); --cv 5 scores the fit on clips it did not see"
     assert "held_out" not in json.loads((tmp_path / "quick" / "config.json").read_text())["split"]["heads"]
@@ -268,3 +282,45 @@ def test_train_heads_exits_1_for_clips_that_fail_and_a_bundle_it_cannot_write(tm
     r = run.invoke(app, args + ["--out", str(tmp_path / "few")])
     assert r.exit_code == 1 and "4 usable labelled clips (2 of 6 clips failed to analyse)" in r.stderr, r.output
     assert r.stderr.count("songfeat: error: ") == 3 and not (tmp_path / "few").exists()
+
+
+def test_train_heads_reads_an_out_of_range_cell_as_missing_and_keeps_the_row(tmp_path, quick_fit):
+    """A valence of 1.7 dropped its whole row, the clip's energy label with it: now that cell alone is missing, said in
+    one line naming the table, the row's id, the column and the value, and the clip is fitted on its energy."""
+    labels = "track_id,energy,valence\n" + "".join(f"c{i},0.{i + 1},{'1.7' if i == 1 else f'0.{i + 2}'}\n" for i in range(6))
+    r = _ok(_two_clips(tmp_path, labels) + ["--out", tmp_path / "heads", "--cv", "2"])
+    assert (f"songfeat: warning: {tmp_path / 'labels.csv'}: line 3 (c1): valence 1.7 outside [0, 1]: read as missing "
+            "(the row's other labels are used)") in r.stderr, r.output
+    assert "label row dropped" not in r.output
+    cfg = json.loads((tmp_path / "heads" / "config.json").read_text())
+    assert cfg["split"]["heads"]["clips"] == 6 and "c1" in cfg["provenance"]["heads_clips"]["own"]
+    held = cfg["split"]["heads"]["held_out"]["model"]["targets"]
+    assert held["energy"]["n"] == 6 and held["valence"]["n"] == 5
+
+
+def test_constant_labels_are_named():
+    from songfeat.heads import constant_labels
+
+    y = np.array([[0.3, 0.1, np.nan, np.nan], [0.3, 0.2, 0.4, np.nan], [0.3, 0.3, np.nan, np.nan]])
+    assert constant_labels(y, ["valence", "energy", "liveness", "speechiness"]) == {
+        "valence": "all 3 clips labelled with it have the same value (0.3)",
+        "liveness": "only 1 clip is labelled with it (0.4)"}
+
+
+def test_train_heads_warns_of_a_label_that_cannot_teach_and_still_fits_finite(tmp_path, quick_fit):
+    """Every clip labelled valence 0.3, or one clip alone labelled liveness: a head fitted on that learns a constant, and
+    nothing said so. Now a warning names the feature and why; the fit goes on, without NaN anywhere."""
+    labels = "track_id,energy,valence,liveness\n" + "".join(f"c{i},0.{i + 1},0.3,{'0.4' if i == 0 else ''}\n"
+                                                             for i in range(6))
+    r = _ok(_two_clips(tmp_path, labels) + ["--out", tmp_path / "heads", "--cv", "2"])
+    table = tmp_path / "labels.csv"
+    for t, why in (("valence", "all 6 clips labelled with it have the same value (0.3)"),
+                   ("liveness", "only 1 clip is labelled with it (0.4)")):
+        assert (f"songfeat: warning: {table}: {t}: {why}; the heads cannot learn how {t} varies from that, and its "
+                "held-out r is undefined: label clips that differ in it, or leave the column out") in r.stderr, r.output
+    assert "energy:" not in r.stderr
+    cfg = json.loads((tmp_path / "heads" / "config.json").read_text(),
+                     parse_constant=lambda c: pytest.fail(f"{c} in config.json"))  # strict JSON: no NaN
+    assert cfg["split"]["heads"]["targets_labelled"] == ["energy", "valence", "liveness"]
+    out = json.loads(_ok(["analyze", tmp_path / "audio" / "c0.wav", "--model", tmp_path / "heads"]).stdout)
+    assert all(np.isfinite(out[t]) for t in cfg["targets"]), out

@@ -268,12 +268,49 @@ def test_evaluate_audio_names_the_features_it_cannot_score_in_one_line(tmp_path)
     for i in range(3):
         sf.write(audio / f"c{i}.wav", synth.drum_pattern(90 + 10 * i, seconds=3.0, seed=i), 22050)
     labels = tmp_path / "labels.csv"
-    labels.write_text("track_id,energy,valence\nc0,0.2,\nc1,0.4,0.5\nc2,0.6,0.4\n")
+    labels.write_text("track_id,energy,valence,liveness\nc0,0.2,,\nc1,0.4,0.5,\nc2,0.6,0.4,0.1\n")
     r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
     assert r.exit_code == 0, r.output
     said = [ln for ln in r.stderr.splitlines() if "not scored" in ln]
     assert said == ["songfeat: warning: not scored, for lack of labels: danceability, speechiness, acousticness, "
-                    "instrumentalness, liveness (no clip is labelled with them); valence (1 of the 3 clips lacks a label)"]
+                    "instrumentalness (no clip is labelled with them); liveness (2 of the 3 clips lack a label)"]
+
+
+def test_evaluate_audio_scores_each_feature_on_the_clips_labelled_with_it(tmp_path):
+    # one clip lacking its valence label left valence out of the report altogether (`evaluate` scores each feature on
+    # the clips that have it): now it is scored on those, its n said in the table, with --cv too; and an out-of-range
+    # valence costs its clip that label alone (the whole row was dropped), said
+    import json
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from songfeat import synth
+    from songfeat.cli import app
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(4):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(90 + 10 * i, seconds=3.0, peak_dbfs=-20 + 4 * i, seed=i), 22050)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,energy,valence\nc0,0.2,1.7\nc1,0.4,0.5\nc2,0.6,0.4\nc3,0.8,0.7\n")  # 1.7: out of range
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
+    assert r.exit_code == 0, r.output
+    assert (f"songfeat: warning: {labels}: line 2 (c0): valence 1.7 outside [0, 1]: read as missing (the row's other "
+            "labels are used)") in r.stderr and "Clips: 4; 1 label values out of range, read as missing" in r.stdout
+    assert "| feature | model MAE | model r | mean_predictor MAE | mean_predictor r | clips |" in r.stdout
+    rows = {ln.split(" | ")[0].strip("| "): ln.split(" | ")[-1].strip(" |") for ln in r.stdout.splitlines()
+            if ln.startswith("| ")}
+    assert rows["energy"] == "4" and rows["valence"] == "3", r.stdout
+    assert "valence" not in [ln for ln in r.stderr.splitlines() if "not scored" in ln][0]
+    for cv in ([], ["--cv", "2"]):
+        r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio), "-f", "json", *cv])
+        assert r.exit_code == 0, r.output
+        res = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # strict: no NaN
+        assert res["targets"] == ["energy", "valence"] and "valence" not in res["targets_left_out"]
+        for k in res["learned"]:
+            v = res["learned"][k]["targets"]["valence"]
+            assert v["n"] == 3 and np.isfinite(v["mae"]), (cv, k, v)
 
 
 def test_a_missing_label_is_masked_for_its_feature_only():
@@ -341,3 +378,25 @@ def test_evaluate_audio_when_too_few_clips_analyse_names_each_failure_and_exits_
     assert [ln.split(": ")[:2] for ln in lines[:3]] == [["songfeat", "error"]] * 3
     assert [str(audio / f"c{i}.wav") in lines[i] for i in range(3)] == [True] * 3
     assert lines[3:] == [f"songfeat: error: {audio}: fewer than 2 clips could be analysed (3 failed)"]
+
+
+def test_a_stack_models_cv_refits_each_feature_on_the_clips_labelled_with_it():
+    # evaluate-audio --cv of a 'stack' model fitted its ridge correction on all training clips' labels at once, which a
+    # missing label (NaN) would turn into a failed fit: each feature is now fitted on the clips labelled with it, and
+    # with every label known it is the one fit it was
+    from songfeat.accuracy import _stack_fold
+    from songfeat.default_model import fit_head
+
+    rng = np.random.default_rng(0)
+    z, base = rng.normal(size=(12, 5)).astype(np.float32), rng.uniform(0.2, 0.8, (12, 2)).astype(np.float32)
+    y = np.clip(base + 0.1 * z[:, :2], 0, 1).astype(np.float64)
+    train, test = np.arange(8), np.arange(8, 12)
+    w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train])
+    assert np.array_equal(_stack_fold(z, y, base, train, test), base[test] + ((z[test] - zm) / zs) @ w.T + b)
+    y[[1, 4], 1] = np.nan
+    got = _stack_fold(z, y, base, train, test)
+    assert np.isfinite(got).all()
+    tr = np.setdiff1d(train, [1, 4])
+    w1, b1, zm1, zs1, _ = fit_head(z[tr], y[tr, 1:] - base[tr, 1:])
+    assert np.allclose(got[:, 1], base[test, 1] + ((z[test] - zm1) / zs1) @ np.ravel(w1) + np.ravel(b1)[0])
+    assert np.allclose(got[:, 0], (base[test] + ((z[test] - zm) / zs) @ w.T + b)[:, 0])

@@ -61,15 +61,20 @@ def test_seed_schema_drops_bad_rows_with_reasons():
     t = read_labels(FIX / "labels_seed.csv")
     check_normalised(t)
     assert t.schema == "seed"
-    assert set(t.frame["track_id"]) == {"6HJiKaPc4LYPczBFGSMBFs", "378GxC9FFbFaw02SyyxHfO", "2OKuigqDZttO0FSkKVF3tB"}
+    # an out-of-range cell (danceability 1.68, key 13) is read as missing: its row keeps its other labels
+    assert set(t.frame["track_id"]) == {"6HJiKaPc4LYPczBFGSMBFs", "378GxC9FFbFaw02SyyxHfO", "2OKuigqDZttO0FSkKVF3tB",
+                                        "5OKuigqDZttO0FSkKVF3tB", "1OKuigqDZttO0FSkKVF3tB"}
+    assert np.isnan(row(t, "5OKuigqDZttO0FSkKVF3tB")["danceability"]) and row(t, "5OKuigqDZttO0FSkKVF3tB")["energy"] == 0.488
+    assert np.isnan(row(t, "1OKuigqDZttO0FSkKVF3tB")["key"]) and row(t, "1OKuigqDZttO0FSkKVF3tB")["tempo"] == 120
+    assert [line.removeprefix(f"{FIX / 'labels_seed.csv'}: ") for line in t.nulled_lines()] == [
+        "line 4 (5OKuigqDZttO0FSkKVF3tB): danceability 1.68 outside [0, 1]: read as missing (the row's other labels are used)",
+        "line 7 (1OKuigqDZttO0FSkKVF3tB): key 13 outside [-1, 11]: read as missing (the row's other labels are used)"]
     r = reasons(t)
-    assert r["5OKuigqDZttO0FSkKVF3tB"].startswith("out of range: danceability 1.68")
     assert r["not-a-spotify-id"].startswith("bad track_id")
     assert r["7OKuigqDZttO0FSkKVF3tB"].startswith("no labels")
-    assert r["1OKuigqDZttO0FSkKVF3tB"].startswith("out of range: key 13")
     assert r["3OKuigqDZttO0FSkKVF3tB"].startswith("unreadable value: tempo 'fast'")
-    assert t.drop_counts() == {"out of range": 2, "bad track_id": 1, "no labels": 1, "unreadable value": 1}
-    assert sorted(t.dropped["row"]) == [2, 3, 4, 5, 7]
+    assert t.drop_counts() == {"bad track_id": 1, "no labels": 1, "unreadable value": 1}
+    assert sorted(t.dropped["row"]) == [3, 4, 7]
     first = row(t, "6HJiKaPc4LYPczBFGSMBFs")
     assert first["name"] == "I Got Summer On My Mind" and first["artists"] == "Jay Dunham"
     assert first["danceability"] == pytest.approx(0.807) and first["key"] == 9 and first["mode"] == 0
@@ -103,27 +108,47 @@ def test_kaggle_letter_keys_major_minor_excel_time_signatures_bom_duplicates():
 
 
 def test_a_repeat_of_a_dropped_row_is_kept(tmp_path):
-    path = tmp_path / "labels.csv"  # the first row for b has a bad value; the second was once dropped as its duplicate
-    path.write_text("track_id,danceability,energy\na,0.5,0.5\nb,5,0.2\nb,0.4,0.2\nb,0.3,0.2\n")
+    path = tmp_path / "labels.csv"  # the first row for b has a bad id; the second was once dropped as its duplicate
+    path.write_text("track_id,danceability,energy\na,0.5,0.5\nb,abc,0.2\nb,0.4,0.2\nb,0.3,0.2\n")
     t = read_labels(path)
     assert list(t.frame["track_id"]) == ["a", "b"] and row(t, "b")["danceability"] == 0.4
     r = t.dropped.set_index("row")["reason"]
-    assert r[1].startswith("out of range: danceability 5")
+    assert r[1].startswith("unreadable value: danceability 'abc'")
     assert r[3] == "duplicate track_id: same as line 4 but labels differ (first kept)"
+
+
+def test_an_out_of_range_cell_is_read_as_missing_and_the_row_keeps_its_other_labels(tmp_path):
+    """danceability 1.7 or -0.2, or a tempo of -5, dropped the whole row (its other labels lost with it): now that cell
+    alone is missing, said in one line naming the file, the row's id, the column and the value; a row with nothing
+    else labelled is still dropped, naming the cell."""
+    path = tmp_path / "labels.csv"
+    path.write_text("track_id,danceability,energy,tempo\na,1.7,0.5,120\nb,-0.2,0.4,-5\nc,0.3,0.2,130\nd,3,,\n")
+    t = read_labels(path)
+    assert list(t.frame["track_id"]) == ["a", "b", "c"]
+    assert row(t, "a")["energy"] == 0.5 and row(t, "a")["tempo"] == 120 and np.isnan(row(t, "a")["danceability"])
+    assert row(t, "b")["energy"] == 0.4 and np.isnan(row(t, "b")["danceability"]) and np.isnan(row(t, "b")["tempo"])
+    assert t.nulled_lines() == [
+        f"{path}: line 2 (a): danceability 1.7 outside [0, 1]: read as missing (the row's other labels are used)",
+        f"{path}: line 3 (b): danceability -0.2 outside [0, 1]: read as missing (the row's other labels are used)",
+        f"{path}: line 3 (b): tempo -5 outside [0, 300]: read as missing (the row's other labels are used)"]
+    assert t.dropped_lines() == [f"{path}: line 5 (d): out of range: danceability 3 outside [0, 1], and no other "
+                                 "feature is labelled"]
+    assert t.summary()["nulled_by_reason"] == {"out of range: danceability": 2, "out of range: tempo": 1}
 
 
 def test_uris_urls_and_loudness_tolerance():
     t = read_labels(FIX / "labels_uri.csv")
     check_normalised(t)
     assert t.schema == "kattapriyatham"
-    assert list(t.frame["track_id"]) == ["0nbXyq5TXYPCO7pr3N8S4I", "696DnlkuDOXcMAnKlTgXXK", "21jGcNKet2qwijlDFuPiPb"]
+    assert list(t.frame["track_id"]) == ["0nbXyq5TXYPCO7pr3N8S4I", "696DnlkuDOXcMAnKlTgXXK", "21jGcNKet2qwijlDFuPiPb",
+                                         "31jGcNKet2qwijlDFuPiPb"]  # its loudness 4.5 read as missing
     c = row(t, "21jGcNKet2qwijlDFuPiPb")
     assert c["loudness"] == pytest.approx(1.2)  # positive loudness (clipped master) is real Spotify data
     assert np.isnan(c["tempo"]) and np.isnan(c["time_signature"])  # tempo 0 / metre 1: not detected
-    assert set(t.nulled["column"]) == {"tempo", "time_signature"}
+    assert set(t.nulled["column"]) == {"tempo", "time_signature", "loudness"}
     r = reasons(t)
     assert r["spotify:track:tooShort"].startswith("bad track_id")
-    assert r["spotify:track:31jGcNKet2qwijlDFuPiPb"] == "out of range: loudness 4.5 outside [-60, 3]"
+    assert "31jGcNKet2qwijlDFuPiPb" in t.nulled_lines()[0] and "loudness 4.5 outside [-60, 3]" in t.nulled_lines()[0]
     assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["artists"] == "Roddy Ricch"
     assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["popularity"] == 100
 
@@ -136,8 +161,8 @@ def test_600k_schema_artist_lists():
     assert row(t, "35iwgR4jXetI318WEWsa1Q")["artists"] == "Uli"
     assert row(t, "35iwgR4jXetI318WEWsa1Q")["duration_ms"] == 126903
     assert np.isnan(row(t, "08FmqUhxtyLTn6pAh6bk45")["tempo"])
-    assert reasons(t)["07A5yehtSnoedViJAZkNnc"].startswith("out of range: loudness -71.18")
-    assert len(t) == 3
+    assert "(07A5yehtSnoedViJAZkNnc): loudness -71.18" in t.nulled_lines()[0]  # read as missing, the row kept
+    assert len(t) == 4
 
 
 def test_fma_numeric_ids_are_zero_padded_and_empty_cells_kept():
@@ -216,10 +241,10 @@ def test_semicolon_and_decimal_commas():
     """European Excel saves with ';' and decimal commas."""
     t = read_labels(FIX / "labels_semicolon.csv")
     check_normalised(t)
-    assert list(t.frame["track_id"]) == ["0nbXyq5TXYPCO7pr3N8S4I"]
+    assert list(t.frame["track_id"]) == ["0nbXyq5TXYPCO7pr3N8S4I", "696DnlkuDOXcMAnKlTgXXK"]  # energy 1.601 read as missing
     assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["danceability"] == pytest.approx(0.896)
     assert row(t, "0nbXyq5TXYPCO7pr3N8S4I")["tempo"] == pytest.approx(116.971)
-    assert reasons(t)["696DnlkuDOXcMAnKlTgXXK"].startswith("out of range: energy 1.601")
+    assert "(696DnlkuDOXcMAnKlTgXXK): energy 1.601" in t.nulled_lines()[0]
 
 
 def test_kaggle_tracks_features_schema():

@@ -307,10 +307,12 @@ def test_dropped_label_rows_are_named(tmp_path):
     r = CliRunner().invoke(app, ["build", "--labels", str(labels), "--audio", str(audio), "--out", str(tmp_path / "s"),
                                  "-j", "1", "--no-descriptors"])
     assert r.exit_code == 0, r.output
-    line = f"{labels}: line 4 ({spotify_like_id(40)}): out of range: danceability 5 outside [0, 1]"
-    assert f"songfeat: warning: label row dropped: {line}" in r.stderr  # once counted in report.json only
-    assert "1 label rows dropped" in r.stdout
-    assert json.loads((tmp_path / "s" / "report.json").read_text())["label_rows_dropped_lines"] == [line]
+    # the bad cell alone is read as missing (it cost the row all its labels), and said
+    line = (f"{labels}: line 4 ({spotify_like_id(40)}): danceability 5 outside [0, 1]: read as missing (the row's "
+            "other labels are used)")
+    assert f"songfeat: warning: {line}" in r.stderr
+    assert "0 label rows dropped" in r.stdout
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["label_values_not_used"] == [line]
 
 
 
@@ -510,7 +512,7 @@ def test_labels_with_no_usable_row_name_the_file_and_why(tmp_path):
     with pytest.raises(SongfeatError, match=r"header.csv: no label rows"):
         build_store(header, audio, tmp_path / "a", workers=1, progress=False)
     bad = tmp_path / "bad.csv"
-    bad.write_text(",".join(LABEL_HEADER) + "\n" + ",".join([ids[0], *["5"] * 7, "120", "-8", "1", "1", "4"]) + "\n")
+    bad.write_text(",".join(LABEL_HEADER) + "\n" + ",".join([ids[0], *["5"] * 7, "500", "9", "20", "", "2.5"]) + "\n")
     with pytest.raises(SongfeatError, match=rf"bad.csv: every label row was dropped \(1: line 2 \({ids[0]}\): out of range: "
                                             r"danceability 5"):
         build_store(bad, audio, tmp_path / "b", workers=1, progress=False)

@@ -137,7 +137,8 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     evaluation uses) so a caller that has them does not decode every file again.
     """
     from .data.labels import read_labels, short_id
-    from .default_model import HEAD_SPEC, fit_head, head_inputs, base_outputs
+    from .default_model import HEAD_SPEC, head_inputs, base_outputs
+    from .heads import mean_labels
 
     bundle = get_bundle(model)
     labels = read_labels(labels_csv)
@@ -178,19 +179,22 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         raise WorkFailed(audio_dir, f"fewer than 2 clips could be analysed ({len(failed)} failed{unusable})", failed)
     rows, clips = rows.loc[keep].reset_index(drop=True), [clips[i] for i in keep]
     desc = pd.DataFrame([c.descriptors.to_dict() for c in clips])
-    targets = [t for t in bundle.targets if t in rows.columns and rows[t].notna().all()]
+    # each feature is scored on the clips labelled with it (its `n`), as `evaluate` does; one labelled on fewer than 2
+    # has no spread to score and is left out, said
+    targets = [t for t in bundle.targets if t in rows.columns and rows[t].notna().sum() >= 2]
     left_out = {t: int(rows[t].isna().sum()) for t in bundle.targets if t in rows.columns and t not in targets}
     y = rows[targets].to_numpy(float)
     n = len(rows)
     result: dict = {"n_clips": n, "failed": failed, "labels_without_audio": len(missing), "ids_without_audio": missing,
                     "excluded_trained_on": len(excluded),
                     "model": str(bundle.path), "cv": cv, "targets": targets, "labels_dropped": dropped,
+                    "label_values_not_used": labels.nulled_lines(),
                     "columns_not_read": labels.unread,
                     "targets_left_out": left_out}
 
     if cv is None:
         pred = np.array([[predict_clip(bundle, c)[t] for t in targets] for c in clips])
-        loo_mean = (y.sum(0, keepdims=True) - y) / (n - 1)  # leave-one-out mean: the baseline never sees its own clip
+        loo_mean = _loo_mean(y)  # leave-one-out mean: the baseline never sees its own clip
         result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": regression_metrics(y, loo_mean, targets)}
         result["measured"] = measured_scores(desc, rows)
         result["predictions"] = pd.DataFrame(pred, columns=targets).assign(track_id=rows["track_id"]).to_dict("records")
@@ -213,10 +217,9 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
             fold_numeric[:, loud_col] = loud_in
         base = base_outputs(bundle, fold_numeric)[:, idx_t]
         z = head_inputs(bundle, fronts, fold_numeric)
-        w, b, zm, zs, _ = fit_head(z[train], y[train] - base[train])
-        stack_pred[test] = base[test] + ((z[test] - zm) / zs) @ w.T + b
+        stack_pred[test] = _stack_fold(z, y, base, train, test)
         base_pred[test] = base[test]
-        mean_pred[test] = y[train].mean(0)
+        mean_pred[test] = mean_labels(y[train])
     catalogue = bundle.config.get("label_means") or {}
     lows = np.array([features.BY_NAME[t].low for t in targets])
     highs = np.array([features.BY_NAME[t].high for t in targets])
@@ -232,6 +235,33 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     return result
 
 
+def _stack_fold(z: np.ndarray, y: np.ndarray, base: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """A stack model's predictions for the `test` clips with its ridge correction (`default_model.fit_head`) refitted on
+    the `train` clips labelled with each feature (NaN: unlabelled): one ridge per set of features labelled on the same
+    clips, so with every label known it is the one fit on all of them; under 2 labelled clips, stage 1's prediction."""
+    from .default_model import fit_head
+
+    out = np.array(base[test], dtype=np.float64)
+    known = ~np.isnan(y[train])
+    for mask in np.unique(known.T, axis=0):
+        cols = np.flatnonzero((known.T == mask).all(1))
+        tr = train[mask]
+        if tr.size >= 2:
+            w, b, zm, zs, _ = fit_head(z[tr], y[np.ix_(tr, cols)] - base[np.ix_(tr, cols)])
+            w, b = w.reshape(len(cols), -1), np.reshape(b, len(cols))  # RidgeCV gives a lone target's as 1-D
+            out[:, cols] = base[np.ix_(test, cols)] + ((z[test] - zm) / zs) @ w.T + b
+    return out
+
+
+def _loo_mean(y: np.ndarray) -> np.ndarray:
+    """Per clip and feature, the mean label of the other clips labelled with it (NaN labels skipped; NaN where no other
+    clip has it): the mean-predictor baseline that never sees its own clip."""
+    known = ~np.isnan(y)
+    vals = np.where(known, y, 0.0)
+    total, count = vals.sum(0, keepdims=True) - vals, known.sum(0, keepdims=True) - known
+    return np.divide(total, count, out=np.full(y.shape, np.nan), where=count > 0)
+
+
 def _loudness_levels(bundle, desc: pd.DataFrame, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per clip: the level reported loudness is mapped from, the level the model's loudness input is mapped from
     (`LOUDNESS_MEASURES`, by the bundle's `numeric_descriptors`), and Spotify's loudness; each map is refitted per fold."""
@@ -243,10 +273,10 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     """K-fold refit of a heads model's heads (and the loudness calibration) on these clips alone.
 
     Each fold's heads see only the other folds of this set (no other source, no behaviour bounds), so the
-    figure is a within-set one; `songfeat evaluate-sources` gives the shift-revealing one.
+    figure is a within-set one; `songfeat evaluate-sources` gives the shift-revealing one. The folds' fits are
+    `heads.held_out_predictions`, train-heads' own held-out score.
     """
-    from .heads import FitConfig, fit_heads, intervals_from_labels, nets_layout, part_columns, predict_rows
-    from .sources import new_heads
+    from .heads import FitConfig, held_out_predictions, nets_layout, part_columns
 
     fitd = dict(bundle.config.get("split", {}).get("heads", {}).get("fit") or {})
     if "residual" in fitd:
@@ -259,7 +289,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     numeric = np.array([bundle.numeric_row(c.descriptors) for c in clips], dtype=np.float32)
     full = np.full((n, len(bundle.targets)), np.nan)
     full[:, idx_t] = y
-    pred, mean_pred, loud_cv = np.zeros_like(y), np.zeros_like(y), np.zeros(n)
+    loud_cv = np.zeros(n)
     # the same in every fold; only the nets' columns: the default's ridge member (on the trailing MFCC-summary columns)
     # is not refitted here, so the figure is the heads alone (`songfeat evaluate-sources` scores the blend)
     n_ev = int(bundle.config.get("hparams", {}).get("n_evidence") or np.asarray(clips[0].evidence).shape[1])  # nets' own
@@ -267,24 +297,18 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     heads_layout = nets_layout(bundle.config["evidence_layout"])
     if bundle.config.get("hparams", {}).get("ridge_inputs"):
         result["note"] = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
-    for test in _folds(n, cv, seed):
-        train = np.setdiff1d(np.arange(n), test)
+
+    def fold_numeric(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """The standardised stage-1 inputs with the loudness calibration refitted on `train` (`_fold_loudness`)."""
         loud_cv[test], loud_in = _fold_loudness(level, x_in, spot, desc["loudness"].to_numpy(float), train, test)
         num = numeric.copy()
         if loud_in is not None:
             num[:, li] = loud_in
-        num_std = bundle.normalise("numeric", num)
-        ev = np.concatenate([rows_ev[i] for i in train])
-        nrep = np.concatenate([np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0) for i in train])
-        w = np.concatenate([clips[i].weights / clips[i].weights.sum() for i in train])
-        lo, hi = intervals_from_labels(np.concatenate([np.repeat(full[i:i + 1], len(rows_ev[i]), axis=0) for i in train]))
-        model = new_heads(bundle, ev.shape[1], cfg)
-        fit_heads(model, ev, nrep, lo, hi, w, cfg, part_columns(heads_layout))
-        model.eval()
-        for i in test:
-            p = predict_rows(model, rows_ev[i], np.repeat(num_std[i:i + 1], len(rows_ev[i]), axis=0))
-            pred[i] = np.average(p, axis=0, weights=clips[i].weights)[idx_t]
-        mean_pred[test] = y[train].mean(0)
+        return bundle.normalise("numeric", num)
+
+    pred, mean_pred, _ = held_out_predictions(bundle, rows_ev, [c.weights for c in clips], full, fold_numeric,
+                                              _folds(n, cv, seed), cfg, part_columns(heads_layout))
+    pred, mean_pred = pred[:, idx_t], mean_pred[:, idx_t]
     catalogue = bundle.config.get("label_means") or {}
     result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": regression_metrics(y, mean_pred, targets)}
     if all(t in catalogue for t in targets):
@@ -298,23 +322,27 @@ def to_markdown(result: dict) -> str:
     """The accuracy report as markdown: learned features (model vs baselines) then measured ones."""
     learned = result["learned"]
     cols = list(learned)
-    head = "| feature | " + " | ".join(f"{c} MAE | {c} r" for c in cols) + " |"
+    head = "| feature | " + " | ".join(f"{c} MAE | {c} r" for c in cols) + " | clips |"
     lines = [f"Clips: {result['n_clips']}" + (f", {result['cv']}-fold cross-validation" if result["cv"] else "")
              + (f"; {len(result['failed'])} failed" if result["failed"] else "")
              + (f" ({result['note']})" if result.get("note") else "")
              + (f"; {len(result['labels_dropped'])} label rows dropped" if result.get("labels_dropped") else "")
+             + (f"; {len(result['label_values_not_used'])} label values out of range, read as missing"
+                if result.get("label_values_not_used") else "")
              + (f"; {result['labels_without_audio']} labelled ids without audio" if result.get("labels_without_audio") else "")
              + (f"; {result['excluded_trained_on']} left out (the model was fitted on them)"
                 if result.get("excluded_trained_on") else "")
              + ("; not scored (some clips lack the label): " + ", ".join(f"{t} ({k} missing)" for t, k in
                                                                          result["targets_left_out"].items())
                 if result.get("targets_left_out") else ""), "", head,
-             "|" + "---|" * (1 + 2 * len(cols))]
+             "|" + "---|" * (2 + 2 * len(cols))]
     for t in result["targets"] + ["average"]:
         cells = []
         for c in cols:
             m = learned[c]["average"] if t == "average" else learned[c]["targets"][t]
             cells += [_fmt(m["mae"]), _fmt(m["pearson"], 2)]  # "–" where undefined (a constant guess has no r)
+        # each feature is scored on the clips labelled with it
+        cells.append(str(result["n_clips"] if t == "average" else learned["model"]["targets"][t]["n"]))
         lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
     m = result["measured"]
     tp = m["tempo"] or {}

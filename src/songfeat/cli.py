@@ -385,13 +385,19 @@ def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
         typer.echo(f"songfeat: error: ... and {len(lines) - shown} more ({more})", err=True)
 
 
-def _echo_dropped(lines: list[str], more: str, shown: int = 5) -> None:
-    """The first few unusable label rows as warnings, then how many more and where they are all listed (a table with
-    thousands of repeated ids must not flood the terminal)."""
+def _echo_dropped(lines: list[str], more: str, shown: int = 5, prefix: str = "label row dropped: ",
+                  rest: str = "label rows dropped") -> None:
+    """The first few unusable label rows (or, with `prefix` and `rest`, other label lines) as warnings, then how many
+    more and where they are all listed (a table with thousands of repeated ids must not flood the terminal)."""
     for line in lines[:shown]:
-        typer.echo(one_line(f"songfeat: warning: label row dropped: {line}"), err=True)
+        typer.echo(one_line(f"songfeat: warning: {prefix}{line}"), err=True)
     if len(lines) > shown:
-        typer.echo(f"songfeat: warning: ... and {len(lines) - shown} more label rows dropped ({more})", err=True)
+        typer.echo(f"songfeat: warning: ... and {len(lines) - shown} more {rest} ({more})", err=True)
+
+
+def _echo_not_used(lines: list[str], more: str) -> None:
+    """The out-of-range label values read as missing (`LabelTable.nulled_lines`), the first few, then how many more."""
+    _echo_dropped(lines, more, prefix="", rest="label values out of range read as missing")
 
 
 def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Optional[Path], workers: Optional[int],
@@ -608,6 +614,7 @@ def evaluate_audio(
     for line in result["columns_not_read"]:
         typer.echo(one_line(f"songfeat: warning: {line}"), err=True)
     _echo_dropped(result["labels_dropped"], "all are listed in --format json's labels_dropped")
+    _echo_not_used(result["label_values_not_used"], "all are listed in --format json's label_values_not_used")
     if result["ids_without_audio"]:  # as train-heads says it: those labels are not scored
         typer.echo(one_line(f"songfeat: warning: {labels}: {result['labels_without_audio']} labelled ids have no audio file "
                             f"in {audio} (e.g. {short_id(result['ids_without_audio'][0])})"), err=True)
@@ -784,12 +791,13 @@ def train_heads_cmd(
                     error = None
         finally:  # what was left out, first: before the error or interruption line too
             said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]
-            dropped, clip = "label row dropped: ", "left out: "
+            dropped, clip, cell = "label row dropped: ", "left out: ", "label value not used: "
             _echo_dropped([m[len(dropped):] for m in said if m.startswith(dropped)], f"check {labels}")
+            _echo_not_used([m[len(cell):] for m in said if m.startswith(cell)], f"check {labels}")
             failed = [m[len(clip):] for m in said if m.startswith(clip)]
             for line in failed:  # a clip that would not analyse is an error line, as in analyze, build and evaluate-audio
                 typer.echo(one_line(f"songfeat: error: {line}"), err=True)
-            for message in (m for m in said if not m.startswith((dropped, clip))):
+            for message in (m for m in said if not m.startswith((dropped, clip, cell))):
                 typer.echo(one_line(f"songfeat: warning: {message}"), err=True)
     if error is not None:
         raise fail(error, code)
@@ -929,6 +937,7 @@ def build_cmd(
         raise fail(_os_error(e), 1) from None
     dropped = report.label_rows_dropped_lines
     _echo_dropped(dropped, f"see {out / 'report.json'}")  # as evaluate-audio and train-heads say them
+    _echo_not_used(report.label_values_not_used, f"see {out / 'report.json'}")
     _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
     retried = f"retried {report.retried} that failed before, now built {report.recovered}; " if report.retried else ""
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; {retried}"

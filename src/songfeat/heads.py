@@ -369,7 +369,7 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
 
 __all__ = ["FitConfig", "fit_heads", "predict_rows", "assemble", "layout", "intervals_from_labels",
            "intervals_from_rules", "rule_interval", "catalogue_intervals", "catalogue_region", "nets_layout", "DEFAULT_PARTS",
-           "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "RIDGE_PARTS", "TARGETS"]
+           "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "RIDGE_PARTS", "TARGETS", "held_out_predictions", "constant_labels", "mean_labels"]
 
 
 def _check_base(base) -> None:
@@ -409,17 +409,80 @@ def keep_stage1(model, features: list[int]) -> None:
 CV_FOLDS = 5  # train-heads scores its recipe on clips it did not fit, in this many folds of the user's clips (--cv)
 
 
-def _fit_labelled(base, recs, y: np.ndarray, lay: list[dict], numeric_std: np.ndarray, cfg: FitConfig):
-    """Heads fitted on clips labelled `y` [N, T] (NaN: unknown) over the base's stage 1; a feature none of these clips is
+def _fit_labelled(base, evidence: list[np.ndarray], weights: list[np.ndarray], y: np.ndarray, numeric_std: np.ndarray,
+                  cfg: FitConfig, columns: list[str]):
+    """Heads fitted on clips labelled `y` [N, T] (NaN: unknown) over the base's stage 1, from each clip's evidence rows
+    [W, D] and window weights [W] (each clip weighing the same, as `sources.fit_on`); a feature none of these clips is
     labelled with gives stage 1's prediction (its unconstrained heads fell to the floor for every song)."""
-    from .sources import fit_on
+    from .sources import new_heads
 
     lo, hi = intervals_from_labels(y)
-    model = fit_on(base, recs, lo, hi, lay, numeric_std, cfg)
-    unlabelled = [j for j in range(len(TARGETS)) if np.isnan(y[:, j]).all()]
+    idx = np.concatenate([np.full(len(x), i) for i, x in enumerate(evidence)])
+    model = new_heads(base, evidence[0].shape[1], cfg)
+    fit_heads(model, np.concatenate(evidence), numeric_std[idx], lo[idx], hi[idx],
+              np.concatenate([w / w.sum() for w in weights]), cfg, columns)
+    model.eval()
+    unlabelled = [j for j in range(y.shape[1]) if np.isnan(y[:, j]).all()]
     if unlabelled:
         keep_stage1(model, unlabelled)
     return model
+
+
+def _clip_predictions(model, evidence: list[np.ndarray], weights: list[np.ndarray], numeric_std: np.ndarray) -> np.ndarray:
+    """Per clip: the window-weighted mean of the model's predictions for its windows, one clip at a time as `analyze`
+    predicts a file (a batch of all clips' windows rounds differently in float32, by ~1e-8)."""
+    return np.array([np.average(predict_rows(model, x, np.repeat(numeric_std[i:i + 1], len(x), axis=0)), axis=0,
+                                weights=w) for i, (x, w) in enumerate(zip(evidence, weights))])
+
+
+def held_out_predictions(base, evidence: list[np.ndarray], weights: list[np.ndarray], y: np.ndarray, numeric_std,
+                         folds: list[np.ndarray], cfg: FitConfig, columns: list[str], fit_all: bool = False,
+                         progress: bool = False) -> tuple[np.ndarray, np.ndarray, object]:
+    """K-fold held-out predictions [N, T] of heads fitted on labels `y` (NaN: unknown) without each fold, the baseline
+    (each feature's mean label over the fold's training clips, NaN where none has it) and, with `fit_all`, the heads
+    fitted on every clip (else None): the one loop `train_heads --cv` and `evaluate-audio --cv` (`accuracy._heads_cv`)
+    share, so their figures agree.
+
+    `numeric_std` is the clips' standardised stage-1 inputs [N, F], or a function (train, test) -> [N, F] for inputs
+    refitted per fold (evaluate-audio's loudness calibration).
+    """
+    pred, mean_pred, model = np.full(y.shape, np.nan), np.full(y.shape, np.nan), None
+    jobs = [None, *folds] if fit_all else list(folds)  # None: the fit on every clip
+    if progress:
+        from .progress import track
+
+        jobs = track(jobs, "fitting the heads", total=len(jobs))
+    for test in jobs:
+        if test is None:
+            model = _fit_labelled(base, evidence, weights, y, numeric_std, cfg, columns)
+            continue
+        train = np.setdiff1d(np.arange(len(evidence)), test)
+        num = numeric_std(train, test) if callable(numeric_std) else numeric_std
+        fold = _fit_labelled(base, [evidence[i] for i in train], [weights[i] for i in train], y[train], num[train], cfg,
+                             columns)
+        pred[test] = _clip_predictions(fold, [evidence[i] for i in test], [weights[i] for i in test], num[test])
+        mean_pred[test] = mean_labels(y[train])
+    return pred, mean_pred, model
+
+
+def mean_labels(y: np.ndarray) -> np.ndarray:
+    """Each feature's mean label over the clips labelled with it (NaN: unlabelled; NaN where no clip is), without
+    numpy's empty-mean warning: the held-out folds' mean-predictor baseline."""
+    known = ~np.isnan(y)
+    return np.divide(np.where(known, y, 0.0).sum(0), known.sum(0), out=np.full(y.shape[1], np.nan), where=known.any(0))
+
+
+def constant_labels(y: np.ndarray, names: list[str]) -> dict[str, str]:
+    """Features whose labels cannot teach how the feature varies, with why: a single labelled clip, or every labelled
+    clip the same value (a head fitted on them learns that constant, and its held-out r is undefined)."""
+    out = {}
+    for j, name in enumerate(names):
+        v = y[:, j][~np.isnan(y[:, j])]
+        if len(v) == 1:
+            out[name] = f"only 1 clip is labelled with it ({v[0]:g})"
+        elif len(v) > 1 and np.ptp(v) == 0:
+            out[name] = f"all {len(v)} clips labelled with it have the same value ({v[0]:g})"
+    return out
 
 
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
@@ -443,7 +506,6 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     from .errors import SongfeatError, SongfeatWarning, WorkFailed
     from .evaluate import regression_metrics
     from .records import DEFAULT_CACHE, get_records
-    from .sources import clip_predictions
 
     def need(n: int, why: str, error: type[SongfeatError] = SongfeatError) -> None:
         if n < 5:
@@ -465,6 +527,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
             warnings.warn(line, SongfeatWarning, stacklevel=2)
         for line in labels.dropped_lines():
             warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
+        for line in labels.nulled_lines():  # an out-of-range value: that cell alone is missing
+            warnings.warn(f"label value not used: {line}", SongfeatWarning, stacklevel=2)
         if missing:
             warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} "
                           f"(e.g. {short_id(missing[0])})",
@@ -499,24 +563,17 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         sc = base.config["scalers"]["numeric"]
         num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
         num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
-        own = [recs[i] for i in ok]
-        folds = _folds(len(own), min(cv, len(own)), cfg.seed) if cv else []
-        pred, mean_pred = np.full_like(y, np.nan), np.full_like(y, np.nan)
-        jobs = [None, *folds]  # None: the bundle's own fit on every clip; then each fold's, scored on the clips it left out
-        if progress:
-            from .progress import track
-
-            jobs = track(jobs, "fitting the heads", total=1 + len(folds))
-        for test in jobs:
-            if test is None:
-                model = _fit_labelled(base, own, y, lay, num_std, cfg)
-                continue
-            train = np.setdiff1d(np.arange(len(own)), test)
-            fold = _fit_labelled(base, [own[i] for i in train], y[train], lay, num_std[train], cfg)
-            pred[test] = clip_predictions(fold, [own[i] for i in test], lay, num_std[test])
-            known = ~np.isnan(y[train])  # the baseline: each feature's mean label over the fold's training clips
-            mean_pred[test] = np.divide(np.where(known, y[train], 0.0).sum(0), known.sum(0),
-                                        out=np.full(len(TARGETS), np.nan), where=known.any(0))
+        for t, why in constant_labels(y, list(TARGETS)).items():  # fitted all the same (no crash, no NaN), but said
+            warnings.warn(f"{labels_csv}: {t}: {why}; the heads cannot learn how {t} varies from that, and its "
+                          "held-out r is undefined: label clips that differ in it, or leave the column out",
+                          SongfeatWarning, stacklevel=2)
+        ev = [assemble(recs[i].blocks, lay) for i in ok]
+        wts = [recs[i].weights for i in ok]
+        columns = part_columns(lay)
+        folds = _folds(len(ok), min(cv, len(ok)), cfg.seed) if cv else []
+        # the bundle's own heads, fitted on every clip; then each fold's, scored on the clips it left out
+        pred, mean_pred, model = held_out_predictions(base, ev, wts, y, num_std, folds, cfg, columns, fit_all=True,
+                                                      progress=progress)
         unlabelled = [t for t in TARGETS if t not in targets]
         if unlabelled:  # nothing constrained these heads, which fell to the floor for every song: stage 1 answers instead
             warnings.warn(f"{labels_csv}: no labels for {', '.join(unlabelled)}: the bundle gives stage 1's "

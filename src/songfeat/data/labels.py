@@ -13,8 +13,9 @@ Handled (sniffed from the header, never from the file name):
 
 Every row is normalised to `NORMALISED_COLUMNS` (numbers as float64, NaN where unknown). Rows that
 cannot be trusted are dropped and listed in `LabelTable.dropped` with a reason; Spotify's own
-"not detected" sentinels (tempo 0, time signature 0 or 1) become NaN and are listed in
-`LabelTable.nulled` rather than costing the row its other labels.
+"not detected" sentinels (tempo 0, time signature 0 or 1) and values outside a column's range
+(danceability 1.7, tempo -5) become NaN and are listed in `LabelTable.nulled` rather than costing
+the row its other labels (`LabelTable.nulled_lines` says the out-of-range ones).
 """
 from __future__ import annotations
 
@@ -97,9 +98,19 @@ class LabelTable:
         return [f"{self.source}: line {int(r.row) + 2}{_id_shown(r.track_id)}: {r.reason}"
                 for r in self.dropped.itertuples()]
 
+    def nulled_lines(self) -> list[str]:
+        """One line per out-of-range cell read as missing, '<file>: line N (<id>): <column> <value> outside [lo, hi]: read
+        as missing ...', for warnings: the row keeps its other labels, and the user must hear which value was not used
+        (Spotify's own 'not detected' sentinels, tempo 0 and the like, are not said: they mean missing)."""
+        bad = self.nulled[self.nulled["reason"].str.startswith("out of range: ")] if not self.nulled.empty else self.nulled
+        return [f"{self.source}: line {int(r.row) + 2}{_id_shown(r.track_id)}: {r.reason.removeprefix('out of range: ')}: "
+                "read as missing (the row's other labels are used)" for r in bad.itertuples()]
+
     def summary(self) -> dict:
         """Counts for a report or manifest: rows kept, dropped (by reason), values nulled (by reason)."""
-        nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in self.nulled["reason"].value_counts().items()}
+        kinds = self.nulled["reason"].where(~self.nulled["reason"].str.startswith("out of range: "),
+                                            "out of range: " + self.nulled["column"])  # one count a column, not a value
+        nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in kinds.value_counts().items()}
         return {"source": self.source, "schema": self.schema, "rows": len(self.frame),
                 "dropped": int(len(self.dropped)), "dropped_by_reason": self.drop_counts(), "nulled_by_reason": nulled}
 
@@ -575,12 +586,15 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
 
     # Spotify's "not detected" sentinels: the row keeps its other labels, the value becomes NaN.
     nulled_rows: list[dict] = []
+    out_of_range: dict[int, list[str]] = {}  # row -> its cells outside the ranges below ('danceability 1.7 outside ...')
 
-    def null(mask: pd.Series, column: str, reason: str) -> None:
+    def null(mask: pd.Series, column: str, reason: str | None) -> None:
+        """Make these cells NaN, listed in `nulled` with `reason` (None: 'out of range: <column> <value> ...')."""
         for i in np.flatnonzero(mask.to_numpy()):
             if reasons[i] is None:
                 nulled_rows.append({"row": int(i), "track_id": out["track_id"].iat[i], "column": column,
-                                    "value": float(out[column].iat[i]), "reason": reason})
+                                    "value": float(out[column].iat[i]),
+                                    "reason": reason or f"out of range: {out_of_range[int(i)][-1]}"})
         out.loc[mask, column] = np.nan
 
     null(out["tempo"] == 0, "tempo", "tempo 0 (no tempo detected)")
@@ -592,14 +606,23 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     ranges["loudness"] = (features.BY_NAME["loudness"].low, LOUDNESS_MAX_LABEL)
     ranges["tempo"] = (features.BY_NAME["tempo"].low, TEMPO_MAX_LABEL)
     ranges["popularity"] = (0.0, 100.0)
+    # A value outside them is that cell's problem: it becomes NaN (listed in `nulled`, said by `nulled_lines`) and the
+    # row keeps its other labels; a row left with none is dropped, naming the cells.
+    def null_out_of_range(mask: pd.Series, name: str, why) -> None:
+        for i in np.flatnonzero(mask.to_numpy()):
+            if reasons[i] is None:
+                out_of_range.setdefault(int(i), []).append(f"{name} {out[name].iat[i]:g} {why}")
+        null(mask, name, None)
+
     for name, (lo, hi) in ranges.items():
         v = out[name]
-        bad = v.notna() & ((v < lo) | (v > hi))
-        flag(bad, lambda i, name=name, lo=lo, hi=hi: f"out of range: {name} {out[name].iat[i]:g} outside [{lo:g}, {hi:g}]")
+        null_out_of_range(v.notna() & ((v < lo) | (v > hi)), name, f"outside [{lo:g}, {hi:g}]")
     for name in ("key", "mode", "time_signature"):
         v = out[name]
-        flag(v.notna() & (v != v.round()), lambda i, name=name: f"out of range: {name} {out[name].iat[i]:g} is not a whole number")
-    flag(out[list(present)].isna().all(axis=1), lambda i: "no labels: every feature cell is empty")
+        null_out_of_range(v.notna() & (v != v.round()), name, "is not a whole number")
+    flag(out[list(present)].isna().all(axis=1), lambda i: (
+        f"out of range: {', '.join(out_of_range[i])}, and no other feature is labelled" if i in out_of_range
+        else "no labels: every feature cell is empty"))
 
     # Extra metadata worth keeping (the rest of the file's columns are left out on purpose).
     extras = {"year": ("year",), "release_date": ("release_date",), "explicit": ("explicit",),

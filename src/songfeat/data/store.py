@@ -85,6 +85,7 @@ class BuildReport:
     label_rows: int = 0
     label_rows_dropped: dict[str, int] = field(default_factory=dict)
     label_rows_dropped_lines: list[str] = field(default_factory=list)  # LabelTable.dropped_lines: which rows, and why
+    label_values_not_used: list[str] = field(default_factory=list)  # LabelTable.nulled_lines: out-of-range cells, now NaN
     columns_not_read: list[str] = field(default_factory=list)  # LabelTable.unread: a misspelt feature column, one line each
     seconds: float = 0.0
 
@@ -106,7 +107,8 @@ class BuildReport:
                 "labels_without_audio": self.labels_without_audio,
                 "audio_without_labels": self.audio_without_labels, "duplicate_audio": self.duplicate_audio,
                 "label_rows": self.label_rows, "label_rows_dropped": self.label_rows_dropped,
-                "label_rows_dropped_lines": self.label_rows_dropped_lines, "columns_not_read": self.columns_not_read,
+                "label_rows_dropped_lines": self.label_rows_dropped_lines,
+                "label_values_not_used": self.label_values_not_used, "columns_not_read": self.columns_not_read,
                 "seconds": round(self.seconds, 3),
                 "clips_per_second": round(self.clips_per_second, 3), "failures": self.failed}
 
@@ -734,7 +736,8 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
                          recovered=recovered, failed=failures,
                          labels_without_audio=len(labels_without_audio), audio_without_labels=len(unlabelled),
                          duplicate_audio=duplicates, label_rows=len(table.frame), label_rows_dropped=table.drop_counts(),
-                         label_rows_dropped_lines=table.dropped_lines(), columns_not_read=table.unread)
+                         label_rows_dropped_lines=table.dropped_lines(), label_values_not_used=table.nulled_lines(),
+                         columns_not_read=table.unread)
     rep = report.to_dict()
     rep.pop("seconds"), rep.pop("clips_per_second")
     rep["labels_without_audio_examples"] = labels_without_audio[:EXAMPLES_IN_REPORT]
@@ -856,6 +859,7 @@ def _report_from_disk(out: Path) -> BuildReport:
                        duplicate_audio=rep.get("duplicate_audio", 0), label_rows=rep.get("label_rows", 0),
                        label_rows_dropped=rep.get("label_rows_dropped", {}),
                        label_rows_dropped_lines=rep.get("label_rows_dropped_lines", []),
+                       label_values_not_used=rep.get("label_values_not_used", []),
                        columns_not_read=rep.get("columns_not_read", []))
 
 
