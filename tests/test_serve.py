@@ -662,6 +662,52 @@ def test_two_files_named_by_one_spotify_id_serve_the_first_by_path_and_are_warne
         assert lib.scan().duplicate_ids == 0 and lib.last_scan.duplicates == []
 
 
+def test_an_uploads_content_id_serves_the_upload_not_a_file_named_by_it(tmp_path, caplog):
+    # A library file named <22 hex digits>.wav, with those digits an upload's content id, took the id over whenever its
+    # path sorted first (an index kept outside the library folder, --db): GET answered that file's features, its 503
+    # or its failure for the upload's id, and the POST itself could get the other file's features (or a 500 while that
+    # file waited). An id that is a file's content id now serves that content; files merely named by it come after.
+    import logging
+
+    from songfeat.library import stage_upload
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "plain.wav", seconds=1.0, seed=3)
+    lib = Library(root, db=tmp_path / "z" / "index.db", workers=1, model="m",  # uploads in tmp_path/z: after music/
+                  job=hostile_job, analysis_target="test_serve:fake_analysis")
+    lib.scan()
+    lib.uploads.mkdir(parents=True)
+    fd, tmp = stage_upload(lib.uploads)
+    with os.fdopen(fd, "wb") as f:
+        f.write(make_clip(tmp_path / "posted.wav", seconds=1.0, seed=4).read_bytes())
+    ident, _ = lib.upload(tmp, ".wav")
+    assert ident == content_id((tmp_path / "posted.wav").read_bytes())
+    impostor = make_clip(root / "a" / f"{ident}.wav", seconds=1.0, seed=5)  # other content, named by the upload's id
+    with caplog.at_level(logging.WARNING, logger="songfeat"):
+        report = lib.scan()
+    upload_path = next(lib.uploads.glob(f"{ident}.upload.wav"))
+    assert str(impostor) < str(upload_path)  # first by path: the impostor won every lookup
+    assert report.duplicate_ids == 1 and report.duplicates[0].startswith(f"{ident}: {upload_path} is served, not {impostor}")
+    assert any("the file it is the content id of" in r.getMessage() for r in caplog.records)
+    con = lib.index.conn()
+    with con:  # the impostor analysed, the upload still waiting: its 503, not the impostor's features
+        con.execute("UPDATE tracks SET state='done', model='m', features='{\"energy\": 0.1}' WHERE path=?", (str(impostor),))
+    entry = lib.index.lookup([ident])[ident]
+    assert (entry.path, entry.state) == (str(upload_path), "pending")
+    with con:
+        con.execute("UPDATE tracks SET state='done', model='m', features='{\"energy\": 0.9}' WHERE path=?", (str(upload_path),))
+    cached, fut = lib.audio_analysis(ident)
+    assert cached is None and lib._urgent[0][1] == str(upload_path)  # the audio analysis follows the same file
+    with serving(create_app(lib, start=False)) as base:
+        r = requests.get(f"{base}/v1/audio-features/{ident}")
+        assert r.status_code == 200 and r.json() == {"energy": 0.9}, r.text
+        r = requests.get(f"{base}/v1/audio-features", params={"ids": f"{ident},{ident}"})
+        assert r.json() == {"audio_features": [{"energy": 0.9}] * 2}, r.text
+    impostor.rename(impostor.with_name("renamed.wav"))  # named otherwise, it has an id of its own again
+    assert lib.scan().duplicate_ids == 0
+
+
 def test_in_process_app_503_wait_and_audio_analysis(tmp_path):
     import uvicorn
 
@@ -1373,6 +1419,73 @@ def test_a_body_refused_unread_is_not_received_the_connection_closes(tmp_path, i
             assert fields.get("access-control-allow-origin") == (PAGE if case == "403 a CORS origin" else None), case
 
 
+def _one_answer(sock) -> tuple[int, dict[str, str], bytes]:
+    """Read one answer (status, lower-case header fields, body of its Content-Length) off a kept connection, leaving
+    what follows it (a pipelined request's answer) to be read next."""
+    reader = sock.makefile("rb", buffering=0)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = reader.read(1)
+        assert byte, f"the connection closed after {head!r}"
+        head += byte
+    fields = dict(line.split(": ", 1) for line in head.decode().lower().strip().split("\r\n")[1:])
+    body = b""
+    while len(body) < int(fields.get("content-length", 0)):
+        chunk = reader.read(int(fields["content-length"]) - len(body))
+        assert chunk, f"the connection closed after {head + body!r}"
+        body += chunk
+    return int(head.split()[1]), fields, body
+
+
+@pytest.mark.parametrize("impl", ["httptools", "h11"])
+def test_a_small_refused_body_is_read_and_the_connection_kept(tmp_path, impl):
+    # a refusal sent before a small body was read (a 401 of a 2-KB upload sent whole with its head) closed the
+    # connection too, costing a keep-alive client a new one for its next request; a body of at most 64 KiB that arrives
+    # within a second is now read and dropped instead. Larger, chunked, slow ones and Expect: 100-continue still close.
+    from songfeat.http_protocol import uvicorn_options
+    from songfeat.serve import DRAIN_BYTES, create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    app = create_app(Library(root, workers=1, model="test"), token=TOKEN, max_upload_mb=1, start=False)
+    options = uvicorn_options() if impl == "httptools" else {**uvicorn_options(), "http": "h11"}
+
+    def post(body: bytes, path: str = "/v1/audio-features", length: int | None = None, fields: str = "") -> bytes:
+        return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: audio/wav\r\n{fields}Content-Length: "
+                f"{len(body) if length is None else length}\r\n\r\n").encode() + body
+
+    health = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with serving(app, **options) as base:
+        address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
+        with socket.create_connection(address, timeout=10) as sock:
+            for request, status in ((post(b"x" * 2000), 401), (post(b"x" * DRAIN_BYTES, "/nowhere"), 404),
+                                    (post(b"x" * 100, "/healthz"), 405)):
+                sock.sendall(request)
+                got, fields, _ = _one_answer(sock)
+                assert got == status and "connection" not in fields, (got, fields)
+                sock.sendall(health)  # the same connection serves the next request: the body was not taken as it
+                got, fields, body = _one_answer(sock)
+                assert got == 200 and json.loads(body)["status"] == "ok", (got, body)
+            half = post(b"x" * 500, length=1000)  # the body that arrives whole within a second is read, not waited for
+            sock.sendall(half)
+            time.sleep(0.2)
+            sock.sendall(b"x" * 500 + health)
+            assert _one_answer(sock)[0] == 401 and _one_answer(sock)[0] == 200
+        closed = {"over 64 KiB": post(b"x" * (DRAIN_BYTES + 1)),
+                  "declared, not sent": post(b"x" * 10, length=1000),  # a slow body is not waited for beyond a second
+                  "chunked": post(b"", fields="Transfer-Encoding: chunked\r\n").replace(b"Content-Length: 0\r\n", b"")
+                  + b"5\r\nxxxxx\r\n0\r\n\r\n",
+                  "100-continue": post(b"", length=10, fields="Expect: 100-continue\r\n")}
+        for case, request in closed.items():
+            with socket.create_connection(address, timeout=10) as sock:
+                t0 = time.monotonic()
+                sock.sendall(request)
+                got, fields, _ = _one_answer(sock)
+                assert got == 401 and fields.get("connection") == "close", (case, got, fields)
+                assert time.monotonic() - t0 < 5, case
+                assert _read_all(sock) == b"", case  # and closed
+
+
 def test_uploads_a_killed_server_was_receiving_are_removed_at_start(tmp_path):
     # kill -9 during an upload left its incoming-*.part (up to the upload cap) in .songfeat/uploads for good
     root = tmp_path / "music"
@@ -1826,7 +1939,7 @@ def _refused(base: str, target: str, headers: list[tuple[str, str]], who: str) -
     assert error["status"] == 403 and f"cross-origin request refused: {who}" in error["message"], error
     assert f"may not POST {target}" in error["message"] and "no Origin header (curl, scripts, spotipy)" in error["message"]
     assert error["message"].endswith("--cors-origin opens the GET routes only")
-    assert answer["connection"] == "close"  # its body unread: the connection is not kept for it (nor the body read)
+    assert "connection" not in answer  # its small body, sent whole, is read and dropped: the connection is kept for the next
     return answer
 
 

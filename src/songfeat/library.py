@@ -10,7 +10,8 @@ again (their old features are served until the new ones are in). A file that fai
 not its content (it ran out of time, or its worker process died), is queued again by the next scan (at start, on
 `POST /library/rescan`, or the periodic one), up to `TRANSIENT_TRIES` analyses in all (a longer time limit starts the
 count again); a file that failed on its content keeps its reason until it changes. Two files of different content
-named by the same Spotify id serve the first by path (each scan counts such ids, and warns when they change); cached
+named by the same Spotify id serve the first by path, and an id that is a file's content id (an upload's) serves that
+file, not another merely named by it (each scan counts such ids, and warns when they change); cached
 audio analyses of content no file holds, or of another version of the analysis code, are dropped.
 
 `Library` adds the background analysis: a bounded pool of worker processes (pebble) with a time limit
@@ -50,6 +51,9 @@ DB_NAME = "library.db"
 UPLOADS = "uploads"
 SERVE_LOCK = "serve.lock"  # beside the index: held by the one server using it (and its uploads folder)
 ID_PATTERN = re.compile(r"[0-9A-Za-z]{22}")  # Spotify ids and songfeat content ids are both 22 base-62 characters
+# the order in which the files an id names are `served`: a file whose id is its own content id (an upload, a file not
+# named by a Spotify id) before files that merely carry that id as their name, then by path
+SERVED_ORDER = "id != substr(sha256, 1, 22), path"
 TIME_LIMIT = 300.0  # seconds one file may take in a worker before it is killed and the file marked failed
 WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that needs more fails alone (peak today ~0.75 GiB)
 MAX_TASKS_PER_WORKER = 500  # a worker process is replaced after this many files, so leaks cannot grow
@@ -138,9 +142,11 @@ def default_db(root: str | Path) -> Path:
 
 
 def served(rows: Iterable[tuple]) -> Iterator[tuple]:
-    """Of index rows (id, sha256, ...) in path order, those whose file holds the content of its id's first file by
-    path: two files of different content named by one Spotify id serve the first, whatever their states or which was
-    indexed first; copies of that content all serve it."""
+    """Of index rows (id, sha256, ...) in SERVED_ORDER, those whose file holds the content of its id's first file: an
+    id that is some file's content id (the first 22 hex digits of its SHA-256: an upload's, or a plain-named file's)
+    serves that content, not a file of other content merely named by it; two files of different content named by one
+    Spotify id serve the first by path, whatever their states or which was indexed first; copies of the content served
+    all serve it."""
     first: dict[str, str] = {}
     for row in rows:
         if first.setdefault(row[0], row[1]) == row[1]:
@@ -235,7 +241,7 @@ class Index:
             chunk = wanted[i:i + 500]
             rows = self.conn().execute(
                 f"SELECT id, sha256, state, features, error, path, analyses FROM tracks WHERE id IN "
-                f"({','.join('?' * len(chunk))}) ORDER BY path", chunk)
+                f"({','.join('?' * len(chunk))}) ORDER BY {SERVED_ORDER}", chunk)
             for r in served(rows):
                 e = Entry(r[0], *r[2:])
                 if e.state == "pending" and e.features is not None:  # stale model: serve the old result meanwhile
@@ -412,8 +418,8 @@ class Index:
                         "songfeat: scan of %s could not read %d place(s), %d track(s) kept unchecked: %s", root, places,
                         report.unchecked, "; ".join(report.unreadable))
         self._warn_once("duplicates", report.duplicates, "songfeat: %d id(s) name files of different content; each is "
-                        "served from its first file by path (rename the others): %s", report.duplicate_ids,
-                        "; ".join(report.duplicates))
+                        "served from the file it is the content id of, else its first file by path (rename the others): "
+                        "%s", report.duplicate_ids, "; ".join(report.duplicates))
         return report
 
     def _warn_once(self, kind: str, what: object, message: str, *args: object) -> None:
@@ -424,10 +430,10 @@ class Index:
         self._warned[kind] = what
 
     def duplicates(self) -> tuple[int, list[str]]:
-        """Ids that files of different content share (two files named by one Spotify id), and a few of them, each
-        with the file served (the first by path, `served`) and the files of other content that are not."""
+        """Ids that files of different content share (two files named by one Spotify id, or a file named by another's
+        content id), and a few of them, each with the file served (`served`) and the files of other content that are not."""
         rows = self.conn().execute("SELECT id, sha256, path FROM tracks WHERE id IN (SELECT id FROM tracks GROUP BY id "
-                                   "HAVING count(DISTINCT sha256) > 1) ORDER BY id, path").fetchall()
+                                   f"HAVING count(DISTINCT sha256) > 1) ORDER BY id, {SERVED_ORDER}").fetchall()
         kept = {r[2] for r in served(rows)}
         paths: dict[str, list[str]] = {}
         for ident, _sha, path in rows:
@@ -879,8 +885,8 @@ class Library:
         """(cached analysis JSON, None), or (None, future of the analysis being computed); KeyError if unknown."""
         if self.analysis_version is None:
             raise NotImplementedError("audio analysis is not available in this songfeat version")
-        rows = self.index.conn().execute("SELECT id, sha256, path, source, state FROM tracks WHERE id=? ORDER BY path",
-                                         (ident,))
+        rows = self.index.conn().execute(f"SELECT id, sha256, path, source, state FROM tracks WHERE id=? "
+                                         f"ORDER BY {SERVED_ORDER}", (ident,))
         # the file `lookup` serves, a done one first; a failed upload has no file, unless it timed out (kept for a retry)
         rows = sorted((r for r in served(rows) if not (r[3] == "upload" and r[4] == "failed" and not os.path.isfile(r[2]))),
                       key=lambda r: r[4] != "done")

@@ -50,6 +50,8 @@ MULTIPART_SLACK = 1 << 20  # bytes of multipart framing and form fields allowed 
 UPLOADS_PER_WORKER = 4  # uploads in flight beyond workers x this get 429: bounded disk and queue under load
 CHUNK = 1 << 16
 BODY_IDLE_SECONDS = 60.0  # an upload that sends nothing for this long gets 408 (nginx's client_body_timeout)
+DRAIN_BYTES = 64 << 10  # an unread body of a refused request up to this Content-Length is read and dropped, the
+DRAIN_SECONDS = 1.0  # connection kept, if it arrives within this long; a larger, chunked or slower one closes it
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # others share one metrics label
 CONTENT_TYPES = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav",
                  "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
@@ -210,10 +212,21 @@ def _declares_body(headers: Headers) -> bool:
     return "transfer-encoding" in headers or not (length.isdigit() and int(length) == 0)
 
 
+def _drainable(headers: Headers) -> bool:
+    """Whether a body left unread may be read and dropped to keep its connection: a Content-Length of at most
+    DRAIN_BYTES, no Transfer-Encoding (a chunked body's size is unknown), and no `Expect: 100-continue` (reading would
+    invite a body the client is waiting to be told not to send)."""
+    length = headers.get("content-length", "").strip()
+    return (length.isdigit() and int(length) <= DRAIN_BYTES and "transfer-encoding" not in headers
+            and "expect" not in headers)
+
+
 class CloseUnreadBody:
-    """`Connection: close` on an answer sent before its request's body was read to its end (a refused upload), so the
-    connection ends with it: kept alive, uvicorn read and discarded the rest of the body however large, and a client that
-    stopped sending it had its next request taken as that body."""
+    """An answer sent before its request's body was read to its end (a refused upload) first reads and drops the rest
+    of a small body (a Content-Length of at most DRAIN_BYTES) if it arrives within DRAIN_SECONDS, so a keep-alive client
+    keeps its connection; any other gets `Connection: close`, and the connection ends with it: kept alive, uvicorn read
+    and discarded the rest of the body however large, and a client that stopped sending it had its next request taken
+    as that body. Until 2026-12-05 a small body sent whole cost its client a new connection too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -221,7 +234,8 @@ class CloseUnreadBody:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        read = not _declares_body(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        read, drainable = not _declares_body(headers), _drainable(headers)
 
         async def reading() -> Message:
             nonlocal read
@@ -229,10 +243,22 @@ class CloseUnreadBody:
             read = read or (message["type"] == "http.request" and not message.get("more_body", False))
             return message
 
+        async def drain() -> bool:
+            """Read and drop the rest of the body (DRAIN_BYTES at most); whether it was read to its end."""
+            while not read:
+                if (await reading())["type"] != "http.request":  # the client went away
+                    return False
+            return True
+
         async def closing(message: Message) -> None:
             if message["type"] == "http.response.start" and not read:
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+                try:
+                    kept = drainable and await asyncio.wait_for(drain(), DRAIN_SECONDS)
+                except asyncio.TimeoutError:  # a slow or stopped body: not waited for, the connection ends instead
+                    kept = False
+                if not kept:
+                    fields = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                    message = {**message, "headers": [*fields, (b"connection", b"close")]}
             await send(message)
 
         await self.app(scope, reading, closing)
