@@ -90,8 +90,8 @@ def test_train_heads_names_what_it_leaves_out(tmp_path):
                          "--out", str(tmp_path / "heads"), "--cache", str(tmp_path / "cache")])
     assert r.exit_code == 2
     assert "label row dropped: " in r.output and "line 3 (c1): out of range: energy 7" in r.output
-    assert "1 labelled ids have no audio file" in r.output and "(e.g. c9)" in r.output
-    assert "3 usable labelled clips (1 label rows unusable, 1 without audio); need at least 5" in r.output
+    assert "1 labelled id has no audio file" in r.output and "(e.g. c9)" in r.output
+    assert "3 usable labelled clips (1 label row unusable, 1 without audio); need at least 5" in r.output
     assert not (tmp_path / "cache").exists()  # refused before any clip was analysed
 
 
@@ -145,7 +145,7 @@ def test_train_heads_counts_only_clips_with_a_learned_label(tmp_path):
     r = run.invoke(app, _two_clips(tmp_path, labels) + ["--out", str(tmp_path / "heads")])
     assert r.exit_code == 2, r.output
     assert "5 clips label none of the learned features, left out (e.g. c1)" in r.output
-    assert "1 usable labelled clips (0 label rows unusable, 0 without audio, 5 without a learned label)" in r.output
+    assert "1 usable labelled clip (0 label rows unusable, 0 without audio, 5 without a learned label)" in r.output
     assert not (tmp_path / "cache").exists() and not (tmp_path / "heads").exists()
 
 

@@ -49,7 +49,7 @@ def test_train_heads_interrupted_says_nothing_was_written_and_the_clips_read_are
     r = run.invoke(app, ["train-heads", "--labels", str(tmp_path / "labels.csv"), "--audio", str(audio), "--out", str(out),
                          "--cache", str(cache)])
     lines = _said(r)
-    assert lines[0].startswith("songfeat: warning: ") and "1 labelled ids have no audio file" in lines[0], lines
+    assert lines[0].startswith("songfeat: warning: ") and "1 labelled id has no audio file" in lines[0], lines
     assert lines[1:] == [f"songfeat: error: interrupted; nothing was written to {out} (a bundle there is left as it was); "
                          f"{_cache_line(cache)}"]
     assert not out.exists()

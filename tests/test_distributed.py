@@ -342,8 +342,10 @@ def test_rays_info_lines_stay_off_the_users_stderr(folder, tmp_path):
     # and nothing but songfeat's own lines: the driver's core worker printed a core_worker.cc error line about Ray
     # Data's actor pool ("has constructor arguments in the object store") on every run
     lines = p.stderr.splitlines()
-    assert len(lines) == 2 and lines[0] == "songfeat: part 1/1 committed: 1 tracks (0 errors)", p.stderr
-    assert lines[1].startswith(f"wrote 1 tracks to {tmp_path / 'o'} (0 of 1 already there; 0 errors; "), p.stderr
+    assert len(lines) == 2 and lines[0] == "songfeat: part 1/1 committed: 1 track (0 errors)", p.stderr
+    assert lines[1].startswith(f"wrote 1 track to {tmp_path / 'o'} (0 of 1 already there; 0 errors; "), p.stderr
+    p = subprocess.run(p.args, capture_output=True, text=True, timeout=300)  # a rerun: said "all 1 tracks are"
+    assert (p.returncode, p.stderr) == (0, f"nothing left to do: the 1 track is already in {tmp_path / 'o'}\n"), p.stderr
 
 
 def test_a_bad_output_or_empty_input_is_refused_before_ray_starts(folder, tmp_path, monkeypatch):

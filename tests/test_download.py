@@ -136,7 +136,7 @@ def test_rows_without_an_id_or_repeating_one_are_counted_and_a_scheme_is_case_in
     report = download(tmp_path / "t.csv", out, progress=False)
     assert (report.no_id, report.repeated, report.total, report.downloaded, report.failures) == (3, 1, 13, 13, [])
     assert finals(out) == sorted(f"{t}.mp3" for t in [*ids, "upper"])
-    assert "; 3 rows have no track id; 1 rows repeat a track id listed before" in report.summary()
+    assert "; 3 rows have no track id; 1 row repeats a track id listed before" in report.summary()
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:

@@ -210,9 +210,10 @@ def test_evaluate_audio_says_what_it_leaves_out_and_scores_cv_without_a_loudness
                       "c2,0.6,0.4,110,-8\nc3,0.8,0.6,120,-5\nghost,0.5,0.5,100,-7\n")
     r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
     assert r.exit_code == 0, r.output
-    assert f"songfeat: warning: {labels}: 1 labelled ids have no audio file in {audio} (e.g. ghost)" in r.stderr
+    # said "1 labelled ids have"
+    assert f"songfeat: warning: {labels}: 1 labelled id has no audio file in {audio} (e.g. ghost)" in r.stderr
     assert "repeat a labelled id and are not used" in r.stderr and "SongfeatWarning" not in r.stderr
-    assert "1 labelled ids without audio" in r.stdout
+    assert "1 labelled id without audio" in r.stdout
     assert "| key exact | – (no clip labelled) |" in r.stdout and "(3 of 4 clips labelled)" in r.stdout
     r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio), "--cv", "2", "-f", "json"])
     assert r.exit_code == 0, r.output
@@ -222,6 +223,22 @@ def test_evaluate_audio_says_what_it_leaves_out_and_scores_cv_without_a_loudness
     assert np.isfinite(res["measured"]["loudness_mae_db"]) and res["measured"]["labelled"]["loudness"] == 3
 
 
+@pytest.mark.parametrize("cv", ["1", "2", "5", None])
+def test_evaluate_audio_says_no_clip_is_labelled_whatever_the_cv(tmp_path, cv):
+    # `--cv 1` on a folder with no labelled clip said "--cv must be between 2 and the number of clips (0), got 1"
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "labels.csv").write_text("track_id,energy\nx1,0.5\n")
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(tmp_path / "labels.csv"), "--audio",
+                                 str(tmp_path / "audio"), *(["--cv", cv] if cv else [])])
+    assert r.exit_code == 2 and r.stderr == (f"songfeat: error: {tmp_path / 'labels.csv'}: no labelled clips with audio in "
+                                             f"{tmp_path / 'audio'}; scoring needs at least 2; 1 labelled id has no audio "
+                                             "file there (e.g. x1)\n"), r.output
+
+
 def test_evaluate_audio_refusal_names_ids_without_audio(tmp_path):
     # a table whose ids match no file said only "0 labelled clips with audio", not which ids it looked for
     from songfeat.accuracy import evaluate_audio
@@ -229,7 +246,7 @@ def test_evaluate_audio_refusal_names_ids_without_audio(tmp_path):
 
     (tmp_path / "audio").mkdir()
     (tmp_path / "labels.csv").write_text("track_id,energy\nx1,0.5\nx2,0.4\n")
-    with pytest.raises(SongfeatError, match=r"0 labelled clips with audio in .*; 2 labelled ids have no audio file there "
+    with pytest.raises(SongfeatError, match=r"no labelled clips with audio in .*; 2 labelled ids have no audio file there "
                                             r"\(e\.g\. x1\)$"):
         evaluate_audio(tmp_path / "labels.csv", tmp_path / "audio", progress=False)
 
@@ -297,7 +314,7 @@ def test_evaluate_audio_scores_each_feature_on_the_clips_labelled_with_it(tmp_pa
     r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(audio)])
     assert r.exit_code == 0, r.output
     assert (f"songfeat: warning: {labels}: line 2 (c0): valence 1.7 outside [0, 1]: read as missing (the row's other "
-            "labels are used)") in r.stderr and "Clips: 4; 1 label values out of range, read as missing" in r.stdout
+            "labels are used)") in r.stderr and "Clips: 4; 1 label value out of range, read as missing" in r.stdout
     assert "| feature | model MAE | model r | mean_predictor MAE | mean_predictor r | clips |" in r.stdout
     rows = {ln.split(" | ")[0].strip("| "): ln.split(" | ")[-1].strip(" |") for ln in r.stdout.splitlines()
             if ln.startswith("| ")}

@@ -244,7 +244,7 @@ def test_build_refuses_inputs_it_cannot_use_with_status_2(tmp_path, monkeypatch,
         "header-only": ("header.csv", "audio", "s", "header.csv: no label rows (the file holds a header and nothing else)"),
         "no-audio": ("labels.csv", "noaudio", "s", "noaudio: audio folder not found"),
         "nothing-pairs": ("labels.csv", "elsewhere", "s", "elsewhere: no audio file matches a labelled track id (2 label "
-                                                          f"rows, 1 audio files; e.g. song.wav vs label id {ids[0]}); name "
+                                                          f"rows, 1 audio file; e.g. song.wav vs label id {ids[0]}); name "
                                                           "files <track_id>.<ext>"),
         "out-a-file": ("labels.csv", "audio", "afile", "afile: exists and is not a folder"),
         "out-under-a-file": ("labels.csv", "audio", "afile/s", "afile/s: cannot create the store folder (Not a directory)"),
@@ -461,7 +461,7 @@ def test_nothing_to_join_is_an_error(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     sf.write(other / "song.wav", clip(1, 1.0), 44100)
-    with pytest.raises(SongfeatError, match=r"other: no audio file matches a labelled track id \(2 label rows, 1 audio files"):
+    with pytest.raises(SongfeatError, match=r"other: no audio file matches a labelled track id \(2 label rows, 1 audio file"):
         build_store(labels, other, tmp_path / "out", workers=1, progress=False)
     assert not (tmp_path / "out").exists()
 

@@ -206,7 +206,7 @@ def test_out_never_deletes_what_is_not_a_bundle(tmp_path):
     folder = tmp_path / "thesis"
     folder.mkdir()
     (folder / "chapter1.txt").write_text("years of work")
-    with pytest.raises(SongfeatError, match="holds no model bundle"):
+    with pytest.raises(SongfeatError, match=r"holds no model bundle \(1 entry, e\.g\. 'chapter1.txt'\)"):  # "1 entries"
         train_bundle("numeric-mlp", data, folder, epochs=1, progress=False)
     assert (folder / "chapter1.txt").read_text() == "years of work"
     file = tmp_path / "notes.txt"
@@ -264,10 +264,10 @@ def test_evaluate_names_a_store_or_split_that_cannot_be_scored(tiny_store, tmp_p
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SongfeatError, match=f"^{tiny_store}: 1 of the bundle's .* not in it\\); is it the store"):
         evaluate_bundle(out, tiny_store)
-    for ids, n in (([], 0), (cfg["split"]["test"][1:2], 1)):
+    for ids, held in (([], "0 clips"), (cfg["split"]["test"][1:2], "1 clip")):  # it said "holds 1 clips"
         cfg["split"]["test"] = ids
         (out / "config.json").write_text(json.dumps(cfg))
-        with pytest.raises(SongfeatError, match=f"^{out}: its 'test' split holds {n} clips; metrics need at least 2"):
+        with pytest.raises(SongfeatError, match=f"^{out}: its 'test' split holds {held}; metrics need at least 2"):
             evaluate_bundle(out, tiny_store)
     with pytest.raises(SongfeatError, match="records no 'holdout' split .*train, val, test"):
         evaluate_bundle(out, tiny_store, split="holdout")

@@ -16,7 +16,7 @@ import pandas as pd
 from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
 from .descriptors import LOUDNESS_MEASURES, loudness_map
-from .errors import SongfeatError, WorkFailed
+from .errors import SongfeatError, WorkFailed, counted
 from .evaluate import _fmt, pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
@@ -149,8 +149,9 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     if cv is not None:
         if bundle.config.get("model") not in ("stack", "heads"):
             raise SongfeatError(bundle.path, "--cv refits the default model's fitted parts; this bundle is not a 'stack' or 'heads' model")
-        if cv < 2 or cv > len(rows):
-            raise SongfeatError(None, f"--cv must be between 2 and the number of clips ({len(rows)}), got {cv}")
+        if len(rows) >= 2 and not 2 <= cv <= len(rows):  # with fewer, the check below says there is nothing to score
+            raise SongfeatError(None, f"--cv must be between 2 and the number of labelled clips with audio ({len(rows)}), "
+                                      f"got {cv}")
     prov = bundle.config.get("provenance") or {}
     trained_on = set(prov.get("stage2_ids") or []) | {i for ids in (prov.get("heads_clips") or {}).values() for i in ids}
     split = bundle.config.get("split") or {}  # a `songfeat train` bundle: it fitted on 'train' and stopped on 'val'
@@ -163,8 +164,10 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
                                 f"{len(rows)} it never saw; use --cv K to refit its audio part per fold{unusable}")
     if len(rows) < 2:  # one clip has no correlation and no spread to score
-        nowhere = f"; {len(missing)} labelled ids have no audio file there (e.g. {short_id(missing[0])})" if missing else ""
-        raise SongfeatError(labels_csv, f"{len(rows)} labelled clip{'s' * (len(rows) != 1)} with audio in {audio_dir}; "
+        nowhere = (f"; {counted(len(missing), 'labelled id has', 'labelled ids have')} no audio file there "
+                   f"(e.g. {short_id(missing[0])})" if missing else "")
+        found = counted(len(rows), "labelled clip") if len(rows) else "no labelled clips"
+        raise SongfeatError(labels_csv, f"{found} with audio in {audio_dir}; "
                                         f"scoring needs at least 2{unusable}{nowhere}")
     spec = bundle.frontend if "frontend" in bundle.needs else None
     layout = bundle.evidence_layout if heads else None
@@ -326,10 +329,11 @@ def to_markdown(result: dict) -> str:
     lines = [f"Clips: {result['n_clips']}" + (f", {result['cv']}-fold cross-validation" if result["cv"] else "")
              + (f"; {len(result['failed'])} failed" if result["failed"] else "")
              + (f" ({result['note']})" if result.get("note") else "")
-             + (f"; {len(result['labels_dropped'])} label rows dropped" if result.get("labels_dropped") else "")
-             + (f"; {len(result['label_values_not_used'])} label values out of range, read as missing"
+             + (f"; {counted(len(result['labels_dropped']), 'label row')} dropped" if result.get("labels_dropped") else "")
+             + (f"; {counted(len(result['label_values_not_used']), 'label value')} out of range, read as missing"
                 if result.get("label_values_not_used") else "")
-             + (f"; {result['labels_without_audio']} labelled ids without audio" if result.get("labels_without_audio") else "")
+             + (f"; {counted(result['labels_without_audio'], 'labelled id')} without audio"
+                if result.get("labels_without_audio") else "")
              + (f"; {result['excluded_trained_on']} left out (the model was fitted on them)"
                 if result.get("excluded_trained_on") else "")
              + ("; not scored (some clips lack the label): " + ", ".join(f"{t} ({k} missing)" for t, k in

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, features
-from .errors import SongfeatError, existing_ancestor
+from .errors import SongfeatError, counted, existing_ancestor
 
 FORMAT = "songfeat-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -244,7 +244,8 @@ def check_bundle_out(path: Path) -> list[Path]:
             raise SongfeatError(path, "exists and is not a model bundle folder; choose a new output folder")
         names = [q.name for q in path.iterdir()]
         if names and not ((path / CONFIG).is_file() and (path / WEIGHTS).is_file()):
-            raise SongfeatError(path, f"folder is not empty and holds no model bundle ({len(names)} entries, e.g. "
+            raise SongfeatError(path, "folder is not empty and holds no model bundle "
+                                      f"({counted(len(names), 'entry', 'entries')}, e.g. "
                                       f"{sorted(names)[0]!r}); writing a bundle there would delete them: choose a new output folder")
     else:
         p = existing_ancestor(path.parent)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
+
+from .errors import counted
 
 
 class _Songfeat(TyperGroup):
@@ -25,8 +27,45 @@ class _Songfeat(TyperGroup):
             return super().invoke(ctx)
 
 
-app = typer.Typer(cls=_Songfeat, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Spotify-style audio features from audio, offline.")
+# click's placeholder for each type without one of its own (a choice shows [a|b]); typer 0.28's copy of click names them
+# str, int, int range, where click says TEXT, INTEGER, INTEGER RANGE
+_PLACEHOLDERS = {"str": "TEXT", "text": "TEXT", "int": "INTEGER", "integer": "INTEGER", "int range": "INTEGER RANGE",
+                 "integer range": "INTEGER RANGE", "float": "FLOAT", "float range": "FLOAT RANGE", "path": "PATH",
+                 "file": "FILE", "directory": "DIRECTORY", "boolean": "BOOLEAN"}
+
+
+class _Command(TyperCommand):
+    """A songfeat command: --help shows click's usual placeholders (PATHS..., [BUNDLE], TEXT, PATH, INTEGER RANGE) for
+    every parameter without its own metavar, not typer 0.28's ({paths}..., [bundle], <str>, <path>, <int range>)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is not None:
+                continue
+            if param.param_type_name == "argument":
+                name = param.name.upper() if param.required else f"[{param.name.upper()}]"
+                param.metavar = name + ("..." if param.nargs != 1 else "")
+            elif param.type.name in _PLACEHOLDERS and not getattr(param, "is_flag", False):
+                param.metavar = _PLACEHOLDERS[param.type.name] + ("..." if param.nargs != 1 else "")
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        """The usage line with each argument as its metavar: typer braces a required one even when it has one."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            pieces += [param.metavar] if param.param_type_name == "argument" else param.get_usage_pieces(ctx)
+        return pieces
+
+
+class _Typer(typer.Typer):
+    """The app: every command a _Command unless it names its own class."""
+
+    def command(self, *args: object, cls: Optional[type[TyperCommand]] = None, **kwargs: object) -> Callable:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _Typer(cls=_Songfeat, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+             help="Spotify-style audio features from audio, offline.")
 
 
 def _print_version(value: bool) -> None:
@@ -386,18 +425,20 @@ def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
 
 
 def _echo_dropped(lines: list[str], more: str, shown: int = 5, prefix: str = "label row dropped: ",
-                  rest: str = "label rows dropped") -> None:
-    """The first few unusable label rows (or, with `prefix` and `rest`, other label lines) as warnings, then how many
-    more and where they are all listed (a table with thousands of repeated ids must not flood the terminal)."""
+                  rest: tuple[str, str] = ("label row dropped", "label rows dropped")) -> None:
+    """The first few unusable label rows (or, with `prefix` and `rest`, other label lines; `rest` is what the rest are,
+    one and several) as warnings, then how many more and where they are all listed (a table with thousands of repeated ids must not flood the terminal)."""
     for line in lines[:shown]:
         typer.echo(one_line(f"songfeat: warning: {prefix}{line}"), err=True)
     if len(lines) > shown:
-        typer.echo(f"songfeat: warning: ... and {len(lines) - shown} more {rest} ({more})", err=True)
+        typer.echo(f"songfeat: warning: ... and {counted(len(lines) - shown, 'more ' + rest[0], 'more ' + rest[1])} "
+                   f"({more})", err=True)
 
 
 def _echo_not_used(lines: list[str], more: str) -> None:
     """The out-of-range label values read as missing (`LabelTable.nulled_lines`), the first few, then how many more."""
-    _echo_dropped(lines, more, prefix="", rest="label values out of range read as missing")
+    _echo_dropped(lines, more, prefix="",
+                  rest=("label value out of range read as missing", "label values out of range read as missing"))
 
 
 def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Optional[Path], workers: Optional[int],
@@ -419,7 +460,8 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         joined.append(True)
 
     def note(p: dict) -> None:
-        typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {p['rows']} tracks ({p['errors']} errors)", err=True)
+        typer.echo(f"songfeat: part {p['chunk']}/{p['chunks']} committed: {counted(p['rows'], 'track')} "
+                   f"({counted(p['errors'], 'error')})", err=True)
 
     def interrupted() -> str:
         if not joined:  # it said "committed parts are kept in <output>" of a folder not yet made
@@ -444,11 +486,12 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")
     if report.planned and report.skipped == report.planned and not report.refused:  # Ray was not started
-        typer.echo(f"nothing left to do: all {report.planned} tracks are already in {output}", err=True)
+        every = f"all {report.planned} tracks are" if report.planned != 1 else "the 1 track is"
+        typer.echo(f"nothing left to do: {every} already in {output}", err=True)
         return
-    refused = f"; {len(report.refused)} input{'s' * (len(report.refused) != 1)} refused" if report.refused else ""
-    typer.echo(f"wrote {report.written} tracks to {output} ({report.skipped} of {report.planned} already there; "
-               f"{len(report.errors)} errors{refused}; {report.tracks_per_second:.2f} tracks/s)", err=True)
+    refused = f"; {counted(len(report.refused), 'input')} refused" if report.refused else ""
+    typer.echo(f"wrote {counted(report.written, 'track')} to {output} ({report.skipped} of {report.planned} already there; "
+               f"{counted(len(report.errors), 'error')}{refused}; {report.tracks_per_second:.2f} tracks/s)", err=True)
     if report.errors or report.refused:
         raise typer.Exit(1)
 
@@ -616,11 +659,12 @@ def evaluate_audio(
     _echo_dropped(result["labels_dropped"], "all are listed in --format json's labels_dropped")
     _echo_not_used(result["label_values_not_used"], "all are listed in --format json's label_values_not_used")
     if result["ids_without_audio"]:  # as train-heads says it: those labels are not scored
-        typer.echo(one_line(f"songfeat: warning: {labels}: {result['labels_without_audio']} labelled ids have no audio file "
+        nowhere = counted(result["labels_without_audio"], "labelled id has", "labelled ids have")
+        typer.echo(one_line(f"songfeat: warning: {labels}: {nowhere} no audio file "
                             f"in {audio} (e.g. {short_id(result['ids_without_audio'][0])})"), err=True)
     if result["excluded_trained_on"]:
-        typer.echo(f"songfeat: warning: {result['excluded_trained_on']} clips are not scored: the model was fitted on them "
-                   "(--cv K refits it per fold)", err=True)
+        typer.echo(f"songfeat: warning: {counted(result['excluded_trained_on'], 'clip is', 'clips are')} not scored: "
+                   "the model was fitted on them (--cv K refits it per fold)", err=True)
     if result["targets_left_out"]:  # one line for them all: a table labelling one feature gave six lines
         typer.echo(f"songfeat: warning: {_left_out_line(result['targets_left_out'], result['n_clips'])}", err=True)
     if fmt == "json":
@@ -941,8 +985,9 @@ def build_cmd(
     _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
     retried = f"retried {report.retried} that failed before, now built {report.recovered}; " if report.retried else ""
     typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; {retried}"
-               f"{len(report.failed)} failed; {len(dropped)} label rows dropped, {report.labels_without_audio} labels "
-               f"without audio, {report.audio_without_labels} audio files without labels; "
+               f"{len(report.failed)} failed; {counted(len(dropped), 'label row')} dropped, "
+               f"{counted(report.labels_without_audio, 'label')} without audio, "
+               f"{counted(report.audio_without_labels, 'audio file')} without labels; "
                f"{report.clips_per_second:.2f} clips/s)")
     if report.failed:
         raise typer.Exit(1)

@@ -48,5 +48,11 @@ def existing_ancestor(path: str | Path) -> Path:
     return p
 
 
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """`n` and its noun in the number it takes, '1 clip' but '0 clips' (messages said '1 clips'); `plural` when adding
+    an s will not do, or to carry a verb along: counted(n, "track has", "tracks have")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 class SongfeatWarning(UserWarning):
     """A user-facing warning about one input ('<path>: <what>'); batch front-ends print it as `songfeat: warning:`."""

@@ -208,7 +208,7 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
     the model never trained on. Returns `report(...)` plus "model", "bundle" and "split".
     """
     from .bundle import load_bundle
-    from .errors import SongfeatError
+    from .errors import SongfeatError, counted
     from .train import dataset_for_bundle
 
     b = load_bundle(bundle_path)
@@ -229,7 +229,7 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
         _check_ids_in(data, ids, bundle_path, store, split)
         data = data.select_ids(ids)
     if len(data) < 2:
-        raise SongfeatError(bundle_path, f"its {split!r} split holds {len(data)} clips; metrics need at least 2")
+        raise SongfeatError(bundle_path, f"its {split!r} split holds {counted(len(data), 'clip')}; metrics need at least 2")
     pred = predict_dataset(b, data)
     names = list(b.targets)
     cols = [data.target_names.index(n) for n in names]

@@ -503,13 +503,13 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     from .analyze import get_bundle
     from .bundle import check_bundle_out, removing_folders, save_bundle
     from .data.labels import read_labels, short_id
-    from .errors import SongfeatError, SongfeatWarning, WorkFailed
+    from .errors import SongfeatError, SongfeatWarning, WorkFailed, counted
     from .evaluate import regression_metrics
     from .records import DEFAULT_CACHE, get_records
 
     def need(n: int, why: str, error: type[SongfeatError] = SongfeatError) -> None:
         if n < 5:
-            raise error(labels_csv, f"{n} usable labelled clips{why}; need at least 5 with audio and one of "
+            raise error(labels_csv, f"{counted(n, 'usable labelled clip')}{why}; need at least 5 with audio and one of "
                                     f"{', '.join(TARGETS)}")
 
     if cv == 1 or cv < 0:
@@ -530,8 +530,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         for line in labels.nulled_lines():  # an out-of-range value: that cell alone is missing
             warnings.warn(f"label value not used: {line}", SongfeatWarning, stacklevel=2)
         if missing:
-            warnings.warn(f"{labels_csv}: {len(missing)} labelled ids have no audio file in {audio_dir} "
-                          f"(e.g. {short_id(missing[0])})",
+            warnings.warn(f"{labels_csv}: {counted(len(missing), 'labelled id has', 'labelled ids have')} no audio file in "
+                          f"{audio_dir} (e.g. {short_id(missing[0])})",
                           SongfeatWarning, stacklevel=2)
         # the label reader gives every feature a column; only those with values were labelled
         targets = [t for t in TARGETS if t in rows.columns and rows[t].notna().any()]
@@ -539,11 +539,11 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         learned = rows[targets].notna().any(axis=1) if targets else pd.Series(False, index=rows.index)
         unlearned = rows.loc[~learned, "track_id"].astype(str).tolist()
         if unlearned and targets:
-            warnings.warn(f"{labels_csv}: {len(unlearned)} clips label none of the learned features, left out "
-                          f"(e.g. {short_id(unlearned[0])})",
+            warnings.warn(f"{labels_csv}: {counted(len(unlearned), 'clip labels', 'clips label')} none of the learned "
+                          f"features, left out (e.g. {short_id(unlearned[0])})",
                           SongfeatWarning, stacklevel=2)
         rows = rows[learned].reset_index(drop=True)
-        need(len(rows), f" ({len(labels.dropped)} label rows unusable, {len(missing)} without audio"
+        need(len(rows), f" ({counted(len(labels.dropped), 'label row')} unusable, {len(missing)} without audio"
                         + (f", {len(unlearned)} without a learned label" if unlearned else "") + ")")
         if cv > len(rows):
             raise SongfeatError(None, f"--cv must be at most the number of clips ({len(rows)}), got {cv}")

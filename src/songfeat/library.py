@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO
 
 from .audio import DATA_DIR, capture_output  # DATA_DIR: inside the library folder, the database and stored uploads
-from .errors import SongfeatError
+from .errors import SongfeatError, counted
 from .provenance import MEASURING_CODE, source_digest, weights_digest
 
 LOG = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class ScanReport:
         """The console's line for this scan, with the index's `counts` after it."""
         return (f"songfeat: scanned {root} in {self.seconds:.1f} s: {self.added} added, {self.changed} changed, "
                 f"{self.removed} removed, {self.requeued} requeued, {self.unreadable_count} unreadable; "
-                f"{sum(counts.values())} tracks, {counts['pending']} to analyse")
+                f"{counted(sum(counts.values()), 'track')}, {counts['pending']} to analyse")
 
 
 class Index:

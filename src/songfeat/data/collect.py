@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from ..errors import SongfeatError, WorkFailed
+from ..errors import SongfeatError, WorkFailed, counted
 from ..features import LABEL_COLUMNS
 from ..output import OutputLock
 from . import spotify_api
@@ -70,7 +70,7 @@ class CollectReport:
         """One line for the terminal."""
         genres = ", ".join(f"{g} {n}" for g, n in self.per_genre.items())
         labels = "audio-features closed (403)" if self.features_closed else f"{self.with_features} with audio features"
-        return f"{self.out}: {self.tracks} tracks ({self.added} new; {genres}); {labels}"
+        return f"{self.out}: {counted(self.tracks, 'track')} ({self.added} new; {genres}); {labels}"
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], newline: str | None = None) -> None:

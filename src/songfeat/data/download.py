@@ -27,7 +27,7 @@ import urllib3
 
 from .. import atomic
 from ..audio import DecoderLog, audio_info, is_cut_off, iter_audio
-from ..errors import AudioError, CutOffAudioError, SongfeatError, WorkFailed
+from ..errors import AudioError, CutOffAudioError, SongfeatError, WorkFailed, counted
 from .cells import missing_id, missing_value, unwrap_track_id
 from .spotify_api import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
@@ -80,13 +80,13 @@ class DownloadReport:
     def summary(self) -> str:
         """One line for the terminal."""
         line = (f"{self.out_dir}: {self.downloaded} downloaded, {self.already} already there, "
-                f"{len(self.failures)} failed of {self.total} previews")
+                f"{len(self.failures)} failed of {counted(self.total, 'preview')}")
         if self.no_preview:
-            line += f"; {self.no_preview} tracks have no preview URL"
+            line += f"; {counted(self.no_preview, 'track has', 'tracks have')} no preview URL"
         if self.no_id:
-            line += f"; {self.no_id} rows have no track id"
+            line += f"; {counted(self.no_id, 'row has', 'rows have')} no track id"
         if self.repeated:
-            line += f"; {self.repeated} rows repeat a track id listed before"
+            line += f"; {counted(self.repeated, 'row repeats', 'rows repeat')} a track id listed before"
         if self.failures:
             line += f"; failures listed in {self.report_path}"
         return line + f" ({self.seconds:.1f} s)"

@@ -37,7 +37,7 @@ from .. import __version__, atomic
 from ..analyze import DEFAULT_TIMEOUT
 from ..audio import (SAMPLE_RATE, SILENCE_DBFS, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio,
                      sound_peak)
-from ..errors import AudioError, SongfeatError, SongfeatWarning, WorkFailed
+from ..errors import AudioError, SongfeatError, SongfeatWarning, WorkFailed, counted
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
 from . import labels as _labels
 
@@ -445,8 +445,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     labels_without_audio = [t for t in ids if t not in found]
     if not found:
         example = f"; e.g. {unlabelled[0].name} vs label id {_labels.short_id(ids[0])}" if unlabelled and ids else ""
-        raise SongfeatError(audio_dir, f"no audio file matches a labelled track id ({len(ids)} label rows, "
-                                       f"{len(unlabelled)} audio files{example}); name files <track_id>.<ext>")
+        raise SongfeatError(audio_dir, f"no audio file matches a labelled track id ({counted(len(ids), 'label row')}, "
+                                       f"{counted(len(unlabelled), 'audio file')}{example}); name files <track_id>.<ext>")
 
     manifest = {
         "format": FORMAT, "songfeat_version": __version__, "complete": False,
@@ -700,7 +700,7 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     bad = np.flatnonzero(state == 0).tolist()
     missing = np.flatnonzero(state < 0)
     if missing.size:  # cannot happen unless the pool stopped early; better loud than a silent hole
-        raise SongfeatError(out, f"{missing.size} clips were not processed; rerun the build to finish them")
+        raise SongfeatError(out, f"{counted(int(missing.size), 'clip was', 'clips were')} not processed; rerun the build to finish them")
     work = out / WORK
     final = out / FEATURES
     earlier = int((base_row >= 0).sum())
