@@ -337,6 +337,59 @@ def test_the_picture_fits_each_section_label_in_its_band(tmp_path: Path, monkeyp
     plotting.pyplot().close(figures[0])
 
 
+def _ticks(ax) -> dict[str, np.ndarray]:
+    """x (display pixels) of the beat (red) and bar (blue) ticks drawn on `ax`, as lines or line collections."""
+    from matplotlib.colors import to_hex
+
+    out: dict[str, list[float]] = {"#d62728": [], "#1f3b99": []}
+    for line in ax.lines:
+        if to_hex(line.get_color()) in out:
+            out[to_hex(line.get_color())].append(ax.transData.transform((line.get_xdata()[0], 0))[0])
+    for coll in ax.collections:
+        colours = {to_hex(c) for c in coll.get_colors()} if hasattr(coll, "get_segments") else set()
+        for c in colours & set(out):
+            out[c] += [ax.transData.transform((seg[0][0], 0))[0] for seg in coll.get_segments()]
+    return {"beats": np.sort(out["#d62728"]), "bars": np.sort(out["#1f3b99"])}
+
+
+@pytest.mark.parametrize("seconds", [20.0, 360.0])
+def test_the_picture_draws_only_ticks_that_stand_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       seconds: float) -> None:
+    # every beat and bar was drawn: on a 6-minute song the 720 beat ticks, 1.6 px apart, merged with the bars' into one
+    # band. A 20-s song keeps all its ticks; the 6-minute one its bars alone, and says so under the picture
+    from songfeat import plotting
+    from songfeat.analysis import analyse
+    from songfeat.analysis_plot import save_plot
+
+    a = analyse(_write(tmp_path, "clicks", synth.click_track(120.0, seconds, accent_every=4)))
+    figures = []
+    monkeypatch.setattr(plotting, "save_png", lambda fig, path: figures.append(fig) or Path(path))
+    save_plot(a, tmp_path / "a.png")
+    ax = figures[0].axes[0]
+    ticks = _ticks(ax)
+    label = figures[0].axes[2].get_xlabel()
+    if seconds < 60:
+        assert ticks["beats"].size == len(a.result["beats"]) and ticks["bars"].size == len(a.result["bars"])
+        assert "red ticks: beats" in label
+    else:
+        assert ticks["beats"].size == 0 and "beats too close to draw" in label, label
+        assert ticks["bars"].size == len(a.result["bars"])  # 180 bars, 6.4 px apart: all kept
+    for name in ("beats", "bars"):
+        assert np.all(np.diff(ticks[name]) >= 3.0), (name, np.diff(ticks[name]).min())  # a few pixels apart
+    plotting.pyplot().close(figures[0])
+
+
+def test_tick_plan_thins_bars_once_they_too_would_merge() -> None:
+    from songfeat.analysis_plot import tick_plan
+
+    beats = [{"start": 0.5 * k} for k in range(400)]
+    bars = beats[::4]
+    assert tick_plan(beats, bars, 10.0) == (True, 1)  # a 2-minute song: beats 5 px apart
+    assert tick_plan(beats, bars, 3.2) == (False, 1)  # 6 minutes: beats 1.6 px, bars 6.4 px apart
+    assert tick_plan(beats, bars, 1.0) == (False, 2)  # 20 minutes: every other bar, 4 px apart
+    assert tick_plan([], [], 1.0) == (True, 1)  # nothing to draw: nothing to thin
+
+
 def test_analyse_reports_each_window(tmp_path: Path) -> None:
     from songfeat.analysis import analyse
 
@@ -447,6 +500,35 @@ def test_a_song_cut_mid_music_does_not_start_on_an_onset(tmp_path: Path) -> None
     assert r["segments"][0]["confidence"] == 0.0
     beats = _starts(r["beats"])
     assert abs(beats[0] - 0.3) < 0.02 and np.all(np.abs(np.diff(beats[:4]) - 0.5) < 0.03), beats[:4]
+
+
+@pytest.mark.parametrize("lead", [0.0, 0.005])
+def test_a_hit_in_the_first_15ms_after_silence_is_a_beat(tmp_path: Path, lead: float) -> None:
+    # the first frame was compared with itself (so that a clip cut mid-music opens on no onset), so a file opening on a
+    # hit out of silence lost it: a click track from its first sample (or 5 ms of zeros in) had no beat, bar or
+    # confident segment at the start, its first beat on the second click
+    y = np.concatenate([np.zeros(int(lead * SR), np.float32), synth.click_track(120.0, 20.0, accent_every=4)])
+    r = audio_analysis(_write(tmp_path, "from_zero", y))
+    assert abs(r["beats"][0]["start"] - lead) < 0.005 and r["beats"][0]["confidence"] > 0.5, r["beats"][:2]
+    assert abs(r["bars"][0]["start"] - lead) < 0.005, r["bars"][:2]  # the accented click opens the first bar
+    assert r["segments"][0]["confidence"] > 0.5 and abs(r["segments"][1]["start"] - lead - 0.5) < 0.02
+    assert np.all(np.abs(np.diff(_starts(r["beats"])[:4]) - 0.5) < 0.02)
+
+
+def test_a_song_cut_mid_music_opens_from_silence_only_if_silent_at_its_start() -> None:
+    # the rule that tells the two apart, on the fine (2.9-ms) energy: sound held from the first sample (a preview) is
+    # no silence before the song; a start in digital zeros, or a first hit that dies into silence, is
+    from songfeat.analysis import FINE, opens_from_silence
+
+    n = int(2.0 * SR / FINE)
+    held = np.full(n, -20.0)
+    assert not opens_from_silence(held)
+    assert not opens_from_silence(np.concatenate([held[:200], np.full(n, -100.0)]))  # silence only after 0.5 s
+    assert opens_from_silence(np.concatenate([[-100.0], held]))  # a hit 3 ms after digital zeros
+    assert opens_from_silence(np.concatenate([held[:30], np.full(20, -90.0), held]))  # a click from sample 0, decayed
+    # speech over a room's noise: it grows louder before its first pause, so its start is no hit out of silence
+    assert not opens_from_silence(np.concatenate([np.full(20, -50.0), np.full(30, -20.0), np.full(20, -90.0), held]))
+    assert not opens_from_silence(np.zeros(0))
 
 
 @pytest.mark.parametrize("kind", ["compound", "rock"])

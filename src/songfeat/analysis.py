@@ -55,6 +55,7 @@ PEAK_REL_DB = 40.0  # peaks more than this below the frame's strongest are side 
 HALF_FRAME_DB = 10.0 * math.log10(2.0)  # the first frame's window is half zero padding: steady sound reads 3 dB lower
 ONSET_RANGE_DB = 50.0  # band levels further below the frame's loudest band do not count towards onsets
 LOW_BAND_HZ = 200.0  # the kick/bass band whose onsets mark downbeats
+LOW_FLOOR_DB = -60.0  # its bins' power (re the FFT's raw scale) is floored here
 LOUDNESS_FLOOR_DB = -60.0  # Spotify's floor for every loudness value
 # --- beats (Ellis 2007, as librosa.beat.beat_track)
 BEAT_TIGHTNESS = 100.0  # how strongly inter-beat intervals are held to the period
@@ -90,6 +91,8 @@ FADE_RISE_DB = 1.0
 SILENCE_REL_DB = 50.0  # frames this far below the song's loudest are silence for the fade search
 # --- silence: digital zeros, dither or a noise floor under -60 dBFS; never a quiet recording (a field recording at -57)
 SILENCE_DBFS = -59.0  # a frame below this is silent: within 1 dB of the -60 floor frame levels are clipped at
+OPEN_SILENCE_SECONDS = 0.5  # a song whose first hit dies into silence within this long opens from silence, as one ...
+OPEN_HIT_SECONDS = 0.015  # ... silent at its start: its first frame is compared with silence (`opens_from_silence`)
 SILENCE_SECONDS = 1.0  # a shorter quiet run is a rest inside the music; a longer one is a segment of its own
 SILENCE_BEATS = 2.0  # ... and beats skip it if it is also this many periods long: over a shorter gap the pulse goes on
 SILENT_SECTION_SECONDS = 4.0  # a silence this long is a section of its own (half MIN_SECTION_SECONDS, as at the ends)
@@ -97,7 +100,7 @@ TRACK_BEATS = 2.0  # `track_beats` needs a stretch of sound this many periods lo
 # a rest of a sparse pulse (a 30-BPM metronome, tracked at 120 BPM, had every click alone and no beat at all)
 MIN_LOUDNESS_SECONDS = 0.5  # a section is measured on at least this much audio: BS.1770 gates in 0.4-s blocks, so
 # a shorter one (a click between two silent sections) read -60
-ANALYZER_VERSION = "songfeat-analysis-3"  # in every object's meta: bumped when the output changes
+ANALYZER_VERSION = "songfeat-analysis-4"  # in every object's meta: bumped when the output changes
 
 
 @lru_cache(maxsize=1)
@@ -160,6 +163,7 @@ class FrameStream:
         self.n_samples = 0
         self.prev_bands: np.ndarray | None = None  # the last frame's onset bands; none before the song (`_features`)
         self.prev_low: np.ndarray | None = None
+        self.first_from_silence = (0.0, 0.0)  # the first frame's (onset, onset_low) against silence before the song
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.fine: list[np.ndarray] = []
         self.fine_rest = np.zeros(0, dtype=np.float32)
@@ -187,7 +191,10 @@ class FrameStream:
             z = np.zeros(0, dtype=np.float32)
             return Frames(z, z, z, np.zeros((0, 12), np.float32), np.zeros((0, 12), np.float32), z, z, self.n_samples)
         cols = [np.concatenate(c) for c in zip(*self.parts)]
-        return Frames(*cols, fine_db=np.concatenate(self.fine), n_samples=self.n_samples)
+        fine_db = np.concatenate(self.fine)
+        if opens_from_silence(fine_db):
+            cols[0][0], cols[1][0] = self.first_from_silence  # the first frame's onset and onset_low
+        return Frames(*cols, fine_db=fine_db, n_samples=self.n_samples)
 
     def _run(self, limit: int | None = None) -> None:
         end = self.buf_start + self.buf.size
@@ -218,15 +225,20 @@ class FrameStream:
         band_power = p[:, : bf.shape[0]] @ bf
         bands = f32(10.0) * np.log10(np.maximum(band_power, f32(10 ** (BAND_FLOOR_DB / 10))))
         nlow = max(3, int(LOW_BAND_HZ * N_FFT / SAMPLE_RATE))
-        low = f32(10.0) * np.log10(np.maximum(p[:, 1:nlow], f32(1e-6)))
+        low = f32(10.0) * np.log10(np.maximum(p[:, 1:nlow], f32(10 ** (LOW_FLOOR_DB / 10))))
         # flux on levels floored ONSET_RANGE_DB below each frame's loudest band: the splatter of a note's
         # release (quiet, broadband) is not an onset
         fb = np.maximum(bands, bands.max(1, keepdims=True) - f32(ONSET_RANGE_DB))
         # the song's first frame is compared with itself, not with silence, and the second with the first as if its
         # window were whole: a file cut mid-music (a preview) does not start on an onset. Against silence 101 of the
         # 102 previews had a beat and a segment at 0.0 with confidence 1.0, and the beat path bent to reach that beat
-        # (the first interval 1.1-1.3 periods); a hit in a file's first 15 ms now goes unmarked
+        # (the first interval 1.1-1.3 periods). Its onset against silence is kept too: `finish` takes it for a song
+        # that opens from silence (`opens_from_silence`), so a hit in its first 15 ms is marked
         first = self.prev_bands is None
+        if first:
+            self.first_from_silence = (
+                float(np.maximum(fb[0] - f32(BAND_FLOOR_DB), f32(0)).mean(dtype=f32)),
+                float(np.maximum(low[0] - f32(LOW_FLOOR_DB), f32(0)).mean(dtype=f32)))
         before = np.concatenate([fb[:1] if first else self.prev_bands, fb[:-1]])
         before_low = np.concatenate([low[:1] if first else self.prev_low, low[:-1]])
         second = 1 - self.next_frame  # the song's second frame, in this block or not
@@ -244,6 +256,22 @@ class FrameStream:
         level = np.maximum(f32(10.0) * np.log10(np.maximum(f32(2.0) * ms, f32(1e-12))), f32(LOUDNESS_FLOOR_DB))
         return (onset.astype(f32), onset_low.astype(f32), level.astype(f32), _peak_chroma(p),
                 timbre.astype(f32), peak.astype(f32))
+
+
+def opens_from_silence(fine_db: np.ndarray) -> bool:
+    """Whether a song's first frame is compared with silence, from its level per FINE block (`fine_db`): it opens in
+    silence (its first block is silent), or on a hit that dies away into silence within OPEN_SILENCE_SECONDS, nothing
+    louder before that silence than its first OPEN_HIT_SECONDS (a click track from t = 0).
+
+    A file cut mid-music holds its sound (every preview reads -45 dBFS or more throughout its first 0.5 s), and speech
+    over a room's noise grows louder before its first pause: neither opens on an onset.
+    """
+    head = fine_db[: int(round(OPEN_SILENCE_SECONDS * SAMPLE_RATE / FINE))] + 10.0 * math.log10(2.0)  # dB re a sine
+    quiet = np.flatnonzero(head < SILENCE_DBFS)
+    if quiet.size == 0:
+        return False
+    hit = max(1, int(round(OPEN_HIT_SECONDS * SAMPLE_RATE / FINE)))
+    return bool(quiet[0] == 0 or head[: quiet[0]].max() <= head[:hit].max())
 
 
 def _peak_chroma(p: np.ndarray) -> np.ndarray:

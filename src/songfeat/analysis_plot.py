@@ -20,11 +20,32 @@ if TYPE_CHECKING:
 
 SECTION_COLOURS = ("#dbe9f6", "#fde5c8", "#dcefd9", "#f2dcef", "#f6f3c8", "#d9eef0")
 LABEL_INSET_PT = 2.0  # a section's label starts this far inside its band, and ends at least as far before its end
+MIN_TICK_PX = 4.0  # beat and bar ticks closer than this (their median spacing) merge into a band: they are thinned out
+
+
+def _starts(items: list[dict]) -> np.ndarray:
+    return np.array([x["start"] for x in items], dtype=np.float64)
 
 
 def _edges(items: list[dict], duration: float) -> np.ndarray:
-    starts = np.array([x["start"] for x in items], dtype=np.float64)
-    return np.concatenate([starts, [duration]])
+    return np.concatenate([_starts(items), [duration]])
+
+
+def tick_plan(beats: list[dict], bars: list[dict], px_per_second: float) -> tuple[bool, int]:
+    """(draw the beat ticks?, draw every how many bars' tick): beats only while they stand MIN_TICK_PX apart, bars
+    thinned to every n-th once even they would not. Ticks of a 6-minute song's 700 beats merged into one red band."""
+
+    def spacing(items: list[dict]) -> float:
+        return float(np.median(np.diff(_starts(items)))) * px_per_second if len(items) > 1 else np.inf
+
+    return spacing(beats) >= MIN_TICK_PX, max(1, int(np.ceil(MIN_TICK_PX / spacing(bars))))
+
+
+def _x_label(show_beats: bool, bar_step: int) -> str:
+    """The x-axis label, saying what the ticks drawn by `tick_plan`'s decision mean."""
+    bars = "bars" if bar_step == 1 else f"one bar in {bar_step}"
+    ticks = f"red ticks: beats, blue: {bars}," if show_beats else f"blue ticks: {bars}; beats too close to draw;"
+    return f"seconds ({ticks} green dashes: fade-in end / fade-out start)"
 
 
 def _fit_labels(fig: Figure, ax: Axes, labels: list[tuple[Annotation, tuple[str, ...], float]]) -> None:
@@ -74,10 +95,6 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     ax.fill_between(t, -fr.peak, fr.peak, color="#8c8c8c", lw=0, zorder=2)
     ax.set_ylim(-1.05, 1.25)
     ax.set_ylabel("waveform")
-    for b in r["beats"]:
-        ax.axvline(b["start"], ymin=0.0, ymax=0.06, color="#d62728", lw=0.6, zorder=3)
-    for b in r["bars"]:
-        ax.axvline(b["start"], ymin=0.0, ymax=0.14, color="#1f3b99", lw=1.4, zorder=3)
     lax = ax.twinx()
     lax.plot(t, fr.level_db, color="#e06000", lw=0.7, zorder=4)
     lax.set_ylim(-62, 2)
@@ -104,9 +121,17 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     axp.set_ylabel("pitches")
     axt.set_yticks(np.arange(12) + 0.5, [str(i + 1) for i in range(12)], fontsize=6)
     axt.set_ylabel("timbre")
-    axt.set_xlabel("seconds (red ticks: beats, blue: bars, green dashes: fade-in end / fade-out start)")
+    axt.set_xlabel(_x_label(True, 1))  # as tall as the one set once the ticks are drawn, below
     axt.set_xlim(0, dur)
     fig.tight_layout()
+    # beat and bar ticks, as many as stand apart at the width the axes have once laid out
+    show_beats, bar_step = tick_plan(r["beats"], r["bars"], ax.get_window_extent().width / max(dur, 1e-9))
+    if show_beats:
+        ax.vlines(_starts(r["beats"]), 0.0, 0.06, transform=ax.get_xaxis_transform(), color="#d62728",
+                  lw=0.6, zorder=3, label="beats")
+    ax.vlines(_starts(r["bars"])[::bar_step], 0.0, 0.14, transform=ax.get_xaxis_transform(), color="#1f3b99",
+              lw=1.4, zorder=3, label="bars")
+    axt.set_xlabel(_x_label(show_beats, bar_step))
     _fit_labels(fig, ax, labels)
     from .plotting import save_png
 
