@@ -75,7 +75,9 @@ def test_help_states_what_the_docs_do():
     # --cv needs K >= 2 and leaves out fitted clips without it, and combiner variant d is the default (docs/models.md):
     # --help said none of these
     analyze = _help("analyze")
-    assert "The local engine only: Ray has no per-file limit yet" in analyze
+    assert "The local engine only: Ray has no per-file limit yet, so --engine ray refuses any but 0" in analyze
+    assert "--engine ray always does, with or without it" in analyze
+    assert "--engine ray has no per-clip limit and refuses any but 0" in _help("build")
     assert "--engine ray: actors, default one per cluster CPU" in analyze
     assert "K >= 2" in _help("evaluate-audio") and "(default: d, its best)" in _help("train")
 

@@ -382,6 +382,34 @@ def test_build_on_ray_checks_its_labels_before_ray_starts(folder, tmp_path, monk
     assert calls == []
 
 
+def test_timeout_is_refused_on_ray_and_resume_is_what_it_always_does(folder, tmp_path, monkeypatch):
+    # `analyze --engine ray --timeout 60` (and build's) ran without a word and without a limit, as Ray has none: the
+    # user believed in one that was not there. Refused now, before Ray starts; --timeout 0 (no limit, what Ray does) and
+    # --resume (Ray always skips what is written) go on to start Ray, here a stand-in interrupted at once.
+    def interrupted(address=None, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "init", interrupted)
+    refused = ("songfeat: error: --timeout is for the local engine: Ray has no per-{0} time limit yet, a {0} that hangs "
+               "holds its actor until the run is stopped (docs/scaling.md); leave --timeout out, or give --timeout 0\n")
+    out = tmp_path / "o"
+    base = ["analyze", str(folder), "--engine", "ray", "--format", "parquet", "--output", str(out)]
+    for extra in (["--timeout", "60"], ["--timeout", "120", "--resume"]):
+        res = CliRunner().invoke(app, base + extra)
+        assert (res.exit_code, res.stderr) == (2, refused.format("file")), res.output
+    for extra in (["--timeout", "0"], ["--resume"]):
+        res = CliRunner().invoke(app, base + extra)
+        assert res.exit_code == 130 and "interrupted before the Ray cluster was ready" in res.stderr, res.output
+    assert not out.exists()
+    labels = tmp_path / "l.csv"
+    labels.write_text("track_id,danceability\n" + "".join(f"clip{i},0.5\n" for i in range(GOOD)))
+    base = ["build", "--labels", str(labels), "--audio", str(folder), "--out", str(tmp_path / "s"), "--engine", "ray"]
+    res = CliRunner().invoke(app, base + ["--timeout", "30"])
+    assert (res.exit_code, res.stderr) == (2, refused.format("clip")), res.output
+    res = CliRunner().invoke(app, base + ["--timeout", "0"])
+    assert res.exit_code == 130 and res.stderr.startswith("songfeat: error: interrupted"), res.output
+
+
 def test_the_walks_notes_are_warnings_on_ray_too(tmp_path):
     # list_inputs dropped scan_inputs' notes: a folder link already walked was said by the local engine, not by Ray's
     import os

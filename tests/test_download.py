@@ -277,19 +277,27 @@ def test_output_folder_under_a_file_and_a_table_with_a_bom(standin: SpotifyStand
     assert report.downloaded == 12 and finals(tmp_path / "previews") == sorted(f"{t}.mp3" for t in ids)
 
 
-def ctrl_c_once_two_are_asked_for(s: SpotifyStandIn, tmp_path: Path, waiting_on: str) -> None:
-    """Run `songfeat download -j 2` on every stand-in track, Ctrl-C it once two previews were asked for, and check that
-    it ended within 5 s (not after `waiting_on`) in its one line, with status 130 and no partial file."""
+def ctrl_c_once_two_are_asked_for(s: SpotifyStandIn, tmp_path: Path, waiting_on: str, proxy: dict[str, str] | None = None,
+                                  host: str | None = None, asked=None) -> None:
+    """Run `songfeat download -j 2` on every stand-in track, Ctrl-C it once two previews were asked for (`asked()`, by
+    default the stand-in's count), and check that it ended within 5 s (not after `waiting_on`) in its one line, with
+    status 130 and no partial file. `proxy`: variables such as HTTP_PROXY for the run; `host`: what the previews' URLs
+    name instead of the stand-in (a name that only a proxy can reach)."""
     import signal
     import time
 
-    write_tracks(s, tmp_path / "t.csv")
+    asked = asked or (lambda: len(s.requests("/preview/")))
+    tracks = tmp_path / "t.csv"
+    write_tracks(s, tracks)
+    if host:
+        tracks.write_text(tracks.read_text().replace(s.base, host))
     out = tmp_path / "previews"
-    cmd = [sys.executable, "-m", "songfeat.cli", "download", "--tracks", str(tmp_path / "t.csv"), "--out", str(out), "-j", "2"]
-    proc = subprocess.Popen(cmd, env=hermetic_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "songfeat.cli", "download", "--tracks", str(tracks), "--out", str(out), "-j", "2"]
+    proc = subprocess.Popen(cmd, env=hermetic_environ(**(proxy or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         deadline = time.monotonic() + 20
-        while len(s.requests("/preview/")) < 2:
+        while asked() < 2:
             assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -302,7 +310,7 @@ def ctrl_c_once_two_are_asked_for(s: SpotifyStandIn, tmp_path: Path, waiting_on:
             proc.kill()
     assert proc.returncode == 130
     assert err.strip().splitlines() == [f"songfeat: error: interrupted; files already in {out} are complete; rerun the same command to continue"]
-    assert len(s.requests("/preview/")) == 2 and leftovers(out) == []
+    assert asked() == 2 and leftovers(out) == []
 
 
 def test_ctrl_c_does_not_wait_out_retries(tmp_path: Path) -> None:
@@ -319,6 +327,45 @@ def test_ctrl_c_does_not_wait_on_a_stalled_server(tmp_path: Path) -> None:
     with SpotifyStandIn({"pop": 4}) as s:
         s.preview_faults = dict.fromkeys(s.tracks, "stall")
         ctrl_c_once_two_are_asked_for(s, tmp_path, "the --timeout of every download in flight")
+
+
+def test_ctrl_c_does_not_wait_on_a_stalled_server_through_a_proxy(tmp_path: Path) -> None:
+    """The same through HTTP_PROXY (requests honours it; here the stand-in is the proxy too, as it answers a proxy's
+    absolute-URL requests as its own): a proxy's connections came from another pool manager, which did not register
+    them to be cut, so Ctrl-C waited out the 30-s --timeout."""
+    with SpotifyStandIn({"pop": 4}) as s:
+        s.preview_faults = dict.fromkeys(s.tracks, "stall")
+        ctrl_c_once_two_are_asked_for(s, tmp_path, "the --timeout of every download in flight", {"HTTP_PROXY": s.base},
+                                      "http://previews.invalid")
+
+
+def test_ctrl_c_does_not_wait_on_an_https_proxy_that_never_answers_connect(tmp_path: Path) -> None:
+    """https:// previews through HTTPS_PROXY go through a CONNECT tunnel: a proxy that takes the connection and never
+    answers CONNECT holds the worker inside the connection's set-up, before the TLS socket exists."""
+    import socket
+    import threading
+
+    held: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener, SpotifyStandIn({"pop": 4}) as s:
+        def accept() -> None:  # take each connection, read nothing, answer nothing
+            while True:
+                try:
+                    held.append(listener.accept()[0])
+                except TimeoutError:
+                    continue
+                except OSError:  # the listener closed at the end of the test
+                    return
+
+        listener.settimeout(0.1)
+
+        threading.Thread(target=accept, daemon=True).start()
+        proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        try:
+            ctrl_c_once_two_are_asked_for(s, tmp_path, "the --timeout of every CONNECT in flight", {"HTTPS_PROXY": proxy},
+                                          "https://previews.invalid", asked=lambda: len(held))
+        finally:
+            for c in held:
+                c.close()
 
 
 def test_a_stray_os_error_is_one_error_line(standin: SpotifyStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

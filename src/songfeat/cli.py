@@ -145,14 +145,27 @@ def _cache_kept(cache: Optional[Path]) -> str:
     return f"the clips read so far are kept in the record cache {cache or DEFAULT_CACHE}, so a rerun does not read them again"
 
 
+def _given(ctx: typer.Context, options: dict[str, str]) -> list[str]:
+    """Of `options` (parameter name -> option name), those given on the command line rather than left at their default."""
+    return [flag for name, flag in options.items()  # by name: typer's ParameterSource is not click's
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+
+
 def _ray_only(ctx: typer.Context, engine: str, options: dict[str, str]) -> None:
     """Refuse options that only --engine ray reads when given with the local engine (`options`: parameter name ->
     option name): they used to be ignored without a word."""
-    given = [flag for name, flag in options.items()  # by name: typer's ParameterSource is not click's
-             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+    given = _given(ctx, options)
     if engine == "local" and given:
         raise fail(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray; the local engine has no use "
                    f"for {'it' if len(given) == 1 else 'them'}")
+
+
+def _no_timeout_on_ray(ctx: typer.Context, engine: str, timeout: float, what: str) -> None:
+    """Refuse a --timeout other than 0 given with --engine ray, before Ray starts: Ray has no per-`what` time limit, and
+    the option was ignored without a word, so a run the user believed bounded could hang on one file for ever."""
+    if engine == "ray" and timeout and _given(ctx, {"timeout": "--timeout"}):
+        raise fail(f"--timeout is for the local engine: Ray has no per-{what} time limit yet, a {what} that hangs holds "
+                   f"its actor until the run is stopped (docs/scaling.md); leave --timeout out, or give --timeout 0")
 
 
 def _os_error(e: OSError) -> str:
@@ -308,10 +321,11 @@ def analyze(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU "
                                                "(--engine ray: actors, default one per cluster CPU)."),
-    resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip files already in --output (after an interrupted run); "
+                                                        "--engine ray always does, with or without it."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
                                   help="Seconds one file may take (per 10 minutes of audio, for longer files); 0: no limit. The local "
-                                       "engine only: Ray has no per-file limit yet (docs/scaling.md)."),
+                                       "engine only: Ray has no per-file limit yet, so --engine ray refuses any but 0 (docs/scaling.md)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning (--engine ray: Ray's own log lines too)."),
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (a Ray cluster; --format parquet, --output a folder, always resumable)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: $RAY_ADDRESS or the last `ray start` here, else start a local one."),
@@ -319,6 +333,7 @@ def analyze(
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="ray: tracks per committed part; default 1000 per cluster CPU."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
+    _no_timeout_on_ray(ctx, engine, timeout, "file")  # (--resume is what the Ray engine always does: no refusal)
     if engine == "ray":
         return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size, verbose)
     if engine != "local":
@@ -941,7 +956,8 @@ def build_cmd(
     engine: str = typer.Option("local", "--engine", help="local (a process pool) or ray (clips computed on a Ray cluster, written here)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto: the running one); default: $RAY_ADDRESS or the last `ray start` here, else start a local one."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.0,  # analyze.DEFAULT_TIMEOUT, not imported: keeps --help fast
-                                  help="Seconds one clip may take in a worker process (builds of more than 12 clips; the local engine only); 0: no limit."),
+                                  help="Seconds one clip may take in a worker process (builds of more than 12 clips); 0: no limit. The "
+                                       "local engine only: --engine ray has no per-clip limit and refuses any but 0."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning (--engine ray: Ray's own log lines too)."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
@@ -951,6 +967,7 @@ def build_cmd(
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
     _ray_only(ctx, engine, {"address": "--address"})
+    _no_timeout_on_ray(ctx, engine, timeout, "clip")
     if engine == "local":
         workers = _local_workers(workers) or 2
     if engine == "ray":

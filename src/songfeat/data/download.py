@@ -332,29 +332,45 @@ class _InFlight:
         self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self.lock = threading.Lock()
         self.cutting = False
-        live = self
+        self.pools: dict[type, type] = {}  # a urllib3 pool class -> its subclass whose connections register here
 
-        def tracked(base: type) -> type:
-            class Connection(base):  # type: ignore[misc, valid-type]
+    def _tracked(self, pool: type) -> type:
+        """`pool` (a urllib3 connection pool class) with connections that register their sockets here as they connect."""
+        if pool not in self.pools:
+            live = self
+
+            class Connection(pool.ConnectionCls):  # type: ignore[misc, name-defined]
+                def _new_conn(self) -> socket.socket:  # the bare socket, before a proxy's CONNECT and a TLS handshake
+                    sock = super()._new_conn()
+                    live.add(sock)
+                    return sock
+
                 def connect(self) -> None:
                     super().connect()
-                    with live.lock:
-                        live.sockets.add(self.sock)
-                        if live.cutting:  # connected just as the run stopped
-                            _shut(self.sock)
+                    live.add(self.sock)  # TLS wrapped it in a new socket object (and detached the bare one)
 
-            return Connection
+            self.pools[pool] = type(pool.__name__, (pool,), {"ConnectionCls": Connection})
+        return self.pools[pool]
 
-        self.pools = {"http": type("HTTPPool", (urllib3.HTTPConnectionPool,),
-                                   {"ConnectionCls": tracked(urllib3.HTTPConnectionPool.ConnectionCls)}),
-                      "https": type("HTTPSPool", (urllib3.HTTPSConnectionPool,),
-                                    {"ConnectionCls": tracked(urllib3.HTTPSConnectionPool.ConnectionCls)})}
+    def add(self, sock: Any) -> None:
+        """Register `sock` to be cut (shut at once if the run is stopping already: it connected just then); a TLS layer
+        that is no socket (TLS to an HTTPS proxy, then to the server) is left to the socket under it."""
+        if isinstance(sock, socket.socket):
+            with self.lock:
+                self.sockets.add(sock)
+                if self.cutting:
+                    _shut(sock)
+
+    def track(self, manager: urllib3.PoolManager) -> None:
+        """Register the connections `manager` makes from now on (direct, through an HTTP(S) proxy or a SOCKS one)."""
+        manager.pool_classes_by_scheme = {scheme: self._tracked(pool)
+                                          for scheme, pool in manager.pool_classes_by_scheme.items()}
 
     def session(self) -> requests.Session:
-        """A requests session whose connections (but a proxy's) are registered here."""
+        """A requests session whose connections, a proxy's too, are registered here."""
         s = requests.Session()
-        for adapter in s.adapters.values():
-            adapter.poolmanager.pool_classes_by_scheme = self.pools
+        for prefix in ("http://", "https://"):
+            s.mount(prefix, _Adapter(self))
         return s
 
     def cut(self) -> None:
@@ -364,6 +380,26 @@ class _InFlight:
             self.cutting = True
             for sock in list(self.sockets):
                 _shut(sock)
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with its connections registered in an _InFlight: those through a proxy (HTTP_PROXY,
+    HTTPS_PROXY) come from a pool manager of their own, made on first use, and were not, so Ctrl-C did not cut them."""
+
+    def __init__(self, in_flight: _InFlight) -> None:
+        self.in_flight = in_flight  # before super().__init__, which makes the direct pool manager
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.in_flight.track(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        made = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if made:
+            self.in_flight.track(manager)
+        return manager
 
 
 def _shut(sock: socket.socket) -> None:
