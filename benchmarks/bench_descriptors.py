@@ -28,7 +28,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread for every peer 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import importlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -73,6 +72,9 @@ def peer_songfeat(y: np.ndarray) -> None:
 
 def _essentia(method: str):
     def run(y: np.ndarray) -> None:
+        import essentia
+
+        essentia.log.infoActive = False  # its '[ INFO ] MusicExtractorSVM: ...' line on import is not ours to print
         import essentia.standard as es
 
         es.RhythmExtractor2013(method=method)(y)
@@ -92,32 +94,31 @@ def peer_librosa(y: np.ndarray) -> None:
     pyloudnorm.Meter(SR).integrated_loudness(y.astype(np.float64))
 
 
-def peers(only: list[str] | None) -> dict:
-    """The peers that can run here, of those `only` names (Essentia and librosa are optional: a missing one is said,
-    not fatal; one `only` leaves out is neither imported nor said)."""
+def peers(only: list[str] | None) -> tuple[dict, list[str]]:
+    """The peers that can run here, of those `only` names, and why each missing one cannot (Essentia and librosa are
+    optional: a missing one is said, not fatal; one `only` leaves out is neither imported nor said)."""
     out = {"songfeat": peer_songfeat}
-    if only is None or "essentia" in only:
-        try:
-            importlib.import_module("essentia")
-            out["Essentia (multifeature)"] = _essentia("multifeature")
-            out["Essentia (degara)"] = _essentia("degara")
-        except ImportError:
-            print("Essentia is not installed (pip install -c constraints.txt -e '.[bench]'): left out", file=sys.stderr)
-    if only is None or "librosa" in only:
-        try:
-            importlib.import_module("librosa")
-            importlib.import_module("pyloudnorm")
-            out["librosa"] = peer_librosa
-        except ImportError:
-            print("librosa or pyloudnorm is not installed (the 'train' extra): left out", file=sys.stderr)
-    return out
+    missing: list[str] = []
+
+    def present(*modules: str) -> bool:
+        reasons = [r for r in map(benchutil.unavailable, modules) if r is not None]
+        missing.extend(reasons[:1])
+        return not reasons
+
+    if (only is None or "essentia" in only) and present("essentia"):
+        out["Essentia (multifeature)"] = _essentia("multifeature")
+        out["Essentia (degara)"] = _essentia("degara")
+    if (only is None or "librosa" in only) and present("librosa", "pyloudnorm"):
+        out["librosa"] = peer_librosa
+    return out, missing
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=20)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--audio", type=Path, default=None)
+    ap.add_argument("--files", type=int, default=20, help="clips to time (default 20)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed rounds after the warm-up round (default 3)")
+    ap.add_argument("--audio", type=Path, default=None,
+                    help="a folder of mp3 files (default: the dev previews, else generated clips)")
     ap.add_argument("--only", default=None, help="comma-separated: essentia, librosa (songfeat always runs)")
     a = ap.parse_args(argv)
     if a.files < 1 or a.repeat < 1:
@@ -125,9 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     only = [p.strip() for p in a.only.lower().split(",") if p.strip()] if a.only else None
     if only is not None and (not only or set(only) - {"essentia", "librosa"}):
         ap.error(f"--only takes essentia and/or librosa, not {a.only!r}")
-    run = peers(only)
-    if len(run) < 2:  # songfeat alone: nothing to compare its time with
-        raise SystemExit("bench_descriptors: no peer to compare with (Essentia and librosa are missing or left out)")
+    run, missing = peers(only)
+    if len(run) < 2:  # songfeat alone: nothing to compare its time with; one line saying why
+        raise benchutil.fail("no peer to compare with: " + ("; ".join(missing) or "Essentia and librosa are left out"))
+    for why in missing:
+        print(f"{why}: its peer is left out", file=sys.stderr)
     ys, label = clips(a.audio, a.files)
     print(f"{label}; {a.repeat} timed round(s) after one warm-up, round robin, one thread", flush=True)
     secs: dict[str, list[float]] = {k: [] for k in run}

@@ -16,9 +16,11 @@ Prints tempo acc1 / acc2 (within 4%; acc2 also accepts x1/2, x2, x3, x1/3), key,
 MIREX weighted key score (1 / 0.5 fifth / 0.3 relative / 0.2 parallel), time-signature agreement and
 loudness MAE. Loudness is mapped to Spotify's dB with an offset (slope 1) fitted on one dev half and checked on
 the other (and fitted on all dev previews for extra). Peer outputs are cached as JSON under
-`.cache/bench_measured/` (gitignored; songfeat's cache is keyed by the hash of its measuring code, `provenance.MEASURING_CODE`), so a
-rerun only computes what changed. A peer whose library is missing (Essentia, librosa: the `bench` extra), a shared
-folder with none of these sets, or a clip no decoder reads stops it with one line.
+`.cache/bench_measured/` (gitignored), keyed by what they depend on: the peer's code in this file, its library's
+version (songfeat: the hash of its measuring code, `provenance.MEASURING_CODE`) and the clip's bytes, so a rerun only
+computes what changed and says how many results it read from the cache. A peer whose library is missing
+(Essentia, librosa: the `bench` extra), a shared folder with none of these sets, a label table without a column the
+set needs, or a clip no decoder reads stops it with one line.
 """
 from __future__ import annotations
 
@@ -69,46 +71,58 @@ def _pitch_class(name: str) -> int:
     return PITCH.index(FLAT.get(name, name))
 
 
-def _previews(folder: Path, set_name: str, group_of) -> list[Clip]:
+def _rows(table: Path, make) -> list[Clip]:
+    """`make(row)` for every row of a CSV table that gives a clip (None: its audio is absent); a row without a column
+    or with a cell that is not a number stops the run with one line naming the table and the row."""
     out = []
-    with open(folder / "labels.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            p = folder / "audio" / f"{r['track_id']}.mp3"
-            if p.is_file():
-                out.append(Clip(set_name, group_of(r), p, float(r["tempo"]), int(r["key"]), int(r["mode"]),
-                                int(r["time_signature"]), float(r["loudness"])))
+    with open(table, newline="") as f:
+        for line, r in enumerate(csv.DictReader(f), start=2):
+            try:
+                c = make(r)
+            except (KeyError, ValueError) as e:
+                what = f"no {e} column" if isinstance(e, KeyError) else str(e)
+                raise benchutil.fail(f"{table}: row {line}: {what}") from None
+            if c is not None:
+                out.append(c)
     return out
+
+
+def _previews(folder: Path, set_name: str, group_of) -> list[Clip]:
+    def make(r: dict) -> Clip | None:
+        p = folder / "audio" / f"{r['track_id']}.mp3"
+        return Clip(set_name, group_of(r), p, float(r["tempo"]), int(r["key"]), int(r["mode"]),
+                    int(r["time_signature"]), float(r["loudness"])) if p.is_file() else None
+
+    return _rows(folder / "labels.csv", make)
 
 
 def _behaviour(folder: Path) -> list[Clip]:
     """Behaviour clips whose manifest documents a key ("key C# minor", "key F# major")."""
     import re
 
-    out = []
-    with open(folder / "manifest.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            m = re.search(r"key ([A-G][#b]?) (major|minor)", r["expectation"])
-            if m and (folder / r["file"]).is_file():
-                out.append(Clip("behaviour", "behaviour", folder / r["file"], key=_pitch_class(m.group(1)),
-                                mode=1 if m.group(2) == "major" else 0))
-    return out
+    def make(r: dict) -> Clip | None:
+        m = re.search(r"key ([A-G][#b]?) (major|minor)", r["expectation"])
+        if not (m and (folder / r["file"]).is_file()):
+            return None
+        return Clip("behaviour", "behaviour", folder / r["file"], key=_pitch_class(m.group(1)),
+                    mode=1 if m.group(2) == "major" else 0)
+
+    return _rows(folder / "manifest.csv", make)
 
 
 def clips(shared: Path) -> list[Clip]:
-    """Every clip of every set that is present under `shared`."""
+    """Every clip of every set that is present under `shared` (a set is present when its label table is)."""
     out: list[Clip] = []
     dev = shared / "spotify-previews"
-    if dev.is_dir():
+    if (dev / "labels.csv").is_file():
         out += _previews(dev, "dev", lambda r: ORIGIN_NAMES.get(r["origin"], r["origin"]))
     extra = shared / "spotify-previews-extra"
-    if extra.is_dir():
+    if (extra / "labels.csv").is_file():
         out += _previews(extra, "extra", lambda r: "extra")
     fma = shared / "fma-echonest"
     if (fma / "clips_labels.csv").is_file():
-        with open(fma / "clips_labels.csv", newline="") as f:
-            for r in csv.DictReader(f):
-                if (fma / r["file"]).is_file():
-                    out.append(Clip("fma", "fma", fma / r["file"], tempo=float(r["tempo"])))
+        out += _rows(fma / "clips_labels.csv", lambda r: Clip("fma", "fma", fma / r["file"], tempo=float(r["tempo"]))
+                     if (fma / r["file"]).is_file() else None)
     if (shared / "behaviour" / "manifest.csv").is_file():
         out += _behaviour(shared / "behaviour")
     return out
@@ -140,6 +154,9 @@ def peer_songfeat(y: np.ndarray) -> dict:
 
 def peer_essentia(y: np.ndarray) -> dict:
     """Essentia's multifeature beat tracker and its key extractor under four profiles."""
+    import essentia
+
+    essentia.log.infoActive = False  # its '[ INFO ] MusicExtractorSVM: ...' line on import is not ours to print
     import essentia.standard as es
 
     bpm = es.RhythmExtractor2013(method="multifeature")(y)[0]
@@ -167,30 +184,69 @@ def peer_librosa(y: np.ndarray) -> dict:
     return {"tempo": float(np.atleast_1d(tempo)[0]), "key": int(key), "mode": int(mode)}
 
 
-def _songfeat_version() -> str:
-    from songfeat.provenance import MEASURING_CODE, source_digest
-
-    return source_digest(MEASURING_CODE).hexdigest()[:12]  # the fingerprint songfeat's own record cache keys on
-
-
 PEERS = {"songfeat": peer_songfeat, "essentia": peer_essentia, "librosa": peer_librosa}
+PEER_CONSTANTS = {"essentia": ESSENTIA_PROFILES, "librosa": (KK_MAJOR.tolist(), KK_MINOR.tolist())}
+
+
+def peer_version(peer: str) -> str:
+    """A hash of what a peer's outputs depend on: its function here (and the constants it reads), and its library's
+    version (songfeat: the hash of its measuring code, as songfeat's own record cache keys on). A change to any of them
+    is a fresh cache folder, so old figures are never printed as new ones."""
+    import hashlib
+    import inspect
+    from importlib import metadata
+
+    h = hashlib.sha256(inspect.getsource(PEERS[peer]).encode() + repr(PEER_CONSTANTS.get(peer)).encode())
+    if peer == "songfeat":
+        from songfeat.provenance import MEASURING_CODE, source_digest
+
+        h.update(source_digest(MEASURING_CODE).digest())
+    else:
+        try:
+            h.update(metadata.version(peer).encode())  # essentia's __version__ leaves out the dev build number
+        except metadata.PackageNotFoundError:
+            h.update(str(getattr(__import__(peer), "__version__", "")).encode())
+    return h.hexdigest()[:12]
+
+
+def cache_file(c: Clip, peer: str, version: str) -> Path:
+    """Where one peer's output for one clip is cached: under the peer's version, named by the clip and a hash of its
+    bytes (another file under the same name, e.g. from another --shared folder, is measured afresh)."""
+    import hashlib
+
+    digest = hashlib.sha256(c.path.read_bytes()).hexdigest()[:12]
+    return CACHE / f"{peer}-{version}" / c.set / f"{c.path.stem}.{digest}.json"
+
+
+def _cached(f: Path) -> dict | None:
+    """A cached output, or None when there is none or it does not read as a JSON object (measured afresh)."""
+    try:
+        out = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
 
 
 def run_peers(all_clips: list[Clip], peers: list[str]) -> dict[str, dict[str, dict]]:
     """{peer: {clip key: output}}, computed where the cache lacks it (atomic JSON writes), with a progress bar."""
     from rich.progress import Progress
 
-    versions = {"songfeat": _songfeat_version(), "essentia": "rx2013-key4", "librosa": "bt-kkcqt"}
+    versions = {p: peer_version(p) for p in peers}
     results: dict[str, dict[str, dict]] = {p: {} for p in peers}
     todo = []
     for c in all_clips:
         for p in peers:
-            f = CACHE / f"{p}-{versions[p]}" / f"{c.cache_key}.json"
-            if f.is_file():
-                results[p][c.cache_key] = json.loads(f.read_text())
+            f = cache_file(c, p, versions[p])
+            out = _cached(f)
+            if out is not None:
+                results[p][c.cache_key] = out
             else:
                 todo.append((c, p, f))
-    timings: dict[str, list[float]] = {p: [] for p in peers}
+    for p in peers:
+        if results[p]:  # a rerun says so: these figures are from an earlier run of the same code on the same audio
+            print(f"read {len(results[p])} {p} results from {CACHE / f'{p}-{versions[p]}'} "
+                  "(same peer code, library version and audio)")
+    timings: dict[str, dict[str, float]] = {p: {} for p in peers}  # {peer: {clip key: seconds}}
     by_clip: dict[str, list] = {}
     for c, p, f in todo:
         by_clip.setdefault(c.cache_key, [c, []])[1].append((p, f))
@@ -202,15 +258,20 @@ def run_peers(all_clips: list[Clip], peers: list[str]) -> dict[str, dict[str, di
             for p, f in jobs:
                 t0 = time.perf_counter()
                 out = PEERS[p](y)
-                timings[p].append(time.perf_counter() - t0)
+                timings[p][c.cache_key] = time.perf_counter() - t0
                 f.parent.mkdir(parents=True, exist_ok=True)
                 with atomic.replacing(f) as fh:
                     fh.write(json.dumps(out))
                 results[p][c.cache_key] = out
                 bar.advance(task)
+    own = timings.get("songfeat", {})
     for p, ts in timings.items():
         if ts:
-            print(f"computed {len(ts)} {p} results, median {1000 * np.median(ts):.0f} ms per clip")
+            # the peer's time against songfeat's, on the clips both measured in this run (none when one was cached)
+            both = [k for k in ts if k in own] if p != "songfeat" else []
+            vs = (f" ({np.median([ts[k] for k in both]) / np.median([own[k] for k in both]):.1f}x songfeat's time "
+                  f"on the same {len(both)} clips)") if both else ""
+            print(f"computed {len(ts)} {p} results, median {1000 * np.median(list(ts.values())):.0f} ms per clip{vs}")
     return results
 
 
@@ -385,7 +446,8 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
 def main() -> None:
     """Measure every clip with every peer (cached) and print the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", type=Path, default=benchutil.shared_data())
+    ap.add_argument("--shared", type=Path, default=benchutil.shared_data(),
+                    help="the shared data folder (default: $SONGFEAT_SHARED/data, else ../shared/data)")
     ap.add_argument("--only", default="songfeat,essentia,librosa", help="comma-separated peers")
     ap.add_argument("--limit", type=int, default=None, help="first N clips of each set (a quick look)")
     args = ap.parse_args()

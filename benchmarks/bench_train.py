@@ -72,11 +72,12 @@ def engineered(x: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, seed: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=TARGET_N)
+    ap.add_argument("--n", type=int, default=TARGET_N, help=f"generated tensors (default {TARGET_N})")
     ap.add_argument("--epochs", type=int, default=1, help="engineered epochs to time (20 = the full target run)")
     ap.add_argument("--batch", type=int, default=32, help="32 is fastest on CPU for this LSTM (64: -20%%, 256: -30%%)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--baseline-batches", type=int, default=150)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--baseline-batches", type=int, default=150,
+                    help="batches of the seed-style loop to time (default 150)")
     a = ap.parse_args()
     benchutil.at_least_one(n=a.n, epochs=a.epochs, batch=a.batch, threads=a.threads, baseline_batches=a.baseline_batches)
     benchutil.require("torch")

@@ -34,18 +34,26 @@ def fail(message: str) -> SystemExit:
     return SystemExit(f"{prog()}: " + " ".join(str(message).split()))
 
 
-def require(*modules: str, why: str = "") -> None:
-    """Import each module or stop with one line naming the missing one and the extra that installs it.
+def unavailable(module: str, why: str = "") -> str | None:
+    """Why `module` cannot be used here, naming the extra that installs it, or None when it imports.
 
     An import, not a lookup: a library that is present but broken fails here too, not in the middle of a run."""
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        missing = isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == module
+        what = "is not installed" if missing else f"cannot be imported ({e})"
+        return (f"{module} {what}{'; ' + why if why else ''}: "
+                f"pip install -c constraints.txt -e '.[{EXTRAS.get(module, 'bench')}]'")
+    return None
+
+
+def require(*modules: str, why: str = "") -> None:
+    """Import each module or stop with one line naming the missing one and the extra that installs it."""
     for m in modules:
-        try:
-            importlib.import_module(m)
-        except ImportError as e:
-            missing = isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == m
-            what = "is not installed" if missing else f"cannot be imported ({e})"
-            raise fail(f"{m} {what}{'; ' + why if why else ''}: "
-                       f"pip install -c constraints.txt -e '.[{EXTRAS.get(m, 'bench')}]'") from None
+        reason = unavailable(m, why)
+        if reason is not None:
+            raise fail(reason)
 
 
 @contextlib.contextmanager

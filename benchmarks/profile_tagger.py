@@ -103,12 +103,14 @@ def synth_patches(n_clips: int, seed: int) -> np.ndarray:
 def int8_trial(model: Path) -> None:
     """Time the float model against 8-bit quantized copies (QDQ and QOperator) on generated patches; print tag drift."""
     import onnxruntime as ort
+
+    benchutil.require("onnx", why="--int8 quantizes with onnxruntime's quantizer, which imports it")
     try:
         from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                               quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as e:  # onnxruntime's quantizer imports the onnx package
-        raise SystemExit(f"profile_tagger: --int8 needs the onnx package (pip install -e '.[train]'): {e}")
+    except ImportError as e:
+        raise benchutil.fail(f"--int8: onnxruntime's quantizer cannot be imported ({e})") from None
 
     calib, test = synth_patches(6, seed=0), synth_patches(6, seed=1)
 

@@ -42,3 +42,55 @@ def test_clips_reads_documented_keys(shared_data) -> None:
     assert beh.get("classical_beethoven_moonlight_pitman_piano.mp3") == (1, 0)  # C# minor
     dev = [c for c in clips if c.set == "dev"]
     assert {c.group for c in dev} == {"forró", "pop/rock"} and len(dev) == 102
+
+
+def test_cache_is_measured_afresh_when_the_audio_or_the_peer_changes(tmp_path, monkeypatch, capsys) -> None:
+    # the cache was keyed on set/file name and a fixed tag per peer ("bt-kkcqt"): new audio under the same name, or a
+    # new librosa / Essentia, printed the old figures as if measured now
+    import importlib.metadata
+
+    import numpy as np
+
+    monkeypatch.setattr(B, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(B, "_load", lambda p: np.frombuffer(p.read_bytes(), np.uint8).astype(np.float32))
+    calls = []
+
+    def fake_peer(y):
+        calls.append(y.size)
+        return {"tempo": float(y.size)}
+
+    monkeypatch.setitem(B.PEERS, "librosa", fake_peer)
+    real_version = importlib.metadata.version
+    version = {"librosa": "0.11.0"}
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: version.get(d) or real_version(d))
+    audio = tmp_path / "000002.mp3"
+    audio.write_bytes(b"one")
+    clip = B.Clip("fma", "fma", audio, tempo=120.0)
+
+    def tempo() -> float:
+        return B.run_peers([clip], ["librosa"])["librosa"][clip.cache_key]["tempo"]
+
+    assert tempo() == 3.0 and len(calls) == 1
+    assert tempo() == 3.0 and len(calls) == 1  # a rerun reads the cache
+    audio.write_bytes(b"other!")  # another recording under the same name
+    assert tempo() == 6.0 and len(calls) == 2
+    version["librosa"] = "0.12.0"
+    assert tempo() == 6.0 and len(calls) == 3
+    (cached,) = (B.CACHE / f"librosa-{B.peer_version('librosa')}").rglob("*.json")
+    cached.write_text('{"tempo": 6')  # cut short (a write from before they were atomic): measured again
+    assert tempo() == 6.0 and len(calls) == 4
+    assert not [p for p in B.CACHE.rglob("*") if p.name.endswith(".tmp")]
+    assert "read 1 librosa results from" in capsys.readouterr().out  # and says so
+
+
+def test_clips_names_a_label_table_that_lacks_a_column(tmp_path) -> None:
+    # a previews folder without labels.csv was a FileNotFoundError traceback, a table without a column a KeyError
+    (tmp_path / "spotify-previews" / "audio").mkdir(parents=True)
+    assert B.clips(tmp_path) == []
+    fma = tmp_path / "fma-echonest"
+    fma.mkdir()
+    (fma / "a.mp3").write_bytes(b"x")
+    (fma / "clips_labels.csv").write_text("file,bpm\na.mp3,120\n")
+    with pytest.raises(SystemExit) as e:
+        B.clips(tmp_path)
+    assert str(e.value).endswith(f"{fma / 'clips_labels.csv'}: row 2: no 'tempo' column"), e.value

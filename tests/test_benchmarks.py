@@ -2,8 +2,10 @@
 without audio, unreadable audio or a count of zero, each before any timing starts. No benchmark is run here."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +45,32 @@ def test_every_benchmark_is_listed() -> None:
                             "profile_tagger"}
 
 
+@functools.cache
+def help_text(script: str) -> str:
+    """`benchmarks/<script>.py --help`'s output (asserted to be a usage text)."""
+    r = run(script, "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stderr[-1500:]
+    return r.stdout
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help(script: str) -> None:
     # librosa_baseline.py took '--help' for an audio file and died in audioread with a traceback
-    r = run(script, "--help")
-    assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stderr[-1500:]
+    help_text(script)
+
+
+def test_documented_benchmark_commands_name_options_they_have() -> None:
+    # as tests/test_docs.py does for `songfeat CMD`: a renamed option stays in the docs unnoticed otherwise
+    wrong = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(BENCH.glob("*.py"))]:
+        for script, rest in re.findall(r"benchmarks/(\w+)\.py([^\n`|]*)", doc.read_text(encoding="utf-8")):
+            if script not in SCRIPTS:
+                wrong += [] if doc.name == "benchutil.py" else [f"{doc.name}: benchmarks/{script}.py: no such script"]
+                continue
+            have = set(re.findall(r"--[\w-]+", help_text(script)))
+            given = re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest.split(" #")[0])
+            wrong += [f"{doc.name}: benchmarks/{script}.py {o}" for o in given if o not in have]
+    assert not wrong, wrong
 
 
 @pytest.mark.parametrize("script,module,args", [
@@ -59,10 +82,12 @@ def test_help(script: str) -> None:
     ("bench_serve", "requests", ["--files", "1"]),
     ("bench_distributed", "ray", ["--files", "1"]),
     ("librosa_baseline", "librosa", [str(ROOT / "examples" / "fma-000002.mp3")]),
+    ("bench_descriptors", "essentia", ["--files", "1", "--only", "essentia"]),  # was a note, then a line not naming it
+    ("profile_tagger", "onnx", ["--int8"]),  # said `pip install -e '.[train]'`: without the constraints, CUDA torch
 ])
 def test_missing_peer_library_is_one_line(script: str, module: str, args: list[str], tmp_path: Path) -> None:
     line = one_error_line(run(script, *args, block=module, tmp=tmp_path), script)
-    assert f"{module} is not installed" in line and "pip install" in line, line
+    assert f"{module} is not installed" in line and "pip install -c constraints.txt" in line, line
 
 
 @pytest.mark.parametrize("script,args", [
