@@ -145,9 +145,64 @@ def test_build_interrupted_before_its_store_was_begun_says_nothing_was_written(t
     assert _said(run.invoke(app, argv)) == [
         f"songfeat: error: interrupted before the store was begun; nothing was written to {out}"]
     out.mkdir()
-    (out / MANIFEST).write_text(json.dumps({}))
-    assert _said(run.invoke(app, argv)) == [
-        f"songfeat: error: interrupted; finished clips are kept in {out}; rerun the same command to continue"]
+    (out / MANIFEST).write_text(json.dumps({"planned": 3}))
+    assert _said(run.invoke(app, argv)) == [f"songfeat: error: interrupted before a clip was finished; {out} holds the "
+                                            "store's plan: rerun the same command to build it"]
+
+
+def _build_inputs(tmp_path, n: int = 3) -> list[str]:
+    """Labels and n one-second clips named by their ids, for a real `build`; its arguments but --out."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(n):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(100, seconds=1.0, seed=i), 22050)
+    (tmp_path / "labels.csv").write_text("track_id,energy\n" + "".join(f"c{i},0.{i + 1}\n" for i in range(n)))
+    return ["build", "--labels", str(tmp_path / "labels.csv"), "--audio", str(audio), "--no-descriptors"]
+
+
+def test_build_interrupted_says_how_many_clips_it_keeps(tmp_path, monkeypatch):
+    """It said "finished clips are kept in <out>" whenever the manifest was written, which is before the first clip."""
+    from songfeat.data import store
+
+    argv = [*_build_inputs(tmp_path), "--out", str(tmp_path / "s")]
+    real, done = store.process_clip, []
+
+    def two_then_interrupt(*a, **k):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(store, "process_clip", _interrupt)
+    assert _said(run.invoke(app, argv)) == [f"songfeat: error: interrupted before a clip was finished; {tmp_path / 's'} "
+                                            "holds the store's plan: rerun the same command to build it"]
+    monkeypatch.setattr(store, "process_clip", two_then_interrupt)
+    assert _said(run.invoke(app, argv)) == [f"songfeat: error: interrupted; 2 of 3 clips finished, kept in {tmp_path / 's'}; "
+                                            "rerun the same command to continue"]
+    monkeypatch.setattr(store, "process_clip", real)
+    r = run.invoke(app, argv)  # and so they are: the rerun builds the last one alone
+    assert r.exit_code == 0 and "built 3 of 3 clips" in r.output and "(2 from an earlier run;" in r.output, r.output
+
+
+def test_build_on_ray_interrupted_while_ray_starts_says_no_clip_was_finished(tmp_path, monkeypatch):
+    """Ray starts after the store's manifest is written: Ctrl-C then said "finished clips are kept" of none."""
+    pytest.importorskip("ray")
+    from songfeat import distributed
+
+    from songfeat.data.store import MANIFEST
+
+    started = []
+
+    def ray_starting(*_a, **_k):  # Ctrl-C while Ray is starting
+        started.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "init", ray_starting)
+    out = tmp_path / "s"
+    assert _said(run.invoke(app, [*_build_inputs(tmp_path), "--out", str(out), "--engine", "ray"])) == [
+        f"songfeat: error: interrupted before a clip was finished; {out} holds the store's plan: rerun the same command "
+        "to build it"]
+    assert started == [1] and (out / MANIFEST).is_file()
 
 
 def test_a_picture_interrupted_says_it_was_not_written(tmp_path, capsys):

@@ -1694,6 +1694,37 @@ def test_overlong_multipart_boundary_is_a_400(tmp_path):
     assert not [p for p in lib.uploads.iterdir() if p.name.startswith("incoming-")]  # no temporary file left
 
 
+MALFORMED_MULTIPART = {  # body (boundary 'b') -> python-multipart's words for it, which the 400 quotes
+    b"--b\r\nCon\xfftent-Disposition: form-data; name=file\r\n\r\nRIFF\r\n--b--\r\n": "Found invalid character 255 in header at 8",
+    b"--x\r\nContent-Disposition: form-data; name=file\r\n\r\nRIFF\r\n--b--\r\n": "Expected boundary character 98, got 120 at index 4",
+    b"--bX\r\nContent-Disposition: form-data; name=file\r\n\r\nRIFF\r\n--b--\r\n": "Did not find CR at end of boundary (3)"}
+
+
+def test_a_malformed_multipart_body_is_a_400_and_prints_no_raw_line(served, tmp_path, caplog):
+    # python-multipart logs each malformed body on its own logger before raising for it; with no handler there, Python
+    # printed the line raw on the server's stderr ('Found invalid character 255 in header at 8'), outside songfeat's lines
+    import logging
+
+    from songfeat.serve import create_app
+
+    srv, _, _ = served
+    for body, said in MALFORMED_MULTIPART.items():
+        r = requests.post(srv.base + "/v1/audio-features", data=body,
+                          headers={**auth(), "Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 400 and r.json() == {"error": {"status": 400, "message": f"malformed multipart body ({said})"}}
+    assert requests.get(srv.base + "/healthz", timeout=10).status_code == 200  # written before the answer: all there now
+    log = srv.log.read_text()
+    assert not [line for line in log.splitlines() if any(said in line for said in MALFORMED_MULTIPART.values())], log
+    root = tmp_path / "music"  # the lines are songfeat's, at DEBUG: shown only to who asks for them
+    make_clip(root / "intro.wav", seconds=1.0)
+    with serving(create_app(Library(root, workers=1, model="test"), start=False)) as base, caplog.at_level(logging.DEBUG):
+        body, said = next(iter(MALFORMED_MULTIPART.items()))
+        assert requests.post(base + "/v1/audio-features", data=body,
+                             headers={"Content-Type": "multipart/form-data; boundary=b"}).status_code == 400
+    records = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if said in r.getMessage()]
+    assert records == [("songfeat.serve", logging.DEBUG, f"songfeat: malformed multipart body: {said}")], records
+
+
 def test_a_file_replaced_before_a_scan_gets_no_stale_result(tmp_path):
     # A result was written whenever the *index row* still had the queued size and mtime, so a file replaced while it
     # was analysed (before any scan saw it) kept the old content's result, until a scan that --rescan-interval 0 never
@@ -2108,6 +2139,44 @@ def test_a_rebinding_page_gets_nothing_from_a_loopback_server(tmp_path, monkeypa
         assert 'route="unmatched",status="400"' in text  # refusals are counted
 
 
+@pytest.mark.parametrize("impl", ["httptools", "h11"])
+def test_an_absolute_form_target_is_checked_by_its_own_host(tmp_path, impl):
+    # `GET http://evil.example/healthz HTTP/1.1` with `Host: localhost` was answered 200: the check read Host, which a
+    # server must ignore for a target in absolute form, whose authority names the host (RFC 9112, 3.2.2); and h11 took
+    # such a target whole for its path (404 for `http://localhost/healthz`)
+    from songfeat.http_protocol import uvicorn_options
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    app = create_app(Library(root, workers=1, model="test"), start=False)
+    options = uvicorn_options() if impl == "httptools" else {**uvicorn_options(), "http": "h11"}
+    with serving(app, **options) as base:
+        port = base.rsplit(":", 1)[1]
+
+        def answer(target: str, fields: str = "Host: localhost\r\n", version: str = "1.1") -> tuple[int, dict, bytes]:
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as sock:
+                sock.sendall(f"GET {target} HTTP/{version}\r\n{fields}Connection: close\r\n\r\n".encode())
+                return _one_answer(sock)
+
+        for target, host in ((f"http://evil.example:{port}/healthz", f"evil.example:{port}"),
+                             ("http://evil.example/v1/audio-features?ids=" + SPOTIFY_IDS[0], "evil.example"),
+                             (f"HTTP://10.0.0.1:{port}/healthz", f"10.0.0.1:{port}")):
+            _host_refused(answer(target), host)
+            two = answer(target, "Host: localhost\r\nHost: 127.0.0.1\r\n")  # however many Host fields
+            if impl == "httptools":
+                _host_refused(two, host)
+            else:  # h11 refuses two Host fields itself, in its plain text
+                assert two[0] == 400, two
+        status, _, raw = answer("http://user@localhost/healthz")
+        assert status == 400 and json.loads(raw)["error"]["message"].startswith("malformed Host header user@localhost")
+        for target, fields, version in ((f"http://localhost:{port}/healthz", "Host: evil.example\r\n", "1.1"),
+                                        (f"http://127.0.0.1:{port}/healthz?x=1", "", "1.0"),  # Host is not needed
+                                        ("/healthz", "Host: localhost\r\n", "1.1")):  # the usual form, as before
+            status, _, raw = answer(target, fields, version)
+            assert status == 200 and json.loads(raw)["status"] == "ok", (target, status, raw)
+
+
 def test_loopback_names_and_addresses_are_answered_and_no_other(tmp_path, monkeypatch):
     lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
     with _watched(tmp_path, monkeypatch) as (base, scans, uploads, stored):
@@ -2208,6 +2277,9 @@ def test_the_served_cli_checks_host_and_says_how(served, tmp_path):
     _host_refused(_request(srv.base, "/healthz", _as_page_of(srv.base, "evil.example:{port}")), f"evil.example:{port}")
     for host in ("music.lan:{port}", "localhost:{port}", "[::1]:{port}"):  # --allowed-host music.lan, and loopback
         assert _request(srv.base, lookup, [*_as_page_of(srv.base, host), *auth().items()])[0] == 200, host
+    answer = _raw(srv.base, f"GET http://evil.example:{port}/healthz HTTP/1.1\r\nHost: localhost:{port}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 400 ") and f"Host evil.example:{port} refused".encode() in answer, answer
     r = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
     assert "--allowed-host" in r.output and "DNS-rebinding" in r.output
     root = tmp_path / "music"

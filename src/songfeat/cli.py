@@ -961,7 +961,7 @@ def build_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning (--engine ray: Ray's own log lines too)."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
-    from .data.store import MANIFEST, build_store
+    from .data.store import build_store, finished_clips
     from .errors import SongfeatError, WorkFailed
 
     if engine not in ("local", "ray"):
@@ -972,10 +972,14 @@ def build_cmd(
         workers = _local_workers(workers) or 2
     if engine == "ray":
         require("build --engine ray", "ray")
-    def interrupted() -> str:  # the store's manifest is written before its first clip: without it there is none to resume
-        if (out / MANIFEST).is_file():
-            return f"interrupted; finished clips are kept in {out}; rerun the same command to continue"
-        return f"interrupted before the store was begun; nothing was written to {out}"
+    def interrupted() -> str:  # the store's manifest is written before its first clip (and before Ray starts)
+        kept = finished_clips(out)
+        if kept is None:
+            return f"interrupted before the store was begun; nothing was written to {out}"
+        if kept[0] == 0:
+            return f"interrupted before a clip was finished; {out} holds the store's plan: rerun the same command to build it"
+        return (f"interrupted; {kept[0]} of {counted(kept[1], 'clip')} finished, kept in {out}; rerun the same command "
+                "to continue")
 
     try:
         with _interrupted(interrupted):

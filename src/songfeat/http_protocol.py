@@ -10,16 +10,34 @@ each in Spotify's error shape, and the connection is closed.
 The same cap holds for what a chunked body sends besides its data (its trailer fields, which httptools also buffers
 whole), and requests the parser rejects get their 400 in Spotify's shape too, not uvicorn's plain text.
 Where httptools is not installed it returns "h11", whose own size limit `uvicorn_options` sets to the same size.
+A request whose target is in absolute form (`GET http://host/path`) is answered as addressed to that host, not to its
+Host header (RFC 9112, 3.2.2): the protocol puts the target's authority in Host (`serve.AbsoluteForm` does under h11).
 """
 from __future__ import annotations
 
 import json
+import re
 from http import HTTPStatus
 from typing import Any
 
 MAX_HEAD_BYTES = 64 << 10  # nginx's default allows 4 buffers of 8 KB per header; a cookie-laden browser sends ~4 KB
 HEAD_SECONDS = 60.0  # nginx's client_header_timeout: a request's head, or a new connection's first one, must arrive in it
 SHUTDOWN_SECONDS = 10.0  # on SIGTERM / Ctrl-C, requests still running (a trickling upload) are cancelled after this
+ABSOLUTE_FORM = re.compile(rb"[a-z][a-z0-9+.-]*://([^/?#]*)(.*)", re.I | re.S)  # scheme://authority, then path?query
+
+
+def absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
+    """(authority, path and query) of an absolute-form request target (`http://host:port/path?q`), or None for any other
+    form (`/path?q`, `*`, `host:port`)."""
+    match = ABSOLUTE_FORM.fullmatch(target)
+    return (match[1], match[2]) if match else None
+
+
+def host_from_target(headers: list[tuple[bytes, bytes]], authority: bytes) -> list[tuple[bytes, bytes]]:
+    """`headers` (names in lower case) with their Host fields, if any, replaced by one holding `authority`: a server
+    given an absolute-form target must ignore Host and use the target's authority (RFC 9112, 3.2.2), or the Host check
+    is passed by `GET http://evil.example/ HTTP/1.1` with `Host: localhost`."""
+    return [(b"host", authority), *((k, v) for k, v in headers if k != b"host")]
 
 
 def _answer(status: int, message: str) -> bytes:
@@ -117,6 +135,9 @@ def protocol() -> Any:
 
         def on_headers_complete(self) -> None:
             self._heading, self._head_bytes, self._tail, self._bare = False, 0, b"", 0
+            target = absolute_form(self.url)
+            if target is not None:  # the request's scope holds this very list: the app sees the target's host
+                self.headers[:] = host_from_target(self.headers, target[0])
             fields = dict(self.headers)  # the parser refuses a Content-Length beside a Transfer-Encoding, or two
             length = fields.get(b"content-length", b"")
             self._body_left = int(length) if length.isdigit() and b"transfer-encoding" not in fields else None

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +38,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audio import AUDIO_EXTENSIONS
+from .http_protocol import absolute_form, host_from_target
 from .library import AnalysisFailed, Library, TransientFailure, failure_note, is_valid_id, stage_upload
 
 MAX_IDS = 100  # Spotify's limit per batch request
@@ -276,6 +277,23 @@ class Cors(CORSMiddleware):
         return error_response(response.status_code, bytes(response.body).decode(), headers)
 
 
+class AbsoluteForm:
+    """An absolute-form request target (`GET http://host/path`) under h11, which hands it to the app whole as its path
+    (a 404 for `http://localhost/healthz`, and Host alone was checked): the app gets the target's path, and its authority
+    as Host (RFC 9112, 3.2.2). songfeat's httptools protocol does the same as it parses (`http_protocol`)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = absolute_form(scope.get("raw_path") or b"") if scope["type"] == "http" else None
+        if target is not None:  # h11 splits the query off the target, so the rest is the path alone
+            path = target[1] or b"/"
+            scope = {**scope, "raw_path": path, "path": unquote(path.decode("ascii", "replace")),
+                     "headers": host_from_target(list(scope["headers"]), target[0])}
+        await self.app(scope, receive, send)
+
+
 class TrustedHosts:
     """A DNS-rebinding defence: requests are answered only when their Host header names a loopback host (localhost,
     `*.localhost`, 127.0.0.0/8, ::1 however spelled) or one of `allowed` (`check_allowed_host`'s: names, `*.` and a
@@ -384,6 +402,21 @@ async def receive_upload(request: Request, limit: int, directory: Path) -> tuple
     return tmp, suffix, Path(name).name[:100]
 
 
+class _MultipartLog(logging.LoggerAdapter):
+    """python-multipart's parser log, put on songfeat's at DEBUG: it warns of each malformed body before raising for it,
+    and with no handler of its own Python printed the line raw on the server's stderr ('Found invalid character 255 in
+    header at 8'), outside songfeat's lines; the client's 400 already says it."""
+
+    def log(self, level: int, msg: object, *args, **kwargs) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+    def process(self, msg: object, kwargs: dict) -> tuple[str, dict]:
+        return f"songfeat: malformed multipart body: {msg}", kwargs
+
+
+MULTIPART_LOG = _MultipartLog(logging.getLogger(__name__), {})
+
+
 async def _receive_multipart(request: Request, ctype: str, out, limit: int, too_big: ApiError) -> tuple[str, int]:
     """Write the first file part of a multipart body to `out`; return (its filename, bytes written)."""
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -427,6 +460,7 @@ async def _receive_multipart(request: Request, ctype: str, out, limit: int, too_
         parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
                                             "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
                                             "on_part_data": on_part_data, "on_part_begin": on_part_begin})
+        parser.logger = MULTIPART_LOG
         async for chunk in _body(request):
             total += len(chunk)
             if total > limit + MULTIPART_SLACK:
@@ -624,7 +658,8 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(HeadAsGet)
     app.add_middleware(NoTrailingSlash)
-    app.add_middleware(CloseUnreadBody)  # outermost: every answer given before its body was read, refusals included
+    app.add_middleware(CloseUnreadBody)  # every answer given before its body was read, refusals included
+    app.add_middleware(AbsoluteForm)  # outermost: every check and route sees the host and path the target names
 
     @app.exception_handler(ApiError)
     async def api_error(_req, exc: ApiError):

@@ -614,6 +614,21 @@ def _read_manifest(out: Path) -> dict | None:
     return m
 
 
+def finished_clips(out: Path) -> tuple[int, int] | None:
+    """(clips finished, clips planned) of the store being built at `out`, or None when none was begun (no manifest):
+    what an interrupted build keeps. Finished clips are its journal's (built or failed: a rerun computes neither again)."""
+    try:
+        manifest = _read_manifest(out)
+    except SongfeatError:  # a damaged one: the store was begun, and a rerun says what is wrong with it
+        return 0, 0
+    if manifest is None:
+        return None
+    planned = int(manifest.get("planned") or 0)
+    if not (out / WORK / JOURNAL).exists():  # none finished yet, or a complete store with nothing left to retry
+        return (planned if manifest.get("complete") else 0), planned
+    return len({rec.get("row") for rec in _scan_journal(out / WORK / JOURNAL)}), planned
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     """One of a store's Parquet tables; SongfeatError naming it when it is missing or damaged."""
     try:
