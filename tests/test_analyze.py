@@ -124,6 +124,30 @@ def test_package_level_api(example_clip, example_result):
     assert songfeat.analyze(example_clip) == example_result
 
 
+def test_every_public_name_is_listed_documented_and_typed():
+    """Each name of `songfeat.__all__` is in dir(songfeat) (what help() and tab completion read: the lazily imported
+    ones were missing), has a docstring, and annotates every parameter and its return."""
+    import inspect
+
+    for name in songfeat.__all__:
+        assert name in dir(songfeat), name
+        obj = getattr(songfeat, name)
+        if name == "__version__":
+            continue
+        assert (inspect.getdoc(obj) or "").strip(), name
+        sig = inspect.signature(obj)
+        missing = [p for p in sig.parameters if sig.parameters[p].annotation is inspect.Parameter.empty]
+        assert not missing and (inspect.isclass(obj) or sig.return_annotation is not inspect.Signature.empty), name
+
+
+def test_analyze_many_takes_a_lone_path(example_clip, example_result):
+    """analyze_many("song.mp3") went through the str letter by letter: one "s: no such file" Outcome per character."""
+    for path in (str(example_clip), example_clip):
+        outs = list(analyze_many(path))
+        assert [o.path for o in outs] == [str(example_clip)] and outs[0].error is None
+        assert outs[0].features == example_result
+
+
 @pytest.mark.parametrize("case,reason", [("silent", "silent"), ("short", "too short"), ("missing", "no such file"),
                                          ("empty", "empty"), ("text", "not a readable audio file")])
 def test_bad_inputs_raise_one_line_errors(tmp_path, case, reason):
@@ -309,6 +333,23 @@ def test_cli_batch_formats_errors_and_exit_code(tmp_path, example_clip):
     p = run_cli("analyze", music_dir / "a.mp3", music_dir / "b.wav", "--format", "jsonl")
     lines = [json.loads(x) for x in p.stdout.splitlines()]
     assert p.returncode == 0 and [x["path"].rsplit("/", 1)[1] for x in lines] == ["a.mp3", "b.wav"]
+
+
+def test_cli_output_extension_picks_the_format_unless_format_is_given(tmp_path):
+    """`-o features.csv` without --format wrote a JSON list into features.csv; an explicit --format still wins."""
+    song, other = write(tmp_path / "s.wav", music(3)), write(tmp_path / "t.wav", music(3, seed=1))
+    for name in ("f.csv", "f.jsonl", "f.ndjson", "f.txt"):
+        p = run_cli("analyze", song, other, "-o", tmp_path / name)
+        assert p.returncode == 0, p.stderr
+        text = (tmp_path / name).read_text()
+        if name == "f.csv":
+            assert [r["path"] for r in csv.DictReader(text.splitlines())] == [str(song), str(other)]
+        elif name == "f.txt":  # no format's extension: json, as before
+            assert [r["path"] for r in json.loads(text)] == [str(song), str(other)]
+        else:
+            assert [json.loads(line)["path"] for line in text.splitlines()] == [str(song), str(other)]
+    p = run_cli("analyze", song, "-o", tmp_path / "g.csv", "--format", "json")
+    assert p.returncode == 0 and json.loads((tmp_path / "g.csv").read_text())["type"] == "audio_features", p.stderr
 
 
 def test_cli_resume_skips_done_files(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,31 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, case):
     assert msg.startswith(str(path)) and "\n" not in msg
     assert {"missing": "no such file", "empty": "empty", "text": "not a readable audio file",
             "directory": "directory", "nan": "NaN", "huge": "dBFS", "rate": "sample rate 1 Hz"}[case] in msg
+
+
+@pytest.mark.parametrize("kind", ["float wav", "mp3", "m4a"])
+def test_samples_far_past_one_are_blamed_on_what_the_file_holds(tmp_path, monkeypatch, kind):
+    """A corrupt mp3 that libmpg123 decoded to +84 dBFS was refused as "integer samples stored as float": true of a
+    float WAV, not of a compressed file. (MAX_PEAK is lowered so that ordinary files cross it.)"""
+    import shutil
+
+    from songfeat import audio
+
+    monkeypatch.setattr(audio, "MAX_PEAK", 0.01)
+    path = tmp_path / f"a.{kind.split()[-1]}"
+    if kind == "float wav":
+        sf.write(path, sine(440, 2.0, SAMPLE_RATE), SAMPLE_RATE, subtype="FLOAT")
+    elif kind == "mp3":
+        shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "fma-000002.mp3", path)
+    else:
+        _write_m4a(path)
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    if kind == "float wav":
+        assert "dBFS), but float audio lives within ±1: integer samples stored as float, or not audio" in str(err.value)
+    else:
+        assert str(err.value).startswith(f"{path}: decoded sample values reach ")
+        assert str(err.value).endswith("dBFS), far past ±1: corrupt data the decoder could not make sense of")
 
 
 def test_float_overshoot_is_still_audio(tmp_path):

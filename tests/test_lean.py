@@ -34,6 +34,11 @@ EXACT = ("tempo", "key", "mode", "time_signature", "loudness", "duration_ms")
 
 def _lean(args: list[str], blocked=RESEARCH, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     """`songfeat ARGS` in a fresh interpreter where the `blocked` top-level modules cannot be imported."""
+    return _lean_python(f"sys.argv = ['songfeat'] + {args!r}\nfrom songfeat.cli import main\nmain()", blocked, cwd, env)
+
+
+def _lean_python(code: str, blocked=RESEARCH, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Python `code` in a fresh interpreter where the `blocked` top-level modules cannot be imported."""
     code = textwrap.dedent(f"""
         import importlib.abc, sys
         BLOCKED = {tuple(blocked)!r}
@@ -42,10 +47,7 @@ def _lean(args: list[str], blocked=RESEARCH, cwd: Path = ROOT, env: dict | None 
                 if name.split(".")[0] in BLOCKED:
                     raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         sys.meta_path.insert(0, Missing())
-        sys.argv = ["songfeat"] + {args!r}
-        from songfeat.cli import main
-        main()
-    """)
+    """) + code
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
 
@@ -142,6 +144,45 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path, args, command, extra):
     res = _lean([a.replace("OUT", str(tmp_path)) for a in args])
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr == f"songfeat: error: {command} needs the '{extra}' extra: pip install 'songfeat[{extra}]'\n"
+
+
+COMMAND_EXTRA = {"serve": "serve", "build": "train", "train-heads": "train", "train-default": "train",
+                 "evaluate-sources": "train", "check-behaviour": "train", "evaluate-audio": "train", "train": "train",
+                 "evaluate": "train", "compare": "train", "export-onnx": "train", "collect": "collect",
+                 "download": "collect"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_EXTRA))
+def test_a_bare_extra_only_command_names_its_extra_first(command):
+    """A lean `songfeat serve` (or build, train-heads, ...) with no options said "missing option --library/-l", and only
+    a run with every option filled in told the extra to install; its --help still shows without the extra."""
+    extra = COMMAND_EXTRA[command]
+    res = _lean([command])
+    assert (res.returncode, res.stdout) == (2, "")
+    assert res.stderr == f"songfeat: error: {command} needs the '{extra}' extra: pip install 'songfeat[{extra}]'\n"
+    res = _lean([command, "--help"])
+    assert res.returncode == 0 and res.stdout.startswith(f"Usage: songfeat {command} ") and res.stderr == ""
+
+
+def test_the_whole_public_api_imports_and_documents_itself_on_the_lean_install():
+    """`from songfeat import *` raised pandas' ModuleNotFoundError (open_store, in __all__, needs the 'train' extra), and
+    help(songfeat) listed only analyze and analyze_many; open_store now says which extra it needs when called."""
+    res = _lean_python(textwrap.dedent("""
+        import pydoc
+        import songfeat
+        from songfeat import *
+        print(pydoc.render_doc(songfeat, renderer=pydoc.plaintext))
+        try:
+            open_store("store")
+        except ModuleNotFoundError as e:
+            print("open_store:", e)
+    """))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    functions = res.stdout.split("\nFUNCTIONS\n")[1].split("\nDATA\n")[0]
+    for name in ("analyze", "analyze_many", "audio_analysis", "load_audio", "load_bundle", "open_store"):
+        assert f"\n    {name}" in functions, name
+    assert "class SongfeatError" in res.stdout
+    assert "open_store: songfeat.open_store needs the 'train' extra: pip install 'songfeat[train]'\n" in res.stdout
 
 
 def test_import_and_help_load_no_numpy():

@@ -7,6 +7,8 @@ Heavy modules (torch) load on first use, so `import songfeat` stays cheap.
 """
 from __future__ import annotations
 
+from typing import NoReturn
+
 __version__ = "0.1.0"
 
 __all__ = ["analyze", "analyze_many", "audio_analysis", "load_audio", "load_bundle", "open_store", "SongfeatError", "__version__"]
@@ -16,7 +18,8 @@ __all__ = ["analyze", "analyze_many", "audio_analysis", "load_audio", "load_bund
 from .analyze import analyze, analyze_many  # noqa: E402
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
+    """The public names past `analyze` and `analyze_many`, imported on first use (PEP 562)."""
     if name == "load_audio":
         from .audio import load_audio
 
@@ -30,11 +33,25 @@ def __getattr__(name: str):
 
         return load_bundle
     if name == "open_store":
-        from .data.store import open_store
-
+        try:
+            from .data.store import open_store
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] != "pandas":
+                raise
+            return _open_store_needs_train  # so `from songfeat import *` and help(songfeat) work on the lean install
         return open_store
     if name == "SongfeatError":
         from .errors import SongfeatError
 
         return SongfeatError
     raise AttributeError(f"module 'songfeat' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazily imported ones too, for help(songfeat), dir() and tab completion."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
+
+
+def _open_store_needs_train(path: object) -> NoReturn:
+    """open_store on an install without the 'train' extra (the store reads its labels with pandas): says so."""
+    raise ModuleNotFoundError("songfeat.open_store needs the 'train' extra: pip install 'songfeat[train]'", name="pandas")

@@ -340,7 +340,7 @@ def analysis_preload(bundle) -> tuple[str, ...]:
     return ANALYSIS_PRELOAD + (("songfeat.frontend",) if torch_needed else ())
 
 
-def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, workers: int = 1,
+def analyze_many(paths: str | Path | Iterable[str | Path], model: str | Path | None = None, workers: int = 1,
                  on_done: Callable[[Outcome], None] | None = None, timeout: float | None = None,
                  on_progress: Callable[[str, float, float | None], None] | None = None) -> Iterator[Outcome]:
     """Analyze many files, yielding an Outcome per file in input order; bad files become errors, not exceptions.
@@ -352,8 +352,11 @@ def analyze_many(paths: Iterable[str | Path], model: str | Path | None = None, w
     with every CPU's inference threads. A bad `model` raises SongfeatError before any file is done.
     `on_progress(path, seconds done, seconds in all by the header or None)` is called in this process after each
     30-s window of a file (a progress hook for long files; never from inside a decoder's fd-2 capture).
+    A lone path (a str or Path rather than a list of them) is one file.
     """
     model = None if model is None else str(model)
+    if isinstance(paths, (str, os.PathLike)):  # a str was iterated letter by letter: one "no such file" per character
+        paths = [paths]
     jobs = [(str(p), model, timeout) for p in paths]
     if not jobs or (workers <= 1 and not timeout):
         bundle = get_bundle(model)  # fail early, once, on a bad model

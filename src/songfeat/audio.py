@@ -507,6 +507,22 @@ def _pyav_blocks(p: Path, mono: bool = True) -> Iterator[tuple[np.ndarray, int]]
             yield mix(out), sr
 
 
+def _stores_floats(p: Path, decoder: str) -> bool:
+    """Whether the file holds float samples (asked only of one whose samples came out far past ±1): there that means
+    integers stored as floats; from a compressed file (a corrupt mp3 decoded to +84 dBFS) it means corrupt data."""
+    try:
+        if decoder == "pyav":
+            import av
+
+            with av.open(str(p)) as c:
+                return c.streams.audio[0].codec_context.name.startswith("pcm_f")
+        import soundfile as sf
+
+        return sf.info(str(p)).subtype in ("FLOAT", "DOUBLE")
+    except Exception:  # it was readable a moment ago; if not now, keep the float wording
+        return True
+
+
 def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Stream a file as mono float32 blocks at `sr`; a decode error mid-file keeps what came before.
 
@@ -540,8 +556,11 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
             if not math.isfinite(peak):
                 raise AudioError(p, "audio contains NaN or infinite samples")
             if peak > MAX_PEAK:
-                raise AudioError(p, f"sample values reach {peak:.3g} ({20 * math.log10(peak):+.0f} dBFS), but float audio "
-                                    "lives within ±1: integer samples stored as float, or not audio")
+                level = f"sample values reach {peak:.3g} ({20 * math.log10(peak):+.0f} dBFS)"
+                if _stores_floats(p, info.decoder):
+                    raise AudioError(p, f"{level}, but float audio lives within ±1: integer samples stored as float, or "
+                                        "not audio")
+                raise AudioError(p, f"decoded {level}, far past ±1: corrupt data the decoder could not make sense of")
             if src_sr != sr:
                 if resampler is None:
                     import soxr

@@ -49,6 +49,14 @@ class _Command(TyperCommand):
             elif param.type.name in _PLACEHOLDERS and not getattr(param, "is_flag", False):
                 param.metavar = _PLACEHOLDERS[param.type.name] + ("..." if param.nargs != 1 else "")
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """A command that needs an extra says so before its options are checked: on the lean install, a bare `songfeat
+        serve` said "missing option --library/-l" and only the run with every option named told the extra to install."""
+        if not ctx.resilient_parsing and not set(args) & set(self.get_help_option_names(ctx)):
+            for module in COMMAND_NEEDS.get(self.name or "", ()):
+                require(self.name or "", module)
+        return super().parse_args(ctx, args)
+
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
         """The usage line with each argument as its metavar: typer braces a required one even when it has one."""
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -149,6 +157,17 @@ def _given(ctx: typer.Context, options: dict[str, str]) -> list[str]:
     """Of `options` (parameter name -> option name), those given on the command line rather than left at their default."""
     return [flag for name, flag in options.items()  # by name: typer's ParameterSource is not click's
             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+
+
+# what an --output's extension says to write when --format is not given
+FORMAT_OF_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _format_of(ctx: typer.Context, fmt: str, output: Optional[Path]) -> str:
+    """--format as given, else the one --output's extension names: `-o features.csv` wrote JSON into features.csv."""
+    if output is None or _given(ctx, {"fmt": "--format"}):
+        return fmt
+    return FORMAT_OF_SUFFIX.get(output.suffix.lower(), fmt)
 
 
 def _ray_only(ctx: typer.Context, engine: str, options: dict[str, str]) -> None:
@@ -316,7 +335,9 @@ def analyze(
     # unreadable file, in its four-line usage error with status 2, where songfeat names the file in one line and goes on
     paths: list[Path] = typer.Argument(..., readable=False, help="Audio files or folders (folders are searched recursively)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
-    fmt: str = typer.Option("json", "--format", "-f", help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output)."),
+    fmt: str = typer.Option("json", "--format", "-f", show_default=False,
+                            help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output); "
+                                 "default: the one --output's extension names (.json, .jsonl, .csv, .parquet), else json."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", readable=False, help="Write here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Processes analysing files in parallel; default: 1 for fewer than 8 files, else every CPU "
@@ -333,6 +354,7 @@ def analyze(
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="ray: tracks per committed part; default 1000 per cluster CPU."),
 ) -> None:
     """Analyze audio files and print Spotify-style audio features."""
+    fmt = _format_of(ctx, fmt, output)
     _no_timeout_on_ray(ctx, engine, timeout, "file")  # (--resume is what the Ray engine always does: no refusal)
     if engine == "ray":
         return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size, verbose)
@@ -726,8 +748,6 @@ def export_onnx_cmd(
     musicnn: bool = typer.Option(False, "--musicnn", help="Export the shipped musicnn taggers instead (weights/musicnn/*.onnx)."),
 ) -> None:
     """Write a bundle's model.onnx (or the musicnn taggers' .onnx) from its torch weights, checked against torch."""
-    require("export-onnx", "torch")
-    require("export-onnx", "onnx")
     from .bundle import DEFAULT_DIR
     from .errors import SongfeatError
     from .onnx_export import export_bundle, export_musicnn
@@ -1238,9 +1258,6 @@ def serve_cmd(
     workers = _local_workers(workers)
     from .analyze import auto_workers
     from .errors import SongfeatError
-
-    for module in ("fastapi", "uvicorn", "pebble"):
-        require("serve", module)
     from .library import Library
     from .serve import check_allowed_host, check_cors_origin, check_token, is_loopback, listen, run
 
@@ -1294,6 +1311,16 @@ EXTRA_OF = {"torch": "train", "safetensors": "train", "onnx": "train", "pandas":
             "spotipy": "collect", "requests": "collect", "fastapi": "serve", "starlette": "serve", "uvicorn": "serve",
             "multipart": "serve", "python_multipart": "serve", "prometheus_client": "serve", "pebble": "serve",
             "ray": "ray", "essentia": "bench"}
+
+
+# The modules each command imports whatever its options (a subset will do: the rest are still caught in `main`), checked
+# before its options so that a lean install names the extra first; options that need one more (--plot, --format
+# parquet, --engine ray) check it themselves.
+COMMAND_NEEDS = {"serve": ("fastapi", "uvicorn", "pebble"), "build": ("pandas",), "train-heads": ("pandas",),
+                 "train-default": ("pandas", "torch"), "evaluate-sources": ("pandas", "torch"),
+                 "check-behaviour": ("pandas",), "evaluate-audio": ("pandas",), "train": ("torch",),
+                 "evaluate": ("torch",), "compare": ("torch",), "export-onnx": ("torch", "onnx"),
+                 "collect": ("requests",), "download": ("requests",)}
 
 
 def needs_extra(command: str, extra: str) -> str:
