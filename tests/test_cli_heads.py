@@ -154,7 +154,7 @@ def test_numeric_ids_pair_with_unpadded_file_names_and_folders_are_not_audio(tmp
     # "without audio", though `build` pairs them); and a folder named like audio was taken as a clip.
     import soundfile as sf
 
-    from songfeat.accuracy import pair_labels_audio
+    from songfeat.data.labels import pair_labels_audio
 
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -181,7 +181,7 @@ def test_a_refused_failed_or_interrupted_train_heads_leaves_no_folders_it_made(t
     """`train-heads --out new/dir/b` made new/dir before the fit (to probe it) and left it behind, empty, when the fit
     was then refused, failed or was interrupted. The folders it made go again; one that was there before is kept."""
     from songfeat import records
-    from songfeat.heads import train_heads
+    from songfeat.own_heads import train_heads
 
     work = tmp_path / "work"
     work.mkdir()
@@ -212,20 +212,20 @@ def quick_fit(monkeypatch):
     """train-heads' fits with one member and few steps: the tests below are about what is scored and said, not how well."""
     import functools
 
-    from songfeat import heads
+    from songfeat import own_heads
 
-    monkeypatch.setattr(heads, "FitConfig", functools.partial(heads.FitConfig, members=1, steps=60))
+    monkeypatch.setattr(own_heads, "FitConfig", functools.partial(own_heads.FitConfig, members=1, steps=60))
 
 
 def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_fit, monkeypatch):
     """train-heads said only 'wrote <bundle>', though on a few clips the heads learn any labels by heart (these are
     labels of nothing): now it prints each labelled feature's K-fold MAE and r beside the labels' mean, the figures
     `evaluate-audio --cv` gives for the same folds, and keeps them in the bundle's config; --cv 0 skips it, saying so.
-    Both commands' folds are one function (`heads.held_out_predictions`; they were two loops alike)."""
-    from songfeat import heads
+    Both commands' folds are one function (`own_heads.held_out_predictions`; they were two loops alike)."""
+    from songfeat import own_heads
 
     callers = []
-    shared = heads.held_out_predictions
+    shared = own_heads.held_out_predictions
 
     def spy(*a, **k):
         import inspect
@@ -233,7 +233,7 @@ def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_
         callers.append(inspect.stack()[1].function)
         return shared(*a, **k)
 
-    monkeypatch.setattr(heads, "held_out_predictions", spy)
+    monkeypatch.setattr(own_heads, "held_out_predictions", spy)
     args = _two_clips(tmp_path, "track_id,energy,valence\n" + "".join(f"c{i},0.{i + 1},{'' if i == 2 else 0.3}\n"
                                                                       for i in range(6)))
     r = _ok(args + ["--out", tmp_path / "heads"])
@@ -299,7 +299,7 @@ def test_train_heads_reads_an_out_of_range_cell_as_missing_and_keeps_the_row(tmp
 
 
 def test_constant_labels_are_named():
-    from songfeat.heads import constant_labels
+    from songfeat.own_heads import constant_labels
 
     y = np.array([[0.3, 0.1, np.nan, np.nan], [0.3, 0.2, 0.4, np.nan], [0.3, 0.3, np.nan, np.nan]])
     assert constant_labels(y, ["valence", "energy", "liveness", "speechiness"]) == {

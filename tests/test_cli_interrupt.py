@@ -21,7 +21,7 @@ def _interrupt(*_a, **_k):
 
 
 def _fake(monkeypatch, target: str) -> None:
-    """Make `module.attr` (e.g. 'songfeat.heads.train_heads') raise KeyboardInterrupt when called."""
+    """Make `module.attr` (e.g. 'songfeat.own_heads.train_heads') raise KeyboardInterrupt when called."""
     module, attr = target.rsplit(".", 1)
     monkeypatch.setattr(importlib.import_module(module), attr, _interrupt)
 

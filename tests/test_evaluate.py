@@ -104,7 +104,7 @@ def test_two_audio_files_for_one_id_are_said_and_the_first_is_used(tmp_path):
 
     import pandas as pd
 
-    from songfeat.accuracy import pair_table
+    from songfeat.data.labels import pair_table
     from songfeat.errors import SongfeatWarning
 
     for name in ("x.mp3", "x.wav", "y.flac"):
@@ -127,7 +127,7 @@ def test_evaluate_pairs_a_folder_as_build_does(tmp_path):
 
     import pandas as pd
 
-    from songfeat.accuracy import pair_table
+    from songfeat.data.labels import pair_table
     from songfeat.errors import SongfeatWarning
 
     sid = "4uLU6hMCjMI75M1A2tKUQC"

@@ -62,7 +62,7 @@ def test_train_heads_on_own_labels_makes_an_analyzable_bundle(tmp_path):
 
     from songfeat import synth
     from songfeat.analyze import analyze
-    from songfeat.heads import train_heads
+    from songfeat.own_heads import train_heads
 
     audio = tmp_path / "audio"
     audio.mkdir()

@@ -390,7 +390,7 @@ def test_an_accented_id_pairs_with_a_file_named_in_decomposed_unicode(tmp_path):
     # 'café' typed in the table (NFC) and café.wav named on macOS (NFD) look alike but paired with nothing
     import unicodedata
 
-    from songfeat.accuracy import pair_labels_audio
+    from songfeat.data.labels import pair_labels_audio
 
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -403,7 +403,7 @@ def test_an_accented_id_pairs_with_a_file_named_in_decomposed_unicode(tmp_path):
 def test_text_ids_in_a_numbered_table_are_kept_as_the_users_own(tmp_path):
     # ids mostly numbers (read FMA-style, 1 -> 000001): 'intro' was dropped as "bad track_id: 'intro' is not a FMA id",
     # though a file intro.wav pairs with it as in a table of free ids; what is still dropped says plainly why
-    from songfeat.accuracy import pair_labels_audio
+    from songfeat.data.labels import pair_labels_audio
 
     p = tmp_path / "mine.csv"
     p.write_text("track_id,energy\n" + "".join(f"{i},0.5\n" for i in range(1, 7)) + "intro,0.2\n-5,0.1\n2.5,0.1\nmy clip,0.3\n,0.4\n")
@@ -435,7 +435,7 @@ def test_a_bad_spotify_id_says_what_the_table_was_read_as(tmp_path):
 def test_whole_numbers_written_as_floats_are_numbered_ids(tmp_path):
     # pandas writes a column of ids with a blank as floats (2 -> 2.0): among whole numbers, 2.0 was dropped as "not a
     # whole number", and a table written whole so was read as free text ('2.0', pairing with no 000002.mp3)
-    from songfeat.accuracy import pair_labels_audio
+    from songfeat.data.labels import pair_labels_audio
 
     p = tmp_path / "mixed.csv"
     p.write_text("track_id,energy\n1,0.5\n3,0.4\n4,0.3\n2.0,0.2\n7.00,0.2\n2.5,0.1\n-5.0,0.1\n²,0.1\n")

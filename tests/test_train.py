@@ -444,7 +444,7 @@ def test_a_store_of_another_front_end_is_named_in_one_line(tiny_store):
     """Was 'store front-end FrontendSpec(kind=..., ...) differs from the bundle's FrontendSpec(...)', naming no file."""
     from songfeat.errors import SongfeatError
     from songfeat.frontend import MFCC_DENSE
-    from songfeat.train import dataset_for_bundle
+    from songfeat.data.dataset import dataset_for_bundle
 
     config = {"inputs": ["frontend"], "frontend": MFCC_DENSE.to_dict(), "targets": ["energy"]}
     with pytest.raises(SongfeatError) as e:

@@ -15,9 +15,11 @@ import pandas as pd
 
 from . import features
 from .analyze import Clip, get_bundle, predict_clip, read_clip
+from .data.labels import pair_table
+from .data.splits import index_folds
 from .descriptors import LOUDNESS_MEASURES, loudness_map
 from .errors import SongfeatError, WorkFailed, counted
-from .evaluate import _fmt, pearson, regression_metrics
+from .evaluate import _fmt, mean_labels, pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
@@ -39,28 +41,6 @@ def read_clips(paths: list[str], spec, progress: bool = True, workers: int = 1,
     from .records import map_files
 
     return map_files(_read_one, [(p, spec, evidence_layout) for p in paths], workers, progress)
-
-
-def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """Labels joined to audio files by track id (= file stem); returns (rows with a 'path' column, ids without audio)."""
-    from .data.labels import read_labels
-
-    return pair_table(read_labels(labels_csv).frame, audio_dir)
-
-
-def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """`pair_labels_audio` for a label frame already read: files are found as `build` finds them
-    (`data.labels.index_audio`), a second file for one id said in a SongfeatWarning and the first by name used."""
-    audio_dir = Path(audio_dir)
-    if not audio_dir.is_dir():
-        raise SongfeatError(audio_dir, "audio folder not found")
-    from .data.labels import index_audio
-
-    ids = table["track_id"].astype(str)
-    found, _unlabelled, _repeats = index_audio(audio_dir, set(ids), table.attrs.get("id_kind", "spotify"))
-    table = table.assign(path=[str(found[t]) if t in found else None for t in ids])
-    missing = table.loc[table["path"].isna(), "track_id"].astype(str).tolist()
-    return table.dropna(subset=["path"]).reset_index(drop=True), missing
 
 
 def tempo_agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
@@ -125,10 +105,6 @@ def _fold_loudness(level: np.ndarray, x_in: np.ndarray, spot: np.ndarray, shippe
     return slope * level[test] + icpt, np.clip(s_in * x_in + i_in, -60.0, 0.0)  # the range analysis gives
 
 
-def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
-    return np.array_split(np.random.default_rng(seed).permutation(n), k)
-
-
 def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | Path | None = None, cv: int | None = None,
                    seed: int = 42, workers: int = 1, progress: bool = True, clips: list[Clip | str] | None = None) -> dict:
     """Score a model (default: the shipped one) on labelled audio; see the module docstring for `cv`.
@@ -137,8 +113,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     evaluation uses) so a caller that has them does not decode every file again.
     """
     from .data.labels import read_labels, short_id
-    from .default_model import HEAD_SPEC, head_inputs, base_outputs
-    from .heads import mean_labels
+    from .stack import HEAD_SPEC, head_inputs, base_outputs
 
     bundle = get_bundle(model)
     labels = read_labels(labels_csv)
@@ -211,7 +186,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     loud_col = list(bundle.numeric_inputs).index("loudness") if "loudness" in bundle.numeric_inputs else None
     stack_pred, base_pred, mean_pred, loud_cv = (np.zeros_like(y), np.zeros_like(y), np.zeros_like(y), np.zeros(n))
     level, x_in, spot = _loudness_levels(bundle, desc, rows)
-    for test in _folds(n, cv, seed):
+    for test in index_folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
         # the shipped loudness map, refitted without the test fold
         loud_cv[test], loud_in = _fold_loudness(level, x_in, spot, desc["loudness"].to_numpy(float), train, test)
@@ -239,10 +214,10 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
 
 
 def _stack_fold(z: np.ndarray, y: np.ndarray, base: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """A stack model's predictions for the `test` clips with its ridge correction (`default_model.fit_head`) refitted on
+    """A stack model's predictions for the `test` clips with its ridge correction (`stack.fit_head`) refitted on
     the `train` clips labelled with each feature (NaN: unlabelled): one ridge per set of features labelled on the same
     clips, so with every label known it is the one fit on all of them; under 2 labelled clips, stage 1's prediction."""
-    from .default_model import fit_head
+    from .stack import fit_head
 
     out = np.array(base[test], dtype=np.float64)
     known = ~np.isnan(y[train])
@@ -277,9 +252,10 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
 
     Each fold's heads see only the other folds of this set (no other source, no behaviour bounds), so the
     figure is a within-set one; `songfeat evaluate-sources` gives the shift-revealing one. The folds' fits are
-    `heads.held_out_predictions`, train-heads' own held-out score.
+    `own_heads.held_out_predictions`, train-heads' own held-out score.
     """
-    from .heads import FitConfig, held_out_predictions, nets_layout, part_columns
+    from .heads import FitConfig, nets_layout, part_columns
+    from .own_heads import held_out_predictions
 
     fitd = dict(bundle.config.get("split", {}).get("heads", {}).get("fit") or {})
     if "residual" in fitd:
@@ -310,7 +286,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
         return bundle.normalise("numeric", num)
 
     pred, mean_pred, _ = held_out_predictions(bundle, rows_ev, [c.weights for c in clips], full, fold_numeric,
-                                              _folds(n, cv, seed), cfg, part_columns(heads_layout))
+                                              index_folds(n, cv, seed), cfg, part_columns(heads_layout))
     pred, mean_pred = pred[:, idx_t], mean_pred[:, idx_t]
     catalogue = bundle.config.get("label_means") or {}
     result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": regression_metrics(y, mean_pred, targets)}

@@ -847,7 +847,7 @@ def train_heads_cmd(
     import warnings
 
     from .errors import SongfeatError, SongfeatWarning, WorkFailed
-    from .heads import train_heads
+    from .own_heads import train_heads
 
     caught: list = []
     failed: list[str] = []

@@ -4,7 +4,8 @@ Stage 1: the numeric MLP learns learned-features-from-measured-features on Spoti
 the 41,855-track table (every labelled clip's track, and the same recording under another id, is left out, so
 the scored clips stay unseen). Stage 2: on the dev previews, a ridge correction from timbre statistics is fitted
 with cross-validated regularisation (`stack` model). Held-out metrics of both stages go into the
-bundle's config.
+bundle's config. The parts the held-out tables and `evaluate-audio` share with this recipe (the catalogue table,
+stage 1's outputs, the ridge fit) are in `songfeat.stack`.
 """
 from __future__ import annotations
 
@@ -19,15 +20,12 @@ import torch
 
 from . import __version__, features, mfcc, vocal_gate
 from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
-from .frontend import MFCC_DENSE
 from .models.stack import Stack
+from .stack import HEAD_SPEC, TABLE, base_outputs, fit_head, head_inputs, install_head
 
-TABLE = Path("spotify-features") / "combined_unique_by_track_id.csv"
 TARGETS = features.LEARNED
 INPUTS = features.MEASURED_NUMERIC_INPUTS
-HEAD_SPEC = MFCC_DENSE  # the seed's MFCC without its skipped half: every sample is read
 CV_FOLDS = 5  # folds of the honest accuracy figure stored in the bundle
-ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 25))  # ridge strengths tried by cross-validation
 # The default bundle's outputs stay where Spotify's catalogue puts 99% of its tracks (`Bundle.output_range`): below its
 # 0.5th percentile Spotify almost never reports a value (speechiness under 0.024, danceability under 0.10), but heads
 # extrapolating to music unlike their labels can (a piano sonata read danceability 0.017). Knowledge from the table,
@@ -108,38 +106,6 @@ def _progress(it, label: str, on: bool):
     from .progress import track
 
     return track(it, label)
-
-
-def base_outputs(bundle: Bundle, numeric: np.ndarray) -> np.ndarray:
-    """Stage 1's predictions for raw numeric inputs [N, F] -> [N, T], standardised as the bundle says."""
-    with torch.no_grad():
-        x = torch.from_numpy(bundle.normalise("numeric", numeric))
-        return bundle.model.base(numeric=x).numpy()
-
-
-def head_inputs(bundle: Bundle, frontends: list[np.ndarray], numeric: np.ndarray) -> np.ndarray:
-    """Stage 2's inputs per clip (first window's front-end) -> [N, 2C + T]."""
-    base = torch.from_numpy(base_outputs(bundle, numeric))
-    front = torch.from_numpy(np.stack([f[0] for f in frontends]))
-    return bundle.model.head_inputs(front, base).numpy()
-
-
-def fit_head(z: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[float]]:
-    """Ridge per target on standardised z with alpha chosen by leave-one-out CV; returns (W, b, mean, std, alphas)."""
-    from sklearn.linear_model import RidgeCV
-
-    mean, std = z.mean(0), z.std(0) + 1e-8
-    r = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit((z - mean) / std, residual)
-    return r.coef_.astype(np.float32), r.intercept_.astype(np.float32), mean, std, [float(a) for a in np.atleast_1d(r.alpha_)]
-
-
-def install_head(model: Stack, w, b, mean, std) -> None:
-    """Copy a fitted ridge correction into the model's head."""
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(w))
-        model.head.bias.copy_(torch.as_tensor(b))
-        model.z_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        model.z_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
 
 # The descriptor each stage-1 input is read from: loudness on the scale stage 1 and the heads were fitted with,

@@ -75,6 +75,13 @@ def regression_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
     return {"n": int(t.shape[0]), "targets": per, "average": avg}
 
 
+def mean_labels(y: np.ndarray) -> np.ndarray:
+    """Each feature's mean label over the clips labelled with it (NaN: unlabelled; NaN where no clip is), without
+    numpy's empty-mean warning: the held-out folds' mean-predictor baseline (`evaluate-audio --cv`, `train-heads --cv`)."""
+    known = ~np.isnan(y)
+    return np.divide(np.where(known, y, 0.0).sum(0), known.sum(0), out=np.full(y.shape[1], np.nan), where=known.any(0))
+
+
 def danceable_accuracy(y_true: Any, y_pred: Any, threshold: float = DANCEABLE_THRESHOLD) -> float:
     """Share of clips whose "danceable" verdict (value > threshold) agrees between truth and prediction, over the clips
     with a label (a NaN label was counted as "not danceable"); NaN when none has one."""
@@ -191,7 +198,7 @@ def scatter_png(y_true: Any, y_pred: Any, names: Sequence[str], path: str | Path
 
 
 def predict_dataset(bundle: Any, data: Any, batch_size: int = 512) -> np.ndarray:
-    """Predictions of a loaded bundle over a `songfeat.train.Dataset`, in batches."""
+    """Predictions of a loaded bundle over a `songfeat.data.dataset.Dataset`, in batches."""
     outs = []
     for s in range(0, len(data), batch_size):
         fe = None if data.frontend is None else data.frontend[s:s + batch_size]
@@ -209,7 +216,7 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
     """
     from .bundle import load_bundle
     from .errors import SongfeatError, counted
-    from .train import dataset_for_bundle
+    from .data.dataset import dataset_for_bundle
 
     b = load_bundle(bundle_path)
     if data is None:

@@ -28,8 +28,8 @@ import torch
 from . import behaviour, features, vocal_gate
 from .evaluate import regression_metrics
 from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, RIDGE_PARTS, TARGETS, FitConfig, assemble, catalogue_intervals,
-                    catalogue_region, fit_heads, intervals_from_labels, intervals_from_rules, layout, part_columns,
-                    predict_rows)
+                    catalogue_region, fit_heads, intervals_from_labels, intervals_from_rules, layout, new_heads,
+                    part_columns, predict_rows)
 from .models.heads import Z_CLAMP
 from .records import DEFAULT_CACHE, check_cache, get_records
 
@@ -42,7 +42,7 @@ RIDGE_BLOCK = RIDGE_PARTS[0][0]  # the ridge member's MFCC summary (band-limited
 
 def shared_inputs() -> tuple[tuple[Path, bool], ...]:
     """What evaluate-sources and train-default read from the shared data folder: (path inside it, is a folder)."""
-    from .default_model import TABLE
+    from .stack import TABLE
     from .genre_prior import ECHONEST, ECHONEST_GENRES, SPOTIFY_GENRES
 
     files = (Path("spotify-previews") / "labels.csv", Path("spotify-previews-extra") / "labels.csv",
@@ -95,7 +95,7 @@ def labelled_clips(shared: str | Path) -> pd.DataFrame:
 
     A table without a column read here, or a source left with fewer than MIN_SOURCE_CLIPS clips, is one SongfeatError
     line naming the file (a KeyError or a length mismatch before, or a metrics error after every fit)."""
-    from .accuracy import pair_labels_audio
+    from .data.labels import pair_labels_audio
     from .errors import SongfeatError
 
     shared = Path(shared)
@@ -151,18 +151,6 @@ def _windows(records, lay, numeric_std: np.ndarray):
         idx.append(np.full(len(x), i))
         w.append(r.weights / r.weights.sum())
     return np.concatenate(ev), np.concatenate(num), np.concatenate(idx), np.concatenate(w)
-
-
-def new_heads(bundle, n_evidence: int, cfg: FitConfig):
-    """A fresh heads model whose stage 1 is the bundle's (same recipe, same weights)."""
-    from .models.heads import Heads
-
-    hp = bundle.config.get("hparams", {})
-    m = Heads(len(TARGETS), n_inputs=hp.get("n_inputs", len(NUMERIC)), hidden=tuple(hp.get("hidden", (64, 32))),
-              n_evidence=n_evidence, head_hidden=cfg.hidden, members=cfg.members, residual=cfg.residual_mask())
-    m.base.load_state_dict(bundle.model.base.state_dict())
-    m.eval()
-    return m
 
 
 def clip_predictions(model, records, lay, numeric_std, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -272,7 +260,7 @@ class _Data:
         """The previous default's stage 2 on the training clips with every label known: ridge on [MFCC summary `block`,
         stage 1] to the residual from stage 1 -> (W, b, mean, std) as `Heads.set_ridge` takes them. `num_std`: the
         labelled clips' numeric inputs under `train`'s calibration, if already at hand."""
-        from .default_model import fit_head
+        from .stack import fit_head
 
         if num_std is None:
             _, _, num_std, _ = self.calibrated(train)
@@ -510,7 +498,7 @@ def held_out_ids(shared: str | Path, catalogue: pd.DataFrame) -> set[str]:
 def catalogue_frame(shared: str | Path) -> pd.DataFrame:
     """Spotify's 41,855-track table without the labelled clips and their twins (so no scored clip informs a bound)."""
     from .data.labels import read_labels
-    from .default_model import TABLE
+    from .stack import TABLE
 
     cat = read_labels(Path(shared) / TABLE).frame
     return cat[~cat["track_id"].astype(str).isin(held_out_ids(shared, cat))]
@@ -544,7 +532,7 @@ def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bou
 def default_genre_table(shared: str | Path) -> dict:
     """The genre-prior table built without any labelled clip or its twin in the catalogue (so no scored clip informs it)."""
     from .data.labels import read_labels
-    from .default_model import TABLE
+    from .stack import TABLE
     from .genre_prior import build_table
 
     return build_table(shared, exclude_ids=held_out_ids(shared, read_labels(Path(shared) / TABLE).frame))
@@ -745,5 +733,5 @@ def bias_table(result: dict) -> list[str]:
     return out + [""]
 
 
-__all__ = ["evaluate_sources", "check_shared", "labelled_clips", "to_markdown", "bias_table", "seed_spread", "spread_markdown", "SOURCES", "fit_on", "clip_predictions", "new_heads",
+__all__ = ["evaluate_sources", "check_shared", "labelled_clips", "to_markdown", "bias_table", "seed_spread", "spread_markdown", "SOURCES", "fit_on", "clip_predictions",
            "select_decay", "select_blend", "select_stretch", "inner_folds", "columns", "pick_blend", "ridge_predictions", "default_genre_table", "DECAY_GRID", "BLEND_GRID", "STRETCH_GRID"]

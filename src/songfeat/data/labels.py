@@ -16,6 +16,9 @@ cannot be trusted are dropped and listed in `LabelTable.dropped` with a reason; 
 "not detected" sentinels (tempo 0, time signature 0 or 1) and values outside a column's range
 (danceability 1.7, tempo -5) become NaN and are listed in `LabelTable.nulled` rather than costing
 the row its other labels (`LabelTable.nulled_lines` says the out-of-range ones).
+
+A table's ids are paired with an audio folder's files by `index_audio`, the one pairing `build`, `evaluate-audio`,
+`train-heads` and the shared labelled sources use (`pair_labels_audio`, `pair_table`).
 """
 from __future__ import annotations
 
@@ -202,7 +205,7 @@ def index_audio(audio_dir: str | Path, ids: set[str], id_kind: str = "spotify",
                 on_message: Callable[[str], None] | None = None) -> tuple[dict[str, Path], list[Path], int]:
     """Find each label id's audio file under `audio_dir`; returns (id -> path, unlabelled files, repeats).
 
-    The one pairing `build` and `evaluate-audio` / `train-heads` (`accuracy.pair_table`) share, so a folder pairs the
+    The one pairing `build` and `evaluate-audio` / `train-heads` (`pair_table`) share, so a folder pairs the
     same way in each: a file names its id by its stem, read as the labels' ids were read (`normalise_id`: '1.mp3' for
     FMA-style id 000001) or holding a Spotify id ('<id>_preview.mp3'). Files go in name order and the first for an id
     is used; the repeats (x.mp3 beside x.wav) are counted and said once. Inputs the walk refuses (broken or looping
@@ -671,3 +674,21 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     frame.attrs["id_kind"] = id_kind
     return LabelTable(frame=frame, dropped=dropped, source=str(path), schema=schema, nulled=nulled,
                       unread=_unread_columns(path, cols, present))
+
+
+def pair_labels_audio(labels_csv: str | Path, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """Labels joined to audio files by track id (= file stem); returns (rows with a 'path' column, ids without audio)."""
+    return pair_table(read_labels(labels_csv).frame, audio_dir)
+
+
+def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """`pair_labels_audio` for a label frame already read: files are found as `build` finds them
+    (`index_audio`), a second file for one id said in a SongfeatWarning and the first by name used."""
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise SongfeatError(audio_dir, "audio folder not found")
+    ids = table["track_id"].astype(str)
+    found, _unlabelled, _repeats = index_audio(audio_dir, set(ids), table.attrs.get("id_kind", "spotify"))
+    table = table.assign(path=[str(found[t]) if t in found else None for t in ids])
+    missing = table.loc[table["path"].isna(), "track_id"].astype(str).tolist()
+    return table.dropna(subset=["path"]).reset_index(drop=True), missing

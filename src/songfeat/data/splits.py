@@ -166,3 +166,9 @@ def kfold(ids: Sequence[str], k: int = 5, seed: int = 42, groups: Sequence[Hasha
         inner = random_split(rest, fr, seed + f) if gmap is None else group_split(rest, gmap, fr, seed + f)
         folds.append({"train": inner["train"], "val": inner["val"], "test": test})
     return folds
+
+
+def index_folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """K test folds of the positions 0..n-1 (a seeded permutation cut in k near-equal parts): the folds `evaluate-audio
+    --cv` and `train-heads --cv` refit over, the same for both given the same seed."""
+    return np.array_split(np.random.default_rng(seed).permutation(n), k)

@@ -77,8 +77,8 @@ def synth_labels(n: int, seed: int = 0) -> np.ndarray:
 
 
 def synthetic_dataset(n: int = 800, seed: int = 0, spec: FrontendSpec = SYNTH_SPEC, batch: int = 64):
-    """A `songfeat.train.Dataset` of n generated clips through the real front-end (`frontend.compute`)."""
-    from ..train import Dataset
+    """A `songfeat.data.dataset.Dataset` of n generated clips through the real front-end (`frontend.compute`)."""
+    from .dataset import Dataset
 
     labels = synth_labels(n, seed)
     rng = np.random.default_rng(seed + 1)

@@ -79,7 +79,7 @@ class Heads(nn.Module):
         return torch.stack([m(z) for m in self.members]).mean(0)
 
     def set_ridge(self, weight, bias, mean, std, blend) -> None:
-        """Install the second member (`songfeat.default_model.fit_head`'s W, b, mean, std) and each feature's blend."""
+        """Install the second member (`songfeat.stack.fit_head`'s W, b, mean, std) and each feature's blend."""
         with torch.no_grad():
             for name, v in (("ridge_weight", weight), ("ridge_bias", bias), ("ridge_mean", mean), ("ridge_std", std),
                             ("blend", blend)):

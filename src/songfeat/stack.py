@@ -1,0 +1,58 @@
+"""The stack model's shared parts (`models.stack.Stack`, the previous default: stage 1's numeric MLP plus a ridge
+correction from timbre statistics): where Spotify's catalogue table lies in the shared data, stage 1's outputs for a
+bundle, and the ridge fit.
+
+Below everything that fits or scores them: the recipe (`default_model`), the held-out tables' ridge member (`sources`)
+and `evaluate-audio --cv` of a stack bundle (`accuracy`) all read them from here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bundle import Bundle
+from .frontend import MFCC_DENSE
+from .models.stack import Stack
+
+# Spotify's 41,855-track catalogue in the shared data folder: stage 1's training rows, and the catalogue the held-out
+# tables and the heads' rule intervals read (`sources.catalogue_frame`)
+TABLE = Path("spotify-features") / "combined_unique_by_track_id.csv"
+HEAD_SPEC = MFCC_DENSE  # the seed's MFCC without its skipped half: every sample is read
+ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 25))  # ridge strengths tried by cross-validation
+
+
+def base_outputs(bundle: Bundle, numeric: np.ndarray) -> np.ndarray:
+    """Stage 1's predictions for raw numeric inputs [N, F] -> [N, T], standardised as the bundle says."""
+    with torch.no_grad():
+        x = torch.from_numpy(bundle.normalise("numeric", numeric))
+        return bundle.model.base(numeric=x).numpy()
+
+
+def head_inputs(bundle: Bundle, frontends: list[np.ndarray], numeric: np.ndarray) -> np.ndarray:
+    """Stage 2's inputs per clip (first window's front-end) -> [N, 2C + T]."""
+    base = torch.from_numpy(base_outputs(bundle, numeric))
+    front = torch.from_numpy(np.stack([f[0] for f in frontends]))
+    return bundle.model.head_inputs(front, base).numpy()
+
+
+def fit_head(z: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """Ridge per target on standardised z with alpha chosen by leave-one-out CV; returns (W, b, mean, std, alphas)."""
+    from sklearn.linear_model import RidgeCV
+
+    mean, std = z.mean(0), z.std(0) + 1e-8
+    r = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit((z - mean) / std, residual)
+    return r.coef_.astype(np.float32), r.intercept_.astype(np.float32), mean, std, [float(a) for a in np.atleast_1d(r.alpha_)]
+
+
+def install_head(model: Stack, w, b, mean, std) -> None:
+    """Copy a fitted ridge correction into the model's head."""
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(w))
+        model.head.bias.copy_(torch.as_tensor(b))
+        model.z_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        model.z_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+
+__all__ = ["TABLE", "HEAD_SPEC", "ALPHAS", "base_outputs", "head_inputs", "fit_head", "install_head"]
