@@ -45,7 +45,7 @@ LOCK = "_lock"
 FORMAT = "songfeat-features/1"
 BATCH_SIZE = 16  # tracks per actor call: measured ~0.14 s of Ray overhead per call, ~0.2-0.5 s of work per track
 FILE_ROWS = 10_000  # rows gathered into one Parquet file (not one small file per batch)
-ROWS_PER_CPU = 1000  # default chunk: about 5 min of work per CPU between commits (at ~0.3 s a track)
+ROWS_PER_CPU = 1000  # default chunk: about 8 min of work per CPU between commits (at ~0.46 s a track, docs/scaling.md)
 INSTALL_HINT = "the Ray engine needs Ray: pip install 'songfeat[ray]'"
 
 
