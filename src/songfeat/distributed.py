@@ -112,6 +112,14 @@ def _quiet_backend() -> Iterator[None]:
         os.environ.pop(key, None)
 
 
+def _ray_console_handlers() -> list[logging.Handler]:
+    """Ray Data's own console handlers: the stream handlers of Ray's classes on the "ray.data" logger. Others found
+    there are not Ray's to quiet (under pytest the logger also held its log-capturing handlers, which were silenced
+    for every later test)."""
+    return [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)
+            and not isinstance(h, logging.FileHandler) and type(h).__module__.split(".")[0] == "ray"]
+
+
 def _quiet(ray) -> None:
     """Ray's own log lines off the driver's stderr: its INFO lines (cluster start, each Dataset's plan, and its
     progress logged line by line wherever stdout is not a terminal), and Ray Data's ERROR lines with the whole
@@ -120,9 +128,8 @@ def _quiet(ray) -> None:
     terminal."""
     for name in ("ray", "ray._private.worker"):  # (Ray sets some of its modules' levels itself)
         logging.getLogger(name).setLevel(logging.WARNING)
-    for handler in logging.getLogger("ray.data").handlers:  # its console handler; its file handler keeps it all
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.CRITICAL + 1)
+    for handler in _ray_console_handlers():  # its file handler keeps it all
+        handler.setLevel(logging.CRITICAL + 1)
     # "Token authentication is enabled for this Ray cluster", on every start: news for whoever runs the cluster (the
     # cluster songfeat starts has it on, as Ray's default), not a problem with the user's run
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
