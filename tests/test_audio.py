@@ -425,3 +425,12 @@ def test_channels_that_cancel_are_named_in_the_silence_error(tmp_path, ext):
     sf.write(path.with_suffix(".wav"), np.zeros((3 * SAMPLE_RATE, 2), dtype=np.float32), SAMPLE_RATE)
     with pytest.raises(AudioError, match=r"audio is silent \(peak below -90 dBFS"):  # silence in both: as before
         check_first_window(path.with_suffix(".wav"), load_audio(path.with_suffix(".wav")))
+
+def test_one_faint_channel_beside_a_silent_one_is_not_said_to_cancel(tmp_path):
+    """A channel just above the silence floor beside a silent one averages to a silent mix without cancelling anything:
+    the error said 'they cancel out (one is the other with its polarity inverted?)' of it."""
+    path = tmp_path / "faint-left.wav"
+    y = sine(440, 3.0, SAMPLE_RATE) / np.abs(sine(440, 3.0, SAMPLE_RATE)).max() * 10 ** (-87 / 20)
+    sf.write(path, np.stack([y, np.zeros_like(y)], axis=1), SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"faint-left\.wav: audio is silent \(peak below -90 dBFS"):
+        check_first_window(path, load_audio(path))

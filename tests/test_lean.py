@@ -185,6 +185,20 @@ def test_the_whole_public_api_imports_and_documents_itself_on_the_lean_install()
     assert "open_store: songfeat.open_store needs the 'train' extra: pip install 'songfeat[train]'\n" in res.stdout
 
 
+def test_the_public_api_imports_with_pandas_but_no_torch():
+    """With pandas installed but not torch (the 'ray' extra brings pandas, and many environments have it), `from songfeat
+    import *` raised torch's ModuleNotFoundError: the store imports its front-end, which needs torch."""
+    res = _lean_python(textwrap.dedent("""
+        from songfeat import *
+        try:
+            open_store("store")
+        except ModuleNotFoundError as e:
+            print("open_store:", e)
+    """), blocked=tuple(m for m in RESEARCH if m not in ("pandas", "pyarrow")))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout == "open_store: songfeat.open_store needs the 'train' extra: pip install 'songfeat[train]'\n"
+
+
 def test_import_and_help_load_no_numpy():
     code = "import sys, songfeat.cli; print(sorted(m for m in ('numpy', 'onnxruntime', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -36,7 +36,7 @@ def __getattr__(name: str) -> object:
         try:
             from .data.store import open_store
         except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] != "pandas":
+            if (e.name or "").split(".")[0] not in ("pandas", "torch"):  # pandas alone (the 'ray' extra) is not enough
                 raise
             return _open_store_needs_train  # so `from songfeat import *` and help(songfeat) work on the lean install
         return open_store
@@ -53,5 +53,6 @@ def __dir__() -> list[str]:
 
 
 def _open_store_needs_train(path: object) -> NoReturn:
-    """open_store on an install without the 'train' extra (the store reads its labels with pandas): says so."""
+    """open_store on an install without the 'train' extra (the store reads its labels with pandas, its front-end
+    tensors with torch): says so."""
     raise ModuleNotFoundError("songfeat.open_store needs the 'train' extra: pip install 'songfeat[train]'", name="pandas")

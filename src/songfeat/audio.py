@@ -700,8 +700,12 @@ def channels_cancel(path: str | Path) -> bool:
         blocks = _captured(_pyav_blocks(p, mono=False) if info.decoder == "pyav" else _soundfile_blocks(p, mono=False), log)
         try:
             quiet = 10 ** (SILENCE_DBFS / 20)
-            for block, _ in blocks:  # loud channels where their mix is silent (a click in both is no cancelling)
-                if block.size and float(np.ptp(block, axis=0).max()) / 2 > quiet >= float(np.ptp(block.mean(axis=1))) / 2:
+            for block, _ in blocks:  # loud channels where their mix is silent (a click in both is no cancelling), and
+                # their mix far (20 dB) below their average swing: one faint channel beside silent ones only averages down
+                if not block.size:
+                    continue
+                spans, mixed = np.ptp(block, axis=0), float(np.ptp(block.mean(axis=1)))
+                if float(spans.max()) / 2 > quiet >= mixed / 2 and mixed < 0.1 * float(spans.mean()):
                     return True
         finally:
             blocks.close()
