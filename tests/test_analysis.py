@@ -388,6 +388,7 @@ def test_tick_plan_thins_bars_once_they_too_would_merge() -> None:
     assert tick_plan(beats, bars, 3.2) == (False, 1)  # 6 minutes: beats 1.6 px, bars 6.4 px apart
     assert tick_plan(beats, bars, 1.0) == (False, 2)  # 20 minutes: every other bar, 4 px apart
     assert tick_plan([], [], 1.0) == (True, 1)  # nothing to draw: nothing to thin
+    assert tick_plan([], [{"start": 0.0}, {"start": 0.0}], 100.0) == (True, 1)  # zero spacing: no division by zero
 
 
 def test_analyse_reports_each_window(tmp_path: Path) -> None:

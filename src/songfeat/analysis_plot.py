@@ -24,6 +24,7 @@ MIN_TICK_PX = 4.0  # beat and bar ticks closer than this (their median spacing) 
 
 
 def _starts(items: list[dict]) -> np.ndarray:
+    """The `start` times of beats, bars or sections, in seconds."""
     return np.array([x["start"] for x in items], dtype=np.float64)
 
 
@@ -36,7 +37,9 @@ def tick_plan(beats: list[dict], bars: list[dict], px_per_second: float) -> tupl
     thinned to every n-th once even they would not. Ticks of a 6-minute song's 700 beats merged into one red band."""
 
     def spacing(items: list[dict]) -> float:
-        return float(np.median(np.diff(_starts(items)))) * px_per_second if len(items) > 1 else np.inf
+        # (a zero spacing, which analysis never gives, counts as none to draw rather than a division by zero)
+        step = float(np.median(np.diff(_starts(items)))) * px_per_second if len(items) > 1 else np.inf
+        return step if step > 0 else np.inf
 
     return spacing(beats) >= MIN_TICK_PX, max(1, int(np.ceil(MIN_TICK_PX / spacing(bars))))
 

@@ -69,6 +69,7 @@ class _Typer(typer.Typer):
     """The app: every command a _Command unless it names its own class."""
 
     def command(self, *args: object, cls: Optional[type[TyperCommand]] = None, **kwargs: object) -> Callable:
+        """typer's decorator, with _Command as the class when none is named."""
         return super().command(*args, cls=cls or _Command, **kwargs)
 
 
@@ -701,7 +702,8 @@ def evaluate_audio(
                             f"in {audio} (e.g. {short_id(result['ids_without_audio'][0])})"), err=True)
     if result["excluded_trained_on"]:
         typer.echo(f"songfeat: warning: {counted(result['excluded_trained_on'], 'clip is', 'clips are')} not scored: "
-                   "the model was fitted on them (--cv K refits it per fold)", err=True)
+                   f"the model was fitted on {'it' if result['excluded_trained_on'] == 1 else 'them'} (--cv K refits it per fold)",
+                   err=True)
     if result["targets_left_out"]:  # one line for them all: a table labelling one feature gave six lines
         typer.echo(f"songfeat: warning: {_left_out_line(result['targets_left_out'], result['n_clips'])}", err=True)
     if fmt == "json":
@@ -1025,7 +1027,7 @@ def build_cmd(
     _echo_not_used(report.label_values_not_used, f"see {out / 'report.json'}")
     _echo_failures([f"{f['path']}: {f['reason']}" for f in report.failed], f"see {out / 'report.csv'}")
     retried = f"retried {report.retried} that failed before, now built {report.recovered}; " if report.retried else ""
-    typer.echo(f"built {report.built} of {report.planned} clips into {out} ({report.resumed} from an earlier run; {retried}"
+    typer.echo(f"built {report.built} of {counted(report.planned, 'clip')} into {out} ({report.resumed} from an earlier run; {retried}"
                f"{len(report.failed)} failed; {counted(len(dropped), 'label row')} dropped, "
                f"{counted(report.labels_without_audio, 'label')} without audio, "
                f"{counted(report.audio_without_labels, 'audio file')} without labels; "

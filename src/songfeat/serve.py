@@ -282,7 +282,7 @@ class AbsoluteForm:
     (a 404 for `http://localhost/healthz`, and Host alone was checked): the app gets the target's path, and its authority
     as Host (RFC 9112, 3.2.2). songfeat's httptools protocol does the same as it parses (`http_protocol`)."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
