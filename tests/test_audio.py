@@ -194,7 +194,7 @@ def test_a_constant_offset_alone_is_silence(tmp_path):
 @pytest.mark.parametrize("rate", [8000, 22050, 48000])
 def test_a_constant_offset_at_another_rate_is_silence_too(tmp_path, rate):
     # resampled to 44.1 kHz, a DC-only file rings at both ends (the resampler starts from zeros), which passed for
-    # sound: it was analysed into a key and a loudness; a click at the very start of real silence is no sound either
+    # sound: it was analysed into a key and a loudness (the ends' ringing stays within the offset, so it is still allowed)
     path = tmp_path / "dc.wav"
     sf.write(path, np.full(3 * rate, 0.3, dtype=np.float32), rate, subtype="FLOAT")
     with pytest.raises(AudioError, match="silent"):
@@ -203,6 +203,26 @@ def test_a_constant_offset_at_another_rate_is_silence_too(tmp_path, rate):
     tone[rate: rate + rate // 10] = 0.1 * np.sin(2 * np.pi * 440 * np.arange(rate // 10) / rate)  # 0.1 s of sound
     sf.write(path, tone, rate, subtype="FLOAT")
     check_first_window(path, load_audio(path))  # a short sound inside the file still counts
+
+
+@pytest.mark.parametrize("rate", [SAMPLE_RATE, 8000])
+@pytest.mark.parametrize("at", ["start", "end"])
+def test_a_sound_at_the_very_start_or_end_of_silence_counts(tmp_path, rate, at):
+    # the silence check skipped each window's first and last 20 ms (resampler ringing of a constant), so a 2-s file
+    # whose only sound is a 200-sample click at t=0 was refused as "audio is silent"; ringing stays within the offset,
+    # so an excursion at the ends past 1.5 times it is sound (the DC-only files above are still silent)
+    path = tmp_path / "click.wav"
+    y = np.zeros(2 * rate, dtype=np.float32)
+    click = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(200) / SAMPLE_RATE).astype(np.float32)[: 200 * rate // SAMPLE_RATE]
+    if at == "start":
+        y[: click.size] = click
+    else:
+        y[-click.size:] = click
+    sf.write(path, y, rate, subtype="FLOAT")
+    check_first_window(path, load_audio(path))
+    assert sound_peak(y) > 0.1
+    with pytest.raises(AudioError, match="silent"):  # a ringing-sized excursion on a DC level is still no sound
+        check_first_window(path, np.r_[np.zeros(100, np.float32), np.full(2 * SAMPLE_RATE, 0.3, np.float32)])
 
 
 def test_garbage_after_a_valid_header(tmp_path, example_clip):

@@ -37,7 +37,8 @@ WINDOW_SECONDS = 30.0  # learned features are predicted on windows of this lengt
 MIN_SECONDS = 1.0  # shorter audio carries too little rhythm or timbre to describe
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features when a full one exists
 SILENCE_DBFS = -90.0  # audio whose peak stays below this is treated as silent
-PEAK_EDGE = 882  # samples (20 ms at 44.1 kHz) at each end of a window the silence check skips: resampler ringing
+PEAK_EDGE = 882  # samples (20 ms at 44.1 kHz) at each end of a window where the silence check allows resampler ringing
+RING_RATIO = 1.5  # ... up to this many times the window's offset (a constant's ringing stays under 0.97 of it, 1-768 kHz)
 MAX_PEAK = 100.0  # +40 dBFS: float files may overshoot ±1 a little, never by this much (1e19 once gave NaN features)
 MIN_RATE, MAX_RATE = 1000, 768000  # Hz: the lowest rate the fuzz corpus reads, to DXD; a header outside this is damaged (1 Hz crashed soxr)
 BLOCK_FRAMES = 1 << 16  # decoder block size (frames) while streaming
@@ -657,16 +658,25 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | Non
 def sound_peak(y: np.ndarray, edge: int = PEAK_EDGE) -> float:
     """The largest excursion of `y` from its mean: a constant (DC) offset is not sound, so a file holding only one
     reads 0 and is refused as silent instead of analysed into a key and a loudness out of window leakage. The first and
-    last `edge` samples are left out (when `y` is longer than four of them): resampling a constant rings there, as the
-    resampler starts from and ends in zeros, which made a DC-only file at another rate pass for sound."""
+    last `edge` samples (when `y` is longer than four of them) count only past `RING_RATIO` times the offset: resampling a
+    constant rings there, as the resampler starts from and ends in zeros, which made a DC-only file at another rate pass
+    for sound; a real sound at the very start or end of silence (a click at t=0) is no ringing, and counts."""
     import numpy as np
 
-    if y.size > 4 * edge > 0:
-        y = y[edge:-edge]
+    def excursion(part: np.ndarray, m) -> float:
+        return float(max(part.max() - m, m - part.min())) if part.size else 0.0  # = max |part - m|, no 30-s temporary
+
     if not y.size:
         return 0.0
-    m = y.dtype.type(y.mean(dtype=np.float64))
-    return float(max(y.max() - m, m - y.min()))  # = max |y - m| (rounding is monotonic), without a 30-s temporary
+    trim = y.size > 4 * edge > 0
+    core = y[edge:-edge] if trim else y
+    m = core.dtype.type(core.mean(dtype=np.float64))
+    peak = excursion(core, m)
+    if trim:
+        ends = max(excursion(y[:edge], m), excursion(y[-edge:], m))
+        if ends > RING_RATIO * abs(float(m)):
+            peak = max(peak, ends)
+    return peak
 
 
 def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SAMPLE_RATE,
