@@ -63,7 +63,9 @@ def init(address: str | None = None, *, verbose: bool = False, **kwargs) -> None
     """Connect to a Ray cluster (`address="auto"`: the running one) or start a local one; quiet if already connected.
 
     Ray's own log lines stay off the terminal (they are in the cluster's log files) unless `verbose`: songfeat says
-    what a run does, and what fails, in its own lines."""
+    what a run does, and what fails, in its own lines. While `ray.init` runs, all of stderr (file descriptor 2) is
+    hidden, Ray's Python warnings with it (`_quiet_backend`; not when you set RAY_BACKEND_LOG_LEVEL yourself);
+    `verbose` (the commands' --verbose) shows it."""
     ray = _ray()
     if not verbose:
         _quiet(ray)
