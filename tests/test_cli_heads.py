@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from songfeat import synth
 from songfeat.cli import app
+from songfeat.evaluate import _fmt
 
 from test_store import clip, make_dataset
 
@@ -256,6 +257,33 @@ def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_
         r = run.invoke(app, args + ["--out", str(tmp_path / "refused"), "--cv", k])
         assert r.exit_code == 2 and r.stderr.strip().endswith(says), r.output
         assert not (tmp_path / "refused").exists()
+
+
+def test_the_mean_baseline_is_scored_where_a_fold_has_a_mean_label(tmp_path, quick_fit):
+    """valence labelled on 2 clips that share a fold (c2, c3: `index_folds(6, 5, 42)`): that fold's training clips have
+    no valence, so the labels' mean has no guess for them (NaN), yet the baseline's valence figures claimed n=2 and
+    showed "–" as if undefined on 2 clips; it is now scored on the clips it has a guess for, none, and says n=0.
+    (Every other fold trains on both, so a feature's baseline is wholly scored or not at all.) The model's own figures
+    are as before, and a baseline scored on the model's clips says no n."""
+    args = _two_clips(tmp_path, "track_id,energy,valence\n" + "".join(
+        f"c{i},0.{i + 1},{f'0.{i + 2}' if i in (2, 3) else ''}\n" for i in range(6)))
+    r = _ok(args + ["--out", tmp_path / "heads"])
+    held = json.loads((tmp_path / "heads" / "config.json").read_text())["split"]["heads"]["held_out"]
+    model, mean = held["model"]["targets"]["valence"], held["mean_predictor"]["targets"]["valence"]
+    assert model["n"] == 2 and model["mae"] is not None and mean["n"] == 0 and mean["mae"] is None
+    assert f"| valence | {model['mae']:.3f} | {_fmt(model['pearson'], 2)} | – (n=0) | 2 |" in r.stdout, r.stdout
+    energy = held["mean_predictor"]["targets"]["energy"]
+    assert energy["n"] == 6 and f"| {energy['mae']:.3f} | 6 |" in r.stdout, r.stdout
+    ev = _ok(["evaluate-audio", "--labels", tmp_path / "labels.csv", "--audio", tmp_path / "audio",
+              "--model", tmp_path / "heads", "--cv", "5", "-f", "json"]).stdout
+    ev = json.loads(ev)["learned"]
+    assert ev["mean_predictor"]["targets"]["valence"]["n"] == 0 and ev["model"]["targets"]["valence"]["n"] == 2
+    assert ev["model"]["targets"]["valence"]["mae"] == model["mae"]
+    md = _ok(["evaluate-audio", "--labels", tmp_path / "labels.csv", "--audio", tmp_path / "audio",
+              "--model", tmp_path / "heads", "--cv", "5"]).stdout
+    row = next(ln for ln in md.splitlines() if ln.startswith("| valence |"))
+    assert "| – (n=0) | – |" in row and row.endswith("| 2 |"), md
+    assert "(n=" not in next(ln for ln in md.splitlines() if ln.startswith("| energy |")), md
 
 
 def test_train_heads_exits_1_for_clips_that_fail_and_a_bundle_it_cannot_write(tmp_path, quick_fit, monkeypatch):

@@ -19,7 +19,7 @@ from .data.labels import pair_table
 from .data.splits import index_folds
 from .descriptors import LOUDNESS_MEASURES, loudness_map
 from .errors import SongfeatError, WorkFailed, counted
-from .evaluate import _fmt, mean_labels, pearson, regression_metrics
+from .evaluate import _fmt, _fmt_n, baseline_metrics, mean_labels, pearson, regression_metrics
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
@@ -173,7 +173,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     if cv is None:
         pred = np.array([[predict_clip(bundle, c)[t] for t in targets] for c in clips])
         loo_mean = _loo_mean(y)  # leave-one-out mean: the baseline never sees its own clip
-        result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": regression_metrics(y, loo_mean, targets)}
+        result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": baseline_metrics(y, loo_mean, targets)}
         result["measured"] = measured_scores(desc, rows)
         result["predictions"] = pd.DataFrame(pred, columns=targets).assign(track_id=rows["track_id"]).to_dict("records")
         return result
@@ -204,7 +204,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     result["learned"] = {
         "model": regression_metrics(y, np.clip(stack_pred, lows, highs), targets),
         "stage1_only": regression_metrics(y, base_pred, targets),
-        "mean_predictor": regression_metrics(y, mean_pred, targets),
+        "mean_predictor": baseline_metrics(y, mean_pred, targets),  # NaN where a fold's training clips lack the label
     }
     if all(t in catalogue for t in targets):  # what you would guess knowing only Spotify's catalogue
         result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
@@ -289,7 +289,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
                                               index_folds(n, cv, seed), cfg, part_columns(heads_layout))
     pred, mean_pred = pred[:, idx_t], mean_pred[:, idx_t]
     catalogue = bundle.config.get("label_means") or {}
-    result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": regression_metrics(y, mean_pred, targets)}
+    result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": baseline_metrics(y, mean_pred, targets)}
     if all(t in catalogue for t in targets):
         result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
@@ -318,11 +318,13 @@ def to_markdown(result: dict) -> str:
              "|" + "---|" * (2 + 2 * len(cols))]
     for t in result["targets"] + ["average"]:
         cells = []
+        n = result["n_clips"] if t == "average" else learned["model"]["targets"][t]["n"]
         for c in cols:
             m = learned[c]["average"] if t == "average" else learned[c]["targets"][t]
-            cells += [_fmt(m["mae"]), _fmt(m["pearson"], 2)]  # "–" where undefined (a constant guess has no r)
+            # "–" where undefined (a constant guess has no r); a baseline scored on fewer clips says on how many
+            cells += [_fmt_n(m["mae"], m, n), _fmt(m["pearson"], 2)]
         # each feature is scored on the clips labelled with it
-        cells.append(str(result["n_clips"] if t == "average" else learned["model"]["targets"][t]["n"]))
+        cells.append(str(n))
         lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
     m = result["measured"]
     tp = m["tempo"] or {}

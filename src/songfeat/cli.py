@@ -899,7 +899,7 @@ def _echo_held_out(heads: dict, cv: int) -> None:
     """How well train-heads' fit does on clips it did not see, from the bundle's `split.heads` (its `held_out`): per
     labelled feature the cross-validated MAE and r beside predicting the training folds' mean label. Without --cv the
     figures on the training clips would flatter it, so none are printed; the line says how to get the held-out ones."""
-    from .evaluate import _fmt
+    from .evaluate import _fmt, _fmt_n
 
     h = heads.get("held_out")
     if h is None:
@@ -910,8 +910,8 @@ def _echo_held_out(heads: dict, cv: int) -> None:
              "without it; the bundle's heads are fitted on all of them)", "",
              "| feature | MAE | r | labels' mean MAE | clips |", "|---|---|---|---|---|"]
     for t, m in h["model"]["targets"].items():
-        lines.append(f"| {t} | {_fmt(m['mae'])} | {_fmt(m['pearson'], 2)} | "
-                     f"{_fmt(h['mean_predictor']['targets'][t]['mae'])} | {m['n']} |")
+        mean = h["mean_predictor"]["targets"][t]  # (n=K) when a fold's training clips had none of its labels
+        lines.append(f"| {t} | {_fmt(m['mae'])} | {_fmt(m['pearson'], 2)} | {_fmt_n(mean['mae'], mean, m['n'])} | {m['n']} |")
     typer.echo("\n".join(lines) + "\n")
 
 

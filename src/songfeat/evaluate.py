@@ -82,6 +82,13 @@ def mean_labels(y: np.ndarray) -> np.ndarray:
     return np.divide(np.where(known, y, 0.0).sum(0), known.sum(0), out=np.full(y.shape[1], np.nan), where=known.any(0))
 
 
+def baseline_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
+    """`regression_metrics` of a baseline scored on the rows where it has a guess: a fold whose training clips lack a
+    feature's label has no mean label (NaN), which made that feature's every baseline figure NaN; its `n` says how many."""
+    p = _as_2d(y_pred)
+    return regression_metrics(np.where(np.isnan(p), np.nan, _as_2d(y_true)), p, names)
+
+
 def danceable_accuracy(y_true: Any, y_pred: Any, threshold: float = DANCEABLE_THRESHOLD) -> float:
     """Share of clips whose "danceable" verdict (value > threshold) agrees between truth and prediction, over the clips
     with a label (a NaN label was counted as "not danceable"); NaN when none has one."""
@@ -117,6 +124,12 @@ def report(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
 
 def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _fmt_n(v: float | None, m: dict, n: int, digits: int = 3) -> str:
+    """A baseline's figure `v` from its metrics `m`, with the clips it was scored on when not the model's `n`
+    (`baseline_metrics`), so a figure over fewer clips is not read as one over the same."""
+    return _fmt(v, digits) + (f" (n={m['n']})" if m.get("n", n) != n else "")
 
 
 def to_markdown(result: dict, title: str | None = None) -> str:

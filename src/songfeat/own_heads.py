@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import mean_labels
+from .evaluate import baseline_metrics, mean_labels
 from .heads import (NO_GENRE_PARTS, TARGETS, FitConfig, assemble, fit_heads, intervals_from_labels, keep_stage1, layout,
                     nets_layout, new_heads, part_columns, predict_rows)
 
@@ -62,7 +62,8 @@ def held_out_predictions(base, evidence: list[np.ndarray], weights: list[np.ndar
                          folds: list[np.ndarray], cfg: FitConfig, columns: list[str], fit_all: bool = False,
                          progress: bool = False) -> tuple[np.ndarray, np.ndarray, object]:
     """K-fold held-out predictions [N, T] of heads fitted on labels `y` (NaN: unknown) without each fold, the baseline
-    (each feature's mean label over the fold's training clips, NaN where none has it) and, with `fit_all`, the heads
+    (each feature's mean label over the fold's training clips, NaN where none has it: `evaluate.baseline_metrics` scores
+    it on the other clips) and, with `fit_all`, the heads
     fitted on every clip (else None): the one loop `train_heads --cv` and `evaluate-audio --cv` (`accuracy._heads_cv`)
     share, so their figures agree.
 
@@ -196,7 +197,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         idx = [TARGETS.index(t) for t in targets]
         # (save_bundle writes an undefined figure, the r of a constant label, as null)
         held_out = {"folds": len(folds), "seed": cfg.seed, "model": regression_metrics(y[:, idx], pred[:, idx], targets),
-                    "mean_predictor": regression_metrics(y[:, idx], mean_pred[:, idx], targets)} if folds else None
+                    "mean_predictor": baseline_metrics(y[:, idx], mean_pred[:, idx], targets)} if folds else None
         config = copy.deepcopy({k: v for k, v in base.config.items() if k in ("targets", "numeric_inputs", "numeric_descriptors", "numeric_source",
                                                                                "scalers", "label_means", "format")})
         config.update({"model": "heads", "inputs": ["evidence", "numeric"], "evidence_layout": lay,
