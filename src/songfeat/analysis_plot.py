@@ -71,7 +71,7 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
     Raises OutputError (an OSError) before drawing when `path` is a folder, a device or an audio file (the input, say).
     """
     from .output import check_output
-    from .plotting import PNG_DPI, pyplot
+    from .plotting import PNG_DPI, pyplot, save_png
 
     check_output(Path(path), "the picture")
     plt = pyplot()
@@ -136,6 +136,4 @@ def save_plot(analysis: Analysis, path: str | Path, title: str | None = None) ->
               lw=1.4, zorder=3, label="bars")
     axt.set_xlabel(_x_label(show_beats, bar_step))
     _fit_labels(fig, ax, labels)
-    from .plotting import save_png
-
     return save_png(fig, path)

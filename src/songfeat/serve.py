@@ -207,19 +207,18 @@ class NoTrailingSlash:
         await self.app(scope, receive, send)
 
 
-def _declares_body(headers: Headers) -> bool:
-    """Whether a request says a body follows its head (a Content-Length other than 0, or a Transfer-Encoding)."""
+def _body_length(headers: Headers) -> int | None:
+    """The body length a request's head declares: 0 without Content-Length, None when it cannot be known (a
+    Transfer-Encoding, chunked say, or a Content-Length that is no plain number)."""
     length = headers.get("content-length", "0").strip()
-    return "transfer-encoding" in headers or not (length.isdigit() and int(length) == 0)
+    return int(length) if length.isdigit() and "transfer-encoding" not in headers else None
 
 
-def _drainable(headers: Headers) -> bool:
-    """Whether a body left unread may be read and dropped to keep its connection: a Content-Length of at most
-    DRAIN_BYTES, no Transfer-Encoding (a chunked body's size is unknown), and no `Expect: 100-continue` (reading would
-    invite a body the client is waiting to be told not to send)."""
-    length = headers.get("content-length", "").strip()
-    return (length.isdigit() and int(length) <= DRAIN_BYTES and "transfer-encoding" not in headers
-            and "expect" not in headers)
+def _drainable(headers: Headers, length: int | None) -> bool:
+    """Whether a body left unread may be read and dropped to keep its connection: a known length of at most
+    DRAIN_BYTES, and no `Expect: 100-continue` (reading would invite a body the client is waiting to be told not to
+    send)."""
+    return length is not None and length <= DRAIN_BYTES and "expect" not in headers
 
 
 class CloseUnreadBody:
@@ -236,7 +235,8 @@ class CloseUnreadBody:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        read, drainable = not _declares_body(headers), _drainable(headers)
+        length = _body_length(headers)
+        read, drainable = length == 0, _drainable(headers, length)
 
         async def reading() -> Message:
             nonlocal read
