@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 import time
@@ -209,13 +210,20 @@ def peer_version(peer: str) -> str:
     return h.hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=None)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    """The first 12 hex digits of a clip's SHA-256 (songfeat's content id), read once however many peers ask (keyed on
+    size and mtime too, so a clip rewritten in place is read again)."""
+    from songfeat.analyze import content_id
+
+    return content_id(path)[:12]
+
+
 def cache_file(c: Clip, peer: str, version: str) -> Path:
     """Where one peer's output for one clip is cached: under the peer's version, named by the clip and a hash of its
     bytes (another file under the same name, e.g. from another --shared folder, is measured afresh)."""
-    import hashlib
-
-    digest = hashlib.sha256(c.path.read_bytes()).hexdigest()[:12]
-    return CACHE / f"{peer}-{version}" / c.set / f"{c.path.stem}.{digest}.json"
+    st = c.path.stat()
+    return CACHE / f"{peer}-{version}" / c.set / f"{c.path.stem}.{_digest(c.path, st.st_size, st.st_mtime_ns)}.json"
 
 
 def _cached(f: Path) -> dict | None:

@@ -55,4 +55,6 @@ def __dir__() -> list[str]:
 def _open_store_needs_train(path: object) -> NoReturn:
     """open_store on an install without the 'train' extra (the store reads its labels with pandas, its front-end
     tensors with torch): says so."""
-    raise ModuleNotFoundError("songfeat.open_store needs the 'train' extra: pip install 'songfeat[train]'", name="pandas")
+    from .errors import needs_extra
+
+    raise ModuleNotFoundError(needs_extra("songfeat.open_store", "train"), name="pandas")

@@ -37,6 +37,7 @@ WINDOW_SECONDS = 30.0  # learned features are predicted on windows of this lengt
 MIN_SECONDS = 1.0  # shorter audio carries too little rhythm or timbre to describe
 MIN_TAIL_SECONDS = 10.0  # a last window shorter than this is not used for learned features when a full one exists
 SILENCE_DBFS = -90.0  # audio whose peak stays below this is treated as silent
+SILENCE_PEAK = 10 ** (SILENCE_DBFS / 20)  # the same as a linear peak
 PEAK_EDGE = 882  # samples (20 ms at 44.1 kHz) at each end of a window where the silence check allows resampler ringing
 RING_RATIO = 1.5  # ... up to this many times the window's offset (a constant's ringing stays under 0.97 of it, 1-768 kHz)
 MAX_PEAK = 100.0  # +40 dBFS: float files may overshoot ±1 a little, never by this much (1e19 once gave NaN features)
@@ -68,6 +69,24 @@ _ERROR_LINE = re.compile(r"\berror\b|\billegal\b", re.IGNORECASE)  # libmpg123: 
 MAX_LOG_CHARS = 20_000  # raw decoder text kept per file (for --verbose); the error count covers all of it
 
 
+@contextmanager
+def fd2_to(fileno: int) -> Iterator[None]:
+    """Run the body with file descriptor 2 (what native code prints to) pointed at `fileno`, Python's own stderr flushed
+    first, fd 2 restored after; one redirection at a time in the process."""
+    with _FD2_LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+        saved = os.dup(2)
+        os.dup2(fileno, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 class DecoderLog:
     """What native decoders printed on fd 2 while one file was decoded (collected call by call)."""
 
@@ -81,17 +100,8 @@ class DecoderLog:
         with _FD2_LOCK:
             if self._file is None:
                 self._file = tempfile.TemporaryFile()
-            try:
-                sys.stderr.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
-            saved = os.dup(2)
-            os.dup2(self._file.fileno(), 2)
-            try:
+            with fd2_to(self._file.fileno()):
                 yield
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
 
     def add(self, text: str) -> None:
         """Append `text` (another log's capture) to this log, as if the decoder had printed it here."""
@@ -689,7 +699,7 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
     if seconds < MIN_SECONDS:
         shown = math.floor(seconds * 1000) / 1000  # 0.999 s, not "1.00 s; need at least 1 s"
         raise AudioError(path, f"too short ({shown:g} s; need at least {MIN_SECONDS:g} s)")
-    if peak <= 10 ** (SILENCE_DBFS / 20):
+    if peak <= SILENCE_PEAK:
         if channels_cancel(path):
             raise AudioError(path, f"{silent} once its channels are averaged to mono, which songfeat analyses: they "
                                    "cancel out (one is the other with its polarity inverted?)")
@@ -709,13 +719,12 @@ def channels_cancel(path: str | Path) -> bool:
         p = Path(info.path)
         blocks = _captured(_pyav_blocks(p, mono=False) if info.decoder == "pyav" else _soundfile_blocks(p, mono=False), log)
         try:
-            quiet = 10 ** (SILENCE_DBFS / 20)
             for block, _ in blocks:  # loud channels where their mix is silent (a click in both is no cancelling), and
                 # their mix far (20 dB) below their average swing: one faint channel beside silent ones only averages down
                 if not block.size:
                     continue
                 spans, mixed = np.ptp(block, axis=0), float(np.ptp(block.mean(axis=1)))
-                if float(spans.max()) / 2 > quiet >= mixed / 2 and mixed < 0.1 * float(spans.mean()):
+                if float(spans.max()) / 2 > SILENCE_PEAK >= mixed / 2 and mixed < 0.1 * float(spans.mean()):
                     return True
         finally:
             blocks.close()

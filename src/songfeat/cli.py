@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from .errors import counted
+from .errors import counted, needs_extra
 
 
 class _Songfeat(TyperGroup):
@@ -160,14 +160,12 @@ def _given(ctx: typer.Context, options: dict[str, str]) -> list[str]:
             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
 
 
-# what an --output's extension says to write when --format is not given
-FORMAT_OF_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-
-
 def _format_of(ctx: typer.Context, fmt: str, output: Optional[Path]) -> str:
     """--format as given, else the one --output's extension names: `-o features.csv` wrote JSON into features.csv."""
     if output is None or _given(ctx, {"fmt": "--format"}):
         return fmt
+    from .output import FORMAT_OF_SUFFIX
+
     return FORMAT_OF_SUFFIX.get(output.suffix.lower(), fmt)
 
 
@@ -191,6 +189,22 @@ def _no_timeout_on_ray(ctx: typer.Context, engine: str, timeout: float, what: st
 def _os_error(e: OSError) -> str:
     """'<file>: <reason>' for an OSError (a full disk, a permission, a vanished file), as SongfeatError reads."""
     return f"{e.filename}: {e.strerror or e}" if e.filename else str(e)
+
+
+@contextlib.contextmanager
+def _exit_status() -> Iterator[None]:
+    """The exit-status rule (README, "Exit status") for a command's work, one error line each: WorkFailed (the work ran
+    and failed) and an OSError (a full disk) are 1, any other SongfeatError (a refusal before any work) 2."""
+    from .errors import SongfeatError, WorkFailed
+
+    try:
+        yield
+    except WorkFailed as e:
+        raise fail(str(e), 1) from None
+    except SongfeatError as e:
+        raise fail(str(e)) from None
+    except OSError as e:
+        raise fail(_os_error(e), 1) from None
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -849,7 +863,7 @@ def train_heads_cmd(
     import warnings
 
     from .errors import SongfeatError, SongfeatWarning, WorkFailed
-    from .own_heads import train_heads
+    from .own_heads import DROPPED as dropped, LEFT_OUT as clip, NOT_USED as cell, train_heads
 
     caught: list = []
     failed: list[str] = []
@@ -872,7 +886,6 @@ def train_heads_cmd(
                     error = None
         finally:  # what was left out, first: before the error or interruption line too
             said = [str(w.message) for w in caught if issubclass(w.category, SongfeatWarning)]
-            dropped, clip, cell = "label row dropped: ", "left out: ", "label value not used: "
             _echo_dropped([m[len(dropped):] for m in said if m.startswith(dropped)], f"check {labels}")
             _echo_not_used([m[len(cell):] for m in said if m.startswith(cell)], f"check {labels}")
             failed = [m[len(clip):] for m in said if m.startswith(clip)]
@@ -984,7 +997,6 @@ def build_cmd(
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
     from .data.store import build_store, finished_clips
-    from .errors import SongfeatError, WorkFailed
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
@@ -1003,25 +1015,23 @@ def build_cmd(
         return (f"interrupted; {kept[0]} of {counted(kept[1], 'clip')} finished, kept in {out}; rerun the same command "
                 "to continue")
 
-    try:
-        with _interrupted(interrupted):
-            runner = None
-            if engine == "ray":
-                from . import distributed
+    # 2: refused before any clip (labels, audio folder or --out it cannot use, no clip pairs); 1: the clips ran and the
+    # store could not be finished, or a full disk
+    with _exit_status():
+        try:
+            with _interrupted(interrupted):
+                runner = None
+                if engine == "ray":
+                    from . import distributed
 
-                # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
-                runner = distributed.clip_runner(concurrency=workers, join=lambda: distributed.init(address, verbose=verbose))
-            report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
-                                 limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
-                                 verbose=verbose, runner=runner)
-    except WorkFailed as e:  # the clips ran and the store could not be finished
-        raise fail(str(e), 1) from None
-    except SongfeatError as e:  # refused before any clip: labels, audio folder or --out it cannot use, no clip pairs
-        raise fail(str(e)) from None
-    except ValueError as e:  # e.g. an unknown --frontend
-        raise fail(str(e)) from None
-    except OSError as e:  # a full disk or a permission while writing the store
-        raise fail(_os_error(e), 1) from None
+                    # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
+                    runner = distributed.clip_runner(concurrency=workers,
+                                                     join=lambda: distributed.init(address, verbose=verbose))
+                report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
+                                     limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
+                                     verbose=verbose, runner=runner)
+        except ValueError as e:  # e.g. an unknown --frontend
+            raise fail(str(e)) from None
     dropped = report.label_rows_dropped_lines
     _echo_dropped(dropped, f"see {out / 'report.json'}")  # as evaluate-audio and train-heads say them
     _echo_not_used(report.label_values_not_used, f"see {out / 'report.json'}")
@@ -1179,21 +1189,18 @@ def collect_cmd(
     """Collect tracks per genre from Spotify's search, with their audio features, into one CSV."""
     from .data.collect import collect
     from .data.spotify_api import SpotifyAPIError
-    from .errors import SongfeatError, WorkFailed
 
-    try:
-        with _interrupted(f"interrupted; progress is kept in {out}; rerun the same command to continue"):
-            report = collect(genres, per_genre, out, client_id=client_id, client_secret=client_secret, api_url=api_url,
-                             token_url=token_url, features=features, require_preview=require_preview,
-                             policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
-    except SpotifyAPIError as e:
-        raise fail(f"{e} (progress is kept in {out}; rerun the same command to continue)" if out.exists() else str(e), 1) from None
-    except WorkFailed as e:  # a save that failed once the searches ran
-        raise fail(str(e), 1) from None
-    except SongfeatError as e:  # refused before any request: no genres, credentials, an --out it cannot use
-        raise fail(str(e)) from None
-    except OSError as e:
-        raise fail(_os_error(e), 1) from None
+    # 2: refused before any request (no genres, credentials, an --out it cannot use); 1: a save or a request that failed
+    with _exit_status():
+        try:
+            with _interrupted(f"interrupted; progress is kept in {out}; rerun the same command to continue"):
+                report = collect(genres, per_genre, out, client_id=client_id, client_secret=client_secret,
+                                 api_url=api_url, token_url=token_url, features=features,
+                                 require_preview=require_preview, policy=_retry_policy(retries, backoff, max_wait),
+                                 progress=_progress_on(), on_message=_note)
+        except SpotifyAPIError as e:  # (a WorkFailed) said with where the progress is
+            raise fail(f"{e} (progress is kept in {out}; rerun the same command to continue)" if out.exists() else str(e),
+                       1) from None
     if report.message:
         typer.echo(one_line(f"songfeat: warning: {report.message}"), err=True)
     for genre, n in report.short.items():
@@ -1215,18 +1222,12 @@ def download_cmd(
     """Download the 30-s previews of a track table: atomic, resumable, failures listed in a report."""
     from .data.download import download
     from .data.cells import short_id  # not labels: it needs pandas, and download runs on the 'collect' extra
-    from .errors import SongfeatError, WorkFailed
 
-    try:
-        with _interrupted(f"interrupted; files already in {out} are complete; rerun the same command to continue"):
-            report = download(tracks, out, concurrency=concurrency, timeout=timeout,
-                              policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
-    except WorkFailed as e:  # a write that failed once the downloads ran (a full disk)
-        raise fail(str(e), 1) from None
-    except SongfeatError as e:  # refused before any download: a table or --out folder it cannot use
-        raise fail(str(e)) from None
-    except OSError as e:
-        raise fail(_os_error(e), 1) from None
+    # 2: refused before any download (a table or --out folder it cannot use); 1: a write that failed (a full disk)
+    with _exit_status(), _interrupted(f"interrupted; files already in {out} are complete; rerun the same command to "
+                                      "continue"):
+        report = download(tracks, out, concurrency=concurrency, timeout=timeout,
+                          policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
     for f in report.failures[:5]:
         typer.echo(one_line(f"songfeat: error: {short_id(f.track_id)}: {f.url}: {f.reason}"), err=True)
     if len(report.failures) > 5:
@@ -1323,11 +1324,6 @@ COMMAND_NEEDS = {"serve": ("fastapi", "uvicorn", "pebble"), "build": ("pandas",)
                  "check-behaviour": ("pandas",), "evaluate-audio": ("pandas",), "train": ("torch",),
                  "evaluate": ("torch",), "compare": ("torch",), "export-onnx": ("torch", "onnx"),
                  "collect": ("requests",), "download": ("requests",)}
-
-
-def needs_extra(command: str, extra: str) -> str:
-    """The one-line message for a command run without the extra it needs."""
-    return f"{command} needs the '{extra}' extra: pip install 'songfeat[{extra}]'"
 
 
 def require(command: str, module: str) -> None:

@@ -100,16 +100,17 @@ def _quiet_backend() -> Iterator[None]:
     if key in os.environ:
         yield
         return
+    from .audio import fd2_to
+
     os.environ[key] = "fatal"
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
-        yield
+        with fd2_to(devnull):
+            try:
+                yield
+            finally:
+                sys.stderr.flush()  # what Python printed meanwhile goes where fd 2 went too
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
         os.close(devnull)
         os.environ.pop(key, None)
 

@@ -48,6 +48,11 @@ def existing_ancestor(path: str | Path) -> Path:
     return p
 
 
+def needs_extra(command: str, extra: str) -> str:
+    """The one-line message for a command (or a function) run without the extra it needs."""
+    return f"{command} needs the '{extra}' extra: pip install 'songfeat[{extra}]'"
+
+
 def counted(n: int, noun: str, plural: str = "") -> str:
     """`n` and its noun in the number it takes, '1 clip' but '0 clips' (messages said '1 clips'); `plural` when adding
     an s will not do, or to carry a verb along: counted(n, "track has", "tracks have")."""

@@ -35,6 +35,8 @@ from .errors import SongfeatError, existing_ancestor
 from .features import SPOTIFY_KEYS
 
 FORMATS = ("json", "jsonl", "csv", "parquet")
+# what an --output's extension says to write when --format is not given
+FORMAT_OF_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 MODEL_KEY = "model"  # in batch rows: `bundle.model_id` of the model that wrote the row (--resume refuses another)
 CSV_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY,)
 PARQUET_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY, "error")

@@ -35,6 +35,8 @@ def _check_base(base) -> None:
                                    "use the default model or a bundle made by train-heads or train-default")
 
 CV_FOLDS = 5  # train-heads scores its recipe on clips it did not fit, in this many folds of the user's clips (--cv)
+# the prefixes of train_heads' warnings that the CLI sorts by: rows dropped, cells not used, clips that would not analyse
+DROPPED, NOT_USED, LEFT_OUT = "label row dropped: ", "label value not used: ", "left out: "
 
 def _fit_labelled(base, evidence: list[np.ndarray], weights: list[np.ndarray], y: np.ndarray, numeric_std: np.ndarray,
                   cfg: FitConfig, columns: list[str]):
@@ -141,9 +143,9 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         for line in labels.unread:
             warnings.warn(line, SongfeatWarning, stacklevel=2)
         for line in labels.dropped_lines():
-            warnings.warn(f"label row dropped: {line}", SongfeatWarning, stacklevel=2)
+            warnings.warn(f"{DROPPED}{line}", SongfeatWarning, stacklevel=2)
         for line in labels.nulled_lines():  # an out-of-range value: that cell alone is missing
-            warnings.warn(f"label value not used: {line}", SongfeatWarning, stacklevel=2)
+            warnings.warn(f"{NOT_USED}{line}", SongfeatWarning, stacklevel=2)
         if missing:
             warnings.warn(f"{labels_csv}: {counted(len(missing), 'labelled id has', 'labelled ids have')} no audio file in "
                           f"{audio_dir} (e.g. {short_id(missing[0])})",
@@ -166,7 +168,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         ok = [i for i, r in enumerate(recs) if not isinstance(r, str)]
         failed = [r for r in recs if isinstance(r, str)]
         for r in failed:  # each clip that would not analyse: the command prints it as an error and ends with status 1
-            warnings.warn(f"left out: {r}", SongfeatWarning, stacklevel=2)
+            warnings.warn(f"{LEFT_OUT}{r}", SongfeatWarning, stacklevel=2)
         need(len(ok), f" ({len(failed)} of {len(recs)} clips failed to analyse)", WorkFailed)
         y = np.full((len(ok), len(TARGETS)), np.nan)
         for t in targets:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from .. import __version__, atomic
 from ..analyze import DEFAULT_TIMEOUT
-from ..audio import (SAMPLE_RATE, SILENCE_DBFS, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio,
+from ..audio import (SAMPLE_RATE, SILENCE_PEAK, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio,
                      sound_peak)
 from ..errors import AudioError, SongfeatError, SongfeatWarning, WorkFailed, counted
 from ..frontend import FrontendSpec, compute, fit_window, get_spec
@@ -176,7 +176,7 @@ def sound_start(y: np.ndarray, sr: int = SAMPLE_RATE) -> float | None:
     """Seconds into `y` where its first second holding sound (a `sound_peak` above `SILENCE_DBFS`) begins; None if
     it holds none: how long a clip's silent intro lasts, in whole seconds."""
     for start in range(0, y.size, sr):
-        if sound_peak(y[start:start + sr], edge=0) > 10 ** (SILENCE_DBFS / 20):
+        if sound_peak(y[start:start + sr], edge=0) > SILENCE_PEAK:
             return start / sr
     return None
 
