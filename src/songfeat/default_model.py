@@ -21,7 +21,7 @@ import torch
 from . import __version__, features, mfcc, vocal_gate
 from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
 from .models.stack import Stack
-from .stack import HEAD_SPEC, TABLE, base_outputs, fit_head, head_inputs, install_head
+from .stack import HEAD_SPEC, TABLE, fit_head
 
 TARGETS = features.LEARNED
 INPUTS = features.MEASURED_NUMERIC_INPUTS
@@ -159,9 +159,10 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         table = read_labels(shared / TABLE).frame
         check_table(table, shared / TABLE)
         # stage 1 reads no labelled clip, nor the same recording under another id (`sources.held_out_ids`)
-        fit = train_base(table, held_out_ids(shared, table), seed=seed, progress=progress)
+        held_out = held_out_ids(shared, table)
+        fit = train_base(table, held_out, seed=seed, progress=progress)
         cfg = FitConfig(seed=seed)
-        genre_table = default_genre_table(shared)
+        genre_table = default_genre_table(shared, held_out)
         lay = layout(DEFAULT_PARTS, genre_table)
         man = behaviour.read_manifest(shared)
         # the records and targets the held-out folds use too; its bundle (stage 1 and the scalers) is set once built below
@@ -570,4 +571,4 @@ def model_card(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["train_default", "train_base", "fit_head", "install_head", "head_inputs", "base_outputs"]
+__all__ = ["train_default", "train_base", "fit_head"]

@@ -368,6 +368,29 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
         return model(evidence=torch.from_numpy(np.ascontiguousarray(evidence, dtype=np.float32)),
                      numeric=torch.from_numpy(np.ascontiguousarray(numeric_std, dtype=np.float32))).numpy()
 
+
+def clip_rows(evidence: list[np.ndarray], weights: list[np.ndarray], numeric_std: np.ndarray):
+    """Window rows of clips: evidence [R, D], numeric [R, F] (each clip's row once per window), clip index [R], weight [R]
+    (each clip's window weights divided by their sum, so every clip weighs the same)."""
+    num = [np.repeat(numeric_std[i:i + 1], len(x), axis=0) for i, x in enumerate(evidence)]
+    idx = [np.full(len(x), i) for i, x in enumerate(evidence)]
+    return (np.concatenate(evidence), np.concatenate(num), np.concatenate(idx),
+            np.concatenate([w / w.sum() for w in weights]))
+
+
+def fit_clips(bundle, evidence: list[np.ndarray], weights: list[np.ndarray], numeric_std: np.ndarray, lo: np.ndarray,
+              hi: np.ndarray, cfg: FitConfig, columns: list[str] | None = None, feature_weights: np.ndarray | None = None):
+    """Heads over the bundle's stage 1 fitted on clips (each clip's evidence rows [W, D] and window weights [W], its
+    numeric_std, lo, hi and `feature_weights` rows per clip), every clip weighing the same: the one fit of
+    `sources.fit_on` and `train-heads`."""
+    ev, num, idx, w = clip_rows(evidence, weights, numeric_std)
+    model = new_heads(bundle, ev.shape[1], cfg)
+    fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg, columns,
+              feature_weights=None if feature_weights is None else feature_weights[idx])
+    model.eval()
+    return model
+
+
 def new_heads(bundle, n_evidence: int, cfg: FitConfig):
     """A fresh heads model whose stage 1 is the bundle's (same recipe, same weights)."""
     from .models.heads import Heads
@@ -392,6 +415,7 @@ def keep_stage1(model, features: list[int]) -> None:
                 if layer.bias is not None:
                     layer.bias[features] = 0.0
 
-__all__ = ["FitConfig", "fit_heads", "predict_rows", "new_heads", "keep_stage1", "assemble", "layout", "intervals_from_labels",
-           "intervals_from_rules", "rule_interval", "catalogue_intervals", "catalogue_region", "nets_layout", "DEFAULT_PARTS",
-           "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "RIDGE_PARTS", "TARGETS"]
+
+__all__ = ["FitConfig", "fit_heads", "fit_clips", "clip_rows", "predict_rows", "new_heads", "keep_stage1", "assemble",
+           "layout", "intervals_from_labels", "intervals_from_rules", "rule_interval", "catalogue_intervals",
+           "catalogue_region", "nets_layout", "DEFAULT_PARTS", "NO_GENRE_PARTS", "NO_TAGGER_PARTS", "RIDGE_PARTS", "TARGETS"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import baseline_metrics, mean_labels
-from .heads import (NO_GENRE_PARTS, TARGETS, FitConfig, assemble, fit_heads, intervals_from_labels, keep_stage1, layout,
+from .heads import (NO_GENRE_PARTS, TARGETS, FitConfig, assemble, fit_clips, intervals_from_labels, keep_stage1, layout,
                     nets_layout, new_heads, part_columns, predict_rows)
 
 
@@ -41,14 +41,10 @@ DROPPED, NOT_USED, LEFT_OUT = "label row dropped: ", "label value not used: ", "
 def _fit_labelled(base, evidence: list[np.ndarray], weights: list[np.ndarray], y: np.ndarray, numeric_std: np.ndarray,
                   cfg: FitConfig, columns: list[str]):
     """Heads fitted on clips labelled `y` [N, T] (NaN: unknown) over the base's stage 1, from each clip's evidence rows
-    [W, D] and window weights [W] (each clip weighing the same, as `sources.fit_on`); a feature none of these clips is
-    labelled with gives stage 1's prediction (its unconstrained heads fell to the floor for every song)."""
+    [W, D] and window weights [W] (each clip weighing the same: `heads.fit_clips`, as `sources.fit_on`); a feature none
+    of these clips is labelled with gives stage 1's prediction (its unconstrained heads fell to the floor for every song)."""
     lo, hi = intervals_from_labels(y)
-    idx = np.concatenate([np.full(len(x), i) for i, x in enumerate(evidence)])
-    model = new_heads(base, evidence[0].shape[1], cfg)
-    fit_heads(model, np.concatenate(evidence), numeric_std[idx], lo[idx], hi[idx],
-              np.concatenate([w / w.sum() for w in weights]), cfg, columns)
-    model.eval()
+    model = fit_clips(base, evidence, weights, numeric_std, lo, hi, cfg, columns)
     unlabelled = [j for j in range(y.shape[1]) if np.isnan(y[:, j]).all()]
     if unlabelled:
         keep_stage1(model, unlabelled)

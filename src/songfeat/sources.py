@@ -28,8 +28,8 @@ import torch
 from . import behaviour, features, vocal_gate
 from .evaluate import regression_metrics
 from .heads import (DEFAULT_PARTS, NO_TAGGER_PARTS, RIDGE_PARTS, TARGETS, FitConfig, assemble, catalogue_intervals,
-                    catalogue_region, fit_heads, intervals_from_labels, intervals_from_rules, layout, new_heads,
-                    part_columns, predict_rows)
+                    catalogue_region, clip_rows, fit_clips, intervals_from_labels, intervals_from_rules, layout, part_columns,
+                    predict_rows)
 from .models.heads import Z_CLAMP
 from .records import DEFAULT_CACHE, check_cache, get_records
 
@@ -143,14 +143,7 @@ def _numeric(records, slope: float, icpt: float) -> np.ndarray:
 
 def _windows(records, lay, numeric_std: np.ndarray):
     """Window rows: evidence [R, D], numeric [R, F], clip index [R], weight [R] (each clip sums to 1)."""
-    ev, num, idx, w = [], [], [], []
-    for i, r in enumerate(records):
-        x = assemble(r.blocks, lay)
-        ev.append(x)
-        num.append(np.repeat(numeric_std[i:i + 1], len(x), axis=0))
-        idx.append(np.full(len(x), i))
-        w.append(r.weights / r.weights.sum())
-    return np.concatenate(ev), np.concatenate(num), np.concatenate(idx), np.concatenate(w)
+    return clip_rows([assemble(r.blocks, lay) for r in records], [r.weights for r in records], numeric_std)
 
 
 def clip_predictions(model, records, lay, numeric_std, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -168,12 +161,8 @@ def clip_predictions(model, records, lay, numeric_std, bounds: tuple[np.ndarray,
 def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig, feature_weights: np.ndarray | None = None):
     """A heads model fitted on clips with interval targets (clip weights equal, windows share them); `feature_weights`
     [clips, T], if given, multiplies each clip's loss per feature (`heads.fit_heads`)."""
-    ev, num, idx, w = _windows(records, lay, numeric_std)
-    model = new_heads(bundle, ev.shape[1], cfg)
-    fit_heads(model, ev, num, lo[idx], hi[idx], w, cfg, part_columns(lay),
-              feature_weights=None if feature_weights is None else feature_weights[idx])
-    model.eval()
-    return model
+    return fit_clips(bundle, [assemble(r.blocks, lay) for r in records], [r.weights for r in records], numeric_std,
+                     lo, hi, cfg, part_columns(lay), feature_weights)
 
 
 FIT_MEMO = 8  # heads fits `_Data.fit` keeps (~2 MB each)
@@ -198,7 +187,8 @@ class _Data:
         self.beh_recs = [recs[n_lab + j] for j in ok_beh]
         self.beh_files = list(fit_beh.loc[ok_beh, "file"])
         self.beh_rules = list(fit_beh.loc[ok_beh, "rules"])
-        self.beh_lo, self.beh_hi, intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh], catalogue_bounds)
+        cat = catalogue_frame(shared)
+        self.beh_lo, self.beh_hi, intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh], catalogue_bounds, cat)
         self.bounds, self.regions = intervals["rules"], intervals["regions"]
         self.y = self.clips[list(TARGETS)].to_numpy(float)
         self.y_fit = self.y.copy()
@@ -209,7 +199,7 @@ class _Data:
         self.lufs = np.array([r.descriptors["loudness_lufs"] for r in self.lab_recs])
         self.spot_loud = self.clips["loudness"].to_numpy(float)
         self.bundle = bundle
-        self.gate_value = vocal_gate.typical_value(catalogue_frame(shared)[vocal_gate.FEATURE].to_numpy(float))
+        self.gate_value = vocal_gate.typical_value(cat[vocal_gate.FEATURE].to_numpy(float))
         self._gate_x: tuple[np.ndarray, np.ndarray] | None = None
         self._fits: dict = {}  # `fit`'s results: a pool's heads are read by several choices (held out, inner, behaviour)
 
@@ -504,18 +494,20 @@ def catalogue_frame(shared: str | Path) -> pd.DataFrame:
     return cat[~cat["track_id"].astype(str).isin(held_out_ids(shared, cat))]
 
 
-def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bounds: bool = True):
+def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bounds: bool = True,
+                        catalogue: pd.DataFrame | None = None):
     """Targets for the behaviour fitting half -> (lo, hi [N, T], {"rules": per-rule intervals, "regions": file -> intervals}).
 
     Each rule takes the catalogue's interval on its side (`heads.catalogue_intervals`); a music or speech clip's
     every learned feature then takes where the catalogue's tracks meeting all its rules lie (`heads.catalogue_region`),
     so features no rule names stay among Spotify's values for such music. `catalogue_bounds=False`: margin intervals only.
+    `catalogue`: `catalogue_frame(shared)` if the caller already holds it (read here otherwise).
     """
     rules = list(fit_beh["rules"])
     if not catalogue_bounds:
         lo, hi = intervals_from_rules(rules, {})
         return lo, hi, {"rules": {}, "regions": {}}
-    cat = catalogue_frame(shared)
+    cat = catalogue_frame(shared) if catalogue is None else catalogue
     bounds = catalogue_intervals(cat, [r for rs in rules for r in rs])
     lo, hi = intervals_from_rules(rules, bounds)
     regions = {}
@@ -529,13 +521,17 @@ def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bou
     return lo, hi, {"rules": bounds, "regions": regions}
 
 
-def default_genre_table(shared: str | Path) -> dict:
-    """The genre-prior table built without any labelled clip or its twin in the catalogue (so no scored clip informs it)."""
-    from .data.labels import read_labels
-    from .stack import TABLE
+def default_genre_table(shared: str | Path, exclude_ids: set[str] | None = None) -> dict:
+    """The genre-prior table built without any labelled clip or its twin in the catalogue (so no scored clip informs it);
+    `exclude_ids`, if given, are those ids (`held_out_ids`), so a caller holding them spares the catalogue's reparse."""
     from .genre_prior import build_table
 
-    return build_table(shared, exclude_ids=held_out_ids(shared, read_labels(Path(shared) / TABLE).frame))
+    if exclude_ids is None:
+        from .data.labels import read_labels
+        from .stack import TABLE
+
+        exclude_ids = held_out_ids(shared, read_labels(Path(shared) / TABLE).frame)
+    return build_table(shared, exclude_ids=exclude_ids)
 
 
 def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache: str | Path | None = DEFAULT_CACHE,

@@ -14,7 +14,6 @@ import torch
 
 from .bundle import Bundle
 from .frontend import MFCC_DENSE
-from .models.stack import Stack
 
 # Spotify's 41,855-track catalogue in the shared data folder: stage 1's training rows, and the catalogue the held-out
 # tables and the heads' rule intervals read (`sources.catalogue_frame`)
@@ -46,13 +45,4 @@ def fit_head(z: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return r.coef_.astype(np.float32), r.intercept_.astype(np.float32), mean, std, [float(a) for a in np.atleast_1d(r.alpha_)]
 
 
-def install_head(model: Stack, w, b, mean, std) -> None:
-    """Copy a fitted ridge correction into the model's head."""
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(w))
-        model.head.bias.copy_(torch.as_tensor(b))
-        model.z_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        model.z_std.copy_(torch.as_tensor(std, dtype=torch.float32))
-
-
-__all__ = ["TABLE", "HEAD_SPEC", "ALPHAS", "base_outputs", "head_inputs", "fit_head", "install_head"]
+__all__ = ["TABLE", "HEAD_SPEC", "ALPHAS", "base_outputs", "head_inputs", "fit_head"]
