@@ -127,7 +127,8 @@ def test_ctrl_c_partway_keeps_the_committed_parts_and_a_rerun_finishes(cluster, 
 
     out = tmp_path / "features"
     cmd = [sys.executable, "-m", "songfeat.cli", "analyze", str(folder), "--engine", "ray", "--address", cluster,
-           "--format", "parquet", "--output", str(out), "--chunk-size", "3", "--workers", "1"]
+           "--format", "parquet", "--output", str(out), "--chunk-size", "1", "--workers", "1"]
+    # one file a part: under a loaded CI machine three parts of three could all be committed before SIGINT landed
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -143,7 +144,7 @@ def test_ctrl_c_partway_keeps_the_committed_parts_and_a_rerun_finishes(cluster, 
     assert proc.returncode == 130, err
     assert err.splitlines()[-1] == (f"songfeat: error: interrupted; committed parts are kept in {out}; "
                                     "rerun the same command to continue"), err
-    assert 1 <= len(distributed.read_manifest(out)["parts"]) < 3 and not distributed.read_manifest(out)["complete"]
+    assert 1 <= len(distributed.read_manifest(out)["parts"]) < 7 and not distributed.read_manifest(out)["complete"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 1, p.stderr[-3000:]  # the two bad files
     paths = distributed.read_output(out, columns=["path"]).column("path").to_pylist()
