@@ -316,6 +316,78 @@ def test_cli_single_file_prints_one_object(example_clip, example_result):
     assert json.loads(p.stdout) == example_result
 
 
+def test_cli_reads_one_file_from_standard_input(tmp_path, example_clip, example_result):
+    """`songfeat analyze -` said "-: no such file": it now reads one audio file from stdin (spooled to a temporary
+    file, removed afterwards), named "-" in its row; an empty or terminal stdin is refused in one line."""
+    import pty
+
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+
+    def run(*args, stdin):
+        return subprocess.run([sys.executable, "-m", "songfeat.cli", "analyze", *map(str, args)], stdin=stdin,
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    with open(example_clip, "rb") as f:
+        p = run("-", stdin=f)
+    assert p.returncode == 0 and json.loads(p.stdout) == example_result, p.stderr
+    with open(example_clip, "rb") as f:
+        p = run("-", "-f", "jsonl", stdin=f)
+    row = json.loads(p.stdout)
+    assert (row["path"], row["id"], row["energy"]) == ("-", content_id(example_clip), example_result["energy"])
+    with open(tmp_path / "notes.txt", "wb+") as f:
+        f.write(b"not audio at all\n" * 100)
+        f.seek(0)
+        p = run("-", "-f", "jsonl", stdin=f)
+    assert p.returncode == 1 and p.stderr.splitlines()[0].startswith("songfeat: error: -: not a readable audio file")
+    p = run("-", stdin=subprocess.DEVNULL)
+    assert (p.returncode, p.stdout) == (2, "") and p.stderr == (
+        "songfeat: error: -: standard input is empty; pipe or redirect an audio file into it\n")
+    main, terminal = pty.openpty()
+    try:
+        p = run("-", stdin=terminal)
+    finally:
+        os.close(main)
+        os.close(terminal)
+    assert p.returncode == 2 and p.stderr.startswith("songfeat: error: -: standard input is a terminal;"), p.stderr
+    assert not list((tmp_path / "tmp").glob("songfeat-stdin-*"))  # every spooled copy removed
+
+
+@pytest.mark.parametrize("args", [["analyze", "EXAMPLE", "-f", "csv"], ["analyze", "EXAMPLE"], ["analysis", "EXAMPLE"],
+                                  ["--help"]])
+def test_a_closed_stdout_pipe_ends_quietly_with_sigpipes_status(example_clip, args):
+    """`songfeat analyze ... | head -1` ended with click's 1 (`analysis` with "error: None: cannot write (Broken
+    pipe)"): a reader that has gone ends the command without a word, with the 141 the shell gives `seq 1000000 | head
+    -1`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first write
+    try:
+        p = subprocess.run([sys.executable, "-m", "songfeat.cli", *(str(example_clip) if a == "EXAMPLE" else a for a in args)],
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert (p.returncode, p.stderr) == (141, "")
+
+
+def test_an_empty_path_is_said_to_be_empty(tmp_path, monkeypatch):
+    """`songfeat.analyze("")` said '.: is a directory', and `songfeat analyze ""` (an unset shell variable) analysed the
+    whole working folder: an empty path is named as such."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    with pytest.raises(SongfeatError, match=r"^the path is empty; name an audio file$"):
+        analyze("")
+    assert [o.error for o in analyze_many([""])] == ["the path is empty; name an audio file"]
+    write(tmp_path / "s0.wav", music(1.5))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["analyze", ""], prog_name="songfeat")
+    assert r.exit_code == 2 and r.output == (
+        "songfeat: error: PATHS...: the path is empty; name a file or folder (see songfeat analyze --help)\n"), r.output
+    r = CliRunner().invoke(app, ["analyze", "s0.wav", "-o", ""])
+    assert r.exit_code == 2 and "songfeat: error: --output/-o: the path is empty" in r.output, r.output
+
+
 def test_cli_batch_formats_errors_and_exit_code(tmp_path, example_clip):
     music_dir = tmp_path / "music" / "sub"
     music_dir.mkdir(parents=True)
@@ -671,6 +743,23 @@ def test_cli_resume_in_another_format_keeps_the_earlier_output(tmp_path):
     p = run_cli("analyze", tmp_path / "s0.wav", "--format", "csv", "--output", out, "--resume")
     assert p.returncode != 0 and f"{out}: --resume cannot continue from it" in p.stderr.replace("\n", " ")
     assert out.read_text() == JSONL_TEXT
+
+
+def test_resume_onto_json_in_a_csv_says_which_format_continues_it(tmp_path):
+    """An older songfeat wrote JSON into `-o f.csv`; --resume onto it was refused without saying that --format json
+    continues it."""
+    music_dir = tmp_path / "music"
+    music_dir.mkdir()
+    write(music_dir / "s0.wav", music(2))
+    out = tmp_path / "f.csv"
+    out.write_text(json.dumps([_record(str(music_dir / "a.mp3"))], indent=2) + "\n")
+    p = run_cli("analyze", music_dir, "--output", out, "--resume")
+    assert p.returncode == 2 and p.stderr.startswith(
+        f"songfeat: error: {out}: --resume cannot continue from it: it holds songfeat's JSON results, not CSV; to "
+        f"continue it, add --format json (or rename it to f.json)"), p.stderr
+    p = run_cli("analyze", music_dir, "--output", out, "--resume", "--format", "json")
+    assert p.returncode == 0 and [r["path"] for r in json.loads(out.read_text())] == [
+        str(music_dir / "a.mp3"), str(music_dir / "s0.wav")], p.stderr
 
 
 def test_a_csv_row_cut_by_a_kill_is_redone_not_kept(tmp_path):

@@ -264,6 +264,28 @@ def test_a_damaged_onnx_file_is_named(tmp_path):
     assert str(err.value).startswith(str(bundle / ONNX)) and "cannot load this ONNX model" in str(err.value)
 
 
+@pytest.mark.parametrize("blocked", [("safetensors",), ("torch",)])
+def test_a_torch_only_bundle_on_the_lean_install_names_itself_and_its_extra(tmp_path, blocked):
+    """load_bundle of a bundle without model.onnx raised a bare ModuleNotFoundError('safetensors') (or torch's) on the
+    lean install, and `analyze -m` named the extra but not the bundle: one SongfeatError now says both."""
+    bundle = tmp_path / "torch-only"
+    shutil.copytree(DEFAULT_DIR, bundle)
+    (bundle / ONNX).unlink()
+    said = (f"{bundle}: this model needs the 'train' extra: pip install 'songfeat[train]' (it runs in torch; "
+            f"`songfeat export-onnx {bundle}`, where torch is installed, adds the {ONNX} that runs without it)")
+    res = _lean_python(textwrap.dedent(f"""
+        from songfeat.bundle import load_bundle
+        from songfeat.errors import SongfeatError
+        try:
+            load_bundle({str(bundle)!r})
+        except SongfeatError as e:
+            print(e)
+        """), blocked=blocked)
+    assert res.returncode == 0 and res.stdout == said + "\n", res.stderr
+    res = _lean(["analyze", str(EXAMPLE), "--model", str(bundle)], blocked=blocked)
+    assert (res.returncode, res.stdout, res.stderr) == (2, "", f"songfeat: error: {said}\n")
+
+
 def _sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds

@@ -269,7 +269,10 @@ def _stat_error(p: Path, e: OSError) -> AudioError:
 
 
 def _check_path(path: str | Path) -> Path:
-    """Refuse what must not reach a decoder: missing, unreadable, empty, folders and special files (never opened)."""
+    """Refuse what must not reach a decoder: missing, unreadable, empty, folders and special files (never opened); and an
+    empty path, which Path() reads as '.' (it was refused as '.: is a directory')."""
+    if isinstance(path, (str, bytes)) and not path:
+        raise AudioError(None, "the path is empty; name an audio file")
     p = Path(path)
     try:
         st = p.stat()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, features
-from .errors import SongfeatError, counted, existing_ancestor
+from .errors import SongfeatError, counted, existing_ancestor, needs_extra
 
 FORMAT = "songfeat-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -388,10 +388,19 @@ def _check_config(file: Path, config: dict) -> None:
 
 
 def _load_torch_model(p: Path, config: dict):
-    """Build a bundle's torch module from its config and load its weights (needs the `train` extra)."""
-    from safetensors.torch import load_model
+    """Build a bundle's torch module from its config and load its weights (needs the `train` extra).
 
-    from . import models
+    Raises SongfeatError naming the bundle and the extra on an install without torch or safetensors (it was their bare
+    ModuleNotFoundError)."""
+    try:
+        from safetensors.torch import load_model
+
+        from . import models
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in ("safetensors", "torch"):
+            raise
+        raise SongfeatError(p, f"{needs_extra('this model', 'train')} (it runs in torch; `songfeat export-onnx {p}`, "
+                               f"where torch is installed, adds the {ONNX} that runs without it)") from None
 
     try:
         model = models.create(config["model"], n_outputs=len(config["targets"]), **(config.get("hparams") or {}))

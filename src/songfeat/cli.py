@@ -6,12 +6,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from .errors import counted, needs_extra
+
+if TYPE_CHECKING:  # annotations only: the CLI imports the analysis when a command runs
+    from .analyze import Outcome
 
 
 class _Songfeat(TyperGroup):
@@ -19,11 +22,11 @@ class _Songfeat(TyperGroup):
     error line with status 2 (README, "Exit status"), not click's four (usage, hint, blank line, error)."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        with _usage_in_one_line(ctx):
+        with _closed_pipe_ends_quietly(), _usage_in_one_line(ctx):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context) -> object:
-        with _usage_in_one_line(ctx):
+        with _closed_pipe_ends_quietly(), _usage_in_one_line(ctx):
             return super().invoke(ctx)
 
 
@@ -55,7 +58,10 @@ class _Command(TyperCommand):
         if not ctx.resilient_parsing and not set(args) & set(self.get_help_option_names(ctx)):
             for module in COMMAND_NEEDS.get(self.name or "", ()):
                 require(self.name or "", module)
-        return super().parse_args(ctx, args)
+        rest = super().parse_args(ctx, args)
+        if not ctx.resilient_parsing:
+            _no_empty_paths(ctx, self.params)
+        return rest
 
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
         """The usage line with each argument as its metavar: typer braces a required one even when it has one."""
@@ -121,6 +127,37 @@ def _usage_in_one_line(ctx: typer.Context) -> Iterator[None]:
         # a parser error (`-j` given no value) comes without its context: it is the command being resolved
         command = e.ctx.command_path if e.ctx else " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
         raise fail(f"{_click_message(e)} (see {command} --help)", e.exit_code) from None
+
+
+SIGPIPE_STATUS = 128 + 13  # what a shell reports for a program that SIGPIPE ended (13 on every Unix)
+
+
+@contextlib.contextmanager
+def _closed_pipe_ends_quietly() -> Iterator[None]:
+    """A stdout whose reader has gone (`songfeat analyze music/ -f csv | head -1`) ends the command at once, with no
+    traceback or message, and status 141, as the shell reports for `seq 1000000 | head -1`: the status Unix tools, killed
+    by SIGPIPE, end with, so `set -o pipefail` scripts treat songfeat as they treat them. Not 0: results were lost past
+    the closed pipe, and not 1, which says that analysing an input failed (README, "Exit status"; click said 1).
+    stdout is pointed at /dev/null first, so the output still buffered cannot fail again as Python exits."""
+    try:
+        yield
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        raise typer.Exit(SIGPIPE_STATUS) from None
+
+
+def _no_empty_paths(ctx: typer.Context, params: list) -> None:
+    """Refuse an empty path argument or option (`songfeat analyze "$UNSET"`): typer made it Path(""), which is ".", so
+    the command went on to analyse the current folder, or said '.: is a directory'."""
+    for param in params:
+        value = ctx.params.get(param.name or "")
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        if param.type.name == "path" and "" in values:
+            name = "/".join(param.opts) if param.param_type_name == "option" else param.metavar or param.name
+            raise fail(f"{name}: the path is empty; name a file or folder (see {ctx.command_path} --help)")
 
 
 def _click_message(e: Exception) -> str:
@@ -275,6 +312,8 @@ def _local_workers(n: Optional[int]) -> Optional[int]:
 
 # ---- analyze (core) --------------------------------------------------------------------------
 
+STDIN = "-"  # `analyze -`: one audio file read from standard input, named "-" in its row and messages
+
 
 def _progress_on() -> bool:
     return sys.stderr.isatty()
@@ -348,7 +387,8 @@ def analyze(
     ctx: typer.Context,
     # readable=False on every path songfeat opens itself: click's own os.access test refused a whole batch for one
     # unreadable file, in its four-line usage error with status 2, where songfeat names the file in one line and goes on
-    paths: list[Path] = typer.Argument(..., readable=False, help="Audio files or folders (folders are searched recursively)."),
+    paths: list[Path] = typer.Argument(..., readable=False, help="Audio files or folders (folders are searched recursively); "
+                                                                "- reads one audio file from standard input."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained bundle folder; default: the bundled model."),
     fmt: str = typer.Option("json", "--format", "-f", show_default=False,
                             help="json (one object, or a list for several files), jsonl, csv or parquet (needs --output); "
@@ -371,6 +411,9 @@ def analyze(
     """Analyze audio files and print Spotify-style audio features."""
     fmt = _format_of(ctx, fmt, output)
     _no_timeout_on_ray(ctx, engine, timeout, "file")  # (--resume is what the Ray engine always does: no refusal)
+    if engine == "ray" and STDIN in map(str, paths):
+        raise fail(f"{STDIN}: standard input is read by the local engine only (Ray's workers read files by path); "
+                   "save it to a file first")
     if engine == "ray":
         return _analyze_ray(paths, model, fmt, output, workers, address, batch_size, chunk_size, verbose)
     if engine != "local":
@@ -391,6 +434,12 @@ def analyze(
         raise fail("--format parquet needs --output")
     if fmt == "parquet":
         require("analyze --format parquet", "pyarrow")
+    spooled = None
+    if STDIN in map(str, paths):
+        if resume:
+            raise fail(f"--resume cannot tell whether standard input ({STDIN}) was analysed before; leave out one of them")
+        spooled = ctx.with_resource(_stdin_spooled())  # removed when the command ends, however it ends
+        paths = [spooled if str(p) == STDIN else p for p in paths]
     files, refused, notes = scan_inputs(list(paths))
     for e in refused:
         typer.echo(one_line(f"songfeat: error: {e}"), err=True)
@@ -440,6 +489,7 @@ def analyze(
             outcomes = analyze_many(todo, model=model, workers=workers or auto_workers(len(todo)), timeout=timeout or None,
                                     on_progress=on_window) if todo else ()
             for out in outcomes:
+                out = _as_stdin(out, spooled) if spooled is not None else out
                 if progress is not None and on_window is None:
                     progress.advance(task)
                     progress.refresh()
@@ -466,6 +516,45 @@ def analyze(
     if failed:
         typer.echo(f"songfeat: {failed} of {len(files) + len(refused)} inputs failed", err=True)
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _stdin_spooled() -> Iterator[Path]:
+    """`analyze -`: standard input copied into a temporary file (decoders seek and probe, a pipe cannot be read twice),
+    removed again when the body ends. A terminal (nothing piped in) and an empty input are refused, status 2."""
+    import shutil
+    import tempfile
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise fail(f"{STDIN}: standard input is a terminal; pipe or redirect an audio file into it "
+                   f"(songfeat analyze {STDIN} < song.mp3)")
+    folder = Path(tempfile.mkdtemp(prefix="songfeat-stdin-"))
+    try:
+        path = folder / "stdin"  # no extension: the decoders recognise the format by its content
+        try:
+            with open(path, "wb") as f, _interrupted("interrupted while reading standard input; nothing was analysed"):
+                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        except OSError as e:  # a full temporary folder
+            raise fail(f"{STDIN}: cannot copy standard input into {folder} ({e.strerror or e})", 1) from None
+        if path.stat().st_size == 0:
+            raise fail(f"{STDIN}: standard input is empty; pipe or redirect an audio file into it")
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _as_stdin(out: Outcome, spooled: Path) -> Outcome:
+    """A batch Outcome of the spooled standard input named `-` as given (its path, error and warning lines), not by
+    its temporary file; any other Outcome as it is."""
+    if out.path != str(spooled):
+        return out
+    import dataclasses
+
+    def given(text: str) -> str:
+        return text.replace(str(spooled), STDIN)
+
+    return dataclasses.replace(out, path=STDIN, error=out.error and given(out.error),
+                               warnings=[given(w) for w in out.warnings], log=given(out.log))
 
 
 def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
@@ -659,6 +748,8 @@ def analysis_cmd(
                 writer.close()
             except OutputError as e:  # names its own file and says "cannot write it (...)" already
                 raise fail(str(e), 1) from None
+            except BrokenPipeError:  # stdout's reader has gone (| head): no failed write, see _closed_pipe_ends_quietly
+                raise
             except OSError as e:
                 raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
         finally:
@@ -785,6 +876,8 @@ def export_onnx_cmd(
                            f"{r['max_rel_diff_vs_torch']:.1e} relative)")
     except (SongfeatError, ValueError) as e:
         raise fail(str(e)) from None
+    except BrokenPipeError:  # stdout's reader has gone: see _closed_pipe_ends_quietly
+        raise
     except OSError as e:  # a write that fails (a full disk)
         raise fail(_os_error(e), 1) from None
 

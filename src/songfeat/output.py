@@ -272,8 +272,32 @@ def done_paths(path: Path, fmt: str) -> list[dict]:
     text = _read_text(path)
     if not text.strip():
         return []
-    read = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records}[fmt]
-    return read(path, text)
+    try:
+        return _TEXT_READERS[fmt](path, text)
+    except OutputError:
+        other = _text_format_of(path, text, fmt)
+        if other is None:
+            raise
+    # an older songfeat wrote JSON into `-o features.csv`, whatever its name: say how to continue it
+    rename = "" if FORMAT_OF_SUFFIX.get(path.suffix.lower()) == other else f" (or rename it to {path.stem}.{other})"
+    how = ("add the --format the run was started with (json or jsonl)" if path.suffix == ".partial"
+           else f"add --format {other}{rename}")
+    raise _foreign(path, f"it holds songfeat's {_FORMAT_NAMES[other]} results, not {_FORMAT_NAMES[fmt]}; to continue it, "
+                         f"{how}")
+
+
+def _text_format_of(path: Path, text: str, fmt: str) -> str | None:
+    """Which other of songfeat's text formats `text` reads as (None: none), for an output --resume cannot read as `fmt`."""
+    for other in ("jsonl", "json", "csv"):  # JSON Lines first: a one-line JSON Lines file is JSON too
+        if other != fmt:
+            with contextlib.suppress(OutputError, csv.Error):
+                if _TEXT_READERS[other](path, text):
+                    return other
+    return None
+
+
+_TEXT_READERS = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records}
+_FORMAT_NAMES = {"json": "JSON", "jsonl": "JSON Lines", "csv": "CSV", "parquet": "Parquet"}
 
 
 def _csv_row(record: dict) -> dict:
