@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from songfeat import analysis as A
 from songfeat import synth
 from songfeat.analysis import audio_analysis
 
@@ -78,8 +79,8 @@ def test_concatenated_clips_give_section_boundaries_at_the_joins(tmp_path: Path)
     parts = [
         synth.chord_progression(0, 1, 12.0),  # sustained chords in C major
         synth.drum_pattern(110.0, synth.ROCK[0], 12.0),  # drums only
-        synth.scale(6, 0, 12.0),  # an F# minor scale over a drone
-    ]
+        synth.scale(4, 0, 12.0),  # an E minor scale over a drone
+    ]  # (an F# minor scale until version 5: the three together have no key, so no section has one now)
     y = np.concatenate(parts)
     r = audio_analysis(_write(tmp_path, "joined", y))
     joins = np.array([12.0, 24.0])
@@ -88,7 +89,9 @@ def test_concatenated_clips_give_section_boundaries_at_the_joins(tmp_path: Path)
     assert starts.size == 3, starts
     assert np.all(np.abs(starts[1:] - joins) <= 1.0), starts
     assert (r["sections"][0]["key"], r["sections"][0]["mode"]) == (0, 1)  # the C major part
-    assert (r["sections"][2]["key"], r["sections"][2]["mode"]) == (6, 0)  # the F# minor part
+    assert r["sections"][1]["key"] == -1  # the drums
+    assert (r["sections"][2]["key"], r["sections"][2]["mode"]) == (4, 0)  # the E minor part
+    assert r["track"]["key"] >= 0  # the song has a key (A minor), which neither part is said to be
     total = sum(s["duration"] for s in r["sections"])
     assert total == pytest.approx(r["track"]["duration"], abs=1e-3)
 
@@ -279,13 +282,16 @@ def test_intervals_meet_exactly_as_printed(example_result: dict) -> None:
         assert 0 <= x["loudness_max_time"] <= x["duration"]
 
 
+MEASURED = ("tempo", "tempo_confidence", "key", "key_confidence", "mode", "mode_confidence", "loudness",
+            "time_signature", "time_signature_confidence")  # the track's fields that are `songfeat analyze`'s
+
+
 def test_track_level_values_agree_with_analyze(example_clip: Path, example_result: dict) -> None:
     import songfeat
 
     f = songfeat.analyze(example_clip)
     tr = example_result["track"]
-    for k in ("tempo", "tempo_confidence", "key", "key_confidence", "mode", "mode_confidence", "loudness",
-              "time_signature", "time_signature_confidence"):
+    for k in MEASURED:
         assert tr[k] == f[k], k
     assert round(tr["duration"] * 1000) == f["duration_ms"]
 
@@ -837,21 +843,71 @@ def test_drums_under_chords_are_bars_of_four(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["drums", "joined"])
 def test_track_and_sections_agree_on_a_key(tmp_path: Path, kind: str) -> None:
-    # a drum loop had no key (-1) but its one section read D major from the kicks' pitch; C major chords, drums and an
-    # F# minor scale had keyed sections under a track key of -1 (the three together are too flat for a key)
+    # a drum loop had no key (-1) but its one section read D major from the kicks' pitch. C major chords, drums and an
+    # F# minor scale are too flat together for a key: `songfeat analyze` says -1, but the track took C major from its
+    # keyed sections (0, -1, 6). The track is analyze's now, and a song with no key has no keyed section
+    import songfeat
+
     if kind == "drums":
         y = synth.drum_pattern(120.0, synth.ROCK[0], 10.0)
     else:
         y = np.concatenate([synth.chord_progression(0, 1, 12.0), synth.drum_pattern(110.0, synth.ROCK[0], 12.0),
                             synth.scale(6, 0, 12.0)])
-    r = audio_analysis(_write(tmp_path, kind, y))
+    path = _write(tmp_path, kind, y)
+    r = audio_analysis(path)
     tr, secs = r["track"], r["sections"]
-    assert (tr["key"] == -1) == all(s["key"] == -1 for s in secs), (tr["key"], [s["key"] for s in secs])
-    if kind == "drums":
-        assert tr["key"] == -1 and all(s["mode"] == -1 for s in secs)
-    else:  # the key the keyed sections hold longest, C major (12 s, as F# minor: the first), weighed by its share
-        assert (tr["key"], tr["mode"]) == (0, 1) and [s["key"] for s in secs] == [0, -1, 6]
-        assert 0 < tr["key_confidence"] <= secs[0]["key_confidence"] / 2
+    f = songfeat.analyze(path)
+    assert {k: tr[k] for k in MEASURED} == {k: f[k] for k in MEASURED}
+    assert tr["key"] == -1 and 0 < tr["key_confidence"]  # Spotify's "no key", with the confidence analyze gives it
+    assert all(s["key"] == -1 and s["mode"] == -1 and s["mode_confidence"] == 0 for s in secs), secs
+    if kind == "joined":  # -1 for want of a key in the song, which the track's confidence is for: not the part's own
+        assert [s["key_confidence"] for s in secs if s["start"] > 12.5] == [tr["key_confidence"]]
+    if kind == "joined":
+        assert len(secs) == 3
+
+
+@pytest.mark.parametrize("name", ["speech_vctk_p225_female_en_concat.flac", "speech_librispeech_2412_en_concat.flac"])
+def test_speech_reads_analyzes_values_and_no_section_key(shared_data: Path, name: str) -> None:
+    # two of the ten speech clips in ../shared/data/behaviour: analyze says key -1, but a section or two passed the key
+    # rule on their few seconds (A major, D# major) and the track took that key
+    import songfeat
+
+    path = shared_data / "behaviour" / "clips" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found (shared data)")
+    f = songfeat.analyze(path)
+    r = audio_analysis(path)
+    assert {k: r["track"][k] for k in MEASURED} == {k: f[k] for k in MEASURED}
+    assert f["key"] == -1 and all(s["key"] == -1 for s in r["sections"]), [s["key"] for s in r["sections"]]
+
+
+def test_short_sections_read_their_tempo_off_the_lag_grid() -> None:
+    # a short section's autocorrelation holds few multiples of its period, and `estimate_tempo`'s comb, linear between
+    # lags, peaks on a quarter frame in 4 s: 4.2-s stretches of clicks and drums at 30 known tempi read up to 0.85% off
+    # (median 0.19% / 0.17%); with each peak placed by a parabola, 0.33% and 0.23% (median 0.05% / 0.04%)
+    rng = np.random.default_rng(1)
+    errors = []
+    for bpm in np.round(rng.uniform(70.0, 180.0, 30), 2):
+        for y in (synth.click_track(bpm, 7.2, accent_every=4), synth.drum_pattern(bpm, synth.ROCK[0], 7.2)):
+            stream = A.FrameStream()
+            stream.push(y.astype(np.float32))
+            onset = stream.finish().onset
+            a = int(rng.uniform(0.5, 2.0) * A.FPS)  # a section starts anywhere in the bar
+            tempo = A.own_tempo(onset[a: a + int(4.2 * A.FPS)])[0]
+            errors.append(min(abs(math.log2(t / bpm)) for t in (tempo, tempo / 2, tempo * 2)))
+    errors = 100.0 * (np.exp2(np.array(errors)) - 1.0)
+    assert errors.max() <= 0.5 and np.median(errors) <= 0.1, (errors.max(), np.median(errors))
+
+
+def test_a_short_section_between_silences_reads_its_tempo(tmp_path: Path) -> None:
+    # 4.3 s of 93-BPM clicks three times, 5 s of zeros between: the sections read 93.117 (confidence 0: under 4 s, the
+    # beats'), 92.285 and 93.369 BPM (-0.77%, +0.40%); now within 0.3%
+    part = synth.click_track(93.0, 4.3, accent_every=4)
+    gap = np.zeros(5 * SR, np.float32)
+    r = audio_analysis(_write(tmp_path, "parts", np.concatenate([part, gap, part, gap, part]).astype(np.float32)))
+    music = [s for s in r["sections"] if s["loudness"] > -30]
+    assert len(music) == 3 and sum(s["tempo_confidence"] > 0 for s in music) >= 2, music
+    assert all(abs(s["tempo"] / 93.0 - 1.0) <= 0.003 for s in music), [s["tempo"] for s in music]
 
 
 def test_silences_are_found_once(tmp_path: Path, gap_clicks: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -771,10 +771,21 @@ def test_an_id_asked_for_before_the_first_scan_reached_it_is_a_503(tmp_path):
         for target in (f"audio-features/{ident}", f"audio-features?ids={ident},{SPOTIFY_IDS[0]}", f"audio-analysis/{ident}"):
             r = requests.get(f"{base}/v1/{target}", timeout=30)
             assert r.status_code == 503 and r.headers["Retry-After"] == "5" and "not indexed yet" in r.text, r.text
+        # one rule, one answer: the audio analysis's 503 was worded apart, and its ?wait=true, which the 503 advises, ignored
+        said = {target: requests.get(f"{base}/v1/{target}/{SPOTIFY_IDS[0]}", timeout=30).json()["error"]["message"]
+                for target in ("audio-features", "audio-analysis")}
+        assert len(set(said.values())) == 1 and "add wait=true" in said["audio-analysis"], said
+        waited = []
+        threading.Thread(target=lambda: waited.append(requests.get(f"{base}/v1/audio-analysis/{SPOTIFY_IDS[0]}",
+                                                                   params={"wait": "true"}, timeout=60))).start()
         threading.Timer(0.5, go.set).start()
         r = requests.get(f"{base}/v1/audio-features", params={"ids": f"{ident},{SPOTIFY_IDS[0]}", "wait": "true"}, timeout=60)
         assert r.status_code == 200 and r.json() == {"audio_features": [{"id": "intro.wav", "energy": 0.5}, None]}, r.text
-        assert requests.get(f"{base}/v1/audio-features/{SPOTIFY_IDS[0]}", timeout=30).status_code == 404  # scanned: unknown
+        for target in ("audio-features", "audio-analysis"):  # scanned: unknown
+            r = requests.get(f"{base}/v1/{target}/{SPOTIFY_IDS[0]}", timeout=30)
+            assert r.status_code == 404 and r.json()["error"]["message"] == f"no track with id {SPOTIFY_IDS[0]} in this library"
+        wait_for(lambda: waited, timeout=30)
+        assert waited[0].status_code == 404, waited[0].text  # held until the scan ended, then unknown
 
 
 def test_result_version_follows_the_measuring_code(tmp_path, monkeypatch):
@@ -1262,6 +1273,83 @@ def test_requests_the_parser_rejects_get_spotifys_error_shape(tmp_path):
             body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
             assert body["error"]["status"] == 400 and body["error"]["message"], bad
         assert requests.get(base + "/healthz", timeout=10).status_code == 200
+
+
+def test_the_parsers_400_names_the_problem(tmp_path):
+    # every request the parser refused got the same "Invalid HTTP request received.": a client smuggling a body past a
+    # proxy, or one sending a Content-Length twice, was not told which rule it broke
+    cases = {b"POST /library/rescan HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc":
+             "Duplicate Content-Length",
+             b"POST /library/rescan HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"0\r\n\r\n": "Transfer-Encoding can't be present with Content-Length",
+             b"FROB /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n": "Invalid method encountered",
+             b"GET /v1/audio-features/\xff HTTP/1.1\r\nHost: localhost\r\n\r\n": "Invalid char in url path",
+             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n": "an HTTP/2 connection preface: this server speaks HTTP/1.1 only",
+             b"CONNECT localhost:80 HTTP/1.1\r\nHost: localhost\r\n\r\n":  # was uvicorn's url parser's "User callback error"
+             "the request target is neither a path (/healthz) nor a URL (http://host/healthz)"}
+    with _bounded_server(tmp_path) as base:
+        for bad, reason in cases.items():
+            answer = _raw(base, bad)
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request"), (bad, answer[:120])
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == {
+                "status": 400, "message": f"malformed HTTP request: {reason}"}, (bad, answer)
+        assert requests.get(base + "/healthz", timeout=10).status_code == 200
+
+
+def test_the_head_size_rule_holds_under_uvicorns_own_httptools(tmp_path):
+    # songfeat's protocol refuses a head over 64 KiB; the app run by uvicorn's own httptools protocol (`uvicorn
+    # --http httptools`) answered a 1-MB header or URL as any other request
+    from songfeat.http_protocol import MAX_HEAD_BYTES
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    with serving(create_app(Library(root, workers=1, model="test"), start=False), http="httptools") as base:
+        for size in (MAX_HEAD_BYTES + 1, 1 << 20):
+            answer = _send_head(base, size)
+            assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == {
+                "status": 431, "message": f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB"}
+        url = b"/healthz?x=" + b"a" * (MAX_HEAD_BYTES - 20)  # (a URL over 65,535 bytes httptools refuses itself)
+        answer = _raw(base, b"GET " + url + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 414 "), answer[:200]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == {
+            "status": 414, "message": f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB"}
+        # the most songfeat's own protocol takes is taken: a head of exactly 64 KiB with its separators counted
+        head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: \r\n\r\n"
+        fair = head.replace(b"X-Big: ", b"X-Big: " + b"a" * (MAX_HEAD_BYTES - len(head)))
+        assert len(fair) == MAX_HEAD_BYTES and _raw(base, fair).startswith(b"HTTP/1.1 200"), _raw(base, fair)[:200]
+
+
+def test_a_trickling_upload_gets_408(tmp_path, monkeypatch):
+    # an upload sent a byte now and then, each before the idle time-out, was waited for without end, holding one of the
+    # few upload slots (4 per worker): a handful of such clients made every later upload a 429, for as long as they liked
+    import socket
+
+    from songfeat import serve
+    from songfeat.serve import create_app
+
+    monkeypatch.setattr(serve, "BODY_IDLE_SECONDS", 1.0)
+    monkeypatch.setattr(serve, "BODY_MIN_RATE", 100, raising=False)
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test")
+    with serving(create_app(lib, start=False)) as base:
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=20) as sock:
+            sock.sendall(b"POST /v1/audio-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: audio/wav\r\n"
+                         b"Content-Length: 100000\r\n\r\nRIFF")
+            sock.settimeout(0.3)
+            t0, answer = time.monotonic(), b""
+            while not answer and time.monotonic() - t0 < 10:
+                try:
+                    answer = sock.recv(1 << 16)
+                except socket.timeout:
+                    sock.sendall(b"\0")  # a byte every 0.3 s: never idle for the 1 s the idle time-out waits
+            took = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408"), (answer[:200], took)
+        message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"]
+        assert message.startswith("upload too slow: ") and message.endswith("(an upload may take 1 s plus 1 s per 100 bytes sent)") and took < 5, (message, took)
+        wait_for(lambda: not [p for p in lib.uploads.glob("*") if p.name.startswith("incoming-")], timeout=10)
 
 
 def test_a_heads_clock_starts_with_its_first_byte(tmp_path, monkeypatch):
@@ -2168,6 +2256,8 @@ def test_an_absolute_form_target_is_checked_by_its_own_host(tmp_path, impl):
                 _host_refused(two, host)
             else:  # h11 refuses two Host fields itself, in its plain text
                 assert two[0] == 400, two
+        status, _, raw = answer(f"http://localhost:{port}")  # no path: its path is /, as it is under h11 (httptools: a 400)
+        assert status == 404 and json.loads(raw) == {"error": {"status": 404, "message": "Service not found"}}, raw
         status, _, raw = answer("http://user@localhost/healthz")
         assert status == 400 and json.loads(raw)["error"]["message"].startswith("malformed Host header user@localhost")
         for target, fields, version in ((f"http://localhost:{port}/healthz", "Host: evil.example\r\n", "1.1"),
@@ -2427,6 +2517,23 @@ def test_a_failed_upload_is_not_redone_per_request(tmp_path, monkeypatch):
         good = mp3_bytes(seconds=1.0)
         r = requests.post(f"{base}/v1/audio-features", files={"file": ("good.mp3", good, "audio/mpeg")}, timeout=60)
         assert r.status_code == 200 and calls(log).count(f"features {content_id(good)}") == 1  # other bytes: analysed
+
+
+def test_an_uploads_name_in_a_400_is_never_empty_and_quoted_when_unprintable(tmp_path, monkeypatch):
+    # `?filename=/` was shown as nothing (": not a readable audio file"), and a NUL or a 5,000-character name as sent
+    from songfeat.serve import create_app
+
+    monkeypatch.setenv("SONGFEAT_TEST_CALLS", str(tmp_path / "calls.log"))
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, job=picky_job, model="test")
+    with serving(create_app(lib)) as base:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=30)
+        for i, (name, shown) in enumerate((("/", "upload"), ("a/", "a"), ("\0.wav", repr("\0.wav")),
+                                           ("x" * 5000, repr("x" * 100) + "..."))):
+            r = requests.post(f"{base}/v1/audio-features", params={"filename": name}, data=b"junk %d\n" % i * 100, timeout=60)
+            assert r.status_code == 400 and r.json()["error"]["message"] == (
+                f"{shown}: not a readable audio file (no decoder recognises its format)"), (name[:20], r.text)
 
 
 def test_the_same_bytes_under_another_name_are_the_same_upload(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ envelope that onsets are placed on. No audio is kept (~22 MB per hour). Then, on
   onsets and chord changes; tatums: each beat split in two (or three when triplets dominate);
 * sections: Foote novelty on beat-independent blocks of chroma + timbre + rhythm with a Gaussian
   checkerboard kernel, but none where the music repeats what it played up to 12 s before (a loop), each with its own
-  loudness (measured and mapped as the track's), tempo and key (the track's
-  key is -1 exactly when no section has one: `agree_on_key`);
+  loudness (measured and mapped as the track's), tempo and key (none in a song with no key:
+  the track's values are `songfeat analyze`'s, from one computation);
   a silence of 4 s or more is a section of its own;
 * segments: peaks of the onset envelope and starts of silences, with loudness envelopes in dBFS, chroma pitches
   (max = 1) and timbre on a fixed DCT basis of the log-mel spectrum (docs/analysis.md);
@@ -35,6 +35,7 @@ import numpy as np
 
 from . import descriptors as D
 from . import features
+from .analyze import measured_values
 from .audio import SAMPLE_RATE, AudioInfo, check_windows, header_info, iter_windows, reporting_windows
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
@@ -100,7 +101,9 @@ TRACK_BEATS = 2.0  # `track_beats` needs a stretch of sound this many periods lo
 # a rest of a sparse pulse (a 30-BPM metronome, tracked at 120 BPM, had every click alone and no beat at all)
 MIN_LOUDNESS_SECONDS = 0.5  # a section is measured on at least this much audio: BS.1770 gates in 0.4-s blocks, so
 # a shorter one (a click between two silent sections) read -60
-ANALYZER_VERSION = "songfeat-analysis-4"  # in every object's meta: bumped when the output changes
+TRACK_MEASURED = ("loudness", "tempo", "tempo_confidence", "time_signature", "time_signature_confidence", "key",
+                  "key_confidence", "mode", "mode_confidence")  # the track's fields that are `songfeat analyze`'s own
+ANALYZER_VERSION = "songfeat-analysis-5"  # in every object's meta: bumped when the output changes
 
 
 @lru_cache(maxsize=1)
@@ -734,6 +737,43 @@ def loudness_span(a: float, b: float, duration: float) -> tuple[float, float]:
     return a, min(duration, a + MIN_LOUDNESS_SECONDS)
 
 
+def section_period(ac: np.ndarray, period: float) -> float:
+    """A section's beat period (frames) from the peaks of its onset autocorrelation `ac` at multiples of `period`, each
+    placed between lags by parabolic interpolation, fitted as lag_k = k * period by least squares.
+
+    `descriptors.estimate_tempo` reads its period off the mean of `ac` at 1-8 periods, linearly interpolated; the best
+    such comb lies on a lag of a harmonic, so the fewer harmonics a short section's autocorrelation holds (lags
+    stop at half its length), the coarser its period: to a quarter frame in 4 s (1.2% at 120 BPM). A parabola
+    through each peak's three lags has no such grid. A multiple with no local maximum within a frame is left out; with
+    none, `period` is kept.
+    """
+    ks, lags = [], []
+    for k in range(1, len(D.COMB_8) + 1):
+        i = int(round(k * period))
+        if i + 2 >= ac.size:
+            break
+        j = i - 1 + int(np.argmax(ac[i - 1: i + 2]))
+        y0, y1, y2 = float(ac[j - 1]), float(ac[j]), float(ac[j + 1])
+        bend = y0 - 2.0 * y1 + y2
+        if y1 >= y0 and y1 >= y2 and bend < 0:  # a peak (else the autocorrelation only rises or falls here)
+            ks.append(k)
+            lags.append(j + 0.5 * (y0 - y2) / bend)
+    if not ks:
+        return period
+    k = np.asarray(ks, dtype=np.float64)
+    return float(np.dot(k, lags) / np.dot(k, k))
+
+
+def own_tempo(env: np.ndarray) -> tuple[float, float, np.ndarray, float]:
+    """The tempo a section's onset envelope `env` alone says: `descriptors.estimate_tempo`'s (tempo, confidence,
+    autocorrelation, period in frames), with the period placed off the lag grid by `section_period`."""
+    tempo, conf, _, ac, period = D.estimate_tempo(env.astype(np.float64), FPS)
+    if tempo <= 0:
+        return tempo, conf, ac, period
+    period = section_period(ac, period)
+    return 60.0 * FPS / period, conf, ac, period
+
+
 def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.ndarray, track: dict) -> dict:
     """Loudness (measured and mapped as the track's, Spotify's dB scale), tempo and key of the span [a, b) seconds."""
     sr = SAMPLE_RATE
@@ -744,9 +784,9 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     ka, kb = int(round(a * FPS)), max(int(round(a * FPS)) + 1, int(round(b * FPS)))
     inside = beat_times[(beat_times >= a) & (beat_times < b)]
     beat_tempo = 60.0 / float(np.median(np.diff(inside))) if inside.size >= 3 else track["tempo"]
-    own, tconf, alts, ac, period = D.estimate_tempo(fr.onset[ka:kb].astype(np.float64), FPS)
+    own, tconf, ac, period = own_tempo(fr.onset[ka:kb])
     if own > 0 and beat_tempo > 0:  # the octave of this section's own estimate nearest its beats, if near them
-        near = min([own, own / 2, own * 2, *alts], key=lambda t: abs(math.log2(t / beat_tempo)))
+        near = min([own, own / 2, own * 2], key=lambda t: abs(math.log2(t / beat_tempo)))
         if abs(math.log2(near / beat_tempo)) <= SECTION_TEMPO_TOLERANCE:
             tempo = near
         elif D.harmonic_support(ac, period) - D.harmonic_support(ac, 60.0 * FPS / beat_tempo) >= SECTION_TEMPO_MARGIN:
@@ -761,9 +801,11 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     key, kconf, mode, mconf = D.estimate_key(chroma)
     span = (ev["pos"] >= a * sr) & (ev["pos"] < b * sr)
     gate = D.estimate_key(ev["chroma"][span].sum(0, dtype=np.float64))  # the chroma that decides the track's key -1
-    if key >= 0 and gate[0] < 0:  # it finds no key here: none (a drum loop's pitched kicks read D major above)
-        key, kconf = -1, gate[1]
     tk, tm = track["key"], track["mode"]
+    if key >= 0 and tk < 0:  # the song has no tonal centre (`songfeat analyze`'s -1): nor has any part of it. A few
+        key, kconf = -1, track["key_confidence"]  # seconds of speech pass the rule by chance; the song's decision holds
+    elif key >= 0 and gate[0] < 0:  # none here (a drum loop's pitched kicks read D major above)
+        key, kconf = -1, gate[1]
     if key >= 0 and tk >= 0 and (key, mode) != (tk, tm) and key_fit(chroma, key, mode) - key_fit(chroma, tk, tm) < KEY_CHANGE_MARGIN:
         key, mode = tk, tm  # not clearly another key: the song's (the two chroma estimators differ slightly)
     if key < 0:  # no key, so no mode: Spotify's -1 "no result" for a section (was "major", confidence up to 0.6)
@@ -771,33 +813,6 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     return {"loudness": _r(loud, 3), "tempo": _r(tempo, 3), "tempo_confidence": _r(tconf, 3),
             "key": int(key), "key_confidence": _r(kconf, 3), "mode": int(mode), "mode_confidence": _r(mconf, 3),
             "time_signature": track["time_signature"], "time_signature_confidence": track["time_signature_confidence"]}
-
-
-def agree_on_key(track: dict, sections: list[dict]) -> None:
-    """Make the track's key agree with its sections' on whether the song has one: `track.key` is -1 (Spotify's "no key
-    detected") exactly when no section has a key.
-
-    A section has a key only when the chroma that decides the track's -1 (`descriptors`') finds one in it too, so a drum
-    loop has none at either level. The two can still differ: three 12-s parts in C major, drums and F# minor give no
-    key over the whole (too flat a profile) but two keyed sections; the track then takes the key and mode its keyed
-    sections hold longest (the first on a tie), its confidences the duration-weighted sum of theirs over the whole
-    song. A track key with no keyed section (only silences, or chroma too flat in every part) becomes -1; the track's
-    mode stays 0 or 1, as `songfeat analyze`'s. Changes `track` in place; neither case occurs on the 138 labelled
-    previews.
-    """
-    keyed = [s for s in sections if s["key"] >= 0]
-    if track["key"] >= 0 and not keyed:
-        track["key"] = -1
-    elif track["key"] < 0 and keyed:
-        held: dict[tuple[int, int], float] = {}
-        for s in keyed:
-            held[(s["key"], s["mode"])] = held.get((s["key"], s["mode"]), 0.0) + s["duration"]
-        key, mode = max(held, key=lambda km: held[km])  # dicts keep order: the first on a tie
-        same = [s for s in keyed if (s["key"], s["mode"]) == (key, mode)]
-        whole = max(track["duration"], 1e-9)
-        track.update(key=key, mode=mode,
-                     key_confidence=_r(sum(s["duration"] * s["key_confidence"] for s in same) / whole, 3),
-                     mode_confidence=_r(sum(s["duration"] * s["mode_confidence"] for s in same) / whole, 3))
 
 
 def _timed(start: np.ndarray, end: np.ndarray, conf: np.ndarray) -> list[dict]:
@@ -919,19 +934,14 @@ def analyse(path: str | Path, on_window: Callable[[float], None] | None = None, 
           "pos": np.concatenate([o + D.HOP * np.arange(e.kw_energy.size) for o, e in zip(offsets, evidence)]).astype(np.float64)}
     del evidence
 
-    d = desc.to_dict()
+    d = measured_values(desc.to_dict())  # `songfeat analyze`'s own values: the track block reads nothing else
     bar = 60.0 / d["tempo"] * d["time_signature"] if d["tempo"] > 0 else 0.0
     fin, fout = fades(fr.level_db, duration, bar)
     track = {
         "num_samples": int(n), "duration": _r(duration), "sample_md5": "",
         "offset_seconds": 0, "window_seconds": 0, "analysis_sample_rate": SAMPLE_RATE, "analysis_channels": 1,
         "end_of_fade_in": _r(fin, 3), "start_of_fade_out": _r(fout, 3),
-        "loudness": round(features.clip_value("loudness", d["loudness"]), 3),
-        "tempo": round(features.clip_value("tempo", d["tempo"]), 3), "tempo_confidence": _r(d["tempo_confidence"], 3),
-        "time_signature": int(features.clip_value("time_signature", d["time_signature"])),
-        "time_signature_confidence": _r(d["time_signature_confidence"], 3),
-        "key": int(features.clip_value("key", d["key"])), "key_confidence": _r(d["key_confidence"], 3),
-        "mode": int(features.clip_value("mode", d["mode"])), "mode_confidence": _r(d["mode_confidence"], 3),
+        **{k: d[k] for k in TRACK_MEASURED},
         "codestring": "", "code_version": 0.0, "echoprintstring": "", "echoprint_version": 0.0,
         "synchstring": "", "synch_version": 0.0, "rhythmstring": "", "rhythm_version": 0.0,
     }
@@ -946,7 +956,6 @@ def analyse(path: str | Path, on_window: Callable[[float], None] | None = None, 
     for i, (a, c) in enumerate(starts):
         b = starts[i + 1][0] if i + 1 < len(starts) else duration
         sections.append({"start": _r(a), "duration": _r(_r(b) - _r(a)), "confidence": _r(c, 3), **_section_values(a, b, fr, ev, beat_times, track)})
-    agree_on_key(track, sections)
     segments = segment_records(fr, rise, duration, silences)
 
     meta = {"analyzer_version": ANALYZER_VERSION, "platform": platform.system(), "detailed_status": "OK",

@@ -210,9 +210,27 @@ def analyze(path: str | Path, model: str | Path | None = None, on_window: Callab
     return to_spotify(path, predict_clip(bundle, clip), clip.descriptors)
 
 
+MEASURED_KEYS = ("tempo", "loudness", "key", "mode", "time_signature", "duration_ms")  # the descriptors' Spotify fields
+
+
+def measured_values(d: dict) -> dict:
+    """The descriptors' fields (`Descriptors.to_dict()`) as `songfeat analyze` prints them: MEASURED_KEYS clipped to
+    their ranges and rounded, the confidences and alternatives to 3 places. `songfeat analysis`'s track block reads
+    them here too, so the two outputs cannot drift apart."""
+    out: dict = {}
+    for key in MEASURED_KEYS:
+        v = features.clip_value(key, d[key])
+        out[key] = round(v, 3) if key in ("tempo", "loudness") else int(v)
+    for key in EXTRA_KEYS:
+        if key not in NAMED_KEYS:
+            v = d.get(key)
+            out[key] = [round(float(x), 3) for x in v] if isinstance(v, (list, tuple)) else (None if v is None else round(float(v), 3))
+    return out
+
+
 def to_spotify(path: str | Path, learned: dict, desc) -> dict:
-    """Assemble Spotify's audio-features object from learned values and measured descriptors."""
-    d = desc.to_dict()
+    """Assemble Spotify's audio-features object from learned values and measured descriptors (`measured_values`)."""
+    measured = measured_values(desc.to_dict())
     out: dict = {}
     ident = track_identity(path)
     for key in features.SPOTIFY_KEYS:
@@ -222,18 +240,12 @@ def to_spotify(path: str | Path, learned: dict, desc) -> dict:
             out[key] = ident[key]
         elif key in learned:
             out[key] = round(features.clip_value(key, learned[key]), 4)
-        elif key in ("key", "mode", "time_signature", "duration_ms"):
-            out[key] = int(features.clip_value(key, d[key]))
-        elif key in ("tempo", "loudness"):
-            out[key] = round(features.clip_value(key, d[key]), 3)
+        elif key in measured:
+            out[key] = measured[key]
         else:  # a learned feature this model does not predict
             out[key] = None
     for key in EXTRA_KEYS:
-        if key in NAMED_KEYS:
-            out[key] = NAMED_KEYS[key](out["key"], out["mode"])
-            continue
-        v = d.get(key)
-        out[key] = [round(float(x), 3) for x in v] if isinstance(v, (list, tuple)) else (None if v is None else round(float(v), 3))
+        out[key] = NAMED_KEYS[key](out["key"], out["mode"]) if key in NAMED_KEYS else measured[key]
     return out
 
 

@@ -10,8 +10,11 @@ each in Spotify's error shape, and the connection is closed.
 The same cap holds for what a chunked body sends besides its data (its trailer fields, which httptools also buffers
 whole), and requests the parser rejects get their 400 in Spotify's shape too, not uvicorn's plain text.
 Where httptools is not installed it returns "h11", whose own size limit `uvicorn_options` sets to the same size.
-A request whose target is in absolute form (`GET http://host/path`) is answered as addressed to that host, not to its
-Host header (RFC 9112, 3.2.2): the protocol puts the target's authority in Host (`serve.AbsoluteForm` does under h11).
+A request whose target is in absolute form (`GET http://host/path`) reaches the app with that target whole in its
+`raw_path`, as under h11, so the app's one rule (`serve.AbsoluteForm`: the target's authority is the request's Host, RFC
+9112, 3.2.2) sees it: uvicorn's own httptools protocol keeps the path alone. Rules an app can check from the request's
+scope are the app's (`head_refusal`'s size rule is applied there too, for servers that do not bound a head); what it
+cannot see (a head's time, its raw bytes, trailer fields) is this module's alone.
 """
 from __future__ import annotations
 
@@ -33,11 +36,51 @@ def absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
     return (match[1], match[2]) if match else None
 
 
-def host_from_target(headers: list[tuple[bytes, bytes]], authority: bytes) -> list[tuple[bytes, bytes]]:
-    """`headers` (names in lower case) with their Host fields, if any, replaced by one holding `authority`: a server
-    given an absolute-form target must ignore Host and use the target's authority (RFC 9112, 3.2.2), or the Host check
-    is passed by `GET http://evil.example/ HTTP/1.1` with `Host: localhost`."""
-    return [(b"host", authority), *((k, v) for k, v in headers if k != b"host")]
+def head_refusal(line_bytes: int, head_bytes: int) -> tuple[int, str] | None:
+    """(status, message) refusing a request head of this size, or None: 414 when its request line alone is over
+    MAX_HEAD_BYTES (its target is what is too long), 431 when the whole head is. The one rule for the protocol, which
+    counts raw bytes as they arrive, and for the app (`serve.HeadLimit`), which counts what its scope holds."""
+    if line_bytes > MAX_HEAD_BYTES:
+        return 414, f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB"
+    if head_bytes > MAX_HEAD_BYTES:
+        return 431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB"
+    return None
+
+
+def body_length(content_length: str | None, transfer_encoding: bool) -> int | None:
+    """The body length a request's head declares: 0 without Content-Length, None when it cannot be known (a
+    Transfer-Encoding, chunked say, or a Content-Length that is no plain number). One reading for the protocol, which
+    feeds a body to the parser up to its end, and the app (`serve.CloseUnreadBody`), which decides whether to drain it."""
+    length = "0" if content_length is None else content_length.strip()
+    return int(length) if length.isdigit() and not transfer_encoding else None
+
+
+PARSER_REASONS = {"Pause on PRI/Upgrade": "an HTTP/2 connection preface: this server speaks HTTP/1.1 only"}
+
+
+class _Parser:
+    """httptools' request parser, keeping the reason of the error it raised: uvicorn answers every one with the same
+    "Invalid HTTP request received.", which names no problem."""
+
+    def __init__(self, parser: Any) -> None:
+        self._parser, self.reason = parser, "the parser refused it"
+
+    def feed_data(self, data: bytes) -> None:
+        from httptools import HttpParserCallbackError, HttpParserError, HttpParserInvalidURLError, HttpParserUpgrade
+
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade:
+            raise
+        except HttpParserError as e:
+            if isinstance(e, HttpParserCallbackError) and isinstance(e.__context__, HttpParserInvalidURLError):
+                self.reason = "the request target is neither a path (/healthz) nor a URL (http://host/healthz)"
+            else:  # (a callback's own error is "User callback error": uvicorn's, not the client's, if ever)
+                self.reason = PARSER_REASONS.get(str(e), str(e) or self.reason)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
 
 
 def _answer(status: int, message: str) -> bytes:
@@ -75,6 +118,10 @@ def protocol() -> Any:
         _bare = 0  # bytes of the body phase that carried no body data (chunk framing, trailer fields)
         _body_seen = False
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.parser = _Parser(self.parser)
+
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._start_head_timer()  # a connection that never sends a byte is closed too
@@ -93,11 +140,9 @@ def protocol() -> Any:
                     self._head_bytes += fed
                     if not self._line_done:
                         self._count_line(data[:fed])
-                    if self._head_bytes > MAX_HEAD_BYTES:  # refused before the parser buffers any of it
-                        if self._line_bytes > MAX_HEAD_BYTES:  # the request line alone, i.e. its target, is too long
-                            self._refuse(414, f"request target (URL) longer than {MAX_HEAD_BYTES >> 10} KiB")
-                        else:
-                            self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB")
+                    refusal = head_refusal(self._line_bytes, self._head_bytes)
+                    if refusal is not None:  # refused before the parser buffers any of it
+                        self._refuse(*refusal)
                         return
                     super().data_received(data[:fed])
                 else:  # a body, fed up to where its request can end: a head pipelined after it is counted as one
@@ -136,14 +181,17 @@ def protocol() -> Any:
         def on_headers_complete(self) -> None:
             self._heading, self._head_bytes, self._tail, self._bare = False, 0, b"", 0
             target = absolute_form(self.url)
-            if target is not None:  # the request's scope holds this very list: the app sees the target's host
-                self.headers[:] = host_from_target(self.headers, target[0])
+            absolute = target is not None
+            if absolute and not target[1].startswith(b"/"):  # `http://host` or `http://host?q`: its path is / (RFC 9112,
+                self.url = self.url[:len(self.url) - len(target[1])] + b"/" + target[1]  # 3.2.2), not a parse error
             fields = dict(self.headers)  # the parser refuses a Content-Length beside a Transfer-Encoding, or two
-            length = fields.get(b"content-length", b"")
-            self._body_left = int(length) if length.isdigit() and b"transfer-encoding" not in fields else None
+            length = fields.get(b"content-length")  # none: as chunked, fed up to a blank line (an upgrade's bytes)
+            self._body_left = None if length is None else body_length(length.decode("latin-1"), b"transfer-encoding" in fields)
             self._line_bytes, self._line_begun, self._line_done = 0, False, False  # for the next request's head
             self._stop_head_timer()
             super().on_headers_complete()
+            if absolute:  # uvicorn kept the path alone; its task, not started yet, holds this scope: the app gets the
+                self.scope["raw_path"] = self.url.partition(b"?")[0]  # target whole, as h11 gives it (serve.AbsoluteForm)
 
         def on_body(self, body: bytes) -> None:
             self._body_seen = True
@@ -157,9 +205,10 @@ def protocol() -> Any:
             super().on_message_complete()
 
         def send_400_response(self, msg: str) -> None:
-            """The parser's rejections (a malformed request line, header or length) in Spotify's error shape."""
+            """The parser's rejections (a malformed request line, header or length) in Spotify's error shape, saying
+            what the parser found (`Duplicate Content-Length`), not uvicorn's `msg`, the same for every one."""
             self._stop_head_timer()
-            self.transport.write(_answer(400, msg))
+            self.transport.write(_answer(400, f"malformed HTTP request: {self.parser.reason}"))
             self.transport.close()
 
         def _start_head_timer(self) -> None:

@@ -38,7 +38,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audio import AUDIO_EXTENSIONS
-from .http_protocol import absolute_form, host_from_target
+from .http_protocol import absolute_form, body_length, head_refusal
 from .library import AnalysisFailed, Library, TransientFailure, failure_note, is_valid_id, stage_upload
 
 MAX_IDS = 100  # Spotify's limit per batch request
@@ -51,6 +51,7 @@ MULTIPART_SLACK = 1 << 20  # bytes of multipart framing and form fields allowed 
 UPLOADS_PER_WORKER = 4  # uploads in flight beyond workers x this get 429: bounded disk and queue under load
 CHUNK = 1 << 16
 BODY_IDLE_SECONDS = 60.0  # an upload that sends nothing for this long gets 408 (nginx's client_body_timeout)
+BODY_MIN_RATE = 500  # bytes/s: an upload has BODY_IDLE_SECONDS plus a second per this many bytes (Apache's MinRate)
 DRAIN_BYTES = 64 << 10  # an unread body of a refused request up to this Content-Length is read and dropped, the
 DRAIN_SECONDS = 1.0  # connection kept, if it arrives within this long; a larger, chunked or slower one closes it
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # others share one metrics label
@@ -99,6 +100,11 @@ def _check_id(ident: str) -> None:
     if not is_valid_id(ident):
         shown = ident if 0 < len(ident) <= 40 and ident.isprintable() else repr(ident[:40]) + ("..." if len(ident) > 40 else "")
         raise ApiError(400, f"invalid id {shown}: an id is 22 characters from 0-9, a-z, A-Z")
+
+
+def _unknown(ident: str) -> ApiError:
+    """The 404 of an id the index lacks, once the start-up scan has ended (`ready` answers 503 until then)."""
+    return ApiError(404, f"no track with id {ident} in this library")
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
@@ -207,13 +213,6 @@ class NoTrailingSlash:
         await self.app(scope, receive, send)
 
 
-def _body_length(headers: Headers) -> int | None:
-    """The body length a request's head declares: 0 without Content-Length, None when it cannot be known (a
-    Transfer-Encoding, chunked say, or a Content-Length that is no plain number)."""
-    length = headers.get("content-length", "0").strip()
-    return int(length) if length.isdigit() and "transfer-encoding" not in headers else None
-
-
 def _drainable(headers: Headers, length: int | None) -> bool:
     """Whether a body left unread may be read and dropped to keep its connection: a known length of at most
     DRAIN_BYTES, and no `Expect: 100-continue` (reading would invite a body the client is waiting to be told not to
@@ -235,7 +234,7 @@ class CloseUnreadBody:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        length = _body_length(headers)
+        length = body_length(headers.get("content-length"), "transfer-encoding" in headers)
         read, drainable = length == 0, _drainable(headers, length)
 
         async def reading() -> Message:
@@ -277,20 +276,50 @@ class Cors(CORSMiddleware):
         return error_response(response.status_code, bytes(response.body).decode(), headers)
 
 
+def host_from_target(headers: list[tuple[bytes, bytes]], authority: bytes) -> list[tuple[bytes, bytes]]:
+    """`headers` (names in lower case) with their Host fields, if any, replaced by one holding `authority`: a server
+    given an absolute-form target must ignore Host and use the target's authority (RFC 9112, 3.2.2), or the Host check
+    is passed by `GET http://evil.example/ HTTP/1.1` with `Host: localhost`."""
+    return [(b"host", authority), *((k, v) for k, v in headers if k != b"host")]
+
+
 class AbsoluteForm:
-    """An absolute-form request target (`GET http://host/path`) under h11, which hands it to the app whole as its path
-    (a 404 for `http://localhost/healthz`, and Host alone was checked): the app gets the target's path, and its authority
-    as Host (RFC 9112, 3.2.2). songfeat's httptools protocol does the same as it parses (`http_protocol`)."""
+    """An absolute-form request target (`GET http://host/path`), which h11 and songfeat's own protocol
+    (`http_protocol`) hand to the app whole as its raw path: the app gets the target's path, and its authority as Host
+    (RFC 9112, 3.2.2), so every check and route sees them (under h11 alone, until 2026-12-05: a 404 for
+    `http://localhost/healthz`, and Host alone was checked). The rule's one place; a server that drops the authority
+    before the app runs (uvicorn's own httptools protocol) leaves nothing here to apply it to."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = absolute_form(scope.get("raw_path") or b"") if scope["type"] == "http" else None
-        if target is not None:  # h11 splits the query off the target, so the rest is the path alone
+        if target is not None:  # the query is split off the target already, so the rest is the path alone
             path = target[1] or b"/"
             scope = {**scope, "raw_path": path, "path": unquote(path.decode("ascii", "replace")),
                      "headers": host_from_target(list(scope["headers"]), target[0])}
+        await self.app(scope, receive, send)
+
+
+class HeadLimit:
+    """`http_protocol.head_refusal`'s size rule (431, or 414 for a URL over 64 KiB) applied to the request head as the
+    scope holds it, so it holds under any server: songfeat's own protocol refuses such a head before reading it, but the
+    app run by uvicorn's own httptools answered a 1-MB header as any other request (its memory is spent by then; the
+    answer is the same). What the scope holds is never more than the bytes that came (no separators, no spaces), so a
+    head songfeat's protocol takes is taken here too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"")
+            line = len(scope["method"]) + len(scope.get("raw_path") or scope["path"].encode()) + len(" HTTP/1.1\r\n") + 1 \
+                + (len(query) + 1 if query else 0)
+            refusal = head_refusal(line, line + sum(len(k) + len(v) + 3 for k, v in scope["headers"]) + 2)
+            if refusal is not None:
+                return await error_response(*refusal)(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -352,18 +381,25 @@ class TrustedHosts:
 
 
 async def _body(request: Request):
-    """The request body's chunks, each waited for at most BODY_IDLE_SECONDS: a client that stops sending mid-upload
-    would otherwise hold an upload slot (and its connection) for ever."""
+    """The request body's chunks, each waited for at most BODY_IDLE_SECONDS, and all of them by BODY_IDLE_SECONDS plus
+    a second per BODY_MIN_RATE bytes received (Apache's mod_reqtimeout rule): a client that stops sending mid-upload, or
+    sends a byte now and then, would otherwise hold an upload slot (and its connection) for ever."""
     chunks = request.stream().__aiter__()
+    start, received = time.monotonic(), 0
     while True:
+        left = start + BODY_IDLE_SECONDS + received / BODY_MIN_RATE - time.monotonic()
         try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), BODY_IDLE_SECONDS)
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(0.0, min(left, BODY_IDLE_SECONDS)))
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError:
-            raise ApiError(408, f"upload stalled: no data for {BODY_IDLE_SECONDS:g} s") from None  # closes: CloseUnreadBody
+        except asyncio.TimeoutError:  # closes the connection: CloseUnreadBody
+            if left >= BODY_IDLE_SECONDS:
+                raise ApiError(408, f"upload stalled: no data for {BODY_IDLE_SECONDS:g} s") from None
+            raise ApiError(408, f"upload too slow: {received} bytes in {time.monotonic() - start:.0f} s (an upload may "
+                                f"take {BODY_IDLE_SECONDS:g} s plus 1 s per {BODY_MIN_RATE} bytes sent)") from None
         except ClientDisconnect:  # the client went away mid-upload: no one to answer, nothing to log as a server error
             raise ApiError(400, "the client disconnected before the upload was complete") from None
+        received += len(chunk)
         yield chunk
 
 
@@ -373,10 +409,10 @@ async def receive_upload(request: Request, limit: int, directory: Path) -> tuple
     Returns (temporary path, file suffix, name to show in messages). Raises ApiError 413 / 400, or 408 for a stalled body.
     """
     ctype = request.headers.get("content-type", "")
-    declared = request.headers.get("content-length")
+    declared = body_length(request.headers.get("content-length"), "transfer-encoding" in request.headers)
     multipart = ctype.lower().startswith("multipart/form-data")
     too_big = ApiError(413, f"upload larger than the {limit / 1e6:g} MB limit")
-    if declared and declared.isdigit() and int(declared) > limit + (MULTIPART_SLACK if multipart else 0):
+    if declared is not None and declared > limit + (MULTIPART_SLACK if multipart else 0):
         raise too_big
     fd, tmp = stage_upload(directory)
     name = request.query_params.get("filename") or "upload"
@@ -399,7 +435,7 @@ async def receive_upload(request: Request, limit: int, directory: Path) -> tuple
     suffix = Path(name).suffix.lower()
     if suffix not in AUDIO_EXTENSIONS:
         suffix = CONTENT_TYPES.get(ctype.split(";")[0].strip().lower(), "")
-    return tmp, suffix, Path(name).name[:100]
+    return tmp, suffix, _shown(Path(name).name or "upload")  # `filename=/` named nothing: ': not a readable audio file'
 
 
 class _MultipartLog(logging.LoggerAdapter):
@@ -658,6 +694,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(HeadAsGet)
     app.add_middleware(NoTrailingSlash)
+    app.add_middleware(HeadLimit)  # the protocol's head-size rule, for servers that do not apply it
     app.add_middleware(CloseUnreadBody)  # every answer given before its body was read, refusals included
     app.add_middleware(AbsoluteForm)  # outermost: every check and route sees the host and path the target names
 
@@ -699,15 +736,16 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
 
     api = APIRouter(dependencies=[Depends(same_origin_only), Depends(require_token)])
 
-    async def ready(ids: list[str], wait: bool) -> dict:
-        """Entries for `ids`; pending ones are moved up the queue and waited for (wait) or answered 503, and so are ids
-        the index lacks while the start-up scan runs: their files may not have been reached yet, so not null or 404."""
+    async def ready(ids: list[str], wait: bool, analysed: bool = True) -> dict:
+        """Entries for `ids`; pending ones (when they must be `analysed`) are moved up the queue and waited for (wait)
+        or answered 503, and so are ids the index lacks while the start-up scan runs: their files may not have been
+        reached yet. The one place of that rule: once the scan has ended, such ids are unknown (404, null in a batch)."""
         deadline = time.monotonic() + wait_seconds
         entries = library.index.lookup(ids)
         while wait and library.indexing and not entries.keys() >= set(ids) and time.monotonic() < deadline:
             await asyncio.sleep(INDEXING_POLL)
             entries = library.index.lookup(ids)
-        pending = [e.path for e in entries.values() if e.state == "pending"]
+        pending = [e.path for e in entries.values() if e.state == "pending"] if analysed else []
         if pending:
             fut = library.prioritise(pending)
             if wait:
@@ -744,7 +782,7 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
         _check_id(id)
         entry = (await ready([id], wait)).get(id)
         if entry is None:
-            raise ApiError(404, f"no track with id {id} in this library")
+            raise _unknown(id)
         if entry.state == "failed":
             raise ApiError(404, f"track {id} could not be analysed: {entry.error}{failure_note(entry.error, entry.analyses)}")
         return json_text(entry.features)
@@ -777,18 +815,17 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
             busy["uploads"] -= 1
 
     @api.get("/v1/audio-analysis/{id}", summary="Audio analysis of one track (Spotify's AudioAnalysisObject)")
-    async def audio_analysis(id: str):
+    async def audio_analysis(id: str, wait: bool = Query(False, description="Hold the request while the library's first "
+                                                             "scan may still reach the track")):
         """Beats, bars, sections and segments, computed on first request and cached; 501 if songfeat cannot yet."""
         _check_id(id)
+        await ready([id], wait, analysed=False)  # its features need not be in; its file must have been indexed
         try:
             cached, fut = library.audio_analysis(id)
         except NotImplementedError as e:
             raise ApiError(501, str(e)) from None
         except KeyError:
-            if library.indexing:
-                raise ApiError(503, f"track {id} is not indexed yet ({INDEXING}); retry after {INDEXING_RETRY} s",
-                               {"Retry-After": str(INDEXING_RETRY)}) from None
-            raise ApiError(404, f"no track with id {id} in this library") from None
+            raise _unknown(id) from None
         if cached is None:
             done, _ = await asyncio.wait([asyncio.wrap_future(fut)], timeout=wait_seconds)
             if not done:
