@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from songfeat import features
+from songfeat import atomic, features
 from songfeat.bundle import load_bundle
 from songfeat.data.splits import kfold
 from songfeat.data.store import build_store, open_store
+from songfeat.errors import SongfeatError, counted
 from songfeat.evaluate import compare, predict_dataset, regression_metrics
 from songfeat.train import Dataset, dataset_from_store, train_bundle
 
@@ -72,6 +73,16 @@ def open_store_ok(store: Path) -> bool:
         return True
     except Exception:
         return False
+
+
+def check_folds(folds: list[dict], store: Path, label: str) -> list[dict]:
+    """`folds` as they are, or a SongfeatError naming the store when a fold's training part is under 2 clips (a
+    traceback from train_bundle, minutes in)."""
+    least = min(len(f["train"]) for f in folds)
+    if least < 2:
+        raise SongfeatError(store, f"{label}: with {len(folds)} folds one trains on only {counted(least, 'clip')} (2 at "
+                                   "least); use more clips, or fewer --folds")
+    return folds
 
 
 def cv_predict(name: str, family: str, data: Dataset, folds: list[dict], seed: int, hparams: dict | None,
@@ -123,8 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/results-previews.md"))
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
+    try:
+        return _run(a)
+    except (SongfeatError, ValueError, KeyError) as e:  # a store too small for the folds: one line, not a traceback
+        where = "" if isinstance(e, SongfeatError) else f"{a.store}: "
+        print(f"run_previews_cv: error: {where}{e}", file=sys.stderr)
+        return 2
+
+
+def _run(a: argparse.Namespace) -> int:
+    """The cross-validation of `main`'s parsed options; writes a.out and returns 0."""
     store = open_store(ensure_store(a.shared, a.store))
-    folds = kfold(store.ids(), k=a.folds, seed=a.seed)
     results, labels, facts = [], [], []
     base_done: set[tuple[str, ...]] = set()
     with tempfile.TemporaryDirectory(prefix="songfeat-cv-") as tmp:
@@ -139,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             if len(data) != len(store):
                 print(f"{label}: {len(store) - len(data)} clips dropped for missing values", file=sys.stderr)
             print(f"{label}: {a.folds}-fold CV on {len(data)} clips ...", file=sys.stderr, flush=True)
+            # the folds of the clips this family can use: folds of all the store's ids handed a clip lacking a label
+            # to train_bundle, a KeyError; the same folds as before when no clip lacks one (kfold sorts the ids)
+            folds = check_folds(kfold(data.ids, k=a.folds, seed=a.seed), a.store, label)
             pred, base, fact = cv_predict(label, family, data, folds, a.seed, hp, Path(tmp))
             results.append(regression_metrics(data.targets, pred, targets))
             labels.append(label)
@@ -182,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         md.append(f"| {label} | {', '.join(map(str, f['epochs']))} | {f['seconds']} | {f['folds_with_constant_output']} |")
     text = "\n".join(md) + "\n"
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(text)
+    with atomic.replacing(a.out, encoding="utf-8") as f:  # an interrupted write left the docs page half written
+        f.write(text)
     print(text)
     return 0
 

@@ -216,3 +216,30 @@ def test_a_picture_interrupted_says_it_was_not_written(tmp_path, capsys):
     assert e.value.exit_code == 130
     assert capsys.readouterr().err.strip() == (f"songfeat: error: interrupted; {tmp_path / 'p.png'} was not written "
                                                "(what was printed before it is whole)")
+
+
+class _InterruptedImport:
+    """A meta-path finder that raises KeyboardInterrupt when `name` is imported: Ctrl-C while torch loads."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name:
+            raise KeyboardInterrupt
+        return None
+
+
+@pytest.mark.parametrize("argv, module, message", [
+    (["build", "--labels", "l.csv", "--audio", "a", "--out", "s"], "songfeat.data.store",
+     "interrupted before the store was begun; nothing was written to s"),
+    (["train", "lstm-multitask", "--store", "s", "--out", "b"], "songfeat.train",
+     "interrupted before the training began; nothing was written (a bundle already at b is left as it was)"),
+])
+def test_ctrl_c_while_the_command_loads_torch_says_so(argv, module, message, monkeypatch):
+    """Importing torch takes seconds on a busy machine; Ctrl-C then was typer's silent exit 130, no line at all."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(module), *sys.meta_path])
+    assert _said(run.invoke(app, argv)) == [f"songfeat: error: {message}"]

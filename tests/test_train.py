@@ -884,3 +884,132 @@ def test_a_refused_failed_or_interrupted_train_leaves_no_folders_it_made(tiny_st
     with pytest.raises(ValueError):
         train_bundle("numeric-mlp", tiny_store, made, epochs=0, progress=False)
     assert not (tmp_path / "new" / "dir" / "more").exists() and (tmp_path / "new" / "dir").is_dir()
+
+
+@pytest.fixture(scope="module")
+def gappy_store(tmp_path_factory):
+    """A 10-clip store (tiny front-end, no descriptors) whose labels name artists but leave cells empty: liveness on
+    every clip, speechiness on five, danceability on one."""
+    import soundfile as sf
+
+    from songfeat.data.store import build_store
+    from songfeat.data.synthetic import synth_clip, synth_labels
+
+    root = tmp_path_factory.mktemp("gappy")
+    audio = root / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(5)
+    rows = []
+    for i, (e, d, a, s) in enumerate(synth_labels(10, seed=5)):
+        tid = f"{i:022d}"
+        sf.write(audio / f"{tid}.wav", synth_clip(np.array([e, d, a, s]), 8000, 1.2, rng), 8000)
+        rows.append({"track_id": tid, "artists": f"artist {i % 4}", "danceability": d if i else None, "energy": e,
+                     "speechiness": s if i >= 5 else None, "acousticness": a, "instrumentalness": 0.5,
+                     "valence": float(rng.random()), "liveness": None, "tempo": 120.0, "loudness": -8.0, "key": 1,
+                     "mode": 1, "time_signature": 4})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    build_store(root / "labels.csv", audio, root / "store", frontend=TINY, workers=1, progress=False, descriptors=False)
+    return root / "store"
+
+
+def test_an_artist_split_of_no_usable_clip_names_the_empty_column_not_the_artists(gappy_store, tmp_path):
+    """`train --split artist` where no clip had the targets said the labels named no artist (they do)."""
+    from songfeat.errors import SongfeatError
+
+    with pytest.raises(SongfeatError, match=r"only 0 training rows .*10 clips.*liveness in 10") as e:
+        train_bundle("lstm-multitask", gappy_store, tmp_path / "m", targets=["liveness", "energy"], split="artist",
+                     epochs=1, progress=False)
+    assert "artist" not in str(e.value)
+
+
+def test_measured_inputs_from_a_store_without_descriptors_say_so(tiny_store, tmp_path):
+    """Listing every measured column as empty left the reader to guess the store was built --no-descriptors."""
+    from songfeat.errors import SongfeatError
+
+    with pytest.raises(SongfeatError, match="built with --no-descriptors"):
+        train_bundle("numeric-mlp", tiny_store, tmp_path / "m", numeric_source="measured", epochs=1, progress=False)
+
+
+def test_cli_train_says_when_its_test_part_is_too_small_to_score(gappy_store, tmp_path):
+    """5 usable clips split 3/1/1: the bundle was written with no held-out metrics, and `evaluate` then refused it,
+    with no word from `train`."""
+    from songfeat.cli import app
+
+    r = CliRunner().invoke(app, ["train", "lstm-multitask", "--store", str(gappy_store), "--out", str(tmp_path / "b"),
+                                 "--epochs", "1", "--targets", "speechiness"])
+    assert r.exit_code == 0, r.output
+    assert load_bundle(tmp_path / "b").config["metrics"] is None
+    assert f"songfeat: warning: {tmp_path / 'b'}: its test part holds 1 clip, too few to score" in r.output
+    r = CliRunner().invoke(app, ["train", "lstm-multitask", "--store", str(gappy_store), "--out", str(tmp_path / "c"),
+                                 "--epochs", "1", "--targets", "energy"])
+    assert r.exit_code == 0 and "too few to score" not in r.output, r.output
+
+
+def _disk_full_on_savefig(monkeypatch) -> None:
+    """Make every PNG write fail as a full disk does, naming the temporary it was writing."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full(self, fname, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(fname))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+
+
+def test_a_scatter_or_bundle_that_cannot_be_written_once_the_work_ran_is_status_1_naming_it(tiny_store, tmp_path,
+                                                                                             monkeypatch):
+    """`evaluate --scatter` on a full disk exited 2 (a refusal before any work) naming `.s.png.<pid>.<hex>.tmp`; a
+    bundle that could not be written after training was status 2 too (README, "Exit status": 1)."""
+    import safetensors.torch
+
+    from songfeat.cli import app
+
+    run = CliRunner()
+    r = run.invoke(app, ["train", "lstm-multitask", "--store", str(tiny_store), "--out", str(tmp_path / "b"),
+                         "--epochs", "1", "--targets", "energy"])
+    assert r.exit_code == 0, r.output
+    _disk_full_on_savefig(monkeypatch)
+    r = run.invoke(app, ["evaluate", str(tmp_path / "b"), "--store", str(tiny_store), "--scatter",
+                         str(tmp_path / "s.png")])
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == f"songfeat: error: {tmp_path / 's.png'}: cannot write it (No space left on device)"
+
+    def no_space(model, filename, *a, **k):
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.torch, "save_model", no_space)
+    r = run.invoke(app, ["train", "lstm-multitask", "--store", str(tiny_store), "--out", str(tmp_path / "c"),
+                         "--epochs", "1", "--targets", "energy"])
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == (f"songfeat: error: {tmp_path / 'c'}: cannot write the bundle (No space left on "
+                                "device)")
+
+
+def _run_previews_cv():
+    """scripts/run_previews_cv.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_previews_cv",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "run_previews_cv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_cv_script_folds_the_clips_a_family_can_use(gappy_store, tmp_path, capsys):
+    """Its folds were drawn over every clip in the store, so a clip lacking the family's target reached train_bundle in
+    a fold and stopped the run with a KeyError traceback; too few clips for the folds was a traceback too."""
+    cv = _run_previews_cv()
+    out = tmp_path / "cv.md"
+    assert cv.main(["--store", str(gappy_store), "--only", "cnn-simple", "--folds", "2", "--out", str(out)]) == 0
+    assert "cnn-simple" in out.read_text() and not list(tmp_path.glob(".cv.md*"))
+    capsys.readouterr()
+    assert cv.main(["--store", str(gappy_store), "--only", "cnn-simple", "--folds", "20", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (f"run_previews_cv: error: {gappy_store}: cannot make "
+                                                                 "20 folds from 9 ids")
+    # lstm-multitask's five targets are on 5 clips: a fold holds 2 or 3 out, and trains on 1 of the rest (1 is val)
+    assert cv.main(["--store", str(gappy_store), "--only", "lstm-multitask", "--folds", "2", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"run_previews_cv: error: {gappy_store}: lstm-multitask: with 2 folds one trains on only 1 clip (2 at least); "
+        "use more clips, or fewer --folds")

@@ -1089,7 +1089,8 @@ def build_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the decoders' own messages behind each warning (--engine ray: Ray's own log lines too)."),
 ) -> None:
     """Build a dataset store: labels joined to audio, cached front-end tensors and measured descriptors."""
-    from .data.store import build_store, finished_clips
+    with _interrupted(f"interrupted before the store was begun; nothing was written to {out}"):
+        from .data.store import build_store, finished_clips  # torch: seconds on a busy machine, where Ctrl-C was silent
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine must be local or ray, not {engine!r}")
@@ -1160,9 +1161,12 @@ def train_cmd(
 
     Every epoch's state is kept in OUT.training/ until the bundle is written: the same command run again after an
     interruption continues from the last finished epoch, with the same result as an uninterrupted run."""
-    from .checkpoint import kept
-    from .errors import SongfeatError
-    from .train import train_bundle
+    from .errors import SongfeatError, WorkFailed
+
+    with _interrupted(f"interrupted before the training began; nothing was written (a bundle already at {out} is left "
+                      "as it was)"):
+        from .checkpoint import kept  # torch: seconds on a busy machine, where Ctrl-C was a silent exit 130
+        from .train import train_bundle
 
     hp: dict = {}
     if variant:
@@ -1182,6 +1186,8 @@ def train_cmd(
                                 batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
                                 hparams=hp or None, device=device, early_stop_patience=patience or None,
                                 progress=_progress_on())
+        except WorkFailed as e:
+            raise fail(str(e), 1) from None
         except (SongfeatError, ValueError, KeyError) as e:
             raise fail(str(e)) from None
         except OSError as e:
@@ -1192,7 +1198,7 @@ def train_cmd(
 
 def _warn_left_out(bundle: Path) -> None:
     """Say how many of the store's clips training left out for lacking a target or input (only the bundle's provenance
-    knew: 40 of 100 clips could go unused without a word)."""
+    knew: 40 of 100 clips could go unused without a word), and when the test part was too small to score."""
     import json
 
     try:
@@ -1204,6 +1210,10 @@ def _warn_left_out(bundle: Path) -> None:
         why = ", ".join(f"{c} in {k}" for c, k in sorted(gaps.items(), key=lambda x: -x[1]))
         typer.echo(f"songfeat: warning: {n} of the store's {prov.get('rows')} clips were left out: they lack a value the "
                    f"model needs ({why})", err=True)
+    n_test = prov.get("n_test")
+    if isinstance(n_test, int) and n_test < 2:  # the bundle was written with no held-out metrics, which said nothing
+        typer.echo(f"songfeat: warning: {bundle}: its test part holds {counted(n_test, 'clip')}, too few to score: no "
+                   "held-out metrics were recorded and `songfeat evaluate` cannot score it; train on more clips", err=True)
 
 
 @app.command("evaluate")
@@ -1215,7 +1225,7 @@ def evaluate_cmd(
     scatter: Optional[Path] = typer.Option(None, "--scatter", readable=False, help="Also write a prediction-vs-truth PNG here."),
 ) -> None:
     """The seed's metrics (MSE, MAE, RMSE, R², Pearson per target + average) of a bundle on its held-out split."""
-    from .errors import SongfeatError
+    from .errors import SongfeatError, WorkFailed
     from .evaluate import evaluate_bundle, to_json, to_markdown
 
     if fmt not in ("md", "json"):
@@ -1224,6 +1234,8 @@ def evaluate_cmd(
     try:  # the scatter is written whole (atomically) or not at all
         with _interrupted("interrupted; nothing was written"):
             result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
+    except WorkFailed as e:
+        raise fail(str(e), 1) from None
     except (SongfeatError, ValueError, KeyError) as e:
         raise fail(str(e)) from None
     except OSError as e:

@@ -228,7 +228,7 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
     the model never trained on. Returns `report(...)` plus "model", "bundle" and "split".
     """
     from .bundle import load_bundle
-    from .errors import SongfeatError, counted
+    from .errors import SongfeatError, WorkFailed, counted
     from .data.dataset import dataset_for_bundle
 
     b = load_bundle(bundle_path)
@@ -257,7 +257,10 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
     out = report(truth, pred, names)
     out.update(model=b.config.get("model"), bundle=str(bundle_path), split=split, clips=_clips_digest(data.ids))
     if scatter:
-        scatter_png(truth, pred, names, scatter, title=f"{b.config.get('model')} ({split}, n={len(data)})")
+        try:  # a full disk: the picture named, status 1 (the work ran); it read as a refusal naming the temporary
+            scatter_png(truth, pred, names, scatter, title=f"{b.config.get('model')} ({split}, n={len(data)})")
+        except OSError as e:
+            raise WorkFailed(scatter, f"cannot write it ({e.strerror or e})") from None
         out["scatter"] = str(scatter)
     return out
 

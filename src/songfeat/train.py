@@ -412,17 +412,21 @@ def _check_disjoint(parts: dict[str, list[str]]) -> None:
 
 
 def _too_few(source: Any, data: Dataset, n_train: int) -> Exception:
-    """The error for a training split under 2 rows: names the store and, when rows lacked values, which columns."""
-    from .errors import SongfeatError
+    """The error for a training split under 2 rows: names the store and, when rows lacked values, which columns (and a
+    store built --no-descriptors, when the measured inputs are what is missing)."""
+    from .errors import SongfeatError, counted
 
     prov = data.provenance
-    why = f"only {n_train} training rows (of {len(data)} usable"
+    why = f"only {counted(n_train, 'training row')} (of {len(data)} usable"
     if "rows" in prov:
-        why += f" of {prov['rows']} clips in the store"
+        why += f" of {counted(prov['rows'], 'clip')} in the store"
     why += "); need at least 2"
     gaps = prov.get("missing_by_column") or {}
     if gaps:
         why += "; clips lacking a value: " + ", ".join(f"{c} in {n}" for c, n in sorted(gaps.items(), key=lambda x: -x[1]))
+    if data.numeric_source == "measured" and (prov.get("manifest") or {}).get("descriptors") is False:
+        why += ("; the store was built with --no-descriptors, so it holds no measured inputs: build one with "
+                "descriptors, or use --numeric-source labels")
     if isinstance(source, Dataset):
         return ValueError(why)
     return SongfeatError(prov.get("store") or getattr(source, "path", None) or str(source), why)
@@ -559,6 +563,8 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
             data = replace(data, numeric=None, numeric_names=())
         if "frontend" not in cls.inputs:
             data = replace(data, frontend=None)
+        if len(data) < 2:  # said before a split is made: `--split artist` blamed the artists when no clip was usable
+            raise _too_few(store_or_dataset, data, len(data))
         if isinstance(split, dict):
             parts = {k: list(split.get(k) or []) for k in ("train", "val", "test")}
             _check_disjoint(parts)
@@ -596,7 +602,12 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
         if te is not None and len(te) >= 2:
             pred = predict_dataset(Bundle(model=model, config=config), te)
             config["metrics"] = _nan_to_none({"split": "test", **report(te.targets, pred, list(targets))})
-        written = save_bundle(out, model, config)
+        try:
+            written = save_bundle(out, model, config)
+        except OSError as e:  # a full disk once trained: the bundle named, status 1 (it read as a refusal, 2)
+            from .errors import WorkFailed
+
+            raise WorkFailed(out, f"cannot write the bundle ({e.strerror or e})") from None
         if checkpoints is not None:
             import shutil
 
