@@ -36,12 +36,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import benchutil  # noqa: E402
+from benchutil import KK_MAJOR, KK_MINOR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIEWS = benchutil.shared_data() / "spotify-previews" / "audio"
 SR = 44100
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def clips(audio: Path | None, n: int) -> tuple[list[np.ndarray], str]:
@@ -72,11 +71,7 @@ def peer_songfeat(y: np.ndarray) -> None:
 
 def _essentia(method: str):
     def run(y: np.ndarray) -> None:
-        import essentia
-
-        essentia.log.infoActive = False  # its '[ INFO ] MusicExtractorSVM: ...' line on import is not ours to print
-        import essentia.standard as es
-
+        es = benchutil.essentia_standard()
         es.RhythmExtractor2013(method=method)(y)
         es.KeyExtractor(profileType="bgate")(y)
         es.LoudnessEBUR128(sampleRate=SR)(es.StereoMuxer()(y, y))

@@ -39,6 +39,7 @@ from songfeat import atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchutil, also when loaded from elsewhere (the tests)
 import benchutil  # noqa: E402
+from benchutil import KK_MAJOR, KK_MINOR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench_measured"
@@ -155,11 +156,7 @@ def peer_songfeat(y: np.ndarray) -> dict:
 
 def peer_essentia(y: np.ndarray) -> dict:
     """Essentia's multifeature beat tracker and its key extractor under four profiles."""
-    import essentia
-
-    essentia.log.infoActive = False  # its '[ INFO ] MusicExtractorSVM: ...' line on import is not ours to print
-    import essentia.standard as es
-
+    es = benchutil.essentia_standard()
     bpm = es.RhythmExtractor2013(method="multifeature")(y)[0]
     out = {"tempo": float(bpm)}
     for prof in ESSENTIA_PROFILES:
@@ -167,10 +164,6 @@ def peer_essentia(y: np.ndarray) -> dict:
         out[f"key_{prof}"] = _pitch_class(key)
         out[f"mode_{prof}"] = 1 if scale == "major" else 0
     return out
-
-
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def peer_librosa(y: np.ndarray) -> dict:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: one-line failures (no traceback) for a missing peer library, unusable audio or options.
+"""What the benchmarks share: one-line failures (no traceback) for a missing peer library, unusable audio or options,
+and the set-up of peers more than one benchmark runs (Essentia's import, librosa's key profiles).
 
 Not a benchmark itself. Each script imports it from its own folder (`python benchmarks/x.py` puts that folder first
 on sys.path); a benchmark measures nothing useful without its peers or its audio, so it stops before the work and
@@ -13,9 +14,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 # the extra that brings each optional library (pyproject.toml); `bench` holds train's and Essentia
 EXTRAS = {"torch": "bench", "librosa": "bench", "pyloudnorm": "bench", "pandas": "bench", "onnx": "bench",
           "essentia": "bench", "ray": "ray", "requests": "collect", "fastapi": "serve"}
+# Krumhansl-Kessler key profiles (C major, C minor): the librosa peer's key, by correlation with the mean chroma
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def shared_data() -> Path:
@@ -46,6 +52,17 @@ def unavailable(module: str, why: str = "") -> str | None:
         return (f"{module} {what}{'; ' + why if why else ''}: "
                 f"pip install -c constraints.txt -e '.[{EXTRAS.get(module, 'bench')}]'")
     return None
+
+
+def essentia_standard():
+    """`essentia.standard`, the Essentia peers' algorithms, imported with Essentia's INFO log off: its
+    '[ INFO ] MusicExtractorSVM: ...' line on import is not the benchmark's to print."""
+    import essentia
+
+    essentia.log.infoActive = False
+    import essentia.standard as es
+
+    return es
 
 
 def require(*modules: str, why: str = "") -> None:

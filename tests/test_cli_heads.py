@@ -244,12 +244,21 @@ def test_train_heads_scores_its_fit_on_clips_each_fold_left_out(tmp_path, quick_
     assert held["model"]["targets"]["valence"]["pearson"] is None  # a constant label has no r: null, not NaN
     assert r.stdout.startswith("Held out: 5-fold cross-validation over the 6 clips")
     mean = held["mean_predictor"]["targets"]["energy"]["mae"]
-    assert f"| energy | {energy['mae']:.3f} | {energy['pearson']:.2f} | {mean:.3f} | 6 |" in r.stdout, r.stdout
+    assert f"| energy | {energy['mae']:.3f} | {energy['pearson']:.2f} | {mean:.3f} | " in r.stdout, r.stdout
     ev = json.loads(_ok(["evaluate-audio", "--labels", tmp_path / "labels.csv", "--audio", tmp_path / "audio",
                          "--model", tmp_path / "heads", "--cv", "5", "-f", "json"]).stdout)
     assert ev["learned"]["model"]["targets"]["energy"]["mae"] == energy["mae"]  # the same folds, the same function
     assert ev["learned"]["mean_predictor"]["targets"]["energy"]["mae"] == mean
     assert callers == ["train_heads", "_heads_cv"]
+    md = _ok(["evaluate-audio", "--labels", tmp_path / "labels.csv", "--audio", tmp_path / "audio",
+              "--model", tmp_path / "heads", "--cv", "5"]).stdout
+    # one renderer (`accuracy.learned_table`): train-heads' rows, the average's too, begin as evaluate-audio's do (which
+    # adds the catalogue mean's columns before the count)
+    table = [ln for ln in r.stdout.splitlines() if ln.startswith("|")]
+    assert table[0] == "| feature | model MAE | model r | mean_predictor MAE | mean_predictor r | clips |", r.stdout
+    assert [ln.split(" | ")[0] for ln in table[2:]] == ["| energy", "| valence", "| **average**"], r.stdout
+    for ln in table[2:]:
+        assert any(row.startswith(ln.rsplit(" | ", 1)[0] + " | ") for row in md.splitlines()), (ln, md)
     r = _ok(args + ["--out", tmp_path / "quick", "--cv", "0"])
     assert r.stdout.splitlines()[0] == "not scored held out (--cv 0); --cv 5 scores the fit on clips it did not see"
     assert "held_out" not in json.loads((tmp_path / "quick" / "config.json").read_text())["split"]["heads"]
@@ -271,9 +280,9 @@ def test_the_mean_baseline_is_scored_where_a_fold_has_a_mean_label(tmp_path, qui
     held = json.loads((tmp_path / "heads" / "config.json").read_text())["split"]["heads"]["held_out"]
     model, mean = held["model"]["targets"]["valence"], held["mean_predictor"]["targets"]["valence"]
     assert model["n"] == 2 and model["mae"] is not None and mean["n"] == 0 and mean["mae"] is None
-    assert f"| valence | {model['mae']:.3f} | {_fmt(model['pearson'], 2)} | – (n=0) | 2 |" in r.stdout, r.stdout
+    assert f"| valence | {model['mae']:.3f} | {_fmt(model['pearson'], 2)} | – (n=0) | – | 2 |" in r.stdout, r.stdout
     energy = held["mean_predictor"]["targets"]["energy"]
-    assert energy["n"] == 6 and f"| {energy['mae']:.3f} | 6 |" in r.stdout, r.stdout
+    assert energy["n"] == 6 and f"| {energy['mae']:.3f} | {_fmt(energy['pearson'], 2)} | 6 |" in r.stdout, r.stdout
     ev = _ok(["evaluate-audio", "--labels", tmp_path / "labels.csv", "--audio", tmp_path / "audio",
               "--model", tmp_path / "heads", "--cv", "5", "-f", "json"]).stdout
     ev = json.loads(ev)["learned"]

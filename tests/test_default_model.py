@@ -70,9 +70,9 @@ def test_spoken_word_and_music_end_to_end():
 @pytest.mark.shared
 def test_stage1_recipe_learns_from_the_table(shared_data):
     from songfeat.data.labels import read_labels
-    from songfeat.default_model import TABLE, train_base
+    from songfeat.default_model import SPOTIFY_CATALOGUE, train_base
 
-    table = read_labels(shared_data / TABLE).frame
+    table = read_labels(shared_data / SPOTIFY_CATALOGUE).frame
     fit = train_base(table, exclude_ids=set(), seed=1, epochs=8, progress=False)
     m = fit.metrics
     assert m["model"]["targets"]["energy"]["pearson"] > 0.75  # loudness drives energy strongly

@@ -74,7 +74,7 @@ def test_train_heads_on_own_labels_makes_an_analyzable_bundle(tmp_path):
     from songfeat.errors import SongfeatWarning
 
     with pytest.warns(SongfeatWarning, match="no labels for danceability, speechiness, .*stage 1's prediction"):
-        out = train_heads(tmp_path / "labels.csv", audio, tmp_path / "bundle", cache=tmp_path / "cache", progress=False,
+        out, _ = train_heads(tmp_path / "labels.csv", audio, tmp_path / "bundle", cache=tmp_path / "cache", progress=False,
                           cfg=FitConfig(members=1, steps=100))
     r = analyze(audio / "c5.wav", model=out)
     assert 0 < r["energy"] < 1 and r["speechiness"] is not None

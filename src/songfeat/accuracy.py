@@ -8,6 +8,7 @@ held-out fold, so every figure is on clips the fitted part never saw.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,17 +93,40 @@ def _raw_lufs_mae(desc: pd.DataFrame, spot: np.ndarray) -> float | None:
     return float(np.mean(np.abs(desc["loudness_lufs"].to_numpy(float)[has] - spot[has]))) if has.any() else None
 
 
-def _fold_loudness(level: np.ndarray, x_in: np.ndarray, spot: np.ndarray, shipped: np.ndarray, train: np.ndarray,
-                   test: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """One fold's (reported loudness of the test clips, the model's loudness input for all clips or None to keep the
-    shipped one): the maps refitted on the training clips that have a loudness label, the shipped map when none has,
-    so a missing loudness label does not turn every prediction into NaN."""
-    tr = train[np.isfinite(spot[train])]
-    if tr.size == 0:
-        return shipped[test], None
-    slope, icpt = loudness_map(level[tr], spot[tr])
-    s_in, i_in = loudness_map(x_in[tr], spot[tr])
-    return slope * level[test] + icpt, np.clip(s_in * x_in + i_in, -60.0, 0.0)  # the range analysis gives
+@dataclass
+class _Loudness:
+    """Per clip: the level reported loudness is mapped from, the level the model's loudness input is mapped from
+    (`LOUDNESS_MEASURES`, by the bundle's `numeric_descriptors`), Spotify's loudness and the shipped map's loudness;
+    both maps are refitted per fold (`fold`), in the stack's folds and the heads' alike."""
+
+    level: np.ndarray
+    x_in: np.ndarray
+    spot: np.ndarray
+    shipped: np.ndarray
+    column: int | None  # the model's loudness input among its numeric inputs
+
+    @classmethod
+    def of(cls, bundle, desc: pd.DataFrame, rows: pd.DataFrame) -> "_Loudness":
+        """The clips' levels (`desc`) and labels (`rows`) for `bundle`'s two loudness maps."""
+        inputs = list(bundle.numeric_inputs)
+        return cls(desc["loudness_level"].to_numpy(float),
+                   desc[LOUDNESS_MEASURES[bundle.numeric_descriptor("loudness")]].to_numpy(float),
+                   rows["loudness"].to_numpy(float), desc["loudness"].to_numpy(float),
+                   inputs.index("loudness") if "loudness" in inputs else None)
+
+    def fold(self, numeric: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One fold's (reported loudness of the test clips, a copy of `numeric` with the model's loudness input mapped
+        anew): the maps refitted on the training clips that have a loudness label, the shipped maps when none has, so
+        a missing loudness label does not turn every prediction into NaN."""
+        numeric = numeric.copy()
+        tr = train[np.isfinite(self.spot[train])]
+        if tr.size == 0:
+            return self.shipped[test], numeric
+        slope, icpt = loudness_map(self.level[tr], self.spot[tr])
+        if self.column is not None:
+            s_in, i_in = loudness_map(self.x_in[tr], self.spot[tr])
+            numeric[:, self.column] = np.clip(s_in * self.x_in + i_in, -60.0, 0.0)  # the range analysis gives
+        return slope * self.level[test] + icpt, numeric
 
 
 def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | Path | None = None, cv: int | None = None,
@@ -183,22 +207,17 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     numeric = np.array([bundle.numeric_row(c.descriptors) for c in clips], dtype=np.float32)
     fronts = [c.frontend for c in clips]
     idx_t = [bundle.targets.index(t) for t in targets]
-    loud_col = list(bundle.numeric_inputs).index("loudness") if "loudness" in bundle.numeric_inputs else None
     stack_pred, base_pred, mean_pred, loud_cv = (np.zeros_like(y), np.zeros_like(y), np.zeros_like(y), np.zeros(n))
-    level, x_in, spot = _loudness_levels(bundle, desc, rows)
+    loudness = _Loudness.of(bundle, desc, rows)
     for test in index_folds(n, cv, seed):
         train = np.setdiff1d(np.arange(n), test)
         # the shipped loudness map, refitted without the test fold
-        loud_cv[test], loud_in = _fold_loudness(level, x_in, spot, desc["loudness"].to_numpy(float), train, test)
-        fold_numeric = numeric.copy()
-        if loud_col is not None and loud_in is not None:
-            fold_numeric[:, loud_col] = loud_in
+        loud_cv[test], fold_numeric = loudness.fold(numeric, train, test)
         base = base_outputs(bundle, fold_numeric)[:, idx_t]
         z = head_inputs(bundle, fronts, fold_numeric)
         stack_pred[test] = _stack_fold(z, y, base, train, test)
         base_pred[test] = base[test]
         mean_pred[test] = mean_labels(y[train])
-    catalogue = bundle.config.get("label_means") or {}
     lows = np.array([features.BY_NAME[t].low for t in targets])
     highs = np.array([features.BY_NAME[t].high for t in targets])
     result["learned"] = {
@@ -206,10 +225,19 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         "stage1_only": regression_metrics(y, base_pred, targets),
         "mean_predictor": baseline_metrics(y, mean_pred, targets),  # NaN where a fold's training clips lack the label
     }
+    return _cv_tail(result, bundle, desc, rows, y, targets, loud_cv)
+
+
+def _cv_tail(result: dict, bundle, desc: pd.DataFrame, rows: pd.DataFrame, y: np.ndarray, targets: list[str],
+             loud_cv: np.ndarray) -> dict:
+    """`result` of a --cv run (the stack's or the heads') completed alike: the catalogue-mean baseline when the bundle
+    has every target's catalogue mean, and the measured figures with the loudness each fold's refitted map gave."""
+    catalogue = bundle.config.get("label_means") or {}
     if all(t in catalogue for t in targets):  # what you would guess knowing only Spotify's catalogue
-        result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
+        result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (len(y), 1)),
+                                                                 targets)
     result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
-    result["measured"]["loudness_raw_lufs_mae_db"] = _raw_lufs_mae(desc, spot)
+    result["measured"]["loudness_raw_lufs_mae_db"] = _raw_lufs_mae(desc, rows["loudness"].to_numpy(float))
     return result
 
 
@@ -240,13 +268,6 @@ def _loo_mean(y: np.ndarray) -> np.ndarray:
     return np.divide(total, count, out=np.full(y.shape, np.nan), where=count > 0)
 
 
-def _loudness_levels(bundle, desc: pd.DataFrame, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per clip: the level reported loudness is mapped from, the level the model's loudness input is mapped from
-    (`LOUDNESS_MEASURES`, by the bundle's `numeric_descriptors`), and Spotify's loudness; each map is refitted per fold."""
-    x_in = desc[LOUDNESS_MEASURES[bundle.numeric_descriptor("loudness")]].to_numpy(float)
-    return desc["loudness_level"].to_numpy(float), x_in, rows["loudness"].to_numpy(float)
-
-
 def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     """K-fold refit of a heads model's heads (and the loudness calibration) on these clips alone.
 
@@ -263,8 +284,7 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     cfg = FitConfig(**fitd)
     n = len(clips)
     idx_t = [bundle.targets.index(t) for t in targets]
-    level, x_in, spot = _loudness_levels(bundle, desc, rows)
-    li = list(bundle.numeric_inputs).index("loudness")
+    loudness = _Loudness.of(bundle, desc, rows)
     numeric = np.array([bundle.numeric_row(c.descriptors) for c in clips], dtype=np.float32)
     full = np.full((n, len(bundle.targets)), np.nan)
     full[:, idx_t] = y
@@ -278,30 +298,38 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
         result["note"] = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
 
     def fold_numeric(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        """The standardised stage-1 inputs with the loudness calibration refitted on `train` (`_fold_loudness`)."""
-        loud_cv[test], loud_in = _fold_loudness(level, x_in, spot, desc["loudness"].to_numpy(float), train, test)
-        num = numeric.copy()
-        if loud_in is not None:
-            num[:, li] = loud_in
+        """The standardised stage-1 inputs with the loudness calibration refitted on `train` (`_Loudness.fold`)."""
+        loud_cv[test], num = loudness.fold(numeric, train, test)
         return bundle.normalise("numeric", num)
 
     pred, mean_pred, _ = held_out_predictions(bundle, rows_ev, [c.weights for c in clips], full, fold_numeric,
                                               index_folds(n, cv, seed), cfg, part_columns(heads_layout))
     pred, mean_pred = pred[:, idx_t], mean_pred[:, idx_t]
-    catalogue = bundle.config.get("label_means") or {}
     result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": baseline_metrics(y, mean_pred, targets)}
-    if all(t in catalogue for t in targets):
-        result["learned"]["catalogue_mean"] = regression_metrics(y, np.tile([catalogue[t] for t in targets], (n, 1)), targets)
-    result["measured"] = measured_scores(desc, rows, loudness=loud_cv)
-    result["measured"]["loudness_raw_lufs_mae_db"] = _raw_lufs_mae(desc, spot)
-    return result
+    return _cv_tail(result, bundle, desc, rows, y, targets, loud_cv)
+
+
+def learned_table(learned: dict, targets: list[str], n_clips: int) -> list[str]:
+    """The markdown rows of the learned features' table: MAE and r of the model and of each baseline in `learned` (name
+    -> `regression_metrics`), a row per target and the average; evaluate-audio's and train-heads' held-out table."""
+    cols = list(learned)
+    lines = ["| feature | " + " | ".join(f"{c} MAE | {c} r" for c in cols) + " | clips |",
+             "|" + "---|" * (2 + 2 * len(cols))]
+    for t in list(targets) + ["average"]:
+        cells = []
+        n = n_clips if t == "average" else learned["model"]["targets"][t]["n"]
+        for c in cols:
+            m = learned[c]["average"] if t == "average" else learned[c]["targets"][t]
+            # "–" where undefined (a constant guess has no r); a baseline scored on fewer clips says on how many
+            cells += [_fmt_n(m["mae"], m, n), _fmt(m["pearson"], 2)]
+        # each feature is scored on the clips labelled with it
+        cells.append(str(n))
+        lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def to_markdown(result: dict) -> str:
     """The accuracy report as markdown: learned features (model vs baselines) then measured ones."""
-    learned = result["learned"]
-    cols = list(learned)
-    head = "| feature | " + " | ".join(f"{c} MAE | {c} r" for c in cols) + " | clips |"
     lines = [f"Clips: {result['n_clips']}" + (f", {result['cv']}-fold cross-validation" if result["cv"] else "")
              + (f"; {len(result['failed'])} failed" if result["failed"] else "")
              + (f" ({result['note']})" if result.get("note") else "")
@@ -314,18 +342,8 @@ def to_markdown(result: dict) -> str:
                 if result.get("excluded_trained_on") else "")
              + ("; not scored (some clips lack the label): " + ", ".join(f"{t} ({k} missing)" for t, k in
                                                                          result["targets_left_out"].items())
-                if result.get("targets_left_out") else ""), "", head,
-             "|" + "---|" * (2 + 2 * len(cols))]
-    for t in result["targets"] + ["average"]:
-        cells = []
-        n = result["n_clips"] if t == "average" else learned["model"]["targets"][t]["n"]
-        for c in cols:
-            m = learned[c]["average"] if t == "average" else learned[c]["targets"][t]
-            # "–" where undefined (a constant guess has no r); a baseline scored on fewer clips says on how many
-            cells += [_fmt_n(m["mae"], m, n), _fmt(m["pearson"], 2)]
-        # each feature is scored on the clips labelled with it
-        cells.append(str(n))
-        lines.append(f"| {'**average**' if t == 'average' else t} | " + " | ".join(cells) + " |")
+                if result.get("targets_left_out") else ""), "",
+             *learned_table(result["learned"], result["targets"], result["n_clips"])]
     m = result["measured"]
     tp = m["tempo"] or {}
     n_lab = m.get("labelled") or {}

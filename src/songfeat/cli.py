@@ -967,8 +967,8 @@ def train_heads_cmd(
                 warnings.simplefilter("always", SongfeatWarning)
                 code = 2  # a refusal before the clips are read; 1 once the work ran (README, "Exit status")
                 try:
-                    path = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers,
-                                       progress=_progress_on(), cv=cv)
+                    path, heads = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers,
+                                              progress=_progress_on(), cv=cv)
                 except WorkFailed as e:  # too few clips analysed to fit, or a bundle it could not write
                     error, code = str(e), 1
                 except SongfeatError as e:
@@ -988,11 +988,6 @@ def train_heads_cmd(
                 typer.echo(one_line(f"songfeat: warning: {message}"), err=True)
     if error is not None:
         raise fail(error, code)
-    import json
-
-    from .bundle import CONFIG
-
-    heads = json.loads((path / CONFIG).read_text())["split"]["heads"]
     _echo_held_out(heads, cv)
     typer.echo(f"wrote {path}")
     if failed:  # fitted on the others, but the run was not whole: status 1, as build and evaluate-audio give
@@ -1004,20 +999,19 @@ def train_heads_cmd(
 def _echo_held_out(heads: dict, cv: int) -> None:
     """How well train-heads' fit does on clips it did not see, from the bundle's `split.heads` (its `held_out`): per
     labelled feature the cross-validated MAE and r beside predicting the training folds' mean label. Without --cv the
-    figures on the training clips would flatter it, so none are printed; the line says how to get the held-out ones."""
-    from .evaluate import _fmt, _fmt_n
+    figures on the training clips would flatter it, so none are printed; the line says how to get the held-out ones.
+    The table is evaluate-audio's (`accuracy.learned_table`), which gives the same figures for the same folds."""
+    from .accuracy import learned_table
 
     h = heads.get("held_out")
     if h is None:
         typer.echo(f"not scored held out (--cv {cv}); --cv 5 scores the fit on clips it did not see")
         return
     n = heads["clips"]
+    learned = {k: h[k] for k in ("model", "mean_predictor")}  # the baseline's "(n=K)": where a fold had a mean label
     lines = [f"Held out: {h['folds']}-fold cross-validation over the {n} clips (each clip predicted by heads fitted "
              "without it; the bundle's heads are fitted on all of them)", "",
-             "| feature | MAE | r | labels' mean MAE | clips |", "|---|---|---|---|---|"]
-    for t, m in h["model"]["targets"].items():
-        mean = h["mean_predictor"]["targets"][t]  # (n=K) when a fold's training clips had none of its labels
-        lines.append(f"| {t} | {_fmt(m['mae'])} | {_fmt(m['pearson'], 2)} | {_fmt_n(mean['mae'], mean, m['n'])} | {m['n']} |")
+             *learned_table(learned, list(h["model"]["targets"]), n)]
     typer.echo("\n".join(lines) + "\n")
 
 

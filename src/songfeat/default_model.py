@@ -21,7 +21,8 @@ import torch
 from . import __version__, features, mfcc, vocal_gate
 from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
 from .models.stack import Stack
-from .stack import HEAD_SPEC, TABLE, fit_head
+from .genre_prior import SPOTIFY_CATALOGUE
+from .stack import HEAD_SPEC, fit_head
 
 TARGETS = features.LEARNED
 INPUTS = features.MEASURED_NUMERIC_INPUTS
@@ -147,7 +148,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
 
     from .heads import DEFAULT_PARTS, MARGIN, RIDGE_PARTS, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, check_cache, get_records
-    from .sources import (NOT_FITTED, _Data, catalogue_frame, check_shared, clip_predictions, default_genre_table,
+    from .sources import (NOT_FITTED, _Data, check_shared, clip_predictions, default_genre_table,
                           evaluate_sources, fit_on, held_out_ids, select_blend, select_decay)
 
     shared = Path(shared)
@@ -156,8 +157,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     with removing_folders(check_bundle_out(Path(out))):
         cache = DEFAULT_CACHE if cache is None else cache
         check_cache(cache)  # an unwritable --cache was found only when the clips were read, after stage 1's fit
-        table = read_labels(shared / TABLE).frame
-        check_table(table, shared / TABLE)
+        table = read_labels(shared / SPOTIFY_CATALOGUE).frame
+        check_table(table, shared / SPOTIFY_CATALOGUE)
         # stage 1 reads no labelled clip, nor the same recording under another id (`sources.held_out_ids`)
         held_out = held_out_ids(shared, table)
         fit = train_base(table, held_out, seed=seed, progress=progress)
@@ -195,7 +196,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
             "label_means": dict(zip(TARGETS, fit.label_means.tolist())),
             "label_range": {t: [float(a), float(b)] for t, a, b in zip(TARGETS, *fit.label_range)},
             "provenance": {
-                "stage1_table": str(TABLE), "stage1_rows_excluded": "track ids of every labelled clip, and of the same recordings under other ids",
+                "stage1_table": str(SPOTIFY_CATALOGUE), "stage1_rows_excluded": "track ids of every labelled clip, and of the same recordings under other ids",
                 "heads_clips": {s: list(clips.loc[clips["source"] == s, "track_id"]) for s in clips["source"].unique()},
                 "songfeat_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "command": "songfeat train-default --shared ../shared/data",
@@ -249,7 +250,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         config["metrics"]["behaviour_check_half"] = {"summary": behaviour.summary(table_b, "check"),
                                                      "rules": table_b.drop(columns=["error"]).to_dict("records")}
         config["metrics"]["behaviour_check_regions"] = behaviour.region_summary(
-            behaviour.region_table(check, outs, catalogue_frame(shared)))
+            behaviour.region_table(check, outs, data.catalogue))
         from .onnx_export import export_bundle
 
         # model.onnx (what analysis runs: onnxruntime, no torch) is written beside the new weights before they replace `out`

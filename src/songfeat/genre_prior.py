@@ -22,6 +22,8 @@ TARGETS = features.LEARNED
 PSEUDO_WEIGHT = 0.5  # the overall mean counts as this much genre-tag probability
 PRIOR_EPS = 0.01  # priors enter the heads as log-odds of a value clipped to [eps, 1 - eps]
 SPOTIFY_GENRES = Path("spotify-features") / "it21803666_SpotifyFeatures_subset.csv"
+# Spotify's 41,855-track catalogue: the spotify prior's overall mean, stage 1's training rows (`default_model`), and the
+# catalogue the held-out tables and the heads' rule intervals read (`sources.catalogue_frame`)
 SPOTIFY_CATALOGUE = Path("spotify-features") / "combined_unique_by_track_id.csv"
 ECHONEST = Path("fma-echonest") / "echonest_full.csv"
 ECHONEST_GENRES = Path("fma-echonest") / "fma_echonest_genres.csv"

@@ -257,6 +257,11 @@ class Index:
         out.update(dict(self.conn().execute("SELECT state, count(*) FROM tracks GROUP BY state").fetchall()))
         return out
 
+    def pending_count(self) -> int:
+        """Rows waiting for analysis (in flight included): `counts()["pending"]` from the state index alone, so the
+        dispatcher can ask after every batch of results without reading every row of a large library."""
+        return self.conn().execute("SELECT count(*) FROM tracks WHERE state='pending'").fetchone()[0]
+
     def pending(self, limit: int, skip: set[str]) -> list[tuple[str, int, int]]:
         """Up to `limit` (path, size, mtime_ns) of rows waiting for analysis, oldest first, not in `skip`."""
         rows = self.conn().execute("SELECT path, size, mtime_ns FROM tracks WHERE state='pending' ORDER BY rowid LIMIT ?",
@@ -446,10 +451,11 @@ class Index:
         server's sake (a time-out or a dead worker), not its own, fewer than TRANSIENT_TRIES times, or it ran out of a
         shorter time limit than `time_limit`."""
         _source, _size, _mtime, _sha, state, model, error, tries = row
-        if (state in ("done", "failed") and model != self.model) or (state == "failed" and longer_limit(error, time_limit)):
+        again = requeue_tries(error, tries, time_limit) if state == "failed" else None
+        if (state in ("done", "failed") and model != self.model) or again == 0:
             writes.append(("UPDATE tracks SET state='pending', analyses=0 WHERE path=?", (path,)))  # its own count of tries
             report.requeued += 1
-        elif state == "failed" and retryable(error, tries):
+        elif again is not None:  # the count the row has (not this scan's older copy of it)
             writes.append(("UPDATE tracks SET state='pending' WHERE path=?", (path,)))
             report.requeued += 1
         else:
@@ -495,6 +501,15 @@ def longer_limit(reason: str | None, time_limit: float | None) -> bool:
     count of tries (given up after TRANSIENT_TRIES, it stayed failed even when the server ran with a longer limit)."""
     found = TIMED_OUT_LIMIT.match(reason or "")
     return found is not None and time_limit is not None and float(found.group(1)) < time_limit
+
+
+def requeue_tries(reason: str | None, tries: int, time_limit: float | None) -> int | None:
+    """The count of tries a failure under the current model is queued again with, or None if it stays failed: 0 for a
+    time-out under a shorter limit than `time_limit` (a new count), `tries` while it is `retryable`. One rule for a
+    scan's unchanged file and an upload posted again."""
+    if longer_limit(reason, time_limit):
+        return 0
+    return tries if retryable(reason, tries) else None
 
 
 def failure_note(reason: str | None, tries: int = 0) -> str:
@@ -801,7 +816,7 @@ class Library:
     # ---- asking for work ------------------------------------------------------------------------
     def queue_depth(self) -> int:
         """Files waiting for analysis (not yet finished), plus queued on-demand audio analyses."""
-        return self.index.counts()["pending"] + sum(1 for j in self._urgent if j[0] == "analysis")
+        return self.index.pending_count() + sum(1 for j in self._urgent if j[0] == "analysis")
 
     def prioritise(self, paths: Iterable[str]) -> concurrent.futures.Future:
         """Move these pending files to the front of the queue; the future resolves when all are analysed."""
@@ -860,11 +875,10 @@ class Library:
             with con:
                 con.execute("DELETE FROM tracks WHERE path=? AND state='failed'", (path,))
             return None
-        fresh = longer_limit(row[2], self.time_limit)  # given up under a shorter --time-limit: a new count of tries
-        if fresh or retryable(row[2], row[3]):  # posted again after a time-out: analysed again
+        again = requeue_tries(row[2], row[3], self.time_limit)
+        if again is not None:  # posted again after a time-out: analysed again
             with con:  # (`upload` puts the file back if it is gone, and add_upload takes its size and mtime)
-                con.execute("UPDATE tracks SET state='pending', analyses=? WHERE path=? AND state='failed'",
-                            (0 if fresh else row[3], path))
+                con.execute("UPDATE tracks SET state='pending', analyses=? WHERE path=? AND state='failed'", (again, path))
             return None
         return row[0], _failed(_stored_failure(row[2] or "analysis failed", row[3]))
 
@@ -960,7 +974,7 @@ class Library:
         due = run is not None and now - run.said >= PROGRESS_SECONDS
         if run is None or not (due or finished):
             return
-        left = self.index.counts()["pending"]  # in flight included: a row stays pending until its result is in
+        left = self.index.pending_count()  # in flight included: a row stays pending until its result is in
         if left and not due:
             return
         if left or run.finished:  # a stretch whose files all left the index before their results says nothing

@@ -99,9 +99,10 @@ def constant_labels(y: np.ndarray, names: list[str]) -> dict[str, str]:
     return out
 
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
-                cfg: FitConfig | None = None, cv: int = CV_FOLDS):
+                cfg: FitConfig | None = None, cv: int = CV_FOLDS) -> tuple[Path, dict]:
     """Fit heads on your own labelled audio (any subset of the seven features; missing cells are unknown)
-    on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads.
+    on top of a bundle's stage 1 (default: the shipped model's), and write a bundle `analyze --model` reads; returns its
+    path and its config's `split.heads` (the clips fitted on and, with `cv`, the held-out scores the CLI prints).
 
     With `cv` K (0: none) the same fit is first made K times, each without one fold of the clips, and scored on that
     fold: the bundle's config then holds how well the recipe does on clips it never saw (`split.heads.held_out`), beside
@@ -212,7 +213,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
             path = save_bundle(Path(out), model, config, finish=export_bundle)
         except OSError as e:  # a full disk or a permission: one line, not a traceback; the fit was done, so status 1
             raise WorkFailed(e.filename or out, f"cannot write the bundle ({e.strerror or e})") from None
-        return path
+        return path, config["split"]["heads"]
 
 
 __all__ = ["train_heads", "held_out_predictions", "constant_labels", "CV_FOLDS"]

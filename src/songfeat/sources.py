@@ -42,11 +42,11 @@ RIDGE_BLOCK = RIDGE_PARTS[0][0]  # the ridge member's MFCC summary (band-limited
 
 def shared_inputs() -> tuple[tuple[Path, bool], ...]:
     """What evaluate-sources and train-default read from the shared data folder: (path inside it, is a folder)."""
-    from .stack import TABLE
-    from .genre_prior import ECHONEST, ECHONEST_GENRES, SPOTIFY_GENRES
+    from .genre_prior import ECHONEST, ECHONEST_GENRES, SPOTIFY_CATALOGUE, SPOTIFY_GENRES
 
     files = (Path("spotify-previews") / "labels.csv", Path("spotify-previews-extra") / "labels.csv",
-             Path("fma-echonest") / "clips_labels.csv", TABLE, SPOTIFY_GENRES, ECHONEST, ECHONEST_GENRES, behaviour.MANIFEST)
+             Path("fma-echonest") / "clips_labels.csv", SPOTIFY_CATALOGUE, SPOTIFY_GENRES, ECHONEST, ECHONEST_GENRES,
+             behaviour.MANIFEST)
     return tuple((f, False) for f in files) + ((Path("spotify-previews") / "audio", True), (Path("spotify-previews-extra") / "audio", True))
 
 
@@ -187,7 +187,8 @@ class _Data:
         self.beh_recs = [recs[n_lab + j] for j in ok_beh]
         self.beh_files = list(fit_beh.loc[ok_beh, "file"])
         self.beh_rules = list(fit_beh.loc[ok_beh, "rules"])
-        cat = catalogue_frame(shared)
+        # read once: the rule bounds, the vocal gate's value and train-default's region table (`behaviour.region_table`)
+        self.catalogue = cat = catalogue_frame(shared)
         self.beh_lo, self.beh_hi, intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh], catalogue_bounds, cat)
         self.bounds, self.regions = intervals["rules"], intervals["regions"]
         self.y = self.clips[list(TARGETS)].to_numpy(float)
@@ -488,9 +489,9 @@ def held_out_ids(shared: str | Path, catalogue: pd.DataFrame) -> set[str]:
 def catalogue_frame(shared: str | Path) -> pd.DataFrame:
     """Spotify's 41,855-track table without the labelled clips and their twins (so no scored clip informs a bound)."""
     from .data.labels import read_labels
-    from .stack import TABLE
+    from .genre_prior import SPOTIFY_CATALOGUE
 
-    cat = read_labels(Path(shared) / TABLE).frame
+    cat = read_labels(Path(shared) / SPOTIFY_CATALOGUE).frame
     return cat[~cat["track_id"].astype(str).isin(held_out_ids(shared, cat))]
 
 
@@ -524,13 +525,12 @@ def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bou
 def default_genre_table(shared: str | Path, exclude_ids: set[str] | None = None) -> dict:
     """The genre-prior table built without any labelled clip or its twin in the catalogue (so no scored clip informs it);
     `exclude_ids`, if given, are those ids (`held_out_ids`), so a caller holding them spares the catalogue's reparse."""
-    from .genre_prior import build_table
+    from .genre_prior import SPOTIFY_CATALOGUE, build_table
 
     if exclude_ids is None:
         from .data.labels import read_labels
-        from .stack import TABLE
 
-        exclude_ids = held_out_ids(shared, read_labels(Path(shared) / TABLE).frame)
+        exclude_ids = held_out_ids(shared, read_labels(Path(shared) / SPOTIFY_CATALOGUE).frame)
     return build_table(shared, exclude_ids=exclude_ids)
 
 

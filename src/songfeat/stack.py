@@ -1,13 +1,11 @@
 """The stack model's shared parts (`models.stack.Stack`, the previous default: stage 1's numeric MLP plus a ridge
-correction from timbre statistics): where Spotify's catalogue table lies in the shared data, stage 1's outputs for a
-bundle, and the ridge fit.
+correction from timbre statistics): stage 1's outputs for a bundle, and the ridge fit (stage 1's training rows,
+Spotify's catalogue, lie at `genre_prior.SPOTIFY_CATALOGUE` in the shared data).
 
 Below everything that fits or scores them: the recipe (`default_model`), the held-out tables' ridge member (`sources`)
 and `evaluate-audio --cv` of a stack bundle (`accuracy`) all read them from here.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,9 +13,6 @@ import torch
 from .bundle import Bundle
 from .frontend import MFCC_DENSE
 
-# Spotify's 41,855-track catalogue in the shared data folder: stage 1's training rows, and the catalogue the held-out
-# tables and the heads' rule intervals read (`sources.catalogue_frame`)
-TABLE = Path("spotify-features") / "combined_unique_by_track_id.csv"
 HEAD_SPEC = MFCC_DENSE  # the seed's MFCC without its skipped half: every sample is read
 ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 25))  # ridge strengths tried by cross-validation
 
@@ -45,4 +40,4 @@ def fit_head(z: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return r.coef_.astype(np.float32), r.intercept_.astype(np.float32), mean, std, [float(a) for a in np.atleast_1d(r.alpha_)]
 
 
-__all__ = ["TABLE", "HEAD_SPEC", "ALPHAS", "base_outputs", "head_inputs", "fit_head"]
+__all__ = ["HEAD_SPEC", "ALPHAS", "base_outputs", "head_inputs", "fit_head"]

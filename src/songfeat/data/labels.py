@@ -71,6 +71,7 @@ _PITCH = {"C": 0, "B#": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "
           "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11, "CB": 11}
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+OUT_OF_RANGE = "out of range: "  # how a `nulled` reason for a value outside its column's range begins (not a sentinel)
 
 
 @dataclass
@@ -105,14 +106,14 @@ class LabelTable:
         """One line per out-of-range cell read as missing, '<file>: line N (<id>): <column> <value> outside [lo, hi]: read
         as missing ...', for warnings: the row keeps its other labels, and the user must hear which value was not used
         (Spotify's own 'not detected' sentinels, tempo 0 and the like, are not said: they mean missing)."""
-        bad = self.nulled[self.nulled["reason"].str.startswith("out of range: ")] if not self.nulled.empty else self.nulled
-        return [f"{self.source}: line {int(r.row) + 2}{_id_shown(r.track_id)}: {r.reason.removeprefix('out of range: ')}: "
+        bad = self.nulled[self.nulled["reason"].str.startswith(OUT_OF_RANGE)] if not self.nulled.empty else self.nulled
+        return [f"{self.source}: line {int(r.row) + 2}{_id_shown(r.track_id)}: {r.reason.removeprefix(OUT_OF_RANGE)}: "
                 "read as missing (the row's other labels are used)" for r in bad.itertuples()]
 
     def summary(self) -> dict:
         """Counts for a report or manifest: rows kept, dropped (by reason), values nulled (by reason)."""
-        kinds = self.nulled["reason"].where(~self.nulled["reason"].str.startswith("out of range: "),
-                                            "out of range: " + self.nulled["column"])  # one count a column, not a value
+        kinds = self.nulled["reason"].where(~self.nulled["reason"].str.startswith(OUT_OF_RANGE),
+                                            OUT_OF_RANGE + self.nulled["column"])  # one count a column, not a value
         nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in kinds.value_counts().items()}
         return {"source": self.source, "schema": self.schema, "rows": len(self.frame),
                 "dropped": int(len(self.dropped)), "dropped_by_reason": self.drop_counts(), "nulled_by_reason": nulled}
@@ -589,15 +590,15 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
 
     # Spotify's "not detected" sentinels: the row keeps its other labels, the value becomes NaN.
     nulled_rows: list[dict] = []
-    out_of_range: dict[int, list[str]] = {}  # row -> its cells outside the ranges below ('danceability 1.7 outside ...')
 
-    def null(mask: pd.Series, column: str, reason: str | None) -> None:
-        """Make these cells NaN, listed in `nulled` with `reason` (None: 'out of range: <column> <value> ...')."""
+    def null(mask: pd.Series, column: str, reason: str, out_of_range: bool = False) -> None:
+        """Make these cells NaN, listed in `nulled` with `reason`; `out_of_range`, with 'out of range: <column> <value>
+        <reason>' (OUT_OF_RANGE: a value the user must hear was not used, not a sentinel meaning missing)."""
         for i in np.flatnonzero(mask.to_numpy()):
             if reasons[i] is None:
-                nulled_rows.append({"row": int(i), "track_id": out["track_id"].iat[i], "column": column,
-                                    "value": float(out[column].iat[i]),
-                                    "reason": reason or f"out of range: {out_of_range[int(i)][-1]}"})
+                value = float(out[column].iat[i])
+                nulled_rows.append({"row": int(i), "track_id": out["track_id"].iat[i], "column": column, "value": value,
+                                    "reason": f"{OUT_OF_RANGE}{column} {value:g} {reason}" if out_of_range else reason})
         out.loc[mask, column] = np.nan
 
     null(out["tempo"] == 0, "tempo", "tempo 0 (no tempo detected)")
@@ -611,20 +612,18 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     ranges["popularity"] = (0.0, 100.0)
     # A value outside them is that cell's problem: it becomes NaN (listed in `nulled`, said by `nulled_lines`) and the
     # row keeps its other labels; a row left with none is dropped, naming the cells.
-    def null_out_of_range(mask: pd.Series, name: str, why) -> None:
-        for i in np.flatnonzero(mask.to_numpy()):
-            if reasons[i] is None:
-                out_of_range.setdefault(int(i), []).append(f"{name} {out[name].iat[i]:g} {why}")
-        null(mask, name, None)
-
     for name, (lo, hi) in ranges.items():
         v = out[name]
-        null_out_of_range(v.notna() & ((v < lo) | (v > hi)), name, f"outside [{lo:g}, {hi:g}]")
+        null(v.notna() & ((v < lo) | (v > hi)), name, f"outside [{lo:g}, {hi:g}]", out_of_range=True)
     for name in ("key", "mode", "time_signature"):
         v = out[name]
-        null_out_of_range(v.notna() & (v != v.round()), name, "is not a whole number")
+        null(v.notna() & (v != v.round()), name, "is not a whole number", out_of_range=True)
+    unused: dict[int, list[str]] = {}  # row -> its cells nulled above ('danceability 1.7 outside [0, 1]'), from `nulled`
+    for cell in nulled_rows:
+        if cell["reason"].startswith(OUT_OF_RANGE):
+            unused.setdefault(cell["row"], []).append(cell["reason"].removeprefix(OUT_OF_RANGE))
     flag(out[list(present)].isna().all(axis=1), lambda i: (
-        f"out of range: {', '.join(out_of_range[i])}, and no other feature is labelled" if i in out_of_range
+        f"{OUT_OF_RANGE}{', '.join(unused[i])}, and no other feature is labelled" if i in unused
         else "no labels: every feature cell is empty"))
 
     # Extra metadata worth keeping (the rest of the file's columns are left out on purpose).
