@@ -353,6 +353,68 @@ def test_cli_reads_one_file_from_standard_input(tmp_path, example_clip, example_
     assert not list((tmp_path / "tmp").glob("songfeat-stdin-*"))  # every spooled copy removed
 
 
+@pytest.mark.parametrize("command", ["tags", "analysis"])
+def test_tags_and_analysis_read_one_file_from_standard_input_as_analyze_does(tmp_path, example_clip, command):
+    """`songfeat tags -` and `songfeat analysis -` said "-: no such file": they read standard input as `analyze -` does
+    (spooled, named "-" in what they print and in errors, removed afterwards; an empty one refused in one line)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+
+    def run(*args, stdin=subprocess.DEVNULL):
+        return subprocess.run([sys.executable, "-m", "songfeat.cli", command, *map(str, args)], stdin=stdin,
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    def shown(p):  # what the command printed, less the analysis's clock readings
+        if command == "tags":
+            return p.stdout
+        doc = json.loads(p.stdout)
+        for k in ("timestamp", "analysis_time"):
+            doc["meta"].pop(k)
+        return doc
+
+    from_file = run(example_clip)
+    with open(example_clip, "rb") as f:
+        p = run("-", stdin=f)
+    assert p.returncode == 0, p.stderr
+    if command == "tags":
+        assert p.stdout.splitlines()[0] == "-"
+        assert p.stdout.splitlines()[1:] == from_file.stdout.splitlines()[1:]
+    else:
+        assert shown(p) == shown(from_file)
+    with open(tmp_path / "notes.txt", "wb+") as f:
+        f.write(b"not audio at all\n" * 100)
+        f.seek(0)
+        p = run("-", stdin=f)
+    assert p.returncode == 1 and p.stderr.startswith("songfeat: error: -: not a readable audio file"), p.stderr
+    p = run("-")
+    assert (p.returncode, p.stdout) == (2, "") and p.stderr == (
+        "songfeat: error: -: standard input is empty; pipe or redirect an audio file into it\n")
+    assert not list((tmp_path / "tmp").glob("songfeat-stdin-*"))  # every spooled copy removed
+
+
+def test_a_lone_files_json_output_can_be_resumed_by_a_batch(tmp_path):
+    """`analyze one.wav -o out.json` wrote Spotify's object without its `path`, so `analyze one.wav two.wav -o out.json
+    --resume` was refused (status 2: 'holds one track's object without its "path"') and one.wav had to be analysed
+    again; even the same `analyze one.wav -o out.json --resume` twice was refused. Written to a file, the lone object
+    names its path and model, as a batch row does; printed on stdout it is Spotify's object as is."""
+    one, two = write(tmp_path / "one.wav", music(2)), write(tmp_path / "two.wav", music(2, seed=1))
+    out = tmp_path / "out.json"
+    p = run_cli("analyze", one, "-o", out)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    printed = json.loads(run_cli("analyze", one).stdout)
+    assert "path" not in printed and "model" not in printed  # stdout: Spotify's object, unchanged
+    assert doc == {"path": str(one), **printed, "model": doc["model"]} and list(doc)[-1] == "model"
+    p = run_cli("analyze", one, "-o", out, "--resume")  # the same command again: nothing left to do
+    assert p.returncode == 0 and json.loads(out.read_text()) == doc, p.stderr
+    out.write_text(json.dumps({**doc, "energy": 0.123}))  # a mark: the row kept, not one.wav analysed again
+    p = run_cli("analyze", one, two, "-o", out, "--resume")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())
+    assert [r["path"] for r in rows] == [str(one), str(two)] and rows[0]["energy"] == 0.123
+    assert rows[1]["model"] == doc["model"]
+
+
 @pytest.mark.parametrize("args", [["analyze", "EXAMPLE", "-f", "csv"], ["analyze", "EXAMPLE"], ["analysis", "EXAMPLE"],
                                   ["--help"]])
 def test_a_closed_stdout_pipe_ends_quietly_with_sigpipes_status(example_clip, args):
@@ -367,6 +429,21 @@ def test_a_closed_stdout_pipe_ends_quietly_with_sigpipes_status(example_clip, ar
     finally:
         os.close(write_end)
     assert (p.returncode, p.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("args", [[], ["analyze"]])
+def test_a_closed_pipe_behind_stderr_ends_quietly_with_sigpipes_status_too(args):
+    """A bare `songfeat` prints its help on stderr (click's, status 2); into a closed pipe (`songfeat |& head -1`) it
+    ended with 1, shown by click after songfeat's own handling, where every command's one line ends with 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        p = subprocess.run([sys.executable, "-m", "songfeat.cli", *args], stdout=write_end, stderr=write_end, timeout=300)
+    finally:
+        os.close(write_end)
+    assert p.returncode == 141
+    p = run_cli(*args)  # with a reader: the help (or the one error line) on stderr, status 2, as before
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.startswith("Usage:" if not args else "songfeat: error:")
 
 
 def test_an_empty_path_is_said_to_be_empty(tmp_path, monkeypatch):

@@ -239,6 +239,19 @@ def test_evaluate_audio_says_no_clip_is_labelled_whatever_the_cv(tmp_path, cv):
                                              "file there (e.g. x1)\n"), r.output
 
 
+def test_evaluate_audio_names_a_file_given_as_the_audio_folder_as_not_a_folder(tmp_path):
+    # `--audio song.wav` said "song.wav: audio folder not found" of a file that is there (`build` said "not a folder")
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    (tmp_path / "labels.csv").write_text("track_id,energy\nx1,0.5\n")
+    (tmp_path / "song.wav").write_bytes(b"RIFF")
+    for audio, why in ((tmp_path / "song.wav", "not a folder"), (tmp_path / "nope", "audio folder not found")):
+        r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(tmp_path / "labels.csv"), "--audio", str(audio)])
+        assert r.exit_code == 2 and r.stderr == f"songfeat: error: {audio}: {why}\n", r.output
+
+
 def test_evaluate_audio_refusal_names_ids_without_audio(tmp_path):
     # a table whose ids match no file said only "0 labelled clips with audio", not which ids it looked for
     from songfeat.accuracy import evaluate_audio

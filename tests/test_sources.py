@@ -382,3 +382,34 @@ def test_the_same_recording_under_another_id_is_held_out_with_the_clip(monkeypat
     catalogue = pd.DataFrame([{"track_id": "twin", **clip}, {"track_id": "other", **{**clip, "energy": 0.61}},
                               {"track_id": "clip", **clip}, {"track_id": "rounded", **{**clip, "valence": 0.70001}}])
     assert sources.held_out_ids("unused", catalogue) == {"clip", "twin", "rounded"}
+
+
+def test_evaluate_sources_cli_checks_format_and_pictures_first_and_writes_strict_json(tmp_path, monkeypatch):
+    """`evaluate-sources -f xml` ran its minutes of work and printed Markdown; `--plot a.png --scatter a.png` wrote the
+    scatter over the plot; `-f json` printed the fold mean's undefined r (constant predictions) as NaN, which strict
+    JSON readers (jq, JSON.parse) refuse."""
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from songfeat import sources
+    from songfeat.cli import app
+
+    result = {"sources": {"pop": {"n": 3, "learned": {"fold_mean": {"average": {"mae": np.float64(0.1),
+                                                                                "pearson": float("nan")}}}}},
+              "failed": []}
+    ran: list = []
+    monkeypatch.setattr(sources, "evaluate_sources", lambda *a, **k: ran.append(1) or result)
+    base = ["evaluate-sources", "--shared", str(tmp_path), "--cache", str(tmp_path / "cache")]
+    r = CliRunner().invoke(app, [*base, "-f", "xml"])
+    assert (r.exit_code, r.stderr, ran) == (2, "songfeat: error: --format must be md or json, not 'xml'\n", []), r.output
+    png = tmp_path / "a.png"
+    r = CliRunner().invoke(app, [*base, "--plot", str(png), "--scatter", str(png)])
+    assert r.exit_code == 2 and ran == [] and r.stderr == (
+        f"songfeat: error: {png}: named for two pictures (--plot and --scatter); give each its own file\n"), r.output
+    r = CliRunner().invoke(app, [*base, "-f", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    average = doc["sources"]["pop"]["learned"]["fold_mean"]["average"]
+    assert average == {"mae": 0.1, "pearson": None} and not math.isnan(average["mae"])

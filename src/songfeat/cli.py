@@ -112,16 +112,21 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
 @contextlib.contextmanager
 def _usage_in_one_line(ctx: typer.Context) -> Iterator[None]:
     """A click error raised in the body (a bad option value, an unknown option or command, a missing argument) printed
-    as `songfeat: error: <what> (see <command> --help)`, with click's status: one line, whatever the command. Left to
-    click: a bare `songfeat` (its help) and shell completion's parsing (it prints nothing)."""
+    as `songfeat: error: <what> (see <command> --help)`, with click's status: one line, whatever the command. A bare
+    `songfeat` prints click's help (on stderr, status 2) here, inside `_closed_pipe_ends_quietly`: shown by click
+    after it, a closed pipe (`songfeat |& head -1`) ended in click's status 1. Left to click: shell completion's parsing
+    (it prints nothing)."""
     from importlib import import_module
 
     errors = import_module(typer.BadParameter.__module__)  # the click typer runs on: its own copy, or click itself
     try:
         yield
     except errors.ClickException as e:
-        if ctx.resilient_parsing or isinstance(e, getattr(errors, "NoArgsIsHelpError", ())):
+        if ctx.resilient_parsing:
             raise
+        if isinstance(e, getattr(errors, "NoArgsIsHelpError", ())):
+            e.show()
+            raise typer.Exit(e.exit_code) from None
         if not isinstance(e, errors.UsageError):
             raise fail(_click_message(e), e.exit_code) from None
         # a parser error (`-j` given no value) comes without its context: it is the command being resolved
@@ -258,22 +263,24 @@ def _picture_error(path: Path, e: OSError) -> str:
 def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
     """Refuse a --plot/--scatter that is a folder, a device, an audio file (one of `inputs` under any name), under a
     file, or an existing file that is not a PNG (`evaluate --scatter b/model.safetensors` replaced the bundle's weights
-    with a picture), before the work, not after: status 2, as every refusal before the work (it was 1, a failed
-    write's)."""
+    with a picture), or one file named for two pictures, before the work, not after: status 2, as every refusal before
+    the work (it was 1, a failed write's)."""
     from .output import check_output
 
-    for p in paths:
-        if p is not None:
-            try:
-                check_output(p, "the picture", inputs=inputs)
-                if p.is_file():
-                    with open(p, "rb") as f:
-                        if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
-                            raise fail(f"{p}: exists and is not a PNG picture; name another file for the picture")
-            except OSError as e:
-                raise fail(_picture_error(p, e)) from None
-            if p.suffix.lower() != ".png":  # PNG data under another name (p.jpg, p) opens nowhere as what it claims
-                raise fail(f"{p}: pictures are written as PNG; give the file a .png name")
+    given = [p for p in paths if p is not None]
+    for i, p in enumerate(given):
+        if any(os.path.abspath(p) == os.path.abspath(q) for q in given[:i]):  # the second picture replaced the first
+            raise fail(f"{p}: named for two pictures (--plot and --scatter); give each its own file")
+        try:
+            check_output(p, "the picture", inputs=inputs)
+            if p.is_file():
+                with open(p, "rb") as f:
+                    if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
+                        raise fail(f"{p}: exists and is not a PNG picture; name another file for the picture")
+        except OSError as e:
+            raise fail(_picture_error(p, e)) from None
+        if p.suffix.lower() != ".png":  # PNG data under another name (p.jpg, p) opens nowhere as what it claims
+            raise fail(f"{p}: pictures are written as PNG; give the file a .png name")
 
 
 def _save_picture(save, *args) -> None:
@@ -434,12 +441,9 @@ def analyze(
         raise fail("--format parquet needs --output")
     if fmt == "parquet":
         require("analyze --format parquet", "pyarrow")
-    spooled = None
-    if STDIN in map(str, paths):
-        if resume:
-            raise fail(f"--resume cannot tell whether standard input ({STDIN}) was analysed before; leave out one of them")
-        spooled = ctx.with_resource(_stdin_spooled())  # removed when the command ends, however it ends
-        paths = [spooled if str(p) == STDIN else p for p in paths]
+    if resume and STDIN in map(str, paths):
+        raise fail(f"--resume cannot tell whether standard input ({STDIN}) was analysed before; leave out one of them")
+    paths, spooled = _spool_stdin(ctx, paths)
     files, refused, notes = scan_inputs(list(paths))
     for e in refused:
         typer.echo(one_line(f"songfeat: error: {e}"), err=True)
@@ -500,8 +504,10 @@ def analyze(
                         writer.write(error_record(out.path, out.error))
                         written += 1
                     continue
-                # a lone file's JSON is Spotify's object as is; rows of CSV and JSON Lines always say which file
-                writer.write(out.features if single and fmt == "json" else {"path": out.path, **out.features})
+                # a lone file's JSON on stdout is Spotify's object as is; every row written to a file says which file
+                # (and, through the writer, which model), so that a later --resume knows what the output holds
+                bare = single and fmt == "json" and output is None
+                writer.write(out.features if bare else {"path": out.path, **out.features})
                 written += 1
             if written or not failed or writer.previous:  # when every input failed, nothing reaches stdout
                 writer.close()
@@ -518,16 +524,31 @@ def analyze(
         raise typer.Exit(1)
 
 
+def _spool_stdin(ctx: typer.Context, paths: list[Path]) -> tuple[list[Path], Optional[Path]]:
+    """`paths` with `-` replaced by standard input spooled into a temporary file (removed when the command ends, however
+    it ends), and that file (None: no `-` was given): how analyze, tags and analysis all read standard input."""
+    if STDIN not in map(str, paths):
+        return paths, None
+    spooled = ctx.with_resource(_stdin_spooled(ctx.info_name or "analyze"))
+    return [spooled if str(p) == STDIN else p for p in paths], spooled
+
+
+def _as_given(text: str, spooled: Optional[Path]) -> str:
+    """`text` (an error, a warning, a decoder's log) naming the spooled standard input `-`, as given, not by its
+    temporary file; as it is when no standard input was read."""
+    return text.replace(str(spooled), STDIN) if spooled is not None and text else text
+
+
 @contextlib.contextmanager
-def _stdin_spooled() -> Iterator[Path]:
-    """`analyze -`: standard input copied into a temporary file (decoders seek and probe, a pipe cannot be read twice),
+def _stdin_spooled(command: str = "analyze") -> Iterator[Path]:
+    """`<command> -`: standard input copied into a temporary file (decoders seek and probe, a pipe cannot be read twice),
     removed again when the body ends. A terminal (nothing piped in) and an empty input are refused, status 2."""
     import shutil
     import tempfile
 
     if sys.stdin is None or sys.stdin.isatty():
         raise fail(f"{STDIN}: standard input is a terminal; pipe or redirect an audio file into it "
-                   f"(songfeat analyze {STDIN} < song.mp3)")
+                   f"(songfeat {command} {STDIN} < song.mp3)")
     folder = Path(tempfile.mkdtemp(prefix="songfeat-stdin-"))
     try:
         path = folder / "stdin"  # no extension: the decoders recognise the format by its content
@@ -550,11 +571,8 @@ def _as_stdin(out: Outcome, spooled: Path) -> Outcome:
         return out
     import dataclasses
 
-    def given(text: str) -> str:
-        return text.replace(str(spooled), STDIN)
-
-    return dataclasses.replace(out, path=STDIN, error=out.error and given(out.error),
-                               warnings=[given(w) for w in out.warnings], log=given(out.log))
+    return dataclasses.replace(out, path=STDIN, error=out.error and _as_given(out.error, spooled),
+                               warnings=[_as_given(w, spooled) for w in out.warnings], log=_as_given(out.log, spooled))
 
 
 def _echo_failures(lines: list[str], more: str, shown: int = 5) -> None:
@@ -639,7 +657,9 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
 
 @app.command("tags")
 def tags_cmd(
-    paths: list[Path] = typer.Argument(..., readable=False, help="Audio files or folders (folders are searched recursively)."),
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., readable=False, help="Audio files or folders (folders are searched recursively); "
+                                                                "- reads one audio file from standard input."),
     top: int = typer.Option(5, "--top", "-k", min=1, max=50, help="How many tags of each model to print."),
 ) -> None:
     """Print the musicnn tagger's most probable MSD and MagnaTagATune tags for each file's first 30 s (at the level the
@@ -648,13 +668,15 @@ def tags_cmd(
     from .errors import SongfeatError
     from .tagger import describe_file, top_tags
 
+    given = paths
+    paths, spooled = _spool_stdin(ctx, paths)
     files, refused, notes = scan_inputs(list(paths))
     for e in refused:
-        typer.echo(one_line(f"songfeat: error: {e}"), err=True)
+        typer.echo(one_line(f"songfeat: error: {_as_given(str(e), spooled)}"), err=True)
     for n in notes:
-        typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
+        typer.echo(one_line(f"songfeat: warning: {_as_given(str(n), spooled)}"), err=True)
     if not files and not refused:  # folders with no audio in them: said, and with analyze's words and status
-        raise fail("no audio files found in " + ", ".join(map(str, paths)))
+        raise fail("no audio files found in " + ", ".join(map(str, given)))
     failed, done = len(refused), []
     # it writes no file: what it keeps of an interrupted run is what it printed
     with _interrupted(lambda: f"interrupted after {len(done)} of {len(files)} files; the tags of those are printed on stdout"):
@@ -666,12 +688,12 @@ def tags_cmd(
                     tops = e
             done.append(f)
             if isinstance(tops, SongfeatError):  # its error says it all ('corrupt frames skipped' before it contradicted it)
-                typer.echo(one_line(f"songfeat: error: {tops}"), err=True)
+                typer.echo(one_line(f"songfeat: error: {_as_given(str(tops), spooled)}"), err=True)
                 failed += 1
                 continue
             for w in captured.warnings:
-                typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
-            typer.echo(one_line(str(f)))
+                typer.echo(one_line(f"songfeat: warning: {_as_given(w, spooled)}"), err=True)
+            typer.echo(one_line(_as_given(str(f), spooled)))
             for model, pairs in tops.items():
                 typer.echo(f"  {model.upper()}: " + ", ".join(f"{t} {p:.2f}" for t, p in pairs))
     if failed:  # the count at the end, as `analyze` gives it: in a long listing the error lines scroll away
@@ -696,7 +718,8 @@ def _file_bar(path: Path, total: Optional[float]) -> Iterator[Optional[Callable[
 
 @app.command("analysis")
 def analysis_cmd(
-    path: Path = typer.Argument(..., readable=False, help="One audio file."),
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., readable=False, help="One audio file; - reads it from standard input."),
     plot: Optional[Path] = typer.Option(None, "--plot", readable=False, help="Also draw a PNG: waveform and loudness, beats, bars, sections, segment pitches and timbre (missing folders are made)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", readable=False, help="Write the JSON here (atomically; missing folders are made, and taken away again if nothing is written) instead of stdout."),
 ) -> None:
@@ -726,20 +749,21 @@ def analysis_cmd(
 
     with _interrupted(interrupted):
         try:
+            (path,), spooled = _spool_stdin(ctx, [path])  # after -o and --plot are checked: a refusal reads nothing
             with capture_output() as captured:  # decoder noise becomes one warning line, as in `analyze`
                 try:
                     info = header_info(path)  # once: the bar's length, and the analysis's meta (not probed again there)
-                    with _file_bar(path, info.seconds) as on_window:  # gone before anything else is printed
+                    with _file_bar(Path(STDIN) if spooled else path, info.seconds) as on_window:  # gone before anything else is printed
                         result = analyse(path, on_window, info=info)
                 except SongfeatError as e:
-                    raise fail(str(e), 1) from None
+                    raise fail(_as_given(str(e), spooled), 1) from None
             for w in captured.warnings:
-                typer.echo(one_line(f"songfeat: warning: {w}"), err=True)
+                typer.echo(one_line(f"songfeat: warning: {_as_given(w, spooled)}"), err=True)
             if plot is not None:
                 from .analysis_plot import save_plot
 
                 try:
-                    save_plot(result, plot, title=path.name)
+                    save_plot(result, plot, title="standard input" if spooled else path.name)
                     plotted.append(plot)
                 except OSError as e:
                     raise fail(_picture_error(plot, e), 1) from None
@@ -900,11 +924,13 @@ def evaluate_sources_cmd(
     scatter: Optional[Path] = typer.Option(None, "--scatter", help="Also draw a PNG: every held-out prediction against its label, per feature."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
+    if fmt not in ("md", "json"):  # checked before the minutes of work, not after them (any other was read as md)
+        raise fail(f"--format must be md or json, not {fmt!r}")
     workers = _local_workers(workers)
-    import json
     from dataclasses import replace
 
     from .errors import SongfeatError
+    from .evaluate import to_json
     from .heads import LOSSES, FitConfig
     from .records import DEFAULT_CACHE
     from .sources import evaluate_sources, seed_spread, spread_markdown, to_markdown
@@ -927,7 +953,8 @@ def evaluate_sources_cmd(
         typer.echo(f"songfeat: note: {line}", err=True)
     spread = seed_spread(runs) if seeds > 1 else None
     if fmt == "json":
-        typer.echo(json.dumps({**result, **({"seed_spread": spread} if spread else {})}, indent=2, default=float))
+        # strict JSON, as evaluate and evaluate-audio write: the fold mean's r (constant predictions) is null, not NaN
+        typer.echo(to_json({**result, **({"seed_spread": spread} if spread else {})}))
     else:
         typer.echo(to_markdown(result) + ("\n" + spread_markdown(spread) if spread else ""))
     if plot is not None:

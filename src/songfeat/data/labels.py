@@ -685,7 +685,7 @@ def pair_table(table: pd.DataFrame, audio_dir: str | Path) -> tuple[pd.DataFrame
     (`index_audio`), a second file for one id said in a SongfeatWarning and the first by name used."""
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
-        raise SongfeatError(audio_dir, "audio folder not found")
+        raise SongfeatError(audio_dir, "audio folder not found" if not audio_dir.exists() else "not a folder")
     ids = table["track_id"].astype(str)
     found, _unlabelled, _repeats = index_audio(audio_dir, set(ids), table.attrs.get("id_kind", "spotify"))
     table = table.assign(path=[str(found[t]) if t in found else None for t in ids])
