@@ -29,6 +29,10 @@ from songfeat.evaluate import compare, predict_dataset, regression_metrics
 from songfeat.train import Dataset, dataset_from_store, train_bundle
 
 SEED5 = features.SEED_TARGETS
+THREADS = 2  # torch threads per training run (the run facts' "2 cores")
+DEFAULT_STORE = Path("runs/previews-store")
+PREVIEWS_SKEW = ("skewed: 54 are Brazilian forró/piseiro, energy and valence are mostly\nhigh, speechiness is low "
+                 "throughout (max 0.16), instrumentalness is ~0 for all but a handful.")  # the whole set (SOURCE.md)
 #: (label in the table, family, targets, numeric source, hparams)
 RUNS: list[tuple[str, str, tuple[str, ...], str | None, dict | None]] = [
     ("numeric-mlp (label inputs, as the seed)", "numeric-mlp", SEED5, "labels", None),
@@ -124,16 +128,89 @@ def seed_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def whole_previews(manifest: dict) -> bool:
+    """Whether a store holds all of spotify-previews (its labels, no --limit, every clip built), the set whose skew the
+    page's caveat describes; a store of other clips, or of a dozen previews, must not be described as it."""
+    src = Path(str((manifest.get("labels") or {}).get("source") or ""))
+    return (src.parent.name == "spotify-previews" and manifest.get("limit") is None and not manifest.get("failed")
+            and not manifest.get("labels_without_audio"))
+
+
+def pearson_halfwidth(r: float, n: int) -> float:
+    """Half the width of the 95% interval (Fisher z) of a Pearson `r` over `n` pairs: how noisy the page's r's are."""
+    z, se = np.arctanh(r), 1.96 / np.sqrt(max(n - 3, 1))
+    return float((np.tanh(z + se) - np.tanh(z - se)) / 2)
+
+
+def _per_fold(n: int, folds: int) -> str:
+    """The held-out clips per fold in words ('Twenty-odd' for 102 in 5), as the page says it."""
+    per = n // folds
+    return "Twenty-odd" if 20 <= per < 30 else (f"{per}" if n % folds == 0 else f"{per} or {per + 1}")
+
+
+def page_text(a: argparse.Namespace, manifest: dict, ns: list[int], results: list[dict], labels: list[str],
+              facts: list[tuple[str, dict]]) -> str:
+    """The results page of one run: its store, folds and clip counts are this run's (a run on another --store or
+    --folds wrote "n = 102", "5 folds" and the previews' skew)."""
+    n = max(ns) if ns else 0
+    said_n = (f"n = {n}" if len(set(ns)) <= 1
+              else f"n = {min(ns)}–{n}: a run leaves out the clips lacking a value it needs")
+    previews = whole_previews(manifest)
+    store = "" if a.store == DEFAULT_STORE else f" --store {a.store}"
+    if previews:
+        what, built = "spotify-previews", ("store: seed MFCC 20x160 + measured descriptors, built from "
+                                           "`spotify-previews/labels.csv` + `audio/`")
+    else:
+        shape = "x".join(map(str, (manifest.get("shape") or [0])[1:]))
+        descs = " + measured descriptors" if manifest.get("descriptors") else ""
+        what = f"`{a.store}`"
+        built = (f"store `{a.store}`: {manifest.get('frontend_name')} {shape}{descs}, built from "
+                 f"`{(manifest.get('labels') or {}).get('source')}`")
+    caveat = f"{n} clips, {PREVIEWS_SKEW}" if previews else f"{n} clips."
+    hw = pearson_halfwidth(0.3, n)
+    md = [
+        f"# Seed model families on {what} ({a.folds}-fold CV)",
+        "",
+        f"Command: `.venv/bin/python scripts/run_previews_cv.py{store} --folds {a.folds} --seed {a.seed}` ({built}).",
+        "Each clip is predicted once, by the model of the fold that held it out; metrics are on those pooled",
+        f"out-of-fold predictions ({said_n}). Each fold's model early-stops on a 15% validation carve-out of its",
+        "training folds. The mean predictor outputs the training folds' mean: a model that does not beat it has",
+        "learned nothing usable. Its Pearson is negative by construction, not by bad luck: each fold predicts",
+        "the mean of the *other* folds, which is lower exactly where the held-out fold's values are higher.",
+        "",
+        f"**Tiny-data caveat.** {caveat} {_per_fold(n, a.folds)}",
+        f"test clips per fold make every figure here noisy (a Pearson of 0.3 on {n} pairs has a 95% interval of",
+        f"roughly ±{hw:.2f}), and none of it says how the models do on music at large. The seed's numbers below come",
+        "from ~20,000 tracks and a random 80/20 (or 70/15/15) split, so they are not comparable row for row;",
+        "they are shown to place ours, not to rank against.",
+        "",
+        "## Ours (out-of-fold, MSE/MAE, then Pearson)",
+        "",
+        compare(results, labels=labels),
+        "## The seed's published numbers (report Tables 1–4; X = not reported)",
+        "",
+        seed_table(),
+        "## Run facts",
+        "",
+        f"| run | epochs run per fold (early stop) | training seconds ({a.folds} folds, {THREADS} cores) | folds whose model "
+        "output a constant (held-out fold) |",
+        "|---|---|---:|---:|",
+    ]
+    for label, f in facts:
+        md.append(f"| {label} | {', '.join(map(str, f['epochs']))} | {f['seconds']} | {f['folds_with_constant_output']} |")
+    return "\n".join(md) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--store", type=Path, default=Path("runs/previews-store"))
+    ap.add_argument("--store", type=Path, default=DEFAULT_STORE)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", default=None, help="comma-separated family names to run (default: all)")
     ap.add_argument("--out", type=Path, default=Path("docs/results-previews.md"))
     a = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     try:
         return _run(a)
     except (SongfeatError, ValueError, KeyError) as e:  # a store too small for the folds: one line, not a traceback
@@ -145,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(a: argparse.Namespace) -> int:
     """The cross-validation of `main`'s parsed options; writes a.out and returns 0."""
     store = open_store(ensure_store(a.shared, a.store))
-    results, labels, facts = [], [], []
+    results, labels, facts, ns = [], [], [], []
     base_done: set[tuple[str, ...]] = set()
     with tempfile.TemporaryDirectory(prefix="songfeat-cv-") as tmp:
         for label, family, targets, source, hp in RUNS:
@@ -164,6 +241,7 @@ def _run(a: argparse.Namespace) -> int:
             folds = check_folds(kfold(data.ids, k=a.folds, seed=a.seed), a.store, label)
             pred, base, fact = cv_predict(label, family, data, folds, a.seed, hp, Path(tmp))
             results.append(regression_metrics(data.targets, pred, targets))
+            ns.append(len(data))
             labels.append(label)
             facts.append((label, fact))
             if targets not in base_done:
@@ -172,38 +250,7 @@ def _run(a: argparse.Namespace) -> int:
                 labels.append(f"mean predictor ({', '.join(targets) if len(targets) < 3 else '5 seed targets'})")
             print(compare(results[-2:] if labels[-1].startswith("mean") else results[-1:],
                           labels=labels[-2:] if labels[-1].startswith("mean") else labels[-1:]), file=sys.stderr)
-    md = [
-        "# Seed model families on spotify-previews (5-fold CV)",
-        "",
-        f"Command: `.venv/bin/python scripts/run_previews_cv.py --folds {a.folds} --seed {a.seed}` "
-        f"(store: seed MFCC 20x160 + measured descriptors, built from `spotify-previews/labels.csv` + `audio/`).",
-        "Each clip is predicted once, by the model of the fold that held it out; metrics are on those pooled",
-        "out-of-fold predictions (n = 102). Each fold's model early-stops on a 15% validation carve-out of its",
-        "training folds. The mean predictor outputs the training folds' mean: a model that does not beat it has",
-        "learned nothing usable. Its Pearson is negative by construction, not by bad luck: each fold predicts",
-        "the mean of the *other* folds, which is lower exactly where the held-out fold's values are higher.",
-        "",
-        "**Tiny-data caveat.** 102 clips, skewed: 54 are Brazilian forró/piseiro, energy and valence are mostly",
-        "high, speechiness is low throughout (max 0.16), instrumentalness is ~0 for all but a handful. Twenty-odd",
-        "test clips per fold make every figure here noisy (a Pearson of 0.3 on 102 pairs has a 95% interval of",
-        "roughly ±0.18), and none of it says how the models do on music at large. The seed's numbers below come",
-        "from ~20,000 tracks and a random 80/20 (or 70/15/15) split, so they are not comparable row for row;",
-        "they are shown to place ours, not to rank against.",
-        "",
-        "## Ours (out-of-fold, MSE/MAE, then Pearson)",
-        "",
-        compare(results, labels=labels),
-        "## The seed's published numbers (report Tables 1–4; X = not reported)",
-        "",
-        seed_table(),
-        "## Run facts",
-        "",
-        "| run | epochs run per fold (early stop) | training seconds (5 folds, 2 cores) | folds whose model output a constant (held-out fold) |",
-        "|---|---|---:|---:|",
-    ]
-    for label, f in facts:
-        md.append(f"| {label} | {', '.join(map(str, f['epochs']))} | {f['seconds']} | {f['folds_with_constant_output']} |")
-    text = "\n".join(md) + "\n"
+    text = page_text(a, store.manifest, ns, results, labels, facts)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic.replacing(a.out, encoding="utf-8") as f:  # an interrupted write left the docs page half written
         f.write(text)

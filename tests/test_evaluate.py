@@ -94,8 +94,60 @@ def test_compare_notes_results_scored_on_different_clips():
     a = {**report(t, t + 0.1, ["energy"]), "model": "a", "clips": "aaaa"}
     b = {**report(t, t - 0.1, ["energy"]), "model": "b", "clips": "bbbb"}
     assert "**note**: scored on different sets of clips (a: n=3, b: n=3)" in compare([a, b])
-    assert "**note**" not in compare([a, {**b, "clips": "aaaa"}])
-    assert "**note**" not in compare([report(t, t, ["energy"]), report(t, t, ["energy"])])  # results without a record
+    assert "different sets" not in compare([a, {**b, "clips": "aaaa"}])
+    assert "different sets" not in compare([report(t, t, ["energy"]), report(t, t, ["energy"])])  # without a record
+
+
+def test_two_clips_give_no_pearson_and_say_they_are_too_few():
+    """A 12-clip store's test part is 2 clips: Pearson was ±1 in every cell (2 points lie on a line), printed as a
+    perfect or perfectly wrong model, and nothing said the figures meant nothing."""
+    from songfeat.evaluate import few_clips_warning
+
+    t = np.array([[0.2, 0.7], [0.6, 0.3]])
+    r = report(t, t[::-1] * 0.5 + 0.1, ["danceability", "energy"])
+    assert all(math.isnan(r["targets"][n]["pearson"]) for n in ("danceability", "energy"))
+    assert math.isnan(r["average"]["pearson"]) and math.isnan(pearson(np.array([0.0, 1.0]), np.array([1.0, 0.0])))
+    md = to_markdown(r)
+    assert md.count("– (n=2)") == 2 and "1.000" not in md
+    assert "n = 2 held-out clips (under 16: too few for these figures to mean much)" in md
+    assert "no Pearson r for danceability, energy: under 3 clips scored" in md
+    assert few_clips_warning(r, "runs/b") == (
+        "runs/b: scored on only 2 held-out clips: too few for the figures to mean much (under 16 clips a Pearson r of "
+        "0.5 cannot be told from none; under 3 no Pearson r is given: 2 points always lie on a line); train on a larger "
+        "store")
+    table = compare([{**r, "model": "m"}], labels=["m"])
+    assert ("**note**: scored on under 16 clips, too few for the figures to mean much: m (n=2) (no Pearson r under 3)"
+            in table)
+    # 16 clips is enough not to be warned about (an r of 0.5 is significant there), and 3 give an r again
+    rng = np.random.default_rng(4)
+    t16 = rng.random((16, 1))
+    r16 = report(t16, t16, ["energy"])
+    assert few_clips_warning(r16, "b") is None and "too few" not in to_markdown(r16)
+    assert regression_metrics(t16[:3], t16[:3], ["energy"])["targets"]["energy"]["pearson"] == pytest.approx(1.0)
+
+
+def test_r2_of_a_near_constant_truth_is_undefined_and_left_out_of_the_average():
+    """instrumentalness ~0 on every scored clip: R²'s denominator was rounding, R² reached about -7e11 and the average
+    row with it; it is undefined ('–', null) now, the average is over the other targets and the note says so."""
+    rng = np.random.default_rng(5)
+    t = np.column_stack([rng.random(20), rng.choice([0.0, 1e-6, 4.5e-5], 20)])
+    p = np.column_stack([t[:, 0] + rng.normal(0, 0.1, 20), np.full(20, 0.3) + rng.normal(0, 0.01, 20)])
+    r = report(t, p, ["energy", "instrumentalness"])
+    assert math.isnan(r["targets"]["instrumentalness"]["r2"])
+    assert r["average"]["r2"] == pytest.approx(r["targets"]["energy"]["r2"])
+    assert json.loads(to_json(r))["targets"]["instrumentalness"]["r2"] is None
+    md = to_markdown(r)
+    assert ("R² undefined (–) for instrumentalness: the true values barely vary in the scored clips (std under 0.001 "
+            "of their scale); the average R² is over the other targets") in md
+    assert "e+" not in md and "-" + "0" * 5 not in md
+    table = compare([r], labels=["m"], metrics=("mse", "r2"))
+    assert "**note**: R² undefined (–) where the true values barely vary (instrumentalness)" in table
+    # a label that does vary, however small its values, keeps its R² (as sklearn's)
+    from sklearn.metrics import r2_score
+
+    small = rng.random(20) * 0.05
+    assert regression_metrics(small, small + 0.01, ["speechiness"])["targets"]["speechiness"]["r2"] == pytest.approx(
+        r2_score(small, small + 0.01))
 
 
 def test_two_audio_files_for_one_id_are_said_and_the_first_is_used(tmp_path):
@@ -167,7 +219,7 @@ def test_train_and_val_splits_are_not_called_held_out():
     assert "held-out clips" not in to_markdown({**r, "split": "val"})
     table = compare([{**r, "model": "a", "split": "train"}, {**r, "model": "b", "split": "train"}])
     assert "**note**: scored on clips of the 'train' split" in table
-    assert "**note**" not in compare([{**r, "split": "test"}, {**r, "split": "test"}])
+    assert "scored on clips of" not in compare([{**r, "split": "test"}, {**r, "split": "test"}])
 
 
 def test_measured_scores_count_only_the_clips_labelled_with_each_measure():

@@ -207,6 +207,42 @@ def test_cli_exit_code_and_errors(built, tmp_path):
     assert r.exit_code == 2 and "already holds a build of different inputs" in r.stderr and r.stdout == "", r.output
 
 
+def test_a_rerun_on_a_complete_store_says_nothing_was_left_to_do(tmp_path):
+    """It printed "0.00 clips/s", a rate of a run that computed nothing, read as a stalled build."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    labels, audio, _ = make_dataset(tmp_path, 2)
+    args = ["build", "--labels", str(labels), "--audio", str(audio), "--out", str(tmp_path / "s"), "--no-descriptors"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and " clips/s)" in r.stdout, r.output
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "(2 from an earlier run;" in r.stdout and r.stdout.rstrip().endswith("; nothing was left to do)")
+    assert "clips/s" not in r.stdout
+
+
+def test_training_on_a_store_whose_every_clip_failed_points_at_its_report(tmp_path):
+    """`train` said "only 0 training rows (of 0 usable of 0 clips in the store)", not that the clips had failed to build
+    nor where their reasons are."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    ids = [spotify_like_id(80 + i) for i in range(3)]
+    for tid in ids:
+        (audio / f"{tid}.mp3").write_bytes(bytes(range(256)) * 64)  # not audio
+    write_labels(tmp_path / "labels.csv", ids)
+    build_store(tmp_path / "labels.csv", audio, tmp_path / "s", workers=1, progress=False, descriptors=False)
+    r = CliRunner().invoke(app, ["train", "numeric-mlp", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.stderr.strip().endswith(f"3 of the store's 3 clips failed to build: their reasons are in "
+                                     f"{tmp_path / 's' / 'report.csv'} (rerun `songfeat build` to try them again)")
+
+
 @pytest.mark.parametrize("case", ["no-labels", "header-only", "no-audio", "nothing-pairs", "out-a-file",
                                   "out-under-a-file", "out-read-only", "out-not-a-store"])
 def test_build_refuses_inputs_it_cannot_use_with_status_2(tmp_path, monkeypatch, case):

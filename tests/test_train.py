@@ -175,14 +175,19 @@ def test_cli_train_evaluate_compare(tiny_store, tmp_path):
     r = run.invoke(app, ["evaluate", str(tmp_path / "lstm"), "--store", str(tiny_store), "--format", "json",
                          "--scatter", str(tmp_path / "s.png")])
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert set(res["targets"]) == {"energy", "danceability"} and res["split"] == "test"
     assert (tmp_path / "s.png").is_file()
+    # 16 clips leave 3 to test: scored, but said to be too few in one line naming the bundle and n (it said nothing)
+    few = (f"songfeat: warning: {tmp_path / 'lstm'}: scored on only {res['n']} held-out clips: too few for the figures "
+           "to mean much (under 16 clips a Pearson r of 0.5 cannot be told from none")
+    assert res["n"] < 16 and r.stderr.startswith(few) and len(r.stderr.splitlines()) == 1, r.stderr
     r = run.invoke(app, ["evaluate", str(tmp_path / "lstm"), "--store", str(tiny_store)])
-    assert r.exit_code == 0 and "| energy |" in r.output
+    assert r.exit_code == 0 and "| energy |" in r.stdout and r.stderr.startswith(few)
     r = run.invoke(app, ["compare", str(tmp_path / "lstm"), str(tmp_path / "mlp"), "--store", str(tiny_store)])
     assert r.exit_code == 0, r.output
-    assert "lstm-multitask" in r.output and "numeric-mlp" in r.output and "X" in r.output
+    assert "lstm-multitask" in r.stdout and "numeric-mlp" in r.stdout and "X" in r.stdout
+    assert r.stderr.startswith(few) and f"songfeat: warning: {tmp_path / 'mlp'}: scored on only" in r.stderr
     r = run.invoke(app, ["train", "nope", "--store", str(tiny_store), "--out", str(tmp_path / "n")])
     assert r.exit_code == 2 and "unknown model" in r.output
 
@@ -281,7 +286,7 @@ def test_compare_flags_results_on_different_clips(tiny_store, tmp_path):
     b = train_bundle("numeric-mlp", tiny_store, tmp_path / "b", epochs=1, seed=7, progress=False)
     ra, rb = evaluate_bundle(a, tiny_store), evaluate_bundle(b, tiny_store)
     assert ra["clips"] != rb["clips"] and "**note**: scored on different sets of clips" in compare([ra, rb])
-    assert "**note**" not in compare([ra, evaluate_bundle(a, tiny_store)])
+    assert "different sets" not in compare([ra, evaluate_bundle(a, tiny_store)])
 
 
 def test_cli_targets_naming_nothing_is_refused(tiny_store, tmp_path):
@@ -997,6 +1002,24 @@ def _run_previews_cv():
     return mod
 
 
+def test_the_cv_script_page_on_the_whole_previews_set_is_the_published_one():
+    """The run's figures now come from the run; on the full previews store they still read as docs/results-previews.md
+    (so its numbers did not have to be regenerated)."""
+    import argparse
+
+    cv = _run_previews_cv()
+    a = argparse.Namespace(store=cv.DEFAULT_STORE, folds=5, seed=42)
+    manifest = {"labels": {"source": "../shared/data/spotify-previews/labels.csv"}, "limit": None, "failed": 0,
+                "labels_without_audio": 0}
+    page = cv.page_text(a, manifest, [102, 102], [], [], [])
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "results-previews.md").read_text(encoding="utf-8")
+    assert doc.startswith(page.split("## Ours")[0])
+    assert page.splitlines()[-2] in doc.splitlines()  # the run facts' header: 5 folds, 2 cores
+    # a dozen previews (--limit 12) are not the skewed 102 the caveat describes
+    page = cv.page_text(a, {**manifest, "limit": 12}, [12], [], [], [])
+    assert "forró" not in page and "(n = 12)" in page and "102" not in page
+
+
 def test_the_cv_script_folds_the_clips_a_family_can_use(gappy_store, tmp_path, capsys):
     """Its folds were drawn over every clip in the store, so a clip lacking the family's target reached train_bundle in
     a fold and stopped the run with a KeyError traceback; too few clips for the folds was a traceback too."""
@@ -1004,6 +1027,14 @@ def test_the_cv_script_folds_the_clips_a_family_can_use(gappy_store, tmp_path, c
     out = tmp_path / "cv.md"
     assert cv.main(["--store", str(gappy_store), "--only", "cnn-simple", "--folds", "2", "--out", str(out)]) == 0
     assert "cnn-simple" in out.read_text() and not list(tmp_path.glob(".cv.md*"))
+    # the page is this run's: its store, folds and clips, not "n = 102", "5 folds" and the previews' skew
+    page = out.read_text()
+    assert page.startswith(f"# Seed model families on `{gappy_store}` (2-fold CV)\n")
+    assert f"run_previews_cv.py --store {gappy_store} --folds 2 --seed 42" in page
+    assert "(n = 9)" in page and "**Tiny-data caveat.** 9 clips. 4 or 5\ntest clips per fold" in page
+    assert "a Pearson of 0.3 on 9 pairs has a 95% interval of\nroughly ±0.63)" in page  # Fisher z: tanh(z ± 1.96/√6)
+    assert "training seconds (2 folds, 2 cores)" in page
+    assert not any(s in page for s in ("102", "5 folds", "5-fold", "forró", "Twenty-odd"))
     capsys.readouterr()
     assert cv.main(["--store", str(gappy_store), "--only", "cnn-simple", "--folds", "20", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (f"run_previews_cv: error: {gappy_store}: cannot make "

@@ -1156,7 +1156,7 @@ def build_cmd(
                f"{len(report.failed)} failed; {counted(len(dropped), 'label row')} dropped, "
                f"{counted(report.labels_without_audio, 'label')} without audio, "
                f"{counted(report.audio_without_labels, 'audio file')} without labels; "
-               f"{report.clips_per_second:.2f} clips/s)")
+               + (f"{report.clips_per_second:.2f} clips/s)" if report.processed else "nothing was left to do)"))
     if report.failed:
         raise typer.Exit(1)
 
@@ -1247,7 +1247,7 @@ def evaluate_cmd(
 ) -> None:
     """The seed's metrics (MSE, MAE, RMSE, R², Pearson per target + average) of a bundle on its held-out split."""
     from .errors import SongfeatError, WorkFailed
-    from .evaluate import evaluate_bundle, to_json, to_markdown
+    from .evaluate import evaluate_bundle, few_clips_warning, to_json, to_markdown
 
     if fmt not in ("md", "json"):
         raise fail(f"--format must be md or json, not {fmt!r}")
@@ -1261,6 +1261,8 @@ def evaluate_cmd(
         raise fail(str(e)) from None
     except OSError as e:
         raise fail(_os_error(e)) from None
+    if (few := few_clips_warning(result, bundle)) is not None:  # 2 clips printed Pearson ±1 without a word
+        typer.echo(one_line(f"songfeat: warning: {few}"), err=True)
     typer.echo(to_json(result) if fmt == "json" else to_markdown(result, title=f"{result['model']} — {bundle} ({split})"))
 
 
@@ -1272,7 +1274,7 @@ def compare_cmd(
 ) -> None:
     """Bundles side by side on their held-out splits, like the report's Tables 1–4 (MSE/MAE, then Pearson)."""
     from .errors import SongfeatError
-    from .evaluate import compare, evaluate_bundle
+    from .evaluate import compare, evaluate_bundle, few_clips_warning
 
     try:
         with _interrupted("interrupted; nothing was written"):
@@ -1281,6 +1283,9 @@ def compare_cmd(
         raise fail(str(e)) from None
     except OSError as e:
         raise fail(_os_error(e)) from None
+    for r, b in zip(results, bundles):
+        if (few := few_clips_warning(r, b)) is not None:
+            typer.echo(one_line(f"songfeat: warning: {few}"), err=True)
     typer.echo(compare(results, labels=[f"{r['model']} ({Path(b).name})" for r, b in zip(results, bundles)]))
 
 

@@ -18,6 +18,11 @@ METRICS: tuple[str, ...] = ("mse", "mae", "rmse", "r2", "pearson")
 DANCEABLE_THRESHOLD = 0.5  # the seed's first, binary view: danceable when danceability > 0.5
 CONSTANT_RATIO = 0.01  # predictions whose spread is < 1% of the truth's spread count as one constant
 CONSTANT_ABS = 1e-4  # ... or whose standard deviation is below this outright
+MIN_PEARSON_N = 3  # r of 2 points is ±1 whatever the model (any 2 lie on a line): it needs a third to say anything
+MIN_MEANINGFUL_N = 16  # fewer scored clips: an r of 0.5 is not told from 0 (two-sided p > 0.05 up to n = 15), a warning
+# R² is undefined when the truth's std is below R2_MIN_STD x max(1, its largest |value|): the 0-1 labels are published
+# to 3 decimals, so a smaller spread is rounding, and dividing by it sent R² to -7e11 (instrumentalness ~0 everywhere)
+R2_MIN_STD = 1e-3
 
 
 def _as_2d(a: Any) -> np.ndarray:
@@ -26,7 +31,10 @@ def _as_2d(a: Any) -> np.ndarray:
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson's r of two 1-D arrays; NaN when either is constant (r is undefined there)."""
+    """Pearson's r of two 1-D arrays; NaN when either is constant (r is undefined there) or under `MIN_PEARSON_N` long
+    (2 points give ±1 whatever they are)."""
+    if len(x) < MIN_PEARSON_N:
+        return float("nan")
     x = np.asarray(x, dtype=np.float64) - np.mean(x)
     y = np.asarray(y, dtype=np.float64) - np.mean(y)
     den = math.sqrt(float(np.sum(x * x)) * float(np.sum(y * y)))
@@ -38,7 +46,8 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 def target_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """MSE, MAE, RMSE, R² and Pearson of one target column, its bias (mean prediction minus truth: the shift a new
     source shows, which MAE and r hide) and `n`, the rows scored: those whose label is known, so a missing (NaN) label
-    leaves out that row of this target only, where it made every figure of the target NaN."""
+    leaves out that row of this target only, where it made every figure of the target NaN. R² is NaN when the truth
+    barely varies (`r2_undefined`), Pearson under `MIN_PEARSON_N` rows."""
     t = np.asarray(y_true, dtype=np.float64)
     known = ~np.isnan(t)
     t, p = t[known], np.asarray(y_pred, dtype=np.float64)[known]
@@ -47,9 +56,15 @@ def target_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     err = p - t
     mse = float(np.mean(err**2))
     ss_tot = float(np.sum((t - t.mean()) ** 2))
-    r2 = float("nan") if ss_tot <= 1e-15 else 1.0 - float(np.sum(err**2)) / ss_tot
+    r2 = float("nan") if r2_undefined(t) else 1.0 - float(np.sum(err**2)) / ss_tot
     return {"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse), "r2": r2, "pearson": pearson(t, p),
             "bias": float(np.mean(err)), "n": int(t.size)}
+
+
+def r2_undefined(t: np.ndarray) -> bool:
+    """Whether the known truths `t` vary too little for R² (whose denominator is their spread) to mean anything: a std
+    under `R2_MIN_STD` of their scale, so a near-constant label is not scored as R² = -7e11."""
+    return float(np.std(t)) <= R2_MIN_STD * max(1.0, float(np.max(np.abs(t))))
 
 
 def regression_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
@@ -138,16 +153,62 @@ def to_markdown(result: dict, title: str | None = None) -> str:
     lines += ["| target | " + " | ".join(m.upper() if m != "r2" else "R²" for m in METRICS) + " |",
               "|---|" + "---:|" * len(METRICS)]
     for name, vals in result["targets"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(vals[m]) for m in METRICS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt_cell(vals, m) for m in METRICS) + " |")
     lines.append("| **average** | " + " | ".join(_fmt(result["average"][m]) for m in METRICS) + " |")
-    extra = [f"n = {result['n']} {_clips_said(result.get('split'))}"]
+    few = few_clips(result)
+    extra = [f"n = {result['n']} {_clips_said(result.get('split'))}"
+             + (f" (under {MIN_MEANINGFUL_N}: too few for these figures to mean much)" if few else "")]
     extra += [f"{name} scored on {vals['n']} of the {result['n']} clips (the others lack its label)"
               for name, vals in result["targets"].items() if vals.get("n", result["n"]) < result["n"]]
+    extra += _undefined_notes(result)
     if "danceable_accuracy" in result:
         extra.append(f"danceable accuracy (> {DANCEABLE_THRESHOLD}) = {result['danceable_accuracy']:.3f}")
     if result.get("constant_outputs"):
         extra.append("**constant output** (model ignores its input) for: " + ", ".join(result["constant_outputs"]))
     return "\n".join(lines + ["", "; ".join(extra)]) + "\n"
+
+
+def _fmt_cell(vals: dict, m: str) -> str:
+    """One target's figure `m`; a Pearson left out for too few clips says on how many ('– (n=2)'), not a bare '–'."""
+    if m == "pearson" and vals.get("n", MIN_PEARSON_N) < MIN_PEARSON_N:
+        return f"– (n={vals['n']})"
+    return _fmt(vals[m])
+
+
+def few_clips(result: dict) -> bool:
+    """Whether a result was scored on under `MIN_MEANINGFUL_N` clips (a split of a 12-clip store holds 2)."""
+    return isinstance(result.get("n"), int) and result["n"] < MIN_MEANINGFUL_N
+
+
+def few_clips_warning(result: dict, name: Any) -> str | None:
+    """The one-line warning for a result of bundle `name` scored on too few clips to mean much, else None."""
+    if not few_clips(result):
+        return None
+    n = result["n"]
+    r = f"; under {MIN_PEARSON_N} no Pearson r is given: 2 points always lie on a line" if n < MIN_PEARSON_N else ""
+    return (f"{name}: scored on only {n} {_clips_said(result.get('split'))}: too few for the figures to mean much (under "
+            f"{MIN_MEANINGFUL_N} clips a Pearson r of 0.5 cannot be told from none{r}); train on a larger store")
+
+
+def _undefined_notes(result: dict) -> list[str]:
+    """Notes for the figures left undefined (and out of the averages): R² of truths that barely vary, Pearson of too
+    few clips, so a '–' and an average over fewer targets are explained."""
+    per = result["targets"]
+    flat = [t for t, v in per.items() if v.get("n", 0) >= 1 and _isnan(v["r2"])]
+    few = [t for t, v in per.items() if 0 < v.get("n", MIN_PEARSON_N) < MIN_PEARSON_N]
+    out = []
+    if flat:
+        out.append(f"R² undefined (–) for {', '.join(flat)}: the true values barely vary in the scored clips (std under "
+                   f"{R2_MIN_STD:g} of their scale)"
+                   + ("; the average R² is over the other targets" if len(flat) < len(per) else ""))
+    if few:
+        out.append(f"no Pearson r for {', '.join(few)}: under {MIN_PEARSON_N} clips scored")
+    return out
+
+
+def _isnan(v: Any) -> bool:
+    """Whether a figure is undefined: NaN, or None as a result read back from JSON holds it."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _clips_said(split: str | None) -> str:
@@ -325,6 +386,16 @@ def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metric
     if len({frozenset(r["targets"]) for r in results}) > 1:  # cnn-simple's danceability beside a five-target average
         out += ["", "**note**: each average is over that model's own targets (X: not predicted), so averages of models "
                     "with different targets are not like for like"]
+    few = [f"{lab} (n={r.get('n')})" for lab, r in zip(labels, results) if few_clips(r)]
+    if few:  # 2 clips gave Pearson ±1 in every cell, read as a perfect model
+        out += ["", f"**note**: scored on under {MIN_MEANINGFUL_N} clips, too few for the figures to mean much: "
+                    + ", ".join(few) + (f" (no Pearson r under {MIN_PEARSON_N})"
+                                        if any(r.get("n", MIN_PEARSON_N) < MIN_PEARSON_N for r in results) else "")]
+    if "r2" in metrics:
+        flat = sorted({t for r in results for t, v in r["targets"].items() if v.get("n", 0) >= 1 and _isnan(v["r2"])})
+        if flat:
+            out += ["", f"**note**: R² undefined (–) where the true values barely vary ({', '.join(flat)}); each average "
+                        "R² is over the other targets"]
     sets = {r.get("clips") for r in results}
     if len(sets) > 1 and None not in sets:  # e.g. bundles trained on different stores, splits or seeds
         groups = ", ".join(f"{lab}: n={r.get('n')}" for lab, r in zip(labels, results))

@@ -424,7 +424,12 @@ def _too_few(source: Any, data: Dataset, n_train: int) -> Exception:
     gaps = prov.get("missing_by_column") or {}
     if gaps:
         why += "; clips lacking a value: " + ", ".join(f"{c} in {n}" for c, n in sorted(gaps.items(), key=lambda x: -x[1]))
-    if data.numeric_source == "measured" and (prov.get("manifest") or {}).get("descriptors") is False:
+    manifest = prov.get("manifest") or {}
+    failed = manifest.get("failed")
+    if isinstance(failed, int) and failed and prov.get("store"):  # an all-failed store said "0 clips", not why
+        why += (f"; {failed} of the store's {counted(manifest.get('planned', failed), 'clip')} failed to build: their "
+                f"reasons are in {Path(prov['store']) / 'report.csv'} (rerun `songfeat build` to try them again)")
+    if data.numeric_source == "measured" and manifest.get("descriptors") is False:
         why += ("; the store was built with --no-descriptors, so it holds no measured inputs: build one with "
                 "descriptors, or use --numeric-source labels")
     if isinstance(source, Dataset):

@@ -95,10 +95,14 @@ class BuildReport:
         return not self.failed
 
     @property
+    def processed(self) -> int:
+        """Clips this run computed (resumed rows excluded): 0 for a rerun on a complete store, which has nothing to do."""
+        return self.built + len(self.failed) - self.resumed
+
+    @property
     def clips_per_second(self) -> float:
         """Throughput of this run over the clips it processed (resumed rows excluded)."""
-        done = self.built + len(self.failed) - self.resumed
-        return done / self.seconds if self.seconds > 0 else 0.0
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
         """JSON-ready summary (the failures listed in full)."""
