@@ -36,7 +36,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import benchutil  # noqa: E402
-from benchutil import KK_MAJOR, KK_MINOR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIEWS = benchutil.shared_data() / "spotify-previews" / "audio"
@@ -85,7 +84,7 @@ def peer_librosa(y: np.ndarray) -> None:
     y22 = librosa.resample(y, orig_sr=SR, target_sr=22050, res_type="soxr_hq")
     librosa.beat.beat_track(y=y22, sr=22050)
     chroma = librosa.feature.chroma_cqt(y=y22, sr=22050).mean(axis=1)
-    [[np.corrcoef(chroma, np.roll(p, k))[0, 1] for k in range(12)] for p in (KK_MINOR, KK_MAJOR)]
+    benchutil.kk_key(chroma)
     pyloudnorm.Meter(SR).integrated_loudness(y.astype(np.float64))
 
 

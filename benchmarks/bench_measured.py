@@ -39,7 +39,7 @@ from songfeat import atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchutil, also when loaded from elsewhere (the tests)
 import benchutil  # noqa: E402
-from benchutil import KK_MAJOR, KK_MINOR  # noqa: E402
+from benchutil import KK_MAJOR, KK_MINOR, kk_key  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench_measured"
@@ -173,9 +173,8 @@ def peer_librosa(y: np.ndarray) -> dict:
     y22 = librosa.resample(y, orig_sr=44100, target_sr=22050, res_type="soxr_hq")
     tempo, _ = librosa.beat.beat_track(y=y22, sr=22050)
     chroma = librosa.feature.chroma_cqt(y=y22, sr=22050).mean(axis=1)
-    corr = [[np.corrcoef(chroma, np.roll(p, k))[0, 1] for k in range(12)] for p in (KK_MINOR, KK_MAJOR)]
-    mode, key = np.unravel_index(int(np.nanargmax(corr)), (2, 12))
-    return {"tempo": float(np.atleast_1d(tempo)[0]), "key": int(key), "mode": int(mode)}
+    key, mode = kk_key(chroma)
+    return {"tempo": float(np.atleast_1d(tempo)[0]), "key": key, "mode": mode}
 
 
 PEERS = {"songfeat": peer_songfeat, "essentia": peer_essentia, "librosa": peer_librosa}
@@ -183,14 +182,16 @@ PEER_CONSTANTS = {"essentia": ESSENTIA_PROFILES, "librosa": (KK_MAJOR.tolist(), 
 
 
 def peer_version(peer: str) -> str:
-    """A hash of what a peer's outputs depend on: its function here (and the constants it reads), and its library's
-    version (songfeat: the hash of its measuring code, as songfeat's own record cache keys on). A change to any of them
-    is a fresh cache folder, so old figures are never printed as new ones."""
+    """A hash of what a peer's outputs depend on: its function here (and the constants and benchutil helper it reads),
+    and its library's version (songfeat: the hash of its measuring code, as songfeat's own record cache keys on). A
+    change to any of them is a fresh cache folder, so old figures are never printed as new ones."""
     import hashlib
     import inspect
     from importlib import metadata
 
     h = hashlib.sha256(inspect.getsource(PEERS[peer]).encode() + repr(PEER_CONSTANTS.get(peer)).encode())
+    if peer == "librosa":  # its key is benchutil's
+        h.update(inspect.getsource(kk_key).encode())
     if peer == "songfeat":
         from songfeat.provenance import MEASURING_CODE, source_digest
 

@@ -24,6 +24,14 @@ KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66,
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
+def kk_key(chroma: np.ndarray) -> tuple[int, int]:
+    """(key pitch class, mode 1 major / 0 minor) of a 12-bin mean chroma, by its best correlation with a rotated
+    Krumhansl-Kessler profile: the librosa peer's key in bench_descriptors and bench_measured alike."""
+    corr = [[np.corrcoef(chroma, np.roll(p, k))[0, 1] for k in range(12)] for p in (KK_MINOR, KK_MAJOR)]
+    mode, key = np.unravel_index(int(np.nanargmax(corr)), (2, 12))
+    return int(key), int(mode)
+
+
 def shared_data() -> Path:
     """The shared data folder: $SONGFEAT_SHARED/data when set (as the tests read it), else ../shared/data beside the
     repository."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from songfeat.genre_prior import SPOTIFY_CATALOGUE
+from songfeat.genre_prior import ECHONEST, ECHONEST_GENRES, SPOTIFY_CATALOGUE, SPOTIFY_GENRES
 
 FEATURES = ("danceability", "energy", "valence", "acousticness", "liveness", "speechiness", "instrumentalness")
 GENRE_PAIRS = (("Electronic", "Dance"), ("Rock", "Alternative"))  # the only close pairs the two tables hold
@@ -26,10 +26,10 @@ ENERGY_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 def tables(shared: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Echo Nest's FMA table with its genres, Spotify's 41,855-track catalogue, and Spotify's genre table."""
-    echo = pd.read_csv(shared / "fma-echonest" / "echonest_full.csv").merge(
-        pd.read_csv(shared / "fma-echonest" / "fma_echonest_genres.csv")[["track_id", "genre_top"]], on="track_id")
+    echo = pd.read_csv(shared / ECHONEST).merge(
+        pd.read_csv(shared / ECHONEST_GENRES)[["track_id", "genre_top"]], on="track_id")
     spotify = pd.read_csv(shared / SPOTIFY_CATALOGUE)
-    genres = pd.read_csv(shared / "spotify-features" / "it21803666_SpotifyFeatures_subset.csv", encoding="utf-8-sig")
+    genres = pd.read_csv(shared / SPOTIFY_GENRES, encoding="utf-8-sig")
     return echo, spotify, genres
 
 

@@ -71,9 +71,9 @@ def catalogue_share(shared: Path) -> float:
     represent instrumental tracks")."""
     import pandas as pd
 
-    from songfeat.default_model import TABLE
+    from songfeat.genre_prior import SPOTIFY_CATALOGUE
 
-    y = pd.read_csv(shared / TABLE, usecols=["instrumentalness"])["instrumentalness"].to_numpy(float)
+    y = pd.read_csv(shared / SPOTIFY_CATALOGUE, usecols=["instrumentalness"])["instrumentalness"].to_numpy(float)
     return float(np.mean(y[np.isfinite(y)] > 0.5))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, features
-from .errors import SongfeatError, counted, existing_ancestor, needs_extra
+from .errors import SongfeatError, WorkFailed, counted, existing_ancestor, needs_extra
 
 FORMAT = "songfeat-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -224,6 +224,15 @@ def save_bundle(path: str | Path, model, config: dict, extra_files: dict[str, st
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return path
+
+
+def write_bundle_or_fail(path: str | Path, model, config: dict, **kw) -> Path:
+    """`save_bundle`, with a full disk or a permission once the fit is done as one line naming the bundle and status 1
+    (`WorkFailed`), not a traceback, nor a refusal's 2 (train and train-heads)."""
+    try:
+        return save_bundle(path, model, config, **kw)
+    except OSError as e:
+        raise WorkFailed(path, f"cannot write the bundle ({e.strerror or e})") from None
 
 
 def _remove(path: Path) -> None:

@@ -161,13 +161,14 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
         check_table(table, shared / SPOTIFY_CATALOGUE)
         # stage 1 reads no labelled clip, nor the same recording under another id (`sources.held_out_ids`)
         held_out = held_out_ids(shared, table)
+        catalogue = table[~table["track_id"].astype(str).isin(held_out)]  # catalogue_frame's, not read again
         fit = train_base(table, held_out, seed=seed, progress=progress)
         cfg = FitConfig(seed=seed)
         genre_table = default_genre_table(shared, held_out)
         lay = layout(DEFAULT_PARTS, genre_table)
         man = behaviour.read_manifest(shared)
         # the records and targets the held-out folds use too; its bundle (stage 1 and the scalers) is set once built below
-        data = _Data(shared, None, cache, True, workers, progress)
+        data = _Data(shared, None, cache, True, workers, progress, catalogue=catalogue)
         clips = data.clips
         lo, hi = intervals_from_labels(data.y_fit)
         all_recs = data.lab_recs + data.beh_recs

@@ -138,7 +138,7 @@ def report(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+    return "–" if _isnan(v) else f"{v:.{digits}f}"
 
 
 def _fmt_n(v: float | None, m: dict, n: int, digits: int = 3) -> str:
@@ -170,7 +170,7 @@ def to_markdown(result: dict, title: str | None = None) -> str:
 
 def _fmt_cell(vals: dict, m: str) -> str:
     """One target's figure `m`; a Pearson left out for too few clips says on how many ('– (n=2)'), not a bare '–'."""
-    if m == "pearson" and vals.get("n", MIN_PEARSON_N) < MIN_PEARSON_N:
+    if m == "pearson" and _no_pearson(vals):
         return f"– (n={vals['n']})"
     return _fmt(vals[m])
 
@@ -194,8 +194,8 @@ def _undefined_notes(result: dict) -> list[str]:
     """Notes for the figures left undefined (and out of the averages): R² of truths that barely vary, Pearson of too
     few clips, so a '–' and an average over fewer targets are explained."""
     per = result["targets"]
-    flat = [t for t, v in per.items() if v.get("n", 0) >= 1 and _isnan(v["r2"])]
-    few = [t for t, v in per.items() if 0 < v.get("n", MIN_PEARSON_N) < MIN_PEARSON_N]
+    flat = _r2_undefined_targets(result)
+    few = [t for t, v in per.items() if _no_pearson(v) and v["n"] > 0]
     out = []
     if flat:
         out.append(f"R² undefined (–) for {', '.join(flat)}: the true values barely vary in the scored clips (std under "
@@ -204,6 +204,16 @@ def _undefined_notes(result: dict) -> list[str]:
     if few:
         out.append(f"no Pearson r for {', '.join(few)}: under {MIN_PEARSON_N} clips scored")
     return out
+
+
+def _r2_undefined_targets(result: dict) -> list[str]:
+    """The targets of `result` scored on some clips whose R² is undefined (their truths barely vary), in its order."""
+    return [t for t, v in result["targets"].items() if v.get("n", 0) >= 1 and _isnan(v["r2"])]
+
+
+def _no_pearson(vals: dict) -> bool:
+    """Whether `vals` (a target's or a result's figures) come from too few clips for a Pearson r (`MIN_PEARSON_N`)."""
+    return vals.get("n", MIN_PEARSON_N) < MIN_PEARSON_N
 
 
 def _isnan(v: Any) -> bool:
@@ -390,9 +400,9 @@ def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metric
     if few:  # 2 clips gave Pearson ±1 in every cell, read as a perfect model
         out += ["", f"**note**: scored on under {MIN_MEANINGFUL_N} clips, too few for the figures to mean much: "
                     + ", ".join(few) + (f" (no Pearson r under {MIN_PEARSON_N})"
-                                        if any(r.get("n", MIN_PEARSON_N) < MIN_PEARSON_N for r in results) else "")]
+                                        if any(_no_pearson(r) for r in results) else "")]
     if "r2" in metrics:
-        flat = sorted({t for r in results for t, v in r["targets"].items() if v.get("n", 0) >= 1 and _isnan(v["r2"])})
+        flat = sorted({t for r in results for t in _r2_undefined_targets(r)})
         if flat:
             out += ["", f"**note**: R² undefined (–) where the true values barely vary ({', '.join(flat)}); each average "
                         "R² is over the other targets"]

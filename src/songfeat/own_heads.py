@@ -114,7 +114,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     import pandas as pd
 
     from .analyze import get_bundle
-    from .bundle import check_bundle_out, removing_folders, save_bundle
+    from .bundle import check_bundle_out, removing_folders, write_bundle_or_fail
     from .data.labels import pair_table, read_labels, short_id
     from .data.splits import index_folds
     from .errors import SongfeatError, SongfeatWarning, WorkFailed, counted
@@ -209,10 +209,8 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                                       "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]}}})
         from .onnx_export import export_bundle
 
-        try:  # with model.onnx, written beside the weights before they go into place: the bundle analyzes on a lean install too
-            path = save_bundle(Path(out), model, config, finish=export_bundle)
-        except OSError as e:  # a full disk or a permission: one line, not a traceback; the fit was done, so status 1
-            raise WorkFailed(e.filename or out, f"cannot write the bundle ({e.strerror or e})") from None
+        # with model.onnx, written beside the weights before they go into place: it analyzes on a lean install too
+        path = write_bundle_or_fail(Path(out), model, config, finish=export_bundle)
         return path, config["split"]["heads"]
 
 

@@ -172,8 +172,10 @@ DECAY_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)  # weight decays tried per feature by th
 class _Data:
     """Everything the folds share: labelled and behaviour-fit records, targets, sources, loudness."""
 
-    def __init__(self, shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds: bool = True):
-        # `bundle` supplies stage 1 and the numeric scaler (`calibrated`, `fit`); it may be set later
+    def __init__(self, shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds: bool = True,
+                 catalogue: pd.DataFrame | None = None):
+        # `bundle` supplies stage 1 and the numeric scaler (`calibrated`, `fit`); it may be set later;
+        # `catalogue`: `catalogue_frame(shared)` if the caller already holds it (read here otherwise)
         clips = labelled_clips(shared)
         man = behaviour.read_manifest(shared)
         fit_beh = man[man["half"] == "fit"].reset_index(drop=True)
@@ -188,7 +190,7 @@ class _Data:
         self.beh_files = list(fit_beh.loc[ok_beh, "file"])
         self.beh_rules = list(fit_beh.loc[ok_beh, "rules"])
         # read once: the rule bounds, the vocal gate's value and train-default's region table (`behaviour.region_table`)
-        self.catalogue = cat = catalogue_frame(shared)
+        self.catalogue = cat = catalogue_frame(shared) if catalogue is None else catalogue
         self.beh_lo, self.beh_hi, intervals = behaviour_intervals(shared, fit_beh.loc[ok_beh], catalogue_bounds, cat)
         self.bounds, self.regions = intervals["rules"], intervals["regions"]
         self.y = self.clips[list(TARGETS)].to_numpy(float)

@@ -517,7 +517,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     is kept in `<out>.training/` until the bundle is written, and the same command run again continues from it.
     """
     from . import __version__
-    from .bundle import Bundle, check_bundle_out, removing_folders, save_bundle
+    from .bundle import Bundle, check_bundle_out, removing_folders, write_bundle_or_fail
     from .evaluate import _nan_to_none, predict_dataset, report
 
     if threads:
@@ -607,12 +607,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
         if te is not None and len(te) >= 2:
             pred = predict_dataset(Bundle(model=model, config=config), te)
             config["metrics"] = _nan_to_none({"split": "test", **report(te.targets, pred, list(targets))})
-        try:
-            written = save_bundle(out, model, config)
-        except OSError as e:  # a full disk once trained: the bundle named, status 1 (it read as a refusal, 2)
-            from .errors import WorkFailed
-
-            raise WorkFailed(out, f"cannot write the bundle ({e.strerror or e})") from None
+        written = write_bundle_or_fail(out, model, config)
         if checkpoints is not None:
             import shutil
 
