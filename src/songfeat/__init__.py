@@ -36,7 +36,9 @@ def __getattr__(name: str) -> object:
         try:
             from .data.store import open_store
         except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] not in ("pandas", "torch"):  # pandas alone (the 'ray' extra) is not enough
+            from .errors import missing_package
+
+            if missing_package(e) not in ("pandas", "torch"):  # pandas alone (the 'ray' extra) is not enough
                 raise
             return _open_store_needs_train  # so `from songfeat import *` and help(songfeat) work on the lean install
         return open_store

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, features
-from .errors import SongfeatError, WorkFailed, counted, existing_ancestor, needs_extra
+from .errors import SongfeatError, WorkFailed, counted, existing_ancestor, missing_package, needs_extra
 
 FORMAT = "songfeat-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -406,7 +406,7 @@ def _load_torch_model(p: Path, config: dict):
 
         from . import models
     except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] not in ("safetensors", "torch"):
+        if missing_package(e) not in ("safetensors", "torch"):
             raise
         raise SongfeatError(p, f"{needs_extra('this model', 'train')} (it runs in torch; `songfeat export-onnx {p}`, "
                                f"where torch is installed, adds the {ONNX} that runs without it)") from None

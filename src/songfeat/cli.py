@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from .errors import counted, needs_extra
+from .errors import counted, missing_package, needs_extra
 
 if TYPE_CHECKING:  # annotations only: the CLI imports the analysis when a command runs
     from .analyze import Outcome
@@ -234,22 +234,28 @@ def _os_error(e: OSError) -> str:
 
 
 @contextlib.contextmanager
-def _exit_status() -> Iterator[None]:
+def _exit_status(refusals: tuple[type[Exception], ...] = (), os_status: int = 1) -> Iterator[None]:
     """The exit-status rule (README, "Exit status") for a command's work, one error line each: WorkFailed (the work ran
-    and failed) and an OSError (a full disk) are 1, any other SongfeatError (a refusal before any work) 2."""
+    and failed) is 1, any other SongfeatError (a refusal before any work) or one of `refusals` 2, and an OSError (a
+    full disk) `os_status`."""
     from .errors import SongfeatError, WorkFailed
 
     try:
         yield
     except WorkFailed as e:
         raise fail(str(e), 1) from None
-    except SongfeatError as e:
+    except (SongfeatError, *refusals) as e:
         raise fail(str(e)) from None
     except OSError as e:
-        raise fail(_os_error(e), 1) from None
+        raise fail(_os_error(e), os_status) from None
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _same_name(a: Path, b: Path) -> bool:
+    """Whether two paths given name the same file (`p.png` and `./p.png`): one written would replace the other."""
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _picture_error(path: Path, e: OSError) -> str:
@@ -269,7 +275,7 @@ def _check_pictures(*paths: Optional[Path], inputs: tuple = ()) -> None:
 
     given = [p for p in paths if p is not None]
     for i, p in enumerate(given):
-        if any(os.path.abspath(p) == os.path.abspath(q) for q in given[:i]):  # the second picture replaced the first
+        if any(_same_name(p, q) for q in given[:i]):  # the second picture replaced the first
             raise fail(f"{p}: named for two pictures (--plot and --scatter); give each its own file")
         try:
             check_output(p, "the picture", inputs=inputs)
@@ -668,15 +674,14 @@ def tags_cmd(
     from .errors import SongfeatError
     from .tagger import describe_file, top_tags
 
-    given = paths
-    paths, spooled = _spool_stdin(ctx, paths)
+    paths, spooled = _spool_stdin(ctx, paths)  # `-`: a regular file, taken as named (never refused or noted)
     files, refused, notes = scan_inputs(list(paths))
     for e in refused:
-        typer.echo(one_line(f"songfeat: error: {_as_given(str(e), spooled)}"), err=True)
+        typer.echo(one_line(f"songfeat: error: {e}"), err=True)
     for n in notes:
-        typer.echo(one_line(f"songfeat: warning: {_as_given(str(n), spooled)}"), err=True)
+        typer.echo(one_line(f"songfeat: warning: {n}"), err=True)
     if not files and not refused:  # folders with no audio in them: said, and with analyze's words and status
-        raise fail("no audio files found in " + ", ".join(map(str, given)))
+        raise fail("no audio files found in " + ", ".join(map(str, paths)))
     failed, done = len(refused), []
     # it writes no file: what it keeps of an interrupted run is what it printed
     with _interrupted(lambda: f"interrupted after {len(done)} of {len(files)} files; the tags of those are printed on stdout"):
@@ -733,7 +738,7 @@ def analysis_cmd(
 
     # a bad --plot or -o is refused before the analysis, not after it, with analyze -o's status 2 (it was 1)
     _check_pictures(plot, inputs=(path,))
-    if plot is not None and output is not None and os.path.abspath(plot) == os.path.abspath(output):
+    if plot is not None and output is not None and _same_name(plot, output):
         raise fail(f"{output}: cannot write (named as both -o and --plot: the JSON would replace the picture)")
     try:
         writer = ResultWriter("json", output, single=True, inputs=(path,))
@@ -770,14 +775,16 @@ def analysis_cmd(
             try:
                 writer.write(result.result)
                 writer.close()
-            except OutputError as e:  # names its own file and says "cannot write it (...)" already
-                raise fail(str(e), 1) from None
-            except BrokenPipeError:  # stdout's reader has gone (| head): no failed write, see _closed_pipe_ends_quietly
-                raise
-            except OSError as e:
-                raise fail(f"{output}: cannot write ({e.strerror or e})", 1) from None
+            except OutputError as e:  # every failed write, named and said (a closed pipe's BrokenPipeError goes on up:
+                raise fail(str(e), 1) from None  # see _closed_pipe_ends_quietly)
         finally:
             writer.release()  # the output's lock, when the analysis or the plot failed before close()
+
+
+def _md_or_json(fmt: str) -> None:
+    """Refuse a --format other than md or json (status 2), before the work: the accuracy commands' one check."""
+    if fmt not in ("md", "json"):
+        raise fail(f"--format must be md or json, not {fmt!r}")
 
 
 def _left_out_line(left_out: dict[str, int], n: int) -> str:
@@ -802,8 +809,7 @@ def evaluate_audio(
     fmt: str = typer.Option("md", "--format", "-f", help="md or json."),
 ) -> None:
     """Accuracy against Spotify's labels on real audio: per-feature MAE/Pearson, loudness dB error, tempo/key agreement."""
-    if fmt not in ("md", "json"):  # checked before the analysis, not after it
-        raise fail(f"--format must be md or json, not {fmt!r}")
+    _md_or_json(fmt)  # checked before the analysis, not after it
     workers = _local_workers(workers)
     from .accuracy import evaluate_audio as run, to_markdown
     from .data.labels import short_id
@@ -890,20 +896,14 @@ def export_onnx_cmd(
             f"interrupted; {Path(bundle or DEFAULT_DIR) / 'model.onnx'} is left as it was")
     try:
         with _interrupted(kept):
-            if musicnn:
-                for name, r in export_musicnn().items():
-                    typer.echo(f"wrote {r['file']} ({name}; sha256 {r['sha256'][:16]}...; max difference from torch "
-                               f"{r['max_rel_diff_vs_torch']:.1e} relative)")
-            else:
-                r = export_bundle(bundle or DEFAULT_DIR)
-                typer.echo(f"wrote {r['file']} (sha256 {r['sha256'][:16]}...; max difference from torch "
-                           f"{r['max_rel_diff_vs_torch']:.1e} relative)")
+            written = export_musicnn() if musicnn else {None: export_bundle(bundle or DEFAULT_DIR)}
     except (SongfeatError, ValueError) as e:
         raise fail(str(e)) from None
-    except BrokenPipeError:  # stdout's reader has gone: see _closed_pipe_ends_quietly
-        raise
     except OSError as e:  # a write that fails (a full disk)
         raise fail(_os_error(e), 1) from None
+    for name, r in written.items():
+        typer.echo(f"wrote {r['file']} ({f'{name}; ' if name else ''}sha256 {r['sha256'][:16]}...; max difference from "
+                   f"torch {r['max_rel_diff_vs_torch']:.1e} relative)")
 
 
 # ---- validation of the learned features: held-out sources, behaviour clips ----------------------
@@ -924,8 +924,7 @@ def evaluate_sources_cmd(
     scatter: Optional[Path] = typer.Option(None, "--scatter", help="Also draw a PNG: every held-out prediction against its label, per feature."),
 ) -> None:
     """Leave-one-source-out accuracy (forró, pop/rock, older previews, FMA) for the heads beside the baselines."""
-    if fmt not in ("md", "json"):  # checked before the minutes of work, not after them (any other was read as md)
-        raise fail(f"--format must be md or json, not {fmt!r}")
+    _md_or_json(fmt)  # checked before the minutes of work, not after them (any other was read as md)
     workers = _local_workers(workers)
     from dataclasses import replace
 
@@ -1182,8 +1181,6 @@ def train_cmd(
 
     Every epoch's state is kept in OUT.training/ until the bundle is written: the same command run again after an
     interruption continues from the last finished epoch, with the same result as an uninterrupted run."""
-    from .errors import SongfeatError, WorkFailed
-
     with _interrupted(f"interrupted before the training began; nothing was written (a bundle already at {out} is left "
                       "as it was)"):
         from .checkpoint import kept  # torch: seconds on a busy machine, where Ctrl-C was a silent exit 130
@@ -1201,20 +1198,21 @@ def train_cmd(
         return f"interrupted before the first epoch was finished; nothing was kept (a bundle already at {out} is left as it was)"
 
     # a checkpoint resumed or set aside is a note; Ctrl-C was a silent exit 130: was the old bundle lost, or half replaced?
-    with _songfeat_warnings("note"), _interrupted(interrupted):
-        try:
-            path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
-                                batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
-                                hparams=hp or None, device=device, early_stop_patience=patience or None,
-                                progress=_progress_on())
-        except WorkFailed as e:
-            raise fail(str(e), 1) from None
-        except (SongfeatError, ValueError, KeyError) as e:
-            raise fail(str(e)) from None
-        except OSError as e:
-            raise fail(_os_error(e)) from None
+    with _songfeat_warnings("note"), _interrupted(interrupted), _exit_status((ValueError, KeyError), os_status=2):
+        path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
+                            batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
+                            hparams=hp or None, device=device, early_stop_patience=patience or None,
+                            progress=_progress_on())
     _warn_left_out(path)
     typer.echo(f"wrote {path}")
+
+
+def _warn_few_clips(result: dict, bundle: Path) -> None:
+    """Warn when a bundle was scored on too few clips for its figures to mean much (evaluate.few_clips_warning)."""
+    from .evaluate import few_clips_warning
+
+    if (few := few_clips_warning(result, bundle)) is not None:
+        typer.echo(one_line(f"songfeat: warning: {few}"), err=True)
 
 
 def _warn_left_out(bundle: Path) -> None:
@@ -1223,7 +1221,8 @@ def _warn_left_out(bundle: Path) -> None:
     import json
 
     try:
-        prov = json.loads((Path(bundle) / "config.json").read_text()).get("provenance") or {}
+        config = json.loads((Path(bundle) / "config.json").read_text())
+        prov = config.get("provenance") or {}
     except (OSError, ValueError, AttributeError):
         return
     n, gaps = prov.get("dropped_missing") or 0, prov.get("missing_by_column") or {}
@@ -1231,10 +1230,10 @@ def _warn_left_out(bundle: Path) -> None:
         why = ", ".join(f"{c} in {k}" for c, k in sorted(gaps.items(), key=lambda x: -x[1]))
         typer.echo(f"songfeat: warning: {n} of the store's {prov.get('rows')} clips were left out: they lack a value the "
                    f"model needs ({why})", err=True)
-    n_test = prov.get("n_test")
-    if isinstance(n_test, int) and n_test < 2:  # the bundle was written with no held-out metrics, which said nothing
-        typer.echo(f"songfeat: warning: {bundle}: its test part holds {counted(n_test, 'clip')}, too few to score: no "
-                   "held-out metrics were recorded and `songfeat evaluate` cannot score it; train on more clips", err=True)
+    if config.get("metrics") is None:  # the bundle was written with no held-out metrics, which said nothing
+        n_test = counted(prov.get("n_test", 0), "clip")
+        typer.echo(f"songfeat: warning: {bundle}: its test part holds {n_test}, too few to score: no held-out metrics "
+                   "were recorded and `songfeat evaluate` cannot score it; train on more clips", err=True)
 
 
 @app.command("evaluate")
@@ -1246,23 +1245,14 @@ def evaluate_cmd(
     scatter: Optional[Path] = typer.Option(None, "--scatter", readable=False, help="Also write a prediction-vs-truth PNG here."),
 ) -> None:
     """The seed's metrics (MSE, MAE, RMSE, R², Pearson per target + average) of a bundle on its held-out split."""
-    from .errors import SongfeatError, WorkFailed
-    from .evaluate import evaluate_bundle, few_clips_warning, to_json, to_markdown
+    from .evaluate import evaluate_bundle, to_json, to_markdown
 
-    if fmt not in ("md", "json"):
-        raise fail(f"--format must be md or json, not {fmt!r}")
+    _md_or_json(fmt)
     _check_pictures(scatter)
-    try:  # the scatter is written whole (atomically) or not at all
-        with _interrupted("interrupted; nothing was written"):
-            result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
-    except WorkFailed as e:
-        raise fail(str(e), 1) from None
-    except (SongfeatError, ValueError, KeyError) as e:
-        raise fail(str(e)) from None
-    except OSError as e:
-        raise fail(_os_error(e)) from None
-    if (few := few_clips_warning(result, bundle)) is not None:  # 2 clips printed Pearson ±1 without a word
-        typer.echo(one_line(f"songfeat: warning: {few}"), err=True)
+    # the scatter is written whole (atomically) or not at all
+    with _exit_status((ValueError, KeyError), os_status=2), _interrupted("interrupted; nothing was written"):
+        result = evaluate_bundle(bundle, store, split=split, scatter=scatter)
+    _warn_few_clips(result, bundle)  # 2 clips printed Pearson ±1 without a word
     typer.echo(to_json(result) if fmt == "json" else to_markdown(result, title=f"{result['model']} — {bundle} ({split})"))
 
 
@@ -1273,19 +1263,12 @@ def compare_cmd(
     split: str = typer.Option("test", "--split", help="Which recorded split to score: test (held out), val or train."),
 ) -> None:
     """Bundles side by side on their held-out splits, like the report's Tables 1–4 (MSE/MAE, then Pearson)."""
-    from .errors import SongfeatError
-    from .evaluate import compare, evaluate_bundle, few_clips_warning
+    from .evaluate import compare, evaluate_bundle
 
-    try:
-        with _interrupted("interrupted; nothing was written"):
-            results = [evaluate_bundle(b, store, split=split) for b in bundles]
-    except (SongfeatError, ValueError, KeyError) as e:
-        raise fail(str(e)) from None
-    except OSError as e:
-        raise fail(_os_error(e)) from None
+    with _exit_status((ValueError, KeyError), os_status=2), _interrupted("interrupted; nothing was written"):
+        results = [evaluate_bundle(b, store, split=split) for b in bundles]
     for r, b in zip(results, bundles):
-        if (few := few_clips_warning(r, b)) is not None:
-            typer.echo(one_line(f"songfeat: warning: {few}"), err=True)
+        _warn_few_clips(r, b)
     typer.echo(compare(results, labels=[f"{r['model']} ({Path(b).name})" for r, b in zip(results, bundles)]))
 
 
@@ -1486,7 +1469,7 @@ def main() -> None:
     try:
         app()
     except ModuleNotFoundError as e:
-        top = (e.name or "").split(".")[0]
+        top = missing_package(e)
         if top not in EXTRA_OF:
             raise
         typer.echo(f"songfeat: error: {needs_extra(_command_name(sys.argv[1:]), EXTRA_OF[top])}", err=True)

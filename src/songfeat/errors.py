@@ -48,6 +48,11 @@ def existing_ancestor(path: str | Path) -> Path:
     return p
 
 
+def missing_package(e: ModuleNotFoundError) -> str:
+    """The top-level package a ModuleNotFoundError lacks ('torch' for torch.nn; '' unnamed): which extra to name."""
+    return (e.name or "").split(".")[0]
+
+
 def needs_extra(command: str, extra: str) -> str:
     """The one-line message for a command (or a function) run without the extra it needs."""
     return f"{command} needs the '{extra}' extra: pip install 'songfeat[{extra}]'"

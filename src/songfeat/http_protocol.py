@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from http import HTTPStatus
 from typing import Any
 
@@ -58,29 +59,16 @@ def body_length(content_length: str | None, transfer_encoding: bool) -> int | No
 PARSER_REASONS = {"Pause on PRI/Upgrade": "an HTTP/2 connection preface: this server speaks HTTP/1.1 only"}
 
 
-class _Parser:
-    """httptools' request parser, keeping the reason of the error it raised: uvicorn answers every one with the same
-    "Invalid HTTP request received.", which names no problem."""
+def _parser_reason(exc: BaseException | None) -> str:
+    """What httptools' parser found wrong (`Duplicate Content-Length`) in the error it raised: uvicorn answers every
+    one with the same "Invalid HTTP request received.", which names no problem."""
+    from httptools import HttpParserCallbackError, HttpParserInvalidURLError
 
-    def __init__(self, parser: Any) -> None:
-        self._parser, self.reason = parser, "the parser refused it"
-
-    def feed_data(self, data: bytes) -> None:
-        from httptools import HttpParserCallbackError, HttpParserError, HttpParserInvalidURLError, HttpParserUpgrade
-
-        try:
-            self._parser.feed_data(data)
-        except HttpParserUpgrade:
-            raise
-        except HttpParserError as e:
-            if isinstance(e, HttpParserCallbackError) and isinstance(e.__context__, HttpParserInvalidURLError):
-                self.reason = "the request target is neither a path (/healthz) nor a URL (http://host/healthz)"
-            else:  # (a callback's own error is "User callback error": uvicorn's, not the client's, if ever)
-                self.reason = PARSER_REASONS.get(str(e), str(e) or self.reason)
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._parser, name)
+    if isinstance(exc, HttpParserCallbackError) and isinstance(exc.__context__, HttpParserInvalidURLError):
+        return "the request target is neither a path (/healthz) nor a URL (http://host/healthz)"
+    # (a callback's own error is "User callback error": uvicorn's, not the client's, if ever)
+    text = "" if exc is None else str(exc)
+    return PARSER_REASONS.get(text, text or "the parser refused it")
 
 
 def _answer(status: int, message: str) -> bytes:
@@ -117,10 +105,6 @@ def protocol() -> Any:
         _body_left: int | None = None  # bytes of a Content-Length body still to come (None: chunked)
         _bare = 0  # bytes of the body phase that carried no body data (chunk framing, trailer fields)
         _body_seen = False
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.parser = _Parser(self.parser)
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -206,9 +190,11 @@ def protocol() -> Any:
 
         def send_400_response(self, msg: str) -> None:
             """The parser's rejections (a malformed request line, header or length) in Spotify's error shape, saying
-            what the parser found (`Duplicate Content-Length`), not uvicorn's `msg`, the same for every one."""
+            what the parser found (`Duplicate Content-Length`), not uvicorn's `msg`, the same for every one. uvicorn
+            calls it only inside data_received's `except httptools.HttpParserError:`, so the error in hand is the
+            parser's."""
             self._stop_head_timer()
-            self.transport.write(_answer(400, f"malformed HTTP request: {self.parser.reason}"))
+            self.transport.write(_answer(400, f"malformed HTTP request: {_parser_reason(sys.exc_info()[1])}"))
             self.transport.close()
 
         def _start_head_timer(self) -> None:

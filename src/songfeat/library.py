@@ -814,9 +814,12 @@ class Library:
             self._wake.notify_all()
 
     # ---- asking for work ------------------------------------------------------------------------
-    def queue_depth(self) -> int:
-        """Files waiting for analysis (not yet finished), plus queued on-demand audio analyses."""
-        return self.index.pending_count() + sum(1 for j in self._urgent if j[0] == "analysis")
+    def queue_depth(self, pending: int | None = None) -> int:
+        """Files waiting for analysis (not yet finished), plus queued on-demand audio analyses; `pending`, when the
+        caller has just counted the index's pending rows (`counts()["pending"]`), spares a second query."""
+        if pending is None:
+            pending = self.index.pending_count()
+        return pending + sum(1 for j in self._urgent if j[0] == "analysis")
 
     def prioritise(self, paths: Iterable[str]) -> concurrent.futures.Future:
         """Move these pending files to the front of the queue; the future resolves when all are analysed."""

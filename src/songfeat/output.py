@@ -288,7 +288,7 @@ def done_paths(path: Path, fmt: str) -> list[dict]:
 
 def _text_format_of(path: Path, text: str, fmt: str) -> str | None:
     """Which other of songfeat's text formats `text` reads as (None: none), for an output --resume cannot read as `fmt`."""
-    for other in ("jsonl", "json", "csv"):  # JSON Lines first: a one-line JSON Lines file is JSON too
+    for other in _TEXT_READERS:
         if other != fmt:
             with contextlib.suppress(OutputError, csv.Error):
                 if _TEXT_READERS[other](path, text):
@@ -296,6 +296,7 @@ def _text_format_of(path: Path, text: str, fmt: str) -> str | None:
     return None
 
 
+# in the order _text_format_of tries them: JSON Lines first, as a one-line JSON Lines file is JSON too
 _TEXT_READERS = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records}
 _FORMAT_NAMES = {"json": "JSON", "jsonl": "JSON Lines", "csv": "CSV", "parquet": "Parquet"}
 

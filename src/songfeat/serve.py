@@ -128,7 +128,7 @@ class Metrics:
             def collect(self):
                 s, counts = library.stats, library.index.counts()
                 g = GaugeMetricFamily("songfeat_analysis_queue_depth", "Files and audio analyses waiting for a worker")
-                g.add_metric([], library.queue_depth())
+                g.add_metric([], library.queue_depth(pending=counts["pending"]))
                 yield g
                 t = GaugeMetricFamily("songfeat_library_tracks", "Tracks in the index by state", labels=["state"])
                 for state, n in counts.items():
@@ -415,7 +415,7 @@ async def receive_upload(request: Request, limit: int, directory: Path) -> tuple
     if declared is not None and declared > limit + (MULTIPART_SLACK if multipart else 0):
         raise too_big
     fd, tmp = stage_upload(directory)
-    name = request.query_params.get("filename") or "upload"
+    name = request.query_params.get("filename", "")
     written = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -819,7 +819,8 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
                                                              "scan may still reach the track")):
         """Beats, bars, sections and segments, computed on first request and cached; 501 if songfeat cannot yet."""
         _check_id(id)
-        await ready([id], wait, analysed=False)  # its features need not be in; its file must have been indexed
+        if library.indexing:  # its features need not be in; its file must have been indexed
+            await ready([id], wait, analysed=False)
         try:
             cached, fut = library.audio_analysis(id)
         except NotImplementedError as e:
@@ -850,7 +851,8 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     @app.get("/healthz", summary="Liveness and index counts (no token needed)")
     async def healthz():
         counts = library.index.counts()
-        return {"status": "ok", "tracks": sum(counts.values()), **counts, "queue": library.queue_depth(),
+        queue = library.queue_depth(pending=counts["pending"])
+        return {"status": "ok", "tracks": sum(counts.values()), **counts, "queue": queue,
                 "model": library.index.model, "workers": library.workers,
                 "last_scan": None if library.last_scan is None else dataclasses.asdict(library.last_scan)}
 
