@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# A suite started with SIGINT ignored (`cmd &` in a non-interactive shell, some CI runners) passes that on to every
+# child, whose Python then installs no Ctrl-C handler, so the Ctrl-C tests saw no KeyboardInterrupt and failed. A
+# handler set here is reset to the default at each child's exec, so children get Ctrl-C as a user's terminal sends it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SONGFEAT_SHARED", ROOT.parent / "shared")) / "data"
