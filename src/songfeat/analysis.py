@@ -799,13 +799,14 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     voiced = (ch.max(1) > 0) & (fr.level_db[ka:kb] >= SILENCE_DBFS)  # max-normalised, a silent frame's faint peaks count in full
     chroma = (ch[voiced] / ch[voiced].max(1, keepdims=True)).sum(0) if voiced.any() else np.zeros(12)
     key, kconf, mode, mconf = D.estimate_key(chroma)
-    span = (ev["pos"] >= a * sr) & (ev["pos"] < b * sr)
-    gate = D.estimate_key(ev["chroma"][span].sum(0, dtype=np.float64))  # the chroma that decides the track's key -1
     tk, tm = track["key"], track["mode"]
     if key >= 0 and tk < 0:  # the song has no tonal centre (`songfeat analyze`'s -1): nor has any part of it. A few
         key, kconf = -1, track["key_confidence"]  # seconds of speech pass the rule by chance; the song's decision holds
-    elif key >= 0 and gate[0] < 0:  # none here (a drum loop's pitched kicks read D major above)
-        key, kconf = -1, gate[1]
+    elif key >= 0:
+        span = (ev["pos"] >= a * sr) & (ev["pos"] < b * sr)
+        gate = D.estimate_key(ev["chroma"][span].sum(0, dtype=np.float64))  # the chroma that decides the track's key -1
+        if gate[0] < 0:  # none here (a drum loop's pitched kicks read D major above)
+            key, kconf = -1, gate[1]
     if key >= 0 and tk >= 0 and (key, mode) != (tk, tm) and key_fit(chroma, key, mode) - key_fit(chroma, tk, tm) < KEY_CHANGE_MARGIN:
         key, mode = tk, tm  # not clearly another key: the song's (the two chroma estimators differ slightly)
     if key < 0:  # no key, so no mode: Spotify's -1 "no result" for a section (was "major", confidence up to 0.6)

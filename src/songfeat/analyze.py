@@ -210,7 +210,7 @@ def analyze(path: str | Path, model: str | Path | None = None, on_window: Callab
     return to_spotify(path, predict_clip(bundle, clip), clip.descriptors)
 
 
-MEASURED_KEYS = ("tempo", "loudness", "key", "mode", "time_signature", "duration_ms")  # the descriptors' Spotify fields
+MEASURED_KEYS = features.MEASURED_NUMERIC_INPUTS + ("duration_ms",)  # the descriptors' Spotify fields
 
 
 def measured_values(d: dict) -> dict:

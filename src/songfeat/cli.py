@@ -424,7 +424,8 @@ def analyze(
     """Analyze audio files and print Spotify-style audio features."""
     fmt = _format_of(ctx, fmt, output)
     _no_timeout_on_ray(ctx, engine, timeout, "file")  # (--resume is what the Ray engine always does: no refusal)
-    if engine == "ray" and STDIN in map(str, paths):
+    reads_stdin = STDIN in map(str, paths)
+    if engine == "ray" and reads_stdin:
         raise fail(f"{STDIN}: standard input is read by the local engine only (Ray's workers read files by path); "
                    "save it to a file first")
     if engine == "ray":
@@ -447,7 +448,7 @@ def analyze(
         raise fail("--format parquet needs --output")
     if fmt == "parquet":
         require("analyze --format parquet", "pyarrow")
-    if resume and STDIN in map(str, paths):
+    if resume and reads_stdin:
         raise fail(f"--resume cannot tell whether standard input ({STDIN}) was analysed before; leave out one of them")
     paths, spooled = _spool_stdin(ctx, paths)
     files, refused, notes = scan_inputs(list(paths))
@@ -546,7 +547,7 @@ def _as_given(text: str, spooled: Optional[Path]) -> str:
 
 
 @contextlib.contextmanager
-def _stdin_spooled(command: str = "analyze") -> Iterator[Path]:
+def _stdin_spooled(command: str) -> Iterator[Path]:
     """`<command> -`: standard input copied into a temporary file (decoders seek and probe, a pipe cannot be read twice),
     removed again when the body ends. A terminal (nothing piped in) and an empty input are refused, status 2."""
     import shutil
@@ -651,7 +652,7 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
         typer.echo(one_line(f"songfeat: error: {line}"), err=True)
     _echo_failures([e["error"] for e in report.errors], f"rows with error set in {output}")
     if report.planned and report.skipped == report.planned and not report.refused:  # Ray was not started
-        every = f"all {report.planned} tracks are" if report.planned != 1 else "the 1 track is"
+        every = f"{'the' if report.planned == 1 else 'all'} {counted(report.planned, 'track is', 'tracks are')}"
         typer.echo(f"nothing left to do: {every} already in {output}", err=True)
         return
     refused = f"; {counted(len(report.refused), 'input')} refused" if report.refused else ""
@@ -886,7 +887,6 @@ def export_onnx_cmd(
 ) -> None:
     """Write a bundle's model.onnx (or the musicnn taggers' .onnx) from its torch weights, checked against torch."""
     from .bundle import DEFAULT_DIR
-    from .errors import SongfeatError
     from .onnx_export import export_bundle, export_musicnn
 
     if musicnn and bundle is not None:  # it was ignored: the shipped taggers were rewritten, not the bundle named
@@ -894,13 +894,8 @@ def export_onnx_cmd(
     # each .onnx is written whole (atomically) or not at all; the taggers' lines are printed once both are written
     kept = ("interrupted; each tagger's .onnx is either new or left as it was: rerun to export both" if musicnn else
             f"interrupted; {Path(bundle or DEFAULT_DIR) / 'model.onnx'} is left as it was")
-    try:
-        with _interrupted(kept):
-            written = export_musicnn() if musicnn else {None: export_bundle(bundle or DEFAULT_DIR)}
-    except (SongfeatError, ValueError) as e:
-        raise fail(str(e)) from None
-    except OSError as e:  # a write that fails (a full disk)
-        raise fail(_os_error(e), 1) from None
+    with _exit_status((ValueError,)), _interrupted(kept):  # an OSError: a write that fails (a full disk)
+        written = export_musicnn() if musicnn else {None: export_bundle(bundle or DEFAULT_DIR)}
     for name, r in written.items():
         typer.echo(f"wrote {r['file']} ({f'{name}; ' if name else ''}sha256 {r['sha256'][:16]}...; max difference from "
                    f"torch {r['max_rel_diff_vs_torch']:.1e} relative)")
@@ -1131,21 +1126,17 @@ def build_cmd(
 
     # 2: refused before any clip (labels, audio folder or --out it cannot use, no clip pairs); 1: the clips ran and the
     # store could not be finished, or a full disk
-    with _exit_status():
-        try:
-            with _interrupted(interrupted):
-                runner = None
-                if engine == "ray":
-                    from . import distributed
+    with _exit_status((ValueError,)), _interrupted(interrupted):  # a ValueError: e.g. an unknown --frontend
+        runner = None
+        if engine == "ray":
+            from . import distributed
 
-                    # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
-                    runner = distributed.clip_runner(concurrency=workers,
-                                                     join=lambda: distributed.init(address, verbose=verbose))
-                report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
-                                     limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
-                                     verbose=verbose, runner=runner)
-        except ValueError as e:  # e.g. an unknown --frontend
-            raise fail(str(e)) from None
+            # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
+            runner = distributed.clip_runner(concurrency=workers,
+                                             join=lambda: distributed.init(address, verbose=verbose))
+        report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
+                             limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
+                             verbose=verbose, runner=runner)
     dropped = report.label_rows_dropped_lines
     _echo_dropped(dropped, f"see {out / 'report.json'}")  # as evaluate-audio and train-heads say them
     _echo_not_used(report.label_values_not_used, f"see {out / 'report.json'}")

@@ -193,9 +193,7 @@ def protocol() -> Any:
             what the parser found (`Duplicate Content-Length`), not uvicorn's `msg`, the same for every one. uvicorn
             calls it only inside data_received's `except httptools.HttpParserError:`, so the error in hand is the
             parser's."""
-            self._stop_head_timer()
-            self.transport.write(_answer(400, f"malformed HTTP request: {_parser_reason(sys.exc_info()[1])}"))
-            self.transport.close()
+            self._refuse(400, f"malformed HTTP request: {_parser_reason(sys.exc_info()[1])}")
 
         def _start_head_timer(self) -> None:
             self._stop_head_timer()

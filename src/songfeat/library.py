@@ -814,11 +814,9 @@ class Library:
             self._wake.notify_all()
 
     # ---- asking for work ------------------------------------------------------------------------
-    def queue_depth(self, pending: int | None = None) -> int:
-        """Files waiting for analysis (not yet finished), plus queued on-demand audio analyses; `pending`, when the
-        caller has just counted the index's pending rows (`counts()["pending"]`), spares a second query."""
-        if pending is None:
-            pending = self.index.pending_count()
+    def queue_depth(self, pending: int) -> int:
+        """Files waiting for analysis (not yet finished), plus queued on-demand audio analyses; `pending` is the index's
+        pending rows as the caller has just counted them (`counts()["pending"]`), sparing a second query."""
         return pending + sum(1 for j in self._urgent if j[0] == "analysis")
 
     def prioritise(self, paths: Iterable[str]) -> concurrent.futures.Future:

@@ -38,7 +38,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audio import AUDIO_EXTENSIONS
-from .http_protocol import absolute_form, body_length, head_refusal
+from .http_protocol import absolute_form, body_length, head_refusal, uvicorn_options
 from .library import AnalysisFailed, Library, TransientFailure, failure_note, is_valid_id, stage_upload
 
 MAX_IDS = 100  # Spotify's limit per batch request
@@ -213,6 +213,11 @@ class NoTrailingSlash:
         await self.app(scope, receive, send)
 
 
+def _declared_length(headers: Headers) -> int | None:
+    """The body's length as the request's headers declare it (`body_length`): the drain and the upload read it alike."""
+    return body_length(headers.get("content-length"), "transfer-encoding" in headers)
+
+
 def _drainable(headers: Headers, length: int | None) -> bool:
     """Whether a body left unread may be read and dropped to keep its connection: a known length of at most
     DRAIN_BYTES, and no `Expect: 100-continue` (reading would invite a body the client is waiting to be told not to
@@ -234,7 +239,7 @@ class CloseUnreadBody:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        length = body_length(headers.get("content-length"), "transfer-encoding" in headers)
+        length = _declared_length(headers)
         read, drainable = length == 0, _drainable(headers, length)
 
         async def reading() -> Message:
@@ -276,13 +281,6 @@ class Cors(CORSMiddleware):
         return error_response(response.status_code, bytes(response.body).decode(), headers)
 
 
-def host_from_target(headers: list[tuple[bytes, bytes]], authority: bytes) -> list[tuple[bytes, bytes]]:
-    """`headers` (names in lower case) with their Host fields, if any, replaced by one holding `authority`: a server
-    given an absolute-form target must ignore Host and use the target's authority (RFC 9112, 3.2.2), or the Host check
-    is passed by `GET http://evil.example/ HTTP/1.1` with `Host: localhost`."""
-    return [(b"host", authority), *((k, v) for k, v in headers if k != b"host")]
-
-
 class AbsoluteForm:
     """An absolute-form request target (`GET http://host/path`), which h11 and songfeat's own protocol
     (`http_protocol`) hand to the app whole as its raw path: the app gets the target's path, and its authority as Host
@@ -297,8 +295,11 @@ class AbsoluteForm:
         target = absolute_form(scope.get("raw_path") or b"") if scope["type"] == "http" else None
         if target is not None:  # the query is split off the target already, so the rest is the path alone
             path = target[1] or b"/"
-            scope = {**scope, "raw_path": path, "path": unquote(path.decode("ascii", "replace")),
-                     "headers": host_from_target(list(scope["headers"]), target[0])}
+            # Host fields (names in lower case), if any, replaced by one holding the target's authority: a server given
+            # an absolute-form target must ignore Host and use the authority (RFC 9112, 3.2.2), or the Host check is
+            # passed by `GET http://evil.example/ HTTP/1.1` with `Host: localhost`
+            headers = [(b"host", target[0]), *((k, v) for k, v in scope["headers"] if k != b"host")]
+            scope = {**scope, "raw_path": path, "path": unquote(path.decode("ascii", "replace")), "headers": headers}
         await self.app(scope, receive, send)
 
 
@@ -409,7 +410,7 @@ async def receive_upload(request: Request, limit: int, directory: Path) -> tuple
     Returns (temporary path, file suffix, name to show in messages). Raises ApiError 413 / 400, or 408 for a stalled body.
     """
     ctype = request.headers.get("content-type", "")
-    declared = body_length(request.headers.get("content-length"), "transfer-encoding" in request.headers)
+    declared = _declared_length(request.headers)
     multipart = ctype.lower().startswith("multipart/form-data")
     too_big = ApiError(413, f"upload larger than the {limit / 1e6:g} MB limit")
     if declared is not None and declared > limit + (MULTIPART_SLACK if multipart else 0):
@@ -906,8 +907,6 @@ def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str 
     decided by the address the socket is bound to (a name `--host` gave, such as this machine's, may be a loopback one).
     `log_level` is uvicorn's; songfeat's own lines go to stderr (`console_log`), warnings only when `quiet`."""
     import uvicorn
-
-    from .http_protocol import uvicorn_options
 
     console_log(quiet)
     sock = sock or listen(host, port)
