@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import sys
 import time
@@ -204,20 +203,11 @@ def peer_version(peer: str) -> str:
     return h.hexdigest()[:12]
 
 
-@functools.lru_cache(maxsize=None)
-def _digest(path: Path, size: int, mtime_ns: int) -> str:
-    """The first 12 hex digits of a clip's SHA-256 (songfeat's content id), read once however many peers ask (keyed on
-    size and mtime too, so a clip rewritten in place is read again)."""
-    from songfeat.analyze import content_id
-
-    return content_id(path)[:12]
-
-
-def cache_file(c: Clip, peer: str, version: str) -> Path:
-    """Where one peer's output for one clip is cached: under the peer's version, named by the clip and a hash of its
-    bytes (another file under the same name, e.g. from another --shared folder, is measured afresh)."""
-    st = c.path.stat()
-    return CACHE / f"{peer}-{version}" / c.set / f"{c.path.stem}.{_digest(c.path, st.st_size, st.st_mtime_ns)}.json"
+def cache_file(c: Clip, peer: str, version: str, digest: str) -> Path:
+    """Where one peer's output for one clip is cached: under the peer's version, named by the clip and `digest`, the
+    first 12 hex digits of its SHA-256 (another file under the same name, e.g. from another --shared folder, is
+    measured afresh)."""
+    return CACHE / f"{peer}-{version}" / c.set / f"{c.path.stem}.{digest}.json"
 
 
 def _cached(f: Path) -> dict | None:
@@ -233,12 +223,15 @@ def run_peers(all_clips: list[Clip], peers: list[str]) -> dict[str, dict[str, di
     """{peer: {clip key: output}}, computed where the cache lacks it (atomic JSON writes), with a progress bar."""
     from rich.progress import Progress
 
+    from songfeat.analyze import content_id
+
     versions = {p: peer_version(p) for p in peers}
     results: dict[str, dict[str, dict]] = {p: {} for p in peers}
     todo = []
     for c in all_clips:
+        digest = content_id(c.path)[:12]  # songfeat's content id, read once however many peers ask
         for p in peers:
-            f = cache_file(c, p, versions[p])
+            f = cache_file(c, p, versions[p], digest)
             out = _cached(f)
             if out is not None:
                 results[p][c.cache_key] = out
@@ -462,16 +455,15 @@ def main() -> None:
     peers = [p.strip() for p in args.only.split(",") if p.strip()]
     bad = [p for p in peers if p not in PEERS]
     if bad or not peers:
-        raise SystemExit(f"bench_measured: unknown peer(s) {', '.join(bad) or repr(args.only)}; choose from {', '.join(PEERS)}")
-    if args.limit is not None and args.limit < 1:
-        raise SystemExit(f"bench_measured: --limit must be at least 1, got {args.limit}")
+        raise benchutil.fail(f"unknown peer(s) {', '.join(bad) or repr(args.only)}; choose from {', '.join(PEERS)}")
+    benchutil.at_least_one(limit=args.limit)
     if "essentia" in peers:
         benchutil.require("essentia")
     if "librosa" in peers:
         benchutil.require("librosa")
     all_clips = clips(args.shared)
     if not all_clips:
-        raise SystemExit(f"bench_measured: no clips found under {args.shared}")
+        raise benchutil.fail(f"no clips found under {args.shared}")
     if args.limit:
         seen: dict[str, int] = {}
         kept = []

@@ -22,11 +22,12 @@ import torch
 
 from songfeat import atomic, features
 from songfeat.bundle import load_bundle
+from songfeat.data.dataset import Dataset, dataset_from_store
 from songfeat.data.splits import kfold
 from songfeat.data.store import build_store, open_store
 from songfeat.errors import SongfeatError, counted
 from songfeat.evaluate import compare, predict_dataset, regression_metrics
-from songfeat.train import Dataset, dataset_from_store, train_bundle
+from songfeat.train import train_bundle
 
 SEED5 = features.SEED_TARGETS
 THREADS = 2  # torch threads per training run (the run facts' "2 cores")

@@ -467,7 +467,7 @@ def test_a_stack_models_cv_refits_each_feature_on_the_clips_labelled_with_it():
     # missing label (NaN) would turn into a failed fit: each feature is now fitted on the clips labelled with it, and
     # with every label known it is the one fit it was
     from songfeat.accuracy import _stack_fold
-    from songfeat.default_model import fit_head
+    from songfeat.stack import fit_head
 
     rng = np.random.default_rng(0)
     z, base = rng.normal(size=(12, 5)).astype(np.float32), rng.uniform(0.2, 0.8, (12, 2)).astype(np.float32)

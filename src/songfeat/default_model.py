@@ -22,7 +22,7 @@ from . import __version__, features, mfcc, vocal_gate
 from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
 from .models.stack import Stack
 from .genre_prior import SPOTIFY_CATALOGUE
-from .stack import HEAD_SPEC, fit_head
+from .stack import HEAD_SPEC
 
 TARGETS = features.LEARNED
 INPUTS = features.MEASURED_NUMERIC_INPUTS
@@ -144,12 +144,10 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     behaviour check (checking half) go into the config and the model card.
     """
     from . import behaviour
-    from .data.labels import read_labels
-
     from .heads import DEFAULT_PARTS, MARGIN, RIDGE_PARTS, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, check_cache, get_records
     from .sources import (NOT_FITTED, _Data, check_shared, clip_predictions, default_genre_table,
-                          evaluate_sources, fit_on, held_out_ids, select_blend, select_decay)
+                          evaluate_sources, fit_on, held_out_catalogue, select_blend, select_decay)
 
     shared = Path(shared)
     check_shared(shared)  # every input there, and an --out a bundle may replace, before stage 1's fit, not minutes into it
@@ -157,11 +155,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     with removing_folders(check_bundle_out(Path(out))):
         cache = DEFAULT_CACHE if cache is None else cache
         check_cache(cache)  # an unwritable --cache was found only when the clips were read, after stage 1's fit
-        table = read_labels(shared / SPOTIFY_CATALOGUE).frame
-        check_table(table, shared / SPOTIFY_CATALOGUE)
         # stage 1 reads no labelled clip, nor the same recording under another id (`sources.held_out_ids`)
-        held_out = held_out_ids(shared, table)
-        catalogue = table[~table["track_id"].astype(str).isin(held_out)]  # catalogue_frame's, not read again
+        table, held_out, catalogue = held_out_catalogue(shared, check=check_table)
         fit = train_base(table, held_out, seed=seed, progress=progress)
         cfg = FitConfig(seed=seed)
         genre_table = default_genre_table(shared, held_out)
@@ -573,4 +568,4 @@ def model_card(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["train_default", "train_base", "fit_head"]
+__all__ = ["train_default", "train_base"]

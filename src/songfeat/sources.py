@@ -141,9 +141,14 @@ def _numeric(records, slope: float, icpt: float) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+def _evidence(records, lay) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per clip: its windows' evidence under `lay` and their weights, the two lists `_windows` and `fit_on` pass on."""
+    return [assemble(r.blocks, lay) for r in records], [r.weights for r in records]
+
+
 def _windows(records, lay, numeric_std: np.ndarray):
     """Window rows: evidence [R, D], numeric [R, F], clip index [R], weight [R] (each clip sums to 1)."""
-    return clip_rows([assemble(r.blocks, lay) for r in records], [r.weights for r in records], numeric_std)
+    return clip_rows(*_evidence(records, lay), numeric_std)
 
 
 def clip_predictions(model, records, lay, numeric_std, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -161,8 +166,7 @@ def clip_predictions(model, records, lay, numeric_std, bounds: tuple[np.ndarray,
 def fit_on(bundle, records, lo, hi, lay, numeric_std, cfg: FitConfig, feature_weights: np.ndarray | None = None):
     """A heads model fitted on clips with interval targets (clip weights equal, windows share them); `feature_weights`
     [clips, T], if given, multiplies each clip's loss per feature (`heads.fit_heads`)."""
-    return fit_clips(bundle, [assemble(r.blocks, lay) for r in records], [r.weights for r in records], numeric_std,
-                     lo, hi, cfg, part_columns(lay), feature_weights)
+    return fit_clips(bundle, *_evidence(records, lay), numeric_std, lo, hi, cfg, part_columns(lay), feature_weights)
 
 
 FIT_MEMO = 8  # heads fits `_Data.fit` keeps (~2 MB each)
@@ -488,13 +492,22 @@ def held_out_ids(shared: str | Path, catalogue: pd.DataFrame) -> set[str]:
     return set(clips["track_id"].astype(str)) | set(twins.astype(str))
 
 
-def catalogue_frame(shared: str | Path) -> pd.DataFrame:
-    """Spotify's 41,855-track table without the labelled clips and their twins (so no scored clip informs a bound)."""
+def held_out_catalogue(shared: str | Path, check=None) -> tuple[pd.DataFrame, set[str], pd.DataFrame]:
+    """Spotify's 41,855-track table read once -> (the table, its `held_out_ids`, the table without them), for callers
+    needing more than `catalogue_frame`; `check(table, file)`, if given, runs on the table before the ids are sought."""
     from .data.labels import read_labels
     from .genre_prior import SPOTIFY_CATALOGUE
 
-    cat = read_labels(Path(shared) / SPOTIFY_CATALOGUE).frame
-    return cat[~cat["track_id"].astype(str).isin(held_out_ids(shared, cat))]
+    table = read_labels(Path(shared) / SPOTIFY_CATALOGUE).frame
+    if check is not None:
+        check(table, Path(shared) / SPOTIFY_CATALOGUE)
+    held_out = held_out_ids(shared, table)
+    return table, held_out, table[~table["track_id"].astype(str).isin(held_out)]
+
+
+def catalogue_frame(shared: str | Path) -> pd.DataFrame:
+    """Spotify's 41,855-track table without the labelled clips and their twins (so no scored clip informs a bound)."""
+    return held_out_catalogue(shared)[2]
 
 
 def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bounds: bool = True,
@@ -527,12 +540,10 @@ def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bou
 def default_genre_table(shared: str | Path, exclude_ids: set[str] | None = None) -> dict:
     """The genre-prior table built without any labelled clip or its twin in the catalogue (so no scored clip informs it);
     `exclude_ids`, if given, are those ids (`held_out_ids`), so a caller holding them spares the catalogue's reparse."""
-    from .genre_prior import SPOTIFY_CATALOGUE, build_table
+    from .genre_prior import build_table
 
     if exclude_ids is None:
-        from .data.labels import read_labels
-
-        exclude_ids = held_out_ids(shared, read_labels(Path(shared) / SPOTIFY_CATALOGUE).frame)
+        exclude_ids = held_out_catalogue(shared)[1]
     return build_table(shared, exclude_ids=exclude_ids)
 
 
@@ -557,9 +568,10 @@ def evaluate_sources(shared: str | Path, model: str | Path | None = None, cache:
     check_cache(cache)  # before the genre tables and the bundle are read, not when the clips are
     cfg = cfg or FitConfig()
     parts = parts or (DEFAULT_PARTS if with_tagger else NO_TAGGER_PARTS)
-    lay = layout(parts, default_genre_table(shared) if any(p[2] == "genre_prior" for p in parts) else None)
+    _, held_out, cat = held_out_catalogue(shared)  # read once for the genre table and the clips' targets
+    lay = layout(parts, default_genre_table(shared, held_out) if any(p[2] == "genre_prior" for p in parts) else None)
     bundle = get_bundle(model)
-    data = _Data(shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds)
+    data = _Data(shared, bundle, cache, with_tagger, workers, progress, catalogue_bounds, catalogue=cat)
     clips, y, y_fit = data.clips, data.y, data.y_fit
     catalogue = np.array([bundle.config["label_means"][t] for t in TARGETS])
     bounds = bundle.output_range()  # held-out predictions as analyze returns them (the catalogue's range: no labelled clip)

@@ -106,13 +106,19 @@ class LabelTable:
         """One line per out-of-range cell read as missing, '<file>: line N (<id>): <column> <value> outside [lo, hi]: read
         as missing ...', for warnings: the row keeps its other labels, and the user must hear which value was not used
         (Spotify's own 'not detected' sentinels, tempo 0 and the like, are not said: they mean missing)."""
-        bad = self.nulled[self.nulled["reason"].str.startswith(OUT_OF_RANGE)] if not self.nulled.empty else self.nulled
+        bad = self.nulled[self._out_of_range()]
         return [f"{self.source}: line {int(r.row) + 2}{_id_shown(r.track_id)}: {r.reason.removeprefix(OUT_OF_RANGE)}: "
                 "read as missing (the row's other labels are used)" for r in bad.itertuples()]
 
+    def _out_of_range(self) -> pd.Series:
+        """Which `nulled` cells held a value outside their column's range (OUT_OF_RANGE), not a sentinel for missing."""
+        if self.nulled.empty:
+            return pd.Series(False, index=self.nulled.index, dtype=bool)
+        return self.nulled["reason"].str.startswith(OUT_OF_RANGE)
+
     def summary(self) -> dict:
         """Counts for a report or manifest: rows kept, dropped (by reason), values nulled (by reason)."""
-        kinds = self.nulled["reason"].where(~self.nulled["reason"].str.startswith(OUT_OF_RANGE),
+        kinds = self.nulled["reason"].where(~self._out_of_range(),
                                             OUT_OF_RANGE + self.nulled["column"])  # one count a column, not a value
         nulled = {} if self.nulled.empty else {str(k): int(v) for k, v in kinds.value_counts().items()}
         return {"source": self.source, "schema": self.schema, "rows": len(self.frame),
@@ -590,15 +596,20 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
 
     # Spotify's "not detected" sentinels: the row keeps its other labels, the value becomes NaN.
     nulled_rows: list[dict] = []
+    unused: dict[int, list[str]] = {}  # row -> its out-of-range cells nulled ('danceability 1.7 outside [0, 1]')
 
     def null(mask: pd.Series, column: str, reason: str, out_of_range: bool = False) -> None:
         """Make these cells NaN, listed in `nulled` with `reason`; `out_of_range`, with 'out of range: <column> <value>
-        <reason>' (OUT_OF_RANGE: a value the user must hear was not used, not a sentinel meaning missing)."""
+        <reason>' (OUT_OF_RANGE: a value the user must hear was not used, not a sentinel meaning missing), and in
+        `unused` as '<column> <value> <reason>'."""
         for i in np.flatnonzero(mask.to_numpy()):
             if reasons[i] is None:
                 value = float(out[column].iat[i])
+                cell = f"{column} {value:g} {reason}"
                 nulled_rows.append({"row": int(i), "track_id": out["track_id"].iat[i], "column": column, "value": value,
-                                    "reason": f"{OUT_OF_RANGE}{column} {value:g} {reason}" if out_of_range else reason})
+                                    "reason": OUT_OF_RANGE + cell if out_of_range else reason})
+                if out_of_range:
+                    unused.setdefault(int(i), []).append(cell)
         out.loc[mask, column] = np.nan
 
     null(out["tempo"] == 0, "tempo", "tempo 0 (no tempo detected)")
@@ -618,10 +629,6 @@ def read_labels(path: str | Path, *, id_column: str | None = None) -> LabelTable
     for name in ("key", "mode", "time_signature"):
         v = out[name]
         null(v.notna() & (v != v.round()), name, "is not a whole number", out_of_range=True)
-    unused: dict[int, list[str]] = {}  # row -> its cells nulled above ('danceability 1.7 outside [0, 1]'), from `nulled`
-    for cell in nulled_rows:
-        if cell["reason"].startswith(OUT_OF_RANGE):
-            unused.setdefault(cell["row"], []).append(cell["reason"].removeprefix(OUT_OF_RANGE))
     flag(out[list(present)].isna().all(axis=1), lambda i: (
         f"{OUT_OF_RANGE}{', '.join(unused[i])}, and no other feature is labelled" if i in unused
         else "no labels: every feature cell is empty"))
