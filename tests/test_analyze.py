@@ -392,6 +392,51 @@ def test_tags_and_analysis_read_one_file_from_standard_input_as_analyze_does(tmp
     assert not list((tmp_path / "tmp").glob("songfeat-stdin-*"))  # every spooled copy removed
 
 
+@pytest.mark.parametrize("command", ["analyze", "tags", "analysis"])
+def test_standard_input_is_read_up_to_a_limit(tmp_path, monkeypatch, command):
+    """`analyze -` copied standard input into $TMPDIR with no limit: `yes | songfeat analyze -` filled the disk (memory,
+    on a tmpfs) and never ended. Over STDIN_MAX_BYTES it is refused in one line (status 2) naming - and the limit; up
+    to the limit it is read as before (here not audio: that file's own error, status 1)."""
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from songfeat import cli
+
+    monkeypatch.setattr(cli, "STDIN_MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    r = CliRunner().invoke(cli.app, [command, "-"], input=b"y" * ((1 << 20) + 1))
+    assert (r.exit_code, r.stdout) == (2, ""), r.output
+    assert r.stderr == (f"songfeat: error: -: standard input holds more than 1 MB, the limit for -; save it to a file "
+                        f"and name that file instead (songfeat {command} song.wav: files have no size limit)\n"), r.stderr
+    r = CliRunner().invoke(cli.app, [command, "-"], input=b"y" * (1 << 20))  # exactly the limit: read, then not audio
+    assert r.exit_code == 1 and "songfeat: error: -: not a readable audio file" in r.stderr, r.output
+    assert list(tmp_path.iterdir()) == []  # the spooled copies are gone
+
+
+def test_an_endless_standard_input_is_read_no_further_than_the_limit():
+    """What `-` copies stops one block past the limit: an input that never ends (`yes | songfeat analyze -`) ends."""
+    import io
+
+    from songfeat.cli import _copy_at_most
+
+    class Endless(io.RawIOBase):
+        given = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:
+            b[:] = b"y" * len(b)
+            Endless.given += len(b)
+            return len(b)
+
+    copy = io.BytesIO()
+    assert _copy_at_most(io.BufferedReader(Endless()), copy, 3 << 20) == (3 << 20) + 1 == len(copy.getvalue())
+    assert Endless.given < 5 << 20
+    assert _copy_at_most(io.BytesIO(b"y" * 10), io.BytesIO(), 10) == 10  # at the limit: all of it, and no more asked
+
+
 def test_a_lone_files_json_output_can_be_resumed_by_a_batch(tmp_path):
     """`analyze one.wav -o out.json` wrote Spotify's object without its `path`, so `analyze one.wav two.wav -o out.json
     --resume` was refused (status 2: 'holds one track's object without its "path"') and one.wav had to be analysed

@@ -1,6 +1,8 @@
 """Behaviour clips: rule parsing, the fixed stratified split, and the checker's counting."""
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -212,6 +214,33 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_clips_are_analysed(
         reason = "is a folder, not a file to write" if target == tmp_path else "cannot write it (Not a directory)"
         assert r.output == f"songfeat: error: {target}: {reason}\n", r.output  # once (it was wrapped in a second reason)
     assert calls == []
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/version"), reason="needs Linux's /proc, where nothing can be made")
+@pytest.mark.parametrize("argv, work", [
+    (["check-behaviour", "--shared", ".", "--plot"], "songfeat.behaviour.analyze_clips"),
+    (["evaluate-sources", "--shared", ".", "--scatter"], "songfeat.sources.evaluate_sources"),
+    (["evaluate", "bundle", "--store", "store", "--scatter"], "songfeat.evaluate.evaluate_bundle"),
+])
+def test_a_picture_in_a_folder_that_only_looks_writable_is_refused_before_the_work(argv, work, monkeypatch):
+    """As root, `check-behaviour --plot /proc/x.png` passed the permission check (os.access says yes to root), ran every
+    clip, and failed at the write with status 1: the folder is tried now (an entry made and removed), before the work.
+    os.access is made to say yes here, as it does to root, so this runs as any user."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from songfeat import output
+    from songfeat.cli import app
+
+    module, attr = work.rsplit(".", 1)
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), attr, lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(output.os, "access", lambda *a, **k: True)
+    r = CliRunner().invoke(app, [*argv, "/proc/songfeat-picture.png"])
+    assert (r.exit_code, r.stdout, calls) == (2, "", []), r.output
+    assert r.stderr.startswith("songfeat: error: /proc/songfeat-picture.png: cannot write it (nothing can be made in "
+                               "/proc: ") and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_analyze_clips_shows_progress_while_the_clips_are_analysed(monkeypatch):

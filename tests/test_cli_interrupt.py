@@ -243,3 +243,58 @@ def test_ctrl_c_while_the_command_loads_torch_says_so(argv, module, message, mon
     monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(module), *sys.meta_path])
     assert _said(run.invoke(app, argv)) == [f"songfeat: error: {message}"]
+
+
+def test_ctrl_c_before_the_command_says_what_it_kept_is_one_line(monkeypatch):
+    """A Ctrl-C in a command before its own handler (here while check-behaviour imports what it runs) was typer's
+    silent exit 130, where a moment later it was a line: it is the one `interrupted` line now."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "songfeat.behaviour", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport("songfeat.behaviour"), *sys.meta_path])
+    assert _said(run.invoke(app, ["check-behaviour", "--shared", "s"])) == ["songfeat: error: interrupted"]
+
+
+def test_ctrl_c_while_typer_builds_the_commands_is_one_line(monkeypatch, capsys):
+    """`main` before typer's own handler (typer building the click commands): a KeyboardInterrupt traceback."""
+    import sys
+
+    from songfeat import cli
+
+    class Building:
+        registered_commands: list = []
+
+        def __call__(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", Building())
+    monkeypatch.setattr(sys, "argv", ["songfeat", "analyze", "x.wav"])
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+    except KeyboardInterrupt:  # not let through: pytest would stop the whole run
+        pytest.fail("KeyboardInterrupt escaped main()")
+    assert e.value.code == 130 and capsys.readouterr().err == "songfeat: error: interrupted\n"
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line_and_python_keeps_its_handler_afterwards():
+    """The first moments of `songfeat ...` (typer's import, the commands' definitions) ended in Python's KeyboardInterrupt
+    traceback: a real SIGINT, sent as typer is imported, ends in the one line and 130 now. Once the module is loaded,
+    Ctrl-C is a KeyboardInterrupt again, so a program that imports it keeps its own handling."""
+    import subprocess
+    import sys
+
+    trip = ("import os, signal, sys\n"
+            "class Trip:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'typer':\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.meta_path.insert(0, Trip())\n"
+            "from songfeat.cli import main\n"
+            "main()\n")
+    p = subprocess.run([sys.executable, "-c", trip, "analyze", "x.wav"], capture_output=True, text=True, timeout=120)
+    assert (p.returncode, p.stdout, p.stderr) == (130, "", "songfeat: error: interrupted\n"), p.stderr
+    after = subprocess.run([sys.executable, "-c", "import signal, songfeat.cli\n"
+                            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
+                           capture_output=True, text=True, timeout=120)
+    assert after.stdout == "True\n", after.stderr

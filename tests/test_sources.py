@@ -271,6 +271,23 @@ def test_a_partial_or_empty_shared_folder_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("command", [["evaluate-sources"], ["train-default", "--out", "b"], ["check-behaviour"]])
+def test_a_shared_option_naming_a_file_says_it_is_a_file_not_a_missing_folder(tmp_path, command, monkeypatch):
+    """`evaluate-sources --shared song.wav` said "song.wav: no such folder" of a file that exists, and check-behaviour
+    "song.wav/behaviour/manifest.csv: no such file"; a file is said to be a file now, and a missing folder missing."""
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "song.wav").write_bytes(b"RIFF")
+    for shared, reason in (("song.wav", "is a file, not a folder"), ("nowhere", "no such folder")):
+        r = CliRunner().invoke(app, [*command, "--shared", shared])
+        assert r.exit_code == 2 and r.stdout == "", r.output
+        assert r.stderr.startswith(f"songfeat: error: {shared}: {reason}") and r.stderr.count("\n") == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
+
+
 def _tiny_shared(root):
     """A shared-data folder whose three labelled sources are tiny but well formed (two clips each, audio files present);
     the other inputs only exist (they are read later)."""

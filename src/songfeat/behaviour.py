@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import features
-from .errors import SongfeatError
+from .errors import SongfeatError, no_folder
 
 MANIFEST = Path("behaviour") / "manifest.csv"
 # robustness clips (silence, noise, field recordings, single hits) resemble no release in Spotify's catalogue: only
@@ -83,6 +83,8 @@ def read_manifest(shared: str | Path) -> pd.DataFrame:
     """
     root = Path(shared) / "behaviour"
     file = Path(shared) / MANIFEST
+    if not Path(shared).is_dir():  # a file was refused as "<file>/behaviour/manifest.csv: no such file"
+        raise SongfeatError(shared, f"{no_folder(shared)} (--shared names the shared data folder, with behaviour/ in it)")
     if not file.is_file():
         raise SongfeatError(file, "no such file (--shared names the shared data folder, with behaviour/ in it)")
     try:

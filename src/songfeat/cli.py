@@ -3,13 +3,38 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import IO, TYPE_CHECKING, NoReturn, Optional
 
-import typer
-from typer.core import TyperCommand, TyperGroup
+INTERRUPTED = "interrupted"  # what a Ctrl-C says where no command says what it kept (README, "Exit status")
+
+
+def interrupted_at_start(*_signal: object) -> NoReturn:
+    """End a Ctrl-C that came before any command could say what it kept (this module loading, the commands being
+    built) as a later one ends: one `songfeat: error: interrupted` line and status 130, not Python's traceback. Also
+    the SIGINT handler while this module loads (hence `*_signal`)."""
+    with contextlib.suppress(OSError, ValueError):  # a stderr gone too: the status still says it
+        sys.stderr.write(f"songfeat: error: {INTERRUPTED}\n")
+        sys.stderr.flush()
+    sys.exit(130)
+
+
+# A Ctrl-C while this module loads (typer's import, the commands' definitions: ~0.1 s) ends in that line, not in a
+# traceback. Python's own handler is put back at the end of the module, so a program importing it keeps its
+# KeyboardInterrupt; a SIGINT ignored (a background job) stays ignored. (`import songfeat` before this, ~0.15 s of
+# numpy and the decoders, is the library's and keeps Python's traceback.)
+_LOADING = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+try:
+    if _LOADING:
+        signal.signal(signal.SIGINT, interrupted_at_start)
+except ValueError:  # imported in another thread: only the main one may set handlers
+    _LOADING = False
+
+import typer  # noqa: E402
+from typer.core import TyperCommand, TyperGroup  # noqa: E402
 
 from .errors import counted, missing_package, needs_extra
 
@@ -22,11 +47,12 @@ class _Songfeat(TyperGroup):
     error line with status 2 (README, "Exit status"), not click's four (usage, hint, blank line, error)."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        with _closed_pipe_ends_quietly(), _usage_in_one_line(ctx):
+        with _closed_pipe_ends_quietly(), _usage_in_one_line(ctx), _interrupted(INTERRUPTED):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context) -> object:
-        with _closed_pipe_ends_quietly(), _usage_in_one_line(ctx):
+        # a Ctrl-C before a command's own `_interrupted` (its imports, its checks) was typer's 130 without a word
+        with _closed_pipe_ends_quietly(), _usage_in_one_line(ctx), _interrupted(INTERRUPTED):
             return super().invoke(ctx)
 
 
@@ -326,6 +352,9 @@ def _local_workers(n: Optional[int]) -> Optional[int]:
 # ---- analyze (core) --------------------------------------------------------------------------
 
 STDIN = "-"  # `analyze -`: one audio file read from standard input, named "-" in its row and messages
+# The most `-` reads (README): an endless or huge stdin filled $TMPDIR (memory, on a tmpfs) before anything was analysed.
+# About 100 minutes of CD-quality WAV, days of MP3; a larger file is named on the command line, where no cap applies.
+STDIN_MAX_BYTES = 1 << 30
 
 
 def _progress_on() -> bool:
@@ -549,7 +578,8 @@ def _as_given(text: str, spooled: Optional[Path]) -> str:
 @contextlib.contextmanager
 def _stdin_spooled(command: str) -> Iterator[Path]:
     """`<command> -`: standard input copied into a temporary file (decoders seek and probe, a pipe cannot be read twice),
-    removed again when the body ends. A terminal (nothing piped in) and an empty input are refused, status 2."""
+    removed again when the body ends. A terminal (nothing piped in), an empty input and one over STDIN_MAX_BYTES (read
+    no further) are refused, status 2."""
     import shutil
     import tempfile
 
@@ -561,14 +591,27 @@ def _stdin_spooled(command: str) -> Iterator[Path]:
         path = folder / "stdin"  # no extension: the decoders recognise the format by its content
         try:
             with open(path, "wb") as f, _interrupted("interrupted while reading standard input; nothing was analysed"):
-                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+                size = _copy_at_most(sys.stdin.buffer, f, STDIN_MAX_BYTES)
         except OSError as e:  # a full temporary folder
             raise fail(f"{STDIN}: cannot copy standard input into {folder} ({e.strerror or e})", 1) from None
+        if size > STDIN_MAX_BYTES:
+            raise fail(f"{STDIN}: standard input holds more than {STDIN_MAX_BYTES >> 20} MB, the limit for {STDIN}; save it to "
+                       f"a file and name that file instead (songfeat {command} song.wav: files have no size limit)")
         if path.stat().st_size == 0:
             raise fail(f"{STDIN}: standard input is empty; pipe or redirect an audio file into it")
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _copy_at_most(source: IO[bytes], target: IO[bytes], limit: int) -> int:
+    """Copy `source` into `target` until it ends or more than `limit` bytes have come (read no further: it may never
+    end); returns the bytes copied, over `limit` when it stopped short."""
+    size = 0
+    while size <= limit and (block := source.read(min(1 << 20, limit + 1 - size))):
+        target.write(block)
+        size += len(block)
+    return size
 
 
 def _as_stdin(out: Outcome, spooled: Path) -> Outcome:
@@ -1459,6 +1502,8 @@ def main() -> None:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         app()
+    except KeyboardInterrupt:  # while typer builds the commands, before its own handler
+        interrupted_at_start()
     except ModuleNotFoundError as e:
         top = missing_package(e)
         if top not in EXTRA_OF:
@@ -1466,6 +1511,9 @@ def main() -> None:
         typer.echo(f"songfeat: error: {needs_extra(_command_name(sys.argv[1:]), EXTRA_OF[top])}", err=True)
         sys.exit(2)
 
+
+if _LOADING:  # loaded: Ctrl-C is KeyboardInterrupt again, which each command (and `main`) turns into its line
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if __name__ == "__main__":
     main()

@@ -48,6 +48,15 @@ def existing_ancestor(path: str | Path) -> Path:
     return p
 
 
+def no_folder(path: str | Path) -> str:
+    """Why `path` cannot be the folder an option names: 'no such folder', or what it is instead ('is a file, not a
+    folder'), for the refusal line (an existing file was said to be 'no such folder')."""
+    p = Path(path)
+    if not p.exists():
+        return "no such folder"
+    return "is a file, not a folder" if p.is_file() else "is not a folder"
+
+
 def missing_package(e: ModuleNotFoundError) -> str:
     """The top-level package a ModuleNotFoundError lacks ('torch' for torch.nn; '' unnamed): which extra to name."""
     return (e.name or "").split(".")[0]

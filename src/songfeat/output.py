@@ -312,7 +312,7 @@ def _csv_row(record: dict) -> dict:
 def check_output(output: Path, what: str = "the results", inputs: Iterable[str | Path] = ()) -> None:
     """Refuse an output the final rename would wreck or cannot make: a folder (or a path naming none, like '.'), a
     device or pipe, an existing audio file or one of `inputs` under any name (a link, song.dat), or a place with no
-    writable folder. Raises OutputError."""
+    writable folder (tried: a hidden entry is made and removed in the nearest folder that exists). Raises OutputError."""
     output = Path(output)
     try:
         st = output.stat()
@@ -333,6 +333,10 @@ def check_output(output: Path, what: str = "the results", inputs: Iterable[str |
         raise OutputError(output, f"cannot write it ({folder} is not a folder)")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(output, f"cannot write it (no permission to write in {folder})")
+    try:  # os.access says yes to root everywhere (`--plot /proc/x.png` failed only after the work): an entry made proves it
+        atomic.probe_folder(folder, "songfeat")
+    except OSError as e:
+        raise OutputError(output, f"cannot write it (nothing can be made in {folder}: {e.strerror or e})") from None
 
 
 def _same_file(st: os.stat_result, path: str | Path) -> bool:

@@ -53,11 +53,11 @@ def shared_inputs() -> tuple[tuple[Path, bool], ...]:
 def check_shared(shared: str | Path) -> None:
     """Refuse a --shared folder that lacks any file these commands read, before any work: some are read only after
     stage 1's fit or every clip's analysis, minutes in (and a missing FMA table ended in a traceback)."""
-    from .errors import SongfeatError
+    from .errors import SongfeatError, no_folder
 
     hint = "--shared names the shared data folder (spotify-features/, spotify-previews/, behaviour/, ...)"
     if not Path(shared).is_dir():
-        raise SongfeatError(shared, f"no such folder; {hint}")
+        raise SongfeatError(shared, f"{no_folder(shared)}; {hint}")
     missing = [Path(shared) / p for p, folder in shared_inputs() if not ((Path(shared) / p).is_dir() if folder else (Path(shared) / p).is_file())]
     if len(missing) == len(shared_inputs()):
         raise SongfeatError(shared, f"holds none of the shared data (e.g. {missing[0].relative_to(shared)}); {hint}")
