@@ -2829,3 +2829,176 @@ def test_the_no_token_warnings_judge_the_address_bound_not_the_host_string(tmp_p
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("0.0.0.0" if host == "localhost" else host, *a, **k))
     out = said("localhost")
     assert bound[-1] == "0.0.0.0" and f"serving on localhost {exposed}" in out, out
+
+
+def _answered(answer: bytes) -> tuple[int, dict[str, str], dict]:
+    """A raw answer's status, lower-case header fields and JSON body."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    fields = dict(line.split(": ", 1) for line in head.decode("latin-1").lower().split("\r\n")[1:])
+    return int(head.split()[1]), fields, json.loads(body) if body else {}
+
+
+@pytest.mark.parametrize("impl", ["httptools", "h11"])
+def test_an_expectation_other_than_100_continue_gets_417(tmp_path, impl):
+    # `Expect: x-foo` was ignored: a client waiting for an expectation it asked for was answered as if it had asked for
+    # none; RFC 9110 10.1.1 lets a server answer 417 Expectation Failed instead
+    from songfeat.http_protocol import uvicorn_options
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    options = uvicorn_options() if impl == "httptools" else {**uvicorn_options(), "http": "h11"}
+    with serving(create_app(Library(root, workers=1, model="test"), start=False), **options) as base:
+        def ask(expect: bytes, method: bytes = b"GET", target: bytes = b"/healthz", body: bytes = b"") -> bytes:
+            return _raw(base, method + b" " + target + b" HTTP/1.1\r\nHost: localhost\r\nExpect: " + expect
+                        + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+
+        for expect, shown in ((b"x-foo", "x-foo"), (b"100-continue, x-foo", "100-continue, x-foo"),
+                              (b"100-continue;x=1", "100-continue;x=1"), (b"\xe2\x9c\x93", r"'\xe2\x9c\x93'")):
+            status, fields, body = _answered(ask(expect))
+            assert status == 417 and fields["content-type"] == "application/json", (expect, status, body)
+            assert body == {"error": {"status": 417, "message": f"Expect header {shown} cannot be met: this server meets "
+                                      "only 'Expect: 100-continue'; send the request without it"}}, body
+        status, fields, body = _answered(ask(b"x-foo", b"POST", b"/library/rescan", b"x=1"))  # before the token, the body
+        assert status == 417 and fields["connection"] == "close", (status, fields)  # unread, so the connection closes
+        assert _answered(ask(b"x-foo", b"HEAD"))[:3:2] == (417, {})  # HEAD as GET, no body
+        for fine in (b"100-continue", b"100-Continue", b"", b" , 100-continue"):  # the one expectation; empty members
+            assert _answered(ask(fine))[0] == 200, fine
+        assert 'route="unmatched",status="417"' in requests.get(base + "/metrics", timeout=10).text  # counted
+
+
+def test_header_values_in_messages_show_their_bytes_escaped_not_garbled(tmp_path, monkeypatch):
+    # a UTF-8 Host header (`müsic.lan`) was refused as `malformed Host header mÃ¼sic.lan`: its bytes read as latin-1 and
+    # shown as text; Origin and Sec-Fetch-Site, echoed by the cross-origin 403, the same
+    with _watched(tmp_path, monkeypatch) as (base, scans, _uploads, _stored):
+        def refusal(fields: str, method: str = "GET", target: str = "/healthz") -> str:
+            answer = _raw(base, f"{method} {target} HTTP/1.1\r\n{fields}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                          .encode())
+            message = _answered(answer)[2]["error"]["message"]
+            assert message.isascii() and message.isprintable(), message
+            return message
+
+        assert refusal("Host: müsic.lan\r\n") == r"malformed Host header 'm\xc3\xbcsic.lan': give host[:port]"
+        assert refusal("Host: müsic.lan:8080\r\n").startswith(r"malformed Host header 'm\xc3\xbcsic.lan:8080'")
+        assert refusal("Host: evil.example\r\n").startswith("Host evil.example refused")  # printable ASCII as before
+        said = refusal("Host: localhost\r\nOrigin: http://ünï.example\r\n", "POST", "/library/rescan")
+        assert said.startswith(r"cross-origin request refused: a page at 'http://\xc3\xbcn\xc3\xaf.example' may not"), said
+        said = refusal("Host: localhost\r\nSec-Fetch-Site: crößsite\r\n", "POST", "/library/rescan")
+        assert said.startswith(r"cross-origin request refused: a page of another origin (Sec-Fetch-Site: "
+                               r"'cr\xc3\xb6\xc3\x9fsite')"), said
+        assert not scans
+
+
+def test_the_parsers_400_is_logged_once_by_songfeat_naming_the_problem(tmp_path, caplog):
+    # uvicorn logged its own "Invalid HTTP request received." (naming no problem) for each request songfeat's protocol
+    # refused; songfeat logs one line naming the client and the problem instead. Under h11, which songfeat's protocol
+    # does not answer, uvicorn's line is its only one and stays.
+    import logging
+
+    from songfeat.http_protocol import uvicorn_options
+    from songfeat.serve import create_app
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's own loggers do not propagate to the root
+    for options, ours in ((uvicorn_options(), True), ({**uvicorn_options(), "http": "h11"}, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), serving(create_app(Library(root, workers=1, model="test"), start=False),
+                                                       **options) as base:
+            uvicorn_log.addHandler(caplog.handler)
+            try:
+                answer = _raw(base, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+                assert answer.startswith(b"HTTP/1.1 400"), answer
+                assert requests.get(base + "/healthz", timeout=10).status_code == 200
+            finally:
+                uvicorn_log.removeHandler(caplog.handler)
+        lines = [(r.name, r.getMessage()) for r in caplog.records]
+        theirs = [line for line in lines if line == ("uvicorn.error", "Invalid HTTP request received.")]
+        mine = [line for line in lines if line[0] == "songfeat.http_protocol"]
+        if ours:
+            assert not theirs and len(mine) == 1, lines
+            assert re.fullmatch(r"songfeat: refused a malformed HTTP request from 127\.0\.0\.1:\d+: Duplicate "
+                                r"Content-Length", mine[0][1]), mine
+        else:
+            assert len(theirs) == 1 and not mine, lines
+
+
+def _env_library(tmp_path: Path, monkeypatch, **settings: str) -> Path:
+    """A library folder with no audio, named to `app_from_env` by SONGFEAT_LIBRARY, with SONGFEAT_<setting> as given."""
+    root = tmp_path / "music"
+    root.mkdir()
+    (root / "notes.txt").write_text("no audio here")
+    for k in [k for k in os.environ if k.startswith("SONGFEAT_")]:
+        monkeypatch.delenv(k)
+    for k, v in {"LIBRARY": str(root), "WORKERS": "1", **settings}.items():
+        monkeypatch.setenv(f"SONGFEAT_{k}", v)
+    return root
+
+
+def test_app_from_env_runs_under_uvicorn_with_the_apps_rules(tmp_path, monkeypatch, capsys):
+    # there was no way to run the app under another ASGI server (`uvicorn ... --factory`, gunicorn): only `songfeat
+    # serve`, or a Python script calling create_app
+    from songfeat.http_protocol import MAX_HEAD_BYTES
+    from songfeat.serve import app_from_env
+
+    _env_library(tmp_path, monkeypatch, TOKEN=TOKEN, MAX_UPLOAD_MB="0.001", RESCAN_INTERVAL="0")
+    with serving(app_from_env, factory=True, http="httptools") as base:  # uvicorn's own protocol, as `uvicorn` runs it
+        wait_for(lambda: requests.get(base + "/healthz", timeout=10).json()["last_scan"] is not None)
+        assert requests.get(base + "/healthz", timeout=10).json()["workers"] == 1
+        lookup = f"/v1/audio-features/{SPOTIFY_IDS[0]}"
+        assert requests.get(base + lookup, timeout=10).status_code == 401  # SONGFEAT_TOKEN
+        assert requests.get(base + lookup, headers=auth(), timeout=10).status_code == 404
+        status, _, raw = _request(base, "/v1/audio-features", [*auth().items()], method="POST", body=b"x" * 2000)
+        assert status == 413 and "0.001 MB" in json.loads(raw)["error"]["message"]  # SONGFEAT_MAX_UPLOAD_MB
+        status, _, raw = _request(base, "/healthz", [("Host", "evil.example")])  # the Host check, as on a loopback address
+        assert status == 400 and json.loads(raw)["error"]["message"] == (
+            "Host evil.example refused: this server answers only requests addressed to localhost, *.localhost, "
+            "127.x.x.x, [::1] or a name given with SONGFEAT_ALLOWED_HOST. A web page whose own name was pointed at this "
+            "machine (DNS rebinding) sends its name; to reach the server under that name yourself (a reverse proxy, a "
+            "LAN name), start it with SONGFEAT_ALLOWED_HOST=evil.example")
+        assert _answered(_send_head(base, MAX_HEAD_BYTES + 1))[0] == 431  # HeadLimit
+        assert _request(base, "/healthz", [("Expect", "x-foo")])[0] == 417
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:  # a second process on the same library (uvicorn --workers 2)
+            app_from_env()
+        assert stopped.value.code == 3
+        assert capsys.readouterr().err == (f"songfeat: error: {default_db(tmp_path / 'music')}: another songfeat serve is "
+                                           "using this index; run one server per library (or give this one a --db in "
+                                           "another folder)\n")
+    monkeypatch.setenv("SONGFEAT_ALLOWED_HOST", "music.lan, *.home.arpa")  # more names, as --allowed-host gives them
+    with serving(app_from_env, factory=True) as base:  # and the lock went with the first server
+        for host, status in (("music.lan", 200), ("a.home.arpa", 200), ("evil.example", 400)):
+            assert _request(base, "/healthz", [("Host", host)])[0] == status, host
+
+
+def test_app_from_env_says_what_is_missing_or_wrong_in_one_line(tmp_path, monkeypatch, capsys):
+    from songfeat.serve import app_from_env
+
+    root = _env_library(tmp_path, monkeypatch)
+    monkeypatch.delenv("SONGFEAT_LIBRARY")
+    env = hermetic_environ()  # under uvicorn itself: its status for an app that cannot start, no traceback
+    r = subprocess.run([sys.executable, "-m", "uvicorn", "songfeat.serve:app_from_env", "--factory", "--port", "0"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and r.stderr == (
+        "songfeat: error: SONGFEAT_LIBRARY is not set: give the music folder to serve, e.g. SONGFEAT_LIBRARY=~/Music "
+        "uvicorn songfeat.serve:app_from_env --factory\n"), r.stderr
+    bad = {"LIBRARY": (str(root / "nope"), f"SONGFEAT_LIBRARY={root / 'nope'}: no such folder"),
+           "WORKERS": ("two", "SONGFEAT_WORKERS='two': give a whole number of at least 1"),
+           "TIME_LIMIT": ("0", "SONGFEAT_TIME_LIMIT='0': give a number of at least 1"),
+           "RESCAN": ("maybe", "SONGFEAT_RESCAN='maybe': give 1 or 0 (true or false)"),
+           "TOKEN": ("", "SONGFEAT_TOKEN: it is empty"),
+           "CORS_ORIGIN": ("http://localhost:3000/", "SONGFEAT_CORS_ORIGIN: 'http://localhost:3000/' would never match"),
+           "ALLOWED_HOST": ("music.lan:80", "SONGFEAT_ALLOWED_HOST: 'music.lan:80': give the host name alone")}
+    for name, (value, said) in bad.items():
+        monkeypatch.setenv("SONGFEAT_LIBRARY", str(root))
+        monkeypatch.setenv(f"SONGFEAT_{name}", value)
+        with pytest.raises(SystemExit) as stopped:
+            app_from_env()
+        err = capsys.readouterr().err
+        assert stopped.value.code == 3 and err.startswith(f"songfeat: error: {said}") and err.count("\n") == 1, (name, err)
+        monkeypatch.delenv(f"SONGFEAT_{name}")
+    monkeypatch.setenv("SONGFEAT_LIBRARY", str(root))
+    monkeypatch.setenv("SONGFEAT_WORKERS", "1")
+    monkeypatch.setenv("SONGFEAT_CORS_ORIGIN", "*")
+    with serving(app_from_env, factory=True):  # a setting that opens the library to pages is warned about by its name
+        assert "songfeat: warning: SONGFEAT_CORS_ORIGIN='*' without SONGFEAT_TOKEN: any web page" in capsys.readouterr().err

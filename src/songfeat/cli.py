@@ -1410,7 +1410,7 @@ def serve_cmd(
     from .analyze import auto_workers
     from .errors import SongfeatError
     from .library import Library
-    from .serve import check_allowed_host, check_cors_origin, check_token, is_loopback, listen, run
+    from .serve import check_allowed_host, check_cors_origin, check_token, is_loopback, listen, run, unsafe_settings
 
     if not library.is_dir():
         raise fail(f"{library}: {'not a folder' if library.exists() else 'no such folder'}")
@@ -1426,9 +1426,6 @@ def serve_cmd(
         allowed_hosts = [check_allowed_host(h) for h in allowed_host or ()]
     except ValueError as e:
         raise fail(f"--allowed-host: {e}") from None
-    if not token and "*" in cors_origins:
-        typer.echo("songfeat: warning: --cors-origin '*' without --token: any web page its users open can read the library",
-                   err=True)
     try:
         lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
     except SongfeatError as e:
@@ -1444,9 +1441,8 @@ def serve_cmd(
     # of this machine on 127.0.1.1 was warned about and a name on a LAN address could pass as loopback
     if not token and not is_loopback(bound):
         typer.echo(f"songfeat: warning: serving on {host} without --token: anyone who can reach it can read and upload", err=True)
-    if not token and "*" in allowed_hosts and is_loopback(bound):
-        typer.echo("songfeat: warning: --allowed-host '*' without --token: a web page whose name is pointed at this machine "
-                   "(DNS rebinding) can read the library and upload", err=True)
+    for line in unsafe_settings(token, cors_origins, allowed_hosts, is_loopback(bound)):
+        typer.echo(f"songfeat: warning: {line}", err=True)
     typer.echo(f"songfeat: serving {lib.root} at http://{host}:{port}/v1/ (index {lib.index.path}, {lib.workers} "
                f"worker{'s' if lib.workers != 1 else ''}, "
                f"docs at /docs)", err=True)

@@ -8,7 +8,8 @@ the httptools protocol with both bounded: past `MAX_HEAD_BYTES` the client gets 
 its target, is that long), and a head (or a new connection's first byte) not complete within `HEAD_SECONDS` gets 408,
 each in Spotify's error shape, and the connection is closed.
 The same cap holds for what a chunked body sends besides its data (its trailer fields, which httptools also buffers
-whole), and requests the parser rejects get their 400 in Spotify's shape too, not uvicorn's plain text.
+whole), and requests the parser rejects get their 400 in Spotify's shape too, not uvicorn's plain text, and one log line
+naming the problem in place of uvicorn's "Invalid HTTP request received.".
 Where httptools is not installed it returns "h11", whose own size limit `uvicorn_options` sets to the same size.
 A request whose target is in absolute form (`GET http://host/path`) reaches the app with that target whole in its
 `raw_path`, as under h11, so the app's one rule (`serve.AbsoluteForm`: the target's authority is the request's Host, RFC
@@ -19,8 +20,10 @@ cannot see (a head's time, its raw bytes, trailer fields) is this module's alone
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
+import threading
 from http import HTTPStatus
 from typing import Any
 
@@ -56,6 +59,21 @@ def body_length(content_length: str | None, transfer_encoding: bool) -> int | No
     return int(length) if length.isdigit() and not transfer_encoding else None
 
 
+LOG = logging.getLogger(__name__)
+UVICORN_PARSER_LINE = "Invalid HTTP request received."  # uvicorn's warning for every request its parser refuses
+_feeding = threading.local()  # `.songfeat`: True while BoundedHead hands bytes to uvicorn's parser, in this thread
+
+
+class _ParserLineFilter(logging.Filter):
+    """Drops uvicorn's UVICORN_PARSER_LINE while BoundedHead feeds the parser: uvicorn logs it, then calls the
+    protocol's send_400_response, whose own line names the client and the problem. Under any other protocol (h11, uvicorn
+    run as is) uvicorn's line is kept: nothing else says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(_feeding, "songfeat", False) and record.msg == UVICORN_PARSER_LINE)
+
+
+PARSER_LINE_FILTER = _ParserLineFilter()
 PARSER_REASONS = {"Pause on PRI/Upgrade": "an HTTP/2 connection preface: this server speaks HTTP/1.1 only"}
 
 
@@ -84,6 +102,7 @@ def protocol() -> Any:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # no httptools: h11, bounded by uvicorn's h11_max_incomplete_event_size
         return "h11"
+    logging.getLogger("uvicorn.error").addFilter(PARSER_LINE_FILTER)  # (once: a filter already there is not added again)
 
     class BoundedHead(HttpToolsProtocol):
         """Counts the bytes and the time a request's head takes: too many bytes get 431 (414 when the request line
@@ -128,14 +147,14 @@ def protocol() -> Any:
                     if refusal is not None:  # refused before the parser buffers any of it
                         self._refuse(*refusal)
                         return
-                    super().data_received(data[:fed])
+                    self._feed(data[:fed])
                 else:  # a body, fed up to where its request can end: a head pipelined after it is counted as one
                     if self._body_left is None:
                         fed = self._to_blank_line(data)  # a chunked body ends with a blank line
                     else:
                         fed = min(len(data), self._body_left) or len(data)  # (0 left, no end: an upgrade's; all, as before)
                     self._body_seen = False
-                    super().data_received(data[:fed])
+                    self._feed(data[:fed])
                     if not self._heading and not self.transport.is_closing():
                         self._bare = 0 if self._body_seen else self._bare + fed
                         if self._bare > MAX_HEAD_BYTES:  # bytes that are no body: a chunked body's trailer fields growing
@@ -144,6 +163,15 @@ def protocol() -> Any:
                 data = data[fed:]  # the rest: a body, or the next pipelined head, counted on its own
                 if self.transport.is_closing() or self.transport.get_protocol() is not self:  # closed, or a websocket
                     return  # now: uvicorn hands it the head alone, as when the rest came in the same read
+
+        def _feed(self, data: bytes) -> None:
+            """Hand `data` to uvicorn's protocol and its parser, uvicorn's line for a request the parser refuses left out
+            (`_ParserLineFilter`): send_400_response logs songfeat's own."""
+            _feeding.songfeat = True
+            try:
+                super().data_received(data)
+            finally:
+                _feeding.songfeat = False
 
         def _to_blank_line(self, data: bytes) -> int:
             """How many bytes of `data` come up to the next blank line (one begun in the last read included), or all."""
@@ -192,8 +220,12 @@ def protocol() -> Any:
             """The parser's rejections (a malformed request line, header or length) in Spotify's error shape, saying
             what the parser found (`Duplicate Content-Length`), not uvicorn's `msg`, the same for every one. uvicorn
             calls it only inside data_received's `except httptools.HttpParserError:`, so the error in hand is the
-            parser's."""
-            self._refuse(400, f"malformed HTTP request: {_parser_reason(sys.exc_info()[1])}")
+            parser's. Logged in one line naming the client and the problem, in place of uvicorn's "Invalid HTTP request
+            received." (until 2026-12-06 both, the one naming nothing beside the client's answer naming it)."""
+            reason = _parser_reason(sys.exc_info()[1])
+            LOG.warning("songfeat: refused a malformed HTTP request%s: %s",
+                        f" from {self.client[0]}:{self.client[1]}" if self.client else "", reason)
+            self._refuse(400, f"malformed HTTP request: {reason}")
 
         def _start_head_timer(self) -> None:
             self._stop_head_timer()

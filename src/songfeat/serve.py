@@ -8,7 +8,8 @@ unless origins are given (`cors_origins`, `--cors-origin`). Requests that change
 refused when a browser says another origin's page sent them (`cross_origin_refusal`): such a page can send a form's POST
 without CORS's consent, and without a token the server would act on it. Served on a loopback address, it answers only
 requests addressed to a loopback name (`TrustedHosts`, `--allowed-host` for others): a page whose own name was pointed at
-127.0.0.1 (DNS rebinding) is same-origin to it, and would otherwise read and post as the user.
+127.0.0.1 (DNS rebinding) is same-origin to it, and would otherwise read and post as the user. `app_from_env` is the
+same app for another ASGI server (`uvicorn songfeat.serve:app_from_env --factory`), its settings from SONGFEAT_* variables.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional
@@ -105,6 +106,11 @@ def _check_id(ident: str) -> None:
 def _unknown(ident: str) -> ApiError:
     """The 404 of an id the index lacks, once the start-up scan has ended (`ready` answers 503 until then)."""
     return ApiError(404, f"no track with id {ident} in this library")
+
+
+def cli_option(name: str, value: str = "") -> str:
+    """How a message names one of `songfeat serve`'s options, with a value if given: `--allowed-host music.lan`."""
+    return f"--{name} {value}".rstrip()
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
@@ -324,6 +330,25 @@ class HeadLimit:
         await self.app(scope, receive, send)
 
 
+class Expectations:
+    """417 Expectation Failed, in Spotify's shape and naming the header, for a request whose `Expect` header asks for
+    anything but `100-continue`, the one expectation HTTP defines (RFC 9110, 10.1.1: a server may refuse the others so).
+    Until 2026-12-06 such a header was ignored, and a client waiting for its expectation to be met was answered as if it
+    had sent none. Members are compared without case; empty ones are ignored, as a list's are (RFC 9110, 5.6.1)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for key, value in scope["headers"]:
+                if key == b"expect" and any(m.strip(b" \t").lower() not in (b"", b"100-continue") for m in value.split(b",")):
+                    message = (f"Expect header {_shown_field(value.decode('latin-1'))} cannot be met: this server meets "
+                               "only 'Expect: 100-continue'; send the request without it")
+                    return await error_response(417, message)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class TrustedHosts:
     """A DNS-rebinding defence: requests are answered only when their Host header names a loopback host (localhost,
     `*.localhost`, 127.0.0.0/8, ::1 however spelled) or one of `allowed` (`check_allowed_host`'s: names, `*.` and a
@@ -334,8 +359,9 @@ class TrustedHosts:
     names under it; its plain-text 400 and lack of address ranges are why it is not used as is); addresses are compared
     as addresses (127.0.0.0/8, an IPv6 address's spellings). Ports are not compared: the socket decides those."""
 
-    def __init__(self, app, allowed: Iterable[str] = (), loopback: bool = True):
-        self.app, self.loopback, allowed = app, loopback, list(allowed)
+    def __init__(self, app, allowed: Iterable[str] = (), loopback: bool = True,
+                 option: Callable[[str, str], str] = cli_option):
+        self.app, self.loopback, self.option, allowed = app, loopback, option, list(allowed)
         self.addresses = {a for a in map(_address, allowed) if a is not None}
         names = [*LOOPBACK_NAMES, *(h for h in allowed if _address(h) is None)]
         self.names = {n for n in names if not n.startswith("*.")}
@@ -364,7 +390,7 @@ class TrustedHosts:
         name = parsed[0].removesuffix(".") if parsed else ""  # `localhost.` is localhost
         address = _address(name)
         if address is None and not (HOST_NAME.fullmatch(name) and "*" not in name):
-            return f"malformed Host header {_shown(hosts[0])}: give host[:port]"
+            return f"malformed Host header {_shown_field(hosts[0])}: give host[:port]"
         if address is not None:
             admitted = address.is_loopback or address in self.addresses
         else:
@@ -372,10 +398,10 @@ class TrustedHosts:
         if admitted:
             return None
         served = "listens on a loopback address and answers" if self.loopback else "answers"
-        return (f"Host {_shown(hosts[0])} refused: this server {served} only requests addressed to {LOOPBACK_SHOWN} or a "
-                "name given with --allowed-host. A web page whose own name was pointed at this machine (DNS rebinding) "
-                "sends its name; to reach the server under that name yourself (a reverse proxy, a LAN name), start it "
-                f"with --allowed-host {name if len(name) <= 100 else 'NAME'}")
+        return (f"Host {_shown_field(hosts[0])} refused: this server {served} only requests addressed to {LOOPBACK_SHOWN} "
+                f"or a name given with {self.option('allowed-host')}. A web page whose own name was pointed at this machine (DNS "
+                "rebinding) sends its name; to reach the server under that name yourself (a reverse proxy, a LAN name), "
+                f"start it with {self.option('allowed-host', name if len(name) <= 100 else 'NAME')}")
 
 
 # ---- uploads ----------------------------------------------------------------------------------------
@@ -616,10 +642,20 @@ def is_same_origin(origin: str, scheme: str, host: str | None) -> bool:
 
 
 def _shown(text: str, limit: int = 100) -> str:
-    """A header's value as a message shows it: as is when short and printable, else quoted and cut."""
+    """A name (an upload's) as a message shows it: as is when short and printable, else quoted and cut."""
     if 0 < len(text) <= limit and text.isprintable():
         return text
     return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def _shown_field(value: str, limit: int = 100) -> str:
+    """A header field's value as a message shows it: as is when short printable ASCII, else its bytes quoted, every
+    other byte escaped (`'m\\xc3\\xbcsic.lan'`), and cut. A field carries bytes, which Starlette reads as latin-1: shown
+    as that text, a UTF-8 name came out garbled (`mÃ¼sic.lan`, until 2026-12-06)."""
+    raw = value.encode("latin-1", "replace")
+    if 0 < len(raw) <= limit and value.isascii() and value.isprintable():
+        return value
+    return repr(raw[:limit])[1:] + ("..." if len(raw) > limit else "")
 
 
 def cross_origin_refusal(method: str, path: str, headers: Headers, scheme: str) -> str | None:
@@ -644,8 +680,8 @@ def cross_origin_refusal(method: str, path: str, headers: Headers, scheme: str) 
     if not (other if sites else foreign):
         return None
     sender = (foreign or origins or [None])[0]
-    who = (f"a page of another origin (Sec-Fetch-Site: {_shown(other[0], 20)})" if sender is None
-           else "a sandboxed or file:// page (Origin: null)" if sender == "null" else f"a page at {_shown(sender)}")
+    who = (f"a page of another origin (Sec-Fetch-Site: {_shown_field(other[0], 20)})" if sender is None
+           else "a sandboxed or file:// page (Origin: null)" if sender == "null" else f"a page at {_shown_field(sender)}")
     return (f"cross-origin request refused: {who} may not {method} {path}. Requests that change the library are taken "
             "only from clients that send no Origin header (curl, scripts, spotipy) and from this server's own pages; "
             "--cors-origin opens the GET routes only")
@@ -654,12 +690,14 @@ def cross_origin_refusal(method: str, path: str, headers: Headers, scheme: str) 
 def create_app(library: Library, token: str | None = None, max_upload_mb: float = UPLOAD_MB, wait_seconds: float = WAIT_SECONDS,
                rehash: bool = False, rescan_interval: float = 0.0, start: bool = True,
                cors_origins: str | Iterable[str] = (), allowed_hosts: str | Iterable[str] = (),
-               bind: str = "127.0.0.1") -> FastAPI:
+               bind: str | None = "127.0.0.1", option: Callable[[str, str], str] = cli_option) -> FastAPI:
     """The FastAPI app over `library`; with `start`, its lifespan starts and stops the library's workers; with
     `cors_origins`, browser pages from those origins (`*`: any) may call its GET routes. `bind` is the address it is
     served on (`run` passes its socket's): on a loopback one, requests are answered only when their Host header names a
     loopback host or one of `allowed_hosts` (`TrustedHosts`, a DNS-rebinding defence); on any other, the operator chose
-    to expose it, and Host is checked only when `allowed_hosts` are given; `*` among them turns the check off."""
+    to expose it, and Host is checked only when `allowed_hosts` are given; `*` among them turns the check off. None: not
+    known (another server runs the app, `app_from_env`), and Host is checked as on a loopback one. `option` names the
+    settings in messages (`--allowed-host NAME`; `env_option` for `app_from_env`'s variables)."""
     check_token(token)
     cors_origins = [check_cors_origin(o) for o in ([cors_origins] if isinstance(cors_origins, str) else cors_origins)]
     allowed_hosts = [check_allowed_host(h) for h in ([allowed_hosts] if isinstance(allowed_hosts, str) else allowed_hosts)]
@@ -680,11 +718,13 @@ def create_app(library: Library, token: str | None = None, max_upload_mb: float 
     app = FastAPI(title="songfeat", version="1", lifespan=lifespan, redirect_slashes=False,
                   description="Spotify's audio-features API over your own music library, analysed offline by songfeat.")
     metrics = Metrics(library)
-    if "*" not in allowed_hosts and (is_loopback(bind) or allowed_hosts):
-        # innermost: a refused Host is counted in the metrics, answered HEAD as GET, and carries the CORS headers, so an
-        # allowed page that calls this server under a name not allowed reads why. Preflights are answered before it:
-        # they read nothing, and a rebinding page, being same-origin, sends none
-        app.add_middleware(TrustedHosts, allowed=allowed_hosts, loopback=is_loopback(bind))
+    app.add_middleware(Expectations)  # innermost, inside the Host check: a refusal counted, HEAD as GET, CORS headers
+    if "*" not in allowed_hosts and (bind is None or is_loopback(bind) or allowed_hosts):
+        # inside all but Expectations: a refused Host is counted in the metrics, answered HEAD as GET, and carries the
+        # CORS headers, so an allowed page that calls this server under a name not allowed reads why. Preflights are
+        # answered before it: they read nothing, and a rebinding page, being same-origin, sends none
+        app.add_middleware(TrustedHosts, allowed=allowed_hosts, loopback=bind is not None and is_loopback(bind),
+                           option=option)
     if cors_origins:  # inside the metrics: preflights are answered before the routes' token check, and are counted
         # Starlette's 500 is made by its ServerErrorMiddleware, outside every middleware added: one inside Cors makes it
         # there instead, so a page may read it (it re-raises: the outer one sees the response begun, uvicorn logs it)
@@ -919,3 +959,114 @@ def run(library: Library, host: str = "127.0.0.1", port: int = 8080, token: str 
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is the way to stop a server
         pass
+
+
+def unsafe_settings(token: str | None, cors_origins: Iterable[str], allowed_hosts: Iterable[str], loopback: bool,
+                    option: Callable[[str, str], str] = cli_option) -> list[str]:
+    """Warning lines for settings that open the library to web pages (CORS or the Host check off without a token), each
+    setting named by `option` (`--cors-origin '*'` for `songfeat serve`, `SONGFEAT_CORS_ORIGIN='*'` for `app_from_env`)."""
+    lines = []
+    if not token and "*" in cors_origins:
+        lines.append(f"{option('cors-origin', repr('*'))} without {option('token')}: any web page its users open can read "
+                     "the library")
+    if not token and "*" in allowed_hosts and loopback:
+        lines.append(f"{option('allowed-host', repr('*'))} without {option('token')}: a web page whose name is pointed at "
+                     "this machine (DNS rebinding) can read the library and upload")
+    return lines
+
+
+ENV_OPTIONS = ("library", "db", "workers", "token", "rescan", "rescan-interval", "max-upload-mb", "time-limit",
+               "cors-origin", "allowed-host", "quiet")  # `songfeat serve`'s own options: --host and --port are the server's
+TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_name(option: str) -> str:
+    """The variable `app_from_env` reads for a `songfeat serve` option: `--rescan-interval` is SONGFEAT_RESCAN_INTERVAL."""
+    return "SONGFEAT_" + option.upper().replace("-", "_")
+
+
+def env_option(name: str, value: str = "") -> str:
+    """`cli_option` for `app_from_env`: a message names its variables (`SONGFEAT_ALLOWED_HOST=music.lan`)."""
+    return f"{env_name(name)}={value}" if value else env_name(name)
+
+
+def settings_from_env(environ: Mapping[str, str]) -> dict:
+    """`songfeat serve`'s settings from `environ`'s SONGFEAT_* variables (`env_name`), with its defaults and checks, as
+    keyword arguments: `library`, `db`, `workers`, `time_limit`, `quiet` and `create_app`'s. SongfeatError naming the
+    variable and what to give for a missing SONGFEAT_LIBRARY or a value `songfeat serve` would refuse."""
+    from .analyze import auto_workers
+    from .errors import SongfeatError
+
+    get = {option: environ.get(env_name(option)) for option in ENV_OPTIONS}
+    if not (get["library"] or "").strip():
+        raise SongfeatError(None, f"{env_name('library')} is not set: give the music folder to serve, e.g. "
+                                  f"{env_name('library')}=~/Music uvicorn songfeat.serve:app_from_env --factory")
+    library = Path(get["library"]).expanduser()
+    if not library.is_dir():
+        raise SongfeatError(None, f"{env_name('library')}={library}: "
+                                  f"{'not a folder' if library.exists() else 'no such folder'}")
+
+    def number(option: str, default: float, least: float, kind: type = float) -> float:
+        text = (get[option] or "").strip()
+        if not text:
+            return default
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= least:  # (nan is no number here)
+            raise SongfeatError(None, f"{env_name(option)}={text!r}: give a {'whole ' if kind is int else ''}number of at "
+                                      f"least {least:g}")
+        return value
+
+    def flag(option: str) -> bool:
+        text = (get[option] or "").strip().lower()
+        if text not in TRUE + FALSE:
+            raise SongfeatError(None, f"{env_name(option)}={get[option]!r}: give 1 or 0 (true or false)")
+        return text in TRUE
+
+    def checked(option: str, check: Callable[[str], str]) -> list[str]:
+        try:
+            return [check(v) for v in re.split(r"[\s,]+", get[option] or "") if v]
+        except ValueError as e:
+            raise SongfeatError(None, f"{env_name(option)}: {e}") from None
+
+    try:
+        check_token(get["token"])
+    except ValueError as e:
+        raise SongfeatError(None, f"{env_name('token')}: {e}") from None
+    return {"library": library, "db": Path(get["db"]).expanduser() if (get["db"] or "").strip() else None,
+            "workers": number("workers", 0, 1, int) or auto_workers(1 << 30),
+            "time_limit": number("time-limit", 300.0, 1.0), "quiet": flag("quiet"), "token": get["token"],
+            "rehash": flag("rescan"), "rescan_interval": number("rescan-interval", 60.0, 0.0),
+            "max_upload_mb": number("max-upload-mb", UPLOAD_MB, 0.001),
+            "cors_origins": checked("cors-origin", check_cors_origin),
+            "allowed_hosts": checked("allowed-host", check_allowed_host)}
+
+
+def app_from_env() -> FastAPI:
+    """The app `songfeat serve` runs, for another ASGI server: `uvicorn songfeat.serve:app_from_env --factory`, settings
+    from SONGFEAT_* variables (`settings_from_env`). The index's serving lock is taken here, so a second process on the
+    library (`uvicorn --workers 2`) stops at once. A missing or bad setting, or a library that cannot be served, is one
+    line on stderr and exit 3 (uvicorn's status, and gunicorn's, for an app that cannot start), not a traceback."""
+    from .errors import SongfeatError
+    from .runtime import usable_cpus
+
+    try:
+        settings = settings_from_env(os.environ)
+        quiet, workers, cpus = settings.pop("quiet"), settings.pop("workers"), usable_cpus()
+        library = Library(settings.pop("library"), db=settings.pop("db"), workers=min(workers, cpus),
+                          time_limit=settings.pop("time_limit"))
+        library.claim()
+    except SongfeatError as e:
+        print(f"songfeat: error: {e}", file=sys.stderr)
+        raise SystemExit(3) from None
+    if workers > cpus:  # each worker holds the model: more than the CPUs cost memory and gain nothing (as --workers)
+        print(f"songfeat: warning: {env_name('workers')}={workers} is more than the {cpus} usable CPUs here; using {cpus}",
+              file=sys.stderr)
+    for line in unsafe_settings(settings["token"], settings["cors_origins"], settings["allowed_hosts"], True, env_option):
+        print(f"songfeat: warning: {line}", file=sys.stderr)
+    console_log(quiet)
+    logging.getLogger(__name__).info(f"songfeat: serving {library.root} (index {library.index.path}, {library.workers} "
+                                     f"worker{'s' if library.workers != 1 else ''})")
+    return create_app(library, **settings, bind=None, option=env_option)
