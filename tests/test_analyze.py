@@ -694,6 +694,36 @@ def test_cli_draws_one_files_progress_window_by_window(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path), "-f", "jsonl"])
     assert r.exit_code == 0 and asked[1] is None  # several files: the bar counts files
 
+def test_cli_batch_off_a_terminal_says_how_far_it_is_in_plain_lines(tmp_path, monkeypatch):
+    """A batch with stderr in a log file said nothing until it ended (the bar was for terminals only); now a plain line
+    every SONGFEAT_PROGRESS_INTERVAL seconds (0 here: every file) and a last one, the rows on stdout as they were."""
+    from typer.testing import CliRunner
+
+    from songfeat import cli
+    from songfeat.analyze import Outcome
+
+    def fake_many(files, on_progress=None, **kwargs):
+        assert on_progress is None  # a lone file's seconds are drawn on a terminal only
+        for f in files:
+            yield Outcome(str(f), features={"energy": 0.5}) if f.name != "s1.wav" else Outcome(str(f), error="bad")
+
+    monkeypatch.setenv("SONGFEAT_PROGRESS_INTERVAL", "0")
+    monkeypatch.setattr(sys.modules["songfeat.analyze"], "analyze_many", fake_many)
+    for i in range(3):
+        write(tmp_path / f"s{i}.wav", music(1.5, seed=i))
+    r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path), "-f", "jsonl"])
+    assert r.exit_code == 1
+    assert [json.loads(line)["path"] for line in r.stdout.splitlines()] == [str(tmp_path / f"s{i}.wav") for i in (0, 2)]
+    lines = [line.split(", ")[0] for line in r.stderr.splitlines()]
+    assert lines == ["songfeat: analysing: 1/3 (33%)", "songfeat: analysing: 2/3 (67%)", "songfeat: error: bad",
+                     "songfeat: analysing: 3/3 (100%)", "songfeat: analysing: 3/3 (100%)",
+                     "songfeat: 1 of 3 inputs failed"], r.stderr
+    assert r.stderr.splitlines()[-2].endswith(" elapsed (done)")
+    monkeypatch.delenv("SONGFEAT_PROGRESS_INTERVAL")
+    r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path), "-f", "jsonl"])  # done within 30 s: no line
+    assert r.stderr.splitlines() == ["songfeat: error: bad", "songfeat: 1 of 3 inputs failed"]
+
+
 @pytest.mark.parametrize("files", [1, 2])
 def test_a_bar_on_a_terminal_leaves_stdout_to_the_results(tmp_path, files):
     """With stderr a terminal and stdout a file, the results went to the terminal through the bar's console (rich's

@@ -85,7 +85,7 @@ def test_check_behaviour_prints_rules_and_catalogue_ranges_or_skips_them_without
     m = pd.DataFrame({"file": ["clips/piano.mp3"], "path": ["/p"], "category": ["instrumental_classical_acoustic"],
                       "half": ["check"], "rules": [behaviour.parse_rules("instrumentalness>0.5")]})
     outs = {"/p": {t: 0.5 for t in TARGETS} | {"instrumentalness": 0.9}}
-    monkeypatch.setattr(behaviour, "analyze_clips", lambda shared, model=None, workers=1: (m, outs))
+    monkeypatch.setattr(behaviour, "analyze_clips", lambda shared, model=None, workers=1, progress=None: (m, outs))
     cat = pd.DataFrame({t: [i / 999 for i in range(1000)] for t in TARGETS})
     monkeypatch.setattr(sources, "catalogue_frame", lambda shared: cat)
     r = CliRunner().invoke(app, ["check-behaviour", "--shared", str(tmp_path)])

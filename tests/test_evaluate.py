@@ -482,3 +482,13 @@ def test_a_stack_models_cv_refits_each_feature_on_the_clips_labelled_with_it():
     w1, b1, zm1, zs1, _ = fit_head(z[tr], y[tr, 1:] - base[tr, 1:])
     assert np.allclose(got[:, 1], base[test, 1] + ((z[test] - zm1) / zs1) @ np.ravel(w1) + np.ravel(b1)[0])
     assert np.allclose(got[:, 0], (base[test] + ((z[test] - zm) / zs) @ w.T + b)[:, 0])
+
+
+def test_model_label_names_the_numeric_inputs_a_bundle_read():
+    """`compare` told numeric-mlp on label inputs from numeric-mlp on measured ones only by the folders' names."""
+    from songfeat.evaluate import model_label
+
+    assert model_label({"model": "numeric-mlp", "numeric_source": "measured"}) == "numeric-mlp, measured inputs"
+    assert model_label({"model": "numeric-mlp", "numeric_source": "labels"}) == "numeric-mlp, label inputs"
+    assert model_label({"model": "cnn-simple", "numeric_source": None}) == "cnn-simple"
+    assert model_label({}) is None

@@ -180,7 +180,8 @@ def analyze_clips(shared: str | Path, model: str | Path | None = None, workers: 
                   progress: bool | None = None) -> tuple[pd.DataFrame, dict]:
     """Analyze every behaviour clip with `songfeat analyze`'s own path -> (manifest, path -> features or error line).
 
-    `progress` (default: when stderr is a terminal) shows a bar on stderr: the clips take minutes, which passed in silence.
+    `progress` (default: when stderr is a terminal) shows how far it is on stderr (`progress.bar`): the clips take
+    minutes, which passed in silence.
     """
     from .analyze import analyze_many
 

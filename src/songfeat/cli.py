@@ -358,6 +358,8 @@ STDIN_MAX_BYTES = 1 << 30
 
 
 def _progress_on() -> bool:
+    """Whether stderr is a terminal, where a lone file's seconds analysed are drawn (seconds of work, not minutes: no
+    plain lines for them elsewhere). Longer work is given progress=True: `progress.bar` draws or prints it."""
     return sys.stderr.isatty()
 
 
@@ -504,14 +506,14 @@ def analyze(
         raise fail(str(e)) from None
     todo = [f for f in files if str(f) not in writer.done]
     progress = None
-    if _progress_on() and todo:  # files done, or for a lone file its seconds analysed, window by window
+    if len(todo) > 1 or (todo and _progress_on()):  # files done, or on a terminal a lone file's seconds analysed
         progress, task = _bar("analysing", len(todo)) if len(todo) > 1 else _bar(f"analysing {todo[0].name}")
 
     on_window = (lambda _path, done, total: _show_seconds(progress, task, done, total)) \
         if progress is not None and len(todo) == 1 else None
 
     def say(line: str) -> None:  # above the progress bar while it shows
-        if progress is None:
+        if progress is None or progress.disable:
             typer.echo(one_line(line), err=True)
         else:
             progress.console.print(one_line(line), markup=False, highlight=False, soft_wrap=True)
@@ -862,7 +864,7 @@ def evaluate_audio(
     # its clips are read afresh each run (no record cache): an interrupted run keeps nothing
     with _songfeat_warnings(), _interrupted("interrupted; nothing was written (a rerun reads every clip again)"):
         try:  # a repeated file for one id: one warning line, not Python's two
-            result = run(labels, audio, model=model, cv=cv, workers=workers, progress=_progress_on())
+            result = run(labels, audio, model=model, cv=cv, workers=workers, progress=True)
         except WorkFailed as e:  # too few clips would analyse: each one's reason, then why nothing was scored
             for line in e.failed:
                 typer.echo(one_line(f"songfeat: error: {line}"), err=True)
@@ -917,7 +919,7 @@ def train_default(
             f"{_cache_kept(cache)}")
     try:
         with _interrupted(kept):
-            path = run(shared, out or DEFAULT_DIR, seed=seed, progress=_progress_on(), cache=cache, workers=workers)
+            path = run(shared, out or DEFAULT_DIR, seed=seed, progress=True, cache=cache, workers=workers)
     except SongfeatError as e:
         raise fail(str(e)) from None
     typer.echo(f"wrote {path}")
@@ -980,7 +982,7 @@ def evaluate_sources_cmd(
         with _interrupted(f"interrupted; nothing was written; {_cache_kept(cache)}"):
             for k in range(seeds):
                     runs.append(evaluate_sources(shared, model=model, cache=cache or DEFAULT_CACHE, workers=workers,
-                                             progress=_progress_on(),
+                                             progress=True,
                                              cfg=replace(base, seed=base.seed + k), select=nested,
                                              losses=LOSSES if choose_loss else None, stretch=stretch))
     except SongfeatError as e:
@@ -1032,7 +1034,7 @@ def train_heads_cmd(
                 code = 2  # a refusal before the clips are read; 1 once the work ran (README, "Exit status")
                 try:
                     path, heads = train_heads(labels, audio, out, base_model=model, cache=cache, workers=workers,
-                                              progress=_progress_on(), cv=cv)
+                                              progress=True, cv=cv)
                 except WorkFailed as e:  # too few clips analysed to fit, or a bundle it could not write
                     error, code = str(e), 1
                 except SongfeatError as e:
@@ -1101,7 +1103,7 @@ def check_behaviour_cmd(
     _check_pictures(plot)
     try:  # the clips are analysed afresh each run (no record cache)
         with _interrupted("interrupted; nothing was written (a rerun analyses every clip again)"):
-            manifest, outputs = analyze_clips(shared, model=model, workers=workers)
+            manifest, outputs = analyze_clips(shared, model=model, workers=workers, progress=True)
     except (SongfeatError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     sel = None if half == "all" else half
@@ -1177,7 +1179,7 @@ def build_cmd(
             # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
             runner = distributed.clip_runner(concurrency=workers,
                                              join=lambda: distributed.init(address, verbose=verbose))
-        report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=_progress_on(),
+        report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=True,
                              limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
                              verbose=verbose, runner=runner)
     dropped = report.label_rows_dropped_lines
@@ -1236,7 +1238,7 @@ def train_cmd(
         path = train_bundle(model, store, out, targets=_target_list(targets), epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed, split=split, numeric_source=numeric_source,
                             hparams=hp or None, device=device, early_stop_patience=patience or None,
-                            progress=_progress_on())
+                            progress=True)
     _warn_left_out(path)
     typer.echo(f"wrote {path}")
 
@@ -1249,16 +1251,25 @@ def _warn_few_clips(result: dict, bundle: Path) -> None:
         typer.echo(one_line(f"songfeat: warning: {few}"), err=True)
 
 
-def _warn_left_out(bundle: Path) -> None:
-    """Say how many of the store's clips training left out for lacking a target or input (only the bundle's provenance
-    knew: 40 of 100 clips could go unused without a word), and when the test part was too small to score."""
+def _bundle_config(bundle: Path) -> dict:
+    """A bundle's config.json, or {} when it cannot be read (what the caller says from it is then left unsaid)."""
     import json
 
     try:
         config = json.loads((Path(bundle) / "config.json").read_text())
-        prov = config.get("provenance") or {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _warn_left_out(bundle: Path) -> None:
+    """Say how many of the store's clips training left out for lacking a target or input (only the bundle's provenance
+    knew: 40 of 100 clips could go unused without a word), and when the test part was too small to score, or scored on
+    too few clips to mean much (as `evaluate` says it)."""
+    config = _bundle_config(bundle)
+    if not config:
         return
+    prov = config.get("provenance") or {}
     n, gaps = prov.get("dropped_missing") or 0, prov.get("missing_by_column") or {}
     if n:
         why = ", ".join(f"{c} in {k}" for c, k in sorted(gaps.items(), key=lambda x: -x[1]))
@@ -1268,6 +1279,8 @@ def _warn_left_out(bundle: Path) -> None:
         n_test = counted(prov.get("n_test", 0), "clip")
         typer.echo(f"songfeat: warning: {bundle}: its test part holds {n_test}, too few to score: no held-out metrics "
                    "were recorded and `songfeat evaluate` cannot score it; train on more clips", err=True)
+    elif isinstance(config["metrics"], dict):
+        _warn_few_clips(config["metrics"], bundle)
 
 
 @app.command("evaluate")
@@ -1297,13 +1310,15 @@ def compare_cmd(
     split: str = typer.Option("test", "--split", help="Which recorded split to score: test (held out), val or train."),
 ) -> None:
     """Bundles side by side on their held-out splits, like the report's Tables 1–4 (MSE/MAE, then Pearson)."""
-    from .evaluate import compare, evaluate_bundle
+    from .evaluate import compare, evaluate_bundle, model_label
 
     with _exit_status((ValueError, KeyError), os_status=2), _interrupted("interrupted; nothing was written"):
         results = [evaluate_bundle(b, store, split=split) for b in bundles]
     for r, b in zip(results, bundles):
         _warn_few_clips(r, b)
-    typer.echo(compare(results, labels=[f"{r['model']} ({Path(b).name})" for r, b in zip(results, bundles)]))
+    # numeric-mlp on label inputs or on measured ones were told apart only by their folders' names
+    typer.echo(compare(results, labels=[f"{model_label(_bundle_config(b)) or r['model']} ({Path(b).name})"
+                                        for r, b in zip(results, bundles)]))
 
 
 # ---- data collection: collect / download -------------------------------------------------------
@@ -1345,7 +1360,7 @@ def collect_cmd(
                 report = collect(genres, per_genre, out, client_id=client_id, client_secret=client_secret,
                                  api_url=api_url, token_url=token_url, features=features,
                                  require_preview=require_preview, policy=_retry_policy(retries, backoff, max_wait),
-                                 progress=_progress_on(), on_message=_note)
+                                 progress=True, on_message=_note)
         except SpotifyAPIError as e:  # (a WorkFailed) said with where the progress is
             raise fail(f"{e} (progress is kept in {out}; rerun the same command to continue)" if out.exists() else str(e),
                        1) from None
@@ -1375,7 +1390,7 @@ def download_cmd(
     with _exit_status(), _interrupted(f"interrupted; files already in {out} are complete; rerun the same command to "
                                       "continue"):
         report = download(tracks, out, concurrency=concurrency, timeout=timeout,
-                          policy=_retry_policy(retries, backoff, max_wait), progress=_progress_on(), on_message=_note)
+                          policy=_retry_policy(retries, backoff, max_wait), progress=True, on_message=_note)
     for f in report.failures[:5]:
         typer.echo(one_line(f"songfeat: error: {short_id(f.track_id)}: {f.url}: {f.reason}"), err=True)
     if len(report.failures) > 5:

@@ -361,6 +361,16 @@ def _clips_digest(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, ids))).encode("utf-8")).hexdigest()[:16]
 
 
+def model_label(config: dict) -> str | None:
+    """A bundle's model family with the variant its `config` records that changes what it reads: numeric-mlp's (or
+    the combiner's) label inputs or measured inputs (`train --numeric-source`). None when it names no model."""
+    model = config.get("model")
+    if not model:
+        return None
+    inputs = {"labels": "label inputs", "measured": "measured inputs"}.get(config.get("numeric_source"))
+    return f"{model}, {inputs}" if inputs else str(model)
+
+
 def compare(results: Sequence[dict], labels: Sequence[str] | None = None, metrics: Sequence[str] = ("mse", "mae"),
             pearson_table: bool = True) -> str:
     """Results side by side as markdown, like the report's Tables 1–4: a row per model, 'MSE/MAE' per target.

@@ -23,7 +23,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -389,8 +388,9 @@ class _lock:
 
 
 def _progress(enabled: bool, total: int, completed: int):
-    """A rich progress bar on stderr, or None when disabled or stderr is not a terminal."""
-    if not enabled or not sys.stderr.isatty():
+    """Progress on stderr (`progress.bar`: a bar on a terminal, plain lines now and then elsewhere), or None when
+    disabled."""
+    if not enabled:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
