@@ -832,6 +832,28 @@ def test_no_beat_is_tempo_0(tmp_path: Path, kind: str) -> None:
     assert (tmp_path / "no_beat.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("kind", ["one click", "20-BPM metronome", "two short notes", "30-BPM metronome"])
+def test_the_track_has_a_beat_exactly_when_analyze_does(tmp_path: Path, kind: str) -> None:
+    # the track block is `songfeat analyze`'s, but for a second no-beat rule of its own: one click in 20 s of zeros read
+    # tempo 0 here and 101.3 BPM in analyze; clicks 3 s apart and two notes 10 s apart read 80 and 152 BPM in both,
+    # with beats laid through the silences between them. `descriptors` now decides it for both
+    from songfeat import descriptors as D
+    from songfeat.analyze import measured_values
+
+    y = {"one click": lambda: synth.placed(20.0, [(10.0, synth.click_track(60.0, 0.1))]),
+         "20-BPM metronome": lambda: synth.click_track(20.0, 40.0, accent_every=4),
+         "two short notes": lambda: synth.placed(20.0, [(4.0, synth.tone(440.0, 0.4, dbfs=-6.0)),
+                                                        (14.0, synth.tone(660.0, 0.4, dbfs=-6.0))]),
+         "30-BPM metronome": lambda: synth.click_track(30.0, 40.0, accent_every=4)}[kind]()
+    path = _write(tmp_path, kind.replace(" ", "_"), y)
+    r = audio_analysis(path)
+    measured = measured_values(D.measure_file(path).to_dict())
+    assert {k: r["track"][k] for k in A.TRACK_MEASURED} == {k: measured[k] for k in A.TRACK_MEASURED}
+    assert (measured["tempo"] > 0) == bool(r["beats"]) == bool(r["bars"]) == (kind == "30-BPM metronome"), measured
+    if not r["beats"]:
+        assert (measured["tempo"], measured["time_signature"]) == (0, 0)
+
+
 def test_drums_under_chords_are_bars_of_four(tmp_path: Path) -> None:
     # 4/4 drums at 110 BPM under a chord a second: the chord changes, every 4 s, outvoted the drums into 7/4 (bars of 7)
     y = synth.drum_pattern(110.0, synth.ROCK[0], 20.0) + synth.chord_progression(0, 1, 20.0, chord_seconds=1.0)

@@ -273,6 +273,52 @@ def test_audio_below_the_loudness_gate_throughout_has_no_beat() -> None:
     assert quiet.loudness_level > D.LUFS_FLOOR and quiet.tempo > 0 and quiet.time_signature >= 3
 
 
+CLICK = synth.click_track(60.0, 0.1)  # one click and its decay
+TOO_BRIEF = {  # sound that never lasts two beat periods, its silences too long to be rests of a pulse
+    "one click in 20 s": lambda: synth.placed(20.0, [(10.0, CLICK)]),
+    "a 20-BPM metronome": lambda: synth.click_track(20.0, 40.0, accent_every=4),
+    "four clicks seconds apart": lambda: synth.placed(20.0, [(t, CLICK) for t in (3.0, 7.5, 12.0, 16.0)]),
+    "two short notes 10 s apart": lambda: synth.placed(20.0, [(4.0, synth.tone(440.0, 0.4, dbfs=-6.0)),
+                                                              (14.0, synth.tone(660.0, 0.4, dbfs=-6.0))]),
+}
+
+
+@pytest.mark.parametrize("name", TOO_BRIEF)
+def test_sound_too_brief_to_carry_a_beat_has_none(name: str) -> None:
+    """One click in 20 s of zeros read 101.3 BPM in 4/4 (confidence 0.01), lone clicks and notes 53-152 BPM, where
+    `analysis` laid no beat (one click) or laid beats through the silences: no beat, as Spotify's tempo 0."""
+    d = D.measure(TOO_BRIEF[name]())
+    assert d.loudness_lufs > D.LUFS_FLOOR  # not silence: the loudness gate's rule does not apply
+    assert (d.tempo, d.tempo_confidence, d.tempo_alternatives, d.time_signature, d.time_signature_confidence) == \
+        (0, 0, [], features.NO_METRE, 0), d
+
+
+def _phrases(seconds: float) -> np.ndarray:
+    """Speech-like syllable bursts in 2-s phrases with 0.8-s pauses between them."""
+    return np.concatenate([np.concatenate([synth.speech_like(2.0, seed=i), np.zeros(int(0.8 * SR))])
+                           for i in range(int(seconds / 2.8))]).astype(np.float32)
+
+
+def _music(seconds: float) -> np.ndarray:
+    return (synth.drum_pattern(110.0, synth.ROCK[0], seconds) + synth.chord_progression(0, 1, seconds, chord_seconds=2.0)).astype(np.float32)
+
+
+KEEPS_A_BEAT = {  # sparse, broken or speech-like, but sound that carries a beat
+    "music": lambda: _music(12.0),
+    "music, 8 s of zeros, music": lambda: np.concatenate([_music(12.0), np.zeros(8 * SR, np.float32), _music(12.0)]),
+    "a 60-BPM click track": lambda: synth.click_track(60.0, 30.0),
+    "a 30-BPM metronome (rests of a pulse)": lambda: synth.click_track(30.0, 40.0, accent_every=4),
+    "syllable bursts": lambda: synth.speech_like(20.0),
+    "phrases of syllables": lambda: _phrases(20.0),
+}
+
+
+@pytest.mark.parametrize("name", KEEPS_A_BEAT)
+def test_sparse_or_broken_sound_keeps_its_beat(name: str) -> None:
+    d = D.measure(KEEPS_A_BEAT[name]())
+    assert d.tempo > 0 and d.tempo_alternatives and d.time_signature in D.SPOTIFY_METRES, d
+
+
 def test_no_metre_reaches_models_as_the_4_they_always_read() -> None:
     # Spotify reports time signature 0 where tempo is 0, and so does songfeat now; the models learnt from rows with a
     # metre and were always fed 4 for such clips, so their inputs must not move (a 0 is far outside anything they saw)

@@ -75,3 +75,9 @@ def test_bad_arguments() -> None:
         synth.drum_pattern(120, "KX..")
     with pytest.raises(ValueError):
         synth.compound_pattern(-1.0, 1.0)
+
+
+def test_placed_puts_each_sound_at_its_time_and_cuts_at_the_end() -> None:
+    y = synth.placed(2.0, [(0.5, np.ones(10)), (1.9999, np.ones(100))])
+    assert y.dtype == np.float32 and y.size == 2 * SR
+    assert np.flatnonzero(y).tolist() == list(range(SR // 2, SR // 2 + 10)) + list(range(2 * SR - 4, 2 * SR))

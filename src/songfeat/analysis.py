@@ -8,8 +8,8 @@ dBFS, a 12-bin peak chroma, the 12 timbre coefficients and the waveform peak, pl
 envelope that onsets are placed on. No audio is kept (~22 MB per hour). Then, on the whole song:
 
 * beats: dynamic programming over the onset envelope at the track's beat period (Ellis 2007), each
-  stretch of sound between silences (frames under -59 dBFS for >= 1 s) on its own, so none falls in one; with no
-  beat at all the track's tempo is 0, as Spotify's;
+  stretch of sound between silences (frames under -59 dBFS for >= 1 s) on its own, so none falls in one; whether
+  there is a beat at all is `descriptors`' (`carries_beat`): with none the track's tempo is 0, as Spotify's;
 * bars: beats grouped by the track's time signature, phased on the beat with the strongest bass
   onsets and chord changes; tatums: each beat split in two (or three when triplets dominate);
 * sections: Foote novelty on beat-independent blocks of chroma + timbre + rhythm with a Gaussian
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from . import descriptors as D
-from . import features
 from .analyze import measured_values
+from .descriptors import SILENCE_DBFS, SILENCE_SECONDS, beat_spans, longer, silent_runs
 from .audio import SAMPLE_RATE, AudioInfo, check_windows, header_info, iter_windows, reporting_windows
 
 # --- frame grid (all times below are on it): frame k is centred at sample k * HOP
@@ -91,19 +91,16 @@ FADE_LOOKAHEAD_SECONDS = 2.0  # a fade ends when the envelope stops gaining >= F
 FADE_RISE_DB = 1.0
 SILENCE_REL_DB = 50.0  # frames this far below the song's loudest are silence for the fade search
 # --- silence: digital zeros, dither or a noise floor under -60 dBFS; never a quiet recording (a field recording at -57)
-SILENCE_DBFS = -59.0  # a frame below this is silent: within 1 dB of the -60 floor frame levels are clipped at
 OPEN_SILENCE_SECONDS = 0.5  # a song whose first hit dies into silence within this long opens from silence, as one ...
 OPEN_HIT_SECONDS = 0.015  # ... silent at its start: its first frame is compared with silence (`opens_from_silence`)
-SILENCE_SECONDS = 1.0  # a shorter quiet run is a rest inside the music; a longer one is a segment of its own
-SILENCE_BEATS = 2.0  # ... and beats skip it if it is also this many periods long: over a shorter gap the pulse goes on
+# SILENCE_DBFS (a silent frame), SILENCE_SECONDS (a silence), and the stretches of sound beats are laid on (`beat_spans`,
+# TRACK_BEATS) are `descriptors`': they decide there whether the track has a beat at all, so the two cannot disagree
 SILENT_SECTION_SECONDS = 4.0  # a silence this long is a section of its own (half MIN_SECTION_SECONDS, as at the ends)
-TRACK_BEATS = 2.0  # `track_beats` needs a stretch of sound this many periods long: between two shorter ones a silence is
-# a rest of a sparse pulse (a 30-BPM metronome, tracked at 120 BPM, had every click alone and no beat at all)
 MIN_LOUDNESS_SECONDS = 0.5  # a section is measured on at least this much audio: BS.1770 gates in 0.4-s blocks, so
 # a shorter one (a click between two silent sections) read -60
 TRACK_MEASURED = ("loudness", "tempo", "tempo_confidence", "time_signature", "time_signature_confidence", "key",
                   "key_confidence", "mode", "mode_confidence")  # the track's fields that are `songfeat analyze`'s own
-ANALYZER_VERSION = "songfeat-analysis-5"  # in every object's meta: bumped when the output changes
+ANALYZER_VERSION = "songfeat-analysis-6"  # in every object's meta: bumped when the output changes
 
 
 @lru_cache(maxsize=1)
@@ -296,50 +293,6 @@ def _peak_chroma(p: np.ndarray) -> np.ndarray:
     pc = np.remainder(np.round(f32(69.0) + f32(12.0) * np.log2(freq / f32(440.0))), 12).astype(np.int64)
     out = np.bincount(row * 12 + pc, weights=mid[row, col], minlength=p.shape[0] * 12)
     return out.astype(f32).reshape(-1, 12)
-
-
-# ----------------------------------------------------------------------------------------------
-# silence
-
-
-def silent_runs(level_db: np.ndarray, min_frames: float) -> np.ndarray:
-    """[n, 2] frame spans [start, end) of at least `min_frames` frames, every one below SILENCE_DBFS.
-
-    Nothing there is music: no beats are laid over them, and they get segments (and, when long, sections) of their own.
-    `analyse` finds them once (from SILENCE_SECONDS on); each reader keeps the runs as long as it needs (`longer`).
-    """
-    quiet = np.concatenate([[False], level_db < SILENCE_DBFS, [False]])
-    runs = np.flatnonzero(np.diff(quiet.astype(np.int8))).reshape(-1, 2)
-    return longer(runs, min_frames)
-
-
-def longer(runs: np.ndarray, min_frames: float) -> np.ndarray:
-    """The [n, 2] frame spans of `runs` at least `min_frames` long."""
-    return runs[runs[:, 1] - runs[:, 0] >= min_frames]
-
-
-def sounding_spans(runs: np.ndarray, n_frames: int) -> list[tuple[int, int]]:
-    """Frame spans [start, end) of a song of `n_frames` frames between the silent `runs` (all of it without one)."""
-    edges = np.concatenate([[0], runs.reshape(-1), [n_frames]])
-    return [(int(a), int(b)) for a, b in edges.reshape(-1, 2) if b > a]
-
-
-def beat_spans(silences: np.ndarray, n_frames: int, period: float) -> list[tuple[int, int]]:
-    """Frame spans [start, end) beats are tracked on, one by one: the `sounding_spans` between the `silences`
-    (`silent_runs`) of SILENCE_SECONDS and SILENCE_BEATS periods, joined across a silence with too little sound either
-    side to track.
-
-    A stretch under TRACK_BEATS periods gets no beats of its own; when both neighbours of a silence are that short, the
-    silence is a rest between the hits of a slow pulse, and the pulse carries through it.
-    """
-    spans = sounding_spans(longer(silences, max(SILENCE_SECONDS * FPS, SILENCE_BEATS * period)), n_frames)
-    out = spans[:1]
-    for (pa, pb), (a, b) in zip(spans, spans[1:]):
-        if max(pb - pa, b - a) < TRACK_BEATS * period:
-            out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -949,8 +902,6 @@ def analyse(path: str | Path, on_window: Callable[[float], None] | None = None, 
     rise = onset_rise(fr.fine_db)
     silences = silent_runs(fr.level_db, SILENCE_SECONDS * FPS)  # once: beats, sections and segments each read them
     beats, bars, tatums, beat_times = rhythm(fr, rise, track, duration, silences)
-    if not beats:  # no beat at all (near-silence, one click between silences): as Spotify, tempo 0 and no bar to count
-        track.update(tempo=0.0, tempo_confidence=0.0, time_signature=features.NO_METRE, time_signature_confidence=0.0)
     nov, block = novelty(fr)
     starts = [(0.0, 1.0)] + section_bounds(nov, block, duration, silence_bounds(silences, fr.onset.size))
     sections = []

@@ -19,7 +19,8 @@ How a song is measured (bounded memory, whole-song answer):
   x2) is chosen by Spotify's catalogue tempo prior, its comb evidence and the onsets per beat (which
   separate half from double time), refined to 1/40 frame.
   Confidence is the mean normalised autocorrelation at 1..4 periods; the double and half tempi are
-  `tempo_alternatives`, the better supported first.
+  `tempo_alternatives`, the better supported first. Near-silence, and sound that never lasts two beats (`carries_beat`:
+  one click, lone clicks or notes seconds apart), have no beat: tempo 0, as Spotify's.
 * key/mode: correlation of the tuning-corrected average of the two 36-bin HPCPs, folded to 12, with
   the 24 rotations of the Aarden-Essen key profiles; key -1 when the 12-bin peak chroma is too flat or too unlike any key
   to be tonal (noise, drums).
@@ -84,6 +85,14 @@ PULSE_PRIOR_BPM, PULSE_PRIOR_OCTAVES = 120.0, 1.0  # librosa's broad prior, for 
 # with confidence 0. Noise, hiss, birdsong, street and crowd recordings read 0.01-0.08 here; the least periodic music
 # (an orchestral game theme) 0.12, every preview 0.16 or more. A crowd once read 7/4 at confidence 1.0.
 METRE_MIN_BEAT_CONFIDENCE = 0.1
+# --- no beat: sound that never lasts long enough to carry one (`carries_beat`). Silence as `songfeat.analysis` judges it:
+SILENCE_DBFS = -59.0  # a frame below this is silent: within 1 dB of the -60 floor analysis's frame levels are clipped at
+SILENCE_SECONDS = 1.0  # a shorter quiet run is a rest inside the music; a longer one is a segment of its own
+SILENCE_BEATS = 2.0  # ... and beats skip it if it is also this many periods long: over a shorter gap the pulse goes on
+TRACK_BEATS = 2.0  # a beat needs a stretch of sound this many periods long: between two shorter ones a silence is a rest
+# of a sparse pulse (a 30-BPM metronome, tracked at 120 BPM, had every click alone and no beat at all) ...
+LONGEST_REST_SECONDS = 2.0  # ... if it lasts no longer than this: sounds further apart are heard one by one, not as a
+# pulse (the slowest beat listeners follow is ~30 BPM, 2 s between onsets; a 20-BPM metronome is lone clicks)
 # The chord changes alone cannot make a metre the onsets argue against: when the two onset cues (full band, < 200 Hz)
 # score 4 at least this much above the winner, it is 4. Drums at 110 BPM under chords changing every second (1.83
 # beats, off the beat) read 7/4: the chord changes recur every 4 s (7.3 beats), while the drums repeat every 2 beats
@@ -797,6 +806,65 @@ def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None,
     return int(key), key_conf, mode, mode_conf
 
 
+# ----------------------------------------------------------------------------------------------
+# silence and the stretches of sound a beat can be laid on (`songfeat.analysis` lays its beats on the same)
+
+
+def frame_levels(kw_energy: np.ndarray) -> np.ndarray:
+    """Each frame's level in dBFS (0 = a full-scale sine) from its K-weighted energy per hop (`WindowEvidence.kw_energy`),
+    floored at -120: the nearest the evidence comes to `songfeat.analysis`'s frame level, to judge silence on."""
+    ms = np.asarray(kw_energy, dtype=np.float64) / HOP
+    return 10.0 * np.log10(np.maximum(2.0 * ms, 1e-12))
+
+
+def silent_runs(level_db: np.ndarray, min_frames: float) -> np.ndarray:
+    """[n, 2] frame spans [start, end) of at least `min_frames` frames, every one below SILENCE_DBFS.
+
+    Nothing there is music: no beats are laid over them, and they get segments (and, when long, sections) of their own.
+    `songfeat.analysis` finds them once (from SILENCE_SECONDS on); each reader keeps the runs as long as it needs (`longer`).
+    """
+    quiet = np.concatenate([[False], level_db < SILENCE_DBFS, [False]])
+    runs = np.flatnonzero(np.diff(quiet.astype(np.int8))).reshape(-1, 2)
+    return longer(runs, min_frames)
+
+
+def longer(runs: np.ndarray, min_frames: float) -> np.ndarray:
+    """The [n, 2] frame spans of `runs` at least `min_frames` long."""
+    return runs[runs[:, 1] - runs[:, 0] >= min_frames]
+
+
+def sounding_spans(runs: np.ndarray, n_frames: int) -> list[tuple[int, int]]:
+    """Frame spans [start, end) of a song of `n_frames` frames between the silent `runs` (all of it without one)."""
+    edges = np.concatenate([[0], runs.reshape(-1), [n_frames]])
+    return [(int(a), int(b)) for a, b in edges.reshape(-1, 2) if b > a]
+
+
+def beat_spans(silences: np.ndarray, n_frames: int, period: float, fps: float = SAMPLE_RATE / HOP) -> list[tuple[int, int]]:
+    """Frame spans [start, end) beats are tracked on, one by one: the `sounding_spans` between the `silences`
+    (`silent_runs`) of SILENCE_SECONDS and SILENCE_BEATS periods, joined across a silence of at most LONGEST_REST_SECONDS
+    with too little sound either side to track (`fps` frames a second).
+
+    A stretch under TRACK_BEATS periods gets no beats of its own; when both neighbours of a short enough silence are that
+    short, the silence is a rest between the hits of a slow pulse, and the pulse carries through it.
+    """
+    spans = sounding_spans(longer(silences, max(SILENCE_SECONDS * fps, SILENCE_BEATS * period)), n_frames)
+    out = spans[:1]
+    for (pa, pb), (a, b) in zip(spans, spans[1:]):
+        if max(pb - pa, b - a) < TRACK_BEATS * period and a - pb <= LONGEST_REST_SECONDS * fps:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def carries_beat(level_db: np.ndarray, period: float, fps: float = SAMPLE_RATE / HOP) -> bool:
+    """Whether sound with frame levels `level_db` (dBFS) lasts long enough anywhere to carry a beat of `period` frames: a
+    `beat_spans` stretch of TRACK_BEATS periods. Without one (one click, lone clicks or notes seconds apart) there is no
+    beat, as `songfeat.analysis` lays none."""
+    spans = beat_spans(silent_runs(level_db, SILENCE_SECONDS * fps), level_db.size, period, fps)
+    return any(b - a >= TRACK_BEATS * period for a, b in spans)
+
+
 def combine(evidence: list[WindowEvidence]) -> Descriptors:
     """Whole-song descriptors from the ordered per-window evidence of one song."""
     if not evidence:
@@ -808,13 +876,17 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
     fps = sr / HOP
     offsets = np.cumsum([0] + [e.n_samples for e in evidence[:-1]])
     pos = np.concatenate([o + HOP * np.arange(e.kw_energy.size) for o, e in zip(offsets, evidence)]).astype(np.float64)
-    lufs, level = loudness_levels(np.concatenate([e.kw_energy for e in evidence]), pos, n, sr)
+    kw = np.concatenate([e.kw_energy for e in evidence])
+    lufs, level = loudness_levels(kw, pos, n, sr)
     env = np.concatenate([e.onset for e in evidence]).astype(np.float64)
     env_low = np.concatenate([e.onset_low for e in evidence]).astype(np.float64)
     # audio that BS.1770's absolute gate calls silence throughout (loudness at its floor) has no beat either, as
     # `songfeat.analysis` lays none there: until 2026-12-05 a -88 dBFS "silence" track read 80.8 BPM in 4/4
     silent = lufs <= LUFS_FLOOR
     tempo, tconf, alts, ac, period = (0.0, 0.0, [], np.zeros(1), 0.0) if silent else estimate_tempo(env, fps)
+    # nor has sound too brief to carry one (one click in 20 s of zeros read 101.3 BPM in 4/4 until 2026-12-06)
+    if period > 0 and not carries_beat(frame_levels(kw), period, fps):
+        tempo, tconf, alts, period = 0.0, 0.0, [], 0.0
     if period > 0 and tconf >= METRE_MIN_BEAT_CONFIDENCE:
         ac_low = _autocorr(_smooth_onset(env_low, fps), ac.size - 1) if np.any(env_low > 0) else np.zeros_like(ac)
         changes = chord_changes(np.concatenate([e.chroma_track for e in evidence]), period)

@@ -97,6 +97,17 @@ def _click(n: int, sr: int, freq: float, decay_s: float = 0.015) -> np.ndarray:
     return np.sin(2 * np.pi * freq * t) * np.exp(-t / decay_s)
 
 
+def placed(seconds: float, sounds: list[tuple[float, np.ndarray]], sr: int = SR) -> np.ndarray:
+    """`seconds` of digital silence with each (start s, sound) of `sounds` added in (cut at the end): lone clicks or
+    notes, sound with long silences around it."""
+    y = np.zeros(_n(seconds, sr), dtype=np.float32)
+    for t, sound in sounds:
+        i = _n(t, sr)
+        part = np.asarray(sound, dtype=np.float32)[: max(0, y.size - i)]
+        y[i: i + part.size] += part
+    return y
+
+
 def click_track(bpm: float, seconds: float, sr: int = SR, accent_every: int | None = None, peak_dbfs: float = -6.0, seed: int = 0) -> np.ndarray:
     """Clicks (1 kHz, 15-ms decay) at `bpm`; with `accent_every`=k every k-th click is louder and has a low thump."""
     if bpm <= 0:
