@@ -8,8 +8,9 @@ from pathlib import Path
 # everything between the audio file and the bundle's inputs: decoding, the measured descriptors and the heads' evidence
 # the pretrained listeners' weight files (ONNX and safetensors) the heads' evidence is computed with
 LISTENING_WEIGHTS = ("weights/musicnn", "weights/silero_vad")
+# (features.py: the ranges and rounding descriptors and the genre prior clip their values with)
 MEASURING_CODE = ("audio.py", "descriptors.py", "hpcp.py", "evidence.py", "vad.py", "pitch.py", "tagger.py", "musicnn_frontend.py",
-                  "genre_prior.py", "mfcc.py")
+                  "genre_prior.py", "mfcc.py", "features.py")
 
 
 def source_digest(names: tuple[str, ...], folder: str | Path = Path(__file__).parent) -> "hashlib._Hash":
