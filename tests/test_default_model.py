@@ -93,6 +93,57 @@ def test_stage1_reads_each_recording_once():
     assert sum(fit.n_rows.values()) == 60  # 180 rows, 60 recordings: "a0" out, its copies "b0" and "c0" keep it once
 
 
+def test_stage1_runs_on_its_own_thread_count_and_gives_the_callers_back(monkeypatch):
+    """Stage 1's last bits depend on how many torch threads split its sums: run with OMP_NUM_THREADS=1 (or on a 1-CPU
+    machine) train-default wrote other bytes than the shipped bundle's, fitted on two. It runs on STAGE1_THREADS now
+    whatever the caller set, and the caller's count is back afterwards, also when the fit fails."""
+    import torch
+
+    from songfeat import default_model
+
+    seen = []
+
+    def fit(*args):
+        seen.append(torch.get_num_threads())
+        if len(seen) == 2:
+            raise RuntimeError("the fit failed")
+        return "fit"
+
+    monkeypatch.setattr(default_model, "_train_base", fit)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert default_model.train_base(None, set()) == "fit" and torch.get_num_threads() == 1
+        torch.set_num_threads(3)
+        with pytest.raises(RuntimeError):
+            default_model.train_base(None, set())
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [default_model.STAGE1_THREADS] * 2 == [2, 2]
+
+
+@pytest.mark.shared
+def test_stage1_on_the_catalogue_is_the_same_bytes_whatever_the_callers_thread_count(shared_data):
+    """On the real catalogue, one torch thread and two gave different stage-1 weights (2026-12-06, on this 2-CPU VM;
+    three gave one's): train_base gives the same bytes whether the caller runs torch on one thread or two."""
+    import torch
+
+    from songfeat.data.labels import read_labels
+    from songfeat.default_model import SPOTIFY_CATALOGUE, train_base
+
+    table = read_labels(shared_data / SPOTIFY_CATALOGUE).frame
+    before, weights = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            fit = train_base(table, exclude_ids=set(), seed=42, progress=False)
+            weights.append(b"".join(v.numpy().tobytes() for v in fit.model.base.state_dict().values()))
+    finally:
+        torch.set_num_threads(before)
+    assert weights[0] == weights[1]
+
+
 @pytest.mark.shared
 @pytest.mark.slow
 def test_cross_validated_accuracy_on_older_previews_beats_the_mean(shared_data):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import features  # torch is imported inside the fitting functions: analyze calls assemble/layout without it
+from .runtime import torch_threads
 
 TARGETS = features.LEARNED
 MARGIN = 0.1  # a bound rule asks for this much room inside the bound
@@ -261,9 +262,7 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
     """
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
         off = torch.zeros(len(z), lo.shape[1]) if offset is None else torch.from_numpy(np.ascontiguousarray(offset, dtype=np.float32))
         lot, hit = torch.from_numpy(lo), torch.from_numpy(hi)
@@ -316,8 +315,6 @@ def fit_members(model, z: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndar
                     with torch.no_grad():
                         m.skip.weight[own] = m.skip.weight[own].clamp(min=0.0)
                 _zero_masked(m, keep)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _zero_masked(member, keep) -> None:

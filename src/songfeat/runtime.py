@@ -12,6 +12,8 @@ OPENBLAS_NUM_THREADS=1 before numpy loads; this covers the Python API, Ray worke
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BACKENDS = ("onnx", "torch")
@@ -53,6 +55,20 @@ def set_threads(n: int) -> None:
     threadpool_limits(limits=_threads, user_api="blas")  # for the rest of the process, as the sessions' count
     if "torch" in sys.modules:  # never import torch just to configure it
         sys.modules["torch"].set_num_threads(_threads)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` inside the block, the caller's restored after it. A fit's last bits
+    depend on how many threads split its sums, so a fit that must rebuild the same bytes on any machine names its count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _SESSIONS: dict[tuple, object] = {}
@@ -116,4 +132,4 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-__all__ = ["backend", "session", "session_options", "set_threads", "threads", "BACKENDS"]
+__all__ = ["backend", "session", "session_options", "set_threads", "threads", "torch_threads", "BACKENDS"]
