@@ -76,3 +76,100 @@ def test_readme_python_snippets_run(tmp_path, example_clip, monkeypatch):
         exec(compile(code, "<snippet>", "exec"), namespace)
     assert set(namespace) >= {"songfeat", "tagger", "d"}
     assert set(namespace["d"]) == {"msd_tags", "mtt_tags", "msd_penultimate", "mtt_penultimate", "msd_pooled", "mtt_pooled"}
+
+
+def _code_spans(doc: Path) -> list[str]:
+    """The doc's inline code (`...`) and the lines of its fenced blocks: where it shows commands, options and names."""
+    text = doc.read_text(encoding="utf-8")
+    fenced = re.findall(r"```[^\n]*\n(.*?)```", text, re.S)
+    return [*re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S)), *(l for b in fenced for l in b.splitlines())]
+
+
+def _script_options(script: Path) -> set[str]:
+    """The options a script or benchmark defines: every quoted '--name' in its source."""
+    return set(re.findall(r"[\"'](--[a-zA-Z][\w-]*)[\"'=]", script.read_text(encoding="utf-8")))
+
+
+#: options of other programs the docs show beside songfeat's: curl's, uvicorn's
+OTHER_TOOLS_OPTIONS = {"--data-binary", "--http", "--factory"}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_documented_options_exist(doc):
+    # the command-line test above sees `songfeat CMD --opt` only: prose names options as `analyze --model`, as
+    # `--rescan-interval` alone, or on a script's command line (`python scripts/x.py --opt`), and a renamed one stayed
+    wrong = []
+    scripts = {p.relative_to(ROOT).as_posix(): p for p in [*ROOT.glob("scripts/*.py"), *ROOT.glob("benchmarks/*.py")]}
+    anywhere = OTHER_TOOLS_OPTIONS | {"--version"} | {o for c in COMMANDS for o in _options(c)} | {
+        o for p in scripts.values() for o in _script_options(p)}
+    for span in _code_spans(doc):
+        span = span.split(" #")[0]
+        for script, rest in re.findall(r"((?:scripts|benchmarks)/\w+\.py)((?: +[^\s|]+)*)", span):
+            have = _script_options(scripts[script]) if script in scripts else set()
+            wrong += [f"{script} {o}" for o in re.findall(r"(?<![\w-])(--[a-zA-Z][\w-]*)", rest) if o not in have]
+        for command, rest in re.findall(r"(?<![\w./-])([a-z][\w-]*)((?: +(?:--?[a-zA-Z][\w-]*|[^-\s]\S*))+)", span):
+            if command in COMMANDS:
+                wrong += [f"{command} {o}" for o in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest)
+                          if o not in _options(command)]
+        wrong += [o for o in re.findall(r"(?<![\w-])(--[a-zA-Z][\w-]*)", span) if o not in anywhere]
+    assert not wrong, f"{doc.name}: options that do not exist: {sorted(set(wrong))}"
+
+
+def _variables_read() -> set[str]:
+    """Every SONGFEAT_* variable songfeat reads: named in its source, or `serve.env_name` of an `app_from_env` setting."""
+    serve = pytest.importorskip("songfeat.serve")
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src" / "songfeat").rglob("*.py"))
+    return set(re.findall(r"SONGFEAT_[A-Z_]*[A-Z]", source)) | {serve.env_name(o) for o in serve.ENV_OPTIONS}
+
+
+def test_documented_environment_variables_are_read_and_read_ones_documented():
+    # a variable the docs tell users to set that nothing reads does nothing, without a word; one read but not in the
+    # docs is a setting no user can find
+    documented = {v for doc in DOCS for v in re.findall(r"SONGFEAT_[A-Z_]*[A-Z]", doc.read_text(encoding="utf-8"))}
+    tests_and_benchmarks = {"SONGFEAT_SHARED"}  # where the tests and benchmarks find ../shared (tests/conftest.py)
+    assert all(v in (ROOT / "tests" / "conftest.py").read_text(encoding="utf-8") for v in tests_and_benchmarks)
+    read = _variables_read()
+    unread = documented - read - tests_and_benchmarks
+    assert not unread, f"documented but never read: {unread}"
+    assert not read - documented, f"read but not in README.md or docs/: {read - documented}"
+
+
+def _api_names(span: str) -> list[str]:
+    """Dotted names in a code span that name songfeat's own API: `songfeat.x.y`, or `x.y` for a module x of songfeat
+    (its top-level modules and `data`), a file name (`analysis.py`) excepted."""
+    top = {p.stem for p in (ROOT / "src" / "songfeat").glob("*.py")} - {"__init__", "__main__"} | {"data"}
+    names = []
+    for name in re.findall(r"(?<![\w./-])((?:songfeat\.)?[a-z_]+(?:\.[A-Za-z_]\w*)+)", span):
+        if re.search(r"\.(py|md|csv|json|jsonl|npy|parquet|db|lock|png|mp3|wav)$", name):
+            continue
+        if name.startswith("songfeat."):
+            names.append(name)
+        elif name.split(".")[0] in top:
+            names.append("songfeat." + name)
+    return names
+
+
+def _resolves(name: str) -> bool:
+    """Whether `songfeat.x.y.z` is a module, or an attribute (chain) of the longest module it starts with."""
+    import importlib
+
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_documented_api_names_exist(doc):
+    # the docs point readers at `library.PROGRESS_SECONDS`, `songfeat.bundle.model_id`, ...: a rename leaves them
+    # pointing at nothing
+    missing = sorted({n for span in _code_spans(doc) for n in _api_names(span) if not _resolves(n)})
+    assert not missing, f"{doc.name}: names songfeat does not have: {missing}"
