@@ -298,3 +298,24 @@ def test_ctrl_c_while_the_cli_loads_is_one_line_and_python_keeps_its_handler_aft
                             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
                            capture_output=True, text=True, timeout=120)
     assert after.stdout == "True\n", after.stderr
+
+
+def test_a_failed_cli_import_gives_python_its_ctrl_c_back():
+    """cli.py installs its own Ctrl-C handler while it loads; when the load failed (typer missing) and the program
+    caught the ImportError, that handler stayed: a later Ctrl-C printed `songfeat: error: interrupted` and exited 130."""
+    import subprocess
+    import sys
+
+    code = ("import signal, sys\n"
+            "class NoTyper:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'typer':\n"
+            "            raise ImportError('no typer here')\n"
+            "sys.meta_path.insert(0, NoTyper())\n"
+            "try:\n"
+            "    import songfeat.cli\n"
+            "except ImportError:\n"
+            "    pass\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.stdout == "True\n", p.stderr

@@ -124,6 +124,7 @@ def test_stage1_runs_on_its_own_thread_count_and_gives_the_callers_back(monkeypa
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_stage1_on_the_catalogue_is_the_same_bytes_whatever_the_callers_thread_count(shared_data):
     """On the real catalogue, one torch thread and two gave different stage-1 weights (2026-12-06, on this 2-CPU VM;
     three gave one's): train_base gives the same bytes whether the caller runs torch on one thread or two."""

@@ -116,7 +116,9 @@ def test_documented_options_exist(doc):
 
 
 def _variables_read() -> set[str]:
-    """Every SONGFEAT_* variable songfeat reads: named in its source, or `serve.env_name` of an `app_from_env` setting."""
+    """Every SONGFEAT_* variable named anywhere in songfeat's source (comments included, so a name only mentioned counts:
+    this catches documented variables nothing names, not every unread one), or `serve.env_name` of an `app_from_env`
+    setting."""
     serve = pytest.importorskip("songfeat.serve")
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src" / "songfeat").rglob("*.py"))
     return set(re.findall(r"SONGFEAT_[A-Z_]*[A-Z]", source)) | {serve.env_name(o) for o in serve.ENV_OPTIONS}

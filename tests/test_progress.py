@@ -148,8 +148,10 @@ def test_without_show_nothing_is_printed(monkeypatch, capsys):
 
 
 def test_a_bad_interval_is_named_once_and_the_default_used(monkeypatch, capsys):
+    from songfeat import progress
     from songfeat.progress import INTERVAL, interval
 
+    monkeypatch.setattr(progress, "_refused", set())  # values warned about earlier in the run are said once only
     monkeypatch.setenv("SONGFEAT_PROGRESS_INTERVAL", "soon")
     assert interval() == INTERVAL and interval() == INTERVAL
     assert capsys.readouterr().err == ("songfeat: warning: SONGFEAT_PROGRESS_INTERVAL='soon' is not a number of "

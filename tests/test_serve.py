@@ -2792,7 +2792,7 @@ def test_a_library_that_is_a_file_is_named_as_such(tmp_path):
     song = tmp_path / "song.wav"
     make_clip(song, seconds=1.0)
     r = CliRunner().invoke(app, ["serve", "--library", str(song)])
-    assert r.exit_code == 2 and f"{song}: not a folder" in r.output, r.output
+    assert r.exit_code == 2 and f"{song}: is a file, not a folder" in r.output, r.output
     r = CliRunner().invoke(app, ["serve", "--library", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "no such folder" in r.output, r.output
 

@@ -16,7 +16,7 @@ def interrupted_at_start(*_signal: object) -> NoReturn:
     """End a Ctrl-C that came before any command could say what it kept (this module loading, the commands being
     built) as a later one ends: one `songfeat: error: interrupted` line and status 130, not Python's traceback. Also
     the SIGINT handler while this module loads (hence `*_signal`)."""
-    with contextlib.suppress(OSError, ValueError):  # a stderr gone too: the status still says it
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a stderr gone (or None): the status still says it
         sys.stderr.write(f"songfeat: error: {INTERRUPTED}\n")
         sys.stderr.flush()
     sys.exit(130)
@@ -33,10 +33,15 @@ try:
 except ValueError:  # imported in another thread: only the main one may set handlers
     _LOADING = False
 
-import typer  # noqa: E402
-from typer.core import TyperCommand, TyperGroup  # noqa: E402
+try:
+    import typer  # noqa: E402
+    from typer.core import TyperCommand, TyperGroup  # noqa: E402
+except BaseException:  # a program that catches the failed import keeps Python's Ctrl-C, not this module's
+    if _LOADING:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise
 
-from .errors import counted, missing_package, needs_extra
+from .errors import counted, missing_package, needs_extra, no_folder
 
 if TYPE_CHECKING:  # annotations only: the CLI imports the analysis when a command runs
     from .analyze import Outcome
@@ -1256,7 +1261,7 @@ def _bundle_config(bundle: Path) -> dict:
     import json
 
     try:
-        config = json.loads((Path(bundle) / "config.json").read_text())
+        config = json.loads((Path(bundle) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
@@ -1310,15 +1315,14 @@ def compare_cmd(
     split: str = typer.Option("test", "--split", help="Which recorded split to score: test (held out), val or train."),
 ) -> None:
     """Bundles side by side on their held-out splits, like the report's Tables 1–4 (MSE/MAE, then Pearson)."""
-    from .evaluate import compare, evaluate_bundle, model_label
+    from .evaluate import compare, evaluate_bundle
 
     with _exit_status((ValueError, KeyError), os_status=2), _interrupted("interrupted; nothing was written"):
         results = [evaluate_bundle(b, store, split=split) for b in bundles]
     for r, b in zip(results, bundles):
         _warn_few_clips(r, b)
     # numeric-mlp on label inputs or on measured ones were told apart only by their folders' names
-    typer.echo(compare(results, labels=[f"{model_label(_bundle_config(b)) or r['model']} ({Path(b).name})"
-                                        for r, b in zip(results, bundles)]))
+    typer.echo(compare(results, labels=[f"{r.get('label') or r['model']} ({Path(b).name})" for r, b in zip(results, bundles)]))
 
 
 # ---- data collection: collect / download -------------------------------------------------------
@@ -1428,7 +1432,7 @@ def serve_cmd(
     from .serve import check_allowed_host, check_cors_origin, check_token, is_loopback, listen, run, unsafe_settings
 
     if not library.is_dir():
-        raise fail(f"{library}: {'not a folder' if library.exists() else 'no such folder'}")
+        raise fail(f"{library}: {no_folder(library)}")
     try:
         check_token("" if token is None and os.environ.get("SONGFEAT_TOKEN") == "" else token)  # click reads "" as unset
     except ValueError as e:
@@ -1507,11 +1511,11 @@ SINGLE_BLAS_COMMANDS = ("analyze", "analysis", "tags", "serve")
 
 def main() -> None:
     """Console-script entry point: the app, with a missing optional dependency reported as its extra."""
-    if _command_name(sys.argv[1:]) in SINGLE_BLAS_COMMANDS and "numpy" not in sys.modules:
-        # analysis's matrix products are small; OpenBLAS's own thread pool only spins beside the tagger's
-        # onnxruntime thread (~0.1 s of a 1-s cold run on 2 cores). A user's own setting wins.
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
+        if _command_name(sys.argv[1:]) in SINGLE_BLAS_COMMANDS and "numpy" not in sys.modules:
+            # analysis's matrix products are small; OpenBLAS's own thread pool only spins beside the tagger's
+            # onnxruntime thread (~0.1 s of a 1-s cold run on 2 cores). A user's own setting wins.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         app()
     except KeyboardInterrupt:  # while typer builds the commands, before its own handler
         interrupted_at_start()

@@ -326,7 +326,8 @@ def evaluate_bundle(bundle_path: str | Path, store: Any = None, *, data: Any = N
     cols = [data.target_names.index(n) for n in names]
     truth = data.targets[:, cols]
     out = report(truth, pred, names)
-    out.update(model=b.config.get("model"), bundle=str(bundle_path), split=split, clips=_clips_digest(data.ids))
+    out.update(model=b.config.get("model"), label=model_label(b.config), bundle=str(bundle_path), split=split,
+               clips=_clips_digest(data.ids))
     if scatter:
         try:  # a full disk: the picture named, status 1 (the work ran); it read as a refusal naming the temporary
             scatter_png(truth, pred, names, scatter, title=f"{b.config.get('model')} ({split}, n={len(data)})")
