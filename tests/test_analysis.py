@@ -854,6 +854,25 @@ def test_the_track_has_a_beat_exactly_when_analyze_does(tmp_path: Path, kind: st
         assert (measured["tempo"], measured["time_signature"]) == (0, 0)
 
 
+@pytest.mark.parametrize("level_dbfs", [-58.6, -58.9, -59.2, -59.5, -60.0, -65.0])
+def test_hiss_at_the_silence_edge_gets_a_tempo_exactly_where_it_gets_beats(tmp_path: Path, level_dbfs: float) -> None:
+    # `carries_beat` judged silence on the K-weighted energy (hiss 4 dB louder than this frame level) while the beats are
+    # laid on the unweighted level: white noise at -61.5 dB rms read a tempo over no beats. One level for both now
+    from songfeat import descriptors as D
+    from songfeat.analyze import measured_values
+
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal(20 * SR)
+    y = (y / np.sqrt(np.mean(y ** 2)) * 10 ** (level_dbfs / 20) / np.sqrt(2)).astype(np.float32)  # dBFS: re a sine
+    path = _write(tmp_path, "hiss", y)
+    r = audio_analysis(path)
+    measured = measured_values(D.measure_file(path).to_dict())
+    assert {k: r["track"][k] for k in A.TRACK_MEASURED} == {k: measured[k] for k in A.TRACK_MEASURED}
+    assert (measured["tempo"] > 0) == bool(r["beats"]), measured
+    if abs(level_dbfs - D.SILENCE_DBFS) >= 0.4:  # nearer, frames of the noise fall either side of the edge
+        assert (measured["tempo"] > 0) == (level_dbfs > D.SILENCE_DBFS), measured
+
+
 def test_drums_under_chords_are_bars_of_four(tmp_path: Path) -> None:
     # 4/4 drums at 110 BPM under a chord a second: the chord changes, every 4 s, outvoted the drums into 7/4 (bars of 7)
     y = synth.drum_pattern(110.0, synth.ROCK[0], 20.0) + synth.chord_progression(0, 1, 20.0, chord_seconds=1.0)

@@ -155,6 +155,9 @@ class WindowEvidence:
     chroma36: np.ndarray | None = None  # float64 [36] the same sum at 1/3 semitone (C first, centred bins), for tuning
     hpcp_gomez: np.ndarray | None = None  # float64 [36] the same sum of Gomez's (2006) HPCP (`songfeat.hpcp`)
     chroma_track: np.ndarray | None = None  # float16 [frames, 12] each frame's max-normalised peak chroma (chord changes)
+    # float64 [frames] each frame's mean square (unweighted, as `songfeat.analysis` reads its frame level): silence for
+    # `carries_beat` is judged on it, not on the K-weighted energy, which reads hiss 4 dB louder and a bass 5 dB quieter
+    mean_square: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.chroma36 is None:
@@ -163,6 +166,8 @@ class WindowEvidence:
             self.hpcp_gomez = np.zeros(3 * CHROMA_SIZE)
         if self.chroma_track is None:
             self.chroma_track = np.zeros((self.onset.size, CHROMA_SIZE), dtype=np.float16)
+        if self.mean_square is None:
+            self.mean_square = np.zeros(self.onset.size)
 
     @property
     def seconds(self) -> float:
@@ -378,7 +383,8 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
     lo_bins = max(3, int(LOW_BAND_HZ * N_FFT / sr))
     hpcp_bins = int(HPCP_FMAX * N_FFT / sr) + 3
     mel_fb, chroma_t, kw_w = _mel_filterbank_t(sr // 2, N_FFT // 2, N_MELS), _chroma_t(sr), _kw_frame_weights(sr, N_FFT, HOP)
-    mel, low, ch, h36, energy, kw = [], [], [], [], [], []
+    mel, low, ch, h36, energy, kw, ms = [], [], [], [], [], [], []
+    wsum2 = float(np.square(_hann_window(N_FFT)).sum())
     first = 0
     for p in _power_blocks(y, N_FFT, HOP):
         if on_power is not None:
@@ -398,7 +404,9 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
         h36.append(hpcp_frames(p[:, :hpcp_bins], sr))
         energy.append(p[:, :nb].sum(1))
         kw.append(p @ kw_w)
-    mel, low, ch, h36, frame_energy, kw = (np.concatenate(a) for a in (mel, low, ch, h36, energy, kw))
+        # Parseval over the rfft bins over the window's energy: the frame's mean square, as analysis's frame level
+        ms.append((2.0 * p.sum(1, dtype=np.float64) - p[:, 0] - p[:, -1]) / (N_FFT * wsum2))
+    mel, low, ch, h36, frame_energy, kw, ms = (np.concatenate(a) for a in (mel, low, ch, h36, energy, kw, ms))
     # onset strength: mean positive log-mel flux (librosa.onset.onset_strength's recipe)
     db = 10.0 * np.log10(np.maximum(mel, np.float32(1e-10)))
     top = db.max()
@@ -424,6 +432,7 @@ def window_evidence(y: np.ndarray, sr: int = SAMPLE_RATE, on_power: Callable[[in
         hpcp_gomez=sum_normalised(hpcp.frames(y, sr)),
         chroma_track=chn_all.astype(np.float16),
         kw_energy=kw.astype(np.float64),
+        mean_square=ms,
     )
 
 
@@ -810,11 +819,11 @@ def estimate_key(chroma: np.ndarray, chroma36: np.ndarray | None = None,
 # silence and the stretches of sound a beat can be laid on (`songfeat.analysis` lays its beats on the same)
 
 
-def frame_levels(kw_energy: np.ndarray) -> np.ndarray:
-    """Each frame's level in dBFS (0 = a full-scale sine) from its K-weighted energy per hop (`WindowEvidence.kw_energy`),
-    floored at -120: the nearest the evidence comes to `songfeat.analysis`'s frame level, to judge silence on."""
-    ms = np.asarray(kw_energy, dtype=np.float64) / HOP
-    return 10.0 * np.log10(np.maximum(2.0 * ms, 1e-12))
+def frame_levels(mean_square: np.ndarray) -> np.ndarray:
+    """Each frame's level in dBFS (0 = a full-scale sine) from its mean square (`WindowEvidence.mean_square`), floored
+    at -120: `songfeat.analysis`'s frame level (the same frames inside a window; reflect-padded at its edges), to judge
+    silence on."""
+    return 10.0 * np.log10(np.maximum(2.0 * np.asarray(mean_square, dtype=np.float64), 1e-12))
 
 
 def silent_runs(level_db: np.ndarray, min_frames: float) -> np.ndarray:
@@ -876,8 +885,7 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
     fps = sr / HOP
     offsets = np.cumsum([0] + [e.n_samples for e in evidence[:-1]])
     pos = np.concatenate([o + HOP * np.arange(e.kw_energy.size) for o, e in zip(offsets, evidence)]).astype(np.float64)
-    kw = np.concatenate([e.kw_energy for e in evidence])
-    lufs, level = loudness_levels(kw, pos, n, sr)
+    lufs, level = loudness_levels(np.concatenate([e.kw_energy for e in evidence]), pos, n, sr)
     env = np.concatenate([e.onset for e in evidence]).astype(np.float64)
     env_low = np.concatenate([e.onset_low for e in evidence]).astype(np.float64)
     # audio that BS.1770's absolute gate calls silence throughout (loudness at its floor) has no beat either, as
@@ -885,7 +893,7 @@ def combine(evidence: list[WindowEvidence]) -> Descriptors:
     silent = lufs <= LUFS_FLOOR
     tempo, tconf, alts, ac, period = (0.0, 0.0, [], np.zeros(1), 0.0) if silent else estimate_tempo(env, fps)
     # nor has sound too brief to carry one (one click in 20 s of zeros read 101.3 BPM in 4/4 until 2026-12-06)
-    if period > 0 and not carries_beat(frame_levels(kw), period, fps):
+    if period > 0 and not carries_beat(frame_levels(np.concatenate([e.mean_square for e in evidence])), period, fps):
         tempo, tconf, alts, period = 0.0, 0.0, [], 0.0
     if period > 0 and tconf >= METRE_MIN_BEAT_CONFIDENCE:
         ac_low = _autocorr(_smooth_onset(env_low, fps), ac.size - 1) if np.any(env_low > 0) else np.zeros_like(ac)
