@@ -460,20 +460,27 @@ def wait_for(pred, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def serving(app, http="auto", **options):
-    """`app` on a free loopback port, in this process (uvicorn in a thread); yields its base URL."""
+def uvicorn_server(app, http="auto", **options):
+    """`app` on a free loopback port, in this process (uvicorn in a thread); yields the uvicorn.Server (its port is
+    `server.config.port`, its open connections `server.server_state.connections`)."""
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http, **options))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", http=http, **options))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     try:
         wait_for(lambda: server.started, timeout=30)
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
         server.should_exit = True
         t.join(30)
+
+
+@contextlib.contextmanager
+def serving(app, http="auto", **options):
+    """`app` on a free loopback port, in this process (uvicorn in a thread); yields its base URL."""
+    with uvicorn_server(app, http, **options) as server:
+        yield f"http://127.0.0.1:{server.config.port}"
 
 
 def test_hostile_files_fail_alone(tmp_path):
@@ -1457,6 +1464,83 @@ def test_a_trickling_upload_does_not_keep_a_stopped_server_alive(tmp_path, monke
         assert not t.is_alive() and time.monotonic() - t0 < 15
 
 
+def _asking(port: int, target: str, close: bool = False) -> socket.socket:
+    """A client connection with a small receive buffer that has sent `GET target` (and read nothing yet)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window it offers is small
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\n{'Connection: close' if close else ''}\r\n\r\n".encode())
+    return sock
+
+
+@pytest.mark.parametrize("impl", ["httptools", "h11"])
+def test_a_client_that_never_reads_its_answer_is_cut_and_the_server_goes_on(tmp_path, monkeypatch, caplog, impl):
+    # uvicorn hands a whole answer to the connection's buffer and closing waits for it to be sent: a client that asked
+    # for an 8-MB answer and read none of it held its connection and ~5 MB of the server's memory for good (the
+    # keep-alive time-out closed it only in name)
+    import logging
+
+    from songfeat import http_protocol
+    from songfeat.serve import create_app
+
+    monkeypatch.setattr(http_protocol, "SEND_SECONDS", 1.0)
+    options = http_protocol.uvicorn_options()
+    if impl == "h11":  # songfeat serve's protocol where httptools is not installed
+        options["http"] = http_protocol.h11_protocol()
+    ident = SPOTIFY_IDS[0]
+    lib = analysed_library(tmp_path, ident, pad=8_000_000)
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's own loggers do not propagate to the root
+    with caplog.at_level(logging.INFO), uvicorn_server(create_app(lib, start=False), **options) as server:
+        uvicorn_log.addHandler(caplog.handler)
+        try:
+            base = f"http://127.0.0.1:{server.config.port}"
+            with _asking(server.config.port, f"/v1/audio-features/{ident}") as sock:
+                t0 = time.monotonic()
+                wait_for(lambda: any(r.name == "songfeat.http_protocol" for r in caplog.records), timeout=20)
+                cut = time.monotonic() - t0
+                wait_for(lambda: not server.server_state.connections, timeout=10)  # gone, its buffer with it
+                got = _read_all(sock)  # a reset: nothing more comes
+            assert len(got) < 8_000_000 and cut < 5.0, (len(got), cut)  # 1 s, looked at every 0.25 s; a busy machine
+            r = requests.get(base + f"/v1/audio-features/{ident}", timeout=30)  # and a client that reads is answered
+            assert r.status_code == 200 and len(r.json()["pad"]) == 8_000_000
+            time.sleep(0.3)
+        finally:
+            uvicorn_log.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records if r.name == "songfeat.http_protocol"]
+    assert len(lines) == 1 and re.fullmatch(r"songfeat: closed the connection of 127\.0\.0\.1:\d+: it read nothing of its "
+                                            r"answer for 1 s \(\d+ bytes unsent\)", lines[0]), lines
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], \
+        [(r.name, r.getMessage()) for r in caplog.records]
+
+
+def test_a_client_reading_slowly_gets_its_whole_answer(tmp_path, monkeypatch, caplog):
+    # the time-out is on an answer that stops moving, not on its length: a client reading 250 kB/s takes 14 s over
+    # this one, several times the time-out. The kernel takes more of the answer from the server's buffer only once much
+    # of its own (megabytes) is free, so that buffer alone stood still for seconds while the client read; the kernel's
+    # unacknowledged bytes are counted too
+    import logging
+
+    from songfeat import http_protocol
+    from songfeat.serve import create_app
+
+    monkeypatch.setattr(http_protocol, "SEND_SECONDS", 1.0)
+    ident, size, rate, step = SPOTIFY_IDS[0], 3_500_000, 250_000, 0.05
+    lib = analysed_library(tmp_path, ident, pad=size)
+    with caplog.at_level(logging.INFO), uvicorn_server(create_app(lib, start=False), **http_protocol.uvicorn_options()) as server:
+        with _asking(server.config.port, f"/v1/audio-features/{ident}", close=True) as sock:
+            answer, chunk = b"", b"-"
+            while chunk:  # `rate` bytes a second: rate * step of them every `step` s
+                time.sleep(step)
+                due = len(answer) + int(rate * step)
+                while chunk and len(answer) < due:
+                    chunk = sock.recv(due - len(answer))
+                    answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and len(json.loads(body)["pad"]) == size, (head, len(body))
+    assert not [r.getMessage() for r in caplog.records if r.name == "songfeat.http_protocol"]
+
+
 def _refusals() -> dict[str, tuple[bytes, int, str]]:
     """Raw requests a server with TOKEN, a 1-MB cap and PAGE's CORS answers before reading their body: 64 KiB of a
     50-MB upload (sent without a length: 1.3 MB of chunks, the cap passed while reading) -> (request, status, message)."""
@@ -1746,15 +1830,16 @@ def test_empty_id_is_named(tmp_path):
             assert r.status_code == 400 and "invalid id ''" in r.json()["error"]["message"], r.text
 
 
-def analysed_library(tmp_path, ident: str) -> Library:
-    """A library (tmp_path/music) of one clip named `ident`, indexed and marked analysed with features {"id": ident}."""
+def analysed_library(tmp_path, ident: str, pad: int = 0) -> Library:
+    """A library (tmp_path/music) of one clip named `ident`, indexed and marked analysed with features {"id": ident}
+    (and `"pad"`, a string of `pad` bytes, when given: an answer that large)."""
     root = tmp_path / "music"
     make_clip(root / f"{ident}.wav", seconds=1.0)
     lib = Library(root, workers=1, model="test")
     lib.scan()
     con = lib.index.conn()
     with con:
-        con.execute("UPDATE tracks SET state='done', features=?", (json.dumps({"id": ident}),))
+        con.execute("UPDATE tracks SET state='done', features=?", (json.dumps({"id": ident, **({"pad": "x" * pad} if pad else {})}),))
     return lib
 
 
@@ -2967,7 +3052,7 @@ def test_app_from_env_runs_under_uvicorn_with_the_apps_rules(tmp_path, monkeypat
             app_from_env()
         assert stopped.value.code == 3
         assert capsys.readouterr().err == (f"songfeat: error: {default_db(tmp_path / 'music')}: another songfeat serve is "
-                                           "using this index; run one server per library (or give this one a --db in "
+                                           "using this index; run one server per library (or give this one a SONGFEAT_DB in "
                                            "another folder)\n")
     monkeypatch.setenv("SONGFEAT_ALLOWED_HOST", "music.lan, *.home.arpa")  # more names, as --allowed-host gives them
     with serving(app_from_env, factory=True) as base:  # and the lock went with the first server
@@ -3006,3 +3091,10 @@ def test_app_from_env_says_what_is_missing_or_wrong_in_one_line(tmp_path, monkey
     monkeypatch.setenv("SONGFEAT_CORS_ORIGIN", "*")
     with serving(app_from_env, factory=True):  # a setting that opens the library to pages is warned about by its name
         assert "songfeat: warning: SONGFEAT_CORS_ORIGIN='*' without SONGFEAT_TOKEN: any web page" in capsys.readouterr().err
+
+
+def test_log_lines_name_an_ipv6_client_in_brackets():
+    # the parser's 400 and the stalled-reader lines printed an IPv6 client as ::1:40312, its port lost in the address
+    from songfeat.http_protocol import peer
+
+    assert (peer(("::1", 40312)), peer(("127.0.0.1", 8080)), peer(None)) == ("[::1]:40312", "127.0.0.1:8080", "a client")

@@ -10,25 +10,48 @@ each in Spotify's error shape, and the connection is closed.
 The same cap holds for what a chunked body sends besides its data (its trailer fields, which httptools also buffers
 whole), and requests the parser rejects get their 400 in Spotify's shape too, not uvicorn's plain text, and one log line
 naming the problem in place of uvicorn's "Invalid HTTP request received.".
-Where httptools is not installed it returns "h11", whose own size limit `uvicorn_options` sets to the same size.
+Where httptools is not installed it returns uvicorn's h11 protocol, whose own size limit `uvicorn_options` sets to the
+same size.
 A request whose target is in absolute form (`GET http://host/path`) reaches the app with that target whole in its
 `raw_path`, as under h11, so the app's one rule (`serve.AbsoluteForm`: the target's authority is the request's Host, RFC
 9112, 3.2.2) sees it: uvicorn's own httptools protocol keeps the path alone. Rules an app can check from the request's
 scope are the app's (`head_refusal`'s size rule is applied there too, for servers that do not bound a head); what it
 cannot see (a head's time, its raw bytes, trailer fields) is this module's alone.
+So is a client that asks for an answer and never reads it: uvicorn hands the whole answer to the connection's write
+buffer at once (the app's `send` returns at once), and closing the connection waits for that buffer to be sent, so such
+a client held its connection and the answer's memory for good. `StalledReader` cuts a connection whose unsent answer
+has not moved for `SEND_SECONDS` (nginx's send_timeout); a client reading slowly is never cut.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import socket
+import struct
 import sys
 import threading
 from http import HTTPStatus
 from typing import Any
 
+try:
+    from fcntl import ioctl
+    from termios import TIOCOUTQ  # Linux's SIOCOUTQ: a TCP socket's bytes its peer has not acknowledged
+except ImportError:  # Windows: the transport's buffer alone measures a stalled reader
+    ioctl = TIOCOUTQ = None  # type: ignore[assignment]
+
 MAX_HEAD_BYTES = 64 << 10  # nginx's default allows 4 buffers of 8 KB per header; a cookie-laden browser sends ~4 KB
 HEAD_SECONDS = 60.0  # nginx's client_header_timeout: a request's head, or a new connection's first one, must arrive in it
+def peer(client: tuple[str, int] | None) -> str:
+    """A client's address as a log line names it: host:port, an IPv6 host in brackets ([::1]:40312), or "a client"."""
+    if not client:
+        return "a client"
+    host, port = client[0], client[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+SEND_SECONDS = 60.0  # nginx's send_timeout: an answer none of whose waiting bytes leave in this long closes its connection
 SHUTDOWN_SECONDS = 10.0  # on SIGTERM / Ctrl-C, requests still running (a trickling upload) are cancelled after this
 ABSOLUTE_FORM = re.compile(rb"[a-z][a-z0-9+.-]*://([^/?#]*)(.*)", re.I | re.S)  # scheme://authority, then path?query
 
@@ -96,15 +119,89 @@ def _answer(status: int, message: str) -> bytes:
             + b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
+class StalledReader:
+    """Mixed into a uvicorn HTTP protocol: a connection whose answer waits in its write buffer (over the transport's
+    high-water mark) with none of its bytes taken by the client for SEND_SECONDS is cut, with one log line naming the
+    client, its buffer freed and the kernel's dropped (a reset). uvicorn's transport takes a whole answer in one write
+    and closing waits for it to be sent, so a client that asked for a large answer (a long track's audio analysis) and
+    never read it held that memory and its connection for good, keep-alive time-out or not. Only a stall counts: the
+    unsent bytes are looked at every SEND_SECONDS / 4 and any taken since restart the clock, so a client reading
+    slowly, however long its answer, is not cut."""
+
+    transport: asyncio.Transport  # (uvicorn's protocol's)
+    loop: asyncio.AbstractEventLoop
+    client: tuple[str, int] | None
+    _send_timer: asyncio.TimerHandle | None = None
+    _send_waiting = 0  # bytes unsent at the last look
+    _send_moved = 0.0  # loop time they were last seen to shrink
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        self._send_waiting, self._send_moved = self._unsent(), self.loop.time()
+        self._watch_send()
+
+    def resume_writing(self) -> None:
+        self._stop_send_timer()
+        super().resume_writing()  # type: ignore[misc]
+
+    def connection_lost(self, exc) -> None:
+        self._stop_send_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _watch_send(self) -> None:
+        self._stop_send_timer()
+        self._send_timer = self.loop.call_later(SEND_SECONDS / 4, self._look_at_send)
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _unsent(self) -> int:
+        """Bytes of the answer the client has not taken: the transport's buffer, and what the kernel holds that the
+        client has not acknowledged (Linux's SIOCOUTQ; nothing where it cannot be read). The kernel's part is what moves
+        while a client reads slowly: it takes more from the transport only once much of its own buffer (megabytes) is
+        free, so the transport's buffer alone stood still for 17 s under a client reading 50 kB/s on loopback."""
+        waiting = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        try:
+            queued = ioctl(sock.fileno(), TIOCOUTQ, b"\0\0\0\0")  # type: ignore[misc]
+        except (AttributeError, TypeError, OSError):  # no socket, no such ioctl here, or not for sockets (macOS)
+            return waiting
+        return waiting + struct.unpack("i", queued)[0]
+
+    def _look_at_send(self) -> None:
+        """Restart the clock if the client took bytes since the last look (growth by other writes is no progress); cut
+        the connection when it has taken none for SEND_SECONDS."""
+        self._send_timer = None
+        waiting, now = self._unsent(), self.loop.time()
+        if waiting < self._send_waiting:
+            self._send_moved = now
+        self._send_waiting = waiting
+        if not waiting:  # sent (resume_writing stops the watch; this is in case a transport does not call it)
+            return
+        if now - self._send_moved < SEND_SECONDS:
+            return self._watch_send()
+        LOG.warning("songfeat: closed the connection of %s: it read nothing of its answer for %g s (%d bytes unsent)",
+                    peer(self.client), SEND_SECONDS, waiting)
+        sock = self.transport.get_extra_info("socket")
+        try:  # a reset, not a close: the kernel drops what it still holds for the client rather than retrying it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except (AttributeError, OSError):  # no socket (a test's transport) or one already gone: aborted all the same
+            pass
+        self.transport.abort()  # the buffer dropped; uvicorn sees a disconnect
+
+
 def protocol() -> Any:
-    """The protocol class for uvicorn's `http` option: httptools with a bounded head, or "h11" without httptools."""
+    """The protocol class for uvicorn's `http` option: httptools with a bounded head, or without httptools h11 (its
+    head bounded by uvicorn's h11_max_incomplete_event_size), both with stalled readers cut (`StalledReader`)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # no httptools: h11, bounded by uvicorn's h11_max_incomplete_event_size
-        return "h11"
+    except ImportError:  # no httptools
+        return h11_protocol()
     logging.getLogger("uvicorn.error").addFilter(PARSER_LINE_FILTER)  # (once: a filter already there is not added again)
 
-    class BoundedHead(HttpToolsProtocol):
+    class BoundedHead(StalledReader, HttpToolsProtocol):
         """Counts the bytes and the time a request's head takes: too many bytes get 431 (414 when the request line
         alone has that many: its target is what is too long), too long 408, and the connection is closed. Only the
         head's own bytes count: a read that also carries the body (a small upload sent in one go) counts up to the
@@ -224,7 +321,7 @@ def protocol() -> Any:
             received." (until 2026-12-06 both, the one naming nothing beside the client's answer naming it)."""
             reason = _parser_reason(sys.exc_info()[1])
             LOG.warning("songfeat: refused a malformed HTTP request%s: %s",
-                        f" from {self.client[0]}:{self.client[1]}" if self.client else "", reason)
+                        f" from {peer(self.client)}" if self.client else "", reason)
             self._refuse(400, f"malformed HTTP request: {reason}")
 
         def _start_head_timer(self) -> None:
@@ -248,6 +345,13 @@ def protocol() -> Any:
             self.transport.close()
 
     return BoundedHead
+
+
+def h11_protocol() -> Any:
+    """uvicorn's h11 protocol with stalled readers cut (`StalledReader`): `protocol()`'s where httptools is missing."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return type("StalledReaderH11", (StalledReader, H11Protocol), {})
 
 
 def uvicorn_options() -> dict:

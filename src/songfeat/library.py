@@ -701,10 +701,11 @@ class Library:
         self._lock_file: IO[str] | None = None  # the open SERVE_LOCK while this library serves (`claim`)
 
     # ---- life cycle -----------------------------------------------------------------------------
-    def claim(self) -> None:
+    def claim(self, db_option: str = "--db") -> None:
         """Take the index's serving lock (released by `stop` or the process's end), or SongfeatError if another server
         holds it: a second `songfeat serve` on the same library (even one whose port was taken) removed the first's
-        uploads in progress (a 500 for their clients) and ran a second queue over the same index."""
+        uploads in progress (a 500 for their clients) and ran a second queue over the same index. `db_option`: how the
+        refusal names the setting of another index (`SONGFEAT_DB` under `serve.app_from_env`)."""
         if self._lock_file is not None:
             return
         try:
@@ -720,7 +721,7 @@ class Library:
         except OSError:
             lock.close()
             raise SongfeatError(self.index.path, "another songfeat serve is using this index; run one server per "
-                                                 "library (or give this one a --db in another folder)") from None
+                                                 f"library (or give this one a {db_option} in another folder)") from None
         self._lock_file = lock
 
     def start(self, rehash: bool = False, rescan_interval: float = 0.0) -> None:

@@ -1052,13 +1052,16 @@ def app_from_env() -> FastAPI:
     from .errors import SongfeatError
     from .runtime import usable_cpus
 
+    library = None
     try:
         settings = settings_from_env(os.environ)
         quiet, workers, cpus = settings.pop("quiet"), settings.pop("workers"), usable_cpus()
         library = Library(settings.pop("library"), db=settings.pop("db"), workers=min(workers, cpus),
                           time_limit=settings.pop("time_limit"))
-        library.claim()
+        library.claim(db_option=env_name("db"))
     except SongfeatError as e:
+        if library is not None:
+            library.stop()  # nothing started yet: this closes what it opened (as `songfeat serve` does)
         print(f"songfeat: error: {e}", file=sys.stderr)
         raise SystemExit(3) from None
     if workers > cpus:  # each worker holds the model: more than the CPUs cost memory and gain nothing (as --workers)
@@ -1067,6 +1070,6 @@ def app_from_env() -> FastAPI:
     for line in unsafe_settings(settings["token"], settings["cors_origins"], settings["allowed_hosts"], True, env_option):
         print(f"songfeat: warning: {line}", file=sys.stderr)
     console_log(quiet)
-    logging.getLogger(__name__).info(f"songfeat: serving {library.root} (index {library.index.path}, {library.workers} "
-                                     f"worker{'s' if library.workers != 1 else ''})")
+    logging.getLogger(__name__).info("songfeat: serving %s (index %s, %d worker%s)", library.root, library.index.path,
+                                     library.workers, "s" if library.workers != 1 else "")
     return create_app(library, **settings, bind=None, option=env_option)
