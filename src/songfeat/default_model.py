@@ -71,7 +71,7 @@ def _train_base(table: pd.DataFrame, exclude_ids: set[str], seed: int, epochs: i
     df = table[~table["track_id"].isin(exclude_ids)].dropna(subset=list(INPUTS) + list(TARGETS))
     df = df.drop_duplicates(subset=list(INPUTS) + list(TARGETS))
     x = df[list(INPUTS)].to_numpy(np.float32)
-    y = df[list(TARGETS)].to_numpy(np.float32)
+    y = df[list(TARGETS)].to_numpy(np.float32, copy=True)  # writable: torch.from_numpy warns of a read-only view
     idx = np.random.default_rng(seed).permutation(len(df))
     n_tr, n_va = int(0.7 * len(df)), int(0.15 * len(df))
     tr, va, te = idx[:n_tr], idx[n_tr:n_tr + n_va], idx[n_tr + n_va:]
