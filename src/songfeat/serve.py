@@ -995,7 +995,7 @@ def settings_from_env(environ: Mapping[str, str]) -> dict:
     keyword arguments: `library`, `db`, `workers`, `time_limit`, `quiet` and `create_app`'s. SongfeatError naming the
     variable and what to give for a missing SONGFEAT_LIBRARY or a value `songfeat serve` would refuse."""
     from .analyze import auto_workers
-    from .errors import SongfeatError
+    from .errors import SongfeatError, no_folder
 
     get = {option: environ.get(env_name(option)) for option in ENV_OPTIONS}
     if not (get["library"] or "").strip():
@@ -1003,8 +1003,7 @@ def settings_from_env(environ: Mapping[str, str]) -> dict:
                                   f"{env_name('library')}=~/Music uvicorn songfeat.serve:app_from_env --factory")
     library = Path(get["library"]).expanduser()
     if not library.is_dir():
-        raise SongfeatError(None, f"{env_name('library')}={library}: "
-                                  f"{'not a folder' if library.exists() else 'no such folder'}")
+        raise SongfeatError(None, f"{env_name('library')}={library}: {no_folder(library)}")
 
     def number(option: str, default: float, least: float, kind: type = float) -> float:
         text = (get[option] or "").strip()
