@@ -418,11 +418,9 @@ def auto_workers(n_files: int) -> int:
     """Worker processes when the user does not say: 1 for a few files, else one per usable CPU."""
     if n_files < AUTO_PARALLEL_FILES:
         return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, n_files))
+    from .runtime import usable_cpus
+
+    return max(1, min(usable_cpus(), n_files))
 
 
 __all__ = ["analyze", "analyze_many", "Outcome", "to_spotify", "track_identity", "content_id", "AudioError"]

@@ -345,13 +345,12 @@ def _local_workers(n: Optional[int]) -> Optional[int]:
     warning line (the Ray engine's --workers counts a cluster's actors and is not capped)."""
     if n is None:
         return None
-    from .runtime import usable_cpus
+    from .runtime import capped_workers
 
-    cpus = usable_cpus()
-    if n <= cpus:
-        return n
-    typer.echo(f"songfeat: warning: --workers {n} is more than the {cpus} usable CPUs here; using {cpus}", err=True)
-    return cpus
+    n, warning = capped_workers(n, f"--workers {n}")
+    if warning:
+        typer.echo(f"songfeat: warning: {warning}", err=True)
+    return n
 
 
 # ---- analyze (core) --------------------------------------------------------------------------
@@ -604,7 +603,7 @@ def _stdin_spooled(command: str) -> Iterator[Path]:
         if size > STDIN_MAX_BYTES:
             raise fail(f"{STDIN}: standard input holds more than {STDIN_MAX_BYTES >> 20} MB, the limit for {STDIN}; save it to "
                        f"a file and name that file instead (songfeat {command} song.wav: files have no size limit)")
-        if path.stat().st_size == 0:
+        if size == 0:
             raise fail(f"{STDIN}: standard input is empty; pipe or redirect an audio file into it")
         yield path
     finally:
@@ -1260,8 +1259,10 @@ def _bundle_config(bundle: Path) -> dict:
     """A bundle's config.json, or {} when it cannot be read (what the caller says from it is then left unsaid)."""
     import json
 
+    from .bundle import CONFIG
+
     try:
-        config = json.loads((Path(bundle) / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((Path(bundle) / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
@@ -1426,9 +1427,9 @@ def serve_cmd(
 ) -> None:
     """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
     workers = _local_workers(workers)
-    from .analyze import auto_workers
     from .errors import SongfeatError
     from .library import Library
+    from .runtime import usable_cpus
     from .serve import check_allowed_host, check_cors_origin, check_token, is_loopback, listen, run, unsafe_settings
 
     if not library.is_dir():
@@ -1446,7 +1447,7 @@ def serve_cmd(
     except ValueError as e:
         raise fail(f"--allowed-host: {e}") from None
     try:
-        lib = Library(library, db=db, workers=workers or auto_workers(1 << 30), time_limit=time_limit)
+        lib = Library(library, db=db, workers=workers or usable_cpus(), time_limit=time_limit)
     except SongfeatError as e:
         raise fail(str(e)) from None
     try:

@@ -848,7 +848,7 @@ def sounding_spans(runs: np.ndarray, n_frames: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in edges.reshape(-1, 2) if b > a]
 
 
-def beat_spans(silences: np.ndarray, n_frames: int, period: float, fps: float = SAMPLE_RATE / HOP) -> list[tuple[int, int]]:
+def beat_spans(silences: np.ndarray, n_frames: int, period: float, fps: float) -> list[tuple[int, int]]:
     """Frame spans [start, end) beats are tracked on, one by one: the `sounding_spans` between the `silences`
     (`silent_runs`) of SILENCE_SECONDS and SILENCE_BEATS periods, joined across a silence of at most LONGEST_REST_SECONDS
     with too little sound either side to track (`fps` frames a second).
@@ -866,7 +866,7 @@ def beat_spans(silences: np.ndarray, n_frames: int, period: float, fps: float = 
     return out
 
 
-def carries_beat(level_db: np.ndarray, period: float, fps: float = SAMPLE_RATE / HOP) -> bool:
+def carries_beat(level_db: np.ndarray, period: float, fps: float) -> bool:
     """Whether sound with frame levels `level_db` (dBFS) lasts long enough anywhere to carry a beat of `period` frames: a
     `beat_spans` stretch of TRACK_BEATS periods. Without one (one click, lone clicks or notes seconds apart) there is no
     beat, as `songfeat.analysis` lays none."""

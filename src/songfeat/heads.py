@@ -369,10 +369,8 @@ def predict_rows(model, evidence: np.ndarray, numeric_std: np.ndarray) -> np.nda
 def clip_rows(evidence: list[np.ndarray], weights: list[np.ndarray], numeric_std: np.ndarray):
     """Window rows of clips: evidence [R, D], numeric [R, F] (each clip's row once per window), clip index [R], weight [R]
     (each clip's window weights divided by their sum, so every clip weighs the same)."""
-    num = [np.repeat(numeric_std[i:i + 1], len(x), axis=0) for i, x in enumerate(evidence)]
-    idx = [np.full(len(x), i) for i, x in enumerate(evidence)]
-    return (np.concatenate(evidence), np.concatenate(num), np.concatenate(idx),
-            np.concatenate([w / w.sum() for w in weights]))
+    idx = np.concatenate([np.full(len(x), i) for i, x in enumerate(evidence)])
+    return np.concatenate(evidence), numeric_std[idx], idx, np.concatenate([w / w.sum() for w in weights])
 
 
 def fit_clips(bundle, evidence: list[np.ndarray], weights: list[np.ndarray], numeric_std: np.ndarray, lo: np.ndarray,

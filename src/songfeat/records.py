@@ -65,18 +65,12 @@ def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
     the main one, on a machine of any core count (a BLAS pool as wide as the machine moved onset and chroma
     values in their last bits, enough to flip a nested weight-decay choice).
     """
-    import torch
+    from .runtime import set_threads, threads as ort_threads, torch_threads
 
-    from .runtime import set_threads, threads as ort_threads
-
-    threads = torch.get_num_threads()
     if ort_threads() != 1:
         set_threads(1)  # onnxruntime's stays at 1 for the rest of the process: records come in batches
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _compute(path, with_tagger)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _compute(path: str | Path, with_tagger: bool) -> Record:

@@ -38,6 +38,16 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def capped_workers(n: int, setting: str) -> tuple[int, str | None]:
+    """A local process pool's worker count: at most one per usable CPU (each worker holds the model, up to ~0.75 GB, so
+    more cost memory and gain nothing), and the warning to print when `n` was more; `setting` names it (`--workers 9`,
+    `SONGFEAT_WORKERS=9`)."""
+    cpus = usable_cpus()
+    if n <= cpus:
+        return n, None
+    return cpus, f"{setting} is more than the {cpus} usable CPUs here; using {cpus}"
+
+
 def threads() -> int:
     """Intra-op threads of new sessions: set_threads()'s value, else min(usable CPUs, MAX_THREADS)."""
     return _threads if _threads is not None else max(1, min(usable_cpus(), MAX_THREADS))
@@ -132,4 +142,5 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-__all__ = ["backend", "session", "session_options", "set_threads", "threads", "torch_threads", "BACKENDS"]
+__all__ = ["backend", "capped_workers", "session", "session_options", "set_threads", "threads", "torch_threads",
+           "usable_cpus", "BACKENDS"]

@@ -994,8 +994,8 @@ def settings_from_env(environ: Mapping[str, str]) -> dict:
     """`songfeat serve`'s settings from `environ`'s SONGFEAT_* variables (`env_name`), with its defaults and checks, as
     keyword arguments: `library`, `db`, `workers`, `time_limit`, `quiet` and `create_app`'s. SongfeatError naming the
     variable and what to give for a missing SONGFEAT_LIBRARY or a value `songfeat serve` would refuse."""
-    from .analyze import auto_workers
     from .errors import SongfeatError, no_folder
+    from .runtime import usable_cpus
 
     get = {option: environ.get(env_name(option)) for option in ENV_OPTIONS}
     if not (get["library"] or "").strip():
@@ -1035,7 +1035,7 @@ def settings_from_env(environ: Mapping[str, str]) -> dict:
     except ValueError as e:
         raise SongfeatError(None, f"{env_name('token')}: {e}") from None
     return {"library": library, "db": Path(get["db"]).expanduser() if (get["db"] or "").strip() else None,
-            "workers": number("workers", 0, 1, int) or auto_workers(1 << 30),
+            "workers": number("workers", 0, 1, int) or usable_cpus(),
             "time_limit": number("time-limit", 300.0, 1.0), "quiet": flag("quiet"), "token": get["token"],
             "rehash": flag("rescan"), "rescan_interval": number("rescan-interval", 60.0, 0.0),
             "max_upload_mb": number("max-upload-mb", UPLOAD_MB, 0.001),
@@ -1049,13 +1049,14 @@ def app_from_env() -> FastAPI:
     library (`uvicorn --workers 2`) stops at once. A missing or bad setting, or a library that cannot be served, is one
     line on stderr and exit 3 (uvicorn's status, and gunicorn's, for an app that cannot start), not a traceback."""
     from .errors import SongfeatError
-    from .runtime import usable_cpus
+    from .runtime import capped_workers
 
     library = None
     try:
         settings = settings_from_env(os.environ)
-        quiet, workers, cpus = settings.pop("quiet"), settings.pop("workers"), usable_cpus()
-        library = Library(settings.pop("library"), db=settings.pop("db"), workers=min(workers, cpus),
+        quiet, asked = settings.pop("quiet"), settings.pop("workers")
+        workers, too_many = capped_workers(asked, env_option("workers", str(asked)))
+        library = Library(settings.pop("library"), db=settings.pop("db"), workers=workers,
                           time_limit=settings.pop("time_limit"))
         library.claim(db_option=env_name("db"))
     except SongfeatError as e:
@@ -1063,9 +1064,8 @@ def app_from_env() -> FastAPI:
             library.stop()  # nothing started yet: this closes what it opened (as `songfeat serve` does)
         print(f"songfeat: error: {e}", file=sys.stderr)
         raise SystemExit(3) from None
-    if workers > cpus:  # each worker holds the model: more than the CPUs cost memory and gain nothing (as --workers)
-        print(f"songfeat: warning: {env_name('workers')}={workers} is more than the {cpus} usable CPUs here; using {cpus}",
-              file=sys.stderr)
+    if too_many:  # as --workers: one per usable CPU at most
+        print(f"songfeat: warning: {too_many}", file=sys.stderr)
     for line in unsafe_settings(settings["token"], settings["cors_origins"], settings["allowed_hosts"], True, env_option):
         print(f"songfeat: warning: {line}", file=sys.stderr)
     console_log(quiet)

@@ -142,19 +142,14 @@ def _numeric(records, slope: float, icpt: float) -> np.ndarray:
 
 
 def _evidence(records, lay) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per clip: its windows' evidence under `lay` and their weights, the two lists `_windows` and `fit_on` pass on."""
+    """Per clip: its windows' evidence under `lay` and their weights, the two lists `clip_predictions` and `fit_on` pass on."""
     return [assemble(r.blocks, lay) for r in records], [r.weights for r in records]
-
-
-def _windows(records, lay, numeric_std: np.ndarray):
-    """Window rows: evidence [R, D], numeric [R, F], clip index [R], weight [R] (each clip sums to 1)."""
-    return clip_rows(*_evidence(records, lay), numeric_std)
 
 
 def clip_predictions(model, records, lay, numeric_std, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Per clip: the duration-weighted mean of the model's per-window predictions (as `analyze` does); `bounds`, a
     bundle's `output_range`, clamps each window's first, as `Bundle.predict` does."""
-    ev, num, idx, w = _windows(records, lay, numeric_std)
+    ev, num, idx, w = clip_rows(*_evidence(records, lay), numeric_std)
     p = predict_rows(model, ev, num)
     if bounds is not None:
         p = np.clip(p, *bounds)
@@ -539,7 +534,8 @@ def behaviour_intervals(shared: str | Path, fit_beh: pd.DataFrame, catalogue_bou
 
 def default_genre_table(shared: str | Path, exclude_ids: set[str] | None = None) -> dict:
     """The genre-prior table built without any labelled clip or its twin in the catalogue (so no scored clip informs it);
-    `exclude_ids`, if given, are those ids (`held_out_ids`), so a caller holding them spares the catalogue's reparse."""
+    `exclude_ids`, if given, are those ids (`held_out_ids`), so a caller holding them spares working them out again
+    (`genre_prior.build_table` still reads the catalogue's genre column itself)."""
     from .genre_prior import build_table
 
     if exclude_ids is None:

@@ -2,8 +2,8 @@
 correction from timbre statistics): stage 1's outputs for a bundle, and the ridge fit (stage 1's training rows,
 Spotify's catalogue, lie at `genre_prior.SPOTIFY_CATALOGUE` in the shared data).
 
-Below everything that fits or scores them: the recipe (`default_model`), the held-out tables' ridge member (`sources`)
-and `evaluate-audio --cv` of a stack bundle (`accuracy`) all read them from here.
+Below everything that fits or scores them: the held-out tables' ridge member (`sources`) and `evaluate-audio --cv` of
+a stack bundle (`accuracy`) read them from here, and the recipe (`default_model`) its heads' front-end spec.
 """
 from __future__ import annotations
 

@@ -534,15 +534,11 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
             # crashed or stalled its worker before (or was in flight when the build was killed) would take down or
             # hang this process, which has no time limit
             if todo and runner is None and len(plan) <= SERIAL_MAX:
-                import torch
+                from ..runtime import torch_threads
 
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)  # as in pool workers: same reduction order, so the same tensors bit for bit
-                try:
+                with torch_threads(1):  # as in pool workers: same reduction order, so the same tensors bit for bit
                     for i in todo:
                         record(i, process_clip(paths[i], spec_dict, descriptors))
-                finally:
-                    torch.set_num_threads(threads)
             elif todo:
                 if runner is not None:
                     runner(todo, paths, spec_dict, descriptors, workers, record)
