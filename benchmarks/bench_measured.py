@@ -15,7 +15,8 @@ clips whose notes document a key. Peers run in this process on the same decoded 
 Prints tempo acc1 / acc2 (within 4%; acc2 also accepts x1/2, x2, x3, x1/3), key, mode, key+mode, the
 MIREX weighted key score (1 / 0.5 fifth / 0.3 relative / 0.2 parallel), time-signature agreement and
 loudness MAE. Loudness is mapped to Spotify's dB with an offset (slope 1) fitted on one dev half and checked on
-the other (and fitted on all dev previews for extra). Peer outputs are cached as JSON under
+the other (and fitted on all dev previews for extra). Then every clip whose songfeat tempo misses its reference
+even in acc2, beside each peer's tempo for the same audio (do the peers hear songfeat's pulse or the label's?). Peer outputs are cached as JSON under
 `.cache/bench_measured/` (gitignored), keyed by what they depend on: the peer's code in this file, its library's
 version (songfeat: the hash of its measuring code, `provenance.MEASURING_CODE`) and the clip's bytes, so a rerun only
 computes what changed and says how many results it read from the cache. A peer whose library is missing
@@ -377,6 +378,23 @@ def score(sel: list[Clip], est) -> dict[str, float | int | None]:
     return out
 
 
+def tempo_misses(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> list[dict]:
+    """Every clip whose songfeat tempo misses its reference even in acc2, with each peer's tempo beside it.
+
+    `agree`: every peer that measured the clip reads within 4% of songfeat (octaves allowed, as acc2), i.e. the
+    peers hear the same pulse in this audio and the reference names another one."""
+    sf = res.get("songfeat", {})
+    out = []
+    for c in all_clips:
+        if c.tempo is None or c.cache_key not in sf or tempo_hits(sf[c.cache_key]["tempo"], c.tempo)[1]:
+            continue
+        mine = sf[c.cache_key]["tempo"]
+        peers = {p: res[p][c.cache_key]["tempo"] for p in res if p != "songfeat" and c.cache_key in res[p]}
+        out.append({"set": c.set, "clip": c.path.name, "reference": c.tempo, "songfeat": mine, **peers,
+                    "ratio": mine / c.tempo, "agree": bool(peers) and all(tempo_hits(t, mine)[1] for t in peers.values())})
+    return out
+
+
 def _fmt(v, pct=True) -> str:
     if v is None:
         return "–"
@@ -436,6 +454,16 @@ def report(all_clips: list[Clip], res: dict[str, dict[str, dict]]) -> None:
             print("octave weights (comb, density) chosen without each source: " + ", ".join(f"{g}: {w}" for g, w in loso.items()))
         if fits:  # none when the dev previews are one origin only (e.g. --limit 1): no other half to fit on
             print("\nloudness lines (fitted on the other dev half): " + ", ".join(f"{k[:-4]} tested with dB = level + {b:.2f}" for k, (a, b) in fits.items()))
+    misses = tempo_misses(all_clips, res)
+    if misses:
+        others = [p for p in res if p != "songfeat"]
+        print("\nsongfeat's tempo misses (not even acc2), with every peer's reading of the same audio:\n")
+        print("| set | clip | reference | songfeat | " + " | ".join(others) + " | songfeat / reference | peers hear songfeat's pulse |")
+        print("|---|---|---|---|" + "---|" * len(others) + "---|---|")
+        for m in misses:
+            peers = " | ".join(f"{m[p]:.1f}" if p in m else "–" for p in others)
+            print(f"| {m['set']} | {m['clip']} | {m['reference']:.1f} | {m['songfeat']:.1f} | {peers} | {m['ratio']:.3f} | "
+                  f"{'yes' if m['agree'] else 'no'} |")
 
 
 def main() -> None:

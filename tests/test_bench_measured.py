@@ -94,3 +94,20 @@ def test_clips_names_a_label_table_that_lacks_a_column(tmp_path) -> None:
     with pytest.raises(SystemExit) as e:
         B.clips(tmp_path)
     assert str(e.value).endswith(f"{fma / 'clips_labels.csv'}: row 2: no 'tempo' column"), e.value
+
+
+def test_tempo_misses_lists_each_clip_songfeat_misses_with_the_peers_beside_it(tmp_path) -> None:
+    # a miss the peers share (they hear the same pulse in the audio) reads differently from one only songfeat makes
+    def clip(name, tempo):
+        return B.Clip("fma", "fma", tmp_path / name, tempo=tempo)
+
+    shared, alone, hit, unlabelled = clip("a.mp3", 127.0), clip("b.mp3", 120.0), clip("c.mp3", 100.0), clip("d.mp3", None)
+    res = {"songfeat": {shared.cache_key: {"tempo": 85.0}, alone.cache_key: {"tempo": 80.0},
+                        hit.cache_key: {"tempo": 50.5}, unlabelled.cache_key: {"tempo": 90.0}},
+           "essentia": {shared.cache_key: {"tempo": 170.0}, alone.cache_key: {"tempo": 121.0}},
+           "librosa": {shared.cache_key: {"tempo": 86.0}}}
+    misses = B.tempo_misses([shared, alone, hit, unlabelled], res)
+    assert [m["clip"] for m in misses] == ["a.mp3", "b.mp3"]  # c is an acc2 hit (half tempo), d has no reference
+    assert misses[0]["agree"] and not misses[1]["agree"]  # 170 is 85's double; 121 is the label's pulse
+    assert misses[0]["librosa"] == 86.0 and "librosa" not in misses[1]
+    assert abs(misses[0]["ratio"] - 85 / 127) < 1e-12
