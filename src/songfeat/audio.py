@@ -3,7 +3,7 @@
 Decoding goes through soundfile (wav, flac, ogg, mp3 and every other libsndfile format) and falls
 back to PyAV (m4a, aac, mp4, opus, wma, ...). Channels are averaged to mono and the signal is
 resampled with soxr. Long files are streamed block by block, so memory stays bounded by one window
-however long the song.
+however long the song. Where soundfile gives up part-way (damage mid-file), PyAV reads on past the damage.
 
 Native decoders (libmpg123 inside libsndfile, above all) print their complaints straight to file
 descriptor 2. Every decoder call here runs with fd 2 pointed at a temporary file, so that text is
@@ -493,12 +493,13 @@ def _soundfile_blocks(p: Path, mono: bool = True) -> Iterator[tuple[np.ndarray, 
             yield (block @ np.full(ch, 1.0 / ch, dtype=np.float32)) if ch > 1 else block[:, 0], sr
 
 
-def _pyav_blocks(p: Path, mono: bool = True) -> Iterator[tuple[np.ndarray, int]]:
+def _pyav_blocks(p: Path, mono: bool = True, log: DecoderLog | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block, source rate) from PyAV (`mono=False`: frames x channels): packed float32 in the
     stream's own channel layout, averaged over the channels as `_soundfile_blocks` does. (PyAV's own mono downmix keeps
     the channels' sum at 1/sqrt(2), so stereo read through it came out 3 dB louder than the same audio read by
     soundfile: an .m4a or .opus file, or any file soundfile cannot open by name, read louder and more energetic than
-    its WAV.)"""
+    its WAV.) A corrupt packet is skipped, as ffmpeg and players do, with an error line in `log` (decoding stopped at
+    the first one); a file whose every packet is corrupt raises the first packet's error."""
     import numpy as np
     import av
 
@@ -514,11 +515,94 @@ def _pyav_blocks(p: Path, mono: bool = True) -> Iterator[tuple[np.ndarray, int]]
                 return block
             return (block @ np.full(ch, 1.0 / ch, dtype=np.float32)) if ch > 1 else block[:, 0]
 
-        for frame in c.decode(stream):
-            for out in resampler.resample(frame):
-                yield mix(out), sr
+        first_error: Exception | None = None
+        decoded = False
+        for packet in c.demux(stream):  # its last packet is empty: decoding it flushes the decoder
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError as e:
+                first_error = first_error or e
+                if log is not None:
+                    log.add(f"pyav: error: {str(e).strip() or 'corrupt packet'} (skipped)\n")
+                continue
+            for frame in frames:
+                for out in resampler.resample(frame):
+                    decoded = True
+                    yield mix(out), sr
         for out in resampler.resample(None):
+            decoded = True
             yield mix(out), sr
+        if first_error is not None and not decoded:
+            raise first_error
+
+
+@dataclass
+class _Break:
+    """Where soundfile stopped short in a file (and its error, if it raised one) when PyAV then read on past it."""
+
+    seconds: float | None = None
+    error: Exception | None = None
+
+
+def _stopped_short(info: AudioInfo, frames: int) -> bool:
+    """Whether soundfile's decoder ended well (over 1 s and 2 %) short of the length the file's header gives: libmpg123
+    can end a file quietly at damage it cannot resync past, as if it were the end."""
+    seconds = frames / info.sample_rate
+    return info.seconds is not None and info.seconds - seconds > max(1.0, 0.02 * info.seconds)
+
+
+def _blocks_reading_on(p: Path, info: AudioInfo, log: DecoderLog, brk: _Break) -> Iterator[tuple[np.ndarray, int]]:
+    """The file's (mono block, source rate) pairs, each decoder step under `log`; where soundfile breaks off part-way
+    (an error, or a quiet end well short of its header's length), the rest from PyAV (decoded from the start, the frames
+    already read dropped, corrupt packets skipped): libmpg123 gives up resyncing after 1 KB of damage, so a 4-KB hole
+    6 s into a 60-s mp3 left 4.5 s of it. PyAV's frames past `MAX_PEAK` there are damage decoded into noise, and
+    dropped. Notes the break in `brk`; raises soundfile's error when PyAV adds nothing."""
+    import numpy as np
+
+    if info.decoder == "pyav":
+        only = _captured(_pyav_blocks(p, log=log), log)
+        try:
+            yield from only
+        finally:
+            only.close()
+        return
+    done, rate, error = 0, 0, None
+    first = _captured(_soundfile_blocks(p), log)
+    try:
+        for block, rate in first:
+            done += block.size
+            yield block, rate
+        if not done or not _stopped_short(info, done) or is_cut_off(log.text()):  # a cut-off mp3 has nothing further
+            return
+    except Exception as e:
+        if done == 0:
+            raise
+        error = e
+    finally:
+        first.close()
+    rest, skip, more = _captured(_pyav_blocks(p, log=log), log), done, False
+    try:
+        for block, r in rest:
+            if r != rate:  # another reading of the file (a rate of its own): not a continuation
+                break
+            if skip >= block.size:
+                skip -= block.size
+                continue
+            block, skip = block[skip:], 0
+            level = float(np.max(np.abs(block))) if block.size else 0.0
+            if not level <= MAX_PEAK:  # damage PyAV decoded into noise far past ±1 (or NaN): dropped, not the file
+                log.add(f"pyav: error: a frame decoded to {level:.3g}, far past ±1 (skipped)\n")
+                continue
+            if not more:
+                brk.seconds, brk.error, more = done / rate, error, True
+            yield block, r
+    except Exception:
+        if more:
+            raise
+    finally:
+        rest.close()
+    if not more and error is not None:  # PyAV read no further: soundfile's break is the one to report
+        raise error
 
 
 def _stores_floats(p: Path, decoder: str) -> bool:
@@ -538,10 +622,11 @@ def _stores_floats(p: Path, decoder: str) -> bool:
 
 
 def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
-    """Stream a file as mono float32 blocks at `sr`; a decode error mid-file keeps what came before.
+    """Stream a file as mono float32 blocks at `sr`; a decode error mid-file keeps what came before (and PyAV reads on).
 
     Raises AudioError for files no decoder reads. A file that breaks off part-way (a truncated
-    mp3, say) yields the audio decoded up to the break and warns, as audio players do. What the
+    mp3, say) yields the audio decoded up to the break and warns, as audio players do; one that soundfile gives up on
+    part-way (damage mid-file) is read on past it by PyAV (`_blocks_reading_on`), with a warning. What the
     native decoder prints is captured: see `capture_output`.
     """
     log = DecoderLog(path)
@@ -560,7 +645,8 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
 
     info = audio_info(path, log)
     p = Path(info.path)
-    blocks = _captured(_pyav_blocks(p) if info.decoder == "pyav" else _soundfile_blocks(p), log)
+    brk = _Break()
+    blocks = _blocks_reading_on(p, info, log, brk)
     resampler = None
     got = src_frames = 0
     try:
@@ -593,6 +679,11 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
                       SongfeatWarning, stacklevel=3)
     else:
         promised, held = info.promised_seconds, src_frames / info.sample_rate
+        if brk.seconds is not None and (brk.error is not None or held - brk.seconds > 1.0):  # a cut-off file's last
+            # frame or two that PyAV reads and libsndfile did not are no damage read past: its cut is reported below
+            why = f" ({type(brk.error).__name__})" if brk.error is not None else ""
+            warnings.warn(f"{p}: soundfile stopped at {brk.seconds:.1f} s{why}, on damaged or missing data; PyAV read "
+                          f"on past it to {held:.1f} s", SongfeatWarning, stacklevel=3)
         if promised is not None and promised - held > max(1.0, 0.02 * promised):
             warnings.warn(f"{p}: holds {held:.1f} s of audio but its header says {promised:.1f} s "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
