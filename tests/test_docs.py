@@ -1,5 +1,5 @@
 """README.md and docs/*.md as a new user meets them: links and pictures resolve, every `songfeat CMD ...` shown names
-options CMD has, and the README's Python snippets that read one audio file run on the example clip."""
+options CMD has, and the docs' Python snippets that read one audio file run on the example clip."""
 from __future__ import annotations
 
 import re
@@ -65,10 +65,11 @@ def _file_snippets(doc: Path) -> list[str]:
     return [b for b in blocks if not re.search(r"spotipy|ray\.|open_store|store\.", b)]
 
 
-def test_readme_python_snippets_run(tmp_path, example_clip, monkeypatch):
-    # the README's tagger snippet called tagger.describe(y, ...) with no y anywhere: a NameError for whoever pasted it
-    snippets = _file_snippets(ROOT / "README.md") + _file_snippets(ROOT / "docs" / "analysis.md")
-    assert len(snippets) >= 4, snippets  # analyze, audio_analysis (README and docs) and the tagger's
+def test_python_snippets_run(tmp_path, example_clip, monkeypatch):
+    # the README's tagger snippet called tagger.describe(y, ...) with no y anywhere: a NameError for whoever pasted it;
+    # docs/musicnn.md's did the same, unseen while only the README and docs/analysis.md were run
+    snippets = [code for doc in DOCS for code in _file_snippets(doc)]
+    assert len(snippets) >= 6, snippets  # analyze, audio_analysis and the tagger's (README and docs), measure_file
     shutil.copy(example_clip, tmp_path / "song.mp3")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
@@ -175,3 +176,23 @@ def test_documented_api_names_exist(doc):
     # pointing at nothing
     missing = sorted({n for span in _code_spans(doc) for n in _api_names(span) if not _resolves(n)})
     assert not missing, f"{doc.name}: names songfeat does not have: {missing}"
+
+
+def test_window_evidence_table_names_every_field_and_its_size():
+    # docs/descriptors.md's table of what `combine` keeps of a window missed `mean_square` (added with the no-beat
+    # rule), and the size per window it gave, ~52 kB, was that of the fields before it (~63 kB)
+    import dataclasses
+
+    import numpy as np
+
+    from songfeat.descriptors import WindowEvidence, window_evidence
+
+    text = (ROOT / "docs" / "descriptors.md").read_text(encoding="utf-8")
+    section = text.split("## How windows combine", 1)[1].split("\n## ", 1)[0]
+    named = {n for cell in re.findall(r"^\| ([^|]*) \|", section, re.M) for n in re.findall(r"`(\w+)`", cell)}
+    assert named == {f.name for f in dataclasses.fields(WindowEvidence)}
+    y = np.random.default_rng(0).normal(0.0, 0.1, 30 * 44100).astype(np.float32)
+    ev = window_evidence(y)
+    size = sum(v.nbytes for v in vars(ev).values() if isinstance(v, np.ndarray))
+    stated = re.search(r"That is ~(\d+) kB per window", section)
+    assert stated and int(stated.group(1)) == round(size / 1000), (stated and stated.group(0), size)

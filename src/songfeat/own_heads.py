@@ -174,9 +174,10 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         # the base bundle's own evidence layout (with its genre table) when it has one, else the layout without genre prior;
         # your heads stand alone: the default's second member (a ridge on the MFCC summary, fitted on its labels) is left out
         lay = nets_layout(base.config.get("evidence_layout") or layout(NO_GENRE_PARTS))
-        sc = base.config["scalers"]["numeric"]
         num = np.array([base.numeric_row(recs[i].descriptors) for i in ok], dtype=np.float32)
-        num_std = (num - np.array(sc["mean"])) / np.maximum(np.array(sc["std"]), 1e-8)
+        # standardised as analysis and `evaluate-audio --cv` do (float32); in float64 the same folds fitted other heads,
+        # and the two commands' held-out tables differed in the third digit
+        num_std = base.normalise("numeric", num)
         for t, why in constant_labels(y, list(TARGETS)).items():  # fitted all the same (no crash, no NaN), but said
             warnings.warn(f"{labels_csv}: {t}: {why}; the heads cannot learn how {t} varies from that, and its "
                           "held-out r is undefined: label clips that differ in it, or leave the column out",
