@@ -469,6 +469,69 @@ def test_a_worker_crash_fails_only_its_clip(tmp_path):
     assert all(results[i]["ok"] for i in (0, 1, 3, 4, 5))
 
 
+def read_or_crash(job: tuple) -> str:
+    """A stand-in for records' per-clip reader whose worker process dies (the OOM killer, a decoder) on *crash* files."""
+    if "crash" in job[0]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"read {job[0]}"
+
+
+def test_a_worker_crash_while_reading_clips_fails_only_its_clip():
+    """train-heads and evaluate-audio read clips with records.map_files: a killed worker ended the run in a
+    BrokenProcessPool traceback; it is that clip's error line, as a clip the reader cannot analyse is."""
+    from songfeat.records import map_files
+
+    out = map_files(read_or_crash, [("a.wav",), ("crash.wav",), ("b.wav",), ("c.wav",)], workers=2, progress=False)
+    assert out == ["read a.wav", "crash.wav: analysis failed (its worker process died (SIGKILL))", "read b.wav", "read c.wav"]
+
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from songfeat.records import map_files
+def job(args):
+    open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
+    time.sleep(0.2)
+    return args[0]
+map_files(job, [(str(i),) for i in range(500)], workers=2, progress=False)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is no zombie."""
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:3] + " "
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_clip_reading_workers_do_not_outlive_a_killed_batch(tmp_path):
+    """A train-heads -j 2 killed with SIGKILL (or by the OOM killer) left its ProcessPoolExecutor workers waiting on
+    their queue for ever, each holding its models' memory and the caller's stdout pipe."""
+    proc = subprocess.Popen([PY, "-c", ORPHAN_SCRIPT, str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            pids = [int(p.name) for p in tmp_path.iterdir()]
+        assert len(pids) == 2, f"the workers did not start: {proc.stderr.read().decode()[-500:] if proc.poll() else ''}"
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 15
+        while any(map(_running, pids)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_running, pids)), "worker processes outlived the killed batch"
+    finally:
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
 MEMORY_SCRIPT = """
 import resource, sys
 from songfeat.data.store import build_store

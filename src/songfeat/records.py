@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,20 +178,28 @@ def get_records(paths: list[str], cache: str | Path | None = DEFAULT_CACHE, with
 
 
 def map_files(fn, jobs: list, workers: int = 1, progress: bool = True) -> list:
-    """fn over per-file jobs, in `workers` processes (one inference thread each), in order, with a progress bar."""
-    from .analyze import _init_worker
+    """fn over per-file jobs (tuples, the file first), in `workers` processes (one inference thread each), in order, with
+    a progress bar. The processes are `workers.run_jobs`': a job whose process dies (the OOM killer, a decoder's crash)
+    gives its file's error line, as fn's own failures do, and none outlives this process when it is killed (a
+    ProcessPoolExecutor raised BrokenProcessPool for the first, and its workers waited on their queue for ever)."""
+    from .analyze import ANALYSIS_PRELOAD, _init_worker
+    from .workers import run_jobs
 
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 and len(jobs) > 1 else None
-    results = pool.map(fn, jobs, chunksize=1) if pool else map(fn, jobs)
-    try:
-        if progress:
-            from .progress import track
+    pooled = workers > 1 and len(jobs) > 1
+    results = (run_jobs(fn, jobs, workers=workers, init=_init_worker, preload=ANALYSIS_PRELOAD, fork=True) if pooled
+               else map(fn, jobs))
+    if progress:
+        from .progress import track
 
-            results = track(results, "reading clips", total=len(jobs))
+        results = track(results, "reading clips", total=len(jobs))
+    if not pooled:
         return list(results)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    out: list = [None] * len(jobs)
+    for r in results:  # in the order they finish
+        if r.log:  # what the job printed (a decoder's chatter), as a clip read in this process prints it
+            sys.stderr.write(r.log)
+        out[r.index] = r.value if r.ok else f"{jobs[r.index][0]}: analysis failed ({r.value})"
+    return out
 
 
 __all__ = ["Record", "get_record", "get_records", "compute_record", "check_cache", "DEFAULT_CACHE", "RECORD_VERSION"]
