@@ -318,6 +318,10 @@ def test_zero_channels_and_almost_a_second_are_named_plainly(tmp_path):
     sf.write(short, 0.1 * sine(440, 0.9995, SAMPLE_RATE), SAMPLE_RATE)
     with pytest.raises(AudioError, match=r"too short \(0\.999 s; need at least 1 s\)"):
         check_first_window(short, load_audio(short))
+    one = tmp_path / "one.wav"  # a single sample read "too short (0 s; ...)"
+    sf.write(one, np.full(1, 0.5, np.float32), SAMPLE_RATE)
+    with pytest.raises(AudioError, match=r"too short \(1 sample, under 1 ms; need at least 1 s\)"):
+        check_first_window(one, load_audio(one))
 
 
 def _write_m4a(path, seconds: float = 2.0, sr: int = 44100) -> None:

@@ -792,7 +792,8 @@ def check_usable(path: str | Path, total_samples: int, peak: float, sr: int = SA
         raise AudioError(path, "no audio frames decoded")
     if seconds < MIN_SECONDS:
         shown = math.floor(seconds * 1000) / 1000  # 0.999 s, not "1.00 s; need at least 1 s"
-        raise AudioError(path, f"too short ({shown:g} s; need at least {MIN_SECONDS:g} s)")
+        length = f"{shown:g} s" if shown else f"{total_samples} sample{'s' * (total_samples > 1)}, under 1 ms"  # not "0 s"
+        raise AudioError(path, f"too short ({length}; need at least {MIN_SECONDS:g} s)")
     if peak <= SILENCE_PEAK:
         if channels_cancel(path):
             raise AudioError(path, f"{silent} once its channels are averaged to mono, which songfeat analyses: they "
