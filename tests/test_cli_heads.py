@@ -366,3 +366,69 @@ def test_train_heads_warns_of_a_label_that_cannot_teach_and_still_fits_finite(tm
     assert cfg["split"]["heads"]["targets_labelled"] == ["energy", "valence", "liveness"]
     out = json.loads(_ok(["analyze", tmp_path / "audio" / "c0.wav", "--model", tmp_path / "heads"]).stdout)
     assert all(np.isfinite(out[t]) for t in cfg["targets"]), out
+
+
+def test_evaluate_audio_leaves_out_the_audio_a_bundle_was_fitted_on_not_its_ids(tmp_path, quick_fit):
+    """evaluate-audio left out every clip whose id was among the bundle's fitting clips' ids, so a user's own clips
+    numbered like the default model's FMA tracks (000002, ...) were dropped as 'fitted on'. A bundle now records its
+    clips' content ids (`provenance.heads_clip_content`): another clip under a fitting clip's id is scored, the fitting
+    clip's own bytes under another name are not; a bundle without them (older) is matched by id, and says so."""
+    import shutil
+
+    _ok(_two_clips(tmp_path, LABELS6) + ["--out", tmp_path / "heads", "--cv", "0"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    sf.write(mine / "c0.wav", synth.drum_pattern(140, seconds=2.0, seed=20), 44100)  # c0's id, other audio
+    shutil.copy(tmp_path / "audio" / "c1.wav", mine / "copy.wav")  # a fitting clip's audio under another name
+    for i in (2, 3):
+        sf.write(mine / f"x{i}.wav", synth.drum_pattern(80 + 20 * i, seconds=2.0, seed=20 + i), 44100)
+    labels = tmp_path / "mine.csv"
+    labels.write_text("track_id,energy,valence\nc0,0.2,0.5\ncopy,0.4,0.5\nx2,0.6,0.5\nx3,0.9,0.5\n")
+    from songfeat.accuracy import evaluate_audio
+
+    got = evaluate_audio(labels, mine, model=tmp_path / "heads", progress=False)
+    assert sorted(p["track_id"] for p in got["predictions"]) == ["c0", "x2", "x3"]  # c0 scored, the copy not
+    assert (got["excluded_trained_on"], got["excluded_by"]) == (1, "content")
+    args = ["evaluate-audio", "--labels", labels, "--audio", mine]
+    r = _ok(args + ["--model", tmp_path / "heads"])
+    assert "Clips: 3; 1 left out (the model was fitted on them; matched by content: the same audio)" in r.stdout, r.stdout
+    assert ("1 clip is not scored: the model was fitted on it (matched by content: the same audio; --cv K refits it per "
+            "fold)") in r.stderr, r.stderr
+
+    # a bundle written before content ids: matched by id, c0 left out (its audio unknown), the copy scored, said
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "heads", old)
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["provenance"]["heads_clip_content"]
+    (old / "config.json").write_text(json.dumps(cfg))
+    got = evaluate_audio(labels, mine, model=old, progress=False)
+    assert got["excluded_by"] == "id" and sorted(p["track_id"] for p in got["predictions"]) == ["copy", "x2", "x3"]
+    r = _ok(args + ["--model", old])
+    assert ("1 left out (the model was fitted on them; matched by track id: this bundle records no content ids of its "
+            "clips, so other audio under those ids is left out too)") in r.stdout, r.stdout
+
+
+def test_evaluate_audio_says_why_an_r_is_undefined(tmp_path):
+    """Without --cv the mean predictor's guess for a clip is the other clips' mean label, which falls as the clip's own
+    label rises: its r printed -1.00 for every feature, read as a perfectly wrong baseline. It is now "–" (null in JSON)
+    with a note why; and a feature labelled all alike, whose r printed "–" without a word, is named with the reason
+    train-heads gives."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(4):
+        sf.write(audio / f"c{i}.wav", synth.drum_pattern(90 + 10 * i, seconds=2.0, peak_dbfs=-24 + 4 * i, seed=i), 22050)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,energy,valence\n" + "".join(f"c{i},0.{2 * i + 1},0.5\n" for i in range(4)))
+    args = ["evaluate-audio", "--labels", labels, "--audio", audio]
+    md = _ok(args).stdout
+    energy = next(ln for ln in md.splitlines() if ln.startswith("| energy |")).split(" | ")
+    assert energy[4] == "–" and energy[2] != "–", md  # the baseline's r; the model's own is a figure
+    assert "-1.00" not in md, md
+    assert ("**note**: mean_predictor r undefined (–): without --cv each clip's guess is the mean of the other clips' "
+            "labels, lower the higher its own label, so its r is -1 whatever the labels") in md, md
+    assert "**note**: valence: r undefined (–): all 4 clips labelled with it have the same value (0.5)" in md, md
+    res = json.loads(_ok(args + ["-f", "json"]).stdout)
+    assert res["learned"]["mean_predictor"]["targets"]["energy"]["pearson"] is None
+    assert res["learned"]["mean_predictor"]["targets"]["energy"]["mae"] is not None
+    md = _ok(args + ["--cv", "2"]).stdout  # the folds' mean is another baseline: its r stands; the constant label's note too
+    assert "mean_predictor r undefined" not in md and "**note**: valence: r undefined (–): all 4 clips" in md, md

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import features
-from .analyze import Clip, get_bundle, predict_clip, read_clip
+from .analyze import Clip, content_id, get_bundle, predict_clip, read_clip
+from .bundle import FITTED_CONTENT
 from .data.labels import pair_table
 from .data.splits import index_folds
 from .descriptors import LOUDNESS_MEASURES, loudness_map
@@ -129,6 +130,38 @@ class _Loudness:
         return slope * self.level[test] + icpt, numeric
 
 
+LOO_MEAN_R = ("mean_predictor r undefined (–): without --cv each clip's guess is the mean of the other clips' labels, "
+              "lower the higher its own label, so its r is -1 whatever the labels")
+EXCLUDED_BY = {"content": "matched by content: the same audio",  # how evaluate-audio told the clips the model was fitted on
+               "id": "matched by track id: this bundle records no content ids of its clips, so other audio under those "
+                     "ids is left out too"}
+
+
+def _content_or_none(path) -> str | None:
+    """`analyze.content_id` of a file, None when it cannot be read (reading its audio then says why, as an error line)."""
+    try:
+        return content_id(path)
+    except OSError:
+        return None
+
+
+def fitted_on(rows: pd.DataFrame, config: dict) -> np.ndarray:
+    """Which of `rows` (track_id, path) the bundle of `config` was fitted on: by content id where its provenance records
+    them (`bundle.FITTED_CONTENT`), else by track id (older bundles: `heads_clips`, a stack's `stage2_ids`); a `songfeat train`
+    bundle's store splits ('train', 'val') are store ids, matched by id."""
+    prov = config.get("provenance") or {}
+    split = config.get("split") or {}  # a `songfeat train` bundle: it fitted on 'train' and stopped on 'val'
+    ids = {str(i) for k in ("train", "val") if isinstance(split.get(k), list) for i in split[k]}
+    ids |= set(prov.get("stage2_ids") or [])
+    hit = np.zeros(len(rows), bool)
+    if FITTED_CONTENT in prov:
+        content = {c for cs in prov[FITTED_CONTENT].values() for c in cs}
+        hit = np.array([_content_or_none(p) in content for p in rows["path"]], bool)
+    else:
+        ids |= {str(i) for cs in (prov.get("heads_clips") or {}).values() for i in cs}
+    return hit | rows["track_id"].astype(str).isin(ids).to_numpy()
+
+
 def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | Path | None = None, cv: int | None = None,
                    seed: int = 42, workers: int = 1, progress: bool = True, clips: list[Clip | str] | None = None) -> dict:
     """Score a model (default: the shipped one) on labelled audio; see the module docstring for `cv`.
@@ -137,6 +170,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     evaluation uses) so a caller that has them does not decode every file again.
     """
     from .data.labels import read_labels, short_id
+    from .own_heads import constant_labels
     from .stack import HEAD_SPEC, head_inputs, base_outputs
 
     bundle = get_bundle(model)
@@ -151,17 +185,17 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
         if len(rows) >= 2 and not 2 <= cv <= len(rows):  # with fewer, the check below says there is nothing to score
             raise SongfeatError(None, f"--cv must be between 2 and the number of labelled clips with audio ({len(rows)}), "
                                       f"got {cv}")
-    prov = bundle.config.get("provenance") or {}
-    trained_on = set(prov.get("stage2_ids") or []) | {i for ids in (prov.get("heads_clips") or {}).values() for i in ids}
-    split = bundle.config.get("split") or {}  # a `songfeat train` bundle: it fitted on 'train' and stopped on 'val'
-    trained_on |= {str(i) for k in ("train", "val") if isinstance(split.get(k), list) for i in split[k]}
-    excluded = []
-    if cv is None and trained_on:
-        excluded = rows.loc[rows["track_id"].isin(trained_on), "track_id"].tolist()
-        rows = rows[~rows["track_id"].isin(trained_on)].reset_index(drop=True)
+    excluded, excluded_by = [], None
+    if cv is None:
+        fitted = fitted_on(rows, bundle.config)
+        if fitted.any():
+            excluded = rows.loc[fitted, "track_id"].tolist()
+            excluded_by = "content" if FITTED_CONTENT in (bundle.config.get("provenance") or {}) else "id"
+            rows = rows[~fitted].reset_index(drop=True)
         if len(rows) < 2 and excluded:
-            raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips, leaving "
-                                f"{len(rows)} it never saw; use --cv K to refit its audio part per fold{unusable}")
+            raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips "
+                                f"({EXCLUDED_BY[excluded_by]}), leaving {len(rows)} it never saw; use --cv K to refit "
+                                f"its audio part per fold{unusable}")
     if len(rows) < 2:  # one clip has no correlation and no spread to score
         nowhere = (f"; {counted(len(missing), 'labelled id has', 'labelled ids have')} no audio file there "
                    f"(e.g. {short_id(missing[0])})" if missing else "")
@@ -188,16 +222,19 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     y = rows[targets].to_numpy(float)
     n = len(rows)
     result: dict = {"n_clips": n, "failed": failed, "labels_without_audio": len(missing), "ids_without_audio": missing,
-                    "excluded_trained_on": len(excluded),
+                    "excluded_trained_on": len(excluded), "excluded_by": excluded_by,
                     "model": str(bundle.path), "cv": cv, "targets": targets, "labels_dropped": dropped,
                     "label_values_not_used": labels.nulled_lines(),
                     "columns_not_read": labels.unread,
-                    "targets_left_out": left_out}
+                    "targets_left_out": left_out,
+                    # a feature labelled all alike has no r, the model's or a baseline's: why, in train-heads' words
+                    "notes": [f"{t}: r undefined (–): {why}" for t, why in constant_labels(y, targets).items()]}
 
     if cv is None:
         pred = np.array([[predict_clip(bundle, c)[t] for t in targets] for c in clips])
         loo_mean = _loo_mean(y)  # leave-one-out mean: the baseline never sees its own clip
-        result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": baseline_metrics(y, loo_mean, targets)}
+        result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": _no_r(baseline_metrics(y, loo_mean, targets))}
+        result["notes"].append(LOO_MEAN_R)
         result["measured"] = measured_scores(desc, rows)
         result["predictions"] = pd.DataFrame(pred, columns=targets).assign(track_id=rows["track_id"]).to_dict("records")
         return result
@@ -257,6 +294,14 @@ def _stack_fold(z: np.ndarray, y: np.ndarray, base: np.ndarray, train: np.ndarra
             w, b = w.reshape(len(cols), -1), np.reshape(b, len(cols))  # RidgeCV gives a lone target's as 1-D
             out[:, cols] = base[np.ix_(test, cols)] + ((z[test] - zm) / zs) @ w.T + b
     return out
+
+
+def _no_r(metrics: dict) -> dict:
+    """`metrics` (`regression_metrics`) with every Pearson r undefined (NaN): the leave-one-out mean's, whose r is -1
+    whatever the labels (`LOO_MEAN_R`), printed as "–" rather than a figure that reads as a perfectly wrong guess."""
+    for m in (*metrics["targets"].values(), metrics["average"]):
+        m["pearson"] = float("nan")
+    return metrics
 
 
 def _loo_mean(y: np.ndarray) -> np.ndarray:
@@ -338,12 +383,14 @@ def to_markdown(result: dict) -> str:
                 if result.get("label_values_not_used") else "")
              + (f"; {counted(result['labels_without_audio'], 'labelled id')} without audio"
                 if result.get("labels_without_audio") else "")
-             + (f"; {result['excluded_trained_on']} left out (the model was fitted on them)"
+             + (f"; {result['excluded_trained_on']} left out (the model was fitted on them; "
+                f"{EXCLUDED_BY[result['excluded_by']]})"
                 if result.get("excluded_trained_on") else "")
              + ("; not scored (some clips lack the label): " + ", ".join(f"{t} ({k} missing)" for t, k in
                                                                          result["targets_left_out"].items())
                 if result.get("targets_left_out") else ""), "",
-             *learned_table(result["learned"], result["targets"], result["n_clips"])]
+             *learned_table(result["learned"], result["targets"], result["n_clips"]),
+             *(line for note in result.get("notes") or [] for line in ("", f"**note**: {note}"))]
     m = result["measured"]
     tp = m["tempo"] or {}
     n_lab = m.get("labelled") or {}

@@ -886,9 +886,11 @@ def evaluate_audio(
         typer.echo(one_line(f"songfeat: warning: {labels}: {nowhere} no audio file "
                             f"in {audio} (e.g. {short_id(result['ids_without_audio'][0])})"), err=True)
     if result["excluded_trained_on"]:
+        from .accuracy import EXCLUDED_BY
+
         typer.echo(f"songfeat: warning: {counted(result['excluded_trained_on'], 'clip is', 'clips are')} not scored: "
-                   f"the model was fitted on {'it' if result['excluded_trained_on'] == 1 else 'them'} (--cv K refits it per fold)",
-                   err=True)
+                   f"the model was fitted on {'it' if result['excluded_trained_on'] == 1 else 'them'} "
+                   f"({EXCLUDED_BY[result['excluded_by']]}; --cv K refits it per fold)", err=True)
     if result["targets_left_out"]:  # one line for them all: a table labelling one feature gave six lines
         typer.echo(f"songfeat: warning: {_left_out_line(result['targets_left_out'], result['n_clips'])}", err=True)
     if fmt == "json":

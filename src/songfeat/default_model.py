@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from . import __version__, features, mfcc, vocal_gate
-from .bundle import DEFAULT_DIR, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
+from .bundle import DEFAULT_DIR, FITTED_CONTENT, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
 from .models.stack import Stack
 from .genre_prior import SPOTIFY_CATALOGUE
 from .runtime import torch_threads
@@ -153,6 +153,7 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     behaviour check (checking half) go into the config and the model card.
     """
     from . import behaviour
+    from .analyze import content_id
     from .heads import DEFAULT_PARTS, MARGIN, RIDGE_PARTS, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, check_cache, get_records
     from .sources import (NOT_FITTED, _Data, check_shared, clip_predictions, default_genre_table,
@@ -203,6 +204,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
             "provenance": {
                 "stage1_table": str(SPOTIFY_CATALOGUE), "stage1_rows_excluded": "track ids of every labelled clip, and of the same recordings under other ids",
                 "heads_clips": {s: list(clips.loc[clips["source"] == s, "track_id"]) for s in clips["source"].unique()},
+                # the same clips' audio (evaluate-audio leaves out these bytes, not another file under one of the ids)
+                FITTED_CONTENT: {s: [content_id(p) for p in clips.loc[clips["source"] == s, "path"]] for s in clips["source"].unique()},
                 "songfeat_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "command": "songfeat train-default --shared ../shared/data",
             },
