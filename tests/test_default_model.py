@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,14 +169,25 @@ def test_plain_evaluation_refuses_clips_the_model_was_fitted_on(shared_data):
         evaluate_audio(prev / "labels.csv", prev / "audio", progress=False)
 
 
-def test_evaluation_names_the_label_rows_it_cannot_score(tmp_path, example_clip):
+def _unseen_song(path: Path, seed: int = 0) -> None:
+    """A 10-s generated song (chords over a drum pattern) the shipped model was never fitted on: evaluate-audio leaves
+    out the example clip's bytes, which are FMA 000002's, one of the heads' fitting clips."""
+    import soundfile as sf
+
+    from songfeat import synth
+
+    y = synth.chord_progression(0, 1, 10.0) + synth.drum_pattern(120.0, seconds=10.0, seed=seed)
+    sf.write(path, 0.5 * y / max(1e-9, float(abs(y).max())), synth.SR)
+
+
+def test_evaluation_names_the_label_rows_it_cannot_score(tmp_path):
     # bad rows and missing labels were dropped without a word: the report left out a whole feature in silence
     from songfeat.accuracy import evaluate_audio, to_markdown
 
     audio = tmp_path / "audio"
     audio.mkdir()
-    for tid in ("A" * 22, "B" * 22, "C" * 22):
-        (audio / f"{tid}.mp3").write_bytes(example_clip.read_bytes())
+    for i, tid in enumerate(("A" * 22, "B" * 22, "C" * 22)):
+        _unseen_song(audio / f"{tid}.wav", seed=i)
     head = "track_id,danceability,energy,speechiness,acousticness,instrumentalness,valence,liveness,tempo,loudness,key,mode,time_signature"
     rows = [f"{'A' * 22},0.6,0.7,0.1,0.3,0.0,0.5,0.1,120,-7,1,1,4", f"{'B' * 22},,0.7,0.2,0.3,0.0,0.7,0.1,120,-7,1,1,4",
             f"{'C' * 22},0.5,0.7,abc,0.3,0.0,0.7,0.1,120,-7,1,1,4", "../../etc/passwd,0.5,0.5,0.1,0.3,0,0.5,0.1,120,-7,1,1,4"]
@@ -188,14 +200,14 @@ def test_evaluation_names_the_label_rows_it_cannot_score(tmp_path, example_clip)
     assert "2 label rows dropped" in to_markdown(r) and "danceability (1 missing)" in to_markdown(r)
 
 
-def test_evaluation_of_one_clip_says_one_clip_is_too_few(tmp_path, example_clip):
+def test_evaluation_of_one_clip_says_one_clip_is_too_few(tmp_path):
     # one labelled clip the model never saw was refused with "this model was fitted on 0 of these clips", blaming the
     # model for what was a count too small to score
     from songfeat.accuracy import evaluate_audio
 
     audio = tmp_path / "audio"
     audio.mkdir()
-    (audio / f"{'A' * 22}.mp3").write_bytes(example_clip.read_bytes())
+    _unseen_song(audio / f"{'A' * 22}.wav")
     labels = tmp_path / "labels.csv"
     labels.write_text("track_id,energy,valence\n" + f"{'A' * 22},0.7,0.5\n")
     with pytest.raises(SongfeatError) as err:
