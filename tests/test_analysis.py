@@ -191,6 +191,17 @@ def test_fades_found_within_half_a_second(tmp_path: Path, kind: str) -> None:
     assert plain["track"]["start_of_fade_out"] >= seconds - 0.5
 
 
+def test_sound_to_the_end_without_a_fade_out_has_the_tracks_length(tmp_path: Path, example_result: dict) -> None:
+    # Spotify: "If the track has no fade-out, this should match the track's length". The last frame is centred up to a
+    # hop before the end, and that was read as the fade-out's start: 29.954 s of the example's 29.977, 11.981 of 12 s
+    y = (0.5 * synth.drum_pattern(120.0, seconds=12.0) + 0.5 * synth.chord_progression(0, 1, 12.0)).astype(np.float32)
+    for tr in (example_result["track"], audio_analysis(_write(tmp_path, "loop", y))["track"]):
+        assert tr["start_of_fade_out"] == tr["duration"], tr
+    # sound that ends before the file does still ends there: the trailing silence is not a fade
+    tr = audio_analysis(_write(tmp_path, "then_silence", np.concatenate([y, np.zeros(3 * SR, np.float32)])))["track"]
+    assert 12.0 <= tr["start_of_fade_out"] <= 12.1 and tr["duration"] == 15.0, tr
+
+
 @pytest.mark.parametrize("kind, seconds", [("clicks", 4.0), ("drums", 2.0), ("drums", 1.5)])
 def test_a_short_loop_has_no_fade(tmp_path: Path, kind: str, seconds: float) -> None:
     # the level was smoothed over half a window at either end: half a bar there, so a 4-s loop of 120-BPM clicks with
@@ -742,6 +753,17 @@ def test_a_silence_is_a_section_with_its_own_loudness(tmp_path: Path, kind: str)
     assert sum(s["duration"] for s in secs) == pytest.approx(r["track"]["duration"], abs=1e-3)
 
 
+def test_a_silence_of_faint_clicks_has_the_tracks_tempo(tmp_path: Path) -> None:
+    # a silent section's tempo is the track's at confidence 0, as its key is -1: sound under the silence level (-59 dBFS
+    # frames) was read for a tempo of its own, so 100-BPM clicks peaking at -55 dBFS after 120-BPM drums read 100.0 BPM
+    # at confidence 0.94 in a section at -60 dB with no key
+    y = np.concatenate([synth.drum_pattern(120.0, synth.ROCK[0], 10.0), synth.click_track(100.0, 6.0, peak_dbfs=-55.0)])
+    r = audio_analysis(_write(tmp_path, "faint", y))
+    silent = r["sections"][-1]
+    assert silent["loudness"] == -60.0 and silent["key"] == -1 and silent["start"] > 9.5, r["sections"]
+    assert silent["tempo"] == r["track"]["tempo"] and silent["tempo_confidence"] == 0.0, silent
+
+
 def test_a_section_without_a_key_has_no_mode(gap_clicks: dict, tmp_path: Path) -> None:
     # a section with key -1 said major (or minor) with a mode confidence of up to 0.63: Spotify's sections give -1,
     # "no result". The silence of `gap_clicks` has no key; nor has white noise
@@ -761,6 +783,15 @@ def test_a_silence_is_a_segment_at_the_floor(gap_clicks: dict) -> None:
     assert mid["start"] + mid["duration"] == pytest.approx(GAP[1], abs=0.03), mid  # ... to the next click
     assert mid["timbre"][0] < 1.0  # the timbre of silence
     assert sum(s["duration"] for s in segs) == pytest.approx(gap_clicks["track"]["duration"], abs=1e-3)
+
+
+def test_a_file_opening_on_sound_under_the_silence_level_opens_on_a_silent_segment(tmp_path: Path) -> None:
+    # such a file opens from silence, so its first frame is compared with silence (`opens_from_silence`), and the onset
+    # found there outranked the silence's own segment on the same frame: a 5-s tone at -64 dBFS was one segment at the
+    # floor with confidence 1.0, where a segment of silence has 0
+    r = audio_analysis(_write(tmp_path, "quiet_tone", synth.tone(440.0, 5.0, dbfs=-64.0)))
+    first = r["segments"][0]
+    assert first["loudness_max"] == -60.0 and first["duration"] > 4.0 and first["confidence"] == 0.0, first
 
 
 def test_a_slow_metronome_keeps_its_beats(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ MIN_LOUDNESS_SECONDS = 0.5  # a section is measured on at least this much audio:
 # a shorter one (a click between two silent sections) read -60
 TRACK_MEASURED = ("loudness", "tempo", "tempo_confidence", "time_signature", "time_signature_confidence", "key",
                   "key_confidence", "mode", "mode_confidence")  # the track's fields that are `songfeat analyze`'s own
-ANALYZER_VERSION = "songfeat-analysis-6"  # in every object's meta: bumped when the output changes
+ANALYZER_VERSION = "songfeat-analysis-7"  # in every object's meta: bumped when the output changes
 
 
 @lru_cache(maxsize=1)
@@ -645,7 +645,10 @@ def fades(level_db: np.ndarray, duration: float, bar_seconds: float = 0.0) -> tu
     silent = max(float(coarse.max()) - SILENCE_REL_DB, LOUDNESS_FLOOR_DB + 0.5)
     w = int(round(width * FPS))
     fin = _fade_end(coarse, fine, silent, w) / FPS
-    fout = (level_db.size - 1 - _fade_end(coarse[::-1], fine[::-1], silent, w)) / FPS
+    back = _fade_end(coarse[::-1], fine[::-1], silent, w)  # frames before the end; 0: sound to the end, no fade
+    # the last frame is centred up to a hop before the end: sound that lasts to the end ends with the file, which is
+    # Spotify's value for no fade-out (the track's length). Until version 7 it read up to 23 ms short of it
+    fout = duration if back == 0 else (level_db.size - 1 - back) / FPS
     fin = min(max(0.0, fin), duration)
     return fin, max(fin, min(duration, fout))
 
@@ -739,7 +742,10 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     ka, kb = int(round(a * FPS)), max(int(round(a * FPS)) + 1, int(round(b * FPS)))
     inside = beat_times[(beat_times >= a) & (beat_times < b)]
     beat_tempo = 60.0 / float(np.median(np.diff(inside))) if inside.size >= 3 else track["tempo"]
-    own, tconf, ac, period = own_tempo(fr.onset[ka:kb])
+    # a silence (every frame under the silence level: zeros, or sound under it) has no tempo of its own, as it has no
+    # key: 100-BPM clicks peaking at -55 dBFS after 120-BPM drums read 100.0 BPM at confidence 0.94
+    heard = bool((fr.level_db[ka:kb] >= SILENCE_DBFS).any())
+    own, tconf, ac, period = own_tempo(fr.onset[ka:kb]) if heard else (0.0, 0.0, None, 0.0)
     if own > 0 and beat_tempo > 0:  # the octave of this section's own estimate nearest its beats, if near them
         near = min([own, own / 2, own * 2], key=lambda t: abs(math.log2(t / beat_tempo)))
         if abs(math.log2(near / beat_tempo)) <= SECTION_TEMPO_TOLERANCE:
@@ -828,7 +834,8 @@ def segment_records(fr: Frames, rise: np.ndarray, duration: float, silences: np.
     (`silences`, from `silent_runs`; plus a leading one from 0 if needed): the sound before a silence does not lend the
     silence its loudness."""
     seg_t, seg_c = segment_starts(fr, rise)
-    quiet = longer(silences, SILENCE_SECONDS * FPS)[:, 0] / FPS
+    quiet_k = longer(silences, SILENCE_SECONDS * FPS)[:, 0]
+    quiet = quiet_k / FPS
     order = np.argsort(np.concatenate([seg_t, quiet]), kind="stable")
     seg_t, seg_c = np.concatenate([seg_t, quiet])[order], np.concatenate([seg_c, np.zeros(quiet.size)])[order]
     if seg_t.size == 0 or seg_t[0] > SEG_WAIT:
@@ -838,6 +845,9 @@ def segment_records(fr: Frames, rise: np.ndarray, duration: float, silences: np.
     ka = np.minimum(T - 1, np.round(seg_t * FPS).astype(np.int64))
     keep = np.concatenate([[True], ka[1:] > ka[:-1]])  # two onsets on one frame make one segment
     seg_t, seg_c, ka = seg_t[keep], seg_c[keep], ka[keep]
+    # a segment of silence has confidence 0, also where an onset fell on the silence's first frame: a file opening on
+    # hiss under the silence level is compared with silence there (`opens_from_silence`), and that segment read 1.0
+    seg_c[np.isin(ka, quiet_k)] = 0.0
     kb = np.concatenate([ka[1:], [T]])
     end = np.concatenate([seg_t[1:], [duration]])
     n = np.maximum(kb - ka, 1)[:, None]
@@ -896,7 +906,7 @@ def analyse(path: str | Path, on_window: Callable[[float], None] | None = None, 
     track = {
         "num_samples": int(n), "duration": _r(duration), "sample_md5": "",
         "offset_seconds": 0, "window_seconds": 0, "analysis_sample_rate": SAMPLE_RATE, "analysis_channels": 1,
-        "end_of_fade_in": _r(fin, 3), "start_of_fade_out": _r(fout, 3),
+        "end_of_fade_in": _r(fin), "start_of_fade_out": _r(fout),
         **{k: d[k] for k in TRACK_MEASURED},
         "codestring": "", "code_version": 0.0, "echoprintstring": "", "echoprint_version": 0.0,
         "synchstring": "", "synch_version": 0.0, "rhythmstring": "", "rhythm_version": 0.0,
