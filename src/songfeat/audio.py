@@ -544,11 +544,15 @@ class _Break:
     error: Exception | None = None
 
 
+def _well_short(expected: float | None, held: float) -> bool:
+    """Whether `held` seconds of audio fall well (over 1 s and 2 %) short of the `expected` length a header gives."""
+    return expected is not None and expected - held > max(1.0, 0.02 * expected)
+
+
 def _stopped_short(info: AudioInfo, frames: int) -> bool:
-    """Whether soundfile's decoder ended well (over 1 s and 2 %) short of the length the file's header gives: libmpg123
-    can end a file quietly at damage it cannot resync past, as if it were the end."""
-    seconds = frames / info.sample_rate
-    return info.seconds is not None and info.seconds - seconds > max(1.0, 0.02 * info.seconds)
+    """Whether soundfile's decoder ended well short of the length the file's header gives: libmpg123 can end a file
+    quietly at damage it cannot resync past, as if it were the end."""
+    return _well_short(info.seconds, frames / info.sample_rate)
 
 
 def _blocks_reading_on(p: Path, info: AudioInfo, log: DecoderLog, brk: _Break) -> Iterator[tuple[np.ndarray, int]]:
@@ -559,12 +563,8 @@ def _blocks_reading_on(p: Path, info: AudioInfo, log: DecoderLog, brk: _Break) -
     dropped. Notes the break in `brk`; raises soundfile's error when PyAV adds nothing."""
     import numpy as np
 
-    if info.decoder == "pyav":
-        only = _captured(_pyav_blocks(p, log=log), log)
-        try:
-            yield from only
-        finally:
-            only.close()
+    if info.decoder == "pyav":  # `yield from` closes it with this generator
+        yield from _captured(_pyav_blocks(p, log=log), log)
         return
     done, rate, error = 0, 0, None
     first = _captured(_soundfile_blocks(p), log)
@@ -684,7 +684,7 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
             why = f" ({type(brk.error).__name__})" if brk.error is not None else ""
             warnings.warn(f"{p}: soundfile stopped at {brk.seconds:.1f} s{why}, on damaged or missing data; PyAV read "
                           f"on past it to {held:.1f} s", SongfeatWarning, stacklevel=3)
-        if promised is not None and promised - held > max(1.0, 0.02 * promised):
+        if _well_short(promised, held):
             warnings.warn(f"{p}: holds {held:.1f} s of audio but its header says {promised:.1f} s "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
         elif ogg_cut_off(p):
