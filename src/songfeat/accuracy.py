@@ -145,21 +145,22 @@ def _content_or_none(path) -> str | None:
         return None
 
 
-def fitted_on(rows: pd.DataFrame, config: dict) -> np.ndarray:
-    """Which of `rows` (track_id, path) the bundle of `config` was fitted on: by content id where its provenance records
-    them (`bundle.FITTED_CONTENT`), else by track id (older bundles: `heads_clips`, a stack's `stage2_ids`); a `songfeat train`
-    bundle's store splits ('train', 'val') are store ids, matched by id."""
+def fitted_on(rows: pd.DataFrame, config: dict) -> tuple[np.ndarray, str]:
+    """Which of `rows` (track_id, path) the bundle of `config` was fitted on, and how they were told (`EXCLUDED_BY`): by
+    content id where its provenance records them (`bundle.FITTED_CONTENT`), else by track id (older bundles:
+    `heads_clips`, a stack's `stage2_ids`); a `songfeat train` bundle's store splits ('train', 'val') are store ids,
+    matched by id."""
     prov = config.get("provenance") or {}
     split = config.get("split") or {}  # a `songfeat train` bundle: it fitted on 'train' and stopped on 'val'
     ids = {str(i) for k in ("train", "val") if isinstance(split.get(k), list) for i in split[k]}
     ids |= set(prov.get("stage2_ids") or [])
-    hit = np.zeros(len(rows), bool)
+    by_id = rows["track_id"].astype(str)
     if FITTED_CONTENT in prov:
         content = {c for cs in prov[FITTED_CONTENT].values() for c in cs}
         hit = np.array([_content_or_none(p) in content for p in rows["path"]], bool)
-    else:
-        ids |= {str(i) for cs in (prov.get("heads_clips") or {}).values() for i in cs}
-    return hit | rows["track_id"].astype(str).isin(ids).to_numpy()
+        return hit | by_id.isin(ids).to_numpy(), "content"
+    ids |= {str(i) for cs in (prov.get("heads_clips") or {}).values() for i in cs}
+    return by_id.isin(ids).to_numpy(), "id"
 
 
 def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | Path | None = None, cv: int | None = None,
@@ -187,10 +188,9 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
                                       f"got {cv}")
     excluded, excluded_by = [], None
     if cv is None:
-        fitted = fitted_on(rows, bundle.config)
+        fitted, how = fitted_on(rows, bundle.config)
         if fitted.any():
-            excluded = rows.loc[fitted, "track_id"].tolist()
-            excluded_by = "content" if FITTED_CONTENT in (bundle.config.get("provenance") or {}) else "id"
+            excluded, excluded_by = rows.loc[fitted, "track_id"].tolist(), how
             rows = rows[~fitted].reset_index(drop=True)
         if len(rows) < 2 and excluded:
             raise SongfeatError(bundle.path, f"this model was fitted on {len(excluded)} of these clips "

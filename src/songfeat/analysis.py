@@ -744,8 +744,8 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     beat_tempo = 60.0 / float(np.median(np.diff(inside))) if inside.size >= 3 else track["tempo"]
     # a silence (every frame under the silence level: zeros, or sound under it) has no tempo of its own, as it has no
     # key: 100-BPM clicks peaking at -55 dBFS after 120-BPM drums read 100.0 BPM at confidence 0.94
-    heard = bool((fr.level_db[ka:kb] >= SILENCE_DBFS).any())
-    own, tconf, ac, period = own_tempo(fr.onset[ka:kb]) if heard else (0.0, 0.0, None, 0.0)
+    heard = fr.level_db[ka:kb] >= SILENCE_DBFS
+    own, tconf, ac, period = own_tempo(fr.onset[ka:kb]) if heard.any() else (0.0, 0.0, None, 0.0)
     if own > 0 and beat_tempo > 0:  # the octave of this section's own estimate nearest its beats, if near them
         near = min([own, own / 2, own * 2], key=lambda t: abs(math.log2(t / beat_tempo)))
         if abs(math.log2(near / beat_tempo)) <= SECTION_TEMPO_TOLERANCE:
@@ -757,7 +757,7 @@ def _section_values(a: float, b: float, fr: Frames, ev: dict, beat_times: np.nda
     else:
         tempo, tconf = beat_tempo, 0.0
     ch = fr.chroma[ka:kb].astype(np.float64)
-    voiced = (ch.max(1) > 0) & (fr.level_db[ka:kb] >= SILENCE_DBFS)  # max-normalised, a silent frame's faint peaks count in full
+    voiced = (ch.max(1) > 0) & heard  # max-normalised, a silent frame's faint peaks count in full
     chroma = (ch[voiced] / ch[voiced].max(1, keepdims=True)).sum(0) if voiced.any() else np.zeros(12)
     key, kconf, mode, mconf = D.estimate_key(chroma)
     tk, tm = track["key"], track["mode"]

@@ -861,7 +861,7 @@ def evaluate_audio(
     """Accuracy against Spotify's labels on real audio: per-feature MAE/Pearson, loudness dB error, tempo/key agreement."""
     _md_or_json(fmt)  # checked before the analysis, not after it
     workers = _local_workers(workers)
-    from .accuracy import evaluate_audio as run, to_markdown
+    from .accuracy import EXCLUDED_BY, evaluate_audio as run, to_markdown
     from .data.labels import short_id
     from .errors import SongfeatError, WorkFailed
 
@@ -886,8 +886,6 @@ def evaluate_audio(
         typer.echo(one_line(f"songfeat: warning: {labels}: {nowhere} no audio file "
                             f"in {audio} (e.g. {short_id(result['ids_without_audio'][0])})"), err=True)
     if result["excluded_trained_on"]:
-        from .accuracy import EXCLUDED_BY
-
         typer.echo(f"songfeat: warning: {counted(result['excluded_trained_on'], 'clip is', 'clips are')} not scored: "
                    f"the model was fitted on {'it' if result['excluded_trained_on'] == 1 else 'them'} "
                    f"({EXCLUDED_BY[result['excluded_by']]}; --cv K refits it per fold)", err=True)

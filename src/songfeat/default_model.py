@@ -153,7 +153,6 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
     behaviour check (checking half) go into the config and the model card.
     """
     from . import behaviour
-    from .analyze import content_id
     from .heads import DEFAULT_PARTS, MARGIN, RIDGE_PARTS, FitConfig, assemble, intervals_from_labels, layout
     from .records import DEFAULT_CACHE, check_cache, get_records
     from .sources import (NOT_FITTED, _Data, check_shared, clip_predictions, default_genre_table,
@@ -205,7 +204,8 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
                 "stage1_table": str(SPOTIFY_CATALOGUE), "stage1_rows_excluded": "track ids of every labelled clip, and of the same recordings under other ids",
                 "heads_clips": {s: list(clips.loc[clips["source"] == s, "track_id"]) for s in clips["source"].unique()},
                 # the same clips' audio (evaluate-audio leaves out these bytes, not another file under one of the ids)
-                FITTED_CONTENT: {s: [content_id(p) for p in clips.loc[clips["source"] == s, "path"]] for s in clips["source"].unique()},
+                FITTED_CONTENT: {s: [r.content_id for r, src in zip(data.lab_recs, clips["source"]) if src == s]
+                                 for s in clips["source"].unique()},
                 "songfeat_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "command": "songfeat train-default --shared ../shared/data",
             },

@@ -113,7 +113,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
 
     import pandas as pd
 
-    from .analyze import content_id, get_bundle
+    from .analyze import get_bundle
     from .bundle import FITTED_CONTENT, check_bundle_out, removing_folders, write_bundle_or_fail
     from .data.labels import pair_table, read_labels, short_id
     from .data.splits import index_folds
@@ -208,7 +208,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
                                            **({"held_out": held_out} if held_out else {})}},
                        "provenance": {"labels": str(labels_csv), "audio": str(audio_dir), "stage1_from": str(base.path),
                                       "heads_clips": {"own": [str(t) for t in rows.loc[ok, "track_id"]]},
-                                      FITTED_CONTENT: {"own": [content_id(p) for p in rows.loc[ok, "path"]]}}})
+                                      FITTED_CONTENT: {"own": [recs[i].content_id for i in ok]}}})
         from .onnx_export import export_bundle
 
         # with model.onnx, written beside the weights before they go into place: it analyzes on a lean install too

@@ -34,6 +34,16 @@ class Record:
     descriptors: dict
     blocks: dict
     weights: np.ndarray
+    content: str | None = None  # the file's `analyze.content_id` when a cache keyed it (read then, not again), else None
+
+    @property
+    def content_id(self) -> str:
+        """The file's content id (`analyze.content_id`), the one its cache key was made from when it has one."""
+        if self.content is None:
+            from .analyze import content_id
+
+            self.content = content_id(self.path)
+        return self.content
 
     @property
     def mfcc_summary(self) -> np.ndarray:
@@ -51,11 +61,11 @@ def code_version() -> str:
     return weights_digest(source_digest(_RECORD_CODE)).hexdigest()[:10]
 
 
-def _key(path: str | Path, with_tagger: bool) -> str:
-    from .analyze import content_id
+def _key(content: str, with_tagger: bool) -> str:
+    """A record's cache file name: the file's content id, the record format and code, with or without the tagger."""
     from .evidence import TAGGER_PATCHES
 
-    return f"{content_id(path)}-v{RECORD_VERSION}-{code_version()}-{f't{TAGGER_PATCHES}' if with_tagger else 'n'}"
+    return f"{content}-v{RECORD_VERSION}-{code_version()}-{f't{TAGGER_PATCHES}' if with_tagger else 'n'}"
 
 
 def compute_record(path: str | Path, with_tagger: bool = True) -> Record:
@@ -112,7 +122,7 @@ def _save_error(err, file: Path) -> None:
     _write_npz(file, reason=err.reason, named=err.path is not None)
 
 
-def _load(file: Path, path: str) -> Record | str | None:
+def _load(file: Path, path: str, content: str | None = None) -> Record | str | None:
     """The cached record or error line of `path`, or None when the entry cannot be read (cut off, corrupt, not ours):
     it is then computed again, not left out for good."""
     try:
@@ -120,7 +130,7 @@ def _load(file: Path, path: str) -> Record | str | None:
             if "reason" in z:
                 return f"{path}: {z['reason']}" if bool(z["named"]) else str(z["reason"])
             return Record(path, json.loads(str(z["descriptors"])), {k[6:]: z[k] for k in z.files if k.startswith("block_")},
-                          z["weights"])
+                          z["weights"], content)
     except Exception:  # zipfile, pickle, json and key errors alike: any unreadable entry is a miss
         return None
 
@@ -144,11 +154,14 @@ def get_record(path: str | Path, cache: str | Path | None = DEFAULT_CACHE, with_
     """The cached record of a file (computed and stored on a miss); an unreadable file gives its error line."""
     from .errors import SongfeatError
 
-    file = None
+    file = content = None
     if cache is not None:
-        file = Path(cache) / f"{_key(path, with_tagger)}.npz"
+        from .analyze import content_id
+
+        content = content_id(path)
+        file = Path(cache) / f"{_key(content, with_tagger)}.npz"
         if file.is_file():
-            cached = _load(file, str(path))
+            cached = _load(file, str(path), content)
             if cached is not None:
                 return cached
     try:
@@ -157,6 +170,7 @@ def get_record(path: str | Path, cache: str | Path | None = DEFAULT_CACHE, with_
         if file is not None:
             _save_error(e, file)
         return str(e)
+    rec.content = content
     if file is not None:
         _save(rec, file)
     return rec
