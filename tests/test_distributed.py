@@ -152,6 +152,95 @@ def test_ctrl_c_partway_keeps_the_committed_parts_and_a_rerun_finishes(cluster, 
     assert distributed.read_manifest(out)["complete"] and not (out / distributed.STAGING).exists()
 
 
+def test_rows_come_out_in_the_local_engines_order(cluster, tmp_path):
+    """Ray Data wrote each part's rows in whichever order its batches ended: another order on every run, where the local
+    engine keeps the listing's. A long first file makes its batch end after the other actor's. (The values were the
+    same.)"""
+    d = tmp_path / "music"
+    d.mkdir()
+    for i in range(10):
+        y = synth.drum_pattern(90 + 5 * i, seconds=30.0 if i == 0 else 2.0, seed=i)
+        sf.write(d / f"clip{i}.wav", y.astype(np.float32), synth.SR)
+    local = tmp_path / "local.parquet"
+    res = CliRunner().invoke(app, ["analyze", str(d), "--format", "parquet", "--output", str(local), "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    distributed.analyze_to_parquet([d], tmp_path / "features", batch_size=1, concurrency=2)
+    rows, want = distributed.read_output(tmp_path / "features"), pq.read_table(local)
+    assert [Path(p).name for p in rows.column("path").to_pylist()] == [f"clip{i}.wav" for i in range(10)]
+    assert rows.drop_columns(["path"]).equals(want.drop_columns(["path"]))
+    assert not ray.data.DataContext.get_current().execution_options.preserve_order  # the caller's settings untouched
+
+
+# Stands in for a decoder that crashes on one file (or the OOM killer): whatever process decodes it dies by SIGKILL.
+DIE_HOOK = """
+import os, sys
+if os.environ.get("SONGFEAT_TEST_DIE_ON"):
+    import songfeat.audio
+    windows = songfeat.audio.iter_windows
+    def iter_windows(path, *args, **kwargs):
+        if os.environ["SONGFEAT_TEST_DIE_ON"] in str(path):
+            os.kill(os.getpid(), 9)
+        return windows(path, *args, **kwargs)
+    for name, module in list(sys.modules.items()):  # those that imported it already (songfeat.analyze) too
+        if name.startswith("songfeat") and getattr(module, "iter_windows", None) is windows:
+            module.iter_windows = iter_windows
+"""
+
+
+def _run_with_a_crashing_decoder(args: list[str], die_on: str, tmp_path: Path) -> tuple[int, str]:
+    """Run `songfeat ARGS` on its own local Ray cluster, whose every process loads DIE_HOOK; its status and stderr.
+    Fails the test when it is still running after 240 s."""
+    import signal
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DIE_HOOK)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONPATH=os.pathsep.join([str(hook), *sys.path]), SONGFEAT_TEST_DIE_ON=die_on,
+               RAY_DATA_DISABLE_PROGRESS_BARS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "songfeat.cli", *args], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        err = proc.communicate(timeout=240)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)  # (its cluster's processes are in its group)
+        proc.communicate(timeout=60)
+        pytest.fail(f"Ray still retrying the batch whose {die_on} kills its actor after 240 s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, err
+
+
+def test_a_file_that_kills_its_actor_is_an_error_row_not_a_retry_for_ever(folder, tmp_path):
+    """A file whose decoding kills the process (a decoder crash, the OOM killer) made Ray restart the actor and retry
+    the batch, for ever: `analyze --engine ray` never ended and committed nothing. Locally it is that file's error line;
+    now on Ray too, and the other tracks are written."""
+    out = tmp_path / "features"
+    code, err = _run_with_a_crashing_decoder(["analyze", str(folder), "--engine", "ray", "--format", "parquet", "-o",
+                                              str(out), "--batch-size", "2", "-j", "2"], "clip2.wav", tmp_path)
+    assert code == 1, err[-3000:]
+    assert f"songfeat: error: {folder / 'clip2.wav'}: its worker process died (SIGKILL)" in err.splitlines(), err[-3000:]
+    rows = {Path(r["path"]).name: r for r in distributed.read_output(out).to_pylist()}
+    assert len(rows) == GOOD + 2 and rows["clip2.wav"]["error"].endswith("its worker process died (SIGKILL)")
+    assert all(rows[f"clip{i}.wav"]["error"] is None for i in range(GOOD) if i != 2)
+
+
+def test_a_clip_that_kills_its_actor_fails_alone_in_build(tmp_path):
+    """`build --engine ray` retried the batch of a clip that kills its actor for ever, as analyze did; that clip fails
+    now, as in the local pool ("the decoder crashed its worker process"), and the others are built."""
+    from songfeat.data.store import open_store
+    from test_store import make_dataset
+
+    labels, audio, ids = make_dataset(tmp_path / "in", 4)
+    code, err = _run_with_a_crashing_decoder(["build", "--labels", str(labels), "--audio", str(audio), "--out",
+                                              str(tmp_path / "s"), "--engine", "ray", "-j", "2"], ids[1], tmp_path)
+    assert code == 1, err[-3000:]
+    crashed = [line for line in err.splitlines() if line.endswith(": the decoder crashed its worker process")]
+    assert len(crashed) == 1 and ids[1] in crashed[0], err[-3000:]
+    assert sorted(open_store(tmp_path / "s").ids()) == sorted(i for i in ids if i != ids[1])
+
+
 def test_build_on_ray_equals_the_local_build(cluster, tmp_path):
     from songfeat.data.store import build_store, open_store
     from test_store import make_dataset, spotify_like_id, write_labels
@@ -601,3 +690,47 @@ def test_quieting_ray_leaves_handlers_that_are_not_rays_alone():
         assert foreign.level == logging.NOTSET
     finally:
         logger.removeHandler(foreign)
+
+
+def test_leaving_ray_holds_off_ctrl_c_and_both_commands_leave_it_before_their_last_line(folder, tmp_path, monkeypatch):
+    """Left to Ray's exit-time shutdown (~2 s after a run's last line), a Ctrl-C then printed a traceback ("Exception
+    ignored in atexit callback ... KeyboardInterrupt"), ended the command by SIGSEGV instead of its status, and left
+    Ray's agents and idle actors running. The commands leave Ray themselves now, with Ctrl-C ignored meanwhile, however
+    the work ended. (ray.shutdown faked: a Ctrl-C arrives while it runs.)"""
+    import signal
+
+    seen = []
+
+    def stopping():
+        os.kill(os.getpid(), signal.SIGINT)  # a KeyboardInterrupt here unless it is ignored
+        seen.append(signal.getsignal(signal.SIGINT))
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "shutdown", stopping)
+    handler = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(distributed, "_joined", False)
+    distributed.shutdown()
+    assert seen == []  # a session songfeat did not begin (the caller's, the cluster fixture's) is left alone
+    monkeypatch.setattr(distributed, "_joined", True)
+    distributed.shutdown()
+    assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is handler
+
+    left = []
+    monkeypatch.setattr(distributed, "shutdown", lambda: left.append(1))
+    monkeypatch.setattr(distributed, "init", lambda address=None, **kw: None)
+    fake_chunks(monkeypatch, lambda ds, *_a, **_k: Rows(ds))
+    base = ["analyze", str(folder), "--engine", "ray", "--format", "parquet", "--chunk-size", "4", "-j", "1", "-o"]
+    res = CliRunner().invoke(app, base + [str(tmp_path / "o")])
+    assert res.exit_code == 0 and res.stderr.splitlines()[-1].startswith("wrote 7 tracks"), res.output
+    assert left == [1]
+    monkeypatch.setattr(distributed, "analyze_dataset", interrupt)
+    res = CliRunner().invoke(app, base + [str(tmp_path / "p")])
+    assert res.exit_code == 130 and left == [1, 1], res.output
+
+    from songfeat.data import store
+
+    monkeypatch.setattr(distributed, "clip_runner", lambda concurrency=None, join=None: "runner")
+    monkeypatch.setattr(store, "build_store", lambda *a, **k: interrupt())
+    res = CliRunner().invoke(app, ["build", "--labels", str(tmp_path / "l.csv"), "--audio", str(folder), "--out",
+                                   str(tmp_path / "s"), "--engine", "ray"])
+    assert res.exit_code == 130 and left == [1, 1, 1], res.output

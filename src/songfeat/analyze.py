@@ -354,12 +354,13 @@ def analysis_preload(bundle) -> tuple[str, ...]:
 
 def analyze_many(paths: str | Path | Iterable[str | Path], model: str | Path | None = None, workers: int = 1,
                  on_done: Callable[[Outcome], None] | None = None, timeout: float | None = None,
-                 on_progress: Callable[[str, float, float | None], None] | None = None) -> Iterator[Outcome]:
+                 on_progress: Callable[[str, float, float | None], None] | None = None,
+                 isolate: bool = False) -> Iterator[Outcome]:
     """Analyze many files, yielding an Outcome per file in input order; bad files become errors, not exceptions.
 
     Nothing is printed: decoder complaints and warnings come back on each Outcome. With `timeout`
-    (seconds per file, see `time_limit`) or `workers` > 1, files run in worker processes and a
-    file that overruns has its worker killed and becomes an error; with neither, in this process.
+    (seconds per file, see `time_limit`), `workers` > 1 or `isolate`, files run in worker processes and a
+    file that overruns, or kills its worker (a decoder crash, the OOM killer), becomes an error; with none, in this process.
     A lone file with a timeout runs in a fork of this process (no new interpreter, same guarantees)
     with every CPU's inference threads. A bad `model` raises SongfeatError before any file is done.
     `on_progress(path, seconds done, seconds in all by the header or None)` is called in this process after each
@@ -370,7 +371,7 @@ def analyze_many(paths: str | Path | Iterable[str | Path], model: str | Path | N
     if isinstance(paths, (str, os.PathLike)):  # a str was iterated letter by letter: one "no such file" per character
         paths = [paths]
     jobs = [(str(p), model, timeout) for p in paths]
-    if not jobs or (workers <= 1 and not timeout):
+    if not jobs or (workers <= 1 and not timeout and not isolate):
         bundle = get_bundle(model)  # fail early, once, on a bad model
         _check_bundle_for_audio(bundle)
         for job in jobs:
@@ -381,7 +382,7 @@ def analyze_many(paths: str | Path | Iterable[str | Path], model: str | Path | N
         return
     from .workers import run_jobs
 
-    alone = len(jobs) == 1
+    alone = len(jobs) == 1 and not isolate  # (isolated: the caller's one inference thread, as a Ray actor has)
     bundle = get_bundle(model)  # a bad model fails here, once; forked workers inherit it
     _check_bundle_for_audio(bundle)
     held: dict[int, Outcome] = {}

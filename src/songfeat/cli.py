@@ -687,8 +687,12 @@ def _analyze_ray(paths: list[Path], model: Optional[str], fmt: str, output: Opti
 
     try:
         with _interrupted(interrupted):
-            report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model, batch_size=batch_size,
-                                                    concurrency=workers, chunk_size=chunk_size, on_part=note, join=join)
+            try:
+                report = distributed.analyze_to_parquet([str(p) for p in paths], output, model=model,
+                                                        batch_size=batch_size, concurrency=workers,
+                                                        chunk_size=chunk_size, on_part=note, join=join)
+            finally:  # before the last lines: a Ctrl-C during Ray's exit-time shutdown was a traceback and a SIGSEGV
+                distributed.shutdown()
     except OutputError as e:  # a write that failed once the work was under way (a full disk): status 1, as locally
         kept = ("committed parts are kept; rerun the same command to continue" if distributed.committed(output)
                 else "nothing was written")
@@ -1183,9 +1187,13 @@ def build_cmd(
             # --workers was ignored: every cluster CPU ran. Ray starts once the labels and audio are checked
             runner = distributed.clip_runner(concurrency=workers,
                                              join=lambda: distributed.init(address, verbose=verbose))
-        report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=True,
-                             limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
-                             verbose=verbose, runner=runner)
+        try:
+            report = build_store(labels, audio, out, frontend=frontend, workers=workers or 2, progress=True,
+                                 limit=limit, descriptors=descriptors, timeout=timeout or None, on_message=_note,
+                                 verbose=verbose, runner=runner)
+        finally:
+            if runner is not None:  # (as analyze --engine ray does)
+                distributed.shutdown()
     dropped = report.label_rows_dropped_lines
     _echo_dropped(dropped, f"see {out / 'report.json'}")  # as evaluate-audio and train-heads say them
     _echo_not_used(report.label_values_not_used, f"see {out / 'report.json'}")

@@ -47,6 +47,7 @@ BATCH_SIZE = 16  # tracks per actor call: measured ~0.14 s of Ray overhead per c
 FILE_ROWS = 10_000  # rows gathered into one Parquet file (not one small file per batch)
 ROWS_PER_CPU = 1000  # default chunk: about 8 min of work per CPU between commits (at ~0.46 s a track, docs/scaling.md)
 INSTALL_HINT = "the Ray engine needs Ray: pip install 'songfeat[ray]'"
+_joined = False  # this process's Ray session was begun by `init` (so `shutdown` may end it)
 
 
 def _ray():
@@ -86,8 +87,32 @@ def init(address: str | None = None, *, verbose: bool = False, **kwargs) -> None
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SongfeatError(None, f"could not start or join a Ray cluster (address {address or 'local'}): "
                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        global _joined
+        _joined = True
     if not verbose:
         _quiet(ray)
+
+
+def shutdown() -> None:
+    """Leave the Ray session `init` began (stopping the local cluster it started) with Ctrl-C ignored meanwhile, about
+    2 s. Left to Ray's exit-time shutdown, a Ctrl-C then (just after a run's last line) printed a traceback, ended the
+    process by SIGSEGV instead of with the run's status, and left Ray's agents and idle actors running. A session the
+    caller began itself is left alone."""
+    import signal
+    import threading
+
+    global _joined
+    ray = sys.modules.get("ray")
+    if not _joined or ray is None or not ray.is_initialized():
+        return
+    _joined = False
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        ray.shutdown()
+    finally:
+        if main and previous is not None:  # (None: a handler not set from Python, which cannot be put back)
+            signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -174,7 +199,11 @@ def _model_arg(model: str | Path | None) -> str | None:
 
 
 class _Analyzer:
-    """A Ray actor: loads the model once, then analyzes batches of rows (paths on disk, or audio bytes)."""
+    """A Ray actor: loads the model once, then analyzes batches of rows (paths on disk, or audio bytes).
+
+    An actor that Ray restarted after its process died (a decoder crash or the OOM killer on one file; Ray then retries
+    the batch it died on, for ever) analyzes each file in a worker process of its own, as the local engine does: the
+    file that kills it is that row's error ("its worker process died (SIGKILL)"), and the rest of the batch is kept."""
 
     def __init__(self, model: str | None, path_column: str, bytes_column: str | None):
         from .analyze import get_bundle
@@ -184,6 +213,7 @@ class _Analyzer:
         self.model, self.path_column, self.bytes_column = model, path_column, bytes_column
         get_bundle(model)  # once per actor, and a bad model fails here, loudly, before any track
         self.model_id = model_id(model)  # every row says which model wrote it
+        self.isolate = _restarted()
 
     def __call__(self, batch):
         from .analyze import analyze_many
@@ -197,7 +227,7 @@ class _Analyzer:
             else:
                 files = names
             records = []
-            for name, file, out in zip(names, files, analyze_many(files, model=self.model, workers=1)):
+            for name, file, out in zip(names, files, analyze_many(files, model=self.model, workers=1, isolate=self.isolate)):
                 rec = outcome_record(file, out.features, out.error)  # identity from the file actually read
                 rec["model"] = self.model_id
                 if file != name:  # bytes: name the row after its source, not the temporary file
@@ -210,6 +240,14 @@ class _Analyzer:
                 continue
             table = table.append_column(f"input_{col}" if col in PARQUET_COLUMNS else col, batch.column(col))
         return table
+
+
+def _restarted() -> bool:
+    """Whether this Ray actor is a restart of one whose process died (False outside an actor, or if Ray cannot say)."""
+    try:
+        return bool(_ray().get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not in an actor (an assertion), or the GCS did not answer: analyze as usual
+        return False
 
 
 def _spill(folder: Path, name: str | None, data: bytes | None) -> str:
@@ -507,9 +545,13 @@ def _blocks(df: pd.DataFrame, batch_size: int, actors: int | tuple[int, int]) ->
 
 def _listed_run(ray, rows: pd.DataFrame, batch_size: int, actors: int) -> tuple:
     """A chunk of listed rows as a Dataset of one block per batch, and its actor count: no more actors than blocks (an
-    idle actor still loads the model, on a CPU the others could use, and Ray warns about it on the terminal)."""
+    idle actor still loads the model, on a CPU the others could use, and Ray warns about it on the terminal). Its rows
+    come out in the listing's order, as the local engine writes them (Ray Data's default is whichever batch ends first:
+    another order on every run)."""
     blocks = _blocks(rows, batch_size, actors)
-    return ray.data.from_pandas(blocks), max(1, min(actors, len(blocks)))
+    ds = ray.data.from_pandas(blocks)
+    ds.context.execution_options.preserve_order = True  # (this Dataset's own copy of Ray Data's settings)
+    return ds, max(1, min(actors, len(blocks)))
 
 
 def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = None, *, path_column: str = "path",
@@ -665,22 +707,29 @@ def _now() -> str:
 
 
 class _ClipWorker:
-    """A Ray actor running the store's per-clip step (`process_clip`) on batches of (row, path)."""
+    """A Ray actor running the store's per-clip step (`process_clip`) on batches of (row, path). Restarted after its
+    process died, it runs each clip in a worker process of its own, as `_Analyzer` does (the local pool's way)."""
 
     def __init__(self, spec_dict: dict, with_descriptors: bool):
         import torch
 
         torch.set_num_threads(1)  # as the build's pool workers: the same tensors bit for bit
         self.spec_dict, self.with_descriptors = spec_dict, with_descriptors
+        self.isolate = _restarted()
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from .data.store import process_clip
+        from .data.store import _run_pool, process_clip
 
+        paths = [str(p) for p in batch["path"]]
+        results: dict[int, dict] = {}
+        if self.isolate:  # a clip that kills its process fails alone ("the decoder crashed its worker process")
+            _run_pool(list(range(len(paths))), paths, self.spec_dict, self.with_descriptors, 1, results.__setitem__,
+                      timeout=None)
         out = {"row": [], "ok": [], "tensor": [], "result": []}
-        for i, path in zip(batch["row"], batch["path"]):
-            res = process_clip(str(path), self.spec_dict, self.with_descriptors)
+        for k, (i, path) in enumerate(zip(batch["row"], paths)):
+            res = results[k] if self.isolate else process_clip(path, self.spec_dict, self.with_descriptors)
             tensor = res.pop("tensor", None)
             out["row"].append(int(i))
             out["ok"].append(bool(res["ok"]))
