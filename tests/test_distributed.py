@@ -21,6 +21,7 @@ from songfeat.bundle import model_id
 from songfeat.cli import app
 from songfeat.output import outcome_record, parquet_schema, records_table
 from spotify_standin import kill_when
+from test_store import DIE_HOOK
 
 ray = pytest.importorskip("ray")
 distributed = pytest.importorskip("songfeat.distributed")
@@ -169,22 +170,6 @@ def test_rows_come_out_in_the_local_engines_order(cluster, tmp_path):
     assert [Path(p).name for p in rows.column("path").to_pylist()] == [f"clip{i}.wav" for i in range(10)]
     assert rows.drop_columns(["path"]).equals(want.drop_columns(["path"]))
     assert not ray.data.DataContext.get_current().execution_options.preserve_order  # the caller's settings untouched
-
-
-# Stands in for a decoder that crashes on one file (or the OOM killer): whatever process decodes it dies by SIGKILL.
-DIE_HOOK = """
-import os, sys
-if os.environ.get("SONGFEAT_TEST_DIE_ON"):
-    import songfeat.audio
-    windows = songfeat.audio.iter_windows
-    def iter_windows(path, *args, **kwargs):
-        if os.environ["SONGFEAT_TEST_DIE_ON"] in str(path):
-            os.kill(os.getpid(), 9)
-        return windows(path, *args, **kwargs)
-    for name, module in list(sys.modules.items()):  # those that imported it already (songfeat.analyze) too
-        if name.startswith("songfeat") and getattr(module, "iter_windows", None) is windows:
-            module.iter_windows = iter_windows
-"""
 
 
 def _run_with_a_crashing_decoder(args: list[str], die_on: str, tmp_path: Path) -> tuple[int, str]:
@@ -526,7 +511,7 @@ class Written:
 def fake_chunks(monkeypatch, analysed) -> None:
     """Run analyze_to_parquet's chunks without a cluster: each chunk's Dataset is its rows, and `analysed` stands in for
     analyze_dataset (returning a `Written`, say)."""
-    monkeypatch.setattr(distributed, "_listed_run", lambda ray, rows, batch_size, actors: (rows, actors))
+    monkeypatch.setattr(distributed, "_listed_run", lambda ray, rows, batch_size, actors, **kw: (rows, actors))
     monkeypatch.setattr(distributed, "analyze_dataset", analysed)
 
 

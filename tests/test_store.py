@@ -469,6 +469,41 @@ def test_a_worker_crash_fails_only_its_clip(tmp_path):
     assert all(results[i]["ok"] for i in (0, 1, 3, 4, 5))
 
 
+# Stands in for a decoder that crashes on one file (or the OOM killer): whatever process decodes it dies by SIGKILL.
+DIE_HOOK = """
+import os, sys
+if os.environ.get("SONGFEAT_TEST_DIE_ON"):
+    import songfeat.audio
+    windows = songfeat.audio.iter_windows
+    def iter_windows(path, *args, **kwargs):
+        if os.environ["SONGFEAT_TEST_DIE_ON"] in str(path):
+            os.kill(os.getpid(), 9)
+        return windows(path, *args, **kwargs)
+    for name, module in list(sys.modules.items()):  # those that imported it already (songfeat.analyze) too
+        if name.startswith("songfeat") and getattr(module, "iter_windows", None) is windows:
+            module.iter_windows = iter_windows
+"""
+
+
+def test_a_clip_that_kills_a_small_builds_process_fails_alone_on_the_rerun(tmp_path):
+    """A build of SERIAL_MAX clips or fewer runs them in this process, so a clip whose decoding kills the process (a
+    decoder crash, the OOM killer) ends the command; its reruns ran in-process too and died on it every time, for good.
+    A rerun now goes to worker processes: that clip fails alone ("the decoder crashed its worker process")."""
+    labels, audio, ids = make_dataset(tmp_path / "in", 4)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DIE_HOOK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), *sys.path]), "SONGFEAT_TEST_DIE_ON": ids[1]}
+    args = [PY, "-m", "songfeat.cli", "build", "--labels", str(labels), "--audio", str(audio), "--out", str(tmp_path / "s")]
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]  # the first run dies with it, as any program would
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1, again.stderr[-2000:]
+    crashed = [line for line in again.stderr.splitlines() if line.endswith(": the decoder crashed its worker process")]
+    assert len(crashed) == 1 and ids[1] in crashed[0], again.stderr[-2000:]
+    assert len(open_store(tmp_path / "s")) == 3
+
+
 def read_or_crash(job: tuple) -> str:
     """A stand-in for records' per-clip reader whose worker process dies (the OOM killer, a decoder) on *crash* files."""
     if "crash" in job[0]:

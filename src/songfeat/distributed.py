@@ -102,8 +102,8 @@ def shutdown() -> None:
     import threading
 
     global _joined
-    ray = sys.modules.get("ray")
-    if not _joined or ray is None or not ray.is_initialized():
+    ray = sys.modules.get("ray")  # imported by `init` whenever `_joined` is set
+    if not _joined or not ray.is_initialized():
         return
     _joined = False
     main = threading.current_thread() is threading.main_thread()
@@ -111,7 +111,7 @@ def shutdown() -> None:
     try:
         ray.shutdown()
     finally:
-        if main and previous is not None:  # (None: a handler not set from Python, which cannot be put back)
+        if previous is not None:  # (None off the main thread, or a handler not set from Python: nothing to put back)
             signal.signal(signal.SIGINT, previous)
 
 
@@ -543,14 +543,16 @@ def _blocks(df: pd.DataFrame, batch_size: int, actors: int | tuple[int, int]) ->
     return _chunks(df, max(1, min(batch_size, -(-len(df) // max(1, n)))))
 
 
-def _listed_run(ray, rows: pd.DataFrame, batch_size: int, actors: int) -> tuple:
+def _listed_run(ray, rows: pd.DataFrame, batch_size: int, actors: int, ordered: bool = False) -> tuple:
     """A chunk of listed rows as a Dataset of one block per batch, and its actor count: no more actors than blocks (an
-    idle actor still loads the model, on a CPU the others could use, and Ray warns about it on the terminal). Its rows
-    come out in the listing's order, as the local engine writes them (Ray Data's default is whichever batch ends first:
-    another order on every run)."""
+    idle actor still loads the model, on a CPU the others could use, and Ray warns about it on the terminal).
+    `ordered`: its rows come out in the listing's order, as the local engine writes analyze's rows (Ray Data's default
+    is whichever batch ends first: another order on every run); a build files each clip by its row and needs no order,
+    which would hold finished batches back behind a slow one."""
     blocks = _blocks(rows, batch_size, actors)
     ds = ray.data.from_pandas(blocks)
-    ds.context.execution_options.preserve_order = True  # (this Dataset's own copy of Ray Data's settings)
+    if ordered:
+        ds.context.execution_options.preserve_order = True  # (this Dataset's own copy of Ray Data's settings)
     return ds, max(1, min(actors, len(blocks)))
 
 
@@ -625,7 +627,7 @@ def analyze_to_parquet(inputs, output: str | Path, model: str | Path | None = No
             if concurrency is None:  # the listed paths are already in the object store: no read task needs a CPU
                 concurrency = _cpus(ray)
             chunks = _chunks(todo, chunk_size)
-            runs = (_listed_run(ray, c, batch_size, concurrency) for c in chunks)  # one at a time
+            runs = (_listed_run(ray, c, batch_size, concurrency, ordered=True) for c in chunks)  # one at a time
             n_chunks, col = len(chunks), "path"
         else:  # a Ray Dataset: filtered lazily, run as one chunk
             ds, col = inputs, path_column

@@ -530,10 +530,12 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 bar.refresh()
 
         try:
-            # a pooled build's resume or retry goes back to worker processes, however few clips are left: one that
-            # crashed or stalled its worker before (or was in flight when the build was killed) would take down or
-            # hang this process, which has no time limit
-            if todo and runner is None and len(plan) <= SERIAL_MAX:
+            # a small build runs in-process on its first run and when it retries the clips that failed cleanly in a
+            # finished build; a resume of a build that stopped part-way goes to worker processes, however few clips
+            # are left, since one that crashed or stalled its worker (or this process, in-process) or was in flight
+            # when the build was killed would take down or hang this process, which has no time limit. (A small
+            # build's resume stayed in-process: a clip that kills its process killed every rerun too, for good.)
+            if todo and runner is None and len(plan) <= SERIAL_MAX and (old is None or retrying):
                 from ..runtime import torch_threads
 
                 with torch_threads(1):  # as in pool workers: same reduction order, so the same tensors bit for bit
