@@ -52,6 +52,7 @@ REPORT_JSON = "report.json"
 WORK = "work"  # holds the in-progress array and the journal until the build completes
 JOURNAL = "journal.jsonl"
 RETRY = "retry.json"  # in work/: this work retries the failed clips of a finished store (see _prepare_retry)
+IN_FLIGHT = "in_flight"  # in work/: the clip a small build is running in-process; left behind only if the process died
 BASE = "base.npy"  # in work/: a retried store's earlier features.npy, moved here while the new one is written
 LOCK = ".lock"  # held (flock) by the build writing the store; the OS releases it if the build dies
 COMMIT_EVERY = 8  # journal lines written (and the array flushed) together, at most this many clips apart ...
@@ -530,17 +531,21 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 bar.refresh()
 
         try:
-            # a small build runs in-process on its first run and when it retries the clips that failed cleanly in a
-            # finished build; a resume of a build that stopped part-way goes to worker processes, however few clips
-            # are left, since one that crashed or stalled its worker (or this process, in-process) or was in flight
-            # when the build was killed would take down or hang this process, which has no time limit. (A small
-            # build's resume stayed in-process: a clip that kills its process killed every rerun too, for good.)
-            if todo and runner is None and len(plan) <= SERIAL_MAX and (old is None or retrying):
+            # a pooled build's resume or retry goes back to worker processes, however few clips are left: one that
+            # crashed or stalled its worker before (or was in flight when the build was killed) would take down or
+            # hang this process, which has no time limit. So does a small build's rerun after it died in-process on a
+            # clip (IN_FLIGHT left behind): a clip that kills its process killed every rerun too, for good
+            flight = work / IN_FLIGHT
+            if todo and runner is None and len(plan) <= SERIAL_MAX and not flight.exists():
                 from ..runtime import torch_threads
 
-                with torch_threads(1):  # as in pool workers: same reduction order, so the same tensors bit for bit
-                    for i in todo:
-                        record(i, process_clip(paths[i], spec_dict, descriptors))
+                try:
+                    with torch_threads(1):  # as in pool workers: same reduction order, so the same tensors bit for bit
+                        for i in todo:
+                            flight.write_text(paths[i], encoding="utf-8")
+                            record(i, process_clip(paths[i], spec_dict, descriptors))
+                finally:  # finished, failed or interrupted: only a process that died leaves it
+                    flight.unlink(missing_ok=True)
             elif todo:
                 if runner is not None:
                     runner(todo, paths, spec_dict, descriptors, workers, record)
