@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,24 @@ def shared_data() -> Path:
 def example_clip() -> Path:
     """The Creative Commons example clip committed in the repo."""
     return EXAMPLE
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs: a zombie (ended, waiting for its parent to reap it) has ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: it exists
+        pass
+    try:  # the state follows the last ')': the command name in parentheses may hold spaces and parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:  # ended since, or no /proc (not Linux), where os.kill's answer stands
+        return not Path("/proc/self/stat").exists()
+
+
+@pytest.fixture
+def running() -> Callable[[int], bool]:
+    """`running(pid)`: whether process `pid` still runs, a zombie counting as ended (it reads /proc where there is one):
+    the one check of the tests that a killed batch leaves no worker process behind."""
+    return _running

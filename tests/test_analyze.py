@@ -1245,3 +1245,23 @@ def test_an_interrupted_batch_names_its_partial_only_when_it_holds_rows(tmp_path
     assert r.exit_code == 130 and r.output.strip().splitlines() == [
         f"songfeat: error: interrupted; finished files are kept in {partial}, rerun with --resume to continue"], r.output
     assert [json.loads(line)["path"] for line in partial.read_text().splitlines()] == [str(songs[0])]
+
+
+def test_a_library_failure_reads_alike_wherever_a_file_is_analysed(tmp_path, monkeypatch):
+    """analyze, the record cache (train-heads) and evaluate-audio's clip reading each wrote their own 'analysis failed
+    (...)' line: analyze's one line of at most 200 characters, the others the exception's whole text, its newline too."""
+    import importlib
+
+    from songfeat import accuracy, records
+
+    analyze_module = importlib.import_module("songfeat.analyze")  # the package's `analyze` is the function
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("x" * 300 + "\n")
+
+    for module, name in ((analyze_module, "analyze"), (records, "get_record"), (accuracy, "read_clip")):
+        monkeypatch.setattr(module, name, fail)
+    path = str(tmp_path / "a.wav")
+    said = {analyze_module._analyze_one((path, None)).error, records._one((path, None, False)),
+            accuracy._read_one((path, None, None))}
+    assert said == {f"{path}: analysis failed (RuntimeError: {'x' * 200})"}

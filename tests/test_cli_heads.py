@@ -341,7 +341,7 @@ def test_train_heads_reads_an_out_of_range_cell_as_missing_and_keeps_the_row(tmp
 
 
 def test_constant_labels_are_named():
-    from songfeat.own_heads import constant_labels
+    from songfeat.evaluate import constant_labels
 
     y = np.array([[0.3, 0.1, np.nan, np.nan], [0.3, 0.2, 0.4, np.nan], [0.3, 0.3, np.nan, np.nan]])
     assert constant_labels(y, ["valence", "energy", "liveness", "speechiness"]) == {
@@ -408,18 +408,24 @@ def test_evaluate_audio_leaves_out_the_audio_a_bundle_was_fitted_on_not_its_ids(
             "clips, so other audio under those ids is left out too)") in r.stdout, r.stdout
 
 
-def test_evaluate_audio_says_why_an_r_is_undefined(tmp_path):
-    """Without --cv the mean predictor's guess for a clip is the other clips' mean label, which falls as the clip's own
-    label rises: its r printed -1.00 for every feature, read as a perfectly wrong baseline. It is now "–" (null in JSON)
-    with a note why; and a feature labelled all alike, whose r printed "–" without a word, is named with the reason
-    train-heads gives."""
+def _evaluate_four_clips(tmp_path, valence: str) -> list:
+    """evaluate-audio's arguments for four 2-s drum clips labelled energy 0.1-0.7 and valence `valence` (a format of i)."""
     audio = tmp_path / "audio"
     audio.mkdir()
     for i in range(4):
         sf.write(audio / f"c{i}.wav", synth.drum_pattern(90 + 10 * i, seconds=2.0, peak_dbfs=-24 + 4 * i, seed=i), 22050)
     labels = tmp_path / "labels.csv"
-    labels.write_text("track_id,energy,valence\n" + "".join(f"c{i},0.{2 * i + 1},0.5\n" for i in range(4)))
-    args = ["evaluate-audio", "--labels", labels, "--audio", audio]
+    rows = "".join(f"c{i},0.{2 * i + 1},{valence.format(i=i)}\n" for i in range(4))
+    labels.write_text("track_id,energy,valence\n" + rows)
+    return ["evaluate-audio", "--labels", labels, "--audio", audio]
+
+
+def test_evaluate_audio_says_why_an_r_is_undefined(tmp_path):
+    """Without --cv the mean predictor's guess for a clip is the other clips' mean label, which falls as the clip's own
+    label rises: its r printed -1.00 for every feature, read as a perfectly wrong baseline. It is now "–" (null in JSON)
+    with a note why; and a feature labelled all alike, whose r printed "–" without a word, is named with the reason
+    train-heads gives."""
+    args = _evaluate_four_clips(tmp_path, "0.5")
     md = _ok(args).stdout
     energy = next(ln for ln in md.splitlines() if ln.startswith("| energy |")).split(" | ")
     assert energy[4] == "–" and energy[2] != "–", md  # the baseline's r; the model's own is a figure
@@ -432,3 +438,20 @@ def test_evaluate_audio_says_why_an_r_is_undefined(tmp_path):
     assert res["learned"]["mean_predictor"]["targets"]["energy"]["mae"] is not None
     md = _ok(args + ["--cv", "2"]).stdout  # the folds' mean is another baseline: its r stands; the constant label's note too
     assert "mean_predictor r undefined" not in md and "**note**: valence: r undefined (–): all 4 clips" in md, md
+
+
+def test_evaluate_audio_says_why_the_models_r_is_undefined(tmp_path, monkeypatch):
+    """A model predicting one value for every clip has no r with labels that vary: it printed "–" without a word, where a
+    constant label's "–" has a note. Now a note names the feature and why (JSON's `notes` too); a feature it varies on
+    has none."""
+    from songfeat import accuracy
+
+    args = _evaluate_four_clips(tmp_path, "0.{i}")  # valence varying
+    real = accuracy.predict_clip
+    monkeypatch.setattr(accuracy, "predict_clip", lambda bundle, c: {**real(bundle, c), "energy": 0.25})
+    md = _ok(args).stdout
+    energy = next(ln for ln in md.splitlines() if ln.startswith("| energy |")).split(" | ")
+    assert energy[2] == "–", md  # the model's r
+    said = "energy: r undefined (–): the model predicts the same value (0.25) for all 4 clips labelled with it"
+    assert f"**note**: {said}" in md and "**note**: valence: r undefined" not in md, md
+    assert said in json.loads(_ok(args + ["-f", "json"]).stdout)["notes"]

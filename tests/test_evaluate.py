@@ -272,6 +272,10 @@ def test_evaluate_audio_says_what_it_leaves_out_and_scores_cv_without_a_loudness
     res = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # strict: no NaN
     assert np.isfinite(res["learned"]["model"]["average"]["mae"]), res["learned"]["model"]
     assert res["learned"]["catalogue_mean"]["targets"]["energy"]["pearson"] is None  # a constant guess has no r
+    # the default's ridge member is not refitted in the folds: one of the notes (printed after the table as the others
+    # are), and JSON's `note` as before
+    alone = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
+    assert alone in res["notes"] and res["note"] == alone, res["notes"]
     assert np.isfinite(res["measured"]["loudness_mae_db"]) and res["measured"]["labelled"]["loudness"] == 3
 
 

@@ -309,7 +309,7 @@ def test_a_store_that_cannot_be_finished_once_its_clips_ran_is_work_failed(tmp_p
         (tmp_path / "audio" / f"{tid}.wav").write_bytes(b"never read: the pool does nothing")
     write_labels(tmp_path / "labels.csv", ids)
     monkeypatch.setattr(store, "SERIAL_MAX", 0)
-    monkeypatch.setattr(store, "_run_pool", lambda *a, **k: None)
+    monkeypatch.setattr(store, "run_pool", lambda *a, **k: None)
     with pytest.raises(WorkFailed, match="2 clips were not processed"):
         build_store(tmp_path / "labels.csv", tmp_path / "audio", tmp_path / "a", workers=1, progress=False)
     r = CliRunner().invoke(app, ["build", "--labels", str(tmp_path / "labels.csv"), "--audio", str(tmp_path / "audio"),
@@ -462,8 +462,8 @@ def test_a_worker_crash_fails_only_its_clip(tmp_path):
     paths = [str(audio / f"{t}.wav") for t in ids]
     paths[2] = str(tmp_path / "crash.wav")
     results: dict[int, dict] = {}
-    st._run_pool(list(range(6)), paths, frontend.SEED_MFCC.to_dict(), False, 2, lambda i, r: results.__setitem__(i, r),
-                 fn=crash_on_marker)
+    st.run_pool(list(range(6)), paths, frontend.SEED_MFCC.to_dict(), False, 2, lambda i, r: results.__setitem__(i, r),
+                fn=crash_on_marker)
     assert sorted(results) == list(range(6))
     assert results[2] == {"ok": False, "reason": "the decoder crashed its worker process"}
     assert all(results[i]["ok"] for i in (0, 1, 3, 4, 5))
@@ -531,16 +531,8 @@ map_files(job, [(str(i),) for i in range(500)], workers=2, progress=False)
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether process `pid` exists and is no zombie."""
-    try:
-        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:3] + " "
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_clip_reading_workers_do_not_outlive_a_killed_batch(tmp_path):
+def test_clip_reading_workers_do_not_outlive_a_killed_batch(tmp_path, running):
     """A train-heads -j 2 killed with SIGKILL (or by the OOM killer) left its ProcessPoolExecutor workers waiting on
     their queue for ever, each holding its models' memory and the caller's stdout pipe."""
     proc = subprocess.Popen([PY, "-c", ORPHAN_SCRIPT, str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -555,12 +547,12 @@ def test_clip_reading_workers_do_not_outlive_a_killed_batch(tmp_path):
         proc.kill()
         proc.wait(10)
         deadline = time.monotonic() + 15
-        while any(map(_running, pids)) and time.monotonic() < deadline:
+        while any(map(running, pids)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(map(_running, pids)), "worker processes outlived the killed batch"
+        assert not any(map(running, pids)), "worker processes outlived the killed batch"
     finally:
         for pid in pids:
-            if _running(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
@@ -822,8 +814,8 @@ def test_a_pooled_builds_resume_stays_in_worker_processes_however_few_clips_are_
     with pytest.raises(KeyboardInterrupt):
         build_store(labels, audio, out, workers=1, progress=False, runner=all_but_one)
     pooled = []
-    real = st._run_pool
-    monkeypatch.setattr(st, "_run_pool", lambda todo, *a, **k: (pooled.append(list(todo)), real(todo, *a, **k))[1])
+    real = st.run_pool
+    monkeypatch.setattr(st, "run_pool", lambda todo, *a, **k: (pooled.append(list(todo)), real(todo, *a, **k))[1])
     r = build_store(labels, audio, out, workers=1, progress=False)
     assert r.ok and r.built == len(ids) and r.resumed == len(ids) - 1
     assert len(pooled) == 1 and len(pooled[0]) == 1  # the one clip left, in a worker with its time limit

@@ -20,8 +20,9 @@ from .bundle import FITTED_CONTENT
 from .data.labels import pair_table
 from .data.splits import index_folds
 from .descriptors import LOUDNESS_MEASURES, loudness_map
-from .errors import SongfeatError, WorkFailed, counted
-from .evaluate import _fmt, _fmt_n, baseline_metrics, mean_labels, pearson, regression_metrics
+from .errors import SongfeatError, WorkFailed, analysis_failed, counted
+from .evaluate import (_fmt, _fmt_n, baseline_metrics, constant_labels, constant_predictions, mean_labels, pearson,
+                       regression_metrics)
 
 TEMPO_TOLERANCE = 0.04  # relative: the usual MIREX tolerance for a tempo to count as right
 MEASURED = ("loudness", "tempo", "key", "mode", "time_signature")
@@ -34,7 +35,7 @@ def _read_one(args) -> Clip | str:
     except SongfeatError as e:
         return str(e)
     except Exception as e:
-        return f"{path}: analysis failed ({type(e).__name__}: {e})"
+        return analysis_failed(path, e)
 
 
 def read_clips(paths: list[str], spec, progress: bool = True, workers: int = 1,
@@ -130,6 +131,7 @@ class _Loudness:
         return slope * self.level[test] + icpt, numeric
 
 
+HEADS_ALONE = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
 LOO_MEAN_R = ("mean_predictor r undefined (–): without --cv each clip's guess is the mean of the other clips' labels, "
               "lower the higher its own label, so its r is -1 whatever the labels")
 EXCLUDED_BY = {"content": "matched by content: the same audio",  # how evaluate-audio told the clips the model was fitted on
@@ -171,7 +173,6 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     evaluation uses) so a caller that has them does not decode every file again.
     """
     from .data.labels import read_labels, short_id
-    from .own_heads import constant_labels
     from .stack import HEAD_SPEC, head_inputs, base_outputs
 
     bundle = get_bundle(model)
@@ -228,12 +229,13 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
                     "columns_not_read": labels.unread,
                     "targets_left_out": left_out,
                     # a feature labelled all alike has no r, the model's or a baseline's: why, in train-heads' words
-                    "notes": [f"{t}: r undefined (–): {why}" for t, why in constant_labels(y, targets).items()]}
+                    "notes": _undefined_r(constant_labels(y, targets))}
 
     if cv is None:
         pred = np.array([[predict_clip(bundle, c)[t] for t in targets] for c in clips])
         loo_mean = _loo_mean(y)  # leave-one-out mean: the baseline never sees its own clip
-        result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": _no_r(baseline_metrics(y, loo_mean, targets))}
+        result["learned"] = {"model": _model_metrics(result, y, pred, targets),
+                             "mean_predictor": _no_r(baseline_metrics(y, loo_mean, targets))}
         result["notes"].append(LOO_MEAN_R)
         result["measured"] = measured_scores(desc, rows)
         result["predictions"] = pd.DataFrame(pred, columns=targets).assign(track_id=rows["track_id"]).to_dict("records")
@@ -258,7 +260,7 @@ def evaluate_audio(labels_csv: str | Path, audio_dir: str | Path, model: str | P
     lows = np.array([features.BY_NAME[t].low for t in targets])
     highs = np.array([features.BY_NAME[t].high for t in targets])
     result["learned"] = {
-        "model": regression_metrics(y, np.clip(stack_pred, lows, highs), targets),
+        "model": _model_metrics(result, y, np.clip(stack_pred, lows, highs), targets),
         "stage1_only": regression_metrics(y, base_pred, targets),
         "mean_predictor": baseline_metrics(y, mean_pred, targets),  # NaN where a fold's training clips lack the label
     }
@@ -294,6 +296,18 @@ def _stack_fold(z: np.ndarray, y: np.ndarray, base: np.ndarray, train: np.ndarra
             w, b = w.reshape(len(cols), -1), np.reshape(b, len(cols))  # RidgeCV gives a lone target's as 1-D
             out[:, cols] = base[np.ix_(test, cols)] + ((z[test] - zm) / zs) @ w.T + b
     return out
+
+
+def _undefined_r(why: dict[str, str]) -> list[str]:
+    """The notes for features whose r is undefined ("–"), each with why (`evaluate.constant_labels`, ...)."""
+    return [f"{t}: r undefined (–): {reason}" for t, reason in why.items()]
+
+
+def _model_metrics(result: dict, y: np.ndarray, pred: np.ndarray, targets: list[str]) -> dict:
+    """`regression_metrics` of the model's predictions, a feature whose r they leave undefined (one value on every clip
+    labelled with it) named in `result["notes"]` with why, as a constant label is: its "–" was not explained."""
+    result["notes"] += _undefined_r(constant_predictions(y, pred, targets))
+    return regression_metrics(y, pred, targets)
 
 
 def _no_r(metrics: dict) -> dict:
@@ -339,8 +353,6 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     n_ev = int(bundle.config.get("hparams", {}).get("n_evidence") or np.asarray(clips[0].evidence).shape[1])  # nets' own
     rows_ev = [np.asarray(c.evidence)[:, :n_ev] for c in clips]
     heads_layout = nets_layout(bundle.config["evidence_layout"])
-    if bundle.config.get("hparams", {}).get("ridge_inputs"):
-        result["note"] = "heads alone: the ridge member blended into the bundle's outputs is not refitted in these folds"
 
     def fold_numeric(train: np.ndarray, test: np.ndarray) -> np.ndarray:
         """The standardised stage-1 inputs with the loudness calibration refitted on `train` (`_Loudness.fold`)."""
@@ -350,7 +362,11 @@ def _heads_cv(bundle, clips, rows, desc, y, targets, cv, seed, result) -> dict:
     pred, mean_pred, _ = held_out_predictions(bundle, rows_ev, [c.weights for c in clips], full, fold_numeric,
                                               index_folds(n, cv, seed), cfg, part_columns(heads_layout))
     pred, mean_pred = pred[:, idx_t], mean_pred[:, idx_t]
-    result["learned"] = {"model": regression_metrics(y, pred, targets), "mean_predictor": baseline_metrics(y, mean_pred, targets)}
+    result["learned"] = {"model": _model_metrics(result, y, pred, targets),
+                         "mean_predictor": baseline_metrics(y, mean_pred, targets)}
+    if bundle.config.get("hparams", {}).get("ridge_inputs"):
+        result["notes"].append(HEADS_ALONE)
+        result["note"] = HEADS_ALONE  # its own key before `notes` held every note: kept for -f json's readers
     return _cv_tail(result, bundle, desc, rows, y, targets, loud_cv)
 
 
@@ -377,7 +393,6 @@ def to_markdown(result: dict) -> str:
     """The accuracy report as markdown: learned features (model vs baselines) then measured ones."""
     lines = [f"Clips: {result['n_clips']}" + (f", {result['cv']}-fold cross-validation" if result["cv"] else "")
              + (f"; {len(result['failed'])} failed" if result["failed"] else "")
-             + (f" ({result['note']})" if result.get("note") else "")
              + (f"; {counted(len(result['labels_dropped']), 'label row')} dropped" if result.get("labels_dropped") else "")
              + (f"; {counted(len(result['label_values_not_used']), 'label value')} out of range, read as missing"
                 if result.get("label_values_not_used") else "")

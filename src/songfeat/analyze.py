@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # annotations only
 from . import features
 from .audio import (SAMPLE_RATE, capture_output, check_windows, header_info, iter_windows, learned_window,
                     reporting_windows)
-from .errors import AudioError, SongfeatError
+from .errors import AudioError, SongfeatError, analysis_failed
 
 EXTRA_KEYS = ("tempo_confidence", "tempo_alternatives", "key_confidence", "mode_confidence", "time_signature_confidence",
               "key_name", "camelot")
@@ -318,7 +318,7 @@ def _analyze_one(args: tuple, on_window: Callable[[float, float | None], None] |
         except MemoryError:
             out = Outcome(path, error=f"{path}: out of memory while analysing")
         except Exception as e:  # a library failure on one file must not end the batch
-            out = Outcome(path, error=f"{path}: analysis failed ({type(e).__name__}: {str(e).strip()[:200]})")
+            out = Outcome(path, error=analysis_failed(path, e))
     out.warnings, out.log = ([] if out.error else cap.warnings), cap.raw(path)  # a failed file: one line, its error
     return out
 
@@ -380,7 +380,7 @@ def analyze_many(paths: str | Path | Iterable[str | Path], model: str | Path | N
                 on_done(r)
             yield r
         return
-    from .workers import run_jobs
+    from .workers import run_jobs, with_output
 
     alone = len(jobs) == 1 and not isolate  # (isolated: the caller's one inference thread, as a Ray actor has)
     bundle = get_bundle(model)  # a bad model fails here, once; forked workers inherit it
@@ -395,9 +395,9 @@ def analyze_many(paths: str | Path | Iterable[str | Path], model: str | Path | N
         path = jobs[res.index][0]
         if res.ok:
             out = res.value
-            out.log = "\n".join(x for x in (out.log, _foreign(path, res.log)) if x)
+            out.log = with_output(out.log, path, res.log)
         else:
-            out = Outcome(path, error=f"{path}: {res.value}", log=_foreign(path, res.log))
+            out = Outcome(path, error=f"{path}: {res.value}", log=with_output("", path, res.log))
         held[res.index] = out
         while nxt in held:
             r = held.pop(nxt)
@@ -405,11 +405,6 @@ def analyze_many(paths: str | Path | Iterable[str | Path], model: str | Path | N
             if on_done:
                 on_done(r)
             yield r
-
-
-def _foreign(path: str, text: str) -> str:
-    """Output a worker printed outside the decoder capture (library chatter), one '<file>: output: ...' line each."""
-    return "\n".join(f"{path}: output: {ln}" for ln in text.splitlines() if ln.strip())
 
 
 AUTO_PARALLEL_FILES = 8  # below this many files, starting worker processes costs more than it saves

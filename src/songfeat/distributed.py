@@ -722,16 +722,18 @@ class _ClipWorker:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from .data.store import _run_pool, process_clip
+        from .data.store import process_clip, run_pool
 
         paths = [str(p) for p in batch["path"]]
-        results: dict[int, dict] = {}
         if self.isolate:  # a clip that kills its process fails alone ("the decoder crashed its worker process")
-            _run_pool(list(range(len(paths))), paths, self.spec_dict, self.with_descriptors, 1, results.__setitem__,
-                      timeout=None)
+            pooled: dict[int, dict] = {}
+            run_pool(list(range(len(paths))), paths, self.spec_dict, self.with_descriptors, 1, pooled.__setitem__,
+                     timeout=None)
+            results = (pooled[k] for k in range(len(paths)))
+        else:  # one at a time, in this process
+            results = (process_clip(path, self.spec_dict, self.with_descriptors) for path in paths)
         out = {"row": [], "ok": [], "tensor": [], "result": []}
-        for k, (i, path) in enumerate(zip(batch["row"], paths)):
-            res = results[k] if self.isolate else process_clip(path, self.spec_dict, self.with_descriptors)
+        for i, res in zip(batch["row"], results):
             tensor = res.pop("tensor", None)
             out["row"].append(int(i))
             out["ok"].append(bool(res["ok"]))

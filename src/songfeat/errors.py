@@ -39,6 +39,14 @@ class CutOffAudioError(AudioError):
     """The file holds less audio than its header promises: a copy or a download that broke off (worth fetching again)."""
 
 
+def analysis_failed(path: str | Path, why: BaseException | str) -> str:
+    """The error line of a file whose analysis failed unexpectedly (a library's exception, or a worker's one-line account
+    of how it failed): analyze, the record cache and evaluate-audio's clip reading say it alike, in one line."""
+    if isinstance(why, BaseException):
+        why = f"{type(why).__name__}: {str(why).strip()[:200]}"
+    return f"{path}: analysis failed ({why})"
+
+
 def existing_ancestor(path: str | Path) -> Path:
     """`path` itself or its nearest ancestor that exists: where a folder for `path` would be made (a file there means
     it cannot be; its permissions say whether it may)."""

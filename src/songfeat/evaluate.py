@@ -97,6 +97,31 @@ def mean_labels(y: np.ndarray) -> np.ndarray:
     return np.divide(np.where(known, y, 0.0).sum(0), known.sum(0), out=np.full(y.shape[1], np.nan), where=known.any(0))
 
 
+def constant_labels(y: np.ndarray, names: list[str]) -> dict[str, str]:
+    """Features whose labels cannot teach how the feature varies, with why: a single labelled clip, or every labelled
+    clip the same value (a head fitted on them learns that constant, and its held-out r is undefined)."""
+    out = {}
+    for j, name in enumerate(names):
+        v = y[:, j][~np.isnan(y[:, j])]
+        if len(v) == 1:
+            out[name] = f"only 1 clip is labelled with it ({v[0]:g})"
+        elif len(v) > 1 and np.ptp(v) == 0:
+            out[name] = f"all {len(v)} clips labelled with it have the same value ({v[0]:g})"
+    return out
+
+
+def constant_predictions(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, str]:
+    """Features whose r is undefined because the predictions, not the labels, are one value on the clips labelled with
+    it (the labels varying, and enough clips for an r), with why: the model's '–' explained as a constant label's is."""
+    out = {}
+    for j, name in enumerate(names):
+        known = ~np.isnan(y[:, j])
+        t, p = y[known, j], np.asarray(pred, dtype=np.float64)[known, j]
+        if len(t) >= MIN_PEARSON_N and np.ptp(t) > 0 and np.isfinite(p).all() and math.isnan(pearson(t, p)):
+            out[name] = f"the model predicts the same value ({np.mean(p):.3g}) for all {len(t)} clips labelled with it"
+    return out
+
+
 def baseline_metrics(y_true: Any, y_pred: Any, names: Sequence[str]) -> dict:
     """`regression_metrics` of a baseline scored on the rows where it has a guess: a fold whose training clips lack a
     feature's label has no mean label (NaN), which made that feature's every baseline figure NaN; its `n` says how many."""

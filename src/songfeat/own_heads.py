@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import baseline_metrics, mean_labels
+from .evaluate import baseline_metrics, constant_labels, mean_labels
 from .heads import (NO_GENRE_PARTS, TARGETS, FitConfig, assemble, fit_clips, intervals_from_labels, keep_stage1, layout,
                     nets_layout, new_heads, part_columns, predict_rows)
 
@@ -86,17 +86,6 @@ def held_out_predictions(base, evidence: list[np.ndarray], weights: list[np.ndar
         mean_pred[test] = mean_labels(y[train])
     return pred, mean_pred, model
 
-def constant_labels(y: np.ndarray, names: list[str]) -> dict[str, str]:
-    """Features whose labels cannot teach how the feature varies, with why: a single labelled clip, or every labelled
-    clip the same value (a head fitted on them learns that constant, and its held-out r is undefined)."""
-    out = {}
-    for j, name in enumerate(names):
-        v = y[:, j][~np.isnan(y[:, j])]
-        if len(v) == 1:
-            out[name] = f"only 1 clip is labelled with it ({v[0]:g})"
-        elif len(v) > 1 and np.ptp(v) == 0:
-            out[name] = f"all {len(v)} clips labelled with it have the same value ({v[0]:g})"
-    return out
 
 def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers: int = 1, progress: bool = True,
                 cfg: FitConfig | None = None, cv: int = CV_FOLDS) -> tuple[Path, dict]:
@@ -216,4 +205,4 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
         return path, config["split"]["heads"]
 
 
-__all__ = ["train_heads", "held_out_predictions", "constant_labels", "CV_FOLDS"]
+__all__ = ["train_heads", "held_out_predictions", "CV_FOLDS"]

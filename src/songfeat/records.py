@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .errors import analysis_failed
 from .provenance import MEASURING_CODE, source_digest, weights_digest
 
 RECORD_VERSION = 1  # bump for a change in the record's layout; code changes are caught by code_version()
@@ -181,7 +182,7 @@ def _one(args) -> Record | str:
     try:
         return get_record(path, cache, with_tagger)
     except Exception as e:  # a library failure on one file must not end the batch
-        return f"{path}: analysis failed ({type(e).__name__}: {e})"
+        return analysis_failed(path, e)
 
 
 def get_records(paths: list[str], cache: str | Path | None = DEFAULT_CACHE, with_tagger: bool = True,
@@ -212,7 +213,7 @@ def map_files(fn, jobs: list, workers: int = 1, progress: bool = True) -> list:
     for r in results:  # in the order they finish
         if r.log:  # what the job printed (a decoder's chatter), as a clip read in this process prints it
             sys.stderr.write(r.log)
-        out[r.index] = r.value if r.ok else f"{jobs[r.index][0]}: analysis failed ({r.value})"
+        out[r.index] = r.value if r.ok else analysis_failed(jobs[r.index][0], r.value)
     return out
 
 

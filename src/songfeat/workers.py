@@ -44,6 +44,12 @@ class JobResult:
         return self.status == "ok"
 
 
+def with_output(log: str | None, path: str, printed: str) -> str:
+    """`log` then what a worker printed during `path`'s job outside any decoder capture (library chatter), one
+    '<path>: output: ...' line each: how a batch (analyze, the store build) files that output under its file."""
+    return "\n".join(x for x in (log, *(f"{path}: output: {ln}" for ln in printed.splitlines() if ln.strip())) if x)
+
+
 def allow(seconds: float) -> None:
     """From inside a job: raise this job's time limit to `seconds` from its start (never lowers it; no-op outside workers)."""
     conn = _JOB.get("conn")

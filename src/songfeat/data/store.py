@@ -418,7 +418,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     A build of more than SERIAL_MAX clips runs them in worker processes (its resumes too), where a clip taking over `timeout` seconds is
     stopped and failed. Nothing is printed: label columns not read (`LabelTable.unread`, before the work) and decoder
     warnings ('warning: <file>: ...'), and with `verbose` the decoders' raw lines, go to `on_message` as they happen.
-    `runner` replaces the worker processes (called like `_run_pool` without `timeout`, e.g.
+    `runner` replaces the worker processes (called like `run_pool` without `timeout`, e.g.
     `distributed.clip_runner()`); it has no per-clip time limit.
     """
     t0 = time.perf_counter()
@@ -550,7 +550,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 if runner is not None:
                     runner(todo, paths, spec_dict, descriptors, workers, record)
                 else:
-                    _run_pool(todo, paths, spec_dict, descriptors, workers, record, timeout=timeout)
+                    run_pool(todo, paths, spec_dict, descriptors, workers, record, timeout=timeout)
         finally:
             journal.close()
             if bar is not None:
@@ -568,7 +568,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
 
 
 def _call(job: tuple) -> dict:
-    """Worker side of _run_pool: one clip through `fn`, its time limit first scaled to its length (a long file may take longer)."""
+    """Worker side of run_pool: one clip through `fn`, its time limit first scaled to its length (a long file may take longer)."""
     fn, path, spec_dict, with_descriptors, timeout = job
     if timeout:
         from ..analyze import ask_time_for
@@ -580,14 +580,14 @@ def _call(job: tuple) -> dict:
     return fn(path, spec_dict, with_descriptors)
 
 
-def _run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descriptors: bool, workers: int, record,
-              fn=None, timeout: float | None = CLIP_TIMEOUT) -> None:
+def run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descriptors: bool, workers: int, record,
+             fn=None, timeout: float | None = CLIP_TIMEOUT) -> None:
     """Run clips in worker processes (songfeat.workers), one at a time each; a clip that kills or stalls its worker fails alone.
 
-    A worker that dies (a decoder segfault, the OOM killer) or overruns `timeout` is replaced and
-    only its clip is failed; the build carries on.
+    A worker that dies (a decoder segfault, the OOM killer) or overruns `timeout` is replaced and only its clip is
+    failed; the build carries on. The one per-clip pool: a build's, and a restarted Ray actor's (`distributed`).
     """
-    from ..workers import run_jobs
+    from ..workers import run_jobs, with_output
 
     fn = fn or process_clip
     jobs = [(fn, paths[i], spec_dict, with_descriptors, timeout) for i in todo]
@@ -603,7 +603,7 @@ def _run_pool(todo: list[int], paths: list[str], spec_dict: dict, with_descripto
         else:
             res = {"ok": False, "reason": f"failed to process ({r.value[:200]})"}
         if r.log.strip():
-            res["log"] = "\n".join(x for x in (res.get("log"), *(f"{paths[i]}: output: {ln}" for ln in r.log.splitlines() if ln.strip())) if x)
+            res["log"] = with_output(res.get("log"), paths[i], r.log)
         record(i, res)
 
 
