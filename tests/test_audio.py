@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import warnings
 from pathlib import Path
 
@@ -196,6 +197,65 @@ def test_damage_part_way_is_read_past(tmp_path, fmt, damage):
     assert np.all(np.isfinite(got))  # a frame or two at the damage may still glitch, as libmpg123's own skips do
     assert any(w.startswith(f"{path}: soundfile stopped at ") and ", on damaged or missing data; PyAV read on past it "
                "to " in w for w in cap.warnings), cap.warnings
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_a_spike_decoded_right_after_damage_is_dropped(tmp_path, seed):
+    # the frame or two PyAV decodes right after a corrupt packet (their bit reservoir lay in the damage) rang to +21 and
+    # +28 dBFS in a file peaking at -3 dBFS, under the +40 dBFS (MAX_PEAK) that was dropped: a click that dominated the
+    # window's loudness and spectrum
+    path = tmp_path / "a.mp3"
+    rng = np.random.default_rng(seed)
+    sf.write(path, (sine(440, 20.0, SAMPLE_RATE) + 0.05 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32),
+             SAMPLE_RATE, format="MP3")
+    _damage(path, 0.2, bytes(4096))
+    with capture_output() as cap:
+        got = load_audio(path)
+    assert got.size > 19 * SAMPLE_RATE and np.abs(got).max() < 2.0, (np.abs(got).max(), cap.warnings)
+
+
+def test_a_spike_is_past_one_and_far_past_the_audio_before_it():
+    from songfeat.audio import _glitch
+
+    assert _glitch(10.9, 0.72) and _glitch(1.6, 0.7)
+    assert not _glitch(1.3, 0.9)  # a hot master's overs, a few dB past what came before
+    assert not _glitch(0.9, 0.1)  # a loud entrance within ±1
+    assert not _glitch(5.0, 0.0)  # nothing before it to compare with: kept
+
+
+def test_ogg_pages_lost_part_way_are_said(tmp_path):
+    # Ogg's decoders drop a page whose checksum fails and go on at the next good one, silently: 2 KB of random bytes in
+    # an 8-s low-bitrate Vorbis file (4-KB pages of ~2.5 s each) lost two pages, 5.7 s, and analysed the 2.3 s left
+    # (libsndfile even counts its length from the first page it can read); the last page's granule says 8 s
+    path = tmp_path / "a.ogg"
+    sf.write(path, sine(440, 8.0, SAMPLE_RATE), SAMPLE_RATE, format="OGG")
+    _damage(path, 0.5, np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    with capture_output() as cap:
+        got = load_audio(path)
+    assert 1 * SAMPLE_RATE < got.size < 7 * SAMPLE_RATE
+    assert [w for w in cap.warnings if "Ogg" in w] == [
+        f"{path}: holds {got.size / SAMPLE_RATE:.1f} s of audio but its Ogg stream's last page says 8.0 s: "
+        f"{8.0 - got.size / SAMPLE_RATE:.1f} s were lost in pages damaged part-way (skipped); analysed the audio that is "
+        "there"], cap.warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole file: no warning
+        sf.write(path, sine(440, 8.0, SAMPLE_RATE), SAMPLE_RATE, format="OGG")
+        load_audio(path)
+
+
+def test_damage_inside_the_part_read_is_said(tmp_path):
+    # a caller reading only a file's start (tags: its first 30 s) stopped the decoder before it warned: the damage PyAV
+    # read on past was said by analyze, never by tags
+    path = tmp_path / "a.mp3"
+    rng = np.random.default_rng(0)
+    sf.write(path, (sine(440, 20.0, SAMPLE_RATE) + 0.05 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32),
+             SAMPLE_RATE, format="MP3")
+    _damage(path, 0.2, bytes(4096))
+    with capture_output() as cap:
+        got = load_audio(path, max_seconds=10.0)
+    assert got.size == 10 * SAMPLE_RATE
+    assert any(w.startswith(f"{path}: soundfile stopped at 3.0 s ") and re.search(r"PyAV read on past it to 1[01]\.\d s$", w)
+               for w in cap.warnings), cap.warnings  # as far as it read: the blocks it was given reach past 10 s
 
 
 def test_corrupt_packets_in_an_m4a_are_skipped(tmp_path):

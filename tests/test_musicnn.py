@@ -390,3 +390,25 @@ def test_the_heads_tagger_block_does_not_follow_the_files_gain():
     bounded = tagger.vector(tagger.describe(hiss * np.float32(10 ** (evidence.TAGGER_GAIN_DB[1] / 20)), sr=16000,
                                             max_patches=evidence.TAGGER_PATCHES))
     assert np.abs(evidence.tagger_block(hiss) - bounded).max() < 1e-4
+
+
+def test_tags_says_damage_inside_the_30_s_it_reads(tmp_path):
+    """`tags` stopped the decoder at 30 s before it warned: an mp3 damaged 4 s in, which PyAV reads on past (and
+    `analyze` warns of), got no warning from tags."""
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from songfeat.cli import app
+
+    sr = 44100
+    t = np.arange(40 * sr) / sr
+    path = tmp_path / "a.mp3"
+    sf.write(path, (0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.size))
+             .astype(np.float32), sr, format="MP3")
+    b = bytearray(path.read_bytes())
+    b[len(b) // 10:len(b) // 10 + 4096] = bytes(4096)
+    path.write_bytes(bytes(b))
+    res = CliRunner().invoke(app, ["tags", str(path)])
+    assert res.exit_code == 0, res.output
+    assert any(ln.startswith(f"songfeat: warning: {path}: soundfile stopped at ") and "PyAV read on past it to 3" in ln
+               for ln in res.stderr.splitlines()), res.stderr

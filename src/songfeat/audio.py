@@ -41,6 +41,8 @@ SILENCE_PEAK = 10 ** (SILENCE_DBFS / 20)  # the same as a linear peak
 PEAK_EDGE = 882  # samples (20 ms at 44.1 kHz) at each end of a window where the silence check allows resampler ringing
 RING_RATIO = 1.5  # ... up to this many times the window's offset (a constant's ringing stays under 0.97 of it, 1-768 kHz)
 MAX_PEAK = 100.0  # +40 dBFS: float files may overshoot ±1 a little, never by this much (1e19 once gave NaN features)
+GLITCH_SECONDS = 0.5  # how long after a corrupt packet PyAV skipped a frame is checked for a spike (see `_glitch`)
+GLITCH_RATIO = 2.0  # ... a spike: past ±1 and over this many times (+6 dB) the peak of all the audio decoded before it
 MIN_RATE, MAX_RATE = 1000, 768000  # Hz: the lowest rate the fuzz corpus reads, to DXD; a header outside this is damaged (1 Hz crashed soxr)
 BLOCK_FRAMES = 1 << 16  # decoder block size (frames) while streaming
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff", ".wma", ".webm")
@@ -405,6 +407,17 @@ def ogg_cut_off(path: str | Path) -> bool:
     return False
 
 
+def _ogg_seconds(p: Path) -> float | None:
+    """An Ogg file's length as PyAV reads it off its last page (less its first page's start), None for other files:
+    what it should decode to. (libsndfile counts from the first page it can read, so a damaged first audio page took
+    the lost audio out of its length too.)"""
+    with open(p, "rb") as f:
+        if f.read(4) != b"OggS":
+            return None
+    info, _ = _probe_quietly(_pyav_info, p)
+    return info.seconds if info is not None else None
+
+
 def _probe_quietly(probe, p: Path) -> tuple[AudioInfo | None, str]:
     """Run one probe with fd 2 captured in a log of its own; return its AudioInfo (or None) and what it printed.
 
@@ -499,7 +512,8 @@ def _pyav_blocks(p: Path, mono: bool = True, log: DecoderLog | None = None) -> I
     the channels' sum at 1/sqrt(2), so stereo read through it came out 3 dB louder than the same audio read by
     soundfile: an .m4a or .opus file, or any file soundfile cannot open by name, read louder and more energetic than
     its WAV.) A corrupt packet is skipped, as ffmpeg and players do, with an error line in `log` (decoding stopped at
-    the first one); a file whose every packet is corrupt raises the first packet's error."""
+    the first one), and so is a frame decoded into a spike right after one (`_glitch`); a file whose every packet is
+    corrupt raises the first packet's error."""
     import numpy as np
     import av
 
@@ -517,23 +531,46 @@ def _pyav_blocks(p: Path, mono: bool = True, log: DecoderLog | None = None) -> I
 
         first_error: Exception | None = None
         decoded = False
+        checks = not stream.codec_context.name.startswith("pcm_f")  # float samples may stand past ±1: never spikes
+        peak, since = 0.0, None  # the peak of the frames kept; samples decoded since the last corrupt packet
         for packet in c.demux(stream):  # its last packet is empty: decoding it flushes the decoder
             try:
                 frames = packet.decode()
             except av.error.InvalidDataError as e:
                 first_error = first_error or e
+                since = 0
                 if log is not None:
                     log.add(f"pyav: error: {str(e).strip() or 'corrupt packet'} (skipped)\n")
                 continue
             for frame in frames:
                 for out in resampler.resample(frame):
+                    block = mix(out)
+                    level = float(np.max(np.abs(block))) if block.size else 0.0
+                    near = since is not None and since < GLITCH_SECONDS * sr
+                    if since is not None:
+                        since += out.samples
+                    if checks and near and _glitch(level, peak):
+                        if log is not None:
+                            log.add(f"pyav: error: a frame right after a corrupt packet decoded to {level:.3g} "
+                                    f"({20 * math.log10(level):+.0f} dBFS) where the audio before peaks at "
+                                    f"{peak:.3g} (skipped)\n")
+                        continue
+                    if math.isfinite(level):
+                        peak = max(peak, level)
                     decoded = True
-                    yield mix(out), sr
+                    yield block, sr
         for out in resampler.resample(None):
             decoded = True
             yield mix(out), sr
         if first_error is not None and not decoded:
             raise first_error
+
+
+def _glitch(level: float, before: float) -> bool:
+    """Whether a frame decoded right after a corrupt packet peaking at `level` is damage decoded into a spike (an mp3
+    frame whose bit reservoir lay in the damage rang to +21 dBFS): past ±1, and over `GLITCH_RATIO` times the peak of
+    the audio `before` it (none before: nothing to compare, kept). A compressed file's own overs stay within a few dB."""
+    return before > 0.0 and level > max(1.0, GLITCH_RATIO * before)
 
 
 @dataclass
@@ -621,18 +658,19 @@ def _stores_floats(p: Path, decoder: str) -> bool:
         return True
 
 
-def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+def iter_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | None = None) -> Iterator[np.ndarray]:
     """Stream a file as mono float32 blocks at `sr`; a decode error mid-file keeps what came before (and PyAV reads on).
 
     Raises AudioError for files no decoder reads. A file that breaks off part-way (a truncated
     mp3, say) yields the audio decoded up to the break and warns, as audio players do; one that soundfile gives up on
     part-way (damage mid-file) is read on past it by PyAV (`_blocks_reading_on`), with a warning. What the
-    native decoder prints is captured: see `capture_output`.
+    native decoder prints is captured: see `capture_output`. `max_seconds`: stop once that much is yielded (a block or
+    so more), damage read past in it warned of as in a whole read (its length, unread, is not checked).
     """
     log = DecoderLog(path)
     unreadable = False
     try:
-        yield from _iter_audio(path, sr, log)
+        yield from _iter_audio(path, sr, log, max_seconds)
     except AudioError:
         unreadable = True
         raise
@@ -640,7 +678,7 @@ def iter_audio(path: str | Path, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
         _finish_log(log, warn=not unreadable)  # a file that fails says so once, with its error
 
 
-def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarray]:
+def _iter_audio(path: str | Path, sr: int, log: DecoderLog, max_seconds: float | None = None) -> Iterator[np.ndarray]:
     import numpy as np
 
     info = audio_info(path, log)
@@ -649,6 +687,7 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
     blocks = _blocks_reading_on(p, info, log, brk)
     resampler = None
     got = src_frames = 0
+    limit = None if max_seconds is None else int(math.ceil(max_seconds * sr))
     try:
         for block, src_sr in blocks:
             src_frames += block.size
@@ -670,6 +709,8 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
             got += block.size
             if block.size:
                 yield np.ascontiguousarray(block, dtype=np.float32)
+            if limit is not None and got >= limit:  # stopped here, not by its caller: what it read on past is still said
+                break
     except AudioError:
         raise
     except Exception as e:  # the decoder broke part-way
@@ -679,23 +720,34 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog) -> Iterator[np.ndarr
                       SongfeatWarning, stacklevel=3)
     else:
         promised, held = info.promised_seconds, src_frames / info.sample_rate
-        if brk.seconds is not None and (brk.error is not None or held - brk.seconds > 1.0):  # a cut-off file's last
-            # frame or two that PyAV reads and libsndfile did not are no damage read past: its cut is reported below
-            why = f" ({type(brk.error).__name__})" if brk.error is not None else ""
-            warnings.warn(f"{p}: soundfile stopped at {brk.seconds:.1f} s{why}, on damaged or missing data; PyAV read "
-                          f"on past it to {held:.1f} s", SongfeatWarning, stacklevel=3)
-        if _well_short(promised, held):
+        _warn_read_on(p, brk, held)
+        if limit is not None and got >= limit:  # the rest is not read: the file's length is not known
+            pass
+        elif _well_short(promised, held):
             warnings.warn(f"{p}: holds {held:.1f} s of audio but its header says {promised:.1f} s "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
         elif ogg_cut_off(p):
             warnings.warn(f"{p}: holds {held:.1f} s of audio but its Ogg stream has no end page "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
+        elif _well_short(expected := _ogg_seconds(p), held):  # the decoders skip pages damaged part-way, quietly
+            warnings.warn(f"{p}: holds {held:.1f} s of audio but its Ogg stream's last page says {expected:.1f} s: "
+                          f"{expected - held:.1f} s were lost in pages damaged part-way (skipped); analysed the "
+                          "audio that is there", SongfeatWarning, stacklevel=3)
     finally:  # now, under `log`: left to the garbage collector, the decoder closed after the log and opened a new one
         blocks.close()
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
             yield np.ascontiguousarray(tail, dtype=np.float32)
+
+
+def _warn_read_on(p: Path, brk: _Break, held: float) -> None:
+    """Warn that PyAV read on to `held` s past where soundfile stopped (`brk`), if it did (a cut-off file's last frame or
+    two that PyAV reads and libsndfile did not are no damage read past: its cut is reported on its own)."""
+    if brk.seconds is not None and (brk.error is not None or held - brk.seconds > 1.0):
+        why = f" ({type(brk.error).__name__})" if brk.error is not None else ""
+        warnings.warn(f"{p}: soundfile stopped at {brk.seconds:.1f} s{why}, on damaged or missing data; PyAV read "
+                      f"on past it to {held:.1f} s", SongfeatWarning, stacklevel=4)
 
 
 def iter_windows(path: str | Path, seconds: float = WINDOW_SECONDS, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
@@ -749,12 +801,7 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | Non
     import numpy as np
 
     limit = None if max_seconds is None else int(math.ceil(max_seconds * sr))
-    parts, have = [], 0
-    for block in iter_audio(path, sr):
-        parts.append(block)
-        have += block.size
-        if limit is not None and have >= limit:
-            break
+    parts = list(iter_audio(path, sr, max_seconds))  # it stops by itself, so that it says what it read past
     y = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return y[:limit] if limit is not None else y
 
