@@ -202,6 +202,21 @@ def test_sound_to_the_end_without_a_fade_out_has_the_tracks_length(tmp_path: Pat
     assert 12.0 <= tr["start_of_fade_out"] <= 12.1 and tr["duration"] == 15.0, tr
 
 
+@pytest.mark.parametrize("kind, lead", [("tone", 2.0), ("music", 2.0), ("noise", 2.013)])
+def test_no_fade_starts_and_ends_with_the_sound_after_and_before_silence(tmp_path: Path, kind: str, lead: float) -> None:
+    # without a fade, end_of_fade_in is the first sound and start_of_fade_out the end of the last: they were read on the
+    # level smoothed over 0.1 s, which reaches ahead, so the fade-in ended 26-39 ms before the sound and the fade-out
+    # started 44-57 ms after it
+    seconds = 6.0
+    y = {"tone": lambda: synth.tone(440.0, seconds), "noise": lambda: synth.noise(seconds),
+         "music": lambda: 0.5 * synth.drum_pattern(120.0, seconds=seconds) + 0.5 * synth.chord_progression(0, 1, seconds)}[kind]()
+    zeros = np.zeros(int(round(lead * SR)), np.float32)
+    tr = audio_analysis(_write(tmp_path, kind, np.concatenate([zeros, y.astype(np.float32), zeros])))["track"]
+    frame = A.HOP / SR
+    assert tr["end_of_fade_in"] == pytest.approx(zeros.size / SR, abs=frame), tr
+    assert tr["start_of_fade_out"] == pytest.approx(zeros.size / SR + seconds, abs=frame), tr
+
+
 @pytest.mark.parametrize("kind, seconds", [("clicks", 4.0), ("drums", 2.0), ("drums", 1.5)])
 def test_a_short_loop_has_no_fade(tmp_path: Path, kind: str, seconds: float) -> None:
     # the level was smoothed over half a window at either end: half a bar there, so a 4-s loop of 120-BPM clicks with

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 
 import pytest
 import soundfile as sf
@@ -319,3 +320,76 @@ def test_a_failed_cli_import_gives_python_its_ctrl_c_back():
             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.stdout == "True\n", p.stderr
+
+
+_TRIP_IN_IMPORT = ("import os, signal, sys\n"
+                   "class Trip:  # a real SIGINT as `import songfeat` imports its `analyze`\n"
+                   "    def find_spec(self, name, path=None, target=None):\n"
+                   "        if name == 'songfeat.analyze':\n"
+                   "            sys.meta_path.remove(self)\n"
+                   "            os.kill(os.getpid(), signal.SIGINT)\n"
+                   "sys.meta_path.insert(0, Trip())\n")
+
+
+def _tripped_env(tmp_path):
+    """An environment whose Python sends itself SIGINT while `import songfeat` runs (a sitecustomize on PYTHONPATH,
+    ahead of this songfeat)."""
+    import songfeat
+
+    (tmp_path / "sitecustomize.py").write_text(_TRIP_IN_IMPORT)
+    src = os.path.dirname(os.path.dirname(songfeat.__file__))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), src])}
+
+
+@pytest.mark.parametrize("how", ["script", "-m songfeat", "-m songfeat.cli"])
+def test_ctrl_c_while_the_command_imports_songfeat_is_one_line(tmp_path, how):
+    """The `songfeat` command imports the package (~0.1 s) before cli.py holds Ctrl-C: a SIGINT then was Python's
+    KeyboardInterrupt traceback, from its console script and from `python -m songfeat` alike."""
+    import subprocess
+    import sys
+
+    env = _tripped_env(tmp_path)
+    if how == "script":  # what pip writes for the `songfeat` console script
+        script = tmp_path / "bin" / "songfeat"
+        script.parent.mkdir()
+        script.write_text("import re\nimport sys\nfrom songfeat.cli import main\nif __name__ == '__main__':\n"
+                          "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n    sys.exit(main())\n")
+        argv = [sys.executable, str(script)]
+    else:
+        argv = [sys.executable, *how.split()]
+    p = subprocess.run([*argv, "analyze", "x.wav"], capture_output=True, text=True, timeout=120, env=env)
+    assert (p.returncode, p.stdout, p.stderr) == (130, "", "songfeat: error: interrupted\n"), p.stderr
+
+
+def test_ctrl_c_while_a_program_imports_songfeat_is_still_its_keyboardinterrupt(tmp_path):
+    """Only the command holds Ctrl-C while it starts: a program's own `import songfeat` keeps Python's
+    KeyboardInterrupt, to catch or to end in its traceback."""
+    import subprocess
+    import sys
+
+    code = "try:\n    import songfeat\nexcept KeyboardInterrupt:\n    print('caught')\n"
+    p = subprocess.run([sys.executable, "-c", code, "analyze"], capture_output=True, text=True, timeout=120,
+                       env=_tripped_env(tmp_path))
+    assert (p.returncode, p.stdout) == (0, "caught\n"), p.stderr
+
+
+@pytest.mark.parametrize("argv, orig, starting", [
+    (["/venv/bin/songfeat", "analyze"], None, True),
+    ([os.path.join("venv", "Scripts", "songfeat.exe")], None, True),
+    (["-m", "analyze"], ["python", "-m", "songfeat", "analyze"], True),
+    (["-m", "analyze"], ["python", "-X", "importtime", "-Imsongfeat.cli", "analyze"], True),
+    (["-m", "songfeat"], ["python", "-m", "mytool", "songfeat"], False),  # another module, run with 'songfeat'
+    (["-c", "analyze"], ["python", "-c", "import songfeat", "analyze"], False),
+    (["/home/me/songfeat_report.py"], None, False),
+    ([], None, False),
+])
+def test_starting_the_cli_is_the_command_alone(argv, orig, starting, monkeypatch):
+    """Which processes hold Ctrl-C while songfeat is imported: the command's console script and `python -m songfeat`
+    (the package is imported while sys.argv[0] is '-m'), no other program."""
+    import sys
+
+    from songfeat.interrupts import starting_the_cli
+
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "orig_argv", orig if orig is not None else ["python", *argv], raising=False)
+    assert starting_the_cli() is starting

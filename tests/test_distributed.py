@@ -174,7 +174,8 @@ def test_rows_come_out_in_the_local_engines_order(cluster, tmp_path):
 
 def _run_with_a_crashing_decoder(args: list[str], die_on: str, tmp_path: Path) -> tuple[int, str]:
     """Run `songfeat ARGS` on its own local Ray cluster, whose every process loads DIE_HOOK; its status and stderr.
-    Fails the test when it is still running after 240 s."""
+    Fails the test when it is still running after 240 s, or when Ray's lines reached stdout (its driver printed
+    "(raylet) A worker died or was killed ..." there, into songfeat's output)."""
     import signal
 
     hook = tmp_path / "hook"
@@ -186,7 +187,7 @@ def _run_with_a_crashing_decoder(args: list[str], die_on: str, tmp_path: Path) -
     proc = subprocess.Popen([sys.executable, "-m", "songfeat.cli", *args], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
-        err = proc.communicate(timeout=240)[1]
+        out, err = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGINT)  # (its cluster's processes are in its group)
         proc.communicate(timeout=60)
@@ -194,6 +195,7 @@ def _run_with_a_crashing_decoder(args: list[str], die_on: str, tmp_path: Path) -
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    assert "(raylet)" not in out, out[-2000:]
     return proc.returncode, err
 
 

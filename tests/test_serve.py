@@ -3093,6 +3093,33 @@ def test_app_from_env_says_what_is_missing_or_wrong_in_one_line(tmp_path, monkey
         assert "songfeat: warning: SONGFEAT_CORS_ORIGIN='*' without SONGFEAT_TOKEN: any web page" in capsys.readouterr().err
 
 
+def test_env_settings_take_serves_defaults_and_limits_from_the_command(tmp_path, monkeypatch):
+    """SONGFEAT_* variables left unset get `songfeat serve`'s defaults, and a value under an option's least is refused
+    as the command refuses it: both from the one table the command declares its options with (`serve_options`), where
+    `settings_from_env` repeated them (60, 50, 300 s, the least values), free to drift apart."""
+    import inspect
+
+    from songfeat import serve_options
+    from songfeat.cli import serve_cmd
+    from songfeat.errors import SongfeatError
+    from songfeat.serve import settings_from_env
+
+    declared = inspect.signature(serve_cmd).parameters
+    for option, (default, least) in serve_options.DEFAULTS.items():  # the command's own options are the table's
+        info = declared[option.replace("-", "_")].default
+        assert (info.default, info.min) == (default, least), option
+    root = tmp_path / "music"
+    root.mkdir()
+    settings = settings_from_env({"SONGFEAT_LIBRARY": str(root)})
+    assert (settings["rescan_interval"], settings["max_upload_mb"], settings["time_limit"]) == (60.0, 50.0, 300.0)
+    assert (settings["rehash"], settings["quiet"], settings["db"], settings["token"]) == (False, False, None, None)
+    monkeypatch.setitem(serve_options.DEFAULTS, "time-limit", (120.0, 1.0))  # the table changes: so do the variables'
+    monkeypatch.setitem(serve_options.DEFAULTS, "rescan-interval", (60.0, 5.0))
+    assert settings_from_env({"SONGFEAT_LIBRARY": str(root)})["time_limit"] == 120.0
+    with pytest.raises(SongfeatError, match=r"SONGFEAT_RESCAN_INTERVAL='1': give a number of at least 5$"):
+        settings_from_env({"SONGFEAT_LIBRARY": str(root), "SONGFEAT_RESCAN_INTERVAL": "1"})
+
+
 def test_log_lines_name_an_ipv6_client_in_brackets():
     # the parser's 400 and the stalled-reader lines printed an IPv6 client as ::1:40312, its port lost in the address
     from songfeat.http_protocol import peer

@@ -7,7 +7,11 @@ Heavy modules (torch) load on first use, so `import songfeat` stays cheap.
 """
 from __future__ import annotations
 
-from typing import NoReturn
+from .interrupts import hold_ctrl_c_while_the_cli_starts
+
+hold_ctrl_c_while_the_cli_starts()  # first: a Ctrl-C as the `songfeat` command starts is its line, not a traceback
+
+from typing import NoReturn  # noqa: E402
 
 __version__ = "0.1.0"
 

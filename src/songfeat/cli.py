@@ -7,26 +7,16 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NoReturn, Optional
+from typing import IO, TYPE_CHECKING, Optional
 
-INTERRUPTED = "interrupted"  # what a Ctrl-C says where no command says what it kept (README, "Exit status")
-
-
-def interrupted_at_start(*_signal: object) -> NoReturn:
-    """End a Ctrl-C that came before any command could say what it kept (this module loading, the commands being
-    built) as a later one ends: one `songfeat: error: interrupted` line and status 130, not Python's traceback. Also
-    the SIGINT handler while this module loads (hence `*_signal`)."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # a stderr gone (or None): the status still says it
-        sys.stderr.write(f"songfeat: error: {INTERRUPTED}\n")
-        sys.stderr.flush()
-    sys.exit(130)
-
+from .interrupts import INTERRUPTED, interrupted_at_start
 
 # A Ctrl-C while this module loads (typer's import, the commands' definitions: ~0.1 s) ends in that line, not in a
 # traceback. Python's own handler is put back at the end of the module, so a program importing it keeps its
-# KeyboardInterrupt; a SIGINT ignored (a background job) stays ignored. (`import songfeat` before this, ~0.15 s of
-# numpy and the decoders, is the library's and keeps Python's traceback.)
-_LOADING = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+# KeyboardInterrupt; a SIGINT ignored (a background job) stays ignored. (`import songfeat` before this, ~0.1 s of
+# the package's own imports, holds Ctrl-C the same way when it is the `songfeat` command starting:
+# `interrupts.hold_ctrl_c_while_the_cli_starts`; a program's own `import songfeat` keeps Python's traceback.)
+_LOADING = signal.getsignal(signal.SIGINT) in (signal.default_int_handler, interrupted_at_start)
 try:
     if _LOADING:
         signal.signal(signal.SIGINT, interrupted_at_start)
@@ -41,6 +31,7 @@ except BaseException:  # a program that catches the failed import keeps Python's
         signal.signal(signal.SIGINT, signal.default_int_handler)
     raise
 
+from . import serve_options
 from .errors import counted, missing_package, needs_extra, no_folder
 
 if TYPE_CHECKING:  # annotations only: the CLI imports the analysis when a command runs
@@ -1424,14 +1415,14 @@ def serve_cmd(
     token: Optional[str] = typer.Option(None, "--token", envvar="SONGFEAT_TOKEN", show_envvar=True,
                                         help="Require 'Authorization: Bearer <token>' on every request but /healthz and /docs."),
     db: Optional[Path] = typer.Option(None, "--db", help="SQLite index; default: LIBRARY/.songfeat/library.db."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Analysis processes; default: every usable CPU."),
-    rescan: bool = typer.Option(False, "--rescan", help="Hash every file again at start-up, even those whose size and mtime are unchanged."),
-    rescan_interval: float = typer.Option(60.0, "--rescan-interval", min=0.0, help="Seconds between scans for new, changed and removed files (0: only at start-up)."),
-    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Largest POST /v1/audio-features body (413 beyond)."),
-    time_limit: float = typer.Option(300.0, "--time-limit", min=1.0, help="Seconds one file may take before its worker is killed."),
+    workers: Optional[int] = typer.Option(serve_options.default("workers"), "--workers", "-j", min=serve_options.least("workers"), help="Analysis processes; default: every usable CPU."),
+    rescan: bool = typer.Option(serve_options.default("rescan"), "--rescan", help="Hash every file again at start-up, even those whose size and mtime are unchanged."),
+    rescan_interval: float = typer.Option(serve_options.default("rescan-interval"), "--rescan-interval", min=serve_options.least("rescan-interval"), help="Seconds between scans for new, changed and removed files (0: only at start-up)."),
+    max_upload_mb: float = typer.Option(serve_options.default("max-upload-mb"), "--max-upload-mb", min=serve_options.least("max-upload-mb"), help="Largest POST /v1/audio-features body (413 beyond)."),
+    time_limit: float = typer.Option(serve_options.default("time-limit"), "--time-limit", min=serve_options.least("time-limit"), help="Seconds one file may take before its worker is killed."),
     cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Let browser pages from this origin (scheme://host[:port], or '*' for any) call the GET routes; repeatable. Default: no CORS."),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", metavar="NAME", help="Also answer requests addressed (Host header) to this name: a reverse proxy's or a LAN name, '*.lan' for every name under lan, or an IP address; repeatable; '*': any name (no check). Default on a loopback --host: only localhost, *.localhost, 127.x.x.x and [::1] (a DNS-rebinding defence); on any other: any name, unless this is given."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors: no scan summaries or analysis progress (failed files are still named)."),
+    quiet: bool = typer.Option(serve_options.default("quiet"), "--quiet", "-q", help="Print only warnings and errors: no scan summaries or analysis progress (failed files are still named)."),
 ) -> None:
     """Serve Spotify's audio-features API over a music library (indexes, analyses in the background, answers)."""
     workers = _local_workers(workers)

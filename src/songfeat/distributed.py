@@ -48,6 +48,7 @@ FILE_ROWS = 10_000  # rows gathered into one Parquet file (not one small file pe
 ROWS_PER_CPU = 1000  # default chunk: about 8 min of work per CPU between commits (at ~0.46 s a track, docs/scaling.md)
 INSTALL_HINT = "the Ray engine needs Ray: pip install 'songfeat[ray]'"
 _joined = False  # this process's Ray session was begun by `init` (so `shutdown` may end it)
+_raylet_shown = False  # the cluster's error messages go to stderr (`init(verbose=True)`), else nowhere
 
 
 def _ray():
@@ -91,6 +92,30 @@ def init(address: str | None = None, *, verbose: bool = False, **kwargs) -> None
         _joined = True
     if not verbose:
         _quiet(ray)
+    _raylet_off_stdout(verbose)
+
+
+def _raylet_off_stdout(verbose: bool) -> None:
+    """The cluster's error messages off stdout, which carries songfeat's output alone: Ray's driver prints them there
+    whatever `log_to_driver` says ("(raylet) A worker died or was killed while executing a task ..." and "Task ... will
+    be retried", where a file killed its worker). To stderr with `verbose`, else nowhere: songfeat names the file whose
+    worker died in its own line. Ray's printer is wrapped once; a Ray without it is left as it is."""
+    global _raylet_shown
+    _raylet_shown = verbose
+    worker = sys.modules.get("ray._private.worker")
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "_songfeat", False):
+        return
+
+    def print_to_stdstream(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet" and not data.get("is_err"):  # (the error listener's messages alone)
+            if not _raylet_shown:
+                return
+            data = {**data, "is_err": True}
+        printer(data, ignore_prefix)
+
+    print_to_stdstream._songfeat = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_to_stdstream
 
 
 def shutdown() -> None:

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audio import AUDIO_EXTENSIONS
 from .http_protocol import absolute_form, body_length, head_refusal, uvicorn_options
+from . import serve_options
 from .library import AnalysisFailed, Library, TransientFailure, failure_note, is_valid_id, stage_upload
 
 MAX_IDS = 100  # Spotify's limit per batch request
@@ -47,7 +48,7 @@ WAIT_SECONDS = 60.0  # longest a `?wait=true` request is held before it gets its
 INDEXING = "the library's first scan since the server started is still running"  # why an unknown id is a 503 meanwhile
 INDEXING_RETRY = 5  # Retry-After (s) for an id the index lacks while that scan runs
 INDEXING_POLL = 0.25  # seconds between looks at the index for such an id, with ?wait=true
-UPLOAD_MB = 50
+UPLOAD_MB = serve_options.default("max-upload-mb")  # `songfeat serve --max-upload-mb`'s, also `create_app`'s
 MULTIPART_SLACK = 1 << 20  # bytes of multipart framing and form fields allowed beyond the file cap
 UPLOADS_PER_WORKER = 4  # uploads in flight beyond workers x this get 429: bounded disk and queue under load
 CHUNK = 1 << 16
@@ -991,9 +992,10 @@ def env_option(name: str, value: str = "") -> str:
 
 
 def settings_from_env(environ: Mapping[str, str]) -> dict:
-    """`songfeat serve`'s settings from `environ`'s SONGFEAT_* variables (`env_name`), with its defaults and checks, as
-    keyword arguments: `library`, `db`, `workers`, `time_limit`, `quiet` and `create_app`'s. SongfeatError naming the
-    variable and what to give for a missing SONGFEAT_LIBRARY or a value `songfeat serve` would refuse."""
+    """`songfeat serve`'s settings from `environ`'s SONGFEAT_* variables (`env_name`), with its defaults and checks
+    (`serve_options`, the table the command declares its options with), as keyword arguments: `library`, `db`, `workers`, `time_limit`, `quiet` and `create_app`'s.
+    SongfeatError naming the variable and what to give for a missing SONGFEAT_LIBRARY or a value `songfeat serve`
+    would refuse."""
     from .errors import SongfeatError, no_folder
     from .runtime import usable_cpus
 
@@ -1005,7 +1007,8 @@ def settings_from_env(environ: Mapping[str, str]) -> dict:
     if not library.is_dir():
         raise SongfeatError(None, f"{env_name('library')}={library}: {no_folder(library)}")
 
-    def number(option: str, default: float, least: float, kind: type = float) -> float:
+    def number(option: str, kind: type = float) -> float | None:
+        default, least = serve_options.DEFAULTS[option]
         text = (get[option] or "").strip()
         if not text:
             return default
@@ -1022,7 +1025,7 @@ def settings_from_env(environ: Mapping[str, str]) -> dict:
         text = (get[option] or "").strip().lower()
         if text not in TRUE + FALSE:
             raise SongfeatError(None, f"{env_name(option)}={get[option]!r}: give 1 or 0 (true or false)")
-        return text in TRUE
+        return text in TRUE if text else bool(serve_options.default(option))
 
     def checked(option: str, check: Callable[[str], str]) -> list[str]:
         try:
@@ -1035,10 +1038,10 @@ def settings_from_env(environ: Mapping[str, str]) -> dict:
     except ValueError as e:
         raise SongfeatError(None, f"{env_name('token')}: {e}") from None
     return {"library": library, "db": Path(get["db"]).expanduser() if (get["db"] or "").strip() else None,
-            "workers": number("workers", 0, 1, int) or usable_cpus(),
-            "time_limit": number("time-limit", 300.0, 1.0), "quiet": flag("quiet"), "token": get["token"],
-            "rehash": flag("rescan"), "rescan_interval": number("rescan-interval", 60.0, 0.0),
-            "max_upload_mb": number("max-upload-mb", UPLOAD_MB, 0.001),
+            "workers": number("workers", int) or usable_cpus(),
+            "time_limit": number("time-limit"), "quiet": flag("quiet"), "token": get["token"],
+            "rehash": flag("rescan"), "rescan_interval": number("rescan-interval"),
+            "max_upload_mb": number("max-upload-mb"),
             "cors_origins": checked("cors-origin", check_cors_origin),
             "allowed_hosts": checked("allowed-host", check_allowed_host)}
 
