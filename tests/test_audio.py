@@ -243,6 +243,22 @@ def test_ogg_pages_lost_part_way_are_said(tmp_path):
         load_audio(path)
 
 
+def test_a_chained_ogg_is_read_whole_without_a_damage_warning(tmp_path):
+    # Ogg files joined end to end (`cat a.ogg b.ogg`, a radio rip) are one valid chained file: libsndfile decoded its
+    # first link alone (3 of 8 s), silently, and the lost-pages check then took the last link's 5 s for the file's
+    # length and called the file damaged
+    links = []
+    for k, seconds in enumerate((3.0, 5.0)):
+        link = tmp_path / f"link{k}.ogg"
+        sf.write(link, sine(220.0 * (k + 1), seconds, SAMPLE_RATE), SAMPLE_RATE, format="OGG")
+        links.append(link.read_bytes())
+    path = tmp_path / "chain.ogg"
+    path.write_bytes(b"".join(links))
+    with capture_output() as cap:
+        got = load_audio(path)
+    assert abs(got.size / SAMPLE_RATE - 8.0) < 0.05 and cap.warnings == []
+
+
 def test_damage_inside_the_part_read_is_said(tmp_path):
     # a caller reading only a file's start (tags: its first 30 s) stopped the decoder before it warned: the damage PyAV
     # read on past was said by analyze, never by tags

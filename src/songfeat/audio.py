@@ -380,14 +380,13 @@ def _ogg_crc(data: bytes) -> int:
     return crc
 
 
-def ogg_cut_off(path: str | Path) -> bool:
-    """Whether an Ogg file (Vorbis, Opus, ...) breaks off part-way: its last whole page (checksum intact) is not an
-    end-of-stream page. Ogg states no length up front (decoders read it off the last page there is), so a download cut
-    off mid-file decodes quietly to its break; the missing end page is the only sign. False for other files, and when
-    no whole page is found near the end (nothing to tell from)."""
+def _ogg_pages(path: str | Path) -> tuple[bytes, bytes | None] | None:
+    """An Ogg file's first page header and its last whole page's (checksum intact; None when no whole page is found
+    near the end), 27 bytes each; None for other files. Ogg states no length or end up front: these pages say it."""
     with open(path, "rb") as f:
-        if f.read(4) != b"OggS":
-            return False
+        first = f.read(27)
+        if first[:4] != b"OggS":
+            return None
         size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - _OGG_TAIL))
         tail = f.read()
@@ -403,17 +402,30 @@ def ogg_cut_off(path: str | Path) -> bool:
         page = bytearray(tail[at:end])
         page[22:26] = bytes(4)
         if _ogg_crc(page) == int.from_bytes(head[22:26], "little"):
-            return not head[5] & OGG_EOS
-    return False
+            return first, head
+    return first, None
 
 
-def _ogg_seconds(p: Path) -> float | None:
-    """An Ogg file's length as PyAV reads it off its last page (less its first page's start), None for other files:
-    what it should decode to. (libsndfile counts from the first page it can read, so a damaged first audio page took
-    the lost audio out of its length too.)"""
-    with open(p, "rb") as f:
-        if f.read(4) != b"OggS":
-            return None
+def _ogg_cut_off(pages: tuple[bytes, bytes | None] | None) -> bool:
+    """Whether an Ogg file (Vorbis, Opus, ...; `_ogg_pages`) breaks off part-way: its last whole page (checksum intact)
+    is not an end-of-stream page. Ogg states no length up front (decoders read it off the last page there is), so a
+    download cut off mid-file decodes quietly to its break; the missing end page is the only sign. False for other
+    files, and when no whole page is found near the end (nothing to tell from)."""
+    return pages is not None and pages[1] is not None and not pages[1][5] & OGG_EOS
+
+
+def _chained_ogg(pages: tuple[bytes, bytes | None] | None) -> bool:
+    """Whether an Ogg file's last whole page belongs to another logical stream than its first (serial numbers, bytes
+    14-18): Ogg files joined end to end (`cat a.ogg b.ogg`, a radio rip), of which libsndfile decodes the first alone."""
+    return pages is not None and pages[1] is not None and pages[0][14:18] != pages[1][14:18]
+
+
+def _ogg_seconds(p: Path, pages: tuple[bytes, bytes | None] | None) -> float | None:
+    """An Ogg file's length as PyAV reads it off its last page (less its first page's start), None for other files and
+    chained ones (whose last page gives its own link's length): what it should decode to. (libsndfile counts from the
+    first page it can read, so a damaged first audio page took the lost audio out of its length too.)"""
+    if pages is None or _chained_ogg(pages):
+        return None
     info, _ = _probe_quietly(_pyav_info, p)
     return info.seconds if info is not None else None
 
@@ -451,7 +463,8 @@ def audio_info(path: str | Path, log: DecoderLog | None = None) -> AudioInfo:
     p = _check_path(path)
     own = log is None
     log = log or DecoderLog(p)
-    probes = (_pyav_info, _soundfile_info) if p.suffix.lower() in _PYAV_FIRST else (_soundfile_info, _pyav_info)
+    pyav_first = p.suffix.lower() in _PYAV_FIRST or _chained_ogg(_ogg_pages(p))  # libsndfile: a chain's first link
+    probes = (_pyav_info, _soundfile_info) if pyav_first else (_soundfile_info, _pyav_info)
     no_channels = False
     failed: list[str] = []  # what the probes that did not recognise the file printed
     fallback: tuple[AudioInfo, str] | None = None
@@ -721,15 +734,17 @@ def _iter_audio(path: str | Path, sr: int, log: DecoderLog, max_seconds: float |
     else:
         promised, held = info.promised_seconds, src_frames / info.sample_rate
         _warn_read_on(p, brk, held)
-        if limit is not None and got >= limit:  # the rest is not read: the file's length is not known
+        reached = limit is not None and got >= limit  # the rest is not read: the file's length is not known
+        pages = None if reached else _ogg_pages(p)
+        if reached:
             pass
         elif _well_short(promised, held):
             warnings.warn(f"{p}: holds {held:.1f} s of audio but its header says {promised:.1f} s "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
-        elif ogg_cut_off(p):
+        elif _ogg_cut_off(pages):
             warnings.warn(f"{p}: holds {held:.1f} s of audio but its Ogg stream has no end page "
                           "(cut off?); analysed the audio that is there", SongfeatWarning, stacklevel=3)
-        elif _well_short(expected := _ogg_seconds(p), held):  # the decoders skip pages damaged part-way, quietly
+        elif _well_short(expected := _ogg_seconds(p, pages), held):  # the decoders skip pages damaged part-way, quietly
             warnings.warn(f"{p}: holds {held:.1f} s of audio but its Ogg stream's last page says {expected:.1f} s: "
                           f"{expected - held:.1f} s were lost in pages damaged part-way (skipped); analysed the "
                           "audio that is there", SongfeatWarning, stacklevel=3)

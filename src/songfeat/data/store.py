@@ -161,8 +161,9 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
                 evidence.append(window_evidence(w, SAMPLE_RATE))
         check_usable(path, total, peak)
         _warn_late_start(path, first, spec.window_seconds)
-        if not same_grid:  # a front-end on another rate or window length decodes its own first window
-            first = load_audio(path, sr=spec.sample_rate, max_seconds=spec.window_seconds)
+        if not same_grid:  # a front-end on another rate or window length decodes its own first window; what that
+            with capture_output():  # second decode says, the first said already (damage read past was warned twice)
+                first = load_audio(path, sr=spec.sample_rate, max_seconds=spec.window_seconds)
         tensor = compute(spec, fit_window(first, spec))[0].numpy().astype(np.float32, copy=False)
         if tensor.shape != spec.shape:
             raise AudioError(path, f"front-end gave shape {tuple(tensor.shape)}, expected {spec.shape}")
