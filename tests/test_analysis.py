@@ -217,6 +217,24 @@ def test_no_fade_starts_and_ends_with_the_sound_after_and_before_silence(tmp_pat
     assert tr["start_of_fade_out"] == pytest.approx(zeros.size / SR + seconds, abs=frame), tr
 
 
+def test_a_stray_click_in_the_silence_is_not_where_the_sound_starts_or_ends(tmp_path: Path) -> None:
+    # read on the unsmoothed level over the whole file, one 23-ms click over the silence level (the loudest less 50 dB)
+    # 2.7 s before the music or 1.5 s after it became the first or last sound, and the rise from it to the music a
+    # fade (the fade-in read 3.04 s here); a bar-smoothed level hears so short a click as silence
+    seconds, lead = 7.0, 3.0
+    y = 0.5 * synth.drum_pattern(120.0, seconds=seconds) + 0.5 * synth.chord_progression(0, 1, seconds)
+    quiet = np.zeros(int(round(lead * SR)), np.float32)
+    after = quiet.copy()
+    level = 10 ** (-45 / 20) * float(np.max(np.abs(y)))  # over the silence level by 5 dB
+    for part, at in ((quiet, 0.3), (after, 1.5)):
+        k = int(at * SR)
+        part[k:k + A.HOP] = level * np.sin(2 * np.pi * 3000.0 * np.arange(A.HOP) / SR)
+    tr = audio_analysis(_write(tmp_path, "clicked", np.concatenate([quiet, y.astype(np.float32), after])))["track"]
+    frame = A.HOP / SR
+    assert tr["end_of_fade_in"] == pytest.approx(lead, abs=frame), tr
+    assert tr["start_of_fade_out"] == pytest.approx(lead + seconds, abs=frame), tr
+
+
 @pytest.mark.parametrize("kind, seconds", [("clicks", 4.0), ("drums", 2.0), ("drums", 1.5)])
 def test_a_short_loop_has_no_fade(tmp_path: Path, kind: str, seconds: float) -> None:
     # the level was smoothed over half a window at either end: half a bar there, so a 4-s loop of 120-BPM clicks with

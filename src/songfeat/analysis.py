@@ -633,8 +633,8 @@ def _fade_end(coarse: np.ndarray, fine: np.ndarray, level: np.ndarray, silent: f
     c = s0 + int(done[0] if done.size else run.size - 1)
     span = fine[: min(fine.size, c + width // 2 + 1)]
     end = int(np.flatnonzero(span >= span.max() - FADE_RISE_DB)[0])
-    heard = np.flatnonzero(level > silent)
-    first = int(heard[0]) if heard.size else s0
+    heard = np.flatnonzero(level[s0:] > silent)  # from the bar-smoothed first sound: a stray click in the silence
+    first = s0 + int(heard[0]) if heard.size else s0  # before it is no sound (it set both fades, once unsmoothed)
     return end if end - first >= width else first  # shorter than a bar: accents, not a fade
 
 

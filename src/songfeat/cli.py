@@ -3,32 +3,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Optional
 
-from .interrupts import INTERRUPTED, interrupted_at_start
+from .interrupts import INTERRUPTED, give_back, hold_ctrl_c, interrupted_at_start
 
 # A Ctrl-C while this module loads (typer's import, the commands' definitions: ~0.1 s) ends in that line, not in a
 # traceback. Python's own handler is put back at the end of the module, so a program importing it keeps its
 # KeyboardInterrupt; a SIGINT ignored (a background job) stays ignored. (`import songfeat` before this, ~0.1 s of
 # the package's own imports, holds Ctrl-C the same way when it is the `songfeat` command starting:
 # `interrupts.hold_ctrl_c_while_the_cli_starts`; a program's own `import songfeat` keeps Python's traceback.)
-_LOADING = signal.getsignal(signal.SIGINT) in (signal.default_int_handler, interrupted_at_start)
-try:
-    if _LOADING:
-        signal.signal(signal.SIGINT, interrupted_at_start)
-except ValueError:  # imported in another thread: only the main one may set handlers
-    _LOADING = False
+_LOADING = hold_ctrl_c()
 
 try:
     import typer  # noqa: E402
     from typer.core import TyperCommand, TyperGroup  # noqa: E402
 except BaseException:  # a program that catches the failed import keeps Python's Ctrl-C, not this module's
     if _LOADING:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        give_back()
     raise
 
 from . import serve_options
@@ -1528,7 +1522,7 @@ def main() -> None:
 
 
 if _LOADING:  # loaded: Ctrl-C is KeyboardInterrupt again, which each command (and `main`) turns into its line
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    give_back()
 
 if __name__ == "__main__":
     main()

@@ -69,6 +69,7 @@ def init(address: str | None = None, *, verbose: bool = False, **kwargs) -> None
     hidden, Ray's Python warnings with it (`_quiet_backend`; not when you set RAY_BACKEND_LOG_LEVEL yourself);
     `verbose` (the commands' --verbose) shows it."""
     ray = _ray()
+    _raylet_off_stdout(verbose)  # before ray.init, which starts the thread that prints the cluster's errors
     if not verbose:
         _quiet(ray)
     if not ray.is_initialized():
@@ -92,7 +93,6 @@ def init(address: str | None = None, *, verbose: bool = False, **kwargs) -> None
         _joined = True
     if not verbose:
         _quiet(ray)
-    _raylet_off_stdout(verbose)
 
 
 def _raylet_off_stdout(verbose: bool) -> None:

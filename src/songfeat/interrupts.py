@@ -1,12 +1,13 @@
 """A Ctrl-C before any `songfeat` command can say what it kept: one `songfeat: error: interrupted` line and status 130.
 
 Imported first by `songfeat/__init__.py`, before anything else of the package, so it uses only modules Python has
-loaded at start-up (and `signal`): its handler is in place for nearly all of the command's first moments.
+loaded at start-up (`_signal`, not `signal`, whose `enum` costs ~10 ms): its handler is in place for nearly all of the
+command's first moments.
 """
 from __future__ import annotations
 
+import _signal as signal  # the objects `signal` re-exports (getsignal, default_int_handler, SIGINT), already loaded
 import os
-import signal
 import sys
 
 TYPE_CHECKING = False  # `typing` (~20 ms) is not imported: annotations only
@@ -45,12 +46,26 @@ def starting_the_cli() -> bool:
     return (name[name.index("m") + 1:] if name.startswith("-") else name) in COMMAND_MODULES
 
 
+def hold_ctrl_c() -> bool:
+    """Make a Ctrl-C `interrupted_at_start`'s line and 130 if Python's own handler (or this one) has it; whether it
+    does now. A SIGINT ignored (a background job) or a program's own handler is left alone, as off the main thread."""
+    if signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, interrupted_at_start):
+        return False
+    try:
+        signal.signal(signal.SIGINT, interrupted_at_start)
+    except ValueError:  # not the main thread: only it may set handlers
+        return False
+    return True
+
+
+def give_back() -> None:
+    """Python's own Ctrl-C handler back (KeyboardInterrupt), once what `hold_ctrl_c` held for has loaded or failed."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def hold_ctrl_c_while_the_cli_starts() -> None:
     """While the `songfeat` command imports the package (~0.1 s before cli.py can hold Ctrl-C itself), a Ctrl-C is
     `interrupted_at_start`'s line and 130, not Python's traceback; cli.py gives Python its handler back once loaded.
     A program importing songfeat keeps Python's KeyboardInterrupt, and a SIGINT ignored (a background job) stays so."""
-    if starting_the_cli() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        try:
-            signal.signal(signal.SIGINT, interrupted_at_start)
-        except ValueError:  # not the main thread: only it may set handlers
-            pass
+    if starting_the_cli():
+        hold_ctrl_c()

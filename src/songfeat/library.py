@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from . import serve_options
 from .audio import DATA_DIR, capture_output  # DATA_DIR: inside the library folder, the database and stored uploads
 from .errors import SongfeatError, counted
 from .provenance import MEASURING_CODE, source_digest, weights_digest
@@ -54,7 +55,7 @@ ID_PATTERN = re.compile(r"[0-9A-Za-z]{22}")  # Spotify ids and songfeat content 
 # the order in which the files an id names are `served`: a file whose id is its own content id (an upload, a file not
 # named by a Spotify id) before files that merely carry that id as their name, then by path
 SERVED_ORDER = "id != substr(sha256, 1, 22), path"
-TIME_LIMIT = 300.0  # seconds one file may take in a worker before it is killed and the file marked failed
+TIME_LIMIT = float(serve_options.default("time-limit"))  # seconds one file may take in a worker before it is killed and the file marked failed
 WORKER_MEMORY = 4 << 30  # address-space cap of one worker (bytes): a file that needs more fails alone (peak today ~0.75 GiB)
 MAX_TASKS_PER_WORKER = 500  # a worker process is replaced after this many files, so leaks cannot grow
 TRANSIENT_TRIES = 3  # analyses a file gets when each times out or kills its worker; then it stays failed until it changes
