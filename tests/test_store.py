@@ -719,6 +719,29 @@ def test_rerun_builds_clips_fixed_since_and_equals_a_clean_build(tmp_path):
     assert r.resumed == 4 and r.retried == 0 and (out / "features.npy").stat().st_mtime_ns == mtime
 
 
+def test_a_store_keeps_each_clips_content_id_and_one_built_before_them_still_works(tmp_path):
+    """The store kept no hash of its files, so a bundle trained on it could only name its clips by track id (a renamed
+    copy of one was scored as unseen). index.parquet now holds each clip's content id, kept through a retry; a store
+    built before (no such column) opens and retries as before, with no content ids (all or none: a store of some
+    clips' hashes would leave the rest to be matched by id unsaid)."""
+    from songfeat.analyze import content_id
+
+    labels, audio, ids = make_dataset(tmp_path, 3, seconds=2.0)
+    good = (audio / f"{ids[1]}.wav").read_bytes()
+    _corrupt(audio / f"{ids[1]}.wav")
+    out = tmp_path / "s"
+    build_store(labels, audio, out, workers=1, progress=False, descriptors=False)
+    assert open_store(out).content_ids() == {t: content_id(audio / f"{t}.wav") for t in (ids[0], ids[2])}
+    index = pd.read_parquet(out / "index.parquet")
+    index.drop(columns="content").to_parquet(out / "index.parquet")  # as an older songfeat wrote it
+    assert open_store(out).content_ids() is None and open_store(out).ids() == sorted([ids[0], ids[2]])
+    (audio / f"{ids[1]}.wav").write_bytes(good)
+    r = build_store(labels, audio, out, workers=1, progress=False, descriptors=False)
+    assert r.ok and r.recovered == 1
+    store = open_store(out)
+    assert store.ids() == sorted(ids) and store.content_ids() is None
+
+
 def test_an_interrupted_retry_loses_nothing(tmp_path, monkeypatch):
     """Stopped while retrying, then killed while merging: each rerun goes on, and the store ends as a clean build."""
     from songfeat import atomic

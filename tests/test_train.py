@@ -1050,3 +1050,63 @@ def test_the_cv_script_folds_the_clips_a_family_can_use(gappy_store, tmp_path, c
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"run_previews_cv: error: {gappy_store}: lstm-multitask: with 2 folds one trains on only 1 clip (2 at least); "
         "use more clips, or fewer --folds")
+
+
+def test_evaluate_audio_leaves_out_a_train_bundles_clip_copied_under_another_name(tmp_path):
+    """A `songfeat train` bundle's fitting clips were matched by track id only (its store kept no file hashes): the same
+    audio copied under another name was scored as unseen, inflating the figures. The store now keeps each clip's
+    content id and the bundle records its splits' (`provenance.heads_clip_content`, as a heads bundle does): the copy is
+    left out, another file under a training clip's id is scored; a store built before content ids is matched by id,
+    and the report says so."""
+    import shutil
+
+    import soundfile as sf
+
+    from songfeat.accuracy import evaluate_audio
+    from songfeat.analyze import content_id
+    from songfeat.bundle import FITTED_CONTENT
+    from songfeat.cli import app
+    from songfeat.data.store import build_store, open_store
+    from songfeat.data.synthetic import synth_clip
+
+    rng = np.random.default_rng(7)
+    knobs = [np.array([0.2 + 0.15 * i, 0.3, 0.5, 0.1]) for i in range(5)]
+    audio, mine = tmp_path / "audio", tmp_path / "mine"
+    audio.mkdir(), mine.mkdir()
+    ids = ["a" * 22, "b" * 22]
+    for tid, k in zip(ids, knobs):
+        sf.write(audio / f"{tid}.wav", synth_clip(k, 8000, 1.2, rng), 8000)
+    rows = [{"track_id": t, "danceability": 0.3 + 0.2 * i} for i, t in enumerate(ids)]
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    build_store(tmp_path / "labels.csv", audio, tmp_path / "store", frontend=TINY, workers=1, progress=False,
+                descriptors=False)
+    assert open_store(tmp_path / "store").content_ids() == {t: content_id(audio / f"{t}.wav") for t in ids}
+
+    shutil.copy(audio / f"{ids[0]}.wav", mine / "copy.wav")  # a training clip's audio under another name
+    sf.write(mine / f"{ids[1]}.wav", synth_clip(knobs[2], 8000, 1.2, rng), 8000)  # a training clip's id, other audio
+    for i in (3, 4):
+        sf.write(mine / f"x{i}.wav", synth_clip(knobs[i], 8000, 1.2, rng), 8000)
+    labels = tmp_path / "mine.csv"
+    labels.write_text(f"track_id,danceability\ncopy,0.3\n{ids[1]},0.4\nx3,0.6\nx4,0.8\n")
+    split = {"train": ids, "val": [], "test": []}
+
+    out = train_bundle("cnn-simple", tmp_path / "store", tmp_path / "cnn", epochs=1, split=split, progress=False)
+    prov = json.loads((out / "config.json").read_text())["provenance"]
+    assert prov[FITTED_CONTENT] == {"train": [content_id(audio / f"{t}.wav") for t in ids], "val": []}
+    got = evaluate_audio(labels, mine, model=out, progress=False)
+    assert sorted(p["track_id"] for p in got["predictions"]) == sorted([ids[1], "x3", "x4"])  # the copy is not scored
+    assert (got["excluded_trained_on"], got["excluded_by"]) == (1, "content")
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(mine), "--model", str(out)])
+    assert r.exit_code == 0 and "1 left out (the model was fitted on them; matched by content: the same audio)" in r.stdout
+
+    # a store built before content ids (no column in its index): still read, its bundle matched by id, said
+    index = pd.read_parquet(tmp_path / "store" / "index.parquet")
+    index.drop(columns="content").to_parquet(tmp_path / "store" / "index.parquet")
+    assert open_store(tmp_path / "store").content_ids() is None
+    old = train_bundle("cnn-simple", tmp_path / "store", tmp_path / "old", epochs=1, split=split, progress=False)
+    assert FITTED_CONTENT not in json.loads((old / "config.json").read_text())["provenance"]
+    got = evaluate_audio(labels, mine, model=old, progress=False)
+    assert sorted(p["track_id"] for p in got["predictions"]) == ["copy", "x3", "x4"]
+    assert (got["excluded_trained_on"], got["excluded_by"]) == (1, "id")
+    r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(mine), "--model", str(old)])
+    assert r.exit_code == 0 and "matched by track id: this bundle records no content ids of its clips" in r.stdout

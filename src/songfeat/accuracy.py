@@ -149,18 +149,18 @@ def _content_or_none(path) -> str | None:
 
 def fitted_on(rows: pd.DataFrame, config: dict) -> tuple[np.ndarray, str]:
     """Which of `rows` (track_id, path) the bundle of `config` was fitted on, and how they were told (`EXCLUDED_BY`): by
-    content id where its provenance records them (`bundle.FITTED_CONTENT`), else by track id (older bundles:
-    `heads_clips`, a stack's `stage2_ids`); a `songfeat train` bundle's store splits ('train', 'val') are store ids,
-    matched by id."""
+    content id where its provenance records them (`bundle.FITTED_CONTENT`: a heads bundle's clips, a `songfeat train`
+    bundle's 'train' and 'val' splits from a store that holds content ids), else by track id (older bundles and stores:
+    `heads_clips`, the store splits); a stack's `stage2_ids` are matched by id."""
     prov = config.get("provenance") or {}
-    split = config.get("split") or {}  # a `songfeat train` bundle: it fitted on 'train' and stopped on 'val'
-    ids = {str(i) for k in ("train", "val") if isinstance(split.get(k), list) for i in split[k]}
-    ids |= set(prov.get("stage2_ids") or [])
+    ids = set(prov.get("stage2_ids") or [])
     by_id = rows["track_id"].astype(str)
     if FITTED_CONTENT in prov:
         content = {c for cs in prov[FITTED_CONTENT].values() for c in cs}
         hit = np.array([_content_or_none(p) in content for p in rows["path"]], bool)
         return hit | by_id.isin(ids).to_numpy(), "content"
+    split = config.get("split") or {}  # a `songfeat train` bundle: it fitted on 'train' and stopped on 'val'
+    ids |= {str(i) for k in ("train", "val") if isinstance(split.get(k), list) for i in split[k]}
     ids |= {str(i) for cs in (prov.get("heads_clips") or {}).values() for i in cs}
     return by_id.isin(ids).to_numpy(), "id"
 

@@ -27,7 +27,8 @@ ONNX = "model.onnx"  # the same model exported for onnxruntime (songfeat.onnx_ex
 ONNX_SHA_KEY = "songfeat_weights_sha256"  # ONNX metadata: the model.safetensors it was exported from
 CONFIG = "config.json"
 # provenance: source -> the content ids (`analyze.content_id`) of the clips the heads were fitted on, beside their track
-# ids (`heads_clips`): evaluate-audio leaves out that audio, not a user's own clip that happens to share an id
+# ids (`heads_clips`; a `songfeat train` bundle's: split -> its 'train' and 'val' clips'): evaluate-audio leaves out
+# that audio, not a user's own clip that happens to share an id
 FITTED_CONTENT = "heads_clip_content"
 DEFAULT_DIR = Path(__file__).parent / "weights" / "default"
 

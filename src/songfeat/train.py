@@ -492,6 +492,13 @@ def _check_frontend_shape(model_name: str, cls: type, source: Any) -> None:
                                         f"{least[0]}x{least[1]} (channels x frames){hint}")
 
 
+def _store_content(source: Any) -> dict[str, str] | None:
+    """Track id -> content id of a store's clips (`Store.content_ids`), or None for a Dataset or a store built before
+    they were recorded: the clips are then known by track id alone."""
+    ids = getattr(source, "content_ids", None)
+    return ids() if callable(ids) else None
+
+
 def _check_numbers(*, lr: float | None, epochs: int | None, batch_size: int | None) -> None:
     """Refuse a learning rate, epoch count or batch size that cannot train, before any work: `--lr 0` silently trained
     at 1e-3, and a negative or NaN rate failed inside torch's Adam once the store was read."""
@@ -517,7 +524,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     is kept in `<out>.training/` until the bundle is written, and the same command run again continues from it.
     """
     from . import __version__
-    from .bundle import Bundle, check_bundle_out, removing_folders, write_bundle_or_fail
+    from .bundle import FITTED_CONTENT, Bundle, check_bundle_out, removing_folders, write_bundle_or_fail
     from .evaluate import _nan_to_none, predict_dataset, report
 
     if threads:
@@ -604,6 +611,9 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
                            "torch": torch.__version__,
                            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
         }
+        content = _store_content(store_or_dataset)
+        if content is not None:  # the splits' audio: evaluate-audio leaves out these bytes under any name, as a heads bundle's
+            config["provenance"][FITTED_CONTENT] = {k: [content[t] for t in parts[k]] for k in ("train", "val")}
         if te is not None and len(te) >= 2:
             pred = predict_dataset(Bundle(model=model, config=config), te)
             config["metrics"] = _nan_to_none({"split": "test", **report(te.targets, pred, list(targets))})

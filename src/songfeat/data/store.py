@@ -12,7 +12,7 @@ Layout of a finished store (see docs/store.md)::
 
     manifest.json        provenance, counts, front-end spec, "complete": true
     features.npy         float32 [N, C, T], row i is ids()[i]
-    index.parquet        row, track_id, path, audio_seconds
+    index.parquet        row, track_id, path, audio_seconds, content (each file's `analyze.content_id`)
     labels.parquet       normalised labels (index track_id)
     descriptors.parquet  measured features (index track_id)
     report.csv / .json   clips that failed (track_id, path, reason) and join counts
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__, atomic
-from ..analyze import DEFAULT_TIMEOUT
+from ..analyze import DEFAULT_TIMEOUT, content_id
 from ..audio import (SAMPLE_RATE, SILENCE_PEAK, WINDOW_SECONDS, capture_output, check_usable, iter_windows, load_audio,
                      sound_peak)
 from ..errors import AudioError, SongfeatError, SongfeatWarning, WorkFailed, counted
@@ -129,7 +129,8 @@ def _worker_init() -> None:
 
 
 def process_clip(path: str, spec_dict: dict, with_descriptors: bool = True) -> dict:
-    """Decode one file once: front-end of its first window, descriptors of all of it; never raises for bad audio.
+    """Decode one file once: front-end of its first window, descriptors of all of it, and its content id (a hash of its
+    bytes, what evaluate-audio knows a training clip by under any name); never raises for bad audio.
 
     What the decoder printed comes back in the result ("warnings": one line each, "log": raw text), never on stderr.
     """
@@ -170,7 +171,8 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
         if not np.all(np.isfinite(tensor)):
             raise AudioError(path, "front-end produced NaN or infinite values")
         desc = combine(evidence).to_dict() if with_descriptors else {"duration_ms": int(round(1000.0 * total / SAMPLE_RATE))}
-        return {"ok": True, "tensor": tensor, "audio_seconds": total / SAMPLE_RATE, "descriptors": desc}
+        return {"ok": True, "tensor": tensor, "audio_seconds": total / SAMPLE_RATE, "descriptors": desc,
+                "content": content_id(path)}
     except AudioError as e:
         return {"ok": False, "reason": e.reason}
     except Exception as e:  # a decoder or numeric failure on one file must not stop the build
@@ -514,7 +516,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
             """Write one finished clip: tensor into its row, then its journal line (committed in groups)."""
             if res["ok"]:
                 arr.write(i, res["tensor"])
-                rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"]}
+                rec = {"row": i, "track_id": tids[i], "ok": True, "audio_seconds": res["audio_seconds"], "descriptors": res["descriptors"],
+                       "content": res.get("content")}
             else:
                 rec = {"row": i, "track_id": tids[i], "ok": False, "reason": res["reason"]}
             if res.get("warnings"):
@@ -702,6 +705,7 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     alternatives: dict[int, list] = {}
     reasons: dict[int, str] = {}
     warned: dict[int, list[str]] = {}
+    content: dict[int, str | None] = {}
     for rec in _scan_journal(out / WORK / JOURNAL):  # streamed: a few numbers per clip, never the records
         i = int(rec["row"])
         state[i] = 1 if rec.get("ok") else 0
@@ -711,6 +715,7 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
             reasons.pop(i, None)
             base_row[i] = rec.get("base", -1)
             seconds[i] = rec["audio_seconds"]
+            content[i] = rec.get("content")  # None in a line from an older songfeat (its build or store)
             d = rec.get("descriptors") or {}
             for c, col in desc_cols.items():
                 v = d.get(c)
@@ -746,6 +751,8 @@ def _finalise(out: Path, table: _labels.LabelTable, plan: pd.DataFrame, manifest
     index = pd.DataFrame({"row": np.arange(len(good), dtype=np.int64), "track_id": ids,
                           "path": [plan["path"].iat[i] for i in good],
                           "audio_seconds": seconds[good]})
+    if all(content.get(i) for i in good):  # all or none: a store with some clips' hashes would match the rest by id unsaid
+        index["content"] = [content[i] for i in good]
     frame = table.frame.drop_duplicates("track_id").set_index("track_id")
     lab = frame.reindex(ids)
     lab.index.name = "track_id"
@@ -838,7 +845,7 @@ def _plain(v: object) -> object:
 def _prepare_retry(out: Path, plan: pd.DataFrame, spec: FrontendSpec) -> None:
     """Turn a finished store with failed clips into work that retries them: each built clip becomes a journal line.
 
-    A line holds what the store has for its clip (audio_seconds, descriptors, warnings) and "base", its row in
+    A line holds what the store has for its clip (audio_seconds, descriptors, content id, warnings) and "base", its row in
     features.npy, so the failed clips are what is left to do and `_finalise` merges both (`_merge_retried`); a built
     clip is never computed again. Made in out/.work.tmp and renamed onto out/work, so a crash leaves no work or all of
     it. The store stays complete and readable, as it was, until a retried clip is built and merged in.
@@ -852,6 +859,7 @@ def _prepare_retry(out: Path, plan: pd.DataFrame, spec: FrontendSpec) -> None:
     desc = _read_parquet(out / DESCRIPTORS).reindex(tids)
     cols = {c: desc[c].tolist() for c in desc.columns}
     secs = index["audio_seconds"].tolist()
+    hashes = index["content"].tolist() if "content" in index.columns else [None] * len(tids)  # none in an older store
     rep = json.loads((out / REPORT_JSON).read_text(encoding="utf-8"))
     warned = {w["track_id"]: w["warnings"] for w in rep.get("warnings", [])}
     row_of = {t: i for i, t in enumerate(plan["track_id"].astype(str))}
@@ -864,7 +872,7 @@ def _prepare_retry(out: Path, plan: pd.DataFrame, spec: FrontendSpec) -> None:
                 raise SongfeatError(out / INDEX, f"lists {_labels.short_id(tid)}, which plan.parquet does not; delete the "
                                                  "store folder and rebuild")
             rec = {"row": row_of[tid], "track_id": tid, "ok": True, "audio_seconds": float(secs[k]),
-                   "descriptors": {c: _plain(v[k]) for c, v in cols.items()}, "base": k}
+                   "descriptors": {c: _plain(v[k]) for c, v in cols.items()}, "content": hashes[k], "base": k}
             if warned.get(tid):
                 rec["warnings"] = warned[tid]
             f.write((json.dumps(rec, separators=(",", ":")) + "\n").encode())
@@ -955,6 +963,13 @@ class Store:
         """Row numbers of `track_ids` in array(), e.g. to index a split."""
         return np.array([self._row[t] for t in track_ids], dtype=np.int64)
 
+    def content_ids(self) -> dict[str, str] | None:
+        """Track id -> the content id (`analyze.content_id`) of the file each clip was built from, or None for a store
+        built before they were recorded: what a bundle trained on it records so evaluate-audio knows its clips by content."""
+        if "content" not in self._index.columns:
+            return None
+        return dict(zip(self._ids, self._index["content"].astype(str)))
+
     def labels(self) -> pd.DataFrame:
         """Normalised labels, index track_id in ids() order (NaN where the label file had none)."""
         return _read_parquet(self.path / LABELS).reindex(self._ids)
@@ -964,7 +979,7 @@ class Store:
         return _read_parquet(self.path / DESCRIPTORS).reindex(self._ids)
 
     def index(self) -> pd.DataFrame:
-        """The Parquet index: row, track_id, path (the audio file), audio_seconds."""
+        """The Parquet index: row, track_id, path (the audio file), audio_seconds, content (none in an older store)."""
         return self._index.copy()
 
     def report(self) -> dict:
