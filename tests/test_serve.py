@@ -969,6 +969,37 @@ def test_a_failed_scan_does_not_end_the_periodic_scans(tmp_path, caplog):
     assert "scan of" in caplog.text and "database is locked" in caplog.text and "Traceback" not in caplog.text
 
 
+def test_a_stop_while_the_dispatcher_hands_a_file_to_the_pool_is_quiet(tmp_path, caplog):
+    # stop() stopped the pool under the dispatcher: one handing the pool a file a scan had just found (a loaded machine
+    # is slow to) then failed its schedule ("The Pool is not active") and logged an 'analysis dispatcher' traceback as
+    # the server stopped, which failed the test above now and then.
+    import logging
+
+    root = tmp_path / "music"
+    make_clip(root / "intro.wav", seconds=1.0)
+    lib = Library(root, workers=1, model="test", job=hostile_job)
+    real, found, pool_stopped = lib.index.pending, threading.Event(), threading.Event()
+
+    def pending_then_slow(*args, **kwargs) -> list:
+        """The index's pending rows; once there are some, handed over after the pool is stopped (or 2 s, if it is not)."""
+        rows = real(*args, **kwargs)
+        if rows:
+            found.set()
+            pool_stopped.wait(timeout=2)
+        return rows
+
+    lib.index.pending = pending_then_slow
+    lib.start()
+    pool, stop_pool = lib._pool, lib._pool.stop
+    pool.stop = lambda: (stop_pool(), pool_stopped.set())
+    try:
+        assert found.wait(timeout=30)
+    finally:
+        lib.stop()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not pool.active and not any(t.is_alive() for t in lib._threads)
+
+
 def decoding_job(path: str) -> tuple[dict | None, str | None]:
     """A stand-in analysis that decodes the file as songfeat does (a corrupt one fails in the decoder's own words) and
     takes a while, so the queue is seen part way."""

@@ -752,14 +752,20 @@ class Library:
                            context=multiprocessing.get_context("spawn"))
 
     def stop(self) -> None:
-        """Stop the pool (in-flight files stay pending in the index and are redone by the next start)."""
+        """Stop the dispatcher, then the pool (in-flight files stay pending in the index and are redone by the next start).
+
+        The dispatcher is the pool's one user: a pool stopped under it, as it handed the pool a file a scan had just found,
+        failed that `schedule` (an 'analysis dispatcher' traceback as the server stopped)."""
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
+        dispatcher, others = self._threads[:1], self._threads[1:]  # in the order `start` made them
+        for t in dispatcher:
+            t.join(timeout=5)
         if self._pool is not None:
             self._pool.stop()
             self._pool.join(timeout=10)
-        for t in self._threads:
+        for t in others:
             t.join(timeout=5)
         if self._lock_file is not None:
             self._lock_file.close()  # closing drops the flock
