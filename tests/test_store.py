@@ -742,6 +742,30 @@ def test_a_store_keeps_each_clips_content_id_and_one_built_before_them_still_wor
     assert store.ids() == sorted(ids) and store.content_ids() is None
 
 
+def test_a_clip_replaced_while_it_is_read_fails_rather_than_keep_another_files_content_id(tmp_path, monkeypatch):
+    """The content id was hashed from a fresh open after decoding: a file replaced in between (a sync tool renaming a
+    new version into place) left the row with the old audio's tensor and the new file's content id, so evaluate-audio
+    would have left out the new audio and scored the audio trained on as unseen."""
+    import songfeat.data.store as store_mod
+
+    labels, audio, ids = make_dataset(tmp_path, 2, seconds=2.0)
+    victim = audio / f"{ids[0]}.wav"
+    real = store_mod.content_id
+
+    def replaced_first(path):
+        """Hash after the file was replaced by another version (renamed into place)."""
+        if Path(path) == victim:
+            other = victim.with_suffix(".new")
+            other.write_bytes(victim.read_bytes() + bytes(64))
+            os.replace(other, victim)
+        return real(path)
+
+    monkeypatch.setattr(store_mod, "content_id", replaced_first)
+    res = store_mod.process_clip(str(victim), frontend.FrontendSpec().to_dict(), False)
+    assert not res["ok"] and "changed while it was read" in res["reason"], res
+    assert store_mod.process_clip(str(audio / f"{ids[1]}.wav"), frontend.FrontendSpec().to_dict(), False)["ok"]
+
+
 def test_an_interrupted_retry_loses_nothing(tmp_path, monkeypatch):
     """Stopped while retrying, then killed while merging: each rerun goes on, and the store ends as a clean build."""
     from songfeat import atomic

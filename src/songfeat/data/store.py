@@ -144,6 +144,17 @@ def process_clip(path: str, spec_dict: dict, with_descriptors: bool = True) -> d
     return res
 
 
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """A file's inode, size and mtime (None if it cannot be read: decoding it says why): the same before and after it
+    was decoded and hashed, so that its content id names the bytes its tensor and descriptors were made from (a sync
+    tool may rename a new version into place)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
     spec = FrontendSpec.from_dict(spec_dict)
     try:
@@ -153,6 +164,7 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
         total, peak = 0, 0.0
         if with_descriptors:
             from ..descriptors import combine, window_evidence
+        read_as = _stamp(path)
         for w in iter_windows(path):
             if first is None:
                 first = w
@@ -171,8 +183,11 @@ def _process_clip(path: str, spec_dict: dict, with_descriptors: bool) -> dict:
         if not np.all(np.isfinite(tensor)):
             raise AudioError(path, "front-end produced NaN or infinite values")
         desc = combine(evidence).to_dict() if with_descriptors else {"duration_ms": int(round(1000.0 * total / SAMPLE_RATE))}
+        content = content_id(path)
+        if _stamp(path) != read_as:  # the content id would name other bytes than the ones decoded
+            raise AudioError(path, "changed while it was read (replaced or written to); build again to read it anew")
         return {"ok": True, "tensor": tensor, "audio_seconds": total / SAMPLE_RATE, "descriptors": desc,
-                "content": content_id(path)}
+                "content": content}
     except AudioError as e:
         return {"ok": False, "reason": e.reason}
     except Exception as e:  # a decoder or numeric failure on one file must not stop the build
@@ -968,7 +983,7 @@ class Store:
         built before they were recorded: what a bundle trained on it records so evaluate-audio knows its clips by content."""
         if "content" not in self._index.columns:
             return None
-        return dict(zip(self._ids, self._index["content"].astype(str)))
+        return dict(zip(self._ids, self._index["content"]))
 
     def labels(self) -> pd.DataFrame:
         """Normalised labels, index track_id in ids() order (NaN where the label file had none)."""
