@@ -455,3 +455,50 @@ def test_evaluate_audio_says_why_the_models_r_is_undefined(tmp_path, monkeypatch
     said = "energy: r undefined (–): the model predicts the same value (0.25) for all 4 clips labelled with it"
     assert f"**note**: {said}" in md and "**note**: valence: r undefined" not in md, md
     assert said in json.loads(_ok(args + ["-f", "json"]).stdout)["notes"]
+
+
+_HOLD = """
+import sys
+from songfeat import default_model, records
+from songfeat.cli import app
+
+def hold(*_a, **_k):  # the long work (reading clips, the default's fit) stops here, the bundle's lock held
+    print("holding", flush=True)
+    sys.stdin.readline()
+    raise SystemExit(0)
+
+records.get_records = default_model.train_default = hold
+app(sys.argv[1:], prog_name="songfeat")
+"""
+
+
+@pytest.mark.parametrize("command", ["train-heads", "train-default"])
+def test_a_second_run_into_a_bundle_being_written_is_refused_at_once(command, tmp_path, monkeypatch):
+    # two train-heads (or train-default) runs into one --out both did the whole fit, and the later rename replaced the
+    # first's bundle (or, at the same moment, failed on the other's '.<out>.old'); now the second is refused before
+    # any work, in one line naming the bundle and the run holding it
+    import subprocess
+    import sys
+
+    from songfeat import default_model, records
+
+    def analysed(*_a, **_k):
+        raise AssertionError("the second run did the work")
+
+    monkeypatch.setattr(records, "get_records", analysed)
+    monkeypatch.setattr(default_model, "train_default", analysed)
+    out = tmp_path / "heads"
+    args = (_two_clips(tmp_path, LABELS6) if command == "train-heads" else [command, "--shared", str(tmp_path)]) + [
+        "--out", str(out)]
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        r = run.invoke(app, args)
+        assert r.exit_code == 2 and r.stderr.splitlines()[-1] == (
+            f"songfeat: error: {out}: is being written by another songfeat run (pid {holder.pid}); wait for it to end, "
+            "or choose another --out"), r.output
+        assert not out.exists()
+    finally:
+        holder.communicate("go\n", timeout=60)
+    assert not (tmp_path / "heads.lock").exists()  # let go (and removed) at the holder's end

@@ -605,6 +605,20 @@ def test_two_builds_cannot_write_one_store(tmp_path):
     assert build_store(labels, audio, out, workers=1, progress=False).built == 2  # lock released: builds
 
 
+def test_a_build_starting_a_store_refuses_a_second_in_its_own_words(tmp_path):
+    # a first build holds out/.lock and has made work/ but not yet written its manifest: a second build started then
+    # was told the folder 'holds no songfeat store; choose an empty or new --out', of the store being built
+    import fcntl
+
+    labels, audio, _ = make_dataset(tmp_path, 2, seconds=1.0)
+    out = tmp_path / "out"
+    (out / "work").mkdir(parents=True)
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SongfeatError, match="another build is writing this store right now"):
+            build_store(labels, audio, out, workers=1, progress=False)
+
+
 def test_rerun_with_edited_labels_is_refused(tmp_path):
     """A finished store rerun after fixing a label used to report success and keep the stale label."""
     labels, audio, ids = make_dataset(tmp_path, 2, seconds=2.0)

@@ -1110,3 +1110,30 @@ def test_evaluate_audio_leaves_out_a_train_bundles_clip_copied_under_another_nam
     assert (got["excluded_trained_on"], got["excluded_by"]) == (1, "id")
     r = CliRunner().invoke(app, ["evaluate-audio", "--labels", str(labels), "--audio", str(mine), "--model", str(old)])
     assert r.exit_code == 0 and "matched by track id: this bundle records no content ids of its clips" in r.stdout
+
+
+def test_a_second_train_into_a_bundle_being_trained_is_refused_at_once(tiny_store, tmp_path):
+    # two `train --out run` at once shared run.training/ (the second resumed the first's checkpoint mid-run, or set it
+    # aside and each overwrote the other's every epoch), and the later rename replaced the first's bundle while both
+    # said 'wrote run'; now the second is refused before any work, in one line naming the bundle and the run holding it
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "songfeat", "train", "lstm-multitask", "--store", str(tiny_store), "--out", str(out),
+           "--targets", "energy", "--patience", "0"]
+    first = subprocess.Popen(cmd + ["--epochs", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.with_name("run.training") / "lstm-multitask.pt").exists():  # its first epoch is kept: it runs
+            assert first.poll() is None and time.monotonic() < deadline, "the first train did not start"
+            time.sleep(0.05)
+        p = subprocess.run(cmd + ["--epochs", "1"], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and p.stderr.splitlines() == [
+            f"songfeat: error: {out}: is being written by another songfeat run (pid {first.pid}); wait for it to end, "
+            "or choose another --out"], p.stderr
+        assert not out.exists() and first.poll() is None  # nothing written, the first run untouched
+    finally:
+        first.kill()
+        first.wait()

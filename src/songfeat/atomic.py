@@ -7,6 +7,8 @@ system. Errors are not reworded here: each caller says what a failed write means
 `probe_folder` checks beforehand that a folder can take such writes, for callers with minutes of work ahead of theirs.
 `make_folders` makes an output's missing folders and says which it made, so that a run which then writes nothing can
 take them away again (`remove_folders`), as a failed write takes its temporary away.
+`RunLock` is the one lock every writer of an output holds for its whole run (`<output>.lock`, an flock), so a second run
+on the same output is refused at once rather than interleaving its writes with the first's or replacing its result.
 """
 from __future__ import annotations
 
@@ -14,9 +16,14 @@ import contextlib
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import SongfeatError
+
+LOCK_SUFFIX = ".lock"  # `<output>.lock`: held (flock) by the run writing <output>; the OS lets go when that run ends
 
 
 def _temporary(path: Path) -> Path:
@@ -108,4 +115,120 @@ def remove_folders(made: Iterable[str | os.PathLike[str]]) -> None:
             return
 
 
-__all__ = ["replacing", "temp_beside", "probe_folder", "make_folders", "remove_folders"]
+_HELD: "weakref.WeakSet[RunLock]" = weakref.WeakSet()  # this process's run locks, for a forked child to drop
+
+
+def _drop_in_child() -> None:
+    """In a forked child (an analysis worker): close the inherited lock descriptors without unlocking, so a lock lasts
+    as long as the run that took it, not as long as a worker it left behind."""
+    for lock in list(_HELD):
+        lock.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_child)
+
+
+class RunLock:
+    """An exclusive, non-blocking flock on `<output>.lock` beside `output` (a file or a folder), held by the one run
+    writing it, from its start to its end (`release()`, or the end of a `with` block).
+
+    The OS releases a flock when its process ends, however it ends, so a lock file a killed run left behind is taken
+    over, not obeyed. The holder writes its pid into the file (for the refusal) and removes it when it lets go.
+    Raises `error(output, reason)` when another run holds it: 'is being written by another songfeat run (pid N); wait
+    for it to end, or <advice>'. Without flock (Windows, a file system that refuses it) the output is written unguarded.
+    """
+
+    def __init__(self, output: str | os.PathLike[str], advice: str = "name another output",
+                 error: Callable[[Path, str], SongfeatError] = SongfeatError):
+        output = Path(output)
+        self.path = output.with_name(output.name + LOCK_SUFFIX)
+        self.fd: int | None = None
+        self.made: list[Path] = []  # the output's folders this lock made: removed again by release() while empty
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no flock
+            return
+        try:
+            self.made = make_folders(output.parent)
+            while True:
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+                except FileNotFoundError:  # a run that made this folder and wrote nothing took it away meanwhile
+                    self.made += make_folders(output.parent)
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _lock_holder(fd)
+                    os.close(fd)
+                    raise error(output, f"is being written by another songfeat run{holder}; wait for it to end, "
+                                        f"or {advice}") from None
+                except OSError:  # no flock on this file system (some network mounts)
+                    os.close(fd)
+                    return
+                if _names(self.path, fd):
+                    break
+                os.close(fd)  # the run before removed it between our open and our flock: lock the file there now
+            self.fd = fd
+            _HELD.add(self)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except SongfeatError:
+            self.release()  # the folders made for an output another run holds, or that cannot be written, go again
+            raise
+        except OSError as e:  # the output is named, not the lock file beside it, which is songfeat's own
+            self.release()
+            raise error(output, f"cannot write it ({e.strerror or e})") from None
+
+    def release(self) -> None:
+        """Remove the lock file (only while it is still this lock's own) and let go, then the folders it made for the
+        output while nothing else is in them (a run that wrote nothing leaves none behind); again, or after forget(),
+        nothing."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                if _names(self.path, self.fd):
+                    os.unlink(self.path)  # while still locked: a run that opened it meanwhile finds it gone, makes its own
+            os.close(self.fd)
+            self.fd = None
+            _HELD.discard(self)
+        remove_folders(self.made)
+        self.made = []
+
+    def forget(self) -> None:
+        """Close this descriptor without unlocking or removing anything (a forked child's copy; the parent holds on)."""
+        self.made = []  # the parent's to remove, not a worker's
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # a writer dropped without close(): the lock goes with it
+            self.release()
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether `path` is still the file open as `fd` (not removed, nor replaced by another run's)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def _lock_holder(fd: int) -> str:
+    """' (pid N)' from a held lock file, or '' when it says nothing readable (its holder has not written it yet)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
+
+
+__all__ = ["replacing", "temp_beside", "probe_folder", "make_folders", "remove_folders", "RunLock", "LOCK_SUFFIX"]

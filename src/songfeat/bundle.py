@@ -285,6 +285,16 @@ def removing_folders(made: list[Path]) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def writing_bundle(path: Path) -> Iterator[None]:
+    """Hold the run that is to write a bundle at `path` (train, train-heads): `check_bundle_out` first, then
+    `atomic.RunLock` on `<path>.lock` to the run's end, refusing a second run into the same folder at once (two trains
+    shared `<path>.training/`, and the later rename replaced the first's bundle while both said 'wrote'); the folders
+    made for `path` go again if the run is refused, fails or is interrupted (`removing_folders`)."""
+    with removing_folders(check_bundle_out(path)), atomic.RunLock(path, advice="choose another --out"):
+        yield
+
+
 def _strict(o):
     """NaN/inf (e.g. Pearson of a constant prediction) become null, so the config is strict JSON."""
     if isinstance(o, float) and not math.isfinite(o):

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import stat
-import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -40,7 +39,6 @@ FORMAT_OF_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".cs
 MODEL_KEY = "model"  # in batch rows: `bundle.model_id` of the model that wrote the row (--resume refuses another)
 CSV_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY,)
 PARQUET_COLUMNS = ("path",) + SPOTIFY_KEYS + EXTRA_KEYS + (MODEL_KEY, "error")
-LOCK_SUFFIX = ".lock"  # `<output>.lock`: held (flock) by the run writing <output>; the OS lets go when that run ends
 _INT_KEYS = ("key", "mode", "time_signature", "duration_ms")
 _STR_KEYS = ("type", "id", "uri", "track_href", "analysis_url", "key_name", "camelot")
 
@@ -348,112 +346,13 @@ def _same_file(st: os.stat_result, path: str | Path) -> bool:
     return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
-_HELD: "weakref.WeakSet[OutputLock]" = weakref.WeakSet()  # this process's output locks, for a forked child to drop
-
-
-def _drop_in_child() -> None:
-    """In a forked child (an analysis worker): close the inherited lock descriptors without unlocking, so a lock lasts
-    as long as the run that took it, not as long as a worker it left behind."""
-    for lock in list(_HELD):
-        lock.forget()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_drop_in_child)
-
-
-class OutputLock:
-    """An exclusive, non-blocking flock on `<output>.lock`, held while one run writes `<output>`: two runs with the same
-    --output would both append to its `.partial`, and the second's rename would drop rows the first wrote.
-
-    The OS releases a flock when its process ends, however it ends, so a lock file a killed run left behind is taken
-    over, not obeyed. The holder writes its pid into the file (for the refusal) and removes it when it lets go.
-    Raises OutputError naming `output` when another run holds it. Without flock (Windows, a file system that refuses
-    it) the output is written unguarded, as before.
-    """
+class OutputLock(atomic.RunLock):
+    """`atomic.RunLock` on `<output>.lock`, held while one run writes `<output>`: two runs with the same --output would
+    both append to its `.partial`, and the second's rename would drop rows the first wrote. Raises OutputError naming
+    `output` when another run holds it, or when the lock cannot be made there."""
 
     def __init__(self, output: Path):
-        self.path = output.with_name(output.name + LOCK_SUFFIX)
-        self.fd: int | None = None
-        self.made: list[Path] = []  # the output's folders this lock made: removed again by release() while empty
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no flock
-            return
-        try:
-            self.made = atomic.make_folders(output.parent)
-            while True:
-                try:
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-                except FileNotFoundError:  # a run that made this folder and wrote nothing took it away meanwhile
-                    self.made += atomic.make_folders(output.parent)
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = _lock_holder(fd)
-                    os.close(fd)
-                    raise OutputError(output, f"is being written by another songfeat run{holder}; wait for it to end, "
-                                              "or name another output") from None
-                except OSError:  # no flock on this file system (some network mounts)
-                    os.close(fd)
-                    return
-                if _names(self.path, fd):
-                    break
-                os.close(fd)  # the run before removed it between our open and our flock: lock the file there now
-            self.fd = fd
-            _HELD.add(self)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OutputError:
-            self.release()  # the folders made for an output another run holds, or that cannot be written, go again
-            raise
-        except OSError as e:  # the output is named, not the lock file beside it, which is songfeat's own
-            self.release()
-            raise OutputError(output, f"cannot write it ({e.strerror or e})") from None
-
-    def release(self) -> None:
-        """Remove the lock file (only while it is still this lock's own) and let go, then the folders it made for the
-        output while nothing else is in them (a run that wrote nothing leaves none behind); again, or after forget(),
-        nothing."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                if _names(self.path, self.fd):
-                    os.unlink(self.path)  # while still locked: a run that opened it meanwhile finds it gone, makes its own
-            os.close(self.fd)
-            self.fd = None
-            _HELD.discard(self)
-        atomic.remove_folders(self.made)
-        self.made = []
-
-    def forget(self) -> None:
-        """Close this descriptor without unlocking or removing anything (a forked child's copy; the parent holds on)."""
-        self.made = []  # the parent's to remove, not a worker's
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # a writer dropped without close(): the lock goes with it
-            self.release()
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether `path` is still the file open as `fd` (not removed, nor replaced by another run's)."""
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except OSError:
-        return False
-
-
-def _lock_holder(fd: int) -> str:
-    """' (pid N)' from a held lock file, or '' when it says nothing readable (its holder has not written it yet)."""
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {text})" if text.isdigit() else ""
+        super().__init__(output, advice="name another output", error=OutputError)
 
 
 class ResultWriter:

@@ -103,7 +103,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     import pandas as pd
 
     from .analyze import get_bundle
-    from .bundle import FITTED_CONTENT, check_bundle_out, removing_folders, write_bundle_or_fail
+    from .bundle import FITTED_CONTENT, write_bundle_or_fail, writing_bundle
     from .data.labels import pair_table, read_labels, short_id
     from .data.splits import index_folds
     from .errors import SongfeatError, SongfeatWarning, WorkFailed, counted
@@ -120,7 +120,7 @@ def train_heads(labels_csv, audio_dir, out, base_model=None, cache=None, workers
     cfg = cfg or FitConfig()
     # before any clip is analysed (save_bundle would find out only after the fit); the folders it made for `out` go
     # again if the fit is refused, fails or is interrupted
-    with removing_folders(check_bundle_out(Path(out))):
+    with writing_bundle(Path(out)):
         base = get_bundle(base_model)
         _check_base(base)
         labels = read_labels(labels_csv)

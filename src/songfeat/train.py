@@ -524,7 +524,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     is kept in `<out>.training/` until the bundle is written, and the same command run again continues from it.
     """
     from . import __version__
-    from .bundle import FITTED_CONTENT, Bundle, check_bundle_out, removing_folders, write_bundle_or_fail
+    from .bundle import FITTED_CONTENT, Bundle, write_bundle_or_fail, writing_bundle
     from .evaluate import _nan_to_none, predict_dataset, report
 
     if threads:
@@ -538,7 +538,7 @@ def train_bundle(model_name: str, store_or_dataset: Any, out: str | Path, *, tar
     pick_device(device)  # a device this machine lacks, and an output it cannot write, are refused before the training
     # the folders made for `out` go again if the training is refused, fails or is interrupted before it keeps anything
     # there (a checkpoint in <out>.training/ keeps them, as it keeps the run's state)
-    with removing_folders(check_bundle_out(Path(out))):
+    with writing_bundle(Path(out)):
         d = FAMILY_DEFAULTS.get(model_name, FAMILY_DEFAULTS["lstm-multitask"])
         targets = features.check_targets(tuple(targets or d["targets"]))
         _check_numbers(lr=lr, epochs=epochs, batch_size=batch_size)

@@ -480,7 +480,10 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
         "labels_digest": _labels_digest(table, plan_ids),
         "window": f"first {spec.window_seconds:g} s of each clip (longer cut, shorter tiled)",
     }
-    if out.is_dir() and not (out / MANIFEST).exists() and any(p.name != LOCK for p in out.iterdir()):
+    # (a .lock is a build's: one starting now has made work/ but not yet its manifest, and the lock refuses this run in
+    # its own words below; a second build at once was told its store 'holds no songfeat store')
+    if (out.is_dir() and not (out / MANIFEST).exists() and not (out / LOCK).exists()
+            and any(p.name != LOCK for p in out.iterdir())):
         raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
