@@ -195,3 +195,20 @@ def test_make_folders_in_the_way_of_a_file_raises_and_leaves_none_of_its_own(tmp
     with pytest.raises(FileExistsError):
         atomic.make_folders(tmp_path / "d" / "g")
     assert names(tmp_path) == ["d", "f"] and names(tmp_path / "d") == ["g"]
+
+
+def test_a_run_lock_on_the_current_folder_sits_beside_it(tmp_path, monkeypatch):
+    # `songfeat train --out .` (a bundle into the current folder) ended in a ValueError traceback from pathlib: '.' has
+    # no name of its own to put '.lock' after
+    from songfeat.errors import SongfeatError
+
+    here = tmp_path / "run"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with atomic.RunLock(".") as lock:
+        assert lock.path == tmp_path / "run.lock" and lock.path.exists()
+        with pytest.raises(SongfeatError, match="is being written by another songfeat run"):
+            atomic.RunLock(here)
+    assert not (tmp_path / "run.lock").exists()
+    with pytest.raises(SongfeatError, match="root folder"):
+        atomic.RunLock("/")

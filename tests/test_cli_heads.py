@@ -459,15 +459,16 @@ def test_evaluate_audio_says_why_the_models_r_is_undefined(tmp_path, monkeypatch
 
 _HOLD = """
 import sys
-from songfeat import default_model, records
+from songfeat import records, sources
 from songfeat.cli import app
 
-def hold(*_a, **_k):  # the long work (reading clips, the default's fit) stops here, the bundle's lock held
+def hold(*_a, **_k):  # the long work (reading clips; the default's cache check, first inside its lock) stops here
     print("holding", flush=True)
     sys.stdin.readline()
     raise SystemExit(0)
 
-records.get_records = default_model.train_default = hold
+sources.check_shared = lambda *_a, **_k: None  # no shared data here: train-default goes on to its lock
+records.get_records = records.check_cache = hold
 app(sys.argv[1:], prog_name="songfeat")
 """
 
@@ -480,13 +481,14 @@ def test_a_second_run_into_a_bundle_being_written_is_refused_at_once(command, tm
     import subprocess
     import sys
 
-    from songfeat import default_model, records
+    from songfeat import records, sources
 
     def analysed(*_a, **_k):
         raise AssertionError("the second run did the work")
 
     monkeypatch.setattr(records, "get_records", analysed)
-    monkeypatch.setattr(default_model, "train_default", analysed)
+    monkeypatch.setattr(records, "check_cache", analysed)
+    monkeypatch.setattr(sources, "check_shared", lambda *_a, **_k: None)
     out = tmp_path / "heads"
     args = (_two_clips(tmp_path, LABELS6) if command == "train-heads" else [command, "--shared", str(tmp_path)]) + [
         "--out", str(out)]

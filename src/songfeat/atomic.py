@@ -7,7 +7,7 @@ system. Errors are not reworded here: each caller says what a failed write means
 `probe_folder` checks beforehand that a folder can take such writes, for callers with minutes of work ahead of theirs.
 `make_folders` makes an output's missing folders and says which it made, so that a run which then writes nothing can
 take them away again (`remove_folders`), as a failed write takes its temporary away.
-`RunLock` is the one lock every writer of an output holds for its whole run (`<output>.lock`, an flock), so a second run
+`RunLock` is the lock every writer of a file or bundle output holds for its whole run (`<output>.lock`, an flock), so a second run
 on the same output is refused at once rather than interleaving its writes with the first's or replacing its result.
 """
 from __future__ import annotations
@@ -142,7 +142,10 @@ class RunLock:
     def __init__(self, output: str | os.PathLike[str], advice: str = "name another output",
                  error: Callable[[Path, str], SongfeatError] = SongfeatError):
         output = Path(output)
-        self.path = output.with_name(output.name + LOCK_SUFFIX)
+        whole = Path(os.path.abspath(output))  # `.` (a bundle into the current folder) has no name of its own
+        if not whole.name:
+            raise error(output, "is the root folder: name a file or folder inside it")
+        self.path = whole.with_name(whole.name + LOCK_SUFFIX)
         self.fd: int | None = None
         self.made: list[Path] = []  # the output's folders this lock made: removed again by release() while empty
         try:

@@ -903,7 +903,6 @@ def train_default(
 ) -> None:
     """Retrain the bundled default model from the shared data (reproduces songfeat/weights/default)."""
     workers = _local_workers(workers)
-    from .atomic import RunLock
     from .bundle import DEFAULT_DIR
     from .default_model import train_default as run
     from .errors import SongfeatError
@@ -911,8 +910,8 @@ def train_default(
     # the bundle is written whole at the end (save_bundle), and stage 1's fit is not checkpointed: it starts over
     kept = (f"interrupted; nothing was written to {out or DEFAULT_DIR} (a bundle there is left as it was); "
             f"{_cache_kept(cache)}")
-    try:  # one run at a time into a bundle folder (`bundle.writing_bundle`, as train and train-heads hold it)
-        with RunLock(out or DEFAULT_DIR, advice="choose another --out"), _interrupted(kept):
+    try:
+        with _interrupted(kept):
             path = run(shared, out or DEFAULT_DIR, seed=seed, progress=True, cache=cache, workers=workers)
     except SongfeatError as e:
         raise fail(str(e)) from None

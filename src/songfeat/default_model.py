@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from . import __version__, features, mfcc, vocal_gate
-from .bundle import DEFAULT_DIR, FITTED_CONTENT, Bundle, check_bundle_out, numeric_values, removing_folders, save_bundle
+from .bundle import DEFAULT_DIR, FITTED_CONTENT, Bundle, numeric_values, save_bundle, writing_bundle
 from .models.stack import Stack
 from .genre_prior import SPOTIFY_CATALOGUE
 from .runtime import torch_threads
@@ -160,8 +160,9 @@ def train_default(shared: str | Path, out: str | Path = DEFAULT_DIR, seed: int =
 
     shared = Path(shared)
     check_shared(shared)  # every input there, and an --out a bundle may replace, before stage 1's fit, not minutes into it
-    # the folders made for `out` go again if the recipe is refused, fails or is interrupted before the bundle is written
-    with removing_folders(check_bundle_out(Path(out))):
+    # the folders made for `out` go again if the recipe is refused, fails or is interrupted before the bundle is written;
+    # one run at a time into it (`bundle.writing_bundle`, as train and train-heads hold theirs)
+    with writing_bundle(Path(out)):
         cache = DEFAULT_CACHE if cache is None else cache
         check_cache(cache)  # an unwritable --cache was found only when the clips were read, after stage 1's fit
         # stage 1 reads no labelled clip, nor the same recording under another id (`sources.held_out_ids`)

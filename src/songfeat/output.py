@@ -352,7 +352,7 @@ class OutputLock(atomic.RunLock):
     `output` when another run holds it, or when the lock cannot be made there."""
 
     def __init__(self, output: Path):
-        super().__init__(output, advice="name another output", error=OutputError)
+        super().__init__(output, error=OutputError)
 
 
 class ResultWriter:
