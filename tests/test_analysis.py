@@ -463,6 +463,28 @@ def test_cli_on_a_terminal_shows_the_seconds_analysed_and_leaves_stdout_to_the_j
     assert '"segments"' not in shown
 
 
+def test_cli_off_a_terminal_says_the_seconds_analysed_in_plain_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With stderr a log file, `songfeat analysis` of one long file (minutes for a 6-hour one) said nothing until it
+    ended: its seconds analysed come as plain lines now, every SONGFEAT_PROGRESS_INTERVAL seconds (0 here: every
+    window), and the JSON still goes to stdout alone."""
+    from typer.testing import CliRunner
+
+    from songfeat import cli
+
+    song = _write(tmp_path, "song", synth.chord_progression(0, 1, 70.0))
+    monkeypatch.setenv("SONGFEAT_PROGRESS_INTERVAL", "0")
+    r = CliRunner().invoke(cli.app, ["analysis", str(song)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["track"]["duration"] == 70.0
+    lines = [line.split(", ")[0] for line in r.stderr.splitlines()]
+    assert lines == ["songfeat: analysing song.wav: 30/70 (43%)", "songfeat: analysing song.wav: 60/70 (86%)",
+                     "songfeat: analysing song.wav: 70/70 (100%)", "songfeat: analysing song.wav: 70/70 (100%)"], r.stderr
+    assert r.stderr.splitlines()[-1].endswith(" elapsed (done)")
+    monkeypatch.delenv("SONGFEAT_PROGRESS_INTERVAL")
+    r = CliRunner().invoke(cli.app, ["analysis", str(song)])  # done within 30 s: no line
+    assert r.exit_code == 0 and r.stderr == ""
+
+
 def test_cli_probes_the_header_no_more_often_than_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With its bar on, `songfeat analysis` read the file's header once for the bar's length and `analyse` read it
     again for `meta`: the command now probes once and hands what it learned down."""
@@ -483,7 +505,7 @@ def test_cli_probes_the_header_no_more_often_than_the_api(tmp_path: Path, monkey
     analysis.analyse(song)
     api = len(probes)
     probes.clear()
-    monkeypatch.setattr(cli, "_progress_on", lambda: True)  # the bar that wants the header's length
+    # the bar that wants the header's length is made off a terminal too (it prints plain lines there)
     r = CliRunner().invoke(cli.app, ["analysis", str(song), "-o", str(tmp_path / "a.json")])
     assert r.exit_code == 0, r.output
     assert api >= 1 and len(probes) == api, probes

@@ -684,7 +684,6 @@ def test_cli_draws_one_files_progress_window_by_window(tmp_path, monkeypatch):
                     on_progress(str(f), done, 61.0)
             yield Outcome(str(f), features={"energy": 0.5})
 
-    monkeypatch.setattr(cli, "_progress_on", lambda: True)
     monkeypatch.setattr(module, "analyze_many", fake_many)
     for i in range(2):
         write(tmp_path / f"s{i}.wav", music(1.5, seed=i))
@@ -693,6 +692,34 @@ def test_cli_draws_one_files_progress_window_by_window(tmp_path, monkeypatch):
     assert json.loads(r.stdout) == {"energy": 0.5} and callable(asked[0])
     r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path), "-f", "jsonl"])
     assert r.exit_code == 0 and asked[1] is None  # several files: the bar counts files
+
+
+def test_cli_off_a_terminal_says_one_files_seconds_in_plain_lines(tmp_path, monkeypatch):
+    """A lone long file with stderr in a log said nothing until it ended (its seconds were drawn on a terminal only; a
+    6-hour file takes minutes): now a plain line every SONGFEAT_PROGRESS_INTERVAL seconds, and none within 30 s."""
+    from typer.testing import CliRunner
+
+    from songfeat import cli
+    from songfeat.analyze import Outcome
+
+    def fake_many(files, on_progress=None, **kwargs):
+        for f in files:
+            for done in (30.0, 60.0, 61.0):
+                on_progress(str(f), done, 61.0)
+            yield Outcome(str(f), features={"energy": 0.5})
+
+    monkeypatch.setattr(sys.modules["songfeat.analyze"], "analyze_many", fake_many)
+    write(tmp_path / "s0.wav", music(1.5))
+    monkeypatch.setenv("SONGFEAT_PROGRESS_INTERVAL", "0")
+    r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path / "s0.wav")])
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"energy": 0.5}
+    assert [line.split(", ")[0] for line in r.stderr.splitlines()] == [
+        "songfeat: analysing s0.wav: 30/61 (49%)", "songfeat: analysing s0.wav: 60/61 (98%)",
+        "songfeat: analysing s0.wav: 61/61 (100%)", "songfeat: analysing s0.wav: 61/61 (100%)"], r.stderr
+    assert r.stderr.splitlines()[-1].endswith(" elapsed (done)")
+    monkeypatch.delenv("SONGFEAT_PROGRESS_INTERVAL")
+    r = CliRunner().invoke(cli.app, ["analyze", str(tmp_path / "s0.wav")])
+    assert r.exit_code == 0 and r.stderr == ""
 
 def test_cli_batch_off_a_terminal_says_how_far_it_is_in_plain_lines(tmp_path, monkeypatch):
     """A batch with stderr in a log file said nothing until it ended (the bar was for terminals only); now a plain line
@@ -703,7 +730,7 @@ def test_cli_batch_off_a_terminal_says_how_far_it_is_in_plain_lines(tmp_path, mo
     from songfeat.analyze import Outcome
 
     def fake_many(files, on_progress=None, **kwargs):
-        assert on_progress is None  # a lone file's seconds are drawn on a terminal only
+        assert on_progress is None  # a batch counts files, not one file's seconds
         for f in files:
             yield Outcome(str(f), features={"energy": 0.5}) if f.name != "s1.wav" else Outcome(str(f), error="bad")
 

@@ -2752,6 +2752,32 @@ def test_a_time_out_is_not_the_files_fault(tmp_path, monkeypatch):
         assert calls(log).count(f"features {content_id(data)}") == 2
 
 
+def slow_job(path: str):
+    """A stand-in analysis that takes $SONGFEAT_TEST_SLEEP seconds, then answers."""
+    time.sleep(float(os.environ["SONGFEAT_TEST_SLEEP"]))
+    return {"id": Path(path).name, "energy": 0.5}, None
+
+
+def test_a_long_files_time_limit_grows_with_its_audio(tmp_path, monkeypatch):
+    # Every file had the flat --time-limit (300 s): a 2-hour mix, or a 6-hour wav, took longer on a busy server, was
+    # stopped, tried again three times and given up. A file's limit now grows with its audio, by its header, as
+    # `analyze --timeout`'s does (read in the worker: no decoder runs in the server); a short file's does not.
+    monkeypatch.setenv("SONGFEAT_TEST_SLEEP", "3")
+    root = tmp_path / "music"
+    make_clip(root / "short.wav", seconds=1.0)
+    sf.write(str(root / "long.wav"), np.zeros(1_200_000, np.float32), 1000, subtype="PCM_U8")  # 20 min: twice the limit
+    lib = Library(root, workers=1, time_limit=2.0, job=slow_job, model="test")
+    lib.start()
+    try:
+        wait_for(lambda: lib.last_scan is not None and lib.index.counts()["pending"] == 0, timeout=90)
+        rows = {Path(p).stem: (s, e) for p, s, e in lib.index.conn().execute("SELECT path, state, error FROM tracks")}
+        assert rows["long"] == ("done", None), rows
+        assert rows["short"][0] == "failed" and rows["short"][1].startswith("analysis took longer than the 2-s limit")
+        assert (lib.stats.timed_out, lib.stats.crashed) == (1, 0)
+    finally:
+        lib.stop()
+
+
 def test_a_time_out_is_retried_a_few_times_not_forever(tmp_path):
     # A file that hangs or kills its worker every time would cost a worker its whole time limit on every periodic scan;
     # after TRANSIENT_TRIES analyses it stays failed until its content changes, like a corrupt file.

@@ -346,12 +346,6 @@ STDIN = "-"  # `analyze -`: one audio file read from standard input, named "-" i
 STDIN_MAX_BYTES = 1 << 30
 
 
-def _progress_on() -> bool:
-    """Whether stderr is a terminal, where a lone file's seconds analysed are drawn (seconds of work, not minutes: no
-    plain lines for them elsewhere). Longer work is given progress=True: `progress.bar` draws or prints it."""
-    return sys.stderr.isatty()
-
-
 def _bar(label: str, total: Optional[int] = None):
     """The transient bar `analyze` and `analysis` draw on stderr, started: (progress, task). Refreshed from this thread
     only (a refresh thread could write while fd 2 points at a decoder capture); stdout is left alone (`progress.bar`)."""
@@ -495,7 +489,8 @@ def analyze(
         raise fail(str(e)) from None
     todo = [f for f in files if str(f) not in writer.done]
     progress = None
-    if len(todo) > 1 or (todo and _progress_on()):  # files done, or on a terminal a lone file's seconds analysed
+    if todo:  # files done, or a lone file's seconds analysed (off a terminal, a plain line every 30 s: a 6-hour file
+        # takes minutes, and a log said nothing until it ended)
         progress, task = _bar("analysing", len(todo)) if len(todo) > 1 else _bar(f"analysing {todo[0].name}")
 
     on_window = (lambda _path, done, total: _show_seconds(progress, task, done, total)) \
@@ -746,13 +741,10 @@ def tags_cmd(
 
 
 @contextlib.contextmanager
-def _file_bar(path: Path, total: Optional[float]) -> Iterator[Optional[Callable[[float], None]]]:
+def _file_bar(path: Path, total: Optional[float]) -> Iterator[Callable[[float], None]]:
     """While the body analyses one file in this process, a bar of its seconds analysed (out of `total`, its header's
-    length, when known) when stderr is a terminal: yields the `on_window(seconds done)` hook that draws it (None: no
-    bar), called between decoder calls, when fd 2 is the terminal's."""
-    if not _progress_on():
-        yield None
-        return
+    length, when known; off a terminal `progress.bar`'s plain lines): yields the `on_window(seconds done)` hook that
+    draws it, called between decoder calls, when fd 2 is the terminal's."""
     progress, task = _bar(f"analysing {path.name}")
     try:
         yield lambda done: _show_seconds(progress, task, done, total)
@@ -1413,7 +1405,7 @@ def serve_cmd(
     rescan: bool = typer.Option(serve_options.default("rescan"), "--rescan", help="Hash every file again at start-up, even those whose size and mtime are unchanged."),
     rescan_interval: float = typer.Option(serve_options.default("rescan-interval"), "--rescan-interval", min=serve_options.least("rescan-interval"), help="Seconds between scans for new, changed and removed files (0: only at start-up)."),
     max_upload_mb: float = typer.Option(serve_options.default("max-upload-mb"), "--max-upload-mb", min=serve_options.least("max-upload-mb"), help="Largest POST /v1/audio-features body (413 beyond)."),
-    time_limit: float = typer.Option(serve_options.default("time-limit"), "--time-limit", min=serve_options.least("time-limit"), help="Seconds one file may take before its worker is killed."),
+    time_limit: float = typer.Option(serve_options.default("time-limit"), "--time-limit", min=serve_options.least("time-limit"), help="Seconds one file may take before its worker is killed (per 10 minutes of audio, for longer files, as analyze --timeout)."),
     cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Let browser pages from this origin (scheme://host[:port], or '*' for any) call the GET routes; repeatable. Default: no CORS."),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", metavar="NAME", help="Also answer requests addressed (Host header) to this name: a reverse proxy's or a LAN name, '*.lan' for every name under lan, or an IP address; repeatable; '*': any name (no check). Default on a loopback --host: only localhost, *.localhost, 127.x.x.x and [::1] (a DNS-rebinding defence); on any other: any name, unless this is given."),
     quiet: bool = typer.Option(serve_options.default("quiet"), "--quiet", "-q", help="Print only warnings and errors: no scan summaries or analysis progress (failed files are still named)."),

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sqlite3
 import tempfile
 import threading
@@ -564,11 +565,39 @@ def features_job(path: str) -> tuple[dict | None, str | None]:
         return None, f"analysis failed ({type(e).__name__}: {_without_path(str(e), path)})"
 
 
-def guarded_job(job, path: str) -> tuple[dict | None, str | None]:
-    """`job(path)` with its failure as a reason free of server paths: a job's own exception type may not unpickle in
-    the server, and one that does not breaks pebble's whole pool and aborts every file in flight."""
+@contextlib.contextmanager
+def deadline(path: str, limit: float | None) -> Iterator[None]:
+    """In a worker: end this process with SIGALRM (its default action, which native code cannot hold off) once the body
+    has run `limit` seconds, scaled up for audio over 10 minutes by `path`'s header as `analyze --timeout` is
+    (`analyze.time_limit`): under one flat limit a 2-hour mix on a busy server was stopped three times and given up.
+    The header is read here, not in the server, which no decoder may crash; pebble's limit (the most it scales to) is
+    only a backstop. None: no limit of its own."""
+    if limit is None or not hasattr(signal, "setitimer"):
+        yield
+        return
+    from .analyze import header_seconds, time_limit  # imported before the clock starts: no file's time
+
+    start = time.monotonic()
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, limit)  # the plain limit while the header is read
     try:
-        return job(path)
+        try:
+            with capture_output():
+                seconds = header_seconds(path)
+        except Exception:  # the analysis says what is wrong with the file
+            seconds = None
+        signal.setitimer(signal.ITIMER_REAL, max(time_limit(limit, seconds) - (time.monotonic() - start), 1e-3))
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def guarded_job(job, path: str, limit: float | None = None) -> tuple[dict | None, str | None]:
+    """`job(path)` with its failure as a reason free of server paths: a job's own exception type may not unpickle in
+    the server, and one that does not breaks pebble's whole pool and aborts every file in flight. `limit`: `deadline`'s."""
+    try:
+        with deadline(path, limit):
+            return job(path)
     except SongfeatError as e:
         return None, e.reason
     except Exception as e:
@@ -580,20 +609,21 @@ def _without_path(text: str, path: str) -> str:
     return text.replace(str(Path(path).parent) + os.sep, "").replace(str(path), Path(path).name)
 
 
-def analysis_job(target: str, path: str, sha256: str | None = None) -> dict:
+def analysis_job(target: str, path: str, sha256: str | None = None, limit: float | None = None) -> dict:
     """Spotify's audio-analysis object for one file, from the function named by `target` ('module:function').
 
     Raises only AnalysisFailed with a reason free of server paths: an exception the server cannot unpickle (a
     SongfeatError, whose __init__ takes two arguments) would break pebble's whole pool and stop every analysis.
     With `sha256` (the content the index knows), FileChanged if the file no longer holds it: the result is cached
-    under that hash for good, so it must not describe a replacement no scan has seen yet.
+    under that hash for good, so it must not describe a replacement no scan has seen yet. `limit`: `deadline`'s.
     """
     module, _, attr = target.partition(":")
     try:
-        if sha256 is not None and _hash_or_none(path) != sha256:  # replaced, or moved or removed since the last scan
-            raise FileChanged(CHANGED)
-        with capture_output():
-            return getattr(importlib.import_module(module), attr)(path)
+        with deadline(path, limit):
+            if sha256 is not None and _hash_or_none(path) != sha256:  # replaced, or moved or removed since the last scan
+                raise FileChanged(CHANGED)
+            with capture_output():
+                return getattr(importlib.import_module(module), attr)(path)
     except AnalysisFailed:
         raise
     except SongfeatError as e:
@@ -1003,14 +1033,18 @@ class Library:
         old.stop()
 
     def _submit(self, job: tuple, size: int, mtime: int) -> None:
+        from .analyze import MAX_TIMEOUT_FACTOR
+
         key = f"{job[0]}:{job[1]}"
         self._replace_broken_pool()
+        backstop = self.time_limit * MAX_TIMEOUT_FACTOR + 30  # the job's own `deadline` comes first
         if job[0] == "features":
-            fut = self._pool.schedule(guarded_job, args=(self.job, job[1]), timeout=self.time_limit)
+            fut = self._pool.schedule(guarded_job, args=(self.job, job[1], self.time_limit), timeout=backstop)
             if self._run is None:
                 self._run = QueueRun(time.monotonic(), time.monotonic())
         else:
-            fut = self._pool.schedule(analysis_job, args=(self.analysis_target, job[1], job[2]), timeout=self.time_limit)
+            fut = self._pool.schedule(analysis_job, args=(self.analysis_target, job[1], job[2], self.time_limit),
+                                      timeout=backstop)
         self._inflight[key] = fut
         t0 = time.monotonic()
 
@@ -1041,7 +1075,8 @@ class Library:
         self._broken.discard(key)
         if isinstance(exc, AnalysisFailed):
             reason = str(exc)
-        elif isinstance(exc, concurrent.futures.TimeoutError):
+        elif isinstance(exc, concurrent.futures.TimeoutError) or (
+                isinstance(exc, ProcessExpired) and exc.exitcode == -signal.SIGALRM):  # its `deadline`, or the backstop
             self.stats.timed_out += 1
             reason = TIMED_OUT.format(limit=self.time_limit)
         elif isinstance(exc, ProcessExpired):
