@@ -1076,7 +1076,7 @@ class Library:
         if isinstance(exc, AnalysisFailed):
             reason = str(exc)
         elif isinstance(exc, concurrent.futures.TimeoutError) or (
-                isinstance(exc, ProcessExpired) and exc.exitcode == -signal.SIGALRM):  # its `deadline`, or the backstop
+                isinstance(exc, ProcessExpired) and exc.exitcode == -getattr(signal, "SIGALRM", 0)):  # its `deadline`, or the backstop
             self.stats.timed_out += 1
             reason = TIMED_OUT.format(limit=self.time_limit)
         elif isinstance(exc, ProcessExpired):
