@@ -708,6 +708,9 @@ class Library:
         self.index = Index(db or default_db(self.root), model or model_version())
         self.workers = max(1, int(workers))
         self.time_limit = float(time_limit)
+        from .analyze import MAX_TIMEOUT_FACTOR
+
+        self._backstop = self.time_limit * MAX_TIMEOUT_FACTOR + 30  # pebble's limit: each job's own `deadline` comes first
         self.analysis_target = analysis_target
         self.job = job or features_job
         self.analysis_version = analysis_version(analysis_target)
@@ -1033,11 +1036,9 @@ class Library:
         old.stop()
 
     def _submit(self, job: tuple, size: int, mtime: int) -> None:
-        from .analyze import MAX_TIMEOUT_FACTOR
-
         key = f"{job[0]}:{job[1]}"
         self._replace_broken_pool()
-        backstop = self.time_limit * MAX_TIMEOUT_FACTOR + 30  # the job's own `deadline` comes first
+        backstop = self._backstop
         if job[0] == "features":
             fut = self._pool.schedule(guarded_job, args=(self.job, job[1], self.time_limit), timeout=backstop)
             if self._run is None:

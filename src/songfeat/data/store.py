@@ -144,6 +144,12 @@ def process_clip(path: str, spec_dict: dict, with_descriptors: bool = True) -> d
     return res
 
 
+def _refuse_foreign(out: Path) -> None:
+    """Refuse an --out folder that holds anything but a build's lock and no store: a build never writes into it."""
+    if any(p.name != LOCK for p in out.iterdir()):
+        raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
+
+
 def _stamp(path: str) -> tuple[int, int, int] | None:
     """A file's inode, size and mtime (None if it cannot be read: decoding it says why): the same before and after it
     was decoded and hashed, so that its content id names the bytes its tensor and descriptors were made from (a sync
@@ -482,9 +488,8 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
     }
     # (a .lock is a build's: one starting now has made work/ but not yet its manifest, and the lock refuses this run in
     # its own words below; a second build at once was told its store 'holds no songfeat store')
-    if (out.is_dir() and not (out / MANIFEST).exists() and not (out / LOCK).exists()
-            and any(p.name != LOCK for p in out.iterdir())):
-        raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
+    if out.is_dir() and not (out / MANIFEST).exists() and not (out / LOCK).exists():
+        _refuse_foreign(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # read-only place, a file in the way, no such device
@@ -506,8 +511,7 @@ def build_store(labels: str | Path | _labels.LabelTable | pd.DataFrame, audio_di
                 _prepare_retry(out, plan, spec)  # as `analyze --resume`: what failed is tried again
                 retrying = True
         else:
-            if any(p.name != LOCK for p in out.iterdir()):
-                raise SongfeatError(out, "folder is not empty and holds no songfeat store; choose an empty or new --out")
+            _refuse_foreign(out)
             work.mkdir(exist_ok=True)
             with atomic.temp_beside(out / PLAN) as tmp:
                 plan.to_parquet(tmp)
